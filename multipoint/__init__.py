@@ -1,0 +1,1 @@
+"""Composition root: CLI, settings and the app factory that wire the packages together."""

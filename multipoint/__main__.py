@@ -1,0 +1,3 @@
+from multipoint.cli import main
+
+raise SystemExit(main())

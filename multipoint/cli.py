@@ -1,0 +1,87 @@
+"""The ``multipoint`` command: one command, one sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+
+from multipoint.settings import Settings, SettingsError, load_settings
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from multipoint.app import run_server
+
+    if args.host:
+        settings.http_host = args.host
+    if args.port:
+        settings.http_port = args.port
+    run_server(settings)
+    return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler.db import upgrade
+
+    upgrade(settings.effective_database_url, args.revision)
+    print(f"database at revision {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
+    from signaling.links import join_url
+
+    if not ROOM_NAME.match(args.room):
+        print(f"invalid room name {args.room!r}: use letters, digits, '-', '_', '.' "
+              "(at most 64)", file=sys.stderr)
+        return 2
+    ttl_s = (args.hours if args.hours is not None else settings.invite_ttl_hours) * 3600
+    print(join_url(settings.public_url, settings.signing_secret(), args.room, role=args.role,
+                   name=args.name, ttl_s=ttl_s))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multipoint", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the whole service in one process")
+    serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP listen port (default 8080)")
+    serve.set_defaults(handler=_cmd_serve)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="apply schema migrations (Alembic)")
+    db_upgrade.add_argument("revision", nargs="?", default="head")
+    db_upgrade.set_defaults(handler=_cmd_db_upgrade)
+
+    invite = commands.add_parser("invite", help="print a join link for a room")
+    invite.add_argument("room")
+    invite.add_argument("--role", choices=["host", "guest"], default="host")
+    invite.add_argument("--name", help="display name to put in the link")
+    invite.add_argument("--hours", type=float, help="validity (default MULTIPOINT_INVITE_TTL_HOURS)")
+    invite.set_defaults(handler=_cmd_invite)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"multipoint: {exc}", file=sys.stderr)
+        return 2
+    return int(args.handler(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

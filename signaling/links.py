@@ -1,0 +1,13 @@
+"""Join links handed to people: a page URL carrying a signed join token."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode
+
+from signaling.tokens import JoinGrant, Role, issue_token
+
+
+def join_url(public_url: str, secret: str, room: str, *, role: Role = "guest",
+             name: str | None = None, ttl_s: float) -> str:
+    token = issue_token(secret, JoinGrant(room=room, role=role, name=name), ttl_s)
+    return f"{public_url}/call/{quote(room, safe='')}?{urlencode({'token': token})}"
