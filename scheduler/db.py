@@ -30,11 +30,20 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            # pysqlite's own BEGIN handling is switched off so that "begin" below decides:
+            # a write that checks capacity must start with BEGIN IMMEDIATE, taking the
+            # single writer lock before it reads (see scheduler/transactions.py).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection) -> None:  # type: ignore[no-untyped-def]
+            mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -64,6 +73,22 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self.sessionmaker() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session for a read-check-write decision: nothing else may write meanwhile.
+
+        SQLite: BEGIN IMMEDIATE takes the database's single writer lock up front.
+        PostgreSQL: an ordinary transaction; the caller locks the rows it decides on
+        (scheduler/transactions.py).
+        """
+        if self.engine.dialect.name != "sqlite":
+            with self.session() as session:
+                yield session
+            return
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection, \
+                Session(bind=connection, expire_on_commit=False) as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from scheduler.db import Base
@@ -30,3 +44,258 @@ class SelfTestResult(Base):
     problems: Mapped[list[str]] = mapped_column(JSON, default=list)
     figures: Mapped[dict[str, float | None]] = mapped_column(JSON, default=dict)
     user_agent: Mapped[str] = mapped_column(Text, default="")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An instant stored as naive UTC and read back as aware UTC, on every database.
+
+    SQLite keeps no zone and would hand back naive values; comparing those with aware
+    ones fails at run time, so every instant column of the scheduler uses this type.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Organisation(Base):
+    """A region, an ORP (under its region), a central body, an IZS component, a group."""
+
+    __tablename__ = "organisations"
+    __table_args__ = (UniqueConstraint("parent_id", "name", name="uq_organisations_parent_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), index=True)
+    code: Mapped[str | None] = mapped_column(String(40), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    email: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Quota(Base):
+    """The guaranteed share of the pool an organisation (and those under it) owns."""
+
+    __tablename__ = "quotas"
+
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"),
+                                                 primary_key=True)
+    share_bp: Mapped[int] = mapped_column(Integer)  # basis points (1/10000) of the pool
+
+
+class CapacityPool(Base):
+    """The single row that capacity changes lock exclusively and bookings lock shared."""
+
+    __tablename__ = "capacity_pool"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CapacityDay(Base):
+    """One row per UTC day: a booking locks the days its occurrences touch.
+
+    Two bookings can only compete for capacity if they overlap in time, and then they
+    share a day: so locking the days serialises exactly the bookings that conflict.
+    """
+
+    __tablename__ = "capacity_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class MediaNode(Base):
+    __tablename__ = "media_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MediaWorker(Base):
+    """One media worker process (one core) of a node; rooms are placed on workers."""
+
+    __tablename__ = "media_workers"
+    __table_args__ = (UniqueConstraint("node_id", "index", name="uq_media_workers_node_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("media_nodes.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    capacity_units: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class User(Base):
+    """A person or system using the API. Passwords and sign-in belong to the admin web."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    email: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, hex
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UserSession(Base):
+    """A signed-in browser session; the cookie carries the secret, the row its hash."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Booking(Base):
+    __tablename__ = "bookings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(100), unique=True)  # iCalendar UID
+    sequence: Mapped[int] = mapped_column(Integer, default=0)  # iCalendar SEQUENCE
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    organiser_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    organiser_email: Mapped[str] = mapped_column(String(200), default="")
+    invitees: Mapped[list[str]] = mapped_column(JSON, default=list)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[str] = mapped_column(String(20), default="routine")
+    izs: Mapped[bool] = mapped_column(Boolean, default=False)
+    zone: Mapped[str] = mapped_column(String(64))
+    local_start: Mapped[datetime] = mapped_column(DateTime)  # wall-clock, naive
+    local_end: Mapped[datetime] = mapped_column(DateTime)
+    rrule: Mapped[str | None] = mapped_column(String(500))
+    exdates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    skip_public_holidays: Mapped[bool] = mapped_column(Boolean, default=False)
+    participants: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    units: Mapped[int] = mapped_column(Integer)
+    room_name: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="confirmed")  # or "cancelled"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BookingOccurrence(Base):
+    """One occurrence of a booking and the capacity it holds; the unit of admission."""
+
+    __tablename__ = "booking_occurrences"
+    __table_args__ = (Index("ix_booking_occurrences_state_start", "state", "start_utc"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id"), index=True)
+    start_utc: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_utc: Mapped[datetime] = mapped_column(UTCDateTime)
+    units: Mapped[int] = mapped_column(Integer)
+    holder_id: Mapped[int | None] = mapped_column(Integer)  # quota holder charged
+    izs: Mapped[bool] = mapped_column(Boolean, default=False)
+    priority: Mapped[str] = mapped_column(String(20), default="routine")
+    state: Mapped[str] = mapped_column(String(20), default="scheduled")
+    displaced_by: Mapped[int | None] = mapped_column(Integer)  # the emergency booking's id
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StandingBridge(Base):
+    """An always-available IZS room; the IZS reserve guarantees its capacity."""
+
+    __tablename__ = "standing_bridges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    room_name: Mapped[str] = mapped_column(String(64), unique=True)
+    participants: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    units: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Room(Base):
+    """A room the scheduler has admitted: open (on a worker) or closed."""
+
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id"))
+    bridge_id: Mapped[int | None] = mapped_column(ForeignKey("standing_bridges.id"))
+    occurrence_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="closed")
+    worker_id: Mapped[int | None] = mapped_column(ForeignKey("media_workers.id"))
+    units: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CallRecord(Base):
+    """Who joined which room when, for how long, from which organisation."""
+
+    __tablename__ = "call_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_name: Mapped[str] = mapped_column(String(64), index=True)
+    booking_id: Mapped[int | None] = mapped_column(Integer)
+    organisation_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    participant: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(10), default="hd")
+    worker_id: Mapped[int | None] = mapped_column(Integer)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Notification(Base):
+    """An e-mail to send (the outbox): written in the transaction that causes it."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # invitation, update, cancel, displaced, ...
+    booking_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    to_address: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    ics: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class UsageDaily(Base):
+    """Usage rolled up per organisation and day by the roll-up job."""
+
+    __tablename__ = "usage_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    participant_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    booked_unit_hours: Mapped[float] = mapped_column(Float, default=0.0)

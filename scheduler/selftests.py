@@ -29,7 +29,8 @@ def record_selftest(
     return result
 
 
-def latest_selftests(session: Session, endpoint_serial: str | None = None, limit: int = 50) -> list[SelfTestResult]:
+def latest_selftests(session: Session, endpoint_serial: str | None = None,
+                     limit: int = 50) -> list[SelfTestResult]:
     query = select(SelfTestResult).order_by(SelfTestResult.id.desc()).limit(limit)
     if endpoint_serial is not None:
         query = query.where(SelfTestResult.endpoint_serial == endpoint_serial)

@@ -1,0 +1,238 @@
+"""The capacity rules: pool, guaranteed quotas, borrowing, the IZS reserve, displacement.
+
+Plain functions over plain objects, so that every rule can be tested without a database
+(tests/scheduler/test_capacity.py); scheduler/bookings.py feeds them rows read inside the
+transaction that then writes the decision.
+
+The model (docs/scheduler.md explains it for people):
+
+- The *pool* is the capacity of every enabled worker, in units (scheduler/units.py).
+- *IZS reserve*: ``izs_reserve_units`` of the pool that only IZS bookings may use. An
+  ordinary booking must leave the unused part of the reserve free.
+- *Quotas*: a holder (an organisation, or the group an organisation falls under) owns a
+  guaranteed share. An ordinary booking must leave the unused part of every *other*
+  holder's share free, except when it is *borrowing*: its occurrence starts within
+  ``borrow_lead`` of now, or its class is ``priority``. Borrowed capacity is given back
+  when the occurrence ends or is cancelled; it never extends a share beyond that.
+  A holder's bookings made at least ``borrow_lead`` ahead therefore always find its
+  own share free.
+- *Emergency* bookings may use all of the pool, ignoring shares and the reserve; when
+  even that is short, routine occurrences are displaced (:func:`choose_displacements`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+PRIORITY_CLASSES: tuple[str, ...] = ("routine", "priority", "emergency")
+
+
+@dataclass(frozen=True)
+class CapacityPolicy:
+    pool_units: int
+    izs_reserve_units: int
+    quotas: Mapping[int, int] = field(default_factory=dict)  # holder id -> guaranteed units
+    borrow_lead: timedelta = timedelta(hours=48)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Capacity held by one occurrence of a booking over [start, end)."""
+
+    start: datetime
+    end: datetime
+    units: int
+    holder: int | None = None  # quota holder the units are charged to
+    izs: bool = False
+    priority: str = "routine"
+    ref: int | None = None  # the occurrence's id, for displacement
+
+
+@dataclass(frozen=True)
+class Request:
+    """Capacity asked for by one occurrence of a new or changed booking."""
+
+    start: datetime
+    end: datetime
+    units: int
+    holder: int | None = None
+    izs: bool = False
+    priority: str = "routine"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Load over [start, end), constant inside it."""
+
+    start: datetime
+    end: datetime
+    used: int  # units held by every allocation
+    izs_used: int  # units held by IZS allocations
+    protected: int  # unused guaranteed units of holders other than the asking one
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a request does not fit: where, how much was free, which rule bound."""
+
+    at: datetime
+    needed: int
+    available: int
+    reason: str  # "pool_full", "izs_reserve" or "quota"
+
+
+def borrowing(request: Request, policy: CapacityPolicy, now: datetime) -> bool:
+    """May this request use other holders' unused shares?"""
+    if request.priority in ("priority", "emergency"):
+        return True
+    return request.start - now <= policy.borrow_lead
+
+
+def available(segment: Segment, request: Request, policy: CapacityPolicy,
+              now: datetime) -> tuple[int, str]:
+    """Units this request may take inside ``segment``, and the rule that bounds them."""
+    free = policy.pool_units - segment.used
+    if request.priority == "emergency":
+        return free, "pool_full"
+    limits = [(free, "pool_full")]
+    if not request.izs:
+        free -= max(0, policy.izs_reserve_units - segment.izs_used)
+        limits.append((free, "izs_reserve"))
+    if not borrowing(request, policy, now):
+        free -= segment.protected
+        limits.append((free, "quota"))
+    # The first rule that leaves too little is the one to name.
+    for units, reason in limits:
+        if units < request.units:
+            return units, reason
+    return free, limits[-1][1]
+
+
+def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: int | None,
+             start: datetime, end: datetime) -> list[Segment]:
+    """The load over [start, end) as consecutive segments, seen by ``holder``.
+
+    A sweep over allocation boundaries: O(n log n) for n allocations.
+    """
+    starting: dict[datetime, list[Allocation]] = {}
+    ending: dict[datetime, list[Allocation]] = {}
+    used_by: dict[int | None, int] = {}
+    # The unused guaranteed units of other holders, kept up to date per change rather than
+    # summed over every holder at every boundary: a week holds thousands of boundaries.
+    load = {"used": 0, "izs": 0, "protected": sum(units for owner, units in policy.quotas.items()
+                                                  if owner != holder)}
+
+    def apply(allocation: Allocation, sign: int) -> None:
+        load["used"] += sign * allocation.units
+        load["izs"] += sign * allocation.units * allocation.izs
+        owner = allocation.holder
+        before = used_by.get(owner, 0)
+        used_by[owner] = before + sign * allocation.units
+        quota = policy.quotas.get(owner) if owner is not None and owner != holder else None
+        if quota is not None:
+            load["protected"] += max(0, quota - used_by[owner]) - max(0, quota - before)
+
+    for allocation in allocations:
+        if allocation.end <= start or allocation.start >= end:
+            continue
+        if allocation.start <= start:
+            apply(allocation, 1)
+        else:
+            starting.setdefault(allocation.start, []).append(allocation)
+        if allocation.end < end:
+            ending.setdefault(allocation.end, []).append(allocation)
+
+    segments: list[Segment] = []
+    cursor = start
+    for boundary in sorted(set(starting) | set(ending)):
+        if boundary > cursor:
+            segments.append(Segment(cursor, boundary, load["used"], load["izs"],
+                                    load["protected"]))
+            cursor = boundary
+        for allocation in ending.get(boundary, ()):
+            apply(allocation, -1)
+        for allocation in starting.get(boundary, ()):
+            apply(allocation, 1)
+    if cursor < end:
+        segments.append(Segment(cursor, end, load["used"], load["izs"], load["protected"]))
+    return segments
+
+
+def check(request: Request, allocations: Iterable[Allocation], policy: CapacityPolicy,
+          now: datetime) -> Shortfall | None:
+    """None when the request fits everywhere in its interval, else the worst shortfall."""
+    worst: Shortfall | None = None
+    for segment in timeline(allocations, policy, request.holder, request.start, request.end):
+        units, reason = available(segment, request, policy, now)
+        if units < request.units and (worst is None or units < worst.available):
+            worst = Shortfall(at=segment.start, needed=request.units, available=units,
+                              reason=reason)
+    return worst
+
+
+def choose_displacements(request: Request, allocations: Sequence[Allocation],
+                         policy: CapacityPolicy, now: datetime) -> list[Allocation] | None:
+    """The routine allocations an emergency request displaces, or None if it cannot fit.
+
+    Only ``routine`` occurrences are displaced, never priority or emergency ones.
+    Occurrences that have not started go first; running ones only when those are not
+    enough, because an emergency is never refused while routine use holds the capacity.
+    Within each group the largest go first, so that as few meetings as possible are
+    disturbed. Returns [] when the request fits as it is.
+    """
+    overlapping = [a for a in allocations if a.start < request.end and a.end > request.start]
+    candidates = sorted((a for a in overlapping if a.priority == "routine"),
+                        key=lambda a: (a.start <= now, -a.units, -(a.ref or 0)))
+    chosen: list[Allocation] = []
+    chosen_ids: set[int] = set()
+    for segment in timeline(overlapping, policy, request.holder, request.start, request.end):
+        deficit = request.units - (policy.pool_units - segment.used)
+        deficit -= sum(a.units for a in chosen if a.start < segment.end and a.end > segment.start)
+        for candidate in candidates:
+            if deficit <= 0:
+                break
+            if id(candidate) in chosen_ids:
+                continue
+            if candidate.start < segment.end and candidate.end > segment.start:
+                chosen.append(candidate)
+                chosen_ids.add(id(candidate))
+                deficit -= candidate.units
+        if deficit > 0:
+            return None
+    return chosen
+
+
+def nearest_slots(request: Request, allocations: Sequence[Allocation], policy: CapacityPolicy,
+                  now: datetime, *, count: int = 3, step: timedelta = timedelta(minutes=15),
+                  search: timedelta = timedelta(days=7)) -> list[datetime]:
+    """Start times nearest to the request's (before or after) at which it would fit.
+
+    ``allocations`` must cover [request.start - search, request.end + search].
+    """
+    duration = request.end - request.start
+    window_start, window_end = request.start - search, request.end + search
+    segments = timeline(allocations, policy, request.holder, window_start, window_end)
+    starts = [segment.start for segment in segments]
+
+    def fits(start: datetime) -> bool:
+        moved = Request(start, start + duration, request.units, request.holder, request.izs,
+                        request.priority)
+        index = max(0, bisect.bisect_right(starts, start) - 1)
+        while index < len(segments) and segments[index].start < moved.end:
+            if available(segments[index], moved, policy, now)[0] < moved.units:
+                return False
+            index += 1
+        return True
+
+    found: list[datetime] = []
+    steps = int(search / step)
+    for k in range(1, steps + 1):
+        for candidate in (request.start + k * step, request.start - k * step):
+            if candidate >= now and candidate + duration <= window_end and fits(candidate):
+                found.append(candidate)
+                if len(found) == count:
+                    return sorted(found)
+    return sorted(found)

@@ -1,0 +1,167 @@
+"""Occurrences of a booking: local wall-clock times, RRULE, exceptions, Czech holidays.
+
+People enter times in a named time zone (Europe/Prague by default); occurrences keep
+their wall-clock time across daylight-saving changes and are stored in UTC.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr
+
+DEFAULT_ZONE = "Europe/Prague"
+ALLOWED_FREQUENCIES = {DAILY, WEEKLY, MONTHLY, YEARLY}
+
+
+class RecurrenceError(ValueError):
+    """Input that cannot describe occurrences; ``code`` is the API's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    start: datetime  # UTC
+    end: datetime  # UTC
+    local_start: datetime  # wall-clock time in the booking's zone, naive
+
+    def label(self) -> str:
+        return self.local_start.strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a person asked for, in their zone."""
+
+    start: datetime  # naive wall-clock time
+    end: datetime  # naive wall-clock time
+    zone: str = DEFAULT_ZONE
+    rrule: str | None = None
+    exdates: Sequence[datetime] = field(default_factory=tuple)  # naive wall-clock starts
+    skip_public_holidays: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_occurrences: int = 400
+    max_duration: timedelta = timedelta(hours=12)
+    horizon: timedelta = timedelta(days=2 * 366)
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RecurrenceError("unknown_time_zone", f"unknown time zone {name!r}") from None
+
+
+def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
+    """A wall-clock time in ``tz`` as UTC; refuses times that do not exist there."""
+    aware = local.replace(tzinfo=tz)
+    back = aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    if back != local:  # in the spring-forward gap: the clock never shows this time
+        raise RecurrenceError("impossible_time",
+                              f"{local:%Y-%m-%d %H:%M} does not exist in {tz.key} "
+                              "(the clocks skip it)")
+    return aware.astimezone(UTC)
+
+
+def parse_local(value: object, tz: ZoneInfo, field_name: str) -> datetime:
+    """An ISO 8601 time from the API as naive wall-clock time in ``tz``.
+
+    A time with an offset is converted into the zone; one without is taken as written.
+    """
+    if not isinstance(value, str):
+        raise RecurrenceError("invalid_time", f"{field_name} must be an ISO 8601 date-time text")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is not an ISO 8601 "
+                              "date-time such as 2026-12-01T10:00") from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(tz).replace(tzinfo=None)
+    return parsed.replace(second=0, microsecond=0) if parsed.second == 0 else parsed
+
+
+def czech_holidays(first: date, last: date) -> set[date]:
+    return set(holidays.country_holidays("CZ", years=range(first.year, last.year + 1)))
+
+
+def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occurrence],
+                                                                       list[date]]:
+    """Every occurrence of ``schedule`` (and the holiday dates skipped), or an error.
+
+    Refuses: an end not after the start, a meeting longer than ``max_duration``, a rule
+    without an end, one with more than ``max_occurrences`` occurrences or reaching past
+    ``horizon``, sub-daily frequencies, and occurrences in a daylight-saving gap.
+    """
+    tz = zone(schedule.zone)
+    duration = schedule.end - schedule.start
+    if duration <= timedelta(0):
+        raise RecurrenceError("invalid_interval", "the end must be after the start")
+    if duration > limits.max_duration:
+        raise RecurrenceError("too_long", f"a meeting may last at most {limits.max_duration}")
+    horizon = now + limits.horizon
+    if schedule.rrule is None:
+        starts = [schedule.start]
+    else:
+        starts = _rule_starts(schedule, limits, tz, horizon)
+    excluded = set(schedule.exdates)
+    starts = [start for start in starts if start not in excluded]
+    skipped: list[date] = []
+    if schedule.skip_public_holidays and starts:
+        days_off = czech_holidays(starts[0].date(), starts[-1].date())
+        skipped = [start.date() for start in starts if start.date() in days_off]
+        starts = [start for start in starts if start.date() not in days_off]
+    if not starts:
+        raise RecurrenceError("no_occurrences", "the schedule leaves no occurrence")
+    occurrences = []
+    for start in starts:
+        utc_start = to_utc(start, tz)
+        utc_end = to_utc(start + duration, tz)
+        if utc_start > horizon:
+            raise RecurrenceError("too_far", f"bookings may reach at most "
+                                  f"{limits.horizon.days} days ahead")
+        occurrences.append(Occurrence(utc_start, utc_end, start))
+    return occurrences, skipped
+
+
+def _rule_starts(schedule: Schedule, limits: Limits, tz: ZoneInfo,
+                 horizon: datetime) -> list[datetime]:
+    text = schedule.rrule.strip()  # type: ignore[union-attr]
+    if text.upper().startswith("RRULE:"):
+        text = text[6:]
+    if len(text) > 500:
+        raise RecurrenceError("invalid_rrule", "the recurrence rule is too long")
+    try:
+        rule = rrulestr(text, dtstart=schedule.start)
+    except (ValueError, TypeError) as exc:
+        raise RecurrenceError("invalid_rrule", f"not an RFC 5545 RRULE: {exc}") from None
+    if not hasattr(rule, "_freq") or rule._freq not in ALLOWED_FREQUENCIES:
+        raise RecurrenceError("invalid_rrule", "FREQ must be DAILY, WEEKLY, MONTHLY or YEARLY")
+    if rule._count is None and rule._until is None:
+        raise RecurrenceError("unbounded_rrule", "the recurrence rule needs COUNT or UNTIL")
+    local_horizon = horizon.astimezone(tz).replace(tzinfo=None)
+    # Take one more than allowed so that "too many" is seen without expanding them all.
+    starts = list(itertools.islice(rule, limits.max_occurrences + 1))
+    if len(starts) > limits.max_occurrences:
+        raise RecurrenceError("too_many_occurrences",
+                              f"a recurrence may have at most {limits.max_occurrences} "
+                              "occurrences")
+    if starts and starts[-1] > local_horizon:
+        raise RecurrenceError("too_far", f"bookings may reach at most {limits.horizon.days} "
+                              "days ahead")
+    return starts
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

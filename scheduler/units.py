@@ -1,0 +1,52 @@
+"""Capacity units: what one participant of each kind costs a media worker.
+
+A unit is one thousandth of a CPU core of a media worker (a millicore). The cost of each
+participant kind is a setting (see docs/scheduler.md, "Capacity model", for where each
+default comes from); the scheduler only ever adds these numbers up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KINDS: tuple[str, ...] = ("hd", "sd", "audio", "mixed")
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Units one participant of each kind costs; defaults are documented calibrations."""
+
+    hd: int = 11
+    sd: int = 6
+    audio: int = 2
+    mixed: int = 24
+
+    def __post_init__(self) -> None:
+        for kind in KINDS:
+            if getattr(self, kind) < 1:
+                raise ValueError(f"unit cost of {kind!r} must be at least 1")
+
+    def of(self, kind: str) -> int:
+        if kind not in KINDS:
+            raise ValueError(f"unknown participant kind {kind!r}")
+        return int(getattr(self, kind))
+
+
+@dataclass(frozen=True)
+class ParticipantMix:
+    """Expected participants of a booking, by kind."""
+
+    hd: int = 0
+    sd: int = 0
+    audio: int = 0
+    mixed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.hd + self.sd + self.audio + self.mixed
+
+    def units(self, costs: UnitCosts) -> int:
+        return sum(getattr(self, kind) * costs.of(kind) for kind in KINDS)
+
+    def as_dict(self) -> dict[str, int]:
+        return {kind: getattr(self, kind) for kind in KINDS}
