@@ -1,0 +1,230 @@
+"""The audio mixer: a few loudest sources, mix-minus for talkers, one shared encode.
+
+Per 20 ms tick:
+
+1. every source's jitter buffer advances one tick; only the selected talkers (by
+   RFC 6464 level, see `selection.py`) are decoded, so silent sources cost a lookup;
+2. the decoded talkers are summed in int32 and clipped to int16;
+3. the full mix is encoded once and shared by every listener that is not a talker;
+   each talker that is also a listener gets its own mix without its voice, encoded
+   separately (at most `max_talkers` extra encodes per tick, whatever the room size).
+
+The caller sends `MixTick.shared` to many listeners as the same bytes and
+`MixTick.own[listener]` to the few talkers, rewriting only RTP headers per listener.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .jitter import SILENT_LEVEL, JitterBuffer, OpusPlayout
+from .opus import FRAME_SAMPLES, OpusEncoder
+from .selection import TalkerSelector
+
+SourceId = Hashable
+ListenerId = Hashable
+
+_FADE_OUT = np.linspace(1.0, 0.0, FRAME_SAMPLES, dtype=np.float32)
+_ENCODER_IDLE_TICKS = 250  # keep a talker's own encoder 5 s after it stops talking
+
+
+@dataclass(frozen=True, slots=True)
+class MixTick:
+    """One tick of output. `timestamp` counts 48 kHz samples since the first tick."""
+
+    timestamp: int
+    shared: bytes
+    own: dict[ListenerId, bytes]
+    talkers: tuple[SourceId, ...]  # mixed this tick, loudest first
+    pcm: np.ndarray | None = None  # the shared mix, when `keep_pcm` is set (tests, meters)
+
+    def packet_for(self, listener: ListenerId) -> bytes:
+        return self.own.get(listener, self.shared)
+
+    def is_shared(self, listener: ListenerId) -> bool:
+        return listener not in self.own
+
+
+@dataclass(slots=True)
+class MixerStats:
+    ticks: int = 0
+    decodes: int = 0
+    encodes: int = 0
+
+
+@dataclass(slots=True)
+class _Source:
+    playout: OpusPlayout
+    has_levels: bool = False  # RFC 6464 levels seen; else we measure from decoded PCM
+    measured_level: int = SILENT_LEVEL
+
+
+@dataclass
+class AudioMixer:
+    max_talkers: int = 3
+    bitrate: int = 32000
+    keep_pcm: bool = False
+    selector: TalkerSelector = field(default_factory=TalkerSelector)
+    stats: MixerStats = field(default_factory=MixerStats)
+
+    def __post_init__(self) -> None:
+        self.selector.max_talkers = self.max_talkers
+        self._sources: dict[SourceId, _Source] = {}
+        self._listeners: dict[ListenerId, SourceId | None] = {}
+        self._shared_encoder = OpusEncoder(self.bitrate)
+        self._own_encoders: dict[SourceId, OpusEncoder] = {}
+        self._own_last_used: dict[SourceId, int] = {}
+        self._mixed: list[SourceId] = []  # mixed in the previous tick
+        self._tick = 0
+
+    # -- membership ----------------------------------------------------------------
+    def add_source(self, source: SourceId, buffer: JitterBuffer | None = None) -> None:
+        if source not in self._sources:
+            self._sources[source] = _Source(OpusPlayout(buffer))
+            self.selector.add(source)
+
+    def remove_source(self, source: SourceId) -> None:
+        self._sources.pop(source, None)
+        self.selector.remove(source)
+        self._own_encoders.pop(source, None)
+        self._own_last_used.pop(source, None)
+        if source in self._mixed:
+            self._mixed.remove(source)
+
+    def add_listener(self, listener: ListenerId, source: SourceId | None = None) -> None:
+        """A mixed listener; `source` is its own audio source, left out of its mix."""
+        self._listeners[listener] = source
+
+    def remove_listener(self, listener: ListenerId) -> None:
+        self._listeners.pop(listener, None)
+
+    @property
+    def sources(self) -> list[SourceId]:
+        return list(self._sources)
+
+    @property
+    def listeners(self) -> list[ListenerId]:
+        return list(self._listeners)
+
+    def playout(self, source: SourceId) -> OpusPlayout:
+        return self._sources[source].playout
+
+    # -- input ---------------------------------------------------------------------
+    def push(
+        self,
+        source: SourceId,
+        seq: int,
+        ts: int,
+        payload: bytes,
+        audio_level: int | None,
+        arrival: float,
+    ) -> bool:
+        """Queue one RTP payload of `source`; False if it was not taken."""
+        src = self._sources.get(source)
+        if src is None:
+            return False
+        if not src.playout.push(seq, ts, payload, arrival, audio_level):
+            return False
+        if audio_level is not None:
+            src.has_levels = True
+            self.selector.observe(source, audio_level)
+        return True
+
+    # -- output --------------------------------------------------------------------
+    def tick(self) -> MixTick:
+        for source, src in self._sources.items():
+            # Without level headers the only way to know is to listen: decode it and
+            # feed its measured level to the selector like a header would.
+            if not src.has_levels:
+                self.selector.observe(source, src.measured_level)
+        selected = self.selector.update()
+        selected_set = set(selected)
+        # A talker that just left the selection is played once more, faded out, so
+        # that its voice does not stop with a click.
+        leaving = [s for s in self._mixed if s not in selected_set and s in self._sources]
+
+        mixed: list[SourceId] = []
+        frames: list[np.ndarray] = []
+        for source, src in self._sources.items():
+            decode = source in selected_set or source in leaving or not src.has_levels
+            frame = src.playout.pull(decode)
+            if frame.pcm is None:
+                continue
+            self.stats.decodes += 1
+            if not src.has_levels:
+                src.measured_level = _level_of(frame.pcm)
+                if source not in selected_set:
+                    continue
+            if source in leaving:
+                frames.append((frame.pcm * _FADE_OUT).astype(np.int16))
+            else:
+                frames.append(frame.pcm)
+            mixed.append(source)
+
+        if frames:
+            stack = np.stack(frames).astype(np.int32)
+            total = stack.sum(axis=0)
+            shared_pcm = np.clip(total, -32768, 32767).astype(np.int16)
+        else:
+            stack = None
+            total = None
+            shared_pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        shared = self._shared_encoder.encode(shared_pcm)
+        encodes = 1
+
+        own: dict[ListenerId, bytes] = {}
+        if stack is not None:
+            index = {s: i for i, s in enumerate(mixed)}
+            own_by_source: dict[SourceId, bytes] = {}
+            for listener, source in self._listeners.items():
+                i = index.get(source)
+                if i is None:
+                    continue
+                packet = own_by_source.get(source)
+                if packet is None:
+                    minus = np.clip(total - stack[i], -32768, 32767).astype(np.int16)
+                    packet = self._own_encoder(source).encode(minus)
+                    own_by_source[source] = packet
+                    encodes += 1
+                own[listener] = packet
+        self._expire_own_encoders()
+
+        self.stats.ticks += 1
+        self.stats.encodes += encodes
+        self._mixed = mixed
+        timestamp = self._tick * FRAME_SAMPLES
+        self._tick += 1
+        return MixTick(
+            timestamp,
+            shared,
+            own,
+            tuple(s for s in selected if s in self._sources),
+            shared_pcm if self.keep_pcm else None,
+        )
+
+    def _own_encoder(self, source: SourceId) -> OpusEncoder:
+        encoder = self._own_encoders.get(source)
+        if encoder is None:
+            encoder = self._own_encoders[source] = OpusEncoder(self.bitrate)
+        self._own_last_used[source] = self._tick
+        return encoder
+
+    def _expire_own_encoders(self) -> None:
+        if self._tick % 50:
+            return
+        for source, used in list(self._own_last_used.items()):
+            if self._tick - used > _ENCODER_IDLE_TICKS:
+                del self._own_last_used[source]
+                self._own_encoders.pop(source, None)
+
+
+def _level_of(pcm: np.ndarray) -> int:
+    """RFC 6464 level (-dBov, 0..127) of a frame, for sources that send no header."""
+    rms = math.sqrt(float(np.mean(np.square(pcm, dtype=np.float32))))
+    if rms < 1.0:
+        return SILENT_LEVEL
+    return int(min(127, max(0, round(-20 * math.log10(rms / 32768)))))

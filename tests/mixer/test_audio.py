@@ -1,0 +1,158 @@
+"""The audio mixer on real Opus tones: who hears whom, and what bad sources do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mixer_media import band_energy, decode_opus, level_of, opus_packets, tone
+
+from mcu.mixer.audio import AudioMixer
+
+FREQS = {"a": 440.0, "b": 1000.0, "c": 1700.0}
+SECONDS = 2.0
+TICKS = int(SECONDS * 50)
+
+
+@pytest.fixture(scope="module")
+def tones() -> dict[str, list[bytes]]:
+    return {s: opus_packets(tone(f, SECONDS)) for s, f in FREQS.items()}
+
+
+LEVEL = level_of(tone(440, 0.1))  # the level a browser would put in the header
+SILENT = opus_packets(np.zeros(TICKS * 960, dtype=np.int16))
+
+
+def session(
+    mixer: AudioMixer,
+    sends: dict[str, list[bytes | None]],
+    listeners: list[str],
+    levels: dict[str, int | None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Push one packet per source per tick (None: nothing sent), tick, decode what
+    each listener would receive."""
+    received: dict[str, list[bytes]] = {listener: [] for listener in listeners}
+    ticks = max(len(v) for v in sends.values())
+    for i in range(ticks):
+        for source, packets in sends.items():
+            payload = packets[i] if i < len(packets) else None
+            if payload is not None:
+                level = LEVEL if levels is None else levels.get(source, LEVEL)
+                mixer.push(source, 7000 + i, 3000 + i * 960, payload, level, i * 0.02)
+        out = mixer.tick()
+        for listener in listeners:
+            packet = out.packet_for(listener)
+            assert packet, "every listener gets a packet every tick"
+            received[listener].append(packet)
+    return {k: decode_opus(v) for k, v in received.items()}
+
+
+def test_listeners_hear_all_talkers_and_talkers_do_not_hear_themselves(tones) -> None:
+    mixer = AudioMixer()
+    for source in FREQS:
+        mixer.add_source(source)
+        mixer.add_listener(source, source)
+    mixer.add_listener("room-unit")
+    heard = session(mixer, dict(tones), ["a", "b", "c", "room-unit"])
+
+    tail = {k: v[-48000:] for k, v in heard.items()}  # the last second
+    for source, freq in FREQS.items():
+        assert band_energy(tail["room-unit"], freq) > 0.2
+        assert band_energy(tail[source], freq) < 0.01, f"{source} hears itself"
+        for other, other_freq in FREQS.items():
+            if other != source:
+                assert band_energy(tail[source], other_freq) > 0.2
+
+
+def test_a_non_talking_listener_shares_the_one_mix(tones) -> None:
+    mixer = AudioMixer()
+    for source in FREQS:
+        mixer.add_source(source)
+    for n in range(5):
+        mixer.add_listener(f"l{n}")
+    mixer.add_listener("a-person", "a")
+    for i in range(10):
+        for source in FREQS:
+            mixer.push(source, i, i * 960, tones[source][i], LEVEL, i * 0.02)
+        out = mixer.tick()
+    assert set(out.own) == {"a-person"}
+    assert all(out.is_shared(f"l{n}") for n in range(5))
+    assert len({out.packet_for(f"l{n}") for n in range(5)}) == 1
+    # One shared encode plus one mix-minus per talking listener, per tick.
+    assert mixer.stats.encodes <= 2 * mixer.stats.ticks
+
+
+def test_two_talkers_and_silent_sources_silent_ones_are_not_decoded(tones) -> None:
+    mixer = AudioMixer()
+    sends: dict[str, list[bytes | None]] = {"a": tones["a"], "b": tones["b"]}
+    levels: dict[str, int | None] = {"a": LEVEL, "b": LEVEL}
+    for n in range(10):
+        sends[f"quiet{n}"] = SILENT
+        levels[f"quiet{n}"] = 127
+    for source in sends:
+        mixer.add_source(source)
+    mixer.add_listener("unit")
+    heard = session(mixer, sends, ["unit"], levels)["unit"][-48000:]
+    assert band_energy(heard, FREQS["a"]) > 0.3
+    assert band_energy(heard, FREQS["b"]) > 0.3
+    # Only the two talkers (and never the ten silent sources) cost a decode.
+    assert mixer.stats.decodes <= 2 * mixer.stats.ticks
+
+
+def test_sources_without_level_headers_are_measured_by_decoding(tones) -> None:
+    mixer = AudioMixer()
+    mixer.add_source("a")
+    mixer.add_source("mute")
+    mixer.add_listener("unit")
+    heard = session(mixer, {"a": tones["a"], "mute": SILENT}, ["unit"], {"a": None, "mute": None})
+    assert band_energy(heard["unit"][-48000:], FREQS["a"]) > 0.5
+    assert mixer.selector.selected == ["a"]
+
+
+def test_a_source_that_stops_sending_leaves_silence_not_a_stall(tones) -> None:
+    mixer = AudioMixer()
+    for source in FREQS:
+        mixer.add_source(source)
+    mixer.add_listener("unit")
+    sends: dict[str, list[bytes | None]] = dict(tones)
+    sends["a"] = tones["a"][:30]  # a's network dies after 0.6 s
+    heard = session(mixer, sends, ["unit"])["unit"]
+    tail = heard[-48000:]
+    assert band_energy(tail, FREQS["a"]) < 0.01
+    assert band_energy(tail, FREQS["b"]) > 0.3
+    assert band_energy(tail, FREQS["c"]) > 0.3
+    assert len(heard) == TICKS * 960  # one 20 ms packet every tick, no gap, no burst
+
+
+def test_a_source_sending_garbage_never_breaks_the_mix(tones) -> None:
+    rng = np.random.default_rng(7)
+    garbage: list[bytes | None] = [rng.bytes(int(rng.integers(0, 200))) for _ in range(TICKS)]
+    mixer = AudioMixer()
+    for source in ("g", "b", "c"):
+        mixer.add_source(source)
+        mixer.add_listener(source, source)
+    mixer.add_listener("unit")
+    sends = {"g": garbage, "b": tones["b"], "c": tones["c"]}
+    heard = session(mixer, sends, ["unit", "b", "g"])
+    tail = heard["unit"][-48000:]
+    assert band_energy(tail, FREQS["b"]) > 0.1
+    assert band_energy(tail, FREQS["c"]) > 0.1
+    assert band_energy(heard["g"][-48000:], FREQS["b"]) > 0.1
+
+
+def test_sources_and_listeners_come_and_go_between_ticks(tones) -> None:
+    mixer = AudioMixer()
+    mixer.add_source("a")
+    mixer.add_listener("a", "a")
+    for i in range(40):
+        if i == 10:
+            mixer.add_source("b")
+            mixer.add_listener("b", "b")
+        if i == 25:
+            mixer.remove_source("a")
+            mixer.remove_listener("a")
+        for source in mixer.sources:
+            mixer.push(source, i, i * 960, tones[source][i], LEVEL, i * 0.02)
+        out = mixer.tick()
+        assert out.shared
+    assert mixer.sources == ["b"] and mixer.listeners == ["b"]
+    assert out.talkers == ("b",)
