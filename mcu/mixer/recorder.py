@@ -60,6 +60,7 @@ class Recorder:
         fps: float = 30.0,
         audio: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        keyframe_interval: float = 4.0,
     ) -> None:
         if video_size is None and not audio:
             raise ValueError("a recording needs video, audio or both")
@@ -93,6 +94,8 @@ class Recorder:
         self._origin: dict[str, int] = {}  # stream -> offset added to its timestamps
         self._last: dict[str, int] = {}
         self._waiting_for_keyframe = video_size is not None
+        self._keyframe_every = round(keyframe_interval * VIDEO_CLOCK)
+        self._last_keyframe: int | None = None
         self.dropped = 0
         self._finalizer = weakref.finalize(self, _close_container, container)
 
@@ -101,6 +104,17 @@ class Recorder:
     def waiting_for_keyframe(self) -> bool:
         """True until the first video key frame: ask the compositor for one."""
         return self._waiting_for_keyframe
+
+    @property
+    def wants_keyframe(self) -> bool:
+        """True when the compositor should make a key frame: before the first one, and
+        every `keyframe_interval` seconds after, so that the file can be seeked."""
+        if self._video is None or self.closed:
+            return False
+        if self._waiting_for_keyframe or self._last_keyframe is None:
+            return True
+        last_video = self._last.get("video", self._last_keyframe)
+        return last_video - self._last_keyframe >= self._keyframe_every
 
     @property
     def closed(self) -> bool:
@@ -138,6 +152,8 @@ class Recorder:
         p.time_base = _VIDEO_TB
         p.is_keyframe = frame.keyframe
         p.stream = self._video
+        if frame.keyframe:
+            self._last_keyframe = pts
         return self._mux(p)
 
     def _place(self, kind: str, timestamp: int, rate: int) -> int | None:
