@@ -72,6 +72,7 @@ class Segment:
     used: int  # units held by every allocation
     izs_used: int  # units held by IZS allocations
     protected: int  # unused guaranteed units of holders other than the asking one
+    own_used: int = 0  # units the asking holder itself holds
 
 
 @dataclass(frozen=True)
@@ -150,14 +151,15 @@ def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: 
     for boundary in sorted(set(starting) | set(ending)):
         if boundary > cursor:
             segments.append(Segment(cursor, boundary, load["used"], load["izs"],
-                                    load["protected"]))
+                                    load["protected"], used_by.get(holder, 0)))
             cursor = boundary
         for allocation in ending.get(boundary, ()):
             apply(allocation, -1)
         for allocation in starting.get(boundary, ()):
             apply(allocation, 1)
     if cursor < end:
-        segments.append(Segment(cursor, end, load["used"], load["izs"], load["protected"]))
+        segments.append(Segment(cursor, end, load["used"], load["izs"], load["protected"],
+                                used_by.get(holder, 0)))
     return segments
 
 

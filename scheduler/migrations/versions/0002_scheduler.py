@@ -71,7 +71,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
-    sa.Column('code', sa.String(length=40), nullable=True),
+    sa.Column('code', sa.String(length=100), nullable=True),
     sa.Column('parent_id', sa.Integer(), nullable=True),
     sa.Column('email', sa.String(length=200), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),

@@ -1,0 +1,703 @@
+"""The REST API under /api/v1: organisations, nodes, quotas, bookings, availability,
+standing bridges, usage and call records. docs/scheduler.md describes it for people;
+/api/v1/openapi.json for machines (built from the same route table, scheduler/openapi.py).
+
+Handlers parse and authorise, then run the blocking database work in a thread, so a
+decision waiting for a row lock never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from scheduler import auth, bookings, bridges, calls, nodes, openapi
+from scheduler.api_models import (
+    BookingIn,
+    BookingPatch,
+    BridgeIn,
+    NodeIn,
+    NodePatch,
+    OrganisationIn,
+    ParticipantsIn,
+    QuotaIn,
+    RecurrenceIn,
+    TokenIn,
+    UserIn,
+)
+from scheduler.availability import availability
+from scheduler.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SchedulerError,
+    Unauthenticated,
+)
+from scheduler.models import Booking, BookingOccurrence, Organisation, StandingBridge
+from scheduler.organisations import OrgInfo, org_info, organisation_json, subtree_ids
+from scheduler.permissions import (
+    Principal,
+    can_see_booking,
+    report_scope,
+    require_bridges,
+    require_operator,
+    require_see_booking,
+)
+from scheduler.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
+from scheduler.services import SchedulerServices
+from scheduler.units import ParticipantMix
+
+PREFIX = "/api/v1"
+SESSION_COOKIE = "multipoint_session"
+# Cookie-authenticated changes must carry this header: a cross-site form cannot send it.
+CSRF_HEADER = "X-Multipoint-Request"
+MAX_BODY = 256 * 1024
+Handler = Callable[["Api", web.Request, Principal | None], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: str = "any"  # who may call it, for the OpenAPI document
+    body: type[BaseModel] | None = None
+    query: tuple[str, ...] = ()
+    public: bool = False
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def _error(exc: SchedulerError) -> web.Response:
+    return _json(exc.as_json(), status=exc.status)
+
+
+def _mix(value: ParticipantsIn) -> ParticipantMix:
+    return ParticipantMix(**value.model_dump())
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput("invalid_parameter", f"{name} must be an integer") from None
+
+
+def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    tz = zone(request.query.get("time_zone", DEFAULT_ZONE))
+    try:
+        local = parse_local(raw, tz, name)
+    except RecurrenceError as exc:
+        raise InvalidInput(exc.code, exc.message) from None
+    return local.replace(tzinfo=tz).astimezone(UTC)
+
+
+def _path_id(request: web.Request, name: str = "id") -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise NotFound("not_found", f"{request.match_info[name]!r} is not an id") from None
+
+
+class Api:
+    def __init__(self, services: SchedulerServices) -> None:
+        self.services = services
+        self.db = services.db
+        self.config = services.config
+
+    # Plumbing --------------------------------------------------------------------------
+
+    def _principal(self, request: web.Request) -> Principal:
+        header = request.headers.get("Authorization", "")
+        now = self.services.clock()
+        with self.db.session() as session:
+            if header.startswith("Bearer "):
+                principal = auth.authenticate_token(session, header[7:].strip())
+                if principal is None:
+                    raise Unauthenticated("bad_token", "the API token is not valid")
+                return principal
+            cookie = request.cookies.get(SESSION_COOKIE)
+            if cookie:
+                principal = auth.authenticate_session(session, cookie, now)
+                if principal is None:
+                    raise Unauthenticated("session_expired", "the session has expired")
+                if request.method not in ("GET", "HEAD") and CSRF_HEADER not in request.headers:
+                    raise Unauthenticated("csrf", f"send the {CSRF_HEADER} header with changes")
+                return principal
+        raise Unauthenticated("unauthenticated",
+                              "send 'Authorization: Bearer <API token>' or sign in")
+
+    async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise InvalidInput("body_too_large", f"the body may be at most {MAX_BODY} bytes")
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise InvalidInput("body_too_large", f"the body may be at most {MAX_BODY} bytes")
+        try:
+            data = json.loads(raw or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput("invalid_json", "the body is not valid JSON") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                      for e in exc.errors(include_url=False, include_input=False)]
+            first = fields[0] if fields else {"field": "body", "message": "invalid"}
+            raise InvalidInput("invalid_input", f"{first['field']}: {first['message']}",
+                               fields=fields) from None
+
+    def wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                principal = None
+                if not route.public:
+                    principal = await asyncio.to_thread(self._principal, request)
+                return await route.handler(self, request, principal)
+            except SchedulerError as exc:
+                return _error(exc)
+            except IntegrityError:
+                return _error(Conflict("conflict", "this conflicts with existing data"))
+
+        return handle
+
+    @staticmethod
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def _org(self, session: Session, organisation_id: int) -> OrgInfo:
+        org = org_info(session, organisation_id)
+        if org is None:
+            raise NotFound("organisation_not_found", f"no organisation {organisation_id}")
+        return org
+
+    # Documents and identity ------------------------------------------------------------
+
+    async def openapi_doc(self, request: web.Request, _: Principal | None) -> web.Response:
+        return _json(openapi.document(ROUTES))
+
+    async def me(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        return _json({"id": principal.user_id, "name": principal.name, "role": principal.role,
+                      "organisation_id": principal.organisation_id, "email": principal.email})
+
+    # Organisations ---------------------------------------------------------------------
+
+    async def list_organisations(self, request: web.Request, _: Principal | None) -> web.Response:
+        kind, parent = request.query.get("kind"), _int_param(request, "parent_id")
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                query = select(Organisation).order_by(Organisation.id)
+                if kind:
+                    query = query.where(Organisation.kind == kind)
+                if parent is not None:
+                    query = query.where(Organisation.parent_id == parent)
+                return [organisation_json(org) for org in session.scalars(query)]
+
+        return _json({"organisations": await self.run(work)})
+
+    async def get_organisation(self, request: web.Request, _: Principal | None) -> web.Response:
+        organisation_id = _path_id(request)
+
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                org = session.get(Organisation, organisation_id)
+                if org is None:
+                    raise NotFound("organisation_not_found", f"no organisation {organisation_id}")
+                return organisation_json(org)
+
+        return _json(await self.run(work))
+
+    async def create_organisation(self, request: web.Request,
+                                  principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        data: OrganisationIn = await self._body(request, OrganisationIn)
+
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                if data.parent_id is not None:
+                    self._org(session, data.parent_id)
+                org = Organisation(name=data.name, kind=data.kind, parent_id=data.parent_id,
+                                   code=data.code, email=data.email)
+                session.add(org)
+                session.flush()
+                return organisation_json(org)
+
+        return _json(await self.run(work), status=201)
+
+    # Nodes and quotas ------------------------------------------------------------------
+
+    async def list_nodes(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                return nodes.nodes_json(session, self.config)
+
+        return _json({"nodes": await self.run(work)})
+
+    async def register_node(self, request: web.Request,
+                            principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        data: NodeIn = await self._body(request, NodeIn)
+        node_id = await self.run(nodes.register_node, self.db, data.name, data.workers,
+                                 data.capacity_units or self.config.worker_capacity_units,
+                                 self.services.clock())
+        return _json({"id": node_id}, status=201)
+
+    async def patch_node(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        node_id = _path_id(request)
+        data: NodePatch = await self._body(request, NodePatch)
+        await self.run(nodes.set_node_enabled, self.db, node_id, data.enabled)
+        return _json({"id": node_id, "enabled": data.enabled})
+
+    async def list_quotas(self, request: web.Request, _: Principal | None) -> web.Response:
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                return nodes.quotas_json(session, self.config)
+
+        return _json(await self.run(work))
+
+    async def put_quota(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        organisation_id = _path_id(request)
+        data: QuotaIn = await self._body(request, QuotaIn)
+        await self.run(nodes.set_quota, self.db, self.config, organisation_id,
+                       data.share_percent)
+        return _json({"organisation_id": organisation_id, "share_percent": data.share_percent})
+
+    # Bookings --------------------------------------------------------------------------
+
+    def _schedule(self, start: str, end: str, time_zone: str,
+                  recurrence: Any) -> Schedule:
+        try:
+            tz = zone(time_zone)
+            local_start = parse_local(start, tz, "start")
+            local_end = parse_local(end, tz, "end")
+            exdates = tuple(parse_local(d, tz, "recurrence.exdates")
+                            for d in (recurrence.exdates if recurrence else ()))
+        except RecurrenceError as exc:
+            raise InvalidInput(exc.code, exc.message) from None
+        return Schedule(local_start, local_end, time_zone,
+                        recurrence.rrule if recurrence else None, exdates,
+                        bool(recurrence and recurrence.skip_public_holidays))
+
+    def booking_json(self, session: Session, booking: Booking, *,
+                     occurrences: bool = True) -> dict[str, object]:
+        tz = ZoneInfo(booking.zone)
+        rows = session.scalars(select(BookingOccurrence)
+                               .where(BookingOccurrence.booking_id == booking.id,
+                                      BookingOccurrence.state != "replaced")
+                               .order_by(BookingOccurrence.start_utc)).all()
+        now = self.services.clock()
+        upcoming = next((o for o in rows if o.state == "scheduled" and o.end_utc > now), None)
+        data: dict[str, object] = {
+            "id": booking.id, "uid": booking.uid, "sequence": booking.sequence,
+            "organisation_id": booking.organisation_id, "title": booking.title,
+            "description": booking.description, "priority": booking.priority,
+            "izs": booking.izs, "status": booking.status, "time_zone": booking.zone,
+            "start": booking.local_start.isoformat(timespec="minutes"),
+            "end": booking.local_end.isoformat(timespec="minutes"),
+            "recurrence": ({"rrule": booking.rrule, "exdates": booking.exdates,
+                            "skip_public_holidays": booking.skip_public_holidays}
+                           if booking.rrule else None),
+            "participants": booking.participants, "units": booking.units,
+            "invitees": booking.invitees, "room": booking.room_name,
+            "join_links": {role: self.services.join_link(booking.room_name, role)
+                           for role in ("host", "guest")},
+            "occurrence_count": sum(o.state == "scheduled" for o in rows),
+            "displaced_count": sum(o.state == "displaced" for o in rows),
+            "next_occurrence": (upcoming.start_utc.astimezone(tz).isoformat()
+                                if upcoming else None),
+            "created_at": booking.created_at.isoformat(),
+            "updated_at": booking.updated_at.isoformat(),
+        }
+        if occurrences:
+            data["occurrences"] = [
+                {"id": o.id, "start": o.start_utc.astimezone(tz).isoformat(),
+                 "end": o.end_utc.astimezone(tz).isoformat(), "state": o.state,
+                 "displaced_by": o.displaced_by} for o in rows[:500]]
+        return data
+
+    def _read_booking(self, principal: Principal, booking_id: int) -> dict[str, object]:
+        with self.db.session() as session:
+            booking, org = bookings.get_booking(session, booking_id)
+            require_see_booking(principal, org)
+            return self.booking_json(session, booking)
+
+    async def list_bookings(self, request: web.Request,
+                            principal: Principal | None) -> web.Response:
+        assert principal is not None
+        now = self.services.clock()
+        start = _time_param(request, "from", now)
+        end = _time_param(request, "to", start + timedelta(days=31))
+        organisation_id = _int_param(request, "organisation_id")
+        if end <= start or end - start > timedelta(days=400):
+            raise InvalidInput("invalid_interval", "'to' must be after 'from', within 400 days")
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                o = BookingOccurrence
+                query = (select(Booking).where(Booking.id.in_(
+                    select(o.booking_id).where(o.start_utc < end, o.end_utc > start,
+                                               o.state != "replaced")))
+                    .order_by(Booking.local_start).limit(1000))
+                if organisation_id is not None:
+                    query = query.where(Booking.organisation_id == organisation_id)
+                if principal.role != "operator":
+                    scope = subtree_ids(session, principal.organisation_id or -1)
+                    query = query.where(Booking.organisation_id.in_(scope))
+                result = []
+                for booking in session.scalars(query):
+                    org = org_info(session, booking.organisation_id)
+                    if org is not None and can_see_booking(principal, org):
+                        result.append(self.booking_json(session, booking, occurrences=False))
+                return result
+
+        if principal.role not in ("operator", "org_admin", "izs_operator"):
+            raise Forbidden("forbidden", f"the role {principal.role!r} does not see bookings")
+        return _json({"bookings": await self.run(work)})
+
+    async def create_booking(self, request: web.Request,
+                             principal: Principal | None) -> web.Response:
+        assert principal is not None
+        data: BookingIn = await self._body(request, BookingIn)
+        organisation_id = data.organisation_id or principal.organisation_id
+        if organisation_id is None:
+            raise InvalidInput("organisation_required", "say which organisation books")
+        schedule = self._schedule(data.start, data.end, data.time_zone, data.recurrence)
+        booking_input = bookings.BookingInput(
+            organisation_id=organisation_id, title=data.title, schedule=schedule,
+            participants=_mix(data.participants), priority=data.priority,
+            description=data.description, invitees=tuple(data.invitees))
+        decision = await self.run(bookings.create_booking, self.db, self.config, principal,
+                                  booking_input, self.services.clock(), self.services.join_link)
+        body = await self.run(self._read_booking, principal, decision.booking_id)
+        body["displaced_occurrences"] = decision.displaced
+        body["skipped_holidays"] = [d.isoformat() for d in decision.skipped_holidays]
+        return _json(body, status=201)
+
+    async def get_booking(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        return _json(await self.run(self._read_booking, principal, _path_id(request)))
+
+    async def patch_booking(self, request: web.Request,
+                            principal: Principal | None) -> web.Response:
+        assert principal is not None
+        booking_id = _path_id(request)
+        data: BookingPatch = await self._body(request, BookingPatch)
+
+        def current() -> Booking:
+            with self.db.session() as session:
+                booking, org = bookings.get_booking(session, booking_id)
+                require_see_booking(principal, org)
+                return booking
+
+        booking = await self.run(current)
+        schedule = None
+        if any(v is not None for v in (data.start, data.end, data.time_zone, data.recurrence)) \
+                or data.remove_recurrence:
+            recurrence = data.recurrence
+            if recurrence is None and booking.rrule and not data.remove_recurrence:
+                recurrence = RecurrenceIn.model_construct(
+                    rrule=booking.rrule, exdates=booking.exdates,
+                    skip_public_holidays=booking.skip_public_holidays)
+            schedule = self._schedule(
+                data.start or booking.local_start.isoformat(),
+                data.end or booking.local_end.isoformat(),
+                data.time_zone or booking.zone, recurrence)
+        change = bookings.BookingChange(
+            title=data.title, description=data.description,
+            invitees=tuple(data.invitees) if data.invitees is not None else None,
+            participants=_mix(data.participants) if data.participants else None,
+            schedule=schedule)
+        decision = await self.run(bookings.update_booking, self.db, self.config, principal,
+                                  booking_id, change, self.services.clock(),
+                                  self.services.join_link)
+        body = await self.run(self._read_booking, principal, booking_id)
+        body["displaced_occurrences"] = decision.displaced
+        return _json(body)
+
+    async def cancel_booking(self, request: web.Request,
+                             principal: Principal | None) -> web.Response:
+        assert principal is not None
+        booking_id = _path_id(request)
+        await self.run(bookings.cancel_booking, self.db, principal, booking_id,
+                       self.services.clock(), self.services.join_link)
+        return _json(await self.run(self._read_booking, principal, booking_id))
+
+    async def invitation(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        booking_id = _path_id(request)
+
+        def work() -> bytes:
+            from scheduler import invitations, notices
+
+            with self.db.session() as session:
+                booking, org = bookings.get_booking(session, booking_id)
+                require_see_booking(principal, org)
+                link = self.services.join_link(booking.room_name, "guest")
+                now = self.services.clock()
+                if booking.status == "cancelled":
+                    return invitations.cancellation(booking, now, link)
+                rows = session.scalars(select(BookingOccurrence)
+                                       .where(BookingOccurrence.booking_id == booking.id))
+                return invitations.invitation(booking, notices.active_local_starts(booking, rows),
+                                              now, link)
+
+        body = await self.run(work)
+        method = "CANCEL" if b"METHOD:CANCEL" in body else "REQUEST"
+        return web.Response(body=body, headers={
+            "Content-Type": f"text/calendar; charset=utf-8; method={method}",
+            "Content-Disposition": f'attachment; filename="booking-{booking_id}.ics"'})
+
+    async def get_availability(self, request: web.Request,
+                               principal: Principal | None) -> web.Response:
+        assert principal is not None
+        now = self.services.clock()
+        start = _time_param(request, "from", now)
+        end = _time_param(request, "to", start + timedelta(days=7))
+        organisation_id = _int_param(request, "organisation_id") or principal.organisation_id
+        time_zone = request.query.get("time_zone", DEFAULT_ZONE)
+
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                org = self._org(session, organisation_id) if organisation_id else None
+                return availability(session, self.config, org, start, end, now, time_zone)
+
+        return _json(await self.run(work))
+
+    # Standing bridges ------------------------------------------------------------------
+
+    async def list_bridges(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_bridges(principal)
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                scope = None if principal.role == "operator" else \
+                    subtree_ids(session, principal.organisation_id or -1)
+                return [bridges.bridge_json(b, self.services.join_link)
+                        for b in bridges.bridges(session, scope)]
+
+        return _json({"bridges": await self.run(work)})
+
+    async def create_bridge(self, request: web.Request,
+                            principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_bridges(principal)
+        data: BridgeIn = await self._body(request, BridgeIn)
+        organisation_id = data.organisation_id or principal.organisation_id
+        if organisation_id is None:
+            raise InvalidInput("organisation_required", "say which organisation owns the bridge")
+
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                org = self._org(session, organisation_id)
+                require_bridges(principal, org)
+                bridge = bridges.create_bridge(session, self.config, org, data.name,
+                                               _mix(data.participants))
+                return bridges.bridge_json(bridge, self.services.join_link)
+
+        return _json(await self.run(work), status=201)
+
+    async def delete_bridge(self, request: web.Request,
+                            principal: Principal | None) -> web.Response:
+        assert principal is not None
+        bridge_id = _path_id(request)
+
+        def work() -> None:
+            with self.db.session() as session:
+                bridge = session.get(StandingBridge, bridge_id)
+                if bridge is None or not bridge.active:
+                    raise NotFound("bridge_not_found", f"no standing bridge {bridge_id}")
+                require_bridges(principal, self._org(session, bridge.organisation_id))
+                bridge.active = False
+
+        await self.run(work)
+        return web.Response(status=204)
+
+    # Reports ---------------------------------------------------------------------------
+
+    def _report_org(self, request: web.Request, principal: Principal) -> int | None:
+        asked = _int_param(request, "organisation_id")
+        scope = report_scope(principal)
+        if scope is None:
+            return asked
+        if asked is not None and asked != scope:
+            raise InvalidInput("forbidden_scope", "you see only your own organisation's reports")
+        return scope
+
+    async def usage(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        now = self.services.clock()
+        start = _time_param(request, "from", now - timedelta(days=30))
+        end = _time_param(request, "to", now)
+        organisation_id = self._report_org(request, principal)
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                return calls.usage(session, start.date(), end.date(), organisation_id)
+
+        rows = await self.run(work)
+        if request.query.get("format") == "csv":
+            return self._csv(calls.to_csv(rows, ["organisation_id", "calls", "participant_hours",
+                                                 "booked_unit_hours"]), "usage.csv")
+        return _json({"from": start.date().isoformat(), "to": end.date().isoformat(),
+                      "usage": rows})
+
+    async def call_records(self, request: web.Request,
+                           principal: Principal | None) -> web.Response:
+        assert principal is not None
+        now = self.services.clock()
+        start = _time_param(request, "from", now - timedelta(days=7))
+        end = _time_param(request, "to", now)
+        organisation_id = self._report_org(request, principal)
+
+        def work() -> list[dict[str, object]]:
+            with self.db.session() as session:
+                return [calls.call_record_json(r, now)
+                        for r in calls.call_records(session, start, end, organisation_id)]
+
+        rows = await self.run(work)
+        if request.query.get("format") == "csv":
+            return self._csv(calls.to_csv(rows, ["id", "room", "booking_id", "organisation_id",
+                                                 "participant", "kind", "joined_at", "left_at",
+                                                 "duration_s"]), "calls.csv")
+        return _json({"calls": rows})
+
+    @staticmethod
+    def _csv(text: str, filename: str) -> web.Response:
+        return web.Response(text=text, content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    # Users and tokens ------------------------------------------------------------------
+
+    async def create_user(self, request: web.Request, principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        data: UserIn = await self._body(request, UserIn)
+
+        def work() -> dict[str, object]:
+            with self.db.session() as session:
+                user = auth.create_user(session, data.name, data.role, data.organisation_id,
+                                        data.email)
+                return {"id": user.id, "name": user.name, "role": user.role,
+                        "organisation_id": user.organisation_id, "email": user.email}
+
+        return _json(await self.run(work), status=201)
+
+    async def create_token(self, request: web.Request,
+                           principal: Principal | None) -> web.Response:
+        assert principal is not None
+        require_operator(principal)
+        user_id = _path_id(request)
+        data: TokenIn = await self._body(request, TokenIn)
+
+        def work() -> str:
+            from scheduler.models import User
+
+            with self.db.session() as session:
+                if session.get(User, user_id) is None:
+                    raise NotFound("user_not_found", f"no user {user_id}")
+                return auth.issue_api_token(session, user_id, data.label)
+
+        return _json({"token": await self.run(work)}, status=201)
+
+
+P = PREFIX
+ROUTES: tuple[Route, ...] = (
+    Route("GET", f"{P}/openapi.json", Api.openapi_doc, "This document", public=True),
+    Route("GET", f"{P}/me", Api.me, "Who the caller is"),
+    Route("GET", f"{P}/organisations", Api.list_organisations, "List organisations",
+          query=("kind", "parent_id")),
+    Route("POST", f"{P}/organisations", Api.create_organisation, "Create an organisation",
+          roles="operator", body=OrganisationIn),
+    Route("GET", f"{P}/organisations/{{id}}", Api.get_organisation, "One organisation"),
+    Route("GET", f"{P}/nodes", Api.list_nodes, "Media nodes, workers and their load",
+          roles="operator"),
+    Route("POST", f"{P}/nodes", Api.register_node, "Register a media node (or refresh it)",
+          roles="operator", body=NodeIn),
+    Route("PATCH", f"{P}/nodes/{{id}}", Api.patch_node, "Enable or disable a media node",
+          roles="operator", body=NodePatch),
+    Route("GET", f"{P}/quotas", Api.list_quotas, "The pool, the IZS reserve and the shares"),
+    Route("PUT", f"{P}/quotas/{{id}}", Api.put_quota,
+          "Set an organisation's guaranteed share (0 removes it)", roles="operator",
+          body=QuotaIn),
+    Route("GET", f"{P}/bookings", Api.list_bookings,
+          "Bookings with an occurrence in [from, to) that the caller may see",
+          roles="operator, org_admin, izs_operator",
+          query=("from", "to", "time_zone", "organisation_id")),
+    Route("POST", f"{P}/bookings", Api.create_booking,
+          "Book: every occurrence is admitted or the whole booking is refused (409)",
+          roles="operator, org_admin, izs_operator", body=BookingIn),
+    Route("GET", f"{P}/bookings/{{id}}", Api.get_booking, "One booking with its occurrences",
+          roles="operator, org_admin, izs_operator"),
+    Route("PATCH", f"{P}/bookings/{{id}}", Api.patch_booking,
+          "Change a booking; a new time or size is admitted again",
+          roles="operator, org_admin, izs_operator", body=BookingPatch),
+    Route("DELETE", f"{P}/bookings/{{id}}", Api.cancel_booking, "Cancel a booking",
+          roles="operator, org_admin, izs_operator"),
+    Route("GET", f"{P}/bookings/{{id}}/invitation.ics", Api.invitation,
+          "The booking as an iCalendar invitation", roles="operator, org_admin, izs_operator"),
+    Route("GET", f"{P}/availability", Api.get_availability,
+          "Free capacity over [from, to) as an organisation sees it",
+          query=("from", "to", "time_zone", "organisation_id")),
+    Route("GET", f"{P}/bridges", Api.list_bridges, "Standing IZS bridges",
+          roles="operator, izs_operator"),
+    Route("POST", f"{P}/bridges", Api.create_bridge, "Create a standing IZS bridge",
+          roles="operator, izs_operator", body=BridgeIn),
+    Route("DELETE", f"{P}/bridges/{{id}}", Api.delete_bridge, "Switch a standing bridge off",
+          roles="operator, izs_operator"),
+    Route("GET", f"{P}/usage", Api.usage, "Usage per organisation (JSON or CSV)",
+          query=("from", "to", "time_zone", "organisation_id", "format")),
+    Route("GET", f"{P}/calls", Api.call_records, "Call records (JSON or CSV)",
+          query=("from", "to", "time_zone", "organisation_id", "format")),
+    Route("POST", f"{P}/users", Api.create_user, "Create a user", roles="operator",
+          body=UserIn),
+    Route("POST", f"{P}/users/{{id}}/tokens", Api.create_token,
+          "Issue an API token for a user (shown once)", roles="operator", body=TokenIn),
+)
+
+
+def setup_api(app: web.Application, services: SchedulerServices) -> None:
+    """Register every /api/v1 route, and start/stop the scheduler's jobs with the app."""
+    api = Api(services)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, api.wrap(route))
+
+    async def on_startup(_: web.Application) -> None:
+        await services.start()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await services.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)

@@ -1,0 +1,62 @@
+"""Free capacity over a time range, as an organisation sees it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from scheduler import capacity
+from scheduler.bookings import load_allocations, load_policy
+from scheduler.capacity import Request
+from scheduler.config import SchedulerConfig
+from scheduler.errors import InvalidInput
+from scheduler.organisations import OrgInfo, quota_holder
+
+MAX_RANGE = timedelta(days=31)
+
+
+def availability(session: Session, config: SchedulerConfig, org: OrgInfo | None,
+                 start: datetime, end: datetime, now: datetime,
+                 zone: str = "Europe/Prague") -> dict[str, object]:
+    """Segments of constant load in [start, end) with the units ``org`` could still book.
+
+    ``free_units``: what a routine booking of ``org`` made now could take there (an
+    occurrence starting within the borrowing lead may use others' unused shares).
+    ``free_units_emergency``: what an IZS emergency could take without displacing anyone.
+    """
+    if end <= start:
+        raise InvalidInput("invalid_interval", "'to' must be after 'from'")
+    if end - start > MAX_RANGE:
+        raise InvalidInput("range_too_long", f"ask for at most {MAX_RANGE.days} days at once")
+    policy = load_policy(session, config)
+    holder = quota_holder(session, org) if org else None
+    izs = bool(org and org.izs)
+    allocations = load_allocations(session, [(start, end)], config.limits.max_duration)
+    tz = ZoneInfo(zone)
+    segments = []
+    for segment in capacity.timeline(allocations, policy, holder, start, end):
+        probe = Request(segment.start, segment.end, 0, holder, izs, "routine")
+        free, _ = capacity.available(segment, probe, policy, now)
+        row = {
+            "start": segment.start.astimezone(tz).isoformat(),
+            "end": segment.end.astimezone(tz).isoformat(),
+            "used_units": segment.used,
+            "free_units": max(0, free),
+            "free_units_emergency": max(0, policy.pool_units - segment.used),
+            "own_used_units": segment.own_used,
+        }
+        if segments and all(segments[-1][k] == row[k] for k in row if k not in ("start", "end")):
+            segments[-1]["end"] = row["end"]  # same load: one longer segment
+        else:
+            segments.append(row)
+    return {
+        "organisation_id": org.id if org else None,
+        "quota_holder_id": holder,
+        "pool_units": policy.pool_units,
+        "izs_reserve_units": policy.izs_reserve_units,
+        "quota_units": policy.quotas.get(holder, 0) if holder is not None else 0,
+        "borrow_lead_hours": policy.borrow_lead.total_seconds() / 3600,
+        "segments": segments,
+    }

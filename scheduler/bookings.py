@@ -1,0 +1,400 @@
+"""Bookings: the admission decision at booking time, and its one transaction.
+
+The rules are in scheduler/capacity.py; here they are fed rows read inside the locked
+transaction (scheduler/transactions.py) that then writes the booking, so no two
+decisions can hand out the same capacity.
+"""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from scheduler import capacity, notices
+from scheduler.capacity import Allocation, CapacityPolicy, Request, Shortfall
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.errors import CapacityRefused, InvalidInput, NotFound
+from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker
+from scheduler.notices import JoinLink
+from scheduler.organisations import OrgInfo, org_info, quota_holder, quota_units
+from scheduler.permissions import Principal, require_book, require_change_booking
+from scheduler.recurrence import Occurrence, RecurrenceError, Schedule, expand
+from scheduler.transactions import days_touched, run_decision
+from scheduler.units import ParticipantMix
+
+# A booking may name a start this far in the past: "now" typed a moment ago is fine.
+START_SLACK = timedelta(minutes=5)
+MAX_PARTICIPANTS = 1000
+
+
+@dataclass(frozen=True)
+class BookingInput:
+    organisation_id: int
+    title: str
+    schedule: Schedule
+    participants: ParticipantMix
+    priority: str = "routine"
+    description: str = ""
+    invitees: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BookingChange:
+    """A change to a booking; ``None`` leaves a field as it is."""
+
+    title: str | None = None
+    description: str | None = None
+    invitees: tuple[str, ...] | None = None
+    participants: ParticipantMix | None = None
+    schedule: Schedule | None = None
+
+
+@dataclass
+class Decision:
+    booking_id: int
+    displaced: list[int] = field(default_factory=list)  # occurrence ids
+    skipped_holidays: list[date] = field(default_factory=list)
+
+
+def pool_units(session: Session) -> int:
+    total = session.scalar(select(func.coalesce(func.sum(MediaWorker.capacity_units), 0))
+                           .join(MediaNode, MediaNode.id == MediaWorker.node_id)
+                           .where(MediaWorker.enabled.is_(True), MediaNode.enabled.is_(True)))
+    return int(total or 0)
+
+
+def load_policy(session: Session, config: SchedulerConfig) -> CapacityPolicy:
+    pool = pool_units(session)
+    return CapacityPolicy(pool_units=pool,
+                          izs_reserve_units=pool * config.izs_reserve_percent // 100,
+                          quotas=quota_units(session, pool), borrow_lead=config.borrow_lead)
+
+
+def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datetime]],
+                     max_duration: timedelta, *, exclude_booking: int | None = None,
+                     ) -> list[Allocation]:
+    """Scheduled occurrences overlapping any interval, sorted by start.
+
+    ``start_utc >= start - max_duration`` lets the (state, start_utc) index bound the scan:
+    no occurrence is longer than ``max_duration``.
+    """
+    if not intervals:
+        return []
+    o = BookingOccurrence
+    windows = [and_(o.start_utc >= start - max_duration, o.start_utc < end, o.end_utc > start)
+               for start, end in _merge(intervals)]
+    query = select(o.id, o.start_utc, o.end_utc, o.units, o.holder_id, o.izs, o.priority) \
+        .where(o.state == "scheduled", or_(*windows))
+    if exclude_booking is not None:
+        query = query.where(o.booking_id != exclude_booking)
+    rows = session.execute(query).all()
+    allocations = [Allocation(start=r.start_utc, end=r.end_utc, units=r.units,
+                              holder=r.holder_id, izs=r.izs, priority=r.priority, ref=r.id)
+                   for r in rows]
+    allocations.sort(key=lambda a: a.start)
+    return allocations
+
+
+def _merge(intervals: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _near(allocations: list[Allocation], starts: list[datetime], start: datetime,
+          end: datetime, max_duration: timedelta) -> list[Allocation]:
+    """The allocations (sorted by start) that may overlap [start, end)."""
+    low = bisect.bisect_left(starts, start - max_duration)
+    high = bisect.bisect_left(starts, end)
+    return [a for a in allocations[low:high] if a.end > start]
+
+
+def _expand(config: SchedulerConfig, schedule: Schedule,
+            now: datetime) -> tuple[list[Occurrence], list[date]]:
+    try:
+        return expand(schedule, config.limits, now)
+    except RecurrenceError as exc:
+        raise InvalidInput(exc.code, exc.message) from None
+
+
+def _units(config: SchedulerConfig, mix: ParticipantMix) -> int:
+    if mix.total < 1:
+        raise InvalidInput("no_participants", "a booking needs at least one participant")
+    if mix.total > MAX_PARTICIPANTS:
+        raise InvalidInput("too_many_participants",
+                           f"a booking may expect at most {MAX_PARTICIPANTS} participants")
+    return mix.units(config.unit_costs)
+
+
+def _conflict_json(occurrence: Occurrence, shortfall: Shortfall, zone: str) -> dict[str, object]:
+    return {"occurrence": occurrence.label(),
+            "occurrence_start_utc": occurrence.start.isoformat(),
+            "at": shortfall.at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"),
+            "needed_units": shortfall.needed, "available_units": max(0, shortfall.available),
+            "reason": shortfall.reason}
+
+
+REASONS = {
+    "pool_full": "the pool is full",
+    "izs_reserve": "only the IZS reserve is left",
+    "quota": "the rest is guaranteed to other organisations",
+}
+
+
+def _decide(session: Session, config: SchedulerConfig, org: OrgInfo, priority: str,
+            units: int, occurrences: list[Occurrence], now: datetime, zone: str,
+            exclude_booking: int | None = None) -> tuple[int | None, list[Allocation]]:
+    """Check every occurrence; returns the holder charged and the occurrences to displace.
+
+    Raises CapacityRefused naming every occurrence that does not fit.
+    """
+    policy = load_policy(session, config)
+    holder = quota_holder(session, org)
+    max_duration = config.limits.max_duration
+    allocations = load_allocations(session, [(o.start, o.end) for o in occurrences],
+                                   max_duration, exclude_booking=exclude_booking)
+    starts = [a.start for a in allocations]
+    conflicts: list[dict[str, object]] = []
+    displaced: list[Allocation] = []
+    gone: set[int | None] = set()
+    for occurrence in occurrences:
+        request = Request(occurrence.start, occurrence.end, units, holder, org.izs, priority)
+        near = [a for a in _near(allocations, starts, occurrence.start, occurrence.end,
+                                 max_duration) if a.ref not in gone]
+        shortfall = capacity.check(request, near, policy, now)
+        if shortfall is None:
+            continue
+        if priority == "emergency":
+            chosen = capacity.choose_displacements(request, near, policy, now)
+            if chosen is not None:
+                displaced.extend(chosen)
+                gone.update(a.ref for a in chosen)
+                continue
+        conflicts.append(_conflict_json(occurrence, shortfall, zone))
+    if conflicts:
+        first = conflicts[0]
+        reason = REASONS.get(str(first["reason"]), str(first["reason"]))
+        raise CapacityRefused(
+            "capacity_exceeded",
+            f"{len(conflicts)} of {len(occurrences)} occurrence(s) do not fit; the first, "
+            f"{first['occurrence']}, needs {units} units but {first['available_units']} are "
+            f"free at {first['at']}: {reason}",
+            conflicts=conflicts[:50], conflict_count=len(conflicts))
+    return holder, displaced
+
+
+def _room_name() -> str:
+    return "mtg-" + secrets.token_hex(6)
+
+
+def _write_occurrences(session: Session, booking: Booking, occurrences: list[Occurrence],
+                       holder: int | None, org: OrgInfo) -> list[BookingOccurrence]:
+    rows = [BookingOccurrence(booking_id=booking.id, start_utc=o.start, end_utc=o.end,
+                              units=booking.units, holder_id=holder, izs=org.izs,
+                              priority=booking.priority, state="scheduled")
+            for o in occurrences]
+    session.add_all(rows)
+    return rows
+
+
+def _displace(session: Session, victims: list[Allocation], emergency: Booking, now: datetime,
+              join_link: JoinLink) -> list[int]:
+    ids = [a.ref for a in victims if a.ref is not None]
+    if not ids:
+        return []
+    rows = session.scalars(select(BookingOccurrence).where(BookingOccurrence.id.in_(ids))).all()
+    for row in rows:
+        row.state = "displaced"
+        row.displaced_by = emergency.id
+        booking = session.get(Booking, row.booking_id)
+        assert booking is not None
+        booking.sequence += 1
+        booking.updated_at = now
+        notices.displaced(session, booking, row, emergency.title, now, join_link)
+    return ids
+
+
+def _check_priority(priority: str) -> None:
+    if priority not in capacity.PRIORITY_CLASSES:
+        raise InvalidInput("invalid_priority",
+                           f"priority must be one of {', '.join(capacity.PRIORITY_CLASSES)}")
+
+
+def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
+                   data: BookingInput, now: datetime, join_link: JoinLink) -> Decision:
+    _check_priority(data.priority)
+    units = _units(config, data.participants)
+    occurrences, skipped = _expand(config, data.schedule, now)
+    if occurrences[0].start < now - START_SLACK:
+        raise InvalidInput("in_past", f"the occurrence {occurrences[0].label()} is in the past")
+    with db.session() as session:
+        org = org_info(session, data.organisation_id)
+        if org is None:
+            raise NotFound("organisation_not_found", f"no organisation {data.organisation_id}")
+        require_book(principal, org, data.priority)
+
+    def decide(session: Session) -> Decision:
+        holder, victims = _decide(session, config, org, data.priority, units, occurrences, now,
+                                  data.schedule.zone)
+        booking = Booking(
+            uid=f"{uuid.uuid4()}@multipoint", sequence=0, organisation_id=org.id,
+            organiser_id=principal.user_id, organiser_email=principal.email,
+            invitees=list(data.invitees), title=data.title, description=data.description,
+            priority=data.priority, izs=org.izs, zone=data.schedule.zone,
+            local_start=data.schedule.start, local_end=data.schedule.end,
+            rrule=data.schedule.rrule,
+            exdates=[d.isoformat() for d in data.schedule.exdates],
+            skip_public_holidays=data.schedule.skip_public_holidays,
+            participants=data.participants.as_dict(), units=units, room_name=_room_name(),
+            status="confirmed", created_at=now, updated_at=now)
+        session.add(booking)
+        session.flush()
+        rows = _write_occurrences(session, booking, occurrences, holder, org)
+        displaced = _displace(session, victims, booking, now, join_link)
+        notices.invite(session, booking, rows, now, join_link)
+        return Decision(booking.id, displaced, skipped)
+
+    try:
+        return run_decision(db, days_touched((o.start, o.end) for o in occurrences), decide)
+    except CapacityRefused as refusal:
+        refusal.details["suggestions"] = suggest(db, config, org, data.priority, units,
+                                                 refusal, data.schedule, now)
+        raise
+
+
+def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, units: int,
+            refusal: CapacityRefused, schedule: Schedule, now: datetime,
+            exclude_booking: int | None = None) -> list[dict[str, str]]:
+    """The nearest start times at which the first conflicting occurrence would fit."""
+    conflicts = refusal.details.get("conflicts") or []
+    if not conflicts:
+        return []
+    start = datetime.fromisoformat(str(conflicts[0]["occurrence_start_utc"]))  # type: ignore[index]
+    duration = (schedule.end - schedule.start)
+    search = timedelta(days=7)
+    tz = ZoneInfo(schedule.zone)
+    with db.session() as session:
+        policy = load_policy(session, config)
+        holder = quota_holder(session, org)
+        allocations = load_allocations(session, [(start - search, start + duration + search)],
+                                       config.limits.max_duration,
+                                       exclude_booking=exclude_booking)
+    request = Request(start, start + duration, units, holder, org.izs, priority)
+    slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
+    return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
+             "end": (slot + duration).astimezone(tz).strftime("%Y-%m-%dT%H:%M")}
+            for slot in slots]
+
+
+def get_booking(session: Session, booking_id: int) -> tuple[Booking, OrgInfo]:
+    booking = session.get(Booking, booking_id)
+    if booking is None:
+        raise NotFound("booking_not_found", f"no booking {booking_id}")
+    org = org_info(session, booking.organisation_id)
+    assert org is not None
+    return booking, org
+
+
+def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
+                   booking_id: int, change: BookingChange, now: datetime,
+                   join_link: JoinLink) -> Decision:
+    """Change a booking; a new time or size is checked again like a new booking.
+
+    Occurrences that have started stay as they were; future ones are replaced.
+    """
+    with db.session() as session:
+        booking, org = get_booking(session, booking_id)
+        require_change_booking(principal, org)
+        if booking.status == "cancelled":
+            raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
+        current = Schedule(booking.local_start, booking.local_end, booking.zone, booking.rrule,
+                           tuple(datetime.fromisoformat(d) for d in booking.exdates),
+                           booking.skip_public_holidays)
+        mix = ParticipantMix(**booking.participants)
+    schedule = change.schedule or current
+    participants = change.participants or mix
+    units = _units(config, participants)
+    recheck = change.schedule is not None or change.participants is not None
+    occurrences: list[Occurrence] = []
+    skipped: list[date] = []
+    if recheck:
+        expanded, skipped = _expand(config, schedule, now)
+        occurrences = [o for o in expanded if o.start >= now]
+        if not occurrences:
+            raise InvalidInput("in_past", "the changed schedule has no future occurrence")
+
+    def decide(session: Session) -> Decision:
+        booking, _ = get_booking(session, booking_id)
+        displaced: list[int] = []
+        if recheck:
+            holder, victims = _decide(session, config, org, booking.priority, units,
+                                      occurrences, now, schedule.zone,
+                                      exclude_booking=booking.id)
+            session.execute(update(BookingOccurrence)
+                            .where(BookingOccurrence.booking_id == booking.id,
+                                   BookingOccurrence.state == "scheduled",
+                                   BookingOccurrence.start_utc >= now,
+                                   BookingOccurrence.opened_at.is_(None))
+                            .values(state="replaced"))
+            booking.units = units
+            booking.participants = participants.as_dict()
+            booking.local_start, booking.local_end = schedule.start, schedule.end
+            booking.zone, booking.rrule = schedule.zone, schedule.rrule
+            booking.exdates = [d.isoformat() for d in schedule.exdates]
+            booking.skip_public_holidays = schedule.skip_public_holidays
+            _write_occurrences(session, booking, occurrences, holder, org)
+            displaced = _displace(session, victims, booking, now, join_link)
+        if change.title is not None:
+            booking.title = change.title
+        if change.description is not None:
+            booking.description = change.description
+        if change.invitees is not None:
+            booking.invitees = list(change.invitees)
+        booking.sequence += 1
+        booking.updated_at = now
+        session.flush()
+        rows = session.scalars(select(BookingOccurrence)
+                               .where(BookingOccurrence.booking_id == booking.id)).all()
+        notices.invite(session, booking, rows, now, join_link, changed=True)
+        return Decision(booking.id, displaced, skipped)
+
+    days = days_touched((o.start, o.end) for o in occurrences)
+    try:
+        return run_decision(db, days, decide)
+    except CapacityRefused as refusal:
+        refusal.details["suggestions"] = suggest(db, config, org, booking.priority, units,
+                                                 refusal, schedule, now,
+                                                 exclude_booking=booking_id)
+        raise
+
+
+def cancel_booking(db: Database, principal: Principal, booking_id: int, now: datetime,
+                   join_link: JoinLink) -> None:
+    """Cancel a booking: its future occurrences free their capacity; invitees are told."""
+    with db.session() as session:
+        booking, org = get_booking(session, booking_id)
+        require_change_booking(principal, org)
+        if booking.status == "cancelled":
+            return
+        booking.status = "cancelled"
+        booking.sequence += 1
+        booking.updated_at = now
+        session.execute(update(BookingOccurrence)
+                        .where(BookingOccurrence.booking_id == booking.id,
+                               BookingOccurrence.state == "scheduled",
+                               BookingOccurrence.end_utc > now)
+                        .values(state="cancelled"))
+        notices.cancelled(session, booking, now, join_link)

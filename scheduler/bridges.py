@@ -1,0 +1,48 @@
+"""Standing bridges: IZS rooms that are always available.
+
+A bridge holds no capacity while idle; the IZS reserve, which no ordinary booking may
+take, is what guarantees it. Its expected size is used to place it on a worker.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.config import SchedulerConfig
+from scheduler.errors import InvalidInput
+from scheduler.models import StandingBridge
+from scheduler.organisations import OrgInfo
+from scheduler.units import ParticipantMix
+
+
+def create_bridge(session: Session, config: SchedulerConfig, org: OrgInfo, name: str,
+                  participants: ParticipantMix) -> StandingBridge:
+    if not org.izs:
+        raise InvalidInput("not_izs", "standing bridges belong to IZS organisations")
+    if participants.total < 1:
+        raise InvalidInput("no_participants", "a bridge needs at least one participant")
+    bridge = StandingBridge(organisation_id=org.id, name=name,
+                            room_name="izs-" + secrets.token_hex(6),
+                            participants=participants.as_dict(),
+                            units=participants.units(config.unit_costs), active=True)
+    session.add(bridge)
+    session.flush()
+    return bridge
+
+
+def bridges(session: Session, organisation_ids: list[int] | None = None) -> list[StandingBridge]:
+    query = select(StandingBridge).where(StandingBridge.active.is_(True)) \
+        .order_by(StandingBridge.id)
+    if organisation_ids is not None:
+        query = query.where(StandingBridge.organisation_id.in_(organisation_ids))
+    return list(session.scalars(query))
+
+
+def bridge_json(bridge: StandingBridge, join_link: object) -> dict[str, object]:
+    links = {role: join_link(bridge.room_name, role) for role in ("host", "guest")}  # type: ignore[operator]
+    return {"id": bridge.id, "organisation_id": bridge.organisation_id, "name": bridge.name,
+            "room": bridge.room_name, "participants": bridge.participants,
+            "units": bridge.units, "active": bridge.active, "join_links": links}

@@ -1,0 +1,126 @@
+"""Call records (who joined which room when, for how long, from where) and usage."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from scheduler.models import (
+    Booking,
+    BookingOccurrence,
+    CallRecord,
+    Room,
+    StandingBridge,
+    UsageDaily,
+)
+from scheduler.units import KINDS
+
+
+def record_join(session: Session, room_name: str, now: datetime, *, participant: str = "",
+                kind: str = "hd", organisation_id: int | None = None) -> int:
+    """Start a call record; the organisation defaults to the room's owner."""
+    room = session.scalar(select(Room).where(Room.name == room_name))
+    booking_id = room.booking_id if room else None
+    if organisation_id is None and room is not None:
+        if room.booking_id is not None:
+            organisation_id = session.scalar(select(Booking.organisation_id)
+                                             .where(Booking.id == room.booking_id))
+        elif room.bridge_id is not None:
+            organisation_id = session.scalar(select(StandingBridge.organisation_id)
+                                             .where(StandingBridge.id == room.bridge_id))
+    record = CallRecord(room_name=room_name, booking_id=booking_id,
+                        organisation_id=organisation_id, participant=participant[:200],
+                        kind=kind if kind in KINDS else "hd",
+                        worker_id=room.worker_id if room else None, joined_at=now)
+    session.add(record)
+    session.flush()
+    return record.id
+
+
+def record_leave(session: Session, record_id: int, now: datetime) -> None:
+    record = session.get(CallRecord, record_id)
+    if record is not None and record.left_at is None:
+        record.left_at = max(now, record.joined_at)
+
+
+def call_records(session: Session, start: datetime, end: datetime,
+                 organisation_id: int | None = None, limit: int = 10000) -> list[CallRecord]:
+    query = (select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)
+             .order_by(CallRecord.joined_at).limit(limit))
+    if organisation_id is not None:
+        query = query.where(CallRecord.organisation_id == organisation_id)
+    return list(session.scalars(query))
+
+
+def call_record_json(record: CallRecord, now: datetime) -> dict[str, object]:
+    until = record.left_at or now
+    return {"id": record.id, "room": record.room_name, "booking_id": record.booking_id,
+            "organisation_id": record.organisation_id, "participant": record.participant,
+            "kind": record.kind, "joined_at": record.joined_at.isoformat(),
+            "left_at": record.left_at.isoformat() if record.left_at else None,
+            "duration_s": int((until - record.joined_at).total_seconds())}
+
+
+def to_csv(rows: list[dict[str, object]], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def rollup_day(session: Session, day: date) -> int:
+    """Recompute the usage of one UTC day per organisation; idempotent (replaces the day)."""
+    start, end = _day_bounds(day)
+    totals: dict[int, dict[str, float]] = {}
+    records = session.execute(select(CallRecord.organisation_id, CallRecord.joined_at,
+                                     CallRecord.left_at)
+                              .where(CallRecord.joined_at < end,
+                                     func.coalesce(CallRecord.left_at, end) > start)).all()
+    for org, joined, left in records:
+        if org is None:
+            continue
+        seconds = (min(left or end, end) - max(joined, start)).total_seconds()
+        entry = totals.setdefault(org, {"calls": 0, "seconds": 0.0, "unit_hours": 0.0})
+        entry["calls"] += 1 if joined >= start else 0
+        entry["seconds"] += max(0.0, seconds)
+    o = BookingOccurrence
+    booked = session.execute(select(Booking.organisation_id, o.start_utc, o.end_utc, o.units)
+                             .join(Booking, Booking.id == o.booking_id)
+                             .where(o.state == "scheduled", o.start_utc < end,
+                                    o.end_utc > start)).all()
+    for org, occ_start, occ_end, units in booked:
+        hours = (min(occ_end, end) - max(occ_start, start)).total_seconds() / 3600
+        entry = totals.setdefault(org, {"calls": 0, "seconds": 0.0, "unit_hours": 0.0})
+        entry["unit_hours"] += units * hours
+    session.execute(delete(UsageDaily).where(UsageDaily.day == day))
+    for org, entry in totals.items():
+        session.add(UsageDaily(day=day, organisation_id=org, calls=int(entry["calls"]),
+                               participant_seconds=int(entry["seconds"]),
+                               booked_unit_hours=round(entry["unit_hours"], 3)))
+    return len(totals)
+
+
+def usage(session: Session, first: date, last: date,
+          organisation_id: int | None = None) -> list[dict[str, object]]:
+    """Rolled-up usage per organisation over [first, last] (days the roll-up has done)."""
+    query = (select(UsageDaily.organisation_id, func.sum(UsageDaily.calls),
+                    func.sum(UsageDaily.participant_seconds),
+                    func.sum(UsageDaily.booked_unit_hours))
+             .where(UsageDaily.day >= first, UsageDaily.day <= last)
+             .group_by(UsageDaily.organisation_id).order_by(UsageDaily.organisation_id))
+    if organisation_id is not None:
+        query = query.where(UsageDaily.organisation_id == organisation_id)
+    return [{"organisation_id": org, "calls": int(calls or 0),
+             "participant_hours": round(int(seconds or 0) / 3600, 2),
+             "booked_unit_hours": round(float(hours or 0), 2)}
+            for org, calls, seconds, hours in session.execute(query)]

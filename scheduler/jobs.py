@@ -1,0 +1,178 @@
+"""Jobs: open rooms before their start, close them after, remind, roll up usage.
+
+Everything a job does is recorded on the occurrence it concerns (opened_at, closed_at,
+reminded_at), in the transaction that does it. So the job runner keeps no state of its
+own: after a restart it looks at the database, does what is due and was not done, and
+nothing twice. APScheduler only decides *when* to look: a date job at the next due
+instant, a safety tick, and a daily roll-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler import notices
+from scheduler.calls import rollup_day
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.mail import deliver_outbox
+from scheduler.models import Booking, BookingOccurrence, Room
+from scheduler.notices import JoinLink
+from scheduler.rooms import RoomControl, RoomInfo, close_room, open_room
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class RoomAction:
+    kind: str  # "open" or "close"
+    room: str
+    worker_id: int | None = None
+    info: RoomInfo | None = None
+
+
+def _locked(session: Session, query):  # type: ignore[no-untyped-def]
+    # Two control processes may run jobs: on PostgreSQL each takes the rows it acts on and
+    # skips rows another holds; SQLite's write session is exclusive anyway.
+    if session.get_bind().dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
+
+
+def due_actions(db: Database, config: SchedulerConfig, now: datetime,
+                join_link: JoinLink) -> list[RoomAction]:
+    """Do in the database what is due at ``now``; return what the media side must do."""
+    actions: list[RoomAction] = []
+    o = BookingOccurrence
+    with db.write_session() as session:
+        # Close first: a series with back-to-back occurrences closes and reopens.
+        ending = session.scalars(_locked(session, select(o).where(
+            o.opened_at.is_not(None), o.closed_at.is_(None),
+            (o.end_utc <= now - config.close_grace) | (o.state != "scheduled")))).all()
+        for occurrence in ending:
+            occurrence.closed_at = now
+            booking = session.get(Booking, occurrence.booking_id)
+            assert booking is not None
+            room = session.scalar(select(Room).where(Room.name == booking.room_name))
+            if room is not None and room.occurrence_id in (occurrence.id, None) \
+                    and close_room(session, booking.room_name, now):
+                actions.append(RoomAction("close", booking.room_name))
+
+        earliest = now - config.limits.max_duration - config.close_grace
+        opening = session.scalars(_locked(session, select(o).where(
+            o.state == "scheduled", o.opened_at.is_(None), o.start_utc >= earliest,
+            o.start_utc <= now + config.open_lead, o.end_utc > now - config.close_grace)
+            .order_by(o.start_utc))).all()
+        for occurrence in opening:
+            booking = session.get(Booking, occurrence.booking_id)
+            assert booking is not None
+            room = open_room(session, config, booking.room_name, occurrence.units, now,
+                             booking_id=booking.id, occurrence_id=occurrence.id)
+            if room is None:
+                log.error("no media worker for room %s", booking.room_name)
+                continue
+            occurrence.opened_at = now
+            info = RoomInfo(room=booking.room_name, title=booking.title, units=occurrence.units,
+                            expected_participants=sum(booking.participants.values()),
+                            izs=booking.izs, booking_id=booking.id, ends_at=occurrence.end_utc)
+            actions.append(RoomAction("open", booking.room_name, room.worker_id, info))
+
+        reminding = session.scalars(_locked(session, select(o).where(
+            o.state == "scheduled", o.reminded_at.is_(None), o.start_utc > now,
+            o.start_utc <= now + config.reminder_lead))).all()
+        for occurrence in reminding:
+            booking = session.get(Booking, occurrence.booking_id)
+            assert booking is not None
+            notices.reminder(session, booking, occurrence, join_link)
+            occurrence.reminded_at = now
+    return actions
+
+
+def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime | None:
+    """The next instant at which :func:`due_actions` will have something to do."""
+    o = BookingOccurrence
+    with db.session() as session:
+        candidates = [
+            session.scalar(select(func.min(o.start_utc)).where(
+                o.state == "scheduled", o.opened_at.is_(None), o.start_utc > now)),
+            session.scalar(select(func.min(o.end_utc)).where(
+                o.opened_at.is_not(None), o.closed_at.is_(None))),
+            session.scalar(select(func.min(o.start_utc)).where(
+                o.state == "scheduled", o.reminded_at.is_(None), o.start_utc > now)),
+        ]
+    offsets = [-config.open_lead, config.close_grace, -config.reminder_lead]
+    instants = [c + offset for c, offset in zip(candidates, offsets, strict=True) if c]
+    return max(now, min(instants)) if instants else None
+
+
+class JobRunner:
+    def __init__(self, db: Database, config: SchedulerConfig, room_control: RoomControl,
+                 join_link: JoinLink, clock: Clock) -> None:
+        self.db, self.config, self.room_control = db, config, room_control
+        self.join_link, self.clock = join_link, clock
+        self._lock = asyncio.Lock()
+        self._scheduler: AsyncIOScheduler | None = None
+
+    async def start(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_job(self.tick, "interval",
+                                seconds=self.config.tick.total_seconds(), id="tick",
+                                coalesce=True, max_instances=1)
+        self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, id="rollup",
+                                coalesce=True, max_instances=1)
+        self._scheduler.start()
+        await self.tick()  # catch up on whatever fell due while the service was down
+        await self.rollup()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    async def tick(self) -> list[RoomAction]:
+        async with self._lock:
+            now = self.clock()
+            actions = await asyncio.to_thread(due_actions, self.db, self.config, now,
+                                              self.join_link)
+            for action in actions:
+                try:
+                    if action.kind == "open":
+                        assert action.worker_id is not None and action.info is not None
+                        await self.room_control.open_room(action.room, action.worker_id,
+                                                          action.info)
+                    else:
+                        await self.room_control.close_room(action.room)
+                except Exception:  # the media side's trouble must not stop the jobs
+                    log.exception("room control failed to %s %s", action.kind, action.room)
+            try:
+                await asyncio.to_thread(deliver_outbox, self.db, self.config.smtp, now)
+            except Exception:
+                log.exception("delivering notices failed")
+            await self._schedule_next(now)
+            return actions
+
+    async def rollup(self, day: date | None = None) -> None:
+        day = day or (self.clock() - timedelta(days=1)).date()
+
+        def work() -> None:
+            with self.db.session() as session:
+                rollup_day(session, day)
+
+        await asyncio.to_thread(work)
+
+    async def _schedule_next(self, now: datetime) -> None:
+        if self._scheduler is None:
+            return
+        due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        if due is not None and due > now:
+            self._scheduler.add_job(self.tick, "date", run_date=due, id="next-due",
+                                    replace_existing=True)

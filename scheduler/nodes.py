@@ -1,0 +1,125 @@
+"""Media nodes, their workers, and the quotas: changes to what the pool holds.
+
+Each change takes the pool row exclusively (scheduler/transactions.py), so no booking
+decision runs on a pool that is changing under it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.bookings import pool_units
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.errors import InvalidInput, NotFound
+from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
+from scheduler.rooms import worker_loads
+from scheduler.transactions import run_decision
+
+
+def register_node(db: Database, name: str, workers: int, capacity_units: int,
+                  now: datetime) -> int:
+    """Create a node (or refresh its heartbeat and worker count); returns its id."""
+    if not 1 <= workers <= 256:
+        raise InvalidInput("invalid_workers", "a node has 1 to 256 workers")
+    if not 1 <= capacity_units <= 1_000_000:
+        raise InvalidInput("invalid_capacity", "a worker's capacity is 1 to 1,000,000 units")
+
+    def decide(session: Session) -> int:
+        node = session.scalar(select(MediaNode).where(MediaNode.name == name))
+        if node is None:
+            node = MediaNode(name=name, enabled=True)
+            session.add(node)
+            session.flush()
+        node.heartbeat_at = now
+        existing = {w.index: w for w in session.scalars(
+            select(MediaWorker).where(MediaWorker.node_id == node.id))}
+        for index in range(max(workers, len(existing))):
+            worker = existing.get(index)
+            if worker is None:
+                session.add(MediaWorker(node_id=node.id, index=index,
+                                        capacity_units=capacity_units, enabled=True))
+            else:
+                worker.capacity_units = capacity_units
+                worker.enabled = index < workers
+        return node.id
+
+    return run_decision(db, [], decide, exclusive_pool=True)
+
+
+def set_node_enabled(db: Database, node_id: int, enabled: bool) -> None:
+    def decide(session: Session) -> None:
+        node = session.get(MediaNode, node_id)
+        if node is None:
+            raise NotFound("node_not_found", f"no media node {node_id}")
+        node.enabled = enabled
+
+    run_decision(db, [], decide, exclusive_pool=True)
+
+
+def nodes_json(session: Session, config: SchedulerConfig) -> list[dict[str, object]]:
+    loads = {load.worker_id: load for load in worker_loads(session, config.unit_costs)}
+    result = []
+    for node in session.scalars(select(MediaNode).order_by(MediaNode.id)):
+        workers = session.scalars(select(MediaWorker).where(MediaWorker.node_id == node.id)
+                                  .order_by(MediaWorker.index))
+        result.append({
+            "id": node.id, "name": node.name, "enabled": node.enabled,
+            "heartbeat_at": node.heartbeat_at.isoformat() if node.heartbeat_at else None,
+            "workers": [{"id": w.id, "index": w.index, "capacity_units": w.capacity_units,
+                         "enabled": w.enabled,
+                         "booked_units": loads[w.id].booked if w.id in loads else 0,
+                         "live_units": loads[w.id].live if w.id in loads else 0}
+                        for w in workers],
+        })
+    return result
+
+
+def set_quota(db: Database, config: SchedulerConfig, organisation_id: int,
+              share_percent: float) -> None:
+    """Give an organisation a guaranteed share (0 removes it).
+
+    The shares together with the IZS reserve may not exceed the whole pool.
+    """
+    if not 0 <= share_percent <= 100:
+        raise InvalidInput("invalid_share", "share_percent is between 0 and 100")
+    share_bp = round(share_percent * 100)
+
+    def decide(session: Session) -> None:
+        if session.get(Organisation, organisation_id) is None:
+            raise NotFound("organisation_not_found", f"no organisation {organisation_id}")
+        others = sum(q.share_bp for q in session.scalars(select(Quota))
+                     if q.organisation_id != organisation_id)
+        if others + share_bp + config.izs_reserve_percent * 100 > 10000:
+            free = (10000 - others - config.izs_reserve_percent * 100) / 100
+            raise InvalidInput("shares_exceed_pool",
+                               f"shares and the IZS reserve would exceed the pool; at most "
+                               f"{max(0.0, free):.2f} % is left")
+        quota = session.get(Quota, organisation_id)
+        if share_bp == 0:
+            if quota is not None:
+                session.delete(quota)
+        elif quota is None:
+            session.add(Quota(organisation_id=organisation_id, share_bp=share_bp))
+        else:
+            quota.share_bp = share_bp
+
+    run_decision(db, [], decide, exclusive_pool=True)
+
+
+def quotas_json(session: Session, config: SchedulerConfig) -> dict[str, object]:
+    pool = pool_units(session)
+    rows = session.execute(select(Quota.organisation_id, Quota.share_bp, Organisation.name)
+                           .join(Organisation, Organisation.id == Quota.organisation_id)
+                           .order_by(Quota.organisation_id)).all()
+    return {
+        "pool_units": pool,
+        "izs_reserve_percent": config.izs_reserve_percent,
+        "izs_reserve_units": pool * config.izs_reserve_percent // 100,
+        "borrow_lead_hours": config.borrow_lead.total_seconds() / 3600,
+        "quotas": [{"organisation_id": org, "name": name, "share_percent": share / 100,
+                    "units": pool * share // 10000} for org, share, name in rows],
+    }

@@ -1,0 +1,84 @@
+"""Notices to people, written to the outbox in the transaction that causes them.
+
+Delivery (scheduler/mail.py) happens after the commit; a notice in the outbox survives
+a crash, so no one is "silently dropped" from a displaced meeting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from scheduler import invitations
+from scheduler.models import Booking, BookingOccurrence, Notification
+
+JoinLink = Callable[[str, str], str]  # (room name, role "host"/"guest") -> URL
+
+
+def _local(booking: Booking, instant: datetime) -> str:
+    return instant.astimezone(ZoneInfo(booking.zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def _queue(session: Session, booking: Booking, kind: str, subject: str, body: str,
+           ics: bytes | None, join_link: JoinLink) -> None:
+    # The organiser gets the host link, invitees the guest link.
+    recipients = [(booking.organiser_email, "host")] + [(a, "guest") for a in booking.invitees]
+    seen: set[str] = set()
+    for address, role in recipients:
+        if not address or address in seen:
+            continue
+        seen.add(address)
+        link = join_link(booking.room_name, role)
+        session.add(Notification(kind=kind, booking_id=booking.id, to_address=address,
+                                 subject=subject, body=f"{body}\n\nPřipojení / join: {link}\n",
+                                 ics=ics.decode() if ics else None))
+
+
+def active_local_starts(booking: Booking, occurrences: Iterable[BookingOccurrence]) -> list:
+    tz = ZoneInfo(booking.zone)
+    return [o.start_utc.astimezone(tz).replace(tzinfo=None) for o in occurrences
+            if o.state == "scheduled"]
+
+
+def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccurrence],
+           now: datetime, join_link: JoinLink, *, changed: bool = False) -> None:
+    ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
+                                 join_link(booking.room_name, "guest"))
+    verb = "Změna" if changed else "Pozvánka"
+    english = "Changed" if changed else "Invitation"
+    _queue(session, booking, "update" if changed else "invitation",
+           f"{verb} / {english}: {booking.title}",
+           f"{booking.title}\nZačátek / start: {booking.local_start:%Y-%m-%d %H:%M} "
+           f"({booking.zone})", ics, join_link)
+
+
+def cancelled(session: Session, booking: Booking, now: datetime, join_link: JoinLink) -> None:
+    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"))
+    _queue(session, booking, "cancel", f"Zrušeno / Cancelled: {booking.title}",
+           f"Schůzka {booking.title} byla zrušena. / The meeting was cancelled.", ics, join_link)
+
+
+def displaced(session: Session, booking: Booking, occurrence: BookingOccurrence,
+              emergency_title: str, now: datetime, join_link: JoinLink) -> None:
+    local = occurrence.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
+    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"),
+                                   occurrence_local_start=local)
+    _queue(session, booking, "displaced",
+           f"Uvolněno pro IZS / Displaced by an emergency: {booking.title} {local:%Y-%m-%d %H:%M}",
+           f"Termín {local:%Y-%m-%d %H:%M} schůzky {booking.title} byl uvolněn pro mimořádnou "
+           f"událost IZS ({emergency_title}). Rezervace zůstává v systému označená jako "
+           f"uvolněná; zvolte prosím jiný termín.\n\n"
+           f"The occurrence at {local:%Y-%m-%d %H:%M} of {booking.title} was displaced by an "
+           f"IZS emergency ({emergency_title}). The booking stays, marked as displaced; please "
+           "choose another time.", ics, join_link)
+
+
+def reminder(session: Session, booking: Booking, occurrence: BookingOccurrence,
+             join_link: JoinLink) -> None:
+    _queue(session, booking, "reminder",
+           f"Připomínka / Reminder: {booking.title} {_local(booking, occurrence.start_utc)}",
+           f"{booking.title} začíná / starts {_local(booking, occurrence.start_utc)} "
+           f"({booking.zone}).", None, join_link)

@@ -1,0 +1,81 @@
+"""Organisations, the tree they form, and which quota each one's bookings are charged to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scheduler.models import Organisation, Quota
+
+KINDS: tuple[str, ...] = ("region", "orp", "central", "izs", "group", "other")
+
+
+@dataclass(frozen=True)
+class OrgInfo:
+    id: int
+    name: str
+    kind: str
+    parent_id: int | None
+    ancestors: tuple[int, ...]  # nearest first
+
+    @property
+    def izs(self) -> bool:
+        return self.kind == "izs"
+
+    def within(self, organisation_id: int) -> bool:
+        """Is this organisation ``organisation_id`` or one under it?"""
+        return self.id == organisation_id or organisation_id in self.ancestors
+
+
+def org_info(session: Session, organisation_id: int) -> OrgInfo | None:
+    org = session.get(Organisation, organisation_id)
+    if org is None:
+        return None
+    ancestors: list[int] = []
+    parent = org.parent_id
+    while parent is not None and parent not in ancestors and len(ancestors) < 10:
+        ancestors.append(parent)
+        parent = session.scalar(select(Organisation.parent_id).where(Organisation.id == parent))
+    return OrgInfo(org.id, org.name, org.kind, org.parent_id, tuple(ancestors))
+
+
+def quota_holder(session: Session, org: OrgInfo) -> int | None:
+    """The organisation whose guaranteed share this one's bookings use.
+
+    Its own quota if it has one, else the nearest one above it (an ORP without its own
+    share uses its region's, together with the region's other ORP), else none: it then
+    books only from capacity nobody is guaranteed.
+    """
+    chain = (org.id, *org.ancestors)
+    owners = set(session.scalars(select(Quota.organisation_id)
+                                 .where(Quota.organisation_id.in_(chain))))
+    return next((candidate for candidate in chain if candidate in owners), None)
+
+
+def quota_units(session: Session, pool_units: int) -> dict[int, int]:
+    """Every holder's guaranteed units, from its share of the current pool."""
+    rows = session.execute(select(Quota.organisation_id, Quota.share_bp))
+    return {owner: pool_units * share // 10000 for owner, share in rows}
+
+
+def organisation_json(org: Organisation) -> dict[str, object]:
+    return {"id": org.id, "name": org.name, "kind": org.kind, "code": org.code,
+            "parent_id": org.parent_id, "email": org.email}
+
+
+def subtree_ids(session: Session, organisation_id: int) -> list[int]:
+    """The organisation and every one under it."""
+    rows = session.execute(select(Organisation.id, Organisation.parent_id)).all()
+    children: dict[int | None, list[int]] = {}
+    for org, parent in rows:
+        children.setdefault(parent, []).append(org)
+    found, stack = [], [organisation_id]
+    while stack:
+        current = stack.pop()
+        if current in found:
+            continue
+        found.append(current)
+        stack.extend(children.get(current, ()))
+    return found

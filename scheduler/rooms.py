@@ -1,0 +1,196 @@
+"""Rooms the scheduler admits: opened on a worker before a booking starts, closed after.
+
+The scheduler never touches media: it records a room's state and placement here and
+tells the media side through :class:`RoomControl`, which the composition root provides.
+Signaling asks :func:`admit_join` whether a participant may enter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler.config import SchedulerConfig
+from scheduler.models import (
+    Booking,
+    BookingOccurrence,
+    CallRecord,
+    MediaNode,
+    MediaWorker,
+    Room,
+    StandingBridge,
+)
+from scheduler.placement import WorkerLoad, place
+from scheduler.units import KINDS, UnitCosts
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    """What the media side may want to know about a room it is asked to open."""
+
+    room: str
+    title: str
+    units: int
+    expected_participants: int
+    izs: bool
+    booking_id: int | None = None
+    bridge_id: int | None = None
+    ends_at: datetime | None = None
+
+
+class RoomControl(Protocol):
+    """Implemented by the composition root; both calls must be idempotent."""
+
+    async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None: ...
+
+    async def close_room(self, room: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class AdmissionDecision:
+    allowed: bool
+    code: str  # "ok", "room_not_open", "booking_cancelled", "booking_displaced", ...
+    message: str
+    worker_id: int | None = None
+
+
+def worker_loads(session: Session, costs: UnitCosts) -> list[WorkerLoad]:
+    workers = session.execute(
+        select(MediaWorker.id, MediaWorker.capacity_units)
+        .join(MediaNode, MediaNode.id == MediaWorker.node_id)
+        .where(MediaWorker.enabled.is_(True), MediaNode.enabled.is_(True))).all()
+    booked = dict(session.execute(
+        select(Room.worker_id, func.sum(Room.units)).where(Room.state == "open")
+        .group_by(Room.worker_id)).all())
+    live: dict[int, int] = {}
+    for worker_id, kind, count in session.execute(
+            select(CallRecord.worker_id, CallRecord.kind, func.count())
+            .where(CallRecord.left_at.is_(None)).group_by(CallRecord.worker_id, CallRecord.kind)):
+        if worker_id is not None:
+            cost = costs.of(kind) if kind in KINDS else costs.hd
+            live[worker_id] = live.get(worker_id, 0) + cost * count
+    return [WorkerLoad(w.id, w.capacity_units, int(booked.get(w.id) or 0), live.get(w.id, 0))
+            for w in workers]
+
+
+def open_room(session: Session, config: SchedulerConfig, name: str, units: int, now: datetime,
+              *, booking_id: int | None = None, bridge_id: int | None = None,
+              occurrence_id: int | None = None) -> Room | None:
+    """Mark a room open on the worker with most room to spare; None if there is no worker.
+
+    A room already open stays on its worker (only its occurrence is updated).
+    """
+    room = session.scalar(select(Room).where(Room.name == name))
+    if room is not None and room.state == "open":
+        room.occurrence_id = occurrence_id or room.occurrence_id
+        return room
+    worker = place(worker_loads(session, config.unit_costs), units)
+    if worker is None:
+        return None
+    if room is None:
+        room = Room(name=name)
+        session.add(room)
+    room.booking_id, room.bridge_id, room.occurrence_id = booking_id, bridge_id, occurrence_id
+    room.state, room.worker_id, room.units = "open", worker.worker_id, units
+    room.opened_at, room.closed_at = now, None
+    session.flush()
+    return room
+
+
+def close_room(session: Session, name: str, now: datetime) -> bool:
+    room = session.scalar(select(Room).where(Room.name == name))
+    if room is None or room.state != "open":
+        return False
+    room.state, room.worker_id, room.closed_at = "closed", None, now
+    return True
+
+
+def _live_units(session: Session, worker_id: int, costs: UnitCosts) -> int:
+    rows = session.execute(select(CallRecord.kind, func.count())
+                           .where(CallRecord.worker_id == worker_id,
+                                  CallRecord.left_at.is_(None)).group_by(CallRecord.kind))
+    return sum((costs.of(kind) if kind in KINDS else costs.hd) * count for kind, count in rows)
+
+
+def _room_izs(session: Session, room: Room) -> bool:
+    if room.bridge_id is not None:
+        return True
+    if room.booking_id is None:
+        return False
+    return bool(session.scalar(select(Booking.izs).where(Booking.id == room.booking_id)))
+
+
+def admit_join(session: Session, room_name: str, now: datetime, *,
+               config: SchedulerConfig | None = None, kind: str | None = None,
+               ) -> AdmissionDecision:
+    """May a participant enter ``room_name`` now, and on which worker?
+
+    A booked room is admitted while one of its occurrences is on (from the open lead
+    before its start to the grace period after its end), a standing bridge always.
+    The live load of the room's worker is checked too: a routine room whose worker is
+    full is refused with "worker_full"; an IZS room never is. Opens the room when the
+    job has not done so yet, so it needs a write session.
+    """
+    config = config or SchedulerConfig()
+    costs = config.unit_costs
+    join_cost = costs.of(kind or config.join_kind)
+    room = session.scalar(select(Room).where(Room.name == room_name))
+    if room is None or room.state != "open":
+        decision, room = _open_on_demand(session, config, room_name, now)
+        if room is None:
+            return decision
+    assert room.worker_id is not None
+    capacity = session.scalar(select(MediaWorker.capacity_units)
+                              .where(MediaWorker.id == room.worker_id)) or 0
+    if _live_units(session, room.worker_id, costs) + join_cost > capacity \
+            and not _room_izs(session, room):
+        return AdmissionDecision(False, "worker_full",
+                                 "the media worker of this room is full; try again shortly",
+                                 room.worker_id)
+    return AdmissionDecision(True, "ok", "admitted", room.worker_id)
+
+
+def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
+                    now: datetime) -> tuple[AdmissionDecision, Room | None]:
+    bridge = session.scalar(select(StandingBridge).where(StandingBridge.room_name == room_name))
+    if bridge is not None:
+        if not bridge.active:
+            return AdmissionDecision(False, "bridge_inactive",
+                                     "this standing bridge is switched off"), None
+        room = open_room(session, config, room_name, bridge.units, now, bridge_id=bridge.id)
+        if room is None:
+            return AdmissionDecision(False, "no_worker", "no media worker is available"), None
+        return AdmissionDecision(True, "ok", "admitted", room.worker_id), room
+    booking = session.scalar(select(Booking).where(Booking.room_name == room_name))
+    if booking is None:
+        return AdmissionDecision(False, "room_not_open",
+                                 "there is no booking or standing bridge for this room"), None
+    if booking.status == "cancelled":
+        return AdmissionDecision(False, "booking_cancelled", "this meeting was cancelled"), None
+    o = BookingOccurrence
+    current = session.scalars(select(o).where(
+        o.booking_id == booking.id, o.start_utc <= now + config.open_lead,
+        o.end_utc > now - config.close_grace).order_by(o.start_utc)).all()
+    live = [occurrence for occurrence in current if occurrence.state == "scheduled"]
+    if live:
+        occurrence = live[0]
+        room = open_room(session, config, room_name, occurrence.units, now,
+                         booking_id=booking.id, occurrence_id=occurrence.id)
+        if room is None:
+            return AdmissionDecision(False, "no_worker", "no media worker is available"), None
+        if occurrence.opened_at is None:
+            occurrence.opened_at = now
+        return AdmissionDecision(True, "ok", "admitted", room.worker_id), room
+    if any(occurrence.state == "displaced" for occurrence in current):
+        return AdmissionDecision(False, "booking_displaced",
+                                 "this occurrence was displaced by an IZS emergency"), None
+    upcoming = session.scalar(select(o.start_utc).where(
+        o.booking_id == booking.id, o.state == "scheduled", o.start_utc > now)
+        .order_by(o.start_utc).limit(1))
+    when = (f"; it opens {config.open_lead.total_seconds() / 60:.0f} minutes before "
+            f"{upcoming.isoformat()}" if upcoming else "; it has no further occurrence")
+    return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}"), None

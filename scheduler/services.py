@@ -1,0 +1,87 @@
+"""The scheduler as one object for the composition root: services, jobs, admission."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from scheduler import calls, rooms
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.jobs import Clock, JobRunner
+from scheduler.mail import deliver_outbox
+from scheduler.notices import JoinLink
+from scheduler.recurrence import utc_now
+from scheduler.rooms import AdmissionDecision, RoomControl, RoomInfo
+
+log = logging.getLogger(__name__)
+
+
+class NoRoomControl:
+    """For a control process without media: rooms are created on first join instead."""
+
+    async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
+        log.info("room %s open on worker %s", room, worker_id)
+
+    async def close_room(self, room: str) -> None:
+        log.info("room %s closed", room)
+
+
+class SchedulerServices:
+    """What the rest of the service uses of the scheduler.
+
+    ``join_link(room, role)`` makes the signed link put into invitations (the
+    composition root builds it from signaling's join tokens); ``room_control`` opens and
+    closes media rooms; ``clock`` is replaceable for tests.
+    """
+
+    def __init__(self, db: Database, config: SchedulerConfig, *, join_link: JoinLink,
+                 room_control: RoomControl | None = None, clock: Clock | None = None,
+                 run_jobs: bool = True) -> None:
+        self.db = db
+        self.config = config
+        self.join_link = join_link
+        self.room_control = room_control or NoRoomControl()
+        self.clock: Callable[[], datetime] = clock or utc_now
+        self.jobs = JobRunner(db, config, self.room_control, join_link, self.clock)
+        self.run_jobs = run_jobs
+
+    async def start(self) -> None:
+        if self.run_jobs:
+            await self.jobs.start()
+
+    async def stop(self) -> None:
+        await self.jobs.stop()
+
+    # For signaling (blocking calls: run them in a thread from async code) ------------
+
+    def admit_join(self, room_name: str, now: datetime | None = None,
+                   kind: str | None = None) -> AdmissionDecision:
+        now = now or self.clock()
+        for attempt in range(3):
+            try:
+                with self.db.write_session() as session:
+                    return rooms.admit_join(session, room_name, now, config=self.config,
+                                            kind=kind)
+            except IntegrityError:
+                # Two first joins opened the same room at once: the other one won.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def record_join(self, room_name: str, *, participant: str = "", kind: str = "hd",
+                    organisation_id: int | None = None, now: datetime | None = None) -> int:
+        with self.db.session() as session:
+            return calls.record_join(session, room_name, now or self.clock(),
+                                     participant=participant, kind=kind,
+                                     organisation_id=organisation_id)
+
+    def record_leave(self, record_id: int, now: datetime | None = None) -> None:
+        with self.db.session() as session:
+            calls.record_leave(session, record_id, now or self.clock())
+
+    def deliver_outbox(self) -> int:
+        return deliver_outbox(self.db, self.config.smtp, self.clock())
