@@ -95,7 +95,8 @@ class Vp8Decoder:
 
     @staticmethod
     def _open() -> av.VideoCodecContext:
-        codec = av.CodecContext.create("libvpx", "r")
+        # FFmpeg's own VP8 decoder: about a third cheaper than libvpx's here.
+        codec = av.CodecContext.create("vp8", "r")
         codec.thread_count = 1
         return codec
 

@@ -1,0 +1,192 @@
+"""Benchmark of the mixing unit: CPU per mixed listener, and per composite.
+
+    python -m bench.mixer
+
+prints one JSON object. Inputs are real media made up front (Opus packets of voiced
+tones with noise, VP8 streams of textured moving pictures), so the measured loop is
+only what a room would run: pushes and ticks of the mixer, decode/compose/encode of
+the compositor. CPU is the process's CPU time (`time.process_time`) over a fixed
+number of ticks, as a percentage of one core for the media time those ticks cover.
+"""
+
+from __future__ import annotations
+
+import fractions
+import json
+import time
+
+import av
+import numpy as np
+
+from mcu.mixer.audio import AudioMixer
+from mcu.mixer.composite import Compositor
+from mcu.mixer.vp8 import SelectiveDecoder
+
+RATE = 48000
+FRAME = 960
+AUDIO_TICKS = 500  # 10 s of audio per size
+WARMUP_TICKS = 50
+VIDEO_FPS = 30
+VIDEO_FRAMES = 60  # 2 s of composite per size
+VIDEO_WARMUP = 10
+
+
+def _opus(pcm: np.ndarray) -> list[bytes]:
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = RATE
+    codec.layout = "mono"
+    codec.format = "s16"
+    codec.bit_rate = 32000
+    codec.time_base = fractions.Fraction(1, RATE)
+    codec.options = {"application": "voip", "frame_duration": "20"}
+    out: list[bytes] = []
+    for i in range(len(pcm) // FRAME):
+        frame = av.AudioFrame.from_ndarray(
+            pcm[None, i * FRAME : (i + 1) * FRAME], format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE
+        frame.pts = i * FRAME
+        out += [bytes(p) for p in codec.encode(frame)]
+    return out
+
+
+def _level(pcm: np.ndarray) -> int:
+    rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+    return 127 if rms < 1 else int(min(127, round(-20 * np.log10(rms / 32768))))
+
+
+def _voice(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A voiced, syllable-modulated tone with harmonics and noise: speech-like load."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    sig = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 6))
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)  # four syllables a second
+    noise = rng.normal(0, 0.05, len(t))
+    return (4000 * (sig * envelope + noise)).astype(np.int16)
+
+
+def _room_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A quiet participant: microphone noise at about -70 dBov."""
+    return rng.normal(0, 10, int(seconds * RATE)).astype(np.int16)
+
+
+def bench_audio(
+    n: int,
+    talkers: int,
+    voices: list[tuple[list[bytes], int]],
+    quiet: tuple[list[bytes], int],
+) -> dict:
+    mixer = AudioMixer(max_talkers=3)
+    for i in range(n):
+        mixer.add_source(i)
+        mixer.add_listener(i, i)
+    cpu = 0.0
+    for tick in range(WARMUP_TICKS + AUDIO_TICKS):
+        if tick == WARMUP_TICKS:
+            cpu = time.process_time()
+        arrival = tick * 0.02
+        for i in range(n):
+            packets, level = voices[i] if i < talkers else quiet
+            payload = packets[tick % len(packets)]
+            mixer.push(i, tick & 0xFFFF, tick * FRAME, payload, level, arrival)
+        mixer.tick()
+    used = time.process_time() - cpu
+    pct = used / (AUDIO_TICKS * FRAME / RATE) * 100
+    return {
+        "n": n,
+        "talkers": talkers,
+        "cpu_pct_per_listener": round(pct / n, 3),
+        "cpu_pct_room": round(pct, 2),
+        "encodes_per_tick": round(mixer.stats.encodes / mixer.stats.ticks, 2),
+        "decodes_per_tick": round(mixer.stats.decodes / mixer.stats.ticks, 2),
+    }
+
+
+def _vp8_source(seed: int, count: int, size: tuple[int, int]) -> list[bytes]:
+    """A camera-like stream: a textured still background and a moving bright block."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height = w, h
+    codec.pix_fmt = "yuv420p"
+    codec.time_base = fractions.Fraction(1, VIDEO_FPS)
+    codec.bit_rate = 600_000
+    codec.thread_count = 1
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    base = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    background = base.repeat(8, axis=0).repeat(8, axis=1)
+    background = (background * 0.5 + np.array(rng.integers(0, 128, 3))).astype(np.uint8)
+    out: list[bytes] = []
+    for i in range(count):
+        img = background.copy()
+        x = (i * 9) % (w - 120)
+        y = h // 3 + int(40 * np.sin(i / 5))
+        img[y : y + 100, x : x + 100] = (240, 220, 200)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out += [bytes(p) for p in codec.encode(frame)]
+    return out
+
+
+def bench_composite(size: tuple[int, int], sources: list[list[bytes]]) -> dict:
+    comp = Compositor(*size, fps=VIDEO_FPS, layout="grid", max_tiles=len(sources))
+    decoders = SelectiveDecoder()
+    for i in range(len(sources)):
+        comp.add_source(i, f"Site {i + 1}")
+    decoders.select(comp.shown())
+    cpu = 0.0
+    encoded = 0
+    for f in range(VIDEO_WARMUP + VIDEO_FRAMES):
+        if f == VIDEO_WARMUP:
+            cpu = time.process_time()
+            encoded = 0
+        for i, stream in enumerate(sources):
+            picture = decoders.decode(i, stream[f % len(stream)] if f < len(stream) else b"")
+            if picture is not None:
+                comp.push_frame(i, picture)
+        encoded += sum(len(p.data) for p in comp.tick())
+    used = time.process_time() - cpu
+    return {
+        "cpu_pct": round(used / (VIDEO_FRAMES / VIDEO_FPS) * 100, 2),
+        "kbit_s": round(encoded * 8 / (VIDEO_FRAMES / VIDEO_FPS) / 1000),
+    }
+
+
+def main() -> None:
+    rng = np.random.default_rng(1)
+    pcm_voices = [_voice(f, 2.0, rng) for f in (140.0, 210.0, 260.0)]
+    pcm_quiet = _room_noise(2.0, rng)
+    voices = [(_opus(p), _level(p)) for p in pcm_voices]
+    quiet = (_opus(pcm_quiet), _level(pcm_quiet))
+    runs = [bench_audio(n, 3, voices, quiet) for n in (10, 20, 50)]
+
+    tiles = 9
+    video = [_vp8_source(i, VIDEO_WARMUP + VIDEO_FRAMES, (640, 360)) for i in range(tiles)]
+    sizes = (("720p", (1280, 720)), ("360p", (640, 360)))
+    composite = {name: bench_composite(size, video) for name, size in sizes}
+
+    print(
+        json.dumps(
+            {
+                "runs": runs,
+                "composite_cpu_pct": {k: v["cpu_pct"] for k, v in composite.items()},
+                "composite": {
+                    "layout": "grid 3x3",
+                    "sources": f"{tiles} x VP8 640x360 at {VIDEO_FPS} fps, decoded",
+                    "fps": VIDEO_FPS,
+                    "kbit_s": {k: v["kbit_s"] for k, v in composite.items()},
+                },
+                "audio": {
+                    "tick_ms": 20,
+                    "ticks": AUDIO_TICKS,
+                    "talker_level_dbov": -voices[0][1],
+                    "quiet_level_dbov": -quiet[1],
+                },
+                "cpu": "time.process_time, % of one core",
+                "command": "python -m bench.mixer",
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
