@@ -1,0 +1,296 @@
+"""The only module that knows aiortc's and aioice's private internals.
+
+We keep aiortc for ICE, DTLS and SRTP, and take over the RTP path:
+
+* incoming: each DTLS transport's ``_handle_rtp_data`` / ``_handle_rtcp_data`` are
+  replaced on the instance, so decrypted packets go to the forwarder as bytes; aiortc's
+  receivers are never started (no decoder thread, no jitter buffer, no queue to grow);
+* outgoing: packets are SRTP-protected with the transport's ``_tx_srtp`` and written to
+  the nominated ICE pair's UDP transport directly (no per-packet coroutine chain);
+  aiortc's senders are never started either (no encoder, no 50 Hz polling task);
+* negotiation: ``RTCRtpSender.send`` / ``RTCRtpReceiver.receive`` are replaced on the
+  instance, to learn the negotiated payload types, SSRCs and mid of each transceiver;
+* ICE: host candidates on configured addresses (aioice leaves out loopback), optionally
+  bound inside a UDP port range.
+
+aiortc and aioice are pinned to exact versions (pyproject.toml); :func:`check_internals`
+runs at import and names whatever private attribute has gone missing, and
+tests/media/test_adapter_contract.py checks the behaviour on real loopback peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice
+import aioice.ice
+import aioice.stun
+import aiortc
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc import rtp as aiortc_rtp
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+
+logger = logging.getLogger(__name__)
+
+PINNED_AIORTC = "1.16.0"
+PINNED_AIOICE = "0.13.0"
+
+
+class AdapterError(RuntimeError):
+    """aiortc/aioice are not the versions this adapter was written against."""
+
+
+def check_internals() -> None:
+    """Fail loudly, naming each private name we rely on that is missing."""
+    problems = []
+    if aiortc.__version__ != PINNED_AIORTC:
+        problems.append(f"aiortc {aiortc.__version__} installed, adapter pinned to {PINNED_AIORTC}")
+    if getattr(aioice, "__version__", PINNED_AIOICE) != PINNED_AIOICE:
+        problems.append(f"aioice {aioice.__version__} installed, adapter pinned to {PINNED_AIOICE}")
+    required: list[tuple[object, str]] = [
+        (RTCDtlsTransport, "_handle_rtp_data"),
+        (RTCDtlsTransport, "_handle_rtcp_data"),
+        (RTCDtlsTransport, "_send_rtp"),
+        (RTCDtlsTransport, "_recv_next"),
+        (RTCRtpSender, "send"),
+        (RTCRtpReceiver, "receive"),
+        (aioice.ice, "get_host_addresses"),
+        (aioice.ice, "server_reflexive_candidate"),
+        (aioice.ice, "StunProtocol"),
+        (aioice.ice, "Candidate"),
+        (aioice.ice, "candidate_foundation"),
+        (aioice.ice, "candidate_priority"),
+        (aioice.ice.Connection, "get_component_candidates"),
+        (aiortc_rtp.RtcpPacket, "parse"),
+    ]
+    for owner, name in required:
+        if not hasattr(owner, name):
+            problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
+    # Attributes set in __init__ cannot be seen on the class; look in a fresh instance.
+    connection = aioice.ice.Connection(ice_controlling=False)
+    for name in ("_nominated", "_protocols", "stun_server"):
+        if not hasattr(connection, name):
+            problems.append(f"aioice Connection instance has no {name}")
+    if problems:
+        raise AdapterError("aiortc adapter cannot run: " + "; ".join(problems))
+
+
+check_internals()
+
+
+# ICE ---------------------------------------------------------------------------------
+
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> None:
+    """Advertise host candidates on ``addresses`` (all interfaces if empty), in a port range.
+
+    Process-wide: aioice reads these from module globals.
+    """
+    if addresses:
+        chosen = list(addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [  # type: ignore[assignment]
+            a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)
+        ]
+    if port_range is None:
+        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
+        return
+
+    low, high = port_range
+
+    async def get_component_candidates(self: aioice.ice.Connection, component: int,
+                                       addresses: list[str], timeout: int = 5) -> list[Any]:
+        # Bind host candidates inside the range ourselves, then let aioice add the
+        # server-reflexive and relayed ones for the same sockets.
+        loop = asyncio.get_running_loop()
+        candidates = []
+        for address in addresses:
+            ports = list(range(low, high + 1))
+            random.shuffle(ports)
+            for port in ports:
+                try:
+                    _transport, protocol = await loop.create_datagram_endpoint(
+                        lambda: aioice.ice.StunProtocol(self), local_addr=(address, port))
+                    break
+                except OSError:
+                    continue
+            else:
+                logger.warning("no free UDP port in %d-%d on %s", low, high, address)
+                continue
+            host, bound_port = protocol.transport.get_extra_info("sockname")[:2]
+            protocol.local_candidate = aioice.ice.Candidate(
+                foundation=aioice.ice.candidate_foundation("host", "udp", host),
+                component=component, transport="udp",
+                priority=aioice.ice.candidate_priority(component, "host"),
+                host=host, port=bound_port, type="host")
+            self._protocols.append(protocol)
+            candidates.append(protocol.local_candidate)
+            if self.stun_server and ":" not in host:
+                try:
+                    reflexive, _ = await asyncio.wait_for(
+                        aioice.ice.server_reflexive_candidate(protocol, self.stun_server), timeout)
+                    candidates.append(reflexive)
+                except (TimeoutError, OSError, aioice.stun.TransactionError):
+                    pass
+        # With no addresses, aioice gathers only what needs no host socket (TURN relays).
+        candidates += await _original_get_component_candidates(self, component, [], timeout)
+        return candidates
+
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+
+def ice_servers(stun: list[str], turn: list[str], username: str, password: str) -> list[RTCIceServer]:
+    servers = [RTCIceServer(urls=url) for url in stun]
+    servers += [RTCIceServer(urls=url, username=username, credential=password) for url in turn]
+    return servers
+
+
+def new_peer_connection(servers: list[RTCIceServer]) -> RTCPeerConnection:
+    # Always an explicit list: with none, aiortc falls back to a public STUN server.
+    # max-bundle: every transceiver on one transport from the start (with "balanced",
+    # aiortc 1.16 leaves later video m-lines on a transport that never connects).
+    return RTCPeerConnection(RTCConfiguration(iceServers=list(servers),
+                                              bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+# Negotiated parameters ---------------------------------------------------------------
+
+
+@dataclass
+class NegotiatedRtp:
+    """What negotiation settled for one transceiver, in plain values."""
+
+    kind: str
+    mid: str | None
+    payload_type: int
+    clock_rate: int
+    codec: str  # e.g. "video/VP8"
+    rtx_payload_type: int | None = None
+    ssrcs: list[int] = field(default_factory=list)  # remote SSRCs (receive side)
+    rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # RTX SSRC -> media SSRC
+
+
+def _negotiated(kind: str, parameters: Any) -> NegotiatedRtp:
+    main = parameters.codecs[0]
+    rtx_pt = next((c.payloadType for c in parameters.codecs
+                   if c.mimeType.lower().endswith("/rtx")
+                   and c.parameters.get("apt") == main.payloadType), None)
+    result = NegotiatedRtp(kind=kind, mid=parameters.muxId, payload_type=main.payloadType,
+                           clock_rate=main.clockRate, codec=main.mimeType,
+                           rtx_payload_type=rtx_pt)
+    for encoding in getattr(parameters, "encodings", []) or []:
+        if encoding.ssrc:
+            result.ssrcs.append(encoding.ssrc)
+            if encoding.rtx is not None and encoding.rtx.ssrc:
+                result.rtx_ssrcs[encoding.rtx.ssrc] = encoding.ssrc
+    return result
+
+
+def take_over_transceiver(
+    transceiver: RTCRtpTransceiver,
+    on_receive: Callable[[NegotiatedRtp, RTCDtlsTransport], None] | None,
+    on_send: Callable[[NegotiatedRtp, int, int, RTCDtlsTransport], None] | None,
+) -> None:
+    """Stop aiortc from running this transceiver's sender/receiver; report negotiation.
+
+    ``on_receive`` gets the parameters and the DTLS transport the media arrives on.
+    ``on_send`` gets the parameters, our SSRC and RTX SSRC (which aiortc wrote into the
+    SDP) and the DTLS transport to send on. Called again after each renegotiation.
+    """
+    kind = transceiver.kind
+    receiver, sender = transceiver.receiver, transceiver.sender
+
+    async def receive(parameters: Any) -> None:
+        if on_receive is not None:
+            on_receive(_negotiated(kind, parameters), receiver.transport)
+
+    async def send(parameters: Any) -> None:
+        if on_send is not None:
+            on_send(_negotiated(kind, parameters), sender._ssrc, sender._rtx_ssrc, sender.transport)
+
+    receiver.receive = receive  # type: ignore[method-assign]
+    sender.send = send  # type: ignore[method-assign]
+
+
+def sender_ssrc(transceiver: RTCRtpTransceiver) -> int:
+    return transceiver.sender._ssrc
+
+
+# Packet path ------------------------------------------------------------------------
+
+RtpHandler = Callable[[bytes, int], None]
+RtcpHandler = Callable[[bytes], None]
+
+
+def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
+                  on_error: Callable[[BaseException], None]) -> None:
+    """Route this transport's decrypted packets to our handlers.
+
+    An exception escaping into aiortc's receive loop would close the connection of the
+    participant who *sent* the packet, so nothing escapes: errors go to ``on_error``.
+    """
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        try:
+            on_rtp(data, arrival_time_ms)
+        except Exception as exc:
+            on_error(exc)
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        try:
+            on_rtcp(data)
+        except Exception as exc:
+            on_error(exc)
+
+    dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+
+
+def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+    """A synchronous ``write(packet)``: SRTP-protect and send on the nominated ICE pair.
+
+    Raises ConnectionError when the transport is not (or no longer) connected.
+    """
+    connection = dtls.transport._connection
+
+    def write(packet: bytes) -> None:
+        if dtls._state is not State.CONNECTED:
+            raise ConnectionError("DTLS transport is not connected")
+        srtp = dtls._tx_srtp
+        protected = srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet)
+        pair = connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("no nominated ICE pair")
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
+
+    return write
+
+
+def parse_rtcp(data: bytes) -> list[Any]:
+    """Split a compound RTCP packet (raises ValueError when malformed)."""
+    return aiortc_rtp.RtcpPacket.parse(data)
+
+
+def unpack_remb(fci: bytes) -> tuple[int, list[int]]:
+    return aiortc_rtp.unpack_remb_fci(fci)
+
+
+RtcpSr = aiortc_rtp.RtcpSrPacket
+RtcpRr = aiortc_rtp.RtcpRrPacket
+RtcpPsfb = aiortc_rtp.RtcpPsfbPacket
+RtcpRtpfb = aiortc_rtp.RtcpRtpfbPacket
+RtcpBye = aiortc_rtp.RtcpByePacket

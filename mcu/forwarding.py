@@ -1,0 +1,267 @@
+"""RTP-level forwarding: a producer (a track sent up to us) fans out to consumers.
+
+A consumer is one producer forwarded down to one subscriber. Per consumer we rewrite
+SSRC, payload type, sequence number and timestamp, gate video on a keyframe, keep a
+history to answer NACKs, and produce sender reports that keep audio and video in sync.
+Nothing here decodes media or knows aiortc.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from mcu import rtp
+from mcu.packet_history import PacketHistory
+from mcu.stats import WorkerCounters
+from mcu.vp8 import is_keyframe_start
+
+logger = logging.getLogger(__name__)
+
+KEYFRAME_REQUEST_INTERVAL_S = 1.0  # at most one PLI a second per producer
+
+Writer = Callable[[bytes], None]
+
+
+class Producer:
+    """One incoming track (audio, camera video or screen video) of one participant."""
+
+    def __init__(self, producer_id: str, owner_id: str, kind: str, source: str,
+                 counters: WorkerCounters) -> None:
+        self.id = producer_id
+        self.owner_id = owner_id
+        self.kind = kind
+        self.source = source  # "microphone", "camera" or "screen"
+        self.counters = counters
+        self.consumers: list[Consumer] = []
+        self.clock_rate = 48000 if kind == "audio" else 90000
+        self.ssrc: int | None = None
+        self.payload_type: int | None = None
+        self.rtx_payload_type: int | None = None
+        # Feedback to the publisher goes through this (set once negotiated).
+        self.feedback: Writer | None = None
+        self.feedback_ssrc = random.getrandbits(32)
+        # Receive statistics (for receiver reports and the operator's view).
+        self.packets = 0
+        self.octets = 0
+        self.highest_seq: int | None = None
+        self.base_seq: int | None = None
+        self.cycles = 0
+        self.last_packet_at = 0.0
+        # Last sender report: (arrival on our monotonic clock, NTP seconds as float, RTP ts).
+        self.sender_report: tuple[float, float, int] | None = None
+        self.sender_report_lsr = 0
+        self.last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL_S
+        self.audio_level: int = 127  # -dBov of the last packet, 127 = silence
+        self.on_first_packet: Callable[[Producer], None] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.packets > 0
+
+    def receive(self, data: bytes, view: rtp.RtpView) -> None:
+        """Forward one received packet to every consumer."""
+        now = time.monotonic()
+        first = self.packets == 0
+        self.packets += 1
+        self.octets += view.payload_end - view.payload_start
+        self.last_packet_at = now
+        seq = view.sequence_number
+        if self.highest_seq is None:
+            self.highest_seq = self.base_seq = seq
+        elif rtp.seq_newer(seq, self.highest_seq):
+            if seq < self.highest_seq:
+                self.cycles += 1 << 16
+            self.highest_seq = seq
+
+        # The extension block is the same for every consumer: the server's offer fixes
+        # the IDs on every leg. The publisher's mid is dropped (each leg has its own).
+        keyframe = False
+        if self.kind == "audio":
+            level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
+            if level:
+                self.audio_level = level[0] & 0x7F
+                extension = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, level[:1])])
+            else:
+                extension = b""
+        else:
+            keyframe = is_keyframe_start(data[view.payload_start:view.payload_end])
+            extension = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME,
+                                                       rtp.abs_send_time_now())])
+        body = extension + data[view.payload_start:]
+        padded = view.payload_end != len(data)
+        for consumer in self.consumers:
+            try:
+                consumer.forward(view, body, keyframe, bool(extension), padded,
+                                 view.payload_end - view.payload_start)
+            except Exception:  # one broken subscriber must never stop the others
+                self.counters.handler_errors += 1
+                logger.exception("consumer %s failed", consumer.id)
+        if first and self.on_first_packet is not None:
+            self.on_first_packet(self)
+
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        self.sender_report = (time.monotonic(), ntp_timestamp / (1 << 32), rtp_timestamp)
+        self.sender_report_lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
+
+    def request_keyframe(self) -> None:
+        now = time.monotonic()
+        if self.kind != "video" or now - self.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
+            return
+        if self.feedback is None or self.ssrc is None:
+            return
+        self.last_keyframe_request = now
+        self.counters.keyframe_requests += 1
+        try:
+            self.feedback(rtp.rtcp_pli(self.feedback_ssrc, self.ssrc))
+        except (ConnectionError, OSError):
+            self.counters.send_errors += 1
+
+    def receiver_report_block(self) -> tuple[int, int, int, int, int, int, int] | None:
+        if self.ssrc is None or self.highest_seq is None or self.base_seq is None:
+            return None
+        extended = self.cycles + self.highest_seq
+        expected = extended - self.base_seq + 1
+        lost = max(0, expected - self.packets)
+        fraction = min(255, (lost * 256) // expected) if expected > 0 else 0
+        lsr, dlsr = 0, 0
+        if self.sender_report is not None:
+            lsr = self.sender_report_lsr
+            dlsr = int((time.monotonic() - self.sender_report[0]) * 65536) & 0xFFFFFFFF
+        return (self.ssrc, fraction, lost, extended, 0, lsr, dlsr)
+
+    def detach(self, consumer: Consumer) -> None:
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+
+
+class Consumer:
+    """One producer forwarded to one subscriber on that subscriber's connection."""
+
+    def __init__(self, consumer_id: str, producer: Producer, subscriber_id: str,
+                 counters: WorkerCounters) -> None:
+        self.id = consumer_id
+        self.producer = producer
+        self.subscriber_id = subscriber_id
+        self.counters = counters
+        self.kind = producer.kind
+        # Set when the subscriber's connection has negotiated this leg (configure()).
+        self.ssrc = 0
+        self.rtx_ssrc = 0
+        self.payload_type = 0
+        self.rtx_payload_type: int | None = None
+        self.write: Writer | None = None
+        self.paused = False
+        self.started = False  # video waits for a keyframe before the first packet
+        self.seq_offset = 0
+        self.next_seq = random.getrandbits(15)
+        self.ts_offset = random.getrandbits(32)
+        self.rtx_seq = random.getrandbits(15)
+        self.history = PacketHistory() if self.kind == "video" else None
+        self.packets = 0
+        self.octets = 0
+        self.last_ts = 0
+        self.last_sent_at = 0.0
+        self.remb_bps: int | None = None
+        self.fraction_lost = 0
+        self.rtt_s: float | None = None
+
+    def configure(self, ssrc: int, rtx_ssrc: int, payload_type: int,
+                  rtx_payload_type: int | None, write: Writer) -> None:
+        self.ssrc, self.rtx_ssrc = ssrc, rtx_ssrc
+        self.payload_type, self.rtx_payload_type = payload_type, rtx_payload_type
+        self.write = write
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.started = False  # re-gate on a keyframe and re-base the sequence numbers
+            self.producer.request_keyframe()
+
+    def forward(self, view: rtp.RtpView, body: bytes, keyframe: bool, has_extension: bool,
+                padded: bool, payload_size: int) -> None:
+        write = self.write
+        if write is None or self.paused:
+            return
+        if not self.started:
+            if self.kind == "video" and not keyframe:
+                self.producer.request_keyframe()
+                return
+            self.started = True
+            # Continue our own sequence space without a gap the subscriber would NACK.
+            self.seq_offset = (self.next_seq - view.sequence_number) & 0xFFFF
+        seq = (view.sequence_number + self.seq_offset) & 0xFFFF
+        timestamp = (view.timestamp + self.ts_offset) & 0xFFFFFFFF
+        packet = rtp.rtp_header(self.payload_type, view.marker, seq, timestamp, self.ssrc,
+                                has_extension, padded) + body
+        if rtp.seq_newer((seq + 1) & 0xFFFF, self.next_seq):
+            self.next_seq = (seq + 1) & 0xFFFF
+        if self.history is not None:
+            self.history.add(seq, packet)
+        self.last_ts = timestamp
+        self.last_sent_at = time.monotonic()
+        try:
+            write(packet)
+        except (ConnectionError, OSError):
+            self.counters.send_errors += 1
+            return
+        self.packets += 1
+        self.octets += payload_size
+        self.counters.packets_forwarded += 1
+        self.counters.bytes_forwarded += len(packet)
+
+    def retransmit(self, lost: list[int]) -> None:
+        """Answer a NACK from our own history (as RTX where negotiated)."""
+        self.counters.nacks_received += 1
+        if self.history is None or self.write is None:
+            return
+        for seq in lost:
+            packet = self.history.get(seq)
+            if packet is None:
+                continue
+            if self.rtx_payload_type is not None:
+                packet = self._wrap_rtx(packet, seq)
+            try:
+                self.write(packet)
+                self.counters.retransmissions += 1
+            except (ConnectionError, OSError):
+                self.counters.send_errors += 1
+
+    def _wrap_rtx(self, packet: bytes, original_seq: int) -> bytes:
+        # RFC 4588: same header with the RTX payload type, SSRC and sequence number; the
+        # payload starts with the original sequence number.
+        view = rtp.parse_rtp(packet)
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        assert self.rtx_payload_type is not None
+        header = bytearray(packet[:view.payload_start])
+        header[1] = (header[1] & 0x80) | self.rtx_payload_type
+        header[2:4] = self.rtx_seq.to_bytes(2, "big")
+        header[8:12] = self.rtx_ssrc.to_bytes(4, "big")
+        header[0] &= ~0x20 & 0xFF  # the padding is not carried over
+        return bytes(header) + original_seq.to_bytes(2, "big") + packet[view.payload_start:view.payload_end]
+
+    def sender_report(self) -> bytes | None:
+        """A sender report in our timestamp space, on the publisher's NTP timeline.
+
+        Extrapolating the publisher's own (NTP, RTP) pair keeps the relation between its
+        audio and video exactly, which is what lip-sync at the subscriber needs.
+        """
+        if self.packets == 0 or self.write is None:
+            return None
+        now = time.monotonic()
+        report = self.producer.sender_report
+        if report is not None:
+            arrived, ntp_seconds, rtp_ts = report
+            elapsed = now - arrived
+            ntp = ntp_seconds + elapsed
+            rtp_now = rtp_ts + int(elapsed * self.producer.clock_rate) + self.ts_offset
+            ntp_pair = (int(ntp) & 0xFFFFFFFF, int((ntp % 1) * (1 << 32)) & 0xFFFFFFFF)
+        else:
+            ntp_pair = rtp.ntp_now()
+            rtp_now = self.last_ts + int((now - self.last_sent_at) * self.producer.clock_rate)
+        return rtp.rtcp_sender_report(self.ssrc, ntp_pair, rtp_now, self.packets, self.octets)

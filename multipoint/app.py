@@ -1,0 +1,71 @@
+"""The app factory: wires media, signaling and the scheduler into one aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from mcu import aiortc_adapter
+from mcu.room import MediaConfig, MediaWorker
+from multipoint.metrics import setup_metrics
+from multipoint.settings import Settings
+from scheduler.db import Database, upgrade
+from scheduler.selftests import record_selftest
+from signaling.server import SignalingConfig, setup_signaling
+
+logger = logging.getLogger(__name__)
+
+DATABASE = web.AppKey("database", Database)
+MEDIA = web.AppKey("media", MediaWorker)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def create_app(settings: Settings) -> web.Application:
+    url = settings.effective_database_url
+    upgrade(url)  # embedded SQLite needs nothing else to run: create or update the schema
+    database = Database(url)
+
+    aiortc_adapter.configure_ice(settings.media_addresses, settings.udp_port_range)
+    media = MediaWorker(MediaConfig(ice_servers=aiortc_adapter.ice_servers(
+        settings.stun_servers, settings.turn_servers, settings.turn_username,
+        settings.turn_password.get_secret_value())))
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app[DATABASE] = database
+    app[MEDIA] = media
+    app[SETTINGS] = settings
+
+    async def store_selftest(result: dict[str, Any]) -> int:
+        def write() -> int:
+            with database.session() as session:
+                return record_selftest(session, **result).id
+        return await asyncio.to_thread(write)
+
+    setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
+                                         max_message_bytes=settings.max_message_bytes,
+                                         selftest_ttl_s=settings.selftest_ttl_minutes * 60),
+                    media, store_selftest)
+    setup_metrics(app, media)
+    # scheduler: wire the booking API here
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/selftest")
+
+    app.router.add_get("/", index)
+
+    async def shutdown(app: web.Application) -> None:
+        await media.close()
+        database.dispose()
+
+    app.on_cleanup.append(shutdown)
+    return app
+
+
+def run_server(settings: Settings) -> None:
+    app = create_app(settings)
+    logger.info("multipoint serving on http://%s:%d (public URL %s)", settings.http_host,
+                settings.http_port, settings.public_url)
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)

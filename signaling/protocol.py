@@ -1,0 +1,76 @@
+"""The participant protocol, version 1: JSON text messages over one WebSocket.
+
+Documented in docs/protocol.md; this module turns raw text into checked messages and
+names every error with a stable code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_SDP_BYTES = 256 * 1024  # an offer/answer with 60 legs stays far below this
+MAX_NAME_CHARS = 80
+
+CLIENT_MESSAGE_TYPES = frozenset({"join", "answer", "leave", "ping"})
+
+
+class ProtocolError(Exception):
+    """A message that cannot be honoured. ``fatal`` errors end the connection."""
+
+    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+
+    def as_message(self) -> dict[str, Any]:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
+    """Parse one client message; raise :class:`ProtocolError` naming what is wrong."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of {max_bytes}")
+    try:
+        message = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_message", "a message must be a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_message", "a message needs a string field 'type'")
+    if kind not in CLIENT_MESSAGE_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
+    return message
+
+
+def require_str(message: dict[str, Any], field: str, max_chars: int, required: bool = True) -> str | None:
+    value = message.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise ProtocolError("bad_message", f"'{message['type']}' needs a string field '{field}'")
+    if len(value) > max_chars:
+        raise ProtocolError("too_large", f"field '{field}' is longer than {max_chars} characters")
+    return value
+
+
+def require_sdp(message: dict[str, Any]) -> str:
+    sdp = require_str(message, "sdp", MAX_SDP_BYTES)
+    assert sdp is not None
+    if not sdp.startswith("v=0"):
+        raise ProtocolError("bad_sdp", "the SDP must start with 'v=0'")
+    return sdp
+
+
+def optional_int(message: dict[str, Any], field: str) -> int | None:
+    value = message.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("bad_message", f"field '{field}' must be an integer")
+    return value

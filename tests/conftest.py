@@ -1,0 +1,77 @@
+"""Shared fixtures: settings on a temporary data dir, the whole app on loopback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from multipoint.app import create_app
+from multipoint.settings import Settings, load_settings
+
+
+def non_loopback_addresses() -> list[str]:
+    import ifaddr
+
+    found = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            address = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            if address not in ("127.0.0.1", "::1"):
+                found.append(address)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only_for_media(request: pytest.FixtureRequest) -> None:
+    # Every WebRTC and browser test must run where no packet can leave the machine.
+    if request.node.get_closest_marker("media") or request.node.get_closest_marker("browser"):
+        others = non_loopback_addresses()
+        if others:
+            pytest.fail("media and browser tests run only in a loopback-only network namespace "
+                        f"(found {others}); use scripts/test")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                         secret_key="test-secret-" + "x" * 20)
+
+
+class RunningServer:
+    def __init__(self, runner: web.AppRunner, settings: Settings, port: int) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.port = port
+        self.app = runner.app
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    port = free_port()
+    settings.public_url = f"http://127.0.0.1:{port}"
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield RunningServer(runner, settings, port)
+    finally:
+        await runner.cleanup()

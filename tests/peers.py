@@ -1,0 +1,138 @@
+"""Real aiortc peers for tests: a participant client that answers the server's offers."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiortc import (
+    RTCBundlePolicy,
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from av import AudioFrame, VideoFrame
+
+
+class ToneTrack(AudioStreamTrack):
+    """A sine tone, so a listener can tell sources apart by frequency."""
+
+    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3) -> None:
+        super().__init__()
+        self.frequency = frequency
+        self.amplitude = amplitude
+        self._samples = 0
+
+    async def recv(self) -> AudioFrame:
+        frame = await super().recv()  # paced silence, 20 ms at 48 kHz
+        count = frame.samples
+        t = (np.arange(count) + self._samples) / 48000
+        self._samples += count
+        tone = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
+        out = AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
+        out.sample_rate = 48000
+        out.pts = frame.pts
+        out.time_base = frame.time_base
+        return out
+
+
+class ColourTrack(VideoStreamTrack):
+    """A plain colour picture with a moving bar, 320x240."""
+
+    def __init__(self, rgb: tuple[int, int, int] = (200, 40, 40)) -> None:
+        super().__init__()
+        self.rgb = rgb
+        self._frame = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        image = np.zeros((240, 320, 3), dtype=np.uint8)
+        image[:, :] = self.rgb
+        x = (self._frame * 4) % 320
+        image[:, x:x + 8] = 255
+        self._frame += 1
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = time_base
+        return frame
+
+
+@dataclass
+class Received:
+    frames: int = 0
+    last_frame: VideoFrame | AudioFrame | None = None
+    track: MediaStreamTrack | None = None
+    mid: str | None = None
+
+
+@dataclass
+class ClientPeer:
+    """The client side of one participant, driven by the server's offers."""
+
+    audio: MediaStreamTrack | None = None
+    video: MediaStreamTrack | None = None
+    # max-bundle: aiortc 1.16 with "balanced" leaves later video m-lines unconnected.
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)))
+    received: dict[str, Received] = field(default_factory=dict)  # by mid
+    _readers: list[asyncio.Task] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        @self.pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
+            entry = self.received.setdefault(transceiver.mid, Received(mid=transceiver.mid))
+            entry.track = track
+            self._readers.append(asyncio.ensure_future(self._read(track, entry)))
+
+    async def _read(self, track: MediaStreamTrack, entry: Received) -> None:
+        # Reading every frame keeps aiortc's decoder queue from growing.
+        try:
+            while True:
+                frame = await track.recv()
+                entry.frames += 1
+                entry.last_frame = frame
+        except Exception:
+            return
+
+    async def answer(self, offer_sdp: str, publish: dict[str, str]) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.mid == publish.get("microphone") and self.audio is not None:
+                transceiver.sender.replaceTrack(self.audio)
+                transceiver.direction = "sendonly"
+            elif transceiver.mid == publish.get("camera") and self.video is not None:
+                transceiver.sender.replaceTrack(self.video)
+                transceiver.direction = "sendonly"
+            elif transceiver.mid in publish.values():
+                transceiver.direction = "inactive"
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        return self.pc.localDescription.sdp
+
+    def frames(self, kind: str) -> dict[str, int]:
+        return {mid: r.frames for mid, r in self.received.items()
+                if r.track is not None and r.track.kind == kind}
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await self.pc.close()
+
+
+async def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())
+
+
+TIME_BASE = fractions.Fraction(1, 90000)

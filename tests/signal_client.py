@@ -1,0 +1,70 @@
+"""A test client for the signaling protocol, over a real WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from tests.peers import ClientPeer
+
+
+class SignalClient:
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.all: list[dict[str, Any]] = []
+        self._reader = asyncio.ensure_future(self._read())
+        self.peer: ClientPeer | None = None
+        self.auto_answer = False
+
+    @classmethod
+    async def connect(cls, ws_url: str) -> SignalClient:
+        session = aiohttp.ClientSession()
+        ws = await session.ws_connect(ws_url)
+        return cls(session, ws)
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                message = json.loads(msg.data)
+                self.all.append(message)
+                if message.get("type") == "offer" and self.auto_answer:
+                    # Answer every later offer (renegotiation) on its own.
+                    await self._answer(message)
+                else:
+                    await self.messages.put(message)
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
+
+    async def next(self, kind: str | None = None, timeout: float = 10) -> dict[str, Any]:
+        while True:
+            message = await asyncio.wait_for(self.messages.get(), timeout)
+            if kind is None or message.get("type") == kind:
+                return message
+
+    async def _answer(self, offer: dict[str, Any]) -> None:
+        assert self.peer is not None
+        sdp = await self.peer.answer(offer["sdp"], offer["publish"])
+        await self.send({"type": "answer", "sdp": sdp, "revision": offer["revision"]})
+
+    async def join_with(self, peer: ClientPeer, token: str, name: str = "test") -> dict[str, Any]:
+        """Join, answer the first offer with this peer, and keep answering later offers."""
+        self.peer = peer
+        await self.send({"type": "join", "v": 1, "token": token, "name": name})
+        joined = await self.next("joined")
+        offer = await self.next("offer")
+        await self._answer(offer)
+        self.auto_answer = True
+        return joined
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await self.ws.close()
+        await self.session.close()
+        if self.peer is not None:
+            await self.peer.close()
