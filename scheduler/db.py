@@ -46,7 +46,9 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # Booking decisions hold a connection while they wait for a row lock: allow enough
+    # connections that concurrent API requests queue on the lock, not on the pool.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
 
 
 def alembic_config(url: str) -> Config:

@@ -1,0 +1,275 @@
+"""Booking decisions against a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+from icalendar import Calendar
+from sqlalchemy import func, select
+
+from scheduler.bookings import (
+    BookingChange,
+    BookingInput,
+    cancel_booking,
+    create_booking,
+    update_booking,
+)
+from scheduler.config import SmtpConfig
+from scheduler.db import Database
+from scheduler.errors import CapacityRefused, Forbidden, InvalidInput
+from scheduler.mail import deliver_outbox
+from scheduler.models import Booking, BookingOccurrence, Notification
+from scheduler.recurrence import Schedule
+from scheduler.units import ParticipantMix
+from tests.scheduler.conftest import NOW, World, free_port, join_link, make_world
+
+
+def schedule(start: str, end: str, rrule: str | None = None, **kwargs: object) -> Schedule:
+    return Schedule(datetime.fromisoformat(start), datetime.fromisoformat(end), rrule=rrule,
+                    **kwargs)  # type: ignore[arg-type]
+
+
+def book(world: World, who: str, organisation: int, when: Schedule, hd: int = 0, *,
+         priority: str = "routine", invitees: tuple[str, ...] = (), now: datetime = NOW,
+         title: str = "Porada") -> int:
+    data = BookingInput(organisation_id=organisation, title=title, schedule=when,
+                        participants=ParticipantMix(hd=hd), priority=priority,
+                        invitees=invitees)
+    return create_booking(world.db, world.config, world.principal(who), data, now,
+                          join_link).booking_id
+
+
+def count(db: Database, model: type) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def scheduled_units(db: Database) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.coalesce(func.sum(BookingOccurrence.units), 0))
+                                  .where(BookingOccurrence.state == "scheduled")) or 0)
+
+
+def test_booking_within_share_is_admitted_and_invites(world: World) -> None:
+    booking_id = book(world, "admin_orp_a", world.orp_a,
+                      schedule("2026-12-10T10:00", "2026-12-10T11:00"), hd=5,
+                      invitees=("guest@example.cz",))
+    with world.db.session() as session:
+        booking = session.get(Booking, booking_id)
+        assert booking is not None and booking.units == 5 * 11
+        occurrence = session.scalars(select(BookingOccurrence)).one()
+        # The ORP has no share of its own: it is charged to its region's.
+        assert occurrence.holder_id == world.region_a
+        mails = session.scalars(select(Notification).order_by(Notification.to_address)).all()
+    assert [m.to_address for m in mails] == ["admin_orp_a@example.cz", "guest@example.cz"]
+    assert all(m.kind == "invitation" and "METHOD:REQUEST" in (m.ics or "") for m in mails)
+
+
+def test_recurrence_with_one_conflicting_occurrence_is_refused_naming_it(world: World) -> None:
+    # Pool 1000. IZS takes 594 on 17 December only (it may use the reserve); region A
+    # then has 1000 - 594 - 200 (region B's protected share) = 206 there, and 600 on
+    # the other Thursdays, where its 440 fit.
+    book(world, "izs", world.izs, schedule("2026-12-17T09:30", "2026-12-17T10:30"), hd=54)
+    with pytest.raises(CapacityRefused) as refusal:
+        book(world, "admin_a", world.region_a,
+             schedule("2026-12-03T10:00", "2026-12-03T11:00", "FREQ=WEEKLY;COUNT=4"), hd=40)
+    details = refusal.value.details
+    assert refusal.value.code == "capacity_exceeded"
+    assert [c["occurrence"] for c in details["conflicts"]] == ["2026-12-17 10:00"]
+    assert details["conflict_count"] == 1
+    assert "2026-12-17 10:00" in refusal.value.message
+    assert details["suggestions"], "a refusal offers the nearest free slots"
+    assert all(s["start"] >= "2026-12-17T10:30" or s["start"] <= "2026-12-17T08:30"
+               for s in details["suggestions"])
+    assert count(world.db, Booking) == 1  # nothing of the refused booking was written
+
+
+def test_ordinary_bookings_never_take_the_izs_reserve(world: World) -> None:
+    soon = "2026-11-30T10:00", "2026-11-30T11:00"  # within the borrowing lead
+    book(world, "admin_a", world.region_a, schedule(*soon), hd=72)  # 792 of 800
+    with pytest.raises(CapacityRefused) as refusal:
+        book(world, "admin_orp_b", world.orp_b, schedule(*soon), hd=1)
+    assert refusal.value.details["conflicts"][0]["reason"] == "izs_reserve"
+    assert book(world, "izs", world.izs, schedule(*soon), hd=18) > 0  # 198 of the reserve
+
+
+@pytest.mark.parametrize("clients", [50])
+def test_racing_requests_for_the_last_capacity_never_double_allocate(world: World,
+                                                                     clients: int) -> None:
+    # Within the borrowing lead, ordinary bookings may take 800 of the 1000 units. 330 are
+    # taken; 50 clients race for the rest with 33 units each: exactly 14 may win.
+    # (With the locks of scheduler/transactions.py switched off, this fails on PostgreSQL.)
+    when = schedule("2026-11-30T10:00", "2026-11-30T11:00")
+    book(world, "operator", world.central, when, hd=30)  # 330 units
+    fits = (800 - 330) // 33  # 14 bookings of 3 hd
+    barrier = threading.Barrier(clients)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        who, org = [("admin_a", world.region_a), ("admin_orp_b", world.orp_b),
+                    ("operator", world.central)][index % 3]
+        barrier.wait()
+        try:
+            book(world, who, org, when, hd=3)
+            result = "ok"
+        except CapacityRefused:
+            result = "refused"
+        except Exception as exc:  # a failure of the decision itself fails the test
+            result = f"error: {exc!r}"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(set(outcomes)) == ["ok", "refused"], outcomes
+    assert outcomes.count("ok") == fits
+    assert scheduled_units(world.db) == 330 + fits * 33 <= 800
+
+
+class Sink:
+    """A real SMTP server on loopback that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink():  # type: ignore[no-untyped-def]
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield sink, controller.port
+    controller.stop()
+
+
+def test_emergency_displaces_routine_marks_it_and_notifies_the_organiser(
+        db: Database, smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    sink, port = smtp_sink
+    world = make_world(db, smtp=SmtpConfig(host="127.0.0.1", port=port,
+                                           sender="multipoint@example.cz"))
+    when = schedule("2026-11-30T14:00", "2026-11-30T15:00")
+    routine = book(world, "admin_a", world.region_a, when, hd=50, title="Porada ORP")  # 550
+    other = book(world, "admin_orp_b", world.orp_b, when, hd=10, title="Malá porada")  # 110
+    deliver_outbox(db, world.config.smtp, NOW)
+    sink.messages.clear()
+
+    emergency = book(world, "izs", world.izs, when, hd=60, priority="emergency",
+                     title="Povodně")  # 660: only 340 free
+    with db.session() as session:
+        states = dict(session.execute(select(BookingOccurrence.booking_id,
+                                             BookingOccurrence.state)).all())
+        displaced = session.scalars(select(BookingOccurrence)
+                                    .where(BookingOccurrence.booking_id == routine)).one()
+    assert states == {routine: "displaced", other: "scheduled", emergency: "scheduled"}
+    assert displaced.displaced_by == emergency
+    assert count(db, Booking) == 3, "displaced bookings stay, marked"
+
+    assert deliver_outbox(db, world.config.smtp, NOW) >= 2
+    notices = [m for m in sink.messages if "Displaced" in m["Subject"]]
+    assert [m["To"] for m in notices] == ["admin_a@example.cz"]
+    attachment = next(p for p in notices[0].walk() if p.get_content_type() == "text/calendar")
+    calendar = Calendar.from_ical(attachment.get_payload(decode=True))
+    assert calendar["METHOD"] == "CANCEL"
+    event = next(iter(calendar.walk("VEVENT")))
+    assert event["STATUS"] == "CANCELLED" and int(event["SEQUENCE"]) == 1
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Notification)
+                              .where(Notification.sent_at.is_(None))) == 0
+
+
+def test_emergency_only_for_izs_operators(world: World) -> None:
+    when = schedule("2026-12-10T10:00", "2026-12-10T11:00")
+    for who, org in (("admin_a", world.region_a), ("operator", world.region_a)):
+        with pytest.raises(Forbidden):
+            book(world, who, org, when, hd=1, priority="emergency")
+    assert count(world.db, Booking) == 0
+
+
+def test_cancelling_frees_capacity_and_sends_a_cancel(world: World) -> None:
+    when = schedule("2026-11-30T10:00", "2026-11-30T11:00")
+    first = book(world, "admin_a", world.region_a, when, hd=72)
+    with pytest.raises(CapacityRefused):
+        book(world, "admin_orp_b", world.orp_b, when, hd=10)
+    cancel_booking(world.db, world.principal("admin_a"), first, NOW, join_link)
+    assert book(world, "admin_orp_b", world.orp_b, when, hd=10) > first
+    with world.db.session() as session:
+        cancel = session.scalars(select(Notification).where(Notification.kind == "cancel")).one()
+    assert "METHOD:CANCEL" in (cancel.ics or "") and "SEQUENCE:1" in (cancel.ics or "")
+
+
+def test_moving_a_booking_checks_the_new_time_and_keeps_the_event(world: World) -> None:
+    blocker = schedule("2026-12-10T12:00", "2026-12-10T13:00")
+    book(world, "izs", world.izs, blocker, hd=54)
+    booking_id = book(world, "admin_a", world.region_a,
+                      schedule("2026-12-10T10:00", "2026-12-10T11:00"), hd=30)
+    with pytest.raises(CapacityRefused):
+        update_booking(world.db, world.config, world.principal("admin_a"), booking_id,
+                       BookingChange(schedule=blocker), NOW, join_link)
+    decision = update_booking(world.db, world.config, world.principal("admin_a"), booking_id,
+                              BookingChange(schedule=schedule("2026-12-10T14:00",
+                                                              "2026-12-10T15:00")),
+                              NOW, join_link)
+    with world.db.session() as session:
+        booking = session.get(Booking, decision.booking_id)
+        assert booking is not None and booking.sequence == 1
+        states = session.scalars(select(BookingOccurrence.state)
+                                 .where(BookingOccurrence.booking_id == booking_id)
+                                 .order_by(BookingOccurrence.id)).all()
+        update = session.scalars(select(Notification).where(Notification.kind == "update")).one()
+    assert states == ["replaced", "scheduled"]
+    assert booking.uid in (update.ics or "") and "SEQUENCE:1" in (update.ics or "")
+
+
+def test_org_admin_books_only_for_their_own_organisation(world: World) -> None:
+    when = schedule("2026-12-10T10:00", "2026-12-10T11:00")
+    with pytest.raises(Forbidden):
+        book(world, "admin_orp_a", world.orp_b, when, hd=1)
+    with pytest.raises(Forbidden):
+        book(world, "admin_orp_a", world.region_a, when, hd=1)  # not the region above
+    with pytest.raises(Forbidden):
+        book(world, "coordinator", world.region_a, when, hd=1)
+    assert count(world.db, Booking) == 0
+
+
+@pytest.mark.parametrize(("when", "hd", "code"), [
+    (("2026-12-10T10:00", "2026-12-10T09:00", None), 1, "invalid_interval"),
+    (("2026-11-01T10:00", "2026-11-01T11:00", None), 1, "in_past"),
+    (("2026-12-10T10:00", "2026-12-10T11:00", "FREQ=DAILY;COUNT=5000"), 1,
+     "too_many_occurrences"),
+    (("2026-12-10T10:00", "2026-12-10T11:00", None), 0, "no_participants"),
+])
+def test_bad_bookings_are_refused_and_nothing_is_written(world: World, when: tuple,
+                                                         hd: int, code: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        book(world, "admin_a", world.region_a, schedule(*when), hd=hd)
+    assert error.value.code == code
+    assert count(world.db, Booking) == count(world.db, BookingOccurrence) == 0
+    assert count(world.db, Notification) == 0
+
+
+def test_share_is_guaranteed_for_bookings_made_ahead(world: World) -> None:
+    far = schedule("2026-12-20T10:00", "2026-12-20T11:00")
+    # Region A may not take region B's unused 200 two weeks ahead ...
+    book(world, "admin_a", world.region_a, far, hd=54)  # 594 of 600
+    with pytest.raises(CapacityRefused) as refusal:
+        book(world, "admin_a", world.region_a, far, hd=1)
+    assert refusal.value.details["conflicts"][0]["reason"] == "quota"
+    # ... so region B still gets its whole share.
+    assert book(world, "admin_orp_b", world.orp_b, far, hd=18) > 0  # 198 of 200
+    # Within the borrowing lead the same would have been lent.
+    late = NOW + timedelta(days=19, hours=12)
+    assert book(world, "admin_a", world.region_a,
+                schedule("2026-12-20T11:00", "2026-12-20T12:00"), hd=72, now=late) > 0

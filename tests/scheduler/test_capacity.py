@@ -1,0 +1,164 @@
+"""The capacity rules on plain objects: pool, reserve, shares, borrowing, displacement."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from scheduler.capacity import (
+    Allocation,
+    CapacityPolicy,
+    Request,
+    available,
+    check,
+    choose_displacements,
+    nearest_slots,
+    timeline,
+)
+
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+T = NOW + timedelta(days=7)  # far beyond the borrowing lead
+H = timedelta(hours=1)
+POLICY = CapacityPolicy(pool_units=1000, izs_reserve_units=200, quotas={1: 300, 2: 300},
+                        borrow_lead=timedelta(hours=48))
+
+
+def alloc(start: datetime, hours: float, units: int, holder: int | None = 1, izs: bool = False,
+          priority: str = "routine", ref: int | None = None) -> Allocation:
+    return Allocation(start, start + hours * H, units, holder, izs, priority, ref)
+
+
+def test_fits_in_own_share() -> None:
+    assert check(Request(T, T + H, 300, holder=1), [], POLICY, NOW) is None
+
+
+def test_others_unused_share_is_protected_far_ahead() -> None:
+    # Free: 1000 - 200 reserve - 300 of holder 2 = 500 for holder 1.
+    assert check(Request(T, T + H, 500, holder=1), [], POLICY, NOW) is None
+    shortfall = check(Request(T, T + H, 501, holder=1), [], POLICY, NOW)
+    assert shortfall is not None
+    assert (shortfall.reason, shortfall.available) == ("quota", 500)
+
+
+def test_borrowing_within_lead_time_takes_unused_shares_but_never_the_reserve() -> None:
+    soon = NOW + timedelta(hours=3)
+    assert check(Request(soon, soon + H, 800, holder=1), [], POLICY, NOW) is None
+    shortfall = check(Request(soon, soon + H, 801, holder=1), [], POLICY, NOW)
+    assert shortfall is not None and shortfall.reason == "izs_reserve"
+
+
+def test_priority_class_may_borrow_any_time() -> None:
+    assert check(Request(T, T + H, 800, holder=1, priority="priority"), [], POLICY, NOW) is None
+
+
+def test_share_in_use_by_its_owner_is_not_protected_twice() -> None:
+    # Holder 2 uses 200 of its 300: only 100 stays protected, so holder 1 may take
+    # 1000 - 200 used - 200 reserve - 100 = 500 (not 300).
+    existing = [alloc(T, 1, 200, holder=2)]
+    assert check(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
+    assert check(Request(T, T + H, 501, holder=1), existing, POLICY, NOW) is not None
+
+
+def test_holder_over_its_share_borrows_the_unassigned_rest() -> None:
+    existing = [alloc(T, 1, 450, holder=1)]
+    # Free for holder 1: 1000 - 450 - 200 reserve - 300 protected of holder 2 = 50.
+    assert check(Request(T, T + H, 50, holder=1), existing, POLICY, NOW) is None
+    assert check(Request(T, T + H, 51, holder=1), existing, POLICY, NOW) is not None
+
+
+def test_izs_may_use_the_reserve_ordinary_bookings_may_not() -> None:
+    existing = [alloc(T, 1, 500, holder=None)]
+    shortfall = check(Request(T, T + H, 1, holder=None), existing, POLICY, NOW)
+    assert shortfall is not None and shortfall.reason == "quota"
+    assert check(Request(T, T + H, 200, holder=None, izs=True),
+                 [alloc(T, 1, 200, holder=1), alloc(T, 1, 300, holder=2)], POLICY, NOW) is None
+
+
+def test_reserve_already_used_by_izs_is_not_held_again() -> None:
+    existing = [alloc(T, 1, 200, holder=None, izs=True)]
+    # 1000 - 200 used by IZS - 0 more reserve - 300 protected = 500 for holder 1.
+    assert check(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
+
+
+def test_pool_full_is_named_and_at_the_worst_instant() -> None:
+    existing = [alloc(T, 1, 300, holder=1), alloc(T + H / 2, 1, 300, holder=2)]
+    shortfall = check(Request(T, T + 2 * H, 300, holder=1, priority="priority"), existing,
+                      POLICY, NOW)
+    assert shortfall is not None
+    assert shortfall.at == T + H / 2
+    assert shortfall.available == 200
+
+
+def test_adjacent_bookings_do_not_overlap() -> None:
+    existing = [alloc(T, 1, 800, holder=None, priority="emergency")]
+    assert check(Request(T + H, T + 2 * H, 500, holder=1), existing, POLICY, NOW) is None
+    assert check(Request(T - H, T, 500, holder=1), existing, POLICY, NOW) is None
+
+
+def test_emergency_ignores_shares_and_reserve() -> None:
+    request = Request(T, T + H, 1000, holder=9, izs=True, priority="emergency")
+    assert check(request, [], POLICY, NOW) is None
+
+
+def test_emergency_displaces_future_routine_largest_first_never_priority() -> None:
+    existing = [
+        alloc(T, 1, 300, holder=1, ref=1),
+        alloc(T, 1, 100, holder=2, ref=2),
+        alloc(T, 1, 400, holder=2, priority="priority", ref=3),
+    ]
+    request = Request(T, T + H, 400, holder=9, izs=True, priority="emergency")
+    chosen = choose_displacements(request, existing, POLICY, NOW)
+    assert chosen is not None
+    # 200 free; 200 more needed; the 300 routine one is enough on its own.
+    assert [a.ref for a in chosen] == [1]
+
+
+def test_emergency_prefers_meetings_that_have_not_started() -> None:
+    running = alloc(NOW - H, 3, 500, holder=1, ref=1)
+    future = alloc(NOW + H, 1, 300, holder=2, ref=2)
+    request = Request(NOW + H, NOW + 2 * H, 400, holder=9, izs=True, priority="emergency")
+    chosen = choose_displacements(request, [running, future], POLICY, NOW)
+    assert chosen is not None and [a.ref for a in chosen] == [2]
+
+
+def test_emergency_that_cannot_fit_even_by_displacing_returns_none() -> None:
+    existing = [alloc(T, 1, 900, holder=9, izs=True, priority="emergency", ref=1)]
+    request = Request(T, T + H, 200, holder=9, izs=True, priority="emergency")
+    assert choose_displacements(request, existing, POLICY, NOW) is None
+
+
+def test_fitting_emergency_displaces_nothing() -> None:
+    request = Request(T, T + H, 100, holder=9, izs=True, priority="emergency")
+    assert choose_displacements(request, [alloc(T, 1, 300, ref=1)], POLICY, NOW) == []
+
+
+def test_timeline_segments_follow_the_load() -> None:
+    existing = [alloc(T, 2, 100, holder=1), alloc(T + H, 2, 50, holder=2)]
+    segments = timeline(existing, POLICY, 1, T - H, T + 4 * H)
+    assert [(s.start, s.used, s.protected, s.own_used) for s in segments] == [
+        (T - H, 0, 300, 0),
+        (T, 100, 300, 100),
+        (T + H, 150, 250, 100),
+        (T + 2 * H, 50, 250, 0),
+        (T + 3 * H, 0, 300, 0),
+    ]
+
+
+def test_available_names_the_first_rule_that_binds() -> None:
+    segments = timeline([], POLICY, 1, T, T + H)
+    assert available(segments[0], Request(T, T + H, 900, holder=1), POLICY, NOW) == (
+        800, "izs_reserve")
+
+
+def test_nearest_slots_are_the_closest_free_starts() -> None:
+    existing = [alloc(T, 2, 800, holder=None, izs=True, priority="emergency")]
+    request = Request(T, T + H, 300, holder=1)
+    # Before, the meeting must end by T (start T - 1 h); after, it starts at T + 2 h: the
+    # three nearest starts are all before, at most 1.5 hours away.
+    assert nearest_slots(request, existing, POLICY, NOW, count=3) == [
+        T - 1.5 * H, T - 1.25 * H, T - H]
+
+
+def test_nearest_slots_look_both_ways() -> None:
+    existing = [alloc(T - 5 * H, 7, 800, holder=None, izs=True, priority="emergency")]
+    request = Request(T, T + H, 300, holder=1)
+    assert nearest_slots(request, existing, POLICY, NOW, count=2) == [T + 2 * H, T + 2.25 * H]

@@ -1,0 +1,89 @@
+"""Occurrences from local times, RRULE, exceptions and Czech holidays."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from scheduler.recurrence import Limits, RecurrenceError, Schedule, expand
+
+NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+LIMITS = Limits()
+
+
+def local(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_one_off_is_stored_in_utc() -> None:
+    occurrences, _ = expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00")),
+                            LIMITS, NOW)
+    assert [(o.start, o.end) for o in occurrences] == [
+        (datetime(2026, 12, 1, 9, 0, tzinfo=UTC), datetime(2026, 12, 1, 10, 0, tzinfo=UTC))]
+
+
+def test_weekly_keeps_wall_clock_time_across_daylight_saving() -> None:
+    schedule = Schedule(local("2027-03-22T10:00"), local("2027-03-22T11:00"),
+                        rrule="FREQ=WEEKLY;COUNT=2")
+    occurrences, _ = expand(schedule, LIMITS, NOW)
+    # CET (+1) before 28 March 2027, CEST (+2) after: 10:00 local both times.
+    assert [o.start.hour for o in occurrences] == [9, 8]
+    assert [o.local_start.hour for o in occurrences] == [10, 10]
+
+
+def test_time_in_the_spring_forward_gap_is_impossible() -> None:
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2027-03-28T02:30"), local("2027-03-28T03:30")), LIMITS, NOW)
+    assert error.value.code == "impossible_time"
+
+
+def test_czech_public_holidays_are_skipped_and_reported() -> None:
+    # Mondays from 22 March 2027: Easter Monday is 29 March 2027.
+    schedule = Schedule(local("2027-03-22T10:00"), local("2027-03-22T11:00"),
+                        rrule="FREQ=WEEKLY;COUNT=3", skip_public_holidays=True)
+    occurrences, skipped = expand(schedule, LIMITS, NOW)
+    assert skipped == [date(2027, 3, 29)]
+    assert [o.local_start.date() for o in occurrences] == [date(2027, 3, 22), date(2027, 4, 5)]
+
+
+def test_exdates_leave_out_occurrences() -> None:
+    schedule = Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
+                        rrule="FREQ=DAILY;COUNT=3", exdates=(local("2026-12-02T10:00"),))
+    occurrences, _ = expand(schedule, LIMITS, NOW)
+    assert [o.local_start.day for o in occurrences] == [1, 3]
+
+
+@pytest.mark.parametrize(("rule", "code"), [
+    ("FREQ=DAILY", "unbounded_rrule"),
+    ("FREQ=DAILY;COUNT=100000", "too_many_occurrences"),
+    ("FREQ=MINUTELY;COUNT=5", "invalid_rrule"),
+    ("FREQ=SOMETIMES", "invalid_rrule"),
+    ("FREQ=YEARLY;COUNT=10", "too_far"),
+])
+def test_bad_rules_are_refused_with_a_code(rule: str, code: str) -> None:
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), rrule=rule),
+               LIMITS, NOW)
+    assert error.value.code == code
+
+
+def test_unknown_zone_end_before_start_and_marathons_are_refused() -> None:
+    cases = [
+        (Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), zone="Europe/Atlantis"),
+         "unknown_time_zone"),
+        (Schedule(local("2026-12-01T10:00"), local("2026-12-01T09:00")), "invalid_interval"),
+        (Schedule(local("2026-12-01T10:00"), local("2026-12-02T10:00")), "too_long"),
+    ]
+    for schedule, code in cases:
+        with pytest.raises(RecurrenceError) as error:
+            expand(schedule, LIMITS, NOW)
+        assert error.value.code == code
+
+
+def test_huge_recurrence_is_refused_without_expanding_it_all() -> None:
+    limits = Limits(max_occurrences=10, horizon=timedelta(days=10**5))
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
+                        rrule="FREQ=DAILY;COUNT=999999999"), limits, NOW)
+    assert error.value.code == "too_many_occurrences"
