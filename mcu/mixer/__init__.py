@@ -11,6 +11,7 @@ from .pacer import run_ticks
 from .recorder import Recorder
 from .selection import TalkerSelector
 from .vp8 import EncodedFrame, SelectiveDecoder, Vp8Decoder, Vp8Encoder
+from .vp8rtp import Vp8Depacketizer, Vp8Frame, packetize
 
 __all__ = [
     "AudioMixer",
@@ -23,6 +24,9 @@ __all__ = [
     "SelectiveDecoder",
     "TalkerSelector",
     "Vp8Decoder",
+    "Vp8Depacketizer",
     "Vp8Encoder",
+    "Vp8Frame",
+    "packetize",
     "run_ticks",
 ]
