@@ -56,6 +56,7 @@ class Compositor:
         layout: LayoutKind = "grid",
         bitrate: int | None = None,
         max_tiles: int = 9,
+        min_keyframe_interval: float = 0.5,
     ) -> None:
         if width % 2 or height % 2:
             raise ValueError("a YUV 4:2:0 composite needs an even width and height")
@@ -73,6 +74,10 @@ class Compositor:
         self._u, self._v = chroma[0], chroma[1]
         self._encoder = Vp8Encoder(width, height, fps, bitrate)
         self._keyframe_requested = True
+        # Many subscribers asking at once (a PLI storm after a network blip) must not
+        # turn every frame into a key frame: one per interval, the rest wait for it.
+        self._keyframe_gap = max(1, round(min_keyframe_interval * fps))
+        self._since_keyframe = self._keyframe_gap
         self._frame_index = 0
 
     # -- sources -------------------------------------------------------------------
@@ -154,8 +159,14 @@ class Compositor:
     def tick(self) -> list[EncodedFrame]:
         """Compose and encode one frame of the fixed frame tick."""
         frame = self.compose()
-        keyframe, self._keyframe_requested = self._keyframe_requested, False
-        return self._encoder.encode(frame, keyframe)
+        self._since_keyframe += 1
+        keyframe = self._keyframe_requested and self._since_keyframe >= self._keyframe_gap
+        if keyframe:
+            self._keyframe_requested = False
+        packets = self._encoder.encode(frame, keyframe)
+        if any(p.keyframe for p in packets):
+            self._since_keyframe = 0
+        return packets
 
     def canvas(self) -> np.ndarray:
         """The composite in PyAV's yuv420p array layout (read-only view, for tests)."""

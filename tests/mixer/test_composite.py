@@ -139,7 +139,7 @@ def test_a_keyframe_request_forces_a_keyframe_of_the_shared_encode() -> None:
     comp.push_frame("a", np.full((90, 160, 3), 100, dtype=np.uint8))
     first = comp.tick()
     assert first[0].keyframe and is_keyframe(first[0].data)
-    deltas = [f for _ in range(5) for f in comp.tick()]
+    deltas = [f for _ in range(20) for f in comp.tick()]
     assert not any(f.keyframe for f in deltas)
     comp.request_keyframe()
     forced = comp.tick()
@@ -147,6 +147,17 @@ def test_a_keyframe_request_forces_a_keyframe_of_the_shared_encode() -> None:
     # A late joiner can start from that frame alone.
     late = Vp8Decoder()
     assert late.decode(forced[0].data) is not None
+
+
+def test_a_storm_of_keyframe_requests_gives_one_keyframe_per_interval() -> None:
+    comp = Compositor(320, 180, fps=30, min_keyframe_interval=0.5)
+    comp.add_source("a")
+    comp.push_frame("a", np.full((90, 160, 3), 100, dtype=np.uint8))
+    keyframes = []
+    for i in range(60):
+        comp.request_keyframe()  # every subscriber sends PLI, every frame
+        keyframes += [i for f in comp.tick() if f.keyframe]
+    assert keyframes == [0, 15, 30, 45]
 
 
 def test_only_selected_sources_are_decoded(streams) -> None:
