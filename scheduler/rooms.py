@@ -139,6 +139,9 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
     costs = config.unit_costs
     join_cost = costs.of(kind or config.join_kind)
     room = session.scalar(select(Room).where(Room.name == room_name))
+    if room is not None and room.state == "open" and room.booking_id is not None \
+            and not _occurrence_on(session, config, room, now):
+        room = None  # open, but its occurrence was cancelled, displaced or is over
     if room is None or room.state != "open":
         decision, room = _open_on_demand(session, config, room_name, now)
         if room is None:
@@ -152,6 +155,21 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
                                  "the media worker of this room is full; try again shortly",
                                  room.worker_id)
     return AdmissionDecision(True, "ok", "admitted", room.worker_id)
+
+
+def _occurrence_on(session: Session, config: SchedulerConfig, room: Room,
+                   now: datetime) -> bool:
+    """Is the occurrence an open booked room was opened for still on?
+
+    The job closes a room whose occurrence was cancelled or displaced on its next tick;
+    admission must not let anyone in meanwhile.
+    """
+    if session.scalar(select(Booking.status).where(Booking.id == room.booking_id)) != "confirmed":
+        return False
+    occurrence = session.get(BookingOccurrence, room.occurrence_id) \
+        if room.occurrence_id is not None else None
+    return occurrence is not None and occurrence.state == "scheduled" \
+        and occurrence.end_utc + config.close_grace > now
 
 
 def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,

@@ -1,0 +1,181 @@
+"""Jobs open and close rooms on time, remind once, and survive a restart; admission."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from scheduler.bookings import BookingInput, cancel_booking, create_booking
+from scheduler.bridges import create_bridge
+from scheduler.db import Database
+from scheduler.models import Booking, Notification, Room
+from scheduler.organisations import org_info
+from scheduler.recurrence import Schedule
+from scheduler.rooms import RoomInfo
+from scheduler.services import SchedulerServices
+from scheduler.units import ParticipantMix
+from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
+
+
+@dataclass
+class RecordingRoomControl:
+    """Stands in for the media side: records what it was told, like a real one would do."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    infos: dict[str, RoomInfo] = field(default_factory=dict)
+
+    async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
+        self.calls.append(("open", room))
+        self.infos[room] = info
+
+    async def close_room(self, room: str) -> None:
+        self.calls.append(("close", room))
+
+
+def services(world: World, clock: FakeClock, control: RecordingRoomControl,
+             db: Database | None = None) -> SchedulerServices:
+    return SchedulerServices(db or world.db, world.config, join_link=join_link,
+                             room_control=control, clock=clock)
+
+
+def book(world: World, start: str, end: str, rrule: str | None = None, hd: int = 5,
+         who: str = "admin_a", organisation: int | None = None) -> tuple[int, str]:
+    data = BookingInput(organisation_id=organisation or world.region_a, title="Porada",
+                        schedule=Schedule(datetime.fromisoformat(start),
+                                          datetime.fromisoformat(end), rrule=rrule),
+                        participants=ParticipantMix(hd=hd))
+    decision = create_booking(world.db, world.config, world.principal(who), data, NOW,
+                              join_link)
+    with world.db.session() as session:
+        room = session.scalar(select(Booking.room_name).where(Booking.id == decision.booking_id))
+    assert room is not None
+    return decision.booking_id, room
+
+
+async def test_room_opens_and_closes_on_time_across_restarts(world: World) -> None:
+    # 10:00-11:00 Prague = 09:00-10:00 UTC; opens 10 min before, closes 15 min after.
+    _, room = book(world, "2026-11-30T10:00", "2026-11-30T11:00")
+    control = RecordingRoomControl()
+    clock = FakeClock(NOW)  # 08:00 UTC
+    first = services(world, clock, control)
+    await first.jobs.tick()
+    assert control.calls == []
+    assert not first.admit_join(room, now=clock.now - timedelta(minutes=1)).allowed
+
+    clock.now = NOW + timedelta(minutes=49)  # 08:49: one minute too early
+    await first.jobs.tick()
+    assert control.calls == []
+    clock.now = NOW + timedelta(minutes=50)
+    await first.jobs.tick()
+    assert control.calls == [("open", room)]
+    assert control.infos[room].units == 55
+
+    # A restart: a new process with its own engine on the same database.
+    second_db = Database(world.db.url)
+    try:
+        second = services(world, clock, control, db=second_db)
+        clock.now = NOW + timedelta(minutes=55)
+        await second.jobs.tick()
+        assert control.calls == [("open", room)], "nothing done twice after a restart"
+        decision = second.admit_join(room, now=NOW + timedelta(hours=1, minutes=30))
+        assert decision.allowed and decision.code == "ok" and decision.worker_id is not None
+
+        clock.now = NOW + timedelta(hours=2, minutes=14)  # 10:14 UTC: still in the grace
+        await second.jobs.tick()
+        assert control.calls == [("open", room)]
+    finally:
+        second_db.dispose()
+
+    # Down over the closing time; the next start closes the room it missed closing.
+    third_db = Database(world.db.url)
+    try:
+        clock.now = NOW + timedelta(hours=3)
+        third = services(world, clock, control, db=third_db)
+        await third.jobs.tick()
+        await third.jobs.tick()
+        assert control.calls == [("open", room), ("close", room)]
+        refused = third.admit_join(room)
+        assert not refused.allowed and refused.code == "room_not_open"
+    finally:
+        third_db.dispose()
+
+
+async def test_each_occurrence_of_a_series_opens_and_closes_once(world: World) -> None:
+    _, room = book(world, "2026-11-30T10:00", "2026-11-30T11:00", "FREQ=DAILY;COUNT=2")
+    control = RecordingRoomControl()
+    clock = FakeClock(NOW)
+    jobs = services(world, clock, control).jobs
+    for hours in range(0, 30):
+        clock.now = NOW + timedelta(hours=hours, minutes=55)
+        await jobs.tick()
+    assert control.calls == [("open", room), ("close", room)] * 2
+
+
+async def test_reminders_go_out_once(world: World) -> None:
+    book(world, "2026-11-30T12:00", "2026-11-30T13:00")  # 11:00 UTC, reminder at 10:00
+    clock = FakeClock(NOW)
+    jobs = services(world, clock, RecordingRoomControl()).jobs
+    for minutes in (0, 119, 120, 121, 150):
+        clock.now = NOW + timedelta(minutes=minutes)
+        await jobs.tick()
+    with world.db.session() as session:
+        reminders = session.scalar(select(func.count()).select_from(Notification)
+                                   .where(Notification.kind == "reminder"))
+    assert reminders == 1
+
+
+async def test_started_runner_schedules_the_next_opening(world: World) -> None:
+    book(world, "2026-11-30T12:00", "2026-11-30T13:00")  # opens 10:50 UTC
+    clock = FakeClock(NOW)
+    service = services(world, clock, RecordingRoomControl())
+    await service.start()
+    try:
+        job = service.jobs._scheduler.get_job("next-due")  # type: ignore[union-attr]
+        assert job is not None
+        # The reminder (an hour before) is due first, at 10:00 UTC.
+        assert job.next_run_time == NOW + timedelta(hours=2)
+    finally:
+        await service.stop()
+
+
+def test_admission_refuses_unknown_cancelled_and_displaced_rooms(world: World) -> None:
+    service = services(world, FakeClock(NOW), RecordingRoomControl())
+    assert service.admit_join("nothing-here").code == "room_not_open"
+
+    booking_id, room = book(world, "2026-11-30T09:05", "2026-11-30T10:00")
+    assert service.admit_join(room).allowed  # 08:00 UTC = 09:00 Prague: within the lead
+    cancel_booking(world.db, world.principal("admin_a"), booking_id, NOW, join_link)
+    assert service.admit_join(room, now=NOW + timedelta(minutes=10)).code == "booking_cancelled"
+
+    _, routine = book(world, "2026-11-30T14:00", "2026-11-30T15:00", hd=60)
+    data = BookingInput(organisation_id=world.izs, title="Povodně", priority="emergency",
+                        schedule=Schedule(datetime(2026, 11, 30, 14), datetime(2026, 11, 30, 15)),
+                        participants=ParticipantMix(hd=80))
+    create_booking(world.db, world.config, world.principal("izs"), data, NOW, join_link)
+    assert service.admit_join(routine, now=NOW + timedelta(hours=5)).code == "booking_displaced"
+
+
+def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) -> None:
+    world = make_world(db, workers=1, capacity=100)
+    with db.session() as session:
+        org = org_info(session, world.izs)
+        assert org is not None
+        bridge = create_bridge(session, world.config, org, "Krizový štáb",
+                               ParticipantMix(hd=5))
+        bridge_room = bridge.room_name
+    service = services(world, FakeClock(NOW), RecordingRoomControl())
+    _, routine = book(world, "2026-11-30T09:05", "2026-11-30T10:00", hd=1, who="operator",
+                      organisation=world.central)
+    first = service.admit_join(routine)
+    assert first.allowed
+    # Fill the only worker (100 units) with live participants: 9 x 11 = 99.
+    for index in range(9):
+        service.record_join(routine, participant=f"p{index}")
+    full = service.admit_join(routine)
+    assert not full.allowed and full.code == "worker_full"
+    izs = service.admit_join(bridge_room)
+    assert izs.allowed and izs.worker_id == first.worker_id
+    with db.session() as session:
+        assert session.scalar(select(Room.state).where(Room.name == bridge_room)) == "open"
