@@ -30,9 +30,9 @@ class TalkerSelector:
     switch_margin_db: float = 6.0  # a newcomer must be this much louder to displace one
     attack: float = 0.6  # smoothing: rise fast (an onset selects within a tick) ...
     release: float = 0.1  # ... fall slowly
-    _tracks: dict[SourceId, _Track] = field(default_factory=dict)
-    _selected: list[SourceId] = field(default_factory=list)
-    _tick: int = 0
+    _tracks: dict[SourceId, _Track] = field(default_factory=dict, init=False, repr=False)
+    _selected: list[SourceId] = field(default_factory=list, init=False)
+    _tick: int = field(default=0, init=False)
 
     def add(self, source: SourceId) -> None:
         self._tracks.setdefault(source, _Track())
