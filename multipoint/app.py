@@ -12,8 +12,11 @@ from mcu import aiortc_adapter
 from mcu.room import MediaConfig, MediaWorker
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
+from scheduler.api import setup_api
 from scheduler.db import Database, upgrade
 from scheduler.selftests import record_selftest
+from scheduler.services import SchedulerServices
+from signaling.links import join_url
 from signaling.server import SignalingConfig, setup_signaling
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,11 @@ def create_app(settings: Settings) -> web.Application:
                     media, store_selftest)
     setup_metrics(app, media)
     # scheduler: wire the booking API here
+    setup_api(app, SchedulerServices(
+        database, settings.scheduler_config(), run_jobs=settings.scheduler_jobs,
+        join_link=lambda room, role: join_url(settings.public_url, settings.signing_secret(),
+                                              room, role=role,
+                                              ttl_s=settings.invite_ttl_hours * 3600)))
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,24 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
     upgrade(settings.effective_database_url, args.revision)
     print(f"database at revision {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from scheduler.db import Database, upgrade
+    from scheduler.seed import seed
+
+    url = settings.effective_database_url
+    upgrade(url)
+    database = Database(url)
+    try:
+        with database.session() as session:
+            report = seed(session, local_workers=args.local_workers,
+                          worker_capacity_units=settings.scheduler_worker_capacity_units)
+    finally:
+        database.dispose()
+    created = ", ".join(f"{count} {kind}" for kind, count in sorted(report.created.items()))
+    print(f"seeded: {created or 'nothing new'}", file=sys.stderr)
     return 0
 
 
@@ -60,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade = db_commands.add_parser("upgrade", help="apply schema migrations (Alembic)")
     db_upgrade.add_argument("revision", nargs="?", default="head")
     db_upgrade.set_defaults(handler=_cmd_db_upgrade)
+
+    seed = commands.add_parser("seed", help="load regions, ORP, central bodies, IZS "
+                               "components, default shares and a local media node (idempotent)")
+    seed.add_argument("--local-workers", type=int, default=os.cpu_count() or 1,
+                      help="workers of the 'local' media node if no node exists "
+                           "(default: one per CPU core; 0: none)")
+    seed.set_defaults(handler=_cmd_seed)
 
     invite = commands.add_parser("invite", help="print a join link for a room")
     invite.add_argument("room")

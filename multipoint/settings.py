@@ -11,10 +11,13 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from scheduler.config import SchedulerConfig
 
 ENV_PREFIX = "MULTIPOINT_"
 
@@ -33,12 +36,13 @@ def _split_list(value: object) -> object:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    data_dir: Path = Field(Path("var"), description="Where the SQLite file and the generated secret live")
-    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir")
+    # Where the SQLite file and the generated secret live.
+    data_dir: Path = Path("var")
+    database_url: str = ""  # SQLAlchemy URL; empty means SQLite in data_dir
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65535)
-    public_url: str = Field("http://127.0.0.1:8080", description="Base of links given to people")
+    public_url: str = "http://127.0.0.1:8080"  # base of the links given to people
 
     # Media path (ICE). aioice leaves loopback out of its host candidates, so the addresses
     # the media path binds to and advertises are a setting (127.0.0.1 in tests).
@@ -50,10 +54,38 @@ class Settings(BaseSettings):
     turn_username: str = ""
     turn_password: SecretStr = SecretStr("")
 
-    secret_key: SecretStr = Field(SecretStr(""), description="Signs join tokens; generated if empty")
+    secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
     selftest_ttl_minutes: float = Field(60, gt=0)
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
+
+    # Scheduler (docs/scheduler.md). Unit costs are in millicores of a media worker per
+    # participant; the defaults come from the measurements in docs/scheduler.md.
+    scheduler_unit_cost_hd: int = Field(11, ge=1, le=100_000)
+    scheduler_unit_cost_sd: int = Field(6, ge=1, le=100_000)
+    scheduler_unit_cost_audio: int = Field(2, ge=1, le=100_000)
+    scheduler_unit_cost_mixed: int = Field(24, ge=1, le=100_000)
+    scheduler_worker_capacity_units: int = Field(800, ge=1, le=1_000_000)
+    scheduler_izs_reserve_percent: int = Field(20, ge=0, le=90)
+    scheduler_borrow_lead_hours: float = Field(48, ge=0, le=24 * 366)
+    scheduler_room_open_lead_minutes: float = Field(10, ge=0, le=24 * 60)
+    scheduler_room_close_grace_minutes: float = Field(15, ge=0, le=24 * 60)
+    scheduler_reminder_lead_minutes: float = Field(60, ge=0, le=7 * 24 * 60)
+    scheduler_max_occurrences: int = Field(400, ge=1, le=5000)
+    scheduler_jobs: bool = Field(True, description="run the room/reminder jobs in this process")
+    smtp_host: str = Field("", description="empty: e-mails wait in the outbox")
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_sender: str = "multipoint@localhost"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = False
+
+    @field_validator("smtp_sender")
+    @classmethod
+    def _smtp_sender(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError("must be an e-mail address")
+        return value
 
     @field_validator("media_addresses", "stun_servers", "turn_servers", mode="before")
     @classmethod
@@ -82,6 +114,13 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (or empty to generate one)")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -92,9 +131,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _port_range(self) -> Settings:
         if (self.udp_port_min is None) != (self.udp_port_max is None):
-            raise ValueError("udp_port_min and udp_port_max must be set together")
+            raise ValueError(f"{ENV_PREFIX}UDP_PORT_MIN and {ENV_PREFIX}UDP_PORT_MAX must be set together")
         if self.udp_port_min is not None and self.udp_port_min > self.udp_port_max:  # type: ignore[operator]
-            raise ValueError("udp_port_min must not exceed udp_port_max")
+            raise ValueError(f"{ENV_PREFIX}UDP_PORT_MIN must not exceed {ENV_PREFIX}UDP_PORT_MAX")
         return self
 
     # Derived values -------------------------------------------------------------------
@@ -108,6 +147,32 @@ class Settings(BaseSettings):
         if self.udp_port_min is None or self.udp_port_max is None:
             return None
         return (self.udp_port_min, self.udp_port_max)
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The scheduler's settings as the plain object scheduler/ takes."""
+        from datetime import timedelta
+
+        from scheduler.config import SchedulerConfig, SmtpConfig
+        from scheduler.recurrence import Limits
+        from scheduler.units import UnitCosts
+
+        return SchedulerConfig(
+            unit_costs=UnitCosts(hd=self.scheduler_unit_cost_hd, sd=self.scheduler_unit_cost_sd,
+                                 audio=self.scheduler_unit_cost_audio,
+                                 mixed=self.scheduler_unit_cost_mixed),
+            worker_capacity_units=self.scheduler_worker_capacity_units,
+            izs_reserve_percent=self.scheduler_izs_reserve_percent,
+            borrow_lead=timedelta(hours=self.scheduler_borrow_lead_hours),
+            open_lead=timedelta(minutes=self.scheduler_room_open_lead_minutes),
+            close_grace=timedelta(minutes=self.scheduler_room_close_grace_minutes),
+            reminder_lead=timedelta(minutes=self.scheduler_reminder_lead_minutes),
+            limits=Limits(max_occurrences=self.scheduler_max_occurrences),
+            smtp=SmtpConfig(host=self.smtp_host, port=self.smtp_port, sender=self.smtp_sender,
+                            username=self.smtp_username,
+                            password=self.smtp_password.get_secret_value(),
+                            starttls=self.smtp_starttls),
+            public_url=self.public_url,
+        )
 
     def signing_secret(self) -> str:
         """The token-signing secret: the configured one, else one kept in data_dir.
@@ -139,7 +204,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
-            name = ENV_PREFIX + field.upper() if error["loc"] else "settings"
-            problems.append(f"{name}: {error['msg']}")
+            if error["loc"]:
+                field = str(error["loc"][0])
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']}")
+            else:  # a rule across several settings names them in its message
+                problems.append(error["msg"].removeprefix("Value error, "))
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

@@ -687,8 +687,15 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+SERVICES = web.AppKey("scheduler", SchedulerServices)
+
+
 def setup_api(app: web.Application, services: SchedulerServices) -> None:
-    """Register every /api/v1 route, and start/stop the scheduler's jobs with the app."""
+    """Register every /api/v1 route, and start/stop the scheduler's jobs with the app.
+
+    The services stay reachable as ``app[SERVICES]`` (signaling's admission at join).
+    """
+    app[SERVICES] = services
     api = Api(services)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, api.wrap(route))
