@@ -294,3 +294,8 @@ RtcpRr = aiortc_rtp.RtcpRrPacket
 RtcpPsfb = aiortc_rtp.RtcpPsfbPacket
 RtcpRtpfb = aiortc_rtp.RtcpRtpfbPacket
 RtcpBye = aiortc_rtp.RtcpByePacket
+
+
+def decoder_running(transceiver: RTCRtpTransceiver) -> bool:
+    """Whether aiortc started its decoder thread for this receiver (it must not, here)."""
+    return transceiver.receiver._RTCRtpReceiver__decoder_thread is not None  # type: ignore[attr-defined]

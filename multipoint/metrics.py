@@ -26,6 +26,10 @@ COUNTER_HELP = {
 }
 
 
+ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "send_errors",
+                  "handler_errors")
+
+
 class MediaCollector(Collector):
     def __init__(self, worker: MediaWorker) -> None:
         self.worker = worker
@@ -35,8 +39,11 @@ class MediaCollector(Collector):
                                 value=len(self.worker.rooms))
         yield GaugeMetricFamily("multipoint_peers", "participants connected to this worker",
                                 value=self.worker.participant_count)
-        for name, value in self.worker.counters.as_dict().items():
+        counters = self.worker.counters.as_dict()
+        for name, value in counters.items():
             yield CounterMetricFamily(f"multipoint_{name}", COUNTER_HELP.get(name, name), value=value)
+        yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
+                                  value=sum(counters[name] for name in ERROR_COUNTERS))
 
 
 def setup_metrics(app: web.Application, worker: MediaWorker) -> None:

@@ -136,3 +136,39 @@ async def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1) ->
 
 
 TIME_BASE = fractions.Fraction(1, 90000)
+
+
+class RtcpProbe:
+    """Client-side instrumentation (test only): what reaches the client's sender and receiver."""
+
+    def __init__(self, peer: ClientPeer) -> None:
+        self.peer = peer
+        self.keyframe_requests: list[int] = []  # media SSRC of each PLI/FIR our sender got
+        self.received: list[tuple[int, int, int]] = []  # (payload type, ssrc, seq) of RTP in
+
+    def watch_sender(self, transceiver) -> None:
+        sender = transceiver.sender
+        original = sender._handle_rtcp_packet
+
+        async def handle(packet) -> None:
+            if getattr(packet, "fmt", None) in (1, 4) and type(packet).__name__ == "RtcpPsfbPacket":
+                self.keyframe_requests.append(packet.media_ssrc)
+            await original(packet)
+
+        sender._handle_rtcp_packet = handle
+
+    def watch_receiver(self, transceiver) -> None:
+        receiver = transceiver.receiver
+        original = receiver._handle_rtp_packet
+
+        async def handle(packet, arrival_time_ms) -> None:
+            self.received.append((packet.payload_type, packet.ssrc, packet.sequence_number))
+            await original(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = handle
+
+    async def send_pli(self, transceiver, media_ssrc: int) -> None:
+        await transceiver.receiver._send_rtcp_pli(media_ssrc)
+
+    async def send_nack(self, transceiver, media_ssrc: int, lost: list[int]) -> None:
+        await transceiver.receiver._send_rtcp_nack(media_ssrc, lost)

@@ -1,0 +1,67 @@
+"""The self-test page in a real browser: the echoed video is decoded, a verdict appears."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler.models import SelfTestResult
+from tests.browser.conftest import new_context, screenshot
+
+pytestmark = pytest.mark.browser
+
+INBOUND_COUNTS = """
+async () => {
+  const pc = window.multipointSelfTest.session?.pc;
+  if (!pc) return null;
+  const counts = {video: 0, audio: 0};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') counts.video += s.framesDecoded || 0;
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') counts.audio += s.packetsReceived || 0;
+  });
+  return counts;
+}
+"""
+
+
+async def test_selftest_echo_in_chromium(server, browser) -> None:
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    await page.goto("/selftest?autostart=1&duration=6&endpoint=SN-0042")
+    await page.wait_for_function("window.multipointSelfTest.session?.pc?.connectionState === 'connected'",
+                                 timeout=20_000)
+    await asyncio.sleep(1.5)
+    first = await page.evaluate(INBOUND_COUNTS)
+    await asyncio.sleep(2)
+    second = await page.evaluate(INBOUND_COUNTS)
+    assert second["video"] > first["video"], "the echoed video is not being decoded"
+    assert second["audio"] > first["audio"], "the echoed audio does not arrive"
+    await screenshot(page, "selftest-running")
+
+    await page.wait_for_selector("#verdict[data-verdict]", timeout=20_000)
+    verdict = await page.evaluate("window.multipointSelfTest.verdict")
+    assert verdict["passed"] is True, verdict
+    assert await page.get_attribute("#verdict", "data-verdict") == "pass"
+    await page.wait_for_function("window.multipointSelfTest.saved", timeout=10_000)
+    await screenshot(page, "selftest-verdict")
+
+    with server.app[DATABASE].session() as session:
+        stored = session.scalars(select(SelfTestResult)).all()
+    assert len(stored) == 1
+    assert stored[0].passed and stored[0].endpoint_serial == "SN-0042"
+    assert stored[0].figures["frames_decoded"] > 0
+    await context.close()
+
+
+async def test_selftest_page_in_english_waits_for_button(server, browser) -> None:
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    await page.goto("/selftest?lang=en")
+    assert await page.text_content("#start") == "Start the test"
+    assert await page.evaluate("window.multipointSelfTest.session") is None
+    await page.click("#lang")
+    assert await page.text_content("#start") == "Spustit test"
+    await context.close()

@@ -1,0 +1,108 @@
+"""Contract tests of mcu/aiortc_adapter.py on real loopback peers (aiortc pinned exactly).
+
+If a new aiortc breaks what the adapter relies on, these fail before anything else does.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mcu import aiortc_adapter
+from mcu.room import MediaWorker
+from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, wait_until
+
+pytestmark = pytest.mark.media
+
+
+@pytest.fixture
+async def echo_call():
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    worker = MediaWorker()
+    participant = worker.room("contract", echo=True).join("me", "selftest")
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    offer = await participant.create_offer()
+    answer = await peer.answer(offer.sdp, offer.publish)
+    await participant.accept_answer(answer, offer.revision)
+    assert await wait_until(lambda: sum(peer.frames("video").values()) > 5, timeout=20)
+    yield worker, participant, peer, offer
+    await peer.close()
+    await worker.close()
+
+
+def client_transceiver(peer: ClientPeer, mid: str):
+    return next(t for t in peer.pc.getTransceivers() if t.mid == mid)
+
+
+def leg_mid(offer, source: str) -> str:
+    return next(mid for mid, info in offer.tracks.items() if info["source"] == source)
+
+
+async def test_packets_are_forwarded_and_echoed_video_decodes(echo_call) -> None:
+    worker, participant, peer, _ = echo_call
+    assert await wait_until(lambda: sum(peer.frames("video").values()) >= 30
+                            and sum(peer.frames("audio").values()) >= 30)
+    assert worker.counters.packets_forwarded >= 60
+    assert participant.producers["camera"].packets > 0
+    frame = next(r for r in peer.received.values() if r.track.kind == "video").last_frame
+    assert (frame.width, frame.height) == (320, 240)
+
+
+async def test_keyframe_request_from_subscriber_reaches_publisher(echo_call) -> None:
+    worker, participant, peer, offer = echo_call
+    probe = RtcpProbe(peer)
+    camera_slot = client_transceiver(peer, offer.publish["camera"])
+    probe.watch_sender(camera_slot)
+    echoed = client_transceiver(peer, leg_mid(offer, "camera"))
+    consumer = next(c for c in participant.consumers.values() if c.kind == "video")
+    await wait_until(lambda: False, timeout=1.1)  # past the one-a-second throttle
+    await probe.send_pli(echoed, consumer.ssrc)
+    assert await wait_until(lambda: camera_slot.sender._ssrc in probe.keyframe_requests, timeout=5)
+
+
+async def test_nack_is_answered_from_the_forwarders_history(echo_call) -> None:
+    worker, participant, peer, offer = echo_call
+    probe = RtcpProbe(peer)
+    echoed = client_transceiver(peer, leg_mid(offer, "camera"))
+    probe.watch_receiver(echoed)
+    consumer = next(c for c in participant.consumers.values() if c.kind == "video")
+    assert await wait_until(lambda: len([p for p in probe.received if p[1] == consumer.ssrc]) >= 5)
+    wanted = [seq for _, ssrc, seq in probe.received if ssrc == consumer.ssrc][-3:]
+    await probe.send_nack(echoed, consumer.ssrc, wanted)
+    assert consumer.rtx_payload_type is not None
+    assert await wait_until(lambda: any(pt == consumer.rtx_payload_type and ssrc == consumer.rtx_ssrc
+                                        for pt, ssrc, _ in probe.received), timeout=5)
+    assert worker.counters.retransmissions >= len(wanted)
+
+
+async def test_error_while_sending_never_closes_the_receiving_side(echo_call) -> None:
+    worker, participant, peer, _ = echo_call
+    audio_leg = next(c for c in participant.consumers.values() if c.kind == "audio")
+
+    def broken_write(packet: bytes) -> None:
+        raise RuntimeError("simulated failure on one subscriber leg")
+
+    audio_leg.write = broken_write
+    before = sum(peer.frames("video").values())
+    assert await wait_until(lambda: worker.counters.handler_errors > 10)
+    assert await wait_until(lambda: sum(peer.frames("video").values()) > before + 20)
+    assert participant.pc.connectionState == "connected"
+    assert participant.producers["microphone"].packets > 0
+
+    # A leg whose transport is gone (ConnectionError) is counted, not fatal either.
+    def gone(packet: bytes) -> None:
+        raise ConnectionError("transport closed")
+
+    audio_leg.write = gone
+    errors = worker.counters.send_errors
+    assert await wait_until(lambda: worker.counters.send_errors > errors + 5)
+    assert participant.pc.connectionState == "connected"
+
+
+async def test_no_decoder_runs_on_the_server(echo_call) -> None:
+    worker, participant, peer, _ = echo_call
+    assert not any(aiortc_adapter.decoder_running(t) for t in participant.pc.getTransceivers())
+
+
+def test_internals_are_checked_at_import() -> None:
+    aiortc_adapter.check_internals()
+    assert aiortc_adapter.PINNED_AIORTC == aiortc_adapter.aiortc.__version__

@@ -1,0 +1,104 @@
+"""Bad input from one client gets a clear error; a healthy client keeps its call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from multipoint.app import MEDIA
+from signaling.tokens import JoinGrant, issue_token
+from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.signal_client import SignalClient
+
+pytestmark = pytest.mark.media
+
+
+def token(server, room: str, role: str = "selftest", ttl: float = 60, now: float | None = None) -> str:
+    return issue_token(server.settings.signing_secret(), JoinGrant(room=room, role=role), ttl, now=now)
+
+
+async def expect_error(client: SignalClient, payload: str | dict, code: str) -> dict:
+    await client.send(payload)
+    reply = await client.next("error")
+    assert reply["code"] == code, reply
+    assert reply["message"]
+    return reply
+
+
+async def test_each_kind_of_bad_input_gets_its_error_while_another_call_goes_on(server) -> None:
+    healthy = await SignalClient.connect(server.ws_url)
+    healthy_peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    await healthy.join_with(healthy_peer, token(server, "selftest-healthy"))
+    assert await wait_until(lambda: sum(healthy_peer.frames("video").values()) > 10, timeout=20)
+
+    bad = await SignalClient.connect(server.ws_url)
+    try:
+        await expect_error(bad, "{not json", "bad_json")
+        await expect_error(bad, "[1, 2]", "bad_message")
+        await expect_error(bad, {"kind": "join"}, "bad_message")
+        await expect_error(bad, {"type": "explode"}, "unknown_type")
+        await expect_error(bad, json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large")
+        await expect_error(bad, {"type": "answer", "sdp": "v=0\r\n"}, "not_joined")
+        await expect_error(bad, {"type": "join", "v": 1}, "bad_token")
+        await expect_error(bad, {"type": "join", "v": 1, "token": "abc.def.ghi"}, "bad_token")
+        forged = issue_token("another-secret-entirely-0000000000", JoinGrant(room="r", role="host"), 60)
+        await expect_error(bad, {"type": "join", "v": 1, "token": forged}, "bad_token")
+        expired = token(server, "selftest-x", ttl=60, now=1_000_000)
+        await expect_error(bad, {"type": "join", "v": 1, "token": expired}, "token_expired")
+        await expect_error(bad, {"type": "join", "v": 7, "token": token(server, "s")}, "unsupported_version")
+
+        # Joined, it sends answers that are not SDP, then SDP that makes no sense.
+        await bad.send({"type": "join", "v": 1, "token": token(server, "selftest-bad"), "name": "bad"})
+        await bad.next("joined")
+        offer = await bad.next("offer")
+        await expect_error(bad, {"type": "answer", "sdp": "hello"}, "bad_sdp")
+        await expect_error(bad, {"type": "answer", "sdp": "v=0\r\nm=garbage\r\n",
+                                 "revision": offer["revision"]}, "bad_sdp")
+        await expect_error(bad, {"type": "answer", "sdp": "v=0\r\n", "revision": 99}, "stale_answer")
+        await expect_error(bad, {"type": "join", "v": 1, "token": token(server, "s2")}, "already_joined")
+        await bad.send({"type": "ping"})
+        assert (await bad.next("pong"))["type"] == "pong"
+
+        # The healthy call kept flowing all along.
+        before = sum(healthy_peer.frames("video").values())
+        assert await wait_until(lambda: sum(healthy_peer.frames("video").values()) > before + 20)
+        assert healthy_peer.pc.connectionState == "connected"
+    finally:
+        await bad.close()
+        await healthy.close()
+
+
+async def test_garbage_rtp_and_rtcp_are_dropped_and_counted(server) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    try:
+        await client.join_with(peer, token(server, "selftest-garbage"))
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+        counters = server.app[MEDIA].counters
+        transport = peer.pc.getTransceivers()[0].sender.transport
+        # Valid SRTP around invalid RTP/RTCP: only our own parsers can reject these.
+        await transport._send_rtp(b"\xa0\x60\x00\x07" + bytes(8) + b"\x00\x00\xff")  # padding > payload
+        await transport._send_rtp(b"\x80\x60\x00\x08" + bytes(4) + b"\x12\x34\x56\x78" + bytes(50))
+        await transport._send_rtp(b"\x80\xc9\x00\x40" + bytes(8))  # RTCP longer than sent
+        await transport._send_rtp(b"\x81\xcd\x00\x05" + bytes(8))  # truncated NACK
+        assert await wait_until(lambda: counters.packets_malformed >= 1 and counters.rtcp_malformed >= 1
+                                and counters.packets_unroutable >= 1, timeout=5)
+        before = sum(peer.frames("video").values())
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > before + 20)
+        assert counters.handler_errors == 0
+    finally:
+        await client.close()
+
+
+async def test_vanished_client_is_removed(server) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    media = server.app[MEDIA]
+    await client.join_with(peer, token(server, "selftest-vanish"))
+    assert await wait_until(lambda: media.participant_count == 1)
+    # The tab closes: the socket goes without a word.
+    await client.close()
+    assert await wait_until(lambda: media.participant_count == 0 and not media.rooms, timeout=15)
+    await asyncio.sleep(0)

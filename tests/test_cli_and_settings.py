@@ -1,0 +1,115 @@
+"""The multipoint command and its settings, run as a person would: as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+from urllib.request import urlopen
+
+import pytest
+
+from signaling.tokens import verify_token
+from tests.conftest import free_port
+
+
+def run_cli(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "multipoint", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIPOINT_")}
+    clean["MULTIPOINT_DATA_DIR"] = str(tmp_path / "data")
+    return clean
+
+
+def test_invite_prints_only_a_join_url_signed_with_the_kept_secret(env, tmp_path: Path) -> None:
+    result = run_cli("invite", "porada-kraju", env=env)
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert result.stdout.count("\n") == 1
+    parsed = urlparse(url)
+    assert f"{parsed.scheme}://{parsed.netloc}" == "http://127.0.0.1:8080"
+    assert parsed.path == "/call/porada-kraju"
+    secret = (tmp_path / "data" / "secret.key").read_text().strip()
+    grant = verify_token(secret, parse_qs(parsed.query)["token"][0])
+    assert grant.room == "porada-kraju" and grant.role == "host"
+    # A second run reuses the same secret: serve and invite agree.
+    again = run_cli("invite", "porada-kraju", "--role", "guest", env=env)
+    assert verify_token(secret, parse_qs(urlparse(again.stdout.strip()).query)["token"][0]).role == "guest"
+
+
+def test_invite_uses_the_public_url_setting(env) -> None:
+    env["MULTIPOINT_PUBLIC_URL"] = "https://vk.example.gov.cz/"
+    result = run_cli("invite", "izs-most", env=env)
+    assert result.stdout.startswith("https://vk.example.gov.cz/call/izs-most?token=")
+
+
+def test_invite_rejects_a_bad_room_name(env) -> None:
+    result = run_cli("invite", "../etc", env=env)
+    assert result.returncode == 2 and "invalid room name" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MULTIPOINT_HTTP_PORT", "eighty"),
+    ("MULTIPOINT_HTTP_PORT", "70000"),
+    ("MULTIPOINT_MEDIA_ADDRESSES", "127.0.0.1,not-an-ip"),
+    ("MULTIPOINT_STUN_SERVERS", "stun.example.org:3478"),
+    ("MULTIPOINT_PUBLIC_URL", "ftp://x"),
+    ("MULTIPOINT_UDP_PORT_MIN", "40000"),
+    ("MULTIPOINT_DATABASE_URL", "just-a-path.db"),
+    ("MULTIPOINT_SECRET_KEY", "short"),
+])
+def test_invalid_settings_stop_start_up_naming_the_setting(env, variable: str, value: str) -> None:
+    env[variable] = value
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2
+    named = "MULTIPOINT_UDP_PORT" if variable == "MULTIPOINT_UDP_PORT_MIN" else variable
+    assert named in result.stderr, result.stderr
+
+
+def test_settings_file_is_read_and_environment_wins(env, tmp_path: Path) -> None:
+    settings_file = tmp_path / "multipoint.env"
+    settings_file.write_text("MULTIPOINT_PUBLIC_URL=https://from-file.example\n")
+    env["MULTIPOINT_SETTINGS_FILE"] = str(settings_file)
+    assert run_cli("invite", "a", env=env).stdout.startswith("https://from-file.example/call/a")
+    env["MULTIPOINT_PUBLIC_URL"] = "https://from-env.example"
+    assert run_cli("invite", "a", env=env).stdout.startswith("https://from-env.example/call/a")
+    env["MULTIPOINT_SETTINGS_FILE"] = str(tmp_path / "missing.env")
+    result = run_cli("invite", "a", env=env)
+    assert result.returncode == 2 and "MULTIPOINT_SETTINGS_FILE" in result.stderr
+
+
+def test_db_upgrade_creates_the_schema(env, tmp_path: Path) -> None:
+    result = run_cli("db", "upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "multipoint.db").exists()
+    assert run_cli("db", "upgrade", env=env).returncode == 0  # idempotent
+
+
+def test_serve_runs_everything_with_embedded_sqlite(env, tmp_path: Path) -> None:
+    port = free_port()
+    env["MULTIPOINT_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "multipoint", "serve", "--port", str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    body = response.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None and '"status": "ok"' in body
+        with urlopen(f"http://127.0.0.1:{port}/selftest", timeout=5) as response:
+            assert "selftest.js" in response.read().decode()
+        assert (tmp_path / "data" / "multipoint.db").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

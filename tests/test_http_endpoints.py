@@ -1,0 +1,54 @@
+"""Health, metrics, pages and the self-test result endpoint over real HTTP."""
+
+from __future__ import annotations
+
+import aiohttp
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler.models import SelfTestResult
+from signaling.tokens import JoinGrant, issue_token
+
+
+async def test_healthz_and_metrics(server) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/healthz") as response:
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
+        async with http.get(server.url + "/metrics") as response:
+            text = await response.text()
+            assert response.headers["Content-Type"].startswith("text/plain")
+    for name in ("multipoint_peers", "multipoint_packets_forwarded_total",
+                 "multipoint_errors_total", "multipoint_packets_malformed_total"):
+        assert f"\n{name} " in "\n" + text, name
+
+
+async def test_selftest_page_carries_a_selftest_token(server) -> None:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/selftest") as response:
+        html = await response.text()
+    assert 'data-token="' in html and "Test připojení" in html
+
+
+async def test_selftest_result_is_validated_and_stored(server) -> None:
+    secret = server.settings.signing_secret()
+    selftest = issue_token(secret, JoinGrant(room="selftest-1", role="selftest", endpoint="SN-7"), 60)
+    host = issue_token(secret, JoinGrant(room="r", role="host"), 60)
+    url = server.url + "/selftest/result"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data="{oops", headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "bad_json"
+        async with http.post(url, json={"token": "x", "passed": True}) as r:
+            assert r.status == 401 and (await r.json())["error"]["code"] == "bad_token"
+        async with http.post(url, json={"token": host, "passed": True}) as r:
+            assert r.status == 403
+        async with http.post(url, json={"token": selftest, "passed": "yes"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "bad_message"
+        with server.app[DATABASE].session() as session:
+            assert session.scalars(select(SelfTestResult)).all() == []
+        async with http.post(url, json={"token": selftest, "passed": False, "problems": ["packet_loss"],
+                                        "figures": {"loss_pct": 7.5, "rtt_ms": "x"}}) as r:
+            assert r.status == 201
+    with server.app[DATABASE].session() as session:
+        (stored,) = session.scalars(select(SelfTestResult)).all()
+    assert stored.endpoint_serial == "SN-7" and stored.passed is False
+    assert stored.problems == ["packet_loss"] and stored.figures == {"loss_pct": 7.5, "rtt_ms": None}
