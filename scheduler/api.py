@@ -552,7 +552,7 @@ class Api:
         if scope is None:
             return asked
         if asked is not None and asked != scope:
-            raise InvalidInput("forbidden_scope", "you see only your own organisation's reports")
+            raise Forbidden("forbidden", "you see only your own organisation's reports")
         return scope
 
     async def usage(self, request: web.Request, principal: Principal | None) -> web.Response:

@@ -1,0 +1,304 @@
+"""The REST API through a real HTTP server: the booking flow, roles, bad input, exports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from icalendar import Calendar
+from sqlalchemy import func, select
+
+from scheduler.api import setup_api
+from scheduler.auth import issue_api_token
+from scheduler.models import Booking, BookingOccurrence, Notification, Organisation
+from scheduler.services import SchedulerServices
+from tests.scheduler.conftest import NOW, FakeClock, World, join_link
+
+Client = TestClient  # type: ignore[type-arg]
+
+
+class Api:
+    def __init__(self, client: Client, tokens: dict[str, str], services: SchedulerServices,
+                 world: World, clock: FakeClock) -> None:
+        self.client, self.tokens, self.services = client, tokens, services
+        self.world, self.clock = world, clock
+
+    async def call(self, who: str | None, method: str, path: str, body: object = None,
+                   raw: bytes | None = None):  # type: ignore[no-untyped-def]
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        kwargs: dict[str, object] = {"headers": headers}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:
+            kwargs["json"] = body
+        return await self.client.request(method, "/api/v1" + path, **kwargs)
+
+    def count(self, model: type) -> int:
+        with self.world.db.session() as session:
+            return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.fixture
+async def api(world: World) -> AsyncIterator[Api]:
+    clock = FakeClock(NOW)
+    services = SchedulerServices(world.db, world.config, join_link=join_link, clock=clock,
+                                 run_jobs=False)
+    app = web.Application()
+    setup_api(app, services)
+    with world.db.session() as session:
+        tokens = {name: issue_api_token(session, principal.user_id)
+                  for name, principal in world.users.items()}
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client, tokens, services, world, clock)
+
+
+def meeting(organisation: int | None = None, **changes: object) -> dict[str, object]:
+    body: dict[str, object] = {"title": "Porada starostů", "start": "2026-12-03T10:00",
+                               "end": "2026-12-03T11:00", "participants": {"hd": 4, "audio": 2}}
+    if organisation is not None:
+        body["organisation_id"] = organisation
+    body.update(changes)
+    return body
+
+
+async def test_orp_admin_books_a_recurring_meeting_that_opens_and_admits(api: Api) -> None:
+    body = meeting(recurrence={"rrule": "FREQ=WEEKLY;BYDAY=MO;COUNT=4",
+                               "skip_public_holidays": True},
+                   start="2026-12-21T10:00", end="2026-12-21T11:30",
+                   invitees=["starosta@mesto.cz"])
+    response = await api.call("admin_orp_a", "POST", "/bookings", body)
+    assert response.status == 201, await response.text()
+    booking = await response.json()
+    # Mondays 21 Dec, 28 Dec, 4 Jan, 11 Jan: none is a holiday (Christmas is 24-26 Dec).
+    assert booking["organisation_id"] == api.world.orp_a
+    assert booking["occurrence_count"] == 4 and booking["units"] == 4 * 11 + 2 * 2
+    assert booking["join_links"]["guest"].startswith("http://multipoint.test/call/")
+
+    response = await api.call("admin_orp_a", "GET", f"/bookings/{booking['id']}/invitation.ics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/calendar")
+    calendar = Calendar.from_ical(await response.read())
+    assert calendar["METHOD"] == "REQUEST"
+    event = next(iter(calendar.walk("VEVENT")))
+    assert str(event["UID"]) == booking["uid"]
+    assert event["DTSTART"].params["TZID"] == "Europe/Prague"
+    assert event["RRULE"]["FREQ"] == ["WEEKLY"]
+    assert booking["join_links"]["guest"] in str(event["DESCRIPTION"])
+    assert [tz["TZID"] for tz in calendar.walk("VTIMEZONE")] == ["Europe/Prague"]
+
+    # 21 Dec 10:00 Prague is 09:00 UTC; the room opens ten minutes before.
+    api.clock.now = booking_time = NOW + timedelta(days=21, minutes=52)
+    await api.services.jobs.tick()
+    decision = api.services.admit_join(booking["room"], now=booking_time)
+    assert decision.allowed and decision.worker_id is not None
+
+
+async def test_refusal_is_409_with_the_occurrence_and_nearest_slots(api: Api) -> None:
+    full = meeting(api.world.izs, participants={"hd": 54})  # 594: 206 left for region A
+    assert (await api.call("izs", "POST", "/bookings", full)).status == 201
+    response = await api.call("admin_a", "POST", "/bookings",
+                              meeting(participants={"hd": 30}))
+    assert response.status == 409
+    error = (await response.json())["error"]
+    assert error["code"] == "capacity_exceeded"
+    assert error["conflicts"][0]["occurrence"] == "2026-12-03 10:00"
+    assert error["conflicts"][0]["available_units"] == 206
+    # The nearest hours either side of the IZS meeting (10:00-11:00).
+    assert [s["start"][11:] for s in error["suggestions"]] == ["09:00", "11:00", "11:15"]
+
+
+async def test_availability_shows_what_is_left(api: Api) -> None:
+    await api.call("admin_a", "POST", "/bookings", meeting(participants={"hd": 10}))
+    response = await api.call("admin_orp_a", "GET",
+                              "/availability?from=2026-12-03T09:00&to=2026-12-03T12:00")
+    data = await response.json()
+    assert response.status == 200 and data["pool_units"] == 1000
+    assert [(s["start"][11:16], s["free_units"], s["own_used_units"])
+            for s in data["segments"]] == [("09:00", 600, 0), ("10:00", 490, 110),
+                                           ("11:00", 600, 0)]
+
+
+async def test_every_role_is_refused_what_it_must_not_do(api: Api) -> None:
+    world = api.world
+    created = await api.call("admin_orp_b", "POST", "/bookings", meeting())
+    assert created.status == 201
+    other = (await created.json())["id"]
+    izs_booking = (await (await api.call("izs", "POST", "/bookings", meeting())).json())["id"]
+    before = (api.count(Booking), api.count(BookingOccurrence), api.count(Organisation))
+    forbidden: dict[str | None, list[tuple[str, str, object]]] = {
+        "coordinator": [
+            ("POST", "/bookings", meeting(world.region_a)),
+            ("GET", "/bookings", None),
+            ("GET", f"/bookings/{other}", None),
+            ("DELETE", f"/bookings/{other}", None),
+            ("GET", "/nodes", None),
+            ("POST", "/nodes", {"name": "n2", "workers": 2}),
+            ("PUT", f"/quotas/{world.region_a}", {"share_percent": 50}),
+            ("GET", "/bridges", None),
+            ("POST", "/organisations", {"name": "X", "kind": "other"}),
+            ("POST", "/users", {"name": "eve", "role": "operator"}),
+        ],
+        "admin_orp_a": [
+            ("GET", f"/bookings/{other}", None),
+            ("PATCH", f"/bookings/{other}", {"title": "mine now"}),
+            ("DELETE", f"/bookings/{other}", None),
+            ("GET", f"/bookings/{other}/invitation.ics", None),
+            ("POST", "/bookings", meeting(world.orp_b)),
+            ("POST", "/bookings", meeting(world.region_a)),
+            ("POST", "/bookings", meeting(priority="emergency")),
+            ("GET", "/nodes", None),
+            ("PATCH", "/nodes/1", {"enabled": False}),
+            ("PUT", f"/quotas/{world.orp_a}", {"share_percent": 10}),
+            ("POST", "/bridges", {"name": "b", "participants": {"hd": 1}}),
+            ("GET", f"/usage?organisation_id={world.orp_b}", None),
+            ("GET", f"/calls?organisation_id={world.orp_b}", None),
+            ("POST", "/users", {"name": "eve", "role": "operator"}),
+            ("POST", "/organisations", {"name": "X", "kind": "other"}),
+        ],
+        "admin_a": [
+            ("GET", f"/bookings/{other}", None),  # another region's ORP
+            ("GET", f"/bookings/{izs_booking}", None),
+        ],
+        "izs": [
+            ("POST", "/bookings", meeting(world.region_a)),
+            ("GET", f"/bookings/{other}", None),
+            ("POST", "/bridges", {"name": "b", "organisation_id": world.region_a,
+                                  "participants": {"hd": 1}}),
+            ("GET", "/nodes", None),
+            ("PUT", f"/quotas/{world.izs}", {"share_percent": 10}),
+            ("POST", "/users/1/tokens", {}),
+        ],
+        "operator": [
+            ("POST", "/bookings", meeting(world.region_a, priority="emergency")),
+        ],
+    }
+    for who, attempts in forbidden.items():
+        for method, path, body in attempts:
+            response = await api.call(who, method, path, body)
+            assert response.status == 403, (who, method, path, await response.text())
+            assert (await response.json())["error"]["code"] == "forbidden"
+    for method, path in (("GET", "/bookings"), ("POST", "/bookings"), ("GET", "/me")):
+        response = await api.call(None, method, path, meeting())
+        assert response.status == 401
+    api.tokens["forged"] = "mpt_" + "x" * 43
+    assert (await api.call("forged", "GET", "/me")).status == 401
+    assert (api.count(Booking), api.count(BookingOccurrence), api.count(Organisation)) == before
+    listed = await (await api.call("admin_orp_a", "GET", "/bookings?from=2026-12-01T00:00")).json()
+    assert listed["bookings"] == []
+
+
+async def test_bad_input_gets_clear_errors_and_writes_nothing(api: Api) -> None:
+    cases: list[tuple[object, str]] = [
+        (meeting(start="2027-03-28T02:30", end="2027-03-28T03:30"), "impossible_time"),
+        (meeting(time_zone="Europe/Atlantis"), "unknown_time_zone"),
+        (meeting(start="tomorrow"), "invalid_time"),
+        (meeting(end="2026-12-03T09:00"), "invalid_interval"),
+        (meeting(recurrence={"rrule": "FREQ=DAILY;COUNT=100000"}), "too_many_occurrences"),
+        (meeting(recurrence={"rrule": "FREQ=DAILY"}), "unbounded_rrule"),
+        (meeting(recurrence={"rrule": "RUBBISH"}), "invalid_rrule"),
+        (meeting(participants={"hd": "3"}), "invalid_input"),
+        (meeting(participants={"hd": -1}), "invalid_input"),
+        (meeting(participants={}), "no_participants"),
+        (meeting(title=""), "invalid_input"),
+        (meeting(start=1700000000), "invalid_input"),
+        (meeting(colour="blue"), "invalid_input"),
+        (meeting(invitees=["not an address"]), "invalid_input"),
+        (meeting(priority="urgent"), "invalid_input"),
+        ([1, 2, 3], "invalid_input"),
+    ]
+    for body, code in cases:
+        response = await api.call("admin_a", "POST", "/bookings", body)
+        error = (await response.json())["error"]
+        assert response.status == 422, (body, error)
+        assert error["code"] == code, (body, error)
+        assert error["message"]
+    response = await api.call("admin_a", "POST", "/bookings", raw=b"{not json")
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "invalid_json"
+    typed = await (await api.call("admin_a", "POST", "/bookings",
+                                  meeting(participants={"hd": "3"}))).json()
+    assert typed["error"]["fields"][0]["field"] == "participants.hd"
+    assert api.count(Booking) == api.count(BookingOccurrence) == api.count(Notification) == 0
+    assert (await api.call("admin_a", "GET", "/bookings/abc")).status == 404
+    assert (await api.call("admin_a", "GET", "/bookings/999")).status == 404
+    assert (await api.call("admin_a", "GET", "/availability?from=2026-12-01&to=2027-06-01")
+            ).status == 422
+
+
+async def test_change_and_cancel_through_the_api(api: Api) -> None:
+    booking = await (await api.call("admin_a", "POST", "/bookings", meeting())).json()
+    response = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"start": "2026-12-04T13:00", "end": "2026-12-04T14:00"})
+    changed = await response.json()
+    assert response.status == 200, changed
+    assert changed["sequence"] == 1 and changed["start"] == "2026-12-04T13:00"
+    assert [o["state"] for o in changed["occurrences"]] == ["scheduled"]
+    response = await api.call("admin_a", "DELETE", f"/bookings/{booking['id']}")
+    assert (await response.json())["status"] == "cancelled"
+    ics = await (await api.call("admin_a", "GET",
+                                f"/bookings/{booking['id']}/invitation.ics")).read()
+    assert Calendar.from_ical(ics)["METHOD"] == "CANCEL"
+
+
+async def test_operator_manages_nodes_quotas_bridges_and_users(api: Api) -> None:
+    response = await api.call("operator", "POST", "/nodes", {"name": "node-2", "workers": 2})
+    assert response.status == 201
+    quotas = await (await api.call("admin_a", "GET", "/quotas")).json()
+    assert quotas["pool_units"] == 2000 and quotas["izs_reserve_units"] == 400
+    response = await api.call("operator", "PUT", f"/quotas/{api.world.central}",
+                              {"share_percent": 50})
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "shares_exceed_pool"
+    assert (await api.call("operator", "PUT", f"/quotas/{api.world.central}",
+                           {"share_percent": 15})).status == 200
+    nodes = await (await api.call("operator", "GET", "/nodes")).json()
+    assert [len(n["workers"]) for n in nodes["nodes"]] == [2, 2]
+
+    bridge = await api.call("izs", "POST", "/bridges",
+                            {"name": "Krizový štáb", "participants": {"hd": 10}})
+    assert bridge.status == 201
+    room = (await bridge.json())["room"]
+    assert api.services.admit_join(room).allowed
+    listed = await (await api.call("izs", "GET", "/bridges")).json()
+    assert [b["room"] for b in listed["bridges"]] == [room]
+
+    user = await (await api.call("operator", "POST", "/users",
+                                 {"name": "nova", "role": "org_admin",
+                                  "organisation_id": api.world.orp_b})).json()
+    token = await (await api.call("operator", "POST", f"/users/{user['id']}/tokens",
+                                  {"label": "cli"})).json()
+    api.tokens["nova"] = token["token"]
+    me = await (await api.call("nova", "GET", "/me")).json()
+    assert me["role"] == "org_admin" and me["organisation_id"] == api.world.orp_b
+
+
+async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
+    booking = await (await api.call("admin_a", "POST", "/bookings", meeting())).json()
+    start = NOW + timedelta(days=3, hours=1, minutes=55)  # 3 Dec 09:55 UTC
+    assert api.services.admit_join(booking["room"], now=start).allowed
+    record = api.services.record_join(booking["room"], participant="Jana", now=start)
+    api.services.record_leave(record, now=start + timedelta(minutes=30))
+    await api.services.jobs.rollup(start.date())
+
+    response = await api.call("coordinator", "GET",
+                              "/calls?from=2026-12-01T00:00&to=2026-12-05T00:00&format=csv")
+    assert response.status == 200 and response.content_type == "text/csv"
+    lines = (await response.text()).splitlines()
+    assert lines[0].startswith("id,room,booking_id,organisation_id,participant")
+    assert len(lines) == 2 and "Jana" in lines[1] and lines[1].endswith(",1800")
+    usage = await (await api.call("admin_a", "GET",
+                                  "/usage?from=2026-12-01T00:00&to=2026-12-05T00:00")).json()
+    assert usage["usage"] == [{"organisation_id": api.world.region_a, "calls": 1,
+                               "participant_hours": 0.5, "booked_unit_hours": 48.0}]
+
+
+async def test_openapi_lists_every_route(api: Api) -> None:
+    response = await api.call(None, "GET", "/openapi.json")
+    document = await response.json()
+    assert document["openapi"].startswith("3.")
+    assert {"get", "post"} <= set(document["paths"]["/api/v1/bookings"])
+    assert "BookingIn" in document["components"]["schemas"]
+    assert len([op for path in document["paths"].values() for op in path]) == 24
