@@ -158,7 +158,10 @@ class Compositor:
 
     def tick(self) -> list[EncodedFrame]:
         """Compose and encode one frame of the fixed frame tick."""
-        frame = self.compose()
+        return self.encode(self.compose())
+
+    def encode(self, frame: av.VideoFrame) -> list[EncodedFrame]:
+        """Encode a composed frame, honouring (and rate-limiting) key frame requests."""
         self._since_keyframe += 1
         keyframe = self._keyframe_requested and self._since_keyframe >= self._keyframe_gap
         if keyframe:
