@@ -1,0 +1,61 @@
+"""Migrations build the schema the models describe; `seed` loads the real organisations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from scheduler.db import Base, Database, upgrade
+from scheduler.models import MediaWorker, Organisation, Quota
+from scheduler.seed import seed
+
+ORP_PER_REGION = {
+    "Středočeský kraj": 26, "Jihočeský kraj": 17, "Plzeňský kraj": 15, "Karlovarský kraj": 7,
+    "Ústecký kraj": 16, "Liberecký kraj": 10, "Královéhradecký kraj": 15,
+    "Pardubický kraj": 15, "Kraj Vysočina": 15, "Jihomoravský kraj": 21,
+    "Olomoucký kraj": 13, "Zlínský kraj": 13, "Moravskoslezský kraj": 22,
+}
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    upgrade(db_url)
+    upgrade(db_url)  # a second run changes nothing
+    database = Database(db_url)
+    try:
+        with database.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection),
+                                           Base.metadata)
+    finally:
+        database.dispose()
+    assert differences == []
+
+
+def test_seed_loads_regions_and_orp_idempotently(db_url: str) -> None:
+    upgrade(db_url)
+    database = Database(db_url)
+    try:
+        with database.session() as session:
+            first = seed(session, local_workers=2)
+        with database.session() as session:
+            second = seed(session, local_workers=2)
+            organisations = session.scalars(select(Organisation)).all()
+            workers = session.scalars(select(MediaWorker)).all()
+            quotas = session.scalars(select(Quota)).all()
+    finally:
+        database.dispose()
+    assert first.created["region"] == 14 and first.created["orp"] == 205
+    assert second.created == {}
+    by_id = {org.id: org for org in organisations}
+    kinds = Counter(org.kind for org in organisations)
+    assert kinds["region"] == 14 and kinds["orp"] == 205 and kinds["izs"] >= 3 * 14
+    assert kinds["central"] >= 14
+    per_region = Counter(by_id[org.parent_id].name for org in organisations
+                         if org.kind == "orp" and org.parent_id is not None)
+    assert all(by_id[o.parent_id].kind == "region" for o in organisations  # type: ignore[index]
+               if o.kind == "orp")
+    assert per_region == Counter(ORP_PER_REGION)
+    assert len(workers) == 2
+    assert sum(q.share_bp for q in quotas) + 2000 <= 10000  # leaves the 20 % IZS reserve
