@@ -144,9 +144,9 @@ class Participant:
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
                 _prefer_codecs(transceiver, kind)
                 adapter.take_over_transceiver(
-                    transceiver,
-                    on_receive=lambda negotiated, dtls, p=producer: self._producer_negotiated(p, negotiated, dtls),
-                    on_send=None)
+                    transceiver, on_send=None,
+                    on_receive=lambda negotiated, dtls, p=producer: self._producer_negotiated(
+                        p, negotiated, dtls))
                 self.producers[source] = producer
                 self._pending_publish.append((source, transceiver))
         # One send-only leg per producer we should receive and do not yet.
@@ -389,6 +389,7 @@ class Room:
         self.echo = echo
         self.participants: dict[str, Participant] = {}
         self.created_at = time.time()
+        self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
 
     def producers_for(self, participant: Participant) -> list[Producer]:
         chosen = []
@@ -413,7 +414,9 @@ class Room:
     def _renegotiate_others(self, except_id: str | None) -> None:
         for participant in list(self.participants.values()):
             if participant.id != except_id or self.echo:
-                asyncio.ensure_future(participant.renegotiate())
+                task = asyncio.ensure_future(participant.renegotiate())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def leave(self, participant: Participant) -> None:
         if self.participants.pop(participant.id, None) is None:

@@ -188,7 +188,8 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
             return _json_error(403, "forbidden", "only a self-test link can post a self-test result")
         passed, problems, figures = body.get("passed"), body.get("problems", []), body.get("figures", {})
         if not isinstance(passed, bool) or not isinstance(problems, list) or not isinstance(figures, dict):
-            return _json_error(400, "bad_message", "need 'passed' (bool), 'problems' (list), 'figures' (object)")
+            return _json_error(400, "bad_message",
+                               "need 'passed' (bool), 'problems' (list), 'figures' (object)")
         clean_figures = {str(k)[:40]: (float(v) if isinstance(v, int | float) else None)
                          for k, v in list(figures.items())[:20]}
         result_id = await record_selftest({

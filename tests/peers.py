@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from aiortc import (
-    RTCBundlePolicy,
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,

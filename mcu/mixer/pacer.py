@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 async def run_ticks(
@@ -26,18 +29,25 @@ async def run_ticks(
     """Call `fn(tick_index)` every `interval` seconds until cancelled or `stop` is set.
 
     `fn` may be a plain function or a coroutine function. `on_skip(count)` is told
-    how many ticks a stall cost.
+    how many ticks a stall cost. An exception from `fn` is logged and the ticks go
+    on: one bad tick must not silence a room for good.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
     index = 0
+    errors = 0
     while stop is None or not stop.is_set():
         delay = start + index * interval - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        result = fn(index)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = fn(index)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            errors += 1
+            if errors == 1 or errors % 1000 == 0:  # a bug repeating every tick: no flood
+                log.exception("tick %d failed (%d failures so far)", index, errors)
         index += 1
         behind = loop.time() - (start + index * interval)
         if behind > max_catch_up * interval:

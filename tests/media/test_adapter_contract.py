@@ -48,7 +48,7 @@ async def test_packets_are_forwarded_and_echoed_video_decodes(echo_call) -> None
 
 
 async def test_keyframe_request_from_subscriber_reaches_publisher(echo_call) -> None:
-    worker, participant, peer, offer = echo_call
+    _, participant, peer, offer = echo_call
     probe = RtcpProbe(peer)
     camera_slot = client_transceiver(peer, offer.publish["camera"])
     probe.watch_sender(camera_slot)
@@ -99,10 +99,10 @@ async def test_error_while_sending_never_closes_the_receiving_side(echo_call) ->
 
 
 async def test_no_decoder_runs_on_the_server(echo_call) -> None:
-    worker, participant, peer, _ = echo_call
+    _, participant, _, _ = echo_call
     assert not any(aiortc_adapter.decoder_running(t) for t in participant.pc.getTransceivers())
 
 
 def test_internals_are_checked_at_import() -> None:
     aiortc_adapter.check_internals()
-    assert aiortc_adapter.PINNED_AIORTC == aiortc_adapter.aiortc.__version__
+    assert aiortc_adapter.aiortc.__version__ == aiortc_adapter.PINNED_AIORTC
