@@ -40,3 +40,18 @@ async def test_a_long_stall_skips_ticks_instead_of_bursting_them() -> None:
     assert seen[3] - seen[2] >= 5
     assert sum(skipped) >= 5
     assert len(seen) == 8
+
+
+async def test_a_failing_tick_does_not_stop_the_ticks() -> None:
+    stop = asyncio.Event()
+    seen: list[int] = []
+
+    def tick(index: int) -> None:
+        seen.append(index)
+        if len(seen) == 6:
+            stop.set()
+        if len(seen) == 2:
+            raise RuntimeError("one bad tick")
+
+    await asyncio.wait_for(run_ticks(0.002, tick, stop=stop), timeout=30)
+    assert len(seen) == 6
