@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mixer_media import band_energy, decode_opus, level_of, opus_packets, tone
 
 from mcu.mixer.audio import AudioMixer
+from tests.mixer.mixer_media import band_energy, decode_opus, level_of, opus_packets, tone
 
 FREQS = {"a": 440.0, "b": 1000.0, "c": 1700.0}
 SECONDS = 2.0

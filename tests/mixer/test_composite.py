@@ -5,11 +5,11 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-from mixer_media import vp8_frames
 
 from mcu.mixer.composite import Compositor
 from mcu.mixer.layout import grid, speaker
 from mcu.mixer.vp8 import EncodedFrame, SelectiveDecoder, Vp8Decoder, is_keyframe
+from tests.mixer.mixer_media import vp8_frames
 
 COLOURS = {
     "red": (220, 30, 30),

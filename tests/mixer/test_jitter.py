@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from mixer_media import FRAME, opus_packets, tone
 
 from mcu.mixer.jitter import JitterBuffer, OpusPlayout, UnitKind
 from mcu.mixer.opus import packet_samples
+from tests.mixer.mixer_media import FRAME, opus_packets, tone
 
 TONE = opus_packets(tone(440, 3.0))
 

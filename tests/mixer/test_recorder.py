@@ -11,13 +11,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from mixer_media import level_of, opus_packets, tone
 
 from mcu.mixer.audio import AudioMixer
 from mcu.mixer.composite import Compositor
 from mcu.mixer.recorder import Recorder
+from tests.mixer.mixer_media import level_of, opus_packets, tone
 
 FPS = 25
+ROOT = Path(__file__).resolve().parents[2]  # the repository, for the child processes
 SECONDS = 2.0
 
 
@@ -105,8 +106,8 @@ def test_a_process_that_exits_without_stop_leaves_a_finished_file(tmp_path: Path
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_recorder import Clock, Room
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.mixer.test_recorder import Clock, Room
         room = Room({str(path)!r}, Clock())
         room.run({SECONDS})
         raise SystemExit("room crashed")  # no stop(), and the room is still referenced
@@ -122,8 +123,8 @@ def test_a_killed_process_leaves_a_readable_file_that_repair_finishes(tmp_path: 
     script = textwrap.dedent(
         f"""
         import os, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_recorder import Clock, Room
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.mixer.test_recorder import Clock, Room
         room = Room({str(path)!r}, Clock())
         room.run({SECONDS + 1})
         os._exit(9)  # like SIGKILL: no finalizer, no close

@@ -6,10 +6,10 @@ import random
 
 import pytest
 from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
-from mixer_media import vp8_frames
 
 from mcu.mixer.vp8 import Vp8Decoder
 from mcu.mixer.vp8rtp import Vp8Depacketizer, packetize, parse_descriptor
+from tests.mixer.mixer_media import vp8_frames
 
 
 @pytest.fixture(scope="module")
