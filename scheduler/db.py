@@ -5,6 +5,7 @@ SQLite (WAL, one writer) is the embedded default; PostgreSQL is the production d
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,6 +71,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer; threads of this process queue here rather than in
+        # SQLite's busy handler, which polls with growing sleeps (seconds of tail latency).
+        self._sqlite_writer = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -89,7 +93,8 @@ class Database:
             with self.session() as session:
                 yield session
             return
-        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection, \
+        with self._sqlite_writer, \
+                self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection, \
                 Session(bind=connection, expire_on_commit=False) as session, session.begin():
             yield session
 

@@ -43,8 +43,14 @@ def active_local_starts(booking: Booking, occurrences: Iterable[BookingOccurrenc
             if o.state == "scheduled"]
 
 
+def _has_recipients(booking: Booking) -> bool:
+    return bool(booking.organiser_email or booking.invitees)
+
+
 def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccurrence],
            now: datetime, join_link: JoinLink, *, changed: bool = False) -> None:
+    if not _has_recipients(booking):
+        return  # an invitation is costly to build (time zones): only for someone to read
     ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
                                  join_link(booking.room_name, "guest"))
     verb = "Změna" if changed else "Pozvánka"
@@ -56,6 +62,8 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
 
 
 def cancelled(session: Session, booking: Booking, now: datetime, join_link: JoinLink) -> None:
+    if not _has_recipients(booking):
+        return
     ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"))
     _queue(session, booking, "cancel", f"Zrušeno / Cancelled: {booking.title}",
            f"Schůzka {booking.title} byla zrušena. / The meeting was cancelled.", ics, join_link)

@@ -89,7 +89,7 @@ def parse_local(value: object, tz: ZoneInfo, field_name: str) -> datetime:
                               "date-time such as 2026-12-01T10:00") from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(tz).replace(tzinfo=None)
-    return parsed.replace(second=0, microsecond=0) if parsed.second == 0 else parsed
+    return parsed.replace(microsecond=0)
 
 
 def czech_holidays(first: date, last: date) -> set[date]:
@@ -111,10 +111,7 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
     if duration > limits.max_duration:
         raise RecurrenceError("too_long", f"a meeting may last at most {limits.max_duration}")
     horizon = now + limits.horizon
-    if schedule.rrule is None:
-        starts = [schedule.start]
-    else:
-        starts = _rule_starts(schedule, limits, tz, horizon)
+    starts = _rule_starts(schedule, limits, tz, horizon) if schedule.rrule else [schedule.start]
     excluded = set(schedule.exdates)
     starts = [start for start in starts if start not in excluded]
     skipped: list[date] = []
