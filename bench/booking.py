@@ -165,7 +165,11 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s: float,
-                rng_seed: int) -> dict[str, object]:
+                rng_seed: int, rate: float = 0.0, prefix: str = "") -> dict[str, object]:
+    """Clients book as fast as they can (closed loop), or, with ``rate``, together send
+    that many requests per second, each client waiting an exponential pause between its
+    requests (open loop: latency is the decision's, not the queue's a saturated closed
+    loop builds by Little's law)."""
     groups = _organisers(db)
     days = _working_days(datetime(2026, 7, 2), 60)  # book the next two months
     latencies: list[float] = []
@@ -181,6 +185,10 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         rng = random.Random(rng_seed * 1000 + number)
         start_barrier.wait()
         while time.perf_counter() < stop_at[0]:
+            if rate:
+                time.sleep(rng.expovariate(rate / clients))
+                if time.perf_counter() >= stop_at[0]:
+                    break
             org = _pick(rng, groups)
             start_local, end_local = _slot(rng, rng.choice(days))
             weekly = rng.random() < 0.05
@@ -213,7 +221,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
-    return {
+    figures = {
         "clients": clients, "decision_phase_s": round(elapsed, 2),
         "decisions": len(latencies), **outcomes,
         "bookings_per_s": round(len(latencies) / elapsed, 1),
@@ -221,6 +229,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         "booking_p99_ms": round(percentile(latencies, 0.99), 2),
         "booking_max_ms": round(max(latencies, default=0.0), 2),
     }
+    return {prefix + key: value for key, value in figures.items()}
 
 
 def single_client(db: Database, config: SchedulerConfig, decisions: int,
@@ -269,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=20.0,
                         help="seconds of the concurrent decision phase (default 20)")
+    parser.add_argument("--paced-rate", type=float, default=0.0,
+                        help="requests/s of the paced (open-loop) phase; default: half of "
+                             "what the closed loop sustained")
     parser.add_argument("--availability-runs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema")
@@ -302,7 +314,13 @@ def main(argv: list[str] | None = None) -> int:
             connection.execute(text("ANALYZE"))
         result.update({"bookings_seeded": seeded, "occurrences_seeded": occurrences,
                        "pool_units": pool, "seed_s": round(time.perf_counter() - began, 1)})
-        result.update(run_clients(db, config, args.clients, args.duration, args.seed))
+        closed = run_clients(db, config, args.clients, args.duration, args.seed)
+        result.update(closed)
+        # Then the same clients at half the rate the closed loop sustained.
+        rate = args.paced_rate or max(1.0, float(closed["bookings_per_s"]) / 2)  # type: ignore[arg-type]
+        result["paced_rate_per_s"] = round(rate, 1)
+        result.update(run_clients(db, config, args.clients, args.duration, args.seed + 1,
+                                  rate=rate, prefix="paced_"))
         result.update(single_client(db, config, 200, args.seed + 7))
         result.update(time_availability(db, config, args.availability_runs, rng))
         with db.session() as session:

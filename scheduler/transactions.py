@@ -45,16 +45,22 @@ def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:
 def lock_for_decision(session: Session, days: list[date], *, exclusive_pool: bool = False) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return  # SQLite: the write session already holds the only writer lock
-    session.execute(pg_insert(CapacityPool).values(id=1, version=0)
-                    .on_conflict_do_nothing(index_elements=["id"]))
     pool = select(CapacityPool.id).where(CapacityPool.id == 1)
-    session.execute(pool.with_for_update() if exclusive_pool
-                    else pool.with_for_update(read=True))
-    if days:
+    pool = pool.with_for_update() if exclusive_pool else pool.with_for_update(read=True)
+    if session.execute(pool).first() is None:
+        session.execute(pg_insert(CapacityPool).values(id=1, version=0)
+                        .on_conflict_do_nothing(index_elements=["id"]))
+        session.execute(pool)
+    if not days:
+        return
+    rows = select(CapacityDay.day).where(CapacityDay.day.in_(days)) \
+        .order_by(CapacityDay.day).with_for_update()
+    # Usually every day has its row already: one statement. A new day is inserted first
+    # (a concurrent insert of the same day waits, then does nothing), then locked.
+    if len(session.execute(rows).all()) < len(days):
         session.execute(pg_insert(CapacityDay).values([{"day": day} for day in days])
                         .on_conflict_do_nothing(index_elements=["day"]))
-        session.execute(select(CapacityDay.day).where(CapacityDay.day.in_(days))
-                        .order_by(CapacityDay.day).with_for_update())
+        session.execute(rows)
 
 
 def _retryable(exc: DBAPIError) -> bool:
