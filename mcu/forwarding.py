@@ -54,8 +54,13 @@ class Producer:
         self.sender_report: tuple[float, float, int] | None = None
         self.sender_report_lsr = 0
         self.last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL_S
-        self.audio_level: int = 127  # -dBov of the last packet, 127 = silence
-        self.on_first_packet: Callable[[Producer], None] | None = None
+        # Loudness since the room last looked: sum of (127 - level) over packets.
+        self.activity_sum = 0
+        self.activity_packets = 0
+        self.muted = False  # set by the owner or a host: nothing is forwarded
+        self.sharing = False  # screen slots: the owner said a screen share is on
+        self.bitrate_bps = 0.0  # measured by the room every control interval
+        self._octets_seen = 0
 
     @property
     def active(self) -> bool:
@@ -64,7 +69,6 @@ class Producer:
     def receive(self, data: bytes, view: rtp.RtpView) -> None:
         """Forward one received packet to every consumer."""
         now = time.monotonic()
-        first = self.packets == 0
         self.packets += 1
         self.octets += view.payload_end - view.payload_start
         self.last_packet_at = now
@@ -78,11 +82,14 @@ class Producer:
 
         # The extension block is the same for every consumer: the server's offer fixes
         # the IDs on every leg. The publisher's mid is dropped (each leg has its own).
+        if self.muted:
+            return
         keyframe = False
         if self.kind == "audio":
             level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
             if level:
-                self.audio_level = level[0] & 0x7F
+                self.activity_sum += 127 - (level[0] & 0x7F)
+                self.activity_packets += 1
                 extension = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, level[:1])])
             else:
                 extension = b""
@@ -99,8 +106,17 @@ class Producer:
             except Exception:  # one broken subscriber must never stop the others
                 self.counters.handler_errors += 1
                 logger.exception("consumer %s failed", consumer.id)
-        if first and self.on_first_packet is not None:
-            self.on_first_packet(self)
+
+    def take_activity(self) -> float:
+        """Mean loudness (0-127) since the last call, and start a new interval."""
+        mean = self.activity_sum / self.activity_packets if self.activity_packets else 0.0
+        self.activity_sum = self.activity_packets = 0
+        return 0.0 if self.muted else mean
+
+    def measure_bitrate(self, interval_s: float) -> float:
+        self.bitrate_bps = (self.octets - self._octets_seen) * 8 / interval_s if interval_s > 0 else 0.0
+        self._octets_seen = self.octets
+        return self.bitrate_bps
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         self.sender_report = (time.monotonic(), ntp_timestamp / (1 << 32), rtp_timestamp)
@@ -165,6 +181,7 @@ class Consumer:
         self.last_ts = 0
         self.last_sent_at = 0.0
         self.remb_bps: int | None = None
+        self.remb_group: int | None = None
         self.fraction_lost = 0
         self.rtt_s: float | None = None
 

@@ -21,12 +21,15 @@ from aiortc import RTCSessionDescription
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
 from mcu.forwarding import Consumer, Producer
+from mcu.lastn import VideoLeg, choose_videos
+from mcu.speaker import SpeakerDetector
 from mcu.stats import WorkerCounters
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_SLOTS = (("audio", "microphone"), ("video", "camera"), ("video", "screen"))
 RTCP_INTERVAL_S = 1.0
+CONTROL_INTERVAL_S = 0.5
 DEFAULT_REMB_BPS = 1_500_000
 
 
@@ -50,6 +53,8 @@ class Offer:
 @dataclass
 class MediaConfig:
     ice_servers: list[Any] = field(default_factory=list)  # RTCIceServer
+    last_n: int = 9  # most camera videos one subscriber receives
+    probe_interval_s: float = 8.0  # quiet time before a paused video is tried again
 
 
 _ids = itertools.count(1)
@@ -74,6 +79,8 @@ class Participant:
         self._publish_mids: dict[str, str] = {}
         self._pending_publish: list[tuple[str, Any]] = []  # until mids are assigned
         self._pending_legs: list[tuple[Consumer, Any]] = []
+        self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
+        self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
         self._tapped: set[int] = set()
         self._writers: dict[int, Callable[[bytes], None]] = {}
         self._revision = 0
@@ -90,7 +97,7 @@ class Participant:
         async def _state_changed() -> None:
             if self.pc.connectionState in ("failed", "closed") and not self.closed:
                 logger.info("participant %s connection %s", self.id, self.pc.connectionState)
-                await self.room.leave(self)
+                await self.room.leave(self, reason="connection_" + self.pc.connectionState)
 
     # Negotiation ----------------------------------------------------------------------
 
@@ -140,7 +147,6 @@ class Participant:
         if not self.producers:
             for kind, source in PUBLISH_SLOTS:
                 producer = Producer(f"{self.id}-{source}", self.id, kind, source, self.counters)
-                producer.on_first_packet = self.room.producer_started
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
                 _prefer_codecs(transceiver, kind)
                 adapter.take_over_transceiver(
@@ -282,14 +288,24 @@ class Participant:
                     except ValueError:
                         self.counters.rtcp_malformed += 1
                         continue
-                    for ssrc in ssrcs:
-                        consumer = self._consumer_by_ssrc.get(ssrc)
-                        if consumer is not None:
-                            consumer.remb_bps = bitrate
+                    self._on_remb(bitrate, ssrcs)
             elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK:
                 consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
                     consumer.retransmit(packet.lost)
+
+    def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
+        # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
+        group = hash(tuple(sorted(ssrcs)))
+        self.remb_estimates[group] = bitrate
+        for ssrc in ssrcs:
+            consumer = self._consumer_by_ssrc.get(ssrc)
+            if consumer is not None:
+                consumer.remb_bps = bitrate
+                consumer.remb_group = group
+        live = {c.remb_group for c in self.consumers.values()}
+        for stale in [g for g in self.remb_estimates if g not in live]:
+            del self.remb_estimates[stale]
 
     def _on_reception_reports(self, reports: list[Any]) -> None:
         for report in reports:
@@ -381,6 +397,8 @@ class Room:
     """Participants on this worker who see and hear each other.
 
     An ``echo`` room sends each participant its own media back: the self-test call.
+    A control loop, not the packet path, decides who speaks and which videos each
+    subscriber gets (last-N within its bandwidth estimate).
     """
 
     def __init__(self, worker: MediaWorker, name: str, echo: bool = False) -> None:
@@ -389,7 +407,13 @@ class Room:
         self.echo = echo
         self.participants: dict[str, Participant] = {}
         self.created_at = time.time()
+        self.locked = False
+        self.last_n = worker.config.last_n
+        self.speakers = SpeakerDetector()
+        # Signaling listens here: ("speaker" | "left" | "participants", details).
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
+        self._control_task: asyncio.Task[None] | None = None
 
     def producers_for(self, participant: Participant) -> list[Producer]:
         chosen = []
@@ -397,19 +421,21 @@ class Room:
             if (other is participant) != self.echo:
                 continue
             for producer in other.producers.values():
-                # Screen legs appear only once someone actually shares a screen.
-                if producer.source != "screen" or producer.active:
+                # Screen legs exist only while someone shares a screen.
+                if producer.source != "screen" or producer.sharing:
                     chosen.append(producer)
         return chosen
 
     def join(self, name: str, role: str) -> Participant:
         participant = Participant(self, name, role)
         self.participants[participant.id] = participant
+        if self._control_task is None:
+            self._control_task = asyncio.ensure_future(self._run_control())
         return participant
 
-    def producer_started(self, producer: Producer) -> None:
-        if producer.source == "screen":
-            self._renegotiate_others(producer.owner_id)
+    def announce_join(self, participant: Participant) -> None:
+        self._renegotiate_others(participant.id)
+        self._emit("participants", {})
 
     def _renegotiate_others(self, except_id: str | None) -> None:
         for participant in list(self.participants.values()):
@@ -418,19 +444,111 @@ class Room:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def leave(self, participant: Participant) -> None:
+    async def leave(self, participant: Participant, reason: str = "left") -> None:
         if self.participants.pop(participant.id, None) is None:
             return
         for other in self.participants.values():
             for producer in participant.producers.values():
                 other.drop_consumer(producer)
+        self.speakers.forget(participant.id)
         await participant.close()
-        self._renegotiate_others(None)
-        if not self.participants:
-            self.worker.rooms.pop(self.name, None)
+        self._emit("left", {"participant": participant.id, "reason": reason})
+        if self.participants:
+            self._renegotiate_others(None)
+            self._emit("participants", {})
+        else:
+            self.close()
 
-    def announce_join(self, participant: Participant) -> None:
+    def close(self) -> None:
+        if self._control_task is not None:
+            self._control_task.cancel()
+        if self.worker.rooms.get(self.name) is self:
+            del self.worker.rooms[self.name]
+
+    # Moderation ------------------------------------------------------------------------
+
+    def set_muted(self, participant: Participant, source: str, muted: bool) -> None:
+        """Stop (or resume) forwarding one of a participant's tracks, whatever it sends."""
+        producer = participant.producers[source]
+        if producer.muted != muted:
+            producer.muted = muted
+            self._emit("participants", {})
+
+    def set_sharing(self, participant: Participant, sharing: bool) -> None:
+        producer = participant.producers["screen"]
+        if producer.sharing == sharing:
+            return
+        producer.sharing = sharing
+        if not sharing:
+            for other in self.participants.values():
+                other.drop_consumer(producer)
         self._renegotiate_others(participant.id)
+        self._emit("participants", {})
+
+    def describe_participants(self) -> list[dict[str, Any]]:
+        return [{"id": p.id, "name": p.name, "role": p.role,
+                 "audio_muted": p.producers["microphone"].muted,
+                 "video_muted": p.producers["camera"].muted,
+                 "screen": p.producers["screen"].sharing}
+                for p in self.participants.values() if p.producers]
+
+    def _emit(self, event: str, details: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event, details)
+            except Exception:
+                logger.exception("room %s: event listener failed", self.name)
+
+    # Control loop -------------------------------------------------------------------
+
+    async def _run_control(self) -> None:
+        interval = CONTROL_INTERVAL_S
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    self.control_step(interval)
+                except Exception:
+                    logger.exception("room %s: control step failed", self.name)
+        except asyncio.CancelledError:
+            pass
+
+    def control_step(self, interval: float) -> None:
+        activity = {}
+        for participant in self.participants.values():
+            for producer in participant.producers.values():
+                producer.measure_bitrate(interval)
+            if participant.producers:
+                activity[participant.id] = participant.producers["microphone"].take_activity()
+        if self.speakers.update(activity):
+            self._emit("speaker", {"active": self.speakers.active,
+                                   "speaking": sorted(self.speakers.speaking)})
+        if not self.echo:
+            self._choose_videos()
+
+    def _choose_videos(self) -> None:
+        now = time.monotonic()
+        probe_after = self.worker.config.probe_interval_s
+        for subscriber in self.participants.values():
+            consumers = [c for c in subscriber.consumers.values() if c.kind == "video"]
+            if not consumers:
+                continue
+            legs = [VideoLeg(c.producer.id, c.producer.owner_id, c.producer.source == "screen",
+                             c.producer.bitrate_bps, not c.paused, c.remb_group)
+                    for c in consumers]
+            may_probe = now - subscriber.last_video_change >= probe_after
+            chosen = choose_videos(legs, self.speakers.recent, self.last_n,
+                                   subscriber.remb_estimates, may_probe)
+            changed = False
+            for consumer in consumers:
+                if consumer.producer.id in chosen and consumer.paused:
+                    consumer.resume()
+                    changed = True
+                elif consumer.producer.id not in chosen and not consumer.paused:
+                    consumer.pause()
+                    changed = True
+            if changed:
+                subscriber.last_video_change = now
 
 
 class MediaWorker:
@@ -442,6 +560,7 @@ class MediaWorker:
         self.counters = WorkerCounters()
 
     def room(self, name: str, echo: bool = False) -> Room:
+        """The room of that name, opened on first use."""
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(self, name, echo=echo)

@@ -13,17 +13,22 @@ PROTOCOL_VERSION = 1
 MAX_SDP_BYTES = 256 * 1024  # an offer/answer with 60 legs stays far below this
 MAX_NAME_CHARS = 80
 
-CLIENT_MESSAGE_TYPES = frozenset({"join", "answer", "leave", "ping"})
+MAX_CHAT_CHARS = 2000
+
+CLIENT_MESSAGE_TYPES = frozenset({
+    "join", "answer", "leave", "ping",
+    "set_muted", "screen", "chat",  # any participant, about themselves / the room
+    "mute", "request_unmute", "remove", "lock",  # hosts only
+})
 
 
 class ProtocolError(Exception):
-    """A message that cannot be honoured. ``fatal`` errors end the connection."""
+    """A message that cannot be honoured; the connection stays open."""
 
-    def __init__(self, code: str, message: str, fatal: bool = False) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.fatal = fatal
 
     def as_message(self) -> dict[str, Any]:
         return {"type": "error", "code": self.code, "message": self.message}
@@ -73,4 +78,11 @@ def optional_int(message: dict[str, Any], field: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise ProtocolError("bad_message", f"field '{field}' must be an integer")
+    return value
+
+
+def require_bool(message: dict[str, Any], field: str) -> bool:
+    value = message.get(field)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_message", f"'{message['type']}' needs a boolean field '{field}'")
     return value

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +16,15 @@ from typing import Any
 import jinja2
 from aiohttp import WSMsgType, web
 
-from mcu.room import MediaWorker, NegotiationError, Offer, Participant
+from mcu.room import MediaWorker, NegotiationError, Offer, Participant, Room
 from signaling.protocol import (
+    MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     ProtocolError,
     decode_message,
     optional_int,
+    require_bool,
     require_sdp,
     require_str,
 )
@@ -54,21 +59,63 @@ class SignalingConfig:
     selftest_ttl_s: float
 
 
+class RoomChannel:
+    """The signaling side of one room: every connection in it, for broadcasts."""
+
+    def __init__(self, room: Room, channels: dict[str, RoomChannel]) -> None:
+        self.room = room
+        self.connections: dict[str, ParticipantConnection] = {}
+        self._channels = channels
+        self._pending: set[asyncio.Future[None]] = set()
+        room.on_event = self.on_room_event
+
+    def on_room_event(self, event: str, details: dict[str, Any]) -> None:
+        if event == "speaker":
+            self._spawn(self.broadcast({"type": "speaker", **details}))
+        elif event == "participants":
+            self._spawn(self.broadcast_participants())
+        elif event == "left":
+            connection = self.connections.pop(details["participant"], None)
+            if connection is not None and details["reason"] != "left":
+                # The media connection died under a live socket: tell the client.
+                self._spawn(connection.end("disconnected", details["reason"]))
+            if not self.connections and self._channels.get(self.room.name) is self:
+                del self._channels[self.room.name]
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
+        for participant_id, connection in list(self.connections.items()):
+            if participant_id != exclude:
+                await connection.send(message)
+
+    async def broadcast_participants(self) -> None:
+        await self.broadcast({"type": "participants", "locked": self.room.locked,
+                              "participants": self.room.describe_participants()})
+
+
 class ParticipantConnection:
     """One client WebSocket: protocol state and the participant it joined as."""
 
-    def __init__(self, ws: web.WebSocketResponse, config: SignalingConfig,
-                 worker: MediaWorker, admit: AdmitJoin) -> None:
+    def __init__(self, ws: web.WebSocketResponse, config: SignalingConfig, worker: MediaWorker,
+                 admit: AdmitJoin, channels: dict[str, RoomChannel]) -> None:
         self.ws = ws
         self.config = config
         self.worker = worker
         self.admit = admit
+        self.channels = channels
         self.participant: Participant | None = None
+        self.channel: RoomChannel | None = None
         self.grant: JoinGrant | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
-            await self.ws.send_str(json.dumps(message))
+            # If the socket just went away, its read loop ends the participant.
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_str(json.dumps(message))
 
     async def send_offer(self, offer: Offer) -> None:
         await self.send({"type": "offer", "sdp": offer.sdp, "revision": offer.revision,
@@ -80,14 +127,30 @@ class ParticipantConnection:
             await getattr(self, "on_" + message["type"])(message)
         except ProtocolError as exc:
             await self.send(exc.as_message())
-            if exc.fatal:
-                await self.ws.close()
         except NegotiationError as exc:
             await self.send({"type": "error", "code": exc.code, "message": exc.message})
         except Exception:
             logger.exception("handling a signaling message failed")
             await self.send({"type": "error", "code": "internal_error",
                              "message": "the server could not handle this message"})
+
+    def _joined(self) -> tuple[Participant, RoomChannel]:
+        if self.participant is None or self.channel is None:
+            raise ProtocolError("not_joined", "join a room first")
+        return self.participant, self.channel
+
+    def _host(self) -> tuple[Participant, RoomChannel]:
+        participant, channel = self._joined()
+        if participant.role != "host":
+            raise ProtocolError("forbidden", "only a host can do this")
+        return participant, channel
+
+    def _target(self, message: dict[str, Any], channel: RoomChannel) -> ParticipantConnection:
+        target_id = require_str(message, "participant", 40)
+        target = channel.connections.get(target_id or "")
+        if target is None or target.participant is None:
+            raise ProtocolError("unknown_participant", f"no participant {target_id!r} in this room")
+        return target
 
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send({"type": "pong"})
@@ -104,29 +167,83 @@ class ParticipantConnection:
         except TokenError as exc:
             raise ProtocolError(exc.code, exc.message) from None
         name = require_str(message, "name", MAX_NAME_CHARS, required=False) or grant.name or ""
-        admission = await self.admit(grant)
-        if not admission.allowed:
-            raise ProtocolError(admission.code or "not_admitted", admission.message)
         echo = grant.role == "selftest"
-        room = self.worker.room(grant.room, echo=echo)
-        if room.echo != echo:
+        existing = self.worker.rooms.get(grant.room)
+        if existing is not None and existing.echo != echo:
             raise ProtocolError("room_not_found", "no such room for this link")
+        if existing is not None and existing.locked and grant.role != "host":
+            raise ProtocolError("room_locked", "the room is locked by its host")
+        if not echo:
+            admission = await self.admit(grant)
+            if not admission.allowed:
+                raise ProtocolError(admission.code or "not_admitted", admission.message)
+        room = self.worker.room(grant.room, echo=echo)
         participant = room.join(name.strip() or "?", grant.role)
         participant.send_offer = self.send_offer
-        self.participant, self.grant = participant, grant
+        channel = self.channels.get(room.name)
+        if channel is None or channel.room is not room:
+            channel = self.channels[room.name] = RoomChannel(room, self.channels)
+        channel.connections[participant.id] = self
+        self.participant, self.channel, self.grant = participant, channel, grant
         await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant.id,
-                         "room": grant.room, "role": grant.role, "name": participant.name})
+                         "room": grant.room, "role": grant.role, "name": participant.name,
+                         "locked": room.locked})
         await self.send_offer(await participant.create_offer())
         room.announce_join(participant)
 
     async def on_answer(self, message: dict[str, Any]) -> None:
-        if self.participant is None:
-            raise ProtocolError("not_joined", "join a room before sending an answer")
+        participant, _ = self._joined()
         sdp = require_sdp(message)
         revision = optional_int(message, "revision")
-        await self.participant.accept_answer(sdp, revision)
+        await participant.accept_answer(sdp, revision)
+
+    async def on_set_muted(self, message: dict[str, Any]) -> None:
+        participant, channel = self._joined()
+        for field, source in (("audio", "microphone"), ("video", "camera")):
+            if field in message:
+                channel.room.set_muted(participant, source, require_bool(message, field))
+
+    async def on_screen(self, message: dict[str, Any]) -> None:
+        participant, channel = self._joined()
+        channel.room.set_sharing(participant, require_bool(message, "active"))
+
+    async def on_chat(self, message: dict[str, Any]) -> None:
+        participant, channel = self._joined()
+        text = (require_str(message, "text", MAX_CHAT_CHARS) or "").strip()
+        if not text:
+            raise ProtocolError("bad_message", "an empty chat message")
+        await channel.broadcast({"type": "chat", "from": participant.id, "name": participant.name,
+                                 "text": text, "at": time.time()})
+
+    async def on_mute(self, message: dict[str, Any]) -> None:
+        host, channel = self._host()
+        target = self._target(message, channel)
+        assert target.participant is not None
+        channel.room.set_muted(target.participant, "microphone", True)
+        await target.send({"type": "muted", "by": host.name})
+
+    async def on_request_unmute(self, message: dict[str, Any]) -> None:
+        host, channel = self._host()
+        target = self._target(message, channel)
+        await target.send({"type": "unmute_requested", "by": host.name})
+
+    async def on_remove(self, message: dict[str, Any]) -> None:
+        host, channel = self._host()
+        target = self._target(message, channel)
+        await target.end("removed", f"removed by {host.name}")
+
+    async def on_lock(self, message: dict[str, Any]) -> None:
+        _, channel = self._host()
+        channel.room.locked = require_bool(message, "locked")
+        await channel.broadcast_participants()
 
     async def on_leave(self, message: dict[str, Any]) -> None:
+        await self.close()
+        await self.ws.close()
+
+    async def end(self, kind: str, reason: str) -> None:
+        """Tell the client why it is out of the room, then close its socket."""
+        await self.send({"type": kind, "reason": reason})
         await self.close()
         await self.ws.close()
 
@@ -138,6 +255,7 @@ class ParticipantConnection:
 
 def setup_signaling(app: web.Application, config: SignalingConfig, worker: MediaWorker,
                     record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone) -> None:
+    channels: dict[str, RoomChannel] = {}
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                                    autoescape=True)
 
@@ -146,7 +264,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
         # answer an oversized message with an error and keep the connection.
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
-        connection = ParticipantConnection(ws, config, worker, admit)
+        connection = ParticipantConnection(ws, config, worker, admit, channels)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:

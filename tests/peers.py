@@ -144,7 +144,7 @@ class RtcpProbe:
     def __init__(self, peer: ClientPeer) -> None:
         self.peer = peer
         self.keyframe_requests: list[int] = []  # media SSRC of each PLI/FIR our sender got
-        self.received: list[tuple[int, int, int]] = []  # (payload type, ssrc, seq) of RTP in
+        self.received: list[tuple[int, int, int, bytes]] = []  # (payload type, ssrc, seq, payload)
 
     def watch_sender(self, transceiver) -> None:
         sender = transceiver.sender
@@ -162,7 +162,8 @@ class RtcpProbe:
         original = receiver._handle_rtp_packet
 
         async def handle(packet, arrival_time_ms) -> None:
-            self.received.append((packet.payload_type, packet.ssrc, packet.sequence_number))
+            self.received.append((packet.payload_type, packet.ssrc, packet.sequence_number,
+                                  bytes(packet.payload)))
             await original(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = handle

@@ -20,6 +20,7 @@ class SignalClient:
         self._reader = asyncio.ensure_future(self._read())
         self.peer: ClientPeer | None = None
         self.auto_answer = False
+        self.tracks: dict[str, dict[str, str]] = {}  # mid -> leg, from the latest offer
 
     @classmethod
     async def connect(cls, ws_url: str) -> SignalClient:
@@ -32,6 +33,8 @@ class SignalClient:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 message = json.loads(msg.data)
                 self.all.append(message)
+                if message.get("type") == "offer":
+                    self.tracks = message["tracks"]
                 if message.get("type") == "offer" and self.auto_answer:
                     # Answer every later offer (renegotiation) on its own.
                     await self._answer(message)
@@ -61,6 +64,16 @@ class SignalClient:
         await self._answer(offer)
         self.auto_answer = True
         return joined
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.all if m.get("type") == kind]
+
+    def live_frames(self, kind: str) -> dict[str, int]:
+        """Frames received per remote participant, on the legs the latest offer lists."""
+        assert self.peer is not None
+        frames = self.peer.frames(kind)
+        return {info["participant"]: frames.get(mid, 0) for mid, info in self.tracks.items()
+                if info["kind"] == kind and info["source"] != "screen"}
 
     async def close(self) -> None:
         self._reader.cancel()

@@ -66,11 +66,11 @@ async def test_nack_is_answered_from_the_forwarders_history(echo_call) -> None:
     probe.watch_receiver(echoed)
     consumer = next(c for c in participant.consumers.values() if c.kind == "video")
     assert await wait_until(lambda: len([p for p in probe.received if p[1] == consumer.ssrc]) >= 5)
-    wanted = [seq for _, ssrc, seq in probe.received if ssrc == consumer.ssrc][-3:]
+    wanted = [seq for _, ssrc, seq, _ in probe.received if ssrc == consumer.ssrc][-3:]
     await probe.send_nack(echoed, consumer.ssrc, wanted)
     assert consumer.rtx_payload_type is not None
     assert await wait_until(lambda: any(pt == consumer.rtx_payload_type and ssrc == consumer.rtx_ssrc
-                                        for pt, ssrc, _ in probe.received), timeout=5)
+                                        for pt, ssrc, _, _ in probe.received), timeout=5)
     assert worker.counters.retransmissions >= len(wanted)
 
 

@@ -1,0 +1,171 @@
+"""Multi-party rooms with real aiortc participants through the whole service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from multipoint.app import MEDIA
+from signaling.tokens import JoinGrant, issue_token
+from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, wait_until
+from tests.signal_client import SignalClient
+
+pytestmark = pytest.mark.media
+
+COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220)]
+
+
+def room_token(server, room: str, role: str = "guest") -> str:
+    return issue_token(server.settings.signing_secret(), JoinGrant(room=room, role=role), 300)
+
+
+async def join(server, room: str, index: int, role: str = "guest") -> SignalClient:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(300 + 200 * index), video=ColourTrack(COLOURS[index]))
+    await client.join_with(peer, room_token(server, room, role), name=f"site-{index}")
+    return client
+
+
+def all_flowing(client: SignalClient, others: set[str], minimum: int = 10) -> bool:
+    video, audio = client.live_frames("video"), client.live_frames("audio")
+    return (set(video) == others and set(audio) == others
+            and all(video[p] >= minimum for p in others) and all(audio[p] >= minimum for p in others))
+
+
+def participant_id(client: SignalClient) -> str:
+    return client.of_type("joined")[0]["participant"]
+
+
+async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_late(server) -> None:
+    room = "porada-orp"
+    clients = [await join(server, room, i) for i in range(4)]
+    ids = [participant_id(c) for c in clients]
+    try:
+        for client, own in zip(clients, ids, strict=True):
+            others = set(ids) - {own}
+            assert await wait_until(lambda c=client, o=others: all_flowing(c, o), timeout=30), \
+                (client.live_frames("video"), client.live_frames("audio"))
+        # Each decoded picture is the colour its sender sent.
+        first = clients[0]
+        for mid, info in first.tracks.items():
+            if info["kind"] == "video":
+                frame = first.peer.received[mid].last_frame.to_ndarray(format="rgb24")
+                sender = ids.index(info["participant"])
+                expected = COLOURS[sender]
+                assert all(abs(int(frame[120, 40, i]) - expected[i]) < 40 for i in range(3))
+
+        # One leaves: the others' subscriptions shrink to the remaining two.
+        leaving = clients.pop(3)
+        gone = ids.pop(3)
+        await leaving.send({"type": "leave"})
+        await leaving.close()
+        media = server.app[MEDIA]
+        for client, own in zip(clients, ids, strict=True):
+            assert await wait_until(
+                lambda c=client: gone not in {i["participant"] for i in c.tracks.values()})
+            participant = media.rooms[room].participants[own]
+            assert all(c.producer.owner_id != gone for c in participant.consumers.values())
+            assert await wait_until(lambda c=client, o=set(ids) - {own}: all_flowing(c, o, 20))
+
+        # A late joiner gets every video quickly: the forwarder asks publishers for a keyframe.
+        requests_before = media.counters.keyframe_requests
+        late = await join(server, room, 4)
+        clients.append(late)
+        assert await wait_until(lambda: all_flowing(late, set(ids), minimum=5), timeout=10)
+        assert media.counters.keyframe_requests > requests_before
+        for client in clients[:-1]:
+            assert await wait_until(lambda c=client: participant_id(late) in c.live_frames("video")
+                                    and c.live_frames("video")[participant_id(late)] > 5)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_keyframe_request_and_nack_between_participants(server) -> None:
+    room = "pli-nack"
+    publisher, subscriber = await join(server, room, 0), await join(server, room, 1)
+    try:
+        publisher_id = participant_id(publisher)
+        assert await wait_until(lambda: all_flowing(subscriber, {publisher_id}))
+        media = server.app[MEDIA]
+        sub = media.rooms[room].participants[participant_id(subscriber)]
+        leg = next(c for c in sub.consumers.values()
+                   if c.kind == "video" and c.producer.owner_id == publisher_id)
+        mid = next(m for m, i in subscriber.tracks.items()
+                   if i["participant"] == publisher_id and i["kind"] == "video")
+        transceiver = next(t for t in subscriber.peer.pc.getTransceivers() if t.mid == mid)
+
+        # PLI from the subscriber reaches the publisher's own sender (throttled to 1/s).
+        probe_pub = RtcpProbe(publisher.peer)
+        camera = next(t for t in publisher.peer.pc.getTransceivers()
+                      if t.mid == publisher.of_type("offer")[0]["publish"]["camera"])
+        probe_pub.watch_sender(camera)
+        await asyncio.sleep(1.1)
+        await probe_pub.send_pli(transceiver, leg.ssrc)
+        assert await wait_until(lambda: camera.sender._ssrc in probe_pub.keyframe_requests, timeout=5)
+
+        # NACK: the retransmission carries the very packet that was sent first.
+        probe_sub = RtcpProbe(subscriber.peer)
+        probe_sub.watch_receiver(transceiver)
+        assert await wait_until(lambda: sum(1 for p in probe_sub.received if p[1] == leg.ssrc) >= 5)
+        seq, payload = [(s, data) for _, ssrc, s, data in probe_sub.received if ssrc == leg.ssrc][-2]
+        await probe_sub.send_nack(transceiver, leg.ssrc, [seq])
+        assert await wait_until(lambda: any(p[0] == leg.rtx_payload_type for p in probe_sub.received))
+        rtx = next(p for p in probe_sub.received if p[0] == leg.rtx_payload_type)
+        assert rtx[1] == leg.rtx_ssrc
+        assert int.from_bytes(rtx[3][:2], "big") == seq and rtx[3][2:] == payload
+    finally:
+        await publisher.close()
+        await subscriber.close()
+
+
+async def test_a_subscriber_that_dies_never_disturbs_the_publisher_or_the_others(server) -> None:
+    room = "dies"
+    clients = [await join(server, room, i) for i in range(3)]
+    ids = [participant_id(c) for c in clients]
+    media = server.app[MEDIA]
+    try:
+        for client, own in zip(clients, ids, strict=True):
+            assert await wait_until(lambda c=client, o=set(ids) - {own}: all_flowing(c, o))
+        # Its media connection drops dead without a word on the signaling socket.
+        dying = clients.pop(2)
+        dead = ids.pop(2)
+        await dying.peer.pc.close()
+        assert await wait_until(lambda: dead not in media.rooms[room].participants, timeout=15)
+        assert await wait_until(lambda: dying.of_type("disconnected"), timeout=5)
+        for client, own in zip(clients, ids, strict=True):
+            before = dict(client.live_frames("video"))
+            others = set(ids) - {own}
+            assert await wait_until(lambda c=client, b=before, o=others: all(
+                c.live_frames("video").get(p, 0) > b.get(p, 0) + 10 for p in o))
+            assert client.peer.pc.connectionState == "connected"
+        await dying.close()
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_garbage_from_one_participant_leaves_the_call_going_for_the_rest(server) -> None:
+    room = "garbage"
+    good, bad, other = [await join(server, room, i) for i in range(3)]
+    ids = [participant_id(c) for c in (good, bad, other)]
+    media = server.app[MEDIA]
+    try:
+        assert await wait_until(lambda: all_flowing(good, {ids[1], ids[2]}))
+        transport = bad.peer.pc.getTransceivers()[0].sender.transport
+        for index in range(20):
+            await transport._send_rtp(b"\xa0\x60" + index.to_bytes(2, "big") + bytes(8) + b"\x00\xff")
+            await transport._send_rtp(b"\x80\xc9\x00\x40" + bytes(8))
+        for text in ("{", "[]", '{"type": "mute"}', '{"type": "chat", "text": 5}', "x" * 70_000):
+            await bad.send(text)
+        assert await wait_until(lambda: len(bad.of_type("error")) >= 5)
+        assert {e["code"] for e in bad.of_type("error")} >= {"bad_json", "bad_message", "too_large"}
+        assert media.counters.packets_malformed >= 20 and media.counters.rtcp_malformed >= 20
+        before = dict(good.live_frames("video"))
+        assert await wait_until(lambda: all(good.live_frames("video")[p] > before[p] + 15
+                                            for p in (ids[1], ids[2])))
+        assert media.counters.handler_errors == 0
+    finally:
+        for client in (good, bad, other):
+            await client.close()
