@@ -12,7 +12,7 @@ from scheduler.bookings import load_allocations, load_policy
 from scheduler.capacity import Request
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
-from scheduler.organisations import OrgInfo, quota_holder
+from scheduler.organisations import OrgInfo, holder_among
 
 MAX_RANGE = timedelta(days=31)
 
@@ -31,7 +31,7 @@ def availability(session: Session, config: SchedulerConfig, org: OrgInfo | None,
     if end - start > MAX_RANGE:
         raise InvalidInput("range_too_long", f"ask for at most {MAX_RANGE.days} days at once")
     policy = load_policy(session, config)
-    holder = quota_holder(session, org) if org else None
+    holder = holder_among(org, policy.quotas) if org else None
     izs = bool(org and org.izs)
     allocations = load_allocations(session, [(start, end)], config.limits.max_duration)
     tz = ZoneInfo(zone)

@@ -25,7 +25,7 @@ from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound
 from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker
 from scheduler.notices import JoinLink
-from scheduler.organisations import OrgInfo, org_info, quota_holder, quota_units
+from scheduler.organisations import OrgInfo, holder_among, org_info, quota_units
 from scheduler.permissions import Principal, require_book, require_change_booking
 from scheduler.recurrence import Occurrence, RecurrenceError, Schedule, expand
 from scheduler.transactions import days_touched, run_decision
@@ -162,7 +162,7 @@ def _decide(session: Session, config: SchedulerConfig, org: OrgInfo, priority: s
     Raises CapacityRefused naming every occurrence that does not fit.
     """
     policy = load_policy(session, config)
-    holder = quota_holder(session, org)
+    holder = holder_among(org, policy.quotas)
     max_duration = config.limits.max_duration
     allocations = load_allocations(session, [(o.start, o.end) for o in occurrences],
                                    max_duration, exclude_booking=exclude_booking)
@@ -288,7 +288,7 @@ def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, 
     tz = ZoneInfo(schedule.zone)
     with db.session() as session:
         policy = load_policy(session, config)
-        holder = quota_holder(session, org)
+        holder = holder_among(org, policy.quotas)
         allocations = load_allocations(session, [(start - search, start + duration + search)],
                                        config.limits.max_duration,
                                        exclude_booking=exclude_booking)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -52,6 +53,12 @@ def quota_holder(session: Session, org: OrgInfo) -> int | None:
     owners = set(session.scalars(select(Quota.organisation_id)
                                  .where(Quota.organisation_id.in_(chain))))
     return next((candidate for candidate in chain if candidate in owners), None)
+
+
+def holder_among(org: OrgInfo, owners: Iterable[int]) -> int | None:
+    """:func:`quota_holder` with the share owners already read (no query)."""
+    owned = set(owners)
+    return next((candidate for candidate in (org.id, *org.ancestors) if candidate in owned), None)
 
 
 def quota_units(session: Session, pool_units: int) -> dict[int, int]:
