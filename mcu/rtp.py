@@ -65,6 +65,8 @@ def parse_rtp(data: bytes) -> RtpView:
     if first >> 6 != 2:
         raise MalformedPacket("not RTP version 2")
     offset = 12 + 4 * (first & 0x0F)
+    if offset > size:
+        raise MalformedPacket("truncated CSRC list")
     extensions: dict[int, bytes] = {}
     if first & 0x10:
         if offset + 4 > size:

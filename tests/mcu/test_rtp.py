@@ -1,0 +1,88 @@
+"""RTP/RTCP wire helpers, checked against aiortc's own parser and serializer."""
+
+from __future__ import annotations
+
+import pytest
+from aiortc.rtp import RtcpPacket, RtpPacket, unpack_remb_fci
+
+from mcu import rtp
+
+
+def aiortc_packet(extensions: bool = True, padding: int = 0) -> bytes:
+    packet = RtpPacket(payload_type=96, sequence_number=65535, timestamp=0xFFFFFFF0, ssrc=0x1234)
+    packet.marker = 1
+    packet.payload = b"\x10\x00hello-vp8"
+    packet.padding_size = padding
+    extensions_map = None
+    if extensions:
+        from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+        from aiortc.rtp import HeaderExtensionsMap
+
+        extensions_map = HeaderExtensionsMap()
+        extensions_map.configure(RTCRtpParameters(headerExtensions=[
+            RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+            RTCRtpHeaderExtensionParameters(id=2, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+        ]))
+        packet.extensions.mid = "1"
+        packet.extensions.audio_level = (True, 42)
+        return packet.serialize(extensions_map)
+    return packet.serialize()
+
+
+def test_parse_reads_what_aiortc_wrote() -> None:
+    data = aiortc_packet()
+    view = rtp.parse_rtp(data)
+    assert (view.payload_type, view.marker, view.sequence_number, view.timestamp, view.ssrc) == \
+        (96, True, 65535, 0xFFFFFFF0, 0x1234)
+    assert view.payload(data) == b"\x10\x00hello-vp8"
+    assert view.extensions[rtp.EXT_MID] == b"1"
+    assert view.extensions[rtp.EXT_AUDIO_LEVEL][0] & 0x7F == 42
+
+
+def test_padding_is_excluded_from_the_payload() -> None:
+    data = aiortc_packet(extensions=False, padding=4)
+    view = rtp.parse_rtp(data)
+    assert view.payload(data) == b"\x10\x00hello-vp8"
+
+
+@pytest.mark.parametrize("garbage", [
+    b"", b"\x80\x60", b"\x40" + bytes(11),  # too short; version 1
+    b"\x8f\x60" + bytes(10),  # 15 CSRCs announced, none present
+    b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x05",  # extension longer than the packet
+    b"\xa0\x60" + bytes(10) + b"\x01\x02\x00",  # zero padding length
+    b"\xa0\x60" + bytes(10) + b"\xff",  # padding longer than the packet
+    b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x01\x1f\x00\x00\x00",  # element runs past the block
+])
+def test_malformed_packets_are_rejected(garbage: bytes) -> None:
+    with pytest.raises(rtp.MalformedPacket):
+        rtp.parse_rtp(garbage)
+
+
+def test_rebuilt_header_parses_in_aiortc() -> None:
+    block = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, b"\x2a")])
+    data = rtp.rtp_header(111, True, 7, 1234, 0xABCDEF01, True) + block + b"opus"
+    packet = RtpPacket.parse(data)
+    assert (packet.payload_type, packet.marker, packet.sequence_number, packet.timestamp, packet.ssrc) \
+        == (111, 1, 7, 1234, 0xABCDEF01)
+    assert packet.payload == b"opus"
+    assert rtp.one_byte_extension_block([]) == b""
+
+
+def test_rtcp_builders_parse_in_aiortc() -> None:
+    sr, rr, pli, nack, remb = (RtcpPacket.parse(p)[0] for p in (
+        rtp.rtcp_sender_report(5, (100, 200), 300, 40, 5000),
+        rtp.rtcp_receiver_report(6, [(7, 12, 3, 70000, 0, 1, 2)]),
+        rtp.rtcp_pli(8, 9),
+        rtp.rtcp_nack(10, 11, [100, 101, 116, 117, 200]),
+        rtp.rtcp_remb(12, 1_500_000, [13, 14]),
+    ))
+    assert sr.ssrc == 5 and sr.sender_info.rtp_timestamp == 300 and sr.sender_info.packet_count == 40
+    assert rr.reports[0].ssrc == 7 and rr.reports[0].packets_lost == 3
+    assert (pli.fmt, pli.ssrc, pli.media_ssrc) == (1, 8, 9)
+    assert sorted(nack.lost) == [100, 101, 116, 117, 200]
+    bitrate, ssrcs = unpack_remb_fci(remb.fci)
+    assert abs(bitrate - 1_500_000) < 1_500_000 * 0.01 and ssrcs == [13, 14]
+
+
+def test_sequence_comparison_wraps() -> None:
+    assert rtp.seq_newer(1, 65535) and not rtp.seq_newer(65535, 1) and not rtp.seq_newer(5, 5)
