@@ -8,6 +8,7 @@ decisions can hand out the same capacity.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -27,7 +28,13 @@ from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker
 from scheduler.notices import JoinLink
 from scheduler.organisations import OrgInfo, holder_among, org_info, quota_units
 from scheduler.permissions import Principal, require_book, require_change_booking
-from scheduler.recurrence import Occurrence, RecurrenceError, Schedule, expand
+from scheduler.recurrence import (
+    Occurrence,
+    RecurrenceError,
+    Schedule,
+    expand,
+    normalise_rrule,
+)
 from scheduler.transactions import days_touched, run_decision
 from scheduler.units import ParticipantMix
 
@@ -120,6 +127,16 @@ def _near(allocations: list[Allocation], starts: list[datetime], start: datetime
     low = bisect.bisect_left(starts, start - max_duration)
     high = bisect.bisect_left(starts, end)
     return [a for a in allocations[low:high] if a.end > start]
+
+
+def _normalised(schedule: Schedule) -> Schedule:
+    if not schedule.rrule:
+        return schedule
+    try:
+        return dataclasses.replace(schedule, rrule=normalise_rrule(schedule.rrule,
+                                                                   schedule.zone))
+    except RecurrenceError as exc:
+        raise InvalidInput(exc.code, exc.message) from None
 
 
 def _expand(config: SchedulerConfig, schedule: Schedule,
@@ -236,6 +253,7 @@ def _check_priority(priority: str) -> None:
 def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
                    data: BookingInput, now: datetime, join_link: JoinLink) -> Decision:
     _check_priority(data.priority)
+    data = dataclasses.replace(data, schedule=_normalised(data.schedule))
     units = _units(config, data.participants)
     occurrences, skipped = _expand(config, data.schedule, now)
     if occurrences[0].start < now - START_SLACK:
@@ -324,7 +342,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
                            tuple(datetime.fromisoformat(d) for d in booking.exdates),
                            booking.skip_public_holidays)
         mix = ParticipantMix(**booking.participants)
-    schedule = change.schedule or current
+    schedule = _normalised(change.schedule or current)
     participants = change.participants or mix
     units = _units(config, participants)
     recheck = change.schedule is not None or change.participants is not None

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from dateutil.rrule import rrulestr
 from icalendar import Calendar, Event, vCalAddress, vRecur
 
 from scheduler.models import Booking
+from scheduler.recurrence import rule_instances
 
 PRODID = "-//multipoint//scheduler//CS"
 
@@ -59,9 +59,10 @@ def rule_exceptions(booking: Booking, active_local_starts: Iterable[datetime]) -
     if not booking.rrule:
         return []
     active = set(active_local_starts)
-    rule = rrulestr(booking.rrule, dtstart=booking.local_start)
     tz = ZoneInfo(booking.zone)
-    return [start.replace(tzinfo=tz) for start in rule if start not in active]
+    return [start.replace(tzinfo=tz)
+            for start in rule_instances(booking.rrule, booking.local_start, tz)
+            if start not in active]
 
 
 def invitation(booking: Booking, active_local_starts: Iterable[datetime], now: datetime,

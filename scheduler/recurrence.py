@@ -132,15 +132,47 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
     return occurrences, skipped
 
 
-def _rule_starts(schedule: Schedule, limits: Limits, tz: ZoneInfo,
-                 horizon: datetime) -> list[datetime]:
-    text = schedule.rrule.strip()  # type: ignore[union-attr]
+def normalise_rrule(text: str, zone_name: str) -> str:
+    """The rule as RFC 5545 wants it beside a DTSTART with a TZID: UNTIL in UTC.
+
+    People (and some calendars) write UNTIL as a local date or time; it is taken as the
+    end of that day, or that wall-clock time, in the booking's zone.
+    """
+    tz = zone(zone_name)
+    text = text.strip()
     if text.upper().startswith("RRULE:"):
         text = text[6:]
     if len(text) > 500:
         raise RecurrenceError("invalid_rrule", "the recurrence rule is too long")
+    parts = []
+    for part in text.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().upper() == "UNTIL" and not value.strip().upper().endswith("Z"):
+            value = value.strip()
+            try:
+                local = (datetime.strptime(value, "%Y%m%d").replace(hour=23, minute=59, second=59)
+                         if len(value) == 8 else datetime.strptime(value, "%Y%m%dT%H%M%S"))
+            except ValueError:
+                raise RecurrenceError("invalid_rrule", f"UNTIL={value!r} is not a date or "
+                                      "date-time such as 20261231 or 20261231T170000") from None
+            value = local.replace(tzinfo=tz).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            part = f"UNTIL={value}"
+        parts.append(part)
+    return ";".join(parts)
+
+
+def rule_instances(rule_text: str, local_start: datetime, tz: ZoneInfo):  # type: ignore[no-untyped-def]
+    """The rule's instances as naive wall-clock times (an iterator; may be long)."""
+    rule = rrulestr(rule_text, dtstart=local_start.replace(tzinfo=tz))
+    return (instance.replace(tzinfo=None) for instance in rule)
+
+
+def _rule_starts(schedule: Schedule, limits: Limits, tz: ZoneInfo,
+                 horizon: datetime) -> list[datetime]:
+    text = normalise_rrule(schedule.rrule or "", schedule.zone)
     try:
-        rule = rrulestr(text, dtstart=schedule.start)
+        # An aware DTSTART keeps wall-clock times across DST and accepts a UTC UNTIL.
+        rule = rrulestr(text, dtstart=schedule.start.replace(tzinfo=tz))
     except (ValueError, TypeError) as exc:
         raise RecurrenceError("invalid_rrule", f"not an RFC 5545 RRULE: {exc}") from None
     if not hasattr(rule, "_freq") or rule._freq not in ALLOWED_FREQUENCIES:
@@ -149,7 +181,8 @@ def _rule_starts(schedule: Schedule, limits: Limits, tz: ZoneInfo,
         raise RecurrenceError("unbounded_rrule", "the recurrence rule needs COUNT or UNTIL")
     local_horizon = horizon.astimezone(tz).replace(tzinfo=None)
     # Take one more than allowed so that "too many" is seen without expanding them all.
-    starts = list(itertools.islice(rule, limits.max_occurrences + 1))
+    starts = [start.replace(tzinfo=None)
+              for start in itertools.islice(rule, limits.max_occurrences + 1)]
     if len(starts) > limits.max_occurrences:
         raise RecurrenceError("too_many_occurrences",
                               f"a recurrence may have at most {limits.max_occurrences} "

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from scheduler.recurrence import Limits, RecurrenceError, Schedule, expand
+from scheduler.recurrence import Limits, RecurrenceError, Schedule, expand, normalise_rrule
 
 NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LIMITS = Limits()
@@ -87,3 +87,13 @@ def test_huge_recurrence_is_refused_without_expanding_it_all() -> None:
         expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
                         rrule="FREQ=DAILY;COUNT=999999999"), limits, NOW)
     assert error.value.code == "too_many_occurrences"
+
+
+def test_until_may_be_utc_as_calendars_write_it_or_local_as_people_do() -> None:
+    for rule in ("FREQ=WEEKLY;UNTIL=20261215T090000Z", "FREQ=WEEKLY;UNTIL=20261215T100000",
+                 "FREQ=WEEKLY;UNTIL=20261215"):
+        occurrences, _ = expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
+                                         rrule=rule), LIMITS, NOW)
+        assert [o.local_start.day for o in occurrences] == [1, 8, 15], rule
+    assert normalise_rrule("RRULE:FREQ=DAILY;UNTIL=20261215", "Europe/Prague") == \
+        "FREQ=DAILY;UNTIL=20261215T225959Z"
