@@ -399,6 +399,7 @@ class Api:
             description=data.description, invitees=tuple(data.invitees))
         decision = await self.run(bookings.create_booking, self.db, self.config, principal,
                                   booking_input, self.services.clock(), self.services.join_link)
+        await self.services.jobs.reschedule()
         body = await self.run(self._read_booking, principal, decision.booking_id)
         body["displaced_occurrences"] = decision.displaced
         body["skipped_holidays"] = [d.isoformat() for d in decision.skipped_holidays]
@@ -441,6 +442,7 @@ class Api:
         decision = await self.run(bookings.update_booking, self.db, self.config, principal,
                                   booking_id, change, self.services.clock(),
                                   self.services.join_link)
+        await self.services.jobs.reschedule()
         body = await self.run(self._read_booking, principal, booking_id)
         body["displaced_occurrences"] = decision.displaced
         return _json(body)
@@ -451,6 +453,7 @@ class Api:
         booking_id = _path_id(request)
         await self.run(bookings.cancel_booking, self.db, principal, booking_id,
                        self.services.clock(), self.services.join_link)
+        await self.services.jobs.reschedule()
         return _json(await self.run(self._read_booking, principal, booking_id))
 
     async def invitation(self, request: web.Request, principal: Principal | None) -> web.Response:

@@ -160,6 +160,19 @@ class JobRunner:
             await self._schedule_next(now)
             return actions
 
+    async def reschedule(self) -> None:
+        """A booking changed: look again for the next due instant (it may be sooner)."""
+        now = self.clock()
+        if self._scheduler is None:
+            return
+        due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        if due is not None and due <= now:
+            # Due already (a meeting booked for right now): run at once.
+            self._scheduler.add_job(self.tick, id="next-due", replace_existing=True)
+        elif due is not None:
+            self._scheduler.add_job(self.tick, "date", run_date=due, id="next-due",
+                                    replace_existing=True)
+
     async def rollup(self, day: date | None = None) -> None:
         day = day or (self.clock() - timedelta(days=1)).date()
 
@@ -173,6 +186,8 @@ class JobRunner:
         if self._scheduler is None:
             return
         due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        # Due already means an action failed (say, no worker to open a room on): leave it
+        # to the safety tick rather than retrying in a tight loop.
         if due is not None and due > now:
             self._scheduler.add_job(self.tick, "date", run_date=due, id="next-due",
                                     replace_existing=True)

@@ -179,3 +179,17 @@ def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) 
     assert izs.allowed and izs.worker_id == first.worker_id
     with db.session() as session:
         assert session.scalar(select(Room.state).where(Room.name == bridge_room)) == "open"
+
+
+async def test_a_new_booking_brings_the_next_run_forward(world: World) -> None:
+    clock = FakeClock(NOW)
+    service = services(world, clock, RecordingRoomControl())
+    await service.start()
+    try:
+        assert service.jobs._scheduler.get_job("next-due") is None  # type: ignore[union-attr]
+        book(world, "2026-11-30T11:30", "2026-11-30T12:00")  # 10:30 UTC, reminder 09:30
+        await service.jobs.reschedule()
+        job = service.jobs._scheduler.get_job("next-due")  # type: ignore[union-attr]
+        assert job is not None and job.next_run_time == NOW + timedelta(minutes=90)
+    finally:
+        await service.stop()
