@@ -77,6 +77,7 @@ class ClientPeer:
 
     audio: MediaStreamTrack | None = None
     video: MediaStreamTrack | None = None
+    screen: MediaStreamTrack | None = None
     # max-bundle: aiortc 1.16 with "balanced" leaves later video m-lines unconnected.
     pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(
         RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)))
@@ -109,6 +110,9 @@ class ClientPeer:
                 transceiver.direction = "sendonly"
             elif transceiver.mid == publish.get("camera") and self.video is not None:
                 transceiver.sender.replaceTrack(self.video)
+                transceiver.direction = "sendonly"
+            elif transceiver.mid == publish.get("screen") and self.screen is not None:
+                transceiver.sender.replaceTrack(self.screen)
                 transceiver.direction = "sendonly"
             elif transceiver.mid in publish.values():
                 transceiver.direction = "inactive"

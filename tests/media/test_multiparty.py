@@ -169,3 +169,32 @@ async def test_garbage_from_one_participant_leaves_the_call_going_for_the_rest(s
     finally:
         for client in (good, bad, other):
             await client.close()
+
+
+async def test_screen_share_reaches_the_others_and_stops(server) -> None:
+    room = "screen"
+    presenter = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack(COLOURS[0]), screen=ColourTrack((250, 250, 250)))
+    await presenter.join_with(peer, room_token(server, room), name="presenter")
+    viewer = await join(server, room, 1)
+    presenter_id = participant_id(presenter)
+
+    def screen_frames() -> int:
+        return sum(viewer.peer.frames("video").get(mid, 0) for mid, info in viewer.tracks.items()
+                   if info["source"] == "screen")
+
+    try:
+        assert await wait_until(lambda: all_flowing(viewer, {presenter_id}))
+        assert not any(info["source"] == "screen" for info in viewer.tracks.values())
+        await presenter.send({"type": "screen", "active": True})
+        assert await wait_until(lambda: screen_frames() > 10, timeout=15)
+        mid = next(m for m, i in viewer.tracks.items() if i["source"] == "screen")
+        image = viewer.peer.received[mid].last_frame.to_ndarray(format="rgb24")
+        assert image[120, 40].min() > 200  # the white screen, not the red camera
+        await presenter.send({"type": "screen", "active": False})
+        assert await wait_until(lambda: not any(i["source"] == "screen" for i in viewer.tracks.values()))
+        assert all(c.producer.source != "screen" for c in server.app[MEDIA].rooms[room]
+                   .participants[participant_id(viewer)].consumers.values())
+    finally:
+        await presenter.close()
+        await viewer.close()

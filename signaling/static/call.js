@@ -1,0 +1,338 @@
+// The call page an official opens from an invitation: pre-join check, then the meeting.
+import { applyTranslations, installLanguageSwitch, t } from "./i18n.js";
+import { MultipointSession } from "./multipoint.js";
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token") ?? "";
+const $ = (selector) => document.querySelector(selector);
+const FINAL_ERRORS = new Set(["bad_token", "token_expired", "room_locked", "room_not_found",
+  "not_admitted", "room_not_open", "forbidden"]);
+
+const state = {
+  session: null, stream: null, me: null, role: null, locked: false,
+  people: new Map(),    // participant id -> {name, tile, stream}
+  screens: new Map(),   // participant id -> {tile, stream}
+  muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
+};
+window.multipointCall = state; // for tests and support staff
+
+applyTranslations();
+installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); });
+$("#name").value = localStorage.getItem("multipoint.name") ?? "";
+startPreview().then(() => {
+  if (params.get("autojoin") === "1") join();
+});
+$("#join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  join();
+});
+
+async function startPreview() {
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+  } catch {
+    state.stream = new MediaStream();
+    showPrejoinError(t("problem.no_media"));
+  }
+  $("#preview").srcObject = state.stream;
+  meter(state.stream, $("#mic"));
+}
+
+async function join() {
+  const name = $("#name").value.trim() || (params.get("name") ?? "");
+  localStorage.setItem("multipoint.name", name);
+  $("#prejoin-error").hidden = true;
+  let joined;
+  try {
+    joined = await connect(name);
+  } catch (error) {
+    showPrejoinError(`${t("error")}: ${error.message}`);
+    return;
+  }
+  $("#prejoin").hidden = true;
+  $("#incall").hidden = false;
+  addTile("self", `${joined.name} (${t("call.you")})`, state.stream, true);
+  updateButtons();
+}
+
+async function connect(name) {
+  const session = new MultipointSession({ token, name });
+  state.session = session;
+  session.addEventListener("remotetrack", (event) => onRemoteTrack(event.detail));
+  session.addEventListener("offer", (event) => pruneTracks(event.detail.tracks));
+  session.addEventListener("participants", (event) => onParticipants(event.detail));
+  session.addEventListener("speaker", (event) => onSpeaker(event.detail));
+  session.addEventListener("chat", (event) => onChat(event.detail));
+  session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
+  session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
+  session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
+  session.addEventListener("error", (event) => notice(`${t("error")}: ${event.detail.message}`));
+  session.addEventListener("close", () => onConnectionLost(session));
+  session.addEventListener("connectionstate", (event) => {
+    if (event.detail.state === "failed") onConnectionLost(session);
+  });
+  const joined = await session.start({
+    microphone: state.stream.getAudioTracks()[0] ?? null,
+    camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,
+    screen: state.sharing?.getVideoTracks()[0] ?? null,
+  });
+  state.me = joined.participant;
+  state.role = joined.role;
+  state.locked = joined.locked;
+  state.reconnects = 0;
+  if (state.muted) session.send({ type: "set_muted", audio: true });
+  if (state.sharing) session.send({ type: "screen", active: true });
+  return joined;
+}
+
+// A network blip: drop the old connection and join again with the same link.
+async function onConnectionLost(session) {
+  if (state.leaving || session !== state.session || session.closed) return;
+  session.closed = true;
+  session.pc?.close();
+  clearRemote();
+  notice(t("call.reconnecting"));
+  while (!state.leaving && state.reconnects < 20) {
+    state.reconnects += 1;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
+    try {
+      await connect($("#name").value.trim());
+      notice("");
+      return;
+    } catch (error) {
+      if (FINAL_ERRORS.has(error.code)) return end(`${t("error")}: ${error.message}`);
+    }
+  }
+}
+
+function onRemoteTrack({ track, info }) {
+  if (!info.participant) return;
+  const entry = info.source === "screen" ? screenEntry(info) : personEntry(info.participant, info.name);
+  for (const old of entry.stream.getTracks().filter((x) => x.kind === track.kind)) entry.stream.removeTrack(old);
+  entry.stream.addTrack(track);
+  entry.mids.add(findMid(track));
+}
+
+function findMid(track) {
+  return state.session.pc.getTransceivers().find((x) => x.receiver.track === track)?.mid;
+}
+
+// Legs the latest offer no longer lists belong to people who left or stopped sharing.
+function pruneTracks(tracks) {
+  const live = new Set(Object.keys(tracks));
+  for (const [id, entry] of [...state.people, ...[...state.screens].map(([k, v]) => ["screen:" + k, v])]) {
+    for (const mid of [...entry.mids]) {
+      if (live.has(mid)) continue;
+      entry.mids.delete(mid);
+      const transceiver = state.session.pc.getTransceivers().find((x) => x.mid === mid);
+      if (transceiver) entry.stream.removeTrack(transceiver.receiver.track);
+    }
+    if (entry.mids.size === 0 && id.startsWith("screen:")) {
+      entry.tile.remove();
+      state.screens.delete(id.slice(7));
+    }
+  }
+}
+
+function personEntry(id, name) {
+  let entry = state.people.get(id);
+  if (!entry) {
+    const stream = new MediaStream();
+    entry = { name, stream, mids: new Set(), tile: addTile(id, name, stream, false) };
+    state.people.set(id, entry);
+  }
+  return entry;
+}
+
+function screenEntry(info) {
+  let entry = state.screens.get(info.participant);
+  if (!entry) {
+    const stream = new MediaStream();
+    entry = { stream, mids: new Set(), tile: addTile("screen-" + info.participant, `${info.name} – ${t("call.share")}`, stream, true) };
+    state.screens.set(info.participant, entry);
+  }
+  return entry;
+}
+
+function addTile(id, name, stream, muted) {
+  const tile = document.createElement("figure");
+  tile.className = "tile";
+  tile.dataset.participant = id;
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = muted;
+  video.srcObject = stream;
+  const label = document.createElement("figcaption");
+  label.className = "name";
+  label.textContent = name;
+  tile.append(video, label);
+  $("#grid").append(tile);
+  return tile;
+}
+
+function clearRemote() {
+  for (const entry of [...state.people.values(), ...state.screens.values()]) entry.tile.remove();
+  state.people.clear();
+  state.screens.clear();
+}
+
+function onParticipants({ participants, locked }) {
+  state.locked = locked;
+  state.roster = participants;
+  const present = new Set(participants.map((p) => p.id));
+  for (const [id, entry] of state.people) {
+    if (!present.has(id)) {
+      entry.tile.remove();
+      state.people.delete(id);
+    }
+  }
+  for (const person of participants) {
+    const entry = state.people.get(person.id);
+    if (entry) entry.tile.querySelector(".name").textContent = person.name + (person.audio_muted ? " 🔇" : "");
+    if (person.id === state.me && person.audio_muted !== state.muted) setMuted(person.audio_muted, false);
+  }
+  renderPeople();
+  updateButtons();
+}
+
+function renderPeople() {
+  const list = $("#people");
+  list.replaceChildren();
+  for (const person of state.roster ?? []) {
+    const item = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = person.name + (person.id === state.me ? ` (${t("call.you")})` : "") + (person.audio_muted ? " 🔇" : "");
+    item.append(label);
+    if (state.role === "host" && person.id !== state.me) {
+      const controls = document.createElement("span");
+      controls.append(
+        hostButton(t("call.mute"), { type: "mute", participant: person.id }),
+        hostButton(t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
+        hostButton(t("call.remove"), { type: "remove", participant: person.id }),
+      );
+      item.append(controls);
+    }
+    list.append(item);
+  }
+}
+
+function hostButton(label, message) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;
+  button.addEventListener("click", () => state.session.send(message));
+  return button;
+}
+
+function onSpeaker({ active, speaking }) {
+  for (const [id, entry] of state.people) {
+    entry.tile.classList.toggle("speaking", id === active || speaking.includes(id));
+  }
+  $("#grid").querySelector('[data-participant="self"]')?.classList.toggle("speaking", speaking.includes(state.me));
+}
+
+function onChat({ name, text, at }) {
+  const line = document.createElement("p");
+  const when = new Date(at * 1000).toLocaleTimeString(document.documentElement.lang, { hour: "2-digit", minute: "2-digit" });
+  const who = document.createElement("strong");
+  who.textContent = `${name} `;
+  line.append(`${when} `, who, text);
+  $("#chat-log").append(line);
+  $("#chat-log").scrollTop = $("#chat-log").scrollHeight;
+}
+
+$("#chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("#chat-text").value.trim();
+  if (text) state.session.send({ type: "chat", text });
+  $("#chat-text").value = "";
+});
+
+function setMuted(muted, tellServer = true) {
+  state.muted = muted;
+  for (const track of state.stream.getAudioTracks()) track.enabled = !muted;
+  if (tellServer) state.session?.send({ type: "set_muted", audio: muted });
+  updateButtons();
+}
+
+$("#mute").addEventListener("click", () => setMuted(!state.muted));
+$("#camera").addEventListener("click", async () => {
+  state.cameraOff = !state.cameraOff;
+  await state.session.replaceTrack("camera", state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null);
+  state.session.send({ type: "set_muted", video: state.cameraOff });
+  updateButtons();
+});
+$("#share").addEventListener("click", async () => {
+  if (state.sharing) return stopSharing();
+  try {
+    state.sharing = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  } catch {
+    return;
+  }
+  const track = state.sharing.getVideoTracks()[0];
+  track.addEventListener("ended", stopSharing);
+  await state.session.replaceTrack("screen", track);
+  state.session.send({ type: "screen", active: true });
+  updateButtons();
+});
+$("#lock").addEventListener("click", () => state.session.send({ type: "lock", locked: !state.locked }));
+$("#leave").addEventListener("click", () => {
+  state.leaving = true;
+  end(t("call.left"));
+});
+
+async function stopSharing() {
+  state.sharing?.getTracks().forEach((track) => track.stop());
+  state.sharing = null;
+  await state.session.replaceTrack("screen", null);
+  state.session.send({ type: "screen", active: false });
+  updateButtons();
+}
+
+function updateButtons() {
+  setButton("#mute", state.muted, state.muted ? "call.unmute" : "call.mute");
+  setButton("#camera", state.cameraOff, state.cameraOff ? "call.camera_on" : "call.camera_off");
+  setButton("#share", Boolean(state.sharing), state.sharing ? "call.stop_share" : "call.share");
+  setButton("#lock", state.locked, state.locked ? "call.unlock" : "call.lock");
+  $("#lock").hidden = state.role !== "host";
+}
+
+function setButton(selector, pressed, key) {
+  const button = $(selector);
+  button.setAttribute("aria-pressed", String(pressed));
+  button.textContent = t(key);
+}
+
+function end(message) {
+  state.session?.close();
+  state.stream?.getTracks().forEach((track) => track.stop());
+  clearRemote();
+  $("#grid").replaceChildren();
+  $("#incall").querySelector(".controls").hidden = true;
+  notice(message);
+}
+
+function notice(text) {
+  $("#notice").hidden = !text;
+  $("#notice").textContent = text;
+}
+
+function showPrejoinError(text) {
+  $("#prejoin-error").hidden = false;
+  $("#prejoin-error").textContent = text;
+}
+
+function meter(stream, element) {
+  if (!stream.getAudioTracks().length) return;
+  const context = new AudioContext();
+  const analyser = context.createAnalyser();
+  context.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  const tick = () => {
+    analyser.getFloatTimeDomainData(samples);
+    element.value = Math.min(1, Math.sqrt(samples.reduce((sum, s) => sum + s * s, 0) / samples.length) * 4);
+    if (stream.active) requestAnimationFrame(tick);
+  };
+  tick();
+}

@@ -1,0 +1,111 @@
+"""Three officials in three browser tabs join one room from their invitation links."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signaling.links import join_url
+from tests.browser.conftest import new_context, screenshot
+
+pytestmark = pytest.mark.browser
+
+# Per inbound stream: frames decoded (video) or packets received (audio), by track id.
+INBOUND = """
+async () => {
+  const pc = window.multipointCall.session?.pc;
+  if (!pc) return null;
+  const out = {video: {}, audio: {}};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    if (s.kind === 'video') out.video[s.mid ?? s.id] = s.framesDecoded || 0;
+    if (s.kind === 'audio') out.audio[s.mid ?? s.id] = s.packetsReceived || 0;
+  });
+  return out;
+}
+"""
+
+
+def growing(first: dict[str, int], second: dict[str, int]) -> int:
+    return sum(1 for key, value in second.items() if value > first.get(key, 0))
+
+
+async def test_three_tabs_hold_a_meeting(server, browser) -> None:
+    secret = server.settings.signing_secret()
+    names = ["Jihlava", "Třebíč", "Pelhřimov"]
+    pages, contexts = [], []
+    for index, name in enumerate(names):
+        link = join_url(server.url, secret, "vysocina-porada", role="host" if index == 0 else "guest",
+                        name=name, ttl_s=600)
+        context = await new_context(browser, server.url)
+        page = await context.new_page()
+        await page.goto(link + f"&autojoin=1&lang={'cs' if index else 'en'}")
+        contexts.append(context)
+        pages.append(page)
+    try:
+        for page in pages:
+            await page.wait_for_function("window.multipointCall.roster?.length === 3", timeout=30_000)
+        await asyncio.sleep(2)
+        first = [await page.evaluate(INBOUND) for page in pages]
+        await asyncio.sleep(3)
+        second = [await page.evaluate(INBOUND) for page in pages]
+        for name, before, after in zip(names, first, second, strict=True):
+            assert growing(before["video"], after["video"]) >= 2, (name, before, after)
+            assert growing(before["audio"], after["audio"]) >= 2, (name, before, after)
+        # Two remote tiles with names, plus the self view.
+        tiles = await pages[1].eval_on_selector_all("#grid .tile .name", "els => els.map(e => e.textContent)")
+        assert len(tiles) == 3 and any("Jihlava" in t for t in tiles)
+
+        # Chat from one tab appears in the others.
+        await pages[1].fill("#chat-text", "Dobrý den z Třebíče")
+        await pages[1].press("#chat-text", "Enter")
+        for page in pages:
+            await page.wait_for_function(
+                "document.querySelector('#chat-log').textContent.includes('Dobrý den z Třebíče')")
+
+        # The host sees moderation controls; the guests do not.
+        assert await pages[0].is_visible("#lock")
+        assert not await pages[1].is_visible("#lock")
+        await screenshot(pages[0], "call-host")
+        await screenshot(pages[1], "call-guest")
+
+        # Mute from the host: the guest's page shows it is muted.
+        guest_id = await pages[1].evaluate("window.multipointCall.me")
+        await pages[0].click(f"#people li:has-text('{names[1]}') button >> nth=0")
+        await pages[1].wait_for_function("window.multipointCall.muted === true")
+        assert await pages[1].get_attribute("#mute", "aria-pressed") == "true"
+
+        # One leaves: the others' grids shrink to one remote tile.
+        await pages[2].click("#leave")
+        for page in pages[:2]:
+            await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2",
+                                         timeout=15_000)
+        assert guest_id
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+async def test_invitation_opens_the_prejoin_check(server, browser) -> None:
+    link = join_url(server.url, server.settings.signing_secret(), "kontrola", ttl_s=600)
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    await page.goto(link)
+    assert await page.is_visible("#prejoin") and not await page.is_visible("#incall")
+    await page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+    await page.fill("#name", "Úředník")
+    await page.click("#join-form button[type=submit]")
+    await page.wait_for_selector("#incall", state="visible")
+    await screenshot(page, "call-alone")
+    await context.close()
+
+
+async def test_expired_invitation_is_explained(server, browser) -> None:
+    link = join_url(server.url, server.settings.signing_secret(), "stara", ttl_s=-10)
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    await page.goto(link + "&autojoin=1")
+    await page.wait_for_selector("#prejoin-error", state="visible")
+    assert "expired" in (await page.text_content("#prejoin-error"))
+    await context.close()
