@@ -171,7 +171,6 @@ class Settings(BaseSettings):
                             username=self.smtp_username,
                             password=self.smtp_password.get_secret_value(),
                             starttls=self.smtp_starttls),
-            public_url=self.public_url,
         )
 
     def signing_secret(self) -> str:

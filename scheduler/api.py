@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler import auth, bookings, bridges, calls, nodes, openapi
+from scheduler import auth, bookings, bridges, calls, invitations, nodes, notices, openapi
 from scheduler.api_models import (
     BookingIn,
     BookingPatch,
@@ -45,7 +45,7 @@ from scheduler.errors import (
     SchedulerError,
     Unauthenticated,
 )
-from scheduler.models import Booking, BookingOccurrence, Organisation, StandingBridge
+from scheduler.models import Booking, BookingOccurrence, Organisation, StandingBridge, User
 from scheduler.organisations import OrgInfo, org_info, organisation_json, subtree_ids
 from scheduler.permissions import (
     Principal,
@@ -461,8 +461,6 @@ class Api:
         booking_id = _path_id(request)
 
         def work() -> bytes:
-            from scheduler import invitations, notices
-
             with self.db.session() as session:
                 booking, org = bookings.get_booking(session, booking_id)
                 require_see_booking(principal, org)
@@ -625,8 +623,6 @@ class Api:
         data: TokenIn = await self._body(request, TokenIn)
 
         def work() -> str:
-            from scheduler.models import User
-
             with self.db.session() as session:
                 if session.get(User, user_id) is None:
                     raise NotFound("user_not_found", f"no user {user_id}")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
 from scheduler.models import StandingBridge
+from scheduler.notices import JoinLink
 from scheduler.organisations import OrgInfo
 from scheduler.units import ParticipantMix
 
@@ -41,8 +42,8 @@ def bridges(session: Session, organisation_ids: list[int] | None = None) -> list
     return list(session.scalars(query))
 
 
-def bridge_json(bridge: StandingBridge, join_link: object) -> dict[str, object]:
-    links = {role: join_link(bridge.room_name, role) for role in ("host", "guest")}  # type: ignore[operator]
+def bridge_json(bridge: StandingBridge, join_link: JoinLink) -> dict[str, object]:
+    links = {role: join_link(bridge.room_name, role) for role in ("host", "guest")}
     return {"id": bridge.id, "organisation_id": bridge.organisation_id, "name": bridge.name,
             "room": bridge.room_name, "participants": bridge.participants,
             "units": bridge.units, "active": bridge.active, "join_links": links}

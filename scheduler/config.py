@@ -33,5 +33,3 @@ class SchedulerConfig:
     limits: Limits = field(default_factory=Limits)
     join_kind: str = "hd"  # the kind assumed for a participant at join time
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
-    session_ttl: timedelta = timedelta(hours=12)
-    public_url: str = "http://127.0.0.1:8080"

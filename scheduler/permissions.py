@@ -85,11 +85,6 @@ def require_bridges(principal: Principal, org: OrgInfo | None = None) -> None:
         raise _deny("you may manage only your own organisation's bridges")
 
 
-def require_reports(principal: Principal) -> None:
-    if principal.role not in ROLES:
-        raise _deny("unknown role")
-
-
 def report_scope(principal: Principal) -> int | None:
     """The organisation a principal's reports are limited to (None: all)."""
     if principal.role in ("operator", "coordinator"):

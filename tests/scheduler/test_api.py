@@ -12,7 +12,7 @@ from icalendar import Calendar
 from sqlalchemy import func, select
 
 from scheduler.api import setup_api
-from scheduler.auth import issue_api_token
+from scheduler.auth import create_session, issue_api_token
 from scheduler.models import Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link
@@ -302,3 +302,21 @@ async def test_openapi_lists_every_route(api: Api) -> None:
     assert {"get", "post"} <= set(document["paths"]["/api/v1/bookings"])
     assert "BookingIn" in document["components"]["schemas"]
     assert len([op for path in document["paths"].values() for op in path]) == 24
+
+
+async def test_browser_sessions_authenticate_and_changes_need_the_csrf_header(api: Api) -> None:
+    with api.world.db.session() as session:
+        secret = create_session(session, api.world.principal("admin_a").user_id, NOW,
+                                timedelta(hours=1))
+    cookies = {"multipoint_session": secret}
+    me = await api.client.get("/api/v1/me", cookies=cookies)
+    assert me.status == 200 and (await me.json())["name"] == "admin_a"
+    refused = await api.client.post("/api/v1/bookings", json=meeting(), cookies=cookies)
+    assert refused.status == 401 and (await refused.json())["error"]["code"] == "csrf"
+    assert api.count(Booking) == 0
+    accepted = await api.client.post("/api/v1/bookings", json=meeting(), cookies=cookies,
+                                     headers={"X-Multipoint-Request": "1"})
+    assert accepted.status == 201
+    api.clock.now = NOW + timedelta(hours=2)
+    expired = await api.client.get("/api/v1/me", cookies=cookies)
+    assert expired.status == 401 and (await expired.json())["error"]["code"] == "session_expired"
