@@ -191,6 +191,12 @@ class Consumer:
         self.payload_type, self.rtx_payload_type = payload_type, rtx_payload_type
         self.write = write
 
+    def continue_after(self, previous: Consumer) -> None:
+        """Take over an idle leg: keep its sequence numbers going, so the subscriber's
+        receiver sees one continuous stream on that SSRC rather than a jump."""
+        self.next_seq = previous.next_seq
+        self.rtx_seq = previous.rtx_seq
+
     def pause(self) -> None:
         self.paused = True
 

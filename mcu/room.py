@@ -155,26 +155,36 @@ class Participant:
                         p, negotiated, dtls))
                 self.producers[source] = producer
                 self._pending_publish.append((source, transceiver))
-        # One send-only leg per producer we should receive and do not yet.
+        # Legs of producers that are gone stop sending, and wait to be reused.
+        free: dict[str, list[Any]] = {"audio": [], "video": []}
+        for transceiver in self.pc.getTransceivers():
+            leg = self._leg_by_mid.get(transceiver.mid or "")
+            if leg is not None and leg.producer.id not in self.consumers:
+                transceiver.direction = "inactive"
+                free[transceiver.kind].append(transceiver)
+        # One send-only leg per producer we should receive and do not yet: an idle
+        # m-line of the same kind if there is one, so churn does not grow the session.
         for producer in self.room.producers_for(self):
             if producer.id in self.consumers:
                 continue
             consumer = Consumer(f"{self.id}<{producer.id}", producer, self.id, self.counters)
-            transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
-            _prefer_codecs(transceiver, producer.kind)
+            if free[producer.kind]:
+                transceiver = free[producer.kind].pop(0)
+                transceiver.direction = "sendonly"
+                transceiver.sender.replaceTrack(None)  # a new track id: the client sees a new track
+                consumer.continue_after(self._leg_by_mid[transceiver.mid])
+                self._leg_by_mid[transceiver.mid] = consumer
+            else:
+                transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
+                _prefer_codecs(transceiver, producer.kind)
+                self._pending_legs.append((consumer, transceiver))
             adapter.take_over_transceiver(
                 transceiver, on_receive=None,
                 on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
                     c, negotiated, ssrc, rtx_ssrc, dtls))
             self.consumers[producer.id] = consumer
-            self._pending_legs.append((consumer, transceiver))
             producer.consumers.append(consumer)
             self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
-        # Legs of producers that are gone stop sending.
-        for transceiver in self.pc.getTransceivers():
-            consumer = self._leg_by_mid.get(transceiver.mid or "")
-            if consumer is not None and consumer.producer.id not in self.consumers:
-                transceiver.direction = "inactive"
 
     def _tap_new_transports(self) -> None:
         # mids are assigned by setLocalDescription; record them now.

@@ -82,6 +82,23 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
             await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2",
                                          timeout=15_000)
         assert guest_id
+
+        # Someone new joins: the idle m-lines are reused and the new video decodes everywhere.
+        link = join_url(server.url, secret, "vysocina-porada", name="Havlíčkův Brod", ttl_s=600)
+        context = await new_context(browser, server.url)
+        contexts.append(context)
+        newcomer = await context.new_page()
+        await newcomer.goto(link + "&autojoin=1")
+        pages = [pages[0], pages[1], newcomer]
+        for page in pages:
+            await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3",
+                                         timeout=20_000)
+        await asyncio.sleep(2)
+        first = [await page.evaluate(INBOUND) for page in pages]
+        await asyncio.sleep(3)
+        second = [await page.evaluate(INBOUND) for page in pages]
+        for before, after in zip(first, second, strict=True):
+            assert growing(before["video"], after["video"]) >= 2, (before, after)
     finally:
         for context in contexts:
             await context.close()

@@ -56,6 +56,7 @@ async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_
                 assert all(abs(int(frame[120, 40, i]) - expected[i]) < 40 for i in range(3))
 
         # One leaves: the others' subscriptions shrink to the remaining two.
+        m_lines = len(clients[0].peer.pc.getTransceivers())
         leaving = clients.pop(3)
         gone = ids.pop(3)
         await leaving.send({"type": "leave"})
@@ -74,6 +75,9 @@ async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_
         clients.append(late)
         assert await wait_until(lambda: all_flowing(late, set(ids), minimum=5), timeout=10)
         assert media.counters.keyframe_requests > requests_before
+        # The newcomer's legs took over the idle m-lines of the one who left.
+        assert await wait_until(lambda: participant_id(late) in clients[0].live_frames("audio"))
+        assert len(clients[0].peer.pc.getTransceivers()) == m_lines
         for client in clients[:-1]:
             assert await wait_until(lambda c=client: participant_id(late) in c.live_frames("video")
                                     and c.live_frames("video")[participant_id(late)] > 5)
