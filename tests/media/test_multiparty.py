@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from multipoint.app import MEDIA
@@ -202,3 +203,33 @@ async def test_screen_share_reaches_the_others_and_stops(server) -> None:
     finally:
         await presenter.close()
         await viewer.close()
+
+
+async def test_a_participant_whose_network_dies_is_removed_within_seconds(server) -> None:
+    room = "dead-network"
+    stays = await join(server, room, 0)
+    # This client stops answering anything, signaling heartbeats included: a dead network.
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(server.ws_url, autoping=False)
+    silent = SignalClient(session, ws)
+    silent.peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    await silent.send({"type": "join", "v": 1, "token": room_token(server, room), "name": "silent"})
+    await silent.next("joined")
+    offer = await silent.next("offer")
+    await silent.send({"type": "answer", "sdp": await silent.peer.answer(offer["sdp"], offer["publish"]),
+                       "revision": offer["revision"]})
+    media = server.app[MEDIA]
+    silent_id = participant_id(silent)
+    try:
+        assert await wait_until(lambda: silent_id in stays.live_frames("video"), timeout=15)
+        silent._reader.cancel()  # nothing reads, nothing answers the server's pings
+        assert await wait_until(lambda: silent_id not in media.rooms[room].participants, timeout=20)
+        assert await wait_until(lambda: silent_id not in {i["participant"] for i in stays.tracks.values()})
+        remaining = media.rooms[room].participants[participant_id(stays)]
+        assert all(c.producer.owner_id != silent_id for c in remaining.consumers.values())
+        assert all(c.subscriber_id != silent_id for p in remaining.producers.values() for c in p.consumers)
+    finally:
+        await stays.close()
+        await silent.peer.close()
+        await ws.close()
+        await session.close()
