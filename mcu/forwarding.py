@@ -60,6 +60,8 @@ class Producer:
         self.muted = False  # set by the owner or a host: nothing is forwarded
         self.sharing = False  # screen slots: the owner said a screen share is on
         self.bitrate_bps = 0.0  # measured by the room every control interval
+        # Readers of every packet besides the consumers (the room's mixer).
+        self.taps: list[Callable[[bytes, rtp.RtpView], None]] = []
         self._octets_seen = 0
 
     @property
@@ -84,6 +86,12 @@ class Producer:
         # the IDs on every leg. The publisher's mid is dropped (each leg has its own).
         if self.muted:
             return
+        for tap in self.taps:
+            try:
+                tap(data, view)
+            except Exception:  # a bad packet for the mixer must not stop forwarding
+                self.counters.handler_errors += 1
+                logger.exception("tap on %s failed", self.id)
         keyframe = False
         if self.kind == "audio":
             level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)

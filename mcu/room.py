@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiortc import RTCSessionDescription
@@ -22,6 +23,7 @@ from mcu import aiortc_adapter as adapter
 from mcu import rtp
 from mcu.forwarding import Consumer, Producer
 from mcu.lastn import VideoLeg, choose_videos
+from mcu.mixing import RoomMixer
 from mcu.speaker import SpeakerDetector
 from mcu.stats import WorkerCounters
 
@@ -61,11 +63,12 @@ _ids = itertools.count(1)
 
 
 class Participant:
-    def __init__(self, room: Room, name: str, role: str) -> None:
+    def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded") -> None:
         self.id = f"p{next(_ids)}"
         self.room = room
         self.name = name
         self.role = role
+        self.mode = mode  # "forwarded": a leg per producer; "mixed": one mix and one composite
         self.joined_at = time.time()
         self.counters = room.worker.counters
         self.pc = adapter.new_peer_connection(room.worker.config.ice_servers)
@@ -420,12 +423,16 @@ class Room:
         self.locked = False
         self.last_n = worker.config.last_n
         self.speakers = SpeakerDetector()
+        self.mixer: RoomMixer | None = None  # only while someone listens mixed or it records
         # Signaling listens here: ("speaker" | "left" | "participants", details).
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
         self._control_task: asyncio.Task[None] | None = None
 
     def producers_for(self, participant: Participant) -> list[Producer]:
+        if participant.mode == "mixed":
+            mixer = self.ensure_mixer()
+            return [mixer.audio_out, mixer.video_out]
         chosen = []
         for other in self.participants.values():
             if (other is participant) != self.echo:
@@ -436,23 +443,31 @@ class Room:
                     chosen.append(producer)
         return chosen
 
-    def join(self, name: str, role: str) -> Participant:
-        participant = Participant(self, name, role)
+    def join(self, name: str, role: str, mode: str = "forwarded") -> Participant:
+        participant = Participant(self, name, role, mode)
         self.participants[participant.id] = participant
         if self._control_task is None:
             self._control_task = asyncio.ensure_future(self._run_control())
         return participant
 
     def announce_join(self, participant: Participant) -> None:
+        """After the participant's first offer: its producers exist now."""
+        if self.mixer is not None:
+            self._mix_source(participant)
+        if participant.mode == "mixed":
+            self.ensure_mixer().add_listener(participant.id)
         self._renegotiate_others(participant.id)
         self._emit("participants", {})
 
     def _renegotiate_others(self, except_id: str | None) -> None:
         for participant in list(self.participants.values()):
-            if participant.id != except_id or self.echo:
-                task = asyncio.ensure_future(participant.renegotiate())
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            if (participant.id != except_id or self.echo) and participant.mode == "forwarded":
+                self._spawn(participant.renegotiate())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def leave(self, participant: Participant, reason: str = "left") -> None:
         if self.participants.pop(participant.id, None) is None:
@@ -461,6 +476,12 @@ class Room:
             for producer in participant.producers.values():
                 other.drop_consumer(producer)
         self.speakers.forget(participant.id)
+        if self.mixer is not None:
+            self.mixer.remove_source(participant.id)
+            self.mixer.remove_listener(participant.id)
+            for output in (self.mixer.audio_out, self.mixer.video_out):
+                participant.drop_consumer(output)
+            self._release_mixer()
         await participant.close()
         self._emit("left", {"participant": participant.id, "reason": reason})
         if self.participants:
@@ -472,6 +493,9 @@ class Room:
     def close(self) -> None:
         if self._control_task is not None:
             self._control_task.cancel()
+        if self.mixer is not None:  # finishes a recording even when the room ends abruptly
+            self.mixer.close()
+            self.mixer = None
         if self.worker.rooms.get(self.name) is self:
             del self.worker.rooms[self.name]
 
@@ -495,8 +519,60 @@ class Room:
         self._renegotiate_others(participant.id)
         self._emit("participants", {})
 
+    # Mixing and recording ------------------------------------------------------------
+
+    def ensure_mixer(self) -> RoomMixer:
+        if self.mixer is None:
+            self.mixer = RoomMixer(self.name, self.worker.counters)
+            for participant in self.participants.values():
+                self._mix_source(participant)
+                if participant.mode == "mixed":
+                    self.mixer.add_listener(participant.id)
+            self.mixer.start()
+        return self.mixer
+
+    def _mix_source(self, participant: Participant) -> None:
+        if self.mixer is not None and participant.producers:
+            self.mixer.add_source(participant.id, participant.name,
+                                  participant.producers["microphone"], participant.producers["camera"])
+
+    def _release_mixer(self) -> None:
+        if self.mixer is not None and not self.mixer.needed and not any(
+                p.mode == "mixed" for p in self.participants.values()):
+            self.mixer.close()
+            self.mixer = None
+
+    def set_mode(self, participant: Participant, mode: str) -> None:
+        """Switch a participant between separate streams and one mixed picture and sound."""
+        if participant.mode == mode:
+            return
+        for producer_id in list(participant.consumers):
+            participant.drop_consumer(participant.consumers[producer_id].producer)
+        participant.mode = mode
+        if mode == "mixed":
+            self.ensure_mixer().add_listener(participant.id)
+        elif self.mixer is not None:
+            self.mixer.remove_listener(participant.id)
+            self._release_mixer()
+        self._spawn(participant.renegotiate())
+        self._emit("participants", {})
+
+    def start_recording(self, path: Path) -> None:
+        self.ensure_mixer().start_recording(path)
+        self._emit("participants", {})
+
+    def stop_recording(self) -> Path | None:
+        path = self.mixer.stop_recording() if self.mixer is not None else None
+        self._release_mixer()
+        self._emit("participants", {})
+        return path
+
+    @property
+    def recording(self) -> bool:
+        return self.mixer is not None and self.mixer.recorder is not None
+
     def describe_participants(self) -> list[dict[str, Any]]:
-        return [{"id": p.id, "name": p.name, "role": p.role,
+        return [{"id": p.id, "name": p.name, "role": p.role, "mode": p.mode,
                  "audio_muted": p.producers["microphone"].muted,
                  "video_muted": p.producers["camera"].muted,
                  "screen": p.producers["screen"].sharing}
@@ -531,6 +607,8 @@ class Room:
             if participant.producers:
                 activity[participant.id] = participant.producers["microphone"].take_activity()
         if self.speakers.update(activity):
+            if self.mixer is not None:
+                self.mixer.set_speaker(self.speakers.active)
             self._emit("speaker", {"active": self.speakers.active,
                                    "speaking": sorted(self.speakers.speaking)})
         if not self.echo:

@@ -49,7 +49,8 @@ def create_app(settings: Settings) -> web.Application:
 
     setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
                                          max_message_bytes=settings.max_message_bytes,
-                                         selftest_ttl_s=settings.selftest_ttl_minutes * 60),
+                                         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
+                                         recordings_dir=settings.data_dir / "recordings"),
                     media, store_selftest)
     setup_metrics(app, media)
     # scheduler: wire the booking API here

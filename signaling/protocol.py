@@ -18,8 +18,9 @@ MAX_CHAT_CHARS = 2000
 CLIENT_MESSAGE_TYPES = frozenset({
     "join", "answer", "leave", "ping",
     "set_muted", "screen", "chat",  # any participant, about themselves / the room
-    "mute", "request_unmute", "remove", "lock",  # hosts only
+    "mute", "request_unmute", "remove", "lock", "set_mode", "record",  # hosts only
 })
+MODES = ("forwarded", "mixed")
 
 
 class ProtocolError(Exception):

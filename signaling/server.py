@@ -20,6 +20,7 @@ from mcu.room import MediaWorker, NegotiationError, Offer, Participant, Room
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
+    MODES,
     PROTOCOL_VERSION,
     ProtocolError,
     decode_message,
@@ -57,6 +58,7 @@ class SignalingConfig:
     secret: str
     max_message_bytes: int
     selftest_ttl_s: float
+    recordings_dir: Path
 
 
 class RoomChannel:
@@ -94,6 +96,7 @@ class RoomChannel:
 
     async def broadcast_participants(self) -> None:
         await self.broadcast({"type": "participants", "locked": self.room.locked,
+                              "recording": self.room.recording,
                               "participants": self.room.describe_participants()})
 
 
@@ -177,8 +180,11 @@ class ParticipantConnection:
             admission = await self.admit(grant)
             if not admission.allowed:
                 raise ProtocolError(admission.code or "not_admitted", admission.message)
+        mode = message.get("mode", "forwarded")
+        if mode not in MODES:
+            raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
         room = self.worker.room(grant.room, echo=echo)
-        participant = room.join(name.strip() or "?", grant.role)
+        participant = room.join(name.strip() or "?", grant.role, "forwarded" if echo else mode)
         participant.send_offer = self.send_offer
         channel = self.channels.get(room.name)
         if channel is None or channel.room is not room:
@@ -236,6 +242,25 @@ class ParticipantConnection:
         _, channel = self._host()
         channel.room.locked = require_bool(message, "locked")
         await channel.broadcast_participants()
+
+    async def on_set_mode(self, message: dict[str, Any]) -> None:
+        _, channel = self._host()
+        target = self._target(message, channel)
+        mode = message.get("mode")
+        if mode not in MODES:
+            raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
+        assert target.participant is not None
+        channel.room.set_mode(target.participant, mode)
+
+    async def on_record(self, message: dict[str, Any]) -> None:
+        _, channel = self._host()
+        room = channel.room
+        if require_bool(message, "active"):
+            if not room.recording:
+                started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                room.start_recording(self.config.recordings_dir / room.name / f"{started}.webm")
+        else:
+            room.stop_recording()
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()
@@ -320,6 +345,35 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
     async def call_page(request: web.Request) -> web.Response:
         return render("call.html", room=request.match_info["room"])
 
+    def room_recordings(request: web.Request) -> Path:
+        """The room's recording folder, for the holder of a host link of that room."""
+        room = request.match_info["room"]
+        try:
+            grant = verify_token(config.secret, request.query.get("token"))
+        except TokenError as exc:
+            raise web.HTTPUnauthorized(text=exc.message) from None
+        if grant.room != room or grant.role != "host":
+            raise web.HTTPForbidden(text="only a host link of this room can see its recordings")
+        return config.recordings_dir / room
+
+    async def list_recordings(request: web.Request) -> web.Response:
+        folder = room_recordings(request)
+        files = sorted(folder.glob("*.webm")) if folder.is_dir() else []
+        return web.json_response({"room": request.match_info["room"], "recordings": [
+            {"file": f.name, "bytes": f.stat().st_size,
+             "started": f.stem, "modified": f.stat().st_mtime} for f in files]})
+
+    async def download_recording(request: web.Request) -> web.StreamResponse:
+        folder = room_recordings(request)
+        name = request.match_info["file"]
+        path = folder / name
+        if "/" in name or not name.endswith(".webm") or not path.is_file():
+            raise web.HTTPNotFound(text="no such recording")
+        return web.FileResponse(path, headers={"Content-Type": "video/webm",
+                                               "Content-Disposition": f'attachment; filename="{name}"'})
+
+    app.router.add_get("/recordings/{room}", list_recordings)
+    app.router.add_get("/recordings/{room}/{file}", download_recording)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/selftest", selftest_page)
     app.router.add_post("/selftest/result", selftest_result)

@@ -69,6 +69,15 @@ class Received:
     last_frame: VideoFrame | AudioFrame | None = None
     track: MediaStreamTrack | None = None
     mid: str | None = None
+    audio: list[np.ndarray] = field(default_factory=list)  # the last second of sound, mono
+
+    def spectrum_peak(self, frequency: float) -> float:
+        """Spectral magnitude at ``frequency`` over the median: high when the tone is there."""
+        samples = np.concatenate(self.audio[-50:]).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+        bins = np.fft.rfftfreq(len(samples), 1 / 48000)
+        near = spectrum[(bins > frequency - 15) & (bins < frequency + 15)]
+        return float(near.max() / (np.median(spectrum) + 1e-9))
 
 
 @dataclass
@@ -99,6 +108,10 @@ class ClientPeer:
                 frame = await track.recv()
                 entry.frames += 1
                 entry.last_frame = frame
+                if isinstance(frame, AudioFrame):
+                    channels = len(frame.layout.channels)
+                    entry.audio.append(frame.to_ndarray().reshape(-1)[::channels].copy())
+                    del entry.audio[:-60]
         except Exception:
             return
 

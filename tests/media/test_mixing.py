@@ -1,0 +1,167 @@
+"""Mixed participants and recording, with real aiortc participants through the service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import av
+import numpy as np
+import pytest
+
+from multipoint.app import MEDIA
+from tests.media.test_multiparty import participant_id, room_token
+from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.signal_client import SignalClient
+
+pytestmark = pytest.mark.media
+
+RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
+
+
+async def join(server, room: str, name: str, tone: float, colour, mode: str = "forwarded",
+               role: str = "guest", loudness: float = 0.3) -> SignalClient:
+    client = await SignalClient.connect(server.ws_url)
+    client.peer = ClientPeer(audio=ToneTrack(tone, amplitude=loudness), video=ColourTrack(colour))
+    await client.send({"type": "join", "v": 1, "token": room_token(server, room, role), "name": name,
+                       "mode": mode})
+    await client.next("joined")
+    offer = await client.next("offer")
+    await client.send({"type": "answer", "sdp": await client.peer.answer(offer["sdp"], offer["publish"]),
+                       "revision": offer["revision"]})
+    client.tracks = offer["tracks"]
+    client.auto_answer = True
+    return client
+
+
+def received(client: SignalClient, kind: str):
+    return next((r for mid, r in client.peer.received.items()
+                 if client.tracks.get(mid, {}).get("source") == "mix" and r.track.kind == kind), None)
+
+
+def colour_share(frame, colour) -> float:
+    image = frame.to_ndarray(format="rgb24").reshape(-1, 3).astype(int)
+    return float((np.abs(image - np.array(colour)).max(axis=1) < 45).mean())
+
+
+async def test_mixed_listeners_hear_everyone_but_themselves_and_see_one_composite(server) -> None:
+    room = "mixed"
+    forwarded = await join(server, room, "Forwarded", 440, RED)
+    talker = await join(server, room, "Room unit", 1000, GREEN, mode="mixed")
+    listener = await join(server, room, "Listener", 700, BLUE, mode="mixed", loudness=0.0)
+    try:
+        # A mixed participant gets exactly two legs: the mix and the composite.
+        assert {(i["kind"], i["source"]) for i in listener.tracks.values()} == {("audio", "mix"),
+                                                                                ("video", "mix")}
+        assert await wait_until(lambda: received(listener, "audio") is not None
+                                and received(listener, "audio").frames > 120, timeout=30)
+        mix = received(listener, "audio")
+        assert mix.spectrum_peak(440) > 20 and mix.spectrum_peak(1000) > 20
+        own = received(talker, "audio")
+        assert own.spectrum_peak(440) > 20
+        # Its own tone is gone (what is left at 1000 Hz is the other tone's leakage).
+        assert own.spectrum_peak(1000) < own.spectrum_peak(440) / 100, "the talker hears itself"
+        assert mix.spectrum_peak(1000) > mix.spectrum_peak(440) / 10
+
+        # The composite shows every camera's colour in its tile.
+        assert await wait_until(lambda: received(listener, "video") is not None
+                                and received(listener, "video").frames > 10, timeout=20)
+        assert await wait_until(lambda: all(colour_share(received(listener, "video").last_frame, c) > 0.05
+                                            for c in (RED, GREEN, BLUE)), timeout=10)
+        # Forwarded participants still get separate streams of the mixed ones.
+        assert {i["participant"] for i in forwarded.tracks.values()} == {participant_id(talker),
+                                                                         participant_id(listener)}
+    finally:
+        for client in (forwarded, talker, listener):
+            await client.close()
+
+
+async def test_a_source_that_stops_or_sends_garbage_never_stalls_the_mix(server) -> None:
+    room = "mixed-faults"
+    broken = await join(server, room, "Broken", 440, RED)
+    steady = await join(server, room, "Steady", 1000, GREEN)
+    listener = await join(server, room, "Listener", 700, BLUE, mode="mixed", loudness=0.0)
+    media = server.app[MEDIA]
+    try:
+        assert await wait_until(lambda: received(listener, "audio") is not None
+                                and received(listener, "audio").frames > 60, timeout=30)
+        producer = media.rooms[room].participants[participant_id(broken)].producers["microphone"]
+        transport = broken.peer.pc.getTransceivers()[0].sender.transport
+        # Garbage with a valid RTP header on the broken site's audio: it reaches the mixer.
+        rng = np.random.default_rng(1)
+        for index in range(50):
+            header = bytes([0x80, producer.payload_type]) + (40000 + index).to_bytes(2, "big") \
+                + (index * 960).to_bytes(4, "big") + producer.ssrc.to_bytes(4, "big")
+            await transport._send_rtp(header + rng.bytes(80))
+        # ... and then its camera and microphone stop altogether.
+        for transceiver in broken.peer.pc.getTransceivers():
+            transceiver.sender.replaceTrack(None)
+        audio_before = received(listener, "audio").frames
+        video_before = received(listener, "video").frames
+        assert await wait_until(lambda: received(listener, "audio").frames > audio_before + 100, timeout=15)
+        assert received(listener, "audio").spectrum_peak(1000) > 20
+        assert await wait_until(lambda: received(listener, "video").frames > video_before + 10)
+        assert colour_share(received(listener, "video").last_frame, RED) > 0.03  # a frozen tile
+        assert media.rooms[room].mixer is not None
+    finally:
+        for client in (broken, steady, listener):
+            await client.close()
+
+
+async def test_recording_is_a_playable_file_even_when_the_room_ends_abruptly(server) -> None:
+    room = "recorded"
+    host = await join(server, room, "Host", 440, RED, role="host")
+    guest = await join(server, room, "Guest", 1000, GREEN)
+    media = server.app[MEDIA]
+    try:
+        await guest.send({"type": "record", "active": True})
+        assert (await guest.next("error"))["code"] == "forbidden"
+        await host.send({"type": "record", "active": True})
+        assert await wait_until(lambda: media.rooms[room].recording)
+        assert await wait_until(lambda: any(m.get("recording") for m in guest.of_type("participants")))
+        path = media.rooms[room].mixer.recording_path
+        await asyncio.sleep(3)
+    finally:
+        # Everyone vanishes without stopping the recording.
+        await host.close()
+        await guest.close()
+    assert await wait_until(lambda: room not in media.rooms, timeout=15)
+    with av.open(str(path)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        assert kinds == ["audio", "video"]
+        duration = container.duration / 1_000_000
+        assert 1.5 < duration < 6, duration
+        frames = sum(1 for _ in container.decode(video=0))
+        assert frames > 10
+        container.seek(int(1.0 * 1_000_000))  # seekable
+
+
+async def test_recordings_are_listed_and_downloaded_by_host_links_only(server) -> None:
+    import aiohttp
+
+    room = "listed"
+    host = await join(server, room, "Host", 440, RED, role="host")
+    media = server.app[MEDIA]
+    try:
+        await host.send({"type": "record", "active": True})
+        assert await wait_until(lambda: media.rooms[room].recording)
+        await asyncio.sleep(2)
+        await host.send({"type": "record", "active": False})
+        assert await wait_until(lambda: not media.rooms[room].recording)
+    finally:
+        await host.close()
+    host_token, guest_token = room_token(server, room, "host"), room_token(server, room, "guest")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/recordings/{room}", params={"token": guest_token}) as r:
+            assert r.status == 403
+        async with http.get(f"{server.url}/recordings/{room}", params={"token": "nonsense"}) as r:
+            assert r.status == 401
+        async with http.get(f"{server.url}/recordings/{room}", params={"token": host_token}) as r:
+            listing = await r.json()
+        (entry,) = listing["recordings"]
+        assert entry["bytes"] > 1000
+        async with http.get(f"{server.url}/recordings/{room}/{entry['file']}",
+                            params={"token": host_token}) as r:
+            assert r.status == 200 and len(await r.read()) == entry["bytes"]
+        async with http.get(f"{server.url}/recordings/{room}/..%2Fsecret.key",
+                            params={"token": host_token}) as r:
+            assert r.status == 404
