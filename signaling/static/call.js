@@ -56,7 +56,8 @@ async function join() {
 }
 
 async function connect(name) {
-  const session = new MultipointSession({ token, name });
+  const mode = params.get("mode") === "mixed" ? "mixed" : "forwarded";
+  const session = new MultipointSession({ token, name, mode });
   state.session = session;
   session.addEventListener("remotetrack", (event) => onRemoteTrack(event.detail));
   session.addEventListener("offer", (event) => pruneTracks(event.detail.tracks));
@@ -107,7 +108,8 @@ async function onConnectionLost(session) {
 
 function onRemoteTrack({ track, info }) {
   if (!info.participant) return;
-  const entry = info.source === "screen" ? screenEntry(info) : personEntry(info.participant, info.name);
+  const entry = info.source === "screen" ? screenEntry(info)
+    : personEntry(info.participant, info.source === "mix" ? t("call.composite") : info.name);
   for (const old of entry.stream.getTracks().filter((x) => x.kind === track.kind)) entry.stream.removeTrack(old);
   entry.stream.addTrack(track);
   entry.mids.add(findMid(track));
@@ -177,12 +179,13 @@ function clearRemote() {
   state.screens.clear();
 }
 
-function onParticipants({ participants, locked }) {
+function onParticipants({ participants, locked, recording }) {
   state.locked = locked;
+  state.recording = recording;
   state.roster = participants;
   const present = new Set(participants.map((p) => p.id));
   for (const [id, entry] of state.people) {
-    if (!present.has(id)) {
+    if (!present.has(id) && id !== "mixer") {
       entry.tile.remove();
       state.people.delete(id);
     }
@@ -210,6 +213,8 @@ function renderPeople() {
         hostButton(t("call.mute"), { type: "mute", participant: person.id }),
         hostButton(t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
         hostButton(t("call.remove"), { type: "remove", participant: person.id }),
+        hostButton(person.mode === "mixed" ? t("call.mode_forwarded") : t("call.mode_mixed"),
+          { type: "set_mode", participant: person.id, mode: person.mode === "mixed" ? "forwarded" : "mixed" }),
       );
       item.append(controls);
     }
@@ -277,6 +282,7 @@ $("#share").addEventListener("click", async () => {
   updateButtons();
 });
 $("#lock").addEventListener("click", () => state.session.send({ type: "lock", locked: !state.locked }));
+$("#record").addEventListener("click", () => state.session.send({ type: "record", active: !state.recording }));
 $("#leave").addEventListener("click", () => {
   state.leaving = true;
   end(t("call.left"));
@@ -295,7 +301,10 @@ function updateButtons() {
   setButton("#camera", state.cameraOff, state.cameraOff ? "call.camera_on" : "call.camera_off");
   setButton("#share", Boolean(state.sharing), state.sharing ? "call.stop_share" : "call.share");
   setButton("#lock", state.locked, state.locked ? "call.unlock" : "call.lock");
+  setButton("#record", Boolean(state.recording), state.recording ? "call.stop_recording" : "call.record");
   $("#lock").hidden = state.role !== "host";
+  $("#record").hidden = state.role !== "host";
+  $("#recording").hidden = !state.recording;
 }
 
 function setButton(selector, pressed, key) {

@@ -4,10 +4,11 @@
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 
 export class MultipointSession extends EventTarget {
-  constructor({ token, name = "", iceServers = [] }) {
+  constructor({ token, name = "", mode = "forwarded", iceServers = [] }) {
     super();
     this.token = token;
     this.name = name;
+    this.mode = mode;
     this.iceServers = iceServers;
     this.tracks = {};           // mid -> {participant, name, kind, source}
     this.localTracks = {};      // source -> MediaStreamTrack | null
@@ -28,7 +29,7 @@ export class MultipointSession extends EventTarget {
     this.ws = new WebSocket(`${scheme}://${location.host}/ws`);
     return new Promise((resolve, reject) => {
       this.ws.addEventListener("open", () =>
-        this.send({ type: "join", v: 1, token: this.token, name: this.name }));
+        this.send({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode }));
       this.ws.addEventListener("error", () => reject(new Error("signaling connection failed")));
       this.ws.addEventListener("close", (event) => {
         this.#emit("close", { code: event.code, reason: event.reason });

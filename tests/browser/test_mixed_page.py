@@ -1,0 +1,46 @@
+"""A room unit in Chromium joins mixed: one composed picture and one sound."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signaling.links import join_url
+from tests.browser.conftest import new_context, screenshot
+from tests.browser.test_call_page import INBOUND, growing
+from tests.media.test_mixing import GREEN, RED, join
+
+pytestmark = pytest.mark.browser
+
+
+async def test_mixed_participant_in_chromium_gets_one_picture_and_one_sound(server, browser) -> None:
+    room = "krajska-porada"
+    sites = [await join(server, room, "Brno", 440, RED), await join(server, room, "Zlín", 880, GREEN)]
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), room, name="Sál", ttl_s=600)
+        await page.goto(link + "&autojoin=1&mode=mixed")
+        await page.wait_for_function("window.multipointCall.roster?.length === 3", timeout=30_000)
+        await asyncio.sleep(2)
+        first = await page.evaluate(INBOUND)
+        await asyncio.sleep(3)
+        second = await page.evaluate(INBOUND)
+        assert len(second["video"]) == 1 and len(second["audio"]) == 1, second
+        assert growing(first["video"], second["video"]) == 1
+        assert growing(first["audio"], second["audio"]) == 1
+        # The composite's picture really is a composition of the two sites.
+        await page.wait_for_function("document.querySelector('[data-participant=mixer] video').videoWidth > 0")
+        size = await page.evaluate("""() => { const v = document.querySelector('[data-participant=mixer] video');
+                                     return [v.videoWidth, v.videoHeight]; }""")
+        assert size == [640, 360]
+        await screenshot(page, "call-mixed")
+        # The sites see the room unit as a participant of its own.
+        unit = (await page.evaluate("window.multipointCall.me"))
+        for site in sites:
+            assert any(info["participant"] == unit for info in site.tracks.values())
+    finally:
+        await context.close()
+        for site in sites:
+            await site.close()
