@@ -30,10 +30,10 @@ async def test_mixed_participant_in_chromium_gets_one_picture_and_one_sound(serv
         assert len(second["video"]) == 1 and len(second["audio"]) == 1, second
         assert growing(first["video"], second["video"]) == 1
         assert growing(first["audio"], second["audio"]) == 1
-        # The composite's picture really is a composition of the two sites.
-        await page.wait_for_function("document.querySelector('[data-participant=mixer] video').videoWidth > 0")
-        size = await page.evaluate("""() => { const v = document.querySelector('[data-participant=mixer] video');
-                                     return [v.videoWidth, v.videoHeight]; }""")
+        # The composed picture plays in its own tile at the compositor's size.
+        composite = "document.querySelector('[data-participant=mixer] video')"
+        await page.wait_for_function(f"{composite}.videoWidth > 0")
+        size = await page.evaluate(f"[{composite}.videoWidth, {composite}.videoHeight]")
         assert size == [640, 360]
         await screenshot(page, "call-mixed")
         # The sites see the room unit as a participant of its own.
