@@ -388,9 +388,25 @@ class Participant:
         if self.on_closed is not None:
             self.on_closed(self)
 
+    def quality(self) -> dict[str, Any]:
+        """Connection quality as the server sees it: loss both ways, bitrates, estimate."""
+        sent_loss = [c.fraction_lost / 256 for c in self.consumers.values() if c.packets]
+        received = [p for p in self.producers.values() if p.packets]
+        blocks = [p.receiver_report_block() for p in received]
+        lost = sum(b[2] for b in blocks if b)
+        expected = sum(b[3] - (p.base_seq or 0) + 1 for p, b in zip(received, blocks, strict=True) if b)
+        estimates = [c.remb_bps for c in self.consumers.values() if c.remb_bps]
+        return {
+            "loss_up_pct": round(100 * lost / expected, 1) if expected > 0 else 0.0,
+            "loss_down_pct": round(100 * max(sent_loss), 1) if sent_loss else 0.0,
+            "bitrate_up_kbps": round(sum(p.bitrate_bps for p in received) / 1000),
+            "estimate_down_kbps": round(max(estimates) / 1000) if estimates else None,
+            "videos_paused": sum(1 for c in self.consumers.values() if c.kind == "video" and c.paused),
+        }
+
     def describe(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "role": self.role,
+            "id": self.id, "name": self.name, "role": self.role, "mode": self.mode,
             "joined_at": self.joined_at,
             "connection": self.pc.connectionState,
             "producers": {s: {"packets": p.packets, "active": p.active} for s, p in self.producers.items()},

@@ -17,6 +17,7 @@ from scheduler.db import Database, upgrade
 from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
 from signaling.links import join_url
+from signaling.operations import LiveRooms
 from signaling.server import SignalingConfig, setup_signaling
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 DATABASE = web.AppKey("database", Database)
 MEDIA = web.AppKey("media", MediaWorker)
 SETTINGS = web.AppKey("settings", Settings)
+LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -47,11 +49,12 @@ def create_app(settings: Settings) -> web.Application:
                 return record_selftest(session, **result).id
         return await asyncio.to_thread(write)
 
-    setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
+    live_rooms = setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
                                          max_message_bytes=settings.max_message_bytes,
                                          selftest_ttl_s=settings.selftest_ttl_minutes * 60,
                                          recordings_dir=settings.data_dir / "recordings"),
                     media, store_selftest)
+    app[LIVE_ROOMS] = live_rooms
     setup_metrics(app, media)
     # scheduler: wire the booking API here
     setup_api(app, SchedulerServices(

@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import WSMsgType, web
 
 from mcu.room import MediaWorker, NegotiationError, Offer, Participant, Room
+from signaling.operations import LiveRooms
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
@@ -279,7 +280,8 @@ class ParticipantConnection:
 
 
 def setup_signaling(app: web.Application, config: SignalingConfig, worker: MediaWorker,
-                    record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone) -> None:
+                    record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone) -> LiveRooms:
+    """Add the participant endpoints to ``app``; return the operator's view of live rooms."""
     channels: dict[str, RoomChannel] = {}
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                                    autoescape=True)
@@ -310,10 +312,22 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
                             content_type="text/html")
 
     async def selftest_page(request: web.Request) -> web.Response:
-        endpoint = request.query.get("endpoint", "")[:100] or None
-        grant = JoinGrant(room="selftest-" + secrets.token_hex(8), role="selftest",
-                          endpoint=endpoint)
-        token = issue_token(config.secret, grant, config.selftest_ttl_s)
+        # A room unit's test link carries a signed token naming the unit (so only links
+        # handed out by coordinators record results against a unit); anyone else gets
+        # an anonymous self-test of their own.
+        endpoint = None
+        token = request.query.get("token")
+        if token:
+            try:
+                grant = verify_token(config.secret, token)
+            except TokenError as exc:
+                raise web.HTTPUnauthorized(text=exc.message) from None
+            if grant.role != "selftest":
+                raise web.HTTPForbidden(text="this is not a self-test link")
+            endpoint = grant.endpoint
+        else:
+            grant = JoinGrant(room="selftest-" + secrets.token_hex(8), role="selftest")
+            token = issue_token(config.secret, grant, config.selftest_ttl_s)
         return render("selftest.html", token=token, endpoint=endpoint or "")
 
     async def selftest_result(request: web.Request) -> web.Response:
@@ -379,6 +393,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
     app.router.add_post("/selftest/result", selftest_result)
     app.router.add_get("/call/{room}", call_page)
     app.router.add_static("/static/", STATIC_DIR)
+    return LiveRooms(worker, channels, config.recordings_dir)
 
 
 def _json_error(status: int, code: str, message: str) -> web.Response:

@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from multipoint.app import DATABASE
 from scheduler.models import SelfTestResult
-from signaling.tokens import JoinGrant, issue_token
+from signaling.links import selftest_url
+from signaling.tokens import JoinGrant, issue_token, verify_token
 
 
 async def test_healthz_and_metrics(server) -> None:
@@ -24,9 +25,20 @@ async def test_healthz_and_metrics(server) -> None:
 
 
 async def test_selftest_page_carries_a_selftest_token(server) -> None:
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/selftest") as response:
-        html = await response.text()
-    assert 'data-token="' in html and "Test připojení" in html
+    secret = server.settings.signing_secret()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/selftest?endpoint=FORGED") as response:
+            html = await response.text()
+        assert 'data-token="' in html and "Test připojení" in html
+        token = html.split('data-token="')[1].split('"')[0]
+        assert verify_token(secret, token).endpoint is None  # a bare query names no unit
+        async with http.get(selftest_url(server.url, secret, "SN-9", ttl_s=60)) as response:
+            assert "SN-9" in await response.text()
+        host = issue_token(secret, JoinGrant(room="r", role="host"), 60)
+        async with http.get(server.url + "/selftest", params={"token": host}) as response:
+            assert response.status == 403
+        async with http.get(server.url + "/selftest", params={"token": "x"}) as response:
+            assert response.status == 401
 
 
 async def test_selftest_result_is_validated_and_stored(server) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from multipoint.app import DATABASE
 from scheduler.models import SelfTestResult
+from signaling.links import selftest_url
 from tests.browser.conftest import new_context, screenshot
 
 pytestmark = pytest.mark.browser
@@ -30,7 +31,8 @@ async () => {
 async def test_selftest_echo_in_chromium(server, browser) -> None:
     context = await new_context(browser, server.url)
     page = await context.new_page()
-    await page.goto("/selftest?autostart=1&duration=6&endpoint=SN-0042")
+    link = selftest_url(server.url, server.settings.signing_secret(), "SN-0042", ttl_s=600)
+    await page.goto(link + "&autostart=1&duration=6")
     await page.wait_for_function("window.multipointSelfTest.session?.pc?.connectionState === 'connected'",
                                  timeout=20_000)
     await asyncio.sleep(1.5)

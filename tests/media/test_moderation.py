@@ -143,3 +143,29 @@ async def test_congested_subscriber_gets_audio_only_then_video_comes_back(server
     finally:
         await speaker.close()
         await weak.close()
+
+
+async def test_the_operator_sees_live_rooms_and_mutes_and_removes(server) -> None:
+    from multipoint.app import LIVE_ROOMS
+
+    room = "operated"
+    alice = await join(server, room, "Alice")
+    bob = await join(server, room, "Bob")
+    live = server.app[LIVE_ROOMS]
+    try:
+        alice_id, bob_id = participant_id(alice), participant_id(bob)
+        assert await wait_until(lambda: all_flowing(alice, {bob_id}))
+        (listed,) = [r for r in live.rooms() if r["name"] == room]
+        assert {p["name"] for p in listed["participants"]} == {"Alice", "Bob"}
+        assert all(p["bitrate_up_kbps"] >= 0 and "loss_up_pct" in p for p in listed["participants"])
+        await live.mute(room, alice_id, by="Operátor")
+        assert await wait_until(lambda: alice.of_type("muted"))
+        assert alice.of_type("muted")[-1]["by"] == "Operátor"
+        await live.remove(room, bob_id, by="Operátor")
+        assert await wait_until(lambda: bob.of_type("removed") and bob.ws.closed)
+        assert live.load()["participants"] == 1
+        with pytest.raises(LookupError):
+            await live.mute(room, "p-none", by="x")
+    finally:
+        await alice.close()
+        await bob.close()
