@@ -173,6 +173,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
     groups = _organisers(db)
     days = _working_days(datetime(2026, 7, 2), 60)  # book the next two months
     latencies: list[float] = []
+    refusals: list[float] = []  # a refusal also computes the nearest free slots
     outcomes = {"accepted": 0, "refused": 0, "errors": 0}
     lock = threading.Lock()
     start_barrier = threading.Barrier(clients + 1)
@@ -186,9 +187,10 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         start_barrier.wait()
         while time.perf_counter() < stop_at[0]:
             if rate:
-                time.sleep(rng.expovariate(rate / clients))
-                if time.perf_counter() >= stop_at[0]:
+                pause = rng.expovariate(rate / clients)
+                if time.perf_counter() + pause >= stop_at[0]:
                     break
+                time.sleep(pause)
             org = _pick(rng, groups)
             start_local, end_local = _slot(rng, rng.choice(days))
             weekly = rng.random() < 0.05
@@ -211,6 +213,8 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
             with lock:
                 latencies.append(elapsed)
                 outcomes[outcome] += 1
+                if outcome == "refused":
+                    refusals.append(elapsed)
 
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
     for thread in threads:
@@ -228,6 +232,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         "booking_p50_ms": round(percentile(latencies, 0.50), 2),
         "booking_p99_ms": round(percentile(latencies, 0.99), 2),
         "booking_max_ms": round(max(latencies, default=0.0), 2),
+        "refusal_p50_ms": round(percentile(refusals, 0.50), 2),
     }
     return {prefix + key: value for key, value in figures.items()}
 

@@ -302,7 +302,9 @@ def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, 
         return []
     start = datetime.fromisoformat(str(conflicts[0]["occurrence_start_utc"]))  # type: ignore[index]
     duration = (schedule.end - schedule.start)
-    search = timedelta(days=7)
+    # Three days either way: a person moves a meeting within the week, and a wider
+    # window makes every refusal read (and sweep) more of the calendar.
+    search = timedelta(days=3)
     tz = ZoneInfo(schedule.zone)
     with db.session() as session:
         policy = load_policy(session, config)

@@ -26,6 +26,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 PRIORITY_CLASSES: tuple[str, ...] = ("routine", "priority", "emergency")
 
@@ -38,9 +39,11 @@ class CapacityPolicy:
     borrow_lead: timedelta = timedelta(hours=48)
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """Capacity held by one occurrence of a booking over [start, end)."""
+class Allocation(NamedTuple):
+    """Capacity held by one occurrence of a booking over [start, end).
+
+    A named tuple, not a dataclass: a week's availability builds thousands of them.
+    """
 
     start: datetime
     end: datetime
@@ -90,6 +93,16 @@ def borrowing(request: Request, policy: CapacityPolicy, now: datetime) -> bool:
     if request.priority in ("priority", "emergency"):
         return True
     return request.start - now <= policy.borrow_lead
+
+
+def room_left(segment: Segment, policy: CapacityPolicy, *, izs: bool, borrow: bool) -> int:
+    """Units left in ``segment`` for an IZS or ordinary request, borrowing or not."""
+    free = policy.pool_units - segment.used
+    if not izs:
+        free -= max(0, policy.izs_reserve_units - segment.izs_used)
+    if not borrow:
+        free -= segment.protected
+    return free
 
 
 def available(segment: Segment, request: Request, policy: CapacityPolicy,
@@ -219,12 +232,23 @@ def nearest_slots(request: Request, allocations: Sequence[Allocation], policy: C
     segments = timeline(allocations, policy, request.holder, window_start, window_end)
     starts = [segment.start for segment in segments]
 
+    # What the request could take in each segment, lending allowed or not: the only
+    # thing a candidate start changes is whether it falls within the borrowing lead.
+    def free(borrow: bool) -> list[int]:
+        emergency = request.priority == "emergency"
+        return [room_left(segment, policy, izs=request.izs or emergency,
+                          borrow=borrow or emergency) for segment in segments]
+
+    free_lending = free(True)
+    free_strict = free(False) if request.priority == "routine" else free_lending
+
     def fits(start: datetime) -> bool:
         moved = Request(start, start + duration, request.units, request.holder, request.izs,
                         request.priority)
+        room = free_lending if borrowing(moved, policy, now) else free_strict
         index = max(0, bisect.bisect_right(starts, start) - 1)
         while index < len(segments) and segments[index].start < moved.end:
-            if available(segments[index], moved, policy, now)[0] < moved.units:
+            if room[index] < moved.units:
                 return False
             index += 1
         return True

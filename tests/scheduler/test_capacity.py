@@ -162,3 +162,14 @@ def test_nearest_slots_look_both_ways() -> None:
     existing = [alloc(T - 5 * H, 7, 800, holder=None, izs=True, priority="emergency")]
     request = Request(T, T + H, 300, holder=1)
     assert nearest_slots(request, existing, POLICY, NOW, count=2) == [T + 2 * H, T + 2.25 * H]
+
+
+def test_nearest_slots_borrow_only_within_the_lead() -> None:
+    # 501 units for holder 1 never fit without borrowing (500 is its limit far ahead), so
+    # the only slots are those starting within 48 hours of now.
+    start = NOW + timedelta(hours=72)
+    request = Request(start, start + H, 501, holder=1)
+    assert check(request, [], POLICY, NOW) is not None
+    slots = nearest_slots(request, [], POLICY, NOW, count=3, search=timedelta(days=2))
+    assert slots == [NOW + timedelta(hours=47.5), NOW + timedelta(hours=47.75),
+                     NOW + timedelta(hours=48)]
