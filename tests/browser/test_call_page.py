@@ -126,3 +126,31 @@ async def test_expired_invitation_is_explained(server, browser) -> None:
     await page.wait_for_selector("#prejoin-error", state="visible")
     assert "expired" in (await page.text_content("#prejoin-error"))
     await context.close()
+
+
+async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
+    from tests.media.test_mixing import RED, join
+
+    room = "blip"
+    other = await join(server, room, "Stays", 440, RED)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), room, name="Blip", ttl_s=600)
+        await page.goto(link + "&autojoin=1")
+        await page.wait_for_function("window.multipointCall.roster?.length === 2", timeout=30_000)
+        first_id = await page.evaluate("window.multipointCall.me")
+        # The signaling connection drops as on a network blip.
+        await page.evaluate("window.multipointCall.session.ws.close()")
+        await page.wait_for_function(f"window.multipointCall.me && window.multipointCall.me !== '{first_id}'",
+                                     timeout=30_000)
+        await page.wait_for_function("window.multipointCall.roster?.length === 2", timeout=30_000)
+        await asyncio.sleep(2)
+        before = await page.evaluate(INBOUND)
+        await asyncio.sleep(2)
+        after = await page.evaluate(INBOUND)
+        assert growing(before["video"], after["video"]) >= 1
+        assert not await page.is_visible("#notice") or "…" not in await page.text_content("#notice")
+    finally:
+        await context.close()
+        await other.close()
