@@ -301,19 +301,24 @@ def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, 
     if not conflicts:
         return []
     start = datetime.fromisoformat(str(conflicts[0]["occurrence_start_utc"]))  # type: ignore[index]
-    duration = (schedule.end - schedule.start)
-    # Three days either way: a person moves a meeting within the week, and a wider
-    # window makes every refusal read (and sweep) more of the calendar.
-    search = timedelta(days=3)
+    duration = schedule.end - schedule.start
     tz = ZoneInfo(schedule.zone)
+    slots: list[datetime] = []
+    # Nearest first: most refusals find three slots within hours, so look half a day
+    # either way, and only then three days (a person moves a meeting within the week).
+    # Every hour more of the calendar is more rows to read and sweep.
     with db.session() as session:
         policy = load_policy(session, config)
         holder = holder_among(org, policy.quotas)
-        allocations = load_allocations(session, [(start - search, start + duration + search)],
-                                       config.limits.max_duration,
-                                       exclude_booking=exclude_booking)
-    request = Request(start, start + duration, units, holder, org.izs, priority)
-    slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
+        request = Request(start, start + duration, units, holder, org.izs, priority)
+        for search in (timedelta(hours=12), timedelta(days=3)):
+            allocations = load_allocations(session,
+                                           [(start - search, start + duration + search)],
+                                           config.limits.max_duration,
+                                           exclude_booking=exclude_booking)
+            slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
+            if len(slots) == 3:
+                break
     return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
              "end": (slot + duration).astimezone(tz).strftime("%Y-%m-%dT%H:%M")}
             for slot in slots]
