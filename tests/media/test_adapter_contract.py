@@ -106,3 +106,31 @@ async def test_no_decoder_runs_on_the_server(echo_call) -> None:
 def test_internals_are_checked_at_import() -> None:
     aiortc_adapter.check_internals()
     assert aiortc_adapter.aiortc.__version__ == aiortc_adapter.PINNED_AIORTC
+
+
+async def test_host_candidates_use_the_configured_addresses_and_port_range() -> None:
+    aiortc_adapter.configure_ice(["127.0.0.1"], (41000, 41009))
+    worker = MediaWorker()
+    try:
+        participant = worker.room("ports", echo=True).join("me", "selftest")
+        peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+        offer = await participant.create_offer()
+        candidates = [line.split() for line in offer.sdp.splitlines() if line.startswith("a=candidate:")]
+        assert candidates
+        assert {c[4] for c in candidates} == {"127.0.0.1"}
+        assert all(41000 <= int(c[5]) <= 41009 for c in candidates)
+        answer = await peer.answer(offer.sdp, offer.publish)
+        await participant.accept_answer(answer, offer.revision)
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 5, timeout=20)
+        await peer.close()
+    finally:
+        aiortc_adapter.configure_ice(["127.0.0.1"], None)
+        await worker.close()
+
+
+def test_ice_servers_come_only_from_settings() -> None:
+    assert aiortc_adapter.ice_servers([], [], "", "") == []
+    servers = aiortc_adapter.ice_servers(["stun:stun.example.gov.cz:3478"],
+                                         ["turn:turn.example.gov.cz:3478"], "user", "secret")
+    assert [s.urls for s in servers] == ["stun:stun.example.gov.cz:3478", "turn:turn.example.gov.cz:3478"]
+    assert servers[1].username == "user" and servers[1].credential == "secret"
