@@ -9,8 +9,10 @@ from signaling.tokens import JoinGrant, Role, issue_token
 
 
 def join_url(public_url: str, secret: str, room: str, *, role: Role = "guest",
-             name: str | None = None, ttl_s: float) -> str:
-    token = issue_token(secret, JoinGrant(room=room, role=role, name=name), ttl_s)
+             name: str | None = None, ttl_s: float, scheduled: bool = False) -> str:
+    """A join link; ``scheduled`` links (bookings, bridges) are admitted by the scheduler."""
+    token = issue_token(secret, JoinGrant(room=room, role=role, name=name, scheduled=scheduled),
+                        ttl_s)
     return f"{public_url}/call/{quote(room, safe='')}?{urlencode({'token': token})}"
 
 

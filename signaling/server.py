@@ -54,6 +54,17 @@ async def admit_everyone(grant: JoinGrant) -> Admission:
     return Admission(True)
 
 
+class CallLog:
+    """Who joined which room when, for how long: the scheduler keeps the records."""
+
+    async def joined(self, room: str, name: str, mode: str) -> Any:
+        """Start a record; returns what ``left`` needs to close it."""
+        return None
+
+    async def left(self, record: Any) -> None:
+        return None
+
+
 @dataclass
 class SignalingConfig:
     secret: str
@@ -105,11 +116,13 @@ class ParticipantConnection:
     """One client WebSocket: protocol state and the participant it joined as."""
 
     def __init__(self, ws: web.WebSocketResponse, config: SignalingConfig, worker: MediaWorker,
-                 admit: AdmitJoin, channels: dict[str, RoomChannel]) -> None:
+                 admit: AdmitJoin, call_log: CallLog, channels: dict[str, RoomChannel]) -> None:
         self.ws = ws
         self.config = config
         self.worker = worker
         self.admit = admit
+        self.call_log = call_log
+        self.call_record: Any = None
         self.channels = channels
         self.participant: Participant | None = None
         self.channel: RoomChannel | None = None
@@ -177,7 +190,7 @@ class ParticipantConnection:
             raise ProtocolError("room_not_found", "no such room for this link")
         if existing is not None and existing.locked and grant.role != "host":
             raise ProtocolError("room_locked", "the room is locked by its host")
-        if not echo:
+        if grant.scheduled:
             admission = await self.admit(grant)
             if not admission.allowed:
                 raise ProtocolError(admission.code or "not_admitted", admission.message)
@@ -195,6 +208,8 @@ class ParticipantConnection:
         await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant.id,
                          "room": grant.room, "role": grant.role, "name": participant.name,
                          "locked": room.locked})
+        if not echo:
+            self.call_record = await self.call_log.joined(grant.room, participant.name, participant.mode)
         await self.send_offer(await participant.create_offer())
         room.announce_join(participant)
 
@@ -277,10 +292,13 @@ class ParticipantConnection:
         participant, self.participant = self.participant, None
         if participant is not None:
             await participant.room.leave(participant)
+            if not participant.room.echo:
+                await self.call_log.left(self.call_record)
 
 
 def setup_signaling(app: web.Application, config: SignalingConfig, worker: MediaWorker,
-                    record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone) -> LiveRooms:
+                    record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone,
+                    call_log: CallLog | None = None) -> LiveRooms:
     """Add the participant endpoints to ``app``; return the operator's view of live rooms."""
     channels: dict[str, RoomChannel] = {}
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -291,7 +309,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
         # answer an oversized message with an error and keep the connection.
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
-        connection = ParticipantConnection(ws, config, worker, admit, channels)
+        connection = ParticipantConnection(ws, config, worker, admit, call_log or CallLog(), channels)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:

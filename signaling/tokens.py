@@ -33,6 +33,9 @@ class JoinGrant:
     role: Role
     name: str | None = None
     endpoint: str | None = None  # serial of a grant-programme room unit, for self-tests
+    # Links of bookings and standing bridges: the scheduler admits each join. Links the
+    # operator makes with `multipoint invite` are for ad-hoc rooms outside any booking.
+    scheduled: bool = False
 
 
 def issue_token(secret: str, grant: JoinGrant, ttl_s: float, now: float | None = None) -> str:
@@ -48,6 +51,8 @@ def issue_token(secret: str, grant: JoinGrant, ttl_s: float, now: float | None =
         claims["name"] = grant.name
     if grant.endpoint:
         claims["endpoint"] = grant.endpoint
+    if grant.scheduled:
+        claims["scheduled"] = True
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -67,4 +72,5 @@ def verify_token(secret: str, token: object) -> JoinGrant:
     name = claims.get("name")
     endpoint = claims.get("endpoint")
     return JoinGrant(room=room, role=role, name=name if isinstance(name, str) else None,
-                     endpoint=endpoint if isinstance(endpoint, str) else None)
+                     endpoint=endpoint if isinstance(endpoint, str) else None,
+                     scheduled=claims.get("scheduled") is True)
