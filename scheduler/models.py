@@ -299,3 +299,82 @@ class UsageDaily(Base):
     calls: Mapped[int] = mapped_column(Integer, default=0)
     participant_seconds: Mapped[int] = mapped_column(Integer, default=0)
     booked_unit_hours: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# Admin web: sign-in lockout, audit log, rollout of the grant programme's room units ----
+
+
+class SignInFailures(Base):
+    """Failed sign-ins in a row for one account, and until when it is locked."""
+
+    __tablename__ = "sign_in_failures"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntry(Base):
+    """One change: who did what to which object, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str] = mapped_column(String(200), default="")
+    details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+
+class GrantProgramme(Base):
+    """A grant programme (or one call of it) that buys room video units."""
+
+    __tablename__ = "grant_programmes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    budget_czk: Mapped[int] = mapped_column(Integer)
+    call_opens: Mapped[date] = mapped_column(Date)
+    call_closes: Mapped[date] = mapped_column(Date)
+    deadline: Mapped[date] = mapped_column(Date)  # units in service by this day
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GrantApplication(Base):
+    """An institution's application to a programme."""
+
+    __tablename__ = "grant_applications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    programme_id: Mapped[int] = mapped_column(ForeignKey("grant_programmes.id"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    submitted_on: Mapped[date] = mapped_column(Date)
+    units_requested: Mapped[int] = mapped_column(Integer)
+    amount_czk: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="submitted")
+    approved_czk: Mapped[int] = mapped_column(Integer, default=0)
+    decided_on: Mapped[date | None] = mapped_column(Date)
+
+
+class Endpoint(Base):
+    """A room video unit bought through the grant programme, and where its rollout stands."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[str] = mapped_column(String(100), unique=True)
+    model: Mapped[str] = mapped_column(String(200))
+    site: Mapped[str] = mapped_column(String(300), default="")
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    programme_id: Mapped[int | None] = mapped_column(ForeignKey("grant_programmes.id"),
+                                                     index=True)
+    status: Mapped[str] = mapped_column(String(20), default="requested", index=True)
+    price_czk: Mapped[int] = mapped_column(Integer, default=0)
+    due_on: Mapped[date | None] = mapped_column(Date)  # in service by this day
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_selftest_id: Mapped[int | None] = mapped_column(Integer)
+    last_selftest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_selftest_passed: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,400 @@
+"""The rollout of the grant programme's room units: programmes, applications, endpoints.
+
+An endpoint moves along a pipeline (requested → approved → ordered → delivered →
+installed → tested → in service) with side states (faulty, retest due, decommissioned).
+"tested" is reached only by a passing self-test call of the unit itself: nobody can tick
+it by hand. The rules are plain functions; the database functions below apply them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from scheduler import audit
+from scheduler.errors import InvalidInput, NotFound
+from scheduler.models import (
+    Endpoint,
+    GrantApplication,
+    GrantProgramme,
+    Organisation,
+    SelfTestResult,
+)
+from scheduler.permissions import Principal
+
+PIPELINE: tuple[str, ...] = ("requested", "approved", "ordered", "delivered", "installed",
+                             "tested", "in_service")
+SIDE_STATES: tuple[str, ...] = ("faulty", "retest_due", "decommissioned")
+STATUSES: tuple[str, ...] = PIPELINE + SIDE_STATES
+# A unit counts as bought (its price spent) from the order on.
+SPENT_STATES = frozenset(STATUSES) - {"requested", "approved", "decommissioned"}
+DONE_STATES = frozenset({"in_service", "decommissioned"})
+# A passing self-test proves a unit that is physically there works.
+TESTABLE_STATES = frozenset({"delivered", "installed", "faulty", "retest_due"})
+APPLICATION_STATES: tuple[str, ...] = ("submitted", "approved", "rejected")
+CSV_COLUMNS: tuple[str, ...] = ("serial", "model", "site", "organisation", "status", "programme",
+                                "price_czk", "due_on")
+MAX_IMPORT_ROWS = 5000
+
+
+def allowed_next(status: str) -> tuple[str, ...]:
+    """The states a person may move an endpoint to from ``status`` (never "tested")."""
+    if status == "decommissioned":
+        return ()
+    if status in ("faulty", "retest_due"):
+        return tuple(s for s in ("installed", "faulty", "retest_due", "decommissioned")
+                     if s != status)
+    index = PIPELINE.index(status)
+    forward = PIPELINE[index + 1] if index + 1 < len(PIPELINE) else None
+    options = [] if forward in (None, "tested") else [forward]
+    if index >= PIPELINE.index("delivered"):
+        options += ["faulty", "retest_due"]
+    return (*options, "decommissioned")
+
+
+def status_after_selftest(status: str, passed: bool) -> str:
+    """A passing self-test moves a unit that is there to "tested"; a failing one changes
+    nothing but the recorded verdict (a person decides whether the unit is faulty)."""
+    if passed and status in TESTABLE_STATES:
+        return "tested"
+    return status
+
+
+# Self-test results -------------------------------------------------------------------
+
+
+def apply_selftest(session: Session, result: SelfTestResult) -> Endpoint | None:
+    """Record a self-test verdict on its endpoint (if the link named one) and move it."""
+    if not result.endpoint_serial:
+        return None
+    endpoint = session.scalar(select(Endpoint).where(Endpoint.serial == result.endpoint_serial))
+    if endpoint is None or (endpoint.last_selftest_id or 0) >= result.id:
+        return endpoint
+    endpoint.last_selftest_id = result.id
+    endpoint.last_selftest_at = result.created_at
+    endpoint.last_selftest_passed = result.passed
+    new = status_after_selftest(endpoint.status, result.passed)
+    if new != endpoint.status:
+        audit.record(session, None, "endpoint.status", f"endpoint:{endpoint.serial}",
+                     {"from": endpoint.status, "to": new, "selftest": result.id},
+                     actor_name="self-test", at=result.created_at)
+        endpoint.status = new
+        endpoint.status_changed_at = result.created_at
+    return endpoint
+
+
+def refresh_endpoint(session: Session, endpoint: Endpoint) -> None:
+    """Apply the endpoint's newest self-test if it is not applied yet (a safety net for a
+    result stored while the hook could not run)."""
+    latest = session.scalar(select(SelfTestResult)
+                            .where(SelfTestResult.endpoint_serial == endpoint.serial)
+                            .order_by(SelfTestResult.id.desc()).limit(1))
+    if latest is not None:
+        apply_selftest(session, latest)
+
+
+def selftests_of(session: Session, serial: str, limit: int = 20) -> list[SelfTestResult]:
+    return list(session.scalars(select(SelfTestResult)
+                                .where(SelfTestResult.endpoint_serial == serial)
+                                .order_by(SelfTestResult.id.desc()).limit(limit)))
+
+
+# Programmes, applications, endpoints ---------------------------------------------------
+
+
+def create_programme(session: Session, actor: Principal, name: str, budget_czk: int,
+                     call_opens: date, call_closes: date, deadline: date) -> GrantProgramme:
+    if call_closes < call_opens:
+        raise InvalidInput("call_closes_before_opens", "the call closes before it opens",
+                           field="call_closes")
+    if deadline < call_closes:
+        raise InvalidInput("deadline_before_close", "the deadline is before the call closes",
+                           field="deadline")
+    if session.scalar(select(GrantProgramme.id).where(GrantProgramme.name == name)):
+        raise InvalidInput("programme_exists", "a programme of this name exists", field="name")
+    programme = GrantProgramme(name=name, budget_czk=budget_czk, call_opens=call_opens,
+                               call_closes=call_closes, deadline=deadline)
+    session.add(programme)
+    session.flush()
+    audit.record(session, actor, "programme.create", f"programme:{programme.id}",
+                 {"name": name, "budget_czk": budget_czk})
+    return programme
+
+
+def create_application(session: Session, actor: Principal, programme_id: int,
+                       organisation_id: int, submitted_on: date, units_requested: int,
+                       amount_czk: int) -> GrantApplication:
+    if session.get(GrantProgramme, programme_id) is None:
+        raise NotFound("programme_not_found", f"no programme {programme_id}")
+    if session.get(Organisation, organisation_id) is None:
+        raise NotFound("organisation_not_found", f"no organisation {organisation_id}")
+    application = GrantApplication(programme_id=programme_id, organisation_id=organisation_id,
+                                   submitted_on=submitted_on, units_requested=units_requested,
+                                   amount_czk=amount_czk, status="submitted")
+    session.add(application)
+    session.flush()
+    audit.record(session, actor, "application.create", f"application:{application.id}",
+                 {"programme_id": programme_id, "organisation_id": organisation_id,
+                  "amount_czk": amount_czk})
+    return application
+
+
+def decide_application(session: Session, actor: Principal, application_id: int, status: str,
+                       approved_czk: int, today: date) -> GrantApplication:
+    application = session.get(GrantApplication, application_id)
+    if application is None:
+        raise NotFound("application_not_found", f"no application {application_id}")
+    if status not in APPLICATION_STATES:
+        raise InvalidInput("invalid_status", f"status is one of {', '.join(APPLICATION_STATES)}")
+    application.status = status
+    application.approved_czk = approved_czk if status == "approved" else 0
+    application.decided_on = today if status != "submitted" else None
+    audit.record(session, actor, "application.decide", f"application:{application.id}",
+                 {"status": status, "approved_czk": application.approved_czk})
+    return application
+
+
+def change_status(session: Session, actor: Principal, endpoint_id: int, status: str,
+                  now: datetime) -> Endpoint:
+    endpoint = session.get(Endpoint, endpoint_id)
+    if endpoint is None:
+        raise NotFound("endpoint_not_found", f"no endpoint {endpoint_id}")
+    if status not in allowed_next(endpoint.status):
+        raise InvalidInput("invalid_transition",
+                           f"an endpoint cannot go from {endpoint.status} to {status}",
+                           field="status")
+    audit.record(session, actor, "endpoint.status", f"endpoint:{endpoint.serial}",
+                 {"from": endpoint.status, "to": status})
+    endpoint.status = status
+    endpoint.status_changed_at = now
+    return endpoint
+
+
+# CSV import and export ----------------------------------------------------------------
+
+
+@dataclass
+class RowCheck:
+    """One CSV row as the import would write it, or the errors that stop it."""
+
+    line: int
+    values: dict[str, str]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (column, code)
+    action: str = "create"  # or "update"
+    organisation_id: int | None = None
+    programme_id: int | None = None
+
+
+@dataclass
+class Preview:
+    rows: list[RowCheck]
+    errors: list[tuple[str, str]] = field(default_factory=list)  # file-level (column, code)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and all(not r.errors for r in self.rows) and bool(self.rows)
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors) + sum(len(r.errors) for r in self.rows)
+
+
+def _organisation_lookup(session: Session) -> tuple[dict[str, int], dict[str, list[int]]]:
+    by_code: dict[str, int] = {}
+    by_name: dict[str, list[int]] = {}
+    for org_id, code, name in session.execute(select(Organisation.id, Organisation.code,
+                                                     Organisation.name)):
+        if code:
+            by_code[code.casefold()] = org_id
+        by_name.setdefault(name.casefold(), []).append(org_id)
+    return by_code, by_name
+
+
+def preview_csv(session: Session, text: str) -> Preview:
+    """Check every row against the database without writing anything."""
+    text = text.lstrip("\ufeff")
+    sample = text[:2048]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","  # Czech Excel writes ';'
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    missing = [c for c in ("serial", "model", "organisation") if c not in header]
+    if missing:
+        return Preview([], [(c, "missing_column") for c in missing])
+    by_code, by_name = _organisation_lookup(session)
+    programmes = {name.casefold(): pid for pid, name in
+                  session.execute(select(GrantProgramme.id, GrantProgramme.name))}
+    existing = set(session.scalars(select(Endpoint.serial)))
+    seen: set[str] = set()
+    rows: list[RowCheck] = []
+    for number, raw in enumerate(reader, start=2):
+        if len(rows) >= MAX_IMPORT_ROWS:
+            return Preview(rows, [("", "too_many_rows")])
+        values = {(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else ""
+                  for k, v in raw.items()}
+        if not any(values.values()):
+            continue
+        row = RowCheck(number, {c: values.get(c, "") for c in CSV_COLUMNS})
+        _check_row(row, by_code, by_name, programmes, seen, existing)
+        rows.append(row)
+    return Preview(rows, [] if rows else [("", "no_rows")])
+
+
+def _check_row(row: RowCheck, by_code: dict[str, int], by_name: dict[str, list[int]],
+               programmes: dict[str, int], seen: set[str], existing: set[str]) -> None:
+    v = row.values
+    serial = v["serial"]
+    if not serial:
+        row.errors.append(("serial", "required"))
+    elif len(serial) > 100:
+        row.errors.append(("serial", "too_long"))
+    elif serial in seen:
+        row.errors.append(("serial", "duplicate_in_file"))
+    else:
+        seen.add(serial)
+        row.action = "update" if serial in existing else "create"
+    if not v["model"]:
+        row.errors.append(("model", "required"))
+    org = v["organisation"].casefold()
+    if not org:
+        row.errors.append(("organisation", "required"))
+    elif org in by_code:
+        row.organisation_id = by_code[org]
+    elif len(by_name.get(org, [])) == 1:
+        row.organisation_id = by_name[org][0]
+    elif by_name.get(org):
+        row.errors.append(("organisation", "ambiguous_organisation"))
+    else:
+        row.errors.append(("organisation", "unknown_organisation"))
+    if v["status"] and v["status"] not in STATUSES:
+        row.errors.append(("status", "unknown_status"))
+    if v["status"] == "tested":
+        row.errors.append(("status", "tested_by_selftest_only"))
+    if v["programme"]:
+        if v["programme"].casefold() in programmes:
+            row.programme_id = programmes[v["programme"].casefold()]
+        else:
+            row.errors.append(("programme", "unknown_programme"))
+    if v["price_czk"]:
+        try:
+            if int(v["price_czk"].replace(" ", "")) < 0:
+                raise ValueError
+        except ValueError:
+            row.errors.append(("price_czk", "invalid_number"))
+    if v["due_on"]:
+        try:
+            date.fromisoformat(v["due_on"])
+        except ValueError:
+            row.errors.append(("due_on", "invalid_date"))
+
+
+def import_csv(session: Session, actor: Principal, text: str, now: datetime) -> dict[str, int]:
+    """Write a CSV that previews clean, all rows or none (the caller's transaction)."""
+    preview = preview_csv(session, text)
+    if not preview.ok:
+        raise InvalidInput("import_has_errors", f"{preview.error_count} error(s): see the preview")
+    counts: Counter[str] = Counter()
+    for row in preview.rows:
+        v = row.values
+        endpoint = session.scalar(select(Endpoint).where(Endpoint.serial == v["serial"]))
+        if endpoint is None:
+            endpoint = Endpoint(serial=v["serial"], status=v["status"] or "requested",
+                                status_changed_at=now, created_at=now)
+            session.add(endpoint)
+        elif v["status"] and v["status"] != endpoint.status:
+            endpoint.status, endpoint.status_changed_at = v["status"], now
+        endpoint.model = v["model"]
+        endpoint.site = v["site"]
+        assert row.organisation_id is not None
+        endpoint.organisation_id = row.organisation_id
+        endpoint.programme_id = row.programme_id
+        endpoint.price_czk = int(v["price_czk"].replace(" ", "")) if v["price_czk"] else 0
+        endpoint.due_on = date.fromisoformat(v["due_on"]) if v["due_on"] else None
+        counts[row.action] += 1
+    session.flush()
+    audit.record(session, actor, "endpoint.import", "endpoints",
+                 {"created": counts["create"], "updated": counts["update"]})
+    return {"created": counts["create"], "updated": counts["update"]}
+
+
+def export_csv(session: Session) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*CSV_COLUMNS, "last_selftest_at", "last_selftest_passed"])
+    orgs = {i: code or name for i, code, name in
+            session.execute(select(Organisation.id, Organisation.code, Organisation.name))}
+    programmes = dict(session.execute(select(GrantProgramme.id, GrantProgramme.name)).all())
+    for e in session.scalars(select(Endpoint).order_by(Endpoint.serial)):
+        writer.writerow([e.serial, e.model, e.site, orgs.get(e.organisation_id, ""), e.status,
+                         programmes.get(e.programme_id, "") if e.programme_id else "",
+                         e.price_czk, e.due_on.isoformat() if e.due_on else "",
+                         e.last_selftest_at.isoformat() if e.last_selftest_at else "",
+                         "" if e.last_selftest_passed is None else str(e.last_selftest_passed).lower()])
+    return out.getvalue()
+
+
+# Dashboards ---------------------------------------------------------------------------
+
+
+def regions_of(session: Session) -> dict[int, str]:
+    """Every organisation's region name (itself, or the nearest region above it);
+    organisations outside any region (central bodies, national IZS) map to ""."""
+    rows = session.execute(select(Organisation.id, Organisation.parent_id, Organisation.kind,
+                                  Organisation.name)).all()
+    info = {r.id: r for r in rows}
+    result: dict[int, str] = {}
+    for org_id in info:
+        current, hops = info.get(org_id), 0
+        while current is not None and current.kind != "region" and hops < 10:
+            current = info.get(current.parent_id) if current.parent_id else None
+            hops += 1
+        result[org_id] = current.name if current is not None and current.kind == "region" else ""
+    return result
+
+
+def is_overdue(endpoint: Endpoint, today: date) -> bool:
+    return (endpoint.due_on is not None and endpoint.due_on < today
+            and endpoint.status not in DONE_STATES) or endpoint.status == "retest_due"
+
+
+def dashboard(session: Session, today: date) -> dict[str, object]:
+    regions = regions_of(session)
+    endpoints = list(session.scalars(select(Endpoint)))
+    by_status = Counter(e.status for e in endpoints)
+    by_region: dict[str, Counter[str]] = {}
+    for e in endpoints:
+        by_region.setdefault(regions.get(e.organisation_id, ""), Counter())[e.status] += 1
+    overdue = sorted((e for e in endpoints if is_overdue(e, today)),
+                     key=lambda e: (e.due_on or today, e.serial))
+    late_applications = list(session.scalars(
+        select(GrantApplication).join(GrantProgramme,
+                                      GrantProgramme.id == GrantApplication.programme_id)
+        .where(GrantApplication.status == "submitted", GrantProgramme.call_closes < today)))
+    approved = dict(session.execute(
+        select(GrantApplication.programme_id, func.sum(GrantApplication.approved_czk))
+        .where(GrantApplication.status == "approved")
+        .group_by(GrantApplication.programme_id)).all())
+    spending = []
+    for programme in session.scalars(select(GrantProgramme).order_by(GrantProgramme.call_opens)):
+        spent = sum(e.price_czk for e in endpoints
+                    if e.programme_id == programme.id and e.status in SPENT_STATES)
+        spending.append({"programme": programme, "budget_czk": programme.budget_czk,
+                         "approved_czk": int(approved.get(programme.id) or 0),
+                         "spent_czk": spent,
+                         "overdue": programme.deadline < today and any(
+                             e.programme_id == programme.id and e.status not in DONE_STATES
+                             for e in endpoints)})
+    return {
+        "total": len(endpoints),
+        "by_status": {s: by_status.get(s, 0) for s in STATUSES},
+        "by_region": {region: {s: counts.get(s, 0) for s in STATUSES}
+                      for region, counts in sorted(by_region.items())},
+        "overdue": overdue,
+        "late_applications": late_applications,
+        "spending": spending,
+    }
