@@ -21,6 +21,7 @@ tests/media/test_adapter_contract.py checks the behaviour on real loopback peers
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import logging
 import random
 from collections.abc import Callable
@@ -75,6 +76,7 @@ def check_internals() -> None:
         (aioice.ice, "candidate_priority"),
         (aioice.ice.Connection, "get_component_candidates"),
         (aiortc_rtp.RtcpPacket, "parse"),
+        (asyncio.selector_events, "_SelectorDatagramTransport"),
     ]
     for owner, name in required:
         if not hasattr(owner, name):
@@ -93,6 +95,17 @@ check_internals()
 
 # ICE ---------------------------------------------------------------------------------
 
+# CPython's selector datagram transport reads every datagram into a fresh 256 KiB buffer,
+# which glibc serves with mmap/munmap: a system call pair per received packet. Media
+# datagrams stay under the path MTU, so a small buffer is enough (uvloop does likewise).
+DATAGRAM_READ_SIZE = 4096
+
+
+def _tune_datagram_reads() -> None:
+    transport_class = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
+    if transport_class.max_size > DATAGRAM_READ_SIZE:
+        transport_class.max_size = DATAGRAM_READ_SIZE
+
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 
 
@@ -101,6 +114,7 @@ def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> N
 
     Process-wide: aioice reads these from module globals.
     """
+    _tune_datagram_reads()
     if addresses:
         chosen = list(addresses)
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [  # type: ignore[assignment]

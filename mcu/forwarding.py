@@ -98,13 +98,12 @@ class Producer:
             if level:
                 self.activity_sum += 127 - (level[0] & 0x7F)
                 self.activity_packets += 1
-                extension = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, level[:1])])
+                extension = rtp.audio_level_block(level)
             else:
                 extension = b""
         else:
             keyframe = is_keyframe_start(data[view.payload_start:view.payload_end])
-            extension = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME,
-                                                       rtp.abs_send_time_now())])
+            extension = rtp.abs_send_time_block()
         body = extension + data[view.payload_start:]
         padded = view.payload_end != len(data)
         for consumer in self.consumers:
@@ -187,7 +186,6 @@ class Consumer:
         self.packets = 0
         self.octets = 0
         self.last_ts = 0
-        self.last_sent_at = 0.0
         self.remb_bps: int | None = None
         self.remb_group: int | None = None
         self.fraction_lost = 0
@@ -235,7 +233,6 @@ class Consumer:
         if self.history is not None:
             self.history.add(seq, packet)
         self.last_ts = timestamp
-        self.last_sent_at = time.monotonic()
         try:
             write(packet)
         except (ConnectionError, OSError):
@@ -294,5 +291,5 @@ class Consumer:
             ntp_pair = (int(ntp) & 0xFFFFFFFF, int((ntp % 1) * (1 << 32)) & 0xFFFFFFFF)
         else:
             ntp_pair = rtp.ntp_now()
-            rtp_now = self.last_ts + int((now - self.last_sent_at) * self.producer.clock_rate)
+            rtp_now = self.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
         return rtp.rtcp_sender_report(self.ssrc, ntp_pair, rtp_now, self.packets, self.octets)

@@ -116,6 +116,21 @@ def one_byte_extension_block(elements: list[tuple[int, bytes]]) -> bytes:
     return struct.pack("!HH", ONE_BYTE_PROFILE, len(body) // 4) + body
 
 
+_ONE_WORD_BLOCK = struct.pack("!HH", ONE_BYTE_PROFILE, 1)
+_AUDIO_LEVEL_ELEMENT = bytes([(EXT_AUDIO_LEVEL << 4) | 0])
+_ABS_SEND_TIME_ELEMENT = bytes([(EXT_ABS_SEND_TIME << 4) | 2])
+
+
+def audio_level_block(level: bytes) -> bytes:
+    """The extension part carrying only an audio level (the forwarder's audio case)."""
+    return _ONE_WORD_BLOCK + _AUDIO_LEVEL_ELEMENT + level[:1] + b"\x00\x00"
+
+
+def abs_send_time_block() -> bytes:
+    """The extension part carrying only abs-send-time, stamped now (the video case)."""
+    return _ONE_WORD_BLOCK + _ABS_SEND_TIME_ELEMENT + abs_send_time_now()
+
+
 def abs_send_time_now() -> bytes:
     """abs-send-time: 24-bit seconds in 6.18 fixed point (only the low 64 s matter)."""
     return (int(time.time() * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")

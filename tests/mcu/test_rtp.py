@@ -86,3 +86,10 @@ def test_rtcp_builders_parse_in_aiortc() -> None:
 
 def test_sequence_comparison_wraps() -> None:
     assert rtp.seq_newer(1, 65535) and not rtp.seq_newer(65535, 1) and not rtp.seq_newer(5, 5)
+
+
+def test_prebuilt_extension_blocks_equal_the_general_builder() -> None:
+    assert rtp.audio_level_block(b"\x2a") == rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, b"\x2a")])
+    block = rtp.abs_send_time_block()
+    assert block[:5] == rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x00\x00\x00")])[:5]
+    assert len(block) == 8
