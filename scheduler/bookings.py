@@ -99,14 +99,14 @@ def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datet
     o = BookingOccurrence
     windows = [and_(o.start_utc >= start - max_duration, o.start_utc < end, o.end_utc > start)
                for start, end in _merge(intervals)]
-    query = select(o.id, o.start_utc, o.end_utc, o.units, o.holder_id, o.izs, o.priority) \
+    # Columns in Allocation's field order: a week is thousands of rows, and building each
+    # tuple straight from its row is several times cheaper than by keyword.
+    query = select(o.start_utc, o.end_utc, o.units, o.holder_id, o.izs, o.priority, o.id) \
         .where(o.state == "scheduled", or_(*windows))
     if exclude_booking is not None:
         query = query.where(o.booking_id != exclude_booking)
-    rows = session.execute(query).all()
-    allocations = [Allocation(start=r.start_utc, end=r.end_utc, units=r.units,
-                              holder=r.holder_id, izs=r.izs, priority=r.priority, ref=r.id)
-                   for r in rows]
+    make = Allocation._make
+    allocations = [make(row) for row in session.execute(query)]
     allocations.sort(key=lambda a: a.start)
     return allocations
 

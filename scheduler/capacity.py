@@ -129,50 +129,48 @@ def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: 
              start: datetime, end: datetime) -> list[Segment]:
     """The load over [start, end) as consecutive segments, seen by ``holder``.
 
-    A sweep over allocation boundaries: O(n log n) for n allocations.
+    A sweep over allocation boundaries: O(n log n) for n allocations. The unused shares
+    of other holders are kept up to date per change rather than summed over every holder
+    at every boundary (a week holds thousands of boundaries); the loop is written out
+    flat because it is the hot path of every decision and availability query.
     """
-    starting: dict[datetime, list[Allocation]] = {}
-    ending: dict[datetime, list[Allocation]] = {}
+    quotas = {owner: units for owner, units in policy.quotas.items() if owner != holder}
+    used = izs_used = own = 0
+    protected = sum(quotas.values())
     used_by: dict[int | None, int] = {}
-    # The unused guaranteed units of other holders, kept up to date per change rather than
-    # summed over every holder at every boundary: a week holds thousands of boundaries.
-    load = {"used": 0, "izs": 0, "protected": sum(units for owner, units in policy.quotas.items()
-                                                  if owner != holder)}
-
-    def apply(allocation: Allocation, sign: int) -> None:
-        load["used"] += sign * allocation.units
-        load["izs"] += sign * allocation.units * allocation.izs
-        owner = allocation.holder
-        before = used_by.get(owner, 0)
-        used_by[owner] = before + sign * allocation.units
-        quota = policy.quotas.get(owner) if owner is not None and owner != holder else None
-        if quota is not None:
-            load["protected"] += max(0, quota - used_by[owner]) - max(0, quota - before)
-
+    events: list[tuple[datetime, int, Allocation]] = []
     for allocation in allocations:
         if allocation.end <= start or allocation.start >= end:
             continue
-        if allocation.start <= start:
-            apply(allocation, 1)
+        if allocation.start > start:
+            events.append((allocation.start, 1, allocation))
         else:
-            starting.setdefault(allocation.start, []).append(allocation)
+            events.append((start, 1, allocation))
         if allocation.end < end:
-            ending.setdefault(allocation.end, []).append(allocation)
+            events.append((allocation.end, -1, allocation))
+    events.sort(key=lambda event: event[0])
 
     segments: list[Segment] = []
     cursor = start
-    for boundary in sorted(set(starting) | set(ending)):
-        if boundary > cursor:
-            segments.append(Segment(cursor, boundary, load["used"], load["izs"],
-                                    load["protected"], used_by.get(holder, 0)))
-            cursor = boundary
-        for allocation in ending.get(boundary, ()):
-            apply(allocation, -1)
-        for allocation in starting.get(boundary, ()):
-            apply(allocation, 1)
+    for at, sign, allocation in events:
+        if at > cursor:
+            segments.append(Segment(cursor, at, used, izs_used, protected, own))
+            cursor = at
+        units = sign * allocation.units
+        used += units
+        if allocation.izs:
+            izs_used += units
+        owner = allocation.holder
+        if owner is not None and owner == holder:
+            own += units
+            continue
+        before = used_by.get(owner, 0)
+        used_by[owner] = after = before + units
+        quota = quotas.get(owner)  # type: ignore[arg-type]
+        if quota is not None:
+            protected += max(0, quota - after) - max(0, quota - before)
     if cursor < end:
-        segments.append(Segment(cursor, end, load["used"], load["izs"], load["protected"],
-                                used_by.get(holder, 0)))
+        segments.append(Segment(cursor, end, used, izs_used, protected, own))
     return segments
 
 
