@@ -264,25 +264,30 @@ def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
             raise NotFound("organisation_not_found", f"no organisation {data.organisation_id}")
         require_book(principal, org, data.priority)
 
+    fields: dict[str, object] = dict(
+        uid=f"{uuid.uuid4()}@multipoint", sequence=0, organisation_id=org.id,
+        organiser_id=principal.user_id, organiser_email=principal.email,
+        invitees=list(data.invitees), title=data.title, description=data.description,
+        priority=data.priority, izs=org.izs, zone=data.schedule.zone,
+        local_start=data.schedule.start, local_end=data.schedule.end,
+        rrule=data.schedule.rrule, exdates=[d.isoformat() for d in data.schedule.exdates],
+        skip_public_holidays=data.schedule.skip_public_holidays,
+        participants=data.participants.as_dict(), units=units, room_name=_room_name(),
+        status="confirmed", created_at=now, updated_at=now)
+    # The invitation depends on nothing the decision reads: render it (milliseconds of
+    # time-zone work) before taking the locks, not while holding them.
+    ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
+                                    now, join_link)
+
     def decide(session: Session) -> Decision:
         holder, victims = _decide(session, config, org, data.priority, units, occurrences, now,
                                   data.schedule.zone)
-        booking = Booking(
-            uid=f"{uuid.uuid4()}@multipoint", sequence=0, organisation_id=org.id,
-            organiser_id=principal.user_id, organiser_email=principal.email,
-            invitees=list(data.invitees), title=data.title, description=data.description,
-            priority=data.priority, izs=org.izs, zone=data.schedule.zone,
-            local_start=data.schedule.start, local_end=data.schedule.end,
-            rrule=data.schedule.rrule,
-            exdates=[d.isoformat() for d in data.schedule.exdates],
-            skip_public_holidays=data.schedule.skip_public_holidays,
-            participants=data.participants.as_dict(), units=units, room_name=_room_name(),
-            status="confirmed", created_at=now, updated_at=now)
+        booking = Booking(**fields)
         session.add(booking)
         session.flush()
         rows = _write_occurrences(session, booking, occurrences, holder, org)
         displaced = _displace(session, victims, booking, now, join_link)
-        notices.invite(session, booking, rows, now, join_link)
+        notices.invite(session, booking, rows, now, join_link, ics=ics)
         return Decision(booking.id, displaced, skipped)
 
     try:

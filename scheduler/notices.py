@@ -47,12 +47,27 @@ def _has_recipients(booking: Booking) -> bool:
     return bool(booking.organiser_email or booking.invitees)
 
 
-def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccurrence],
-           now: datetime, join_link: JoinLink, *, changed: bool = False) -> None:
+def render_invitation(booking: Booking, local_starts: Iterable[datetime], now: datetime,
+                      join_link: JoinLink) -> bytes | None:
+    """The invitation, or None when nobody is to receive it (it costs milliseconds)."""
     if not _has_recipients(booking):
-        return  # an invitation is costly to build (time zones): only for someone to read
-    ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
-                                 join_link(booking.room_name, "guest"))
+        return None
+    return invitations.invitation(booking, local_starts, now,
+                                  join_link(booking.room_name, "guest"))
+
+
+def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccurrence],
+           now: datetime, join_link: JoinLink, *, changed: bool = False,
+           ics: bytes | None = None) -> None:
+    """Queue the invitation (or, with ``changed``, the update) for everyone concerned.
+
+    ``ics``: the invitation already rendered (see :func:`render_invitation`).
+    """
+    if not _has_recipients(booking):
+        return
+    if ics is None:
+        ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
+                                     join_link(booking.room_name, "guest"))
     verb = "Změna" if changed else "Pozvánka"
     english = "Changed" if changed else "Invitation"
     _queue(session, booking, "update" if changed else "invitation",
