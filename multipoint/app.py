@@ -8,17 +8,20 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_web import setup_admin
 from mcu import aiortc_adapter
 from mcu.room import MediaConfig, MediaWorker
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import setup_api
 from scheduler.db import Database, upgrade
+from scheduler.rollout import apply_selftest
 from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
-from signaling.links import join_url
+from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
-from signaling.server import SignalingConfig, setup_signaling
+from signaling.server import Admission, CallLog, SignalingConfig, setup_signaling
+from signaling.tokens import JoinGrant
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,21 @@ DATABASE = web.AppKey("database", Database)
 MEDIA = web.AppKey("media", MediaWorker)
 SETTINGS = web.AppKey("settings", Settings)
 LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
+
+
+class SchedulerCallLog(CallLog):
+    """Call records of signaling's joins and leaves, kept by the scheduler."""
+
+    def __init__(self, services: SchedulerServices) -> None:
+        self.services = services
+
+    async def joined(self, room: str, name: str, mode: str) -> int:
+        return await asyncio.to_thread(self.services.record_join, room, participant=name,
+                                       kind="mixed" if mode == "mixed" else "hd")
+
+    async def left(self, record: int | None) -> None:
+        if record is not None:
+            await asyncio.to_thread(self.services.record_leave, record)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -46,22 +64,33 @@ def create_app(settings: Settings) -> web.Application:
     async def store_selftest(result: dict[str, Any]) -> int:
         def write() -> int:
             with database.session() as session:
-                return record_selftest(session, **result).id
+                stored = record_selftest(session, **result)
+                apply_selftest(session, stored)  # a room unit's passing test: "tested"
+                return stored.id
         return await asyncio.to_thread(write)
 
-    live_rooms = setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
-                                         max_message_bytes=settings.max_message_bytes,
-                                         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
-                                         recordings_dir=settings.data_dir / "recordings"),
-                    media, store_selftest)
-    app[LIVE_ROOMS] = live_rooms
-    setup_metrics(app, media)
     # scheduler: wire the booking API here
-    setup_api(app, SchedulerServices(
+    services = SchedulerServices(
         database, settings.scheduler_config(), run_jobs=settings.scheduler_jobs,
         join_link=lambda room, role: join_url(settings.public_url, settings.signing_secret(),
-                                              room, role=role,
-                                              ttl_s=settings.invite_ttl_hours * 3600)))
+                                              room, role=role, scheduled=True,
+                                              ttl_s=settings.invite_ttl_hours * 3600))
+
+    async def admit(grant: JoinGrant) -> Admission:
+        decision = await asyncio.to_thread(services.admit_join, grant.room)
+        return Admission(decision.allowed, decision.code, decision.message)
+
+    live_rooms = setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
+                                                      max_message_bytes=settings.max_message_bytes,
+                                                      selftest_ttl_s=settings.selftest_ttl_minutes * 60,
+                                                      recordings_dir=settings.data_dir / "recordings"),
+                                 media, store_selftest, admit, SchedulerCallLog(services))
+    app[LIVE_ROOMS] = live_rooms
+    setup_metrics(app, media)
+    setup_api(app, services)
+    setup_admin(app, services, live_rooms, selftest_link=lambda serial: selftest_url(
+        settings.public_url, settings.signing_secret(), serial,
+        ttl_s=settings.selftest_ttl_minutes * 60))
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")

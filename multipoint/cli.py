@@ -64,6 +64,53 @@ def _cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from scheduler.db import Database, upgrade
+    from scheduler.errors import SchedulerError
+    from scheduler.models import Organisation
+    from scheduler.users import create_local_user
+
+    # The password comes from standard input, never the command line (which other users
+    # of the machine can read in the process list): one line, or typed twice on a terminal.
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    url = settings.effective_database_url
+    upgrade(url)
+    database = Database(url)
+    try:
+        with database.session() as session:
+            organisation_id = None
+            if args.organisation:
+                organisation_id = session.scalar(select(Organisation.id).where(
+                    (Organisation.code == args.organisation)
+                    | (Organisation.name == args.organisation)))
+                if organisation_id is None and args.organisation.isdigit():
+                    organisation_id = int(args.organisation)
+                if organisation_id is None:
+                    print(f"no organisation {args.organisation!r} (give its code, name or id)",
+                          file=sys.stderr)
+                    return 2
+            user = create_local_user(session, args.name, args.role, password, organisation_id,
+                                     args.email or "")
+            print(f"user {user.name} ({user.role}) created; sign in at {settings.public_url}/admin",
+                  file=sys.stderr)
+    except SchedulerError as exc:
+        print(f"multipoint: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        database.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multipoint", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -93,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     invite.add_argument("--name", help="display name to put in the link")
     invite.add_argument("--hours", type=float, help="validity (default MULTIPOINT_INVITE_TTL_HOURS)")
     invite.set_defaults(handler=_cmd_invite)
+
+    user = commands.add_parser("user", help="local accounts of the admin web")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_create = user_commands.add_parser(
+        "create", help="create an account; the password is read from standard input")
+    user_create.add_argument("name")
+    user_create.add_argument("--role", required=True,
+                             choices=["operator", "org_admin", "izs_operator", "coordinator"])
+    user_create.add_argument("--organisation", help="code, name or id of the organisation "
+                             "(needed for org_admin and izs_operator)")
+    user_create.add_argument("--email")
+    user_create.set_defaults(handler=_cmd_user_create)
 
     return parser
 

@@ -1,0 +1,147 @@
+"""The booking form: fields in, a schedule and participant mix out, errors per field.
+
+Only the shape of the input is checked here; whether it fits is the scheduler's call.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from scheduler.models import Booking
+from scheduler.recurrence import DEFAULT_ZONE, Schedule
+from scheduler.units import KINDS, ParticipantMix
+
+REPEATS = ("none", "daily", "weekly", "monthly")
+WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+MAX_COUNT = 400
+
+
+@dataclass
+class BookingForm:
+    values: dict[str, str]
+    weekdays: list[str]
+    errors: dict[str, str] = field(default_factory=dict)
+    schedule: Schedule | None = None
+    participants: ParticipantMix | None = None
+    invitees: tuple[str, ...] = ()
+
+
+def blank(today: date) -> dict[str, str]:
+    return {"title": "", "description": "", "date": (today + timedelta(days=1)).isoformat(),
+            "start": "10:00", "end": "11:00", "hd": "5", "sd": "0", "audio": "0", "mixed": "0",
+            "repeat": "none", "count": "", "until": "", "skip_holidays": "", "invitees": "",
+            "priority": "routine", "organisation_id": ""}
+
+
+def _time(raw: str) -> time | None:
+    try:
+        return time.fromisoformat(raw) if re.fullmatch(r"\d{1,2}:\d{2}", raw) else None
+    except ValueError:
+        return None
+
+
+def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
+    result = BookingForm(values, weekdays)
+    errors = result.errors
+    if not values.get("title"):
+        errors["title"] = "Give the meeting a title."
+    elif len(values["title"]) > 200:
+        errors["title"] = "At most 200 characters."
+    day = None
+    try:
+        day = date.fromisoformat(values.get("date", ""))
+    except ValueError:
+        errors["date"] = "Enter a date."
+    start, end = _time(values.get("start", "")), _time(values.get("end", ""))
+    if start is None:
+        errors["start"] = "Enter a time as HH:MM."
+    if end is None:
+        errors["end"] = "Enter a time as HH:MM."
+    elif start is not None and end <= start:
+        errors["end"] = "The end must be after the start."
+    counts: dict[str, int] = {}
+    for kind in KINDS:
+        raw = values.get(kind, "") or "0"
+        if not raw.isdigit():
+            errors[kind] = "A whole number, 0 or more."
+        else:
+            counts[kind] = int(raw)
+    if len(counts) == len(KINDS):
+        if sum(counts.values()) < 1:
+            errors["hd"] = "Expect at least one participant."
+        else:
+            result.participants = ParticipantMix(**counts)
+    rrule = _rrule(values, weekdays, errors, day)
+    invitees = [a.strip() for a in re.split(r"[,;\s]+", values.get("invitees", "")) if a.strip()]
+    bad = [a for a in invitees if not EMAIL.match(a)]
+    if bad:
+        errors["invitees"] = "Not an e-mail address: " + ", ".join(bad[:3])
+    result.invitees = tuple(invitees)
+    if not errors and day is not None and start is not None and end is not None:
+        result.schedule = Schedule(datetime.combine(day, start), datetime.combine(day, end),
+                                   DEFAULT_ZONE, rrule, (), bool(values.get("skip_holidays")))
+    return result
+
+
+def _rrule(values: dict[str, str], weekdays: list[str], errors: dict[str, str],
+           day: date | None) -> str | None:
+    repeat = values.get("repeat", "none")
+    if repeat not in REPEATS:
+        errors["repeat"] = "Choose how it repeats."
+        return None
+    if repeat == "none":
+        return None
+    parts = [f"FREQ={repeat.upper()}"]
+    if repeat == "weekly":
+        chosen = [d for d in WEEKDAYS if d in weekdays]
+        if chosen:
+            parts.append("BYDAY=" + ",".join(chosen))
+    count, until = values.get("count", ""), values.get("until", "")
+    if count and until:
+        errors["count"] = "Give either a number of meetings or an end date, not both."
+    elif count:
+        if not count.isdigit() or not 1 <= int(count) <= MAX_COUNT:
+            errors["count"] = "A number from 1 to 400."
+        else:
+            parts.append(f"COUNT={int(count)}")
+    elif until:
+        try:
+            last = date.fromisoformat(until)
+        except ValueError:
+            errors["until"] = "Enter a date."
+            return None
+        if day is not None and last < day:
+            errors["until"] = "The last day is before the first meeting."
+        parts.append(f"UNTIL={last.strftime('%Y%m%d')}T235959")
+    else:
+        errors["count"] = "A repeating meeting needs a number of meetings or an end date."
+    return ";".join(parts)
+
+
+def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
+    """The form's values for an existing booking (to change it)."""
+    values = {"title": b.title, "description": b.description,
+              "date": b.local_start.date().isoformat(),
+              "start": b.local_start.strftime("%H:%M"),
+              "end": b.local_end.strftime("%H:%M"),
+              "repeat": "none", "count": "", "until": "",
+              "skip_holidays": "on" if b.skip_public_holidays else "",
+              "invitees": ", ".join(b.invitees),
+              "priority": b.priority,
+              "organisation_id": str(b.organisation_id)}
+    values.update({k: str(v) for k, v in b.participants.items()})
+    weekdays: list[str] = []
+    for part in (b.rrule or "").split(";"):
+        key, _, value = part.partition("=")
+        if key == "FREQ":
+            values["repeat"] = value.lower()
+        elif key == "COUNT":
+            values["count"] = value
+        elif key == "UNTIL":
+            values["until"] = f"{value[0:4]}-{value[4:6]}-{value[6:8]}"
+        elif key == "BYDAY":
+            weekdays = value.split(",")
+    return values, weekdays

@@ -1,0 +1,277 @@
+"""Booking pages: the calendar, the form (create and change), one booking, capacity left."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlalchemy import select
+
+from admin_web import booking_form
+from admin_web.web import BOOKERS, Admin, page, render
+from scheduler import audit, bookings
+from scheduler.availability import availability
+from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
+from scheduler.models import Booking, BookingOccurrence, Organisation
+from scheduler.organisations import org_info, subtree_ids
+from scheduler.permissions import Principal, can_see_booking, require_see_booking
+from scheduler.recurrence import DEFAULT_ZONE
+from scheduler.units import KINDS
+
+TZ = ZoneInfo(DEFAULT_ZONE)
+# Errors of the scheduler that belong next to one field of the form.
+FIELD_OF_CODE = {"in_past": "date", "invalid_rrule": "repeat", "too_many_occurrences": "count",
+                 "beyond_horizon": "until", "too_long": "end", "no_participants": "hd",
+                 "too_many_participants": "hd", "invalid_priority": "priority"}
+
+
+def _visible_orgs(session: Any, user: Principal) -> list[Any]:
+    query = select(Organisation.id, Organisation.name, Organisation.kind).order_by(Organisation.name)
+    if user.role != "operator":
+        query = query.where(Organisation.id.in_(subtree_ids(session, user.organisation_id or -1)))
+    return list(session.execute(query))
+
+
+@page(BOOKERS)
+async def calendar_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "calendar.html")
+
+
+@page(BOOKERS)
+async def events(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    """Occurrences in [start, end) of the bookings this user may see, for the calendar."""
+    try:
+        start = datetime.fromisoformat(request.query["start"]).astimezone(UTC)
+        end = datetime.fromisoformat(request.query["end"]).astimezone(UTC)
+    except (KeyError, ValueError):
+        raise web.HTTPBadRequest(text="start and end are ISO 8601 instants") from None
+    if end <= start or end - start > timedelta(days=62):
+        raise web.HTTPBadRequest(text="ask for at most 62 days")
+
+    def work() -> list[dict[str, object]]:
+        with admin.db.session() as session:
+            o = BookingOccurrence
+            query = (select(o, Booking).join(Booking, Booking.id == o.booking_id)
+                     .where(o.start_utc < end, o.end_utc > start,
+                            o.state.in_(("scheduled", "displaced")))
+                     .order_by(o.start_utc).limit(2000))
+            if user.role != "operator":
+                query = query.where(Booking.organisation_id.in_(
+                    subtree_ids(session, user.organisation_id or -1)))
+            result = []
+            for occurrence, booking in session.execute(query):
+                org = org_info(session, booking.organisation_id)
+                if org is None or not can_see_booking(user, org):
+                    continue
+                result.append({
+                    "id": str(occurrence.id), "groupId": str(booking.id), "title": booking.title,
+                    "start": occurrence.start_utc.isoformat(), "end": occurrence.end_utc.isoformat(),
+                    "url": f"/admin/bookings/{booking.id}",
+                    "classNames": [f"occ-{occurrence.state}", f"prio-{booking.priority}"],
+                    "extendedProps": {"state": occurrence.state, "organisation": org.name,
+                                      "units": occurrence.units}})
+            return result
+
+    return web.json_response(await admin.run(work))
+
+
+@page(BOOKERS)
+async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    """What the form shows while a time is chosen: units needed and units free then."""
+    q = request.query
+    parsed = booking_form.parse({**booking_form.blank(admin.now().date()), "title": "x",
+                                 **{k: q.get(k, "") for k in ("date", "start", "end", *KINDS)}}, [])
+    if parsed.schedule is None or parsed.participants is None:
+        return web.json_response({"ok": False, "errors": parsed.errors})
+    raw = q.get("organisation_id", "")
+    organisation_id = int(raw) if raw.isdigit() else user.organisation_id
+    schedule, mix = parsed.schedule, parsed.participants
+    start = schedule.start.replace(tzinfo=TZ).astimezone(UTC)
+    end = schedule.end.replace(tzinfo=TZ).astimezone(UTC)
+    now = admin.now()
+
+    def work() -> dict[str, object]:
+        with admin.db.session() as session:
+            org = org_info(session, organisation_id) if organisation_id else None
+            if org is not None and user.role != "operator" and not can_see_booking(user, org):
+                raise Forbidden("forbidden", "not your organisation")
+            return availability(session, admin.services.config, org, start, end, now)
+
+    try:
+        data = await admin.run(work)
+    except SchedulerError as exc:
+        return web.json_response({"ok": False, "errors": {"date": exc.message}})
+    free = min((s["free_units"] for s in data["segments"]), default=0)
+    needed = mix.units(admin.services.config.unit_costs)
+    return web.json_response({"ok": True, "needed_units": needed, "free_units": free,
+                              "fits": needed <= free, "pool_units": data["pool_units"],
+                              "quota_units": data["quota_units"]})
+
+
+def _form_context(admin: Admin, user: Principal) -> dict[str, Any]:
+    with admin.db.session() as session:
+        return {"organisations": _visible_orgs(session, user)}
+
+
+async def _show_form(admin: Admin, request: web.Request, user: Principal, values: dict[str, str],
+                     weekdays: list[str], errors: dict[str, str], *, booking_id: int | None = None,
+                     refusal: dict[str, Any] | None = None, general: str = "",
+                     status: int = 200) -> web.Response:
+    context = await admin.run(_form_context, admin, user)
+    if not values.get("organisation_id") and user.organisation_id is not None:
+        values["organisation_id"] = str(user.organisation_id)
+    return render(request, "booking_form.html", status=status, values=values, weekdays=weekdays,
+                  errors=errors, booking_id=booking_id, refusal=refusal, general=general,
+                  all_weekdays=booking_form.WEEKDAYS, kinds=KINDS,
+                  priorities=("routine", "priority", "emergency") if user.role != "org_admin"
+                  else ("routine", "priority"), **context)
+
+
+@page(BOOKERS)
+async def new_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    values = booking_form.blank(admin.now().astimezone(TZ).date())
+    for key in ("date", "start", "end"):
+        if key in request.query:
+            values[key] = request.query[key]
+    return await _show_form(admin, request, user, values, [], {})
+
+
+async def _submit(admin: Admin, request: web.Request, user: Principal,
+                  booking_id: int | None) -> web.StreamResponse:
+    data = await request.post()
+    values = {k: v.strip() for k, v in data.items() if isinstance(v, str) and k != "weekday"}
+    weekdays = [str(v) for v in data.getall("weekday", [])]
+    parsed = booking_form.parse(values, weekdays)
+    org_raw = values.get("organisation_id", "")
+    organisation_id = int(org_raw) if org_raw.isdigit() else user.organisation_id
+    if organisation_id is None:
+        parsed.errors["organisation_id"] = "Choose the organisation that books."
+    if parsed.errors or parsed.schedule is None or parsed.participants is None:
+        return await _show_form(admin, request, user, values, weekdays, parsed.errors,
+                                booking_id=booking_id, status=422)
+    now = admin.now()
+    services = admin.services
+    try:
+        if booking_id is None:
+            decision = await admin.run(
+                bookings.create_booking, admin.db, services.config, user,
+                bookings.BookingInput(organisation_id=organisation_id, title=values["title"],
+                                      schedule=parsed.schedule, participants=parsed.participants,
+                                      priority=values.get("priority", "routine"),
+                                      description=values.get("description", ""),
+                                      invitees=parsed.invitees),
+                now, services.join_link)
+            booking_id = decision.booking_id
+            action = "booking.create"
+        else:
+            await admin.run(
+                bookings.update_booking, admin.db, services.config, user, booking_id,
+                bookings.BookingChange(title=values["title"],
+                                       description=values.get("description", ""),
+                                       invitees=parsed.invitees, participants=parsed.participants,
+                                       schedule=parsed.schedule), now, services.join_link)
+            action = "booking.update"
+    except CapacityRefused as refusal:
+        return await _show_form(admin, request, user, values, weekdays, {}, booking_id=booking_id,
+                                refusal={"message": refusal.message, **refusal.details}, status=409)
+    except Forbidden as exc:
+        return await _show_form(admin, request, user, values, weekdays,
+                                {"organisation_id": exc.message}, booking_id=booking_id, status=403)
+    except (InvalidInput, NotFound) as exc:
+        fieldname = FIELD_OF_CODE.get(exc.code)
+        return await _show_form(admin, request, user, values, weekdays,
+                                {fieldname: exc.message} if fieldname else {},
+                                general="" if fieldname else exc.message, booking_id=booking_id,
+                                status=422)
+    await services.jobs.reschedule()  # the room opens on time for the new occurrences
+    await admin.run(_audit, admin, user, action, booking_id, values["title"])
+    raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}?saved=1")
+
+
+def _audit(admin: Admin, user: Principal, action: str, booking_id: int, title: str) -> None:
+    with admin.db.session() as session:
+        audit.record(session, user, action, f"booking:{booking_id}", {"title": title})
+
+
+@page(BOOKERS)
+async def create(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    return await _submit(admin, request, user, None)
+
+
+def _load(admin: Admin, user: Principal, booking_id: int) -> dict[str, Any]:
+    with admin.db.session() as session:
+        try:
+            booking, org = bookings.get_booking(session, booking_id)
+        except NotFound:
+            raise web.HTTPNotFound(text=f"no booking {booking_id}") from None
+        require_see_booking(user, org)
+        occurrences = list(session.scalars(
+            select(BookingOccurrence).where(BookingOccurrence.booking_id == booking.id,
+                                            BookingOccurrence.state != "replaced")
+            .order_by(BookingOccurrence.start_utc).limit(400)))
+        return {"booking": booking, "organisation": org, "occurrences": occurrences}
+
+
+async def _load_or_forbid(admin: Admin, request: web.Request,
+                          user: Principal) -> dict[str, Any] | web.Response:
+    try:
+        return await admin.run(_load, admin, user, int(request.match_info["id"]))
+    except Forbidden:
+        return render(request, "forbidden.html", status=403)
+
+
+@page(BOOKERS)
+async def booking_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    loaded = await _load_or_forbid(admin, request, user)
+    if isinstance(loaded, web.Response):
+        return loaded
+    booking = loaded["booking"]
+    return render(request, "booking.html", tz=TZ,
+                  join_links={r: admin.services.join_link(booking.room_name, r)
+                              for r in ("host", "guest")}, **loaded)
+
+
+@page(BOOKERS)
+async def edit_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    loaded = await _load_or_forbid(admin, request, user)
+    if isinstance(loaded, web.Response):
+        return loaded
+    values, weekdays = booking_form.from_booking(loaded["booking"])
+    return await _show_form(admin, request, user, values, weekdays, {},
+                            booking_id=loaded["booking"].id)
+
+
+@page(BOOKERS)
+async def edit(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    loaded = await _load_or_forbid(admin, request, user)
+    if isinstance(loaded, web.Response):
+        return loaded
+    return await _submit(admin, request, user, loaded["booking"].id)
+
+
+@page(BOOKERS)
+async def cancel(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    booking_id = int(request.match_info["id"])
+    try:
+        await admin.run(bookings.cancel_booking, admin.db, user, booking_id, admin.now(),
+                        admin.services.join_link)
+    except Forbidden:
+        return render(request, "forbidden.html", status=403)
+    await admin.services.jobs.reschedule()
+    await admin.run(_audit, admin, user, "booking.cancel", booking_id, "")
+    raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")
+
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/admin/bookings", calendar_page)
+    app.router.add_get("/admin/bookings/events.json", events)
+    app.router.add_get("/admin/bookings/capacity.json", capacity)
+    app.router.add_get("/admin/bookings/new", new_page)
+    app.router.add_post("/admin/bookings/new", create)
+    app.router.add_get("/admin/bookings/{id:\\d+}", booking_page)
+    app.router.add_get("/admin/bookings/{id:\\d+}/edit", edit_page)
+    app.router.add_post("/admin/bookings/{id:\\d+}/edit", edit)
+    app.router.add_post("/admin/bookings/{id:\\d+}/cancel", cancel)

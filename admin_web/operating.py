@@ -1,0 +1,92 @@
+"""The central operator's page: live rooms and their participants, nodes, capacity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from admin_web.web import OPERATORS, Admin, form, page, render
+from scheduler import audit, nodes
+from scheduler.availability import availability
+from scheduler.models import Organisation, Quota
+from scheduler.organisations import org_info
+from scheduler.permissions import Principal
+
+TIMELINE = timedelta(days=7)
+
+
+def _audit(admin: Admin, user: Principal, action: str, target: str,
+           details: dict[str, object]) -> None:
+    with admin.db.session() as session:
+        audit.record(session, user, action, target, details)
+
+
+def _nodes_and_holders(admin: Admin) -> dict[str, Any]:
+    with admin.db.session() as session:
+        holders = session.execute(select(Organisation.id, Organisation.name)
+                                  .join(Quota, Quota.organisation_id == Organisation.id)
+                                  .order_by(Organisation.name)).all()
+        return {"nodes": nodes.nodes_json(session, admin.services.config), "holders": holders}
+
+
+@page(OPERATORS)
+async def operating_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    context = await admin.run(_nodes_and_holders, admin)
+    return render(request, "operating.html", rooms=admin.live_rooms.rooms(),
+                  load=admin.live_rooms.load(), recordings=admin.live_rooms.recordings()[:20],
+                  **context)
+
+
+@page(OPERATORS)
+async def live_fragment(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    """The live rooms alone, for the page's periodic refresh."""
+    return render(request, "operating_live.html", rooms=admin.live_rooms.rooms(),
+                  load=admin.live_rooms.load())
+
+
+@page(OPERATORS)
+async def act(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    data = await form(request)
+    room, participant, action = data.get("room", ""), data.get("participant", ""), data.get("action")
+    try:
+        if action == "mute":
+            await admin.live_rooms.mute(room, participant, by=user.name)
+        elif action == "remove":
+            await admin.live_rooms.remove(room, participant, by=user.name)
+        elif action in ("lock", "unlock"):
+            await admin.live_rooms.lock(room, action == "lock")
+        elif action in ("record", "stop_recording"):
+            admin.live_rooms.record(room, action == "record")
+        else:
+            raise web.HTTPBadRequest(text="unknown action")
+    except LookupError:
+        raise web.HTTPSeeOther(f"/admin/operating?gone={action}#live") from None
+    await admin.run(_audit, admin, user, f"room.{action}", f"room:{room}",
+                    {"participant": participant} if participant else {})
+    raise web.HTTPSeeOther(f"/admin/operating?done={action}#live")
+
+
+@page(OPERATORS)
+async def capacity_json(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    """Booked units over the next week: the whole pool, or one organisation's share."""
+    now = admin.now()
+    raw = request.query.get("organisation_id", "")
+    organisation_id = int(raw) if raw.isdigit() else None
+
+    def work() -> dict[str, object]:
+        with admin.db.session() as session:
+            org = org_info(session, organisation_id) if organisation_id else None
+            return availability(session, admin.services.config, org, now, now + TIMELINE, now)
+
+    data = await admin.run(work)
+    return web.json_response(data)
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/admin/operating", operating_page)
+    app.router.add_get("/admin/operating/live", live_fragment)
+    app.router.add_post("/admin/operating/act", act)
+    app.router.add_get("/admin/operating/capacity.json", capacity_json)

@@ -1,0 +1,275 @@
+"""The rollout tracker: programmes, applications, endpoints, CSV import/export, dashboards."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from admin_web.web import COORDINATORS, Admin, form, page, render
+from scheduler import rollout
+from scheduler.errors import SchedulerError
+from scheduler.models import Endpoint, GrantApplication, GrantProgramme, Organisation
+from scheduler.permissions import Principal
+
+MAX_CSV_BYTES = 2 * 1024 * 1024
+
+
+def _organisations(session: Any) -> list[Any]:
+    return list(session.execute(select(Organisation.id, Organisation.name, Organisation.kind)
+                                .order_by(Organisation.kind, Organisation.name)))
+
+
+@page(COORDINATORS)
+async def endpoints_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    status = request.query.get("status", "")
+    region = request.query.get("region", "")
+
+    def work() -> dict[str, Any]:
+        with admin.db.session() as session:
+            regions = rollout.regions_of(session)
+            query = (select(Endpoint, Organisation.name, GrantProgramme.name)
+                     .join(Organisation, Organisation.id == Endpoint.organisation_id)
+                     .outerjoin(GrantProgramme, GrantProgramme.id == Endpoint.programme_id)
+                     .order_by(Endpoint.serial).limit(2000))
+            if status:
+                query = query.where(Endpoint.status == status)
+            rows = [(e, org, prog, regions.get(e.organisation_id, ""))
+                    for e, org, prog in session.execute(query)]
+            if region:
+                rows = [r for r in rows if r[3] == region]
+            return {"rows": rows, "regions": sorted({r for r in regions.values() if r}),
+                    "today": admin.now().date()}
+
+    return render(request, "endpoints.html", status=200, filter_status=status,
+                  filter_region=region, statuses=rollout.STATUSES,
+                  is_overdue=rollout.is_overdue, **await admin.run(work))
+
+
+@page(COORDINATORS)
+async def endpoint_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return await _endpoint(admin, request, error="")
+
+
+async def _endpoint(admin: Admin, request: web.Request, error: str, status: int = 200) -> web.Response:
+    serial = request.match_info["serial"]
+
+    def work() -> dict[str, Any]:
+        with admin.db.session() as session:
+            endpoint = session.scalar(select(Endpoint).where(Endpoint.serial == serial))
+            if endpoint is None:
+                raise web.HTTPNotFound(text=f"no endpoint {serial}")
+            # A result stored while the hook could not apply it is applied on sight.
+            rollout.refresh_endpoint(session, endpoint)
+            org = session.get(Organisation, endpoint.organisation_id)
+            programme = session.get(GrantProgramme, endpoint.programme_id) \
+                if endpoint.programme_id else None
+            return {"endpoint": endpoint, "organisation": org, "programme": programme,
+                    "tests": rollout.selftests_of(session, serial),
+                    "next_states": rollout.allowed_next(endpoint.status),
+                    "region": rollout.regions_of(session).get(endpoint.organisation_id, "")}
+
+    context = await admin.run(work)
+    return render(request, "endpoint.html", status=status, error=error, pipeline=rollout.PIPELINE,
+                  selftest_link=admin.selftest_link(serial), **context)
+
+
+@page(COORDINATORS)
+async def change_status(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    serial = request.match_info["serial"]
+    data = await form(request)
+
+    def work() -> None:
+        with admin.db.session() as session:
+            endpoint_id = session.scalar(select(Endpoint.id).where(Endpoint.serial == serial))
+            if endpoint_id is None:
+                raise web.HTTPNotFound(text=f"no endpoint {serial}")
+            rollout.change_status(session, user, endpoint_id, data.get("status", ""), admin.now())
+
+    try:
+        await admin.run(work)
+    except SchedulerError as exc:
+        return await _endpoint(admin, request, error=exc.code, status=422)
+    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}")
+
+
+@page(COORDINATORS)
+async def import_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "import.html", text="", preview=None, imported=None, error="")
+
+
+@page(COORDINATORS)
+async def import_post(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    data = await request.post()
+    text = str(data.get("csv_text", "") or "")
+    upload = data.get("csv_file")
+    if upload is not None and not isinstance(upload, str) and getattr(upload, "file", None):
+        raw = upload.file.read(MAX_CSV_BYTES + 1)
+        if raw:
+            text = raw.decode("utf-8-sig", errors="replace")
+    if len(text.encode()) > MAX_CSV_BYTES:
+        return render(request, "import.html", status=413, text="", preview=None, imported=None,
+                      error="too_large")
+    commit = data.get("action") == "import"
+
+    def work() -> tuple[rollout.Preview, dict[str, int] | None]:
+        with admin.db.session() as session:
+            preview = rollout.preview_csv(session, text)
+            if commit and preview.ok:
+                return preview, rollout.import_csv(session, user, text, admin.now())
+            return preview, None
+
+    preview, imported = await admin.run(work)
+    return render(request, "import.html", status=200 if preview.ok or not commit else 422,
+                  text="" if imported else text, preview=None if imported else preview,
+                  imported=imported, error="")
+
+
+@page(COORDINATORS)
+async def export_csv(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    def work() -> str:
+        with admin.db.session() as session:
+            return rollout.export_csv(session)
+
+    return web.Response(text=await admin.run(work), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="endpoints.csv"'})
+
+
+def _programmes_context(admin: Admin) -> dict[str, Any]:
+    with admin.db.session() as session:
+        programmes = list(session.scalars(select(GrantProgramme).order_by(GrantProgramme.call_opens)))
+        counts = dict(session.execute(select(Endpoint.programme_id, func.count())
+                                      .group_by(Endpoint.programme_id)).all())
+        applications = session.execute(
+            select(GrantApplication, Organisation.name, GrantProgramme.name)
+            .join(Organisation, Organisation.id == GrantApplication.organisation_id)
+            .join(GrantProgramme, GrantProgramme.id == GrantApplication.programme_id)
+            .order_by(Organisation.name, GrantApplication.submitted_on)).all()
+        return {"programmes": programmes, "endpoint_counts": counts,
+                "applications": applications, "organisations": _organisations(session)}
+
+
+@page(COORDINATORS)
+async def programmes_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "programmes.html", errors={}, values={}, app_errors={}, app_values={},
+                  **await admin.run(_programmes_context, admin))
+
+
+def _positive_int(data: dict[str, str], name: str, errors: dict[str, str]) -> int:
+    raw = data.get(name, "").replace(" ", "")
+    if not raw:
+        errors[name] = "Required."
+        return 0
+    if not raw.isdigit():
+        errors[name] = "Enter a whole number of crowns, 0 or more."
+        return 0
+    return int(raw)
+
+
+def _date(data: dict[str, str], name: str, errors: dict[str, str]) -> date:
+    try:
+        return date.fromisoformat(data.get(name, ""))
+    except ValueError:
+        errors[name] = "Enter a date." if not data.get(name) else "Enter a date as YYYY-MM-DD."
+        return date.min
+
+
+@page(COORDINATORS)
+async def create_programme(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    data = await form(request)
+    errors: dict[str, str] = {}
+    if not data.get("name"):
+        errors["name"] = "Required."
+    budget = _positive_int(data, "budget_czk", errors)
+    opens, closes, deadline = (_date(data, n, errors) for n in ("call_opens", "call_closes", "deadline"))
+
+    def work() -> None:
+        with admin.db.session() as session:
+            rollout.create_programme(session, user, data["name"], budget, opens, closes, deadline)
+
+    if not errors:
+        try:
+            await admin.run(work)
+            raise web.HTTPSeeOther("/admin/rollout/programmes")
+        except SchedulerError as exc:
+            errors[str(exc.details.get("field", "name"))] = exc.code
+    return render(request, "programmes.html", status=422, errors=errors, values=data,
+                  app_errors={}, app_values={}, **await admin.run(_programmes_context, admin))
+
+
+@page(COORDINATORS)
+async def create_application(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    data = await form(request)
+    errors: dict[str, str] = {}
+    for name in ("programme_id", "organisation_id"):
+        if not data.get(name, "").isdigit():
+            errors[name] = "Required."
+    units = _positive_int(data, "units_requested", errors)
+    amount = _positive_int(data, "amount_czk", errors)
+    submitted = _date(data, "submitted_on", errors)
+
+    def work() -> None:
+        with admin.db.session() as session:
+            rollout.create_application(session, user, int(data["programme_id"]),
+                                       int(data["organisation_id"]), submitted, units, amount)
+
+    if not errors:
+        try:
+            await admin.run(work)
+            raise web.HTTPSeeOther("/admin/rollout/programmes#applications")
+        except SchedulerError as exc:
+            errors["organisation_id" if "organisation" in exc.code else "programme_id"] = exc.code
+    return render(request, "programmes.html", status=422, errors={}, values={}, app_errors=errors,
+                  app_values=data, **await admin.run(_programmes_context, admin))
+
+
+@page(COORDINATORS)
+async def decide_application(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    data = await form(request)
+    application_id = int(request.match_info["id"])
+    approved = data.get("approved_czk", "0").replace(" ", "")
+
+    def work() -> None:
+        with admin.db.session() as session:
+            rollout.decide_application(session, user, application_id, data.get("status", ""),
+                                       int(approved) if approved.isdigit() else 0,
+                                       admin.now().date())
+
+    await admin.run(work)
+    raise web.HTTPSeeOther("/admin/rollout/programmes#applications")
+
+
+def _dashboard(admin: Admin) -> dict[str, Any]:
+    with admin.db.session() as session:
+        data = rollout.dashboard(session, admin.now().date())
+        orgs = dict(session.execute(select(Organisation.id, Organisation.name)).all())
+        return {"data": data, "org_names": orgs, "today": admin.now().date()}
+
+
+@page(COORDINATORS)
+async def dashboard_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "dashboard.html", statuses=rollout.STATUSES,
+                  **await admin.run(_dashboard, admin))
+
+
+@page(COORDINATORS)
+async def report_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "report.html", statuses=rollout.STATUSES,
+                  **await admin.run(_dashboard, admin))
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/admin/rollout", endpoints_page)
+    app.router.add_get("/admin/rollout/endpoints.csv", export_csv)
+    app.router.add_get("/admin/rollout/import", import_page)
+    app.router.add_post("/admin/rollout/import", import_post)
+    app.router.add_get("/admin/rollout/programmes", programmes_page)
+    app.router.add_post("/admin/rollout/programmes", create_programme)
+    app.router.add_post("/admin/rollout/applications", create_application)
+    app.router.add_post("/admin/rollout/applications/{id:\\d+}", decide_application)
+    app.router.add_get("/admin/rollout/endpoints/{serial}", endpoint_page)
+    app.router.add_post("/admin/rollout/endpoints/{serial}/status", change_status)
+    app.router.add_get("/admin/dashboard", dashboard_page)
+    app.router.add_get("/admin/dashboard/report", report_page)

@@ -1,0 +1,47 @@
+// The booking form: show the capacity left for the chosen time as it is chosen, and let
+// a refused booking take one of the nearest free slots with one press.
+'use strict';
+
+(() => {
+  const form = document.getElementById('booking-form');
+  const box = document.getElementById('capacity');
+  const fields = ['organisation_id', 'date', 'start', 'end', 'hd', 'sd', 'audio', 'mixed'];
+  let timer = null;
+  let asked = 0;
+  const fill = (template, values) => template.replace(/%\((\w+)\)s/g, (_, k) => values[k]);
+
+  async function check() {
+    const params = new URLSearchParams();
+    for (const name of fields) params.set(name, form.elements[name]?.value ?? '');
+    const mine = ++asked;
+    box.textContent = box.dataset.tWait;
+    box.className = 'capacity';
+    try {
+      const data = await window.multipointAdmin.fetchJson(`${box.dataset.src}?${params}`);
+      if (mine !== asked) return;
+      if (!data.ok) { box.textContent = Object.values(data.errors).join(' '); return; }
+      const values = { needed: data.needed_units, free: data.free_units };
+      box.textContent = fill(data.fits ? box.dataset.tFits : box.dataset.tShort, values);
+      box.className = `capacity ${data.fits ? 'fits' : 'short'}`;
+      box.dataset.free = data.free_units;
+      box.dataset.needed = data.needed_units;
+    } catch (error) {
+      box.textContent = '';
+    }
+  }
+  form.addEventListener('input', (event) => {
+    if (!fields.includes(event.target.name)) return;
+    clearTimeout(timer);
+    timer = setTimeout(check, 300);
+  });
+  check();
+
+  document.querySelectorAll('.use-slot').forEach((button) => button.addEventListener('click', () => {
+    const [date, start] = button.dataset.start.split('T');
+    form.elements.date.value = date;
+    form.elements.start.value = start;
+    form.elements.end.value = button.dataset.end.split('T')[1];
+    check();
+    form.elements.start.focus();
+  }));
+})();

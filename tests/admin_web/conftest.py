@@ -1,0 +1,59 @@
+"""Fixtures for the admin web in Chromium: seeded organisations, one account per role."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler.models import Organisation
+from scheduler.seed import seed
+from scheduler.users import create_local_user
+from tests.browser.conftest import browser  # noqa: F401  (the fixture, reused)
+
+PASSWORD = "correct horse battery"
+BENESOV = "orp:CZ020:Benešov"
+BEROUN = "orp:CZ020:Beroun"
+
+
+@dataclass
+class Accounts:
+    organisations: dict[str, int]  # code -> id
+
+
+@pytest.fixture
+def accounts(server) -> Accounts:
+    """The real organisations, a local media node, and operator, coordinator and two ORP admins."""
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=2, worker_capacity_units=800)
+        orgs = dict(session.execute(select(Organisation.code, Organisation.id)
+                                    .where(Organisation.code.in_([BENESOV, BEROUN]))).all())
+        create_local_user(session, "operator", "operator", PASSWORD)
+        create_local_user(session, "coordinator", "coordinator", PASSWORD)
+        create_local_user(session, "benesov", "org_admin", PASSWORD, orgs[BENESOV])
+        create_local_user(session, "beroun", "org_admin", PASSWORD, orgs[BEROUN])
+    return Accounts(orgs)
+
+
+@pytest.fixture
+async def context(browser: Browser, server) -> AsyncIterator[BrowserContext]:  # noqa: F811
+    # Czech office settings: the pages default to Czech and show Prague time.
+    context = await browser.new_context(base_url=server.url, locale="cs-CZ",
+                                        timezone_id="Europe/Prague",
+                                        viewport={"width": 1280, "height": 900})
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+async def sign_in(page: Page, name: str, password: str = PASSWORD) -> None:
+    await page.goto("/admin")
+    await page.fill("#f-name", name)
+    await page.fill("#f-password", password)
+    await page.click("button[type=submit].primary")
+    await page.wait_for_load_state()

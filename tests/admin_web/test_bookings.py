@@ -1,0 +1,105 @@
+"""An ORP admin books a recurring meeting through the form and finds it in the calendar."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler import bookings
+from scheduler.api import SERVICES
+from scheduler.auth import principal_of
+from scheduler.models import User
+from scheduler.recurrence import Schedule
+from scheduler.units import ParticipantMix
+from tests.admin_web.conftest import BEROUN, sign_in
+from tests.browser.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def book_for_beroun(server, accounts, day: str) -> int:
+    """Beroun's own meeting the same week, booked the way the API books it."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        beroun = principal_of(session.scalar(select(User).where(User.name == "beroun")))
+    start = datetime.fromisoformat(f"{day}T13:00")
+    decision = bookings.create_booking(
+        services.db, services.config, beroun,
+        bookings.BookingInput(organisation_id=accounts.organisations[BEROUN],
+                              title="Porada Beroun", schedule=Schedule(start, start + timedelta(hours=1)),
+                              participants=ParticipantMix(hd=2)),
+        services.clock(), services.join_link)
+    return decision.booking_id
+
+
+async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(server, accounts,
+                                                                           context) -> None:
+    today = datetime.now(ZoneInfo("Europe/Prague")).date()
+    monday = today + timedelta(days=7 - today.weekday() + 7)  # beyond the borrowing lead
+    beroun_booking = book_for_beroun(server, accounts, monday.isoformat())
+
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.click("#new-booking")
+    await page.fill("#f-title", "Porada starostů ORP Benešov")
+    await page.fill("#f-date", monday.isoformat())
+    await page.fill("#f-start", "09:00")
+    await page.fill("#f-end", "10:30")
+    await page.fill("#f-hd", "4")
+    await page.fill("#f-audio", "2")
+    # The capacity left for that time shows while it is chosen.
+    await page.wait_for_selector("#capacity.fits")
+    assert "Vejde se" in await page.text_content("#capacity")
+    await page.select_option("#f-repeat", "weekly")
+    await page.check("input[name=weekday][value=MO]")
+    await page.fill("#f-count", "4")
+    await page.fill("#f-invitees", "starosta@benesov.cz")
+    await screenshot(page, "admin-booking-form")
+    await page.click("#save-booking")
+
+    await page.wait_for_selector("#saved")
+    assert await page.text_content("#booking-title") == "Porada starostů ORP Benešov"
+    assert await page.locator("#occurrences li[data-state=scheduled]").count() == 4
+    assert "FREQ=WEEKLY" in await page.text_content("#rrule")
+    invitation = await page.request.get(await page.get_attribute("#invitation", "href"))
+    assert invitation.ok and "RRULE:FREQ=WEEKLY" in await invitation.text()
+    await screenshot(page, "admin-booking")
+    booking_url = page.url.split("?")[0]
+
+    # The calendar shows it (week view), and not Beroun's meeting that same Monday.
+    await page.goto("/admin/bookings")
+    await page.evaluate(f"window.multipointCalendar.gotoDate('{monday.isoformat()}')")
+    event = page.locator(".fc-event", has_text="Porada starostů ORP Benešov")
+    await event.first.wait_for()
+    assert await page.locator(".fc-event", has_text="Porada Beroun").count() == 0
+    await page.click(".fc-dayGridMonth-button")
+    assert await page.locator(".fc-event", has_text="Porada starostů").count() >= 3
+    await page.click(".fc-timeGridWeek-button")
+    await screenshot(page, "admin-calendar")
+    response = await page.goto(f"/admin/bookings/{beroun_booking}")
+    assert response.status == 403
+
+    # A big briefing at the same time no longer fits in what Benešov may use then (its
+    # region's share and the unassigned rest): the refusal says why and offers the
+    # nearest times when it does fit.
+    await page.goto("/admin/bookings/new")
+    await page.fill("#f-title", "Krajský briefing")
+    await page.fill("#f-date", monday.isoformat())
+    await page.fill("#f-start", "09:00")
+    await page.fill("#f-end", "10:30")
+    await page.fill("#f-hd", "25")
+    await page.wait_for_selector("#capacity.short")
+    await page.click("#save-booking")
+    await page.wait_for_selector("#refusal")
+    slots = page.locator("#refusal .use-slot")
+    assert await slots.count() >= 1
+    await screenshot(page, "admin-booking-refused")
+    await slots.first.click()
+    await page.wait_for_selector("#capacity.fits")
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    assert booking_url != page.url.split("?")[0]
