@@ -236,7 +236,7 @@ class Api:
         data: OrganisationIn = await self._body(request, OrganisationIn)
 
         def work() -> dict[str, object]:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 if data.parent_id is not None:
                     self._org(session, data.parent_id)
                 org = Organisation(name=data.name, kind=data.kind, parent_id=data.parent_id,
@@ -520,7 +520,7 @@ class Api:
             raise InvalidInput("organisation_required", "say which organisation owns the bridge")
 
         def work() -> dict[str, object]:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 org = self._org(session, organisation_id)
                 require_bridges(principal, org)
                 bridge = bridges.create_bridge(session, self.config, org, data.name,
@@ -535,7 +535,7 @@ class Api:
         bridge_id = _path_id(request)
 
         def work() -> None:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 bridge = session.get(StandingBridge, bridge_id)
                 if bridge is None or not bridge.active:
                     raise NotFound("bridge_not_found", f"no standing bridge {bridge_id}")
@@ -607,7 +607,7 @@ class Api:
         data: UserIn = await self._body(request, UserIn)
 
         def work() -> dict[str, object]:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 user = auth.create_user(session, data.name, data.role, data.organisation_id,
                                         data.email)
                 return {"id": user.id, "name": user.name, "role": user.role,
@@ -623,7 +623,7 @@ class Api:
         data: TokenIn = await self._body(request, TokenIn)
 
         def work() -> str:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 if session.get(User, user_id) is None:
                     raise NotFound("user_not_found", f"no user {user_id}")
                 return auth.issue_api_token(session, user_id, data.label)

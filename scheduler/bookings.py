@@ -414,7 +414,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
 def cancel_booking(db: Database, principal: Principal, booking_id: int, now: datetime,
                    join_link: JoinLink) -> None:
     """Cancel a booking: its future occurrences free their capacity; invitees are told."""
-    with db.session() as session:
+    with db.write_session() as session:
         booking, org = get_booking(session, booking_id)
         require_change_booking(principal, org)
         if booking.status == "cancelled":

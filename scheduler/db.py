@@ -83,9 +83,11 @@ class Database:
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
-        """A session for a read-check-write decision: nothing else may write meanwhile.
+        """A session that writes: a read-check-write decision, or any change.
 
-        SQLite: BEGIN IMMEDIATE takes the database's single writer lock up front.
+        SQLite: BEGIN IMMEDIATE takes the database's single writer lock up front. (A
+        transaction that began as a reader and then writes fails with "database is
+        locked" if another write committed in between, so every writer starts as one.)
         PostgreSQL: an ordinary transaction; the caller locks the rows it decides on
         (scheduler/transactions.py).
         """

@@ -177,7 +177,7 @@ class JobRunner:
         day = day or (self.clock() - timedelta(days=1)).date()
 
         def work() -> None:
-            with self.db.session() as session:
+            with self.db.write_session() as session:
                 rollup_day(session, day)
 
         await asyncio.to_thread(work)

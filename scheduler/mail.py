@@ -64,7 +64,7 @@ def deliver_outbox(db: Database, smtp: SmtpConfig, now: datetime, limit: int = 2
                 error = str(exc)[:500]
                 log.warning("notice %s to %s failed: %s", notification.id,
                             notification.to_address, exc)
-            with db.session() as session:
+            with db.write_session() as session:
                 row = session.get(Notification, notification.id)
                 assert row is not None
                 row.attempts += 1

@@ -74,13 +74,13 @@ class SchedulerServices:
 
     def record_join(self, room_name: str, *, participant: str = "", kind: str = "hd",
                     organisation_id: int | None = None, now: datetime | None = None) -> int:
-        with self.db.session() as session:
+        with self.db.write_session() as session:
             return calls.record_join(session, room_name, now or self.clock(),
                                      participant=participant, kind=kind,
                                      organisation_id=organisation_id)
 
     def record_leave(self, record_id: int, now: datetime | None = None) -> None:
-        with self.db.session() as session:
+        with self.db.write_session() as session:
             calls.record_leave(session, record_id, now or self.clock())
 
     def deliver_outbox(self) -> int:
