@@ -36,7 +36,7 @@
       type: 'line',
       data: { datasets: datasets.map((d) => ({ pointRadius: 0, borderWidth: 2, ...d })) },
       options: { animation: false, maintainAspectRatio: false, parsing: false,
-        scales: { x: { type: 'linear', ticks: { callback: (v) => fmt.format(new Date(v)), maxTicksLimit: 8 } },
+        scales: { x: { type: 'linear', min: pool[0]?.x, max: pool[1]?.x, ticks: { callback: (v) => fmt.format(new Date(v)), maxTicksLimit: 8 } },
           y: { beginAtZero: true } },
         plugins: { tooltip: { callbacks: { title: (items) => fmt.format(new Date(items[0].parsed.x)) } } } },
     };

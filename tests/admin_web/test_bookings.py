@@ -80,6 +80,9 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     assert await page.locator(".fc-event", has_text="Porada starostů").count() >= 3
     await page.click(".fc-timeGridWeek-button")
     await screenshot(page, "admin-calendar")
+    await page.set_viewport_size({"width": 820, "height": 1180})  # a tablet, upright
+    await screenshot(page, "admin-calendar-tablet")
+    await page.set_viewport_size({"width": 1280, "height": 900})
     response = await page.goto(f"/admin/bookings/{beroun_booking}")
     assert response.status == 403
 

@@ -1,0 +1,60 @@
+"""The operator sees a live room with an aiortc participant, mutes and removes it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.admin_web.conftest import sign_in
+from tests.browser.conftest import screenshot
+from tests.media.test_moderation import join
+from tests.peers import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.media]
+
+
+async def test_operator_mutes_and_removes_a_participant_who_observes_it(server, accounts,
+                                                                         context) -> None:
+    room = "krizovy-stab"
+    alice = await join(server, room, "Alice")
+    bob = await join(server, room, "Bob")
+    try:
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await sign_in(page, "operator")
+        assert page.url.endswith("/admin/operating")
+        row = page.locator(f"article[data-room='{room}'] tr[data-name='Alice']")
+        await row.wait_for()
+        # Quality as the server sees it: wait for a refresh that shows media arriving.
+        await page.wait_for_function(
+            f"""() => [...document.querySelectorAll("article[data-room='{room}'] tr[data-name]")]
+                 .every((tr) => parseInt(tr.cells[4].textContent) > 0)""", timeout=20_000)
+        assert "%" in await row.locator("td").nth(3).text_content()
+        assert await page.locator("#nodes tbody tr").count() == 2  # the local node's workers
+        await screenshot(page, "admin-operating")
+
+        await row.get_by_role("button", name="Ztlumit").click()
+        await page.wait_for_selector("#done")
+        assert await wait_until(lambda: alice.of_type("muted"), timeout=10)
+        assert alice.of_type("muted")[-1]["by"] == "operator"
+
+        await page.locator(f"article[data-room='{room}'] button[value=lock]").click()
+        await page.wait_for_selector(f"article[data-room='{room}'] .badge.warn")
+
+        row = page.locator(f"article[data-room='{room}'] tr[data-name='Alice']")
+        await row.get_by_role("button", name="Odebrat").click()
+        await page.wait_for_selector("#done")
+        assert await wait_until(lambda: alice.of_type("removed") and alice.ws.closed, timeout=10)
+        await page.wait_for_function(
+            "!document.querySelector(\"tr[data-name='Alice']\")", timeout=10_000)
+        assert await page.locator(f"article[data-room='{room}'] tr[data-name='Bob']").count() == 1
+
+        # Every action is in the audit log.
+        await page.goto("/admin/audit?action=room.")
+        actions = await page.locator("#audit tbody tr").evaluate_all(
+            "rows => rows.map((r) => r.dataset.action)")
+        assert actions == ["room.remove", "room.lock", "room.mute"]
+    finally:
+        await alice.close()
+        await bob.close()

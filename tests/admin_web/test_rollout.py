@@ -1,0 +1,105 @@
+"""A coordinator imports room units from CSV; a unit's passing self-test makes it "tested"."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler import rollout
+from scheduler.auth import principal_of
+from scheduler.models import User
+from tests.admin_web.conftest import sign_in
+from tests.browser.conftest import screenshot
+
+pytestmark = pytest.mark.browser
+
+HEADER = "serial,model,site,organisation,status,programme,price_czk,due_on\n"
+GOOD = (
+    "SN-BN-0001,Poly Studio X30,Zasedací místnost 1,orp:CZ020:Benešov,installed,Výzva 2027,89000,2027-06-30\n"
+    "SN-BN-0002,Poly Studio X30,Kancelář starosty,orp:CZ020:Benešov,delivered,Výzva 2027,89000,2020-01-31\n"
+    "SN-BE-0001,Cisco Room Kit Mini,Sál rady,Beroun,ordered,Výzva 2027,120000,2027-06-30\n"
+)
+BAD = "SN-XX-0001,Cisco Room Kit Mini,Sál,Neexistující úřad,requested,,120000,2027-06-30\n"
+FIXED = "SN-BE-0002,Cisco Room Kit Mini,Sál,orp:CZ020:Beroun,requested,,120000,2027-06-30\n"
+
+
+async def counts(page) -> dict[str, int]:
+    rows = await page.locator("#by-status tbody tr").evaluate_all(
+        "rows => rows.map((r) => [r.dataset.status, Number(r.cells[1].textContent)])")
+    return dict(rows)
+
+
+async def test_csv_import_with_preview_and_a_passing_selftest_makes_a_unit_tested(
+        server, accounts, context) -> None:
+    with server.app[DATABASE].session() as session:
+        coordinator = principal_of(session.scalar(select(User).where(User.name == "coordinator")))
+        rollout.create_programme(session, coordinator, "Výzva 2027", 2_000_000, date(2026, 1, 1),
+                                 date(2026, 6, 30), date(2027, 12, 31))
+
+    page = await context.new_page()
+    await sign_in(page, "coordinator")
+    assert await page.text_content("#total") == "0"
+
+    # One bad row: the preview names it, and offers no import.
+    await page.goto("/admin/rollout/import")
+    await page.fill("#f-csv_text", HEADER + GOOD + BAD)
+    await page.click("button[value=preview]")
+    assert await page.get_attribute("#preview", "data-errors") == "1"
+    bad_row = page.locator("#preview tr.row-error")
+    assert await bad_row.get_attribute("data-line") == "5"
+    assert "neznámá organizace" in await bad_row.locator(".errors").text_content()
+    assert await page.locator("#do-import").count() == 0
+    await screenshot(page, "admin-import-preview-error")
+    # Nothing was written.
+    await page.goto("/admin/dashboard")
+    assert await page.text_content("#total") == "0"
+
+    # Fixed in the same box, previewed clean, imported.
+    await page.goto("/admin/rollout/import")
+    await page.fill("#f-csv_text", HEADER + GOOD + FIXED)
+    await page.click("button[value=preview]")
+    assert await page.get_attribute("#preview", "data-errors") == "0"
+    await page.click("#do-import")
+    assert "4" in await page.text_content("#imported")
+
+    await page.goto("/admin/dashboard")
+    assert await page.text_content("#total") == "4"
+    before = await counts(page)
+    assert (before["installed"], before["delivered"], before["ordered"], before["requested"]) == (1, 1, 1, 1)
+    region = page.locator("#by-region tr[data-region='Středočeský kraj'] td")
+    assert sum(int(t) for t in await region.all_text_contents()) == 4
+    assert await page.text_content("#overdue-count") == "1"  # SN-BN-0002 was due in 2020
+    assert "SN-BN-0002" in await page.text_content("#overdue")
+    await screenshot(page, "admin-dashboard")
+
+    # The unit's self-test link, opened on the unit: a passing call moves it to "tested".
+    await page.goto("/admin/rollout/endpoints/SN-BN-0001")
+    assert await page.get_attribute("#endpoint-status", "data-status") == "installed"
+    link = await page.get_attribute("#selftest-link", "href")
+    unit = await context.new_page()
+    await context.grant_permissions(["camera", "microphone"], origin=server.url)
+    await unit.goto(link + "&autostart=1&duration=3")
+    await unit.wait_for_function("window.multipointSelfTest.saved", timeout=40_000)
+    assert (await unit.evaluate("window.multipointSelfTest.verdict"))["passed"] is True
+    await unit.close()
+
+    await page.reload()
+    assert await page.get_attribute("#endpoint-status", "data-status") == "tested"
+    assert "prošel" in await page.text_content("#selftests")
+    await screenshot(page, "admin-endpoint-tested")
+    await page.goto("/admin/dashboard")
+    after = await counts(page)
+    assert (after["installed"], after["tested"]) == (0, 1)
+
+    # The export has every unit, the test's result included; the report prints the same.
+    export = await page.request.get("/admin/rollout/endpoints.csv")
+    lines = (await export.text()).splitlines()
+    assert len(lines) == 5 and any(line.startswith("SN-BN-0001,") and line.endswith(",true")
+                                   for line in lines)
+    await page.goto("/admin/dashboard/report")
+    assert await page.text_content("#total") == "4"
+    await page.emulate_media(media="print")
+    await screenshot(page, "admin-report-print")
