@@ -172,12 +172,44 @@ async def create_user(admin: Admin, request: web.Request, user: Principal) -> we
                   values={} if created else data, created=created, **context)
 
 
+@page(ROLES)
+async def account_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "account.html", errors={}, changed=False)
+
+
+@page(ROLES)
+async def change_password(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    data = await form(request)
+    errors: dict[str, str] = {}
+    if len(data.get("new_password", "")) < users.MIN_PASSWORD:
+        errors["new_password"] = "At least 10 characters."
+    elif data.get("new_password") != data.get("again"):
+        errors["again"] = "The passwords differ."
+
+    def work() -> bool:
+        with admin.db.session() as session:
+            # The current password again: a session left open on a shared PC is not enough.
+            account = session.get(User, user.user_id)
+            if account is None or not users.verify_password(data.get("current", ""),
+                                                            account.password_hash):
+                return False
+            users.set_password(session, user.user_id, data["new_password"], actor=user)
+            return True
+
+    if not errors and not await admin.run(work):
+        errors["current"] = "Wrong password."
+    return render(request, "account.html", status=422 if errors else 200, errors=errors,
+                  changed=not errors)
+
+
 def routes(app: web.Application) -> None:
     app.router.add_get("/admin", home)
     app.router.add_get("/admin/", home)
     app.router.add_get("/admin/sign-in", sign_in_page)
     app.router.add_post("/admin/sign-in", sign_in)
     app.router.add_post("/admin/sign-out", sign_out)
+    app.router.add_get("/admin/account", account_page)
+    app.router.add_post("/admin/account", change_password)
     app.router.add_get("/admin/audit", audit_page)
     app.router.add_get("/admin/users", users_page)
     app.router.add_post("/admin/users", create_user)

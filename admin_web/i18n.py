@@ -211,6 +211,10 @@ CS = {
     "Required.": "Povinné.", "The end must be after the start.": "Konec musí být po začátku.",
     "The last day is before the first meeting.": "Poslední den je před první schůzkou.",
     "This role belongs to an organisation.": "Tato role patří k organizaci.",
+    "The passwords differ.": "Hesla se liší.", "Wrong password.": "Špatné heslo.",
+    "Your account": "Váš účet", "Change password": "Změnit heslo",
+    "Current password": "Současné heslo", "New password": "Nové heslo",
+    "New password again": "Nové heslo znovu", "The password is changed.": "Heslo je změněno.",
 }
 
 
