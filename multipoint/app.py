@@ -16,6 +16,7 @@ from multipoint.settings import Settings
 from scheduler.api import setup_api
 from scheduler.db import Database, upgrade
 from scheduler.rollout import apply_selftest
+from scheduler.rooms import RoomInfo
 from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
@@ -46,6 +47,21 @@ class SchedulerCallLog(CallLog):
             await asyncio.to_thread(self.services.record_leave, record)
 
 
+class MediaRoomControl:
+    """The scheduler's jobs open and close booked rooms on this process's media worker."""
+
+    def __init__(self) -> None:
+        self.live_rooms: LiveRooms | None = None  # set once signaling is wired
+
+    async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
+        if self.live_rooms is not None:
+            self.live_rooms.open(room)
+
+    async def close_room(self, room: str) -> None:
+        if self.live_rooms is not None:
+            await self.live_rooms.close(room, "the booked time is over")
+
+
 def create_app(settings: Settings) -> web.Application:
     url = settings.effective_database_url
     upgrade(url)  # embedded SQLite needs nothing else to run: create or update the schema
@@ -70,8 +86,10 @@ def create_app(settings: Settings) -> web.Application:
         return await asyncio.to_thread(write)
 
     # scheduler: wire the booking API here
+    room_control = MediaRoomControl()
     services = SchedulerServices(
         database, settings.scheduler_config(), run_jobs=settings.scheduler_jobs,
+        room_control=room_control,
         join_link=lambda room, role: join_url(settings.public_url, settings.signing_secret(),
                                               room, role=role, scheduled=True,
                                               ttl_s=settings.invite_ttl_hours * 3600))
@@ -86,6 +104,7 @@ def create_app(settings: Settings) -> web.Application:
                                                       recordings_dir=settings.data_dir / "recordings"),
                                  media, store_selftest, admit, SchedulerCallLog(services))
     app[LIVE_ROOMS] = live_rooms
+    room_control.live_rooms = live_rooms
     setup_metrics(app, media)
     setup_api(app, services)
     setup_admin(app, services, live_rooms, selftest_link=lambda serial: selftest_url(

@@ -61,6 +61,24 @@ class LiveRooms:
         channel.room.locked = locked
         await channel.broadcast_participants()
 
+    def open(self, room: str) -> None:
+        """Have the room ready before anyone joins (a booking's start is near)."""
+        live = self.worker.rooms.get(room)
+        if live is None or not live.echo:
+            self.worker.room(room)
+
+    async def close(self, room: str, reason: str) -> None:
+        """End the room: everyone in it is told why and disconnected; a recording finishes."""
+        channel = self.channels.get(room)
+        if channel is not None:
+            for connection in list(channel.connections.values()):
+                await connection.end("closed", reason)
+        live = self.worker.rooms.get(room)
+        if live is not None and not live.echo:
+            for participant in list(live.participants.values()):
+                await live.leave(participant)
+            live.close()
+
     def record(self, room: str, active: bool) -> None:
         live = self.worker.rooms.get(room)
         if live is None or live.echo:
