@@ -189,9 +189,9 @@ CS = {
     "Wrong name or password.": "Špatné jméno nebo heslo.",
     "Your role does not give access to this page.": "Vaše role k této stránce nemá přístup.",
     "all": "vše", "cancelled": "zrušeno", "create": "založit", "disabled": "vypnuto", "due": "termín",
-    "errors": "chyb", "failed": "neprošel", "free": "volné", "locked": "zamčeno", "needs": "potřebuje",
+    "errors": "chyby", "failed": "neprošel", "free": "volné", "locked": "zamčeno", "needs": "potřebuje",
     "new": "nových", "no": "ne", "outside regions": "mimo kraje", "overdue": "po termínu",
-    "passed": "prošel", "recording": "nahrává se", "room units": "jednotek", "rows": "řádků",
+    "passed": "prošel", "recording": "nahrává se", "room units": "jednotek", "rows": "řádky",
     "since": "od", "units": "jednotek", "update": "aktualizovat", "updated": "aktualizováno", "yes": "ano",
     "…or a file": "…nebo soubor", "…or last day": "…nebo poslední den",
     # Field errors

@@ -1,0 +1,62 @@
+"""The rollout pipeline's rules and the account rules, as plain functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from scheduler.models import Endpoint, SelfTestResult
+from scheduler.rollout import PIPELINE, allowed_next, status_after_selftest
+from scheduler.users import hash_password, verify_password
+
+
+def test_nobody_moves_a_unit_to_tested_by_hand() -> None:
+    for status in (*PIPELINE, "faulty", "retest_due", "decommissioned"):
+        assert "tested" not in allowed_next(status)
+    assert allowed_next("installed") == ("faulty", "retest_due", "decommissioned")
+    assert allowed_next("tested")[0] == "in_service"
+    assert allowed_next("requested") == ("approved", "decommissioned")
+    assert allowed_next("decommissioned") == ()
+
+
+def test_a_passing_selftest_makes_a_unit_that_is_there_tested() -> None:
+    assert status_after_selftest("installed", True) == "tested"
+    assert status_after_selftest("retest_due", True) == "tested"
+    assert status_after_selftest("faulty", True) == "tested"
+    assert status_after_selftest("ordered", True) == "ordered"  # not delivered yet
+    assert status_after_selftest("in_service", True) == "in_service"
+    assert status_after_selftest("installed", False) == "installed"
+
+
+def test_apply_selftest_records_the_verdict_once(tmp_path) -> None:
+    from scheduler.db import Base, Database
+    from scheduler.models import Organisation
+    from scheduler.rollout import apply_selftest
+
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    Base.metadata.create_all(db.engine)
+    with db.session() as session:
+        org = Organisation(name="Benešov", kind="orp")
+        session.add(org)
+        session.flush()
+        session.add(Endpoint(serial="SN-1", model="X30", organisation_id=org.id, status="installed"))
+        failed = SelfTestResult(endpoint_serial="SN-1", passed=False, problems=["camera"], figures={},
+                                created_at=datetime(2026, 1, 1, tzinfo=UTC))
+        passed = SelfTestResult(endpoint_serial="SN-1", passed=True, problems=[], figures={},
+                                created_at=datetime(2026, 1, 2, tzinfo=UTC))
+        session.add_all([failed, passed])
+        session.flush()
+        endpoint = apply_selftest(session, failed)
+        assert endpoint is not None and endpoint.status == "installed"
+        assert endpoint.last_selftest_passed is False
+        assert apply_selftest(session, passed).status == "tested"  # type: ignore[union-attr]
+        apply_selftest(session, failed)  # an older result arriving late changes nothing
+        assert endpoint.status == "tested" and endpoint.last_selftest_passed is True
+    db.dispose()
+
+
+def test_passwords_are_salted_and_checked() -> None:
+    first, second = hash_password("correct horse battery"), hash_password("correct horse battery")
+    assert first != second and first.startswith("scrypt$")
+    assert verify_password("correct horse battery", first)
+    assert not verify_password("correct horse batterY", first)
+    assert not verify_password("x", None) and not verify_password("x", "md5$abc")
