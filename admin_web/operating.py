@@ -85,8 +85,21 @@ async def capacity_json(admin: Admin, request: web.Request, user: Principal) -> 
     return web.json_response(data)
 
 
+@page(OPERATORS)
+async def recording(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    room, name = request.match_info["room"], request.match_info["file"]
+    # Only a file the live-rooms view lists: no path from the request reaches the disk.
+    found = next((r for r in admin.live_rooms.recordings()
+                  if r["room"] == room and r["file"] == name), None)
+    if found is None:
+        raise web.HTTPNotFound(text="no such recording")
+    return web.FileResponse(found["path"], headers={
+        "Content-Type": "video/webm", "Content-Disposition": f'attachment; filename="{room}-{name}"'})
+
+
 def routes(app: web.Application) -> None:
     app.router.add_get("/admin/operating", operating_page)
     app.router.add_get("/admin/operating/live", live_fragment)
     app.router.add_post("/admin/operating/act", act)
     app.router.add_get("/admin/operating/capacity.json", capacity_json)
+    app.router.add_get("/admin/operating/recordings/{room}/{file}", recording)
