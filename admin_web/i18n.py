@@ -47,6 +47,7 @@ CODES_EN = {
     "programme_exists": "A programme of this name exists.",
     "invalid_transition": "This status change is not allowed.",
     "programme_not_found": "No such programme.", "organisation_not_found": "No such organisation.",
+    "endpoint_exists": "A unit with this serial number exists.",
 }
 
 CS = {
@@ -211,6 +212,8 @@ CS = {
     "Required.": "Povinné.", "The end must be after the start.": "Konec musí být po začátku.",
     "The last day is before the first meeting.": "Poslední den je před první schůzkou.",
     "This role belongs to an organisation.": "Tato role patří k organizaci.",
+    "endpoint_exists": "Jednotka s tímto výrobním číslem už existuje.",
+    "New room unit": "Nová jednotka", "Price (CZK)": "Cena (Kč)",
     "The passwords differ.": "Hesla se liší.", "Wrong password.": "Špatné heslo.",
     "Your account": "Váš účet", "Change password": "Změnit heslo",
     "Current password": "Současné heslo", "New password": "Nové heslo",

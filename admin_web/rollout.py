@@ -48,6 +48,48 @@ async def endpoints_page(admin: Admin, request: web.Request, user: Principal) ->
                   is_overdue=rollout.is_overdue, **await admin.run(work))
 
 
+def _new_endpoint_context(admin: Admin) -> dict[str, Any]:
+    with admin.db.session() as session:
+        return {"organisations": _organisations(session),
+                "programmes": list(session.execute(select(GrantProgramme.id, GrantProgramme.name)
+                                                   .order_by(GrantProgramme.name)))}
+
+
+@page(COORDINATORS)
+async def new_endpoint_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return render(request, "endpoint_new.html", errors={}, values={},
+                  **await admin.run(_new_endpoint_context, admin))
+
+
+@page(COORDINATORS)
+async def create_endpoint(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    data = await form(request)
+    errors: dict[str, str] = {}
+    for name in ("serial", "model"):
+        if not data.get(name):
+            errors[name] = "Required."
+    if not data.get("organisation_id", "").isdigit():
+        errors["organisation_id"] = "Required."
+    price = _positive_int({**data, "price_czk": data.get("price_czk") or "0"}, "price_czk", errors)
+    due = _date(data, "due_on", errors) if data.get("due_on") else None
+    programme = int(data["programme_id"]) if data.get("programme_id", "").isdigit() else None
+
+    def work() -> None:
+        with admin.db.session() as session:
+            rollout.create_endpoint(session, user, data["serial"], data["model"],
+                                    data.get("site", ""), int(data["organisation_id"]), programme,
+                                    price, due, admin.now())
+
+    if not errors:
+        try:
+            await admin.run(work)
+            raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{data['serial']}")
+        except SchedulerError as exc:
+            errors[str(exc.details.get("field", "serial"))] = exc.code
+    return render(request, "endpoint_new.html", status=422, errors=errors, values=data,
+                  **await admin.run(_new_endpoint_context, admin))
+
+
 @page(COORDINATORS)
 async def endpoint_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
     return await _endpoint(admin, request, error="")
@@ -269,6 +311,8 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/admin/rollout/programmes", create_programme)
     app.router.add_post("/admin/rollout/applications", create_application)
     app.router.add_post("/admin/rollout/applications/{id:\\d+}", decide_application)
+    app.router.add_get("/admin/rollout/endpoints/new", new_endpoint_page)
+    app.router.add_post("/admin/rollout/endpoints/new", create_endpoint)
     app.router.add_get("/admin/rollout/endpoints/{serial}", endpoint_page)
     app.router.add_post("/admin/rollout/endpoints/{serial}/status", change_status)
     app.router.add_get("/admin/dashboard", dashboard_page)

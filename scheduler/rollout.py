@@ -160,6 +160,28 @@ def decide_application(session: Session, actor: Principal, application_id: int, 
     return application
 
 
+def create_endpoint(session: Session, actor: Principal, serial: str, model: str, site: str,
+                    organisation_id: int, programme_id: int | None, price_czk: int,
+                    due_on: date | None, now: datetime) -> Endpoint:
+    """One unit, as a coordinator types it in (its status starts at "requested")."""
+    if session.scalar(select(Endpoint.id).where(Endpoint.serial == serial)):
+        raise InvalidInput("endpoint_exists", "a unit with this serial number exists", field="serial")
+    if session.get(Organisation, organisation_id) is None:
+        raise InvalidInput("organisation_not_found", f"no organisation {organisation_id}",
+                           field="organisation_id")
+    if programme_id is not None and session.get(GrantProgramme, programme_id) is None:
+        raise InvalidInput("programme_not_found", f"no programme {programme_id}",
+                           field="programme_id")
+    endpoint = Endpoint(serial=serial, model=model, site=site, organisation_id=organisation_id,
+                        programme_id=programme_id, status="requested", price_czk=price_czk,
+                        due_on=due_on, status_changed_at=now, created_at=now)
+    session.add(endpoint)
+    session.flush()
+    audit.record(session, actor, "endpoint.create", f"endpoint:{serial}",
+                 {"model": model, "organisation_id": organisation_id})
+    return endpoint
+
+
 def change_status(session: Session, actor: Principal, endpoint_id: int, status: str,
                   now: datetime) -> Endpoint:
     endpoint = session.get(Endpoint, endpoint_id)
