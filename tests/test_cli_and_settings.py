@@ -113,3 +113,30 @@ def test_serve_runs_everything_with_embedded_sqlite(env, tmp_path: Path) -> None
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_user_create_reads_the_password_from_stdin(env, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from scheduler.db import Database
+    from scheduler.models import User
+    from scheduler.users import verify_password
+
+    created = run_cli("user", "create", "operator1", "--role", "operator", env=env,
+                      stdin="correct horse battery\n")
+    assert created.returncode == 0, created.stderr
+    assert "correct horse" not in created.stdout + created.stderr
+    assert run_cli("user", "create", "operator1", "--role", "operator", env=env,
+                   stdin="another long password\n").returncode != 0  # the name is taken
+    assert run_cli("user", "create", "short", "--role", "operator", env=env,
+                   stdin="short\n").returncode != 0
+    missing = run_cli("user", "create", "admin-x", "--role", "org_admin", "--organisation", "nowhere",
+                      env=env, stdin="long enough password\n")
+    assert missing.returncode != 0 and "nowhere" in missing.stderr
+    database = Database(f"sqlite:///{tmp_path / 'data' / 'multipoint.db'}")
+    with database.session() as session:
+        users = session.scalars(select(User)).all()
+    database.dispose()
+    assert [u.name for u in users] == ["operator1"]
+    assert verify_password("correct horse battery", users[0].password_hash)
+    assert not verify_password("wrong horse battery", users[0].password_hash)
