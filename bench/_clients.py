@@ -1,0 +1,472 @@
+"""The load generator's peers: publishers that send pre-encoded RTP, subscribers that count it.
+
+Both take over their aiortc transceivers through :mod:`mcu.aiortc_adapter` (aiortc keeps
+ICE, DTLS and SRTP; it starts no encoder, decoder or jitter buffer), so the bench's own
+cost per packet is one SRTP operation and a few dictionary lookups.
+
+Delay: a publisher records, per stream and sequence number, when it wrote each packet
+and which payload it carried. A subscriber learns each leg's sequence-number offset (the
+server adds a constant per leg) by looking up the first payload it receives among the
+recently sent ones, then checks every later packet's payload against the one sent under
+the mapped sequence number (and learns the offset again if it ever changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+
+from bench._media import AUDIO_FRAME, VIDEO_FPS, EncodedMedia
+from mcu import aiortc_adapter as adapter
+from mcu import rtp
+
+logger = logging.getLogger("bench")
+
+SEQ_SPACE = 1 << 16
+RECENT_PAYLOADS = 4000  # sent payloads a leg's first packet is looked up in
+FEEDBACK_INTERVAL_S = 1.0
+REMB_BPS = 10_000_000
+
+Poster = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]  # POST JSON, get JSON
+
+
+def new_peer_connection() -> RTCPeerConnection:
+    # max-bundle: aiortc 1.16 with "balanced" leaves later m-lines on a dead transport.
+    return RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+def prefer_codecs(transceiver: RTCRtpTransceiver) -> None:
+    wanted = ("audio/opus",) if transceiver.kind == "audio" else ("video/vp8", "video/rtx")
+    codecs = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+    transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() in wanted])
+
+
+# Measurement window -------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """Packets sent in [start, end) count; their delays are kept."""
+
+    start: float = float("inf")
+    end: float = float("inf")
+    delays: list[float] = field(default_factory=list)  # arrival - send, seconds
+    sent: list[float] = field(default_factory=list)  # send time of each, same order
+
+
+# Publishing ---------------------------------------------------------------------------
+
+
+class OutStream:
+    """One publisher track: pre-encoded payloads sent as RTP on an absolute clock."""
+
+    def __init__(self, kind: str, media: EncodedMedia) -> None:
+        self.kind = kind
+        self.media = media
+        self.payload_type = 0
+        self.ssrc = 0
+        self.mid = b""
+        self.write: Callable[[bytes], None] | None = None
+        self.seq = random.getrandbits(16)
+        self.timestamp_base = random.getrandbits(32)
+        self.index = 0  # frame number since the start
+        self.sent = 0
+        self.send_errors = 0
+        self.sent_at = [0.0] * SEQ_SPACE
+        self.payload_at: list[bytes | None] = [None] * SEQ_SPACE
+        self.recent: dict[bytes, int] = {}
+        self._recent_order: deque[tuple[bytes, int]] = deque()
+        self.period = 1 / VIDEO_FPS if kind == "video" else AUDIO_FRAME / 48000
+        self.start_at = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.write is not None and self.payload_type != 0
+
+    def configure(self, negotiated: adapter.NegotiatedRtp, ssrc: int, dtls: Any) -> None:
+        self.payload_type = negotiated.payload_type
+        self.ssrc = ssrc
+        self.mid = (negotiated.mid or "").encode("ascii")
+        self.write = adapter.packet_writer(dtls)
+
+    def next_due(self) -> float:
+        return self.start_at + self.index * self.period
+
+    def send_frame(self) -> None:
+        """Send the next frame's packets (nothing, but keep the clock, until negotiated)."""
+        index, self.index = self.index, self.index + 1
+        write = self.write
+        if write is None or not self.payload_type:
+            return
+        if self.kind == "video":
+            frames = self.media.video_frames
+            payloads = frames[index % len(frames)]
+            timestamp = (self.timestamp_base + index * (90000 // VIDEO_FPS)) & 0xFFFFFFFF
+            extension = rtp.one_byte_extension_block(
+                [(rtp.EXT_MID, self.mid), (rtp.EXT_ABS_SEND_TIME, rtp.abs_send_time_now())])
+        else:
+            frames_a = self.media.audio_frames
+            payloads = [frames_a[index % len(frames_a)]]
+            timestamp = (self.timestamp_base + index * AUDIO_FRAME) & 0xFFFFFFFF
+            extension = rtp.one_byte_extension_block(
+                [(rtp.EXT_MID, self.mid), (rtp.EXT_AUDIO_LEVEL, bytes([0x80 | self.media.audio_level]))])
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            seq = self.seq
+            self.seq = (seq + 1) & 0xFFFF
+            packet = rtp.rtp_header(self.payload_type, i == last, seq, timestamp, self.ssrc,
+                                    True) + extension + payload
+            self._remember(seq, payload)
+            self.sent_at[seq] = time.monotonic()
+            try:
+                write(packet)
+            except (ConnectionError, OSError):
+                self.send_errors += 1
+                continue
+            self.sent += 1
+
+    def _remember(self, seq: int, payload: bytes) -> None:
+        self.payload_at[seq] = payload
+        self.recent[payload] = seq
+        self._recent_order.append((payload, seq))
+        if len(self._recent_order) > RECENT_PAYLOADS:
+            old, old_seq = self._recent_order.popleft()
+            if self.recent.get(old) == old_seq:
+                del self.recent[old]
+
+
+class Pacer:
+    """Sends every stream's frames on time, from one task (earliest due first)."""
+
+    def __init__(self) -> None:
+        self.streams: list[OutStream] = []
+        self.late_max = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, stream: OutStream, phase: float) -> None:
+        """Send ``stream`` from ``phase`` seconds after :meth:`start`."""
+        stream.start_at = phase
+        self.streams.append(stream)
+
+    def start(self) -> None:
+        now = time.monotonic()
+        for stream in self.streams:
+            stream.start_at += now
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        heap = [(s.next_due(), i, s) for i, s in enumerate(self.streams)]
+        heapq.heapify(heap)
+        while True:
+            due, i, stream = heap[0]
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            self.late_max = max(self.late_max, now - due)
+            stream.send_frame()
+            heapq.heapreplace(heap, (stream.next_due(), i, stream))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def resume(self) -> None:
+        """Start again after :meth:`stop`, from now: no burst of the frames skipped meanwhile."""
+        now = time.monotonic()
+        for stream in self.streams:
+            stream.start_at += max(0.0, now - stream.next_due())
+        self._task = asyncio.ensure_future(self._run())
+
+
+# Receiving ----------------------------------------------------------------------------
+
+
+class Leg:
+    """One forwarded stream as one subscriber receives it."""
+
+    __slots__ = ("first_at", "in_window", "kind", "mismatched", "offset", "received", "relearned",
+                 "source")
+
+    def __init__(self, source: OutStream | None, kind: str) -> None:
+        self.source = source  # the publisher's stream, when this leg is matched to one
+        self.kind = kind
+        self.offset: int | None = None
+        self.received = 0
+        self.in_window = 0
+        self.mismatched = 0  # packets whose payload matched nothing sent
+        self.relearned = 0
+        self.first_at = 0.0
+
+
+class Receiver:
+    """Counts and times RTP on one client's connection, without decoding anything."""
+
+    def __init__(self, window: Window, sources: dict[str, OutStream] | None) -> None:
+        self.window = window
+        self.sources = sources or {}  # kind -> the stream this subscriber should receive
+        self.legs: dict[int, Leg] = {}
+        self.kind_by_ssrc: dict[int, str] = {}
+        self.kind_by_pt: dict[int, str] = {}
+        self.rtcp_packets = 0
+        self.keyframe_requests = 0
+        self.other_packets = 0  # RTX, unknown payload types
+        self.errors = 0
+        self.video_ssrcs: set[int] = set()
+
+    def negotiated(self, negotiated: adapter.NegotiatedRtp) -> None:
+        self.kind_by_pt[negotiated.payload_type] = negotiated.kind
+        for ssrc in negotiated.ssrcs:
+            self.kind_by_ssrc[ssrc] = negotiated.kind
+            if negotiated.kind == "video":
+                self.video_ssrcs.add(ssrc)
+
+    def on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        now = time.monotonic()
+        view = rtp.parse_rtp(data)
+        leg = self.legs.get(view.ssrc)
+        if leg is None:
+            kind = self.kind_by_pt.get(view.payload_type)
+            if kind is None:
+                self.other_packets += 1
+                return
+            leg = self.legs[view.ssrc] = Leg(self.sources.get(kind), kind)
+            leg.first_at = now
+        leg.received += 1
+        source = leg.source
+        if source is None:
+            return
+        payload = data[view.payload_start:view.payload_end]
+        seq = view.sequence_number
+        if leg.offset is not None:
+            sent_seq = (seq - leg.offset) & 0xFFFF
+            if source.payload_at[sent_seq] != payload:
+                leg.offset = None
+                leg.relearned += 1
+        if leg.offset is None:
+            found = source.recent.get(payload)
+            if found is None:
+                leg.mismatched += 1
+                return
+            leg.offset = (seq - found) & 0xFFFF
+            sent_seq = found
+        sent = source.sent_at[sent_seq]
+        window = self.window
+        if window.start <= sent < window.end:
+            leg.in_window += 1
+            window.delays.append(now - sent)
+            window.sent.append(sent)
+
+    def on_rtcp(self, data: bytes) -> None:
+        self.rtcp_packets += 1
+        if len(data) > 1 and data[1] == rtp.RTCP_PSFB and data[0] & 0x1F in (rtp.RTCP_PSFB_PLI,
+                                                                            rtp.RTCP_PSFB_FIR):
+            self.keyframe_requests += 1
+
+    def on_error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self.errors <= 3:
+            logger.warning("receive path error: %r", exc)
+
+    def matched(self, kinds: tuple[str, ...] = ("audio", "video")) -> bool:
+        return all(any(leg.kind == kind and leg.offset is not None for leg in self.legs.values())
+                   for kind in kinds)
+
+    def flowing(self, kinds: tuple[str, ...] = ("audio", "video")) -> bool:
+        return all(any(leg.kind == kind and leg.received > 0 for leg in self.legs.values())
+                   for kind in kinds)
+
+
+# One participant of the multipoint service ---------------------------------------------
+
+
+class Participant:
+    """A participant over the real protocol (docs/protocol.md): join, answer every offer.
+
+    ``publish`` participants send the pre-encoded audio and video on their microphone and
+    camera slots; the others answer every publish slot inactive and only receive.
+    """
+
+    def __init__(self, name: str, window: Window, media: EncodedMedia | None,
+                 sources: dict[str, OutStream] | None = None) -> None:
+        self.name = name
+        self.pc = new_peer_connection()
+        self.streams: dict[str, OutStream] = (
+            {"audio": OutStream("audio", media), "video": OutStream("video", media)} if media else {})
+        self.receiver = Receiver(window, sources)
+        self.participant_id = ""
+        self.offers = 0
+        self.last_offer_at = 0.0
+        self.unknown_messages = 0
+        self.failure: str | None = None
+        self._taken: set[int] = set()
+        self._tapped: set[int] = set()
+        self._feedback: dict[int, Callable[[bytes], None]] = {}
+        self._feedback_ssrc = random.getrandbits(32)
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._feedback_task: asyncio.Task[None] | None = None
+        self.joined = asyncio.get_running_loop().create_future()
+
+    async def join(self, ws_url: str, token: str) -> None:
+        self._session = aiohttp.ClientSession()
+        self._ws = await self._session.ws_connect(ws_url, heartbeat=None)
+        await self._ws.send_str(json.dumps({"type": "join", "v": 1, "token": token,
+                                            "name": self.name}))
+        self._reader = asyncio.ensure_future(self._read())
+        self._feedback_task = asyncio.ensure_future(self._send_feedback())
+        await self.joined
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        try:
+            async for message in self._ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                body = json.loads(message.data)
+                kind = body.get("type")
+                if kind == "joined":
+                    self.participant_id = body.get("participant", "")
+                elif kind == "offer":
+                    await self._answer(body)
+                    if not self.joined.done():
+                        self.joined.set_result(None)
+                elif kind == "error":
+                    self._fail(f"{body.get('code')}: {body.get('message')}")
+                else:
+                    self.unknown_messages += 1  # new server-to-client types: ignored
+            self._fail("the server closed the signaling connection")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(f"signaling failed: {exc!r}")
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+        if not self.joined.done():
+            self.joined.set_exception(RuntimeError(f"{self.name}: {reason}"))
+
+    async def _answer(self, offer: dict[str, Any]) -> None:
+        assert self._ws is not None
+        self.offers += 1
+        self.last_offer_at = time.monotonic()
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        publish: dict[str, str] = offer.get("publish") or {}
+        sending = {publish.get("microphone"), publish.get("camera")} if self.streams else set()
+        for transceiver in self.pc.getTransceivers():
+            self._take_over(transceiver)
+            if transceiver.mid in publish.values():
+                transceiver.direction = "sendonly" if transceiver.mid in sending else "inactive"
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        await self._ws.send_str(json.dumps({"type": "answer", "sdp": self.pc.localDescription.sdp,
+                                            "revision": offer.get("revision")}))
+
+    def _take_over(self, transceiver: RTCRtpTransceiver) -> None:
+        if id(transceiver) not in self._taken:
+            self._taken.add(id(transceiver))
+            adapter.take_over_transceiver(transceiver, on_receive=self._on_receive,
+                                          on_send=self._on_send)
+        dtls = transceiver.receiver.transport
+        if dtls is not None and id(dtls) not in self._tapped:
+            self._tapped.add(id(dtls))
+            adapter.tap_transport(dtls, self.receiver.on_rtp, self.receiver.on_rtcp,
+                                  self.receiver.on_error)
+
+    def _on_receive(self, negotiated: adapter.NegotiatedRtp, dtls: Any) -> None:
+        self.receiver.negotiated(negotiated)
+        if id(dtls) not in self._feedback:
+            self._feedback[id(dtls)] = adapter.packet_writer(dtls)
+
+    def _on_send(self, negotiated: adapter.NegotiatedRtp, ssrc: int, rtx_ssrc: int,
+                 dtls: Any) -> None:
+        stream = self.streams.get(negotiated.kind)
+        if stream is not None and not stream.ready:
+            stream.configure(negotiated, ssrc, dtls)
+
+    async def _send_feedback(self) -> None:
+        """An empty receiver report and a generous REMB each second, as a browser sends."""
+        while True:
+            await asyncio.sleep(FEEDBACK_INTERVAL_S)
+            ssrcs = sorted(self.receiver.video_ssrcs)
+            if not ssrcs:
+                continue
+            packet = rtp.rtcp_receiver_report(self._feedback_ssrc, []) + \
+                rtp.rtcp_remb(self._feedback_ssrc, REMB_BPS, ssrcs[:16])
+            for write in self._feedback.values():
+                with contextlib.suppress(ConnectionError, OSError):
+                    write(packet)
+
+    async def close(self) -> None:
+        for task in (self._reader, self._feedback_task):
+            if task is not None:
+                task.cancel()
+        try:
+            if self._ws is not None:
+                await asyncio.wait_for(self._ws.close(), 2)
+        except (TimeoutError, OSError, aiohttp.ClientError):
+            pass
+        if self._session is not None:
+            await self._session.close()
+        await asyncio.wait_for(self.pc.close(), 5)
+
+
+# A plain aiortc peer for the naive server (it takes offers) ----------------------------
+
+
+class OfferingPeer:
+    """Offers to the naive server over HTTP: a publisher (sendonly) or a subscriber (recvonly)."""
+
+    def __init__(self, role: str, window: Window, media: EncodedMedia | None) -> None:
+        self.role = role
+        self.pc = new_peer_connection()
+        self.streams: dict[str, OutStream] = (
+            {"audio": OutStream("audio", media), "video": OutStream("video", media)} if media else {})
+        self.receiver = Receiver(window, None)
+
+    async def connect(self, offer_url: str, post: Poster) -> None:
+        direction = "sendonly" if self.role == "publish" else "recvonly"
+        for kind in ("audio", "video"):
+            transceiver = self.pc.addTransceiver(kind, direction=direction)
+            prefer_codecs(transceiver)
+            adapter.take_over_transceiver(transceiver, on_receive=self._on_receive,
+                                          on_send=self._on_send)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        dtls = self.pc.getTransceivers()[0].receiver.transport
+        adapter.tap_transport(dtls, self.receiver.on_rtp, self.receiver.on_rtcp, self.receiver.on_error)
+        answer = await post(offer_url, {"role": self.role, "sdp": self.pc.localDescription.sdp})
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    def _on_receive(self, negotiated: adapter.NegotiatedRtp, dtls: Any) -> None:
+        self.receiver.negotiated(negotiated)
+
+    def _on_send(self, negotiated: adapter.NegotiatedRtp, ssrc: int, rtx_ssrc: int,
+                 dtls: Any) -> None:
+        stream = self.streams.get(negotiated.kind)
+        if stream is not None and not stream.ready:
+            stream.configure(negotiated, ssrc, dtls)
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self.pc.close(), 5)

@@ -1,0 +1,590 @@
+"""Benchmark of the selective forwarding unit: server CPU per forwarded packet, loss, delay.
+
+    python -m bench.sfu --publishers P --subscribers S --seconds T
+
+Runs the real service (``python -m multipoint serve``) as a separate process on
+loopback and drives it with P publishers, each in its own room ``bench-i`` with S
+subscribers, so that every subscriber receives exactly one publisher's audio and video.
+Publishers send pre-encoded VP8 (640x360, 30 fps, about 450 kbit/s, a keyframe a second)
+and Opus (20 ms, 32 kbit/s), encoded once at start, at real-time pace; subscribers
+count and time packets without decoding. After a warm-up with every leg flowing, the
+measurement window reads the server's CPU time (/proc) and its forwarded-packet counter
+(/metrics) at both ends. Then the same is done for a naive relay (aiortc ``MediaRelay``
+with one sender per subscriber, bench/_naive.py) at a size it can carry.
+
+Prints one JSON object on stdout; progress goes to stderr. Needs loopback only; run it in
+a loopback-only namespace, as docs/benchmarks.md shows. Method and figures are in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import string
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiortc
+import numpy as np
+
+from bench._clients import OfferingPeer, OutStream, Pacer, Participant, Window
+from bench._media import AUDIO_FRAME, AUDIO_RATE, EncodedMedia, encode_media
+from mcu import aiortc_adapter
+from signaling.tokens import JoinGrant, issue_token
+
+logger = logging.getLogger("bench")
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+FORWARDED_METRIC = "multipoint_packets_forwarded_total"
+QUIET_S = 2.0  # no offer to anyone for this long: the rooms are settled
+DRAIN_S = 1.0  # after the window: packets sent in it still arriving
+CONTENTION_LIMIT = 0.05  # run-queue wait, as a share of the window, that leaves delay clean
+
+
+# Server processes -------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # Linux: the server gets SIGTERM if the bench dies, even by SIGKILL.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ServerProcess:
+    """A server under test: started, watched (CPU from /proc), always stopped."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path,
+                 cwd: Path = REPOSITORY) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self.cwd = cwd
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv, env=self.env, cwd=self.cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
+        logger.info("%s started (pid %d)", self.name, self.pid)
+
+    def cpu_times(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the whole process (all threads), /proc/PID/stat."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # fields 14, 15
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_times())
+
+    def runqueue_wait_seconds(self) -> float:
+        """Time the process's threads were runnable but waiting for a CPU (/proc/PID/schedstat).
+
+        Only the main thread: the one that forwards packets.
+        """
+        return int(Path(f"/proc/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
+    def check_running(self) -> None:
+        if self.process is not None and self.process.returncode is not None:
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the server's log, leaving out HTTP access lines."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        kept = [line for line in text.splitlines() if "aiohttp.access" not in line]
+        return " | ".join(kept[-lines:]) + f" (whole log: {self.log_path})"
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        logger.info("%s stopped", self.name)
+
+
+@contextlib.asynccontextmanager
+async def running(server: ServerProcess, health_url: str) -> AsyncIterator[ServerProcess]:
+    try:
+        await server.start()
+        await _wait_healthy(server, health_url)
+        yield server
+    finally:
+        await asyncio.shield(server.stop())
+
+
+async def _wait_healthy(server: ServerProcess, url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            server.check_running()
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not answer {url} within {timeout:.0f} s: {server.log_tail()}")
+
+
+async def _read_forwarded(session: aiohttp.ClientSession, url: str) -> int:
+    async with session.get(url) as response:
+        text = await response.text()
+    match = re.search(rf"^{FORWARDED_METRIC}\s+(\S+)$", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{url} has no {FORWARDED_METRIC}")
+    return int(float(match.group(1)))
+
+
+# Waiting and measuring -----------------------------------------------------------------
+
+
+async def _wait_for(what: str, ready: Any, timeout: float, check: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if check is not None:
+            check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def _delay_figures(window: Window) -> dict[str, Any]:
+    if not window.delays:
+        return {"p50": None, "p99": None, "max": None, "over_5ms": 0, "worst_seconds": []}
+    delays = np.asarray(window.delays)
+    p50, p99 = np.percentile(delays, [50, 99])
+    # When in the window the late packets were sent (stalls show up as clusters).
+    late = delays > 0.005
+    seconds = (np.asarray(window.sent)[late] - window.start).astype(int)
+    worst = sorted(zip(*np.unique(seconds, return_counts=True), strict=True), key=lambda x: -x[1])[:5]
+    return {"p50": round(float(p50) * 1000, 3), "p99": round(float(p99) * 1000, 3),
+            "max": round(float(delays.max()) * 1000, 3), "over_5ms": int(late.sum()),
+            "worst_seconds": [[int(second), int(count)] for second, count in worst]}
+
+
+def _machine_cpu() -> tuple[int, int, int]:
+    """(busy, steal, total) jiffies of all CPUs, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    steal = values[7] if len(values) > 7 else 0
+    total = sum(values[:8])
+    return total - idle - steal, steal, total
+
+
+class Snapshot:
+    """Counters read together at one end of the window."""
+
+    def __init__(self, server: ServerProcess, forwarded: int, streams: Iterable[OutStream]) -> None:
+        self.forwarded = forwarded
+        self.server_user, self.server_system = server.cpu_times()
+        self.server_cpu = self.server_user + self.server_system
+        self.server_wait = server.runqueue_wait_seconds()
+        self.bench_wait = int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+        self.machine = _machine_cpu()
+        self.bench_cpu = time.process_time()
+        self.at = time.monotonic()
+        self.sent = {id(s): s.sent for s in streams}
+
+
+async def _idle_cpu_percent(server: ServerProcess, pacer: Pacer, seconds: float) -> float | None:
+    """The server's CPU with every participant connected but no media (publishers paused)."""
+    if seconds <= 0:
+        return None
+    pacer.stop()
+    await asyncio.sleep(DRAIN_S)
+    cpu, at = server.cpu_seconds(), time.monotonic()
+    logger.info("measuring the idle server for %.0f s", seconds)
+    await asyncio.sleep(seconds)
+    idle = 100 * (server.cpu_seconds() - cpu) / (time.monotonic() - at)
+    pacer.resume()
+    return round(idle, 1)
+
+
+# Our SFU ------------------------------------------------------------------------------
+
+
+async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path) -> dict[str, Any]:
+    publishers, per_room, seconds = args.publishers, args.subscribers, args.seconds
+    port = _free_port()
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
+    data_dir = workdir / "sfu-data"
+    data_dir.mkdir()
+    env = dict(os.environ, MULTIPOINT_DATA_DIR=str(data_dir), MULTIPOINT_MEDIA_ADDRESSES="127.0.0.1",
+               MULTIPOINT_SECRET_KEY=secret, MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{port}",
+               MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1")
+    env.pop("MULTIPOINT_SETTINGS_FILE", None)
+    env.pop("MULTIPOINT_DATABASE_URL", None)
+    tree = Path(args.server_tree).resolve()
+    env["PYTHONPATH"] = str(tree)  # python -m runs the service from that tree
+    server = ServerProcess("multipoint", [sys.executable, "-m", "multipoint", "serve", "--port", str(port)],
+                           env, workdir / "sfu-server.log", cwd=tree)
+    base = f"http://127.0.0.1:{port}"
+    window = Window()
+    pacer = Pacer()
+    rooms: list[tuple[Participant, list[Participant]]] = []
+    everyone: list[Participant] = []
+    setup_started = time.monotonic()
+    try:
+        async with running(server, base + "/healthz"), aiohttp.ClientSession() as session:
+            for room in range(publishers):
+                publisher = Participant(f"pub-{room}", window, media)
+                subscribers = [Participant(f"sub-{room}-{i}", window, None, publisher.streams)
+                               for i in range(per_room)]
+                rooms.append((publisher, subscribers))
+                everyone += [publisher, *subscribers]
+                # Stagger the publishers over a frame interval, as unrelated cameras are.
+                for stream in publisher.streams.values():
+                    pacer.add(stream, phase=room * stream.period / publishers)
+            # Streams tick from now on and send as soon as their publisher is connected.
+            pacer.start()
+
+            def token(room: int) -> str:
+                return issue_token(secret, JoinGrant(room=f"bench-{room}", role="guest"), 3600)
+
+            joining = asyncio.Semaphore(args.join_concurrency)
+
+            async def fill(room: int) -> None:
+                # A join renegotiates everyone already in the room: rooms fill a few at a
+                # time, so that neither side's event loop stalls past the heartbeat.
+                async with joining:
+                    publisher, subscribers = rooms[room]
+                    for participant in (publisher, *subscribers):
+                        await participant.join(f"ws://127.0.0.1:{port}/ws", token(room))
+
+            def check() -> None:
+                server.check_running()
+                failed = [f"{p.name}: {p.failure}" for p in everyone if p.failure]
+                if failed:
+                    raise RuntimeError("participants failed: " + "; ".join(failed[:5]))
+
+            setup_timeout = args.setup_timeout or 30 + 2.0 * len(everyone)
+            logger.info("joining %d publishers and %d subscribers", publishers, publishers * per_room)
+            await asyncio.wait_for(asyncio.gather(*(fill(r) for r in range(publishers))), setup_timeout)
+            subscribers_all = [s for _, subs in rooms for s in subs]
+            await _wait_for("every subscriber to receive its publisher's audio and video",
+                            lambda: all(s.receiver.matched() for s in subscribers_all),
+                            setup_timeout, check)
+            # Renegotiations still under way would load both sides during the window.
+            await _wait_for("signaling to settle",
+                            lambda: time.monotonic() - max(p.last_offer_at for p in everyone) > QUIET_S,
+                            setup_timeout, check)
+            setup_s = time.monotonic() - setup_started
+            logger.info("all %d legs flowing after %.1f s", 2 * len(subscribers_all), setup_s)
+            idle = await _idle_cpu_percent(server, pacer, args.idle_seconds)
+            logger.info("warming up %.0f s", args.warmup)
+            await asyncio.sleep(args.warmup)
+            check()
+
+            streams = pacer.streams
+            begin = Snapshot(server, await _read_forwarded(session, base + "/metrics"), streams)
+            window.start = begin.at
+            pacer.late_max = 0.0
+            logger.info("measuring for %.0f s", seconds)
+            await asyncio.sleep(seconds)
+            end = Snapshot(server, await _read_forwarded(session, base + "/metrics"), streams)
+            window.end = end.at
+            await asyncio.sleep(DRAIN_S)
+            check()
+            pacer.stop()
+            result = _sfu_figures(args, rooms, window, begin, end, pacer)
+            result["setup_s"] = round(setup_s, 1)
+            result["server_idle_cpu_percent"] = idle
+            if idle is not None:
+                # What each packet costs beyond the connections' fixed upkeep.
+                marginal = (result["server_cpu_percent"] - idle) / 100 * result["window_s"] * 1e6
+                result["server_cpu_us_per_packet_marginal"] = round(
+                    marginal / max(1, result["forwarded_pps"] * result["window_s"]), 2)
+            return result
+    except Exception as exc:
+        raise RuntimeError(f"{exc} (server log: {server.log_tail(8)})") from exc
+    finally:
+        pacer.stop()
+        await _close_all(everyone)
+
+
+def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[Participant]]],
+                 window: Window, begin: Snapshot, end: Snapshot, pacer: Pacer) -> dict[str, Any]:
+    elapsed = end.at - begin.at
+    forwarded = end.forwarded - begin.forwarded
+    cpu = end.server_cpu - begin.server_cpu
+    expected = {"audio": 0, "video": 0}
+    received = {"audio": 0, "video": 0}
+    mismatched = relearned = unmatched_legs = other = 0
+    for publisher, subscribers in rooms:
+        for kind, stream in publisher.streams.items():
+            expected[kind] += (end.sent[id(stream)] - begin.sent[id(stream)]) * len(subscribers)
+        for subscriber in subscribers:
+            receiver = subscriber.receiver
+            other += receiver.other_packets
+            for leg in receiver.legs.values():
+                if leg.source is None:
+                    continue
+                received[leg.kind] += leg.in_window
+                mismatched += leg.mismatched
+                relearned += leg.relearned
+                unmatched_legs += leg.offset is None
+    total_expected, total_received = sum(expected.values()), sum(received.values())
+    legs = 2 * args.publishers * args.subscribers
+
+    busy, steal, total = (e - b for e, b in zip(end.machine, begin.machine, strict=True))
+    everyone = [p for publisher, subscribers in rooms for p in (publisher, *subscribers)]
+
+    def per_packet(seconds: float) -> float | None:
+        return round(seconds * 1e6 / forwarded, 2) if forwarded else None
+
+    def loss(e: int, r: int) -> float | None:
+        return round(max(0, e - r) / e, 6) if e else None
+
+    delays = _delay_figures(window)
+    return {
+        "forwarded_pps": round(forwarded / elapsed, 1),
+        "server_cpu_us_per_packet": per_packet(cpu),
+        "loss_ratio": loss(total_expected, total_received),
+        "added_delay_ms_p50": delays["p50"],
+        "added_delay_ms_p99": delays["p99"],
+        "added_delay_ms_max": delays["max"],
+        "packets_delayed_over_5ms": delays["over_5ms"],
+        "late_packets_by_window_second": delays["worst_seconds"],  # [second, packets over 5 ms]
+        "server_cpu_us_per_packet_user": per_packet(end.server_user - begin.server_user),
+        "server_cpu_us_per_packet_system": per_packet(end.server_system - begin.server_system),
+        "server_cpu_percent": round(100 * cpu / elapsed, 1),
+        "server_cpu_percent_per_leg": round(100 * cpu / elapsed / legs, 3),
+        "server_runqueue_wait_percent": round(100 * (end.server_wait - begin.server_wait) / elapsed, 1),
+        "machine_busy_percent": round(100 * busy / total, 1) if total else None,
+        "machine_steal_percent": round(100 * steal / total, 1) if total else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        # Delay is the server's only when neither side waited long for a CPU (other work
+        # on a shared machine queues packets in both event loops).
+        "delay_undisturbed": (end.server_wait - begin.server_wait) / elapsed < CONTENTION_LIMIT
+        and (end.bench_wait - begin.bench_wait) / elapsed < CONTENTION_LIMIT,
+        "window_s": round(elapsed, 3),
+        "expected_packets": total_expected,
+        "received_packets": total_received,
+        "loss_ratio_audio": loss(expected["audio"], received["audio"]),
+        "loss_ratio_video": loss(expected["video"], received["video"]),
+        "duplicates_or_extra": max(0, total_received - total_expected),
+        "forwarded_vs_expected": round(forwarded / total_expected, 4) if total_expected else None,
+        "unmatched_packets": mismatched,
+        "leg_offset_relearned": relearned,
+        "legs_never_matched": unmatched_legs,
+        "other_packets": other,
+        "bench_cpu_percent": round(100 * (end.bench_cpu - begin.bench_cpu) / elapsed, 1),
+        "bench_runqueue_wait_percent": round(100 * (end.bench_wait - begin.bench_wait) / elapsed, 1),
+        "pacer_late_ms_max": round(pacer.late_max * 1000, 2),
+        "keyframe_requests_at_publishers": sum(p.receiver.keyframe_requests for p, _ in rooms),
+        "unknown_server_messages": sum(p.unknown_messages for p in everyone),
+    }
+
+
+async def _close_all(peers: Iterable[Any]) -> None:
+    results = await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
+    problems = [r for r in results if isinstance(r, BaseException)]
+    if problems:
+        logger.info("%d peers did not close cleanly (%r)", len(problems), problems[0])
+
+
+# The naive relay ------------------------------------------------------------------------
+
+
+async def bench_naive(args: argparse.Namespace, media: EncodedMedia, workdir: Path) -> dict[str, Any]:
+    count, seconds = args.naive_subscribers, args.naive_seconds or args.seconds
+    port = _free_port()
+    server = ServerProcess("naive relay", [sys.executable, "-m", "bench._naive", "--port", str(port)],
+                           dict(os.environ), workdir / "naive-server.log")
+    base = f"http://127.0.0.1:{port}"
+    window = Window()
+    pacer = Pacer()
+    peers: list[OfferingPeer] = []
+    try:
+        async with running(server, base + "/healthz"), aiohttp.ClientSession() as session:
+
+            async def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+                for _ in range(100):
+                    async with session.post(url, json=body) as response:
+                        if response.status == 409:  # the publisher's tracks are not there yet
+                            await asyncio.sleep(0.1)
+                            continue
+                        response.raise_for_status()
+                        return await response.json()
+                raise RuntimeError("the naive relay never had a publisher")
+
+            async def sent() -> int:
+                async with session.get(base + "/stats") as response:
+                    return int((await response.json())["packets_sent"])
+
+            publisher = OfferingPeer("publish", window, media)
+            peers.append(publisher)
+            await publisher.connect(base + "/offer", post)
+            for stream in publisher.streams.values():
+                pacer.add(stream, phase=0.0)
+            pacer.start()
+            subscribers = [OfferingPeer("subscribe", window, None) for _ in range(count)]
+            peers += subscribers
+            for subscriber in subscribers:
+                await subscriber.connect(base + "/offer", post)
+            await _wait_for("naive subscribers to receive audio and video",
+                            lambda: all(s.receiver.flowing() for s in subscribers),
+                            args.setup_timeout or 60, server.check_running)
+            await asyncio.sleep(args.warmup)
+
+            def received() -> int:
+                return sum(leg.received for s in subscribers for leg in s.receiver.legs.values())
+
+            sent_begin, cpu_begin, received_begin, at_begin = \
+                await sent(), server.cpu_seconds(), received(), time.monotonic()
+            logger.info("measuring the naive relay with %d subscribers for %.0f s", count, seconds)
+            await asyncio.sleep(seconds)
+            sent_end, cpu_end, received_end, at_end = \
+                await sent(), server.cpu_seconds(), received(), time.monotonic()
+            server.check_running()
+            pacer.stop()
+            elapsed = at_end - at_begin
+            packets = sent_end - sent_begin
+            cpu = cpu_end - cpu_begin
+            publisher_pps = sum(s.sent for s in publisher.streams.values()) / max(
+                1e-9, time.monotonic() - min(s.start_at for s in publisher.streams.values()))
+            return {
+                "publishers": 1,
+                "subscribers": count,
+                "seconds": seconds,
+                "window_s": round(elapsed, 3),
+                "sent_pps": round(packets / elapsed, 1),
+                "received_pps": round((received_end - received_begin) / elapsed, 1),
+                "publisher_pps": round(publisher_pps, 1),
+                "server_cpu_us_per_packet": round(cpu * 1e6 / packets, 2) if packets else None,
+                "server_cpu_percent": round(100 * cpu / elapsed, 1),
+                "server_cpu_percent_per_leg": round(100 * cpu / elapsed / (2 * count), 3),
+            }
+    finally:
+        pacer.stop()
+        await _close_all(peers)
+
+
+# Entry point -----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.sfu", description=__doc__.splitlines()[0])
+    parser.add_argument("--publishers", type=int, default=4, help="P: publishers, one room each")
+    parser.add_argument("--subscribers", type=int, default=8, help="S: subscribers per publisher")
+    parser.add_argument("--seconds", type=float, default=20, help="T: length of the measurement window")
+    parser.add_argument("--warmup", type=float, default=3, help="seconds of flow before the window")
+    parser.add_argument("--idle-seconds", type=float, default=3,
+                        help="before the warm-up: the server's CPU with all connected and no media")
+    parser.add_argument("--server-tree", default=str(REPOSITORY),
+                        help="source tree to run the service from (default: this checkout), e.g. "
+                             "an export of a commit: git archive HEAD | tar -x -C DIR")
+    parser.add_argument("--naive-subscribers", type=int, default=4,
+                        help="subscribers of the naive relay (one publisher); 0 skips it")
+    parser.add_argument("--naive-seconds", type=float, default=0,
+                        help="window of the naive relay (default: --seconds)")
+    parser.add_argument("--setup-timeout", type=float, default=0,
+                        help="seconds allowed for joining and first media (default: from the size)")
+    parser.add_argument("--join-concurrency", type=int, default=1,
+                        help="rooms being filled at the same time during setup")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr in more detail")
+    args = parser.parse_args(argv)
+    if args.publishers < 1 or args.subscribers < 1 or args.seconds <= 0:
+        parser.error("--publishers and --subscribers must be at least 1, --seconds positive")
+    return args
+
+
+async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sfu-"))
+    try:
+        logger.info("encoding the media once")
+        started = time.process_time()
+        media = await asyncio.to_thread(encode_media)
+        logger.info("encoded in %.1f s of CPU: VP8 %.0f kbit/s, %.1f packets/s",
+                    time.process_time() - started, media.video_kbps, media.video_pps)
+        result: dict[str, Any] = {
+            "command": command, "publishers": args.publishers, "subscribers": args.subscribers,
+            "seconds": args.seconds,
+        }
+        result.update(await bench_sfu(args, media, workdir))
+        if args.naive_subscribers > 0:
+            naive = await bench_naive(args, media, workdir)
+            result["naive"] = naive
+            ours, theirs = result["server_cpu_us_per_packet"], naive["server_cpu_us_per_packet"]
+            result["ratio"] = round(theirs / ours, 1) if ours and theirs else None
+            ours_leg, theirs_leg = result["server_cpu_percent_per_leg"], naive["server_cpu_percent_per_leg"]
+            result["ratio_per_leg"] = round(theirs_leg / ours_leg, 1) if ours_leg and theirs_leg else None
+        else:
+            result["naive"], result["ratio"], result["ratio_per_leg"] = None, None, None
+        result["media"] = {"video_kbps": round(media.video_kbps, 1), "video_pps": round(media.video_pps, 1),
+                           "audio_pps": AUDIO_RATE / AUDIO_FRAME, "video": "VP8 640x360 30 fps",
+                           "audio": "Opus 20 ms mono 32 kbit/s"}
+        result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                             "aiortc": aiortc.__version__}
+        result["server_tree"] = str(Path(args.server_tree).resolve())
+    except BaseException:
+        logger.error("kept the servers' logs in %s", workdir)
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s")
+    if not args.verbose:
+        for noisy in ("aioice", "aiortc", "aiohttp"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    command = "python -m bench.sfu " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        result = asyncio.run(run(args, command))
+    except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
+        print(json.dumps({"command": command, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
