@@ -194,8 +194,10 @@ class Pacer:
     def resume(self) -> None:
         """Start again after :meth:`stop`, from now: no burst of the frames skipped meanwhile."""
         now = time.monotonic()
+        # The same shift for every stream keeps the publishers staggered.
+        shift = max(0.0, now - min(stream.next_due() for stream in self.streams))
         for stream in self.streams:
-            stream.start_at += max(0.0, now - stream.next_due())
+            stream.start_at += shift
         self._task = asyncio.ensure_future(self._run())
 
 
