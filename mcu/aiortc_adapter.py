@@ -32,6 +32,7 @@ import aioice
 import aioice.ice
 import aioice.stun
 import aiortc
+import pylibsrtp
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -75,6 +76,8 @@ def check_internals() -> None:
         (aioice.ice, "candidate_foundation"),
         (aioice.ice, "candidate_priority"),
         (aioice.ice.Connection, "get_component_candidates"),
+        (aioice.ice.Connection, "data_received"),
+        (aioice.ice.StunProtocol, "datagram_received"),
         (aiortc_rtp.RtcpPacket, "parse"),
         (asyncio.selector_events, "_SelectorDatagramTransport"),
     ]
@@ -83,7 +86,7 @@ def check_internals() -> None:
             problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
     # Attributes set in __init__ cannot be seen on the class; look in a fresh instance.
     connection = aioice.ice.Connection(ice_controlling=False)
-    for name in ("_nominated", "_protocols", "stun_server"):
+    for name in ("_nominated", "_protocols", "stun_server", "_queue"):
         if not hasattr(connection, name):
             problems.append(f"aioice Connection instance has no {name}")
     if problems:
@@ -254,24 +257,71 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
                   on_error: Callable[[BaseException], None]) -> None:
     """Route this transport's decrypted packets to our handlers.
 
+    Once SRTP is keyed, media datagrams go straight from the ICE connection to the
+    handlers (decrypted here, instead of a hop through aioice's queue and three
+    resumptions of aiortc's receive coroutines). Anything else (DTLS, or media before
+    the keys exist) takes aiortc's own path, which ends in the same handlers.
+
     An exception escaping into aiortc's receive loop would close the connection of the
     participant who *sent* the packet, so nothing escapes: errors go to ``on_error``.
     """
 
-    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+    def dispatch(data: bytes) -> None:
         try:
-            on_rtp(data, arrival_time_ms)
+            if 192 <= data[1] <= 223:
+                on_rtcp(data)
+            else:
+                on_rtp(data, 0)
         except Exception as exc:
             on_error(exc)
 
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        dispatch(data)
+
     async def handle_rtcp_data(data: bytes) -> None:
-        try:
-            on_rtcp(data)
-        except Exception as exc:
-            on_error(exc)
+        dispatch(data)
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
+
+    connection = dtls.transport._connection
+    queue_datagram = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        srtp = dtls._rx_srtp
+        if srtp is None or len(data) < 2 or not 127 < data[0] < 192:
+            queue_datagram(data, component)
+            return
+        try:
+            plain = srtp.unprotect_rtcp(data) if 192 <= data[1] <= 223 else srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return  # not authentic, or replayed: dropped, as aiortc does
+        dispatch(plain)
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+
+
+def _skip_stun_parse_for_media() -> None:
+    """aioice parses every datagram as STUN first, failing by exception for media.
+
+    STUN messages start with two zero bits (RFC 5389), RTP and RTCP with version 2
+    (RFC 7983), so media can go straight to the connection.
+    """
+    original = aioice.ice.StunProtocol.datagram_received
+    if getattr(original, "multipoint_fast_path", False):
+        return
+
+    def datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
+        if data and 127 < data[0] < 192:
+            self.receiver.data_received(data, self.local_candidate.component)
+        else:
+            original(self, data, addr)
+
+    datagram_received.multipoint_fast_path = True  # type: ignore[attr-defined]
+    aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
+
+
+_skip_stun_parse_for_media()
 
 
 def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
@@ -280,16 +330,21 @@ def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
     Raises ConnectionError when the transport is not (or no longer) connected.
     """
     connection = dtls.transport._connection
+    pair: Any = None
+    sendto: Callable[[bytes, Any], None] | None = None
+    address: Any = None
 
     def write(packet: bytes) -> None:
+        nonlocal pair, sendto, address
         if dtls._state is not State.CONNECTED:
             raise ConnectionError("DTLS transport is not connected")
+        nominated = connection._nominated.get(1)
+        if nominated is not pair:  # first use, or ICE chose another pair
+            if nominated is None:
+                raise ConnectionError("no nominated ICE pair")
+            pair, sendto, address = nominated, nominated.protocol.transport.sendto, nominated.remote_addr
         srtp = dtls._tx_srtp
-        protected = srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet)
-        pair = connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("no nominated ICE pair")
-        pair.protocol.transport.sendto(protected, pair.remote_addr)
+        sendto(srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet), address)
 
     return write
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from admin_web import setup_admin
@@ -125,7 +126,11 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def run_server(settings: Settings) -> None:
+    # uvloop: its UDP transport reads and writes in C, which matters on the media path
+    # (docs/benchmarks.md); the service runs on the stock loop too (as the tests do).
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
     app = create_app(settings)
     logger.info("multipoint serving on http://%s:%d (public URL %s)", settings.http_host,
                 settings.http_port, settings.public_url)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None)
+    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, loop=loop)
