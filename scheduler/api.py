@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler import auth, bookings, bridges, calls, invitations, nodes, notices, openapi
+from scheduler import audit, auth, bookings, bridges, calls, invitations, nodes, notices, openapi
 from scheduler.api_models import (
     BookingIn,
     BookingPatch,
@@ -173,13 +173,25 @@ class Api:
                 principal = None
                 if not route.public:
                     principal = await asyncio.to_thread(self._principal, request)
-                return await route.handler(self, request, principal)
+                response = await route.handler(self, request, principal)
+                if request.method not in ("GET", "HEAD") and response.status < 400:
+                    await asyncio.to_thread(self._audit, principal, route, request, response.status)
+                return response
             except SchedulerError as exc:
                 return _error(exc)
             except IntegrityError:
                 return _error(Conflict("conflict", "this conflicts with existing data"))
 
         return handle
+
+    def _audit(self, principal: Principal | None, route: Route, request: web.Request,
+               status: int) -> None:
+        # Every change made through the API is in the operator's audit log, as those made
+        # in the admin web are (there, in the change's own transaction).
+        with self.db.session() as session:
+            audit.record(session, principal, f"api.{route.handler.__name__}",
+                         f"{request.method} {request.path}", {"status": status},
+                         actor_name="api")
 
     @staticmethod
     async def run(fn: Callable[..., Any], *args: Any) -> Any:

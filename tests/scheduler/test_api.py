@@ -320,3 +320,18 @@ async def test_browser_sessions_authenticate_and_changes_need_the_csrf_header(ap
     api.clock.now = NOW + timedelta(hours=2)
     expired = await api.client.get("/api/v1/me", cookies=cookies)
     assert expired.status == 401 and (await expired.json())["error"]["code"] == "session_expired"
+
+
+async def test_changes_through_the_api_are_in_the_audit_log(api: Api) -> None:
+    from scheduler.audit import entries
+
+    created = await api.call("admin_a", "POST", "/bookings", meeting())
+    assert created.status == 201
+    refused = await api.call("admin_a", "POST", "/bookings", meeting(start="nonsense"))
+    assert refused.status >= 400  # refused: not a change, not in the log
+    listed = await api.call("admin_a", "GET", "/bookings")
+    assert listed.status == 200
+    with api.world.db.session() as session:
+        log = entries(session)
+    assert [(e.action, e.actor) for e in log] == [("api.create_booking", api.world.users["admin_a"].name)]
+    assert log[0].target == "POST /api/v1/bookings" and log[0].details == {"status": 201}
