@@ -130,7 +130,7 @@ async def test_host_candidates_use_the_configured_addresses_and_port_range() -> 
 
 def test_ice_servers_come_only_from_settings() -> None:
     assert aiortc_adapter.ice_servers([], [], "", "") == []
-    servers = aiortc_adapter.ice_servers(["stun:stun.example.gov.cz:3478"],
+    servers = aiortc_adapter.ice_servers(["stun:ice.example.gov.cz:3478"],
                                          ["turn:turn.example.gov.cz:3478"], "user", "secret")
-    assert [s.urls for s in servers] == ["stun:stun.example.gov.cz:3478", "turn:turn.example.gov.cz:3478"]
+    assert [s.urls for s in servers] == ["stun:ice.example.gov.cz:3478", "turn:turn.example.gov.cz:3478"]
     assert servers[1].username == "user" and servers[1].credential == "secret"
