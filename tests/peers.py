@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
 import math
 import time
 from dataclasses import dataclass, field
@@ -151,8 +150,6 @@ async def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1) ->
         await asyncio.sleep(interval)
     return bool(predicate())
 
-
-TIME_BASE = fractions.Fraction(1, 90000)
 
 
 class RtcpProbe:
