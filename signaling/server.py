@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
-HEARTBEAT_S = 5.0  # a vanished client is noticed within two heartbeats
+HEARTBEAT_S = 8.0  # a vanished client is noticed within 12 s; a busy one has 4 s to answer
 
 
 @dataclass
