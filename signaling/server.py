@@ -16,7 +16,8 @@ from typing import Any
 import jinja2
 from aiohttp import WSMsgType, web
 
-from mcu.room import MediaWorker, NegotiationError, Offer, Participant, Room
+from mcu.participant import NegotiationError, Offer, Participant
+from mcu.room import MediaWorker, Room
 from signaling.operations import LiveRooms
 from signaling.protocol import (
     MAX_CHAT_CHARS,

@@ -1,0 +1,412 @@
+"""One participant's connection: negotiation, its packet path, and its RTCP.
+
+Each participant has one peer connection. The server makes every offer: the first has
+the participant's publish slots (audio, camera, screen; received by us) and one
+send-only leg per producer it subscribes to; later offers add legs as others join or
+start sharing a screen. One offer is outstanding at a time per participant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCSessionDescription
+
+from mcu import aiortc_adapter as adapter
+from mcu import rtp
+from mcu.forwarding import Consumer, Producer
+
+if TYPE_CHECKING:
+    from mcu.room import Room
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_SLOTS = (("audio", "microphone"), ("video", "camera"), ("video", "screen"))
+RTCP_INTERVAL_S = 1.0
+DEFAULT_REMB_BPS = 1_500_000
+
+
+class NegotiationError(Exception):
+    """The participant's answer could not be applied; ``code`` is the protocol's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Offer:
+    sdp: str
+    revision: int
+    publish: dict[str, str]  # source -> mid of the participant's publish slot
+    tracks: dict[str, dict[str, str]]  # mid -> who and what we forward on it
+
+
+_ids = itertools.count(1)
+
+
+class Participant:
+    def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded") -> None:
+        self.id = f"p{next(_ids)}"
+        self.room = room
+        self.name = name
+        self.role = role
+        self.mode = mode  # "forwarded": a leg per producer; "mixed": one mix and one composite
+        self.joined_at = time.time()
+        self.counters = room.worker.counters
+        self.pc = adapter.new_peer_connection(room.worker.config.ice_servers)
+        self.producers: dict[str, Producer] = {}  # source -> producer
+        self.consumers: dict[str, Consumer] = {}  # producer id -> consumer
+        self._producer_by_ssrc: dict[int, Producer] = {}
+        self._producer_by_mid: dict[str, Producer] = {}
+        self._rtx_to_media: dict[int, int] = {}
+        self._consumer_by_ssrc: dict[int, Consumer] = {}
+        self._leg_by_mid: dict[str, Consumer] = {}
+        self._publish_mids: dict[str, str] = {}
+        self._pending_publish: list[tuple[str, Any]] = []  # until mids are assigned
+        self._pending_legs: list[tuple[Consumer, Any]] = []
+        self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
+        self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
+        self._tapped: set[int] = set()
+        self._writers: dict[int, Callable[[bytes], None]] = {}
+        self._revision = 0
+        self._awaiting_answer: int | None = None
+        self._dirty = False
+        self._lock = asyncio.Lock()
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self.closed = False
+        # Set by signaling: send a fresh offer to this participant's client.
+        self.send_offer: Callable[[Offer], Awaitable[None]] | None = None
+        self.on_closed: Callable[[Participant], None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        async def _state_changed() -> None:
+            if self.pc.connectionState in ("failed", "closed") and not self.closed:
+                logger.info("participant %s connection %s", self.id, self.pc.connectionState)
+                await self.room.leave(self, reason="connection_" + self.pc.connectionState)
+
+    # Negotiation ----------------------------------------------------------------------
+
+    async def create_offer(self) -> Offer:
+        async with self._lock:
+            if self.closed:
+                raise NegotiationError("closed", "the participant has left")
+            self._ensure_transceivers()
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+            self._tap_new_transports()
+            self._revision += 1
+            self._awaiting_answer = self._revision
+            self._dirty = False
+            return Offer(sdp=self.pc.localDescription.sdp, revision=self._revision,
+                         publish=dict(self._publish_mids), tracks=self._track_map())
+
+    async def accept_answer(self, sdp: str, revision: int | None = None) -> None:
+        async with self._lock:
+            if self._awaiting_answer is None:
+                raise NegotiationError("unexpected_answer", "no offer is waiting for an answer")
+            if revision is not None and revision != self._awaiting_answer:
+                raise NegotiationError("stale_answer",
+                                       f"answer is for offer {revision}, expected {self._awaiting_answer}")
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:  # aiortc raises ValueError/InvalidStateError/...
+                raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None
+            self._awaiting_answer = None
+            if self._rtcp_task is None:
+                self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        if self._dirty:
+            await self.renegotiate()
+
+    async def renegotiate(self) -> None:
+        """Send a new offer, now or as soon as the outstanding one is answered."""
+        if self.closed:
+            return
+        if self._awaiting_answer is not None or self.send_offer is None:
+            self._dirty = True
+            return
+        offer = await self.create_offer()
+        await self.send_offer(offer)
+
+    def _ensure_transceivers(self) -> None:
+        # Publish slots come first, once.
+        if not self.producers:
+            for kind, source in PUBLISH_SLOTS:
+                producer = Producer(f"{self.id}-{source}", self.id, kind, source, self.counters)
+                transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+                _prefer_codecs(transceiver, kind)
+                adapter.take_over_transceiver(
+                    transceiver, on_send=None,
+                    on_receive=lambda negotiated, dtls, p=producer: self._producer_negotiated(
+                        p, negotiated, dtls))
+                self.producers[source] = producer
+                self._pending_publish.append((source, transceiver))
+        # Legs of producers that are gone stop sending, and wait to be reused.
+        free: dict[str, list[Any]] = {"audio": [], "video": []}
+        for transceiver in self.pc.getTransceivers():
+            leg = self._leg_by_mid.get(transceiver.mid or "")
+            if leg is not None and leg.producer.id not in self.consumers:
+                transceiver.direction = "inactive"
+                free[transceiver.kind].append(transceiver)
+        # One send-only leg per producer we should receive and do not yet: an idle
+        # m-line of the same kind if there is one, so churn does not grow the session.
+        for producer in self.room.producers_for(self):
+            if producer.id in self.consumers:
+                continue
+            consumer = Consumer(f"{self.id}<{producer.id}", producer, self.id, self.counters)
+            if free[producer.kind]:
+                transceiver = free[producer.kind].pop(0)
+                transceiver.direction = "sendonly"
+                transceiver.sender.replaceTrack(None)  # a new track id: the client sees a new track
+                consumer.continue_after(self._leg_by_mid[transceiver.mid])
+                self._leg_by_mid[transceiver.mid] = consumer
+            else:
+                transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
+                _prefer_codecs(transceiver, producer.kind)
+                self._pending_legs.append((consumer, transceiver))
+            adapter.take_over_transceiver(
+                transceiver, on_receive=None,
+                on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
+                    c, negotiated, ssrc, rtx_ssrc, dtls))
+            self.consumers[producer.id] = consumer
+            producer.consumers.append(consumer)
+            self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
+
+    def _tap_new_transports(self) -> None:
+        # mids are assigned by setLocalDescription; record them now.
+        for source, transceiver in self._pending_publish:
+            self._publish_mids[source] = transceiver.mid
+            self._producer_by_mid[transceiver.mid] = self.producers[source]
+        self._pending_publish = []
+        for consumer, transceiver in self._pending_legs:
+            self._leg_by_mid[transceiver.mid] = consumer
+        self._pending_legs = []
+        for transceiver in self.pc.getTransceivers():
+            dtls = transceiver.receiver.transport
+            if id(dtls) not in self._tapped:
+                self._tapped.add(id(dtls))
+                adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error)
+
+    def _writer(self, dtls: Any) -> Callable[[bytes], None]:
+        writer = self._writers.get(id(dtls))
+        if writer is None:
+            writer = self._writers[id(dtls)] = adapter.packet_writer(dtls)
+        return writer
+
+    def _producer_negotiated(self, producer: Producer, negotiated: adapter.NegotiatedRtp,
+                             dtls: Any) -> None:
+        producer.payload_type = negotiated.payload_type
+        producer.rtx_payload_type = negotiated.rtx_payload_type
+        producer.clock_rate = negotiated.clock_rate
+        producer.feedback = self._writer(dtls)
+        for ssrc in negotiated.ssrcs:
+            producer.ssrc = ssrc
+            self._producer_by_ssrc[ssrc] = producer
+        self._rtx_to_media.update(negotiated.rtx_ssrcs)
+
+    def _consumer_negotiated(self, consumer: Consumer, negotiated: adapter.NegotiatedRtp,
+                             ssrc: int, rtx_ssrc: int, dtls: Any) -> None:
+        consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
+                           negotiated.rtx_payload_type, self._writer(dtls))
+        if consumer.kind == "video":
+            consumer.producer.request_keyframe()
+
+    def _track_map(self) -> dict[str, dict[str, str]]:
+        tracks = {}
+        for mid, consumer in self._leg_by_mid.items():
+            if consumer.producer.id not in self.consumers:
+                continue
+            owner = self.room.participants.get(consumer.producer.owner_id)
+            tracks[mid] = {"participant": consumer.producer.owner_id,
+                           "name": owner.name if owner else "",
+                           "kind": consumer.kind, "source": consumer.producer.source}
+        return tracks
+
+    # Packet path ----------------------------------------------------------------------
+
+    def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        counters = self.counters
+        counters.packets_received += 1
+        try:
+            view = rtp.parse_rtp(data)
+        except rtp.MalformedPacket:
+            counters.packets_malformed += 1
+            return
+        producer = self._producer_by_ssrc.get(view.ssrc)
+        if producer is None:
+            producer = self._learn_ssrc(view)
+            if producer is None:
+                counters.packets_unroutable += 1
+                return
+        if view.payload_type != producer.payload_type:
+            # RTX from the publisher (we do not NACK publishers yet) or a stray type.
+            counters.packets_unroutable += 1
+            return
+        producer.receive(data, view)
+
+    def _learn_ssrc(self, view: rtp.RtpView) -> Producer | None:
+        # Browsers that leave SSRCs out of the SDP still send the mid extension.
+        if view.ssrc in self._rtx_to_media:
+            return None
+        mid = view.extensions.get(rtp.EXT_MID)
+        if mid is None:
+            return None
+        producer = self._producer_by_mid.get(mid.decode("ascii", "replace"))
+        if producer is not None and view.payload_type == producer.payload_type:
+            producer.ssrc = view.ssrc
+            self._producer_by_ssrc[view.ssrc] = producer
+            return producer
+        return None
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = adapter.parse_rtcp(data)
+        except ValueError:
+            self.counters.rtcp_malformed += 1
+            return
+        for packet in packets:
+            if isinstance(packet, adapter.RtcpSr):
+                producer = self._producer_by_ssrc.get(packet.ssrc)
+                if producer is not None:
+                    info = packet.sender_info
+                    producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+                self._on_reception_reports(packet.reports)
+            elif isinstance(packet, adapter.RtcpRr):
+                self._on_reception_reports(packet.reports)
+            elif isinstance(packet, adapter.RtcpPsfb):
+                if packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
+                    consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
+                    if consumer is not None:
+                        consumer.producer.request_keyframe()
+                elif packet.fmt == rtp.RTCP_PSFB_REMB:
+                    try:
+                        bitrate, ssrcs = adapter.unpack_remb(packet.fci)
+                    except ValueError:
+                        self.counters.rtcp_malformed += 1
+                        continue
+                    self._on_remb(bitrate, ssrcs)
+            elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK:
+                consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.retransmit(packet.lost)
+
+    def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
+        # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
+        group = hash(tuple(sorted(ssrcs)))
+        self.remb_estimates[group] = bitrate
+        for ssrc in ssrcs:
+            consumer = self._consumer_by_ssrc.get(ssrc)
+            if consumer is not None:
+                consumer.remb_bps = bitrate
+                consumer.remb_group = group
+        live = {c.remb_group for c in self.consumers.values()}
+        for stale in [g for g in self.remb_estimates if g not in live]:
+            del self.remb_estimates[stale]
+
+    def _on_reception_reports(self, reports: list[Any]) -> None:
+        for report in reports:
+            consumer = self._consumer_by_ssrc.get(report.ssrc)
+            if consumer is not None:
+                consumer.fraction_lost = report.fraction_lost
+
+    def _on_handler_error(self, exc: BaseException) -> None:
+        self.counters.handler_errors += 1
+        logger.error("participant %s: error in the packet path: %r", self.id, exc)
+
+    async def _run_rtcp(self) -> None:
+        """Sender reports for our legs; receiver reports and REMB for the publisher."""
+        try:
+            while not self.closed:
+                await asyncio.sleep(RTCP_INTERVAL_S)
+                for consumer in list(self.consumers.values()):
+                    report = consumer.sender_report()
+                    if report is not None and consumer.write is not None:
+                        try:
+                            consumer.write(report)
+                        except (ConnectionError, OSError):
+                            self.counters.send_errors += 1
+                for producer in self.producers.values():
+                    self._send_publisher_feedback(producer)
+        except asyncio.CancelledError:
+            pass
+
+    def _send_publisher_feedback(self, producer: Producer) -> None:
+        block = producer.receiver_report_block()
+        if block is None or producer.feedback is None or producer.ssrc is None:
+            return
+        packet = rtp.rtcp_receiver_report(producer.feedback_ssrc, [block])
+        if producer.kind == "video":
+            # Ask for what the weakest subscriber can take, within sane bounds.
+            estimates = [c.remb_bps for c in producer.consumers if c.remb_bps and not c.paused]
+            bitrate = min(estimates) if estimates else DEFAULT_REMB_BPS
+            bitrate = max(150_000, min(bitrate, 2_500_000))
+            packet += rtp.rtcp_remb(producer.feedback_ssrc, bitrate, [producer.ssrc])
+        try:
+            producer.feedback(packet)
+        except (ConnectionError, OSError):
+            self.counters.send_errors += 1
+
+    # Lifecycle ------------------------------------------------------------------------
+
+    def drop_consumer(self, producer: Producer) -> Consumer | None:
+        consumer = self.consumers.pop(producer.id, None)
+        if consumer is not None:
+            producer.detach(consumer)
+            consumer.write = None
+            self._consumer_by_ssrc = {s: c for s, c in self._consumer_by_ssrc.items() if c is not consumer}
+        return consumer
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+        for consumer in self.consumers.values():
+            consumer.producer.detach(consumer)
+            consumer.write = None
+        for producer in self.producers.values():
+            producer.feedback = None
+        await self.pc.close()
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    def quality(self) -> dict[str, Any]:
+        """Connection quality as the server sees it: loss both ways, bitrates, estimate."""
+        sent_loss = [c.fraction_lost / 256 for c in self.consumers.values() if c.packets]
+        received = [p for p in self.producers.values() if p.packets]
+        blocks = [p.receiver_report_block() for p in received]
+        lost = sum(b[2] for b in blocks if b)
+        expected = sum(b[3] - (p.base_seq or 0) + 1 for p, b in zip(received, blocks, strict=True) if b)
+        estimates = [c.remb_bps for c in self.consumers.values() if c.remb_bps]
+        return {
+            "loss_up_pct": round(100 * lost / expected, 1) if expected > 0 else 0.0,
+            "loss_down_pct": round(100 * max(sent_loss), 1) if sent_loss else 0.0,
+            "bitrate_up_kbps": round(sum(p.bitrate_bps for p in received) / 1000),
+            "estimate_down_kbps": round(max(estimates) / 1000) if estimates else None,
+            "videos_paused": sum(1 for c in self.consumers.values() if c.kind == "video" and c.paused),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "role": self.role, "mode": self.mode,
+            "joined_at": self.joined_at,
+            "connection": self.pc.connectionState,
+            "producers": {s: {"packets": p.packets, "active": p.active} for s, p in self.producers.items()},
+            "consumers": len(self.consumers),
+        }
+
+
+def _prefer_codecs(transceiver: Any, kind: str) -> None:
+    # Forwarding needs one codec everywhere: Opus for audio, VP8 (+RTX) for video.
+    capabilities = adapter.RTCRtpSender.getCapabilities(kind)
+    wanted = ("audio/opus",) if kind == "audio" else ("video/vp8", "video/rtx")
+    transceiver.setCodecPreferences(
+        [c for c in capabilities.codecs if c.mimeType.lower() in wanted])
