@@ -20,6 +20,7 @@ import numpy as np
 
 from mcu.mixer.audio import AudioMixer
 from mcu.mixer.composite import Compositor
+from mcu.mixer.opus import OpusEncoder
 from mcu.mixer.vp8 import SelectiveDecoder
 
 RATE = 48000
@@ -32,22 +33,9 @@ VIDEO_WARMUP = 10
 
 
 def _opus(pcm: np.ndarray) -> list[bytes]:
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate = RATE
-    codec.layout = "mono"
-    codec.format = "s16"
-    codec.bit_rate = 32000
-    codec.time_base = fractions.Fraction(1, RATE)
-    codec.options = {"application": "voip", "frame_duration": "20"}
-    out: list[bytes] = []
-    for i in range(len(pcm) // FRAME):
-        frame = av.AudioFrame.from_ndarray(
-            pcm[None, i * FRAME : (i + 1) * FRAME], format="s16", layout="mono"
-        )
-        frame.sample_rate = RATE
-        frame.pts = i * FRAME
-        out += [bytes(p) for p in codec.encode(frame)]
-    return out
+    encoder = OpusEncoder(32000)
+    packets = (encoder.encode(pcm[i * FRAME : (i + 1) * FRAME]) for i in range(len(pcm) // FRAME))
+    return [packet for packet in packets if packet]
 
 
 def _level(pcm: np.ndarray) -> int:

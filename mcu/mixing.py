@@ -55,10 +55,7 @@ class MixOutput(Producer):
         # Our clock is the mapping for sender reports: now <-> this timestamp.
         ntp_seconds, ntp_fraction = rtp.ntp_now()
         self.sender_report = (time.monotonic(), ntp_seconds + ntp_fraction / (1 << 32), timestamp)
-        if self.kind == "audio":
-            extension = b""
-        else:
-            extension = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, rtp.abs_send_time_now())])
+        extension = b"" if self.kind == "audio" else rtp.abs_send_time_block()
         bodies: dict[bytes, bytes] = {}
         for consumer in self.consumers:
             payload = payload_for(consumer)

@@ -13,6 +13,11 @@ from typing import Any
 from mcu.room import MediaWorker
 
 
+def recording_path(recordings_dir: Path, room: str) -> Path:
+    """Where a recording of ``room`` starting now is written (one folder per room)."""
+    return recordings_dir / room / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.webm"
+
+
 class LiveRooms:
     def __init__(self, worker: MediaWorker, channels: dict[str, Any], recordings_dir: Path) -> None:
         self.worker = worker
@@ -84,8 +89,7 @@ class LiveRooms:
         if live is None or live.echo:
             raise LookupError(f"no live room {room}")
         if active and not live.recording:
-            started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            live.start_recording(self.recordings_dir / room / f"{started}.webm")
+            live.start_recording(recording_path(self.recordings_dir, room))
         elif not active:
             live.stop_recording()
 

@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from mcu.participant import NegotiationError, Offer, Participant
 from mcu.room import MediaWorker, Room
-from signaling.operations import LiveRooms
+from signaling.operations import LiveRooms, recording_path
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
@@ -274,8 +274,7 @@ class ParticipantConnection:
         room = channel.room
         if require_bool(message, "active"):
             if not room.recording:
-                started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                room.start_recording(self.config.recordings_dir / room.name / f"{started}.webm")
+                room.start_recording(recording_path(self.config.recordings_dir, room.name))
         else:
             room.stop_recording()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -101,4 +100,3 @@ async def test_vanished_client_is_removed(server) -> None:
     # The tab closes: the socket goes without a word.
     await client.close()
     assert await wait_until(lambda: media.participant_count == 0 and not media.rooms, timeout=15)
-    await asyncio.sleep(0)
