@@ -27,9 +27,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import create_engine, func, insert, make_url, select, text
 
+from multipoint.app import settle_heap
 from scheduler.auth import create_user
 from scheduler.availability import availability
-from scheduler.bookings import BookingInput, create_booking
+from scheduler.bookings import BookingInput, admission_queue, create_booking
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database, upgrade
 from scheduler.errors import CapacityRefused
@@ -216,6 +217,8 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
                 if outcome == "refused":
                     refusals.append(elapsed)
 
+    queue = admission_queue(db)
+    batches_before, items_before = queue.batches, queue.items
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
     for thread in threads:
         thread.start()
@@ -233,6 +236,9 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         "booking_p99_ms": round(percentile(latencies, 0.99), 2),
         "booking_max_ms": round(max(latencies, default=0.0), 2),
         "refusal_p50_ms": round(percentile(refusals, 0.50), 2),
+        # Bookings decided per transaction (scheduler/group_commit.py).
+        "mean_batch": round((queue.items - items_before)
+                            / max(1, queue.batches - batches_before), 1),
     }
     return {prefix + key: value for key, value in figures.items()}
 
@@ -319,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = size_pool(db, config)
         with db.engine.begin() as connection:
             connection.execute(text("ANALYZE"))
+        settle_heap()  # as `multipoint serve` does once it has started
         result.update({"bookings_seeded": seeded, "occurrences_seeded": occurrences,
                        "pool_units": pool, "seed_s": round(time.perf_counter() - began, 1)})
         result.update(run_clients(db, config, args.clients, args.duration, args.seed))

@@ -26,6 +26,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import NamedTuple
 
 PRIORITY_CLASSES: tuple[str, ...] = ("routine", "priority", "emergency")
@@ -66,9 +67,11 @@ class Request:
     priority: str = "routine"
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Load over [start, end), constant inside it."""
+class Segment(NamedTuple):
+    """Load over [start, end), constant inside it.
+
+    A named tuple: a week's availability builds thousands of them.
+    """
 
     start: datetime
     end: datetime
@@ -148,7 +151,7 @@ def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: 
             events.append((start, 1, allocation))
         if allocation.end < end:
             events.append((allocation.end, -1, allocation))
-    events.sort(key=lambda event: event[0])
+    events.sort(key=itemgetter(0))
 
     segments: list[Segment] = []
     cursor = start

@@ -49,7 +49,16 @@ def make_engine(url: str) -> Engine:
         return engine
     # Booking decisions hold a connection while they wait for a row lock: allow enough
     # connections that concurrent API requests queue on the lock, not on the pool.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+
+    @event.listens_for(engine, "connect")
+    def _utc_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Instants read as timestamptz (scheduler/bookings.py) come back in UTC.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()
+
+    return engine
 
 
 def alembic_config(url: str) -> Config:

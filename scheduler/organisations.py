@@ -31,15 +31,35 @@ class OrgInfo:
 
 
 def org_info(session: Session, organisation_id: int) -> OrgInfo | None:
-    org = session.get(Organisation, organisation_id)
-    if org is None:
-        return None
-    ancestors: list[int] = []
-    parent = org.parent_id
-    while parent is not None and parent not in ancestors and len(ancestors) < 10:
-        ancestors.append(parent)
-        parent = session.scalar(select(Organisation.parent_id).where(Organisation.id == parent))
-    return OrgInfo(org.id, org.name, org.kind, org.parent_id, tuple(ancestors))
+    return org_infos(session, [organisation_id]).get(organisation_id)
+
+
+def org_infos(session: Session, organisation_ids: Iterable[int]) -> dict[int, OrgInfo]:
+    """The organisations found among ``organisation_ids``, each with its ancestors.
+
+    One query per level of the tree (region, ORP: two), however many are asked for.
+    """
+    rows: dict[int, tuple[str, str, int | None]] = {}
+    asked: set[int] = set()
+    wanted = set(organisation_ids)
+    while wanted:
+        asked |= wanted
+        query = select(Organisation.id, Organisation.name, Organisation.kind,
+                       Organisation.parent_id).where(Organisation.id.in_(wanted))
+        for org_id, name, kind, parent in session.execute(query):
+            rows[org_id] = (name, kind, parent)
+        wanted = {parent for _, _, parent in rows.values() if parent is not None} - asked
+    found: dict[int, OrgInfo] = {}
+    for org_id in set(organisation_ids) & rows.keys():
+        name, kind, parent_id = rows[org_id]
+        ancestors: list[int] = []
+        parent = parent_id
+        while parent is not None and parent in rows and parent not in ancestors \
+                and len(ancestors) < 10:
+            ancestors.append(parent)
+            parent = rows[parent][2]
+        found[org_id] = OrgInfo(org_id, name, kind, parent_id, tuple(ancestors))
+    return found
 
 
 def quota_holder(session: Session, org: OrgInfo) -> int | None:

@@ -15,8 +15,12 @@ from sqlalchemy import func, select
 from scheduler.bookings import (
     BookingChange,
     BookingInput,
+    Decision,
+    NewBooking,
+    admit_batch,
     cancel_booking,
     create_booking,
+    prepare_booking,
     update_booking,
 )
 from scheduler.config import SmtpConfig
@@ -103,10 +107,14 @@ def test_racing_requests_for_the_last_capacity_never_double_allocate(world: Worl
                                                                      clients: int) -> None:
     # Within the borrowing lead, ordinary bookings may take 800 of the 1000 units. 330 are
     # taken; 50 clients race for the rest with 33 units each: exactly 14 may win.
-    # (With the locks of scheduler/transactions.py switched off, this fails on PostgreSQL.)
+    # The clients are spread over five Database objects, as over five server processes:
+    # each has its own queue (scheduler/group_commit.py), so batches of different
+    # "processes" race, and only the database's locks keep them apart. (With the locks
+    # of scheduler/transactions.py switched off, this fails on PostgreSQL.)
     when = schedule("2026-11-30T10:00", "2026-11-30T11:00")
     book(world, "operator", world.central, when, hd=30)  # 330 units
     fits = (800 - 330) // 33  # 14 bookings of 3 hd
+    processes = [Database(world.db.url) for _ in range(5)]
     barrier = threading.Barrier(clients)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -114,9 +122,12 @@ def test_racing_requests_for_the_last_capacity_never_double_allocate(world: Worl
     def client(index: int) -> None:
         who, org = [("admin_a", world.region_a), ("admin_orp_b", world.orp_b),
                     ("operator", world.central)][index % 3]
+        data = BookingInput(organisation_id=org, title="Porada", schedule=when,
+                            participants=ParticipantMix(hd=3))
         barrier.wait()
         try:
-            book(world, who, org, when, hd=3)
+            create_booking(processes[index % 5], world.config, world.principal(who), data,
+                           NOW, join_link)
             result = "ok"
         except CapacityRefused:
             result = "refused"
@@ -130,9 +141,41 @@ def test_racing_requests_for_the_last_capacity_never_double_allocate(world: Worl
         thread.start()
     for thread in threads:
         thread.join()
+    for process in processes:
+        process.dispose()
     assert sorted(set(outcomes)) == ["ok", "refused"], outcomes
     assert outcomes.count("ok") == fits
     assert scheduled_units(world.db) == 330 + fits * 33 <= 800
+
+
+def test_one_batch_admits_in_order_and_each_refusal_is_its_own(world: World) -> None:
+    # Five new bookings decided in one transaction (as the queue does under load): the
+    # third would take the last capacity the first two left, so it is refused; an
+    # unknown organisation and a booking for someone else's organisation fail alone.
+    when = schedule("2026-11-30T10:00", "2026-11-30T11:00")  # within the borrowing lead
+
+    def new(who: str, org: int, hd: int) -> NewBooking:
+        data = BookingInput(organisation_id=org, title=f"{who} {hd}", schedule=when,
+                            participants=ParticipantMix(hd=hd), invitees=("g@example.cz",))
+        return prepare_booking(world.config, world.principal(who), data, NOW, join_link)
+
+    batch = [new("admin_a", world.region_a, 40),       # 440 of the 800 ordinary units
+             new("admin_orp_b", world.orp_b, 30),      # 330: 770
+             new("operator", world.central, 3),        # 33 more would be 803: refused
+             new("operator", 999_999, 1),              # no such organisation
+             new("admin_orp_b", world.orp_a, 1),       # not theirs
+             new("operator", world.central, 2)]        # 22: 792, fits
+    outcomes = admit_batch(world.db, batch)
+    assert [type(o).__name__ for o in outcomes] == [
+        "Decision", "Decision", "CapacityRefused", "NotFound", "Forbidden", "Decision"]
+    assert scheduled_units(world.db) == 440 + 330 + 22
+    with world.db.session() as session:
+        titles = sorted(session.scalars(select(Booking.title)))
+        invited = session.scalar(select(func.count()).select_from(Notification))
+    assert titles == ["admin_a 40", "admin_orp_b 30", "operator 2"]
+    assert invited == 6  # organiser and guest of each admitted booking, nobody else
+    ids = [o.booking_id for o in outcomes if isinstance(o, Decision)]
+    assert len(set(ids)) == 3 and all(ids)
 
 
 class Sink:

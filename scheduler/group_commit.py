@@ -1,0 +1,103 @@
+"""Group commit: requests that arrive together are decided in one transaction.
+
+Capacity decisions that overlap in time must run one after another (they read and then
+take the same capacity), so under load they queue. Rather than each paying for its own
+locks, reads and commit, the requests waiting at a moment are taken together: the first
+waiting thread becomes the *leader*, runs the whole batch through ``run_batch`` in one
+transaction, hands every request its own outcome and wakes the others; the next leader
+takes whatever arrived meanwhile. Nobody waits for a timer: an idle service decides a
+lone request at once, a busy one decides many per commit.
+
+``run_batch(items)`` returns one outcome per item, in order: a value, or an exception
+that belongs to that item alone (a refusal, a permission error). An exception raised by
+``run_batch`` itself (the database went away, a constraint broke) fails the batch; each
+item is then retried on its own, so one bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class _Ticket(Generic[Item, Result]):
+    __slots__ = ("done", "error", "item", "result")
+
+    def __init__(self, item: Item) -> None:
+        self.item = item
+        self.done = False
+        self.result: Result | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item, Result]):
+    def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
+                 *, max_batch: int = 64) -> None:
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self._changed = threading.Condition()
+        self._waiting: list[_Ticket[Item, Result]] = []
+        self._leading = False
+        self.batches = 0  # for tests and the benchmark: how many transactions ran
+        self.items = 0
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued behind the batch being decided."""
+        with self._changed:
+            return len(self._waiting)
+
+    def submit(self, item: Item) -> Result:
+        """Decide ``item`` (together with whatever else is waiting); its outcome."""
+        ticket: _Ticket[Item, Result] = _Ticket(item)
+        with self._changed:
+            self._waiting.append(ticket)
+        while True:
+            with self._changed:
+                while not ticket.done and self._leading:
+                    self._changed.wait()
+                if ticket.done:
+                    return self._outcome(ticket)
+                # Nobody leads: this thread decides what waits, oldest first, and goes
+                # on leading until its own request is decided.
+                self._leading = True
+                batch = self._waiting[:self.max_batch]
+                del self._waiting[:self.max_batch]
+            try:
+                self._decide(batch)
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
+
+    def _decide(self, batch: list[_Ticket[Item, Result]]) -> None:
+        try:
+            outcomes = self._run_batch([ticket.item for ticket in batch])
+        except BaseException as exc:
+            if len(batch) == 1:
+                outcomes = [exc]
+            else:  # find the one that broke it: each on its own
+                for ticket in batch:
+                    self._decide([ticket])
+                return
+        if len(outcomes) != len(batch):
+            raise AssertionError("run_batch must return one outcome per item")
+        with self._changed:
+            self.batches += 1
+            self.items += len(batch)
+            for ticket, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    ticket.error = outcome
+                else:
+                    ticket.result = outcome
+                ticket.done = True
+
+    @staticmethod
+    def _outcome(ticket: _Ticket[Item, Result]) -> Result:
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]
