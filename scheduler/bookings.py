@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import Integer, and_, func, insert, literal, or_, select, text, union_all, update
 from sqlalchemy.orm import Session
 
 from scheduler import capacity, notices
@@ -27,9 +27,9 @@ from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
 from scheduler.group_commit import GroupCommit
-from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker
+from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota
 from scheduler.notices import JoinLink
-from scheduler.organisations import OrgInfo, holder_among, org_info, org_infos, quota_units
+from scheduler.organisations import OrgInfo, holder_among, org_info, org_infos
 from scheduler.permissions import Principal, require_book, require_change_booking
 from scheduler.recurrence import (
     Occurrence,
@@ -82,11 +82,22 @@ def pool_units(session: Session) -> int:
     return int(total or 0)
 
 
+# The pool and every share in one statement, built once (it runs in every decision).
+_POLICY = union_all(
+    select(literal(None, Integer), func.coalesce(func.sum(MediaWorker.capacity_units), 0))
+    .join(MediaNode, MediaNode.id == MediaWorker.node_id)
+    .where(MediaWorker.enabled.is_(True), MediaNode.enabled.is_(True)),
+    select(Quota.organisation_id, Quota.share_bp))
+
+
 def load_policy(session: Session, config: SchedulerConfig) -> CapacityPolicy:
-    pool = pool_units(session)
-    return CapacityPolicy(pool_units=pool,
-                          izs_reserve_units=pool * config.izs_reserve_percent // 100,
-                          quotas=quota_units(session, pool), borrow_lead=config.borrow_lead)
+    rows = session.connection().execute(_POLICY).all()
+    units = next(int(value) for owner, value in rows if owner is None)
+    return CapacityPolicy(pool_units=units,
+                          izs_reserve_units=units * config.izs_reserve_percent // 100,
+                          quotas={owner: units * share // 10000 for owner, share in rows
+                                  if owner is not None},
+                          borrow_lead=config.borrow_lead)
 
 
 def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datetime]],
@@ -101,7 +112,7 @@ def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datet
         return []
     merged = _merge(intervals)
     if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(_PG_ALLOCATIONS, {
+        rows = session.connection().execute(_PG_ALLOCATIONS, {
             "starts": [start.astimezone(UTC).replace(tzinfo=None) for start, _ in merged],
             "ends": [end.astimezone(UTC).replace(tzinfo=None) for _, end in merged],
             "max_duration": max_duration, "exclude": exclude_booking or 0}).all()

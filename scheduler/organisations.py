@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from scheduler.models import Organisation, Quota
@@ -34,23 +34,28 @@ def org_info(session: Session, organisation_id: int) -> OrgInfo | None:
     return org_infos(session, [organisation_id]).get(organisation_id)
 
 
-def org_infos(session: Session, organisation_ids: Iterable[int]) -> dict[int, OrgInfo]:
-    """The organisations found among ``organisation_ids``, each with its ancestors.
+def _tree_statement() -> Select[tuple[int, str, str, int | None]]:
+    # The organisations asked for and everything above them, in one recursive statement
+    # built once (UNION, not UNION ALL: a cycle in the data ends the recursion).
+    o = Organisation
+    tree = select(o.id, o.name, o.kind, o.parent_id) \
+        .where(o.id.in_(bindparam("ids", expanding=True))).cte("tree", recursive=True)
+    tree = tree.union(select(o.id, o.name, o.kind, o.parent_id)
+                      .join(tree, o.id == tree.c.parent_id))
+    return select(tree.c.id, tree.c.name, tree.c.kind, tree.c.parent_id)
 
-    One query per level of the tree (region, ORP: two), however many are asked for.
-    """
-    rows: dict[int, tuple[str, str, int | None]] = {}
-    asked: set[int] = set()
-    wanted = set(organisation_ids)
-    while wanted:
-        asked |= wanted
-        query = select(Organisation.id, Organisation.name, Organisation.kind,
-                       Organisation.parent_id).where(Organisation.id.in_(wanted))
-        for org_id, name, kind, parent in session.execute(query):
-            rows[org_id] = (name, kind, parent)
-        wanted = {parent for _, _, parent in rows.values() if parent is not None} - asked
+
+_TREE = _tree_statement()
+
+
+def org_infos(session: Session, organisation_ids: Iterable[int]) -> dict[int, OrgInfo]:
+    """The organisations found among ``organisation_ids``, each with its ancestors."""
+    wanted = list(organisation_ids)
+    rows: dict[int, tuple[str, str, int | None]] = {
+        org_id: (name, kind, parent)
+        for org_id, name, kind, parent in session.connection().execute(_TREE, {"ids": wanted})}
     found: dict[int, OrgInfo] = {}
-    for org_id in set(organisation_ids) & rows.keys():
+    for org_id in set(wanted) & rows.keys():
         name, kind, parent_id = rows[org_id]
         ancestors: list[int] = []
         parent = parent_id
@@ -79,12 +84,6 @@ def holder_among(org: OrgInfo, owners: Iterable[int]) -> int | None:
     """:func:`quota_holder` with the share owners already read (no query)."""
     owned = set(owners)
     return next((candidate for candidate in (org.id, *org.ancestors) if candidate in owned), None)
-
-
-def quota_units(session: Session, pool_units: int) -> dict[int, int]:
-    """Every holder's guaranteed units, from its share of the current pool."""
-    rows = session.execute(select(Quota.organisation_id, Quota.share_bp))
-    return {owner: pool_units * share // 10000 for owner, share in rows}
 
 
 def organisation_json(org: Organisation) -> dict[str, object]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -42,25 +42,36 @@ def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:
     return sorted(days)
 
 
+# The usual case in one statement: every day row exists, the pool row is taken shared and
+# the days exclusively, in day order (rows are locked as the sorted result is produced).
+_LOCK_DAYS = text("""
+SELECT d.day FROM capacity_pool AS p JOIN capacity_days AS d ON d.day = ANY(:days)
+WHERE p.id = 1 ORDER BY d.day FOR SHARE OF p FOR UPDATE OF d
+""")
+
+
 def lock_for_decision(session: Session, days: list[date], *, exclusive_pool: bool = False) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return  # SQLite: the write session already holds the only writer lock
+    connection = session.connection()
+    if days and not exclusive_pool \
+            and len(connection.execute(_LOCK_DAYS, {"days": days}).all()) == len(days):
+        return
     pool = select(CapacityPool.id).where(CapacityPool.id == 1)
     pool = pool.with_for_update() if exclusive_pool else pool.with_for_update(read=True)
-    if session.execute(pool).first() is None:
-        session.execute(pg_insert(CapacityPool).values(id=1, version=0)
-                        .on_conflict_do_nothing(index_elements=["id"]))
-        session.execute(pool)
+    if connection.execute(pool).first() is None:
+        connection.execute(pg_insert(CapacityPool).values(id=1, version=0)
+                           .on_conflict_do_nothing(index_elements=["id"]))
+        connection.execute(pool)
     if not days:
         return
     rows = select(CapacityDay.day).where(CapacityDay.day.in_(days)) \
         .order_by(CapacityDay.day).with_for_update()
-    # Usually every day has its row already: one statement. A new day is inserted first
-    # (a concurrent insert of the same day waits, then does nothing), then locked.
-    if len(session.execute(rows).all()) < len(days):
-        session.execute(pg_insert(CapacityDay).values([{"day": day} for day in days])
-                        .on_conflict_do_nothing(index_elements=["day"]))
-        session.execute(rows)
+    # A new day is inserted first (a concurrent insert of the same day waits, then does
+    # nothing), then every day is locked.
+    connection.execute(pg_insert(CapacityDay).values([{"day": day} for day in days])
+                       .on_conflict_do_nothing(index_elements=["day"]))
+    connection.execute(rows)
 
 
 def _retryable(exc: DBAPIError) -> bool:
