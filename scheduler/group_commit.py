@@ -76,16 +76,23 @@ class GroupCommit(Generic[Item, Result]):
 
     def _decide(self, batch: list[_Ticket[Item, Result]]) -> None:
         try:
-            outcomes = self._run_batch([ticket.item for ticket in batch])
-        except BaseException as exc:
-            if len(batch) == 1:
-                outcomes = [exc]
-            else:  # find the one that broke it: each on its own
+            outcomes = list(self._run_batch([ticket.item for ticket in batch]))
+        except Exception as exc:
+            if len(batch) > 1:  # find the one that broke it: each on its own
                 for ticket in batch:
                     self._decide([ticket])
                 return
+            outcomes = [exc]
+        except BaseException as exc:  # interrupted: nobody may wait for ever
+            self._finish(batch, [exc] * len(batch))
+            raise
         if len(outcomes) != len(batch):
-            raise AssertionError("run_batch must return one outcome per item")
+            error = AssertionError("run_batch must return one outcome per item")
+            outcomes = [error] * len(batch)
+        self._finish(batch, outcomes)
+
+    def _finish(self, batch: list[_Ticket[Item, Result]],
+                outcomes: Sequence[Result | BaseException]) -> None:
         with self._changed:
             self.batches += 1
             self.items += len(batch)

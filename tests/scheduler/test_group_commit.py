@@ -147,3 +147,80 @@ def test_many_threads_each_get_their_own_result(clients: int) -> None:
         thread.join(10)
     assert results == {i: i * i for i in range(clients)}
     assert queue.items == clients
+
+
+def test_a_leader_that_is_interrupted_leaves_nobody_waiting() -> None:
+    held = threading.Event()
+    gate = threading.Event()
+
+    def run(batch: Sequence[int]) -> list[int]:
+        if batch == [0]:
+            held.set()
+            gate.wait(10)
+            return [0]
+        raise KeyboardInterrupt  # not an Exception: it must reach the leader's caller
+
+    queue: GroupCommit[int, int] = GroupCommit(run)
+    outcomes: dict[int, str] = {}
+
+    def client(item: int) -> None:
+        try:
+            queue.submit(item)
+            outcomes[item] = "ok"
+        except KeyboardInterrupt:
+            outcomes[item] = "interrupted"
+
+    threads = [threading.Thread(target=client, args=(0,))]
+    threads[0].start()
+    assert held.wait(10)
+    for item in (1, 2):
+        threads.append(threading.Thread(target=client, args=(item,)))
+        threads[-1].start()
+        while queue.waiting < item:
+            threading.Event().wait(0.001)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive(), "a request was left waiting"
+    assert outcomes == {0: "ok", 1: "interrupted", 2: "interrupted"}
+
+
+def test_a_batch_function_that_miscounts_fails_each_request_instead_of_hanging() -> None:
+    held = threading.Event()
+    gate = threading.Event()
+
+    batches: list[list[int]] = []
+
+    def run(batch: Sequence[int]) -> list[int]:
+        batches.append(list(batch))
+        if batch == [0]:
+            held.set()
+            gate.wait(10)
+            return [0]
+        return [1]  # one outcome for a batch of two
+
+    queue: GroupCommit[int, int] = GroupCommit(run)
+    outcomes: dict[int, str] = {}
+
+    def client(item: int) -> None:
+        try:
+            queue.submit(item)
+            outcomes[item] = "ok"
+        except AssertionError as exc:
+            outcomes[item] = str(exc)
+
+    threads = [threading.Thread(target=client, args=(0,), daemon=True)]
+    threads[0].start()
+    assert held.wait(10)
+    for item in (1, 2):
+        threads.append(threading.Thread(target=client, args=(item,), daemon=True))
+        threads[-1].start()
+        while queue.waiting < item:
+            threading.Event().wait(0.001)
+    gate.set()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive(), "a request was left waiting"
+    assert outcomes[0] == "ok"
+    assert all("one outcome per item" in outcomes[i] for i in (1, 2))
+    assert batches == [[0], [1, 2]]  # each request decided once, no empty batches
