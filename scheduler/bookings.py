@@ -320,6 +320,7 @@ class NewBooking:
 
     config: SchedulerConfig
     principal: Principal
+    organisation_id: int
     priority: str
     units: int
     occurrences: list[Occurrence]
@@ -372,8 +373,8 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
     # time-zone work) before queueing, not inside the transaction.
     ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
                                     now, join_link)
-    return NewBooking(config, principal, data.priority, units, occurrences, skipped, fields,
-                      ics, now, join_link)
+    return NewBooking(config, principal, data.organisation_id, data.priority, units,
+                      occurrences, skipped, fields, ics, now, join_link)
 
 
 def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
@@ -410,7 +411,7 @@ def admit_batch(db: Database, batch: Sequence[NewBooking]) -> list[Decision | Ba
 
 
 def _admit_batch_in(session: Session, batch: Sequence[NewBooking]) -> list[Decision | BaseException]:
-    orgs = org_infos(session, {int(new.fields["organisation_id"]) for new in batch})  # type: ignore[call-overload]
+    orgs = org_infos(session, {new.organisation_id for new in batch})
     max_duration = max(new.config.limits.max_duration for new in batch)
     calendar = _Calendar(load_allocations(session, [(o.start, o.end) for new in batch
                                                     for o in new.occurrences], max_duration),
@@ -419,11 +420,11 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking]) -> list[Decis
     outcomes: list[Decision | BaseException] = []
     admitted: list[tuple[int, NewBooking, OrgInfo, int | None, list[Allocation]]] = []
     for index, new in enumerate(batch):
-        org_id = new.fields["organisation_id"]
         try:
-            org = orgs.get(org_id)  # type: ignore[call-overload]
+            org = orgs.get(new.organisation_id)
             if org is None:
-                raise NotFound("organisation_not_found", f"no organisation {org_id}")
+                raise NotFound("organisation_not_found",
+                               f"no organisation {new.organisation_id}")
             require_book(new.principal, org, new.priority)
             policy = policies.get(id(new.config))
             if policy is None:
