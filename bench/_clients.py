@@ -69,8 +69,13 @@ class Window:
 
     start: float = float("inf")
     end: float = float("inf")
-    delays: list[float] = field(default_factory=list)  # arrival - send, seconds
-    sent: list[float] = field(default_factory=list)  # send time of each, same order
+    # Per packet, in the same order: send time; kernel arrival at the subscriber's socket
+    # minus send time (what the server added); and the time the subscriber's event loop
+    # handled it minus send time (adds the load generator's own lag).
+    sent: list[float] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    handled_delays: list[float] = field(default_factory=list)
+    unstamped: int = 0  # packets with no kernel arrival time (the handling time stands in)
 
 
 # Publishing ---------------------------------------------------------------------------
@@ -235,6 +240,8 @@ class Receiver:
         self.other_packets = 0  # RTX, unknown payload types
         self.errors = 0
         self.video_ssrcs: set[int] = set()
+        # Kernel receive time of the packet being handled (adapter.arrival_clock).
+        self.arrival: Callable[[], float | None] | None = None
 
     def negotiated(self, negotiated: adapter.NegotiatedRtp) -> None:
         self.kind_by_pt[negotiated.payload_type] = negotiated.kind
@@ -276,8 +283,15 @@ class Receiver:
         window = self.window
         if window.start <= sent < window.end:
             leg.in_window += 1
-            window.delays.append(now - sent)
+            stamp = self.arrival() if self.arrival is not None else None
+            if stamp is None:
+                window.unstamped += 1
+                arrived = now
+            else:  # CLOCK_REALTIME to the monotonic clock the send times use
+                arrived = stamp - (time.time() - time.monotonic())
             window.sent.append(sent)
+            window.delays.append(arrived - sent)
+            window.handled_delays.append(now - sent)
 
     def on_rtcp(self, data: bytes) -> None:
         self.rtcp_packets += 1
@@ -396,6 +410,7 @@ class Participant:
             self._tapped.add(id(dtls))
             adapter.tap_transport(dtls, self.receiver.on_rtp, self.receiver.on_rtcp,
                                   self.receiver.on_error)
+            self.receiver.arrival = adapter.arrival_clock(dtls)
 
     def _on_receive(self, negotiated: adapter.NegotiatedRtp, dtls: Any) -> None:
         self.receiver.negotiated(negotiated)
@@ -458,6 +473,7 @@ class OfferingPeer:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         dtls = self.pc.getTransceivers()[0].receiver.transport
         adapter.tap_transport(dtls, self.receiver.on_rtp, self.receiver.on_rtcp, self.receiver.on_error)
+        self.receiver.arrival = adapter.arrival_clock(dtls)
         answer = await post(offer_url, {"role": self.role, "sdp": self.pc.localDescription.sdp})
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 

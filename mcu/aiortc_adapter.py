@@ -5,9 +5,11 @@ We keep aiortc for ICE, DTLS and SRTP, and take over the RTP path:
 * incoming: each DTLS transport's ``_handle_rtp_data`` / ``_handle_rtcp_data`` are
   replaced on the instance, so decrypted packets go to the forwarder as bytes; aiortc's
   receivers are never started (no decoder thread, no jitter buffer, no queue to grow);
-* outgoing: packets are SRTP-protected with the transport's ``_tx_srtp`` and written to
-  the nominated ICE pair's UDP transport directly (no per-packet coroutine chain);
-  aiortc's senders are never started either (no encoder, no 50 Hz polling task);
+* outgoing: forwarded packets leave through a :class:`mcu._fanout.Sink`, which the C
+  fan-out protects with libsrtp2 directly (the function pylibsrtp binds, on the
+  transport's ``_tx_srtp`` session) and sends on a duplicate of the nominated ICE pair's
+  socket; our own RTCP is protected with ``_tx_srtp`` and written to the pair's UDP
+  transport. aiortc's senders are never started (no encoder, no 50 Hz polling task);
 * negotiation: ``RTCRtpSender.send`` / ``RTCRtpReceiver.receive`` are replaced on the
   instance, to learn the negotiated payload types, SSRCs and mid of each transceiver;
 * ICE: host candidates on configured addresses (aioice leaves out loopback), optionally
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import fcntl
 import logging
 import random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +37,7 @@ import aioice.ice
 import aioice.stun
 import aiortc
 import pylibsrtp
+import pylibsrtp._binding
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -44,6 +49,8 @@ from aiortc import (
 )
 from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+
+from mcu._fanout import Sink, unprotect
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +87,9 @@ def check_internals() -> None:
         (aioice.ice.StunProtocol, "datagram_received"),
         (aiortc_rtp.RtcpPacket, "parse"),
         (asyncio.selector_events, "_SelectorDatagramTransport"),
+        (pylibsrtp._binding.lib, "srtp_protect"),
+        (pylibsrtp._binding.lib, "srtp_unprotect"),
+        (pylibsrtp._binding.lib, "srtp_unprotect_rtcp"),
     ]
     for owner, name in required:
         if not hasattr(owner, name):
@@ -89,6 +99,9 @@ def check_internals() -> None:
     for name in ("_nominated", "_protocols", "stun_server", "_queue"):
         if not hasattr(connection, name):
             problems.append(f"aioice Connection instance has no {name}")
+    session = pylibsrtp.Session()
+    if not hasattr(session, "_srtp"):
+        problems.append("pylibsrtp Session instance has no _srtp")
     if problems:
         raise AdapterError("aiortc adapter cannot run: " + "; ".join(problems))
 
@@ -249,6 +262,32 @@ def sender_ssrc(transceiver: RTCRtpTransceiver) -> int:
 
 # Packet path ------------------------------------------------------------------------
 
+# The C fan-out calls libsrtp2's srtp_protect / srtp_unprotect / srtp_unprotect_rtcp
+# (each ``srtp_err_status_t f(srtp_t, void *, int *)``) itself, on the sessions aiortc
+# made: pylibsrtp bundles libsrtp2 (2.7.0 in pylibsrtp 1.0.0) and binds them with cffi.
+_SRTP_FFI = pylibsrtp._binding.ffi
+
+
+def _srtp_function(name: str) -> int:
+    return int(_SRTP_FFI.cast("uintptr_t", _SRTP_FFI.addressof(pylibsrtp._binding.lib, name)))
+
+
+_SRTP_PROTECT = _srtp_function("srtp_protect")
+_SRTP_UNPROTECT = _srtp_function("srtp_unprotect")
+_SRTP_UNPROTECT_RTCP = _srtp_function("srtp_unprotect_rtcp")
+
+
+def unprotect_with(srtp: pylibsrtp.Session, packet: bytes) -> bytes | None:
+    """Decrypt one received SRTP or SRTCP packet; None if not authentic, replayed or too long."""
+    rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
+    return unprotect(_SRTP_UNPROTECT_RTCP if rtcp else _SRTP_UNPROTECT, _session_address(srtp), packet)
+
+
+def _session_address(srtp: pylibsrtp.Session) -> int:
+    """The libsrtp session (``srtp_t``) inside a pylibsrtp Session; valid while it lives."""
+    return int(_SRTP_FFI.cast("uintptr_t", srtp._srtp[0]))
+
+
 RtpHandler = Callable[[bytes, int], None]
 RtcpHandler = Callable[[bytes], None]
 
@@ -286,17 +325,23 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
 
     connection = dtls.transport._connection
     queue_datagram = connection.data_received
+    keyed: pylibsrtp.Session | None = None  # the inbound session, once DTLS made it
+    session = 0  # its libsrtp address
 
     def data_received(data: bytes, component: int) -> None:
-        srtp = dtls._rx_srtp
-        if srtp is None or len(data) < 2 or not 127 < data[0] < 192:
-            queue_datagram(data, component)
-            return
-        try:
-            plain = srtp.unprotect_rtcp(data) if 192 <= data[1] <= 223 else srtp.unprotect(data)
-        except pylibsrtp.Error:
-            return  # not authentic, or replayed: dropped, as aiortc does
-        dispatch(plain)
+        nonlocal keyed, session
+        if keyed is None or len(data) < 2 or not 127 < data[0] < 192:
+            srtp = dtls._rx_srtp
+            if srtp is None or len(data) < 2 or not 127 < data[0] < 192:
+                queue_datagram(data, component)
+                return
+            keyed, session = srtp, _session_address(srtp)
+        if 192 <= data[1] <= 223:
+            plain = unprotect(_SRTP_UNPROTECT_RTCP, session, data)
+        else:
+            plain = unprotect(_SRTP_UNPROTECT, session, data)
+        if plain is not None:  # else not authentic, or replayed: dropped, as aiortc does
+            dispatch(plain)
 
     connection.data_received = data_received  # type: ignore[method-assign]
 
@@ -347,6 +392,75 @@ def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
         sendto(srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet), address)
 
     return write
+
+
+
+
+def bind_sink(sink: Sink, dtls: RTCDtlsTransport) -> None:
+    """Point ``sink`` at the transport's nominated ICE pair and outbound SRTP session.
+
+    Unbinds it while the transport is not connected. Cheap when nothing changed: called
+    on every DTLS state change and every RTCP interval (ICE may nominate another pair).
+    """
+    srtp = dtls._tx_srtp
+    pair = dtls.transport._connection._nominated.get(1) if dtls._state is State.CONNECTED else None
+    transport = getattr(pair.protocol, "transport", None) if pair is not None else None
+    if pair is None or srtp is None or transport is None or transport.is_closing():
+        sink.unbind()
+        return
+    owner = sink.owner
+    if owner is not None and owner[0] is pair and owner[1] is srtp:
+        return
+    point_sink(sink, transport.get_extra_info("socket").fileno(), pair.remote_addr, srtp, (pair, srtp))
+
+
+def point_sink(sink: Sink, fileno: int, address: tuple[Any, ...], srtp: pylibsrtp.Session,
+               owner: tuple[Any, pylibsrtp.Session]) -> None:
+    """Bind ``sink`` to send from socket ``fileno`` to ``address``, protecting with ``srtp``.
+
+    ``owner`` (which must hold ``srtp``) stays referenced by the sink while bound: the
+    libsrtp session is freed with its Session object.
+    """
+    if owner[-1] is not srtp:
+        raise ValueError("the owner must hold the SRTP session")
+    sink.bind(fileno, address[0], address[1], _SRTP_PROTECT, _session_address(srtp), owner)
+
+
+def on_dtls_state(dtls: RTCDtlsTransport, handler: Callable[[], None]) -> None:
+    dtls.on("statechange", handler)
+
+
+SIOCGSTAMPNS = 0x8907  # linux/sockios.h: receive time of the last datagram read
+
+
+def arrival_clock(dtls: RTCDtlsTransport) -> Callable[[], float | None]:
+    """For measurement (bench/): a function giving the kernel's receive time (seconds,
+    CLOCK_REALTIME) of the last datagram read from the transport's nominated ICE socket.
+
+    Called from the handlers :func:`tap_transport` calls, it times the packet being
+    handled: when the kernel queued it, not when the event loop got round to it. On
+    loopback that is the moment the sender's ``sendto`` delivered it. None when unknown
+    (the first call turns the socket's timestamps on).
+    """
+    connection = dtls.transport._connection
+    known: list[Any] = [None, -1]  # nominated pair, its socket's descriptor
+
+    def last_arrival() -> float | None:
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return None
+        if pair is not known[0]:
+            transport = getattr(pair.protocol, "transport", None)
+            if transport is None:
+                return None
+            known[:] = [pair, transport.get_extra_info("socket").fileno()]
+        try:
+            seconds, nanoseconds = struct.unpack("@qq", fcntl.ioctl(known[1], SIOCGSTAMPNS, bytes(16)))
+        except OSError:
+            return None
+        return seconds + nanoseconds / 1e9
+
+    return last_arrival
 
 
 def parse_rtcp(data: bytes) -> list[Any]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from mcu import rtp
-from mcu.packet_history import PacketHistory
+from mcu._fanout import Leg, Sink, forward
 from mcu.stats import WorkerCounters
 from mcu.vp8 import is_keyframe_start
 
@@ -36,6 +36,7 @@ class Producer:
         self.source = source  # "microphone", "camera" or "screen"
         self.counters = counters
         self.consumers: list[Consumer] = []
+        self._legs: tuple[Leg, ...] = ()  # the consumers' legs, as forward() takes them
         self.clock_rate = 48000 if kind == "audio" else 90000
         self.ssrc: int | None = None
         self.payload_type: int | None = None
@@ -102,17 +103,30 @@ class Producer:
             else:
                 extension = b""
         else:
-            keyframe = is_keyframe_start(data[view.payload_start:view.payload_end])
+            keyframe = is_keyframe_start(data, view.payload_start)
             extension = rtp.abs_send_time_block()
-        body = extension + data[view.payload_start:]
-        padded = view.payload_end != len(data)
-        for consumer in self.consumers:
-            try:
-                consumer.forward(view, body, keyframe, bool(extension), padded,
-                                 view.payload_end - view.payload_start)
-            except Exception:  # one broken subscriber must never stop the others
-                self.counters.handler_errors += 1
-                logger.exception("consumer %s failed", consumer.id)
+        self.send_to(self._legs, view, extension, data, view.payload_start, keyframe,
+                     view.payload_end != len(data), view.payload_end - view.payload_start)
+
+    def send_to(self, legs: tuple[Leg, ...], view: rtp.RtpView, extension: bytes, data: bytes,
+                payload_start: int, keyframe: bool, padded: bool, payload_size: int) -> None:
+        """Send one packet on each of ``legs``: our header, ``extension`` (a header
+        extension block, or empty), then ``data[payload_start:]``."""
+        if not legs:
+            return
+        try:
+            sent, sent_bytes, errors, wants_keyframe = forward(
+                legs, extension, data, payload_start, view.sequence_number, view.timestamp,
+                view.marker, keyframe, padded, payload_size)
+        except ValueError:  # too long to forward once our extension block is in
+            self.counters.send_errors += len(legs)
+            return
+        counters = self.counters
+        counters.packets_forwarded += sent
+        counters.bytes_forwarded += sent_bytes
+        counters.send_errors += errors
+        if wants_keyframe:
+            self.request_keyframe()
 
     def take_activity(self) -> float:
         """Mean loudness (0-127) since the last call, and start a new interval."""
@@ -155,13 +169,22 @@ class Producer:
             dlsr = int((time.monotonic() - self.sender_report[0]) * 65536) & 0xFFFFFFFF
         return (self.ssrc, fraction, lost, extended, 0, lsr, dlsr)
 
+    def attach(self, consumer: Consumer) -> None:
+        self.consumers.append(consumer)
+        self._legs = tuple(c.leg for c in self.consumers)
+
     def detach(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
+            self._legs = tuple(c.leg for c in self.consumers)
 
 
 class Consumer:
-    """One producer forwarded to one subscriber on that subscriber's connection."""
+    """One producer forwarded to one subscriber on that subscriber's connection.
+
+    The per-packet state (rewrite offsets, counters, NACK history) lives in a C
+    :class:`~mcu._fanout.Leg`, which :func:`mcu._fanout.forward` updates as it sends.
+    """
 
     def __init__(self, consumer_id: str, producer: Producer, subscriber_id: str,
                  counters: WorkerCounters) -> None:
@@ -170,86 +193,80 @@ class Consumer:
         self.subscriber_id = subscriber_id
         self.counters = counters
         self.kind = producer.kind
+        self.leg = Leg(video=self.kind == "video")
+        self.leg.next_seq = random.getrandbits(15)
+        self.leg.ts_offset = random.getrandbits(32)
         # Set when the subscriber's connection has negotiated this leg (configure()).
-        self.ssrc = 0
         self.rtx_ssrc = 0
-        self.payload_type = 0
         self.rtx_payload_type: int | None = None
+        # Our own RTCP and retransmissions go through ``write``; forwarded packets
+        # through the leg's sink. Both None: not sending.
         self.write: Writer | None = None
-        self.paused = False
-        self.started = False  # video waits for a keyframe before the first packet
-        self.seq_offset = 0
-        self.next_seq = random.getrandbits(15)
-        self.ts_offset = random.getrandbits(32)
         self.rtx_seq = random.getrandbits(15)
-        self.history = PacketHistory() if self.kind == "video" else None
-        self.packets = 0
-        self.octets = 0
-        self.last_ts = 0
         self.remb_bps: int | None = None
         self.remb_group: int | None = None
         self.fraction_lost = 0
         self.rtt_s: float | None = None
 
+    @property
+    def ssrc(self) -> int:
+        return self.leg.ssrc
+
+    @property
+    def payload_type(self) -> int:
+        return self.leg.payload_type
+
+    @property
+    def paused(self) -> bool:
+        return self.leg.paused
+
+    @property
+    def packets(self) -> int:
+        return self.leg.packets
+
+    @property
+    def octets(self) -> int:
+        return self.leg.octets
+
     def configure(self, ssrc: int, rtx_ssrc: int, payload_type: int,
-                  rtx_payload_type: int | None, write: Writer) -> None:
-        self.ssrc, self.rtx_ssrc = ssrc, rtx_ssrc
-        self.payload_type, self.rtx_payload_type = payload_type, rtx_payload_type
+                  rtx_payload_type: int | None, write: Writer, sink: Sink) -> None:
+        self.leg.ssrc, self.rtx_ssrc = ssrc, rtx_ssrc
+        self.leg.payload_type, self.rtx_payload_type = payload_type, rtx_payload_type
         self.write = write
+        self.leg.sink = sink
+
+    def disconnect(self) -> None:
+        """Send nothing more on this leg."""
+        self.write = None
+        self.leg.sink = None
 
     def continue_after(self, previous: Consumer) -> None:
         """Take over an idle leg: keep its sequence numbers going, so the subscriber's
         receiver sees one continuous stream on that SSRC rather than a jump."""
-        self.next_seq = previous.next_seq
+        self.leg.next_seq = previous.leg.next_seq
         self.rtx_seq = previous.rtx_seq
 
     def pause(self) -> None:
-        self.paused = True
+        self.leg.paused = True
 
     def resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            self.started = False  # re-gate on a keyframe and re-base the sequence numbers
+        if self.leg.paused:
+            self.leg.paused = False
+            self.leg.started = False  # re-gate on a keyframe and re-base the sequence numbers
             self.producer.request_keyframe()
 
-    def forward(self, view: rtp.RtpView, body: bytes, keyframe: bool, has_extension: bool,
-                padded: bool, payload_size: int) -> None:
-        write = self.write
-        if write is None or self.paused:
-            return
-        if not self.started:
-            if self.kind == "video" and not keyframe:
-                self.producer.request_keyframe()
-                return
-            self.started = True
-            # Continue our own sequence space without a gap the subscriber would NACK.
-            self.seq_offset = (self.next_seq - view.sequence_number) & 0xFFFF
-        seq = (view.sequence_number + self.seq_offset) & 0xFFFF
-        timestamp = (view.timestamp + self.ts_offset) & 0xFFFFFFFF
-        packet = rtp.rtp_header(self.payload_type, view.marker, seq, timestamp, self.ssrc,
-                                has_extension, padded) + body
-        if rtp.seq_newer((seq + 1) & 0xFFFF, self.next_seq):
-            self.next_seq = (seq + 1) & 0xFFFF
-        if self.history is not None:
-            self.history.add(seq, packet)
-        self.last_ts = timestamp
-        try:
-            write(packet)
-        except (ConnectionError, OSError):
-            self.counters.send_errors += 1
-            return
-        self.packets += 1
-        self.octets += payload_size
-        self.counters.packets_forwarded += 1
-        self.counters.bytes_forwarded += len(packet)
+    def forward(self, view: rtp.RtpView, extension: bytes, payload: bytes, keyframe: bool) -> None:
+        """Send one packet on this leg alone (the mixer's path, where payloads differ per
+        consumer; producers send to all their legs at once)."""
+        self.producer.send_to((self.leg,), view, extension, payload, 0, keyframe, False, len(payload))
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK from our own history (as RTX where negotiated)."""
         self.counters.nacks_received += 1
-        if self.history is None or self.write is None:
+        if self.kind != "video" or self.write is None:
             return
         for seq in lost:
-            packet = self.history.get(seq)
+            packet = self.leg.sent(seq)
             if packet is None:
                 continue
             if self.rtx_payload_type is not None:
@@ -287,9 +304,9 @@ class Consumer:
             arrived, ntp_seconds, rtp_ts = report
             elapsed = now - arrived
             ntp = ntp_seconds + elapsed
-            rtp_now = rtp_ts + int(elapsed * self.producer.clock_rate) + self.ts_offset
+            rtp_now = rtp_ts + int(elapsed * self.producer.clock_rate) + self.leg.ts_offset
             ntp_pair = (int(ntp) & 0xFFFFFFFF, int((ntp % 1) * (1 << 32)) & 0xFFFFFFFF)
         else:
             ntp_pair = rtp.ntp_now()
-            rtp_now = self.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
-        return rtp.rtcp_sender_report(self.ssrc, ntp_pair, rtp_now, self.packets, self.octets)
+            rtp_now = self.leg.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
+        return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)

@@ -56,18 +56,13 @@ class MixOutput(Producer):
         ntp_seconds, ntp_fraction = rtp.ntp_now()
         self.sender_report = (time.monotonic(), ntp_seconds + ntp_fraction / (1 << 32), timestamp)
         extension = b"" if self.kind == "audio" else rtp.abs_send_time_block()
-        bodies: dict[bytes, bytes] = {}
+        view = rtp.RtpView(self.payload_type, marker, self._seq, timestamp, self.ssrc, 0, 0, {})
         for consumer in self.consumers:
             payload = payload_for(consumer)
             if not payload:
                 continue
-            body = bodies.get(payload)
-            if body is None:
-                body = bodies[payload] = extension + payload
-            view = rtp.RtpView(self.payload_type, marker, self._seq, timestamp, self.ssrc, 12,
-                               12 + len(payload), {})
             try:
-                consumer.forward(view, body, keyframe, bool(extension), False, len(payload))
+                consumer.forward(view, extension, payload, keyframe)
             except Exception:
                 self.counters.handler_errors += 1
                 logger.exception("mixed leg %s failed", consumer.id)

@@ -20,6 +20,7 @@ from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
+from mcu._fanout import Sink
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Participant:
         self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
         self._tapped: set[int] = set()
         self._writers: dict[int, Callable[[bytes], None]] = {}
+        self._sinks: dict[int, tuple[Sink, Any]] = {}  # id(DTLS transport) -> (sink, transport)
         self._revision = 0
         self._awaiting_answer: int | None = None
         self._dirty = False
@@ -176,7 +178,7 @@ class Participant:
                 on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
                     c, negotiated, ssrc, rtx_ssrc, dtls))
             self.consumers[producer.id] = consumer
-            producer.consumers.append(consumer)
+            producer.attach(consumer)
             self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
 
     def _tap_new_transports(self) -> None:
@@ -200,6 +202,19 @@ class Participant:
             writer = self._writers[id(dtls)] = adapter.packet_writer(dtls)
         return writer
 
+    def _sink(self, dtls: Any) -> Sink:
+        entry = self._sinks.get(id(dtls))
+        if entry is None:
+            sink = Sink()
+            entry = self._sinks[id(dtls)] = (sink, dtls)
+            adapter.on_dtls_state(dtls, lambda: adapter.bind_sink(sink, dtls))
+            adapter.bind_sink(sink, dtls)
+        return entry[0]
+
+    def _refresh_sinks(self) -> None:
+        for sink, dtls in self._sinks.values():
+            adapter.bind_sink(sink, dtls)
+
     def _producer_negotiated(self, producer: Producer, negotiated: adapter.NegotiatedRtp,
                              dtls: Any) -> None:
         producer.payload_type = negotiated.payload_type
@@ -214,7 +229,7 @@ class Participant:
     def _consumer_negotiated(self, consumer: Consumer, negotiated: adapter.NegotiatedRtp,
                              ssrc: int, rtx_ssrc: int, dtls: Any) -> None:
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
-                           negotiated.rtx_payload_type, self._writer(dtls))
+                           negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
         if consumer.kind == "video":
             consumer.producer.request_keyframe()
 
@@ -325,6 +340,7 @@ class Participant:
         try:
             while not self.closed:
                 await asyncio.sleep(RTCP_INTERVAL_S)
+                self._refresh_sinks()
                 for consumer in list(self.consumers.values()):
                     report = consumer.sender_report()
                     if report is not None and consumer.write is not None:
@@ -359,7 +375,7 @@ class Participant:
         consumer = self.consumers.pop(producer.id, None)
         if consumer is not None:
             producer.detach(consumer)
-            consumer.write = None
+            consumer.disconnect()
             self._consumer_by_ssrc = {s: c for s, c in self._consumer_by_ssrc.items() if c is not consumer}
         return consumer
 
@@ -371,9 +387,11 @@ class Participant:
             self._rtcp_task.cancel()
         for consumer in self.consumers.values():
             consumer.producer.detach(consumer)
-            consumer.write = None
+            consumer.disconnect()
         for producer in self.producers.values():
             producer.feedback = None
+        for sink, _ in self._sinks.values():
+            sink.unbind()
         await self.pc.close()
         if self.on_closed is not None:
             self.on_closed(self)

@@ -6,6 +6,7 @@ If a new aiortc breaks what the adapter relies on, these fail before anything el
 from __future__ import annotations
 
 import pytest
+from mcu._fanout import Sink
 
 from mcu import aiortc_adapter
 from mcu.room import MediaWorker
@@ -74,28 +75,37 @@ async def test_nack_is_answered_from_the_forwarders_history(echo_call) -> None:
     assert worker.counters.retransmissions >= len(wanted)
 
 
-async def test_error_while_sending_never_closes_the_receiving_side(echo_call) -> None:
+async def test_error_in_the_packet_path_never_closes_the_receiving_side(echo_call) -> None:
     worker, participant, peer, _ = echo_call
-    audio_leg = next(c for c in participant.consumers.values() if c.kind == "audio")
+    microphone = participant.producers["microphone"]
 
-    def broken_write(packet: bytes) -> None:
-        raise RuntimeError("simulated failure on one subscriber leg")
+    def broken_receive(data: bytes, view: object) -> None:
+        raise RuntimeError("simulated failure while forwarding one track")
 
-    audio_leg.write = broken_write
+    microphone.receive = broken_receive
     before = sum(peer.frames("video").values())
     assert await wait_until(lambda: worker.counters.handler_errors > 10)
     assert await wait_until(lambda: sum(peer.frames("video").values()) > before + 20)
     assert participant.pc.connectionState == "connected"
-    assert participant.producers["microphone"].packets > 0
 
-    # A leg whose transport is gone (ConnectionError) is counted, not fatal either.
-    def gone(packet: bytes) -> None:
-        raise ConnectionError("transport closed")
-
-    audio_leg.write = gone
+    # A leg whose sink cannot send (here: never bound) is counted, not fatal either.
+    audio_leg = next(c for c in participant.consumers.values() if c.kind == "audio")
+    del microphone.receive
+    audio_leg.leg.sink = Sink()
     errors = worker.counters.send_errors
     assert await wait_until(lambda: worker.counters.send_errors > errors + 5)
     assert participant.pc.connectionState == "connected"
+
+
+async def test_legs_send_through_a_sink_bound_while_the_transport_is_connected(echo_call) -> None:
+    _, participant, _, _ = echo_call
+    legs = [c.leg for c in participant.consumers.values()]
+    sinks = {id(leg.sink): leg.sink for leg in legs if leg.sink is not None}
+    assert legs and len(sinks) == 1  # one BUNDLEd transport: one sink for every leg
+    sink = next(iter(sinks.values()))
+    assert sink.bound and all(leg.packets > 0 for leg in legs if leg.video)
+    await participant.close()
+    assert not sink.bound and all(leg.sink is None for leg in legs)
 
 
 async def test_no_decoder_runs_on_the_server(echo_call) -> None:

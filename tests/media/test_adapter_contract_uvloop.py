@@ -7,8 +7,9 @@ import uvloop
 
 from tests.media.test_adapter_contract import (  # noqa: F401  (collected here again)
     echo_call,
-    test_error_while_sending_never_closes_the_receiving_side,
+    test_error_in_the_packet_path_never_closes_the_receiving_side,
     test_keyframe_request_from_subscriber_reaches_publisher,
+    test_legs_send_through_a_sink_bound_while_the_transport_is_connected,
     test_nack_is_answered_from_the_forwarders_history,
     test_no_decoder_runs_on_the_server,
     test_packets_are_forwarded_and_echoed_video_decodes,

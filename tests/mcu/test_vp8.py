@@ -1,4 +1,4 @@
-"""VP8 keyframe detection on packets from a real encoder, and the NACK history."""
+"""VP8 keyframe detection on packets from a real encoder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
 
-from mcu.packet_history import PacketHistory
 from mcu.vp8 import is_keyframe_start
 
 
@@ -35,11 +34,3 @@ def test_keyframes_are_found_only_at_their_first_packet() -> None:
         for later in payloads[1:]:
             assert not is_keyframe_start(later)
     assert not is_keyframe_start(b"") and not is_keyframe_start(b"\x90")
-
-
-def test_history_returns_only_the_packet_with_that_sequence_number() -> None:
-    history = PacketHistory(size=4)
-    for seq in range(65534, 65534 + 6):
-        history.add(seq & 0xFFFF, bytes([seq & 0xFF]))
-    assert history.get(3) == bytes([3 & 0xFF]) and history.get(65535) is None
-    assert history.get(0) == b"\x00"

@@ -1,0 +1,171 @@
+"""The C fan-out (mcu/_fanout.c): real SRTP sessions and real UDP sockets on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pylibsrtp
+import pytest
+from mcu._fanout import HISTORY_SIZE, MAX_PACKET, Leg, Sink, forward
+
+from mcu import aiortc_adapter as adapter
+from mcu import rtp
+
+
+class Link:
+    """A sending socket with an outbound SRTP session, and a receiver that decrypts."""
+
+    def __init__(self) -> None:
+        key = os.urandom(30)
+        self.tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        self.rx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+        self.sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sender.bind(("127.0.0.1", 0))
+        self.receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.receiver.bind(("127.0.0.1", 0))
+        self.receiver.settimeout(2)
+        self.sink = Sink()
+        adapter.point_sink(self.sink, self.sender.fileno(), self.receiver.getsockname(), self.tx,
+                           (None, self.tx))
+
+    def receive(self) -> bytes:
+        return self.rx.unprotect(self.receiver.recv(2048))
+
+    def nothing_waiting(self) -> bool:
+        self.receiver.setblocking(False)
+        try:
+            self.receiver.recv(2048)
+        except BlockingIOError:
+            return True
+        finally:
+            self.receiver.settimeout(2)
+        return False
+
+    def close(self) -> None:
+        self.sink.unbind()
+        self.sender.close()
+        self.receiver.close()
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    made = Link()
+    yield made
+    made.close()
+
+
+def leg_to(link: Link, *, video: bool, ssrc: int, payload_type: int, next_seq: int,
+           ts_offset: int) -> Leg:
+    leg = Leg(video=video)
+    leg.ssrc, leg.payload_type, leg.next_seq, leg.ts_offset = ssrc, payload_type, next_seq, ts_offset
+    leg.sink = link.sink
+    return leg
+
+
+def send(legs: tuple[Leg, ...], payload: bytes, seq: int, timestamp: int, *, marker: bool = False,
+         keyframe: bool = False) -> tuple[int, int, int, bool]:
+    return forward(legs, b"", payload, 0, seq, timestamp, marker, keyframe, False, len(payload))
+
+
+def test_each_leg_gets_its_own_header_and_the_same_payload(link: Link) -> None:
+    first = leg_to(link, video=False, ssrc=0x11111111, payload_type=111, next_seq=500, ts_offset=1000)
+    second = leg_to(link, video=False, ssrc=0x22222222, payload_type=109, next_seq=65535,
+                    ts_offset=0xFFFFFFF0)
+    for index, seq in enumerate((7, 8, 9)):
+        result = send((first, second), b"opus-%d" % index, seq, 960 * index, marker=index == 0)
+        assert result == (2, 2 * (12 + 6), 0, False)
+    received = [rtp.parse_rtp(link.receive()) for _ in range(6)]
+    to_first = [v for v in received if v.ssrc == 0x11111111]
+    to_second = [v for v in received if v.ssrc == 0x22222222]
+    assert [v.sequence_number for v in to_first] == [500, 501, 502]
+    assert [v.sequence_number for v in to_second] == [65535, 0, 1]  # wraps
+    assert [v.timestamp for v in to_first] == [1000, 1960, 2920]
+    assert [v.timestamp for v in to_second] == [0xFFFFFFF0, 960 - 16, 1920 - 16]
+    assert {v.payload_type for v in to_first} == {111} and {v.payload_type for v in to_second} == {109}
+    assert [v.marker for v in to_first] == [True, False, False]
+    assert first.packets == 3 and first.octets == 18 and first.next_seq == 503
+    assert second.last_ts == (1920 - 16) & 0xFFFFFFFF
+
+
+def test_the_extension_block_and_the_payload_are_joined_behind_the_header(link: Link) -> None:
+    leg = leg_to(link, video=False, ssrc=9, payload_type=111, next_seq=0, ts_offset=0)
+    level = rtp.audio_level_block(b"\x85")
+    publisher_packet = b"H" * 12 + b"opus" + b"\x00\x00\x03"  # three bytes of padding
+    assert forward((leg,), level, publisher_packet, 12, 1, 1, False, False, True, 4) == (1, 27, 0, False)
+    plain = link.receive()
+    view = rtp.parse_rtp(plain)
+    assert view.extensions == {rtp.EXT_AUDIO_LEVEL: b"\x85"}
+    assert plain[view.payload_start:view.payload_end] == b"opus" and plain[0] & 0x30 == 0x30
+    assert leg.octets == 4
+
+
+def test_received_packets_are_decrypted_once_and_forgeries_dropped(link: Link) -> None:
+    packet = rtp.rtp_header(96, False, 1, 1, 77, False) + b"media"
+    protected = link.tx.protect(packet)
+    assert adapter.unprotect_with(link.rx, protected) == packet
+    assert adapter.unprotect_with(link.rx, protected) is None  # a replay
+    forged = bytearray(link.tx.protect(rtp.rtp_header(96, False, 2, 1, 77, False) + b"media"))
+    forged[-1] ^= 1
+    assert adapter.unprotect_with(link.rx, bytes(forged)) is None
+    assert adapter.unprotect_with(link.rx, bytes(4000)) is None  # longer than any packet
+    report = rtp.rtcp_receiver_report(5, [])
+    assert adapter.unprotect_with(link.rx, link.tx.protect_rtcp(report)) == report
+
+
+def test_video_waits_for_a_keyframe_and_keeps_what_it_sent(link: Link) -> None:
+    leg = leg_to(link, video=True, ssrc=0x33, payload_type=96, next_seq=42, ts_offset=0)
+    assert send((leg,), b"delta", 1000, 3000) == (0, 0, 0, True)
+    assert link.nothing_waiting()
+    assert send((leg,), b"key", 1001, 6000, keyframe=True) == (1, 15, 0, False)
+    assert send((leg,), b"next", 1002, 6000) == (1, 16, 0, False)
+    first, second = link.receive(), link.receive()
+    assert rtp.parse_rtp(first).sequence_number == 42
+    assert leg.sent(42) == first and leg.sent(43) == second
+    assert leg.sent(44) is None and leg.sent(42 + HISTORY_SIZE) is None  # same slot, other packet
+    with pytest.raises(ValueError):
+        leg.sent(70000)
+
+
+def test_paused_and_unconnected_legs_send_nothing(link: Link) -> None:
+    paused = leg_to(link, video=False, ssrc=1, payload_type=111, next_seq=0, ts_offset=0)
+    paused.paused = True
+    detached = leg_to(link, video=False, ssrc=2, payload_type=111, next_seq=0, ts_offset=0)
+    detached.sink = None
+    unbound = leg_to(link, video=False, ssrc=3, payload_type=111, next_seq=0, ts_offset=0)
+    unbound.sink = Sink()
+    assert send((paused, detached, unbound), b"x", 1, 1) == (0, 0, 1, False)
+    assert unbound.sink.send_errors == 1 and unbound.packets == 0
+    assert link.nothing_waiting()
+
+
+def test_a_sink_sends_from_its_own_copy_of_the_socket_until_unbound(link: Link) -> None:
+    leg = leg_to(link, video=False, ssrc=5, payload_type=111, next_seq=0, ts_offset=0)
+    port = link.sender.getsockname()[1]
+    link.sender.close()  # the ICE transport closing under us
+    assert send((leg,), b"still", 1, 1)[0] == 1
+    data, source = link.receiver.recvfrom(2048)
+    assert source[1] == port and link.rx.unprotect(data).endswith(b"still")
+    link.sink.unbind()
+    assert not link.sink.bound and link.sink.owner is None
+    assert send((leg,), b"gone", 2, 2) == (0, 0, 1, False)
+
+
+def test_bad_arguments_are_refused_before_anything_is_sent(link: Link) -> None:
+    leg = leg_to(link, video=False, ssrc=5, payload_type=111, next_seq=0, ts_offset=0)
+    with pytest.raises(ValueError, match="too long"):
+        send((leg,), bytes(MAX_PACKET), 1, 1)
+    with pytest.raises(ValueError, match="outside"):
+        forward((leg,), b"", b"abc", 4, 1, 1, False, False, False, 0)
+    with pytest.raises(TypeError):
+        send((leg, "not a leg"), b"x", 1, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        send((leg,), b"x", 70000, 1)
+    with pytest.raises(TypeError):
+        leg.sink = "somewhere"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="not an IP address"):
+        Sink().bind(link.receiver.fileno(), "example.org", 5000, 1, 1, None)
+    with pytest.raises(ValueError, match="owner"):
+        adapter.point_sink(Sink(), link.receiver.fileno(), ("127.0.0.1", 9), link.tx, (None, link.rx))
+    assert link.nothing_waiting() and leg.packets == 0
