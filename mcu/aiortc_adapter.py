@@ -336,12 +336,19 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
                 queue_datagram(data, component)
                 return
             keyed, session = srtp, _session_address(srtp)
-        if 192 <= data[1] <= 223:
-            plain = unprotect(_SRTP_UNPROTECT_RTCP, session, data)
-        else:
-            plain = unprotect(_SRTP_UNPROTECT, session, data)
-        if plain is not None:  # else not authentic, or replayed: dropped, as aiortc does
-            dispatch(plain)
+        # dispatch() inlined: this runs once per received packet. A packet that is not
+        # authentic, or is replayed, is dropped (as aiortc does).
+        try:
+            if 192 <= data[1] <= 223:
+                plain = unprotect(_SRTP_UNPROTECT_RTCP, session, data)
+                if plain is not None:
+                    on_rtcp(plain)
+            else:
+                plain = unprotect(_SRTP_UNPROTECT, session, data)
+                if plain is not None:
+                    on_rtp(plain, 0)
+        except Exception as exc:
+            on_error(exc)
 
     connection.data_received = data_received  # type: ignore[method-assign]
 
