@@ -1,26 +1,28 @@
 /*
- * The per-subscriber half of RTP forwarding, in C.
+ * The packet path of forwarding, in C.
  *
- * Each packet a publisher sends is forwarded to every subscriber of that track: the
- * header rewritten for the subscriber's leg (SSRC, payload type, sequence number,
- * timestamp), kept for NACKs, SRTP-protected with the subscriber's session and sent
- * on the subscriber's ICE socket. Done in Python that costs about 40 us per packet on
- * a 2-core machine; here it is the cost of SRTP and of the send itself
- * (docs/benchmarks.md). What happens once per *received* packet (parsing, routing,
- * audio levels, keyframe detection) stays in Python: mcu/forwarding.py.
+ * Each packet a publisher sends is checked, counted and forwarded to every subscriber
+ * of that track: the header rewritten for the subscriber's leg (SSRC, payload type,
+ * sequence number, timestamp), kept for NACKs, SRTP-protected with the subscriber's
+ * session and sent on the subscriber's ICE socket. In Python that cost about 40 us per
+ * forwarded packet on a 2-core machine (docs/benchmarks.md). What does not happen per
+ * packet stays in Python (mcu/forwarding.py, mcu/participant.py): negotiation, RTCP,
+ * keyframe requests, the mixer's taps, the choice of who gets which video.
  *
- * Two types:
- *   Sink  where a subscriber's connection sends: a duplicate of the ICE socket's file
- *         descriptor (so a socket closed under us can never be confused with a newer
- *         one that reused its number), the remote address, and the outbound SRTP
- *         session. mcu/aiortc_adapter.py binds and unbinds it; nothing here knows
- *         aiortc.
- *   Leg   one track forwarded to one subscriber: the rewrite state, the counters the
- *         sender reports need, and a ring of recently sent packets for NACKs.
+ * Types:
+ *   Sink      where a subscriber's connection sends: a duplicate of the ICE socket's file
+ *             descriptor (so a socket closed under us can never be confused with a newer
+ *             one that reused its number), the remote address, and the outbound SRTP
+ *             session. mcu/aiortc_adapter.py binds and unbinds it; nothing here knows
+ *             aiortc.
+ *   Leg       one track forwarded to one subscriber: the rewrite state, the counters the
+ *             sender reports need, and a ring of recently sent packets for NACKs.
+ *   Track     one received track: its receive statistics, audio activity and legs.
+ *   Counters  the worker's packet counters (/metrics).
  *
- * forward(legs, ...) sends one received packet to every leg in a tuple; unprotect()
- * decrypts one received packet (the receiving half of the same SRTP work).
- * Everything runs on the event loop's thread with the GIL held.
+ * receive() takes one decrypted packet from a publisher to all its legs; forward() sends
+ * a packet the mixer made; unprotect() decrypts a received packet. Everything runs on
+ * the event loop's thread with the GIL held.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -34,6 +36,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HISTORY_SIZE 512        /* about 2 s of 720p video; older NACKs are not worth it */
@@ -389,7 +392,7 @@ static PyTypeObject LegType = {
     .tp_members = leg_members,
 };
 
-/* forward --------------------------------------------------------------------------- */
+/* fan-out --------------------------------------------------------------------------- */
 
 static int
 seq_newer(int a, int b)
@@ -397,81 +400,37 @@ seq_newer(int a, int b)
     return a != b && ((a - b) & 0xFFFF) < 0x8000;
 }
 
-PyDoc_STRVAR(forward_doc,
-"forward(legs, extension, data, payload_start, seq, timestamp, marker, keyframe, padded,\n"
-"        payload_size)\n"
-"--\n\n"
-"Send one received packet to every leg in the tuple ``legs``: a 12-byte header written\n"
-"per leg, then ``extension`` (a header extension block, or empty), then ``data`` from\n"
-"``payload_start`` on (payload and padding). Returns (packets_sent, bytes_sent,\n"
-"send_errors, wants_keyframe): ``wants_keyframe`` when a video leg is waiting for one.");
+typedef struct {
+    long sent, bytes, errors;
+    int wants_keyframe;
+} FanOutResult;
 
-static PyObject *
-forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* Send one packet to every leg: header per leg, then ``extension``, then ``payload``
+ * (payload and padding). The caller has checked the types in ``legs`` and the size. */
+static int
+fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
+        const uint8_t *payload, Py_ssize_t payload_bytes, int seq, uint32_t timestamp,
+        int marker, int keyframe, int padded, long payload_size, FanOutResult *result)
 {
-    if (nargs != 10) {
-        PyErr_Format(PyExc_TypeError, "forward() takes 10 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *legs = args[0];
-    if (!PyTuple_Check(legs) || !PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "forward() wants a tuple of legs, then bytes, bytes");
-        return NULL;
-    }
-    const char *extension = PyBytes_AS_STRING(args[1]);
-    Py_ssize_t extension_size = PyBytes_GET_SIZE(args[1]);
-    Py_ssize_t data_size = PyBytes_GET_SIZE(args[2]);
-    Py_ssize_t payload_start = PyLong_AsSsize_t(args[3]);
-    long seq = PyLong_AsLong(args[4]);
-    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[5]);
-    int marker = PyObject_IsTrue(args[6]);
-    int keyframe = PyObject_IsTrue(args[7]);
-    int padded = PyObject_IsTrue(args[8]);
-    long payload_size = PyLong_AsLong(args[9]);
-    if (PyErr_Occurred() || marker < 0 || keyframe < 0 || padded < 0)
-        return NULL;
-    if (seq < 0 || seq > 0xFFFF) {
-        PyErr_SetString(PyExc_ValueError, "sequence number out of range");
-        return NULL;
-    }
-    if (payload_start < 0 || payload_start > data_size) {
-        PyErr_SetString(PyExc_ValueError, "payload_start outside the packet");
-        return NULL;
-    }
-    const char *payload = PyBytes_AS_STRING(args[2]) + payload_start;
-    Py_ssize_t payload_bytes = data_size - payload_start;  /* with any padding */
-    Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
-    if (size > MAX_PLAIN_PACKET) {
-        PyErr_Format(PyExc_ValueError, "packet too long to forward: %zd bytes", size);
-        return NULL;
-    }
-    Py_ssize_t count = PyTuple_GET_SIZE(legs);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(legs, i), &LegType)) {
-            PyErr_SetString(PyExc_TypeError, "legs must hold Leg objects");
-            return NULL;
-        }
-    }
-
     uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
     uint8_t first = 0x80 | (extension_size > 0 ? 0x10 : 0) | (padded ? 0x20 : 0);
-    long sent = 0, sent_bytes = 0, errors = 0;
-    int wants_keyframe = 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(legs);
     for (Py_ssize_t i = 0; i < count; i++) {
         LegObject *leg = (LegObject *)PyTuple_GET_ITEM(legs, i);
         if (leg->sink == NULL || leg->paused)
             continue;
         if (!leg->started) {
             if (leg->video && !keyframe) {
-                wants_keyframe = 1;
+                result->wants_keyframe = 1;
                 continue;
             }
             leg->started = 1;
             /* Continue our own sequence space without a gap the subscriber would NACK. */
-            leg->seq_offset = (leg->next_seq - (int)seq) & 0xFFFF;
+            leg->seq_offset = (leg->next_seq - seq) & 0xFFFF;
         }
-        int out_seq = ((int)seq + leg->seq_offset) & 0xFFFF;
-        uint32_t out_ts = (uint32_t)(timestamp + leg->ts_offset);
+        int out_seq = (seq + leg->seq_offset) & 0xFFFF;
+        uint32_t out_ts = timestamp + leg->ts_offset;
         packet[0] = first;
         packet[1] = (uint8_t)((marker ? 0x80 : 0) | (leg->payload_type & 0x7F));
         packet[2] = (uint8_t)(out_seq >> 8);
@@ -491,22 +450,461 @@ forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (leg->history != NULL) {
             PyObject *copy = PyBytes_FromStringAndSize((const char *)packet, size);
             if (copy == NULL)
-                return NULL;
+                return -1;
             int slot = out_seq % HISTORY_SIZE;
             Py_XSETREF(leg->history[slot], copy);
             leg->history_seq[slot] = (uint16_t)out_seq;
         }
         leg->last_ts = out_ts;
         if (sink_send((SinkObject *)leg->sink, packet, (int)size) < 0) {
-            errors++;
+            result->errors++;
             continue;
         }
         leg->packets++;
         leg->octets += (unsigned long long)payload_size;
-        sent++;
-        sent_bytes += size;
+        result->sent++;
+        result->bytes += size;
     }
-    return Py_BuildValue("(lllO)", sent, sent_bytes, errors, wants_keyframe ? Py_True : Py_False);
+    return 0;
+}
+
+static int
+check_legs(PyObject *legs)
+{
+    if (!PyTuple_Check(legs)) {
+        PyErr_SetString(PyExc_TypeError, "legs must be a tuple of Leg objects");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(legs); i++) {
+        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(legs, i), &LegType)) {
+            PyErr_SetString(PyExc_TypeError, "legs must hold Leg objects");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(forward_doc,
+"forward(legs, extension, data, payload_start, seq, timestamp, marker, keyframe, padded,\n"
+"        payload_size)\n"
+"--\n\n"
+"Send one packet to every leg in the tuple ``legs``: a 12-byte header written per leg,\n"
+"then ``extension`` (a header extension block, or empty), then ``data`` from\n"
+"``payload_start`` on (payload and padding). Returns (packets_sent, bytes_sent,\n"
+"send_errors, wants_keyframe): ``wants_keyframe`` when a video leg is waiting for one.\n"
+"The mixer's path; received packets take receive().");
+
+static PyObject *
+forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_Format(PyExc_TypeError, "forward() takes 10 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *legs = args[0];
+    if (!PyBytes_Check(args[1]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "forward() wants bytes for extension and data");
+        return NULL;
+    }
+    if (check_legs(legs) < 0)
+        return NULL;
+    Py_ssize_t extension_size = PyBytes_GET_SIZE(args[1]);
+    Py_ssize_t data_size = PyBytes_GET_SIZE(args[2]);
+    Py_ssize_t payload_start = PyLong_AsSsize_t(args[3]);
+    long seq = PyLong_AsLong(args[4]);
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(args[5]);
+    int marker = PyObject_IsTrue(args[6]);
+    int keyframe = PyObject_IsTrue(args[7]);
+    int padded = PyObject_IsTrue(args[8]);
+    long payload_size = PyLong_AsLong(args[9]);
+    if (PyErr_Occurred() || marker < 0 || keyframe < 0 || padded < 0)
+        return NULL;
+    if (seq < 0 || seq > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "sequence number out of range");
+        return NULL;
+    }
+    if (payload_start < 0 || payload_start > data_size) {
+        PyErr_SetString(PyExc_ValueError, "payload_start outside the packet");
+        return NULL;
+    }
+    Py_ssize_t size = RTP_HEADER_SIZE + extension_size + data_size - payload_start;
+    if (size > MAX_PLAIN_PACKET) {
+        PyErr_Format(PyExc_ValueError, "packet too long to forward: %zd bytes", size);
+        return NULL;
+    }
+    FanOutResult result = {0, 0, 0, 0};
+    if (fan_out(legs, (const uint8_t *)PyBytes_AS_STRING(args[1]), extension_size,
+                (const uint8_t *)PyBytes_AS_STRING(args[2]) + payload_start, data_size - payload_start,
+                (int)seq, (uint32_t)timestamp, marker, keyframe, padded, payload_size, &result) < 0)
+        return NULL;
+    return Py_BuildValue("(lllO)", result.sent, result.bytes, result.errors,
+                         result.wants_keyframe ? Py_True : Py_False);
+}
+
+/* Counters -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    unsigned long long packets_received;
+    unsigned long long packets_malformed;
+    unsigned long long packets_unroutable;
+    unsigned long long packets_forwarded;
+    unsigned long long bytes_forwarded;
+    unsigned long long send_errors;
+} CountersObject;
+
+static PyMemberDef counters_members[] = {
+    {"packets_received", T_ULONGLONG, offsetof(CountersObject, packets_received), 0, NULL},
+    {"packets_malformed", T_ULONGLONG, offsetof(CountersObject, packets_malformed), 0, NULL},
+    {"packets_unroutable", T_ULONGLONG, offsetof(CountersObject, packets_unroutable), 0, NULL},
+    {"packets_forwarded", T_ULONGLONG, offsetof(CountersObject, packets_forwarded), 0, NULL},
+    {"bytes_forwarded", T_ULONGLONG, offsetof(CountersObject, bytes_forwarded), 0, NULL},
+    {"send_errors", T_ULONGLONG, offsetof(CountersObject, send_errors), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject CountersType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.Counters",
+    .tp_doc = "Counters of the packet path, one set per media worker (mcu/stats.py).",
+    .tp_basicsize = sizeof(CountersObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_members = counters_members,
+};
+
+/* Track ----------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *legs;                   /* tuple of Leg */
+    int payload_type;                 /* -1 until negotiated */
+    char video;
+    char muted;                       /* nothing is forwarded */
+    char tapped;                      /* receive() reports each packet for the taps */
+    /* Receive statistics, for receiver reports and the room's control loop. */
+    unsigned long long packets;
+    unsigned long long octets;
+    int highest_seq;                  /* -1 before the first packet */
+    int base_seq;
+    long long cycles;
+    double last_packet_at;            /* time.monotonic() of the last packet */
+    unsigned long long activity_sum;  /* sum of (127 - audio level) over packets */
+    unsigned long long activity_packets;
+} TrackObject;
+
+static int
+track_init(TrackObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"video", NULL};
+    int video = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p:Track", keywords, &video))
+        return -1;
+    self->video = (char)video;
+    self->payload_type = -1;
+    self->highest_seq = -1;
+    self->base_seq = -1;
+    if (self->legs == NULL)
+        self->legs = PyTuple_New(0);
+    return self->legs == NULL ? -1 : 0;
+}
+
+static int
+track_traverse(TrackObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->legs);
+    return 0;
+}
+
+static int
+track_clear(TrackObject *self)
+{
+    Py_CLEAR(self->legs);
+    return 0;
+}
+
+static void
+track_dealloc(TrackObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->legs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+track_get_legs(TrackObject *self, void *closure)
+{
+    if (self->legs == NULL)
+        return PyTuple_New(0);
+    Py_INCREF(self->legs);
+    return self->legs;
+}
+
+static int
+track_set_legs(TrackObject *self, PyObject *value, void *closure)
+{
+    if (value == NULL || check_legs(value) < 0) {
+        if (value == NULL)
+            PyErr_SetString(PyExc_TypeError, "legs cannot be deleted");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->legs, value);
+    return 0;
+}
+
+static PyGetSetDef track_getset[] = {
+    {"legs", (getter)track_get_legs, (setter)track_set_legs, "The legs it is forwarded on.", NULL},
+    {NULL}
+};
+
+static PyMemberDef track_members[] = {
+    {"payload_type", T_INT, offsetof(TrackObject, payload_type), 0, NULL},
+    {"video", T_BOOL, offsetof(TrackObject, video), READONLY, NULL},
+    {"muted", T_BOOL, offsetof(TrackObject, muted), 0, NULL},
+    {"tapped", T_BOOL, offsetof(TrackObject, tapped), 0, NULL},
+    {"packets", T_ULONGLONG, offsetof(TrackObject, packets), 0, NULL},
+    {"octets", T_ULONGLONG, offsetof(TrackObject, octets), 0, NULL},
+    {"highest_seq", T_INT, offsetof(TrackObject, highest_seq), READONLY, NULL},
+    {"base_seq", T_INT, offsetof(TrackObject, base_seq), READONLY, NULL},
+    {"cycles", T_LONGLONG, offsetof(TrackObject, cycles), READONLY, NULL},
+    {"last_packet_at", T_DOUBLE, offsetof(TrackObject, last_packet_at), READONLY, NULL},
+    {"activity_sum", T_ULONGLONG, offsetof(TrackObject, activity_sum), 0, NULL},
+    {"activity_packets", T_ULONGLONG, offsetof(TrackObject, activity_packets), 0, NULL},
+    {NULL}
+};
+
+static PyTypeObject TrackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.Track",
+    .tp_doc = "Track(video)\n--\n\nOne received track: its statistics and the legs it goes to.",
+    .tp_basicsize = sizeof(TrackObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)track_init,
+    .tp_dealloc = (destructor)track_dealloc,
+    .tp_traverse = (traverseproc)track_traverse,
+    .tp_clear = (inquiry)track_clear,
+    .tp_members = track_members,
+    .tp_getset = track_getset,
+};
+
+/* VP8 (RFC 7741): does this payload begin a keyframe? First partition start, P bit clear. */
+static int
+vp8_keyframe_start(const uint8_t *payload, Py_ssize_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t first = payload[0];
+    if (!(first & 0x10) || (first & 0x07) != 0)
+        return 0;
+    Py_ssize_t offset = 1;
+    if (first & 0x80) {  /* X: extended control bits follow */
+        if (size <= offset)
+            return 0;
+        uint8_t extended = payload[offset++];
+        if (extended & 0x80) {  /* I: picture ID, 7 or 15 bits */
+            if (size <= offset)
+                return 0;
+            offset += (payload[offset] & 0x80) ? 2 : 1;
+        }
+        if (extended & 0x40)  /* L: TL0PICIDX */
+            offset++;
+        if (extended & 0x30)  /* T or K: TID/KEYIDX byte */
+            offset++;
+    }
+    if (size <= offset)
+        return 0;
+    return !(payload[offset] & 0x01);  /* the inverse key frame flag */
+}
+
+PyDoc_STRVAR(vp8_keyframe_doc,
+"is_keyframe_start(payload)\n--\n\n"
+"True when this VP8 RTP payload begins a keyframe (first partition start, P bit clear).");
+
+static PyObject *
+vp8_keyframe(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int keyframe = vp8_keyframe_start(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(keyframe);
+}
+
+/* receive --------------------------------------------------------------------------- */
+
+#define RECEIVED_MALFORMED 1     /* counted; dropped */
+#define RECEIVED_UNKNOWN 2       /* no track for this SSRC: the caller may learn it */
+#define RECEIVED_WANTS_KEYFRAME 4
+#define RECEIVED_TAPPED 8        /* the track has taps: the caller passes the packet on */
+
+#define EXT_AUDIO_LEVEL 2        /* the header extension IDs of the server's offer (mcu/rtp.py) */
+#define EXT_ABS_SEND_TIME 3
+#define ONE_BYTE_PROFILE 0xBEDE
+
+static double
+monotonic_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+/* abs-send-time (24-bit seconds in 6.18 fixed point) of the wall clock now. */
+static uint32_t
+abs_send_time_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint32_t)((((uint64_t)now.tv_sec << 18) + (((uint64_t)now.tv_nsec << 18) / 1000000000u))
+                      & 0xFFFFFF);
+}
+
+PyDoc_STRVAR(receive_doc,
+"receive(tracks, packet, counters)\n--\n\n"
+"Handle one received (decrypted) RTP packet: check its header as mcu.rtp.parse_rtp does,\n"
+"find its track in ``tracks`` (SSRC -> Track), update the track's statistics and audio\n"
+"activity, and forward it to the track's legs with our own extension block (the audio\n"
+"level for audio, abs-send-time for video; the publisher's mid and others dropped).\n"
+"Returns flags (RECEIVED_*): 0 when nothing is left for the caller to do. A packet\n"
+"is counted in ``counters`` unless it comes back RECEIVED_UNKNOWN.");
+
+static PyObject *
+receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])
+        || !PyObject_TypeCheck(args[2], &CountersType)) {
+        PyErr_SetString(PyExc_TypeError, "receive() takes (tracks: dict, packet: bytes, counters: Counters)");
+        return NULL;
+    }
+    CountersObject *counters = (CountersObject *)args[2];
+    const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
+
+    /* The header, checked as mcu.rtp.parse_rtp checks it. */
+    if (size < RTP_HEADER_SIZE || (data[0] >> 6) != 2)
+        goto malformed;
+    Py_ssize_t offset = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F);
+    if (offset > size)
+        goto malformed;
+    int audio_level = -1;
+    if (data[0] & 0x10) {
+        if (offset + 4 > size)
+            goto malformed;
+        int profile = (data[offset] << 8) | data[offset + 1];
+        Py_ssize_t block = offset + 4;
+        offset = block + 4 * ((data[offset + 2] << 8) | data[offset + 3]);
+        if (offset > size)
+            goto malformed;
+        if (profile == ONE_BYTE_PROFILE) {
+            Py_ssize_t position = block;
+            while (position < offset) {
+                uint8_t byte = data[position];
+                if (byte == 0) {  /* padding between elements */
+                    position++;
+                    continue;
+                }
+                int id = byte >> 4, length = (byte & 0x0F) + 1;
+                if (id == 15)  /* reserved: stop parsing (RFC 8285 section 4.2) */
+                    break;
+                position++;
+                if (position + length > offset)
+                    goto malformed;
+                if (id == EXT_AUDIO_LEVEL)
+                    audio_level = data[position];
+                position += length;
+            }
+        }
+    }
+    Py_ssize_t end = size;
+    if (data[0] & 0x20) {
+        int padding = data[size - 1];
+        if (padding == 0 || offset + padding > size)
+            goto malformed;
+        end = size - padding;
+    }
+
+    uint32_t ssrc = ((uint32_t)data[8] << 24) | ((uint32_t)data[9] << 16) | ((uint32_t)data[10] << 8) | data[11];
+    PyObject *key = PyLong_FromUnsignedLong(ssrc);
+    if (key == NULL)
+        return NULL;
+    PyObject *found = PyDict_GetItemWithError(args[0], key);  /* borrowed */
+    Py_DECREF(key);
+    if (found == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyLong_FromLong(RECEIVED_UNKNOWN);
+    }
+    if (!PyObject_TypeCheck(found, &TrackType)) {
+        PyErr_SetString(PyExc_TypeError, "tracks must map SSRCs to Track objects");
+        return NULL;
+    }
+    TrackObject *track = (TrackObject *)found;
+    counters->packets_received++;  /* an unknown SSRC is the caller's to count */
+    if ((data[1] & 0x7F) != track->payload_type) {
+        /* RTX from the publisher (we do not NACK publishers yet) or a stray type. */
+        counters->packets_unroutable++;
+        return PyLong_FromLong(0);
+    }
+
+    int seq = (data[2] << 8) | data[3];
+    track->packets++;
+    track->octets += (unsigned long long)(end - offset);
+    track->last_packet_at = monotonic_now();
+    if (track->highest_seq < 0) {
+        track->highest_seq = track->base_seq = seq;
+    } else if (seq_newer(seq, track->highest_seq)) {
+        if (seq < track->highest_seq)
+            track->cycles += 1 << 16;
+        track->highest_seq = seq;
+    }
+    int flags = track->tapped ? RECEIVED_TAPPED : 0;
+    if (track->muted)
+        return PyLong_FromLong(flags);
+
+    /* The extension block is the same for every leg: the server's offer fixes the IDs on
+     * every leg. The publisher's mid and other elements are dropped. */
+    uint8_t extension[8];
+    Py_ssize_t extension_size = 0;
+    int keyframe = 0;
+    if (!track->video) {
+        if (audio_level >= 0) {
+            track->activity_sum += 127 - (audio_level & 0x7F);
+            track->activity_packets++;
+            const uint8_t block[8] = {0xBE, 0xDE, 0, 1, EXT_AUDIO_LEVEL << 4, (uint8_t)audio_level, 0, 0};
+            memcpy(extension, block, sizeof(block));
+            extension_size = 8;
+        }
+    } else {
+        keyframe = vp8_keyframe_start(data + offset, end - offset);
+        uint32_t now = abs_send_time_now();
+        const uint8_t block[8] = {0xBE, 0xDE, 0, 1, (EXT_ABS_SEND_TIME << 4) | 2,
+                                  (uint8_t)(now >> 16), (uint8_t)(now >> 8), (uint8_t)now};
+        memcpy(extension, block, sizeof(block));
+        extension_size = 8;
+    }
+    if (RTP_HEADER_SIZE + extension_size + (size - offset) > MAX_PLAIN_PACKET) {
+        counters->send_errors += (unsigned long long)PyTuple_GET_SIZE(track->legs);
+        return PyLong_FromLong(flags);
+    }
+    uint32_t timestamp = ((uint32_t)data[4] << 24) | ((uint32_t)data[5] << 16) | ((uint32_t)data[6] << 8) | data[7];
+    FanOutResult result = {0, 0, 0, 0};
+    if (fan_out(track->legs, extension, extension_size, data + offset, size - offset, seq, timestamp,
+                data[1] & 0x80, keyframe, (data[0] & 0x20) != 0, (long)(end - offset), &result) < 0)
+        return NULL;
+    counters->packets_forwarded += (unsigned long long)result.sent;
+    counters->bytes_forwarded += (unsigned long long)result.bytes;
+    counters->send_errors += (unsigned long long)result.errors;
+    if (result.wants_keyframe)
+        flags |= RECEIVED_WANTS_KEYFRAME;
+    return PyLong_FromLong(flags);
+
+malformed:
+    counters->packets_received++;
+    counters->packets_malformed++;
+    return PyLong_FromLong(RECEIVED_MALFORMED);
 }
 
 /* unprotect ------------------------------------------------------------------------- */
@@ -548,6 +946,8 @@ unprotect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef module_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL, forward_doc},
+    {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL, receive_doc},
+    {"is_keyframe_start", (PyCFunction)vp8_keyframe, METH_O, vp8_keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {NULL}
 };
@@ -563,7 +963,8 @@ static struct PyModuleDef fanout_module = {
 PyMODINIT_FUNC
 PyInit__fanout(void)
 {
-    if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0)
+    if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0
+        || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -571,7 +972,13 @@ PyInit__fanout(void)
     if (PyModule_AddIntConstant(module, "HISTORY_SIZE", HISTORY_SIZE) < 0
         || PyModule_AddIntConstant(module, "MAX_PACKET", MAX_PLAIN_PACKET) < 0
         || PyModule_AddObjectRef(module, "Sink", (PyObject *)&SinkType) < 0
-        || PyModule_AddObjectRef(module, "Leg", (PyObject *)&LegType) < 0) {
+        || PyModule_AddObjectRef(module, "Leg", (PyObject *)&LegType) < 0
+        || PyModule_AddObjectRef(module, "Counters", (PyObject *)&CountersType) < 0
+        || PyModule_AddObjectRef(module, "Track", (PyObject *)&TrackType) < 0
+        || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
+        || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
+        || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0
+        || PyModule_AddIntConstant(module, "RECEIVED_TAPPED", RECEIVED_TAPPED) < 0) {
         Py_DECREF(module);
         return NULL;
     }

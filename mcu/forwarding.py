@@ -3,7 +3,9 @@
 A consumer is one producer forwarded down to one subscriber. Per consumer we rewrite
 SSRC, payload type, sequence number and timestamp, gate video on a keyframe, keep a
 history to answer NACKs, and produce sender reports that keep audio and video in sync.
-Nothing here decodes media or knows aiortc.
+The per-packet part of that runs in C (mcu/_fanout.c: a producer's :class:`Track`, a
+consumer's :class:`Leg`); these classes are the control side. Nothing here decodes
+media or knows aiortc.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import time
 from collections.abc import Callable
 
 from mcu import rtp
-from mcu._fanout import Leg, Sink, forward
+from mcu._fanout import Leg, Sink, Track, forward
 from mcu.stats import WorkerCounters
-from mcu.vp8 import is_keyframe_start
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,11 @@ Writer = Callable[[bytes], None]
 
 
 class Producer:
-    """One incoming track (audio, camera video or screen video) of one participant."""
+    """One incoming track (audio, camera video or screen video) of one participant.
+
+    Its packets go through C (:func:`mcu._fanout.receive`, called by the participant):
+    the statistics and the legs live in :attr:`track`; this object is the control side.
+    """
 
     def __init__(self, producer_id: str, owner_id: str, kind: str, source: str,
                  counters: WorkerCounters) -> None:
@@ -35,78 +40,90 @@ class Producer:
         self.kind = kind
         self.source = source  # "microphone", "camera" or "screen"
         self.counters = counters
+        self.track = Track(video=kind == "video")
         self.consumers: list[Consumer] = []
-        self._legs: tuple[Leg, ...] = ()  # the consumers' legs, as forward() takes them
         self.clock_rate = 48000 if kind == "audio" else 90000
         self.ssrc: int | None = None
-        self.payload_type: int | None = None
         self.rtx_payload_type: int | None = None
         # Feedback to the publisher goes through this (set once negotiated).
         self.feedback: Writer | None = None
         self.feedback_ssrc = random.getrandbits(32)
-        # Receive statistics (for receiver reports and the operator's view).
-        self.packets = 0
-        self.octets = 0
-        self.highest_seq: int | None = None
-        self.base_seq: int | None = None
-        self.cycles = 0
-        self.last_packet_at = 0.0
         # Last sender report: (arrival on our monotonic clock, NTP seconds as float, RTP ts).
         self.sender_report: tuple[float, float, int] | None = None
         self.sender_report_lsr = 0
         self.last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL_S
-        # Loudness since the room last looked: sum of (127 - level) over packets.
-        self.activity_sum = 0
-        self.activity_packets = 0
-        self.muted = False  # set by the owner or a host: nothing is forwarded
         self.sharing = False  # screen slots: the owner said a screen share is on
         self.bitrate_bps = 0.0  # measured by the room every control interval
         # Readers of every packet besides the consumers (the room's mixer).
         self.taps: list[Callable[[bytes, rtp.RtpView], None]] = []
         self._octets_seen = 0
 
+    # Receive statistics (for receiver reports and the operator's view), kept by C.
+
+    @property
+    def payload_type(self) -> int | None:
+        return None if self.track.payload_type < 0 else self.track.payload_type
+
+    @payload_type.setter
+    def payload_type(self, value: int | None) -> None:
+        self.track.payload_type = -1 if value is None else value
+
+    @property
+    def packets(self) -> int:
+        return self.track.packets
+
+    @packets.setter
+    def packets(self, value: int) -> None:
+        self.track.packets = value
+
+    @property
+    def octets(self) -> int:
+        return self.track.octets
+
+    @property
+    def highest_seq(self) -> int | None:
+        return None if self.track.highest_seq < 0 else self.track.highest_seq
+
+    @property
+    def base_seq(self) -> int | None:
+        return None if self.track.base_seq < 0 else self.track.base_seq
+
+    @property
+    def last_packet_at(self) -> float:
+        return self.track.last_packet_at
+
+    @property
+    def muted(self) -> bool:
+        """Set by the owner or a host: nothing is forwarded."""
+        return self.track.muted
+
+    @muted.setter
+    def muted(self, value: bool) -> None:
+        self.track.muted = value
+
     @property
     def active(self) -> bool:
-        return self.packets > 0
+        return self.track.packets > 0
 
-    def receive(self, data: bytes, view: rtp.RtpView) -> None:
-        """Forward one received packet to every consumer."""
-        now = time.monotonic()
-        self.packets += 1
-        self.octets += view.payload_end - view.payload_start
-        self.last_packet_at = now
-        seq = view.sequence_number
-        if self.highest_seq is None:
-            self.highest_seq = self.base_seq = seq
-        elif rtp.seq_newer(seq, self.highest_seq):
-            if seq < self.highest_seq:
-                self.cycles += 1 << 16
-            self.highest_seq = seq
+    def add_tap(self, tap: Callable[[bytes, rtp.RtpView], None]) -> None:
+        self.taps.append(tap)
+        self.track.tapped = True
 
-        # The extension block is the same for every consumer: the server's offer fixes
-        # the IDs on every leg. The publisher's mid is dropped (each leg has its own).
+    def clear_taps(self) -> None:
+        self.taps.clear()
+        self.track.tapped = False
+
+    def run_taps(self, data: bytes) -> None:
+        """Pass one received packet (forwarded already) to the taps."""
         if self.muted:
             return
+        view = rtp.parse_rtp(data)
         for tap in self.taps:
             try:
                 tap(data, view)
             except Exception:  # a bad packet for the mixer must not stop forwarding
                 self.counters.handler_errors += 1
                 logger.exception("tap on %s failed", self.id)
-        keyframe = False
-        if self.kind == "audio":
-            level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
-            if level:
-                self.activity_sum += 127 - (level[0] & 0x7F)
-                self.activity_packets += 1
-                extension = rtp.audio_level_block(level)
-            else:
-                extension = b""
-        else:
-            keyframe = is_keyframe_start(data, view.payload_start)
-            extension = rtp.abs_send_time_block()
-        self.send_to(self._legs, view, extension, data, view.payload_start, keyframe,
-                     view.payload_end != len(data), view.payload_end - view.payload_start)
 
     def send_to(self, legs: tuple[Leg, ...], view: rtp.RtpView, extension: bytes, data: bytes,
                 payload_start: int, keyframe: bool, padded: bool, payload_size: int) -> None:
@@ -130,13 +147,15 @@ class Producer:
 
     def take_activity(self) -> float:
         """Mean loudness (0-127) since the last call, and start a new interval."""
-        mean = self.activity_sum / self.activity_packets if self.activity_packets else 0.0
-        self.activity_sum = self.activity_packets = 0
-        return 0.0 if self.muted else mean
+        track = self.track
+        mean = track.activity_sum / track.activity_packets if track.activity_packets else 0.0
+        track.activity_sum = track.activity_packets = 0
+        return 0.0 if track.muted else mean
 
     def measure_bitrate(self, interval_s: float) -> float:
-        self.bitrate_bps = (self.octets - self._octets_seen) * 8 / interval_s if interval_s > 0 else 0.0
-        self._octets_seen = self.octets
+        octets = self.track.octets
+        self.bitrate_bps = (octets - self._octets_seen) * 8 / interval_s if interval_s > 0 else 0.0
+        self._octets_seen = octets
         return self.bitrate_bps
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
@@ -157,11 +176,12 @@ class Producer:
             self.counters.send_errors += 1
 
     def receiver_report_block(self) -> tuple[int, int, int, int, int, int, int] | None:
-        if self.ssrc is None or self.highest_seq is None or self.base_seq is None:
+        track = self.track
+        if self.ssrc is None or track.highest_seq < 0:
             return None
-        extended = self.cycles + self.highest_seq
-        expected = extended - self.base_seq + 1
-        lost = max(0, expected - self.packets)
+        extended = track.cycles + track.highest_seq
+        expected = extended - track.base_seq + 1
+        lost = max(0, expected - track.packets)
         fraction = min(255, (lost * 256) // expected) if expected > 0 else 0
         lsr, dlsr = 0, 0
         if self.sender_report is not None:
@@ -171,12 +191,12 @@ class Producer:
 
     def attach(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
-        self._legs = tuple(c.leg for c in self.consumers)
+        self.track.legs = tuple(c.leg for c in self.consumers)
 
     def detach(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
-            self._legs = tuple(c.leg for c in self.consumers)
+            self.track.legs = tuple(c.leg for c in self.consumers)
 
 
 class Consumer:

@@ -98,8 +98,8 @@ class RoomMixer:
         self.audio.add_source(participant_id)
         self.compositor.add_source(participant_id, name)
         self.depacketizers[participant_id] = Vp8Depacketizer()
-        microphone.taps.append(self._audio_tap(participant_id))
-        camera.taps.append(self._video_tap(participant_id, camera))
+        microphone.add_tap(self._audio_tap(participant_id))
+        camera.add_tap(self._video_tap(participant_id, camera))
         self._select_decoders()
 
     def remove_source(self, participant_id: str) -> None:
@@ -107,7 +107,7 @@ class RoomMixer:
         if producers is None:
             return
         for producer in producers:
-            producer.taps.clear()
+            producer.clear_taps()
         self.audio.remove_source(participant_id)
         self.compositor.remove_source(participant_id)
         self.depacketizers.pop(participant_id, None)

@@ -20,7 +20,7 @@ from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
-from mcu._fanout import Sink
+from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class Participant:
         self.producers: dict[str, Producer] = {}  # source -> producer
         self.consumers: dict[str, Consumer] = {}  # producer id -> consumer
         self._producer_by_ssrc: dict[int, Producer] = {}
+        self._tracks: dict[int, Track] = {}  # the same, for the C packet path
+        self._packet_counters = self.counters.packet_path
         self._producer_by_mid: dict[str, Producer] = {}
         self._rtx_to_media: dict[int, int] = {}
         self._consumer_by_ssrc: dict[int, Consumer] = {}
@@ -224,6 +226,7 @@ class Participant:
         for ssrc in negotiated.ssrcs:
             producer.ssrc = ssrc
             self._producer_by_ssrc[ssrc] = producer
+            self._tracks[ssrc] = producer.track
         self._rtx_to_media.update(negotiated.rtx_ssrcs)
 
     def _consumer_negotiated(self, consumer: Consumer, negotiated: adapter.NegotiatedRtp,
@@ -247,24 +250,28 @@ class Participant:
     # Packet path ----------------------------------------------------------------------
 
     def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
-        counters = self.counters
-        counters.packets_received += 1
-        try:
-            view = rtp.parse_rtp(data)
-        except rtp.MalformedPacket:
-            counters.packets_malformed += 1
-            return
-        producer = self._producer_by_ssrc.get(view.ssrc)
-        if producer is None:
-            producer = self._learn_ssrc(view)
+        # Checked, counted and forwarded in C; what comes back is for Python to do.
+        status = receive(self._tracks, data, self._packet_counters)
+        if status:
+            self._after_receive(status, data)
+
+    def _after_receive(self, status: int, data: bytes) -> None:
+        if status & RECEIVED_UNKNOWN:  # not counted yet
+            try:
+                producer = self._learn_ssrc(rtp.parse_rtp(data))
+            except rtp.MalformedPacket:  # C found it well formed; parse_rtp should agree
+                producer = None
             if producer is None:
-                counters.packets_unroutable += 1
+                self.counters.packets_received += 1
+                self.counters.packets_unroutable += 1
                 return
-        if view.payload_type != producer.payload_type:
-            # RTX from the publisher (we do not NACK publishers yet) or a stray type.
-            counters.packets_unroutable += 1
-            return
-        producer.receive(data, view)
+            status = receive(self._tracks, data, self._packet_counters)
+        if status & (RECEIVED_WANTS_KEYFRAME | RECEIVED_TAPPED):
+            producer = self._producer_by_ssrc[int.from_bytes(data[8:12], "big")]
+            if status & RECEIVED_WANTS_KEYFRAME:
+                producer.request_keyframe()
+            if status & RECEIVED_TAPPED:
+                producer.run_taps(data)
 
     def _learn_ssrc(self, view: rtp.RtpView) -> Producer | None:
         # Browsers that leave SSRCs out of the SDP still send the mid extension.
@@ -277,6 +284,7 @@ class Participant:
         if producer is not None and view.payload_type == producer.payload_type:
             producer.ssrc = view.ssrc
             self._producer_by_ssrc[view.ssrc] = producer
+            self._tracks[view.ssrc] = producer.track
             return producer
         return None
 

@@ -1,27 +1,47 @@
 """Counters of one media worker, read by /metrics at scrape time.
 
-Plain integers: the forwarding path increments them per packet, so they must cost
-nothing more than an attribute update.
+The packet path's counters live in C (:class:`mcu._fanout.Counters`), where received
+packets are counted and forwarded; the rest are plain integers that Python code
+increments. Both read and write as attributes of :class:`WorkerCounters`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+
+from mcu._fanout import Counters
+
+PACKET_PATH_COUNTERS = ("packets_received", "packets_forwarded", "bytes_forwarded",
+                        "packets_malformed", "packets_unroutable", "send_errors")
+
+
+def _packet_path_counter(name: str) -> property:
+    def read(self: WorkerCounters) -> int:
+        return getattr(self.packet_path, name)
+
+    def write(self: WorkerCounters, value: int) -> None:
+        setattr(self.packet_path, name, value)
+
+    return property(read, write, doc=f"{name} (counted in C, mcu/_fanout.c)")
 
 
 @dataclass(slots=True)
 class WorkerCounters:
-    packets_received: int = 0
-    packets_forwarded: int = 0
-    bytes_forwarded: int = 0
-    packets_malformed: int = 0
     rtcp_malformed: int = 0
-    packets_unroutable: int = 0
-    send_errors: int = 0
     handler_errors: int = 0
     keyframe_requests: int = 0
     nacks_received: int = 0
     retransmissions: int = 0
+    packet_path: Counters = field(default_factory=Counters)
+
+    packets_received = _packet_path_counter("packets_received")
+    packets_forwarded = _packet_path_counter("packets_forwarded")
+    bytes_forwarded = _packet_path_counter("bytes_forwarded")
+    packets_malformed = _packet_path_counter("packets_malformed")
+    packets_unroutable = _packet_path_counter("packets_unroutable")
+    send_errors = _packet_path_counter("send_errors")
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        counts = {name: getattr(self, name) for name in PACKET_PATH_COUNTERS}
+        counts.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "packet_path"})
+        return counts

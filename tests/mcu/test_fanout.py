@@ -1,4 +1,4 @@
-"""The C fan-out (mcu/_fanout.c): real SRTP sessions and real UDP sockets on loopback."""
+"""The C packet path (mcu/_fanout.c): real SRTP sessions and real UDP sockets on loopback."""
 
 from __future__ import annotations
 
@@ -8,7 +8,20 @@ from collections.abc import Iterator
 
 import pylibsrtp
 import pytest
-from mcu._fanout import HISTORY_SIZE, MAX_PACKET, Leg, Sink, forward
+from mcu._fanout import (
+    HISTORY_SIZE,
+    MAX_PACKET,
+    RECEIVED_MALFORMED,
+    RECEIVED_TAPPED,
+    RECEIVED_UNKNOWN,
+    RECEIVED_WANTS_KEYFRAME,
+    Counters,
+    Leg,
+    Sink,
+    Track,
+    forward,
+    receive,
+)
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
@@ -169,3 +182,85 @@ def test_bad_arguments_are_refused_before_anything_is_sent(link: Link) -> None:
     with pytest.raises(ValueError, match="owner"):
         adapter.point_sink(Sink(), link.receiver.fileno(), ("127.0.0.1", 9), link.tx, (None, link.rx))
     assert link.nothing_waiting() and leg.packets == 0
+
+
+# receive(): the whole packet path of one received packet --------------------------------
+
+
+def publisher_packet(seq: int, *, ssrc: int = 0xABC, payload_type: int = 111, level: int | None = None,
+                     payload: bytes = b"opus", padding: int = 0) -> bytes:
+    elements = [(rtp.EXT_MID, b"0")]
+    if level is not None:
+        elements.append((rtp.EXT_AUDIO_LEVEL, bytes([level])))
+    extension = rtp.one_byte_extension_block(elements)
+    header = rtp.rtp_header(payload_type, False, seq, seq * 960, ssrc, True, padding > 0)
+    return header + extension + payload + (bytes(padding - 1) + bytes([padding]) if padding else b"")
+
+
+def audio_track(link: Link) -> tuple[Track, Leg]:
+    track = Track(video=False)
+    track.payload_type = 111
+    leg = leg_to(link, video=False, ssrc=0x55, payload_type=109, next_seq=10, ts_offset=0)
+    track.legs = (leg,)
+    return track, leg
+
+
+def test_a_received_packet_is_counted_and_forwarded_with_only_its_audio_level(link: Link) -> None:
+    track, leg = audio_track(link)
+    counters = Counters()
+    for seq in (65535, 0, 1):  # wraps: one cycle
+        assert receive({0xABC: track}, publisher_packet(seq, level=0x80 | 20, padding=3), counters) == 0
+    assert (counters.packets_received, counters.packets_forwarded, counters.send_errors) == (3, 3, 0)
+    assert (track.packets, track.octets, track.base_seq, track.highest_seq, track.cycles) == (3, 12, 65535, 1, 65536)
+    assert (track.activity_sum, track.activity_packets) == (3 * (127 - 20), 3)
+    views = [rtp.parse_rtp(link.receive()) for _ in range(3)]
+    assert [v.sequence_number for v in views] == [10, 11, 12] and {v.payload_type for v in views} == {109}
+    assert views[0].extensions == {rtp.EXT_AUDIO_LEVEL: bytes([0x80 | 20])}  # the mid is not passed on
+    assert counters.bytes_forwarded == 3 * (12 + 8 + 4 + 3)
+
+
+def test_bad_unknown_and_stray_packets_are_dropped_and_counted(link: Link) -> None:
+    track, leg = audio_track(link)
+    counters = Counters()
+    tracks = {0xABC: track}
+    good = publisher_packet(1)
+    zero_padding = bytes([good[0] | 0x20]) + good[1:-1] + b"\x00"
+    cut_element = good[:12] + b"\xbe\xde\x00\x01\x13\x00\x00\x00"  # says 4 bytes, has 3
+    for bad in (b"", good[:11], b"\x40" + good[1:], b"\x8f" + good[1:20],  # short, version 1, CSRCs
+                good[:13], good[:12] + b"\xbe\xde\x00\x09", zero_padding, cut_element):
+        assert receive(tracks, bytes(bad), counters) == RECEIVED_MALFORMED
+        with pytest.raises(rtp.MalformedPacket):  # the Python parser (the mixer's) agrees
+            rtp.parse_rtp(bytes(bad))
+    padded = bytearray(publisher_packet(2, padding=2))
+    padded[-1] = 200  # more padding than packet
+    assert receive(tracks, bytes(padded), counters) == RECEIVED_MALFORMED
+    assert counters.packets_malformed == 9
+    assert receive(tracks, publisher_packet(3, ssrc=0xDEF), counters) == RECEIVED_UNKNOWN
+    assert receive(tracks, publisher_packet(4, payload_type=112), counters) == 0  # RTX, say
+    assert counters.packets_unroutable == 1 and counters.packets_received == 10  # the unknown is the caller's
+    assert track.packets == 0 and link.nothing_waiting()
+    with pytest.raises(TypeError):
+        receive({0xABC: "not a track"}, good, counters)
+
+
+def test_muted_tapped_and_video_tracks_tell_the_caller_what_is_left(link: Link) -> None:
+    track, leg = audio_track(link)
+    counters = Counters()
+    track.muted = True
+    assert receive({0xABC: track}, publisher_packet(1), counters) == 0
+    assert track.packets == 1 and leg.packets == 0  # counted, not forwarded
+    track.muted, track.tapped = False, True
+    assert receive({0xABC: track}, publisher_packet(2), counters) == RECEIVED_TAPPED
+    assert leg.packets == 1 and rtp.parse_rtp(link.receive()).ssrc == 0x55
+
+    video = Track(video=True)
+    video.payload_type = 96
+    video_leg = leg_to(link, video=True, ssrc=0x66, payload_type=96, next_seq=0, ts_offset=0)
+    video.legs = (video_leg,)
+    delta, key = b"\x90\x80\x05\x01", b"\x90\x80\x06\x00"  # VP8: S bit, picture ID; P bit set / clear
+    flags = receive({7: video}, publisher_packet(1, ssrc=7, payload_type=96, payload=delta), counters)
+    assert flags == RECEIVED_WANTS_KEYFRAME and video_leg.packets == 0
+    assert receive({7: video}, publisher_packet(2, ssrc=7, payload_type=96, payload=key), counters) == 0
+    plain = link.receive()
+    view = rtp.parse_rtp(plain)
+    assert rtp.EXT_ABS_SEND_TIME in view.extensions and plain.endswith(key) and video_leg.sent(0) == plain

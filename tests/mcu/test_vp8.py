@@ -8,8 +8,7 @@ import numpy as np
 from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av import VideoFrame
-
-from mcu.vp8 import is_keyframe_start
+from mcu._fanout import is_keyframe_start
 
 
 def encoded_frames(count: int) -> list[list[bytes]]:
