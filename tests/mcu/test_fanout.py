@@ -206,12 +206,13 @@ def audio_track(link: Link) -> tuple[Track, Leg]:
 
 
 def test_a_received_packet_is_counted_and_forwarded_with_only_its_audio_level(link: Link) -> None:
-    track, leg = audio_track(link)
+    track, _ = audio_track(link)
     counters = Counters()
     for seq in (65535, 0, 1):  # wraps: one cycle
         assert receive({0xABC: track}, publisher_packet(seq, level=0x80 | 20, padding=3), counters) == 0
     assert (counters.packets_received, counters.packets_forwarded, counters.send_errors) == (3, 3, 0)
-    assert (track.packets, track.octets, track.base_seq, track.highest_seq, track.cycles) == (3, 12, 65535, 1, 65536)
+    assert (track.packets, track.octets, track.base_seq, track.highest_seq) == (3, 12, 65535, 1)
+    assert track.cycles == 65536
     assert (track.activity_sum, track.activity_packets) == (3 * (127 - 20), 3)
     views = [rtp.parse_rtp(link.receive()) for _ in range(3)]
     assert [v.sequence_number for v in views] == [10, 11, 12] and {v.payload_type for v in views} == {109}
@@ -220,7 +221,7 @@ def test_a_received_packet_is_counted_and_forwarded_with_only_its_audio_level(li
 
 
 def test_bad_unknown_and_stray_packets_are_dropped_and_counted(link: Link) -> None:
-    track, leg = audio_track(link)
+    track, _ = audio_track(link)
     counters = Counters()
     tracks = {0xABC: track}
     good = publisher_packet(1)
