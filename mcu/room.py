@@ -249,17 +249,18 @@ class Room:
             if not consumers:
                 continue
             legs = [VideoLeg(c.producer.id, c.producer.owner_id, c.producer.source == "screen",
-                             c.producer.bitrate_bps, not c.paused, c.remb_group)
+                             c.producer.bitrate_bps, not c.leg.paused, c.remb_group)
                     for c in consumers]
             may_probe = now - subscriber.last_video_change >= probe_after
             chosen = choose_videos(legs, self.speakers.recent, self.last_n,
                                    subscriber.remb_estimates, may_probe)
             changed = False
             for consumer in consumers:
-                if consumer.producer.id in chosen and consumer.paused:
+                paused = consumer.leg.paused
+                if paused and consumer.producer.id in chosen:
                     consumer.resume()
                     changed = True
-                elif consumer.producer.id not in chosen and not consumer.paused:
+                elif not paused and consumer.producer.id not in chosen:
                     consumer.pause()
                     changed = True
             if changed:
