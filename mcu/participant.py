@@ -51,6 +51,7 @@ class Offer:
 
 
 _ids = itertools.count(1)
+_slots = itertools.count()
 
 
 class Participant:
@@ -84,7 +85,8 @@ class Participant:
         self._awaiting_answer: int | None = None
         self._dirty = False
         self._lock = asyncio.Lock()
-        self._rtcp_task: asyncio.Task[None] | None = None
+        self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
+        self.slot = next(_slots)  # which of the worker's ticks sends our RTCP
         self.closed = False
         # Set by signaling: send a fresh offer to this participant's client.
         self.send_offer: Callable[[Offer], Awaitable[None]] | None = None
@@ -124,8 +126,7 @@ class Participant:
             except Exception as exc:  # aiortc raises ValueError/InvalidStateError/...
                 raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None
             self._awaiting_answer = None
-            if self._rtcp_task is None:
-                self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+            self.rtcp_started = True
         if self._dirty:
             await self.renegotiate()
 
@@ -343,23 +344,25 @@ class Participant:
         self.counters.handler_errors += 1
         logger.error("participant %s: error in the packet path: %r", self.id, exc)
 
-    async def _run_rtcp(self) -> None:
-        """Sender reports for our legs; receiver reports and REMB for the publisher."""
-        try:
-            while not self.closed:
-                await asyncio.sleep(RTCP_INTERVAL_S)
-                self._refresh_sinks()
-                for consumer in list(self.consumers.values()):
-                    report = consumer.sender_report()
-                    if report is not None and consumer.write is not None:
-                        try:
-                            consumer.write(report)
-                        except (ConnectionError, OSError):
-                            self.counters.send_errors += 1
-                for producer in self.producers.values():
-                    self._send_publisher_feedback(producer)
-        except asyncio.CancelledError:
-            pass
+    def send_rtcp(self) -> None:
+        """Sender reports for our legs; receiver reports and REMB for the publisher.
+
+        Called every RTCP_INTERVAL_S by the worker's tick (mcu/room.py), not by a timer
+        of our own: on this kind of VM every timer wake-up of the process costs more
+        CPU than the reports it sends (docs/benchmarks.md).
+        """
+        if self.closed or not self.rtcp_started:
+            return
+        self._refresh_sinks()
+        for consumer in list(self.consumers.values()):
+            report = consumer.sender_report()
+            if report is not None and consumer.write is not None:
+                try:
+                    consumer.write(report)
+                except (ConnectionError, OSError):
+                    self.counters.send_errors += 1
+        for producer in self.producers.values():
+            self._send_publisher_feedback(producer)
 
     def _send_publisher_feedback(self, producer: Producer) -> None:
         block = producer.receiver_report_block()
@@ -391,8 +394,6 @@ class Participant:
         if self.closed:
             return
         self.closed = True
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
         for consumer in self.consumers.values():
             consumer.producer.detach(consumer)
             consumer.disconnect()
