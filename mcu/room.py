@@ -1,6 +1,6 @@
 """Rooms on a media worker: who is in them, who speaks, which videos each one gets.
 
-A control loop per room, not the packet path, runs speaker detection and the last-N
+A control step per room (driven by the worker's tick), not the packet path, runs speaker detection and the last-N
 choice; moderation and the mixing unit hang off the room too.
 """
 
@@ -48,7 +48,7 @@ class Room:
     """Participants on this worker who see and hear each other.
 
     An ``echo`` room sends each participant its own media back: the self-test call.
-    A control loop, not the packet path, decides who speaks and which videos each
+    A control step, not the packet path, decides who speaks and which videos each
     subscriber gets (last-N within its bandwidth estimate).
     """
 
