@@ -1,7 +1,8 @@
 """Rooms on a media worker: who is in them, who speaks, which videos each one gets.
 
-A control step per room (driven by the worker's tick), not the packet path, runs speaker detection and the last-N
-choice; moderation and the mixing unit hang off the room too.
+A control step per room (driven by the worker's tick), not the packet path, runs
+speaker detection and the last-N choice; moderation and the mixing unit hang off the
+room too.
 """
 
 from __future__ import annotations
