@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 
@@ -265,3 +266,35 @@ def test_muted_tapped_and_video_tracks_tell_the_caller_what_is_left(link: Link) 
     plain = link.receive()
     view = rtp.parse_rtp(plain)
     assert rtp.EXT_ABS_SEND_TIME in view.extensions and plain.endswith(key) and video_leg.sent(0) == plain
+
+
+def test_garbage_never_crashes_the_packet_path(link: Link) -> None:
+    """Mutated and random packets: each is dropped or forwarded, C and Python agree on
+    which are malformed, and none passes as authentic SRTP."""
+    rng = random.Random(7)
+    track, _ = audio_track(link)
+    video = Track(video=True)
+    video.payload_type = 96
+    video.legs = (leg_to(link, video=True, ssrc=0x77, payload_type=96, next_seq=0, ts_offset=0),)
+    tracks = {0xABC: track, 7: video}
+    counters = Counters()
+    seeds = [publisher_packet(1, level=5, padding=4),
+             publisher_packet(2, ssrc=7, payload_type=96, payload=b"\x90\x80\x06\x00" + bytes(40))]
+    for round_ in range(3000):
+        packet = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            packet[rng.randrange(len(packet))] = rng.randrange(256)
+        if round_ % 5 == 0:
+            packet = packet[:rng.randrange(len(packet) + 1)]
+        if round_ % 7 == 0:
+            packet = bytearray(rng.randbytes(rng.randrange(1600)))
+        status = receive(tracks, bytes(packet), counters)
+        assert status in (0, RECEIVED_MALFORMED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME)
+        try:
+            rtp.parse_rtp(bytes(packet))
+        except rtp.MalformedPacket:
+            assert status == RECEIVED_MALFORMED
+        else:
+            assert status != RECEIVED_MALFORMED
+        assert adapter.unprotect_with(link.rx, bytes(packet)) is None  # never authentic
+    assert counters.packets_malformed > 100 and counters.packets_forwarded > 0
