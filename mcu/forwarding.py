@@ -125,26 +125,6 @@ class Producer:
                 self.counters.handler_errors += 1
                 logger.exception("tap on %s failed", self.id)
 
-    def send_to(self, legs: tuple[Leg, ...], view: rtp.RtpView, extension: bytes, data: bytes,
-                payload_start: int, keyframe: bool, padded: bool, payload_size: int) -> None:
-        """Send one packet on each of ``legs``: our header, ``extension`` (a header
-        extension block, or empty), then ``data[payload_start:]``."""
-        if not legs:
-            return
-        try:
-            sent, sent_bytes, errors, wants_keyframe = forward(
-                legs, extension, data, payload_start, view.sequence_number, view.timestamp,
-                view.marker, keyframe, padded, payload_size)
-        except ValueError:  # too long to forward once our extension block is in
-            self.counters.send_errors += len(legs)
-            return
-        counters = self.counters
-        counters.packets_forwarded += sent
-        counters.bytes_forwarded += sent_bytes
-        counters.send_errors += errors
-        if wants_keyframe:
-            self.request_keyframe()
-
     def take_activity(self) -> float:
         """Mean loudness (0-127) since the last call, and start a new interval."""
         track = self.track
@@ -203,7 +183,7 @@ class Consumer:
     """One producer forwarded to one subscriber on that subscriber's connection.
 
     The per-packet state (rewrite offsets, counters, NACK history) lives in a C
-    :class:`~mcu._fanout.Leg`, which :func:`mcu._fanout.forward` updates as it sends.
+    :class:`~mcu._fanout.Leg`, which :func:`mcu._fanout.receive` updates as it sends.
     """
 
     def __init__(self, consumer_id: str, producer: Producer, subscriber_id: str,
@@ -276,9 +256,21 @@ class Consumer:
             self.producer.request_keyframe()
 
     def forward(self, view: rtp.RtpView, extension: bytes, payload: bytes, keyframe: bool) -> None:
-        """Send one packet on this leg alone (the mixer's path, where payloads differ per
-        consumer; producers send to all their legs at once)."""
-        self.producer.send_to((self.leg,), view, extension, payload, 0, keyframe, False, len(payload))
+        """Send one packet on this leg alone: the mixer's path, where the payload differs
+        per consumer (a received packet goes to all its legs in mcu._fanout.receive)."""
+        try:
+            sent, sent_bytes, errors, wants_keyframe = forward(
+                (self.leg,), extension, payload, 0, view.sequence_number, view.timestamp,
+                view.marker, keyframe, False, len(payload))
+        except ValueError:  # too long to send once the extension block is in
+            self.counters.send_errors += 1
+            return
+        counters = self.counters
+        counters.packets_forwarded += sent
+        counters.bytes_forwarded += sent_bytes
+        counters.send_errors += errors
+        if wants_keyframe:
+            self.producer.request_keyframe()
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK from our own history (as RTX where negotiated)."""

@@ -51,11 +51,6 @@ class RtpView:
         return data[self.payload_start:self.payload_end]
 
 
-def is_rtcp(data: bytes) -> bool:
-    # RFC 5761: packet types 192-223 on the second byte mean RTCP when muxed with RTP.
-    return len(data) >= 2 and 192 <= data[1] <= 223
-
-
 def parse_rtp(data: bytes) -> RtpView:
     """Read an RTP header; raise :class:`MalformedPacket` for anything inconsistent."""
     size = len(data)
@@ -117,13 +112,7 @@ def one_byte_extension_block(elements: list[tuple[int, bytes]]) -> bytes:
 
 
 _ONE_WORD_BLOCK = struct.pack("!HH", ONE_BYTE_PROFILE, 1)
-_AUDIO_LEVEL_ELEMENT = bytes([(EXT_AUDIO_LEVEL << 4) | 0])
 _ABS_SEND_TIME_ELEMENT = bytes([(EXT_ABS_SEND_TIME << 4) | 2])
-
-
-def audio_level_block(level: bytes) -> bytes:
-    """The extension part carrying only an audio level (the forwarder's audio case)."""
-    return _ONE_WORD_BLOCK + _AUDIO_LEVEL_ELEMENT + level[:1] + b"\x00\x00"
 
 
 def abs_send_time_block() -> bytes:
@@ -198,8 +187,3 @@ def rtcp_remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
         (mantissa & 0xFFFF).to_bytes(2, "big") + b"".join(s.to_bytes(4, "big") for s in ssrcs)
     return struct.pack("!BBHII", 0x80 | RTCP_PSFB_REMB, RTCP_PSFB, 2 + len(fci) // 4,
                        sender_ssrc, 0) + fci
-
-
-def seq_newer(a: int, b: int) -> bool:
-    """True when 16-bit sequence number ``a`` comes after ``b`` (with wrap-around)."""
-    return a != b and ((a - b) & 0xFFFF) < 0x8000

@@ -105,7 +105,7 @@ def test_each_leg_gets_its_own_header_and_the_same_payload(link: Link) -> None:
 
 def test_the_extension_block_and_the_payload_are_joined_behind_the_header(link: Link) -> None:
     leg = leg_to(link, video=False, ssrc=9, payload_type=111, next_seq=0, ts_offset=0)
-    level = rtp.audio_level_block(b"\x85")
+    level = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, b"\x85")])
     publisher_packet = b"H" * 12 + b"opus" + b"\x00\x00\x03"  # three bytes of padding
     assert forward((leg,), level, publisher_packet, 12, 1, 1, False, False, True, 4) == (1, 27, 0, False)
     plain = link.receive()

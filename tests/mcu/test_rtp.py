@@ -84,12 +84,7 @@ def test_rtcp_builders_parse_in_aiortc() -> None:
     assert abs(bitrate - 1_500_000) < 1_500_000 * 0.01 and ssrcs == [13, 14]
 
 
-def test_sequence_comparison_wraps() -> None:
-    assert rtp.seq_newer(1, 65535) and not rtp.seq_newer(65535, 1) and not rtp.seq_newer(5, 5)
-
-
-def test_prebuilt_extension_blocks_equal_the_general_builder() -> None:
-    assert rtp.audio_level_block(b"\x2a") == rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, b"\x2a")])
+def test_prebuilt_extension_block_equals_the_general_builder() -> None:
     block = rtp.abs_send_time_block()
     assert block[:5] == rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x00\x00\x00")])[:5]
     assert len(block) == 8
