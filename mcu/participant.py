@@ -84,6 +84,7 @@ class Participant:
         self._revision = 0
         self._awaiting_answer: int | None = None
         self._dirty = False
+        self._offering = False  # renegotiate() is making or sending an offer
         self._lock = asyncio.Lock()
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
         self.slot = next(_slots)  # which of the worker's ticks sends our RTCP
@@ -104,13 +105,14 @@ class Participant:
         async with self._lock:
             if self.closed:
                 raise NegotiationError("closed", "the participant has left")
+            # Changes from here on need the next offer: this one may be built before them.
+            self._dirty = False
             self._ensure_transceivers()
             offer = await self.pc.createOffer()
             await self.pc.setLocalDescription(offer)
             self._tap_new_transports()
             self._revision += 1
             self._awaiting_answer = self._revision
-            self._dirty = False
             return Offer(sdp=self.pc.localDescription.sdp, revision=self._revision,
                          publish=dict(self._publish_mids), tracks=self._track_map())
 
@@ -134,11 +136,18 @@ class Participant:
         """Send a new offer, now or as soon as the outstanding one is answered."""
         if self.closed:
             return
-        if self._awaiting_answer is not None or self.send_offer is None:
+        if self._awaiting_answer is not None or self._offering or self.send_offer is None:
             self._dirty = True
             return
-        offer = await self.create_offer()
-        await self.send_offer(offer)
+        # Checked and set with no await between: a second call (another join, say) waits
+        # for the answer instead of sending a second offer the client would handle at the
+        # same time as the first.
+        self._offering = True
+        try:
+            offer = await self.create_offer()
+            await self.send_offer(offer)
+        finally:
+            self._offering = False
 
     def _ensure_transceivers(self) -> None:
         # Publish slots come first, once.

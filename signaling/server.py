@@ -211,7 +211,8 @@ class ParticipantConnection:
                          "locked": room.locked})
         if not echo:
             self.call_record = await self.call_log.joined(grant.room, participant.name, participant.mode)
-        await self.send_offer(await participant.create_offer())
+        # Through renegotiate(): another join may already be offering to this participant.
+        await participant.renegotiate()
         room.announce_join(participant)
 
     async def on_answer(self, message: dict[str, Any]) -> None:
