@@ -234,3 +234,24 @@ async def test_a_participant_whose_network_dies_is_removed_within_seconds(server
         await silent.peer.close()
         await ws.close()
         await session.close()
+
+
+async def test_a_participant_never_has_two_offers_out() -> None:
+    """Joins that land together each ask to renegotiate the same participant: one offer
+    goes out, the rest wait for its answer (two at once broke a browser's negotiation)."""
+    from mcu import aiortc_adapter
+    from mcu.room import MediaWorker
+
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    worker = MediaWorker()
+    participant = worker.room("race").join("site", "guest")
+    sent = []
+
+    async def send_offer(offer) -> None:
+        await asyncio.sleep(0)  # the socket write yields, as signaling's does
+        sent.append(offer.revision)
+
+    participant.send_offer = send_offer
+    await asyncio.gather(participant.renegotiate(), participant.renegotiate(), participant.renegotiate())
+    assert sent == [1] and participant._dirty  # the others are owed an offer after the answer
+    await worker.close()
