@@ -860,9 +860,9 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             track->cycles += 1 << 16;
         track->highest_seq = seq;
     }
+    if (track->muted)  /* counted, not forwarded, not shown to the taps */
+        return PyLong_FromLong(0);
     int flags = track->tapped ? RECEIVED_TAPPED : 0;
-    if (track->muted)
-        return PyLong_FromLong(flags);
 
     /* The extension block is the same for every leg: the server's offer fixes the IDs on
      * every leg. The publisher's mid and other elements are dropped. */

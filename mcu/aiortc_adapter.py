@@ -330,12 +330,14 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
 
     def data_received(data: bytes, component: int) -> None:
         nonlocal keyed, session
-        if keyed is None or len(data) < 2 or not 127 < data[0] < 192:
-            srtp = dtls._rx_srtp
-            if srtp is None or len(data) < 2 or not 127 < data[0] < 192:
+        if len(data) < 2 or not 127 < data[0] < 192:  # DTLS: aiortc's path
+            queue_datagram(data, component)
+            return
+        if keyed is None:
+            if dtls._rx_srtp is None:  # media before the keys: aiortc's path too
                 queue_datagram(data, component)
                 return
-            keyed, session = srtp, _session_address(srtp)
+            keyed, session = dtls._rx_srtp, _session_address(dtls._rx_srtp)
         # dispatch() inlined: this runs once per received packet. A packet that is not
         # authentic, or is replayed, is dropped (as aiortc does).
         try:
@@ -399,8 +401,6 @@ def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
         sendto(srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet), address)
 
     return write
-
-
 
 
 def bind_sink(sink: Sink, dtls: RTCDtlsTransport) -> None:

@@ -114,9 +114,8 @@ class Producer:
         self.track.tapped = False
 
     def run_taps(self, data: bytes) -> None:
-        """Pass one received packet (forwarded already) to the taps."""
-        if self.muted:
-            return
+        """Pass one received packet (forwarded already) to the taps; C reports a packet
+        for them only while the track is not muted."""
         view = rtp.parse_rtp(data)
         for tap in self.taps:
             try:

@@ -248,8 +248,8 @@ def test_bad_unknown_and_stray_packets_are_dropped_and_counted(link: Link) -> No
 def test_muted_tapped_and_video_tracks_tell_the_caller_what_is_left(link: Link) -> None:
     track, leg = audio_track(link)
     counters = Counters()
-    track.muted = True
-    assert receive({0xABC: track}, publisher_packet(1), counters) == 0
+    track.muted = track.tapped = True
+    assert receive({0xABC: track}, publisher_packet(1), counters) == 0  # not for the taps either
     assert track.packets == 1 and leg.packets == 0  # counted, not forwarded
     track.muted, track.tapped = False, True
     assert receive({0xABC: track}, publisher_packet(2), counters) == RECEIVED_TAPPED
