@@ -175,16 +175,39 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
     days = _working_days(datetime(2026, 7, 2), 60)  # book the next two months
     latencies: list[float] = []
     refusals: list[float] = []  # a refusal also computes the nearest free slots
+    decided: list[tuple[float, bool, float]] = []  # (when, refused, latency ms)
     outcomes = {"accepted": 0, "refused": 0, "errors": 0}
     lock = threading.Lock()
-    start_barrier = threading.Barrier(clients + 1)
     stop_at = [0.0]
+    began_at = [0.0]
+
+    def start_clock() -> None:  # once every client has drawn its requests
+        began_at[0] = time.perf_counter()
+        stop_at[0] = began_at[0] + duration_s
+
+    start_barrier = threading.Barrier(clients + 1, action=start_clock)
 
     def link(room: str, role: str) -> str:
         return f"https://multipoint.example/call/{room}?token={role}"
 
+    def request(rng: random.Random) -> tuple[Principal, BookingInput]:
+        org = _pick(rng, groups)
+        start_local, end_local = _slot(rng, rng.choice(days))
+        weekly = rng.random() < 0.05
+        data = BookingInput(organisation_id=org, title="Porada",
+                            schedule=Schedule(start_local, end_local,
+                                              rrule="FREQ=WEEKLY;COUNT=4" if weekly else None),
+                            participants=_mix(rng))
+        return Principal(user_id=BENCH_USER[0], name="bench", role="org_admin",
+                         organisation_id=org), data
+
+    # The requests are drawn before the clock starts: drawing them is the load
+    # generator's work, and in this one process it would take the service's CPU.
+    per_client = int(duration_s * (3 * rate / clients if rate else 100)) + 10
+
     def client(number: int) -> None:
         rng = random.Random(rng_seed * 1000 + number)
+        requests = [request(rng) for _ in range(per_client)]
         start_barrier.wait()
         while time.perf_counter() < stop_at[0]:
             if rate:
@@ -192,15 +215,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
                 if time.perf_counter() + pause >= stop_at[0]:
                     break
                 time.sleep(pause)
-            org = _pick(rng, groups)
-            start_local, end_local = _slot(rng, rng.choice(days))
-            weekly = rng.random() < 0.05
-            data = BookingInput(organisation_id=org, title="Porada",
-                                schedule=Schedule(start_local, end_local,
-                                                  rrule="FREQ=WEEKLY;COUNT=4" if weekly else None),
-                                participants=_mix(rng))
-            principal = Principal(user_id=BENCH_USER[0], name="bench", role="org_admin",
-                                  organisation_id=org)
+            principal, data = requests.pop() if requests else request(rng)
             began = time.perf_counter()
             try:
                 create_booking(db, config, principal, data, NOW, link)
@@ -214,6 +229,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
             with lock:
                 latencies.append(elapsed)
                 outcomes[outcome] += 1
+                decided.append((began, outcome == "refused", elapsed))
                 if outcome == "refused":
                     refusals.append(elapsed)
 
@@ -222,13 +238,11 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
     for thread in threads:
         thread.start()
-    began = time.perf_counter()
-    stop_at[0] = began + duration_s
     start_barrier.wait()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - began
-    figures = {
+    elapsed = time.perf_counter() - began_at[0]
+    figures: dict[str, object] = {
         "clients": clients, "decision_phase_s": round(elapsed, 2),
         "decisions": len(latencies), **outcomes,
         "bookings_per_s": round(len(latencies) / elapsed, 1),
@@ -240,6 +254,18 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         "mean_batch": round((queue.items - items_before)
                             / max(1, queue.batches - batches_before), 1),
     }
+    # The clients fill the calendar as they go (a saturated closed loop books thousands
+    # of meetings a second into the same two months), so refusals, each of which also
+    # searches the nearest free slots, grow from few to most: the first and last quarter
+    # show how far the load moved during the run.
+    quarter = duration_s / 4
+    for name, low, high in (("first", 0.0, quarter), ("last", duration_s - quarter, duration_s)):
+        part = [(refused, ms) for at, refused, ms in decided
+                if low <= at - began_at[0] < high]
+        figures[f"refused_share_{name}_quarter"] = round(
+            sum(refused for refused, _ in part) / max(1, len(part)), 3)
+        figures[f"booking_p99_ms_{name}_quarter"] = round(
+            percentile([ms for _, ms in part], 0.99), 2)
     return {prefix + key: value for key, value in figures.items()}
 
 

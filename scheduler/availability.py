@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from scheduler import capacity
-from scheduler.bookings import load_allocations, load_policy
+from scheduler.bookings import load_policy
 from scheduler.capacity import Request
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
+from scheduler.occupancy import load_allocations
 from scheduler.organisations import OrgInfo, holder_among
 
 MAX_RANGE = timedelta(days=31)

@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 import secrets
 import threading
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, and_, func, insert, literal, or_, select, text, union_all, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from scheduler import capacity, notices
@@ -29,6 +41,15 @@ from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerE
 from scheduler.group_commit import GroupCommit
 from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota
 from scheduler.notices import JoinLink
+from scheduler.occupancy import (
+    Day,
+    DayCache,
+    by_day,
+    day_cache,
+    days_of,
+    load_allocations,
+    versions_after,
+)
 from scheduler.organisations import OrgInfo, holder_among, org_info, org_infos
 from scheduler.permissions import Principal, require_book, require_change_booking
 from scheduler.recurrence import (
@@ -100,72 +121,6 @@ def load_policy(session: Session, config: SchedulerConfig) -> CapacityPolicy:
                           borrow_lead=config.borrow_lead)
 
 
-def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datetime]],
-                     max_duration: timedelta, *, exclude_booking: int | None = None,
-                     ) -> list[Allocation]:
-    """Scheduled occurrences overlapping any interval, sorted by start.
-
-    ``start_utc >= start - max_duration`` lets the (state, start_utc) index bound the scan:
-    no occurrence is longer than ``max_duration``.
-    """
-    if not intervals:
-        return []
-    merged = _merge(intervals)
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.connection().execute(_PG_ALLOCATIONS, {
-            "starts": [start.astimezone(UTC).replace(tzinfo=None) for start, _ in merged],
-            "ends": [end.astimezone(UTC).replace(tzinfo=None) for _, end in merged],
-            "max_duration": max_duration, "exclude": exclude_booking or 0}).all()
-    else:
-        o = BookingOccurrence
-        windows = [and_(o.start_utc >= start - max_duration, o.start_utc < end,
-                        o.end_utc > start) for start, end in merged]
-        query = select(o.start_utc, o.end_utc, o.units, o.holder_id, o.izs, o.priority, o.id) \
-            .where(o.state == "scheduled", or_(*windows))
-        if exclude_booking is not None:
-            query = query.where(o.booking_id != exclude_booking)
-        # Through the session's connection, not the ORM: plain rows, a third cheaper.
-        rows = session.connection().execute(query).all()
-    # Columns in Allocation's field order: a week is thousands of rows, and building each
-    # tuple straight from its row is several times cheaper than by keyword.
-    make = Allocation._make
-    allocations = [make(row) for row in rows]
-    allocations.sort(key=lambda a: a.start)
-    return allocations
-
-
-# PostgreSQL: one statement text whatever the number of windows (so it is prepared once
-# and planned as one index range scan per window), returning instants already aware.
-_PG_ALLOCATIONS = text("""
-SELECT DISTINCT ON (o.id)
-       (o.start_utc AT TIME ZONE 'UTC') AS start_utc, (o.end_utc AT TIME ZONE 'UTC') AS end_utc,
-       o.units, o.holder_id, o.izs, o.priority, o.id
-FROM unnest(CAST(:starts AS timestamp[]), CAST(:ends AS timestamp[])) AS w(s, e)
-JOIN booking_occurrences AS o
-  ON o.state = 'scheduled' AND o.start_utc >= w.s - CAST(:max_duration AS interval)
-     AND o.start_utc < w.e AND o.end_utc > w.s
-WHERE o.booking_id <> :exclude
-""")
-
-
-def _merge(intervals: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    merged: list[tuple[datetime, datetime]] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _near(allocations: list[Allocation], starts: list[datetime], start: datetime,
-          end: datetime, max_duration: timedelta) -> list[Allocation]:
-    """The allocations (sorted by start) that may overlap [start, end)."""
-    low = bisect.bisect_left(starts, start - max_duration)
-    high = bisect.bisect_left(starts, end)
-    return [a for a in allocations[low:high] if a.end > start]
-
-
 def _normalised(schedule: Schedule) -> Schedule:
     if not schedule.rrule:
         return schedule
@@ -209,26 +164,96 @@ REASONS = {
 
 
 class _Calendar:
-    """The scheduled occurrences a decision reads, sorted by start, as the batch changes
-    them: occurrences admitted earlier in the batch are added, displaced ones dropped."""
+    """The scheduled occurrences a decision reads, per UTC day, as the batch changes
+    them: occurrences admitted earlier in the batch are added, displaced ones dropped.
 
-    def __init__(self, allocations: list[Allocation], max_duration: timedelta) -> None:
-        self.allocations = allocations
-        self.starts = [a.start for a in allocations]
-        self.max_duration = max_duration
-        self.gone: set[int | None] = set()
+    Per day (each sorted by start, an occurrence listed on every day it touches) because
+    that is how the day cache hands them out; the batch works on its own copies.
+    """
+
+    def __init__(self, days: Mapping[date, Day]) -> None:
+        # The cache's sequences, shared (never changed) until the batch writes to a day;
+        # then that day gets lists of its own (take()).
+        self.days: dict[int, Sequence[Allocation]] = {}
+        self.starts: dict[int, Sequence[datetime]] = {}
+        self.longest: dict[int, timedelta] = {}
+        self._copied: set[int] = set()
+        self.add(days)
+        self.gone: set[int] = set()
+
+    def add(self, days: Mapping[date, Day]) -> None:
+        for day, occurrences in days.items():
+            ordinal = day.toordinal()
+            self.days[ordinal], self.starts[ordinal], self.longest[ordinal] = occurrences
 
     def near(self, start: datetime, end: datetime) -> list[Allocation]:
-        return [a for a in _near(self.allocations, self.starts, start, end, self.max_duration)
-                if a.ref is None or a.ref not in self.gone]
+        """The occurrences overlapping [start, end)."""
+        days = days_of(start, end)
+        found: list[Allocation] = []
+        for ordinal in days:
+            allocations = self.days.get(ordinal)
+            if not allocations:
+                continue
+            starts = self.starts[ordinal]
+            low = bisect.bisect_left(starts, start - self.longest[ordinal])
+            high = bisect.bisect_left(starts, end)
+            if self.gone:
+                found.extend(a for a in allocations[low:high]
+                             if a.end > start and (a.ref is None or a.ref not in self.gone))
+            else:
+                found.extend(a for a in allocations[low:high] if a.end > start)
+        if len(days) > 1:  # one that spans midnight is listed on both days
+            unique = {a.ref if a.ref is not None else id(a): a for a in found}
+            found = sorted(unique.values(), key=attrgetter("start"))
+        return found
+
+    def covering(self, start: datetime, end: datetime,
+                 fetch: Callable[[list[date]], Mapping[date, Day]]) -> list[Allocation]:
+        """:meth:`near`, after fetching the days of [start, end) the calendar lacks."""
+        missing = [date.fromordinal(ordinal) for ordinal in days_of(start, end)
+                   if ordinal not in self.days]
+        if missing:
+            self.add(fetch(missing))
+        return self.near(start, end)
 
     def take(self, allocation: Allocation) -> None:
-        index = bisect.bisect_right(self.starts, allocation.start)
-        self.starts.insert(index, allocation.start)
-        self.allocations.insert(index, allocation)
+        for ordinal in days_of(allocation.start, allocation.end):
+            if ordinal not in self._copied:
+                self._copied.add(ordinal)
+                self.days[ordinal] = list(self.days.get(ordinal, ()))
+                self.starts[ordinal] = list(self.starts.get(ordinal, ()))
+            self.longest[ordinal] = max(self.longest.get(ordinal, timedelta(0)),
+                                        allocation.end - allocation.start)
+            starts = self.starts[ordinal]
+            index = bisect.bisect_right(starts, allocation.start)
+            starts.insert(index, allocation.start)  # type: ignore[attr-defined]
+            self.days[ordinal].insert(index, allocation)  # type: ignore[attr-defined]
 
     def release(self, victims: list[Allocation]) -> None:
-        self.gone.update(a.ref for a in victims)
+        self.gone.update(a.ref for a in victims if a.ref is not None)
+
+    def written(self, taken: Sequence[Allocation], refs: Sequence[int]) -> None:
+        """Give the occurrences taken their ids, once they are written."""
+        for allocation, ref in zip(taken, refs, strict=True):
+            written = allocation._replace(ref=ref)
+            for ordinal in days_of(allocation.start, allocation.end):
+                allocations = self.days[ordinal]
+                index = bisect.bisect_left(self.starts[ordinal], allocation.start)
+                while allocations[index] is not allocation:
+                    index += 1
+                allocations[index] = written  # type: ignore[index]
+
+    def day(self, day: date) -> Day:
+        """The day as the batch leaves it."""
+        ordinal = day.toordinal()
+        allocations, starts = self.days[ordinal], self.starts[ordinal]
+        if self.gone:
+            kept = [(a, s) for a, s in zip(allocations, starts, strict=True)
+                    if a.ref not in self.gone]
+            allocations, starts = [a for a, _ in kept], [s for _, s in kept]
+        # Displaced occurrences leave ``longest`` as it was: still a bound, if a loose one.
+        # The lists are handed over as they are: the batch is done with them.
+        return Day(allocations, starts, self.longest[ordinal])
 
 
 def _check(calendar: _Calendar, policy: CapacityPolicy, org: OrgInfo, priority: str,
@@ -271,10 +296,13 @@ def _decide(session: Session, config: SchedulerConfig, org: OrgInfo, priority: s
             exclude_booking: int | None = None) -> tuple[int | None, list[Allocation]]:
     """:func:`_check` against what the database holds now."""
     max_duration = config.limits.max_duration
-    allocations = load_allocations(session, [(o.start, o.end) for o in occurrences],
-                                   max_duration, exclude_booking=exclude_booking)
-    return _check(_Calendar(allocations, max_duration), load_policy(session, config), org,
-                  priority, units, occurrences, now, zone)
+    intervals = [(o.start, o.end) for o in occurrences]
+    allocations = load_allocations(session, intervals, max_duration,
+                                   exclude_booking=exclude_booking)
+    calendar = _Calendar({day: Day.of(allocations) for day, allocations
+                          in by_day(allocations, days_touched(intervals)).items()})
+    return _check(calendar, load_policy(session, config), org, priority, units, occurrences,
+                  now, zone)
 
 
 def _room_name() -> str:
@@ -291,20 +319,20 @@ def _write_occurrences(session: Session, booking: Booking, occurrences: list[Occ
     return rows
 
 
-def _displace(session: Session, victims: list[Allocation], emergency: Booking, now: datetime,
-              join_link: JoinLink) -> list[int]:
+def _displace(session: Session, victims: list[Allocation], emergency_id: int,
+              emergency_title: str, now: datetime, join_link: JoinLink) -> list[int]:
     ids = [a.ref for a in victims if a.ref is not None]
     if not ids:
         return []
     rows = session.scalars(select(BookingOccurrence).where(BookingOccurrence.id.in_(ids))).all()
     for row in rows:
         row.state = "displaced"
-        row.displaced_by = emergency.id
+        row.displaced_by = emergency_id
         booking = session.get(Booking, row.booking_id)
         assert booking is not None
         booking.sequence += 1
         booking.updated_at = now
-        notices.displaced(session, booking, row, emergency.title, now, join_link)
+        notices.displaced(session, booking, row, emergency_title, now, join_link)
     return ids
 
 
@@ -323,6 +351,7 @@ class NewBooking:
     organisation_id: int
     priority: str
     units: int
+    duration: timedelta
     occurrences: list[Occurrence]
     skipped: list[date]
     fields: dict[str, object]  # the booking's columns, but for ``izs`` (from the org)
@@ -374,7 +403,8 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
     ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
                                     now, join_link)
     return NewBooking(config, principal, data.organisation_id, data.priority, units,
-                      occurrences, skipped, fields, ics, now, join_link)
+                      data.schedule.end - data.schedule.start, occurrences, skipped, fields,
+                      ics, now, join_link)
 
 
 def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
@@ -390,11 +420,7 @@ def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
             return outcome
         return admission_queue(db).submit(new)
     except CapacityRefused as refusal:
-        with db.session() as session:
-            org = org_info(session, data.organisation_id)
-        assert org is not None  # refused for capacity, so it was found
-        refusal.details["suggestions"] = suggest(db, config, org, data.priority, new.units,
-                                                 refusal, data.schedule, now)
+        refusal.details.setdefault("suggestions", [])  # computed by the batch that refused
         raise
 
 
@@ -407,18 +433,27 @@ def admit_batch(db: Database, batch: Sequence[NewBooking]) -> list[Decision | Ba
     GroupCommit then decides each on its own).
     """
     days = days_touched((o.start, o.end) for new in batch for o in new.occurrences)
-    return run_decision(db, days, lambda session: _admit_batch_in(session, batch))
+    outcomes, cache, days_after = run_decision(
+        db, days, lambda session: _admit_batch_in(session, batch, days))
+    cache.store(days_after)  # only now: had the commit failed, the days would be as before
+    return outcomes
 
 
-def _admit_batch_in(session: Session, batch: Sequence[NewBooking]) -> list[Decision | BaseException]:
+def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[date],
+                    ) -> tuple[list[Decision | BaseException], DayCache, dict[date, tuple[int, Day]]]:
+    """The batch's decisions, the cache, and the locked days as the batch leaves them."""
     orgs = org_infos(session, {new.organisation_id for new in batch})
     max_duration = max(new.config.limits.max_duration for new in batch)
-    calendar = _Calendar(load_allocations(session, [(o.start, o.end) for new in batch
-                                                    for o in new.occurrences], max_duration),
-                         max_duration)
+    cache = day_cache(session)
+    before = cache.days(session, days, max_duration)
+    calendar = _Calendar(before)
+
+    def fetch(more: list[date]) -> Mapping[date, Day]:
+        return cache.days(session, more, max_duration)  # not locked: read for suggestions
     policies: dict[int, CapacityPolicy] = {}
     outcomes: list[Decision | BaseException] = []
     admitted: list[tuple[int, NewBooking, OrgInfo, int | None, list[Allocation]]] = []
+    per_booking: list[list[Allocation]] = []  # the admitted ones' occurrences
     for index, new in enumerate(batch):
         try:
             org = orgs.get(new.organisation_id)
@@ -431,62 +466,167 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking]) -> list[Decis
                 policy = policies[id(new.config)] = load_policy(session, new.config)
             holder, victims = _check(calendar, policy, org, new.priority, new.units,
                                      new.occurrences, new.now, str(new.fields["zone"]))
-        except SchedulerError as refusal:
-            outcomes.append(refusal)
+        except CapacityRefused as refusal:
+            # Suggested here, from the calendar as the batch has it: no second read.
+            refusal.details["suggestions"] = _suggestions(
+                lambda start, end: calendar.covering(start, end, fetch), policy, org,
+                new.priority, new.units, refusal, new.duration, str(new.fields["zone"]),
+                new.now)
+            outcomes.append(refusal.with_traceback(None))  # see below
             continue
-        for o in new.occurrences:
-            calendar.take(Allocation(o.start, o.end, new.units, holder, org.izs, new.priority))
+        except SchedulerError as refusal:
+            # Without its traceback: that holds this frame, which holds ``outcomes``, a
+            # cycle that would keep the whole batch alive until a full collection.
+            outcomes.append(refusal.with_traceback(None))
+            continue
+        allocations = [Allocation(o.start, o.end, new.units, holder, org.izs, new.priority)
+                       for o in new.occurrences]
+        for allocation in allocations:
+            calendar.take(allocation)
+        per_booking.append(allocations)
         admitted.append((index, new, org, holder, victims))
         outcomes.append(Decision(0))  # its id once written
     if not admitted:
-        return outcomes
+        return outcomes, cache, {}
     rows = [{**new.fields, "izs": org.izs} for _, new, org, _, _ in admitted]
-    # Core inserts of many rows at once (the ORM's unit of work costs milliseconds each).
-    connection = session.connection()
-    ids = connection.execute(insert(Booking.__table__).returning(  # type: ignore[arg-type]
-        Booking.__table__.c.id, sort_by_parameter_order=True), rows).scalars().all()
-    connection.execute(insert(BookingOccurrence.__table__), [  # type: ignore[arg-type]
-        {"booking_id": booking_id, "start_utc": o.start, "end_utc": o.end, "units": new.units,
-         "holder_id": holder, "izs": org.izs, "priority": new.priority, "state": "scheduled"}
-        for booking_id, (_, new, org, holder, _) in zip(ids, admitted, strict=True)
-        for o in new.occurrences])
+    ids, occurrence_ids = _insert_admitted(session.connection(), rows, per_booking)
     for booking_id, row, (index, new, _, _, victims) in zip(ids, rows, admitted, strict=True):
-        booking = Booking(id=booking_id, **row)  # not added: its row is written above
-        displaced = _displace(session, victims, booking, new.now, new.join_link)
-        notices.invite(session, booking, [], new.now, new.join_link, ics=new.ics)
+        displaced = _displace(session, victims, booking_id, str(row["title"]), new.now,
+                              new.join_link)
+        if notices.has_recipients(str(row["organiser_email"]), row["invitees"]):  # type: ignore[arg-type]
+            booking = Booking(id=booking_id, **row)  # not added: its row is written above
+            notices.invite(session, booking, [], new.now, new.join_link, ics=new.ics)
         outcomes[index] = Decision(booking_id, displaced, new.skipped)
-    return outcomes
+    # The locked days as they will be once this commits: what was read, less what was
+    # displaced, plus what was admitted (with its ids, so that a later emergency can
+    # displace it), under the versions this transaction's writes give them.
+    calendar.written([a for allocations in per_booking for a in allocations], occurrence_ids)
+    session.flush()  # the displaced rows' updates, so that the trigger has run for them
+    changed = [a for allocations in per_booking for a in allocations] \
+        + [victim for *_, victims in admitted for victim in victims]
+    versions = versions_after(session, {date.fromordinal(ordinal) for a in changed
+                                        for ordinal in days_of(a.start, a.end)})
+    days_after = {day: (versions[day], calendar.day(day)) for day in days}
+    return outcomes, cache, days_after
+
+
+# Writing a batch. The ORM's unit of work costs milliseconds a row; SQLAlchemy's
+# multi-row INSERT is a new statement text for every batch size, which the driver parses
+# again, and adapts parameter by parameter, each time. On PostgreSQL one statement of
+# fixed text writes the bookings and their occurrences, the rows passing as one JSON
+# document each (json.dumps and PostgreSQL's parser are both C); the ids come back
+# with each row's unique key, so nothing relies on the order RETURNING produces them in.
+_BOOKING_COLUMNS = {  # column: its type in json_to_recordset
+    "uid": "text", "sequence": "integer", "organisation_id": "integer",
+    "organiser_id": "integer", "organiser_email": "text", "invitees": "json",
+    "title": "text", "description": "text", "priority": "text", "izs": "boolean",
+    "zone": "text", "local_start": "timestamp", "local_end": "timestamp", "rrule": "text",
+    "exdates": "json", "skip_public_holidays": "boolean", "participants": "json",
+    "units": "integer", "room_name": "text", "status": "text", "created_at": "timestamp",
+    "updated_at": "timestamp"}
+_PG_INSERT_ADMITTED = text(f"""
+WITH b AS (
+  INSERT INTO bookings ({', '.join(_BOOKING_COLUMNS)})
+  SELECT {', '.join(_BOOKING_COLUMNS)}
+  FROM json_to_recordset(CAST(:bookings AS json))
+       AS r({', '.join(f'{column} {kind}' for column, kind in _BOOKING_COLUMNS.items())})
+  RETURNING uid, id),
+o AS (
+  INSERT INTO booking_occurrences (booking_id, start_utc, end_utc, units, holder_id, izs,
+                                   priority, state)
+  SELECT b.id, r.start_utc, r.end_utc, r.units, r.holder_id, r.izs, r.priority, 'scheduled'
+  FROM json_to_recordset(CAST(:occurrences AS json))
+       AS r(uid text, start_utc timestamp, end_utc timestamp, units integer,
+            holder_id integer, izs boolean, priority text)
+  JOIN b ON b.uid = r.uid
+  RETURNING booking_id, start_utc, id)
+SELECT b.uid, b.id, o.start_utc, o.id FROM o JOIN b ON b.id = o.booking_id
+""")
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _json_time(value: object) -> str:
+    """json.dumps' fallback: instants as naive UTC, wall-clock times as they are."""
+    if isinstance(value, datetime):
+        return (_naive_utc(value) if value.tzinfo else value).isoformat()
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _insert_admitted(connection: Connection, bookings: list[dict[str, object]],
+                     occurrences: list[list[Allocation]]) -> tuple[list[int], list[int]]:
+    """Write the bookings and each one's occurrences; the ids of both, in order."""
+    if connection.dialect.name != "postgresql":
+        ids = list(connection.execute(insert(Booking.__table__).returning(  # type: ignore[arg-type]
+            Booking.__table__.c.id, sort_by_parameter_order=True), bookings).scalars())
+        rows = [{"booking_id": booking_id, "start_utc": a.start, "end_utc": a.end,
+                 "units": a.units, "holder_id": a.holder, "izs": a.izs, "priority": a.priority,
+                 "state": "scheduled"}
+                for booking_id, allocations in zip(ids, occurrences, strict=True)
+                for a in allocations]
+        return ids, list(connection.execute(
+            insert(BookingOccurrence.__table__).returning(  # type: ignore[arg-type]
+                BookingOccurrence.__table__.c.id, sort_by_parameter_order=True), rows).scalars())
+    rows = [{"uid": booking["uid"], "start_utc": a.start, "end_utc": a.end, "units": a.units,
+             "holder_id": a.holder, "izs": a.izs, "priority": a.priority}
+            for booking, allocations in zip(bookings, occurrences, strict=True)
+            for a in allocations]
+    written = connection.execute(_PG_INSERT_ADMITTED, {
+        "bookings": json.dumps(bookings, default=_json_time),
+        "occurrences": json.dumps(rows, default=_json_time)}).all()
+    booking_ids = {uid: booking_id for uid, booking_id, _, _ in written}
+    occurrence_ids = {(uid, start): occurrence_id for uid, _, start, occurrence_id in written}
+    return ([booking_ids[booking["uid"]] for booking in bookings],
+            [occurrence_ids[(row["uid"], _naive_utc(row["start_utc"]))]  # type: ignore[arg-type]
+             for row in rows])
+
+
+# Nearest first: three refusals in four (nine in ten while the calendar is not crowded)
+# find three slots within two hours either way (bench/booking.py), so look that far,
+# then six hours, half a day, and only then three days (a person moves a meeting within
+# the week). Every hour more of the calendar is more occurrences to sweep. A wider search
+# finds the slots a narrower one found, and more.
+SUGGESTION_SEARCHES = (timedelta(hours=2), timedelta(hours=6), timedelta(hours=12),
+                       timedelta(days=3))
+
+
+def _suggestions(occurrences_in: Callable[[datetime, datetime], list[Allocation]],
+                 policy: CapacityPolicy, org: OrgInfo, priority: str, units: int,
+                 refusal: CapacityRefused, duration: timedelta, zone: str,
+                 now: datetime) -> list[dict[str, str]]:
+    """The nearest start times at which the refusal's first conflicting occurrence would
+    fit; ``occurrences_in(start, end)`` gives the allocations overlapping a window."""
+    conflicts = refusal.details.get("conflicts") or []
+    if not conflicts:
+        return []
+    start = datetime.fromisoformat(str(conflicts[0]["occurrence_start_utc"]))  # type: ignore[index]
+    tz = ZoneInfo(zone)
+    request = Request(start, start + duration, units, holder_among(org, policy.quotas),
+                      org.izs, priority)
+    slots: list[datetime] = []
+    for search in SUGGESTION_SEARCHES:
+        allocations = occurrences_in(start - search, start + duration + search)
+        slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
+        if len(slots) == 3:
+            break
+    return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
+             "end": (slot + duration).astimezone(tz).strftime("%Y-%m-%dT%H:%M")}
+            for slot in slots]
 
 
 def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, units: int,
             refusal: CapacityRefused, schedule: Schedule, now: datetime,
             exclude_booking: int | None = None) -> list[dict[str, str]]:
-    """The nearest start times at which the first conflicting occurrence would fit."""
-    conflicts = refusal.details.get("conflicts") or []
-    if not conflicts:
-        return []
-    start = datetime.fromisoformat(str(conflicts[0]["occurrence_start_utc"]))  # type: ignore[index]
-    duration = schedule.end - schedule.start
-    tz = ZoneInfo(schedule.zone)
-    slots: list[datetime] = []
-    # Nearest first: most refusals find three slots within hours, so look half a day
-    # either way, and only then three days (a person moves a meeting within the week).
-    # Every hour more of the calendar is more rows to read and sweep.
+    """:func:`_suggestions` from the database, leaving out one booking's occurrences."""
     with db.session() as session:
-        policy = load_policy(session, config)
-        holder = holder_among(org, policy.quotas)
-        request = Request(start, start + duration, units, holder, org.izs, priority)
-        for search in (timedelta(hours=12), timedelta(days=3)):
-            allocations = load_allocations(session,
-                                           [(start - search, start + duration + search)],
-                                           config.limits.max_duration,
-                                           exclude_booking=exclude_booking)
-            slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
-            if len(slots) == 3:
-                break
-    return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
-             "end": (slot + duration).astimezone(tz).strftime("%Y-%m-%dT%H:%M")}
-            for slot in slots]
+        def occurrences_in(start: datetime, end: datetime) -> list[Allocation]:
+            return load_allocations(session, [(start, end)], config.limits.max_duration,
+                                    exclude_booking=exclude_booking)
+
+        return _suggestions(occurrences_in, load_policy(session, config), org, priority,
+                            units, refusal, schedule.end - schedule.start, schedule.zone, now)
 
 
 def get_booking(session: Session, booking_id: int) -> tuple[Booking, OrgInfo]:
@@ -514,6 +654,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
                            tuple(datetime.fromisoformat(d) for d in booking.exdates),
                            booking.skip_public_holidays)
         mix = ParticipantMix(**booking.participants)
+        spans = _future_spans(session, booking_id, now)
     schedule = _normalised(change.schedule or current)
     participants = change.participants or mix
     units = _units(config, participants)
@@ -546,7 +687,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             booking.exdates = [d.isoformat() for d in schedule.exdates]
             booking.skip_public_holidays = schedule.skip_public_holidays
             _write_occurrences(session, booking, occurrences, holder, org)
-            displaced = _displace(session, victims, booking, now, join_link)
+            displaced = _displace(session, victims, booking.id, booking.title, now, join_link)
         if change.title is not None:
             booking.title = change.title
         if change.description is not None:
@@ -561,7 +702,8 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         notices.invite(session, booking, rows, now, join_link, changed=True)
         return Decision(booking.id, displaced, skipped)
 
-    days = days_touched((o.start, o.end) for o in occurrences)
+    # The days of the new occurrences, and of the replaced ones (their versions go up).
+    days = days_touched([(o.start, o.end) for o in occurrences] + (spans if recheck else []))
     try:
         return run_decision(db, days, decide)
     except CapacityRefused as refusal:
@@ -571,12 +713,32 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         raise
 
 
+def _future_spans(session: Session, booking_id: int,
+                  now: datetime) -> list[tuple[datetime, datetime]]:
+    """When the booking's scheduled occurrences that have not ended yet run."""
+    o = BookingOccurrence
+    rows = session.execute(select(o.start_utc, o.end_utc).where(
+        o.booking_id == booking_id, o.state == "scheduled", o.end_utc > now)).all()
+    return [(start, end) for start, end in rows]
+
+
 def cancel_booking(db: Database, principal: Principal, booking_id: int, now: datetime,
                    join_link: JoinLink) -> None:
-    """Cancel a booking: its future occurrences free their capacity; invitees are told."""
-    with db.write_session() as session:
+    """Cancel a booking: its future occurrences free their capacity; invitees are told.
+
+    Freeing capacity is a write to the days the occurrences touch (their versions go up),
+    so it locks them in day order like any decision rather than in whatever order the
+    rows come.
+    """
+    with db.session() as session:
         booking, org = get_booking(session, booking_id)
         require_change_booking(principal, org)
+        if booking.status == "cancelled":
+            return
+        spans = _future_spans(session, booking_id, now)
+
+    def cancel(session: Session) -> None:
+        booking, _ = get_booking(session, booking_id)
         if booking.status == "cancelled":
             return
         booking.status = "cancelled"
@@ -588,3 +750,5 @@ def cancel_booking(db: Database, principal: Principal, booking_id: int, now: dat
                                BookingOccurrence.end_utc > now)
                         .values(state="cancelled"))
         notices.cancelled(session, booking, now, join_link)
+
+    run_decision(db, days_touched(spans), cancel)

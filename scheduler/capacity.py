@@ -137,43 +137,44 @@ def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: 
     at every boundary (a week holds thousands of boundaries); the loop is written out
     flat because it is the hot path of every decision and availability query.
     """
-    quotas = {owner: units for owner, units in policy.quotas.items() if owner != holder}
+    quotas = policy.quotas
     used = izs_used = own = 0
-    protected = sum(quotas.values())
+    protected = sum(quotas.values()) - quotas.get(holder, 0)  # type: ignore[arg-type]
     used_by: dict[int | None, int] = {}
-    events: list[tuple[datetime, int, Allocation]] = []
-    for allocation in allocations:
-        if allocation.end <= start or allocation.start >= end:
+    # (instant, units it adds, IZS or not, holder): plain tuples, read without lookups.
+    events: list[tuple[datetime, int, bool, int | None]] = []
+    add = events.append
+    for a_start, a_end, units, owner, izs, _, _ in allocations:
+        if a_end <= start or a_start >= end:
             continue
-        if allocation.start > start:
-            events.append((allocation.start, 1, allocation))
-        else:
-            events.append((start, 1, allocation))
-        if allocation.end < end:
-            events.append((allocation.end, -1, allocation))
+        add((a_start if a_start > start else start, units, izs, owner))
+        if a_end < end:
+            add((a_end, -units, izs, owner))
     events.sort(key=itemgetter(0))
 
     segments: list[Segment] = []
+    make = Segment._make
     cursor = start
-    for at, sign, allocation in events:
+    for at, units, izs, owner in events:
         if at > cursor:
-            segments.append(Segment(cursor, at, used, izs_used, protected, own))
+            segments.append(make((cursor, at, used, izs_used, protected, own)))
             cursor = at
-        units = sign * allocation.units
         used += units
-        if allocation.izs:
+        if izs:
             izs_used += units
-        owner = allocation.holder
         if owner is not None and owner == holder:
             own += units
             continue
         before = used_by.get(owner, 0)
         used_by[owner] = after = before + units
         quota = quotas.get(owner)  # type: ignore[arg-type]
-        if quota is not None:
-            protected += max(0, quota - after) - max(0, quota - before)
+        if quota is not None:  # max(0, quota - after) - max(0, quota - before), inlined
+            if after < quota:
+                protected += quota - after
+            if before < quota:
+                protected -= quota - before
     if cursor < end:
-        segments.append(Segment(cursor, end, used, izs_used, protected, own))
+        segments.append(make((cursor, end, used, izs_used, protected, own)))
     return segments
 
 
@@ -181,7 +182,20 @@ def check(request: Request, allocations: Iterable[Allocation], policy: CapacityP
           now: datetime) -> Shortfall | None:
     """None when the request fits everywhere in its interval, else the worst shortfall."""
     worst: Shortfall | None = None
+    # room_left() written out: this runs for every segment of every decision. Only a
+    # segment where the request does not fit needs available()'s reason.
+    pool, reserve = policy.pool_units, policy.izs_reserve_units
+    emergency = request.priority == "emergency"
+    skip_reserve = request.izs or emergency
+    skip_quotas = emergency or borrowing(request, policy, now)
     for segment in timeline(allocations, policy, request.holder, request.start, request.end):
+        left = pool - segment.used
+        if not skip_reserve and reserve > segment.izs_used:
+            left -= reserve - segment.izs_used
+        if not skip_quotas:
+            left -= segment.protected
+        if left >= request.units:
+            continue
         units, reason = available(segment, request, policy, now)
         if units < request.units and (worst is None or units < worst.available):
             worst = Shortfall(at=segment.start, needed=request.units, available=units,
@@ -235,24 +249,33 @@ def nearest_slots(request: Request, allocations: Sequence[Allocation], policy: C
 
     # What the request could take in each segment, lending allowed or not: the only
     # thing a candidate start changes is whether it falls within the borrowing lead.
-    def free(borrow: bool) -> list[int]:
-        emergency = request.priority == "emergency"
-        return [room_left(segment, policy, izs=request.izs or emergency,
-                          borrow=borrow or emergency) for segment in segments]
+    # Each list is made when first needed (a refusal far ahead never borrows).
+    emergency = request.priority == "emergency"
+    rooms: dict[bool, list[int]] = {}
 
-    free_lending = free(True)
-    free_strict = free(False) if request.priority == "routine" else free_lending
+    def room(borrow: bool) -> list[int]:
+        if emergency or request.priority == "priority":
+            borrow = True
+        if borrow not in rooms:  # room_left() for every segment, written out
+            pool, reserve = policy.pool_units, policy.izs_reserve_units
+            if request.izs or emergency:
+                free = [pool - s.used for s in segments]
+            else:
+                free = [pool - s.used - (reserve - s.izs_used if reserve > s.izs_used else 0)
+                        for s in segments]
+            if not borrow:
+                free = [f - s.protected for f, s in zip(free, segments, strict=True)]
+            rooms[borrow] = free
+        return rooms[borrow]
+
+    lead_ends = now + policy.borrow_lead
+    ends = [segment.end for segment in segments]
 
     def fits(start: datetime) -> bool:
-        moved = Request(start, start + duration, request.units, request.holder, request.izs,
-                        request.priority)
-        room = free_lending if borrowing(moved, policy, now) else free_strict
+        free = room(start <= lead_ends)  # borrowing(): within the lead of now
         index = max(0, bisect.bisect_right(starts, start) - 1)
-        while index < len(segments) and segments[index].start < moved.end:
-            if room[index] < moved.units:
-                return False
-            index += 1
-        return True
+        last = bisect.bisect_left(ends, start + duration)  # the segment holding the end
+        return min(free[index:last + 1], default=request.units) >= request.units
 
     found: list[datetime] = []
     steps = int(search / step)

@@ -6,6 +6,7 @@ SQLite (WAL, one writer) is the embedded default; PostgreSQL is the production d
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+PING_AFTER_IDLE_S = 1.0  # see make_engine
 
 
 class Base(DeclarativeBase):
@@ -49,7 +52,25 @@ def make_engine(url: str) -> Engine:
         return engine
     # Booking decisions hold a connection while they wait for a row lock: allow enough
     # connections that concurrent API requests queue on the lock, not on the pool.
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    engine = create_engine(url, pool_size=10, max_overflow=40)
+
+    # A connection that sat idle may have died (a database restart, a firewall's timeout):
+    # it is pinged when checked out after PING_AFTER_IDLE_S and replaced if dead. Not on
+    # every checkout as pool_pre_ping does: that is a round trip per transaction, a fifth
+    # of a busy booking decision's time (bench/booking.py), to check a connection used a
+    # moment ago.
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("checked_in_at", 0.0) < PING_AFTER_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("an idle connection is gone") from exc  # pool retries
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["checked_in_at"] = time.monotonic()
 
     @event.listens_for(engine, "connect")
     def _utc_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -25,13 +25,19 @@ Result = TypeVar("Result")
 
 
 class _Ticket(Generic[Item, Result]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: Item) -> None:
         self.item = item
         self.done = False
         self.result: Result | None = None
         self.error: BaseException | None = None
+        # Released once: when the request is decided, or when it is its turn to lead.
+        # A lock per request, not one condition for all, so that a finished batch wakes
+        # its own requests and the next leader only, not every waiting thread (they
+        # would all queue for the GIL just as the next leader needs it).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -39,7 +45,7 @@ class GroupCommit(Generic[Item, Result]):
                  *, max_batch: int = 64) -> None:
         self._run_batch = run_batch
         self.max_batch = max_batch
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Ticket[Item, Result]] = []
         self._leading = False
         self.batches = 0  # for tests and the benchmark: how many transactions ran
@@ -48,31 +54,35 @@ class GroupCommit(Generic[Item, Result]):
     @property
     def waiting(self) -> int:
         """Requests queued behind the batch being decided."""
-        with self._changed:
+        with self._lock:
             return len(self._waiting)
 
     def submit(self, item: Item) -> Result:
         """Decide ``item`` (together with whatever else is waiting); its outcome."""
         ticket: _Ticket[Item, Result] = _Ticket(item)
-        with self._changed:
+        with self._lock:
             self._waiting.append(ticket)
-        while True:
-            with self._changed:
-                while not ticket.done and self._leading:
-                    self._changed.wait()
-                if ticket.done:
-                    return self._outcome(ticket)
-                # Nobody leads: this thread decides what waits, oldest first, and goes
-                # on leading until its own request is decided.
-                self._leading = True
-                batch = self._waiting[:self.max_batch]
-                del self._waiting[:self.max_batch]
-            try:
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            ticket.wake.acquire()  # decided, or handed the lead
+            if ticket.done:
+                return self._outcome(ticket)
+        # This thread leads: it decides what waits, oldest first, until its own request
+        # is decided, then hands the lead to the oldest request still waiting.
+        try:
+            while not ticket.done:
+                with self._lock:
+                    batch = self._waiting[:self.max_batch]
+                    del self._waiting[:self.max_batch]
                 self._decide(batch)
-            finally:
-                with self._changed:
+        finally:
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].wake.release()
+                else:
                     self._leading = False
-                    self._changed.notify_all()
+        return self._outcome(ticket)
 
     def _decide(self, batch: list[_Ticket[Item, Result]]) -> None:
         try:
@@ -93,18 +103,23 @@ class GroupCommit(Generic[Item, Result]):
 
     def _finish(self, batch: list[_Ticket[Item, Result]],
                 outcomes: Sequence[Result | BaseException]) -> None:
-        with self._changed:
+        with self._lock:
             self.batches += 1
             self.items += len(batch)
-            for ticket, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    ticket.error = outcome
-                else:
-                    ticket.result = outcome
-                ticket.done = True
+        for ticket, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                ticket.error = outcome
+            else:
+                ticket.result = outcome
+            ticket.done = True
+            ticket.wake.release()  # the leader's own too: nobody waits on it, no harm
 
     @staticmethod
     def _outcome(ticket: _Ticket[Item, Result]) -> Result:
-        if ticket.error is not None:
-            raise ticket.error
+        error, ticket.error = ticket.error, None
+        if error is not None:
+            try:
+                raise error
+            finally:  # the traceback holds this frame: no cycle back to the error
+                del error
         return ticket.result  # type: ignore[return-value]

@@ -6,7 +6,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Connection,
     Date,
     DateTime,
     Dialect,
@@ -15,12 +17,15 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from scheduler.day_versions import create_triggers
 from scheduler.db import Base
 
 
@@ -106,11 +111,18 @@ class CapacityDay(Base):
 
     Two bookings can only compete for capacity if they overlap in time, and then they
     share a day: so locking the days serialises exactly the bookings that conflict.
+
+    ``version`` changes whenever a scheduled occurrence touching the day is written, by
+    a trigger on booking_occurrences (scheduler/day_versions.py), so every writer changes
+    it, whatever its code path. A process may keep a day's occurrences in memory for as
+    long as the version is unchanged (scheduler/occupancy.py). Rows are never deleted:
+    a day created again would start again at 0.
     """
 
     __tablename__ = "capacity_days"
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class MediaNode(Base):
@@ -378,3 +390,9 @@ class Endpoint(Base):
     last_selftest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_selftest_passed: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@event.listens_for(BookingOccurrence.__table__, "after_create")
+def _occurrence_triggers(_table: Table, connection: Connection, **_: object) -> None:
+    # Schemas made by create_all (tests, tools) get the triggers migrations create.
+    create_triggers(connection)

@@ -6,7 +6,7 @@ a crash, so no one is "silently dropped" from a displaced meeting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -43,14 +43,15 @@ def active_local_starts(booking: Booking, occurrences: Iterable[BookingOccurrenc
             if o.state == "scheduled"]
 
 
-def _has_recipients(booking: Booking) -> bool:
-    return bool(booking.organiser_email or booking.invitees)
+def has_recipients(organiser_email: str, invitees: Sequence[str]) -> bool:
+    """Whether a booking's notices reach anyone (the organiser or an invitee)."""
+    return bool(organiser_email or invitees)
 
 
 def render_invitation(booking: Booking, local_starts: Iterable[datetime], now: datetime,
                       join_link: JoinLink) -> bytes | None:
     """The invitation, or None when nobody is to receive it (it costs milliseconds)."""
-    if not _has_recipients(booking):
+    if not has_recipients(booking.organiser_email, booking.invitees):
         return None
     return invitations.invitation(booking, local_starts, now,
                                   join_link(booking.room_name, "guest"))
@@ -63,7 +64,7 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
 
     ``ics``: the invitation already rendered (see :func:`render_invitation`).
     """
-    if not _has_recipients(booking):
+    if not has_recipients(booking.organiser_email, booking.invitees):
         return
     if ics is None:
         ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
@@ -77,7 +78,7 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
 
 
 def cancelled(session: Session, booking: Booking, now: datetime, join_link: JoinLink) -> None:
-    if not _has_recipients(booking):
+    if not has_recipients(booking.organiser_email, booking.invitees):
         return
     ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"))
     _queue(session, booking, "cancel", f"Zrušeno / Cancelled: {booking.title}",

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -45,18 +46,51 @@ def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:
 # The usual case in one statement: every day row exists, the pool row is taken shared and
 # the days exclusively, in day order (rows are locked as the sorted result is produced).
 _LOCK_DAYS = text("""
-SELECT d.day FROM capacity_pool AS p JOIN capacity_days AS d ON d.day = ANY(:days)
+SELECT d.day, d.version, txid_current() FROM capacity_pool AS p
+JOIN capacity_days AS d ON d.day = ANY(:days)
 WHERE p.id = 1 ORDER BY d.day FOR SHARE OF p FOR UPDATE OF d
 """)
 
+# session.info keys: {day: version} of the days this transaction holds (see locked_days),
+# and on PostgreSQL the transaction's id, the version its writes give a day.
+LOCKED_DAYS = "capacity_day_versions"
+TRANSACTION_ID = "transaction_id"
 
-def lock_for_decision(session: Session, days: list[date], *, exclusive_pool: bool = False) -> None:
-    if session.get_bind().dialect.name != "postgresql":
-        return  # SQLite: the write session already holds the only writer lock
+
+def lock_for_decision(session: Session, days: list[date], *,
+                      exclusive_pool: bool = False) -> dict[date, int]:
+    """Lock the pool and ``days`` (creating missing day rows) for a capacity decision.
+
+    Returns the days' versions as locked, which also stay in the session (locked_days):
+    nobody can change them until the transaction ends.
+    """
     connection = session.connection()
-    if days and not exclusive_pool \
-            and len(connection.execute(_LOCK_DAYS, {"days": days}).all()) == len(days):
-        return
+    if connection.dialect.name == "postgresql":
+        versions, session.info[TRANSACTION_ID] = _lock_postgresql(connection, days,
+                                                                  exclusive_pool)
+    else:
+        versions = _lock_sqlite(connection, days)
+    session.info[LOCKED_DAYS] = versions
+    return versions
+
+
+def locked_days(session: Session) -> dict[date, int]:
+    """The versions of the days this session's transaction has locked (empty if none)."""
+    return session.info.get(LOCKED_DAYS, {})
+
+
+def transaction_id(session: Session) -> int | None:
+    """PostgreSQL: the id of this session's locking transaction (the version its writes
+    give a day, scheduler/day_versions.py); None on SQLite or before locking days."""
+    return session.info.get(TRANSACTION_ID)
+
+
+def _lock_postgresql(connection: Connection, days: list[date],
+                     exclusive_pool: bool) -> tuple[dict[date, int], int | None]:
+    if days and not exclusive_pool:
+        rows = connection.execute(_LOCK_DAYS, {"days": days}).all()
+        if len(rows) == len(days):
+            return {day: version for day, version, _ in rows}, rows[0][2]
     pool = select(CapacityPool.id).where(CapacityPool.id == 1)
     pool = pool.with_for_update() if exclusive_pool else pool.with_for_update(read=True)
     if connection.execute(pool).first() is None:
@@ -64,14 +98,27 @@ def lock_for_decision(session: Session, days: list[date], *, exclusive_pool: boo
                            .on_conflict_do_nothing(index_elements=["id"]))
         connection.execute(pool)
     if not days:
-        return
-    rows = select(CapacityDay.day).where(CapacityDay.day.in_(days)) \
-        .order_by(CapacityDay.day).with_for_update()
+        return {}, None
     # A new day is inserted first (a concurrent insert of the same day waits, then does
     # nothing), then every day is locked.
     connection.execute(pg_insert(CapacityDay).values([{"day": day} for day in days])
                        .on_conflict_do_nothing(index_elements=["day"]))
-    connection.execute(rows)
+    rows = connection.execute(select(CapacityDay.day, CapacityDay.version)
+                              .where(CapacityDay.day.in_(days))
+                              .order_by(CapacityDay.day).with_for_update()).all()
+    return {day: version for day, version in rows}, \
+        connection.execute(text("SELECT txid_current()")).scalar_one()
+
+
+def _lock_sqlite(connection: Connection, days: list[date]) -> dict[date, int]:
+    # The write session already holds the only writer lock; the rows give the versions.
+    if not days:
+        return {}
+    connection.execute(sqlite_insert(CapacityDay).values([{"day": day} for day in days])
+                       .on_conflict_do_nothing(index_elements=["day"]))
+    rows = connection.execute(select(CapacityDay.day, CapacityDay.version)
+                              .where(CapacityDay.day.in_(days))).all()
+    return {day: version for day, version in rows}
 
 
 def _retryable(exc: DBAPIError) -> bool:

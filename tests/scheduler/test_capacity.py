@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 from scheduler.capacity import (
@@ -173,3 +174,82 @@ def test_nearest_slots_borrow_only_within_the_lead() -> None:
     slots = nearest_slots(request, [], POLICY, NOW, count=3, search=timedelta(days=2))
     assert slots == [NOW + timedelta(hours=47.5), NOW + timedelta(hours=47.75),
                      NOW + timedelta(hours=48)]
+
+
+# The sweep is written out flat for speed; these compare it, on random calendars, with
+# the rules applied minute by minute from their definition (docs/scheduler.md).
+
+def _reference_room(at: datetime, allocations: list[Allocation], policy: CapacityPolicy,
+                    request: Request, now: datetime) -> tuple[int, str]:
+    """available() at one instant, from the definitions, with no sweep."""
+    here = [a for a in allocations if a.start <= at < a.end]
+    used = sum(a.units for a in here)
+    izs_used = sum(a.units for a in here if a.izs)
+    protected = sum(max(0, quota - sum(a.units for a in here if a.holder == owner))
+                    for owner, quota in policy.quotas.items() if owner != request.holder)
+    free = policy.pool_units - used
+    if request.priority == "emergency":
+        return free, "pool_full"
+    limits = [(free, "pool_full")]
+    if not request.izs:
+        free -= max(0, policy.izs_reserve_units - izs_used)
+        limits.append((free, "izs_reserve"))
+    if not (request.priority == "priority" or request.start - now <= policy.borrow_lead):
+        free -= protected
+        limits.append((free, "quota"))
+    return next(((units, reason) for units, reason in limits if units < request.units),
+                (free, limits[-1][1]))
+
+
+def _random_calendar(rng: random.Random) -> list[Allocation]:
+    allocations = []
+    for ref in range(rng.randint(0, 40)):
+        start = T - 6 * H + rng.randint(0, 48) * timedelta(minutes=15)
+        allocations.append(Allocation(
+            start, start + rng.randint(1, 16) * timedelta(minutes=15), rng.randint(10, 400),
+            rng.choice([None, 1, 2, 3]), rng.random() < 0.15,
+            rng.choice(["routine", "routine", "priority"]), ref))
+    return sorted(allocations, key=lambda a: a.start)
+
+
+def _random_request(rng: random.Random) -> Request:
+    start = T - 3 * H + rng.randint(0, 24) * timedelta(minutes=15)
+    return Request(start, start + rng.randint(1, 8) * timedelta(minutes=15),
+                   rng.randint(10, 700), rng.choice([None, 1, 2, 3]), rng.random() < 0.2,
+                   rng.choice(["routine", "routine", "priority", "emergency"]))
+
+
+def test_check_agrees_with_the_rules_applied_minute_by_minute() -> None:
+    rng = random.Random(7)
+    for _ in range(400):
+        allocations, request = _random_calendar(rng), _random_request(rng)
+        now = NOW if rng.random() < 0.7 else T - 47 * H  # far ahead, or within the lead
+        minutes = [request.start + timedelta(minutes=m)
+                   for m in range(int((request.end - request.start) / timedelta(minutes=1)))]
+        rooms = [_reference_room(at, allocations, POLICY, request, now) for at in minutes]
+        short = [(units, reason) for units, reason in rooms if units < request.units]
+        shortfall = check(request, allocations, POLICY, now)
+        if not short:
+            assert shortfall is None
+        else:
+            assert shortfall is not None
+            assert (shortfall.available, shortfall.reason) == min(short, key=lambda r: r[0])
+
+
+def test_nearest_slots_agree_with_checking_every_start() -> None:
+    rng = random.Random(11)
+    for _ in range(150):
+        allocations, request = _random_calendar(rng), _random_request(rng)
+        search = rng.choice([H, 2 * H, 3 * H])
+        slots = nearest_slots(request, allocations, POLICY, NOW, search=search)
+        duration = request.end - request.start
+        step = timedelta(minutes=15)
+        expected: list[datetime] = []
+        for k in range(1, int(search / step) + 1):
+            for start in (request.start + k * step, request.start - k * step):
+                moved = Request(start, start + duration, request.units, request.holder,
+                                request.izs, request.priority)
+                if start >= NOW and moved.end <= request.end + search and len(expected) < 3 \
+                        and check(moved, allocations, POLICY, NOW) is None:
+                    expected.append(start)
+        assert slots == sorted(expected)

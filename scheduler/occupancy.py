@@ -1,0 +1,247 @@
+"""What holds capacity when: the scheduled occurrences, read from the database or from
+the per-day cache.
+
+Every decision reads the occurrences near the ones it decides. Read from the database
+each time, that was the largest part of a decision's cost (several hundred rows per
+day, bench/booking.py). :class:`DayCache` keeps each UTC day's occurrences in memory
+together with the day's version (scheduler/day_versions.py: a trigger bumps it on every
+write that touches the day), and reads a day again only when its version has moved.
+
+Why the cache can never hand out stale capacity: a day's version is always read before
+its rows (under the decision's lock, or in an earlier statement), so what is stored is
+at least as new as the version it is stored under; a later write bumps the version, and
+the next reader, seeing a different number, reads the day again.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import Engine, and_, or_, select, text
+from sqlalchemy.orm import Session
+
+from scheduler.capacity import Allocation
+from scheduler.models import BookingOccurrence, CapacityDay
+from scheduler.transactions import locked_days, transaction_id
+
+ONE_DAY = timedelta(days=1)
+
+
+def load_allocations(session: Session, intervals: Sequence[tuple[datetime, datetime]],
+                     max_duration: timedelta, *, exclude_booking: int | None = None,
+                     ) -> list[Allocation]:
+    """Scheduled occurrences overlapping any interval, sorted by start.
+
+    ``start_utc >= start - max_duration`` lets the (state, start_utc) index bound the scan:
+    no occurrence is longer than ``max_duration``.
+    """
+    if not intervals:
+        return []
+    merged = _merge(intervals)
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.connection().execute(_PG_ALLOCATIONS, {
+            "starts": [start.astimezone(UTC).replace(tzinfo=None) for start, _ in merged],
+            "ends": [end.astimezone(UTC).replace(tzinfo=None) for _, end in merged],
+            "max_duration": max_duration, "exclude": exclude_booking or 0}).all()
+    else:
+        o = BookingOccurrence
+        windows = [and_(o.start_utc >= start - max_duration, o.start_utc < end,
+                        o.end_utc > start) for start, end in merged]
+        query = select(o.start_utc, o.end_utc, o.units, o.holder_id, o.izs, o.priority, o.id) \
+            .where(o.state == "scheduled", or_(*windows))
+        if exclude_booking is not None:
+            query = query.where(o.booking_id != exclude_booking)
+        # Through the session's connection, not the ORM: plain rows, a third cheaper.
+        rows = session.connection().execute(query).all()
+    # Columns in Allocation's field order: a week is thousands of rows, and building each
+    # tuple straight from its row is several times cheaper than by keyword.
+    make = Allocation._make
+    allocations = [make(row) for row in rows]
+    allocations.sort(key=lambda a: a.start)
+    return allocations
+
+
+# PostgreSQL: one statement text whatever the number of windows (so it is prepared once
+# and planned as one index range scan per window), returning instants already aware.
+_PG_ALLOCATIONS = text("""
+SELECT DISTINCT ON (o.id)
+       (o.start_utc AT TIME ZONE 'UTC') AS start_utc, (o.end_utc AT TIME ZONE 'UTC') AS end_utc,
+       o.units, o.holder_id, o.izs, o.priority, o.id
+FROM unnest(CAST(:starts AS timestamp[]), CAST(:ends AS timestamp[])) AS w(s, e)
+JOIN booking_occurrences AS o
+  ON o.state = 'scheduled' AND o.start_utc >= w.s - CAST(:max_duration AS interval)
+     AND o.start_utc < w.e AND o.end_utc > w.s
+WHERE o.booking_id <> :exclude
+""")
+
+
+def _merge(intervals: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def days_of(start: datetime, end: datetime) -> range:
+    """The UTC days [start, end) touches, as ordinals (date.fromordinal gives the day)."""
+    return range(start.date().toordinal(), (end - timedelta(microseconds=1)).date().toordinal() + 1)
+
+
+def by_day(allocations: Iterable[Allocation], days: Iterable[date]) -> dict[date, list[Allocation]]:
+    """``allocations`` (sorted by start) grouped by the given days they touch, in order."""
+    wanted = {day.toordinal(): [] for day in days}  # type: dict[int, list[Allocation]]
+    for allocation in allocations:
+        for ordinal in days_of(allocation.start, allocation.end):
+            bucket = wanted.get(ordinal)
+            if bucket is not None:
+                bucket.append(allocation)
+    return {date.fromordinal(ordinal): bucket for ordinal, bucket in wanted.items()}
+
+
+class Day(NamedTuple):
+    """A UTC day's scheduled occurrences, sorted by start, their starts (to bisect), and
+    the longest one's duration: whatever overlaps an instant started at most that long
+    before it, which bounds the search (the limit on any meeting is far longer)."""
+
+    allocations: Sequence[Allocation]  # never changed once in a Day (copy to change)
+    starts: Sequence[datetime]
+    longest: timedelta
+
+    @classmethod
+    def of(cls, allocations: Iterable[Allocation]) -> Day:
+        ordered = tuple(allocations)
+        return cls(ordered, tuple(a.start for a in ordered),
+                   max((a.end - a.start for a in ordered), default=timedelta(0)))
+
+
+class DayCache:
+    """Each cached UTC day: (version, :class:`Day`).
+
+    Bounded: the days used least recently go first. Shared by the threads of a process
+    (one per database engine, :func:`day_cache`); the entries are immutable.
+
+    Each occurrence held is an object that every full garbage collection walks (a named
+    tuple is never untracked): four months of a busy calendar, about 50,000 of them, add
+    some 15 ms to a full collection, so that is the bound; a day further out is read
+    from the database when a decision needs it.
+    """
+
+    def __init__(self, max_days: int = 120) -> None:
+        self.max_days = max_days
+        self._days: OrderedDict[date, tuple[int, Day]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0  # days found current, and days read again: for tests and the bench
+        self.misses = 0
+
+    def days(self, session: Session, days: Sequence[date],
+             max_duration: timedelta) -> dict[date, Day]:
+        """The scheduled occurrences touching each of ``days``, as committed now.
+
+        Days the session's transaction has locked are checked against the versions read
+        under the lock; other days against versions read here first.
+        """
+        versions = locked_days(session)
+        unknown = [day for day in days if day not in versions]
+        if unknown:
+            versions = {**versions, **read_versions(session, unknown)}
+        found: dict[date, Day] = {}
+        stale: list[date] = []
+        with self._lock:
+            for day in days:
+                entry = self._days.get(day)
+                if entry is not None and entry[0] == versions.get(day):
+                    found[day] = entry[1]
+                    self._days.move_to_end(day)
+                else:
+                    stale.append(day)
+            self.hits += len(found)
+            self.misses += len(stale)
+        if stale:
+            rows = load_allocations(session, [(day_start(day), day_start(day) + ONE_DAY)
+                                              for day in stale], max_duration)
+            loaded = {day: Day.of(allocations) for day, allocations in by_day(rows, stale).items()}
+            found.update(loaded)
+            # A day with no row has no version yet, and cannot be cached.
+            self.store({day: (versions[day], occurrences) for day, occurrences in loaded.items()
+                        if day in versions})
+        return found
+
+    def store(self, entries: Mapping[date, tuple[int, Day]]) -> None:
+        """Remember days as of the given versions (a newer version already held stays)."""
+        with self._lock:
+            for day, (version, occurrences) in entries.items():
+                held = self._days.get(day)
+                if held is None or held[0] <= version:
+                    self._days[day] = (version, occurrences)
+                self._days.move_to_end(day)
+            while len(self._days) > self.max_days:
+                self._days.popitem(last=False)
+
+    def held(self, day: date) -> int | None:
+        """The version ``day`` is held under, if it is held."""
+        with self._lock:
+            entry = self._days.get(day)
+            return None if entry is None else entry[0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._days.clear()
+
+
+# One statement text whatever the number of days (an expanding IN is a new text, parsed
+# again, for every count).
+_PG_VERSIONS = text("SELECT day, version FROM capacity_days WHERE day = ANY(:days)")
+
+
+def read_versions(session: Session, days: Sequence[date]) -> dict[date, int]:
+    """The current versions of ``days`` that have a row (no lock taken)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(_PG_VERSIONS, {"days": list(days)})
+    else:
+        rows = connection.execute(select(CapacityDay.day, CapacityDay.version)
+                                  .where(CapacityDay.day.in_(days)))
+    return {day: version for day, version in rows}
+
+
+def versions_after(session: Session, written: Collection[date]) -> dict[date, int]:
+    """The versions the days this transaction locked will have once it commits, given the
+    days its own writes touched (scheduler/day_versions.py).
+
+    PostgreSQL: a written day gets the transaction's id, the others keep theirs (nobody
+    else can write them while they are locked). Were ``written`` wrong, a day would be
+    remembered under a version it never has, and read again: slower, never stale.
+    SQLite: read back (in process, and the trigger only counts).
+    """
+    locked = locked_days(session)
+    written_by = transaction_id(session)
+    if written_by is None:
+        return read_versions(session, list(locked))
+    return {day: written_by if day in written else version for day, version in locked.items()}
+
+
+_caches: weakref.WeakKeyDictionary[Engine, DayCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def day_cache(session: Session) -> DayCache:
+    """The process's cache for the database ``session`` works on."""
+    bind = session.get_bind()
+    engine = bind.engine  # a Connection (SQLite's write session) or the Engine itself
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = DayCache()
+        return cache
