@@ -4,13 +4,13 @@ the per-day cache.
 Every decision reads the occurrences near the ones it decides. Read from the database
 each time, that was the largest part of a decision's cost (several hundred rows per
 day, bench/booking.py). :class:`DayCache` keeps each UTC day's occurrences in memory
-together with the day's version (scheduler/day_versions.py: a trigger bumps it on every
-write that touches the day), and reads a day again only when its version has moved.
+together with the day's version (scheduler/day_versions.py: a trigger changes it on every
+write that touches the day), and reads a day again only when its version has changed.
 
 Why the cache can never hand out stale capacity: a day's version is always read before
 its rows (under the decision's lock, or in an earlier statement), so what is stored is
-at least as new as the version it is stored under; a later write bumps the version, and
-the next reader, seeing a different number, reads the day again.
+at least as new as the version it is stored under; a later write changes the version,
+and the next reader, seeing a different number, reads the day again.
 """
 
 from __future__ import annotations
