@@ -197,11 +197,9 @@ class _Calendar:
             starts = self.starts[ordinal]
             low = bisect.bisect_left(starts, start - self.longest[ordinal])
             high = bisect.bisect_left(starts, end)
-            if self.gone:
-                found.extend(a for a in allocations[low:high]
-                             if a.end > start and (a.ref is None or a.ref not in self.gone))
-            else:
-                found.extend(a for a in allocations[low:high] if a.end > start)
+            # ``gone`` holds ids only: one admitted in this batch (ref None) is never gone.
+            found.extend(a for a in allocations[low:high]
+                         if a.end > start and a.ref not in self.gone)
         if len(days) > 1:  # one that spans midnight is listed on both days
             unique = {a.ref if a.ref is not None else id(a): a for a in found}
             found = sorted(unique.values(), key=attrgetter("start"))

@@ -29,21 +29,24 @@ from sqlalchemy import Connection
 # Columns whose change moves capacity; opened_at, reminded_at and the like do not.
 CAPACITY_COLUMNS = "state, start_utc, end_utc, units, holder_id, izs, priority"
 
+
+def _postgresql_touch(row: str) -> str:
+    return f"""
+  IF {row}.state = 'scheduled' THEN
+    UPDATE capacity_days SET version = txid_current()
+     WHERE day BETWEEN CAST({row}.start_utc AS date)
+                   AND CAST({row}.end_utc - interval '1 microsecond' AS date)
+       AND version <> txid_current();
+  END IF;"""
+
+
 _POSTGRESQL = [
-    """
+    f"""
 CREATE OR REPLACE FUNCTION capacity_days_touched() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' AND OLD.state = 'scheduled' THEN
-    UPDATE capacity_days SET version = txid_current()
-     WHERE day BETWEEN CAST(OLD.start_utc AS date)
-                   AND CAST(OLD.end_utc - interval '1 microsecond' AS date)
-       AND version <> txid_current();
+  IF TG_OP <> 'INSERT' THEN {_postgresql_touch("OLD")}
   END IF;
-  IF TG_OP <> 'DELETE' AND NEW.state = 'scheduled' THEN
-    UPDATE capacity_days SET version = txid_current()
-     WHERE day BETWEEN CAST(NEW.start_utc AS date)
-                   AND CAST(NEW.end_utc - interval '1 microsecond' AS date)
-       AND version <> txid_current();
+  IF TG_OP <> 'DELETE' THEN {_postgresql_touch("NEW")}
   END IF;
   RETURN NULL;
 END $$

@@ -101,7 +101,7 @@ def days_of(start: datetime, end: datetime) -> range:
 
 def by_day(allocations: Iterable[Allocation], days: Iterable[date]) -> dict[date, list[Allocation]]:
     """``allocations`` (sorted by start) grouped by the given days they touch, in order."""
-    wanted = {day.toordinal(): [] for day in days}  # type: dict[int, list[Allocation]]
+    wanted: dict[int, list[Allocation]] = {day.toordinal(): [] for day in days}
     for allocation in allocations:
         for ordinal in days_of(allocation.start, allocation.end):
             bucket = wanted.get(ordinal)
