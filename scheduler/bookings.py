@@ -46,7 +46,6 @@ from scheduler.occupancy import (
     DayCache,
     by_day,
     day_cache,
-    days_of,
     load_allocations,
     versions_after,
 )
@@ -59,7 +58,7 @@ from scheduler.recurrence import (
     expand,
     normalise_rrule,
 )
-from scheduler.transactions import days_touched, run_decision
+from scheduler.transactions import days_of, days_touched, run_decision
 from scheduler.units import ParticipantMix
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
@@ -502,8 +501,7 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
     session.flush()  # the displaced rows' updates, so that the trigger has run for them
     changed = [a for allocations in per_booking for a in allocations] \
         + [victim for *_, victims in admitted for victim in victims]
-    versions = versions_after(session, {date.fromordinal(ordinal) for a in changed
-                                        for ordinal in days_of(a.start, a.end)})
+    versions = versions_after(session, set(days_touched((a.start, a.end) for a in changed)))
     days_after = {day: (versions[day], calendar.day(day)) for day in days}
     return outcomes, cache, days_after
 

@@ -182,19 +182,11 @@ def check(request: Request, allocations: Iterable[Allocation], policy: CapacityP
           now: datetime) -> Shortfall | None:
     """None when the request fits everywhere in its interval, else the worst shortfall."""
     worst: Shortfall | None = None
-    # room_left() written out: this runs for every segment of every decision. Only a
-    # segment where the request does not fit needs available()'s reason.
-    pool, reserve = policy.pool_units, policy.izs_reserve_units
+    # Only a segment where the request does not fit needs available()'s reason.
     emergency = request.priority == "emergency"
-    skip_reserve = request.izs or emergency
-    skip_quotas = emergency or borrowing(request, policy, now)
+    izs, borrow = request.izs or emergency, emergency or borrowing(request, policy, now)
     for segment in timeline(allocations, policy, request.holder, request.start, request.end):
-        left = pool - segment.used
-        if not skip_reserve and reserve > segment.izs_used:
-            left -= reserve - segment.izs_used
-        if not skip_quotas:
-            left -= segment.protected
-        if left >= request.units:
+        if room_left(segment, policy, izs=izs, borrow=borrow) >= request.units:
             continue
         units, reason = available(segment, request, policy, now)
         if units < request.units and (worst is None or units < worst.available):
@@ -256,16 +248,9 @@ def nearest_slots(request: Request, allocations: Sequence[Allocation], policy: C
     def room(borrow: bool) -> list[int]:
         if emergency or request.priority == "priority":
             borrow = True
-        if borrow not in rooms:  # room_left() for every segment, written out
-            pool, reserve = policy.pool_units, policy.izs_reserve_units
-            if request.izs or emergency:
-                free = [pool - s.used for s in segments]
-            else:
-                free = [pool - s.used - (reserve - s.izs_used if reserve > s.izs_used else 0)
-                        for s in segments]
-            if not borrow:
-                free = [f - s.protected for f, s in zip(free, segments, strict=True)]
-            rooms[borrow] = free
+        if borrow not in rooms:
+            rooms[borrow] = [room_left(segment, policy, izs=request.izs or emergency,
+                                       borrow=borrow) for segment in segments]
         return rooms[borrow]
 
     lead_ends = now + policy.borrow_lead

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.capacity import Allocation
 from scheduler.models import BookingOccurrence, CapacityDay
-from scheduler.transactions import locked_days, transaction_id
+from scheduler.transactions import days_of, locked_days, transaction_id
 
 ONE_DAY = timedelta(days=1)
 
@@ -92,11 +92,6 @@ def _merge(intervals: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetim
 
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time(), UTC)
-
-
-def days_of(start: datetime, end: datetime) -> range:
-    """The UTC days [start, end) touches, as ordinals (date.fromordinal gives the day)."""
-    return range(start.date().toordinal(), (end - timedelta(microseconds=1)).date().toordinal() + 1)
 
 
 def by_day(allocations: Iterable[Allocation], days: Iterable[date]) -> dict[date, list[Allocation]]:
@@ -194,10 +189,6 @@ class DayCache:
         with self._lock:
             entry = self._days.get(day)
             return None if entry is None else entry[0]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._days.clear()
 
 
 # One statement text whatever the number of days (an expanding IN is a new text, parsed

@@ -33,14 +33,20 @@ RETRIES = 8
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
+def days_of(start: datetime, end: datetime) -> range:
+    """The UTC days [start, end) touches, as ordinals (date.fromordinal gives the day).
+
+    The one definition of it: the days a decision locks, the days the trigger gives a new
+    version (scheduler/day_versions.py, in SQL) and the days the cache files an
+    occurrence under must all agree.
+    """
+    return range(start.date().toordinal(), (end - timedelta(microseconds=1)).date().toordinal() + 1)
+
+
 def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:
-    days: set[date] = set()
-    for start, end in intervals:
-        day, last = start.date(), (end - timedelta(microseconds=1)).date()
-        while day <= last:
-            days.add(day)
-            day += timedelta(days=1)
-    return sorted(days)
+    """The UTC days any of ``intervals`` touches, in order."""
+    ordinals = {ordinal for start, end in intervals for ordinal in days_of(start, end)}
+    return [date.fromordinal(ordinal) for ordinal in sorted(ordinals)]
 
 
 # The usual case in one statement: every day row exists, the pool row is taken shared and
