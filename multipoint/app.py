@@ -15,7 +15,7 @@ from mcu import aiortc_adapter
 from mcu.room import MediaConfig, MediaWorker
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
-from scheduler.api import setup_api
+from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
 from scheduler.rollout import apply_selftest
 from scheduler.rooms import RoomInfo
@@ -143,6 +143,8 @@ def run_server(settings: Settings) -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
+    warmed = app[SERVICES].warm_up()  # before settle_heap(): it then leaves these out too
+    logger.info("scheduler: %d days of capacity read into memory", warmed)
     settle_heap()
     logger.info("multipoint serving on http://%s:%d (public URL %s)", settings.http_host,
                 settings.http_port, settings.public_url)

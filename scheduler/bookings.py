@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import json
 import secrets
 import threading
@@ -34,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from scheduler import capacity, notices
-from scheduler.capacity import Allocation, CapacityPolicy, Request, Shortfall
+from scheduler.capacity import Allocation, CapacityPolicy, Request, Segment, Shortfall
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
@@ -49,8 +50,9 @@ from scheduler.occupancy import (
     load_allocations,
     versions_after,
 )
-from scheduler.organisations import OrgInfo, holder_among, org_info, org_infos
+from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info
 from scheduler.permissions import Principal, require_book, require_change_booking
+from scheduler.pool_version import pool_cache
 from scheduler.recurrence import (
     Occurrence,
     RecurrenceError,
@@ -110,14 +112,27 @@ _POLICY = union_all(
     select(Quota.organisation_id, Quota.share_bp))
 
 
+_policies: dict[tuple[object, ...], CapacityPolicy] = {}
+
+
 def load_policy(session: Session, config: SchedulerConfig) -> CapacityPolicy:
-    rows = session.connection().execute(_POLICY).all()
-    units = next(int(value) for owner, value in rows if owner is None)
-    return CapacityPolicy(pool_units=units,
-                          izs_reserve_units=units * config.izs_reserve_percent // 100,
-                          quotas={owner: units * share // 10000 for owner, share in rows
-                                  if owner is not None},
-                          borrow_lead=config.borrow_lead)
+    rows = tuple(tuple(row) for row in session.connection().execute(_POLICY))
+    # The same pool and shares give the same object back: a day's load profile is made
+    # for a policy's shares and is used again while they are the very same
+    # (occupancy.Day), which is then one identity test.
+    key = (rows, config.izs_reserve_percent, config.borrow_lead)
+    policy = _policies.get(key)
+    if policy is None:
+        units = next(int(value) for owner, value in rows if owner is None)
+        policy = CapacityPolicy(pool_units=units,
+                                izs_reserve_units=units * config.izs_reserve_percent // 100,
+                                quotas={owner: units * share // 10000 for owner, share in rows
+                                        if owner is not None},
+                                borrow_lead=config.borrow_lead)
+        if len(_policies) > 16:  # a pool or share changed many times: forget the old ones
+            _policies.clear()
+        _policies[key] = policy
+    return policy
 
 
 def _normalised(schedule: Schedule) -> Schedule:
@@ -166,91 +181,84 @@ class _Calendar:
     """The scheduled occurrences a decision reads, per UTC day, as the batch changes
     them: occurrences admitted earlier in the batch are added, displaced ones dropped.
 
-    Per day (each sorted by start, an occurrence listed on every day it touches) because
-    that is how the day cache hands them out; the batch works on its own copies.
+    Per day (occupancy.Day) because that is how the day cache hands them out; the batch
+    changes copies of its own, never the cache's.
     """
 
     def __init__(self, days: Mapping[date, Day]) -> None:
-        # The cache's sequences, shared (never changed) until the batch writes to a day;
-        # then that day gets lists of its own (take()).
-        self.days: dict[int, Sequence[Allocation]] = {}
-        self.starts: dict[int, Sequence[datetime]] = {}
-        self.longest: dict[int, timedelta] = {}
+        self.days: dict[int, Day] = {}
         self._copied: set[int] = set()
         self.add(days)
-        self.gone: set[int] = set()
 
     def add(self, days: Mapping[date, Day]) -> None:
         for day, occurrences in days.items():
-            ordinal = day.toordinal()
-            self.days[ordinal], self.starts[ordinal], self.longest[ordinal] = occurrences
+            self.days[day.toordinal()] = occurrences
+
+    def _own(self, ordinal: int) -> Day:
+        """The day, copied first if the batch has not changed it yet."""
+        if ordinal not in self._copied:
+            self._copied.add(ordinal)
+            self.days[ordinal] = self.days[ordinal].copy()
+        return self.days[ordinal]
 
     def near(self, start: datetime, end: datetime) -> list[Allocation]:
         """The occurrences overlapping [start, end)."""
         days = days_of(start, end)
         found: list[Allocation] = []
         for ordinal in days:
-            allocations = self.days.get(ordinal)
-            if not allocations:
+            day = self.days.get(ordinal)
+            if day is None or not day.allocations:
                 continue
-            starts = self.starts[ordinal]
-            low = bisect.bisect_left(starts, start - self.longest[ordinal])
-            high = bisect.bisect_left(starts, end)
-            # ``gone`` holds ids only: one admitted in this batch (ref None) is never gone.
-            found.extend(a for a in allocations[low:high]
-                         if a.end > start and a.ref not in self.gone)
+            low = bisect.bisect_left(day.starts, start - day.longest)
+            high = bisect.bisect_left(day.starts, end)
+            found.extend(a for a in day.allocations[low:high] if a.end > start)
         if len(days) > 1:  # one that spans midnight is listed on both days
             unique = {a.ref if a.ref is not None else id(a): a for a in found}
             found = sorted(unique.values(), key=attrgetter("start"))
         return found
 
-    def covering(self, start: datetime, end: datetime,
-                 fetch: Callable[[list[date]], Mapping[date, Day]]) -> list[Allocation]:
-        """:meth:`near`, after fetching the days of [start, end) the calendar lacks."""
+    def load(self, policy: CapacityPolicy, holder: int | None, start: datetime,
+             end: datetime) -> list[Segment]:
+        """The load over [start, end) as ``holder`` sees it (its days must be here)."""
+        segments: list[Segment] = []
+        for ordinal in days_of(start, end):
+            segments.extend(self.days[ordinal].segments(policy, holder, start, end))
+        return segments
+
+    def covering(self, policy: CapacityPolicy, holder: int | None, start: datetime,
+                 end: datetime, fetch: Callable[[list[date]], Mapping[date, Day]],
+                 ) -> list[Segment]:
+        """:meth:`load`, after fetching the days of [start, end) the calendar lacks."""
         missing = [date.fromordinal(ordinal) for ordinal in days_of(start, end)
                    if ordinal not in self.days]
         if missing:
             self.add(fetch(missing))
-        return self.near(start, end)
+        return self.load(policy, holder, start, end)
 
-    def take(self, allocation: Allocation) -> None:
+    def take(self, allocation: Allocation, policy: CapacityPolicy) -> None:
         for ordinal in days_of(allocation.start, allocation.end):
-            if ordinal not in self._copied:
-                self._copied.add(ordinal)
-                self.days[ordinal] = list(self.days.get(ordinal, ()))
-                self.starts[ordinal] = list(self.starts.get(ordinal, ()))
-            self.longest[ordinal] = max(self.longest.get(ordinal, timedelta(0)),
-                                        allocation.end - allocation.start)
-            starts = self.starts[ordinal]
-            index = bisect.bisect_right(starts, allocation.start)
-            starts.insert(index, allocation.start)  # type: ignore[attr-defined]
-            self.days[ordinal].insert(index, allocation)  # type: ignore[attr-defined]
+            self._own(ordinal).add(allocation, policy)
 
     def release(self, victims: list[Allocation]) -> None:
-        self.gone.update(a.ref for a in victims if a.ref is not None)
+        gone = {a.ref for a in victims if a.ref is not None}
+        for ordinal in {ordinal for a in victims for ordinal in days_of(a.start, a.end)}:
+            self._copied.add(ordinal)
+            self.days[ordinal] = self.days[ordinal].without(gone)
 
     def written(self, taken: Sequence[Allocation], refs: Sequence[int]) -> None:
         """Give the occurrences taken their ids, once they are written."""
         for allocation, ref in zip(taken, refs, strict=True):
             written = allocation._replace(ref=ref)
             for ordinal in days_of(allocation.start, allocation.end):
-                allocations = self.days[ordinal]
-                index = bisect.bisect_left(self.starts[ordinal], allocation.start)
-                while allocations[index] is not allocation:
+                day = self.days[ordinal]
+                index = bisect.bisect_left(day.starts, allocation.start)
+                while day.allocations[index] is not allocation:
                     index += 1
-                allocations[index] = written  # type: ignore[index]
+                day.allocations[index] = written
 
     def day(self, day: date) -> Day:
-        """The day as the batch leaves it."""
-        ordinal = day.toordinal()
-        allocations, starts = self.days[ordinal], self.starts[ordinal]
-        if self.gone:
-            kept = [(a, s) for a, s in zip(allocations, starts, strict=True)
-                    if a.ref not in self.gone]
-            allocations, starts = [a for a, _ in kept], [s for _, s in kept]
-        # Displaced occurrences leave ``longest`` as it was: still a bound, if a loose one.
-        # The lists are handed over as they are: the batch is done with them.
-        return Day(allocations, starts, self.longest[ordinal])
+        """The day as the batch leaves it (the batch is done with it)."""
+        return self.days[day.toordinal()]
 
 
 def _check(calendar: _Calendar, policy: CapacityPolicy, org: OrgInfo, priority: str,
@@ -265,12 +273,13 @@ def _check(calendar: _Calendar, policy: CapacityPolicy, org: OrgInfo, priority: 
     displaced: list[Allocation] = []
     for occurrence in occurrences:
         request = Request(occurrence.start, occurrence.end, units, holder, org.izs, priority)
-        near = calendar.near(occurrence.start, occurrence.end)
-        shortfall = capacity.check(request, near, policy, now)
+        load = calendar.load(policy, holder, occurrence.start, occurrence.end)
+        shortfall = capacity.check(request, load, policy, now)
         if shortfall is None:
             continue
         if priority == "emergency":
-            chosen = capacity.choose_displacements(request, near, policy, now)
+            chosen = capacity.choose_displacements(
+                request, calendar.near(occurrence.start, occurrence.end), policy, now)
             if chosen is not None:
                 displaced.extend(chosen)
                 calendar.release(chosen)
@@ -296,7 +305,7 @@ def _decide(session: Session, config: SchedulerConfig, org: OrgInfo, priority: s
     intervals = [(o.start, o.end) for o in occurrences]
     allocations = load_allocations(session, intervals, max_duration,
                                    exclude_booking=exclude_booking)
-    calendar = _Calendar({day: Day.of(allocations) for day, allocations
+    calendar = _Calendar({day: Day.of(day, allocations) for day, allocations
                           in by_day(allocations, days_touched(intervals)).items()})
     return _check(calendar, load_policy(session, config), org, priority, units, occurrences,
                   now, zone)
@@ -380,7 +389,9 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
     """Everything about a new booking that needs no database: checks, occurrences, the
     invitation. Raises InvalidInput."""
     _check_priority(data.priority)
-    data = dataclasses.replace(data, schedule=_normalised(data.schedule))
+    schedule = _normalised(data.schedule)
+    if schedule is not data.schedule:
+        data = dataclasses.replace(data, schedule=schedule)
     units = _units(config, data.participants)
     occurrences, skipped = _expand(config, data.schedule, now)
     if occurrences[0].start < now - START_SLACK:
@@ -397,8 +408,10 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
         status="confirmed", created_at=now, updated_at=now)
     # The invitation depends on nothing the decision reads: render it (milliseconds of
     # time-zone work) before queueing, not inside the transaction.
-    ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
-                                    now, join_link)
+    ics = None
+    if notices.has_recipients(principal.email, data.invitees):
+        ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
+                                        now, join_link)
     return NewBooking(config, principal, data.organisation_id, data.priority, units,
                       data.schedule.end - data.schedule.start, occurrences, skipped, fields,
                       ics, now, join_link)
@@ -439,7 +452,9 @@ def admit_batch(db: Database, batch: Sequence[NewBooking]) -> list[Decision | Ba
 def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[date],
                     ) -> tuple[list[Decision | BaseException], DayCache, dict[date, tuple[int, Day]]]:
     """The batch's decisions, the cache, and the locked days as the batch leaves them."""
-    orgs = org_infos(session, {new.organisation_id for new in batch})
+    # The organisations and the policy as of the pool version the batch has locked.
+    kept = pool_cache(session)
+    orgs = kept.get(session, "organisations", lambda: all_org_infos(session))
     max_duration = max(new.config.limits.max_duration for new in batch)
     cache = day_cache(session)
     before = cache.days(session, days, max_duration)
@@ -460,13 +475,16 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
             require_book(new.principal, org, new.priority)
             policy = policies.get(id(new.config))
             if policy is None:
-                policy = policies[id(new.config)] = load_policy(session, new.config)
+                config = new.config
+                policy = policies[id(config)] = kept.get(
+                    session, ("policy", config.izs_reserve_percent, config.borrow_lead),
+                    lambda: load_policy(session, config))  # noqa: B023 (called at once)
             holder, victims = _check(calendar, policy, org, new.priority, new.units,
                                      new.occurrences, new.now, str(new.fields["zone"]))
         except CapacityRefused as refusal:
             # Suggested here, from the calendar as the batch has it: no second read.
             refusal.details["suggestions"] = _suggestions(
-                lambda start, end: calendar.covering(start, end, fetch), policy, org,
+                functools.partial(calendar.covering, fetch=fetch), policy, org,
                 new.priority, new.units, refusal, new.duration, str(new.fields["zone"]),
                 new.now)
             outcomes.append(refusal.with_traceback(None))  # see below
@@ -479,7 +497,7 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
         allocations = [Allocation(o.start, o.end, new.units, holder, org.izs, new.priority)
                        for o in new.occurrences]
         for allocation in allocations:
-            calendar.take(allocation)
+            calendar.take(allocation, policy)
         per_booking.append(allocations)
         admitted.append((index, new, org, holder, victims))
         outcomes.append(Decision(0))  # its id once written
@@ -588,12 +606,14 @@ SUGGESTION_SEARCHES = (timedelta(hours=2), timedelta(hours=6), timedelta(hours=1
                        timedelta(days=3))
 
 
-def _suggestions(occurrences_in: Callable[[datetime, datetime], list[Allocation]],
+def _suggestions(load_in: Callable[[CapacityPolicy, int | None, datetime, datetime],
+                                   list[Segment]],
                  policy: CapacityPolicy, org: OrgInfo, priority: str, units: int,
                  refusal: CapacityRefused, duration: timedelta, zone: str,
                  now: datetime) -> list[dict[str, str]]:
     """The nearest start times at which the refusal's first conflicting occurrence would
-    fit; ``occurrences_in(start, end)`` gives the allocations overlapping a window."""
+    fit; ``load_in(policy, holder, start, end)`` gives the load over a window as the
+    holder sees it."""
     conflicts = refusal.details.get("conflicts") or []
     if not conflicts:
         return []
@@ -603,8 +623,8 @@ def _suggestions(occurrences_in: Callable[[datetime, datetime], list[Allocation]
                       org.izs, priority)
     slots: list[datetime] = []
     for search in SUGGESTION_SEARCHES:
-        allocations = occurrences_in(start - search, start + duration + search)
-        slots = capacity.nearest_slots(request, allocations, policy, now, search=search)
+        load = load_in(policy, request.holder, start - search, start + duration + search)
+        slots = capacity.nearest_slots(request, load, policy, now, search=search)
         if len(slots) == 3:
             break
     return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
@@ -617,12 +637,16 @@ def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, 
             exclude_booking: int | None = None) -> list[dict[str, str]]:
     """:func:`_suggestions` from the database, leaving out one booking's occurrences."""
     with db.session() as session:
-        def occurrences_in(start: datetime, end: datetime) -> list[Allocation]:
-            return load_allocations(session, [(start, end)], config.limits.max_duration,
-                                    exclude_booking=exclude_booking)
+        policy = load_policy(session, config)
 
-        return _suggestions(occurrences_in, load_policy(session, config), org, priority,
-                            units, refusal, schedule.end - schedule.start, schedule.zone, now)
+        def load_in(policy: CapacityPolicy, holder: int | None, start: datetime,
+                    end: datetime) -> list[Segment]:
+            allocations = load_allocations(session, [(start, end)], config.limits.max_duration,
+                                           exclude_booking=exclude_booking)
+            return capacity.timeline(allocations, policy, holder, start, end)
+
+        return _suggestions(load_in, policy, org, priority, units, refusal,
+                            schedule.end - schedule.start, schedule.zone, now)
 
 
 def get_booking(session: Session, booking_id: int) -> tuple[Booking, OrgInfo]:

@@ -178,14 +178,118 @@ def timeline(allocations: Iterable[Allocation], policy: CapacityPolicy, holder: 
     return segments
 
 
-def check(request: Request, allocations: Iterable[Allocation], policy: CapacityPolicy,
+class Profile:
+    """The load over [start, end) as every holder sees it at once.
+
+    :func:`timeline` sweeps every allocation again for each question. A profile is swept
+    once (for a day, scheduler/occupancy.py) and then answers for any holder from its
+    segments and that holder's own allocations, which are few: the holder-independent
+    ``spare``, every holder's unused guaranteed units, less what is left of the asking
+    holder's own share, is the ``protected`` that holder sees (docs/scheduler.md). A
+    booking admitted is counted in place (:meth:`add`), not swept again.
+
+    Segment i is [times[i], times[i + 1]); the last one ends at ``end``.
+    """
+
+    __slots__ = ("end", "izs_used", "spare", "times", "used")
+
+    def __init__(self, times: list[datetime], end: datetime, used: list[int],
+                 izs_used: list[int], spare: list[int]) -> None:
+        self.times, self.end = times, end
+        self.used, self.izs_used, self.spare = used, izs_used, spare
+
+    @classmethod
+    def of(cls, allocations: Iterable[Allocation], policy: CapacityPolicy, start: datetime,
+           end: datetime) -> Profile:
+        """The profile of ``allocations`` over [start, end), for ``policy``'s shares."""
+        # As seen by nobody (holder None), a segment's ``protected`` is every share's
+        # unused part: the spare.
+        segments = timeline(allocations, policy, None, start, end)
+        return cls([s.start for s in segments], end, [s.used for s in segments],
+                   [s.izs_used for s in segments], [s.protected for s in segments])
+
+    def copy(self) -> Profile:
+        return Profile(list(self.times), self.end, list(self.used), list(self.izs_used),
+                       list(self.spare))
+
+    def segments(self, quota: int | None, own: Iterable[Allocation], start: datetime,
+                 end: datetime) -> list[Segment]:
+        """The load over [start, end) (inside the profile) as :func:`timeline` gives it
+        for a holder whose share is ``quota`` (None: it has none) and whose allocations
+        are ``own`` (those of other holders may be left out)."""
+        times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
+        first = bisect.bisect_right(times, start) - 1
+        last = bisect.bisect_left(times, end)
+        mine_here = [(a.start, a.end, a.units) for a in own if a.start < end and a.end > start]
+        make = Segment._make
+        segments = []
+        for index in range(first, last):
+            seg_start = times[index] if index > first else start
+            seg_end = times[index + 1] if index + 1 < last else end
+            mine = 0
+            for a_start, a_end, units in mine_here:
+                if a_start < seg_end and a_end > seg_start:
+                    mine += units
+            protected = spare[index]
+            if quota is not None and mine < quota:  # the holder's own unused share
+                protected -= quota - mine
+            segments.append(make((seg_start, seg_end, used[index], izs_used[index],
+                                  protected, mine)))
+        return segments
+
+    def add(self, allocation: Allocation, quota: int | None,
+            own_before: Iterable[Allocation]) -> None:
+        """Count ``allocation`` in; ``quota`` is its holder's share (None: it has none)
+        and ``own_before`` that holder's allocations already counted."""
+        start, end = max(allocation.start, self.times[0]), min(allocation.end, self.end)
+        if start >= end:
+            return
+        first, last = self._split(start), self._split(end)
+        units = allocation.units
+        mine_here = [(a.start, a.end, a.units) for a in own_before
+                     if a.start < end and a.end > start] if quota is not None else []
+        times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
+        for index in range(first, last):
+            used[index] += units
+            if allocation.izs:
+                izs_used[index] += units
+            if quota is None:
+                continue
+            seg_start = times[index]
+            seg_end = times[index + 1] if index + 1 < len(times) else self.end
+            before = 0
+            for a_start, a_end, a_units in mine_here:
+                if a_start < seg_end and a_end > seg_start:
+                    before += a_units
+            # max(0, quota - after) - max(0, quota - before)
+            spare[index] += max(0, quota - before - units) - max(0, quota - before)
+
+    def _split(self, at: datetime) -> int:
+        """The index of the segment starting at ``at``, splitting one if needed."""
+        times = self.times
+        if at >= self.end:
+            return len(times)
+        index = bisect.bisect_left(times, at)
+        if index < len(times) and times[index] == at:
+            return index
+        times.insert(index, at)
+        for values in (self.used, self.izs_used, self.spare):
+            values.insert(index, values[index - 1])
+        return index
+
+
+def check(request: Request, segments: Iterable[Segment], policy: CapacityPolicy,
           now: datetime) -> Shortfall | None:
-    """None when the request fits everywhere in its interval, else the worst shortfall."""
+    """None when the request fits everywhere in its interval, else the worst shortfall.
+
+    ``segments``: the load over the request's interval as its holder sees it
+    (:func:`timeline`, or :meth:`Profile.segments`).
+    """
     worst: Shortfall | None = None
     # Only a segment where the request does not fit needs available()'s reason.
     emergency = request.priority == "emergency"
     izs, borrow = request.izs or emergency, emergency or borrowing(request, policy, now)
-    for segment in timeline(allocations, policy, request.holder, request.start, request.end):
+    for segment in segments:
         if room_left(segment, policy, izs=izs, borrow=borrow) >= request.units:
             continue
         units, reason = available(segment, request, policy, now)
@@ -227,16 +331,16 @@ def choose_displacements(request: Request, allocations: Sequence[Allocation],
     return chosen
 
 
-def nearest_slots(request: Request, allocations: Sequence[Allocation], policy: CapacityPolicy,
+def nearest_slots(request: Request, segments: Sequence[Segment], policy: CapacityPolicy,
                   now: datetime, *, count: int = 3, step: timedelta = timedelta(minutes=15),
                   search: timedelta = timedelta(days=7)) -> list[datetime]:
     """Start times nearest to the request's (before or after) at which it would fit.
 
-    ``allocations`` must cover [request.start - search, request.end + search].
+    ``segments``: the load over [request.start - search, request.end + search] as the
+    request's holder sees it (:func:`timeline`, or :meth:`Profile.segments`).
     """
     duration = request.end - request.start
-    window_start, window_end = request.start - search, request.end + search
-    segments = timeline(allocations, policy, request.holder, window_start, window_end)
+    window_end = request.end + search
     starts = [segment.start for segment in segments]
 
     # What the request could take in each segment, lending allowed or not: the only

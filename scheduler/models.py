@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scheduler.day_versions import create_triggers
+from scheduler import day_versions, pool_version
 from scheduler.db import Base
 
 
@@ -395,4 +395,10 @@ class Endpoint(Base):
 @event.listens_for(BookingOccurrence.__table__, "after_create")
 def _occurrence_triggers(_table: Table, connection: Connection, **_: object) -> None:
     # Schemas made by create_all (tests, tools) get the triggers migrations create.
-    create_triggers(connection)
+    day_versions.create_triggers(connection)
+
+
+@event.listens_for(Base.metadata, "after_create")
+def _pool_triggers(_metadata: object, connection: Connection, **_: object) -> None:
+    # On every watched table (they exist by now), as the migration makes them.
+    pool_version.create_triggers(connection)

@@ -15,19 +15,22 @@ and the next reader, seeing a different number, reads the day again.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from operator import attrgetter
 from typing import NamedTuple
 
 from sqlalchemy import Engine, and_, or_, select, text
 from sqlalchemy.orm import Session
 
-from scheduler.capacity import Allocation
+from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment
+from scheduler.db import Database
 from scheduler.models import BookingOccurrence, CapacityDay
-from scheduler.transactions import days_of, locked_days, transaction_id
+from scheduler.transactions import create_days, days_of, locked_days, transaction_id
 
 ONE_DAY = timedelta(days=1)
 
@@ -105,20 +108,108 @@ def by_day(allocations: Iterable[Allocation], days: Iterable[date]) -> dict[date
     return {date.fromordinal(ordinal): bucket for ordinal, bucket in wanted.items()}
 
 
-class Day(NamedTuple):
+_start = attrgetter("start")
+
+
+class _Load(NamedTuple):
+    quotas: Mapping[int, int]  # the shares the profile counts
+    profile: Profile
+    by_holder: dict[int, tuple[Allocation, ...]]  # each holder's occurrences, by start
+
+
+class Day:
     """A UTC day's scheduled occurrences, sorted by start, their starts (to bisect), and
     the longest one's duration: whatever overlaps an instant started at most that long
-    before it, which bounds the search (the limit on any meeting is far longer)."""
+    before it, which bounds the search (the limit on any meeting is far longer).
 
-    allocations: Sequence[Allocation]  # never changed once in a Day (copy to change)
-    starts: Sequence[datetime]
-    longest: timedelta
+    And, made when a decision first asks, the day's load profile (capacity.Profile) with
+    each quota holder's occurrences: a check then reads a few segments rather than
+    sweeping the day.
+
+    A day in the cache is never changed but for that one lazy step, which any thread may
+    take (each makes the same thing); a decision changes a :meth:`copy`.
+    """
+
+    __slots__ = ("_load", "allocations", "longest", "start", "starts")
+
+    def __init__(self, start: datetime, allocations: list[Allocation], starts: list[datetime],
+                 longest: timedelta, load: _Load | None = None) -> None:
+        self.start = start
+        self.allocations, self.starts, self.longest = allocations, starts, longest
+        self._load = load
 
     @classmethod
-    def of(cls, allocations: Iterable[Allocation]) -> Day:
-        ordered = tuple(allocations)
-        return cls(ordered, tuple(a.start for a in ordered),
+    def of(cls, day: date, allocations: Iterable[Allocation]) -> Day:
+        """The day from its occurrences (sorted by start)."""
+        ordered = list(allocations)
+        return cls(day_start(day), ordered, [a.start for a in ordered],
                    max((a.end - a.start for a in ordered), default=timedelta(0)))
+
+    def copy(self) -> Day:
+        load = self._load
+        if load is not None:
+            # The holders' tuples are shared: add() replaces the one it changes.
+            load = _Load(load.quotas, load.profile.copy(), dict(load.by_holder))
+        return Day(self.start, list(self.allocations), list(self.starts), self.longest, load)
+
+    def load_for(self, policy: CapacityPolicy) -> _Load:
+        """The day's profile for ``policy``'s shares, made if need be."""
+        load = self._load
+        if load is not None and (load.quotas is policy.quotas or load.quotas == policy.quotas):
+            return load
+        by_holder: dict[int, list[Allocation]] = {}
+        for allocation in self.allocations:
+            if allocation.holder is not None:
+                by_holder.setdefault(allocation.holder, []).append(allocation)
+        profile = Profile.of(self.allocations, policy, self.start, self.start + ONE_DAY)
+        self._load = load = _Load(policy.quotas, profile,
+                                  {holder: tuple(own) for holder, own in by_holder.items()})
+        return load
+
+    def _own(self, load: _Load, holder: int | None, start: datetime,
+             end: datetime) -> Sequence[Allocation]:
+        """The holder's occurrences that may overlap [start, end) (a few more, maybe)."""
+        if holder is None:
+            return ()
+        own = load.by_holder.get(holder, ())
+        return own[bisect.bisect_left(own, start - self.longest, key=_start):
+                   bisect.bisect_left(own, end, key=_start)]
+
+    def segments(self, policy: CapacityPolicy, holder: int | None, start: datetime,
+                 end: datetime) -> list[Segment]:
+        """The load over [start, end) clipped to this day, as ``holder`` sees it."""
+        load = self.load_for(policy)
+        start, end = max(start, self.start), min(end, self.start + ONE_DAY)
+        if start >= end:
+            return []
+        return load.profile.segments(policy.quotas.get(holder) if holder is not None else None,
+                                     self._own(load, holder, start, end), start, end)
+
+    def add(self, allocation: Allocation, policy: CapacityPolicy) -> None:
+        """Count an admitted occurrence in (only on a :meth:`copy`)."""
+        index = bisect.bisect_right(self.starts, allocation.start)
+        self.starts.insert(index, allocation.start)
+        self.allocations.insert(index, allocation)
+        self.longest = max(self.longest, allocation.end - allocation.start)
+        load = self._load
+        if load is None:
+            return  # made from the occurrences when first asked for
+        if not (load.quotas is policy.quotas or load.quotas == policy.quotas):
+            self._load = None
+            return
+        holder = allocation.holder
+        load.profile.add(allocation, load.quotas.get(holder) if holder is not None else None,
+                         self._own(load, holder, allocation.start, allocation.end))
+        if holder is not None:
+            own = load.by_holder.get(holder, ())
+            at = bisect.bisect_right(own, allocation.start, key=_start)
+            load.by_holder[holder] = (*own[:at], allocation, *own[at:])
+
+    def without(self, refs: Collection[int]) -> Day:
+        """The day less the occurrences with these ids (displaced), profile made anew."""
+        kept = [a for a in self.allocations if a.ref not in refs]
+        # ``longest`` stays as it was: still a bound, if a loose one.
+        return Day(self.start, kept, [a.start for a in kept], self.longest)
 
 
 class DayCache:
@@ -166,7 +257,8 @@ class DayCache:
         if stale:
             rows = load_allocations(session, [(day_start(day), day_start(day) + ONE_DAY)
                                               for day in stale], max_duration)
-            loaded = {day: Day.of(allocations) for day, allocations in by_day(rows, stale).items()}
+            loaded = {day: Day.of(day, allocations)
+                      for day, allocations in by_day(rows, stale).items()}
             found.update(loaded)
             # A day with no row has no version yet, and cannot be cached.
             self.store({day: (versions[day], occurrences) for day, occurrences in loaded.items()
@@ -236,3 +328,27 @@ def day_cache(session: Session) -> DayCache:
         if cache is None:
             cache = _caches[engine] = DayCache()
         return cache
+
+
+# The coming quarter: where nearly every booking falls (bench/booking.py books up to twelve
+# weeks ahead), inside the cache's bound.
+WARM_DAYS = 92
+
+
+def warm(db: Database, first: date, policy: Callable[[Session], CapacityPolicy],
+         max_duration: timedelta, days: int = WARM_DAYS) -> int:
+    """Read ``days`` days from ``first`` into the cache with their load profiles under
+    the policy ``policy(session)`` gives (at start-up); how many days it holds.
+
+    Otherwise the first decisions after a start read and sweep every day they touch, a
+    few hundred milliseconds for the first batches of a busy service.
+    """
+    wanted = [first + timedelta(days=offset) for offset in range(days)]
+    with db.write_session() as session:  # only a day with a version can be cached
+        create_days(session.connection(), wanted)
+    with db.session() as session:
+        cache = day_cache(session)
+        current = policy(session)
+        for day in cache.days(session, wanted, max_duration).values():
+            day.load_for(current)
+    return sum(cache.held(day) is not None for day in wanted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Select, bindparam, select
@@ -54,8 +54,22 @@ def org_infos(session: Session, organisation_ids: Iterable[int]) -> dict[int, Or
     rows: dict[int, tuple[str, str, int | None]] = {
         org_id: (name, kind, parent)
         for org_id, name, kind, parent in session.connection().execute(_TREE, {"ids": wanted})}
+    return _with_ancestors(rows, set(wanted) & rows.keys())
+
+
+def all_org_infos(session: Session) -> dict[int, OrgInfo]:
+    """Every organisation, with its ancestors."""
+    o = Organisation
+    rows: dict[int, tuple[str, str, int | None]] = {
+        org_id: (name, kind, parent) for org_id, name, kind, parent in
+        session.connection().execute(select(o.id, o.name, o.kind, o.parent_id))}
+    return _with_ancestors(rows, rows.keys())
+
+
+def _with_ancestors(rows: Mapping[int, tuple[str, str, int | None]],
+                    wanted: Iterable[int]) -> dict[int, OrgInfo]:
     found: dict[int, OrgInfo] = {}
-    for org_id in set(wanted) & rows.keys():
+    for org_id in wanted:
         name, kind, parent_id = rows[org_id]
         ancestors: list[int] = []
         parent = parent_id
@@ -80,10 +94,11 @@ def quota_holder(session: Session, org: OrgInfo) -> int | None:
     return next((candidate for candidate in chain if candidate in owners), None)
 
 
-def holder_among(org: OrgInfo, owners: Iterable[int]) -> int | None:
+def holder_among(org: OrgInfo, owners: Collection[int]) -> int | None:
     """:func:`quota_holder` with the share owners already read (no query)."""
-    owned = set(owners)
-    return next((candidate for candidate in (org.id, *org.ancestors) if candidate in owned), None)
+    if org.id in owners:
+        return org.id
+    return next((candidate for candidate in org.ancestors if candidate in owners), None)
 
 
 def organisation_json(org: Organisation) -> dict[str, object]:

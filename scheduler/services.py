@@ -8,7 +8,8 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from scheduler import calls, rooms
+from scheduler import calls, occupancy, rooms
+from scheduler.bookings import load_policy
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.jobs import Clock, JobRunner
@@ -48,6 +49,13 @@ class SchedulerServices:
         self.clock: Callable[[], datetime] = clock or utc_now
         self.jobs = JobRunner(db, config, self.room_control, join_link, self.clock)
         self.run_jobs = run_jobs
+
+    def warm_up(self) -> int:
+        """Read the coming weeks' capacity into memory (occupancy.warm): at start-up,
+        before the first request; how many days it holds."""
+        return occupancy.warm(self.db, self.clock().date(),
+                              lambda session: load_policy(session, self.config),
+                              self.config.limits.max_duration)
 
     async def start(self) -> None:
         if self.run_jobs:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.db import Database
 from scheduler.models import CapacityDay, CapacityPool
+from scheduler.pool_version import POOL_VERSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,13 +53,14 @@ def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:
 # The usual case in one statement: every day row exists, the pool row is taken shared and
 # the days exclusively, in day order (rows are locked as the sorted result is produced).
 _LOCK_DAYS = text("""
-SELECT d.day, d.version, txid_current() FROM capacity_pool AS p
+SELECT d.day, d.version, txid_current(), p.version FROM capacity_pool AS p
 JOIN capacity_days AS d ON d.day = ANY(:days)
 WHERE p.id = 1 ORDER BY d.day FOR SHARE OF p FOR UPDATE OF d
 """)
 
 # session.info keys: {day: version} of the days this transaction holds (see locked_days),
-# and on PostgreSQL the transaction's id, the version its writes give a day.
+# and on PostgreSQL the transaction's id, the version its writes give a day. (And the
+# pool's version: scheduler/pool_version.py.)
 LOCKED_DAYS = "capacity_day_versions"
 TRANSACTION_ID = "transaction_id"
 
@@ -67,16 +69,18 @@ def lock_for_decision(session: Session, days: list[date], *,
                       exclusive_pool: bool = False) -> dict[date, int]:
     """Lock the pool and ``days`` (creating missing day rows) for a capacity decision.
 
-    Returns the days' versions as locked, which also stay in the session (locked_days):
-    nobody can change them until the transaction ends.
+    Returns the days' versions as locked, which also stay in the session (locked_days),
+    as does the pool's version (pool_version.locked_version): nobody can change them until
+    the transaction ends.
     """
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        versions, session.info[TRANSACTION_ID] = _lock_postgresql(connection, days,
-                                                                  exclusive_pool)
+        versions, session.info[TRANSACTION_ID], pool = _lock_postgresql(connection, days,
+                                                                        exclusive_pool)
     else:
-        versions = _lock_sqlite(connection, days)
+        versions, pool = _lock_sqlite(connection, days)
     session.info[LOCKED_DAYS] = versions
+    session.info[POOL_VERSION] = pool
     return versions
 
 
@@ -91,40 +95,54 @@ def transaction_id(session: Session) -> int | None:
     return session.info.get(TRANSACTION_ID)
 
 
-def _lock_postgresql(connection: Connection, days: list[date],
-                     exclusive_pool: bool) -> tuple[dict[date, int], int | None]:
+def _lock_postgresql(connection: Connection, days: list[date], exclusive_pool: bool,
+                     ) -> tuple[dict[date, int], int | None, int]:
+    """The days' versions, the transaction's id, the pool's version."""
     if days and not exclusive_pool:
         rows = connection.execute(_LOCK_DAYS, {"days": days}).all()
         if len(rows) == len(days):
-            return {day: version for day, version, _ in rows}, rows[0][2]
-    pool = select(CapacityPool.id).where(CapacityPool.id == 1)
+            return {day: version for day, version, _, _ in rows}, rows[0][2], rows[0][3]
+    pool = select(CapacityPool.version).where(CapacityPool.id == 1)
     pool = pool.with_for_update() if exclusive_pool else pool.with_for_update(read=True)
-    if connection.execute(pool).first() is None:
+    pool_version = connection.execute(pool).scalar()
+    if pool_version is None:
         connection.execute(pg_insert(CapacityPool).values(id=1, version=0)
                            .on_conflict_do_nothing(index_elements=["id"]))
-        connection.execute(pool)
+        pool_version = connection.execute(pool).scalar_one()
     if not days:
-        return {}, None
+        return {}, None, pool_version
     # A new day is inserted first (a concurrent insert of the same day waits, then does
     # nothing), then every day is locked.
-    connection.execute(pg_insert(CapacityDay).values([{"day": day} for day in days])
-                       .on_conflict_do_nothing(index_elements=["day"]))
+    create_days(connection, days)
     rows = connection.execute(select(CapacityDay.day, CapacityDay.version)
                               .where(CapacityDay.day.in_(days))
                               .order_by(CapacityDay.day).with_for_update()).all()
     return {day: version for day, version in rows}, \
-        connection.execute(text("SELECT txid_current()")).scalar_one()
+        connection.execute(text("SELECT txid_current()")).scalar_one(), pool_version
 
 
-def _lock_sqlite(connection: Connection, days: list[date]) -> dict[date, int]:
-    # The write session already holds the only writer lock; the rows give the versions.
+def create_days(connection: Connection, days: list[date]) -> None:
+    """Give each of ``days`` its row (version 0) if it has none yet."""
     if not days:
-        return {}
-    connection.execute(sqlite_insert(CapacityDay).values([{"day": day} for day in days])
+        return
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(insert(CapacityDay).values([{"day": day} for day in days])
                        .on_conflict_do_nothing(index_elements=["day"]))
+
+
+def _lock_sqlite(connection: Connection, days: list[date]) -> tuple[dict[date, int], int]:
+    """The days' versions and the pool's. The write session already holds the only
+    writer lock; the rows give the versions."""
+    connection.execute(sqlite_insert(CapacityPool).values(id=1, version=0)
+                       .on_conflict_do_nothing(index_elements=["id"]))
+    pool_version = connection.execute(select(CapacityPool.version)
+                                      .where(CapacityPool.id == 1)).scalar_one()
+    if not days:
+        return {}, pool_version
+    create_days(connection, days)
     rows = connection.execute(select(CapacityDay.day, CapacityDay.version)
                               .where(CapacityDay.day.in_(days))).all()
-    return {day: version for day, version in rows}
+    return {day: version for day, version in rows}, pool_version
 
 
 def _retryable(exc: DBAPIError) -> bool:

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from scheduler.capacity import (
     Allocation,
     CapacityPolicy,
+    Profile,
     Request,
+    Shortfall,
     available,
     check,
     choose_displacements,
@@ -23,66 +25,82 @@ POLICY = CapacityPolicy(pool_units=1000, izs_reserve_units=200, quotas={1: 300, 
                         borrow_lead=timedelta(hours=48))
 
 
+def check_against(request: Request, allocations: list[Allocation], policy: CapacityPolicy,
+                  now: datetime) -> Shortfall | None:
+    """check() with the load swept from ``allocations``."""
+    return check(request, timeline(allocations, policy, request.holder, request.start,
+                                   request.end), policy, now)
+
+
+def slots_among(request: Request, allocations: list[Allocation], policy: CapacityPolicy,
+                now: datetime, *, count: int = 3,
+                search: timedelta = timedelta(days=7)) -> list[datetime]:
+    """nearest_slots() with the load over its window swept from ``allocations``."""
+    load = timeline(allocations, policy, request.holder, request.start - search,
+                    request.end + search)
+    return nearest_slots(request, load, policy, now, count=count, search=search)
+
+
 def alloc(start: datetime, hours: float, units: int, holder: int | None = 1, izs: bool = False,
           priority: str = "routine", ref: int | None = None) -> Allocation:
     return Allocation(start, start + hours * H, units, holder, izs, priority, ref)
 
 
 def test_fits_in_own_share() -> None:
-    assert check(Request(T, T + H, 300, holder=1), [], POLICY, NOW) is None
+    assert check_against(Request(T, T + H, 300, holder=1), [], POLICY, NOW) is None
 
 
 def test_others_unused_share_is_protected_far_ahead() -> None:
     # Free: 1000 - 200 reserve - 300 of holder 2 = 500 for holder 1.
-    assert check(Request(T, T + H, 500, holder=1), [], POLICY, NOW) is None
-    shortfall = check(Request(T, T + H, 501, holder=1), [], POLICY, NOW)
+    assert check_against(Request(T, T + H, 500, holder=1), [], POLICY, NOW) is None
+    shortfall = check_against(Request(T, T + H, 501, holder=1), [], POLICY, NOW)
     assert shortfall is not None
     assert (shortfall.reason, shortfall.available) == ("quota", 500)
 
 
 def test_borrowing_within_lead_time_takes_unused_shares_but_never_the_reserve() -> None:
     soon = NOW + timedelta(hours=3)
-    assert check(Request(soon, soon + H, 800, holder=1), [], POLICY, NOW) is None
-    shortfall = check(Request(soon, soon + H, 801, holder=1), [], POLICY, NOW)
+    assert check_against(Request(soon, soon + H, 800, holder=1), [], POLICY, NOW) is None
+    shortfall = check_against(Request(soon, soon + H, 801, holder=1), [], POLICY, NOW)
     assert shortfall is not None and shortfall.reason == "izs_reserve"
 
 
 def test_priority_class_may_borrow_any_time() -> None:
-    assert check(Request(T, T + H, 800, holder=1, priority="priority"), [], POLICY, NOW) is None
+    assert check_against(Request(T, T + H, 800, holder=1, priority="priority"), [], POLICY, NOW) is None
 
 
 def test_share_in_use_by_its_owner_is_not_protected_twice() -> None:
     # Holder 2 uses 200 of its 300: only 100 stays protected, so holder 1 may take
     # 1000 - 200 used - 200 reserve - 100 = 500 (not 300).
     existing = [alloc(T, 1, 200, holder=2)]
-    assert check(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
-    assert check(Request(T, T + H, 501, holder=1), existing, POLICY, NOW) is not None
+    assert check_against(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
+    assert check_against(Request(T, T + H, 501, holder=1), existing, POLICY, NOW) is not None
 
 
 def test_holder_over_its_share_borrows_the_unassigned_rest() -> None:
     existing = [alloc(T, 1, 450, holder=1)]
     # Free for holder 1: 1000 - 450 - 200 reserve - 300 protected of holder 2 = 50.
-    assert check(Request(T, T + H, 50, holder=1), existing, POLICY, NOW) is None
-    assert check(Request(T, T + H, 51, holder=1), existing, POLICY, NOW) is not None
+    assert check_against(Request(T, T + H, 50, holder=1), existing, POLICY, NOW) is None
+    assert check_against(Request(T, T + H, 51, holder=1), existing, POLICY, NOW) is not None
 
 
 def test_izs_may_use_the_reserve_ordinary_bookings_may_not() -> None:
     existing = [alloc(T, 1, 500, holder=None)]
-    shortfall = check(Request(T, T + H, 1, holder=None), existing, POLICY, NOW)
+    shortfall = check_against(Request(T, T + H, 1, holder=None), existing, POLICY, NOW)
     assert shortfall is not None and shortfall.reason == "quota"
-    assert check(Request(T, T + H, 200, holder=None, izs=True),
+    assert check_against(Request(T, T + H, 200, holder=None, izs=True),
                  [alloc(T, 1, 200, holder=1), alloc(T, 1, 300, holder=2)], POLICY, NOW) is None
 
 
 def test_reserve_already_used_by_izs_is_not_held_again() -> None:
     existing = [alloc(T, 1, 200, holder=None, izs=True)]
     # 1000 - 200 used by IZS - 0 more reserve - 300 protected = 500 for holder 1.
-    assert check(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
+    assert check_against(Request(T, T + H, 500, holder=1), existing, POLICY, NOW) is None
 
 
 def test_pool_full_is_named_and_at_the_worst_instant() -> None:
     existing = [alloc(T, 1, 300, holder=1), alloc(T + H / 2, 1, 300, holder=2)]
-    shortfall = check(Request(T, T + 2 * H, 300, holder=1, priority="priority"), existing,
+    shortfall = check_against(Request(T, T + 2 * H, 300, holder=1, priority="priority"), existing,
                       POLICY, NOW)
     assert shortfall is not None
     assert shortfall.at == T + H / 2
@@ -91,13 +109,13 @@ def test_pool_full_is_named_and_at_the_worst_instant() -> None:
 
 def test_adjacent_bookings_do_not_overlap() -> None:
     existing = [alloc(T, 1, 800, holder=None, priority="emergency")]
-    assert check(Request(T + H, T + 2 * H, 500, holder=1), existing, POLICY, NOW) is None
-    assert check(Request(T - H, T, 500, holder=1), existing, POLICY, NOW) is None
+    assert check_against(Request(T + H, T + 2 * H, 500, holder=1), existing, POLICY, NOW) is None
+    assert check_against(Request(T - H, T, 500, holder=1), existing, POLICY, NOW) is None
 
 
 def test_emergency_ignores_shares_and_reserve() -> None:
     request = Request(T, T + H, 1000, holder=9, izs=True, priority="emergency")
-    assert check(request, [], POLICY, NOW) is None
+    assert check_against(request, [], POLICY, NOW) is None
 
 
 def test_emergency_displaces_future_routine_largest_first_never_priority() -> None:
@@ -155,14 +173,14 @@ def test_nearest_slots_are_the_closest_free_starts() -> None:
     request = Request(T, T + H, 300, holder=1)
     # Before, the meeting must end by T (start T - 1 h); after, it starts at T + 2 h: the
     # three nearest starts are all before, at most 1.5 hours away.
-    assert nearest_slots(request, existing, POLICY, NOW, count=3) == [
+    assert slots_among(request, existing, POLICY, NOW, count=3) == [
         T - 1.5 * H, T - 1.25 * H, T - H]
 
 
 def test_nearest_slots_look_both_ways() -> None:
     existing = [alloc(T - 5 * H, 7, 800, holder=None, izs=True, priority="emergency")]
     request = Request(T, T + H, 300, holder=1)
-    assert nearest_slots(request, existing, POLICY, NOW, count=2) == [T + 2 * H, T + 2.25 * H]
+    assert slots_among(request, existing, POLICY, NOW, count=2) == [T + 2 * H, T + 2.25 * H]
 
 
 def test_nearest_slots_borrow_only_within_the_lead() -> None:
@@ -170,8 +188,8 @@ def test_nearest_slots_borrow_only_within_the_lead() -> None:
     # the only slots are those starting within 48 hours of now.
     start = NOW + timedelta(hours=72)
     request = Request(start, start + H, 501, holder=1)
-    assert check(request, [], POLICY, NOW) is not None
-    slots = nearest_slots(request, [], POLICY, NOW, count=3, search=timedelta(days=2))
+    assert check_against(request, [], POLICY, NOW) is not None
+    slots = slots_among(request, [], POLICY, NOW, count=3, search=timedelta(days=2))
     assert slots == [NOW + timedelta(hours=47.5), NOW + timedelta(hours=47.75),
                      NOW + timedelta(hours=48)]
 
@@ -228,7 +246,7 @@ def test_check_agrees_with_the_rules_applied_minute_by_minute() -> None:
                    for m in range(int((request.end - request.start) / timedelta(minutes=1)))]
         rooms = [_reference_room(at, allocations, POLICY, request, now) for at in minutes]
         short = [(units, reason) for units, reason in rooms if units < request.units]
-        shortfall = check(request, allocations, POLICY, now)
+        shortfall = check_against(request, allocations, POLICY, now)
         if not short:
             assert shortfall is None
         else:
@@ -241,7 +259,7 @@ def test_nearest_slots_agree_with_checking_every_start() -> None:
     for _ in range(150):
         allocations, request = _random_calendar(rng), _random_request(rng)
         search = rng.choice([H, 2 * H, 3 * H])
-        slots = nearest_slots(request, allocations, POLICY, NOW, search=search)
+        slots = slots_among(request, allocations, POLICY, NOW, search=search)
         duration = request.end - request.start
         step = timedelta(minutes=15)
         expected: list[datetime] = []
@@ -250,6 +268,46 @@ def test_nearest_slots_agree_with_checking_every_start() -> None:
                 moved = Request(start, start + duration, request.units, request.holder,
                                 request.izs, request.priority)
                 if start >= NOW and moved.end <= request.end + search and len(expected) < 3 \
-                        and check(moved, allocations, POLICY, NOW) is None:
+                        and check_against(moved, allocations, POLICY, NOW) is None:
                     expected.append(start)
         assert slots == sorted(expected)
+
+
+# A day's profile answers for any holder what the sweep answers for that holder.
+
+def _own(allocations: list[Allocation], holder: int | None) -> list[Allocation]:
+    return [a for a in allocations if holder is not None and a.holder == holder]
+
+
+def test_profile_segments_are_the_sweep_seen_by_each_holder() -> None:
+    rng = random.Random(13)
+    span_start, span_end = T - 8 * H, T + 14 * H
+    for _ in range(300):
+        allocations = _random_calendar(rng)
+        profile = Profile.of(allocations, POLICY, span_start, span_end)
+        for holder in (None, 1, 2, 3):  # 3 holds no share
+            start = span_start + rng.randint(0, 80) * timedelta(minutes=15)
+            end = min(span_end, start + rng.randint(1, 40) * timedelta(minutes=15))
+            segments = profile.segments(POLICY.quotas.get(holder) if holder else None,
+                                        _own(allocations, holder), start, end)
+            assert segments == timeline(allocations, POLICY, holder, start, end)
+
+
+def test_profile_counts_admitted_allocations_in_place() -> None:
+    rng = random.Random(17)
+    span_start, span_end = T - 8 * H, T + 14 * H
+    for _ in range(300):
+        allocations = _random_calendar(rng)
+        cut = rng.randint(0, len(allocations))
+        profile = Profile.of(allocations[:cut], POLICY, span_start, span_end)
+        untouched = profile.copy()
+        for index in range(cut, len(allocations)):
+            added = allocations[index]
+            quota = POLICY.quotas.get(added.holder) if added.holder is not None else None
+            profile.add(added, quota, _own(allocations[:index], added.holder))
+        expected = Profile.of(allocations, POLICY, span_start, span_end)
+        assert (profile.times, profile.used, profile.izs_used, profile.spare) == (
+            expected.times, expected.used, expected.izs_used, expected.spare)
+        before = Profile.of(allocations[:cut], POLICY, span_start, span_end)
+        assert (untouched.times, untouched.used, untouched.spare) == (
+            before.times, before.used, before.spare)  # a copy is not changed by add()

@@ -8,16 +8,18 @@ still seen by the next decision: nothing is handed out twice.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import random
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import delete, update
 
 from scheduler.bookings import BookingInput, admit_batch, prepare_booking
+from scheduler.capacity import Allocation, CapacityPolicy, timeline
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused
 from scheduler.models import Booking, BookingOccurrence
-from scheduler.occupancy import Day, DayCache, day_cache, read_versions
+from scheduler.occupancy import ONE_DAY, Day, DayCache, day_cache, read_versions
 from scheduler.transactions import lock_for_decision
 from scheduler.units import ParticipantMix
 from tests.scheduler.conftest import World, join_link
@@ -144,9 +146,42 @@ def _input(world: World, start: str, end: str) -> BookingInput:
 
 def test_the_cache_forgets_the_days_used_least_recently() -> None:
     cache = DayCache(max_days=2)
-    empty = Day.of([])
+    empty = Day.of(D1, [])
     cache.store({D1: (1, empty), D2: (1, empty)})
     cache.store({D3: (1, empty)})
     assert (cache.held(D1), cache.held(D2), cache.held(D3)) == (None, 1, 1)
     cache.store({D2: (0, empty)})  # an older version never replaces a newer one
     assert cache.held(D2) == 1
+
+
+def test_a_days_load_is_the_sweep_of_its_occurrences_as_the_batch_adds_them() -> None:
+    """Day.segments(), on a day made from some occurrences and then given the rest one by
+    one (as a batch admits them), equals the sweep of all of them, for every holder;
+    occurrences that cross midnight count on both days; the cached day is not changed."""
+    policy = CapacityPolicy(pool_units=1000, izs_reserve_units=100, quotas={1: 300, 2: 200})
+    day = D2
+    midnight = datetime.combine(day, time(), UTC)
+    rng = random.Random(5)
+    for _ in range(200):
+        allocations = []
+        for ref in range(rng.randint(0, 30)):
+            start = midnight + rng.randint(-12, 100) * timedelta(minutes=15)
+            allocations.append(Allocation(start, start + rng.randint(1, 24) * timedelta(
+                minutes=15), rng.randint(5, 200), rng.choice([None, 1, 2, 3]),
+                rng.random() < 0.2, "routine", ref))
+        allocations.sort(key=lambda a: a.start)
+        touching = [a for a in allocations if a.end > midnight and a.start < midnight + ONE_DAY]
+        cut = rng.randint(0, len(touching))
+        cached = Day.of(day, touching[:cut])
+        cached.segments(policy, 1, midnight, midnight + ONE_DAY)  # its profile is made
+        changed = cached.copy()
+        for allocation in touching[cut:]:
+            changed.add(allocation, policy)
+        for holder in (None, 1, 2, 3):
+            start = midnight + rng.randint(-4, 96) * timedelta(minutes=15)
+            end = start + rng.randint(1, 30) * timedelta(minutes=15)
+            clipped = (max(start, midnight), min(end, midnight + ONE_DAY))
+            assert changed.segments(policy, holder, start, end) == \
+                timeline(touching, policy, holder, *clipped)
+            assert cached.segments(policy, holder, start, end) == \
+                timeline(touching[:cut], policy, holder, *clipped)
