@@ -7,7 +7,6 @@ decisions can hand out the same capacity.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import json
@@ -18,7 +17,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -188,6 +186,7 @@ class _Calendar:
     def __init__(self, days: Mapping[date, Day]) -> None:
         self.days: dict[int, Day] = {}
         self._copied: set[int] = set()
+        self._taken: dict[int, list[tuple[int, int]]] = {}  # id -> [(day, index)]
         self.add(days)
 
     def add(self, days: Mapping[date, Day]) -> None:
@@ -207,14 +206,9 @@ class _Calendar:
         found: list[Allocation] = []
         for ordinal in days:
             day = self.days.get(ordinal)
-            if day is None or not day.allocations:
-                continue
-            low = bisect.bisect_left(day.starts, start - day.longest)
-            high = bisect.bisect_left(day.starts, end)
-            found.extend(a for a in day.allocations[low:high] if a.end > start)
-        if len(days) > 1:  # one that spans midnight is listed on both days
-            unique = {a.ref if a.ref is not None else id(a): a for a in found}
-            found = sorted(unique.values(), key=attrgetter("start"))
+            if day is not None:
+                # One that spans midnight is listed on both days: taken on the first.
+                found.extend(day.near(start, end, from_day_start=ordinal != days[0]))
         return found
 
     def load(self, policy: CapacityPolicy, holder: int | None, start: datetime,
@@ -236,8 +230,8 @@ class _Calendar:
         return self.load(policy, holder, start, end)
 
     def take(self, allocation: Allocation, policy: CapacityPolicy) -> None:
-        for ordinal in days_of(allocation.start, allocation.end):
-            self._own(ordinal).add(allocation, policy)
+        self._taken[id(allocation)] = [(ordinal, self._own(ordinal).add(allocation, policy))
+                                       for ordinal in days_of(allocation.start, allocation.end)]
 
     def release(self, victims: list[Allocation]) -> None:
         gone = {a.ref for a in victims if a.ref is not None}
@@ -248,13 +242,8 @@ class _Calendar:
     def written(self, taken: Sequence[Allocation], refs: Sequence[int]) -> None:
         """Give the occurrences taken their ids, once they are written."""
         for allocation, ref in zip(taken, refs, strict=True):
-            written = allocation._replace(ref=ref)
-            for ordinal in days_of(allocation.start, allocation.end):
-                day = self.days[ordinal]
-                index = bisect.bisect_left(day.starts, allocation.start)
-                while day.allocations[index] is not allocation:
-                    index += 1
-                day.allocations[index] = written
+            for ordinal, index in self._taken.pop(id(allocation)):
+                self.days[ordinal].set_ref(index, ref)
 
     def day(self, day: date) -> Day:
         """The day as the batch leaves it (the batch is done with it)."""

@@ -67,6 +67,9 @@ class Request:
     priority: str = "routine"
 
 
+Span = tuple[datetime, datetime, int]  # (start, end, units) of one allocation
+
+
 class Segment(NamedTuple):
     """Load over [start, end), constant inside it.
 
@@ -212,15 +215,15 @@ class Profile:
         return Profile(list(self.times), self.end, list(self.used), list(self.izs_used),
                        list(self.spare))
 
-    def segments(self, quota: int | None, own: Iterable[Allocation], start: datetime,
+    def segments(self, quota: int | None, own: Iterable[Span], start: datetime,
                  end: datetime) -> list[Segment]:
         """The load over [start, end) (inside the profile) as :func:`timeline` gives it
         for a holder whose share is ``quota`` (None: it has none) and whose allocations
-        are ``own`` (those of other holders may be left out)."""
+        are ``own``, as (start, end, units) (any others among them are left out)."""
         times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
         first = bisect.bisect_right(times, start) - 1
         last = bisect.bisect_left(times, end)
-        mine_here = [(a.start, a.end, a.units) for a in own if a.start < end and a.end > start]
+        mine_here = [span for span in own if span[0] < end and span[1] > start]
         make = Segment._make
         segments = []
         for index in range(first, last):
@@ -238,16 +241,17 @@ class Profile:
         return segments
 
     def add(self, allocation: Allocation, quota: int | None,
-            own_before: Iterable[Allocation]) -> None:
+            own_before: Iterable[Span]) -> None:
         """Count ``allocation`` in; ``quota`` is its holder's share (None: it has none)
-        and ``own_before`` that holder's allocations already counted."""
+        and ``own_before`` that holder's allocations already counted, as (start, end,
+        units)."""
         start, end = max(allocation.start, self.times[0]), min(allocation.end, self.end)
         if start >= end:
             return
         first, last = self._split(start), self._split(end)
         units = allocation.units
-        mine_here = [(a.start, a.end, a.units) for a in own_before
-                     if a.start < end and a.end > start] if quota is not None else []
+        mine_here = [span for span in own_before
+                     if span[0] < end and span[1] > start] if quota is not None else []
         times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
         for index in range(first, last):
             used[index] += units

@@ -21,13 +21,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from operator import attrgetter
+from operator import itemgetter
 from typing import NamedTuple
 
 from sqlalchemy import Engine, and_, or_, select, text
 from sqlalchemy.orm import Session
 
-from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment
+from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment, Span
 from scheduler.db import Database
 from scheduler.models import BookingOccurrence, CapacityDay
 from scheduler.transactions import create_days, days_of, locked_days, transaction_id
@@ -108,72 +108,101 @@ def by_day(allocations: Iterable[Allocation], days: Iterable[date]) -> dict[date
     return {date.fromordinal(ordinal): bucket for ordinal, bucket in wanted.items()}
 
 
-_start = attrgetter("start")
+# An occurrence as the cache holds it: Allocation's fields in a plain tuple. A tuple of
+# plain values (instants, numbers, text) is left out of every later garbage collection
+# once it has survived one; a named tuple never is, and the cache holds tens of
+# thousands: as Allocation objects they made each full collection walk them all.
+Row = tuple[datetime, datetime, int, "int | None", bool, str, "int | None"]
+
+_first = itemgetter(0)
+
+# A day's occurrences admitted since it was read are kept apart (the batch that admits
+# one copies only those); past this many they join the others.
+FOLD_AFTER = 256
 
 
 class _Load(NamedTuple):
     quotas: Mapping[int, int]  # the shares the profile counts
     profile: Profile
-    by_holder: dict[int, tuple[Allocation, ...]]  # each holder's occurrences, by start
+    by_holder: dict[int, tuple[Span, ...]]  # each holder's occurrences, by start
 
 
 class Day:
-    """A UTC day's scheduled occurrences, sorted by start, their starts (to bisect), and
-    the longest one's duration: whatever overlaps an instant started at most that long
-    before it, which bounds the search (the limit on any meeting is far longer).
+    """A UTC day's scheduled occurrences (every one that touches the day), and the
+    longest one's duration: whatever overlaps an instant started at most that long
+    before it.
 
     And, made when a decision first asks, the day's load profile (capacity.Profile) with
-    each quota holder's occurrences: a check then reads a few segments rather than
-    sweeping the day.
+    each holder's occurrences: a check then reads a few segments rather than sweeping the
+    day. Only an emergency's displacement, or a profile made anew, needs the occurrences
+    themselves.
 
     A day in the cache is never changed but for that one lazy step, which any thread may
-    take (each makes the same thing); a decision changes a :meth:`copy`.
+    take (each makes the same thing); a decision changes a :meth:`copy`, which shares the
+    occurrences read from the database and copies only those added since.
     """
 
-    __slots__ = ("_load", "allocations", "longest", "start", "starts")
+    __slots__ = ("_load", "added", "longest", "rows", "start")
 
-    def __init__(self, start: datetime, allocations: list[Allocation], starts: list[datetime],
+    def __init__(self, start: datetime, rows: tuple[Row, ...], added: list[Row],
                  longest: timedelta, load: _Load | None = None) -> None:
         self.start = start
-        self.allocations, self.starts, self.longest = allocations, starts, longest
+        self.rows, self.added, self.longest = rows, added, longest
         self._load = load
 
     @classmethod
     def of(cls, day: date, allocations: Iterable[Allocation]) -> Day:
-        """The day from its occurrences (sorted by start)."""
-        ordered = list(allocations)
-        return cls(day_start(day), ordered, [a.start for a in ordered],
-                   max((a.end - a.start for a in ordered), default=timedelta(0)))
+        """The day from its occurrences."""
+        rows: tuple[Row, ...] = tuple(tuple(a) for a in allocations)  # type: ignore[misc]
+        return cls(day_start(day), rows, [],
+                   max((end - start for start, end, *_ in rows), default=timedelta(0)))
+
+    @property
+    def allocations(self) -> list[Allocation]:
+        """Every occurrence, sorted by start."""
+        return sorted(map(Allocation._make, (*self.rows, *self.added)), key=_first)
+
+    def near(self, start: datetime, end: datetime, *, from_day_start: bool = False,
+             ) -> list[Allocation]:
+        """The occurrences overlapping [start, end); with ``from_day_start``, only those
+        that start on this day."""
+        low = self.start if from_day_start else start - self.longest
+        return [Allocation._make(row) for rows in (self.rows, self.added) for row in rows
+                if low <= row[0] < end and row[1] > start]
 
     def copy(self) -> Day:
+        rows, added = self.rows, list(self.added)
+        if len(added) > FOLD_AFTER:
+            rows, added = rows + tuple(added), []
         load = self._load
         if load is not None:
             # The holders' tuples are shared: add() replaces the one it changes.
             load = _Load(load.quotas, load.profile.copy(), dict(load.by_holder))
-        return Day(self.start, list(self.allocations), list(self.starts), self.longest, load)
+        return Day(self.start, rows, added, self.longest, load)
 
     def load_for(self, policy: CapacityPolicy) -> _Load:
         """The day's profile for ``policy``'s shares, made if need be."""
         load = self._load
         if load is not None and (load.quotas is policy.quotas or load.quotas == policy.quotas):
             return load
-        by_holder: dict[int, list[Allocation]] = {}
-        for allocation in self.allocations:
-            if allocation.holder is not None:
-                by_holder.setdefault(allocation.holder, []).append(allocation)
-        profile = Profile.of(self.allocations, policy, self.start, self.start + ONE_DAY)
-        self._load = load = _Load(policy.quotas, profile,
-                                  {holder: tuple(own) for holder, own in by_holder.items()})
+        by_holder: dict[int, list[Span]] = {}
+        for start, end, units, holder, *_ in (*self.rows, *self.added):
+            if holder is not None:
+                by_holder.setdefault(holder, []).append((start, end, units))
+        profile = Profile.of((*self.rows, *self.added), policy,  # type: ignore[arg-type]
+                             self.start, self.start + ONE_DAY)
+        self._load = load = _Load(policy.quotas, profile, {
+            holder: tuple(sorted(own, key=_first)) for holder, own in by_holder.items()})
         return load
 
     def _own(self, load: _Load, holder: int | None, start: datetime,
-             end: datetime) -> Sequence[Allocation]:
+             end: datetime) -> Sequence[Span]:
         """The holder's occurrences that may overlap [start, end) (a few more, maybe)."""
         if holder is None:
             return ()
         own = load.by_holder.get(holder, ())
-        return own[bisect.bisect_left(own, start - self.longest, key=_start):
-                   bisect.bisect_left(own, end, key=_start)]
+        return own[bisect.bisect_left(own, start - self.longest, key=_first):
+                   bisect.bisect_left(own, end, key=_first)]
 
     def segments(self, policy: CapacityPolicy, holder: int | None, start: datetime,
                  end: datetime) -> list[Segment]:
@@ -185,31 +214,37 @@ class Day:
         return load.profile.segments(policy.quotas.get(holder) if holder is not None else None,
                                      self._own(load, holder, start, end), start, end)
 
-    def add(self, allocation: Allocation, policy: CapacityPolicy) -> None:
-        """Count an admitted occurrence in (only on a :meth:`copy`)."""
-        index = bisect.bisect_right(self.starts, allocation.start)
-        self.starts.insert(index, allocation.start)
-        self.allocations.insert(index, allocation)
+    def add(self, allocation: Allocation, policy: CapacityPolicy) -> int:
+        """Count an admitted occurrence in (only on a :meth:`copy`); its index, for
+        :meth:`set_ref`."""
+        self.added.append(tuple(allocation))  # type: ignore[arg-type]
         self.longest = max(self.longest, allocation.end - allocation.start)
         load = self._load
-        if load is None:
-            return  # made from the occurrences when first asked for
-        if not (load.quotas is policy.quotas or load.quotas == policy.quotas):
-            self._load = None
-            return
-        holder = allocation.holder
-        load.profile.add(allocation, load.quotas.get(holder) if holder is not None else None,
-                         self._own(load, holder, allocation.start, allocation.end))
-        if holder is not None:
-            own = load.by_holder.get(holder, ())
-            at = bisect.bisect_right(own, allocation.start, key=_start)
-            load.by_holder[holder] = (*own[:at], allocation, *own[at:])
+        if load is not None and not (load.quotas is policy.quotas
+                                     or load.quotas == policy.quotas):
+            self._load = load = None
+        if load is not None:  # else made from the occurrences when first asked for
+            holder = allocation.holder
+            load.profile.add(allocation, load.quotas.get(holder) if holder is not None
+                             else None, self._own(load, holder, allocation.start,
+                                                  allocation.end))
+            if holder is not None:
+                own = load.by_holder.get(holder, ())
+                at = bisect.bisect_right(own, allocation.start, key=_first)
+                span = (allocation.start, allocation.end, allocation.units)
+                load.by_holder[holder] = (*own[:at], span, *own[at:])
+        return len(self.added) - 1
+
+    def set_ref(self, index: int, ref: int) -> None:
+        """Give the occurrence :meth:`add` returned ``index`` for its id, once written."""
+        self.added[index] = (*self.added[index][:6], ref)  # type: ignore[assignment]
 
     def without(self, refs: Collection[int]) -> Day:
         """The day less the occurrences with these ids (displaced), profile made anew."""
-        kept = [a for a in self.allocations if a.ref not in refs]
+        kept = tuple(row for rows in (self.rows, self.added) for row in rows
+                     if row[6] not in refs)
         # ``longest`` stays as it was: still a bound, if a loose one.
-        return Day(self.start, kept, [a.start for a in kept], self.longest)
+        return Day(self.start, kept, [], self.longest)
 
 
 class DayCache:

@@ -11,6 +11,7 @@ from scheduler.capacity import (
     Profile,
     Request,
     Shortfall,
+    Span,
     available,
     check,
     choose_displacements,
@@ -275,8 +276,9 @@ def test_nearest_slots_agree_with_checking_every_start() -> None:
 
 # A day's profile answers for any holder what the sweep answers for that holder.
 
-def _own(allocations: list[Allocation], holder: int | None) -> list[Allocation]:
-    return [a for a in allocations if holder is not None and a.holder == holder]
+def _own(allocations: list[Allocation], holder: int | None) -> list[Span]:
+    return [(a.start, a.end, a.units) for a in allocations
+            if holder is not None and a.holder == holder]
 
 
 def test_profile_segments_are_the_sweep_seen_by_each_holder() -> None:

@@ -185,3 +185,11 @@ def test_a_days_load_is_the_sweep_of_its_occurrences_as_the_batch_adds_them() ->
                 timeline(touching, policy, holder, *clipped)
             assert cached.segments(policy, holder, start, end) == \
                 timeline(touching[:cut], policy, holder, *clipped)
+            assert set(changed.near(start, end)) == {
+                a for a in touching if a.start < end and a.end > start}
+            assert set(changed.near(start, end, from_day_start=True)) == {
+                a for a in touching if midnight <= a.start < end and a.end > start}
+        assert set(changed.allocations) == set(touching)
+        gone = {a.ref for a in touching[::3]}
+        assert set(changed.without(gone).allocations) == {
+            a for a in touching if a.ref not in gone}
