@@ -519,14 +519,17 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
 # fixed text writes the bookings and their occurrences, the rows passing as one JSON
 # document each (json.dumps and PostgreSQL's parser are both C); the ids come back
 # with each row's unique key, so nothing relies on the order RETURNING produces them in.
+# Instants pass as ISO 8601 text with their offset (timestamptz: PostgreSQL converts them
+# to the UTC the columns hold), wall-clock times without one.
 _BOOKING_COLUMNS = {  # column: its type in json_to_recordset
     "uid": "text", "sequence": "integer", "organisation_id": "integer",
     "organiser_id": "integer", "organiser_email": "text", "invitees": "json",
     "title": "text", "description": "text", "priority": "text", "izs": "boolean",
     "zone": "text", "local_start": "timestamp", "local_end": "timestamp", "rrule": "text",
     "exdates": "json", "skip_public_holidays": "boolean", "participants": "json",
-    "units": "integer", "room_name": "text", "status": "text", "created_at": "timestamp",
-    "updated_at": "timestamp"}
+    "units": "integer", "room_name": "text", "status": "text", "created_at": "timestamptz",
+    "updated_at": "timestamptz"}
+_BOOKING_TIMES = [column for column, kind in _BOOKING_COLUMNS.items() if "timestamp" in kind]
 _PG_INSERT_ADMITTED = text(f"""
 WITH b AS (
   INSERT INTO bookings ({', '.join(_BOOKING_COLUMNS)})
@@ -539,7 +542,7 @@ o AS (
                                    priority, state)
   SELECT b.id, r.start_utc, r.end_utc, r.units, r.holder_id, r.izs, r.priority, 'scheduled'
   FROM json_to_recordset(CAST(:occurrences AS json))
-       AS r(uid text, start_utc timestamp, end_utc timestamp, units integer,
+       AS r(uid text, start_utc timestamptz, end_utc timestamptz, units integer,
             holder_id integer, izs boolean, priority text)
   JOIN b ON b.uid = r.uid
   RETURNING booking_id, start_utc, id)
@@ -551,11 +554,15 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _json_time(value: object) -> str:
-    """json.dumps' fallback: instants as naive UTC, wall-clock times as they are."""
-    if isinstance(value, datetime):
-        return (_naive_utc(value) if value.tzinfo else value).isoformat()
-    raise TypeError(f"not JSON: {value!r}")
+def _json_booking(booking: dict[str, object]) -> dict[str, object]:
+    """The booking's row with its times as text (json.dumps' fallback is a call back into
+    Python for every value)."""
+    row = dict(booking)
+    for column in _BOOKING_TIMES:
+        value = row[column]
+        if isinstance(value, datetime):
+            row[column] = value.isoformat()
+    return row
 
 
 def _insert_admitted(connection: Connection, bookings: list[dict[str, object]],
@@ -572,18 +579,20 @@ def _insert_admitted(connection: Connection, bookings: list[dict[str, object]],
         return ids, list(connection.execute(
             insert(BookingOccurrence.__table__).returning(  # type: ignore[arg-type]
                 BookingOccurrence.__table__.c.id, sort_by_parameter_order=True), rows).scalars())
-    rows = [{"uid": booking["uid"], "start_utc": a.start, "end_utc": a.end, "units": a.units,
-             "holder_id": a.holder, "izs": a.izs, "priority": a.priority}
+    rows = [{"uid": booking["uid"], "start_utc": a.start.isoformat(),
+             "end_utc": a.end.isoformat(), "units": a.units, "holder_id": a.holder,
+             "izs": a.izs, "priority": a.priority}
             for booking, allocations in zip(bookings, occurrences, strict=True)
             for a in allocations]
     written = connection.execute(_PG_INSERT_ADMITTED, {
-        "bookings": json.dumps(bookings, default=_json_time),
-        "occurrences": json.dumps(rows, default=_json_time)}).all()
+        "bookings": json.dumps([_json_booking(booking) for booking in bookings]),
+        "occurrences": json.dumps(rows)}).all()
     booking_ids = {uid: booking_id for uid, booking_id, _, _ in written}
     occurrence_ids = {(uid, start): occurrence_id for uid, _, start, occurrence_id in written}
     return ([booking_ids[booking["uid"]] for booking in bookings],
-            [occurrence_ids[(row["uid"], _naive_utc(row["start_utc"]))]  # type: ignore[arg-type]
-             for row in rows])
+            [occurrence_ids[(booking["uid"], _naive_utc(a.start))]
+             for booking, allocations in zip(bookings, occurrences, strict=True)
+             for a in allocations])
 
 
 # Nearest first: three refusals in four (nine in ten while the calendar is not crowded)

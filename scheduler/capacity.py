@@ -67,9 +67,6 @@ class Request:
     priority: str = "routine"
 
 
-Span = tuple[datetime, datetime, int]  # (start, end, units) of one allocation
-
-
 class Segment(NamedTuple):
     """Load over [start, end), constant inside it.
 
@@ -185,88 +182,109 @@ class Profile:
     """The load over [start, end) as every holder sees it at once.
 
     :func:`timeline` sweeps every allocation again for each question. A profile is swept
-    once (for a day, scheduler/occupancy.py) and then answers for any holder from its
-    segments and that holder's own allocations, which are few: the holder-independent
-    ``spare``, every holder's unused guaranteed units, less what is left of the asking
-    holder's own share, is the ``protected`` that holder sees (docs/scheduler.md). A
-    booking admitted is counted in place (:meth:`add`), not swept again.
+    once (for a day, scheduler/occupancy.py) and keeps, per segment, the units used, the
+    IZS units used, the ``spare`` (every share's unused part) and the units each holder
+    holds. Any holder's view is then a lookup: the ``protected`` it sees is the spare
+    less what is left of its own share (docs/scheduler.md). A booking admitted is
+    counted in place (:meth:`add`), not swept again.
 
     Segment i is [times[i], times[i + 1]); the last one ends at ``end``.
     """
 
-    __slots__ = ("end", "izs_used", "spare", "times", "used")
+    __slots__ = ("_owned", "end", "held", "izs_used", "spare", "times", "used")
 
     def __init__(self, times: list[datetime], end: datetime, used: list[int],
-                 izs_used: list[int], spare: list[int]) -> None:
+                 izs_used: list[int], spare: list[int], held: dict[int, list[int]]) -> None:
         self.times, self.end = times, end
         self.used, self.izs_used, self.spare = used, izs_used, spare
+        self.held = held  # holder -> units it holds in each segment
+        # The lists of ``held`` this profile may change: a copy shares the others until
+        # it changes them (a batch changes a holder or two of a day's dozen).
+        self._owned: set[int] = set(held)
 
     @classmethod
     def of(cls, allocations: Iterable[Allocation], policy: CapacityPolicy, start: datetime,
            end: datetime) -> Profile:
         """The profile of ``allocations`` over [start, end), for ``policy``'s shares."""
+        allocations = list(allocations)
         # As seen by nobody (holder None), a segment's ``protected`` is every share's
         # unused part: the spare.
         segments = timeline(allocations, policy, None, start, end)
-        return cls([s.start for s in segments], end, [s.used for s in segments],
-                   [s.izs_used for s in segments], [s.protected for s in segments])
+        times = [s.start for s in segments]
+        held: dict[int, list[int]] = {}
+        for a_start, a_end, units, holder, *_ in allocations:
+            if holder is None or a_end <= start or a_start >= end:
+                continue
+            counts = held.get(holder)
+            if counts is None:
+                counts = held[holder] = [0] * len(times)
+            for index in range(max(0, bisect.bisect_right(times, a_start) - 1),
+                               bisect.bisect_left(times, a_end)):
+                counts[index] += units
+        return cls(times, end, [s.used for s in segments], [s.izs_used for s in segments],
+                   [s.protected for s in segments], held)
 
     def copy(self) -> Profile:
-        return Profile(list(self.times), self.end, list(self.used), list(self.izs_used),
-                       list(self.spare))
+        """A copy to change; it shares the holders' counts until it changes them."""
+        copied = Profile(list(self.times), self.end, list(self.used), list(self.izs_used),
+                         list(self.spare), dict(self.held))
+        copied._owned = set()
+        self._owned = set()  # nor may this one change them in place any more
+        return copied
 
-    def segments(self, quota: int | None, own: Iterable[Span], start: datetime,
+    def _held_by(self, holder: int) -> list[int]:
+        """The holder's counts, this profile's own to change."""
+        counts = self.held.get(holder)
+        if counts is None:
+            counts = self.held[holder] = [0] * len(self.times)
+        elif holder not in self._owned:
+            counts = self.held[holder] = list(counts)
+        self._owned.add(holder)
+        return counts
+
+    def segments(self, quota: int | None, holder: int | None, start: datetime,
                  end: datetime) -> list[Segment]:
         """The load over [start, end) (inside the profile) as :func:`timeline` gives it
-        for a holder whose share is ``quota`` (None: it has none) and whose allocations
-        are ``own``, as (start, end, units) (any others among them are left out)."""
+        for ``holder`` (None: nobody), whose share is ``quota`` (None: it has none)."""
         times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
         first = bisect.bisect_right(times, start) - 1
         last = bisect.bisect_left(times, end)
-        mine_here = [span for span in own if span[0] < end and span[1] > start]
+        mine = self.held.get(holder) if holder is not None else None  # type: ignore[arg-type]
         make = Segment._make
         segments = []
+        seg_start = start
         for index in range(first, last):
-            seg_start = times[index] if index > first else start
             seg_end = times[index + 1] if index + 1 < last else end
-            mine = 0
-            for a_start, a_end, units in mine_here:
-                if a_start < seg_end and a_end > seg_start:
-                    mine += units
             protected = spare[index]
-            if quota is not None and mine < quota:  # the holder's own unused share
-                protected -= quota - mine
+            own_used = mine[index] if mine is not None else 0
+            if quota is not None and own_used < quota:  # the holder's own unused share
+                protected -= quota - own_used
             segments.append(make((seg_start, seg_end, used[index], izs_used[index],
-                                  protected, mine)))
+                                  protected, own_used)))
+            seg_start = seg_end
         return segments
 
-    def add(self, allocation: Allocation, quota: int | None,
-            own_before: Iterable[Span]) -> None:
-        """Count ``allocation`` in; ``quota`` is its holder's share (None: it has none)
-        and ``own_before`` that holder's allocations already counted, as (start, end,
-        units)."""
+    def add(self, allocation: Allocation, quota: int | None) -> None:
+        """Count ``allocation`` in; ``quota`` is its holder's share (None: it has none)."""
         start, end = max(allocation.start, self.times[0]), min(allocation.end, self.end)
         if start >= end:
             return
         first, last = self._split(start), self._split(end)
         units = allocation.units
-        mine_here = [span for span in own_before
-                     if span[0] < end and span[1] > start] if quota is not None else []
-        times, used, izs_used, spare = self.times, self.used, self.izs_used, self.spare
+        used, izs_used, spare = self.used, self.izs_used, self.spare
         for index in range(first, last):
             used[index] += units
-            if allocation.izs:
+        if allocation.izs:
+            for index in range(first, last):
                 izs_used[index] += units
-            if quota is None:
-                continue
-            seg_start = times[index]
-            seg_end = times[index + 1] if index + 1 < len(times) else self.end
-            before = 0
-            for a_start, a_end, a_units in mine_here:
-                if a_start < seg_end and a_end > seg_start:
-                    before += a_units
-            # max(0, quota - after) - max(0, quota - before)
-            spare[index] += max(0, quota - before - units) - max(0, quota - before)
+        if allocation.holder is None:
+            return
+        counts = self._held_by(allocation.holder)
+        for index in range(first, last):
+            before = counts[index]
+            counts[index] = before + units
+            if quota is not None:  # max(0, quota - after) - max(0, quota - before)
+                spare[index] += max(0, quota - before - units) - max(0, quota - before)
 
     def _split(self, at: datetime) -> int:
         """The index of the segment starting at ``at``, splitting one if needed."""
@@ -279,6 +297,9 @@ class Profile:
         times.insert(index, at)
         for values in (self.used, self.izs_used, self.spare):
             values.insert(index, values[index - 1])
+        for holder in list(self.held):
+            counts = self._held_by(holder)
+            counts.insert(index, counts[index - 1])
         return index
 
 

@@ -15,7 +15,6 @@ and the next reader, seeing a different number, reads the day again.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import weakref
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from typing import NamedTuple
 from sqlalchemy import Engine, and_, or_, select, text
 from sqlalchemy.orm import Session
 
-from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment, Span
+from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment
 from scheduler.db import Database
 from scheduler.models import BookingOccurrence, CapacityDay
 from scheduler.transactions import create_days, days_of, locked_days, transaction_id
@@ -124,7 +123,6 @@ FOLD_AFTER = 256
 class _Load(NamedTuple):
     quotas: Mapping[int, int]  # the shares the profile counts
     profile: Profile
-    by_holder: dict[int, tuple[Span, ...]]  # each holder's occurrences, by start
 
 
 class Day:
@@ -132,10 +130,9 @@ class Day:
     longest one's duration: whatever overlaps an instant started at most that long
     before it.
 
-    And, made when a decision first asks, the day's load profile (capacity.Profile) with
-    each holder's occurrences: a check then reads a few segments rather than sweeping the
-    day. Only an emergency's displacement, or a profile made anew, needs the occurrences
-    themselves.
+    And, made when a decision first asks, the day's load profile (capacity.Profile): a
+    check then reads a few segments rather than sweeping the day. Only an emergency's
+    displacement, or a profile made anew, needs the occurrences themselves.
 
     A day in the cache is never changed but for that one lazy step, which any thread may
     take (each makes the same thing); a decision changes a :meth:`copy`, which shares the
@@ -176,8 +173,7 @@ class Day:
             rows, added = rows + tuple(added), []
         load = self._load
         if load is not None:
-            # The holders' tuples are shared: add() replaces the one it changes.
-            load = _Load(load.quotas, load.profile.copy(), dict(load.by_holder))
+            load = _Load(load.quotas, load.profile.copy())
         return Day(self.start, rows, added, self.longest, load)
 
     def load_for(self, policy: CapacityPolicy) -> _Load:
@@ -185,24 +181,10 @@ class Day:
         load = self._load
         if load is not None and (load.quotas is policy.quotas or load.quotas == policy.quotas):
             return load
-        by_holder: dict[int, list[Span]] = {}
-        for start, end, units, holder, *_ in (*self.rows, *self.added):
-            if holder is not None:
-                by_holder.setdefault(holder, []).append((start, end, units))
         profile = Profile.of((*self.rows, *self.added), policy,  # type: ignore[arg-type]
                              self.start, self.start + ONE_DAY)
-        self._load = load = _Load(policy.quotas, profile, {
-            holder: tuple(sorted(own, key=_first)) for holder, own in by_holder.items()})
+        self._load = load = _Load(policy.quotas, profile)
         return load
-
-    def _own(self, load: _Load, holder: int | None, start: datetime,
-             end: datetime) -> Sequence[Span]:
-        """The holder's occurrences that may overlap [start, end) (a few more, maybe)."""
-        if holder is None:
-            return ()
-        own = load.by_holder.get(holder, ())
-        return own[bisect.bisect_left(own, start - self.longest, key=_first):
-                   bisect.bisect_left(own, end, key=_first)]
 
     def segments(self, policy: CapacityPolicy, holder: int | None, start: datetime,
                  end: datetime) -> list[Segment]:
@@ -212,7 +194,7 @@ class Day:
         if start >= end:
             return []
         return load.profile.segments(policy.quotas.get(holder) if holder is not None else None,
-                                     self._own(load, holder, start, end), start, end)
+                                     holder, start, end)
 
     def add(self, allocation: Allocation, policy: CapacityPolicy) -> int:
         """Count an admitted occurrence in (only on a :meth:`copy`); its index, for
@@ -225,14 +207,8 @@ class Day:
             self._load = load = None
         if load is not None:  # else made from the occurrences when first asked for
             holder = allocation.holder
-            load.profile.add(allocation, load.quotas.get(holder) if holder is not None
-                             else None, self._own(load, holder, allocation.start,
-                                                  allocation.end))
-            if holder is not None:
-                own = load.by_holder.get(holder, ())
-                at = bisect.bisect_right(own, allocation.start, key=_first)
-                span = (allocation.start, allocation.end, allocation.units)
-                load.by_holder[holder] = (*own[:at], span, *own[at:])
+            load.profile.add(allocation,
+                             load.quotas.get(holder) if holder is not None else None)
         return len(self.added) - 1
 
     def set_ref(self, index: int, ref: int) -> None:

@@ -34,6 +34,9 @@ RETRIES = 8
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
+_INSTANT = timedelta(microseconds=1)
+
+
 def days_of(start: datetime, end: datetime) -> range:
     """The UTC days [start, end) touches, as ordinals (date.fromordinal gives the day).
 
@@ -41,7 +44,7 @@ def days_of(start: datetime, end: datetime) -> range:
     version (scheduler/day_versions.py, in SQL) and the days the cache files an
     occurrence under must all agree.
     """
-    return range(start.date().toordinal(), (end - timedelta(microseconds=1)).date().toordinal() + 1)
+    return range(start.date().toordinal(), (end - _INSTANT).date().toordinal() + 1)
 
 
 def days_touched(intervals: Iterable[tuple[datetime, datetime]]) -> list[date]:

@@ -11,7 +11,6 @@ from scheduler.capacity import (
     Profile,
     Request,
     Shortfall,
-    Span,
     available,
     check,
     choose_displacements,
@@ -276,11 +275,6 @@ def test_nearest_slots_agree_with_checking_every_start() -> None:
 
 # A day's profile answers for any holder what the sweep answers for that holder.
 
-def _own(allocations: list[Allocation], holder: int | None) -> list[Span]:
-    return [(a.start, a.end, a.units) for a in allocations
-            if holder is not None and a.holder == holder]
-
-
 def test_profile_segments_are_the_sweep_seen_by_each_holder() -> None:
     rng = random.Random(13)
     span_start, span_end = T - 8 * H, T + 14 * H
@@ -291,7 +285,7 @@ def test_profile_segments_are_the_sweep_seen_by_each_holder() -> None:
             start = span_start + rng.randint(0, 80) * timedelta(minutes=15)
             end = min(span_end, start + rng.randint(1, 40) * timedelta(minutes=15))
             segments = profile.segments(POLICY.quotas.get(holder) if holder else None,
-                                        _own(allocations, holder), start, end)
+                                        holder, start, end)
             assert segments == timeline(allocations, POLICY, holder, start, end)
 
 
@@ -306,10 +300,12 @@ def test_profile_counts_admitted_allocations_in_place() -> None:
         for index in range(cut, len(allocations)):
             added = allocations[index]
             quota = POLICY.quotas.get(added.holder) if added.holder is not None else None
-            profile.add(added, quota, _own(allocations[:index], added.holder))
+            profile.add(added, quota)
         expected = Profile.of(allocations, POLICY, span_start, span_end)
         assert (profile.times, profile.used, profile.izs_used, profile.spare) == (
             expected.times, expected.used, expected.izs_used, expected.spare)
+        assert {holder: counts for holder, counts in profile.held.items() if any(counts)} \
+            == expected.held
         before = Profile.of(allocations[:cut], POLICY, span_start, span_end)
-        assert (untouched.times, untouched.used, untouched.spare) == (
-            before.times, before.used, before.spare)  # a copy is not changed by add()
+        assert (untouched.times, untouched.used, untouched.spare, untouched.held) == (
+            before.times, before.used, before.spare, before.held)  # add() changes a copy
