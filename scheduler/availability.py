@@ -12,8 +12,9 @@ from scheduler.bookings import load_policy
 from scheduler.capacity import Request
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
-from scheduler.occupancy import load_allocations
+from scheduler.occupancy import day_cache
 from scheduler.organisations import OrgInfo, holder_among
+from scheduler.transactions import days_touched
 
 MAX_RANGE = timedelta(days=31)
 
@@ -34,10 +35,15 @@ def availability(session: Session, config: SchedulerConfig, org: OrgInfo | None,
     policy = load_policy(session, config)
     holder = holder_among(org, policy.quotas) if org else None
     izs = bool(org and org.izs)
-    allocations = load_allocations(session, [(start, end)], config.limits.max_duration)
+    # The days from the process's day cache (read again where their version moved), each
+    # with its load profile: a week is a few hundred segments, not thousands of rows.
+    days = day_cache(session).days(session, days_touched([(start, end)]),
+                                   config.limits.max_duration)
+    load = [segment for day in sorted(days) for segment in
+            days[day].segments(policy, holder, start, end)]
     tz = ZoneInfo(zone)
     segments = []
-    for segment in capacity.timeline(allocations, policy, holder, start, end):
+    for segment in load:
         probe = Request(segment.start, segment.end, 0, holder, izs, "routine")
         free, _ = capacity.available(segment, probe, policy, now)
         row = {

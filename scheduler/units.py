@@ -46,7 +46,8 @@ class ParticipantMix:
         return self.hd + self.sd + self.audio + self.mixed
 
     def units(self, costs: UnitCosts) -> int:
-        return sum(getattr(self, kind) * costs.of(kind) for kind in KINDS)
+        return (self.hd * costs.hd + self.sd * costs.sd + self.audio * costs.audio
+                + self.mixed * costs.mixed)
 
     def as_dict(self) -> dict[str, int]:
-        return {kind: getattr(self, kind) for kind in KINDS}
+        return {"hd": self.hd, "sd": self.sd, "audio": self.audio, "mixed": self.mixed}

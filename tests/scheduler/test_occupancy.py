@@ -13,16 +13,28 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
 
+from scheduler.availability import availability
 from scheduler.bookings import BookingInput, admit_batch, prepare_booking
 from scheduler.capacity import Allocation, CapacityPolicy, timeline
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused
 from scheduler.models import Booking, BookingOccurrence
-from scheduler.occupancy import ONE_DAY, Day, DayCache, day_cache, read_versions
+from scheduler.occupancy import (
+    ONE_DAY,
+    Day,
+    DayCache,
+    by_day,
+    day_cache,
+    day_start,
+    load_allocations,
+    read_versions,
+)
+from scheduler.organisations import org_info
 from scheduler.transactions import lock_for_decision
 from scheduler.units import ParticipantMix
-from tests.scheduler.conftest import World, join_link
+from tests.scheduler.conftest import NOW, World, join_link
 from tests.scheduler.test_bookings import book, schedule
 
 D1, D2, D3 = date(2026, 12, 14), date(2026, 12, 15), date(2026, 12, 16)
@@ -193,3 +205,48 @@ def test_a_days_load_is_the_sweep_of_its_occurrences_as_the_batch_adds_them() ->
         gone = {a.ref for a in touching[::3]}
         assert set(changed.without(gone).allocations) == {
             a for a in touching if a.ref not in gone}
+
+
+def _availability_read_afresh(world: World, org_id: int | None, start: datetime,
+                              end: datetime) -> dict[str, object]:
+    """availability() with every day read from the database, none from the cache (the
+    profile a day gives is checked against the sweep above)."""
+    from scheduler import availability as module
+
+    def from_database(session: Session, days: list[date], max_duration: timedelta,
+                      ) -> dict[date, Day]:
+        rows = load_allocations(session, [(day_start(day), day_start(day) + ONE_DAY)
+                                          for day in days], max_duration)
+        return {day: Day.of(day, found) for day, found in by_day(rows, days).items()}
+
+    with world.db.session() as session:
+        org = org_info(session, org_id) if org_id else None
+        cache = day_cache(session)
+        real = cache.days
+        cache.days = from_database  # type: ignore[method-assign]
+        try:
+            return module.availability(session, world.config, org, start, end, NOW)
+        finally:
+            cache.days = real  # type: ignore[method-assign]
+
+
+def test_availability_from_the_cache_is_what_the_database_gives(world: World) -> None:
+    # Meetings over three days, one across midnight (UTC), and a write from elsewhere
+    # after the cache holds the days.
+    for start, end, hd, who, org in (
+            ("2026-12-14T09:00", "2026-12-14T11:00", 10, "admin_a", world.region_a),
+            ("2026-12-14T10:00", "2026-12-14T12:30", 5, "admin_orp_a", world.orp_a),
+            ("2026-12-15T23:30", "2026-12-16T02:00", 8, "admin_orp_b", world.orp_b),
+            ("2026-12-16T08:00", "2026-12-16T09:00", 3, "izs", world.izs)):
+        book(world, who, org, schedule(start, end), hd=hd)
+    start, end = datetime(2026, 12, 13, 20, tzinfo=UTC), datetime(2026, 12, 17, 6, tzinfo=UTC)
+    with world.db.session() as session:
+        availability(session, world.config, None, start, end, NOW)  # the cache holds them
+    foreign_occurrence(world.db.url, datetime(2026, 12, 15, 9, tzinfo=UTC),
+                       datetime(2026, 12, 15, 10, tzinfo=UTC), 300)
+    for org_id in (None, world.region_a, world.orp_a, world.orp_b, world.izs):
+        with world.db.session() as session:
+            org = org_info(session, org_id) if org_id else None
+            cached = availability(session, world.config, org, start, end, NOW)
+        assert cached == _availability_read_afresh(world, org_id, start, end)
+        assert any(s["used_units"] >= 300 for s in cached["segments"])  # type: ignore[attr-defined]
