@@ -625,9 +625,13 @@ def _suggestions(load_in: Callable[[CapacityPolicy, int | None, datetime, dateti
         slots = capacity.nearest_slots(request, load, policy, now, search=search)
         if len(slots) == 3:
             break
-    return [{"start": slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M"),
-             "end": (slot + duration).astimezone(tz).strftime("%Y-%m-%dT%H:%M")}
+    return [{"start": _minutes(slot, tz), "end": _minutes(slot + duration, tz)}
             for slot in slots]
+
+
+def _minutes(instant: datetime, tz: ZoneInfo) -> str:
+    """The wall-clock time in ``tz`` as YYYY-MM-DDTHH:MM."""
+    return instant.astimezone(tz).replace(tzinfo=None).isoformat(timespec="minutes")
 
 
 def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, units: int,

@@ -366,30 +366,39 @@ def nearest_slots(request: Request, segments: Sequence[Segment], policy: Capacit
     """
     duration = request.end - request.start
     window_end = request.end + search
-    starts = [segment.start for segment in segments]
-
-    # What the request could take in each segment, lending allowed or not: the only
-    # thing a candidate start changes is whether it falls within the borrowing lead.
-    # Each list is made when first needed (a refusal far ahead never borrows).
     emergency = request.priority == "emergency"
-    rooms: dict[bool, list[int]] = {}
+    izs = request.izs or emergency
 
-    def room(borrow: bool) -> list[int]:
+    # Where the request does not fit, as runs of consecutive segments (starts, ends),
+    # lending allowed or not: the only thing a candidate start changes is whether it
+    # falls within the borrowing lead. Each is made when first needed (a refusal far
+    # ahead never borrows).
+    blocked: dict[bool, tuple[list[datetime], list[datetime]]] = {}
+
+    def blocked_runs(borrow: bool) -> tuple[list[datetime], list[datetime]]:
         if emergency or request.priority == "priority":
             borrow = True
-        if borrow not in rooms:
-            rooms[borrow] = [room_left(segment, policy, izs=request.izs or emergency,
-                                       borrow=borrow) for segment in segments]
-        return rooms[borrow]
+        runs = blocked.get(borrow)
+        if runs is None:
+            run_starts: list[datetime] = []
+            run_ends: list[datetime] = []
+            for segment in segments:
+                if room_left(segment, policy, izs=izs, borrow=borrow) >= request.units:
+                    continue
+                if run_ends and run_ends[-1] == segment.start:
+                    run_ends[-1] = segment.end
+                else:
+                    run_starts.append(segment.start)
+                    run_ends.append(segment.end)
+            runs = blocked[borrow] = (run_starts, run_ends)
+        return runs
 
     lead_ends = now + policy.borrow_lead
-    ends = [segment.end for segment in segments]
 
     def fits(start: datetime) -> bool:
-        free = room(start <= lead_ends)  # borrowing(): within the lead of now
-        index = max(0, bisect.bisect_right(starts, start) - 1)
-        last = bisect.bisect_left(ends, start + duration)  # the segment holding the end
-        return min(free[index:last + 1], default=request.units) >= request.units
+        run_starts, run_ends = blocked_runs(start <= lead_ends)  # borrowing(): in the lead
+        first = bisect.bisect_right(run_ends, start)  # the first run that ends after it
+        return first == len(run_ends) or run_starts[first] >= start + duration
 
     found: list[datetime] = []
     steps = int(search / step)
