@@ -110,27 +110,14 @@ _POLICY = union_all(
     select(Quota.organisation_id, Quota.share_bp))
 
 
-_policies: dict[tuple[object, ...], CapacityPolicy] = {}
-
-
 def load_policy(session: Session, config: SchedulerConfig) -> CapacityPolicy:
-    rows = tuple(tuple(row) for row in session.connection().execute(_POLICY))
-    # The same pool and shares give the same object back: a day's load profile is made
-    # for a policy's shares and is used again while they are the very same
-    # (occupancy.Day), which is then one identity test.
-    key = (rows, config.izs_reserve_percent, config.borrow_lead)
-    policy = _policies.get(key)
-    if policy is None:
-        units = next(int(value) for owner, value in rows if owner is None)
-        policy = CapacityPolicy(pool_units=units,
-                                izs_reserve_units=units * config.izs_reserve_percent // 100,
-                                quotas={owner: units * share // 10000 for owner, share in rows
-                                        if owner is not None},
-                                borrow_lead=config.borrow_lead)
-        if len(_policies) > 16:  # a pool or share changed many times: forget the old ones
-            _policies.clear()
-        _policies[key] = policy
-    return policy
+    rows = session.connection().execute(_POLICY).all()
+    units = next(int(value) for owner, value in rows if owner is None)
+    return CapacityPolicy(pool_units=units,
+                          izs_reserve_units=units * config.izs_reserve_percent // 100,
+                          quotas={owner: units * share // 10000 for owner, share in rows
+                                  if owner is not None},
+                          borrow_lead=config.borrow_lead)
 
 
 def _normalised(schedule: Schedule) -> Schedule:
@@ -467,7 +454,7 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
                 config = new.config
                 policy = policies[id(config)] = kept.get(
                     session, ("policy", config.izs_reserve_percent, config.borrow_lead),
-                    lambda: load_policy(session, config))  # noqa: B023 (called at once)
+                    functools.partial(load_policy, session, config))
             holder, victims = _check(calendar, policy, org, new.priority, new.units,
                                      new.occurrences, new.now, str(new.fields["zone"]))
         except CapacityRefused as refusal:
