@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
+from scheduler import occupancy
 from scheduler.availability import availability
 from scheduler.bookings import BookingInput, admit_batch, prepare_booking
 from scheduler.capacity import Allocation, CapacityPolicy, timeline
@@ -166,10 +167,13 @@ def test_the_cache_forgets_the_days_used_least_recently() -> None:
     assert cache.held(D2) == 1
 
 
-def test_a_days_load_is_the_sweep_of_its_occurrences_as_the_batch_adds_them() -> None:
+def test_a_days_load_is_the_sweep_of_its_occurrences_as_batches_add_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Day.segments(), on a day made from some occurrences and then given the rest one by
-    one (as a batch admits them), equals the sweep of all of them, for every holder;
-    occurrences that cross midnight count on both days; the cached day is not changed."""
+    one (as batches admit them, each on a copy of the day the one before left), equals
+    the sweep of all of them, for every holder; occurrences that cross midnight count on
+    both days; the cached day is not changed."""
+    monkeypatch.setattr(occupancy, "FOLD_AFTER", 3)  # the added ones join the others often
     policy = CapacityPolicy(pool_units=1000, izs_reserve_units=100, quotas={1: 300, 2: 200})
     day = D2
     midnight = datetime.combine(day, time(), UTC)
@@ -188,6 +192,8 @@ def test_a_days_load_is_the_sweep_of_its_occurrences_as_the_batch_adds_them() ->
         cached.segments(policy, 1, midnight, midnight + ONE_DAY)  # its profile is made
         changed = cached.copy()
         for allocation in touching[cut:]:
+            if rng.random() < 0.3:  # the next batch
+                changed = changed.copy()
             changed.add(allocation, policy)
         for holder in (None, 1, 2, 3):
             start = midnight + rng.randint(-4, 96) * timedelta(minutes=15)
