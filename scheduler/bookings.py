@@ -384,7 +384,7 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
         status="confirmed", created_at=now, updated_at=now)
     # The invitation depends on nothing the decision reads: render it (milliseconds of
     # time-zone work) before queueing, not inside the transaction.
-    ics = None
+    ics: bytes | None = None
     if notices.has_recipients(principal.email, data.invitees):
         ics = notices.render_invitation(Booking(**fields), [o.local_start for o in occurrences],
                                         now, join_link)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -18,6 +20,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 PING_AFTER_IDLE_S = 1.0  # see make_engine
 
 
@@ -132,3 +135,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class PerEngine(Generic[T]):
+    """One ``make()`` per database engine, shared by the process's threads and made on
+    first use; it goes with the engine (what a process keeps in memory of a database)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[Engine, T] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __call__(self, session: Session) -> T:
+        """The one for the database ``session`` works on."""
+        # get_bind() is a Connection for SQLite's write session, else the Engine itself.
+        engine = session.get_bind().engine
+        with self._lock:
+            made = self._made.get(engine)
+            if made is None:
+                made = self._made[engine] = self._make()
+            return made

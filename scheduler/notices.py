@@ -49,10 +49,9 @@ def has_recipients(organiser_email: str, invitees: Sequence[str]) -> bool:
 
 
 def render_invitation(booking: Booking, local_starts: Iterable[datetime], now: datetime,
-                      join_link: JoinLink) -> bytes | None:
-    """The invitation, or None when nobody is to receive it (it costs milliseconds)."""
-    if not has_recipients(booking.organiser_email, booking.invitees):
-        return None
+                      join_link: JoinLink) -> bytes:
+    """The invitation with the guests' link (milliseconds of work: render it only for a
+    booking that :func:`has_recipients`)."""
     return invitations.invitation(booking, local_starts, now,
                                   join_link(booking.room_name, "guest"))
 

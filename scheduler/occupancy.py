@@ -16,18 +16,17 @@ and the next reader, seeing a different number, reads the day again.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from operator import itemgetter
 from typing import NamedTuple
 
-from sqlalchemy import Engine, and_, or_, select, text
+from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment
-from scheduler.db import Database
+from scheduler.db import Database, PerEngine
 from scheduler.models import BookingOccurrence, CapacityDay
 from scheduler.transactions import create_days, days_of, locked_days, transaction_id
 
@@ -176,24 +175,30 @@ class Day:
             load = _Load(load.quotas, load.profile.copy())
         return Day(self.start, rows, added, self.longest, load)
 
-    def load_for(self, policy: CapacityPolicy) -> _Load:
-        """The day's profile for ``policy``'s shares, made if need be."""
+    def _made_for(self, policy: CapacityPolicy) -> Profile | None:
+        """The day's profile, if it was made for ``policy``'s shares."""
         load = self._load
         if load is not None and (load.quotas is policy.quotas or load.quotas == policy.quotas):
-            return load
-        profile = Profile.of((*self.rows, *self.added), policy,  # type: ignore[arg-type]
-                             self.start, self.start + ONE_DAY)
-        self._load = load = _Load(policy.quotas, profile)
-        return load
+            return load.profile
+        return None
+
+    def profile(self, policy: CapacityPolicy) -> Profile:
+        """The day's profile for ``policy``'s shares, made if need be."""
+        profile = self._made_for(policy)
+        if profile is None:
+            profile = Profile.of((*self.rows, *self.added), policy,  # type: ignore[arg-type]
+                                 self.start, self.start + ONE_DAY)
+            self._load = _Load(policy.quotas, profile)
+        return profile
 
     def segments(self, policy: CapacityPolicy, holder: int | None, start: datetime,
                  end: datetime) -> list[Segment]:
         """The load over [start, end) clipped to this day, as ``holder`` sees it."""
-        load = self.load_for(policy)
+        profile = self.profile(policy)
         start, end = max(start, self.start), min(end, self.start + ONE_DAY)
         if start >= end:
             return []
-        return load.profile.segments(policy.quotas.get(holder) if holder is not None else None,
+        return profile.segments(policy.quotas.get(holder) if holder is not None else None,
                                      holder, start, end)
 
     def add(self, allocation: Allocation, policy: CapacityPolicy) -> int:
@@ -201,14 +206,12 @@ class Day:
         :meth:`set_ref`."""
         self.added.append(tuple(allocation))  # type: ignore[arg-type]
         self.longest = max(self.longest, allocation.end - allocation.start)
-        load = self._load
-        if load is not None and not (load.quotas is policy.quotas
-                                     or load.quotas == policy.quotas):
-            self._load = load = None
-        if load is not None:  # else made from the occurrences when first asked for
+        profile = self._made_for(policy)
+        if profile is None:  # made from the occurrences when first asked for
+            self._load = None
+        else:
             holder = allocation.holder
-            load.profile.add(allocation,
-                             load.quotas.get(holder) if holder is not None else None)
+            profile.add(allocation, policy.quotas.get(holder) if holder is not None else None)
         return len(self.added) - 1
 
     def set_ref(self, index: int, ref: int) -> None:
@@ -326,19 +329,8 @@ def versions_after(session: Session, written: Collection[date]) -> dict[date, in
     return {day: written_by if day in written else version for day, version in locked.items()}
 
 
-_caches: weakref.WeakKeyDictionary[Engine, DayCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def day_cache(session: Session) -> DayCache:
-    """The process's cache for the database ``session`` works on."""
-    bind = session.get_bind()
-    engine = bind.engine  # a Connection (SQLite's write session) or the Engine itself
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = DayCache()
-        return cache
+# The process's cache for the database a session works on.
+day_cache = PerEngine(DayCache)
 
 
 # The coming quarter: where nearly every booking falls (bench/booking.py books up to twelve
@@ -361,5 +353,5 @@ def warm(db: Database, first: date, policy: Callable[[Session], CapacityPolicy],
         cache = day_cache(session)
         current = policy(session)
         for day in cache.days(session, wanted, max_duration).values():
-            day.load_for(current)
+            day.profile(current)
     return sum(cache.held(day) is not None for day in wanted)

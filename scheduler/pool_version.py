@@ -24,12 +24,13 @@ scheduler/models.py) and from the migration that introduced them.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
+
+from scheduler.db import PerEngine
 
 T = TypeVar("T")
 
@@ -130,15 +131,5 @@ class PoolCache:
         return value
 
 
-_caches: weakref.WeakKeyDictionary[Engine, PoolCache] = weakref.WeakKeyDictionary()
-_caches_lock = threading.Lock()
-
-
-def pool_cache(session: Session) -> PoolCache:
-    """The process's cache for the database ``session`` works on."""
-    engine = session.get_bind().engine
-    with _caches_lock:
-        cache = _caches.get(engine)
-        if cache is None:
-            cache = _caches[engine] = PoolCache()
-        return cache
+# The process's cache for the database a session works on.
+pool_cache = PerEngine(PoolCache)
