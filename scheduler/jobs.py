@@ -170,8 +170,8 @@ class JobRunner:
             # Due already (a meeting booked for right now): run at once.
             self._scheduler.add_job(self.tick, id="next-due", replace_existing=True)
         elif due is not None:
-            self._scheduler.add_job(self.tick, "date", run_date=due, id="next-due",
-                                    replace_existing=True)
+            self._scheduler.add_job(self.tick, "date", run_date=self._wall_time(due, now),
+                                    id="next-due", replace_existing=True)
 
     async def rollup(self, day: date | None = None) -> None:
         day = day or (self.clock() - timedelta(days=1)).date()
@@ -189,5 +189,15 @@ class JobRunner:
         # Due already means an action failed (say, no worker to open a room on): leave it
         # to the safety tick rather than retrying in a tight loop.
         if due is not None and due > now:
-            self._scheduler.add_job(self.tick, "date", run_date=due, id="next-due",
-                                    replace_existing=True)
+            self._scheduler.add_job(self.tick, "date", run_date=self._wall_time(due, now),
+                                    id="next-due", replace_existing=True)
+
+    @staticmethod
+    def _wall_time(due: datetime, now: datetime) -> datetime:
+        """When, on APScheduler's own (real) clock, ``due`` on the runner's clock comes.
+
+        APScheduler runs on the real clock and drops a date job whose time has passed. The
+        runner's clock is the real one in service and a hand-moved one in tests: keeping
+        the delay, not the instant, makes the two agree in both.
+        """
+        return datetime.now(UTC) + (due - now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -16,14 +16,17 @@ from tests.browser.conftest import screenshot
 
 pytestmark = pytest.mark.browser
 
+# The units still on their way are due a year from today, so that none of them turns
+# overdue as the calendar moves on; SN-BN-0002 was due long ago and is the one overdue.
+DUE = (date.today() + timedelta(days=365)).isoformat()
 HEADER = "serial,model,site,organisation,status,programme,price_czk,due_on\n"
 GOOD = (
-    "SN-BN-0001,Poly Studio X30,Zasedací místnost 1,orp:CZ020:Benešov,installed,Výzva 2027,89000,2027-06-30\n"
+    f"SN-BN-0001,Poly Studio X30,Zasedací místnost 1,orp:CZ020:Benešov,installed,Výzva 2027,89000,{DUE}\n"
     "SN-BN-0002,Poly Studio X30,Kancelář starosty,orp:CZ020:Benešov,delivered,Výzva 2027,89000,2020-01-31\n"
-    "SN-BE-0001,Cisco Room Kit Mini,Sál rady,Beroun,ordered,Výzva 2027,120000,2027-06-30\n"
+    f"SN-BE-0001,Cisco Room Kit Mini,Sál rady,Beroun,ordered,Výzva 2027,120000,{DUE}\n"
 )
-BAD = "SN-XX-0001,Cisco Room Kit Mini,Sál,Neexistující úřad,requested,,120000,2027-06-30\n"
-FIXED = "SN-BE-0002,Cisco Room Kit Mini,Sál,orp:CZ020:Beroun,requested,,120000,2027-06-30\n"
+BAD = f"SN-XX-0001,Cisco Room Kit Mini,Sál,Neexistující úřad,requested,,120000,{DUE}\n"
+FIXED = f"SN-BE-0002,Cisco Room Kit Mini,Sál,orp:CZ020:Beroun,requested,,120000,{DUE}\n"
 
 
 async def counts(page) -> dict[str, int]:
@@ -37,7 +40,7 @@ async def test_csv_import_with_preview_and_a_passing_selftest_makes_a_unit_teste
     with server.app[DATABASE].session() as session:
         coordinator = principal_of(session.scalar(select(User).where(User.name == "coordinator")))
         rollout.create_programme(session, coordinator, "Výzva 2027", 2_000_000, date(2026, 1, 1),
-                                 date(2026, 6, 30), date(2027, 12, 31))
+                                 date(2026, 6, 30), date.today() + timedelta(days=730))
 
     page = await context.new_page()
     await sign_in(page, "coordinator")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -32,6 +32,12 @@ class RecordingRoomControl:
 
     async def close_room(self, room: str) -> None:
         self.calls.append(("close", room))
+
+
+def assert_runs_in(run_time: datetime, delay: timedelta) -> None:
+    """APScheduler runs on the real clock: the job is due ``delay`` after the real now."""
+    expected = datetime.now(UTC) + delay
+    assert expected - timedelta(minutes=1) <= run_time <= expected
 
 
 def services(world: World, clock: FakeClock, control: RecordingRoomControl,
@@ -134,8 +140,9 @@ async def test_started_runner_schedules_the_next_opening(world: World) -> None:
     try:
         job = service.jobs._scheduler.get_job("next-due")  # type: ignore[union-attr]
         assert job is not None
-        # The reminder (an hour before) is due first, at 10:00 UTC.
-        assert job.next_run_time == NOW + timedelta(hours=2)
+        # The reminder (an hour before) is due first, at 10:00 UTC: two hours from the
+        # runner's 08:00, so two hours from now on APScheduler's real clock.
+        assert_runs_in(job.next_run_time, timedelta(hours=2))
     finally:
         await service.stop()
 
@@ -190,6 +197,7 @@ async def test_a_new_booking_brings_the_next_run_forward(world: World) -> None:
         book(world, "2026-11-30T11:30", "2026-11-30T12:00")  # 10:30 UTC, reminder 09:30
         await service.jobs.reschedule()
         job = service.jobs._scheduler.get_job("next-due")  # type: ignore[union-attr]
-        assert job is not None and job.next_run_time == NOW + timedelta(minutes=90)
+        assert job is not None
+        assert_runs_in(job.next_run_time, timedelta(minutes=90))
     finally:
         await service.stop()
