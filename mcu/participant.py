@@ -89,8 +89,10 @@ class Participant:
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
         self.slot = next(_slots)  # which of the worker's ticks sends our RTCP
         self.closed = False
-        # Set by signaling: send a fresh offer to this participant's client.
+        # Set by signaling: send a fresh offer to this participant's client, and any
+        # other message of the participant protocol (a dict with a "type") to it.
         self.send_offer: Callable[[Offer], Awaitable[None]] | None = None
+        self.send_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.on_closed: Callable[[Participant], None] | None = None
 
         @self.pc.on("connectionstatechange")

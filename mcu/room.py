@@ -68,12 +68,17 @@ class Room:
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
         self.slot = next(_room_slots)  # which of the worker's ticks steps this room
 
+    def publishers(self) -> list[Participant]:
+        """Everyone whose tracks this room forwards: its participants on this worker (and,
+        once a room spans workers, those piped in from the others)."""
+        return list(self.participants.values())
+
     def producers_for(self, participant: Participant) -> list[Producer]:
         if participant.mode == "mixed":
             mixer = self.ensure_mixer()
             return [mixer.audio_out, mixer.video_out]
         chosen = []
-        for other in self.participants.values():
+        for other in self.publishers():
             if (other is participant) != self.echo:
                 continue
             for producer in other.producers.values():
@@ -160,7 +165,7 @@ class Room:
     def ensure_mixer(self) -> RoomMixer:
         if self.mixer is None:
             self.mixer = RoomMixer(self.name, self.worker.counters)
-            for participant in self.participants.values():
+            for participant in self.publishers():
                 self._mix_source(participant)
                 if participant.mode == "mixed":
                     self.mixer.add_listener(participant.id)
@@ -225,7 +230,7 @@ class Room:
 
     def control_step(self, interval: float) -> None:
         activity = {}
-        for participant in self.participants.values():
+        for participant in self.publishers():
             for producer in participant.producers.values():
                 producer.measure_bitrate(interval)
             if participant.producers:

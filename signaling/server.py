@@ -201,6 +201,7 @@ class ParticipantConnection:
         room = self.worker.room(grant.room, echo=echo)
         participant = room.join(name.strip() or "?", grant.role, "forwarded" if echo else mode)
         participant.send_offer = self.send_offer
+        participant.send_message = self.send
         channel = self.channels.get(room.name)
         if channel is None or channel.room is not room:
             channel = self.channels[room.name] = RoomChannel(room, self.channels)
