@@ -218,6 +218,9 @@ CS = {
     "Your account": "Váš účet", "Change password": "Změnit heslo",
     "Current password": "Současné heslo", "New password": "Nové heslo",
     "New password again": "Nové heslo znovu", "The password is changed.": "Heslo je změněno.",
+    "Media workers of this node": "Mediální procesy tohoto uzlu", "State": "Stav",
+    "Units used / capacity": "Jednotky použité / kapacita", "CPU": "CPU",
+    "Packets/s": "Pakety/s", "Restarts": "Restarty", "running": "běží", "starting": "startuje",
 }
 
 

@@ -35,7 +35,7 @@ def _nodes_and_holders(admin: Admin) -> dict[str, Any]:
 @page(OPERATORS)
 async def operating_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
     context = await admin.run(_nodes_and_holders, admin)
-    return render(request, "operating.html", rooms=admin.live_rooms.rooms(),
+    return render(request, "operating.html", rooms=await admin.live_rooms.rooms(),
                   load=admin.live_rooms.load(), recordings=admin.live_rooms.recordings()[:20],
                   **context)
 
@@ -43,7 +43,7 @@ async def operating_page(admin: Admin, request: web.Request, user: Principal) ->
 @page(OPERATORS)
 async def live_fragment(admin: Admin, request: web.Request, user: Principal) -> web.Response:
     """The live rooms alone, for the page's periodic refresh."""
-    return render(request, "operating_live.html", rooms=admin.live_rooms.rooms(),
+    return render(request, "operating_live.html", rooms=await admin.live_rooms.rooms(),
                   load=admin.live_rooms.load())
 
 
@@ -59,7 +59,7 @@ async def act(admin: Admin, request: web.Request, user: Principal) -> web.Stream
         elif action in ("lock", "unlock"):
             await admin.live_rooms.lock(room, action == "lock")
         elif action in ("record", "stop_recording"):
-            admin.live_rooms.record(room, action == "record")
+            await admin.live_rooms.record(room, action == "record")
         else:
             raise web.HTTPBadRequest(text="unknown action")
     except LookupError:

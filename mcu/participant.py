@@ -55,8 +55,10 @@ _slots = itertools.count()
 
 
 class Participant:
-    def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded") -> None:
-        self.id = f"p{next(_ids)}"
+    def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded",
+                 participant_id: str | None = None) -> None:
+        # The front names participants (unique across its workers); alone, we do.
+        self.id = participant_id or f"p{next(_ids)}"
         self.room = room
         self.name = name
         self.role = role

@@ -87,8 +87,9 @@ class Room:
                     chosen.append(producer)
         return chosen
 
-    def join(self, name: str, role: str, mode: str = "forwarded") -> Participant:
-        participant = Participant(self, name, role, mode)
+    def join(self, name: str, role: str, mode: str = "forwarded",
+             participant_id: str | None = None) -> Participant:
+        participant = Participant(self, name, role, mode, participant_id)
         self.participants[participant.id] = participant
         self.worker.start_ticking()
         return participant

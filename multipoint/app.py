@@ -5,31 +5,36 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import uvloop
 from aiohttp import web
+from sqlalchemy import select
 
 from admin_web import setup_admin
-from mcu import aiortc_adapter
-from mcu.room import MediaConfig, MediaWorker
+from mcu.pool import InlineWorker, WorkerPool
+from mcu.room import MediaWorker
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
+from scheduler.models import MediaWorker as MediaWorkerRow
+from scheduler.nodes import register_node
 from scheduler.rollout import apply_selftest
 from scheduler.rooms import RoomInfo
 from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
-from signaling.server import Admission, CallLog, SignalingConfig, setup_signaling
+from signaling.server import Admission, CallLog, Signaling, SignalingConfig, setup_signaling
 from signaling.tokens import JoinGrant
 
 logger = logging.getLogger(__name__)
 
 DATABASE = web.AppKey("database", Database)
-MEDIA = web.AppKey("media", MediaWorker)
+MEDIA = web.AppKey("media", MediaWorker)  # only with MULTIPOINT_MEDIA_INLINE
+POOL = web.AppKey("pool", WorkerPool)
 SETTINGS = web.AppKey("settings", Settings)
 LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 
@@ -37,12 +42,14 @@ LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 class SchedulerCallLog(CallLog):
     """Call records of signaling's joins and leaves, kept by the scheduler."""
 
-    def __init__(self, services: SchedulerServices) -> None:
+    def __init__(self, services: SchedulerServices, worker_ids: list[int]) -> None:
         self.services = services
+        self.worker_ids = worker_ids  # database id of each local worker, by index
 
-    async def joined(self, room: str, name: str, mode: str) -> int:
+    async def joined(self, room: str, name: str, mode: str, worker: int) -> int:
         return await asyncio.to_thread(self.services.record_join, room, participant=name,
-                                       kind="mixed" if mode == "mixed" else "hd")
+                                       kind="mixed" if mode == "mixed" else "hd",
+                                       worker_id=self.worker_ids[worker])
 
     async def left(self, record: int | None) -> None:
         if record is not None:
@@ -50,34 +57,69 @@ class SchedulerCallLog(CallLog):
 
 
 class MediaRoomControl:
-    """The scheduler's jobs open and close booked rooms on this process's media worker."""
+    """The scheduler's jobs open and close booked rooms on this node's media workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker_ids: list[int]) -> None:
         self.live_rooms: LiveRooms | None = None  # set once signaling is wired
+        self.worker_ids = worker_ids
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
-        if self.live_rooms is not None:
-            self.live_rooms.open(room)
+        if self.live_rooms is not None and worker_id in self.worker_ids:
+            await self.live_rooms.open(room, self.worker_ids.index(worker_id))
 
     async def close_room(self, room: str) -> None:
         if self.live_rooms is not None:
             await self.live_rooms.close(room, "the booked time is over")
 
 
+def register_workers(database: Database, settings: Settings) -> list[int]:
+    """Record this node and its workers for the scheduler; their database ids by index."""
+    now = datetime.now(UTC)
+    node_id = register_node(database, settings.node_name, settings.worker_count,
+                            settings.scheduler_worker_capacity_units, now)
+    with database.session() as session:
+        rows = session.execute(select(MediaWorkerRow.index, MediaWorkerRow.id)
+                               .where(MediaWorkerRow.node_id == node_id)).all()
+    ids = dict(rows)
+    return [ids[index] for index in range(settings.worker_count)]
+
+
+def media_config(settings: Settings) -> dict[str, Any]:
+    """What each worker process needs to know, as JSON for its command line."""
+    return {"media_addresses": settings.media_addresses,
+            "udp_port_range": settings.udp_port_range,
+            "stun_servers": settings.stun_servers, "turn_servers": settings.turn_servers,
+            "turn_username": settings.turn_username,
+            "turn_password": settings.turn_password.get_secret_value()}
+
+
 def create_app(settings: Settings) -> web.Application:
     url = settings.effective_database_url
     upgrade(url)  # embedded SQLite needs nothing else to run: create or update the schema
     database = Database(url)
+    worker_ids = register_workers(database, settings)
+    config = settings.scheduler_config()
 
-    aiortc_adapter.configure_ice(settings.media_addresses, settings.udp_port_range)
-    media = MediaWorker(MediaConfig(ice_servers=aiortc_adapter.ice_servers(
-        settings.stun_servers, settings.turn_servers, settings.turn_username,
-        settings.turn_password.get_secret_value())))
+    signaling: Signaling | None = None
+
+    def on_event(worker: int, event: str, data: dict[str, Any]) -> None:
+        if signaling is not None:
+            signaling.on_worker_event(worker, event, data)
+
+    def on_lost(worker: int) -> None:
+        if signaling is not None:
+            signaling.on_worker_lost(worker)
+
+    pool = WorkerPool(settings.worker_count, media_config(settings),
+                      capacity_units=[settings.scheduler_worker_capacity_units] * len(worker_ids),
+                      on_event=on_event, on_lost=on_lost, inline=settings.media_inline)
 
     app = web.Application(client_max_size=1024 * 1024)
     app[DATABASE] = database
-    app[MEDIA] = media
+    app[POOL] = pool
     app[SETTINGS] = settings
+    if isinstance(pool.workers[0], InlineWorker):
+        app[MEDIA] = pool.workers[0].media
 
     async def store_selftest(result: dict[str, Any]) -> int:
         def write() -> int:
@@ -88,26 +130,31 @@ def create_app(settings: Settings) -> web.Application:
         return await asyncio.to_thread(write)
 
     # scheduler: wire the booking API here
-    room_control = MediaRoomControl()
+    room_control = MediaRoomControl(worker_ids)
     services = SchedulerServices(
-        database, settings.scheduler_config(), run_jobs=settings.scheduler_jobs,
+        database, config, run_jobs=settings.scheduler_jobs,
         room_control=room_control,
         join_link=lambda room, role: join_url(settings.public_url, settings.signing_secret(),
                                               room, role=role, scheduled=True,
                                               ttl_s=settings.invite_ttl_hours * 3600))
 
-    async def admit(grant: JoinGrant) -> Admission:
-        decision = await asyncio.to_thread(services.admit_join, grant.room)
-        return Admission(decision.allowed, decision.code, decision.message)
+    async def admit(grant: JoinGrant, kind: str) -> Admission:
+        decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
+        worker = worker_ids.index(decision.worker_id) \
+            if decision.worker_id in worker_ids else None
+        return Admission(decision.allowed, decision.code, decision.message, worker, decision.izs)
 
-    live_rooms = setup_signaling(app, SignalingConfig(secret=settings.signing_secret(),
-                                                      max_message_bytes=settings.max_message_bytes,
-                                                      selftest_ttl_s=settings.selftest_ttl_minutes * 60,
-                                                      recordings_dir=settings.data_dir / "recordings"),
-                                 media, store_selftest, admit, SchedulerCallLog(services))
+    costs = config.unit_costs
+    signaling = setup_signaling(app, SignalingConfig(
+        secret=settings.signing_secret(), max_message_bytes=settings.max_message_bytes,
+        selftest_ttl_s=settings.selftest_ttl_minutes * 60,
+        recordings_dir=settings.data_dir / "recordings",
+        units=lambda mode: costs.mixed if mode == "mixed" else costs.hd),
+        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids))
+    live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms
-    setup_metrics(app, media)
+    setup_metrics(app, live_rooms)
     setup_api(app, services)
     setup_admin(app, services, live_rooms, selftest_link=lambda serial: selftest_url(
         settings.public_url, settings.signing_secret(), serial,
@@ -118,10 +165,15 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/", index)
 
+    async def start_workers(app: web.Application) -> None:
+        await pool.start()
+
     async def shutdown(app: web.Application) -> None:
-        await media.close()
+        await pool.stop()
         database.dispose()
 
+    # Before the scheduler's own start-up hook (setup_api): its first tick may open rooms.
+    app.on_startup.insert(0, start_workers)
     app.on_cleanup.append(shutdown)
     return app
 

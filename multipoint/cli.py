@@ -21,6 +21,11 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         settings.http_host = args.host
     if args.port:
         settings.http_port = args.port
+    if args.workers is not None:
+        if args.workers < 0:
+            print("multipoint: --workers must be 0 (every core) or more", file=sys.stderr)
+            return 2
+        settings.workers = args.workers
     run_server(settings)
     return 0
 
@@ -119,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the whole service in one process")
     serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP listen port (default 8080)")
+    serve.add_argument("--workers", type=int,
+                       help="media worker processes (default MULTIPOINT_WORKERS, 0 = every core)")
     serve.set_defaults(handler=_cmd_serve)
 
     db = commands.add_parser("db", help="database schema")

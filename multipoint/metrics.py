@@ -1,4 +1,8 @@
-"""/healthz and /metrics (Prometheus text format), read from the media worker at scrape time."""
+"""/healthz and /metrics (Prometheus text format), read from the media workers at scrape time.
+
+The packet-path counters are the workers' own, summed; a worker reports them every
+second (a restarted worker starts again from zero, which Prometheus reads as a reset).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mcu.room import MediaWorker
+from signaling.operations import LiveRooms
 
 COUNTER_HELP = {
     "packets_received": "RTP packets received from publishers",
@@ -31,32 +35,45 @@ ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "
 
 
 class MediaCollector(Collector):
-    def __init__(self, worker: MediaWorker) -> None:
-        self.worker = worker
+    def __init__(self, live_rooms: LiveRooms) -> None:
+        self.live_rooms = live_rooms
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("multipoint_rooms", "rooms open on this worker",
-                                value=len(self.worker.rooms))
-        yield GaugeMetricFamily("multipoint_peers", "participants connected to this worker",
-                                value=self.worker.participant_count)
-        counters = self.worker.counters.as_dict()
-        for name, value in counters.items():
-            yield CounterMetricFamily(f"multipoint_{name}", COUNTER_HELP.get(name, name), value=value)
+        load = self.live_rooms.load()
+        yield GaugeMetricFamily("multipoint_rooms", "live rooms on this node", value=load["rooms"])
+        yield GaugeMetricFamily("multipoint_peers", "participants connected to this node",
+                                value=load["participants"])
+        workers = GaugeMetricFamily("multipoint_worker_up", "1 while a media worker runs",
+                                    labels=["worker"])
+        cpu = GaugeMetricFamily("multipoint_worker_cpu", "a media worker's CPU (1 = one core)",
+                                labels=["worker"])
+        for worker in load["workers"]:
+            workers.add_metric([str(worker["index"])], 1 if worker["ready"] else 0)
+            cpu.add_metric([str(worker["index"])], worker["cpu"])
+        yield workers
+        yield cpu
+        counters = self.live_rooms.pool.counters()
+        for name in COUNTER_HELP:
+            yield CounterMetricFamily(f"multipoint_{name}", COUNTER_HELP[name],
+                                      value=counters.get(name, 0))
         yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
-                                  value=sum(counters[name] for name in ERROR_COUNTERS))
+                                  value=sum(counters.get(name, 0) for name in ERROR_COUNTERS))
 
 
-def setup_metrics(app: web.Application, worker: MediaWorker) -> None:
+def setup_metrics(app: web.Application, live_rooms: LiveRooms) -> None:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(worker))
+    registry.register(MediaCollector(live_rooms))
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "rooms": len(worker.rooms),
-                                  "peers": worker.participant_count})
+        load = live_rooms.load()
+        running = sum(1 for w in load["workers"] if w["ready"])
+        return web.json_response({"status": "ok" if running else "starting",
+                                  "rooms": load["rooms"], "peers": load["participants"],
+                                  "workers": running, "workers_total": len(load["workers"])})
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)

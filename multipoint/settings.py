@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     turn_username: str = ""
     turn_password: SecretStr = SecretStr("")
 
+    # Media workers: one process per core (0 = every core of the machine). Inline runs
+    # one worker inside the front process instead (debugging; tests that inspect media).
+    workers: int = Field(0, ge=0, le=256)
+    media_inline: bool = False
+    node_name: str = Field("local", min_length=1, max_length=100)
+
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
     selftest_ttl_minutes: float = Field(60, gt=0)
@@ -141,6 +147,12 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'multipoint.db').resolve()}"
+
+    @property
+    def worker_count(self) -> int:
+        if self.media_inline:
+            return 1
+        return self.workers or os.cpu_count() or 1
 
     @property
     def udp_port_range(self) -> tuple[int, int] | None:

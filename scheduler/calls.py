@@ -21,8 +21,10 @@ from scheduler.units import KINDS
 
 
 def record_join(session: Session, room_name: str, now: datetime, *, participant: str = "",
-                kind: str = "hd", organisation_id: int | None = None) -> int:
-    """Start a call record; the organisation defaults to the room's owner."""
+                kind: str = "hd", organisation_id: int | None = None,
+                worker_id: int | None = None) -> int:
+    """Start a call record; the organisation defaults to the room's owner, the worker to
+    the room's (a room spread over several workers names the participant's own)."""
     room = session.scalar(select(Room).where(Room.name == room_name))
     booking_id = room.booking_id if room else None
     if organisation_id is None and room is not None:
@@ -35,7 +37,8 @@ def record_join(session: Session, room_name: str, now: datetime, *, participant:
     record = CallRecord(room_name=room_name, booking_id=booking_id,
                         organisation_id=organisation_id, participant=participant[:200],
                         kind=kind if kind in KINDS else "hd",
-                        worker_id=room.worker_id if room else None, joined_at=now)
+                        worker_id=worker_id or (room.worker_id if room else None),
+                        joined_at=now)
     session.add(record)
     session.flush()
     return record.id

@@ -56,6 +56,7 @@ class AdmissionDecision:
     code: str  # "ok", "room_not_open", "booking_cancelled", "booking_displaced", ...
     message: str
     worker_id: int | None = None
+    izs: bool = False  # an IZS room: admitted on a full worker, placed first
 
 
 def worker_loads(session: Session, costs: UnitCosts) -> list[WorkerLoad]:
@@ -149,12 +150,12 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
     assert room.worker_id is not None
     capacity = session.scalar(select(MediaWorker.capacity_units)
                               .where(MediaWorker.id == room.worker_id)) or 0
-    if _live_units(session, room.worker_id, costs) + join_cost > capacity \
-            and not _room_izs(session, room):
+    izs = _room_izs(session, room)
+    if _live_units(session, room.worker_id, costs) + join_cost > capacity and not izs:
         return AdmissionDecision(False, "worker_full",
                                  "the media worker of this room is full; try again shortly",
                                  room.worker_id)
-    return AdmissionDecision(True, "ok", "admitted", room.worker_id)
+    return AdmissionDecision(True, "ok", "admitted", room.worker_id, izs)
 
 
 def _occurrence_on(session: Session, config: SchedulerConfig, room: Room,

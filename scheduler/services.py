@@ -81,11 +81,12 @@ class SchedulerServices:
         raise AssertionError("unreachable")
 
     def record_join(self, room_name: str, *, participant: str = "", kind: str = "hd",
-                    organisation_id: int | None = None, now: datetime | None = None) -> int:
+                    organisation_id: int | None = None, worker_id: int | None = None,
+                    now: datetime | None = None) -> int:
         with self.db.write_session() as session:
             return calls.record_join(session, room_name, now or self.clock(),
                                      participant=participant, kind=kind,
-                                     organisation_id=organisation_id)
+                                     organisation_id=organisation_id, worker_id=worker_id)
 
     def record_leave(self, record_id: int, now: datetime | None = None) -> None:
         with self.db.write_session() as session:

@@ -6,92 +6,84 @@ participant is told exactly as when a host acts from the call page.
 
 from __future__ import annotations
 
-import time
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from mcu.room import MediaWorker
-
-
-def recording_path(recordings_dir: Path, room: str) -> Path:
-    """Where a recording of ``room`` starting now is written (one folder per room)."""
-    return recordings_dir / room / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.webm"
+from mcu.channel import ChannelError
+from signaling.server import Signaling, record
 
 
 class LiveRooms:
-    def __init__(self, worker: MediaWorker, channels: dict[str, Any], recordings_dir: Path) -> None:
-        self.worker = worker
-        self.channels = channels  # room name -> RoomChannel (signaling.server)
+    def __init__(self, signaling: Signaling, recordings_dir: Path) -> None:
+        self.signaling = signaling
+        self.pool = signaling.pool
         self.recordings_dir = recordings_dir
 
-    def rooms(self) -> list[dict[str, Any]]:
-        """Every live room with its participants and each one's connection quality."""
-        now = time.time()
-        result = []
-        for room in sorted(self.worker.rooms.values(), key=lambda r: r.created_at):
-            participants = []
-            for participant in room.participants.values():
-                quality = participant.quality()
-                participants.append({**participant.describe(), **quality,
-                                     "connected_s": round(now - participant.joined_at)})
-            result.append({"name": room.name, "selftest": room.echo, "locked": room.locked,
-                           "recording": room.recording, "since": room.created_at,
-                           "participants": participants})
-        return result
+    async def rooms(self) -> list[dict[str, Any]]:
+        """Every live room with its participants and each one's connection quality,
+        gathered from every worker (a room spread over several is one room here)."""
+        merged: dict[str, dict[str, Any]] = {}
+        for worker, rooms in enumerate(await self.pool.request_all("rooms")):
+            for room in rooms or []:
+                channel = self.signaling.channels.get(room["name"])
+                entry = merged.setdefault(room["name"], {
+                    "name": room["name"], "selftest": room["selftest"], "since": room["since"],
+                    "locked": channel.locked if channel is not None else False,
+                    "recording": False, "workers": [], "participants": []})
+                entry["workers"].append(worker)
+                entry["recording"] = entry["recording"] or room["recording"]
+                entry["since"] = min(entry["since"], room["since"])
+                entry["participants"] += [{**p, "worker": worker} for p in room["participants"]]
+        return sorted(merged.values(), key=lambda r: r["since"])
 
     def load(self) -> dict[str, Any]:
-        counters = self.worker.counters.as_dict()
-        return {"rooms": len(self.worker.rooms), "participants": self.worker.participant_count,
-                **counters}
+        workers = self.pool.load()
+        return {"rooms": len(self.signaling.channels),
+                "participants": len(self.signaling.connections),
+                "workers": workers,
+                "packets_per_s": sum(w["packets_per_s"] for w in workers)}
 
     def _connection(self, room: str, participant: str) -> Any:
-        channel = self.channels.get(room)
+        channel = self.signaling.channels.get(room)
         connection = channel.connections.get(participant) if channel is not None else None
         if connection is None:
             raise LookupError(f"no participant {participant} in room {room}")
         return connection
 
     async def mute(self, room: str, participant: str, by: str) -> None:
-        connection = self._connection(room, participant)
-        connection.channel.room.set_muted(connection.participant, "microphone", True)
-        await connection.send({"type": "muted", "by": by})
+        await self._connection(room, participant).mute(by)
 
     async def remove(self, room: str, participant: str, by: str) -> None:
         await self._connection(room, participant).end("removed", f"removed by {by}")
 
     async def lock(self, room: str, locked: bool) -> None:
-        channel = self.channels.get(room)
+        channel = self.signaling.channels.get(room)
         if channel is None:
             raise LookupError(f"no live room {room}")
-        channel.room.locked = locked
+        channel.locked = locked
         await channel.broadcast_participants()
 
-    def open(self, room: str) -> None:
-        """Have the room ready before anyone joins (a booking's start is near)."""
-        live = self.worker.rooms.get(room)
-        if live is None or not live.echo:
-            self.worker.room(room)
+    async def open(self, room: str, worker: int) -> None:
+        """Have the room ready on its worker before anyone joins (a booking's start is near)."""
+        await self.pool.request(worker, "open_room", room=room)
 
     async def close(self, room: str, reason: str) -> None:
         """End the room: everyone in it is told why and disconnected; a recording finishes."""
-        channel = self.channels.get(room)
+        channel = self.signaling.channels.get(room)
         if channel is not None:
             for connection in list(channel.connections.values()):
                 await connection.end("closed", reason)
-        live = self.worker.rooms.get(room)
-        if live is not None and not live.echo:
-            for participant in list(live.participants.values()):
-                await live.leave(participant)
-            live.close()
+        for worker in range(len(self.pool.workers)):
+            # A worker that is down has no room to close.
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await self.pool.request(worker, "close_room", room=room, timeout=5.0)
 
-    def record(self, room: str, active: bool) -> None:
-        live = self.worker.rooms.get(room)
-        if live is None or live.echo:
+    async def record(self, room: str, active: bool) -> None:
+        channel = self.signaling.channels.get(room)
+        if channel is None:
             raise LookupError(f"no live room {room}")
-        if active and not live.recording:
-            live.start_recording(recording_path(self.recordings_dir, room))
-        elif not active:
-            live.stop_recording()
+        await record(self.pool, channel, self.recordings_dir, active)
 
     def recordings(self) -> list[dict[str, Any]]:
         if not self.recordings_dir.is_dir():
@@ -99,3 +91,4 @@ class LiveRooms:
         return [{"room": path.parent.name, "file": path.name, "bytes": path.stat().st_size,
                  "started": path.stem, "path": str(path)}
                 for path in sorted(self.recordings_dir.glob("*/*.webm"), reverse=True)]
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import secrets
@@ -16,9 +17,8 @@ from typing import Any
 import jinja2
 from aiohttp import WSMsgType, web
 
-from mcu.participant import NegotiationError, Offer, Participant
-from mcu.room import MediaWorker, Room
-from signaling.operations import LiveRooms, recording_path
+from mcu.channel import ChannelError
+from mcu.pool import WorkerPool
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
@@ -45,20 +45,22 @@ class Admission:
     allowed: bool
     code: str = ""
     message: str = ""
+    worker: int | None = None  # the scheduler's choice among this node's workers
+    priority: bool = False  # IZS: never refused for load
 
 
-AdmitJoin = Callable[[JoinGrant], Awaitable[Admission]]
+AdmitJoin = Callable[[JoinGrant, str], Awaitable[Admission]]  # (grant, unit kind)
 RecordSelfTest = Callable[[dict[str, Any]], Awaitable[int]]
 
 
-async def admit_everyone(grant: JoinGrant) -> Admission:
+async def admit_everyone(grant: JoinGrant, kind: str) -> Admission:
     return Admission(True)
 
 
 class CallLog:
     """Who joined which room when, for how long: the scheduler keeps the records."""
 
-    async def joined(self, room: str, name: str, mode: str) -> Any:
+    async def joined(self, room: str, name: str, mode: str, worker: int) -> Any:
         """Start a record; returns what ``left`` needs to close it."""
         return None
 
@@ -72,35 +74,47 @@ class SignalingConfig:
     max_message_bytes: int
     selftest_ttl_s: float
     recordings_dir: Path
+    units: Callable[[str], int] = lambda mode: 1  # what a participant of a mode costs
 
 
 class RoomChannel:
-    """The signaling side of one room: every connection in it, for broadcasts."""
+    """One room as the front sees it: every connection in it, on whichever worker.
 
-    def __init__(self, room: Room, channels: dict[str, RoomChannel]) -> None:
-        self.room = room
+    Room-wide state lives here (the lock, the merged participant list), so a room whose
+    participants sit on several workers behaves as one room. The first worker in
+    :attr:`workers` is the room's home: its speaker and recording count.
+    """
+
+    def __init__(self, name: str, echo: bool, directory: Signaling) -> None:
+        self.name = name
+        self.echo = echo
+        self.locked = False
+        self.recording = False
+        self.workers: list[int] = []
         self.connections: dict[str, ParticipantConnection] = {}
-        self._channels = channels
-        self._pending: set[asyncio.Future[None]] = set()
-        room.on_event = self.on_room_event
+        self.listed: dict[int, list[dict[str, Any]]] = {}  # worker -> its participants
+        self.created_at = time.time()
+        self._directory = directory
 
-    def on_room_event(self, event: str, details: dict[str, Any]) -> None:
-        if event == "speaker":
-            self._spawn(self.broadcast({"type": "speaker", **details}))
-        elif event == "participants":
-            self._spawn(self.broadcast_participants())
-        elif event == "left":
-            connection = self.connections.pop(details["participant"], None)
-            if connection is not None and details["reason"] != "left":
-                # The media connection died under a live socket: tell the client.
-                self._spawn(connection.end("disconnected", details["reason"]))
-            if not self.connections and self._channels.get(self.room.name) is self:
-                del self._channels[self.room.name]
+    @property
+    def home(self) -> int | None:
+        return self.workers[0] if self.workers else None
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+    def add(self, connection: ParticipantConnection, worker: int) -> None:
+        self.connections[connection.participant_id or ""] = connection
+        if worker not in self.workers:
+            self.workers.append(worker)
+
+    def remove(self, participant_id: str) -> None:
+        self.connections.pop(participant_id, None)
+        used = {c.worker for c in self.connections.values()}
+        self.workers = [w for w in self.workers if w in used]
+        self.listed = {w: p for w, p in self.listed.items() if w in used}
+        if not self.connections and self._directory.channels.get(self.name) is self:
+            del self._directory.channels[self.name]
+
+    def describe_participants(self) -> list[dict[str, Any]]:
+        return [p for worker in self.workers for p in self.listed.get(worker, [])]
 
     async def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
         for participant_id, connection in list(self.connections.items()):
@@ -108,26 +122,85 @@ class RoomChannel:
                 await connection.send(message)
 
     async def broadcast_participants(self) -> None:
-        await self.broadcast({"type": "participants", "locked": self.room.locked,
-                              "recording": self.room.recording,
-                              "participants": self.room.describe_participants()})
+        await self.broadcast({"type": "participants", "locked": self.locked,
+                              "recording": self.recording,
+                              "participants": self.describe_participants()})
+
+
+class Signaling:
+    """The front's signaling state: live rooms and connections, and the media workers'
+    events routed to them."""
+
+    def __init__(self, config: SignalingConfig, pool: WorkerPool, admit: AdmitJoin,
+                 call_log: CallLog) -> None:
+        self.config = config
+        self.pool = pool
+        self.admit = admit
+        self.call_log = call_log
+        self.channels: dict[str, RoomChannel] = {}
+        self.connections: dict[str, ParticipantConnection] = {}  # participant id -> its socket
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
+        self._pending: set[asyncio.Future[None]] = set()
+
+    def new_participant_id(self) -> str:
+        return f"p{self._prefix}{next(self._ids)}"
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def on_worker_event(self, worker: int, event: str, data: dict[str, Any]) -> None:
+        """Events of the media workers (mcu/worker.py), in the order each one sent them."""
+        if event in ("offer", "message", "left"):
+            connection = self.connections.get(str(data.get("participant")))
+            if connection is None or connection.worker != worker:
+                return
+            if event == "offer":
+                data.pop("participant")
+                self._spawn(connection.send({"type": "offer", **data}))
+            elif event == "message":
+                self._spawn(connection.send(data["message"]))
+            elif data.get("reason") not in ("left", "closed"):
+                # The media connection died under a live socket: tell the client.
+                self._spawn(connection.end("disconnected", str(data.get("reason"))))
+            return
+        channel = self.channels.get(str(data.get("room")))
+        if channel is None or worker not in channel.workers:
+            return
+        if event == "participants":
+            channel.listed[worker] = data.get("participants", [])
+            if worker == channel.home:
+                channel.recording = bool(data.get("recording"))
+            self._spawn(channel.broadcast_participants())
+        elif event == "speaker" and worker == channel.home:
+            self._spawn(channel.broadcast({"type": "speaker", "active": data.get("active"),
+                                           "speaking": data.get("speaking", [])}))
+
+    def on_worker_lost(self, worker: int) -> None:
+        """A worker died: its participants join again (their pages do so by themselves)."""
+        for connection in [c for c in self.connections.values() if c.worker == worker]:
+            connection.worker_lost = True
+            self._spawn(connection.end("disconnected", "media_worker_restarted"))
 
 
 class ParticipantConnection:
     """One client WebSocket: protocol state and the participant it joined as."""
 
-    def __init__(self, ws: web.WebSocketResponse, config: SignalingConfig, worker: MediaWorker,
-                 admit: AdmitJoin, call_log: CallLog, channels: dict[str, RoomChannel]) -> None:
+    def __init__(self, ws: web.WebSocketResponse, signaling: Signaling) -> None:
         self.ws = ws
-        self.config = config
-        self.worker = worker
-        self.admit = admit
-        self.call_log = call_log
+        self.signaling = signaling
+        self.config = signaling.config
+        self.pool = signaling.pool
         self.call_record: Any = None
-        self.channels = channels
-        self.participant: Participant | None = None
+        self.participant_id: str | None = None
+        self.worker: int | None = None
+        self.worker_lost = False
         self.channel: RoomChannel | None = None
         self.grant: JoinGrant | None = None
+        self.name = ""
+        self.role = ""
 
     async def send(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -135,38 +208,38 @@ class ParticipantConnection:
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_str(json.dumps(message))
 
-    async def send_offer(self, offer: Offer) -> None:
-        await self.send({"type": "offer", "sdp": offer.sdp, "revision": offer.revision,
-                         "publish": offer.publish, "tracks": offer.tracks})
-
     async def handle_text(self, text: str) -> None:
         try:
             message = decode_message(text, self.config.max_message_bytes)
             await getattr(self, "on_" + message["type"])(message)
         except ProtocolError as exc:
             await self.send(exc.as_message())
-        except NegotiationError as exc:
+        except ChannelError as exc:  # the worker refused (bad SDP, ...) or is gone
             await self.send({"type": "error", "code": exc.code, "message": exc.message})
         except Exception:
             logger.exception("handling a signaling message failed")
             await self.send({"type": "error", "code": "internal_error",
                              "message": "the server could not handle this message"})
 
-    def _joined(self) -> tuple[Participant, RoomChannel]:
-        if self.participant is None or self.channel is None:
-            raise ProtocolError("not_joined", "join a room first")
-        return self.participant, self.channel
+    async def request(self, method: str, **params: Any) -> Any:
+        assert self.worker is not None
+        return await self.pool.request(self.worker, method, **params)
 
-    def _host(self) -> tuple[Participant, RoomChannel]:
-        participant, channel = self._joined()
-        if participant.role != "host":
+    def _joined(self) -> tuple[str, RoomChannel]:
+        if self.participant_id is None or self.channel is None:
+            raise ProtocolError("not_joined", "join a room first")
+        return self.participant_id, self.channel
+
+    def _host(self) -> RoomChannel:
+        _, channel = self._joined()
+        if self.role != "host":
             raise ProtocolError("forbidden", "only a host can do this")
-        return participant, channel
+        return channel
 
     def _target(self, message: dict[str, Any], channel: RoomChannel) -> ParticipantConnection:
         target_id = require_str(message, "participant", 40)
         target = channel.connections.get(target_id or "")
-        if target is None or target.participant is None:
+        if target is None or target.participant_id is None:
             raise ProtocolError("unknown_participant", f"no participant {target_id!r} in this room")
         return target
 
@@ -174,7 +247,7 @@ class ParticipantConnection:
         await self.send({"type": "pong"})
 
     async def on_join(self, message: dict[str, Any]) -> None:
-        if self.participant is not None:
+        if self.participant_id is not None:
             raise ProtocolError("already_joined", "this connection has already joined a room")
         version = message.get("v", PROTOCOL_VERSION)
         if version != PROTOCOL_VERSION:
@@ -184,101 +257,118 @@ class ParticipantConnection:
             grant = verify_token(self.config.secret, message.get("token"))
         except TokenError as exc:
             raise ProtocolError(exc.code, exc.message) from None
-        name = require_str(message, "name", MAX_NAME_CHARS, required=False) or grant.name or ""
+        name = (require_str(message, "name", MAX_NAME_CHARS, required=False) or grant.name
+                or "").strip() or "?"
+        # The mode first: admission counts what this participant really costs.
+        mode = message.get("mode", "forwarded")
+        if mode not in MODES:
+            raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
         echo = grant.role == "selftest"
-        existing = self.worker.rooms.get(grant.room)
+        if echo:
+            mode = "forwarded"
+        signaling = self.signaling
+        existing = signaling.channels.get(grant.room)
         if existing is not None and existing.echo != echo:
             raise ProtocolError("room_not_found", "no such room for this link")
         if existing is not None and existing.locked and grant.role != "host":
             raise ProtocolError("room_locked", "the room is locked by its host")
+        admission = Admission(True)
         if grant.scheduled:
-            admission = await self.admit(grant)
+            admission = await signaling.admit(grant, "mixed" if mode == "mixed" else "hd")
             if not admission.allowed:
                 raise ProtocolError(admission.code or "not_admitted", admission.message)
-        mode = message.get("mode", "forwarded")
-        if mode not in MODES:
-            raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
-        room = self.worker.room(grant.room, echo=echo)
-        participant = room.join(name.strip() or "?", grant.role, "forwarded" if echo else mode)
-        participant.send_offer = self.send_offer
-        participant.send_message = self.send
-        channel = self.channels.get(room.name)
-        if channel is None or channel.room is not room:
-            channel = self.channels[room.name] = RoomChannel(room, self.channels)
-        channel.connections[participant.id] = self
-        self.participant, self.channel, self.grant = participant, channel, grant
-        await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant.id,
-                         "room": grant.room, "role": grant.role, "name": participant.name,
-                         "locked": room.locked})
+        channel = signaling.channels.get(grant.room)  # again: admission took a while
+        if channel is None:
+            channel = signaling.channels[grant.room] = RoomChannel(grant.room, echo, signaling)
+        units = self.config.units(mode)
+        worker = self.pool.place(channel.workers, units, admission.worker, admission.priority)
+        if worker is None:
+            raise ProtocolError("capacity_full",
+                                "every media worker is full; try again in a few minutes")
+        participant_id = signaling.new_participant_id()
+        self.pool.reserve(worker, participant_id, units)
+        try:
+            await self.pool.request(worker, "join", room=grant.room, participant=participant_id,
+                                    name=name, role=grant.role, mode=mode, echo=echo)
+        except BaseException:
+            self.pool.release(worker, participant_id)
+            if not channel.connections and signaling.channels.get(grant.room) is channel:
+                del signaling.channels[grant.room]
+            raise
+        self.participant_id, self.worker, self.channel, self.grant = \
+            participant_id, worker, channel, grant
+        self.name, self.role = name, grant.role
+        signaling.connections[participant_id] = self
+        channel.add(self, worker)
+        await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant_id,
+                         "room": grant.room, "role": grant.role, "name": name,
+                         "locked": channel.locked})
         if not echo:
-            self.call_record = await self.call_log.joined(grant.room, participant.name, participant.mode)
-        # Through renegotiate(): another join may already be offering to this participant.
-        await participant.renegotiate()
-        room.announce_join(participant)
+            self.call_record = await signaling.call_log.joined(grant.room, name, mode, worker)
+        await self.request("negotiate", participant=participant_id)
 
     async def on_answer(self, message: dict[str, Any]) -> None:
         participant, _ = self._joined()
         sdp = require_sdp(message)
         revision = optional_int(message, "revision")
-        await participant.accept_answer(sdp, revision)
+        await self.request("answer", participant=participant, sdp=sdp, revision=revision)
 
     async def on_set_muted(self, message: dict[str, Any]) -> None:
-        participant, channel = self._joined()
+        participant, _ = self._joined()
         for field, source in (("audio", "microphone"), ("video", "camera")):
             if field in message:
-                channel.room.set_muted(participant, source, require_bool(message, field))
+                await self.request("set_muted", participant=participant, source=source,
+                                   muted=require_bool(message, field))
 
     async def on_screen(self, message: dict[str, Any]) -> None:
-        participant, channel = self._joined()
-        channel.room.set_sharing(participant, require_bool(message, "active"))
+        participant, _ = self._joined()
+        await self.request("screen", participant=participant, active=require_bool(message, "active"))
 
     async def on_chat(self, message: dict[str, Any]) -> None:
         participant, channel = self._joined()
         text = (require_str(message, "text", MAX_CHAT_CHARS) or "").strip()
         if not text:
             raise ProtocolError("bad_message", "an empty chat message")
-        await channel.broadcast({"type": "chat", "from": participant.id, "name": participant.name,
+        await channel.broadcast({"type": "chat", "from": participant, "name": self.name,
                                  "text": text, "at": time.time()})
 
+    async def mute(self, by: str) -> None:
+        """A host or the operator stops forwarding this participant's microphone."""
+        await self.request("set_muted", participant=self.participant_id, source="microphone",
+                           muted=True)
+        await self.send({"type": "muted", "by": by})
+
     async def on_mute(self, message: dict[str, Any]) -> None:
-        host, channel = self._host()
-        target = self._target(message, channel)
-        assert target.participant is not None
-        channel.room.set_muted(target.participant, "microphone", True)
-        await target.send({"type": "muted", "by": host.name})
+        channel = self._host()
+        await self._target(message, channel).mute(self.name)
 
     async def on_request_unmute(self, message: dict[str, Any]) -> None:
-        host, channel = self._host()
+        channel = self._host()
         target = self._target(message, channel)
-        await target.send({"type": "unmute_requested", "by": host.name})
+        await target.send({"type": "unmute_requested", "by": self.name})
 
     async def on_remove(self, message: dict[str, Any]) -> None:
-        host, channel = self._host()
+        channel = self._host()
         target = self._target(message, channel)
-        await target.end("removed", f"removed by {host.name}")
+        await target.end("removed", f"removed by {self.name}")
 
     async def on_lock(self, message: dict[str, Any]) -> None:
-        _, channel = self._host()
-        channel.room.locked = require_bool(message, "locked")
+        channel = self._host()
+        channel.locked = require_bool(message, "locked")
         await channel.broadcast_participants()
 
     async def on_set_mode(self, message: dict[str, Any]) -> None:
-        _, channel = self._host()
+        channel = self._host()
         target = self._target(message, channel)
         mode = message.get("mode")
         if mode not in MODES:
             raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
-        assert target.participant is not None
-        channel.room.set_mode(target.participant, mode)
+        await target.request("set_mode", participant=target.participant_id, mode=mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
-        _, channel = self._host()
-        room = channel.room
-        if require_bool(message, "active"):
-            if not room.recording:
-                room.start_recording(recording_path(self.config.recordings_dir, room.name))
-        else:
-            room.stop_recording()
+        channel = self._host()
+        await record(self.pool, channel, self.config.recordings_dir,
+                     require_bool(message, "active"))
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()
@@ -291,18 +381,41 @@ class ParticipantConnection:
         await self.ws.close()
 
     async def close(self) -> None:
-        participant, self.participant = self.participant, None
-        if participant is not None:
-            await participant.room.leave(participant)
-            if not participant.room.echo:
-                await self.call_log.left(self.call_record)
+        participant, self.participant_id = self.participant_id, None
+        if participant is None:
+            return
+        signaling, worker, channel = self.signaling, self.worker, self.channel
+        signaling.connections.pop(participant, None)
+        assert worker is not None and channel is not None
+        self.pool.release(worker, participant)
+        channel.remove(participant)
+        if not self.worker_lost:
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await self.pool.request(worker, "leave", participant=participant)
+        if not channel.echo:
+            await signaling.call_log.left(self.call_record)
 
 
-def setup_signaling(app: web.Application, config: SignalingConfig, worker: MediaWorker,
+def recording_path(recordings_dir: Path, room: str) -> Path:
+    """Where a recording of ``room`` starting now is written (one folder per room)."""
+    return recordings_dir / room / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.webm"
+
+
+async def record(pool: WorkerPool, channel: RoomChannel, recordings_dir: Path,
+                 active: bool) -> None:
+    """Start or stop a room's recording, on its home worker (composite and mix)."""
+    if channel.home is None or channel.echo:
+        raise LookupError(f"no live room {channel.name}")
+    path = str(recording_path(recordings_dir, channel.name)) if active else ""
+    await pool.request(channel.home, "record", room=channel.name, active=active, path=path)
+
+
+def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerPool,
                     record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone,
-                    call_log: CallLog | None = None) -> LiveRooms:
-    """Add the participant endpoints to ``app``; return the operator's view of live rooms."""
-    channels: dict[str, RoomChannel] = {}
+                    call_log: CallLog | None = None) -> Signaling:
+    """Add the participant endpoints to ``app``; return the front's signaling state (the
+    pool's events go to its ``on_worker_event`` and ``on_worker_lost``)."""
+    signaling = Signaling(config, pool, admit, call_log or CallLog())
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                                    autoescape=True)
 
@@ -311,7 +424,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
         # answer an oversized message with an error and keep the connection.
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
-        connection = ParticipantConnection(ws, config, worker, admit, call_log or CallLog(), channels)
+        connection = ParticipantConnection(ws, signaling)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -413,7 +526,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, worker: Media
     app.router.add_post("/selftest/result", selftest_result)
     app.router.add_get("/call/{room}", call_page)
     app.router.add_static("/static/", STATIC_DIR)
-    return LiveRooms(worker, channels, config.recordings_dir)
+    return signaling
 
 
 def _json_error(status: int, code: str, message: str) -> web.Response:

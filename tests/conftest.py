@@ -37,8 +37,10 @@ def _loopback_only_for_media(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    # One media worker inside the test's process, so tests can look at the media objects;
+    # tests/media/test_workers.py runs the real worker processes.
     return load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
-                         secret_key="test-secret-" + "x" * 20)
+                         secret_key="test-secret-" + "x" * 20, media_inline=True)
 
 
 class RunningServer:

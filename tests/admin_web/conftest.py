@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from multipoint.app import DATABASE
 from scheduler.models import Organisation
+from scheduler.nodes import register_node
 from scheduler.seed import seed
 from scheduler.users import create_local_user
 from tests.browser.conftest import browser  # noqa: F401  (the fixture, reused)
@@ -28,6 +30,9 @@ class Accounts:
 @pytest.fixture
 def accounts(server) -> Accounts:
     """The real organisations, a local media node, and operator, coordinator and two ORP admins."""
+    # The local node with two workers of 800 units, as `serve --workers 2` registers it
+    # (the test server itself runs one worker inline).
+    register_node(server.app[DATABASE], "local", 2, 800, datetime.now(UTC))
     with server.app[DATABASE].session() as session:
         seed(session, local_workers=2, worker_capacity_units=800)
         orgs = dict(session.execute(select(Organisation.code, Organisation.id)

@@ -92,7 +92,7 @@ async def test_the_scheduler_opens_and_closes_rooms_on_the_media_worker(server) 
         assert await wait_until(lambda: client.of_type("closed"))
         assert client.of_type("closed")[0]["reason"] == "the booked time is over"
         assert await wait_until(lambda: "briefing" not in media.rooms and client.ws.closed)
-        assert server.app[LIVE_ROOMS].rooms() == []
+        assert await server.app[LIVE_ROOMS].rooms() == []
         await control.close_room("briefing")  # idempotent
     finally:
         await client.close()

@@ -155,7 +155,7 @@ async def test_the_operator_sees_live_rooms_and_mutes_and_removes(server) -> Non
     try:
         alice_id, bob_id = participant_id(alice), participant_id(bob)
         assert await wait_until(lambda: all_flowing(alice, {bob_id}))
-        (listed,) = [r for r in live.rooms() if r["name"] == room]
+        (listed,) = [r for r in await live.rooms() if r["name"] == room]
         assert {p["name"] for p in listed["participants"]} == {"Alice", "Bob"}
         assert all(p["bitrate_up_kbps"] >= 0 and "loss_up_pct" in p for p in listed["participants"])
         await live.mute(room, alice_id, by="Operátor")

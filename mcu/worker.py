@@ -1,0 +1,254 @@
+"""A media worker: one process (one core) owning its rooms, their connections and packets.
+
+The front process starts one per core (``python -m mcu.worker``, see mcu/pool.py) and
+talks to it over the control channel (mcu/channel.py; the messages are listed in
+docs/workers.md). :class:`WorkerService` turns those requests into calls on this
+process's :class:`~mcu.room.MediaWorker` and reports what happens as events: offers
+and other messages for one participant, a room's speaker and participant list, a
+participant whose media connection died, and the worker's load every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mcu.channel import Channel, ChannelError
+from mcu.participant import NegotiationError, Offer, Participant
+from mcu.room import MediaConfig, MediaWorker, Room
+
+logger = logging.getLogger(__name__)
+
+LOAD_INTERVAL_S = 1.0
+SOURCES = ("microphone", "camera", "screen")
+MODES = ("forwarded", "mixed")
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class WorkerService:
+    """The requests a worker answers (docs/workers.md), on one MediaWorker."""
+
+    def __init__(self, worker: MediaWorker, emit: Emit) -> None:
+        self.worker = worker
+        self.emit = emit
+        self.participants: dict[str, Participant] = {}
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._forwarded_mark = worker.counters.packets_forwarded
+
+    async def handle(self, method: str, params: dict[str, Any]) -> Any:
+        handler = getattr(self, "do_" + method, None)
+        if handler is None:
+            raise ChannelError("unknown_method", f"no method {method!r}")
+        try:
+            return await handler(**params)
+        except TypeError as exc:  # missing or unexpected parameters
+            raise ChannelError("bad_request", f"{method}: {exc}") from None
+        except NegotiationError as exc:
+            raise ChannelError(exc.code, exc.message) from None
+
+    # Rooms and participants ----------------------------------------------------------
+
+    def _room(self, name: str, echo: bool = False) -> Room:
+        room = self.worker.rooms.get(name)
+        if room is not None and room.echo != echo:
+            raise ChannelError("room_not_found", "no such room for this link")
+        if room is None:
+            room = self.worker.room(name, echo=echo)
+            room.on_event = lambda event, details, r=room: self._room_event(r, event, details)
+        return room
+
+    def _participant(self, participant_id: str) -> Participant:
+        participant = self.participants.get(participant_id)
+        if participant is None or participant.closed:
+            raise ChannelError("unknown_participant", f"no participant {participant_id!r} here")
+        return participant
+
+    def _room_event(self, room: Room, event: str, details: dict[str, Any]) -> None:
+        if event == "left":
+            self.participants.pop(details["participant"], None)
+            self.emit("left", {"room": room.name, **details})
+        elif event == "participants":
+            self.emit("participants", {"room": room.name, "recording": room.recording,
+                                       "participants": room.describe_participants()})
+        else:
+            self.emit(event, {"room": room.name, **details})
+
+    async def do_open_room(self, room: str) -> None:
+        self._room(room)
+
+    async def do_join(self, room: str, participant: str, name: str, role: str,
+                      mode: str = "forwarded", echo: bool = False) -> dict[str, Any]:
+        if mode not in MODES:
+            raise ChannelError("bad_request", f"unknown mode {mode!r}")
+        joined = self._room(room, echo).join(name, role, "forwarded" if echo else mode,
+                                             participant_id=participant)
+        self.participants[joined.id] = joined
+
+        async def send_offer(offer: Offer) -> None:
+            self.emit("offer", {"participant": joined.id, "sdp": offer.sdp,
+                                "revision": offer.revision, "publish": offer.publish,
+                                "tracks": offer.tracks})
+
+        async def send_message(message: dict[str, Any]) -> None:
+            self.emit("message", {"participant": joined.id, "message": message})
+
+        joined.send_offer, joined.send_message = send_offer, send_message
+        return {"participant": joined.id, "mode": joined.mode}
+
+    async def do_negotiate(self, participant: str) -> None:
+        """After the front told the client it joined: the first offer, then the others'."""
+        joined = self._participant(participant)
+        await joined.renegotiate()
+        joined.room.announce_join(joined)
+
+    async def do_answer(self, participant: str, sdp: str, revision: int | None = None) -> None:
+        await self._participant(participant).accept_answer(sdp, revision)
+
+    async def do_set_muted(self, participant: str, source: str, muted: bool) -> None:
+        if source not in SOURCES:
+            raise ChannelError("bad_request", f"unknown source {source!r}")
+        joined = self._participant(participant)
+        joined.room.set_muted(joined, source, muted)
+
+    async def do_screen(self, participant: str, active: bool) -> None:
+        joined = self._participant(participant)
+        joined.room.set_sharing(joined, active)
+
+    async def do_set_mode(self, participant: str, mode: str) -> None:
+        if mode not in MODES:
+            raise ChannelError("bad_request", f"unknown mode {mode!r}")
+        joined = self._participant(participant)
+        joined.room.set_mode(joined, mode)
+
+    async def do_leave(self, participant: str) -> None:
+        joined = self.participants.pop(participant, None)
+        if joined is not None:
+            await joined.room.leave(joined)
+
+    async def do_record(self, room: str, active: bool, path: str = "") -> bool:
+        live = self.worker.rooms.get(room)
+        if live is None or live.echo:
+            raise ChannelError("unknown_room", f"no live room {room}")
+        if active and not live.recording:
+            if not path:
+                raise ChannelError("bad_request", "recording needs a path")
+            live.start_recording(Path(path))
+        elif not active:
+            live.stop_recording()
+        return live.recording
+
+    async def do_close_room(self, room: str) -> None:
+        live = self.worker.rooms.get(room)
+        if live is None:
+            return
+        for participant in list(live.participants.values()):
+            await live.leave(participant, reason="closed")
+        live.close()
+
+    async def do_rooms(self) -> list[dict[str, Any]]:
+        """Every room here with its participants and their connection quality."""
+        now = time.time()
+        result = []
+        for room in sorted(self.worker.rooms.values(), key=lambda r: r.created_at):
+            participants = [{**p.describe(), **p.quality(),
+                             "connected_s": round(now - p.joined_at)}
+                            for p in room.participants.values()]
+            result.append({"name": room.name, "selftest": room.echo, "recording": room.recording,
+                           "since": room.created_at, "participants": participants})
+        return result
+
+    async def do_stats(self) -> dict[str, Any]:
+        return self.load()
+
+    async def do_ping(self) -> dict[str, Any]:
+        return {"pid": os.getpid()}
+
+    # Load ------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """What the front places by and the operator sees: counts, CPU, packet rate."""
+        now, cpu = time.monotonic(), time.process_time()
+        wall = now - self._cpu_mark[0]
+        forwarded = self.worker.counters.packets_forwarded
+        figures = {
+            "rooms": len(self.worker.rooms),
+            "participants": self.worker.participant_count,
+            "cpu": round((cpu - self._cpu_mark[1]) / wall, 3) if wall > 0 else 0.0,
+            "packets_per_s": round((forwarded - self._forwarded_mark) / wall) if wall > 0 else 0,
+            "counters": self.worker.counters.as_dict(),
+        }
+        if wall >= LOAD_INTERVAL_S / 2:
+            self._cpu_mark, self._forwarded_mark = (now, cpu), forwarded
+        return figures
+
+    async def report_load(self) -> None:
+        while True:
+            await asyncio.sleep(LOAD_INTERVAL_S)
+            self.emit("load", self.load())
+
+
+def worker_config(raw: dict[str, Any]) -> MediaConfig:
+    """The worker's MediaConfig from the JSON the front passes on its command line."""
+    from mcu import aiortc_adapter
+
+    aiortc_adapter.configure_ice(raw.get("media_addresses", []),
+                                 tuple(raw["udp_port_range"]) if raw.get("udp_port_range") else None)
+    servers = aiortc_adapter.ice_servers(raw.get("stun_servers", []), raw.get("turn_servers", []),
+                                         raw.get("turn_username", ""), raw.get("turn_password", ""))
+    return MediaConfig(ice_servers=servers, last_n=int(raw.get("last_n", 9)))
+
+
+async def serve(channel_fd: int, config: MediaConfig, name: str) -> None:
+    worker = MediaWorker(config)
+    sock = socket.socket(fileno=channel_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    channel: Channel | None = None
+
+    def emit(event: str, data: dict[str, Any]) -> None:
+        if channel is not None:
+            channel.emit(event, data)
+
+    service = WorkerService(worker, emit)
+    channel = Channel(reader, writer, name=name, on_request=service.handle)
+    reporting = asyncio.ensure_future(service.report_load())
+    channel.emit("ready", {"pid": os.getpid()})
+    try:
+        await channel.run()  # until the front goes away: then this worker has no purpose
+    finally:
+        reporting.cancel()
+        await worker.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mcu.worker",
+                                     description="one media worker process (started by the front)")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--config", default="{}", help="JSON: addresses, ports, ICE servers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("MULTIPOINT_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s worker{args.index} %(levelname)s %(name)s: %(message)s")
+    import uvloop
+
+    config = worker_config(json.loads(args.config))
+    # What start-up allocated (modules, aiortc) stays out of later garbage collections.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    uvloop.run(serve(args.channel_fd, config, f"worker{args.index}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

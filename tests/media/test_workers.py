@@ -1,0 +1,270 @@
+"""Media worker processes: placement, a worker killed mid-call, and the control channel.
+
+These tests start the real thing: ``python -m mcu.worker`` processes under the front,
+aiortc participants on loopback, the SQLite database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select, update
+
+from mcu import aiortc_adapter
+from mcu.channel import HEADER, Channel, ChannelError, encode
+from mcu.pool import WorkerProcess
+from mcu.room import MediaWorker
+from mcu.worker import WorkerService
+from multipoint.app import DATABASE, LIVE_ROOMS, POOL, create_app
+from multipoint.settings import load_settings
+from scheduler.bridges import create_bridge
+from scheduler.config import SchedulerConfig
+from scheduler.models import CallRecord, Organisation
+from scheduler.models import MediaWorker as MediaWorkerRow
+from scheduler.organisations import org_info
+from scheduler.seed import seed
+from scheduler.units import ParticipantMix
+from signaling.tokens import JoinGrant, issue_token
+from tests.conftest import RunningServer, free_port
+from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.signal_client import SignalClient
+
+pytestmark = pytest.mark.media
+
+
+async def start_server(tmp_path: Path, workers: int, **settings: object) -> RunningServer:
+    # The media path runs in the worker processes; the aiortc clients of the test run
+    # here and need loopback candidates of their own.
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    port = free_port()
+    config = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                           secret_key="test-secret-" + "x" * 20, workers=workers,
+                           public_url=f"http://127.0.0.1:{port}", **settings)
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return RunningServer(runner, config, port)
+
+
+@pytest.fixture
+async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    server = await start_server(tmp_path, 2)
+    try:
+        yield server
+    finally:
+        await server.runner.cleanup()
+
+
+def token(server: RunningServer, room: str, scheduled: bool = False, role: str = "guest") -> str:
+    grant = JoinGrant(room=room, role=role, scheduled=scheduled)
+    return issue_token(server.settings.signing_secret(), grant, 300)
+
+
+class Site:
+    """An aiortc participant that joins again by itself, with the same link, when the
+    server says its media is gone (as the call page does)."""
+
+    def __init__(self, server: RunningServer, link: str, name: str) -> None:
+        self.server, self.link, self.name = server, link, name
+        self.client: SignalClient | None = None
+        self.joins = 0
+
+    async def join(self) -> None:
+        self.client = await SignalClient.connect(self.server.ws_url)
+        peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+        await self.client.join_with(peer, self.link, name=self.name)
+        self.joins += 1
+
+    @property
+    def participant(self) -> str:
+        assert self.client is not None
+        return self.client.of_type("joined")[0]["participant"]
+
+    def receiving_from(self, others: set[str], minimum: int = 5) -> bool:
+        if self.client is None or self.client.peer is None:
+            return False
+        video = self.client.live_frames("video")
+        return set(video) >= others and all(video[o] >= minimum for o in others)
+
+    async def rejoin_when_disconnected(self) -> None:
+        assert self.client is not None
+        while True:
+            await asyncio.sleep(0.1)
+            if self.client.of_type("disconnected") or self.client.ws.closed:
+                await self.client.close()
+                for _attempt in range(50):
+                    try:
+                        await self.join()
+                        return
+                    except (AssertionError, TimeoutError, ConnectionError):
+                        await asyncio.sleep(0.5)  # the worker is still starting
+                return
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+async def test_worker_processes_serve_rooms_and_a_new_room_goes_to_the_idle_worker(
+        two_workers: RunningServer) -> None:
+    pool = two_workers.app[POOL]
+    assert all(state.ready and state.pid for state in pool.states)
+    first = Site(two_workers, token(two_workers, "porada-a"), "A")
+    second = Site(two_workers, token(two_workers, "porada-b"), "B")
+    partner = Site(two_workers, token(two_workers, "porada-a"), "A2")
+    try:
+        await first.join()
+        await second.join()
+        await partner.join()
+        assert await wait_until(lambda: first.receiving_from({partner.participant})
+                                and partner.receiving_from({first.participant}), timeout=30)
+        rooms = {r["name"]: r for r in await two_workers.app[LIVE_ROOMS].rooms()}
+        # Each room on a worker of its own; a room's participants together.
+        assert sorted(rooms["porada-a"]["workers"] + rooms["porada-b"]["workers"]) == [0, 1]
+        load = two_workers.app[LIVE_ROOMS].load()
+        assert [w["ready"] for w in load["workers"]] == [True, True]
+        assert await wait_until(lambda: sum(w["participants"] for w in
+                                            two_workers.app[LIVE_ROOMS].load()["workers"]) == 3)
+    finally:
+        for site in (first, second, partner):
+            await site.close()
+
+
+async def test_a_booked_room_opens_on_the_worker_the_scheduler_chose(
+        two_workers: RunningServer) -> None:
+    database = two_workers.app[DATABASE]
+    with database.session() as session:
+        seed(session, local_workers=2)
+        # The scheduler places by the database's capacities: worker 0 is nearly full there,
+        # while the front, left to itself, would take worker 0 (both idle, lowest index).
+        first_worker = session.scalars(select(MediaWorkerRow).order_by(MediaWorkerRow.index)).first()
+        session.execute(update(MediaWorkerRow).where(MediaWorkerRow.id == first_worker.id)
+                        .values(capacity_units=60))
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        bridge = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                               ParticipantMix(hd=5))
+        room = bridge.room_name
+    site = Site(two_workers, token(two_workers, room, scheduled=True), "HZS")
+    try:
+        await site.join()
+        (listed,) = [r for r in await two_workers.app[LIVE_ROOMS].rooms() if r["name"] == room]
+        assert listed["workers"] == [1]
+        with database.session() as session:
+            record = session.scalars(select(CallRecord).where(CallRecord.room_name == room)).one()
+            chosen = session.get(MediaWorkerRow, record.worker_id)
+            assert chosen is not None and chosen.index == 1
+    finally:
+        await site.close()
+
+
+async def test_a_killed_worker_is_restarted_and_its_participants_are_back_in_the_call(
+        two_workers: RunningServer) -> None:
+    database = two_workers.app[DATABASE]
+    with database.session() as session:
+        seed(session, local_workers=2)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        bridge = create_bridge(session, SchedulerConfig(), org_info(session, izs.id),
+                               "Krizový štáb", ParticipantMix(hd=5))
+        room = bridge.room_name
+    link = token(two_workers, room, scheduled=True)
+    sites = [Site(two_workers, link, name) for name in ("HZS", "Policie", "ZZS")]
+    pool = two_workers.app[POOL]
+    try:
+        for site in sites:
+            await site.join()
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=30)
+        (listed,) = [r for r in await two_workers.app[LIVE_ROOMS].rooms() if r["name"] == room]
+        (hosting,) = listed["workers"]
+        worker = pool.workers[hosting]
+        assert isinstance(worker, WorkerProcess)
+        old_pid = worker.state.pid
+        rejoining = [asyncio.ensure_future(site.rejoin_when_disconnected()) for site in sites]
+        killed_at = asyncio.get_running_loop().time()
+        worker.kill()
+        await asyncio.wait_for(asyncio.gather(*rejoining), 20)
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=15)
+        back_after = asyncio.get_running_loop().time() - killed_at
+        assert back_after < 15, back_after  # the issue's target is 10 s; leave CI slack
+        assert all(site.joins == 2 for site in sites)
+        assert await wait_until(lambda: worker.state.ready and worker.state.pid != old_pid)
+    finally:
+        for site in sites:
+            await site.close()
+    # The interruption is in the call records: each site's first call ended, a second began.
+    assert await wait_until(lambda: _closed_records(database, room) == 6)
+    with database.session() as session:
+        records = session.scalars(select(CallRecord).where(CallRecord.room_name == room)
+                                  .order_by(CallRecord.joined_at)).all()
+    assert sorted(r.participant for r in records) == sorted(["HZS", "Policie", "ZZS"] * 2)
+
+
+def _closed_records(database, room: str) -> int:  # type: ignore[no-untyped-def]
+    with database.session() as session:
+        return len([r for r in session.scalars(select(CallRecord).where(
+            CallRecord.room_name == room)) if r.left_at is not None])
+
+
+async def test_malformed_and_truncated_control_messages_are_refused_not_fatal() -> None:
+    """The front's end of a channel, a real worker service at the other end; garbage
+    written in between is logged and refused, and requests still get answered."""
+    front_sock, worker_sock = socket.socketpair()
+    media = MediaWorker()
+    worker_reader, worker_writer = await asyncio.open_unix_connection(sock=worker_sock)
+    worker_channel: Channel | None = None
+    service = WorkerService(media, lambda event, data: worker_channel and worker_channel.emit(event, data))
+    worker_channel = Channel(worker_reader, worker_writer, name="worker", on_request=service.handle)
+    events: list[tuple[str, dict]] = []
+    reader, writer = await asyncio.open_unix_connection(sock=front_sock)
+    front = Channel(reader, writer, name="front", on_event=lambda e, d: events.append((e, d)))
+    running = [asyncio.ensure_future(front.run()), asyncio.ensure_future(worker_channel.run())]
+    try:
+        assert (await front.request("ping"))["pid"] > 0
+        # The worker's side sends garbage to the front: bad JSON, not an object, no id.
+        for body in (b"{not json", b"[1, 2]", b'{"result": 1}', b"\xff\xfe"):
+            worker_writer.write(HEADER.pack(len(body)) + body)
+        await worker_writer.drain()
+        assert await wait_until(lambda: front.malformed == 4)
+        # The front's side sends garbage to the worker: refused, answered where it can be.
+        writer.write(encode({"id": 99, "params": {}}))
+        writer.write(HEADER.pack(5) + b"nope!")
+        await writer.drain()
+        assert await wait_until(lambda: worker_channel.malformed == 2)
+        with pytest.raises(ChannelError) as refused:
+            await front.request("no_such_method")
+        assert refused.value.code == "unknown_method"
+        with pytest.raises(ChannelError) as bad:
+            await front.request("join", {"room": "r"})
+        assert bad.value.code == "bad_request"
+        assert (await front.request("stats"))["participants"] == 0
+    finally:
+        for task in running:
+            task.cancel()
+        front.close()
+        await media.close()
+
+
+async def test_a_frame_cut_off_by_a_dying_worker_fails_the_waiting_requests() -> None:
+    front_sock, worker_sock = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=front_sock)
+    front = Channel(reader, writer, name="front")
+    running = asyncio.ensure_future(front.run())
+    pending = asyncio.ensure_future(front.request("ping"))
+    await asyncio.sleep(0.05)
+    worker_sock.sendall(HEADER.pack(100) + b'{"id": 1, "res')  # then the process dies
+    worker_sock.close()
+    with pytest.raises(ChannelError) as gone:
+        await asyncio.wait_for(pending, 5)
+    assert gone.value.code == "worker_gone"
+    await asyncio.wait_for(running, 5)
+    assert front.closed.is_set()
+    with pytest.raises(ChannelError):
+        await front.request("ping")
