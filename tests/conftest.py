@@ -65,6 +65,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+async def start_process_server(tmp_path: Path, workers: int, **overrides: object) -> RunningServer:
+    """The service as `serve` runs it: a front and ``workers`` media worker processes.
+
+    The test's own aiortc clients run in this process and need loopback candidates of
+    their own (with an inline worker the app sets that up for the whole process).
+    """
+    from mcu import aiortc_adapter
+
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    port = free_port()
+    config = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                           secret_key="test-secret-" + "x" * 20, workers=workers,
+                           public_url=f"http://127.0.0.1:{port}", **overrides)
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return RunningServer(runner, config, port)
+
+
 @pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[RunningServer]:
     port = free_port()

@@ -12,16 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select, update
 
-from mcu import aiortc_adapter
 from mcu.channel import HEADER, Channel, ChannelError, encode
 from mcu.pool import WorkerProcess
 from mcu.room import MediaWorker
 from mcu.worker import WorkerService
-from multipoint.app import DATABASE, LIVE_ROOMS, POOL, create_app
-from multipoint.settings import load_settings
+from multipoint.app import DATABASE, LIVE_ROOMS, POOL
 from scheduler.bridges import create_bridge
 from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
@@ -30,30 +27,16 @@ from scheduler.organisations import org_info
 from scheduler.seed import seed
 from scheduler.units import ParticipantMix
 from signaling.tokens import JoinGrant, issue_token
-from tests.conftest import RunningServer, free_port
+from tests.conftest import RunningServer, start_process_server
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
 
 pytestmark = pytest.mark.media
 
 
-async def start_server(tmp_path: Path, workers: int, **settings: object) -> RunningServer:
-    # The media path runs in the worker processes; the aiortc clients of the test run
-    # here and need loopback candidates of their own.
-    aiortc_adapter.configure_ice(["127.0.0.1"], None)
-    port = free_port()
-    config = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
-                           secret_key="test-secret-" + "x" * 20, workers=workers,
-                           public_url=f"http://127.0.0.1:{port}", **settings)
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return RunningServer(runner, config, port)
-
-
 @pytest.fixture
 async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_server(tmp_path, 2)
+    server = await start_process_server(tmp_path, 2)
     try:
         yield server
     finally:

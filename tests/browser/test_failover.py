@@ -1,0 +1,91 @@
+"""A media worker killed mid-call: the call pages come back by themselves, no reload."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mcu.pool import WorkerProcess
+from multipoint.app import LIVE_ROOMS, POOL
+from signaling.links import join_url
+from tests.browser.conftest import new_context, screenshot
+from tests.conftest import RunningServer, start_process_server
+
+pytestmark = pytest.mark.browser
+
+# Frames decoded and audio packets received, summed over the page's current connection.
+RECEIVED = """
+async () => {
+  const pc = window.multipointCall.session?.pc;
+  if (!pc || pc.connectionState !== 'connected') return null;
+  let frames = 0, packets = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    if (s.kind === 'video') frames += s.framesDecoded || 0;
+    if (s.kind === 'audio') packets += s.packetsReceived || 0;
+  });
+  return {frames, packets};
+}
+"""
+
+
+@pytest.fixture
+async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    server = await start_process_server(tmp_path, 2)
+    try:
+        yield server
+    finally:
+        await server.runner.cleanup()
+
+
+async def receiving(page, within: float) -> bool:
+    """Video frames and audio packets both grow on the page's connection within ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        before = await page.evaluate(RECEIVED)
+        await asyncio.sleep(0.5)
+        after = await page.evaluate(RECEIVED)
+        if before and after and after["frames"] > before["frames"] \
+                and after["packets"] > before["packets"]:
+            return True
+    return False
+
+
+async def test_pages_rejoin_by_themselves_when_their_worker_is_killed(two_workers, browser) -> None:
+    server = two_workers
+    secret = server.settings.signing_secret()
+    pages, contexts = [], []
+    for name in ("HZS Jihlava", "ZZS Vysočina"):
+        link = join_url(server.url, secret, "povodne-vysocina", role="guest", name=name, ttl_s=600)
+        context = await new_context(browser, server.url)
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=cs")
+        await page.evaluate("window.loadedOnce = true")  # gone if the page reloaded
+        contexts.append(context)
+        pages.append(page)
+    try:
+        for page in pages:
+            assert await receiving(page, 30)
+        (room,) = [r for r in await server.app[LIVE_ROOMS].rooms() if r["name"] == "povodne-vysocina"]
+        (hosting,) = room["workers"]
+        worker = server.app[POOL].workers[hosting]
+        assert isinstance(worker, WorkerProcess)
+        before = [await page.evaluate("window.multipointCall.me") for page in pages]
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time()
+        worker.kill()
+        for page in pages:
+            # Back within the issue's 10 s (with slack for a loaded CI machine).
+            assert await receiving(page, 20), "the page did not come back by itself"
+        back_after = loop.time() - killed_at
+        assert back_after < 20, back_after
+        for page, old in zip(pages, before, strict=True):
+            assert await page.evaluate("window.loadedOnce") is True  # no reload
+            assert await page.evaluate("window.multipointCall.me") != old  # joined anew
+        await screenshot(pages[0], "call-after-worker-restart")
+    finally:
+        for context in contexts:
+            await context.close()
