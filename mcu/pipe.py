@@ -48,6 +48,7 @@ from mcu._fanout import (
     receive,
 )
 from mcu.forwarding import Consumer, Producer
+from mcu.participant import Participant
 from mcu.room import MediaWorker, RemoteParticipant, Room
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class PipeTransport(asyncio.DatagramProtocol):
                 except (ConnectionError, OSError):
                     self.counters.send_errors += 1
 
-    def _local_owner(self, producer: Producer) -> tuple[Room, Any]:
+    def _local_owner(self, producer: Producer) -> tuple[Room, Participant]:
         for room in self.worker.rooms.values():
             owner = room.participants.get(producer.owner_id)
             if owner is not None and owner.producers.get(producer.source) is producer:
@@ -293,9 +294,6 @@ class PipeTransport(asyncio.DatagramProtocol):
         for export in [export for export in self._exports.values() if export.room is room]:
             self.stop_export(export.producer.id, export.to)
 
-    def imports_of(self, room: Room) -> list[Producer]:
-        return [imported.producer for imported in self._imports.values() if imported.room is room]
-
     def _drop_import(self, key: tuple[str, str]) -> _Import | None:
         imported = self._imports.pop(key, None)
         if imported is not None:
@@ -378,6 +376,9 @@ class PipeTransport(asyncio.DatagramProtocol):
             self.stop_import(*key)
         for producer_id, to in list(self._exports):
             self.stop_export(producer_id, to)
+        for sink in self._sinks.values():
+            sink.unbind()
+        self._sinks.clear()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
