@@ -92,3 +92,24 @@ async def test_closing_the_room_drops_its_pipes() -> None:
     pipe.import_producer(worker.room("obec"), camera(), ORIGIN)  # a new room: the SSRC is free
     await worker.close()
     await asyncio.sleep(0)
+
+
+async def test_a_piped_screen_is_subscribed_to_only_while_shared() -> None:
+    worker = MediaWorker()
+    pipe = await worker.open_pipe()
+    try:
+        room = worker.room("obec")
+        local = room.join("site", "guest")
+        screen = replace(camera(), producer_id="elsewhere-1-screen", source="screen", ssrc=99)
+        pipe.import_producer(room, camera(), ORIGIN)
+        pipe.import_producer(room, screen, ORIGIN)
+        remote = room.remote_participants["elsewhere-1"]
+        assert [p.source for p in room.producers_for(local)] == ["camera"]
+        pipe.update_import("obec", screen.producer_id, True)
+        assert [p.source for p in room.producers_for(local)] == ["camera", "screen"]
+        pipe.update_import("obec", screen.producer_id, False)
+        assert not remote.producers["screen"].sharing
+        pipe.import_producer(room, replace(screen, sharing=True), ORIGIN)  # the same, now shared
+        assert remote.producers["screen"].sharing
+    finally:
+        await worker.close()
