@@ -14,7 +14,8 @@
  *             descriptor (so a socket closed under us can never be confused with a newer
  *             one that reused its number), the remote address, and the outbound SRTP
  *             session. mcu/aiortc_adapter.py binds and unbinds it; nothing here knows
- *             aiortc.
+ *             aiortc. A sink bound without a session sends plain RTP: the pipe between
+ *             two media workers of one node (mcu/pipe.py).
  *   Leg       one track forwarded to one subscriber: the rewrite state, the counters the
  *             sender reports need, and a ring of recently sent packets for NACKs.
  *   Track     one received track: its receive statistics, audio activity and legs.
@@ -55,7 +56,7 @@ typedef struct {
     int fd;                           /* our own duplicate, -1 while unbound */
     struct sockaddr_storage address;
     socklen_t address_length;
-    srtp_protect_fn protect;
+    srtp_protect_fn protect;          /* NULL: send plain RTP (a pipe between workers) */
     void *session;
     PyObject *owner;                  /* keeps the SRTP session alive while bound */
     unsigned long long send_errors;
@@ -108,7 +109,9 @@ PyDoc_STRVAR(sink_bind_doc,
 "bind(fd, host, port, protect, session, owner)\n--\n\n"
 "Send from (a duplicate of) socket ``fd`` to ``host``:``port``, protecting each packet\n"
 "with the libsrtp2 function at address ``protect`` on the session at address\n"
-"``session``. ``owner`` is kept referenced while bound: it must own the session.");
+"``session``. ``owner`` is kept referenced while bound: it must own the session.\n"
+"``protect`` and ``session`` both 0 send plain RTP (no SRTP): for the pipe between two\n"
+"media workers on one node, never for a participant.");
 
 static PyObject *
 sink_bind(SinkObject *self, PyObject *args)
@@ -123,8 +126,8 @@ sink_bind(SinkObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "port out of range: %d", port);
         return NULL;
     }
-    if (protect == 0 || session == 0) {
-        PyErr_SetString(PyExc_ValueError, "protect and session must be non-null addresses");
+    if ((protect == 0) != (session == 0)) {
+        PyErr_SetString(PyExc_ValueError, "protect and session must both be addresses, or both 0 (plain)");
         return NULL;
     }
     struct sockaddr_storage address;
@@ -172,6 +175,12 @@ sink_get_bound(SinkObject *self, void *closure)
 }
 
 static PyObject *
+sink_get_plain(SinkObject *self, void *closure)
+{
+    return PyBool_FromLong(self->fd >= 0 && self->protect == NULL);
+}
+
+static PyObject *
 sink_get_owner(SinkObject *self, void *closure)
 {
     PyObject *owner = self->owner != NULL ? self->owner : Py_None;
@@ -190,7 +199,7 @@ sink_send(SinkObject *self, uint8_t *packet, int length)
         self->send_errors++;
         return -1;
     }
-    if (self->protect(self->session, packet, &length) != 0) {
+    if (self->protect != NULL && self->protect(self->session, packet, &length) != 0) {
         self->send_errors++;
         return -1;
     }
@@ -215,6 +224,7 @@ static PyMethodDef sink_methods[] = {
 static PyGetSetDef sink_getset[] = {
     {"bound", (getter)sink_get_bound, NULL, "Whether packets are being sent.", NULL},
     {"owner", (getter)sink_get_owner, NULL, "What bind() was given as owner (None when unbound).", NULL},
+    {"plain", (getter)sink_get_plain, NULL, "Bound to send without SRTP (a pipe between workers).", NULL},
     {NULL}
 };
 
@@ -369,6 +379,8 @@ static PyMemberDef leg_members[] = {
     {"started", T_BOOL, offsetof(LegObject, started), 0,
      "False until the first packet (for video, a keyframe) re-bases the sequence numbers."},
     {"next_seq", T_INT, offsetof(LegObject, next_seq), 0, NULL},
+    {"seq_offset", T_INT, offsetof(LegObject, seq_offset), READONLY,
+     "Added to the track's sequence numbers on this leg (to map a NACK back to the track)."},
     {"ts_offset", T_UINT, offsetof(LegObject, ts_offset), 0, NULL},
     {"last_ts", T_UINT, offsetof(LegObject, last_ts), READONLY, NULL},
     {"packets", T_ULONGLONG, offsetof(LegObject, packets), READONLY, NULL},

@@ -22,6 +22,9 @@ from mcu.stats import WorkerCounters
 logger = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL_S = 1.0  # at most one PLI a second per producer
+# A packet NACKed upstream again within this time is not asked for twice: several
+# subscribers miss the same packet lost on a pipe, and one resend reaches them all.
+UPSTREAM_NACK_REPEAT_S = 0.05
 
 Writer = Callable[[bytes], None]
 
@@ -53,6 +56,11 @@ class Producer:
         self.sender_report_lsr = 0
         self.last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL_S
         self.sharing = False  # screen slots: the owner said a screen share is on
+        # Piped in from another worker (mcu/pipe.py): what our subscribers miss was lost
+        # on the pipe, and the origin keeps a history to resend it. Publishers are not
+        # NACKed (their packets reach every leg or none).
+        self.nacks_upstream = False
+        self._nacked_upstream: dict[int, float] = {}  # sequence number -> when asked
         self.bitrate_bps = 0.0  # measured by the room every control interval
         # Readers of every packet besides the consumers (the room's mixer).
         self.taps: list[Callable[[bytes, rtp.RtpView], None]] = []
@@ -151,6 +159,26 @@ class Producer:
         self.counters.keyframe_requests += 1
         try:
             self.feedback(rtp.rtcp_pli(self.feedback_ssrc, self.ssrc))
+        except (ConnectionError, OSError):
+            self.counters.send_errors += 1
+
+    def request_retransmission(self, lost: list[int]) -> None:
+        """NACK packets (by our sequence numbers) upstream, where that is done at all."""
+        if not self.nacks_upstream or not lost or self.feedback is None or self.ssrc is None:
+            return
+        now = time.monotonic()
+        asked = self._nacked_upstream
+        repeat = UPSTREAM_NACK_REPEAT_S
+        fresh = [seq for seq in lost if now - asked.get(seq, -repeat) >= repeat]
+        if not fresh:
+            return
+        if len(asked) > 512:  # forget old requests; sequence numbers come round again
+            self._nacked_upstream = asked = {s: t for s, t in asked.items()
+                                             if now - t < UPSTREAM_NACK_REPEAT_S}
+        for seq in fresh:
+            asked[seq] = now
+        try:
+            self.feedback(rtp.rtcp_nack(self.feedback_ssrc, self.ssrc, fresh))
         except (ConnectionError, OSError):
             self.counters.send_errors += 1
 
@@ -271,14 +299,22 @@ class Consumer:
         if wants_keyframe:
             self.producer.request_keyframe()
 
-    def retransmit(self, lost: list[int]) -> None:
-        """Answer a NACK from our own history (as RTX where negotiated)."""
+    def retransmit(self, lost: list[int]) -> list[int]:
+        """Answer a NACK from our own history (as RTX where negotiated).
+
+        Returns the packets never sent on this leg, by the producer's sequence numbers:
+        for a producer piped in from another worker they were lost on the pipe, and can
+        be asked for there (:meth:`Producer.request_retransmission`).
+        """
         self.counters.nacks_received += 1
         if self.kind != "video" or self.write is None:
-            return
+            return []
+        missing = []
         for seq in lost:
             packet = self.leg.sent(seq)
             if packet is None:
+                if self.leg.started:
+                    missing.append((seq - self.leg.seq_offset) & 0xFFFF)
                 continue
             if self.rtx_payload_type is not None:
                 packet = self._wrap_rtx(packet, seq)
@@ -287,6 +323,7 @@ class Consumer:
                 self.counters.retransmissions += 1
             except (ConnectionError, OSError):
                 self.counters.send_errors += 1
+        return missing
 
     def _wrap_rtx(self, packet: bytes, original_seq: int) -> bytes:
         # RFC 4588: same header with the RTX payload type, SSRC and sequence number; the

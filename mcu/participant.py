@@ -255,7 +255,7 @@ class Participant:
         for mid, consumer in self._leg_by_mid.items():
             if consumer.producer.id not in self.consumers:
                 continue
-            owner = self.room.participants.get(consumer.producer.owner_id)
+            owner = self.room.publisher(consumer.producer.owner_id)
             tracks[mid] = {"participant": consumer.producer.owner_id,
                            "name": owner.name if owner else "",
                            "kind": consumer.kind, "source": consumer.producer.source}
@@ -332,7 +332,9 @@ class Participant:
             elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK:
                 consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
-                    consumer.retransmit(packet.lost)
+                    missing = consumer.retransmit(packet.lost)
+                    if missing:
+                        consumer.producer.request_retransmission(missing)
 
     def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcu.forwarding import Producer
 from mcu.lastn import VideoLeg, choose_videos
@@ -22,6 +22,9 @@ from mcu.mixing import RoomMixer
 from mcu.participant import RTCP_INTERVAL_S, Participant
 from mcu.speaker import SpeakerDetector
 from mcu.stats import WorkerCounters
+
+if TYPE_CHECKING:
+    from mcu.pipe import PipeTransport
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,25 @@ class MediaConfig:
     probe_interval_s: float = 8.0  # quiet time before a paused video is tried again
 
 
+@dataclass(eq=False)
+class RemoteParticipant:
+    """Someone in this room whose connection is on another media worker.
+
+    Their producers are piped in (mcu/pipe.py) and forwarded here like a local
+    participant's; there is no peer connection, and nothing of theirs is subscribed to.
+    """
+
+    id: str
+    name: str
+    role: str
+    origin: tuple[str, int]  # the pipe address of their worker
+    mode: str = "forwarded"
+    producers: dict[str, Producer] = field(default_factory=dict)  # source -> producer
+
+
+Publisher = Participant | RemoteParticipant
+
+
 class Room:
     """Participants on this worker who see and hear each other.
 
@@ -58,6 +80,8 @@ class Room:
         self.name = name
         self.echo = echo
         self.participants: dict[str, Participant] = {}
+        # Piped in from other workers; subscribed to, never subscribing (see publishers()).
+        self.remote_participants: dict[str, RemoteParticipant] = {}
         self.created_at = time.time()
         self.locked = False
         self.last_n = worker.config.last_n
@@ -68,10 +92,13 @@ class Room:
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
         self.slot = next(_room_slots)  # which of the worker's ticks steps this room
 
-    def publishers(self) -> list[Participant]:
-        """Everyone whose tracks this room forwards: its participants on this worker (and,
-        once a room spans workers, those piped in from the others)."""
-        return list(self.participants.values())
+    def publishers(self) -> list[Publisher]:
+        """Everyone whose tracks this room forwards: its participants on this worker and
+        those piped in from the others."""
+        return [*self.participants.values(), *self.remote_participants.values()]
+
+    def publisher(self, participant_id: str) -> Publisher | None:
+        return self.participants.get(participant_id) or self.remote_participants.get(participant_id)
 
     def producers_for(self, participant: Participant) -> list[Producer]:
         if participant.mode == "mixed":
@@ -119,6 +146,8 @@ class Room:
         for other in self.participants.values():
             for producer in participant.producers.values():
                 other.drop_consumer(producer)
+        if self.worker.pipe is not None:  # other workers stop getting these tracks
+            self.worker.pipe.forget_producers(participant.producers.values())
         self.speakers.forget(participant.id)
         if self.mixer is not None:
             self.mixer.remove_source(participant.id)
@@ -138,6 +167,9 @@ class Room:
         if self.mixer is not None:  # finishes a recording even when the room ends abruptly
             self.mixer.close()
             self.mixer = None
+        if self.worker.pipe is not None:
+            self.worker.pipe.forget_room(self)
+        self.remote_participants.clear()
         if self.worker.rooms.get(self.name) is self:
             del self.worker.rooms[self.name]
 
@@ -150,7 +182,8 @@ class Room:
             producer.muted = muted
             self._emit("participants", {})
 
-    def set_sharing(self, participant: Participant, sharing: bool) -> None:
+    def set_sharing(self, participant: Publisher, sharing: bool) -> None:
+        """A screen share starts or stops: subscribers get or lose the screen leg."""
         producer = participant.producers["screen"]
         if producer.sharing == sharing:
             return
@@ -160,6 +193,43 @@ class Room:
                 other.drop_consumer(producer)
         self._renegotiate_others(participant.id)
         self._emit("participants", {})
+
+    # Participants on other workers (piped in by mcu/pipe.py) ------------------------
+
+    def add_remote_producer(self, remote: RemoteParticipant, producer: Producer) -> None:
+        """Forward a producer piped in from ``remote``'s worker, as a local one would be."""
+        known = self.remote_participants.setdefault(remote.id, remote)
+        replaced = known.producers.get(producer.source)
+        if replaced is not None and replaced is not producer:
+            self._drop_everywhere(replaced)
+        known.producers[producer.source] = producer
+        if self.mixer is not None:  # mixed anew with the producer it has now
+            self.mixer.remove_source(known.id)
+            self._mix_source(known)
+        self._renegotiate_others(None)
+        self._emit("participants", {})
+
+    def remove_remote_producer(self, remote_id: str, producer: Producer) -> None:
+        """Stop forwarding one piped producer; the remote participant goes with its last."""
+        remote = self.remote_participants.get(remote_id)
+        if remote is None or remote.producers.get(producer.source) is not producer:
+            return
+        del remote.producers[producer.source]
+        self._drop_everywhere(producer)
+        if not remote.producers:
+            del self.remote_participants[remote_id]
+            self.speakers.forget(remote_id)
+        if self.mixer is not None:
+            self.mixer.remove_source(remote_id)
+            if remote.producers:
+                self._mix_source(remote)
+        # What the room does when someone leaves: everyone's subscriptions shrink.
+        self._renegotiate_others(None)
+        self._emit("participants", {})
+
+    def _drop_everywhere(self, producer: Producer) -> None:
+        for subscriber in self.participants.values():
+            subscriber.drop_consumer(producer)
 
     # Mixing and recording ------------------------------------------------------------
 
@@ -173,10 +243,12 @@ class Room:
             self.mixer.start()
         return self.mixer
 
-    def _mix_source(self, participant: Participant) -> None:
-        if self.mixer is not None and participant.producers:
+    def _mix_source(self, participant: Publisher) -> None:
+        producers = participant.producers
+        # A remote participant may have only some of its tracks piped in yet.
+        if self.mixer is not None and "microphone" in producers and "camera" in producers:
             self.mixer.add_source(participant.id, participant.name,
-                                  participant.producers["microphone"], participant.producers["camera"])
+                                  producers["microphone"], producers["camera"])
 
     def _release_mixer(self) -> None:
         if self.mixer is not None and not self.mixer.needed and not any(
@@ -234,8 +306,9 @@ class Room:
         for participant in self.publishers():
             for producer in participant.producers.values():
                 producer.measure_bitrate(interval)
-            if participant.producers:
-                activity[participant.id] = participant.producers["microphone"].take_activity()
+            microphone = participant.producers.get("microphone")
+            if microphone is not None:
+                activity[participant.id] = microphone.take_activity()
         if self.speakers.update(activity):
             if self.mixer is not None:
                 self.mixer.set_speaker(self.speakers.active)
@@ -277,7 +350,18 @@ class MediaWorker:
         self.config = config or MediaConfig()
         self.rooms: dict[str, Room] = {}
         self.counters = WorkerCounters()
+        # Carries tracks to and from the other workers of rooms that span several
+        # (mcu/pipe.py); opened on first use by open_pipe().
+        self.pipe: PipeTransport | None = None
         self._ticking: asyncio.Task[None] | None = None
+
+    async def open_pipe(self, host: str = "127.0.0.1", port: int = 0) -> PipeTransport:
+        """This worker's pipe socket, opened on first call (later calls return it)."""
+        if self.pipe is None:
+            from mcu.pipe import PipeTransport  # pipe.py builds on this module
+
+            return await PipeTransport.open(self, host, port)
+        return self.pipe
 
     def start_ticking(self) -> None:
         """Run the rooms' control steps and the participants' RTCP (see TICK_S)."""
@@ -303,6 +387,11 @@ class MediaWorker:
                             participant.send_rtcp()
                         except Exception:
                             logger.exception("participant %s: RTCP failed", participant.id)
+            if self.pipe is not None and tick % RTCP_TICKS == 0:
+                try:
+                    self.pipe.send_reports()
+                except Exception:
+                    logger.exception("pipe: sender reports failed")
 
     def room(self, name: str, echo: bool = False) -> Room:
         """The room of that name, opened on first use."""
@@ -319,5 +408,8 @@ class MediaWorker:
         for room in list(self.rooms.values()):
             for participant in list(room.participants.values()):
                 await room.leave(participant)
+            room.close()  # a room with only remote participants left has no one to leave
+        if self.pipe is not None:
+            self.pipe.close()
         if self._ticking is not None:
             self._ticking.cancel()

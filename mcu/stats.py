@@ -32,6 +32,11 @@ class WorkerCounters:
     keyframe_requests: int = 0
     nacks_received: int = 0
     retransmissions: int = 0
+    # The pipe between workers (mcu/pipe.py): datagrams dropped there (garbage, unknown
+    # SSRC, RTCP it has no use for), and feedback the other workers sent up it.
+    pipe_dropped: int = 0
+    pipe_keyframe_requests: int = 0
+    pipe_nacks_received: int = 0
     packet_path: Counters = field(default_factory=Counters)
 
     packets_received = _packet_path_counter("packets_received")

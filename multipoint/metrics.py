@@ -27,6 +27,9 @@ COUNTER_HELP = {
     "keyframe_requests": "keyframe requests sent to publishers",
     "nacks_received": "NACKs received from subscribers",
     "retransmissions": "packets retransmitted from our history",
+    "pipe_dropped": "datagrams dropped on the pipe between media workers",
+    "pipe_keyframe_requests": "keyframe requests received from other media workers",
+    "pipe_nacks_received": "NACKs received from other media workers",
 }
 
 

@@ -185,6 +185,47 @@ def test_bad_arguments_are_refused_before_anything_is_sent(link: Link) -> None:
     assert link.nothing_waiting() and leg.packets == 0
 
 
+def test_a_sink_bound_without_srtp_sends_plain_rtp_beside_protected_legs(link: Link) -> None:
+    # The pipe to another media worker: the same leg machinery, plain RTP on the wire.
+    pipe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pipe.bind(("127.0.0.1", 0))
+    pipe.settimeout(2)
+    plain_sink = Sink()
+    try:
+        plain_sink.bind(link.sender.fileno(), *pipe.getsockname(), 0, 0, None)
+        assert plain_sink.bound and plain_sink.plain and not link.sink.plain
+        track = Track(video=True)
+        track.payload_type = 96
+        to_worker = Leg(video=True)
+        to_worker.ssrc, to_worker.payload_type, to_worker.sink = 0x77, 96, plain_sink
+        # Started from the first packet: no keyframe gate, the track's own numbers.
+        to_worker.started = True
+        to_participant = leg_to(link, video=True, ssrc=0x88, payload_type=100, next_seq=9, ts_offset=0)
+        track.legs = (to_worker, to_participant)
+        counters = Counters()
+        delta = rtp.rtp_header(96, True, 4000, 90, 0xABC, False) + b"\x01delta"
+        assert receive({0xABC: track}, delta, counters) == RECEIVED_WANTS_KEYFRAME
+        data = pipe.recv(2048)
+        view = rtp.parse_rtp(data)
+        assert (view.ssrc, view.sequence_number, view.payload_type) == (0x77, 4000, 96)
+        assert data[view.payload_start:view.payload_end] == b"\x01delta"  # not encrypted
+        assert to_worker.sent(4000) == data and to_worker.seq_offset == 0
+        assert link.nothing_waiting() and counters.packets_forwarded == 1
+        assert to_participant.seq_offset == 0 and not to_participant.started
+        keyframe = rtp.rtp_header(96, True, 4001, 180, 0xABC, False) + b"\x10\x00key"
+        assert receive({0xABC: track}, keyframe, counters) == 0
+        assert rtp.parse_rtp(pipe.recv(2048)).sequence_number == 4001
+        assert rtp.parse_rtp(link.receive()).sequence_number == 9
+        assert to_participant.seq_offset == (9 - 4001) & 0xFFFF
+        with pytest.raises(ValueError, match="both"):
+            Sink().bind(link.sender.fileno(), "127.0.0.1", 9, 0, 1, None)
+        plain_sink.unbind()
+        assert not plain_sink.plain and not plain_sink.bound
+    finally:
+        plain_sink.unbind()
+        pipe.close()
+
+
 # receive(): the whole packet path of one received packet --------------------------------
 
 

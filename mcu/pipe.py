@@ -1,0 +1,386 @@
+"""Rooms that span media workers: each producer piped once to each other worker.
+
+When a room's participants sit on several media workers of one node, every producer
+(an incoming track) goes once to every other worker that hosts part of the room, as
+plain RTP over UDP between the workers (a loopback or operator network: no SRTP, no
+ICE). On the origin worker the pipe is one more C leg on the producer's track, whatever
+the number of subscribers on the other side; on the receiving worker the piped track
+is a producer of a :class:`~mcu.room.RemoteParticipant` in that worker's room, and its
+packets go through the same C fan-out (:func:`mcu._fanout.receive`) as a local one's.
+
+One UDP socket per worker carries every pipe of every room, both ways:
+
+* RTP, origin to receiver: one SSRC per (producer, destination), chosen at random; the
+  receiver finds the track by SSRC. The pipe leg forwards every packet under the
+  publisher's own sequence numbers (no keyframe gate: the receiver's consumers gate
+  for themselves, and ask for a keyframe up the pipe).
+* RTCP, receiver to origin: PLI/FIR (the origin asks the publisher, throttled there)
+  and NACK for packets lost on the pipe (answered from the pipe leg's history).
+* RTCP, origin to receiver: a sender report per pipe leg each second, on the
+  publisher's own NTP timeline, so subscribers on the other worker keep lip-sync.
+
+What a worker tells another about a producer is a :class:`PipedProducer`, plain values
+for the control channel between workers (not this module's business). Mute is the
+origin's: a muted track sends nothing, on the pipe either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, cast
+
+from mcu import aiortc_adapter as adapter
+from mcu import rtp
+from mcu._fanout import (
+    RECEIVED_MALFORMED,
+    RECEIVED_TAPPED,
+    RECEIVED_UNKNOWN,
+    RECEIVED_WANTS_KEYFRAME,
+    Sink,
+    Track,
+    receive,
+)
+from mcu.forwarding import Consumer, Producer
+from mcu.participant import Participant
+from mcu.room import MediaWorker, RemoteParticipant, Room
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+SOCKET_BUFFER_BYTES = 4 << 20  # every pipe of the worker shares the socket: room for bursts
+KINDS = {"microphone": "audio", "camera": "video", "screen": "video"}
+
+
+@dataclass(frozen=True)
+class PipedProducer:
+    """What the origin worker tells a receiving worker about one piped producer."""
+
+    producer_id: str
+    owner_id: str
+    owner_name: str
+    owner_role: str
+    kind: str  # "audio" or "video"
+    source: str  # "microphone", "camera" or "screen"
+    ssrc: int  # of the pipe to that worker
+    payload_type: int
+    rtx_payload_type: int | None
+    sharing: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PipedProducer:
+        return cls(**data)
+
+
+@dataclass(eq=False)
+class _Export:
+    room: Room
+    producer: Producer
+    to: Address
+    consumer: Consumer  # the pipe leg: rewrite, history, sender reports, retransmission
+    piped: PipedProducer
+
+
+@dataclass(eq=False)
+class _Import:
+    room: Room
+    remote_id: str
+    producer: Producer
+    origin: Address
+
+
+def _address(address: Sequence[Any]) -> Address:
+    """(host, port) as the socket reports a sender: a JSON list works too."""
+    host, port = address[0], int(address[1])
+    return str(ipaddress.ip_address(host)), port
+
+
+class PipeTransport(asyncio.DatagramProtocol):
+    """One UDP socket per worker for every pipe of every room on it."""
+
+    def __init__(self, worker: MediaWorker) -> None:
+        self.worker = worker
+        self.counters = worker.counters
+        self.transport: asyncio.DatagramTransport | None = None
+        self.address: Address = ("", 0)
+        self._exports: dict[tuple[str, Address], _Export] = {}  # (producer id, to)
+        self._exports_by_ssrc: dict[int, _Export] = {}
+        self._sinks: dict[Address, Sink] = {}  # one per destination worker
+        self._imports: dict[tuple[str, str], _Import] = {}  # (room name, producer id)
+        self._imports_by_ssrc: dict[int, _Import] = {}
+        self._tracks: dict[int, Track] = {}  # the same, for the C packet path
+        self._packet_counters = worker.counters.packet_path
+
+    @classmethod
+    async def open(cls, worker: MediaWorker, host: str = "127.0.0.1", port: int = 0) -> PipeTransport:
+        """Bind the worker's pipe socket; the worker keeps it (``worker.pipe``)."""
+        if worker.pipe is not None:
+            raise RuntimeError("this worker has a pipe already")
+        loop = asyncio.get_running_loop()
+        _, pipe = await loop.create_datagram_endpoint(lambda: cls(worker), local_addr=(host, port))
+        worker.pipe = pipe
+        return pipe
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):  # the kernel caps it; what it grants will do
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        self.address = _address(transport.get_extra_info("sockname"))
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for something we sent (a worker gone): the packet is lost.
+        self.counters.send_errors += 1
+
+    # Origin side ----------------------------------------------------------------------
+
+    def export_producer(self, producer: Producer, to: Sequence[Any]) -> PipedProducer:
+        """Pipe a local producer to the worker at ``to`` (once: idempotent per pair)."""
+        destination = _address(to)
+        export = self._exports.get((producer.id, destination))
+        if export is not None:
+            return replace(export.piped, sharing=producer.sharing)
+        room, owner = self._local_owner(producer)
+        if producer.payload_type is None:
+            raise ValueError(f"producer {producer.id} is not negotiated yet")
+        if self.transport is None:
+            raise ConnectionError("the pipe is closed")
+        ssrc = self._new_ssrc()
+        consumer = Consumer(f"pipe:{destination[0]}:{destination[1]}<{producer.id}", producer,
+                            f"pipe:{destination[0]}:{destination[1]}", self.counters)
+        # Every packet from the first on, under the publisher's own sequence numbers
+        # (seq_offset stays 0): the receiving worker's consumers wait for a keyframe and
+        # re-base for themselves, and its NACKs name the numbers the history is keyed by.
+        consumer.leg.started = True
+        consumer.configure(ssrc, 0, producer.payload_type, None, self._writer(destination),
+                           self._sink(destination))
+        producer.attach(consumer)
+        piped = PipedProducer(producer.id, owner.id, owner.name, owner.role, producer.kind,
+                              producer.source, ssrc, producer.payload_type, producer.rtx_payload_type,
+                              producer.sharing)
+        export = _Export(room, producer, destination, consumer, piped)
+        self._exports[(producer.id, destination)] = export
+        self._exports_by_ssrc[ssrc] = export
+        self.worker.start_ticking()  # the sender reports
+        return piped
+
+    def stop_export(self, producer_id: str, to: Sequence[Any]) -> None:
+        export = self._exports.pop((producer_id, _address(to)), None)
+        if export is None:
+            return
+        del self._exports_by_ssrc[export.consumer.ssrc]
+        export.producer.detach(export.consumer)
+        export.consumer.disconnect()
+        if not any(other.to == export.to for other in self._exports.values()):
+            self._sinks.pop(export.to).unbind()
+
+    def forget_producers(self, producers: Iterable[Producer]) -> None:
+        """Their owner left: stop piping them anywhere."""
+        ids = {producer.id for producer in producers}
+        for producer_id, to in [key for key in self._exports if key[0] in ids]:
+            self.stop_export(producer_id, to)
+
+    def exports_of(self, producer: Producer) -> list[Address]:
+        """The workers this producer is piped to."""
+        return [to for producer_id, to in self._exports if producer_id == producer.id]
+
+    def send_reports(self) -> None:
+        """A sender report for each pipe leg (each RTCP interval, from the worker's tick)."""
+        for export in list(self._exports.values()):
+            report = export.consumer.sender_report()
+            if report is not None and export.consumer.write is not None:
+                try:
+                    export.consumer.write(report)
+                except (ConnectionError, OSError):
+                    self.counters.send_errors += 1
+
+    def _local_owner(self, producer: Producer) -> tuple[Room, Participant]:
+        for room in self.worker.rooms.values():
+            owner = room.participants.get(producer.owner_id)
+            if owner is not None and owner.producers.get(producer.source) is producer:
+                return room, owner
+        # A producer piped in here stays where it came from: pipes are one hop.
+        raise ValueError(f"producer {producer.id} is not a local participant's")
+
+    def _new_ssrc(self) -> int:
+        while True:
+            ssrc = random.getrandbits(32)
+            if ssrc and ssrc not in self._exports_by_ssrc and ssrc not in self._imports_by_ssrc:
+                return ssrc
+
+    def _sink(self, to: Address) -> Sink:
+        sink = self._sinks.get(to)
+        if sink is None:
+            assert self.transport is not None
+            sink = self._sinks[to] = Sink()
+            # protect = session = 0: plain RTP; no SRTP session to keep alive.
+            sink.bind(self.transport.get_extra_info("socket").fileno(), to[0], to[1], 0, 0, None)
+        return sink
+
+    def _writer(self, to: Address) -> Callable[[bytes], None]:
+        def write(packet: bytes) -> None:
+            if self.transport is None or self.transport.is_closing():
+                raise ConnectionError("the pipe is closed")
+            self.transport.sendto(packet, to)
+
+        return write
+
+    # Receiving side -------------------------------------------------------------------
+
+    def import_producer(self, room: Room, piped: PipedProducer, origin: Sequence[Any]) -> None:
+        """Forward a producer piped in from the worker at ``origin`` in ``room``."""
+        source_address = _address(origin)
+        key = (room.name, piped.producer_id)
+        known = self._imports.get(key)
+        if known is not None:
+            if known.producer.ssrc == piped.ssrc and known.origin == source_address:
+                self.update_import(room.name, piped.producer_id, piped.sharing)
+                return
+            self.stop_import(room.name, piped.producer_id)
+        if self.worker.rooms.get(room.name) is not room:
+            raise ValueError(f"room {room.name} is not open on this worker")
+        if KINDS.get(piped.source) != piped.kind:
+            raise ValueError(f"a {piped.kind} producer cannot be a {piped.source}")
+        if piped.owner_id in room.participants:
+            raise ValueError(f"participant {piped.owner_id} is on this worker")
+        if piped.ssrc in self._imports_by_ssrc:
+            raise ValueError(f"SSRC {piped.ssrc} is piped in already")
+        producer = Producer(piped.producer_id, piped.owner_id, piped.kind, piped.source, self.counters)
+        producer.payload_type = piped.payload_type
+        producer.rtx_payload_type = piped.rtx_payload_type
+        producer.ssrc = piped.ssrc
+        producer.sharing = piped.sharing
+        producer.nacks_upstream = True
+        producer.feedback = self._writer(source_address)  # PLI and NACK go up the pipe
+        imported = _Import(room, piped.owner_id, producer, source_address)
+        self._imports[key] = imported
+        self._imports_by_ssrc[piped.ssrc] = imported
+        self._tracks[piped.ssrc] = producer.track
+        remote = room.remote_participants.get(piped.owner_id) or RemoteParticipant(
+            piped.owner_id, piped.owner_name, piped.owner_role, source_address)
+        room.add_remote_producer(remote, producer)
+        self.worker.start_ticking()  # the room's control step: speakers, videos
+
+    def update_import(self, room_name: str, producer_id: str, sharing: bool) -> None:
+        """A piped screen producer's share starts or stops: subscribers get or lose it."""
+        imported = self._imports.get((room_name, producer_id))
+        if imported is None or imported.producer.source != "screen":
+            return
+        remote = imported.room.remote_participants.get(imported.remote_id)
+        if remote is not None:
+            imported.room.set_sharing(remote, sharing)
+
+    def stop_import(self, room_name: str, producer_id: str) -> None:
+        """Stop forwarding a piped producer; its remote participant goes with its last."""
+        imported = self._drop_import((room_name, producer_id))
+        if imported is not None:
+            imported.room.remove_remote_producer(imported.remote_id, imported.producer)
+
+    def forget_room(self, room: Room) -> None:
+        """The room closes here: drop its pipes both ways."""
+        for key in [key for key, imported in self._imports.items() if imported.room is room]:
+            self._drop_import(key)
+        for export in [export for export in self._exports.values() if export.room is room]:
+            self.stop_export(export.producer.id, export.to)
+
+    def _drop_import(self, key: tuple[str, str]) -> _Import | None:
+        imported = self._imports.pop(key, None)
+        if imported is not None:
+            ssrc = imported.producer.ssrc
+            del self._imports_by_ssrc[ssrc]
+            del self._tracks[ssrc]
+            imported.producer.feedback = None
+        return imported
+
+    # The socket ---------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # Whatever arrives, nothing escapes into the event loop: drops are counted.
+        try:
+            if len(data) < 8 or data[0] >> 6 != 2:
+                self.counters.pipe_dropped += 1
+            elif 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+                self._on_rtcp(data, (addr[0], addr[1]))
+            else:
+                self._on_rtp(data)
+        except Exception:
+            self.counters.handler_errors += 1
+            logger.exception("pipe: a datagram from %s failed", addr)
+
+    def _on_rtp(self, data: bytes) -> None:
+        status = receive(self._tracks, data, self._packet_counters)
+        if not status:
+            return
+        if status & (RECEIVED_MALFORMED | RECEIVED_UNKNOWN):
+            if status & RECEIVED_UNKNOWN:  # C counts the others
+                self.counters.packets_received += 1
+                self.counters.packets_unroutable += 1
+            self.counters.pipe_dropped += 1
+            return
+        producer = self._imports_by_ssrc[int.from_bytes(data[8:12], "big")].producer
+        if status & RECEIVED_WANTS_KEYFRAME:
+            producer.request_keyframe()
+        if status & RECEIVED_TAPPED:
+            producer.run_taps(data)
+
+    def _on_rtcp(self, data: bytes, source: tuple[Any, Any]) -> None:
+        try:
+            packets = adapter.parse_rtcp(data)
+        except ValueError:
+            self.counters.rtcp_malformed += 1
+            self.counters.pipe_dropped += 1
+            return
+        for packet in packets:
+            if not self._handle_rtcp(packet, source):
+                self.counters.pipe_dropped += 1
+
+    def _handle_rtcp(self, packet: Any, source: tuple[Any, Any]) -> bool:
+        # Each kind is taken only from the worker at the other end of that pipe.
+        if isinstance(packet, adapter.RtcpSr):
+            imported = self._imports_by_ssrc.get(packet.ssrc)
+            if imported is None or imported.origin != source:
+                return False
+            info = packet.sender_info
+            imported.producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+            return True
+        keyframe = isinstance(packet, adapter.RtcpPsfb) and packet.fmt in (rtp.RTCP_PSFB_PLI,
+                                                                          rtp.RTCP_PSFB_FIR)
+        nack = isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK
+        if not (keyframe or nack):
+            return False
+        export = self._exports_by_ssrc.get(packet.media_ssrc)
+        if export is None or export.to != source:
+            return False
+        if keyframe:
+            self.counters.pipe_keyframe_requests += 1
+            export.producer.request_keyframe()  # throttled there, for every asker alike
+        else:
+            self.counters.pipe_nacks_received += 1
+            export.consumer.retransmit(packet.lost)
+        return True
+
+    def close(self) -> None:
+        """Stop every pipe of this worker and close the socket."""
+        for key in list(self._imports):
+            self.stop_import(*key)
+        for producer_id, to in list(self._exports):
+            self.stop_export(producer_id, to)
+        for sink in self._sinks.values():
+            sink.unbind()
+        self._sinks.clear()
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self.worker.pipe is self:
+            self.worker.pipe = None

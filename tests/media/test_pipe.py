@@ -1,0 +1,394 @@
+"""Rooms that span two media workers (mcu/pipe.py), with real aiortc clients on loopback.
+
+Two MediaWorkers in one process, each with its own pipe socket on 127.0.0.1 and a room
+of the same name; the tests wire the pipes themselves (export on the origin, import on
+the other side), as the control channel between worker processes will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiortc import RTCSessionDescription
+
+from mcu import aiortc_adapter, rtp
+from mcu.participant import Offer, Participant
+from mcu.pipe import PipedProducer
+from mcu.room import MediaWorker, Room
+from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, wait_until
+
+pytestmark = pytest.mark.media
+
+ROOM = "kraj-a-obce"
+
+
+class Site:
+    """One client of one worker's room, driven without the HTTP server: the server's
+    offers are answered as signaling would deliver them (in a task of their own).
+
+    A ``light`` site decodes nothing: its receivers are taken over and it counts RTP
+    packets per SSRC (cheap enough for many subscribers in one test).
+    """
+
+    def __init__(self, room: Room, participant: Participant, peer: ClientPeer, light: bool) -> None:
+        self.room = room
+        self.participant = participant
+        self.peer = peer
+        self.light = light
+        self.tracks: dict[str, dict[str, str]] = {}  # mid -> the latest offer's track map
+        self.publish: dict[str, str] = {}
+        self.packets: Counter[int] = Counter()  # light: RTP packets by SSRC
+        self._taken: set[int] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    async def join(cls, room: Room, name: str, peer: ClientPeer | None = None,
+                   light: bool = False) -> Site:
+        participant = room.join(name, "guest")
+        site = cls(room, participant, peer or ClientPeer(), light)
+        participant.send_offer = site._send_offer
+        await participant.renegotiate()
+        room.announce_join(participant)
+        return site
+
+    async def _send_offer(self, offer: Offer) -> None:
+        if self.peer.pc.signalingState == "closed":  # the client has gone; nobody answers
+            return
+        self.tracks, self.publish = offer.tracks, offer.publish
+        task = asyncio.ensure_future(self._answer(offer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, offer: Offer) -> None:
+        if self.light:
+            pc = self.peer.pc
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            for transceiver in pc.getTransceivers():
+                self._take_over(transceiver)
+                if transceiver.mid in offer.publish.values():
+                    transceiver.direction = "inactive"
+            await pc.setLocalDescription(await pc.createAnswer())
+            sdp = pc.localDescription.sdp
+        else:
+            sdp = await self.peer.answer(offer.sdp, offer.publish)
+        await self.participant.accept_answer(sdp, offer.revision)
+
+    def _take_over(self, transceiver: Any) -> None:
+        if id(transceiver) in self._taken:
+            return
+        self._taken.add(id(transceiver))
+        aiortc_adapter.take_over_transceiver(transceiver, on_receive=None, on_send=None)
+        dtls = transceiver.receiver.transport
+        if id(dtls) not in self._taken:
+            self._taken.add(id(dtls))
+            aiortc_adapter.tap_transport(dtls, self._count, lambda data: None, self._fail)
+
+    def _count(self, data: bytes, arrival: int) -> None:
+        self.packets[int.from_bytes(data[8:12], "big")] += 1
+
+    def _fail(self, exc: BaseException) -> None:
+        raise AssertionError(f"client packet path failed: {exc!r}")
+
+    def frames_from(self, owner: str, kind: str) -> int:
+        return sum(self.peer.received[mid].frames for mid, info in self.tracks.items()
+                   if info["participant"] == owner and info["kind"] == kind and mid in self.peer.received)
+
+    def hears_and_sees(self, owner: str, minimum: int = 10) -> bool:
+        if self.light:
+            legs = [c for c in self.participant.consumers.values() if c.producer.owner_id == owner]
+            return len(legs) == 2 and all(self.packets[c.ssrc] >= minimum for c in legs)
+        return self.frames_from(owner, "audio") >= minimum and self.frames_from(owner, "video") >= minimum
+
+    def consumer(self, producer_id: str):
+        return self.participant.consumers[producer_id]
+
+    def client_transceiver(self, producer_id: str):
+        consumer = self.consumer(producer_id)
+        mid = next(m for m, leg in self.participant._leg_by_mid.items() if leg is consumer)
+        return next(t for t in self.peer.pc.getTransceivers() if t.mid == mid)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.peer.close()
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[tuple[MediaWorker, MediaWorker]]:
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    origin, other = MediaWorker(), MediaWorker()
+    await origin.open_pipe()
+    await other.open_pipe()
+    yield origin, other
+    await origin.close()
+    await other.close()
+    assert origin.pipe is None and other.pipe is None
+
+
+async def publisher_on(worker: MediaWorker) -> Site:
+    site = await Site.join(worker.room(ROOM), "presenter",
+                           ClientPeer(audio=ToneTrack(440, amplitude=0.5), video=ColourTrack()))
+    producers = site.participant.producers
+    assert await wait_until(lambda: all(producers[s].payload_type is not None
+                                        for s in ("microphone", "camera")))
+    return site
+
+
+def pipe_over(origin: MediaWorker, other: MediaWorker, publisher: Site,
+              to: tuple[str, int] | None = None, origin_seen: tuple[str, int] | None = None,
+              sources: tuple[str, ...] = ("microphone", "camera")) -> list[PipedProducer]:
+    """What the control channel will do: export on the origin, import on the other side,
+    with only JSON between them."""
+    assert origin.pipe is not None and other.pipe is not None
+    piped = []
+    for source in sources:
+        described = origin.pipe.export_producer(publisher.participant.producers[source],
+                                                to or other.pipe.address)
+        message = json.loads(json.dumps({"producer": described.to_json(),
+                                         "origin": origin_seen or origin.pipe.address}))
+        other.pipe.import_producer(other.room(ROOM), PipedProducer.from_json(message["producer"]),
+                                   message["origin"])
+        piped.append(described)
+    return piped
+
+
+async def test_one_pipe_leg_per_producer_feeds_every_subscriber_on_the_other_worker(workers) -> None:
+    origin, other = workers
+    publisher = await publisher_on(origin)
+    owner = publisher.participant.id
+    local = await Site.join(origin.room(ROOM), "local")
+    # The room on the other worker exists before the import: one of its subscribers is in.
+    far = [await Site.join(other.room(ROOM), f"far-{i}") for i in range(2)]
+    sites = [local, *far]
+    try:
+        microphone_pipe, camera_pipe = pipe_over(origin, other, publisher)
+        for site in sites:
+            assert await wait_until(lambda s=site: s.hears_and_sees(owner), timeout=30), site.tracks
+
+        # One pipe leg per producer, whatever the number of subscribers over there.
+        camera = publisher.participant.producers["camera"]
+        pipe_legs = [leg for leg in camera.track.legs if leg.sink is not None and leg.sink.plain]
+        assert len(pipe_legs) == 1 and len(camera.track.legs) == 2  # the pipe and `local`
+        assert pipe_legs[0].ssrc == camera_pipe.ssrc and pipe_legs[0].packets > 0
+        assert origin.pipe.exports_of(camera) == [other.pipe.address]
+        assert origin.pipe.export_producer(camera, other.pipe.address) == camera_pipe  # idempotent
+        assert len(camera.track.legs) == 2
+        far_room = other.rooms[ROOM]
+        remote = far_room.remote_participants[owner]
+        assert (remote.name, remote.role) == ("presenter", "guest")
+        assert [p.id for p in far_room.publishers()] == [s.participant.id for s in far] + [owner]
+        far_camera = remote.producers["camera"]
+        assert far_camera.ssrc == camera_pipe.ssrc and len(far_camera.track.legs) == 2
+        assert {c.subscriber_id for c in far_camera.consumers} == {s.participant.id for s in far}
+        assert {d["id"] for d in far_room.describe_participants()} == {s.participant.id for s in far}
+        assert all(info["name"] == "presenter" for s in far for info in s.tracks.values()
+                   if info["participant"] == owner)
+
+        # Speaker detection over there works on the piped audio level.
+        assert await wait_until(lambda: far_room.speakers.active == owner, timeout=10)
+
+        # Lip-sync: the far producer's sender report is the publisher's own (NTP, RTP)
+        # pair, extrapolated by the origin onto the pipe's timestamps: exact to a tick
+        # while the publisher has not sent a newer one in between.
+        near_microphone = publisher.participant.producers["microphone"]
+        pipe_leg = next(c for c in near_microphone.consumers if c.ssrc == microphone_pipe.ssrc)
+
+        def on_the_publishers_timeline() -> bool:
+            far_report = remote.producers["microphone"].sender_report
+            near_report = near_microphone.sender_report
+            if far_report is None or near_report is None:
+                return False
+            (_, far_ntp, far_rtp), (_, near_ntp, near_rtp) = far_report, near_report
+            expected = near_rtp + round((far_ntp - near_ntp) * 48000) + pipe_leg.leg.ts_offset
+            return abs(((far_rtp - expected + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)) <= 2
+
+        assert await wait_until(on_the_publishers_timeline, timeout=10, interval=0.02)
+
+        # A keyframe request from a far subscriber reaches the publisher's camera.
+        probe = RtcpProbe(publisher.peer)
+        camera_slot = next(t for t in publisher.peer.pc.getTransceivers()
+                           if t.mid == publisher.publish["camera"])
+        probe.watch_sender(camera_slot)
+        requests = origin.counters.pipe_keyframe_requests
+        await asyncio.sleep(1.1)  # past the one-a-second throttles on both workers
+        await probe.send_pli(far[1].client_transceiver(camera.id), far[1].consumer(camera.id).ssrc)
+        assert await wait_until(lambda: camera_slot.sender._ssrc in probe.keyframe_requests, timeout=5)
+        assert origin.counters.pipe_keyframe_requests > requests
+
+        # Mute is the origin's: nothing more comes down the pipe.
+        origin.rooms[ROOM].set_muted(publisher.participant, "microphone", True)
+        await asyncio.sleep(0.3)
+        muted_at = remote.producers["microphone"].packets
+        await asyncio.sleep(0.5)
+        assert remote.producers["microphone"].packets == muted_at
+        origin.rooms[ROOM].set_muted(publisher.participant, "microphone", False)
+        assert await wait_until(lambda: remote.producers["microphone"].packets > muted_at + 10)
+
+        # stop_import takes the legs away from the far subscribers, then the participant.
+        other.pipe.stop_import(ROOM, camera.id)
+        assert far_camera.track.legs == () and not far_camera.consumers
+        assert all(camera.id not in s.participant.consumers for s in far)
+        assert owner in far_room.remote_participants  # its microphone is still piped in
+        other.pipe.stop_import(ROOM, near_microphone.id)
+        assert owner not in far_room.remote_participants
+        assert [p.id for p in far_room.publishers()] == [s.participant.id for s in far]
+        for site in far:  # renegotiated as when someone leaves
+            assert await wait_until(lambda s=site: not any(
+                info["participant"] == owner for info in s.tracks.values()), timeout=10)
+        origin.pipe.stop_export(camera.id, other.pipe.address)
+        origin.pipe.stop_export(near_microphone.id, other.pipe.address)
+        assert [leg.sink.plain for leg in camera.track.legs] == [False]  # `local` is left
+        assert local.hears_and_sees(owner)
+    finally:
+        for site in (publisher, *sites):
+            await site.close()
+
+
+class LossyLink(asyncio.DatagramProtocol):
+    """A wire between two pipe sockets that loses one chosen packet once, and records
+    what crosses it. Each direction has its own socket, as two workers' addresses."""
+
+    def __init__(self, forward_to: tuple[str, int], name: str) -> None:
+        self.forward_to = forward_to
+        self.name = name
+        self.peer: LossyLink | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.drop_ssrc: int | None = None
+        self.dropped: int | None = None  # the sequence number lost
+        self.seen: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.seen.append(data)
+        is_rtp = len(data) >= 12 and not 192 <= data[1] <= 223
+        if (is_rtp and self.dropped is None and self.drop_ssrc == int.from_bytes(data[8:12], "big")
+                and sum(1 for d in self.seen if d[8:12] == data[8:12]) > 60):
+            self.dropped = int.from_bytes(data[2:4], "big")
+            return
+        # Out through the other direction's socket: the far side sees that address.
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.sendto(data, self.forward_to)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[:2]
+
+
+async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_history(workers) -> None:
+    origin, other = workers
+    assert origin.pipe is not None and other.pipe is not None
+    loop = asyncio.get_running_loop()
+    _, downstream = await loop.create_datagram_endpoint(
+        lambda: LossyLink(other.pipe.address, "down"), local_addr=("127.0.0.1", 0))
+    _, upstream = await loop.create_datagram_endpoint(
+        lambda: LossyLink(origin.pipe.address, "up"), local_addr=("127.0.0.1", 0))
+    downstream.peer, upstream.peer = upstream, downstream
+    publisher = await publisher_on(origin)
+    far = await Site.join(other.room(ROOM), "far")
+    try:
+        # The origin sends to `downstream`, and hears feedback from it; the far worker
+        # sends feedback to `upstream`, and hears the media from it.
+        _, camera_pipe = pipe_over(origin, other, publisher, to=downstream.address,
+                                   origin_seen=upstream.address)
+        owner = publisher.participant.id
+        assert await wait_until(lambda: far.hears_and_sees(owner), timeout=30)
+        camera = publisher.participant.producers["camera"]
+        leg = far.consumer(camera.id)
+        probe = RtcpProbe(far.peer)
+        probe.watch_receiver(far.client_transceiver(camera.id))
+        downstream.drop_ssrc = camera_pipe.ssrc
+        assert await wait_until(lambda: downstream.dropped is not None, timeout=10)
+        lost = downstream.dropped
+        # The far client NACKs the gap; its worker's history never had the packet, so the
+        # NACK goes up the pipe, and the origin resends it from the pipe leg's history.
+        assert await wait_until(lambda: origin.counters.pipe_nacks_received > 0, timeout=5)
+        nacks = [p for data in upstream.seen if data[1] == rtp.RTCP_RTPFB
+                 for p in aiortc_adapter.parse_rtcp(data)]
+        assert any(p.media_ssrc == camera_pipe.ssrc and lost in p.lost for p in nacks)
+        on_the_pipe = camera_pipe.ssrc.to_bytes(4, "big")
+        assert await wait_until(lambda: sum(1 for d in downstream.seen if d[8:12] == on_the_pipe
+                                            and int.from_bytes(d[2:4], "big") == lost) == 2)
+        on_the_leg = (lost + leg.leg.seq_offset) & 0xFFFF
+        assert await wait_until(lambda: any(ssrc == leg.ssrc and seq == on_the_leg
+                                            for _, ssrc, seq, _ in probe.received), timeout=5)
+        assert origin.counters.retransmissions >= 1
+    finally:
+        await publisher.close()
+        await far.close()
+        downstream.transport.close()
+        upstream.transport.close()
+
+
+async def test_garbage_on_the_pipe_is_counted_and_dropped_and_the_call_goes_on(workers) -> None:
+    origin, other = workers
+    assert origin.pipe is not None and other.pipe is not None
+    publisher = await publisher_on(origin)
+    far = await Site.join(other.room(ROOM), "far")
+    try:
+        pipe_over(origin, other, publisher)
+        owner = publisher.participant.id
+        assert await wait_until(lambda: far.hears_and_sees(owner), timeout=30)
+        loop = asyncio.get_running_loop()
+        sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                        local_addr=("127.0.0.1", 0))
+        garbage = [
+            b"", b"\x00", b"hello, pipe", bytes(200),  # not RTP at all
+            rtp.rtp_header(96, False, 1, 1, 0xDEADBEEF, False) + b"who?",  # unknown SSRC
+            b"\xa0\x60\x00\x01" + bytes(8) + b"\xff",  # more padding than packet
+            b"\x8f\x60" + bytes(10),  # fifteen CSRCs promised, none there
+            b"\x80\xc8\x00\x40" + bytes(8),  # RTCP with a length far past the end
+            rtp.rtcp_pli(1, 0xDEADBEEF),  # a keyframe request for no pipe of ours
+            rtp.rtcp_nack(1, 0xDEADBEEF, [1, 2]),
+        ]
+        before = [(w.counters.pipe_dropped, w.counters.handler_errors) for w in (origin, other)]
+        for worker in (origin, other):
+            for datagram in garbage:
+                sender.sendto(datagram, worker.pipe.address)
+        # An empty datagram may be dropped by the kernel path; everything else is counted.
+        assert await wait_until(lambda: all(w.counters.pipe_dropped - b[0] >= len(garbage) - 1
+                                            for w, b in zip((origin, other), before, strict=True)))
+        assert [w.counters.handler_errors for w in (origin, other)] == [b[1] for b in before]
+        sender.close()
+        frames = far.frames_from(owner, "video")
+        assert await wait_until(lambda: far.frames_from(owner, "video") > frames + 15)
+        assert far.participant.pc.connectionState == "connected"
+    finally:
+        await publisher.close()
+        await far.close()
+
+
+async def test_one_publisher_and_sixteen_subscribers_on_two_workers(workers) -> None:
+    origin, other = workers
+    publisher = await publisher_on(origin)
+    sites = []
+    try:
+        for index in range(8):
+            sites.append(await Site.join(origin.room(ROOM), f"near-{index}", light=True))
+            sites.append(await Site.join(other.room(ROOM), f"far-{index}", light=True))
+        pipe_over(origin, other, publisher)
+        owner = publisher.participant.id
+        for site in sites:
+            assert await wait_until(lambda s=site: s.hears_and_sees(owner, minimum=20), timeout=40)
+        for producer in publisher.participant.producers.values():
+            if producer.source == "screen":
+                continue
+            legs = producer.track.legs
+            assert len(legs) == 9 and sum(1 for leg in legs if leg.sink is not None and leg.sink.plain) == 1
+            far_producer = other.rooms[ROOM].remote_participants[owner].producers[producer.source]
+            assert len(far_producer.track.legs) == 8
+        # When the publisher leaves its worker, its pipes go too.
+        await origin.rooms[ROOM].leave(publisher.participant)
+        assert origin.pipe is not None and not origin.pipe.exports_of(
+            publisher.participant.producers["camera"])
+    finally:
+        await publisher.close()
+        for site in sites:
+            await site.close()
