@@ -45,6 +45,7 @@ class WorkerState:
     capacity_units: int
     ready: bool = False
     pid: int | None = None
+    pipe: tuple[str, int] | None = None  # where other workers pipe a room's tracks to it
     restarts: int = 0
     load: dict[str, Any] = field(default_factory=dict)
     units: dict[str, int] = field(default_factory=dict)  # participant -> units placed here
@@ -130,6 +131,7 @@ class WorkerProcess:
 
     def _event(self, event: str, data: dict[str, Any]) -> None:
         if event == "ready":
+            self.state.pipe = (str(data["pipe"][0]), int(data["pipe"][1]))
             self.state.ready = True
             self._ready.set()
             logger.info("worker %d: ready", self.state.index)
@@ -181,6 +183,7 @@ class InlineWorker:
         self.state = state
         self.on_event = on_event
         self.media = MediaWorker(worker_config(config))
+        self.pipe_host = config.get("pipe_host", "127.0.0.1")
         self.service = WorkerService(self.media, self._emit)
         self._reporting: asyncio.Task[None] | None = None
 
@@ -191,6 +194,8 @@ class InlineWorker:
         self.on_event(self.state.index, event, data)
 
     async def start(self) -> None:
+        pipe = await self.media.open_pipe(self.pipe_host)
+        self.state.pipe = pipe.address
         self.state.ready = True
         self._reporting = asyncio.ensure_future(self.service.report_load())
 
@@ -245,6 +250,10 @@ class WorkerPool:
             except (ChannelError, TimeoutError):
                 return None
         return list(await asyncio.gather(*(ask(worker) for worker in self.workers)))
+
+    def index_of_pipe(self, address: Sequence[Any]) -> int | None:
+        wanted = (str(address[0]), int(address[1]))
+        return next((s.index for s in self.states if s.ready and s.pipe == wanted), None)
 
     def place(self, room_workers: Sequence[int], units: int, preferred: int | None = None,
               priority: bool = False) -> int | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from mcu.channel import Channel, ChannelError
 from mcu.participant import NegotiationError, Offer, Participant
+from mcu.pipe import PipedProducer
 from mcu.room import MediaConfig, MediaWorker, Room
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class WorkerService:
         self.worker = worker
         self.emit = emit
         self.participants: dict[str, Participant] = {}
+        # Rooms spread over several workers: the pipe addresses of the other workers that
+        # host part of each room (the front says which, with link_room).
+        self.peers: dict[str, list[tuple[str, int]]] = {}
         self._cpu_mark = (time.monotonic(), time.process_time())
         self._forwarded_mark = worker.counters.packets_forwarded
 
@@ -55,6 +59,8 @@ class WorkerService:
             raise ChannelError("bad_request", f"{method}: {exc}") from None
         except NegotiationError as exc:
             raise ChannelError(exc.code, exc.message) from None
+        except ValueError as exc:  # a pipe request the pipe refused (mcu/pipe.py)
+            raise ChannelError("refused", f"{method}: {exc}") from None
 
     # Rooms and participants ----------------------------------------------------------
 
@@ -77,6 +83,8 @@ class WorkerService:
         if event == "left":
             self.participants.pop(details["participant"], None)
             self.emit("left", {"room": room.name, **details})
+            if self.peers.get(room.name):  # the other workers drop what we piped them
+                self.emit("unpiped", {"room": room.name, "participant": details["participant"]})
         elif event == "participants":
             self.emit("participants", {"room": room.name, "recording": room.recording,
                                        "participants": room.describe_participants()})
@@ -112,7 +120,9 @@ class WorkerService:
         joined.room.announce_join(joined)
 
     async def do_answer(self, participant: str, sdp: str, revision: int | None = None) -> None:
-        await self._participant(participant).accept_answer(sdp, revision)
+        joined = self._participant(participant)
+        await joined.accept_answer(sdp, revision)
+        self._export(joined.room)  # its tracks are negotiated now: pipe them where needed
 
     async def do_set_muted(self, participant: str, source: str, muted: bool) -> None:
         if source not in SOURCES:
@@ -123,6 +133,9 @@ class WorkerService:
     async def do_screen(self, participant: str, active: bool) -> None:
         joined = self._participant(participant)
         joined.room.set_sharing(joined, active)
+        if self.peers.get(joined.room.name):
+            self.emit("pipe_update", {"room": joined.room.name,
+                                      "producer": joined.producers["screen"].id, "sharing": active})
 
     async def do_set_mode(self, participant: str, mode: str) -> None:
         if mode not in MODES:
@@ -154,6 +167,62 @@ class WorkerService:
         for participant in list(live.participants.values()):
             await live.leave(participant, reason="closed")
         live.close()
+
+    # Rooms across workers (mcu/pipe.py; docs/workers.md) ------------------------------
+
+    async def do_link_room(self, room: str, peers: list[list[Any]]) -> None:
+        """Pipe this room's tracks to exactly these workers (and take theirs from them)."""
+        live = self.worker.rooms.get(room)
+        pipe = self.worker.pipe
+        if live is None or pipe is None:
+            return
+        wanted = [(str(host), int(port)) for host, port in peers]
+        for gone in [p for p in self.peers.get(room, []) if p not in wanted]:
+            for participant in live.participants.values():
+                for producer in participant.producers.values():
+                    pipe.stop_export(producer.id, gone)
+        for remote in list(live.remote_participants.values()):
+            if tuple(remote.origin) not in wanted:
+                for producer in list(remote.producers.values()):
+                    pipe.stop_import(room, producer.id)
+        if wanted:
+            self.peers[room] = wanted
+        else:
+            self.peers.pop(room, None)
+        self._export(live)
+
+    def _export(self, room: Room) -> None:
+        """Pipe each negotiated local track once to each peer that lacks it; the front
+        passes the descriptions on (``piped`` event -> the peer's ``import``)."""
+        pipe = self.worker.pipe
+        if pipe is None:
+            return
+        for peer in self.peers.get(room.name, []):
+            piped = [pipe.export_producer(producer, peer).to_json()
+                     for participant in room.participants.values()
+                     for producer in participant.producers.values()
+                     if producer.payload_type is not None and peer not in pipe.exports_of(producer)]
+            if piped:
+                self.emit("piped", {"room": room.name, "to": list(peer),
+                                    "origin": list(pipe.address), "producers": piped})
+
+    async def do_import(self, room: str, origin: list[Any], producers: list[dict[str, Any]]) -> None:
+        live = self.worker.rooms.get(room)
+        if live is None or self.worker.pipe is None:
+            raise ChannelError("unknown_room", f"no live room {room} here")
+        for piped in producers:
+            self.worker.pipe.import_producer(live, PipedProducer.from_json(piped), origin)
+
+    async def do_drop_remote(self, room: str, participant: str) -> None:
+        live = self.worker.rooms.get(room)
+        remote = live.remote_participants.get(participant) if live is not None else None
+        if remote is not None and self.worker.pipe is not None:
+            for producer in list(remote.producers.values()):
+                self.worker.pipe.stop_import(room, producer.id)
+
+    async def do_update_import(self, room: str, producer: str, sharing: bool) -> None:
+        if self.worker.pipe is not None:
+            self.worker.pipe.update_import(room, producer, sharing)
 
     async def do_rooms(self) -> list[dict[str, Any]]:
         """Every room here with its participants and their connection quality."""
@@ -208,8 +277,9 @@ def worker_config(raw: dict[str, Any]) -> MediaConfig:
     return MediaConfig(ice_servers=servers, last_n=int(raw.get("last_n", 9)))
 
 
-async def serve(channel_fd: int, config: MediaConfig, name: str) -> None:
+async def serve(channel_fd: int, config: MediaConfig, name: str, pipe_host: str) -> None:
     worker = MediaWorker(config)
+    pipe = await worker.open_pipe(pipe_host)
     sock = socket.socket(fileno=channel_fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     channel: Channel | None = None
@@ -221,7 +291,7 @@ async def serve(channel_fd: int, config: MediaConfig, name: str) -> None:
     service = WorkerService(worker, emit)
     channel = Channel(reader, writer, name=name, on_request=service.handle)
     reporting = asyncio.ensure_future(service.report_load())
-    channel.emit("ready", {"pid": os.getpid()})
+    channel.emit("ready", {"pid": os.getpid(), "pipe": list(pipe.address)})
     try:
         await channel.run()  # until the front goes away: then this worker has no purpose
     finally:
@@ -240,13 +310,15 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s worker{args.index} %(levelname)s %(name)s: %(message)s")
     import uvloop
 
-    config = worker_config(json.loads(args.config))
+    raw = json.loads(args.config)
+    config = worker_config(raw)
     # What start-up allocated (modules, aiortc) stays out of later garbage collections.
     import gc
 
     gc.collect()
     gc.freeze()
-    uvloop.run(serve(args.channel_fd, config, f"worker{args.index}"))
+    uvloop.run(serve(args.channel_fd, config, f"worker{args.index}",
+                     raw.get("pipe_host", "127.0.0.1")))
     return 0
 
 

@@ -91,6 +91,7 @@ class RoomChannel:
         self.locked = False
         self.recording = False
         self.workers: list[int] = []
+        self.linking = asyncio.Lock()  # one relink at a time, each from the current workers
         self.connections: dict[str, ParticipantConnection] = {}
         self.listed: dict[int, list[dict[str, Any]]] = {}  # worker -> its participants
         self.created_at = time.time()
@@ -104,12 +105,17 @@ class RoomChannel:
         self.connections[connection.participant_id or ""] = connection
         if worker not in self.workers:
             self.workers.append(worker)
+            if len(self.workers) > 1:
+                self._directory.relink(self)
 
     def remove(self, participant_id: str) -> None:
         self.connections.pop(participant_id, None)
         used = {c.worker for c in self.connections.values()}
+        spanned = len(self.workers) > 1
         self.workers = [w for w in self.workers if w in used]
         self.listed = {w: p for w, p in self.listed.items() if w in used}
+        if spanned:
+            self._directory.relink(self)
         if not self.connections and self._directory.channels.get(self.name) is self:
             del self._directory.channels[self.name]
 
@@ -151,6 +157,47 @@ class Signaling:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    # Rooms across workers ---------------------------------------------------------------
+
+    def relink(self, channel: RoomChannel) -> None:
+        """The room's workers changed: tell each which others to pipe its tracks to."""
+        self._spawn(self._relink(channel))
+
+    async def _relink(self, channel: RoomChannel) -> None:
+        async with channel.linking:
+            workers = list(channel.workers)
+            states = self.pool.states
+            for worker in workers:
+                peers = [list(states[w].pipe) for w in workers
+                         if w != worker and states[w].pipe is not None]
+                await self._quietly(worker, "link_room", room=channel.name, peers=peers)
+
+    async def _quietly(self, worker: int, method: str, **params: Any) -> None:
+        # Pipe upkeep: a worker that died meanwhile is relinked when its room is placed again.
+        try:
+            await self.pool.request(worker, method, **params)
+        except (ChannelError, TimeoutError) as exc:
+            logger.warning("worker %d: %s for room %s failed: %s", worker, method,
+                           params.get("room"), exc)
+
+    def _pipe_event(self, worker: int, event: str, data: dict[str, Any],
+                    channel: RoomChannel) -> None:
+        if event == "piped":
+            target = self.pool.index_of_pipe(data["to"])
+            if target is not None and target in channel.workers:
+                self._spawn(self._quietly(target, "import", room=channel.name,
+                                          origin=data["origin"], producers=data["producers"]))
+            return
+        for other in channel.workers:
+            if other == worker:
+                continue
+            if event == "unpiped":
+                self._spawn(self._quietly(other, "drop_remote", room=channel.name,
+                                          participant=data["participant"]))
+            elif event == "pipe_update":
+                self._spawn(self._quietly(other, "update_import", room=channel.name,
+                                          producer=data["producer"], sharing=data["sharing"]))
+
     def on_worker_event(self, worker: int, event: str, data: dict[str, Any]) -> None:
         """Events of the media workers (mcu/worker.py), in the order each one sent them."""
         if event in ("offer", "message", "left"):
@@ -167,7 +214,12 @@ class Signaling:
                 self._spawn(connection.end("disconnected", str(data.get("reason"))))
             return
         channel = self.channels.get(str(data.get("room")))
-        if channel is None or worker not in channel.workers:
+        if channel is None:
+            return
+        if event in ("piped", "unpiped", "pipe_update"):
+            self._pipe_event(worker, event, data, channel)
+            return
+        if worker not in channel.workers:
             return
         if event == "participants":
             channel.listed[worker] = data.get("participants", [])

@@ -118,6 +118,48 @@ async def test_worker_processes_serve_rooms_and_a_new_room_goes_to_the_idle_work
             await site.close()
 
 
+async def test_a_room_larger_than_a_worker_spans_two_and_everyone_receives_everyone(
+        tmp_path: Path) -> None:
+    # A worker takes two HD participants (22 units): four sites fill both workers.
+    server = await start_process_server(tmp_path, 2, scheduler_worker_capacity_units=22)
+    link = token(server, "krajsky-briefing")
+    sites = [Site(server, link, f"ORP {i}") for i in range(4)]
+    try:
+        for site in sites:
+            await site.join()
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=40), \
+            [s.client.live_frames("video") for s in sites if s.client]
+        for site in sites:  # audio too
+            audio = site.client.live_frames("audio")
+            assert set(audio) >= ids - {site.participant} and min(audio.values()) > 0
+        (listed,) = [r for r in await server.app[LIVE_ROOMS].rooms()
+                     if r["name"] == "krajsky-briefing"]
+        assert sorted(listed["workers"]) == [0, 1]
+        assert sorted(p["worker"] for p in listed["participants"]) == [0, 0, 1, 1]
+        # A fifth site finds both workers full: refused, the others unharmed.
+        late = await SignalClient.connect(server.ws_url)
+        try:
+            await late.send({"type": "join", "v": 1, "token": link, "name": "ORP 5"})
+            assert (await late.next("error"))["code"] == "capacity_full"
+        finally:
+            await late.close()
+        # One side leaves: the other side's subscribers lose exactly those tracks.
+        leaving = [s for s in sites if s.participant in
+                   {p["id"] for p in listed["participants"] if p["worker"] == 1}]
+        for site in leaving:
+            await site.close()
+        staying = [s for s in sites if s not in leaving]
+        assert await wait_until(lambda: all(set(s.client.live_frames("video")) ==
+                                            {o.participant for o in staying} - {s.participant}
+                                            for s in staying), timeout=20)
+    finally:
+        for site in sites:
+            await site.close()
+        await server.runner.cleanup()
+
+
 async def test_a_booked_room_opens_on_the_worker_the_scheduler_chose(
         two_workers: RunningServer) -> None:
     database = two_workers.app[DATABASE]
