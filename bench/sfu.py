@@ -286,8 +286,8 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
             joining = asyncio.Semaphore(args.join_concurrency)
 
             async def fill(room: int) -> None:
-                # A join renegotiates everyone already in the room: rooms fill a few at a
-                # time, so that neither side's event loop stalls past the heartbeat.
+                # Each join is an ICE and DTLS handshake on both sides: rooms fill a few at
+                # a time, so that neither side's event loop stalls past the heartbeat.
                 async with joining:
                     publisher, subscribers = rooms[room]
                     for participant in (publisher, *subscribers):

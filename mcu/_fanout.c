@@ -259,6 +259,9 @@ typedef struct {
     char video;                       /* video waits for a keyframe and keeps a history */
     char paused;
     char started;
+    char rebase_ts;                   /* the next start continues our timestamps (a new source) */
+    int clock_rate;                   /* RTP clock, to carry the timestamp over a switch's gap */
+    double last_sent_at;              /* monotonic time of the last packet sent */
     int seq_offset;
     int next_seq;                     /* the sequence number our next packet continues with */
     unsigned int ts_offset;
@@ -285,6 +288,7 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
         }
     }
     self->video = (char)video;
+    self->clock_rate = video ? 90000 : 48000;
     return 0;
 }
 
@@ -382,6 +386,9 @@ static PyMemberDef leg_members[] = {
     {"seq_offset", T_INT, offsetof(LegObject, seq_offset), READONLY,
      "Added to the track's sequence numbers on this leg (to map a NACK back to the track)."},
     {"ts_offset", T_UINT, offsetof(LegObject, ts_offset), 0, NULL},
+    {"rebase_ts", T_BOOL, offsetof(LegObject, rebase_ts), 0,
+     "Set when the leg gets another source: at its start, the timestamps continue ours."},
+    {"clock_rate", T_INT, offsetof(LegObject, clock_rate), 0, NULL},
     {"last_ts", T_UINT, offsetof(LegObject, last_ts), READONLY, NULL},
     {"packets", T_ULONGLONG, offsetof(LegObject, packets), READONLY, NULL},
     {"octets", T_ULONGLONG, offsetof(LegObject, octets), READONLY, NULL},
@@ -412,6 +419,8 @@ seq_newer(int a, int b)
     return a != b && ((a - b) & 0xFFFF) < 0x8000;
 }
 
+static double monotonic_now(void);
+
 typedef struct {
     long sent, bytes, errors;
     int wants_keyframe;
@@ -428,6 +437,7 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
     Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
     uint8_t first = 0x80 | (extension_size > 0 ? 0x10 : 0) | (padded ? 0x20 : 0);
     Py_ssize_t count = PyTuple_GET_SIZE(legs);
+    double now = monotonic_now();
     for (Py_ssize_t i = 0; i < count; i++) {
         LegObject *leg = (LegObject *)PyTuple_GET_ITEM(legs, i);
         if (leg->sink == NULL || leg->paused)
@@ -440,6 +450,16 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
             leg->started = 1;
             /* Continue our own sequence space without a gap the subscriber would NACK. */
             leg->seq_offset = (leg->next_seq - seq) & 0xFFFF;
+            if (leg->rebase_ts) {
+                /* Another source's timestamps: continue ours after the real gap, so the
+                 * subscriber's jitter buffer sees one stream that paused, not a jump. */
+                leg->rebase_ts = 0;
+                if (leg->packets > 0) {
+                    double gap = now - leg->last_sent_at;
+                    uint32_t step = gap > 0 ? (uint32_t)(gap * leg->clock_rate) : 0;
+                    leg->ts_offset = leg->last_ts + (step > 0 ? step : 1) - timestamp;
+                }
+            }
         }
         int out_seq = (seq + leg->seq_offset) & 0xFFFF;
         uint32_t out_ts = timestamp + leg->ts_offset;
@@ -473,6 +493,7 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
             continue;
         }
         leg->packets++;
+        leg->last_sent_at = now;
         leg->octets += (unsigned long long)payload_size;
         result->sent++;
         result->bytes += size;

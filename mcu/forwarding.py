@@ -1,6 +1,7 @@
 """RTP-level forwarding: a producer (a track sent up to us) fans out to consumers.
 
-A consumer is one producer forwarded down to one subscriber. Per consumer we rewrite
+A consumer is one receive slot of one subscriber, showing one producer at a time (the
+room re-points it: mcu/slots.py). Per consumer we rewrite
 SSRC, payload type, sequence number and timestamp, gate video on a keyframe, keep a
 history to answer NACKs, and produce sender reports that keep audio and video in sync.
 The per-packet part of that runs in C (mcu/_fanout.c: a producer's :class:`Track`, a
@@ -207,19 +208,23 @@ class Producer:
 
 
 class Consumer:
-    """One producer forwarded to one subscriber on that subscriber's connection.
+    """One receive slot of a subscriber: the producer it shows now, forwarded on that
+    subscriber's connection.
 
-    The per-packet state (rewrite offsets, counters, NACK history) lives in a C
-    :class:`~mcu._fanout.Leg`, which :func:`mcu._fanout.receive` updates as it sends.
+    The slot (its m-line, SSRC and sequence space at the subscriber) is fixed; the
+    producer behind it changes as speakers and last-N change (:meth:`switch_to`), so a
+    room of hundreds needs no more m-lines than a room of ten. The per-packet state
+    (rewrite offsets, counters, NACK history) lives in a C :class:`~mcu._fanout.Leg`,
+    which :func:`mcu._fanout.receive` updates as it sends.
     """
 
-    def __init__(self, consumer_id: str, producer: Producer, subscriber_id: str,
+    def __init__(self, consumer_id: str, kind: str, subscriber_id: str,
                  counters: WorkerCounters) -> None:
         self.id = consumer_id
-        self.producer = producer
+        self.producer: Producer | None = None  # None: the slot shows nobody now
         self.subscriber_id = subscriber_id
         self.counters = counters
-        self.kind = producer.kind
+        self.kind = kind
         self.leg = Leg(video=self.kind == "video")
         self.leg.next_seq = random.getrandbits(15)
         self.leg.ts_offset = random.getrandbits(32)
@@ -267,11 +272,25 @@ class Consumer:
         self.write = None
         self.leg.sink = None
 
-    def continue_after(self, previous: Consumer) -> None:
-        """Take over an idle leg: keep its sequence numbers going, so the subscriber's
-        receiver sees one continuous stream on that SSRC rather than a jump."""
-        self.leg.next_seq = previous.leg.next_seq
-        self.rtx_seq = previous.rtx_seq
+    def switch_to(self, producer: Producer | None) -> None:
+        """Show another producer (or none) in this slot.
+
+        The subscriber keeps seeing one stream on one SSRC: the C leg re-bases sequence
+        numbers and timestamps on the new source's first packet (for video, a keyframe,
+        which we ask the new producer for at once).
+        """
+        if producer is self.producer:
+            return
+        if self.producer is not None:
+            self.producer.detach(self)
+        self.producer = producer
+        self.leg.started = False
+        self.leg.rebase_ts = True
+        if producer is not None:
+            producer.attach(self)
+            if self.leg.clock_rate != producer.clock_rate:
+                self.leg.clock_rate = producer.clock_rate
+            producer.request_keyframe()
 
     def pause(self) -> None:
         self.leg.paused = True
@@ -280,7 +299,8 @@ class Consumer:
         if self.leg.paused:
             self.leg.paused = False
             self.leg.started = False  # re-gate on a keyframe and re-base the sequence numbers
-            self.producer.request_keyframe()
+            if self.producer is not None:
+                self.producer.request_keyframe()
 
     def forward(self, view: rtp.RtpView, extension: bytes, payload: bytes, keyframe: bool) -> None:
         """Send one packet on this leg alone: the mixer's path, where the payload differs
@@ -296,7 +316,7 @@ class Consumer:
         counters.packets_forwarded += sent
         counters.bytes_forwarded += sent_bytes
         counters.send_errors += errors
-        if wants_keyframe:
+        if wants_keyframe and self.producer is not None:
             self.producer.request_keyframe()
 
     def retransmit(self, lost: list[int]) -> list[int]:
@@ -344,7 +364,9 @@ class Consumer:
         Extrapolating the publisher's own (NTP, RTP) pair keeps the relation between its
         audio and video exactly, which is what lip-sync at the subscriber needs.
         """
-        if self.packets == 0 or self.write is None:
+        # Until a new source's first packet re-bases our timestamps, the producer's
+        # clock does not map onto ours.
+        if self.packets == 0 or self.write is None or self.producer is None or not self.leg.started:
             return None
         now = time.monotonic()
         report = self.producer.sender_report

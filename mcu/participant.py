@@ -1,9 +1,11 @@
 """One participant's connection: negotiation, its packet path, and its RTCP.
 
 Each participant has one peer connection. The server makes every offer: the first has
-the participant's publish slots (audio, camera, screen; received by us) and one
-send-only leg per producer it subscribes to; later offers add legs as others join or
-start sharing a screen. One offer is outstanding at a time per participant.
+the participant's publish slots (audio, camera, screen; received by us) and its fixed
+receive slots (send-only legs: a few voices, last-N cameras, one screen; mcu/slots.py).
+The room re-points the receive slots as people speak, join and leave, and tells the
+client with a ``slots`` message: only the participant's own changes (a mode switch)
+need another offer. One offer is outstanding at a time per participant.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +64,14 @@ class Participant:
         self.room = room
         self.name = name
         self.role = role
-        self.mode = mode  # "forwarded": a leg per producer; "mixed": one mix and one composite
+        self.mode = mode  # "forwarded": slots of voices and cameras; "mixed": one mix and one composite
         self.joined_at = time.time()
         self.counters = room.worker.counters
         self.pc = adapter.new_peer_connection(room.worker.config.ice_servers)
         self.producers: dict[str, Producer] = {}  # source -> producer
-        self.consumers: dict[str, Consumer] = {}  # producer id -> consumer
+        self.consumers: dict[str, Consumer] = {}  # consumer id -> receive slot
+        self.slots: dict[str, list[Consumer]] = {}  # "voice" / "camera" / "screen" -> slots in order
+        self._shows: dict[str, dict[str, str] | None] = {}  # consumer id -> what its slot shows
         self._producer_by_ssrc: dict[int, Producer] = {}
         self._tracks: dict[int, Track] = {}  # the same, for the C packet path
         self._packet_counters = self.counters.packet_path
@@ -87,6 +91,8 @@ class Participant:
         self._awaiting_answer: int | None = None
         self._dirty = False
         self._offering = False  # renegotiate() is making or sending an offer
+        self._offered = False  # an offer went out: slot changes are told with "slots" messages
+        self._messages: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
         self.slot = next(_slots)  # which of the worker's ticks sends our RTCP
@@ -96,6 +102,9 @@ class Participant:
         self.send_offer: Callable[[Offer], Awaitable[None]] | None = None
         self.send_message: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.on_closed: Callable[[Participant], None] | None = None
+        # Called once a publish slot's codec is settled: aiortc does that when DTLS has
+        # connected, some time after the answer (the worker then pipes the track on).
+        self.on_publishing: Callable[[Producer], None] | None = None
 
         @self.pc.on("connectionstatechange")
         async def _state_changed() -> None:
@@ -112,6 +121,7 @@ class Participant:
             # Changes from here on need the next offer: this one may be built before them.
             self._dirty = False
             self._ensure_transceivers()
+            self.room.assign_slots([self])
             offer = await self.pc.createOffer()
             await self.pc.setLocalDescription(offer)
             self._tap_new_transports()
@@ -149,6 +159,10 @@ class Participant:
         self._offering = True
         try:
             offer = await self.create_offer()
+            # What the slots show now, not when the offer was made: from here on every
+            # change is told by a "slots" message, so the client is never left behind.
+            offer.tracks = self._track_map()
+            self._offered = True
             await self.send_offer(offer)
         finally:
             self._offering = False
@@ -166,36 +180,24 @@ class Participant:
                         p, negotiated, dtls))
                 self.producers[source] = producer
                 self._pending_publish.append((source, transceiver))
-        # Legs of producers that are gone stop sending, and wait to be reused.
-        free: dict[str, list[Any]] = {"audio": [], "video": []}
-        for transceiver in self.pc.getTransceivers():
-            leg = self._leg_by_mid.get(transceiver.mid or "")
-            if leg is not None and leg.producer.id not in self.consumers:
-                transceiver.direction = "inactive"
-                free[transceiver.kind].append(transceiver)
-        # One send-only leg per producer we should receive and do not yet: an idle
-        # m-line of the same kind if there is one, so churn does not grow the session.
-        for producer in self.room.producers_for(self):
-            if producer.id in self.consumers:
-                continue
-            consumer = Consumer(f"{self.id}<{producer.id}", producer, self.id, self.counters)
-            if free[producer.kind]:
-                transceiver = free[producer.kind].pop(0)
-                transceiver.direction = "sendonly"
-                transceiver.sender.replaceTrack(None)  # a new track id: the client sees a new track
-                consumer.continue_after(self._leg_by_mid[transceiver.mid])
-                self._leg_by_mid[transceiver.mid] = consumer
-            else:
-                transceiver = self.pc.addTransceiver(producer.kind, direction="sendonly")
-                _prefer_codecs(transceiver, producer.kind)
+        # Receive slots: created once for the mode's layout (a mode switch may add some),
+        # never one per producer, so the session does not grow with the room.
+        for purpose, count in self.room.slot_layout(self).items():
+            kind = "audio" if purpose == "voice" else "video"
+            slots = self.slots.setdefault(purpose, [])
+            while len(slots) < count:
+                consumer = Consumer(f"{self.id}:{purpose}{len(slots)}", kind, self.id, self.counters)
+                transceiver = self.pc.addTransceiver(kind, direction="sendonly")
+                _prefer_codecs(transceiver, kind)
                 self._pending_legs.append((consumer, transceiver))
-            adapter.take_over_transceiver(
-                transceiver, on_receive=None,
-                on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
-                    c, negotiated, ssrc, rtx_ssrc, dtls))
-            self.consumers[producer.id] = consumer
-            producer.attach(consumer)
-            self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
+                adapter.take_over_transceiver(
+                    transceiver, on_receive=None,
+                    on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
+                        c, negotiated, ssrc, rtx_ssrc, dtls))
+                self.consumers[consumer.id] = consumer
+                self._shows[consumer.id] = None
+                self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
+                slots.append(consumer)
 
     def _tap_new_transports(self) -> None:
         # mids are assigned by setLocalDescription; record them now.
@@ -242,24 +244,46 @@ class Participant:
             self._producer_by_ssrc[ssrc] = producer
             self._tracks[ssrc] = producer.track
         self._rtx_to_media.update(negotiated.rtx_ssrcs)
+        if self.on_publishing is not None:
+            self.on_publishing(producer)
 
     def _consumer_negotiated(self, consumer: Consumer, negotiated: adapter.NegotiatedRtp,
                              ssrc: int, rtx_ssrc: int, dtls: Any) -> None:
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
                            negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
-        if consumer.kind == "video":
+        if consumer.producer is not None:
             consumer.producer.request_keyframe()
 
+    def point_slots(self, plan: Mapping[str, list[Producer | None]], names: Mapping[str, str]) -> bool:
+        """Show these producers in the slots (per purpose, in slot order); tell the client
+        if anything changed. ``names``: owner id -> display name. True if it changed."""
+        changed = False
+        for purpose, producers in plan.items():
+            for consumer, producer in zip(self.slots.get(purpose, ()), producers, strict=False):
+                if consumer.producer is producer:
+                    continue
+                consumer.switch_to(producer)
+                self._shows[consumer.id] = None if producer is None else {
+                    "participant": producer.owner_id, "name": names.get(producer.owner_id, ""),
+                    "kind": consumer.kind, "source": producer.source}
+                changed = True
+        if changed and self._offered and self.send_message is not None and not self.closed:
+            # Made now, sent in order: the client applies each map whole.
+            self._send_soon({"type": "slots", "slots": self.slot_map()})
+        return changed
+
+    def slot_map(self) -> dict[str, dict[str, str] | None]:
+        """Every receive slot's mid -> what it shows now (None: nobody)."""
+        return {mid: self._shows[consumer.id] for mid, consumer in self._leg_by_mid.items()}
+
     def _track_map(self) -> dict[str, dict[str, str]]:
-        tracks = {}
-        for mid, consumer in self._leg_by_mid.items():
-            if consumer.producer.id not in self.consumers:
-                continue
-            owner = self.room.publisher(consumer.producer.owner_id)
-            tracks[mid] = {"participant": consumer.producer.owner_id,
-                           "name": owner.name if owner else "",
-                           "kind": consumer.kind, "source": consumer.producer.source}
-        return tracks
+        return {mid: shows for mid, shows in self.slot_map().items() if shows is not None}
+
+    def _send_soon(self, message: dict[str, Any]) -> None:
+        assert self.send_message is not None
+        task = asyncio.ensure_future(self.send_message(message))
+        self._messages.add(task)
+        task.add_done_callback(self._messages.discard)
 
     # Packet path ----------------------------------------------------------------------
 
@@ -320,7 +344,7 @@ class Participant:
             elif isinstance(packet, adapter.RtcpPsfb):
                 if packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
                     consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
-                    if consumer is not None:
+                    if consumer is not None and consumer.producer is not None:
                         consumer.producer.request_keyframe()
                 elif packet.fmt == rtp.RTCP_PSFB_REMB:
                     try:
@@ -397,20 +421,12 @@ class Participant:
 
     # Lifecycle ------------------------------------------------------------------------
 
-    def drop_consumer(self, producer: Producer) -> Consumer | None:
-        consumer = self.consumers.pop(producer.id, None)
-        if consumer is not None:
-            producer.detach(consumer)
-            consumer.disconnect()
-            self._consumer_by_ssrc = {s: c for s, c in self._consumer_by_ssrc.items() if c is not consumer}
-        return consumer
-
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         for consumer in self.consumers.values():
-            consumer.producer.detach(consumer)
+            consumer.switch_to(None)
             consumer.disconnect()
         for producer in self.producers.values():
             producer.feedback = None
@@ -433,7 +449,8 @@ class Participant:
             "loss_down_pct": round(100 * max(sent_loss), 1) if sent_loss else 0.0,
             "bitrate_up_kbps": round(sum(p.bitrate_bps for p in received) / 1000),
             "estimate_down_kbps": round(max(estimates) / 1000) if estimates else None,
-            "videos_paused": sum(1 for c in self.consumers.values() if c.kind == "video" and c.paused),
+            "videos_paused": sum(1 for c in self.consumers.values()
+                                 if c.kind == "video" and c.producer is not None and c.paused),
         }
 
     def describe(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Rooms on a media worker: who is in them, who speaks, which videos each one gets.
+"""Rooms on a media worker: who is in them, who speaks, what each one's slots show.
 
 A control step per room (driven by the worker's tick), not the packet path, runs
-speaker detection and the last-N choice; moderation and the mixing unit hang off the
-room too.
+speaker detection, points every subscriber's fixed receive slots at the loudest voices
+and the last-N cameras (mcu/slots.py), and pauses the videos a subscriber's link cannot
+carry (mcu/lastn.py); moderation and the mixing unit hang off the room too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,15 @@ from mcu.forwarding import Producer
 from mcu.lastn import VideoLeg, choose_videos
 from mcu.mixing import RoomMixer
 from mcu.participant import RTCP_INTERVAL_S, Participant
+from mcu.slots import (
+    Source,
+    choose_voices,
+    fill_slots,
+    first_except,
+    rank_videos,
+    rank_voices,
+    smooth_loudness,
+)
 from mcu.speaker import SpeakerDetector
 from mcu.stats import WorkerCounters
 
@@ -38,13 +48,16 @@ TICK_S = 0.1
 CONTROL_TICKS = round(CONTROL_INTERVAL_S / TICK_S)
 RTCP_TICKS = round(RTCP_INTERVAL_S / TICK_S)
 
+LIVE_S = 3.0  # a producer with a packet this recent is sending (a camera that is on)
+
 _room_slots = itertools.count()
 
 
 @dataclass
 class MediaConfig:
     ice_servers: list[Any] = field(default_factory=list)  # RTCIceServer
-    last_n: int = 9  # most camera videos one subscriber receives
+    last_n: int = 9  # camera slots of a subscriber: most camera videos it receives
+    audio_slots: int = 3  # voice slots of a subscriber: the loudest voices it hears
     probe_interval_s: float = 8.0  # quiet time before a paused video is tried again
 
 
@@ -71,8 +84,8 @@ class Room:
     """Participants on this worker who see and hear each other.
 
     An ``echo`` room sends each participant its own media back: the self-test call.
-    A control step, not the packet path, decides who speaks and which videos each
-    subscriber gets (last-N within its bandwidth estimate).
+    A control step, not the packet path, decides who speaks and what each subscriber's
+    slots show (the loudest voices, last-N cameras, within its bandwidth estimate).
     """
 
     def __init__(self, worker: MediaWorker, name: str, echo: bool = False) -> None:
@@ -90,6 +103,7 @@ class Room:
         # Signaling listens here: ("speaker" | "left" | "participants", details).
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
+        self._loudness: dict[str, float] = {}  # publisher id -> smoothed audio activity
         self.slot = next(_room_slots)  # which of the worker's ticks steps this room
 
     def publishers(self) -> list[Publisher]:
@@ -100,19 +114,72 @@ class Room:
     def publisher(self, participant_id: str) -> Publisher | None:
         return self.participants.get(participant_id) or self.remote_participants.get(participant_id)
 
-    def producers_for(self, participant: Participant) -> list[Producer]:
+    def slot_layout(self, participant: Participant) -> dict[str, int]:
+        """How many receive slots of each purpose the participant's mode needs."""
         if participant.mode == "mixed":
-            mixer = self.ensure_mixer()
-            return [mixer.audio_out, mixer.video_out]
-        chosen = []
-        for other in self.publishers():
-            if (other is participant) != self.echo:
+            return {"voice": 1, "camera": 1}  # the mix and the composite
+        if self.echo:
+            return {"voice": 1, "camera": 1, "screen": 1}  # one's own
+        return {"voice": self.worker.config.audio_slots, "camera": self.last_n, "screen": 1}
+
+    def assign_slots(self, subscribers: Iterable[Participant] | None = None) -> None:
+        """Point the subscribers' slots (everyone's by default) at what they should get now.
+
+        Sources come from :meth:`publishers` alone: whoever the room forwards, local or
+        piped in from another worker. Rankings are made once; each subscriber then takes
+        its first few, so a pass is linear in the room's size.
+        """
+        now = time.monotonic()
+        producers: dict[str, Producer] = {}
+        names: dict[str, str] = {}
+        voices: list[Source] = []
+        cameras: list[Source] = []
+        screens: list[Source] = []
+        for publisher in self.publishers():
+            names[publisher.id] = publisher.name
+            for producer in publisher.producers.values():
+                producers[producer.id] = producer
+                live = now - producer.last_packet_at < LIVE_S
+                if producer.kind == "audio":
+                    voices.append(Source(producer.id, publisher.id, live,
+                                         self._loudness.get(publisher.id, 0.0)))
+                elif producer.source == "screen":
+                    if producer.sharing:  # a screen slot shows a share only while it is on
+                        screens.append(Source(producer.id, publisher.id, live))
+                else:
+                    cameras.append(Source(producer.id, publisher.id, live))
+        ranked_voices = rank_voices(voices)
+        loudness = {source.producer_id: source.loudness for source in voices}
+        ranked_cameras = rank_videos(cameras, self.speakers.recent)
+        ranked_screens = rank_videos(screens, self.speakers.recent)
+        for subscriber in list(self.participants.values()) if subscribers is None else subscribers:
+            if not subscriber.slots or subscriber.closed:
                 continue
-            for producer in other.producers.values():
-                # Screen legs exist only while someone shares a screen.
-                if producer.source != "screen" or producer.sharing:
-                    chosen.append(producer)
-        return chosen
+            current = {purpose: [c.producer.id if c.producer is not None else None for c in slots]
+                       for purpose, slots in subscriber.slots.items()}
+            own = {source: producer.id for source, producer in subscriber.producers.items()}
+            if subscriber.mode == "mixed":
+                mixer = self.ensure_mixer()
+                for output in (mixer.audio_out, mixer.video_out):
+                    producers[output.id] = output
+                wanted = {"voice": [mixer.audio_out.id], "camera": [mixer.video_out.id], "screen": []}
+            elif self.echo:
+                screen = subscriber.producers.get("screen")
+                wanted = {"voice": [own["microphone"]], "camera": [own["camera"]],
+                          "screen": [screen.id] if screen is not None and screen.sharing else []}
+            else:
+                wanted = {"camera": first_except(ranked_cameras, len(current.get("camera", ())),
+                                                 own.get("camera")),
+                          "screen": first_except(ranked_screens, len(current.get("screen", ())),
+                                                 own.get("screen"))}
+            plan: dict[str, list[Producer | None]] = {}
+            for purpose, shown in current.items():
+                if purpose == "voice" and "voice" not in wanted:
+                    chosen = choose_voices(shown, ranked_voices, loudness, own.get("microphone"))
+                else:
+                    chosen = fill_slots(shown, wanted.get(purpose, []))
+                plan[purpose] = [producers.get(pid) if pid is not None else None for pid in chosen]
+            subscriber.point_slots(plan, names)
 
     def join(self, name: str, role: str, mode: str = "forwarded",
              participant_id: str | None = None) -> Participant:
@@ -127,13 +194,9 @@ class Room:
             self._mix_source(participant)
         if participant.mode == "mixed":
             self.ensure_mixer().add_listener(participant.id)
-        self._renegotiate_others(participant.id)
+        # The others' slots take the newcomer in where it ranks: no renegotiation.
+        self.assign_slots()
         self._emit("participants", {})
-
-    def _renegotiate_others(self, except_id: str | None) -> None:
-        for participant in list(self.participants.values()):
-            if (participant.id != except_id or self.echo) and participant.mode == "forwarded":
-                self._spawn(participant.renegotiate())
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -143,22 +206,19 @@ class Room:
     async def leave(self, participant: Participant, reason: str = "left") -> None:
         if self.participants.pop(participant.id, None) is None:
             return
-        for other in self.participants.values():
-            for producer in participant.producers.values():
-                other.drop_consumer(producer)
         if self.worker.pipe is not None:  # other workers stop getting these tracks
             self.worker.pipe.forget_producers(participant.producers.values())
         self.speakers.forget(participant.id)
+        self._loudness.pop(participant.id, None)
         if self.mixer is not None:
             self.mixer.remove_source(participant.id)
             self.mixer.remove_listener(participant.id)
-            for output in (self.mixer.audio_out, self.mixer.video_out):
-                participant.drop_consumer(output)
-            self._release_mixer()
-        await participant.close()
+        # The others' slots that showed it go to whoever ranks next.
+        self.assign_slots()
+        await participant.close()  # its own slots let go of what they showed
+        self._release_mixer()
         self._emit("left", {"participant": participant.id, "reason": reason})
         if self.participants:
-            self._renegotiate_others(None)
             self._emit("participants", {})
         else:
             self.close()
@@ -188,10 +248,7 @@ class Room:
         if producer.sharing == sharing:
             return
         producer.sharing = sharing
-        if not sharing:
-            for other in self.participants.values():
-                other.drop_consumer(producer)
-        self._renegotiate_others(participant.id)
+        self.assign_slots()
         self._emit("participants", {})
 
     # Participants on other workers (piped in by mcu/pipe.py) ------------------------
@@ -199,14 +256,11 @@ class Room:
     def add_remote_producer(self, remote: RemoteParticipant, producer: Producer) -> None:
         """Forward a producer piped in from ``remote``'s worker, as a local one would be."""
         known = self.remote_participants.setdefault(remote.id, remote)
-        replaced = known.producers.get(producer.source)
-        if replaced is not None and replaced is not producer:
-            self._drop_everywhere(replaced)
-        known.producers[producer.source] = producer
+        known.producers[producer.source] = producer  # slots showing one it replaces re-point
         if self.mixer is not None:  # mixed anew with the producer it has now
             self.mixer.remove_source(known.id)
             self._mix_source(known)
-        self._renegotiate_others(None)
+        self.assign_slots()
         self._emit("participants", {})
 
     def remove_remote_producer(self, remote_id: str, producer: Producer) -> None:
@@ -215,21 +269,17 @@ class Room:
         if remote is None or remote.producers.get(producer.source) is not producer:
             return
         del remote.producers[producer.source]
-        self._drop_everywhere(producer)
         if not remote.producers:
             del self.remote_participants[remote_id]
             self.speakers.forget(remote_id)
+            self._loudness.pop(remote_id, None)
         if self.mixer is not None:
             self.mixer.remove_source(remote_id)
             if remote.producers:
                 self._mix_source(remote)
-        # What the room does when someone leaves: everyone's subscriptions shrink.
-        self._renegotiate_others(None)
+        # What the room does when someone leaves: the slots that showed it re-point.
+        self.assign_slots()
         self._emit("participants", {})
-
-    def _drop_everywhere(self, producer: Producer) -> None:
-        for subscriber in self.participants.values():
-            subscriber.drop_consumer(producer)
 
     # Mixing and recording ------------------------------------------------------------
 
@@ -260,14 +310,14 @@ class Room:
         """Switch a participant between separate streams and one mixed picture and sound."""
         if participant.mode == mode:
             return
-        for producer_id in list(participant.consumers):
-            participant.drop_consumer(participant.consumers[producer_id].producer)
         participant.mode = mode
         if mode == "mixed":
             self.ensure_mixer().add_listener(participant.id)
         elif self.mixer is not None:
             self.mixer.remove_listener(participant.id)
-            self._release_mixer()
+        self.assign_slots([participant])  # lets go of the mix before the mixer may go
+        self._release_mixer()
+        # Its own change: forwarded needs more slots than mixed had, so a new offer.
         self._spawn(participant.renegotiate())
         self._emit("participants", {})
 
@@ -307,13 +357,16 @@ class Room:
             for producer in participant.producers.values():
                 producer.measure_bitrate(interval)
             microphone = participant.producers.get("microphone")
-            if microphone is not None:
+            if microphone is not None:  # a remote participant may not have it piped in yet
                 activity[participant.id] = microphone.take_activity()
+        self._loudness = {pid: smooth_loudness(self._loudness.get(pid, 0.0), value)
+                          for pid, value in activity.items()}
         if self.speakers.update(activity):
             if self.mixer is not None:
                 self.mixer.set_speaker(self.speakers.active)
             self._emit("speaker", {"active": self.speakers.active,
                                    "speaking": sorted(self.speakers.speaking)})
+        self.assign_slots()
         if not self.echo:
             self._choose_videos()
 
@@ -321,18 +374,22 @@ class Room:
         now = time.monotonic()
         probe_after = self.worker.config.probe_interval_s
         for subscriber in self.participants.values():
-            consumers = [c for c in subscriber.consumers.values() if c.kind == "video"]
+            # Which of the videos its slots show now its link can carry.
+            consumers = [c for c in subscriber.consumers.values()
+                         if c.kind == "video" and c.producer is not None]
             if not consumers:
                 continue
             legs = [VideoLeg(c.producer.id, c.producer.owner_id, c.producer.source == "screen",
                              c.producer.bitrate_bps, not c.leg.paused, c.remb_group)
-                    for c in consumers]
+                    for c in consumers if c.producer is not None]
             may_probe = now - subscriber.last_video_change >= probe_after
             chosen = choose_videos(legs, self.speakers.recent, self.last_n,
                                    subscriber.remb_estimates, may_probe)
             changed = False
             for consumer in consumers:
                 paused = consumer.leg.paused
+                if consumer.producer is None:
+                    continue
                 if paused and consumer.producer.id in chosen:
                     consumer.resume()
                     changed = True

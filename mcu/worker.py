@@ -111,6 +111,7 @@ class WorkerService:
             self.emit("message", {"participant": joined.id, "message": message})
 
         joined.send_offer, joined.send_message = send_offer, send_message
+        joined.on_publishing = lambda producer: self._export(joined.room)
         return {"participant": joined.id, "mode": joined.mode}
 
     async def do_negotiate(self, participant: str) -> None:
@@ -120,9 +121,7 @@ class WorkerService:
         joined.room.announce_join(joined)
 
     async def do_answer(self, participant: str, sdp: str, revision: int | None = None) -> None:
-        joined = self._participant(participant)
-        await joined.accept_answer(sdp, revision)
-        self._export(joined.room)  # its tracks are negotiated now: pipe them where needed
+        await self._participant(participant).accept_answer(sdp, revision)
 
     async def do_set_muted(self, participant: str, source: str, muted: bool) -> None:
         if source not in SOURCES:

@@ -16,6 +16,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
 
@@ -171,16 +172,20 @@ class RtcpProbe:
 
         sender._handle_rtcp_packet = handle
 
-    def watch_receiver(self, transceiver) -> None:
-        receiver = transceiver.receiver
-        original = receiver._handle_rtp_packet
+    def watch_transport(self, transceiver) -> None:
+        """Every RTP packet the client's transport decrypts, before aiortc routes it: aiortc
+        routes RTX by payload type alone, which several video m-lines make ambiguous (a
+        browser routes it by the SDP's FID group)."""
+        transport = transceiver.receiver.transport
+        original = transport._handle_rtp_data
 
-        async def handle(packet, arrival_time_ms) -> None:
+        async def handle(data: bytes, arrival_time_ms: int) -> None:
+            packet = RtpPacket.parse(data, transport._rtp_header_extensions_map)
             self.received.append((packet.payload_type, packet.ssrc, packet.sequence_number,
                                   bytes(packet.payload)))
-            await original(packet, arrival_time_ms)
+            await original(data, arrival_time_ms)
 
-        receiver._handle_rtp_packet = handle
+        transport._handle_rtp_data = handle
 
     async def send_pli(self, transceiver, media_ssrc: int) -> None:
         await transceiver.receiver._send_rtcp_pli(media_ssrc)

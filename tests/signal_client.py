@@ -20,7 +20,8 @@ class SignalClient:
         self._reader = asyncio.ensure_future(self._read())
         self.peer: ClientPeer | None = None
         self.auto_answer = False
-        self.tracks: dict[str, dict[str, str]] = {}  # mid -> leg, from the latest offer
+        self.tracks: dict[str, dict[str, str]] = {}  # mid -> what the slot shows (offer, then "slots")
+        self._shown_since: dict[str, int] = {}  # mid -> its frame count when it began showing that
 
     @classmethod
     async def connect(cls, ws_url: str) -> SignalClient:
@@ -34,12 +35,23 @@ class SignalClient:
                 message = json.loads(msg.data)
                 self.all.append(message)
                 if message.get("type") == "offer":
-                    self.tracks = message["tracks"]
+                    self._show(message["tracks"])
+                elif message.get("type") == "slots":
+                    self._show({mid: info for mid, info in message["slots"].items() if info})
                 if message.get("type") == "offer" and self.auto_answer:
                     # Answer every later offer (renegotiation) on its own.
                     await self._answer(message)
                 else:
                     await self.messages.put(message)
+
+    def _show(self, tracks: dict[str, dict[str, str]]) -> None:
+        # A slot re-pointed at someone else starts counting that one's frames afresh.
+        for mid, info in tracks.items():
+            old = self.tracks.get(mid)
+            if old is None or (old["participant"], old["source"]) != (info["participant"], info["source"]):
+                received = self.peer.received.get(mid) if self.peer is not None else None
+                self._shown_since[mid] = received.frames if received is not None else 0
+        self.tracks = tracks
 
     async def send(self, message: dict[str, Any] | str) -> None:
         await self.ws.send_str(message if isinstance(message, str) else json.dumps(message))
@@ -69,10 +81,12 @@ class SignalClient:
         return [m for m in self.all if m.get("type") == kind]
 
     def live_frames(self, kind: str) -> dict[str, int]:
-        """Frames received per remote participant, on the legs the latest offer lists."""
+        """Frames received per remote participant, on the slots that show it now (counted
+        since the slot began showing it)."""
         assert self.peer is not None
         frames = self.peer.frames(kind)
-        return {info["participant"]: frames.get(mid, 0) for mid, info in self.tracks.items()
+        return {info["participant"]: frames.get(mid, 0) - self._shown_since.get(mid, 0)
+                for mid, info in self.tracks.items()
                 if info["kind"] == kind and info["source"] != "screen"}
 
     async def close(self) -> None:

@@ -10,8 +10,7 @@ const FINAL_ERRORS = new Set(["bad_token", "token_expired", "room_locked", "room
 
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
-  people: new Map(),    // participant id -> {name, tile, stream}
-  screens: new Map(),   // participant id -> {tile, stream}
+  slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
 };
 window.multipointCall = state; // for tests and support staff
@@ -60,7 +59,8 @@ async function connect(name) {
   const session = new MultipointSession({ token, name, mode });
   state.session = session;
   session.addEventListener("remotetrack", (event) => onRemoteTrack(event.detail));
-  session.addEventListener("offer", (event) => pruneTracks(event.detail.tracks));
+  session.addEventListener("offer", () => renderSlots());
+  session.addEventListener("slots", () => renderSlots());
   session.addEventListener("participants", (event) => onParticipants(event.detail));
   session.addEventListener("speaker", (event) => onSpeaker(event.detail));
   session.addEventListener("chat", (event) => onChat(event.detail));
@@ -106,57 +106,59 @@ async function onConnectionLost(session) {
   }
 }
 
-function onRemoteTrack({ track, info }) {
-  if (!info.participant) return;
-  const entry = info.source === "screen" ? screenEntry(info)
-    : personEntry(info.participant, info.source === "mix" ? t("call.composite") : info.name);
-  for (const old of entry.stream.getTracks().filter((x) => x.kind === track.kind)) entry.stream.removeTrack(old);
-  entry.stream.addTrack(track);
-  entry.mids.add(findMid(track));
-}
-
-function findMid(track) {
-  return state.session.pc.getTransceivers().find((x) => x.receiver.track === track)?.mid;
-}
-
-// Legs the latest offer no longer lists belong to people who left or stopped sharing.
-function pruneTracks(tracks) {
-  const live = new Set(Object.keys(tracks));
-  for (const [id, entry] of [...state.people, ...[...state.screens].map(([k, v]) => ["screen:" + k, v])]) {
-    for (const mid of [...entry.mids]) {
-      if (live.has(mid)) continue;
-      entry.mids.delete(mid);
-      const transceiver = state.session.pc.getTransceivers().find((x) => x.mid === mid);
-      if (transceiver) entry.stream.removeTrack(transceiver.receiver.track);
-    }
-    if (entry.mids.size === 0 && id.startsWith("screen:")) {
-      entry.tile.remove();
-      state.screens.delete(id.slice(7));
-    }
-  }
-}
-
-function personEntry(id, name) {
-  let entry = state.people.get(id);
-  if (!entry) {
+// Each receive slot is one track for the whole call; the server tells (offer, "slots")
+// whom it shows now. A video slot showing someone is a tile with that one's name; an
+// audio slot just plays. People without a slot are in the participant list by name.
+function onRemoteTrack({ mid, track, kind }) {
+  let slot = state.slots.get(mid);
+  if (!slot) {
     const stream = new MediaStream();
-    entry = { name, stream, mids: new Set(), tile: addTile(id, name, stream, false) };
-    state.people.set(id, entry);
+    slot = { kind, stream, shows: null };
+    if (kind === "video") {
+      slot.tile = makeTile("slot-" + mid, "", stream, true);
+    } else {
+      slot.audio = document.createElement("audio");
+      slot.audio.autoplay = true;
+      slot.audio.srcObject = stream;
+      $("#audio-slots").append(slot.audio);
+    }
+    state.slots.set(mid, slot);
   }
-  return entry;
+  for (const old of slot.stream.getTracks()) slot.stream.removeTrack(old);
+  slot.stream.addTrack(track);
+  renderSlots();
 }
 
-function screenEntry(info) {
-  let entry = state.screens.get(info.participant);
-  if (!entry) {
-    const stream = new MediaStream();
-    entry = { stream, mids: new Set(), tile: addTile("screen-" + info.participant, `${info.name} – ${t("call.share")}`, stream, true) };
-    state.screens.set(info.participant, entry);
+function renderSlots() {
+  const tracks = state.session?.tracks ?? {};
+  for (const [mid, slot] of state.slots) {
+    slot.shows = tracks[mid] ?? null;
+    if (!slot.tile) continue;
+    if (!slot.shows) {
+      slot.tile.remove();
+      continue;
+    }
+    slot.tile.dataset.participant = slot.shows.participant;
+    slot.tile.querySelector(".name").textContent = slotLabel(slot.shows);
+    if (!slot.tile.isConnected) $("#grid").append(slot.tile);
   }
-  return entry;
+  renderPeople();
+}
+
+function slotLabel(shows) {
+  if (shows.source === "mix") return t("call.composite");
+  if (shows.source === "screen") return `${shows.name} – ${t("call.share")}`;
+  const person = (state.roster ?? []).find((p) => p.id === shows.participant);
+  return shows.name + (person?.audio_muted ? " 🔇" : "");
 }
 
 function addTile(id, name, stream, muted) {
+  const tile = makeTile(id, name, stream, muted);
+  $("#grid").append(tile);
+  return tile;
+}
+
+function makeTile(id, name, stream, muted) {
   const tile = document.createElement("figure");
   tile.className = "tile";
   tile.dataset.participant = id;
@@ -169,41 +171,33 @@ function addTile(id, name, stream, muted) {
   label.className = "name";
   label.textContent = name;
   tile.append(video, label);
-  $("#grid").append(tile);
   return tile;
 }
 
 function clearRemote() {
-  for (const entry of [...state.people.values(), ...state.screens.values()]) entry.tile.remove();
-  state.people.clear();
-  state.screens.clear();
+  for (const slot of state.slots.values()) (slot.tile ?? slot.audio).remove();
+  state.slots.clear();
 }
 
 function onParticipants({ participants, locked, recording }) {
   state.locked = locked;
   state.recording = recording;
   state.roster = participants;
-  const present = new Set(participants.map((p) => p.id));
-  for (const [id, entry] of state.people) {
-    if (!present.has(id) && id !== "mixer") {
-      entry.tile.remove();
-      state.people.delete(id);
-    }
-  }
   for (const person of participants) {
-    const entry = state.people.get(person.id);
-    if (entry) entry.tile.querySelector(".name").textContent = person.name + (person.audio_muted ? " 🔇" : "");
     if (person.id === state.me && person.audio_muted !== state.muted) setMuted(person.audio_muted, false);
   }
-  renderPeople();
+  renderSlots();
   updateButtons();
 }
 
 function renderPeople() {
   const list = $("#people");
   list.replaceChildren();
+  const shown = new Set([...state.slots.values()].filter((s) => s.shows).map((s) => s.shows.participant));
   for (const person of state.roster ?? []) {
     const item = document.createElement("li");
+    // Someone no slot shows now (a big room) is here by name only.
+    item.dataset.inSlot = String(shown.has(person.id) || person.id === state.me);
     const label = document.createElement("span");
     label.textContent = person.name + (person.id === state.me ? ` (${t("call.you")})` : "") + (person.audio_muted ? " 🔇" : "");
     item.append(label);
@@ -231,8 +225,9 @@ function hostButton(label, message) {
 }
 
 function onSpeaker({ active, speaking }) {
-  for (const [id, entry] of state.people) {
-    entry.tile.classList.toggle("speaking", id === active || speaking.includes(id));
+  for (const slot of state.slots.values()) {
+    const id = slot.shows?.participant;
+    slot.tile?.classList.toggle("speaking", Boolean(id) && (id === active || speaking.includes(id)));
   }
   $("#grid").querySelector('[data-participant="self"]')?.classList.toggle("speaking", speaking.includes(state.me));
 }

@@ -10,7 +10,7 @@ export class MultipointSession extends EventTarget {
     this.name = name;
     this.mode = mode;
     this.iceServers = iceServers;
-    this.tracks = {};           // mid -> {participant, name, kind, source}
+    this.tracks = {};           // receive slot's mid -> who it shows now {participant, name, kind, source}
     this.localTracks = {};      // source -> MediaStreamTrack | null
     this.pc = null;
     this.ws = null;
@@ -87,13 +87,17 @@ export class MultipointSession extends EventTarget {
   async #onMessage(message) {
     if (message.type === "offer") {
       await this.#answer(message);
+    } else if (message.type === "slots") {
+      // The server re-pointed some of our receive slots at other people: same tracks,
+      // other senders. Each message is the whole map (null: the slot shows nobody).
+      this.tracks = Object.fromEntries(Object.entries(message.slots).filter(([, info]) => info));
     }
     this.#emit(message.type, message);
   }
 
   async #answer(offer) {
     this.publish = offer.publish;
-    Object.assign(this.tracks, offer.tracks);
+    this.tracks = { ...offer.tracks };
     await this.pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
     for (const [source, mid] of Object.entries(offer.publish)) {
       const transceiver = this.pc.getTransceivers().find((t) => t.mid === mid);
@@ -125,7 +129,7 @@ export class MultipointSession extends EventTarget {
 
   #onTrack(event) {
     const mid = event.transceiver.mid;
-    this.#emit("remotetrack", { mid, track: event.track, info: this.tracks[mid] ?? {} });
+    this.#emit("remotetrack", { mid, track: event.track, kind: event.track.kind });
   }
 
   // Figures for people: round-trip time, loss and bitrate of what we receive.

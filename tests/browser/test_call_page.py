@@ -99,7 +99,8 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
                                          timeout=15_000)
         assert guest_id
 
-        # Someone new joins: the idle m-lines are reused and the new video decodes everywhere.
+        # Someone new joins: it is shown in the slots the one who left freed (a tile with
+        # its name, from the "slots" message) and its video decodes everywhere.
         link = join_url(server.url, secret, "vysocina-porada", name="Havlíčkův Brod", ttl_s=600)
         context = await new_context(browser, server.url)
         contexts.append(context)
@@ -109,6 +110,9 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
         for page in pages:
             await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3",
                                          timeout=20_000)
+        for page in pages[:2]:
+            await page.wait_for_function("[...document.querySelectorAll('#grid .tile .name')]"
+                                         ".some(e => e.textContent.includes('Brod'))")
         for before, after in await until_all_receive(pages, ("video",)):
             assert growing(before["video"], after["video"]) >= 2, (before, after)
     finally:

@@ -57,8 +57,9 @@ async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_
                 expected = COLOURS[ids.index(info["participant"])]
                 assert all(abs(median[i] - expected[i]) < 40 for i in range(3))
 
-        # One leaves: the others' subscriptions shrink to the remaining two.
+        # One leaves: the others' slots that showed it show nobody now, with no new offer.
         m_lines = len(clients[0].peer.pc.getTransceivers())
+        offers = [len(c.of_type("offer")) for c in clients]
         leaving = clients.pop(3)
         gone = ids.pop(3)
         await leaving.send({"type": "leave"})
@@ -68,8 +69,10 @@ async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_
             assert await wait_until(
                 lambda c=client: gone not in {i["participant"] for i in c.tracks.values()})
             participant = media.rooms[room].participants[own]
-            assert all(c.producer.owner_id != gone for c in participant.consumers.values())
+            assert all(c.producer is None or c.producer.owner_id != gone
+                       for c in participant.consumers.values())
             assert await wait_until(lambda c=client, o=set(ids) - {own}: all_flowing(c, o, 20))
+            assert client.of_type("slots")
 
         # A late joiner gets every video quickly: the forwarder asks publishers for a keyframe.
         requests_before = media.counters.keyframe_requests
@@ -77,12 +80,15 @@ async def test_four_sites_see_and_hear_each_other_then_one_leaves_and_one_joins_
         clients.append(late)
         assert await wait_until(lambda: all_flowing(late, set(ids), minimum=5), timeout=10)
         assert media.counters.keyframe_requests > requests_before
-        # The newcomer's legs took over the idle m-lines of the one who left.
+        # The newcomer shows in the slots the one who left freed: same m-lines, and
+        # nobody already in the room was sent a new offer, for the leave or the join.
         assert await wait_until(lambda: participant_id(late) in clients[0].live_frames("audio"))
         assert len(clients[0].peer.pc.getTransceivers()) == m_lines
         for client in clients[:-1]:
             assert await wait_until(lambda c=client: participant_id(late) in c.live_frames("video")
                                     and c.live_frames("video")[participant_id(late)] > 5)
+            assert await wait_until(lambda c=client: c.live_frames("audio").get(participant_id(late), 0) > 5)
+        assert [len(c.of_type("offer")) for c in clients[:-1]] == offers[:3]
     finally:
         for client in clients:
             await client.close()
@@ -97,7 +103,7 @@ async def test_keyframe_request_and_nack_between_participants(server) -> None:
         media = server.app[MEDIA]
         sub = media.rooms[room].participants[participant_id(subscriber)]
         leg = next(c for c in sub.consumers.values()
-                   if c.kind == "video" and c.producer.owner_id == publisher_id)
+                   if c.kind == "video" and c.producer is not None and c.producer.owner_id == publisher_id)
         mid = next(m for m, i in subscriber.tracks.items()
                    if i["participant"] == publisher_id and i["kind"] == "video")
         transceiver = next(t for t in subscriber.peer.pc.getTransceivers() if t.mid == mid)
@@ -113,7 +119,7 @@ async def test_keyframe_request_and_nack_between_participants(server) -> None:
 
         # NACK: the retransmission carries the very packet that was sent first.
         probe_sub = RtcpProbe(subscriber.peer)
-        probe_sub.watch_receiver(transceiver)
+        probe_sub.watch_transport(transceiver)
         assert await wait_until(lambda: sum(1 for p in probe_sub.received if p[1] == leg.ssrc) >= 5)
         seq, payload = [(s, data) for _, ssrc, s, data in probe_sub.received if ssrc == leg.ssrc][-2]
         await probe_sub.send_nack(transceiver, leg.ssrc, [seq])
@@ -199,8 +205,10 @@ async def test_screen_share_reaches_the_others_and_stops(server) -> None:
         assert np.median(image.reshape(-1, 3), axis=0).min() > 200  # the white screen, not the camera
         await presenter.send({"type": "screen", "active": False})
         assert await wait_until(lambda: not any(i["source"] == "screen" for i in viewer.tracks.values()))
-        assert all(c.producer.source != "screen" for c in server.app[MEDIA].rooms[room]
-                   .participants[participant_id(viewer)].consumers.values())
+        assert all(c.producer is None for c in server.app[MEDIA].rooms[room]
+                   .participants[participant_id(viewer)].slots["screen"])
+        # Sharing on and off changed what a slot shows: no new offer for the viewer.
+        assert len(viewer.of_type("offer")) == 1
     finally:
         await presenter.close()
         await viewer.close()
@@ -227,7 +235,8 @@ async def test_a_participant_whose_network_dies_is_removed_within_seconds(server
         assert await wait_until(lambda: silent_id not in media.rooms[room].participants, timeout=20)
         assert await wait_until(lambda: silent_id not in {i["participant"] for i in stays.tracks.values()})
         remaining = media.rooms[room].participants[participant_id(stays)]
-        assert all(c.producer.owner_id != silent_id for c in remaining.consumers.values())
+        assert all(c.producer is None or c.producer.owner_id != silent_id
+                   for c in remaining.consumers.values())
         assert all(c.subscriber_id != silent_id for p in remaining.producers.values() for c in p.consumers)
     finally:
         await stays.close()
