@@ -332,6 +332,8 @@ class Participant:
         self.receiver = Receiver(window, sources)
         self.participant_id = ""
         self.offers = 0
+        self.largest_offer_bytes = 0  # the whole offer message, as the server sent it
+        self.joins = 0
         self.last_offer_at = 0.0
         self.unknown_messages = 0
         self.failure: str | None = None
@@ -344,8 +346,41 @@ class Participant:
         self._reader: asyncio.Task[None] | None = None
         self._feedback_task: asyncio.Task[None] | None = None
         self.joined = asyncio.get_running_loop().create_future()
+        self.rejoin_when_disconnected = False
+        self._link: tuple[str, str] | None = None
+        self._rejoining: asyncio.Task[None] | None = None
+
+    async def _rejoin(self) -> None:
+        assert self._link is not None
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
+        old_pc, old_session = self.pc, self._session
+        self.pc = new_peer_connection()
+        self._taken.clear()
+        self._tapped.clear()
+        self._feedback.clear()
+        for stream in self.streams.values():
+            stream.write = None  # configured again on the new connection
+        self.joined = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old_pc.close(), 5)
+        if old_session is not None:
+            await old_session.close()
+        for _attempt in range(100):  # the worker may still be starting
+            try:
+                await self.join(*self._link)
+                return
+            except (RuntimeError, aiohttp.ClientError, OSError):
+                if self._reader is not None:
+                    self._reader.cancel()
+                if self._session is not None:
+                    await self._session.close()
+                self.failure = None
+                self.joined = asyncio.get_running_loop().create_future()
+                await asyncio.sleep(0.2)
 
     async def join(self, ws_url: str, token: str) -> None:
+        self._link = (ws_url, token)
         self._session = aiohttp.ClientSession()
         self._ws = await self._session.ws_connect(ws_url, heartbeat=None)
         await self._ws.send_str(json.dumps({"type": "join", "v": 1, "token": token,
@@ -353,6 +388,7 @@ class Participant:
         self._reader = asyncio.ensure_future(self._read())
         self._feedback_task = asyncio.ensure_future(self._send_feedback())
         await self.joined
+        self.joins += 1
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -365,11 +401,16 @@ class Participant:
                 if kind == "joined":
                     self.participant_id = body.get("participant", "")
                 elif kind == "offer":
+                    self.largest_offer_bytes = max(self.largest_offer_bytes, len(message.data))
                     await self._answer(body)
                     if not self.joined.done():
                         self.joined.set_result(None)
                 elif kind == "error":
                     self._fail(f"{body.get('code')}: {body.get('message')}")
+                elif kind == "disconnected" and self.rejoin_when_disconnected:
+                    # As the call page does: join again with the same link, new connection.
+                    self._rejoining = asyncio.ensure_future(self._rejoin())
+                    return
                 else:
                     self.unknown_messages += 1  # new server-to-client types: ignored
             self._fail("the server closed the signaling connection")
@@ -437,7 +478,7 @@ class Participant:
                     write(packet)
 
     async def close(self) -> None:
-        for task in (self._reader, self._feedback_task):
+        for task in (self._reader, self._feedback_task, self._rejoining):
             if task is not None:
                 task.cancel()
         try:

@@ -52,6 +52,7 @@ logger = logging.getLogger("bench")
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 FORWARDED_METRIC = "multipoint_packets_forwarded_total"
 QUIET_S = 2.0  # no offer to anyone for this long: the rooms are settled
 DRAIN_S = 1.0  # after the window: packets sent in it still arriving
@@ -97,21 +98,54 @@ class ServerProcess:
                 stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent)
         logger.info("%s started (pid %d)", self.name, self.pid)
 
+    def pids(self) -> list[int]:
+        """The server and its children: the front and its media worker processes."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(text[text.rindex(")") + 2:].split()[1]) == self.pid:  # field 4: ppid
+                children.append(int(stat.parent.name))
+        return [self.pid, *sorted(children)]
+
     def cpu_times(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of the whole process (all threads), /proc/PID/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # fields 14, 15
+        """(user, system) CPU seconds of the server's processes (all threads), /proc/PID/stat."""
+        user = system = 0.0
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            user += int(fields[11]) / CLOCK_TICKS  # field 14
+            system += int(fields[12]) / CLOCK_TICKS  # field 15
+        return user, system
 
     def cpu_seconds(self) -> float:
         return sum(self.cpu_times())
 
-    def runqueue_wait_seconds(self) -> float:
-        """Time the process's threads were runnable but waiting for a CPU (/proc/PID/schedstat).
+    def rss_bytes(self) -> int:
+        """Resident memory of the server's processes together."""
+        total = 0
+        for pid in self.pids():
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_BYTES
+            except OSError:
+                continue
+        return total
 
-        Only the main thread: the one that forwards packets.
-        """
-        return int(Path(f"/proc/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+    def runqueue_wait_seconds(self) -> float:
+        """Time the processes' main threads were runnable but waiting for a CPU
+        (/proc/PID/schedstat): the threads that forward packets."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+            except OSError:
+                continue
+        return total
 
     def check_running(self) -> None:
         if self.process is not None and self.process.returncode is not None:
@@ -253,7 +287,8 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
     data_dir.mkdir()
     env = dict(os.environ, MULTIPOINT_DATA_DIR=str(data_dir), MULTIPOINT_MEDIA_ADDRESSES="127.0.0.1",
                MULTIPOINT_SECRET_KEY=secret, MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{port}",
-               MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1")
+               MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1",
+               MULTIPOINT_WORKERS=str(args.workers))
     env.pop("MULTIPOINT_SETTINGS_FILE", None)
     env.pop("MULTIPOINT_DATABASE_URL", None)
     tree = Path(args.server_tree).resolve()
@@ -518,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="seconds of flow before the window")
     parser.add_argument("--idle-seconds", type=float, default=3,
                         help="before the warm-up: the server's CPU with all connected and no media")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="media worker processes of the server (its CPU counts them all)")
     parser.add_argument("--server-tree", default=str(REPOSITORY),
                         help="source tree to run the service from (default: this checkout), e.g. "
                              "an export of a commit: git archive HEAD | tar -x -C DIR")

@@ -268,8 +268,13 @@ typedef struct {
     unsigned int last_ts;
     unsigned long long packets;
     unsigned long long octets;        /* payload octets, as sender reports count them */
-    PyObject **history;               /* video: sent packets (plain RTP) by sequence number */
+    /* Video: what was sent, by our sequence number, for NACKs. The packet itself is one
+     * bytes object shared by every leg a received packet went out on (as built for the
+     * first of them); a leg keeps its own timestamp and rebuilds its header on a resend.
+     * So a subscriber's history costs pointers, not a copy of each packet. */
+    PyObject **history;
     uint16_t *history_seq;
+    uint32_t *history_ts;
 } LegObject;
 
 static int
@@ -282,7 +287,8 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
     if (video && self->history == NULL) {
         self->history = PyMem_Calloc(HISTORY_SIZE, sizeof(PyObject *));
         self->history_seq = PyMem_Calloc(HISTORY_SIZE, sizeof(uint16_t));
-        if (self->history == NULL || self->history_seq == NULL) {
+        self->history_ts = PyMem_Calloc(HISTORY_SIZE, sizeof(uint32_t));
+        if (self->history == NULL || self->history_seq == NULL || self->history_ts == NULL) {
             PyErr_NoMemory();
             return -1;
         }
@@ -317,6 +323,7 @@ leg_dealloc(LegObject *self)
         PyMem_Free(self->history);
     }
     PyMem_Free(self->history_seq);
+    PyMem_Free(self->history_ts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -357,10 +364,28 @@ leg_sent(LegObject *self, PyObject *arg)
     if (self->history == NULL)
         Py_RETURN_NONE;
     int slot = (int)(seq % HISTORY_SIZE);
-    PyObject *packet = self->history[slot];
-    if (packet == NULL || self->history_seq[slot] != (uint16_t)seq)
+    PyObject *shared = self->history[slot];
+    if (shared == NULL || self->history_seq[slot] != (uint16_t)seq)
         Py_RETURN_NONE;
-    Py_INCREF(packet);
+    /* The shared packet with this leg's header: payload type, sequence number, timestamp
+     * and SSRC (the first byte, the marker, extensions and payload are the same). */
+    Py_ssize_t size = PyBytes_GET_SIZE(shared);
+    PyObject *packet = PyBytes_FromStringAndSize(PyBytes_AS_STRING(shared), size);
+    if (packet == NULL)
+        return NULL;
+    uint8_t *header = (uint8_t *)PyBytes_AS_STRING(packet);
+    uint32_t ts = self->history_ts[slot];
+    header[1] = (uint8_t)((header[1] & 0x80) | (self->payload_type & 0x7F));
+    header[2] = (uint8_t)(seq >> 8);
+    header[3] = (uint8_t)seq;
+    header[4] = (uint8_t)(ts >> 24);
+    header[5] = (uint8_t)(ts >> 16);
+    header[6] = (uint8_t)(ts >> 8);
+    header[7] = (uint8_t)ts;
+    header[8] = (uint8_t)(self->ssrc >> 24);
+    header[9] = (uint8_t)(self->ssrc >> 16);
+    header[10] = (uint8_t)(self->ssrc >> 8);
+    header[11] = (uint8_t)self->ssrc;
     return packet;
 }
 
@@ -438,6 +463,7 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
     uint8_t first = 0x80 | (extension_size > 0 ? 0x10 : 0) | (padded ? 0x20 : 0);
     Py_ssize_t count = PyTuple_GET_SIZE(legs);
     double now = monotonic_now();
+    PyObject *shared = NULL;  /* this packet as kept in the legs' histories (see LegObject) */
     for (Py_ssize_t i = 0; i < count; i++) {
         LegObject *leg = (LegObject *)PyTuple_GET_ITEM(legs, i);
         if (leg->sink == NULL || leg->paused)
@@ -480,12 +506,16 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         if (seq_newer((out_seq + 1) & 0xFFFF, leg->next_seq))
             leg->next_seq = (out_seq + 1) & 0xFFFF;
         if (leg->history != NULL) {
-            PyObject *copy = PyBytes_FromStringAndSize((const char *)packet, size);
-            if (copy == NULL)
-                return -1;
+            if (shared == NULL) {
+                shared = PyBytes_FromStringAndSize((const char *)packet, size);
+                if (shared == NULL)
+                    return -1;
+            }
             int slot = out_seq % HISTORY_SIZE;
-            Py_XSETREF(leg->history[slot], copy);
+            Py_INCREF(shared);
+            Py_XSETREF(leg->history[slot], shared);
             leg->history_seq[slot] = (uint16_t)out_seq;
+            leg->history_ts[slot] = out_ts;
         }
         leg->last_ts = out_ts;
         if (sink_send((SinkObject *)leg->sink, packet, (int)size) < 0) {
@@ -498,6 +528,7 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         result->sent++;
         result->bytes += size;
     }
+    Py_XDECREF(shared);
     return 0;
 }
 

@@ -142,6 +142,24 @@ def test_video_waits_for_a_keyframe_and_keeps_what_it_sent(link: Link) -> None:
         leg.sent(70000)
 
 
+def test_legs_resend_with_their_own_header_from_one_kept_copy(link: Link) -> None:
+    # One received packet out on two legs: each leg's history answers with exactly what
+    # it sent (its SSRC, payload type, numbers), though the packet is kept only once.
+    first = leg_to(link, video=True, ssrc=0xA1, payload_type=96, next_seq=10, ts_offset=5)
+    second = leg_to(link, video=True, ssrc=0xB2, payload_type=100, next_seq=60000, ts_offset=7)
+    extension = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x01\x02\x03")])
+    for seq, payload in ((300, b"key"), (301, b"frame-1"), (302, b"frame-2")):
+        result = forward((first, second), extension, payload, 0, seq, 9000, seq == 302,
+                         seq == 300, False, len(payload))
+        assert result[0] == 2
+    sent = [link.receive() for _ in range(6)]
+    for leg in (first, second):
+        mine = [p for p in sent if rtp.parse_rtp(p).ssrc == leg.ssrc]
+        numbers = [rtp.parse_rtp(p).sequence_number for p in mine]
+        assert [leg.sent(n) for n in numbers] == mine
+        assert rtp.parse_rtp(leg.sent(numbers[-1])).marker
+
+
 def test_paused_and_unconnected_legs_send_nothing(link: Link) -> None:
     paused = leg_to(link, video=False, ssrc=1, payload_type=111, next_seq=0, ts_offset=0)
     paused.paused = True
