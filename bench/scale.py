@@ -169,6 +169,10 @@ async def shard_main(config: dict[str, Any]) -> None:
             if failed or time.monotonic() > deadline:
                 raise RuntimeError(f"setup failed: {failed[:3] or 'timed out'}")
             await asyncio.sleep(0.2)
+        # Frames the pacer could not send on time while everyone joined would go out in a
+        # burst: start the clock again from now, so every window carries the nominal load.
+        pacer.stop()
+        pacer.resume()
         print(json.dumps({"ready": len(everyone)}), flush=True)
         assert (await stdin.readline()).strip() == b"start"
         window.start = time.monotonic()
@@ -264,6 +268,7 @@ async def forwarding(workdir: Path, label: str, workers: int, rooms: int, subscr
         "workers": workers, "rooms": rooms, "subscribers_per_room": subscribers,
         "window_s": round(elapsed, 2),
         "forwarded_pps": round(received / elapsed, 1),
+        "expected_pps": round(expected / elapsed, 1),
         "server_cpu_percent": round(100 * cpu / elapsed, 1),
         "server_cpu_us_per_packet": round(cpu * 1e6 / received, 2) if received else None,
         "loss_ratio": round(max(0, expected - received) / expected, 6) if expected else None,

@@ -157,8 +157,11 @@ class PipeTransport(asyncio.DatagramProtocol):
         if self.transport is None:
             raise ConnectionError("the pipe is closed")
         ssrc = self._new_ssrc()
-        consumer = Consumer(f"pipe:{destination[0]}:{destination[1]}<{producer.id}", producer,
+        consumer = Consumer(f"pipe:{destination[0]}:{destination[1]}<{producer.id}", producer.kind,
                             f"pipe:{destination[0]}:{destination[1]}", self.counters)
+        # A pipe leg shows one producer for good (not a slot that is re-pointed).
+        consumer.producer = producer
+        consumer.leg.clock_rate = producer.clock_rate
         # Every packet from the first on, under the publisher's own sequence numbers
         # (seq_offset stays 0): the receiving worker's consumers wait for a keyframe and
         # re-base for themselves, and its NACKs name the numbers the history is keyed by.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter, rtp
+from mcu.forwarding import Consumer
 from mcu.participant import Offer, Participant
 from mcu.pipe import PipedProducer
 from mcu.room import MediaWorker, Room
@@ -29,7 +31,12 @@ ROOM = "kraj-a-obce"
 
 class Site:
     """One client of one worker's room, driven without the HTTP server: the server's
-    offers are answered as signaling would deliver them (in a task of their own).
+    offers are answered as signaling would deliver them (in a task of their own), and
+    its other messages are recorded.
+
+    What each receive slot (mid) shows comes from the offers, then from the ``slots``
+    messages that re-point them (joins, leaves and imports renegotiate nobody); what a
+    slot received is counted from the moment it began showing its present source.
 
     A ``light`` site decodes nothing: its receivers are taken over and it counts RTP
     packets per SSRC (cheap enough for many subscribers in one test).
@@ -40,9 +47,13 @@ class Site:
         self.participant = participant
         self.peer = peer
         self.light = light
-        self.tracks: dict[str, dict[str, str]] = {}  # mid -> the latest offer's track map
+        self.tracks: dict[str, dict[str, str]] = {}  # mid -> what the slot shows (offer, then "slots")
         self.publish: dict[str, str] = {}
+        self.offers: list[Offer] = []
+        self.messages: list[dict[str, Any]] = []
+        self.ssrc_of_mid: dict[str, int] = {}  # light: from the offers' SDP
         self.packets: Counter[int] = Counter()  # light: RTP packets by SSRC
+        self._shown_since: dict[str, int] = {}  # mid -> what it had received when it began showing that
         self._taken: set[int] = set()
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -52,6 +63,7 @@ class Site:
         participant = room.join(name, "guest")
         site = cls(room, participant, peer or ClientPeer(), light)
         participant.send_offer = site._send_offer
+        participant.send_message = site._receive_message
         await participant.renegotiate()
         room.announce_join(participant)
         return site
@@ -59,10 +71,29 @@ class Site:
     async def _send_offer(self, offer: Offer) -> None:
         if self.peer.pc.signalingState == "closed":  # the client has gone; nobody answers
             return
-        self.tracks, self.publish = offer.tracks, offer.publish
+        self.offers.append(offer)
+        self.publish = offer.publish
+        self.ssrc_of_mid.update(_first_ssrc_per_mid(offer.sdp))
+        self._show(offer.tracks)
         task = asyncio.ensure_future(self._answer(offer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _receive_message(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["type"] == "slots":
+            self._show({mid: info for mid, info in message["slots"].items() if info})
+
+    def _show(self, tracks: dict[str, dict[str, str]]) -> None:
+        # A slot re-pointed at someone else starts counting that one's media afresh.
+        for mid, info in tracks.items():
+            old = self.tracks.get(mid)
+            if old is None or (old["participant"], old["source"]) != (info["participant"], info["source"]):
+                self._shown_since[mid] = self._received_on(mid)
+        self.tracks = dict(tracks)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == kind]
 
     async def _answer(self, offer: Offer) -> None:
         if self.light:
@@ -94,28 +125,55 @@ class Site:
     def _fail(self, exc: BaseException) -> None:
         raise AssertionError(f"client packet path failed: {exc!r}")
 
-    def frames_from(self, owner: str, kind: str) -> int:
-        return sum(self.peer.received[mid].frames for mid, info in self.tracks.items()
-                   if info["participant"] == owner and info["kind"] == kind and mid in self.peer.received)
+    def _received_on(self, mid: str) -> int:
+        """Frames (light: RTP packets) received on a slot so far."""
+        if self.light:
+            ssrc = self.ssrc_of_mid.get(mid)
+            return self.packets[ssrc] if ssrc is not None else 0
+        received = self.peer.received.get(mid)
+        return received.frames if received is not None else 0
+
+    def received_from(self, owner: str, kind: str) -> int:
+        """Frames (light: packets) on the slots that show that participant now, since
+        each began showing it."""
+        return sum(self._received_on(mid) - self._shown_since.get(mid, 0)
+                   for mid, info in self.tracks.items()
+                   if info["participant"] == owner and info["kind"] == kind)
 
     def hears_and_sees(self, owner: str, minimum: int = 10) -> bool:
-        if self.light:
-            legs = [c for c in self.participant.consumers.values() if c.producer.owner_id == owner]
-            return len(legs) == 2 and all(self.packets[c.ssrc] >= minimum for c in legs)
-        return self.frames_from(owner, "audio") >= minimum and self.frames_from(owner, "video") >= minimum
+        return self.received_from(owner, "audio") >= minimum and self.received_from(owner, "video") >= minimum
 
-    def consumer(self, producer_id: str):
-        return self.participant.consumers[producer_id]
+    def in_step(self) -> bool:
+        """What the client was told its slots show is what the server's slots show."""
+        return self.tracks == {mid: info for mid, info in self.participant.slot_map().items() if info}
 
-    def client_transceiver(self, producer_id: str):
+    def consumer(self, producer_id: str) -> Consumer:
+        """The receive slot that shows this producer now."""
+        return next(c for c in self.participant.consumers.values()
+                    if c.producer is not None and c.producer.id == producer_id)
+
+    def mid_of(self, producer_id: str) -> str:
         consumer = self.consumer(producer_id)
-        mid = next(m for m, leg in self.participant._leg_by_mid.items() if leg is consumer)
+        return next(m for m, slot in self.participant._leg_by_mid.items() if slot is consumer)
+
+    def client_transceiver(self, producer_id: str) -> Any:
+        mid = self.mid_of(producer_id)
         return next(t for t in self.peer.pc.getTransceivers() if t.mid == mid)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await self.peer.close()
+
+
+def _first_ssrc_per_mid(sdp: str) -> dict[str, int]:
+    found = {}
+    for section in sdp.split("\r\nm=")[1:]:
+        mid = re.search(r"^a=mid:(\S+)", section, re.M)
+        ssrc = re.search(r"^a=ssrc:(\d+) ", section, re.M)
+        if mid and ssrc:
+            found[mid.group(1)] = int(ssrc.group(1))
+    return found
 
 
 @pytest.fixture
@@ -169,6 +227,14 @@ async def test_one_pipe_leg_per_producer_feeds_every_subscriber_on_the_other_wor
         microphone_pipe, camera_pipe = pipe_over(origin, other, publisher)
         for site in sites:
             assert await wait_until(lambda s=site: s.hears_and_sees(owner), timeout=30), site.tracks
+        # The import re-pointed the far subscribers' slots, told in "slots" messages: nobody
+        # was sent a new offer for it (nor `local` for the far ones' joins).
+        for site in sites:
+            assert await wait_until(site.in_step), (site.tracks, site.participant.slot_map())
+            assert len(site.offers) == 1
+        for site in far:  # their one offer was made before the import
+            assert any(info is not None and info["participant"] == owner
+                       for message in site.of_type("slots") for info in message["slots"].values())
 
         # One pipe leg per producer, whatever the number of subscribers over there.
         camera = publisher.participant.producers["camera"]
@@ -229,17 +295,37 @@ async def test_one_pipe_leg_per_producer_feeds_every_subscriber_on_the_other_wor
         origin.rooms[ROOM].set_muted(publisher.participant, "microphone", False)
         assert await wait_until(lambda: remote.producers["microphone"].packets > muted_at + 10)
 
-        # stop_import takes the legs away from the far subscribers, then the participant.
+        # stop_import takes the far subscribers' slots off the camera (they show nobody
+        # now, or someone else), then the participant goes with its microphone.
+        camera_mids = {s: s.mid_of(camera.id) for s in far}
+        told = {s: len(s.of_type("slots")) for s in far}
         other.pipe.stop_import(ROOM, camera.id)
         assert far_camera.track.legs == () and not far_camera.consumers
-        assert all(camera.id not in s.participant.consumers for s in far)
+        for site, mid in camera_mids.items():
+            assert not any(c.producer is not None and c.producer.id == camera.id
+                           for c in site.participant.consumers.values())
+            shown = site.participant.slot_map()[mid]
+            assert shown is None or shown["participant"] != owner
+            assert await wait_until(lambda s=site: not any(
+                i["participant"] == owner and i["kind"] == "video" for i in s.tracks.values()))
+            assert any(i["participant"] == owner and i["kind"] == "audio" for i in site.tracks.values())
+            assert len(site.of_type("slots")) > told[site]
         assert owner in far_room.remote_participants  # its microphone is still piped in
+        microphone_mids = {s: s.mid_of(near_microphone.id) for s in far}
+        far_microphone = remote.producers["microphone"]
         other.pipe.stop_import(ROOM, near_microphone.id)
         assert owner not in far_room.remote_participants
         assert [p.id for p in far_room.publishers()] == [s.participant.id for s in far]
-        for site in far:  # renegotiated as when someone leaves
+        assert far_microphone.track.legs == () and not far_microphone.consumers
+        for site, mid in microphone_mids.items():  # told as when someone leaves: no new offer
             assert await wait_until(lambda s=site: not any(
                 info["participant"] == owner for info in s.tracks.values()), timeout=10)
+            assert all(c.producer is None or c.producer.owner_id != owner
+                       for c in site.participant.consumers.values())
+            shown = site.participant.slot_map()[mid]
+            assert shown is None or shown["participant"] != owner
+            assert await wait_until(site.in_step)
+            assert len(site.offers) == 1
         origin.pipe.stop_export(camera.id, other.pipe.address)
         origin.pipe.stop_export(near_microphone.id, other.pipe.address)
         assert [leg.sink.plain for leg in camera.track.legs] == [False]  # `local` is left
@@ -303,7 +389,7 @@ async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_his
         camera = publisher.participant.producers["camera"]
         leg = far.consumer(camera.id)
         probe = RtcpProbe(far.peer)
-        probe.watch_receiver(far.client_transceiver(camera.id))
+        probe.watch_transport(far.client_transceiver(camera.id))
         downstream.drop_ssrc = camera_pipe.ssrc
         assert await wait_until(lambda: downstream.dropped is not None, timeout=10)
         lost = downstream.dropped
@@ -357,8 +443,8 @@ async def test_garbage_on_the_pipe_is_counted_and_dropped_and_the_call_goes_on(w
                                             for w, b in zip((origin, other), before, strict=True)))
         assert [w.counters.handler_errors for w in (origin, other)] == [b[1] for b in before]
         sender.close()
-        frames = far.frames_from(owner, "video")
-        assert await wait_until(lambda: far.frames_from(owner, "video") > frames + 15)
+        frames = far.received_from(owner, "video")
+        assert await wait_until(lambda: far.received_from(owner, "video") > frames + 15)
         assert far.participant.pc.connectionState == "connected"
     finally:
         await publisher.close()
@@ -384,6 +470,11 @@ async def test_one_publisher_and_sixteen_subscribers_on_two_workers(workers) -> 
             assert len(legs) == 9 and sum(1 for leg in legs if leg.sink is not None and leg.sink.plain) == 1
             far_producer = other.rooms[ROOM].remote_participants[owner].producers[producer.source]
             assert len(far_producer.track.legs) == 8
+        # Every subscriber's slots were re-pointed for the joins and the import, never
+        # renegotiated: one offer each.
+        for site in sites:
+            assert await wait_until(site.in_step)
+            assert len(site.offers) == 1
         # When the publisher leaves its worker, its pipes go too.
         await origin.rooms[ROOM].leave(publisher.participant)
         assert origin.pipe is not None and not origin.pipe.exports_of(
