@@ -50,7 +50,7 @@ import numpy as np
 
 from bench._clients import Pacer, Participant, Window
 from bench._media import encode_media
-from bench.sfu import REPOSITORY, ServerProcess, _free_port, running
+from bench.sfu import REPOSITORY, ServerProcess, _free_port, cancel_on_signals, running
 from mcu import aiortc_adapter
 from signaling.tokens import JoinGrant, issue_token
 
@@ -473,11 +473,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)
+    cancel_on_signals()
     aiortc_adapter.configure_ice(["127.0.0.1"], None)
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     started = time.monotonic()

@@ -573,12 +573,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+def cancel_on_signals() -> None:
+    """SIGTERM or SIGINT cancels the running task, so that its servers are stopped."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
+
+
+async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    cancel_on_signals()
     aiortc_adapter.configure_ice(["127.0.0.1"], None)
     workdir = Path(tempfile.mkdtemp(prefix="bench-sfu-"))
     try:

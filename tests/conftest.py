@@ -85,6 +85,16 @@ async def start_process_server(tmp_path: Path, workers: int, **overrides: object
 
 
 @pytest.fixture
+async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """The service with two media worker processes."""
+    server = await start_process_server(tmp_path, 2)
+    try:
+        yield server
+    finally:
+        await server.runner.cleanup()
+
+
+@pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[RunningServer]:
     port = free_port()
     settings.public_url = f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -192,3 +193,14 @@ class RtcpProbe:
 
     async def send_nack(self, transceiver, media_ssrc: int, lost: list[int]) -> None:
         await transceiver.receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+def first_ssrc_per_mid(sdp: str) -> dict[str, int]:
+    """Each m-section's mid and the first SSRC it announces (what a leg sends with)."""
+    found = {}
+    for section in sdp.split("\r\nm=")[1:]:
+        mid = re.search(r"^a=mid:(\S+)", section, re.M)
+        ssrc = re.search(r"^a=ssrc:(\d+) ", section, re.M)
+        if mid and ssrc:
+            found[mid.group(1)] = int(ssrc.group(1))
+    return found

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +10,6 @@ from mcu.pool import WorkerProcess
 from multipoint.app import LIVE_ROOMS, POOL
 from signaling.links import join_url
 from tests.browser.conftest import new_context, screenshot
-from tests.conftest import RunningServer, start_process_server
 
 pytestmark = pytest.mark.browser
 
@@ -30,15 +27,6 @@ async () => {
   return {frames, packets};
 }
 """
-
-
-@pytest.fixture
-async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_process_server(tmp_path, 2)
-    try:
-        yield server
-    finally:
-        await server.runner.cleanup()
 
 
 async def receiving(page, within: float) -> bool:

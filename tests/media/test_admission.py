@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from multipoint.app import DATABASE, MEDIA
+from multipoint.app import DATABASE, MEDIA, POOL
 from scheduler.bridges import create_bridge
 from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
@@ -96,3 +96,43 @@ async def test_the_scheduler_opens_and_closes_rooms_on_the_media_worker(server) 
         await control.close_room("briefing")  # idempotent
     finally:
         await client.close()
+
+
+async def test_admission_counts_what_a_participant_really_costs(tmp_path) -> None:
+    """A mixed-mode participant is a mixed unit (24), a forwarded one an HD unit (11):
+    read before admission, recorded as such, and placed by it."""
+    from tests.conftest import start_process_server
+
+    # A worker of 30 units: room for two forwarded participants, or one mixed.
+    server = await start_process_server(tmp_path, 1, scheduler_worker_capacity_units=30)
+    clients = []
+    try:
+        first = await SignalClient.connect(server.ws_url)
+        clients.append(first)
+        await first.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
+                          "name": "Jednotka", "mode": "mixed"})
+        assert (await first.next("joined"))["room"] == "sal"
+        second = await SignalClient.connect(server.ws_url)
+        clients.append(second)
+        await second.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
+                           "name": "Úředník"})
+        refused = await second.next("error")
+        assert refused["code"] == "capacity_full"  # 24 + 11 > 30
+        await first.close()
+        clients.remove(first)
+        assert await wait_until(lambda: server.app[POOL].states[0].used_units == 0)
+        third = await SignalClient.connect(server.ws_url)
+        clients.append(third)
+        await third.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
+                          "name": "Úředník"})
+        assert (await third.next("joined"))["room"] == "sal"  # the mixed one's units are free
+
+        def kinds() -> dict[str, str]:
+            with server.app[DATABASE].session() as session:
+                return {r.participant: r.kind for r in session.scalars(select(CallRecord))}
+
+        assert await wait_until(lambda: kinds() == {"Jednotka": "mixed", "Úředník": "hd"})
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()

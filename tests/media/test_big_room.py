@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -26,7 +25,7 @@ from mcu import aiortc_adapter as adapter
 from mcu import rtp
 from multipoint.app import MEDIA
 from signaling.tokens import JoinGrant, issue_token
-from tests.peers import wait_until
+from tests.peers import first_ssrc_per_mid, wait_until
 
 pytestmark = pytest.mark.media
 
@@ -87,7 +86,7 @@ class Site:
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         assert self._ws is not None
-        self.ssrc_of_mid.update(_first_ssrc_per_mid(offer["sdp"]))
+        self.ssrc_of_mid.update(first_ssrc_per_mid(offer["sdp"]))
         await self.pc.setRemoteDescription(_description(offer["sdp"]))
         sending = {offer["publish"]["microphone"], offer["publish"]["camera"]} if self.streams else set()
         for transceiver in self.pc.getTransceivers():
@@ -145,15 +144,6 @@ def _description(sdp: str) -> Any:
 
     return RTCSessionDescription(sdp=sdp, type="offer")
 
-
-def _first_ssrc_per_mid(sdp: str) -> dict[str, int]:
-    found = {}
-    for section in sdp.split("\r\nm=")[1:]:
-        mid = re.search(r"^a=mid:(\S+)", section, re.M)
-        ssrc = re.search(r"^a=ssrc:(\d+) ", section, re.M)
-        if mid and ssrc:
-            found[mid.group(1)] = int(ssrc.group(1))
-    return found
 
 
 async def test_sixty_sites_get_small_offers_and_the_loudest_voices_through_their_slots(server) -> None:

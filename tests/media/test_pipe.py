@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ from mcu.forwarding import Consumer
 from mcu.participant import Offer, Participant
 from mcu.pipe import PipedProducer
 from mcu.room import MediaWorker, Room
-from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, wait_until
+from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, first_ssrc_per_mid, wait_until
 
 pytestmark = pytest.mark.media
 
@@ -73,7 +72,7 @@ class Site:
             return
         self.offers.append(offer)
         self.publish = offer.publish
-        self.ssrc_of_mid.update(_first_ssrc_per_mid(offer.sdp))
+        self.ssrc_of_mid.update(first_ssrc_per_mid(offer.sdp))
         self._show(offer.tracks)
         task = asyncio.ensure_future(self._answer(offer))
         self._tasks.add(task)
@@ -165,15 +164,6 @@ class Site:
             task.cancel()
         await self.peer.close()
 
-
-def _first_ssrc_per_mid(sdp: str) -> dict[str, int]:
-    found = {}
-    for section in sdp.split("\r\nm=")[1:]:
-        mid = re.search(r"^a=mid:(\S+)", section, re.M)
-        ssrc = re.search(r"^a=ssrc:(\d+) ", section, re.M)
-        if mid and ssrc:
-            found[mid.group(1)] = int(ssrc.group(1))
-    return found
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,6 @@ from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
 
 pytestmark = pytest.mark.media
-
-
-@pytest.fixture
-async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await start_process_server(tmp_path, 2)
-    try:
-        yield server
-    finally:
-        await server.runner.cleanup()
 
 
 def token(server: RunningServer, room: str, scheduled: bool = False, role: str = "guest") -> str:
