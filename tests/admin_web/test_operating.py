@@ -32,6 +32,11 @@ async def test_operator_mutes_and_removes_a_participant_who_observes_it(server, 
                  .every((tr) => parseInt(tr.cells[4].textContent) > 0)""", timeout=20_000)
         assert "%" in await row.locator("td").nth(3).text_content()
         assert await page.locator("#nodes tbody tr").count() == 2  # the local node's workers
+        # Each media worker of this front, with its load (one inline worker here).
+        assert await page.locator("#workers tbody tr").count() == 1
+        await page.wait_for_function(  # Alice and Bob, once the worker has reported them
+            """() => document.querySelector("#workers tr[data-worker='0']").cells[3]
+                     .textContent === '2'""", timeout=20_000)
         await screenshot(page, "admin-operating")
 
         await row.get_by_role("button", name="Ztlumit").click()

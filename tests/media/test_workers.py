@@ -113,7 +113,8 @@ async def test_a_room_larger_than_a_worker_spans_two_and_everyone_receives_every
     # A worker takes two HD participants (22 units): four sites fill both workers.
     server = await start_process_server(tmp_path, 2, scheduler_worker_capacity_units=22)
     link = token(server, "krajsky-briefing")
-    sites = [Site(server, link, f"ORP {i}") for i in range(4)]
+    host = token(server, "krajsky-briefing", role="host")
+    sites = [Site(server, host if i == 0 else link, f"ORP {i}") for i in range(4)]
     try:
         for site in sites:
             await site.join()
@@ -128,6 +129,19 @@ async def test_a_room_larger_than_a_worker_spans_two_and_everyone_receives_every
                      if r["name"] == "krajsky-briefing"]
         assert sorted(listed["workers"]) == [0, 1]
         assert sorted(p["worker"] for p in listed["participants"]) == [0, 0, 1, 1]
+        # Room-wide, whichever worker: the participant list, chat, the host's moderation.
+        assert await wait_until(lambda: all(
+            len((s.client.of_type("participants") or [{}])[-1].get("participants", [])) == 4
+            for s in sites))
+        far = next(s for s in sites if s.participant in
+                   {p["id"] for p in listed["participants"] if p["worker"] == 1})
+        await far.client.send({"type": "chat", "text": "Dobrý den z druhého procesu"})
+        assert await wait_until(lambda: all(s.client.of_type("chat") for s in sites))
+        await sites[0].client.send({"type": "mute", "participant": far.participant})
+        assert await wait_until(lambda: far.client.of_type("muted"))
+        assert await wait_until(lambda: any(
+            p["id"] == far.participant and p["audio_muted"]
+            for p in sites[0].client.of_type("participants")[-1]["participants"]))
         # A fifth site finds both workers full: refused, the others unharmed.
         late = await SignalClient.connect(server.ws_url)
         try:
