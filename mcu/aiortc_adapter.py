@@ -28,6 +28,7 @@ import fcntl
 import logging
 import random
 import struct
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,14 @@ PINNED_AIOICE = "0.13.0"
 
 class AdapterError(RuntimeError):
     """aiortc/aioice are not the versions this adapter was written against."""
+
+
+# What aiortc's receive path keeps per receiver: a jitter buffer, a NACK generator and a
+# bandwidth estimator (for video about 100 KiB, mostly the estimator's 1,000 one-
+# millisecond rate buckets). That path never runs here (take_over_transceiver), and a
+# participant has 16 transceivers: keeping them was half of a participant's memory.
+_UNUSED_RECEIVER_STATE = ("_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__nack_generator",
+                          "_RTCRtpReceiver__remote_bitrate_estimator")
 
 
 def check_internals() -> None:
@@ -102,6 +111,10 @@ def check_internals() -> None:
     session = pylibsrtp.Session()
     if not hasattr(session, "_srtp"):
         problems.append("pylibsrtp Session instance has no _srtp")
+    receiver = RTCRtpReceiver("video", types.SimpleNamespace(state="new"))
+    for name in _UNUSED_RECEIVER_STATE:
+        if not hasattr(receiver, name):
+            problems.append(f"RTCRtpReceiver instance has no {name}")
     if problems:
         raise AdapterError("aiortc adapter cannot run: " + "; ".join(problems))
 
@@ -237,12 +250,17 @@ def take_over_transceiver(
 ) -> None:
     """Stop aiortc from running this transceiver's sender/receiver; report negotiation.
 
+    The receiver's own receive state is dropped, so its DTLS transport must be tapped
+    (:func:`tap_transport`): aiortc's receive path could not run on it any more.
+
     ``on_receive`` gets the parameters and the DTLS transport the media arrives on.
     ``on_send`` gets the parameters, our SSRC and RTX SSRC (which aiortc wrote into the
     SDP) and the DTLS transport to send on. Called again after each renegotiation.
     """
     kind = transceiver.kind
     receiver, sender = transceiver.receiver, transceiver.sender
+    for name in _UNUSED_RECEIVER_STATE:
+        setattr(receiver, name, None)
 
     async def receive(parameters: Any) -> None:
         if on_receive is not None:

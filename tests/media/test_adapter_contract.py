@@ -5,6 +5,8 @@ If a new aiortc breaks what the adapter relies on, these fail before anything el
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from mcu._fanout import Sink
 
@@ -110,6 +112,35 @@ async def test_legs_send_through_a_sink_bound_while_the_transport_is_connected(e
 async def test_no_decoder_runs_on_the_server(echo_call) -> None:
     _, participant, _, _ = echo_call
     assert not any(aiortc_adapter.decoder_running(t) for t in participant.pc.getTransceivers())
+
+
+async def test_a_taken_over_transceiver_keeps_none_of_aiortcs_receive_state() -> None:
+    """aiortc gives every video receiver a bandwidth estimator of 1,000 rate buckets
+    (about 100 KiB) that our packet path never uses; a participant has 16 transceivers."""
+
+    async def allocated_by(connections: int, take_over: bool) -> int:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            made = []
+            for _ in range(connections):
+                pc = aiortc_adapter.new_peer_connection([])
+                for _ in range(13):
+                    transceiver = pc.addTransceiver("video", direction="sendonly")
+                    if take_over:
+                        aiortc_adapter.take_over_transceiver(transceiver, None, None)
+                made.append(pc)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        for pc in made:
+            await pc.close()
+        return held // connections
+
+    kept = await allocated_by(5, take_over=False)
+    dropped = await allocated_by(5, take_over=True)
+    assert kept > 13 * 50_000  # what aiortc allocates: the reason for dropping it
+    assert dropped < kept / 4, (kept, dropped)
 
 
 def test_internals_are_checked_at_import() -> None:
