@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvloop
@@ -19,6 +19,7 @@ from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
+from scheduler.leases import NodeLease
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.nodes import register_node
 from scheduler.rollout import apply_selftest
@@ -37,6 +38,7 @@ MEDIA = web.AppKey("media", MediaWorker)  # only with MULTIPOINT_MEDIA_INLINE
 POOL = web.AppKey("pool", WorkerPool)
 SETTINGS = web.AppKey("settings", Settings)
 LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
+NODE_LEASE = web.AppKey("node_lease", NodeLease)
 
 
 class SchedulerCallLog(CallLog):
@@ -72,16 +74,19 @@ class MediaRoomControl:
             await self.live_rooms.close(room, "the booked time is over")
 
 
-def register_workers(database: Database, settings: Settings) -> list[int]:
-    """Record this node and its workers for the scheduler; their database ids by index."""
+def register_workers(database: Database, settings: Settings) -> tuple[int, list[int]]:
+    """Record this node (taking its lease) and its workers for the scheduler; the node's
+    id and its workers' database ids by index."""
     now = datetime.now(UTC)
     node_id = register_node(database, settings.node_name, settings.worker_count,
-                            settings.scheduler_worker_capacity_units, now)
+                            settings.scheduler_worker_capacity_units, now,
+                            labels=settings.node_labels, addresses=[settings.public_url],
+                            lease=timedelta(seconds=settings.node_lease_seconds))
     with database.session() as session:
         rows = session.execute(select(MediaWorkerRow.index, MediaWorkerRow.id)
                                .where(MediaWorkerRow.node_id == node_id)).all()
     ids = dict(rows)
-    return [ids[index] for index in range(settings.worker_count)]
+    return node_id, [ids[index] for index in range(settings.worker_count)]
 
 
 def media_config(settings: Settings) -> dict[str, Any]:
@@ -97,7 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     url = settings.effective_database_url
     upgrade(url)  # embedded SQLite needs nothing else to run: create or update the schema
     database = Database(url)
-    worker_ids = register_workers(database, settings)
+    node_id, worker_ids = register_workers(database, settings)
     config = settings.scheduler_config()
 
     signaling: Signaling | None = None
@@ -160,6 +165,21 @@ def create_app(settings: Settings) -> web.Application:
         settings.public_url, settings.signing_secret(), serial,
         ttl_s=settings.selftest_ttl_minutes * 60))
 
+    async def rooms_moved(rooms: list[str]) -> None:
+        # Fencing: this node was reaped while it did not answer (paused, cut off) and
+        # these rooms now live on other nodes. Their participants here are disconnected;
+        # their pages rejoin and admission routes them to the room's new worker.
+        for room in rooms:
+            await live_rooms.close(room, "moved to another node")
+
+    # Alone on SQLite there is nobody to reap (and nobody to reap this node): it only
+    # renews its own lease, which keeps its workers placement candidates.
+    node_lease = NodeLease(database, config, node_id,
+                           timedelta(seconds=settings.node_lease_seconds),
+                           reap=database.engine.dialect.name == "postgresql",
+                           on_rooms_moved=rooms_moved, clock=services.clock)
+    app[NODE_LEASE] = node_lease
+
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")
 
@@ -167,8 +187,10 @@ def create_app(settings: Settings) -> web.Application:
 
     async def start_workers(app: web.Application) -> None:
         await pool.start()
+        node_lease.start()
 
     async def shutdown(app: web.Application) -> None:
+        await node_lease.stop()
         await pool.stop()
         database.dispose()
 

@@ -26,6 +26,14 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print("multipoint: --workers must be 0 (every core) or more", file=sys.stderr)
             return 2
         settings.workers = args.workers
+    try:
+        if args.node is not None:  # validated as the variable would be
+            settings = load_settings(node=args.node, http_host=settings.http_host,
+                                     http_port=settings.http_port, workers=settings.workers)
+        settings.check_node_database()
+    except SettingsError as exc:
+        print(f"multipoint: {exc}", file=sys.stderr)
+        return 2
     run_server(settings)
     return 0
 
@@ -126,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="HTTP listen port (default 8080)")
     serve.add_argument("--workers", type=int,
                        help="media worker processes (default MULTIPOINT_WORKERS, 0 = every core)")
+    serve.add_argument("--node", help="this node's name among several sharing one PostgreSQL "
+                       "database (default MULTIPOINT_NODE; none: the single node 'local')")
     serve.set_defaults(handler=_cmd_serve)
 
     db = commands.add_parser("db", help="database schema")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -58,7 +59,12 @@ class Settings(BaseSettings):
     # one worker inside the front process instead (debugging; tests that inspect media).
     workers: int = Field(0, ge=0, le=256)
     media_inline: bool = False
-    node_name: str = Field("local", min_length=1, max_length=100)
+    # This node's name among several sharing one PostgreSQL database (docs/workers.md,
+    # "Nodes"); empty: the single embedded node "local". Its labels steer placement
+    # ("izs": IZS rooms go there; "izs" without "general": nothing else does).
+    node: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
+    node_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    node_lease_seconds: float = Field(10, ge=1, le=600)
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
@@ -93,10 +99,20 @@ class Settings(BaseSettings):
             raise ValueError("must be an e-mail address")
         return value
 
-    @field_validator("media_addresses", "stun_servers", "turn_servers", mode="before")
+    @field_validator("media_addresses", "stun_servers", "turn_servers", "node_labels",
+                     mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _node_labels(cls, value: list[str]) -> list[str]:
+        labels = [label.lower() for label in value]
+        for label in labels:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]{0,39}$", label):
+                raise ValueError(f"{label!r} is not a label (a-z, digits, '-', '_')")
+        return labels
 
     @field_validator("media_addresses")
     @classmethod
@@ -147,6 +163,23 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'multipoint.db').resolve()}"
+
+    @property
+    def node_name(self) -> str:
+        """The name this node registers under: the single embedded node is "local"."""
+        return self.node or "local"
+
+    def check_node_database(self) -> None:
+        """Several named nodes need one shared PostgreSQL database: refuse SQLite.
+
+        Each machine's SQLite file would be a database of its own, so the nodes would
+        not see one another's leases and rooms (and SQLite has no row locks to share).
+        """
+        if self.node and not self.effective_database_url.startswith("postgresql"):
+            raise SettingsError(
+                f"{ENV_PREFIX}NODE: the named node {self.node!r} needs a PostgreSQL database "
+                f"shared by every node ({ENV_PREFIX}DATABASE_URL=postgresql+psycopg://...); "
+                "leave the node unnamed to serve alone on the embedded SQLite")
 
     @property
     def worker_count(self) -> int:

@@ -126,6 +126,15 @@ class CapacityDay(Base):
 
 
 class MediaNode(Base):
+    """One ``multipoint serve`` process (a front and its workers) on one machine.
+
+    ``lease_expires_at`` is the node's lease (scheduler/leases.py): it renews it every
+    few seconds; once it has lapsed a live node's reaper marks it dead (``dead_at``) and
+    places its open rooms elsewhere. A node without a lease (NULL: one seeded or added by
+    hand, as before leases) is live while enabled. ``labels`` (e.g. ``["izs"]``) steer
+    placement (scheduler/placement.py); ``addresses`` are the public URLs of its front.
+    """
+
     __tablename__ = "media_nodes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,6 +142,28 @@ class MediaNode(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    addresses: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RoomMove(Base):
+    """A room the reaper took from a dead node and placed on another node's worker.
+
+    The dead node, should it come back (it was only paused), learns from these rows
+    which rooms it must stop serving (fencing); they stay as the history of failovers.
+    """
+
+    __tablename__ = "room_moves"
+    __table_args__ = (Index("ix_room_moves_node_moved", "from_node_id", "moved_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_name: Mapped[str] = mapped_column(String(64))
+    from_node_id: Mapped[int] = mapped_column(ForeignKey("media_nodes.id"))
+    from_worker_id: Mapped[int | None] = mapped_column(Integer)
+    to_worker_id: Mapped[int] = mapped_column(Integer)
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class MediaWorker(Base):

@@ -6,7 +6,9 @@ decision runs on a pool that is changing under it.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,14 +21,31 @@ from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
 from scheduler.rooms import worker_loads
 from scheduler.transactions import run_decision
 
+LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
 
 def register_node(db: Database, name: str, workers: int, capacity_units: int,
-                  now: datetime) -> int:
-    """Create a node (or refresh its heartbeat and worker count); returns its id."""
+                  now: datetime, *, labels: Sequence[str] | None = None,
+                  addresses: Sequence[str] | None = None,
+                  lease: timedelta | None = None) -> int:
+    """Create a node (or refresh its heartbeat and worker count); returns its id.
+
+    ``labels`` and ``addresses`` replace the node's when given. With ``lease`` the node
+    takes its lease until ``now + lease`` and is alive again if it had been reaped (a
+    node that starts serves none of its old rooms that moved away: it has none in
+    memory); without, its lease is left as it is.
+    """
     if not 1 <= workers <= 256:
         raise InvalidInput("invalid_workers", "a node has 1 to 256 workers")
     if not 1 <= capacity_units <= 1_000_000:
         raise InvalidInput("invalid_capacity", "a worker's capacity is 1 to 1,000,000 units")
+    clean_labels = sorted({label.strip().lower() for label in labels or () if label.strip()})
+    for label in clean_labels:
+        if not LABEL.match(label):
+            raise InvalidInput("invalid_label", f"invalid node label {label!r}: use a-z, "
+                               "digits, '-' and '_' (at most 40)")
+    if lease is not None and lease <= timedelta(0):
+        raise InvalidInput("invalid_lease", "a lease lasts a positive time")
 
     def decide(session: Session) -> int:
         node = session.scalar(select(MediaNode).where(MediaNode.name == name))
@@ -35,6 +54,12 @@ def register_node(db: Database, name: str, workers: int, capacity_units: int,
             session.add(node)
             session.flush()
         node.heartbeat_at = now
+        if labels is not None:
+            node.labels = clean_labels
+        if addresses is not None:
+            node.addresses = list(addresses)
+        if lease is not None:
+            node.lease_expires_at, node.dead_at = now + lease, None
         existing = {w.index: w for w in session.scalars(
             select(MediaWorker).where(MediaWorker.node_id == node.id))}
         for index in range(max(workers, len(existing))):
@@ -69,6 +94,8 @@ def nodes_json(session: Session, config: SchedulerConfig) -> list[dict[str, obje
         result.append({
             "id": node.id, "name": node.name, "enabled": node.enabled,
             "heartbeat_at": node.heartbeat_at.isoformat() if node.heartbeat_at else None,
+            "labels": list(node.labels or []), "addresses": list(node.addresses or []),
+            "lease_expires_at": iso(node.lease_expires_at), "dead_at": iso(node.dead_at),
             "workers": [{"id": w.id, "index": w.index, "capacity_units": w.capacity_units,
                          "enabled": w.enabled,
                          "booked_units": loads[w.id].booked if w.id in loads else 0,
@@ -76,6 +103,10 @@ def nodes_json(session: Session, config: SchedulerConfig) -> list[dict[str, obje
                         for w in workers],
         })
     return result
+
+
+def iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant else None
 
 
 def set_quota(db: Database, config: SchedulerConfig, organisation_id: int,

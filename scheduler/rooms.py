@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.config import SchedulerConfig
@@ -59,11 +59,23 @@ class AdmissionDecision:
     izs: bool = False  # an IZS room: admitted on a full worker, placed first
 
 
-def worker_loads(session: Session, costs: UnitCosts) -> list[WorkerLoad]:
-    workers = session.execute(
-        select(MediaWorker.id, MediaWorker.capacity_units)
-        .join(MediaNode, MediaNode.id == MediaWorker.node_id)
-        .where(MediaWorker.enabled.is_(True), MediaNode.enabled.is_(True))).all()
+def node_is_live(now: datetime) -> ColumnElement[bool]:
+    """A node whose workers may take rooms at ``now``: enabled, not reaped, and either
+    holding a lease that has not lapsed or keeping none (a node added by hand)."""
+    return and_(MediaNode.enabled.is_(True), MediaNode.dead_at.is_(None),
+                or_(MediaNode.lease_expires_at.is_(None), MediaNode.lease_expires_at > now))
+
+
+def worker_loads(session: Session, costs: UnitCosts, *, live_at: datetime | None = None,
+                 ) -> list[WorkerLoad]:
+    """The load of every enabled worker of an enabled node; with ``live_at``, of those
+    whose node is live then (the placement candidates)."""
+    query = (select(MediaWorker.id, MediaWorker.capacity_units, MediaNode.labels)
+             .join(MediaNode, MediaNode.id == MediaWorker.node_id)
+             .where(MediaWorker.enabled.is_(True), MediaNode.enabled.is_(True)))
+    if live_at is not None:
+        query = query.where(node_is_live(live_at))
+    workers = session.execute(query).all()
     booked = dict(session.execute(
         select(Room.worker_id, func.sum(Room.units)).where(Room.state == "open")
         .group_by(Room.worker_id)).all())
@@ -74,14 +86,27 @@ def worker_loads(session: Session, costs: UnitCosts) -> list[WorkerLoad]:
         if worker_id is not None:
             cost = costs.of(kind) if kind in KINDS else costs.hd
             live[worker_id] = live.get(worker_id, 0) + cost * count
-    return [WorkerLoad(w.id, w.capacity_units, int(booked.get(w.id) or 0), live.get(w.id, 0))
+    return [WorkerLoad(w.id, w.capacity_units, int(booked.get(w.id) or 0), live.get(w.id, 0),
+                       frozenset(w.labels or ()))
             for w in workers]
+
+
+def placed_izs(session: Session, booking_id: int | None, bridge_id: int | None) -> bool:
+    """Is a room placed as an IZS room? A standing bridge, an IZS or emergency booking."""
+    if bridge_id is not None:
+        return True
+    if booking_id is None:
+        return False
+    row = session.execute(select(Booking.izs, Booking.priority)
+                          .where(Booking.id == booking_id)).first()
+    return row is not None and (bool(row.izs) or row.priority == "emergency")
 
 
 def open_room(session: Session, config: SchedulerConfig, name: str, units: int, now: datetime,
               *, booking_id: int | None = None, bridge_id: int | None = None,
               occurrence_id: int | None = None) -> Room | None:
-    """Mark a room open on the worker with most room to spare; None if there is no worker.
+    """Mark a room open on the live worker with most room to spare that its labels allow
+    (scheduler/placement.py); None if there is no such worker.
 
     A room already open stays on its worker (only its occurrence is updated).
     """
@@ -89,7 +114,8 @@ def open_room(session: Session, config: SchedulerConfig, name: str, units: int, 
     if room is not None and room.state == "open":
         room.occurrence_id = occurrence_id or room.occurrence_id
         return room
-    worker = place(worker_loads(session, config.unit_costs), units)
+    worker = place(worker_loads(session, config.unit_costs, live_at=now), units,
+                   izs=placed_izs(session, booking_id, bridge_id))
     if worker is None:
         return None
     if room is None:

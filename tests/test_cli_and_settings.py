@@ -115,6 +115,43 @@ def test_serve_runs_everything_with_embedded_sqlite(env, tmp_path: Path) -> None
         process.wait(timeout=10)
 
 
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_a_named_node_is_refused_on_sqlite(env, tmp_path: Path, how: str) -> None:
+    # Several nodes share one PostgreSQL database; each machine's SQLite file would not.
+    args = ["serve", "--port", str(free_port())]
+    if how == "option":
+        args += ["--node", "brno"]
+    else:
+        env["MULTIPOINT_NODE"] = "brno"
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    assert "MULTIPOINT_NODE" in result.stderr and "PostgreSQL" in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "multipoint.db").exists(), "refused before serving"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MULTIPOINT_NODE", "no spaces"), ("MULTIPOINT_NODE_LABELS", "izs,Not Ok"),
+    ("MULTIPOINT_NODE_LEASE_SECONDS", "0"),
+])
+def test_invalid_node_settings_are_named(env, variable: str, value: str) -> None:
+    env[variable] = value
+    result = run_cli("serve", env=env)
+    assert result.returncode == 2 and variable in result.stderr, result.stderr
+
+
+def test_node_settings_are_read() -> None:
+    from multipoint.settings import Settings
+
+    plain = Settings(data_dir=Path("/nonexistent"))
+    assert plain.node_name == "local" and plain.node_labels == [] \
+        and plain.node_lease_seconds == 10
+    plain.check_node_database()  # the single embedded node: fine on SQLite
+    named = Settings(node="brno", node_labels="IZS, general",  # type: ignore[arg-type]
+                     database_url="postgresql+psycopg://db.example/multipoint")
+    assert named.node_name == "brno" and named.node_labels == ["izs", "general"]
+    named.check_node_database()
+
+
 def test_user_create_reads_the_password_from_stdin(env, tmp_path: Path) -> None:
     from sqlalchemy import select
 
