@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
 from scheduler.leases import NodeLease
 from scheduler.models import MediaWorker as MediaWorkerRow
-from scheduler.nodes import register_node
+from scheduler.nodes import front_of_worker, live_fronts, register_node
 from scheduler.rollout import apply_selftest
 from scheduler.rooms import RoomInfo
 from scheduler.selftests import record_selftest
@@ -145,9 +146,23 @@ def create_app(settings: Settings) -> web.Application:
 
     async def admit(grant: JoinGrant, kind: str) -> Admission:
         decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
+        if decision.allowed and decision.worker_id is not None \
+                and decision.worker_id not in worker_ids:
+            # Placed on another node's worker: the participant is sent to that front.
+            front = await asyncio.to_thread(read, front_of_worker, decision.worker_id)
+            return Admission(True, decision.code, decision.message, redirect=front) \
+                if front else Admission(False, "room_unreachable",
+                                        "the room's media node has no address; try again")
         worker = worker_ids.index(decision.worker_id) \
             if decision.worker_id in worker_ids else None
         return Admission(decision.allowed, decision.code, decision.message, worker, decision.izs)
+
+    def read(query: Callable[..., Any], *args: Any) -> Any:
+        with database.session() as session:
+            return query(session, *args)
+
+    async def fronts() -> list[str]:
+        return await asyncio.to_thread(read, live_fronts, services.clock(), node_id)
 
     costs = config.unit_costs
     signaling = setup_signaling(app, SignalingConfig(
@@ -155,7 +170,7 @@ def create_app(settings: Settings) -> web.Application:
         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
         recordings_dir=settings.data_dir / "recordings",
         units=lambda mode: costs.mixed if mode == "mixed" else costs.hd),
-        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids))
+        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms

@@ -18,7 +18,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
-from scheduler.rooms import worker_loads
+from scheduler.rooms import node_is_live, worker_loads
 from scheduler.transactions import run_decision
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -154,3 +154,20 @@ def quotas_json(session: Session, config: SchedulerConfig) -> dict[str, object]:
         "quotas": [{"organisation_id": org, "name": name, "share_percent": share / 100,
                     "units": pool * share // 10000} for org, share, name in rows],
     }
+
+
+def live_fronts(session: Session, now: datetime, first: int | None = None) -> list[str]:
+    """The public URLs of the fronts of live nodes (``first``'s own first): where a
+    participant's page may connect, and reconnect when its front goes away."""
+    rows = session.execute(select(MediaNode.id, MediaNode.addresses)
+                           .where(node_is_live(now)).order_by(MediaNode.id)).all()
+    ordered = sorted(rows, key=lambda row: row[0] != first)
+    return [address for _, addresses in ordered for address in addresses or []]
+
+
+def front_of_worker(session: Session, worker_id: int) -> str | None:
+    """The public URL of the front of the node that owns ``worker_id`` (None: unknown)."""
+    addresses = session.scalar(select(MediaNode.addresses)
+                               .join(MediaWorker, MediaWorker.node_id == MediaNode.id)
+                               .where(MediaWorker.id == worker_id))
+    return addresses[0] if addresses else None

@@ -47,10 +47,16 @@ class Admission:
     message: str = ""
     worker: int | None = None  # the scheduler's choice among this node's workers
     priority: bool = False  # IZS: never refused for load
+    redirect: str | None = None  # the room lives on another node: that node's front
 
 
 AdmitJoin = Callable[[JoinGrant, str], Awaitable[Admission]]  # (grant, unit kind)
 RecordSelfTest = Callable[[dict[str, Any]], Awaitable[int]]
+Fronts = Callable[[], Awaitable[list[str]]]  # public URLs of the live fronts, own first
+
+
+async def this_front_only() -> list[str]:
+    return []
 
 
 async def admit_everyone(grant: JoinGrant, kind: str) -> Admission:
@@ -138,11 +144,12 @@ class Signaling:
     events routed to them."""
 
     def __init__(self, config: SignalingConfig, pool: WorkerPool, admit: AdmitJoin,
-                 call_log: CallLog) -> None:
+                 call_log: CallLog, fronts: Fronts = this_front_only) -> None:
         self.config = config
         self.pool = pool
         self.admit = admit
         self.call_log = call_log
+        self.fronts = fronts
         self.channels: dict[str, RoomChannel] = {}
         self.connections: dict[str, ParticipantConnection] = {}  # participant id -> its socket
         self._ids = itertools.count(1)
@@ -329,6 +336,12 @@ class ParticipantConnection:
             admission = await signaling.admit(grant, "mixed" if mode == "mixed" else "hd")
             if not admission.allowed:
                 raise ProtocolError(admission.code or "not_admitted", admission.message)
+            if admission.redirect is not None:
+                # The room lives on another node: the page joins there, same token.
+                await self.send({"type": "redirect", "front": admission.redirect,
+                                 "reason": "room_on_another_node"})
+                await self.ws.close()
+                return
         channel = signaling.channels.get(grant.room)  # again: admission took a while
         if channel is None:
             channel = signaling.channels[grant.room] = RoomChannel(grant.room, echo, signaling)
@@ -354,7 +367,7 @@ class ParticipantConnection:
         channel.add(self, worker)
         await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant_id,
                          "room": grant.room, "role": grant.role, "name": name,
-                         "locked": channel.locked})
+                         "locked": channel.locked, "fronts": await signaling.fronts()})
         if not echo:
             self.call_record = await signaling.call_log.joined(grant.room, name, mode, worker)
         await self.request("negotiate", participant=participant_id)
@@ -464,10 +477,10 @@ async def record(pool: WorkerPool, channel: RoomChannel, recordings_dir: Path,
 
 def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerPool,
                     record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone,
-                    call_log: CallLog | None = None) -> Signaling:
+                    call_log: CallLog | None = None, fronts: Fronts = this_front_only) -> Signaling:
     """Add the participant endpoints to ``app``; return the front's signaling state (the
     pool's events go to its ``on_worker_event`` and ``on_worker_lost``)."""
-    signaling = Signaling(config, pool, admit, call_log or CallLog())
+    signaling = Signaling(config, pool, admit, call_log or CallLog(), fronts)
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                                    autoescape=True)
 

@@ -12,6 +12,7 @@ const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
+  front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
 };
 window.multipointCall = state; // for tests and support staff
 
@@ -54,9 +55,21 @@ async function join() {
   updateButtons();
 }
 
+// Join through the front in use, following the server to the node that hosts the room.
 async function connect(name) {
+  for (let redirects = 0; ; redirects += 1) {
+    try {
+      return await connectOnce(name);
+    } catch (error) {
+      if (error.code !== "redirect" || redirects >= 3) throw error;
+      state.front = error.front;
+    }
+  }
+}
+
+async function connectOnce(name) {
   const mode = params.get("mode") === "mixed" ? "mixed" : "forwarded";
-  const session = new MultipointSession({ token, name, mode });
+  const session = new MultipointSession({ token, name, mode, front: state.front });
   state.session = session;
   session.addEventListener("remotetrack", (event) => onRemoteTrack(event.detail));
   session.addEventListener("offer", () => renderSlots());
@@ -80,6 +93,7 @@ async function connect(name) {
   state.me = joined.participant;
   state.role = joined.role;
   state.locked = joined.locked;
+  state.fronts = joined.fronts ?? [];
   state.reconnects = 0;
   if (state.muted) session.send({ type: "set_muted", audio: true });
   if (state.sharing) session.send({ type: "screen", active: true });
@@ -102,6 +116,11 @@ async function onConnectionLost(session) {
       return;
     } catch (error) {
       if (FINAL_ERRORS.has(error.code)) return end(`${t("error")}: ${error.message}`);
+      // The front in use may be gone with its node: try the next live one.
+      if (state.fronts.length > 1) {
+        const at = state.fronts.indexOf(state.front ?? state.fronts[0]);
+        state.front = state.fronts[(at + 1) % state.fronts.length];
+      }
     }
   }
 }

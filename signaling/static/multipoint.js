@@ -4,12 +4,15 @@
 const ICE_GATHERING_TIMEOUT_MS = 3000;
 
 export class MultipointSession extends EventTarget {
-  constructor({ token, name = "", mode = "forwarded", iceServers = [] }) {
+  // ``front``: the base URL of the front to use (another node's, after a redirect or
+  // when this page's own front is gone); by default the page's own origin.
+  constructor({ token, name = "", mode = "forwarded", iceServers = [], front = null }) {
     super();
     this.token = token;
     this.name = name;
     this.mode = mode;
     this.iceServers = iceServers;
+    this.front = front;
     this.tracks = {};           // receive slot's mid -> who it shows now {participant, name, kind, source}
     this.localTracks = {};      // source -> MediaStreamTrack | null
     this.pc = null;
@@ -26,7 +29,8 @@ export class MultipointSession extends EventTarget {
     this.pc.addEventListener("connectionstatechange", () =>
       this.#emit("connectionstate", { state: this.pc.connectionState }));
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    this.ws = new WebSocket(this.front ? `${this.front.replace(/^http/, "ws").replace(/\/$/, "")}/ws`
+                                       : `${scheme}://${location.host}/ws`);
     return new Promise((resolve, reject) => {
       this.ws.addEventListener("open", () =>
         this.send({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode }));
@@ -45,6 +49,11 @@ export class MultipointSession extends EventTarget {
         if (message.type === "joined") {
           this.participantId = message.participant;
           resolve(message);
+        } else if (message.type === "redirect") {
+          // The room lives on another node: join there with the same link.
+          this.closed = true;
+          reject(Object.assign(new Error("the room is on another node"),
+                               { code: "redirect", front: message.front }));
         } else if (message.type === "error" && !this.participantId) {
           reject(Object.assign(new Error(message.message), { code: message.code }));
         }

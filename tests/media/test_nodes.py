@@ -1,0 +1,270 @@
+"""Two media nodes sharing one PostgreSQL database: routing between fronts, and a call
+that survives `kill -9` of the node hosting it.
+
+Each node is a real `multipoint serve --node NAME` process (a front and its worker
+processes) on loopback, in a process group of its own so that the whole node can be
+killed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from mcu import aiortc_adapter
+from scheduler.bridges import create_bridge
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.models import CallRecord, Organisation, Room
+from scheduler.organisations import org_info
+from scheduler.seed import seed
+from scheduler.units import ParticipantMix
+from signaling.tokens import JoinGrant, issue_token
+from tests.conftest import free_port
+from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.scheduler.conftest import PG_URL, pg_schema_url
+from tests.signal_client import SignalClient
+
+pytestmark = [pytest.mark.media, pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL")]
+
+SECRET = "test-secret-" + "n" * 30
+LEASE_S = 2
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def front(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """The whole node at once, front and workers, as a machine failure would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    schema = "test_" + secrets.token_hex(6)
+    admin = create_engine(PG_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+async def start_node(tmp_path: Path, url: str, name: str, labels: str = "") -> Node:
+    port = free_port()
+    env = dict(os.environ, MULTIPOINT_DATABASE_URL=url, MULTIPOINT_DATA_DIR=str(tmp_path / name),
+               MULTIPOINT_MEDIA_ADDRESSES="127.0.0.1", MULTIPOINT_SECRET_KEY=SECRET,
+               MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{port}", MULTIPOINT_WORKERS="1",
+               MULTIPOINT_NODE_LABELS=labels, MULTIPOINT_NODE_LEASE_SECONDS=str(LEASE_S),
+               MULTIPOINT_SCHEDULER_JOBS="false")
+    log = (tmp_path / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "multipoint", "serve", "--node", name, "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    node = Node(name, port, process)
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-2000:]
+            try:
+                async with http.get(node.front + "/healthz") as response:
+                    if (await response.json()).get("workers") == 1:
+                        return node
+            except (aiohttp.ClientError, ValueError):
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"node {name} did not start: " + (tmp_path / f"{name}.log").read_text()[-2000:])
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Node, Node, str]]:
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    started: list[Node] = []
+    try:
+        # One after the other: the first one creates the schema.
+        started.append(await start_node(tmp_path, database_url, "node-a"))
+        started.append(await start_node(tmp_path, database_url, "node-b", labels="izs"))
+        yield started[0], started[1], database_url
+    finally:
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
+
+
+class Caller:
+    """An aiortc participant that follows redirects and, when its front goes away,
+    joins again through the next live front, as the call page does."""
+
+    def __init__(self, token: str, front: str) -> None:
+        self.token, self.front = token, front
+        self.fronts: list[str] = []
+        self.client: SignalClient | None = None
+        self.redirects = 0
+        self.joins: list[str] = []  # the front of each successful join
+
+    async def join(self) -> None:
+        for _ in range(4):
+            client = await SignalClient.connect(self.front.replace("http", "ws") + "/ws")
+            await client.send({"type": "join", "v": 1, "token": self.token, "name": "HZS"})
+            first = await client.next()
+            if first["type"] == "redirect":
+                self.redirects += 1
+                self.front = first["front"]
+                await client.close()
+                continue
+            assert first["type"] == "joined", first
+            self.fronts = first["fronts"]
+            client.peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+            offer = await client.next("offer")
+            await client._answer(offer)
+            client.auto_answer = True
+            self.client = client
+            self.joins.append(self.front)
+            return
+        raise AssertionError("too many redirects")
+
+    async def rejoin_through_another_front(self) -> None:
+        """Called when the socket died: try the live fronts in turn."""
+        assert self.client is not None
+        await self.client.close()
+        self.client = None
+        for attempt in range(60):
+            self.front = self.fronts[(self.fronts.index(self.front) + 1) % len(self.fronts)] \
+                if self.front in self.fronts else self.fronts[0]
+            try:
+                await self.join()
+                return
+            except (OSError, aiohttp.ClientError, AssertionError, TimeoutError):
+                await asyncio.sleep(0.25 if attempt < 8 else 0.5)
+        raise AssertionError("no front took the call back")
+
+    def receiving(self, minimum: int = 5) -> bool:
+        if self.client is None or self.client.peer is None:
+            return False
+        return sum(self.client.peer.frames("video").values()) >= minimum
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+def izs_bridge(url: str) -> str:
+    database = Database(url)
+    try:
+        with database.session() as session:
+            seed(session, local_workers=0)
+            izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+            return create_bridge(session, SchedulerConfig(), org_info(session, izs.id),
+                                 "Povodně", ParticipantMix(hd=5)).room_name
+    finally:
+        database.dispose()
+
+
+async def test_a_call_is_routed_to_its_node_and_survives_the_node_being_killed(nodes) -> None:
+    node_a, node_b, url = nodes
+    room = izs_bridge(url)
+    token = issue_token(SECRET, JoinGrant(room=room, role="guest", scheduled=True), 600)
+    # Two callers: each joins a room with the other in it, so each has media to receive.
+    first, second = Caller(token, node_a.front), Caller(token, node_a.front)
+    try:
+        await first.join()
+        await second.join()
+        # The IZS bridge is placed on the IZS node: front A sent both there.
+        assert first.redirects == second.redirects == 1
+        assert first.joins == second.joins == [node_b.front]
+        assert first.fronts == [node_b.front, node_a.front]
+        assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=30)
+
+        killed_at = time.monotonic()
+        node_b.kill()
+        assert await wait_until(lambda: first.client.ws.closed and second.client.ws.closed)
+        await asyncio.gather(first.rejoin_through_another_front(),
+                             second.rejoin_through_another_front())
+        assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=20)
+        back_after = time.monotonic() - killed_at
+        print(f"back {back_after:.2f} s after kill -9 of the node")
+        assert back_after < 20, back_after  # the issue's target: 15 s after kill -9
+        assert first.joins[-1] == second.joins[-1] == node_a.front
+    finally:
+        await first.close()
+        await second.close()
+
+    # The database: the room moved to node A's worker once, nothing doubled; the
+    # interrupted call records were closed when the node was reaped.
+    database = Database(url)
+    try:
+        with database.session() as session:
+            placed = session.scalar(select(Room).where(Room.name == room))
+            assert placed is not None and placed.state == "open"
+            records = session.scalars(select(CallRecord).where(CallRecord.room_name == room)).all()
+        assert len(records) == 4
+        assert sum(r.left_at is not None for r in records) >= 2
+    finally:
+        database.dispose()
+
+
+async def test_a_paused_node_whose_rooms_moved_does_not_keep_serving_them(nodes) -> None:
+    """Fencing: a node that stopped answering (SIGSTOP) loses its lease, its room moves;
+    when it resumes it must hand the room's participants over, not serve them on."""
+    node_a, node_b, url = nodes
+    room = izs_bridge(url)
+    token = issue_token(SECRET, JoinGrant(room=room, role="guest", scheduled=True), 600)
+    first, second = Caller(token, node_a.front), Caller(token, node_a.front)
+    database = Database(url)
+
+    def hosting_node() -> str | None:
+        with database.session() as session:
+            return session.scalar(text(
+                "SELECT n.name FROM rooms r JOIN media_workers w ON w.id = r.worker_id "
+                "JOIN media_nodes n ON n.id = w.node_id WHERE r.name = :room"), {"room": room})
+
+    try:
+        await first.join()
+        await second.join()
+        assert first.joins == second.joins == [node_b.front] and hosting_node() == "node-b"
+        assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=30)
+
+        os.killpg(node_b.process.pid, signal.SIGSTOP)
+        assert await wait_until(lambda: hosting_node() == "node-a", timeout=4 * LEASE_S + 5)
+        os.killpg(node_b.process.pid, signal.SIGCONT)
+        # Node B learns at its next renewal that the room moved: its participants are
+        # told and disconnected, and join again, routed to node A.
+        assert await wait_until(lambda: first.client.ws.closed and second.client.ws.closed,
+                                timeout=4 * LEASE_S + 5)
+        assert {m.get("reason") for m in first.client.all if m["type"] == "closed"} \
+            == {"moved to another node"}
+        await asyncio.gather(first.rejoin_through_another_front(),
+                             second.rejoin_through_another_front())
+        assert first.joins[-1] == second.joins[-1] == node_a.front
+        assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=20)
+        async with aiohttp.ClientSession() as http, http.get(node_b.front + "/healthz") as response:
+            assert (await response.json())["peers"] == 0  # node B serves nobody of it
+    finally:
+        if node_b.process.poll() is None:
+            os.killpg(node_b.process.pid, signal.SIGCONT)
+        await first.close()
+        await second.close()
+        database.dispose()
