@@ -12,6 +12,9 @@ from aiohttp import web
 from multipoint.app import create_app
 from multipoint.settings import Settings, load_settings
 
+# The fixtures of two media nodes on PostgreSQL (tests/nodes.py), for media and browser tests.
+pytest_plugins = ["tests.nodes"]
+
 
 def non_loopback_addresses() -> list[str]:
     import ifaddr
