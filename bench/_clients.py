@@ -349,6 +349,8 @@ class Participant:
         self.rejoin_when_disconnected = False
         self._link: tuple[str, str] | None = None
         self._rejoining: asyncio.Task[None] | None = None
+        self.fronts: list[str] = []  # signaling URLs of the live fronts (from "joined")
+        self.redirects = 0
 
     async def _rejoin(self) -> None:
         assert self._link is not None
@@ -371,6 +373,11 @@ class Participant:
                 await self.join(*self._link)
                 return
             except (RuntimeError, aiohttp.ClientError, OSError):
+                # The front may be gone with its node: the next live one, as the page does.
+                ws_url, token = self._link
+                if len(self.fronts) > 1:
+                    at = self.fronts.index(ws_url) if ws_url in self.fronts else -1
+                    self._link = (self.fronts[(at + 1) % len(self.fronts)], token)
                 if self._reader is not None:
                     self._reader.cancel()
                 if self._session is not None:
@@ -380,15 +387,22 @@ class Participant:
                 await asyncio.sleep(0.2)
 
     async def join(self, ws_url: str, token: str) -> None:
-        self._link = (ws_url, token)
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(ws_url, heartbeat=None)
-        await self._ws.send_str(json.dumps({"type": "join", "v": 1, "token": token,
-                                            "name": self.name}))
-        self._reader = asyncio.ensure_future(self._read())
-        self._feedback_task = asyncio.ensure_future(self._send_feedback())
-        await self.joined
-        self.joins += 1
+        for _redirect in range(4):  # a front may send us to the node hosting the room
+            self._link = (ws_url, token)
+            self._session = aiohttp.ClientSession()
+            self._ws = await self._session.ws_connect(ws_url, heartbeat=None)
+            await self._ws.send_str(json.dumps({"type": "join", "v": 1, "token": token,
+                                                "name": self.name}))
+            self._reader = asyncio.ensure_future(self._read())
+            self._feedback_task = asyncio.ensure_future(self._send_feedback())
+            if await self.joined != "redirect":
+                self.joins += 1
+                return
+            self._feedback_task.cancel()
+            await self._session.close()
+            self.joined = asyncio.get_running_loop().create_future()
+            ws_url = self._link[0]
+        raise RuntimeError(f"{self.name}: redirected too often")
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -400,6 +414,15 @@ class Participant:
                 kind = body.get("type")
                 if kind == "joined":
                     self.participant_id = body.get("participant", "")
+                    self.fronts = [f.replace("http", "ws", 1).rstrip("/") + "/ws"
+                                   for f in body.get("fronts", [])]
+                elif kind == "redirect" and self._link is not None and not self.joined.done():
+                    # The room lives on another node: join() goes there, same token.
+                    self.redirects += 1
+                    self._link = (body["front"].replace("http", "ws", 1).rstrip("/") + "/ws",
+                                  self._link[1])
+                    self.joined.set_result("redirect")
+                    return
                 elif kind == "offer":
                     self.largest_offer_bytes = max(self.largest_offer_bytes, len(message.data))
                     await self._answer(body)
@@ -413,6 +436,9 @@ class Participant:
                     return
                 else:
                     self.unknown_messages += 1  # new server-to-client types: ignored
+            if self.rejoin_when_disconnected and self.joined.done():
+                self._rejoining = asyncio.ensure_future(self._rejoin())  # its front went away
+                return
             self._fail("the server closed the signaling connection")
         except asyncio.CancelledError:
             raise

@@ -20,7 +20,7 @@ from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
-from scheduler.leases import NodeLease
+from scheduler.leases import NodeLease, reap_dead_nodes
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.nodes import front_of_worker, live_fronts, register_node
 from scheduler.rollout import apply_selftest
@@ -144,12 +144,19 @@ def create_app(settings: Settings) -> web.Application:
                                               room, role=role, scheduled=True,
                                               ttl_s=settings.invite_ttl_hours * 3600))
 
-    async def admit(grant: JoinGrant, kind: str) -> Admission:
+    async def admit(grant: JoinGrant, kind: str, reaped: bool = False) -> Admission:
         decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
         if decision.allowed and decision.worker_id is not None \
                 and decision.worker_id not in worker_ids:
             # Placed on another node's worker: the participant is sent to that front.
-            front = await asyncio.to_thread(read, front_of_worker, decision.worker_id)
+            front, live = await asyncio.to_thread(read, front_of_worker, decision.worker_id,
+                                                  services.clock())
+            if not live and not reaped and database.engine.dialect.name == "postgresql":
+                # That node's lease has lapsed: move its rooms now (once; any node may)
+                # rather than send the participant to a dead front until the next round.
+                await asyncio.to_thread(reap_dead_nodes, database, services.clock(),
+                                        config=config)
+                return await admit(grant, kind, reaped=True)
             return Admission(True, decision.code, decision.message, redirect=front) \
                 if front else Admission(False, "room_unreachable",
                                         "the room's media node has no address; try again")

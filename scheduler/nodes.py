@@ -157,17 +157,23 @@ def quotas_json(session: Session, config: SchedulerConfig) -> dict[str, object]:
 
 
 def live_fronts(session: Session, now: datetime, first: int | None = None) -> list[str]:
-    """The public URLs of the fronts of live nodes (``first``'s own first): where a
-    participant's page may connect, and reconnect when its front goes away."""
+    """The public URLs of the nodes' fronts: ``first``'s own, then those of live nodes,
+    then the others that are enabled (a node that is down now may be back when a page
+    needs another front: it tries them in this order)."""
+    live = set(session.scalars(select(MediaNode.id).where(node_is_live(now))))
     rows = session.execute(select(MediaNode.id, MediaNode.addresses)
-                           .where(node_is_live(now)).order_by(MediaNode.id)).all()
-    ordered = sorted(rows, key=lambda row: row[0] != first)
+                           .where(MediaNode.enabled.is_(True)).order_by(MediaNode.id)).all()
+    ordered = sorted(rows, key=lambda row: (row[0] != first, row[0] not in live))
     return [address for _, addresses in ordered for address in addresses or []]
 
 
-def front_of_worker(session: Session, worker_id: int) -> str | None:
-    """The public URL of the front of the node that owns ``worker_id`` (None: unknown)."""
-    addresses = session.scalar(select(MediaNode.addresses)
-                               .join(MediaWorker, MediaWorker.node_id == MediaNode.id)
-                               .where(MediaWorker.id == worker_id))
-    return addresses[0] if addresses else None
+def front_of_worker(session: Session, worker_id: int, now: datetime) -> tuple[str | None, bool]:
+    """The public URL of the front of the node that owns ``worker_id`` (None: unknown),
+    and whether that node is live at ``now`` (its lease has not lapsed)."""
+    row = session.execute(select(MediaNode.addresses, node_is_live(now))
+                          .join(MediaWorker, MediaWorker.node_id == MediaNode.id)
+                          .where(MediaWorker.id == worker_id)).first()
+    if row is None:
+        return None, False
+    addresses, live = row
+    return (addresses[0] if addresses else None), bool(live)
