@@ -144,8 +144,15 @@ def create_app(settings: Settings) -> web.Application:
                                               room, role=role, scheduled=True,
                                               ttl_s=settings.invite_ttl_hours * 3600))
 
+    several_nodes = bool(settings.node)
+
     async def admit(grant: JoinGrant, kind: str, reaped: bool = False) -> Admission:
-        decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
+        if not grant.scheduled:
+            if not several_nodes:  # one node: an ad-hoc room is wherever its front puts it
+                return Admission(True)
+            decision = await asyncio.to_thread(services.place_room, grant.room)
+        else:
+            decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
         if decision.allowed and decision.worker_id is not None \
                 and decision.worker_id not in worker_ids:
             # Placed on another node's worker: the participant is sent to that front.
@@ -168,6 +175,12 @@ def create_app(settings: Settings) -> web.Application:
         with database.session() as session:
             return query(session, *args)
 
+    async def room_emptied(room: str) -> None:
+        # Its placement goes (the next first join places it anew), unless someone has
+        # joined it here again meanwhile.
+        if several_nodes and signaling is not None and room not in signaling.channels:
+            await asyncio.to_thread(services.release_room, room)
+
     async def fronts() -> list[str]:
         return await asyncio.to_thread(read, live_fronts, services.clock(), node_id)
 
@@ -177,7 +190,8 @@ def create_app(settings: Settings) -> web.Application:
         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
         recordings_dir=settings.data_dir / "recordings",
         units=lambda mode: costs.mixed if mode == "mixed" else costs.hd),
-        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts)
+        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
+        room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms

@@ -239,3 +239,28 @@ def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
     when = (f"; it opens {config.open_lead.total_seconds() / 60:.0f} minutes before "
             f"{upcoming.isoformat()}" if upcoming else "; it has no further occurrence")
     return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}"), None
+
+
+def place_room(session: Session, room_name: str, now: datetime, *,
+               config: SchedulerConfig) -> AdmissionDecision:
+    """Where an ad-hoc room (an invitation link: no booking, no bridge) lives.
+
+    Opened at its first join on the worker with most room to spare, so that every
+    node's front sends its participants to the same place. It costs no booked units:
+    its live participants count as any others do.
+    """
+    room = session.scalar(select(Room).where(Room.name == room_name))
+    if room is not None and room.state == "open" and room.worker_id is not None:
+        return AdmissionDecision(True, "ok", "placed", room.worker_id)
+    opened = open_room(session, config, room_name, 0, now)
+    if opened is None:
+        return AdmissionDecision(False, "no_worker", "no media worker is available")
+    return AdmissionDecision(True, "ok", "placed", opened.worker_id)
+
+
+def release_room(session: Session, room_name: str, now: datetime) -> bool:
+    """An ad-hoc room nobody is in any more is closed (booked rooms close on time)."""
+    room = session.scalar(select(Room).where(Room.name == room_name))
+    if room is None or room.booking_id is not None or room.bridge_id is not None:
+        return False
+    return close_room(session, room_name, now)

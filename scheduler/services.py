@@ -80,6 +80,22 @@ class SchedulerServices:
                     raise
         raise AssertionError("unreachable")
 
+    def place_room(self, room_name: str, now: datetime | None = None) -> AdmissionDecision:
+        """Where an ad-hoc room lives (several nodes): see :func:`rooms.place_room`."""
+        now = now or self.clock()
+        for attempt in range(3):
+            try:
+                with self.db.write_session() as session:
+                    return rooms.place_room(session, room_name, now, config=self.config)
+            except IntegrityError:
+                if attempt == 2:  # two first joins opened the same room at once
+                    raise
+        raise AssertionError("unreachable")
+
+    def release_room(self, room_name: str, now: datetime | None = None) -> bool:
+        with self.db.write_session() as session:
+            return rooms.release_room(session, room_name, now or self.clock())
+
     def record_join(self, room_name: str, *, participant: str = "", kind: str = "hd",
                     organisation_id: int | None = None, worker_id: int | None = None,
                     now: datetime | None = None) -> int:

@@ -50,13 +50,20 @@ class Admission:
     redirect: str | None = None  # the room lives on another node: that node's front
 
 
-AdmitJoin = Callable[[JoinGrant, str], Awaitable[Admission]]  # (grant, unit kind)
+# (grant, unit kind): for every join but a self-test's; scheduled links are admitted by
+# the booking rules, and every room is placed (on another node: a redirect).
+AdmitJoin = Callable[[JoinGrant, str], Awaitable[Admission]]
+RoomEmptied = Callable[[str], Awaitable[None]]
 RecordSelfTest = Callable[[dict[str, Any]], Awaitable[int]]
 Fronts = Callable[[], Awaitable[list[str]]]  # public URLs of the live fronts, own first
 
 
 async def this_front_only() -> list[str]:
     return []
+
+
+async def nothing_to_do(room: str) -> None:
+    return None
 
 
 async def admit_everyone(grant: JoinGrant, kind: str) -> Admission:
@@ -124,6 +131,8 @@ class RoomChannel:
             self._directory.relink(self)
         if not self.connections and self._directory.channels.get(self.name) is self:
             del self._directory.channels[self.name]
+            if not self.echo:
+                self._directory.room_emptied(self.name)
 
     def describe_participants(self) -> list[dict[str, Any]]:
         return [p for worker in self.workers for p in self.listed.get(worker, [])]
@@ -144,17 +153,24 @@ class Signaling:
     events routed to them."""
 
     def __init__(self, config: SignalingConfig, pool: WorkerPool, admit: AdmitJoin,
-                 call_log: CallLog, fronts: Fronts = this_front_only) -> None:
+                 call_log: CallLog, fronts: Fronts = this_front_only,
+                 on_room_emptied: RoomEmptied = nothing_to_do) -> None:
         self.config = config
         self.pool = pool
         self.admit = admit
         self.call_log = call_log
         self.fronts = fronts
+        self.on_room_emptied = on_room_emptied
         self.channels: dict[str, RoomChannel] = {}
         self.connections: dict[str, ParticipantConnection] = {}  # participant id -> its socket
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
         self._pending: set[asyncio.Future[None]] = set()
+
+    def room_emptied(self, room: str) -> None:
+        """The last participant of ``room`` on this front left (an ad-hoc room's
+        placement can be let go)."""
+        self._spawn(self.on_room_emptied(room))
 
     def new_participant_id(self) -> str:
         return f"p{self._prefix}{next(self._ids)}"
@@ -332,7 +348,7 @@ class ParticipantConnection:
         if existing is not None and existing.locked and grant.role != "host":
             raise ProtocolError("room_locked", "the room is locked by its host")
         admission = Admission(True)
-        if grant.scheduled:
+        if not echo:  # the scheduler admits scheduled links and places every room
             admission = await signaling.admit(grant, "mixed" if mode == "mixed" else "hd")
             if not admission.allowed:
                 raise ProtocolError(admission.code or "not_admitted", admission.message)
@@ -477,10 +493,11 @@ async def record(pool: WorkerPool, channel: RoomChannel, recordings_dir: Path,
 
 def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerPool,
                     record_selftest: RecordSelfTest, admit: AdmitJoin = admit_everyone,
-                    call_log: CallLog | None = None, fronts: Fronts = this_front_only) -> Signaling:
+                    call_log: CallLog | None = None, fronts: Fronts = this_front_only,
+                    on_room_emptied: RoomEmptied = nothing_to_do) -> Signaling:
     """Add the participant endpoints to ``app``; return the front's signaling state (the
     pool's events go to its ``on_worker_event`` and ``on_worker_lost``)."""
-    signaling = Signaling(config, pool, admit, call_log or CallLog(), fronts)
+    signaling = Signaling(config, pool, admit, call_log or CallLog(), fronts, on_room_emptied)
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
                                    autoescape=True)
 

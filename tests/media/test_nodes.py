@@ -127,6 +127,36 @@ async def test_a_call_is_routed_to_its_node_and_survives_the_node_being_killed(n
         database.dispose()
 
 
+async def test_an_ad_hoc_room_joined_through_both_fronts_lives_on_one_node(nodes) -> None:
+    node_a, node_b, url = nodes
+    token = issue_token(SECRET, JoinGrant(room="porada-kraju", role="guest"), 600)
+    # Node B is IZS-only: the room goes to node A, whichever front a caller comes through.
+    first, second = Caller(token, node_a.front), Caller(token, node_b.front)
+    database = Database(url)
+
+    def room_state() -> tuple[str | None, str | None]:
+        with database.session() as session:
+            row = session.execute(text(
+                "SELECT r.state, n.name FROM rooms r LEFT JOIN media_workers w "
+                "ON w.id = r.worker_id LEFT JOIN media_nodes n ON n.id = w.node_id "
+                "WHERE r.name = 'porada-kraju'")).first()
+            return (row[0], row[1]) if row else (None, None)
+
+    try:
+        await first.join()
+        await second.join()
+        assert (first.redirects, second.redirects) == (0, 1)
+        assert first.joins == second.joins == [node_a.front]
+        assert room_state() == ("open", "node-a")
+        assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=30)
+    finally:
+        await first.close()
+        await second.close()
+    # Empty: its placement is let go; the next first join places it anew.
+    assert await wait_until(lambda: room_state()[0] == "closed")
+    database.dispose()
+
+
 async def test_a_paused_node_whose_rooms_moved_does_not_keep_serving_them(nodes) -> None:
     """Fencing: a node that stopped answering (SIGSTOP) loses its lease, its room moves;
     when it resumes it must hand the room's participants over, not serve them on."""
