@@ -229,7 +229,7 @@ async def booking_page(admin: Admin, request: web.Request, user: Principal) -> w
         return loaded
     booking = loaded["booking"]
     return render(request, "booking.html", tz=TZ,
-                  join_links={r: admin.services.join_link(booking.room_name, r)
+                  join_links={r: admin.services.join_link(booking.room_name, r, booking.izs)
                               for r in ("host", "guest")}, **loaded)
 
 

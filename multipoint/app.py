@@ -92,7 +92,7 @@ def register_workers(database: Database, settings: Settings) -> tuple[int, list[
 
 def media_config(settings: Settings) -> dict[str, Any]:
     """What each worker process needs to know, as JSON for its command line."""
-    return {"media_addresses": settings.media_addresses,
+    return {"media_addresses": settings.all_media_addresses,
             "udp_port_range": settings.udp_port_range,
             "stun_servers": settings.stun_servers, "turn_servers": settings.turn_servers,
             "turn_username": settings.turn_username,
@@ -140,9 +140,9 @@ def create_app(settings: Settings) -> web.Application:
     services = SchedulerServices(
         database, config, run_jobs=settings.scheduler_jobs,
         room_control=room_control,
-        join_link=lambda room, role: join_url(settings.public_url, settings.signing_secret(),
-                                              room, role=role, scheduled=True,
-                                              ttl_s=settings.invite_ttl_hours * 3600))
+        join_link=lambda room, role, izs=False: join_url(
+            settings.link_base(izs), settings.signing_secret(), room, role=role, scheduled=True,
+            ttl_s=settings.invite_ttl_hours * 3600))
 
     several_nodes = bool(settings.node)
 
@@ -256,6 +256,6 @@ def run_server(settings: Settings) -> None:
     warmed = app[SERVICES].warm_up()  # before settle_heap(): it then leaves these out too
     logger.info("scheduler: %d days of capacity read into memory", warmed)
     settle_heap()
-    logger.info("multipoint serving on http://%s:%d (public URL %s)", settings.http_host,
-                settings.http_port, settings.public_url)
-    web.run_app(app, host=settings.http_host, port=settings.http_port, print=None, loop=loop)
+    logger.info("multipoint serving on %s, port %d (public URL %s)",
+                ", ".join(settings.listen_hosts), settings.http_port, settings.public_url)
+    web.run_app(app, host=settings.listen_hosts, port=settings.http_port, print=None, loop=loop)

@@ -27,6 +27,12 @@ class SettingsError(Exception):
     """Raised when the settings cannot be used; the message names the variable."""
 
 
+def _base_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
 def _split_list(value: object) -> object:
     # Lists come from the environment as comma-separated text: "a,b,c".
     if isinstance(value, str):
@@ -64,6 +70,12 @@ class Settings(BaseSettings):
     # ("izs": IZS rooms go there; "izs" without "general": nothing else does).
     node: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
     node_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The protected IZS network, where the node has addresses of its own: the front also
+    # listens there (same port), the media path binds and advertises those addresses
+    # too, and the links of IZS rooms (standing bridges, IZS bookings) point there.
+    izs_http_host: str = ""
+    izs_public_url: str = ""
+    izs_media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
     node_lease_seconds: float = Field(10, ge=1, le=600)
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
@@ -100,7 +112,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("media_addresses", "stun_servers", "turn_servers", "node_labels",
-                     mode="before")
+                     "izs_media_addresses", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
@@ -114,7 +126,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{label!r} is not a label (a-z, digits, '-', '_')")
         return labels
 
-    @field_validator("media_addresses")
+    @field_validator("media_addresses", "izs_media_addresses")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
@@ -129,12 +141,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
         return value
 
+    @field_validator("izs_public_url")
+    @classmethod
+    def _izs_public_url(cls, value: str) -> str:
+        return _base_url(value) if value else value
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return _base_url(value)
 
     @field_validator("secret_key")
     @classmethod
@@ -180,6 +195,21 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}NODE: the named node {self.node!r} needs a PostgreSQL database "
                 f"shared by every node ({ENV_PREFIX}DATABASE_URL=postgresql+psycopg://...); "
                 "leave the node unnamed to serve alone on the embedded SQLite")
+
+    @property
+    def all_media_addresses(self) -> list[str]:
+        """Where the media path binds and what it advertises: the public addresses and
+        those on the protected IZS network (empty: every interface but loopback)."""
+        extra = [a for a in self.izs_media_addresses if a not in self.media_addresses]
+        return self.media_addresses + extra if self.media_addresses else list(extra)
+
+    @property
+    def listen_hosts(self) -> list[str]:
+        return [self.http_host] + ([self.izs_http_host] if self.izs_http_host else [])
+
+    def link_base(self, izs: bool) -> str:
+        """The base of join links: an IZS room's points at the protected network."""
+        return self.izs_public_url if izs and self.izs_public_url else self.public_url
 
     @property
     def worker_count(self) -> int:

@@ -342,7 +342,7 @@ class Api:
                            if booking.rrule else None),
             "participants": booking.participants, "units": booking.units,
             "invitees": booking.invitees, "room": booking.room_name,
-            "join_links": {role: self.services.join_link(booking.room_name, role)
+            "join_links": {role: self.services.join_link(booking.room_name, role, booking.izs)
                            for role in ("host", "guest")},
             "occurrence_count": sum(o.state == "scheduled" for o in rows),
             "displaced_count": sum(o.state == "displaced" for o in rows),
@@ -476,7 +476,7 @@ class Api:
             with self.db.session() as session:
                 booking, org = bookings.get_booking(session, booking_id)
                 require_see_booking(principal, org)
-                link = self.services.join_link(booking.room_name, "guest")
+                link = self.services.join_link(booking.room_name, "guest", booking.izs)
                 now = self.services.clock()
                 if booking.status == "cancelled":
                     return invitations.cancellation(booking, now, link)

@@ -43,7 +43,7 @@ def bridges(session: Session, organisation_ids: list[int] | None = None) -> list
 
 
 def bridge_json(bridge: StandingBridge, join_link: JoinLink) -> dict[str, object]:
-    links = {role: join_link(bridge.room_name, role) for role in ("host", "guest")}
+    links = {role: join_link(bridge.room_name, role, True) for role in ("host", "guest")}
     return {"id": bridge.id, "organisation_id": bridge.organisation_id, "name": bridge.name,
             "room": bridge.room_name, "participants": bridge.participants,
             "units": bridge.units, "active": bridge.active, "join_links": links}

@@ -6,8 +6,9 @@ a crash, so no one is "silently dropped" from a displaced meeting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -15,7 +16,12 @@ from sqlalchemy.orm import Session
 from scheduler import invitations
 from scheduler.models import Booking, BookingOccurrence, Notification
 
-JoinLink = Callable[[str, str], str]  # (room name, role "host"/"guest") -> URL
+
+class JoinLink(Protocol):
+    """The signed link of a room for a role ("host"/"guest"); ``izs`` rooms get links to
+    the address on the protected IZS network where the service has one."""
+
+    def __call__(self, room: str, role: str, izs: bool = False) -> str: ...
 
 
 def _local(booking: Booking, instant: datetime) -> str:
@@ -31,7 +37,7 @@ def _queue(session: Session, booking: Booking, kind: str, subject: str, body: st
         if not address or address in seen:
             continue
         seen.add(address)
-        link = join_link(booking.room_name, role)
+        link = join_link(booking.room_name, role, booking.izs)
         session.add(Notification(kind=kind, booking_id=booking.id, to_address=address,
                                  subject=subject, body=f"{body}\n\nPřipojení / join: {link}\n",
                                  ics=ics.decode() if ics else None))
@@ -53,7 +59,7 @@ def render_invitation(booking: Booking, local_starts: Iterable[datetime], now: d
     """The invitation with the guests' link (milliseconds of work: render it only for a
     booking that :func:`has_recipients`)."""
     return invitations.invitation(booking, local_starts, now,
-                                  join_link(booking.room_name, "guest"))
+                                  join_link(booking.room_name, "guest", booking.izs))
 
 
 def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccurrence],
@@ -67,7 +73,7 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
         return
     if ics is None:
         ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
-                                     join_link(booking.room_name, "guest"))
+                                     join_link(booking.room_name, "guest", booking.izs))
     verb = "Změna" if changed else "Pozvánka"
     english = "Changed" if changed else "Invitation"
     _queue(session, booking, "update" if changed else "invitation",
@@ -79,7 +85,7 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
 def cancelled(session: Session, booking: Booking, now: datetime, join_link: JoinLink) -> None:
     if not has_recipients(booking.organiser_email, booking.invitees):
         return
-    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"))
+    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest", booking.izs))
     _queue(session, booking, "cancel", f"Zrušeno / Cancelled: {booking.title}",
            f"Schůzka {booking.title} byla zrušena. / The meeting was cancelled.", ics, join_link)
 
@@ -87,7 +93,7 @@ def cancelled(session: Session, booking: Booking, now: datetime, join_link: Join
 def displaced(session: Session, booking: Booking, occurrence: BookingOccurrence,
               emergency_title: str, now: datetime, join_link: JoinLink) -> None:
     local = occurrence.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
-    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest"),
+    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest", booking.izs),
                                    occurrence_local_start=local)
     _queue(session, booking, "displaced",
            f"Uvolněno pro IZS / Displaced by an emergency: {booking.title} {local:%Y-%m-%d %H:%M}",

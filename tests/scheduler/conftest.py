@@ -75,7 +75,7 @@ class FakeClock:
         self.now += delta
 
 
-def join_link(room: str, role: str) -> str:
+def join_link(room: str, role: str, izs: bool = False) -> str:
     return f"http://multipoint.test/call/{room}?token={role}-token"
 
 
