@@ -50,7 +50,14 @@ import numpy as np
 
 from bench._clients import Pacer, Participant, Window
 from bench._media import encode_media
-from bench.sfu import REPOSITORY, ServerProcess, _free_port, cancel_on_signals, running
+from bench.sfu import (
+    REPOSITORY,
+    ServerProcess,
+    _free_port,
+    cancel_on_signals,
+    print_result,
+    running,
+)
 from mcu import aiortc_adapter
 from signaling.tokens import JoinGrant, issue_token
 
@@ -295,14 +302,8 @@ async def failover(workdir: Path, kills: int, subscribers: int) -> dict[str, Any
     """Kill the worker hosting a call ``kills`` times; seconds until all receive again."""
     media = await asyncio.to_thread(encode_media, 2.0)
     server = Server(workdir, 2)
-    window, pacer = Window(), Pacer()
-    publisher = Participant("pub", window, media)
-    others = [Participant(f"sub-{i}", window, None, publisher.streams) for i in range(subscribers)]
+    pacer, publisher, others = rejoining_call(media, subscribers)
     everyone = [publisher, *others]
-    for participant in everyone:
-        participant.rejoin_when_disconnected = True
-    for stream in publisher.streams.values():
-        pacer.add(stream, phase=0.0)
     times: list[float] = []
 
     async with server.running():
@@ -415,14 +416,8 @@ async def node_failover(workdir: Path, database: str, kills: int, subscribers: i
                 await server.wait_workers()
             room = await asyncio.to_thread(izs_bridge, url)
             token = issue_token(secret, JoinGrant(room=room, role="guest", scheduled=True), 3600)
-            window, pacer = Window(), Pacer()
-            publisher = Participant("pub", window, media)
-            others = [Participant(f"sub-{i}", window, None, publisher.streams) for i in range(subscribers)]
+            pacer, publisher, others = rejoining_call(media, subscribers)
             everyone = [publisher, *others]
-            for participant in everyone:
-                participant.rejoin_when_disconnected = True
-            for stream in publisher.streams.values():
-                pacer.add(stream, phase=0.0)
             pacer.start()
             try:
                 for participant in everyone:  # through node a's front: sent to the IZS node
@@ -453,6 +448,19 @@ async def node_failover(workdir: Path, database: str, kills: int, subscribers: i
             "node_failover_s_p50": round(float(np.median(times)), 2),
             "node_failover_s_max": round(max(times), 2), "node_lease_s": lease_s,
             "node_failover_redirects": sum(p.redirects for p in everyone)}
+
+
+def rejoining_call(media: Any, subscribers: int) -> tuple[Pacer, Participant, list[Participant]]:
+    """A publisher and ``subscribers`` that join again by themselves when their worker or
+    node goes away (as the call page does); the pacer of the publisher's streams."""
+    window, pacer = Window(), Pacer()
+    publisher = Participant("pub", window, media)
+    others = [Participant(f"sub-{i}", window, None, publisher.streams) for i in range(subscribers)]
+    for participant in (publisher, *others):
+        participant.rejoin_when_disconnected = True
+    for stream in publisher.streams.values():
+        pacer.add(stream, phase=0.0)
+    return pacer, publisher, others
 
 
 def _marks(subscribers: list[Participant]) -> dict[int, tuple[int, int, int]]:
@@ -648,13 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("aioice", "aiortc", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     command = "python -m bench.scale " + " ".join(argv)
-    try:
-        result = asyncio.run(run(args, command))
-    except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
-        print(json.dumps({"command": command, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    return print_result(command, lambda: run(args, command))
 
 
 if __name__ == "__main__":

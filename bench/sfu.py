@@ -35,7 +35,7 @@ import string
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -628,8 +628,13 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("aioice", "aiortc", "aiohttp"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     command = "python -m bench.sfu " + " ".join(sys.argv[1:] if argv is None else argv)
+    return print_result(command, lambda: run(args, command))
+
+
+def print_result(command: str, run_it: Callable[[], Awaitable[dict[str, Any]]]) -> int:
+    """Run the benchmark; print its JSON object, or ``{"command", "error"}`` and return 1."""
     try:
-        result = asyncio.run(run(args, command))
+        result = asyncio.run(run_it())
     except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
         print(json.dumps({"command": command, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 1

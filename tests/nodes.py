@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,18 +19,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import create_engine, select, text
 
+from bench.scale import izs_bridge  # noqa: F401  (the tests' IZS bridge is the bench's)
 from mcu import aiortc_adapter
-from scheduler.bridges import create_bridge
-from scheduler.config import SchedulerConfig
-from scheduler.db import Database
-from scheduler.models import Organisation
-from scheduler.organisations import org_info
-from scheduler.seed import seed
-from scheduler.units import ParticipantMix
 from tests.conftest import free_port
-from tests.scheduler.conftest import PG_URL, pg_schema_url
+from tests.scheduler.conftest import scratch_schema
 
 SECRET = "test-secret-" + "n" * 30
 LEASE_S = 2
@@ -55,16 +47,8 @@ class Node:
 @pytest.fixture
 def shared_database_url() -> Iterator[str]:
     """A PostgreSQL schema of its own for the nodes of one test."""
-    schema = "test_" + secrets.token_hex(6)
-    admin = create_engine(PG_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_schema() as url:
+        yield url
 
 
 async def start_node(tmp_path: Path, url: str, name: str, labels: str = "") -> Node:
@@ -109,16 +93,3 @@ async def nodes(tmp_path: Path, shared_database_url: str) -> AsyncIterator[tuple
             if node.process.poll() is None:
                 node.kill()
             node.process.wait(10)
-
-
-
-def izs_bridge(url: str) -> str:
-    database = Database(url)
-    try:
-        with database.session() as session:
-            seed(session, local_workers=0)
-            izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
-            return create_bridge(session, SchedulerConfig(), org_info(session, izs.id),
-                                 "Povodně", ParticipantMix(hd=5)).room_name
-    finally:
-        database.dispose()

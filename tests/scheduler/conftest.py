@@ -9,6 +9,7 @@ a skip, so that CI cannot pass without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -37,11 +38,9 @@ def pg_schema_url(schema: str) -> str:
         .render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
-        return
+@contextlib.contextmanager
+def scratch_schema() -> Iterator[str]:
+    """A PostgreSQL schema of its own, dropped afterwards; yields a URL that uses it."""
     schema = "test_" + secrets.token_hex(6)
     admin = create_engine(PG_URL)
     with admin.begin() as connection:
@@ -52,6 +51,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'scheduler.db'}"
+        return
+    with scratch_schema() as url:
+        yield url
 
 
 @pytest.fixture
