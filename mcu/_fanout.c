@@ -351,6 +351,24 @@ leg_set_sink(LegObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* Bytes 1-11 of an RTP header as this leg sends it (byte 0 and what follows are the
+ * packet's own): the marker, our payload type, sequence number, timestamp and SSRC. */
+static inline void
+write_leg_header(uint8_t *header, const LegObject *leg, int marker, int seq, uint32_t ts)
+{
+    header[1] = (uint8_t)((marker ? 0x80 : 0) | (leg->payload_type & 0x7F));
+    header[2] = (uint8_t)(seq >> 8);
+    header[3] = (uint8_t)seq;
+    header[4] = (uint8_t)(ts >> 24);
+    header[5] = (uint8_t)(ts >> 16);
+    header[6] = (uint8_t)(ts >> 8);
+    header[7] = (uint8_t)ts;
+    header[8] = (uint8_t)(leg->ssrc >> 24);
+    header[9] = (uint8_t)(leg->ssrc >> 16);
+    header[10] = (uint8_t)(leg->ssrc >> 8);
+    header[11] = (uint8_t)leg->ssrc;
+}
+
 static PyObject *
 leg_sent(LegObject *self, PyObject *arg)
 {
@@ -374,18 +392,7 @@ leg_sent(LegObject *self, PyObject *arg)
     if (packet == NULL)
         return NULL;
     uint8_t *header = (uint8_t *)PyBytes_AS_STRING(packet);
-    uint32_t ts = self->history_ts[slot];
-    header[1] = (uint8_t)((header[1] & 0x80) | (self->payload_type & 0x7F));
-    header[2] = (uint8_t)(seq >> 8);
-    header[3] = (uint8_t)seq;
-    header[4] = (uint8_t)(ts >> 24);
-    header[5] = (uint8_t)(ts >> 16);
-    header[6] = (uint8_t)(ts >> 8);
-    header[7] = (uint8_t)ts;
-    header[8] = (uint8_t)(self->ssrc >> 24);
-    header[9] = (uint8_t)(self->ssrc >> 16);
-    header[10] = (uint8_t)(self->ssrc >> 8);
-    header[11] = (uint8_t)self->ssrc;
+    write_leg_header(header, self, header[1] & 0x80, (int)seq, self->history_ts[slot]);
     return packet;
 }
 
@@ -490,17 +497,7 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         int out_seq = (seq + leg->seq_offset) & 0xFFFF;
         uint32_t out_ts = timestamp + leg->ts_offset;
         packet[0] = first;
-        packet[1] = (uint8_t)((marker ? 0x80 : 0) | (leg->payload_type & 0x7F));
-        packet[2] = (uint8_t)(out_seq >> 8);
-        packet[3] = (uint8_t)out_seq;
-        packet[4] = (uint8_t)(out_ts >> 24);
-        packet[5] = (uint8_t)(out_ts >> 16);
-        packet[6] = (uint8_t)(out_ts >> 8);
-        packet[7] = (uint8_t)out_ts;
-        packet[8] = (uint8_t)(leg->ssrc >> 24);
-        packet[9] = (uint8_t)(leg->ssrc >> 16);
-        packet[10] = (uint8_t)(leg->ssrc >> 8);
-        packet[11] = (uint8_t)leg->ssrc;
+        write_leg_header(packet, leg, marker, out_seq, out_ts);
         memcpy(packet + RTP_HEADER_SIZE, extension, (size_t)extension_size);
         memcpy(packet + RTP_HEADER_SIZE + extension_size, payload, (size_t)payload_bytes);
         if (seq_newer((out_seq + 1) & 0xFFFF, leg->next_seq))

@@ -357,7 +357,7 @@ class Participant:
                 consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
                     missing = consumer.retransmit(packet.lost)
-                    if missing:
+                    if missing and consumer.producer is not None:  # lost on a pipe: ask there
                         consumer.producer.request_retransmission(missing)
 
     def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -54,9 +55,11 @@ class WorkerService:
         if handler is None:
             raise ChannelError("unknown_method", f"no method {method!r}")
         try:
-            return await handler(**params)
-        except TypeError as exc:  # missing or unexpected parameters
+            inspect.signature(handler).bind(**params)
+        except TypeError as exc:  # missing or unexpected parameters (a bug inside is not)
             raise ChannelError("bad_request", f"{method}: {exc}") from None
+        try:
+            return await handler(**params)
         except NegotiationError as exc:
             raise ChannelError(exc.code, exc.message) from None
         except ValueError as exc:  # a pipe request the pipe refused (mcu/pipe.py)

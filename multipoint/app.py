@@ -182,6 +182,8 @@ def create_app(settings: Settings) -> web.Application:
             await asyncio.to_thread(services.release_room, room)
 
     async def fronts() -> list[str]:
+        if not several_nodes:  # alone: this front is the only one
+            return [settings.public_url]
         return await asyncio.to_thread(read, live_fronts, services.clock(), node_id)
 
     costs = config.unit_costs

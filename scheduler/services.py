@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from scheduler import calls, occupancy, rooms
 from scheduler.bookings import load_policy
@@ -68,27 +69,23 @@ class SchedulerServices:
 
     def admit_join(self, room_name: str, now: datetime | None = None,
                    kind: str | None = None) -> AdmissionDecision:
-        now = now or self.clock()
-        for attempt in range(3):
-            try:
-                with self.db.write_session() as session:
-                    return rooms.admit_join(session, room_name, now, config=self.config,
-                                            kind=kind)
-            except IntegrityError:
-                # Two first joins opened the same room at once: the other one won.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return self._opening_room(lambda session: rooms.admit_join(
+            session, room_name, now or self.clock(), config=self.config, kind=kind))
 
     def place_room(self, room_name: str, now: datetime | None = None) -> AdmissionDecision:
         """Where an ad-hoc room lives (several nodes): see :func:`rooms.place_room`."""
-        now = now or self.clock()
+        return self._opening_room(lambda session: rooms.place_room(
+            session, room_name, now or self.clock(), config=self.config))
+
+    def _opening_room(self, decide: Callable[[Session], AdmissionDecision]) -> AdmissionDecision:
+        """A decision that may open a room, in a write session of its own."""
         for attempt in range(3):
             try:
                 with self.db.write_session() as session:
-                    return rooms.place_room(session, room_name, now, config=self.config)
+                    return decide(session)
             except IntegrityError:
-                if attempt == 2:  # two first joins opened the same room at once
+                # Two first joins opened the same room at once: the other one won.
+                if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 

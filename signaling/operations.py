@@ -6,11 +6,9 @@ participant is told exactly as when a host acts from the call page.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
-from mcu.channel import ChannelError
 from signaling.server import Signaling, record
 
 
@@ -74,10 +72,7 @@ class LiveRooms:
         if channel is not None:
             for connection in list(channel.connections.values()):
                 await connection.end("closed", reason)
-        for worker in range(len(self.pool.workers)):
-            # A worker that is down has no room to close.
-            with contextlib.suppress(ChannelError, TimeoutError):
-                await self.pool.request(worker, "close_room", room=room, timeout=5.0)
+        await self.pool.request_all("close_room", room=room)  # a worker that is down has none
 
     async def record(self, room: str, active: bool) -> None:
         channel = self.signaling.channels.get(room)

@@ -29,6 +29,20 @@ async () => {
 """
 
 
+async def open_call_pages(browser, base_url: str, links: list[str]) -> tuple[list, list]:
+    """A page per link, each in a context of its own, joined at once; each page marked so
+    that a test can tell it was never reloaded (``window.loadedOnce``)."""
+    pages, contexts = [], []
+    for link in links:
+        context = await new_context(browser, base_url)
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=cs")
+        await page.evaluate("window.loadedOnce = true")  # gone if the page reloaded
+        contexts.append(context)
+        pages.append(page)
+    return pages, contexts
+
+
 async def receiving(page, within: float) -> bool:
     """Video frames and audio packets both grow on the page's connection within ``within`` s."""
     deadline = asyncio.get_running_loop().time() + within
@@ -45,15 +59,9 @@ async def receiving(page, within: float) -> bool:
 async def test_pages_rejoin_by_themselves_when_their_worker_is_killed(two_workers, browser) -> None:
     server = two_workers
     secret = server.settings.signing_secret()
-    pages, contexts = [], []
-    for name in ("HZS Jihlava", "ZZS Vysočina"):
-        link = join_url(server.url, secret, "povodne-vysocina", role="guest", name=name, ttl_s=600)
-        context = await new_context(browser, server.url)
-        page = await context.new_page()
-        await page.goto(link + "&autojoin=1&lang=cs")
-        await page.evaluate("window.loadedOnce = true")  # gone if the page reloaded
-        contexts.append(context)
-        pages.append(page)
+    pages, contexts = await open_call_pages(browser, server.url, [
+        join_url(server.url, secret, "povodne-vysocina", role="guest", name=name, ttl_s=600)
+        for name in ("HZS Jihlava", "ZZS Vysočina")])
     try:
         for page in pages:
             assert await receiving(page, 30)
@@ -62,14 +70,9 @@ async def test_pages_rejoin_by_themselves_when_their_worker_is_killed(two_worker
         worker = server.app[POOL].workers[hosting]
         assert isinstance(worker, WorkerProcess)
         before = [await page.evaluate("window.multipointCall.me") for page in pages]
-        loop = asyncio.get_running_loop()
-        killed_at = loop.time()
         worker.kill()
-        for page in pages:
-            # Back within the issue's 10 s (with slack for a loaded CI machine).
+        for page in pages:  # how fast: bench.scale's failover_s
             assert await receiving(page, 20), "the page did not come back by itself"
-        back_after = loop.time() - killed_at
-        assert back_after < 20, back_after
         for page, old in zip(pages, before, strict=True):
             assert await page.evaluate("window.loadedOnce") is True  # no reload
             assert await page.evaluate("window.multipointCall.me") != old  # joined anew

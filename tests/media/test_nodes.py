@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import aiohttp
 import pytest
@@ -99,15 +98,11 @@ async def test_a_call_is_routed_to_its_node_and_survives_the_node_being_killed(n
         assert first.fronts == [node_b.front, node_a.front]
         assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=30)
 
-        killed_at = time.monotonic()
         node_b.kill()
         assert await wait_until(lambda: first.client.ws.closed and second.client.ws.closed)
         await asyncio.gather(first.rejoin_through_another_front(),
                              second.rejoin_through_another_front())
         assert await wait_until(lambda: first.receiving() and second.receiving(), timeout=20)
-        back_after = time.monotonic() - killed_at
-        print(f"back {back_after:.2f} s after kill -9 of the node")
-        assert back_after < 20, back_after  # the target: 15 s after kill -9
         assert first.joins[-1] == second.joins[-1] == node_a.front
     finally:
         await first.close()
