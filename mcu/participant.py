@@ -83,6 +83,7 @@ class Participant:
         self._pending_publish: list[tuple[str, Any]] = []  # until mids are assigned
         self._pending_legs: list[tuple[Consumer, Any]] = []
         self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
+        self.over_estimate_since: dict[int, float] = {}  # REMB group -> since when (lastn.py)
         self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
         self._tapped: set[int] = set()
         self._writers: dict[int, Callable[[bytes], None]] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcu.forwarding import Producer
-from mcu.lastn import VideoLeg, choose_videos
+from mcu.lastn import CONGESTION_HOLD_S, VideoLeg, choose_videos, groups_over_estimate
 from mcu.mixing import RoomMixer
 from mcu.participant import RTCP_INTERVAL_S, Participant
 from mcu.slots import (
@@ -383,8 +383,14 @@ class Room:
                              c.producer.bitrate_bps, not c.leg.paused, c.remb_group)
                     for c in consumers if c.producer is not None]
             may_probe = now - subscriber.last_video_change >= probe_after
-            chosen = choose_videos(legs, self.speakers.recent, self.last_n,
-                                   subscriber.remb_estimates, may_probe)
+            estimates = subscriber.remb_estimates
+            over = groups_over_estimate(legs, estimates)
+            since = subscriber.over_estimate_since
+            for group in [g for g in since if g not in over]:
+                del since[group]
+            congested = {group: estimates[group] for group in over
+                         if now - since.setdefault(group, now) >= CONGESTION_HOLD_S}
+            chosen = choose_videos(legs, self.speakers.recent, self.last_n, congested, may_probe)
             changed = False
             for consumer in consumers:
                 paused = consumer.leg.paused
@@ -392,6 +398,10 @@ class Room:
                     continue
                 if paused and consumer.producer.id in chosen:
                     consumer.resume()
+                    # A probe: what its group's estimate said before it was sent is stale;
+                    # the next REMB, which counts it, decides whether it stays.
+                    if consumer.remb_group is not None:
+                        estimates.pop(consumer.remb_group, None)
                     changed = True
                 elif not paused and consumer.producer.id not in chosen:
                     consumer.pause()

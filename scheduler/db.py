@@ -107,12 +107,41 @@ class Database:
         # SQLite has one writer; threads of this process queue here rather than in
         # SQLite's busy handler, which polls with growing sleeps (seconds of tail latency).
         self._sqlite_writer = threading.Lock()
+        self._writing = threading.local()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+        """A session in one transaction: committed on success, rolled back on error.
+
+        On SQLite it is a writer (see :meth:`write_session`) unless it is a
+        :meth:`read_session`: a transaction that reads and then writes must hold the
+        single writer lock from its start, or it fails with "database is locked" when
+        another write commits in between (a sign-in that checks a password, then records
+        the session, while the node's lease is renewed).
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.write_session() as session:
+                yield session
+            return
         with self.sessionmaker() as session, session.begin():
             yield session
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction that only reads; on SQLite it runs beside the writer (WAL) and
+        a write in it fails ("attempt to write a readonly database")."""
+        if self.engine.dialect.name != "sqlite":
+            with self.session() as session:
+                yield session
+            return
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA query_only=1")
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session, \
+                        session.begin():
+                    yield session
+            finally:
+                connection.exec_driver_sql("PRAGMA query_only=0")
 
     @contextmanager
     def write_session(self) -> Iterator[Session]:
@@ -125,13 +154,23 @@ class Database:
         (scheduler/transactions.py).
         """
         if self.engine.dialect.name != "sqlite":
-            with self.session() as session:
+            with self.sessionmaker() as session, session.begin():
                 yield session
             return
-        with self._sqlite_writer, \
-                self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection, \
-                Session(bind=connection, expire_on_commit=False) as session, session.begin():
-            yield session
+        if getattr(self._writing, "active", False):
+            # The lock is not reentrant, and SQLite would make the inner writer wait on
+            # the outer one for busy_timeout: a nested writer is a bug, said at once.
+            raise RuntimeError("a database write session inside another on one thread")
+        with self._sqlite_writer:
+            self._writing.active = True
+            try:
+                with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") \
+                        as connection, \
+                        Session(bind=connection, expire_on_commit=False) as session, \
+                        session.begin():
+                    yield session
+            finally:
+                self._writing.active = False
 
     def dispose(self) -> None:
         self.engine.dispose()

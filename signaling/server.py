@@ -104,6 +104,9 @@ class RoomChannel:
         self.locked = False
         self.recording = False
         self.workers: list[int] = []
+        # participant -> worker, from placement until the worker has joined them: a
+        # second join meanwhile goes to the same worker instead of splitting the room.
+        self.placing: dict[str, int] = {}
         self.linking = asyncio.Lock()  # one relink at a time, each from the current workers
         self.connections: dict[str, ParticipantConnection] = {}
         self.listed: dict[int, list[dict[str, Any]]] = {}  # worker -> its participants
@@ -113,6 +116,10 @@ class RoomChannel:
     @property
     def home(self) -> int | None:
         return self.workers[0] if self.workers else None
+
+    def placed_workers(self) -> list[int]:
+        """The room's workers, then those its joins in progress were placed on."""
+        return list(dict.fromkeys([*self.workers, *self.placing.values()]))
 
     def add(self, connection: ParticipantConnection, worker: int) -> None:
         self.connections[connection.participant_id or ""] = connection
@@ -129,7 +136,8 @@ class RoomChannel:
         self.listed = {w: p for w, p in self.listed.items() if w in used}
         if spanned:
             self._directory.relink(self)
-        if not self.connections and self._directory.channels.get(self.name) is self:
+        if not self.connections and not self.placing \
+                and self._directory.channels.get(self.name) is self:
             del self._directory.channels[self.name]
             if not self.echo:
                 self._directory.room_emptied(self.name)
@@ -362,20 +370,25 @@ class ParticipantConnection:
         if channel is None:
             channel = signaling.channels[grant.room] = RoomChannel(grant.room, echo, signaling)
         units = self.config.units(mode)
-        worker = self.pool.place(channel.workers, units, admission.worker, admission.priority)
+        worker = self.pool.place(channel.placed_workers(), units, admission.worker,
+                                 admission.priority)
         if worker is None:
             raise ProtocolError("capacity_full",
                                 "every media worker is full; try again in a few minutes")
         participant_id = signaling.new_participant_id()
         self.pool.reserve(worker, participant_id, units)
+        channel.placing[participant_id] = worker
         try:
             await self.pool.request(worker, "join", room=grant.room, participant=participant_id,
                                     name=name, role=grant.role, mode=mode, echo=echo)
         except BaseException:
             self.pool.release(worker, participant_id)
-            if not channel.connections and signaling.channels.get(grant.room) is channel:
+            del channel.placing[participant_id]
+            if not channel.connections and not channel.placing \
+                    and signaling.channels.get(grant.room) is channel:
                 del signaling.channels[grant.room]
             raise
+        del channel.placing[participant_id]
         self.participant_id, self.worker, self.channel, self.grant = \
             participant_id, worker, channel, grant
         self.name, self.role = name, grant.role

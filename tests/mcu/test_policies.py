@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mcu.lastn import VideoLeg, choose_videos
+from mcu.lastn import VideoLeg, choose_videos, groups_over_estimate
 from mcu.speaker import SpeakerDetector
 
 
@@ -14,7 +14,7 @@ def leg(owner: str, forwarded: bool = True, bitrate: float = 400_000, group: int
 
 def test_last_n_keeps_the_most_recent_speakers_and_screens() -> None:
     legs = [leg("a"), leg("b"), leg("c"), leg("d"), leg("e", screen=True)]
-    chosen = choose_videos(legs, ["d", "b"], last_n=2, estimates={}, may_probe=False)
+    chosen = choose_videos(legs, ["d", "b"], last_n=2, congested={}, may_probe=False)
     assert chosen == {"d-camera", "b-camera", "e-screen"}
     # Without speakers, join order decides.
     assert choose_videos(legs[:4], [], 3, {}, False) == {"a-camera", "b-camera", "c-camera"}
@@ -33,8 +33,25 @@ def test_congestion_pauses_the_least_important_videos_and_audio_is_not_counted()
 
 def test_paused_videos_come_back_one_probe_at_a_time() -> None:
     legs = [leg("a", forwarded=False), leg("b", forwarded=False)]
-    assert choose_videos(legs, [], 9, {1: 5_000_000}, may_probe=False) == set()
-    assert choose_videos(legs, ["b"], 9, {1: 5_000_000}, may_probe=True) == {"b-camera"}
+    assert choose_videos(legs, [], 9, {}, may_probe=False) == set()
+    assert choose_videos(legs, ["b"], 9, {}, may_probe=True) == {"b-camera"}
+    # Not into a group that is congested now.
+    mixed = [leg("a"), leg("b", forwarded=False)]
+    assert choose_videos(mixed, [], 9, {1: 300_000}, may_probe=True) == set()
+    assert choose_videos(mixed, [], 9, {1: 600_000}, may_probe=True) == {"a-camera"}
+
+
+def test_a_group_that_carries_no_video_is_never_over_its_stale_estimate() -> None:
+    # Every video of a group paused: no video, so no new REMB; the last one (low) stays.
+    paused = [leg("a", forwarded=False, group=1), leg("b", forwarded=False, group=2)]
+    assert groups_over_estimate(paused, {1: 5_000, 2: 5_000}) == set()
+    # So the probe goes out, and the estimates that follow it decide.
+    assert choose_videos(paused, [], 9, {}, may_probe=True) == {"a-camera"}
+    # What the forwarded videos of a group add up to is judged against its estimate.
+    sending = [leg("a", group=1), leg("b", group=1), leg("c", group=2, forwarded=False)]
+    assert groups_over_estimate(sending, {1: 600_000, 2: 1}) == {1}
+    assert groups_over_estimate(sending, {1: 1_000_000, 2: 1}) == set()
+    assert groups_over_estimate(sending, {}) == set()  # no estimate yet: not congested
 
 
 def test_speaker_detection_has_hysteresis() -> None:
