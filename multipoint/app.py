@@ -24,6 +24,7 @@ from scheduler.leases import NodeLease, reap_dead_nodes
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.nodes import front_of_worker, live_fronts, register_node
 from scheduler.rollout import apply_selftest
+from scheduler.room_signals import RoomSignals, rooms_to_stop
 from scheduler.rooms import RoomInfo
 from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
@@ -40,6 +41,7 @@ POOL = web.AppKey("pool", WorkerPool)
 SETTINGS = web.AppKey("settings", Settings)
 LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 NODE_LEASE = web.AppKey("node_lease", NodeLease)
+ROOM_SIGNALS = web.AppKey("room_signals", RoomSignals | None)
 
 
 class SchedulerCallLog(CallLog):
@@ -172,7 +174,7 @@ def create_app(settings: Settings) -> web.Application:
         return Admission(decision.allowed, decision.code, decision.message, worker, decision.izs)
 
     def read(query: Callable[..., Any], *args: Any) -> Any:
-        with database.session() as session:
+        with database.read_session() as session:
             return query(session, *args)
 
     async def room_emptied(room: str) -> None:
@@ -218,6 +220,23 @@ def create_app(settings: Settings) -> web.Application:
                            on_rooms_moved=rooms_moved, clock=services.clock)
     app[NODE_LEASE] = node_lease
 
+    async def stop_rooms_changed_elsewhere() -> None:
+        # Another node closed (the booked time is over, a cancelled booking) or moved a
+        # room this node serves: its participants here are told and disconnected.
+        assert signaling is not None
+        live = {name: datetime.fromtimestamp(channel.created_at, UTC)
+                for name, channel in signaling.channels.items() if not channel.echo}
+        if not live:
+            return
+        for room, reason in (await asyncio.to_thread(read, rooms_to_stop, worker_ids,
+                                                     live)).items():
+            await live_rooms.close(room, reason)
+
+    room_signals = RoomSignals(url, stop_rooms_changed_elsewhere,
+                               resync_s=settings.room_resync_seconds) \
+        if several_nodes and database.engine.dialect.name == "postgresql" else None
+    app[ROOM_SIGNALS] = room_signals
+
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")
 
@@ -226,8 +245,12 @@ def create_app(settings: Settings) -> web.Application:
     async def start_workers(app: web.Application) -> None:
         await pool.start()
         node_lease.start()
+        if room_signals is not None:
+            room_signals.start()
 
     async def shutdown(app: web.Application) -> None:
+        if room_signals is not None:
+            await room_signals.stop()
         await node_lease.stop()
         await pool.stop()
         database.dispose()

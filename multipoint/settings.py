@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     izs_public_url: str = ""
     izs_media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
     node_lease_seconds: float = Field(10, ge=1, le=600)
+    # Several nodes: how often a node re-reads which of its rooms were closed or moved
+    # by another node, besides the PostgreSQL notices (scheduler/room_signals.py).
+    room_resync_seconds: float = Field(30, ge=1, le=3600)
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)

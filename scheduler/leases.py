@@ -41,6 +41,7 @@ from scheduler.db import Database
 from scheduler.errors import NotFound
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Room, RoomMove
 from scheduler.placement import place
+from scheduler.room_signals import announce_room_change
 from scheduler.rooms import placed_izs, worker_loads
 from scheduler.transactions import run_decision
 
@@ -104,7 +105,7 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
     config = config or SchedulerConfig()
     # The usual case, every few seconds on every node: nothing to do. Found without the
     # exclusive pool lock, which would hold up every booking decision meanwhile.
-    with db.session() as session:
+    with db.read_session() as session:
         work = session.scalar(select(func.count()).select_from(MediaNode)
                               .where(_lapsed(now))) or session.scalar(
             select(func.count()).select_from(Room).where(Room.state == "open", _stranded()))
@@ -144,6 +145,7 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
                     CallRecord.left_at.is_(None))):
                 record.left_at = max(now, record.joined_at)
             room.worker_id = target.worker_id
+            announce_room_change(session, room.name)  # a fenced node stops serving it
             # The next room sees this one on its new worker.
             loads = [dataclasses.replace(w, booked=w.booked + room.units)
                      if w.worker_id == target.worker_id else w for w in loads]

@@ -25,6 +25,7 @@ from scheduler.models import (
     StandingBridge,
 )
 from scheduler.placement import WorkerLoad, place
+from scheduler.room_signals import announce_room_change
 from scheduler.units import KINDS, UnitCosts
 
 
@@ -133,6 +134,7 @@ def close_room(session: Session, name: str, now: datetime) -> bool:
     if room is None or room.state != "open":
         return False
     room.state, room.worker_id, room.closed_at = "closed", None, now
+    announce_room_change(session, name)  # the node serving it may be another one
     return True
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -18,6 +19,7 @@ from sqlalchemy import select, text
 
 from scheduler.db import Database
 from scheduler.models import CallRecord, Room
+from scheduler.rooms import close_room
 from signaling.tokens import JoinGrant, issue_token
 from tests.nodes import LEASE_S, SECRET, izs_bridge
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
@@ -193,4 +195,32 @@ async def test_a_paused_node_whose_rooms_moved_does_not_keep_serving_them(nodes)
             os.killpg(node_b.process.pid, signal.SIGCONT)
         await first.close()
         await second.close()
+        database.dispose()
+
+
+async def test_a_room_closed_by_another_node_ends_where_it_lives(nodes) -> None:
+    """The control between nodes: a job on one node closes a room that lives on another
+    (the booked time is over); the node serving it hears of it (PostgreSQL NOTIFY, the
+    periodic re-read is an hour away here) and ends the call there."""
+    node_a, node_b, url = nodes
+    room = izs_bridge(url)
+    token = issue_token(SECRET, JoinGrant(room=room, role="guest", scheduled=True), 600)
+    callers = [Caller(token, node_a.front), Caller(token, node_a.front)]
+    database = Database(url)
+    try:
+        for caller in callers:
+            await caller.join()
+            assert caller.joins == [node_b.front]
+        assert await wait_until(lambda: all(c.receiving() for c in callers), timeout=30)
+        with database.write_session() as session:  # as node A's closing job does
+            assert close_room(session, room, datetime.now(UTC))
+        assert await wait_until(lambda: all(c.client.ws.closed for c in callers), timeout=10)
+        for caller in callers:
+            assert [m["reason"] for m in caller.client.all if m["type"] == "closed"] \
+                == ["the room was closed"]
+        async with aiohttp.ClientSession() as http, http.get(node_b.front + "/healthz") as response:
+            assert (await response.json())["peers"] == 0
+    finally:
+        for caller in callers:
+            await caller.close()
         database.dispose()

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from scheduler.bridges import create_bridge
 from scheduler.db import Database
@@ -20,8 +20,10 @@ from scheduler.leases import NodeLease, reap_dead_nodes, renew_lease
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Notification, Room, RoomMove
 from scheduler.nodes import register_node
 from scheduler.organisations import org_info
-from scheduler.rooms import open_room
+from scheduler.room_signals import RoomSignals, announce_room_change, rooms_to_stop
+from scheduler.rooms import close_room, open_room
 from scheduler.units import ParticipantMix
+from tests.peers import wait_until
 from tests.scheduler.conftest import NOW, FakeClock, World, make_world
 from tests.scheduler.test_jobs import RecordingRoomControl, book, services
 from tests.scheduler.test_pool_version import pool_version
@@ -284,3 +286,55 @@ async def test_the_fronts_lease_renews_reaps_and_reports_rooms_that_moved(
     assert sorted(closed) == on_brno
     await keepers[brno].renew()
     assert sorted(closed) == on_brno, "told once"
+
+
+def test_a_node_stops_the_rooms_closed_or_moved_elsewhere_and_no_other(bare: World) -> None:
+    """What a node re-reads on a notice (scheduler/room_signals.py): of its live rooms,
+    those closed after they began here, and those now open on another node's worker."""
+    brno, ostrava = node(bare.db, "brno"), node(bare.db, "ostrava")
+    ours, theirs = sorted(workers_of(bare.db, brno)), workers_of(bare.db, ostrava)
+    for name in ("porada", "briefing", "stara-porada", "presunuta"):
+        open_plain(bare, name)
+    with bare.db.write_session() as session:
+        rooms = {r.name: r for r in session.scalars(select(Room))}
+        for room in rooms.values():
+            room.worker_id = ours[0]
+        rooms["presunuta"].worker_id = next(iter(theirs))  # moved by a reaper
+        close_room(session, "porada", NOW + timedelta(minutes=60))  # its time is over
+        close_room(session, "stara-porada", NOW)  # closed before it began here again
+    live = {"porada": NOW, "briefing": NOW, "stara-porada": NOW + timedelta(minutes=5),
+            "presunuta": NOW, "jen-tady": NOW}  # the last has no row: an ad-hoc room
+    with bare.db.read_session() as session:
+        assert rooms_to_stop(session, ours, live) == {
+            "porada": "the room was closed", "presunuta": "moved to another node"}
+        assert rooms_to_stop(session, ours, {}) == {}
+
+
+async def test_room_notices_wake_a_node_and_a_lost_connection_costs_a_re_read(bare: World) -> None:
+    if bare.db.engine.dialect.name != "postgresql":
+        pytest.skip("notices between nodes are PostgreSQL's LISTEN/NOTIFY")
+    checks: list[int] = []
+
+    async def check() -> None:
+        checks.append(signals.notices)
+
+    signals = RoomSignals(bare.db.url, check, resync_s=3600, retry_s=0.1)
+    signals.start()
+    try:
+        assert await wait_until(lambda: len(checks) == 1)  # listening: read once
+        with bare.db.write_session() as session:
+            announce_room_change(session, "porada")
+        with bare.db.write_session() as session:  # rolled back: never announced
+            announce_room_change(session, "nikdy")
+            session.rollback()
+        assert await wait_until(lambda: signals.notices >= 1 and len(checks) >= 2)
+        # Its connection is cut (a database restart, a network cut): it reconnects and,
+        # since notices sent meanwhile are lost, reads again.
+        before = len(checks)
+        with bare.db.session() as session:
+            cut = session.scalars(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE query = 'LISTEN multipoint_rooms'")).all()
+        assert cut == [True]
+        assert await wait_until(lambda: len(checks) > before)
+    finally:
+        await signals.stop()

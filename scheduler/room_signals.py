@@ -1,0 +1,121 @@
+"""Telling the other nodes that the database changed under one of their rooms.
+
+A job on one node closes a booked room (its time is over, or it was cancelled) that
+lives on another node's worker; a reaper moves a dead node's rooms. The node that
+serves the room must stop serving it, and it learns so through PostgreSQL
+``LISTEN/NOTIFY`` on :data:`CHANNEL`: the payload is the room's name, the state is in
+the ``rooms`` table. A notice only wakes a node up; it then reads which of its live
+rooms must stop (:func:`rooms_to_stop`). It reads the same after every reconnect of
+its listening connection and every ``resync_s`` besides, so a notice lost in a
+network cut costs a later re-read, never a room that goes on after its end.
+
+Why PostgreSQL and not Redis pub/sub: the nodes share the database already, a notice
+sent in the transaction that closes the room is delivered only if that transaction
+commits (never a notice about a change that was rolled back), and one server fewer
+must stay up for the control path to work (docs/workers.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from scheduler.models import Room
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "multipoint_rooms"
+
+
+def announce_room_change(session: Session, room_name: str) -> None:
+    """Wake every node up about this room when this transaction commits (PostgreSQL;
+    alone on SQLite there is no other node to tell)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, room_name)))
+
+
+def rooms_to_stop(session: Session, worker_ids: list[int],
+                  live: dict[str, datetime]) -> dict[str, str]:
+    """Of this node's live rooms (name -> when it began here), those the database says
+    must stop here, each with the reason its participants are told.
+
+    A room stops if its row was closed after it began here (a room that began after
+    its row was closed is an ad-hoc room of the same name, not one the close was
+    about), or if it is open on a worker that is not one of ours (moved away).
+    """
+    if not live:
+        return {}
+    rows = session.execute(select(Room.name, Room.state, Room.closed_at, Room.worker_id)
+                           .where(Room.name.in_(list(live)))).all()
+    stop: dict[str, str] = {}
+    for name, state, closed_at, worker_id in rows:
+        if state == "closed" and closed_at is not None and closed_at >= live[name]:
+            stop[name] = "the room was closed"
+        elif state == "open" and worker_id is not None and worker_id not in worker_ids:
+            stop[name] = "moved to another node"
+    return stop
+
+
+class RoomSignals:
+    """Listens for room notices and calls ``check`` on each one, after each (re)connect
+    and every ``resync_s``; ``check`` reads the database and stops what must stop."""
+
+    def __init__(self, database_url: str, check: Callable[[], Awaitable[None]], *,
+                 resync_s: float = 30.0, retry_s: float = 1.0) -> None:
+        # psycopg's own URL: the SQLAlchemy one may name a driver ("postgresql+psycopg").
+        self._conninfo = make_url(database_url).set(drivername="postgresql") \
+            .render_as_string(hide_password=False)
+        self._check = check
+        self.resync_s = resync_s
+        self.retry_s = retry_s
+        self.notices = 0  # received, for the tests and /metrics
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="room-signals-listen"),
+                       asyncio.create_task(self._checking(), name="room-signals-check")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _listen(self) -> None:
+        failing = False
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True) as connection:
+                    await connection.execute(f"LISTEN {CHANNEL}")
+                    if failing:
+                        log.info("room notices: listening again")
+                    failing = False
+                    self._wake.set()  # whatever was announced while we were not listening
+                    async for _notice in connection.notifies():
+                        self.notices += 1
+                        self._wake.set()
+            except (psycopg.Error, OSError) as exc:
+                if not failing:
+                    log.warning("room notices: connection lost (%s); retrying", exc)
+                failing = True
+                await asyncio.sleep(self.retry_s)
+
+    async def _checking(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):  # resync_s passed: read anyway
+                await asyncio.wait_for(self._wake.wait(), self.resync_s)
+            self._wake.clear()
+            try:
+                await self._check()
+            except Exception:  # the database is away: the next wake-up or resync retries
+                log.exception("room notices: checking the live rooms failed")
