@@ -454,6 +454,16 @@ class Participant:
                                  if c.kind == "video" and c.producer is not None and c.paused),
         }
 
+    def media_counts(self) -> dict[str, int]:
+        """Packets this participant sent us and we sent it, by kind: what the server
+        itself saw of a self-test call (its verdict does not rest on the page's word)."""
+        counts = {"audio_in": 0, "video_in": 0, "audio_out": 0, "video_out": 0}
+        for producer in self.producers.values():
+            counts[f"{producer.kind}_in"] += producer.packets
+        for consumer in self.consumers.values():
+            counts[f"{consumer.kind}_out"] += consumer.leg.packets
+        return counts
+
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "role": self.role, "mode": self.mode,

@@ -215,9 +215,11 @@ class Room:
             self.mixer.remove_listener(participant.id)
         # The others' slots that showed it go to whoever ranks next.
         self.assign_slots()
+        # A self-test's call as the server saw it, for its verdict (signaling/server.py).
+        measured = {"media": participant.media_counts()} if self.echo else {}
         await participant.close()  # its own slots let go of what they showed
         self._release_mixer()
-        self._emit("left", {"participant": participant.id, "reason": reason})
+        self._emit("left", {"participant": participant.id, "reason": reason, **measured})
         if self.participants:
             self._emit("participants", {})
         else:

@@ -150,6 +150,10 @@ class WorkerService:
         if joined is not None:
             await joined.room.leave(joined)
 
+    async def do_media_counts(self, participant: str) -> dict[str, int] | None:
+        joined = self.participants.get(participant)
+        return None if joined is None else joined.media_counts()
+
     async def do_record(self, room: str, active: bool, path: str = "") -> bool:
         live = self.worker.rooms.get(room)
         if live is None or live.echo:

@@ -31,6 +31,7 @@ from signaling.protocol import (
     require_sdp,
     require_str,
 )
+from signaling.selftest_calls import SelfTestCalls, server_problems
 from signaling.tokens import JoinGrant, TokenError, issue_token, verify_token
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ class Signaling:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
         self._pending: set[asyncio.Future[None]] = set()
+        self.selftests = SelfTestCalls(self)
 
     def room_emptied(self, room: str) -> None:
         """The last participant of ``room`` on this front left (an ad-hoc room's
@@ -231,6 +233,8 @@ class Signaling:
 
     def on_worker_event(self, worker: int, event: str, data: dict[str, Any]) -> None:
         """Events of the media workers (mcu/worker.py), in the order each one sent them."""
+        if event == "left" and "media" in data:  # a self-test call ended
+            self.selftests.call_ended(data)
         if event in ("offer", "message", "left"):
             connection = self.connections.get(str(data.get("participant")))
             if connection is None or connection.worker != worker:
@@ -575,14 +579,25 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         if not isinstance(passed, bool) or not isinstance(problems, list) or not isinstance(figures, dict):
             return _json_error(400, "bad_message",
                                "need 'passed' (bool), 'problems' (list), 'figures' (object)")
+        # Recorded only for a call the server saw, once per call; a pass needs media both
+        # ways by the server's own counts (signaling/selftest_calls.py).
+        counts = await signaling.selftests.take(grant.room)
+        if counts is None:
+            return _json_error(409, "no_selftest_call",
+                               "no self-test call of this link to judge: run the test first")
         clean_figures = {str(k)[:40]: (float(v) if isinstance(v, int | float) else None)
                          for k, v in list(figures.items())[:20]}
+        clean_figures.update({f"server_{kind}_packets": float(n) for kind, n in counts.items()})
+        problems = [str(p)[:200] for p in problems[:20]]
+        problems += [p for p in server_problems(counts) if p not in problems]
+        passed = passed and not problems
         result_id = await record_selftest({
-            "passed": passed, "problems": [str(p)[:200] for p in problems[:20]],
+            "passed": passed, "problems": problems,
             "figures": clean_figures, "endpoint_serial": grant.endpoint,
             "user_agent": request.headers.get("User-Agent", ""),
         })
-        return web.json_response({"id": result_id, "passed": passed}, status=201)
+        return web.json_response({"id": result_id, "passed": passed, "problems": problems},
+                                 status=201)
 
     async def call_page(request: web.Request) -> web.Response:
         return render("call.html", room=request.match_info["room"])

@@ -57,10 +57,9 @@ async def test_selftest_result_is_validated_and_stored(server) -> None:
             assert r.status == 400 and (await r.json())["error"]["code"] == "bad_message"
         with server.app[DATABASE].session() as session:
             assert session.scalars(select(SelfTestResult)).all() == []
-        async with http.post(url, json={"token": selftest, "passed": False, "problems": ["packet_loss"],
-                                        "figures": {"loss_pct": 7.5, "rtt_ms": "x"}}) as r:
-            assert r.status == 201
+        # Well formed, but no self-test call of this link took place: nothing to judge.
+        async with http.post(url, json={"token": selftest, "passed": True}) as r:
+            assert r.status == 409 and (await r.json())["error"]["code"] == "no_selftest_call"
     with server.app[DATABASE].session() as session:
-        (stored,) = session.scalars(select(SelfTestResult)).all()
-    assert stored.endpoint_serial == "SN-7" and stored.passed is False
-    assert stored.problems == ["packet_loss"] and stored.figures == {"loss_pct": 7.5, "rtt_ms": None}
+        assert session.scalars(select(SelfTestResult)).all() == []
+    # A result with a call behind it: tests/media/test_echo_call.py.
