@@ -136,6 +136,7 @@ def _tune_datagram_reads() -> None:
         transport_class.max_size = DATAGRAM_READ_SIZE
 
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+_original_get_host_addresses = aioice.ice.get_host_addresses
 
 
 def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> None:
@@ -144,6 +145,13 @@ def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> N
     Process-wide: aioice reads these from module globals.
     """
     _tune_datagram_reads()
+    aioice.ice.get_host_addresses = _original_get_host_addresses  # type: ignore[assignment]
+    if not addresses and not _original_get_host_addresses(True, True):
+        # aioice leaves loopback out: on a machine with nothing else (a container with no
+        # network yet, a test namespace) every offer would have no candidate at all.
+        addresses = ["127.0.0.1"]
+        logger.warning("no network interface but loopback: media advertised on 127.0.0.1 "
+                       "only (set MULTIPOINT_MEDIA_ADDRESSES to the addresses to use)")
     if addresses:
         chosen = list(addresses)
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [  # type: ignore[assignment]

@@ -168,6 +168,21 @@ async def test_host_candidates_use_the_configured_addresses_and_port_range() -> 
         await worker.close()
 
 
+async def test_with_only_loopback_and_no_addresses_set_media_is_offered_on_loopback(caplog) -> None:
+    if aiortc_adapter._original_get_host_addresses(True, True):
+        pytest.skip("this machine has an interface besides loopback (the tests' namespace has not)")
+    aiortc_adapter.configure_ice([], None)  # MULTIPOINT_MEDIA_ADDRESSES left empty
+    worker = MediaWorker()
+    try:
+        assert "no network interface but loopback" in caplog.text
+        offer = await worker.room("alone", echo=True).join("me", "selftest").create_offer()
+        hosts = {line.split()[4] for line in offer.sdp.splitlines() if line.startswith("a=candidate:")}
+        assert hosts == {"127.0.0.1"}
+    finally:
+        aiortc_adapter.configure_ice(["127.0.0.1"], None)
+        await worker.close()
+
+
 def test_ice_servers_come_only_from_settings() -> None:
     assert aiortc_adapter.ice_servers([], [], "", "") == []
     servers = aiortc_adapter.ice_servers(["stun:ice.example.gov.cz:3478"],
