@@ -32,8 +32,12 @@ from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
 from signaling.server import Admission, CallLog, Signaling, SignalingConfig, setup_signaling
 from signaling.tokens import JoinGrant
+from signaling.turn import page_ice_servers, turn_credentials
 
 logger = logging.getLogger(__name__)
+# The media path's own TURN pair, when derived from the shared secret: a node is
+# restarted (an upgrade, a reboot) well within a year.
+MEDIA_TURN_TTL_S = 366 * 86400
 
 DATABASE = web.AppKey("database", Database)
 MEDIA = web.AppKey("media", MediaWorker)  # only with MULTIPOINT_MEDIA_INLINE
@@ -94,11 +98,14 @@ def register_workers(database: Database, settings: Settings) -> tuple[int, list[
 
 def media_config(settings: Settings) -> dict[str, Any]:
     """What each worker process needs to know, as JSON for its command line."""
+    username, password = settings.turn_username, settings.turn_password.get_secret_value()
+    secret = settings.turn_secret.get_secret_value()
+    if secret and not username:  # coturn's shared secret: a pair for the node's lifetime
+        username, password = turn_credentials(secret, settings.node_name, MEDIA_TURN_TTL_S)
     return {"media_addresses": settings.all_media_addresses,
             "udp_port_range": settings.udp_port_range,
             "stun_servers": settings.stun_servers, "turn_servers": settings.turn_servers,
-            "turn_username": settings.turn_username,
-            "turn_password": settings.turn_password.get_secret_value()}
+            "turn_username": username, "turn_password": password}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -193,7 +200,9 @@ def create_app(settings: Settings) -> web.Application:
         secret=settings.signing_secret(), max_message_bytes=settings.max_message_bytes,
         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
         recordings_dir=settings.data_dir / "recordings",
-        units=lambda mode: costs.mixed if mode == "mixed" else costs.hd),
+        units=lambda mode: costs.mixed if mode == "mixed" else costs.hd,
+        ice_servers=page_ice_servers(settings.turn_urls, settings.turn_secret.get_secret_value(),
+                                     settings.turn_credential_hours * 3600)),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")

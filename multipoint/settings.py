@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     turn_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     turn_username: str = ""
     turn_password: SecretStr = SecretStr("")
+    # TURN for the participants' pages (signaling/turn.py): coturn's static-auth-secret
+    # and the URLs the pages use; each join gets credentials of its own, valid this long.
+    # With the secret set and no turn_username, the media path's own TURN credentials
+    # (turn_servers) are derived from it at start as well.
+    turn_secret: SecretStr = SecretStr("")
+    turn_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    turn_credential_hours: float = Field(24, gt=0, le=24 * 366)
 
     # Media workers: one process per core (0 = every core of the machine). Inline runs
     # one worker inside the front process instead (debugging; tests that inspect media).
@@ -115,7 +122,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("media_addresses", "stun_servers", "turn_servers", "node_labels",
-                     "izs_media_addresses", mode="before")
+                     "izs_media_addresses", "turn_urls", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

@@ -89,6 +89,9 @@ class SignalingConfig:
     selftest_ttl_s: float
     recordings_dir: Path
     units: Callable[[str], int] = lambda mode: 1  # what a participant of a mode costs
+    # The page's ICE servers, by participant id: TURN with credentials of its own
+    # (signaling/turn.py); none by default.
+    ice_servers: Callable[[str], list[dict[str, Any]]] = lambda participant: []
 
 
 class RoomChannel:
@@ -400,7 +403,8 @@ class ParticipantConnection:
         channel.add(self, worker)
         await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant_id,
                          "room": grant.room, "role": grant.role, "name": name,
-                         "locked": channel.locked, "fronts": await signaling.fronts()})
+                         "locked": channel.locked, "fronts": await signaling.fronts(),
+                         "ice_servers": self.config.ice_servers(participant_id)})
         if not echo:
             self.call_record = await signaling.call_log.joined(grant.room, name, mode, worker)
         await self.request("negotiate", participant=participant_id)

@@ -12,7 +12,6 @@ import base64
 import datetime
 import hashlib
 import hmac
-import importlib.util
 import os
 import re
 import signal
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+from signaling.turn import turn_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -50,7 +51,8 @@ def test_compose_services_and_settings() -> None:
         node = services[name]
         env = node["environment"]
         assert node["network_mode"] == "host"
-        assert f"--node {name}" in node["command"][-1]
+        assert node["command"] == ["multipoint", "serve", "--node", name]
+        assert env["MULTIPOINT_TURN_SECRET"] and "turn_credentials" not in str(node)
         assert env["MULTIPOINT_PUBLIC_URL"] == f"https://{name}.vc.example.gov.cz"
         assert env["MULTIPOINT_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert node["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -60,16 +62,17 @@ def test_compose_services_and_settings() -> None:
     coturn = services["coturn"]["command"]
     assert "--use-auth-secret" in coturn and any(a.startswith("--static-auth-secret=") for a in coturn)
     assert "--lt-cred-mech" not in coturn
+    # turns: on 443 for firewalls that let out nothing else, on an address of its own
+    # (nginx has 443 of the web address).
+    assert "--tls-listening-port=443" in coturn and "--listening-ip=192.0.2.11" in coturn
+    urls = _compose()["x-node-environment"]["MULTIPOINT_TURN_URLS"].split(",")
+    assert "turns:turn.vc.example.gov.cz:443?transport=tcp" in urls
 
 
-# --- turn_credentials.py ----------------------------------------------------------------
+# --- TURN credentials ---------------------------------------------------------------------
 
 def test_turn_credentials_follow_the_turn_rest_scheme() -> None:
-    spec = importlib.util.spec_from_file_location("turn_credentials", DOCKER / "turn_credentials.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    username, password = module.turn_credentials("s3cret", "node-a", 3600, now=1_000_000)
+    username, password = turn_credentials("s3cret", "node-a", 3600, now=1_000_000)
     assert username == "1003600:node-a"
     expected = hmac.new(b"s3cret", b"1003600:node-a", hashlib.sha1).digest()
     assert base64.b64decode(password) == expected
@@ -127,7 +130,7 @@ def nginx_test_copy(tmp: Path, http_port: int, https_port: int, port_a: int, por
     text = _sub(r"127\.0\.0\.1:8081", f"127.0.0.1:{port_a}", text, 3)
     text = _sub(r"127\.0\.0\.1:8082", f"127.0.0.1:{port_b}", text, 3)
     text = _sub(r"listen 80 default_server;", f"listen 127.0.0.1:{http_port} default_server;", text, 1)
-    text = _sub(r"listen 443 ssl", f"listen 127.0.0.1:{https_port} ssl", text, 3)
+    text = _sub(r"listen 192\.0\.2\.10:443 ssl", f"listen 127.0.0.1:{https_port} ssl", text, 3)
     # Temporary files of a non-root nginx.
     text = _sub(r"(?m)^http \{", "http {\n" + "".join(
         f"    {kind}_temp_path {tmp}/{kind};\n"

@@ -69,7 +69,10 @@ async function connect(name) {
 
 async function connectOnce(name) {
   const mode = params.get("mode") === "mixed" ? "mixed" : "forwarded";
-  const session = new MultipointSession({ token, name, mode, front: state.front });
+  const session = new MultipointSession({
+    token, name, mode, front: state.front,
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
+  });
   state.session = session;
   session.addEventListener("remotetrack", (event) => onRemoteTrack(event.detail));
   session.addEventListener("offer", () => renderSlots());

@@ -6,12 +6,16 @@ const ICE_GATHERING_TIMEOUT_MS = 3000;
 export class MultipointSession extends EventTarget {
   // ``front``: the base URL of the front to use (another node's, after a redirect or
   // when this page's own front is gone); by default the page's own origin.
-  constructor({ token, name = "", mode = "forwarded", iceServers = [], front = null }) {
+  // ``iceTransportPolicy``: "relay" sends media only through TURN (a support check that
+  // TURN passes this office's firewall); the TURN servers come with "joined".
+  constructor({ token, name = "", mode = "forwarded", iceServers = [], front = null,
+                iceTransportPolicy = "all" }) {
     super();
     this.token = token;
     this.name = name;
     this.mode = mode;
     this.iceServers = iceServers;
+    this.iceTransportPolicy = iceTransportPolicy;
     this.front = front;
     this.tracks = {};           // receive slot's mid -> who it shows now {participant, name, kind, source}
     this.localTracks = {};      // source -> MediaStreamTrack | null
@@ -24,7 +28,8 @@ export class MultipointSession extends EventTarget {
   // Open the signaling socket and join; resolves once the server said "joined".
   start(localTracks) {
     this.localTracks = { ...localTracks };
-    this.pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    this.pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle",
+                                      iceTransportPolicy: this.iceTransportPolicy });
     this.pc.addEventListener("track", (event) => this.#onTrack(event));
     this.pc.addEventListener("connectionstatechange", () =>
       this.#emit("connectionstate", { state: this.pc.connectionState }));
@@ -48,6 +53,11 @@ export class MultipointSession extends EventTarget {
         }
         if (message.type === "joined") {
           this.participantId = message.participant;
+          if (message.ice_servers?.length) {
+            // TURN with credentials of our own, before the offer starts ICE gathering.
+            this.pc.setConfiguration({ ...this.pc.getConfiguration(),
+                                       iceServers: [...this.iceServers, ...message.ice_servers] });
+          }
           resolve(message);
         } else if (message.type === "redirect") {
           // The room lives on another node: join there with the same link.

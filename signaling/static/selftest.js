@@ -29,7 +29,10 @@ async function run() {
   }
   document.querySelector("#local").srcObject = stream;
   meterMicrophone(stream);
-  const session = new MultipointSession({ token: main.dataset.token });
+  const session = new MultipointSession({
+    token: main.dataset.token,
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
+  });
   state.session = session;
   const remote = new MediaStream();
   document.querySelector("#remote").srcObject = remote;
