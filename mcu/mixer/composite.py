@@ -19,7 +19,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from . import font
-from .layout import LayoutKind, Tile, label_scale, tiles_for
+from .layout import LayoutKind, Tile, tiles_for
 from .vp8 import VIDEO_CLOCK, VIDEO_TIME_BASE, EncodedFrame, Vp8Encoder
 
 SourceId = Hashable
@@ -248,10 +248,11 @@ class Compositor:
         self._y[ly : ly + tile.label_height, tile.x : tile.x + tile.width] = _LABEL_Y
         if not name:
             return
-        scale = label_scale(tile.height + tile.label_height)
-        mask = font.render(name, scale, tile.width - 8)
-        mh, mw = mask.shape
+        coverage = font.render(name, tile.label_height - 2, tile.width - 8)
+        mh, mw = coverage.shape
         tx = tile.x + (tile.width - mw) // 2
         ty = ly + (tile.label_height - mh) // 2
         region = self._y[ty : ty + mh, tx : tx + mw]
-        region[mask] = _TEXT_Y
+        # Anti-aliased: each pixel between the strip's grey and white by its coverage.
+        alpha = coverage.astype(np.uint16)
+        region[:] = ((region * (255 - alpha) + _TEXT_Y * alpha) // 255).astype(np.uint8)

@@ -35,7 +35,8 @@ def _even(v: float) -> int:
 
 
 def label_scale(cell_height: int) -> int:
-    """Font scale for a cell: 1 on thumbnails, 2 from about 240 pixels up."""
+    """Size step of a cell's name strip (7 px a step, plus a margin): 1 on thumbnails,
+    2 from about 240 pixels up (mcu/mixer/font.py fits the name into it)."""
     return max(1, min(4, cell_height // 120))
 
 

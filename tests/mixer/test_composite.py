@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from mcu.mixer import font
 from mcu.mixer.composite import Compositor
 from mcu.mixer.layout import grid, speaker
 from mcu.mixer.vp8 import EncodedFrame, SelectiveDecoder, Vp8Decoder, is_keyframe
@@ -198,3 +199,16 @@ def test_layouts_keep_tiles_inside_the_picture_and_apart(count: int) -> None:
         for i, a in enumerate(boxes):
             for b in boxes[i + 1 :]:
                 assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_names_keep_their_diacritics_and_a_long_one_ends_in_an_ellipsis() -> None:
+    # A háček over the R: the top rows of "Ř" have ink that "R" has not.
+    plain, caron = font.render("R", 20, 100), font.render("Ř", 20, 100)
+    assert plain.shape[0] == caron.shape[0] == 20
+    top = slice(0, 3)  # above the cap height
+    assert caron[top].max() > 128 and plain[top].max() < 64
+    assert (font.render("Jiří Nováček", 20, 300) != font.render("Jiri Novacek", 20, 300)).any()
+    # Too long for the tile: cut, with an ellipsis, within the width.
+    long = font.render("Krajské ředitelství policie Kraje Vysočina, územní odbor Jihlava", 16, 120)
+    assert 0 < long.shape[1] <= 120
+    assert font.render("", 16, 120).shape[1] == 0
