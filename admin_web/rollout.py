@@ -150,7 +150,7 @@ async def import_post(admin: Admin, request: web.Request, user: Principal) -> we
     if upload is not None and not isinstance(upload, str) and getattr(upload, "file", None):
         raw = upload.file.read(MAX_CSV_BYTES + 1)
         if raw:
-            text = raw.decode("utf-8-sig", errors="replace")
+            text = rollout.decode_csv(raw)
     if len(text.encode()) > MAX_CSV_BYTES:
         return render(request, "import.html", status=413, text="", preview=None, imported=None,
                       error="too_large")

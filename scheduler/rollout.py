@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import charset_normalizer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,7 @@ APPLICATION_STATES: tuple[str, ...] = ("submitted", "approved", "rejected")
 CSV_COLUMNS: tuple[str, ...] = ("serial", "model", "site", "organisation", "status", "programme",
                                 "price_czk", "due_on")
 MAX_IMPORT_ROWS = 5000
+CSV_ENCODINGS = ("cp1250", "iso8859_2")  # besides UTF-8: what Czech offices' files come in
 
 
 def allowed_next(status: str) -> tuple[str, ...]:
@@ -236,6 +238,18 @@ def _organisation_lookup(session: Session) -> tuple[dict[str, int], dict[str, li
             by_code[code.casefold()] = org_id
         by_name.setdefault(name.casefold(), []).append(org_id)
     return by_code, by_name
+
+
+def decode_csv(raw: bytes) -> str:
+    """An uploaded CSV as text: UTF-8 (with or without Excel's BOM), else what
+    charset-normalizer finds among the Czech encodings (Czech Excel saves windows-1250),
+    so names keep their diacritics."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    best = charset_normalizer.from_bytes(raw, cp_isolation=list(CSV_ENCODINGS)).best()
+    return str(best) if best is not None else raw.decode("cp1250", errors="replace")
 
 
 def preview_csv(session: Session, text: str) -> Preview:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scheduler.models import Endpoint, SelfTestResult
-from scheduler.rollout import PIPELINE, allowed_next, status_after_selftest
+from scheduler.rollout import PIPELINE, allowed_next, decode_csv, status_after_selftest
 from scheduler.users import hash_password, verify_password
 
 
@@ -60,3 +60,11 @@ def test_passwords_are_salted_and_checked() -> None:
     assert verify_password("correct horse battery", first)
     assert not verify_password("correct horse batterY", first)
     assert not verify_password("x", None) and not verify_password("x", "md5$abc")
+
+
+def test_a_csv_from_czech_excel_keeps_its_diacritics() -> None:
+    text = ("serial;model;site;organisation\n"
+            "SN-1;Poly Studio;Městský úřad Žďár nad Sázavou, zasedací síň;"
+            "ORP Žďár nad Sázavou\nSN-2;Cisco Room Kit;Krajský úřad, přízemí;Kraj Vysočina\n")
+    for encoding in ("cp1250", "utf-8", "utf-8-sig"):
+        assert decode_csv(text.encode(encoding)) == text, encoding
