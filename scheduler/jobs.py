@@ -102,8 +102,12 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime |
     o = BookingOccurrence
     with db.session() as session:
         candidates = [
+            # Every occurrence :func:`due_actions` would open, overdue ones included (a
+            # meeting booked for the current minute has started already): due at once.
             session.scalar(select(func.min(o.start_utc)).where(
-                o.state == "scheduled", o.opened_at.is_(None), o.start_utc > now)),
+                o.state == "scheduled", o.opened_at.is_(None),
+                o.start_utc >= now - config.limits.max_duration - config.close_grace,
+                o.end_utc > now - config.close_grace)),
             session.scalar(select(func.min(o.end_utc)).where(
                 o.opened_at.is_not(None), o.closed_at.is_(None))),
             session.scalar(select(func.min(o.start_utc)).where(

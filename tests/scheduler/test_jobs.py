@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -10,6 +13,7 @@ from sqlalchemy import func, select
 from scheduler.bookings import BookingInput, cancel_booking, create_booking
 from scheduler.bridges import create_bridge
 from scheduler.db import Database
+from scheduler.jobs import next_due
 from scheduler.models import Booking, Notification, Room
 from scheduler.organisations import org_info
 from scheduler.recurrence import Schedule
@@ -199,5 +203,38 @@ async def test_a_new_booking_brings_the_next_run_forward(world: World) -> None:
         job = service.jobs._scheduler.get_job("next-due")  # type: ignore[union-attr]
         assert job is not None
         assert_runs_in(job.next_run_time, timedelta(minutes=90))
+    finally:
+        await service.stop()
+
+
+async def _until(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Wait (on the real loop) until ``condition`` holds; fail after ``limit_s``."""
+    for _ in range(int(limit_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still waiting for {what}")
+
+
+async def test_a_meeting_booked_for_the_current_minute_opens_at_once(world: World) -> None:
+    # 08:00:20 UTC: a meeting booked for this minute (09:00 Prague) has started already.
+    clock = FakeClock(NOW + timedelta(seconds=20))
+    _, room = book(world, "2026-11-30T09:00", "2026-11-30T10:00")
+    assert next_due(world.db, world.config, clock.now) == clock.now
+    clock.advance(timedelta(minutes=3))  # overdue and still not open: due now, not later
+    assert next_due(world.db, world.config, clock.now) == clock.now
+
+    # With the safety tick an hour away, only the due instant can open the room.
+    config = dataclasses.replace(world.config, tick=timedelta(hours=1))
+    control = RecordingRoomControl()
+    service = SchedulerServices(world.db, config, join_link=join_link, room_control=control,
+                                clock=clock)
+    await service.start()
+    try:
+        assert control.calls == [("open", room)]  # the start-up tick catches up
+        clock.advance(timedelta(minutes=27))  # 08:30:20: the second one's start has come
+        _, now_room = book(world, "2026-11-30T09:30", "2026-11-30T10:00")
+        await service.jobs.reschedule()
+        await _until(lambda: ("open", now_room) in control.calls, "the room to open")
     finally:
         await service.stop()
