@@ -14,7 +14,7 @@ import secrets
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -38,7 +38,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
 from scheduler.group_commit import GroupCommit
-from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota
+from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota, Room
 from scheduler.notices import JoinLink
 from scheduler.occupancy import (
     Day,
@@ -275,12 +275,13 @@ def _check(calendar: _Calendar, policy: CapacityPolicy, org: OrgInfo, priority: 
 
 def _decide(session: Session, config: SchedulerConfig, org: OrgInfo, priority: str,
             units: int, occurrences: list[Occurrence], now: datetime, zone: str,
-            exclude_booking: int | None = None) -> tuple[int | None, list[Allocation]]:
-    """:func:`_check` against what the database holds now."""
+            rewritten: Collection[int] = ()) -> tuple[int | None, list[Allocation]]:
+    """:func:`_check` against what the database holds now, less the occurrences with the
+    ids ``rewritten`` (those a change replaces or rewrites in place)."""
     max_duration = config.limits.max_duration
     intervals = [(o.start, o.end) for o in occurrences]
-    allocations = load_allocations(session, intervals, max_duration,
-                                   exclude_booking=exclude_booking)
+    allocations = [a for a in load_allocations(session, intervals, max_duration)
+                   if a.ref not in rewritten]
     calendar = _Calendar({day: Day.of(day, allocations) for day, allocations
                           in by_day(allocations, days_touched(intervals)).items()})
     return _check(calendar, load_policy(session, config), org, priority, units, occurrences,
@@ -623,15 +624,17 @@ def _minutes(instant: datetime, tz: ZoneInfo) -> str:
 
 def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, units: int,
             refusal: CapacityRefused, schedule: Schedule, now: datetime,
-            exclude_booking: int | None = None) -> list[dict[str, str]]:
-    """:func:`_suggestions` from the database, leaving out one booking's occurrences."""
+            rewritten: Collection[int] = ()) -> list[dict[str, str]]:
+    """:func:`_suggestions` from the database, leaving out the occurrences with the ids
+    ``rewritten`` (those the refused change would have replaced or rewritten)."""
     with db.session() as session:
         policy = load_policy(session, config)
 
         def load_in(policy: CapacityPolicy, holder: int | None, start: datetime,
                     end: datetime) -> list[Segment]:
-            allocations = load_allocations(session, [(start, end)], config.limits.max_duration,
-                                           exclude_booking=exclude_booking)
+            allocations = [a for a in load_allocations(session, [(start, end)],
+                                                       config.limits.max_duration)
+                           if a.ref not in rewritten]
             return capacity.timeline(allocations, policy, holder, start, end)
 
         return _suggestions(load_in, policy, org, priority, units, refusal,
@@ -652,7 +655,11 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
                    join_link: JoinLink) -> Decision:
     """Change a booking; a new time or size is checked again like a new booking.
 
-    Occurrences that have started stay as they were; future ones are replaced.
+    Occurrences that have started stay as they were. Of the future ones, one whose room
+    is already open (``opened_at``: within the open lead) and that the new schedule still
+    has at the same start is rewritten in place (its end and units), so that the open
+    room keeps its occurrence; every other future one is replaced by the new schedule's.
+    The check counts exactly what stays: the started ones, not those rewritten.
     """
     with db.session() as session:
         booking, org = get_booking(session, booking_id)
@@ -675,27 +682,37 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         occurrences = [o for o in expanded if o.start >= now]
         if not occurrences:
             raise InvalidInput("in_past", "the changed schedule has no future occurrence")
+    rewritten: set[int] = set()  # for the suggestions, should the change be refused
 
     def decide(session: Session) -> Decision:
         booking, _ = get_booking(session, booking_id)
         displaced: list[int] = []
         if recheck:
+            replaced, in_place = _rewrites(session, booking.id, occurrences, now)
+            rewritten.clear()
+            rewritten.update(row.id for row in replaced)
+            rewritten.update(row.id for row, _ in in_place)
             holder, victims = _decide(session, config, org, booking.priority, units,
-                                      occurrences, now, schedule.zone,
-                                      exclude_booking=booking.id)
-            session.execute(update(BookingOccurrence)
-                            .where(BookingOccurrence.booking_id == booking.id,
-                                   BookingOccurrence.state == "scheduled",
-                                   BookingOccurrence.start_utc >= now,
-                                   BookingOccurrence.opened_at.is_(None))
-                            .values(state="replaced"))
+                                      occurrences, now, schedule.zone, rewritten)
+            for row in replaced:
+                row.state = "replaced"
+            for row, occurrence in in_place:
+                row.end_utc, row.units, row.holder_id = occurrence.end, units, holder
+                row.izs, row.priority = org.izs, booking.priority
+                room = session.scalar(select(Room).where(Room.occurrence_id == row.id,
+                                                         Room.state == "open"))
+                if room is not None:
+                    room.units = units  # what the worker's placement counts
             booking.units = units
             booking.participants = participants.as_dict()
             booking.local_start, booking.local_end = schedule.start, schedule.end
             booking.zone, booking.rrule = schedule.zone, schedule.rrule
             booking.exdates = [d.isoformat() for d in schedule.exdates]
             booking.skip_public_holidays = schedule.skip_public_holidays
-            _write_occurrences(session, booking, occurrences, holder, org)
+            kept_starts = {row.start_utc for row, _ in in_place}
+            _write_occurrences(session, booking,
+                               [o for o in occurrences if o.start not in kept_starts],
+                               holder, org)
             displaced = _displace(session, victims, booking.id, booking.title, now, join_link)
         if change.title is not None:
             booking.title = change.title
@@ -717,9 +734,34 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         return run_decision(db, days, decide)
     except CapacityRefused as refusal:
         refusal.details["suggestions"] = suggest(db, config, org, booking.priority, units,
-                                                 refusal, schedule, now,
-                                                 exclude_booking=booking_id)
+                                                 refusal, schedule, now, rewritten)
         raise
+
+
+def _rewrites(session: Session, booking_id: int, occurrences: list[Occurrence],
+              now: datetime) -> tuple[list[BookingOccurrence],
+                                      list[tuple[BookingOccurrence, Occurrence]]]:
+    """What a change to the booking's schedule does to its scheduled future occurrences:
+    those it replaces, and those it rewrites in place with the new occurrence at the same
+    start (an occurrence whose room is open already: rewriting it keeps the room on it).
+
+    The rows are taken FOR UPDATE (PostgreSQL), so that a job opening one meanwhile is
+    seen: an open one is never replaced by a copy of itself.
+    """
+    o = BookingOccurrence
+    rows = session.scalars(select(o).where(
+        o.booking_id == booking_id, o.state == "scheduled", o.start_utc >= now)
+        .order_by(o.start_utc).with_for_update()).all()
+    new_at = {occurrence.start: occurrence for occurrence in occurrences}
+    replaced: list[BookingOccurrence] = []
+    in_place: list[tuple[BookingOccurrence, Occurrence]] = []
+    for row in rows:
+        same = new_at.pop(row.start_utc, None) if row.opened_at is not None else None
+        if same is None:
+            replaced.append(row)
+        else:
+            in_place.append((row, same))
+    return replaced, in_place
 
 
 def _future_spans(session: Session, booking_id: int,

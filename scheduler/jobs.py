@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
@@ -30,6 +31,7 @@ from scheduler.rooms import RoomControl, RoomInfo, close_room, open_room
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,12 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime |
     o = BookingOccurrence
     with db.session() as session:
         candidates = [
+            # Every occurrence :func:`due_actions` would open, overdue ones included (a
+            # meeting booked for the current minute has started already): due at once.
             session.scalar(select(func.min(o.start_utc)).where(
-                o.state == "scheduled", o.opened_at.is_(None), o.start_utc > now)),
+                o.state == "scheduled", o.opened_at.is_(None),
+                o.start_utc >= now - config.limits.max_duration - config.close_grace,
+                o.end_utc > now - config.close_grace)),
             session.scalar(select(func.min(o.end_utc)).where(
                 o.opened_at.is_not(None), o.closed_at.is_(None))),
             session.scalar(select(func.min(o.start_utc)).where(
@@ -114,15 +120,33 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime |
     return max(now, min(instants)) if instants else None
 
 
+def _failure_logged(future: asyncio.Future[Any]) -> None:
+    """The failure of a thread whose job was cancelled meanwhile: logged, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("job work failed after its job was cancelled",
+                  exc_info=future.exception())
+
+
 class JobRunner:
+    """Runs the jobs on APScheduler's clock.
+
+    Stopping (the service's clean-up, SIGTERM) lets a tick or roll-up in flight finish
+    rather than cancelling it: its database work runs in a thread that a cancellation
+    would not stop, so it would commit after the runner had stopped, and the cancelled
+    job would log a CancelledError. A job that falls due while stopping does nothing.
+    """
+
     def __init__(self, db: Database, config: SchedulerConfig, room_control: RoomControl,
                  join_link: JoinLink, clock: Clock) -> None:
         self.db, self.config, self.room_control = db, config, room_control
         self.join_link, self.clock = join_link, clock
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one job at a time; stop() waits on it
         self._scheduler: AsyncIOScheduler | None = None
+        self._stopping = False
+        self._threads: set[asyncio.Future[Any]] = set()  # database work in flight
 
     async def start(self) -> None:
+        self._stopping = False
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(self.tick, "interval",
                                 seconds=self.config.tick.total_seconds(), id="tick",
@@ -134,15 +158,41 @@ class JobRunner:
         await self.rollup()
 
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop running jobs; returns once the job in flight, if any, has finished."""
+        self._stopping = True
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.pause()  # no new runs
+        await asyncio.sleep(0)  # a run just handed to the loop sees _stopping and returns
+        async with self._lock:  # the job in flight, if any, has finished
+            if self._threads:  # its thread, should its task have been cancelled
+                await asyncio.wait(set(self._threads))
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)  # nothing left to cancel
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread, which :meth:`stop` waits for even if the job
+        awaiting it is cancelled."""
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._threads.add(future)
+        future.add_done_callback(self._threads.discard)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_failure_logged)
+            raise
 
     async def tick(self) -> list[RoomAction]:
+        if self._stopping:
+            return []
         async with self._lock:
+            if self._stopping:
+                return []
             now = self.clock()
-            actions = await asyncio.to_thread(due_actions, self.db, self.config, now,
-                                              self.join_link)
+            actions = await self._in_thread(due_actions, self.db, self.config, now,
+                                            self.join_link)
+            # Done even while stopping: the database already says these rooms are open
+            # (or closed), so the media side is told.
             for action in actions:
                 try:
                     if action.kind == "open":
@@ -153,8 +203,10 @@ class JobRunner:
                         await self.room_control.close_room(action.room)
                 except Exception:  # the media side's trouble must not stop the jobs
                     log.exception("room control failed to %s %s", action.kind, action.room)
+            if self._stopping:
+                return actions  # the outbox waits for the next start
             try:
-                await asyncio.to_thread(deliver_outbox, self.db, self.config.smtp, now)
+                await self._in_thread(deliver_outbox, self.db, self.config.smtp, now)
             except Exception:
                 log.exception("delivering notices failed")
             await self._schedule_next(now)
@@ -166,6 +218,8 @@ class JobRunner:
         if self._scheduler is None:
             return
         due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        if self._scheduler is None:  # stopped meanwhile
+            return
         if due is not None and due <= now:
             # Due already (a meeting booked for right now): run at once.
             self._scheduler.add_job(self.tick, id="next-due", replace_existing=True)
@@ -174,18 +228,24 @@ class JobRunner:
                                     id="next-due", replace_existing=True)
 
     async def rollup(self, day: date | None = None) -> None:
+        if self._stopping:
+            return
         day = day or (self.clock() - timedelta(days=1)).date()
 
         def work() -> None:
             with self.db.write_session() as session:
                 rollup_day(session, day)
 
-        await asyncio.to_thread(work)
+        async with self._lock:
+            if not self._stopping:
+                await self._in_thread(work)
 
     async def _schedule_next(self, now: datetime) -> None:
         if self._scheduler is None:
             return
-        due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        due = await self._in_thread(next_due, self.db, self.config, now)
+        if self._scheduler is None:  # stopped meanwhile
+            return
         # Due already means an action failed (say, no worker to open a room on): leave it
         # to the safety tick rather than retrying in a tight loop.
         if due is not None and due > now:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -13,9 +15,10 @@ from sqlalchemy import func, select
 
 from scheduler.api import setup_api
 from scheduler.auth import create_session, issue_api_token
+from scheduler.db import Database
 from scheduler.models import Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
-from tests.scheduler.conftest import NOW, FakeClock, World, join_link
+from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
 
 Client = TestClient  # type: ignore[type-arg]
 
@@ -41,8 +44,9 @@ class Api:
             return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
-@pytest.fixture
-async def api(world: World) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def serving(world: World) -> AsyncIterator[Api]:
+    """The API of ``world`` through a real HTTP server, on a clock the test moves."""
     clock = FakeClock(NOW)
     services = SchedulerServices(world.db, world.config, join_link=join_link, clock=clock,
                                  run_jobs=False)
@@ -53,6 +57,12 @@ async def api(world: World) -> AsyncIterator[Api]:
                   for name, principal in world.users.items()}
     async with TestClient(TestServer(app)) as client:
         yield Api(client, tokens, services, world, clock)
+
+
+@pytest.fixture
+async def api(world: World) -> AsyncIterator[Api]:
+    async with serving(world) as served:
+        yield served
 
 
 def meeting(organisation: int | None = None, **changes: object) -> dict[str, object]:
@@ -335,3 +345,71 @@ async def test_changes_through_the_api_are_in_the_audit_log(api: Api) -> None:
         log = entries(session)
     assert [(e.action, e.actor) for e in log] == [("api.create_booking", api.world.users["admin_a"].name)]
     assert log[0].target == "POST /api/v1/bookings" and log[0].details == {"status": 201}
+
+
+def _local(instant: datetime) -> str:
+    return instant.astimezone(ZoneInfo("Europe/Prague")).strftime("%Y-%m-%dT%H:%M")
+
+
+def _occurrences(api: Api, booking_id: int) -> list[tuple[int, str, int, bool]]:
+    """(id, state, units, opened) of each of the booking's occurrences, by id."""
+    with api.world.db.session() as session:
+        rows = session.scalars(select(BookingOccurrence)
+                               .where(BookingOccurrence.booking_id == booking_id)
+                               .order_by(BookingOccurrence.id)).all()
+        return [(o.id, o.state, o.units, o.opened_at is not None) for o in rows]
+
+
+async def test_changing_the_size_of_an_opened_meeting_never_books_it_twice(db: Database) -> None:
+    # A pool of 800 units, 160 of them the IZS reserve.
+    async with serving(make_world(db, workers=2, capacity=400)) as api:
+        start, end = NOW + timedelta(minutes=7), NOW + timedelta(minutes=67)
+        when = {"start": _local(start), "end": _local(end)}
+        created = await api.call("admin_a", "POST", "/bookings",
+                                 meeting(**when, participants={"hd": 30}))  # 330 units
+        assert created.status == 201, await created.text()
+        x = (await created.json())["id"]
+        await api.services.jobs.tick()  # within the open lead: its room opens at once
+        [(opened_id, _, _, opened)] = _occurrences(api, x)
+        assert opened
+        other = await api.call("admin_orp_b", "POST", "/bookings",
+                               meeting(**when, participants={"hd": 20, "sd": 15}))  # 310
+        assert other.status == 201, await other.text()
+
+        async def used() -> list[int]:
+            response = await api.call("admin_a", "GET",
+                                      f"/availability?from={when['start']}&to={when['end']}")
+            assert response.status == 200
+            return [s["used_units"] for s in (await response.json())["segments"]]
+
+        for participants, units in (({"hd": 20, "sd": 15, "audio": 5}, 320),
+                                    ({"hd": 20, "sd": 15, "audio": 5}, 320),
+                                    ({"hd": 29, "sd": 1}, 325)):
+            response = await api.call("admin_a", "PATCH", f"/bookings/{x}",
+                                      {"participants": participants})
+            assert response.status == 200, await response.text()
+            body = await response.json()
+            assert body["occurrence_count"] == 1 and body["units"] == units
+            # The opened occurrence is changed in place: the same row, still open.
+            assert _occurrences(api, x) == [(opened_id, "scheduled", units, True)]
+            assert await used() == [units + 310]
+
+        # 340 + 310 would leave 150 of the 160-unit IZS reserve: refused, nothing changed.
+        with api.world.db.session() as session:
+            booking_before = session.get(Booking, x)
+            assert booking_before is not None
+            before = (booking_before.sequence, booking_before.units, booking_before.participants)
+        notifications = api.count(Notification)
+        refused = await api.call("admin_a", "PATCH", f"/bookings/{x}",
+                                 {"participants": {"hd": 20, "sd": 20}})
+        assert refused.status == 409
+        error = (await refused.json())["error"]
+        assert error["code"] == "capacity_exceeded" and error["conflicts"][0]["reason"] == "izs_reserve"
+        with api.world.db.session() as session:
+            booking_after = session.get(Booking, x)
+            assert booking_after is not None
+            assert (booking_after.sequence, booking_after.units,
+                    booking_after.participants) == before
+        assert _occurrences(api, x) == [(opened_id, "scheduled", 325, True)]
+        assert api.count(Notification) == notifications
+        assert await used() == [325 + 310]

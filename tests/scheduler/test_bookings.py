@@ -26,6 +26,7 @@ from scheduler.bookings import (
 from scheduler.config import SmtpConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput
+from scheduler.jobs import due_actions
 from scheduler.mail import deliver_outbox
 from scheduler.models import Booking, BookingOccurrence, Notification
 from scheduler.recurrence import Schedule
@@ -274,6 +275,40 @@ def test_moving_a_booking_checks_the_new_time_and_keeps_the_event(world: World) 
         update = session.scalars(select(Notification).where(Notification.kind == "update")).one()
     assert states == ["replaced", "scheduled"]
     assert booking.uid in (update.ics or "") and "SEQUENCE:1" in (update.ics or "")
+
+
+def test_a_series_whose_first_room_is_open_changes_each_occurrence_once(world: World) -> None:
+    # Daily at 09:05 Prague (08:05 UTC), three times; the first opens at once.
+    series = schedule("2026-11-30T09:05", "2026-11-30T10:05", "FREQ=DAILY;COUNT=3")
+    booking_id = book(world, "admin_a", world.region_a, series, hd=30)
+    opened = due_actions(world.db, world.config, NOW, join_link)
+    assert [a.kind for a in opened] == ["open"]
+
+    def occurrences() -> list[tuple[int, str, int, bool]]:
+        with world.db.session() as session:
+            return [(o.id, o.state, o.units, o.opened_at is not None) for o in session.scalars(
+                select(BookingOccurrence).where(BookingOccurrence.booking_id == booking_id)
+                .order_by(BookingOccurrence.start_utc, BookingOccurrence.id))]
+
+    [first] = [o[0] for o in occurrences() if o[3]]
+    for hd in (20, 25):
+        update_booking(world.db, world.config, world.principal("admin_a"), booking_id,
+                       BookingChange(participants=ParticipantMix(hd=hd)), NOW, join_link)
+        scheduled = [o for o in occurrences() if o[1] == "scheduled"]
+        # The open one rewritten in place, the two others replaced by new rows.
+        assert [(o[0] == first, o[2], o[3]) for o in scheduled] == \
+            [(True, hd * 11, True), (False, hd * 11, False), (False, hd * 11, False)]
+    assert scheduled_units(world.db) == 3 * 25 * 11
+
+    # Moved to 09:30: the open occurrence is not on the new schedule any more, so it is
+    # replaced too, and the jobs close its room.
+    update_booking(world.db, world.config, world.principal("admin_a"), booking_id,
+                   BookingChange(schedule=schedule("2026-11-30T09:30", "2026-11-30T10:30",
+                                                   "FREQ=DAILY;COUNT=3")), NOW, join_link)
+    assert [o[1:] for o in occurrences() if o[0] == first] == [("replaced", 275, True)]
+    assert len([o for o in occurrences() if o[1] == "scheduled"]) == 3
+    assert [a.kind for a in due_actions(world.db, world.config, NOW + timedelta(minutes=1),
+                                        join_link)] == ["close"]
 
 
 def test_org_admin_books_only_for_their_own_organisation(world: World) -> None:

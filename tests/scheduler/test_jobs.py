@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from scheduler.bookings import BookingInput, cancel_booking, create_booking
 from scheduler.bridges import create_bridge
 from scheduler.db import Database
+from scheduler.jobs import next_due
 from scheduler.models import Booking, Notification, Room
 from scheduler.organisations import org_info
 from scheduler.recurrence import Schedule
@@ -201,3 +209,86 @@ async def test_a_new_booking_brings_the_next_run_forward(world: World) -> None:
         assert_runs_in(job.next_run_time, timedelta(minutes=90))
     finally:
         await service.stop()
+
+
+async def _until(condition: Callable[[], bool], what: str, limit_s: float = 20.0) -> None:
+    """Wait (on the real loop) until ``condition`` holds; fail after ``limit_s``."""
+    for _ in range(int(limit_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still waiting for {what}")
+
+
+async def test_a_meeting_booked_for_the_current_minute_opens_at_once(world: World) -> None:
+    # 08:00:20 UTC: a meeting booked for this minute (09:00 Prague) has started already.
+    clock = FakeClock(NOW + timedelta(seconds=20))
+    _, room = book(world, "2026-11-30T09:00", "2026-11-30T10:00")
+    assert next_due(world.db, world.config, clock.now) == clock.now
+    clock.advance(timedelta(minutes=3))  # overdue and still not open: due now, not later
+    assert next_due(world.db, world.config, clock.now) == clock.now
+
+    # With the safety tick an hour away, only the due instant can open the room.
+    config = dataclasses.replace(world.config, tick=timedelta(hours=1))
+    control = RecordingRoomControl()
+    service = SchedulerServices(world.db, config, join_link=join_link, room_control=control,
+                                clock=clock)
+    await service.start()
+    try:
+        assert control.calls == [("open", room)]  # the start-up tick catches up
+        clock.advance(timedelta(minutes=27))  # 08:30:20: the second one's start has come
+        _, now_room = book(world, "2026-11-30T09:30", "2026-11-30T10:00")
+        await service.jobs.reschedule()
+        await _until(lambda: ("open", now_room) in control.calls, "the room to open")
+    finally:
+        await service.stop()
+
+
+async def test_stopping_waits_for_the_tick_in_flight(world: World,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM during a tick: the service's clean-up stops the runner while the tick's
+    thread is inside its transaction. Stopping must let that transaction end first (no
+    write after the runner has stopped) and log no error (no CancelledError)."""
+    config = dataclasses.replace(world.config, tick=timedelta(hours=1))  # no safety tick
+    service = SchedulerServices(world.db, config, join_link=join_link,
+                                room_control=RecordingRoomControl(), clock=FakeClock(NOW))
+    await service.start()  # nothing is due yet
+    order: list[str] = []
+    entered, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    # The tick's transaction, as it writes a reminder, waits (before its commit) until
+    # the test lets it go: a tick caught in flight.
+    def flushed(session: Session, _context: object) -> None:
+        if any(isinstance(row, Notification) and row.kind == "reminder" for row in session.new):
+            session.info["reminder"] = True
+            entered.set()
+            release.wait(30)
+
+    def after_commit(session: Session) -> None:
+        if session.info.pop("reminder", False):
+            order.append("reminder committed")
+            committed.set()
+
+    hooks = (("after_flush", flushed), ("after_commit", after_commit))
+    for name, hook in hooks:
+        event.listen(Session, name, hook)
+    caplog.set_level(logging.INFO)
+    try:
+        book(world, "2026-11-30T09:30", "2026-11-30T10:30")  # reminder due now, opens later
+        await service.jobs.reschedule()  # the runner ticks at once
+        assert await asyncio.to_thread(entered.wait, 20), "the tick did not start"
+        stopping = asyncio.create_task(service.stop())
+        await asyncio.sleep(0)  # the stop begins while the tick's thread is held
+        release.set()
+        await asyncio.wait_for(stopping, 30)
+        order.append("stopped")
+        await asyncio.to_thread(committed.wait, 20)
+    finally:
+        release.set()
+        for name, hook in hooks:
+            event.remove(Session, name, hook)
+    assert order == ["reminder committed", "stopped"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    with world.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Notification)
+                              .where(Notification.kind == "reminder")) == 1
