@@ -86,6 +86,11 @@ class RoomMixer:
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self._picture_id = random.getrandbits(15)
+        # The cameras are decoded and the composite composed and encoded only while
+        # somebody receives it or it is recorded: a room of audio-only units costs no
+        # video work at all.
+        self.composing = False
+        self.frames_composed = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
@@ -127,8 +132,8 @@ class RoomMixer:
 
     def _video_tap(self, participant_id: str, camera: Producer) -> Callable[[bytes, rtp.RtpView], None]:
         def tap(data: bytes, view: rtp.RtpView) -> None:
-            if participant_id not in self.decoders.selected:
-                return  # not on show: not even depacketized
+            if not self.composing or participant_id not in self.decoders.selected:
+                return  # not on show, or nobody watches: not even depacketized
             frame = self.depacketizers[participant_id].push(
                 view.sequence_number, view.timestamp, view.marker,
                 data[view.payload_start:view.payload_end])
@@ -176,13 +181,28 @@ class RoomMixer:
             self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False,
                                 lambda consumer: mix.packet_for(consumer.subscriber_id))
 
+    def composite_watched(self) -> bool:
+        """Somebody receives the composite now (a negotiated leg, not paused), or it is
+        recorded. A unit that declined video has no leg that sends."""
+        return self.recorder is not None or any(
+            consumer.leg.sink is not None and not consumer.leg.paused
+            for consumer in self.video_out.consumers)
+
     def _video_tick(self, index: int) -> None:
         recorder = self.recorder
         if recorder is not None and recorder.wants_keyframe:
             self.compositor.request_keyframe()
-        if not self.video_out.consumers and recorder is None:
+        watched = self.composite_watched()
+        if watched and not self.composing:
+            # Cameras were not decoded meanwhile: start each shown one on a keyframe.
+            for participant_id in self.decoders.selected:
+                self.sources[participant_id][1].request_keyframe()
+            self.compositor.request_keyframe()
+        self.composing = watched
+        if not watched:
             return
         for encoded in self.compositor.tick():
+            self.frames_composed += 1
             if recorder is not None:
                 recorder.write_video(encoded)
             self._picture_id = (self._picture_id + 1) & 0x7FFF

@@ -91,6 +91,7 @@ class ClientPeer:
     # max-bundle: aiortc 1.16 with "balanced" leaves later video m-lines unconnected.
     pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(
         RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)))
+    receive_video: bool = True  # False: answers video it is offered "inactive" (audio-only units)
     received: dict[str, Received] = field(default_factory=dict)  # by mid
     _readers: list[asyncio.Task] = field(default_factory=list)
 
@@ -128,7 +129,8 @@ class ClientPeer:
             elif transceiver.mid == publish.get("screen") and self.screen is not None:
                 transceiver.sender.replaceTrack(self.screen)
                 transceiver.direction = "sendonly"
-            elif transceiver.mid in publish.values():
+            elif transceiver.mid in publish.values() or (
+                    transceiver.kind == "video" and not self.receive_video):
                 transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)

@@ -16,12 +16,15 @@ from tests.signal_client import SignalClient
 pytestmark = pytest.mark.media
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
+EMPTY = type("Nothing", (), {"frames": 0})()  # no such leg (yet): nothing received
 
 
 async def join(server, room: str, name: str, tone: float, colour, mode: str = "forwarded",
-               role: str = "guest", loudness: float = 0.3) -> SignalClient:
+               role: str = "guest", loudness: float = 0.3,
+               receive_video: bool = True) -> SignalClient:
     client = await SignalClient.connect(server.ws_url)
-    client.peer = ClientPeer(audio=ToneTrack(tone, amplitude=loudness), video=ColourTrack(colour))
+    client.peer = ClientPeer(audio=ToneTrack(tone, amplitude=loudness), video=ColourTrack(colour),
+                             receive_video=receive_video)
     await client.send({"type": "join", "v": 1, "token": room_token(server, room, role), "name": name,
                        "mode": mode})
     await client.next("joined")
@@ -165,3 +168,34 @@ async def test_recordings_are_listed_and_downloaded_by_host_links_only(server) -
         async with http.get(f"{server.url}/recordings/{room}/..%2Fsecret.key",
                             params={"token": host_token}) as r:
             assert r.status == 404
+
+
+async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server) -> None:
+    room = "mixed-audio-only"
+    media = server.app[MEDIA]
+    # Room units that send their camera but declined the composite.
+    units = [await join(server, room, f"Unit {index}", tone, RED, mode="mixed",
+                        receive_video=False) for index, tone in enumerate((500, 900))]
+    watcher = None
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        # The mix flows; nobody receives the composite: no camera decoded, nothing composed.
+        assert await wait_until(lambda: all((received(u, "audio") or EMPTY).frames > 60
+                                            for u in units), timeout=30)
+        assert not mixer.composing and mixer.frames_composed == 0
+        # A participant that watches: the composite is composed, starting on keyframes.
+        watcher = await join(server, room, "Watcher", 700, BLUE, mode="mixed", loudness=0.0)
+        assert await wait_until(lambda: (received(watcher, "video") or EMPTY).frames > 10,
+                                timeout=20)
+        assert mixer.composing
+        # It leaves: composing stops again.
+        await watcher.close()
+        watcher = None
+        assert await wait_until(lambda: not mixer.composing, timeout=10)
+        composed = mixer.frames_composed
+        await asyncio.sleep(1.0)
+        assert mixer.frames_composed == composed
+    finally:
+        for client in [*units, *([watcher] if watcher else [])]:
+            await client.close()
