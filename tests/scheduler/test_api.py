@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -289,6 +291,12 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
     lines = (await response.text()).splitlines()
     assert lines[0].startswith("id,room,booking_id,organisation_id,participant")
     assert len(lines) == 2 and "Jana" in lines[1] and lines[1].endswith(",1800")
+    # A name typed at join is never a formula in the coordinator's spreadsheet.
+    api.services.record_join(booking["room"], participant="=HYPERLINK(\"http://x\")", now=start)
+    response = await api.call("coordinator", "GET",
+                              "/calls?from=2026-12-01T00:00&to=2026-12-05T00:00&format=csv")
+    cells = [row[4] for row in csv.reader(io.StringIO(await response.text()))]
+    assert cells == ["participant", "Jana", "'=HYPERLINK(\"http://x\")"]
     usage = await (await api.call("admin_a", "GET",
                                   "/usage?from=2026-12-01T00:00&to=2026-12-05T00:00")).json()
     assert usage["usage"] == [{"organisation_id": api.world.region_a, "calls": 1,
