@@ -24,6 +24,7 @@ from admin_web.web import (
 from scheduler import audit, auth, users
 from scheduler.api import SESSION_COOKIE
 from scheduler.errors import SchedulerError
+from scheduler.ids import parse_id
 from scheduler.models import Organisation, User
 from scheduler.permissions import ROLES, Principal
 
@@ -120,7 +121,7 @@ async def audit_page(admin: Admin, request: web.Request, user: Principal) -> web
     def work() -> list[Any]:
         with admin.db.session() as session:
             return audit.entries(session, limit=200,
-                                 before_id=int(before) if before and before.isdigit() else None,
+                                 before_id=parse_id(before),
                                  action_prefix=action)
 
     return render(request, "audit.html", entries=await admin.run(work), action=action)
@@ -150,7 +151,7 @@ async def create_user(admin: Admin, request: web.Request, user: Principal) -> we
         errors["name"] = "Required."
     if data.get("role") not in ROLES:
         errors["role"] = "Choose a role."
-    org_id = int(data["organisation_id"]) if data.get("organisation_id", "").isdigit() else None
+    org_id = parse_id(data.get("organisation_id"))
     if data.get("role") in ("org_admin", "izs_operator") and org_id is None:
         errors["organisation_id"] = "This role belongs to an organisation."
     if len(data.get("password", "")) < users.MIN_PASSWORD:

@@ -14,6 +14,7 @@ from admin_web.web import BOOKERS, Admin, page, render
 from scheduler import audit, bookings
 from scheduler.availability import availability
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
+from scheduler.ids import parse_id
 from scheduler.models import Booking, BookingOccurrence, Organisation
 from scheduler.organisations import org_info, subtree_ids
 from scheduler.permissions import Principal, can_see_booking, require_see_booking
@@ -86,7 +87,7 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
     if parsed.schedule is None or parsed.participants is None:
         return web.json_response({"ok": False, "errors": parsed.errors})
     raw = q.get("organisation_id", "")
-    organisation_id = int(raw) if raw.isdigit() else user.organisation_id
+    organisation_id = parse_id(raw) or user.organisation_id
     schedule, mix = parsed.schedule, parsed.participants
     start = schedule.start.replace(tzinfo=TZ).astimezone(UTC)
     end = schedule.end.replace(tzinfo=TZ).astimezone(UTC)
@@ -145,7 +146,7 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
     weekdays = [str(v) for v in data.getall("weekday", [])]
     parsed = booking_form.parse(values, weekdays)
     org_raw = values.get("organisation_id", "")
-    organisation_id = int(org_raw) if org_raw.isdigit() else user.organisation_id
+    organisation_id = parse_id(org_raw) or user.organisation_id
     if organisation_id is None:
         parsed.errors["organisation_id"] = "Choose the organisation that books."
     if parsed.errors or parsed.schedule is None or parsed.participants is None:
@@ -214,10 +215,17 @@ def _load(admin: Admin, user: Principal, booking_id: int) -> dict[str, Any]:
         return {"booking": booking, "organisation": org, "occurrences": occurrences}
 
 
+def _booking_id(request: web.Request) -> int:
+    booking_id = parse_id(request.match_info["id"])
+    if booking_id is None:  # past any id a row can have: no such booking
+        raise web.HTTPNotFound(text="no such booking")
+    return booking_id
+
+
 async def _load_or_forbid(admin: Admin, request: web.Request,
                           user: Principal) -> dict[str, Any] | web.Response:
     try:
-        return await admin.run(_load, admin, user, int(request.match_info["id"]))
+        return await admin.run(_load, admin, user, _booking_id(request))
     except Forbidden:
         return render(request, "forbidden.html", status=403)
 
@@ -253,12 +261,14 @@ async def edit(admin: Admin, request: web.Request, user: Principal) -> web.Strea
 
 @page(BOOKERS)
 async def cancel(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
-    booking_id = int(request.match_info["id"])
+    booking_id = _booking_id(request)
     try:
         await admin.run(bookings.cancel_booking, admin.db, user, booking_id, admin.now(),
                         admin.services.join_link)
     except Forbidden:
         return render(request, "forbidden.html", status=403)
+    except NotFound:
+        raise web.HTTPNotFound(text=f"no booking {booking_id}") from None
     await admin.services.jobs.reschedule()
     await admin.run(_audit, admin, user, "booking.cancel", booking_id, "")
     raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from admin_web.web import OPERATORS, Admin, form, page, render
 from scheduler import audit, nodes
 from scheduler.availability import availability
+from scheduler.ids import parse_id
 from scheduler.models import Organisation, Quota
 from scheduler.organisations import org_info
 from scheduler.permissions import Principal
@@ -74,7 +75,7 @@ async def capacity_json(admin: Admin, request: web.Request, user: Principal) -> 
     """Booked units over the next week: the whole pool, or one organisation's share."""
     now = admin.now()
     raw = request.query.get("organisation_id", "")
-    organisation_id = int(raw) if raw.isdigit() else None
+    organisation_id = parse_id(raw)
 
     def work() -> dict[str, object]:
         with admin.db.session() as session:

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from admin_web.web import COORDINATORS, Admin, form, page, render
 from scheduler import rollout
-from scheduler.errors import SchedulerError
+from scheduler.errors import NotFound, SchedulerError
+from scheduler.ids import MAX_ID, parse_id
 from scheduler.models import Endpoint, GrantApplication, GrantProgramme, Organisation
 from scheduler.permissions import Principal
 
@@ -68,11 +69,11 @@ async def create_endpoint(admin: Admin, request: web.Request, user: Principal) -
     for name in ("serial", "model"):
         if not data.get(name):
             errors[name] = "Required."
-    if not data.get("organisation_id", "").isdigit():
+    if parse_id(data.get("organisation_id")) is None:
         errors["organisation_id"] = "Required."
     price = _positive_int({**data, "price_czk": data.get("price_czk") or "0"}, "price_czk", errors)
     due = _date(data, "due_on", errors) if data.get("due_on") else None
-    programme = int(data["programme_id"]) if data.get("programme_id", "").isdigit() else None
+    programme = parse_id(data.get("programme_id"))
 
     def work() -> None:
         with admin.db.session() as session:
@@ -204,8 +205,11 @@ def _positive_int(data: dict[str, str], name: str, errors: dict[str, str]) -> in
     if not raw:
         errors[name] = "Required."
         return 0
-    if not raw.isdigit():
+    if not raw.isascii() or not raw.isdigit():
         errors[name] = "Enter a whole number of crowns, 0 or more."
+        return 0
+    if len(raw) > 10 or int(raw) > MAX_ID:  # the column's range (and no budget is larger)
+        errors[name] = "The number is too large."
         return 0
     return int(raw)
 
@@ -246,7 +250,7 @@ async def create_application(admin: Admin, request: web.Request, user: Principal
     data = await form(request)
     errors: dict[str, str] = {}
     for name in ("programme_id", "organisation_id"):
-        if not data.get(name, "").isdigit():
+        if parse_id(data.get(name)) is None:
             errors[name] = "Required."
     units = _positive_int(data, "units_requested", errors)
     amount = _positive_int(data, "amount_czk", errors)
@@ -270,16 +274,26 @@ async def create_application(admin: Admin, request: web.Request, user: Principal
 @page(COORDINATORS)
 async def decide_application(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
     data = await form(request)
-    application_id = int(request.match_info["id"])
-    approved = data.get("approved_czk", "0").replace(" ", "")
+    application_id = parse_id(request.match_info["id"])
+    if application_id is None:
+        raise web.HTTPNotFound(text="no such application")
+    errors: dict[str, str] = {}
+    approved = _positive_int({"approved_czk": data.get("approved_czk") or "0"}, "approved_czk",
+                             errors)
+    if errors:
+        raise web.HTTPUnprocessableEntity(text=f"approved_czk: {errors['approved_czk']}")
 
     def work() -> None:
         with admin.db.session() as session:
             rollout.decide_application(session, user, application_id, data.get("status", ""),
-                                       int(approved) if approved.isdigit() else 0,
-                                       admin.now().date())
+                                       approved, admin.now().date())
 
-    await admin.run(work)
+    try:
+        await admin.run(work)
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=exc.message) from None
+    except SchedulerError as exc:
+        raise web.HTTPUnprocessableEntity(text=exc.message) from None
     raise web.HTTPSeeOther("/admin/rollout/programmes#applications")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,9 +43,11 @@ from scheduler.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     SchedulerError,
     Unauthenticated,
 )
+from scheduler.ids import MAX_ID, parse_id
 from scheduler.models import Booking, BookingOccurrence, Organisation, StandingBridge, User
 from scheduler.organisations import OrgInfo, org_info, organisation_json, subtree_ids
 from scheduler.permissions import (
@@ -58,6 +61,8 @@ from scheduler.permissions import (
 from scheduler.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
 from scheduler.services import SchedulerServices
 from scheduler.units import ParticipantMix
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 SESSION_COOKIE = "multipoint_session"
@@ -96,16 +101,30 @@ def _int_param(request: web.Request, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise InvalidInput("invalid_parameter", f"{name} must be an integer") from None
+        raise InvalidInput("invalid_parameter", f"{name} must be an integer",
+                           parameter=name) from None
+    if not -MAX_ID <= value <= MAX_ID:  # no id is that large (and the database refuses it)
+        raise InvalidInput("invalid_parameter", f"{name} is out of range", parameter=name)
+    return value
+
+
+def _zone_param(request: web.Request) -> ZoneInfo:
+    """The query's time_zone (default Europe/Prague); an unknown one is the caller's error."""
+    raw = request.query.get("time_zone", DEFAULT_ZONE)
+    try:
+        return zone(raw)
+    except RecurrenceError as exc:
+        raise SchedulerError(exc.code, f"time_zone: {exc.message}", parameter="time_zone") \
+            from None
 
 
 def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
+    tz = _zone_param(request)  # checked even when the time itself is left out
     raw = request.query.get(name)
     if raw is None:
         return default
-    tz = zone(request.query.get("time_zone", DEFAULT_ZONE))
     try:
         local = parse_local(raw, tz, name)
     except RecurrenceError as exc:
@@ -114,10 +133,10 @@ def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
 
 
 def _path_id(request: web.Request, name: str = "id") -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise NotFound("not_found", f"{request.match_info[name]!r} is not an id") from None
+    value = parse_id(request.match_info[name])
+    if value is None:  # not a number, or one that no row can have
+        raise NotFound("not_found", f"{request.match_info[name][:40]!r} is not an id")
+    return value
 
 
 class Api:
@@ -150,12 +169,15 @@ class Api:
 
     async def _body(self, request: web.Request, model: type[BaseModel]) -> Any:
         if request.content_length is not None and request.content_length > MAX_BODY:
-            raise InvalidInput("body_too_large", f"the body may be at most {MAX_BODY} bytes")
+            raise PayloadTooLarge("body_too_large", f"the body may be at most {MAX_BODY} bytes")
         raw = await request.read()
         if len(raw) > MAX_BODY:
-            raise InvalidInput("body_too_large", f"the body may be at most {MAX_BODY} bytes")
+            raise PayloadTooLarge("body_too_large", f"the body may be at most {MAX_BODY} bytes")
         try:
             data = json.loads(raw or b"null")
+        except RecursionError:  # e.g. 100,000 nested '[': no request of ours is that deep
+            raise SchedulerError("body_too_deep", "the body's JSON is nested too deeply") \
+                from None
         except (ValueError, UnicodeDecodeError):
             raise InvalidInput("invalid_json", "the body is not valid JSON") from None
         try:
@@ -498,7 +520,7 @@ class Api:
         start = _time_param(request, "from", now)
         end = _time_param(request, "to", start + timedelta(days=7))
         organisation_id = _int_param(request, "organisation_id") or principal.organisation_id
-        time_zone = request.query.get("time_zone", DEFAULT_ZONE)
+        time_zone = _zone_param(request).key
 
         def work() -> dict[str, object]:
             with self.db.session() as session:
@@ -699,6 +721,43 @@ ROUTES: tuple[Route, ...] = (
 
 
 SERVICES = web.AppKey("scheduler", SchedulerServices)
+API_PATHS = "/api/"
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+HTTP_ERROR_MESSAGES = {
+    404: "no such API resource; see /api/v1/openapi.json",
+    405: "this resource does not take that method",
+    413: f"the body may be at most {MAX_BODY} bytes",
+}
+
+
+@web.middleware
+async def api_errors(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """Everything under /api/ answers in the API's JSON: unknown routes (404), wrong
+    methods (405, with Allow), bodies over aiohttp's limit (413) and anything unexpected
+    (500, logged here, never shown). Its answers are never cached: they are the caller's
+    own data, and some carry join links (tokens)."""
+    if not request.path.startswith(API_PATHS):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_ERROR_CODES.get(exc.status, exc.reason.lower().replace(" ", "_"))
+        message = HTTP_ERROR_MESSAGES.get(exc.status, exc.reason)
+        response = _json({"error": {"code": code, "message": message}}, status=exc.status)
+        for name in ("Allow",):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except Exception:
+        logger.exception("API request %s %s failed", request.method, request.path)
+        response = _json({"error": {"code": "internal_error",
+                                    "message": "the server could not handle this request"}},
+                         status=500)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def setup_api(app: web.Application, services: SchedulerServices) -> None:
@@ -707,6 +766,7 @@ def setup_api(app: web.Application, services: SchedulerServices) -> None:
     The services stay reachable as ``app[SERVICES]`` (signaling's admission at join).
     """
     app[SERVICES] = services
+    app.middlewares.append(api_errors)
     api = Api(services)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, api.wrap(route))

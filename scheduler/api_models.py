@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.ids import MAX_ID
+
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,60}$"
 Email = Annotated[str, Field(pattern=EMAIL, max_length=254)]
 
@@ -31,7 +33,8 @@ class RecurrenceIn(Strict):
 
 
 class BookingIn(Strict):
-    organisation_id: int | None = Field(None, description="default: the caller's organisation")
+    organisation_id: int | None = Field(None, ge=0, le=MAX_ID,
+                                        description="default: the caller's organisation")
     title: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=4000)
     start: str = Field(description="local start, ISO 8601, e.g. 2026-12-01T10:00")
@@ -58,7 +61,7 @@ class BookingPatch(Strict):
 class OrganisationIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["region", "orp", "central", "izs", "group", "other"]
-    parent_id: int | None = None
+    parent_id: int | None = Field(None, ge=0, le=MAX_ID)
     code: str | None = Field(None, max_length=100)
     email: Email | Literal[""] = ""
 
@@ -79,7 +82,7 @@ class QuotaIn(Strict):
 
 
 class BridgeIn(Strict):
-    organisation_id: int | None = None
+    organisation_id: int | None = Field(None, ge=0, le=MAX_ID)
     name: str = Field(min_length=1, max_length=200)
     participants: ParticipantsIn
 
@@ -87,7 +90,7 @@ class BridgeIn(Strict):
 class UserIn(Strict):
     name: str = Field(min_length=1, max_length=100)
     role: Literal["operator", "org_admin", "izs_operator", "coordinator"]
-    organisation_id: int | None = None
+    organisation_id: int | None = Field(None, ge=0, le=MAX_ID)
     email: Email | Literal[""] = ""
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from scheduler.csv_cells import neutralise
 from scheduler.models import (
     Booking,
     BookingOccurrence,
@@ -72,7 +73,8 @@ def to_csv(rows: list[dict[str, object]], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    # Participant names are whatever people typed at join: never a formula in a spreadsheet.
+    writer.writerows({k: neutralise(v) for k, v in row.items()} for row in rows)
     return out.getvalue()
 
 

@@ -38,3 +38,7 @@ class Conflict(SchedulerError):
 
 class CapacityRefused(Conflict):
     """A booking that does not fit: ``details`` names each conflicting occurrence."""
+
+
+class PayloadTooLarge(SchedulerError):
+    status = 413

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scheduler.ids import MAX_ID
+
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["error"],
@@ -29,7 +31,7 @@ def document(routes: Any) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for route in routes:
         parameters = [{"name": name, "in": "path", "required": True,
-                       "schema": {"type": "integer"}}
+                       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
                       for name in re.findall(r"{(\w+)}", route.path)]
         parameters += [{"name": name, "in": "query", "required": False,
                         "schema": {"type": "string"}, "description": QUERY_DOCS.get(name, "")}

@@ -60,8 +60,8 @@ class Limits:
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise RecurrenceError("unknown_time_zone", f"unknown time zone {name!r}") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        raise RecurrenceError("unknown_time_zone", f"unknown time zone {name[:64]!r}") from None
 
 
 def to_utc(local: datetime, tz: ZoneInfo) -> datetime:

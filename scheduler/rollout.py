@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from scheduler import audit
+from scheduler.csv_cells import neutralise, restore
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.models import (
     Endpoint,
@@ -271,8 +272,8 @@ def preview_csv(session: Session, text: str) -> Preview:
     for number, raw in enumerate(reader, start=2):
         if len(rows) >= MAX_IMPORT_ROWS:
             return Preview(rows, [("", "too_many_rows")])
-        values = {(k or "").strip().lower(): (v or "").strip() if isinstance(v, str) else ""
-                  for k, v in raw.items()}
+        values = {(k or "").strip().lower(): restore((v or "").strip())
+                  if isinstance(v, str) else "" for k, v in raw.items()}
         if not any(values.values()):
             continue
         row = RowCheck(number, {c: values.get(c, "") for c in CSV_COLUMNS})
@@ -366,11 +367,12 @@ def export_csv(session: Session) -> str:
             session.execute(select(Organisation.id, Organisation.code, Organisation.name))}
     programmes = dict(session.execute(select(GrantProgramme.id, GrantProgramme.name)).all())
     for e in session.scalars(select(Endpoint).order_by(Endpoint.serial)):
-        writer.writerow([e.serial, e.model, e.site, orgs.get(e.organisation_id, ""), e.status,
-                         programmes.get(e.programme_id, "") if e.programme_id else "",
-                         e.price_czk, e.due_on.isoformat() if e.due_on else "",
-                         e.last_selftest_at.isoformat() if e.last_selftest_at else "",
-                         "" if e.last_selftest_passed is None else str(e.last_selftest_passed).lower()])
+        cells = [e.serial, e.model, e.site, orgs.get(e.organisation_id, ""), e.status,
+                 programmes.get(e.programme_id, "") if e.programme_id else "",
+                 e.price_czk, e.due_on.isoformat() if e.due_on else "",
+                 e.last_selftest_at.isoformat() if e.last_selftest_at else "",
+                 "" if e.last_selftest_passed is None else str(e.last_selftest_passed).lower()]
+        writer.writerow([neutralise(cell) for cell in cells])  # imported text: no formulas
     return out.getvalue()
 
 

@@ -44,6 +44,13 @@ def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
         message = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.int_info)
+        raise ProtocolError("bad_message", "a number in the message is too large") from None
+    if not is_text(message):
+        # "\ud800" is valid JSON, but a lone surrogate is no character: it cannot be
+        # stored (call records), logged or sent on as UTF-8. Refused before anything.
+        raise ProtocolError("bad_message",
+                            "the message contains a lone surrogate (\\ud800-\\udfff): not text")
     if not isinstance(message, dict):
         raise ProtocolError("bad_message", "a message must be a JSON object")
     kind = message.get("type")
@@ -52,6 +59,24 @@ def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
     if kind not in CLIENT_MESSAGE_TYPES:
         raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
     return message
+
+
+def is_text(value: Any) -> bool:
+    """Whether every string in a decoded message (keys too) is valid Unicode text."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(is_text(k) and is_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(is_text(v) for v in value)
+    return True
+
+
+MAX_INT = 2**53  # what a JavaScript client can send and read back exactly
 
 
 def require_str(message: dict[str, Any], field: str, max_chars: int, required: bool = True) -> str | None:
@@ -79,6 +104,8 @@ def optional_int(message: dict[str, Any], field: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise ProtocolError("bad_message", f"field '{field}' must be an integer")
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ProtocolError("bad_message", f"field '{field}' is out of range")
     return value
 
 

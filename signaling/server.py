@@ -26,6 +26,7 @@ from signaling.protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
     decode_message,
+    is_text,
     optional_int,
     require_bool,
     require_sdp,
@@ -569,8 +570,10 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
     async def selftest_result(request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # ValueError: JSON, huge ints
             return _json_error(400, "bad_json", "the body is not valid JSON")
+        if not is_text(body):
+            return _json_error(400, "bad_message", "the body contains a lone surrogate: not text")
         if not isinstance(body, dict):
             return _json_error(400, "bad_message", "the body must be a JSON object")
         try:

@@ -63,3 +63,21 @@ async def test_selftest_result_is_validated_and_stored(server) -> None:
     with server.app[DATABASE].session() as session:
         assert session.scalars(select(SelfTestResult)).all() == []
     # A result with a call behind it: tests/media/test_echo_call.py.
+
+
+async def test_selftest_result_refuses_deep_huge_or_non_text_json(server) -> None:
+    secret = server.settings.signing_secret()
+    selftest = issue_token(secret, JoinGrant(room="selftest-2", role="selftest"), 60)
+    url = server.url + "/selftest/result"
+    huge = "9" * 5000
+    bodies = ["[" * 100_000,
+              f'{{"token": "{selftest}", "passed": true, "figures": {{"a": {huge}}}}}',
+              f'{{"token": "{selftest}", "passed": true, "problems": ["\\ud800"]}}']
+    async with aiohttp.ClientSession() as http:
+        for body in bodies:
+            async with http.post(url, data=body,
+                                 headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400, body[:80]
+                assert (await r.json())["error"]["code"] in ("bad_json", "bad_message")
+    with server.app[DATABASE].session() as session:
+        assert session.scalars(select(SelfTestResult)).all() == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import select
 
-from multipoint.app import MEDIA
+from multipoint.app import DATABASE, MEDIA
+from scheduler.models import CallRecord
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
@@ -67,6 +69,42 @@ async def test_each_kind_of_bad_input_gets_its_error_while_another_call_goes_on(
     finally:
         await bad.close()
         await healthy.close()
+
+
+async def test_a_lone_surrogate_or_a_huge_integer_is_a_bad_message_and_creates_nothing(
+        server) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        host = token(server, "porada-kraje", role="host")
+        # "\ud800" is valid JSON but no text: it cannot be stored in a call record.
+        for name in ('"\\ud800"', '"Jan \\udfff Novák"'):
+            join = f'{{"type": "join", "v": 1, "token": "{host}", "name": {name}}}'
+            await expect_error(client, join, "bad_message")
+        await expect_error(client, '{"type": "chat", "text": "\\ud83d"}', "bad_message")
+        huge = "9" * 5000
+        await expect_error(client, f'{{"type": "ping", "n": {huge}}}', "bad_message")
+        await expect_error(client, f'{{"type": "answer", "sdp": "v=0", "revision": {huge}}}',
+                           "bad_message")
+        assert "porada-kraje" not in server.app[MEDIA].rooms
+        with server.app[DATABASE].session() as session:
+            assert session.scalars(select(CallRecord)).all() == []
+
+        # The connection is still usable: a proper name joins, with its call record.
+        await client.send({"type": "join", "v": 1, "token": host, "name": "Jan \U0001F600"})
+        joined = await client.next("joined")
+        assert joined["name"] == "Jan \U0001F600"
+        with server.app[DATABASE].session() as session:
+            records = session.scalars(select(CallRecord)).all()
+        assert [(r.room_name, r.participant) for r in records] == [("porada-kraje", "Jan \U0001F600")]
+        await client.next("offer")
+        await expect_error(client, {"type": "answer", "sdp": "v=0\r\n", "revision": 2**70},
+                           "bad_message")
+        await expect_error(client, f'{{"type": "set_muted", "muted": true, "x": {huge}}}',
+                           "bad_message")
+        await client.send({"type": "ping"})
+        assert (await client.next("pong"))["type"] == "pong"
+    finally:
+        await client.close()
 
 
 async def test_garbage_rtp_and_rtcp_are_dropped_and_counted(server) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -299,6 +301,12 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
     lines = (await response.text()).splitlines()
     assert lines[0].startswith("id,room,booking_id,organisation_id,participant")
     assert len(lines) == 2 and "Jana" in lines[1] and lines[1].endswith(",1800")
+    # A name typed at join is never a formula in the coordinator's spreadsheet.
+    api.services.record_join(booking["room"], participant="=HYPERLINK(\"http://x\")", now=start)
+    response = await api.call("coordinator", "GET",
+                              "/calls?from=2026-12-01T00:00&to=2026-12-05T00:00&format=csv")
+    cells = [row[4] for row in csv.reader(io.StringIO(await response.text()))]
+    assert cells == ["participant", "Jana", "'=HYPERLINK(\"http://x\")"]
     usage = await (await api.call("admin_a", "GET",
                                   "/usage?from=2026-12-01T00:00&to=2026-12-05T00:00")).json()
     assert usage["usage"] == [{"organisation_id": api.world.region_a, "calls": 1,
@@ -413,3 +421,94 @@ async def test_changing_the_size_of_an_opened_meeting_never_books_it_twice(db: D
         assert _occurrences(api, x) == [(opened_id, "scheduled", 325, True)]
         assert api.count(Notification) == notifications
         assert await used() == [325 + 310]
+
+
+async def test_an_unknown_time_zone_in_the_query_is_a_400_naming_it(api: Api) -> None:
+    for path in ("/bookings?time_zone=Mars/Olympus",
+                 "/bookings?from=2026-12-01T00:00&time_zone=Mars/Olympus",
+                 "/availability?time_zone=Mars/Olympus",
+                 "/availability?from=2026-12-03T09:00&to=2026-12-03T12:00"
+                 "&time_zone=Mars/Olympus",
+                 "/usage?time_zone=" + "x" * 5000,
+                 "/calls?time_zone=../../etc/passwd"):
+        response = await api.call("admin_a", "GET", path)
+        assert response.status == 400, path
+        assert response.content_type == "application/json"
+        error = (await response.json())["error"]
+        assert error["code"] == "unknown_time_zone" and error["parameter"] == "time_zone"
+        assert "time_zone" in error["message"]
+    known = await api.call("admin_a", "GET", "/availability?time_zone=Europe/Bratislava")
+    assert known.status == 200 and "segments" in await known.json()
+
+
+async def test_a_deeply_nested_body_is_a_400_and_writes_nothing(api: Api) -> None:
+    response = await api.call("admin_a", "POST", "/bookings", raw=b"[" * 100_000)
+    assert response.status == 400
+    assert (await response.json())["error"]["code"] == "body_too_deep"
+    nested = b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await api.call("admin_a", "POST", "/bookings", raw=nested)
+    assert response.status == 400
+    assert api.count(Booking) == 0
+
+
+async def test_unknown_routes_wrong_methods_and_huge_bodies_answer_json(api: Api) -> None:
+    for path in ("/api/v1/nothing-here", "/api/v2/bookings", "/api/", "/api/v1/bookings/1/x"):
+        response = await api.client.get(path)
+        assert response.status == 404, path
+        assert (await response.json())["error"]["code"] == "not_found"
+    response = await api.call("admin_a", "PUT", "/bookings", meeting())
+    assert response.status == 405
+    assert (await response.json())["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+    big = b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    response = await api.call("admin_a", "POST", "/bookings", raw=big)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read until the limit
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = await api.client.post("/api/v1/bookings", data=chunks(), headers={
+        "Authorization": f"Bearer {api.tokens['admin_a']}"})
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "body_too_large"
+    assert api.count(Booking) == 0
+
+
+async def test_ids_no_row_can_have_are_404_and_out_of_range_query_ids_422(api: Api) -> None:
+    for raw in (str(2**31), str(2**63), str(2**64), "9" * 5000, "0", "١٢"):
+        for method, path in (("GET", f"/bookings/{raw}"), ("PATCH", f"/bookings/{raw}"),
+                             ("DELETE", f"/bookings/{raw}"),
+                             ("GET", f"/bookings/{raw}/invitation.ics"),
+                             ("GET", f"/organisations/{raw}")):
+            response = await api.call("operator", method, path,
+                                      {"title": "x"} if method == "PATCH" else None)
+            assert response.status == 404, (method, path)
+            assert (await response.json())["error"]["code"] == "not_found"
+        for method, path, body in (("PATCH", f"/nodes/{raw}", {"enabled": False}),
+                                   ("PUT", f"/quotas/{raw}", {"share_percent": 1}),
+                                   ("DELETE", f"/bridges/{raw}", None),
+                                   ("POST", f"/users/{raw}/tokens", {"label": "x"})):
+            response = await api.call("operator", method, path, body)
+            assert response.status == 404, (method, path)
+    for path in (f"/bookings?organisation_id={2**63}", f"/organisations?parent_id={2**63}",
+                 f"/availability?organisation_id={2**31}"):
+        response = await api.call("operator", "GET", path)
+        assert response.status == 422, path
+        assert (await response.json())["error"]["parameter"] in path
+    response = await api.call("operator", "POST", "/bookings",
+                              meeting(organisation=2**63))
+    assert response.status == 422
+    assert (await response.json())["error"]["fields"][0]["field"] == "organisation_id"
+
+
+async def test_api_answers_are_not_cached(api: Api) -> None:
+    created = await api.call("admin_a", "POST", "/bookings", meeting())
+    assert created.status == 201 and "token=" in (await created.json())["join_links"]["host"]
+    assert created.headers["Cache-Control"] == "no-store"
+    booking_id = (await created.json())["id"]
+    for path in (f"/bookings/{booking_id}", "/bookings?from=2026-12-01T00:00",
+                 f"/bookings/{booking_id}/invitation.ics"):
+        response = await api.call("admin_a", "GET", path)
+        assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
