@@ -42,7 +42,9 @@ def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError("too_large", f"message of {size} bytes exceeds the limit of {max_bytes}")
     try:
         message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError, not only JSONDecodeError: a number of more than 4300 digits is
+        # refused by int() itself (CPython's limit on integer string conversion).
         raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("bad_message", "a message must be a JSON object")
