@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr
+from icalendar import vRecur
 
 DEFAULT_ZONE = "Europe/Prague"
 ALLOWED_FREQUENCIES = {DAILY, WEEKLY, MONTHLY, YEARLY}
@@ -150,6 +151,10 @@ def normalise_rrule(text: str, zone_name: str) -> str:
         text = text[6:]
     if len(text) > 500:
         raise RecurrenceError("invalid_rrule", "the recurrence rule is too long")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        # One RRULE value, not lines of iCalendar: dateutil would read a "DTSTART:"
+        # line as the rule's start (not the booking's), and the invitation cannot carry it.
+        raise RecurrenceError("invalid_rrule", "the recurrence rule must be one line of text")
     parts = []
     for part in text.split(";"):
         key, _, value = part.partition("=")
@@ -167,7 +172,14 @@ def normalise_rrule(text: str, zone_name: str) -> str:
                 raise RecurrenceError("invalid_rrule", f"UNTIL={value!r} is out of range") from None
             part = f"UNTIL={value}"
         parts.append(part)
-    return ";".join(parts)
+    rule = ";".join(parts)
+    try:
+        # The invitation carries the rule (scheduler/invitations.py): what icalendar
+        # cannot read (BYDAY=+999MO, INTERVAL past 2^31) dateutil may still accept.
+        vRecur.from_ical(rule)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise RecurrenceError("invalid_rrule", f"not an RFC 5545 RRULE: {exc}") from None
+    return rule
 
 
 def rule_instances(rule_text: str, local_start: datetime, tz: ZoneInfo):  # type: ignore[no-untyped-def]

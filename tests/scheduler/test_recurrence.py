@@ -130,3 +130,22 @@ def test_times_at_the_ends_of_the_calendar_are_out_of_range() -> None:
     with pytest.raises(RecurrenceError) as error:
         normalise_rrule("FREQ=DAILY;UNTIL=00010101T000000", "Asia/Tokyo")
     assert error.value.code == "invalid_rrule"
+
+
+@pytest.mark.parametrize("rule", [
+    # Found by fuzz/ics.py: dateutil accepts these, icalendar's vRecur does not, so the
+    # booking was made and its invitation failed with a ValueError.
+    "FREQ=DAILY;COUNT=1;BYDAY=+999MO",
+    "FREQ=DAILY;COUNT=2;INTERVAL=99999999999999999999",
+    # A second line set the rule's own DTSTART (not the booking's) and broke the ICS.
+    "DTSTART:20270101T000000\nRRULE:FREQ=DAILY;COUNT=2",
+    "FREQ=DAILY;COUNT=2\r\nX-A:1",
+])
+def test_rules_an_invitation_cannot_carry_are_invalid(rule: str) -> None:
+    with pytest.raises(RecurrenceError) as error:
+        normalise_rrule(rule, "Europe/Prague")
+    assert error.value.code == "invalid_rrule"
+
+
+def test_rules_calendars_read_still_pass() -> None:
+    assert normalise_rrule("FREQ=WEEKLY;BYDAY=TU;COUNT=10", "Europe/Prague") == "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
