@@ -9,6 +9,8 @@ one), never as another exception: those become "internal_error".
 
 from __future__ import annotations
 
+import contextlib
+
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
@@ -28,10 +30,8 @@ SECRET = "fuzz-secret-" + "x" * 32
 def _validate(message: dict[str, object]) -> None:
     kind = message["type"]
     if kind == "join":
-        try:
+        with contextlib.suppress(TokenError):  # on_join turns it into a ProtocolError
             verify_token(SECRET, message.get("token"))
-        except TokenError:
-            pass
         require_str(message, "name", MAX_NAME_CHARS, required=False)
     elif kind == "answer":
         require_sdp(message)
