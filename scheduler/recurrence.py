@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr
+from icalendar import vRecur
 
 DEFAULT_ZONE = "Europe/Prague"
 ALLOWED_FREQUENCIES = {DAILY, WEEKLY, MONTHLY, YEARLY}
@@ -67,7 +68,10 @@ def zone(name: str) -> ZoneInfo:
 def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
     """A wall-clock time in ``tz`` as UTC; refuses times that do not exist there."""
     aware = local.replace(tzinfo=tz)
-    back = aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    try:
+        back = aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    except OverflowError:  # within a day of year 1 or 9999: UTC falls outside datetime
+        raise RecurrenceError("invalid_time", f"{local:%Y-%m-%d %H:%M} is out of range") from None
     if back != local:  # in the spring-forward gap: the clock never shows this time
         raise RecurrenceError("impossible_time",
                               f"{local:%Y-%m-%d %H:%M} does not exist in {tz.key} "
@@ -88,7 +92,10 @@ def parse_local(value: object, tz: ZoneInfo, field_name: str) -> datetime:
         raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is not an ISO 8601 "
                               "date-time such as 2026-12-01T10:00") from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(tz).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(tz).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+01:00 and the like: before year 1 in tz
+            raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is out of range") from None
     return parsed.replace(microsecond=0)
 
 
@@ -144,6 +151,10 @@ def normalise_rrule(text: str, zone_name: str) -> str:
         text = text[6:]
     if len(text) > 500:
         raise RecurrenceError("invalid_rrule", "the recurrence rule is too long")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        # One RRULE value, not lines of iCalendar: dateutil would read a "DTSTART:"
+        # line as the rule's start (not the booking's), and the invitation cannot carry it.
+        raise RecurrenceError("invalid_rrule", "the recurrence rule must be one line of text")
     parts = []
     for part in text.split(";"):
         key, _, value = part.partition("=")
@@ -155,10 +166,20 @@ def normalise_rrule(text: str, zone_name: str) -> str:
             except ValueError:
                 raise RecurrenceError("invalid_rrule", f"UNTIL={value!r} is not a date or "
                                       "date-time such as 20261231 or 20261231T170000") from None
-            value = local.replace(tzinfo=tz).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            try:
+                value = local.replace(tzinfo=tz).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            except OverflowError:  # UNTIL=00010101 east of Greenwich: before year 1 in UTC
+                raise RecurrenceError("invalid_rrule", f"UNTIL={value!r} is out of range") from None
             part = f"UNTIL={value}"
         parts.append(part)
-    return ";".join(parts)
+    rule = ";".join(parts)
+    try:
+        # The invitation carries the rule (scheduler/invitations.py): what icalendar
+        # cannot read (BYDAY=+999MO, INTERVAL past 2^31) dateutil may still accept.
+        vRecur.from_ical(rule)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise RecurrenceError("invalid_rrule", f"not an RFC 5545 RRULE: {exc}") from None
+    return rule
 
 
 def rule_instances(rule_text: str, local_start: datetime, tz: ZoneInfo):  # type: ignore[no-untyped-def]
@@ -181,8 +202,13 @@ def _rule_starts(schedule: Schedule, limits: Limits, tz: ZoneInfo,
         raise RecurrenceError("unbounded_rrule", "the recurrence rule needs COUNT or UNTIL")
     local_horizon = horizon.astimezone(tz).replace(tzinfo=None)
     # Take one more than allowed so that "too many" is seen without expanding them all.
-    starts = [start.replace(tzinfo=None)
-              for start in itertools.islice(rule, limits.max_occurrences + 1)]
+    try:
+        starts = [start.replace(tzinfo=None)
+                  for start in itertools.islice(rule, limits.max_occurrences + 1)]
+    except (ValueError, IndexError, OverflowError) as exc:
+        # dateutil checks some parts only while expanding: BYEASTER=999999 fails there
+        # with an IndexError, and dates past year 9999 with a ValueError or OverflowError.
+        raise RecurrenceError("invalid_rrule", f"not an RFC 5545 RRULE: {exc}") from None
     if len(starts) > limits.max_occurrences:
         raise RecurrenceError("too_many_occurrences",
                               f"a recurrence may have at most {limits.max_occurrences} "

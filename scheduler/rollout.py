@@ -255,10 +255,21 @@ def decode_csv(raw: bytes) -> str:
 
 def preview_csv(session: Session, text: str) -> Preview:
     """Check every row against the database without writing anything."""
+    try:
+        return _preview_csv(session, text)
+    except csv.Error:
+        # What the csv module itself refuses (a field over its size limit, ...): the
+        # file, not the server, is at fault, and the person is told so.
+        return Preview([], [("", "bad_csv")])
+
+
+def _preview_csv(session: Session, text: str) -> Preview:
     text = text.lstrip("\ufeff")
     sample = text[:2048]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","  # Czech Excel writes ';'
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    # newline="": the csv module's own line handling, so that a lone CR (old Mac files,
+    # or a stray one) ends a line instead of failing as a "new-line in unquoted field".
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in ("serial", "model", "organisation") if c not in header]
     if missing:

@@ -44,7 +44,7 @@ def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
         message = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
-    except ValueError:  # an integer of more digits than Python converts (sys.int_info)
+    except ValueError:  # valid JSON, but an integer of more digits than Python converts
         raise ProtocolError("bad_message", "a number in the message is too large") from None
     if not is_text(message):
         # "\ud800" is valid JSON, but a lone surrogate is no character: it cannot be

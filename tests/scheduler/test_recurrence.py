@@ -97,3 +97,56 @@ def test_until_may_be_utc_as_calendars_write_it_or_local_as_people_do() -> None:
         assert [o.local_start.day for o in occurrences] == [1, 8, 15], rule
     assert normalise_rrule("RRULE:FREQ=DAILY;UNTIL=20261215", "Europe/Prague") == \
         "FREQ=DAILY;UNTIL=20261215T225959Z"
+
+
+# Found by fuzz/rrule.py: each of these raised something other than RecurrenceError out
+# of the API's path (parse_local, normalise_rrule, expand), a 500 instead of a 400.
+
+@pytest.mark.parametrize("rule", [
+    "FREQ=YEARLY;COUNT=2;BYEASTER=999999",  # dateutil: IndexError while expanding
+    "FREQ=DAILY;COUNT=1;BYEASTER=-99999999999999999999",
+])
+def test_rules_dateutil_fails_on_while_expanding_are_invalid(rule: str) -> None:
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), rrule=rule),
+               LIMITS, NOW)
+    assert error.value.code == "invalid_rrule"
+
+
+def test_times_at_the_ends_of_the_calendar_are_out_of_range() -> None:
+    from scheduler.recurrence import parse_local, zone
+
+    prague = zone("Europe/Prague")
+    with pytest.raises(RecurrenceError) as error:  # year 0 once converted into Prague time
+        parse_local("0001-01-01T00:10+05:00", prague, "start")
+    assert error.value.code == "invalid_time"
+    with pytest.raises(RecurrenceError) as error:  # 00:10 in Prague is year 0 in UTC
+        expand(Schedule(local("0001-01-01T00:10"), local("0001-01-01T01:00")), LIMITS, NOW)
+    assert error.value.code == "invalid_time"
+    with pytest.raises(RecurrenceError) as error:  # year 10000 in UTC
+        expand(Schedule(local("9999-12-31T23:00"), local("9999-12-31T23:30"),
+                        zone="America/New_York"), LIMITS, NOW)
+    assert error.value.code == "invalid_time"
+    with pytest.raises(RecurrenceError) as error:
+        normalise_rrule("FREQ=DAILY;UNTIL=00010101T000000", "Asia/Tokyo")
+    assert error.value.code == "invalid_rrule"
+
+
+@pytest.mark.parametrize("rule", [
+    # Found by fuzz/ics.py: dateutil accepts these, icalendar's vRecur does not, so the
+    # booking was made and its invitation failed with a ValueError.
+    "FREQ=DAILY;COUNT=1;BYDAY=+999MO",
+    "FREQ=DAILY;COUNT=2;INTERVAL=99999999999999999999",
+    # A second line set the rule's own DTSTART (not the booking's) and broke the ICS.
+    "DTSTART:20270101T000000\nRRULE:FREQ=DAILY;COUNT=2",
+    "FREQ=DAILY;COUNT=2\r\nX-A:1",
+])
+def test_rules_an_invitation_cannot_carry_are_invalid(rule: str) -> None:
+    with pytest.raises(RecurrenceError) as error:
+        normalise_rrule(rule, "Europe/Prague")
+    assert error.value.code == "invalid_rrule"
+
+
+def test_rules_calendars_read_still_pass() -> None:
+    rule = "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
+    assert normalise_rrule(rule, "Europe/Prague") == rule

@@ -68,3 +68,32 @@ def test_a_csv_from_czech_excel_keeps_its_diacritics() -> None:
             "ORP Žďár nad Sázavou\nSN-2;Cisco Room Kit;Krajský úřad, přízemí;Kraj Vysočina\n")
     for encoding in ("cp1250", "utf-8", "utf-8-sig"):
         assert decode_csv(text.encode(encoding)) == text, encoding
+
+
+def _preview(tmp_path, text: str):  # type: ignore[no-untyped-def]
+    from scheduler.db import Base, Database
+    from scheduler.models import Organisation
+    from scheduler.rollout import preview_csv
+
+    db = Database(f"sqlite:///{tmp_path / 'csv.db'}")
+    Base.metadata.create_all(db.engine)
+    with db.session() as session:
+        session.add(Organisation(name="Benešov", kind="orp", code="orp:CZ020:Benešov"))
+    with db.read_session() as session:
+        return preview_csv(session, text)
+
+
+def test_csv_with_lone_carriage_returns_is_read_line_by_line(tmp_path) -> None:
+    # Found by fuzz/csv.py: a lone CR raised csv.Error ("new-line character seen in
+    # unquoted field") out of preview_csv, a server error instead of a preview.
+    preview = _preview(tmp_path, "serial,model,organisation\rSN-1,X30,Benešov\r")
+    assert preview.errors == []
+    assert [r.values["serial"] for r in preview.rows] == ["SN-1"]
+    assert preview.ok
+
+
+def test_csv_the_csv_module_refuses_is_a_file_error(tmp_path) -> None:
+    # A field over the csv module's size limit (131072 characters) raised csv.Error.
+    preview = _preview(tmp_path, 'serial,model,organisation\n"' + "x" * 200_000 + '",X30,Benešov\n')
+    assert preview.errors == [("", "bad_csv")]
+    assert not preview.ok
