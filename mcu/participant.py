@@ -106,9 +106,14 @@ class Participant:
         # Called once a publish slot's codec is settled: aiortc does that when DTLS has
         # connected, some time after the answer (the worker then pipes the track on).
         self.on_publishing: Callable[[Producer], None] | None = None
+        # Called once, when the media connection first comes up (ICE and DTLS).
+        self.on_connected: Callable[[], None] | None = None
 
         @self.pc.on("connectionstatechange")
         async def _state_changed() -> None:
+            if self.pc.connectionState == "connected" and self.on_connected is not None:
+                connected, self.on_connected = self.on_connected, None
+                connected()
             if self.pc.connectionState in ("failed", "closed") and not self.closed:
                 logger.info("participant %s connection %s", self.id, self.pc.connectionState)
                 await self.room.leave(self, reason="connection_" + self.pc.connectionState)

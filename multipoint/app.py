@@ -191,7 +191,12 @@ def create_app(settings: Settings) -> web.Application:
         secret=settings.signing_secret(), max_message_bytes=settings.max_message_bytes,
         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
         recordings_dir=settings.data_dir / "recordings",
-        units=lambda mode: costs.mixed if mode == "mixed" else costs.hd),
+        units=lambda mode: costs.mixed if mode == "mixed" else costs.hd,
+        answer_timeout_s=settings.answer_timeout_seconds,
+        max_pending_joins_per_ip=settings.max_pending_joins_per_ip,
+        max_pending_joins=settings.max_pending_joins,
+        send_queue_messages=settings.send_queue_messages,
+        send_timeout_s=settings.send_timeout_seconds),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
