@@ -108,6 +108,14 @@ def check_internals() -> None:
     for name in ("_nominated", "_protocols", "stun_server", "_queue"):
         if not hasattr(connection, name):
             problems.append(f"aioice Connection instance has no {name}")
+    # tap_transport bounds the queue that non-STUN datagrams wait in for aiortc.
+    queue = getattr(connection, "_queue", None)
+    if isinstance(queue, asyncio.Queue):
+        connection.data_received(b"\x16", 1)
+        if queue.qsize() != 1:
+            problems.append("aioice Connection.data_received no longer queues in _queue")
+    else:
+        problems.append("aioice Connection._queue is not an asyncio.Queue")
     session = pylibsrtp.Session()
     if not hasattr(session, "_srtp"):
         problems.append("pylibsrtp Session instance has no _srtp")
@@ -309,9 +317,28 @@ def _session_address(srtp: pylibsrtp.Session) -> int:
 RtpHandler = Callable[[bytes, int], None]
 RtcpHandler = Callable[[bytes], None]
 
+# aioice's Connection queues every datagram that is not STUN (``Connection._queue``, an
+# unbounded asyncio.Queue) for aiortc's DTLS transport, which starts reading it only
+# once the answer is in and ICE has connected; and aioice takes such datagrams from any
+# source address. Until then, anyone who learns the port could fill memory. What waits
+# there legitimately is a DTLS flight or two (and media sent before the DTLS keys):
+# a few datagrams, each under the path MTU.
+MAX_QUEUED_DATAGRAMS = 64
+MAX_UNKEYED_DATAGRAM_BYTES = 2048
+
+
+def _ice_connection(dtls: RTCDtlsTransport) -> aioice.ice.Connection:
+    return dtls.transport._connection
+
+
+def queued_datagrams(dtls: RTCDtlsTransport) -> int:
+    """Datagrams waiting in aioice's queue for this transport (for tests and checks)."""
+    return _ice_connection(dtls)._queue.qsize()
+
 
 def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
-                  on_error: Callable[[BaseException], None]) -> None:
+                  on_error: Callable[[BaseException], None],
+                  on_dropped: Callable[[], None] | None = None) -> None:
     """Route this transport's decrypted packets to our handlers.
 
     Once SRTP is keyed, media datagrams go straight from the ICE connection to the
@@ -321,6 +348,11 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
 
     An exception escaping into aiortc's receive loop would close the connection of the
     participant who *sent* the packet, so nothing escapes: errors go to ``on_error``.
+
+    What takes aiortc's path waits in aioice's queue, which nobody reads before the
+    answer: it is bounded here (:data:`MAX_QUEUED_DATAGRAMS`; before the SRTP keys, no
+    datagram over :data:`MAX_UNKEYED_DATAGRAM_BYTES`). Each datagram dropped for that
+    calls ``on_dropped``.
     """
 
     def dispatch(data: bytes) -> None:
@@ -341,19 +373,28 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
 
-    connection = dtls.transport._connection
+    connection = _ice_connection(dtls)
+    queue = connection._queue
     queue_datagram = connection.data_received
     keyed: pylibsrtp.Session | None = None  # the inbound session, once DTLS made it
     session = 0  # its libsrtp address
 
+    def queue_bounded(data: bytes, component: int) -> None:
+        if queue.qsize() >= MAX_QUEUED_DATAGRAMS or (
+                keyed is None and len(data) > MAX_UNKEYED_DATAGRAM_BYTES):
+            if on_dropped is not None:
+                on_dropped()
+            return
+        queue_datagram(data, component)
+
     def data_received(data: bytes, component: int) -> None:
         nonlocal keyed, session
         if len(data) < 2 or not 127 < data[0] < 192:  # DTLS: aiortc's path
-            queue_datagram(data, component)
+            queue_bounded(data, component)
             return
         if keyed is None:
             if dtls._rx_srtp is None:  # media before the keys: aiortc's path too
-                queue_datagram(data, component)
+                queue_bounded(data, component)
                 return
             keyed, session = dtls._rx_srtp, _session_address(dtls._rx_srtp)
         # dispatch() inlined: this runs once per received packet. A packet that is not

@@ -218,7 +218,8 @@ class Participant:
             dtls = transceiver.receiver.transport
             if id(dtls) not in self._tapped:
                 self._tapped.add(id(dtls))
-                adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error)
+                adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error,
+                                      self._on_datagram_dropped)
 
     def _writer(self, dtls: Any) -> Callable[[bytes], None]:
         writer = self._writers.get(id(dtls))
@@ -384,6 +385,15 @@ class Participant:
             consumer = self._consumer_by_ssrc.get(report.ssrc)
             if consumer is not None:
                 consumer.fraction_lost = report.fraction_lost
+
+    def _on_datagram_dropped(self) -> None:
+        self.counters.datagrams_dropped_unkeyed += 1
+
+    def queued_datagrams(self) -> int:
+        """Datagrams waiting for aiortc's DTLS transport (bounded by the adapter)."""
+        transports = {id(t.receiver.transport): t.receiver.transport
+                      for t in self.pc.getTransceivers()}
+        return sum(adapter.queued_datagrams(dtls) for dtls in transports.values())
 
     def _on_handler_error(self, exc: BaseException) -> None:
         self.counters.handler_errors += 1

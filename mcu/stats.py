@@ -37,6 +37,9 @@ class WorkerCounters:
     pipe_dropped: int = 0
     pipe_keyframe_requests: int = 0
     pipe_nacks_received: int = 0
+    # Datagrams for a connection whose DTLS has not started reading (no answer yet), or
+    # not yet keyed, dropped beyond a small bound (mcu/aiortc_adapter.py, tap_transport).
+    datagrams_dropped_unkeyed: int = 0
     packet_path: Counters = field(default_factory=Counters)
 
     packets_received = _packet_path_counter("packets_received")

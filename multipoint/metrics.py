@@ -30,11 +30,13 @@ COUNTER_HELP = {
     "pipe_dropped": "datagrams dropped on the pipe between media workers",
     "pipe_keyframe_requests": "keyframe requests received from other media workers",
     "pipe_nacks_received": "NACKs received from other media workers",
+    "datagrams_dropped_unkeyed": "datagrams dropped before a connection's DTLS read them "
+                                 "(queue bound, or too long before the SRTP keys)",
 }
 
 
 ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "send_errors",
-                  "handler_errors")
+                  "handler_errors", "datagrams_dropped_unkeyed")
 
 
 class MediaCollector(Collector):
