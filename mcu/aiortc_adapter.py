@@ -28,6 +28,7 @@ import fcntl
 import logging
 import random
 import struct
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -414,11 +415,39 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
     connection.data_received = data_received  # type: ignore[method-assign]
 
 
+class MalformedStun:
+    """STUN datagrams aioice could not handle (a truncated attribute, say), process-wide.
+
+    aioice lets anything but ValueError out of its parser (a 3-byte PRIORITY raises
+    struct.error), and the event loop logged each with a full traceback: an
+    unauthenticated sender could turn 28 bytes into 1 KiB of log. They are dropped and
+    counted; one line is logged at most every :attr:`LOG_INTERVAL_S`.
+    """
+
+    LOG_INTERVAL_S = 60.0
+    count = 0
+    _logged_at = -LOG_INTERVAL_S
+
+    @classmethod
+    def dropped(cls, exc: BaseException, addr: tuple[Any, ...]) -> None:
+        cls.count += 1
+        now = time.monotonic()
+        if now - cls._logged_at >= cls.LOG_INTERVAL_S:
+            logger.warning("dropped malformed STUN from %s (%s: %s); %d dropped in all",
+                           addr[0], type(exc).__name__, exc, cls.count)
+            cls._logged_at = now
+
+
+def malformed_stun_count() -> int:
+    return MalformedStun.count
+
+
 def _skip_stun_parse_for_media() -> None:
     """aioice parses every datagram as STUN first, failing by exception for media.
 
     STUN messages start with two zero bits (RFC 5389), RTP and RTCP with version 2
-    (RFC 7983), so media can go straight to the connection.
+    (RFC 7983), so media can go straight to the connection. What aioice fails on
+    otherwise is dropped and counted (:class:`MalformedStun`).
     """
     original = aioice.ice.StunProtocol.datagram_received
     if getattr(original, "multipoint_fast_path", False):
@@ -427,8 +456,11 @@ def _skip_stun_parse_for_media() -> None:
     def datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
         if data and 127 < data[0] < 192:
             self.receiver.data_received(data, self.local_candidate.component)
-        else:
+            return
+        try:
             original(self, data, addr)
+        except Exception as exc:  # from a datagram anyone can send: never a traceback
+            MalformedStun.dropped(exc, addr)
 
     datagram_received.multipoint_fast_path = True  # type: ignore[attr-defined]
     aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]

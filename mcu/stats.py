@@ -52,4 +52,12 @@ class WorkerCounters:
     def as_dict(self) -> dict[str, int]:
         counts = {name: getattr(self, name) for name in PACKET_PATH_COUNTERS}
         counts.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "packet_path"})
+        counts["stun_malformed"] = self.stun_malformed
         return counts
+
+    @property
+    def stun_malformed(self) -> int:
+        """Malformed STUN datagrams dropped in this process (counted by the adapter)."""
+        from mcu.aiortc_adapter import malformed_stun_count
+
+        return malformed_stun_count()

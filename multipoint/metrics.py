@@ -32,11 +32,12 @@ COUNTER_HELP = {
     "pipe_nacks_received": "NACKs received from other media workers",
     "datagrams_dropped_unkeyed": "datagrams dropped before a connection's DTLS read them "
                                  "(queue bound, or too long before the SRTP keys)",
+    "stun_malformed": "malformed STUN datagrams dropped",
 }
 
 
 ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "send_errors",
-                  "handler_errors", "datagrams_dropped_unkeyed")
+                  "handler_errors", "datagrams_dropped_unkeyed", "stun_malformed")
 
 
 class MediaCollector(Collector):

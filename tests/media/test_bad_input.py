@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
+import struct
 
 import pytest
 
@@ -145,4 +147,42 @@ async def test_datagrams_before_the_answer_are_bounded_and_dropped(server) -> No
         assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
     finally:
         blaster.close()
+        await client.close()
+
+
+def truncated_priority_request() -> bytes:
+    """A 28-byte STUN binding request whose PRIORITY attribute has 3 bytes, not 4."""
+    attribute = struct.pack("!HH", 0x0024, 3) + b"\x01\x02\x03" + b"\x00"
+    return struct.pack("!HHI", 0x0001, len(attribute), 0x2112A442) + os.urandom(12) + attribute
+
+
+async def test_malformed_stun_is_counted_and_dropped_quietly(server, caplog) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await client.join_with(peer, token(server, "selftest-stun"))
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+        target = ("127.0.0.1", candidate_port(client.of_type("offer")[0]["sdp"]))
+        datagram = truncated_priority_request()
+        assert len(datagram) == 28
+        counters = server.app[MEDIA].counters
+        before = counters.stun_malformed
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        for _ in range(50):
+            for _ in range(20):
+                sender.sendto(datagram, target)
+            await asyncio.sleep(0.01)
+        assert await wait_until(lambda: counters.stun_malformed >= before + 500, timeout=10)
+        assert server.app[MEDIA].counters.as_dict()["stun_malformed"] >= before + 500
+
+        assert "Traceback" not in caplog.text
+        assert not [r for r in caplog.records if r.exc_info]
+        assert len([r for r in caplog.records if "malformed STUN" in r.getMessage()]) <= 1
+        frames = sum(peer.frames("video").values())
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > frames + 20)
+        assert peer.pc.connectionState == "connected"
+    finally:
+        sender.close()
         await client.close()
