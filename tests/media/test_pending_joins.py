@@ -12,6 +12,7 @@ import pytest
 from multipoint.app import MEDIA
 from multipoint.settings import Settings, load_settings
 from signaling.tokens import JoinGrant, issue_token
+from tests.conftest import start_process_server
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
 
@@ -54,7 +55,8 @@ def ports_in_use() -> int:
     return used
 
 
-async def never_answer(server, address: str, count: int, tag: str) -> tuple[list[SignalClient], int]:
+async def never_answer(server, address: str, count: int, tag: str,
+                       ports: tuple[int, int] | None = PORTS) -> tuple[list[SignalClient], int]:
     """``count`` self-test joins from ``address`` that never answer their offers: the
     clients that got an offer (with a candidate in the port range), and how many were
     refused for too many pending joins."""
@@ -71,9 +73,9 @@ async def never_answer(server, address: str, count: int, tag: str) -> tuple[list
             continue
         assert first["type"] == "joined", first
         offer = await client.next("offer")
-        ports = [int(p) for p in re.findall(r"^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host",
+        found = [int(p) for p in re.findall(r"^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host",
                                             offer["sdp"], re.M)]
-        assert ports and all(PORTS[0] <= p <= PORTS[1] for p in ports), offer["sdp"]
+        assert found and all(ports is None or ports[0] <= p <= ports[1] for p in found), offer["sdp"]
         offered.append(client)
     return offered, refused
 
@@ -137,3 +139,27 @@ async def test_pending_joins_are_capped_and_time_out_and_a_guest_still_gets_a_ca
     finally:
         for client in attackers + guests:
             await client.close()
+
+
+async def test_a_connected_participant_of_a_worker_process_is_never_timed_out(tmp_path: Path) -> None:
+    """The worker process reports the connection (its ``connected`` event) across the
+    channel: a participant connected in time outlives a later join's deadline."""
+    server = await start_process_server(tmp_path, 1, answer_timeout_seconds=ANSWER_TIMEOUT_S)
+    clients: list[SignalClient] = []
+    try:
+        guest, peer = await join_with_media(server, "127.0.0.1", "selftest-process")
+        clients.append(guest)
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+        silent, refused = await never_answer(server, "127.0.0.2", 1, "silent", ports=None)
+        clients += silent
+        assert refused == 0
+        error = await silent[0].next("error", timeout=ANSWER_TIMEOUT_S + 15)
+        assert error["code"] == "answer_timeout"
+        # The guest joined before the silent one: its own deadline has passed too.
+        assert not guest.of_type("error") and not guest.ws.closed
+        frames = sum(peer.frames("video").values())
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > frames + 10)
+    finally:
+        for client in clients:
+            await client.close()
+        await server.runner.cleanup()
