@@ -36,6 +36,12 @@ COUNTER_HELP = {
 }
 
 
+SIGNALING_COUNTER_HELP = {
+    "joins_refused_pending": "joins refused: too many pending joins (per client IP or front)",
+    "answer_timeouts": "joins removed for not answering and connecting in time",
+    "signaling_dropped": "signaling connections dropped because the client stopped reading",
+}
+
 ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "send_errors",
                   "handler_errors", "datagrams_dropped_unkeyed", "stun_malformed")
 
@@ -62,6 +68,13 @@ class MediaCollector(Collector):
         for name in COUNTER_HELP:
             yield CounterMetricFamily(f"multipoint_{name}", COUNTER_HELP[name],
                                       value=counters.get(name, 0))
+        signaling = self.live_rooms.signaling
+        yield GaugeMetricFamily("multipoint_pending_joins",
+                                "joins holding media ports that have not connected yet",
+                                value=signaling.pending_total)
+        for name, value in signaling.counters.items():
+            yield CounterMetricFamily(f"multipoint_{name}", SIGNALING_COUNTER_HELP[name],
+                                      value=value)
         yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
                                   value=sum(counters.get(name, 0) for name in ERROR_COUNTERS))
 

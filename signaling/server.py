@@ -189,6 +189,10 @@ class Signaling:
         # Joins that hold media ports and have not connected yet: per client IP, and all.
         self.pending_joins: dict[str, int] = {}
         self.pending_total = 0
+        # For /metrics: joins refused for too many pending, joins timed out unanswered,
+        # connections dropped because they stopped reading.
+        self.counters = {"joins_refused_pending": 0, "answer_timeouts": 0,
+                         "signaling_dropped": 0}
 
     def room_emptied(self, room: str) -> None:
         """The last participant of ``room`` on this front left (an ad-hoc room's
@@ -357,6 +361,7 @@ class ParticipantConnection:
         if self.dropped:
             return
         self.dropped = True
+        self.signaling.counters["signaling_dropped"] += 1
         logger.info("dropping signaling connection of %s (%s): %s", self.participant_id,
                     self.peer_ip, reason)
         if self._writer is not asyncio.current_task():
@@ -383,10 +388,12 @@ class ParticipantConnection:
     def _claim_pending(self) -> None:
         signaling, config = self.signaling, self.config
         if signaling.pending_joins.get(self.peer_ip, 0) >= config.max_pending_joins_per_ip:
+            signaling.counters["joins_refused_pending"] += 1
             raise ProtocolError("too_many_pending_joins",
                                 "too many joins from this address have not connected yet; "
                                 "try again when they have")
         if signaling.pending_total >= config.max_pending_joins:
+            signaling.counters["joins_refused_pending"] += 1
             raise ProtocolError("too_many_pending_joins",
                                 "too many joins are connecting right now; try again shortly")
         signaling.pending_joins[self.peer_ip] = signaling.pending_joins.get(self.peer_ip, 0) + 1
@@ -418,6 +425,7 @@ class ParticipantConnection:
             self.signaling._spawn(self._time_out())
 
     async def _time_out(self) -> None:
+        self.signaling.counters["answer_timeouts"] += 1
         await self.send({"type": "error", "code": "answer_timeout",
                          "message": f"the offer was not answered and connected within "
                                     f"{self.config.answer_timeout_s:g} s"})

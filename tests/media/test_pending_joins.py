@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from multipoint.app import MEDIA
+from multipoint.app import LIVE_ROOMS, MEDIA
 from multipoint.settings import Settings, load_settings
 from signaling.tokens import JoinGrant, issue_token
 from tests.conftest import start_process_server
@@ -126,6 +126,9 @@ async def test_pending_joins_are_capped_and_time_out_and_a_guest_still_gets_a_ca
         assert await wait_until(lambda: all(a.ws.closed for a in attackers), timeout=10)
         assert await wait_until(lambda: media.participant_count == 1, timeout=10)
         assert await wait_until(lambda: ports_in_use() == before + guest_ports, timeout=10)
+        counters = server.app[LIVE_ROOMS].signaling.counters
+        assert counters["answer_timeouts"] == len(attackers)
+        assert counters["joins_refused_pending"] == 8 - PER_IP + 5 - (PER_FRONT - PER_IP) + 1
 
         # The connected guest was never timed out, and a newcomer from a capped address
         # is admitted again and gets media too.

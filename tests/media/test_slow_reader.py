@@ -99,6 +99,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_room_goes_on(serve
             assert chat["text"] == f"{sent} {text}"
             sent += 1
         assert sent > 10  # it had filled its socket's buffers first
+        assert signaling.counters["signaling_dropped"] == 1
 
         # The others hear that it left, and chat on.
         while True:
