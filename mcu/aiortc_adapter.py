@@ -28,6 +28,7 @@ import fcntl
 import logging
 import random
 import struct
+import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,14 @@ def check_internals() -> None:
     for name in ("_nominated", "_protocols", "stun_server", "_queue"):
         if not hasattr(connection, name):
             problems.append(f"aioice Connection instance has no {name}")
+    # tap_transport bounds the queue that non-STUN datagrams wait in for aiortc.
+    queue = getattr(connection, "_queue", None)
+    if isinstance(queue, asyncio.Queue):
+        connection.data_received(b"\x16", 1)
+        if queue.qsize() != 1:
+            problems.append("aioice Connection.data_received no longer queues in _queue")
+    else:
+        problems.append("aioice Connection._queue is not an asyncio.Queue")
     session = pylibsrtp.Session()
     if not hasattr(session, "_srtp"):
         problems.append("pylibsrtp Session instance has no _srtp")
@@ -317,9 +326,28 @@ def _session_address(srtp: pylibsrtp.Session) -> int:
 RtpHandler = Callable[[bytes, int], None]
 RtcpHandler = Callable[[bytes], None]
 
+# aioice's Connection queues every datagram that is not STUN (``Connection._queue``, an
+# unbounded asyncio.Queue) for aiortc's DTLS transport, which starts reading it only
+# once the answer is in and ICE has connected; and aioice takes such datagrams from any
+# source address. Until then, anyone who learns the port could fill memory. What waits
+# there legitimately is a DTLS flight or two (and media sent before the DTLS keys):
+# a few datagrams, each under the path MTU.
+MAX_QUEUED_DATAGRAMS = 64
+MAX_UNKEYED_DATAGRAM_BYTES = 2048
+
+
+def _ice_connection(dtls: RTCDtlsTransport) -> aioice.ice.Connection:
+    return dtls.transport._connection
+
+
+def queued_datagrams(dtls: RTCDtlsTransport) -> int:
+    """Datagrams waiting in aioice's queue for this transport (for tests and checks)."""
+    return _ice_connection(dtls)._queue.qsize()
+
 
 def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
-                  on_error: Callable[[BaseException], None]) -> None:
+                  on_error: Callable[[BaseException], None],
+                  on_dropped: Callable[[], None] | None = None) -> None:
     """Route this transport's decrypted packets to our handlers.
 
     Once SRTP is keyed, media datagrams go straight from the ICE connection to the
@@ -329,6 +357,11 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
 
     An exception escaping into aiortc's receive loop would close the connection of the
     participant who *sent* the packet, so nothing escapes: errors go to ``on_error``.
+
+    What takes aiortc's path waits in aioice's queue, which nobody reads before the
+    answer: it is bounded here (:data:`MAX_QUEUED_DATAGRAMS`; before the SRTP keys, no
+    datagram over :data:`MAX_UNKEYED_DATAGRAM_BYTES`). Each datagram dropped for that
+    calls ``on_dropped``.
     """
 
     def dispatch(data: bytes) -> None:
@@ -349,19 +382,28 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
     dtls._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
 
-    connection = dtls.transport._connection
+    connection = _ice_connection(dtls)
+    queue = connection._queue
     queue_datagram = connection.data_received
     keyed: pylibsrtp.Session | None = None  # the inbound session, once DTLS made it
     session = 0  # its libsrtp address
 
+    def queue_bounded(data: bytes, component: int) -> None:
+        if queue.qsize() >= MAX_QUEUED_DATAGRAMS or (
+                keyed is None and len(data) > MAX_UNKEYED_DATAGRAM_BYTES):
+            if on_dropped is not None:
+                on_dropped()
+            return
+        queue_datagram(data, component)
+
     def data_received(data: bytes, component: int) -> None:
         nonlocal keyed, session
         if len(data) < 2 or not 127 < data[0] < 192:  # DTLS: aiortc's path
-            queue_datagram(data, component)
+            queue_bounded(data, component)
             return
         if keyed is None:
             if dtls._rx_srtp is None:  # media before the keys: aiortc's path too
-                queue_datagram(data, component)
+                queue_bounded(data, component)
                 return
             keyed, session = dtls._rx_srtp, _session_address(dtls._rx_srtp)
         # dispatch() inlined: this runs once per received packet. A packet that is not
@@ -381,11 +423,39 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
     connection.data_received = data_received  # type: ignore[method-assign]
 
 
+class MalformedStun:
+    """STUN datagrams aioice could not handle (a truncated attribute, say), process-wide.
+
+    aioice lets anything but ValueError out of its parser (a 3-byte PRIORITY raises
+    struct.error), and the event loop logged each with a full traceback: an
+    unauthenticated sender could turn 28 bytes into 1 KiB of log. They are dropped and
+    counted; one line is logged at most every :attr:`LOG_INTERVAL_S`.
+    """
+
+    LOG_INTERVAL_S = 60.0
+    count = 0
+    _logged_at = -LOG_INTERVAL_S
+
+    @classmethod
+    def dropped(cls, exc: BaseException, addr: tuple[Any, ...]) -> None:
+        cls.count += 1
+        now = time.monotonic()
+        if now - cls._logged_at >= cls.LOG_INTERVAL_S:
+            logger.warning("dropped malformed STUN from %s (%s: %s); %d dropped in all",
+                           addr[0], type(exc).__name__, exc, cls.count)
+            cls._logged_at = now
+
+
+def malformed_stun_count() -> int:
+    return MalformedStun.count
+
+
 def _skip_stun_parse_for_media() -> None:
     """aioice parses every datagram as STUN first, failing by exception for media.
 
     STUN messages start with two zero bits (RFC 5389), RTP and RTCP with version 2
-    (RFC 7983), so media can go straight to the connection.
+    (RFC 7983), so media can go straight to the connection. What aioice fails on
+    otherwise is dropped and counted (:class:`MalformedStun`).
     """
     original = aioice.ice.StunProtocol.datagram_received
     if getattr(original, "multipoint_fast_path", False):
@@ -394,8 +464,11 @@ def _skip_stun_parse_for_media() -> None:
     def datagram_received(self: aioice.ice.StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
         if data and 127 < data[0] < 192:
             self.receiver.data_received(data, self.local_candidate.component)
-        else:
+            return
+        try:
             original(self, data, addr)
+        except Exception as exc:  # from a datagram anyone can send: never a traceback
+            MalformedStun.dropped(exc, addr)
 
     datagram_received.multipoint_fast_path = True  # type: ignore[attr-defined]
     aioice.ice.StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]

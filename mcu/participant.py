@@ -106,9 +106,14 @@ class Participant:
         # Called once a publish slot's codec is settled: aiortc does that when DTLS has
         # connected, some time after the answer (the worker then pipes the track on).
         self.on_publishing: Callable[[Producer], None] | None = None
+        # Called once, when the media connection first comes up (ICE and DTLS).
+        self.on_connected: Callable[[], None] | None = None
 
         @self.pc.on("connectionstatechange")
         async def _state_changed() -> None:
+            if self.pc.connectionState == "connected" and self.on_connected is not None:
+                connected, self.on_connected = self.on_connected, None
+                connected()
             if self.pc.connectionState in ("failed", "closed") and not self.closed:
                 logger.info("participant %s connection %s", self.id, self.pc.connectionState)
                 await self.room.leave(self, reason="connection_" + self.pc.connectionState)
@@ -213,7 +218,8 @@ class Participant:
             dtls = transceiver.receiver.transport
             if id(dtls) not in self._tapped:
                 self._tapped.add(id(dtls))
-                adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error)
+                adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error,
+                                      self._on_datagram_dropped)
 
     def _writer(self, dtls: Any) -> Callable[[bytes], None]:
         writer = self._writers.get(id(dtls))
@@ -379,6 +385,15 @@ class Participant:
             consumer = self._consumer_by_ssrc.get(report.ssrc)
             if consumer is not None:
                 consumer.fraction_lost = report.fraction_lost
+
+    def _on_datagram_dropped(self) -> None:
+        self.counters.datagrams_dropped_unkeyed += 1
+
+    def queued_datagrams(self) -> int:
+        """Datagrams waiting for aiortc's DTLS transport (bounded by the adapter)."""
+        transports = {id(t.receiver.transport): t.receiver.transport
+                      for t in self.pc.getTransceivers()}
+        return sum(adapter.queued_datagrams(dtls) for dtls in transports.values())
 
     def _on_handler_error(self, exc: BaseException) -> None:
         self.counters.handler_errors += 1

@@ -37,6 +37,9 @@ class WorkerCounters:
     pipe_dropped: int = 0
     pipe_keyframe_requests: int = 0
     pipe_nacks_received: int = 0
+    # Datagrams for a connection whose DTLS has not started reading (no answer yet), or
+    # not yet keyed, dropped beyond a small bound (mcu/aiortc_adapter.py, tap_transport).
+    datagrams_dropped_unkeyed: int = 0
     packet_path: Counters = field(default_factory=Counters)
 
     packets_received = _packet_path_counter("packets_received")
@@ -49,4 +52,12 @@ class WorkerCounters:
     def as_dict(self) -> dict[str, int]:
         counts = {name: getattr(self, name) for name in PACKET_PATH_COUNTERS}
         counts.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "packet_path"})
+        counts["stun_malformed"] = self.stun_malformed
         return counts
+
+    @property
+    def stun_malformed(self) -> int:
+        """Malformed STUN datagrams dropped in this process (counted by the adapter)."""
+        from mcu.aiortc_adapter import malformed_stun_count
+
+        return malformed_stun_count()

@@ -115,6 +115,8 @@ class WorkerService:
 
         joined.send_offer, joined.send_message = send_offer, send_message
         joined.on_publishing = lambda producer: self._export(joined.room)
+        # The front counts a join as pending (holding media ports) until this event.
+        joined.on_connected = lambda: self.emit("connected", {"participant": joined.id})
         return {"participant": joined.id, "mode": joined.mode}
 
     async def do_negotiate(self, participant: str) -> None:

@@ -202,7 +202,12 @@ def create_app(settings: Settings) -> web.Application:
         recordings_dir=settings.data_dir / "recordings",
         units=lambda mode: costs.mixed if mode == "mixed" else costs.hd,
         ice_servers=page_ice_servers(settings.turn_urls, settings.turn_secret.get_secret_value(),
-                                     settings.turn_credential_hours * 3600)),
+                                     settings.turn_credential_hours * 3600),
+        answer_timeout_s=settings.answer_timeout_seconds,
+        max_pending_joins_per_ip=settings.max_pending_joins_per_ip,
+        max_pending_joins=settings.max_pending_joins,
+        send_queue_messages=settings.send_queue_messages,
+        send_timeout_s=settings.send_timeout_seconds),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")

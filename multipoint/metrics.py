@@ -30,11 +30,20 @@ COUNTER_HELP = {
     "pipe_dropped": "datagrams dropped on the pipe between media workers",
     "pipe_keyframe_requests": "keyframe requests received from other media workers",
     "pipe_nacks_received": "NACKs received from other media workers",
+    "datagrams_dropped_unkeyed": "datagrams dropped before a connection's DTLS read them "
+                                 "(queue bound, or too long before the SRTP keys)",
+    "stun_malformed": "malformed STUN datagrams dropped",
 }
 
 
+SIGNALING_COUNTER_HELP = {
+    "joins_refused_pending": "joins refused: too many pending joins (per client IP or front)",
+    "answer_timeouts": "joins removed for not answering and connecting in time",
+    "signaling_dropped": "signaling connections dropped because the client stopped reading",
+}
+
 ERROR_COUNTERS = ("packets_malformed", "rtcp_malformed", "packets_unroutable", "send_errors",
-                  "handler_errors")
+                  "handler_errors", "datagrams_dropped_unkeyed", "stun_malformed")
 
 
 class MediaCollector(Collector):
@@ -59,6 +68,13 @@ class MediaCollector(Collector):
         for name in COUNTER_HELP:
             yield CounterMetricFamily(f"multipoint_{name}", COUNTER_HELP[name],
                                       value=counters.get(name, 0))
+        signaling = self.live_rooms.signaling
+        yield GaugeMetricFamily("multipoint_pending_joins",
+                                "joins holding media ports that have not connected yet",
+                                value=signaling.pending_total)
+        for name, value in signaling.counters.items():
+            yield CounterMetricFamily(f"multipoint_{name}", SIGNALING_COUNTER_HELP[name],
+                                      value=value)
         yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
                                   value=sum(counters.get(name, 0) for name in ERROR_COUNTERS))
 

@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
     selftest_ttl_minutes: float = Field(60, gt=0)
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=4 * 1024 * 1024)
+    # Joins that hold media ports but have not connected yet (docs/protocol.md): each
+    # must answer and connect within the deadline, and a client IP (the socket's peer)
+    # and this front as a whole may only have so many of them at a time.
+    answer_timeout_seconds: float = Field(20, gt=0, le=600)
+    max_pending_joins_per_ip: int = Field(30, ge=1, le=100_000)
+    max_pending_joins: int = Field(300, ge=1, le=1_000_000)
+    # Each signaling connection's outgoing messages wait in a queue of this many; a
+    # client whose queue fills, or that takes longer than the deadline to take one
+    # message, is dropped (it stopped reading) instead of holding up its room.
+    send_queue_messages: int = Field(256, ge=8, le=100_000)
+    send_timeout_seconds: float = Field(10, gt=0, le=600)
 
     # Scheduler (docs/scheduler.md). Unit costs are in millicores of a media worker per
     # participant; the defaults come from the measurements in docs/scheduler.md.

@@ -93,6 +93,15 @@ class SignalingConfig:
     # The page's ICE servers, by participant id: TURN with credentials of its own
     # (signaling/turn.py); none by default.
     ice_servers: Callable[[str], list[dict[str, Any]]] = lambda participant: []
+    # A join holds media ports until it connects: it has this long to answer and connect,
+    # and a client IP and the front as a whole may hold only so many such joins at once.
+    answer_timeout_s: float = 20.0
+    max_pending_joins_per_ip: int = 30
+    max_pending_joins: int = 300
+    # Each connection's outgoing messages: at most this many waiting, each taken by the
+    # client within the deadline, or the connection is dropped (it stopped reading).
+    send_queue_messages: int = 256
+    send_timeout_s: float = 10.0
 
 
 class RoomChannel:
@@ -151,9 +160,12 @@ class RoomChannel:
         return [p for worker in self.workers for p in self.listed.get(worker, [])]
 
     async def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
+        # Queued on each connection, never awaited: a client that stopped reading is
+        # dropped by its own writer (ParticipantConnection.post) and holds nobody up.
+        text = json.dumps(message)
         for participant_id, connection in list(self.connections.items()):
             if participant_id != exclude:
-                await connection.send(message)
+                connection.post(text)
 
     async def broadcast_participants(self) -> None:
         await self.broadcast({"type": "participants", "locked": self.locked,
@@ -180,6 +192,13 @@ class Signaling:
         self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
         self._pending: set[asyncio.Future[None]] = set()
         self.selftests = SelfTestCalls(self)
+        # Joins that hold media ports and have not connected yet: per client IP, and all.
+        self.pending_joins: dict[str, int] = {}
+        self.pending_total = 0
+        # For /metrics: joins refused for too many pending, joins timed out unanswered,
+        # connections dropped because they stopped reading.
+        self.counters = {"joins_refused_pending": 0, "answer_timeouts": 0,
+                         "signaling_dropped": 0}
 
     def room_emptied(self, room: str) -> None:
         """The last participant of ``room`` on this front left (an ad-hoc room's
@@ -239,11 +258,13 @@ class Signaling:
         """Events of the media workers (mcu/worker.py), in the order each one sent them."""
         if event == "left" and "media" in data:  # a self-test call ended
             self.selftests.call_ended(data)
-        if event in ("offer", "message", "left"):
+        if event in ("offer", "message", "left", "connected"):
             connection = self.connections.get(str(data.get("participant")))
             if connection is None or connection.worker != worker:
                 return
-            if event == "offer":
+            if event == "connected":
+                connection.media_connected()
+            elif event == "offer":
                 data.pop("participant")
                 self._spawn(connection.send({"type": "offer", **data}))
             elif event == "message":
@@ -277,11 +298,24 @@ class Signaling:
 
 
 class ParticipantConnection:
-    """One client WebSocket: protocol state and the participant it joined as."""
+    """One client WebSocket: protocol state and the participant it joined as.
 
-    def __init__(self, ws: web.WebSocketResponse, signaling: Signaling) -> None:
+    Outgoing messages go through a bounded queue that one writer task empties, so no
+    sender ever waits for this client; a client that stops reading (its queue fills, or
+    one message takes longer than ``send_timeout_s``) is dropped as if it had left.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, signaling: Signaling, peer_ip: str = "",
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
         self.signaling = signaling
+        self.peer_ip = peer_ip  # the socket's peer: what the pending-join cap counts
+        self._transport = transport
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(signaling.config.send_queue_messages)
+        self._writer = asyncio.ensure_future(self._write())
+        self.dropped = False
+        self.pending = False  # holds one of the pending joins of its IP (until connected)
+        self._answer_deadline: asyncio.TimerHandle | None = None
         self.config = signaling.config
         self.pool = signaling.pool
         self.call_record: Any = None
@@ -294,10 +328,117 @@ class ParticipantConnection:
         self.role = ""
 
     async def send(self, message: dict[str, Any]) -> None:
-        if not self.ws.closed:
-            # If the socket just went away, its read loop ends the participant.
-            with contextlib.suppress(ConnectionError):
-                await self.ws.send_str(json.dumps(message))
+        """Queue a message for the client (returns at once; see :meth:`post`)."""
+        self.post(json.dumps(message))
+
+    def post(self, text: str) -> None:
+        """Queue an encoded message; a client whose queue is full is dropped."""
+        if self.dropped or self.ws.closed:
+            return  # if the socket just went away, its read loop ends the participant
+        try:
+            self._outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self.drop("send_queue_full")
+
+    async def _write(self) -> None:
+        timeout = self.config.send_timeout_s
+        while True:
+            text = await self._outbox.get()
+            try:
+                if not self.ws.closed:
+                    await asyncio.wait_for(self.ws.send_str(text), timeout)
+            except TimeoutError:
+                self.drop("send_timeout")
+                return
+            except (ConnectionError, RuntimeError):
+                pass  # closing: its read loop ends the participant
+            finally:
+                self._outbox.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every queued message has been written (or the client is dropped)."""
+        waiting = asyncio.ensure_future(self._outbox.join())
+        try:
+            await asyncio.wait([waiting, self._writer], timeout=self.config.send_timeout_s * 2,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+
+    def drop(self, reason: str) -> None:
+        """The client stopped reading: cut its socket and end its participant like a leave."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.signaling.counters["signaling_dropped"] += 1
+        logger.info("dropping signaling connection of %s (%s): %s", self.participant_id,
+                    self.peer_ip, reason)
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()
+        if self._transport is not None:
+            self._transport.abort()  # a close handshake would wait for the client too
+        self.signaling._spawn(self.close())
+
+    async def stop(self) -> None:
+        """The socket is gone: stop the writer."""
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def _close_socket(self) -> None:
+        """What was queued goes out first, then the socket closes."""
+        await self.flush()
+        if self.dropped:
+            return
+        await self.ws.close()
+
+    # Joins that hold media ports but have not connected ---------------------------------
+
+    def _claim_pending(self) -> None:
+        signaling, config = self.signaling, self.config
+        if signaling.pending_joins.get(self.peer_ip, 0) >= config.max_pending_joins_per_ip:
+            signaling.counters["joins_refused_pending"] += 1
+            raise ProtocolError("too_many_pending_joins",
+                                "too many joins from this address have not connected yet; "
+                                "try again when they have")
+        if signaling.pending_total >= config.max_pending_joins:
+            signaling.counters["joins_refused_pending"] += 1
+            raise ProtocolError("too_many_pending_joins",
+                                "too many joins are connecting right now; try again shortly")
+        signaling.pending_joins[self.peer_ip] = signaling.pending_joins.get(self.peer_ip, 0) + 1
+        signaling.pending_total += 1
+        self.pending = True
+
+    def _release_pending(self) -> None:
+        if self._answer_deadline is not None:
+            self._answer_deadline.cancel()
+            self._answer_deadline = None
+        if not self.pending:
+            return
+        self.pending = False
+        signaling = self.signaling
+        signaling.pending_total -= 1
+        left = signaling.pending_joins.get(self.peer_ip, 0) - 1
+        if left > 0:
+            signaling.pending_joins[self.peer_ip] = left
+        else:
+            signaling.pending_joins.pop(self.peer_ip, None)
+
+    def media_connected(self) -> None:
+        """The participant's media connection is up: its join no longer counts as pending."""
+        self._release_pending()
+
+    def _answer_overdue(self) -> None:
+        self._answer_deadline = None
+        if self.pending and self.participant_id is not None:
+            self.signaling._spawn(self._time_out())
+
+    async def _time_out(self) -> None:
+        self.signaling.counters["answer_timeouts"] += 1
+        await self.send({"type": "error", "code": "answer_timeout",
+                         "message": f"the offer was not answered and connected within "
+                                    f"{self.config.answer_timeout_s:g} s"})
+        await self.close()  # the media ports are freed here
+        await self._close_socket()
 
     async def handle_text(self, text: str) -> None:
         try:
@@ -348,6 +489,17 @@ class ParticipantConnection:
             grant = verify_token(self.config.secret, message.get("token"))
         except TokenError as exc:
             raise ProtocolError(exc.code, exc.message) from None
+        self._claim_pending()
+        try:
+            await self._join(message, grant)
+        except BaseException:
+            if self.participant_id is None:
+                self._release_pending()
+            raise
+        if self.participant_id is None:  # redirected elsewhere
+            self._release_pending()
+
+    async def _join(self, message: dict[str, Any], grant: JoinGrant) -> None:
         name = (require_str(message, "name", MAX_NAME_CHARS, required=False) or grant.name
                 or "").strip() or "?"
         # The mode first: admission counts what this participant really costs.
@@ -372,7 +524,7 @@ class ParticipantConnection:
                 # The room lives on another node: the page joins there, same token.
                 await self.send({"type": "redirect", "front": admission.redirect,
                                  "reason": "room_on_another_node"})
-                await self.ws.close()
+                await self._close_socket()
                 return
         channel = signaling.channels.get(grant.room)  # again: admission took a while
         if channel is None:
@@ -402,6 +554,9 @@ class ParticipantConnection:
         self.name, self.role = name, grant.role
         signaling.connections[participant_id] = self
         channel.add(self, worker)
+        # Until it has answered and connected, the participant holds media ports.
+        self._answer_deadline = asyncio.get_running_loop().call_later(
+            self.config.answer_timeout_s, self._answer_overdue)
         await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant_id,
                          "room": grant.room, "role": grant.role, "name": name,
                          "locked": channel.locked, "fronts": await signaling.fronts(),
@@ -475,15 +630,16 @@ class ParticipantConnection:
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()
-        await self.ws.close()
+        await self._close_socket()
 
     async def end(self, kind: str, reason: str) -> None:
         """Tell the client why it is out of the room, then close its socket."""
         await self.send({"type": kind, "reason": reason})
         await self.close()
-        await self.ws.close()
+        await self._close_socket()
 
     async def close(self) -> None:
+        self._release_pending()
         participant, self.participant_id = self.participant_id, None
         if participant is None:
             return
@@ -528,7 +684,9 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         # answer an oversized message with an error and keep the connection.
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
-        connection = ParticipantConnection(ws, signaling)
+        # The socket's peer: no proxy's X-Forwarded-For is trusted (none is configured).
+        connection = ParticipantConnection(ws, signaling, request.remote or "",
+                                           request.transport)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -542,6 +700,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
             logger.exception("signaling connection failed")
         finally:
             await connection.close()
+            await connection.stop()
         return ws
 
     def render(name: str, **context: Any) -> web.Response:

@@ -20,7 +20,9 @@ async def test_healthz_and_metrics(server) -> None:
             text = await response.text()
             assert response.headers["Content-Type"].startswith("text/plain")
     for name in ("multipoint_peers", "multipoint_packets_forwarded_total",
-                 "multipoint_errors_total", "multipoint_packets_malformed_total"):
+                 "multipoint_errors_total", "multipoint_packets_malformed_total",
+                 "multipoint_pending_joins", "multipoint_answer_timeouts_total",
+                 "multipoint_stun_malformed_total", "multipoint_datagrams_dropped_unkeyed_total"):
         assert f"\n{name} " in "\n" + text, name
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import os
+import re
+import socket
+import struct
 
 import pytest
 from sqlalchemy import select
 
+from mcu import aiortc_adapter
 from multipoint.app import DATABASE, MEDIA
 from scheduler.models import CallRecord
 from signaling.tokens import JoinGrant, issue_token
@@ -138,3 +145,82 @@ async def test_vanished_client_is_removed(server) -> None:
     # The tab closes: the socket goes without a word.
     await client.close()
     assert await wait_until(lambda: media.participant_count == 0 and not media.rooms, timeout=15)
+
+
+def candidate_port(sdp: str) -> int:
+    return int(re.search(r"^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", sdp, re.M).group(1))
+
+
+async def test_datagrams_before_the_answer_are_bounded_and_dropped(server) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    blaster = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await client.send({"type": "join", "v": 1, "token": token(server, "selftest-blast")})
+        joined = await client.next("joined")
+        offer = await client.next("offer")
+        media = server.app[MEDIA]
+        participant = media.rooms["selftest-blast"].participants[joined["participant"]]
+        counters = media.counters
+        target = ("127.0.0.1", candidate_port(offer["sdp"]))
+        # Before the answer nothing reads aioice's queue: blast DTLS-looking records,
+        # RTP-looking packets and oversized ones at the port.
+        payloads = [b"\x17\xfe\xfd" + os.urandom(1100), b"\x80\x60" + os.urandom(1000),
+                    b"\x80\x60" + os.urandom(8000)]
+        assert aiortc_adapter.MAX_QUEUED_DATAGRAMS <= 256  # a small bound, well under 1 MiB
+        sent = 0
+        while counters.datagrams_dropped_unkeyed < 3000:
+            assert sent < 100_000, "nothing was dropped: the queue is not bounded"
+            for _ in range(300):
+                blaster.sendto(payloads[sent % 3], target)
+                sent += 1
+            await asyncio.sleep(0.01)  # the loop reads them
+            assert participant.queued_datagrams() <= aiortc_adapter.MAX_QUEUED_DATAGRAMS
+        assert participant.queued_datagrams() <= aiortc_adapter.MAX_QUEUED_DATAGRAMS
+
+        # The participant can still answer, and its call works.
+        client.peer = peer
+        await client._answer(offer)
+        client.auto_answer = True
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+    finally:
+        blaster.close()
+        await client.close()
+
+
+def truncated_priority_request() -> bytes:
+    """A 28-byte STUN binding request whose PRIORITY attribute has 3 bytes, not 4."""
+    attribute = struct.pack("!HH", 0x0024, 3) + b"\x01\x02\x03" + b"\x00"
+    return struct.pack("!HHI", 0x0001, len(attribute), 0x2112A442) + os.urandom(12) + attribute
+
+
+async def test_malformed_stun_is_counted_and_dropped_quietly(server, caplog) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        await client.join_with(peer, token(server, "selftest-stun"))
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+        target = ("127.0.0.1", candidate_port(client.of_type("offer")[0]["sdp"]))
+        datagram = truncated_priority_request()
+        assert len(datagram) == 28
+        counters = server.app[MEDIA].counters
+        before = counters.stun_malformed
+        caplog.clear()
+        caplog.set_level(logging.DEBUG)
+        for _ in range(50):
+            for _ in range(20):
+                sender.sendto(datagram, target)
+            await asyncio.sleep(0.01)
+        assert await wait_until(lambda: counters.stun_malformed >= before + 500, timeout=10)
+        assert server.app[MEDIA].counters.as_dict()["stun_malformed"] >= before + 500
+
+        assert "Traceback" not in caplog.text
+        assert not [r for r in caplog.records if r.exc_info]
+        assert len([r for r in caplog.records if "malformed STUN" in r.getMessage()]) <= 1
+        frames = sum(peer.frames("video").values())
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > frames + 20)
+        assert peer.pc.connectionState == "connected"
+    finally:
+        sender.close()
+        await client.close()
