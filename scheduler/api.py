@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,10 @@ MAX_BODY = 256 * 1024
 Handler = Callable[["Api", web.Request, Principal | None], Awaitable[web.StreamResponse]]
 
 
+DEFAULT_PAGE = 100  # items of a list per page unless the caller asks for more
+MAX_PAGE = 1000
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -82,6 +86,8 @@ class Route:
     body: type[BaseModel] | None = None
     query: tuple[str, ...] = ()
     public: bool = False
+    status: int = 200  # what it answers when it succeeds (201 created, 204 nothing to say)
+    paged: str | None = None  # a list: the key of its items (limit, offset, total, next)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -108,6 +114,30 @@ def _int_param(request: web.Request, name: str) -> int | None:
     if not -MAX_ID <= value <= MAX_ID:  # no id is that large (and the database refuses it)
         raise InvalidInput("invalid_parameter", f"{name} is out of range", parameter=name)
     return value
+
+
+def _page_param(request: web.Request) -> tuple[int, int]:
+    """``limit`` (1 to MAX_PAGE, default DEFAULT_PAGE) and ``offset`` (from 0) of a list."""
+    limit = _int_param(request, "limit")
+    offset = _int_param(request, "offset")
+    limit = DEFAULT_PAGE if limit is None else limit
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("invalid_parameter", f"limit must be 1 to {MAX_PAGE}",
+                           parameter="limit")
+    if offset is not None and offset < 0:
+        raise InvalidInput("invalid_parameter", "offset must be 0 or more", parameter="offset")
+    return limit, offset or 0
+
+
+def _page(request: web.Request, key: str, items: list[Any], total: int, limit: int,
+          offset: int, **extra: object) -> web.Response:
+    """One page of a list: its items, how many there are in all, and the next page's URL
+    (None on the last page), so a client never mistakes a page for the whole list."""
+    following = offset + len(items)
+    next_url = str(request.rel_url.update_query(limit=limit, offset=following)) \
+        if following < total else None
+    return _json({**extra, key: items, "total": total, "limit": limit, "offset": offset,
+                  "next": next_url})
 
 
 def _zone_param(request: web.Request) -> ZoneInfo:
@@ -239,6 +269,7 @@ class Api:
 
     async def list_organisations(self, request: web.Request, _: Principal | None) -> web.Response:
         kind, parent = request.query.get("kind"), _int_param(request, "parent_id")
+        limit, offset = _page_param(request)
 
         def work() -> list[dict[str, object]]:
             with self.db.session() as session:
@@ -249,7 +280,9 @@ class Api:
                     query = query.where(Organisation.parent_id == parent)
                 return [organisation_json(org) for org in session.scalars(query)]
 
-        return _json({"organisations": await self.run(work)})
+        rows = await self.run(work)
+        return _page(request, "organisations", rows[offset:offset + limit], len(rows), limit,
+                     offset)
 
     async def get_organisation(self, request: web.Request, _: Principal | None) -> web.Response:
         organisation_id = _path_id(request)
@@ -287,11 +320,14 @@ class Api:
         assert principal is not None
         require_operator(principal)
 
+        limit, offset = _page_param(request)
+
         def work() -> list[dict[str, object]]:
             with self.db.session() as session:
                 return nodes.nodes_json(session, self.config)
 
-        return _json({"nodes": await self.run(work)})
+        rows = await self.run(work)
+        return _page(request, "nodes", rows[offset:offset + limit], len(rows), limit, offset)
 
     async def register_node(self, request: web.Request,
                             principal: Principal | None) -> web.Response:
@@ -395,29 +431,32 @@ class Api:
         organisation_id = _int_param(request, "organisation_id")
         if end <= start or end - start > timedelta(days=400):
             raise InvalidInput("invalid_interval", "'to' must be after 'from', within 400 days")
+        limit, offset = _page_param(request)
 
-        def work() -> list[dict[str, object]]:
+        def work() -> tuple[list[dict[str, object]], int]:
             with self.db.session() as session:
                 o = BookingOccurrence
-                query = (select(Booking).where(Booking.id.in_(
+                query = select(Booking).where(Booking.id.in_(
                     select(o.booking_id).where(o.start_utc < end, o.end_utc > start,
                                                o.state != "replaced")))
-                    .order_by(Booking.local_start).limit(1000))
                 if organisation_id is not None:
                     query = query.where(Booking.organisation_id == organisation_id)
-                if principal.role != "operator":
+                if principal.role != "operator":  # what can_see_booking allows, in SQL
                     scope = subtree_ids(session, principal.organisation_id or -1)
                     query = query.where(Booking.organisation_id.in_(scope))
+                total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
                 result = []
-                for booking in session.scalars(query):
+                for booking in session.scalars(query.order_by(Booking.local_start, Booking.id)
+                                               .limit(limit).offset(offset)):
                     org = org_info(session, booking.organisation_id)
                     if org is not None and can_see_booking(principal, org):
                         result.append(self.booking_json(session, booking, occurrences=False))
-                return result
+                return result, total
 
         if principal.role not in ("operator", "org_admin", "izs_operator"):
             raise Forbidden("forbidden", f"the role {principal.role!r} does not see bookings")
-        return _json({"bookings": await self.run(work)})
+        items, total = await self.run(work)
+        return _page(request, "bookings", items, total, limit, offset)
 
     async def create_booking(self, request: web.Request,
                              principal: Principal | None) -> web.Response:
@@ -542,7 +581,9 @@ class Api:
                 return [bridges.bridge_json(b, self.services.join_link)
                         for b in bridges.bridges(session, scope)]
 
-        return _json({"bridges": await self.run(work)})
+        limit, offset = _page_param(request)
+        rows = await self.run(work)
+        return _page(request, "bridges", rows[offset:offset + limit], len(rows), limit, offset)
 
     async def create_bridge(self, request: web.Request,
                             principal: Principal | None) -> web.Response:
@@ -605,8 +646,9 @@ class Api:
         if request.query.get("format") == "csv":
             return self._csv(calls.to_csv(rows, ["organisation_id", "calls", "participant_hours",
                                                  "booked_unit_hours"]), "usage.csv")
-        return _json({"from": start.date().isoformat(), "to": end.date().isoformat(),
-                      "usage": rows})
+        limit, offset = _page_param(request)
+        return _page(request, "usage", rows[offset:offset + limit], len(rows), limit, offset,
+                     **{"from": start.date().isoformat(), "to": end.date().isoformat()})
 
     async def call_records(self, request: web.Request,
                            principal: Principal | None) -> web.Response:
@@ -626,7 +668,8 @@ class Api:
             return self._csv(calls.to_csv(rows, ["id", "room", "booking_id", "organisation_id",
                                                  "participant", "kind", "joined_at", "left_at",
                                                  "duration_s"]), "calls.csv")
-        return _json({"calls": rows})
+        limit, offset = _page_param(request)
+        return _page(request, "calls", rows[offset:offset + limit], len(rows), limit, offset)
 
     @staticmethod
     def _csv(text: str, filename: str) -> web.Response:
@@ -670,14 +713,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{P}/openapi.json", Api.openapi_doc, "This document", public=True),
     Route("GET", f"{P}/me", Api.me, "Who the caller is"),
     Route("GET", f"{P}/organisations", Api.list_organisations, "List organisations",
-          query=("kind", "parent_id")),
+          query=("kind", "parent_id"), paged="organisations"),
     Route("POST", f"{P}/organisations", Api.create_organisation, "Create an organisation",
-          roles="operator", body=OrganisationIn),
+          roles="operator", body=OrganisationIn, status=201),
     Route("GET", f"{P}/organisations/{{id}}", Api.get_organisation, "One organisation"),
     Route("GET", f"{P}/nodes", Api.list_nodes, "Media nodes, workers and their load",
-          roles="operator"),
+          roles="operator", paged="nodes"),
     Route("POST", f"{P}/nodes", Api.register_node, "Register a media node (or refresh it)",
-          roles="operator", body=NodeIn),
+          roles="operator", body=NodeIn, status=201),
     Route("PATCH", f"{P}/nodes/{{id}}", Api.patch_node, "Enable or disable a media node",
           roles="operator", body=NodePatch),
     Route("GET", f"{P}/quotas", Api.list_quotas, "The pool, the IZS reserve and the shares"),
@@ -687,10 +730,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{P}/bookings", Api.list_bookings,
           "Bookings with an occurrence in [from, to) that the caller may see",
           roles="operator, org_admin, izs_operator",
-          query=("from", "to", "time_zone", "organisation_id")),
+          query=("from", "to", "time_zone", "organisation_id"), paged="bookings"),
     Route("POST", f"{P}/bookings", Api.create_booking,
           "Book: every occurrence is admitted or the whole booking is refused (409)",
-          roles="operator, org_admin, izs_operator", body=BookingIn),
+          roles="operator, org_admin, izs_operator", body=BookingIn, status=201),
     Route("GET", f"{P}/bookings/{{id}}", Api.get_booking, "One booking with its occurrences",
           roles="operator, org_admin, izs_operator"),
     Route("PATCH", f"{P}/bookings/{{id}}", Api.patch_booking,
@@ -704,19 +747,19 @@ ROUTES: tuple[Route, ...] = (
           "Free capacity over [from, to) as an organisation sees it",
           query=("from", "to", "time_zone", "organisation_id")),
     Route("GET", f"{P}/bridges", Api.list_bridges, "Standing IZS bridges",
-          roles="operator, izs_operator"),
+          roles="operator, izs_operator", paged="bridges"),
     Route("POST", f"{P}/bridges", Api.create_bridge, "Create a standing IZS bridge",
-          roles="operator, izs_operator", body=BridgeIn),
+          roles="operator, izs_operator", body=BridgeIn, status=201),
     Route("DELETE", f"{P}/bridges/{{id}}", Api.delete_bridge, "Switch a standing bridge off",
-          roles="operator, izs_operator"),
+          roles="operator, izs_operator", status=204),
     Route("GET", f"{P}/usage", Api.usage, "Usage per organisation (JSON or CSV)",
-          query=("from", "to", "time_zone", "organisation_id", "format")),
+          query=("from", "to", "time_zone", "organisation_id", "format"), paged="usage"),
     Route("GET", f"{P}/calls", Api.call_records, "Call records (JSON or CSV)",
-          query=("from", "to", "time_zone", "organisation_id", "format")),
+          query=("from", "to", "time_zone", "organisation_id", "format"), paged="calls"),
     Route("POST", f"{P}/users", Api.create_user, "Create a user", roles="operator",
-          body=UserIn),
+          body=UserIn, status=201),
     Route("POST", f"{P}/users/{{id}}/tokens", Api.create_token,
-          "Issue an API token for a user (shown once)", roles="operator", body=TokenIn),
+          "Issue an API token for a user (shown once)", roles="operator", body=TokenIn, status=201),
 )
 
 

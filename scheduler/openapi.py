@@ -23,7 +23,37 @@ QUERY_DOCS = {
     "kind": "organisation kind: region, orp, central, izs, group, other",
     "parent_id": "organisations under this one",
     "format": "csv for a CSV export",
+    "limit": "items per page, 1 to 1000 (default 100)",
+    "offset": "items to skip (default 0); follow 'next' for the following page",
 }
+PAGE_QUERY = ("limit", "offset")
+# What any operation may answer besides its success: the API's JSON error each time.
+ERROR_STATUSES = {
+    "400": "bad input (a parameter, the body, a time, an RRULE)",
+    "401": "not signed in (no or a bad token or session)",
+    "403": "the role or organisation may not do this",
+    "404": "no such thing (or the route does not exist)",
+    "405": "the route has no such method",
+    "409": "a conflict: no capacity, a duplicate",
+    "413": "the body is too large",
+    "422": "well formed, but not valid for this operation",
+}
+
+
+def _success(route: Any) -> dict[str, Any]:
+    if route.status == 204:
+        return {"description": "done; no content"}
+    if route.paged is None:
+        return {"description": "created" if route.status == 201 else "OK"}
+    return {"description": "one page of the list", "content": {"application/json": {"schema": {
+        "type": "object", "required": [route.paged, "total", "limit", "offset", "next"],
+        "properties": {
+            route.paged: {"type": "array", "items": {"type": "object"}},
+            "total": {"type": "integer", "minimum": 0, "description": "items in the whole list"},
+            "limit": {"type": "integer"}, "offset": {"type": "integer"},
+            "next": {"type": ["string", "null"],
+                     "description": "the next page's URL; null on the last page"},
+        }}}}}
 
 
 def document(routes: Any) -> dict[str, Any]:
@@ -33,19 +63,21 @@ def document(routes: Any) -> dict[str, Any]:
         parameters = [{"name": name, "in": "path", "required": True,
                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
                       for name in re.findall(r"{(\w+)}", route.path)]
+        query = route.query + (PAGE_QUERY if route.paged else ())
         parameters += [{"name": name, "in": "query", "required": False,
-                        "schema": {"type": "string"}, "description": QUERY_DOCS.get(name, "")}
-                       for name in route.query]
+                        "schema": {"type": "integer", "minimum": 0} if name in PAGE_QUERY
+                        else {"type": "string"}, "description": QUERY_DOCS.get(name, "")}
+                       for name in query]
+        error = {"content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+        responses: dict[str, Any] = {str(route.status): _success(route)}
+        responses.update({code: {"description": why, **error}
+                          for code, why in ERROR_STATUSES.items()})
         operation: dict[str, Any] = {
             "summary": route.summary,
             "description": f"Roles: {route.roles}.",
             "parameters": parameters,
-            "responses": {
-                "200": {"description": "OK"},
-                "default": {"description": "error",
-                            "content": {"application/json": {
-                                "schema": {"$ref": "#/components/schemas/Error"}}}},
-            },
+            "responses": responses,
         }
         if route.public:
             operation["security"] = []

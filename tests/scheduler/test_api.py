@@ -322,6 +322,53 @@ async def test_openapi_lists_every_route(api: Api) -> None:
     assert len([op for path in document["paths"].values() for op in path]) == 24
 
 
+async def test_lists_come_in_pages_that_say_how_many_there_are(api: Api) -> None:
+    for hour in (8, 10, 12):
+        created = await api.call("admin_a", "POST", "/bookings", meeting(
+            start=f"2026-12-03T{hour:02}:00", end=f"2026-12-03T{hour:02}:30"))
+        assert created.status == 201, await created.text()
+    window = "from=2026-12-01T00:00&to=2026-12-05T00:00"
+    # Followed page by page through 'next', two at a time: all of them, each once.
+    seen, url, pages = [], f"/api/v1/bookings?{window}&limit=2", 0
+    while url is not None:
+        page = await (await api.client.get(url, headers={
+            "Authorization": f"Bearer {api.tokens['admin_a']}"})).json()
+        assert page["total"] == 3 and page["limit"] == 2
+        seen += [b["id"] for b in page["bookings"]]
+        url, pages = page["next"], pages + 1
+    assert pages == 2 and len(seen) == len(set(seen)) == 3
+    whole = await (await api.call("admin_a", "GET", f"/bookings?{window}")).json()
+    assert [b["id"] for b in whole["bookings"]] == seen and whole["next"] is None
+    # Every list is paged the same way.
+    organisations = await (await api.call("operator", "GET", "/organisations?limit=1&offset=1")).json()
+    assert len(organisations["organisations"]) == 1 and organisations["offset"] == 1
+    assert organisations["total"] > 1
+    for bad in ("limit=0", "limit=1001", "offset=-1", "limit=x"):
+        refused = await api.call("admin_a", "GET", f"/bookings?{window}&{bad}")
+        assert refused.status == 422, bad
+        error = (await refused.json())["error"]
+        assert error["code"] == "invalid_parameter" and bad.split("=")[0] in error["message"]
+
+
+async def test_openapi_says_the_real_status_codes_and_the_page_envelope(api: Api) -> None:
+    document = await (await api.call(None, "GET", "/openapi.json")).json()
+    paths = document["paths"]
+    assert "201" in paths["/api/v1/bookings"]["post"]["responses"]
+    assert "204" in paths["/api/v1/bridges/{id}"]["delete"]["responses"]
+    listed = paths["/api/v1/bookings"]["get"]
+    assert {"limit", "offset"} <= {p["name"] for p in listed["parameters"]}
+    envelope = listed["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(envelope["required"]) == {"bookings", "total", "limit", "offset", "next"}
+    # And what the server answers agrees with what the document says.
+    created = await api.call("admin_a", "POST", "/bookings", meeting())
+    assert str(created.status) in paths["/api/v1/bookings"]["post"]["responses"]
+    page = await (await api.call("admin_a", "GET", "/bookings?from=2026-12-01T00:00"
+                                                   "&to=2026-12-05T00:00")).json()
+    assert set(envelope["required"]) <= set(page)
+    for operation in (op for path in paths.values() for op in path.values()):
+        assert {"400", "401", "403", "404"} <= set(operation["responses"])
+
+
 async def test_browser_sessions_authenticate_and_changes_need_the_csrf_header(api: Api) -> None:
     with api.world.db.session() as session:
         secret = create_session(session, api.world.principal("admin_a").user_id, NOW,
