@@ -324,12 +324,16 @@ class Participant:
     """
 
     def __init__(self, name: str, window: Window, media: EncodedMedia | None,
-                 sources: dict[str, OutStream] | None = None) -> None:
+                 sources: dict[str, OutStream] | None = None, *, mode: str = "forwarded",
+                 publish: tuple[str, ...] = ("audio", "video"), receive_video: bool = True,
+                 receiver: Receiver | None = None) -> None:
         self.name = name
+        self.mode = mode  # "mixed": one mixed sound and one composed picture (docs/protocol.md)
+        self.receive_video = receive_video  # False: every video slot it could receive is declined
         self.pc = new_peer_connection()
         self.streams: dict[str, OutStream] = (
-            {"audio": OutStream("audio", media), "video": OutStream("video", media)} if media else {})
-        self.receiver = Receiver(window, sources)
+            {kind: OutStream(kind, media) for kind in publish} if media else {})
+        self.receiver = receiver or Receiver(window, sources)
         self.participant_id = ""
         self.offers = 0
         self.largest_offer_bytes = 0  # the whole offer message, as the server sent it
@@ -391,8 +395,10 @@ class Participant:
             self._link = (ws_url, token)
             self._session = aiohttp.ClientSession()
             self._ws = await self._session.ws_connect(ws_url, heartbeat=None)
-            await self._ws.send_str(json.dumps({"type": "join", "v": 1, "token": token,
-                                                "name": self.name}))
+            join: dict[str, Any] = {"type": "join", "v": 1, "token": token, "name": self.name}
+            if self.mode != "forwarded":
+                join["mode"] = self.mode
+            await self._ws.send_str(json.dumps(join))
             self._reader = asyncio.ensure_future(self._read())
             self._feedback_task = asyncio.ensure_future(self._send_feedback())
             if await self.joined != "redirect":
@@ -457,11 +463,14 @@ class Participant:
         self.last_offer_at = time.monotonic()
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         publish: dict[str, str] = offer.get("publish") or {}
-        sending = {publish.get("microphone"), publish.get("camera")} if self.streams else set()
+        slots = {"audio": publish.get("microphone"), "video": publish.get("camera")}
+        sending = {slots[kind] for kind in self.streams}
         for transceiver in self.pc.getTransceivers():
             self._take_over(transceiver)
             if transceiver.mid in publish.values():
                 transceiver.direction = "sendonly" if transceiver.mid in sending else "inactive"
+            elif transceiver.kind == "video" and not self.receive_video:
+                transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         await self._ws.send_str(json.dumps({"type": "answer", "sdp": self.pc.localDescription.sdp,
