@@ -19,7 +19,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from admin_web.i18n import LANGUAGES, translator
+from admin_web.i18n import LANGUAGES, date_formatter, plural_translator, translator
 from scheduler import auth
 from scheduler.api import SESSION_COOKIE
 from scheduler.permissions import Principal
@@ -106,7 +106,8 @@ def render(request: web.Request, template_name: str, status: int = 200,
     user = principal(request)
     secret = request.cookies.get(SESSION_COOKIE, "")
     body = admin.templates.get_template(template_name).render(
-        _=translator(lang), lang=lang, user=user, path=request.path, query=request.query,
+        _=translator(lang), n_=plural_translator(lang), when=date_formatter(lang),
+        lang=lang, user=user, path=request.path, query=request.query,
         csrf=csrf_token(secret) if secret else request.get(LOGIN_CSRF, ""),
         nav=navigation(user), **context)
     response = web.Response(text=body, content_type="text/html", status=status)

@@ -65,6 +65,12 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     assert await page.text_content("#booking-title") == "Porada starostů ORP Benešov"
     assert await page.locator("#occurrences li[data-state=scheduled]").count() == 4
     assert "FREQ=WEEKLY" in await page.text_content("#rrule")
+    # Dates and counts in Czech, by Babel: "7. 12. 2026 9:00", "50 jednotek".
+    when = await page.text_content("#booking-when")
+    assert when.startswith(f"{monday.day}. {monday.month}. {monday.year} 9:00")
+    units = (await page.text_content("#booking-participants")).rsplit("= ", 1)[1]
+    number, word = units.split()
+    assert word == {1: "jednotka", 2: "jednotky", 3: "jednotky", 4: "jednotky"}.get(int(number), "jednotek")
     invitation = await page.request.get(await page.get_attribute("#invitation", "href"))
     assert invitation.ok and "RRULE:FREQ=WEEKLY" in await invitation.text()
     await screenshot(page, "admin-booking")
