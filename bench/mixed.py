@@ -221,6 +221,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                MULTIPOINT_SECRET_KEY=secret, MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{port}",
                MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1",
                MULTIPOINT_WORKERS="1",
+               # Every simulated site joins from loopback, with one link per room.
+               MULTIPOINT_JOIN_RATE_PER_IP="1000000/minute", MULTIPOINT_JOIN_RATE_PER_LINK="1000000/minute",
                # The scheduler counts a mixed participant as 24 units of a worker's 800
                # (scheduler/units.py): lifted, so that the bench measures rooms past that.
                MULTIPOINT_SCHEDULER_WORKER_CAPACITY_UNITS="100000")

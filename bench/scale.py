@@ -86,6 +86,9 @@ class Server:
                    MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{self.port}",
                    MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1",
                    MULTIPOINT_WORKERS=str(workers),
+                   # Every simulated site joins from loopback, with one link per room.
+                   MULTIPOINT_JOIN_RATE_PER_IP="1000000/minute",
+                   MULTIPOINT_JOIN_RATE_PER_LINK="1000000/minute",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPOSITORY),
                                                             os.environ.get("PYTHONPATH")])))
         if capacity_units is not None:

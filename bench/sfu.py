@@ -288,7 +288,10 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
     env = dict(os.environ, MULTIPOINT_DATA_DIR=str(data_dir), MULTIPOINT_MEDIA_ADDRESSES="127.0.0.1",
                MULTIPOINT_SECRET_KEY=secret, MULTIPOINT_PUBLIC_URL=f"http://127.0.0.1:{port}",
                MULTIPOINT_SCHEDULER_JOBS="false", MULTIPOINT_HTTP_HOST="127.0.0.1",
-               MULTIPOINT_WORKERS=str(args.workers))
+               MULTIPOINT_WORKERS=str(args.workers),
+               # Every simulated participant joins from loopback, with one link per room.
+               MULTIPOINT_JOIN_RATE_PER_IP="1000000/minute",
+               MULTIPOINT_JOIN_RATE_PER_LINK="1000000/minute")
     env.pop("MULTIPOINT_SETTINGS_FILE", None)
     env.pop("MULTIPOINT_DATABASE_URL", None)
     tree = Path(args.server_tree).resolve()

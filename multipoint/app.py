@@ -207,7 +207,11 @@ def create_app(settings: Settings) -> web.Application:
         max_pending_joins_per_ip=settings.max_pending_joins_per_ip,
         max_pending_joins=settings.max_pending_joins,
         send_queue_messages=settings.send_queue_messages,
-        send_timeout_s=settings.send_timeout_seconds),
+        send_timeout_s=settings.send_timeout_seconds,
+        join_rate_per_ip=settings.join_rate_per_ip,
+        join_rate_per_link=settings.join_rate_per_link, message_rate=settings.message_rate,
+        selftest_rate_per_ip=settings.selftest_rate_per_ip,
+        selftest_rate_per_link=settings.selftest_rate_per_link),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")

@@ -75,6 +75,12 @@ class MediaCollector(Collector):
         for name, value in signaling.counters.items():
             yield CounterMetricFamily(f"multipoint_{name}", SIGNALING_COUNTER_HELP[name],
                                       value=value)
+        refused = CounterMetricFamily("multipoint_rate_limited",
+                                      "attempts refused by a rate limit, by what was tried",
+                                      labels=["action"])
+        for action, count in signaling.rate_limits.refused.items():
+            refused.add_metric([action], count)
+        yield refused
         yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
                                   value=sum(counters.get(name, 0) for name in ERROR_COUNTERS))
 

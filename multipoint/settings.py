@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from signaling.rate_limits import parse_rule
+
 if TYPE_CHECKING:
     from scheduler.config import SchedulerConfig
 
@@ -103,6 +105,15 @@ class Settings(BaseSettings):
     # message, is dropped (it stopped reading) instead of holding up its room.
     send_queue_messages: int = Field(256, ge=8, le=100_000)
     send_timeout_seconds: float = Field(10, gt=0, le=600)
+    # How often one client may do things (docs/protocol.md, "Rate limits"), as rates of
+    # the ``limits`` library ("20/second; 600/minute"): joins per client IP and per
+    # link, signaling messages per connection, self-test pages and results per client IP
+    # and per self-test link.
+    join_rate_per_ip: str = "120/minute"
+    join_rate_per_link: str = "600/minute"
+    message_rate: str = "20/second; 600/minute"
+    selftest_rate_per_ip: str = "30/minute"
+    selftest_rate_per_link: str = "6/minute"
 
     # Scheduler (docs/scheduler.md). Unit costs are in millicores of a media worker per
     # participant; the defaults come from the measurements in docs/scheduler.md.
@@ -124,6 +135,13 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = False
+
+    @field_validator("join_rate_per_ip", "join_rate_per_link", "message_rate",
+                     "selftest_rate_per_ip", "selftest_rate_per_link")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        parse_rule(value)  # refused at start, not at the first join
+        return value
 
     @field_validator("smtp_sender")
     @classmethod

@@ -26,13 +26,14 @@ MODES = ("forwarded", "mixed")
 class ProtocolError(Exception):
     """A message that cannot be honoured; the connection stays open."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details  # more fields of the error message (e.g. retry_after)
 
     def as_message(self) -> dict[str, Any]:
-        return {"type": "error", "code": self.code, "message": self.message}
+        return {"type": "error", "code": self.code, "message": self.message, **self.details}
 
 
 def decode_message(text: str, max_bytes: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from signaling.protocol import (
     require_sdp,
     require_str,
 )
+from signaling.rate_limits import RateLimits, token_key
 from signaling.selftest_calls import SelfTestCalls, server_problems
 from signaling.tokens import JoinGrant, TokenError, issue_token, verify_token
 
@@ -102,6 +103,14 @@ class SignalingConfig:
     # client within the deadline, or the connection is dropped (it stopped reading).
     send_queue_messages: int = 256
     send_timeout_s: float = 10.0
+    # How often a client may do things (signaling/rate_limits.py, ``limits`` rate strings):
+    # joins per client IP and per link (token), signaling messages per connection, and
+    # self-test pages and results per client IP and per self-test link.
+    join_rate_per_ip: str = "120/minute"
+    join_rate_per_link: str = "600/minute"
+    message_rate: str = "20/second; 600/minute"
+    selftest_rate_per_ip: str = "30/minute"
+    selftest_rate_per_link: str = "6/minute"
 
 
 class RoomChannel:
@@ -199,6 +208,10 @@ class Signaling:
         # connections dropped because they stopped reading.
         self.counters = {"joins_refused_pending": 0, "answer_timeouts": 0,
                          "signaling_dropped": 0}
+        self.rate_limits = RateLimits({
+            "join_per_ip": config.join_rate_per_ip, "join_per_link": config.join_rate_per_link,
+            "message": config.message_rate, "selftest_per_ip": config.selftest_rate_per_ip,
+            "selftest_per_link": config.selftest_rate_per_link})
 
     def room_emptied(self, room: str) -> None:
         """The last participant of ``room`` on this front left (an ad-hoc room's
@@ -315,6 +328,7 @@ class ParticipantConnection:
         self._writer = asyncio.ensure_future(self._write())
         self.dropped = False
         self.pending = False  # holds one of the pending joins of its IP (until connected)
+        self.rate_key = secrets.token_hex(8)  # this connection, for its message rate
         self._answer_deadline: asyncio.TimerHandle | None = None
         self.config = signaling.config
         self.pool = signaling.pool
@@ -442,6 +456,7 @@ class ParticipantConnection:
 
     async def handle_text(self, text: str) -> None:
         try:
+            self._within_rate("message", self.rate_key, "messages on this connection")
             message = decode_message(text, self.config.max_message_bytes)
             await getattr(self, "on_" + message["type"])(message)
         except ProtocolError as exc:
@@ -452,6 +467,12 @@ class ParticipantConnection:
             logger.exception("handling a signaling message failed")
             await self.send({"type": "error", "code": "internal_error",
                              "message": "the server could not handle this message"})
+
+    def _within_rate(self, action: str, key: str, what: str) -> None:
+        retry_after = self.signaling.rate_limits.hit(action, key)
+        if retry_after is not None:
+            raise ProtocolError("rate_limited", f"too many {what}; try again in "
+                                f"{retry_after:.0f} s", retry_after=round(retry_after, 1))
 
     async def request(self, method: str, **params: Any) -> Any:
         assert self.worker is not None
@@ -485,10 +506,13 @@ class ParticipantConnection:
         if version != PROTOCOL_VERSION:
             raise ProtocolError("unsupported_version",
                                 f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}")
+        # Before the token is checked, so guessing tokens is as slow as joining.
+        self._within_rate("join_per_ip", self.peer_ip, "joins from this address")
         try:
             grant = verify_token(self.config.secret, message.get("token"))
         except TokenError as exc:
             raise ProtocolError(exc.code, exc.message) from None
+        self._within_rate("join_per_link", token_key(message["token"]), "joins with this link")
         self._claim_pending()
         try:
             await self._join(message, grant)
@@ -713,6 +737,11 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         # an anonymous self-test of their own.
         endpoint = None
         token = request.query.get("token")
+        retry_after = signaling.rate_limits.hit("selftest_per_ip", request.remote or "")
+        if retry_after is not None:  # each page is a token, and soon a call
+            raise web.HTTPTooManyRequests(
+                text=f"too many self-tests from this address; try again in {retry_after:.0f} s",
+                headers={"Retry-After": str(round(retry_after))})
         if token:
             try:
                 grant = verify_token(config.secret, token)
@@ -735,6 +764,16 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
             return _json_error(400, "bad_message", "the body contains a lone surrogate: not text")
         if not isinstance(body, dict):
             return _json_error(400, "bad_message", "the body must be a JSON object")
+        for action, key, what in (
+                ("selftest_per_ip", request.remote or "", "self-test results from this address"),
+                ("selftest_per_link", token_key(str(body.get("token"))),
+                 "self-test results for this link")):
+            retry_after = signaling.rate_limits.hit(action, key)
+            if retry_after is not None:
+                response = _json_error(429, "rate_limited",
+                                       f"too many {what}; try again in {retry_after:.0f} s")
+                response.headers["Retry-After"] = str(round(retry_after))
+                return response
         try:
             grant = verify_token(config.secret, body.get("token"))
         except TokenError as exc:

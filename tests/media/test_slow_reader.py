@@ -28,7 +28,9 @@ def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
                          secret_key="test-secret-" + "x" * 20, media_inline=True,
                          answer_timeout_seconds=600, send_queue_messages=8,
-                         send_timeout_seconds=2)
+                         send_timeout_seconds=2,
+                         # The talker chats as fast as it can until the reader is dropped.
+                         message_rate="1000000/second")
 
 
 def token(server, name: str) -> str:
