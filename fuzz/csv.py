@@ -1,7 +1,8 @@
 """CSV import: an uploaded file through scheduler.rollout.preview_csv.
 
-The admin web (admin_web/rollout.py ``import_post``) decodes an upload as UTF-8 with a
-BOM allowed and bad bytes replaced, then previews it against the database. The preview
+The admin web (admin_web/rollout.py ``import_post``) decodes an upload with
+``decode_csv`` (UTF-8, else the Czech encoding charset-normalizer finds), then previews
+it against the database. The preview
 answers every problem in the file as row or file errors (a :class:`Preview`); nothing
 may raise.
 """
@@ -9,7 +10,7 @@ may raise.
 from __future__ import annotations
 
 from fuzz._db import seeded_database
-from scheduler.rollout import preview_csv
+from scheduler.rollout import decode_csv, preview_csv
 
 _database = seeded_database()
 # One read transaction for the whole run: preview_csv writes nothing, and a session per
@@ -18,7 +19,7 @@ _session = _database.sessionmaker()
 
 
 def one_input(data: bytes) -> None:
-    text = data.decode("utf-8-sig", errors="replace")  # as admin_web/rollout.py decodes uploads
+    text = decode_csv(data)  # as admin_web/rollout.py decodes uploads
     preview = preview_csv(_session, text)
     for _column, code in preview.errors:
         assert code, preview

@@ -823,9 +823,115 @@ abs_send_time_now(void)
                       & 0xFFFFFF);
 }
 
+/* The RTP header parser: the only one (mcu.rtp.parse_rtp calls it through parse()). */
+
+typedef struct {
+    Py_ssize_t payload_start;
+    Py_ssize_t payload_end;   /* excludes padding */
+    int audio_level;          /* the audio level element's byte, -1 when absent */
+} RtpHeader;
+
+/* Check one RTP header (RFC 3550, RFC 8285 one-byte extensions). Returns 0 and fills
+ * ``header`` for a well-formed packet, -1 for a malformed one, -2 with a Python error
+ * set. With ``extensions`` (a dict) it also puts each one-byte element there, ID -> bytes. */
+static int
+parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, RtpHeader *header)
+{
+    if (size < RTP_HEADER_SIZE || (data[0] >> 6) != 2)
+        return -1;
+    Py_ssize_t offset = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F);
+    if (offset > size)
+        return -1;
+    header->audio_level = -1;
+    if (data[0] & 0x10) {
+        if (offset + 4 > size)
+            return -1;
+        int profile = (data[offset] << 8) | data[offset + 1];
+        Py_ssize_t block = offset + 4;
+        offset = block + 4 * ((data[offset + 2] << 8) | data[offset + 3]);
+        if (offset > size)
+            return -1;
+        if (profile == ONE_BYTE_PROFILE) {
+            Py_ssize_t position = block;
+            while (position < offset) {
+                uint8_t byte = data[position];
+                if (byte == 0) {  /* padding between elements */
+                    position++;
+                    continue;
+                }
+                int id = byte >> 4, length = (byte & 0x0F) + 1;
+                if (id == 15)  /* reserved: stop parsing (RFC 8285 section 4.2) */
+                    break;
+                position++;
+                if (position + length > offset)
+                    return -1;
+                if (id == EXT_AUDIO_LEVEL)
+                    header->audio_level = data[position];
+                if (extensions != NULL) {
+                    PyObject *key = PyLong_FromLong(id);
+                    PyObject *value = PyBytes_FromStringAndSize((const char *)data + position, length);
+                    int failed = key == NULL || value == NULL
+                                 || PyDict_SetItem(extensions, key, value) < 0;
+                    Py_XDECREF(key);
+                    Py_XDECREF(value);
+                    if (failed)
+                        return -2;
+                }
+                position += length;
+            }
+        }
+    }
+    Py_ssize_t end = size;
+    if (data[0] & 0x20) {
+        int padding = data[size - 1];
+        if (padding == 0 || offset + padding > size)
+            return -1;
+        end = size - padding;
+    }
+    header->payload_start = offset;
+    header->payload_end = end;
+    return 0;
+}
+
+PyDoc_STRVAR(parse_doc,
+"parse(packet)\n--\n\n"
+"Check one RTP packet's header as receive() does. Returns (payload_type, marker,\n"
+"sequence_number, timestamp, ssrc, payload_start, payload_end, extensions) with the\n"
+"one-byte header extension elements as {id: bytes}, or None when it is malformed.");
+
+static PyObject *
+parse(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const uint8_t *data = (const uint8_t *)view.buf;
+    PyObject *result = NULL;
+    PyObject *extensions = PyDict_New();
+    if (extensions == NULL)
+        goto done;
+    RtpHeader header;
+    int parsed = parse_header(data, view.len, extensions, &header);
+    if (parsed == -2)
+        goto done;
+    if (parsed == -1) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = Py_BuildValue(
+        "iNikknnO", data[1] & 0x7F, PyBool_FromLong(data[1] & 0x80), (data[2] << 8) | data[3],
+        (unsigned long)(((uint32_t)data[4] << 24) | ((uint32_t)data[5] << 16) | ((uint32_t)data[6] << 8) | data[7]),
+        (unsigned long)(((uint32_t)data[8] << 24) | ((uint32_t)data[9] << 16) | ((uint32_t)data[10] << 8) | data[11]),
+        header.payload_start, header.payload_end, extensions);
+done:
+    Py_XDECREF(extensions);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 PyDoc_STRVAR(receive_doc,
 "receive(tracks, packet, counters)\n--\n\n"
-"Handle one received (decrypted) RTP packet: check its header as mcu.rtp.parse_rtp does,\n"
+"Handle one received (decrypted) RTP packet: check its header as parse() does,\n"
 "find its track in ``tracks`` (SSRC -> Track), update the track's statistics and audio\n"
 "activity, and forward it to the track's legs with our own extension block (the audio\n"
 "level for audio, abs-send-time for video; the publisher's mid and others dropped).\n"
@@ -844,48 +950,11 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[1]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
 
-    /* The header, checked as mcu.rtp.parse_rtp checks it. */
-    if (size < RTP_HEADER_SIZE || (data[0] >> 6) != 2)
+    RtpHeader header;
+    if (parse_header(data, size, NULL, &header) < 0)
         goto malformed;
-    Py_ssize_t offset = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F);
-    if (offset > size)
-        goto malformed;
-    int audio_level = -1;
-    if (data[0] & 0x10) {
-        if (offset + 4 > size)
-            goto malformed;
-        int profile = (data[offset] << 8) | data[offset + 1];
-        Py_ssize_t block = offset + 4;
-        offset = block + 4 * ((data[offset + 2] << 8) | data[offset + 3]);
-        if (offset > size)
-            goto malformed;
-        if (profile == ONE_BYTE_PROFILE) {
-            Py_ssize_t position = block;
-            while (position < offset) {
-                uint8_t byte = data[position];
-                if (byte == 0) {  /* padding between elements */
-                    position++;
-                    continue;
-                }
-                int id = byte >> 4, length = (byte & 0x0F) + 1;
-                if (id == 15)  /* reserved: stop parsing (RFC 8285 section 4.2) */
-                    break;
-                position++;
-                if (position + length > offset)
-                    goto malformed;
-                if (id == EXT_AUDIO_LEVEL)
-                    audio_level = data[position];
-                position += length;
-            }
-        }
-    }
-    Py_ssize_t end = size;
-    if (data[0] & 0x20) {
-        int padding = data[size - 1];
-        if (padding == 0 || offset + padding > size)
-            goto malformed;
-        end = size - padding;
-    }
+    Py_ssize_t offset = header.payload_start, end = header.payload_end;
+    int audio_level = header.audio_level;
 
     uint32_t ssrc = ((uint32_t)data[8] << 24) | ((uint32_t)data[9] << 16) | ((uint32_t)data[10] << 8) | data[11];
     PyObject *key = PyLong_FromUnsignedLong(ssrc);
@@ -1008,6 +1077,7 @@ unprotect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL, forward_doc},
     {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL, receive_doc},
+    {"parse", (PyCFunction)parse, METH_O, parse_doc},
     {"is_keyframe_start", (PyCFunction)vp8_keyframe, METH_O, vp8_keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {NULL}

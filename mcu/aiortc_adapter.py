@@ -574,8 +574,25 @@ def parse_rtcp(data: bytes) -> list[Any]:
     return aiortc_rtp.RtcpPacket.parse(data)
 
 
+def nack_lost(packet: Any) -> list[int]:
+    """The sequence numbers a generic NACK asks for, as 16-bit numbers.
+
+    aiortc adds the bitmask's offsets to the PID without wrapping, so PID 65535 with a
+    bit set gives 65536 (found by fuzz/rtcp.py): the leg's history has it as 0.
+    """
+    return [seq & 0xFFFF for seq in packet.lost]
+
+
 def unpack_remb(fci: bytes) -> tuple[int, list[int]]:
-    return aiortc_rtp.unpack_remb_fci(fci)
+    """A REMB's bitrate and SSRCs (raises ValueError when malformed).
+
+    aiortc reads as many SSRCs as the count says, past the end of a short FCI, with a
+    bare struct.error (found by fuzz/rtcp.py).
+    """
+    try:
+        return aiortc_rtp.unpack_remb_fci(fci)
+    except struct.error as exc:
+        raise ValueError(f"truncated REMB: {exc}") from None
 
 
 RtcpSr = aiortc_rtp.RtcpSrPacket

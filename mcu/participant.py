@@ -363,7 +363,7 @@ class Participant:
             elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK:
                 consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
-                    missing = consumer.retransmit(packet.lost)
+                    missing = consumer.retransmit(adapter.nack_lost(packet))
                     if missing and consumer.producer is not None:  # lost on a pipe: ask there
                         consumer.producer.request_retransmission(missing)
 

@@ -370,7 +370,7 @@ class PipeTransport(asyncio.DatagramProtocol):
             export.producer.request_keyframe()  # throttled there, for every asker alike
         else:
             self.counters.pipe_nacks_received += 1
-            export.consumer.retransmit(packet.lost)
+            export.consumer.retransmit(adapter.nack_lost(packet))
         return True
 
     def close(self) -> None:

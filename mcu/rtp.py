@@ -10,6 +10,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from mcu import _fanout
+
 RTP_HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
 ONE_BYTE_PROFILE = 0xBEDE
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
@@ -52,54 +54,15 @@ class RtpView:
 
 
 def parse_rtp(data: bytes) -> RtpView:
-    """Read an RTP header; raise :class:`MalformedPacket` for anything inconsistent."""
-    size = len(data)
-    if size < 12:
-        raise MalformedPacket("shorter than an RTP header")
-    first, second, seq, timestamp, ssrc = RTP_HEADER.unpack_from(data)
-    if first >> 6 != 2:
-        raise MalformedPacket("not RTP version 2")
-    offset = 12 + 4 * (first & 0x0F)
-    if offset > size:
-        raise MalformedPacket("truncated CSRC list")
-    extensions: dict[int, bytes] = {}
-    if first & 0x10:
-        if offset + 4 > size:
-            raise MalformedPacket("truncated extension header")
-        profile, words = struct.unpack_from("!HH", data, offset)
-        block_start = offset + 4
-        offset = block_start + 4 * words
-        if offset > size:
-            raise MalformedPacket("truncated extension block")
-        if profile == ONE_BYTE_PROFILE:
-            extensions = _one_byte_extensions(data, block_start, offset)
-    end = size
-    if first & 0x20:
-        padding = data[-1]
-        if padding == 0 or offset + padding > size:
-            raise MalformedPacket("bad padding length")
-        end = size - padding
-    return RtpView(second & 0x7F, bool(second & 0x80), seq, timestamp, ssrc, offset, end,
-                   extensions)
+    """Read an RTP header; raise :class:`MalformedPacket` for anything inconsistent.
 
-
-def _one_byte_extensions(data: bytes, start: int, end: int) -> dict[int, bytes]:
-    extensions: dict[int, bytes] = {}
-    position = start
-    while position < end:
-        byte = data[position]
-        if byte == 0:  # padding between elements
-            position += 1
-            continue
-        ext_id, length = byte >> 4, (byte & 0x0F) + 1
-        if ext_id == 15:  # reserved: stop parsing (RFC 8285 section 4.2)
-            break
-        position += 1
-        if position + length > end:
-            raise MalformedPacket("truncated header extension element")
-        extensions[ext_id] = data[position:position + length]
-        position += length
-    return extensions
+    The checks are the C packet path's own (mcu/_fanout.c ``parse_header``): what the
+    forwarder drops as malformed is exactly what this refuses.
+    """
+    fields = _fanout.parse(data)
+    if fields is None:
+        raise MalformedPacket("not a well-formed RTP packet")
+    return RtpView(*fields)
 
 
 def one_byte_extension_block(elements: list[tuple[int, bytes]]) -> bytes:

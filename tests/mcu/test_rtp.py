@@ -88,3 +88,32 @@ def test_prebuilt_extension_block_equals_the_general_builder() -> None:
     block = rtp.abs_send_time_block()
     assert block[:5] == rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x00\x00\x00")])[:5]
     assert len(block) == 8
+
+
+def test_parse_agrees_with_the_packet_path_on_every_malformed_case() -> None:
+    # One parser (mcu/_fanout.c): the forwarder drops exactly what parse_rtp refuses.
+    from mcu._fanout import RECEIVED_MALFORMED, Counters, Track, receive
+
+    counters = Counters()
+    for garbage in (b"\x8f\x60" + bytes(10), b"\xa0\x60" + bytes(10) + b"\x01\x02\x00",
+                    b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x01\x1f\x00\x00\x00"):
+        assert receive({0: Track(video=False)}, garbage, counters) == RECEIVED_MALFORMED
+    assert counters.packets_malformed == 3
+
+
+def test_a_nack_past_65535_asks_for_the_wrapped_numbers() -> None:
+    # PID 65535 with the first two mask bits: 0 and 1 (aiortc gives 65536 and 65537).
+    from mcu import aiortc_adapter as adapter
+
+    nack = adapter.parse_rtcp(rtp.rtcp_nack(1, 2, [65535]).replace(b"\xff\xff\x00\x00",
+                                                                     b"\xff\xff\x00\x03"))[0]
+    assert sorted(adapter.nack_lost(nack)) == [0, 1, 65535]
+
+
+def test_a_truncated_remb_is_a_value_error() -> None:
+    from mcu import aiortc_adapter as adapter
+
+    remb = rtp.rtcp_remb(1, 1_000_000, [5, 6])
+    fci = adapter.parse_rtcp(remb)[0].fci
+    with pytest.raises(ValueError, match="truncated REMB"):
+        adapter.unpack_remb(fci[:-4])  # says two SSRCs, holds one
