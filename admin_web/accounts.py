@@ -66,10 +66,17 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     request[LOGIN_CSRF] = cookie
     name, password = data.get("name", ""), data.get("password", "")
     now = admin.now()
+    address = request.remote or ""
+    retry_after = admin.sign_in_throttle.attempt(address)
+    if retry_after is not None:
+        response = render(request, "sign_in.html", status=429, error="too_many_attempts",
+                          next=_safe_next(data.get("next", "")), name=name)
+        response.headers["Retry-After"] = str(round(retry_after))
+        return response
 
     def work() -> tuple[users.SignIn, str]:
         with admin.db.session() as session:
-            outcome = users.sign_in(session, name, password, now)
+            outcome = users.sign_in(session, name, password, address, admin.sign_in_throttle)
             secret = ""
             if outcome.principal is not None:
                 secret = auth.create_session(session, outcome.principal.user_id, now,
@@ -79,10 +86,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
     outcome, secret = await admin.run(work)
     if outcome.principal is None:
-        error = "locked" if outcome.reason == "locked" else "bad_credentials"
-        return render(request, "sign_in.html", status=401 if error == "bad_credentials" else 423,
-                      next=_safe_next(data.get("next", "")), error=error, name=name,
-                      locked_until=outcome.locked_until)
+        # One answer for an unknown name, a wrong password and a blocked pair.
+        return render(request, "sign_in.html", status=401, error="bad_credentials",
+                      next=_safe_next(data.get("next", "")), name=name)
     target = _safe_next(data.get("next", ""))
     if target in ("/admin", "/admin/"):
         target = home_of(outcome.principal)
@@ -187,18 +193,26 @@ async def change_password(admin: Admin, request: web.Request, user: Principal) -
     elif data.get("new_password") != data.get("again"):
         errors["again"] = "The passwords differ."
 
+    address = request.remote or ""
+    throttle = admin.sign_in_throttle
+
     def work() -> bool:
         with admin.db.session() as session:
-            # The current password again: a session left open on a shared PC is not enough.
+            # The current password again: a session left open on a shared PC is not
+            # enough. Its wrong guesses count as wrong sign-ins of this account.
             account = session.get(User, user.user_id)
-            if account is None or not users.verify_password(data.get("current", ""),
-                                                            account.password_hash):
+            if account is None or throttle.blocked(user.name, address) \
+                    or not users.verify_password(data.get("current", ""), account.password_hash):
+                if account is not None and not throttle.blocked(user.name, address):
+                    throttle.failed(user.name, address)
                 return False
-            users.set_password(session, user.user_id, data["new_password"], actor=user)
+            # Every other session of this user ends; this browser stays signed in.
+            users.set_password(session, user.user_id, data["new_password"], actor=user,
+                               keep_session=request.cookies.get(SESSION_COOKIE))
             return True
 
     if not errors and not await admin.run(work):
-        errors["current"] = "Wrong password."
+        errors["current"] = "Wrong password, or too many wrong ones: try again later."
     return render(request, "account.html", status=422 if errors else 200, errors=errors,
                   changed=not errors)
 

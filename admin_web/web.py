@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 
 from admin_web.i18n import LANGUAGES, date_formatter, plural_translator, translator
-from scheduler import auth
+from scheduler import auth, users
 from scheduler.api import SESSION_COOKIE
 from scheduler.permissions import Principal
 from scheduler.services import SchedulerServices
@@ -46,6 +46,8 @@ class Admin:
     live_rooms: Any  # signaling.operations.LiveRooms: admin_web does not import signaling
     selftest_link: Callable[[str], str]
     templates: jinja2.Environment
+    # Sign-in attempts per address and wrong passwords per (account, address).
+    sign_in_throttle: users.SignInThrottle = field(default_factory=users.SignInThrottle)
 
     @property
     def db(self) -> Any:
@@ -108,7 +110,9 @@ def render(request: web.Request, template_name: str, status: int = 200,
     body = admin.templates.get_template(template_name).render(
         _=translator(lang), n_=plural_translator(lang), when=date_formatter(lang),
         lang=lang, user=user, path=request.path, query=request.query,
-        csrf=csrf_token(secret) if secret else request.get(LOGIN_CSRF, ""),
+        # The sign-in form's own token first: a stale session cookie (expired, or ended
+        # by a password change elsewhere) must not put a token on it that cannot match.
+        csrf=request.get(LOGIN_CSRF) or (csrf_token(secret) if secret else ""),
         nav=navigation(user), **context)
     response = web.Response(text=body, content_type="text/html", status=status)
     if "lang" in request.query and lang == request.query["lang"]:

@@ -16,6 +16,12 @@ from sqlalchemy import select
 from admin_web import setup_admin
 from mcu.pool import InlineWorker, WorkerPool
 from mcu.room import MediaWorker
+from multipoint.http_security import (
+    RedactedAccessLogger,
+    forwarded_middleware,
+    security_headers,
+    trusted_networks,
+)
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
@@ -129,7 +135,9 @@ def create_app(settings: Settings) -> web.Application:
                       capacity_units=[settings.scheduler_worker_capacity_units] * len(worker_ids),
                       on_event=on_event, on_lost=on_lost, inline=settings.media_inline)
 
-    app = web.Application(client_max_size=1024 * 1024)
+    # Outermost first: the client as a trusted proxy reports it, then headers on every answer.
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[
+        forwarded_middleware(trusted_networks(settings.trusted_proxies)), security_headers])
     app[DATABASE] = database
     app[POOL] = pool
     app[SETTINGS] = settings
@@ -301,4 +309,5 @@ def run_server(settings: Settings) -> None:
     settle_heap()
     logger.info("multipoint serving on %s, port %d (public URL %s)",
                 ", ".join(settings.listen_hosts), settings.http_port, settings.public_url)
-    web.run_app(app, host=settings.listen_hosts, port=settings.http_port, print=None, loop=loop)
+    web.run_app(app, host=settings.listen_hosts, port=settings.http_port, print=None, loop=loop,
+                access_log_class=RedactedAccessLogger)

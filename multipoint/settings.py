@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8080"  # base of the links given to people
+    # Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (multipoint/http_security.py); none by default.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Media path (ICE). aioice leaves loopback out of its host candidates, so the addresses
     # the media path binds to and advertises are a setting (127.0.0.1 in tests).
@@ -143,6 +146,16 @@ class Settings(BaseSettings):
         parse_rule(value)  # refused at start, not at the first join
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an address or a network") from None
+        return value
+
     @field_validator("smtp_sender")
     @classmethod
     def _smtp_sender(cls, value: str) -> str:
@@ -151,7 +164,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("media_addresses", "stun_servers", "turn_servers", "node_labels",
-                     "izs_media_addresses", "turn_urls", mode="before")
+                     "izs_media_addresses", "turn_urls", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)

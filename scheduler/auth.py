@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from scheduler.errors import InvalidInput, NotFound
@@ -72,6 +72,14 @@ def authenticate_session(session: Session, secret: str, now: datetime) -> Princi
                           .where(UserSession.secret_hash == _digest(secret),
                                  UserSession.expires_at > now, User.active.is_(True)))
     return principal_of(user) if user else None
+
+
+def end_other_sessions(session: Session, user_id: int, keep_secret: str | None = None) -> int:
+    """End every browser session of ``user_id`` but the one with ``keep_secret``; how many."""
+    query = delete(UserSession).where(UserSession.user_id == user_id)
+    if keep_secret:
+        query = query.where(UserSession.secret_hash != _digest(keep_secret))
+    return int(session.execute(query).rowcount or 0)
 
 
 def end_session(session: Session, secret: str) -> None:

@@ -1,8 +1,10 @@
-"""Local accounts for the admin web: passwords (scrypt) and sign-in with lockout.
+"""Local accounts for the admin web: passwords (scrypt) and sign-in with a throttle.
 
 Users, roles and browser sessions themselves are in scheduler/auth.py; this module adds
-the password and the rule that repeated wrong passwords lock an account for a while, so
-that guessing a password online costs hours, not seconds.
+the password and :class:`SignInThrottle`, which makes guessing a password online cost
+hours, not seconds, without letting anyone lock an account out: wrong passwords block
+the pair (account, client address), not the account, and each address may only try so
+often. Unknown, wrong and blocked answer alike.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
+from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler import audit
-from scheduler.auth import create_user, principal_of
+from scheduler.auth import create_user, end_other_sessions, principal_of
 from scheduler.errors import InvalidInput, NotFound
-from scheduler.models import SignInFailures, User
+from scheduler.models import User
 from scheduler.permissions import Principal
 
 # scrypt with N=2^15, r=8 (32 MiB, ~0.1 s here): OWASP's minimum for scrypt is N=2^17
@@ -30,8 +35,9 @@ from scheduler.permissions import Principal
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
-MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=15)
+# Wrong passwords for one account from one address, and attempts from one address.
+FAILURES_PER_ACCOUNT_AND_ADDRESS = "5/15 minutes"
+ATTEMPTS_PER_ADDRESS = "20/minute; 200/hour"
 
 
 def hash_password(password: str) -> str:
@@ -76,50 +82,80 @@ def create_local_user(session: Session, name: str, role: str, password: str,
 
 
 def set_password(session: Session, user_id: int, password: str,
-                 actor: Principal | None = None) -> None:
+                 actor: Principal | None = None, keep_session: str | None = None) -> None:
+    """A new password; every session of the user ends but ``keep_session`` (the cookie
+    secret of the browser that changed it): a stolen session dies with the old password."""
     check_password_rules(password)
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("user_not_found", f"no user {user_id}")
     user.password_hash = hash_password(password)
-    session.query(SignInFailures).filter_by(user_id=user_id).delete()
-    audit.record(session, actor, "user.password", f"user:{user.name}", {})
+    ended = end_other_sessions(session, user_id, keep_session)
+    audit.record(session, actor, "user.password", f"user:{user.name}", {"sessions_ended": ended})
+
+
+class SignInThrottle:
+    """How often sign-ins may be tried, in this process (``limits``, moving windows).
+
+    An address may try ``ATTEMPTS_PER_ADDRESS`` sign-ins; after
+    ``FAILURES_PER_ACCOUNT_AND_ADDRESS`` wrong passwords for one name from one address,
+    that address gets the wrong-password answer for that name (the password is not even
+    checked) until the window moves on. Others, the account's owner included, sign in as
+    before. The current-password check of a password change counts as a sign-in.
+    """
+
+    def __init__(self, failures: str = FAILURES_PER_ACCOUNT_AND_ADDRESS,
+                 attempts: str = ATTEMPTS_PER_ADDRESS) -> None:
+        self._failures = parse_many(failures)
+        self._attempts = parse_many(attempts)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def attempt(self, address: str) -> float | None:
+        """Count one attempt from ``address``: None, or seconds to wait (answer 429)."""
+        if all(self._limiter.test(item, "attempt", address) for item in self._attempts):
+            for item in self._attempts:
+                self._limiter.hit(item, "attempt", address)
+            return None
+        stats = [self._limiter.get_window_stats(item, "attempt", address) for item in self._attempts]
+        return max(1.0, max(s.reset_time for s in stats if s.remaining == 0) - time.time())
+
+    def blocked(self, name: str, address: str) -> bool:
+        return not all(self._limiter.test(item, "failure", name.lower(), address)
+                       for item in self._failures)
+
+    def failed(self, name: str, address: str) -> bool:
+        """Count a wrong password; True when this one blocks the pair."""
+        for item in self._failures:
+            self._limiter.hit(item, "failure", name.lower(), address)
+        return self.blocked(name, address)
 
 
 @dataclass(frozen=True)
 class SignIn:
-    """The outcome of a sign-in attempt: a principal, or why not."""
+    """The outcome of a sign-in attempt: a principal, or None (wrong, unknown or blocked
+    alike); ``blocked_now`` says this failure blocked the pair (for the audit log)."""
 
     principal: Principal | None
-    reason: str = ""  # "bad_credentials" or "locked"
-    locked_until: datetime | None = None
+    blocked_now: bool = False
 
 
-def sign_in(session: Session, name: str, password: str, now: datetime) -> SignIn:
+def sign_in(session: Session, name: str, password: str, address: str,
+            throttle: SignInThrottle) -> SignIn:
     user = session.scalar(select(User).where(User.name == name))
-    if user is None or not user.active:
-        # Same answer and the same cost as a wrong password: no probing for names.
+    blocked = throttle.blocked(name, address)
+    if user is None or not user.active or blocked:
+        # Same answer and the same cost as a wrong password: no probing for names or locks.
         verify_password(password, _DUMMY_HASH)
-        return SignIn(None, "bad_credentials")
-    failures = session.get(SignInFailures, user.id)
-    if failures is not None and failures.locked_until is not None and failures.locked_until > now:
-        return SignIn(None, "locked", failures.locked_until)
+        if not blocked:
+            throttle.failed(name, address)
+        return SignIn(None)
     if verify_password(password, user.password_hash):
-        if failures is not None:
-            session.delete(failures)
         return SignIn(principal_of(user))
-    if failures is None:
-        failures = SignInFailures(user_id=user.id, failures=0)
-        session.add(failures)
-    if failures.locked_until is not None and failures.locked_until <= now:
-        failures.failures, failures.locked_until = 0, None  # the lock ran out: start afresh
-    failures.failures += 1
-    if failures.failures >= MAX_FAILURES:
-        failures.locked_until = now + LOCKOUT
-        audit.record(session, None, "user.locked", f"user:{user.name}",
-                     {"failures": failures.failures}, actor_name="system")
-        return SignIn(None, "locked", failures.locked_until)
-    return SignIn(None, "bad_credentials")
+    if throttle.failed(name, address):
+        audit.record(session, None, "user.sign_in_blocked", f"user:{user.name}",
+                     {"address": address}, actor_name="system")
+        return SignIn(None, blocked_now=True)
+    return SignIn(None)
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))

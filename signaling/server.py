@@ -708,7 +708,8 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         # answer an oversized message with an error and keep the connection.
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
-        # The socket's peer: no proxy's X-Forwarded-For is trusted (none is configured).
+        # The client's address: the socket's peer, or what a trusted proxy reported
+        # (multipoint/http_security.py hands the request on as the client made it).
         connection = ParticipantConnection(ws, signaling, request.remote or "",
                                            request.transport)
         try:

@@ -85,7 +85,7 @@ async def test_csv_import_with_preview_and_a_passing_selftest_makes_a_unit_teste
     unit = await context.new_page()
     await context.grant_permissions(["camera", "microphone"], origin=server.url)
     await unit.goto(link + "&autostart=1&duration=3")
-    await unit.wait_for_function("window.multipointSelfTest.saved", timeout=40_000)
+    await unit.wait_for_function("() => window.multipointSelfTest.saved", timeout=40_000)
     assert (await unit.evaluate("window.multipointSelfTest.verdict"))["passed"] is True
     await unit.close()
 

@@ -64,7 +64,7 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
         pages.append(page)
     try:
         for page in pages:
-            await page.wait_for_function("window.multipointCall.roster?.length === 3", timeout=30_000)
+            await page.wait_for_function("() => window.multipointCall.roster?.length === 3", timeout=30_000)
         samples = await until_all_receive(pages, ("video", "audio"))
         for name, (before, after) in zip(names, samples, strict=True):
             assert growing(before["video"], after["video"]) >= 2, (name, before, after)
@@ -78,7 +78,7 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
         await pages[1].press("#chat-text", "Enter")
         for page in pages:
             await page.wait_for_function(
-                "document.querySelector('#chat-log').textContent.includes('Dobrý den z Třebíče')")
+                "() => document.querySelector('#chat-log').textContent.includes('Dobrý den z Třebíče')")
 
         # The host sees moderation controls; the guests do not.
         assert await pages[0].is_visible("#lock")
@@ -89,13 +89,13 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
         # Mute from the host: the guest's page shows it is muted.
         guest_id = await pages[1].evaluate("window.multipointCall.me")
         await pages[0].click(f"#people li:has-text('{names[1]}') button >> nth=0")
-        await pages[1].wait_for_function("window.multipointCall.muted === true")
+        await pages[1].wait_for_function("() => window.multipointCall.muted === true")
         assert await pages[1].get_attribute("#mute", "aria-pressed") == "true"
 
         # One leaves: the others' grids shrink to one remote tile.
         await pages[2].click("#leave")
         for page in pages[:2]:
-            await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 2",
+            await page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 2",
                                          timeout=15_000)
         assert guest_id
 
@@ -108,10 +108,10 @@ async def test_three_tabs_hold_a_meeting(server, browser) -> None:
         await newcomer.goto(link + "&autojoin=1")
         pages = [pages[0], pages[1], newcomer]
         for page in pages:
-            await page.wait_for_function("document.querySelectorAll('#grid .tile').length === 3",
+            await page.wait_for_function("() => document.querySelectorAll('#grid .tile').length === 3",
                                          timeout=20_000)
         for page in pages[:2]:
-            await page.wait_for_function("[...document.querySelectorAll('#grid .tile .name')]"
+            await page.wait_for_function("() => [...document.querySelectorAll('#grid .tile .name')]"
                                          ".some(e => e.textContent.includes('Brod'))")
         # A new connection starts on a low bandwidth estimate, and the server may pause a
         # video until a probe (after 8 quiet seconds) brings it back: allow a few rounds.
@@ -128,7 +128,7 @@ async def test_invitation_opens_the_prejoin_check(server, browser) -> None:
     page = await context.new_page()
     await page.goto(link)
     assert await page.is_visible("#prejoin") and not await page.is_visible("#incall")
-    await page.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0")
     await page.fill("#name", "Úředník")
     await page.click("#join-form button[type=submit]")
     await page.wait_for_selector("#incall", state="visible")
@@ -156,13 +156,14 @@ async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
         page = await context.new_page()
         link = join_url(server.url, server.settings.signing_secret(), room, name="Blip", ttl_s=600)
         await page.goto(link + "&autojoin=1")
-        await page.wait_for_function("window.multipointCall.roster?.length === 2", timeout=30_000)
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
         first_id = await page.evaluate("window.multipointCall.me")
         # The signaling connection drops as on a network blip.
         await page.evaluate("window.multipointCall.session.ws.close()")
-        await page.wait_for_function(f"window.multipointCall.me && window.multipointCall.me !== '{first_id}'",
-                                     timeout=30_000)
-        await page.wait_for_function("window.multipointCall.roster?.length === 2", timeout=30_000)
+        await page.wait_for_function(
+            f"() => window.multipointCall.me && window.multipointCall.me !== '{first_id}'",
+            timeout=30_000)
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
         await asyncio.sleep(2)
         before = await page.evaluate(INBOUND)
         await asyncio.sleep(2)

@@ -22,7 +22,7 @@ async def test_mixed_participant_in_chromium_gets_one_picture_and_one_sound(serv
         page = await context.new_page()
         link = join_url(server.url, server.settings.signing_secret(), room, name="Sál", ttl_s=600)
         await page.goto(link + "&autojoin=1&mode=mixed")
-        await page.wait_for_function("window.multipointCall.roster?.length === 3", timeout=30_000)
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 3", timeout=30_000)
         await asyncio.sleep(2)
         first = await page.evaluate(INBOUND)
         await asyncio.sleep(3)
@@ -32,7 +32,7 @@ async def test_mixed_participant_in_chromium_gets_one_picture_and_one_sound(serv
         assert growing(first["audio"], second["audio"]) == 1
         # The composed picture plays in its own tile at the compositor's size.
         composite = "document.querySelector('[data-participant=mixer] video')"
-        await page.wait_for_function(f"{composite}.videoWidth > 0")
+        await page.wait_for_function(f"() => {composite}.videoWidth > 0")
         size = await page.evaluate(f"[{composite}.videoWidth, {composite}.videoHeight]")
         assert size == [640, 360]
         await screenshot(page, "call-mixed")

@@ -33,8 +33,9 @@ async def test_selftest_echo_in_chromium(server, browser) -> None:
     page = await context.new_page()
     link = selftest_url(server.url, server.settings.signing_secret(), "SN-0042", ttl_s=600)
     await page.goto(link + "&autostart=1&duration=6")
-    await page.wait_for_function("window.multipointSelfTest.session?.pc?.connectionState === 'connected'",
-                                 timeout=20_000)
+    await page.wait_for_function(
+        "() => window.multipointSelfTest.session?.pc?.connectionState === 'connected'",
+        timeout=20_000)
     await asyncio.sleep(1.5)
     first = await page.evaluate(INBOUND_COUNTS)
     await asyncio.sleep(2)
@@ -47,7 +48,7 @@ async def test_selftest_echo_in_chromium(server, browser) -> None:
     verdict = await page.evaluate("window.multipointSelfTest.verdict")
     assert verdict["passed"] is True, verdict
     assert await page.get_attribute("#verdict", "data-verdict") == "pass"
-    await page.wait_for_function("window.multipointSelfTest.saved", timeout=10_000)
+    await page.wait_for_function("() => window.multipointSelfTest.saved", timeout=10_000)
     await screenshot(page, "selftest-verdict")
 
     with server.app[DATABASE].session() as session:
