@@ -347,16 +347,6 @@ class UsageDaily(Base):
 # Admin web: sign-in lockout, audit log, rollout of the grant programme's room units ----
 
 
-class SignInFailures(Base):
-    """Failed sign-ins in a row for one account, and until when it is locked."""
-
-    __tablename__ = "sign_in_failures"
-
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
 class AuditEntry(Base):
     """One change: who did what to which object, when."""
 
