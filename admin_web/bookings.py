@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
-from scheduler import audit, bookings
+from scheduler import bookings
 from scheduler.availability import availability
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
@@ -165,7 +165,6 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                                       invitees=parsed.invitees),
                 now, services.join_link)
             booking_id = decision.booking_id
-            action = "booking.create"
         else:
             await admin.run(
                 bookings.update_booking, admin.db, services.config, user, booking_id,
@@ -173,7 +172,6 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                                        description=values.get("description", ""),
                                        invitees=parsed.invitees, participants=parsed.participants,
                                        schedule=parsed.schedule), now, services.join_link)
-            action = "booking.update"
     except CapacityRefused as refusal:
         return await _show_form(admin, request, user, values, weekdays, {}, booking_id=booking_id,
                                 refusal={"message": refusal.message, **refusal.details}, status=409)
@@ -187,13 +185,7 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                                 general="" if fieldname else exc.message, booking_id=booking_id,
                                 status=422)
     await services.jobs.reschedule()  # the room opens on time for the new occurrences
-    await admin.run(_audit, admin, user, action, booking_id, values["title"])
     raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}?saved=1")
-
-
-def _audit(admin: Admin, user: Principal, action: str, booking_id: int, title: str) -> None:
-    with admin.db.session() as session:
-        audit.record(session, user, action, f"booking:{booking_id}", {"title": title})
 
 
 @page(BOOKERS)
@@ -270,7 +262,6 @@ async def cancel(admin: Admin, request: web.Request, user: Principal) -> web.Str
     except NotFound:
         raise web.HTTPNotFound(text=f"no booking {booking_id}") from None
     await admin.services.jobs.reschedule()
-    await admin.run(_audit, admin, user, "booking.cancel", booking_id, "")
     raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")
 
 

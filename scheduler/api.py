@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -88,6 +88,9 @@ class Route:
     public: bool = False
     status: int = 200  # what it answers when it succeeds (201 created, 204 nothing to say)
     paged: str | None = None  # a list: the key of its items (limit, offset, total, next)
+    # The service it calls writes its own audit entry, in the change's transaction;
+    # for the others the API writes one after the change.
+    audited: bool = False
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -226,7 +229,8 @@ class Api:
                 if not route.public:
                     principal = await asyncio.to_thread(self._principal, request)
                 response = await route.handler(self, request, principal)
-                if request.method not in ("GET", "HEAD") and response.status < 400:
+                if request.method not in ("GET", "HEAD") and response.status < 400 \
+                        and not route.audited:
                     await asyncio.to_thread(self._audit, principal, route, request, response.status)
                 return response
             except SchedulerError as exc:
@@ -371,13 +375,23 @@ class Api:
             tz = zone(time_zone)
             local_start = parse_local(start, tz, "start")
             local_end = parse_local(end, tz, "end")
-            exdates = tuple(parse_local(d, tz, "recurrence.exdates")
+            exdates = tuple(_exception(d, tz, local_start)
                             for d in (recurrence.exdates if recurrence else ()))
         except RecurrenceError as exc:
             raise InvalidInput(exc.code, exc.message) from None
         return Schedule(local_start, local_end, time_zone,
                         recurrence.rrule if recurrence else None, exdates,
                         bool(recurrence and recurrence.skip_public_holidays))
+
+    def _moved_exceptions(self, booking: Booking, start: str, time_zone: str) -> list[str]:
+        """The series' exceptions moved with its start, so they leave out the same
+        occurrences (a series moved from Monday 9:00 to Tuesday 10:00 moves them so)."""
+        try:
+            new_start = parse_local(start, zone(time_zone), "start")
+        except RecurrenceError as exc:
+            raise InvalidInput(exc.code, exc.message) from None
+        shift = new_start - booking.local_start
+        return [(datetime.fromisoformat(d) + shift).isoformat() for d in booking.exdates]
 
     def booking_json(self, session: Session, booking: Booking, *,
                      occurrences: bool = True) -> dict[str, object]:
@@ -500,8 +514,12 @@ class Api:
                 or data.remove_recurrence:
             recurrence = data.recurrence
             if recurrence is None and booking.rrule and not data.remove_recurrence:
+                exdates = booking.exdates
+                if data.start is not None:
+                    exdates = self._moved_exceptions(booking, data.start,
+                                                     data.time_zone or booking.zone)
                 recurrence = RecurrenceIn.model_construct(
-                    rrule=booking.rrule, exdates=booking.exdates,
+                    rrule=booking.rrule, exdates=exdates,
                     skip_public_holidays=booking.skip_public_holidays)
             schedule = self._schedule(
                 data.start or booking.local_start.isoformat(),
@@ -525,6 +543,27 @@ class Api:
         assert principal is not None
         booking_id = _path_id(request)
         await self.run(bookings.cancel_booking, self.db, principal, booking_id,
+                       self.services.clock(), self.services.join_link)
+        await self.services.jobs.reschedule()
+        return _json(await self.run(self._read_booking, principal, booking_id))
+
+    async def cancel_occurrence(self, request: web.Request,
+                                principal: Principal | None) -> web.Response:
+        assert principal is not None
+        booking_id = _path_id(request)
+
+        def zone_of() -> str:
+            with self.db.session() as session:
+                booking, org = bookings.get_booking(session, booking_id)
+                require_see_booking(principal, org)
+                return booking.zone
+
+        tz = zone(await self.run(zone_of))
+        try:
+            local_start = parse_local(request.match_info["start"], tz, "start")
+        except RecurrenceError as exc:
+            raise InvalidInput(exc.code, exc.message) from None
+        await self.run(bookings.cancel_occurrence, self.db, principal, booking_id, local_start,
                        self.services.clock(), self.services.join_link)
         await self.services.jobs.reschedule()
         return _json(await self.run(self._read_booking, principal, booking_id))
@@ -733,14 +772,18 @@ ROUTES: tuple[Route, ...] = (
           query=("from", "to", "time_zone", "organisation_id"), paged="bookings"),
     Route("POST", f"{P}/bookings", Api.create_booking,
           "Book: every occurrence is admitted or the whole booking is refused (409)",
-          roles="operator, org_admin, izs_operator", body=BookingIn, status=201),
+          roles="operator, org_admin, izs_operator", body=BookingIn, status=201, audited=True),
     Route("GET", f"{P}/bookings/{{id}}", Api.get_booking, "One booking with its occurrences",
           roles="operator, org_admin, izs_operator"),
     Route("PATCH", f"{P}/bookings/{{id}}", Api.patch_booking,
           "Change a booking; a new time or size is admitted again",
-          roles="operator, org_admin, izs_operator", body=BookingPatch),
+          roles="operator, org_admin, izs_operator", body=BookingPatch, audited=True),
     Route("DELETE", f"{P}/bookings/{{id}}", Api.cancel_booking, "Cancel a booking",
-          roles="operator, org_admin, izs_operator"),
+          roles="operator, org_admin, izs_operator", audited=True),
+    Route("DELETE", f"{P}/bookings/{{id}}/occurrences/{{start}}", Api.cancel_occurrence,
+          "Cancel one occurrence of a series, named by its local start (2026-12-14T10:00): "
+          "it becomes an exception of the series", roles="operator, org_admin, izs_operator",
+          audited=True),
     Route("GET", f"{P}/bookings/{{id}}/invitation.ics", Api.invitation,
           "The booking as an iCalendar invitation", roles="operator, org_admin, izs_operator"),
     Route("GET", f"{P}/availability", Api.get_availability,
@@ -771,6 +814,17 @@ HTTP_ERROR_MESSAGES = {
     405: "this resource does not take that method",
     413: f"the body may be at most {MAX_BODY} bytes",
 }
+
+
+def _exception(value: object, tz: ZoneInfo, series_start: datetime) -> datetime:
+    """An exception of a series as its occurrence's local start; a date alone
+    (2026-12-24) means that day's occurrence, at the series' time of day."""
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return datetime.combine(date.fromisoformat(value), series_start.time())
+        except ValueError:
+            pass  # not a date after all: parse_local names the problem
+    return parse_local(value, tz, "recurrence.exdates")
 
 
 @web.middleware

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from scheduler import capacity, notices
+from scheduler import audit, capacity, notices
 from scheduler.capacity import Allocation, CapacityPolicy, Request, Segment, Shortfall
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
@@ -57,6 +57,7 @@ from scheduler.recurrence import (
     Schedule,
     expand,
     normalise_rrule,
+    to_utc,
 )
 from scheduler.transactions import days_of, days_touched, run_decision
 from scheduler.units import ParticipantMix
@@ -488,6 +489,9 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
         if notices.has_recipients(str(row["organiser_email"]), row["invitees"]):  # type: ignore[arg-type]
             booking = Booking(id=booking_id, **row)  # not added: its row is written above
             notices.invite(session, booking, [], new.now, new.join_link, ics=new.ics)
+        # In the booking's own transaction: no booking without its audit entry.
+        audit.record(session, new.principal, "booking.create", f"booking:{booking_id}",
+                     {"title": row["title"], "displaced": displaced}, at=new.now)
         outcomes[index] = Decision(booking_id, displaced, new.skipped)
     # The locked days as they will be once this commits: what was read, less what was
     # displaced, plus what was admitted (with its ids, so that a later emergency can
@@ -726,6 +730,9 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         rows = session.scalars(select(BookingOccurrence)
                                .where(BookingOccurrence.booking_id == booking.id)).all()
         notices.invite(session, booking, rows, now, join_link, changed=True)
+        audit.record(session, principal, "booking.update", f"booking:{booking.id}",
+                     {"title": booking.title, "rescheduled": recheck, "displaced": displaced},
+                     at=now)
         return Decision(booking.id, displaced, skipped)
 
     # The days of the new occurrences, and of the replaced ones (their versions go up).
@@ -801,5 +808,61 @@ def cancel_booking(db: Database, principal: Principal, booking_id: int, now: dat
                                BookingOccurrence.end_utc > now)
                         .values(state="cancelled"))
         notices.cancelled(session, booking, now, join_link)
+        audit.record(session, principal, "booking.cancel", f"booking:{booking.id}",
+                     {"title": booking.title}, at=now)
 
     run_decision(db, days_touched(spans), cancel)
+
+
+def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
+                      local_start: datetime, now: datetime, join_link: JoinLink) -> None:
+    """Cancel one occurrence of a series, named by its local start: it frees its
+    capacity, becomes an exception of the series (so no later edit brings it back), and
+    the invitees get the series again with it left out. One that has started cannot be
+    cancelled; the last one left is the booking's to cancel."""
+    with db.session() as session:
+        booking, org = get_booking(session, booking_id)
+        require_change_booking(principal, org)
+        if booking.status == "cancelled":
+            raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
+        if not booking.rrule:
+            raise InvalidInput("not_a_series", "a single meeting is cancelled as a whole: "
+                               "DELETE the booking")
+        start_utc = to_utc(local_start, ZoneInfo(booking.zone))
+        target = session.scalar(select(BookingOccurrence).where(
+            BookingOccurrence.booking_id == booking_id,
+            BookingOccurrence.start_utc == start_utc,
+            BookingOccurrence.state == "scheduled"))
+        if target is None:
+            raise NotFound("occurrence_not_found", f"the booking has no scheduled occurrence "
+                           f"at {local_start:%Y-%m-%dT%H:%M}")
+        if target.start_utc <= now:
+            raise InvalidInput("occurrence_started", "an occurrence that has started cannot be "
+                               "cancelled; end its room instead")
+        span = (target.start_utc, target.end_utc)
+
+    def cancel(session: Session) -> None:
+        booking, _ = get_booking(session, booking_id)
+        row = session.scalar(select(BookingOccurrence).where(
+            BookingOccurrence.booking_id == booking_id, BookingOccurrence.start_utc == start_utc,
+            BookingOccurrence.state == "scheduled").with_for_update())
+        if row is None:  # cancelled meanwhile
+            return
+        left = session.scalar(select(func.count()).select_from(BookingOccurrence).where(
+            BookingOccurrence.booking_id == booking_id, BookingOccurrence.state == "scheduled",
+            BookingOccurrence.end_utc > now))
+        if left == 1:
+            raise InvalidInput("last_occurrence", "this is the booking's last occurrence: "
+                               "cancel the booking instead")
+        row.state = "cancelled"
+        booking.exdates = sorted({*booking.exdates, local_start.isoformat()})
+        booking.sequence += 1
+        booking.updated_at = now
+        session.flush()
+        rows = session.scalars(select(BookingOccurrence)
+                               .where(BookingOccurrence.booking_id == booking.id)).all()
+        notices.invite(session, booking, rows, now, join_link, changed=True)
+        audit.record(session, principal, "booking.cancel_occurrence", f"booking:{booking.id}",
+                     {"title": booking.title, "occurrence": local_start.isoformat()}, at=now)
+
+    run_decision(db, days_touched([span]), cancel)

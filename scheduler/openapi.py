@@ -27,6 +27,11 @@ QUERY_DOCS = {
     "offset": "items to skip (default 0); follow 'next' for the following page",
 }
 PAGE_QUERY = ("limit", "offset")
+# Path parameters that are not ids.
+PATH_SCHEMAS: dict[str, Any] = {
+    "start": {"type": "string", "description": "an occurrence's local start, ISO 8601",
+              "examples": ["2026-12-14T10:00"]},
+}
 # What any operation may answer besides its success: the API's JSON error each time.
 ERROR_STATUSES = {
     "400": "bad input (a parameter, the body, a time, an RRULE)",
@@ -61,7 +66,8 @@ def document(routes: Any) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
     for route in routes:
         parameters = [{"name": name, "in": "path", "required": True,
-                       "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
+                       "schema": PATH_SCHEMAS.get(name, {"type": "integer", "minimum": 1,
+                                                         "maximum": MAX_ID})}
                       for name in re.findall(r"{(\w+)}", route.path)]
         query = route.query + (PAGE_QUERY if route.paged else ())
         parameters += [{"name": name, "in": "query", "required": False,

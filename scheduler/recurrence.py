@@ -120,6 +120,12 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
     horizon = now + limits.horizon
     starts = _rule_starts(schedule, limits, tz, horizon) if schedule.rrule else [schedule.start]
     excluded = set(schedule.exdates)
+    # An exception names an occurrence; one that names none would do nothing, silently.
+    unmatched = sorted(excluded.difference(starts))
+    if unmatched:
+        raise RecurrenceError("unmatched_exception",
+                              f"recurrence.exdates: {unmatched[0]:%Y-%m-%dT%H:%M} is not an "
+                              "occurrence of the schedule (give an occurrence's local start)")
     starts = [start for start in starts if start not in excluded]
     skipped: list[date] = []
     if schedule.skip_public_holidays and starts:
@@ -155,6 +161,10 @@ def normalise_rrule(text: str, zone_name: str) -> str:
         # One RRULE value, not lines of iCalendar: dateutil would read a "DTSTART:"
         # line as the rule's start (not the booking's), and the invitation cannot carry it.
         raise RecurrenceError("invalid_rrule", "the recurrence rule must be one line of text")
+    keys = {part.partition("=")[0].strip().upper() for part in text.split(";")}
+    if {"COUNT", "UNTIL"} <= keys:
+        raise RecurrenceError("invalid_rrule", "COUNT and UNTIL may not both be given "
+                              "(RFC 5545): end the rule by one of them")
     parts = []
     for part in text.split(";"):
         key, _, value = part.partition("=")

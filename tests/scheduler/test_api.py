@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from scheduler.api import setup_api
 from scheduler.auth import create_session, issue_api_token
 from scheduler.db import Database
-from scheduler.models import Booking, BookingOccurrence, Notification, Organisation
+from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
 
@@ -319,7 +319,11 @@ async def test_openapi_lists_every_route(api: Api) -> None:
     assert document["openapi"].startswith("3.")
     assert {"get", "post"} <= set(document["paths"]["/api/v1/bookings"])
     assert "BookingIn" in document["components"]["schemas"]
-    assert len([op for path in document["paths"].values() for op in path]) == 24
+    from scheduler.api import ROUTES
+
+    assert len([op for path in document["paths"].values() for op in path]) == len(ROUTES) == 25
+    occurrence = document["paths"]["/api/v1/bookings/{id}/occurrences/{start}"]["delete"]
+    assert [p["schema"]["type"] for p in occurrence["parameters"]] == ["integer", "string"]
 
 
 async def test_lists_come_in_pages_that_say_how_many_there_are(api: Api) -> None:
@@ -398,8 +402,16 @@ async def test_changes_through_the_api_are_in_the_audit_log(api: Api) -> None:
     assert listed.status == 200
     with api.world.db.session() as session:
         log = entries(session)
-    assert [(e.action, e.actor) for e in log] == [("api.create_booking", api.world.users["admin_a"].name)]
-    assert log[0].target == "POST /api/v1/bookings" and log[0].details == {"status": 201}
+    # Written by the booking service in the booking's own transaction.
+    assert [(e.action, e.actor) for e in log] == [("booking.create", api.world.users["admin_a"].name)]
+    assert log[0].target == f"booking:{(await created.json())['id']}"
+    assert log[0].details == {"title": "Porada starostů", "displaced": []}
+    # A change whose service does not audit itself is logged by the API after it.
+    node = await api.call("operator", "POST", "/nodes", {"name": "node-9", "workers": 1})
+    assert node.status == 201, await node.text()
+    with api.world.db.session() as session:
+        latest = entries(session, limit=1)[0]
+    assert (latest.action, latest.target) == ("api.register_node", "POST /api/v1/nodes")
 
 
 def _local(instant: datetime) -> str:
@@ -559,3 +571,101 @@ async def test_api_answers_are_not_cached(api: Api) -> None:
                  f"/bookings/{booking_id}/invitation.ics"):
         response = await api.call("admin_a", "GET", path)
         assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
+
+
+async def occurrence_starts(api: Api, booking_id: int) -> list[str]:
+    response = await api.call("admin_orp_a", "GET", f"/bookings/{booking_id}")
+    body = await response.json()
+    return [o["start"] for o in body["occurrences"] if o["state"] == "scheduled"]
+
+
+async def test_a_series_moves_with_its_exceptions(api: Api) -> None:
+    # Mondays 7, 14, 21 Dec at 10:00; the 14th is left out.
+    body = meeting(recurrence={"rrule": "FREQ=WEEKLY;COUNT=3", "exdates": ["2026-12-14T10:00"]},
+                   start="2026-12-07T10:00", end="2026-12-07T11:00")
+    response = await api.call("admin_orp_a", "POST", "/bookings", body)
+    assert response.status == 201, await response.text()
+    booking = await response.json()
+    assert booking["occurrence_count"] == 2
+    # Moved to Tuesdays at 9:00: the exception follows, so the 15th stays out.
+    response = await api.call("admin_orp_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"start": "2026-12-08T09:00", "end": "2026-12-08T10:00"})
+    assert response.status == 200, await response.text()
+    moved = await response.json()
+    assert moved["recurrence"]["exdates"] == ["2026-12-15T09:00:00"]
+    starts = await occurrence_starts(api, booking["id"])
+    assert [s[:16] for s in starts] == ["2026-12-08T09:00", "2026-12-22T09:00"]
+    response = await api.call("admin_orp_a", "GET", f"/bookings/{booking['id']}/invitation.ics")
+    event = next(iter(Calendar.from_ical(await response.read()).walk("VEVENT")))
+    assert [d.dt.strftime("%Y-%m-%d %H:%M") for d in event["EXDATE"].dts] == ["2026-12-15 09:00"]
+
+
+async def test_exceptions_must_name_an_occurrence_and_a_date_names_that_days(api: Api) -> None:
+    rule = "FREQ=WEEKLY;COUNT=3"
+    for exdate in ("2026-12-14T11:00", "2026-12-15T10:00"):  # wrong hour, wrong day
+        body = meeting(recurrence={"rrule": rule, "exdates": [exdate]},
+                       start="2026-12-07T10:00", end="2026-12-07T11:00")
+        response = await api.call("admin_orp_a", "POST", "/bookings", body)
+        assert response.status == 422, exdate
+        error = (await response.json())["error"]
+        assert error["code"] == "unmatched_exception" and exdate in error["message"]
+    # A date alone is that day's occurrence.
+    body = meeting(recurrence={"rrule": rule, "exdates": ["2026-12-14"]},
+                   start="2026-12-07T10:00", end="2026-12-07T11:00")
+    response = await api.call("admin_orp_a", "POST", "/bookings", body)
+    assert response.status == 201, await response.text()
+    booking = await response.json()
+    assert booking["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert booking["occurrence_count"] == 2
+    assert api.count(Booking) == 1  # the refused ones wrote nothing
+
+
+async def test_count_and_until_together_are_refused(api: Api) -> None:
+    body = meeting(recurrence={"rrule": "FREQ=WEEKLY;COUNT=3;UNTIL=20261231"},
+                   start="2026-12-07T10:00", end="2026-12-07T11:00")
+    response = await api.call("admin_orp_a", "POST", "/bookings", body)
+    assert response.status == 422
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_rrule" and "COUNT and UNTIL" in error["message"]
+    assert api.count(Booking) == 0
+
+
+async def test_one_occurrence_of_a_series_is_cancelled_and_stays_cancelled(api: Api) -> None:
+    body = meeting(recurrence={"rrule": "FREQ=WEEKLY;COUNT=3"}, start="2026-12-07T10:00",
+                   end="2026-12-07T11:00", participants={"hd": 10})
+    booking = await (await api.call("admin_orp_a", "POST", "/bookings", body)).json()
+    path = f"/bookings/{booking['id']}/occurrences"
+    response = await api.call("admin_orp_a", "DELETE", f"{path}/2026-12-14T10:00")
+    assert response.status == 200, await response.text()
+    changed = await response.json()
+    assert changed["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert changed["sequence"] == booking["sequence"] + 1
+    assert [s[:10] for s in await occurrence_starts(api, booking["id"])] == ["2026-12-07",
+                                                                           "2026-12-21"]
+    # Its capacity is free again.
+    response = await api.call("admin_orp_a", "GET",
+                              "/availability?from=2026-12-14T10:00&to=2026-12-14T11:00")
+    assert [s["own_used_units"] for s in (await response.json())["segments"]] == [0]
+    # An edit of the whole series does not bring it back.
+    response = await api.call("admin_orp_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"participants": {"hd": 12}})
+    assert response.status == 200
+    assert len(await occurrence_starts(api, booking["id"])) == 2
+    # The audit entry is the change's own, written with it (one per change).
+    with api.world.db.session() as session:
+        actions = session.scalars(select(AuditEntry.action)
+                                  .where(AuditEntry.target == f"booking:{booking['id']}")
+                                  .order_by(AuditEntry.id)).all()
+    assert actions == ["booking.create", "booking.cancel_occurrence", "booking.update"]
+    # What cannot be cancelled this way says why, and changes nothing.
+    for start, status, code in (("2026-12-14T10:00", 404, "occurrence_not_found"),
+                                ("2026-12-15T10:00", 404, "occurrence_not_found"),
+                                ("yesterday", 422, "invalid_time")):
+        response = await api.call("admin_orp_a", "DELETE", f"{path}/{start}")
+        assert response.status == status, start
+        assert (await response.json())["error"]["code"] == code
+    assert (await api.call("admin_orp_b", "DELETE", f"{path}/2026-12-21T10:00")).status == 403
+    await api.call("admin_orp_a", "DELETE", f"{path}/2026-12-21T10:00")
+    response = await api.call("admin_orp_a", "DELETE", f"{path}/2026-12-07T10:00")
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "last_occurrence"
