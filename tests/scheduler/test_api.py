@@ -669,3 +669,24 @@ async def test_one_occurrence_of_a_series_is_cancelled_and_stays_cancelled(api: 
     response = await api.call("admin_orp_a", "DELETE", f"{path}/2026-12-07T10:00")
     assert response.status == 422
     assert (await response.json())["error"]["code"] == "last_occurrence"
+
+
+async def test_the_router_refuses_every_role_a_route_does_not_name(api: Api) -> None:
+    from scheduler.api import PREFIX, ROUTES
+
+    checked = 0
+    for route in ROUTES:
+        allowed = route.allowed_roles
+        if allowed is None or route.public:
+            continue
+        for who, principal in api.world.users.items():
+            if principal.role in allowed:
+                continue
+            path = route.path.removeprefix(PREFIX).replace("{id}", "1")
+            path = path.replace("{start}", "2026-12-14T10:00")
+            response = await api.call(who, route.method, path, {})  # before the body is read
+            assert response.status == 403, (who, route.method, route.path)
+            error = (await response.json())["error"]
+            assert error["code"] == "forbidden" and principal.role in error["message"]
+            checked += 1
+    assert checked > 40
