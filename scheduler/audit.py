@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from scheduler.models import AuditEntry, utcnow
@@ -18,6 +18,20 @@ def record(session: Session, actor: Principal | None, action: str, target: str =
     session.add(AuditEntry(at=at or utcnow(), actor_id=actor.user_id if actor else None,
                            actor=actor.name if actor else (actor_name or "cli"),
                            action=action, target=target[:200], details=details or {}))
+
+
+Entry = tuple[datetime, Principal | None, str, str, dict[str, object]]
+
+
+def record_many(session: Session, rows: list[Entry]) -> None:
+    """Several entries of one transaction in one statement: (at, actor, action, target,
+    details) each."""
+    if rows:
+        session.execute(insert(AuditEntry), [
+            {"at": at, "actor_id": actor.user_id if actor else None,
+             "actor": actor.name if actor else "cli", "action": action,
+             "target": target[:200], "details": details}
+            for at, actor, action, target, details in rows])
 
 
 def entries(session: Session, *, limit: int = 200, before_id: int | None = None,

@@ -483,16 +483,19 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
         return outcomes, cache, {}
     rows = [{**new.fields, "izs": org.izs} for _, new, org, _, _ in admitted]
     ids, occurrence_ids = _insert_admitted(session.connection(), rows, per_booking)
+    created: list[audit.Entry] = []
     for booking_id, row, (index, new, _, _, victims) in zip(ids, rows, admitted, strict=True):
         displaced = _displace(session, victims, booking_id, str(row["title"]), new.now,
                               new.join_link)
         if notices.has_recipients(str(row["organiser_email"]), row["invitees"]):  # type: ignore[arg-type]
             booking = Booking(id=booking_id, **row)  # not added: its row is written above
             notices.invite(session, booking, [], new.now, new.join_link, ics=new.ics)
-        # In the booking's own transaction: no booking without its audit entry.
-        audit.record(session, new.principal, "booking.create", f"booking:{booking_id}",
-                     {"title": row["title"], "displaced": displaced}, at=new.now)
+        created.append((new.now, new.principal, "booking.create", f"booking:{booking_id}",
+                        {"title": row["title"], "displaced": displaced}))
         outcomes[index] = Decision(booking_id, displaced, new.skipped)
+    # In the bookings' own transaction, one statement for the batch: no booking without
+    # its audit entry.
+    audit.record_many(session, created)
     # The locked days as they will be once this commits: what was read, less what was
     # displaced, plus what was admitted (with its ids, so that a later emergency can
     # displace it), under the versions this transaction's writes give them.
