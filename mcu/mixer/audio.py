@@ -76,6 +76,8 @@ class AudioMixer:
         self._sources: dict[SourceId, _Source] = {}
         self._listeners: dict[ListenerId, SourceId | None] = {}
         self._shared_encoder = OpusEncoder(self.bitrate)
+        # What a talker alone in the mix hears: one silent frame, encoded once.
+        self._silence = OpusEncoder(self.bitrate).encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
         self._own_encoders: dict[SourceId, OpusEncoder] = {}
         self._own_last_used: dict[SourceId, int] = {}
         self._mixed: list[SourceId] = []  # mixed in the previous tick
@@ -149,6 +151,10 @@ class AudioMixer:
 
         mixed: list[SourceId] = []
         frames: list[np.ndarray] = []
+        # Each mixed source's own packet when its tick is one whole packet played as it
+        # came: a mix of that source alone is that packet, with no encode (in a meeting
+        # one person talks most of the time, and a talker's mix-minus is often one voice).
+        whole: list[bytes | None] = []
         for source, src in self._sources.items():
             decode = source in selected_set or source in leaving or not src.has_levels
             frame = src.playout.pull(decode)
@@ -161,23 +167,27 @@ class AudioMixer:
                     continue
             if source in leaving:
                 frames.append((frame.pcm * _FADE_OUT).astype(np.int16))
+                whole.append(None)
             else:
                 frames.append(frame.pcm)
+                whole.append(frame.packet)
             mixed.append(source)
 
-        if frames:
-            stack = np.stack(frames).astype(np.int32)
-            total = stack.sum(axis=0)
-            shared_pcm = np.clip(total, -32768, 32767).astype(np.int16)
+        stack = np.stack(frames).astype(np.int32) if len(frames) > 1 else None
+        total = stack.sum(axis=0) if stack is not None else None
+        encodes = 0
+        shared_pcm: np.ndarray | None = None
+        if len(frames) == 1 and whole[0] is not None:
+            shared = whole[0]
         else:
-            stack = None
-            total = None
-            shared_pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        shared = self._shared_encoder.encode(shared_pcm)
-        encodes = 1
+            shared_pcm = self._mix_of(frames, total)
+            shared = self._shared_encoder.encode(shared_pcm)
+            encodes += 1
+        if self.keep_pcm and shared_pcm is None:
+            shared_pcm = self._mix_of(frames, total)
 
         own: dict[ListenerId, bytes] = {}
-        if stack is not None:
+        if frames:
             index = {s: i for i, s in enumerate(mixed)}
             own_by_source: dict[SourceId, bytes] = {}
             for listener, source in self._listeners.items():
@@ -186,10 +196,17 @@ class AudioMixer:
                     continue
                 packet = own_by_source.get(source)
                 if packet is None:
-                    minus = np.clip(total - stack[i], -32768, 32767).astype(np.int16)
-                    packet = self._own_encoder(source).encode(minus)
+                    others = [j for j in range(len(frames)) if j != i]
+                    if not others:
+                        packet = self._silence
+                    elif len(others) == 1 and whole[others[0]] is not None:
+                        packet = whole[others[0]]  # the one other voice, as it came
+                    else:
+                        assert total is not None and stack is not None
+                        minus = np.clip(total - stack[i], -32768, 32767).astype(np.int16)
+                        packet = self._own_encoder(source).encode(minus)
+                        encodes += 1
                     own_by_source[source] = packet
-                    encodes += 1
                 own[listener] = packet
         self._expire_own_encoders()
 
@@ -205,6 +222,14 @@ class AudioMixer:
             tuple(s for s in selected if s in self._sources),
             shared_pcm if self.keep_pcm else None,
         )
+
+    @staticmethod
+    def _mix_of(frames: list[np.ndarray], total: np.ndarray | None) -> np.ndarray:
+        if not frames:
+            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        if total is None:
+            return frames[0]
+        return np.clip(total, -32768, 32767).astype(np.int16)
 
     def _own_encoder(self, source: SourceId) -> OpusEncoder:
         encoder = self._own_encoders.get(source)

@@ -264,11 +264,17 @@ _RAMP_UP = np.linspace(0.0, 1.0, _FADE, dtype=np.float32)
 
 @dataclass(slots=True)
 class PlayoutFrame:
-    """One 20 ms tick of a source: PCM when decoded, and the level of what played."""
+    """One 20 ms tick of a source: PCM when decoded, and the level of what played.
+
+    ``packet`` is the source's own Opus packet when this tick is exactly one whole 20 ms
+    packet of it, decoded as it came (no fade, no concealment): a mix that is this
+    source alone can be that packet, with no encode.
+    """
 
     pcm: np.ndarray | None
     level: int
     kind: UnitKind
+    packet: bytes | None = None
 
 
 class OpusPlayout:
@@ -312,10 +318,15 @@ class OpusPlayout:
             parts.append(self._rest)
         kind = UnitKind.PACKET
         level = self._level
+        whole: bytes | None = None  # this tick is one whole packet, played as it came
         while have < FRAME_SAMPLES:
             unit = self.buffer.pop()
             kind = unit.kind
+            fading_in = self._silent
             pcm = self._decode_unit(unit)
+            if (not parts and unit.kind is UnitKind.PACKET and not fading_in
+                    and len(pcm) == FRAME_SAMPLES and self._concealed == 0):
+                whole = unit.payload
             if unit.kind is UnitKind.PACKET:
                 level = unit.level
             elif unit.kind is UnitKind.IDLE:
@@ -326,7 +337,7 @@ class OpusPlayout:
         self._rest = out[FRAME_SAMPLES:]
         out = out[:FRAME_SAMPLES]
         self._level = level
-        return PlayoutFrame(out, level, kind)
+        return PlayoutFrame(out, level, kind, whole if len(parts) == 1 else None)
 
     def _skip(self) -> PlayoutFrame:
         # Not selected: keep time without decoding. The decoder is dropped so that a

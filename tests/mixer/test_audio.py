@@ -156,3 +156,42 @@ def test_sources_and_listeners_come_and_go_between_ticks(tones) -> None:
         assert out.shared
     assert mixer.sources == ["b"] and mixer.listeners == ["b"]
     assert out.talkers == ("b",)
+
+
+def test_a_voice_alone_in_a_mix_is_passed_on_as_it_came(tones) -> None:
+    # One talker: everybody else hears its own packets, it hears silence: no encode.
+    mixer = AudioMixer()
+    for source in ("a", "b", "quiet"):
+        mixer.add_source(source)
+        mixer.add_listener(source, source)
+    mixer.add_listener("unit")
+    passed = 0
+    for i in range(TICKS):
+        mixer.push("a", 100 + i, i * 960, tones["a"][i], LEVEL, i * 0.02)
+        mixer.push("quiet", 500 + i, i * 960, SILENT[i], 127, i * 0.02)
+        out = mixer.tick()
+        if i > 10:  # past the jitter buffer's start and the fade-in
+            passed += out.shared in tones["a"]
+            assert out.packet_for("unit") == out.packet_for("b") == out.shared
+            assert out.packet_for("a") != out.shared  # not itself
+    assert passed >= TICKS - 20
+    assert mixer.stats.encodes <= 15  # the first ticks only (fade-in)
+
+    # Two talkers: the shared mix is encoded, and each hears the other's own packets.
+    mixer = AudioMixer()
+    for source in ("a", "b"):
+        mixer.add_source(source)
+        mixer.add_listener(source, source)
+    mixer.add_listener("unit")
+    heard: dict[str, list[bytes]] = {"a": [], "b": [], "unit": []}
+    for i in range(TICKS):
+        for source in ("a", "b"):
+            mixer.push(source, 100 + i, i * 960, tones[source][i], LEVEL, i * 0.02)
+        out = mixer.tick()
+        for listener in heard:
+            heard[listener].append(out.packet_for(listener))
+    assert mixer.stats.encodes <= TICKS + 30  # about one a tick, not three
+    assert sum(p in tones["b"] for p in heard["a"]) >= TICKS - 20
+    pcm = {k: decode_opus(v)[-48000:] for k, v in heard.items()}
+    assert band_energy(pcm["a"], FREQS["b"]) > 0.3 and band_energy(pcm["a"], FREQS["a"]) < 0.01
+    assert band_energy(pcm["unit"], FREQS["a"]) > 0.2 and band_energy(pcm["unit"], FREQS["b"]) > 0.2
