@@ -21,12 +21,12 @@ from admin_web.web import (
     page,
     render,
 )
-from scheduler import audit, auth, users
+from scheduler.access import audit, auth, users
+from scheduler.access.permissions import ROLES, Principal
 from scheduler.api import SESSION_COOKIE
 from scheduler.errors import SchedulerError
 from scheduler.ids import parse_id
 from scheduler.models import Organisation, User
-from scheduler.permissions import ROLES, Principal
 
 LOGIN_CSRF_COOKIE = "multipoint_login_csrf"
 

@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
+from scheduler.booking.units import KINDS, ParticipantMix
 from scheduler.models import Booking
-from scheduler.recurrence import DEFAULT_ZONE, Schedule
-from scheduler.units import KINDS, ParticipantMix
 
 REPEATS = ("none", "daily", "weekly", "monthly")
 WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")

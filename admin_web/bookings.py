@@ -11,15 +11,15 @@ from sqlalchemy import select
 
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
-from scheduler import bookings
-from scheduler.availability import availability
+from scheduler.access.permissions import Principal, can_see_booking, require_see_booking
+from scheduler.booking import bookings
+from scheduler.booking.availability import availability
+from scheduler.booking.recurrence import DEFAULT_ZONE
+from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
 from scheduler.models import Booking, BookingOccurrence, Organisation
 from scheduler.organisations import org_info, subtree_ids
-from scheduler.permissions import Principal, can_see_booking, require_see_booking
-from scheduler.recurrence import DEFAULT_ZONE
-from scheduler.units import KINDS
 
 TZ = ZoneInfo(DEFAULT_ZONE)
 # Errors of the scheduler that belong next to one field of the form.

@@ -9,12 +9,13 @@ from aiohttp import web
 from sqlalchemy import select
 
 from admin_web.web import OPERATORS, Admin, form, page, render
-from scheduler import audit, nodes
-from scheduler.availability import availability
+from scheduler.access import audit
+from scheduler.access.permissions import Principal
+from scheduler.booking.availability import availability
 from scheduler.ids import parse_id
+from scheduler.media import nodes
 from scheduler.models import Organisation, Quota
 from scheduler.organisations import org_info
-from scheduler.permissions import Principal
 
 TIMELINE = timedelta(days=7)
 

@@ -9,11 +9,11 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from admin_web.web import COORDINATORS, Admin, form, page, render
-from scheduler import rollout
+from scheduler.access.permissions import Principal
 from scheduler.errors import NotFound, SchedulerError
+from scheduler.grants import rollout
 from scheduler.ids import MAX_ID, parse_id
 from scheduler.models import Endpoint, GrantApplication, GrantProgramme, Organisation
-from scheduler.permissions import Principal
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
 

@@ -20,9 +20,9 @@ import jinja2
 from aiohttp import web
 
 from admin_web.i18n import LANGUAGES, date_formatter, plural_translator, translator
-from scheduler import auth, users
+from scheduler.access import auth, users
+from scheduler.access.permissions import Principal
 from scheduler.api import SESSION_COOKIE
-from scheduler.permissions import Principal
 from scheduler.services import SchedulerServices
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"

@@ -29,19 +29,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import create_engine, func, insert, make_url, select, text
 
 from multipoint.app import settle_heap
-from scheduler.auth import create_user
-from scheduler.availability import availability
-from scheduler.bookings import BookingInput, admission_queue, create_booking, load_policy
+from scheduler.access.auth import create_user
+from scheduler.access.permissions import Principal
+from scheduler.booking.availability import availability
+from scheduler.booking.bookings import BookingInput, admission_queue, create_booking, load_policy
+from scheduler.booking.occupancy import warm
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database, upgrade
 from scheduler.errors import CapacityRefused
 from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Organisation
-from scheduler.occupancy import warm
 from scheduler.organisations import org_info, quota_holder
-from scheduler.permissions import Principal
-from scheduler.recurrence import Schedule
 from scheduler.seed import seed
-from scheduler.units import ParticipantMix
 
 PRAGUE = ZoneInfo("Europe/Prague")
 NOW = datetime(2026, 7, 1, 6, 0, tzinfo=UTC)  # the middle of the seeded year
@@ -258,7 +258,7 @@ def run_clients(db: Database, config: SchedulerConfig, clients: int, duration_s:
         "booking_p99_ms": round(percentile(latencies, 0.99), 2),
         "booking_max_ms": round(max(latencies, default=0.0), 2),
         "refusal_p50_ms": round(percentile(refusals, 0.50), 2),
-        # Bookings decided per transaction (scheduler/group_commit.py).
+        # Bookings decided per transaction (scheduler/booking/group_commit.py).
         "mean_batch": round((queue.items - items_before)
                             / max(1, queue.batches - batches_before), 1),
     }

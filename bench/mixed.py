@@ -224,7 +224,7 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                # Every simulated site joins from loopback, with one link per room.
                MULTIPOINT_JOIN_RATE_PER_IP="1000000/minute", MULTIPOINT_JOIN_RATE_PER_LINK="1000000/minute",
                # The scheduler counts a mixed participant as 24 units of a worker's 800
-               # (scheduler/units.py): lifted, so that the bench measures rooms past that.
+               # (scheduler/booking/units.py): lifted, so that the bench measures rooms past that.
                MULTIPOINT_SCHEDULER_WORKER_CAPACITY_UNITS="100000")
     env.pop("MULTIPOINT_SETTINGS_FILE", None)
     env.pop("MULTIPOINT_DATABASE_URL", None)

@@ -364,13 +364,13 @@ def izs_bridge(database_url: str) -> str:
     """Seed the organisations and make an IZS standing bridge; its room name."""
     from sqlalchemy import select
 
-    from scheduler.bridges import create_bridge
+    from scheduler.booking.bridges import create_bridge
+    from scheduler.booking.units import ParticipantMix
     from scheduler.config import SchedulerConfig
     from scheduler.db import Database
     from scheduler.models import Organisation
     from scheduler.organisations import org_info
     from scheduler.seed import seed
-    from scheduler.units import ParticipantMix
 
     database = Database(database_url)
     try:

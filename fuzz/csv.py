@@ -1,4 +1,4 @@
-"""CSV import: an uploaded file through scheduler.rollout.preview_csv.
+"""CSV import: an uploaded file through scheduler.grants.rollout.preview_csv.
 
 The admin web (admin_web/rollout.py ``import_post``) decodes an upload with
 ``decode_csv`` (UTF-8, else the Czech encoding charset-normalizer finds), then previews
@@ -10,7 +10,7 @@ may raise.
 from __future__ import annotations
 
 from fuzz._db import seeded_database
-from scheduler.rollout import decode_csv, preview_csv
+from scheduler.grants.rollout import decode_csv, preview_csv
 
 _database = seeded_database()
 # One read transaction for the whole run: preview_csv writes nothing, and a session per

@@ -1,7 +1,7 @@
 """Invitations: the ICS built for a booking with any RRULE the booking API accepts.
 
 A booking is stored with its RRULE once ``normalise_rrule`` and ``expand`` accept it
-(scheduler/bookings.py); scheduler/invitations.py then builds the invitation with
+(scheduler/booking/bookings.py); scheduler/booking/invitations.py then builds the invitation with
 ``vRecur.from_ical(booking.rrule)`` and the rule's exceptions. For every such rule the
 invitation and a cancellation of one occurrence must be built without an exception and
 parse back with icalendar, with the rule in them.
@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from icalendar import Calendar
 
-from scheduler.invitations import cancellation, invitation
+from scheduler.booking.invitations import cancellation, invitation
+from scheduler.booking.recurrence import Limits, RecurrenceError, Schedule, expand, normalise_rrule
 from scheduler.models import Booking
-from scheduler.recurrence import Limits, RecurrenceError, Schedule, expand, normalise_rrule
 
 ZONE = "Europe/Prague"
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

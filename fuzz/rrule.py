@@ -1,7 +1,7 @@
 """Recurrence: a booking's times, zone, RRULE and exception dates, as the API takes them.
 
 The API (scheduler/api.py ``_schedule``) parses the zone and the ISO times with
-scheduler.recurrence ``zone`` and ``parse_local`` into a :class:`Schedule`; bookings.py
+scheduler.booking.recurrence ``zone`` and ``parse_local`` into a :class:`Schedule`; bookings.py
 normalises the RRULE (``normalise_rrule``) and expands it (``expand``). Each refuses bad
 input with :class:`RecurrenceError` (its code becomes the API's 400); nothing else may
 escape.
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import atheris
 
-from scheduler.recurrence import (
+from scheduler.booking.recurrence import (
     Limits,
     RecurrenceError,
     Schedule,

@@ -26,13 +26,13 @@ from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
 from scheduler.db import Database, upgrade
-from scheduler.leases import NodeLease, reap_dead_nodes
+from scheduler.grants.rollout import apply_selftest
+from scheduler.grants.selftests import record_selftest
+from scheduler.media.leases import NodeLease, reap_dead_nodes
+from scheduler.media.nodes import front_of_worker, live_fronts, register_node
+from scheduler.media.room_signals import RoomSignals, rooms_to_stop
+from scheduler.media.rooms import RoomInfo
 from scheduler.models import MediaWorker as MediaWorkerRow
-from scheduler.nodes import front_of_worker, live_fronts, register_node
-from scheduler.rollout import apply_selftest
-from scheduler.room_signals import RoomSignals, rooms_to_stop
-from scheduler.rooms import RoomInfo
-from scheduler.selftests import record_selftest
 from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms

@@ -80,10 +80,10 @@ def _cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
+    from scheduler.access.users import create_local_user
     from scheduler.db import Database, upgrade
     from scheduler.errors import SchedulerError
     from scheduler.models import Organisation
-    from scheduler.users import create_local_user
 
     # The password comes from standard input, never the command line (which other users
     # of the machine can read in the process list): one line, or typed twice on a terminal.

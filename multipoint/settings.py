@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     izs_media_addresses: Annotated[list[str], NoDecode] = Field(default_factory=list)
     node_lease_seconds: float = Field(10, ge=1, le=600)
     # Several nodes: how often a node re-reads which of its rooms were closed or moved
-    # by another node, besides the PostgreSQL notices (scheduler/room_signals.py).
+    # by another node, besides the PostgreSQL notices (scheduler/media/room_signals.py).
     room_resync_seconds: float = Field(30, ge=1, le=3600)
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
@@ -279,9 +279,9 @@ class Settings(BaseSettings):
         """The scheduler's settings as the plain object scheduler/ takes."""
         from datetime import timedelta
 
+        from scheduler.booking.recurrence import Limits
+        from scheduler.booking.units import UnitCosts
         from scheduler.config import SchedulerConfig, SmtpConfig
-        from scheduler.recurrence import Limits
-        from scheduler.units import UnitCosts
 
         return SchedulerConfig(
             unit_costs=UnitCosts(hd=self.scheduler_unit_cost_hd, sd=self.scheduler_unit_cost_sd,

@@ -23,7 +23,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler import audit, auth, bookings, bridges, calls, invitations, nodes, notices, openapi
+from scheduler import openapi
+from scheduler.access import audit, auth
+from scheduler.access.permissions import (
+    Principal,
+    can_see_booking,
+    report_scope,
+    require_bridges,
+    require_see_booking,
+)
 from scheduler.api_models import (
     BookingIn,
     BookingPatch,
@@ -37,7 +45,10 @@ from scheduler.api_models import (
     TokenIn,
     UserIn,
 )
-from scheduler.availability import availability
+from scheduler.booking import bookings, bridges, calls, invitations, notices
+from scheduler.booking.availability import availability
+from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
+from scheduler.booking.units import ParticipantMix
 from scheduler.errors import (
     Conflict,
     Forbidden,
@@ -48,18 +59,10 @@ from scheduler.errors import (
     Unauthenticated,
 )
 from scheduler.ids import MAX_ID, parse_id
+from scheduler.media import nodes
 from scheduler.models import Booking, BookingOccurrence, Organisation, StandingBridge, User
 from scheduler.organisations import OrgInfo, org_info, organisation_json, subtree_ids
-from scheduler.permissions import (
-    Principal,
-    can_see_booking,
-    report_scope,
-    require_bridges,
-    require_see_booking,
-)
-from scheduler.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
 from scheduler.services import SchedulerServices
-from scheduler.units import ParticipantMix
 
 logger = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from scheduler.recurrence import Limits
-from scheduler.units import UnitCosts
+from scheduler.booking.recurrence import Limits
+from scheduler.booking.units import UnitCosts
 
 
 @dataclass(frozen=True)

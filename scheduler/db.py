@@ -39,7 +39,7 @@ def make_engine(url: str) -> Engine:
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
             # pysqlite's own BEGIN handling is switched off so that "begin" below decides:
             # a write that checks capacity must start with BEGIN IMMEDIATE, taking the
-            # single writer lock before it reads (see scheduler/transactions.py).
+            # single writer lock before it reads (see scheduler/booking/transactions.py).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -77,7 +77,7 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _utc_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        # Instants read as timestamptz (scheduler/bookings.py) come back in UTC.
+        # Instants read as timestamptz (scheduler/booking/bookings.py) come back in UTC.
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
@@ -151,7 +151,7 @@ class Database:
         transaction that began as a reader and then writes fails with "database is
         locked" if another write committed in between, so every writer starts as one.)
         PostgreSQL: an ordinary transaction; the caller locks the rows it decides on
-        (scheduler/transactions.py).
+        (scheduler/booking/transactions.py).
         """
         if self.engine.dialect.name != "sqlite":
             with self.sessionmaker() as session, session.begin():

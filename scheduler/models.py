@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from scheduler import day_versions, pool_version
+from scheduler.booking import day_versions, pool_version
 from scheduler.db import Base
 
 
@@ -113,9 +113,9 @@ class CapacityDay(Base):
     share a day: so locking the days serialises exactly the bookings that conflict.
 
     ``version`` changes whenever a scheduled occurrence touching the day is written, by
-    a trigger on booking_occurrences (scheduler/day_versions.py), so every writer changes
+    a trigger on booking_occurrences (scheduler/booking/day_versions.py), so every writer changes
     it, whatever its code path. A process may keep a day's occurrences in memory for as
-    long as the version is unchanged (scheduler/occupancy.py). Rows are never deleted:
+    long as the version is unchanged (scheduler/booking/occupancy.py). Rows are never deleted:
     a day created again would start again at 0.
     """
 
@@ -128,11 +128,11 @@ class CapacityDay(Base):
 class MediaNode(Base):
     """One ``multipoint serve`` process (a front and its workers) on one machine.
 
-    ``lease_expires_at`` is the node's lease (scheduler/leases.py): it renews it every
+    ``lease_expires_at`` is the node's lease (scheduler/media/leases.py): it renews it every
     few seconds; once it has lapsed a live node's reaper marks it dead (``dead_at``) and
     places its open rooms elsewhere. A node without a lease (NULL: one seeded or added by
     hand, as before leases) is live while enabled. ``labels`` (e.g. ``["izs"]``) steer
-    placement (scheduler/placement.py); ``addresses`` are the public URLs of its front.
+    placement (scheduler/media/placement.py); ``addresses`` are the public URLs of its front.
     """
 
     __tablename__ = "media_nodes"

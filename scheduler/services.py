@@ -9,15 +9,16 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler import calls, occupancy, rooms
-from scheduler.bookings import load_policy
+from scheduler.booking import calls, occupancy
+from scheduler.booking.bookings import load_policy
+from scheduler.booking.jobs import Clock, JobRunner
+from scheduler.booking.mail import deliver_outbox
+from scheduler.booking.notices import JoinLink
+from scheduler.booking.recurrence import utc_now
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
-from scheduler.jobs import Clock, JobRunner
-from scheduler.mail import deliver_outbox
-from scheduler.notices import JoinLink
-from scheduler.recurrence import utc_now
-from scheduler.rooms import AdmissionDecision, RoomControl, RoomInfo
+from scheduler.media import rooms
+from scheduler.media.rooms import AdmissionDecision, RoomControl, RoomInfo
 
 log = logging.getLogger(__name__)
 

@@ -155,9 +155,9 @@ def test_node_settings_are_read() -> None:
 def test_user_create_reads_the_password_from_stdin(env, tmp_path: Path) -> None:
     from sqlalchemy import select
 
+    from scheduler.access.users import verify_password
     from scheduler.db import Database
     from scheduler.models import User
-    from scheduler.users import verify_password
 
     created = run_cli("user", "create", "operator1", "--role", "operator", env=env,
                       stdin="correct horse battery\n")

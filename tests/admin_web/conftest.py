@@ -11,10 +11,10 @@ from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
+from scheduler.access.users import create_local_user
+from scheduler.media.nodes import register_node
 from scheduler.models import Organisation
-from scheduler.nodes import register_node
 from scheduler.seed import seed
-from scheduler.users import create_local_user
 from tests.browser.conftest import browser  # noqa: F401  (the fixture, reused)
 
 PASSWORD = "correct horse battery"

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
-from scheduler import bookings
+from scheduler.access.auth import principal_of
 from scheduler.api import SERVICES
-from scheduler.auth import principal_of
+from scheduler.booking import bookings
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.models import User
-from scheduler.recurrence import Schedule
-from scheduler.units import ParticipantMix
 from tests.admin_web.conftest import BEROUN, sign_in
 from tests.browser.conftest import screenshot
 

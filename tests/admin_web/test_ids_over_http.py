@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from admin_web.web import csrf_token
 from multipoint.app import DATABASE
-from scheduler.auth import create_session
+from scheduler.access.auth import create_session
 from scheduler.models import User
 from tests.admin_web.conftest import Accounts
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
-from scheduler import rollout
-from scheduler.auth import principal_of
+from scheduler.access.auth import principal_of
+from scheduler.grants import rollout
 from scheduler.models import User
 from tests.admin_web.conftest import sign_in
 from tests.browser.conftest import screenshot

@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE, MEDIA, POOL
-from scheduler.bridges import create_bridge
+from scheduler.booking.bridges import create_bridge
+from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
 from scheduler.organisations import org_info
 from scheduler.seed import seed
-from scheduler.units import ParticipantMix
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient

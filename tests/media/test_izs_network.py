@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from mcu import aiortc_adapter
-from scheduler.auth import create_user, issue_api_token
+from scheduler.access.auth import create_user, issue_api_token
 from scheduler.db import Database
 from scheduler.models import Organisation
 from scheduler.seed import seed

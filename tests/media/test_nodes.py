@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import select, text
 
 from scheduler.db import Database
+from scheduler.media.rooms import close_room
 from scheduler.models import CallRecord, Room
-from scheduler.rooms import close_room
 from signaling.tokens import JoinGrant, issue_token
 from tests.nodes import LEASE_S, SECRET, izs_bridge
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until

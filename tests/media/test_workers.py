@@ -18,13 +18,13 @@ from mcu.pool import WorkerProcess
 from mcu.room import MediaWorker
 from mcu.worker import WorkerService
 from multipoint.app import DATABASE, LIVE_ROOMS, POOL
-from scheduler.bridges import create_bridge
+from scheduler.booking.bridges import create_bridge
+from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.organisations import org_info
 from scheduler.seed import seed
-from scheduler.units import ParticipantMix
 from signaling.tokens import JoinGrant, issue_token
 from tests.conftest import RunningServer, start_process_server
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until

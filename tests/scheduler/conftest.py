@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from scheduler.auth import create_user
+from scheduler.access.auth import create_user
+from scheduler.access.permissions import Principal
 from scheduler.config import SchedulerConfig, SmtpConfig
 from scheduler.db import Base, Database
 from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
-from scheduler.permissions import Principal
 
 PG_URL = os.environ.get("MULTIPOINT_TEST_PG_URL",
                         "postgresql+psycopg://postgres@/test?host=/var/run/postgresql")

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from icalendar import Calendar
 from sqlalchemy import func, select
 
+from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
-from scheduler.auth import create_session, issue_api_token
 from scheduler.db import Database
 from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
@@ -392,7 +392,7 @@ async def test_browser_sessions_authenticate_and_changes_need_the_csrf_header(ap
 
 
 async def test_changes_through_the_api_are_in_the_audit_log(api: Api) -> None:
-    from scheduler.audit import entries
+    from scheduler.access.audit import entries
 
     created = await api.call("admin_a", "POST", "/bookings", meeting())
     assert created.status == 201

@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from icalendar import Calendar
 from sqlalchemy import func, select
 
-from scheduler.bookings import (
+from scheduler.booking.bookings import (
     BookingChange,
     BookingInput,
     Decision,
@@ -23,14 +23,14 @@ from scheduler.bookings import (
     prepare_booking,
     update_booking,
 )
+from scheduler.booking.jobs import due_actions
+from scheduler.booking.mail import deliver_outbox
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.config import SmtpConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput
-from scheduler.jobs import due_actions
-from scheduler.mail import deliver_outbox
 from scheduler.models import Booking, BookingOccurrence, Notification
-from scheduler.recurrence import Schedule
-from scheduler.units import ParticipantMix
 from tests.scheduler.conftest import NOW, World, free_port, join_link, make_world
 
 
@@ -109,9 +109,9 @@ def test_racing_requests_for_the_last_capacity_never_double_allocate(world: Worl
     # Within the borrowing lead, ordinary bookings may take 800 of the 1000 units. 330 are
     # taken; 50 clients race for the rest with 33 units each: exactly 14 may win.
     # The clients are spread over five Database objects, as over five server processes:
-    # each has its own queue (scheduler/group_commit.py), so batches of different
+    # each has its own queue (scheduler/booking/group_commit.py), so batches of different
     # "processes" race, and only the database's locks keep them apart. (With the locks
-    # of scheduler/transactions.py switched off, this fails on PostgreSQL.)
+    # of scheduler/booking/transactions.py switched off, this fails on PostgreSQL.)
     when = schedule("2026-11-30T10:00", "2026-11-30T11:00")
     book(world, "operator", world.central, when, hd=30)  # 330 units
     fits = (800 - 330) // 33  # 14 bookings of 3 hd

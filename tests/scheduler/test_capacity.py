@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from scheduler.capacity import (
+from scheduler.booking.capacity import (
     Allocation,
     CapacityPolicy,
     Profile,

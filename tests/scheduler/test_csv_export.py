@@ -7,9 +7,9 @@ import csv
 import io
 from datetime import UTC, datetime
 
-from scheduler.csv_cells import neutralise, restore
+from scheduler.grants.csv_cells import neutralise, restore
+from scheduler.grants.rollout import export_csv, import_csv
 from scheduler.models import Endpoint
-from scheduler.rollout import export_csv, import_csv
 from tests.scheduler.conftest import World
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

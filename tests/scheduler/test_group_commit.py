@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from scheduler.group_commit import GroupCommit
+from scheduler.booking.group_commit import GroupCommit
 
 T = TypeVar("T", bound=Hashable)
 

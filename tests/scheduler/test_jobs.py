@@ -14,16 +14,16 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from scheduler.bookings import BookingInput, cancel_booking, create_booking
-from scheduler.bridges import create_bridge
+from scheduler.booking.bookings import BookingInput, cancel_booking, create_booking
+from scheduler.booking.bridges import create_bridge
+from scheduler.booking.jobs import next_due
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
-from scheduler.jobs import next_due
+from scheduler.media.rooms import RoomInfo
 from scheduler.models import Booking, Notification, Room
 from scheduler.organisations import org_info
-from scheduler.recurrence import Schedule
-from scheduler.rooms import RoomInfo
 from scheduler.services import SchedulerServices
-from scheduler.units import ParticipantMix
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
 
 

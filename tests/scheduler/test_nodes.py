@@ -14,15 +14,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, func, select, text
 
-from scheduler.bridges import create_bridge
+from scheduler.booking.bridges import create_bridge
+from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
-from scheduler.leases import NodeLease, reap_dead_nodes, renew_lease
+from scheduler.media.leases import NodeLease, reap_dead_nodes, renew_lease
+from scheduler.media.nodes import register_node
+from scheduler.media.room_signals import RoomSignals, announce_room_change, rooms_to_stop
+from scheduler.media.rooms import close_room, open_room
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Notification, Room, RoomMove
-from scheduler.nodes import register_node
 from scheduler.organisations import org_info
-from scheduler.room_signals import RoomSignals, announce_room_change, rooms_to_stop
-from scheduler.rooms import close_room, open_room
-from scheduler.units import ParticipantMix
 from tests.peers import wait_until
 from tests.scheduler.conftest import NOW, FakeClock, World, make_world
 from tests.scheduler.test_jobs import RecordingRoomControl, book, services
@@ -289,7 +289,7 @@ async def test_the_fronts_lease_renews_reaps_and_reports_rooms_that_moved(
 
 
 def test_a_node_stops_the_rooms_closed_or_moved_elsewhere_and_no_other(bare: World) -> None:
-    """What a node re-reads on a notice (scheduler/room_signals.py): of its live rooms,
+    """What a node re-reads on a notice (scheduler/media/room_signals.py): of its live rooms,
     those closed after they began here, and those now open on another node's worker."""
     brno, ostrava = node(bare.db, "brno"), node(bare.db, "ostrava")
     ours, theirs = sorted(workers_of(bare.db, brno)), workers_of(bare.db, ostrava)

@@ -15,14 +15,11 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from scheduler import occupancy
-from scheduler.availability import availability
-from scheduler.bookings import BookingInput, admit_batch, prepare_booking
-from scheduler.capacity import Allocation, CapacityPolicy, timeline
-from scheduler.db import Database
-from scheduler.errors import CapacityRefused
-from scheduler.models import Booking, BookingOccurrence
-from scheduler.occupancy import (
+from scheduler.booking import occupancy
+from scheduler.booking.availability import availability
+from scheduler.booking.bookings import BookingInput, admit_batch, prepare_booking
+from scheduler.booking.capacity import Allocation, CapacityPolicy, timeline
+from scheduler.booking.occupancy import (
     ONE_DAY,
     Day,
     DayCache,
@@ -32,9 +29,12 @@ from scheduler.occupancy import (
     load_allocations,
     read_versions,
 )
+from scheduler.booking.transactions import lock_for_decision
+from scheduler.booking.units import ParticipantMix
+from scheduler.db import Database
+from scheduler.errors import CapacityRefused
+from scheduler.models import Booking, BookingOccurrence
 from scheduler.organisations import org_info
-from scheduler.transactions import lock_for_decision
-from scheduler.units import ParticipantMix
 from tests.scheduler.conftest import NOW, World, join_link
 from tests.scheduler.test_bookings import book, schedule
 
@@ -217,7 +217,7 @@ def _availability_read_afresh(world: World, org_id: int | None, start: datetime,
                               end: datetime) -> dict[str, object]:
     """availability() with every day read from the database, none from the cache (the
     profile a day gives is checked against the sweep above)."""
-    from scheduler import availability as module
+    from scheduler.booking import availability as module
 
     def from_database(session: Session, days: list[date], max_duration: timedelta,
                       ) -> dict[date, Day]:

@@ -23,8 +23,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from scheduler.access.auth import issue_api_token
 from scheduler.api import setup_api
-from scheduler.auth import issue_api_token
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, free_port, join_link
 

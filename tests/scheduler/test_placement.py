@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler.placement import WorkerLoad, place
+from scheduler.media.placement import WorkerLoad, place
 
 
 def test_room_goes_to_the_worker_with_most_spare_that_fits() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from scheduler.recurrence import Limits, RecurrenceError, Schedule, expand, normalise_rrule
+from scheduler.booking.recurrence import Limits, RecurrenceError, Schedule, expand, normalise_rrule
 
 NOW = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LIMITS = Limits()
@@ -114,7 +114,7 @@ def test_rules_dateutil_fails_on_while_expanding_are_invalid(rule: str) -> None:
 
 
 def test_times_at_the_ends_of_the_calendar_are_out_of_range() -> None:
-    from scheduler.recurrence import parse_local, zone
+    from scheduler.booking.recurrence import parse_local, zone
 
     prague = zone("Europe/Prague")
     with pytest.raises(RecurrenceError) as error:  # year 0 once converted into Prague time

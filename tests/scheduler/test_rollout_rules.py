@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from scheduler.access.users import hash_password, verify_password
+from scheduler.grants.rollout import PIPELINE, allowed_next, decode_csv, status_after_selftest
 from scheduler.models import Endpoint, SelfTestResult
-from scheduler.rollout import PIPELINE, allowed_next, decode_csv, status_after_selftest
-from scheduler.users import hash_password, verify_password
 
 
 def test_nobody_moves_a_unit_to_tested_by_hand() -> None:
@@ -29,8 +29,8 @@ def test_a_passing_selftest_makes_a_unit_that_is_there_tested() -> None:
 
 def test_apply_selftest_records_the_verdict_once(tmp_path) -> None:
     from scheduler.db import Base, Database
+    from scheduler.grants.rollout import apply_selftest
     from scheduler.models import Organisation
-    from scheduler.rollout import apply_selftest
 
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
     Base.metadata.create_all(db.engine)
@@ -72,8 +72,8 @@ def test_a_csv_from_czech_excel_keeps_its_diacritics() -> None:
 
 def _preview(tmp_path, text: str):  # type: ignore[no-untyped-def]
     from scheduler.db import Base, Database
+    from scheduler.grants.rollout import preview_csv
     from scheduler.models import Organisation
-    from scheduler.rollout import preview_csv
 
     db = Database(f"sqlite:///{tmp_path / 'csv.db'}")
     Base.metadata.create_all(db.engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from scheduler.units import KINDS, ParticipantMix, UnitCosts
+from scheduler.booking.units import KINDS, ParticipantMix, UnitCosts
 
 
 def test_every_kind_is_counted_at_its_own_cost() -> None:

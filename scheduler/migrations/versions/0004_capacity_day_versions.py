@@ -7,7 +7,7 @@ Create Date: 2026-11-27
 import sqlalchemy as sa
 from alembic import op
 
-from scheduler.day_versions import create_triggers
+from scheduler.booking.day_versions import create_triggers
 
 revision = '0004'
 down_revision = '0003'

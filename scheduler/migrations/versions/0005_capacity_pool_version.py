@@ -6,7 +6,7 @@ Create Date: 2026-11-27
 """
 from alembic import op
 
-from scheduler.pool_version import create_triggers, drop_triggers
+from scheduler.booking.pool_version import create_triggers, drop_triggers
 
 revision = '0005'
 down_revision = '0004'

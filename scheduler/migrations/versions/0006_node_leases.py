@@ -44,5 +44,5 @@ def downgrade() -> None:
         batch_op.drop_column('lease_expires_at')
         batch_op.drop_column('addresses')
         batch_op.drop_column('labels')
-    from scheduler.pool_version import create_triggers
+    from scheduler.booking.pool_version import create_triggers
     create_triggers(op.get_bind())

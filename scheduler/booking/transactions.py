@@ -24,9 +24,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from scheduler.booking.pool_version import POOL_VERSION
 from scheduler.db import Database
 from scheduler.models import CapacityDay, CapacityPool
-from scheduler.pool_version import POOL_VERSION
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ def days_of(start: datetime, end: datetime) -> range:
     """The UTC days [start, end) touches, as ordinals (date.fromordinal gives the day).
 
     The one definition of it: the days a decision locks, the days the trigger gives a new
-    version (scheduler/day_versions.py, in SQL) and the days the cache files an
+    version (scheduler/booking/day_versions.py, in SQL) and the days the cache files an
     occurrence under must all agree.
     """
     return range(start.date().toordinal(), (end - _INSTANT).date().toordinal() + 1)
@@ -63,7 +63,7 @@ WHERE p.id = 1 ORDER BY d.day FOR SHARE OF p FOR UPDATE OF d
 
 # session.info keys: {day: version} of the days this transaction holds (see locked_days),
 # and on PostgreSQL the transaction's id, the version its writes give a day. (And the
-# pool's version: scheduler/pool_version.py.)
+# pool's version: scheduler/booking/pool_version.py.)
 LOCKED_DAYS = "capacity_day_versions"
 TRANSACTION_ID = "transaction_id"
 
@@ -94,7 +94,7 @@ def locked_days(session: Session) -> dict[date, int]:
 
 def transaction_id(session: Session) -> int | None:
     """PostgreSQL: the id of this session's locking transaction (the version its writes
-    give a day, scheduler/day_versions.py); None on SQLite or before locking days."""
+    give a day, scheduler/booking/day_versions.py); None on SQLite or before locking days."""
     return session.info.get(TRANSACTION_ID)
 
 

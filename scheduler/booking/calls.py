@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from scheduler.csv_cells import neutralise
+from scheduler.booking.units import KINDS
+from scheduler.grants.csv_cells import neutralise
 from scheduler.models import (
     Booking,
     BookingOccurrence,
@@ -18,7 +19,6 @@ from scheduler.models import (
     StandingBridge,
     UsageDaily,
 )
-from scheduler.units import KINDS
 
 
 def record_join(session: Session, room_name: str, now: datetime, *, participant: str = "",

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from scheduler.access.permissions import ROLES, Principal
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.models import ApiToken, Organisation, User, UserSession
-from scheduler.permissions import ROLES, Principal
 
 TOKEN_PREFIX = "mpt_"
 

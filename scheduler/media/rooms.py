@@ -14,7 +14,10 @@ from typing import Protocol
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.units import KINDS, UnitCosts
 from scheduler.config import SchedulerConfig
+from scheduler.media.placement import WorkerLoad, place
+from scheduler.media.room_signals import announce_room_change
 from scheduler.models import (
     Booking,
     BookingOccurrence,
@@ -24,9 +27,6 @@ from scheduler.models import (
     Room,
     StandingBridge,
 )
-from scheduler.placement import WorkerLoad, place
-from scheduler.room_signals import announce_room_change
-from scheduler.units import KINDS, UnitCosts
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def open_room(session: Session, config: SchedulerConfig, name: str, units: int, 
               *, booking_id: int | None = None, bridge_id: int | None = None,
               occurrence_id: int | None = None) -> Room | None:
     """Mark a room open on the live worker with most room to spare that its labels allow
-    (scheduler/placement.py); None if there is no such worker.
+    (scheduler/media/placement.py); None if there is no such worker.
 
     A room already open stays on its worker (only its occurrence is updated).
     """

@@ -18,9 +18,10 @@ import charset_normalizer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from scheduler import audit
-from scheduler.csv_cells import neutralise, restore
+from scheduler.access import audit
+from scheduler.access.permissions import Principal
 from scheduler.errors import InvalidInput, NotFound
+from scheduler.grants.csv_cells import neutralise, restore
 from scheduler.models import (
     Endpoint,
     GrantApplication,
@@ -28,7 +29,6 @@ from scheduler.models import (
     Organisation,
     SelfTestResult,
 )
-from scheduler.permissions import Principal
 
 PIPELINE: tuple[str, ...] = ("requested", "approved", "ordered", "delivered", "installed",
                              "tested", "in_service")

@@ -1,6 +1,6 @@
 """Media nodes, their workers, and the quotas: changes to what the pool holds.
 
-Each change takes the pool row exclusively (scheduler/transactions.py), so no booking
+Each change takes the pool row exclusively (scheduler/booking/transactions.py), so no booking
 decision runs on a pool that is changing under it.
 """
 
@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler.bookings import pool_units
+from scheduler.booking.bookings import pool_units
+from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import InvalidInput, NotFound
+from scheduler.media.rooms import node_is_live, worker_loads
 from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
-from scheduler.rooms import node_is_live, worker_loads
-from scheduler.transactions import run_decision
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 

@@ -1,12 +1,12 @@
 """The capacity rules: pool, guaranteed quotas, borrowing, the IZS reserve, displacement.
 
 Plain functions over plain objects, so that every rule can be tested without a database
-(tests/scheduler/test_capacity.py); scheduler/bookings.py feeds them rows read inside the
+(tests/scheduler/test_capacity.py); scheduler/booking/bookings.py feeds them rows read inside the
 transaction that then writes the decision.
 
 The model (docs/scheduler.md explains it for people):
 
-- The *pool* is the capacity of every enabled worker, in units (scheduler/units.py).
+- The *pool* is the capacity of every enabled worker, in units (scheduler/booking/units.py).
 - *IZS reserve*: ``izs_reserve_units`` of the pool that only IZS bookings may use. An
   ordinary booking must leave the unused part of the reserve free.
 - *Quotas*: a holder (an organisation, or the group an organisation falls under) owns a
@@ -182,7 +182,7 @@ class Profile:
     """The load over [start, end) as every holder sees it at once.
 
     :func:`timeline` sweeps every allocation again for each question. A profile is swept
-    once (for a day, scheduler/occupancy.py) and keeps, per segment, the units used, the
+    once (for a day, scheduler/booking/occupancy.py) and keeps, per segment, the units used, the
     IZS units used, the ``spare`` (every share's unused part) and the units each holder
     holds. Any holder's view is then a lookup: the ``protected`` it sees is the spare
     less what is left of its own share (docs/scheduler.md). A booking admitted is

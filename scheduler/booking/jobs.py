@@ -20,14 +20,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from scheduler import notices
-from scheduler.calls import rollup_day
+from scheduler.booking import notices
+from scheduler.booking.calls import rollup_day
+from scheduler.booking.mail import deliver_outbox
+from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
-from scheduler.mail import deliver_outbox
+from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room
 from scheduler.models import Booking, BookingOccurrence, Room
-from scheduler.notices import JoinLink
-from scheduler.rooms import RoomControl, RoomInfo, close_room, open_room
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]

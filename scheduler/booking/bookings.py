@@ -1,7 +1,7 @@
 """Bookings: the admission decision at booking time, and its one transaction.
 
-The rules are in scheduler/capacity.py; here they are fed rows read inside the locked
-transaction (scheduler/transactions.py) that then writes the booking, so no two
+The rules are in scheduler/booking/capacity.py; here they are fed rows read inside the locked
+transaction (scheduler/booking/transactions.py) that then writes the booking, so no two
 decisions can hand out the same capacity.
 """
 
@@ -32,15 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from scheduler import audit, capacity, notices
-from scheduler.capacity import Allocation, CapacityPolicy, Request, Segment, Shortfall
-from scheduler.config import SchedulerConfig
-from scheduler.db import Database
-from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
-from scheduler.group_commit import GroupCommit
-from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota, Room
-from scheduler.notices import JoinLink
-from scheduler.occupancy import (
+from scheduler.access import audit
+from scheduler.access.permissions import Principal, require_book, require_change_booking
+from scheduler.booking import capacity, notices
+from scheduler.booking.capacity import Allocation, CapacityPolicy, Request, Segment, Shortfall
+from scheduler.booking.group_commit import GroupCommit
+from scheduler.booking.notices import JoinLink
+from scheduler.booking.occupancy import (
     Day,
     DayCache,
     by_day,
@@ -48,10 +46,8 @@ from scheduler.occupancy import (
     load_allocations,
     versions_after,
 )
-from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info
-from scheduler.permissions import Principal, require_book, require_change_booking
-from scheduler.pool_version import pool_cache
-from scheduler.recurrence import (
+from scheduler.booking.pool_version import pool_cache
+from scheduler.booking.recurrence import (
     Occurrence,
     RecurrenceError,
     Schedule,
@@ -59,8 +55,13 @@ from scheduler.recurrence import (
     normalise_rrule,
     to_utc,
 )
-from scheduler.transactions import days_of, days_touched, run_decision
-from scheduler.units import ParticipantMix
+from scheduler.booking.transactions import days_of, days_touched, run_decision
+from scheduler.booking.units import ParticipantMix
+from scheduler.config import SchedulerConfig
+from scheduler.db import Database
+from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
+from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota, Room
+from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
 START_SLACK = timedelta(minutes=5)
@@ -351,7 +352,7 @@ _queues_lock = threading.Lock()
 
 def admission_queue(db: Database) -> GroupCommit[NewBooking, Decision]:
     """The process's queue of new bookings for ``db``: they are decided in batches
-    (scheduler/group_commit.py), each batch by :func:`admit_batch`."""
+    (scheduler/booking/group_commit.py), each batch by :func:`admit_batch`."""
     with _queues_lock:
         queue = _queues.get(db)
         if queue is None:

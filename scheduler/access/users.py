@@ -1,6 +1,6 @@
 """Local accounts for the admin web: passwords (scrypt) and sign-in with a throttle.
 
-Users, roles and browser sessions themselves are in scheduler/auth.py; this module adds
+Users, roles and browser sessions themselves are in scheduler/access/auth.py; this module adds
 the password and :class:`SignInThrottle`, which makes guessing a password online cost
 hours, not seconds, without letting anyone lock an account out: wrong passwords block
 the pair (account, client address), not the account, and each address may only try so
@@ -22,11 +22,11 @@ from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scheduler import audit
-from scheduler.auth import create_user, end_other_sessions, principal_of
+from scheduler.access import audit
+from scheduler.access.auth import create_user, end_other_sessions, principal_of
+from scheduler.access.permissions import Principal
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.models import User
-from scheduler.permissions import Principal
 
 # scrypt with N=2^15, r=8 (32 MiB, ~0.1 s here): OWASP's minimum for scrypt is N=2^17
 # with r=8 *or* an equivalent cost; 2^15 keeps a sign-in well under a second on a

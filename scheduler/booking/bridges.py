@@ -11,12 +11,12 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.notices import JoinLink
+from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
 from scheduler.models import StandingBridge
-from scheduler.notices import JoinLink
 from scheduler.organisations import OrgInfo
-from scheduler.units import ParticipantMix
 
 
 def create_bridge(session: Session, config: SchedulerConfig, org: OrgInfo, name: str,

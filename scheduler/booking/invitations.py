@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vCalAddress, vRecur
 
+from scheduler.booking.recurrence import rule_instances
 from scheduler.models import Booking
-from scheduler.recurrence import rule_instances
 
 PRODID = "-//multipoint//scheduler//CS"
 

@@ -7,14 +7,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from scheduler import capacity
-from scheduler.bookings import load_policy
-from scheduler.capacity import Request
+from scheduler.booking import capacity
+from scheduler.booking.bookings import load_policy
+from scheduler.booking.capacity import Request
+from scheduler.booking.occupancy import day_cache
+from scheduler.booking.transactions import days_touched
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
-from scheduler.occupancy import day_cache
 from scheduler.organisations import OrgInfo, holder_among
-from scheduler.transactions import days_touched
 
 MAX_RANGE = timedelta(days=31)
 

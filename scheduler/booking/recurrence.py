@@ -184,7 +184,7 @@ def normalise_rrule(text: str, zone_name: str) -> str:
         parts.append(part)
     rule = ";".join(parts)
     try:
-        # The invitation carries the rule (scheduler/invitations.py): what icalendar
+        # The invitation carries the rule (scheduler/booking/invitations.py): what icalendar
         # cannot read (BYDAY=+999MO, INTERVAL past 2^31) dateutil may still accept.
         vRecur.from_ical(rule)
     except (ValueError, TypeError, IndexError, KeyError) as exc:

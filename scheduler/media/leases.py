@@ -5,11 +5,11 @@ database is the truth: a node serves a room because ``rooms.worker_id`` names on
 workers, and it is alive because its lease (``media_nodes.lease_expires_at``) has not
 lapsed. Nothing a node keeps in memory overrides that.
 
-- A node takes its lease when it registers (scheduler/nodes.py) and renews it every
+- A node takes its lease when it registers (scheduler/media/nodes.py) and renews it every
   lease/3 seconds (:func:`renew_lease`).
 - Every live node runs :func:`reap_dead_nodes` as often: a node whose lease lapsed is
   marked dead (``dead_at``; the row stays, with its workers and history) and its open
-  rooms are placed on workers of live nodes by the usual rules (scheduler/placement.py),
+  rooms are placed on workers of live nodes by the usual rules (scheduler/media/placement.py),
   each move written down (``room_moves``). Reapers take the pool row exclusively and
   the node rows, so two nodes reaping at once move each room exactly once.
 - Fencing: a node that was only paused (SIGSTOP, a long GC, a frozen VM) finds out at
@@ -19,7 +19,7 @@ lapsed. Nothing a node keeps in memory overrides that.
   from that renewal, for new rooms and the old ones that did not move.
 
 Renewals write only the node's row, and columns the pool version does not watch
-(scheduler/pool_version.py): a heartbeat never makes decisions re-read the pool.
+(scheduler/booking/pool_version.py): a heartbeat never makes decisions re-read the pool.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import NotFound
+from scheduler.media.placement import place
+from scheduler.media.room_signals import announce_room_change
+from scheduler.media.rooms import placed_izs, worker_loads
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Room, RoomMove
-from scheduler.placement import place
-from scheduler.room_signals import announce_room_change
-from scheduler.rooms import placed_izs, worker_loads
-from scheduler.transactions import run_decision
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ the per-day cache.
 Every decision reads the occurrences near the ones it decides. Read from the database
 each time, that was the largest part of a decision's cost (several hundred rows per
 day, bench/booking.py). :class:`DayCache` keeps each UTC day's occurrences in memory
-together with the day's version (scheduler/day_versions.py: a trigger changes it on every
+together with the day's version (scheduler/booking/day_versions.py: a trigger changes it on every
 write that touches the day), and reads a day again only when its version has changed.
 
 Why the cache can never hand out stale capacity: a day's version is always read before
@@ -25,10 +25,10 @@ from typing import NamedTuple
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.orm import Session
 
-from scheduler.capacity import Allocation, CapacityPolicy, Profile, Segment
+from scheduler.booking.capacity import Allocation, CapacityPolicy, Profile, Segment
+from scheduler.booking.transactions import create_days, days_of, locked_days, transaction_id
 from scheduler.db import Database, PerEngine
 from scheduler.models import BookingOccurrence, CapacityDay
-from scheduler.transactions import create_days, days_of, locked_days, transaction_id
 
 ONE_DAY = timedelta(days=1)
 
@@ -315,7 +315,7 @@ def read_versions(session: Session, days: Sequence[date]) -> dict[date, int]:
 
 def versions_after(session: Session, written: Collection[date]) -> dict[date, int]:
     """The versions the days this transaction locked will have once it commits, given the
-    days its own writes touched (scheduler/day_versions.py).
+    days its own writes touched (scheduler/booking/day_versions.py).
 
     PostgreSQL: a written day gets the transaction's id, the others keep theirs (nobody
     else can write them while they are locked). Were ``written`` wrong, a day would be

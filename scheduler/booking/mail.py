@@ -1,4 +1,4 @@
-"""Delivering the outbox (scheduler/notices.py) through the configured SMTP server."""
+"""Delivering the outbox (scheduler/booking/notices.py) through the configured SMTP server."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ of those tables changes in a way that matters:
 - ``organisations``: one added or removed, its name, kind or parent.
 
 A decision reads the version together with its lock on the pool row
-(scheduler/transactions.py); the row stays locked (shared) to the end of the decision,
+(scheduler/booking/transactions.py); the row stays locked (shared) to the end of the decision,
 and the trigger's write to it waits for that, so whatever the decision then reads of
 those tables is as of that version, and :class:`PoolCache` keeps it under it. Being a
 trigger, it also covers writers outside this code: another process, a fix in psql.

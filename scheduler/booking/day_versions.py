@@ -9,11 +9,11 @@ deleting or changing (state, time, size, holder, class) an occurrence that is or
   written twice in one transaction is updated once.
 - SQLite: the version plus one (one writer at a time; a decision reads them back).
 
-Being a trigger, it also covers writers outside scheduler/bookings.py: another process, a
-data fix in psql. The in-memory day cache (scheduler/occupancy.py) relies on it to know
+Being a trigger, it also covers writers outside scheduler/booking/bookings.py: another process, a
+data fix in psql. The in-memory day cache (scheduler/booking/occupancy.py) relies on it to know
 when what it holds is out of date.
 
-The day rows are created by the decisions that lock them (scheduler/transactions.py); a
+The day rows are created by the decisions that lock them (scheduler/booking/transactions.py); a
 write to a day with no row yet bumps nothing, and no cache can hold such a day, because
 a cached day is always one whose version was read.
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from scheduler.access.permissions import Principal
 from scheduler.models import AuditEntry, utcnow
-from scheduler.permissions import Principal
 
 
 def record(session: Session, actor: Principal | None, action: str, target: str = "",

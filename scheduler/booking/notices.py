@@ -1,6 +1,6 @@
 """Notices to people, written to the outbox in the transaction that causes them.
 
-Delivery (scheduler/mail.py) happens after the commit; a notice in the outbox survives
+Delivery (scheduler/booking/mail.py) happens after the commit; a notice in the outbox survives
 a crash, so no one is "silently dropped" from a displaced meeting.
 """
 
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from scheduler import invitations
+from scheduler.booking import invitations
 from scheduler.models import Booking, BookingOccurrence, Notification
 
 

@@ -1,0 +1,1 @@
+"""The grant programme and the rollout of room units: programmes, applications, the inventory, self-tests."""
