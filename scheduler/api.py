@@ -9,6 +9,7 @@ decision waiting for a row lock never stalls the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -90,9 +91,6 @@ class Route:
     public: bool = False
     status: int = 200  # what it answers when it succeeds (201 created, 204 nothing to say)
     paged: str | None = None  # a list: the key of its items (limit, offset, total, next)
-    # The service it calls writes its own audit entry, in the change's transaction;
-    # for the others the API writes one after the change.
-    audited: bool = False
 
     @property
     def allowed_roles(self) -> frozenset[str] | None:
@@ -241,26 +239,13 @@ class Api:
                     if allowed is not None and principal.role not in allowed:
                         raise Forbidden("forbidden", f"the role {principal.role!r} may not "
                                         f"{route.summary[0].lower()}{route.summary[1:]}")
-                response = await route.handler(self, request, principal)
-                if request.method not in ("GET", "HEAD") and response.status < 400 \
-                        and not route.audited:
-                    await asyncio.to_thread(self._audit, principal, route, request, response.status)
-                return response
+                return await route.handler(self, request, principal)
             except SchedulerError as exc:
                 return _error(exc)
             except IntegrityError:
                 return _error(Conflict("conflict", "this conflicts with existing data"))
 
         return handle
-
-    def _audit(self, principal: Principal | None, route: Route, request: web.Request,
-               status: int) -> None:
-        # Every change made through the API is in the operator's audit log, as those made
-        # in the admin web are (there, in the change's own transaction).
-        with self.db.session() as session:
-            audit.record(session, principal, f"api.{route.handler.__name__}",
-                         f"{request.method} {request.path}", {"status": status},
-                         actor_name="api")
 
     @staticmethod
     async def run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -326,6 +311,8 @@ class Api:
                                    code=data.code, email=data.email)
                 session.add(org)
                 session.flush()
+                audit.record(session, principal, "organisation.create", f"organisation:{org.id}",
+                             {"name": data.name, "kind": data.kind})
                 return organisation_json(org)
 
         return _json(await self.run(work), status=201)
@@ -348,16 +335,17 @@ class Api:
                             principal: Principal | None) -> web.Response:
         assert principal is not None
         data: NodeIn = await self._body(request, NodeIn)
-        node_id = await self.run(nodes.register_node, self.db, data.name, data.workers,
-                                 data.capacity_units or self.config.worker_capacity_units,
-                                 self.services.clock())
+        node_id = await self.run(functools.partial(
+            nodes.register_node, self.db, data.name, data.workers,
+            data.capacity_units or self.config.worker_capacity_units, self.services.clock(),
+            actor=principal))
         return _json({"id": node_id}, status=201)
 
     async def patch_node(self, request: web.Request, principal: Principal | None) -> web.Response:
         assert principal is not None
         node_id = _path_id(request)
         data: NodePatch = await self._body(request, NodePatch)
-        await self.run(nodes.set_node_enabled, self.db, node_id, data.enabled)
+        await self.run(nodes.set_node_enabled, self.db, node_id, data.enabled, principal)
         return _json({"id": node_id, "enabled": data.enabled})
 
     async def list_quotas(self, request: web.Request, _: Principal | None) -> web.Response:
@@ -372,7 +360,7 @@ class Api:
         organisation_id = _path_id(request)
         data: QuotaIn = await self._body(request, QuotaIn)
         await self.run(nodes.set_quota, self.db, self.config, organisation_id,
-                       data.share_percent)
+                       data.share_percent, principal)
         return _json({"organisation_id": organisation_id, "share_percent": data.share_percent})
 
     # Bookings --------------------------------------------------------------------------
@@ -643,6 +631,8 @@ class Api:
                 require_bridges(principal, org)
                 bridge = bridges.create_bridge(session, self.config, org, data.name,
                                                _mix(data.participants))
+                audit.record(session, principal, "bridge.create", f"bridge:{bridge.id}",
+                             {"name": data.name})
                 return bridges.bridge_json(bridge, self.services.join_link)
 
         return _json(await self.run(work), status=201)
@@ -659,6 +649,8 @@ class Api:
                     raise NotFound("bridge_not_found", f"no standing bridge {bridge_id}")
                 require_bridges(principal, self._org(session, bridge.organisation_id))
                 bridge.active = False
+                audit.record(session, principal, "bridge.switch_off", f"bridge:{bridge.id}",
+                             {"name": bridge.name})
 
         await self.run(work)
         return web.Response(status=204)
@@ -729,6 +721,8 @@ class Api:
             with self.db.write_session() as session:
                 user = auth.create_user(session, data.name, data.role, data.organisation_id,
                                         data.email)
+                audit.record(session, principal, "user.create", f"user:{user.name}",
+                             {"role": data.role, "organisation_id": data.organisation_id})
                 return {"id": user.id, "name": user.name, "role": user.role,
                         "organisation_id": user.organisation_id, "email": user.email}
 
@@ -742,8 +736,11 @@ class Api:
 
         def work() -> str:
             with self.db.write_session() as session:
-                if session.get(User, user_id) is None:
+                user = session.get(User, user_id)
+                if user is None:
                     raise NotFound("user_not_found", f"no user {user_id}")
+                audit.record(session, principal, "user.token", f"user:{user.name}",
+                             {"label": data.label})  # never the token itself
                 return auth.issue_api_token(session, user_id, data.label)
 
         return _json({"token": await self.run(work)}, status=201)
@@ -774,18 +771,17 @@ ROUTES: tuple[Route, ...] = (
           query=("from", "to", "time_zone", "organisation_id"), paged="bookings"),
     Route("POST", f"{P}/bookings", Api.create_booking,
           "Book: every occurrence is admitted or the whole booking is refused (409)",
-          roles="operator, org_admin, izs_operator", body=BookingIn, status=201, audited=True),
+          roles="operator, org_admin, izs_operator", body=BookingIn, status=201),
     Route("GET", f"{P}/bookings/{{id}}", Api.get_booking, "One booking with its occurrences",
           roles="operator, org_admin, izs_operator"),
     Route("PATCH", f"{P}/bookings/{{id}}", Api.patch_booking,
           "Change a booking; a new time or size is admitted again",
-          roles="operator, org_admin, izs_operator", body=BookingPatch, audited=True),
+          roles="operator, org_admin, izs_operator", body=BookingPatch),
     Route("DELETE", f"{P}/bookings/{{id}}", Api.cancel_booking, "Cancel a booking",
-          roles="operator, org_admin, izs_operator", audited=True),
+          roles="operator, org_admin, izs_operator"),
     Route("DELETE", f"{P}/bookings/{{id}}/occurrences/{{start}}", Api.cancel_occurrence,
           "Cancel one occurrence of a series, named by its local start (2026-12-14T10:00): "
-          "it becomes an exception of the series", roles="operator, org_admin, izs_operator",
-          audited=True),
+          "it becomes an exception of the series", roles="operator, org_admin, izs_operator"),
     Route("GET", f"{P}/bookings/{{id}}/invitation.ics", Api.invitation,
           "The booking as an iCalendar invitation", roles="operator, org_admin, izs_operator"),
     Route("GET", f"{P}/availability", Api.get_availability,

@@ -728,12 +728,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             booking.description = change.description
         if change.invitees is not None:
             booking.invitees = list(change.invitees)
-        booking.sequence += 1
-        booking.updated_at = now
-        session.flush()
-        rows = session.scalars(select(BookingOccurrence)
-                               .where(BookingOccurrence.booking_id == booking.id)).all()
-        notices.invite(session, booking, rows, now, join_link, changed=True)
+        _reissue(session, booking, now, join_link)
         audit.record(session, principal, "booking.update", f"booking:{booking.id}",
                      {"title": booking.title, "rescheduled": recheck, "displaced": displaced},
                      at=now)
@@ -747,6 +742,16 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         refusal.details["suggestions"] = suggest(db, config, org, booking.priority, units,
                                                  refusal, schedule, now, rewritten)
         raise
+
+
+def _reissue(session: Session, booking: Booking, now: datetime, join_link: JoinLink) -> None:
+    """The booking changed: a new sequence number, and the invitees get it again."""
+    booking.sequence += 1
+    booking.updated_at = now
+    session.flush()
+    rows = session.scalars(select(BookingOccurrence)
+                           .where(BookingOccurrence.booking_id == booking.id)).all()
+    notices.invite(session, booking, rows, now, join_link, changed=True)
 
 
 def _rewrites(session: Session, booking_id: int, occurrences: list[Occurrence],
@@ -860,12 +865,7 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
                                "cancel the booking instead")
         row.state = "cancelled"
         booking.exdates = sorted({*booking.exdates, local_start.isoformat()})
-        booking.sequence += 1
-        booking.updated_at = now
-        session.flush()
-        rows = session.scalars(select(BookingOccurrence)
-                               .where(BookingOccurrence.booking_id == booking.id)).all()
-        notices.invite(session, booking, rows, now, join_link, changed=True)
+        _reissue(session, booking, now, join_link)
         audit.record(session, principal, "booking.cancel_occurrence", f"booking:{booking.id}",
                      {"title": booking.title, "occurrence": local_start.isoformat()}, at=now)
 

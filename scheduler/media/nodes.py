@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.access import audit
+from scheduler.access.permissions import Principal
 from scheduler.booking.bookings import pool_units
 from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
@@ -27,13 +29,14 @@ LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 def register_node(db: Database, name: str, workers: int, capacity_units: int,
                   now: datetime, *, labels: Sequence[str] | None = None,
                   addresses: Sequence[str] | None = None,
-                  lease: timedelta | None = None) -> int:
+                  lease: timedelta | None = None, actor: Principal | None = None) -> int:
     """Create a node (or refresh its heartbeat and worker count); returns its id.
 
     ``labels`` and ``addresses`` replace the node's when given. With ``lease`` the node
     takes its lease until ``now + lease`` and is alive again if it had been reaped (a
     node that starts serves none of its old rooms that moved away: it has none in
-    memory); without, its lease is left as it is.
+    memory); without, its lease is left as it is. With ``actor`` (a person, through the
+    API) the change is audited in its transaction; a node registering itself is not.
     """
     if not 1 <= workers <= 256:
         raise InvalidInput("invalid_workers", "a node has 1 to 256 workers")
@@ -70,17 +73,23 @@ def register_node(db: Database, name: str, workers: int, capacity_units: int,
             else:
                 worker.capacity_units = capacity_units
                 worker.enabled = index < workers
+        if actor is not None:
+            audit.record(session, actor, "node.register", f"node:{name}",
+                         {"workers": workers, "capacity_units": capacity_units}, at=now)
         return node.id
 
     return run_decision(db, [], decide, exclusive_pool=True)
 
 
-def set_node_enabled(db: Database, node_id: int, enabled: bool) -> None:
+def set_node_enabled(db: Database, node_id: int, enabled: bool,
+                     actor: Principal | None = None) -> None:
     def decide(session: Session) -> None:
         node = session.get(MediaNode, node_id)
         if node is None:
             raise NotFound("node_not_found", f"no media node {node_id}")
         node.enabled = enabled
+        audit.record(session, actor, "node.enable" if enabled else "node.disable",
+                     f"node:{node.name}")
 
     run_decision(db, [], decide, exclusive_pool=True)
 
@@ -110,7 +119,7 @@ def iso(instant: datetime | None) -> str | None:
 
 
 def set_quota(db: Database, config: SchedulerConfig, organisation_id: int,
-              share_percent: float) -> None:
+              share_percent: float, actor: Principal | None = None) -> None:
     """Give an organisation a guaranteed share (0 removes it).
 
     The shares together with the IZS reserve may not exceed the whole pool.
@@ -137,6 +146,8 @@ def set_quota(db: Database, config: SchedulerConfig, organisation_id: int,
             session.add(Quota(organisation_id=organisation_id, share_bp=share_bp))
         else:
             quota.share_bp = share_bp
+        audit.record(session, actor, "quota.set", f"organisation:{organisation_id}",
+                     {"share_percent": share_percent})
 
     run_decision(db, [], decide, exclusive_pool=True)
 

@@ -406,12 +406,21 @@ async def test_changes_through_the_api_are_in_the_audit_log(api: Api) -> None:
     assert [(e.action, e.actor) for e in log] == [("booking.create", api.world.users["admin_a"].name)]
     assert log[0].target == f"booking:{(await created.json())['id']}"
     assert log[0].details == {"title": "Porada starostů", "displaced": []}
-    # A change whose service does not audit itself is logged by the API after it.
-    node = await api.call("operator", "POST", "/nodes", {"name": "node-9", "workers": 1})
-    assert node.status == 201, await node.text()
-    with api.world.db.session() as session:
-        latest = entries(session, limit=1)[0]
-    assert (latest.action, latest.target) == ("api.register_node", "POST /api/v1/nodes")
+    # Every other change through the API is audited in its own transaction too.
+    changes = [("POST", "/nodes", {"name": "node-9", "workers": 1}, "node.register", "node:node-9"),
+               ("PUT", f"/quotas/{api.world.region_b}", {"share_percent": 10}, "quota.set",
+                f"organisation:{api.world.region_b}"),
+               ("POST", "/users", {"name": "novak", "role": "coordinator"}, "user.create",
+                "user:novak"),
+               ("POST", "/organisations", {"name": "Obec X", "kind": "other"},
+                "organisation.create", None)]
+    for method, path, body, action, target in changes:
+        response = await api.call("operator", method, path, body)
+        assert response.status < 300, await response.text()
+        with api.world.db.session() as session:
+            latest = entries(session, limit=1)[0]
+        assert latest.action == action and latest.actor == "operator"
+        assert target is None or latest.target == target
 
 
 def _local(instant: datetime) -> str:
