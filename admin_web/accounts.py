@@ -6,7 +6,6 @@ import secrets
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 
 from admin_web.web import (
     ADMIN,
@@ -26,7 +25,7 @@ from scheduler.access.permissions import ROLES, Principal
 from scheduler.api import SESSION_COOKIE
 from scheduler.errors import SchedulerError
 from scheduler.ids import parse_id
-from scheduler.models import Organisation, User
+from scheduler.organisations import organisation_choices
 
 LOGIN_CSRF_COOKIE = "multipoint_login_csrf"
 
@@ -135,12 +134,8 @@ async def audit_page(admin: Admin, request: web.Request, user: Principal) -> web
 
 def _users_context(admin: Admin) -> dict[str, Any]:
     with admin.db.session() as session:
-        rows = session.execute(select(User, Organisation.name)
-                               .outerjoin(Organisation, Organisation.id == User.organisation_id)
-                               .order_by(User.name)).all()
-        orgs = session.execute(select(Organisation.id, Organisation.name, Organisation.kind)
-                               .order_by(Organisation.kind, Organisation.name)).all()
-        return {"users": rows, "organisations": orgs, "roles": ROLES}
+        return {"users": users.users_with_organisations(session),
+                "organisations": organisation_choices(session), "roles": ROLES}
 
 
 @page(OPERATORS)
@@ -200,11 +195,10 @@ async def change_password(admin: Admin, request: web.Request, user: Principal) -
         with admin.db.session() as session:
             # The current password again: a session left open on a shared PC is not
             # enough. Its wrong guesses count as wrong sign-ins of this account.
-            account = session.get(User, user.user_id)
-            if account is None or throttle.blocked(user.name, address) \
-                    or not users.verify_password(data.get("current", ""), account.password_hash):
-                if account is not None and not throttle.blocked(user.name, address):
-                    throttle.failed(user.name, address)
+            if throttle.blocked(user.name, address):
+                return False
+            if not users.password_matches(session, user.user_id, data.get("current", "")):
+                throttle.failed(user.name, address)
                 return False
             # Every other session of this user ends; this browser stays signed in.
             users.set_password(session, user.user_id, data["new_password"], actor=user,

@@ -7,7 +7,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from sqlalchemy import select
 
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
@@ -18,8 +17,7 @@ from scheduler.booking.recurrence import DEFAULT_ZONE
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
-from scheduler.models import Booking, BookingOccurrence, Organisation
-from scheduler.organisations import org_info, subtree_ids
+from scheduler.organisations import org_info, organisation_choices, subtree_ids
 
 TZ = ZoneInfo(DEFAULT_ZONE)
 # Errors of the scheduler that belong next to one field of the form.
@@ -28,11 +26,9 @@ FIELD_OF_CODE = {"in_past": "date", "invalid_rrule": "repeat", "too_many_occurre
                  "too_many_participants": "hd", "invalid_priority": "priority"}
 
 
-def _visible_orgs(session: Any, user: Principal) -> list[Any]:
-    query = select(Organisation.id, Organisation.name, Organisation.kind).order_by(Organisation.name)
-    if user.role != "operator":
-        query = query.where(Organisation.id.in_(subtree_ids(session, user.organisation_id or -1)))
-    return list(session.execute(query))
+def _visible_orgs(session: Any, user: Principal) -> list[tuple[int, str, str]]:
+    within = None if user.role == "operator" else subtree_ids(session, user.organisation_id or -1)
+    return organisation_choices(session, within)
 
 
 @page(BOOKERS)
@@ -53,19 +49,9 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
 
     def work() -> list[dict[str, object]]:
         with admin.db.session() as session:
-            o = BookingOccurrence
-            query = (select(o, Booking).join(Booking, Booking.id == o.booking_id)
-                     .where(o.start_utc < end, o.end_utc > start,
-                            o.state.in_(("scheduled", "displaced")))
-                     .order_by(o.start_utc).limit(2000))
-            if user.role != "operator":
-                query = query.where(Booking.organisation_id.in_(
-                    subtree_ids(session, user.organisation_id or -1)))
             result = []
-            for occurrence, booking in session.execute(query):
-                org = org_info(session, booking.organisation_id)
-                if org is None or not can_see_booking(user, org):
-                    continue
+            for occurrence, booking, org in bookings.occurrences_between(session, user, start,
+                                                                          end):
                 result.append({
                     "id": str(occurrence.id), "groupId": str(booking.id), "title": booking.title,
                     "start": occurrence.start_utc.isoformat(), "end": occurrence.end_utc.isoformat(),
@@ -200,10 +186,7 @@ def _load(admin: Admin, user: Principal, booking_id: int) -> dict[str, Any]:
         except NotFound:
             raise web.HTTPNotFound(text=f"no booking {booking_id}") from None
         require_see_booking(user, org)
-        occurrences = list(session.scalars(
-            select(BookingOccurrence).where(BookingOccurrence.booking_id == booking.id,
-                                            BookingOccurrence.state != "replaced")
-            .order_by(BookingOccurrence.start_utc).limit(400)))
+        occurrences = bookings.occurrences_of(session, booking.id)
         return {"booking": booking, "organisation": org, "occurrences": occurrences}
 
 

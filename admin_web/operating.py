@@ -6,7 +6,6 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 
 from admin_web.web import OPERATORS, Admin, form, page, render
 from scheduler.access import audit
@@ -14,8 +13,7 @@ from scheduler.access.permissions import Principal
 from scheduler.booking.availability import availability
 from scheduler.ids import parse_id
 from scheduler.media import nodes
-from scheduler.models import Organisation, Quota
-from scheduler.organisations import org_info
+from scheduler.organisations import org_info, organisation_names
 
 TIMELINE = timedelta(days=7)
 
@@ -28,9 +26,7 @@ def _audit(admin: Admin, user: Principal, action: str, target: str,
 
 def _nodes_and_holders(admin: Admin) -> dict[str, Any]:
     with admin.db.session() as session:
-        holders = session.execute(select(Organisation.id, Organisation.name)
-                                  .join(Quota, Quota.organisation_id == Organisation.id)
-                                  .order_by(Organisation.name)).all()
+        holders = list(organisation_names(session, only_quota_holders=True).items())
         return {"nodes": nodes.nodes_json(session, admin.services.config), "holders": holders}
 
 

@@ -6,21 +6,15 @@ from datetime import date
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select
 
 from admin_web.web import COORDINATORS, Admin, form, page, render
 from scheduler.access.permissions import Principal
 from scheduler.errors import NotFound, SchedulerError
 from scheduler.grants import rollout
 from scheduler.ids import MAX_ID, parse_id
-from scheduler.models import Endpoint, GrantApplication, GrantProgramme, Organisation
+from scheduler.organisations import organisation_choices, organisation_names
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
-
-
-def _organisations(session: Any) -> list[Any]:
-    return list(session.execute(select(Organisation.id, Organisation.name, Organisation.kind)
-                                .order_by(Organisation.kind, Organisation.name)))
 
 
 @page(COORDINATORS)
@@ -30,19 +24,8 @@ async def endpoints_page(admin: Admin, request: web.Request, user: Principal) ->
 
     def work() -> dict[str, Any]:
         with admin.db.session() as session:
-            regions = rollout.regions_of(session)
-            query = (select(Endpoint, Organisation.name, GrantProgramme.name)
-                     .join(Organisation, Organisation.id == Endpoint.organisation_id)
-                     .outerjoin(GrantProgramme, GrantProgramme.id == Endpoint.programme_id)
-                     .order_by(Endpoint.serial).limit(2000))
-            if status:
-                query = query.where(Endpoint.status == status)
-            rows = [(e, org, prog, regions.get(e.organisation_id, ""))
-                    for e, org, prog in session.execute(query)]
-            if region:
-                rows = [r for r in rows if r[3] == region]
-            return {"rows": rows, "regions": sorted({r for r in regions.values() if r}),
-                    "today": admin.now().date()}
+            rows, regions = rollout.endpoint_rows(session, status, region)
+            return {"rows": rows, "regions": regions, "today": admin.now().date()}
 
     return render(request, "endpoints.html", status=200, filter_status=status,
                   filter_region=region, statuses=rollout.STATUSES,
@@ -51,9 +34,8 @@ async def endpoints_page(admin: Admin, request: web.Request, user: Principal) ->
 
 def _new_endpoint_context(admin: Admin) -> dict[str, Any]:
     with admin.db.session() as session:
-        return {"organisations": _organisations(session),
-                "programmes": list(session.execute(select(GrantProgramme.id, GrantProgramme.name)
-                                                   .order_by(GrantProgramme.name)))}
+        return {"organisations": organisation_choices(session),
+                "programmes": rollout.programme_choices(session)}
 
 
 @page(COORDINATORS)
@@ -101,20 +83,12 @@ async def _endpoint(admin: Admin, request: web.Request, error: str, status: int 
 
     def work() -> dict[str, Any]:
         with admin.db.session() as session:
-            endpoint = session.scalar(select(Endpoint).where(Endpoint.serial == serial))
-            if endpoint is None:
-                raise web.HTTPNotFound(text=f"no endpoint {serial}")
-            # A result stored while the hook could not apply it is applied on sight.
-            rollout.refresh_endpoint(session, endpoint)
-            org = session.get(Organisation, endpoint.organisation_id)
-            programme = session.get(GrantProgramme, endpoint.programme_id) \
-                if endpoint.programme_id else None
-            return {"endpoint": endpoint, "organisation": org, "programme": programme,
-                    "tests": rollout.selftests_of(session, serial),
-                    "next_states": rollout.allowed_next(endpoint.status),
-                    "region": rollout.regions_of(session).get(endpoint.organisation_id, "")}
+            return rollout.endpoint_view(session, serial)
 
-    context = await admin.run(work)
+    try:
+        context = await admin.run(work)
+    except NotFound:
+        raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
     return render(request, "endpoint.html", status=status, error=error, pipeline=rollout.PIPELINE,
                   selftest_link=admin.selftest_link(serial), **context)
 
@@ -126,9 +100,10 @@ async def change_status(admin: Admin, request: web.Request, user: Principal) -> 
 
     def work() -> None:
         with admin.db.session() as session:
-            endpoint_id = session.scalar(select(Endpoint.id).where(Endpoint.serial == serial))
-            if endpoint_id is None:
-                raise web.HTTPNotFound(text=f"no endpoint {serial}")
+            try:
+                endpoint_id = rollout.endpoint_id_of(session, serial)
+            except NotFound:
+                raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
             rollout.change_status(session, user, endpoint_id, data.get("status", ""), admin.now())
 
     try:
@@ -182,16 +157,8 @@ async def export_csv(admin: Admin, request: web.Request, user: Principal) -> web
 
 def _programmes_context(admin: Admin) -> dict[str, Any]:
     with admin.db.session() as session:
-        programmes = list(session.scalars(select(GrantProgramme).order_by(GrantProgramme.call_opens)))
-        counts = dict(session.execute(select(Endpoint.programme_id, func.count())
-                                      .group_by(Endpoint.programme_id)).all())
-        applications = session.execute(
-            select(GrantApplication, Organisation.name, GrantProgramme.name)
-            .join(Organisation, Organisation.id == GrantApplication.organisation_id)
-            .join(GrantProgramme, GrantProgramme.id == GrantApplication.programme_id)
-            .order_by(Organisation.name, GrantApplication.submitted_on)).all()
-        return {"programmes": programmes, "endpoint_counts": counts,
-                "applications": applications, "organisations": _organisations(session)}
+        return {**rollout.programmes_overview(session),
+                "organisations": organisation_choices(session)}
 
 
 @page(COORDINATORS)
@@ -300,7 +267,7 @@ async def decide_application(admin: Admin, request: web.Request, user: Principal
 def _dashboard(admin: Admin) -> dict[str, Any]:
     with admin.db.session() as session:
         data = rollout.dashboard(session, admin.now().date())
-        orgs = dict(session.execute(select(Organisation.id, Organisation.name)).all())
+        orgs = organisation_names(session)
         return {"data": data, "org_names": orgs, "today": admin.now().date()}
 
 

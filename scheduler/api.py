@@ -392,10 +392,7 @@ class Api:
     def booking_json(self, session: Session, booking: Booking, *,
                      occurrences: bool = True) -> dict[str, object]:
         tz = ZoneInfo(booking.zone)
-        rows = session.scalars(select(BookingOccurrence)
-                               .where(BookingOccurrence.booking_id == booking.id,
-                                      BookingOccurrence.state != "replaced")
-                               .order_by(BookingOccurrence.start_utc)).all()
+        rows = bookings.occurrences_of(session, booking.id, limit=10_000)
         now = self.services.clock()
         upcoming = next((o for o in rows if o.state == "scheduled" and o.end_utc > now), None)
         data: dict[str, object] = {

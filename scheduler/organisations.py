@@ -120,3 +120,22 @@ def subtree_ids(session: Session, organisation_id: int) -> list[int]:
         found.append(current)
         stack.extend(children.get(current, ()))
     return found
+
+
+def organisation_choices(session: Session, within: Collection[int] | None = None,
+                         ) -> list[tuple[int, str, str]]:
+    """(id, name, kind) of the organisations (or of those ``within``), by kind and name:
+    what a form offers to choose from."""
+    query = select(Organisation.id, Organisation.name, Organisation.kind)
+    if within is not None:
+        query = query.where(Organisation.id.in_(list(within)))
+    return [(i, n, k) for i, n, k in session.execute(query.order_by(Organisation.kind,
+                                                                      Organisation.name))]
+
+
+def organisation_names(session: Session, only_quota_holders: bool = False) -> dict[int, str]:
+    """Organisation id -> name (all, or those holding a share), by name."""
+    query = select(Organisation.id, Organisation.name).order_by(Organisation.name)
+    if only_quota_holders:
+        query = query.join(Quota, Quota.organisation_id == Organisation.id)
+    return dict(session.execute(query).all())

@@ -26,7 +26,7 @@ from scheduler.access import audit
 from scheduler.access.auth import create_user, end_other_sessions, principal_of
 from scheduler.access.permissions import Principal
 from scheduler.errors import InvalidInput, NotFound
-from scheduler.models import User
+from scheduler.models import Organisation, User
 
 # scrypt with N=2^15, r=8 (32 MiB, ~0.1 s here): OWASP's minimum for scrypt is N=2^17
 # with r=8 *or* an equivalent cost; 2^15 keeps a sign-in well under a second on a
@@ -159,3 +159,15 @@ def sign_in(session: Session, name: str, password: str, address: str,
 
 
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def users_with_organisations(session: Session) -> list[tuple[User, str | None]]:
+    """Every user, by name, with the name of its organisation (None for central roles)."""
+    return [(user, org) for user, org in session.execute(
+        select(User, Organisation.name)
+        .outerjoin(Organisation, Organisation.id == User.organisation_id).order_by(User.name))]
+
+
+def password_matches(session: Session, user_id: int, password: str) -> bool:
+    account = session.get(User, user_id)
+    return account is not None and verify_password(password, account.password_hash)

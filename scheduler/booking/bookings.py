@@ -33,7 +33,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from scheduler.access import audit
-from scheduler.access.permissions import Principal, require_book, require_change_booking
+from scheduler.access.permissions import (
+    Principal,
+    can_see_booking,
+    require_book,
+    require_change_booking,
+)
 from scheduler.booking import capacity, notices
 from scheduler.booking.capacity import Allocation, CapacityPolicy, Request, Segment, Shortfall
 from scheduler.booking.group_commit import GroupCommit
@@ -61,7 +66,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
 from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota, Room
-from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info
+from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info, subtree_ids
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
 START_SLACK = timedelta(minutes=5)
@@ -870,3 +875,33 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
                      {"title": booking.title, "occurrence": local_start.isoformat()}, at=now)
 
     run_decision(db, days_touched([span]), cancel)
+
+
+# Reads ----------------------------------------------------------------------------------
+
+def occurrences_of(session: Session, booking_id: int, limit: int = 400) -> list[BookingOccurrence]:
+    """A booking's occurrences by start, those a change replaced left out."""
+    return list(session.scalars(
+        select(BookingOccurrence).where(BookingOccurrence.booking_id == booking_id,
+                                        BookingOccurrence.state != "replaced")
+        .order_by(BookingOccurrence.start_utc).limit(limit)))
+
+
+def occurrences_between(session: Session, principal: Principal, start: datetime,
+                        end: datetime, limit: int = 2000,
+                        ) -> list[tuple[BookingOccurrence, Booking, OrgInfo]]:
+    """Scheduled and displaced occurrences in [start, end) of the bookings ``principal``
+    may see, by start: what a calendar shows."""
+    o = BookingOccurrence
+    query = (select(o, Booking).join(Booking, Booking.id == o.booking_id)
+             .where(o.start_utc < end, o.end_utc > start, o.state.in_(("scheduled", "displaced")))
+             .order_by(o.start_utc).limit(limit))
+    if principal.role != "operator":
+        query = query.where(Booking.organisation_id.in_(
+            subtree_ids(session, principal.organisation_id or -1)))
+    result = []
+    for occurrence, booking in session.execute(query):
+        org = org_info(session, booking.organisation_id)
+        if org is not None and can_see_booking(principal, org):
+            result.append((occurrence, booking, org))
+    return result

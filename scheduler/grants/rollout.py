@@ -447,3 +447,63 @@ def dashboard(session: Session, today: date) -> dict[str, object]:
         "late_applications": late_applications,
         "spending": spending,
     }
+
+
+# Reads for the coordinators' pages -------------------------------------------------------
+
+def endpoint_rows(session: Session, status: str = "", region: str = "", limit: int = 2000,
+                  ) -> tuple[list[tuple[Endpoint, str, str | None, str]], list[str]]:
+    """The inventory, by serial: (endpoint, organisation, programme, region) rows, with a
+    status and a region to filter by; and every region that has a unit."""
+    regions = regions_of(session)
+    query = (select(Endpoint, Organisation.name, GrantProgramme.name)
+             .join(Organisation, Organisation.id == Endpoint.organisation_id)
+             .outerjoin(GrantProgramme, GrantProgramme.id == Endpoint.programme_id)
+             .order_by(Endpoint.serial).limit(limit))
+    if status:
+        query = query.where(Endpoint.status == status)
+    rows = [(e, org, prog, regions.get(e.organisation_id, ""))
+            for e, org, prog in session.execute(query)]
+    if region:
+        rows = [r for r in rows if r[3] == region]
+    return rows, sorted({r for r in regions.values() if r})
+
+
+def programme_choices(session: Session) -> list[tuple[int, str]]:
+    return [(i, n) for i, n in session.execute(select(GrantProgramme.id, GrantProgramme.name)
+                                                 .order_by(GrantProgramme.name))]
+
+
+def endpoint_view(session: Session, serial: str) -> dict[str, object]:
+    """One unit with its organisation, programme, region, tests and next states; a
+    result stored while the hook could not apply it is applied on sight."""
+    endpoint = session.scalar(select(Endpoint).where(Endpoint.serial == serial))
+    if endpoint is None:
+        raise NotFound("endpoint_not_found", f"no endpoint {serial}")
+    refresh_endpoint(session, endpoint)
+    programme = session.get(GrantProgramme, endpoint.programme_id) \
+        if endpoint.programme_id else None
+    return {"endpoint": endpoint, "organisation": session.get(Organisation, endpoint.organisation_id),
+            "programme": programme, "tests": selftests_of(session, serial),
+            "next_states": allowed_next(endpoint.status),
+            "region": regions_of(session).get(endpoint.organisation_id, "")}
+
+
+def endpoint_id_of(session: Session, serial: str) -> int:
+    endpoint_id = session.scalar(select(Endpoint.id).where(Endpoint.serial == serial))
+    if endpoint_id is None:
+        raise NotFound("endpoint_not_found", f"no endpoint {serial}")
+    return endpoint_id
+
+
+def programmes_overview(session: Session) -> dict[str, object]:
+    """The programmes by call, how many units each funds, and every application."""
+    programmes = list(session.scalars(select(GrantProgramme).order_by(GrantProgramme.call_opens)))
+    counts = dict(session.execute(select(Endpoint.programme_id, func.count())
+                                  .group_by(Endpoint.programme_id)).all())
+    applications = session.execute(
+        select(GrantApplication, Organisation.name, GrantProgramme.name)
+        .join(Organisation, Organisation.id == GrantApplication.organisation_id)
+        .join(GrantProgramme, GrantProgramme.id == GrantApplication.programme_id)
+        .order_by(Organisation.name, GrantApplication.submitted_on)).all()
+    return {"programmes": programmes, "endpoint_counts": counts, "applications": applications}
