@@ -921,6 +921,29 @@ def occurrences_between(session: Session, principal: Principal, start: datetime,
     return result
 
 
+def keeping_exceptions(session: Session, booking_id: int, schedule: Schedule) -> Schedule:
+    """``schedule`` with the booking's exceptions (cancelled and moved occurrences among
+    them), moved by as much as its start moved: for a change that names none (the admin
+    web's form has no field for them), so that the same occurrences stay left out."""
+    booking = session.get(Booking, booking_id)
+    if booking is None or not schedule.rrule or not booking.exdates:
+        return schedule
+    shift = schedule.start - booking.local_start
+    return dataclasses.replace(schedule, exdates=tuple(
+        datetime.fromisoformat(d) + shift for d in booking.exdates))
+
+
+def occurrence_local_start(session: Session, booking_id: int, occurrence_id: int) -> datetime:
+    """The wall-clock start of the booking's occurrence ``occurrence_id`` (what
+    :func:`cancel_occurrence` and :func:`move_occurrence` name it by)."""
+    occurrence = session.get(BookingOccurrence, occurrence_id)
+    booking = session.get(Booking, booking_id)
+    if occurrence is None or booking is None or occurrence.booking_id != booking_id:
+        raise NotFound("occurrence_not_found",
+                       f"booking {booking_id} has no occurrence {occurrence_id}")
+    return occurrence.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
+
+
 def _kept_moved(current: Schedule, schedule: Schedule,
                 moved: Sequence[tuple[datetime, datetime, datetime]],
                 series: Sequence[Occurrence],
