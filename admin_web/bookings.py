@@ -13,7 +13,7 @@ from admin_web.web import BOOKERS, Admin, page, render
 from scheduler.access.permissions import Principal, can_see_booking, require_see_booking
 from scheduler.booking import bookings
 from scheduler.booking.availability import availability
-from scheduler.booking.recurrence import DEFAULT_ZONE
+from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
@@ -152,12 +152,13 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                 now, services.join_link)
             booking_id = decision.booking_id
         else:
+            schedule = await admin.run(_kept_exceptions, admin, booking_id, parsed.schedule)
             await admin.run(
                 bookings.update_booking, admin.db, services.config, user, booking_id,
                 bookings.BookingChange(title=values["title"],
                                        description=values.get("description", ""),
                                        invitees=parsed.invitees, participants=parsed.participants,
-                                       schedule=parsed.schedule), now, services.join_link)
+                                       schedule=schedule), now, services.join_link)
     except CapacityRefused as refusal:
         return await _show_form(admin, request, user, values, weekdays, {}, booking_id=booking_id,
                                 refusal={"message": refusal.message, **refusal.details}, status=409)
@@ -177,6 +178,16 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
 @page(BOOKERS)
 async def create(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
     return await _submit(admin, request, user, None)
+
+
+def _kept_exceptions(admin: Admin, booking_id: int, schedule: Schedule) -> Schedule:
+    with admin.db.session() as session:
+        return bookings.keeping_exceptions(session, booking_id, schedule)
+
+
+def _occurrence_start(admin: Admin, booking_id: int, occurrence_id: int) -> datetime:
+    with admin.db.session() as session:
+        return bookings.occurrence_local_start(session, booking_id, occurrence_id)
 
 
 def _load(admin: Admin, user: Principal, booking_id: int) -> dict[str, Any]:
@@ -211,7 +222,7 @@ async def booking_page(admin: Admin, request: web.Request, user: Principal) -> w
     if isinstance(loaded, web.Response):
         return loaded
     booking = loaded["booking"]
-    return render(request, "booking.html", tz=TZ,
+    return render(request, "booking.html", tz=TZ, now=admin.now(),
                   join_links={r: admin.services.join_link(booking.room_name, r, booking.izs)
                               for r in ("host", "guest")}, **loaded)
 
@@ -248,6 +259,28 @@ async def cancel(admin: Admin, request: web.Request, user: Principal) -> web.Str
     raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")
 
 
+@page(BOOKERS)
+async def cancel_occurrence(admin: Admin, request: web.Request,
+                            user: Principal) -> web.StreamResponse:
+    """One occurrence of a series (scheduler.bookings.cancel_occurrence, which audits it)."""
+    booking_id = _booking_id(request)
+    occurrence_id = parse_id(request.match_info["occurrence_id"])
+    try:
+        if occurrence_id is None:
+            raise NotFound("occurrence_not_found", "no such occurrence")
+        local_start = await admin.run(_occurrence_start, admin, booking_id, occurrence_id)
+        await admin.run(bookings.cancel_occurrence, admin.db, user, booking_id, local_start,
+                        admin.now(), admin.services.join_link)
+    except Forbidden:
+        return render(request, "forbidden.html", status=403)
+    except NotFound:
+        raise web.HTTPNotFound(text=f"no occurrence {occurrence_id} of booking {booking_id}") \
+            from None
+    except InvalidInput as exc:
+        raise web.HTTPUnprocessableEntity(text=exc.message) from None
+    await admin.services.jobs.reschedule()  # its room closes if it is open
+    raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")
+
 
 def routes(app: web.Application) -> None:
     app.router.add_get("/admin/bookings", calendar_page)
@@ -259,3 +292,5 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/admin/bookings/{id:\\d+}/edit", edit_page)
     app.router.add_post("/admin/bookings/{id:\\d+}/edit", edit)
     app.router.add_post("/admin/bookings/{id:\\d+}/cancel", cancel)
+    app.router.add_post("/admin/bookings/{id:\\d+}/occurrences/{occurrence_id:\\d+}/cancel",
+                        cancel_occurrence)

@@ -39,6 +39,7 @@ from scheduler.api_models import (
     BridgeIn,
     NodeIn,
     NodePatch,
+    OccurrencePatch,
     OrganisationIn,
     ParticipantsIn,
     QuotaIn,
@@ -559,6 +560,33 @@ class Api:
         await self.services.jobs.reschedule()
         return _json(await self.run(self._read_booking, principal, booking_id))
 
+    async def move_occurrence(self, request: web.Request,
+                              principal: Principal | None) -> web.Response:
+        assert principal is not None
+        booking_id = _path_id(request)
+        data: OccurrencePatch = await self._body(request, OccurrencePatch)
+
+        def zone_of() -> str:
+            with self.db.session() as session:
+                booking, org = bookings.get_booking(session, booking_id)
+                require_see_booking(principal, org)
+                return booking.zone
+
+        tz = zone(await self.run(zone_of))
+        try:
+            local_start = parse_local(request.match_info["start"], tz, "occurrence")
+            start = parse_local(data.start, tz, "start")
+            end = parse_local(data.end, tz, "end") if data.end is not None else None
+        except RecurrenceError as exc:
+            raise InvalidInput(exc.code, exc.message) from None
+        decision = await self.run(bookings.move_occurrence, self.db, self.config, principal,
+                                  booking_id, local_start, start, end, self.services.clock(),
+                                  self.services.join_link)
+        await self.services.jobs.reschedule()  # the old room closes, the new one opens
+        body = await self.run(self._read_booking, principal, booking_id)
+        body["displaced_occurrences"] = decision.displaced
+        return _json(body)
+
     async def invitation(self, request: web.Request, principal: Principal | None) -> web.Response:
         assert principal is not None
         booking_id = _path_id(request)
@@ -572,9 +600,9 @@ class Api:
                 if booking.status == "cancelled":
                     return invitations.cancellation(booking, now, link)
                 rows = session.scalars(select(BookingOccurrence)
-                                       .where(BookingOccurrence.booking_id == booking.id))
+                                       .where(BookingOccurrence.booking_id == booking.id)).all()
                 return invitations.invitation(booking, notices.active_local_starts(booking, rows),
-                                              now, link)
+                                              now, link, notices.moved_occurrences(booking, rows))
 
         body = await self.run(work)
         method = "CANCEL" if b"METHOD:CANCEL" in body else "REQUEST"
@@ -779,6 +807,10 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", f"{P}/bookings/{{id}}/occurrences/{{start}}", Api.cancel_occurrence,
           "Cancel one occurrence of a series, named by its local start (2026-12-14T10:00): "
           "it becomes an exception of the series", roles="operator, org_admin, izs_operator"),
+    Route("PATCH", f"{P}/bookings/{{id}}/occurrences/{{start}}", Api.move_occurrence,
+          "Move one occurrence of a series, named by its local start; the new time is "
+          "admitted like a new booking (409)", roles="operator, org_admin, izs_operator",
+          body=OccurrencePatch),
     Route("GET", f"{P}/bookings/{{id}}/invitation.ics", Api.invitation,
           "The booking as an iCalendar invitation", roles="operator, org_admin, izs_operator"),
     Route("GET", f"{P}/availability", Api.get_availability,

@@ -58,6 +58,11 @@ class BookingPatch(Strict):
     invitees: list[Email] | None = Field(None, max_length=200)
 
 
+class OccurrencePatch(Strict):
+    start: str = Field(description="the occurrence's new local start, ISO 8601")
+    end: str | None = Field(None, description="its new local end; default: as long as before")
+
+
 class OrganisationIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["region", "orp", "central", "izs", "group", "other"]

@@ -264,6 +264,10 @@ class BookingOccurrence(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An occurrence moved on its own (PATCH .../occurrences/{start}): the wall-clock start
+    # of the series' occurrence it stands for (an exception of the series; the
+    # invitation's RECURRENCE-ID). NULL for one at its series time.
+    instance_local: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class StandingBridge(Base):

@@ -673,6 +673,12 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
     has at the same start is rewritten in place (its end and units), so that the open
     room keeps its occurrence; every other future one is replaced by the new schedule's.
     The check counts exactly what stays: the started ones, not those rewritten.
+
+    An occurrence moved on its own (:func:`move_occurrence`) stays where it was put, with
+    the new size, while the series' start it stands for is still an exception of the
+    changed series (the exceptions move with the series); the series never books that
+    start beside it. A change that drops the exception gives the series back that
+    occurrence at its series time, and the moved one goes.
     """
     with db.session() as session:
         booking, org = get_booking(session, booking_id)
@@ -684,15 +690,21 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
                            booking.skip_public_holidays)
         mix = ParticipantMix(**booking.participants)
         spans = _future_spans(session, booking_id, now)
+        o = BookingOccurrence
+        moved = session.execute(select(o.start_utc, o.end_utc, o.instance_local).where(
+            o.booking_id == booking_id, o.state == "scheduled", o.start_utc >= now,
+            o.instance_local.is_not(None))).all()
     schedule = _normalised(change.schedule or current)
     participants = change.participants or mix
     units = _units(config, participants)
     recheck = change.schedule is not None or change.participants is not None
     occurrences: list[Occurrence] = []
     skipped: list[date] = []
+    moved_at: dict[datetime, datetime] = {}  # a kept moved one's start: its series start
     if recheck:
         expanded, skipped = _expand(config, schedule, now)
         occurrences = [o for o in expanded if o.start >= now]
+        occurrences += _kept_moved(current, schedule, moved, occurrences, moved_at)
         if not occurrences:
             raise InvalidInput("in_past", "the changed schedule has no future occurrence")
     rewritten: set[int] = set()  # for the suggestions, should the change be refused
@@ -710,6 +722,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             for row in replaced:
                 row.state = "replaced"
             for row, occurrence in in_place:
+                row.instance_local = moved_at.get(row.start_utc)
                 row.end_utc, row.units, row.holder_id = occurrence.end, units, holder
                 row.izs, row.priority = org.izs, booking.priority
                 room = session.scalar(select(Room).where(Room.occurrence_id == row.id,
@@ -723,9 +736,10 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             booking.exdates = [d.isoformat() for d in schedule.exdates]
             booking.skip_public_holidays = schedule.skip_public_holidays
             kept_starts = {row.start_utc for row, _ in in_place}
-            _write_occurrences(session, booking,
-                               [o for o in occurrences if o.start not in kept_starts],
-                               holder, org)
+            for row in _write_occurrences(session, booking,
+                                          [o for o in occurrences if o.start not in kept_starts],
+                                          holder, org):
+                row.instance_local = moved_at.get(row.start_utc)
             displaced = _displace(session, victims, booking.id, booking.title, now, join_link)
         if change.title is not None:
             booking.title = change.title
@@ -869,7 +883,7 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
             raise InvalidInput("last_occurrence", "this is the booking's last occurrence: "
                                "cancel the booking instead")
         row.state = "cancelled"
-        booking.exdates = sorted({*booking.exdates, local_start.isoformat()})
+        booking.exdates = sorted({*booking.exdates, _instance(booking, row).isoformat()})
         _reissue(session, booking, now, join_link)
         audit.record(session, principal, "booking.cancel_occurrence", f"booking:{booking.id}",
                      {"title": booking.title, "occurrence": local_start.isoformat()}, at=now)
@@ -905,3 +919,160 @@ def occurrences_between(session: Session, principal: Principal, start: datetime,
         if org is not None and can_see_booking(principal, org):
             result.append((occurrence, booking, org))
     return result
+
+
+def keeping_exceptions(session: Session, booking_id: int, schedule: Schedule) -> Schedule:
+    """``schedule`` with the booking's exceptions (cancelled and moved occurrences among
+    them), moved by as much as its start moved: for a change that names none (the admin
+    web's form has no field for them), so that the same occurrences stay left out."""
+    booking = session.get(Booking, booking_id)
+    if booking is None or not schedule.rrule or not booking.exdates:
+        return schedule
+    shift = schedule.start - booking.local_start
+    return dataclasses.replace(schedule, exdates=tuple(
+        datetime.fromisoformat(d) + shift for d in booking.exdates))
+
+
+def occurrence_local_start(session: Session, booking_id: int, occurrence_id: int) -> datetime:
+    """The wall-clock start of the booking's occurrence ``occurrence_id`` (what
+    :func:`cancel_occurrence` and :func:`move_occurrence` name it by)."""
+    occurrence = session.get(BookingOccurrence, occurrence_id)
+    booking = session.get(Booking, booking_id)
+    if occurrence is None or booking is None or occurrence.booking_id != booking_id:
+        raise NotFound("occurrence_not_found",
+                       f"booking {booking_id} has no occurrence {occurrence_id}")
+    return occurrence.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
+
+
+def _kept_moved(current: Schedule, schedule: Schedule,
+                moved: Sequence[tuple[datetime, datetime, datetime]],
+                series: Sequence[Occurrence],
+                moved_at: dict[datetime, datetime]) -> list[Occurrence]:
+    """The occurrences moved on their own that a change of the schedule keeps: those whose
+    series start, moved as the series moved, is still an exception of it (``moved_at``
+    gets each one's start and new series start). One that would overlap an occurrence
+    of the changed series is refused: the room holds one meeting at a time."""
+    shift = schedule.start - current.start
+    exceptions = set(schedule.exdates)
+    tz = ZoneInfo(schedule.zone)
+    kept: list[Occurrence] = []
+    for start, end, instance in moved:
+        if instance + shift not in exceptions:
+            continue  # the series has that occurrence back at its series time
+        local = start.astimezone(tz).replace(tzinfo=None)
+        clash = next((o for o in series if o.start < end and o.end > start), None)
+        if clash is not None:
+            raise InvalidInput("occurrence_overlap", f"the occurrence moved to "
+                               f"{local:%Y-%m-%d %H:%M} would overlap the series' "
+                               f"occurrence at {clash.label()}")
+        moved_at[start] = instance + shift
+        kept.append(Occurrence(start, end, local))
+    return kept
+
+
+
+
+def _instance(booking: Booking, row: BookingOccurrence) -> datetime:
+    """The wall-clock start of the series' occurrence the row stands for."""
+    if row.instance_local is not None:  # moved on its own
+        return row.instance_local
+    return row.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
+
+
+def _occurrence_at(session: Session, principal: Principal, booking_id: int,
+                   local_start: datetime, now: datetime,
+                   ) -> tuple[Booking, OrgInfo, BookingOccurrence]:
+    """The booking and its scheduled occurrence starting at ``local_start``, if the caller
+    may change it and it is an occurrence of a series that has not started."""
+    booking, org = get_booking(session, booking_id)
+    require_change_booking(principal, org)
+    if booking.status == "cancelled":
+        raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
+    if not booking.rrule:
+        raise InvalidInput("not_a_series", "a single meeting is moved as a whole: "
+                           "PATCH the booking")
+    try:
+        start_utc = to_utc(local_start, ZoneInfo(booking.zone))
+    except RecurrenceError as exc:
+        raise InvalidInput(exc.code, exc.message) from None
+    row = session.scalar(select(BookingOccurrence).where(
+        BookingOccurrence.booking_id == booking_id, BookingOccurrence.start_utc == start_utc,
+        BookingOccurrence.state == "scheduled").limit(1))
+    if row is None:
+        raise NotFound("occurrence_not_found", f"the booking has no scheduled occurrence "
+                       f"at {local_start:%Y-%m-%dT%H:%M}")
+    if row.start_utc <= now:
+        raise InvalidInput("occurrence_started", "an occurrence that has started cannot be "
+                           "moved")
+    return booking, org, row
+
+
+def _overlapping(session: Session, booking_id: int, occurrence: Occurrence,
+                 exclude: int) -> BookingOccurrence | None:
+    """A scheduled occurrence of the booking (but ``exclude``) overlapping ``occurrence``:
+    one room cannot hold two meetings of its series at once."""
+    o = BookingOccurrence
+    return session.scalars(select(o).where(
+        o.booking_id == booking_id, o.state == "scheduled", o.id != exclude,
+        o.start_utc < occurrence.end, o.end_utc > occurrence.start).limit(1)).first()
+
+
+def move_occurrence(db: Database, config: SchedulerConfig, principal: Principal,
+                    booking_id: int, local_start: datetime, start: datetime,
+                    end: datetime | None, now: datetime, join_link: JoinLink) -> Decision:
+    """Move the series' occurrence starting at ``local_start`` to [start, end) (wall-clock
+    in the booking's zone; ``end`` None keeps its length).
+
+    Admitted exactly like a new booking's occurrence (:func:`_decide`: the same rules, the
+    booking's priority class, an emergency's displacements), counting the calendar
+    without the occurrence it moves. The old one is replaced (its room, if open, closes);
+    the new one remembers the series' start it stands for (``instance_local``), which
+    becomes an exception of the series: so a later change of the series keeps it where it
+    was put and never books that series occurrence a second time.
+    """
+    with db.session() as session:
+        booking, org, row = _occurrence_at(session, principal, booking_id, local_start, now)
+        tz = ZoneInfo(booking.zone)
+        if end is None:
+            end = start + (row.end_utc.astimezone(tz).replace(tzinfo=None) - local_start)
+        zone, priority, units = booking.zone, booking.priority, booking.units
+        old_span = (row.start_utc, row.end_utc)
+    schedule = Schedule(start, end, zone)
+    [occurrence], _ = _expand(config, schedule, now)
+    if occurrence.start < now - START_SLACK:
+        raise InvalidInput("in_past", f"{occurrence.label()} is in the past")
+    moved_ids: list[int] = []  # for the suggestions, should the move be refused
+
+    def decide(session: Session) -> Decision:
+        booking, _, row = _occurrence_at(session, principal, booking_id, local_start, now)
+        moved_ids[:] = [row.id]
+        clash = _overlapping(session, booking.id, occurrence, row.id)
+        if clash is not None:
+            at = clash.start_utc.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+            raise InvalidInput("occurrence_overlap", f"{occurrence.label()} overlaps the "
+                               f"series' occurrence at {at}")
+        holder, victims = _decide(session, config, org, priority, units, [occurrence], now,
+                                  zone, (row.id,))
+        instance = _instance(booking, row)
+        row.state = "replaced"
+        [new] = _write_occurrences(session, booking, [occurrence], holder, org)
+        if occurrence.local_start == instance:  # back at its series time: no exception
+            booking.exdates = [d for d in booking.exdates if d != instance.isoformat()]
+        else:
+            new.instance_local = instance
+            booking.exdates = sorted({*booking.exdates, instance.isoformat()})
+        displaced = _displace(session, victims, booking.id, booking.title, now, join_link)
+        _reissue(session, booking, now, join_link)
+        audit.record(session, principal, "booking.move_occurrence", f"booking:{booking.id}",
+                     {"title": booking.title, "occurrence": local_start.isoformat(),
+                      "to": occurrence.local_start.isoformat(), "displaced": displaced},
+                     at=now)
+        return Decision(booking.id, displaced)
+
+    try:
+        return run_decision(db, days_touched([old_span, (occurrence.start, occurrence.end)]),
+                            decide)
+    except CapacityRefused as refusal:
+        refusal.details["suggestions"] = suggest(db, config, org, priority, units, refusal,
+                                                 schedule, now, moved_ids)
+        raise

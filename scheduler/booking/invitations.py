@@ -66,16 +66,33 @@ def rule_exceptions(booking: Booking, active_local_starts: Iterable[datetime]) -
 
 
 def invitation(booking: Booking, active_local_starts: Iterable[datetime], now: datetime,
-               join_link: str) -> bytes:
-    """METHOD:REQUEST: the booking as it stands (new or changed)."""
+               join_link: str,
+               moved: Iterable[tuple[datetime, datetime, datetime]] = ()) -> bytes:
+    """METHOD:REQUEST: the booking as it stands (new or changed).
+
+    ``moved``: occurrences moved on their own, as (the series' start they stand for, their
+    start, their end) in wall-clock time; each is an event of its own with the UID and a
+    RECURRENCE-ID (RFC 5545 3.8.4.4), its series start not an EXDATE.
+    """
     calendar = _calendar("REQUEST")
     event = _event(booking, now, join_link, "CONFIRMED")
+    moved = sorted(moved)
     if booking.rrule:
         event.add("rrule", vRecur.from_ical(booking.rrule))
-        exceptions = rule_exceptions(booking, active_local_starts)
+        exceptions = rule_exceptions(booking, [*active_local_starts,
+                                               *(instance for instance, _, _ in moved)])
         if exceptions:
             event.add("exdate", exceptions)
     calendar.add_component(event)
+    tz = ZoneInfo(booking.zone)
+    for instance, start, end in moved if booking.rrule else ():
+        override = _event(booking, now, join_link, "CONFIRMED")
+        del override["dtstart"]
+        del override["dtend"]
+        override.add("dtstart", start.replace(tzinfo=tz))
+        override.add("dtend", end.replace(tzinfo=tz))
+        override.add("recurrence-id", instance.replace(tzinfo=tz))
+        calendar.add_component(override)
     calendar.add_missing_timezones()
     return calendar.to_ical()
 

@@ -49,6 +49,16 @@ def active_local_starts(booking: Booking, occurrences: Iterable[BookingOccurrenc
             if o.state == "scheduled"]
 
 
+def moved_occurrences(booking: Booking, occurrences: Iterable[BookingOccurrence],
+                      ) -> list[tuple[datetime, datetime, datetime]]:
+    """The scheduled occurrences moved on their own, for :func:`invitations.invitation`:
+    (the series' start each stands for, its start, its end), wall-clock."""
+    tz = ZoneInfo(booking.zone)
+    return [(o.instance_local, o.start_utc.astimezone(tz).replace(tzinfo=None),
+             o.end_utc.astimezone(tz).replace(tzinfo=None))
+            for o in occurrences if o.state == "scheduled" and o.instance_local is not None]
+
+
 def has_recipients(organiser_email: str, invitees: Sequence[str]) -> bool:
     """Whether a booking's notices reach anyone (the organiser or an invitee)."""
     return bool(organiser_email or invitees)
@@ -72,8 +82,10 @@ def invite(session: Session, booking: Booking, occurrences: Iterable[BookingOccu
     if not has_recipients(booking.organiser_email, booking.invitees):
         return
     if ics is None:
+        occurrences = list(occurrences)
         ics = invitations.invitation(booking, active_local_starts(booking, occurrences), now,
-                                     join_link(booking.room_name, "guest", booking.izs))
+                                     join_link(booking.room_name, "guest", booking.izs),
+                                     moved_occurrences(booking, occurrences))
     verb = "Změna" if changed else "Pozvánka"
     english = "Changed" if changed else "Invitation"
     _queue(session, booking, "update" if changed else "invitation",

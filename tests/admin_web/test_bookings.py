@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -75,6 +76,28 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     assert invitation.ok and "RRULE:FREQ=WEEKLY" in await invitation.text()
     await screenshot(page, "admin-booking")
     booking_url = page.url.split("?")[0]
+
+    # One meeting of the series is called off from its page; the others stay, and it
+    # is an exception of the series from now on (the invitation's EXDATE).
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    second = page.locator("#occurrences li").nth(1)
+    await second.locator(".cancel-occurrence").click()
+    await page.wait_for_selector("#occurrences li[data-state=cancelled]")
+    assert await page.locator("#occurrences li[data-state=scheduled]").count() == 3
+    assert await page.locator("#occurrences li").nth(1).get_attribute("data-state") \
+        == "cancelled"
+    assert await page.locator("#occurrences li").nth(1).locator(".cancel-occurrence").count() == 0
+    invitation = await page.request.get(await page.get_attribute("#invitation", "href"))
+    assert "EXDATE" in await invitation.text()
+    # A change of the series in the form (half an hour later) keeps it cancelled.
+    await page.goto(booking_url + "/edit")
+    await page.fill("#f-start", "09:30")
+    await page.fill("#f-end", "11:00")
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    assert await page.locator("#occurrences li[data-state=scheduled]").count() == 3
+    invitation = await page.request.get(await page.get_attribute("#invitation", "href"))
+    assert "EXDATE" in await invitation.text()
 
     # The calendar shows it (week view), and not Beroun's meeting that same Monday.
     await page.goto("/admin/bookings")

@@ -321,7 +321,7 @@ async def test_openapi_lists_every_route(api: Api) -> None:
     assert "BookingIn" in document["components"]["schemas"]
     from scheduler.api import ROUTES
 
-    assert len([op for path in document["paths"].values() for op in path]) == len(ROUTES) == 25
+    assert len([op for path in document["paths"].values() for op in path]) == len(ROUTES) == 26
     occurrence = document["paths"]["/api/v1/bookings/{id}/occurrences/{start}"]["delete"]
     assert [p["schema"]["type"] for p in occurrence["parameters"]] == ["integer", "string"]
 
@@ -699,3 +699,131 @@ async def test_the_router_refuses_every_role_a_route_does_not_name(api: Api) -> 
             assert error["code"] == "forbidden" and principal.role in error["message"]
             checked += 1
     assert checked > 40
+
+
+def _series(**changes: object) -> dict[str, object]:
+    """Four Mondays from 7 December 2026, 10:00-11:00."""
+    return meeting(**{"start": "2026-12-07T10:00", "end": "2026-12-07T11:00",
+                      "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=4"}, **changes})
+
+
+def _starts(booking: dict[str, object]) -> list[str]:
+    return [str(o["start"])[:16] for o in booking["occurrences"]  # type: ignore[attr-defined]
+            if o["state"] == "scheduled"]
+
+
+async def _invitation_events(api: Api, booking_id: int) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The invitation's EXDATEs, and (RECURRENCE-ID, DTSTART, DTEND) of each moved
+    occurrence's event."""
+    ics = await (await api.call("admin_a", "GET", f"/bookings/{booking_id}/invitation.ics")).read()
+    fmt = "%Y-%m-%dT%H:%M"
+    events = Calendar.from_ical(ics).walk("VEVENT")
+    found = events[0].get("EXDATE")
+    lists = found if isinstance(found, list) else [found] if found is not None else []
+    return ([d.dt.strftime(fmt) for exdate in lists for d in exdate.dts],
+            [(e["RECURRENCE-ID"].dt.strftime(fmt), e["DTSTART"].dt.strftime(fmt),
+              e["DTEND"].dt.strftime(fmt)) for e in events if "RECURRENCE-ID" in e])
+
+
+async def test_one_occurrence_of_a_series_is_moved_and_a_series_change_keeps_it(
+        api: Api) -> None:
+    created = await api.call("admin_a", "POST", "/bookings", _series(
+        participants={"hd": 40}, invitees=["starosta@mesto.cz"]))  # 440 units
+    assert created.status == 201, await created.text()
+    booking = await created.json()
+    path = f"/bookings/{booking['id']}/occurrences"
+    updates = api.count(Notification)
+
+    # 14 December 10:00 moves to 15 December 14:00, as long as before.
+    response = await api.call("admin_a", "PATCH", f"{path}/2026-12-14T10:00",
+                              {"start": "2026-12-15T14:00"})
+    body = await response.json()
+    assert response.status == 200, body
+    assert _starts(body) == ["2026-12-07T10:00", "2026-12-15T14:00", "2026-12-21T10:00",
+                             "2026-12-28T10:00"]
+    assert body["occurrences"][1]["end"].startswith("2026-12-15T15:00")
+    assert body["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert body["sequence"] == 1 and body["occurrence_count"] == 4
+    assert api.count(Notification) == updates + 2  # the update, to both
+    # One event for the series (no EXDATE: the 14th is moved, not gone) and one for the
+    # moved occurrence, with the series' start it stands for as its RECURRENCE-ID.
+    assert await _invitation_events(api, booking["id"]) == (
+        [], [("2026-12-14T10:00", "2026-12-15T14:00", "2026-12-15T15:00")])
+    with api.world.db.session() as session:
+        actions = session.scalars(select(AuditEntry.action)
+                                  .where(AuditEntry.target == f"booking:{booking['id']}")
+                                  .order_by(AuditEntry.id)).all()
+    assert actions == ["booking.create", "booking.move_occurrence"]
+
+    # Admitted like a new booking: refused where it does not fit, nothing changed.
+    izs = await api.call("izs", "POST", "/bookings", meeting(
+        start="2026-12-16T10:00", end="2026-12-16T11:00", participants={"hd": 54}))
+    assert izs.status == 201, await izs.text()
+    response = await api.call("admin_a", "PATCH", f"{path}/2026-12-21T10:00",
+                              {"start": "2026-12-16T10:00", "end": "2026-12-16T11:00"})
+    assert response.status == 409
+    error = (await response.json())["error"]
+    assert error["code"] == "capacity_exceeded" and error["suggestions"]
+    assert error["conflicts"][0]["occurrence"] == "2026-12-16 10:00"
+    # Nor onto another occurrence of the series: one room, one meeting at a time.
+    response = await api.call("admin_a", "PATCH", f"{path}/2026-12-21T10:00",
+                              {"start": "2026-12-28T10:30"})
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "occurrence_overlap"
+    for start, status, code in (("2026-12-14T10:00", 404, "occurrence_not_found"),
+                                ("tomorrow", 422, "invalid_time")):
+        response = await api.call("admin_a", "PATCH", f"{path}/{start}",
+                                  {"start": "2026-12-17T10:00"})
+        assert response.status == status, start
+        assert (await response.json())["error"]["code"] == code
+    unchanged = await (await api.call("admin_a", "GET", f"/bookings/{booking['id']}")).json()
+    assert _starts(unchanged) == _starts(body) and unchanged["sequence"] == 1
+
+    # A change of the whole series keeps the moved one where it was put, with the new
+    # size, and never books the 14th beside it.
+    response = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"start": "2026-12-07T13:00", "end": "2026-12-07T14:00",
+                               "participants": {"hd": 30}})
+    changed = await response.json()
+    assert response.status == 200, changed
+    assert _starts(changed) == ["2026-12-07T13:00", "2026-12-15T14:00", "2026-12-21T13:00",
+                                "2026-12-28T13:00"]
+    assert changed["recurrence"]["exdates"] == ["2026-12-14T13:00:00"]
+    assert {units for _, state, units, _ in _occurrences(api, booking["id"])
+            if state == "scheduled"} == {330}
+    assert await _invitation_events(api, booking["id"]) == (
+        [], [("2026-12-14T13:00", "2026-12-15T14:00", "2026-12-15T15:00")])
+
+    # The moved one can be cancelled in turn; nothing brings it, or the 14th, back.
+    response = await api.call("admin_a", "DELETE", f"{path}/2026-12-15T14:00")
+    assert response.status == 200, await response.text()
+    response = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"participants": {"hd": 20}})
+    again = await response.json()
+    assert response.status == 200, again
+    assert _starts(again) == ["2026-12-07T13:00", "2026-12-21T13:00", "2026-12-28T13:00"]
+    assert again["recurrence"]["exdates"] == ["2026-12-14T13:00:00"]
+
+
+async def test_exceptions_given_without_a_moved_occurrence_give_the_series_it_back(
+        api: Api) -> None:
+    booking = await (await api.call("admin_a", "POST", "/bookings", _series())).json()
+    path = f"/bookings/{booking['id']}/occurrences"
+    response = await api.call("admin_a", "PATCH", f"{path}/2026-12-14T10:00",
+                              {"start": "2026-12-15T14:00", "end": "2026-12-15T14:30"})
+    assert response.status == 200, await response.text()
+    response = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                              {"recurrence": {"rrule": "FREQ=WEEKLY;COUNT=4", "exdates": []}})
+    body = await response.json()
+    assert response.status == 200, body
+    assert _starts(body) == _starts(booking)  # the 14th at 10:00 again, and only once
+    # Moved back to its series time, an occurrence is no exception any more.
+    moved = await (await api.call("admin_a", "PATCH", f"{path}/2026-12-14T10:00",
+                                  {"start": "2026-12-14T15:00"})).json()
+    assert moved["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    back = await api.call("admin_a", "PATCH", f"{path}/2026-12-14T15:00",
+                          {"start": "2026-12-14T10:00"})
+    back_body = await back.json()
+    assert back.status == 200, back_body
+    assert _starts(back_body) == _starts(booking)
+    assert back_body["recurrence"]["exdates"] == []
