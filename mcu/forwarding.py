@@ -303,21 +303,9 @@ class Consumer:
                 self.producer.request_keyframe()
 
     def forward(self, view: rtp.RtpView, extension: bytes, payload: bytes, keyframe: bool) -> None:
-        """Send one packet on this leg alone: the mixer's path, where the payload differs
-        per consumer (a received packet goes to all its legs in mcu._fanout.receive)."""
-        try:
-            sent, sent_bytes, errors, wants_keyframe = forward(
-                (self.leg,), extension, payload, 0, view.sequence_number, view.timestamp,
-                view.marker, keyframe, False, len(payload))
-        except ValueError:  # too long to send once the extension block is in
-            self.counters.send_errors += 1
-            return
-        counters = self.counters
-        counters.packets_forwarded += sent
-        counters.bytes_forwarded += sent_bytes
-        counters.send_errors += errors
-        if wants_keyframe and self.producer is not None:
-            self.producer.request_keyframe()
+        """Send one packet on this leg alone (a received packet goes to all its legs in
+        mcu._fanout.receive; the mixer sends through :func:`forward_to_all`)."""
+        forward_to_all((self,), view, extension, payload, keyframe)
 
     def retransmit(self, lost: list[int]) -> list[int]:
         """Answer a NACK from our own history (as RTX where negotiated).
@@ -380,3 +368,26 @@ class Consumer:
             ntp_pair = rtp.ntp_now()
             rtp_now = self.leg.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
+
+
+def forward_to_all(consumers: tuple[Consumer, ...], view: rtp.RtpView, extension: bytes,
+                   payload: bytes, keyframe: bool) -> None:
+    """Send one packet the server made to ``consumers`` (one C call for all their legs,
+    each with its own header): the mixer's path, one call per distinct payload."""
+    if not consumers:
+        return
+    counters = consumers[0].counters
+    try:
+        sent, sent_bytes, errors, wants_keyframe = forward(
+            tuple(consumer.leg for consumer in consumers), extension, payload, 0,
+            view.sequence_number, view.timestamp, view.marker, keyframe, False, len(payload))
+    except ValueError:  # too long to send once the extension block is in
+        counters.send_errors += len(consumers)
+        return
+    counters.packets_forwarded += sent
+    counters.bytes_forwarded += sent_bytes
+    counters.send_errors += errors
+    if wants_keyframe:
+        for producer in {id(c.producer): c.producer for c in consumers
+                         if c.producer is not None}.values():
+            producer.request_keyframe()

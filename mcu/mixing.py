@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mcu import rtp
-from mcu.forwarding import Consumer, Producer
+from mcu.forwarding import Consumer, Producer, forward_to_all
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.pacer import run_ticks
 from mcu.stats import WorkerCounters
@@ -57,15 +57,19 @@ class MixOutput(Producer):
         self.sender_report = (time.monotonic(), ntp_seconds + ntp_fraction / (1 << 32), timestamp)
         extension = b"" if self.kind == "audio" else rtp.abs_send_time_block()
         view = rtp.RtpView(self.payload_type, marker, self._seq, timestamp, self.ssrc, 0, 0, {})
+        # Most listeners share one payload (the mix), a talker has its own: one send call
+        # for each distinct payload, with all the legs that get it.
+        groups: dict[int, tuple[bytes, list[Consumer]]] = {}
         for consumer in self.consumers:
             payload = payload_for(consumer)
-            if not payload:
-                continue
+            if payload:
+                groups.setdefault(id(payload), (payload, []))[1].append(consumer)
+        for payload, consumers in groups.values():
             try:
-                consumer.forward(view, extension, payload, keyframe)
+                forward_to_all(tuple(consumers), view, extension, payload, keyframe)
             except Exception:
                 self.counters.handler_errors += 1
-                logger.exception("mixed leg %s failed", consumer.id)
+                logger.exception("mixed legs %s failed", [c.id for c in consumers])
 
 
 class RoomMixer:
