@@ -14,6 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from multipoint.http_security import (
     RedactedAccessLogger,
     forwarded_client,
+    is_trusted,
     redact,
     trusted_networks,
 )
@@ -89,6 +90,8 @@ def test_the_forwarded_client_is_the_nearest_untrusted_hop() -> None:
     assert forwarded_client("1.2.3.4, 203.0.113.5, 10.1.1.1", proxies) == "203.0.113.5"
     assert forwarded_client("not-an-address", proxies) is None
     assert forwarded_client("", proxies) is None
+    # A dual-stack listener (MULTIPOINT_HTTP_HOST=::) sees an IPv4 proxy as ::ffff:a.b.c.d.
+    assert is_trusted("::ffff:127.0.0.2", proxies) and not is_trusted("::ffff:127.0.0.3", proxies)
     with pytest.raises(SettingsError, match="MULTIPOINT_TRUSTED_PROXIES"):
         load_settings(trusted_proxies=["proxy.example"])
 
@@ -128,3 +131,31 @@ async def test_serve_logs_no_token(tmp_path: Path, caplog: pytest.LogCaptureFixt
         assert token not in caplog.text
     finally:
         await runner.cleanup()
+
+
+async def test_the_access_log_names_the_client_behind_a_trusted_proxy(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from multipoint.app import create_app
+
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                             secret_key="test-secret-" + "x" * 20, media_inline=True,
+                             trusted_proxies=["127.0.0.2/32"])
+    runner = web.AppRunner(create_app(settings), access_log_class=RedactedAccessLogger)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+            async with client_from("127.0.0.2") as proxy, proxy.get(
+                    f"http://127.0.0.1:{port}/healthz",
+                    headers={"X-Forwarded-For": "198.51.100.7"}) as response:
+                assert response.status == 200
+            # Not a proxy: what it claims is not logged as its address.
+            async with client_from("127.0.0.1") as client, client.get(
+                    f"http://127.0.0.1:{port}/healthz",
+                    headers={"X-Forwarded-For": "198.51.100.8"}) as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert [line.split(" ", 1)[0] for line in lines] == ["198.51.100.7", "127.0.0.1"]
