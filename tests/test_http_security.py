@@ -4,6 +4,7 @@ without tokens (multipoint/http_security.py), over real HTTP."""
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ from multipoint.http_security import (
 from multipoint.settings import Settings, SettingsError, load_settings
 from signaling.links import join_url
 from tests.conftest import RunningServer, free_port
+from tests.test_docker_config import _self_signed
 
 
 @pytest.fixture
@@ -159,3 +161,26 @@ async def test_the_access_log_names_the_client_behind_a_trusted_proxy(
         await runner.cleanup()
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert [line.split(" ", 1)[0] for line in lines] == ["198.51.100.7", "127.0.0.1"]
+
+
+async def test_direct_tls_brings_hsts_and_secure_cookies(tmp_path: Path) -> None:
+    # No proxy at all: the front itself speaks TLS.
+    from multipoint.app import create_app
+
+    _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "fullchain.pem", tmp_path / "privkey.pem")
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                             secret_key="test-secret-" + "x" * 20, media_inline=True)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"https://127.0.0.1:{port}/admin/sign-in", ssl=False) as response:
+            assert response.status == 200
+            assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+            assert "Secure" in response.headers["Set-Cookie"]
+    finally:
+        await runner.cleanup()
