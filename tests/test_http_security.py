@@ -184,3 +184,16 @@ async def test_direct_tls_brings_hsts_and_secure_cookies(tmp_path: Path) -> None
             assert "Secure" in response.headers["Set-Cookie"]
     finally:
         await runner.cleanup()
+
+
+async def test_an_ipv6_client_counts_as_its_64(server: RunningServer) -> None:
+    # Fresh addresses of one IPv6 line (here as a trusted proxy names them) share one
+    # per-address limit (self-test pages: 2 a minute in these settings).
+    statuses = []
+    async with client_from("127.0.0.2") as proxy:
+        for client in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3",
+                       "2001:db8:1:3::1"):
+            async with proxy.get(server.url + "/selftest",
+                                 headers={"X-Forwarded-For": client}) as response:
+                statuses.append(response.status)
+    assert statuses == [200, 200, 429, 200]
