@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+FORWARDED_FOR = web.RequestKey("forwarded_for", str)  # the client a trusted proxy named
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -44,6 +45,8 @@ def is_trusted(peer: str | None, networks: tuple[Network, ...]) -> bool:
         address = ipaddress.ip_address(peer)
     except ValueError:  # a Unix socket peer, say
         return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # an IPv4 proxy seen by a dual-stack (::) listener
     return any(address in network for network in networks)
 
 
@@ -68,6 +71,7 @@ def forwarded_middleware(networks: tuple[Network, ...]) -> Callable[..., Awaitab
             client = forwarded_client(request.headers.get("X-Forwarded-For", ""), networks)
             if client:
                 changes["remote"] = client
+                request[FORWARDED_FOR] = client  # the access log gets this request, not the clone
             scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
             if scheme in ("http", "https"):
                 changes["scheme"] = scheme
@@ -113,7 +117,9 @@ class RedactedAccessLogger(AbstractAccessLogger):
     """aiohttp's access log line, with tokens in URLs replaced by ``[redacted]``."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"', request.remote or "-",
+        # The client, also behind a trusted proxy (else every line would name the proxy).
+        client = request.get(FORWARDED_FOR) or request.remote or "-"
+        self.logger.info('%s "%s %s HTTP/%d.%d" %d %d %.3fs "%s"', client,
                          request.method, redact(request.path_qs), request.version.major,
                          request.version.minor, response.status, response.body_length, time,
                          request.headers.get("User-Agent", "-"))

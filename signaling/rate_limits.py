@@ -10,6 +10,7 @@ trying while refused is let in again when its window has moved on.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 
 from limits import RateLimitItem, parse_many
@@ -26,6 +27,22 @@ def parse_rule(rule: str) -> list[RateLimitItem]:
     if not items:
         raise ValueError(f"{rule!r} names no rate")
     return items
+
+
+def address_key(address: str) -> str:
+    """A client address as a key: an IPv4 address, or the /64 of an IPv6 one. An IPv6
+    client holds a whole /64 and could take a fresh address for every join: counted
+    address by address it would never reach a limit. (The admin sign-in throttle counts
+    the same way: scheduler/access/users.py.)"""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def token_key(token: str) -> str:

@@ -32,7 +32,7 @@ from signaling.protocol import (
     require_sdp,
     require_str,
 )
-from signaling.rate_limits import RateLimits, token_key
+from signaling.rate_limits import RateLimits, address_key, token_key
 from signaling.selftest_calls import SelfTestCalls, server_problems
 from signaling.tokens import JoinGrant, TokenError, issue_token, verify_token
 
@@ -322,7 +322,7 @@ class ParticipantConnection:
                  transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
         self.signaling = signaling
-        self.peer_ip = peer_ip  # the socket's peer: what the pending-join cap counts
+        self.peer_ip = peer_ip  # the client (an IPv6 one as its /64): what per-address limits count
         self._transport = transport
         self._outbox: asyncio.Queue[str] = asyncio.Queue(signaling.config.send_queue_messages)
         self._writer = asyncio.ensure_future(self._write())
@@ -709,8 +709,9 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=config.max_message_bytes * 4)
         await ws.prepare(request)
         # The client's address: the socket's peer, or what a trusted proxy reported
-        # (multipoint/http_security.py hands the request on as the client made it).
-        connection = ParticipantConnection(ws, signaling, request.remote or "",
+        # (multipoint/http_security.py hands the request on as the client made it); an
+        # IPv6 client counts as its /64.
+        connection = ParticipantConnection(ws, signaling, address_key(request.remote or ""),
                                            request.transport)
         try:
             async for msg in ws:
@@ -738,7 +739,8 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         # an anonymous self-test of their own.
         endpoint = None
         token = request.query.get("token")
-        retry_after = signaling.rate_limits.hit("selftest_per_ip", request.remote or "")
+        retry_after = signaling.rate_limits.hit("selftest_per_ip",
+                                                address_key(request.remote or ""))
         if retry_after is not None:  # each page is a token, and soon a call
             raise web.HTTPTooManyRequests(
                 text=f"too many self-tests from this address; try again in {retry_after:.0f} s",
@@ -766,7 +768,8 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         if not isinstance(body, dict):
             return _json_error(400, "bad_message", "the body must be a JSON object")
         for action, key, what in (
-                ("selftest_per_ip", request.remote or "", "self-test results from this address"),
+                ("selftest_per_ip", address_key(request.remote or ""),
+                 "self-test results from this address"),
                 ("selftest_per_link", token_key(str(body.get("token"))),
                  "self-test results for this link")):
             retry_after = signaling.rate_limits.hit(action, key)

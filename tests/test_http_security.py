@@ -4,6 +4,7 @@ without tokens (multipoint/http_security.py), over real HTTP."""
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import aiohttp
@@ -14,12 +15,14 @@ from aiohttp.test_utils import make_mocked_request
 from multipoint.http_security import (
     RedactedAccessLogger,
     forwarded_client,
+    is_trusted,
     redact,
     trusted_networks,
 )
 from multipoint.settings import Settings, SettingsError, load_settings
 from signaling.links import join_url
 from tests.conftest import RunningServer, free_port
+from tests.test_docker_config import _self_signed
 
 
 @pytest.fixture
@@ -89,6 +92,8 @@ def test_the_forwarded_client_is_the_nearest_untrusted_hop() -> None:
     assert forwarded_client("1.2.3.4, 203.0.113.5, 10.1.1.1", proxies) == "203.0.113.5"
     assert forwarded_client("not-an-address", proxies) is None
     assert forwarded_client("", proxies) is None
+    # A dual-stack listener (MULTIPOINT_HTTP_HOST=::) sees an IPv4 proxy as ::ffff:a.b.c.d.
+    assert is_trusted("::ffff:127.0.0.2", proxies) and not is_trusted("::ffff:127.0.0.3", proxies)
     with pytest.raises(SettingsError, match="MULTIPOINT_TRUSTED_PROXIES"):
         load_settings(trusted_proxies=["proxy.example"])
 
@@ -128,3 +133,67 @@ async def test_serve_logs_no_token(tmp_path: Path, caplog: pytest.LogCaptureFixt
         assert token not in caplog.text
     finally:
         await runner.cleanup()
+
+
+async def test_the_access_log_names_the_client_behind_a_trusted_proxy(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from multipoint.app import create_app
+
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                             secret_key="test-secret-" + "x" * 20, media_inline=True,
+                             trusted_proxies=["127.0.0.2/32"])
+    runner = web.AppRunner(create_app(settings), access_log_class=RedactedAccessLogger)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+            async with client_from("127.0.0.2") as proxy, proxy.get(
+                    f"http://127.0.0.1:{port}/healthz",
+                    headers={"X-Forwarded-For": "198.51.100.7"}) as response:
+                assert response.status == 200
+            # Not a proxy: what it claims is not logged as its address.
+            async with client_from("127.0.0.1") as client, client.get(
+                    f"http://127.0.0.1:{port}/healthz",
+                    headers={"X-Forwarded-For": "198.51.100.8"}) as response:
+                assert response.status == 200
+    finally:
+        await runner.cleanup()
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert [line.split(" ", 1)[0] for line in lines] == ["198.51.100.7", "127.0.0.1"]
+
+
+async def test_direct_tls_brings_hsts_and_secure_cookies(tmp_path: Path) -> None:
+    # No proxy at all: the front itself speaks TLS.
+    from multipoint.app import create_app
+
+    _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "fullchain.pem", tmp_path / "privkey.pem")
+    port = free_port()
+    settings = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
+                             secret_key="test-secret-" + "x" * 20, media_inline=True)
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    try:
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"https://127.0.0.1:{port}/admin/sign-in", ssl=False) as response:
+            assert response.status == 200
+            assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+            assert "Secure" in response.headers["Set-Cookie"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_ipv6_client_counts_as_its_64(server: RunningServer) -> None:
+    # Fresh addresses of one IPv6 line (here as a trusted proxy names them) share one
+    # per-address limit (self-test pages: 2 a minute in these settings).
+    statuses = []
+    async with client_from("127.0.0.2") as proxy:
+        for client in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::3",
+                       "2001:db8:1:3::1"):
+            async with proxy.get(server.url + "/selftest",
+                                 headers={"X-Forwarded-For": client}) as response:
+                statuses.append(response.status)
+    assert statuses == [200, 200, 429, 200]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
@@ -94,10 +95,26 @@ def set_password(session: Session, user_id: int, password: str,
     audit.record(session, actor, "user.password", f"user:{user.name}", {"sessions_ended": ended})
 
 
+def address_key(address: str) -> str:
+    """Whom the sign-in limits count: an IPv4 address, or the /64 of an IPv6 one. Any
+    IPv6 client holds a whole /64 (a home line, a server) and can take a fresh address
+    for every try: counted one by one, its addresses would never reach a limit."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class SignInThrottle:
     """How often sign-ins may be tried, in this process (``limits``, moving windows).
 
-    An address may try ``ATTEMPTS_PER_ADDRESS`` sign-ins; after
+    An address (an IPv6 client's whole /64: :func:`address_key`) may try
+    ``ATTEMPTS_PER_ADDRESS`` sign-ins; after
     ``FAILURES_PER_ACCOUNT_AND_ADDRESS`` wrong passwords for one name from one address,
     that address gets the wrong-password answer for that name (the password is not even
     checked) until the window moves on. Others, the account's owner included, sign in as
@@ -112,6 +129,7 @@ class SignInThrottle:
 
     def attempt(self, address: str) -> float | None:
         """Count one attempt from ``address``: None, or seconds to wait (answer 429)."""
+        address = address_key(address)
         if all(self._limiter.test(item, "attempt", address) for item in self._attempts):
             for item in self._attempts:
                 self._limiter.hit(item, "attempt", address)
@@ -120,11 +138,13 @@ class SignInThrottle:
         return max(1.0, max(s.reset_time for s in stats if s.remaining == 0) - time.time())
 
     def blocked(self, name: str, address: str) -> bool:
+        address = address_key(address)
         return not all(self._limiter.test(item, "failure", name.lower(), address)
                        for item in self._failures)
 
     def failed(self, name: str, address: str) -> bool:
         """Count a wrong password; True when this one blocks the pair."""
+        address = address_key(address)
         for item in self._failures:
             self._limiter.hit(item, "failure", name.lower(), address)
         return self.blocked(name, address)
