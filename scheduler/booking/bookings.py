@@ -65,7 +65,15 @@ from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
-from scheduler.models import Booking, BookingOccurrence, MediaNode, MediaWorker, Quota, Room
+from scheduler.models import (
+    AuditEntry,
+    Booking,
+    BookingOccurrence,
+    MediaNode,
+    MediaWorker,
+    Quota,
+    Room,
+)
 from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info, subtree_ids
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
@@ -488,20 +496,16 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
     if not admitted:
         return outcomes, cache, {}
     rows = [{**new.fields, "izs": org.izs} for _, new, org, _, _ in admitted]
-    ids, occurrence_ids = _insert_admitted(session.connection(), rows, per_booking)
-    created: list[audit.Entry] = []
+    # The audit entry of each creation goes in the same statement (no booking without it).
+    ids, occurrence_ids = _insert_admitted(session.connection(), rows, per_booking,
+                                           [new.principal for _, new, _, _, _ in admitted])
     for booking_id, row, (index, new, _, _, victims) in zip(ids, rows, admitted, strict=True):
         displaced = _displace(session, victims, booking_id, str(row["title"]), new.now,
                               new.join_link)
         if notices.has_recipients(str(row["organiser_email"]), row["invitees"]):  # type: ignore[arg-type]
             booking = Booking(id=booking_id, **row)  # not added: its row is written above
             notices.invite(session, booking, [], new.now, new.join_link, ics=new.ics)
-        created.append((new.now, new.principal, "booking.create", f"booking:{booking_id}",
-                        {"title": row["title"], "displaced": displaced}))
         outcomes[index] = Decision(booking_id, displaced, new.skipped)
-    # In the bookings' own transaction, one statement for the batch: no booking without
-    # its audit entry.
-    audit.record_many(session, created)
     # The locked days as they will be once this commits: what was read, less what was
     # displaced, plus what was admitted (with its ids, so that a later emergency can
     # displace it), under the versions this transaction's writes give them.
@@ -546,7 +550,13 @@ o AS (
        AS r(uid text, start_utc timestamptz, end_utc timestamptz, units integer,
             holder_id integer, izs boolean, priority text)
   JOIN b ON b.uid = r.uid
-  RETURNING booking_id, start_utc, id)
+  RETURNING booking_id, start_utc, id),
+a AS (
+  INSERT INTO audit_log (at, actor_id, actor, action, target, details)
+  SELECT r.at, r.actor_id, r.actor, 'booking.create', 'booking:' || b.id, r.details
+  FROM json_to_recordset(CAST(:audit AS json))
+       AS r(uid text, at timestamptz, actor_id integer, actor text, details json)
+  JOIN b ON b.uid = r.uid)
 SELECT b.uid, b.id, o.start_utc, o.id FROM o JOIN b ON b.id = o.booking_id
 """)
 
@@ -567,11 +577,18 @@ def _json_booking(booking: dict[str, object]) -> dict[str, object]:
 
 
 def _insert_admitted(connection: Connection, bookings: list[dict[str, object]],
-                     occurrences: list[list[Allocation]]) -> tuple[list[int], list[int]]:
-    """Write the bookings and each one's occurrences; the ids of both, in order."""
+                     occurrences: list[list[Allocation]],
+                     actors: list[Principal]) -> tuple[list[int], list[int]]:
+    """Write the bookings, each one's occurrences and the audit entry of its creation
+    (``actors``: who booked each); the ids of bookings and occurrences, in order."""
     if connection.dialect.name != "postgresql":
         ids = list(connection.execute(insert(Booking.__table__).returning(  # type: ignore[arg-type]
             Booking.__table__.c.id, sort_by_parameter_order=True), bookings).scalars())
+        connection.execute(insert(AuditEntry.__table__), [  # type: ignore[arg-type]
+            {"at": booking["created_at"], "actor_id": actor.user_id, "actor": actor.name,
+             "action": "booking.create", "target": f"booking:{booking_id}",
+             "details": {"title": booking["title"]}}
+            for booking_id, booking, actor in zip(ids, bookings, actors, strict=True)])
         rows = [{"booking_id": booking_id, "start_utc": a.start, "end_utc": a.end,
                  "units": a.units, "holder_id": a.holder, "izs": a.izs, "priority": a.priority,
                  "state": "scheduled"}
@@ -585,9 +602,13 @@ def _insert_admitted(connection: Connection, bookings: list[dict[str, object]],
              "izs": a.izs, "priority": a.priority}
             for booking, allocations in zip(bookings, occurrences, strict=True)
             for a in allocations]
+    audit_rows = [{"uid": booking["uid"], "at": booking["created_at"].isoformat(),  # type: ignore[attr-defined]
+                   "actor_id": actor.user_id, "actor": actor.name,
+                   "details": {"title": booking["title"]}}
+                  for booking, actor in zip(bookings, actors, strict=True)]
     written = connection.execute(_PG_INSERT_ADMITTED, {
         "bookings": json.dumps([_json_booking(booking) for booking in bookings]),
-        "occurrences": json.dumps(rows)}).all()
+        "occurrences": json.dumps(rows), "audit": json.dumps(audit_rows)}).all()
     booking_ids = {uid: booking_id for uid, booking_id, _, _ in written}
     occurrence_ids = {(uid, start): occurrence_id for uid, _, start, occurrence_id in written}
     return ([booking_ids[booking["uid"]] for booking in bookings],
