@@ -45,15 +45,64 @@ ERROR_STATUSES = {
 }
 
 
+def _obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object schema: these fields always there (of these types), others allowed."""
+    return {"type": "object", "required": list(required),
+            "properties": {**required, **(optional or {})}}
+
+
+INT, STR, BOOL, NUM = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}, {"type": "number"}
+OPT_INT, OPT_STR = {"type": ["integer", "null"]}, {"type": ["string", "null"]}
+MIX = _obj({"hd": INT, "sd": INT, "audio": INT, "mixed": INT})
+LINKS = _obj({"host": STR, "guest": STR})
+# What the API answers on success, by name (Route.response): the fields a client may
+# rely on. tests/scheduler/test_api.py and test_openapi_conformance.py check live answers.
+RESPONSES: dict[str, dict[str, Any]] = {
+    "Me": _obj({"id": INT, "name": STR, "role": STR, "organisation_id": OPT_INT, "email": STR}),
+    "Organisation": _obj({"id": INT, "name": STR, "kind": STR, "code": OPT_STR,
+                          "parent_id": OPT_INT, "email": STR}),
+    "Node": _obj({"id": INT, "name": STR, "enabled": BOOL, "labels": {"type": "array"},
+                  "workers": {"type": "array", "items": _obj({
+                      "id": INT, "index": INT, "capacity_units": INT, "enabled": BOOL})}}),
+    "NodeRegistered": _obj({"id": INT}),
+    "NodeState": _obj({"id": INT, "enabled": BOOL}),
+    "Quotas": _obj({"pool_units": INT, "izs_reserve_percent": NUM, "izs_reserve_units": INT,
+                    "quotas": {"type": "array", "items": _obj({
+                        "organisation_id": INT, "share_percent": NUM, "units": INT})}}),
+    "Quota": _obj({"organisation_id": INT, "share_percent": NUM}),
+    "Booking": _obj({"id": INT, "uid": STR, "sequence": INT, "organisation_id": INT,
+                     "title": STR, "priority": STR, "izs": BOOL, "status": STR,
+                     "time_zone": STR, "start": STR, "end": STR,
+                     "recurrence": {"type": ["object", "null"]}, "participants": MIX,
+                     "units": INT, "room": STR, "join_links": LINKS},
+                    {"occurrences": {"type": "array", "items": _obj({
+                        "id": INT, "start": STR, "end": STR, "state": STR})},
+                     "displaced_occurrences": {"type": "array"}}),
+    "Availability": _obj({"pool_units": INT, "segments": {"type": "array", "items": _obj({
+        "start": STR, "end": STR, "free_units": INT})}}),
+    "Bridge": _obj({"id": INT, "organisation_id": INT, "name": STR, "room": STR,
+                    "participants": MIX, "units": INT, "active": BOOL, "join_links": LINKS}),
+    "User": _obj({"id": INT, "name": STR, "role": STR, "organisation_id": OPT_INT,
+                  "email": STR}),
+    "Token": _obj({"token": STR}),
+    "Object": {"type": "object"},
+}
+
+
 def _success(route: Any) -> dict[str, Any]:
     if route.status == 204:
         return {"description": "done; no content"}
+    item = {"$ref": f"#/components/schemas/{route.response}"} if route.response \
+        else {"type": "object"}
     if route.paged is None:
-        return {"description": "created" if route.status == 201 else "OK"}
+        answer: dict[str, Any] = {"description": "created" if route.status == 201 else "OK"}
+        if route.response:
+            answer["content"] = {"application/json": {"schema": item}}
+        return answer
     return {"description": "one page of the list", "content": {"application/json": {"schema": {
         "type": "object", "required": [route.paged, "total", "limit", "offset", "next"],
         "properties": {
-            route.paged: {"type": "array", "items": {"type": "object"}},
+            route.paged: {"type": "array", "items": item},
             "total": {"type": "integer", "minimum": 0, "description": "items in the whole list"},
             "limit": {"type": "integer"}, "offset": {"type": "integer"},
             "next": {"type": ["string", "null"],
@@ -63,7 +112,7 @@ def _success(route: Any) -> dict[str, Any]:
 
 def document(routes: Any) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, **RESPONSES}
     for route in routes:
         parameters = [{"name": name, "in": "path", "required": True,
                        "schema": PATH_SCHEMAS.get(name, {"type": "integer", "minimum": 1,

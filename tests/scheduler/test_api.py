@@ -827,3 +827,39 @@ async def test_exceptions_given_without_a_moved_occurrence_give_the_series_it_ba
     assert back.status == 200, back_body
     assert _starts(back_body) == _starts(booking)
     assert back_body["recurrence"]["exdates"] == []
+
+
+async def test_successful_answers_match_the_documented_schemas(api: Api) -> None:
+    import jsonschema
+
+    document = await (await api.call(None, "GET", "/openapi.json")).json()
+
+    def schema_of(method: str, path: str, status: str) -> dict:
+        answer = document["paths"]["/api/v1" + path][method]["responses"][status]
+        schema = answer["content"]["application/json"]["schema"]
+        if "$ref" in schema:
+            return document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        items = schema["properties"][next(iter(schema["required"]))]["items"]
+        page = dict(schema, properties=dict(schema["properties"]))
+        key = next(iter(schema["required"]))
+        page["properties"][key] = {"type": "array", "items": document["components"]["schemas"][
+            items["$ref"].rsplit("/", 1)[1]]}
+        return page
+
+    booking = meeting(api.world.region_a, recurrence={"rrule": "FREQ=WEEKLY;COUNT=2"})
+    calls = [("post", "/bookings", "/bookings", booking, "201"),
+             ("get", "/bookings/{id}", "/bookings/1", None, "200"),
+             ("get", "/bookings", "/bookings?from=2026-12-01T00:00&to=2026-12-20T00:00", None, "200"),
+             ("get", "/me", "/me", None, "200"),
+             ("get", "/organisations", "/organisations", None, "200"),
+             ("get", "/nodes", "/nodes", None, "200"),
+             ("get", "/quotas", "/quotas", None, "200"),
+             ("get", "/availability", "/availability?from=2026-12-03T09:00&to=2026-12-03T12:00"
+              f"&organisation_id={api.world.region_a}", None, "200"),
+             ("post", "/bridges", "/bridges",
+              {"organisation_id": api.world.izs, "name": "Povodně", "participants": {"hd": 4}}, "201"),
+             ("post", "/users", "/users", {"name": "svoboda", "role": "coordinator"}, "201")]
+    for method, documented, path, body, status in calls:
+        response = await api.call("operator", method.upper(), path, body)
+        assert str(response.status) == status, (path, await response.text())
+        jsonschema.validate(await response.json(), schema_of(method, documented, status))
