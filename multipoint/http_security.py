@@ -29,8 +29,12 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
             "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 HSTS = "max-age=31536000"
 # Query parameters whose values are secrets (join and self-test tokens, API tokens).
+# A secret may also ride URL-encoded inside another parameter (a sign-in page's
+# ``next=%2Fcall%2Fx%3Ftoken%3D...``): its value then ends at an encoded ``&``.
 SECRET_PARAMETER = re.compile(r"((?:^|[?&;])(?:token|access_token|secret|password)=)[^&;#]*",
                               re.IGNORECASE)
+ENCODED_SECRET = re.compile(r"((?:%3F|%26|%3B)(?:token|access_token|secret|password)%3D)"
+                            r"(?:(?!%26|%3B|%23)[^&;#])*", re.IGNORECASE)
 
 
 def trusted_networks(proxies: Iterable[str]) -> tuple[Network, ...]:
@@ -110,7 +114,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 
 def redact(path_qs: str) -> str:
     """A request target with the values of secret query parameters replaced."""
-    return SECRET_PARAMETER.sub(r"\1[redacted]", path_qs)
+    return ENCODED_SECRET.sub(r"\1[redacted]", SECRET_PARAMETER.sub(r"\1[redacted]", path_qs))
 
 
 class RedactedAccessLogger(AbstractAccessLogger):

@@ -103,6 +103,9 @@ def test_tokens_never_reach_the_access_log(caplog: pytest.LogCaptureFixture) -> 
     assert redact(link) == "/call/porada?token=[redacted]&lang=cs"
     assert redact("/selftest?lang=cs&TOKEN=abc;x=1") == "/selftest?lang=cs&TOKEN=[redacted];x=1"
     assert redact("/api/v1/bookings?limit=5") == "/api/v1/bookings?limit=5"
+    # A link inside another parameter, URL-encoded, loses its token too.
+    assert redact("/admin/sign-in?next=%2Fcall%2Fporada%3Ftoken%3Dabc.def%26lang%3Dcs&x=1") \
+        == "/admin/sign-in?next=%2Fcall%2Fporada%3Ftoken%3D[redacted]%26lang%3Dcs&x=1"
     logger = logging.getLogger("test.access")
     access_log = RedactedAccessLogger(logger, "")
     request = make_mocked_request("GET", link, headers={"User-Agent": "Chromium"})
