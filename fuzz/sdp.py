@@ -1,7 +1,8 @@
 """SDP: a client's answer to the server's offer, as a participant takes it.
 
-mcu/participant.py ``accept_answer`` hands the answer to aiortc's
-``setRemoteDescription`` on a connection that waits for it, and answers any exception
+mcu/participant.py ``accept_answer`` checks the answer (``check_answer``: fingerprints and
+ICE credentials) and hands it to aiortc's ``setRemoteDescription`` on a connection that
+waits for it, and answers any exception
 with ``bad_sdp``. What must hold for garbage: aiortc returns or raises (no hang, no
 crash), and a refused answer leaves the connection waiting for an answer, so the
 client can still send a good one. A good answer from a real client is accepted every
@@ -49,6 +50,7 @@ def one_input(data: bytes) -> None:
     _inputs += 1
     text = data.decode("utf-8", "replace")
     try:
+        aiortc_adapter.check_answer(text)  # as Participant.accept_answer does first
         _loop.run_until_complete(
             _server.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer")))
     except Exception:  # the server's bad_sdp

@@ -38,6 +38,7 @@ import aioice
 import aioice.ice
 import aioice.stun
 import aiortc
+import aiortc.sdp as aiortc_sdp
 import pylibsrtp
 import pylibsrtp._binding
 from aiortc import (
@@ -567,6 +568,35 @@ def arrival_clock(dtls: RTCDtlsTransport) -> Callable[[], float | None]:
         return seconds + nanoseconds / 1e9
 
     return last_arrival
+
+
+def check_answer(sdp: str) -> None:
+    """Refuse (ValueError) an answer aiortc would take but cannot connect with.
+
+    aiortc accepts an answer whose media carry no DTLS fingerprint or no ICE credentials;
+    its connection task then fails in the background (an assertion, "Task exception was
+    never retrieved") and the connection cannot even be closed cleanly; so does a BUNDLE
+    group naming sections that are not there (both found by fuzz/sdp.py). Every media
+    section must have its mid, fingerprint and ICE credentials, all in one BUNDLE group.
+    """
+    description = aiortc_sdp.SessionDescription.parse(sdp)
+    mids = [media.rtp.muxId for media in description.media]
+    if not all(mids) or len(set(mids)) != len(mids):
+        raise ValueError("every media section needs a mid of its own")
+    # The server offers every section on one transport: the answer must bundle them all
+    # (a BUNDLE naming something else left aiortc unable to close the connection).
+    bundles = [group for group in description.group if group.semantic == "BUNDLE"]
+    accepted = {mid for mid, media in zip(mids, description.media, strict=True) if media.port}
+    if len(bundles) != 1 or not accepted <= set(map(str, bundles[0].items)) \
+            or not set(map(str, bundles[0].items)) <= set(mids):
+        raise ValueError("the answer must bundle all its media sections in one BUNDLE group")
+    for media in description.media:
+        if media.port == 0:  # rejected by the client: nothing to connect
+            continue
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise ValueError(f"the {media.kind} section has no DTLS fingerprint")
+        if not media.ice.usernameFragment or not media.ice.password:
+            raise ValueError(f"the {media.kind} section has no ICE credentials")
 
 
 def parse_rtcp(data: bytes) -> list[Any]:

@@ -144,6 +144,7 @@ class Participant:
                 raise NegotiationError("stale_answer",
                                        f"answer is for offer {revision}, expected {self._awaiting_answer}")
             try:
+                adapter.check_answer(sdp)
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:  # aiortc raises ValueError/InvalidStateError/...
                 raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None

@@ -224,3 +224,25 @@ async def test_malformed_stun_is_counted_and_dropped_quietly(server, caplog) -> 
     finally:
         sender.close()
         await client.close()
+
+
+async def test_an_answer_without_fingerprints_is_refused_and_a_real_one_still_connects(server) -> None:
+    # aiortc would take it, fail to connect in the background and then fail to close
+    # the connection (found by fuzz/sdp.py): it is bad_sdp before aiortc sees it.
+    client = await SignalClient.connect(server.ws_url)
+    peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    try:
+        await client.send({"type": "join", "v": 1, "token": token(server, "selftest-fp")})
+        await client.next("joined")
+        offer = await client.next("offer")
+        real = await peer.answer(offer["sdp"], offer["publish"])
+        stripped = "".join(line for line in real.splitlines(keepends=True)
+                           if not line.startswith("a=fingerprint"))
+        error = await expect_error(client, {"type": "answer", "sdp": stripped,
+                                            "revision": offer["revision"]}, "bad_sdp")
+        assert "fingerprint" in error["message"]
+        await client.send({"type": "answer", "sdp": real, "revision": offer["revision"]})
+        assert await wait_until(lambda: sum(peer.frames("video").values()) > 10, timeout=20)
+    finally:
+        await client.close()
+        await peer.close()
