@@ -570,6 +570,14 @@ def arrival_clock(dtls: RTCDtlsTransport) -> Callable[[], float | None]:
     return last_arrival
 
 
+def stop_bandwidth_reports(pc: RTCPeerConnection) -> None:
+    """A client connection that sends no REMB of its own: its receivers' estimators go.
+    For tests that write a client's bandwidth reports themselves (an estimate of the
+    client's own would overwrite theirs at its own moments)."""
+    for transceiver in pc.getTransceivers():
+        transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+
+
 def check_answer(sdp: str) -> None:
     """Refuse (ValueError) an answer aiortc would take but cannot connect with.
 
