@@ -117,9 +117,8 @@ def render(request: web.Request, template_name: str, status: int = 200,
     response = web.Response(text=body, content_type="text/html", status=status)
     if "lang" in request.query and lang == request.query["lang"]:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="Lax", path="/")
-    # Admin pages are never framed (clickjacking) nor cached by a shared proxy.
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = "no-store"
+    # Never framed nor cached: multipoint/http_security.py does that for every page. The
+    # admin pages' own policy lets their stylesheets' inline styles and data: fonts in.
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; img-src 'self' data:; font-src 'self' data:; "
         "style-src 'self' 'unsafe-inline'; "

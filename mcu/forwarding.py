@@ -302,11 +302,6 @@ class Consumer:
             if self.producer is not None:
                 self.producer.request_keyframe()
 
-    def forward(self, view: rtp.RtpView, extension: bytes, payload: bytes, keyframe: bool) -> None:
-        """Send one packet on this leg alone (a received packet goes to all its legs in
-        mcu._fanout.receive; the mixer sends through :func:`forward_to_all`)."""
-        forward_to_all((self,), view, extension, payload, keyframe)
-
     def retransmit(self, lost: list[int]) -> list[int]:
         """Answer a NACK from our own history (as RTX where negotiated).
 

@@ -425,6 +425,13 @@ class Api:
                  "displaced_by": o.displaced_by} for o in rows[:500]]
         return data
 
+    def _seen_booking(self, principal: Principal, booking_id: int) -> Booking:
+        """The booking, if ``principal`` may see it (its organisation's, or below)."""
+        with self.db.session() as session:
+            booking, org = bookings.get_booking(session, booking_id)
+            require_see_booking(principal, org)
+            return booking
+
     def _read_booking(self, principal: Principal, booking_id: int) -> dict[str, object]:
         with self.db.session() as session:
             booking, org = bookings.get_booking(session, booking_id)
@@ -494,14 +501,7 @@ class Api:
         assert principal is not None
         booking_id = _path_id(request)
         data: BookingPatch = await self._body(request, BookingPatch)
-
-        def current() -> Booking:
-            with self.db.session() as session:
-                booking, org = bookings.get_booking(session, booking_id)
-                require_see_booking(principal, org)
-                return booking
-
-        booking = await self.run(current)
+        booking = await self.run(self._seen_booking, principal, booking_id)
         schedule = None
         if any(v is not None for v in (data.start, data.end, data.time_zone, data.recurrence)) \
                 or data.remove_recurrence:
@@ -544,14 +544,7 @@ class Api:
                                 principal: Principal | None) -> web.Response:
         assert principal is not None
         booking_id = _path_id(request)
-
-        def zone_of() -> str:
-            with self.db.session() as session:
-                booking, org = bookings.get_booking(session, booking_id)
-                require_see_booking(principal, org)
-                return booking.zone
-
-        tz = zone(await self.run(zone_of))
+        tz = zone((await self.run(self._seen_booking, principal, booking_id)).zone)
         try:
             local_start = parse_local(request.match_info["start"], tz, "start")
         except RecurrenceError as exc:
@@ -566,14 +559,7 @@ class Api:
         assert principal is not None
         booking_id = _path_id(request)
         data: OccurrencePatch = await self._body(request, OccurrencePatch)
-
-        def zone_of() -> str:
-            with self.db.session() as session:
-                booking, org = bookings.get_booking(session, booking_id)
-                require_see_booking(principal, org)
-                return booking.zone
-
-        tz = zone(await self.run(zone_of))
+        tz = zone((await self.run(self._seen_booking, principal, booking_id)).zone)
         try:
             local_start = parse_local(request.match_info["start"], tz, "occurrence")
             start = parse_local(data.start, tz, "start")

@@ -870,24 +870,9 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
     the invitees get the series again with it left out. One that has started cannot be
     cancelled; the last one left is the booking's to cancel."""
     with db.session() as session:
-        booking, org = get_booking(session, booking_id)
-        require_change_booking(principal, org)
-        if booking.status == "cancelled":
-            raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
-        if not booking.rrule:
-            raise InvalidInput("not_a_series", "a single meeting is cancelled as a whole: "
-                               "DELETE the booking")
-        start_utc = to_utc(local_start, ZoneInfo(booking.zone))
-        target = session.scalar(select(BookingOccurrence).where(
-            BookingOccurrence.booking_id == booking_id,
-            BookingOccurrence.start_utc == start_utc,
-            BookingOccurrence.state == "scheduled"))
-        if target is None:
-            raise NotFound("occurrence_not_found", f"the booking has no scheduled occurrence "
-                           f"at {local_start:%Y-%m-%dT%H:%M}")
-        if target.start_utc <= now:
-            raise InvalidInput("occurrence_started", "an occurrence that has started cannot be "
-                               "cancelled; end its room instead")
+        _, _, target = _occurrence_at(session, principal, booking_id, local_start, now,
+                                      "cancelled", "DELETE the booking")
+        start_utc = target.start_utc
         span = (target.start_utc, target.end_utc)
 
     def cancel(session: Session) -> None:
@@ -1001,17 +986,18 @@ def _instance(booking: Booking, row: BookingOccurrence) -> datetime:
 
 
 def _occurrence_at(session: Session, principal: Principal, booking_id: int,
-                   local_start: datetime, now: datetime,
+                   local_start: datetime, now: datetime, done: str = "moved",
+                   whole: str = "PATCH the booking",
                    ) -> tuple[Booking, OrgInfo, BookingOccurrence]:
     """The booking and its scheduled occurrence starting at ``local_start``, if the caller
-    may change it and it is an occurrence of a series that has not started."""
+    may change it and it is an occurrence of a series that has not started; ``done`` and
+    ``whole`` say in the refusals what was asked and what to do instead."""
     booking, org = get_booking(session, booking_id)
     require_change_booking(principal, org)
     if booking.status == "cancelled":
         raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
     if not booking.rrule:
-        raise InvalidInput("not_a_series", "a single meeting is moved as a whole: "
-                           "PATCH the booking")
+        raise InvalidInput("not_a_series", f"a single meeting is {done} as a whole: {whole}")
     try:
         start_utc = to_utc(local_start, ZoneInfo(booking.zone))
     except RecurrenceError as exc:
@@ -1023,8 +1009,8 @@ def _occurrence_at(session: Session, principal: Principal, booking_id: int,
         raise NotFound("occurrence_not_found", f"the booking has no scheduled occurrence "
                        f"at {local_start:%Y-%m-%dT%H:%M}")
     if row.start_utc <= now:
-        raise InvalidInput("occurrence_started", "an occurrence that has started cannot be "
-                           "moved")
+        raise InvalidInput("occurrence_started", f"an occurrence that has started cannot be "
+                           f"{done}; end its room instead")
     return booking, org, row
 
 
