@@ -13,7 +13,8 @@ We keep aiortc for ICE, DTLS and SRTP, and take over the RTP path:
 * negotiation: ``RTCRtpSender.send`` / ``RTCRtpReceiver.receive`` are replaced on the
   instance, to learn the negotiated payload types, SSRCs and mid of each transceiver;
 * ICE: host candidates on configured addresses (aioice leaves out loopback), optionally
-  bound inside a UDP port range.
+  bound inside a UDP port range; and ICE restart, which aiortc lacks
+  (:func:`begin_ice_restart`, :func:`finish_ice_restart`).
 
 aiortc and aioice are pinned to exact versions (pyproject.toml); :func:`check_internals`
 runs at import and names whatever private attribute has gone missing, and
@@ -37,6 +38,7 @@ from typing import Any
 import aioice
 import aioice.ice
 import aioice.stun
+import aioice.utils
 import aiortc
 import aiortc.sdp as aiortc_sdp
 import pylibsrtp
@@ -52,6 +54,7 @@ from aiortc import (
 )
 from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcicetransport import candidate_to_aioice
 
 from mcu._fanout import Sink, unprotect
 
@@ -71,6 +74,11 @@ class AdapterError(RuntimeError):
 # participant has 16 transceivers: keeping them was half of a participant's memory.
 _UNUSED_RECEIVER_STATE = ("_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__nack_generator",
                           "_RTCRtpReceiver__remote_bitrate_estimator")
+
+# What an ICE restart resets on aioice's Connection (begin_ice_restart, finish_ice_restart).
+_RESTART_STATE = ("_local_username", "_local_password", "_check_list", "_check_list_done",
+                  "_check_list_state", "_nominating", "_remote_candidates",
+                  "_remote_candidates_end", "_closing")
 
 
 def check_internals() -> None:
@@ -95,6 +103,10 @@ def check_internals() -> None:
         (aioice.ice, "candidate_priority"),
         (aioice.ice.Connection, "get_component_candidates"),
         (aioice.ice.Connection, "data_received"),
+        (aioice.ice.Connection, "_unfreeze_initial"),
+        (aioice.ice.Connection, "_check_periodic"),
+        (aioice.ice, "ICE_COMPLETED"),
+        (aioice.utils, "random_string"),
         (aioice.ice.StunProtocol, "datagram_received"),
         (aiortc_rtp.RtcpPacket, "parse"),
         (asyncio.selector_events, "_SelectorDatagramTransport"),
@@ -107,7 +119,7 @@ def check_internals() -> None:
             problems.append(f"{getattr(owner, '__name__', owner)}.{name} is missing")
     # Attributes set in __init__ cannot be seen on the class; look in a fresh instance.
     connection = aioice.ice.Connection(ice_controlling=False)
-    for name in ("_nominated", "_protocols", "stun_server", "_queue"):
+    for name in ("_nominated", "_protocols", "stun_server", "_queue", *_RESTART_STATE):
         if not hasattr(connection, name):
             problems.append(f"aioice Connection instance has no {name}")
     # tap_transport bounds the queue that non-STUN datagrams wait in for aiortc.
@@ -226,6 +238,112 @@ def new_peer_connection(servers: list[RTCIceServer]) -> RTCPeerConnection:
     # aiortc 1.16 leaves later video m-lines on a transport that never connects).
     return RTCPeerConnection(RTCConfiguration(iceServers=list(servers),
                                               bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+
+# ICE restart -------------------------------------------------------------------------
+#
+# aiortc starts ICE once and never again: new credentials in a later offer or answer are
+# ignored, and a client whose network went away for a few seconds could only join anew.
+# A restart here keeps the peer connection, its DTLS and SRTP sessions and its sockets
+# (our host candidates stay what they were): only the ICE credentials change, and the
+# connectivity checks run again against the candidates of the client's new answer. The
+# pair in use stays nominated until a new one is, so nothing stops for a restart that
+# was not needed.
+
+ICE_RESTART_TIMEOUT_S = 10.0
+
+
+def _ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
+    transports = {id(t.receiver.transport): t.receiver.transport for t in pc.getTransceivers()
+                  if t.receiver.transport is not None}
+    return [_ice_connection(dtls) for dtls in transports.values()]
+
+
+def begin_ice_restart(pc: RTCPeerConnection) -> None:
+    """Give the connection new local ICE credentials: the next offer restarts ICE.
+
+    Raises ConnectionError when ICE has already given up (consent expired: the
+    connection is closing) or was never started.
+    """
+    connections = _ice_connections(pc)
+    if not connections:
+        raise ConnectionError("no ICE transport to restart")
+    for connection in connections:
+        if connection._closing or connection.remote_password is None:
+            raise ConnectionError("ICE is closed or was never started")
+    for connection in connections:
+        connection._local_username = aioice.utils.random_string(4)
+        connection._local_password = aioice.utils.random_string(22)
+
+
+def offer_restarts_ice(pc: RTCPeerConnection, offer_sdp: str) -> bool:
+    """Whether this offer has other ICE credentials than the connection knows (a test
+    client answering the server's restart: it calls begin_ice_restart before its answer
+    and finish_ice_restart with the offer after it)."""
+    description = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    media = next((m for m in description.media if m.port), None)
+    connections = _ice_connections(pc)
+    return media is not None and bool(connections) and connections[0].remote_username not in (
+        None, media.ice.usernameFragment)
+
+
+async def finish_ice_restart(pc: RTCPeerConnection, remote_sdp: str,
+                             timeout: float = ICE_RESTART_TIMEOUT_S) -> bool:
+    """After the other side's description in a restart (the answer to our restart offer):
+    check its candidates and nominate a new pair.
+
+    True once a new pair is nominated (sinks follow it: :func:`bind_sink`); False when no
+    pair worked within ``timeout`` (the old pair stays, and the client may ask again).
+    A controlled agent (a client answering) only takes the new credentials and
+    candidates: the controlling side's checks nominate.
+    """
+    description = aiortc_sdp.SessionDescription.parse(remote_sdp)
+    media = next((m for m in description.media if m.port), None)
+    if media is None:
+        return False
+    results = await asyncio.gather(*(
+        _restart_checks(connection, media, timeout) for connection in _ice_connections(pc)))
+    return all(results)
+
+
+async def _restart_checks(connection: aioice.ice.Connection, media: Any, timeout: float) -> bool:
+    if connection._closing:
+        return False
+    for pair in connection._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    connection.remote_username = media.ice.usernameFragment
+    connection.remote_password = media.ice.password
+    connection._check_list = []
+    connection._check_list_done = False
+    outcome_queue: asyncio.Queue[int] = asyncio.Queue()  # this restart's: a later one makes its own
+    connection._check_list_state = outcome_queue
+    connection._nominating = set()
+    connection._remote_candidates = []
+    connection._remote_candidates_end = False
+    for candidate in media.ice_candidates:
+        await connection.add_remote_candidate(candidate_to_aioice(candidate))
+    # Set directly, not through add_remote_candidate(None): that would find the old pair
+    # still nominated and call the new check list complete before any check ran. As the
+    # controlling agent every successful check of ours nominates (aggressive nomination),
+    # so the list completes exactly when a new pair is nominated.
+    connection._remote_candidates_end = True
+    if not connection.ice_controlling:
+        return True
+    connection._unfreeze_initial()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while connection._check_periodic() and loop.time() < deadline:
+            await asyncio.sleep(0.02)  # pacing, as aioice's connect() does
+        outcome = await asyncio.wait_for(outcome_queue.get(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        outcome = None
+    finally:
+        for pair in connection._check_list:
+            if pair.task is not None:
+                pair.task.cancel()
+    return outcome == aioice.ice.ICE_COMPLETED
 
 
 # Negotiated parameters ---------------------------------------------------------------

@@ -11,6 +11,7 @@ need another offer. One offer is outstanding at a time per participant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -93,6 +94,9 @@ class Participant:
         self._dirty = False
         self._offering = False  # renegotiate() is making or sending an offer
         self._offered = False  # an offer went out: slot changes are told with "slots" messages
+        self._restart_offer: Offer | None = None  # the ICE restart offer awaiting its answer
+        self._restart_checks: asyncio.Future[None] | None = None  # its answer's checks
+        self.ice_restarts = 0  # restarts that found a new path
         self._messages: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
@@ -150,6 +154,10 @@ class Participant:
                 raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None
             self._awaiting_answer = None
             self.rtcp_started = True
+            restart, self._restart_offer = self._restart_offer, None
+        if restart is not None:
+            # Checks take up to ICE_RESTART_TIMEOUT_S: the answer is taken meanwhile.
+            self._restart_checks = asyncio.ensure_future(self._finish_ice_restart(sdp))
         if self._dirty:
             await self.renegotiate()
 
@@ -173,6 +181,58 @@ class Participant:
             await self.send_offer(offer)
         finally:
             self._offering = False
+
+    async def restart_ice(self) -> None:
+        """The client lost its path (a network gone for a few seconds, or another network):
+        send an offer with new ICE credentials on the same connection. The answer's
+        candidates are checked when it comes (``accept_answer``); DTLS, SRTP, the slots
+        and the participant stay as they are.
+
+        Asked again before the answer came (the client's socket may have been replaced
+        meanwhile), the same offer goes out again.
+        """
+        if self.closed or self.send_offer is None:
+            raise NegotiationError("closed", "the participant has left")
+        while self._offering:  # an ordinary offer is on its way out: this one follows it
+            await asyncio.sleep(0.02)
+        restart = self._restart_offer
+        if restart is not None and self._awaiting_answer == restart.revision:
+            await self.send_offer(restart)
+            return
+        self._offering = True
+        try:
+            checks, self._restart_checks = self._restart_checks, None
+            if checks is not None and not checks.done():  # the last restart found no path yet
+                checks.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await checks
+            try:
+                adapter.begin_ice_restart(self.pc)
+            except ConnectionError as exc:
+                raise NegotiationError("ice_restart_failed", f"cannot restart ICE: {exc}") from None
+            # An offer still unanswered is superseded: the client may never have seen it.
+            self._awaiting_answer = None
+            offer = await self.create_offer()
+            offer.tracks = self._track_map()
+            self._offered = True
+            self._restart_offer = offer
+            await self.send_offer(offer)
+        finally:
+            self._offering = False
+
+    async def _finish_ice_restart(self, answer_sdp: str) -> None:
+        if not await adapter.finish_ice_restart(self.pc, answer_sdp):
+            logger.info("participant %s: ICE restart found no working path", self.id)
+            return
+        self.ice_restarts += 1
+        logger.info("participant %s: ICE restarted", self.id)
+        self._refresh_sinks()  # the nominated pair changed: send on it from now on
+        # Decoders on both sides saw a gap as long as the outage: fresh pictures.
+        for producer in self.producers.values():
+            producer.request_keyframe()
+        for consumer in self.consumers.values():
+            if consumer.producer is not None:
+                consumer.producer.request_keyframe()
 
     def _ensure_transceivers(self) -> None:
         # Publish slots come first, once.
@@ -442,6 +502,8 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        if self._restart_checks is not None:
+            self._restart_checks.cancel()
         for consumer in self.consumers.values():
             consumer.switch_to(None)
             consumer.disconnect()

@@ -128,6 +128,10 @@ class WorkerService:
     async def do_answer(self, participant: str, sdp: str, revision: int | None = None) -> None:
         await self._participant(participant).accept_answer(sdp, revision)
 
+    async def do_restart_ice(self, participant: str) -> None:
+        """The client's network went away and came back: a fresh offer restarting ICE."""
+        await self._participant(participant).restart_ice()
+
     async def do_set_muted(self, participant: str, source: str, muted: bool) -> None:
         if source not in SOURCES:
             raise ChannelError("bad_request", f"unknown source {source!r}")

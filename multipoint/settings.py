@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     message_rate: str = "20/second; 600/minute"
     selftest_rate_per_ip: str = "30/minute"
     selftest_rate_per_link: str = "6/minute"
+    # A participant whose signaling socket is lost stays in its room this long, for its
+    # page to come back on a new socket and restart ICE (docs/protocol.md, "Coming
+    # back"); 0 makes a lost socket a leave.
+    resume_grace_seconds: float = Field(30, ge=0, le=600)
 
     # Scheduler (docs/scheduler.md). Unit costs are in millicores of a media worker per
     # participant; the defaults come from the measurements in docs/scheduler.md.

@@ -14,9 +14,11 @@ MAX_SDP_BYTES = 256 * 1024  # an offer/answer with 60 legs stays far below this
 MAX_NAME_CHARS = 80
 
 MAX_CHAT_CHARS = 2000
+MAX_PARTICIPANT_ID_CHARS = 40
+RESUME_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 
 CLIENT_MESSAGE_TYPES = frozenset({
-    "join", "answer", "leave", "ping",
+    "join", "resume", "restart_ice", "answer", "leave", "ping",
     "set_muted", "screen", "chat",  # any participant, about themselves / the room
     "mute", "request_unmute", "remove", "lock", "set_mode", "record",  # hosts only
 })

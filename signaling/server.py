@@ -22,8 +22,10 @@ from mcu.pool import WorkerPool
 from signaling.protocol import (
     MAX_CHAT_CHARS,
     MAX_NAME_CHARS,
+    MAX_PARTICIPANT_ID_CHARS,
     MODES,
     PROTOCOL_VERSION,
+    RESUME_SECRET_CHARS,
     ProtocolError,
     decode_message,
     is_text,
@@ -111,6 +113,9 @@ class SignalingConfig:
     message_rate: str = "20/second; 600/minute"
     selftest_rate_per_ip: str = "30/minute"
     selftest_rate_per_link: str = "6/minute"
+    # A participant whose socket is lost stays in the room this long, for its page to come
+    # back on a new socket ("resume") and restart ICE; 0: a lost socket is a leave.
+    resume_grace_s: float = 30.0
 
 
 class RoomChannel:
@@ -340,6 +345,10 @@ class ParticipantConnection:
         self.grant: JoinGrant | None = None
         self.name = ""
         self.role = ""
+        # What lets this participant's page take it over from a new socket ("resume"):
+        # given once, with "joined", to this client only.
+        self.resume_secret: str | None = None
+        self._resume_deadline: asyncio.TimerHandle | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message for the client (returns at once; see :meth:`post`)."""
@@ -581,13 +590,87 @@ class ParticipantConnection:
         # Until it has answered and connected, the participant holds media ports.
         self._answer_deadline = asyncio.get_running_loop().call_later(
             self.config.answer_timeout_s, self._answer_overdue)
-        await self.send({"type": "joined", "v": PROTOCOL_VERSION, "participant": participant_id,
-                         "room": grant.room, "role": grant.role, "name": name,
-                         "locked": channel.locked, "fronts": await signaling.fronts(),
-                         "ice_servers": self.config.ice_servers(participant_id)})
+        self.resume_secret = secrets.token_urlsafe(32)
+        await self.send({"type": "joined", **await self._joined_fields()})
         if not echo:
             self.call_record = await signaling.call_log.joined(grant.room, name, mode, worker)
         await self.request("negotiate", participant=participant_id)
+
+    async def _joined_fields(self) -> dict[str, Any]:
+        """What "joined" and "resumed" tell the client about its place in the room."""
+        participant, channel = self._joined()
+        assert self.grant is not None
+        return {"v": PROTOCOL_VERSION, "participant": participant, "room": self.grant.room,
+                "role": self.role, "name": self.name, "locked": channel.locked,
+                "fronts": await self.signaling.fronts(), "resume": self.resume_secret,
+                "ice_servers": self.config.ice_servers(participant)}
+
+    # Coming back after a lost network ---------------------------------------------------
+
+    async def socket_closed(self) -> None:
+        """The socket is gone. A participant whose media was up stays for
+        ``resume_grace_s``: its page may come back on a new socket (``on_resume``), as
+        after a few seconds without network. Anyone else has left."""
+        grace = self.config.resume_grace_s
+        if self.participant_id is None or self.pending or self.dropped or self.worker_lost \
+                or self.resume_secret is None or grace <= 0:
+            await self.close()
+            return
+        logger.info("participant %s lost its socket; kept %g s for it to come back",
+                    self.participant_id, grace)
+        self._resume_deadline = asyncio.get_running_loop().call_later(
+            grace, lambda: self.signaling._spawn(self._not_back()))
+
+    async def _not_back(self) -> None:
+        self._resume_deadline = None
+        if self.participant_id is not None:
+            logger.info("participant %s did not come back: it has left", self.participant_id)
+            await self.close()
+
+    async def on_resume(self, message: dict[str, Any]) -> None:
+        """Take over a participant whose socket was lost, then restart its ICE."""
+        if self.participant_id is not None:
+            raise ProtocolError("already_joined", "this connection has already joined a room")
+        version = message.get("v", PROTOCOL_VERSION)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError("unsupported_version",
+                                f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}")
+        # Counted as a join: guessing a secret is as slow as guessing a token.
+        self._within_rate("join_per_ip", self.peer_ip, "joins from this address")
+        participant = require_str(message, "participant", MAX_PARTICIPANT_ID_CHARS)
+        secret = require_str(message, "resume", RESUME_SECRET_CHARS * 2)
+        previous = self.signaling.connections.get(participant or "")
+        if previous is None or previous.resume_secret is None or secret is None \
+                or not secrets.compare_digest(previous.resume_secret.encode(), secret.encode()):
+            raise ProtocolError("resume_failed",
+                                "this participant is no longer in a room here: join again")
+        self._take_over(previous)
+        await self.send({"type": "resumed", **await self._joined_fields()})
+        channel = self.channel
+        assert channel is not None
+        await self.send({"type": "participants", "locked": channel.locked,
+                         "recording": channel.recording,
+                         "participants": channel.describe_participants()})
+        await self.request("restart_ice", participant=self.participant_id)
+
+    def _take_over(self, previous: ParticipantConnection) -> None:
+        assert previous.participant_id is not None and previous.channel is not None
+        for name in ("participant_id", "worker", "channel", "grant", "name", "role",
+                     "call_record", "resume_secret"):
+            setattr(self, name, getattr(previous, name))
+        previous.participant_id = previous.resume_secret = None  # its close() is a no-op now
+        if previous._resume_deadline is not None:
+            previous._resume_deadline.cancel()
+            previous._resume_deadline = None
+        self.signaling.connections[self.participant_id or ""] = self
+        previous.channel.connections[self.participant_id or ""] = self
+        if not previous.ws.closed and previous._transport is not None:
+            previous._transport.abort()  # a half-dead socket the page gave up on
+
+    async def on_restart_ice(self, message: dict[str, Any]) -> None:
+        """The page's media path failed while its socket lives: a fresh offer restarts ICE."""
+        participant, _ = self._joined()
+        await self.request("restart_ice", participant=participant)
 
     async def on_answer(self, message: dict[str, Any]) -> None:
         participant, _ = self._joined()
@@ -664,6 +747,10 @@ class ParticipantConnection:
 
     async def close(self) -> None:
         self._release_pending()
+        if self._resume_deadline is not None:
+            self._resume_deadline.cancel()
+            self._resume_deadline = None
+        self.resume_secret = None
         participant, self.participant_id = self.participant_id, None
         if participant is None:
             return
@@ -725,7 +812,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         except Exception:
             logger.exception("signaling connection failed")
         finally:
-            await connection.close()
+            await connection.socket_closed()
             await connection.stop()
         return ws
 

@@ -20,6 +20,8 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
+from mcu import aiortc_adapter as adapter
+
 
 class ToneTrack(AudioStreamTrack):
     """A sine tone, so a listener can tell sources apart by frequency."""
@@ -93,6 +95,7 @@ class ClientPeer:
         RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)))
     receive_video: bool = True  # False: answers video it is offered "inactive" (audio-only units)
     received: dict[str, Received] = field(default_factory=dict)  # by mid
+    ice_restarts: int = 0  # offers that restarted ICE
     _readers: list[asyncio.Task] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -118,7 +121,12 @@ class ClientPeer:
             return
 
     async def answer(self, offer_sdp: str, publish: dict[str, str]) -> str:
+        # An offer with new ICE credentials restarts ICE (aiortc has no restart of its own).
+        restart = adapter.offer_restarts_ice(self.pc, offer_sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        if restart:
+            adapter.begin_ice_restart(self.pc)
+            self.ice_restarts += 1
         for transceiver in self.pc.getTransceivers():
             if transceiver.mid == publish.get("microphone") and self.audio is not None:
                 transceiver.sender.replaceTrack(self.audio)
@@ -134,6 +142,8 @@ class ClientPeer:
                 transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
+        if restart:
+            await adapter.finish_ice_restart(self.pc, offer_sdp)
         return self.pc.localDescription.sdp
 
     def frames(self, kind: str) -> dict[str, int]:

@@ -84,10 +84,11 @@ async function connectOnce(name) {
   session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
   session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
   session.addEventListener("error", (event) => notice(`${t("error")}: ${event.detail.message}`));
+  // A lost network first restarts ICE in place (same participant, same tiles); only if
+  // that does not bring the media back does the session close and the page join again.
+  session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
+  session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
-  session.addEventListener("connectionstate", (event) => {
-    if (event.detail.state === "failed") onConnectionLost(session);
-  });
   const joined = await session.start({
     microphone: state.stream.getAudioTracks()[0] ?? null,
     camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,

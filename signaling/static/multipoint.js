@@ -2,6 +2,13 @@
 // The server makes every offer; we answer, putting our tracks on the publish slots it names.
 
 const ICE_GATHERING_TIMEOUT_MS = 3000;
+// Coming back after a lost network (docs/protocol.md): each attempt restarts ICE (over a
+// new socket if the old one died) and waits this long for the media path; after the
+// window the session gives up and the page joins again with its link.
+const RECOVER_ATTEMPT_MS = 5000;
+const RECOVER_WINDOW_MS = 25000;
+// Server messages after which the socket closes for good: no coming back from these.
+const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect"]);
 
 export class MultipointSession extends EventTarget {
   // ``front``: the base URL of the front to use (another node's, after a redirect or
@@ -22,7 +29,11 @@ export class MultipointSession extends EventTarget {
     this.pc = null;
     this.ws = null;
     this.participantId = null;
+    this.resumeSecret = null;   // from "joined": takes our place back over a new socket
     this.closed = false;
+    this.recoveries = 0;        // lost paths come back without a new join
+    this.pending = null;        // {resolve, reject} of the "join" or "resume" in flight
+    this.recovering = false;
   }
 
   // Open the signaling socket and join; resolves once the server said "joined".
@@ -33,46 +44,135 @@ export class MultipointSession extends EventTarget {
     this.pc.addEventListener("track", (event) => this.#onTrack(event));
     this.pc.addEventListener("connectionstatechange", () =>
       this.#emit("connectionstate", { state: this.pc.connectionState }));
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.ws = new WebSocket(this.front ? `${this.front.replace(/^http/, "ws").replace(/\/$/, "")}/ws`
-                                       : `${scheme}://${location.host}/ws`);
+    this.pc.addEventListener("iceconnectionstatechange", () => {
+      const state = this.pc.iceConnectionState;
+      if ((state === "disconnected" || state === "failed") && this.participantId) this.#recover();
+    });
+    return this.#request({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode });
+  }
+
+  // A new socket whose first message is ``first`` ("join" or "resume"); settles once the
+  // server took it ("joined" / "resumed") or refused it.
+  #request(first) {
     return new Promise((resolve, reject) => {
-      this.ws.addEventListener("open", () =>
-        this.send({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode }));
-      this.ws.addEventListener("error", () => reject(new Error("signaling connection failed")));
-      this.ws.addEventListener("close", (event) => {
-        this.#emit("close", { code: event.code, reason: event.reason });
-        reject(new Error("signaling connection closed"));
-      });
-      this.ws.addEventListener("message", async (event) => {
-        let message;
-        try {
-          message = JSON.parse(event.data);
-        } catch {
-          return;
-        }
-        if (message.type === "joined") {
-          this.participantId = message.participant;
-          if (message.ice_servers?.length) {
-            // TURN with credentials of our own, before the offer starts ICE gathering.
-            this.pc.setConfiguration({ ...this.pc.getConfiguration(),
-                                       iceServers: [...this.iceServers, ...message.ice_servers] });
+      this.pending = { resolve, reject };
+      const ws = new WebSocket(this.front ? `${this.front.replace(/^http/, "ws").replace(/\/$/, "")}/ws`
+                                          : `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+      this.ws = ws;
+      ws.addEventListener("open", () => ws.send(JSON.stringify(first)));
+      ws.addEventListener("error", () => this.#settle(new Error("signaling connection failed")));
+      ws.addEventListener("close", (event) => this.#onSocketClosed(ws, event));
+      ws.addEventListener("message", (event) => this.#onRaw(ws, event));
+    });
+  }
+
+  #settle(error, value) {
+    const pending = this.pending;
+    this.pending = null;
+    if (!pending) return;
+    if (error) pending.reject(error);
+    else pending.resolve(value);
+  }
+
+  async #onRaw(ws, event) {
+    if (ws !== this.ws) return;  // a socket we gave up on
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.type === "joined" || message.type === "resumed") {
+      this.participantId = message.participant;
+      this.resumeSecret = message.resume ?? null;
+      if (message.ice_servers?.length) {
+        // TURN with credentials of our own, before the offer starts ICE gathering.
+        this.pc.setConfiguration({ ...this.pc.getConfiguration(),
+                                   iceServers: [...this.iceServers, ...message.ice_servers] });
+      }
+      this.#settle(null, message);
+    } else if (message.type === "redirect") {
+      // The room lives on another node: join there with the same link.
+      this.closed = true;
+      this.#settle(Object.assign(new Error("the room is on another node"),
+                                 { code: "redirect", front: message.front }));
+    } else if (message.type === "error" && this.pending) {
+      this.#settle(Object.assign(new Error(message.message), { code: message.code }));
+    }
+    if (FINAL_MESSAGES.has(message.type) || message.code === "answer_timeout") this.resumeSecret = null;
+    try {
+      await this.#onMessage(message);
+    } catch (error) {
+      console.error("handling", message.type, error);
+    }
+  }
+
+  #onSocketClosed(ws, event) {
+    if (ws !== this.ws) return;
+    this.#settle(new Error("signaling connection closed"));
+    if (!this.closed && this.participantId && this.resumeSecret) {
+      this.#recover();  // the network, most likely: take our place back over a new socket
+    } else if (!this.recovering) {
+      this.#emit("close", { code: event.code, reason: event.reason });
+    }
+  }
+
+  // The media path or the socket went away: restart ICE on this same connection, over
+  // a new socket if needed, until the media path is back or the window has passed.
+  async #recover() {
+    if (this.recovering || this.closed) return;
+    this.recovering = true;
+    this.#emit("reconnecting", {});
+    const started = performance.now();
+    try {
+      while (!this.closed && performance.now() - started < RECOVER_WINDOW_MS) {
+        if (this.#mediaUp() && this.ws?.readyState === WebSocket.OPEN) break;
+        this.pc.restartIce();  // our next answer has new ICE credentials too
+        if (this.ws?.readyState === WebSocket.OPEN) {
+          this.send({ type: "restart_ice" });
+        } else if (this.ws?.readyState !== WebSocket.CONNECTING) {
+          try {
+            await Promise.race([
+              this.#request({ type: "resume", v: 1, participant: this.participantId,
+                              resume: this.resumeSecret }),
+              new Promise((_, reject) => setTimeout(() => reject(new Error("no answer")), RECOVER_ATTEMPT_MS)),
+            ]);
+          } catch (error) {
+            if (error.code) break;  // refused (resume_failed, ...): join again
+            continue;
           }
-          resolve(message);
-        } else if (message.type === "redirect") {
-          // The room lives on another node: join there with the same link.
-          this.closed = true;
-          reject(Object.assign(new Error("the room is on another node"),
-                               { code: "redirect", front: message.front }));
-        } else if (message.type === "error" && !this.participantId) {
-          reject(Object.assign(new Error(message.message), { code: message.code }));
         }
-        try {
-          await this.#onMessage(message);
-        } catch (error) {
-          console.error("handling", message.type, error);
-        }
-      });
+        if (await this.#mediaUpWithin(RECOVER_ATTEMPT_MS)) break;
+      }
+    } finally {
+      this.recovering = false;
+    }
+    if (this.closed) return;
+    if (this.#mediaUp() && this.ws?.readyState === WebSocket.OPEN) {
+      this.recoveries += 1;
+      this.#emit("recovered", { recoveries: this.recoveries });
+      return;
+    }
+    this.closed = true;  // the page joins again, with a new connection
+    this.ws?.close();
+    this.#emit("close", { code: 0, reason: "not_recovered" });
+  }
+
+  #mediaUp() {
+    return ["connected", "completed"].includes(this.pc?.iceConnectionState);
+  }
+
+  #mediaUpWithin(ms) {
+    if (this.#mediaUp()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (up) => {
+        clearTimeout(timer);
+        this.pc.removeEventListener("iceconnectionstatechange", changed);
+        resolve(up);
+      };
+      const changed = () => { if (this.#mediaUp()) done(true); };
+      const timer = setTimeout(() => done(false), ms);
+      this.pc.addEventListener("iceconnectionstatechange", changed);
     });
   }
 

@@ -1,0 +1,151 @@
+"""Coming back after a lost network: ICE restarted on the same connection, and a lost
+socket taken over by a new one, without a new join (docs/protocol.md, "Coming back")."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from multipoint.app import LIVE_ROOMS, MEDIA
+from tests.media.test_multiparty import all_flowing, join, participant_id
+from tests.peers import wait_until
+from tests.signal_client import SignalClient
+
+pytestmark = pytest.mark.media
+
+
+def ice_ufrag(sdp: str) -> str:
+    found = re.search(r"^a=ice-ufrag:(\S+)", sdp, re.MULTILINE)
+    assert found is not None
+    return found.group(1)
+
+
+def frames_now(client: SignalClient, other: str) -> tuple[int, int]:
+    return client.live_frames("video").get(other, 0), client.live_frames("audio").get(other, 0)
+
+
+async def grows(client: SignalClient, other: str, timeout: float = 15) -> bool:
+    """Both video frames and audio frames from ``other`` keep arriving."""
+    before = frames_now(client, other)
+    return await wait_until(lambda: all(now > then + 5 for now, then in
+                                        zip(frames_now(client, other), before, strict=True)),
+                            timeout=timeout)
+
+
+async def test_an_ice_restart_keeps_the_participant_its_slots_and_its_media(server) -> None:
+    room = "obnova-ice"
+    first, second = await join(server, room, 0), await join(server, room, 1)
+    ids = participant_id(first), participant_id(second)
+    try:
+        assert await wait_until(lambda: all_flowing(first, {ids[1]}) and all_flowing(second, {ids[0]}),
+                                timeout=30)
+        offers = len(first.of_type("offer"))
+        old_ufrag = ice_ufrag(first.of_type("offer")[-1]["sdp"])
+        await first.send({"type": "restart_ice"})
+        participant = server.app[MEDIA].rooms[room].participants[ids[0]]
+        assert await wait_until(lambda: participant.ice_restarts == 1, timeout=15)
+        (restart,) = first.of_type("offer")[offers:]
+        assert ice_ufrag(restart["sdp"]) != old_ufrag  # new credentials on the same connection
+        assert restart["tracks"]  # what the slots show comes with it
+        assert first.peer is not None and first.peer.ice_restarts == 1
+        assert not first.of_type("error")
+        # Still the same participant, and media flows both ways over the new pair.
+        assert await grows(first, ids[1]) and await grows(second, ids[0])
+        assert [p["id"] for p in second.of_type("participants")[-1]["participants"]] == list(ids)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_lost_socket_is_taken_over_by_a_new_one_without_a_new_join(server) -> None:
+    room = "obnova-spojeni"
+    first, second = await join(server, room, 0), await join(server, room, 1)
+    ids = participant_id(first), participant_id(second)
+    secret = first.of_type("joined")[0]["resume"]
+    replacement = None
+    try:
+        assert await wait_until(lambda: all_flowing(first, {ids[1]}) and all_flowing(second, {ids[0]}),
+                                timeout=30)
+        lists = len(second.of_type("participants"))
+        peer, first.peer = first.peer, None  # the media connection lives on; the socket dies
+        first._reader.cancel()
+        await first.ws.close()
+        # The room keeps the participant meanwhile (nobody is told it left).
+        replacement = await SignalClient.connect(server.ws_url)
+        replacement.peer = peer
+        await replacement.send({"type": "resume", "v": 1, "participant": ids[0], "resume": secret})
+        resumed = await replacement.next("resumed")
+        assert resumed["participant"] == ids[0] and resumed["resume"] == secret
+        assert resumed["room"] == room
+        offer = await replacement.next("offer")  # the ICE restart
+        await replacement._answer(offer)
+        replacement.auto_answer = True
+        participant = server.app[MEDIA].rooms[room].participants[ids[0]]
+        assert await wait_until(lambda: participant.ice_restarts == 1, timeout=15)
+        assert await grows(second, ids[0])
+        assert all(ids[0] in [p["id"] for p in m["participants"]]
+                   for m in second.of_type("participants")[lists:])
+        # The participant answers on its new socket: moderation, chat, leave.
+        await replacement.send({"type": "chat", "text": "zpět"})
+        assert await wait_until(lambda: any(m["text"] == "zpět" for m in second.of_type("chat")))
+        signaling = server.app[LIVE_ROOMS].signaling
+        assert signaling.connections[ids[0]].ws is not first.ws
+    finally:
+        await first.session.close()
+        if replacement is not None:
+            await replacement.close()
+        await second.close()
+
+
+async def test_a_resume_that_finds_nothing_is_refused_and_the_page_joins_again(server) -> None:
+    room = "obnova-odmitnuta"
+    first = await join(server, room, 0)
+    secret = first.of_type("joined")[0]["resume"]
+    own = participant_id(first)
+    stranger = await SignalClient.connect(server.ws_url)
+    try:
+        for message in ({"type": "resume", "v": 1, "participant": own, "resume": "x" * 43},
+                        {"type": "resume", "v": 1, "participant": "p-nobody", "resume": secret},
+                        {"type": "resume", "v": 1, "participant": own, "resume": "ž"}):
+            await stranger.send(message)
+            assert (await stranger.next("error"))["code"] == "resume_failed"
+        await stranger.send({"type": "resume", "v": 1, "participant": own})
+        assert (await stranger.next("error"))["code"] == "bad_message"
+        # A participant that left on purpose cannot be taken back.
+        await first.send({"type": "leave"})
+        signaling = server.app[LIVE_ROOMS].signaling
+        assert await wait_until(lambda: own not in signaling.connections)
+        await stranger.send({"type": "resume", "v": 1, "participant": own, "resume": secret})
+        assert (await stranger.next("error"))["code"] == "resume_failed"
+        await stranger.send({"type": "restart_ice"})
+        assert (await stranger.next("error"))["code"] == "not_joined"
+    finally:
+        await stranger.close()
+        await first.close()
+
+
+async def test_a_participant_whose_socket_does_not_come_back_leaves_after_the_grace(server) -> None:
+    signaling = server.app[LIVE_ROOMS].signaling
+    signaling.config.resume_grace_s = 1.0
+    room = "obnova-pozde"
+    first, second = await join(server, room, 0), await join(server, room, 1)
+    ids = participant_id(first), participant_id(second)
+    try:
+        assert await wait_until(lambda: all_flowing(second, {ids[0]}), timeout=30)
+        secret = first.of_type("joined")[0]["resume"]
+        first._reader.cancel()
+        await first.ws.close()
+        assert ids[0] in signaling.connections  # kept for the grace
+        assert await wait_until(lambda: ids[0] not in signaling.connections, timeout=10)
+        assert await wait_until(lambda: [p["id"] for p in second.of_type("participants")[-1]["participants"]]
+                                == [ids[1]])
+        late = await SignalClient.connect(server.ws_url)
+        try:
+            await late.send({"type": "resume", "v": 1, "participant": ids[0], "resume": secret})
+            assert (await late.next("error"))["code"] == "resume_failed"
+        finally:
+            await late.close()
+    finally:
+        await first.close()
+        await second.close()
