@@ -799,6 +799,9 @@ vp8_keyframe(PyObject *module, PyObject *arg)
 #define RECEIVED_MALFORMED 1     /* counted; dropped */
 #define RECEIVED_UNKNOWN 2       /* no track for this SSRC: the caller may learn it */
 #define RECEIVED_WANTS_KEYFRAME 4
+/* A video track "stalled": no packet for this long, or this many packets lost at once. */
+#define STALL_S 1.0
+#define STALL_SEQ_GAP 100
 #define RECEIVED_TAPPED 8        /* the track has taps: the caller passes the packet on */
 
 #define EXT_AUDIO_LEVEL 2        /* the header extension IDs of the server's offer (mcu/rtp.py) */
@@ -982,7 +985,16 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int seq = (data[2] << 8) | data[3];
     track->packets++;
     track->octets += (unsigned long long)(end - offset);
-    track->last_packet_at = monotonic_now();
+    double now_s = monotonic_now();
+    /* A video stream that stalled (the publisher's network was gone for a while) or
+     * jumped past what NACK could repair left every subscriber's decoder without its
+     * references: ask the publisher for a keyframe at once rather than wait for each
+     * subscriber's own request (some ask only after seconds). */
+    int stalled = track->video && track->highest_seq >= 0
+        && (now_s - track->last_packet_at > STALL_S
+            || (((seq - track->highest_seq) & 0xFFFF) > STALL_SEQ_GAP
+                && ((seq - track->highest_seq) & 0xFFFF) < 0x8000));
+    track->last_packet_at = now_s;
     if (track->highest_seq < 0) {
         track->highest_seq = track->base_seq = seq;
     } else if (seq_newer(seq, track->highest_seq)) {
@@ -1027,7 +1039,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     counters->packets_forwarded += (unsigned long long)result.sent;
     counters->bytes_forwarded += (unsigned long long)result.bytes;
     counters->send_errors += (unsigned long long)result.errors;
-    if (result.wants_keyframe)
+    if (result.wants_keyframe || stalled)
         flags |= RECEIVED_WANTS_KEYFRAME;
     return PyLong_FromLong(flags);
 

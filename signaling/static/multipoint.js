@@ -126,11 +126,15 @@ export class MultipointSession extends EventTarget {
     const started = performance.now();
     try {
       while (!this.closed && performance.now() - started < RECOVER_WINDOW_MS) {
-        if (this.#mediaUp() && this.ws?.readyState === WebSocket.OPEN) break;
-        this.pc.restartIce();  // our next answer has new ICE credentials too
-        if (this.ws?.readyState === WebSocket.OPEN) {
+        const socketUp = this.ws?.readyState === WebSocket.OPEN;
+        if (this.#mediaUp() && socketUp) break;
+        if (socketUp) {
+          this.pc.restartIce();  // our next answer has new ICE credentials too
           this.send({ type: "restart_ice" });
         } else if (this.ws?.readyState !== WebSocket.CONNECTING) {
+          // The socket died too: take our place back over a new one (the server then
+          // restarts ICE by itself).
+          this.pc.restartIce();
           try {
             await Promise.race([
               this.#request({ type: "resume", v: 1, participant: this.participantId,
@@ -142,7 +146,7 @@ export class MultipointSession extends EventTarget {
             continue;
           }
         }
-        if (await this.#mediaUpWithin(RECOVER_ATTEMPT_MS)) break;
+        await this.#mediaUpWithin(RECOVER_ATTEMPT_MS);
       }
     } finally {
       this.recovering = false;
