@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from mcu.channel import ChannelError
 from mcu.pool import WorkerPool
@@ -607,12 +607,13 @@ class ParticipantConnection:
 
     # Coming back after a lost network ---------------------------------------------------
 
-    async def socket_closed(self) -> None:
-        """The socket is gone. A participant whose media was up stays for
-        ``resume_grace_s``: its page may come back on a new socket (``on_resume``), as
-        after a few seconds without network. Anyone else has left."""
+    async def socket_closed(self, lost: bool) -> None:
+        """The socket is gone. If it was ``lost`` (not closed by the client) and the
+        participant's media was up, it stays for ``resume_grace_s``: its page may come
+        back on a new socket (``on_resume``), as after a few seconds without network.
+        Anyone else has left."""
         grace = self.config.resume_grace_s
-        if self.participant_id is None or self.pending or self.dropped or self.worker_lost \
+        if not lost or self.participant_id is None or self.pending or self.dropped or self.worker_lost \
                 or self.resume_secret is None or grace <= 0:
             await self.close()
             return
@@ -812,7 +813,9 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
         except Exception:
             logger.exception("signaling connection failed")
         finally:
-            await connection.socket_closed()
+            # A closing handshake (a tab closed) or a plain end of the stream is a leave;
+            # missed heartbeats or a broken connection look like a network that went away.
+            await connection.socket_closed(lost=ws.close_code == WSCloseCode.ABNORMAL_CLOSURE)
             await connection.stop()
         return ws
 

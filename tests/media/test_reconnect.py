@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+import signaling.server as signaling_server
 from multipoint.app import LIVE_ROOMS, MEDIA
 from tests.media.test_multiparty import all_flowing, join, participant_id
 from tests.peers import wait_until
@@ -19,6 +20,20 @@ def ice_ufrag(sdp: str) -> str:
     found = re.search(r"^a=ice-ufrag:(\S+)", sdp, re.MULTILINE)
     assert found is not None
     return found.group(1)
+
+
+@pytest.fixture(autouse=True)
+def _quick_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A socket whose client went quiet is given up after 1.5 s instead of 12 s.
+    monkeypatch.setattr(signaling_server, "HEARTBEAT_S", 1.0)
+
+
+async def lose_socket(server, client: SignalClient, participant: str) -> None:
+    """The client's network goes quiet: it stops reading, so stops answering the server's
+    heartbeats, and the server gives the socket up as lost (not closed by the client)."""
+    client._reader.cancel()
+    socket = server.app[LIVE_ROOMS].signaling.connections[participant].ws
+    assert await wait_until(lambda: socket.closed, timeout=10)
 
 
 def frames_now(client: SignalClient, other: str) -> tuple[int, int]:
@@ -69,8 +84,7 @@ async def test_a_lost_socket_is_taken_over_by_a_new_one_without_a_new_join(serve
                                 timeout=30)
         lists = len(second.of_type("participants"))
         peer, first.peer = first.peer, None  # the media connection lives on; the socket dies
-        first._reader.cancel()
-        await first.ws.close()
+        await lose_socket(server, first, ids[0])
         # The room keeps the participant meanwhile (nobody is told it left).
         replacement = await SignalClient.connect(server.ws_url)
         replacement.peer = peer
@@ -134,8 +148,7 @@ async def test_a_participant_whose_socket_does_not_come_back_leaves_after_the_gr
     try:
         assert await wait_until(lambda: all_flowing(second, {ids[0]}), timeout=30)
         secret = first.of_type("joined")[0]["resume"]
-        first._reader.cancel()
-        await first.ws.close()
+        await lose_socket(server, first, ids[0])
         assert ids[0] in signaling.connections  # kept for the grace
         assert await wait_until(lambda: ids[0] not in signaling.connections, timeout=10)
         assert await wait_until(lambda: [p["id"] for p in second.of_type("participants")[-1]["participants"]]
@@ -146,6 +159,24 @@ async def test_a_participant_whose_socket_does_not_come_back_leaves_after_the_gr
             assert (await late.next("error"))["code"] == "resume_failed"
         finally:
             await late.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_socket_closed_by_its_client_is_a_leave_at_once(server) -> None:
+    """A closed tab closes its socket with a handshake: nobody waits for it to come back."""
+    signaling = server.app[LIVE_ROOMS].signaling
+    room = "obnova-zavreno"
+    first, second = await join(server, room, 0), await join(server, room, 1)
+    ids = participant_id(first), participant_id(second)
+    try:
+        assert await wait_until(lambda: all_flowing(second, {ids[0]}), timeout=30)
+        first._reader.cancel()
+        await first.ws.close()
+        assert await wait_until(lambda: ids[0] not in signaling.connections, timeout=5)
+        assert await wait_until(lambda: [p["id"] for p in second.of_type("participants")[-1]["participants"]]
+                                == [ids[1]])
     finally:
         await first.close()
         await second.close()
