@@ -45,6 +45,12 @@
 #define SRTP_TRAILER_ROOM 160   /* libsrtp2 may append a tag and an MKI (at most 144) */
 #define RTP_HEADER_SIZE 12
 
+/* What a video track's payload is (Track.codec, Leg.codec): how a keyframe is found, and
+ * a leg of one codec never sends another's bytes. Audio is CODEC_NONE. */
+#define CODEC_NONE 0
+#define CODEC_VP8 1
+#define CODEC_H264 2
+
 /* libsrtp2: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr), and
  * the same for srtp_unprotect and srtp_unprotect_rtcp. */
 typedef int (*srtp_protect_fn)(void *session, void *packet, int *length);
@@ -257,6 +263,7 @@ typedef struct {
     unsigned int ssrc;
     int payload_type;
     char video;                       /* video waits for a keyframe and keeps a history */
+    int codec;                        /* CODEC_*: only a track of the same codec is sent */
     char paused;
     char started;
     char rebase_ts;                   /* the next start continues our timestamps (a new source) */
@@ -280,10 +287,16 @@ typedef struct {
 static int
 leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"video", NULL};
-    int video = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p:Leg", keywords, &video))
+    static char *keywords[] = {"video", "codec", NULL};
+    int video = 0, codec = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Leg", keywords, &video, &codec))
         return -1;
+    if (codec < 0)
+        codec = video ? CODEC_VP8 : CODEC_NONE;  /* VP8 unless told: what every leg was */
+    if (codec > CODEC_H264 || (codec == CODEC_NONE) != !video) {
+        PyErr_Format(PyExc_ValueError, "codec %d does not fit a%s leg", codec, video ? " video" : "n audio");
+        return -1;
+    }
     if (video && self->history == NULL) {
         self->history = PyMem_Calloc(HISTORY_SIZE, sizeof(PyObject *));
         self->history_seq = PyMem_Calloc(HISTORY_SIZE, sizeof(uint16_t));
@@ -294,6 +307,7 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
         }
     }
     self->video = (char)video;
+    self->codec = codec;
     self->clock_rate = video ? 90000 : 48000;
     return 0;
 }
@@ -411,6 +425,9 @@ static PyMemberDef leg_members[] = {
     {"ssrc", T_UINT, offsetof(LegObject, ssrc), 0, "Our SSRC on the subscriber's connection."},
     {"payload_type", T_INT, offsetof(LegObject, payload_type), 0, NULL},
     {"video", T_BOOL, offsetof(LegObject, video), READONLY, NULL},
+    {"codec", T_INT, offsetof(LegObject, codec), 0,
+     "CODEC_VP8 or CODEC_H264 (CODEC_NONE for audio): receive() sends it only a track's "
+     "packets of that codec. Set with started False: a new codec starts on a keyframe."},
     {"paused", T_BOOL, offsetof(LegObject, paused), 0, NULL},
     {"started", T_BOOL, offsetof(LegObject, started), 0,
      "False until the first packet (for video, a keyframe) re-bases the sequence numbers."},
@@ -430,7 +447,7 @@ static PyMemberDef leg_members[] = {
 static PyTypeObject LegType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mcu._fanout.Leg",
-    .tp_doc = "Leg(video)\n--\n\nOne track forwarded to one subscriber.",
+    .tp_doc = "Leg(video, codec=CODEC_VP8 for video)\n--\n\nOne track forwarded to one subscriber.",
     .tp_basicsize = sizeof(LegObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -463,7 +480,7 @@ typedef struct {
 static int
 fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         const uint8_t *payload, Py_ssize_t payload_bytes, int seq, uint32_t timestamp,
-        int marker, int keyframe, int padded, long payload_size, FanOutResult *result)
+        int marker, int keyframe, int padded, long payload_size, int codec, FanOutResult *result)
 {
     uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
     Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
@@ -474,6 +491,11 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
     for (Py_ssize_t i = 0; i < count; i++) {
         LegObject *leg = (LegObject *)PyTuple_GET_ITEM(legs, i);
         if (leg->sink == NULL || leg->paused)
+            continue;
+        /* A leg negotiated for another codec: its subscriber could not decode these
+         * bytes (the room never points it here; this makes sure). codec < 0: the
+         * mixer's forward(), whose legs the caller chose. */
+        if (codec >= 0 && leg->codec != codec)
             continue;
         if (!leg->started) {
             if (leg->video && !keyframe) {
@@ -596,7 +618,7 @@ forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     FanOutResult result = {0, 0, 0, 0};
     if (fan_out(legs, (const uint8_t *)PyBytes_AS_STRING(args[1]), extension_size,
                 (const uint8_t *)PyBytes_AS_STRING(args[2]) + payload_start, data_size - payload_start,
-                (int)seq, (uint32_t)timestamp, marker, keyframe, padded, payload_size, &result) < 0)
+                (int)seq, (uint32_t)timestamp, marker, keyframe, padded, payload_size, -1, &result) < 0)
         return NULL;
     return Py_BuildValue("(lllO)", result.sent, result.bytes, result.errors,
                          result.wants_keyframe ? Py_True : Py_False);
@@ -641,6 +663,7 @@ typedef struct {
     PyObject *legs;                   /* tuple of Leg */
     int payload_type;                 /* -1 until negotiated */
     char video;
+    int codec;                        /* CODEC_*: how keyframes are found, which legs fit */
     char muted;                       /* nothing is forwarded */
     char tapped;                      /* receive() reports each packet for the taps */
     /* Receive statistics, for receiver reports and the room's control loop. */
@@ -657,11 +680,18 @@ typedef struct {
 static int
 track_init(TrackObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"video", NULL};
-    int video = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p:Track", keywords, &video))
+    static char *keywords[] = {"video", "codec", NULL};
+    int video = 0, codec = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Track", keywords, &video, &codec))
         return -1;
+    if (codec < 0)
+        codec = video ? CODEC_VP8 : CODEC_NONE;
+    if (codec > CODEC_H264 || (codec == CODEC_NONE) != !video) {
+        PyErr_Format(PyExc_ValueError, "codec %d does not fit a%s track", codec, video ? " video" : "n audio");
+        return -1;
+    }
     self->video = (char)video;
+    self->codec = codec;
     self->payload_type = -1;
     self->highest_seq = -1;
     self->base_seq = -1;
@@ -722,6 +752,8 @@ static PyGetSetDef track_getset[] = {
 static PyMemberDef track_members[] = {
     {"payload_type", T_INT, offsetof(TrackObject, payload_type), 0, NULL},
     {"video", T_BOOL, offsetof(TrackObject, video), READONLY, NULL},
+    {"codec", T_INT, offsetof(TrackObject, codec), 0,
+     "CODEC_VP8, CODEC_H264 or CODEC_NONE (audio): how keyframes are found, which legs get it."},
     {"muted", T_BOOL, offsetof(TrackObject, muted), 0, NULL},
     {"tapped", T_BOOL, offsetof(TrackObject, tapped), 0, NULL},
     {"packets", T_ULONGLONG, offsetof(TrackObject, packets), 0, NULL},
@@ -738,7 +770,7 @@ static PyMemberDef track_members[] = {
 static PyTypeObject TrackType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mcu._fanout.Track",
-    .tp_doc = "Track(video)\n--\n\nOne received track: its statistics and the legs it goes to.",
+    .tp_doc = "Track(video, codec=CODEC_VP8 for video)\n--\n\nOne received track: its statistics and the legs it goes to.",
     .tp_basicsize = sizeof(TrackObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -779,17 +811,77 @@ vp8_keyframe_start(const uint8_t *payload, Py_ssize_t size)
     return !(payload[offset] & 0x01);  /* the inverse key frame flag */
 }
 
-PyDoc_STRVAR(vp8_keyframe_doc,
-"is_keyframe_start(payload)\n--\n\n"
-"True when this VP8 RTP payload begins a keyframe (first partition start, P bit clear).");
+/* H.264 (RFC 6184, packetization mode 1): does this payload begin a keyframe? That is
+ * the packet a subscriber's decoder can start from: one carrying the SPS (type 7), which
+ * an encoder sends (with the PPS) just before each IDR picture, or the start of an IDR
+ * slice (type 5) when the parameter sets were not sent in-band before it. Starting at
+ * the IDR after an SPS of its own would leave the decoder without its parameter sets;
+ * a lone PPS (8) is not a start either: the SPS before it was. Looked for in a single
+ * NAL unit packet, in every NAL unit of a STAP-A (24), and in the first fragment of a
+ * FU-A (28). Anything truncated or malformed is not a keyframe start. */
+static inline int
+h264_starts_keyframe(uint8_t nal_type)
+{
+    return nal_type == 5 || nal_type == 7;
+}
+
+static int
+h264_keyframe_start(const uint8_t *payload, Py_ssize_t size)
+{
+    if (size < 1)
+        return 0;
+    uint8_t type = payload[0] & 0x1F;
+    if (type >= 1 && type <= 23)  /* a single NAL unit */
+        return h264_starts_keyframe(type);
+    if (type == 24) {  /* STAP-A: (16-bit size, NAL unit) repeated */
+        Py_ssize_t offset = 1;
+        while (offset + 2 < size) {
+            Py_ssize_t length = (payload[offset] << 8) | payload[offset + 1];
+            offset += 2;
+            if (length == 0 || offset + length > size)
+                return 0;  /* a size beyond the payload: nothing in it can be trusted */
+            if (h264_starts_keyframe(payload[offset] & 0x1F))
+                return 1;
+            offset += length;
+        }
+        return 0;
+    }
+    if (type == 28) {  /* FU-A: indicator, then header (S E R type), then a fragment */
+        if (size < 3)  /* a first fragment carries at least one byte of the NAL unit */
+            return 0;
+        uint8_t header = payload[1];
+        return (header & 0x80) && h264_starts_keyframe(header & 0x1F);
+    }
+    return 0;  /* 0, STAP-B, MTAP, FU-B (not in mode 1) and reserved types */
+}
+
+static int
+keyframe_start(int codec, const uint8_t *payload, Py_ssize_t size)
+{
+    switch (codec) {
+    case CODEC_VP8:
+        return vp8_keyframe_start(payload, size);
+    case CODEC_H264:
+        return h264_keyframe_start(payload, size);
+    default:
+        return 0;
+    }
+}
+
+PyDoc_STRVAR(keyframe_doc,
+"is_keyframe_start(payload, codec=CODEC_VP8)\n--\n\n"
+"True when this RTP payload begins a keyframe, as receive() decides for a track of\n"
+"``codec``: VP8, the first partition's start with the P bit clear; H.264, a packet\n"
+"carrying an SPS or the start of an IDR slice (single NAL unit, STAP-A or FU-A).");
 
 static PyObject *
-vp8_keyframe(PyObject *module, PyObject *arg)
+is_keyframe(PyObject *module, PyObject *args)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    int codec = CODEC_VP8;
+    if (!PyArg_ParseTuple(args, "y*|i:is_keyframe_start", &view, &codec))
         return NULL;
-    int keyframe = vp8_keyframe_start(view.buf, view.len);
+    int keyframe = keyframe_start(codec, view.buf, view.len);
     PyBuffer_Release(&view);
     return PyBool_FromLong(keyframe);
 }
@@ -1020,7 +1112,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             extension_size = 8;
         }
     } else {
-        keyframe = vp8_keyframe_start(data + offset, end - offset);
+        keyframe = keyframe_start(track->codec, data + offset, end - offset);
         uint32_t now = abs_send_time_now();
         const uint8_t block[8] = {0xBE, 0xDE, 0, 1, (EXT_ABS_SEND_TIME << 4) | 2,
                                   (uint8_t)(now >> 16), (uint8_t)(now >> 8), (uint8_t)now};
@@ -1034,7 +1126,8 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     uint32_t timestamp = ((uint32_t)data[4] << 24) | ((uint32_t)data[5] << 16) | ((uint32_t)data[6] << 8) | data[7];
     FanOutResult result = {0, 0, 0, 0};
     if (fan_out(track->legs, extension, extension_size, data + offset, size - offset, seq, timestamp,
-                data[1] & 0x80, keyframe, (data[0] & 0x20) != 0, (long)(end - offset), &result) < 0)
+                data[1] & 0x80, keyframe, (data[0] & 0x20) != 0, (long)(end - offset), track->codec,
+                &result) < 0)
         return NULL;
     counters->packets_forwarded += (unsigned long long)result.sent;
     counters->bytes_forwarded += (unsigned long long)result.bytes;
@@ -1090,7 +1183,7 @@ static PyMethodDef module_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL, forward_doc},
     {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL, receive_doc},
     {"parse", (PyCFunction)parse, METH_O, parse_doc},
-    {"is_keyframe_start", (PyCFunction)vp8_keyframe, METH_O, vp8_keyframe_doc},
+    {"is_keyframe_start", (PyCFunction)is_keyframe, METH_VARARGS, keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {NULL}
 };
@@ -1114,6 +1207,9 @@ PyInit__fanout(void)
         return NULL;
     if (PyModule_AddIntConstant(module, "HISTORY_SIZE", HISTORY_SIZE) < 0
         || PyModule_AddIntConstant(module, "MAX_PACKET", MAX_PLAIN_PACKET) < 0
+        || PyModule_AddIntConstant(module, "CODEC_NONE", CODEC_NONE) < 0
+        || PyModule_AddIntConstant(module, "CODEC_VP8", CODEC_VP8) < 0
+        || PyModule_AddIntConstant(module, "CODEC_H264", CODEC_H264) < 0
         || PyModule_AddObjectRef(module, "Sink", (PyObject *)&SinkType) < 0
         || PyModule_AddObjectRef(module, "Leg", (PyObject *)&LegType) < 0
         || PyModule_AddObjectRef(module, "Counters", (PyObject *)&CountersType) < 0
