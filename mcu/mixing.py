@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcu import rtp
+from mcu import codecs, rtp
 from mcu.forwarding import Consumer, Producer, forward_to_all
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
+from mcu.mixer.h264 import H264Depacketizer
 from mcu.mixer.pacer import run_ticks
 from mcu.stats import WorkerCounters
 
@@ -81,7 +82,9 @@ class RoomMixer:
         self.audio = AudioMixer(max_talkers=3)
         self.compositor = Compositor(width, height, fps=fps, layout="grid")
         self.decoders = SelectiveDecoder()
-        self.depacketizers: dict[str, Vp8Depacketizer] = {}
+        # Per source, for the codec its camera sends (a room forwarding H.264 has H.264
+        # cameras; the composite is VP8 whatever they send).
+        self.depacketizers: dict[str, tuple[str, Vp8Depacketizer | H264Depacketizer]] = {}
         self.fps = fps
         self.audio_out = MixOutput(f"{room_name}-mix", "audio", counters)
         self.video_out = MixOutput(f"{room_name}-composite", "video", counters,
@@ -106,7 +109,6 @@ class RoomMixer:
         self.sources[participant_id] = (microphone, camera)
         self.audio.add_source(participant_id)
         self.compositor.add_source(participant_id, name)
-        self.depacketizers[participant_id] = Vp8Depacketizer()
         microphone.add_tap(self._audio_tap(participant_id))
         camera.add_tap(self._video_tap(participant_id, camera))
         self._select_decoders()
@@ -138,12 +140,16 @@ class RoomMixer:
         def tap(data: bytes, view: rtp.RtpView) -> None:
             if not self.composing or participant_id not in self.decoders.selected:
                 return  # not on show, or nobody watches: not even depacketized
-            frame = self.depacketizers[participant_id].push(
-                view.sequence_number, view.timestamp, view.marker,
-                data[view.payload_start:view.payload_end])
+            codec = camera.codec or codecs.VP8
+            known = self.depacketizers.get(participant_id)
+            if known is None or known[0] != codec:  # the first packet, or renegotiated
+                known = self.depacketizers[participant_id] = (
+                    codec, H264Depacketizer() if codec == codecs.H264 else Vp8Depacketizer())
+            frame = known[1].push(view.sequence_number, view.timestamp, view.marker,
+                                  data[view.payload_start:view.payload_end])
             if frame is None:
                 return
-            picture = self.decoders.decode(participant_id, frame.data)
+            picture = self.decoders.decode(participant_id, frame.data, codec)
             if picture is not None:
                 self.compositor.push_frame(participant_id, picture)
             elif frame.after_gap or self.decoders.needs_keyframe(participant_id):

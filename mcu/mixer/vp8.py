@@ -9,8 +9,11 @@ from __future__ import annotations
 import fractions
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import av
+
+from .h264 import H264Decoder
 
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
@@ -129,7 +132,9 @@ class SelectiveDecoder:
     """
 
     def __init__(self) -> None:
-        self._decoders: dict[SourceId, Vp8Decoder] = {}
+        # VP8 decoders, or H.264 ones (mcu/mixer/h264.py, the same interface) for
+        # sources of a room forwarding H.264: decode() is told each frame's codec.
+        self._decoders: dict[SourceId, Any] = {}
 
     def select(self, sources: Iterable[SourceId]) -> list[SourceId]:
         wanted = list(dict.fromkeys(sources))
@@ -149,8 +154,13 @@ class SelectiveDecoder:
         decoder = self._decoders.get(source)
         return decoder is not None and decoder.needs_keyframe
 
-    def decode(self, source: SourceId, data: bytes) -> av.VideoFrame | None:
+    def decode(self, source: SourceId, data: bytes, codec: str = "vp8") -> av.VideoFrame | None:
+        """Decode one whole frame of a selected source; ``codec`` is ``vp8`` or ``h264``
+        (a source that changes codec gets a new decoder, which waits for a keyframe)."""
         decoder = self._decoders.get(source)
         if decoder is None:
             return None
+        wanted = H264Decoder if codec == "h264" else Vp8Decoder
+        if not isinstance(decoder, wanted):
+            decoder = self._decoders[source] = wanted()
         return decoder.decode(data)

@@ -1,0 +1,173 @@
+"""H.264 sources for the compositor: RTP payloads (RFC 6184, packetization mode 1) joined
+into Annex B access units, and a decoder that waits for an IDR picture.
+
+A room forwarding H.264 (mcu/codecs.py) still has a composite for its mixed participants
+and its recording: the cameras are decoded here; the composite itself stays VP8
+(mcu/mixer/vp8.py), which every mixed participant receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+
+START_CODE = b"\x00\x00\x00\x01"
+STAP_A = 24
+FU_A = 28
+IDR = 5
+SPS = 7
+
+
+def nal_types(access_unit: bytes) -> list[int]:
+    """The NAL unit types of an Annex B access unit (as :func:`depayload` makes them)."""
+    return [access_unit[i + 4] & 0x1F for i in range(len(access_unit) - 4)
+            if access_unit[i:i + 4] == START_CODE]
+
+
+def is_keyframe(access_unit: bytes) -> bool:
+    """An IDR picture: a decoder (with the parameter sets before it) can start here."""
+    return IDR in nal_types(access_unit)
+
+
+def depayload(payload: bytes) -> tuple[bytes, bool]:
+    """One RTP payload as Annex B bytes, and whether it continues a fragmented NAL unit
+    (a FU-A that is not the first fragment: its bytes belong behind the previous one's).
+
+    Raises ValueError for a payload that is empty, malformed or of a packetization
+    mode 1 does not allow.
+    """
+    if not payload:
+        raise ValueError("empty H.264 payload")
+    nal_type = payload[0] & 0x1F
+    if 1 <= nal_type <= 23:
+        return START_CODE + payload, False
+    if nal_type == STAP_A:
+        units, offset = [], 1
+        while offset < len(payload):
+            if offset + 2 > len(payload):
+                raise ValueError("truncated STAP-A size")
+            size = int.from_bytes(payload[offset:offset + 2], "big")
+            offset += 2
+            if size == 0 or offset + size > len(payload):
+                raise ValueError("STAP-A unit size past the payload")
+            units.append(START_CODE + payload[offset:offset + size])
+            offset += size
+        if not units:
+            raise ValueError("STAP-A without units")
+        return b"".join(units), False
+    if nal_type == FU_A:
+        if len(payload) < 3:
+            raise ValueError("truncated FU-A")
+        header = payload[1]
+        if header & 0x80:  # the first fragment: the NAL header is rebuilt from both bytes
+            return START_CODE + bytes([(payload[0] & 0xE0) | (header & 0x1F)]) + payload[2:], False
+        return payload[2:], True
+    raise ValueError(f"NAL unit type {nal_type} is not used in packetization mode 1")
+
+
+@dataclass(frozen=True, slots=True)
+class H264Frame:
+    data: bytes  # Annex B access unit
+    timestamp: int  # RTP timestamp, 90 kHz
+    keyframe: bool
+    after_gap: bool  # a frame before this one was lost: decoding may need a key frame
+
+
+# NAL unit types that only ever begin an access unit (RFC 6184, H.264 7.4.1.2.3): a
+# picture that starts with one is known to be whole from there.
+_AU_START = {6, 7, 8, 9}  # SEI, SPS, PPS, access unit delimiter
+
+
+class H264Depacketizer:
+    """Joins a source's RTP payloads into access units (one per timestamp, the marker
+    bit ends it), tolerating reordering within a picture. H.264 payloads carry no
+    "first packet" flag, so a picture is known whole when its packets run without a hole
+    to the marked one from the packet after the previous picture's last, or (the first
+    picture, or after a loss) from one that begins with a parameter set or SEI: a
+    keyframe, what a decoder needs after a loss anyway. A picture with a hole is
+    dropped, never handed on."""
+
+    def __init__(self) -> None:
+        self._ts: int | None = None
+        self._parts: dict[int, tuple[bytes, bool]] = {}
+        self._end: int | None = None
+        self._last_end: int | None = None
+        self._gap = False
+        self._done_ts: int | None = None
+        self.dropped_frames = 0
+        self.invalid = 0
+
+    def push(self, seq: int, timestamp: int, marker: bool, payload: bytes) -> H264Frame | None:
+        try:
+            part = depayload(payload)
+        except ValueError:
+            self.invalid += 1
+            return None
+        seq &= 0xFFFF
+        if timestamp == self._done_ts:
+            return None  # a duplicate or retransmission of a picture already out
+        if timestamp != self._ts:
+            if self._parts:
+                self.dropped_frames += 1
+                self._gap = True
+                # The next picture follows what was seen of this one, if nothing else is lost.
+                self._last_end = self._end if self._end is not None else self._highest()
+            self._ts, self._parts, self._end = timestamp, {}, None
+        self._parts[seq] = part
+        if marker:
+            self._end = seq
+        if self._end is None:
+            return None
+        end = self._end
+        start = end  # walk back from the marked packet over the packets we have
+        while ((start - 1) & 0xFFFF) in self._parts and ((start - 1) & 0xFFFF) != end:
+            start = (start - 1) & 0xFFFF
+        count = ((end - start) & 0xFFFF) + 1
+        if count < len(self._parts):
+            return None  # packets before a hole: wait for what is missing
+        follows = self._last_end is not None and (start - self._last_end) & 0xFFFF == 1
+        head, continued = self._parts[start]
+        if not follows and (continued or head[4] & 0x1F not in _AU_START):
+            return None  # whether packets before it belong to this picture is not known
+        data = b"".join(self._parts[(start + i) & 0xFFFF][0] for i in range(count))
+        gap = self._gap or not follows
+        self._last_end, self._done_ts = end, timestamp
+        self._parts, self._end, self._gap = {}, None, False
+        return H264Frame(data, timestamp, is_keyframe(data), gap)
+
+    def _highest(self) -> int:
+        # The newest sequence number of a picture (they may wrap around 65535).
+        seqs = list(self._parts)
+        return max(seqs, key=lambda s: (s - seqs[0] + 0x8000) & 0xFFFF)
+
+
+class H264Decoder:
+    """FFmpeg's H.264 decoder that waits for an IDR picture and survives garbage, as
+    :class:`mcu.mixer.vp8.Vp8Decoder` does for VP8 (the same interface)."""
+
+    def __init__(self) -> None:
+        self._codec = self._open()
+        self.needs_keyframe = True
+        self.errors = 0
+
+    @staticmethod
+    def _open() -> av.VideoCodecContext:
+        codec = av.CodecContext.create("h264", "r")
+        codec.thread_count = 1  # one worker process per core
+        return codec
+
+    def decode(self, data: bytes) -> av.VideoFrame | None:
+        keyframe = is_keyframe(data)
+        if self.needs_keyframe and not keyframe:
+            return None
+        try:
+            frames = self._codec.decode(av.Packet(data))
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            self.needs_keyframe = True
+            self._codec = self._open()
+            return None
+        if keyframe:
+            self.needs_keyframe = False
+        return frames[-1] if frames else None
