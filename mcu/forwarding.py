@@ -16,8 +16,8 @@ import random
 import time
 from collections.abc import Callable
 
-from mcu import rtp
-from mcu._fanout import Leg, Sink, Track, forward
+from mcu import codecs, rtp
+from mcu._fanout import CODEC_NONE, Leg, Sink, Track, forward
 from mcu.stats import WorkerCounters
 
 logger = logging.getLogger(__name__)
@@ -38,13 +38,14 @@ class Producer:
     """
 
     def __init__(self, producer_id: str, owner_id: str, kind: str, source: str,
-                 counters: WorkerCounters) -> None:
+                 counters: WorkerCounters, codec: str = codecs.VP8) -> None:
         self.id = producer_id
         self.owner_id = owner_id
         self.kind = kind
         self.source = source  # "microphone", "camera" or "screen"
         self.counters = counters
-        self.track = Track(video=kind == "video")
+        video = kind == "video"
+        self.track = Track(video=video, codec=codecs.C_CODECS[codec] if video else CODEC_NONE)
         self.consumers: list[Consumer] = []
         self.clock_rate = 48000 if kind == "audio" else 90000
         self.ssrc: int | None = None
@@ -66,6 +67,17 @@ class Producer:
         # Readers of every packet besides the consumers (the room's mixer).
         self.taps: list[Callable[[bytes, rtp.RtpView], None]] = []
         self._octets_seen = 0
+
+    @property
+    def codec(self) -> str | None:
+        """The video codec of its payload (``vp8``/``h264``; None for audio): C finds its
+        keyframes by it, and sends it only on legs of the same codec."""
+        return _codec_name(self.track.codec)
+
+    @codec.setter
+    def codec(self, value: str) -> None:
+        if self.kind == "video":
+            self.track.codec = codecs.C_CODECS[value]
 
     # Receive statistics (for receiver reports and the operator's view), kept by C.
 
@@ -219,13 +231,14 @@ class Consumer:
     """
 
     def __init__(self, consumer_id: str, kind: str, subscriber_id: str,
-                 counters: WorkerCounters) -> None:
+                 counters: WorkerCounters, codec: str = codecs.VP8) -> None:
         self.id = consumer_id
         self.producer: Producer | None = None  # None: the slot shows nobody now
         self.subscriber_id = subscriber_id
         self.counters = counters
         self.kind = kind
-        self.leg = Leg(video=self.kind == "video")
+        video = kind == "video"
+        self.leg = Leg(video=video, codec=codecs.C_CODECS[codec] if video else CODEC_NONE)
         self.leg.next_seq = random.getrandbits(15)
         self.leg.ts_offset = random.getrandbits(32)
         # Set when the subscriber's connection has negotiated this leg (configure()).
@@ -243,6 +256,25 @@ class Consumer:
     @property
     def ssrc(self) -> int:
         return self.leg.ssrc
+
+    @property
+    def codec(self) -> str | None:
+        """The video codec this leg was negotiated for (None for audio)."""
+        return _codec_name(self.leg.codec)
+
+    @codec.setter
+    def codec(self, value: str) -> None:
+        wanted = codecs.C_CODECS[value]
+        if self.kind == "video" and self.leg.codec != wanted:
+            self.leg.codec = wanted
+            self.leg.started = False  # the subscriber's decoder starts on a keyframe
+            if self.producer is not None and not self.accepts(self.producer):
+                self.switch_to(None)  # never another codec's bytes on this leg
+
+    def accepts(self, producer: Producer) -> bool:
+        """Whether this leg can show ``producer``: same kind, and for video same codec
+        (forwarding does not transcode)."""
+        return producer.kind == self.kind and producer.codec == self.codec
 
     @property
     def payload_type(self) -> int:
@@ -281,6 +313,8 @@ class Consumer:
         """
         if producer is self.producer:
             return
+        if producer is not None and not self.accepts(producer):
+            raise ValueError(f"slot {self.id} ({self.codec}) cannot show {producer.id} ({producer.codec})")
         if self.producer is not None:
             self.producer.detach(self)
         self.producer = producer
@@ -363,6 +397,10 @@ class Consumer:
             ntp_pair = rtp.ntp_now()
             rtp_now = self.leg.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
+
+
+def _codec_name(value: int) -> str | None:
+    return next((name for name, c in codecs.C_CODECS.items() if c == value), None)
 
 
 def forward_to_all(consumers: tuple[Consumer, ...], view: rtp.RtpView, extension: bytes,

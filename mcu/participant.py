@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter as adapter
-from mcu import rtp
+from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
 
@@ -59,13 +59,19 @@ _slots = itertools.count()
 
 class Participant:
     def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded",
-                 participant_id: str | None = None) -> None:
+                 participant_id: str | None = None, room_codec: str = codecs.VP8,
+                 video_codecs: list[str] | None = None) -> None:
         # The front names participants (unique across its workers); alone, we do.
         self.id = participant_id or f"p{next(_ids)}"
         self.room = room
         self.name = name
         self.role = role
         self.mode = mode  # "forwarded": slots of voices and cameras; "mixed": one mix and one composite
+        # The room's forwarding codec and what this client can do (its join said so):
+        # its video m-lines offer the one codec of codecs.participant_codec.
+        self.room_codec = room_codec
+        self.video_codecs = codecs.supported_codecs(video_codecs)
+        self.video_codec = codecs.participant_codec(room_codec, self.video_codecs, mode)
         self.joined_at = time.time()
         self.counters = room.worker.counters
         self.pc = adapter.new_peer_connection(room.worker.config.ice_servers)
@@ -238,9 +244,10 @@ class Participant:
         # Publish slots come first, once.
         if not self.producers:
             for kind, source in PUBLISH_SLOTS:
-                producer = Producer(f"{self.id}-{source}", self.id, kind, source, self.counters)
+                producer = Producer(f"{self.id}-{source}", self.id, kind, source, self.counters,
+                                    codec=self.video_codec)
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
-                _prefer_codecs(transceiver, kind)
+                _prefer_codecs(transceiver, kind, self.video_codec)
                 adapter.take_over_transceiver(
                     transceiver, on_send=None,
                     on_receive=lambda negotiated, dtls, p=producer: self._producer_negotiated(
@@ -253,9 +260,10 @@ class Participant:
             kind = "audio" if purpose == "voice" else "video"
             slots = self.slots.setdefault(purpose, [])
             while len(slots) < count:
-                consumer = Consumer(f"{self.id}:{purpose}{len(slots)}", kind, self.id, self.counters)
+                consumer = Consumer(f"{self.id}:{purpose}{len(slots)}", kind, self.id, self.counters,
+                                    codec=self.video_codec)
                 transceiver = self.pc.addTransceiver(kind, direction="sendonly")
-                _prefer_codecs(transceiver, kind)
+                _prefer_codecs(transceiver, kind, self.video_codec)
                 self._pending_legs.append((consumer, transceiver))
                 adapter.take_over_transceiver(
                     transceiver, on_receive=None,
@@ -265,6 +273,22 @@ class Participant:
                 self._shows[consumer.id] = None
                 self._consumer_by_ssrc[adapter.sender_ssrc(transceiver)] = consumer
                 slots.append(consumer)
+
+    def set_video_codec(self, codec: str) -> bool:
+        """Offer ``codec`` on every video m-line from the next offer on (a mode switch
+        to or from the VP8 composite). True if it changed: the caller renegotiates.
+
+        Producers and consumers take the new codec once the answer settles it
+        (:meth:`_producer_negotiated`, :meth:`_consumer_negotiated`): until then the
+        client still sends and expects the old one.
+        """
+        if codec == self.video_codec:
+            return False
+        self.video_codec = codec
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                _prefer_codecs(transceiver, "video", codec)
+        return True
 
     def _tap_new_transports(self) -> None:
         # mids are assigned by setLocalDescription; record them now.
@@ -306,6 +330,12 @@ class Participant:
         producer.payload_type = negotiated.payload_type
         producer.rtx_payload_type = negotiated.rtx_payload_type
         producer.clock_rate = negotiated.clock_rate
+        codec = codecs.codec_of_mime(negotiated.codec)
+        if producer.kind == "video" and codec is not None and codec != producer.codec:
+            producer.codec = codec
+            for consumer in list(producer.consumers):  # legs of the old codec let go
+                if not consumer.accepts(producer):
+                    consumer.switch_to(None)
         producer.feedback = self._writer(dtls)
         for ssrc in negotiated.ssrcs:
             producer.ssrc = ssrc
@@ -317,6 +347,9 @@ class Participant:
 
     def _consumer_negotiated(self, consumer: Consumer, negotiated: adapter.NegotiatedRtp,
                              ssrc: int, rtx_ssrc: int, dtls: Any) -> None:
+        codec = codecs.codec_of_mime(negotiated.codec)
+        if consumer.kind == "video" and codec is not None:
+            consumer.codec = codec  # lets go of a producer of the codec it had before
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
                            negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
         if consumer.producer is not None:
@@ -328,7 +361,12 @@ class Participant:
         changed = False
         for purpose, producers in plan.items():
             for consumer, producer in zip(self.slots.get(purpose, ()), producers, strict=False):
-                if consumer.producer is producer:
+                if producer is not None and not consumer.accepts(producer):
+                    # The room ranks per codec (mcu/room.py); a slot whose codec is being
+                    # renegotiated may still differ for a moment: it shows nobody then.
+                    producer = None
+                if consumer.producer is producer and (producer is not None
+                                                      or self._shows[consumer.id] is None):
                     continue
                 consumer.switch_to(producer)
                 self._shows[consumer.id] = None if producer is None else {
@@ -545,16 +583,31 @@ class Participant:
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "role": self.role, "mode": self.mode,
-            "joined_at": self.joined_at,
+            "joined_at": self.joined_at, "video_codec": self.video_codec,
             "connection": self.pc.connectionState,
             "producers": {s: {"packets": p.packets, "active": p.active} for s, p in self.producers.items()},
             "consumers": len(self.consumers),
         }
 
 
-def _prefer_codecs(transceiver: Any, kind: str) -> None:
-    # Forwarding needs one codec everywhere: Opus for audio, VP8 (+RTX) for video.
+def _prefer_codecs(transceiver: Any, kind: str, video_codec: str = codecs.VP8) -> None:
+    # Forwarding does not transcode: one codec per m-line, the same on the publisher's
+    # and the subscriber's side. Opus for audio; for video ``video_codec`` with RTX (for
+    # H.264 only constrained baseline in packetization mode 1: mcu/codecs.py).
     capabilities = adapter.RTCRtpSender.getCapabilities(kind)
-    wanted = ("audio/opus",) if kind == "audio" else ("video/vp8", "video/rtx")
-    transceiver.setCodecPreferences(
-        [c for c in capabilities.codecs if c.mimeType.lower() in wanted])
+    if kind == "audio":
+        chosen = [c for c in capabilities.codecs if c.mimeType.lower() == "audio/opus"]
+    else:
+        chosen = [c for c in capabilities.codecs if _is_offered(c, video_codec)]
+        chosen += [c for c in capabilities.codecs if c.mimeType.lower() == "video/rtx"]
+    transceiver.setCodecPreferences(chosen)
+
+
+def _is_offered(capability: Any, video_codec: str) -> bool:
+    if capability.mimeType.lower() != codecs.MIME_TYPES[video_codec]:
+        return False
+    if video_codec != codecs.H264:
+        return True
+    parameters = capability.parameters
+    return (str(parameters.get("profile-level-id", "")).lower() == codecs.H264_PROFILE_LEVEL_ID
+            and str(parameters.get("packetization-mode", "")) == codecs.H264_PACKETIZATION_MODE)

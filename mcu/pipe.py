@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 from mcu import aiortc_adapter as adapter
-from mcu import rtp
+from mcu import codecs, rtp
 from mcu._fanout import (
     RECEIVED_MALFORMED,
     RECEIVED_TAPPED,
@@ -73,6 +73,7 @@ class PipedProducer:
     payload_type: int
     rtx_payload_type: int | None
     sharing: bool = False
+    codec: str | None = None  # video: "vp8" or "h264" (absent: vp8, what older workers piped)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +98,12 @@ class _Import:
     remote_id: str
     producer: Producer
     origin: Address
+
+
+def _piped_codec(piped: PipedProducer) -> str | None:
+    if piped.kind != "video":
+        return None
+    return piped.codec or codecs.VP8
 
 
 def _address(address: Sequence[Any]) -> Address:
@@ -150,6 +157,12 @@ class PipeTransport(asyncio.DatagramProtocol):
         destination = _address(to)
         export = self._exports.get((producer.id, destination))
         if export is not None:
+            if export.piped.codec != producer.codec:
+                # Renegotiated to another codec (a mode switch): the pipe leg follows, and
+                # the receiving worker re-imports it as a producer of that codec.
+                export.consumer.codec = producer.codec or codecs.VP8
+                export.consumer.leg.started = True  # the pipe carries every packet as it is
+                export.piped = replace(export.piped, codec=producer.codec)
             return replace(export.piped, sharing=producer.sharing)
         room, owner = self._local_owner(producer)
         if producer.payload_type is None:
@@ -158,7 +171,8 @@ class PipeTransport(asyncio.DatagramProtocol):
             raise ConnectionError("the pipe is closed")
         ssrc = self._new_ssrc()
         consumer = Consumer(f"pipe:{destination[0]}:{destination[1]}<{producer.id}", producer.kind,
-                            f"pipe:{destination[0]}:{destination[1]}", self.counters)
+                            f"pipe:{destination[0]}:{destination[1]}", self.counters,
+                            codec=producer.codec or codecs.VP8)
         # A pipe leg shows one producer for good (not a slot that is re-pointed).
         consumer.producer = producer
         consumer.leg.clock_rate = producer.clock_rate
@@ -171,7 +185,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         producer.attach(consumer)
         piped = PipedProducer(producer.id, owner.id, owner.name, owner.role, producer.kind,
                               producer.source, ssrc, producer.payload_type, producer.rtx_payload_type,
-                              producer.sharing)
+                              producer.sharing, producer.codec)
         export = _Export(room, producer, destination, consumer, piped)
         self._exports[(producer.id, destination)] = export
         self._exports_by_ssrc[ssrc] = export
@@ -247,7 +261,8 @@ class PipeTransport(asyncio.DatagramProtocol):
         key = (room.name, piped.producer_id)
         known = self._imports.get(key)
         if known is not None:
-            if known.producer.ssrc == piped.ssrc and known.origin == source_address:
+            if (known.producer.ssrc == piped.ssrc and known.origin == source_address
+                    and known.producer.codec == _piped_codec(piped)):
                 self.update_import(room.name, piped.producer_id, piped.sharing)
                 return
             self.stop_import(room.name, piped.producer_id)
@@ -255,11 +270,14 @@ class PipeTransport(asyncio.DatagramProtocol):
             raise ValueError(f"room {room.name} is not open on this worker")
         if KINDS.get(piped.source) != piped.kind:
             raise ValueError(f"a {piped.kind} producer cannot be a {piped.source}")
+        if piped.kind == "video" and piped.codec is not None and piped.codec not in codecs.VIDEO_CODECS:
+            raise ValueError(f"unknown video codec {piped.codec!r}")
         if piped.owner_id in room.participants:
             raise ValueError(f"participant {piped.owner_id} is on this worker")
         if piped.ssrc in self._imports_by_ssrc:
             raise ValueError(f"SSRC {piped.ssrc} is piped in already")
-        producer = Producer(piped.producer_id, piped.owner_id, piped.kind, piped.source, self.counters)
+        producer = Producer(piped.producer_id, piped.owner_id, piped.kind, piped.source, self.counters,
+                            codec=_piped_codec(piped) or codecs.VP8)
         producer.payload_type = piped.payload_type
         producer.rtx_payload_type = piped.rtx_payload_type
         producer.ssrc = piped.ssrc

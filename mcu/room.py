@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mcu import codecs
 from mcu.forwarding import Producer
 from mcu.lastn import CONGESTION_HOLD_S, VideoLeg, choose_videos, groups_over_estimate
 from mcu.mixing import RoomMixer
@@ -150,8 +151,14 @@ class Room:
                     cameras.append(Source(producer.id, publisher.id, live))
         ranked_voices = rank_voices(voices)
         loudness = {source.producer_id: source.loudness for source in voices}
-        ranked_cameras = rank_videos(cameras, self.speakers.recent)
-        ranked_screens = rank_videos(screens, self.speakers.recent)
+        # A subscriber's video slots can show only videos of its own codec (no
+        # transcoding): one ranking per codec, each from the same order.
+        ranked_cameras = {codec: rank_videos([s for s in cameras if producers[s.producer_id].codec == codec],
+                                             self.speakers.recent)
+                          for codec in codecs.VIDEO_CODECS}
+        ranked_screens = {codec: rank_videos([s for s in screens if producers[s.producer_id].codec == codec],
+                                             self.speakers.recent)
+                          for codec in codecs.VIDEO_CODECS}
         for subscriber in list(self.participants.values()) if subscribers is None else subscribers:
             if not subscriber.slots or subscriber.closed:
                 continue
@@ -168,9 +175,10 @@ class Room:
                 wanted = {"voice": [own["microphone"]], "camera": [own["camera"]],
                           "screen": [screen.id] if screen is not None and screen.sharing else []}
             else:
-                wanted = {"camera": first_except(ranked_cameras, len(current.get("camera", ())),
+                codec = subscriber.video_codec
+                wanted = {"camera": first_except(ranked_cameras[codec], len(current.get("camera", ())),
                                                  own.get("camera")),
-                          "screen": first_except(ranked_screens, len(current.get("screen", ())),
+                          "screen": first_except(ranked_screens[codec], len(current.get("screen", ())),
                                                  own.get("screen"))}
             plan: dict[str, list[Producer | None]] = {}
             for purpose, shown in current.items():
@@ -182,8 +190,12 @@ class Room:
             subscriber.point_slots(plan, names)
 
     def join(self, name: str, role: str, mode: str = "forwarded",
-             participant_id: str | None = None) -> Participant:
-        participant = Participant(self, name, role, mode, participant_id)
+             participant_id: str | None = None, video_codec: str = codecs.VP8,
+             video_codecs: list[str] | None = None) -> Participant:
+        """``video_codec``: the room's forwarding codec (the front's choice, the same on
+        every worker of the room); ``video_codecs``: what the client can do."""
+        participant = Participant(self, name, role, mode, participant_id,
+                                  room_codec=video_codec, video_codecs=video_codecs)
         self.participants[participant.id] = participant
         self.worker.start_ticking()
         return participant
@@ -313,6 +325,10 @@ class Room:
         if participant.mode == mode:
             return
         participant.mode = mode
+        # The composite is VP8: a participant switched to mixed takes VP8 where it can,
+        # and back to the room's codec when forwarded again (with the new offer below).
+        participant.set_video_codec(codecs.participant_codec(participant.room_codec,
+                                                             participant.video_codecs, mode))
         if mode == "mixed":
             self.ensure_mixer().add_listener(participant.id)
         elif self.mixer is not None:
@@ -341,7 +357,7 @@ class Room:
         return [{"id": p.id, "name": p.name, "role": p.role, "mode": p.mode,
                  "audio_muted": p.producers["microphone"].muted,
                  "video_muted": p.producers["camera"].muted,
-                 "screen": p.producers["screen"].sharing}
+                 "screen": p.producers["screen"].sharing, "video_codec": p.video_codec}
                 for p in self.participants.values() if p.producers]
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mcu import codecs
 from mcu.channel import Channel, ChannelError
 from mcu.participant import NegotiationError, Offer, Participant
 from mcu.pipe import PipedProducer
@@ -98,11 +99,18 @@ class WorkerService:
         self._room(room)
 
     async def do_join(self, room: str, participant: str, name: str, role: str,
-                      mode: str = "forwarded", echo: bool = False) -> dict[str, Any]:
+                      mode: str = "forwarded", echo: bool = False, video_codec: str = codecs.VP8,
+                      video_codecs: list[str] | None = None) -> dict[str, Any]:
         if mode not in MODES:
             raise ChannelError("bad_request", f"unknown mode {mode!r}")
+        if video_codec not in codecs.VIDEO_CODECS:
+            raise ChannelError("bad_request", f"unknown video codec {video_codec!r}")
+        if video_codecs is not None and not (isinstance(video_codecs, list)
+                                             and all(isinstance(c, str) for c in video_codecs)):
+            raise ChannelError("bad_request", "video_codecs must be a list of names")
         joined = self._room(room, echo).join(name, role, "forwarded" if echo else mode,
-                                             participant_id=participant)
+                                             participant_id=participant, video_codec=video_codec,
+                                             video_codecs=video_codecs)
         self.participants[joined.id] = joined
 
         async def send_offer(offer: Offer) -> None:
@@ -117,7 +125,7 @@ class WorkerService:
         joined.on_publishing = lambda producer: self._export(joined.room)
         # The front counts a join as pending (holding media ports) until this event.
         joined.on_connected = lambda: self.emit("connected", {"participant": joined.id})
-        return {"participant": joined.id, "mode": joined.mode}
+        return {"participant": joined.id, "mode": joined.mode, "video_codec": joined.video_codec}
 
     async def do_negotiate(self, participant: str) -> None:
         """After the front told the client it joined: the first offer, then the others'."""

@@ -220,7 +220,7 @@ def create_app(settings: Settings) -> web.Application:
         join_rate_per_link=settings.join_rate_per_link, message_rate=settings.message_rate,
         selftest_rate_per_ip=settings.selftest_rate_per_ip,
         selftest_rate_per_link=settings.selftest_rate_per_link,
-        resume_grace_s=settings.resume_grace_seconds),
+        resume_grace_s=settings.resume_grace_seconds, video_codec=settings.video_codec),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")

@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # page to come back on a new socket and restart ICE (docs/protocol.md, "Coming
     # back"); 0 makes a lost socket a leave.
     resume_grace_seconds: float = Field(30, ge=0, le=600)
+    # The video codec rooms forward (docs/codecs.md): "vp8", "h264" (constrained
+    # baseline), or "auto": each room takes its first participant's preference.
+    video_codec: Literal["auto", "vp8", "h264"] = "auto"
 
     # Scheduler (docs/scheduler.md). Unit costs are in millicores of a media worker per
     # participant; the defaults come from the measurements in docs/scheduler.md.

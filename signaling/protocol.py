@@ -117,3 +117,21 @@ def require_bool(message: dict[str, Any], field: str) -> bool:
     if not isinstance(value, bool):
         raise ProtocolError("bad_message", f"'{message['type']}' needs a boolean field '{field}'")
     return value
+
+
+MAX_VIDEO_CODECS = 8
+MAX_CODEC_NAME_CHARS = 32
+
+
+def optional_str_list(message: dict[str, Any], field: str) -> list[str] | None:
+    """An optional list of short strings (``join``'s ``video_codecs``): names the server
+    does not know are the server's to ignore, but not a list of anything else."""
+    value = message.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError("bad_message", f"field '{field}' must be a list of strings")
+    if len(value) > MAX_VIDEO_CODECS or any(len(v) > MAX_CODEC_NAME_CHARS for v in value):
+        raise ProtocolError("too_large", f"field '{field}' is longer than {MAX_VIDEO_CODECS} "
+                                         f"names of {MAX_CODEC_NAME_CHARS} characters")
+    return value

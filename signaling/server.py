@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from mcu import codecs
 from mcu.channel import ChannelError
 from mcu.pool import WorkerPool
 from signaling.protocol import (
@@ -30,6 +31,7 @@ from signaling.protocol import (
     decode_message,
     is_text,
     optional_int,
+    optional_str_list,
     require_bool,
     require_sdp,
     require_str,
@@ -116,6 +118,9 @@ class SignalingConfig:
     # A participant whose socket is lost stays in the room this long, for its page to come
     # back on a new socket ("resume") and restart ICE; 0: a lost socket is a leave.
     resume_grace_s: float = 30.0
+    # A room's forwarding video codec (mcu/codecs.py): "vp8", "h264", or "auto" (its
+    # first participant's preference).
+    video_codec: str = "auto"
 
 
 class RoomChannel:
@@ -139,6 +144,7 @@ class RoomChannel:
         self.connections: dict[str, ParticipantConnection] = {}
         self.listed: dict[int, list[dict[str, Any]]] = {}  # worker -> its participants
         self.created_at = time.time()
+        self.video_codec: str | None = None  # chosen at the first join, kept till it empties
         self._directory = directory
 
     @property
@@ -539,6 +545,7 @@ class ParticipantConnection:
         mode = message.get("mode", "forwarded")
         if mode not in MODES:
             raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
+        video_codecs = codecs.supported_codecs(optional_str_list(message, "video_codecs"))
         echo = grant.role == "selftest"
         if echo:
             mode = "forwarded"
@@ -562,6 +569,8 @@ class ParticipantConnection:
         channel = signaling.channels.get(grant.room)  # again: admission took a while
         if channel is None:
             channel = signaling.channels[grant.room] = RoomChannel(grant.room, echo, signaling)
+        if channel.video_codec is None:  # the room's first join (an empty room's channel goes)
+            channel.video_codec = codecs.room_codec(self.config.video_codec, video_codecs)
         units = self.config.units(mode)
         worker = self.pool.place(channel.placed_workers(), units, admission.worker,
                                  admission.priority)
@@ -573,7 +582,8 @@ class ParticipantConnection:
         channel.placing[participant_id] = worker
         try:
             await self.pool.request(worker, "join", room=grant.room, participant=participant_id,
-                                    name=name, role=grant.role, mode=mode, echo=echo)
+                                    name=name, role=grant.role, mode=mode, echo=echo,
+                                    video_codec=channel.video_codec, video_codecs=video_codecs)
         except BaseException:
             self.pool.release(worker, participant_id)
             del channel.placing[participant_id]

@@ -58,8 +58,8 @@ class Site:
 
     @classmethod
     async def join(cls, room: Room, name: str, peer: ClientPeer | None = None,
-                   light: bool = False) -> Site:
-        participant = room.join(name, "guest")
+                   light: bool = False, video_codec: str = "vp8") -> Site:
+        participant = room.join(name, "guest", video_codec=video_codec, video_codecs=[video_codec])
         site = cls(room, participant, peer or ClientPeer(), light)
         participant.send_offer = site._send_offer
         participant.send_message = site._receive_message
@@ -356,6 +356,35 @@ class LossyLink(asyncio.DatagramProtocol):
     def address(self) -> tuple[str, int]:
         assert self.transport is not None
         return self.transport.get_extra_info("sockname")[:2]
+
+
+async def test_an_h264_track_is_piped_as_h264_and_decoded_on_the_other_worker(workers) -> None:
+    origin, other = workers
+    publisher = await Site.join(origin.room(ROOM), "presenter",
+                                ClientPeer(audio=ToneTrack(), video=ColourTrack((30, 200, 30))),
+                                video_codec="h264")
+    camera = publisher.participant.producers["camera"]
+    assert await wait_until(lambda: camera.payload_type is not None)
+    vp8_far = await Site.join(other.room(ROOM), "vp8-far")
+    h264_far = await Site.join(other.room(ROOM), "h264-far", video_codec="h264")
+    try:
+        piped = pipe_over(origin, other, publisher)
+        assert [p.codec for p in piped] == [None, "h264"]  # audio has none
+        far_camera = other.rooms[ROOM].remote_participants[publisher.participant.id].producers["camera"]
+        assert far_camera.codec == "h264" and far_camera.track.codec == camera.track.codec
+        owner = publisher.participant.id
+        assert await wait_until(lambda: h264_far.hears_and_sees(owner), timeout=30), h264_far.tracks
+        mid = next(m for m, i in h264_far.tracks.items()
+                   if i["participant"] == owner and i["kind"] == "video")
+        frame = h264_far.peer.received[mid].last_frame.to_ndarray(format="rgb24")
+        assert abs(float(frame[..., 1].mean()) - 200) < 40  # the green decoded over there
+        # The VP8 subscriber over there hears it, and is never pointed at its video.
+        assert await wait_until(lambda: vp8_far.received_from(owner, "audio") > 10)
+        assert not any(i["kind"] == "video" for i in vp8_far.tracks.values())
+        assert all(c.producer is None for c in vp8_far.participant.slots["camera"])
+    finally:
+        for site in (publisher, vp8_far, h264_far):
+            await site.close()
 
 
 async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_history(workers) -> None:
