@@ -56,12 +56,14 @@ def room_codec(setting: str, first_joiner: list[str]) -> str:
 
 
 def participant_codec(room: str, supported: list[str], mode: str = "forwarded") -> str:
-    """The one video codec offered on a participant's m-lines (publish and receive).
+    """The one video codec offered on a participant's video m-lines: its publish slots
+    (``mode`` forwarded) or its receive slots (its mode).
 
     The room's when the participant can do it. A ``mixed`` participant receives the
-    composite, which the mixer encodes in VP8: VP8 for it whenever it can. Otherwise
-    its own preferred codec: it can then see and be seen by those of that codec only
-    (docs/codecs.md says what the page shows).
+    composite, which the mixer encodes in VP8: VP8 for its receive slots whenever it can
+    (it still publishes in the room's codec). Otherwise its own preferred codec: it can
+    then see and be seen by those of that codec only (docs/codecs.md says what the page
+    shows).
     """
     supported = supported_codecs(supported)
     if mode == "mixed" and VP8 in supported:

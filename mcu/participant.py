@@ -68,9 +68,12 @@ class Participant:
         self.role = role
         self.mode = mode  # "forwarded": slots of voices and cameras; "mixed": one mix and one composite
         # The room's forwarding codec and what this client can do (its join said so):
-        # its video m-lines offer the one codec of codecs.participant_codec.
+        # each video m-line offers one codec (codecs.participant_codec). What it
+        # publishes is in the room's codec if it can; what it receives too, except the
+        # VP8 composite of mixed mode (a mode switch renegotiates its receive slots).
         self.room_codec = room_codec
         self.video_codecs = codecs.supported_codecs(video_codecs)
+        self.publish_codec = codecs.participant_codec(room_codec, self.video_codecs)
         self.video_codec = codecs.participant_codec(room_codec, self.video_codecs, mode)
         self.joined_at = time.time()
         self.counters = room.worker.counters
@@ -89,6 +92,7 @@ class Participant:
         self._publish_mids: dict[str, str] = {}
         self._pending_publish: list[tuple[str, Any]] = []  # until mids are assigned
         self._pending_legs: list[tuple[Consumer, Any]] = []
+        self._leg_transceivers: list[Any] = []  # every receive slot's, in order
         self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
         self.over_estimate_since: dict[int, float] = {}  # REMB group -> since when (lastn.py)
         self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
@@ -245,9 +249,9 @@ class Participant:
         if not self.producers:
             for kind, source in PUBLISH_SLOTS:
                 producer = Producer(f"{self.id}-{source}", self.id, kind, source, self.counters,
-                                    codec=self.video_codec)
+                                    codec=self.publish_codec)
                 transceiver = self.pc.addTransceiver(kind, direction="recvonly")
-                _prefer_codecs(transceiver, kind, self.video_codec)
+                _prefer_codecs(transceiver, kind, self.publish_codec)
                 adapter.take_over_transceiver(
                     transceiver, on_send=None,
                     on_receive=lambda negotiated, dtls, p=producer: self._producer_negotiated(
@@ -265,6 +269,7 @@ class Participant:
                 transceiver = self.pc.addTransceiver(kind, direction="sendonly")
                 _prefer_codecs(transceiver, kind, self.video_codec)
                 self._pending_legs.append((consumer, transceiver))
+                self._leg_transceivers.append(transceiver)
                 adapter.take_over_transceiver(
                     transceiver, on_receive=None,
                     on_send=lambda negotiated, ssrc, rtx_ssrc, dtls, c=consumer: self._consumer_negotiated(
@@ -275,18 +280,19 @@ class Participant:
                 slots.append(consumer)
 
     def set_video_codec(self, codec: str) -> bool:
-        """Offer ``codec`` on every video m-line from the next offer on (a mode switch
-        to or from the VP8 composite). True if it changed: the caller renegotiates.
+        """Offer ``codec`` on the video receive slots from the next offer on (a mode
+        switch to or from the VP8 composite). True if it changed: the caller renegotiates.
 
-        Producers and consumers take the new codec once the answer settles it
-        (:meth:`_producer_negotiated`, :meth:`_consumer_negotiated`): until then the
-        client still sends and expects the old one.
+        The publish slots keep theirs (the others go on seeing this camera). The
+        consumers take the new codec once the answer settles it
+        (:meth:`_consumer_negotiated`): until then the client still expects the old one.
         """
         if codec == self.video_codec:
             return False
         self.video_codec = codec
+        receive_slots = {id(t) for t in self._leg_transceivers}
         for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video":
+            if transceiver.kind == "video" and id(transceiver) in receive_slots:
                 _prefer_codecs(transceiver, "video", codec)
         return True
 
@@ -583,7 +589,7 @@ class Participant:
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "role": self.role, "mode": self.mode,
-            "joined_at": self.joined_at, "video_codec": self.video_codec,
+            "joined_at": self.joined_at, "video_codec": self.publish_codec,
             "connection": self.pc.connectionState,
             "producers": {s: {"packets": p.packets, "active": p.active} for s, p in self.producers.items()},
             "consumers": len(self.consumers),

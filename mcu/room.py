@@ -325,8 +325,8 @@ class Room:
         if participant.mode == mode:
             return
         participant.mode = mode
-        # The composite is VP8: a participant switched to mixed takes VP8 where it can,
-        # and back to the room's codec when forwarded again (with the new offer below).
+        # The composite is VP8: a participant switched to mixed receives VP8 where it can,
+        # and the room's codec when forwarded again (with the new offer below).
         participant.set_video_codec(codecs.participant_codec(participant.room_codec,
                                                              participant.video_codecs, mode))
         if mode == "mixed":
@@ -357,7 +357,7 @@ class Room:
         return [{"id": p.id, "name": p.name, "role": p.role, "mode": p.mode,
                  "audio_muted": p.producers["microphone"].muted,
                  "video_muted": p.producers["camera"].muted,
-                 "screen": p.producers["screen"].sharing, "video_codec": p.video_codec}
+                 "screen": p.producers["screen"].sharing, "video_codec": p.publish_codec}
                 for p in self.participants.values() if p.producers]
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mcu._fanout import CODEC_VP8, is_keyframe_start
 
 from multipoint.app import MEDIA
 from tests.media.test_mixing import colour_share, received
 from tests.media.test_multiparty import participant_id, room_token
-from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, wait_until
 from tests.signal_client import SignalClient
 
 pytestmark = pytest.mark.media
@@ -19,10 +20,11 @@ RED, GREEN, BLUE = (220, 30, 30), (30, 200, 30), (30, 30, 220)
 
 
 async def join(server, room: str, name: str, colour, video_codecs: list[str] | None,
-               mode: str = "forwarded", tone: float = 440) -> SignalClient:
+               mode: str = "forwarded", tone: float = 440, role: str = "guest") -> SignalClient:
     client = await SignalClient.connect(server.ws_url)
     client.peer = ClientPeer(audio=ToneTrack(tone), video=ColourTrack(colour))
-    message = {"type": "join", "v": 1, "token": room_token(server, room), "name": name, "mode": mode}
+    message = {"type": "join", "v": 1, "token": room_token(server, room, role), "name": name,
+               "mode": mode}
     if video_codecs is not None:
         message["video_codecs"] = video_codecs
     await client.send(message)
@@ -138,16 +140,25 @@ async def test_a_mixed_participant_sees_h264_cameras_in_the_vp8_composite(server
     try:
         participants = media.rooms[room].participants
         assert participants[participant_id(red)].video_codec == "h264"
-        # The composite is VP8: the mixed participant's video is offered VP8.
-        assert participants[participant_id(unit)].video_codec == "vp8"
-        assert video_codecs_offered(unit.of_type("offer")[0]["sdp"]) == {"VP8/90000", "rtx"}
+        # The composite is VP8: the mixed participant receives VP8, and publishes the
+        # room's H.264, so the forwarded ones see its camera.
+        mixed = participants[participant_id(unit)]
+        assert (mixed.video_codec, mixed.publish_codec) == ("vp8", "h264")
+        offer = unit.of_type("offer")[0]
+        publish_mids = set(offer["publish"].values())
+        sections = {s.split("a=mid:")[1].split("\r\n")[0]: s for s in offer["sdp"].split("\r\nm=")[1:]}
+        for mid, section in sections.items():
+            if section.startswith("video"):
+                wanted = {"H264/90000 42e01f 1", "rtx"} if mid in publish_mids else {"VP8/90000", "rtx"}
+                assert video_codecs_offered("\r\nm=" + section) == wanted, mid
         assert await wait_until(lambda: received(unit, "video") is not None
                                 and received(unit, "video").frames > 10, timeout=30)
         # The H.264 cameras were decoded into their tiles.
         assert await wait_until(lambda: all(colour_share(received(unit, "video").last_frame, c) > 0.05
                                             for c in (RED, GREEN)), timeout=15)
-        # The forwarded H.264 participants do not see the VP8 unit's camera, but each other.
+        # The forwarded H.264 participants see each other and the unit's camera.
         assert await wait_until(lambda: shows_colour(red, participant_id(green), GREEN), timeout=20)
+        assert await wait_until(lambda: shows_colour(red, participant_id(unit), BLUE), timeout=20)
     finally:
         for client in (red, green, unit):
             await client.close()
@@ -170,3 +181,50 @@ async def test_a_join_with_malformed_video_codecs_is_refused(server) -> None:
         assert video_codecs_offered(offer["sdp"]) == {"VP8/90000", "rtx"}
     finally:
         await client.close()
+
+
+async def test_switched_to_mixed_its_receive_slots_renegotiate_to_vp8_and_back(server) -> None:
+    room = "h264-switch"
+    host = await join(server, room, "Host", RED, ["h264", "vp8"], role="host")
+    unit = await join(server, room, "Room unit", GREEN, ["h264", "vp8"])
+    unit_id = participant_id(unit)
+    participant = server.app[MEDIA].rooms[room].participants[unit_id]
+    probe = RtcpProbe(unit.peer)
+    try:
+        assert await wait_until(lambda: shows_colour(unit, participant_id(host), RED), timeout=30)
+        probe.watch_transport(unit.peer.pc.getTransceivers()[0])  # one bundled transport: all of it
+        await host.send({"type": "set_mode", "participant": unit_id, "mode": "mixed"})
+        assert await wait_until(lambda: len(unit.of_type("offer")) == 2)
+        assert (participant.video_codec, participant.publish_codec) == ("vp8", "h264")
+        composite = participant.slots["camera"][0]
+        assert await wait_until(lambda: composite.codec == "vp8" and composite.leg.packets > 20, timeout=30)
+        # The composite goes out as VP8 under the payload type the new answer settled,
+        # from a keyframe on. (aiortc's own receiver cannot change codec on a started
+        # track, so this client is looked at on the wire; a browser decodes it.)
+        sent = [(pt, payload) for pt, ssrc, _, payload in probe.received if ssrc == composite.ssrc]
+        composite_payload_type = composite.payload_type
+        after = [payload for pt, payload in sent if pt == composite_payload_type]
+        assert after and is_keyframe_start(after[0], CODEC_VP8)
+        assert not [pt for pt, _ in sent[len(sent) - len(after):] if pt != composite.payload_type]
+        # Its camera stayed H.264 and in the host's view all along.
+        before = host.live_frames("video").get(unit_id, 0)
+        assert await wait_until(lambda: host.live_frames("video").get(unit_id, 0) > before + 10)
+        assert shows_colour(host, unit_id, GREEN)
+        # Forwarded again: the slots are H.264 once more and show the host.
+        await host.send({"type": "set_mode", "participant": unit_id, "mode": "forwarded"})
+        assert await wait_until(lambda: len(unit.of_type("offer")) == 3)
+        assert await wait_until(lambda: all(c.codec == "h264" for c in participant.slots["camera"]))
+        # The next control step points a slot at the host's camera again: H.264 on the
+        # wire under the H.264 payload type, no VP8.
+        host_camera = server.app[MEDIA].rooms[room].participants[participant_id(host)].producers["camera"]
+        assert await wait_until(lambda: any(c.producer is host_camera and c.leg.packets > 0
+                                            for c in participant.slots["camera"]), timeout=15)
+        slot = next(c for c in participant.slots["camera"] if c.producer is host_camera)
+        probe.received.clear()
+        assert await wait_until(lambda: sum(1 for p in probe.received if p[1] == slot.ssrc) > 10)
+        payload_types = {p[0] for p in probe.received if p[1] == slot.ssrc}
+        assert payload_types <= {slot.payload_type, slot.rtx_payload_type}
+        assert slot.payload_type in payload_types and slot.payload_type != composite_payload_type
+    finally:
+        for client in (host, unit):
+            await client.close()
