@@ -64,6 +64,7 @@ def test_invite_rejects_a_bad_room_name(env) -> None:
     ("MULTIPOINT_UDP_PORT_MIN", "40000"),
     ("MULTIPOINT_DATABASE_URL", "just-a-path.db"),
     ("MULTIPOINT_SECRET_KEY", "short"),
+    ("MULTIPOINT_VIDEO_CODEC", "vp9"),
 ])
 def test_invalid_settings_stop_start_up_naming_the_setting(env, variable: str, value: str) -> None:
     env[variable] = value

@@ -213,6 +213,14 @@ function onParticipants({ participants, locked, recording }) {
   updateButtons();
 }
 
+// Someone whose camera is in a video codec this page does not receive (docs/codecs.md):
+// heard, listed, but never in a camera tile here.
+function otherCodec(person) {
+  const me = (state.roster ?? []).find((p) => p.id === state.me);
+  return Boolean(me && me.mode !== "mixed" && person.id !== state.me && person.video_codec
+                 && me.video_codec && person.video_codec !== me.video_codec);
+}
+
 function renderPeople() {
   const list = $("#people");
   list.replaceChildren();
@@ -222,7 +230,8 @@ function renderPeople() {
     // Someone no slot shows now (a big room) is here by name only.
     item.dataset.inSlot = String(shown.has(person.id) || person.id === state.me);
     const label = document.createElement("span");
-    label.textContent = person.name + (person.id === state.me ? ` (${t("call.you")})` : "") + (person.audio_muted ? " 🔇" : "");
+    label.textContent = person.name + (person.id === state.me ? ` (${t("call.you")})` : "") + (person.audio_muted ? " 🔇" : "")
+      + (otherCodec(person) ? ` (${t("call.other_codec")})` : "");
     item.append(label);
     if (state.role === "host" && person.id !== state.me) {
       const controls = document.createElement("span");

@@ -10,6 +10,25 @@ const RECOVER_WINDOW_MS = 25000;
 // Server messages after which the socket closes for good: no coming back from these.
 const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect"]);
 
+// The video codecs the server forwards that this browser can both send and receive, in
+// the browser's own order of preference (docs/codecs.md): "vp8", and "h264" only as
+// constrained baseline (profile 0x42 with constraint_set1) in packetization mode 1.
+export function supportedVideoCodecs() {
+  const names = (capabilities) => (capabilities?.codecs ?? []).map((codec) => {
+    const mime = codec.mimeType.toLowerCase();
+    if (mime === "video/vp8") return "vp8";
+    const fmtp = codec.sdpFmtpLine ?? "";
+    const profile = /profile-level-id=([0-9a-f]{6})/i.exec(fmtp)?.[1];
+    if (mime === "video/h264" && /packetization-mode=1/.test(fmtp) && profile
+        && profile.slice(0, 2).toLowerCase() === "42" && (parseInt(profile.slice(2, 4), 16) & 0x40)) {
+      return "h264";
+    }
+    return null;
+  }).filter(Boolean);
+  const receive = new Set(names(RTCRtpReceiver.getCapabilities?.("video")));
+  return [...new Set(names(RTCRtpSender.getCapabilities?.("video")))].filter((name) => receive.has(name));
+}
+
 export class MultipointSession extends EventTarget {
   // ``front``: the base URL of the front to use (another node's, after a redirect or
   // when this page's own front is gone); by default the page's own origin.
@@ -48,7 +67,8 @@ export class MultipointSession extends EventTarget {
       const state = this.pc.iceConnectionState;
       if ((state === "disconnected" || state === "failed") && this.participantId) this.#recover();
     });
-    return this.#request({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode });
+    return this.#request({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode,
+                           video_codecs: supportedVideoCodecs() });
   }
 
   // A new socket whose first message is ``first`` ("join" or "resume"); settles once the
