@@ -514,13 +514,17 @@ class ParticipantConnection:
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send({"type": "pong"})
 
-    async def on_join(self, message: dict[str, Any]) -> None:
+    def _check_first_message(self, message: dict[str, Any]) -> None:
+        """``join`` and ``resume``: the first message of a socket, in our version."""
         if self.participant_id is not None:
             raise ProtocolError("already_joined", "this connection has already joined a room")
         version = message.get("v", PROTOCOL_VERSION)
         if version != PROTOCOL_VERSION:
             raise ProtocolError("unsupported_version",
                                 f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}")
+
+    async def on_join(self, message: dict[str, Any]) -> None:
+        self._check_first_message(message)
         # Before the token is checked, so guessing tokens is as slow as joining.
         self._within_rate("join_per_ip", self.peer_ip, "joins from this address")
         try:
@@ -640,12 +644,7 @@ class ParticipantConnection:
 
     async def on_resume(self, message: dict[str, Any]) -> None:
         """Take over a participant whose socket was lost, then restart its ICE."""
-        if self.participant_id is not None:
-            raise ProtocolError("already_joined", "this connection has already joined a room")
-        version = message.get("v", PROTOCOL_VERSION)
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError("unsupported_version",
-                                f"protocol version {version!r} is not supported; use {PROTOCOL_VERSION}")
+        self._check_first_message(message)
         # Counted as a join: guessing a secret is as slow as guessing a token.
         self._within_rate("join_per_ip", self.peer_ip, "joins from this address")
         participant = require_str(message, "participant", MAX_PARTICIPANT_ID_CHARS)
