@@ -7,6 +7,7 @@ const ICE_GATHERING_TIMEOUT_MS = 3000;
 // window the session gives up and the page joins again with its link.
 const RECOVER_ATTEMPT_MS = 5000;
 const RECOVER_WINDOW_MS = 25000;
+const RESUME_UNREACHABLE = 3;  // sockets that failed to connect before the page joins again
 // Server messages after which the socket closes for good: no coming back from these.
 const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect"]);
 
@@ -144,6 +145,7 @@ export class MultipointSession extends EventTarget {
     this.recovering = true;
     this.#emit("reconnecting", {});
     const started = performance.now();
+    let unreachable = 0;  // sockets that could not even connect: the front may be gone
     try {
       while (!this.closed && performance.now() - started < RECOVER_WINDOW_MS) {
         const socketUp = this.ws?.readyState === WebSocket.OPEN;
@@ -163,6 +165,10 @@ export class MultipointSession extends EventTarget {
             ]);
           } catch (error) {
             if (error.code) break;  // refused (resume_failed, ...): join again
+            if (error.message === "signaling connection failed" && ++unreachable >= RESUME_UNREACHABLE) {
+              break;  // its node may have died: join again, through another front if need be
+            }
+            await new Promise((resolve) => setTimeout(resolve, 1000));
             continue;
           }
         }
@@ -177,7 +183,7 @@ export class MultipointSession extends EventTarget {
       this.#emit("recovered", { recoveries: this.recoveries });
       return;
     }
-    this.closed = true;  // the page joins again, with a new connection
+    this.resumeSecret = null;  // the page joins again, with a new connection
     this.ws?.close();
     this.#emit("close", { code: 0, reason: "not_recovered" });
   }

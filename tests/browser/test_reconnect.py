@@ -51,6 +51,9 @@ class Office:
         run("ip", "link", "set", "mpv0", "up" if up else "down")
 
     def close(self) -> None:
+        # Both ends go with one; at once, not when the namespace is gone (the tests
+        # after this one must find loopback alone).
+        subprocess.run(["ip", "link", "del", "mpv0"], capture_output=True)
         self.holder.kill()  # the namespace goes with it, and the veth pair with that
         self.holder.wait()
 
