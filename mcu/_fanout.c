@@ -51,6 +51,22 @@
 #define CODEC_VP8 1
 #define CODEC_H264 2
 
+/* A Leg's or Track's codec from its constructor's arguments: -1 (not given) is VP8 for
+ * video, what every one was before H.264; audio has none. -1 and an error set if it does
+ * not fit. */
+static int
+codec_for(int video, int codec, const char *what)
+{
+    if (codec < 0)
+        codec = video ? CODEC_VP8 : CODEC_NONE;
+    if (codec > CODEC_H264 || (codec == CODEC_NONE) != !video) {
+        PyErr_Format(PyExc_ValueError, "codec %d does not fit a%s %s", codec,
+                     video ? " video" : "n audio", what);
+        return -1;
+    }
+    return codec;
+}
+
 /* libsrtp2: srtp_err_status_t srtp_protect(srtp_t ctx, void *rtp_hdr, int *len_ptr), and
  * the same for srtp_unprotect and srtp_unprotect_rtcp. */
 typedef int (*srtp_protect_fn)(void *session, void *packet, int *length);
@@ -289,14 +305,9 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"video", "codec", NULL};
     int video = 0, codec = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Leg", keywords, &video, &codec))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Leg", keywords, &video, &codec)
+        || (codec = codec_for(video, codec, "leg")) < 0)
         return -1;
-    if (codec < 0)
-        codec = video ? CODEC_VP8 : CODEC_NONE;  /* VP8 unless told: what every leg was */
-    if (codec > CODEC_H264 || (codec == CODEC_NONE) != !video) {
-        PyErr_Format(PyExc_ValueError, "codec %d does not fit a%s leg", codec, video ? " video" : "n audio");
-        return -1;
-    }
     if (video && self->history == NULL) {
         self->history = PyMem_Calloc(HISTORY_SIZE, sizeof(PyObject *));
         self->history_seq = PyMem_Calloc(HISTORY_SIZE, sizeof(uint16_t));
@@ -682,14 +693,9 @@ track_init(TrackObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"video", "codec", NULL};
     int video = 0, codec = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Track", keywords, &video, &codec))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "p|i:Track", keywords, &video, &codec)
+        || (codec = codec_for(video, codec, "track")) < 0)
         return -1;
-    if (codec < 0)
-        codec = video ? CODEC_VP8 : CODEC_NONE;
-    if (codec > CODEC_H264 || (codec == CODEC_NONE) != !video) {
-        PyErr_Format(PyExc_ValueError, "codec %d does not fit a%s track", codec, video ? " video" : "n audio");
-        return -1;
-    }
     self->video = (char)video;
     self->codec = codec;
     self->payload_type = -1;
@@ -891,10 +897,11 @@ is_keyframe(PyObject *module, PyObject *args)
 #define RECEIVED_MALFORMED 1     /* counted; dropped */
 #define RECEIVED_UNKNOWN 2       /* no track for this SSRC: the caller may learn it */
 #define RECEIVED_WANTS_KEYFRAME 4
+#define RECEIVED_TAPPED 8        /* the track has taps: the caller passes the packet on */
+
 /* A video track "stalled": no packet for this long, or this many packets lost at once. */
 #define STALL_S 1.0
 #define STALL_SEQ_GAP 100
-#define RECEIVED_TAPPED 8        /* the track has taps: the caller passes the packet on */
 
 #define EXT_AUDIO_LEVEL 2        /* the header extension IDs of the server's offer (mcu/rtp.py) */
 #define EXT_ABS_SEND_TIME 3
@@ -1082,10 +1089,10 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * jumped past what NACK could repair left every subscriber's decoder without its
      * references: ask the publisher for a keyframe at once rather than wait for each
      * subscriber's own request (some ask only after seconds). */
+    int ahead = (seq - track->highest_seq) & 0xFFFF;  /* how far past the newest so far */
     int stalled = track->video && track->highest_seq >= 0
         && (now_s - track->last_packet_at > STALL_S
-            || (((seq - track->highest_seq) & 0xFFFF) > STALL_SEQ_GAP
-                && ((seq - track->highest_seq) & 0xFFFF) < 0x8000));
+            || (ahead > STALL_SEQ_GAP && ahead < 0x8000));
     track->last_packet_at = now_s;
     if (track->highest_seq < 0) {
         track->highest_seq = track->base_seq = seq;

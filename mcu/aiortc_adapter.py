@@ -276,12 +276,16 @@ def begin_ice_restart(pc: RTCPeerConnection) -> None:
         connection._local_password = aioice.utils.random_string(22)
 
 
+def _bundled_media(sdp: str) -> Any:
+    """The first accepted media section: every section shares its transport (BUNDLE)."""
+    return next((m for m in aiortc_sdp.SessionDescription.parse(sdp).media if m.port), None)
+
+
 def offer_restarts_ice(pc: RTCPeerConnection, offer_sdp: str) -> bool:
     """Whether this offer has other ICE credentials than the connection knows (a test
     client answering the server's restart: it calls begin_ice_restart before its answer
     and finish_ice_restart with the offer after it)."""
-    description = aiortc_sdp.SessionDescription.parse(offer_sdp)
-    media = next((m for m in description.media if m.port), None)
+    media = _bundled_media(offer_sdp)
     connections = _ice_connections(pc)
     return media is not None and bool(connections) and connections[0].remote_username not in (
         None, media.ice.usernameFragment)
@@ -297,8 +301,7 @@ async def finish_ice_restart(pc: RTCPeerConnection, remote_sdp: str,
     A controlled agent (a client answering) only takes the new credentials and
     candidates: the controlling side's checks nominate.
     """
-    description = aiortc_sdp.SessionDescription.parse(remote_sdp)
-    media = next((m for m in description.media if m.port), None)
+    media = _bundled_media(remote_sdp)
     if media is None:
         return False
     results = await asyncio.gather(*(

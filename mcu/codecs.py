@@ -24,6 +24,7 @@ AUTO = "auto"
 CHOICES = (AUTO, *VIDEO_CODECS)
 
 C_CODECS = {VP8: CODEC_VP8, H264: CODEC_H264}
+C_NAMES = {value: name for name, value in C_CODECS.items()}
 MIME_TYPES = {VP8: "video/vp8", H264: "video/h264"}
 # H.264 as the server offers it: constrained baseline (what every WebRTC H.264 encoder,
 # hardware ones included, can send and decode), level 3.1, non-interleaved packetization

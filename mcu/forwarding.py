@@ -72,7 +72,7 @@ class Producer:
     def codec(self) -> str | None:
         """The video codec of its payload (``vp8``/``h264``; None for audio): C finds its
         keyframes by it, and sends it only on legs of the same codec."""
-        return _codec_name(self.track.codec)
+        return codecs.C_NAMES.get(self.track.codec)
 
     @codec.setter
     def codec(self, value: str) -> None:
@@ -260,7 +260,7 @@ class Consumer:
     @property
     def codec(self) -> str | None:
         """The video codec this leg was negotiated for (None for audio)."""
-        return _codec_name(self.leg.codec)
+        return codecs.C_NAMES.get(self.leg.codec)
 
     @codec.setter
     def codec(self, value: str) -> None:
@@ -274,7 +274,7 @@ class Consumer:
     def accepts(self, producer: Producer) -> bool:
         """Whether this leg can show ``producer``: same kind, and for video same codec
         (forwarding does not transcode)."""
-        return producer.kind == self.kind and producer.codec == self.codec
+        return producer.kind == self.kind and producer.track.codec == self.leg.codec
 
     @property
     def payload_type(self) -> int:
@@ -397,10 +397,6 @@ class Consumer:
             ntp_pair = rtp.ntp_now()
             rtp_now = self.leg.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
-
-
-def _codec_name(value: int) -> str | None:
-    return next((name for name, c in codecs.C_CODECS.items() if c == value), None)
 
 
 def forward_to_all(consumers: tuple[Consumer, ...], view: rtp.RtpView, extension: bytes,

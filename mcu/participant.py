@@ -207,6 +207,7 @@ class Participant:
             await asyncio.sleep(0.02)
         restart = self._restart_offer
         if restart is not None and self._awaiting_answer == restart.revision:
+            restart.tracks = self._track_map()  # the slots may show others by now
             await self.send_offer(restart)
             return
         self._offering = True
@@ -290,9 +291,8 @@ class Participant:
         if codec == self.video_codec:
             return False
         self.video_codec = codec
-        receive_slots = {id(t) for t in self._leg_transceivers}
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "video" and id(transceiver) in receive_slots:
+        for transceiver in self._leg_transceivers:
+            if transceiver.kind == "video":
                 _prefer_codecs(transceiver, "video", codec)
         return True
 

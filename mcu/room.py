@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,10 @@ class Room:
         producers: dict[str, Producer] = {}
         names: dict[str, str] = {}
         voices: list[Source] = []
-        cameras: list[Source] = []
-        screens: list[Source] = []
+        # A subscriber's video slots can show only videos of its own codec (no
+        # transcoding): the videos are ranked per codec.
+        cameras: dict[str | None, list[Source]] = defaultdict(list)
+        screens: dict[str | None, list[Source]] = defaultdict(list)
         for publisher in self.publishers():
             names[publisher.id] = publisher.name
             for producer in publisher.producers.values():
@@ -146,19 +149,15 @@ class Room:
                                          self._loudness.get(publisher.id, 0.0)))
                 elif producer.source == "screen":
                     if producer.sharing:  # a screen slot shows a share only while it is on
-                        screens.append(Source(producer.id, publisher.id, live))
+                        screens[producer.codec].append(Source(producer.id, publisher.id, live))
                 else:
-                    cameras.append(Source(producer.id, publisher.id, live))
+                    cameras[producer.codec].append(Source(producer.id, publisher.id, live))
         ranked_voices = rank_voices(voices)
         loudness = {source.producer_id: source.loudness for source in voices}
-        # A subscriber's video slots can show only videos of its own codec (no
-        # transcoding): one ranking per codec, each from the same order.
-        ranked_cameras = {codec: rank_videos([s for s in cameras if producers[s.producer_id].codec == codec],
-                                             self.speakers.recent)
-                          for codec in codecs.VIDEO_CODECS}
-        ranked_screens = {codec: rank_videos([s for s in screens if producers[s.producer_id].codec == codec],
-                                             self.speakers.recent)
-                          for codec in codecs.VIDEO_CODECS}
+        ranked_cameras = {codec: rank_videos(sources, self.speakers.recent)
+                          for codec, sources in cameras.items()}
+        ranked_screens = {codec: rank_videos(sources, self.speakers.recent)
+                          for codec, sources in screens.items()}
         for subscriber in list(self.participants.values()) if subscribers is None else subscribers:
             if not subscriber.slots or subscriber.closed:
                 continue
@@ -176,10 +175,9 @@ class Room:
                           "screen": [screen.id] if screen is not None and screen.sharing else []}
             else:
                 codec = subscriber.video_codec
-                wanted = {"camera": first_except(ranked_cameras[codec], len(current.get("camera", ())),
-                                                 own.get("camera")),
-                          "screen": first_except(ranked_screens[codec], len(current.get("screen", ())),
-                                                 own.get("screen"))}
+                wanted = {purpose: first_except(ranked.get(codec, []), len(current.get(purpose, ())),
+                                                own.get(purpose))
+                          for purpose, ranked in (("camera", ranked_cameras), ("screen", ranked_screens))}
             plan: dict[str, list[Producer | None]] = {}
             for purpose, shown in current.items():
                 if purpose == "voice" and "voice" not in wanted:

@@ -187,10 +187,12 @@ class RoomChannel:
             if participant_id != exclude:
                 connection.post(text)
 
+    def participants_message(self) -> dict[str, Any]:
+        return {"type": "participants", "locked": self.locked, "recording": self.recording,
+                "participants": self.describe_participants()}
+
     async def broadcast_participants(self) -> None:
-        await self.broadcast({"type": "participants", "locked": self.locked,
-                              "recording": self.recording,
-                              "participants": self.describe_participants()})
+        await self.broadcast(self.participants_message())
 
 
 class Signaling:
@@ -642,6 +644,11 @@ class ParticipantConnection:
             logger.info("participant %s did not come back: it has left", self.participant_id)
             await self.close()
 
+    def _stop_waiting_for_resume(self) -> None:
+        if self._resume_deadline is not None:
+            self._resume_deadline.cancel()
+            self._resume_deadline = None
+
     async def on_resume(self, message: dict[str, Any]) -> None:
         """Take over a participant whose socket was lost, then restart its ICE."""
         self._check_first_message(message)
@@ -650,17 +657,14 @@ class ParticipantConnection:
         participant = require_str(message, "participant", MAX_PARTICIPANT_ID_CHARS)
         secret = require_str(message, "resume", RESUME_SECRET_CHARS * 2)
         previous = self.signaling.connections.get(participant or "")
-        if previous is None or previous.resume_secret is None or secret is None \
-                or not secrets.compare_digest(previous.resume_secret.encode(), secret.encode()):
+        if previous is None or previous.resume_secret is None \
+                or not secrets.compare_digest(previous.resume_secret.encode(), (secret or "").encode()):
             raise ProtocolError("resume_failed",
                                 "this participant is no longer in a room here: join again")
         self._take_over(previous)
         await self.send({"type": "resumed", **await self._joined_fields()})
-        channel = self.channel
-        assert channel is not None
-        await self.send({"type": "participants", "locked": channel.locked,
-                         "recording": channel.recording,
-                         "participants": channel.describe_participants()})
+        assert self.channel is not None
+        await self.send(self.channel.participants_message())
         await self.request("restart_ice", participant=self.participant_id)
 
     def _take_over(self, previous: ParticipantConnection) -> None:
@@ -669,9 +673,7 @@ class ParticipantConnection:
                      "call_record", "resume_secret"):
             setattr(self, name, getattr(previous, name))
         previous.participant_id = previous.resume_secret = None  # its close() is a no-op now
-        if previous._resume_deadline is not None:
-            previous._resume_deadline.cancel()
-            previous._resume_deadline = None
+        previous._stop_waiting_for_resume()
         self.signaling.connections[self.participant_id or ""] = self
         previous.channel.connections[self.participant_id or ""] = self
         if not previous.ws.closed and previous._transport is not None:
@@ -757,9 +759,7 @@ class ParticipantConnection:
 
     async def close(self) -> None:
         self._release_pending()
-        if self._resume_deadline is not None:
-            self._resume_deadline.cancel()
-            self._resume_deadline = None
+        self._stop_waiting_for_resume()
         self.resume_secret = None
         participant, self.participant_id = self.participant_id, None
         if participant is None:

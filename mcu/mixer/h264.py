@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import av
+from .gated import KeyframeGatedDecoder
 
 START_CODE = b"\x00\x00\x00\x01"
 STAP_A = 24
@@ -142,32 +142,8 @@ class H264Depacketizer:
         return max(seqs, key=lambda s: (s - seqs[0] + 0x8000) & 0xFFFF)
 
 
-class H264Decoder:
-    """FFmpeg's H.264 decoder that waits for an IDR picture and survives garbage, as
-    :class:`mcu.mixer.vp8.Vp8Decoder` does for VP8 (the same interface)."""
+class H264Decoder(KeyframeGatedDecoder):
+    """FFmpeg's H.264 decoder that waits for an IDR picture and survives garbage."""
 
-    def __init__(self) -> None:
-        self._codec = self._open()
-        self.needs_keyframe = True
-        self.errors = 0
-
-    @staticmethod
-    def _open() -> av.VideoCodecContext:
-        codec = av.CodecContext.create("h264", "r")
-        codec.thread_count = 1  # one worker process per core
-        return codec
-
-    def decode(self, data: bytes) -> av.VideoFrame | None:
-        keyframe = is_keyframe(data)
-        if self.needs_keyframe and not keyframe:
-            return None
-        try:
-            frames = self._codec.decode(av.Packet(data))
-        except (av.FFmpegError, ValueError):
-            self.errors += 1
-            self.needs_keyframe = True
-            self._codec = self._open()
-            return None
-        if keyframe:
-            self.needs_keyframe = False
-        return frames[-1] if frames else None
+    codec_name = "h264"
+    is_keyframe = staticmethod(is_keyframe)

@@ -62,8 +62,6 @@ export class MultipointSession extends EventTarget {
     this.pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle",
                                       iceTransportPolicy: this.iceTransportPolicy });
     this.pc.addEventListener("track", (event) => this.#onTrack(event));
-    this.pc.addEventListener("connectionstatechange", () =>
-      this.#emit("connectionstate", { state: this.pc.connectionState }));
     this.pc.addEventListener("iceconnectionstatechange", () => {
       const state = this.pc.iceConnectionState;
       if ((state === "disconnected" || state === "failed") && this.participantId) this.#recover();
@@ -81,7 +79,8 @@ export class MultipointSession extends EventTarget {
                                           : `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
       this.ws = ws;
       ws.addEventListener("open", () => ws.send(JSON.stringify(first)));
-      ws.addEventListener("error", () => this.#settle(new Error("signaling connection failed")));
+      ws.addEventListener("error", () =>
+        this.#settle(Object.assign(new Error("signaling connection failed"), { unreachable: true })));
       ws.addEventListener("close", (event) => this.#onSocketClosed(ws, event));
       ws.addEventListener("message", (event) => this.#onRaw(ws, event));
     });
@@ -165,7 +164,7 @@ export class MultipointSession extends EventTarget {
             ]);
           } catch (error) {
             if (error.code) break;  // refused (resume_failed, ...): join again
-            if (error.message === "signaling connection failed" && ++unreachable >= RESUME_UNREACHABLE) {
+            if (error.unreachable && ++unreachable >= RESUME_UNREACHABLE) {
               break;  // its node may have died: join again, through another front if need be
             }
             await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -83,8 +83,11 @@ async def test_a_lost_socket_is_taken_over_by_a_new_one_without_a_new_join(serve
         assert await wait_until(lambda: all_flowing(first, {ids[1]}) and all_flowing(second, {ids[0]}),
                                 timeout=30)
         lists = len(second.of_type("participants"))
+        signaling = server.app[LIVE_ROOMS].signaling
+        lost = signaling.connections[ids[0]]
         peer, first.peer = first.peer, None  # the media connection lives on; the socket dies
         await lose_socket(server, first, ids[0])
+        assert signaling.connections[ids[0]] is lost  # kept, waiting for the page
         # The room keeps the participant meanwhile (nobody is told it left).
         replacement = await SignalClient.connect(server.ws_url)
         replacement.peer = peer
@@ -100,11 +103,12 @@ async def test_a_lost_socket_is_taken_over_by_a_new_one_without_a_new_join(serve
         assert await grows(second, ids[0])
         assert all(ids[0] in [p["id"] for p in m["participants"]]
                    for m in second.of_type("participants")[lists:])
-        # The participant answers on its new socket: moderation, chat, leave.
+        # The participant is the new socket's now: what it says goes out under its id.
+        taken_over = signaling.connections[ids[0]]
+        assert taken_over is not lost and not taken_over.ws.closed
         await replacement.send({"type": "chat", "text": "zpět"})
-        assert await wait_until(lambda: any(m["text"] == "zpět" for m in second.of_type("chat")))
-        signaling = server.app[LIVE_ROOMS].signaling
-        assert signaling.connections[ids[0]].ws is not first.ws
+        assert await wait_until(lambda: any(m["text"] == "zpět" and m["from"] == ids[0]
+                                            for m in second.of_type("chat")))
     finally:
         await first.session.close()
         if replacement is not None:
