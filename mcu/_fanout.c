@@ -271,6 +271,67 @@ static PyTypeObject SinkType = {
     .tp_members = sink_members,
 };
 
+/* VP8 payload descriptor (RFC 7741 4.2) ---------------------------------------------- */
+
+/* Where a VP8 packet's picture ID and TL0PICIDX are, in bytes from the payload's start
+ * (-1: absent). A subscriber's decoder orders pictures by them, so a leg whose source
+ * changes (another speaker, another simulcast layer) rewrites them to continue its own. */
+typedef struct {
+    int pid_at;
+    int pid_mask;             /* 0x7F or 0x7FFF: the M bit's 7- or 15-bit picture ID */
+    int tl0_at;
+} Vp8Fields;
+
+static void
+vp8_fields(const uint8_t *payload, Py_ssize_t size, Vp8Fields *fields)
+{
+    fields->pid_at = fields->tl0_at = -1;
+    fields->pid_mask = 0x7F;
+    if (size < 2 || !(payload[0] & 0x80))  /* no extended control bits */
+        return;
+    uint8_t extended = payload[1];
+    Py_ssize_t offset = 2;
+    if (extended & 0x80) {  /* I: picture ID */
+        if (offset >= size)
+            return;
+        int wide = payload[offset] & 0x80;
+        if (offset + (wide ? 2 : 1) > size)
+            return;
+        fields->pid_at = (int)offset;
+        fields->pid_mask = wide ? 0x7FFF : 0x7F;
+        offset += wide ? 2 : 1;
+    }
+    if ((extended & 0x40) && offset < size)  /* L: TL0PICIDX */
+        fields->tl0_at = (int)offset;
+}
+
+static inline int
+vp8_read_pid(const uint8_t *payload, const Vp8Fields *fields)
+{
+    const uint8_t *at = payload + fields->pid_at;
+    return fields->pid_mask == 0x7FFF ? ((at[0] & 0x7F) << 8) | at[1] : at[0] & 0x7F;
+}
+
+/* Add the offsets to the picture ID and TL0PICIDX of a VP8 payload, in place. */
+static inline void
+vp8_rewrite(uint8_t *payload, const Vp8Fields *fields, int pid_offset, int tl0_offset)
+{
+    if (fields->pid_at >= 0) {
+        int pid = (vp8_read_pid(payload, fields) + pid_offset) & fields->pid_mask;
+        uint8_t *at = payload + fields->pid_at;
+        if (fields->pid_mask == 0x7FFF) {
+            at[0] = (uint8_t)(0x80 | (pid >> 8));
+            at[1] = (uint8_t)pid;
+        } else {
+            at[0] = (uint8_t)pid;
+        }
+    }
+    if (fields->tl0_at >= 0)
+        payload[fields->tl0_at] = (uint8_t)(payload[fields->tl0_at] + tl0_offset);
+}
+
+static PyTypeObject TrackType;
+
 /* Leg ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -291,6 +352,17 @@ typedef struct {
     unsigned int last_ts;
     unsigned long long packets;
     unsigned long long octets;        /* payload octets, as sender reports count them */
+    /* Which received track this leg sends (a Track, or NULL: whichever calls it), and the
+     * one it moves to at that track's next keyframe (a simulcast layer switch, NULL: none).
+     * A leg sits in the legs of both while it waits; the other's packets pass it by. */
+    PyObject *source;
+    PyObject *target;
+    /* VP8: picture IDs and TL0PICIDX continue ours across a change of source, so the
+     * subscriber's decoder sees one stream (RFC 7741 4.2). */
+    int pid_offset;
+    int tl0_offset;
+    int last_pid;                     /* -1 before the first picture ID sent */
+    int last_tl0;                     /* -1 before the first TL0PICIDX sent */
     /* Video: what was sent, by our sequence number, for NACKs. The packet itself is one
      * bytes object shared by every leg a received packet went out on (as built for the
      * first of them); a leg keeps its own timestamp and rebuilds its header on a resend.
@@ -298,6 +370,8 @@ typedef struct {
     PyObject **history;
     uint16_t *history_seq;
     uint32_t *history_ts;
+    uint16_t *history_pid_offset;     /* the kept packet has the source's own picture ID */
+    uint8_t *history_tl0_offset;
 } LegObject;
 
 static int
@@ -312,7 +386,10 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
         self->history = PyMem_Calloc(HISTORY_SIZE, sizeof(PyObject *));
         self->history_seq = PyMem_Calloc(HISTORY_SIZE, sizeof(uint16_t));
         self->history_ts = PyMem_Calloc(HISTORY_SIZE, sizeof(uint32_t));
-        if (self->history == NULL || self->history_seq == NULL || self->history_ts == NULL) {
+        self->history_pid_offset = PyMem_Calloc(HISTORY_SIZE, sizeof(uint16_t));
+        self->history_tl0_offset = PyMem_Calloc(HISTORY_SIZE, sizeof(uint8_t));
+        if (self->history == NULL || self->history_seq == NULL || self->history_ts == NULL
+            || self->history_pid_offset == NULL || self->history_tl0_offset == NULL) {
             PyErr_NoMemory();
             return -1;
         }
@@ -320,6 +397,7 @@ leg_init(LegObject *self, PyObject *args, PyObject *kwargs)
     self->video = (char)video;
     self->codec = codec;
     self->clock_rate = video ? 90000 : 48000;
+    self->last_pid = self->last_tl0 = -1;
     return 0;
 }
 
@@ -327,6 +405,8 @@ static int
 leg_traverse(LegObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->sink);
+    Py_VISIT(self->source);
+    Py_VISIT(self->target);
     return 0;
 }
 
@@ -334,6 +414,8 @@ static int
 leg_clear(LegObject *self)
 {
     Py_CLEAR(self->sink);
+    Py_CLEAR(self->source);
+    Py_CLEAR(self->target);
     return 0;
 }
 
@@ -342,6 +424,8 @@ leg_dealloc(LegObject *self)
 {
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->sink);
+    Py_CLEAR(self->source);
+    Py_CLEAR(self->target);
     if (self->history != NULL) {
         for (int i = 0; i < HISTORY_SIZE; i++)
             Py_CLEAR(self->history[i]);
@@ -349,7 +433,32 @@ leg_dealloc(LegObject *self)
     }
     PyMem_Free(self->history_seq);
     PyMem_Free(self->history_ts);
+    PyMem_Free(self->history_pid_offset);
+    PyMem_Free(self->history_tl0_offset);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+leg_get_track(LegObject *self, void *closure)
+{
+    PyObject *track = closure == NULL ? self->source : self->target;
+    return Py_NewRef(track != NULL ? track : Py_None);
+}
+
+static int
+leg_set_track(LegObject *self, PyObject *value, void *closure)
+{
+    PyObject **field = closure == NULL ? &self->source : &self->target;
+    if (value == NULL || value == Py_None) {
+        Py_CLEAR(*field);
+        return 0;
+    }
+    if (!PyObject_TypeCheck(value, &TrackType)) {
+        PyErr_SetString(PyExc_TypeError, "a leg's source and target are Track objects or None");
+        return -1;
+    }
+    Py_XSETREF(*field, Py_NewRef(value));
+    return 0;
 }
 
 static PyObject *
@@ -418,6 +527,17 @@ leg_sent(LegObject *self, PyObject *arg)
         return NULL;
     uint8_t *header = (uint8_t *)PyBytes_AS_STRING(packet);
     write_leg_header(header, self, header[1] & 0x80, (int)seq, self->history_ts[slot]);
+    if (self->codec == CODEC_VP8 && (self->history_pid_offset[slot] || self->history_tl0_offset[slot])) {
+        /* The kept packet has its source's picture ID (legs differ in their offsets). */
+        Py_ssize_t start = RTP_HEADER_SIZE + ((header[0] & 0x10) && size >= RTP_HEADER_SIZE + 4
+            ? 4 + 4 * ((header[RTP_HEADER_SIZE + 2] << 8) | header[RTP_HEADER_SIZE + 3]) : 0);
+        if (start < size) {
+            Vp8Fields fields;
+            vp8_fields(header + start, size - start, &fields);
+            vp8_rewrite(header + start, &fields, self->history_pid_offset[slot],
+                        self->history_tl0_offset[slot]);
+        }
+    }
     return packet;
 }
 
@@ -429,6 +549,11 @@ static PyMethodDef leg_methods[] = {
 
 static PyGetSetDef leg_getset[] = {
     {"sink", (getter)leg_get_sink, (setter)leg_set_sink, "Where packets go (None: nowhere).", NULL},
+    {"source", (getter)leg_get_track, (setter)leg_set_track,
+     "The Track whose packets this leg sends (None: any track it is a leg of).", NULL},
+    {"target", (getter)leg_get_track, (setter)leg_set_track,
+     "The Track it changes to at that track's next keyframe (None: no change waiting); "
+     "receive() then makes it the source and reports RECEIVED_SWITCHED.", (void *)1},
     {NULL}
 };
 
@@ -450,6 +575,8 @@ static PyMemberDef leg_members[] = {
      "Set when the leg gets another source: at its start, the timestamps continue ours."},
     {"clock_rate", T_INT, offsetof(LegObject, clock_rate), 0, NULL},
     {"last_ts", T_UINT, offsetof(LegObject, last_ts), READONLY, NULL},
+    {"last_picture_id", T_INT, offsetof(LegObject, last_pid), READONLY,
+     "VP8: the newest picture ID sent (-1: none yet)."},
     {"packets", T_ULONGLONG, offsetof(LegObject, packets), READONLY, NULL},
     {"octets", T_ULONGLONG, offsetof(LegObject, octets), READONLY, NULL},
     {NULL}
@@ -484,15 +611,22 @@ static double monotonic_now(void);
 typedef struct {
     long sent, bytes, errors;
     int wants_keyframe;
+    int switched;             /* a leg changed to this track (its target) */
 } FanOutResult;
 
 /* Send one packet to every leg: header per leg, then ``extension``, then ``payload``
- * (payload and padding). The caller has checked the types in ``legs`` and the size. */
+ * (payload and padding). The caller has checked the types in ``legs`` and the size.
+ * ``track``: the Track it came from (NULL: the mixer's, sent to every leg given);
+ * ``vp8``: where its picture ID is (NULL: nothing to rewrite). */
 static int
 fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         const uint8_t *payload, Py_ssize_t payload_bytes, int seq, uint32_t timestamp,
-        int marker, int keyframe, int padded, long payload_size, int codec, FanOutResult *result)
+        int marker, int keyframe, int padded, long payload_size, int codec,
+        PyObject *track, const Vp8Fields *vp8, FanOutResult *result)
 {
+    int pid = vp8 != NULL && vp8->pid_at >= 0 ? vp8_read_pid(payload, vp8) : -1;
+    int tl0 = vp8 != NULL && vp8->tl0_at >= 0 ? payload[vp8->tl0_at] : -1;
+    uint8_t *out_payload;
     uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
     Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
     uint8_t first = 0x80 | (extension_size > 0 ? 0x10 : 0) | (padded ? 0x20 : 0);
@@ -508,12 +642,31 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
          * mixer's forward(), whose legs the caller chose. */
         if (codec >= 0 && leg->codec != codec)
             continue;
+        if (track != NULL && leg->source != NULL && leg->source != track) {
+            /* Another layer of the same camera: it takes over at its first keyframe, and
+             * until then the leg goes on sending the layer it has, with no gap. */
+            if (leg->target != track)
+                continue;
+            if (!keyframe) {
+                result->wants_keyframe = 1;
+                continue;
+            }
+            Py_XSETREF(leg->source, Py_NewRef(track));
+            Py_CLEAR(leg->target);
+            leg->started = 0;
+            leg->rebase_ts = 1;
+            result->switched = 1;
+        }
         if (!leg->started) {
             if (leg->video && !keyframe) {
                 result->wants_keyframe = 1;
                 continue;
             }
             leg->started = 1;
+            if (pid >= 0)  /* continue our picture IDs after the last we sent */
+                leg->pid_offset = leg->last_pid >= 0 ? (leg->last_pid + 1 - pid) & vp8->pid_mask : 0;
+            if (tl0 >= 0)
+                leg->tl0_offset = leg->last_tl0 >= 0 ? (leg->last_tl0 + 1 - tl0) & 0xFF : 0;
             /* Continue our own sequence space without a gap the subscriber would NACK. */
             leg->seq_offset = (leg->next_seq - seq) & 0xFFFF;
             if (leg->rebase_ts) {
@@ -532,11 +685,13 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         packet[0] = first;
         write_leg_header(packet, leg, marker, out_seq, out_ts);
         memcpy(packet + RTP_HEADER_SIZE, extension, (size_t)extension_size);
-        memcpy(packet + RTP_HEADER_SIZE + extension_size, payload, (size_t)payload_bytes);
-        if (seq_newer((out_seq + 1) & 0xFFFF, leg->next_seq))
+        out_payload = packet + RTP_HEADER_SIZE + extension_size;
+        memcpy(out_payload, payload, (size_t)payload_bytes);
+        int newest = seq_newer((out_seq + 1) & 0xFFFF, leg->next_seq);
+        if (newest)
             leg->next_seq = (out_seq + 1) & 0xFFFF;
         if (leg->history != NULL) {
-            if (shared == NULL) {
+            if (shared == NULL) {  /* with the source's own picture ID: see leg_sent() */
                 shared = PyBytes_FromStringAndSize((const char *)packet, size);
                 if (shared == NULL)
                     return -1;
@@ -546,6 +701,16 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
             Py_XSETREF(leg->history[slot], shared);
             leg->history_seq[slot] = (uint16_t)out_seq;
             leg->history_ts[slot] = out_ts;
+            leg->history_pid_offset[slot] = pid >= 0 ? (uint16_t)leg->pid_offset : 0;
+            leg->history_tl0_offset[slot] = tl0 >= 0 ? (uint8_t)leg->tl0_offset : 0;
+        }
+        if (pid >= 0 || tl0 >= 0) {
+            if (leg->pid_offset || leg->tl0_offset)
+                vp8_rewrite(out_payload, vp8, leg->pid_offset, leg->tl0_offset);
+            if (newest && pid >= 0)
+                leg->last_pid = (pid + leg->pid_offset) & vp8->pid_mask;
+            if (newest && tl0 >= 0)
+                leg->last_tl0 = (tl0 + leg->tl0_offset) & 0xFF;
         }
         leg->last_ts = out_ts;
         if (sink_send((SinkObject *)leg->sink, packet, (int)size) < 0) {
@@ -626,10 +791,11 @@ forward(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_ValueError, "packet too long to forward: %zd bytes", size);
         return NULL;
     }
-    FanOutResult result = {0, 0, 0, 0};
+    FanOutResult result = {0, 0, 0, 0, 0};
     if (fan_out(legs, (const uint8_t *)PyBytes_AS_STRING(args[1]), extension_size,
                 (const uint8_t *)PyBytes_AS_STRING(args[2]) + payload_start, data_size - payload_start,
-                (int)seq, (uint32_t)timestamp, marker, keyframe, padded, payload_size, -1, &result) < 0)
+                (int)seq, (uint32_t)timestamp, marker, keyframe, padded, payload_size, -1, NULL, NULL,
+                &result) < 0)
         return NULL;
     return Py_BuildValue("(lllO)", result.sent, result.bytes, result.errors,
                          result.wants_keyframe ? Py_True : Py_False);
@@ -898,6 +1064,7 @@ is_keyframe(PyObject *module, PyObject *args)
 #define RECEIVED_UNKNOWN 2       /* no track for this SSRC: the caller may learn it */
 #define RECEIVED_WANTS_KEYFRAME 4
 #define RECEIVED_TAPPED 8        /* the track has taps: the caller passes the packet on */
+#define RECEIVED_SWITCHED 16     /* a leg took this track over at its keyframe (Leg.target) */
 
 /* A video track "stalled": no packet for this long, or this many packets lost at once. */
 #define STALL_S 1.0
@@ -1131,11 +1298,17 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return PyLong_FromLong(flags);
     }
     uint32_t timestamp = ((uint32_t)data[4] << 24) | ((uint32_t)data[5] << 16) | ((uint32_t)data[6] << 8) | data[7];
-    FanOutResult result = {0, 0, 0, 0};
+    FanOutResult result = {0, 0, 0, 0, 0};
+    Vp8Fields vp8;
+    int rewrite = track->codec == CODEC_VP8;
+    if (rewrite)
+        vp8_fields(data + offset, end - offset, &vp8);
     if (fan_out(track->legs, extension, extension_size, data + offset, size - offset, seq, timestamp,
                 data[1] & 0x80, keyframe, (data[0] & 0x20) != 0, (long)(end - offset), track->codec,
-                &result) < 0)
+                found, rewrite ? &vp8 : NULL, &result) < 0)
         return NULL;
+    if (result.switched)
+        flags |= RECEIVED_SWITCHED;
     counters->packets_forwarded += (unsigned long long)result.sent;
     counters->bytes_forwarded += (unsigned long long)result.bytes;
     counters->send_errors += (unsigned long long)result.errors;
@@ -1224,7 +1397,8 @@ PyInit__fanout(void)
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0
-        || PyModule_AddIntConstant(module, "RECEIVED_TAPPED", RECEIVED_TAPPED) < 0) {
+        || PyModule_AddIntConstant(module, "RECEIVED_TAPPED", RECEIVED_TAPPED) < 0
+        || PyModule_AddIntConstant(module, "RECEIVED_SWITCHED", RECEIVED_SWITCHED) < 0) {
         Py_DECREF(module);
         return NULL;
     }

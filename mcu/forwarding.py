@@ -67,6 +67,14 @@ class Producer:
         # Readers of every packet besides the consumers (the room's mixer).
         self.taps: list[Callable[[bytes, rtp.RtpView], None]] = []
         self._octets_seen = 0
+        # Simulcast (mcu/simulcast.py): a camera sent as several layers has a producer per
+        # layer, low to high, each with its own SSRC and statistics; this one is then
+        # their group, which the room ranks and the slots show, and its own track is
+        # unused. A layer knows its group and its RID.
+        self.layers: list[Producer] = []
+        self.group: Producer | None = None
+        self.rid: str | None = None
+        self.layer_wanted_at: list[float] = []  # per layer: when a consumer last took it
 
     @property
     def codec(self) -> str | None:
@@ -91,6 +99,8 @@ class Producer:
 
     @property
     def packets(self) -> int:
+        if self.layers:
+            return sum(layer.track.packets for layer in self.layers)
         return self.track.packets
 
     @packets.setter
@@ -99,6 +109,8 @@ class Producer:
 
     @property
     def octets(self) -> int:
+        if self.layers:
+            return sum(layer.track.octets for layer in self.layers)
         return self.track.octets
 
     @property
@@ -111,6 +123,8 @@ class Producer:
 
     @property
     def last_packet_at(self) -> float:
+        if self.layers:
+            return max(layer.track.last_packet_at for layer in self.layers)
         return self.track.last_packet_at
 
     @property
@@ -124,15 +138,74 @@ class Producer:
 
     @property
     def active(self) -> bool:
-        return self.track.packets > 0
+        return self.packets > 0
+
+    @property
+    def tap_track(self) -> Track:
+        """The track the taps read: a simulcast camera's top layer."""
+        return self.layers[-1].track if self.layers else self.track
 
     def add_tap(self, tap: Callable[[bytes, rtp.RtpView], None]) -> None:
         self.taps.append(tap)
-        self.track.tapped = True
+        self.tap_track.tapped = True
 
     def clear_taps(self) -> None:
         self.taps.clear()
+        self.tap_track.tapped = False
+
+    # Simulcast layers -----------------------------------------------------------------
+
+    def set_layers(self, rids: list[str]) -> None:
+        """The publisher sends these layers (low to high) of this camera; [] for one."""
+        if [layer.rid for layer in self.layers] == rids:
+            return
+        for layer in self.layers:
+            layer.track.legs = ()
         self.track.tapped = False
+        self.layers = []
+        for rid in rids:
+            layer = Producer(f"{self.id}~{rid}", self.owner_id, self.kind, self.source,
+                             self.counters, codec=self.codec or codecs.VP8)
+            layer.group, layer.rid = self, rid
+            layer.payload_type = self.payload_type
+            layer.rtx_payload_type = self.rtx_payload_type
+            layer.clock_rate = self.clock_rate
+            layer.feedback = self.feedback
+            layer.feedback_ssrc = self.feedback_ssrc
+            layer.muted = self.muted
+            layer.taps = self.taps  # the same list: the taps read the top layer
+            self.layers.append(layer)
+        self.layer_wanted_at = [time.monotonic()] * len(rids)
+        self.tap_track.tapped = bool(self.taps)
+        for consumer in self.consumers:  # what was attached before the layers were known
+            consumer.layer = consumer.target_layer = None
+            consumer.leg.target = None
+            consumer.leg.source = self.layer_track(None)
+            consumer.leg.started = False
+        self.relink()
+
+    def layer_track(self, layer: int | None) -> Track:
+        """The track of one layer (None: the top one; the only one without simulcast)."""
+        if not self.layers:
+            return self.track
+        top = len(self.layers) - 1
+        return self.layers[top if layer is None else max(0, min(layer, top))].track
+
+    def layer_index(self, track: Track | None) -> int | None:
+        for index, layer in enumerate(self.layers):
+            if layer.track is track:
+                return index
+        return None
+
+    def relink(self) -> None:
+        """Give each track the legs that send it or wait for its keyframe."""
+        if not self.layers:
+            self.track.legs = tuple(c.leg for c in self.consumers)
+            return
+        for layer in self.layers:
+            track = layer.track
+            track.legs = tuple(c.leg for c in self.consumers
+                               if c.leg.source is track or c.leg.target is track)
 
     def run_taps(self, data: bytes) -> None:
         """Pass one received packet (forwarded already) to the taps; C reports a packet
@@ -153,7 +226,9 @@ class Producer:
         return 0.0 if track.muted else mean
 
     def measure_bitrate(self, interval_s: float) -> float:
-        octets = self.track.octets
+        for layer in self.layers:
+            layer.measure_bitrate(interval_s)
+        octets = self.octets
         self.bitrate_bps = (octets - self._octets_seen) * 8 / interval_s if interval_s > 0 else 0.0
         self._octets_seen = octets
         return self.bitrate_bps
@@ -163,6 +238,10 @@ class Producer:
         self.sender_report_lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
 
     def request_keyframe(self) -> None:
+        if self.layers:  # the group: every layer (each is asked at most once a second)
+            for layer in self.layers:
+                layer.request_keyframe()
+            return
         now = time.monotonic()
         if self.kind != "video" or now - self.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL_S:
             return
@@ -210,13 +289,19 @@ class Producer:
         return (self.ssrc, fraction, lost, extended, 0, lsr, dlsr)
 
     def attach(self, consumer: Consumer) -> None:
+        """Send to ``consumer`` from now on: the layer its ``layer`` names (the top one
+        if None)."""
         self.consumers.append(consumer)
-        self.track.legs = tuple(c.leg for c in self.consumers)
+        consumer.leg.target = None
+        consumer.leg.source = self.layer_track(consumer.layer)
+        consumer.target_layer = None
+        self.relink()
 
     def detach(self, consumer: Consumer) -> None:
         if consumer in self.consumers:
             self.consumers.remove(consumer)
-            self.track.legs = tuple(c.leg for c in self.consumers)
+            consumer.leg.source = consumer.leg.target = None
+            self.relink()
 
 
 class Consumer:
@@ -252,6 +337,10 @@ class Consumer:
         self.remb_group: int | None = None
         self.fraction_lost = 0
         self.rtt_s: float | None = None
+        # Simulcast: the layer of the producer it sends (None: the top one), and the one
+        # it moves to at that layer's next keyframe (None: staying).
+        self.layer: int | None = None
+        self.target_layer: int | None = None
 
     @property
     def ssrc(self) -> int:
@@ -324,7 +413,69 @@ class Consumer:
             producer.attach(self)
             if self.leg.clock_rate != producer.clock_rate:
                 self.leg.clock_rate = producer.clock_rate
+            self.request_keyframe()
+
+    @property
+    def source(self) -> Producer | None:
+        """What it sends now: its producer, or the layer of it it is on."""
+        producer = self.producer
+        if producer is None or not producer.layers:
+            return producer
+        return self._layer_producer(self.layer)
+
+    def _layer_producer(self, layer: int | None) -> Producer:
+        assert self.producer is not None and self.producer.layers
+        layers = self.producer.layers
+        return layers[len(layers) - 1 if layer is None else max(0, min(layer, len(layers) - 1))]
+
+    def request_keyframe(self) -> None:
+        """Ask for a keyframe of what this slot sends (and of the layer it moves to)."""
+        producer = self.producer
+        if producer is None:
+            return
+        if not producer.layers:
             producer.request_keyframe()
+            return
+        self._layer_producer(self.layer).request_keyframe()
+        if self.target_layer is not None:
+            self._layer_producer(self.target_layer).request_keyframe()
+
+    def set_layer(self, layer: int) -> None:
+        """Move to another simulcast layer of its producer: at once if nothing is being
+        sent yet, else at that layer's next keyframe (asked for now), sending the layer it
+        has until then."""
+        producer = self.producer
+        if producer is None or not producer.layers:
+            return
+        layer = max(0, min(layer, len(producer.layers) - 1))
+        current = len(producer.layers) - 1 if self.layer is None else self.layer
+        if layer == (self.target_layer if self.target_layer is not None else current):
+            return
+        track = producer.layer_track(layer)
+        if layer == current:  # back to the one it has: no switch waiting
+            self.target_layer = None
+            self.leg.target = None
+        elif not self.leg.started or self.leg.paused:
+            self.layer, self.target_layer = layer, None
+            self.leg.target = None
+            self.leg.source = track
+            self.leg.started = False
+            self.leg.rebase_ts = True
+        else:
+            self.target_layer = layer
+            self.leg.target = track
+        producer.relink()
+        self.request_keyframe()
+
+    def switched(self) -> None:
+        """C moved the leg to its target layer (at a keyframe): take note."""
+        producer = self.producer
+        if producer is None or not producer.layers:
+            return
+        index = producer.layer_index(self.leg.source)
+        if index is not None and self.leg.target is None:
+            self.layer, self.target_layer = index, None
+            producer.relink()
 
     def pause(self) -> None:
         self.leg.paused = True
@@ -333,8 +484,7 @@ class Consumer:
         if self.leg.paused:
             self.leg.paused = False
             self.leg.started = False  # re-gate on a keyframe and re-base the sequence numbers
-            if self.producer is not None:
-                self.producer.request_keyframe()
+            self.request_keyframe()
 
     def retransmit(self, lost: list[int]) -> list[int]:
         """Answer a NACK from our own history (as RTX where negotiated).
@@ -383,19 +533,20 @@ class Consumer:
         """
         # Until a new source's first packet re-bases our timestamps, the producer's
         # clock does not map onto ours.
-        if self.packets == 0 or self.write is None or self.producer is None or not self.leg.started:
+        source = self.source
+        if self.packets == 0 or self.write is None or source is None or not self.leg.started:
             return None
         now = time.monotonic()
-        report = self.producer.sender_report
+        report = source.sender_report
         if report is not None:
             arrived, ntp_seconds, rtp_ts = report
             elapsed = now - arrived
             ntp = ntp_seconds + elapsed
-            rtp_now = rtp_ts + int(elapsed * self.producer.clock_rate) + self.leg.ts_offset
+            rtp_now = rtp_ts + int(elapsed * source.clock_rate) + self.leg.ts_offset
             ntp_pair = (int(ntp) & 0xFFFFFFFF, int((ntp % 1) * (1 << 32)) & 0xFFFFFFFF)
         else:
             ntp_pair = rtp.ntp_now()
-            rtp_now = self.leg.last_ts + int((now - self.producer.last_packet_at) * self.producer.clock_rate)
+            rtp_now = self.leg.last_ts + int((now - source.last_packet_at) * source.clock_rate)
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
 
 

@@ -22,8 +22,16 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter as adapter
-from mcu import codecs, rtp
-from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
+from mcu import codecs, rtp, simulcast
+from mcu._fanout import (
+    RECEIVED_SWITCHED,
+    RECEIVED_TAPPED,
+    RECEIVED_UNKNOWN,
+    RECEIVED_WANTS_KEYFRAME,
+    Sink,
+    Track,
+    receive,
+)
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -34,6 +42,9 @@ logger = logging.getLogger(__name__)
 PUBLISH_SLOTS = (("audio", "microphone"), ("video", "camera"), ("video", "screen"))
 RTCP_INTERVAL_S = 1.0
 DEFAULT_REMB_BPS = 1_500_000
+# A simulcast camera is not held down to its weakest subscriber (each gets a layer that
+# fits): its publisher may send all layers at their full rates.
+SIMULCAST_REMB_BPS = 2_500_000
 
 
 class NegotiationError(Exception):
@@ -107,6 +118,16 @@ class Participant:
         self._restart_offer: Offer | None = None  # the ICE restart offer awaiting its answer
         self._restart_checks: asyncio.Future[None] | None = None  # its answer's checks
         self.ice_restarts = 0  # restarts that found a new path
+        # Simulcast (mcu/simulcast.py): whether our offers ask for camera layers; the
+        # height of each receive slot's tile on the page (mid -> pixels, told by the
+        # page); the layers we last told the page to send.
+        self.simulcast = (room.worker.config.simulcast and not room.echo
+                          and self.publish_codec in simulcast.CODECS)
+        self.tile_heights: dict[str, float] = {}  # consumer id -> pixels
+        self.last_layer_change = time.monotonic()  # a slot stepped to another layer
+        self.last_layer_up = 0.0
+        self.layer_probe_s = 6.0  # mcu/room.py LAYER_PROBE_S, doubled after a failed probe
+        self.sent_layers: list[str] | None = None
         self._messages: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
@@ -147,7 +168,10 @@ class Participant:
             self._tap_new_transports()
             self._revision += 1
             self._awaiting_answer = self._revision
-            return Offer(sdp=self.pc.localDescription.sdp, revision=self._revision,
+            sdp = self.pc.localDescription.sdp
+            if self.simulcast:
+                sdp = simulcast.offer_layers(sdp, self._publish_mids["camera"])
+            return Offer(sdp=sdp, revision=self._revision,
                          publish=dict(self._publish_mids), tracks=self._track_map())
 
     async def accept_answer(self, sdp: str, revision: int | None = None) -> None:
@@ -164,6 +188,9 @@ class Participant:
                 raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None
             self._awaiting_answer = None
             self.rtcp_started = True
+            if self.simulcast:
+                rids = simulcast.answered_layers(sdp, self._publish_mids["camera"])
+                self.producers["camera"].set_layers(rids if len(rids) > 1 else [])
             restart, self._restart_offer = self._restart_offer, None
         if restart is not None:
             # Checks take up to ICE_RESTART_TIMEOUT_S: the answer is taken meanwhile.
@@ -242,8 +269,7 @@ class Participant:
         for producer in self.producers.values():
             producer.request_keyframe()
         for consumer in self.consumers.values():
-            if consumer.producer is not None:
-                consumer.producer.request_keyframe()
+            consumer.request_keyframe()
 
     def _ensure_transceivers(self) -> None:
         # Publish slots come first, once.
@@ -343,7 +369,12 @@ class Participant:
                 if not consumer.accepts(producer):
                     consumer.switch_to(None)
         producer.feedback = self._writer(dtls)
-        for ssrc in negotiated.ssrcs:
+        for layer in producer.layers:
+            layer.payload_type, layer.rtx_payload_type = producer.payload_type, producer.rtx_payload_type
+            layer.clock_rate, layer.feedback = producer.clock_rate, producer.feedback
+            if layer.kind == "video" and codec is not None:
+                layer.codec = codec
+        for ssrc in negotiated.ssrcs if not producer.layers else ():  # layers: by their RID
             producer.ssrc = ssrc
             self._producer_by_ssrc[ssrc] = producer
             self._tracks[ssrc] = producer.track
@@ -358,8 +389,7 @@ class Participant:
             consumer.codec = codec  # lets go of a producer of the codec it had before
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
                            negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
-        if consumer.producer is not None:
-            consumer.producer.request_keyframe()
+        consumer.request_keyframe()
 
     def point_slots(self, plan: Mapping[str, list[Producer | None]], names: Mapping[str, str]) -> bool:
         """Show these producers in the slots (per purpose, in slot order); tell the client
@@ -416,22 +446,40 @@ class Participant:
                 self.counters.packets_unroutable += 1
                 return
             status = receive(self._tracks, data, self._packet_counters)
-        if status & (RECEIVED_WANTS_KEYFRAME | RECEIVED_TAPPED):
+        if status & (RECEIVED_WANTS_KEYFRAME | RECEIVED_TAPPED | RECEIVED_SWITCHED):
             producer = self._producer_by_ssrc[int.from_bytes(data[8:12], "big")]
             if status & RECEIVED_WANTS_KEYFRAME:
                 producer.request_keyframe()
+            if status & RECEIVED_SWITCHED and producer.group is not None:
+                for consumer in producer.group.consumers:
+                    if consumer.target_layer is not None:
+                        consumer.switched()
             if status & RECEIVED_TAPPED:
                 producer.run_taps(data)
 
     def _learn_ssrc(self, view: rtp.RtpView) -> Producer | None:
-        # Browsers that leave SSRCs out of the SDP still send the mid extension.
+        # Browsers that leave SSRCs out of the SDP still send the mid extension, and the
+        # layers of a simulcast camera their RID (an RTX stream its repaired RID).
         if view.ssrc in self._rtx_to_media:
             return None
         mid = view.extensions.get(rtp.EXT_MID)
         if mid is None:
             return None
         producer = self._producer_by_mid.get(mid.decode("ascii", "replace"))
-        if producer is not None and view.payload_type == producer.payload_type:
+        if producer is None:
+            return None
+        if producer.layers:
+            if simulcast.EXT_REPAIRED_RID in view.extensions:
+                self._rtx_to_media[view.ssrc] = 0  # not NACKed, so nothing to repair: dropped
+                return None
+            rid = view.extensions.get(simulcast.EXT_RID, b"").decode("ascii", "replace")
+            producer = next((layer for layer in producer.layers if layer.rid == rid), None)
+            if producer is None:
+                return None
+        if view.payload_type == producer.payload_type:
+            if producer.ssrc is not None and producer.ssrc != view.ssrc:  # a new SSRC for it
+                self._producer_by_ssrc.pop(producer.ssrc, None)
+                self._tracks.pop(producer.ssrc, None)
             producer.ssrc = view.ssrc
             self._producer_by_ssrc[view.ssrc] = producer
             self._tracks[view.ssrc] = producer.track
@@ -456,8 +504,8 @@ class Participant:
             elif isinstance(packet, adapter.RtcpPsfb):
                 if packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
                     consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
-                    if consumer is not None and consumer.producer is not None:
-                        consumer.producer.request_keyframe()
+                    if consumer is not None:
+                        consumer.request_keyframe()
                 elif packet.fmt == rtp.RTCP_PSFB_REMB:
                     try:
                         bitrate, ssrcs = adapter.unpack_remb(packet.fci)
@@ -525,20 +573,37 @@ class Participant:
             self._send_publisher_feedback(producer)
 
     def _send_publisher_feedback(self, producer: Producer) -> None:
-        block = producer.receiver_report_block()
-        if block is None or producer.feedback is None or producer.ssrc is None:
+        streams = [layer for layer in producer.layers if layer.ssrc is not None] or [producer]
+        blocks = [block for block in (stream.receiver_report_block() for stream in streams)
+                  if block is not None]
+        if not blocks or producer.feedback is None:
             return
-        packet = rtp.rtcp_receiver_report(producer.feedback_ssrc, [block])
+        packet = rtp.rtcp_receiver_report(producer.feedback_ssrc, blocks)
         if producer.kind == "video":
-            # Ask for what the weakest subscriber can take, within sane bounds.
-            estimates = [c.remb_bps for c in producer.consumers if c.remb_bps and not c.paused]
-            bitrate = min(estimates) if estimates else DEFAULT_REMB_BPS
-            bitrate = max(150_000, min(bitrate, 2_500_000))
-            packet += rtp.rtcp_remb(producer.feedback_ssrc, bitrate, [producer.ssrc])
+            if producer.layers:
+                bitrate = SIMULCAST_REMB_BPS
+            else:
+                # Ask for what the weakest subscriber can take, within sane bounds.
+                estimates = [c.remb_bps for c in producer.consumers if c.remb_bps and not c.paused]
+                bitrate = min(estimates) if estimates else DEFAULT_REMB_BPS
+                bitrate = max(150_000, min(bitrate, 2_500_000))
+            packet += rtp.rtcp_remb(producer.feedback_ssrc, bitrate, [block[0] for block in blocks])
         try:
             producer.feedback(packet)
         except (ConnectionError, OSError):
             self.counters.send_errors += 1
+
+    def tell_layers(self, active: list[str]) -> None:
+        """Tell the page which camera layers to send (the others are paused there)."""
+        if active == self.sent_layers or self.send_message is None or self.closed:
+            return
+        self.sent_layers = active
+        self._send_soon({"type": "layers", "source": "camera", "active": active})
+
+    def set_tiles(self, heights: Mapping[str, float]) -> None:
+        """The page's tile heights in device pixels, by receive slot mid (0: hidden)."""
+        self.tile_heights = {self._leg_by_mid[mid].id: max(0.0, float(height))
+                             for mid, height in heights.items() if mid in self._leg_by_mid}
 
     # Lifecycle ------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcu import codecs
-from mcu.forwarding import Producer
+from mcu import codecs, simulcast
+from mcu.forwarding import Consumer, Producer
 from mcu.lastn import CONGESTION_HOLD_S, VideoLeg, choose_videos, groups_over_estimate
 from mcu.mixing import RoomMixer
 from mcu.participant import RTCP_INTERVAL_S, Participant
@@ -51,6 +51,13 @@ CONTROL_TICKS = round(CONTROL_INTERVAL_S / TICK_S)
 RTCP_TICKS = round(RTCP_INTERVAL_S / TICK_S)
 
 LIVE_S = 3.0  # a producer with a packet this recent is sending (a camera that is on)
+# Simulcast: a layer nobody has taken for this long is paused at its publisher; a
+# subscriber's layers step up (a probe) after this long without a change, longer after
+# a probe that brought congestion.
+LAYER_OFF_AFTER_S = 5.0
+LAYER_PROBE_S = 6.0
+LAYER_PROBE_MAX_S = 48.0
+LAYER_STEP_S = 1.0  # the least time between two steps of one subscriber
 
 _room_slots = itertools.count()
 
@@ -61,6 +68,7 @@ class MediaConfig:
     last_n: int = 9  # camera slots of a subscriber: most camera videos it receives
     audio_slots: int = 3  # voice slots of a subscriber: the loudest voices it hears
     probe_interval_s: float = 8.0  # quiet time before a paused video is tried again
+    simulcast: bool = True  # ask publishers for camera layers (mcu/simulcast.py)
 
 
 @dataclass(eq=False)
@@ -385,6 +393,7 @@ class Room:
         self.assign_slots()
         if not self.echo:
             self._choose_videos()
+            self._request_layers()
 
     def _choose_videos(self) -> None:
         now = time.monotonic()
@@ -396,7 +405,8 @@ class Room:
             if not consumers:
                 continue
             legs = [VideoLeg(c.producer.id, c.producer.owner_id, c.producer.source == "screen",
-                             c.producer.bitrate_bps, not c.leg.paused, c.remb_group)
+                             c.source.bitrate_bps if c.source is not None else 0.0,
+                             not c.leg.paused, c.remb_group)
                     for c in consumers if c.producer is not None]
             may_probe = now - subscriber.last_video_change >= probe_after
             estimates = subscriber.remb_estimates
@@ -406,6 +416,11 @@ class Room:
                 del since[group]
             congested = {group: estimates[group] for group in over
                          if now - since.setdefault(group, now) >= CONGESTION_HOLD_S}
+            # Layers step down before any video is paused: a group that could step down
+            # is not congested for last-N this time round.
+            for group in self._step_layers(subscriber, consumers, congested, now):
+                congested.pop(group, None)
+                since.pop(group, None)  # its new load shows in the next measurements
             chosen = choose_videos(legs, self.speakers.recent, self.last_n, congested, may_probe)
             changed = False
             for consumer in consumers:
@@ -424,6 +439,75 @@ class Room:
                     changed = True
             if changed:
                 subscriber.last_video_change = now
+
+    def _step_layers(self, subscriber: Participant, consumers: list[Consumer],
+                     congested: dict[int, int], now: float) -> set[int]:
+        """Move the subscriber's simulcast videos a layer up or down (mcu/simulcast.py);
+        the groups that stepped down."""
+        layered = [c for c in consumers if c.producer is not None and c.producer.layers
+                   and not c.leg.paused]
+        if not layered or now - subscriber.last_layer_change < LAYER_STEP_S:
+            return set()
+        rank = {pid: index for index, pid in enumerate(self.speakers.recent)}
+        layered.sort(key=lambda c: (c.producer is not None and c.producer.source != "screen",
+                                    rank.get(c.producer.owner_id if c.producer else "", len(rank))))
+        videos = []
+        for consumer in layered:
+            assert consumer.producer is not None
+            layers = consumer.producer.layers
+            current = consumer.target_layer if consumer.target_layer is not None else consumer.layer
+            videos.append(simulcast.LayeredVideo(
+                consumer.id, len(layers) - 1 if current is None else current,
+                simulcast.layer_for_height(subscriber.tile_heights.get(consumer.id), len(layers)),
+                [layer.bitrate_bps for layer in layers]))
+        groups = {c.remb_group for c in layered if c.remb_group is not None}
+        estimates = [subscriber.remb_estimates[g] for g in groups if g in subscriber.remb_estimates]
+        is_congested = any(c.remb_group in congested for c in layered)
+        probe_after = subscriber.layer_probe_s
+        may_probe = now - max(subscriber.last_layer_change, subscriber.last_video_change) >= probe_after
+        changes = simulcast.step_layers(videos, min(estimates) if estimates else None,
+                                        is_congested, may_probe)
+        stepped_down: set[int] = set()
+        for consumer in layered:
+            if consumer.id not in changes:
+                continue
+            before = next(v.layer for v in videos if v.consumer_id == consumer.id)
+            consumer.set_layer(changes[consumer.id])
+            if changes[consumer.id] < before:
+                if consumer.remb_group is not None:
+                    stepped_down.add(consumer.remb_group)
+                if now - subscriber.last_layer_up < LAYER_OFF_AFTER_S:  # the probe failed
+                    subscriber.layer_probe_s = min(LAYER_PROBE_MAX_S, probe_after * 2)
+            else:
+                subscriber.last_layer_up = now
+                if consumer.remb_group is not None:  # its estimate is stale now (see lastn.py)
+                    subscriber.remb_estimates.pop(consumer.remb_group, None)
+            subscriber.last_layer_change = now
+        if not changes and now - subscriber.last_layer_up > 4 * LAYER_OFF_AFTER_S:
+            subscriber.layer_probe_s = LAYER_PROBE_S  # a step up that held: probe as usual
+        return stepped_down
+
+    def _request_layers(self) -> None:
+        """Pause at each publisher the camera layers no slot has taken for a while (the
+        lowest always stays on: it shows that the camera is on)."""
+        now = time.monotonic()
+        for publisher in self.participants.values():
+            camera = publisher.producers.get("camera")
+            if camera is None or not camera.layers:
+                continue
+            top = len(camera.layers) - 1
+            demand = {0}
+            if camera.taps:
+                demand.add(top)
+            for consumer in camera.consumers:
+                if not consumer.leg.paused:
+                    demand.add(top if consumer.layer is None else consumer.layer)
+                    if consumer.target_layer is not None:
+                        demand.add(consumer.target_layer)
+            for index in demand:
+                camera.layer_wanted_at[index] = now
+            publisher.tell_layers([layer.rid or "" for index, layer in enumerate(camera.layers)
+                                   if now - camera.layer_wanted_at[index] < LAYER_OFF_AFTER_S])
 
 
 class MediaWorker:

@@ -140,6 +140,9 @@ class WorkerService:
         """The client's network went away and came back: a fresh offer restarting ICE."""
         await self._participant(participant).restart_ice()
 
+    async def do_tiles(self, participant: str, tiles: dict[str, float]) -> None:
+        self._participant(participant).set_tiles(tiles)
+
     async def do_set_muted(self, participant: str, source: str, muted: bool) -> None:
         if source not in SOURCES:
             raise ChannelError("bad_request", f"unknown source {source!r}")

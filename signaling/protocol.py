@@ -19,7 +19,7 @@ RESUME_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 
 CLIENT_MESSAGE_TYPES = frozenset({
     "join", "resume", "restart_ice", "answer", "leave", "ping",
-    "set_muted", "screen", "chat",  # any participant, about themselves / the room
+    "set_muted", "screen", "chat", "tiles",  # any participant, about themselves / the room
     "mute", "request_unmute", "remove", "lock", "set_mode", "record",  # hosts only
 })
 MODES = ("forwarded", "mixed")
@@ -135,3 +135,26 @@ def optional_str_list(message: dict[str, Any], field: str) -> list[str] | None:
         raise ProtocolError("too_large", f"field '{field}' is longer than {MAX_VIDEO_CODECS} "
                                          f"names of {MAX_CODEC_NAME_CHARS} characters")
     return value
+
+
+MAX_TILES = 64  # more than any layout has receive slots
+MAX_MID_CHARS = 16
+MAX_TILE_PIXELS = 8192
+
+
+def require_tiles(message: dict[str, Any]) -> dict[str, float]:
+    """``tiles``' map of receive slot mid -> tile height in device pixels (0: hidden)."""
+    value = message.get("tiles")
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_message", "'tiles' needs an object 'tiles' of mid -> height")
+    if len(value) > MAX_TILES:
+        raise ProtocolError("too_large", f"'tiles' names more than {MAX_TILES} slots")
+    tiles = {}
+    for mid, height in value.items():
+        if (len(mid) > MAX_MID_CHARS or isinstance(height, bool)
+                or not isinstance(height, int | float) or not 0 <= height <= MAX_TILE_PIXELS):
+            raise ProtocolError("bad_message", f"a tile height is a number of pixels from 0 to "
+                                               f"{MAX_TILE_PIXELS}, by a mid of up to {MAX_MID_CHARS} "
+                                               "characters")
+        tiles[mid] = float(height)
+    return tiles

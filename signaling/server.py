@@ -35,6 +35,7 @@ from signaling.protocol import (
     require_bool,
     require_sdp,
     require_str,
+    require_tiles,
 )
 from signaling.rate_limits import RateLimits, address_key, token_key
 from signaling.selftest_calls import SelfTestCalls, server_problems
@@ -700,6 +701,12 @@ class ParticipantConnection:
     async def on_screen(self, message: dict[str, Any]) -> None:
         participant, _ = self._joined()
         await self.request("screen", participant=participant, active=require_bool(message, "active"))
+
+    async def on_tiles(self, message: dict[str, Any]) -> None:
+        """How tall the page shows each receive slot: simulcast gives each the layer it
+        needs (a thumbnail never gets the top one)."""
+        participant, _ = self._joined()
+        await self.request("tiles", participant=participant, tiles=require_tiles(message))
 
     async def on_chat(self, message: dict[str, Any]) -> None:
         participant, channel = self._joined()

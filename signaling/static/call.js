@@ -29,7 +29,7 @@ $("#join-form").addEventListener("submit", (event) => {
 
 async function startPreview() {
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
   } catch {
     state.stream = new MediaStream();
     showPrejoinError(t("problem.no_media"));
@@ -139,6 +139,9 @@ function onRemoteTrack({ mid, track, kind }) {
     slot = { kind, stream, shows: null };
     if (kind === "video") {
       slot.tile = makeTile("slot-" + mid, "", stream, true);
+      // A click makes a tile the big one (and the server sends it a bigger layer).
+      slot.tile.addEventListener("click", () => focusTile(slot.tile));
+      tileSizes.observe(slot.tile);
     } else {
       slot.audio = document.createElement("audio");
       slot.audio.autoplay = true;
@@ -166,6 +169,30 @@ function renderSlots() {
     if (!slot.tile.isConnected) $("#grid").append(slot.tile);
   }
   renderPeople();
+  reportTilesSoon();
+}
+
+// Simulcast: the server gives each tile the layer that fills it, so it hears of every
+// change of their sizes (a resize, a tile made big, a tile gone).
+const tileSizes = new ResizeObserver(() => reportTilesSoon());
+
+function reportTilesSoon() {
+  clearTimeout(state.tilesTimer);
+  state.tilesTimer = setTimeout(() => {
+    const tiles = {};
+    for (const [mid, slot] of state.slots) {
+      if (!slot.tile) continue;
+      const height = slot.tile.isConnected ? slot.tile.querySelector("video").clientHeight : 0;
+      tiles[mid] = Math.round(height * window.devicePixelRatio);
+    }
+    state.session?.reportTiles(tiles);
+  }, 300);
+}
+
+function focusTile(tile) {
+  const focused = !tile.classList.contains("focused");
+  for (const other of document.querySelectorAll(".tile.focused")) other.classList.remove("focused");
+  tile.classList.toggle("focused", focused);
 }
 
 function slotLabel(shows) {

@@ -8,6 +8,14 @@ const ICE_GATHERING_TIMEOUT_MS = 3000;
 const RECOVER_ATTEMPT_MS = 5000;
 const RECOVER_WINDOW_MS = 25000;
 const RESUME_UNREACHABLE = 3;  // sockets that failed to connect before the page joins again
+// Simulcast (docs/simulcast.md): when the server asks for camera layers, each is sent at
+// this fraction of the camera's resolution and at most this bitrate; the server says
+// which layers anybody watches ("layers"), and the others are paused here.
+const CAMERA_LAYERS = {
+  q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  f: { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+};
 // Server messages after which the socket closes for good: no coming back from these.
 const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect"]);
 
@@ -54,6 +62,8 @@ export class MultipointSession extends EventTarget {
     this.recoveries = 0;        // lost paths come back without a new join
     this.pending = null;        // {resolve, reject} of the "join" or "resume" in flight
     this.recovering = false;
+    this.activeLayers = null;   // camera layers the server wants sent (null: all)
+    this.lastTiles = "";
   }
 
   // Open the signaling socket and join; resolves once the server said "joined".
@@ -216,6 +226,15 @@ export class MultipointSession extends EventTarget {
     if (transceiver) await transceiver.sender.replaceTrack(track);
   }
 
+  // How tall each receive slot's tile is, in device pixels (0: not shown), by mid: the
+  // server sends each the simulcast layer that fills it, and no more.
+  reportTiles(tiles) {
+    const text = JSON.stringify(tiles);
+    if (text === this.lastTiles) return;
+    this.lastTiles = text;
+    this.send({ type: "tiles", tiles });
+  }
+
   close() {
     this.closed = true;
     this.send({ type: "leave" });
@@ -239,6 +258,9 @@ export class MultipointSession extends EventTarget {
       // The server re-pointed some of our receive slots at other people: same tracks,
       // other senders. Each message is the whole map (null: the slot shows nobody).
       this.tracks = Object.fromEntries(Object.entries(message.slots).filter(([, info]) => info));
+    } else if (message.type === "layers") {
+      this.activeLayers = message.active;
+      await this.#applyLayers();
     }
     this.#emit(message.type, message);
   }
@@ -258,8 +280,26 @@ export class MultipointSession extends EventTarget {
     }
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
+    await this.#applyLayers();
     await this.#iceGatheringComplete();
     this.send({ type: "answer", sdp: this.pc.localDescription.sdp, revision: offer.revision });
+  }
+
+  // The camera's simulcast layers (the server's offer asked for them by RID): their sizes
+  // and bitrates, and which of them to send now.
+  async #applyLayers() {
+    const sender = this.#publishTransceiver("camera")?.sender;
+    const parameters = sender?.getParameters();
+    if (!parameters?.encodings || parameters.encodings.length < 2) return;
+    for (const encoding of parameters.encodings) {
+      Object.assign(encoding, CAMERA_LAYERS[encoding.rid] ?? {});
+      encoding.active = !this.activeLayers || this.activeLayers.includes(encoding.rid);
+    }
+    try {
+      await sender.setParameters(parameters);
+    } catch (error) {
+      console.warn("camera layers not applied", error);
+    }
   }
 
   #iceGatheringComplete() {
