@@ -126,8 +126,10 @@ class Participant:
         self.tile_heights: dict[str, float] = {}  # consumer id -> pixels
         self.last_layer_change = time.monotonic()  # a slot stepped to another layer
         self.last_layer_up = 0.0
-        self.layer_probe_s = 6.0  # mcu/room.py LAYER_PROBE_S, doubled after a failed probe
+        self.layers_over_since: float | None = None  # what the videos carry is above the estimate
+        self.layer_probe_s = 8.0  # mcu/room.py LAYER_PROBE_S, doubled after a failed probe
         self.sent_layers: list[str] | None = None
+        self.layers_told_at = 0.0
         self._messages: set[asyncio.Future[None]] = set()
         self._lock = asyncio.Lock()
         self.rtcp_started = False  # once the first answer is in (the worker's tick sends)
@@ -598,6 +600,7 @@ class Participant:
         if active == self.sent_layers or self.send_message is None or self.closed:
             return
         self.sent_layers = active
+        self.layers_told_at = time.monotonic()
         self._send_soon({"type": "layers", "source": "camera", "active": active})
 
     def set_tiles(self, heights: Mapping[str, float]) -> None:

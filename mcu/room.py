@@ -55,9 +55,13 @@ LIVE_S = 3.0  # a producer with a packet this recent is sending (a camera that i
 # subscriber's layers step up (a probe) after this long without a change, longer after
 # a probe that brought congestion.
 LAYER_OFF_AFTER_S = 5.0
-LAYER_PROBE_S = 6.0
-LAYER_PROBE_MAX_S = 48.0
+LAYER_PROBE_S = 8.0
+LAYER_PROBE_MAX_S = 16.0
+LAYER_PROBE_WATCH_S = 4.0  # after a step up: the estimate or loss says at once if it was too much
+LAYER_PROBE_LOSS = 0.05
 LAYER_STEP_S = 1.0  # the least time between two steps of one subscriber
+LAYER_DOWN_HOLD_S = 1.5  # what the videos carry above the estimate this long: a step down
+LAYER_GONE_S = 2.0  # a layer asked for and not arriving this long was dropped by its sender
 
 _room_slots = itertools.count()
 
@@ -418,8 +422,10 @@ class Room:
                          if now - since.setdefault(group, now) >= CONGESTION_HOLD_S}
             # Layers step down before any video is paused: a group that could step down
             # is not congested for last-N this time round.
-            for group in self._step_layers(subscriber, consumers, congested, now):
+            stepped, can_step = self._step_layers(subscriber, consumers, congested, now)
+            for group in can_step:
                 congested.pop(group, None)
+            for group in stepped:
                 since.pop(group, None)  # its new load shows in the next measurements
             chosen = choose_videos(legs, self.speakers.recent, self.last_n, congested, may_probe)
             changed = False
@@ -441,13 +447,19 @@ class Room:
                 subscriber.last_video_change = now
 
     def _step_layers(self, subscriber: Participant, consumers: list[Consumer],
-                     congested: dict[int, int], now: float) -> set[int]:
-        """Move the subscriber's simulcast videos a layer up or down (mcu/simulcast.py);
-        the groups that stepped down."""
+                     congested: dict[int, int], now: float) -> tuple[set[int], set[int]]:
+        """Move the subscriber's simulcast videos a layer up or down (mcu/simulcast.py).
+
+        Returns the groups that stepped down now, and the congested groups that have a
+        video left to step down (last-N leaves those alone this time round).
+        """
+        # Videos that carry something: a camera that is off has nothing to step down.
         layered = [c for c in consumers if c.producer is not None and c.producer.layers
-                   and not c.leg.paused]
+                   and not c.leg.paused and now - c.producer.last_packet_at < LIVE_S]
+        can_step = {c.remb_group for c in layered if c.remb_group in congested
+                    and (c.target_layer if c.target_layer is not None else c.layer) != 0}
         if not layered or now - subscriber.last_layer_change < LAYER_STEP_S:
-            return set()
+            return set(), can_step
         rank = {pid: index for index, pid in enumerate(self.speakers.recent)}
         layered.sort(key=lambda c: (c.producer is not None and c.producer.source != "screen",
                                     rank.get(c.producer.owner_id if c.producer else "", len(rank))))
@@ -456,17 +468,39 @@ class Room:
             assert consumer.producer is not None
             layers = consumer.producer.layers
             current = consumer.target_layer if consumer.target_layer is not None else consumer.layer
+            publisher = self.participants.get(consumer.producer.owner_id)
+            asked = publisher.sent_layers if publisher is not None else None
             videos.append(simulcast.LayeredVideo(
                 consumer.id, len(layers) - 1 if current is None else current,
                 simulcast.layer_for_height(subscriber.tile_heights.get(consumer.id), len(layers)),
-                [layer.bitrate_bps for layer in layers]))
+                [layer.bitrate_bps for layer in layers],
+                # A layer we asked for that has not arrived for a while was dropped by
+                # the publisher's own estimator: not to be had until it comes back.
+                [now - layer.last_packet_at < LAYER_GONE_S or publisher is None
+                 or (asked is not None and layer.rid not in asked)
+                 or now - publisher.layers_told_at < LAYER_GONE_S  # it may be on its way
+                 for layer in layers]))
         groups = {c.remb_group for c in layered if c.remb_group is not None}
         estimates = [subscriber.remb_estimates[g] for g in groups if g in subscriber.remb_estimates]
-        is_congested = any(c.remb_group in congested for c in layered)
+        estimate = min(estimates) if estimates else None
+        # Layers step down sooner than last-N pauses: as soon as what the videos carry
+        # has stayed above the estimate for a moment (a receive-side estimate sits a
+        # little above what arrives while the link has room).
+        carried = sum(c.source.bitrate_bps for c in layered if c.source is not None)
+        if estimate is not None and carried > estimate:
+            over_since = subscriber.layers_over_since = subscriber.layers_over_since or now
+        else:
+            over_since = subscriber.layers_over_since = None
+        # Just after a step up (a probe), any sign that the link cannot take it turns it
+        # back at once: less loss than waiting for the hold.
+        probing = now - subscriber.last_layer_up < LAYER_PROBE_WATCH_S
+        losing = any(c.fraction_lost > LAYER_PROBE_LOSS * 256 for c in layered)
+        hold = 0.0 if probing else LAYER_DOWN_HOLD_S
+        is_congested = any(c.remb_group in congested for c in layered) or (
+            over_since is not None and now - over_since >= hold) or (probing and losing)
         probe_after = subscriber.layer_probe_s
         may_probe = now - max(subscriber.last_layer_change, subscriber.last_video_change) >= probe_after
-        changes = simulcast.step_layers(videos, min(estimates) if estimates else None,
-                                        is_congested, may_probe)
+        changes = simulcast.step_layers(videos, estimate, is_congested, may_probe)
         stepped_down: set[int] = set()
         for consumer in layered:
             if consumer.id not in changes:
@@ -474,6 +508,7 @@ class Room:
             before = next(v.layer for v in videos if v.consumer_id == consumer.id)
             consumer.set_layer(changes[consumer.id])
             if changes[consumer.id] < before:
+                subscriber.layers_over_since = None  # the lower load shows in the next measurements
                 if consumer.remb_group is not None:
                     stepped_down.add(consumer.remb_group)
                 if now - subscriber.last_layer_up < LAYER_OFF_AFTER_S:  # the probe failed
@@ -485,7 +520,7 @@ class Room:
             subscriber.last_layer_change = now
         if not changes and now - subscriber.last_layer_up > 4 * LAYER_OFF_AFTER_S:
             subscriber.layer_probe_s = LAYER_PROBE_S  # a step up that held: probe as usual
-        return stepped_down
+        return stepped_down, can_step
 
     def _request_layers(self) -> None:
         """Pause at each publisher the camera layers no slot has taken for a while (the

@@ -85,6 +85,9 @@ class LayeredVideo(NamedTuple):
     layer: int  # the layer it gets now (the one it is moving to, if any)
     wanted: int  # the highest its tile can use
     layer_bps: Sequence[float]  # each layer's bitrate now, low to high
+    # Per layer: it can be had (it arrives, or we paused it and can ask for it again).
+    # One the publisher stopped on its own (its uplink's estimate) cannot.
+    available: Sequence[bool] = (True, True, True)
 
 
 def step_layers(videos: list[LayeredVideo], estimate_bps: float | None, congested: bool,
@@ -99,8 +102,14 @@ def step_layers(videos: list[LayeredVideo], estimate_bps: float | None, congeste
     wants steps down at once (a tile that shrank).
     """
     changes: dict[str, int] = {}
-    for video in videos:  # tiles that shrank free bandwidth at once
-        if video.layer > video.wanted:
+    for video in videos:
+        if not _can_have(video, video.layer):  # the publisher dropped it: the best left, at once
+            below = [index for index in range(video.wanted + 1) if _can_have(video, index)]
+            above = [index for index in range(len(video.layer_bps)) if _can_have(video, index)]
+            best = max(below) if below else min(above) if above else video.layer
+            if best != video.layer:
+                changes[video.consumer_id] = best
+        elif video.layer > video.wanted:  # a tile that shrank frees bandwidth at once
             changes[video.consumer_id] = video.wanted
     if changes:
         return changes
@@ -111,14 +120,19 @@ def step_layers(videos: list[LayeredVideo], estimate_bps: float | None, congeste
         return {}
     carried = sum(_bps(video, video.layer) for video in videos)
     for video in videos:
-        if video.layer >= video.wanted:
+        higher = [index for index in range(video.layer + 1, video.wanted + 1) if _can_have(video, index)]
+        if not higher:
             continue
-        extra = _bps(video, video.layer + 1) - _bps(video, video.layer)
+        extra = _bps(video, higher[0]) - _bps(video, video.layer)
         fits = estimate_bps is not None and carried + extra <= estimate_bps * 0.9
         if fits or may_probe:
-            return {video.consumer_id: video.layer + 1}
+            return {video.consumer_id: higher[0]}
         return {}  # the most important first: no skipping ahead to a cheaper one
     return {}
+
+
+def _can_have(video: LayeredVideo, layer: int) -> bool:
+    return layer < len(video.available) and video.available[layer]
 
 
 def _bps(video: LayeredVideo, layer: int) -> float:
