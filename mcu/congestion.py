@@ -12,7 +12,10 @@ values so it is tested without media:
   subscriber actually received; while normal it grows, multiplicatively (8 % a
   second) until it nears the rate where it last had to drop, additively (about a
   packet per round trip) near it, so it does not swing around the link's capacity;
-  and it never runs far ahead of what was received (1.5 times);
+  it never runs far ahead of what was received (1.5 times), and, when no overuse was
+  seen for :data:`CAPACITY_MEMORY_S`, never stays below what was received with no
+  queue building (we do not choose our sending rate: the publishers do, and last-N's
+  probes are how a paused video comes back);
 * loss: over 10 % lost lowers the estimate, under 2 % lets it grow, in between holds.
 
 The estimate is the lower of the delay and the loss estimates. It feeds the same
@@ -45,6 +48,7 @@ ASSUMED_RTT_S = 0.1  # we do not measure the subscriber's round trip; a typical 
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 LOSS_WINDOW_S = 1.0
+CAPACITY_MEMORY_S = 10.0  # how long the rate of the last overuse is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,7 @@ class SendSideEstimator:
         self._hold_until = 0.0
         self._capacity_bps: float | None = None  # the received rate at the last decrease
         self._loss_cut_at = -math.inf
+        self._overused_at = -math.inf
 
     @property
     def estimate_bps(self) -> int:
@@ -202,6 +207,7 @@ class SendSideEstimator:
                     self.delay_bps = target
                     self.decreases += 1
                     self._capacity_bps = self.received_bps
+                self._overused_at = now_s
                 # One decrease per round trip and feedback interval: the next feedback
                 # still shows the queue this one saw.
                 self._hold_until = now_s + ASSUMED_RTT_S + 0.2
@@ -210,6 +216,8 @@ class SendSideEstimator:
             return
         if now_s < self._hold_until:
             return
+        if self._capacity_bps is not None and now_s - self._overused_at > CAPACITY_MEMORY_S:
+            self._capacity_bps = None  # long without a queue: the path may have changed
         if self._capacity_bps is not None and self.delay_bps > 0.9 * self._capacity_bps:
             # Near where it last overused: about one packet more per round trip.
             increased = self.delay_bps + 1200 * 8 / (ASSUMED_RTT_S + 0.1) * elapsed
@@ -221,6 +229,13 @@ class SendSideEstimator:
         # a guess); it is a limit on growing, not a reason to drop.
         ceiling = max(self.delay_bps, MAX_OVER_RECEIVED * self.received_bps + 10_000)
         self.delay_bps = max(min(increased, ceiling, MAX_BPS), MIN_BPS)
+        if self._capacity_bps is None:
+            # Unlike a browser's sender, we do not choose how fast we send: the
+            # publishers do. Away from a recent overuse, what got through with no queue
+            # building up is carried, whatever the estimate said before (a probe that
+            # worked: mcu/lastn.py resumes one video at a time after a quiet spell).
+            # Near one, only the slow climb above: the way up stays careful.
+            self.delay_bps = max(self.delay_bps, self.received_bps)
 
     def _update_loss_rate(self, now_s: float, sent: int, lost: int) -> None:
         self._losses.append((now_s, sent, lost))
@@ -235,6 +250,8 @@ class SendSideEstimator:
                 self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * self.loss))
                 self._loss_cut_at = now_s
         elif self.loss < LOSS_LOW:
-            self.loss_bps *= (1 + INCREASE_PER_S) ** min(elapsed, 1.0)
+            # As the delay estimate: what got through with hardly a loss is carried.
+            self.loss_bps = max(self.loss_bps * (1 + INCREASE_PER_S) ** min(elapsed, 1.0),
+                                self.received_bps)
             # Loss says nothing about capacity it has not seen: it never leads delay.
             self.loss_bps = min(self.loss_bps, max(self.delay_bps, MIN_BPS))
