@@ -20,6 +20,9 @@
  *             sender reports need, and a ring of recently sent packets for NACKs.
  *   Track     one received track: its receive statistics, audio activity and legs.
  *   Counters  the worker's packet counters (/metrics).
+ *   Arrivals  a publisher connection's received transport-wide sequence numbers and
+ *             their arrival times, for the transport-cc feedback Python builds from them
+ *             (mcu/twcc.py).
  *
  * receive() takes one decrypted packet from a publisher to all its legs; forward() sends
  * a packet the mixer made; unprotect() decrypts a received packet. Everything runs on
@@ -82,7 +85,22 @@ typedef struct {
     void *session;
     PyObject *owner;                  /* keeps the SRTP session alive while bound */
     unsigned long long send_errors;
+    /* transport-cc (draft-holmer-rmcat-transport-wide-cc-extensions-01): one sequence
+     * number space per connection, so it lives here, not on a leg. 0: not negotiated.
+     * What was sent is kept by that number so the subscriber's feedback can be matched
+     * with when and how big each packet was (mcu/congestion.py). */
+    int transport_cc_id;
+    uint16_t transport_seq;           /* the next one to stamp */
+    uint16_t *sent_seq;               /* TRANSPORT_RING entries, allocated when enabled */
+    double *sent_at;                  /* monotonic seconds */
+    uint16_t *sent_size;              /* plain RTP bytes */
 } SinkObject;
+
+/* About 3 s of a subscriber receiving nine 720p videos: feedback comes back within a
+ * round trip or two, so anything older is not going to be matched. A divisor of 65536,
+ * so a slot stays the same across the sequence number's wrap. */
+#define TRANSPORT_RING 4096
+#define TRANSPORT_CC_ROOM 4           /* what the element adds to a packet: 1 + 2 + pad 1 */
 
 static void
 sink_release(SinkObject *self)
@@ -124,6 +142,9 @@ sink_dealloc(SinkObject *self)
 {
     PyObject_GC_UnTrack(self);
     sink_release(self);
+    PyMem_Free(self->sent_seq);
+    PyMem_Free(self->sent_at);
+    PyMem_Free(self->sent_size);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -237,7 +258,115 @@ sink_send(SinkObject *self, uint8_t *packet, int length)
     return 0;
 }
 
+/* transport-cc ---------------------------------------------------------------------- */
+
+/* Append our transport-wide sequence number element to the one-byte extension block at
+ * ``packet + RTP_HEADER_SIZE`` (``extension_size`` bytes so far: none, or a block of
+ * ours) and take the next number. Returns the block's new size. A block in another
+ * profile (never ours) is left alone: the packet goes unstamped. */
+static Py_ssize_t
+sink_stamp(SinkObject *self, uint8_t *packet, Py_ssize_t extension_size, int *stamped)
+{
+    uint8_t *block = packet + RTP_HEADER_SIZE;
+    *stamped = -1;
+    if (extension_size == 0) {
+        block[0] = 0xBE, block[1] = 0xDE, block[2] = 0, block[3] = 0;
+        extension_size = 4;
+        packet[0] |= 0x10;
+    } else if (extension_size < 4 || block[0] != 0xBE || block[1] != 0xDE) {
+        return extension_size;
+    }
+    uint16_t seq = self->transport_seq++;
+    uint8_t *element = block + extension_size;
+    element[0] = (uint8_t)((self->transport_cc_id << 4) | 1);  /* length field: 2 bytes - 1 */
+    element[1] = (uint8_t)(seq >> 8);
+    element[2] = (uint8_t)seq;
+    element[3] = 0;
+    extension_size += TRANSPORT_CC_ROOM;
+    int words = (int)(extension_size - 4) / 4;
+    block[2] = (uint8_t)(words >> 8);
+    block[3] = (uint8_t)words;
+    *stamped = seq;
+    return extension_size;
+}
+
+/* Keep when and how big the packet stamped ``seq`` was. */
+static inline void
+sink_record(SinkObject *self, int seq, double now, Py_ssize_t size)
+{
+    int slot = seq % TRANSPORT_RING;
+    self->sent_seq[slot] = (uint16_t)seq;
+    self->sent_at[slot] = now;
+    self->sent_size[slot] = (uint16_t)size;
+}
+
+static PyObject *
+sink_get_transport_cc_id(SinkObject *self, void *closure)
+{
+    return PyLong_FromLong(self->transport_cc_id);
+}
+
+static int
+sink_set_transport_cc_id(SinkObject *self, PyObject *value, void *closure)
+{
+    long id = value == NULL ? -1 : PyLong_AsLong(value);
+    if (id == -1 && PyErr_Occurred())
+        return -1;
+    if (id < 0 || id > 14) {  /* one-byte elements: IDs 1-14; 0 turns stamping off */
+        PyErr_SetString(PyExc_ValueError, "transport_cc_id must be 0 (off) or 1-14");
+        return -1;
+    }
+    if (id != 0 && self->sent_seq == NULL) {
+        self->sent_seq = PyMem_Calloc(TRANSPORT_RING, sizeof(uint16_t));
+        self->sent_at = PyMem_Calloc(TRANSPORT_RING, sizeof(double));
+        self->sent_size = PyMem_Calloc(TRANSPORT_RING, sizeof(uint16_t));
+        if (self->sent_seq == NULL || self->sent_at == NULL || self->sent_size == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        /* A slot never written has sequence 0 and size 0: not a packet we sent. */
+    }
+    self->transport_cc_id = (int)id;
+    return 0;
+}
+
+PyDoc_STRVAR(sink_sent_range_doc,
+"sent_range(base, count)\n--\n\n"
+"For transport-wide sequence numbers ``base``, ``base + 1``, ... (``count`` of them,\n"
+"wrapping at 65536): (send time, plain size) of each packet we stamped with it, from\n"
+"time.monotonic(), or None when it is not (or no longer) known.");
+
+static PyObject *
+sink_sent_range(SinkObject *self, PyObject *args)
+{
+    int base, count;
+    if (!PyArg_ParseTuple(args, "ii:sent_range", &base, &count))
+        return NULL;
+    if (base < 0 || base > 0xFFFF || count < 0 || count > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "base or count out of range");
+        return NULL;
+    }
+    PyObject *result = PyList_New(count);
+    if (result == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        int seq = (base + i) & 0xFFFF, slot = seq % TRANSPORT_RING;
+        PyObject *item;
+        if (self->sent_seq == NULL || self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
+            item = Py_NewRef(Py_None);
+        else
+            item = Py_BuildValue("(di)", self->sent_at[slot], (int)self->sent_size[slot]);
+        if (item == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+    return result;
+}
+
 static PyMethodDef sink_methods[] = {
+    {"sent_range", (PyCFunction)sink_sent_range, METH_VARARGS, sink_sent_range_doc},
     {"bind", (PyCFunction)sink_bind, METH_VARARGS, sink_bind_doc},
     {"unbind", (PyCFunction)sink_unbind, METH_NOARGS, "Stop sending; close our socket duplicate."},
     {NULL}
@@ -247,12 +376,17 @@ static PyGetSetDef sink_getset[] = {
     {"bound", (getter)sink_get_bound, NULL, "Whether packets are being sent.", NULL},
     {"owner", (getter)sink_get_owner, NULL, "What bind() was given as owner (None when unbound).", NULL},
     {"plain", (getter)sink_get_plain, NULL, "Bound to send without SRTP (a pipe between workers).", NULL},
+    {"transport_cc_id", (getter)sink_get_transport_cc_id, (setter)sink_set_transport_cc_id,
+     "The negotiated transport-cc extension ID: each packet sent is stamped with the "
+     "connection's next transport-wide sequence number (0: not negotiated, no stamp).", NULL},
     {NULL}
 };
 
 static PyMemberDef sink_members[] = {
     {"send_errors", T_ULONGLONG, offsetof(SinkObject, send_errors), READONLY,
      "Packets that could not be sent (unbound, SRTP error, socket error)."},
+    {"transport_seq", T_USHORT, offsetof(SinkObject, transport_seq), 0,
+     "The transport-wide sequence number the next packet gets."},
     {NULL}
 };
 
@@ -503,11 +637,50 @@ write_leg_header(uint8_t *header, const LegObject *leg, int marker, int seq, uin
     header[11] = (uint8_t)leg->ssrc;
 }
 
-static PyObject *
-leg_sent(LegObject *self, PyObject *arg)
+static double monotonic_now(void);
+
+/* A retransmission is a packet of its own on the wire: on a connection with transport-cc
+ * it gets the next transport-wide number in place of the one it was first sent with
+ * (the subscriber's feedback reports each number once). Only the element of our own ID
+ * in our one-byte block is touched. */
+static void
+leg_restamp(LegObject *self, uint8_t *packet, Py_ssize_t size)
 {
-    long seq = PyLong_AsLong(arg);
-    if (seq == -1 && PyErr_Occurred())
+    SinkObject *sink = (SinkObject *)self->sink;
+    if (sink == NULL || sink->transport_cc_id == 0 || !(packet[0] & 0x10))
+        return;
+    Py_ssize_t block = RTP_HEADER_SIZE + 4 * (packet[0] & 0x0F);
+    if (block + 4 > size || packet[block] != 0xBE || packet[block + 1] != 0xDE)
+        return;
+    Py_ssize_t end = block + 4 + 4 * ((packet[block + 2] << 8) | packet[block + 3]);
+    if (end > size)
+        return;
+    for (Py_ssize_t at = block + 4; at < end;) {
+        if (packet[at] == 0) {
+            at++;
+            continue;
+        }
+        int id = packet[at] >> 4, length = (packet[at] & 0x0F) + 1;
+        if (id == 15 || at + 1 + length > end)
+            return;
+        if (id == sink->transport_cc_id && length == 2) {
+            uint16_t seq = sink->transport_seq++;
+            packet[at + 1] = (uint8_t)(seq >> 8);
+            packet[at + 2] = (uint8_t)seq;
+            sink_record(sink, seq, monotonic_now(), size);
+            return;
+        }
+        at += 1 + length;
+    }
+}
+
+static PyObject *
+leg_sent(LegObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"seq", "restamp", NULL};
+    long seq;
+    int restamp = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "l|p:sent", keywords, &seq, &restamp))
         return NULL;
     if (seq < 0 || seq > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "sequence number out of range");
@@ -538,12 +711,16 @@ leg_sent(LegObject *self, PyObject *arg)
                         self->history_tl0_offset[slot]);
         }
     }
+    if (restamp)
+        leg_restamp(self, header, size);
     return packet;
 }
 
 static PyMethodDef leg_methods[] = {
-    {"sent", (PyCFunction)leg_sent, METH_O,
-     "sent(seq)\n--\n\nThe packet (plain RTP) sent with sequence number ``seq``, if still kept."},
+    {"sent", (PyCFunction)(void (*)(void))leg_sent, METH_VARARGS | METH_KEYWORDS,
+     "sent(seq, restamp=False)\n--\n\nThe packet (plain RTP) sent with sequence number ``seq``, "
+     "if still kept. ``restamp``: it is about to be sent again; on a sink with transport-cc "
+     "it gets the next transport-wide sequence number (and is kept as sent now)."},
     {NULL}
 };
 
@@ -606,7 +783,6 @@ seq_newer(int a, int b)
     return a != b && ((a - b) & 0xFFFF) < 0x8000;
 }
 
-static double monotonic_now(void);
 
 typedef struct {
     long sent, bytes, errors;
@@ -627,8 +803,8 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
     int pid = vp8 != NULL && vp8->pid_at >= 0 ? vp8_read_pid(payload, vp8) : -1;
     int tl0 = vp8 != NULL && vp8->tl0_at >= 0 ? payload[vp8->tl0_at] : -1;
     uint8_t *out_payload;
-    uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
-    Py_ssize_t size = RTP_HEADER_SIZE + extension_size + payload_bytes;
+    uint8_t packet[MAX_PLAIN_PACKET + TRANSPORT_CC_ROOM + SRTP_TRAILER_ROOM];
+    Py_ssize_t size;
     uint8_t first = 0x80 | (extension_size > 0 ? 0x10 : 0) | (padded ? 0x20 : 0);
     Py_ssize_t count = PyTuple_GET_SIZE(legs);
     double now = monotonic_now();
@@ -685,7 +861,15 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         packet[0] = first;
         write_leg_header(packet, leg, marker, out_seq, out_ts);
         memcpy(packet + RTP_HEADER_SIZE, extension, (size_t)extension_size);
-        out_payload = packet + RTP_HEADER_SIZE + extension_size;
+        /* transport-cc: the connection's own sequence number, after the shared block. */
+        SinkObject *sink = (SinkObject *)leg->sink;
+        Py_ssize_t leg_extension_size = extension_size;
+        int transport_seq = -1;
+        if (sink->transport_cc_id)
+            leg_extension_size = sink_stamp(sink, packet, extension_size, &transport_seq);
+        size = RTP_HEADER_SIZE + leg_extension_size + payload_bytes;
+        /* transport-cc end */
+        out_payload = packet + RTP_HEADER_SIZE + leg_extension_size;
         memcpy(out_payload, payload, (size_t)payload_bytes);
         int newest = seq_newer((out_seq + 1) & 0xFFFF, leg->next_seq);
         if (newest)
@@ -713,7 +897,9 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
                 leg->last_tl0 = (tl0 + leg->tl0_offset) & 0xFF;
         }
         leg->last_ts = out_ts;
-        if (sink_send((SinkObject *)leg->sink, packet, (int)size) < 0) {
+        if (transport_seq >= 0)  /* kept even if not sent: the subscriber reports it lost */
+            sink_record(sink, transport_seq, now, size);
+        if (sink_send(sink, packet, (int)size) < 0) {
             result->errors++;
             continue;
         }
@@ -1058,6 +1244,96 @@ is_keyframe(PyObject *module, PyObject *args)
     return PyBool_FromLong(keyframe);
 }
 
+/* Arrivals -------------------------------------------------------------------------- */
+
+/* Between two feedback packets (mcu/twcc.py sends one per publisher connection each
+ * worker tick, 100 ms) a publisher sends a few dozen packets, a few hundred at most;
+ * what does not fit is counted and will be reported lost. */
+#define ARRIVALS_SIZE 2048
+
+typedef struct {
+    PyObject_HEAD
+    int extension_id;                 /* the transport-cc element's ID on this connection */
+    int count;
+    uint16_t seq[ARRIVALS_SIZE];
+    double at[ARRIVALS_SIZE];         /* monotonic seconds, when receive() handled it */
+    unsigned long long overflows;
+} ArrivalsObject;
+
+static int
+arrivals_init(ArrivalsObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"extension_id", NULL};
+    int id = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i:Arrivals", keywords, &id))
+        return -1;
+    if (id < 0 || id > 14) {
+        PyErr_SetString(PyExc_ValueError, "extension_id must be 0 (off) or 1-14");
+        return -1;
+    }
+    self->extension_id = id;
+    self->count = 0;
+    return 0;
+}
+
+static PyObject *
+arrivals_take(ArrivalsObject *self, PyObject *unused)
+{
+    PyObject *result = PyList_New(self->count);
+    if (result == NULL)
+        return NULL;
+    for (int i = 0; i < self->count; i++) {
+        PyObject *item = Py_BuildValue("(id)", (int)self->seq[i], self->at[i]);
+        if (item == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, i, item);
+    }
+    self->count = 0;
+    return result;
+}
+
+static PyObject *
+arrivals_len(ArrivalsObject *self, void *closure)
+{
+    return PyLong_FromLong(self->count);
+}
+
+static PyMethodDef arrivals_methods[] = {
+    {"take", (PyCFunction)arrivals_take, METH_NOARGS,
+     "take()\n--\n\nThe (transport-wide sequence number, arrival time) recorded since the "
+     "last take(), in arrival order; they are forgotten here."},
+    {NULL}
+};
+
+static PyGetSetDef arrivals_getset[] = {
+    {"pending", (getter)arrivals_len, NULL, "How many are waiting for take().", NULL},
+    {NULL}
+};
+
+static PyMemberDef arrivals_members[] = {
+    {"extension_id", T_INT, offsetof(ArrivalsObject, extension_id), 0,
+     "The transport-cc element's ID (0: nothing is recorded)."},
+    {"overflows", T_ULONGLONG, offsetof(ArrivalsObject, overflows), READONLY,
+     "Arrivals not recorded because take() came too late."},
+    {NULL}
+};
+
+static PyTypeObject ArrivalsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.Arrivals",
+    .tp_doc = "Arrivals(extension_id)\n--\n\nA publisher connection's received transport-wide "
+              "sequence numbers and when they came (receive() records them).",
+    .tp_basicsize = sizeof(ArrivalsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)arrivals_init,
+    .tp_methods = arrivals_methods,
+    .tp_getset = arrivals_getset,
+    .tp_members = arrivals_members,
+};
+
 /* receive --------------------------------------------------------------------------- */
 
 #define RECEIVED_MALFORMED 1     /* counted; dropped */
@@ -1098,13 +1374,15 @@ typedef struct {
     Py_ssize_t payload_start;
     Py_ssize_t payload_end;   /* excludes padding */
     int audio_level;          /* the audio level element's byte, -1 when absent */
+    int transport_seq;        /* the transport-cc element's value, -1 when absent or not asked */
 } RtpHeader;
 
 /* Check one RTP header (RFC 3550, RFC 8285 one-byte extensions). Returns 0 and fills
  * ``header`` for a well-formed packet, -1 for a malformed one, -2 with a Python error
  * set. With ``extensions`` (a dict) it also puts each one-byte element there, ID -> bytes. */
 static int
-parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, RtpHeader *header)
+parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, int transport_cc_id,
+             RtpHeader *header)
 {
     if (size < RTP_HEADER_SIZE || (data[0] >> 6) != 2)
         return -1;
@@ -1112,6 +1390,7 @@ parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, RtpHead
     if (offset > size)
         return -1;
     header->audio_level = -1;
+    header->transport_seq = -1;
     if (data[0] & 0x10) {
         if (offset + 4 > size)
             return -1;
@@ -1136,6 +1415,8 @@ parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, RtpHead
                     return -1;
                 if (id == EXT_AUDIO_LEVEL)
                     header->audio_level = data[position];
+                else if (id == transport_cc_id && length == 2)
+                    header->transport_seq = (data[position] << 8) | data[position + 1];
                 if (extensions != NULL) {
                     PyObject *key = PyLong_FromLong(id);
                     PyObject *value = PyBytes_FromStringAndSize((const char *)data + position, length);
@@ -1180,7 +1461,7 @@ parse(PyObject *module, PyObject *arg)
     if (extensions == NULL)
         goto done;
     RtpHeader header;
-    int parsed = parse_header(data, view.len, extensions, &header);
+    int parsed = parse_header(data, view.len, extensions, 0, &header);
     if (parsed == -2)
         goto done;
     if (parsed == -1) {
@@ -1199,29 +1480,45 @@ done:
 }
 
 PyDoc_STRVAR(receive_doc,
-"receive(tracks, packet, counters)\n--\n\n"
+"receive(tracks, packet, counters, arrivals=None)\n--\n\n"
 "Handle one received (decrypted) RTP packet: check its header as parse() does,\n"
 "find its track in ``tracks`` (SSRC -> Track), update the track's statistics and audio\n"
 "activity, and forward it to the track's legs with our own extension block (the audio\n"
 "level for audio, abs-send-time for video; the publisher's mid and others dropped).\n"
 "Returns flags (RECEIVED_*): 0 when nothing is left for the caller to do. A packet\n"
-"is counted in ``counters`` unless it comes back RECEIVED_UNKNOWN.");
+"is counted in ``counters`` unless it comes back RECEIVED_UNKNOWN. With ``arrivals``\n"
+"(the connection's Arrivals), its transport-wide sequence number is recorded there.");
 
 static PyObject *
 receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])
-        || !PyObject_TypeCheck(args[2], &CountersType)) {
-        PyErr_SetString(PyExc_TypeError, "receive() takes (tracks: dict, packet: bytes, counters: Counters)");
+    if (nargs < 3 || nargs > 4 || !PyDict_Check(args[0]) || !PyBytes_Check(args[1])
+        || !PyObject_TypeCheck(args[2], &CountersType)
+        || (nargs == 4 && args[3] != Py_None && !PyObject_TypeCheck(args[3], &ArrivalsType))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "receive() takes (tracks: dict, packet: bytes, counters: Counters, arrivals: Arrivals | None)");
         return NULL;
     }
     CountersObject *counters = (CountersObject *)args[2];
+    ArrivalsObject *arrivals = nargs == 4 && args[3] != Py_None ? (ArrivalsObject *)args[3] : NULL;
     const uint8_t *data = (const uint8_t *)PyBytes_AS_STRING(args[1]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
 
     RtpHeader header;
-    if (parse_header(data, size, NULL, &header) < 0)
+    if (parse_header(data, size, NULL, arrivals != NULL ? arrivals->extension_id : 0, &header) < 0)
         goto malformed;
+    /* transport-cc: every packet of the connection counts, whatever its SSRC (RTX and
+     * the sender's padding probes too). A packet handled twice (an SSRC learnt on its
+     * first packet) is recorded twice; mcu/twcc.py keeps one. */
+    if (header.transport_seq >= 0) {
+        if (arrivals->count < ARRIVALS_SIZE) {
+            arrivals->seq[arrivals->count] = (uint16_t)header.transport_seq;
+            arrivals->at[arrivals->count] = monotonic_now();
+            arrivals->count++;
+        } else {
+            arrivals->overflows++;
+        }
+    }
     Py_ssize_t offset = header.payload_start, end = header.payload_end;
     int audio_level = header.audio_level;
 
@@ -1379,7 +1676,7 @@ static struct PyModuleDef fanout_module = {
 PyMODINIT_FUNC
 PyInit__fanout(void)
 {
-    if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0
+    if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
         || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
@@ -1394,6 +1691,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "Leg", (PyObject *)&LegType) < 0
         || PyModule_AddObjectRef(module, "Counters", (PyObject *)&CountersType) < 0
         || PyModule_AddObjectRef(module, "Track", (PyObject *)&TrackType) < 0
+        || PyModule_AddObjectRef(module, "Arrivals", (PyObject *)&ArrivalsType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

@@ -498,7 +498,7 @@ class Consumer:
             return []
         missing = []
         for seq in lost:
-            packet = self.leg.sent(seq)
+            packet = self.leg.sent(seq, restamp=True)  # a new transport-wide number
             if packet is None:
                 if self.leg.started:
                     missing.append((seq - self.leg.seq_offset) & 0xFFFF)

@@ -22,16 +22,18 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter as adapter
-from mcu import codecs, rtp, simulcast
+from mcu import codecs, rtp, simulcast, twcc
 from mcu._fanout import (
     RECEIVED_SWITCHED,
     RECEIVED_TAPPED,
     RECEIVED_UNKNOWN,
     RECEIVED_WANTS_KEYFRAME,
+    Arrivals,
     Sink,
     Track,
     receive,
 )
+from mcu.congestion import PacketResult, SendSideEstimator
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -105,6 +107,15 @@ class Participant:
         self._pending_legs: list[tuple[Consumer, Any]] = []
         self._leg_transceivers: list[Any] = []  # every receive slot's, in order
         self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
+        # transport-cc (mcu/twcc.py), when the client's answer agreed to it: its extension
+        # ID (0: not negotiated, REMB it is). One connection, so one of each: what it
+        # sent us and when (for our feedback), and our estimate of its downlink.
+        self.transport_cc_id = 0
+        self._arrivals = Arrivals(0)
+        self._feedback_builder = twcc.FeedbackBuilder()
+        self.estimator = SendSideEstimator()
+        self.transport_feedback_received = 0
+        self.transport_feedback_sent = 0
         self.over_estimate_since: dict[int, float] = {}  # REMB group -> since when (lastn.py)
         self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
         self._tapped: set[int] = set()
@@ -170,7 +181,8 @@ class Participant:
             self._tap_new_transports()
             self._revision += 1
             self._awaiting_answer = self._revision
-            sdp = self.pc.localDescription.sdp
+            # aiortc's offer has neither transport-cc nor simulcast: the client's gets them.
+            sdp = twcc.offer_transport_cc(self.pc.localDescription.sdp)
             if self.simulcast:
                 sdp = simulcast.offer_layers(sdp, self._publish_mids["camera"])
             return Offer(sdp=sdp, revision=self._revision,
@@ -190,6 +202,7 @@ class Participant:
                 raise NegotiationError("bad_sdp", f"the answer SDP was rejected: {exc}") from None
             self._awaiting_answer = None
             self.rtcp_started = True
+            self._set_transport_cc(twcc.answer_transport_cc(sdp))
             if self.simulcast:
                 rids = simulcast.answered_layers(sdp, self._publish_mids["camera"])
                 self.producers["camera"].set_layers(rids if len(rids) > 1 else [])
@@ -340,6 +353,14 @@ class Participant:
                 adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error,
                                       self._on_datagram_dropped)
 
+    def _set_transport_cc(self, extension_id: int) -> None:
+        # aiortc dropped the lines from the answer it applied (they are not in its
+        # tables): what the client agreed to is read from the text.
+        self.transport_cc_id = extension_id
+        self._arrivals.extension_id = extension_id
+        for sink, _ in self._sinks.values():
+            sink.transport_cc_id = extension_id
+
     def _writer(self, dtls: Any) -> Callable[[bytes], None]:
         writer = self._writers.get(id(dtls))
         if writer is None:
@@ -350,6 +371,7 @@ class Participant:
         entry = self._sinks.get(id(dtls))
         if entry is None:
             sink = Sink()
+            sink.transport_cc_id = self.transport_cc_id
             entry = self._sinks[id(dtls)] = (sink, dtls)
             adapter.on_dtls_state(dtls, lambda: adapter.bind_sink(sink, dtls))
             adapter.bind_sink(sink, dtls)
@@ -433,7 +455,7 @@ class Participant:
 
     def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
         # Checked, counted and forwarded in C; what comes back is for Python to do.
-        status = receive(self._tracks, data, self._packet_counters)
+        status = receive(self._tracks, data, self._packet_counters, self._arrivals)
         if status:
             self._after_receive(status, data)
 
@@ -447,7 +469,7 @@ class Participant:
                 self.counters.packets_received += 1
                 self.counters.packets_unroutable += 1
                 return
-            status = receive(self._tracks, data, self._packet_counters)
+            status = receive(self._tracks, data, self._packet_counters, self._arrivals)
         if status & (RECEIVED_WANTS_KEYFRAME | RECEIVED_TAPPED | RECEIVED_SWITCHED):
             producer = self._producer_by_ssrc[int.from_bytes(data[8:12], "big")]
             if status & RECEIVED_WANTS_KEYFRAME:
@@ -489,6 +511,11 @@ class Participant:
         return None
 
     def _on_rtcp(self, data: bytes) -> None:
+        data, feedback = twcc.split_rtcp(data)
+        for packet in feedback:
+            self._on_transport_feedback(packet)
+        if not data:
+            return
         try:
             packets = adapter.parse_rtcp(data)
         except ValueError:
@@ -509,6 +536,8 @@ class Participant:
                     if consumer is not None:
                         consumer.request_keyframe()
                 elif packet.fmt == rtp.RTCP_PSFB_REMB:
+                    if self.transport_cc_id:  # our own estimate from its feedback rules
+                        continue
                     try:
                         bitrate, ssrcs = adapter.unpack_remb(packet.fci)
                     except ValueError:
@@ -521,6 +550,30 @@ class Participant:
                     missing = consumer.retransmit(adapter.nack_lost(packet))
                     if missing and consumer.producer is not None:  # lost on a pipe: ask there
                         consumer.producer.request_retransmission(missing)
+
+    def _on_transport_feedback(self, packet: bytes) -> None:
+        if not self.transport_cc_id:
+            return
+        try:
+            feedback = twcc.parse_feedback(packet)
+        except ValueError:
+            self.counters.rtcp_malformed += 1
+            return
+        sink = next((s for s, _ in self._sinks.values() if s.transport_cc_id), None)
+        if sink is None:
+            return
+        self.transport_feedback_received += 1
+        sent = sink.sent_range(feedback.base_seq, len(feedback.arrivals))
+        results = [PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
+                   for what, arrived in zip(sent, feedback.arrivals, strict=True) if what is not None]
+        if not results:
+            return
+        estimate = self.estimator.on_feedback(time.monotonic(), results)
+        # Into the structures a REMB fills, as one estimate for all our video legs (it
+        # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
+        ssrcs = [c.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
+        if ssrcs:
+            self._on_remb(estimate, ssrcs)
 
     def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
@@ -573,6 +626,24 @@ class Participant:
                     self.counters.send_errors += 1
         for producer in self.producers.values():
             self._send_publisher_feedback(producer)
+
+    def send_transport_feedback(self) -> None:
+        """transport-cc feedback for what the client sent us since the last call, so its
+        own send-side estimator can work. Called each worker tick (100 ms, mcu/room.py):
+        feedback much rarer than that leaves a browser's estimate sluggish."""
+        if not self.transport_cc_id or self.closed or not self._arrivals.pending:
+            return
+        producer = next((p for p in self.producers.values() if p.feedback is not None), None)
+        if producer is None:  # no way to send yet: the arrivals wait (a browser's first
+            return  # probes come before our writer exists, and matter most)
+        arrivals = self._arrivals.take()
+        media_ssrc = next((p.ssrc for p in self.producers.values() if p.ssrc is not None), 0)
+        for packet in self._feedback_builder.build(arrivals, producer.feedback_ssrc, media_ssrc):
+            try:
+                producer.feedback(packet)
+                self.transport_feedback_sent += 1
+            except (ConnectionError, OSError):
+                self.counters.send_errors += 1
 
     def _send_publisher_feedback(self, producer: Producer) -> None:
         streams = [layer for layer in producer.layers if layer.ssrc is not None] or [producer]
@@ -635,11 +706,15 @@ class Participant:
         lost = sum(b[2] for b in blocks if b)
         expected = sum(b[3] - (p.base_seq or 0) + 1 for p, b in zip(received, blocks, strict=True) if b)
         estimates = [c.remb_bps for c in self.consumers.values() if c.remb_bps]
+        estimator = "transport-cc" if self.transport_cc_id else "remb"
+        if self.transport_cc_id and self.transport_feedback_received and not estimates:
+            estimates = [self.estimator.estimate_bps]  # no video leg to file it under yet
         return {
             "loss_up_pct": round(100 * lost / expected, 1) if expected > 0 else 0.0,
             "loss_down_pct": round(100 * max(sent_loss), 1) if sent_loss else 0.0,
             "bitrate_up_kbps": round(sum(p.bitrate_bps for p in received) / 1000),
             "estimate_down_kbps": round(max(estimates) / 1000) if estimates else None,
+            "estimator": estimator,
             "videos_paused": sum(1 for c in self.consumers.values()
                                  if c.kind == "video" and c.producer is not None and c.paused),
         }

@@ -584,6 +584,10 @@ class MediaWorker:
                     except Exception:
                         logger.exception("room %s: control step failed", room.name)
                 for participant in list(room.participants.values()):
+                    try:  # each tick: a browser's estimator wants feedback this often
+                        participant.send_transport_feedback()
+                    except Exception:
+                        logger.exception("participant %s: transport feedback failed", participant.id)
                     if tick % RTCP_TICKS == participant.slot % RTCP_TICKS:
                         try:
                             participant.send_rtcp()

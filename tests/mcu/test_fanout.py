@@ -357,3 +357,56 @@ def test_garbage_never_crashes_the_packet_path(link: Link) -> None:
             assert status != RECEIVED_MALFORMED
         assert adapter.unprotect_with(link.rx, bytes(packet)) is None  # never authentic
     assert counters.packets_malformed > 100 and counters.packets_forwarded > 0
+
+
+# transport-cc ------------------------------------------------------------------------
+
+
+def test_a_sink_with_transport_cc_stamps_each_packet_with_the_connections_next_number(link: Link) -> None:
+    # Two legs on one connection share its number space; the count wraps at 65535.
+    link.sink.transport_cc_id = 5
+    link.sink.transport_seq = 65534
+    audio = leg_to(link, video=False, ssrc=0xA, payload_type=111, next_seq=0, ts_offset=0)
+    video = leg_to(link, video=True, ssrc=0xB, payload_type=96, next_seq=0, ts_offset=0)
+    level = rtp.one_byte_extension_block([(rtp.EXT_AUDIO_LEVEL, b"\x85")])
+    send_time = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x01\x02\x03")])
+    forward((audio,), level, b"opus", 0, 1, 0, False, False, False, 4)
+    forward((video,), send_time, b"key", 0, 1, 0, False, True, False, 3)
+    forward((audio,), b"", b"bare", 0, 2, 960, False, False, False, 4)  # no block of its own
+    forward((audio, video), send_time, b"both", 0, 3, 1920, False, False, False, 4)
+    views = [rtp.parse_rtp(p) for p in (link.receive() for _ in range(5))]
+    numbers = [int.from_bytes(v.extensions[5], "big") for v in views]
+    assert numbers == [65534, 65535, 0, 1, 2]
+    assert views[0].extensions[rtp.EXT_AUDIO_LEVEL] == b"\x85"
+    assert views[1].extensions[rtp.EXT_ABS_SEND_TIME] == b"\x01\x02\x03"
+    assert link.sink.transport_seq == 3
+    # What was sent is kept by number: when (monotonic) and how big (plain RTP bytes).
+    kept = link.sink.sent_range(65534, 6)
+    assert kept[5] is None and all(k is not None for k in kept[:5])
+    assert [size for _, size in kept[:5]] == [12 + 12 + 4, 12 + 12 + 3, 12 + 8 + 4, 12 + 12 + 4, 12 + 12 + 4]
+    assert kept[0][0] <= kept[4][0]
+    # The ring forgets what it has overwritten.
+    link.sink.transport_seq = (65534 + 4096) & 0xFFFF  # the same slot of the ring
+    forward((audio,), b"", b"late", 0, 4, 2880, False, False, False, 4)
+    link.receive()
+    assert link.sink.sent_range(65534, 1) == [None]
+
+
+def test_without_transport_cc_nothing_is_stamped_and_a_retransmission_gets_a_new_number(link: Link) -> None:
+    leg = leg_to(link, video=True, ssrc=0xC, payload_type=96, next_seq=100, ts_offset=0)
+    send_time = rtp.one_byte_extension_block([(rtp.EXT_ABS_SEND_TIME, b"\x01\x02\x03")])
+    forward((leg,), send_time, b"key", 0, 1, 0, False, True, False, 3)
+    assert 5 not in rtp.parse_rtp(link.receive()).extensions
+    assert link.sink.sent_range(0, 1) == [None]
+    link.sink.transport_cc_id = 5
+    link.sink.transport_seq = 40
+    forward((leg,), send_time, b"next", 0, 2, 0, False, False, False, 4)
+    original = link.receive()
+    assert rtp.parse_rtp(original).extensions[5] == b"\x00\x28"
+    assert leg.sent(101) == original  # a look at the history takes no number
+    again = leg.sent(101, restamp=True)
+    assert rtp.parse_rtp(again).extensions[5] == b"\x00\x29" and again[20:] != original[20:]
+    assert link.sink.transport_seq == 42 and link.sink.sent_range(41, 1)[0] is not None
+    assert leg.sent(100, restamp=True) == leg.sent(100)  # sent unstamped: stays so
+    with pytest.raises(ValueError):
+        link.sink.transport_cc_id = 15

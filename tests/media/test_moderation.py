@@ -8,6 +8,7 @@ import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 from mcu import aiortc_adapter as adapter
+from mcu import twcc
 from multipoint.app import MEDIA
 from tests.media.test_multiparty import all_flowing, participant_id, room_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
@@ -127,8 +128,13 @@ async def test_congested_subscriber_gets_audio_only_then_video_comes_back(server
     adapter.stop_bandwidth_reports(weak.peer.pc)
     try:
         assert await wait_until(lambda: all_flowing(weak, {speaker_id}))
-        leg = next(c for c in media.rooms[room].participants[participant_id(weak)].consumers.values()
-                   if c.kind == "video")
+        subscriber = media.rooms[room].participants[participant_id(weak)]
+        leg = next(c for c in subscriber.consumers.values() if c.kind == "video")
+        # transport-cc was offered; aiortc's answer leaves it out (it sends no transport
+        # feedback), so this connection's estimate is its REMB.
+        offer = next(m for m in weak.all if m.get("type") == "offer")
+        assert f"a=extmap:5 {twcc.URI}" in offer["sdp"] and " transport-cc" in offer["sdp"]
+        assert subscriber.transport_cc_id == 0 and leg.leg.sink.transport_cc_id == 0
         # The weak office keeps reporting 5 kbit/s: after CONGESTION_HOLD_S its video
         # pauses, its audio goes on.
         for _ in range(30):
@@ -137,6 +143,8 @@ async def test_congested_subscriber_gets_audio_only_then_video_comes_back(server
                 break
             await asyncio.sleep(0.2)
         assert leg.paused
+        assert subscriber.quality()["estimator"] == "remb"
+        assert subscriber.quality()["estimate_down_kbps"] == 5
         video, audio = weak.live_frames("video")[speaker_id], weak.live_frames("audio")[speaker_id]
         await asyncio.sleep(1.0)
         assert weak.live_frames("video")[speaker_id] <= video + 3

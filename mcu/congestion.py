@@ -1,0 +1,257 @@
+"""A send-side bandwidth estimate per subscriber connection, from transport-cc feedback.
+
+GCC-like (draft-ietf-rmcat-gcc-02, in our own reduced form), pure Python over plain
+values so it is tested without media:
+
+* delay: packets sent within :data:`BURST_S` of each other form a group; for each pair
+  of groups the change in one-way delay (inter-arrival minus inter-departure time) is
+  accumulated, smoothed, and a line fitted through the last :data:`TREND_WINDOW`
+  points; its slope, compared with an adaptive threshold, says whether a queue is
+  building (overuse), draining (underuse) or neither;
+* rate: on overuse the estimate drops to :data:`DECREASE_FACTOR` times what the
+  subscriber actually received; while normal it grows, multiplicatively (8 % a
+  second) until it nears the rate where it last had to drop, additively (about a
+  packet per round trip) near it, so it does not swing around the link's capacity;
+  it never runs far ahead of what was received (1.5 times), and, when no overuse was
+  seen for :data:`CAPACITY_MEMORY_S`, never stays below what was received with no
+  queue building (we do not choose our sending rate: the publishers do, and last-N's
+  probes are how a paused video comes back);
+* loss: over 10 % lost lowers the estimate, under 2 % lets it grow, in between holds.
+
+The estimate is the lower of the delay and the loss estimates. It feeds the same
+structures REMB does (mcu/lastn.py): we cannot make publishers send faster, so a
+subscriber's estimate is what pauses its videos when its link is congested.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+BURST_S = 0.005
+TREND_WINDOW = 20
+SMOOTHING = 0.9
+TREND_GAIN = 4.0
+INITIAL_THRESHOLD_MS = 12.5
+THRESHOLD_UP = 0.0087  # how fast the threshold follows a trend above it
+THRESHOLD_DOWN = 0.039  # ... and below it
+OVERUSE_TIME_S = 0.01
+DECREASE_FACTOR = 0.85
+INCREASE_PER_S = 0.08
+MAX_OVER_RECEIVED = 1.5
+RATE_WINDOW_S = 0.5
+START_BPS = 1_000_000
+MIN_BPS = 50_000
+MAX_BPS = 20_000_000
+ASSUMED_RTT_S = 0.1  # we do not measure the subscriber's round trip; a typical one
+LOSS_HIGH = 0.10
+LOSS_LOW = 0.02
+LOSS_WINDOW_S = 1.0
+CAPACITY_MEMORY_S = 10.0  # how long the rate of the last overuse is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class PacketResult:
+    """One packet we sent: when (our clock, seconds), how big, and when it arrived
+    (the receiver's clock, seconds; None: lost)."""
+
+    sent_at: float
+    size: int
+    arrived_at: float | None
+
+
+class TrendlineDetector:
+    """Overuse from the trend of the one-way delay's change."""
+
+    def __init__(self) -> None:
+        self.threshold_ms = INITIAL_THRESHOLD_MS
+        self.state = "normal"  # "overuse" / "underuse" / "normal"
+        self._accumulated_ms = 0.0
+        self._smoothed_ms = 0.0
+        self._points: deque[tuple[float, float]] = deque(maxlen=TREND_WINDOW)
+        self._first_arrival: float | None = None
+        self._over_since: float | None = None
+        self._previous_trend = 0.0
+        self._last_update: float | None = None
+        self.trend = 0.0
+
+    def update(self, delay_change_ms: float, arrival_s: float) -> str:
+        if self._first_arrival is None:
+            self._first_arrival = arrival_s
+        self._accumulated_ms += delay_change_ms
+        self._smoothed_ms = SMOOTHING * self._smoothed_ms + (1 - SMOOTHING) * self._accumulated_ms
+        self._points.append(((arrival_s - self._first_arrival) * 1000, self._smoothed_ms))
+        if len(self._points) < TREND_WINDOW:
+            return self.state
+        slope = _slope(self._points)
+        self.trend = min(len(self._points), 60) * slope * TREND_GAIN
+        self._detect(arrival_s)
+        return self.state
+
+    def _detect(self, now_s: float) -> None:
+        trend = self.trend
+        if trend > self.threshold_ms:
+            if self._over_since is None:
+                self._over_since = now_s
+            # A queue that keeps growing, for a little while: one late group is not.
+            if now_s - self._over_since >= OVERUSE_TIME_S and trend >= self._previous_trend:
+                self.state = "overuse"
+        elif trend < -self.threshold_ms:
+            self._over_since = None
+            self.state = "underuse"
+        else:
+            self._over_since = None
+            self.state = "normal"
+        self._previous_trend = trend
+        self._adapt_threshold(trend, now_s)
+
+    def _adapt_threshold(self, trend: float, now_s: float) -> None:
+        # The threshold follows the trend, slowly, so a path whose delay is always noisy
+        # (Wi-Fi) is not read as congested, and one that is quiet reacts early. A spike
+        # far above it (a route change) does not move it.
+        if self._last_update is None:
+            self._last_update = now_s
+        elapsed_ms = min((now_s - self._last_update) * 1000, 100.0)
+        self._last_update = now_s
+        if abs(trend) > self.threshold_ms + 15:
+            return
+        k = THRESHOLD_DOWN if abs(trend) < self.threshold_ms else THRESHOLD_UP
+        self.threshold_ms += k * (abs(trend) - self.threshold_ms) * elapsed_ms
+        self.threshold_ms = min(max(self.threshold_ms, 6.0), 600.0)
+
+
+def _slope(points: deque[tuple[float, float]]) -> float:
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    numerator = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    denominator = sum((x - mean_x) ** 2 for x, _ in points)
+    return numerator / denominator if denominator else 0.0
+
+
+class SendSideEstimator:
+    """One subscriber connection's estimate, updated from each feedback packet."""
+
+    def __init__(self, start_bps: int = START_BPS) -> None:
+        self.detector = TrendlineDetector()
+        self.delay_bps = float(start_bps)
+        self.loss_bps = float(start_bps)
+        self.decreases = 0  # overuse responses (for tests and the operator)
+        self.received_bps = 0.0
+        self.loss = 0.0
+        self._received: deque[tuple[float, int]] = deque()  # (arrival, size) in RATE_WINDOW_S
+        self._losses: deque[tuple[float, int, int]] = deque()  # (when, sent, lost) per feedback
+        self._group: list[PacketResult] = []
+        self._previous_group: tuple[float, float] | None = None  # (last send, last arrival)
+        self._last_change: float | None = None
+        self._hold_until = 0.0
+        self._capacity_bps: float | None = None  # the received rate at the last decrease
+        self._loss_cut_at = -math.inf
+        self._overused_at = -math.inf
+
+    @property
+    def estimate_bps(self) -> int:
+        return int(max(MIN_BPS, min(self.delay_bps, self.loss_bps)))
+
+    def on_feedback(self, now_s: float, packets: list[PacketResult]) -> int:
+        """Take one feedback's packets (in sequence order); returns the new estimate."""
+        sent = len(packets)
+        lost = 0
+        for packet in packets:
+            if packet.arrived_at is None:
+                lost += 1
+                continue
+            self._received.append((packet.arrived_at, packet.size))
+        # Received and lost go by the order of sending: groups are bursts of sending.
+        for packet in sorted((p for p in packets if p.arrived_at is not None), key=lambda p: p.sent_at):
+            self._add_to_group(packet)
+        if self._received:
+            newest = max(at for at, _ in self._received)
+            while self._received and self._received[0][0] < newest - RATE_WINDOW_S:
+                self._received.popleft()
+            span = max(newest - self._received[0][0], RATE_WINDOW_S / 2)
+            self.received_bps = sum(size for _, size in self._received) * 8 / span
+        self._update_delay_rate(now_s)
+        self._update_loss_rate(now_s, sent, lost)
+        return self.estimate_bps
+
+    def _add_to_group(self, packet: PacketResult) -> None:
+        assert packet.arrived_at is not None
+        if self._group and packet.sent_at - self._group[0].sent_at > BURST_S:
+            self._close_group()
+        self._group.append(packet)
+
+    def _close_group(self) -> None:
+        last = self._group[-1]
+        assert last.arrived_at is not None
+        send_s, arrival_s = last.sent_at, max(p.arrived_at or 0.0 for p in self._group)
+        self._group = []
+        if self._previous_group is not None:
+            previous_send, previous_arrival = self._previous_group
+            departure = send_s - previous_send
+            arrival = arrival_s - previous_arrival
+            if departure >= 0:
+                self.detector.update((arrival - departure) * 1000, arrival_s)
+        self._previous_group = (send_s, arrival_s)
+
+    def _update_delay_rate(self, now_s: float) -> None:
+        elapsed = 0.0 if self._last_change is None else min(now_s - self._last_change, 1.0)
+        self._last_change = now_s
+        state = self.detector.state
+        if state == "overuse":
+            if now_s >= self._hold_until and self.received_bps > 0:
+                # Below what got through: the queue that built up drains.
+                target = DECREASE_FACTOR * self.received_bps
+                if target < self.delay_bps:
+                    self.delay_bps = target
+                    self.decreases += 1
+                    self._capacity_bps = self.received_bps
+                self._overused_at = now_s
+                # One decrease per round trip and feedback interval: the next feedback
+                # still shows the queue this one saw.
+                self._hold_until = now_s + ASSUMED_RTT_S + 0.2
+            return
+        if state == "underuse":  # a queue draining: the rate that built it is no guide
+            return
+        if now_s < self._hold_until:
+            return
+        if self._capacity_bps is not None and now_s - self._overused_at > CAPACITY_MEMORY_S:
+            self._capacity_bps = None  # long without a queue: the path may have changed
+        if self._capacity_bps is not None and self.delay_bps > 0.9 * self._capacity_bps:
+            # Near where it last overused: about one packet more per round trip.
+            increased = self.delay_bps + 1200 * 8 / (ASSUMED_RTT_S + 0.1) * elapsed
+            if increased > 1.5 * self._capacity_bps:
+                self._capacity_bps = None  # far past it: the path has changed
+        else:
+            increased = self.delay_bps * (1 + INCREASE_PER_S) ** elapsed
+        # Growth stops at 1.5 times what got through (capacity it has not seen is only
+        # a guess); it is a limit on growing, not a reason to drop.
+        ceiling = max(self.delay_bps, MAX_OVER_RECEIVED * self.received_bps + 10_000)
+        self.delay_bps = max(min(increased, ceiling, MAX_BPS), MIN_BPS)
+        if self._capacity_bps is None:
+            # Unlike a browser's sender, we do not choose how fast we send: the
+            # publishers do. Away from a recent overuse, what got through with no queue
+            # building up is carried, whatever the estimate said before (a probe that
+            # worked: mcu/lastn.py resumes one video at a time after a quiet spell).
+            # Near one, only the slow climb above: the way up stays careful.
+            self.delay_bps = max(self.delay_bps, self.received_bps)
+
+    def _update_loss_rate(self, now_s: float, sent: int, lost: int) -> None:
+        self._losses.append((now_s, sent, lost))
+        while self._losses and self._losses[0][0] < now_s - LOSS_WINDOW_S:
+            self._losses.popleft()
+        total = sum(s for _, s, _ in self._losses)
+        self.loss = sum(lost for _, _, lost in self._losses) / total if total else 0.0
+        elapsed = 0.0 if len(self._losses) < 2 else now_s - self._losses[-2][0]
+        if self.loss > LOSS_HIGH:
+            # As GCC: lower in proportion to the loss, at most once a window.
+            if now_s - self._loss_cut_at >= LOSS_WINDOW_S / 3:
+                self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * self.loss))
+                self._loss_cut_at = now_s
+        elif self.loss < LOSS_LOW:
+            # As the delay estimate: what got through with hardly a loss is carried.
+            self.loss_bps = max(self.loss_bps * (1 + INCREASE_PER_S) ** min(elapsed, 1.0),
+                                self.received_bps)
+            # Loss says nothing about capacity it has not seen: it never leads delay.
+            self.loss_bps = min(self.loss_bps, max(self.delay_bps, MIN_BPS))
