@@ -199,9 +199,7 @@ async def downlink_400kbit(lab: Lab, window_s: float) -> dict[str, Any]:
     before = await watch(office.page, mid, 4)
 
     lab.office.shape_down(400)
-    monitor = asyncio.ensure_future(_monitor(lab, room, office))
     adapt_s = await until(lambda: on_layer(office_slot, LOWEST), 30)
-    monitor.cancel()
     after = await watch(office.page, mid, window_s)
     kept_top = on_layer(outside_slot, TOP)
 
@@ -241,7 +239,7 @@ async def loss_5pct(lab: Lab, window_s: float) -> dict[str, Any]:
         # What the page lost for good, after NACK/RTX repaired what they could.
         "loss_ratio": after["loss_ratio"],
         "retransmissions": lab.app[MEDIA].counters.retransmissions - retransmitted,
-        "window_s": window_s,
+        "viewer_frames_in_window": after["frames"], "window_s": window_s,
     }
 
 
@@ -309,46 +307,6 @@ async def outage_5s(lab: Lab, window_s: float) -> dict[str, Any]:
         "layer": slot.layer, "freezes": after["freezes_per_minute"], "loss_ratio": after["loss_ratio"],
         "same_participant": same, "reloaded": reloaded,
     }
-
-
-async def _monitor(lab: Lab, room: str, viewer: Joined) -> None:
-    participant = lab.app[MEDIA].rooms[room].participants[viewer.id]
-    seen = SEEN.setdefault(viewer.id, {})
-    while True:
-        logger.info("rtcp %s", seen)
-        logger.info("estimates %s over %s layers %s", participant.remb_estimates, participant.over_estimate_since,
-                    [(c.id, c.layer, c.target_layer, c.remb_group, c.source.bitrate_bps if c.source else None,
-                      c.leg.paused) for c in participant.consumers.values() if c.kind == "video" and c.producer])
-        await asyncio.sleep(1)
-
-
-SEEN: dict[str, dict[str, int]] = {}
-
-
-def _spy() -> None:
-    from mcu import aiortc_adapter as adapter
-    from mcu.participant import Participant
-    original = Participant._on_rtcp
-
-    def spy(self, data: bytes) -> None:
-        seen = SEEN.setdefault(self.id, {})
-        for packet in adapter.parse_rtcp(data):
-            key = f"{type(packet).__name__}:{getattr(packet, 'fmt', '')}"
-            seen[key] = seen.get(key, 0) + 1
-        original(self, data)
-
-    Participant._on_rtcp = spy
-    original_remb = Participant._on_remb
-
-    def spy_remb(self, bitrate: int, ssrcs: list[int]) -> None:
-        logger.info("remb %s %s %s known %s", self.id, bitrate, ssrcs,
-                    [s for s in ssrcs if s in self._consumer_by_ssrc])
-        original_remb(self, bitrate, ssrcs)
-
-    Participant._on_remb = spy_remb
-
-
-_spy()
 
 
 async def _slot(lab: Lab, room: str, viewer: Joined, publisher: Joined) -> Any:

@@ -246,8 +246,11 @@ class SendSideEstimator:
         elapsed = 0.0 if len(self._losses) < 2 else now_s - self._losses[-2][0]
         if self.loss > LOSS_HIGH:
             # As GCC: lower in proportion to the loss, at most once a window.
+            # Relative to what gets through, not to the last estimate: loss that goes on
+            # at a link's capacity settles the estimate there instead of at the floor.
             if now_s - self._loss_cut_at >= LOSS_WINDOW_S / 3:
-                self.loss_bps = max(MIN_BPS, self.loss_bps * (1 - 0.5 * self.loss))
+                cut = max(MIN_BPS, self.received_bps * (1 - 0.5 * self.loss))
+                self.loss_bps = min(self.loss_bps, cut)
                 self._loss_cut_at = now_s
         elif self.loss < LOSS_LOW:
             # As the delay estimate: what got through with hardly a loss is carried.
