@@ -21,7 +21,11 @@ happened:
 
 Prints one JSON object: ``scenarios``, one entry per case (``name``, ``adapted``,
 ``adapt_s``, ``bitrate_before_kbps``, ``bitrate_after_kbps``, ``layer``, ``freezes`` per
-minute, ``loss_ratio``, and what else the case measured). Needs root (namespaces, tc,
+minute, ``loss_ratio``, and what else the case measured), and
+``simulcast_extra_us_per_packet``: CPU per forwarded packet of the C packet path with
+three layers in, one out per slot and transport-cc stamping, minus the same path plain
+(one stream, no stamping), both measured in this run (``packet_path_cost``). It is the
+packet path's part only, not the whole server's as bench.sfu measures it. Needs root (namespaces, tc,
 nftables); it moves itself into a loopback-only namespace of its own first.
 """
 
@@ -321,6 +325,65 @@ async def _slot(lab: Lab, room: str, viewer: Joined, publisher: Joined) -> Any:
     return found[0]
 
 
+# The packet path with simulcast --------------------------------------------------------
+
+
+def packet_path_cost(simulcast: bool, subscribers: int = 8, pictures: int = 3000) -> float:
+    """Microseconds of CPU per forwarded packet of the C packet path (``receive()``, the
+    rewrite, the send on a UDP socket), for one camera and ``subscribers`` slots of it.
+
+    Plain: one VP8 stream to every slot, no transport-cc (bench.sfu's 4×8 legs). With
+    simulcast: three layers in (1, 2 and 4 packets a picture), each slot on one of them
+    (the slots spread over the three), every sink stamping transport-cc. Packets go to a
+    port nobody listens on: the kernel's whole send path, nothing to read.
+    """
+    import socket
+    import struct
+
+    from mcu._fanout import Counters, Leg, Sink, Track, receive
+
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    layers = 3 if simulcast else 1
+    tracks = {0x1000 + index: Track(video=True) for index in range(layers)}
+    for track in tracks.values():
+        track.payload_type = 96
+    legs = []
+    for index in range(subscribers):
+        sink = Sink()
+        sink.bind(sender.fileno(), "127.0.0.1", 9, 0, 0, None)
+        if simulcast:
+            sink.transport_cc_id = 5
+        leg = Leg(video=True)
+        leg.sink, leg.payload_type, leg.ssrc = sink, 96, 0x2000 + index
+        leg.source = list(tracks.values())[index % layers]
+        legs.append(leg)
+    for track in tracks.values():
+        track.legs = tuple(leg for leg in legs if leg.source is track)
+    counters = Counters()
+    per_picture = (1, 2, 4) if simulcast else (4,)
+    packets = []
+    for picture in range(pictures):
+        for layer, ssrc in enumerate(tracks):
+            for part in range(per_picture[layer]):
+                first = part == 0
+                # VP8 descriptor: X, S on the first packet; I (15-bit picture ID), L, T; then
+                # the payload header, whose P bit is clear on a keyframe (one in 100).
+                descriptor = bytes([0x90 if first else 0x80, 0xE0]) + struct.pack("!H", 0x8000 | picture) \
+                    + bytes([picture & 0xFF, 0x20])
+                payload = descriptor + bytes([0x00 if picture % 100 == 0 and first else 0x01]) + bytes(1000)
+                rtp_header = struct.pack("!BBHII", 0x80, 96 | (0x80 if part == per_picture[layer] - 1 else 0),
+                                         (picture * 4 + part) & 0xFFFF, picture * 3000, ssrc)
+                packets.append(rtp_header + payload)
+    started = time.process_time()
+    for packet in packets:
+        receive(tracks, packet, counters)
+    elapsed = time.process_time() - started
+    sender.close()
+    forwarded = counters.packets_forwarded
+    return elapsed / forwarded * 1e6 if forwarded else float("nan")
+
+
 RUNNERS: dict[str, Callable[[Lab, float], Awaitable[dict[str, Any]]]] = {
     "downlink_400kbit": downlink_400kbit, "loss_5pct": loss_5pct,
     "uplink_600kbit": uplink_600kbit, "outage_5s": outage_5s,
@@ -380,9 +443,17 @@ async def run_scenario(lab: Lab, name: str, window_s: float) -> dict[str, Any]:
 
 async def run(names: list[str], window_s: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-network-"))
-    async with lab_running(workdir) as lab:
-        scenarios = [await run_scenario(lab, name, window_s) for name in names]
+    scenarios = []
+    if names:
+        async with lab_running(workdir) as lab:
+            scenarios = [await run_scenario(lab, name, window_s) for name in names]
+    plain = min(packet_path_cost(False) for _ in range(3))
+    layered = min(packet_path_cost(True) for _ in range(3))
+    costs = {"plain": round(plain, 2), "simulcast_with_transport_cc": round(layered, 2),
+             "method": "C packet path only (receive, rewrite, send), one camera to 8 slots; "
+                       "the best of 3 runs each, in this process"}
     return {"command": "python -m bench.network " + " ".join(sys.argv[1:]), "scenarios": scenarios,
+            "simulcast_extra_us_per_packet": round(layered - plain, 2), "packet_path_us_per_packet": costs,
             "office_address": OFFICE_ADDRESS}
 
 
