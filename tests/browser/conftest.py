@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
-CHROMIUM = os.environ.get("MULTIPOINT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    # Inside the loopback-only namespace Chromium would otherwise ignore 127.0.0.1.
-    "--allow-loopback-in-peer-connection",
-]
+# The same browser and flags as the benchmarks' (bench/network.py).
+from bench.network import CHROMIUM, CHROMIUM_FLAGS
+
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 

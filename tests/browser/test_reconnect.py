@@ -10,7 +10,6 @@ one): same participant id, no reload, media both ways again.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 
+from bench.netlab import SERVER_ADDRESS, Office
 from multipoint.app import MEDIA, create_app
 from multipoint.settings import load_settings
 from signaling.links import join_url
@@ -29,37 +29,7 @@ from tests.peers import wait_until
 
 pytestmark = pytest.mark.browser
 
-SERVER_ADDRESS, OFFICE_ADDRESS = "10.200.0.1", "10.200.0.2"
 ROOM = "porada-s-vypadkem"
-
-
-class Office:
-    """A namespace held by a sleeping process, linked to ours by ``mpv0`` (our end)."""
-
-    def __init__(self) -> None:
-        self.holder = subprocess.Popen(["unshare", "-n", "sleep", "600"])
-        time.sleep(0.3)
-        pid = str(self.holder.pid)
-        self.enter = ["nsenter", "-t", pid, "-n"]
-        run("ip", "link", "add", "mpv0", "type", "veth", "peer", "name", "mpv1", "netns", pid)
-        run("ip", "addr", "add", f"{SERVER_ADDRESS}/24", "dev", "mpv0")
-        run("ip", "link", "set", "mpv0", "up")
-        run(*self.enter, "sh", "-c", f"ip link set lo up && ip addr add {OFFICE_ADDRESS}/24 dev mpv1"
-                                     " && ip link set mpv1 up")
-
-    def link(self, up: bool) -> None:
-        run("ip", "link", "set", "mpv0", "up" if up else "down")
-
-    def close(self) -> None:
-        # Both ends go with one; at once, not when the namespace is gone (the tests
-        # after this one must find loopback alone).
-        subprocess.run(["ip", "link", "del", "mpv0"], capture_output=True)
-        self.holder.kill()  # the namespace goes with it, and the veth pair with that
-        self.holder.wait()
-
-
-def run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True)
 
 
 @pytest.fixture
@@ -94,9 +64,7 @@ async def test_a_page_whose_link_goes_down_comes_back_in_place(office, server, t
     """5 s: the pair in use comes back by itself. 15 s: the page sees its connection
     disconnected and its socket dies (heartbeats): it restarts ICE over a new socket."""
     # Chromium in the office namespace (Playwright talks to it over a pipe, not the network).
-    wrapper = tmp_path / "chromium-in-office"
-    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(office.enter)} {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper = office.chromium_wrapper(CHROMIUM, tmp_path)
     origin = f"http://{SERVER_ADDRESS}:{server.port}"
     office_flags = [f for f in CHROMIUM_FLAGS if f != "--allow-loopback-in-peer-connection"]
     office_flags.append(f"--unsafely-treat-insecure-origin-as-secure={origin}")  # camera on plain HTTP

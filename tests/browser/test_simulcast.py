@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bench.network import INBOUND_VIDEO, OUTBOUND_LAYERS
 from multipoint.app import MEDIA
 from signaling.links import join_url
 from tests.browser.conftest import new_context, screenshot
@@ -16,31 +17,6 @@ from tests.browser.conftest import new_context, screenshot
 pytestmark = pytest.mark.browser
 
 ROOM = "simulcast-porada"
-
-# The video a page receives, by the slot's mid: frames decoded, their height, freezes.
-INBOUND_VIDEO = """
-async () => {
-  const out = {};
-  (await window.multipointCall.session.pc.getStats()).forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded)
-      out[s.mid] = {frames: s.framesDecoded, height: s.frameHeight, freezes: s.freezeCount ?? 0,
-                    plis: s.pliCount ?? 0};
-  });
-  return out;
-}
-"""
-# What the page sends of its camera, by RID: frames encoded and their height.
-OUTBOUND_LAYERS = """
-async () => {
-  const out = {};
-  (await window.multipointCall.session.pc.getStats()).forEach((s) => {
-    if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid)
-      out[s.rid] = {frames: s.framesEncoded ?? 0, height: s.frameHeight ?? 0};
-  });
-  return out;
-}
-"""
-
 
 async def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:
     deadline = asyncio.get_running_loop().time() + timeout
