@@ -59,7 +59,9 @@ async def test_each_viewer_gets_the_layer_its_tile_needs(server, browser) -> Non
         camera = room.participants[publisher].producers["camera"]
         # The page answered the offer's three RIDs, and each layer arrives as a stream.
         every_layer = lambda: _true(camera.layers and all(layer.packets for layer in camera.layers))  # noqa: E731
-        assert await wait_until(every_layer, 20), [(layer.rid, layer.packets) for layer in camera.layers]
+        # Chrome holds its top layer back while its encoder is short of CPU (a loaded test
+        # machine): give it time.
+        assert await wait_until(every_layer, 45), [(layer.rid, layer.packets) for layer in camera.layers]
         assert [layer.rid for layer in camera.layers] == ["q", "h", "f"]
 
         # The big viewer makes the publisher's tile the big one.
