@@ -138,7 +138,7 @@ class Participant:
         self.last_layer_change = time.monotonic()  # a slot stepped to another layer
         self.last_layer_up = 0.0
         self.layers_over_since: float | None = None  # what the videos carry is above the estimate
-        self.layer_probe_s = 8.0  # mcu/room.py LAYER_PROBE_S, doubled after a failed probe
+        self.layer_probe_s = simulcast.PROBE_S  # doubled after a failed probe (mcu/room.py)
         self.sent_layers: list[str] | None = None
         self.layers_told_at = 0.0
         self._messages: set[asyncio.Future[None]] = set()

@@ -55,7 +55,7 @@ LIVE_S = 3.0  # a producer with a packet this recent is sending (a camera that i
 # subscriber's layers step up (a probe) after this long without a change, longer after
 # a probe that brought congestion.
 LAYER_OFF_AFTER_S = 5.0
-LAYER_PROBE_S = 8.0
+LAYER_PROBE_S = simulcast.PROBE_S
 LAYER_PROBE_MAX_S = 16.0
 LAYER_PROBE_WATCH_S = 4.0  # after a step up: the estimate or loss says at once if it was too much
 LAYER_PROBE_LOSS = 0.05
@@ -501,11 +501,12 @@ class Room:
         probe_after = subscriber.layer_probe_s
         may_probe = now - max(subscriber.last_layer_change, subscriber.last_video_change) >= probe_after
         changes = simulcast.step_layers(videos, estimate, is_congested, may_probe)
+        layer_now = {video.consumer_id: video.layer for video in videos}
         stepped_down: set[int] = set()
         for consumer in layered:
             if consumer.id not in changes:
                 continue
-            before = next(v.layer for v in videos if v.consumer_id == consumer.id)
+            before = layer_now[consumer.id]
             consumer.set_layer(changes[consumer.id])
             if changes[consumer.id] < before:
                 subscriber.layers_over_since = None  # the lower load shows in the next measurements

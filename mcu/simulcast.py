@@ -25,6 +25,7 @@ SCALE_DOWN = (4, 2, 1)  # each layer's resolution divisor (the page's sendEncodi
 # The layers' heights for the page's camera (960x540: Chrome sends three layers only
 # from about that size up): a tile up to this tall is served by that layer.
 LAYER_HEIGHTS = (135, 270, 540)
+PROBE_S = 8.0  # a subscriber's layers step up (a probe) after this long without a change
 EXT_RID = 10
 EXT_REPAIRED_RID = 11
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
