@@ -9,9 +9,11 @@ and the pages' ``getStats()`` and the server's own view of each receive slot say
 happened:
 
 - ``downlink_400kbit``: a viewer in the office, its tile of the publisher made big, gets
-  400 kbit/s down. Expected: the lowest layer within 10 s, at most 2 freezes a minute
-  afterwards, the viewer outside keeping the top layer; the top layer again within 20 s
-  of the limit being lifted.
+  400 kbit/s down. Expected: the lowest layer within 10 s (the server forwards it and
+  the page decodes frames of its height), at most 2 freezes a minute afterwards, the
+  viewer outside keeping the top layer; the top layer again within 20 s of the limit
+  being lifted. The server tries the office's link with padding before each step up
+  (``padding_packets_while_limited``).
 - ``loss_5pct``: 5 % of what reaches the office is dropped at random. Expected: NACK and
   RTX keep the office's video to at most 2 freezes a minute.
 - ``uplink_600kbit``: the publisher is in the office, with 600 kbit/s up. Expected: its
@@ -50,6 +52,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
 from bench.netlab import OFFICE_ADDRESS, SERVER_ADDRESS, Office
+from mcu.simulcast import LAYER_HEIGHTS
 from multipoint.app import MEDIA, create_app
 from multipoint.settings import load_settings
 from signaling.links import join_url
@@ -67,6 +70,7 @@ CHROMIUM_FLAGS = [
 ]
 SCENARIOS = ("downlink_400kbit", "loss_5pct", "uplink_600kbit", "outage_5s")
 TOP, LOWEST = 2, 0
+LOWEST_HEIGHT = LAYER_HEIGHTS[LOWEST]
 
 # What a page receives, per receive slot (mid): frames, height, freezes, packets, bytes.
 INBOUND_VIDEO = """
@@ -202,10 +206,26 @@ async def downlink_400kbit(lab: Lab, window_s: float) -> dict[str, Any]:
     mid = lab.mid(room, office, office_slot)
     before = await watch(office.page, mid, 4)
 
+    counters = lab.app[MEDIA].counters
     lab.office.shape_down(400)
-    adapt_s = await until(lambda: on_layer(office_slot, LOWEST), 30)
+
+    async def lowest_arrives() -> bool:  # the server switched, and the page decodes it
+        return on_layer(office_slot, LOWEST) and (await inbound(office.page, mid))["height"] == LOWEST_HEIGHT
+
+    adapt_s = await until(lowest_arrives, 30)
+    padded = counters.padding_packets
+    layers_seen: set[int | None] = set()
+
+    async def sample_layers() -> None:
+        while True:
+            layers_seen.update((office_slot.layer, office_slot.target_layer))
+            await asyncio.sleep(0.25)
+
+    sampling = asyncio.ensure_future(sample_layers())
     after = await watch(office.page, mid, window_s)
+    sampling.cancel()
     kept_top = on_layer(outside_slot, TOP)
+    padded = counters.padding_packets - padded
 
     lab.office.shape_down(None)
     recover_s = await until(lambda: on_layer(office_slot, TOP), 40)
@@ -215,9 +235,13 @@ async def downlink_400kbit(lab: Lab, window_s: float) -> dict[str, Any]:
                    and kept_top and recover_s is not None and recover_s <= 20,
         "adapt_s": adapt_s, "recover_s": recover_s,
         "bitrate_before_kbps": before["kbps"], "bitrate_after_kbps": after["kbps"],
-        "layer": office_slot.layer, "layer_while_limited": LOWEST if adapt_s is not None else None,
+        "layer": office_slot.layer,
+        # The highest layer the slot was on or moving to while limited (probes that
+        # failed are padding, not layers).
+        "layer_while_limited": max((layer for layer in layers_seen if layer is not None), default=None),
         "freezes": after["freezes_per_minute"], "loss_ratio": after["loss_ratio"],
         "others_kept_top_layer": kept_top, "window_s": window_s,
+        "padding_packets_while_limited": padded,
     }
 
 

@@ -21,6 +21,14 @@ values so it is tested without media:
 The estimate is the lower of the delay and the loss estimates. It feeds the same
 structures REMB does (mcu/lastn.py): we cannot make publishers send faster, so a
 subscriber's estimate is what pauses its videos when its link is congested.
+
+Nor can it climb past what the videos carry, so before a subscriber's video steps up a
+simulcast layer (mcu/room.py) its link is tried with padding: :class:`PaddingProbe`
+judges a short spell in which what the subscriber receives is padded up to the rate the
+higher layer needs (redundant retransmissions of packets it already has, which its
+decoder ignores). A link that cannot carry it shows a queue or loss within a few hundred
+milliseconds, and the probe stops there: padding lost costs no picture, where a layer
+switched up onto a link too thin for it costs freezes until it is switched back.
 """
 
 from __future__ import annotations
@@ -49,6 +57,16 @@ LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 LOSS_WINDOW_S = 1.0
 CAPACITY_MEMORY_S = 10.0  # how long the rate of the last overuse is remembered
+BASE_DELAY_WINDOW_S = 5.0  # the path's delay with no queue: the least seen this recently
+# Padding probes: how long one pads, how far behind the path's own delay a packet may
+# arrive (a queue building), and how many such packets or losses end it as failed. The
+# queue a small office router keeps is 50 ms or so; a packet or two late is jitter.
+PROBE_DURATION_S = 1.5
+PROBE_QUEUE_S = 0.025
+PROBE_LATE_PACKETS = 5
+PROBE_LOST_PACKETS = 3
+PROBE_LOST_SHARE = 0.1
+PROBE_RATE_SHARE = 0.85  # what must arrive, of the rate tried, for the probe to pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +167,9 @@ class SendSideEstimator:
         self._capacity_bps: float | None = None  # the received rate at the last decrease
         self._loss_cut_at = -math.inf
         self._overused_at = -math.inf
+        # (arrival, one-way delay) minima, oldest first, for the path's delay with no
+        # queue (the clocks differ by a constant: only changes in it mean anything).
+        self._delays: deque[tuple[float, float]] = deque()
 
     @property
     def estimate_bps(self) -> int:
@@ -163,6 +184,7 @@ class SendSideEstimator:
                 lost += 1
                 continue
             self._received.append((packet.arrived_at, packet.size))
+            self._note_delay(packet.arrived_at, packet.arrived_at - packet.sent_at)
         # Received and lost go by the order of sending: groups are bursts of sending.
         for packet in sorted((p for p in packets if p.arrived_at is not None), key=lambda p: p.sent_at):
             self._add_to_group(packet)
@@ -175,6 +197,29 @@ class SendSideEstimator:
         self._update_delay_rate(now_s)
         self._update_loss_rate(now_s, sent, lost)
         return self.estimate_bps
+
+    @property
+    def base_delay_s(self) -> float | None:
+        """The least one-way delay seen lately (plus the clocks' offset): the path with
+        no queue on it. None before any feedback."""
+        return self._delays[0][1] if self._delays else None
+
+    def _note_delay(self, arrival_s: float, delay_s: float) -> None:
+        # A deque of increasing delays: the front is the least within the window.
+        delays = self._delays
+        while delays and delays[-1][1] >= delay_s:
+            delays.pop()
+        delays.append((arrival_s, delay_s))
+        while delays[0][0] < arrival_s - BASE_DELAY_WINDOW_S:
+            delays.popleft()
+
+    def probed(self, bps: float) -> None:
+        """A padding probe showed that the link carries ``bps`` with no queue: the
+        estimate is at least that now, and the rate of the last overuse is forgotten
+        (the path has changed)."""
+        self.delay_bps = max(self.delay_bps, min(bps, MAX_BPS))
+        self.loss_bps = max(self.loss_bps, min(bps, MAX_BPS))
+        self._capacity_bps = None
 
     def _add_to_group(self, packet: PacketResult) -> None:
         assert packet.arrived_at is not None
@@ -258,3 +303,71 @@ class SendSideEstimator:
                                 self.received_bps)
             # Loss says nothing about capacity it has not seen: it never leads delay.
             self.loss_bps = min(self.loss_bps, max(self.delay_bps, MIN_BPS))
+
+
+class PaddingProbe:
+    """One try of whether a subscriber's link carries ``target_bps`` (see the module's
+    docstring): what was sent from ``started_at`` on is judged by its feedback.
+
+    Failed as soon as :data:`PROBE_LATE_PACKETS` packets arrived more than
+    :data:`PROBE_QUEUE_S` behind the path's own delay, or :data:`PROBE_LOST_PACKETS`
+    were lost and more than :data:`PROBE_LOST_SHARE` of them; passed once it has padded
+    for :data:`PROBE_DURATION_S` and feedback for all of that says what arrived came at
+    :data:`PROBE_RATE_SHARE` of the rate or more.
+    """
+
+    def __init__(self, started_at: float, target_bps: float, base_delay_s: float | None) -> None:
+        self.started_at = started_at
+        self.target_bps = target_bps
+        self.base_delay_s = base_delay_s
+        self.packets = 0  # sent since it started, that feedback has covered
+        self.late = 0
+        self.lost = 0
+        self.failed = False
+        self.received_bps = 0.0
+        self._bytes = 0
+        self._first_arrival: float | None = None
+        self._last_arrival: float | None = None
+        self._last_sent = -math.inf  # the newest send time feedback has covered
+
+    @property
+    def sending(self) -> bool:
+        """Whether padding should still go out."""
+        return not self.failed and self._last_sent < self.started_at + PROBE_DURATION_S
+
+    def on_feedback(self, packets: list[PacketResult]) -> None:
+        if self.failed or self._last_sent >= self.started_at + PROBE_DURATION_S:
+            return  # judged: what comes after is no business of this probe
+        for packet in packets:
+            if packet.sent_at < self.started_at:
+                continue
+            self._last_sent = max(self._last_sent, packet.sent_at)
+            self.packets += 1
+            if packet.arrived_at is None:
+                self.lost += 1
+                continue
+            if self.base_delay_s is not None and \
+                    packet.arrived_at - packet.sent_at - self.base_delay_s > PROBE_QUEUE_S:
+                self.late += 1
+            if packet.sent_at <= self.started_at + PROBE_DURATION_S:
+                self._bytes += packet.size
+                self._first_arrival = min(self._first_arrival or packet.arrived_at, packet.arrived_at)
+                self._last_arrival = max(self._last_arrival or packet.arrived_at, packet.arrived_at)
+        # Loss at random (a lossy radio link) is not a full link: a share of losses is.
+        if self.late >= PROBE_LATE_PACKETS or (
+                self.lost >= PROBE_LOST_PACKETS and self.lost > PROBE_LOST_SHARE * self.packets):
+            self.failed = True
+        if self._first_arrival is not None and self._last_arrival is not None:
+            span = max(self._last_arrival - self._first_arrival, 0.1)
+            self.received_bps = self._bytes * 8 / span
+
+    def verdict(self, now: float) -> str | None:
+        """``"failed"``, ``"passed"``, or None while it is still out. One whose feedback
+        stops coming (the link went) fails after twice its length."""
+        if self.failed:
+            return "failed"
+        if self._last_sent >= self.started_at + PROBE_DURATION_S:
+            return "passed" if self.received_bps >= PROBE_RATE_SHARE * self.target_bps else "failed"
+        if now - self.started_at > 2 * PROBE_DURATION_S + 1.0:
+            return "failed"
+        return None

@@ -26,6 +26,9 @@ KEYFRAME_REQUEST_INTERVAL_S = 1.0  # at most one PLI a second per producer
 # A packet NACKed upstream again within this time is not asked for twice: several
 # subscribers miss the same packet lost on a pipe, and one resend reaches them all.
 UPSTREAM_NACK_REPEAT_S = 0.05
+# Padding copies the newest packets of a leg, this many: the subscriber still holds them
+# (a probe's copies must not arrive as late packets it would count as lost and found).
+PADDING_HISTORY = 16
 
 Writer = Callable[[bytes], None]
 
@@ -333,6 +336,7 @@ class Consumer:
         # through the leg's sink. Both None: not sending.
         self.write: Writer | None = None
         self.rtx_seq = random.getrandbits(15)
+        self._pad_cursor = 0  # which of the newest packets the next padding copies
         self.remb_bps: int | None = None
         self.remb_group: int | None = None
         self.fraction_lost = 0
@@ -511,6 +515,34 @@ class Consumer:
             except (ConnectionError, OSError):
                 self.counters.send_errors += 1
         return missing
+
+    def pad(self, budget: int) -> int:
+        """Send about ``budget`` bytes of padding (a padding probe, mcu/congestion.py):
+        RTX copies of the newest packets this leg sent, which the subscriber has (its
+        jitter buffer drops the copies), each with a transport-wide number of its own so
+        its feedback covers them. Returns the bytes sent (0: this leg cannot pad)."""
+        if self.kind != "video" or self.rtx_payload_type is None or self.write is None \
+                or not self.leg.started or self.leg.paused:
+            return 0
+        newest = (self.leg.next_seq - 1) & 0xFFFF
+        sent = 0
+        for _ in range(PADDING_HISTORY):  # the history may have gaps (another layer's)
+            if sent >= budget:
+                break
+            self._pad_cursor = (self._pad_cursor + 1) % PADDING_HISTORY
+            seq = (newest - self._pad_cursor) & 0xFFFF
+            packet = self.leg.sent(seq, restamp=True)
+            if packet is None:
+                continue
+            packet = self._wrap_rtx(packet, seq)
+            try:
+                self.write(packet)
+            except (ConnectionError, OSError):
+                self.counters.send_errors += 1
+                return sent
+            self.counters.padding_packets += 1
+            sent += len(packet)
+        return sent
 
     def _wrap_rtx(self, packet: bytes, original_seq: int) -> bytes:
         # RFC 4588: same header with the RTX payload type, SSRC and sequence number; the

@@ -33,7 +33,7 @@ from mcu._fanout import (
     Track,
     receive,
 )
-from mcu.congestion import PacketResult, SendSideEstimator
+from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ DEFAULT_REMB_BPS = 1_500_000
 # A simulcast camera is not held down to its weakest subscriber (each gets a layer that
 # fits): its publisher may send all layers at their full rates.
 SIMULCAST_REMB_BPS = 2_500_000
+PADDING_STEP_S = 0.02  # how often a padding probe sends its next few copies
 
 
 class NegotiationError(Exception):
@@ -116,6 +117,10 @@ class Participant:
         self.estimator = SendSideEstimator()
         self.transport_feedback_received = 0
         self.transport_feedback_sent = 0
+        self.probe: PaddingProbe | None = None  # the last padding probe of its downlink
+        self.probing: tuple[str, int] | None = None  # the step up (slot, layer) it is for
+        self.last_probe_at = 0.0
+        self._padding: asyncio.Task[None] | None = None
         self.over_estimate_since: dict[int, float] = {}  # REMB group -> since when (lastn.py)
         self.last_video_change = time.monotonic()  # when a video leg was last paused/resumed
         self._tapped: set[int] = set()
@@ -569,11 +574,49 @@ class Participant:
         if not results:
             return
         estimate = self.estimator.on_feedback(time.monotonic(), results)
+        if self.probe is not None:
+            self.probe.on_feedback(results)
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
         ssrcs = [c.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
         if ssrcs:
             self._on_remb(estimate, ssrcs)
+
+    def start_probe(self, target_bps: float, carried_bps: float) -> bool:
+        """Pad what this subscriber receives from ``carried_bps`` up to ``target_bps``
+        for a moment, to learn whether its link takes a higher layer
+        (mcu/congestion.py; mcu/room.py judges ``probe``). False: it cannot be probed
+        that way (no transport-cc feedback to judge by, no video leg with RTX to pad
+        with) or a probe is still out."""
+        now = time.monotonic()
+        out = self.probe is not None and self.probe.verdict(now) is None
+        if not self.transport_cc_id or self.closed or out:
+            return False
+        consumer = next((c for c in self.consumers.values()
+                         if c.kind == "video" and c.rtx_payload_type is not None and c.write is not None
+                         and c.leg.started and not c.leg.paused), None)
+        if consumer is None:
+            return False
+        self.probe = PaddingProbe(now, target_bps, self.estimator.base_delay_s)
+        padding_bps = max(0.0, target_bps - carried_bps)
+        self._padding = asyncio.ensure_future(self._pad(self.probe, consumer, padding_bps))
+        return True
+
+    async def _pad(self, probe: PaddingProbe, consumer: Consumer, bps: float) -> None:
+        # Paced in small steps: a burst would show a queue where the link has none.
+        budget, last = 0.0, probe.started_at
+        while probe.sending and not self.closed:
+            await asyncio.sleep(PADDING_STEP_S)
+            now = time.monotonic()
+            if now - probe.started_at >= PROBE_DURATION_S:
+                return
+            budget += bps * (now - last) / 8
+            last = now
+            sent = consumer.pad(int(budget))
+            if sent == 0:  # the leg stopped (paused, gone): nothing to judge by
+                probe.failed = True
+                return
+            budget -= sent
 
     def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
@@ -687,6 +730,8 @@ class Participant:
         self.closed = True
         if self._restart_checks is not None:
             self._restart_checks.cancel()
+        if self._padding is not None:
+            self._padding.cancel()
         for consumer in self.consumers.values():
             consumer.switch_to(None)
             consumer.disconnect()

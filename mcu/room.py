@@ -62,6 +62,13 @@ LAYER_PROBE_LOSS = 0.05
 LAYER_STEP_S = 1.0  # the least time between two steps of one subscriber
 LAYER_DOWN_HOLD_S = 1.5  # what the videos carry above the estimate this long: a step down
 LAYER_GONE_S = 2.0  # a layer asked for and not arriving this long was dropped by its sender
+# A subscriber with transport-cc feedback: its link is tried with padding first, at this
+# share above what the step needs (the estimate must hold the new layer with room to
+# spare, or the step goes straight back down); a failed try costs a few padding packets,
+# not a picture, so it is tried more often than a plain probe.
+PROBE_HEADROOM = 0.8
+LAYER_PADDING_PROBE_S = 3.0
+LAYER_PADDING_PROBE_MAX_S = 8.0
 
 _room_slots = itertools.count()
 
@@ -500,13 +507,23 @@ class Room:
             over_since is not None and now - over_since >= hold) or (probing and losing)
         probe_after = subscriber.layer_probe_s
         may_probe = now - max(subscriber.last_layer_change, subscriber.last_video_change) >= probe_after
-        changes = simulcast.step_layers(videos, estimate, is_congested, may_probe)
+        # With transport-cc feedback its link is tried with padding before any step up
+        # (_probe_layers): an estimate that merely has room for the next layer's average
+        # says nothing of the keyframe bursts of switching to it, and a step that does
+        # not hold costs freezes. Without, the estimate or a timed step up (a probe).
+        padded = bool(subscriber.transport_cc_id)
+        changes = simulcast.step_layers(videos, estimate, is_congested, may_probe and not padded,
+                                        up_by_estimate=not padded)
+        if padded and not changes and not is_congested:
+            changes = self._probe_layers(subscriber, videos, now)
         layer_now = {video.consumer_id: video.layer for video in videos}
         stepped_down: set[int] = set()
         for consumer in layered:
             if consumer.id not in changes:
                 continue
             before = layer_now[consumer.id]
+            logger.debug("participant %s: slot %s layer %d -> %d (estimate %s, carried %.0f)", subscriber.id,
+                         consumer.id, before, changes[consumer.id], estimate, carried)
             consumer.set_layer(changes[consumer.id])
             if changes[consumer.id] < before:
                 subscriber.layers_over_since = None  # the lower load shows in the next measurements
@@ -514,6 +531,7 @@ class Room:
                     stepped_down.add(consumer.remb_group)
                 if now - subscriber.last_layer_up < LAYER_OFF_AFTER_S:  # the probe failed
                     subscriber.layer_probe_s = min(LAYER_PROBE_MAX_S, probe_after * 2)
+                subscriber.probing = None  # what a probe out now measures is no longer asked
             else:
                 subscriber.last_layer_up = now
                 if consumer.remb_group is not None:  # its estimate is stale now (see lastn.py)
@@ -522,6 +540,41 @@ class Room:
         if not changes and now - subscriber.last_layer_up > 4 * LAYER_OFF_AFTER_S:
             subscriber.layer_probe_s = LAYER_PROBE_S  # a step up that held: probe as usual
         return stepped_down, can_step
+
+    def _probe_layers(self, subscriber: Participant, videos: list[simulcast.LayeredVideo],
+                      now: float) -> dict[str, int]:
+        """A subscriber's step up that a padding probe showed its link can take; starts
+        the next probe when one is due (mcu/congestion.py, PaddingProbe)."""
+        probe = subscriber.probe
+        if subscriber.probing is not None and probe is not None:
+            verdict = probe.verdict(now)
+            if verdict is None:
+                return {}
+            consumer_id, layer = subscriber.probing
+            subscriber.probing = None
+            subscriber.last_probe_at = now
+            logger.debug("participant %s: probe for %s layer %d %s at %.0f kbit/s of %.0f"
+                         " (%d late, %d lost)", subscriber.id, consumer_id, layer, verdict,
+                         probe.received_bps / 1000, probe.target_bps / 1000, probe.late, probe.lost)
+            if verdict == "failed":
+                subscriber.layer_probe_s = min(LAYER_PADDING_PROBE_MAX_S, 2 * subscriber.layer_probe_s)
+                return {}
+            subscriber.estimator.probed(probe.received_bps)
+            subscriber.layer_probe_s = LAYER_PADDING_PROBE_S
+            still = simulcast.next_step_up(videos)  # tiles and layers may have changed meanwhile
+            return {consumer_id: layer} if still is not None and still[:2] == (consumer_id, layer) else {}
+        since = max(subscriber.last_layer_change, subscriber.last_video_change, subscriber.last_probe_at)
+        if now - since < min(subscriber.layer_probe_s, LAYER_PADDING_PROBE_MAX_S):
+            return {}
+        step = simulcast.next_step_up(videos)
+        if step is None:
+            return {}
+        consumer_id, layer, extra = step
+        received = subscriber.estimator.received_bps
+        if subscriber.start_probe((received + extra) / PROBE_HEADROOM, received):
+            subscriber.probing = (consumer_id, layer)
+        subscriber.last_probe_at = now
+        return {}
 
     def _request_layers(self) -> None:
         """Pause at each publisher the camera layers no slot has taken for a while (the

@@ -92,15 +92,17 @@ class LayeredVideo(NamedTuple):
 
 
 def step_layers(videos: list[LayeredVideo], estimate_bps: float | None, congested: bool,
-                may_probe: bool) -> dict[str, int]:
+                may_probe: bool, up_by_estimate: bool = True) -> dict[str, int]:
     """The layer each video should move to now: at most one step for one video per call.
 
     ``videos`` in order of importance (the first matters most). Congested: the least
-    important video above the lowest layer steps down (before any video is paused:
+    important video above the lowest layer steps down, a layer or, when the estimate
+    says the next one down does not fit either, more (before any video is paused:
     mcu/lastn.py pauses only when nothing can step down). Otherwise a video below what
     its tile wants steps up, the most important first, when the estimate has room for
-    the higher layer or, as a probe, when ``may_probe``; a video above what its tile
-    wants steps down at once (a tile that shrank).
+    the higher layer (unless not ``up_by_estimate``: a padding probe decides, see
+    mcu/room.py) or, as a probe, when ``may_probe``; a video above what its tile wants
+    steps down at once (a tile that shrank).
     """
     changes: dict[str, int] = {}
     for video in videos:
@@ -115,21 +117,36 @@ def step_layers(videos: list[LayeredVideo], estimate_bps: float | None, congeste
     if changes:
         return changes
     if congested:
+        carried = sum(_bps(video, video.layer) for video in videos)
         for video in reversed(videos):
             if video.layer > 0:
-                return {video.consumer_id: video.layer - 1}
+                # At least one layer down; further while the estimate shows that the next
+                # one down does not fit either (one keyframe and one switch, not two).
+                layer = video.layer - 1
+                others = carried - _bps(video, video.layer)
+                while estimate_bps is not None and layer > 0 and \
+                        others + _bps(video, layer) > ESTIMATE_SHARE * estimate_bps:
+                    layer -= 1
+                return {video.consumer_id: layer}
         return {}
+    step = next_step_up(videos)
+    if step is None:
+        return {}
+    consumer_id, layer, extra = step
     carried = sum(_bps(video, video.layer) for video in videos)
+    fits = up_by_estimate and estimate_bps is not None and carried + extra <= ESTIMATE_SHARE * estimate_bps
+    return {consumer_id: layer} if fits or may_probe else {}
+
+
+def next_step_up(videos: list[LayeredVideo]) -> tuple[str, int, float] | None:
+    """The next step up, if any: the most important video below what its tile wants
+    (no skipping ahead to a cheaper one), the next layer it can have, and what that
+    layer costs more than the one it has (bits per second)."""
     for video in videos:
         higher = [index for index in range(video.layer + 1, video.wanted + 1) if _can_have(video, index)]
-        if not higher:
-            continue
-        extra = _bps(video, higher[0]) - _bps(video, video.layer)
-        fits = estimate_bps is not None and carried + extra <= estimate_bps * 0.9
-        if fits or may_probe:
-            return {video.consumer_id: higher[0]}
-        return {}  # the most important first: no skipping ahead to a cheaper one
-    return {}
+        if higher:
+            return video.consumer_id, higher[0], max(0.0, _bps(video, higher[0]) - _bps(video, video.layer))
+    return None
 
 
 def _can_have(video: LayeredVideo, layer: int) -> bool:
@@ -141,6 +158,10 @@ def _bps(video: LayeredVideo, layer: int) -> float:
         return video.layer_bps[layer]
     return NOMINAL_BPS[min(layer, len(NOMINAL_BPS) - 1)]
 
+
+# The share of a subscriber's estimate its videos may fill: the rest is audio, RTCP and
+# the estimate's own error.
+ESTIMATE_SHARE = 0.9
 
 # What a layer costs before it has been measured (the page's maxBitrate per layer).
 NOMINAL_BPS = (150_000, 500_000, 1_200_000)

@@ -32,6 +32,7 @@ class WorkerCounters:
     keyframe_requests: int = 0
     nacks_received: int = 0
     retransmissions: int = 0
+    padding_packets: int = 0  # padding probes' copies (mcu/congestion.py)
     # The pipe between workers (mcu/pipe.py): datagrams dropped there (garbage, unknown
     # SSRC, RTCP it has no use for), and feedback the other workers sent up it.
     pipe_dropped: int = 0

@@ -27,6 +27,7 @@ COUNTER_HELP = {
     "keyframe_requests": "keyframe requests sent to publishers",
     "nacks_received": "NACKs received from subscribers",
     "retransmissions": "packets retransmitted from our history",
+    "padding_packets": "padding sent to probe a subscriber's link before a higher layer",
     "pipe_dropped": "datagrams dropped on the pipe between media workers",
     "pipe_keyframe_requests": "keyframe requests received from other media workers",
     "pipe_nacks_received": "NACKs received from other media workers",

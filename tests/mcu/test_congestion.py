@@ -11,7 +11,15 @@ import itertools
 import random
 from collections.abc import Callable
 
-from mcu.congestion import PacketResult, SendSideEstimator
+import pytest
+
+from mcu.congestion import (
+    PROBE_DURATION_S,
+    PROBE_LATE_PACKETS,
+    PacketResult,
+    PaddingProbe,
+    SendSideEstimator,
+)
 
 PACKET = 1200
 FEEDBACK_S = 0.1
@@ -126,3 +134,85 @@ def test_what_gets_through_without_a_queue_is_never_called_congestion() -> None:
     history = run(estimator, Link(50_000_000), 3.0, 0.0, lambda now: 3_000_000)
     assert estimator.decreases == 0
     assert all(e >= 0.9 * 3_000_000 for t, e in history if t > 1.0)
+
+
+# Padding probes ------------------------------------------------------------------------
+
+
+def probe_link(estimator: SendSideEstimator, link: Link, media_bps: float, target_bps: float,
+               seconds: float = 4.0) -> tuple[PaddingProbe, float]:
+    """Media at ``media_bps`` for a second (the path's delay with no queue), then a probe
+    padding it up to ``target_bps`` while the probe says to send. Returns the probe and
+    the seconds it padded."""
+    state: dict[str, PaddingProbe] = {}
+    started = 1.0
+
+    def rate(now: float) -> float:
+        probe = state.get("probe")
+        if probe is None and now >= started:
+            probe = state["probe"] = PaddingProbe(now, target_bps, estimator.base_delay_s)
+        if probe is not None and probe.sending and now - probe.started_at < PROBE_DURATION_S:
+            state["padded_until"] = now  # type: ignore[assignment]
+            return target_bps
+        return media_bps
+
+    class Watching(SendSideEstimator):  # the participant hands each feedback to both
+        def on_feedback(self, now_s: float, packets: list[PacketResult]) -> int:
+            if "probe" in state:
+                state["probe"].on_feedback(packets)
+            return estimator.on_feedback(now_s, packets)
+
+    run(Watching(), link, seconds, 0.0, rate)
+    probe = state["probe"]
+    return probe, float(state["padded_until"]) - probe.started_at  # type: ignore[arg-type]
+
+
+def test_a_probe_on_a_link_too_thin_fails_early_and_one_with_room_passes() -> None:
+    thin = SendSideEstimator()
+    probe, padded = probe_link(thin, Link(400_000), media_bps=190_000, target_bps=720_000)
+    assert probe.verdict(5.0) == "failed"
+    assert probe.late >= PROBE_LATE_PACKETS
+    assert padded < 0.8 * PROBE_DURATION_S  # it stopped once the queue showed
+
+    wide = SendSideEstimator(start_bps=200_000)
+    probe, padded = probe_link(wide, Link(5_000_000), media_bps=190_000, target_bps=720_000)
+    assert probe.verdict(5.0) == "passed"
+    assert probe.received_bps >= 0.95 * 720_000 and probe.late == probe.lost == 0
+    assert padded >= 0.95 * PROBE_DURATION_S
+    assert wide.estimate_bps >= probe.received_bps  # the padding counted as received
+
+    # What a probe that passed showed is the estimate, even just after an overuse (when
+    # the estimate only creeps up).
+    assert thin.decreases > 0 and thin.estimate_bps < 500_000
+    thin.probed(900_000)
+    assert thin.estimate_bps >= 900_000
+
+
+def test_random_loss_alone_does_not_fail_a_probe_but_a_full_link_that_drops_does() -> None:
+    lossy = SendSideEstimator()
+    probe, _ = probe_link(lossy, Link(5_000_000, loss=0.03, seed=3), media_bps=190_000, target_bps=720_000)
+    assert probe.lost > 0 and probe.verdict(5.0) == "passed"
+
+    # A link with no queue at all (a policer): what does not fit is lost, at once.
+    probe = PaddingProbe(0.0, 720_000, base_delay_s=0.02)
+    probe.on_feedback([PacketResult(0.01 * n, PACKET, None if n % 2 else 0.03 + 0.01 * n) for n in range(20)])
+    assert probe.verdict(0.3) == "failed" and probe.late == 0
+
+
+def test_a_probe_whose_feedback_stops_fails_after_a_while_and_older_packets_do_not_count() -> None:
+    probe = PaddingProbe(10.0, 720_000, base_delay_s=0.02)
+    probe.on_feedback([PacketResult(9.9, PACKET, None)] * 5)  # sent before it started
+    assert probe.packets == 0 and probe.verdict(10.5) is None and probe.sending
+    assert probe.verdict(10.0 + 2 * PROBE_DURATION_S + 1.1) == "failed"
+
+
+def test_the_base_delay_is_the_least_seen_lately() -> None:
+    estimator = SendSideEstimator()
+    assert estimator.base_delay_s is None
+    estimator.on_feedback(1.0, [PacketResult(0.0, PACKET, 0.05), PacketResult(0.01, PACKET, 0.04)])
+    assert estimator.base_delay_s == pytest.approx(0.03)
+    estimator.on_feedback(2.0, [PacketResult(1.0, PACKET, 1.08)])
+    assert estimator.base_delay_s == pytest.approx(0.03)
+    # Long after, only what was seen within the window counts (a route that changed).
+    estimator.on_feedback(9.0, [PacketResult(8.0, PACKET, 8.06)])
+    assert estimator.base_delay_s == pytest.approx(0.06)

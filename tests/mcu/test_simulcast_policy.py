@@ -120,11 +120,15 @@ def test_tiles_that_shrank_step_down_at_once_whatever_the_estimate() -> None:
     assert step_layers(videos, None, congested=True, may_probe=False) == {"a": 0, "c": 1}
 
 
-def test_congestion_steps_down_the_least_important_video_one_layer() -> None:
+def test_congestion_steps_down_the_least_important_video_as_far_as_the_estimate_says() -> None:
     videos = [video("a", 2), video("b", 1), video("c", 0)]
     # "c" is the least important but on the lowest layer already: "b" steps down.
     assert step_layers(videos, 500_000, congested=True, may_probe=True) == {"b": 0}
-    assert step_layers([video("a", 2), video("b", 0)], 500_000, True, False) == {"a": 1}
+    # One layer down when that fits within 90 % of the estimate (100k + 400k), further
+    # when it does not (one switch to the lowest, not two); one layer with no estimate.
+    assert step_layers([video("a", 2), video("b", 0)], 560_000, True, False) == {"a": 1}
+    assert step_layers([video("a", 2), video("b", 0)], 500_000, True, False) == {"a": 0}
+    assert step_layers([video("a", 2), video("b", 0)], None, True, False) == {"a": 1}
     # Nothing left to step down: last-N pauses instead (mcu/lastn.py).
     assert step_layers([video("a", 0), video("b", 0)], 100, True, True) == {}
 
@@ -143,6 +147,9 @@ def test_the_most_important_video_steps_up_when_the_estimate_has_room() -> None:
     assert step_layers(videos, None, congested=False, may_probe=True) == {"a": 1}
     # One step at a time, to the next layer only.
     assert step_layers([video("a", 0), video("b", 0)], 100_000_000, False, False) == {"a": 1}
+    # A subscriber whose link is tried with padding first: the estimate alone never
+    # steps it up (mcu/room.py probes, then steps).
+    assert step_layers(videos, 100_000_000, False, False, up_by_estimate=False) == {}
 
 
 def test_videos_at_what_their_tiles_want_leave_room_for_the_next() -> None:
@@ -283,3 +290,40 @@ def test_relink_and_detach_keep_each_layers_legs_exact() -> None:
     camera.group.set_layers([])
     assert camera.group.track.legs == (slots[0].leg, slots[2].leg)
     assert all(s.leg.source is camera.group.track for s in (slots[0], slots[2]))
+
+
+def test_padding_is_rtx_copies_of_the_newest_packets_each_with_a_transport_number(link: Link) -> None:
+    camera = Camera()
+    slot = consumer(camera, "slot-1")
+    written: list[bytes] = []
+    link.sink.transport_cc_id = 5
+    slot.configure(0x5151, 0x7171, 96, None, written.append, link.sink)
+    assert slot.pad(5000) == 0  # no RTX negotiated: nothing to pad with
+    slot.configure(0x5151, 0x7171, 96, 97, written.append, link.sink)
+    assert slot.pad(5000) == 0  # nothing sent yet
+    for layer in camera.group.layers:
+        layer.track.payload_type = 96
+    tracks = {layer.ssrc: layer.track for layer in camera.group.layers}
+    counters = Counters()
+    keyframe = b"\x90\x80\x80\x01\x00" + bytes(1000)  # VP8: X, I, a 15-bit picture ID, P bit clear
+    for seq in range(1, 31):
+        receive(tracks, rtp.rtp_header(96, False, seq, 9, 102, False) + keyframe, counters)
+    forwarded = [rtp.parse_rtp(link.receive()).sequence_number for _ in range(30)]
+
+    sent = slot.pad(5000)
+    assert 5000 <= sent < 5000 + 1100 and len(written) == 5
+    originals = []
+    for packet in written:
+        view = rtp.parse_rtp(packet)
+        assert (view.payload_type, view.ssrc) == (97, 0x7171)
+        original = int.from_bytes(packet[view.payload_start:view.payload_start + 2], "big")
+        assert original in forwarded[-16:]  # the newest: the subscriber still holds them
+        originals.append(original)
+    assert len(set(originals)) == 5 and camera.counters.padding_packets == 5
+    # Each copy has a transport-wide number of its own after the 30 forwarded, which the
+    # subscriber's feedback will be matched with.
+    assert all(item is not None for item in link.sink.sent_range(0, 35))
+    assert link.sink.sent_range(35, 1) == [None]
+
+    slot.pause()
+    assert slot.pad(5000) == 0
