@@ -52,6 +52,7 @@ SEQ_SPACE = 1 << 16
 RECENT_PAYLOADS = 4000  # sent payloads a leg's first packet is looked up in
 FEEDBACK_INTERVAL_S = 1.0
 TRANSPORT_FEEDBACK_INTERVAL_S = 0.1  # about what Chrome sends at these rates
+TRANSPORT_CC_MODES = ("off", "stamp", "feedback")  # Participant(transport_cc=...)
 REMB_BPS = 10_000_000
 
 Poster = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]  # POST JSON, get JSON
@@ -280,6 +281,7 @@ class Receiver:
         # transport-cc, once the answer agreed to it: the extension's ID; the numbers
         # received since the last feedback, with their arrival (monotonic seconds).
         self.transport_cc_id = 0
+        self.transport_feedback = False  # keep the arrivals (someone sends feedback on them)
         self.transport_arrivals: list[tuple[int, float]] = []
         self.transport_stamped = 0  # RTP packets that carried a transport-wide number
         # What the server's RTCP said: the SSRCs its receiver reports covered (for a
@@ -310,8 +312,9 @@ class Receiver:
             number = view.extensions.get(self.transport_cc_id)
             if number is not None and len(number) == 2:
                 self.transport_stamped += 1
-                arrived = self._arrived(now)
-                self.transport_arrivals.append((int.from_bytes(number, "big"), arrived))
+                if self.transport_feedback:
+                    arrived = self._arrived(now)
+                    self.transport_arrivals.append((int.from_bytes(number, "big"), arrived))
         leg = self.legs.get(view.ssrc)
         if leg is None:
             kind = self.kind_by_pt.get(view.payload_type)
@@ -387,19 +390,25 @@ class Participant:
     camera slots; the others answer every publish slot inactive and only receive.
 
     ``simulcast``: answer as Chrome does (the camera's layers, when the offer asks for
-    them and ``media`` has them; transport-cc both ways). ``streams["video"]`` is then the
-    top layer (what subscribers get when they report no tile size); ``layer_streams``
-    holds every layer, low to high.
+    them and ``media`` has them). ``streams["video"]`` is then the top layer (what
+    subscribers get when they report no tile size); ``layer_streams`` holds every layer,
+    low to high. ``transport_cc``: "off" (aiortc's answer: REMB), "stamp" (agree to it and
+    stamp what we send, but send no feedback: the server stamps and its estimator idles)
+    or "feedback" (as Chrome: feedback on what we receive, every 100 ms).
     """
 
     def __init__(self, name: str, window: Window, media: EncodedMedia | None,
                  sources: dict[str, OutStream] | None = None, *, mode: str = "forwarded",
                  publish: tuple[str, ...] = ("audio", "video"), receive_video: bool = True,
-                 receiver: Receiver | None = None, simulcast: bool = False) -> None:
+                 receiver: Receiver | None = None, simulcast: bool = False,
+                 transport_cc: str = "off") -> None:
         self.name = name
         self.mode = mode  # "mixed": one mixed sound and one composed picture (docs/protocol.md)
         self.receive_video = receive_video  # False: every video slot it could receive is declined
         self.simulcast = simulcast
+        if transport_cc not in TRANSPORT_CC_MODES:
+            raise ValueError(f"transport_cc must be one of {TRANSPORT_CC_MODES}")
+        self.transport_cc = transport_cc
         self.pc = new_peer_connection()
         self.transport = TransportSequence()
         layers = media.layers if media is not None and simulcast and "video" in publish else ()
@@ -570,15 +579,16 @@ class Participant:
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         sdp = self.pc.localDescription.sdp
-        if self.simulcast:
-            # What aiortc cannot say: only the text the server reads changes (we send
-            # the RTP ourselves).
+        # What aiortc cannot say: only the text the server reads changes (we send the
+        # RTP ourselves).
+        camera = slots["video"]
+        if self.simulcast and self.layer_streams and camera is not None and camera in sending:
+            sdp, self.layers_sent = _sdp.answer_simulcast(sdp, offer["sdp"], camera)
+        if self.transport_cc != "off":
             sdp, transport_cc_id = _sdp.answer_transport_cc(sdp, offer["sdp"])
-            camera = slots["video"]
-            if self.layer_streams and camera is not None and camera in sending:
-                sdp, self.layers_sent = _sdp.answer_simulcast(sdp, offer["sdp"], camera)
             self.transport.extension_id = self.receiver.transport_cc_id = transport_cc_id
-            if transport_cc_id and self._transport_feedback_task is None:
+            self.receiver.transport_feedback = self.transport_cc == "feedback"
+            if transport_cc_id and self.transport_cc == "feedback" and self._transport_feedback_task is None:
                 self._transport_feedback_task = asyncio.ensure_future(self._send_transport_feedback())
         await self._ws.send_str(json.dumps({"type": "answer", "sdp": sdp,
                                             "revision": offer.get("revision")}))

@@ -49,7 +49,7 @@ import aiohttp
 import aiortc
 import numpy as np
 
-from bench._clients import OfferingPeer, OutStream, Pacer, Participant, Window
+from bench._clients import TRANSPORT_CC_MODES, OfferingPeer, OutStream, Pacer, Participant, Window
 from bench._media import AUDIO_FRAME, AUDIO_RATE, VIDEO_FPS, EncodedMedia, encode_media
 from mcu import aiortc_adapter
 from signaling.tokens import JoinGrant, issue_token
@@ -313,9 +313,10 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
     try:
         async with running(server, base + "/healthz"), aiohttp.ClientSession() as session:
             for room in range(publishers):
-                publisher = Participant(f"pub-{room}", window, media, simulcast=args.simulcast)
+                publisher = Participant(f"pub-{room}", window, media, simulcast=args.simulcast,
+                                        transport_cc=args.transport_cc)
                 subscribers = [Participant(f"sub-{room}-{i}", window, None, publisher.streams,
-                                           simulcast=args.simulcast)
+                                           transport_cc=args.transport_cc)
                                for i in range(per_room)]
                 rooms.append((publisher, subscribers))
                 everyone += [publisher, *subscribers]
@@ -375,7 +376,7 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
             check()
             pacer.stop()
             result = _sfu_figures(args, rooms, window, begin, end, pacer)
-            if args.simulcast:
+            if args.simulcast or args.transport_cc != "off":
                 result["simulcast"] = _simulcast_figures(rooms, media)
             result["setup_s"] = round(setup_s, 1)
             result["server_idle_cpu_percent"] = idle
@@ -501,7 +502,8 @@ def _simulcast_figures(rooms: list[tuple[Participant, list[Participant]]],
                       for layer in media.layers],
         "transport_cc_clients": sum(1 for p in (*publishers, *subscribers) if p.receiver.transport_cc_id),
         # Every packet forwarded to a subscriber should carry the server's stamp.
-        "subscriber_packets_stamped_ratio": round(stamped / received, 4) if received else None,
+        "subscriber_packets_stamped_ratio": round(stamped / received, 4)
+        if received and any(s.receiver.transport_cc_id for s in subscribers) else None,
         "transport_feedback_sent_by_subscribers": sum(s.transport_feedback_sent for s in subscribers),
         "transport_feedback_received_by_publishers": sum(
             p.receiver.transport_feedback_received for p in publishers),
@@ -619,8 +621,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--simulcast", action="store_true",
                         help="publishers send three camera layers (RID), every client agrees to "
                              "transport-cc; subscribers get the top layer")
+    parser.add_argument("--transport-cc", choices=TRANSPORT_CC_MODES, default=None,
+                        help="off: REMB; stamp: agreed to, but no feedback from the clients; "
+                             "feedback: as Chrome (default with --simulcast, else off); to split "
+                             "what simulcast costs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr in more detail")
     args = parser.parse_args(argv)
+    if args.transport_cc is None:
+        args.transport_cc = "feedback" if args.simulcast else "off"
     if args.publishers < 1 or args.subscribers < 1 or args.seconds <= 0:
         parser.error("--publishers and --subscribers must be at least 1, --seconds positive")
     return args
@@ -650,6 +658,7 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "seconds": args.seconds,
             # plain: one camera stream, REMB; simulcast: three layers in, transport-cc.
             "mode": "simulcast" if args.simulcast else "plain",
+            "transport_cc": args.transport_cc,
         }
         result.update(await bench_sfu(args, media, workdir))
         if args.naive_subscribers > 0:
