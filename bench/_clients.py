@@ -12,9 +12,10 @@ the mapped sequence number (and learns the offset again if it ever changes).
 
 Simulcast (``Participant(simulcast=True)``): as Chrome does, a publisher answers the
 server's request for camera layers (bench/_sdp.py) and sends three streams on the
-camera's m-line, each on an SSRC of its own with the RID header extension; every
-client agrees to transport-cc, stamps what it sends with transport-wide sequence
-numbers, and reports what it receives in transport-cc feedback every 100 ms.
+camera's m-line, each on an SSRC of its own with the RID header extension. With
+``transport_cc="feedback"`` (bench.sfu's default with --simulcast) a client agrees to
+transport-cc, stamps what it sends with transport-wide sequence numbers, and reports
+what it receives in transport-cc feedback every 100 ms.
 """
 
 from __future__ import annotations
@@ -458,6 +459,9 @@ class Participant:
             if task is not None:
                 task.cancel()
         self._transport_feedback_task = None
+        # A new connection numbers its packets afresh.
+        self._transport_feedback = twcc.FeedbackBuilder()
+        self.receiver.transport_arrivals = []
         old_pc, old_session = self.pc, self._session
         self.pc = new_peer_connection()
         self._taken.clear()
