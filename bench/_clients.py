@@ -9,6 +9,13 @@ and which payload it carried. A subscriber learns each leg's sequence-number off
 server adds a constant per leg) by looking up the first payload it receives among the
 recently sent ones, then checks every later packet's payload against the one sent under
 the mapped sequence number (and learns the offset again if it ever changes).
+
+Simulcast (``Participant(simulcast=True)``): as Chrome does, a publisher answers the
+server's request for camera layers (bench/_sdp.py) and sends three streams on the
+camera's m-line, each on an SSRC of its own with the RID header extension. With
+``transport_cc="feedback"`` (bench.sfu's default with --simulcast) a client agrees to
+transport-cc, stamps what it sends with transport-wide sequence numbers, and reports
+what it receives in transport-cc feedback every 100 ms.
 """
 
 from __future__ import annotations
@@ -35,15 +42,18 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from bench._media import AUDIO_FRAME, VIDEO_FPS, EncodedMedia
+from bench import _sdp
+from bench._media import AUDIO_FRAME, VIDEO_FPS, EncodedMedia, VideoLayer
 from mcu import aiortc_adapter as adapter
-from mcu import rtp
+from mcu import rtp, simulcast, twcc
 
 logger = logging.getLogger("bench")
 
 SEQ_SPACE = 1 << 16
 RECENT_PAYLOADS = 4000  # sent payloads a leg's first packet is looked up in
 FEEDBACK_INTERVAL_S = 1.0
+TRANSPORT_FEEDBACK_INTERVAL_S = 0.1  # about what Chrome sends at these rates
+TRANSPORT_CC_MODES = ("off", "stamp", "feedback")  # Participant(transport_cc=...)
 REMB_BPS = 10_000_000
 
 Poster = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]  # POST JSON, get JSON
@@ -81,12 +91,34 @@ class Window:
 # Publishing ---------------------------------------------------------------------------
 
 
-class OutStream:
-    """One publisher track: pre-encoded payloads sent as RTP on an absolute clock."""
+class TransportSequence:
+    """transport-cc on a sending connection: one sequence number per packet, across all
+    its streams. ``extension_id`` 0 until the answer agreed to it (nothing is stamped)."""
 
-    def __init__(self, kind: str, media: EncodedMedia) -> None:
+    def __init__(self) -> None:
+        self.extension_id = 0
+        self.seq = random.getrandbits(16)
+
+    def element(self) -> tuple[int, bytes]:
+        """The next packet's header extension element."""
+        seq, self.seq = self.seq, (self.seq + 1) & 0xFFFF
+        return self.extension_id, seq.to_bytes(2, "big")
+
+
+class OutStream:
+    """One publisher track: pre-encoded payloads sent as RTP on an absolute clock.
+
+    ``layer``: a simulcast layer of the camera (its frames, and its RID on every packet).
+    ``transport``: the connection's transport-cc numbering, when it has any.
+    """
+
+    def __init__(self, kind: str, media: EncodedMedia, layer: VideoLayer | None = None,
+                 transport: TransportSequence | None = None) -> None:
         self.kind = kind
         self.media = media
+        self.video_frames = layer.frames if layer is not None else media.video_frames
+        self.rid = layer.rid.encode("ascii") if layer is not None else b""
+        self.transport = transport
         self.payload_type = 0
         self.ssrc = 0
         self.mid = b""
@@ -123,21 +155,26 @@ class OutStream:
         if write is None or not self.payload_type:
             return
         if self.kind == "video":
-            frames = self.media.video_frames
+            frames = self.video_frames
             payloads = frames[index % len(frames)]
             timestamp = (self.timestamp_base + index * (90000 // VIDEO_FPS)) & 0xFFFFFFFF
-            extension = rtp.one_byte_extension_block(
-                [(rtp.EXT_MID, self.mid), (rtp.EXT_ABS_SEND_TIME, rtp.abs_send_time_now())])
+            elements = [(rtp.EXT_MID, self.mid), (rtp.EXT_ABS_SEND_TIME, rtp.abs_send_time_now())]
+            if self.rid:
+                elements.append((simulcast.EXT_RID, self.rid))
         else:
             frames_a = self.media.audio_frames
             payloads = [frames_a[index % len(frames_a)]]
             timestamp = (self.timestamp_base + index * AUDIO_FRAME) & 0xFFFFFFFF
-            extension = rtp.one_byte_extension_block(
-                [(rtp.EXT_MID, self.mid), (rtp.EXT_AUDIO_LEVEL, bytes([0x80 | self.media.audio_level]))])
+            elements = [(rtp.EXT_MID, self.mid),
+                        (rtp.EXT_AUDIO_LEVEL, bytes([0x80 | self.media.audio_level]))]
+        extension = rtp.one_byte_extension_block(elements)
+        transport = self.transport if self.transport is not None and self.transport.extension_id else None
         last = len(payloads) - 1
         for i, payload in enumerate(payloads):
             seq = self.seq
             self.seq = (seq + 1) & 0xFFFF
+            if transport is not None:  # a number of its own on every packet
+                extension = rtp.one_byte_extension_block([*elements, transport.element()])
             packet = rtp.rtp_header(self.payload_type, i == last, seq, timestamp, self.ssrc,
                                     True) + extension + payload
             self._remember(seq, payload)
@@ -242,6 +279,16 @@ class Receiver:
         self.video_ssrcs: set[int] = set()
         # Kernel receive time of the packet being handled (adapter.arrival_clock).
         self.arrival: Callable[[], float | None] | None = None
+        # transport-cc, once the answer agreed to it: the extension's ID; the numbers
+        # received since the last feedback, with their arrival (monotonic seconds).
+        self.transport_cc_id = 0
+        self.transport_feedback = False  # keep the arrivals (someone sends feedback on them)
+        self.transport_arrivals: list[tuple[int, float]] = []
+        self.transport_stamped = 0  # RTP packets that carried a transport-wide number
+        # What the server's RTCP said: the SSRCs its receiver reports covered (for a
+        # publisher: the streams it learned), and its transport-cc feedback packets.
+        self.reported_ssrcs: set[int] = set()
+        self.transport_feedback_received = 0
 
     def negotiated(self, negotiated: adapter.NegotiatedRtp) -> None:
         self.kind_by_pt[negotiated.payload_type] = negotiated.kind
@@ -250,9 +297,25 @@ class Receiver:
             if negotiated.kind == "video":
                 self.video_ssrcs.add(ssrc)
 
+    def _arrived(self, now: float) -> float:
+        """The packet being handled: when the kernel queued it (monotonic clock)."""
+        stamp = self.arrival() if self.arrival is not None else None
+        if stamp is None:
+            self.window.unstamped += 1
+            return now
+        return stamp - (time.time() - time.monotonic())  # CLOCK_REALTIME to monotonic
+
     def on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
         now = time.monotonic()
         view = rtp.parse_rtp(data)
+        arrived: float | None = None
+        if self.transport_cc_id:
+            number = view.extensions.get(self.transport_cc_id)
+            if number is not None and len(number) == 2:
+                self.transport_stamped += 1
+                if self.transport_feedback:
+                    arrived = self._arrived(now)
+                    self.transport_arrivals.append((int.from_bytes(number, "big"), arrived))
         leg = self.legs.get(view.ssrc)
         if leg is None:
             kind = self.kind_by_pt.get(view.payload_type)
@@ -283,21 +346,26 @@ class Receiver:
         window = self.window
         if window.start <= sent < window.end:
             leg.in_window += 1
-            stamp = self.arrival() if self.arrival is not None else None
-            if stamp is None:
-                window.unstamped += 1
-                arrived = now
-            else:  # CLOCK_REALTIME to the monotonic clock the send times use
-                arrived = stamp - (time.time() - time.monotonic())
+            if arrived is None:
+                arrived = self._arrived(now)
             window.sent.append(sent)
             window.delays.append(arrived - sent)
             window.handled_delays.append(now - sent)
 
     def on_rtcp(self, data: bytes) -> None:
         self.rtcp_packets += 1
-        if len(data) > 1 and data[1] == rtp.RTCP_PSFB and data[0] & 0x1F in (rtp.RTCP_PSFB_PLI,
-                                                                            rtp.RTCP_PSFB_FIR):
-            self.keyframe_requests += 1
+        at = 0
+        while at + 8 <= len(data):  # each packet of the compound one
+            kind, fmt = data[at + 1], data[at] & 0x1F
+            end = at + 4 + 4 * int.from_bytes(data[at + 2:at + 4], "big")
+            if kind == rtp.RTCP_PSFB and fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
+                self.keyframe_requests += 1
+            elif kind == rtp.RTCP_RR:  # report blocks of 24 bytes, each naming its SSRC
+                for block in range(at + 8, min(end, len(data)) - 23, 24):
+                    self.reported_ssrcs.add(int.from_bytes(data[block:block + 4], "big"))
+            elif kind == twcc.RTCP_RTPFB and fmt == twcc.FMT_TRANSPORT_CC:
+                self.transport_feedback_received += 1
+            at = end
 
     def on_error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -321,18 +389,42 @@ class Participant:
 
     ``publish`` participants send the pre-encoded audio and video on their microphone and
     camera slots; the others answer every publish slot inactive and only receive.
+
+    ``simulcast``: answer as Chrome does (the camera's layers, when the offer asks for
+    them and ``media`` has them). ``streams["video"]`` is then the top layer (what
+    subscribers get when they report no tile size); ``layer_streams`` holds every layer,
+    low to high. ``transport_cc``: "off" (aiortc's answer: REMB), "stamp" (agree to it and
+    stamp what we send, but send no feedback: the server stamps and its estimator idles)
+    or "feedback" (as Chrome: feedback on what we receive, every 100 ms).
     """
 
     def __init__(self, name: str, window: Window, media: EncodedMedia | None,
                  sources: dict[str, OutStream] | None = None, *, mode: str = "forwarded",
                  publish: tuple[str, ...] = ("audio", "video"), receive_video: bool = True,
-                 receiver: Receiver | None = None) -> None:
+                 receiver: Receiver | None = None, simulcast: bool = False,
+                 transport_cc: str = "off") -> None:
         self.name = name
         self.mode = mode  # "mixed": one mixed sound and one composed picture (docs/protocol.md)
         self.receive_video = receive_video  # False: every video slot it could receive is declined
+        self.simulcast = simulcast
+        if transport_cc not in TRANSPORT_CC_MODES:
+            raise ValueError(f"transport_cc must be one of {TRANSPORT_CC_MODES}")
+        self.transport_cc = transport_cc
         self.pc = new_peer_connection()
-        self.streams: dict[str, OutStream] = (
-            {kind: OutStream(kind, media) for kind in publish} if media else {})
+        self.transport = TransportSequence()
+        layers = media.layers if media is not None and simulcast and "video" in publish else ()
+        self.layer_streams = [OutStream("video", media, layer, self.transport)
+                              for layer in layers] if media is not None else []
+        self.streams: dict[str, OutStream] = {
+            kind: self.layer_streams[-1] if kind == "video" and self.layer_streams
+            else OutStream(kind, media, transport=self.transport)
+            for kind in publish} if media else {}
+        self.layers_sent: list[str] = []  # the RIDs our answer said we send
+        self.layers_asked: list[str] | None = None  # the last "layers" message's RIDs
+        self.layers_messages = 0
+        self.transport_feedback_sent = 0
+        self._transport_feedback_task: asyncio.Task[None] | None = None
+        self._transport_feedback = twcc.FeedbackBuilder()
         self.receiver = receiver or Receiver(window, sources)
         self.participant_id = ""
         self.offers = 0
@@ -356,16 +448,26 @@ class Participant:
         self.fronts: list[str] = []  # signaling URLs of the live fronts (from "joined")
         self.redirects = 0
 
+    def sending_streams(self) -> list[OutStream]:
+        """Every stream this participant sends: its microphone and each camera layer."""
+        return [stream for kind, stream in self.streams.items()
+                if kind != "video" or not self.layer_streams] + self.layer_streams
+
     async def _rejoin(self) -> None:
         assert self._link is not None
-        if self._feedback_task is not None:
-            self._feedback_task.cancel()
+        for task in (self._feedback_task, self._transport_feedback_task):
+            if task is not None:
+                task.cancel()
+        self._transport_feedback_task = None
+        # A new connection numbers its packets afresh.
+        self._transport_feedback = twcc.FeedbackBuilder()
+        self.receiver.transport_arrivals = []
         old_pc, old_session = self.pc, self._session
         self.pc = new_peer_connection()
         self._taken.clear()
         self._tapped.clear()
         self._feedback.clear()
-        for stream in self.streams.values():
+        for stream in self.sending_streams():
             stream.write = None  # configured again on the new connection
         self.joined = asyncio.get_running_loop().create_future()
         with contextlib.suppress(Exception):
@@ -436,6 +538,13 @@ class Participant:
                         self.joined.set_result(None)
                 elif kind == "error":
                     self._fail(f"{body.get('code')}: {body.get('message')}")
+                elif kind == "layers":
+                    # Which camera layers the server wants now (the others nobody takes:
+                    # the middle one, when every subscriber is on the top). Chrome would
+                    # pause the others; the bench goes on sending all three, so that the
+                    # server receives three layers, as in a room whose tiles differ.
+                    self.layers_messages += 1
+                    self.layers_asked = list(body.get("active") or [])
                 elif kind == "disconnected" and self.rejoin_when_disconnected:
                     # As the call page does: join again with the same link, new connection.
                     self._rejoining = asyncio.ensure_future(self._rejoin())
@@ -473,7 +582,19 @@ class Participant:
                 transceiver.direction = "inactive"
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        await self._ws.send_str(json.dumps({"type": "answer", "sdp": self.pc.localDescription.sdp,
+        sdp = self.pc.localDescription.sdp
+        # What aiortc cannot say: only the text the server reads changes (we send the
+        # RTP ourselves).
+        camera = slots["video"]
+        if self.simulcast and self.layer_streams and camera is not None and camera in sending:
+            sdp, self.layers_sent = _sdp.answer_simulcast(sdp, offer["sdp"], camera)
+        if self.transport_cc != "off":
+            sdp, transport_cc_id = _sdp.answer_transport_cc(sdp, offer["sdp"])
+            self.transport.extension_id = self.receiver.transport_cc_id = transport_cc_id
+            self.receiver.transport_feedback = self.transport_cc == "feedback"
+            if transport_cc_id and self.transport_cc == "feedback" and self._transport_feedback_task is None:
+                self._transport_feedback_task = asyncio.ensure_future(self._send_transport_feedback())
+        await self._ws.send_str(json.dumps({"type": "answer", "sdp": sdp,
                                             "revision": offer.get("revision")}))
 
     def _take_over(self, transceiver: RTCRtpTransceiver) -> None:
@@ -495,25 +616,57 @@ class Participant:
 
     def _on_send(self, negotiated: adapter.NegotiatedRtp, ssrc: int, rtx_ssrc: int,
                  dtls: Any) -> None:
+        if negotiated.kind == "video" and self.layer_streams:
+            # One m-line, a stream per layer: aiortc's SSRC for the top one, our own for
+            # the others (the server learns each from its RID).
+            taken = {ssrc, rtx_ssrc}
+            for stream in self.layer_streams:
+                if stream.ready:
+                    continue
+                layer_ssrc = ssrc if stream is self.layer_streams[-1] else 0
+                while not layer_ssrc or layer_ssrc in taken:
+                    layer_ssrc = random.getrandbits(32)
+                taken.add(layer_ssrc)
+                stream.configure(negotiated, layer_ssrc, dtls)
+            return
         stream = self.streams.get(negotiated.kind)
         if stream is not None and not stream.ready:
             stream.configure(negotiated, ssrc, dtls)
 
+    def _write_feedback(self, packet: bytes) -> None:
+        for write in self._feedback.values():
+            with contextlib.suppress(ConnectionError, OSError):
+                write(packet)
+
     async def _send_feedback(self) -> None:
-        """An empty receiver report and a generous REMB each second, as a browser sends."""
+        """An empty receiver report and a generous REMB each second, as a browser sends
+        (with transport-cc, as Chrome does, no REMB: the server estimates for itself)."""
         while True:
             await asyncio.sleep(FEEDBACK_INTERVAL_S)
             ssrcs = sorted(self.receiver.video_ssrcs)
             if not ssrcs:
                 continue
-            packet = rtp.rtcp_receiver_report(self._feedback_ssrc, []) + \
-                rtp.rtcp_remb(self._feedback_ssrc, REMB_BPS, ssrcs[:16])
-            for write in self._feedback.values():
-                with contextlib.suppress(ConnectionError, OSError):
-                    write(packet)
+            packet = rtp.rtcp_receiver_report(self._feedback_ssrc, [])
+            if not self.receiver.transport_cc_id:
+                packet += rtp.rtcp_remb(self._feedback_ssrc, REMB_BPS, ssrcs[:16])
+            self._write_feedback(packet)
+
+    async def _send_transport_feedback(self) -> None:
+        """transport-cc feedback on what arrived since the last (the server's estimator
+        for this connection runs on it)."""
+        receiver = self.receiver
+        while True:
+            await asyncio.sleep(TRANSPORT_FEEDBACK_INTERVAL_S)
+            if not receiver.transport_arrivals or not self._feedback:
+                continue
+            arrivals, receiver.transport_arrivals = receiver.transport_arrivals, []
+            media_ssrc = min(receiver.video_ssrcs, default=0)
+            for packet in self._transport_feedback.build(arrivals, self._feedback_ssrc, media_ssrc):
+                self._write_feedback(packet)
+                self.transport_feedback_sent += 1
 
     async def close(self) -> None:
-        for task in (self._reader, self._feedback_task, self._rejoining):
+        for task in (self._reader, self._feedback_task, self._rejoining, self._transport_feedback_task):
             if task is not None:
                 task.cancel()
         try:

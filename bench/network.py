@@ -1,6 +1,7 @@
 """Weak office links: how simulcast and congestion control adapt, with real Chromium.
 
     python -m bench.network [--window 60] [--scenarios downlink_400kbit,loss_5pct,uplink_600kbit]
+    python -m bench.network --only-cost [--sfu-rounds 2] [--sfu-seconds 20]
 
 Runs the service in this process (one media worker) on a link to an "office": a network
 namespace joined to ours by a veth pair (bench/netlab.py). Chromium pages with fake
@@ -24,11 +25,14 @@ happened:
 Prints one JSON object: ``scenarios``, one entry per case (``name``, ``adapted``,
 ``adapt_s``, ``bitrate_before_kbps``, ``bitrate_after_kbps``, ``layer``, ``freezes`` per
 minute, ``loss_ratio``, and what else the case measured), and
-``simulcast_extra_us_per_packet``: CPU per forwarded packet of the C packet path with
-three layers in, one out per slot and transport-cc stamping, minus the same path plain
-(one stream, no stamping), both measured in this run (``packet_path_cost``). It is the
-packet path's part only, not the whole server's as bench.sfu measures it. Needs root (namespaces, tc,
-nftables); it moves itself into a loopback-only namespace of its own first.
+``simulcast_extra_us_per_packet``: the whole server's CPU per forwarded packet with
+simulcast (three layers in, one out per subscriber, transport-cc both ways) minus the
+same plain (one stream, no transport-cc), as bench.sfu measures it at 4×8, the two
+modes alternated in this run (:func:`whole_server_cost`). ``packet_path_extra_us_per_packet``
+is the C packet path's part alone (:func:`packet_path_cost`, in this process).
+``--only-cost`` (or ``--scenarios none``) measures only these, without Chromium.
+Needs root (namespaces, tc, nftables); it moves itself into a loopback-only namespace
+of its own first (bench.sfu runs in it too).
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ CHROMIUM_FLAGS = [
     "--allow-loopback-in-peer-connection",
 ]
 SCENARIOS = ("downlink_400kbit", "loss_5pct", "uplink_600kbit", "outage_5s")
+SFU_SIZE = ("--publishers", "4", "--subscribers", "8")  # the issue's plain figure: bench.sfu at 4×8
+# A run whose subscribers did not all get their video through the window measured
+# something else (a paused video forwards less): its figure is flagged.
+FLOW_MIN_RATIO = 0.95
 TOP, LOWEST = 2, 0
 LOWEST_HEIGHT = LAYER_HEIGHTS[LOWEST]
 
@@ -408,6 +416,56 @@ def packet_path_cost(simulcast: bool, subscribers: int = 8, pictures: int = 3000
     return elapsed / forwarded * 1e6 if forwarded else float("nan")
 
 
+# The whole server with simulcast -------------------------------------------------------
+
+
+async def bench_sfu_once(simulcast: bool, seconds: float) -> dict[str, Any]:
+    """One bench.sfu run at 4×8 (its own server process), in this namespace; its JSON."""
+    argv = [sys.executable, "-m", "bench.sfu", *SFU_SIZE, "--seconds", str(seconds),
+            "--naive-subscribers", "0", *(["--simulcast"] if simulcast else [])]
+    logger.info("running %s", " ".join(argv[1:]))
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await process.communicate()  # its progress goes to our stderr
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {"error": f"no output (exit {process.returncode})"}
+    if "error" in result:
+        raise RuntimeError(f"bench.sfu {'--simulcast ' if simulcast else ''}failed: {result['error']}")
+    return result
+
+
+async def whole_server_cost(rounds: int, seconds: float) -> dict[str, Any]:
+    """Server CPU per forwarded packet at 4×8, plain and with simulcast, alternated
+    ``rounds`` times (plain, simulcast, plain, …) so that both meet the same machine: the
+    best run of each mode, and each round's difference."""
+    runs: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        for simulcast in (False, True):
+            result = await bench_sfu_once(simulcast, seconds)
+            flowing = (result.get("video_received_min_ratio") or 0) >= FLOW_MIN_RATIO
+            runs.append({
+                "mode": result["mode"], "us_per_packet": result["server_cpu_us_per_packet"],
+                "us_per_packet_marginal": result.get("server_cpu_us_per_packet_marginal"),
+                "forwarded_pps": result["forwarded_pps"], "loss_ratio": result["loss_ratio"],
+                "video_received_min_ratio": result.get("video_received_min_ratio"),
+                "every_subscriber_got_video": flowing,
+                "server_runqueue_wait_percent": result["server_runqueue_wait_percent"],
+                "machine_busy_percent": result["machine_busy_percent"],
+                "load_average_1m": result["load_average_1m"],
+                **({"simulcast": result["simulcast"]} if "simulcast" in result else {}),
+            })
+    plain = [run["us_per_packet"] for run in runs if run["mode"] == "plain"]
+    layered = [run["us_per_packet"] for run in runs if run["mode"] == "simulcast"]
+    return {
+        "plain": min(plain), "simulcast": min(layered),
+        "extra": round(min(layered) - min(plain), 2),
+        "round_differences": [round(b - a, 2) for a, b in zip(plain, layered, strict=True)],
+        "every_subscriber_got_video": all(run["every_subscriber_got_video"] for run in runs),
+        "method": f"bench.sfu {' '.join(SFU_SIZE)} --seconds {seconds:g}, plain and --simulcast "
+                  f"alternated {rounds} times; the best run of each",
+        "runs": runs,
+    }
+
+
 RUNNERS: dict[str, Callable[[Lab, float], Awaitable[dict[str, Any]]]] = {
     "downlink_400kbit": downlink_400kbit, "loss_5pct": loss_5pct,
     "uplink_600kbit": uplink_600kbit, "outage_5s": outage_5s,
@@ -465,20 +523,24 @@ async def run_scenario(lab: Lab, name: str, window_s: float) -> dict[str, Any]:
                     await context.close()
 
 
-async def run(names: list[str], window_s: float) -> dict[str, Any]:
+async def run(names: list[str], window_s: float, sfu_rounds: int = 2,
+              sfu_seconds: float = 20.0) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-network-"))
     scenarios = []
     if names:
         async with lab_running(workdir) as lab:
             scenarios = [await run_scenario(lab, name, window_s) for name in names]
+    # After the scenarios: Chromium is gone and the in-process server stopped.
+    whole = await whole_server_cost(sfu_rounds, sfu_seconds)
     plain = min(packet_path_cost(False) for _ in range(3))
     layered = min(packet_path_cost(True) for _ in range(3))
     costs = {"plain": round(plain, 2), "simulcast_with_transport_cc": round(layered, 2),
              "method": "C packet path only (receive, rewrite, send), one camera to 8 slots; "
                        "the best of 3 runs each, in this process"}
     return {"command": "python -m bench.network " + " ".join(sys.argv[1:]), "scenarios": scenarios,
-            "simulcast_extra_us_per_packet": round(layered - plain, 2), "packet_path_us_per_packet": costs,
-            "office_address": OFFICE_ADDRESS}
+            "simulcast_extra_us_per_packet": whole["extra"], "whole_server_us_per_packet": whole,
+            "packet_path_extra_us_per_packet": round(layered - plain, 2),
+            "packet_path_us_per_packet": costs, "office_address": OFFICE_ADDRESS}
 
 
 def _free_port() -> int:
@@ -499,9 +561,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.network", description=__doc__.splitlines()[0])
     parser.add_argument("--window", type=float, default=60.0,
                         help="seconds each case is watched after it adapted (freezes a minute)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="which cases, by name")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help="which cases, by name ('none': only simulcast_extra_us_per_packet)")
+    parser.add_argument("--only-cost", action="store_true",
+                        help="no cases, no Chromium: only simulcast_extra_us_per_packet")
+    parser.add_argument("--sfu-rounds", type=int, default=2,
+                        help="bench.sfu runs of each mode (plain and simulcast, alternated)")
+    parser.add_argument("--sfu-seconds", type=float, default=20.0, help="each bench.sfu run's window")
     args = parser.parse_args(argv)
-    names = [name for name in args.scenarios.split(",") if name]
+    if args.sfu_rounds < 1 or args.sfu_seconds <= 0:
+        parser.error("--sfu-rounds must be at least 1, --sfu-seconds positive")
+    names = [] if args.only_cost or args.scenarios == "none" else [
+        name for name in args.scenarios.split(",") if name]
     unknown = [name for name in names if name not in RUNNERS]
     if unknown:
         parser.error(f"unknown scenarios: {unknown}; known: {list(RUNNERS)}")
@@ -514,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("aioice", "aiortc", "aiohttp", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = asyncio.run(run(names, args.window))
+    result = asyncio.run(run(names, args.window, args.sfu_rounds, args.sfu_seconds))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -12,6 +12,12 @@ measurement window reads the server's CPU time (/proc) and its forwarded-packet 
 (/metrics) at both ends. Then the same is done for a naive relay (aiortc ``MediaRelay``
 with one sender per subscriber, bench/_naive.py) at a size it can carry.
 
+With ``--simulcast`` every publisher sends its camera as three simulcast layers (the
+same video at 1/4, 1/2 and full size, RID header extension, as Chrome answers the
+server's offer) and every client agrees to transport-cc, so the server stamps each
+forwarded packet and runs its estimator on the subscribers' feedback; subscribers
+report no tile size, so each gets the top layer: three layers in, one out.
+
 Prints one JSON object on stdout; progress goes to stderr. Needs loopback only; run it in
 a loopback-only namespace, as docs/benchmarks.md shows. Method and figures are in
 docs/benchmarks.md.
@@ -43,8 +49,8 @@ import aiohttp
 import aiortc
 import numpy as np
 
-from bench._clients import OfferingPeer, OutStream, Pacer, Participant, Window
-from bench._media import AUDIO_FRAME, AUDIO_RATE, EncodedMedia, encode_media
+from bench._clients import TRANSPORT_CC_MODES, OfferingPeer, OutStream, Pacer, Participant, Window
+from bench._media import AUDIO_FRAME, AUDIO_RATE, VIDEO_FPS, EncodedMedia, encode_media
 from mcu import aiortc_adapter
 from signaling.tokens import JoinGrant, issue_token
 
@@ -307,13 +313,16 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
     try:
         async with running(server, base + "/healthz"), aiohttp.ClientSession() as session:
             for room in range(publishers):
-                publisher = Participant(f"pub-{room}", window, media)
-                subscribers = [Participant(f"sub-{room}-{i}", window, None, publisher.streams)
+                publisher = Participant(f"pub-{room}", window, media, simulcast=args.simulcast,
+                                        transport_cc=args.transport_cc)
+                subscribers = [Participant(f"sub-{room}-{i}", window, None, publisher.streams,
+                                           transport_cc=args.transport_cc)
                                for i in range(per_room)]
                 rooms.append((publisher, subscribers))
                 everyone += [publisher, *subscribers]
-                # Stagger the publishers over a frame interval, as unrelated cameras are.
-                for stream in publisher.streams.values():
+                # Stagger the publishers over a frame interval, as unrelated cameras are
+                # (a camera's layers leave together: one picture, encoded three times).
+                for stream in publisher.sending_streams():
                     pacer.add(stream, phase=room * stream.period / publishers)
             # Streams tick from now on and send as soon as their publisher is connected.
             pacer.start()
@@ -367,6 +376,8 @@ async def bench_sfu(args: argparse.Namespace, media: EncodedMedia, workdir: Path
             check()
             pacer.stop()
             result = _sfu_figures(args, rooms, window, begin, end, pacer)
+            if args.simulcast or args.transport_cc != "off":
+                result["simulcast"] = _simulcast_figures(rooms, media)
             result["setup_s"] = round(setup_s, 1)
             result["server_idle_cpu_percent"] = idle
             if idle is not None:
@@ -390,9 +401,13 @@ def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[P
     expected = {"audio": 0, "video": 0}
     received = {"audio": 0, "video": 0}
     mismatched = relearned = unmatched_legs = other = 0
+    video_shares = []  # per subscriber: video received of what its publisher sent in the window
     for publisher, subscribers in rooms:
+        # What subscribers should get: the microphone and (with simulcast) the top layer.
         for kind, stream in publisher.streams.items():
             expected[kind] += (end.sent[id(stream)] - begin.sent[id(stream)]) * len(subscribers)
+        video = publisher.streams.get("video")
+        video_sent = end.sent[id(video)] - begin.sent[id(video)] if video is not None else 0
         for subscriber in subscribers:
             receiver = subscriber.receiver
             other += receiver.other_packets
@@ -403,6 +418,9 @@ def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[P
                 mismatched += leg.mismatched
                 relearned += leg.relearned
                 unmatched_legs += leg.offset is None
+            if video_sent:
+                video_shares.append(sum(leg.in_window for leg in receiver.legs.values()
+                                        if leg.kind == "video" and leg.source is not None) / video_sent)
     total_expected, total_received = sum(expected.values()), sum(received.values())
     legs = 2 * args.publishers * args.subscribers
 
@@ -447,6 +465,8 @@ def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[P
         "received_packets": total_received,
         "loss_ratio_audio": loss(expected["audio"], received["audio"]),
         "loss_ratio_video": loss(expected["video"], received["video"]),
+        # The subscriber that got least of its publisher's video (a paused video shows here).
+        "video_received_min_ratio": round(min(video_shares), 4) if video_shares else None,
         "duplicates_or_extra": max(0, total_received - total_expected),
         "forwarded_vs_expected": round(forwarded / total_expected, 4) if total_expected else None,
         "unmatched_packets": mismatched,
@@ -458,6 +478,35 @@ def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[P
         "pacer_late_ms_max": round(pacer.late_max * 1000, 2),
         "keyframe_requests_at_publishers": sum(p.receiver.keyframe_requests for p, _ in rooms),
         "unknown_server_messages": sum(p.unknown_messages for p in everyone),
+    }
+
+
+def _simulcast_figures(rooms: list[tuple[Participant, list[Participant]]],
+                       media: EncodedMedia) -> dict[str, Any]:
+    """What simulcast and transport-cc did, as the clients saw it."""
+    publishers = [publisher for publisher, _ in rooms]
+    subscribers = [s for _, subs in rooms for s in subs]
+    # The server's receiver reports to a publisher have a block for each stream it
+    # learned: a layer is learned by its RID (mcu/participant.py), so a block for every
+    # layer's SSRC says the server took all three as layers of the camera.
+    learned = [sum(stream.ssrc in publisher.receiver.reported_ssrcs for stream in publisher.layer_streams)
+               for publisher in publishers]
+    received = sum(leg.received for s in subscribers for leg in s.receiver.legs.values())
+    stamped = sum(s.receiver.transport_stamped for s in subscribers)
+    return {
+        "layers_answered": sorted({",".join(p.layers_sent) for p in publishers}),
+        "layers_learned_by_server_min": min(learned),
+        "layers_asked_by_server": sorted({",".join(p.layers_asked or []) for p in publishers}),
+        "layer_kbps": [round(layer.kbps, 1) for layer in media.layers],
+        "layer_pps": [round(sum(map(len, layer.frames)) * VIDEO_FPS / len(layer.frames), 1)
+                      for layer in media.layers],
+        "transport_cc_clients": sum(1 for p in (*publishers, *subscribers) if p.receiver.transport_cc_id),
+        # Every packet forwarded to a subscriber should carry the server's stamp.
+        "subscriber_packets_stamped_ratio": round(stamped / received, 4)
+        if received and any(s.receiver.transport_cc_id for s in subscribers) else None,
+        "transport_feedback_sent_by_subscribers": sum(s.transport_feedback_sent for s in subscribers),
+        "transport_feedback_received_by_publishers": sum(
+            p.receiver.transport_feedback_received for p in publishers),
     }
 
 
@@ -569,8 +618,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds allowed for joining and first media (default: from the size)")
     parser.add_argument("--join-concurrency", type=int, default=1,
                         help="rooms being filled at the same time during setup")
+    parser.add_argument("--simulcast", action="store_true",
+                        help="publishers send three camera layers (RID), every client agrees to "
+                             "transport-cc; subscribers get the top layer")
+    parser.add_argument("--transport-cc", choices=TRANSPORT_CC_MODES, default=None,
+                        help="off: REMB; stamp: agreed to, but no feedback from the clients; "
+                             "feedback: as Chrome (default with --simulcast, else off); to split "
+                             "what simulcast costs")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr in more detail")
     args = parser.parse_args(argv)
+    if args.transport_cc is None:
+        args.transport_cc = "feedback" if args.simulcast else "off"
     if args.publishers < 1 or args.subscribers < 1 or args.seconds <= 0:
         parser.error("--publishers and --subscribers must be at least 1, --seconds positive")
     return args
@@ -592,12 +650,15 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     try:
         logger.info("encoding the media once")
         started = time.process_time()
-        media = await asyncio.to_thread(encode_media)
+        media = await asyncio.to_thread(encode_media, 10.0, args.simulcast)
         logger.info("encoded in %.1f s of CPU: VP8 %.0f kbit/s, %.1f packets/s",
                     time.process_time() - started, media.video_kbps, media.video_pps)
         result: dict[str, Any] = {
             "command": command, "publishers": args.publishers, "subscribers": args.subscribers,
             "seconds": args.seconds,
+            # plain: one camera stream, REMB; simulcast: three layers in, transport-cc.
+            "mode": "simulcast" if args.simulcast else "plain",
+            "transport_cc": args.transport_cc,
         }
         result.update(await bench_sfu(args, media, workdir))
         if args.naive_subscribers > 0:
@@ -612,6 +673,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         result["media"] = {"video_kbps": round(media.video_kbps, 1), "video_pps": round(media.video_pps, 1),
                            "audio_pps": AUDIO_RATE / AUDIO_FRAME, "video": "VP8 640x360 30 fps",
                            "audio": "Opus 20 ms mono 32 kbit/s"}
+        if media.layers:
+            result["media"]["video_layers"] = "VP8 160x90, 320x180, 640x360 30 fps (q, h, f)"
         result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                              "aiortc": aiortc.__version__}
         result["server_tree"] = str(Path(args.server_tree).resolve())
