@@ -23,6 +23,9 @@
  *   Arrivals  a publisher connection's received transport-wide sequence numbers and
  *             their arrival times, for the transport-cc feedback Python builds from them
  *             (mcu/twcc.py).
+ *   DelayTrend  the delay part of a subscriber's send-side estimate (mcu/congestion.py),
+ *             fed per feedback with what Sink.feedback() sums up: per packet work that
+ *             cost more in Python than forwarding the packets.
  *
  * receive() takes one decrypted packet from a publisher to all its legs; forward() sends
  * a packet the mixer made; unprotect() decrypts a received packet. Everything runs on
@@ -35,6 +38,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -365,8 +369,418 @@ sink_sent_range(SinkObject *self, PyObject *args)
     return result;
 }
 
+/* What one transport-cc feedback says, summed up for the send-side estimator
+ * (mcu/congestion.py), which would otherwise spend several microseconds of Python on
+ * each packet a subscriber reports: as many as we forward to it. Packets in the order
+ * they were sent (transport-wide numbers are); those that arrived form groups of
+ * packets sent within ``burst`` seconds of the group's first (the estimator's unit of
+ * delay change). */
+typedef struct {
+    double burst;
+    Py_ssize_t sent, lost, bytes;
+    double first_arrival, last_arrival, min_delay, min_delay_at;
+    int any_arrived;
+    PyObject *groups;                 /* list of (first send, last send, latest arrival) */
+    int group_open;
+    double group_first, group_last, group_arrival;
+} FeedbackSummary;
+
+static int
+summary_close_group(FeedbackSummary *summary)
+{
+    if (!summary->group_open)
+        return 0;
+    summary->group_open = 0;
+    PyObject *group = Py_BuildValue("(ddd)", summary->group_first, summary->group_last,
+                                    summary->group_arrival);
+    if (group == NULL)
+        return -1;
+    int failed = PyList_Append(summary->groups, group);
+    Py_DECREF(group);
+    return failed;
+}
+
+static int
+summary_add(FeedbackSummary *summary, double sent_at, long size, int arrived, double arrival)
+{
+    summary->sent++;
+    if (!arrived) {
+        summary->lost++;
+        return 0;
+    }
+    summary->bytes += size;
+    double delay = arrival - sent_at;
+    if (!summary->any_arrived) {
+        summary->any_arrived = 1;
+        summary->first_arrival = summary->last_arrival = arrival;
+        summary->min_delay = delay, summary->min_delay_at = arrival;
+    } else {
+        if (arrival < summary->first_arrival)
+            summary->first_arrival = arrival;
+        if (arrival > summary->last_arrival)
+            summary->last_arrival = arrival;
+        if (delay < summary->min_delay)
+            summary->min_delay = delay, summary->min_delay_at = arrival;
+    }
+    if (summary->group_open && sent_at - summary->group_first <= summary->burst) {
+        summary->group_last = sent_at;
+        if (arrival > summary->group_arrival)
+            summary->group_arrival = arrival;
+        return 0;
+    }
+    if (summary_close_group(summary) < 0)
+        return -1;
+    summary->group_open = 1;
+    summary->group_first = summary->group_last = sent_at;
+    summary->group_arrival = arrival;
+    return 0;
+}
+
+/* (groups, sent, lost, bytes, first arrival, last arrival, least delay, its arrival);
+ * the four times None when nothing arrived. */
+static PyObject *
+summary_finish(FeedbackSummary *summary)
+{
+    if (summary_close_group(summary) < 0) {
+        Py_DECREF(summary->groups);
+        return NULL;
+    }
+    if (!summary->any_arrived)
+        return Py_BuildValue("(NnnnOOOO)", summary->groups, summary->sent, summary->lost,
+                             summary->bytes, Py_None, Py_None, Py_None, Py_None);
+    return Py_BuildValue("(Nnnndddd)", summary->groups, summary->sent, summary->lost,
+                         summary->bytes, summary->first_arrival, summary->last_arrival,
+                         summary->min_delay, summary->min_delay_at);
+}
+
+static int
+summary_start(FeedbackSummary *summary, double burst)
+{
+    memset(summary, 0, sizeof(*summary));
+    summary->burst = burst;
+    summary->groups = PyList_New(0);
+    return summary->groups == NULL ? -1 : 0;
+}
+
+/* DelayTrend ------------------------------------------------------------------------ */
+
+/* The delay part of the send-side estimator (mcu/congestion.py, GCC-like): for each
+ * pair of groups of packets sent together, the change in one-way delay (inter-arrival
+ * minus inter-departure time) is accumulated and smoothed, a line is fitted through the
+ * last TREND_WINDOW points, and its slope, against a threshold that adapts to the path,
+ * says whether a queue is building ("overuse"), draining ("underuse") or neither. It
+ * runs for every group of packets of every subscriber, which in Python cost more than
+ * forwarding the packets did; the rate control it feeds stays in Python. */
+#define TREND_WINDOW 20
+#define TREND_SMOOTHING 0.9
+#define TREND_GAIN 4.0
+#define TREND_INITIAL_THRESHOLD_MS 12.5
+#define TREND_THRESHOLD_UP 0.0087      /* how fast the threshold follows a trend above it */
+#define TREND_THRESHOLD_DOWN 0.039     /* ... and below it */
+#define TREND_OVERUSE_TIME_S 0.01      /* a queue that keeps growing this long, not one late group */
+
+typedef struct {
+    PyObject_HEAD
+    double burst;
+    double threshold_ms, trend, previous_trend;
+    int state;                        /* 1 overuse, -1 underuse, 0 normal */
+    double accumulated_ms, smoothed_ms;
+    /* The line's points (x: ms since the first arrival, y: smoothed delay), a ring, and
+     * their sums relative to a recent point (taken afresh once per window, so a call of
+     * hours loses no precision). */
+    double x[TREND_WINDOW], y[TREND_WINDOW];
+    int count, next, added;
+    double origin_x, origin_y, sum_x, sum_y, sum_xx, sum_xy;
+    int has_first, has_over, has_update, has_open, has_previous;
+    double first_arrival, over_since, last_update;
+    double open_first, open_last, open_arrival;   /* the group still open */
+    double previous_send, previous_arrival;       /* the group closed last */
+} DelayTrendObject;
+
+static int
+delay_trend_init(DelayTrendObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"burst", NULL};
+    double burst;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "d:DelayTrend", keywords, &burst))
+        return -1;
+    memset((char *)self + sizeof(PyObject), 0, sizeof(*self) - sizeof(PyObject));
+    self->burst = burst;
+    self->threshold_ms = TREND_INITIAL_THRESHOLD_MS;
+    return 0;
+}
+
+static inline void
+trend_account(DelayTrendObject *self, double x, double y, double sign)
+{
+    x -= self->origin_x;
+    y -= self->origin_y;
+    self->sum_x += sign * x;
+    self->sum_y += sign * y;
+    self->sum_xx += sign * x * x;
+    self->sum_xy += sign * x * y;
+}
+
+static void
+trend_add_point(DelayTrendObject *self, double x, double y)
+{
+    if (self->count == TREND_WINDOW)
+        trend_account(self, self->x[self->next], self->y[self->next], -1.0);
+    else
+        self->count++;
+    self->x[self->next] = x, self->y[self->next] = y;
+    self->next = (self->next + 1) % TREND_WINDOW;
+    if (++self->added >= self->count) {
+        int oldest = self->count == TREND_WINDOW ? self->next : 0;
+        self->origin_x = self->x[oldest], self->origin_y = self->y[oldest];
+        self->sum_x = self->sum_y = self->sum_xx = self->sum_xy = 0;
+        for (int i = 0; i < self->count; i++)
+            trend_account(self, self->x[i], self->y[i], 1.0);
+        self->added = 0;
+    } else {
+        trend_account(self, x, y, 1.0);
+    }
+}
+
+static void
+trend_adapt_threshold(DelayTrendObject *self, double trend, double now_s)
+{
+    /* The threshold follows the trend, slowly, so a path whose delay is always noisy
+     * (Wi-Fi) is not read as congested, and one that is quiet reacts early. A spike far
+     * above it (a route change) does not move it. */
+    if (!self->has_update)
+        self->has_update = 1, self->last_update = now_s;
+    double elapsed_ms = (now_s - self->last_update) * 1000;
+    if (elapsed_ms > 100.0)
+        elapsed_ms = 100.0;
+    self->last_update = now_s;
+    double size = fabs(trend);
+    if (size > self->threshold_ms + 15)
+        return;
+    double k = size < self->threshold_ms ? TREND_THRESHOLD_DOWN : TREND_THRESHOLD_UP;
+    self->threshold_ms += k * (size - self->threshold_ms) * elapsed_ms;
+    if (self->threshold_ms < 6.0)
+        self->threshold_ms = 6.0;
+    if (self->threshold_ms > 600.0)
+        self->threshold_ms = 600.0;
+}
+
+static void
+trend_update(DelayTrendObject *self, double delay_change_ms, double arrival_s)
+{
+    if (!self->has_first)
+        self->has_first = 1, self->first_arrival = arrival_s;
+    self->accumulated_ms += delay_change_ms;
+    self->smoothed_ms = TREND_SMOOTHING * self->smoothed_ms + (1 - TREND_SMOOTHING) * self->accumulated_ms;
+    trend_add_point(self, (arrival_s - self->first_arrival) * 1000, self->smoothed_ms);
+    if (self->count < TREND_WINDOW)
+        return;
+    double n = self->count;
+    double denominator = n * self->sum_xx - self->sum_x * self->sum_x;
+    double slope = denominator > 1e-9 ? (n * self->sum_xy - self->sum_x * self->sum_y) / denominator : 0.0;
+    double trend = n * slope * TREND_GAIN;
+    self->trend = trend;
+    if (trend > self->threshold_ms) {
+        if (!self->has_over)
+            self->has_over = 1, self->over_since = arrival_s;
+        if (arrival_s - self->over_since >= TREND_OVERUSE_TIME_S && trend >= self->previous_trend)
+            self->state = 1;
+    } else if (trend < -self->threshold_ms) {
+        self->has_over = 0;
+        self->state = -1;
+    } else {
+        self->has_over = 0;
+        self->state = 0;
+    }
+    self->previous_trend = trend;
+    trend_adapt_threshold(self, trend, arrival_s);
+}
+
+static void
+trend_close_group(DelayTrendObject *self)
+{
+    double send_s = self->open_last, arrival_s = self->open_arrival;
+    if (self->has_previous) {
+        double departure = send_s - self->previous_send;
+        double arrival = arrival_s - self->previous_arrival;
+        if (departure >= 0)
+            trend_update(self, (arrival - departure) * 1000, arrival_s);
+    }
+    self->has_previous = 1;
+    self->previous_send = send_s, self->previous_arrival = arrival_s;
+}
+
+PyDoc_STRVAR(delay_trend_add_doc,
+"add(groups)\n--\n\n"
+"Take the groups of one feedback, as Sink.feedback() or summarize() give them: (first\n"
+"send, last send, latest arrival), in the order sent. The last stays open: the next\n"
+"feedback's first may belong to it.");
+
+static PyObject *
+delay_trend_add(DelayTrendObject *self, PyObject *groups)
+{
+    PyObject *items = PySequence_Fast(groups, "groups must be a sequence");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double first, last, arrival;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "ddd:add", &first, &last, &arrival)) {
+            Py_DECREF(items);
+            return NULL;
+        }
+        if (self->has_open && first - self->open_first <= self->burst) {
+            self->open_last = last;
+            if (arrival > self->open_arrival)
+                self->open_arrival = arrival;
+            continue;
+        }
+        if (self->has_open)
+            trend_close_group(self);
+        self->has_open = 1;
+        self->open_first = first, self->open_last = last, self->open_arrival = arrival;
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+delay_trend_get_state(DelayTrendObject *self, void *closure)
+{
+    return PyUnicode_FromString(self->state > 0 ? "overuse" : self->state < 0 ? "underuse" : "normal");
+}
+
+static PyMethodDef delay_trend_methods[] = {
+    {"add", (PyCFunction)delay_trend_add, METH_O, delay_trend_add_doc},
+    {NULL}
+};
+
+static PyGetSetDef delay_trend_getset[] = {
+    {"state", (getter)delay_trend_get_state, NULL,
+     "\"overuse\" (a queue building), \"underuse\" (one draining) or \"normal\".", NULL},
+    {NULL}
+};
+
+static PyMemberDef delay_trend_members[] = {
+    {"trend", T_DOUBLE, offsetof(DelayTrendObject, trend), READONLY,
+     "The last trend (the line's slope, scaled), in ms."},
+    {"threshold_ms", T_DOUBLE, offsetof(DelayTrendObject, threshold_ms), READONLY,
+     "What the trend is compared with; it adapts to the path."},
+    {NULL}
+};
+
+static PyTypeObject DelayTrendType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.DelayTrend",
+    .tp_doc = PyDoc_STR("DelayTrend(burst)\n--\n\nOveruse from the trend of the one-way delay's change, "
+                        "for groups of packets sent within ``burst`` seconds."),
+    .tp_basicsize = sizeof(DelayTrendObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)delay_trend_init,
+    .tp_methods = delay_trend_methods,
+    .tp_getset = delay_trend_getset,
+    .tp_members = delay_trend_members,
+};
+
+PyDoc_STRVAR(sink_feedback_doc,
+"feedback(base, arrivals, burst)\n--\n\n"
+"Sum up one transport-cc feedback for the estimator: ``arrivals`` (microseconds on the\n"
+"subscriber's clock, or None: not received) are of the packets stamped ``base``,\n"
+"``base + 1``, ... (numbers we do not know, or no longer, are left out). Returns\n"
+"(groups, sent, lost, bytes, first arrival, last arrival, least one-way delay, its\n"
+"arrival), times in seconds; groups are (first send, last send, latest arrival) of\n"
+"packets sent within ``burst`` seconds of each other. See summarize().");
+
+static PyObject *
+sink_feedback(SinkObject *self, PyObject *args)
+{
+    int base;
+    PyObject *arrivals;
+    double burst;
+    if (!PyArg_ParseTuple(args, "iOd:feedback", &base, &arrivals, &burst))
+        return NULL;
+    if (base < 0 || base > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "base out of range");
+        return NULL;
+    }
+    PyObject *items = PySequence_Fast(arrivals, "arrivals must be a sequence");
+    if (items == NULL)
+        return NULL;
+    FeedbackSummary summary;
+    if (summary_start(&summary, burst) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count && self->sent_seq != NULL; i++) {
+        int seq = (int)((base + i) & 0xFFFF), slot = seq % TRANSPORT_RING;
+        if (self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
+            continue;
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        double arrival = 0;
+        if (item != Py_None) {
+            arrival = PyFloat_AsDouble(item) / 1e6;
+            if (arrival == -1.0 / 1e6 && PyErr_Occurred())
+                goto error;
+        }
+        if (summary_add(&summary, self->sent_at[slot], self->sent_size[slot], item != Py_None, arrival) < 0)
+            goto error;
+    }
+    Py_DECREF(items);
+    return summary_finish(&summary);
+error:
+    Py_DECREF(items);
+    Py_DECREF(summary.groups);
+    return NULL;
+}
+
+PyDoc_STRVAR(summarize_doc,
+"summarize(packets, burst)\n--\n\n"
+"The same as Sink.feedback() for packets given as (send time, size, arrival time or\n"
+"None) in seconds, in the order sent: how the estimator is fed without a Sink.");
+
+static PyObject *
+summarize(PyObject *module, PyObject *args)
+{
+    PyObject *packets;
+    double burst;
+    if (!PyArg_ParseTuple(args, "Od:summarize", &packets, &burst))
+        return NULL;
+    PyObject *items = PySequence_Fast(packets, "packets must be a sequence");
+    if (items == NULL)
+        return NULL;
+    FeedbackSummary summary;
+    if (summary_start(&summary, burst) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        double sent_at, arrival = 0;
+        long size;
+        PyObject *arrived_at;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "dlO:summarize", &sent_at, &size, &arrived_at))
+            goto error;
+        if (arrived_at != Py_None) {
+            arrival = PyFloat_AsDouble(arrived_at);
+            if (arrival == -1.0 && PyErr_Occurred())
+                goto error;
+        }
+        if (summary_add(&summary, sent_at, size, arrived_at != Py_None, arrival) < 0)
+            goto error;
+    }
+    Py_DECREF(items);
+    return summary_finish(&summary);
+error:
+    Py_DECREF(items);
+    Py_DECREF(summary.groups);
+    return NULL;
+}
+
 static PyMethodDef sink_methods[] = {
     {"sent_range", (PyCFunction)sink_sent_range, METH_VARARGS, sink_sent_range_doc},
+    {"feedback", (PyCFunction)sink_feedback, METH_VARARGS, sink_feedback_doc},
     {"bind", (PyCFunction)sink_bind, METH_VARARGS, sink_bind_doc},
     {"unbind", (PyCFunction)sink_unbind, METH_NOARGS, "Stop sending; close our socket duplicate."},
     {NULL}
@@ -1660,6 +2074,7 @@ static PyMethodDef module_methods[] = {
     {"forward", (PyCFunction)(void (*)(void))forward, METH_FASTCALL, forward_doc},
     {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL, receive_doc},
     {"parse", (PyCFunction)parse, METH_O, parse_doc},
+    {"summarize", (PyCFunction)summarize, METH_VARARGS, summarize_doc},
     {"is_keyframe_start", (PyCFunction)is_keyframe, METH_VARARGS, keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {NULL}
@@ -1677,7 +2092,8 @@ PyMODINIT_FUNC
 PyInit__fanout(void)
 {
     if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
-        || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0)
+        || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0
+        || PyType_Ready(&DelayTrendType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -1692,6 +2108,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "Counters", (PyObject *)&CountersType) < 0
         || PyModule_AddObjectRef(module, "Track", (PyObject *)&TrackType) < 0
         || PyModule_AddObjectRef(module, "Arrivals", (PyObject *)&ArrivalsType) < 0
+        || PyModule_AddObjectRef(module, "DelayTrend", (PyObject *)&DelayTrendType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

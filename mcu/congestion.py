@@ -1,13 +1,16 @@
 """A send-side bandwidth estimate per subscriber connection, from transport-cc feedback.
 
-GCC-like (draft-ietf-rmcat-gcc-02, in our own reduced form), pure Python over plain
-values so it is tested without media:
+GCC-like (draft-ietf-rmcat-gcc-02, in our own reduced form), over plain values so it
+is tested without media. What is done per packet or per group of packets is in C
+(mcu/_fanout.c: ``Sink.feedback`` and ``summarize`` sum each feedback up, ``DelayTrend``
+follows the delay): in Python it cost more per packet than forwarding it; the rate
+control, once per feedback, is here:
 
 * delay: packets sent within :data:`BURST_S` of each other form a group; for each pair
   of groups the change in one-way delay (inter-arrival minus inter-departure time) is
-  accumulated, smoothed, and a line fitted through the last :data:`TREND_WINDOW`
-  points; its slope, compared with an adaptive threshold, says whether a queue is
-  building (overuse), draining (underuse) or neither;
+  accumulated, smoothed, and a line fitted through the last 20 points; its slope,
+  compared with an adaptive threshold, says whether a queue is building (overuse),
+  draining (underuse) or neither;
 * rate: on overuse the estimate drops to :data:`DECREASE_FACTOR` times what the
   subscriber actually received; while normal it grows, multiplicatively (8 % a
   second) until it nears the rate where it last had to drop, additively (about a
@@ -35,16 +38,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
+
+from mcu._fanout import DelayTrend, summarize
 
 BURST_S = 0.005
-TREND_WINDOW = 20
-SMOOTHING = 0.9
-TREND_GAIN = 4.0
-INITIAL_THRESHOLD_MS = 12.5
-THRESHOLD_UP = 0.0087  # how fast the threshold follows a trend above it
-THRESHOLD_DOWN = 0.039  # ... and below it
-OVERUSE_TIME_S = 0.01
 DECREASE_FACTOR = 0.85
 INCREASE_PER_S = 0.08
 MAX_OVER_RECEIVED = 1.5
@@ -69,8 +67,7 @@ PROBE_LOST_SHARE = 0.1
 PROBE_RATE_SHARE = 0.85  # what must arrive, of the rate tried, for the probe to pass
 
 
-@dataclass(frozen=True, slots=True)
-class PacketResult:
+class PacketResult(NamedTuple):
     """One packet we sent: when (our clock, seconds), how big, and when it arrived
     (the receiver's clock, seconds; None: lost)."""
 
@@ -79,89 +76,27 @@ class PacketResult:
     arrived_at: float | None
 
 
-class TrendlineDetector:
-    """Overuse from the trend of the one-way delay's change."""
-
-    def __init__(self) -> None:
-        self.threshold_ms = INITIAL_THRESHOLD_MS
-        self.state = "normal"  # "overuse" / "underuse" / "normal"
-        self._accumulated_ms = 0.0
-        self._smoothed_ms = 0.0
-        self._points: deque[tuple[float, float]] = deque(maxlen=TREND_WINDOW)
-        self._first_arrival: float | None = None
-        self._over_since: float | None = None
-        self._previous_trend = 0.0
-        self._last_update: float | None = None
-        self.trend = 0.0
-
-    def update(self, delay_change_ms: float, arrival_s: float) -> str:
-        if self._first_arrival is None:
-            self._first_arrival = arrival_s
-        self._accumulated_ms += delay_change_ms
-        self._smoothed_ms = SMOOTHING * self._smoothed_ms + (1 - SMOOTHING) * self._accumulated_ms
-        self._points.append(((arrival_s - self._first_arrival) * 1000, self._smoothed_ms))
-        if len(self._points) < TREND_WINDOW:
-            return self.state
-        slope = _slope(self._points)
-        self.trend = min(len(self._points), 60) * slope * TREND_GAIN
-        self._detect(arrival_s)
-        return self.state
-
-    def _detect(self, now_s: float) -> None:
-        trend = self.trend
-        if trend > self.threshold_ms:
-            if self._over_since is None:
-                self._over_since = now_s
-            # A queue that keeps growing, for a little while: one late group is not.
-            if now_s - self._over_since >= OVERUSE_TIME_S and trend >= self._previous_trend:
-                self.state = "overuse"
-        elif trend < -self.threshold_ms:
-            self._over_since = None
-            self.state = "underuse"
-        else:
-            self._over_since = None
-            self.state = "normal"
-        self._previous_trend = trend
-        self._adapt_threshold(trend, now_s)
-
-    def _adapt_threshold(self, trend: float, now_s: float) -> None:
-        # The threshold follows the trend, slowly, so a path whose delay is always noisy
-        # (Wi-Fi) is not read as congested, and one that is quiet reacts early. A spike
-        # far above it (a route change) does not move it.
-        if self._last_update is None:
-            self._last_update = now_s
-        elapsed_ms = min((now_s - self._last_update) * 1000, 100.0)
-        self._last_update = now_s
-        if abs(trend) > self.threshold_ms + 15:
-            return
-        k = THRESHOLD_DOWN if abs(trend) < self.threshold_ms else THRESHOLD_UP
-        self.threshold_ms += k * (abs(trend) - self.threshold_ms) * elapsed_ms
-        self.threshold_ms = min(max(self.threshold_ms, 6.0), 600.0)
-
-
-def _slope(points: deque[tuple[float, float]]) -> float:
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    numerator = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    denominator = sum((x - mean_x) ** 2 for x, _ in points)
-    return numerator / denominator if denominator else 0.0
+# What Sink.feedback() and summarize() make of one feedback (mcu/_fanout.c): groups of
+# packets sent together (first send, last send, latest arrival), packets sent and lost,
+# bytes that arrived, first and last arrival, the least one-way delay and its arrival.
+FeedbackSummary = tuple[list[tuple[float, float, float]], int, int, int,
+                        float | None, float | None, float | None, float | None]
 
 
 class SendSideEstimator:
     """One subscriber connection's estimate, updated from each feedback packet."""
 
     def __init__(self, start_bps: int = START_BPS) -> None:
-        self.detector = TrendlineDetector()
+        self.detector = DelayTrend(BURST_S)
         self.delay_bps = float(start_bps)
         self.loss_bps = float(start_bps)
         self.decreases = 0  # overuse responses (for tests and the operator)
         self.received_bps = 0.0
         self.loss = 0.0
-        self._received: deque[tuple[float, int]] = deque()  # (arrival, size) in RATE_WINDOW_S
+        # Per feedback within RATE_WINDOW_S: (first arrival, last arrival, bytes).
+        self._received: deque[tuple[float, float, int]] = deque()
+        self._newest_arrival = -math.inf
         self._losses: deque[tuple[float, int, int]] = deque()  # (when, sent, lost) per feedback
-        self._group: list[PacketResult] = []
-        self._previous_group: tuple[float, float] | None = None  # (last send, last arrival)
         self._last_change: float | None = None
         self._hold_until = 0.0
         self._capacity_bps: float | None = None  # the received rate at the last decrease
@@ -176,24 +111,28 @@ class SendSideEstimator:
         return int(max(MIN_BPS, min(self.delay_bps, self.loss_bps)))
 
     def on_feedback(self, now_s: float, packets: list[PacketResult]) -> int:
-        """Take one feedback's packets (in sequence order); returns the new estimate."""
-        sent = len(packets)
-        lost = 0
-        for packet in packets:
-            if packet.arrived_at is None:
-                lost += 1
-                continue
-            self._received.append((packet.arrived_at, packet.size))
-            self._note_delay(packet.arrived_at, packet.arrived_at - packet.sent_at)
-        # Received and lost go by the order of sending: groups are bursts of sending.
-        for packet in sorted((p for p in packets if p.arrived_at is not None), key=lambda p: p.sent_at):
-            self._add_to_group(packet)
+        """Take one feedback's packets (in the order sent); returns the new estimate."""
+        return self.on_summary(now_s, summarize(packets, BURST_S))
+
+    def on_summary(self, now_s: float, summary: FeedbackSummary) -> int:
+        """Take one feedback as the C path sums it up (``Sink.feedback``, or
+        ``summarize`` of packets: mcu/_fanout.c), per group of packets rather than per
+        packet, which in Python cost more than forwarding them; returns the new
+        estimate."""
+        groups, sent, lost, size, first_arrival, last_arrival, least_delay, least_delay_at = summary
+        if first_arrival is not None and last_arrival is not None:
+            self._received.append((first_arrival, last_arrival, size))
+            self._newest_arrival = max(self._newest_arrival, last_arrival)
+            assert least_delay is not None and least_delay_at is not None
+            self._note_delay(least_delay_at, least_delay)
+        self.detector.add(groups)
         if self._received:
-            newest = max(at for at, _ in self._received)
-            while self._received and self._received[0][0] < newest - RATE_WINDOW_S:
-                self._received.popleft()
-            span = max(newest - self._received[0][0], RATE_WINDOW_S / 2)
-            self.received_bps = sum(size for _, size in self._received) * 8 / span
+            received = self._received
+            while received and received[0][1] < self._newest_arrival - RATE_WINDOW_S:
+                received.popleft()
+            if received:
+                span = max(self._newest_arrival - min(first for first, _, _ in received), RATE_WINDOW_S / 2)
+                self.received_bps = sum(size for _, _, size in received) * 8 / span
         self._update_delay_rate(now_s)
         self._update_loss_rate(now_s, sent, lost)
         return self.estimate_bps
@@ -220,25 +159,6 @@ class SendSideEstimator:
         self.delay_bps = max(self.delay_bps, min(bps, MAX_BPS))
         self.loss_bps = max(self.loss_bps, min(bps, MAX_BPS))
         self._capacity_bps = None
-
-    def _add_to_group(self, packet: PacketResult) -> None:
-        assert packet.arrived_at is not None
-        if self._group and packet.sent_at - self._group[0].sent_at > BURST_S:
-            self._close_group()
-        self._group.append(packet)
-
-    def _close_group(self) -> None:
-        last = self._group[-1]
-        assert last.arrived_at is not None
-        send_s, arrival_s = last.sent_at, max(p.arrived_at or 0.0 for p in self._group)
-        self._group = []
-        if self._previous_group is not None:
-            previous_send, previous_arrival = self._previous_group
-            departure = send_s - previous_send
-            arrival = arrival_s - previous_arrival
-            if departure >= 0:
-                self.detector.update((arrival - departure) * 1000, arrival_s)
-        self._previous_group = (send_s, arrival_s)
 
     def _update_delay_rate(self, now_s: float) -> None:
         elapsed = 0.0 if self._last_change is None else min(now_s - self._last_change, 1.0)
@@ -330,13 +250,14 @@ class PaddingProbe:
         self._last_arrival: float | None = None
         self._last_sent = -math.inf  # the newest send time feedback has covered
 
+
     @property
-    def sending(self) -> bool:
-        """Whether padding should still go out."""
+    def open(self) -> bool:
+        """Whether feedback still says anything to it (not yet failed or covered)."""
         return not self.failed and self._last_sent < self.started_at + PROBE_DURATION_S
 
     def on_feedback(self, packets: list[PacketResult]) -> None:
-        if self.failed or self._last_sent >= self.started_at + PROBE_DURATION_S:
+        if not self.open:
             return  # judged: what comes after is no business of this probe
         for packet in packets:
             if packet.sent_at < self.started_at:

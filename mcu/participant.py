@@ -33,7 +33,7 @@ from mcu._fanout import (
     Track,
     receive,
 )
-from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
+from mcu.congestion import BURST_S, PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -568,14 +568,15 @@ class Participant:
         if sink is None:
             return
         self.transport_feedback_received += 1
-        sent = sink.sent_range(feedback.base_seq, len(feedback.arrivals))
-        results = [PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
-                   for what, arrived in zip(sent, feedback.arrivals, strict=True) if what is not None]
-        if not results:
+        summary = sink.feedback(feedback.base_seq, feedback.arrivals, BURST_S)
+        if not summary[1]:  # none of these numbers is ours (or still known)
             return
-        estimate = self.estimator.on_feedback(time.monotonic(), results)
-        if self.probe is not None:
-            self.probe.on_feedback(results)
+        estimate = self.estimator.on_summary(time.monotonic(), summary)
+        if self.probe is not None and self.probe.open:  # the probe judges packet by packet
+            sent = sink.sent_range(feedback.base_seq, len(feedback.arrivals))
+            self.probe.on_feedback([PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
+                                    for what, arrived in zip(sent, feedback.arrivals, strict=True)
+                                    if what is not None])
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
         ssrcs = [c.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
@@ -605,7 +606,7 @@ class Participant:
     async def _pad(self, probe: PaddingProbe, consumer: Consumer, bps: float) -> None:
         # Paced in small steps: a burst would show a queue where the link has none.
         budget, last = 0.0, probe.started_at
-        while probe.sending and not self.closed:
+        while probe.open and not self.closed:
             await asyncio.sleep(PADDING_STEP_S)
             now = time.monotonic()
             if now - probe.started_at >= PROBE_DURATION_S:

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 import pytest
+from mcu._fanout import DelayTrend, Leg, forward, summarize
 
 from mcu.congestion import (
     PROBE_DURATION_S,
@@ -20,6 +21,7 @@ from mcu.congestion import (
     PaddingProbe,
     SendSideEstimator,
 )
+from tests.mcu.test_fanout import Link as FanoutLink
 
 PACKET = 1200
 FEEDBACK_S = 0.1
@@ -151,7 +153,7 @@ def probe_link(estimator: SendSideEstimator, link: Link, media_bps: float, targe
         probe = state.get("probe")
         if probe is None and now >= started:
             probe = state["probe"] = PaddingProbe(now, target_bps, estimator.base_delay_s)
-        if probe is not None and probe.sending and now - probe.started_at < PROBE_DURATION_S:
+        if probe is not None and probe.open and now - probe.started_at < PROBE_DURATION_S:
             state["padded_until"] = now  # type: ignore[assignment]
             return target_bps
         return media_bps
@@ -202,7 +204,7 @@ def test_random_loss_alone_does_not_fail_a_probe_but_a_full_link_that_drops_does
 def test_a_probe_whose_feedback_stops_fails_after_a_while_and_older_packets_do_not_count() -> None:
     probe = PaddingProbe(10.0, 720_000, base_delay_s=0.02)
     probe.on_feedback([PacketResult(9.9, PACKET, None)] * 5)  # sent before it started
-    assert probe.packets == 0 and probe.verdict(10.5) is None and probe.sending
+    assert probe.packets == 0 and probe.verdict(10.5) is None and probe.open
     assert probe.verdict(10.0 + 2 * PROBE_DURATION_S + 1.1) == "failed"
 
 
@@ -216,3 +218,78 @@ def test_the_base_delay_is_the_least_seen_lately() -> None:
     # Long after, only what was seen within the window counts (a route that changed).
     estimator.on_feedback(9.0, [PacketResult(8.0, PACKET, 8.06)])
     assert estimator.base_delay_s == pytest.approx(0.06)
+
+
+# What the C path sums up per feedback (mcu/_fanout.c) ----------------------------------
+
+
+def test_a_feedback_is_summed_up_in_groups_of_packets_sent_together() -> None:
+    packets = [
+        PacketResult(1.000, 1000, 1.030), PacketResult(1.002, 1000, 1.031),  # one burst
+        PacketResult(1.004, 500, None),  # lost: counted, in no group
+        PacketResult(1.020, 200, 1.041),  # another group
+        PacketResult(1.021, 300, 1.050),  # ... whose arrival is its latest
+    ]
+    groups, sent, lost, size, first, last, least_delay, least_at = summarize(packets, 0.005)
+    assert groups == [(1.000, 1.002, 1.031), (1.020, 1.021, 1.050)]
+    assert (sent, lost, size) == (5, 1, 2500)
+    assert (first, last) == (1.030, 1.050)
+    assert least_delay == pytest.approx(0.021) and least_at == 1.041
+    nothing = summarize([PacketResult(1.0, 100, None)], 0.005)
+    assert nothing == ([], 1, 1, 0, None, None, None, None)
+    with pytest.raises(TypeError):
+        summarize([(1.0, "big", None)], 0.005)
+    with pytest.raises(TypeError):
+        summarize(None, 0.005)
+
+
+def test_a_sink_sums_up_a_feedback_by_the_numbers_it_stamped() -> None:
+    link = FanoutLink()
+    try:
+        link.sink.transport_cc_id = 5
+        leg = Leg(video=False)
+        leg.sink = link.sink
+        for seq in range(3):
+            forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
+        sent = link.sink.sent_range(0, 3)
+        assert all(item is not None for item in sent)
+        # Number 3 was never stamped: left out; 1 did not arrive.
+        groups, count, lost, size, *_ = link.sink.feedback(0, [5_000_000, None, 5_000_100, 5_000_200], 0.005)
+        assert (count, lost) == (3, 1) and size == 2 * sent[0][1]
+        assert len(groups) == 1 and groups[0][2] == pytest.approx(5.0001)
+        with pytest.raises(ValueError):
+            link.sink.feedback(70_000, [], 0.005)
+        with pytest.raises(TypeError):
+            link.sink.feedback(0, 5, 0.005)
+        with pytest.raises(TypeError):
+            link.sink.feedback(0, ["soon"], 0.005)
+    finally:
+        link.close()
+
+
+def test_the_delay_trend_sees_a_queue_build_and_drain() -> None:
+    trend = DelayTrend(0.005)
+    assert trend.state == "normal" and trend.threshold_ms == pytest.approx(12.5)
+
+    delay = [0.02]
+    sent = [0.0]
+
+    def groups(count: int, growth_ms: float) -> list[tuple[float, float, float]]:
+        # One packet every 10 ms, each arriving ``growth_ms`` later than the last did.
+        made = []
+        for _ in range(count):
+            sent[0] += 0.01
+            delay[0] = max(0.02, delay[0] + growth_ms / 1000)
+            made.append((sent[0], sent[0], sent[0] + delay[0]))
+        return made
+
+    trend.add(groups(40, 0.0))
+    assert trend.state == "normal" and abs(trend.trend) < 0.01
+    trend.add(groups(40, 1.0))  # the delay grows 1 ms a packet: a queue
+    assert trend.state == "overuse" and trend.trend > trend.threshold_ms
+    trend.add(groups(30, -1.0))  # and drains
+    assert trend.state == "underuse" and trend.trend < -trend.threshold_ms
+    with pytest.raises(TypeError):
+        trend.add([(0.2, 0.2)])
+    with pytest.raises(TypeError):
+        trend.add(None)
