@@ -152,7 +152,7 @@ class RoomChannel:
         # database; the other nodes' workers' pipes, participants, recording, and what
         # their workers pipe to ours, as last read.
         self.spread = False
-        self.remote_pipes: list[tuple[str, int]] = []
+        self.remote_pipes: list[tuple[str, int, str]] = []  # with each one's pipe secret
         self.remote_listed: dict[int, list[dict[str, Any]]] = {}  # node -> its participants
         self.remote_recording: set[int] = set()  # nodes whose part records
         self.imported: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}

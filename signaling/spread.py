@@ -130,7 +130,8 @@ class SpreadRooms:
 
         async def write() -> None:
             # Read when written, not when queued: the part as it is by then.
-            workers = [list(states[w].pipe) for w in channel.workers
+            # Each with its pipe secret: the other nodes' workers key their SRTP with it.
+            workers = [[*states[w].pipe, states[w].pipe_secret] for w in channel.workers
                        if states[w].pipe is not None]
             if self.signaling.channels.get(name) is channel and workers:
                 await self.store.write_part(name, workers, channel.local_participants(),
@@ -201,8 +202,8 @@ class SpreadRooms:
             if not view.parts and not channel.remote_pipes and not channel.imported \
                     and not channel.remote_listed:
                 return  # a room of this node alone, as most are
-            remote_pipes = sorted({(str(h), int(p)) for part in view.parts.values()
-                                   for h, p in part.workers})
+            remote_pipes = sorted({(str(h), int(p), str(secret)) for part in view.parts.values()
+                                   for h, p, secret in part.workers})
             if remote_pipes != channel.remote_pipes:
                 channel.remote_pipes = remote_pipes
                 # Before any import: link_room drops what came from pipes it is not told.

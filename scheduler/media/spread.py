@@ -23,6 +23,7 @@ wrong state. Parts and pipes of a node whose lease lapsed are not read at all.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,19 @@ def pipe_address(key: str) -> tuple[str, int]:
     return host, int(port)
 
 
+SECRET_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def pipe_entry(worker: Sequence[Any]) -> tuple[str, int, str]:
+    """A worker of a part as the tables keep it: its pipe address and its pipe secret
+    (hex; what the other nodes' workers key its SRTP with, mcu/pipe.py)."""
+    host, port = pipe_address(pipe_key(worker))
+    secret = str(worker[2]) if len(worker) > 2 else ""
+    if not SECRET_HEX.match(secret):
+        raise ValueError(f"the pipe of {host}:{port} has no valid secret")
+    return host, port, secret
+
+
 def announce(session: Session, room: str) -> None:
     """Wake the other fronts about this room when the transaction commits (PostgreSQL;
     alone on SQLite no room spreads)."""
@@ -75,7 +89,7 @@ class SpreadView:
 @dataclass
 class RoomPartView:
     node_id: int
-    workers: list[tuple[str, int]]
+    workers: list[tuple[str, int, str]]  # pipe address and secret (hex)
     participants: list[dict[str, Any]]
     recording: bool = False
 
@@ -90,7 +104,7 @@ def write_part(session: Session, room: str, node_id: int, workers: Sequence[Sequ
             RoomPart.room_name == room, RoomPart.locked.is_(True))))
         part = RoomPart(room_name=room, node_id=node_id, locked=locked)
         session.add(part)
-    part.workers = [list(pipe_address(pipe_key(w))) for w in workers]
+    part.workers = [list(pipe_entry(w)) for w in workers]
     part.participants = participants
     part.recording = recording
     part.updated_at = now
@@ -205,7 +219,7 @@ def read_room(session: Session, room: str, node_id: int, now: datetime) -> Sprea
         view.locked = view.locked or part.locked
         view.recording = view.recording or part.recording
         view.parts[part.node_id] = RoomPartView(part.node_id,
-                                                [pipe_address(pipe_key(w)) for w in part.workers],
+                                                [pipe_entry(w) for w in part.workers],
                                                 list(part.participants or []), part.recording)
     if own_pipes and view.parts:
         for pipe in session.scalars(select(RoomPipe).where(

@@ -280,6 +280,11 @@ async def test_a_room_joined_through_both_fronts_spreads_over_both_nodes(spreadi
             [(c.live_frames("video"), c.live_frames("audio")) for c in clients]
         # Each node holds its part: node A two participants, node B one.
         assert await wait_until(lambda: parts() == {"node-a": 2, "node-b": 1})
+        # Each with its worker's pipe and pipe secret: what the other keys its SRTP with.
+        with database.session() as session:
+            workers = session.scalars(text("SELECT workers FROM room_parts WHERE room_name = :room"),
+                                      {"room": room}).all()
+        assert all(len(w) == 1 and len(w[0]) == 3 and len(w[0][2]) == 64 for w in workers)
         # One participant list, room-wide, on both fronts.
         assert await wait_until(lambda: all(listed(c) == set(ids) for c in clients))
 

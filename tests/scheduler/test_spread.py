@@ -19,8 +19,9 @@ from tests.scheduler.test_nodes import node
 
 AT = NOW + timedelta(seconds=1)  # within every node's lease
 
-PRAHA = [["10.0.0.1", 40000]]
-BRNO = [["10.0.0.2", 40000], ["10.0.0.2", 40001]]
+KEY = "ab" * 32  # a worker's pipe secret, hex
+PRAHA = [["10.0.0.1", 40000, KEY]]
+BRNO = [["10.0.0.2", 40000, KEY], ["10.0.0.2", 40001, KEY]]
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_a_node_reads_the_other_parts_and_the_tracks_piped_to_its_own_workers(ba
     seen = read(bare.db, "stab", praha)
     assert seen.own and not seen.locked
     assert list(seen.parts) == [brno] and seen.parts[brno].recording
-    assert seen.parts[brno].workers == [("10.0.0.2", 40000), ("10.0.0.2", 40001)]
+    assert seen.parts[brno].workers == [("10.0.0.2", 40000, KEY), ("10.0.0.2", 40001, KEY)]
     assert [p["id"] for p in seen.parts[brno].participants] == ["b1", "b2"]
     assert sorted(seen.pipes) == [("10.0.0.1:40000", "cam-b1"), ("10.0.0.1:40000", "cam-b2")]
     assert seen.pipes[("10.0.0.1:40000", "cam-b1")][:2] == ("10.0.0.2:40000", "b1")
@@ -73,7 +74,8 @@ def test_a_node_reads_the_other_parts_and_the_tracks_piped_to_its_own_workers(ba
 
     # The lock is room-wide; a part that comes later takes it.
     write(bare.db, spread.set_locked, "stab", True)
-    write(bare.db, spread.write_part, "stab", ostrava, [["10.0.0.3", 40000]], [], False, NOW)
+    write(bare.db, spread.write_part, "stab", ostrava, [["10.0.0.3", 40000, KEY]], [], False,
+          NOW)
     assert read(bare.db, "stab", ostrava).locked and read(bare.db, "stab", praha).locked
     with bare.db.read_session() as session:
         assert spread.room_locked(session, "stab") and not spread.room_locked(session, "jina")
@@ -131,6 +133,14 @@ def test_commands_for_a_node_are_taken_once_in_order(bare: World) -> None:
 def test_a_bad_pipe_address_is_refused(address: list[object]) -> None:
     with pytest.raises(ValueError, match="not a pipe address"):
         spread.pipe_key(address)
+
+
+@pytest.mark.parametrize("worker", [["10.0.0.1", 40000], ["10.0.0.1", 40000, "ab"],
+                                    ["10.0.0.1", 40000, "AB" * 32]])
+def test_a_part_without_a_valid_pipe_secret_is_refused(worker: list[object]) -> None:
+    # Without it the other nodes could not key the SRTP of the pipes to that worker.
+    with pytest.raises(ValueError, match="no valid secret"):
+        spread.pipe_entry(worker)
 
 
 async def test_spread_notices_name_their_rooms_and_a_lost_connection_reads_all(bare: World) -> None:
