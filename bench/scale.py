@@ -291,6 +291,7 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
         logger.info("%s: %d participants flowing; warming up %.0f s", label,
                     sum(r["ready"] for r in ready), warmup)
         await asyncio.sleep(warmup)
+        each_before = [server.process.cpu_seconds() for server in servers]
         cpu_before, at_before = cpu(), time.monotonic()
         wait_before = waited()
         for client in clients:
@@ -299,6 +300,8 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
         for client in clients:
             client.send("stop")
         cpu_after, at_after = cpu(), time.monotonic()
+        each = [server.process.cpu_seconds() - before
+                for server, before in zip(servers, each_before, strict=True)]
         wait_after = waited()
         results = await asyncio.gather(*(c.line(60) for c in clients))
         for server in servers:
@@ -316,6 +319,7 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
         "forwarded_pps": round(received / elapsed, 1),
         "expected_pps": round(expected / elapsed, 1),
         "server_cpu_percent": round(100 * used / elapsed, 1),
+        "server_cpu_percent_each": [round(100 * c / elapsed, 1) for c in each],
         "server_cpu_us_per_packet": round(used * 1e6 / received, 2) if received else None,
         "loss_ratio": round(max(0, expected - received) / expected, 6) if expected else None,
         "added_delay_ms_p50": round(float(np.nanpercentile(delays, 50)), 3),

@@ -46,7 +46,7 @@ import random
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import pylibsrtp
@@ -143,6 +143,10 @@ class _Secured:
     peer_secret: bytes
     tx: pylibsrtp.Session  # what we send there: keyed by our secret
     rx: pylibsrtp.Session  # what comes from there: keyed by its secret
+    open: Callable[[bytes], bytes | None] = field(init=False)  # rx's unprotect
+
+    def __post_init__(self) -> None:
+        self.open = adapter.unprotector(self.rx)
 
 
 def _piped_codec(piped: PipedProducer) -> str | None:
@@ -428,7 +432,7 @@ class PipeTransport(asyncio.DatagramProtocol):
             rtcp = 192 <= data[1] <= 223  # RFC 5761
             secured = self._secured.get(source)
             if secured is not None:  # another node's worker: only what is authentic
-                plain = adapter.unprotect_with(secured.rx, data)
+                plain = secured.open(data)
                 if plain is None:
                     self.counters.pipe_dropped += 1
                     return
