@@ -260,6 +260,13 @@ class Signaling:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def set_locked(self, channel: RoomChannel, locked: bool) -> None:
+        """A host or the operator locks the room (or opens it again), room-wide."""
+        channel.locked = locked
+        if self.spread is not None:
+            self.spread.set_locked(channel, locked)  # the room's parts on other nodes too
+        await channel.broadcast_participants()
+
     # Rooms across workers ---------------------------------------------------------------
 
     def relink(self, channel: RoomChannel) -> None:
@@ -800,11 +807,7 @@ class ParticipantConnection:
         await target.end("removed", f"removed by {self.name}")
 
     async def on_lock(self, message: dict[str, Any]) -> None:
-        channel = self._host()
-        channel.locked = require_bool(message, "locked")
-        if self.signaling.spread is not None:
-            self.signaling.spread.set_locked(channel, channel.locked)  # room-wide
-        await channel.broadcast_participants()
+        await self.signaling.set_locked(self._host(), require_bool(message, "locked"))
 
     async def on_set_mode(self, message: dict[str, Any]) -> None:
         channel = self._host()

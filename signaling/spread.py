@@ -35,7 +35,8 @@ class SpreadStore(Protocol):
     node_id: int
 
     async def write_part(self, room: str, workers: Sequence[Sequence[Any]],
-                         participants: list[dict[str, Any]], recording: bool) -> None: ...
+                         participants: list[dict[str, Any]], recording: bool,
+                         locked: bool) -> None: ...
 
     async def drop_part(self, room: str) -> int: ...
 
@@ -135,7 +136,7 @@ class SpreadRooms:
                        if states[w].pipe is not None]
             if self.signaling.channels.get(name) is channel and workers:
                 await self.store.write_part(name, workers, channel.local_participants(),
-                                            channel.recording)
+                                            channel.recording, channel.locked)
 
         self._queue(write)
 
@@ -152,8 +153,14 @@ class SpreadRooms:
             self._queue(lambda: self.store.set_pipe_sharing(channel.name, producer, sharing))
 
     def set_locked(self, channel: RoomChannel, locked: bool) -> None:
-        if channel.spread:
-            self._queue(lambda: self.store.set_locked(channel.name, locked))
+        """A host (or the operator) locked or unlocked the room: on every node's part.
+        A room of this node alone gets a part now, locked, so that a front another
+        participant reaches refuses them too (it reads the lock from the database)."""
+        if not channel.spread:
+            if locked:
+                self.take_part(channel)
+            return
+        self._queue(lambda: self.store.set_locked(channel.name, locked))
 
     def command(self, channel: RoomChannel, node_id: int, command: dict[str, Any]) -> None:
         self._queue(lambda: self.store.queue_command(channel.name, node_id, command))

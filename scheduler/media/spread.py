@@ -95,12 +95,14 @@ class RoomPartView:
 
 
 def write_part(session: Session, room: str, node_id: int, workers: Sequence[Sequence[Any]],
-               participants: list[dict[str, Any]], recording: bool, now: datetime) -> None:
-    """Record (or refresh) this node's part of ``room``. A new part takes the room's
-    lock as the other parts have it."""
+               participants: list[dict[str, Any]], recording: bool, now: datetime,
+               locked: bool = False) -> None:
+    """Record (or refresh) this node's part of ``room``. A new part is locked if this
+    node's room was (``locked``) or the others' parts are; later the lock changes only
+    room-wide (:func:`set_locked`)."""
     part = session.get(RoomPart, (room, node_id))
     if part is None:
-        locked = bool(session.scalar(select(func.count()).select_from(RoomPart).where(
+        locked = locked or bool(session.scalar(select(func.count()).select_from(RoomPart).where(
             RoomPart.room_name == room, RoomPart.locked.is_(True))))
         part = RoomPart(room_name=room, node_id=node_id, locked=locked)
         session.add(part)
@@ -261,9 +263,10 @@ class DatabaseSpreadStore:
         return await asyncio.to_thread(run)
 
     async def write_part(self, room: str, workers: Sequence[Sequence[Any]],
-                         participants: list[dict[str, Any]], recording: bool) -> None:
+                         participants: list[dict[str, Any]], recording: bool,
+                         locked: bool) -> None:
         await self._write(write_part, room, self.node_id, workers, participants, recording,
-                          self.clock())
+                          self.clock(), locked)
 
     async def drop_part(self, room: str) -> int:
         return int(await self._write(drop_part, room, self.node_id))

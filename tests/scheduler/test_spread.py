@@ -72,6 +72,9 @@ def test_a_node_reads_the_other_parts_and_the_tracks_piped_to_its_own_workers(ba
     write(bare.db, spread.drop_owner_pipes, "stab", brno, "b2")
     assert sorted(read(bare.db, "stab", praha).pipes) == [("10.0.0.1:40000", "cam-b1")]
 
+    # A part written by a node whose room was locked before it spread is locked.
+    write(bare.db, spread.write_part, "zamceno", brno, BRNO, [], False, NOW, True)
+    assert read(bare.db, "zamceno", praha).locked
     # The lock is room-wide; a part that comes later takes it.
     write(bare.db, spread.set_locked, "stab", True)
     write(bare.db, spread.write_part, "stab", ostrava, [["10.0.0.3", 40000, KEY]], [], False,
