@@ -30,11 +30,10 @@ from scheduler.grants.rollout import apply_selftest
 from scheduler.grants.selftests import record_selftest
 from scheduler.media.leases import NodeLease, reap_dead_nodes
 from scheduler.media.nodes import front_of_worker, live_fronts, register_node
-from scheduler.media.placement import izs_only
 from scheduler.media.room_signals import RoomSignals, rooms_to_stop
 from scheduler.media.rooms import RoomInfo
 from scheduler.media.spread import CHANNEL as SPREAD_CHANNEL
-from scheduler.media.spread import DatabaseSpreadStore
+from scheduler.media.spread import DatabaseSpreadStore, takes_part
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
@@ -178,13 +177,9 @@ def create_app(settings: Settings) -> web.Application:
         setting says always, or when that worker is full), if its labels allow the
         room; None: it does not (the participant is redirected or refused as before)."""
         if spread_store is None or decision.worker_id is None \
-                or decision.worker_id in worker_ids:
+                or decision.worker_id in worker_ids \
+                or not takes_part(settings.spread_rooms, decision, settings.node_labels):
             return None
-        full = not decision.allowed and decision.code == "worker_full"
-        if not ((settings.spread_rooms == "always" and decision.allowed) or full):
-            return None
-        if izs_only(settings.node_labels) and not decision.izs:
-            return None  # an IZS-only node takes no other room, not even part of one
         if grant.role != "host" and await spread_store.room_locked(grant.room):
             return Admission(False, "room_locked", "the room is locked by its host")
         return Admission(True, "ok", "admitted", priority=decision.izs, spread=True)

@@ -32,7 +32,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from scheduler.media.rooms import node_is_live
+from scheduler.media.placement import izs_only
+from scheduler.media.rooms import AdmissionDecision, node_is_live
 from scheduler.models import MediaNode, RoomCommand, RoomPart, RoomPipe
 
 CHANNEL = "multipoint_spread"
@@ -64,6 +65,24 @@ def pipe_entry(worker: Sequence[Any]) -> tuple[str, int, str]:
     if not SECRET_HEX.match(secret):
         raise ValueError(f"the pipe of {host}:{port} has no valid secret")
     return host, port, secret
+
+
+SPREAD_MODES = ("never", "when_full", "always")
+
+
+def takes_part(mode: str, decision: AdmissionDecision, node_labels: Sequence[str]) -> bool:
+    """Does a node with these labels take part of a room that admission placed on
+    another node's worker (``decision``), rather than send the participant there?
+
+    ``always``: whenever admission let the participant in; ``when_full``: only when that
+    worker is full (``worker_full``: a routine room; the participant would be refused);
+    ``never``: not at all. An IZS-only node takes part of IZS rooms only.
+    """
+    if mode not in SPREAD_MODES:
+        raise ValueError(f"unknown spread mode {mode!r}: one of {', '.join(SPREAD_MODES)}")
+    full = not decision.allowed and decision.code == "worker_full"
+    wanted = (mode == "always" and decision.allowed) or (mode != "never" and full)
+    return wanted and (decision.izs or not izs_only(node_labels))
 
 
 def announce(session: Session, room: str) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from scheduler.db import Database
 from scheduler.media import spread
 from scheduler.media.room_signals import RoomSignals
-from scheduler.media.rooms import open_room, release_room
+from scheduler.media.rooms import AdmissionDecision, open_room, release_room
 from scheduler.models import MediaNode, Room
 from tests.peers import wait_until
 from tests.scheduler.conftest import NOW, World, make_world
@@ -176,3 +176,32 @@ async def test_spread_notices_name_their_rooms_and_a_lost_connection_reads_all(b
         await signals.stop()
     with bare.db.read_session() as session:
         assert session.scalar(select(MediaNode.name).where(MediaNode.id == praha)) == "praha"
+
+
+ADMITTED = AdmissionDecision(True, "ok", "admitted", 7)
+FULL = AdmissionDecision(False, "worker_full", "the media worker of this room is full", 7)
+CLOSED = AdmissionDecision(False, "room_not_open", "the room is not open now", 7)
+IZS = AdmissionDecision(True, "ok", "admitted", 7, izs=True)
+
+
+@pytest.mark.parametrize(("mode", "decision", "labels", "takes"), [
+    ("when_full", FULL, [], True),  # refused there: joins here instead
+    ("when_full", ADMITTED, [], False),  # redirected there, as before
+    ("when_full", CLOSED, [], False),  # refused for another reason: refused
+    ("always", ADMITTED, [], True),
+    ("always", FULL, [], True),
+    ("always", CLOSED, [], False),
+    ("never", FULL, [], False),
+    ("never", ADMITTED, [], False),
+    ("always", ADMITTED, ["izs"], False),  # an IZS-only node: no routine room, not a part
+    ("always", IZS, ["izs"], True),
+    ("always", ADMITTED, ["izs", "general"], True),
+])
+def test_when_a_node_takes_part_of_a_room_placed_elsewhere(
+        mode: str, decision: AdmissionDecision, labels: list[str], takes: bool) -> None:
+    assert spread.takes_part(mode, decision, labels) is takes
+
+
+def test_an_unknown_spread_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown spread mode"):
+        spread.takes_part("sometimes", ADMITTED, [])
