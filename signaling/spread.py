@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+RETRY_S, MAX_RETRY_S = 0.5, 5.0  # a failed write is tried again after these (doubling)
+
 
 class SpreadStore(Protocol):
     """What the front needs of the database (scheduler.media.spread.DatabaseSpreadStore)."""
@@ -98,23 +100,21 @@ class SpreadRooms:
     async def _write_all(self) -> None:
         while True:
             write = await self._writes.get()
-            try:
-                await write()
-            except Exception:
-                # The database is away: the rows lag behind until this front's next
-                # write of its part (each refresh rewrites it whole).
-                self.failed_writes += 1
-                logger.exception("spread rooms: a write failed")
-
-    async def flush(self) -> None:
-        """Wait until what was queued so far is written (tests, shutdown)."""
-        done = asyncio.get_running_loop().create_future()
-
-        async def mark() -> None:
-            done.set_result(None)
-
-        self._queue(mark)
-        await done
+            delay = RETRY_S
+            while True:
+                try:
+                    await write()
+                    break
+                except Exception:
+                    # The database is away (a restart, a network cut): the same write
+                    # again, and the later ones only after it, so the rows never miss a
+                    # change or see them out of order. Every write but a command is
+                    # idempotent; a command whose commit was not confirmed may go twice.
+                    self.failed_writes += 1
+                    if delay == RETRY_S:
+                        logger.exception("spread rooms: a write failed; retrying")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_S)
 
     # What this front's workers and participants do ----------------------------------
 
