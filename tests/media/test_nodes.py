@@ -293,8 +293,17 @@ async def test_a_room_joined_through_both_fronts_spreads_over_both_nodes(spreadi
         # chat reaches node A's participants.
         await ostrava.send({"type": "mute", "participant": ids[0]})
         assert (await praha.next("muted"))["by"] == "Ostrava"
+        await ostrava.send({"type": "request_unmute", "participant": ids[0]})
+        assert (await praha.next("unmute_requested"))["by"] == "Ostrava"
         await ostrava.send({"type": "chat", "text": "evakuace Zábrdovic"})
         assert (await brno.next("chat"))["text"] == "evakuace Zábrdovic"
+        # One recording for the room, on node B's worker (every track reaches it):
+        # node A's participants see it as the room's.
+        await ostrava.send({"type": "record", "active": True})
+        assert await wait_until(lambda: praha.of_type("participants")[-1]["recording"], timeout=20)
+        await ostrava.send({"type": "record", "active": False})
+        assert await wait_until(lambda: not praha.of_type("participants")[-1]["recording"],
+                                timeout=20)
         await ostrava.send({"type": "lock", "locked": True})
         assert await wait_until(lambda: praha.of_type("participants")[-1]["locked"])
 
