@@ -14,6 +14,11 @@ on loopback, and measures it from outside:
   of 1 publisher and 16 subscribers on one worker; the same room cascaded over two
   workers (split by a small worker capacity). ``two_worker_ratio`` compares the first
   two, ``cascade_overhead_ratio`` the last two (the same packets either way).
+* **across nodes** (``--nodes 2``, or ``--cross-node-only``): the same room of 1
+  publisher and 16 subscribers on two nodes sharing PostgreSQL (``--db``): all through
+  one node's front, then every other participant through the other's, so the room is
+  spread over both nodes; ``cross_node_overhead_ratio`` compares the two (CPU of both
+  nodes' process trees per forwarded packet).
 * **failover**: ``kill -9`` of the worker hosting a call, three times; the time until
   every participant (rejoining by itself, as the call page does) receives media again.
 * **big room**: as many participants in one room as the machine can drive (60 by
@@ -171,13 +176,17 @@ async def shard_main(config: dict[str, Any]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     joining = asyncio.Semaphore(config.get("join_concurrency", 4))
 
-    async def fill(publisher: Participant, subscribers: list[Participant], token: str) -> None:
+    async def fill(publisher: Participant, subscribers: list[Participant], token: str,
+                   urls: list[str]) -> None:
         async with joining:  # a few rooms at a time, each filled in order
-            for participant in (publisher, *subscribers):
-                await participant.join(config["ws_url"], token)
+            # Through the fronts in turn (a room spread over nodes): the publisher
+            # through the first, the subscribers alternately.
+            for index, participant in enumerate((publisher, *subscribers)):
+                await participant.join(urls[index % len(urls)], token)
 
     try:
-        await asyncio.gather(*(fill(publisher, subscribers, room["token"])
+        await asyncio.gather(*(fill(publisher, subscribers, room["token"],
+                                    room.get("ws_urls") or [config["ws_url"]])
                                for (publisher, subscribers), room in zip(rooms, config["rooms"],
                                                                          strict=True)))
         subscribers_all = [s for _, subs in rooms for s in subs]
@@ -253,43 +262,65 @@ async def forwarding(workdir: Path, label: str, workers: int, rooms: int, subscr
                 subscribers, shards)
     async with server.running():
         await server.wait_workers()
-        names = [f"{label}-{i}" for i in range(rooms)]
-        groups = [names[i::shards] for i in range(shards) if names[i::shards]]
-        clients = [Shard({"ws_url": server.ws_url, "setup_timeout": 60 + 3 * subscribers * len(group),
-                          "rooms": [{"name": n, "token": server.token(n), "subscribers": subscribers}
-                                    for n in group]},
-                         workdir / f"{label}-shard{i}.log") for i, group in enumerate(groups)]
-        try:
-            await asyncio.gather(*(c.start() for c in clients))
-            ready = await asyncio.gather(*(c.line(240) for c in clients))
-            logger.info("%s: %d participants flowing; warming up %.0f s", label,
-                        sum(r["ready"] for r in ready), warmup)
-            await asyncio.sleep(warmup)
-            cpu_before, at_before = server.process.cpu_seconds(), time.monotonic()
-            wait_before = server.process.runqueue_wait_seconds()
-            for client in clients:
-                client.send("start")
-            await asyncio.sleep(seconds)
-            for client in clients:
-                client.send("stop")
-            cpu_after, at_after = server.process.cpu_seconds(), time.monotonic()
-            wait_after = server.process.runqueue_wait_seconds()
-            results = await asyncio.gather(*(c.line(60) for c in clients))
+        return await measure(workdir, label, [server], [server], rooms, subscribers, seconds,
+                             warmup, shards, workers)
+
+
+async def measure(workdir: Path, label: str, servers: list[Server], fronts: list[Server],
+                  rooms: int, subscribers: int, seconds: float, warmup: float, shards: int,
+                  workers: int) -> dict[str, Any]:
+    """Fill the rooms through ``fronts`` (in turn) and measure a window; the server CPU
+    is that of every process of ``servers`` together (several nodes: all of them)."""
+    names = [f"{label}-{i}" for i in range(rooms)]
+    groups = [names[i::shards] for i in range(shards) if names[i::shards]]
+    urls = [front.ws_url for front in fronts]
+    clients = [Shard({"ws_url": urls[0], "setup_timeout": 60 + 3 * subscribers * len(group),
+                      "rooms": [{"name": n, "token": fronts[0].token(n), "subscribers": subscribers,
+                                 "ws_urls": urls} for n in group]},
+                     workdir / f"{label}-shard{i}.log") for i, group in enumerate(groups)]
+
+    def cpu() -> float:
+        return sum(server.process.cpu_seconds() for server in servers)
+
+    def waited() -> float:
+        return sum(server.process.runqueue_wait_seconds() for server in servers)
+
+    try:
+        await asyncio.gather(*(c.start() for c in clients))
+        ready = await asyncio.gather(*(c.line(240) for c in clients))
+        logger.info("%s: %d participants flowing; warming up %.0f s", label,
+                    sum(r["ready"] for r in ready), warmup)
+        await asyncio.sleep(warmup)
+        each_before = [server.process.cpu_seconds() for server in servers]
+        cpu_before, at_before = cpu(), time.monotonic()
+        wait_before = waited()
+        for client in clients:
+            client.send("start")
+        await asyncio.sleep(seconds)
+        for client in clients:
+            client.send("stop")
+        cpu_after, at_after = cpu(), time.monotonic()
+        each = [server.process.cpu_seconds() - before
+                for server, before in zip(servers, each_before, strict=True)]
+        wait_after = waited()
+        results = await asyncio.gather(*(c.line(60) for c in clients))
+        for server in servers:
             server.process.check_running()
-        finally:
-            await asyncio.gather(*(c.stop() for c in clients))
+    finally:
+        await asyncio.gather(*(c.stop() for c in clients))
     elapsed = at_after - at_before
     expected = sum(r["expected"] for r in results)
     received = sum(r["received"] for r in results)
     delays = np.asarray([d for r in results for d in r["delays_ms"]] or [np.nan])
-    cpu = cpu_after - cpu_before
+    used = cpu_after - cpu_before
     return {
         "workers": workers, "rooms": rooms, "subscribers_per_room": subscribers,
         "window_s": round(elapsed, 2),
         "forwarded_pps": round(received / elapsed, 1),
         "expected_pps": round(expected / elapsed, 1),
-        "server_cpu_percent": round(100 * cpu / elapsed, 1),
-        "server_cpu_us_per_packet": round(cpu * 1e6 / received, 2) if received else None,
+        "server_cpu_percent": round(100 * used / elapsed, 1),
+        "server_cpu_percent_each": [round(100 * c / elapsed, 1) for c in each],
+        "server_cpu_us_per_packet": round(used * 1e6 / received, 2) if received else None,
         "loss_ratio": round(max(0, expected - received) / expected, 6) if expected else None,
         "added_delay_ms_p50": round(float(np.nanpercentile(delays, 50)), 3),
         "added_delay_ms_p99": round(float(np.nanpercentile(delays, 99)), 3),
@@ -453,6 +484,32 @@ async def node_failover(workdir: Path, database: str, kills: int, subscribers: i
             "node_failover_redirects": sum(p.redirects for p in everyone)}
 
 
+async def cross_node(workdir: Path, database: str, subscribers: int, seconds: float,
+                     warmup: float, shards: int) -> dict[str, Any]:
+    """One room of 1 publisher and ``subscribers`` on two nodes sharing a PostgreSQL
+    database: first everyone through node a's front (the room on one node), then the
+    same room with every other participant through node b's (spread over both: each node
+    takes part of it, MULTIPOINT_SPREAD_ROOMS=always). The server CPU is both nodes'
+    process trees in both runs, so the idle node's upkeep is in either."""
+    secret = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(48))
+    with scratch_schema(database) as url:
+        servers = [Server(workdir, 1, node=name, database_url=url, secret=secret,
+                          extra_env={"MULTIPOINT_SPREAD_ROOMS": "always"}) for name in ("a", "b")]
+        async with contextlib.AsyncExitStack() as stack:
+            for server in servers:  # one after the other: the first makes the schema
+                await stack.enter_async_context(server.running())
+                await server.wait_workers()
+            one = await measure(workdir, "node-one", servers, servers[:1], 1, subscribers,
+                                seconds, warmup, shards, 1)
+            spread = await measure(workdir, "node-spread", servers, servers, 1, subscribers,
+                                   seconds, warmup, shards, 2)
+    return {"server_cpu_us_per_packet_one_node": one["server_cpu_us_per_packet"],
+            "server_cpu_us_per_packet_two_nodes": spread["server_cpu_us_per_packet"],
+            "cross_node_overhead_ratio": _ratio(spread, one),
+            "cross_node_loss_ratio": max(one["loss_ratio"] or 0, spread["loss_ratio"] or 0),
+            "cross_node_runs": {"one_node": one, "two_nodes": spread}}
+
+
 def rejoining_call(media: Any, subscribers: int) -> tuple[Pacer, Participant, list[Participant]]:
     """A publisher and ``subscribers`` that join again by themselves when their worker or
     node goes away (as the call page does); the pacer of the publisher's streams."""
@@ -576,9 +633,8 @@ async def default_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     result.update(await big_room(workdir, args.big_room, args.big_room_publishers))
     if args.nodes >= 2:
         result.update(await node_failover(workdir, args.db, args.kills, 4, args.node_lease))
-        # A room spread over two nodes is not built yet (each room lives on one node,
-        # docs/workers.md): there is nothing to measure for it.
-        result["cross_node_overhead_ratio"] = None
+        # The same room as "alone" and "cascaded", on one node and spread over two.
+        result.update(await cross_node(workdir, args.db, 16, **common))
     return result
 
 
@@ -624,6 +680,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="PostgreSQL for --nodes 2 (a scratch schema is made in it and dropped)")
     parser.add_argument("--node-lease", type=int, default=10,
                         help="seconds of a node's lease (the service's default, 10)")
+    parser.add_argument("--cross-node-only", action="store_true",
+                        help="only the room spread over two nodes (cross_node_overhead_ratio)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.workers is None and not args.client_processes:
@@ -639,6 +697,9 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     result: dict[str, Any] = {"command": command}
     if args.workers:
         result.update(await scaling_run(args, workdir))
+    elif args.cross_node_only:
+        result.update(await cross_node(workdir, args.db, 16, args.seconds, args.warmup,
+                                       args.client_processes))
     else:
         result.update(await default_run(args, workdir))
     result["elapsed_s"] = round(time.monotonic() - started, 1)

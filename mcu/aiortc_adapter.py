@@ -440,6 +440,18 @@ def unprotect_with(srtp: pylibsrtp.Session, packet: bytes) -> bytes | None:
     return unprotect(_SRTP_UNPROTECT_RTCP if rtcp else _SRTP_UNPROTECT, _session_address(srtp), packet)
 
 
+def unprotector(srtp: pylibsrtp.Session) -> Callable[[bytes], bytes | None]:
+    """:func:`unprotect_with` on one session, its libsrtp address looked up once (per
+    packet on a pipe between nodes); the caller keeps ``srtp`` alive while it uses it."""
+    session = _session_address(srtp)
+
+    def unprotect_one(packet: bytes) -> bytes | None:
+        rtcp = 192 <= packet[1] <= 223
+        return unprotect(_SRTP_UNPROTECT_RTCP if rtcp else _SRTP_UNPROTECT, session, packet)
+
+    return unprotect_one
+
+
 def _session_address(srtp: pylibsrtp.Session) -> int:
     """The libsrtp session (``srtp_t``) inside a pylibsrtp Session; valid while it lives."""
     return int(_SRTP_FFI.cast("uintptr_t", srtp._srtp[0]))

@@ -22,19 +22,34 @@ One UDP socket per worker carries every pipe of every room, both ways:
 What a worker tells another about a producer is a :class:`PipedProducer`, plain values
 for the control channel between workers (not this module's business). Mute is the
 origin's: a muted track sends nothing, on the pipe either.
+
+A pipe to a worker of *another node* crosses the operator's network, so it is SRTP
+(:meth:`PipeTransport.secure`): each worker makes a random secret at start, and what
+worker S sends to worker R (its RTP, sender reports, and its feedback on what R pipes
+to it) is keyed by HMAC-SHA256(secret of S, secret of R)[:30], AES-CM-128 with
+HMAC-SHA1-80. So each direction of each pair of workers has a key of its own (no
+keystream is ever used twice across sessions), whatever addresses the packets travel
+by; the fronts pass each worker's secret on with its pipe's address. Packets are taken
+only from the address a track was piped from, and on a secured pipe only if authentic.
+Pipes between the workers of one node stay plain RTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
+
+import pylibsrtp
 
 from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
@@ -56,6 +71,11 @@ logger = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 SOCKET_BUFFER_BYTES = 4 << 20  # every pipe of the worker shares the socket: room for bursts
+SECRET_BYTES = 32
+# Retransmissions on the pipe resend a packet under its own sequence number: the
+# receiver's replay window must reach back as far as the pipe leg's history.
+REPLAY_WINDOW = 1024
+NO_TRACKS: dict[int, Track] = {}
 KINDS = {"microphone": "audio", "camera": "video", "screen": "video"}
 
 
@@ -100,6 +120,35 @@ class _Import:
     origin: Address
 
 
+def pipe_key(sender_secret: bytes, receiver_secret: bytes) -> bytes:
+    """The SRTP master key and salt (30 bytes) of what one worker sends another."""
+    return hmac.new(sender_secret, receiver_secret, hashlib.sha256).digest()[:30]
+
+
+def _srtp(key: bytes, outbound: bool) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound
+                              else pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                              srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
+    if outbound:
+        policy.allow_repeat_tx = True  # a NACKed packet goes again as it was
+    else:
+        policy.window_size = REPLAY_WINDOW
+    return pylibsrtp.Session(policy)
+
+
+@dataclass(eq=False)
+class _Secured:
+    """The SRTP sessions of the pipe to and from one worker of another node."""
+
+    peer_secret: bytes
+    tx: pylibsrtp.Session  # what we send there: keyed by our secret
+    rx: pylibsrtp.Session  # what comes from there: keyed by its secret
+    open: Callable[[bytes], bytes | None] = field(init=False)  # rx's unprotect
+
+    def __post_init__(self) -> None:
+        self.open = adapter.unprotector(self.rx)
+
+
 def _piped_codec(piped: PipedProducer) -> str | None:
     if piped.kind != "video":
         return None
@@ -125,8 +174,12 @@ class PipeTransport(asyncio.DatagramProtocol):
         self._sinks: dict[Address, Sink] = {}  # one per destination worker
         self._imports: dict[tuple[str, str], _Import] = {}  # (room name, producer id)
         self._imports_by_ssrc: dict[int, _Import] = {}
-        self._tracks: dict[int, Track] = {}  # the same, for the C packet path
+        # The same, for the C packet path, by the address they come from: a packet from
+        # anywhere else finds no track.
+        self._tracks: dict[Address, dict[int, Track]] = {}
         self._packet_counters = worker.counters.packet_path
+        self.secret = secrets.token_bytes(SECRET_BYTES)  # keys what this worker sends
+        self._secured: dict[Address, _Secured] = {}  # workers of other nodes
 
     @classmethod
     async def open(cls, worker: MediaWorker, host: str = "127.0.0.1", port: int = 0) -> PipeTransport:
@@ -239,19 +292,59 @@ class PipeTransport(asyncio.DatagramProtocol):
     def _sink(self, to: Address) -> Sink:
         sink = self._sinks.get(to)
         if sink is None:
-            assert self.transport is not None
             sink = self._sinks[to] = Sink()
-            # protect = session = 0: plain RTP; no SRTP session to keep alive.
-            sink.bind(self.transport.get_extra_info("socket").fileno(), to[0], to[1], 0, 0, None)
+            self._bind(sink, to)
         return sink
+
+    def _bind(self, sink: Sink, to: Address) -> None:
+        assert self.transport is not None
+        fileno = self.transport.get_extra_info("socket").fileno()
+        secured = self._secured.get(to)
+        if secured is None:
+            # protect = session = 0: plain RTP; no SRTP session to keep alive.
+            sink.bind(fileno, to[0], to[1], 0, 0, None)
+        else:
+            adapter.point_sink(sink, fileno, to, secured.tx, (secured, secured.tx))
 
     def _writer(self, to: Address) -> Callable[[bytes], None]:
         def write(packet: bytes) -> None:
             if self.transport is None or self.transport.is_closing():
                 raise ConnectionError("the pipe is closed")
+            secured = self._secured.get(to)
+            if secured is not None:
+                packet = secured.tx.protect_rtcp(packet) if 192 <= packet[1] <= 223 \
+                    else secured.tx.protect(packet)
             self.transport.sendto(packet, to)
 
         return write
+
+    # Pipes to other nodes ----------------------------------------------------------------
+
+    def secure(self, peer: Sequence[Any], peer_secret: bytes) -> None:
+        """The pipe to and from the worker at ``peer`` (of another node) is SRTP, keyed
+        by our secret one way and ``peer_secret`` the other (see the module's text)."""
+        address = _address(peer)
+        if len(peer_secret) != SECRET_BYTES:
+            raise ValueError(f"a pipe secret is {SECRET_BYTES} bytes, not {len(peer_secret)}")
+        known = self._secured.get(address)
+        if known is not None and known.peer_secret == peer_secret:
+            return
+        # New, or the peer started again at the same address with a new secret.
+        self._secured[address] = _Secured(
+            peer_secret, _srtp(pipe_key(self.secret, peer_secret), outbound=True),
+            _srtp(pipe_key(peer_secret, self.secret), outbound=False))
+        sink = self._sinks.get(address)
+        if sink is not None:
+            self._bind(sink, address)
+
+    def unsecure(self, peer: Sequence[Any]) -> None:
+        """The worker at ``peer`` is no longer another node's (or gone): plain again."""
+        address = _address(peer)
+        if self._secured.pop(address, None) is not None and address in self._sinks:
+            self._bind(self._sinks[address], address)
+
+    def secured(self) -> list[Address]:
+        return list(self._secured)
 
     # Receiving side -------------------------------------------------------------------
 
@@ -287,7 +380,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         imported = _Import(room, piped.owner_id, producer, source_address)
         self._imports[key] = imported
         self._imports_by_ssrc[piped.ssrc] = imported
-        self._tracks[piped.ssrc] = producer.track
+        self._tracks.setdefault(source_address, {})[piped.ssrc] = producer.track
         remote = room.remote_participants.get(piped.owner_id) or RemoteParticipant(
             piped.owner_id, piped.owner_name, piped.owner_role, source_address)
         room.add_remote_producer(remote, producer)
@@ -320,7 +413,10 @@ class PipeTransport(asyncio.DatagramProtocol):
         if imported is not None:
             ssrc = imported.producer.ssrc
             del self._imports_by_ssrc[ssrc]
-            del self._tracks[ssrc]
+            tracks = self._tracks[imported.origin]
+            del tracks[ssrc]
+            if not tracks:
+                del self._tracks[imported.origin]
             imported.producer.feedback = None
         return imported
 
@@ -329,18 +425,28 @@ class PipeTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # Whatever arrives, nothing escapes into the event loop: drops are counted.
         try:
+            source = (addr[0], addr[1])
             if len(data) < 8 or data[0] >> 6 != 2:
                 self.counters.pipe_dropped += 1
-            elif 192 <= data[1] <= 223:  # RTCP (RFC 5761)
-                self._on_rtcp(data, (addr[0], addr[1]))
+                return
+            rtcp = 192 <= data[1] <= 223  # RFC 5761
+            secured = self._secured.get(source)
+            if secured is not None:  # another node's worker: only what is authentic
+                plain = secured.open(data)
+                if plain is None:
+                    self.counters.pipe_dropped += 1
+                    return
+                data = plain
+            if rtcp:
+                self._on_rtcp(data, source)
             else:
-                self._on_rtp(data)
+                self._on_rtp(data, source)
         except Exception:
             self.counters.handler_errors += 1
             logger.exception("pipe: a datagram from %s failed", addr)
 
-    def _on_rtp(self, data: bytes) -> None:
-        status = receive(self._tracks, data, self._packet_counters)
+    def _on_rtp(self, data: bytes, source: Address) -> None:
+        status = receive(self._tracks.get(source, NO_TRACKS), data, self._packet_counters)
         if not status:
             return
         if status & (RECEIVED_MALFORMED | RECEIVED_UNKNOWN):
@@ -400,6 +506,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         for sink in self._sinks.values():
             sink.unbind()
         self._sinks.clear()
+        self._secured.clear()
         if self.transport is not None:
             self.transport.close()
             self.transport = None

@@ -46,6 +46,7 @@ class WorkerState:
     ready: bool = False
     pid: int | None = None
     pipe: tuple[str, int] | None = None  # where other workers pipe a room's tracks to it
+    pipe_secret: str = ""  # hex: keys what it pipes to other nodes' workers (mcu/pipe.py)
     restarts: int = 0
     load: dict[str, Any] = field(default_factory=dict)
     units: dict[str, int] = field(default_factory=dict)  # participant -> units placed here
@@ -132,6 +133,7 @@ class WorkerProcess:
     def _event(self, event: str, data: dict[str, Any]) -> None:
         if event == "ready":
             self.state.pipe = (str(data["pipe"][0]), int(data["pipe"][1]))
+            self.state.pipe_secret = str(data.get("pipe_secret", ""))
             self.state.ready = True
             self._ready.set()
             logger.info("worker %d: ready", self.state.index)
@@ -196,6 +198,7 @@ class InlineWorker:
     async def start(self) -> None:
         pipe = await self.media.open_pipe(self.pipe_host)
         self.state.pipe = pipe.address
+        self.state.pipe_secret = pipe.secret.hex()
         self.state.ready = True
         self._reporting = asyncio.ensure_future(self.service.report_load())
 

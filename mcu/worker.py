@@ -194,12 +194,24 @@ class WorkerService:
     # Rooms across workers (mcu/pipe.py; docs/workers.md) ------------------------------
 
     async def do_link_room(self, room: str, peers: list[list[Any]]) -> None:
-        """Pipe this room's tracks to exactly these workers (and take theirs from them)."""
+        """Pipe this room's tracks to exactly these workers (and take theirs from them).
+
+        A peer is ``[host, port]`` (a worker of this node: plain RTP) or ``[host, port,
+        secret]`` (another node's, its pipe secret in hex: SRTP, mcu/pipe.py)."""
         live = self.worker.rooms.get(room)
         pipe = self.worker.pipe
         if live is None or pipe is None:
             return
-        wanted = [(str(host), int(port)) for host, port in peers]
+        try:
+            secrets = {(str(p[0]), int(p[1])): bytes.fromhex(p[2]) if len(p) > 2 else None
+                       for p in peers}
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ChannelError("bad_request", f"link_room: bad peer ({exc})") from None
+        wanted = list(secrets)
+        for peer, secret in secrets.items():
+            # Before anything is exported there: its sink is bound with the right keys.
+            if secret is not None:
+                pipe.secure(peer, secret)
         for gone in [p for p in self.peers.get(room, []) if p not in wanted]:
             for participant in live.participants.values():
                 for producer in participant.producers.values():
@@ -212,6 +224,9 @@ class WorkerService:
             self.peers[room] = wanted
         else:
             self.peers.pop(room, None)
+        for peer in pipe.secured():  # no room pipes with it any more: its keys go
+            if not any(peer in linked for linked in self.peers.values()):
+                pipe.unsecure(peer)
         self._export(live)
 
     def _export(self, room: Room) -> None:
@@ -314,7 +329,8 @@ async def serve(channel_fd: int, config: MediaConfig, name: str, pipe_host: str)
     service = WorkerService(worker, emit)
     channel = Channel(reader, writer, name=name, on_request=service.handle)
     reporting = asyncio.ensure_future(service.report_load())
-    channel.emit("ready", {"pid": os.getpid(), "pipe": list(pipe.address)})
+    channel.emit("ready", {"pid": os.getpid(), "pipe": list(pipe.address),
+                           "pipe_secret": pipe.secret.hex()})
     try:
         await channel.run()  # until the front goes away: then this worker has no purpose
     finally:

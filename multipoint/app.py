@@ -32,11 +32,14 @@ from scheduler.media.leases import NodeLease, reap_dead_nodes
 from scheduler.media.nodes import front_of_worker, live_fronts, register_node
 from scheduler.media.room_signals import RoomSignals, rooms_to_stop
 from scheduler.media.rooms import RoomInfo
+from scheduler.media.spread import CHANNEL as SPREAD_CHANNEL
+from scheduler.media.spread import DatabaseSpreadStore, takes_part
 from scheduler.models import MediaWorker as MediaWorkerRow
 from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
 from signaling.server import Admission, CallLog, Signaling, SignalingConfig, setup_signaling
+from signaling.spread import SpreadRooms
 from signaling.tokens import JoinGrant
 from signaling.turn import page_ice_servers, turn_credentials
 
@@ -52,6 +55,7 @@ SETTINGS = web.AppKey("settings", Settings)
 LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 NODE_LEASE = web.AppKey("node_lease", NodeLease)
 ROOM_SIGNALS = web.AppKey("room_signals", RoomSignals | None)
+SPREAD_SIGNALS = web.AppKey("spread_signals", RoomSignals | None)
 
 
 class SchedulerCallLog(CallLog):
@@ -111,7 +115,8 @@ def media_config(settings: Settings) -> dict[str, Any]:
     return {"media_addresses": settings.all_media_addresses,
             "udp_port_range": settings.udp_port_range,
             "stun_servers": settings.stun_servers, "turn_servers": settings.turn_servers,
-            "turn_username": username, "turn_password": password}
+            "turn_username": username, "turn_password": password,
+            "pipe_host": settings.pipe_host}
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -162,6 +167,22 @@ def create_app(settings: Settings) -> web.Application:
             ttl_s=settings.invite_ttl_hours * 3600))
 
     several_nodes = bool(settings.node)
+    # Rooms spread over nodes need the shared database's notices (PostgreSQL).
+    spreading = several_nodes and settings.spread_rooms != "never" \
+        and database.engine.dialect.name == "postgresql"
+    spread_store = DatabaseSpreadStore(database, node_id, services.clock) if spreading else None
+
+    async def spread_here(grant: JoinGrant, decision: Any) -> Admission | None:
+        """This node takes part of a room that lives on another node's worker (the
+        setting says always, or when that worker is full), if its labels allow the
+        room; None: it does not (the participant is redirected or refused as before)."""
+        if spread_store is None or decision.worker_id is None \
+                or decision.worker_id in worker_ids \
+                or not takes_part(settings.spread_rooms, decision, settings.node_labels):
+            return None
+        if grant.role != "host" and await spread_store.room_locked(grant.room):
+            return Admission(False, "room_locked", "the room is locked by its host")
+        return Admission(True, "ok", "admitted", priority=decision.izs, spread=True)
 
     async def admit(grant: JoinGrant, kind: str, reaped: bool = False) -> Admission:
         if not grant.scheduled:
@@ -170,11 +191,16 @@ def create_app(settings: Settings) -> web.Application:
             decision = await asyncio.to_thread(services.place_room, grant.room)
         else:
             decision = await asyncio.to_thread(services.admit_join, grant.room, kind=kind)
-        if decision.allowed and decision.worker_id is not None \
-                and decision.worker_id not in worker_ids:
-            # Placed on another node's worker: the participant is sent to that front.
+        if decision.worker_id is not None and decision.worker_id not in worker_ids:
+            # Placed on another node's worker: this node takes part of the room, or the
+            # participant is sent to that front.
             front, live = await asyncio.to_thread(read, front_of_worker, decision.worker_id,
                                                   services.clock())
+            spread = await spread_here(grant, decision) if live else None
+            if spread is not None:
+                return spread
+        if decision.allowed and decision.worker_id is not None \
+                and decision.worker_id not in worker_ids:
             if not live and not reaped and database.engine.dialect.name == "postgresql":
                 # That node's lease has lapsed: move its rooms now (once; any node may)
                 # rather than send the participant to a dead front until the next round.
@@ -223,6 +249,8 @@ def create_app(settings: Settings) -> web.Application:
         resume_grace_s=settings.resume_grace_seconds, video_codec=settings.video_codec),
         pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
         room_emptied)
+    spread_rooms = SpreadRooms(signaling, spread_store) if spread_store is not None else None
+    signaling.spread = spread_rooms
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms
@@ -257,12 +285,24 @@ def create_app(settings: Settings) -> web.Application:
             return
         for room, reason in (await asyncio.to_thread(read, rooms_to_stop, worker_ids,
                                                      live)).items():
+            channel = signaling.channels.get(room)
+            if reason == "moved to another node" and channel is not None and channel.spread:
+                continue  # this node has part of a room living elsewhere: it goes on
             await live_rooms.close(room, reason)
 
     room_signals = RoomSignals(url, stop_rooms_changed_elsewhere,
                                resync_s=settings.room_resync_seconds) \
         if several_nodes and database.engine.dialect.name == "postgresql" else None
     app[ROOM_SIGNALS] = room_signals
+
+    async def no_check() -> None:
+        return None
+
+    # The spread rooms' own notices: a room's name, whenever another node changed its part.
+    spread_signals = RoomSignals(url, no_check, resync_s=settings.room_resync_seconds,
+                                 channel=SPREAD_CHANNEL, check_rooms=spread_rooms.check) \
+        if spread_rooms is not None else None
+    app[SPREAD_SIGNALS] = spread_signals
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")
@@ -274,10 +314,16 @@ def create_app(settings: Settings) -> web.Application:
         node_lease.start()
         if room_signals is not None:
             room_signals.start()
+        if spread_rooms is not None and spread_signals is not None:
+            spread_rooms.start()
+            spread_signals.start()
 
     async def shutdown(app: web.Application) -> None:
         if room_signals is not None:
             await room_signals.stop()
+        if spread_rooms is not None and spread_signals is not None:
+            await spread_signals.stop()
+            await spread_rooms.stop()
         await node_lease.stop()
         await pool.stop()
         database.dispose()

@@ -84,6 +84,11 @@ class MediaCollector(Collector):
         yield refused
         yield CounterMetricFamily("multipoint_errors", "all packet-path errors and drops",
                                   value=sum(counters.get(name, 0) for name in ERROR_COUNTERS))
+        if signaling.spread is not None:  # several nodes: rooms spread over them
+            yield CounterMetricFamily(
+                "multipoint_spread_write_failures",
+                "writes of spread rooms' state to the database that failed (each retried)",
+                value=signaling.spread.failed_writes)
 
 
 def setup_metrics(app: web.Application, live_rooms: LiveRooms) -> None:

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # Several nodes: how often a node re-reads which of its rooms were closed or moved
     # by another node, besides the PostgreSQL notices (scheduler/media/room_signals.py).
     room_resync_seconds: float = Field(30, ge=1, le=3600)
+    # Rooms across nodes (docs/workers.md): a participant whose room lives on another
+    # node joins it on this node's workers instead of being sent there "always", only
+    # "when_full" (the room's worker is full), or "never" (every room on one node).
+    spread_rooms: Literal["never", "when_full", "always"] = "when_full"
+    # Where this node's workers' pipes listen: other nodes pipe a spread room's tracks
+    # there, so on several nodes it is an address of the operator's network they reach.
+    pipe_host: str = "127.0.0.1"
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
@@ -190,6 +197,15 @@ class Settings(BaseSettings):
     def _addresses(cls, value: list[str]) -> list[str]:
         for address in value:
             ipaddress.ip_address(address)  # raises ValueError naming the bad address
+        return value
+
+    @field_validator("pipe_host")
+    @classmethod
+    def _pipe_host(cls, value: str) -> str:
+        address = ipaddress.ip_address(value)  # raises ValueError naming the bad address
+        if address.is_unspecified:
+            raise ValueError(f"{value} is not an address another node can send to: "
+                             "name the address of this machine on the operator's network")
         return value
 
     @field_validator("stun_servers", "turn_servers")

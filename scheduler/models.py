@@ -166,6 +166,55 @@ class RoomMove(Base):
     moved_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RoomPart(Base):
+    """One node's part of a room spread over several nodes (docs/workers.md, "Rooms
+    across nodes"): what the other nodes' fronts need to treat the room as one.
+
+    ``workers`` are the pipe addresses (``[host, port]``) of this node's workers hosting
+    the room, its first the node's home for the room; ``participants`` this node's part
+    of the participant list. ``locked`` is room-wide: a lock sets it on every part.
+    """
+
+    __tablename__ = "room_parts"
+
+    room_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("media_nodes.id"), primary_key=True)
+    workers: Mapped[list[list[object]]] = mapped_column(JSON, default=list)
+    participants: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    recording: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RoomPipe(Base):
+    """A track one node's worker pipes to another node's worker (its ``piped`` event):
+    the receiving node's front imports what is addressed to its workers."""
+
+    __tablename__ = "room_pipes"
+
+    room_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    to_pipe: Mapped[str] = mapped_column(String(80), primary_key=True)  # "host:port"
+    producer_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    from_node_id: Mapped[int] = mapped_column(ForeignKey("media_nodes.id"))
+    origin: Mapped[str] = mapped_column(String(80))  # the origin worker's pipe, "host:port"
+    owner_id: Mapped[str] = mapped_column(String(80))
+    producer: Mapped[dict[str, object]] = mapped_column(JSON)  # mcu.pipe.PipedProducer
+
+
+class RoomCommand(Base):
+    """Something a front asks another node's front to do in a spread room (mute or
+    remove one of its participants, pass on a chat message, record on the home
+    worker); taken and deleted by that node in one transaction, so done once."""
+
+    __tablename__ = "room_commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_name: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[int] = mapped_column(ForeignKey("media_nodes.id"), index=True)
+    command: Mapped[dict[str, object]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class MediaWorker(Base):
     """One media worker process (one core) of a node; rooms are placed on workers."""
 

@@ -59,8 +59,7 @@ class LiveRooms:
         channel = self.signaling.channels.get(room)
         if channel is None:
             raise LookupError(f"no live room {room}")
-        channel.locked = locked
-        await channel.broadcast_participants()
+        await self.signaling.set_locked(channel, locked)
 
     async def open(self, room: str, worker: int) -> None:
         """Have the room ready on its worker before anyone joins (a booking's start is near)."""

@@ -39,6 +39,7 @@ from signaling.protocol import (
 )
 from signaling.rate_limits import RateLimits, address_key, token_key
 from signaling.selftest_calls import SelfTestCalls, server_problems
+from signaling.spread import SpreadRooms
 from signaling.tokens import JoinGrant, TokenError, issue_token, verify_token
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Admission:
     worker: int | None = None  # the scheduler's choice among this node's workers
     priority: bool = False  # IZS: never refused for load
     redirect: str | None = None  # the room lives on another node: that node's front
+    spread: bool = False  # the room lives on another node too: this node takes part of it
 
 
 # (grant, unit kind): for every join but a self-test's; scheduled links are admitted by
@@ -146,6 +148,14 @@ class RoomChannel:
         self.listed: dict[int, list[dict[str, Any]]] = {}  # worker -> its participants
         self.created_at = time.time()
         self.video_codec: str | None = None  # chosen at the first join, kept till it empties
+        # Spread over nodes (signaling/spread.py): this node has a part of the room in the
+        # database; the other nodes' workers' pipes, participants, recording, and what
+        # their workers pipe to ours, as last read.
+        self.spread = False
+        self.remote_pipes: list[tuple[str, int, str]] = []  # with each one's pipe secret
+        self.remote_listed: dict[int, list[dict[str, Any]]] = {}  # node -> its participants
+        self.remote_recording: set[int] = set()  # nodes whose part records
+        self.imported: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         self._directory = directory
 
     @property
@@ -160,7 +170,7 @@ class RoomChannel:
         self.connections[connection.participant_id or ""] = connection
         if worker not in self.workers:
             self.workers.append(worker)
-            if len(self.workers) > 1:
+            if len(self.workers) > 1 or self.remote_pipes:
                 self._directory.relink(self)
 
     def remove(self, participant_id: str) -> None:
@@ -169,16 +179,21 @@ class RoomChannel:
         spanned = len(self.workers) > 1
         self.workers = [w for w in self.workers if w in used]
         self.listed = {w: p for w, p in self.listed.items() if w in used}
-        if spanned:
+        if spanned or (self.remote_pipes and self.workers):
             self._directory.relink(self)
         if not self.connections and not self.placing \
                 and self._directory.channels.get(self.name) is self:
             del self._directory.channels[self.name]
             if not self.echo:
-                self._directory.room_emptied(self.name)
+                self._directory.room_emptied(self)
+
+    def local_participants(self) -> list[dict[str, Any]]:
+        """This node's part of the participant list (what another node's front reads)."""
+        return [p for worker in self.workers for p in self.listed.get(worker, [])]
 
     def describe_participants(self) -> list[dict[str, Any]]:
-        return [p for worker in self.workers for p in self.listed.get(worker, [])]
+        return self.local_participants() + [p for node in sorted(self.remote_listed)
+                                            for p in self.remote_listed[node]]
 
     async def broadcast(self, message: dict[str, Any], exclude: str | None = None) -> None:
         # Queued on each connection, never awaited: a client that stopped reading is
@@ -189,7 +204,8 @@ class RoomChannel:
                 connection.post(text)
 
     def participants_message(self) -> dict[str, Any]:
-        return {"type": "participants", "locked": self.locked, "recording": self.recording,
+        return {"type": "participants", "locked": self.locked,
+                "recording": self.recording or bool(self.remote_recording),
                 "participants": self.describe_participants()}
 
     async def broadcast_participants(self) -> None:
@@ -210,6 +226,7 @@ class Signaling:
         self.fronts = fronts
         self.on_room_emptied = on_room_emptied
         self.channels: dict[str, RoomChannel] = {}
+        self.spread: SpreadRooms | None = None  # several nodes: rooms spread over them
         self.connections: dict[str, ParticipantConnection] = {}  # participant id -> its socket
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
@@ -227,10 +244,13 @@ class Signaling:
             "message": config.message_rate, "selftest_per_ip": config.selftest_rate_per_ip,
             "selftest_per_link": config.selftest_rate_per_link})
 
-    def room_emptied(self, room: str) -> None:
-        """The last participant of ``room`` on this front left (an ad-hoc room's
-        placement can be let go)."""
-        self._spawn(self.on_room_emptied(room))
+    def room_emptied(self, channel: RoomChannel) -> None:
+        """The last participant of a room on this front left (an ad-hoc room's
+        placement can be let go, once no other node has a part of it)."""
+        if self.spread is not None and channel.spread:
+            self.spread.emptied(channel, lambda: self.on_room_emptied(channel.name))
+        else:
+            self._spawn(self.on_room_emptied(channel.name))
 
     def new_participant_id(self) -> str:
         return f"p{self._prefix}{next(self._ids)}"
@@ -240,6 +260,13 @@ class Signaling:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def set_locked(self, channel: RoomChannel, locked: bool) -> None:
+        """A host or the operator locks the room (or opens it again), room-wide."""
+        channel.locked = locked
+        if self.spread is not None:
+            self.spread.set_locked(channel, locked)  # the room's parts on other nodes too
+        await channel.broadcast_participants()
+
     # Rooms across workers ---------------------------------------------------------------
 
     def relink(self, channel: RoomChannel) -> None:
@@ -248,14 +275,22 @@ class Signaling:
 
     async def _relink(self, channel: RoomChannel) -> None:
         async with channel.linking:
-            workers = list(channel.workers)
-            states = self.pool.states
-            for worker in workers:
-                peers = [list(states[w].pipe) for w in workers
-                         if w != worker and states[w].pipe is not None]
-                await self._quietly(worker, "link_room", room=channel.name, peers=peers)
+            await self.link_workers(channel)
+        if self.spread is not None:
+            self.spread.publish_part(channel)  # other nodes pipe to this node's new set
 
-    async def _quietly(self, worker: int, method: str, **params: Any) -> None:
+    async def link_workers(self, channel: RoomChannel) -> None:
+        """Each of the room's workers pipes to the others, here and on other nodes
+        (with ``channel.linking`` held)."""
+        workers = list(channel.workers)
+        states = self.pool.states
+        remote = [list(pipe) for pipe in channel.remote_pipes]
+        for worker in workers:
+            peers = [list(states[w].pipe) for w in workers
+                     if w != worker and states[w].pipe is not None]
+            await self.quietly(worker, "link_room", room=channel.name, peers=peers + remote)
+
+    async def quietly(self, worker: int, method: str, **params: Any) -> None:
         # Pipe upkeep: a worker that died meanwhile is relinked when its room is placed again.
         try:
             await self.pool.request(worker, method, **params)
@@ -268,17 +303,25 @@ class Signaling:
         if event == "piped":
             target = self.pool.index_of_pipe(data["to"])
             if target is not None and target in channel.workers:
-                self._spawn(self._quietly(target, "import", room=channel.name,
+                self._spawn(self.quietly(target, "import", room=channel.name,
                                           origin=data["origin"], producers=data["producers"]))
+            elif target is None and self.spread is not None and channel.spread:
+                # To another node's worker: its front imports it from the database.
+                self.spread.piped(channel, data["to"], data["origin"], data["producers"])
             return
+        if self.spread is not None:
+            if event == "unpiped":
+                self.spread.unpiped(channel, str(data["participant"]))
+            elif event == "pipe_update":
+                self.spread.pipe_update(channel, str(data["producer"]), bool(data["sharing"]))
         for other in channel.workers:
             if other == worker:
                 continue
             if event == "unpiped":
-                self._spawn(self._quietly(other, "drop_remote", room=channel.name,
+                self._spawn(self.quietly(other, "drop_remote", room=channel.name,
                                           participant=data["participant"]))
             elif event == "pipe_update":
-                self._spawn(self._quietly(other, "update_import", room=channel.name,
+                self._spawn(self.quietly(other, "update_import", room=channel.name,
                                           producer=data["producer"], sharing=data["sharing"]))
 
     def on_worker_event(self, worker: int, event: str, data: dict[str, Any]) -> None:
@@ -313,6 +356,8 @@ class Signaling:
             if worker == channel.home:
                 channel.recording = bool(data.get("recording"))
             self._spawn(channel.broadcast_participants())
+            if self.spread is not None:
+                self.spread.publish_part(channel)
         elif event == "speaker" and worker == channel.home:
             self._spawn(channel.broadcast({"type": "speaker", "active": data.get("active"),
                                            "speaking": data.get("speaking", [])}))
@@ -514,6 +559,20 @@ class ParticipantConnection:
             raise ProtocolError("unknown_participant", f"no participant {target_id!r} in this room")
         return target
 
+    def _elsewhere(self, message: dict[str, Any], channel: RoomChannel,
+                   command: dict[str, Any]) -> bool:
+        """A moderation of a participant on another node's part of the room: asked of
+        that node's front (signaling/spread.py). False: the target is not elsewhere."""
+        spread = self.signaling.spread
+        target_id = require_str(message, "participant", 40) or ""
+        if spread is None or target_id in channel.connections:
+            return False
+        node = spread.remote_owner(channel, target_id)
+        if node is None:
+            return False
+        spread.command(channel, node, {**command, "participant": target_id, "by": self.name})
+        return True
+
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send({"type": "pong"})
 
@@ -604,6 +663,8 @@ class ParticipantConnection:
         self.name, self.role = name, grant.role
         signaling.connections[participant_id] = self
         channel.add(self, worker)
+        if admission.spread and signaling.spread is not None and not channel.spread:
+            signaling.spread.take_part(channel)
         # Until it has answered and connected, the participant holds media ports.
         self._answer_deadline = asyncio.get_running_loop().call_later(
             self.config.answer_timeout_s, self._answer_overdue)
@@ -713,8 +774,12 @@ class ParticipantConnection:
         text = (require_str(message, "text", MAX_CHAT_CHARS) or "").strip()
         if not text:
             raise ProtocolError("bad_message", "an empty chat message")
-        await channel.broadcast({"type": "chat", "from": participant, "name": self.name,
-                                 "text": text, "at": time.time()})
+        chat = {"type": "chat", "from": participant, "name": self.name, "text": text,
+                "at": time.time()}
+        await channel.broadcast(chat)
+        if self.signaling.spread is not None:
+            for node in channel.remote_listed:  # the room's participants on other nodes
+                self.signaling.spread.command(channel, node, {"action": "chat", "message": chat})
 
     async def mute(self, by: str) -> None:
         """A host or the operator stops forwarding this participant's microphone."""
@@ -724,35 +789,50 @@ class ParticipantConnection:
 
     async def on_mute(self, message: dict[str, Any]) -> None:
         channel = self._host()
-        await self._target(message, channel).mute(self.name)
+        if not self._elsewhere(message, channel, {"action": "mute"}):
+            await self._target(message, channel).mute(self.name)
 
     async def on_request_unmute(self, message: dict[str, Any]) -> None:
         channel = self._host()
+        if self._elsewhere(message, channel, {"action": "request_unmute"}):
+            return
         target = self._target(message, channel)
         await target.send({"type": "unmute_requested", "by": self.name})
 
     async def on_remove(self, message: dict[str, Any]) -> None:
         channel = self._host()
+        if self._elsewhere(message, channel, {"action": "remove"}):
+            return
         target = self._target(message, channel)
         await target.end("removed", f"removed by {self.name}")
 
     async def on_lock(self, message: dict[str, Any]) -> None:
-        channel = self._host()
-        channel.locked = require_bool(message, "locked")
-        await channel.broadcast_participants()
+        await self.signaling.set_locked(self._host(), require_bool(message, "locked"))
 
     async def on_set_mode(self, message: dict[str, Any]) -> None:
         channel = self._host()
-        target = self._target(message, channel)
         mode = message.get("mode")
         if mode not in MODES:
             raise ProtocolError("bad_message", f"'mode' must be one of {', '.join(MODES)}")
+        if self._elsewhere(message, channel, {"action": "set_mode", "mode": mode}):
+            return
+        target = self._target(message, channel)
         await target.request("set_mode", participant=target.participant_id, mode=mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
         channel = self._host()
-        await record(self.pool, channel, self.config.recordings_dir,
-                     require_bool(message, "active"))
+        active = require_bool(message, "active")
+        spread = self.signaling.spread
+        if spread is not None and channel.remote_recording:
+            # Another node's home worker records the room already (every track reaches
+            # it): one recording per room. Stopping stops it there.
+            if not active:
+                for node in channel.remote_recording:
+                    spread.command(channel, node, {"action": "record", "active": False})
+                if channel.recording:
+                    await record(self.pool, channel, self.config.recordings_dir, False)
+            return
+        await record(self.pool, channel, self.config.recordings_dir, active)
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()

@@ -51,7 +51,8 @@ def shared_database_url() -> Iterator[str]:
         yield url
 
 
-async def start_node(tmp_path: Path, url: str, name: str, labels: str = "") -> Node:
+async def start_node(tmp_path: Path, url: str, name: str, labels: str = "",
+                     extra_env: dict[str, str] | None = None) -> Node:
     port = free_port()
     env = dict(os.environ, MULTIPOINT_DATABASE_URL=url, MULTIPOINT_DATA_DIR=str(tmp_path / name),
                MULTIPOINT_MEDIA_ADDRESSES="127.0.0.1", MULTIPOINT_SECRET_KEY=SECRET,
@@ -61,6 +62,7 @@ async def start_node(tmp_path: Path, url: str, name: str, labels: str = "") -> N
                # What the tests see of rooms closed elsewhere comes by PostgreSQL's
                # notices, not by the periodic re-read that backs them up.
                MULTIPOINT_ROOM_RESYNC_SECONDS="3600")
+    env.update(extra_env or {})
     log = (tmp_path / f"{name}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "multipoint", "serve", "--node", name, "--port", str(port)],
@@ -91,6 +93,25 @@ async def nodes(tmp_path: Path, shared_database_url: str) -> AsyncIterator[tuple
         started.append(await start_node(tmp_path, database_url, "node-a"))
         started.append(await start_node(tmp_path, database_url, "node-b", labels="izs"))
         yield started[0], started[1], database_url
+    finally:
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
+
+
+@pytest.fixture
+async def spreading_nodes(tmp_path: Path, shared_database_url: str,
+                          ) -> AsyncIterator[tuple[Node, Node, str]]:
+    """Two general nodes that take part of a room living on the other one whenever a
+    participant joins through their front (MULTIPOINT_SPREAD_ROOMS=always)."""
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    spread = {"MULTIPOINT_SPREAD_ROOMS": "always", "MULTIPOINT_PIPE_HOST": "127.0.0.1"}
+    started: list[Node] = []
+    try:
+        started.append(await start_node(tmp_path, shared_database_url, "node-a", extra_env=spread))
+        started.append(await start_node(tmp_path, shared_database_url, "node-b", extra_env=spread))
+        yield started[0], started[1], shared_database_url
     finally:
         for node in started:
             if node.process.poll() is None:

@@ -132,7 +132,8 @@ def test_a_named_node_is_refused_on_sqlite(env, tmp_path: Path, how: str) -> Non
 
 @pytest.mark.parametrize(("variable", "value"), [
     ("MULTIPOINT_NODE", "no spaces"), ("MULTIPOINT_NODE_LABELS", "izs,Not Ok"),
-    ("MULTIPOINT_NODE_LEASE_SECONDS", "0"),
+    ("MULTIPOINT_NODE_LEASE_SECONDS", "0"), ("MULTIPOINT_SPREAD_ROOMS", "sometimes"),
+    ("MULTIPOINT_PIPE_HOST", "0.0.0.0"), ("MULTIPOINT_PIPE_HOST", "node-b.local"),
 ])
 def test_invalid_node_settings_are_named(env, variable: str, value: str) -> None:
     env[variable] = value

@@ -66,14 +66,25 @@ def rooms_to_stop(session: Session, worker_ids: list[int],
 
 class RoomSignals:
     """Listens for room notices and calls ``check`` on each one, after each (re)connect
-    and every ``resync_s``; ``check`` reads the database and stops what must stop."""
+    and every ``resync_s``; ``check`` reads the database and stops what must stop.
+
+    On another ``channel`` (rooms spread over nodes, scheduler/media/spread.py) it calls
+    ``check_rooms`` with the rooms the notices named instead, or None for all of them.
+    """
 
     def __init__(self, database_url: str, check: Callable[[], Awaitable[None]], *,
-                 resync_s: float = 30.0, retry_s: float = 1.0) -> None:
+                 resync_s: float = 30.0, retry_s: float = 1.0, channel: str = CHANNEL,
+                 check_rooms: Callable[[frozenset[str] | None], Awaitable[None]] | None = None,
+                 ) -> None:
         # psycopg's own URL: the SQLAlchemy one may name a driver ("postgresql+psycopg").
         self._conninfo = make_url(database_url).set(drivername="postgresql") \
             .render_as_string(hide_password=False)
         self._check = check
+        # With ``check_rooms``, the rooms named by the notices since the last check are
+        # passed on (None: every room, after a (re)connect or a resync).
+        self._check_rooms = check_rooms
+        self._named: set[str] | None = None
+        self.channel = channel
         self.resync_s = resync_s
         self.retry_s = retry_s
         self.notices = 0  # received, for the tests and /metrics
@@ -96,13 +107,16 @@ class RoomSignals:
             try:
                 async with await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {CHANNEL}")
+                    await connection.execute(f"LISTEN {self.channel}")
                     if failing:
                         log.info("room notices: listening again")
                     failing = False
-                    self._wake.set()  # whatever was announced while we were not listening
-                    async for _notice in connection.notifies():
+                    self._named = None  # whatever was announced while we were not listening
+                    self._wake.set()
+                    async for notice in connection.notifies():
                         self.notices += 1
+                        if self._named is not None:
+                            self._named.add(notice.payload)
                         self._wake.set()
             except (psycopg.Error, OSError) as exc:
                 if not failing:
@@ -114,8 +128,15 @@ class RoomSignals:
         while True:
             with contextlib.suppress(TimeoutError):  # resync_s passed: read anyway
                 await asyncio.wait_for(self._wake.wait(), self.resync_s)
+            woken = self._wake.is_set()
             self._wake.clear()
+            named = frozenset(self._named) if woken and self._named is not None else None
+            self._named = set()
             try:
-                await self._check()
+                if self._check_rooms is not None:
+                    await self._check_rooms(named)
+                else:
+                    await self._check()
             except Exception:  # the database is away: the next wake-up or resync retries
+                self._named = None  # and reads every room: those named here were not read
                 log.exception("room notices: checking the live rooms failed")

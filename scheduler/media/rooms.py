@@ -25,6 +25,7 @@ from scheduler.models import (
     MediaNode,
     MediaWorker,
     Room,
+    RoomPart,
     StandingBridge,
 )
 
@@ -261,8 +262,16 @@ def place_room(session: Session, room_name: str, now: datetime, *,
 
 
 def release_room(session: Session, room_name: str, now: datetime) -> bool:
-    """An ad-hoc room nobody is in any more is closed (booked rooms close on time)."""
+    """An ad-hoc room nobody is in any more is closed (booked rooms close on time).
+
+    Nobody: no live node has a part of it either (a room spread over nodes,
+    scheduler/media/spread.py), whichever node's last participant left first.
+    """
     room = session.scalar(select(Room).where(Room.name == room_name))
     if room is None or room.booking_id is not None or room.bridge_id is not None:
+        return False
+    if session.scalar(select(func.count()).select_from(RoomPart)
+                      .join(MediaNode, MediaNode.id == RoomPart.node_id)
+                      .where(RoomPart.room_name == room_name, node_is_live(now))):
         return False
     return close_room(session, room_name, now)

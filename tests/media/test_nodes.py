@@ -224,3 +224,112 @@ async def test_a_room_closed_by_another_node_ends_where_it_lives(nodes) -> None:
         for caller in callers:
             await caller.close()
         database.dispose()
+
+
+async def join_through(node_front: str, token: str, name: str) -> SignalClient:
+    """An aiortc participant joining through this front; it must not be redirected."""
+    client = await SignalClient.connect(node_front.replace("http", "ws") + "/ws")
+    client.peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
+    await client.send({"type": "join", "v": 1, "token": token, "name": name})
+    first = await client.next(timeout=20)
+    assert first["type"] == "joined", first  # not a redirect: this node takes part
+    await client._answer(await client.next("offer", timeout=20))
+    client.auto_answer = True
+    return client
+
+
+async def test_a_room_joined_through_both_fronts_spreads_over_both_nodes(spreading_nodes) -> None:
+    """Rooms across nodes: participants who joined through each node's front stay on that
+    node's worker; the nodes' workers pipe each track to each other, the fronts exchange
+    the rest through the database, and everyone receives everyone."""
+    node_a, node_b, url = spreading_nodes
+    room = "krizovy-stab"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    host = issue_token(SECRET, JoinGrant(room=room, role="host"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+
+    def parts() -> dict[str, int]:
+        with database.session() as session:
+            return dict(session.execute(text(
+                "SELECT n.name, json_array_length(p.participants) FROM room_parts p "
+                "JOIN media_nodes n ON n.id = p.node_id WHERE p.room_name = :room"),
+                {"room": room}).all())
+
+    def listed(client: SignalClient) -> set[str]:
+        lists = client.of_type("participants")
+        return {p["id"] for p in lists[-1]["participants"]} if lists else set()
+
+    try:
+        for front, token, name in ((node_a.front, guest, "Praha"), (node_a.front, guest, "Brno"),
+                                   (node_b.front, host, "Ostrava")):
+            clients.append(await join_through(front, token, name))
+        ids = [c.of_type("joined")[0]["participant"] for c in clients]
+        praha, brno, ostrava = clients
+
+        def everyone_receives_everyone() -> bool:
+            for client, me in zip(clients, ids, strict=True):
+                others = set(ids) - {me}
+                for kind in ("video", "audio"):
+                    frames = client.live_frames(kind)
+                    if not all(frames.get(other, 0) >= 5 for other in others):
+                        return False
+            return True
+
+        assert await wait_until(everyone_receives_everyone, timeout=45), \
+            [(c.live_frames("video"), c.live_frames("audio")) for c in clients]
+        # Each node holds its part: node A two participants, node B one.
+        assert await wait_until(lambda: parts() == {"node-a": 2, "node-b": 1})
+        # Each with its worker's pipe and pipe secret: what the other keys its SRTP with.
+        with database.session() as session:
+            workers = session.scalars(text("SELECT workers FROM room_parts WHERE room_name = :room"),
+                                      {"room": room}).all()
+        assert all(len(w) == 1 and len(w[0]) == 3 and len(w[0][2]) == 64 for w in workers)
+        # One participant list, room-wide, on both fronts.
+        assert await wait_until(lambda: all(listed(c) == set(ids) for c in clients))
+
+        # Moderation and chat across nodes: the host on node B mutes a participant on
+        # node A, locks the room (a guest joining through node A is refused), and its
+        # chat reaches node A's participants.
+        await ostrava.send({"type": "mute", "participant": ids[0]})
+        assert (await praha.next("muted"))["by"] == "Ostrava"
+        await ostrava.send({"type": "request_unmute", "participant": ids[0]})
+        assert (await praha.next("unmute_requested"))["by"] == "Ostrava"
+        await ostrava.send({"type": "chat", "text": "evakuace Zábrdovic"})
+        assert (await brno.next("chat"))["text"] == "evakuace Zábrdovic"
+        # One recording for the room, on node B's worker (every track reaches it):
+        # node A's participants see it as the room's.
+        await ostrava.send({"type": "record", "active": True})
+        assert await wait_until(lambda: praha.of_type("participants")[-1]["recording"], timeout=20)
+        await ostrava.send({"type": "record", "active": False})
+        assert await wait_until(lambda: not praha.of_type("participants")[-1]["recording"],
+                                timeout=20)
+        await ostrava.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: praha.of_type("participants")[-1]["locked"])
+
+        async def refused(front: str) -> str:
+            late = await SignalClient.connect(front.replace("http", "ws") + "/ws")
+            try:
+                await late.send({"type": "join", "v": 1, "token": guest, "name": "Pozdě"})
+                return str((await late.next("error"))["code"])
+            finally:
+                await late.close()
+
+        assert await refused(node_a.front) == "room_locked"
+
+        # Node B's participant leaves: node A's stop forwarding it and see it gone.
+        await ostrava.send({"type": "leave"})
+        assert await wait_until(lambda: parts() == {"node-a": 2})
+        assert await wait_until(lambda: listed(praha) == set(ids[:2]))
+        assert await wait_until(lambda: set(praha.live_frames("video")) == {ids[1]})
+        # Node B has nobody in the room now; the lock, room-wide, is in the database.
+        assert await refused(node_b.front) == "room_locked"
+    finally:
+        for client in clients:
+            await client.close()
+    # Everyone gone: the ad-hoc room's placement is let go, no part is left.
+    assert await wait_until(lambda: parts() == {})
+    with database.session() as session:
+        assert session.scalar(text("SELECT state FROM rooms WHERE name = :room"),
+                              {"room": room}) == "closed"
+    database.dispose()

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pylibsrtp
 import pytest
 from aiortc import RTCSessionDescription
 
 from mcu import aiortc_adapter, rtp
 from mcu.forwarding import Consumer
 from mcu.participant import Offer, Participant
-from mcu.pipe import PipedProducer
+from mcu.pipe import PipedProducer, PipeTransport, pipe_key
 from mcu.room import MediaWorker, Room
 from tests.peers import ClientPeer, ColourTrack, RtcpProbe, ToneTrack, first_ssrc_per_mid, wait_until
 
@@ -387,7 +388,17 @@ async def test_an_h264_track_is_piped_as_h264_and_decoded_on_the_other_worker(wo
             await site.close()
 
 
-async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_history(workers) -> None:
+def unprotected(data: bytes, key: bytes) -> bytes | None:
+    """One SRTP/SRTCP packet decrypted with ``key`` (a fresh session: no replay state)."""
+    session = pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    return aiortc_adapter.unprotect_with(session, data)
+
+
+@pytest.mark.parametrize("srtp", [False, True], ids=["plain", "srtp"])
+async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_history(
+        workers, srtp: bool) -> None:
     origin, other = workers
     assert origin.pipe is not None and other.pipe is not None
     loop = asyncio.get_running_loop()
@@ -396,6 +407,10 @@ async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_his
     _, upstream = await loop.create_datagram_endpoint(
         lambda: LossyLink(origin.pipe.address, "up"), local_addr=("127.0.0.1", 0))
     downstream.peer, upstream.peer = upstream, downstream
+    if srtp:  # workers of two nodes: the resent packet must pass SRTP's replay check too
+        origin.pipe.secure(downstream.address, other.pipe.secret)
+        other.pipe.secure(upstream.address, origin.pipe.secret)
+    feedback_key = pipe_key(other.pipe.secret, origin.pipe.secret)
     publisher = await publisher_on(origin)
     far = await Site.join(other.room(ROOM), "far")
     try:
@@ -416,7 +431,8 @@ async def test_a_packet_lost_on_the_pipe_is_nacked_up_it_and_resent_from_its_his
         # NACK goes up the pipe, and the origin resends it from the pipe leg's history.
         assert await wait_until(lambda: origin.counters.pipe_nacks_received > 0, timeout=5)
         nacks = [p for data in upstream.seen if data[1] == rtp.RTCP_RTPFB
-                 for p in aiortc_adapter.parse_rtcp(data)]
+                 for p in aiortc_adapter.parse_rtcp(unprotected(data, feedback_key) if srtp
+                                                    else data)]
         assert any(p.media_ssrc == camera_pipe.ssrc and lost in p.lost for p in nacks)
         on_the_pipe = camera_pipe.ssrc.to_bytes(4, "big")
         assert await wait_until(lambda: sum(1 for d in downstream.seen if d[8:12] == on_the_pipe
@@ -502,3 +518,65 @@ async def test_one_publisher_and_sixteen_subscribers_on_two_workers(workers) -> 
         await publisher.close()
         for site in sites:
             await site.close()
+
+
+async def test_a_pipe_to_another_nodes_worker_is_srtp_and_takes_only_authentic_packets(
+        workers) -> None:
+    origin, other = workers
+    assert origin.pipe is not None and other.pipe is not None
+    loop = asyncio.get_running_loop()
+    # A tap on the wire between them (as a switch of the operator's network would see).
+    _, downstream = await loop.create_datagram_endpoint(
+        lambda: LossyLink(other.pipe.address, "down"), local_addr=("127.0.0.1", 0))
+    _, upstream = await loop.create_datagram_endpoint(
+        lambda: LossyLink(origin.pipe.address, "up"), local_addr=("127.0.0.1", 0))
+    downstream.peer, upstream.peer = upstream, downstream
+    origin.pipe.secure(downstream.address, other.pipe.secret)
+    other.pipe.secure(upstream.address, origin.pipe.secret)
+    publisher = await publisher_on(origin)
+    far = await Site.join(other.room(ROOM), "far")
+    try:
+        _, camera_pipe = pipe_over(origin, other, publisher, to=downstream.address,
+                                   origin_seen=upstream.address)
+        owner = publisher.participant.id
+        assert await wait_until(lambda: far.hears_and_sees(owner), timeout=30)
+        # Every packet on the wire is SRTP under the key of that direction: it decrypts
+        # with it (and to other bytes), not with the other direction's key.
+        on_the_pipe = camera_pipe.ssrc.to_bytes(4, "big")
+        media = [d for d in downstream.seen if d[8:12] == on_the_pipe][-5:]
+        key, reverse = (pipe_key(origin.pipe.secret, other.pipe.secret),
+                        pipe_key(other.pipe.secret, origin.pipe.secret))
+        for packet in media:
+            plain = unprotected(packet, key)
+            assert plain is not None and plain[12:] != packet[12:len(plain)]
+            assert unprotected(packet, reverse) is None
+        reports = [d for d in downstream.seen if d[1] == rtp.RTCP_SR]
+        assert reports and all(unprotected(d, key) is not None for d in reports)
+
+        # A plain packet of that track, even from the address it is piped from, is not
+        # authentic: dropped, the call goes on. So is anything from another address.
+        forged = rtp.rtp_header(camera_pipe.payload_type, False, 1, 1, camera_pipe.ssrc, False) \
+            + b"forged"
+        dropped = other.counters.pipe_dropped
+        upstream.transport.sendto(forged, other.pipe.address)
+        stranger, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                          local_addr=("127.0.0.1", 0))
+        stranger.sendto(media[-1], other.pipe.address)  # an authentic packet, replayed
+        assert await wait_until(lambda: other.counters.pipe_dropped >= dropped + 2)
+        stranger.close()
+        frames = far.received_from(owner, "video")
+        assert await wait_until(lambda: far.received_from(owner, "video") > frames + 15)
+        # Unlinked: its keys go, and it is a plain pipe again.
+        other.pipe.unsecure(upstream.address)
+        assert other.pipe.secured() == []
+    finally:
+        await publisher.close()
+        await far.close()
+        downstream.transport.close()
+        upstream.transport.close()
+
+
+def test_a_pipe_secret_of_the_wrong_size_is_refused() -> None:
+    worker = MediaWorker()
+    with pytest.raises(ValueError, match="32 bytes"):
+        PipeTransport(worker).secure(("127.0.0.1", 9), b"short")
