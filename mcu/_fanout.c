@@ -453,13 +453,32 @@ summary_finish(FeedbackSummary *summary)
                          summary->min_delay, summary->min_delay_at);
 }
 
-static int
-summary_start(FeedbackSummary *summary, double burst)
+/* The packets of ``sequence`` as a fast sequence, the summary made ready for them;
+ * NULL (and nothing to release) on failure. */
+static PyObject *
+summary_start(FeedbackSummary *summary, PyObject *sequence, const char *what, double burst)
 {
+    PyObject *items = PySequence_Fast(sequence, what);
+    if (items == NULL)
+        return NULL;
     memset(summary, 0, sizeof(*summary));
     summary->burst = burst;
     summary->groups = PyList_New(0);
-    return summary->groups == NULL ? -1 : 0;
+    if (summary->groups == NULL)
+        Py_CLEAR(items);
+    return items;
+}
+
+/* Release what summary_start() made, and return the summary (NULL on an error). */
+static PyObject *
+summary_end(FeedbackSummary *summary, PyObject *items, int failed)
+{
+    Py_DECREF(items);
+    if (failed) {
+        Py_DECREF(summary->groups);
+        return NULL;
+    }
+    return summary_finish(summary);
 }
 
 /* DelayTrend ------------------------------------------------------------------------ */
@@ -704,35 +723,22 @@ sink_feedback(SinkObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "base out of range");
         return NULL;
     }
-    PyObject *items = PySequence_Fast(arrivals, "arrivals must be a sequence");
+    FeedbackSummary summary;
+    PyObject *items = summary_start(&summary, arrivals, "arrivals must be a sequence", burst);
     if (items == NULL)
         return NULL;
-    FeedbackSummary summary;
-    if (summary_start(&summary, burst) < 0) {
-        Py_DECREF(items);
-        return NULL;
-    }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < count && self->sent_seq != NULL; i++) {
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < count && self->sent_seq != NULL && !failed; i++) {
         int seq = (int)((base + i) & 0xFFFF), slot = seq % TRANSPORT_RING;
         if (self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
             continue;
         PyObject *item = PySequence_Fast_GET_ITEM(items, i);
-        double arrival = 0;
-        if (item != Py_None) {
-            arrival = PyFloat_AsDouble(item) / 1e6;
-            if (arrival == -1.0 / 1e6 && PyErr_Occurred())
-                goto error;
-        }
-        if (summary_add(&summary, self->sent_at[slot], self->sent_size[slot], item != Py_None, arrival) < 0)
-            goto error;
+        double arrival = item == Py_None ? 0 : PyFloat_AsDouble(item) / 1e6;
+        failed = (item != Py_None && PyErr_Occurred())
+            || summary_add(&summary, self->sent_at[slot], self->sent_size[slot], item != Py_None, arrival) < 0;
     }
-    Py_DECREF(items);
-    return summary_finish(&summary);
-error:
-    Py_DECREF(items);
-    Py_DECREF(summary.groups);
-    return NULL;
+    return summary_end(&summary, items, failed);
 }
 
 PyDoc_STRVAR(summarize_doc,
@@ -747,35 +753,24 @@ summarize(PyObject *module, PyObject *args)
     double burst;
     if (!PyArg_ParseTuple(args, "Od:summarize", &packets, &burst))
         return NULL;
-    PyObject *items = PySequence_Fast(packets, "packets must be a sequence");
+    FeedbackSummary summary;
+    PyObject *items = summary_start(&summary, packets, "packets must be a sequence", burst);
     if (items == NULL)
         return NULL;
-    FeedbackSummary summary;
-    if (summary_start(&summary, burst) < 0) {
-        Py_DECREF(items);
-        return NULL;
-    }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < count; i++) {
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
         double sent_at, arrival = 0;
         long size;
         PyObject *arrived_at;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "dlO:summarize", &sent_at, &size, &arrived_at))
-            goto error;
-        if (arrived_at != Py_None) {
+        failed = !PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "dlO:summarize", &sent_at, &size, &arrived_at);
+        if (!failed && arrived_at != Py_None) {
             arrival = PyFloat_AsDouble(arrived_at);
-            if (arrival == -1.0 && PyErr_Occurred())
-                goto error;
+            failed = PyErr_Occurred() != NULL;
         }
-        if (summary_add(&summary, sent_at, size, arrived_at != Py_None, arrival) < 0)
-            goto error;
+        failed = failed || summary_add(&summary, sent_at, size, arrived_at != Py_None, arrival) < 0;
     }
-    Py_DECREF(items);
-    return summary_finish(&summary);
-error:
-    Py_DECREF(items);
-    Py_DECREF(summary.groups);
-    return NULL;
+    return summary_end(&summary, items, failed);
 }
 
 static PyMethodDef sink_methods[] = {
