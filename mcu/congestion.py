@@ -250,7 +250,6 @@ class PaddingProbe:
         self._last_arrival: float | None = None
         self._last_sent = -math.inf  # the newest send time feedback has covered
 
-
     @property
     def open(self) -> bool:
         """Whether feedback still says anything to it (not yet failed or covered)."""
@@ -272,8 +271,11 @@ class PaddingProbe:
                 self.late += 1
             if packet.sent_at <= self.started_at + PROBE_DURATION_S:
                 self._bytes += packet.size
-                self._first_arrival = min(self._first_arrival or packet.arrived_at, packet.arrived_at)
-                self._last_arrival = max(self._last_arrival or packet.arrived_at, packet.arrived_at)
+                arrived = packet.arrived_at
+                if self._first_arrival is None or arrived < self._first_arrival:
+                    self._first_arrival = arrived
+                if self._last_arrival is None or arrived > self._last_arrival:
+                    self._last_arrival = arrived
         # Loss at random (a lossy radio link) is not a full link: a share of losses is.
         if self.late >= PROBE_LATE_PACKETS or (
                 self.lost >= PROBE_LOST_PACKETS and self.lost > PROBE_LOST_SHARE * self.packets):

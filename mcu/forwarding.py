@@ -516,13 +516,19 @@ class Consumer:
                 self.counters.send_errors += 1
         return missing
 
+    @property
+    def can_pad(self) -> bool:
+        """Whether :meth:`pad` has something to send: a video leg with RTX that is
+        sending."""
+        return (self.kind == "video" and self.rtx_payload_type is not None and self.write is not None
+                and self.leg.started and not self.leg.paused)
+
     def pad(self, budget: int) -> int:
         """Send about ``budget`` bytes of padding (a padding probe, mcu/congestion.py):
         RTX copies of the newest packets this leg sent, which the subscriber has (its
         jitter buffer drops the copies), each with a transport-wide number of its own so
-        its feedback covers them. Returns the bytes sent (0: this leg cannot pad)."""
-        if self.kind != "video" or self.rtx_payload_type is None or self.write is None \
-                or not self.leg.started or self.leg.paused:
+        its feedback covers them. Returns the bytes sent."""
+        if not self.can_pad:
             return 0
         newest = (self.leg.next_seq - 1) & 0xFFFF
         sent = 0

@@ -593,9 +593,7 @@ class Participant:
         out = self.probe is not None and self.probe.verdict(now) is None
         if not self.transport_cc_id or self.closed or out:
             return False
-        consumer = next((c for c in self.consumers.values()
-                         if c.kind == "video" and c.rtx_payload_type is not None and c.write is not None
-                         and c.leg.started and not c.leg.paused), None)
+        consumer = next((c for c in self.consumers.values() if c.can_pad), None)
         if consumer is None:
             return False
         self.probe = PaddingProbe(now, target_bps, self.estimator.base_delay_s)
@@ -611,13 +609,13 @@ class Participant:
             now = time.monotonic()
             if now - probe.started_at >= PROBE_DURATION_S:
                 return
-            budget += bps * (now - last) / 8
-            last = now
-            sent = consumer.pad(int(budget))
-            if sent == 0:  # the leg stopped (paused, gone): nothing to judge by
+            if not consumer.can_pad:  # the leg stopped (paused, gone): nothing to judge by
                 probe.failed = True
                 return
-            budget -= sent
+            budget += bps * (now - last) / 8
+            last = now
+            if budget > 0:  # a copy may overshoot a step's share: the next steps make up
+                budget -= consumer.pad(int(budget))
 
     def _on_remb(self, bitrate: int, ssrcs: list[int]) -> None:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).

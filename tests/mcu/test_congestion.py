@@ -208,6 +208,14 @@ def test_a_probe_whose_feedback_stops_fails_after_a_while_and_older_packets_do_n
     assert probe.verdict(10.0 + 2 * PROBE_DURATION_S + 1.1) == "failed"
 
 
+def test_a_probe_measures_the_rate_from_any_arrival_time_zero_included() -> None:
+    # The receiver's clock may read 0 at a packet's arrival: it is a time like any other.
+    probe = PaddingProbe(0.0, 80_000, base_delay_s=0.0)
+    probe.on_feedback([PacketResult(0.0, 1000, 0.0), PacketResult(0.1, 1000, 0.1),
+                       PacketResult(0.2, 1000, 0.2)])
+    assert probe.received_bps == pytest.approx(3000 * 8 / 0.2)
+
+
 def test_the_base_delay_is_the_least_seen_lately() -> None:
     estimator = SendSideEstimator()
     assert estimator.base_delay_s is None

@@ -298,9 +298,9 @@ def test_padding_is_rtx_copies_of_the_newest_packets_each_with_a_transport_numbe
     written: list[bytes] = []
     link.sink.transport_cc_id = 5
     slot.configure(0x5151, 0x7171, 96, None, written.append, link.sink)
-    assert slot.pad(5000) == 0  # no RTX negotiated: nothing to pad with
+    assert not slot.can_pad and slot.pad(5000) == 0  # no RTX negotiated: nothing to pad with
     slot.configure(0x5151, 0x7171, 96, 97, written.append, link.sink)
-    assert slot.pad(5000) == 0  # nothing sent yet
+    assert not slot.can_pad and slot.pad(5000) == 0  # nothing sent yet
     for layer in camera.group.layers:
         layer.track.payload_type = 96
     tracks = {layer.ssrc: layer.track for layer in camera.group.layers}
@@ -325,5 +325,6 @@ def test_padding_is_rtx_copies_of_the_newest_packets_each_with_a_transport_numbe
     assert all(item is not None for item in link.sink.sent_range(0, 35))
     assert link.sink.sent_range(35, 1) == [None]
 
+    assert slot.can_pad
     slot.pause()
-    assert slot.pad(5000) == 0
+    assert not slot.can_pad and slot.pad(5000) == 0
