@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mcu import codecs, simulcast
 from mcu.forwarding import Consumer, Producer
@@ -37,6 +37,7 @@ from mcu.stats import WorkerCounters
 
 if TYPE_CHECKING:
     from mcu.pipe import PipeTransport
+    from mcu.unit import UnitParticipant
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,19 @@ class Room:
         self.worker.start_ticking()
         return participant
 
+    async def join_unit(self, name: str, role: str, participant_id: str, offer_sdp: str,
+                        media_host: str) -> tuple[UnitParticipant, str]:
+        """A room unit calling over SIP (mcu/unit.py): its place in the room and the SDP
+        answer to its offer. Raises SdpError when the offer cannot be taken."""
+        from mcu.unit import UnitParticipant  # unit.py builds on this module's room
+
+        unit = UnitParticipant(self, name, role, participant_id, media_host)
+        answer = await unit.start(offer_sdp)  # before it is in: a refused offer leaves no trace
+        self.participants[unit.id] = cast(Participant, unit)
+        self.worker.start_ticking()
+        self.announce_join(cast(Participant, unit))
+        return unit, answer
+
     def announce_join(self, participant: Participant) -> None:
         """After the participant's first offer: its producers exist now."""
         if self.mixer is not None:
@@ -374,7 +388,8 @@ class Room:
         return [{"id": p.id, "name": p.name, "role": p.role, "mode": p.mode,
                  "audio_muted": p.producers["microphone"].muted,
                  "video_muted": p.producers["camera"].muted,
-                 "screen": p.producers["screen"].sharing, "video_codec": p.publish_codec}
+                 "screen": "screen" in p.producers and p.producers["screen"].sharing,
+                 "video_codec": p.publish_codec}
                 for p in self.participants.values() if p.producers]
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:

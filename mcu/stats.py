@@ -41,6 +41,9 @@ class WorkerCounters:
     # Datagrams for a connection whose DTLS has not started reading (no answer yet), or
     # not yet keyed, dropped beyond a small bound (mcu/aiortc_adapter.py, tap_transport).
     datagrams_dropped_unkeyed: int = 0
+    # Room units on plain RTP (mcu/unit.py): datagrams dropped (not RTP, not from the
+    # unit's address, not authentic SRTP).
+    unit_dropped: int = 0
     packet_path: Counters = field(default_factory=Counters)
 
     packets_received = _packet_path_counter("packets_received")

@@ -21,13 +21,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mcu import codecs
 from mcu.channel import Channel, ChannelError
 from mcu.participant import NegotiationError, Offer, Participant
 from mcu.pipe import PipedProducer
 from mcu.room import MediaConfig, MediaWorker, Room
+from mcu.unit import UnitParticipant
+from mcu.unit_sdp import SdpError
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +129,22 @@ class WorkerService:
         joined.on_connected = lambda: self.emit("connected", {"participant": joined.id})
         return {"participant": joined.id, "mode": joined.mode, "video_codec": joined.video_codec}
 
+    async def do_join_unit(self, room: str, participant: str, name: str, role: str, offer: str,
+                           media_host: str) -> dict[str, Any]:
+        """A room unit's SIP call (mcu/unit.py): its SDP offer in, our answer out."""
+        if not isinstance(offer, str) or not isinstance(media_host, str):
+            raise ChannelError("bad_request", "join_unit needs an SDP offer and a media host")
+        live = self._room(room)
+        try:
+            unit, answer = await live.join_unit(name, role, participant, offer, media_host)
+        except SdpError as exc:
+            if not live.participants:
+                live.close()
+            raise ChannelError(exc.code, str(exc)) from None
+        self.participants[unit.id] = cast(Participant, unit)
+        self._export(live)
+        return {"participant": unit.id, "answer": answer}
+
     async def do_negotiate(self, participant: str) -> None:
         """After the front told the client it joined: the first offer, then the others'."""
         joined = self._participant(participant)
@@ -160,6 +178,8 @@ class WorkerService:
         if mode not in MODES:
             raise ChannelError("bad_request", f"unknown mode {mode!r}")
         joined = self._participant(participant)
+        if isinstance(joined, UnitParticipant):
+            raise ChannelError("bad_request", "a room unit is always mixed")
         joined.room.set_mode(joined, mode)
 
     async def do_leave(self, participant: str) -> None:

@@ -39,6 +39,7 @@ from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
 from signaling.server import Admission, CallLog, Signaling, SignalingConfig, setup_signaling
+from signaling.sip.units import RoomUnits
 from signaling.spread import SpreadRooms
 from signaling.tokens import JoinGrant
 from signaling.turn import page_ice_servers, turn_credentials
@@ -56,6 +57,7 @@ LIVE_ROOMS = web.AppKey("live_rooms", LiveRooms)
 NODE_LEASE = web.AppKey("node_lease", NodeLease)
 ROOM_SIGNALS = web.AppKey("room_signals", RoomSignals | None)
 SPREAD_SIGNALS = web.AppKey("spread_signals", RoomSignals | None)
+ROOM_UNITS = web.AppKey("room_units", RoomUnits | None)
 
 
 class SchedulerCallLog(CallLog):
@@ -304,6 +306,11 @@ def create_app(settings: Settings) -> web.Application:
         if spread_rooms is not None else None
     app[SPREAD_SIGNALS] = spread_signals
 
+    # Room units calling over SIP (signaling/sip/): members of their rooms like pages.
+    room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host) \
+        if settings.sip_enabled else None
+    app[ROOM_UNITS] = room_units
+
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")
 
@@ -317,8 +324,22 @@ def create_app(settings: Settings) -> web.Application:
         if spread_rooms is not None and spread_signals is not None:
             spread_rooms.start()
             spread_signals.start()
+        if room_units is not None:
+            try:
+                await room_units.agent.start(settings.sip_port, settings.sip_port)
+            except OSError as exc:
+                # Browsers are most of the service: it serves them without SIP rather
+                # than not at all (a port in use, or 5060 without the right to bind it).
+                logger.error("SIP: cannot listen on %s port %d (%s); room units cannot call in",
+                             settings.effective_sip_host, settings.sip_port, exc)
+            else:
+                logger.info("SIP: listening on %s port %d (UDP) and %d (TCP)",
+                            settings.effective_sip_host, room_units.agent.udp_port,
+                            room_units.agent.tcp_port)
 
     async def shutdown(app: web.Application) -> None:
+        if room_units is not None:
+            await room_units.agent.close()
         if room_signals is not None:
             await room_signals.stop()
         if spread_rooms is not None and spread_signals is not None:

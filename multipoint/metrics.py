@@ -34,6 +34,8 @@ COUNTER_HELP = {
     "datagrams_dropped_unkeyed": "datagrams dropped before a connection's DTLS read them "
                                  "(queue bound, or too long before the SRTP keys)",
     "stun_malformed": "malformed STUN datagrams dropped",
+    "unit_dropped": "datagrams dropped on room units' plain RTP ports (garbage, strangers, "
+                    "SRTP that is not authentic)",
 }
 
 

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     # Where this node's workers' pipes listen: other nodes pipe a spread room's tracks
     # there, so on several nodes it is an address of the operator's network they reach.
     pipe_host: str = "127.0.0.1"
+    # SIP for room units (docs/sip.md): UDP and TCP on this port of sip_host (empty: the
+    # HTTP host); 0 picks a free port (tests), and sip_enabled=false turns SIP off. The
+    # units' RTP goes to the first media address (or the SIP host when none is set).
+    sip_enabled: bool = True
+    sip_host: str = ""
+    sip_port: int = Field(5060, ge=0, le=65535)
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)
@@ -277,6 +283,15 @@ class Settings(BaseSettings):
         those on the protected IZS network (empty: every interface but loopback)."""
         extra = [a for a in self.izs_media_addresses if a not in self.media_addresses]
         return self.media_addresses + extra if self.media_addresses else list(extra)
+
+    @property
+    def effective_sip_host(self) -> str:
+        return self.sip_host or self.http_host
+
+    @property
+    def unit_media_host(self) -> str:
+        """Where room units send their RTP: an address the media path advertises."""
+        return self.all_media_addresses[0] if self.all_media_addresses else self.effective_sip_host
 
     @property
     def listen_hosts(self) -> list[str]:

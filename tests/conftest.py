@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,9 @@ from aiohttp import web
 
 from multipoint.app import create_app
 from multipoint.settings import Settings, load_settings
+
+# Every server a test starts listens for SIP on a port of its own (several run at once).
+os.environ.setdefault("MULTIPOINT_SIP_PORT", "0")
 
 # The fixtures of two media nodes on PostgreSQL (tests/nodes.py), for media and browser tests.
 pytest_plugins = ["tests.nodes"]

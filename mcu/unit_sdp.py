@@ -1,0 +1,239 @@
+"""SDP offer/answer for room units on plain RTP (RFC 3264, 4566, 4568).
+
+A room unit (a SIP video endpoint) offers its media; we answer with what our mixed
+room takes from it. Only the subset such units send is read: connection addresses,
+m-lines with their payload formats, rtpmap/fmtp, direction, rtcp-mux and ``a=rtcp``,
+and SDES crypto lines for SRTP. Anything we cannot use is refused in the answer (port 0)
+or, when nothing is usable, with :class:`SdpError`, whose ``code`` says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import time
+from dataclasses import dataclass, field
+
+MAX_SDP_BYTES = 16 * 1024
+OPUS = "opus"
+TELEPHONE_EVENT = "telephone-event"
+# SDES suites pylibsrtp does (RFC 4568 6.2), best first.
+SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+SRTP_KEY_BYTES = 30  # 16 key + 14 salt
+PLAIN, SECURE = "RTP/AVP", "RTP/SAVP"
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+class SdpError(ValueError):
+    """The offer cannot be answered: ``code`` is ``bad_sdp`` or ``codec_mismatch``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Crypto:
+    tag: str
+    suite: str
+    key: bytes  # master key and salt
+
+
+@dataclass
+class MediaOffer:
+    kind: str  # "audio", "video", or anything else a unit offers
+    port: int
+    proto: str
+    formats: list[str]
+    address: str = ""
+    rtpmap: dict[int, tuple[str, int, int]] = field(default_factory=dict)  # pt -> (name, rate, channels)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    direction: str = "sendrecv"
+    rtcp_mux: bool = False
+    rtcp_port: int | None = None
+    rtcp_address: str | None = None
+    crypto: list[Crypto] = field(default_factory=list)
+    ptime: int | None = None
+
+    def payload_types(self, name: str, rate: int | None = None) -> list[int]:
+        return [pt for pt in self._numbered()
+                if pt in self.rtpmap and self.rtpmap[pt][0].lower() == name
+                and (rate is None or self.rtpmap[pt][1] == rate)]
+
+    def _numbered(self) -> list[int]:
+        return [int(f) for f in self.formats if f.isdigit() and int(f) < 128]
+
+
+@dataclass
+class SessionOffer:
+    address: str
+    media: list[MediaOffer]
+
+
+def parse_offer(sdp: str) -> SessionOffer:
+    if len(sdp) > MAX_SDP_BYTES:
+        raise SdpError("bad_sdp", "the SDP is too long")
+    session_address = ""
+    media: list[MediaOffer] = []
+    lines = [line.strip() for line in sdp.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or not lines[0].startswith("v=0"):
+        raise SdpError("bad_sdp", "the SDP does not start with v=0")
+    for line in lines:
+        kind, _, value = line.partition("=")
+        if len(kind) != 1:
+            raise SdpError("bad_sdp", f"bad SDP line {line[:40]!r}")
+        current = media[-1] if media else None
+        if kind == "c":
+            address = _connection_address(value)
+            if current is None:
+                session_address = address
+            else:
+                current.address = address
+        elif kind == "m":
+            parts = value.split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise SdpError("bad_sdp", f"bad m-line {line[:60]!r}")
+            port = int(parts[1].split("/")[0])
+            if port > 65535:
+                raise SdpError("bad_sdp", "an m-line port over 65535")
+            media.append(MediaOffer(parts[0], port, parts[2].upper(), parts[3:]))
+        elif kind == "a" and current is not None:
+            _attribute(current, value)
+    if not media:
+        raise SdpError("bad_sdp", "the SDP offers no media")
+    for m in media:
+        m.address = m.address or session_address
+        if m.port and not m.address:
+            raise SdpError("bad_sdp", "no connection address for an m-line")
+    return SessionOffer(session_address, media)
+
+
+def _connection_address(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError("bad_sdp", f"bad c-line {value[:40]!r}")
+    try:
+        return str(ipaddress.ip_address(parts[2].split("/")[0]))
+    except ValueError:
+        raise SdpError("bad_sdp", "the c-line address is not an IP address") from None
+
+
+def _attribute(m: MediaOffer, value: str) -> None:
+    name, _, rest = value.partition(":")
+    try:
+        if name == "rtpmap":
+            pt, _, encoding = rest.partition(" ")
+            parts = encoding.strip().split("/")
+            channels = int(parts[2]) if len(parts) > 2 else 1
+            m.rtpmap[int(pt)] = (parts[0], int(parts[1]), channels)
+        elif name == "fmtp":
+            pt, _, parameters = rest.partition(" ")
+            m.fmtp[int(pt)] = parameters.strip()
+        elif name in DIRECTIONS:
+            m.direction = name
+        elif name == "rtcp-mux":
+            m.rtcp_mux = True
+        elif name == "rtcp":
+            parts = rest.split()
+            m.rtcp_port = int(parts[0])
+            if len(parts) >= 4:
+                m.rtcp_address = _connection_address(" ".join(parts[1:4]))
+        elif name == "ptime":
+            m.ptime = int(rest)
+        elif name == "crypto":
+            crypto = _crypto(rest)
+            if crypto is not None:
+                m.crypto.append(crypto)
+    except (ValueError, IndexError):
+        raise SdpError("bad_sdp", f"bad attribute a={value[:60]!r}") from None
+
+
+def _crypto(value: str) -> Crypto | None:
+    """One a=crypto line (RFC 4568 9.1); None for a suite or key we do not take."""
+    parts = value.split()
+    if len(parts) < 3 or parts[1] not in SRTP_SUITES or not parts[2].startswith("inline:"):
+        return None
+    if len(parts) > 3:  # session parameters (UNENCRYPTED_SRTP, KDR...): not ours to honour
+        return None
+    key_text = parts[2][len("inline:"):].split("|")
+    if len(key_text) > 1 and ":" in key_text[-1]:
+        return None  # an MKI: libsrtp sessions here take none
+    key = base64.b64decode(key_text[0] + "=" * (-len(key_text[0]) % 4), validate=True)
+    if len(key) != SRTP_KEY_BYTES:
+        raise ValueError("an SRTP key of the wrong length")
+    return Crypto(parts[0], parts[1], key)
+
+
+@dataclass
+class AudioChoice:
+    """What we take from an audio offer."""
+
+    payload_type: int
+    channels: int
+    dtmf_payload_type: int | None
+    remote: tuple[str, int]
+    remote_rtcp: tuple[str, int]
+    rtcp_mux: bool
+    crypto: Crypto | None  # the unit's key and suite: SRTP, with a key of our own back
+    direction: str
+
+
+def choose_audio(offer: SessionOffer) -> tuple[int, AudioChoice]:
+    """The first audio m-line we can take (its index) and how: Opus is what the room's
+    mixer decodes and encodes (docs/sip.md says why no other codec yet)."""
+    audio = [(i, m) for i, m in enumerate(offer.media) if m.kind == "audio" and m.port]
+    if not audio:
+        raise SdpError("codec_mismatch", "the offer has no audio")
+    for index, m in audio:
+        if m.proto not in (PLAIN, SECURE):
+            continue
+        opus = m.payload_types(OPUS, 48000)
+        if not opus:
+            continue
+        crypto = None
+        if m.proto == SECURE:
+            crypto = next((c for suite in SRTP_SUITES for c in m.crypto if c.suite == suite), None)
+            if crypto is None:
+                raise SdpError("codec_mismatch", "SRTP offered with no crypto suite we take")
+        dtmf = m.payload_types(TELEPHONE_EVENT, 48000)
+        rtcp = (m.rtcp_address or m.address, m.rtcp_port) if m.rtcp_port else (m.address, m.port + 1)
+        direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(m.direction, m.direction)
+        return index, AudioChoice(opus[0], m.rtpmap[opus[0]][2], dtmf[0] if dtmf else None,
+                                  (m.address, m.port), (m.address, m.port) if m.rtcp_mux else rtcp,
+                                  m.rtcp_mux, crypto, direction)
+    names = sorted({m.rtpmap[pt][0] for _, m in audio for pt in m.rtpmap})
+    raise SdpError("codec_mismatch",
+                   f"no audio codec in common: offered {', '.join(names) or 'none'}; this service takes Opus")
+
+
+def answer(offer: SessionOffer, audio_index: int, choice: AudioChoice, address: str,
+           rtp_port: int, rtcp_port: int, our_key: bytes | None) -> str:
+    """The answer: the audio m-line we took, every other m-line refused (port 0)."""
+    family = "IP6" if ":" in address else "IP4"
+    version = int(time.time())
+    lines = ["v=0", f"o=multipoint {version} {version} IN {family} {address}", "s=multipoint",
+             f"c=IN {family} {address}", "t=0 0"]
+    for index, m in enumerate(offer.media):
+        if index != audio_index:
+            lines.append(f"m={m.kind} 0 {m.proto} {m.formats[0]}")
+            continue
+        formats = [str(choice.payload_type)]
+        if choice.dtmf_payload_type is not None:
+            formats.append(str(choice.dtmf_payload_type))
+        proto = SECURE if choice.crypto is not None else PLAIN
+        lines.append(f"m=audio {rtp_port} {proto} {' '.join(formats)}")
+        lines.append(f"a=rtpmap:{choice.payload_type} opus/48000/{choice.channels}")
+        lines.append(f"a=fmtp:{choice.payload_type} useinbandfec=1")
+        if choice.dtmf_payload_type is not None:
+            lines.append(f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/48000")
+            lines.append(f"a=fmtp:{choice.dtmf_payload_type} 0-16")
+        lines.append("a=ptime:20")
+        lines.append(f"a={choice.direction}")
+        if choice.rtcp_mux:
+            lines.append("a=rtcp-mux")
+        else:
+            lines.append(f"a=rtcp:{rtcp_port} IN {family} {address}")
+        if choice.crypto is not None and our_key is not None:
+            key = base64.b64encode(our_key).decode("ascii")
+            lines.append(f"a=crypto:{choice.crypto.tag} {choice.crypto.suite} inline:{key}")
+    return "\r\n".join(lines) + "\r\n"

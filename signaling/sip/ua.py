@@ -1,0 +1,526 @@
+"""A small SIP user agent server for room units: UDP and TCP, INVITE dialogs.
+
+It takes the subset of RFC 3261 a room system uses to call a multipoint: INVITE with an
+SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a session
+refresh: answered with the session as it is), OPTIONS (keep-alive and capability
+queries); every other method gets 405 with ``Allow``. docs/sip.md says why this is our
+own and not a SIP stack's.
+
+Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
+the last response again; a 2xx to INVITE is retransmitted over UDP (T1 doubling to T2)
+until its ACK comes or 64*T1 passes; a BYE we send is retransmitted the same way until
+answered. Responses go back where the request came from (the source address, as
+RFC 3581 rport does), which is what a unit behind a NAT needs.
+
+What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
+and says how to answer, and hears of each hang-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from signaling.sip.message import (
+    MAX_MESSAGE_BYTES,
+    SipMessage,
+    SipParseError,
+    frame,
+    new_branch,
+    new_tag,
+    params,
+    parse,
+    response_to,
+    tag_of,
+    uri_of,
+)
+
+logger = logging.getLogger(__name__)
+
+T1_S = 0.5
+T2_S = 4.0
+TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+MAX_CALLS = 500  # dialogs at once: a bound on what strangers can make us hold
+TCP_IDLE_S = 300.0  # a stream with no message for this long (and no call) is closed
+USER_AGENT = "multipoint"
+
+
+class Flow:
+    """Where a message came from, and how to send back: a UDP address or a TCP stream."""
+
+    transport = "udp"
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "udp"
+
+
+class _UdpFlow(Flow):
+    def __init__(self, endpoint: _UdpEndpoint, address: tuple[str, int]) -> None:
+        super().__init__(address)
+        self.endpoint = endpoint
+
+    def send(self, data: bytes) -> None:
+        if self.endpoint.transport is not None:
+            self.endpoint.transport.sendto(data, self.address)
+
+
+class _TcpFlow(Flow):
+    transport = "tcp"
+
+    def __init__(self, writer: asyncio.StreamWriter, address: tuple[str, int]) -> None:
+        super().__init__(address)
+        self.writer = writer
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+
+@dataclass(eq=False)
+class Call:
+    """One dialog with a unit, from its INVITE on."""
+
+    invite: SipMessage
+    flow: Flow
+    local_tag: str
+    call_id: str
+    remote_tag: str
+    remote_uri: str  # where in-dialog requests go (its Contact)
+    local_uri: str  # our URI in its To header
+    remote_from: str  # its From header, as it sent it
+    local_to: str  # our To header, tagged
+    answer: SipMessage | None = None  # the final response to the INVITE
+    answered_sdp: bytes = b""
+    confirmed: bool = False  # the ACK came
+    ended: bool = False
+    local_cseq: int = 0
+    task: asyncio.Task[None] | None = None
+    retransmit: asyncio.Task[None] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    app: Any = None  # the application's object for this call
+
+    @property
+    def offer(self) -> str:
+        return self.invite.body.decode("utf-8", "replace")
+
+
+class Calls(Protocol):
+    """The application side: what to do with a new call, and hearing that one ended."""
+
+    async def invited(self, call: Call) -> tuple[int, str, str]:
+        """(status, reason, SDP answer) for a new INVITE; a status ≥ 300 refuses it."""
+        ...
+
+    async def ended(self, call: Call, by_unit: bool) -> None:
+        ...
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, agent: SipAgent) -> None:
+        self.agent = agent
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if data in (b"\r\n", b"\r\n\r\n"):  # keep-alive (RFC 5626 4.4.1)
+            return
+        self.agent.received(data, _UdpFlow(self, (addr[0], addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for something we sent: that unit is gone
+
+
+class SipAgent:
+    """Listens for SIP and keeps the dialogs (see the module's text)."""
+
+    def __init__(self, calls: Calls, host: str, advertised_host: str | None = None) -> None:
+        self.calls = calls
+        self.host = host
+        self.advertised_host = advertised_host or host
+        self.udp: _UdpEndpoint | None = None
+        self.tcp: asyncio.Server | None = None
+        self.udp_port = 0
+        self.tcp_port = 0
+        self.dialogs: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag)
+        self._invites: dict[tuple[str, str], Call] = {}  # (Call-ID, branch): pending INVITEs
+        self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
+        self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
+        self._streams: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters = {"messages": 0, "malformed": 0, "refused": 0, "calls": 0}
+
+    async def start(self, udp_port: int, tcp_port: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        transport, endpoint = await loop.create_datagram_endpoint(
+            lambda: _UdpEndpoint(self), local_addr=(self.host, udp_port))
+        self.udp = endpoint
+        self.udp_port = transport.get_extra_info("sockname")[1]
+        if tcp_port is not None:
+            try:
+                self.tcp = await asyncio.start_server(self._stream, self.host, tcp_port or self.udp_port)
+            except OSError:
+                transport.close()
+                raise
+            self.tcp_port = self.tcp.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for call in list(self.dialogs.values()):
+            with contextlib.suppress(Exception):
+                await self.hang_up(call, wait=False)
+        if self.udp is not None and self.udp.transport is not None:
+            self.udp.transport.close()
+        if self.tcp is not None:
+            self.tcp.close()
+        for task in [*self._streams, *self._tasks]:
+            task.cancel()
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        peer = writer.get_extra_info("peername")
+        flow = _TcpFlow(writer, (peer[0], peer[1]))
+        buffer = bytearray()
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(16384), TCP_IDLE_S)
+                except TimeoutError:
+                    if any(c.flow is flow for c in self.dialogs.values()):
+                        continue
+                    break
+                if not chunk:
+                    break
+                buffer += chunk
+                while True:
+                    try:
+                        data = frame(buffer)
+                    except SipParseError as exc:  # a stream we cannot frame cannot go on
+                        self.counters["malformed"] += 1
+                        logger.info("SIP over TCP from %s: %s; closing", flow.address, exc)
+                        return
+                    if data is None:
+                        break
+                    self.received(data, flow)
+                if len(buffer) > MAX_MESSAGE_BYTES:
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._streams.discard(task)
+            writer.close()
+
+    # Receiving --------------------------------------------------------------------------
+
+    def received(self, data: bytes, flow: Flow) -> None:
+        self.counters["messages"] += 1
+        try:
+            message = parse(data)
+        except SipParseError as exc:
+            self.counters["malformed"] += 1
+            self._bad_request(data, flow, str(exc))
+            return
+        try:
+            if message.is_request:
+                self._request(message, flow)
+            else:
+                self._response(message)
+        except SipParseError as exc:
+            self.counters["malformed"] += 1
+            if message.is_request and message.method != "ACK":
+                self._send(flow, response_to(message, 400, _reason(str(exc))))
+        except Exception:
+            logger.exception("SIP message from %s failed", flow.address)
+            if message.is_request and message.method != "ACK":
+                self._send(flow, response_to(message, 500))
+
+    def _bad_request(self, data: bytes, flow: Flow, why: str) -> None:
+        """Answer 400 when enough of the request is readable to address a response."""
+        head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        lines = head.split("\r\n")
+        if not lines or lines[0].startswith("SIP/") or lines[0].split(" ")[0] == "ACK":
+            return
+        wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+                  "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+        response = SipMessage(status=400, reason=_reason(why))
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            canonical = wanted.get(name.strip().lower())
+            if canonical is not None:
+                response.add(canonical, value.strip())
+        if all(response.get(h) for h in ("Via", "From", "To", "Call-ID", "CSeq")):
+            self._send(flow, response)
+
+    def _request(self, request: SipMessage, flow: Flow) -> None:
+        method = request.method
+        branch = params(request.get_all("Via")[0]).get("branch", "")
+        key = (request.call_id, branch, method)
+        cached = self._responses.get(key)
+        if cached is not None and method != "ACK":  # a retransmission: the same answer
+            flow.send(cached[1])
+            return
+        if method == "INVITE":
+            self._invite(request, flow, branch)
+        elif method == "ACK":
+            call = self._dialog(request)
+            if call is not None:
+                call.confirmed = True
+                if call.retransmit is not None:
+                    call.retransmit.cancel()
+        elif method == "BYE":
+            call = self._dialog(request)
+            if call is None:
+                self._reply(request, flow, 481, branch)
+                return
+            self._reply(request, flow, 200, branch)
+            self._end(call, by_unit=True)
+        elif method == "CANCEL":
+            pending = self._invites.get((request.call_id, branch))
+            if pending is None:
+                self._reply(request, flow, 481, branch)
+                return
+            self._reply(request, flow, 200, branch)
+            if pending.answer is None:
+                # Answered 487 now; a join under way finishes and is undone (_decide).
+                self._final(pending, 487, "Request Terminated", b"")
+                self._end(pending, by_unit=True)
+        elif method == "OPTIONS":
+            response = response_to(request, 200, to_tag=new_tag())
+            response.add("Allow", ALLOW)
+            response.add("Accept", "application/sdp")
+            self._cache_and_send(request, flow, branch, response)
+        else:
+            response = response_to(request, 405 if method in ("REGISTER", "SUBSCRIBE", "NOTIFY",
+                                                             "PUBLISH", "MESSAGE", "REFER", "INFO",
+                                                             "UPDATE", "PRACK") else 501,
+                                   to_tag=new_tag())
+            response.add("Allow", ALLOW)
+            self._cache_and_send(request, flow, branch, response)
+
+    def _dialog(self, request: SipMessage) -> Call | None:
+        return self.dialogs.get((request.call_id, tag_of(request.get("To"))))
+
+    def _invite(self, request: SipMessage, flow: Flow, branch: str) -> None:
+        pending = self._invites.get((request.call_id, branch))
+        if pending is not None:  # retransmitted while we decide: still trying
+            self._send(flow, response_to(request, 100))
+            return
+        existing = self._dialog(request)
+        if existing is not None:  # a re-INVITE: the session stays as it was answered
+            if existing.ended:
+                self._reply(request, flow, 481, branch)
+                return
+            response = response_to(request, 200, to_tag=existing.local_tag)
+            self._add_contact(response, flow)
+            response.add("Content-Type", "application/sdp")
+            response.body = existing.answered_sdp
+            self._cache_and_send(request, flow, branch, response)
+            return
+        if tag_of(request.get("To")):  # in a dialog we do not know (we restarted, say)
+            self._reply(request, flow, 481, branch)
+            return
+        if len(self.dialogs) >= MAX_CALLS:
+            self.counters["refused"] += 1
+            self._reply(request, flow, 503, branch, retry_after=60)
+            return
+        if request.get("Require"):
+            response = response_to(request, 420, to_tag=new_tag())
+            response.add("Unsupported", request.get("Require"))
+            self._cache_and_send(request, flow, branch, response)
+            return
+        content_type = request.get("Content-Type").split(";")[0].strip().lower()
+        if not request.body or content_type != "application/sdp":
+            # Units offer in the INVITE; an offer in the ACK (late offer) is not taken.
+            response = response_to(request, 488, "Not Acceptable Here: an SDP offer is required",
+                                   to_tag=new_tag())
+            response.add("Warning", '399 multipoint "this service needs the SDP offer in the INVITE"')
+            self._cache_and_send(request, flow, branch, response)
+            return
+        contact = request.get("Contact")
+        local_tag = new_tag()
+        call = Call(invite=request, flow=flow, local_tag=local_tag, call_id=request.call_id,
+                    remote_tag=tag_of(request.get("From")),
+                    remote_uri=uri_of(contact) if contact else uri_of(request.get("From")),
+                    local_uri=uri_of(request.get("To")), remote_from=request.get("From"),
+                    local_to=request.get("To") + f";tag={local_tag}")
+        self._invites[(request.call_id, branch)] = call
+        self.dialogs[(call.call_id, local_tag)] = call
+        self.counters["calls"] += 1
+        self._send(flow, response_to(request, 100))
+        call.task = self._spawn(self._decide(call, branch))
+
+    async def _decide(self, call: Call, branch: str) -> None:
+        try:
+            status, reason, sdp = await self.calls.invited(call)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            logger.exception("SIP call %s: could not be handled", call.call_id)
+            status, reason, sdp = 500, "Server Internal Error", ""
+        if call.answer is not None:  # cancelled (or hung up) meanwhile: undo what was set up
+            if status < 300:
+                await self.calls.ended(call, True)
+            return
+        self._final(call, status, reason, sdp.encode())
+        if status >= 300:
+            self._forget(call)
+        self._spawn(self._forget_invite_later(call, branch))
+
+    def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
+        response = response_to(call.invite, status, reason, to_tag=call.local_tag)
+        if status < 300:
+            self._add_contact(response, call.flow)
+            response.add("Allow", ALLOW)
+            response.add("Content-Type", "application/sdp")
+            response.body = body
+            call.answered_sdp = body
+        elif status == 486 or status == 503:
+            response.add("Retry-After", "60")
+        call.answer = response
+        data = response.to_bytes()
+        branch = params(call.invite.get_all("Via")[0]).get("branch", "")
+        self._responses[(call.call_id, branch, "INVITE")] = (time.monotonic(), data)
+        call.flow.send(data)
+        if status < 300 and not call.flow.reliable:
+            call.retransmit = self._spawn(self._retransmit_ok(call, data))
+
+    async def _retransmit_ok(self, call: Call, data: bytes) -> None:
+        interval, waited = T1_S, 0.0
+        while waited < TRANSACTION_S and not call.confirmed and not call.ended:
+            await asyncio.sleep(interval)
+            waited += interval
+            if call.confirmed or call.ended:
+                return
+            call.flow.send(data)
+            interval = min(interval * 2, T2_S)
+        if not call.confirmed and not call.ended:  # no ACK: the unit never took the answer
+            logger.info("SIP call %s: no ACK; hanging up", call.call_id)
+            await self.hang_up(call, wait=False)
+
+    async def _forget_invite_later(self, call: Call, branch: str) -> None:
+        await asyncio.sleep(TRANSACTION_S)
+        self._invites.pop((call.call_id, branch), None)
+        now = time.monotonic()
+        for key in [k for k, (at, _) in self._responses.items() if now - at > TRANSACTION_S]:
+            del self._responses[key]
+
+    def _reply(self, request: SipMessage, flow: Flow, status: int, branch: str,
+               retry_after: int | None = None) -> None:
+        response = response_to(request, status, to_tag=tag_of(request.get("To")) or new_tag())
+        if retry_after is not None:
+            response.add("Retry-After", str(retry_after))
+        self._cache_and_send(request, flow, branch, response)
+
+    def _cache_and_send(self, request: SipMessage, flow: Flow, branch: str, response: SipMessage) -> None:
+        data = response.to_bytes()
+        self._responses[(request.call_id, branch, request.method)] = (time.monotonic(), data)
+        if len(self._responses) > 10 * MAX_CALLS:  # a flood of one-off requests
+            oldest = sorted(self._responses.items(), key=lambda item: item[1][0])[:MAX_CALLS]
+            for key, _ in oldest:
+                del self._responses[key]
+        flow.send(data)
+
+    def _send(self, flow: Flow, message: SipMessage) -> None:
+        flow.send(message.to_bytes())
+
+    def _add_contact(self, response: SipMessage, flow: Flow) -> None:
+        port = self.udp_port if flow.transport == "udp" else self.tcp_port
+        response.add("Contact", f"<sip:multipoint@{self.advertised_host}:{port};transport={flow.transport}>")
+        response.add("Server", USER_AGENT)
+
+    def _response(self, response: SipMessage) -> None:
+        branch = params(response.get_all("Via")[0]).get("branch", "")
+        waiter = self._bye_waiters.get(branch)
+        if waiter is not None and not waiter.done() and response.status >= 200:
+            waiter.set_result(response.status)
+
+    # Ending -------------------------------------------------------------------------------
+
+    def _end(self, call: Call, by_unit: bool) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        if call.retransmit is not None:
+            call.retransmit.cancel()
+        self._forget(call)
+        if call.answer is not None and call.answer.status < 300:
+            self._spawn(self.calls.ended(call, by_unit))
+
+    def _forget(self, call: Call) -> None:
+        self.dialogs.pop((call.call_id, call.local_tag), None)
+
+    async def hang_up(self, call: Call, wait: bool = True) -> int | None:
+        """End a call from our side: BYE once it is set up (487 before: not answered yet).
+        Returns the status the unit answered the BYE with (None: no answer)."""
+        if call.ended:
+            return None
+        if call.answer is None:  # still deciding: refuse it now (_decide undoes the join)
+            self._final(call, 480, "Temporarily Unavailable", b"")
+            call.ended = True
+            self._forget(call)
+            return None
+        self._end(call, by_unit=False)
+        call.local_cseq = max(call.local_cseq, 1) + 1
+        branch = new_branch()
+        transport = call.flow.transport.upper()
+        port = self.udp_port if call.flow.transport == "udp" else self.tcp_port
+        bye = SipMessage(method="BYE", uri=call.remote_uri)
+        bye.add("Via", f"SIP/2.0/{transport} {self.advertised_host}:{port};branch={branch};rport")
+        bye.add("Max-Forwards", "70")
+        bye.add("From", call.local_to)
+        bye.add("To", call.remote_from)
+        bye.add("Call-ID", call.call_id)
+        bye.add("CSeq", f"{call.local_cseq} BYE")
+        bye.add("User-Agent", USER_AGENT)
+        for route in reversed(call.invite.get_all("Record-Route")):
+            bye.add("Route", route)
+        data = bye.to_bytes()
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._bye_waiters[branch] = waiter
+        sender = self._spawn(self._send_until_answered(call.flow, data, waiter))
+        try:
+            if not wait:
+                return None
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(waiter), TRANSACTION_S)
+            return None
+        finally:
+            if wait:
+                sender.cancel()
+                self._bye_waiters.pop(branch, None)
+
+    async def _send_until_answered(self, flow: Flow, data: bytes, waiter: asyncio.Future[int]) -> None:
+        interval, waited = T1_S, 0.0
+        flow.send(data)
+        while not flow.reliable and not waiter.done() and waited < TRANSACTION_S:
+            await asyncio.sleep(interval)
+            waited += interval
+            if not waiter.done():
+                flow.send(data)
+            interval = min(interval * 2, T2_S)
+
+
+def _reason(why: str) -> str:
+    """A reason phrase: one line of plain text."""
+    return "Bad Request: " + "".join(ch if ch.isprintable() else " " for ch in why)[:80]
+

@@ -1,0 +1,62 @@
+"""SDP offers of room units (mcu/unit_sdp.py): what we take, what we answer, what we refuse."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from mcu.unit_sdp import SdpError, answer, choose_audio, parse_offer
+
+KEY = base64.b64encode(bytes(range(30))).decode()
+POLY = ("v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n"
+        "m=audio 49170 RTP/SAVP 9 0 8 116 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:116 OPUS/48000/2\r\na=fmtp:116 useinbandfec=1\r\na=rtpmap:101 telephone-event/48000\r\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31\r\n"
+        f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\na=rtcp:49999\r\na=sendrecv\r\n"
+        "m=video 49172 RTP/SAVP 109\r\nc=IN IP4 10.1.1.2\r\na=rtpmap:109 H264/90000\r\n"
+        "a=fmtp:109 profile-level-id=42e01f;packetization-mode=1\r\n")
+
+
+def test_opus_srtp_and_dtmf_are_taken_from_a_room_system_offer() -> None:
+    offer = parse_offer(POLY)
+    index, choice = choose_audio(offer)
+    assert index == 0 and choice.payload_type == 116 and choice.dtmf_payload_type == 101
+    assert choice.remote == ("10.1.1.1", 49170) and choice.remote_rtcp == ("10.1.1.1", 49999)
+    assert choice.crypto is not None and choice.crypto.suite == "AES_CM_128_HMAC_SHA1_80"
+    assert offer.media[1].address == "10.1.1.2"
+    text = answer(offer, index, choice, "192.0.2.5", 40000, 40001, bytes(30))
+    lines = text.split("\r\n")
+    assert "m=audio 40000 RTP/SAVP 116 101" in lines and "a=rtcp:40001 IN IP4 192.0.2.5" in lines
+    assert any(line.startswith("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:") for line in lines)
+    assert "m=video 0 RTP/SAVP 109" in lines  # refused, in its place
+
+
+def test_a_unit_that_offers_no_opus_is_told_what_it_offered() -> None:
+    offer = parse_offer(POLY.replace("a=rtpmap:116 OPUS/48000/2\r\n", ""))
+    with pytest.raises(SdpError) as error:
+        choose_audio(offer)
+    assert error.value.code == "codec_mismatch" and "G722" in str(error.value) and "Opus" in str(error.value)
+
+
+def test_srtp_required_with_no_suite_we_take_is_refused() -> None:
+    offer = parse_offer(POLY.replace("AES_CM_128_HMAC_SHA1_80", "F8_128_HMAC_SHA1_80")
+                        .replace("AES_CM_128_HMAC_SHA1_32", "AEAD_AES_256_GCM"))
+    with pytest.raises(SdpError) as error:
+        choose_audio(offer)
+    assert error.value.code == "codec_mismatch"
+
+
+@pytest.mark.parametrize("sdp", [
+    "", "garbage", "v=0\r\n", "v=0\r\nm=audio x RTP/AVP 0\r\n", "v=0\r\nc=IN IP4 nowhere\r\n",
+    "v=0\r\nm=audio 70000 RTP/AVP 0\r\nc=IN IP4 1.2.3.4\r\n",
+    "v=0\r\nm=audio 4000 RTP/AVP 0\r\n",  # no address
+    "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:x PCMU/8000\r\n",
+    "v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 4000 RTP/SAVP 0\r\n"
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n",  # a key of the wrong length
+    "v=0\r\n" + "a=x\r\n" * 5000,
+])
+def test_an_offer_that_cannot_be_read_is_bad_sdp(sdp: str) -> None:
+    with pytest.raises(SdpError) as error:
+        parse_offer(sdp)
+    assert error.value.code == "bad_sdp"

@@ -1,0 +1,274 @@
+"""Room units calling over SIP: baresip (Debian's) dials into a standing bridge.
+
+Real endpoints on loopback: the unit is baresip with a sine tone for a microphone, the
+other participant an aiortc client over the participant protocol. Both hear each other:
+the client's spectrum peaks at the unit's tone, and the unit's own recording of what it
+received peaks at the client's (and not at its own: the mix leaves a listener out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, ROOM_UNITS
+from scheduler.booking.bridges import create_bridge
+from scheduler.booking.units import ParticipantMix
+from scheduler.config import SchedulerConfig
+from scheduler.models import CallRecord, Organisation
+from scheduler.organisations import org_info
+from scheduler.seed import seed
+from signaling.sip.message import parse
+from signaling.tokens import JoinGrant, issue_token
+from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
+from tests.signal_client import SignalClient
+from tests.sip_unit import BARESIP, Baresip, tone_share
+
+pytestmark = [pytest.mark.media,
+              pytest.mark.skipif(BARESIP is None, reason="no baresip (scripts/test installs it)")]
+
+UNIT_TONE, CLIENT_TONE = 440, 700
+
+
+def bridge(server) -> str:
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=1, worker_capacity_units=800)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        return create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                             ParticipantMix(hd=5)).room_name
+
+
+def sip_uri(server, room: str, transport: str = "udp") -> str:
+    agent = server.app[ROOM_UNITS].agent
+    port = agent.udp_port if transport == "udp" else agent.tcp_port
+    return f"sip:{room}@127.0.0.1:{port}" + (";transport=tcp" if transport == "tcp" else "")
+
+
+async def client_in(server, room: str) -> SignalClient:
+    client = await SignalClient.connect(server.ws_url)
+    grant = JoinGrant(room=room, role="host", scheduled=True)
+    await client.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
+                           issue_token(server.settings.signing_secret(), grant, 300), name="Krajský úřad")
+    return client
+
+
+def units_in(server, room: str) -> list:
+    live = server.app[MEDIA].rooms.get(room)
+    return [p for p in live.participants.values() if p.describe()["connection"] == "sip"] if live else []
+
+
+def hears(client: SignalClient, frequency: float) -> bool:
+    return any(r.audio and r.spectrum_peak(frequency) > 30 for r in client.peer.received.values())
+
+
+async def test_a_unit_dials_in_hears_the_room_is_heard_and_hangs_up(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room))
+        established = await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        assert established, unit.log[-2000:]
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        member = units_in(server, room)[0]
+        # Listed to the others by the name its From header gave (baresip: its user part).
+        assert await wait_until(lambda: any(
+            p["id"] == member.id and p["mode"] == "mixed"
+            for m in client.of_type("participants") for p in m["participants"]))
+        assert await wait_until(lambda: member.media_counts()["audio_in"] > 150
+                                and member.media_counts()["audio_out"] > 150, timeout=15)
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        await asyncio.sleep(2)  # seconds of the client's tone in the unit's recording
+        await unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None)
+    finally:
+        await unit.stop()
+        await client.close()
+    heard = unit.heard()
+    assert tone_share(heard, unit.heard_rate, CLIENT_TONE) > 0.5
+    assert tone_share(heard, unit.heard_rate, UNIT_TONE) < 0.01  # not its own voice back
+    # The call is in the scheduler's records like a page's.
+    with server.app[DATABASE].session() as session:
+        records = session.scalars(select(CallRecord).where(CallRecord.room_name == room)).all()
+    assert any(r.participant == "unit" and r.left_at is not None for r in records)
+
+
+async def test_a_unit_removed_by_the_operator_is_hung_up(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit")
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room, "tcp"))  # over TCP this time
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        member = units_in(server, room)[0]
+        await server.app[LIVE_ROOMS].remove(room, member.id, "operátor")
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
+        assert not units_in(server, room)
+    finally:
+        await unit.stop()
+
+
+async def test_a_unit_with_srtp_is_answered_with_keys_of_our_own(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE, srtp=True)
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        member = units_in(server, room)[0]
+        assert member.choice is not None and member.choice.crypto is not None
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        assert await wait_until(lambda: member.media_counts()["audio_out"] > 100)
+        # Garbage and forged RTP at its port, from its own address: dropped, counted, and
+        # the call goes on.
+        dropped = server.app[MEDIA].counters.unit_dropped
+        port = member._rtp.port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+            for index in range(50):
+                forger.sendto(b"\x80\x6f" + index.to_bytes(2, "big") + bytes(8) + b"forged" * 20,
+                              ("127.0.0.1", port))
+                forger.sendto(b"\xff" * (index + 1), ("127.0.0.1", port))
+        assert await wait_until(lambda: server.app[MEDIA].counters.unit_dropped >= dropped + 100)
+        heard_before = member.media_counts()["audio_in"]
+        assert await wait_until(lambda: member.media_counts()["audio_in"] > heard_before + 50)
+        await asyncio.sleep(1.5)
+        await unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        await unit.stop()
+        await client.close()
+    assert tone_share(unit.heard(), unit.heard_rate, CLIENT_TONE) > 0.5
+    assert server.app[MEDIA].counters.handler_errors == 0
+
+
+async def test_a_unit_without_opus_is_refused_with_the_reason(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit", audio_codecs="PCMU/8000/1")
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=15)
+        assert "488" in unit.saw("CALL_CLOSED").get("param", "") + unit.log.decode(errors="replace")
+        assert not units_in(server, room)
+    finally:
+        await unit.stop()
+    assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
+
+
+# Plain SIP, hand-made: what a unit, a scanner or a broken device may send. -------------------
+
+
+class RawSip:
+    def __init__(self, server) -> None:
+        self.port = server.app[ROOM_UNITS].agent.udp_port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.local = self.sock.getsockname()[1]
+
+    def request(self, method: str, uri: str, call_id: str = "c1@test", cseq: int = 1,
+                body: bytes = b"", extra: str = "", to_tag: str = "", branch: str = "z9hG4bKraw1") -> bytes:
+        to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+        head = (f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{self.local};branch={branch}\r\n"
+                f"Max-Forwards: 70\r\nFrom: \"Tester\" <sip:tester@127.0.0.1>;tag=abc\r\nTo: {to}\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
+                f"Contact: <sip:tester@127.0.0.1:{self.local}>\r\n{extra}")
+        if body:
+            head += "Content-Type: application/sdp\r\n"
+        return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, ("127.0.0.1", self.port))
+
+    async def responses(self, wanted: int = 1, timeout: float = 5.0) -> list:
+        return [parse(data) for data in await self.datagrams(wanted, timeout)]
+
+    async def datagrams(self, wanted: int = 1, timeout: float = 5.0) -> list[bytes]:
+        found: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < wanted and loop.time() < deadline:
+            try:
+                found.append(self.sock.recv(65536))
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+OFFER = (b"v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 40000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n")
+
+
+async def test_plain_sip_requests_get_clear_answers(server) -> None:
+    room = bridge(server)
+    raw = RawSip(server)
+    try:
+        raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1"))
+        (options,) = await raw.responses()
+        assert options.status == 200 and "INVITE" in options.get("Allow")
+        raw.send(raw.request("SUBSCRIBE", f"sip:{room}@127.0.0.1", call_id="c2", extra="Event: x\r\n"))
+        (subscribe,) = await raw.responses()
+        assert subscribe.status == 405 and "BYE" in subscribe.get("Allow")
+        raw.send(raw.request("BYE", f"sip:{room}@127.0.0.1", call_id="nobody", to_tag="x"))
+        (bye,) = await raw.responses()
+        assert bye.status == 481
+        raw.send(raw.request("INVITE", "sip:no-such-room@127.0.0.1", call_id="c3", body=OFFER))
+        trying, refused = await raw.responses(2)
+        assert trying.status == 100 and refused.status == 404
+        raw.send(raw.request("INVITE", f"sip:{room}@127.0.0.1", call_id="c4", branch="z9hG4bKnosdp"))
+        (no_offer,) = await raw.responses()
+        assert no_offer.status == 488
+        bad_sdp = b"v=0\r\nm=audio x RTP/AVP\r\n"
+        raw.send(raw.request("INVITE", f"sip:{room}@127.0.0.1", call_id="c5", body=bad_sdp,
+                             branch="z9hG4bKbadsdp"))
+        trying, bad = await raw.responses(2)
+        assert bad.status == 400 and "m-line" in bad.reason
+        # Garbage and a request with a broken CSeq: nothing for the first, 400 for the second.
+        raw.send(b"\x00\xffnot sip at all")
+        raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="c6").replace(
+            b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"))
+        (broken,) = await raw.datagrams()  # with the CSeq as it came: not for our parser
+        assert broken.startswith(b"SIP/2.0 400 ")
+        assert server.app[ROOM_UNITS].agent.counters["malformed"] >= 2
+    finally:
+        raw.close()
+    assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
+
+
+async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) -> None:
+    room = bridge(server)
+    raw = RawSip(server)
+    try:
+        invite = raw.request("INVITE", f"sip:{room}@127.0.0.1", call_id="race", body=OFFER)
+        raw.send(invite)
+        raw.send(invite)  # a retransmission: one call, the same answers
+        raw.send(raw.request("CANCEL", f"sip:{room}@127.0.0.1", call_id="race").replace(
+            b"CSeq: 1 CANCEL", b"CSeq: 1 CANCEL"))
+        answers = await raw.responses(4, timeout=5)
+        statuses = sorted(a.status for a in answers)
+        # Either the CANCEL came first (200 to it, 487 to the INVITE), or the answer did
+        # (200 to the INVITE, 481 to the CANCEL): never a call left behind unanswered.
+        assert 100 in statuses
+        ok = [a for a in answers if a.status == 200 and a.cseq[1] == "INVITE"]
+        if ok:
+            to_tag = ok[0].get("To").split("tag=")[1]
+            ack = raw.request("ACK", f"sip:{room}@127.0.0.1", call_id="race", to_tag=to_tag)
+            raw.send(ack)
+            raw.send(raw.request("BYE", f"sip:{room}@127.0.0.1", call_id="race", cseq=2, to_tag=to_tag,
+                                 branch="z9hG4bKbye"))
+        else:
+            assert 487 in statuses
+        assert await wait_until(lambda: not units_in(server, room))
+        assert await wait_until(lambda: not server.app[ROOM_UNITS].agent.dialogs)
+    finally:
+        raw.close()

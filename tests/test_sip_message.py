@@ -1,0 +1,85 @@
+"""SIP messages: parsing what units send (and what they should not), framing on streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from signaling.sip.message import (
+    SipParseError,
+    display_name,
+    frame,
+    params,
+    parse,
+    response_to,
+    tag_of,
+    uri_of,
+    user_and_host,
+)
+
+INVITE = (b"INVITE sip:mtg-abc@10.0.0.1 SIP/2.0\r\n"
+          b"v: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK1;rport\r\n"
+          b"Via: SIP/2.0/UDP proxy:5060;branch=z9hG4bK0, SIP/2.0/TCP p2;branch=z9hG4bKx\r\n"
+          b"f: \"Zasedac\\\"i m\xc3\xadstnost\" <sip:unit@10.1.1.1>;tag=aa\r\n"
+          b"t: <sip:mtg-abc@10.0.0.1>\r\n"
+          b"i: call-1@unit\r\nCSeq: 7 INVITE\r\nSubject: long\r\n folded\r\n"
+          b"Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\nEXTRA")
+
+
+def test_a_request_with_compact_headers_and_a_folded_line() -> None:
+    message = parse(INVITE)
+    assert message.method == "INVITE" and message.uri == "sip:mtg-abc@10.0.0.1"
+    assert message.call_id == "call-1@unit" and message.cseq == (7, "INVITE")
+    assert message.get("Subject") == "long folded"
+    assert message.body == b"v=0\r\n"  # Content-Length, not what follows
+    assert len(message.get_all("Via")) == 3
+    assert params(message.get_all("Via")[0]) == {"branch": "z9hG4bK1", "rport": ""}
+    sender = message.get("From")
+    assert tag_of(sender) == "aa" and uri_of(sender) == "sip:unit@10.1.1.1"
+    assert display_name(sender) == 'Zasedac"i místnost'
+    assert user_and_host("sip:mtg%2Dabc@10.0.0.1:5060;transport=tcp") == ("mtg-abc", "10.0.0.1:5060")
+
+
+def test_a_response_copies_what_rfc_3261_says_and_tags_the_to() -> None:
+    response = response_to(parse(INVITE), 486, to_tag="ours")
+    text = response.to_bytes()
+    assert text.startswith(b"SIP/2.0 486 Busy Here\r\n")
+    again = parse(text)
+    assert again.get_all("Via") == parse(INVITE).get_all("Via")
+    assert tag_of(again.get("To")) == "ours" and again.cseq == (7, "INVITE")
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x00\x01\x02", b"INVITE sip:x SIP/2.0\r\n",  # no blank line
+    b"INVITE sip:x SIP/3.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 INVITE\r\n\r\n",
+    b"invite sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 INVITE\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCSeq: 1 INVITE\r\n\r\n",  # no Call-ID
+    b"INVITE sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: x INVITE\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 INVITE\r\n"
+    b"Content-Length: 99\r\n\r\nshort",
+    b"SIP/2.0 99 Odd\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 INVITE\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\nVia: a\r\nBad Header: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\n"
+    b"CSeq: 1 INVITE\r\n\r\n",
+    b"INVITE sip:x SIP/2.0\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+    b"OPTIONS sip:x SIP/2.0\r\nVia: \xff\r\n\r\n",
+])
+def test_what_is_not_sip_is_refused_with_a_reason(data: bytes) -> None:
+    with pytest.raises(SipParseError) as error:
+        parse(data)
+    assert str(error.value)
+
+
+def test_a_stream_is_cut_into_whole_messages() -> None:
+    options = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+               b"To: <sip:x@y>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    buffer = bytearray(b"\r\n\r\n" + INVITE[:40])
+    assert frame(buffer) is None  # not all there yet
+    buffer = bytearray(b"\r\n" + INVITE.replace(b"EXTRA", b"") + options[:30])
+    assert parse(frame(buffer) or b"").method == "INVITE"
+    assert frame(buffer) is None
+    buffer += options[30:]
+    assert parse(frame(buffer) or b"").method == "OPTIONS" and not buffer
+    with pytest.raises(SipParseError):  # on a stream, the length must be said
+        frame(bytearray(options.replace(b"Content-Length: 0\r\n", b"")))
+    with pytest.raises(SipParseError):
+        frame(bytearray(b"X" * 70000))
