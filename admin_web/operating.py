@@ -35,14 +35,14 @@ async def operating_page(admin: Admin, request: web.Request, user: Principal) ->
     context = await admin.run(_nodes_and_holders, admin)
     return render(request, "operating.html", rooms=await admin.live_rooms.rooms(),
                   load=admin.live_rooms.load(), recordings=admin.live_rooms.recordings()[:20],
-                  **context)
+                  dials=list(admin.live_rooms.dials), **context)
 
 
 @page(OPERATORS)
 async def live_fragment(admin: Admin, request: web.Request, user: Principal) -> web.Response:
     """The live rooms alone, for the page's periodic refresh."""
     return render(request, "operating_live.html", rooms=await admin.live_rooms.rooms(),
-                  load=admin.live_rooms.load())
+                  load=admin.live_rooms.load(), dials=list(admin.live_rooms.dials))
 
 
 @page(OPERATORS)
@@ -54,6 +54,13 @@ async def act(admin: Admin, request: web.Request, user: Principal) -> web.Stream
             await admin.live_rooms.mute(room, participant, by=user.name)
         elif action == "remove":
             await admin.live_rooms.remove(room, participant, by=user.name)
+        elif action == "dial":
+            target = data.get("target", "").strip()
+            if not target.lower().startswith(("sip:", "sips:")) or len(target) > 200 \
+                    or any(ch.isspace() or not ch.isprintable() for ch in target):
+                raise web.HTTPSeeOther("/admin/operating?bad=dial#live")
+            admin.live_rooms.dial(room, target, by=user.name)
+            participant = target
         elif action in ("lock", "unlock"):
             await admin.live_rooms.lock(room, action == "lock")
         elif action in ("record", "stop_recording"):

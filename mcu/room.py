@@ -226,10 +226,14 @@ class Room:
 
         unit = UnitParticipant(self, name, role, participant_id, media_host)
         answer = await unit.start(offer_sdp)  # before it is in: a refused offer leaves no trace
+        self.add_unit(unit)
+        return unit, answer
+
+    def add_unit(self, unit: UnitParticipant) -> None:
+        """A room unit whose SDP is settled (mcu/unit.py) takes its place in the room."""
         self.participants[unit.id] = cast(Participant, unit)
         self.worker.start_ticking()
         self.announce_join(cast(Participant, unit))
-        return unit, answer
 
     def announce_join(self, participant: Participant) -> None:
         """After the participant's first offer: its producers exist now."""

@@ -34,7 +34,7 @@ from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
-from mcu.unit_sdp import SRTP_KEY_BYTES, AudioChoice, answer, choose_audio, parse_offer
+from mcu.unit_sdp import SRTP_KEY_BYTES, AudioChoice, SdpError, answer, choose_audio, offer_sdp, parse_offer
 
 if TYPE_CHECKING:
     from mcu.room import Room
@@ -125,40 +125,67 @@ class UnitParticipant:
         self._tx: pylibsrtp.Session | None = None
         self._open: Callable[[bytes], bytes | None] | None = None  # SRTP unprotect
         self._rx: pylibsrtp.Session | None = None  # kept alive for _open
+        self._offered_key: bytes | None = None  # dial-out with SRTP: the key we offered
         self.last_heard = time.monotonic()
         self.dtmf_events = 0
         self.on_closed: Callable[[UnitParticipant], None] | None = None
 
     async def start(self, offer_sdp: str) -> str:
-        """Bind the media sockets for the unit's offer; the SDP answer (SdpError when the
-        offer cannot be taken)."""
+        """The unit called: bind the media sockets for its offer and return our answer
+        (SdpError when the offer cannot be taken)."""
         offer = parse_offer(offer_sdp)
         index, choice = choose_audio(offer)
-        self.choice = choice
+        await self._bind(rtcp_socket=not choice.rtcp_mux)
+        assert self._rtp is not None
+        our_key = secrets.token_bytes(SRTP_KEY_BYTES) if choice.crypto is not None else None
+        self._set_up(choice, our_key)
+        rtcp_port = self._rtcp.port if self._rtcp is not None else self._rtp.port
+        return answer(offer, index, choice, self.media_host, self._rtp.port, rtcp_port, our_key)
+
+    async def make_offer(self, srtp: bool = False) -> str:
+        """We call the unit (dial-out): bind the media sockets and return our offer; the
+        unit's answer comes to :meth:`accept_answer`."""
+        await self._bind(rtcp_socket=True)
+        assert self._rtp is not None and self._rtcp is not None
+        self._offered_key = secrets.token_bytes(SRTP_KEY_BYTES) if srtp else None
+        return offer_sdp(self.media_host, self._rtp.port, self._rtcp.port, self._offered_key)
+
+    def accept_answer(self, answer_sdp: str) -> None:
+        """The unit's answer to :meth:`make_offer`; SdpError when it cannot be taken."""
+        if self.choice is not None:
+            raise SdpError("bad_sdp", "the call has its answer already")
+        _, choice = choose_audio(parse_offer(answer_sdp))
+        if (choice.crypto is None) != (self._offered_key is None):
+            raise SdpError("codec_mismatch", "the answer does not keep to the offered RTP profile")
+        if choice.rtcp_mux and self._rtcp is not None:  # it took RTCP on the RTP port
+            assert self._rtcp.transport is not None
+            self._rtcp.transport.close()
+            self._rtcp = None
+        self._set_up(choice, self._offered_key)
+
+    async def _bind(self, rtcp_socket: bool) -> None:
         loop = asyncio.get_running_loop()
         _, self._rtp = await loop.create_datagram_endpoint(
             lambda: _Socket(self._on_datagram), local_addr=(self.media_host, 0))
-        rtcp_port = self._rtp.port
-        if not choice.rtcp_mux:
+        if rtcp_socket:
             _, self._rtcp = await loop.create_datagram_endpoint(
                 lambda: _Socket(self._on_datagram), local_addr=(self.media_host, 0))
-            rtcp_port = self._rtcp.port
-        our_key = None
-        if choice.crypto is not None:
-            our_key = secrets.token_bytes(SRTP_KEY_BYTES)
+
+    def _set_up(self, choice: AudioChoice, our_key: bytes | None) -> None:
+        """Media flows from here on, as ``choice`` (what both SDPs agreed) says."""
+        self.choice = choice
+        if choice.crypto is not None and our_key is not None:
             self._tx = _srtp(choice.crypto.suite, our_key, outbound=True)
             self._rx = _srtp(choice.crypto.suite, choice.crypto.key, outbound=False)
             self._open = adapter.unprotector(self._rx)
         microphone = self.producers["microphone"]
         microphone.payload_type = choice.payload_type
         microphone.feedback = self._write_rtcp
-        for producer in self.producers.values():
-            producer.clock_rate = 48000 if producer.kind == "audio" else 90000
+        self.last_heard = time.monotonic()
         if choice.direction in ("sendrecv", "sendonly"):  # we send to it
             voice = self.slots["voice"][0]
             voice.configure(secrets.randbits(32) or 1, 0, choice.payload_type, None,
                             self._write_rtcp, self._bind_sink())
-        return answer(offer, index, choice, self.media_host, self._rtp.port, rtcp_port, our_key)
 
     def _bind_sink(self) -> Sink:
         assert self._rtp is not None and self.choice is not None

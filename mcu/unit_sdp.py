@@ -206,6 +206,26 @@ def choose_audio(offer: SessionOffer) -> tuple[int, AudioChoice]:
                    f"no audio codec in common: offered {', '.join(names) or 'none'}; this service takes Opus")
 
 
+OFFERED_OPUS, OFFERED_DTMF = 111, 101
+
+
+def offer_sdp(address: str, rtp_port: int, rtcp_port: int, key: bytes | None) -> str:
+    """Our offer when we call a unit: Opus and DTMF, RTCP muxed or on its own port (the
+    unit picks), SDES-SRTP when ``key`` is given."""
+    family = "IP6" if ":" in address else "IP4"
+    version = int(time.time())
+    proto = SECURE if key is not None else PLAIN
+    lines = ["v=0", f"o=multipoint {version} {version} IN {family} {address}", "s=multipoint",
+             f"c=IN {family} {address}", "t=0 0",
+             f"m=audio {rtp_port} {proto} {OFFERED_OPUS} {OFFERED_DTMF}",
+             f"a=rtpmap:{OFFERED_OPUS} opus/48000/2", f"a=fmtp:{OFFERED_OPUS} useinbandfec=1",
+             f"a=rtpmap:{OFFERED_DTMF} telephone-event/48000", f"a=fmtp:{OFFERED_DTMF} 0-16",
+             "a=ptime:20", "a=sendrecv", "a=rtcp-mux", f"a=rtcp:{rtcp_port} IN {family} {address}"]
+    if key is not None:
+        lines.append(f"a=crypto:1 {SRTP_SUITES[0]} inline:{base64.b64encode(key).decode('ascii')}")
+    return "\r\n".join(lines) + "\r\n"
+
+
 def answer(offer: SessionOffer, audio_index: int, choice: AudioChoice, address: str,
            rtp_port: int, rtcp_port: int, our_key: bytes | None) -> str:
     """The answer: the audio m-line we took, every other m-line refused (port 0)."""

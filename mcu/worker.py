@@ -47,6 +47,7 @@ class WorkerService:
         self.worker = worker
         self.emit = emit
         self.participants: dict[str, Participant] = {}
+        self.dialling: dict[str, UnitParticipant] = {}  # room units we call, until they answer
         # Rooms spread over several workers: the pipe addresses of the other workers that
         # host part of each room (the front says which, with link_room).
         self.peers: dict[str, list[tuple[str, int]]] = {}
@@ -144,6 +145,41 @@ class WorkerService:
         self.participants[unit.id] = cast(Participant, unit)
         self._export(live)
         return {"participant": unit.id, "answer": answer}
+
+    async def do_dial_unit(self, room: str, participant: str, name: str, role: str, media_host: str,
+                           srtp: bool = False) -> dict[str, Any]:
+        """We call a room unit (dial-out): our SDP offer. The unit joins the room when its
+        answer comes (``unit_answer``); a call that fails is dropped (``drop_unit``)."""
+        if not isinstance(media_host, str) or not isinstance(srtp, bool):
+            raise ChannelError("bad_request", "dial_unit needs a media host")
+        live = self._room(room)
+        unit = UnitParticipant(live, name, role, participant, media_host)
+        offer = await unit.make_offer(srtp)
+        self.dialling[unit.id] = unit
+        return {"participant": unit.id, "offer": offer}
+
+    async def do_unit_answer(self, participant: str, answer: str) -> None:
+        unit = self.dialling.pop(participant, None)
+        if unit is None or unit.closed:
+            raise ChannelError("unknown_participant", f"no call to {participant!r} under way")
+        try:
+            unit.accept_answer(answer if isinstance(answer, str) else "")
+        except SdpError as exc:
+            await unit.close()
+            raise ChannelError(exc.code, str(exc)) from None
+        if self.worker.rooms.get(unit.room.name) is not unit.room:  # closed meanwhile
+            await unit.close()
+            raise ChannelError("unknown_room", f"room {unit.room.name} is closed")
+        unit.room.add_unit(unit)
+        self.participants[unit.id] = cast(Participant, unit)
+        self._export(unit.room)
+
+    async def do_drop_unit(self, participant: str) -> None:
+        unit = self.dialling.pop(participant, None)
+        if unit is not None:
+            await unit.close()
+            if not unit.room.participants and not unit.room.remote_participants:
+                unit.room.close()
 
     async def do_negotiate(self, participant: str) -> None:
         """After the front told the client it joined: the first offer, then the others'."""

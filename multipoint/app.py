@@ -310,6 +310,7 @@ def create_app(settings: Settings) -> web.Application:
     room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host) \
         if settings.sip_enabled else None
     app[ROOM_UNITS] = room_units
+    live_rooms.units = room_units
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")

@@ -6,10 +6,16 @@ participant is told exactly as when a host acts from the call page.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from signaling.server import Signaling, record
+from signaling.sip.units import DialFailed, RoomUnits
+
+RECENT_DIALS = 20
 
 
 class LiveRooms:
@@ -17,6 +23,10 @@ class LiveRooms:
         self.signaling = signaling
         self.pool = signaling.pool
         self.recordings_dir = recordings_dir
+        self.units: RoomUnits | None = None  # SIP (signaling/sip/), when it is on
+        # The operator's last calls to room units and how each went, newest first.
+        self.dials: deque[dict[str, Any]] = deque(maxlen=RECENT_DIALS)
+        self._dialling: set[asyncio.Task[None]] = set()
 
     async def rooms(self) -> list[dict[str, Any]]:
         """Every live room with its participants and each one's connection quality,
@@ -54,6 +64,33 @@ class LiveRooms:
 
     async def remove(self, room: str, participant: str, by: str) -> None:
         await self._connection(room, participant).end("removed", f"removed by {by}")
+
+    def dial(self, room: str, target: str, by: str) -> dict[str, Any]:
+        """Call a room unit into a live room; it rings for a while, so this returns at
+        once with the entry of :attr:`dials` that tells how it goes."""
+        if self.units is None:
+            raise LookupError("SIP is not on for this node")
+        if room not in self.signaling.channels:
+            raise LookupError(f"no live room {room}")
+        entry: dict[str, Any] = {"room": room, "target": target, "by": by, "at": time.time(),
+                                 "outcome": "ringing", "reason": ""}
+        self.dials.appendleft(entry)
+        task = asyncio.ensure_future(self._dial(entry))
+        self._dialling.add(task)
+        task.add_done_callback(self._dialling.discard)
+        return entry
+
+    async def _dial(self, entry: dict[str, Any]) -> None:
+        assert self.units is not None
+        try:
+            # The operator's word admits it: the room is live, booked or not.
+            member = await self.units.dial(entry["room"], entry["target"], scheduled=False)
+        except DialFailed as exc:
+            entry["outcome"], entry["reason"] = exc.outcome, exc.reason
+        except Exception as exc:  # the room closed meanwhile, a worker went away
+            entry["outcome"], entry["reason"] = "failed", str(exc)
+        else:
+            entry["outcome"], entry["participant"] = "connected", member.participant_id
 
     async def lock(self, room: str, locked: bool) -> None:
         channel = self.signaling.channels.get(room)

@@ -30,7 +30,7 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 class Baresip:
     def __init__(self, workdir: Path, tone_hz: int = 440, audio_codecs: str = "opus/48000/2",
-                 srtp: bool = False) -> None:
+                 srtp: bool = False, auto_answer: bool = False) -> None:
         self.workdir = workdir
         self.tone_hz = tone_hz
         self.ctrl_port = _free_port()
@@ -57,6 +57,8 @@ class Baresip:
         account = f"<sip:unit@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs={audio_codecs}"
         if srtp:
             account += ";mediaenc=srtp-mand"
+        if auto_answer:  # as a room system set to answer calls by itself
+            account += ";answermode=auto"
         (workdir / "accounts").write_text(account + "\n")
 
     async def start(self) -> None:

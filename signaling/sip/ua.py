@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -37,6 +39,7 @@ from signaling.sip.message import (
     response_to,
     tag_of,
     uri_of,
+    user_and_host,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ T1_S = 0.5
 T2_S = 4.0
 TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+RING_S = 45.0  # a unit we call that does not answer in this long: no answer
 MAX_CALLS = 500  # dialogs at once: a bound on what strangers can make us hold
 TCP_IDLE_S = 300.0  # a stream with no message for this long (and no call) is closed
 USER_AGENT = "multipoint"
@@ -88,6 +92,16 @@ class _TcpFlow(Flow):
             self.writer.write(data)
 
 
+@dataclass
+class Dialled:
+    """How a call we made went: the final status (0: no response at all)."""
+
+    status: int
+    reason: str
+    call: Call | None = None
+    answer: str = ""
+
+
 @dataclass(eq=False)
 class Call:
     """One dialog with a unit, from its INVITE on."""
@@ -102,6 +116,7 @@ class Call:
     remote_from: str  # its From header, as it sent it
     local_to: str  # our To header, tagged
     answer: SipMessage | None = None  # the final response to the INVITE
+    ack: bytes | None = None  # ours, when we called (sent again if the 200 comes again)
     answered_sdp: bytes = b""
     confirmed: bool = False  # the ACK came
     ended: bool = False
@@ -159,6 +174,7 @@ class SipAgent:
         self._invites: dict[tuple[str, str], Call] = {}  # (Call-ID, branch): pending INVITEs
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
+        self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
         self._streams: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"messages": 0, "malformed": 0, "refused": 0, "calls": 0}
@@ -195,11 +211,15 @@ class SipAgent:
         return task
 
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        await self._read_stream(reader, _TcpFlow(writer, (peer[0], peer[1])))
+
+    async def _read_stream(self, reader: asyncio.StreamReader, flow: _TcpFlow) -> None:
+        """Messages from one TCP stream (a unit's, or ours to a unit we called)."""
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)
-        peer = writer.get_extra_info("peername")
-        flow = _TcpFlow(writer, (peer[0], peer[1]))
+        writer = flow.writer
         buffer = bytearray()
         try:
             while True:
@@ -450,9 +470,156 @@ class SipAgent:
 
     def _response(self, response: SipMessage) -> None:
         branch = params(response.get_all("Via")[0]).get("branch", "")
+        responses = self._dialling.get(branch)
+        if responses is not None:
+            responses.put_nowait(response)
+            return
+        if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
+            # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK.
+            call = self.dialogs.get((response.call_id, tag_of(response.get("From"))))
+            if call is not None and call.ack is not None:
+                call.flow.send(call.ack)
+            return
         waiter = self._bye_waiters.get(branch)
         if waiter is not None and not waiter.done() and response.status >= 200:
             waiter.set_result(response.status)
+
+    # Calling a unit -------------------------------------------------------------------------
+
+    async def dial(self, target: str, offer: str, caller: str = "multipoint",
+                   ring_s: float = RING_S) -> Dialled:
+        """Call ``target`` (``sip:unit@host[:port][;transport=tcp]``) with ``offer``.
+
+        Returns the final status and, on 2xx, the call (a dialog like an incoming one:
+        its BYE reaches :meth:`Calls.ended`) and the unit's SDP answer. Status 0: nothing
+        came back (unreachable); 408: it rang for ``ring_s`` and nobody answered (the
+        INVITE is cancelled).
+        """
+        try:
+            _, hostport = user_and_host(target)
+        except SipParseError as exc:
+            return Dialled(400, str(exc))
+        transport = "tcp" if re.search(r";transport=tcp\b", target, re.IGNORECASE) else "udp"
+        host, _, port_text = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+        if not host or not port_text.isdigit():
+            host, port_text = hostport, "5060"
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host.strip("[]"), int(port_text), type=socket.SOCK_DGRAM)
+            address = (str(infos[0][4][0]), int(infos[0][4][1]))
+        except (OSError, ValueError, IndexError):
+            return Dialled(0, f"cannot resolve {host}")
+        flow: Flow
+        if transport == "tcp":
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 5)
+            except (OSError, TimeoutError):
+                return Dialled(0, f"cannot connect to {address[0]}:{address[1]} over TCP")
+            flow = _TcpFlow(writer, address)
+            self._spawn(self._read_stream(reader, flow))
+        else:
+            assert self.udp is not None
+            flow = _UdpFlow(self.udp, address)
+        local_tag, call_id, branch = new_tag(), f"{new_tag()}@{self.advertised_host}", new_branch()
+        port = self.udp_port if transport == "udp" else self.tcp_port
+        name = caller.replace('"', "'")
+        via = f"SIP/2.0/{transport.upper()} {self.advertised_host}:{port}"
+        invite = SipMessage(method="INVITE", uri=target)
+        invite.add("Via", f"{via};branch={branch};rport")
+        invite.add("Max-Forwards", "70")
+        invite.add("From", f'"{name}" <sip:multipoint@{self.advertised_host}>;tag={local_tag}')
+        invite.add("To", f"<{target}>")
+        invite.add("Call-ID", call_id)
+        invite.add("CSeq", "1 INVITE")
+        self._add_contact(invite, flow)
+        invite.add("Allow", ALLOW)
+        invite.add("Content-Type", "application/sdp")
+        invite.body = offer.encode()
+        responses: asyncio.Queue[SipMessage] = asyncio.Queue()
+        self._dialling[branch] = responses
+        try:
+            final = await self._ring(flow, invite, responses, ring_s)
+        finally:
+            self._dialling.pop(branch, None)
+        if final is None:
+            return Dialled(0, "no response")
+        if final.status == 408 and final.reason == "no answer":
+            return Dialled(408, "no answer")
+        if final.status >= 300:
+            return Dialled(final.status, final.reason)
+        contact = final.get("Contact")
+        remote_to = final.get("To")
+        call = Call(invite=invite, flow=flow, local_tag=local_tag, call_id=call_id,
+                    remote_tag=tag_of(remote_to), remote_uri=uri_of(contact) if contact else target,
+                    local_uri=f"sip:multipoint@{self.advertised_host}", remote_from=remote_to,
+                    local_to=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
+        call.answered_sdp = final.body
+        ack = SipMessage(method="ACK", uri=call.remote_uri)
+        ack.add("Via", f"{via};branch={new_branch()};rport")
+        ack.add("Max-Forwards", "70")
+        for name_, value in (("From", call.local_to), ("To", remote_to), ("Call-ID", call_id),
+                             ("CSeq", "1 ACK")):
+            ack.add(name_, value)
+        for route in reversed(final.get_all("Record-Route")):
+            ack.add("Route", route)
+        call.ack = ack.to_bytes()
+        flow.send(call.ack)
+        self.dialogs[(call_id, local_tag)] = call
+        self.counters["calls"] += 1
+        return Dialled(final.status, final.reason, call, final.body.decode("utf-8", "replace"))
+
+    async def _ring(self, flow: Flow, invite: SipMessage, responses: asyncio.Queue[SipMessage],
+                    ring_s: float) -> SipMessage | None:
+        """Send the INVITE (again over UDP until something comes back), wait for its final
+        answer; past ``ring_s``, CANCEL it. A non-2xx final gets its ACK here."""
+        data = invite.to_bytes()
+        flow.send(data)
+        loop = asyncio.get_running_loop()
+        start, interval, resend_at = loop.time(), T1_S, loop.time() + T1_S
+        heard = False
+        cancelled = False
+        while True:
+            now = loop.time()
+            if not heard and now - start > TRANSACTION_S:
+                return None
+            if now - start > ring_s and not cancelled and heard:
+                cancelled = True
+                flow.send(self._cancel_of(invite).to_bytes())
+            if cancelled and now - start > ring_s + TRANSACTION_S:
+                return None
+            wait = min(resend_at - now, 0.5) if not heard and not flow.reliable else 0.5
+            try:
+                response = await asyncio.wait_for(responses.get(), max(wait, 0.01))
+            except TimeoutError:
+                if not heard and not flow.reliable and loop.time() >= resend_at:
+                    flow.send(data)
+                    interval = min(interval * 2, T2_S)
+                    resend_at = loop.time() + interval
+                continue
+            if response.cseq[1] != "INVITE":
+                continue  # the 200 to our CANCEL
+            heard = True
+            if response.status < 200:
+                continue
+            if response.status >= 300:
+                ack = SipMessage(method="ACK", uri=invite.uri)
+                ack.add("Via", invite.get_all("Via")[0])
+                for header in ("From", "Call-ID"):
+                    ack.add(header, invite.get(header))
+                ack.add("To", response.get("To"))
+                ack.add("CSeq", "1 ACK")
+                flow.send(ack.to_bytes())
+                if cancelled and response.status == 487:
+                    return SipMessage(status=408, reason="no answer")
+            return response
+
+    def _cancel_of(self, invite: SipMessage) -> SipMessage:
+        cancel = SipMessage(method="CANCEL", uri=invite.uri)
+        cancel.add("Via", invite.get_all("Via")[0])
+        for header in ("Max-Forwards", "From", "To", "Call-ID"):
+            cancel.add(header, invite.get(header))
+        cancel.add("CSeq", "1 CANCEL")
+        return cancel
 
     # Ending -------------------------------------------------------------------------------
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcu.channel import ChannelError
 from signaling.rate_limits import address_key
 from signaling.sip.message import SipParseError, display_name, uri_of, user_and_host
-from signaling.sip.ua import Call, SipAgent
+from signaling.sip.ua import RING_S, Call, SipAgent
 from signaling.tokens import JoinGrant
 
 if TYPE_CHECKING:
@@ -37,6 +38,32 @@ MAX_NAME_CHARS = 64
 REFUSALS = {"room_not_open": 404, "booking_cancelled": 404, "bridge_inactive": 480,
             "room_locked": 403, "worker_full": 486, "capacity_full": 486, "no_worker": 503,
             "room_unreachable": 503, "rate_limited": 503}
+
+
+# How a call we made ended, for the operator and a unit's test call.
+DIAL_OUTCOMES = {0: "unreachable", 408: "no_answer", 480: "no_answer", 486: "busy", 600: "busy",
+                 603: "declined", 403: "declined", 488: "codec_mismatch", 606: "codec_mismatch",
+                 404: "unknown_unit"}
+
+
+@dataclass
+class _Place:
+    channel: RoomChannel
+    worker: int
+    participant_id: str
+    grant: JoinGrant
+    name: str
+
+
+class DialFailed(Exception):
+    """A call to a unit that did not come about: ``outcome`` says why in a word
+    (unreachable, no_answer, busy, declined, codec_mismatch, unknown_unit, refused, failed)."""
+
+    def __init__(self, outcome: str, reason: str, status: int = 0) -> None:
+        super().__init__(f"{outcome}: {reason}")
+        self.outcome = outcome
+        self.reason = reason
+        self.status = status
 
 
 class Refused(Exception):
@@ -132,23 +159,88 @@ class RoomUnits:
             await member.close()
 
     async def _join(self, call: Call) -> UnitMember:
-        signaling = self.signaling
         # Counted as a join from that address: guessing room names is as slow as tokens.
-        if signaling.rate_limits.hit("join_per_ip", address_key(call.flow.address[0])) is not None:
+        if self.signaling.rate_limits.hit("join_per_ip", address_key(call.flow.address[0])) is not None:
             raise Refused(503, "Service Unavailable: too many calls from this address")
         try:
             room, _ = user_and_host(call.invite.uri)
         except SipParseError:
             raise Refused(416, "Unsupported URI Scheme") from None
-        if not ROOM_NAME.match(room):
-            raise Refused(404, "Not Found: no such room")
         sender = call.invite.get("From")
         name = display_name(sender)
         if not name:
             with contextlib.suppress(SipParseError):
                 name = user_and_host(uri_of(sender))[0]
+        place = await self._place(room, name)
+        try:
+            joined = await self.signaling.pool.request(
+                place.worker, "join_unit", room=room, participant=place.participant_id, name=place.name,
+                role=place.grant.role, offer=call.offer, media_host=self.media_host)
+        except ChannelError as exc:
+            self._unplace(place)
+            if exc.code == "codec_mismatch":
+                raise Refused(488, "Not Acceptable Here: " + _phrase(exc.message)) from None
+            if exc.code == "bad_sdp":
+                raise Refused(400, "Bad Request: " + _phrase(exc.message)) from None
+            raise Refused(500, "Server Internal Error") from None
+        except BaseException:
+            self._unplace(place)
+            raise
+        member = UnitMember(self, call, place.name)
+        member.answer = joined["answer"]
+        await self._enter(member, place)
+        return member
+
+    async def dial(self, room: str, target: str, name: str = "", srtp: bool = False,
+                   ring_s: float = RING_S, scheduled: bool = True) -> UnitMember:
+        """Call the room unit at ``target`` (``sip:unit@host``) into ``room``: the operator,
+        or a unit's test call. Admitted and placed like a unit that calls in (or, not
+        ``scheduled``, like an ad-hoc link's join: the operator adds a unit to a room that
+        is live); DialFailed says why when it does not answer or cannot take our media."""
+        if not name:
+            with contextlib.suppress(SipParseError):
+                name = user_and_host(target)[0]
+        try:
+            place = await self._place(room, name, scheduled)
+        except Refused as exc:
+            raise DialFailed("refused", exc.reason, exc.status) from None
+        pool = self.signaling.pool
+        try:
+            offered = await pool.request(place.worker, "dial_unit", room=room,
+                                         participant=place.participant_id, name=place.name,
+                                         role=place.grant.role, media_host=self.media_host, srtp=srtp)
+            dialled = await self.agent.dial(target, offered["offer"], caller=f"multipoint {room}",
+                                            ring_s=ring_s)
+        except BaseException:
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await pool.request(place.worker, "drop_unit", participant=place.participant_id)
+            self._unplace(place)
+            raise
+        if dialled.call is None:
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await pool.request(place.worker, "drop_unit", participant=place.participant_id)
+            self._unplace(place)
+            raise DialFailed(DIAL_OUTCOMES.get(dialled.status, "failed"), dialled.reason, dialled.status)
+        try:
+            await pool.request(place.worker, "unit_answer", participant=place.participant_id,
+                               answer=dialled.answer)
+        except ChannelError as exc:
+            self._unplace(place)
+            await self.agent.hang_up(dialled.call, wait=False)
+            outcome = "codec_mismatch" if exc.code in ("codec_mismatch", "bad_sdp") else "failed"
+            raise DialFailed(outcome, exc.message, dialled.status) from None
+        member = UnitMember(self, dialled.call, place.name)
+        dialled.call.app = member
+        await self._enter(member, place)
+        return member
+
+    async def _place(self, room: str, name: str, scheduled: bool = True) -> _Place:
+        """Admit a unit to ``room`` as a (scheduled) link's join is; reserve a worker."""
+        signaling = self.signaling
+        if not ROOM_NAME.match(room):
+            raise Refused(404, "Not Found: no such room")
         name = "".join(ch for ch in name if ch.isprintable())[:MAX_NAME_CHARS].strip() or "room unit"
-        grant = JoinGrant(room=room, role="guest", name=name, scheduled=True)
+        grant = JoinGrant(room=room, role="guest", name=name, scheduled=scheduled)
         existing = signaling.channels.get(room)
         if existing is not None and existing.echo:
             raise Refused(404, "Not Found: no such room")
@@ -174,37 +266,28 @@ class RoomUnits:
         if worker is None:
             self._drop_if_empty(channel)
             raise Refused(486, "Busy Here: every media worker is full")
-        member = UnitMember(self, call, name)
         participant_id = signaling.new_participant_id()
         signaling.pool.reserve(worker, participant_id, units)
         channel.placing[participant_id] = worker
-        try:
-            joined = await signaling.pool.request(
-                worker, "join_unit", room=room, participant=participant_id, name=name,
-                role=grant.role, offer=call.offer, media_host=self.media_host)
-        except ChannelError as exc:
-            signaling.pool.release(worker, participant_id)
-            del channel.placing[participant_id]
-            self._drop_if_empty(channel)
-            if exc.code == "codec_mismatch":
-                raise Refused(488, "Not Acceptable Here: " + _phrase(exc.message)) from None
-            if exc.code == "bad_sdp":
-                raise Refused(400, "Bad Request: " + _phrase(exc.message)) from None
-            raise Refused(500, "Server Internal Error") from None
-        except BaseException:
-            signaling.pool.release(worker, participant_id)
-            channel.placing.pop(participant_id, None)
-            self._drop_if_empty(channel)
-            raise
-        del channel.placing[participant_id]
+        return _Place(channel, worker, participant_id, grant, name)
+
+    def _unplace(self, place: _Place) -> None:
+        self.signaling.pool.release(place.worker, place.participant_id)
+        place.channel.placing.pop(place.participant_id, None)
+        self._drop_if_empty(place.channel)
+
+    async def _enter(self, member: UnitMember, place: _Place) -> None:
+        """The unit is in the room on its worker: the front lists it, as a page's join."""
+        signaling = self.signaling
+        place.channel.placing.pop(place.participant_id, None)
         member.participant_id, member.worker, member.channel, member.grant = \
-            participant_id, worker, channel, grant
-        member.answer = joined["answer"]
-        signaling.connections[participant_id] = member  # type: ignore[assignment]
-        channel.add(member, worker)  # type: ignore[arg-type]
-        member.call_record = await signaling.call_log.joined(room, name, "mixed", worker)
-        logger.info("SIP call %s: unit %r is %s in room %s", call.call_id, name, participant_id, room)
-        return member
+            place.participant_id, place.worker, place.channel, place.grant
+        signaling.connections[place.participant_id] = member  # type: ignore[assignment]
+        place.channel.add(member, place.worker)  # type: ignore[arg-type]
+        member.call_record = await signaling.call_log.joined(place.channel.name, place.name, "mixed",
+                                                             place.worker)
+        logger.info("SIP call %s: unit %r is %s in room %s", member.call.call_id, place.name,
+                    place.participant_id, place.channel.name)
 
     def _drop_if_empty(self, channel: RoomChannel) -> None:
         signaling = self.signaling

@@ -10,6 +10,7 @@ from tests.admin_web.conftest import sign_in
 from tests.browser.conftest import screenshot
 from tests.media.test_moderation import join
 from tests.peers import wait_until
+from tests.sip_unit import BARESIP, Baresip
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 
@@ -63,3 +64,34 @@ async def test_operator_mutes_and_removes_a_participant_who_observes_it(server, 
     finally:
         await alice.close()
         await bob.close()
+
+
+@pytest.mark.skipif(BARESIP is None, reason="no baresip (scripts/test installs it)")
+async def test_operator_calls_a_room_unit_into_a_live_room(server, accounts, context, tmp_path) -> None:
+    room = "krajska-porada"
+    alice = await join(server, room, "Alice")
+    unit = Baresip(tmp_path / "unit", auto_answer=True)
+    await unit.start()
+    try:
+        page = await context.new_page()
+        await sign_in(page, "operator")
+        form = page.locator(f"article[data-room='{room}'] form.dial")
+        await form.locator("input[name=target]").fill(f"sip:unit@127.0.0.1:{unit.sip_port}")
+        await form.get_by_role("button", name="Zavolat").click()
+        await page.wait_for_selector("#done")
+        # It rang, answered, and is in the room, listed like anyone.
+        await page.locator(f"article[data-room='{room}'] tr[data-name='unit']").wait_for(timeout=20_000)
+        await page.wait_for_function(
+            """() => document.querySelector("#dials tbody tr").cells[3].textContent.includes('spojeno')""",
+            timeout=20_000)
+        assert unit.saw("CALL_ESTABLISHED") is not None
+        assert await wait_until(lambda: any(p["name"] == "unit" for m in alice.of_type("participants")
+                                            for p in m["participants"]))
+        # A SIP address that is not one is refused with a reason.
+        await form.locator("input[name=target]").evaluate("(input) => input.removeAttribute('pattern')")
+        await form.locator("input[name=target]").fill("http://example")
+        await form.get_by_role("button", name="Zavolat").click()
+        await page.wait_for_selector("p.alert")
+    finally:
+        await unit.stop()
+        await alice.close()

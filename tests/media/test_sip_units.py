@@ -23,6 +23,7 @@ from scheduler.models import CallRecord, Organisation
 from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.sip.message import parse
+from signaling.sip.units import DialFailed
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
@@ -272,3 +273,67 @@ async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) 
         assert await wait_until(lambda: not server.app[ROOM_UNITS].agent.dialogs)
     finally:
         raw.close()
+
+
+# Calling a unit (dial-out) --------------------------------------------------------------------
+
+
+async def test_the_operator_calls_a_unit_into_a_room_and_both_are_heard(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE, auto_answer=True)
+    await unit.start()
+    try:
+        member = await server.app[ROOM_UNITS].dial(room, f"sip:unit@127.0.0.1:{unit.sip_port}",
+                                                   name="Zasedačka Benešov")
+        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None), unit.log[-2000:]
+        assert [u.name for u in units_in(server, room)] == ["Zasedačka Benešov"]
+        assert member.participant_id == units_in(server, room)[0].id
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        await asyncio.sleep(2)
+        await unit.hang_up()  # the unit ends it: its BYE reaches us
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        await unit.stop()
+        await client.close()
+    assert tone_share(unit.heard(), unit.heard_rate, CLIENT_TONE) > 0.5
+
+
+async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    units = server.app[ROOM_UNITS]
+    # Nobody at that address (TCP: refused at once).
+    with pytest.raises(DialFailed) as failed:
+        await units.dial(room, f"sip:unit@127.0.0.1:{free_tcp_port()};transport=tcp")
+    assert failed.value.outcome == "unreachable"
+    # A unit that rings and is not answered (nobody in the meeting room): cancelled.
+    unit = Baresip(tmp_path / "unit")
+    await unit.start()
+    try:
+        with pytest.raises(DialFailed) as failed:
+            await units.dial(room, f"sip:unit@127.0.0.1:{unit.sip_port}", ring_s=2)
+        assert failed.value.outcome == "no_answer"
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None)
+    finally:
+        await unit.stop()
+    # A unit without Opus: it refuses our offer.
+    unit = Baresip(tmp_path / "g711", audio_codecs="PCMU/8000/1", auto_answer=True)
+    await unit.start()
+    try:
+        with pytest.raises(DialFailed) as failed:
+            await units.dial(room, f"sip:unit@127.0.0.1:{unit.sip_port}")
+        assert failed.value.outcome == "codec_mismatch", failed.value
+    finally:
+        await unit.stop()
+    # A room that is not on: refused before anything is sent.
+    with pytest.raises(DialFailed) as failed:
+        await units.dial("no-such-room", f"sip:unit@127.0.0.1:{unit.sip_port}")
+    assert failed.value.outcome == "refused" and failed.value.status == 404
+    assert not units.agent.dialogs and not units_in(server, room)
+    assert not server.app[MEDIA].rooms.get(room) or not server.app[MEDIA].rooms[room].participants
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
