@@ -18,10 +18,13 @@ from scheduler.services import SchedulerServices
 
 
 def setup_admin(app: web.Application, services: SchedulerServices, live_rooms: Any, *,
-                selftest_link: Callable[[str], str]) -> None:
+                selftest_link: Callable[[str], str],
+                test_call: Callable[[str, str], bool] | None = None,
+                is_test_calling: Callable[[str], bool] = lambda serial: False) -> None:
     """``live_rooms``: signaling.operations.LiveRooms; ``selftest_link(serial)``: a signed
-    self-test link for one room unit."""
-    app[ADMIN] = Admin(services, live_rooms, selftest_link, make_templates())
+    self-test link for one room unit; ``test_call(serial, uri)`` starts its SIP test call."""
+    app[ADMIN] = Admin(services, live_rooms, selftest_link, make_templates(), test_call,
+                       is_test_calling)
     for module in (accounts, bookings, operating, rollout):
         module.routes(app)
     app.router.add_static("/admin/static/", STATIC_DIR)

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from admin_web.web import COORDINATORS, Admin, form, page, render
+from scheduler.access import audit
 from scheduler.access.permissions import Principal
 from scheduler.errors import NotFound, SchedulerError
 from scheduler.grants import rollout
@@ -90,7 +91,53 @@ async def _endpoint(admin: Admin, request: web.Request, error: str, status: int 
     except NotFound:
         raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
     return render(request, "endpoint.html", status=status, error=error, pipeline=rollout.PIPELINE,
-                  selftest_link=admin.selftest_link(serial), **context)
+                  selftest_link=admin.selftest_link(serial), sip=admin.test_call is not None,
+                  test_calling=admin.is_test_calling(serial), **context)
+
+
+@page(COORDINATORS)
+async def set_sip_uri(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    serial = request.match_info["serial"]
+    data = await form(request)
+
+    def work() -> None:
+        with admin.db.session() as session:
+            try:
+                endpoint_id = rollout.endpoint_id_of(session, serial)
+            except NotFound:
+                raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
+            rollout.set_sip_uri(session, user, endpoint_id, data.get("sip_uri", ""))
+
+    try:
+        await admin.run(work)
+    except SchedulerError as exc:
+        return await _endpoint(admin, request, error=exc.code, status=422)
+    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}")
+
+
+@page(COORDINATORS)
+async def test_call(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    """Call the unit now and check its sound both ways; the verdict lands in its tests."""
+    serial = request.match_info["serial"]
+    await form(request)  # the CSRF check
+
+    def work() -> str | None:
+        with admin.db.session() as session:
+            endpoint = rollout.endpoint_view(session, serial)["endpoint"]
+            audit.record(session, user, "endpoint.test_call", f"endpoint:{serial}",
+                         {"sip_uri": endpoint.sip_uri})
+            return endpoint.sip_uri
+
+    try:
+        uri = await admin.run(work)
+    except NotFound:
+        raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
+    if admin.test_call is None:
+        return await _endpoint(admin, request, error="sip_off", status=409)
+    if not uri:
+        return await _endpoint(admin, request, error="no_sip_uri", status=409)
+    admin.test_call(serial, uri)
+    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}?calling=1")
 
 
 @page(COORDINATORS)
@@ -296,5 +343,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/admin/rollout/endpoints/new", create_endpoint)
     app.router.add_get("/admin/rollout/endpoints/{serial}", endpoint_page)
     app.router.add_post("/admin/rollout/endpoints/{serial}/status", change_status)
+    app.router.add_post("/admin/rollout/endpoints/{serial}/sip", set_sip_uri)
+    app.router.add_post("/admin/rollout/endpoints/{serial}/test-call", test_call)
     app.router.add_get("/admin/dashboard", dashboard_page)
     app.router.add_get("/admin/dashboard/report", report_page)

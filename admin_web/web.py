@@ -46,6 +46,10 @@ class Admin:
     live_rooms: Any  # signaling.operations.LiveRooms: admin_web does not import signaling
     selftest_link: Callable[[str], str]
     templates: jinja2.Environment
+    # A room unit's SIP test call, run in the background: (serial, SIP URI) -> False when
+    # one is running already (signaling/sip/testcall.py); None when SIP is off.
+    test_call: Callable[[str, str], bool] | None = None
+    is_test_calling: Callable[[str], bool] = lambda serial: False
     # Sign-in attempts per address and wrong passwords per (account, address).
     sign_in_throttle: users.SignInThrottle = field(default_factory=users.SignInThrottle)
 

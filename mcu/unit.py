@@ -128,6 +128,8 @@ class UnitParticipant:
         self._offered_key: bytes | None = None  # dial-out with SRTP: the key we offered
         self.last_heard = time.monotonic()
         self.dtmf_events = 0
+        self.receiver_reports = 0  # the unit's reports on the mix we send it
+        self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
 
     async def start(self, offer_sdp: str) -> str:
@@ -259,6 +261,18 @@ class UnitParticipant:
                 if packet.ssrc == producer.ssrc:
                     info = packet.sender_info
                     producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+            if isinstance(packet, adapter.RtcpSr | adapter.RtcpRr):
+                self._on_reception_reports(packet.reports)
+
+    def _on_reception_reports(self, reports: list[Any]) -> None:
+        # What the unit says it received of the mix: a test call's proof that our sound
+        # reached it (mcu/unit.py's media_counts, signaling/sip/testcall.py).
+        voice = self.slots["voice"][0]
+        for report in reports:
+            if report.ssrc == voice.ssrc and voice.leg.packets:
+                voice.fraction_lost = report.fraction_lost
+                self.reported_lost = max(0, report.packets_lost)
+                self.receiver_reports += 1
 
     def _write_rtcp(self, packet: bytes) -> None:
         """Our RTCP (sender and receiver reports) to the unit."""
@@ -349,6 +363,9 @@ class UnitParticipant:
             counts[f"{producer.kind}_in"] += producer.packets
         for consumer in self.consumers.values():
             counts[f"{consumer.kind}_out"] += consumer.leg.packets
+        # The unit's word on what reached it (its RTCP receiver reports), for test calls.
+        counts["receiver_reports"] = self.receiver_reports
+        counts["audio_out_lost"] = self.reported_lost
         return counts
 
     def describe(self) -> dict[str, Any]:

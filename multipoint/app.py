@@ -39,6 +39,7 @@ from scheduler.services import SchedulerServices
 from signaling.links import join_url, selftest_url
 from signaling.operations import LiveRooms
 from signaling.server import Admission, CallLog, Signaling, SignalingConfig, setup_signaling
+from signaling.sip.testcall import UnitTestCalls
 from signaling.sip.units import RoomUnits
 from signaling.spread import SpreadRooms
 from signaling.tokens import JoinGrant
@@ -256,11 +257,21 @@ def create_app(settings: Settings) -> web.Application:
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms
+    # Room units calling over SIP (signaling/sip/): members of their rooms like pages.
+    room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host) \
+        if settings.sip_enabled else None
+    app[ROOM_UNITS] = room_units
+    live_rooms.units = room_units
+
+    # A room unit's test call from the rollout tracker dials it over SIP.
+    unit_tests = UnitTestCalls(room_units, store_selftest) if room_units is not None else None
     setup_metrics(app, live_rooms)
     setup_api(app, services)
     setup_admin(app, services, live_rooms, selftest_link=lambda serial: selftest_url(
         settings.public_url, settings.signing_secret(), serial,
-        ttl_s=settings.selftest_ttl_minutes * 60))
+        ttl_s=settings.selftest_ttl_minutes * 60),
+        test_call=unit_tests.start if unit_tests is not None else None,
+        is_test_calling=lambda serial: unit_tests is not None and serial in unit_tests.running)
 
     async def rooms_moved(rooms: list[str]) -> None:
         # Fencing: this node was reaped while it did not answer (paused, cut off) and
@@ -305,12 +316,6 @@ def create_app(settings: Settings) -> web.Application:
                                  channel=SPREAD_CHANNEL, check_rooms=spread_rooms.check) \
         if spread_rooms is not None else None
     app[SPREAD_SIGNALS] = spread_signals
-
-    # Room units calling over SIP (signaling/sip/): members of their rooms like pages.
-    room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host) \
-        if settings.sip_enabled else None
-    app[ROOM_UNITS] = room_units
-    live_rooms.units = room_units
 
     async def index(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/selftest")

@@ -463,6 +463,8 @@ class Endpoint(Base):
     last_selftest_id: Mapped[int | None] = mapped_column(Integer)
     last_selftest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_selftest_passed: Mapped[bool | None] = mapped_column(Boolean)
+    # Where the unit takes SIP calls (sip:unit@address): its test call dials it.
+    sip_uri: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

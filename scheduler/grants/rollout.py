@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -198,6 +199,23 @@ def change_status(session: Session, actor: Principal, endpoint_id: int, status: 
                  {"from": endpoint.status, "to": status})
     endpoint.status = status
     endpoint.status_changed_at = now
+    return endpoint
+
+
+SIP_URI = re.compile(r"^sips?:[^\s@<>\"]+@[^\s@<>\"]+$", re.IGNORECASE)
+
+
+def set_sip_uri(session: Session, actor: Principal, endpoint_id: int, uri: str) -> Endpoint:
+    """Where the unit takes SIP calls (its test call dials it); empty: none."""
+    endpoint = session.get(Endpoint, endpoint_id)
+    if endpoint is None:
+        raise NotFound("endpoint_not_found", f"no endpoint {endpoint_id}")
+    uri = uri.strip()
+    if uri and (len(uri) > 200 or not SIP_URI.match(uri) or not uri.isprintable()):
+        raise InvalidInput("bad_sip_uri", "a SIP address is sip:unit@address", field="sip_uri")
+    audit.record(session, actor, "endpoint.sip_uri", f"endpoint:{endpoint.serial}",
+                 {"from": endpoint.sip_uri, "to": uri or None})
+    endpoint.sip_uri = uri or None
     return endpoint
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import asyncio
+import socket
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -10,9 +12,10 @@ from sqlalchemy import select
 from multipoint.app import DATABASE
 from scheduler.access.auth import principal_of
 from scheduler.grants import rollout
-from scheduler.models import User
+from scheduler.models import Organisation, User
 from tests.admin_web.conftest import sign_in
 from tests.browser.conftest import screenshot
+from tests.sip_unit import BARESIP, Baresip
 
 pytestmark = pytest.mark.browser
 
@@ -106,3 +109,64 @@ async def test_csv_import_with_preview_and_a_passing_selftest_makes_a_unit_teste
     assert await page.text_content("#total") == "4"
     await page.emulate_media(media="print")
     await screenshot(page, "admin-report-print")
+
+
+@pytest.mark.media
+@pytest.mark.skipif(BARESIP is None, reason="no baresip (scripts/test installs it)")
+async def test_a_units_sip_test_call_checks_its_sound_both_ways_and_makes_it_tested(
+        server, accounts, context, tmp_path) -> None:
+    with server.app[DATABASE].session() as session:
+        coordinator = principal_of(session.scalar(select(User).where(User.name == "coordinator")))
+        benesov = session.scalar(select(Organisation).where(Organisation.name.like("%Benešov%")))
+        now = datetime.now(UTC)
+        for serial in ("SN-SIP-1", "SN-SIP-2"):
+            unit_row = rollout.create_endpoint(session, coordinator, serial, "Poly Studio X30", "Sál",
+                                               benesov.id, None, 89000, None, now)
+            for status in ("approved", "ordered", "delivered", "installed"):
+                rollout.change_status(session, coordinator, unit_row.id, status, now)
+    unit = Baresip(tmp_path / "unit", auto_answer=True)
+    await unit.start()
+    try:
+        page = await context.new_page()
+        await sign_in(page, "coordinator")
+        await page.goto("/admin/rollout/endpoints/SN-SIP-1")
+        await page.fill("#f-sip", "not a sip address")
+        await page.get_by_role("button", name="Uložit").click()
+        assert "sip:jednotka@adresa" in await page.text_content("p.alert")
+        await page.fill("#f-sip", f"sip:unit@127.0.0.1:{unit.sip_port}")
+        await page.get_by_role("button", name="Uložit").click()
+        await page.click("#test-call")
+        await page.wait_for_selector("#test-calling")
+        # The call takes its seconds; the page shows the verdict once it is stored.
+        for _ in range(60):
+            await page.goto("/admin/rollout/endpoints/SN-SIP-1")
+            if await page.get_attribute("#endpoint-status", "data-status") == "tested":
+                break
+            await asyncio.sleep(0.5)
+        assert await page.get_attribute("#endpoint-status", "data-status") == "tested"
+        row = page.locator("#selftests tbody tr").first
+        assert "hovor SIP" in await row.text_content() and "✔" in await row.text_content()
+        assert unit.saw("CALL_ESTABLISHED") is not None
+    finally:
+        await unit.stop()
+    # A unit that is not there: a failed verdict that says why, and no "tested".
+    with server.app[DATABASE].session() as session:
+        unit_id = rollout.endpoint_id_of(session, "SN-SIP-2")
+        rollout.set_sip_uri(session, coordinator, unit_id,
+                            f"sip:unit@127.0.0.1:{closed_port()};transport=tcp")
+    await page.goto("/admin/rollout/endpoints/SN-SIP-2")
+    await page.click("#test-call")
+    for _ in range(40):
+        await page.goto("/admin/rollout/endpoints/SN-SIP-2")
+        if await page.locator("#selftests tbody tr td", has_text="unreachable").count():
+            break
+        await asyncio.sleep(0.25)
+    row = page.locator("#selftests tbody tr").first
+    assert "unreachable" in await row.text_content() and "✘" in await row.text_content()
+    assert await page.get_attribute("#endpoint-status", "data-status") == "installed"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

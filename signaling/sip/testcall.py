@@ -1,0 +1,99 @@
+"""A room unit's test call from the rollout tracker: we call it and check its media.
+
+The coordinator presses "test call now" on a unit's page: the unit (its SIP URI in the
+inventory) is called into a room of its own, and for :data:`MEASURE_S` seconds we count
+its sound reaching us (its microphone's packets at the worker) and ours reaching it (the
+mix it receives, as its RTCP receiver reports count it). Then we hang up and store the
+verdict with its figures like a browser self-test's, which moves a unit that passes to
+"tested" in the same transaction (scheduler/grants/rollout.py).
+
+A call that does not come about says why in its problems: ``unreachable``,
+``no_answer``, ``busy``, ``declined``, ``codec_mismatch``, ``unknown_unit``; one that
+connects but does not carry sound says ``no_audio_from_unit`` or ``no_audio_at_unit``.
+Video is not checked yet: units send and receive sound only so far (docs/sip.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcu.channel import ChannelError
+from signaling.sip.units import DialFailed, RoomUnits
+
+logger = logging.getLogger(__name__)
+
+MEASURE_S = 8.0
+PACKETS_PER_S = 50  # Opus every 20 ms, each way
+ENOUGH = 0.7  # of the expected packets, each way: sound arrives
+RING_S = 30.0
+
+RecordResult = Callable[[dict[str, Any]], Awaitable[int]]
+
+
+class UnitTestCalls:
+    def __init__(self, units: RoomUnits, record: RecordResult, measure_s: float = MEASURE_S) -> None:
+        self.units = units
+        self.record = record
+        self.measure_s = measure_s
+        self.running: dict[str, asyncio.Task[int]] = {}  # serial -> its call, while it runs
+
+    def start(self, serial: str, target: str) -> bool:
+        """Run a test call of the unit in the background; False if one is running."""
+        if serial in self.running:
+            return False
+        task = asyncio.ensure_future(self.run(serial, target))
+        self.running[serial] = task
+        task.add_done_callback(lambda _: self.running.pop(serial, None))
+        return True
+
+    async def run(self, serial: str, target: str) -> int:
+        """Call, measure, hang up, store: the stored result's id."""
+        problems, figures = await self._measure(target)
+        result = {"passed": not problems, "problems": problems, "figures": figures,
+                  "endpoint_serial": serial, "user_agent": f"SIP test call to {target}"}
+        stored = await self.record(result)
+        logger.info("unit %s: test call %s (%s)", serial, "passed" if not problems else "failed",
+                    ", ".join(problems) or "audio both ways")
+        return stored
+
+    async def _measure(self, target: str) -> tuple[list[str], dict[str, float | None]]:
+        room = "unittest-" + secrets.token_hex(6)
+        figures: dict[str, float | None] = {"seconds": self.measure_s, "audio_from_unit_packets": None,
+                                            "audio_to_unit_packets": None, "audio_to_unit_lost": None,
+                                            "video_from_unit_packets": None, "video_to_unit_packets": None}
+        try:
+            member = await self.units.dial(room, target, name="test call", ring_s=RING_S, scheduled=False)
+        except DialFailed as exc:
+            figures["sip_status"] = exc.status
+            return [exc.outcome], figures
+        try:
+            before = await self._counts(member)
+            await asyncio.sleep(self.measure_s)
+            after = await self._counts(member)
+        finally:
+            await member.end("closed", "test call done")
+        if before is None or after is None:
+            return ["failed"], figures
+        received = after["audio_in"] - before["audio_in"]
+        sent = after["audio_out"] - before["audio_out"]
+        lost = max(0, after["audio_out_lost"] - before["audio_out_lost"])
+        figures.update(audio_from_unit_packets=received, audio_to_unit_packets=sent,
+                       audio_to_unit_lost=lost, receiver_reports=after["receiver_reports"])
+        expected = PACKETS_PER_S * self.measure_s
+        problems = []
+        if received < ENOUGH * expected:
+            problems.append("no_audio_from_unit")
+        # Ours reached it when it reported on them and lost few.
+        if sent < ENOUGH * expected or after["receiver_reports"] == 0 or sent - lost < ENOUGH * expected:
+            problems.append("no_audio_at_unit")
+        return problems, figures
+
+    async def _counts(self, member: Any) -> dict[str, int] | None:
+        with contextlib.suppress(ChannelError, TimeoutError):
+            return await member.request("media_counts", participant=member.participant_id)
+        return None
