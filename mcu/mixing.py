@@ -20,7 +20,7 @@ from typing import Any
 from mcu import codecs, rtp
 from mcu.forwarding import Consumer, Producer, forward_to_all
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
-from mcu.mixer.h264 import H264Depacketizer
+from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.mixer.pacer import run_ticks
 from mcu.stats import WorkerCounters
 
@@ -36,8 +36,8 @@ class MixOutput(Producer):
     """A producer whose packets the mixer makes; PLIs go to the compositor."""
 
     def __init__(self, producer_id: str, kind: str, counters: WorkerCounters,
-                 on_keyframe_request: Callable[[], None] | None = None) -> None:
-        super().__init__(producer_id, MIXER_OWNER, kind, "mix", counters)
+                 on_keyframe_request: Callable[[], None] | None = None, codec: str = codecs.VP8) -> None:
+        super().__init__(producer_id, MIXER_OWNER, kind, "mix", counters, codec=codec)
         self.ssrc = random.getrandbits(32)
         self.payload_type = OPUS_PAYLOAD_TYPE if kind == "audio" else VP8_PAYLOAD_TYPE
         self._seq = random.getrandbits(16)
@@ -89,6 +89,14 @@ class RoomMixer:
         self.audio_out = MixOutput(f"{room_name}-mix", "audio", counters)
         self.video_out = MixOutput(f"{room_name}-composite", "video", counters,
                                    on_keyframe_request=self.compositor.request_keyframe)
+        # The same composite in H.264, for room units (mcu/unit.py): encoded only while
+        # one of them receives it, from the same composed frame as the VP8 one.
+        self.video_out_h264 = MixOutput(f"{room_name}-composite-h264", "video", counters,
+                                        on_keyframe_request=self._request_h264_keyframe,
+                                        codec=codecs.H264)
+        self._h264: H264Encoder | None = None
+        self._h264_keyframe = True
+        self._h264_since_keyframe = 1 << 30  # the first one may be a key frame at once
         self.sources: dict[str, tuple[Producer, Producer]] = {}  # participant -> (mic, camera)
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
@@ -172,7 +180,15 @@ class RoomMixer:
 
     @property
     def needed(self) -> bool:
-        return bool(self.audio_out.consumers or self.video_out.consumers or self.recorder)
+        return bool(self.audio_out.consumers or self.video_out.consumers
+                    or self.video_out_h264.consumers or self.recorder)
+
+    def composite_for(self, codec: str | None) -> MixOutput:
+        """The composite a mixed subscriber of that video codec receives."""
+        return self.video_out_h264 if codec == codecs.H264 else self.video_out
+
+    def _request_h264_keyframe(self) -> None:
+        self._h264_keyframe = True
 
     def start(self) -> None:
         if self._tasks:
@@ -191,12 +207,14 @@ class RoomMixer:
             self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False,
                                 lambda consumer: mix.packet_for(consumer.subscriber_id))
 
-    def composite_watched(self) -> bool:
+    def composite_watched(self, output: MixOutput | None = None) -> bool:
         """Somebody receives the composite now (a negotiated leg, not paused), or it is
-        recorded. A unit that declined video has no leg that sends."""
-        return self.recorder is not None or any(
-            consumer.leg.sink is not None and not consumer.leg.paused
-            for consumer in self.video_out.consumers)
+        recorded. A unit that declined video has no leg that sends. ``output``: that
+        encoding of it only (the recording is VP8)."""
+        if output is None:
+            return self.composite_watched(self.video_out) or self.composite_watched(self.video_out_h264)
+        return (output is self.video_out and self.recorder is not None) or any(
+            consumer.leg.sink is not None and not consumer.leg.paused for consumer in output.consumers)
 
     def _video_tick(self, index: int) -> None:
         recorder = self.recorder
@@ -208,10 +226,16 @@ class RoomMixer:
             for participant_id in self.decoders.selected:
                 self.sources[participant_id][1].request_keyframe()
             self.compositor.request_keyframe()
+            self._h264_keyframe = True
         self.composing = watched
         if not watched:
             return
-        for encoded in self.compositor.tick():
+        frame = self.compositor.compose()
+        if self.composite_watched(self.video_out_h264):
+            self._send_h264(frame)
+        if not self.composite_watched(self.video_out):
+            return
+        for encoded in self.compositor.encode(frame):
             self.frames_composed += 1
             if recorder is not None:
                 recorder.write_video(encoded)
@@ -221,6 +245,24 @@ class RoomMixer:
                 self.video_out.emit(encoded.timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
                                     lambda consumer, p=payload: p,
                                     keyframe=encoded.keyframe and position == 0)
+
+    def _send_h264(self, frame: Any) -> None:
+        if self._h264 is None:
+            self._h264 = H264Encoder(self.compositor.width, self.compositor.height, self.fps)
+            self._h264_keyframe = True
+        self._h264_since_keyframe += 1
+        # One key frame a second at most, however many units ask (as for VP8).
+        keyframe = self._h264_keyframe and self._h264_since_keyframe >= self.fps
+        if keyframe:
+            self._h264_keyframe = False
+        for access_unit, timestamp, is_key in self._h264.encode(frame, keyframe):
+            if is_key:
+                self._h264_since_keyframe = 0
+            payloads = packetize_h264(access_unit)
+            for position, payload in enumerate(payloads):
+                self.video_out_h264.emit(timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
+                                         lambda consumer, p=payload: p,
+                                         keyframe=is_key and position == 0)
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:

@@ -186,9 +186,10 @@ class Room:
             own = {source: producer.id for source, producer in subscriber.producers.items()}
             if subscriber.mode == "mixed":
                 mixer = self.ensure_mixer()
-                for output in (mixer.audio_out, mixer.video_out):
+                composite = mixer.composite_for(subscriber.video_codec)
+                for output in (mixer.audio_out, composite):
                     producers[output.id] = output
-                wanted = {"voice": [mixer.audio_out.id], "camera": [mixer.video_out.id], "screen": []}
+                wanted = {"voice": [mixer.audio_out.id], "camera": [composite.id], "screen": []}
             elif self.echo:
                 screen = subscriber.producers.get("screen")
                 wanted = {"voice": [own["microphone"]], "camera": [own["camera"]],

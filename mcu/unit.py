@@ -5,12 +5,15 @@ RTP to a UDP port we answer with, not WebRTC: no ICE, no DTLS. This is their sid
 media worker, beside :class:`~mcu.participant.Participant` (a browser's) in the same
 :class:`~mcu.room.Room`:
 
-* one UDP socket for RTP (and RTCP when the unit muxes them, else a second one: the
-  answer's ``a=rtcp``), bound on the worker's media address;
+* per m-line (sound, video) one UDP socket for RTP (and RTCP when the unit muxes
+  them, else a second one: the SDP's ``a=rtcp``), bound on the worker's media address;
 * its microphone is a producer like a browser's: packets go through the same C
   fan-out (:func:`mcu._fanout.receive`) to browsers' voice slots and to the room's mixer;
 * it is always mixed (``mode`` ``"mixed"``): its voice slot shows the room's mix, so
-  the unit hears everyone in one stream, through the same C legs as a browser's;
+  the unit hears everyone in one stream, through the same C legs as a browser's, and
+  its camera slot the composite, in H.264 (the mixer encodes it once for all units);
+* its camera (H.264) is a producer too: forwarded to browsers in a room that forwards
+  H.264, and decoded into the composite;
 * SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP.
 
 Packets are taken only from the address the unit's SDP names. The unit that stops
@@ -34,7 +37,17 @@ from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
-from mcu.unit_sdp import SRTP_KEY_BYTES, AudioChoice, SdpError, answer, choose_audio, offer_sdp, parse_offer
+from mcu.unit_sdp import (
+    SRTP_KEY_BYTES,
+    LocalStream,
+    SdpError,
+    StreamChoice,
+    answer,
+    choose_audio,
+    choose_video,
+    offer_sdp,
+    parse_offer,
+)
 
 if TYPE_CHECKING:
     from mcu.room import Room
@@ -83,14 +96,102 @@ def _srtp(suite: str, key: bytes, outbound: bool) -> pylibsrtp.Session:
     return pylibsrtp.Session(policy)
 
 
+class _Stream:
+    """One m-line of the unit's session: its sockets, its SRTP, where it sends."""
+
+    def __init__(self, unit: UnitParticipant, kind: str) -> None:
+        self.unit = unit
+        self.kind = kind
+        self.choice: StreamChoice | None = None
+        self.rtp: _Socket | None = None
+        self.rtcp: _Socket | None = None
+        self.sink = Sink()
+        self.tx: pylibsrtp.Session | None = None
+        self.rx: pylibsrtp.Session | None = None  # kept alive for open
+        self.open: Callable[[bytes], bytes | None] | None = None  # SRTP unprotect
+        self.key: bytes | None = None  # ours, when SRTP
+
+    async def bind(self, host: str, rtcp_socket: bool) -> None:
+        loop = asyncio.get_running_loop()
+        _, self.rtp = await loop.create_datagram_endpoint(
+            lambda: _Socket(self._on_datagram), local_addr=(host, 0))
+        if rtcp_socket:
+            _, self.rtcp = await loop.create_datagram_endpoint(
+                lambda: _Socket(self._on_datagram), local_addr=(host, 0))
+
+    def local(self) -> LocalStream:
+        assert self.rtp is not None
+        return LocalStream(self.rtp.port, (self.rtcp or self.rtp).port, self.key)
+
+    def set_up(self, choice: StreamChoice) -> None:
+        """Media flows from here on, as ``choice`` (what both SDPs agreed) says."""
+        self.choice = choice
+        if choice.rtcp_mux and self.rtcp is not None:  # it takes RTCP on the RTP port
+            assert self.rtcp.transport is not None
+            self.rtcp.transport.close()
+            self.rtcp = None
+        if choice.crypto is not None and self.key is not None:
+            self.tx = _srtp(choice.crypto.suite, self.key, outbound=True)
+            self.rx = _srtp(choice.crypto.suite, choice.crypto.key, outbound=False)
+            self.open = adapter.unprotector(self.rx)
+        assert self.rtp is not None
+        if self.tx is None:
+            self.sink.bind(self.rtp.fileno, choice.remote[0], choice.remote[1], 0, 0, None)
+        else:
+            adapter.point_sink(self.sink, self.rtp.fileno, choice.remote, self.tx, (self, self.tx))
+
+    def write_rtcp(self, packet: bytes) -> None:
+        """Our RTCP (reports, PLI/FIR) on this m-line."""
+        choice = self.choice
+        sock = self.rtcp or self.rtp
+        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
+            raise ConnectionError("the unit's media sockets are closed")
+        if self.tx is not None:
+            packet = self.tx.protect_rtcp(packet) if 192 <= packet[1] <= 223 else self.tx.protect(packet)
+        sock.transport.sendto(packet, choice.remote_rtcp)
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # Whatever arrives, nothing escapes into the event loop: drops are counted.
+        unit = self.unit
+        try:
+            choice = self.choice
+            if unit.closed or choice is None or len(data) < 8 or data[0] >> 6 != 2 \
+                    or addr[0] != choice.remote[0]:  # only the unit the SDP names
+                unit.counters.unit_dropped += 1
+                return
+            if self.open is not None:
+                plain = self.open(data)
+                if plain is None:
+                    unit.counters.unit_dropped += 1
+                    return
+                data = plain
+            unit.last_heard = time.monotonic()
+            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
+                unit.on_rtcp(self, data)
+            elif len(data) >= 12:
+                unit.on_rtp(self, data)
+            else:
+                unit.counters.unit_dropped += 1
+        except Exception:
+            unit.counters.handler_errors += 1
+            logger.exception("unit %s: a datagram failed", unit.id)
+
+    def close(self) -> None:
+        self.sink.unbind()
+        for sock in (self.rtp, self.rtcp):
+            if sock is not None and sock.transport is not None:
+                sock.transport.close()
+
+
 class UnitParticipant:
-    """A room unit's place in a room (see the module's text). ``offer`` is its SDP;
-    :meth:`start` binds the sockets and returns the answer."""
+    """A room unit's place in a room (see the module's text): :meth:`start` takes the
+    unit's offer (it called us), :meth:`make_offer` and :meth:`accept_answer` are for
+    calling it."""
 
     mode = "mixed"
-    video_codec = codecs.VP8  # what its (future) composite slot shows
-    publish_codec: str | None = None  # its camera is not forwarded yet
-    video_codecs: tuple[str, ...] = ()
+    video_codec = codecs.H264  # its camera slot shows the composite in H.264
+    publish_codec = codecs.H264  # its camera, when it sends one
+    video_codecs: tuple[str, ...] = (codecs.H264,)
     sent_layers: list[str] | None = None  # it publishes no simulcast layers
 
     def __init__(self, room: Room, name: str, role: str, participant_id: str, media_host: str) -> None:
@@ -98,191 +199,159 @@ class UnitParticipant:
         self.room = room
         self.name = name
         self.role = role
-        self.room_codec = codecs.VP8
+        self.room_codec = codecs.H264
         self.media_host = media_host
         self.joined_at = time.time()
         self.counters = room.worker.counters
         self._packet_counters = self.counters.packet_path
-        # A camera producer too, so the room's mixer takes the unit as a source (its tile
-        # in the composite shows its name until its camera is forwarded).
+        # A camera producer even for a unit without video, so the room's mixer takes it
+        # as a source (its tile in the composite then shows its name).
         self.producers: dict[str, Producer] = {
             "microphone": Producer(f"{self.id}-microphone", self.id, "audio", "microphone", self.counters),
-            "camera": Producer(f"{self.id}-camera", self.id, "video", "camera", self.counters),
+            "camera": Producer(f"{self.id}-camera", self.id, "video", "camera", self.counters,
+                               codec=codecs.H264),
         }
         voice = Consumer(f"{self.id}:voice0", "audio", self.id, self.counters)
         self.slots: dict[str, list[Consumer]] = {"voice": [voice], "camera": []}
         self.consumers: dict[str, Consumer] = {voice.id: voice}
+        self.streams: dict[str, _Stream] = {}
         self._tracks: dict[int, Track] = {}
         self.remb_estimates: dict[int, int] = {}
         self.over_estimate_since: dict[int, float] = {}
         self.last_video_change = self.last_layer_change = time.monotonic()
         self.slot = secrets.randbelow(10)  # which of the worker's ticks sends our RTCP
         self.closed = False
-        self.choice: AudioChoice | None = None
-        self._rtp: _Socket | None = None
-        self._rtcp: _Socket | None = None
-        self._sink = Sink()
-        self._tx: pylibsrtp.Session | None = None
-        self._open: Callable[[bytes], bytes | None] | None = None  # SRTP unprotect
-        self._rx: pylibsrtp.Session | None = None  # kept alive for _open
-        self._offered_key: bytes | None = None  # dial-out with SRTP: the key we offered
+        self.answered = False
         self.last_heard = time.monotonic()
         self.dtmf_events = 0
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
 
-    async def start(self, offer_sdp: str) -> str:
+    @property
+    def choice(self) -> StreamChoice | None:
+        """The sound's m-line as agreed (None until then)."""
+        audio = self.streams.get("audio")
+        return audio.choice if audio is not None else None
+
+    async def start(self, offer_text: str) -> str:
         """The unit called: bind the media sockets for its offer and return our answer
         (SdpError when the offer cannot be taken)."""
-        offer = parse_offer(offer_sdp)
-        index, choice = choose_audio(offer)
-        await self._bind(rtcp_socket=not choice.rtcp_mux)
-        assert self._rtp is not None
-        our_key = secrets.token_bytes(SRTP_KEY_BYTES) if choice.crypto is not None else None
-        self._set_up(choice, our_key)
-        rtcp_port = self._rtcp.port if self._rtcp is not None else self._rtp.port
-        return answer(offer, index, choice, self.media_host, self._rtp.port, rtcp_port, our_key)
+        offer = parse_offer(offer_text)
+        choices = [choose_audio(offer)]
+        video = choose_video(offer)
+        if video is not None:
+            choices.append(video)
+        taken = []
+        for choice in choices:
+            stream = self.streams[choice.kind] = _Stream(self, choice.kind)
+            await stream.bind(self.media_host, rtcp_socket=not choice.rtcp_mux)
+            if choice.crypto is not None:
+                stream.key = secrets.token_bytes(SRTP_KEY_BYTES)
+            taken.append((choice, stream.local()))
+        self._set_up(choices)
+        return answer(offer, taken, self.media_host)
 
-    async def make_offer(self, srtp: bool = False) -> str:
+    async def make_offer(self, srtp: bool = False, video: bool = True) -> str:
         """We call the unit (dial-out): bind the media sockets and return our offer; the
         unit's answer comes to :meth:`accept_answer`."""
-        await self._bind(rtcp_socket=True)
-        assert self._rtp is not None and self._rtcp is not None
-        self._offered_key = secrets.token_bytes(SRTP_KEY_BYTES) if srtp else None
-        return offer_sdp(self.media_host, self._rtp.port, self._rtcp.port, self._offered_key)
+        for kind in ("audio", "video") if video else ("audio",):
+            stream = self.streams[kind] = _Stream(self, kind)
+            await stream.bind(self.media_host, rtcp_socket=True)
+            stream.key = secrets.token_bytes(SRTP_KEY_BYTES) if srtp else None
+        return offer_sdp(self.media_host, {kind: stream.local() for kind, stream in self.streams.items()})
 
-    def accept_answer(self, answer_sdp: str) -> None:
+    def accept_answer(self, answer_text: str) -> None:
         """The unit's answer to :meth:`make_offer`; SdpError when it cannot be taken."""
-        if self.choice is not None:
+        if self.answered:
             raise SdpError("bad_sdp", "the call has its answer already")
-        _, choice = choose_audio(parse_offer(answer_sdp))
-        if (choice.crypto is None) != (self._offered_key is None):
-            raise SdpError("codec_mismatch", "the answer does not keep to the offered RTP profile")
-        if choice.rtcp_mux and self._rtcp is not None:  # it took RTCP on the RTP port
-            assert self._rtcp.transport is not None
-            self._rtcp.transport.close()
-            self._rtcp = None
-        self._set_up(choice, self._offered_key)
+        answered = parse_offer(answer_text)
+        choices = [choose_audio(answered)]
+        video = choose_video(answered) if "video" in self.streams else None
+        if video is not None:
+            choices.append(video)
+        for choice in choices:
+            if (choice.crypto is None) != (self.streams[choice.kind].key is None):
+                raise SdpError("codec_mismatch", "the answer does not keep to the offered RTP profile")
+        for kind in [k for k in self.streams if k not in {c.kind for c in choices}]:
+            self.streams.pop(kind).close()  # refused by the unit: no video, say
+        self._set_up(choices)
 
-    async def _bind(self, rtcp_socket: bool) -> None:
-        loop = asyncio.get_running_loop()
-        _, self._rtp = await loop.create_datagram_endpoint(
-            lambda: _Socket(self._on_datagram), local_addr=(self.media_host, 0))
-        if rtcp_socket:
-            _, self._rtcp = await loop.create_datagram_endpoint(
-                lambda: _Socket(self._on_datagram), local_addr=(self.media_host, 0))
-
-    def _set_up(self, choice: AudioChoice, our_key: bytes | None) -> None:
-        """Media flows from here on, as ``choice`` (what both SDPs agreed) says."""
-        self.choice = choice
-        if choice.crypto is not None and our_key is not None:
-            self._tx = _srtp(choice.crypto.suite, our_key, outbound=True)
-            self._rx = _srtp(choice.crypto.suite, choice.crypto.key, outbound=False)
-            self._open = adapter.unprotector(self._rx)
-        microphone = self.producers["microphone"]
-        microphone.payload_type = choice.payload_type
-        microphone.feedback = self._write_rtcp
+    def _set_up(self, choices: list[StreamChoice]) -> None:
+        self.answered = True
         self.last_heard = time.monotonic()
-        if choice.direction in ("sendrecv", "sendonly"):  # we send to it
-            voice = self.slots["voice"][0]
-            voice.configure(secrets.randbits(32) or 1, 0, choice.payload_type, None,
-                            self._write_rtcp, self._bind_sink())
-
-    def _bind_sink(self) -> Sink:
-        assert self._rtp is not None and self.choice is not None
-        if self._tx is None:
-            self._sink.bind(self._rtp.fileno, self.choice.remote[0], self.choice.remote[1], 0, 0, None)
-        else:
-            adapter.point_sink(self._sink, self._rtp.fileno, self.choice.remote, self._tx, (self, self._tx))
-        return self._sink
+        for choice in choices:
+            stream = self.streams[choice.kind]
+            stream.set_up(choice)
+            producer = self.producers["microphone" if choice.kind == "audio" else "camera"]
+            producer.payload_type = choice.payload_type
+            producer.feedback = stream.write_rtcp  # PLI/FIR and reports go back on its m-line
+            if choice.kind == "video":
+                # A slot for the composite (in H.264), pointed by the room like the mix.
+                camera = Consumer(f"{self.id}:camera0", "video", self.id, self.counters, codec=codecs.H264)
+                self.slots["camera"] = [camera]
+                self.consumers[camera.id] = camera
+            if choice.we_send:
+                consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
+                consumer.configure(secrets.randbits(32) or 1, 0, choice.payload_type, None,
+                                   stream.write_rtcp, stream.sink)
+                if choice.kind == "video":
+                    consumer.request_keyframe()
 
     # Packet path ----------------------------------------------------------------------
 
-    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        # Whatever arrives, nothing escapes into the event loop: drops are counted.
-        try:
-            choice = self.choice
-            if self.closed or choice is None or len(data) < 12 or data[0] >> 6 != 2:
-                self.counters.unit_dropped += 1
-                return
-            if addr[0] != choice.remote[0]:  # only the unit the SDP names
-                self.counters.unit_dropped += 1
-                return
-            if self._open is not None:
-                plain = self._open(data)
-                if plain is None:
-                    self.counters.unit_dropped += 1
-                    return
-                data = plain
-            self.last_heard = time.monotonic()
-            if 192 <= data[1] <= 223:  # RTCP (RFC 5761)
-                self._on_rtcp(data)
-            else:
-                self._on_rtp(data)
-        except Exception:
-            self.counters.handler_errors += 1
-            logger.exception("unit %s: a datagram failed", self.id)
-
-    def _on_rtp(self, data: bytes) -> None:
-        choice = self.choice
+    def on_rtp(self, stream: _Stream, data: bytes) -> None:
+        choice = stream.choice
         assert choice is not None
         payload_type = data[1] & 0x7F
         if payload_type == choice.dtmf_payload_type:
-            self.dtmf_events += 1  # RFC 4733: the PIN prompt (docs/sip.md) reads these
+            self.dtmf_events += 1  # RFC 4733 (the PIN prompt of docs/sip.md will read these)
             return
         status = receive(self._tracks, data, self._packet_counters)
+        producer = self.producers["microphone" if stream.kind == "audio" else "camera"]
         if status & RECEIVED_UNKNOWN:
-            microphone = self.producers["microphone"]
-            if payload_type != microphone.payload_type:
+            if payload_type != producer.payload_type:
                 self.counters.packets_received += 1
                 self.counters.packets_unroutable += 1
                 return
             # Its SSRC is learnt from its first packet: SIP offers seldom name it.
-            if microphone.ssrc is not None:
-                self._tracks.pop(microphone.ssrc, None)
-            microphone.ssrc = int.from_bytes(data[8:12], "big")
-            self._tracks[microphone.ssrc] = microphone.track
+            if producer.ssrc is not None:
+                self._tracks.pop(producer.ssrc, None)
+            producer.ssrc = int.from_bytes(data[8:12], "big")
+            self._tracks[producer.ssrc] = producer.track
             status = receive(self._tracks, data, self._packet_counters)
-        if status & (RECEIVED_WANTS_KEYFRAME | RECEIVED_TAPPED):
-            producer = self.producers["microphone"]
-            if status & RECEIVED_TAPPED:
-                producer.run_taps(data)
+        if status & RECEIVED_WANTS_KEYFRAME:
+            producer.request_keyframe()
+        if status & RECEIVED_TAPPED:
+            producer.run_taps(data)
 
-    def _on_rtcp(self, data: bytes) -> None:
+    def on_rtcp(self, stream: _Stream, data: bytes) -> None:
         try:
             packets = adapter.parse_rtcp(data)
         except ValueError:
             self.counters.rtcp_malformed += 1
             return
+        producer = self.producers["microphone" if stream.kind == "audio" else "camera"]
+        slot = self.slots["voice" if stream.kind == "audio" else "camera"]
         for packet in packets:
-            if isinstance(packet, adapter.RtcpSr):
-                producer = self.producers["microphone"]
-                if packet.ssrc == producer.ssrc:
-                    info = packet.sender_info
-                    producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
-            if isinstance(packet, adapter.RtcpSr | adapter.RtcpRr):
+            if isinstance(packet, adapter.RtcpSr) and packet.ssrc == producer.ssrc:
+                info = packet.sender_info
+                producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+            if isinstance(packet, adapter.RtcpSr | adapter.RtcpRr) and stream.kind == "audio":
                 self._on_reception_reports(packet.reports)
+            elif isinstance(packet, adapter.RtcpPsfb) and slot \
+                    and packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
+                slot[0].request_keyframe()  # the unit wants a fresh composite
 
     def _on_reception_reports(self, reports: list[Any]) -> None:
         # What the unit says it received of the mix: a test call's proof that our sound
-        # reached it (mcu/unit.py's media_counts, signaling/sip/testcall.py).
+        # reached it (signaling/sip/testcall.py).
         voice = self.slots["voice"][0]
         for report in reports:
             if report.ssrc == voice.ssrc and voice.leg.packets:
                 voice.fraction_lost = report.fraction_lost
                 self.reported_lost = max(0, report.packets_lost)
                 self.receiver_reports += 1
-
-    def _write_rtcp(self, packet: bytes) -> None:
-        """Our RTCP (sender and receiver reports) to the unit."""
-        choice = self.choice
-        sock = self._rtcp or self._rtp
-        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
-            raise ConnectionError("the unit's media sockets are closed")
-        if self._tx is not None:
-            packet = self._tx.protect_rtcp(packet) if 192 <= packet[1] <= 223 else self._tx.protect(packet)
-        sock.transport.sendto(packet, choice.remote_rtcp)
 
     # What the room and the worker's tick ask of every participant -------------------------
 
@@ -309,20 +378,21 @@ class UnitParticipant:
             logger.info("unit %s: no media for %g s: it has left", self.id, MEDIA_TIMEOUT_S)
             self.room._spawn(self.room.leave(cast(Any, self), reason="media_timeout"))
             return
-        packets = []
-        for consumer in self.consumers.values():
-            report = consumer.sender_report()
+        for kind, stream in self.streams.items():
+            packets = []
+            slot = self.slots["voice" if kind == "audio" else "camera"]
+            report = slot[0].sender_report() if slot else None
             if report is not None:
                 packets.append(report)
-        microphone = self.producers["microphone"]
-        block = microphone.receiver_report_block()
-        if block is not None:
-            packets.append(rtp.rtcp_receiver_report(microphone.feedback_ssrc, [block]))
-        for packet in packets:
-            try:
-                self._write_rtcp(packet)
-            except (ConnectionError, OSError):
-                self.counters.send_errors += 1
+            producer = self.producers["microphone" if kind == "audio" else "camera"]
+            block = producer.receiver_report_block()
+            if block is not None:
+                packets.append(rtp.rtcp_receiver_report(producer.feedback_ssrc, [block]))
+            for packet in packets:
+                try:
+                    stream.write_rtcp(packet)
+                except (ConnectionError, OSError):
+                    self.counters.send_errors += 1
 
     def tell_layers(self, active: list[str]) -> None:
         return None
@@ -342,10 +412,8 @@ class UnitParticipant:
             consumer.disconnect()
         for producer in self.producers.values():
             producer.feedback = None
-        self._sink.unbind()
-        for sock in (self._rtp, self._rtcp):
-            if sock is not None and sock.transport is not None:
-                sock.transport.close()
+        for stream in self.streams.values():
+            stream.close()
         if self.on_closed is not None:
             self.on_closed(self)
 

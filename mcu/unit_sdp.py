@@ -165,22 +165,42 @@ def _crypto(value: str) -> Crypto | None:
 
 
 @dataclass
-class AudioChoice:
-    """What we take from an audio offer."""
+class StreamChoice:
+    """What we take from one m-line of the unit's SDP (its offer, or its answer to ours)."""
 
+    kind: str  # "audio" or "video"
+    index: int  # the m-line's place in the SDP
     payload_type: int
-    channels: int
-    dtmf_payload_type: int | None
     remote: tuple[str, int]
     remote_rtcp: tuple[str, int]
     rtcp_mux: bool
     crypto: Crypto | None  # the unit's key and suite: SRTP, with a key of our own back
-    direction: str
+    direction: str  # ours: sendrecv, sendonly (we only send), recvonly, inactive
+    channels: int = 1  # audio: Opus's rtpmap says 2
+    dtmf_payload_type: int | None = None  # audio: RFC 4733 telephone-event
+    dtmf_clock: int = 48000  # its rtpmap's rate (units often say 8000 beside Opus)
+    packetization_mode: int = 1  # video: H.264's (RFC 6184)
+
+    @property
+    def we_send(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly")
 
 
-def choose_audio(offer: SessionOffer) -> tuple[int, AudioChoice]:
-    """The first audio m-line we can take (its index) and how: Opus is what the room's
-    mixer decodes and encodes (docs/sip.md says why no other codec yet)."""
+def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamChoice:
+    crypto = None
+    if m.proto == SECURE:
+        crypto = next((c for suite in SRTP_SUITES for c in m.crypto if c.suite == suite), None)
+        if crypto is None:
+            raise SdpError("codec_mismatch", "SRTP offered with no crypto suite we take")
+    rtcp = (m.rtcp_address or m.address, m.rtcp_port) if m.rtcp_port else (m.address, m.port + 1)
+    direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(m.direction, m.direction)
+    return StreamChoice(kind, index, payload_type, (m.address, m.port),
+                        (m.address, m.port) if m.rtcp_mux else rtcp, m.rtcp_mux, crypto, direction)
+
+
+def choose_audio(offer: SessionOffer) -> StreamChoice:
+    """The first audio m-line we can take, and how: Opus is what the room's mixer decodes
+    and encodes (docs/sip.md says why no other codec yet)."""
     audio = [(i, m) for i, m in enumerate(offer.media) if m.kind == "audio" and m.port]
     if not audio:
         raise SdpError("codec_mismatch", "the offer has no audio")
@@ -190,70 +210,133 @@ def choose_audio(offer: SessionOffer) -> tuple[int, AudioChoice]:
         opus = m.payload_types(OPUS, 48000)
         if not opus:
             continue
-        crypto = None
-        if m.proto == SECURE:
-            crypto = next((c for suite in SRTP_SUITES for c in m.crypto if c.suite == suite), None)
-            if crypto is None:
-                raise SdpError("codec_mismatch", "SRTP offered with no crypto suite we take")
-        dtmf = m.payload_types(TELEPHONE_EVENT, 48000)
-        rtcp = (m.rtcp_address or m.address, m.rtcp_port) if m.rtcp_port else (m.address, m.port + 1)
-        direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(m.direction, m.direction)
-        return index, AudioChoice(opus[0], m.rtpmap[opus[0]][2], dtmf[0] if dtmf else None,
-                                  (m.address, m.port), (m.address, m.port) if m.rtcp_mux else rtcp,
-                                  m.rtcp_mux, crypto, direction)
+        choice = _common("audio", index, m, opus[0])
+        choice.channels = m.rtpmap[opus[0]][2]
+        dtmf = m.payload_types(TELEPHONE_EVENT, 48000) or m.payload_types(TELEPHONE_EVENT)
+        if dtmf:
+            choice.dtmf_payload_type, choice.dtmf_clock = dtmf[0], m.rtpmap[dtmf[0]][1]
+        return choice
     names = sorted({m.rtpmap[pt][0] for _, m in audio for pt in m.rtpmap})
     raise SdpError("codec_mismatch",
                    f"no audio codec in common: offered {', '.join(names) or 'none'}; this service takes Opus")
 
 
-OFFERED_OPUS, OFFERED_DTMF = 111, 101
+def _h264_parameters(fmtp: str) -> dict[str, str]:
+    return {name.strip().lower(): value.strip()
+            for name, _, value in (part.partition("=") for part in fmtp.split(";")) if name.strip()}
 
 
-def offer_sdp(address: str, rtp_port: int, rtcp_port: int, key: bytes | None) -> str:
-    """Our offer when we call a unit: Opus and DTMF, RTCP muxed or on its own port (the
-    unit picks), SDES-SRTP when ``key`` is given."""
+def _h264_rank(fmtp: str) -> int | None:
+    """How well an H.264 payload type suits us (lower is better): a baseline profile
+    (browsers decode the camera we forward, and our composite is constrained baseline),
+    constrained best; packetization mode 1 before 0 (both work: the composite's NAL units
+    each fit a packet). None: not one we take (High profile alone, interleaved mode 2)."""
+    parameters = _h264_parameters(fmtp)
+    mode = parameters.get("packetization-mode", "0")
+    profile = parameters.get("profile-level-id", "42e01f").lower()
+    if mode not in ("0", "1") or len(profile) != 6 or not profile.startswith("42"):
+        return None
+    try:
+        constrained = int(profile[2:4], 16) & 0x40
+    except ValueError:
+        return None
+    return (0 if constrained else 2) + (0 if mode == "1" else 1)
+
+
+def choose_video(offer: SessionOffer) -> StreamChoice | None:
+    """The first video m-line with H.264 we take (see :func:`_h264_rank`); None: the
+    unit stays audio-only (its video m-lines are refused)."""
+    for index, m in enumerate(offer.media):
+        if m.kind != "video" or not m.port or m.proto not in (PLAIN, SECURE):
+            continue
+        ranked = sorted((rank, position, pt) for position, pt in enumerate(m.payload_types(H264, 90000))
+                        if (rank := _h264_rank(m.fmtp.get(pt, ""))) is not None)
+        if ranked:
+            try:
+                choice = _common("video", index, m, ranked[0][2])
+            except SdpError:  # SRTP without a suite we take: the call goes on without video
+                continue
+            mode = _h264_parameters(m.fmtp.get(choice.payload_type, "")).get("packetization-mode", "0")
+            choice.packetization_mode = int(mode)
+            return choice
+    return None
+
+
+def _stream_lines(choice: StreamChoice, family: str, address: str, rtcp_port: int,
+                  key: bytes | None, offer: bool = False) -> list[str]:
+    pt = choice.payload_type
+    if choice.kind == "audio":
+        lines = [f"a=rtpmap:{pt} opus/48000/{choice.channels}", f"a=fmtp:{pt} useinbandfec=1"]
+        if choice.dtmf_payload_type is not None:
+            lines += [f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/{choice.dtmf_clock}",
+                      f"a=fmtp:{choice.dtmf_payload_type} 0-15"]
+        lines.append("a=ptime:20")
+    else:
+        lines = [f"a=rtpmap:{pt} H264/90000",
+                 f"a=fmtp:{pt} profile-level-id={H264_PROFILE};"
+                 f"packetization-mode={choice.packetization_mode}",
+                 f"a=rtcp-fb:{pt} nack pli", f"a=rtcp-fb:{pt} ccm fir"]
+    lines.append(f"a={choice.direction}")
+    if choice.rtcp_mux or offer:
+        lines.append("a=rtcp-mux")
+    if not choice.rtcp_mux or offer:
+        lines.append(f"a=rtcp:{rtcp_port} IN {family} {address}")
+    if key is not None:
+        tag = choice.crypto.tag if choice.crypto is not None else "1"
+        suite = choice.crypto.suite if choice.crypto is not None else SRTP_SUITES[0]
+        lines.append(f"a=crypto:{tag} {suite} inline:{base64.b64encode(key).decode('ascii')}")
+    return lines
+
+
+H264 = "h264"
+H264_PROFILE = "42e01f"  # constrained baseline, level 3.1: what we send and ask for
+OFFERED_OPUS, OFFERED_DTMF, OFFERED_H264 = 111, 101, 96
+
+
+@dataclass
+class LocalStream:
+    """Our side of one m-line: the ports we bound, our SRTP key."""
+
+    rtp_port: int
+    rtcp_port: int
+    key: bytes | None
+
+
+def _session_lines(address: str) -> tuple[str, list[str]]:
     family = "IP6" if ":" in address else "IP4"
     version = int(time.time())
-    proto = SECURE if key is not None else PLAIN
-    lines = ["v=0", f"o=multipoint {version} {version} IN {family} {address}", "s=multipoint",
-             f"c=IN {family} {address}", "t=0 0",
-             f"m=audio {rtp_port} {proto} {OFFERED_OPUS} {OFFERED_DTMF}",
-             f"a=rtpmap:{OFFERED_OPUS} opus/48000/2", f"a=fmtp:{OFFERED_OPUS} useinbandfec=1",
-             f"a=rtpmap:{OFFERED_DTMF} telephone-event/48000", f"a=fmtp:{OFFERED_DTMF} 0-16",
-             "a=ptime:20", "a=sendrecv", "a=rtcp-mux", f"a=rtcp:{rtcp_port} IN {family} {address}"]
-    if key is not None:
-        lines.append(f"a=crypto:1 {SRTP_SUITES[0]} inline:{base64.b64encode(key).decode('ascii')}")
+    return family, ["v=0", f"o=multipoint {version} {version} IN {family} {address}", "s=multipoint",
+                    f"c=IN {family} {address}", "t=0 0"]
+
+
+def offer_sdp(address: str, streams: dict[str, LocalStream]) -> str:
+    """Our offer when we call a unit: Opus and DTMF, and H.264 when ``streams`` has
+    video; RTCP muxed or on its own port (the unit picks), SDES-SRTP where a key is given."""
+    family, lines = _session_lines(address)
+    for kind, local in streams.items():
+        pt = OFFERED_OPUS if kind == "audio" else OFFERED_H264
+        proto = SECURE if local.key is not None else PLAIN
+        formats = f"{pt} {OFFERED_DTMF}" if kind == "audio" else str(pt)
+        lines.append(f"m={kind} {local.rtp_port} {proto} {formats}")
+        ours = StreamChoice(kind, 0, pt, ("", 0), ("", 0), True, None, "sendrecv", channels=2,
+                            dtmf_payload_type=OFFERED_DTMF if kind == "audio" else None)
+        lines += _stream_lines(ours, family, address, local.rtcp_port, local.key, offer=True)
     return "\r\n".join(lines) + "\r\n"
 
 
-def answer(offer: SessionOffer, audio_index: int, choice: AudioChoice, address: str,
-           rtp_port: int, rtcp_port: int, our_key: bytes | None) -> str:
-    """The answer: the audio m-line we took, every other m-line refused (port 0)."""
-    family = "IP6" if ":" in address else "IP4"
-    version = int(time.time())
-    lines = ["v=0", f"o=multipoint {version} {version} IN {family} {address}", "s=multipoint",
-             f"c=IN {family} {address}", "t=0 0"]
+def answer(offer: SessionOffer, taken: list[tuple[StreamChoice, LocalStream]], address: str) -> str:
+    """The answer: the m-lines we took, every other m-line refused (port 0), in place."""
+    family, lines = _session_lines(address)
+    by_index = {choice.index: (choice, local) for choice, local in taken}
     for index, m in enumerate(offer.media):
-        if index != audio_index:
+        if index not in by_index:
             lines.append(f"m={m.kind} 0 {m.proto} {m.formats[0]}")
             continue
+        choice, local = by_index[index]
         formats = [str(choice.payload_type)]
         if choice.dtmf_payload_type is not None:
             formats.append(str(choice.dtmf_payload_type))
         proto = SECURE if choice.crypto is not None else PLAIN
-        lines.append(f"m=audio {rtp_port} {proto} {' '.join(formats)}")
-        lines.append(f"a=rtpmap:{choice.payload_type} opus/48000/{choice.channels}")
-        lines.append(f"a=fmtp:{choice.payload_type} useinbandfec=1")
-        if choice.dtmf_payload_type is not None:
-            lines.append(f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/48000")
-            lines.append(f"a=fmtp:{choice.dtmf_payload_type} 0-16")
-        lines.append("a=ptime:20")
-        lines.append(f"a={choice.direction}")
-        if choice.rtcp_mux:
-            lines.append("a=rtcp-mux")
-        else:
-            lines.append(f"a=rtcp:{rtcp_port} IN {family} {address}")
-        if choice.crypto is not None and our_key is not None:
-            key = base64.b64encode(our_key).decode("ascii")
-            lines.append(f"a=crypto:{choice.crypto.tag} {choice.crypto.suite} inline:{key}")
+        lines.append(f"m={m.kind} {local.rtp_port} {proto} {' '.join(formats)}")
+        lines += _stream_lines(choice, family, address, local.rtcp_port, local.key)
     return "\r\n".join(lines) + "\r\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import socket
 import wave
@@ -30,7 +31,7 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 class Baresip:
     def __init__(self, workdir: Path, tone_hz: int = 440, audio_codecs: str = "opus/48000/2",
-                 srtp: bool = False, auto_answer: bool = False) -> None:
+                 srtp: bool = False, auto_answer: bool = False, video: bool = False) -> None:
         self.workdir = workdir
         self.tone_hz = tone_hz
         self.ctrl_port = _free_port()
@@ -51,10 +52,18 @@ class Baresip:
             "ausrc_srate 48000", "auplay_srate 48000", "rtcp_mux no",
             "module_path /usr/lib/baresip/modules",
             *(f"module {m}.so" for m in ("g711", "g722", "opus", "ausine", "alsa", "sndfile", "srtp")),
+            # H.264 (baresip-ffmpeg's avcodec) from a test pattern; what it decodes is
+            # counted by vidinfo... nothing to show it on, so no display module.
+            *([f"module {m}.so" for m in ("avcodec", "fakevideo")]
+              + ["video_source fakevideo,nil", "video_size 640x360", "video_fps 15",
+                 "video_bitrate 500000", "avcodec_h264enc libx264", "avcodec_h264dec h264"]
+              if video else []),
             "module_tmp account.so", "module_app menu.so", "module_app ctrl_tcp.so",
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
             f"snd_path {workdir / 'snd'}", "opus_bitrate 28000", ""]))
         account = f"<sip:unit@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs={audio_codecs}"
+        if video:
+            account += ";video_codecs=H264"
         if srtp:
             account += ";mediaenc=srtp-mand"
         if auto_answer:  # as a room system set to answer calls by itself
@@ -81,7 +90,7 @@ class Baresip:
     async def _keep_log(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         while chunk := await self._proc.stdout.read(4096):
-            self.log = (self.log + chunk)[-20000:]
+            self.log = (self.log + chunk)[-200000:]
 
     async def _read(self) -> None:
         assert self._reader is not None
@@ -112,6 +121,11 @@ class Baresip:
 
     async def hang_up(self) -> None:
         await self.command("hangup")
+
+    def decoded_fps(self) -> float:
+        """Video frames a second it decodes now, from its status line (``efps=E/D``)."""
+        found = re.findall(rb"efps=[0-9.]+/([0-9.]+)", self.log)
+        return float(found[-1]) if found else 0.0
 
     def saw(self, event_type: str) -> dict[str, Any] | None:
         return next((e for e in self.events if e.get("type") == event_type), None)

@@ -9,6 +9,7 @@ and its recording: the cameras are decoded here; the composite itself stays VP8
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .gated import KeyframeGatedDecoder
 
@@ -147,3 +148,80 @@ class H264Decoder(KeyframeGatedDecoder):
 
     codec_name = "h264"
     is_keyframe = staticmethod(is_keyframe)
+
+
+# The composite in H.264, for room units (mcu/unit.py) --------------------------------------
+
+MAX_PAYLOAD = 1200  # as the VP8 packetizer: room under a 1500-byte path with SRTP and headers
+
+
+def split_nal_units(access_unit: bytes) -> list[bytes]:
+    """The NAL units of an Annex B access unit, start codes (3 or 4 bytes) taken off."""
+    units, start, i = [], -1, 0
+    length = len(access_unit)
+    while i + 3 <= length:
+        if access_unit[i] == 0 and access_unit[i + 1] == 0 and access_unit[i + 2] == 1:
+            if start >= 0:
+                units.append(access_unit[start:i].rstrip(b"\x00"))
+            start = i + 3
+            i += 3
+            continue
+        i += 1
+    if start >= 0:
+        units.append(access_unit[start:])
+    return [unit for unit in units if unit]
+
+
+def packetize_h264(access_unit: bytes, max_payload: int = MAX_PAYLOAD) -> list[bytes]:
+    """RTP payloads of one access unit (RFC 6184, packetization mode 1): a NAL unit that
+    fits goes alone, a bigger one in FU-A fragments."""
+    payloads = []
+    for unit in split_nal_units(access_unit):
+        if len(unit) <= max_payload:
+            payloads.append(unit)
+            continue
+        indicator = (unit[0] & 0xE0) | FU_A
+        nal_type = unit[0] & 0x1F
+        body = unit[1:]
+        step = max_payload - 2
+        for offset in range(0, len(body), step):
+            first, last = offset == 0, offset + step >= len(body)
+            header = (0x80 if first else 0) | (0x40 if last else 0) | nal_type
+            payloads.append(bytes([indicator, header]) + body[offset:offset + step])
+    return payloads
+
+
+class H264Encoder:
+    """libx264 for the composite a room unit receives: constrained baseline (what every
+    unit decodes), real time, one thread, key frames on request only; Annex B out."""
+
+    def __init__(self, width: int, height: int, fps: float = 15.0, bitrate: int | None = None) -> None:
+        import fractions
+
+        import av
+
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width, codec.height = width, height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = fractions.Fraction(1, 90000)
+        codec.framerate = fractions.Fraction(fps).limit_denominator(1001)
+        codec.bit_rate = bitrate or int(width * height * fps * 0.1)
+        codec.gop_size = 3000
+        codec.thread_count = 1
+        codec.profile = "Constrained Baseline"
+        # Every NAL unit (a slice) fits one RTP packet: units in packetization mode 0
+        # take nothing else, and mode 1 ones then need no fragments either.
+        codec.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31",
+                         "x264-params": "keyint=3000:min-keyint=3000:scenecut=0:repeat-headers=1:"
+                                        f"slice-max-size={MAX_PAYLOAD}"}
+        self._codec = codec
+        self.width, self.height = width, height
+
+    def encode(self, frame: Any, keyframe: bool = False) -> list[tuple[bytes, int, bool]]:
+        """(access unit, 90 kHz timestamp, is it a key frame) for each encoded frame."""
+        import av
+
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        return [(bytes(packet), int(packet.pts or 0), bool(packet.is_keyframe))
+                for packet in self._codec.encode(frame)]

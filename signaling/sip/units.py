@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcu import codecs
 from mcu.channel import ChannelError
 from signaling.rate_limits import address_key
 from signaling.sip.message import SipParseError, display_name, uri_of, user_and_host
@@ -258,9 +259,8 @@ class RoomUnits:
         channel = signaling.channels.get(room)
         if channel is None:
             channel = signaling.channels[room] = RoomChannel(room, False, signaling)
-        if channel.video_codec is None:
-            channel.video_codec = signaling.config.video_codec if signaling.config.video_codec != "auto" \
-                else "vp8"
+        if channel.video_codec is None:  # a room a unit starts forwards what units send
+            channel.video_codec = codecs.room_codec(signaling.config.video_codec, [codecs.H264])
         units = signaling.config.units("mixed")
         worker = signaling.pool.place(channel.placed_workers(), units, admission.worker, admission.priority)
         if worker is None:

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mcu.unit_sdp import SdpError, answer, choose_audio, parse_offer
+from mcu.unit_sdp import LocalStream, SdpError, answer, choose_audio, choose_video, parse_offer
 
 KEY = base64.b64encode(bytes(range(30))).decode()
 POLY = ("v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n"
@@ -15,21 +15,49 @@ POLY = ("v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n
         f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31\r\n"
         f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\na=rtcp:49999\r\na=sendrecv\r\n"
         "m=video 49172 RTP/SAVP 109\r\nc=IN IP4 10.1.1.2\r\na=rtpmap:109 H264/90000\r\n"
-        "a=fmtp:109 profile-level-id=42e01f;packetization-mode=1\r\n")
+        "a=fmtp:109 profile-level-id=42e01f;packetization-mode=1\r\n"
+        f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n")
 
 
-def test_opus_srtp_and_dtmf_are_taken_from_a_room_system_offer() -> None:
+def test_opus_srtp_dtmf_and_h264_are_taken_from_a_room_system_offer() -> None:
     offer = parse_offer(POLY)
-    index, choice = choose_audio(offer)
-    assert index == 0 and choice.payload_type == 116 and choice.dtmf_payload_type == 101
+    choice = choose_audio(offer)
+    assert choice.index == 0 and choice.payload_type == 116 and choice.dtmf_payload_type == 101
     assert choice.remote == ("10.1.1.1", 49170) and choice.remote_rtcp == ("10.1.1.1", 49999)
     assert choice.crypto is not None and choice.crypto.suite == "AES_CM_128_HMAC_SHA1_80"
-    assert offer.media[1].address == "10.1.1.2"
-    text = answer(offer, index, choice, "192.0.2.5", 40000, 40001, bytes(30))
+    video = choose_video(offer)
+    assert video is not None and video.index == 1 and video.payload_type == 109
+    assert video.remote == ("10.1.1.2", 49172) and video.remote_rtcp == ("10.1.1.2", 49173)
+    text = answer(offer, [(choice, LocalStream(40000, 40001, bytes(30)))], "192.0.2.5")
     lines = text.split("\r\n")
     assert "m=audio 40000 RTP/SAVP 116 101" in lines and "a=rtcp:40001 IN IP4 192.0.2.5" in lines
     assert any(line.startswith("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:") for line in lines)
-    assert "m=video 0 RTP/SAVP 109" in lines  # refused, in its place
+    assert "m=video 0 RTP/SAVP 109" in lines  # not taken: refused, in its place
+    both = answer(offer, [(choice, LocalStream(40000, 40001, bytes(30))),
+                          (video, LocalStream(40002, 40003, bytes(30)))], "192.0.2.5").split("\r\n")
+    assert "m=video 40002 RTP/SAVP 109" in both
+    assert "a=fmtp:109 profile-level-id=42e01f;packetization-mode=1" in both
+    assert "a=rtcp-fb:109 nack pli" in both
+
+
+@pytest.mark.parametrize(("fmtp", "taken"), [
+    ("profile-level-id=42e01f;packetization-mode=1", 109),
+    ("profile-level-id=640028;packetization-mode=1", None),  # High profile only
+    ("profile-level-id=42e01f", 109),  # mode 0: every NAL unit of our composite fits a packet
+    ("profile-level-id=42e01f;packetization-mode=2", None),
+])
+def test_h264_is_taken_in_packetization_mode_1_and_a_baseline_profile(fmtp: str, taken: int | None) -> None:
+    offer = parse_offer(POLY.replace("profile-level-id=42e01f;packetization-mode=1", fmtp))
+    video = choose_video(offer)
+    assert (video.payload_type if video else None) == taken
+
+
+def test_constrained_baseline_is_preferred_over_other_profiles() -> None:
+    sdp = POLY.replace("m=video 49172 RTP/SAVP 109", "m=video 49172 RTP/SAVP 126 109").replace(
+        "a=rtpmap:109 H264/90000", "a=rtpmap:126 H264/90000\r\na=fmtp:126 profile-level-id=42001f;"
+        "packetization-mode=1\r\na=rtpmap:109 H264/90000")
+    video = choose_video(parse_offer(sdp))
+    assert video is not None and video.payload_type == 109
 
 
 def test_a_unit_that_offers_no_opus_is_told_what_it_offered() -> None:

@@ -130,7 +130,7 @@ async def test_a_unit_with_srtp_is_answered_with_keys_of_our_own(server, tmp_pat
         # Garbage and forged RTP at its port, from its own address: dropped, counted, and
         # the call goes on.
         dropped = server.app[MEDIA].counters.unit_dropped
-        port = member._rtp.port
+        port = member.streams["audio"].local().rtp_port
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
             for index in range(50):
                 forger.sendto(b"\x80\x6f" + index.to_bytes(2, "big") + bytes(8) + b"forged" * 20,
@@ -337,3 +337,36 @@ def free_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_a_units_camera_reaches_a_browser_and_the_unit_decodes_the_composite(
+        server, tmp_path: Path) -> None:
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit", video=True)  # H.264 in packetization mode 0, as baresip has it
+    await unit.start()
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        member = units_in(server, room)[0]
+        # A room a unit starts forwards H.264: a page that can do it sees the unit's camera.
+        grant = JoinGrant(room=room, role="guest", scheduled=True)
+        client.peer = ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack())
+        await client.send({"type": "join", "v": 1, "name": "Krajský úřad", "video_codecs": ["h264", "vp8"],
+                           "token": issue_token(server.settings.signing_secret(), grant, 300)})
+        await client.next("joined")
+        offer = await client.next("offer")
+        await client.send({"type": "answer", "sdp": await client.peer.answer(offer["sdp"], offer["publish"]),
+                           "revision": offer["revision"]})
+        client.tracks = offer["tracks"]
+        client.auto_answer = True
+        assert await wait_until(lambda: client.live_frames("video").get(member.id, 0) > 15, timeout=20)
+        # The unit gets the composite in H.264 and decodes it.
+        assert await wait_until(lambda: member.media_counts()["video_out"] > 30, timeout=15)
+        assert await wait_until(lambda: unit.decoded_fps() > 5, timeout=15), unit.log[-3000:]
+        assert b"receiving with resolution 640 x 360" in unit.log
+        mixer = server.app[MEDIA].rooms[room].mixer
+        assert mixer is not None and member.id in mixer.decoders.selected  # its tile is decoded
+    finally:
+        await unit.stop()
+        await client.close()
