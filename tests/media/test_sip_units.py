@@ -9,6 +9,7 @@ received peaks at the client's (and not at its own: the mix leaves a listener ou
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from pathlib import Path
 
@@ -367,6 +368,57 @@ async def test_a_units_camera_reaches_a_browser_and_the_unit_decodes_the_composi
         assert b"receiving with resolution 640 x 360" in unit.log
         mixer = server.app[MEDIA].rooms[room].mixer
         assert mixer is not None and member.id in mixer.decoders.selected  # its tile is decoded
+    finally:
+        await unit.stop()
+        await client.close()
+
+
+# SIPp (Debian's sip-tester): scripted floods of what we refuse, beside a live call. ------------
+
+SIPP = shutil.which("sipp")
+SCENARIOS = Path(__file__).parent / "sipp"
+
+
+async def sipp(server, scenario: str, service: str, calls: int, rate: int, workdir: Path) -> int:
+    """Run a SIPp scenario against our SIP port; its exit status (0: every call as scripted)."""
+    port = server.app[ROOM_UNITS].agent.udp_port
+    process = await asyncio.create_subprocess_exec(
+        SIPP, "-sf", str(SCENARIOS / scenario), "-s", service, f"127.0.0.1:{port}", "-i", "127.0.0.1",
+        "-p", "0", "-m", str(calls), "-r", str(rate), "-timeout", "40s", "-trace_err",
+        "-error_file", str(workdir / "sipp-errors.log"),
+        cwd=workdir, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    _, errors = await process.communicate()
+    assert process.returncode is not None
+    if process.returncode:
+        log = workdir / "sipp-errors.log"
+        print(errors.decode(errors="replace")[-2000:], log.read_text()[-3000:] if log.exists() else "")
+    return process.returncode
+
+
+@pytest.mark.skipif(SIPP is None, reason="no sipp (scripts/test installs sip-tester)")
+async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_disturb_no_call(
+        server, tmp_path: Path) -> None:
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        member = units_in(server, room)[0]
+        # 100 INVITEs offering G.729 and H.263 at 50 a second into the same room: 488 each.
+        seen = server.app[ROOM_UNITS].agent.counters["messages"]
+        assert await sipp(server, "bad_sdp_invites.xml", room, 100, 50, tmp_path) == 0
+        assert server.app[ROOM_UNITS].agent.counters["messages"] >= seen + 200  # INVITE and ACK
+        # REGISTER and an unknown method, 50 times: 405 and 501.
+        assert await sipp(server, "unknown_methods.xml", room, 50, 50, tmp_path) == 0
+        # The unit's call went on through it all, both ways, and it is still the only one.
+        heard = member.media_counts()["audio_in"]
+        assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
+        assert hears(client, UNIT_TONE)
+        assert [u.id for u in units_in(server, room)] == [member.id]
+        assert len(server.app[ROOM_UNITS].agent.dialogs) == 1
     finally:
         await unit.stop()
         await client.close()
