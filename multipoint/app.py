@@ -342,6 +342,16 @@ def create_app(settings: Settings) -> web.Application:
                 logger.info("SIP: listening on %s port %d (UDP) and %d (TCP)",
                             settings.effective_sip_host, room_units.agent.udp_port,
                             room_units.agent.tcp_port)
+            if settings.sip_tls_certificate:
+                try:
+                    await room_units.agent.start_tls(
+                        settings.sip_tls_port, settings.sip_tls_certificate,
+                        settings.sip_tls_key or settings.sip_tls_certificate,
+                        settings.sip_tls_cafile or None)
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    logger.error("SIP: no TLS on port %d (%s)", settings.sip_tls_port, exc)
+                else:
+                    logger.info("SIP: TLS on port %d", room_units.agent.tls_port)
 
     async def shutdown(app: web.Application) -> None:
         if room_units is not None:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     sip_enabled: bool = True
     sip_host: str = ""
     sip_port: int = Field(5060, ge=0, le=65535)
+    # SIP over TLS, when a certificate (PEM, with its key) is configured; units we call
+    # over TLS are checked against sip_tls_cafile (else the system's CAs).
+    sip_tls_port: int = Field(5061, ge=0, le=65535)
+    sip_tls_certificate: str = ""
+    sip_tls_key: str = ""
+    sip_tls_cafile: str = ""
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -83,9 +84,11 @@ class _UdpFlow(Flow):
 class _TcpFlow(Flow):
     transport = "tcp"
 
-    def __init__(self, writer: asyncio.StreamWriter, address: tuple[str, int]) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, address: tuple[str, int], tls: bool = False) -> None:
         super().__init__(address)
         self.writer = writer
+        if tls:
+            self.transport = "tls"
 
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
@@ -168,8 +171,11 @@ class SipAgent:
         self.advertised_host = advertised_host or host
         self.udp: _UdpEndpoint | None = None
         self.tcp: asyncio.Server | None = None
+        self.tls: asyncio.Server | None = None
         self.udp_port = 0
         self.tcp_port = 0
+        self.tls_port = 0
+        self._client_tls: ssl.SSLContext | None = None  # dialling a unit over TLS
         self.dialogs: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag)
         self._invites: dict[tuple[str, str], Call] = {}  # (Call-ID, branch): pending INVITEs
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
@@ -193,14 +199,28 @@ class SipAgent:
                 raise
             self.tcp_port = self.tcp.sockets[0].getsockname()[1]
 
+    async def start_tls(self, port: int, certificate: str, key: str, cafile: str | None = None) -> None:
+        """SIP over TLS (RFC 3261 26.2) on ``port``, with this certificate and key; units
+        we call over TLS are verified against ``cafile`` (else the system's CAs)."""
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.minimum_version = ssl.TLSVersion.TLSv1_2
+        server.load_cert_chain(certificate, key)
+        self.tls = await asyncio.start_server(self._tls_stream, self.host, port, ssl=server)
+        self.tls_port = self.tls.sockets[0].getsockname()[1]
+        self._client_tls = ssl.create_default_context(cafile=cafile)
+
+    def port_for(self, transport: str) -> int:
+        return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
+
     async def close(self) -> None:
         for call in list(self.dialogs.values()):
             with contextlib.suppress(Exception):
                 await self.hang_up(call, wait=False)
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
-        if self.tcp is not None:
-            self.tcp.close()
+        for server in (self.tcp, self.tls):
+            if server is not None:
+                server.close()
         for task in [*self._streams, *self._tasks]:
             task.cancel()
 
@@ -213,6 +233,10 @@ class SipAgent:
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         await self._read_stream(reader, _TcpFlow(writer, (peer[0], peer[1])))
+
+    async def _tls_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        await self._read_stream(reader, _TcpFlow(writer, (peer[0], peer[1]), tls=True))
 
     async def _read_stream(self, reader: asyncio.StreamReader, flow: _TcpFlow) -> None:
         """Messages from one TCP stream (a unit's, or ours to a unit we called)."""
@@ -464,7 +488,7 @@ class SipAgent:
         flow.send(message.to_bytes())
 
     def _add_contact(self, response: SipMessage, flow: Flow) -> None:
-        port = self.udp_port if flow.transport == "udp" else self.tcp_port
+        port = self.port_for(flow.transport)
         response.add("Contact", f"<sip:multipoint@{self.advertised_host}:{port};transport={flow.transport}>")
         response.add("Server", USER_AGENT)
 
@@ -499,10 +523,14 @@ class SipAgent:
             _, hostport = user_and_host(target)
         except SipParseError as exc:
             return Dialled(400, str(exc))
-        transport = "tcp" if re.search(r";transport=tcp\b", target, re.IGNORECASE) else "udp"
+        named = re.search(r";transport=(udp|tcp|tls)\b", target, re.IGNORECASE)
+        transport = "tls" if target.lower().startswith("sips:") \
+            else named.group(1).lower() if named else "udp"
         host, _, port_text = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
         if not host or not port_text.isdigit():
-            host, port_text = hostport, "5060"
+            host, port_text = hostport, "5061" if transport == "tls" else "5060"
+        if transport == "tls" and self._client_tls is None:
+            return Dialled(0, "SIP over TLS is not configured here")
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host.strip("[]"), int(port_text), type=socket.SOCK_DGRAM)
@@ -510,18 +538,21 @@ class SipAgent:
         except (OSError, ValueError, IndexError):
             return Dialled(0, f"cannot resolve {host}")
         flow: Flow
-        if transport == "tcp":
+        if transport in ("tcp", "tls"):
+            tls = self._client_tls if transport == "tls" else None
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 5)
-            except (OSError, TimeoutError):
-                return Dialled(0, f"cannot connect to {address[0]}:{address[1]} over TCP")
-            flow = _TcpFlow(writer, address)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    *address, ssl=tls, server_hostname=host.strip("[]") if tls else None), 5)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                return Dialled(0, f"cannot connect to {address[0]}:{address[1]} over "
+                                  f"{transport.upper()} ({exc})")
+            flow = _TcpFlow(writer, address, tls=tls is not None)
             self._spawn(self._read_stream(reader, flow))
         else:
             assert self.udp is not None
             flow = _UdpFlow(self.udp, address)
         local_tag, call_id, branch = new_tag(), f"{new_tag()}@{self.advertised_host}", new_branch()
-        port = self.udp_port if transport == "udp" else self.tcp_port
+        port = self.port_for(transport)
         name = caller.replace('"', "'")
         via = f"SIP/2.0/{transport.upper()} {self.advertised_host}:{port}"
         invite = SipMessage(method="INVITE", uri=target)
@@ -650,7 +681,7 @@ class SipAgent:
         call.local_cseq = max(call.local_cseq, 1) + 1
         branch = new_branch()
         transport = call.flow.transport.upper()
-        port = self.udp_port if call.flow.transport == "udp" else self.tcp_port
+        port = self.port_for(call.flow.transport)
         bye = SipMessage(method="BYE", uri=call.remote_uri)
         bye.add("Via", f"SIP/2.0/{transport} {self.advertised_host}:{port};branch={branch};rport")
         bye.add("Max-Forwards", "70")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import ssl
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
 from scheduler.organisations import org_info
 from scheduler.seed import seed
-from signaling.sip.message import parse
+from signaling.sip.message import SipMessage, frame, parse
 from signaling.sip.units import DialFailed
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
@@ -422,3 +423,50 @@ async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_dis
     finally:
         await unit.stop()
         await client.close()
+
+
+async def test_a_call_over_tls(server, tmp_path: Path) -> None:
+    from tests.browser.test_turn import self_signed
+
+    room = bridge(server)
+    certificate, key = self_signed(tmp_path)
+    agent = server.app[ROOM_UNITS].agent
+    await agent.start_tls(0, str(certificate), str(key), cafile=str(certificate))
+    context = ssl.create_default_context(cafile=str(certificate))
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.tls_port, ssl=context,
+                                                   server_hostname="localhost")
+    local = writer.get_extra_info("sockname")[1]
+
+    def request(method: str, cseq: int, to_tag: str = "", body: bytes = b"") -> bytes:
+        to = f"<sip:{room}@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+        head = (f"{method} sip:{room}@127.0.0.1 SIP/2.0\r\n"
+                f"Via: SIP/2.0/TLS 127.0.0.1:{local};branch=z9hG4bKtls{cseq}{method}\r\n"
+                f"From: \"Unit over TLS\" <sip:unit@127.0.0.1>;tag=t1\r\nTo: {to}\r\nCall-ID: tls-call\r\n"
+                f"CSeq: {cseq} {method}\r\nContact: <sip:unit@127.0.0.1:{local};transport=tls>\r\n")
+        if body:
+            head += "Content-Type: application/sdp\r\n"
+        return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    buffer = bytearray()
+
+    async def response() -> SipMessage:
+        while True:
+            data = frame(buffer)
+            if data is not None:
+                return parse(data)
+            buffer.extend(await asyncio.wait_for(reader.read(4096), 10))
+
+    try:
+        writer.write(request("INVITE", 1, body=OFFER))
+        assert (await response()).status == 100
+        ok = await response()
+        assert ok.status == 200 and ";transport=tls" in ok.get("Contact")
+        assert b"m=audio" in ok.body
+        to_tag = ok.get("To").split("tag=")[1]
+        writer.write(request("ACK", 1, to_tag))
+        assert await wait_until(lambda: [u.name for u in units_in(server, room)] == ["Unit over TLS"])
+        writer.write(request("BYE", 2, to_tag))
+        assert (await response()).status == 200
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        writer.close()
