@@ -37,7 +37,10 @@ from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
+from mcu.mixer.opus import FRAME_SAMPLES
+from mcu.unit_audio import Transcoder
 from mcu.unit_sdp import (
+    OPUS,
     SRTP_KEY_BYTES,
     LocalStream,
     SdpError,
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MEDIA_TIMEOUT_S = 30.0
+ROOM_OPUS_PAYLOAD_TYPE = 111  # a transcoded unit's sound as the room has it
 SOCKET_BUFFER_BYTES = 1 << 20
 SRTP_PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
                  "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
@@ -227,6 +231,15 @@ class UnitParticipant:
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
+        # A unit on G.722 or G.711 (mcu/unit_audio.py): its sound re-timed as Opus packets
+        # of our own numbering, and the mix back through a loopback port.
+        self.transcoder: Transcoder | None = None
+        self._mix_in: _Socket | None = None
+        self._mix_sink: Sink | None = None
+        self._opus_seq = secrets.randbits(16)
+        self._opus_ts = secrets.randbits(32)
+        self._out_seq = secrets.randbits(16)
+        self._out_ts = secrets.randbits(32)
 
     @property
     def choice(self) -> StreamChoice | None:
@@ -249,7 +262,7 @@ class UnitParticipant:
             if choice.crypto is not None:
                 stream.key = secrets.token_bytes(SRTP_KEY_BYTES)
             taken.append((choice, stream.local()))
-        self._set_up(choices)
+        await self._set_up(choices)
         return answer(offer, taken, self.media_host)
 
     async def make_offer(self, srtp: bool = False, video: bool = True) -> str:
@@ -261,7 +274,7 @@ class UnitParticipant:
             stream.key = secrets.token_bytes(SRTP_KEY_BYTES) if srtp else None
         return offer_sdp(self.media_host, {kind: stream.local() for kind, stream in self.streams.items()})
 
-    def accept_answer(self, answer_text: str) -> None:
+    async def accept_answer(self, answer_text: str) -> None:
         """The unit's answer to :meth:`make_offer`; SdpError when it cannot be taken."""
         if self.answered:
             raise SdpError("bad_sdp", "the call has its answer already")
@@ -275,9 +288,9 @@ class UnitParticipant:
                 raise SdpError("codec_mismatch", "the answer does not keep to the offered RTP profile")
         for kind in [k for k in self.streams if k not in {c.kind for c in choices}]:
             self.streams.pop(kind).close()  # refused by the unit: no video, say
-        self._set_up(choices)
+        await self._set_up(choices)
 
-    def _set_up(self, choices: list[StreamChoice]) -> None:
+    async def _set_up(self, choices: list[StreamChoice]) -> None:
         self.answered = True
         self.last_heard = time.monotonic()
         for choice in choices:
@@ -285,6 +298,17 @@ class UnitParticipant:
             stream.set_up(choice)
             producer = self.producers["microphone" if choice.kind == "audio" else "camera"]
             producer.payload_type = choice.payload_type
+            sink = stream.sink
+            if choice.kind == "audio" and choice.codec != OPUS:
+                # G.722/G.711: Opus inside the room, the unit's codec on its wire. The mix
+                # comes out of its C leg to a loopback port of ours, to be transcoded.
+                self.transcoder = Transcoder(choice.codec)
+                producer.payload_type = ROOM_OPUS_PAYLOAD_TYPE
+                _, self._mix_in = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: _Socket(self._on_mix), local_addr=("127.0.0.1", 0))
+                sink = Sink()
+                sink.bind(self._mix_in.fileno, "127.0.0.1", self._mix_in.port, 0, 0, None)
+                self._mix_sink = sink
             producer.feedback = stream.write_rtcp  # PLI/FIR and reports go back on its m-line
             if choice.kind == "video":
                 # A slot for the composite (in H.264), pointed by the room like the mix.
@@ -293,8 +317,8 @@ class UnitParticipant:
                 self.consumers[camera.id] = camera
             if choice.we_send:
                 consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
-                consumer.configure(secrets.randbits(32) or 1, 0, choice.payload_type, None,
-                                   stream.write_rtcp, stream.sink)
+                consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
+                                   stream.write_rtcp, sink)
                 if choice.kind == "video":
                     consumer.request_keyframe()
 
@@ -307,6 +331,49 @@ class UnitParticipant:
         if payload_type == choice.dtmf_payload_type:
             self.dtmf_events += 1  # RFC 4733 (the PIN prompt of docs/sip.md will read these)
             return
+        if stream.kind == "audio" and self.transcoder is not None:
+            if payload_type != choice.payload_type:
+                self.counters.packets_unroutable += 1
+                return
+            try:
+                view = rtp.parse_rtp(data)
+            except rtp.MalformedPacket:
+                self.counters.packets_malformed += 1
+                return
+            ssrc = view.ssrc
+            for packet in self.transcoder.to_opus(data[view.payload_start:view.payload_end]):
+                self._opus_seq = (self._opus_seq + 1) & 0xFFFF
+                self._opus_ts = (self._opus_ts + FRAME_SAMPLES) & 0xFFFFFFFF
+                self._receive(stream, rtp.rtp_header(ROOM_OPUS_PAYLOAD_TYPE, False, self._opus_seq,
+                                                     self._opus_ts, ssrc, False) + packet)
+            return
+        self._receive(stream, data)
+
+    def _on_mix(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """The room's mix for a G.722/G.711 unit, from its own C leg: transcoded and sent."""
+        stream, transcoder = self.streams.get("audio"), self.transcoder
+        try:
+            if self._mix_in is None or addr[1] != self._mix_in.port or stream is None \
+                    or stream.choice is None or transcoder is None or stream.rtp is None \
+                    or stream.rtp.transport is None:
+                return
+            view = rtp.parse_rtp(data)
+            payload = transcoder.from_opus(data[view.payload_start:view.payload_end])
+            if not payload:
+                return
+            self._out_seq = (self._out_seq + 1) & 0xFFFF
+            packet = rtp.rtp_header(stream.choice.payload_type, False, self._out_seq, self._out_ts,
+                                    self.slots["voice"][0].ssrc, False) + payload
+            self._out_ts = (self._out_ts + transcoder.rtp_samples(len(payload))) & 0xFFFFFFFF
+            if stream.tx is not None:
+                packet = stream.tx.protect(packet)
+            stream.rtp.transport.sendto(packet, stream.choice.remote)
+        except Exception:
+            self.counters.handler_errors += 1
+            logger.exception("unit %s: the mix could not be transcoded", self.id)
+
+    def _receive(self, stream: _Stream, data: bytes) -> None:
+        payload_type = data[1] & 0x7F
         status = receive(self._tracks, data, self._packet_counters)
         producer = self.producers["microphone" if stream.kind == "audio" else "camera"]
         if status & RECEIVED_UNKNOWN:
@@ -381,7 +448,9 @@ class UnitParticipant:
         for kind, stream in self.streams.items():
             packets = []
             slot = self.slots["voice" if kind == "audio" else "camera"]
-            report = slot[0].sender_report() if slot else None
+            # A transcoded leg runs on the unit's clock, not the mix's: no sender report.
+            transcoded = kind == "audio" and self.transcoder is not None
+            report = slot[0].sender_report() if slot and not transcoded else None
             if report is not None:
                 packets.append(report)
             producer = self.producers["microphone" if kind == "audio" else "camera"]
@@ -414,6 +483,10 @@ class UnitParticipant:
             producer.feedback = None
         for stream in self.streams.values():
             stream.close()
+        if self._mix_sink is not None:
+            self._mix_sink.unbind()
+        if self._mix_in is not None and self._mix_in.transport is not None:
+            self._mix_in.transport.close()
         if self.on_closed is not None:
             self.on_closed(self)
 

@@ -21,6 +21,11 @@ TELEPHONE_EVENT = "telephone-event"
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 SRTP_KEY_BYTES = 30  # 16 key + 14 salt
 PLAIN, SECURE = "RTP/AVP", "RTP/SAVP"
+# RFC 3551's static payload types that units offer without an rtpmap line.
+STATIC_TYPES = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}
+# The codecs a unit's sound may use, best first: Opus as the room has it, the others
+# transcoded at the unit's edge (mcu/unit_audio.py).
+AUDIO_CODECS = (("opus", 48000), ("G722", 8000), ("PCMU", 8000), ("PCMA", 8000))
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
@@ -57,8 +62,8 @@ class MediaOffer:
 
     def payload_types(self, name: str, rate: int | None = None) -> list[int]:
         return [pt for pt in self._numbered()
-                if pt in self.rtpmap and self.rtpmap[pt][0].lower() == name
-                and (rate is None or self.rtpmap[pt][1] == rate)]
+                if (encoding := self.rtpmap.get(pt, STATIC_TYPES.get(pt))) is not None
+                and encoding[0].lower() == name.lower() and (rate is None or encoding[1] == rate)]
 
     def _numbered(self) -> list[int]:
         return [int(f) for f in self.formats if f.isdigit() and int(f) < 128]
@@ -176,6 +181,7 @@ class StreamChoice:
     rtcp_mux: bool
     crypto: Crypto | None  # the unit's key and suite: SRTP, with a key of our own back
     direction: str  # ours: sendrecv, sendonly (we only send), recvonly, inactive
+    codec: str = ""  # audio: "opus", or "G722", "PCMU", "PCMA" (transcoded); video: "h264"
     channels: int = 1  # audio: Opus's rtpmap says 2
     dtmf_payload_type: int | None = None  # audio: RFC 4733 telephone-event
     dtmf_clock: int = 48000  # its rtpmap's rate (units often say 8000 beside Opus)
@@ -199,26 +205,29 @@ def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamCh
 
 
 def choose_audio(offer: SessionOffer) -> StreamChoice:
-    """The first audio m-line we can take, and how: Opus is what the room's mixer decodes
-    and encodes (docs/sip.md says why no other codec yet)."""
+    """The first audio m-line we can take, and how: Opus (what the room forwards and
+    mixes) if offered, else G.722, G.711 µ-law or A-law, transcoded at the unit's edge."""
     audio = [(i, m) for i, m in enumerate(offer.media) if m.kind == "audio" and m.port]
     if not audio:
         raise SdpError("codec_mismatch", "the offer has no audio")
     for index, m in audio:
         if m.proto not in (PLAIN, SECURE):
             continue
-        opus = m.payload_types(OPUS, 48000)
-        if not opus:
+        found = next(((name, types[0]) for name, rate in AUDIO_CODECS
+                      if (types := m.payload_types(name, rate))), None)
+        if found is None:
             continue
-        choice = _common("audio", index, m, opus[0])
-        choice.channels = m.rtpmap[opus[0]][2]
+        name, payload_type = found
+        choice = _common("audio", index, m, payload_type)
+        choice.codec = name
+        choice.channels = m.rtpmap.get(payload_type, STATIC_TYPES.get(payload_type, ("", 0, 1)))[2]
         dtmf = m.payload_types(TELEPHONE_EVENT, 48000) or m.payload_types(TELEPHONE_EVENT)
         if dtmf:
             choice.dtmf_payload_type, choice.dtmf_clock = dtmf[0], m.rtpmap[dtmf[0]][1]
         return choice
     names = sorted({m.rtpmap[pt][0] for _, m in audio for pt in m.rtpmap})
-    raise SdpError("codec_mismatch",
-                   f"no audio codec in common: offered {', '.join(names) or 'none'}; this service takes Opus")
+    raise SdpError("codec_mismatch", f"no audio codec in common: offered {', '.join(names) or 'none'}; "
+                   "this service takes Opus, G.722, G.711")
 
 
 def _h264_parameters(fmtp: str) -> dict[str, str]:
@@ -265,7 +274,13 @@ def choose_video(offer: SessionOffer) -> StreamChoice | None:
 def _stream_lines(choice: StreamChoice, family: str, address: str, rtcp_port: int,
                   key: bytes | None, offer: bool = False) -> list[str]:
     pt = choice.payload_type
-    if choice.kind == "audio":
+    if choice.kind == "audio" and choice.codec not in ("", OPUS):
+        lines = [f"a=rtpmap:{pt} {choice.codec}/8000"]
+        if choice.dtmf_payload_type is not None:
+            lines += [f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/{choice.dtmf_clock}",
+                      f"a=fmtp:{choice.dtmf_payload_type} 0-15"]
+        lines.append("a=ptime:20")
+    elif choice.kind == "audio":
         lines = [f"a=rtpmap:{pt} opus/48000/{choice.channels}", f"a=fmtp:{pt} useinbandfec=1"]
         if choice.dtmf_payload_type is not None:
             lines += [f"a=rtpmap:{choice.dtmf_payload_type} telephone-event/{choice.dtmf_clock}",
@@ -316,10 +331,13 @@ def offer_sdp(address: str, streams: dict[str, LocalStream]) -> str:
     for kind, local in streams.items():
         pt = OFFERED_OPUS if kind == "audio" else OFFERED_H264
         proto = SECURE if local.key is not None else PLAIN
-        formats = f"{pt} {OFFERED_DTMF}" if kind == "audio" else str(pt)
+        # Sound: Opus first, then what older units have (transcoded: mcu/unit_audio.py).
+        formats = f"{pt} 9 0 8 {OFFERED_DTMF}" if kind == "audio" else str(pt)
         lines.append(f"m={kind} {local.rtp_port} {proto} {formats}")
-        ours = StreamChoice(kind, 0, pt, ("", 0), ("", 0), True, None, "sendrecv", channels=2,
+        ours = StreamChoice(kind, 0, pt, ("", 0), ("", 0), True, None, "sendrecv", codec=OPUS, channels=2,
                             dtmf_payload_type=OFFERED_DTMF if kind == "audio" else None)
+        if kind == "audio":
+            lines += ["a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000"]
         lines += _stream_lines(ours, family, address, local.rtcp_port, local.key, offer=True)
     return "\r\n".join(lines) + "\r\n"
 

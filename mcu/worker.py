@@ -163,7 +163,7 @@ class WorkerService:
         if unit is None or unit.closed:
             raise ChannelError("unknown_participant", f"no call to {participant!r} under way")
         try:
-            unit.accept_answer(answer if isinstance(answer, str) else "")
+            await unit.accept_answer(answer if isinstance(answer, str) else "")
         except SdpError as exc:
             await unit.close()
             raise ChannelError(exc.code, str(exc)) from None

@@ -45,13 +45,29 @@ class Baresip:
         self.log = b""
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "snd").mkdir(exist_ok=True)
+        # ausine makes 48 kHz only: at a narrowband codec's rate the tone comes from a file.
+        rate = int(audio_codecs.split("/")[1]) if "/" in audio_codecs else 48000
+        source = f"ausine,{tone_hz}"
+        if rate != 48000:
+            rate = 16000 if audio_codecs.upper().startswith("G722") else rate
+            tone = workdir / "tone.wav"
+            with wave.open(str(tone), "wb") as wav:
+                wav.setnchannels(1)
+                wav.setsampwidth(2)
+                wav.setframerate(rate)
+                seconds = np.arange(rate * 60) / rate
+                wav.writeframes((8000 * np.sin(2 * np.pi * tone_hz * seconds)).astype(np.int16).tobytes())
+            source = f"aufile,{tone}"
         (workdir / "config").write_text("\n".join([
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
-            "audio_player alsa,null", f"audio_source ausine,{tone_hz}", "audio_alert alsa,null",
-            "ausrc_srate 48000", "auplay_srate 48000", "rtcp_mux no",
+            "audio_player alsa,null", f"audio_source {source}", "audio_alert alsa,null",
+            # Its sine and player at the codec's own rate (baresip 1.0 does not resample).
+            *(["ausrc_srate 48000", "auplay_srate 48000"] if audio_codecs.startswith("opus") else []),
+            "rtcp_mux no",
             "module_path /usr/lib/baresip/modules",
-            *(f"module {m}.so" for m in ("g711", "g722", "opus", "ausine", "alsa", "sndfile", "srtp")),
+            *(f"module {m}.so" for m in ("g711", "g722", "gsm", "opus", "ausine", "aufile", "alsa",
+                                                 "sndfile", "srtp")),
             # H.264 (baresip-ffmpeg's avcodec) from a test pattern; what it decodes is
             # counted by vidinfo... nothing to show it on, so no display module.
             *([f"module {m}.so" for m in ("avcodec", "fakevideo")]

@@ -60,11 +60,20 @@ def test_constrained_baseline_is_preferred_over_other_profiles() -> None:
     assert video is not None and video.payload_type == 109
 
 
-def test_a_unit_that_offers_no_opus_is_told_what_it_offered() -> None:
-    offer = parse_offer(POLY.replace("a=rtpmap:116 OPUS/48000/2\r\n", ""))
+def test_without_opus_g722_then_g711_is_taken_static_types_too() -> None:
+    no_opus = POLY.replace("a=rtpmap:116 OPUS/48000/2\r\n", "").replace(" 9 0 8 116 101", " 9 0 8 101")
+    assert choose_audio(parse_offer(no_opus)).codec == "G722"
+    bare = no_opus.replace("a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n", "")  # static: no rtpmap
+    choice = choose_audio(parse_offer(bare.replace(" 9 0 8 101", " 8 0 101")))
+    assert (choice.codec, choice.payload_type) == ("PCMU", 0)
+
+
+def test_a_unit_that_offers_none_of_ours_is_told_what_it_offered() -> None:
+    offer = parse_offer(POLY.replace(" 9 0 8 116 101", " 18 101").replace("a=rtpmap:116 OPUS/48000/2\r\n",
+                                                                          "a=rtpmap:18 G729/8000\r\n"))
     with pytest.raises(SdpError) as error:
         choose_audio(offer)
-    assert error.value.code == "codec_mismatch" and "G722" in str(error.value) and "Opus" in str(error.value)
+    assert error.value.code == "codec_mismatch" and "G729" in str(error.value) and "Opus" in str(error.value)
 
 
 def test_srtp_required_with_no_suite_we_take_is_refused() -> None:

@@ -151,9 +151,34 @@ async def test_a_unit_with_srtp_is_answered_with_keys_of_our_own(server, tmp_pat
     assert server.app[MEDIA].counters.handler_errors == 0
 
 
-async def test_a_unit_without_opus_is_refused_with_the_reason(server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["G722/16000/1", "PCMU/8000/1"])
+async def test_a_unit_on_g722_or_g711_is_transcoded_both_ways(server, tmp_path: Path, codec: str) -> None:
     room = bridge(server)
-    unit = Baresip(tmp_path / "unit", audio_codecs="PCMU/8000/1")
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE, audio_codecs=codec)
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        member = units_in(server, room)[0]
+        assert member.choice.codec == codec.split("/")[0]
+        # The page hears the unit (as Opus), the unit hears the page (in its own codec).
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        await asyncio.sleep(2)
+        await unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        await unit.stop()
+        await client.close()
+    heard = unit.heard()
+    assert tone_share(heard, unit.heard_rate, CLIENT_TONE) > 0.5
+    assert tone_share(heard, unit.heard_rate, UNIT_TONE) < 0.01
+    assert server.app[MEDIA].counters.handler_errors == 0
+
+
+async def test_a_unit_without_a_codec_we_take_is_refused_with_the_reason(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit", audio_codecs="GSM/8000/1")
     await unit.start()
     try:
         await unit.dial(sip_uri(server, room))
@@ -318,8 +343,8 @@ async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> N
         assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None)
     finally:
         await unit.stop()
-    # A unit without Opus: it refuses our offer.
-    unit = Baresip(tmp_path / "g711", audio_codecs="PCMU/8000/1", auto_answer=True)
+    # A unit with none of our codecs: it refuses our offer.
+    unit = Baresip(tmp_path / "gsm", audio_codecs="GSM/8000/1", auto_answer=True)
     await unit.start()
     try:
         with pytest.raises(DialFailed) as failed:
