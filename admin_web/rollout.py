@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from admin_web.web import COORDINATORS, Admin, form, page, render
 from scheduler.access import audit
@@ -97,22 +99,8 @@ async def _endpoint(admin: Admin, request: web.Request, error: str, status: int 
 
 @page(COORDINATORS)
 async def set_sip_uri(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
-    serial = request.match_info["serial"]
-    data = await form(request)
-
-    def work() -> None:
-        with admin.db.session() as session:
-            try:
-                endpoint_id = rollout.endpoint_id_of(session, serial)
-            except NotFound:
-                raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
-            rollout.set_sip_uri(session, user, endpoint_id, data.get("sip_uri", ""))
-
-    try:
-        await admin.run(work)
-    except SchedulerError as exc:
-        return await _endpoint(admin, request, error=exc.code, status=422)
-    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}")
+    return await _change_endpoint(admin, request, lambda session, endpoint_id, data: rollout.set_sip_uri(
+        session, user, endpoint_id, data.get("sip_uri", "")))
 
 
 @page(COORDINATORS)
@@ -140,8 +128,9 @@ async def test_call(admin: Admin, request: web.Request, user: Principal) -> web.
     raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}?calling=1")
 
 
-@page(COORDINATORS)
-async def change_status(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+async def _change_endpoint(admin: Admin, request: web.Request,
+                           change: Callable[[Session, int, dict[str, str]], object]) -> web.StreamResponse:
+    """A coordinator's change to one unit from its page: done, or the page again with why."""
     serial = request.match_info["serial"]
     data = await form(request)
 
@@ -151,13 +140,19 @@ async def change_status(admin: Admin, request: web.Request, user: Principal) -> 
                 endpoint_id = rollout.endpoint_id_of(session, serial)
             except NotFound:
                 raise web.HTTPNotFound(text=f"no endpoint {serial}") from None
-            rollout.change_status(session, user, endpoint_id, data.get("status", ""), admin.now())
+            change(session, endpoint_id, data)
 
     try:
         await admin.run(work)
     except SchedulerError as exc:
         return await _endpoint(admin, request, error=exc.code, status=422)
     raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}")
+
+
+@page(COORDINATORS)
+async def change_status(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
+    return await _change_endpoint(admin, request, lambda session, endpoint_id, data: rollout.change_status(
+        session, user, endpoint_id, data.get("status", ""), admin.now()))
 
 
 @page(COORDINATORS)

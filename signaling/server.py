@@ -362,6 +362,19 @@ class Signaling:
             self._spawn(channel.broadcast({"type": "speaker", "active": data.get("active"),
                                            "speaking": data.get("speaking", [])}))
 
+    async def leave(self, participant: str, worker: int, channel: RoomChannel, worker_lost: bool,
+                    call_record: Any) -> None:
+        """A member of a room (a page's connection, a unit's SIP call) is out: its place
+        on the worker, in the room's list and in the call records goes."""
+        self.connections.pop(participant, None)
+        self.pool.release(worker, participant)
+        channel.remove(participant)
+        if not worker_lost:
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await self.pool.request(worker, "leave", participant=participant)
+        if not channel.echo:
+            await self.call_log.left(call_record)
+
     def on_worker_lost(self, worker: int) -> None:
         """A worker died: its participants join again (their pages do so by themselves)."""
         for connection in [c for c in self.connections.values() if c.worker == worker]:
@@ -851,16 +864,9 @@ class ParticipantConnection:
         participant, self.participant_id = self.participant_id, None
         if participant is None:
             return
-        signaling, worker, channel = self.signaling, self.worker, self.channel
-        signaling.connections.pop(participant, None)
-        assert worker is not None and channel is not None
-        self.pool.release(worker, participant)
-        channel.remove(participant)
-        if not self.worker_lost:
-            with contextlib.suppress(ChannelError, TimeoutError):
-                await self.pool.request(worker, "leave", participant=participant)
-        if not channel.echo:
-            await signaling.call_log.left(self.call_record)
+        assert self.worker is not None and self.channel is not None
+        await self.signaling.leave(participant, self.worker, self.channel, self.worker_lost,
+                                   self.call_record)
 
 
 def recording_path(recordings_dir: Path, room: str) -> Path:

@@ -125,15 +125,9 @@ class UnitMember:
         participant, self.participant_id = self.participant_id, None
         if participant is None:
             return
-        signaling, worker, channel = self.signaling, self.worker, self.channel
-        signaling.connections.pop(participant, None)
-        assert worker is not None and channel is not None
-        signaling.pool.release(worker, participant)
-        channel.remove(participant)
-        if not self.worker_lost:
-            with contextlib.suppress(ChannelError, TimeoutError):
-                await signaling.pool.request(worker, "leave", participant=participant)
-        await signaling.call_log.left(self.call_record)
+        assert self.worker is not None and self.channel is not None
+        await self.signaling.leave(participant, self.worker, self.channel, self.worker_lost,
+                                   self.call_record)
 
 
 class RoomUnits:

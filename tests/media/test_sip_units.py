@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -64,6 +65,13 @@ def units_in(server, room: str) -> list:
     return [p for p in live.participants.values() if p.describe()["connection"] == "sip"] if live else []
 
 
+async def dial_in(server, unit: Baresip, room: str, transport: str = "udp") -> Any:
+    """The unit calls the room; its participant on the worker once it is in."""
+    await unit.dial(sip_uri(server, room, transport))
+    assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+    return units_in(server, room)[0]
+
+
 def hears(client: SignalClient, frequency: float) -> bool:
     return any(r.audio and r.spectrum_peak(frequency) > 30 for r in client.peer.received.values())
 
@@ -107,9 +115,7 @@ async def test_a_unit_removed_by_the_operator_is_hung_up(server, tmp_path: Path)
     unit = Baresip(tmp_path / "unit")
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, room, "tcp"))  # over TCP this time
-        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
-        member = units_in(server, room)[0]
+        member = await dial_in(server, unit, room, "tcp")  # over TCP this time
         await server.app[LIVE_ROOMS].remove(room, member.id, "operátor")
         assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
         assert not units_in(server, room)
@@ -123,9 +129,7 @@ async def test_a_unit_with_srtp_is_answered_with_keys_of_our_own(server, tmp_pat
     unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE, srtp=True)
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, room))
-        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
-        member = units_in(server, room)[0]
+        member = await dial_in(server, unit, room)
         assert member.choice is not None and member.choice.crypto is not None
         assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
         assert await wait_until(lambda: member.media_counts()["audio_out"] > 100)
@@ -158,9 +162,7 @@ async def test_a_unit_on_g722_or_g711_is_transcoded_both_ways(server, tmp_path: 
     unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE, audio_codecs=codec)
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, room))
-        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
-        member = units_in(server, room)[0]
+        member = await dial_in(server, unit, room)
         assert member.choice.codec == codec.split("/")[0]
         # The page hears the unit (as Opus), the unit hears the page (in its own codec).
         assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
@@ -373,9 +375,7 @@ async def test_a_units_camera_reaches_a_browser_and_the_unit_decodes_the_composi
     await unit.start()
     client = await SignalClient.connect(server.ws_url)
     try:
-        await unit.dial(sip_uri(server, room))
-        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
-        member = units_in(server, room)[0]
+        member = await dial_in(server, unit, room)
         # A room a unit starts forwards H.264: a page that can do it sees the unit's camera.
         grant = JoinGrant(room=room, role="guest", scheduled=True)
         client.peer = ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack())
@@ -430,9 +430,7 @@ async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_dis
     unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, room))
-        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
-        member = units_in(server, room)[0]
+        member = await dial_in(server, unit, room)
         # 100 INVITEs offering G.729 and H.263 at 50 a second into the same room: 488 each.
         seen = server.app[ROOM_UNITS].agent.counters["messages"]
         assert await sipp(server, "bad_sdp_invites.xml", room, 100, 50, tmp_path) == 0
