@@ -340,8 +340,14 @@ class OpusPlayout:
         return PlayoutFrame(out, level, kind, whole if len(parts) == 1 else None)
 
     def _skip(self) -> PlayoutFrame:
-        # Not selected: keep time without decoding. The decoder is dropped so that a
-        # later selection starts a clean stream rather than one with a stale state.
+        kind = self.advance()
+        return PlayoutFrame(None, self._level, kind)
+
+    def advance(self) -> UnitKind:
+        """One tick of a source that is not selected: `pull(False)` without the frame
+        (the mixer's loop over every silent source of a room, each tick)."""
+        # Keep time without decoding. The decoder is dropped so that a later selection
+        # starts a clean stream rather than one with a stale state.
         if self._decoder is not None:
             self._decoder = None
             self._owed = len(self._rest)
@@ -358,7 +364,7 @@ class OpusPlayout:
         self._owed -= FRAME_SAMPLES
         self._level = level
         self._silent = True
-        return PlayoutFrame(None, level, kind)
+        return kind
 
     def _decode_unit(self, unit: Unit) -> np.ndarray:
         assert self._decoder is not None

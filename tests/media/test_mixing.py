@@ -199,3 +199,30 @@ async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server
     finally:
         for client in [*units, *([watcher] if watcher else [])]:
             await client.close()
+
+
+async def test_a_room_where_nobody_talks_gets_the_mix_every_tick_and_costs_no_codec_work(server) -> None:
+    room = "mixed-silent"
+    media = server.app[MEDIA]
+    # Room units in a quiet room: their microphones send digital silence (level 127).
+    units = [await join(server, room, f"Unit {index}", 500, RED, mode="mixed", loudness=0.0,
+                        receive_video=False) for index in range(3)]
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: all((received(u, "audio") or EMPTY).frames > 60
+                                            for u in units), timeout=30)
+        stats = mixer.audio.stats
+        ticks, encodes = stats.ticks, stats.encodes
+        frames = [received(u, "audio").frames for u in units]
+        assert await wait_until(lambda: stats.ticks >= ticks + 100, timeout=10)
+        ticked = stats.ticks - ticks
+        for unit, before in zip(units, frames, strict=True):
+            # One packet a tick to each (a few may still be on their way).
+            assert received(unit, "audio").frames - before >= ticked - 5
+            assert float(np.max(np.abs(np.concatenate(received(unit, "audio").audio[-50:])))) < 50
+        assert stats.decodes == 0  # nobody was ever selected: no source decoded
+        assert stats.encodes == encodes  # the packet for silence settled long ago
+    finally:
+        for client in units:
+            await client.close()
