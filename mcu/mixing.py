@@ -13,12 +13,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mcu import codecs, rtp
-from mcu.forwarding import Consumer, Producer, forward_to_all
+from mcu._fanout import Leg, forward
+from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer
 from mcu.mixer.pacer import run_ticks
@@ -30,6 +31,9 @@ MIXER_OWNER = "mixer"
 AUDIO_TICK_S = 0.020
 OPUS_PAYLOAD_TYPE = 111  # placeholder until a consumer's own negotiated type replaces it
 VP8_PAYLOAD_TYPE = 96
+
+# The legs that get the shared payload, and the legs of each subscriber with its own.
+_LegGroups = tuple[tuple[Leg, ...], dict[str, tuple[Leg, ...]]]
 
 
 class MixOutput(Producer):
@@ -43,34 +47,85 @@ class MixOutput(Producer):
         self._seq = random.getrandbits(16)
         self._on_keyframe_request = on_keyframe_request
         self.feedback = self._feedback
+        # The legs grouped for emit(): per set of subscribers with their own payload.
+        self._groups: dict[frozenset[str], _LegGroups] = {}
+        self._grouped_count = 0
 
     def _feedback(self, packet: bytes) -> None:
         if self._on_keyframe_request is not None and packet[1] == rtp.RTCP_PSFB:
             self._on_keyframe_request()
 
-    def emit(self, timestamp: int, marker: bool, payload_for: Callable[[Consumer], bytes],
-             keyframe: bool = False) -> None:
-        """Send one RTP packet's worth of payload to every consumer (it may differ per consumer)."""
+    def attach(self, consumer: Consumer) -> None:
+        super().attach(consumer)
+        self._groups.clear()
+
+    def detach(self, consumer: Consumer) -> None:
+        super().detach(consumer)
+        self._groups.clear()
+
+    def emit(self, timestamp: int, marker: bool, shared: bytes,
+             own: Mapping[str, bytes] | None = None, keyframe: bool = False) -> None:
+        """Send one RTP packet's worth of payload to every consumer: ``shared`` to all but
+        the subscribers in ``own``, who get theirs (a talker's mix-minus)."""
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets += 1
         # Our clock is the mapping for sender reports: now <-> this timestamp.
         ntp_seconds, ntp_fraction = rtp.ntp_now()
         self.sender_report = (time.monotonic(), ntp_seconds + ntp_fraction / (1 << 32), timestamp)
         extension = b"" if self.kind == "audio" else rtp.abs_send_time_block()
-        view = rtp.RtpView(self.payload_type, marker, self._seq, timestamp, self.ssrc, 0, 0, {})
-        # Most listeners share one payload (the mix), a talker has its own: one send call
-        # for each distinct payload, with all the legs that get it.
-        groups: dict[int, tuple[bytes, list[Consumer]]] = {}
-        for consumer in self.consumers:
-            payload = payload_for(consumer)
-            if payload:
-                groups.setdefault(id(payload), (payload, []))[1].append(consumer)
-        for payload, consumers in groups.values():
-            try:
-                forward_to_all(tuple(consumers), view, extension, payload, keyframe)
-            except Exception:
-                self.counters.handler_errors += 1
-                logger.exception("mixed legs %s failed", [c.id for c in consumers])
+        legs, own_legs = self._legs_for(own)
+        # One C send call for each distinct payload, with all the legs that get it.
+        self._send(legs, extension, shared, timestamp, marker, keyframe)
+        if own:
+            for subscriber, payload in own.items():
+                these = own_legs.get(subscriber)
+                if these:
+                    self._send(these, extension, payload, timestamp, marker, keyframe)
+
+    def _legs_for(self, own: Mapping[str, bytes] | None) -> _LegGroups:
+        """(the legs that get the shared payload, the legs of each subscriber in ``own``).
+
+        Kept per set of own-payload subscribers until a consumer comes or goes: talkers
+        change a few times a minute, ticks come 50 times a second, and building these
+        afresh each tick was a Python loop over every consumer."""
+        key = frozenset(own) if own else frozenset()
+        found = self._groups.get(key)
+        if found is None or self._grouped_count != len(self.consumers):
+            if self._grouped_count != len(self.consumers):
+                self._groups.clear()
+                self._grouped_count = len(self.consumers)
+            by_subscriber: dict[str, list[Leg]] = {}
+            shared: list[Leg] = []
+            for consumer in self.consumers:
+                if consumer.subscriber_id in key:
+                    by_subscriber.setdefault(consumer.subscriber_id, []).append(consumer.leg)
+                else:
+                    shared.append(consumer.leg)
+            if len(self._groups) > 64:  # many talker sets seen: start again rather than grow
+                self._groups.clear()
+            found = self._groups[key] = (tuple(shared), {k: tuple(v) for k, v in by_subscriber.items()})
+        return found
+
+    def _send(self, legs: tuple[Leg, ...], extension: bytes, payload: bytes, timestamp: int, marker: bool,
+              keyframe: bool) -> None:
+        if not legs or not payload:
+            return
+        counters = self.counters
+        try:
+            sent, sent_bytes, errors, wants_keyframe = forward(
+                legs, extension, payload, 0, self._seq, timestamp, marker, keyframe, False, len(payload))
+        except ValueError:  # too long to send once the extension block is in
+            counters.send_errors += len(legs)
+            return
+        except Exception:
+            counters.handler_errors += 1
+            logger.exception("mixed legs of %s failed", self.id)
+            return
+        counters.packets_forwarded += sent
+        counters.bytes_forwarded += sent_bytes
+        counters.send_errors += errors
+        if wants_keyframe:  # a subscriber's decoder waits for one (throttled as any producer's)
+            self.request_keyframe()
 
 
 class RoomMixer:
@@ -188,8 +243,7 @@ class RoomMixer:
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
         if self.audio_out.consumers:
-            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False,
-                                lambda consumer: mix.packet_for(consumer.subscriber_id))
+            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False, mix.shared, mix.own)
 
     def composite_watched(self) -> bool:
         """Somebody receives the composite now (a negotiated leg, not paused), or it is
@@ -219,8 +273,7 @@ class RoomMixer:
             payloads = packetize(encoded.data, self._picture_id)
             for position, payload in enumerate(payloads):
                 self.video_out.emit(encoded.timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
-                                    lambda consumer, p=payload: p,
-                                    keyframe=encoded.keyframe and position == 0)
+                                    payload, keyframe=encoded.keyframe and position == 0)
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:
