@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mcu import codecs, rtp
-from mcu._fanout import Leg, forward
+from mcu._fanout import Leg, Track, forward
 from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 MIXER_OWNER = "mixer"
 AUDIO_TICK_S = 0.020
+# A source's microphone is gated (its quiet packets stay in C, see RoomMixer._gate)
+# again this long after it was last played or last sent a packet loud enough to talk.
+GATE_OPEN_TICKS = 50  # 1 s
 OPUS_PAYLOAD_TYPE = 111  # placeholder until a consumer's own negotiated type replaces it
 VP8_PAYLOAD_TYPE = 96
 
@@ -155,6 +158,11 @@ class RoomMixer:
         self.frames_composed = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        # Microphones whose quiet packets C holds back from the taps (participant -> its
+        # track), and the audio tick until which each other source's gate stays open.
+        self._gated: dict[str, Track] = {}
+        self._open_until: dict[str, int] = {}
+        self._audio_ticks = 0
 
     # Sources ------------------------------------------------------------------------
 
@@ -166,6 +174,7 @@ class RoomMixer:
         self.compositor.add_source(participant_id, name)
         microphone.add_tap(self._audio_tap(participant_id))
         camera.add_tap(self._video_tap(participant_id, camera))
+        self._gate(participant_id)
         self._select_decoders()
 
     def remove_source(self, participant_id: str) -> None:
@@ -174,6 +183,9 @@ class RoomMixer:
             return
         for producer in producers:
             producer.clear_taps()
+        producers[0].tap_track.tap_level_limit = 127
+        self._gated.pop(participant_id, None)
+        self._open_until.pop(participant_id, None)
         self.audio.remove_source(participant_id)
         self.compositor.remove_source(participant_id)
         self.depacketizers.pop(participant_id, None)
@@ -183,8 +195,40 @@ class RoomMixer:
         for newly_shown in self.decoders.select(self.compositor.shown()):
             self.sources[newly_shown][1].request_keyframe()
 
+    # Gating ---------------------------------------------------------------------------
+    # Most of a room is quiet most of the time, and each of its packets cost Python (a
+    # parse, the tap, the jitter buffer) 50 times a second for nothing: a source that is
+    # not played gets no packet quieter than a talker's threshold into Python. C keeps
+    # the loudest level it held back, which feeds the choice of talkers each tick, so
+    # that choice is what it would be with every packet. A packet that passes (loud
+    # enough to talk, or without a level) opens the gate at once, so the talk spurt
+    # reaches the jitter buffer whole; the buffer sees the quiet time before it as a
+    # sender's DTX pause and starts the spurt at its target depth, as it does then.
+
+    def _gate(self, participant_id: str) -> None:
+        track = self.sources[participant_id][0].tap_track
+        track.tap_level_limit = self.audio.selector.threshold_level
+        track.held_level = 128
+        self._gated[participant_id] = track
+        self._open_until.pop(participant_id, None)
+
+    def _open_gate(self, participant_id: str) -> None:
+        track = self._gated.pop(participant_id, None)
+        if track is not None:
+            track.tap_level_limit = 127
+            self._take_held_level(participant_id, track)
+        self._open_until[participant_id] = self._audio_ticks + GATE_OPEN_TICKS
+
+    def _take_held_level(self, participant_id: str, track: Track) -> None:
+        held = track.held_level
+        if held < 128:
+            track.held_level = 128
+            self.audio.note_level(participant_id, held)
+
     def _audio_tap(self, participant_id: str) -> Callable[[bytes, rtp.RtpView], None]:
         def tap(data: bytes, view: rtp.RtpView) -> None:
+            if participant_id in self._gated:  # through the gate: loud, or no level
+                self._open_gate(participant_id)
             level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
             self.audio.push(participant_id, view.sequence_number, view.timestamp,
                             data[view.payload_start:view.payload_end],
@@ -239,7 +283,16 @@ class RoomMixer:
         ]
 
     def _audio_tick(self, index: int) -> None:
+        for participant_id, track in self._gated.items():
+            self._take_held_level(participant_id, track)
         mix = self.audio.tick()
+        self._audio_ticks += 1
+        for talker in mix.talkers:
+            if talker in self._gated or talker in self._open_until:
+                self._open_gate(talker)  # played: open while it is, and a while after
+        for participant_id, until in list(self._open_until.items()):
+            if until < self._audio_ticks:
+                self._gate(participant_id)
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
         if self.audio_out.consumers:

@@ -147,6 +147,13 @@ class AudioMixer:
             self._unlevelled[source] = None  # measured from its sound (until a level comes)
         return True
 
+    def note_level(self, source: SourceId, audio_level: int) -> None:
+        """The level of `source`'s packets that were not pushed (held back before the
+        mixer as too quiet for a talker): it counts for the choice of talkers as theirs
+        would have."""
+        if source in self._sources:
+            self.selector.observe(source, audio_level)
+
     # -- output --------------------------------------------------------------------
     def tick(self) -> MixTick:
         selector = self.selector

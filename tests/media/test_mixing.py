@@ -226,3 +226,36 @@ async def test_a_room_where_nobody_talks_gets_the_mix_every_tick_and_costs_no_co
     finally:
         for client in units:
             await client.close()
+
+
+async def test_a_quiet_unit_reaches_python_only_while_it_talks_and_is_heard_when_it_does(server) -> None:
+    room = "mixed-gated"
+    media = server.app[MEDIA]
+    quiet = await join(server, room, "Quiet", 900, RED, mode="mixed", loudness=0.0, receive_video=False)
+    listener = await join(server, room, "Listener", 500, BLUE, mode="mixed", loudness=0.0,
+                          receive_video=False)
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: (received(listener, "audio") or EMPTY).frames > 60, timeout=30)
+        source = participant_id(quiet)
+        track = mixer.sources[source][0].tap_track
+        buffer = mixer.audio.playout(source).buffer
+        # Silent: its packets are forwarded and counted in C, none reaches the mixer.
+        assert track.tap_level_limit < 127
+        packets, pushed = track.packets, buffer.stats.received
+        assert await wait_until(lambda: track.packets > packets + 50, timeout=10)
+        assert buffer.stats.received == pushed
+        # It talks: the gate opens with its first loud packet and the listener hears it.
+        quiet.peer.audio.amplitude = 0.3
+        assert await wait_until(lambda: track.tap_level_limit == 127, timeout=10)
+        assert await wait_until(lambda: received(listener, "audio").spectrum_peak(900) > 20, timeout=10)
+        # Never itself: the other unit is silent, so what it hears is silence.
+        assert int(np.max(np.abs(np.concatenate(received(quiet, "audio").audio[-25:])))) < 100
+        # It stops: a second and a half later (hold, then the gate's second) it is gated again.
+        quiet.peer.audio.amplitude = 0.0
+        assert await wait_until(lambda: track.tap_level_limit < 127, timeout=10)
+        assert mixer.audio.selector.selected == []
+    finally:
+        for client in (quiet, listener):
+            await client.close()
