@@ -32,6 +32,9 @@ AUDIO_TICK_S = 0.020
 # A source's microphone is gated (its quiet packets stay in C, see RoomMixer._gate)
 # again this long after it was last played or last sent a packet loud enough to talk.
 GATE_OPEN_TICKS = 50  # 1 s
+# While nobody watches the composite (nor records it) there are no video ticks; every
+# this many audio ticks (100 ms) the mixer looks whether somebody does now.
+VIDEO_CHECK_TICKS = 5
 OPUS_PAYLOAD_TYPE = 111  # placeholder until a consumer's own negotiated type replaces it
 VP8_PAYLOAD_TYPE = 96
 
@@ -158,6 +161,8 @@ class RoomMixer:
         self.frames_composed = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._video_task: asyncio.Task[None] | None = None
+        self._video_stop = asyncio.Event()
         # Microphones whose quiet packets C holds back from the taps (participant -> its
         # track), and the audio tick until which each other source's gate stays open.
         self._gated: dict[str, Track] = {}
@@ -277,15 +282,29 @@ class RoomMixer:
         if self._tasks:
             return
         self._stop.clear()
-        self._tasks = [
-            asyncio.ensure_future(run_ticks(AUDIO_TICK_S, self._audio_tick, stop=self._stop)),
-            asyncio.ensure_future(run_ticks(1 / self.fps, self._video_tick, stop=self._stop)),
-        ]
+        self._tasks = [asyncio.ensure_future(run_ticks(AUDIO_TICK_S, self._audio_tick, stop=self._stop))]
+        self._watch_composite()
+
+    def _watch_composite(self) -> None:
+        """Start the video ticks when somebody watches the composite or it is recorded.
+        They stop themselves when nobody does: a room of audio-only units has no 15 Hz
+        wakeups for nothing."""
+        running = self._video_task is not None and not self._video_task.done()
+        if running or not self._tasks or not self.composite_watched():
+            return
+        self._video_stop = asyncio.Event()
+        self._video_task = asyncio.ensure_future(
+            run_ticks(1 / self.fps, self._video_tick, stop=self._video_stop))
 
     def _audio_tick(self, index: int) -> None:
         for participant_id, track in self._gated.items():
             self._take_held_level(participant_id, track)
         mix = self.audio.tick()
+        if self.audio_out.consumers:
+            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False, mix.shared, mix.own)
+        if self.recorder is not None:
+            self.recorder.write_audio(mix.shared, mix.timestamp)
+        # What can wait until the packets are out.
         self._audio_ticks += 1
         for talker in mix.talkers:
             if talker in self._gated or talker in self._open_until:
@@ -293,10 +312,8 @@ class RoomMixer:
         for participant_id, until in list(self._open_until.items()):
             if until < self._audio_ticks:
                 self._gate(participant_id)
-        if self.recorder is not None:
-            self.recorder.write_audio(mix.shared, mix.timestamp)
-        if self.audio_out.consumers:
-            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False, mix.shared, mix.own)
+        if self._audio_ticks % VIDEO_CHECK_TICKS == 0:
+            self._watch_composite()
 
     def composite_watched(self) -> bool:
         """Somebody receives the composite now (a negotiated leg, not paused), or it is
@@ -317,6 +334,7 @@ class RoomMixer:
             self.compositor.request_keyframe()
         self.composing = watched
         if not watched:
+            self._video_stop.set()  # until _watch_composite() sees somebody watch again
             return
         for encoded in self.compositor.tick():
             self.frames_composed += 1
@@ -337,6 +355,7 @@ class RoomMixer:
         self.recording_path = path
         self.compositor.request_keyframe()
         self.start()
+        self._watch_composite()
 
     def stop_recording(self) -> Path | None:
         recorder, self.recorder = self.recorder, None
@@ -348,9 +367,11 @@ class RoomMixer:
     def close(self) -> None:
         self.stop_recording()
         self._stop.set()
-        for task in self._tasks:
+        self._video_stop.set()
+        for task in [*self._tasks, *([self._video_task] if self._video_task else [])]:
             task.cancel()
         self._tasks = []
+        self._video_task = None
         for participant_id in list(self.sources):
             self.remove_source(participant_id)
 
