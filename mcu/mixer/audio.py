@@ -77,6 +77,7 @@ class AudioMixer:
         self.selector.max_talkers = self.max_talkers
         self._sources: dict[SourceId, _Source] = {}
         self._listeners: dict[ListenerId, SourceId | None] = {}
+        self._listeners_of: dict[SourceId, list[ListenerId]] = {}  # source -> listeners it is
         self._shared_encoder = OpusEncoder(self.bitrate)
         # What a talker alone in the mix hears: one silent frame, encoded once.
         self._silence = OpusEncoder(self.bitrate).encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
@@ -106,10 +107,18 @@ class AudioMixer:
 
     def add_listener(self, listener: ListenerId, source: SourceId | None = None) -> None:
         """A mixed listener; `source` is its own audio source, left out of its mix."""
+        self.remove_listener(listener)
         self._listeners[listener] = source
+        if source is not None:
+            self._listeners_of.setdefault(source, []).append(listener)
 
     def remove_listener(self, listener: ListenerId) -> None:
-        self._listeners.pop(listener, None)
+        source = self._listeners.pop(listener, None)
+        others = self._listeners_of.get(source) if source is not None else None
+        if others is not None:
+            others.remove(listener)
+            if not others:
+                del self._listeners_of[source]
 
     @property
     def sources(self) -> list[SourceId]:
@@ -218,25 +227,20 @@ class AudioMixer:
                 frames[0] if total is None else _clip16(total))
 
         own: dict[ListenerId, bytes] = {}
-        if frames:
-            index = {s: i for i, s in enumerate(mixed)}
-            own_by_source: dict[SourceId, bytes] = {}
-            for listener, source in self._listeners.items():
-                i = index.get(source)
-                if i is None:
-                    continue
-                packet = own_by_source.get(source)
-                if packet is None:
-                    if len(frames) == 1:
-                        packet = self._silence
-                    elif len(frames) == 2 and whole[1 - i] is not None:
-                        packet = whole[1 - i]  # the one other voice, as it came
-                    else:
-                        assert total is not None
-                        minus = frames[1 - i] if len(frames) == 2 else _clip16(total - frames[i])
-                        packet = self._own_encoder(source).encode(minus)
-                        encodes += 1
-                    own_by_source[source] = packet
+        for i, source in enumerate(mixed):  # the few mixed sources, not every listener
+            listeners = self._listeners_of.get(source)
+            if not listeners:
+                continue
+            if len(frames) == 1:
+                packet = self._silence
+            elif len(frames) == 2 and whole[1 - i] is not None:
+                packet = whole[1 - i]  # the one other voice, as it came
+            else:
+                assert total is not None
+                minus = frames[1 - i] if len(frames) == 2 else _clip16(total - frames[i])
+                packet = self._own_encoder(source).encode(minus)
+                encodes += 1
+            for listener in listeners:
                 own[listener] = packet
         self._expire_own_encoders()
 

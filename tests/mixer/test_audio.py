@@ -256,3 +256,16 @@ def test_silence_between_talk_spurts_is_not_encoded_and_talk_after_it_is_heard(t
     assert band_energy(pcm["unit"][second], FREQS["b"]) > 0.2
     assert band_energy(pcm["a"][second], FREQS["b"]) > 0.3
     assert band_energy(pcm["a"][second], FREQS["a"]) < 0.01  # never itself
+
+
+def test_a_listener_added_again_with_another_source_loses_that_one_from_its_mix(tones) -> None:
+    mixer = AudioMixer()
+    for source in ("a", "b", "c"):
+        mixer.add_source(source)
+    mixer.add_listener("unit", "a")
+    mixer.add_listener("unit", "b")  # renegotiated: its own voice is b now
+    heard = session(mixer, dict(tones), ["unit"])["unit"][-48000:]
+    assert band_energy(heard, FREQS["a"]) > 0.2 and band_energy(heard, FREQS["c"]) > 0.2
+    assert band_energy(heard, FREQS["b"]) < 0.01
+    mixer.remove_listener("unit")
+    assert mixer.listeners == [] and not mixer.tick().own
