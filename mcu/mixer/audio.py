@@ -87,6 +87,8 @@ class AudioMixer:
         self._tick = 0
         # Sources that sent packets without a level (and none with): decoded every tick.
         self._unlevelled: dict[SourceId, None] = {}
+        # Sources whose playout is idle (see OpusPlayout.idle) -> the tick it last advanced.
+        self._idle: dict[SourceId, int] = {}
         self._last_silence: bytes | None = None  # the shared encoder's last packet of silence
         self._settled_silence: bytes | None = None  # ... once it no longer changes
 
@@ -99,6 +101,7 @@ class AudioMixer:
     def remove_source(self, source: SourceId) -> None:
         self._sources.pop(source, None)
         self._unlevelled.pop(source, None)
+        self._idle.pop(source, None)
         self.selector.remove(source)
         self._own_encoders.pop(source, None)
         self._own_last_used.pop(source, None)
@@ -145,6 +148,8 @@ class AudioMixer:
         src = self._sources.get(source)
         if src is None:
             return False
+        if source in self._idle:
+            self._wake(source, src)
         if not src.playout.push(seq, ts, payload, arrival, audio_level):
             return False
         if audio_level is not None:
@@ -182,10 +187,18 @@ class AudioMixer:
         # one person talks most of the time, and a talker's mix-minus is often one voice).
         whole: list[bytes | None] = []
         unlevelled = self._unlevelled
+        idle = self._idle
         for source, src in self._sources.items():
             if not (source in selected or source in leaving or source in unlevelled):
-                src.playout.advance()  # most of a room, most of the time: no frame at all
+                # Most of a room, most of the time: no frame at all, and while its buffer
+                # stays empty not even a step (`_wake` catches up at its next packet).
+                if source not in idle:
+                    src.playout.advance()
+                    if src.playout.idle:
+                        idle[source] = self._tick
                 continue
+            if source in idle:
+                self._wake(source, src)
             frame = src.playout.pull(True)
             if frame.pcm is None:
                 continue
@@ -258,6 +271,10 @@ class AudioMixer:
             tuple(selected),
             shared_pcm if self.keep_pcm else None,
         )
+
+    def _wake(self, source: SourceId, src: _Source) -> None:
+        """Catch an idle source up on the ticks it was not advanced."""
+        src.playout.buffer.skip_idle(self._tick - 1 - self._idle.pop(source))
 
     def _silent_mix(self) -> tuple[bytes, bool]:
         """The shared mix of a tick with nobody in it.

@@ -67,6 +67,7 @@ class _Entry:
 
 
 _IDLE = Unit(UnitKind.IDLE, FRAME_SAMPLES)
+_BOOST_DECAY = 0.995  # per pop: the delay added for late packets is forgotten over seconds
 
 
 @dataclass
@@ -192,9 +193,15 @@ class JitterBuffer:
     def playing(self) -> bool:
         return self._playing
 
+    def skip_idle(self, ticks: int) -> None:
+        """What `ticks` pops of an idle buffer (empty, not playing) would have done, all
+        at once: the mixer does not pop a quiet source's buffer while it stays empty."""
+        self._late_boost *= _BOOST_DECAY ** ticks
+        self._waited = 0
+
     # -- output ------------------------------------------------------------------
     def pop(self) -> Unit:
-        self._late_boost *= 0.995  # forget late packets over some seconds
+        self._late_boost *= _BOOST_DECAY  # forget late packets over some seconds
         if not self._playing:
             if not self._packets:
                 self._waited = 0
@@ -342,6 +349,14 @@ class OpusPlayout:
     def _skip(self) -> PlayoutFrame:
         kind = self.advance()
         return PlayoutFrame(None, self._level, kind)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to play and nothing owed: an `advance()` now changes nothing but what
+        `JitterBuffer.skip_idle` does, until the next packet is pushed."""
+        buffer = self.buffer
+        return (self._decoder is None and self._owed < FRAME_SAMPLES and not buffer._playing
+                and not buffer._packets)
 
     def advance(self) -> UnitKind:
         """One tick of a source that is not selected: `pull(False)` without the frame

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mcu.mixer.audio import AudioMixer
+from mcu.mixer.jitter import JitterBuffer
 from tests.mixer.mixer_media import band_energy, decode_opus, level_of, opus_packets, tone
 
 FREQS = {"a": 440.0, "b": 1000.0, "c": 1700.0}
@@ -269,3 +270,29 @@ def test_a_listener_added_again_with_another_source_loses_that_one_from_its_mix(
     assert band_energy(heard, FREQS["b"]) < 0.01
     mixer.remove_listener("unit")
     assert mixer.listeners == [] and not mixer.tick().own
+
+
+def test_a_source_that_sends_nothing_is_not_stepped_and_is_heard_when_it_sends_again(tones) -> None:
+    class CountingBuffer(JitterBuffer):
+        pops = 0
+
+        def pop(self):  # type: ignore[no-untyped-def]
+            CountingBuffer.pops += 1
+            return super().pop()
+
+    mixer = AudioMixer()
+    mixer.add_source("a", CountingBuffer())
+    mixer.add_listener("unit")
+    received: list[bytes] = []
+    pops_in_gap = 0
+    for i in range(3 * TICKS):
+        if not TICKS <= i < 2 * TICKS:  # talks, sends nothing for 2 s (DTX, a mute), talks
+            mixer.push("a", 10 + i, i * 960, tones["a"][i % TICKS], LEVEL, i * 0.02)
+        before = CountingBuffer.pops
+        received.append(mixer.tick().shared)
+        if TICKS + 40 <= i < 2 * TICKS:
+            pops_in_gap += CountingBuffer.pops - before
+    assert pops_in_gap == 0  # idle: not even stepped
+    heard = decode_opus(received)
+    assert band_energy(heard[-48000:], FREQS["a"]) > 0.5
+    assert float(np.max(np.abs(heard[(TICKS + 40) * 960:2 * TICKS * 960]))) < 50
