@@ -1438,6 +1438,11 @@ typedef struct {
     int codec;                        /* CODEC_*: how keyframes are found, which legs fit */
     char muted;                       /* nothing is forwarded */
     char tapped;                      /* receive() reports each packet for the taps */
+    /* The mixer's gate for a source it does not play now: an audio packet quieter than
+     * this level (-dBov) is not reported for the taps, only its level kept in
+     * held_level, the loudest of those since Python last set it to 128. 127: no gate. */
+    int tap_level_limit;
+    int held_level;
     /* Receive statistics, for receiver reports and the room's control loop. */
     unsigned long long packets;
     unsigned long long octets;
@@ -1462,6 +1467,8 @@ track_init(TrackObject *self, PyObject *args, PyObject *kwargs)
     self->payload_type = -1;
     self->highest_seq = -1;
     self->base_seq = -1;
+    self->tap_level_limit = 127;
+    self->held_level = 128;
     if (self->legs == NULL)
         self->legs = PyTuple_New(0);
     return self->legs == NULL ? -1 : 0;
@@ -1523,6 +1530,10 @@ static PyMemberDef track_members[] = {
      "CODEC_VP8, CODEC_H264 or CODEC_NONE (audio): how keyframes are found, which legs get it."},
     {"muted", T_BOOL, offsetof(TrackObject, muted), 0, NULL},
     {"tapped", T_BOOL, offsetof(TrackObject, tapped), 0, NULL},
+    {"tap_level_limit", T_INT, offsetof(TrackObject, tap_level_limit), 0,
+     "Audio packets quieter than this RFC 6464 level are not reported for the taps (127: all are)."},
+    {"held_level", T_INT, offsetof(TrackObject, held_level), 0,
+     "The loudest level of the packets held back from the taps since it was set to 128."},
     {"packets", T_ULONGLONG, offsetof(TrackObject, packets), 0, NULL},
     {"octets", T_ULONGLONG, offsetof(TrackObject, octets), 0, NULL},
     {"highest_seq", T_INT, offsetof(TrackObject, highest_seq), READONLY, NULL},
@@ -1977,6 +1988,13 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (track->muted)  /* counted, not forwarded, not shown to the taps */
         return PyLong_FromLong(0);
     int flags = track->tapped ? RECEIVED_TAPPED : 0;
+    if (flags && audio_level >= 0 && (audio_level & 0x7F) > track->tap_level_limit) {
+        /* A quiet packet of a source the mixer does not play: no Python for it, only its
+         * level for the mixer's choice of talkers (most of a room, most of the time). */
+        if ((audio_level & 0x7F) < track->held_level)
+            track->held_level = audio_level & 0x7F;
+        flags = 0;
+    }
 
     /* The extension block is the same for every leg: the server's offer fixes the IDs on
      * every leg. The publisher's mid and other elements are dropped. */

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from mcu import codecs, rtp
-from mcu._fanout import CODEC_NONE, Leg, Sink, Track, forward
+from mcu._fanout import CODEC_NONE, Leg, Sink, Track
 from mcu.stats import WorkerCounters
 
 logger = logging.getLogger(__name__)
@@ -586,26 +586,3 @@ class Consumer:
             ntp_pair = rtp.ntp_now()
             rtp_now = self.leg.last_ts + int((now - source.last_packet_at) * source.clock_rate)
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
-
-
-def forward_to_all(consumers: tuple[Consumer, ...], view: rtp.RtpView, extension: bytes,
-                   payload: bytes, keyframe: bool) -> None:
-    """Send one packet the server made to ``consumers`` (one C call for all their legs,
-    each with its own header): the mixer's path, one call per distinct payload."""
-    if not consumers:
-        return
-    counters = consumers[0].counters
-    try:
-        sent, sent_bytes, errors, wants_keyframe = forward(
-            tuple(consumer.leg for consumer in consumers), extension, payload, 0,
-            view.sequence_number, view.timestamp, view.marker, keyframe, False, len(payload))
-    except ValueError:  # too long to send once the extension block is in
-        counters.send_errors += len(consumers)
-        return
-    counters.packets_forwarded += sent
-    counters.bytes_forwarded += sent_bytes
-    counters.send_errors += errors
-    if wants_keyframe:
-        for producer in {id(c.producer): c.producer for c in consumers
-                         if c.producer is not None}.values():
-            producer.request_keyframe()

@@ -13,12 +13,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mcu import codecs, rtp
-from mcu.forwarding import Consumer, Producer, forward_to_all
+from mcu._fanout import Leg, Track, forward
+from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.mixer.pacer import run_ticks
@@ -28,8 +29,17 @@ logger = logging.getLogger(__name__)
 
 MIXER_OWNER = "mixer"
 AUDIO_TICK_S = 0.020
+# A source's microphone is gated (its quiet packets stay in C, see RoomMixer._gate)
+# again this long after it was last played or last sent a packet loud enough to talk.
+GATE_OPEN_TICKS = 50  # 1 s
+# While nobody watches the composite (nor records it) there are no video ticks; every
+# this many audio ticks (100 ms) the mixer looks whether somebody does now.
+VIDEO_CHECK_TICKS = 5
 OPUS_PAYLOAD_TYPE = 111  # placeholder until a consumer's own negotiated type replaces it
 VP8_PAYLOAD_TYPE = 96
+
+# The legs that get the shared payload, and the legs of each subscriber with its own.
+_LegGroups = tuple[tuple[Leg, ...], dict[str, tuple[Leg, ...]]]
 
 
 class MixOutput(Producer):
@@ -43,34 +53,85 @@ class MixOutput(Producer):
         self._seq = random.getrandbits(16)
         self._on_keyframe_request = on_keyframe_request
         self.feedback = self._feedback
+        # The legs grouped for emit(): per set of subscribers with their own payload.
+        self._groups: dict[frozenset[str], _LegGroups] = {}
+        self._grouped_count = 0
 
     def _feedback(self, packet: bytes) -> None:
         if self._on_keyframe_request is not None and packet[1] == rtp.RTCP_PSFB:
             self._on_keyframe_request()
 
-    def emit(self, timestamp: int, marker: bool, payload_for: Callable[[Consumer], bytes],
-             keyframe: bool = False) -> None:
-        """Send one RTP packet's worth of payload to every consumer (it may differ per consumer)."""
+    def attach(self, consumer: Consumer) -> None:
+        super().attach(consumer)
+        self._groups.clear()
+
+    def detach(self, consumer: Consumer) -> None:
+        super().detach(consumer)
+        self._groups.clear()
+
+    def emit(self, timestamp: int, marker: bool, shared: bytes,
+             own: Mapping[str, bytes] | None = None, keyframe: bool = False) -> None:
+        """Send one RTP packet's worth of payload to every consumer: ``shared`` to all but
+        the subscribers in ``own``, who get theirs (a talker's mix-minus)."""
         self._seq = (self._seq + 1) & 0xFFFF
         self.packets += 1
         # Our clock is the mapping for sender reports: now <-> this timestamp.
         ntp_seconds, ntp_fraction = rtp.ntp_now()
         self.sender_report = (time.monotonic(), ntp_seconds + ntp_fraction / (1 << 32), timestamp)
         extension = b"" if self.kind == "audio" else rtp.abs_send_time_block()
-        view = rtp.RtpView(self.payload_type, marker, self._seq, timestamp, self.ssrc, 0, 0, {})
-        # Most listeners share one payload (the mix), a talker has its own: one send call
-        # for each distinct payload, with all the legs that get it.
-        groups: dict[int, tuple[bytes, list[Consumer]]] = {}
-        for consumer in self.consumers:
-            payload = payload_for(consumer)
-            if payload:
-                groups.setdefault(id(payload), (payload, []))[1].append(consumer)
-        for payload, consumers in groups.values():
-            try:
-                forward_to_all(tuple(consumers), view, extension, payload, keyframe)
-            except Exception:
-                self.counters.handler_errors += 1
-                logger.exception("mixed legs %s failed", [c.id for c in consumers])
+        legs, own_legs = self._legs_for(own)
+        # One C send call for each distinct payload, with all the legs that get it.
+        self._send(legs, extension, shared, timestamp, marker, keyframe)
+        if own:
+            for subscriber, payload in own.items():
+                these = own_legs.get(subscriber)
+                if these:
+                    self._send(these, extension, payload, timestamp, marker, keyframe)
+
+    def _legs_for(self, own: Mapping[str, bytes] | None) -> _LegGroups:
+        """(the legs that get the shared payload, the legs of each subscriber in ``own``).
+
+        Kept per set of own-payload subscribers until a consumer comes or goes: talkers
+        change a few times a minute, ticks come 50 times a second, and building these
+        afresh each tick was a Python loop over every consumer."""
+        key = frozenset(own) if own else frozenset()
+        found = self._groups.get(key)
+        if found is None or self._grouped_count != len(self.consumers):
+            if self._grouped_count != len(self.consumers):
+                self._groups.clear()
+                self._grouped_count = len(self.consumers)
+            by_subscriber: dict[str, list[Leg]] = {}
+            shared: list[Leg] = []
+            for consumer in self.consumers:
+                if consumer.subscriber_id in key:
+                    by_subscriber.setdefault(consumer.subscriber_id, []).append(consumer.leg)
+                else:
+                    shared.append(consumer.leg)
+            if len(self._groups) > 64:  # many talker sets seen: start again rather than grow
+                self._groups.clear()
+            found = self._groups[key] = (tuple(shared), {k: tuple(v) for k, v in by_subscriber.items()})
+        return found
+
+    def _send(self, legs: tuple[Leg, ...], extension: bytes, payload: bytes, timestamp: int, marker: bool,
+              keyframe: bool) -> None:
+        if not legs or not payload:
+            return
+        counters = self.counters
+        try:
+            sent, sent_bytes, errors, wants_keyframe = forward(
+                legs, extension, payload, 0, self._seq, timestamp, marker, keyframe, False, len(payload))
+        except ValueError:  # too long to send once the extension block is in
+            counters.send_errors += len(legs)
+            return
+        except Exception:
+            counters.handler_errors += 1
+            logger.exception("mixed legs of %s failed", self.id)
+            return
+        counters.packets_forwarded += sent
+        counters.bytes_forwarded += sent_bytes
+        counters.send_errors += errors
+        if wants_keyframe:  # a subscriber's decoder waits for one (throttled as any producer's)
+            self.request_keyframe()
 
 
 class RoomMixer:
@@ -108,6 +169,13 @@ class RoomMixer:
         self.frames_composed = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._video_task: asyncio.Task[None] | None = None
+        self._video_stop = asyncio.Event()
+        # Microphones whose quiet packets C holds back from the taps (participant -> its
+        # track), and the audio tick until which each other source's gate stays open.
+        self._gated: dict[str, Track] = {}
+        self._open_until: dict[str, int] = {}
+        self._audio_ticks = 0
 
     # Sources ------------------------------------------------------------------------
 
@@ -119,6 +187,7 @@ class RoomMixer:
         self.compositor.add_source(participant_id, name)
         microphone.add_tap(self._audio_tap(participant_id))
         camera.add_tap(self._video_tap(participant_id, camera))
+        self._gate(participant_id)
         self._select_decoders()
 
     def remove_source(self, participant_id: str) -> None:
@@ -127,6 +196,9 @@ class RoomMixer:
             return
         for producer in producers:
             producer.clear_taps()
+        producers[0].tap_track.tap_level_limit = 127
+        self._gated.pop(participant_id, None)
+        self._open_until.pop(participant_id, None)
         self.audio.remove_source(participant_id)
         self.compositor.remove_source(participant_id)
         self.depacketizers.pop(participant_id, None)
@@ -136,8 +208,40 @@ class RoomMixer:
         for newly_shown in self.decoders.select(self.compositor.shown()):
             self.sources[newly_shown][1].request_keyframe()
 
+    # Gating ---------------------------------------------------------------------------
+    # Most of a room is quiet most of the time, and each of its packets cost Python (a
+    # parse, the tap, the jitter buffer) 50 times a second for nothing: a source that is
+    # not played gets no packet quieter than a talker's threshold into Python. C keeps
+    # the loudest level it held back, which feeds the choice of talkers each tick, so
+    # that choice is what it would be with every packet. A packet that passes (loud
+    # enough to talk, or without a level) opens the gate at once, so the talk spurt
+    # reaches the jitter buffer whole; the buffer sees the quiet time before it as a
+    # sender's DTX pause and starts the spurt at its target depth, as it does then.
+
+    def _gate(self, participant_id: str) -> None:
+        track = self.sources[participant_id][0].tap_track
+        track.tap_level_limit = self.audio.selector.threshold_level
+        track.held_level = 128
+        self._gated[participant_id] = track
+        self._open_until.pop(participant_id, None)
+
+    def _open_gate(self, participant_id: str) -> None:
+        track = self._gated.pop(participant_id, None)
+        if track is not None:
+            track.tap_level_limit = 127
+            self._take_held_level(participant_id, track)
+        self._open_until[participant_id] = self._audio_ticks + GATE_OPEN_TICKS
+
+    def _take_held_level(self, participant_id: str, track: Track) -> None:
+        held = track.held_level
+        if held < 128:
+            track.held_level = 128
+            self.audio.note_level(participant_id, held)
+
     def _audio_tap(self, participant_id: str) -> Callable[[bytes, rtp.RtpView], None]:
         def tap(data: bytes, view: rtp.RtpView) -> None:
+            if participant_id in self._gated:  # through the gate: loud, or no level
+                self._open_gate(participant_id)
             level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
             self.audio.push(participant_id, view.sequence_number, view.timestamp,
                             data[view.payload_start:view.payload_end],
@@ -194,18 +298,38 @@ class RoomMixer:
         if self._tasks:
             return
         self._stop.clear()
-        self._tasks = [
-            asyncio.ensure_future(run_ticks(AUDIO_TICK_S, self._audio_tick, stop=self._stop)),
-            asyncio.ensure_future(run_ticks(1 / self.fps, self._video_tick, stop=self._stop)),
-        ]
+        self._tasks = [asyncio.ensure_future(run_ticks(AUDIO_TICK_S, self._audio_tick, stop=self._stop))]
+        self._watch_composite()
+
+    def _watch_composite(self) -> None:
+        """Start the video ticks when somebody watches the composite or it is recorded.
+        They stop themselves when nobody does: a room of audio-only units has no 15 Hz
+        wakeups for nothing."""
+        running = self._video_task is not None and not self._video_task.done()
+        if running or not self._tasks or not self.composite_watched():
+            return
+        self._video_stop = asyncio.Event()
+        self._video_task = asyncio.ensure_future(
+            run_ticks(1 / self.fps, self._video_tick, stop=self._video_stop))
 
     def _audio_tick(self, index: int) -> None:
+        for participant_id, track in self._gated.items():
+            self._take_held_level(participant_id, track)
         mix = self.audio.tick()
+        if self.audio_out.consumers:
+            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False, mix.shared, mix.own)
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
-        if self.audio_out.consumers:
-            self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False,
-                                lambda consumer: mix.packet_for(consumer.subscriber_id))
+        # What can wait until the packets are out.
+        self._audio_ticks += 1
+        for talker in mix.talkers:
+            if talker in self._gated or talker in self._open_until:
+                self._open_gate(talker)  # played: open while it is, and a while after
+        for participant_id, until in list(self._open_until.items()):
+            if until < self._audio_ticks:
+                self._gate(participant_id)
+        if self._audio_ticks % VIDEO_CHECK_TICKS == 0:
+            self._watch_composite()
 
     def composite_watched(self, output: MixOutput | None = None) -> bool:
         """Somebody receives the composite now (a negotiated leg, not paused), or it is
@@ -229,6 +353,7 @@ class RoomMixer:
             self._h264_keyframe = True
         self.composing = watched
         if not watched:
+            self._video_stop.set()  # until _watch_composite() sees somebody watch again
             return
         frame = self.compositor.compose()
         if self.composite_watched(self.video_out_h264):
@@ -243,8 +368,7 @@ class RoomMixer:
             payloads = packetize(encoded.data, self._picture_id)
             for position, payload in enumerate(payloads):
                 self.video_out.emit(encoded.timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
-                                    lambda consumer, p=payload: p,
-                                    keyframe=encoded.keyframe and position == 0)
+                                    payload, keyframe=encoded.keyframe and position == 0)
 
     def _send_h264(self, frame: Any) -> None:
         if self._h264 is None:
@@ -273,6 +397,7 @@ class RoomMixer:
         self.recording_path = path
         self.compositor.request_keyframe()
         self.start()
+        self._watch_composite()
 
     def stop_recording(self) -> Path | None:
         recorder, self.recorder = self.recorder, None
@@ -284,9 +409,11 @@ class RoomMixer:
     def close(self) -> None:
         self.stop_recording()
         self._stop.set()
-        for task in self._tasks:
+        self._video_stop.set()
+        for task in [*self._tasks, *([self._video_task] if self._video_task else [])]:
             task.cancel()
         self._tasks = []
+        self._video_task = None
         for participant_id in list(self.sources):
             self.remove_source(participant_id)
 

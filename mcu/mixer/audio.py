@@ -8,6 +8,8 @@ Per 20 ms tick:
 3. the full mix is encoded once and shared by every listener that is not a talker;
    each talker that is also a listener gets its own mix without its voice, encoded
    separately (at most `max_talkers` extra encodes per tick, whatever the room size).
+   A mix that is one voice alone is that voice's packet (no encode); a mix of nobody
+   is the shared encoder's packet for silence, encoded only until it stops changing.
 
 The caller sends `MixTick.shared` to many listeners as the same bytes and
 `MixTick.own[listener]` to the few talkers, rewriting only RTP headers per listener.
@@ -75,13 +77,20 @@ class AudioMixer:
         self.selector.max_talkers = self.max_talkers
         self._sources: dict[SourceId, _Source] = {}
         self._listeners: dict[ListenerId, SourceId | None] = {}
+        self._listeners_of: dict[SourceId, list[ListenerId]] = {}  # source -> listeners it is
         self._shared_encoder = OpusEncoder(self.bitrate)
         # What a talker alone in the mix hears: one silent frame, encoded once.
         self._silence = OpusEncoder(self.bitrate).encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
         self._own_encoders: dict[SourceId, OpusEncoder] = {}
         self._own_last_used: dict[SourceId, int] = {}
-        self._mixed: list[SourceId] = []  # mixed in the previous tick
+        self._mixed: list[SourceId] = []  # selected and mixed in the previous tick
         self._tick = 0
+        # Sources that sent packets without a level (and none with): decoded every tick.
+        self._unlevelled: dict[SourceId, None] = {}
+        # Sources whose playout is idle (see OpusPlayout.idle) -> the tick it last advanced.
+        self._idle: dict[SourceId, int] = {}
+        self._last_silence: bytes | None = None  # the shared encoder's last packet of silence
+        self._settled_silence: bytes | None = None  # ... once it no longer changes
 
     # -- membership ----------------------------------------------------------------
     def add_source(self, source: SourceId, buffer: JitterBuffer | None = None) -> None:
@@ -91,6 +100,8 @@ class AudioMixer:
 
     def remove_source(self, source: SourceId) -> None:
         self._sources.pop(source, None)
+        self._unlevelled.pop(source, None)
+        self._idle.pop(source, None)
         self.selector.remove(source)
         self._own_encoders.pop(source, None)
         self._own_last_used.pop(source, None)
@@ -99,10 +110,18 @@ class AudioMixer:
 
     def add_listener(self, listener: ListenerId, source: SourceId | None = None) -> None:
         """A mixed listener; `source` is its own audio source, left out of its mix."""
+        self.remove_listener(listener)
         self._listeners[listener] = source
+        if source is not None:
+            self._listeners_of.setdefault(source, []).append(listener)
 
     def remove_listener(self, listener: ListenerId) -> None:
-        self._listeners.pop(listener, None)
+        source = self._listeners.pop(listener, None)
+        others = self._listeners_of.get(source) if source is not None else None
+        if others is not None:
+            others.remove(listener)
+            if not others:
+                del self._listeners_of[source]
 
     @property
     def sources(self) -> list[SourceId]:
@@ -129,25 +148,37 @@ class AudioMixer:
         src = self._sources.get(source)
         if src is None:
             return False
+        if source in self._idle:
+            self._wake(source, src)
         if not src.playout.push(seq, ts, payload, arrival, audio_level):
             return False
         if audio_level is not None:
-            src.has_levels = True
+            if not src.has_levels:
+                src.has_levels = True
+                self._unlevelled.pop(source, None)
             self.selector.observe(source, audio_level)
+        elif not src.has_levels and source not in self._unlevelled:
+            self._unlevelled[source] = None  # measured from its sound (until a level comes)
         return True
+
+    def note_level(self, source: SourceId, audio_level: int) -> None:
+        """The level of `source`'s packets that were not pushed (held back before the
+        mixer as too quiet for a talker): it counts for the choice of talkers as theirs
+        would have."""
+        if source in self._sources:
+            self.selector.observe(source, audio_level)
 
     # -- output --------------------------------------------------------------------
     def tick(self) -> MixTick:
-        for source, src in self._sources.items():
+        selector = self.selector
+        for source in self._unlevelled:
             # Without level headers the only way to know is to listen: decode it and
             # feed its measured level to the selector like a header would.
-            if not src.has_levels:
-                self.selector.observe(source, src.measured_level)
-        selected = self.selector.update()
-        selected_set = set(selected)
+            selector.observe(source, self._sources[source].measured_level)
+        selected = selector.update()
         # A talker that just left the selection is played once more, faded out, so
         # that its voice does not stop with a click.
-        leaving = [s for s in self._mixed if s not in selected_set and s in self._sources]
+        leaving = [s for s in self._mixed if s not in selected and s in self._sources]
 
         mixed: list[SourceId] = []
         frames: list[np.ndarray] = []
@@ -155,15 +186,26 @@ class AudioMixer:
         # came: a mix of that source alone is that packet, with no encode (in a meeting
         # one person talks most of the time, and a talker's mix-minus is often one voice).
         whole: list[bytes | None] = []
+        unlevelled = self._unlevelled
+        idle = self._idle
         for source, src in self._sources.items():
-            decode = source in selected_set or source in leaving or not src.has_levels
-            frame = src.playout.pull(decode)
+            if not (source in selected or source in leaving or source in unlevelled):
+                # Most of a room, most of the time: no frame at all, and while its buffer
+                # stays empty not even a step (`_wake` catches up at its next packet).
+                if source not in idle:
+                    src.playout.advance()
+                    if src.playout.idle:
+                        idle[source] = self._tick
+                continue
+            if source in idle:
+                self._wake(source, src)
+            frame = src.playout.pull(True)
             if frame.pcm is None:
                 continue
             self.stats.decodes += 1
-            if not src.has_levels:
+            if source in unlevelled:
                 src.measured_level = _level_of(frame.pcm)
-                if source not in selected_set:
+                if source not in selected:
                     continue
             if source in leaving:
                 frames.append((frame.pcm * _FADE_OUT).astype(np.int16))
@@ -173,63 +215,85 @@ class AudioMixer:
                 whole.append(frame.packet)
             mixed.append(source)
 
-        stack = np.stack(frames).astype(np.int32) if len(frames) > 1 else None
-        total = stack.sum(axis=0) if stack is not None else None
+        # The sum of two or more voices, in int32 (numpy's stack/sum/clip helpers cost
+        # more in Python than the adding itself for three 960-sample frames).
+        total: np.ndarray | None = None
+        if len(frames) > 1:
+            total = np.add(frames[0], frames[1], dtype=np.int32)
+            for more in frames[2:]:
+                np.add(total, more, out=total)
         encodes = 0
         shared_pcm: np.ndarray | None = None
-        if len(frames) == 1 and whole[0] is not None:
+        if not frames:
+            shared, encoded = self._silent_mix()
+            encodes += encoded
+        elif len(frames) == 1 and whole[0] is not None:
             shared = whole[0]
         else:
-            shared_pcm = self._mix_of(frames, total)
+            shared_pcm = frames[0] if total is None else _clip16(total)
             shared = self._shared_encoder.encode(shared_pcm)
+            # The encoder has left silence: its packet for silence settles anew after.
+            self._settled_silence = self._last_silence = None
             encodes += 1
         if self.keep_pcm and shared_pcm is None:
-            shared_pcm = self._mix_of(frames, total)
+            shared_pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16) if not frames else (
+                frames[0] if total is None else _clip16(total))
 
         own: dict[ListenerId, bytes] = {}
-        if frames:
-            index = {s: i for i, s in enumerate(mixed)}
-            own_by_source: dict[SourceId, bytes] = {}
-            for listener, source in self._listeners.items():
-                i = index.get(source)
-                if i is None:
-                    continue
-                packet = own_by_source.get(source)
-                if packet is None:
-                    others = [j for j in range(len(frames)) if j != i]
-                    if not others:
-                        packet = self._silence
-                    elif len(others) == 1 and whole[others[0]] is not None:
-                        packet = whole[others[0]]  # the one other voice, as it came
-                    else:
-                        assert total is not None and stack is not None
-                        minus = np.clip(total - stack[i], -32768, 32767).astype(np.int16)
-                        packet = self._own_encoder(source).encode(minus)
-                        encodes += 1
-                    own_by_source[source] = packet
+        for i, source in enumerate(mixed):  # the few mixed sources, not every listener
+            listeners = self._listeners_of.get(source)
+            if not listeners:
+                continue
+            if len(frames) == 1:
+                packet = self._silence
+            elif len(frames) == 2 and whole[1 - i] is not None:
+                packet = whole[1 - i]  # the one other voice, as it came
+            else:
+                assert total is not None
+                minus = frames[1 - i] if len(frames) == 2 else _clip16(total - frames[i])
+                packet = self._own_encoder(source).encode(minus)
+                encodes += 1
+            for listener in listeners:
                 own[listener] = packet
         self._expire_own_encoders()
 
         self.stats.ticks += 1
         self.stats.encodes += encodes
-        self._mixed = mixed
+        # Only the selected ones: a talker faded out this tick has left; counted again as
+        # "mixed" it would leave again every tick, decoded and faded each time for good.
+        self._mixed = [s for s in mixed if s not in leaving]
         timestamp = self._tick * FRAME_SAMPLES
         self._tick += 1
         return MixTick(
             timestamp,
             shared,
             own,
-            tuple(s for s in selected if s in self._sources),
+            tuple(selected),
             shared_pcm if self.keep_pcm else None,
         )
 
-    @staticmethod
-    def _mix_of(frames: list[np.ndarray], total: np.ndarray | None) -> np.ndarray:
-        if not frames:
-            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        if total is None:
-            return frames[0]
-        return np.clip(total, -32768, 32767).astype(np.int16)
+    def _wake(self, source: SourceId, src: _Source) -> None:
+        """Catch an idle source up on the ticks it was not advanced."""
+        src.playout.buffer.skip_idle(self._tick - 1 - self._idle.pop(source))
+
+    def _silent_mix(self) -> tuple[bytes, bool]:
+        """The shared mix of a tick with nobody in it.
+
+        The shared encoder keeps encoding silence until its packet for it stops changing
+        (a few frames after the last voice: the tail of the stream decays in its own
+        encoder, no jump to another stream); from then on that packet is sent again and
+        nothing is encoded. A room where nobody talks, most rooms most of the time, then
+        costs no codec work at all, and listeners still get a packet every 20 ms. Digital
+        silence is not cheap to encode either: about 200 µs a frame at complexity 10,
+        three times a speech frame.
+        """
+        if self._settled_silence is not None:
+            return self._settled_silence, False
+        packet = self._shared_encoder.encode(_SILENT_FRAME)
+        if packet == self._last_silence:
+            self._settled_silence = packet
+        self._last_silence = packet
+        return packet, True
 
     def _own_encoder(self, source: SourceId) -> OpusEncoder:
         encoder = self._own_encoders.get(source)
@@ -245,6 +309,14 @@ class AudioMixer:
             if self._tick - used > _ENCODER_IDLE_TICKS:
                 del self._own_last_used[source]
                 self._own_encoders.pop(source, None)
+
+
+_SILENT_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+
+def _clip16(total: np.ndarray) -> np.ndarray:
+    """An int32 sum of voices as int16, clipped (two ufunc calls: no np.clip wrapper)."""
+    return np.minimum(np.maximum(total, -32768), 32767).astype(np.int16)
 
 
 def _level_of(pcm: np.ndarray) -> int:

@@ -67,6 +67,7 @@ class _Entry:
 
 
 _IDLE = Unit(UnitKind.IDLE, FRAME_SAMPLES)
+_BOOST_DECAY = 0.995  # per pop: the delay added for late packets is forgotten over seconds
 
 
 @dataclass
@@ -192,9 +193,15 @@ class JitterBuffer:
     def playing(self) -> bool:
         return self._playing
 
+    def skip_idle(self, ticks: int) -> None:
+        """What `ticks` pops of an idle buffer (empty, not playing) would have done, all
+        at once: the mixer does not pop a quiet source's buffer while it stays empty."""
+        self._late_boost *= _BOOST_DECAY ** ticks
+        self._waited = 0
+
     # -- output ------------------------------------------------------------------
     def pop(self) -> Unit:
-        self._late_boost *= 0.995  # forget late packets over some seconds
+        self._late_boost *= _BOOST_DECAY  # forget late packets over some seconds
         if not self._playing:
             if not self._packets:
                 self._waited = 0
@@ -340,8 +347,22 @@ class OpusPlayout:
         return PlayoutFrame(out, level, kind, whole if len(parts) == 1 else None)
 
     def _skip(self) -> PlayoutFrame:
-        # Not selected: keep time without decoding. The decoder is dropped so that a
-        # later selection starts a clean stream rather than one with a stale state.
+        kind = self.advance()
+        return PlayoutFrame(None, self._level, kind)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to play and nothing owed: an `advance()` now changes nothing but what
+        `JitterBuffer.skip_idle` does, until the next packet is pushed."""
+        buffer = self.buffer
+        return (self._decoder is None and self._owed < FRAME_SAMPLES and not buffer._playing
+                and not buffer._packets)
+
+    def advance(self) -> UnitKind:
+        """One tick of a source that is not selected: `pull(False)` without the frame
+        (the mixer's loop over every silent source of a room, each tick)."""
+        # Keep time without decoding. The decoder is dropped so that a later selection
+        # starts a clean stream rather than one with a stale state.
         if self._decoder is not None:
             self._decoder = None
             self._owed = len(self._rest)
@@ -358,7 +379,7 @@ class OpusPlayout:
         self._owed -= FRAME_SAMPLES
         self._level = level
         self._silent = True
-        return PlayoutFrame(None, level, kind)
+        return kind
 
     def _decode_unit(self, unit: Unit) -> np.ndarray:
         assert self._decoder is not None

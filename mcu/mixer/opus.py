@@ -1,7 +1,9 @@
 """Opus packets and codecs for the mixer: TOC parsing, a concealing decoder, an encoder.
 
 Everything here works on plain bytes and int16 numpy arrays of mono 48 kHz PCM, so
-the jitter buffer and the mixer never see PyAV objects.
+the jitter buffer and the mixer never see PyAV objects. The codecs call libopus
+directly (`libopus.py`: a tick's decodes and encodes are the mixer's fixed cost) and
+go through PyAV only where that library cannot be loaded.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import fractions
 
 import av
 import numpy as np
+
+from . import libopus
 
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms, the tick of the mixer
@@ -65,7 +69,8 @@ class OpusDecoder:
     """
 
     def __init__(self) -> None:
-        self._codec = self._open()
+        self._direct = libopus.Decoder() if libopus.available() else None
+        self._codec = self._open() if self._direct is None else None
         self.errors = 0
 
     @staticmethod
@@ -77,6 +82,14 @@ class OpusDecoder:
         return codec
 
     def decode(self, payload: bytes) -> np.ndarray | None:
+        if self._direct is not None:
+            pcm = self._direct.decode(payload)
+            if pcm is None:
+                self.errors += 1
+                # As below: no state of a stream that went wrong is carried on.
+                self._direct.reset()
+            return pcm
+        assert self._codec is not None
         try:
             frames = self._codec.decode(av.Packet(payload))
         except (av.FFmpegError, ValueError):
@@ -95,6 +108,13 @@ class OpusEncoder:
     """A mono 48 kHz libopus encoder: one 20 ms int16 frame in, one packet out."""
 
     def __init__(self, bitrate: int = 32000, complexity: int | None = None) -> None:
+        self._direct: libopus.Encoder | None = None
+        self._codec: av.AudioCodecContext | None = None
+        self._pts = 0
+        if libopus.available():
+            # 10 is what FFmpeg's wrapper asks for unless told otherwise.
+            self._direct = libopus.Encoder(bitrate, 10 if complexity is None else complexity)
+            return
         codec = av.CodecContext.create("libopus", "w")
         codec.sample_rate = SAMPLE_RATE
         codec.layout = "mono"
@@ -106,15 +126,11 @@ class OpusEncoder:
             options["compression_level"] = str(complexity)
         codec.options = options
         self._codec = codec
-        self._pts = 0
-
-    @property
-    def extradata(self) -> bytes | None:
-        """The OpusHead of this stream (available after the first encode)."""
-        data = self._codec.extradata
-        return bytes(data) if data else None
 
     def encode(self, pcm: np.ndarray) -> bytes:
+        if self._direct is not None:
+            return self._direct.encode(pcm)
+        assert self._codec is not None
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts

@@ -42,7 +42,8 @@ async def run_ticks(
             await asyncio.sleep(delay)
         try:
             result = fn(index)
-            if inspect.isawaitable(result):
+            # Most tick functions are plain and return None: no isawaitable() each tick.
+            if result is not None and inspect.isawaitable(result):
                 await result
         except Exception:
             errors += 1

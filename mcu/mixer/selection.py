@@ -11,6 +11,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 SourceId = Hashable
+_SETTLED = 1e-3  # dB: a smoothed loudness this close to silence is silence
 
 
 @dataclass(slots=True)
@@ -65,10 +66,14 @@ class TalkerSelector:
         active_floor = 127 - self.threshold_level
         active: list[SourceId] = []
         for source, track in self._tracks.items():
+            if not track.peak and not track.loudness:
+                continue  # silent and settled (most of a room): nothing to update
             x = float(track.peak)
             track.peak = 0
             rate = self.attack if x > track.loudness else self.release
             track.loudness += rate * (x - track.loudness)
+            if track.loudness < _SETTLED:
+                track.loudness = 0.0  # not a slow crawl through denormals to zero
             if track.loudness >= active_floor:
                 track.last_active = tick
                 active.append(source)

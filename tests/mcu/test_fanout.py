@@ -327,6 +327,30 @@ def test_muted_tapped_and_video_tracks_tell_the_caller_what_is_left(link: Link) 
     assert rtp.EXT_ABS_SEND_TIME in view.extensions and plain.endswith(key) and video_leg.sent(0) == plain
 
 
+def test_a_gated_track_keeps_quiet_packets_from_the_taps_but_forwards_them(link: Link) -> None:
+    # The mixer's gate on a source it does not play: below -70 dBov, no Python at all.
+    track, leg = audio_track(link)
+    counters = Counters()
+    track.tapped = True
+    assert (track.tap_level_limit, track.held_level) == (127, 128)  # no gate: all tapped
+    assert receive({0xABC: track}, publisher_packet(1, level=127), counters) == RECEIVED_TAPPED
+    track.tap_level_limit = 70
+    for seq, level in ((2, 127), (3, 0x80 | 90), (4, 110)):  # the V bit does not count
+        assert receive({0xABC: track}, publisher_packet(seq, level=level), counters) == 0
+    assert track.held_level == 90  # the loudest held back
+    assert receive({0xABC: track}, publisher_packet(5, level=70), counters) == RECEIVED_TAPPED
+    assert receive({0xABC: track}, publisher_packet(6, level=0x80 | 12), counters) == RECEIVED_TAPPED
+    assert receive({0xABC: track}, publisher_packet(7), counters) == RECEIVED_TAPPED  # no level
+    assert track.held_level == 90  # passed packets are not "held"
+    # Every packet was still counted and forwarded to the subscribers' legs.
+    assert track.packets == leg.packets == counters.packets_forwarded == 7
+    assert track.activity_packets == 6
+    track.tapped = False  # no taps: nothing to report, nothing held
+    track.held_level = 128
+    assert receive({0xABC: track}, publisher_packet(8, level=127), counters) == 0
+    assert track.held_level == 128
+
+
 def test_garbage_never_crashes_the_packet_path(link: Link) -> None:
     """Mutated and random packets: each is dropped or forwarded, C and Python agree on
     which are malformed, and none passes as authentic SRTP."""

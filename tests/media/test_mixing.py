@@ -184,6 +184,11 @@ async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server
         assert await wait_until(lambda: all((received(u, "audio") or EMPTY).frames > 60
                                             for u in units), timeout=30)
         assert not mixer.composing and mixer.frames_composed == 0
+
+        def video_ticking() -> bool:
+            return mixer._video_task is not None and not mixer._video_task.done()
+
+        assert not video_ticking()  # not even woken 15 times a second to find that out
         # A participant that watches: the composite is composed, starting on keyframes.
         watcher = await join(server, room, "Watcher", 700, BLUE, mode="mixed", loudness=0.0)
         assert await wait_until(lambda: (received(watcher, "video") or EMPTY).frames > 10,
@@ -193,9 +198,70 @@ async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server
         await watcher.close()
         watcher = None
         assert await wait_until(lambda: not mixer.composing, timeout=10)
+        assert await wait_until(lambda: not video_ticking(), timeout=5)
         composed = mixer.frames_composed
         await asyncio.sleep(1.0)
         assert mixer.frames_composed == composed
     finally:
         for client in [*units, *([watcher] if watcher else [])]:
+            await client.close()
+
+
+async def test_a_room_where_nobody_talks_gets_the_mix_every_tick_and_costs_no_codec_work(server) -> None:
+    room = "mixed-silent"
+    media = server.app[MEDIA]
+    # Room units in a quiet room: their microphones send digital silence (level 127).
+    units = [await join(server, room, f"Unit {index}", 500, RED, mode="mixed", loudness=0.0,
+                        receive_video=False) for index in range(3)]
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: all((received(u, "audio") or EMPTY).frames > 60
+                                            for u in units), timeout=30)
+        stats = mixer.audio.stats
+        ticks, encodes = stats.ticks, stats.encodes
+        frames = [received(u, "audio").frames for u in units]
+        assert await wait_until(lambda: stats.ticks >= ticks + 100, timeout=10)
+        ticked = stats.ticks - ticks
+        for unit, before in zip(units, frames, strict=True):
+            # One packet a tick to each (a few may still be on their way).
+            assert received(unit, "audio").frames - before >= ticked - 5
+            assert float(np.max(np.abs(np.concatenate(received(unit, "audio").audio[-50:])))) < 50
+        assert stats.decodes == 0  # nobody was ever selected: no source decoded
+        assert stats.encodes == encodes  # the packet for silence settled long ago
+    finally:
+        for client in units:
+            await client.close()
+
+
+async def test_a_quiet_unit_reaches_python_only_while_it_talks_and_is_heard_when_it_does(server) -> None:
+    room = "mixed-gated"
+    media = server.app[MEDIA]
+    quiet = await join(server, room, "Quiet", 900, RED, mode="mixed", loudness=0.0, receive_video=False)
+    listener = await join(server, room, "Listener", 500, BLUE, mode="mixed", loudness=0.0,
+                          receive_video=False)
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: (received(listener, "audio") or EMPTY).frames > 60, timeout=30)
+        source = participant_id(quiet)
+        track = mixer.sources[source][0].tap_track
+        buffer = mixer.audio.playout(source).buffer
+        # Silent: its packets are forwarded and counted in C, none reaches the mixer.
+        assert track.tap_level_limit < 127
+        packets, pushed = track.packets, buffer.stats.received
+        assert await wait_until(lambda: track.packets > packets + 50, timeout=10)
+        assert buffer.stats.received == pushed
+        # It talks: the gate opens with its first loud packet and the listener hears it.
+        quiet.peer.audio.amplitude = 0.3
+        assert await wait_until(lambda: track.tap_level_limit == 127, timeout=10)
+        assert await wait_until(lambda: received(listener, "audio").spectrum_peak(900) > 20, timeout=10)
+        # Never itself: the other unit is silent, so what it hears is silence.
+        assert int(np.max(np.abs(np.concatenate(received(quiet, "audio").audio[-25:])))) < 100
+        # It stops: a second and a half later (hold, then the gate's second) it is gated again.
+        quiet.peer.audio.amplitude = 0.0
+        assert await wait_until(lambda: track.tap_level_limit < 127, timeout=10)
+        assert mixer.audio.selector.selected == []
+    finally:
+        for client in (quiet, listener):
             await client.close()

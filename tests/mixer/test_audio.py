@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mcu.mixer.audio import AudioMixer
+from mcu.mixer.jitter import JitterBuffer
 from tests.mixer.mixer_media import band_energy, decode_opus, level_of, opus_packets, tone
 
 FREQS = {"a": 440.0, "b": 1000.0, "c": 1700.0}
@@ -195,3 +196,103 @@ def test_a_voice_alone_in_a_mix_is_passed_on_as_it_came(tones) -> None:
     pcm = {k: decode_opus(v)[-48000:] for k, v in heard.items()}
     assert band_energy(pcm["a"], FREQS["b"]) > 0.3 and band_energy(pcm["a"], FREQS["a"]) < 0.01
     assert band_energy(pcm["unit"], FREQS["a"]) > 0.2 and band_energy(pcm["unit"], FREQS["b"]) > 0.2
+
+
+def test_a_room_where_nobody_talks_sends_every_tick_and_decodes_nothing() -> None:
+    mixer = AudioMixer(keep_pcm=True)
+    for n in range(20):
+        mixer.add_source(f"s{n}")
+        mixer.add_listener(f"s{n}", f"s{n}")
+    mixer.add_listener("unit")
+    received: list[bytes] = []
+    for i in range(TICKS):
+        for n in range(20):
+            mixer.push(f"s{n}", 300 + i, i * 960, SILENT[i], 127, i * 0.02)
+        out = mixer.tick()
+        assert out.talkers == () and out.own == {}
+        assert out.pcm is not None and not out.pcm.any()
+        packets = {out.packet_for(listener) for listener in mixer.listeners}
+        assert packets == {out.shared} and out.shared  # one packet, for everybody, each tick
+        received.append(out.shared)
+    assert mixer.stats.decodes == 0
+    # Silence is encoded until the encoder's packet for it settles, then sent again.
+    assert mixer.stats.encodes <= 10
+    assert len(set(received[10:])) == 1
+    assert float(np.max(np.abs(decode_opus(received)))) < 1.0  # digital silence, at most dither
+
+
+def test_silence_between_talk_spurts_is_not_encoded_and_talk_after_it_is_heard(tones) -> None:
+    mixer = AudioMixer()
+    for source in ("a", "b", "quiet"):
+        mixer.add_source(source)
+        mixer.add_listener(source, source)
+    mixer.add_listener("unit")
+    heard: dict[str, list[bytes]] = {"a": [], "unit": []}
+    encodes: list[int] = []
+    decodes: list[int] = []
+    for i in range(3 * TICKS):
+        spurt = i < TICKS or i >= 2 * TICKS  # a and b talk, pause for 2 s, talk again
+        for source in ("a", "b"):
+            if spurt:
+                mixer.push(source, 100 + i, i * 960, tones[source][i % TICKS], LEVEL, i * 0.02)
+            else:
+                mixer.push(source, 100 + i, i * 960, SILENT[i % TICKS], 127, i * 0.02)
+        mixer.push("quiet", 900 + i, i * 960, SILENT[i % TICKS], 127, i * 0.02)
+        before = mixer.stats.encodes, mixer.stats.decodes
+        out = mixer.tick()
+        encodes.append(mixer.stats.encodes - before[0])
+        decodes.append(mixer.stats.decodes - before[1])
+        for listener in heard:
+            heard[listener].append(out.packet_for(listener))
+    # The pause: after the talkers' hold (and one faded frame each) nothing is decoded;
+    # once the encoder's packet for silence has settled, nothing is encoded.
+    assert sum(decodes[TICKS + 50:2 * TICKS]) == 0
+    assert sum(encodes[TICKS + 50:2 * TICKS]) == 0
+    assert sum(encodes[2 * TICKS + 20:]) >= TICKS - 40  # two voices again: the shared mix
+    pcm = {k: decode_opus(v) for k, v in heard.items()}
+    pause = slice((TICKS + 50) * 960, 2 * TICKS * 960)
+    assert int(np.max(np.abs(pcm["unit"][pause]))) < 50  # silence, not a stuck voice
+    second = slice(-48000, None)
+    assert band_energy(pcm["unit"][second], FREQS["a"]) > 0.2
+    assert band_energy(pcm["unit"][second], FREQS["b"]) > 0.2
+    assert band_energy(pcm["a"][second], FREQS["b"]) > 0.3
+    assert band_energy(pcm["a"][second], FREQS["a"]) < 0.01  # never itself
+
+
+def test_a_listener_added_again_with_another_source_loses_that_one_from_its_mix(tones) -> None:
+    mixer = AudioMixer()
+    for source in ("a", "b", "c"):
+        mixer.add_source(source)
+    mixer.add_listener("unit", "a")
+    mixer.add_listener("unit", "b")  # renegotiated: its own voice is b now
+    heard = session(mixer, dict(tones), ["unit"])["unit"][-48000:]
+    assert band_energy(heard, FREQS["a"]) > 0.2 and band_energy(heard, FREQS["c"]) > 0.2
+    assert band_energy(heard, FREQS["b"]) < 0.01
+    mixer.remove_listener("unit")
+    assert mixer.listeners == [] and not mixer.tick().own
+
+
+def test_a_source_that_sends_nothing_is_not_stepped_and_is_heard_when_it_sends_again(tones) -> None:
+    class CountingBuffer(JitterBuffer):
+        pops = 0
+
+        def pop(self):  # type: ignore[no-untyped-def]
+            CountingBuffer.pops += 1
+            return super().pop()
+
+    mixer = AudioMixer()
+    mixer.add_source("a", CountingBuffer())
+    mixer.add_listener("unit")
+    received: list[bytes] = []
+    pops_in_gap = 0
+    for i in range(3 * TICKS):
+        if not TICKS <= i < 2 * TICKS:  # talks, sends nothing for 2 s (DTX, a mute), talks
+            mixer.push("a", 10 + i, i * 960, tones["a"][i % TICKS], LEVEL, i * 0.02)
+        before = CountingBuffer.pops
+        received.append(mixer.tick().shared)
+        if TICKS + 40 <= i < 2 * TICKS:
+            pops_in_gap += CountingBuffer.pops - before
+    assert pops_in_gap == 0  # idle: not even stepped
+    heard = decode_opus(received)
+    assert band_energy(heard[-48000:], FREQS["a"]) > 0.5
+    assert float(np.max(np.abs(heard[(TICKS + 40) * 960:2 * TICKS * 960]))) < 50

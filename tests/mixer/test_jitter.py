@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from mcu.mixer.jitter import JitterBuffer, OpusPlayout, UnitKind
 from mcu.mixer.opus import packet_samples
@@ -161,3 +162,21 @@ def test_garbage_payload_with_a_valid_looking_toc_never_raises() -> None:
         playout.push(tick, tick * FRAME, payload, tick * 0.02, 20)
         frame = playout.pull(decode=True)
         assert frame.pcm is not None and frame.pcm.shape == (FRAME,)
+
+
+def test_skipping_an_idle_buffer_equals_popping_it_each_tick() -> None:
+    stepped, skipped = JitterBuffer(), JitterBuffer()
+    for buf in (stepped, skipped):
+        feed(buf, [0, 1, 2, 3])
+        while buf.pop().kind is not UnitKind.IDLE:  # plays out, underruns, goes idle
+            pass
+        buf.push(1002, 2 * FRAME, TONE[2], 0.2, 20)  # late: raises the delay target
+        assert buf.pop().kind is UnitKind.IDLE
+    for _ in range(300):
+        assert stepped.pop().kind is UnitKind.IDLE
+    skipped.skip_idle(300)
+    assert skipped._late_boost == pytest.approx(stepped._late_boost)
+    assert skipped.target == stepped.target
+    for buf in (stepped, skipped):
+        feed(buf, [400, 401, 402])
+    assert [stepped.pop() for _ in range(4)] == [skipped.pop() for _ in range(4)]
