@@ -385,8 +385,7 @@ class RoomMixer:
             payloads = packetize_h264(access_unit)
             for position, payload in enumerate(payloads):
                 self.video_out_h264.emit(timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
-                                         lambda consumer, p=payload: p,
-                                         keyframe=is_key and position == 0)
+                                         payload, keyframe=is_key and position == 0)
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:
