@@ -31,7 +31,9 @@ from mcu._fanout import (
     Arrivals,
     Sink,
     Track,
+    parse_feedback,
     receive,
+    split_rtcp,
 )
 from mcu.congestion import BURST_S, PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
 from mcu.forwarding import Consumer, Producer
@@ -110,10 +112,9 @@ class Participant:
         self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
         # transport-cc (mcu/twcc.py), when the client's answer agreed to it: its extension
         # ID (0: not negotiated, REMB it is). One connection, so one of each: what it
-        # sent us and when (for our feedback), and our estimate of its downlink.
+        # sent us and when (our feedback is made of it), and our estimate of its downlink.
         self.transport_cc_id = 0
         self._arrivals = Arrivals(0)
-        self._feedback_builder = twcc.FeedbackBuilder()
         self.estimator = SendSideEstimator()
         self.transport_feedback_received = 0
         self.transport_feedback_sent = 0
@@ -516,7 +517,7 @@ class Participant:
         return None
 
     def _on_rtcp(self, data: bytes) -> None:
-        data, feedback = twcc.split_rtcp(data)
+        data, feedback = split_rtcp(data)
         for packet in feedback:
             self._on_transport_feedback(packet)
         if not data:
@@ -559,23 +560,23 @@ class Participant:
     def _on_transport_feedback(self, packet: bytes) -> None:
         if not self.transport_cc_id:
             return
-        try:
-            feedback = twcc.parse_feedback(packet)
-        except ValueError:
-            self.counters.rtcp_malformed += 1
-            return
         sink = next((s for s, _ in self._sinks.values() if s.transport_cc_id), None)
         if sink is None:
             return
+        try:  # read and summed up in C, straight from the bytes
+            summary = sink.feedback(packet, BURST_S)
+        except ValueError:
+            self.counters.rtcp_malformed += 1
+            return
         self.transport_feedback_received += 1
-        summary = sink.feedback(feedback.base_seq, feedback.arrivals, BURST_S)
         if not summary[1]:  # none of these numbers is ours (or still known)
             return
         estimate = self.estimator.on_summary(time.monotonic(), summary)
         if self.probe is not None and self.probe.open:  # the probe judges packet by packet
-            sent = sink.sent_range(feedback.base_seq, len(feedback.arrivals))
+            _, _, base, _, _, arrivals = parse_feedback(packet)  # read well just above
+            sent = sink.sent_range(base, len(arrivals))
             self.probe.on_feedback([PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
-                                    for what, arrived in zip(sent, feedback.arrivals, strict=True)
+                                    for what, arrived in zip(sent, arrivals, strict=True)
                                     if what is not None])
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
@@ -678,9 +679,8 @@ class Participant:
         producer = next((p for p in self.producers.values() if p.feedback is not None), None)
         if producer is None:  # no way to send yet: the arrivals wait (a browser's first
             return  # probes come before our writer exists, and matter most)
-        arrivals = self._arrivals.take()
         media_ssrc = next((p.ssrc for p in self.producers.values() if p.ssrc is not None), 0)
-        for packet in self._feedback_builder.build(arrivals, producer.feedback_ssrc, media_ssrc):
+        for packet in self._arrivals.feedback(producer.feedback_ssrc, media_ssrc):
             try:
                 producer.feedback(packet)
                 self.transport_feedback_sent += 1

@@ -22,6 +22,7 @@ from mcu.congestion import (
     SendSideEstimator,
 )
 from tests.mcu.test_fanout import Link as FanoutLink
+from tests.mcu.twcc_reference import build_feedback
 
 PACKET = 1200
 FEEDBACK_S = 0.1
@@ -262,15 +263,16 @@ def test_a_sink_sums_up_a_feedback_by_the_numbers_it_stamped() -> None:
         sent = link.sink.sent_range(0, 3)
         assert all(item is not None for item in sent)
         # Number 3 was never stamped: left out; 1 did not arrive.
-        groups, count, lost, size, *_ = link.sink.feedback(0, [5_000_000, None, 5_000_100, 5_000_200], 0.005)
+        packet = build_feedback(7, 8, 0, [5_000_000, None, 5_000_250, 5_000_500], 0)
+        groups, count, lost, size, *_ = link.sink.feedback(packet, 0.005)
         assert (count, lost) == (3, 1) and size == 2 * sent[0][1]
-        assert len(groups) == 1 and groups[0][2] == pytest.approx(5.0001)
+        assert len(groups) == 1 and groups[0][2] == pytest.approx(5.00025)
+        # Numbers it never stamped (or no longer knows): nothing to sum up.
+        assert link.sink.feedback(build_feedback(7, 8, 1000, [5_000_000], 1), 0.005)[1] == 0
         with pytest.raises(ValueError):
-            link.sink.feedback(70_000, [], 0.005)
+            link.sink.feedback(packet[:-4], 0.005)
         with pytest.raises(TypeError):
-            link.sink.feedback(0, 5, 0.005)
-        with pytest.raises(TypeError):
-            link.sink.feedback(0, ["soon"], 0.005)
+            link.sink.feedback(list(packet), 0.005)
     finally:
         link.close()
 
