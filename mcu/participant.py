@@ -560,8 +560,10 @@ class Participant:
     def _on_transport_feedback(self, packet: bytes) -> None:
         if not self.transport_cc_id:
             return
-        sink = next((s for s, _ in self._sinks.values() if s.transport_cc_id), None)
-        if sink is None:
+        for sink, _ in self._sinks.values():  # one connection: one sink (a loop: per feedback)
+            if sink.transport_cc_id:
+                break
+        else:
             return
         try:  # read and summed up in C, straight from the bytes
             summary = sink.feedback(packet, BURST_S)
@@ -580,7 +582,7 @@ class Participant:
                                     if what is not None])
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
-        ssrcs = [c.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
+        ssrcs = [c.leg.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
         if ssrcs:
             self._on_remb(estimate, ssrcs)
 
@@ -622,14 +624,20 @@ class Participant:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
         group = hash(tuple(sorted(ssrcs)))
         self.remb_estimates[group] = bitrate
+        regrouped = False
         for ssrc in ssrcs:
             consumer = self._consumer_by_ssrc.get(ssrc)
             if consumer is not None:
                 consumer.remb_bps = bitrate
-                consumer.remb_group = group
-        live = {c.remb_group for c in self.consumers.values()}
-        for stale in [g for g in self.remb_estimates if g not in live]:
-            del self.remb_estimates[stale]
+                if consumer.remb_group != group:
+                    consumer.remb_group = group
+                    regrouped = True
+        # A group is left behind only when a leg moves to another: the usual estimate, for
+        # the same legs (each transport-cc feedback), has nothing to clear up.
+        if regrouped:
+            live = {c.remb_group for c in self.consumers.values()}
+            for stale in [g for g in self.remb_estimates if g not in live]:
+                del self.remb_estimates[stale]
 
     def _on_reception_reports(self, reports: list[Any]) -> None:
         for report in reports:
