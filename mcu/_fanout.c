@@ -375,12 +375,16 @@ sink_sent_range(SinkObject *self, PyObject *args)
  * they were sent (transport-wide numbers are); those that arrived form groups of
  * packets sent within ``burst`` seconds of the group's first (the estimator's unit of
  * delay change). */
+struct DelayTrendObject;
+static void trend_add_group(struct DelayTrendObject *self, double first, double last, double arrival);
+
 typedef struct {
     double burst;
     Py_ssize_t sent, lost, bytes;
     double first_arrival, last_arrival, min_delay, min_delay_at;
     int any_arrived;
     PyObject *groups;                 /* list of (first send, last send, latest arrival) */
+    struct DelayTrendObject *trend;   /* or, for the estimator in C, the groups go here */
     int group_open;
     double group_first, group_last, group_arrival;
 } FeedbackSummary;
@@ -391,6 +395,10 @@ summary_close_group(FeedbackSummary *summary)
     if (!summary->group_open)
         return 0;
     summary->group_open = 0;
+    if (summary->trend != NULL) {
+        trend_add_group(summary->trend, summary->group_first, summary->group_last, summary->group_arrival);
+        return 0;
+    }
     PyObject *group = Py_BuildValue("(ddd)", summary->group_first, summary->group_last,
                                     summary->group_arrival);
     if (group == NULL)
@@ -505,7 +513,7 @@ summary_end(FeedbackSummary *summary, PyObject *items, int failed)
 #define TREND_THRESHOLD_DOWN 0.039     /* ... and below it */
 #define TREND_OVERUSE_TIME_S 0.01      /* a queue that keeps growing this long, not one late group */
 
-typedef struct {
+typedef struct DelayTrendObject {
     PyObject_HEAD
     double burst;
     double threshold_ms, trend, previous_trend;
@@ -642,6 +650,22 @@ PyDoc_STRVAR(delay_trend_add_doc,
 "send, last send, latest arrival), in the order sent. The last stays open: the next\n"
 "feedback's first may belong to it.");
 
+/* One group of a feedback; the last stays open (the next feedback's first may belong). */
+static void
+trend_add_group(DelayTrendObject *self, double first, double last, double arrival)
+{
+    if (self->has_open && first - self->open_first <= self->burst) {
+        self->open_last = last;
+        if (arrival > self->open_arrival)
+            self->open_arrival = arrival;
+        return;
+    }
+    if (self->has_open)
+        trend_close_group(self);
+    self->has_open = 1;
+    self->open_first = first, self->open_last = last, self->open_arrival = arrival;
+}
+
 static PyObject *
 delay_trend_add(DelayTrendObject *self, PyObject *groups)
 {
@@ -655,16 +679,7 @@ delay_trend_add(DelayTrendObject *self, PyObject *groups)
             Py_DECREF(items);
             return NULL;
         }
-        if (self->has_open && first - self->open_first <= self->burst) {
-            self->open_last = last;
-            if (arrival > self->open_arrival)
-                self->open_arrival = arrival;
-            continue;
-        }
-        if (self->has_open)
-            trend_close_group(self);
-        self->has_open = 1;
-        self->open_first = first, self->open_last = last, self->open_arrival = arrival;
+        trend_add_group(self, first, last, arrival);
     }
     Py_DECREF(items);
     Py_RETURN_NONE;
@@ -938,51 +953,36 @@ split_rtcp(PyObject *module, PyObject *data)
     return Py_BuildValue("(NN)", rest, found);
 }
 
-PyDoc_STRVAR(sink_feedback_doc,
-"feedback(packet, burst)\n--\n\n"
-"Sum up one transport-cc feedback packet (RTPFB FMT 15, as received) for the estimator:\n"
-"its arrivals matched with the packets we stamped (numbers we do not know, or no longer,\n"
-"are left out). Returns (groups, sent, lost, bytes, first arrival, last arrival, least\n"
-"one-way delay, its arrival), times in seconds; groups are (first send, last send,\n"
-"latest arrival) of packets sent within ``burst`` seconds of each other. ValueError\n"
-"when the packet is malformed (see parse_feedback()). See summarize().");
-
-static PyObject *
-sink_feedback(SinkObject *self, PyObject *args)
+/* Sum up one feedback packet's arrivals, matched with the packets ``sink`` stamped
+ * (numbers it does not know, or no longer, are left out), into ``summary`` (made ready
+ * by the caller). 0, or -1 with ValueError (malformed) or another error set; on error
+ * nothing has reached the summary's groups' destination. */
+static int
+sink_summarize_feedback(SinkObject *sink, const uint8_t *data, Py_ssize_t size, FeedbackSummary *summary)
 {
-    PyObject *packet;
-    double burst;
-    if (!PyArg_ParseTuple(args, "Sd:feedback", &packet, &burst))
-        return NULL;
     TccReader reader;
-    const char *error = tcc_open(&reader, (const uint8_t *)PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet));
+    const char *error = tcc_open(&reader, data, size);
+    if (error == NULL) {  /* read it through first: a bad delta late in it feeds nothing */
+        TccReader check = reader;
+        int64_t time_us;
+        for (int i = 0; i < check.count && error == NULL; i++)
+            tcc_next(&check, &time_us, &error);
+    }
     if (error != NULL) {
         PyErr_SetString(PyExc_ValueError, error);
-        return NULL;
+        return -1;
     }
-    FeedbackSummary summary;
-    if (summary_init(&summary, burst) < 0)
-        return NULL;
-    int failed = 0;
-    for (int i = 0; i < reader.count && !failed; i++) {
+    for (int i = 0; i < reader.count; i++) {
         int64_t time_us = 0;
         int received = tcc_next(&reader, &time_us, &error);
-        if (received < 0) {
-            PyErr_SetString(PyExc_ValueError, error);
-            failed = 1;
-            break;
-        }
         int seq = (reader.base + i) & 0xFFFF, slot = seq % TRANSPORT_RING;
-        if (self->sent_seq == NULL || self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
+        if (sink->sent_seq == NULL || sink->sent_seq[slot] != seq || sink->sent_size[slot] == 0)
             continue;
-        failed = summary_add(&summary, self->sent_at[slot], self->sent_size[slot], received,
-                             (double)time_us / 1e6) < 0;
+        if (summary_add(summary, sink->sent_at[slot], sink->sent_size[slot], received,
+                        (double)time_us / 1e6) < 0)
+            return -1;
     }
-    if (failed) {
-        Py_DECREF(summary.groups);
-        return NULL;
-    }
-    return summary_finish(&summary);
+    return summary_close_group(summary);
 }
 
 PyDoc_STRVAR(summarize_doc,
@@ -1017,9 +1017,379 @@ summarize(PyObject *module, PyObject *args)
     return summary_end(&summary, items, failed);
 }
 
+/* SendSideEstimator ------------------------------------------------------------------ */
+
+/* A subscriber connection's send-side estimate (mcu/congestion.py has the why of each
+ * rule): the delay trend (DelayTrend), the rate that follows it, and the loss. Run once
+ * per transport-cc feedback, ten times a second per subscriber; in Python the rate
+ * control alone cost about 8 us a feedback, most of what was left per forwarded packet. */
+#define EST_BURST_S 0.005
+#define EST_DECREASE_FACTOR 0.85
+#define EST_INCREASE_PER_S 0.08
+#define EST_MAX_OVER_RECEIVED 1.5
+#define EST_RATE_WINDOW_S 0.5
+#define EST_START_BPS 1000000
+#define EST_MIN_BPS 50000.0
+#define EST_MAX_BPS 20000000.0
+#define EST_ASSUMED_RTT_S 0.1         /* the subscriber's round trip is not measured */
+#define EST_LOSS_HIGH 0.10
+#define EST_LOSS_LOW 0.02
+#define EST_LOSS_WINDOW_S 1.0
+#define EST_CAPACITY_MEMORY_S 10.0    /* how long the rate of the last overuse is remembered */
+#define EST_BASE_DELAY_WINDOW_S 5.0
+/* What the windows above hold, per feedback: a few at ten feedbacks a second. Feedback
+ * far more often than that (no browser sends it) forgets the oldest ones early. */
+#define EST_RING 256
+
+static PyTypeObject SinkType;
+static PyTypeObject DelayTrendType;
+
+typedef struct {
+    int head, count;
+} Ring;
+
+static inline int ring_at(const Ring *ring, int i) { return (ring->head + i) % EST_RING; }
+
+/* The slot for a new newest entry (the oldest is dropped when full). */
+static inline int
+ring_push(Ring *ring)
+{
+    if (ring->count == EST_RING)
+        ring->head = (ring->head + 1) % EST_RING, ring->count--;
+    return ring_at(ring, ring->count++);
+}
+
+static inline void ring_pop_front(Ring *ring) { ring->head = (ring->head + 1) % EST_RING, ring->count--; }
+
+typedef struct {
+    PyObject_HEAD
+    DelayTrendObject *detector;
+    double delay_bps, loss_bps, received_bps, loss;
+    long long decreases;
+    Ring received;                    /* per feedback within EST_RATE_WINDOW_S: */
+    double received_first[EST_RING], received_last[EST_RING];  /* its arrivals */
+    long long received_bytes[EST_RING];
+    double newest_arrival;
+    Ring losses;                      /* per feedback within EST_LOSS_WINDOW_S */
+    double losses_at[EST_RING];
+    long long losses_sent[EST_RING], losses_lost[EST_RING];
+    Ring delays;                      /* (arrival, one-way delay), increasing delays */
+    double delays_at[EST_RING], delays_value[EST_RING];
+    int has_last_change, has_capacity;
+    double last_change, hold_until, capacity_bps, loss_cut_at, overused_at;
+} EstimatorObject;
+
+static inline double py_max(double a, double b) { return b > a ? b : a; }
+static inline double py_min(double a, double b) { return b < a ? b : a; }
+
+static int
+estimator_init(EstimatorObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"start_bps", NULL};
+    double start = EST_START_BPS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|d:SendSideEstimator", keywords, &start))
+        return -1;
+    DelayTrendObject *detector = (DelayTrendObject *)PyObject_CallFunction(
+        (PyObject *)&DelayTrendType, "d", EST_BURST_S);
+    if (detector == NULL)
+        return -1;
+    Py_XSETREF(self->detector, detector);
+    self->delay_bps = self->loss_bps = start;
+    self->received_bps = self->loss = 0;
+    self->decreases = 0;
+    self->received.count = self->losses.count = self->delays.count = 0;
+    self->newest_arrival = -INFINITY;
+    self->has_last_change = self->has_capacity = 0;
+    self->hold_until = 0;
+    self->loss_cut_at = self->overused_at = -INFINITY;
+    return 0;
+}
+
+static void
+estimator_dealloc(EstimatorObject *self)
+{
+    Py_XDECREF(self->detector);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static double
+estimator_estimate(EstimatorObject *self)
+{
+    return py_max(EST_MIN_BPS, py_min(self->delay_bps, self->loss_bps));
+}
+
+static void
+estimator_note_delay(EstimatorObject *self, double arrival, double delay)
+{
+    /* The front is the least within the window. */
+    Ring *delays = &self->delays;
+    while (delays->count && self->delays_value[ring_at(delays, delays->count - 1)] >= delay)
+        delays->count--;
+    int slot = ring_push(delays);
+    self->delays_at[slot] = arrival, self->delays_value[slot] = delay;
+    while (self->delays_at[ring_at(delays, 0)] < arrival - EST_BASE_DELAY_WINDOW_S)
+        ring_pop_front(delays);
+}
+
+static void
+estimator_update_delay_rate(EstimatorObject *self, double now)
+{
+    double elapsed = !self->has_last_change ? 0.0 : py_min(now - self->last_change, 1.0);
+    self->has_last_change = 1, self->last_change = now;
+    int state = self->detector->state;
+    if (state > 0) {  /* overuse */
+        if (now >= self->hold_until && self->received_bps > 0) {
+            /* Below what got through: the queue that built up drains. */
+            double target = EST_DECREASE_FACTOR * self->received_bps;
+            if (target < self->delay_bps) {
+                self->delay_bps = target;
+                self->decreases++;
+                self->has_capacity = 1, self->capacity_bps = self->received_bps;
+            }
+            self->overused_at = now;
+            /* One decrease per round trip and feedback interval. */
+            self->hold_until = now + EST_ASSUMED_RTT_S + 0.2;
+        }
+        return;
+    }
+    if (state < 0 || now < self->hold_until)  /* a queue draining is no guide */
+        return;
+    if (self->has_capacity && now - self->overused_at > EST_CAPACITY_MEMORY_S)
+        self->has_capacity = 0;  /* long without a queue: the path may have changed */
+    double increased;
+    if (self->has_capacity && self->delay_bps > 0.9 * self->capacity_bps) {
+        /* Near where it last overused: about one packet more per round trip. */
+        increased = self->delay_bps + 1200 * 8 / (EST_ASSUMED_RTT_S + 0.1) * elapsed;
+        if (increased > 1.5 * self->capacity_bps)
+            self->has_capacity = 0;  /* far past it: the path has changed */
+    } else {
+        increased = self->delay_bps * pow(1 + EST_INCREASE_PER_S, elapsed);
+    }
+    /* Growth stops at 1.5 times what got through: a limit on growing, not a reason to drop. */
+    double ceiling = py_max(self->delay_bps, EST_MAX_OVER_RECEIVED * self->received_bps + 10000);
+    self->delay_bps = py_max(py_min(py_min(increased, ceiling), EST_MAX_BPS), EST_MIN_BPS);
+    if (!self->has_capacity)  /* what got through with no queue is carried (publishers choose) */
+        self->delay_bps = py_max(self->delay_bps, self->received_bps);
+}
+
+static void
+estimator_update_loss_rate(EstimatorObject *self, double now, long long sent, long long lost)
+{
+    Ring *losses = &self->losses;
+    int slot = ring_push(losses);
+    self->losses_at[slot] = now, self->losses_sent[slot] = sent, self->losses_lost[slot] = lost;
+    while (losses->count && self->losses_at[ring_at(losses, 0)] < now - EST_LOSS_WINDOW_S)
+        ring_pop_front(losses);
+    long long total = 0, lost_total = 0;
+    for (int i = 0; i < losses->count; i++)
+        total += self->losses_sent[ring_at(losses, i)], lost_total += self->losses_lost[ring_at(losses, i)];
+    self->loss = total ? (double)lost_total / (double)total : 0.0;
+    double elapsed = losses->count < 2 ? 0.0 : now - self->losses_at[ring_at(losses, losses->count - 2)];
+    if (self->loss > EST_LOSS_HIGH) {
+        /* As GCC: lower in proportion to the loss, at most once a third of the window,
+         * relative to what gets through. */
+        if (now - self->loss_cut_at >= EST_LOSS_WINDOW_S / 3) {
+            double cut = py_max(EST_MIN_BPS, self->received_bps * (1 - 0.5 * self->loss));
+            self->loss_bps = py_min(self->loss_bps, cut);
+            self->loss_cut_at = now;
+        }
+    } else if (self->loss < EST_LOSS_LOW) {
+        self->loss_bps = py_max(self->loss_bps * pow(1 + EST_INCREASE_PER_S, py_min(elapsed, 1.0)),
+                                self->received_bps);
+        /* Loss says nothing of capacity it has not seen: it never leads delay. */
+        self->loss_bps = py_min(self->loss_bps, py_max(self->delay_bps, EST_MIN_BPS));
+    }
+}
+
+/* The rest of a feedback, once its groups went to the detector. */
+static PyObject *
+estimator_take(EstimatorObject *self, double now, const FeedbackSummary *summary)
+{
+    if (summary->any_arrived) {
+        int slot = ring_push(&self->received);
+        self->received_first[slot] = summary->first_arrival;
+        self->received_last[slot] = summary->last_arrival;
+        self->received_bytes[slot] = summary->bytes;
+        self->newest_arrival = py_max(self->newest_arrival, summary->last_arrival);
+        estimator_note_delay(self, summary->min_delay_at, summary->min_delay);
+    }
+    Ring *received = &self->received;
+    if (received->count) {
+        while (received->count
+               && self->received_last[ring_at(received, 0)] < self->newest_arrival - EST_RATE_WINDOW_S)
+            ring_pop_front(received);
+        if (received->count) {
+            double first = self->received_first[ring_at(received, 0)];
+            long long bytes = 0;
+            for (int i = 0; i < received->count; i++) {
+                first = py_min(first, self->received_first[ring_at(received, i)]);
+                bytes += self->received_bytes[ring_at(received, i)];
+            }
+            double span = py_max(self->newest_arrival - first, EST_RATE_WINDOW_S / 2);
+            self->received_bps = (double)(bytes * 8) / span;
+        }
+    }
+    estimator_update_delay_rate(self, now);
+    estimator_update_loss_rate(self, now, summary->sent, summary->lost);
+    return PyLong_FromDouble(estimator_estimate(self));
+}
+
+PyDoc_STRVAR(estimator_on_packet_doc,
+"on_packet(now, sink, packet)\n--\n\n"
+"Take one transport-cc feedback packet (RTPFB FMT 15, as received) from the subscriber\n"
+"whose connection ``sink`` sends on, at ``now`` (time.monotonic()): its arrivals matched\n"
+"with what the sink stamped. Returns the new estimate, or None when none of its numbers\n"
+"is ours (or still known): then nothing changes. ValueError when it is malformed (then\n"
+"too).");
+
+static PyObject *
+estimator_on_packet(EstimatorObject *self, PyObject *args)
+{
+    double now;
+    PyObject *sink, *packet;
+    if (!PyArg_ParseTuple(args, "dO!S:on_packet", &now, &SinkType, &sink, &packet))
+        return NULL;
+    FeedbackSummary summary;
+    memset(&summary, 0, sizeof(summary));
+    summary.burst = EST_BURST_S;
+    summary.trend = self->detector;  /* groups straight to the detector, no tuples */
+    if (sink_summarize_feedback((SinkObject *)sink, (const uint8_t *)PyBytes_AS_STRING(packet),
+                                PyBytes_GET_SIZE(packet), &summary) < 0)
+        return NULL;
+    if (summary.sent == 0)
+        Py_RETURN_NONE;
+    return estimator_take(self, now, &summary);
+}
+
+PyDoc_STRVAR(estimator_on_feedback_doc,
+"on_feedback(now, packets)\n--\n\n"
+"Take one feedback's packets, given as (send time, size, arrival time or None) in\n"
+"seconds in the order sent (as summarize() takes them); returns the new estimate.");
+
+static PyObject *
+estimator_on_feedback(EstimatorObject *self, PyObject *args)
+{
+    double now;
+    PyObject *packets;
+    if (!PyArg_ParseTuple(args, "dO:on_feedback", &now, &packets))
+        return NULL;
+    /* Checked through first: nothing reaches the detector from a bad list. */
+    PyObject *items = PySequence_Fast(packets, "packets must be a sequence");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    double *values = PyMem_Malloc(sizeof(double) * 3 * (size_t)(count ? count : 1));
+    char *arrived = PyMem_Malloc((size_t)(count ? count : 1));
+    int failed = values == NULL || arrived == NULL;
+    if (failed)
+        PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        long size;
+        PyObject *arrived_at;
+        failed = !PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "dlO:on_feedback",
+                                   &values[3 * i], &size, &arrived_at);
+        if (!failed) {
+            values[3 * i + 1] = (double)size;
+            arrived[i] = arrived_at != Py_None;
+            values[3 * i + 2] = arrived[i] ? PyFloat_AsDouble(arrived_at) : 0;
+            failed = PyErr_Occurred() != NULL;
+        }
+    }
+    PyObject *result = NULL;
+    if (!failed) {
+        FeedbackSummary summary;
+        memset(&summary, 0, sizeof(summary));
+        summary.burst = EST_BURST_S;
+        summary.trend = self->detector;
+        for (Py_ssize_t i = 0; i < count; i++)
+            summary_add(&summary, values[3 * i], (long)values[3 * i + 1], arrived[i], values[3 * i + 2]);
+        summary_close_group(&summary);
+        result = estimator_take(self, now, &summary);
+    }
+    PyMem_Free(values);
+    PyMem_Free(arrived);
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *
+estimator_probed(EstimatorObject *self, PyObject *arg)
+{
+    double bps = PyFloat_AsDouble(arg);
+    if (bps == -1 && PyErr_Occurred())
+        return NULL;
+    self->delay_bps = py_max(self->delay_bps, py_min(bps, EST_MAX_BPS));
+    self->loss_bps = py_max(self->loss_bps, py_min(bps, EST_MAX_BPS));
+    self->has_capacity = 0;  /* the path has changed */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+estimator_get_estimate(EstimatorObject *self, void *closure)
+{
+    return PyLong_FromDouble(estimator_estimate(self));
+}
+
+static PyObject *
+estimator_get_base_delay(EstimatorObject *self, void *closure)
+{
+    if (!self->delays.count)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(self->delays_value[ring_at(&self->delays, 0)]);
+}
+
+static PyObject *
+estimator_get_detector(EstimatorObject *self, void *closure)
+{
+    return Py_NewRef((PyObject *)self->detector);
+}
+
+static PyMethodDef estimator_methods[] = {
+    {"on_packet", (PyCFunction)estimator_on_packet, METH_VARARGS, estimator_on_packet_doc},
+    {"on_feedback", (PyCFunction)estimator_on_feedback, METH_VARARGS, estimator_on_feedback_doc},
+    {"probed", (PyCFunction)estimator_probed, METH_O,
+     "probed(bps)\n--\n\nA padding probe showed that the link carries ``bps`` with no queue: the "
+     "estimate is at least that now, and the rate of the last overuse is forgotten."},
+    {NULL}
+};
+
+static PyGetSetDef estimator_getset[] = {
+    {"estimate_bps", (getter)estimator_get_estimate, NULL, "The estimate, bits per second.", NULL},
+    {"base_delay_s", (getter)estimator_get_base_delay, NULL,
+     "The least one-way delay seen lately (plus the clocks' offset): the path with no queue "
+     "on it. None before any feedback.", NULL},
+    {"detector", (getter)estimator_get_detector, NULL, "Its DelayTrend.", NULL},
+    {NULL}
+};
+
+static PyMemberDef estimator_members[] = {
+    {"delay_bps", T_DOUBLE, offsetof(EstimatorObject, delay_bps), READONLY, "The delay estimate."},
+    {"loss_bps", T_DOUBLE, offsetof(EstimatorObject, loss_bps), READONLY, "The loss estimate."},
+    {"received_bps", T_DOUBLE, offsetof(EstimatorObject, received_bps), READONLY,
+     "What arrived lately, bits per second."},
+    {"loss", T_DOUBLE, offsetof(EstimatorObject, loss), READONLY, "The share lost lately."},
+    {"decreases", T_LONGLONG, offsetof(EstimatorObject, decreases), READONLY,
+     "Overuse responses so far."},
+    {NULL}
+};
+
+static PyTypeObject EstimatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.SendSideEstimator",
+    .tp_doc = PyDoc_STR("SendSideEstimator(start_bps=1000000)\n--\n\nOne subscriber connection's "
+                        "estimate, from its transport-cc feedback (see mcu/congestion.py)."),
+    .tp_basicsize = sizeof(EstimatorObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)estimator_init,
+    .tp_dealloc = (destructor)estimator_dealloc,
+    .tp_methods = estimator_methods,
+    .tp_getset = estimator_getset,
+    .tp_members = estimator_members,
+};
+
 static PyMethodDef sink_methods[] = {
     {"sent_range", (PyCFunction)sink_sent_range, METH_VARARGS, sink_sent_range_doc},
-    {"feedback", (PyCFunction)sink_feedback, METH_VARARGS, sink_feedback_doc},
     {"bind", (PyCFunction)sink_bind, METH_VARARGS, sink_bind_doc},
     {"unbind", (PyCFunction)sink_unbind, METH_NOARGS, "Stop sending; close our socket duplicate."},
     {NULL}
@@ -2566,7 +2936,7 @@ PyInit__fanout(void)
 {
     if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
         || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&DelayTrendType) < 0)
+        || PyType_Ready(&DelayTrendType) < 0 || PyType_Ready(&EstimatorType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -2582,6 +2952,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "Track", (PyObject *)&TrackType) < 0
         || PyModule_AddObjectRef(module, "Arrivals", (PyObject *)&ArrivalsType) < 0
         || PyModule_AddObjectRef(module, "DelayTrend", (PyObject *)&DelayTrendType) < 0
+        || PyModule_AddObjectRef(module, "SendSideEstimator", (PyObject *)&EstimatorType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

@@ -29,13 +29,14 @@ from mcu._fanout import (
     RECEIVED_UNKNOWN,
     RECEIVED_WANTS_KEYFRAME,
     Arrivals,
+    SendSideEstimator,
     Sink,
     Track,
     parse_feedback,
     receive,
     split_rtcp,
 )
-from mcu.congestion import BURST_S, PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
+from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -565,15 +566,14 @@ class Participant:
                 break
         else:
             return
-        try:  # read and summed up in C, straight from the bytes
-            summary = sink.feedback(packet, BURST_S)
+        try:  # read, matched and estimated in C, straight from the bytes
+            estimate = self.estimator.on_packet(time.monotonic(), sink, packet)
         except ValueError:
             self.counters.rtcp_malformed += 1
             return
         self.transport_feedback_received += 1
-        if not summary[1]:  # none of these numbers is ours (or still known)
+        if estimate is None:  # none of these numbers is ours (or still known)
             return
-        estimate = self.estimator.on_summary(time.monotonic(), summary)
         if self.probe is not None and self.probe.open:  # the probe judges packet by packet
             _, _, base, _, _, arrivals = parse_feedback(packet)  # read well just above
             sent = sink.sent_range(base, len(arrivals))

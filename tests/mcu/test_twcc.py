@@ -9,7 +9,17 @@ import random
 import struct
 
 import pytest
-from mcu._fanout import Arrivals, Counters, Leg, Sink, forward, parse_feedback, receive, split_rtcp
+from mcu._fanout import (
+    Arrivals,
+    Counters,
+    Leg,
+    SendSideEstimator,
+    Sink,
+    forward,
+    parse_feedback,
+    receive,
+    split_rtcp,
+)
 
 from mcu import twcc
 from mcu.participant import Participant
@@ -127,8 +137,10 @@ def test_malformed_feedback_is_refused_by_both_readings(name: str, packet: bytes
         reference.parse_feedback(packet)
     sink = Sink()
     sink.transport_cc_id = 5
+    estimator = SendSideEstimator()
     with pytest.raises(ValueError):
-        sink.feedback(packet, 0.005)
+        estimator.on_packet(1.0, sink, packet)
+    assert estimator.base_delay_s is None and estimator.loss == 0  # nothing taken
 
 
 def random_arrivals(rng: random.Random, count: int) -> list[int | None]:
