@@ -117,6 +117,9 @@ class Participant:
         self.transport_cc_id = 0
         self._arrivals = Arrivals(0)
         self.estimator = SendSideEstimator()
+        # The SSRCs of the video legs its estimate covers, as of the last negotiation of a
+        # leg (it is filed under them for every feedback: ten times a second).
+        self._video_leg_ssrcs: list[int] | None = None
         self.transport_feedback_received = 0
         self.transport_feedback_sent = 0
         self.probe: PaddingProbe | None = None  # the last padding probe of its downlink
@@ -420,6 +423,7 @@ class Participant:
             consumer.codec = codec  # lets go of a producer of the codec it had before
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
                            negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
+        self._video_leg_ssrcs = None
         consumer.request_keyframe()
 
     def point_slots(self, plan: Mapping[str, list[Producer | None]], names: Mapping[str, str]) -> bool:
@@ -582,7 +586,10 @@ class Participant:
                                     if what is not None])
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
-        ssrcs = [c.leg.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
+        ssrcs = self._video_leg_ssrcs
+        if ssrcs is None:
+            ssrcs = self._video_leg_ssrcs = [c.ssrc for c in self.consumers.values()
+                                             if c.kind == "video" and c.write is not None]
         if ssrcs:
             self._on_remb(estimate, ssrcs)
 
@@ -742,6 +749,7 @@ class Participant:
         for consumer in self.consumers.values():
             consumer.switch_to(None)
             consumer.disconnect()
+        self._video_leg_ssrcs = None
         for producer in self.producers.values():
             producer.feedback = None
         for sink, _ in self._sinks.values():
