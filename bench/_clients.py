@@ -41,6 +41,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from mcu._fanout import Arrivals
 
 from bench import _sdp
 from bench._media import AUDIO_FRAME, VIDEO_FPS, EncodedMedia, VideoLayer
@@ -280,10 +281,11 @@ class Receiver:
         # Kernel receive time of the packet being handled (adapter.arrival_clock).
         self.arrival: Callable[[], float | None] | None = None
         # transport-cc, once the answer agreed to it: the extension's ID; the numbers
-        # received since the last feedback, with their arrival (monotonic seconds).
+        # received, with their arrival (monotonic seconds), and the feedback made of them
+        # (the server's own C code makes it, as for its publishers: mcu/_fanout.c).
         self.transport_cc_id = 0
         self.transport_feedback = False  # keep the arrivals (someone sends feedback on them)
-        self.transport_arrivals: list[tuple[int, float]] = []
+        self.transport_arrivals = Arrivals(0)
         self.transport_stamped = 0  # RTP packets that carried a transport-wide number
         # What the server's RTCP said: the SSRCs its receiver reports covered (for a
         # publisher: the streams it learned), and its transport-cc feedback packets.
@@ -315,7 +317,7 @@ class Receiver:
                 self.transport_stamped += 1
                 if self.transport_feedback:
                     arrived = self._arrived(now)
-                    self.transport_arrivals.append((int.from_bytes(number, "big"), arrived))
+                    self.transport_arrivals.record(int.from_bytes(number, "big"), arrived)
         leg = self.legs.get(view.ssrc)
         if leg is None:
             kind = self.kind_by_pt.get(view.payload_type)
@@ -424,7 +426,6 @@ class Participant:
         self.layers_messages = 0
         self.transport_feedback_sent = 0
         self._transport_feedback_task: asyncio.Task[None] | None = None
-        self._transport_feedback = twcc.FeedbackBuilder()
         self.receiver = receiver or Receiver(window, sources)
         self.participant_id = ""
         self.offers = 0
@@ -460,8 +461,7 @@ class Participant:
                 task.cancel()
         self._transport_feedback_task = None
         # A new connection numbers its packets afresh.
-        self._transport_feedback = twcc.FeedbackBuilder()
-        self.receiver.transport_arrivals = []
+        self.receiver.transport_arrivals = Arrivals(0)
         old_pc, old_session = self.pc, self._session
         self.pc = new_peer_connection()
         self._taken.clear()
@@ -657,11 +657,10 @@ class Participant:
         receiver = self.receiver
         while True:
             await asyncio.sleep(TRANSPORT_FEEDBACK_INTERVAL_S)
-            if not receiver.transport_arrivals or not self._feedback:
+            if not receiver.transport_arrivals.pending or not self._feedback:
                 continue
-            arrivals, receiver.transport_arrivals = receiver.transport_arrivals, []
             media_ssrc = min(receiver.video_ssrcs, default=0)
-            for packet in self._transport_feedback.build(arrivals, self._feedback_ssrc, media_ssrc):
+            for packet in receiver.transport_arrivals.feedback(self._feedback_ssrc, media_ssrc):
                 self._write_feedback(packet)
                 self.transport_feedback_sent += 1
 

@@ -95,10 +95,16 @@ typedef struct {
      * with when and how big each packet was (mcu/congestion.py). */
     int transport_cc_id;
     uint16_t transport_seq;           /* the next one to stamp */
-    uint16_t *sent_seq;               /* TRANSPORT_RING entries, allocated when enabled */
-    double *sent_at;                  /* monotonic seconds */
-    uint16_t *sent_size;              /* plain RTP bytes */
+    struct SentPacket *sent;          /* TRANSPORT_RING entries, allocated when enabled */
 } SinkObject;
+
+/* One packet stamped: together, so that recording it (every packet sent) touches one
+ * cache line, not one in each of three arrays. */
+struct SentPacket {
+    double at;                        /* monotonic seconds */
+    uint16_t seq;
+    uint16_t size;                    /* plain RTP bytes; 0: never written */
+};
 
 /* About 3 s of a subscriber receiving nine 720p videos: feedback comes back within a
  * round trip or two, so anything older is not going to be matched. A divisor of 65536,
@@ -146,9 +152,7 @@ sink_dealloc(SinkObject *self)
 {
     PyObject_GC_UnTrack(self);
     sink_release(self);
-    PyMem_Free(self->sent_seq);
-    PyMem_Free(self->sent_at);
-    PyMem_Free(self->sent_size);
+    PyMem_Free(self->sent);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -299,9 +303,10 @@ static inline void
 sink_record(SinkObject *self, int seq, double now, Py_ssize_t size)
 {
     int slot = seq % TRANSPORT_RING;
-    self->sent_seq[slot] = (uint16_t)seq;
-    self->sent_at[slot] = now;
-    self->sent_size[slot] = (uint16_t)size;
+    struct SentPacket *sent = &self->sent[slot];
+    sent->seq = (uint16_t)seq;
+    sent->at = now;
+    sent->size = (uint16_t)size;
 }
 
 static PyObject *
@@ -320,11 +325,9 @@ sink_set_transport_cc_id(SinkObject *self, PyObject *value, void *closure)
         PyErr_SetString(PyExc_ValueError, "transport_cc_id must be 0 (off) or 1-14");
         return -1;
     }
-    if (id != 0 && self->sent_seq == NULL) {
-        self->sent_seq = PyMem_Calloc(TRANSPORT_RING, sizeof(uint16_t));
-        self->sent_at = PyMem_Calloc(TRANSPORT_RING, sizeof(double));
-        self->sent_size = PyMem_Calloc(TRANSPORT_RING, sizeof(uint16_t));
-        if (self->sent_seq == NULL || self->sent_at == NULL || self->sent_size == NULL) {
+    if (id != 0 && self->sent == NULL) {
+        self->sent = PyMem_Calloc(TRANSPORT_RING, sizeof(struct SentPacket));
+        if (self->sent == NULL) {
             PyErr_NoMemory();
             return -1;
         }
@@ -356,10 +359,11 @@ sink_sent_range(SinkObject *self, PyObject *args)
     for (int i = 0; i < count; i++) {
         int seq = (base + i) & 0xFFFF, slot = seq % TRANSPORT_RING;
         PyObject *item;
-        if (self->sent_seq == NULL || self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
+        const struct SentPacket *sent = self->sent != NULL ? &self->sent[slot] : NULL;
+        if (sent == NULL || sent->seq != seq || sent->size == 0)
             item = Py_NewRef(Py_None);
         else
-            item = Py_BuildValue("(di)", self->sent_at[slot], (int)self->sent_size[slot]);
+            item = Py_BuildValue("(di)", sent->at, (int)sent->size);
         if (item == NULL) {
             Py_DECREF(result);
             return NULL;
@@ -375,12 +379,16 @@ sink_sent_range(SinkObject *self, PyObject *args)
  * they were sent (transport-wide numbers are); those that arrived form groups of
  * packets sent within ``burst`` seconds of the group's first (the estimator's unit of
  * delay change). */
+struct DelayTrendObject;
+static void trend_add_group(struct DelayTrendObject *self, double first, double last, double arrival);
+
 typedef struct {
     double burst;
     Py_ssize_t sent, lost, bytes;
     double first_arrival, last_arrival, min_delay, min_delay_at;
     int any_arrived;
     PyObject *groups;                 /* list of (first send, last send, latest arrival) */
+    struct DelayTrendObject *trend;   /* or, for the estimator in C, the groups go here */
     int group_open;
     double group_first, group_last, group_arrival;
 } FeedbackSummary;
@@ -391,6 +399,10 @@ summary_close_group(FeedbackSummary *summary)
     if (!summary->group_open)
         return 0;
     summary->group_open = 0;
+    if (summary->trend != NULL) {
+        trend_add_group(summary->trend, summary->group_first, summary->group_last, summary->group_arrival);
+        return 0;
+    }
     PyObject *group = Py_BuildValue("(ddd)", summary->group_first, summary->group_last,
                                     summary->group_arrival);
     if (group == NULL)
@@ -453,6 +465,16 @@ summary_finish(FeedbackSummary *summary)
                          summary->min_delay, summary->min_delay_at);
 }
 
+/* The summary made ready for packets: 0, or -1 with an error set. */
+static int
+summary_init(FeedbackSummary *summary, double burst)
+{
+    memset(summary, 0, sizeof(*summary));
+    summary->burst = burst;
+    summary->groups = PyList_New(0);
+    return summary->groups == NULL ? -1 : 0;
+}
+
 /* The packets of ``sequence`` as a fast sequence, the summary made ready for them;
  * NULL (and nothing to release) on failure. */
 static PyObject *
@@ -461,10 +483,7 @@ summary_start(FeedbackSummary *summary, PyObject *sequence, const char *what, do
     PyObject *items = PySequence_Fast(sequence, what);
     if (items == NULL)
         return NULL;
-    memset(summary, 0, sizeof(*summary));
-    summary->burst = burst;
-    summary->groups = PyList_New(0);
-    if (summary->groups == NULL)
+    if (summary_init(summary, burst) < 0)
         Py_CLEAR(items);
     return items;
 }
@@ -498,7 +517,7 @@ summary_end(FeedbackSummary *summary, PyObject *items, int failed)
 #define TREND_THRESHOLD_DOWN 0.039     /* ... and below it */
 #define TREND_OVERUSE_TIME_S 0.01      /* a queue that keeps growing this long, not one late group */
 
-typedef struct {
+typedef struct DelayTrendObject {
     PyObject_HEAD
     double burst;
     double threshold_ms, trend, previous_trend;
@@ -635,6 +654,22 @@ PyDoc_STRVAR(delay_trend_add_doc,
 "send, last send, latest arrival), in the order sent. The last stays open: the next\n"
 "feedback's first may belong to it.");
 
+/* One group of a feedback; the last stays open (the next feedback's first may belong). */
+static void
+trend_add_group(DelayTrendObject *self, double first, double last, double arrival)
+{
+    if (self->has_open && first - self->open_first <= self->burst) {
+        self->open_last = last;
+        if (arrival > self->open_arrival)
+            self->open_arrival = arrival;
+        return;
+    }
+    if (self->has_open)
+        trend_close_group(self);
+    self->has_open = 1;
+    self->open_first = first, self->open_last = last, self->open_arrival = arrival;
+}
+
 static PyObject *
 delay_trend_add(DelayTrendObject *self, PyObject *groups)
 {
@@ -648,16 +683,7 @@ delay_trend_add(DelayTrendObject *self, PyObject *groups)
             Py_DECREF(items);
             return NULL;
         }
-        if (self->has_open && first - self->open_first <= self->burst) {
-            self->open_last = last;
-            if (arrival > self->open_arrival)
-                self->open_arrival = arrival;
-            continue;
-        }
-        if (self->has_open)
-            trend_close_group(self);
-        self->has_open = 1;
-        self->open_first = first, self->open_last = last, self->open_arrival = arrival;
+        trend_add_group(self, first, last, arrival);
     }
     Py_DECREF(items);
     Py_RETURN_NONE;
@@ -702,43 +728,266 @@ static PyTypeObject DelayTrendType = {
     .tp_members = delay_trend_members,
 };
 
-PyDoc_STRVAR(sink_feedback_doc,
-"feedback(base, arrivals, burst)\n--\n\n"
-"Sum up one transport-cc feedback for the estimator: ``arrivals`` (microseconds on the\n"
-"subscriber's clock, or None: not received) are of the packets stamped ``base``,\n"
-"``base + 1``, ... (numbers we do not know, or no longer, are left out). Returns\n"
-"(groups, sent, lost, bytes, first arrival, last arrival, least one-way delay, its\n"
-"arrival), times in seconds; groups are (first send, last send, latest arrival) of\n"
-"packets sent within ``burst`` seconds of each other. See summarize().");
+/* transport-cc feedback packets (RTPFB FMT 15) ----------------------------------- */
+
+/* Each subscriber sends one about every 100 ms (Chrome does), reporting a dozen or more
+ * of our packets; decoding it in Python cost more per reported packet than summing it
+ * up in C. These read the bytes straight into what the estimator needs. */
+#define RTCP_RTPFB 205
+#define FMT_TRANSPORT_CC 15
+#define TCC_HEADER_SIZE 20           /* the RTCP header, both SSRCs, base, count, reference */
+#define TCC_DELTA_UNIT_US 250
+#define TCC_REFERENCE_UNIT_US 64000
+#define TCC_NOT_RECEIVED 0
+#define TCC_SMALL_DELTA 1            /* received, 0..63.75 ms in one byte */
+#define TCC_LARGE_DELTA 2            /* received, -8192..8191.75 ms in two bytes */
+#define TCC_MAX_RUN 0x1FFF           /* a run length chunk's 13 bits */
+#define TCC_MAX_STATUSES 500         /* per packet we build: well under the path MTU */
+
+static inline uint32_t
+read_u32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* The packet status chunks, read one status at a time. */
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t at, end;               /* the next chunk; where the chunks must end */
+    int chunk, left, position;        /* the chunk being read, statuses left in it */
+} StatusReader;
+
+/* The next status symbol, or -1 when the chunks run out before ``end``. */
+static int
+status_next(StatusReader *reader)
+{
+    while (reader->left == 0) {       /* a run of length 0 says nothing: read on */
+        if (reader->at + 2 > reader->end)
+            return -1;
+        int chunk = (reader->data[reader->at] << 8) | reader->data[reader->at + 1];
+        reader->at += 2;
+        reader->chunk = chunk, reader->position = 0;
+        reader->left = !(chunk & 0x8000) ? (chunk & TCC_MAX_RUN) : (chunk & 0x4000) ? 7 : 14;
+    }
+    reader->left--;
+    int k = reader->position++, chunk = reader->chunk;
+    if (!(chunk & 0x8000))
+        return (chunk >> 13) & 3;                  /* run length: one symbol, repeated */
+    if (!(chunk & 0x4000))
+        return (chunk >> (13 - k)) & 1;            /* 14 one-bit symbols */
+    return (chunk >> (12 - 2 * k)) & 3;            /* 7 two-bit symbols */
+}
+
+/* One feedback packet being read: its fixed part, then each reported packet in turn. */
+typedef struct {
+    uint32_t sender_ssrc, media_ssrc;
+    int base, count, feedback_count;
+    int32_t reference;                /* signed 24 bits, in 64 ms units */
+    StatusReader statuses;
+    Py_ssize_t delta_at;              /* the next receive delta */
+    int64_t time_us;                  /* the receiver's clock at the last arrival */
+} TccReader;
+
+/* Check the packet's header, padding and chunks and make the reader ready for its
+ * first reported packet. NULL, or what is wrong (for a ValueError). */
+static const char *
+tcc_open(TccReader *reader, const uint8_t *data, Py_ssize_t size)
+{
+    if (size < TCC_HEADER_SIZE || data[0] >> 6 != 2 || data[1] != RTCP_RTPFB
+        || (data[0] & 0x1F) != FMT_TRANSPORT_CC)
+        return "not a transport-cc feedback packet";
+    Py_ssize_t end = 4 + 4 * (Py_ssize_t)((data[2] << 8) | data[3]);
+    if (end > size || end < TCC_HEADER_SIZE)  /* its length word must cover its own fields */
+        return "truncated transport-cc feedback";
+    if (data[0] & 0x20) {             /* padding: its last byte says how much (RFC 3550) */
+        if (data[end - 1] == 0 || data[end - 1] > end - TCC_HEADER_SIZE)
+            return "bad padding in transport-cc feedback";
+        end -= data[end - 1];
+    }
+    reader->sender_ssrc = read_u32(data + 4);
+    reader->media_ssrc = read_u32(data + 8);
+    reader->base = (data[12] << 8) | data[13];
+    reader->count = (data[14] << 8) | data[15];
+    uint32_t word = read_u32(data + 16);
+    reader->reference = (int32_t)(word >> 8);
+    if (reader->reference & 0x800000)
+        reader->reference -= 1 << 24;
+    reader->feedback_count = (int)(word & 0xFF);
+    /* The deltas follow the chunk that holds the last status. */
+    StatusReader statuses = {data, TCC_HEADER_SIZE, end, 0, 0, 0};
+    for (int i = 0; i < reader->count; i++)
+        if (status_next(&statuses) < 0)
+            return "transport-cc feedback ends inside its chunks";
+    reader->delta_at = statuses.at;
+    reader->statuses = (StatusReader){data, TCC_HEADER_SIZE, end, 0, 0, 0};
+    reader->time_us = (int64_t)reader->reference * TCC_REFERENCE_UNIT_US;
+    return NULL;
+}
+
+/* The next reported packet (call it ``count`` times): 1 received, its arrival in
+ * ``*time_us``; 0 not received; -1 when the packet is malformed (``*error`` says how). */
+static int
+tcc_next(TccReader *reader, int64_t *time_us, const char **error)
+{
+    const uint8_t *data = reader->statuses.data;
+    Py_ssize_t end = reader->statuses.end;
+    int symbol = status_next(&reader->statuses);  /* tcc_open() made sure there is one */
+    if (symbol == TCC_NOT_RECEIVED)
+        return 0;
+    if (symbol == TCC_SMALL_DELTA) {
+        if (reader->delta_at + 1 > end) {
+            *error = "transport-cc feedback ends inside its deltas";
+            return -1;
+        }
+        reader->time_us += (int64_t)data[reader->delta_at] * TCC_DELTA_UNIT_US;
+        reader->delta_at += 1;
+    } else if (symbol == TCC_LARGE_DELTA) {
+        if (reader->delta_at + 2 > end) {
+            *error = "transport-cc feedback ends inside its deltas";
+            return -1;
+        }
+        int16_t delta = (int16_t)((data[reader->delta_at] << 8) | data[reader->delta_at + 1]);
+        reader->time_us += (int64_t)delta * TCC_DELTA_UNIT_US;
+        reader->delta_at += 2;
+    } else {
+        *error = "reserved packet status symbol";
+        return -1;
+    }
+    *time_us = reader->time_us;
+    return 1;
+}
+
+PyDoc_STRVAR(parse_feedback_doc,
+"parse_feedback(packet)\n--\n\n"
+"Decode one transport-cc feedback packet (RTPFB FMT 15, header included): (sender SSRC,\n"
+"media SSRC, base sequence number, reference time (24 bits, 64 ms units), feedback\n"
+"count, arrivals), arrivals being, per number from the base on, the arrival in\n"
+"microseconds on the receiver's clock, or None when it was not received. ValueError\n"
+"when it is malformed.");
 
 static PyObject *
-sink_feedback(SinkObject *self, PyObject *args)
+parse_feedback(PyObject *module, PyObject *packet)
 {
-    int base;
-    PyObject *arrivals;
-    double burst;
-    if (!PyArg_ParseTuple(args, "iOd:feedback", &base, &arrivals, &burst))
-        return NULL;
-    if (base < 0 || base > 0xFFFF) {
-        PyErr_SetString(PyExc_ValueError, "base out of range");
+    if (!PyBytes_Check(packet)) {
+        PyErr_SetString(PyExc_TypeError, "parse_feedback() takes bytes");
         return NULL;
     }
-    FeedbackSummary summary;
-    PyObject *items = summary_start(&summary, arrivals, "arrivals must be a sequence", burst);
-    if (items == NULL)
+    TccReader reader;
+    const char *error = tcc_open(&reader, (const uint8_t *)PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet));
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
         return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < count && self->sent_seq != NULL && !failed; i++) {
-        int seq = (int)((base + i) & 0xFFFF), slot = seq % TRANSPORT_RING;
-        if (self->sent_seq[slot] != seq || self->sent_size[slot] == 0)
+    }
+    PyObject *arrivals = PyList_New(reader.count);
+    if (arrivals == NULL)
+        return NULL;
+    for (int i = 0; i < reader.count; i++) {
+        int64_t time_us = 0;
+        int received = tcc_next(&reader, &time_us, &error);
+        PyObject *item = received < 0 ? NULL : received ? PyLong_FromLongLong(time_us) : Py_NewRef(Py_None);
+        if (item == NULL) {
+            if (received < 0)
+                PyErr_SetString(PyExc_ValueError, error);
+            Py_DECREF(arrivals);
+            return NULL;
+        }
+        PyList_SET_ITEM(arrivals, i, item);
+    }
+    return Py_BuildValue("(kkiiiN)", (unsigned long)reader.sender_ssrc, (unsigned long)reader.media_ssrc,
+                         reader.base, (int)(reader.reference & 0xFFFFFF), reader.feedback_count, arrivals);
+}
+
+PyDoc_STRVAR(split_rtcp_doc,
+"split_rtcp(data)\n--\n\n"
+"A compound RTCP packet's transport-cc feedback packets taken out: (the rest, [feedback\n"
+"packets]); ``data`` itself and [] when it has none. aiortc's parser reads FMT 15 as a\n"
+"NACK and refuses a compound packet whose feedback is padded (browsers pad it), so\n"
+"these go round it. Anything malformed stays in the rest, for that parser to refuse.");
+
+static PyObject *
+split_rtcp(PyObject *module, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "split_rtcp() takes bytes");
+        return NULL;
+    }
+    const uint8_t *bytes = (const uint8_t *)PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data), at = 0, rest_size = 0;
+    PyObject *found = PyList_New(0);
+    if (found == NULL)
+        return NULL;
+    /* First the feedback packets, and how long the rest is. */
+    while (at + 4 <= size) {
+        Py_ssize_t end = at + 4 + 4 * (Py_ssize_t)((bytes[at + 2] << 8) | bytes[at + 3]);
+        if (end > size)
+            break;
+        if (bytes[at + 1] == RTCP_RTPFB && (bytes[at] & 0x1F) == FMT_TRANSPORT_CC) {
+            PyObject *piece = PyBytes_FromStringAndSize((const char *)bytes + at, end - at);
+            if (piece == NULL || PyList_Append(found, piece) < 0) {
+                Py_XDECREF(piece);
+                Py_DECREF(found);
+                return NULL;
+            }
+            Py_DECREF(piece);
+        } else {
+            rest_size += end - at;
+        }
+        at = end;
+    }
+    if (PyList_GET_SIZE(found) == 0)
+        return Py_BuildValue("(ON)", data, found);
+    /* Then the rest: the other packets in their order, and whatever did not parse. */
+    PyObject *rest = PyBytes_FromStringAndSize(NULL, rest_size + size - at);
+    if (rest == NULL) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(rest);
+    Py_ssize_t tail = at;
+    at = 0;
+    while (at < tail) {
+        Py_ssize_t end = at + 4 + 4 * (Py_ssize_t)((bytes[at + 2] << 8) | bytes[at + 3]);
+        if (!(bytes[at + 1] == RTCP_RTPFB && (bytes[at] & 0x1F) == FMT_TRANSPORT_CC)) {
+            memcpy(out, bytes + at, (size_t)(end - at));
+            out += end - at;
+        }
+        at = end;
+    }
+    memcpy(out, bytes + tail, (size_t)(size - tail));
+    return Py_BuildValue("(NN)", rest, found);
+}
+
+/* Sum up one feedback packet's arrivals, matched with the packets ``sink`` stamped
+ * (numbers it does not know, or no longer, are left out), into ``summary`` (made ready
+ * by the caller). 0, or -1 with ValueError (malformed) or another error set; on error
+ * nothing has reached the summary's groups' destination. */
+static int
+sink_summarize_feedback(SinkObject *sink, const uint8_t *data, Py_ssize_t size, FeedbackSummary *summary)
+{
+    TccReader reader;
+    const char *error = tcc_open(&reader, data, size);
+    if (error == NULL) {  /* read it through first: a bad delta late in it feeds nothing */
+        TccReader check = reader;
+        int64_t time_us;
+        for (int i = 0; i < check.count && error == NULL; i++)
+            tcc_next(&check, &time_us, &error);
+    }
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return -1;
+    }
+    for (int i = 0; i < reader.count; i++) {
+        int64_t time_us = 0;
+        int received = tcc_next(&reader, &time_us, &error);
+        int seq = (reader.base + i) & 0xFFFF, slot = seq % TRANSPORT_RING;
+        const struct SentPacket *sent = sink->sent != NULL ? &sink->sent[slot] : NULL;
+        if (sent == NULL || sent->seq != seq || sent->size == 0)
             continue;
-        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
-        double arrival = item == Py_None ? 0 : PyFloat_AsDouble(item) / 1e6;
-        failed = (item != Py_None && PyErr_Occurred())
-            || summary_add(&summary, self->sent_at[slot], self->sent_size[slot], item != Py_None, arrival) < 0;
+        if (summary_add(summary, sent->at, sent->size, received,
+                        (double)time_us / 1e6) < 0)
+            return -1;
     }
-    return summary_end(&summary, items, failed);
+    return summary_close_group(summary);
 }
 
 PyDoc_STRVAR(summarize_doc,
@@ -773,9 +1022,379 @@ summarize(PyObject *module, PyObject *args)
     return summary_end(&summary, items, failed);
 }
 
+/* SendSideEstimator ------------------------------------------------------------------ */
+
+/* A subscriber connection's send-side estimate (mcu/congestion.py has the why of each
+ * rule): the delay trend (DelayTrend), the rate that follows it, and the loss. Run once
+ * per transport-cc feedback, ten times a second per subscriber; in Python the rate
+ * control alone cost about 8 us a feedback, most of what was left per forwarded packet. */
+#define EST_BURST_S 0.005
+#define EST_DECREASE_FACTOR 0.85
+#define EST_INCREASE_PER_S 0.08
+#define EST_MAX_OVER_RECEIVED 1.5
+#define EST_RATE_WINDOW_S 0.5
+#define EST_START_BPS 1000000
+#define EST_MIN_BPS 50000.0
+#define EST_MAX_BPS 20000000.0
+#define EST_ASSUMED_RTT_S 0.1         /* the subscriber's round trip is not measured */
+#define EST_LOSS_HIGH 0.10
+#define EST_LOSS_LOW 0.02
+#define EST_LOSS_WINDOW_S 1.0
+#define EST_CAPACITY_MEMORY_S 10.0    /* how long the rate of the last overuse is remembered */
+#define EST_BASE_DELAY_WINDOW_S 5.0
+/* What the windows above hold, per feedback: a few at ten feedbacks a second. Feedback
+ * far more often than that (no browser sends it) forgets the oldest ones early. */
+#define EST_RING 256
+
+static PyTypeObject SinkType;
+static PyTypeObject DelayTrendType;
+
+typedef struct {
+    int head, count;
+} Ring;
+
+static inline int ring_at(const Ring *ring, int i) { return (ring->head + i) % EST_RING; }
+
+/* The slot for a new newest entry (the oldest is dropped when full). */
+static inline int
+ring_push(Ring *ring)
+{
+    if (ring->count == EST_RING)
+        ring->head = (ring->head + 1) % EST_RING, ring->count--;
+    return ring_at(ring, ring->count++);
+}
+
+static inline void ring_pop_front(Ring *ring) { ring->head = (ring->head + 1) % EST_RING, ring->count--; }
+
+typedef struct {
+    PyObject_HEAD
+    DelayTrendObject *detector;
+    double delay_bps, loss_bps, received_bps, loss;
+    long long decreases;
+    Ring received;                    /* per feedback within EST_RATE_WINDOW_S: */
+    double received_first[EST_RING], received_last[EST_RING];  /* its arrivals */
+    long long received_bytes[EST_RING];
+    double newest_arrival;
+    Ring losses;                      /* per feedback within EST_LOSS_WINDOW_S */
+    double losses_at[EST_RING];
+    long long losses_sent[EST_RING], losses_lost[EST_RING];
+    Ring delays;                      /* (arrival, one-way delay), increasing delays */
+    double delays_at[EST_RING], delays_value[EST_RING];
+    int has_last_change, has_capacity;
+    double last_change, hold_until, capacity_bps, loss_cut_at, overused_at;
+} EstimatorObject;
+
+static inline double py_max(double a, double b) { return b > a ? b : a; }
+static inline double py_min(double a, double b) { return b < a ? b : a; }
+
+static int
+estimator_init(EstimatorObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"start_bps", NULL};
+    double start = EST_START_BPS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|d:SendSideEstimator", keywords, &start))
+        return -1;
+    DelayTrendObject *detector = (DelayTrendObject *)PyObject_CallFunction(
+        (PyObject *)&DelayTrendType, "d", EST_BURST_S);
+    if (detector == NULL)
+        return -1;
+    Py_XSETREF(self->detector, detector);
+    self->delay_bps = self->loss_bps = start;
+    self->received_bps = self->loss = 0;
+    self->decreases = 0;
+    self->received.count = self->losses.count = self->delays.count = 0;
+    self->newest_arrival = -INFINITY;
+    self->has_last_change = self->has_capacity = 0;
+    self->hold_until = 0;
+    self->loss_cut_at = self->overused_at = -INFINITY;
+    return 0;
+}
+
+static void
+estimator_dealloc(EstimatorObject *self)
+{
+    Py_XDECREF(self->detector);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static double
+estimator_estimate(EstimatorObject *self)
+{
+    return py_max(EST_MIN_BPS, py_min(self->delay_bps, self->loss_bps));
+}
+
+static void
+estimator_note_delay(EstimatorObject *self, double arrival, double delay)
+{
+    /* The front is the least within the window. */
+    Ring *delays = &self->delays;
+    while (delays->count && self->delays_value[ring_at(delays, delays->count - 1)] >= delay)
+        delays->count--;
+    int slot = ring_push(delays);
+    self->delays_at[slot] = arrival, self->delays_value[slot] = delay;
+    while (self->delays_at[ring_at(delays, 0)] < arrival - EST_BASE_DELAY_WINDOW_S)
+        ring_pop_front(delays);
+}
+
+static void
+estimator_update_delay_rate(EstimatorObject *self, double now)
+{
+    double elapsed = !self->has_last_change ? 0.0 : py_min(now - self->last_change, 1.0);
+    self->has_last_change = 1, self->last_change = now;
+    int state = self->detector->state;
+    if (state > 0) {  /* overuse */
+        if (now >= self->hold_until && self->received_bps > 0) {
+            /* Below what got through: the queue that built up drains. */
+            double target = EST_DECREASE_FACTOR * self->received_bps;
+            if (target < self->delay_bps) {
+                self->delay_bps = target;
+                self->decreases++;
+                self->has_capacity = 1, self->capacity_bps = self->received_bps;
+            }
+            self->overused_at = now;
+            /* One decrease per round trip and feedback interval. */
+            self->hold_until = now + EST_ASSUMED_RTT_S + 0.2;
+        }
+        return;
+    }
+    if (state < 0 || now < self->hold_until)  /* a queue draining is no guide */
+        return;
+    if (self->has_capacity && now - self->overused_at > EST_CAPACITY_MEMORY_S)
+        self->has_capacity = 0;  /* long without a queue: the path may have changed */
+    double increased;
+    if (self->has_capacity && self->delay_bps > 0.9 * self->capacity_bps) {
+        /* Near where it last overused: about one packet more per round trip. */
+        increased = self->delay_bps + 1200 * 8 / (EST_ASSUMED_RTT_S + 0.1) * elapsed;
+        if (increased > 1.5 * self->capacity_bps)
+            self->has_capacity = 0;  /* far past it: the path has changed */
+    } else {
+        increased = self->delay_bps * pow(1 + EST_INCREASE_PER_S, elapsed);
+    }
+    /* Growth stops at 1.5 times what got through: a limit on growing, not a reason to drop. */
+    double ceiling = py_max(self->delay_bps, EST_MAX_OVER_RECEIVED * self->received_bps + 10000);
+    self->delay_bps = py_max(py_min(py_min(increased, ceiling), EST_MAX_BPS), EST_MIN_BPS);
+    if (!self->has_capacity)  /* what got through with no queue is carried (publishers choose) */
+        self->delay_bps = py_max(self->delay_bps, self->received_bps);
+}
+
+static void
+estimator_update_loss_rate(EstimatorObject *self, double now, long long sent, long long lost)
+{
+    Ring *losses = &self->losses;
+    int slot = ring_push(losses);
+    self->losses_at[slot] = now, self->losses_sent[slot] = sent, self->losses_lost[slot] = lost;
+    while (losses->count && self->losses_at[ring_at(losses, 0)] < now - EST_LOSS_WINDOW_S)
+        ring_pop_front(losses);
+    long long total = 0, lost_total = 0;
+    for (int i = 0; i < losses->count; i++)
+        total += self->losses_sent[ring_at(losses, i)], lost_total += self->losses_lost[ring_at(losses, i)];
+    self->loss = total ? (double)lost_total / (double)total : 0.0;
+    double elapsed = losses->count < 2 ? 0.0 : now - self->losses_at[ring_at(losses, losses->count - 2)];
+    if (self->loss > EST_LOSS_HIGH) {
+        /* As GCC: lower in proportion to the loss, at most once a third of the window,
+         * relative to what gets through. */
+        if (now - self->loss_cut_at >= EST_LOSS_WINDOW_S / 3) {
+            double cut = py_max(EST_MIN_BPS, self->received_bps * (1 - 0.5 * self->loss));
+            self->loss_bps = py_min(self->loss_bps, cut);
+            self->loss_cut_at = now;
+        }
+    } else if (self->loss < EST_LOSS_LOW) {
+        self->loss_bps = py_max(self->loss_bps * pow(1 + EST_INCREASE_PER_S, py_min(elapsed, 1.0)),
+                                self->received_bps);
+        /* Loss says nothing of capacity it has not seen: it never leads delay. */
+        self->loss_bps = py_min(self->loss_bps, py_max(self->delay_bps, EST_MIN_BPS));
+    }
+}
+
+/* The rest of a feedback, once its groups went to the detector. */
+static PyObject *
+estimator_take(EstimatorObject *self, double now, const FeedbackSummary *summary)
+{
+    if (summary->any_arrived) {
+        int slot = ring_push(&self->received);
+        self->received_first[slot] = summary->first_arrival;
+        self->received_last[slot] = summary->last_arrival;
+        self->received_bytes[slot] = summary->bytes;
+        self->newest_arrival = py_max(self->newest_arrival, summary->last_arrival);
+        estimator_note_delay(self, summary->min_delay_at, summary->min_delay);
+    }
+    Ring *received = &self->received;
+    if (received->count) {
+        while (received->count
+               && self->received_last[ring_at(received, 0)] < self->newest_arrival - EST_RATE_WINDOW_S)
+            ring_pop_front(received);
+        if (received->count) {
+            double first = self->received_first[ring_at(received, 0)];
+            long long bytes = 0;
+            for (int i = 0; i < received->count; i++) {
+                first = py_min(first, self->received_first[ring_at(received, i)]);
+                bytes += self->received_bytes[ring_at(received, i)];
+            }
+            double span = py_max(self->newest_arrival - first, EST_RATE_WINDOW_S / 2);
+            self->received_bps = (double)(bytes * 8) / span;
+        }
+    }
+    estimator_update_delay_rate(self, now);
+    estimator_update_loss_rate(self, now, summary->sent, summary->lost);
+    return PyLong_FromDouble(estimator_estimate(self));
+}
+
+PyDoc_STRVAR(estimator_on_packet_doc,
+"on_packet(now, sink, packet)\n--\n\n"
+"Take one transport-cc feedback packet (RTPFB FMT 15, as received) from the subscriber\n"
+"whose connection ``sink`` sends on, at ``now`` (time.monotonic()): its arrivals matched\n"
+"with what the sink stamped. Returns the new estimate, or None when none of its numbers\n"
+"is ours (or still known): then nothing changes. ValueError when it is malformed (then\n"
+"too).");
+
+static PyObject *
+estimator_on_packet(EstimatorObject *self, PyObject *args)
+{
+    double now;
+    PyObject *sink, *packet;
+    if (!PyArg_ParseTuple(args, "dO!S:on_packet", &now, &SinkType, &sink, &packet))
+        return NULL;
+    FeedbackSummary summary;
+    memset(&summary, 0, sizeof(summary));
+    summary.burst = EST_BURST_S;
+    summary.trend = self->detector;  /* groups straight to the detector, no tuples */
+    if (sink_summarize_feedback((SinkObject *)sink, (const uint8_t *)PyBytes_AS_STRING(packet),
+                                PyBytes_GET_SIZE(packet), &summary) < 0)
+        return NULL;
+    if (summary.sent == 0)
+        Py_RETURN_NONE;
+    return estimator_take(self, now, &summary);
+}
+
+PyDoc_STRVAR(estimator_on_feedback_doc,
+"on_feedback(now, packets)\n--\n\n"
+"Take one feedback's packets, given as (send time, size, arrival time or None) in\n"
+"seconds in the order sent (as summarize() takes them); returns the new estimate.");
+
+static PyObject *
+estimator_on_feedback(EstimatorObject *self, PyObject *args)
+{
+    double now;
+    PyObject *packets;
+    if (!PyArg_ParseTuple(args, "dO:on_feedback", &now, &packets))
+        return NULL;
+    /* Checked through first: nothing reaches the detector from a bad list. */
+    PyObject *items = PySequence_Fast(packets, "packets must be a sequence");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    double *values = PyMem_Malloc(sizeof(double) * 3 * (size_t)(count ? count : 1));
+    char *arrived = PyMem_Malloc((size_t)(count ? count : 1));
+    int failed = values == NULL || arrived == NULL;
+    if (failed)
+        PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count && !failed; i++) {
+        long size;
+        PyObject *arrived_at;
+        failed = !PyArg_ParseTuple(PySequence_Fast_GET_ITEM(items, i), "dlO:on_feedback",
+                                   &values[3 * i], &size, &arrived_at);
+        if (!failed) {
+            values[3 * i + 1] = (double)size;
+            arrived[i] = arrived_at != Py_None;
+            values[3 * i + 2] = arrived[i] ? PyFloat_AsDouble(arrived_at) : 0;
+            failed = PyErr_Occurred() != NULL;
+        }
+    }
+    PyObject *result = NULL;
+    if (!failed) {
+        FeedbackSummary summary;
+        memset(&summary, 0, sizeof(summary));
+        summary.burst = EST_BURST_S;
+        summary.trend = self->detector;
+        for (Py_ssize_t i = 0; i < count; i++)
+            summary_add(&summary, values[3 * i], (long)values[3 * i + 1], arrived[i], values[3 * i + 2]);
+        summary_close_group(&summary);
+        result = estimator_take(self, now, &summary);
+    }
+    PyMem_Free(values);
+    PyMem_Free(arrived);
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *
+estimator_probed(EstimatorObject *self, PyObject *arg)
+{
+    double bps = PyFloat_AsDouble(arg);
+    if (bps == -1 && PyErr_Occurred())
+        return NULL;
+    self->delay_bps = py_max(self->delay_bps, py_min(bps, EST_MAX_BPS));
+    self->loss_bps = py_max(self->loss_bps, py_min(bps, EST_MAX_BPS));
+    self->has_capacity = 0;  /* the path has changed */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+estimator_get_estimate(EstimatorObject *self, void *closure)
+{
+    return PyLong_FromDouble(estimator_estimate(self));
+}
+
+static PyObject *
+estimator_get_base_delay(EstimatorObject *self, void *closure)
+{
+    if (!self->delays.count)
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble(self->delays_value[ring_at(&self->delays, 0)]);
+}
+
+static PyObject *
+estimator_get_detector(EstimatorObject *self, void *closure)
+{
+    return Py_NewRef((PyObject *)self->detector);
+}
+
+static PyMethodDef estimator_methods[] = {
+    {"on_packet", (PyCFunction)estimator_on_packet, METH_VARARGS, estimator_on_packet_doc},
+    {"on_feedback", (PyCFunction)estimator_on_feedback, METH_VARARGS, estimator_on_feedback_doc},
+    {"probed", (PyCFunction)estimator_probed, METH_O,
+     "probed(bps)\n--\n\nA padding probe showed that the link carries ``bps`` with no queue: the "
+     "estimate is at least that now, and the rate of the last overuse is forgotten."},
+    {NULL}
+};
+
+static PyGetSetDef estimator_getset[] = {
+    {"estimate_bps", (getter)estimator_get_estimate, NULL, "The estimate, bits per second.", NULL},
+    {"base_delay_s", (getter)estimator_get_base_delay, NULL,
+     "The least one-way delay seen lately (plus the clocks' offset): the path with no queue "
+     "on it. None before any feedback.", NULL},
+    {"detector", (getter)estimator_get_detector, NULL, "Its DelayTrend.", NULL},
+    {NULL}
+};
+
+static PyMemberDef estimator_members[] = {
+    {"delay_bps", T_DOUBLE, offsetof(EstimatorObject, delay_bps), READONLY, "The delay estimate."},
+    {"loss_bps", T_DOUBLE, offsetof(EstimatorObject, loss_bps), READONLY, "The loss estimate."},
+    {"received_bps", T_DOUBLE, offsetof(EstimatorObject, received_bps), READONLY,
+     "What arrived lately, bits per second."},
+    {"loss", T_DOUBLE, offsetof(EstimatorObject, loss), READONLY, "The share lost lately."},
+    {"decreases", T_LONGLONG, offsetof(EstimatorObject, decreases), READONLY,
+     "Overuse responses so far."},
+    {NULL}
+};
+
+static PyTypeObject EstimatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.SendSideEstimator",
+    .tp_doc = PyDoc_STR("SendSideEstimator(start_bps=1000000)\n--\n\nOne subscriber connection's "
+                        "estimate, from its transport-cc feedback (see mcu/congestion.py)."),
+    .tp_basicsize = sizeof(EstimatorObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)estimator_init,
+    .tp_dealloc = (destructor)estimator_dealloc,
+    .tp_methods = estimator_methods,
+    .tp_getset = estimator_getset,
+    .tp_members = estimator_members,
+};
+
 static PyMethodDef sink_methods[] = {
     {"sent_range", (PyCFunction)sink_sent_range, METH_VARARGS, sink_sent_range_doc},
-    {"feedback", (PyCFunction)sink_feedback, METH_VARARGS, sink_feedback_doc},
     {"bind", (PyCFunction)sink_bind, METH_VARARGS, sink_bind_doc},
     {"unbind", (PyCFunction)sink_unbind, METH_NOARGS, "Stop sending; close our socket duplicate."},
     {NULL}
@@ -1666,10 +2285,11 @@ is_keyframe(PyObject *module, PyObject *args)
 
 /* Arrivals -------------------------------------------------------------------------- */
 
-/* Between two feedback packets (mcu/twcc.py sends one per publisher connection each
- * worker tick, 100 ms) a publisher sends a few dozen packets, a few hundred at most;
- * what does not fit is counted and will be reported lost. */
+/* Between two feedback packets (one per publisher connection each worker tick, 100 ms)
+ * a publisher sends a few dozen packets, a few hundred at most; what does not fit is
+ * counted and will be reported lost. */
 #define ARRIVALS_SIZE 2048
+#define TCC_MAX_GAP_US 8000000        /* what a two-byte delta can say, with room to spare */
 
 typedef struct {
     PyObject_HEAD
@@ -1678,6 +2298,12 @@ typedef struct {
     uint16_t seq[ARRIVALS_SIZE];
     double at[ARRIVALS_SIZE];         /* monotonic seconds, when receive() handled it */
     unsigned long long overflows;
+    /* What feedback() reported so far: each number is reported once. */
+    int has_highest, has_next;
+    long long highest;                /* the highest number seen, unwrapped */
+    long long next_number;            /* the first not yet reported, unwrapped */
+    int feedback_count;               /* feedback packets made, mod 256 */
+    unsigned long long packets_reported;
 } ArrivalsObject;
 
 static int
@@ -1693,25 +2319,253 @@ arrivals_init(ArrivalsObject *self, PyObject *args, PyObject *kwargs)
     }
     self->extension_id = id;
     self->count = 0;
+    self->has_highest = self->has_next = 0;
+    self->feedback_count = 0;
+    self->packets_reported = 0;
     return 0;
 }
 
-static PyObject *
-arrivals_take(ArrivalsObject *self, PyObject *unused)
+static inline void
+arrivals_add(ArrivalsObject *self, int seq, double at)
 {
-    PyObject *result = PyList_New(self->count);
-    if (result == NULL)
+    if (self->count < ARRIVALS_SIZE) {
+        self->seq[self->count] = (uint16_t)seq;
+        self->at[self->count] = at;
+        self->count++;
+    } else {
+        self->overflows++;
+    }
+}
+
+static PyObject *
+arrivals_record(ArrivalsObject *self, PyObject *args)
+{
+    int seq;
+    double at;
+    if (!PyArg_ParseTuple(args, "id:record", &seq, &at))
         return NULL;
-    for (int i = 0; i < self->count; i++) {
-        PyObject *item = Py_BuildValue("(id)", (int)self->seq[i], self->at[i]);
-        if (item == NULL) {
-            Py_DECREF(result);
+    if (seq < 0 || seq > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "sequence number out of range");
+        return NULL;
+    }
+    arrivals_add(self, seq, at);
+    Py_RETURN_NONE;
+}
+
+static long long
+arrivals_unwrap(ArrivalsObject *self, int seq)
+{
+    if (!self->has_highest) {
+        self->has_highest = 1;
+        self->highest = seq;
+        return seq;
+    }
+    int delta = (seq - (int)(self->highest & 0xFFFF)) & 0xFFFF;
+    if (delta >= 0x8000)
+        delta -= 0x10000;
+    long long unwrapped = self->highest + delta;
+    if (unwrapped > self->highest)
+        self->highest = unwrapped;
+    return unwrapped;
+}
+
+static inline long long
+floor_div(long long a, long long b)
+{
+    long long q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* One feedback packet for ``count`` numbers from ``base`` on: ``times`` (microseconds)
+ * where ``present``, not received elsewhere. The first must be received, and no two
+ * received ones further apart than a two-byte delta can say. */
+static PyObject *
+tcc_build(uint32_t sender_ssrc, uint32_t media_ssrc, long long base, const int64_t *times,
+          const uint8_t *present, int count, int feedback_count)
+{
+    uint8_t packet[TCC_HEADER_SIZE + 4 * TCC_MAX_STATUSES + 8];
+    uint8_t symbols[TCC_MAX_STATUSES], deltas[2 * TCC_MAX_STATUSES];
+    int delta_size = 0;
+    long long reference = floor_div(times[0], TCC_REFERENCE_UNIT_US);
+    long long previous = reference * TCC_REFERENCE_UNIT_US;
+    for (int i = 0; i < count; i++) {
+        if (!present[i]) {
+            symbols[i] = TCC_NOT_RECEIVED;
+            continue;
+        }
+        /* Quantised against the last quantised time, so rounding never accumulates;
+         * to the nearest tick, a tie to the even one (as Python's round()). */
+        long long ticks = (long long)nearbyint((double)(times[i] - previous) / TCC_DELTA_UNIT_US);
+        previous += ticks * TCC_DELTA_UNIT_US;
+        if (ticks >= 0 && ticks <= 0xFF) {
+            symbols[i] = TCC_SMALL_DELTA;
+            deltas[delta_size++] = (uint8_t)ticks;
+        } else if (ticks >= -0x8000 && ticks <= 0x7FFF) {
+            symbols[i] = TCC_LARGE_DELTA;
+            deltas[delta_size++] = (uint8_t)((uint16_t)ticks >> 8);
+            deltas[delta_size++] = (uint8_t)ticks;
+        } else {  /* feedback() splits packets so that this cannot happen */
+            PyErr_SetString(PyExc_ValueError, "arrival too far from the previous one for one feedback");
             return NULL;
         }
-        PyList_SET_ITEM(result, i, item);
+    }
+    Py_ssize_t size = TCC_HEADER_SIZE;
+    /* The chunks: a run length chunk (0, the symbol, 13 bits of length) where it says
+     * more than a status vector could; else 14 one-bit symbols (received or not), or 7
+     * two-bit ones when a large delta is among them. */
+    for (int i = 0; i < count;) {
+        int run = 1;
+        while (i + run < count && symbols[i + run] == symbols[i] && run < TCC_MAX_RUN)
+            run++;
+        int ahead = count - i < 14 ? count - i : 14, large = 0;
+        for (int k = 0; k < ahead; k++)
+            large |= symbols[i + k] == TCC_LARGE_DELTA;
+        int one_bit = ahead == 14 && !large;
+        int value;
+        if (run >= 14 || (run >= 7 && !one_bit)) {
+            value = (symbols[i] << 13) | run;
+            i += run;
+        } else if (!large) {
+            value = 0x8000;
+            for (int k = 0; k < ahead; k++)
+                value |= symbols[i + k] << (13 - k);
+            i += ahead;
+        } else {
+            ahead = count - i < 7 ? count - i : 7;
+            value = 0xC000;
+            for (int k = 0; k < ahead; k++)
+                value |= symbols[i + k] << (12 - 2 * k);
+            i += ahead;
+        }
+        packet[size++] = (uint8_t)(value >> 8);
+        packet[size++] = (uint8_t)value;
+    }
+    memcpy(packet + size, deltas, (size_t)delta_size);
+    size += delta_size;
+    int padding = (int)((4 - size % 4) % 4);
+    packet[0] = 0x80 | FMT_TRANSPORT_CC;
+    if (padding) {  /* the padding's last byte says how long it is (RFC 3550) */
+        packet[0] |= 0x20;
+        memset(packet + size, 0, (size_t)padding - 1);
+        packet[size + padding - 1] = (uint8_t)padding;
+        size += padding;
+    }
+    int words = (int)(size / 4 - 1);
+    uint32_t word = ((uint32_t)(reference & 0xFFFFFF) << 8) | (uint32_t)(feedback_count & 0xFF);
+    const uint32_t fields[3] = {sender_ssrc, media_ssrc, word};
+    packet[1] = RTCP_RTPFB;
+    packet[2] = (uint8_t)(words >> 8), packet[3] = (uint8_t)words;
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 4; j++)
+            packet[4 + 4 * k + j] = (uint8_t)(fields[k] >> (24 - 8 * j));
+    packet[12] = (uint8_t)(base >> 8), packet[13] = (uint8_t)base;
+    packet[14] = (uint8_t)(count >> 8), packet[15] = (uint8_t)count;
+    for (int j = 0; j < 4; j++)
+        packet[16 + j] = (uint8_t)(fields[2] >> (24 - 8 * j));
+    return PyBytes_FromStringAndSize((const char *)packet, size);
+}
+
+typedef struct {
+    long long number;                 /* unwrapped */
+    long long at_us;
+    int order;                        /* when it came among this call's arrivals */
+} ReceivedNumber;
+
+static int
+received_order(const void *a, const void *b)
+{
+    const ReceivedNumber *x = a, *y = b;
+    if (x->number != y->number)
+        return x->number < y->number ? -1 : 1;
+    return x->order - y->order;
+}
+
+PyDoc_STRVAR(arrivals_feedback_doc,
+"feedback(sender_ssrc, media_ssrc)\n--\n\n"
+"transport-cc feedback packets (RTPFB FMT 15) for what arrived since the last call; the\n"
+"arrivals are forgotten here. Each number is reported once: one not there when its\n"
+"range was reported is reported lost, and if it comes later it is ignored (the sender\n"
+"counted it lost by then). A packet spans at most 500 numbers and starts at a received\n"
+"one; received ones 8 s apart or more go into separate packets; a jump of more than\n"
+"0x7FFF (the sender started its count afresh) starts over from the new numbers.");
+
+static PyObject *
+arrivals_feedback(ArrivalsObject *self, PyObject *args)
+{
+    unsigned int sender_ssrc, media_ssrc;
+    if (!PyArg_ParseTuple(args, "II:feedback", &sender_ssrc, &media_ssrc))
+        return NULL;
+    PyObject *packets = PyList_New(0);
+    if (packets == NULL || self->count == 0)
+        return packets;
+    ReceivedNumber *received = PyMem_Malloc(sizeof(ReceivedNumber) * (size_t)self->count);
+    if (received == NULL) {
+        Py_DECREF(packets);
+        return PyErr_NoMemory();
+    }
+    int kept = 0;
+    for (int i = 0; i < self->count; i++) {
+        long long number = arrivals_unwrap(self, self->seq[i]);
+        if (!self->has_next || number >= self->next_number)  /* else reported already */
+            received[kept++] = (ReceivedNumber){number, (long long)(self->at[i] * 1000000.0), i};
     }
     self->count = 0;
-    return result;
+    /* In number order, each number once (the first arrival of a duplicate). */
+    qsort(received, (size_t)kept, sizeof(ReceivedNumber), received_order);
+    int unique = 0;
+    for (int i = 0; i < kept; i++)
+        if (unique == 0 || received[i].number != received[unique - 1].number)
+            received[unique++] = received[i];
+    int64_t times[TCC_MAX_STATUSES];
+    uint8_t present[TCC_MAX_STATUSES];
+    int index = 0;
+    if (unique > 0) {
+        long long end = received[unique - 1].number;
+        long long start = self->has_next ? self->next_number : received[0].number;
+        if (end - start > 0x7FFF) {  /* a jump (the sender restarted its count): start over */
+            while (end - received[index].number > 0x7FFF)
+                index++;
+            start = received[index].number;
+        }
+        while (index < unique && received[index].number < start)
+            index++;
+        self->has_next = 1;
+        self->next_number = end + 1;
+        while (index < unique) {
+            /* Each packet starts and ends at a received number (the reference time is
+             * the first one's) and spans at most TCC_MAX_STATUSES, with no gap between
+             * received ones that a two-byte delta cannot say. */
+            long long first = received[index].number, number = first;
+            long long last = received[index].at_us;
+            int count = 0, last_received = 0;
+            while (number <= end && count < TCC_MAX_STATUSES) {
+                if (received[index].number == number) {
+                    long long at = received[index].at_us;
+                    if (llabs(at - last) > TCC_MAX_GAP_US)
+                        break;
+                    last = at;
+                    times[count] = at, present[count] = 1;
+                    index++;
+                    last_received = count + 1;
+                } else {
+                    present[count] = 0;
+                }
+                count++, number++;
+            }
+            PyObject *packet = tcc_build(sender_ssrc, media_ssrc, first & 0xFFFF, times, present,
+                                         last_received, self->feedback_count);
+            if (packet == NULL || PyList_Append(packets, packet) < 0) {
+                Py_XDECREF(packet);
+                Py_CLEAR(packets);
+                break;
+            }
+            Py_DECREF(packet);
+            self->feedback_count = (self->feedback_count + 1) & 0xFF;
+            self->packets_reported += (unsigned long long)last_received;
+        }
+    }
+    PyMem_Free(received);
+    return packets;
 }
 
 static PyObject *
@@ -1721,14 +2575,15 @@ arrivals_len(ArrivalsObject *self, void *closure)
 }
 
 static PyMethodDef arrivals_methods[] = {
-    {"take", (PyCFunction)arrivals_take, METH_NOARGS,
-     "take()\n--\n\nThe (transport-wide sequence number, arrival time) recorded since the "
-     "last take(), in arrival order; they are forgotten here."},
+    {"feedback", (PyCFunction)arrivals_feedback, METH_VARARGS, arrivals_feedback_doc},
+    {"record", (PyCFunction)arrivals_record, METH_VARARGS,
+     "record(seq, at)\n--\n\nRecord that transport-wide number ``seq`` arrived at ``at`` "
+     "(monotonic seconds), as receive() does for each packet: for a client of our own."},
     {NULL}
 };
 
 static PyGetSetDef arrivals_getset[] = {
-    {"pending", (getter)arrivals_len, NULL, "How many are waiting for take().", NULL},
+    {"pending", (getter)arrivals_len, NULL, "How many are waiting for feedback().", NULL},
     {NULL}
 };
 
@@ -1736,7 +2591,9 @@ static PyMemberDef arrivals_members[] = {
     {"extension_id", T_INT, offsetof(ArrivalsObject, extension_id), 0,
      "The transport-cc element's ID (0: nothing is recorded)."},
     {"overflows", T_ULONGLONG, offsetof(ArrivalsObject, overflows), READONLY,
-     "Arrivals not recorded because take() came too late."},
+     "Arrivals not recorded because feedback() came too late."},
+    {"packets_reported", T_ULONGLONG, offsetof(ArrivalsObject, packets_reported), READONLY,
+     "Numbers reported in feedback so far, received or lost."},
     {NULL}
 };
 
@@ -1744,7 +2601,8 @@ static PyTypeObject ArrivalsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mcu._fanout.Arrivals",
     .tp_doc = "Arrivals(extension_id)\n--\n\nA publisher connection's received transport-wide "
-              "sequence numbers and when they came (receive() records them).",
+              "sequence numbers and when they came (receive() records them), and the "
+              "transport-cc feedback made of them.",
     .tp_basicsize = sizeof(ArrivalsObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -1929,16 +2787,9 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto malformed;
     /* transport-cc: every packet of the connection counts, whatever its SSRC (RTX and
      * the sender's padding probes too). A packet handled twice (an SSRC learnt on its
-     * first packet) is recorded twice; mcu/twcc.py keeps one. */
-    if (header.transport_seq >= 0) {
-        if (arrivals->count < ARRIVALS_SIZE) {
-            arrivals->seq[arrivals->count] = (uint16_t)header.transport_seq;
-            arrivals->at[arrivals->count] = monotonic_now();
-            arrivals->count++;
-        } else {
-            arrivals->overflows++;
-        }
-    }
+     * first packet) is recorded twice; Arrivals.feedback() keeps one. */
+    if (header.transport_seq >= 0)
+        arrivals_add(arrivals, header.transport_seq, monotonic_now());
     Py_ssize_t offset = header.payload_start, end = header.payload_end;
     int audio_level = header.audio_level;
 
@@ -2088,6 +2939,8 @@ static PyMethodDef module_methods[] = {
     {"receive", (PyCFunction)(void (*)(void))receive, METH_FASTCALL, receive_doc},
     {"parse", (PyCFunction)parse, METH_O, parse_doc},
     {"summarize", (PyCFunction)summarize, METH_VARARGS, summarize_doc},
+    {"parse_feedback", (PyCFunction)parse_feedback, METH_O, parse_feedback_doc},
+    {"split_rtcp", (PyCFunction)split_rtcp, METH_O, split_rtcp_doc},
     {"is_keyframe_start", (PyCFunction)is_keyframe, METH_VARARGS, keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {NULL}
@@ -2106,7 +2959,7 @@ PyInit__fanout(void)
 {
     if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
         || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&DelayTrendType) < 0)
+        || PyType_Ready(&DelayTrendType) < 0 || PyType_Ready(&EstimatorType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -2122,6 +2975,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "Track", (PyObject *)&TrackType) < 0
         || PyModule_AddObjectRef(module, "Arrivals", (PyObject *)&ArrivalsType) < 0
         || PyModule_AddObjectRef(module, "DelayTrend", (PyObject *)&DelayTrendType) < 0
+        || PyModule_AddObjectRef(module, "SendSideEstimator", (PyObject *)&EstimatorType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

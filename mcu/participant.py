@@ -29,11 +29,14 @@ from mcu._fanout import (
     RECEIVED_UNKNOWN,
     RECEIVED_WANTS_KEYFRAME,
     Arrivals,
+    SendSideEstimator,
     Sink,
     Track,
+    parse_feedback,
     receive,
+    split_rtcp,
 )
-from mcu.congestion import BURST_S, PROBE_DURATION_S, PacketResult, PaddingProbe, SendSideEstimator
+from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe
 from mcu.forwarding import Consumer, Producer
 
 if TYPE_CHECKING:
@@ -110,11 +113,13 @@ class Participant:
         self.remb_estimates: dict[int, int] = {}  # REMB group -> bits per second
         # transport-cc (mcu/twcc.py), when the client's answer agreed to it: its extension
         # ID (0: not negotiated, REMB it is). One connection, so one of each: what it
-        # sent us and when (for our feedback), and our estimate of its downlink.
+        # sent us and when (our feedback is made of it), and our estimate of its downlink.
         self.transport_cc_id = 0
         self._arrivals = Arrivals(0)
-        self._feedback_builder = twcc.FeedbackBuilder()
         self.estimator = SendSideEstimator()
+        # The SSRCs of the video legs its estimate covers, as of the last negotiation of a
+        # leg (it is filed under them for every feedback: ten times a second).
+        self._video_leg_ssrcs: list[int] | None = None
         self.transport_feedback_received = 0
         self.transport_feedback_sent = 0
         self.probe: PaddingProbe | None = None  # the last padding probe of its downlink
@@ -418,6 +423,7 @@ class Participant:
             consumer.codec = codec  # lets go of a producer of the codec it had before
         consumer.configure(ssrc, rtx_ssrc, negotiated.payload_type,
                            negotiated.rtx_payload_type, self._writer(dtls), self._sink(dtls))
+        self._video_leg_ssrcs = None
         consumer.request_keyframe()
 
     def point_slots(self, plan: Mapping[str, list[Producer | None]], names: Mapping[str, str]) -> bool:
@@ -516,7 +522,7 @@ class Participant:
         return None
 
     def _on_rtcp(self, data: bytes) -> None:
-        data, feedback = twcc.split_rtcp(data)
+        data, feedback = split_rtcp(data)
         for packet in feedback:
             self._on_transport_feedback(packet)
         if not data:
@@ -559,27 +565,31 @@ class Participant:
     def _on_transport_feedback(self, packet: bytes) -> None:
         if not self.transport_cc_id:
             return
-        try:
-            feedback = twcc.parse_feedback(packet)
+        for sink, _ in self._sinks.values():  # one connection: one sink (a loop: per feedback)
+            if sink.transport_cc_id:
+                break
+        else:
+            return
+        try:  # read, matched and estimated in C, straight from the bytes
+            estimate = self.estimator.on_packet(time.monotonic(), sink, packet)
         except ValueError:
             self.counters.rtcp_malformed += 1
             return
-        sink = next((s for s, _ in self._sinks.values() if s.transport_cc_id), None)
-        if sink is None:
-            return
         self.transport_feedback_received += 1
-        summary = sink.feedback(feedback.base_seq, feedback.arrivals, BURST_S)
-        if not summary[1]:  # none of these numbers is ours (or still known)
+        if estimate is None:  # none of these numbers is ours (or still known)
             return
-        estimate = self.estimator.on_summary(time.monotonic(), summary)
         if self.probe is not None and self.probe.open:  # the probe judges packet by packet
-            sent = sink.sent_range(feedback.base_seq, len(feedback.arrivals))
+            _, _, base, _, _, arrivals = parse_feedback(packet)  # read well just above
+            sent = sink.sent_range(base, len(arrivals))
             self.probe.on_feedback([PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
-                                    for what, arrived in zip(sent, feedback.arrivals, strict=True)
+                                    for what, arrived in zip(sent, arrivals, strict=True)
                                     if what is not None])
         # Into the structures a REMB fills, as one estimate for all our video legs (it
         # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
-        ssrcs = [c.ssrc for c in self.consumers.values() if c.kind == "video" and c.write is not None]
+        ssrcs = self._video_leg_ssrcs
+        if ssrcs is None:
+            ssrcs = self._video_leg_ssrcs = [c.ssrc for c in self.consumers.values()
+                                             if c.kind == "video" and c.write is not None]
         if ssrcs:
             self._on_remb(estimate, ssrcs)
 
@@ -621,14 +631,20 @@ class Participant:
         # One estimate covers the streams it lists: they form a group (see mcu/lastn.py).
         group = hash(tuple(sorted(ssrcs)))
         self.remb_estimates[group] = bitrate
+        regrouped = False
         for ssrc in ssrcs:
             consumer = self._consumer_by_ssrc.get(ssrc)
             if consumer is not None:
                 consumer.remb_bps = bitrate
-                consumer.remb_group = group
-        live = {c.remb_group for c in self.consumers.values()}
-        for stale in [g for g in self.remb_estimates if g not in live]:
-            del self.remb_estimates[stale]
+                if consumer.remb_group != group:
+                    consumer.remb_group = group
+                    regrouped = True
+        # A group is left behind only when a leg moves to another: the usual estimate, for
+        # the same legs (each transport-cc feedback), has nothing to clear up.
+        if regrouped:
+            live = {c.remb_group for c in self.consumers.values()}
+            for stale in [g for g in self.remb_estimates if g not in live]:
+                del self.remb_estimates[stale]
 
     def _on_reception_reports(self, reports: list[Any]) -> None:
         for report in reports:
@@ -678,9 +694,8 @@ class Participant:
         producer = next((p for p in self.producers.values() if p.feedback is not None), None)
         if producer is None:  # no way to send yet: the arrivals wait (a browser's first
             return  # probes come before our writer exists, and matter most)
-        arrivals = self._arrivals.take()
         media_ssrc = next((p.ssrc for p in self.producers.values() if p.ssrc is not None), 0)
-        for packet in self._feedback_builder.build(arrivals, producer.feedback_ssrc, media_ssrc):
+        for packet in self._arrivals.feedback(producer.feedback_ssrc, media_ssrc):
             try:
                 producer.feedback(packet)
                 self.transport_feedback_sent += 1
@@ -734,6 +749,7 @@ class Participant:
         for consumer in self.consumers.values():
             consumer.switch_to(None)
             consumer.disconnect()
+        self._video_leg_ssrcs = None
         for producer in self.producers.values():
             producer.feedback = None
         for sink, _ in self._sinks.values():

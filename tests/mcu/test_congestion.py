@@ -12,16 +12,17 @@ import random
 from collections.abc import Callable
 
 import pytest
-from mcu._fanout import DelayTrend, Leg, forward, summarize
+from mcu._fanout import DelayTrend, Leg, SendSideEstimator, forward, summarize
 
 from mcu.congestion import (
     PROBE_DURATION_S,
     PROBE_LATE_PACKETS,
     PacketResult,
     PaddingProbe,
-    SendSideEstimator,
 )
+from tests.mcu.estimator_reference import ReferenceEstimator
 from tests.mcu.test_fanout import Link as FanoutLink
+from tests.mcu.twcc_reference import build_feedback
 
 PACKET = 1200
 FEEDBACK_S = 0.1
@@ -251,7 +252,7 @@ def test_a_feedback_is_summed_up_in_groups_of_packets_sent_together() -> None:
         summarize(None, 0.005)
 
 
-def test_a_sink_sums_up_a_feedback_by_the_numbers_it_stamped() -> None:
+def test_a_feedback_packet_is_matched_with_what_the_sink_stamped() -> None:
     link = FanoutLink()
     try:
         link.sink.transport_cc_id = 5
@@ -262,17 +263,67 @@ def test_a_sink_sums_up_a_feedback_by_the_numbers_it_stamped() -> None:
         sent = link.sink.sent_range(0, 3)
         assert all(item is not None for item in sent)
         # Number 3 was never stamped: left out; 1 did not arrive.
-        groups, count, lost, size, *_ = link.sink.feedback(0, [5_000_000, None, 5_000_100, 5_000_200], 0.005)
-        assert (count, lost) == (3, 1) and size == 2 * sent[0][1]
-        assert len(groups) == 1 and groups[0][2] == pytest.approx(5.0001)
-        with pytest.raises(ValueError):
-            link.sink.feedback(70_000, [], 0.005)
+        packet = build_feedback(7, 8, 0, [5_000_000, None, 5_000_250, 5_000_500], 0)
+        estimator, reference = SendSideEstimator(), ReferenceEstimator()
+        estimate = estimator.on_packet(10.0, link.sink, packet)
+        expected = reference.on_feedback(10.0, [PacketResult(sent[0][0], sent[0][1], 5.0),
+                                                PacketResult(sent[1][0], sent[1][1], None),
+                                                PacketResult(sent[2][0], sent[2][1], 5.00025)])
+        assert estimate == expected and estimator.loss == pytest.approx(1 / 3)
+        assert estimator.received_bps == reference.received_bps
+        assert estimator.base_delay_s == reference.base_delay_s
+        # Numbers it never stamped (or no longer knows): nothing taken, nothing changes.
+        assert estimator.on_packet(10.1, link.sink, build_feedback(7, 8, 1000, [5_000_000], 1)) is None
+        for bad in (packet[:-4], b"", packet[:4] + bytes(16)):
+            with pytest.raises(ValueError):
+                estimator.on_packet(10.2, link.sink, bad)
+        assert estimator.loss == pytest.approx(1 / 3) and estimator.estimate_bps == estimate
         with pytest.raises(TypeError):
-            link.sink.feedback(0, 5, 0.005)
+            estimator.on_packet(10.3, link.sink, list(packet))
         with pytest.raises(TypeError):
-            link.sink.feedback(0, ["soon"], 0.005)
+            estimator.on_packet(10.3, leg, packet)
     finally:
         link.close()
+
+
+def test_the_c_estimator_matches_the_python_reference_number_for_number() -> None:
+    """The simulated links of the tests above, and random ones, fed to both."""
+    rng = random.Random(20)
+    for case in range(12):
+        link = Link(rng.choice([300_000, 1_000_000, 5_000_000]), delay_s=rng.uniform(0.005, 0.1),
+                    loss=rng.choice([0.0, 0.0, 0.03, 0.2]), seed=case)
+        start = rng.choice([200_000, 1_000_000, 2_000_000])
+        estimator, reference = SendSideEstimator(start_bps=start), ReferenceEstimator(start_bps=start)
+        both = Both(estimator, reference)
+        rate = rng.uniform(200_000, 2_500_000)
+        run(both, link, 20.0, 0.0, lambda now, r=rate, b=both: r if now % 8 < 5 else min(b.estimate_bps, 3e6))
+        if case % 3 == 0:
+            estimator.probed(1_500_000)
+            reference.probed(1_500_000)
+            run(both, link, 5.0, 20.0, lambda now: 1_400_000)
+        assert both.compared > 100
+
+
+class Both(SendSideEstimator):
+    """Hands each feedback to the C estimator and the reference, and compares them."""
+
+    def __init__(self, estimator: SendSideEstimator, reference: ReferenceEstimator) -> None:
+        super().__init__()
+        self.estimator, self.reference, self.compared = estimator, reference, 0
+
+    def on_feedback(self, now_s: float, packets: list[PacketResult]) -> int:
+        got = self.estimator.on_feedback(now_s, packets)
+        assert got == self.reference.on_feedback(now_s, packets)
+        c, r = self.estimator, self.reference
+        assert (c.delay_bps, c.loss_bps, c.received_bps, c.loss, c.decreases, c.base_delay_s) == (
+            r.delay_bps, r.loss_bps, r.received_bps, r.loss, r.decreases, r.base_delay_s)
+        assert c.detector.state == r.detector.state
+        self.compared += 1
+        return got
+
+    @property
+    def estimate_bps(self) -> int:  # type: ignore[override]
+        return self.estimator.estimate_bps
 
 
 def test_the_delay_trend_sees_a_queue_build_and_drain() -> None:

@@ -1,15 +1,31 @@
-"""transport-cc feedback (mcu/twcc.py): the packet format both ways, the receive side's
-builder, and the offer/answer lines."""
+"""transport-cc feedback: the packet format both ways and the receive side's builder, in
+C (mcu/_fanout.c), checked against the Python reading of the format
+(tests/mcu/twcc_reference.py) on chosen and random inputs; malformed feedback counted,
+never raised; and the offer/answer lines (mcu/twcc.py)."""
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
-from mcu._fanout import Arrivals, Counters, receive
+from mcu._fanout import (
+    Arrivals,
+    Counters,
+    Leg,
+    SendSideEstimator,
+    Sink,
+    forward,
+    parse_feedback,
+    receive,
+    split_rtcp,
+)
 
 from mcu import twcc
-from mcu.twcc import FeedbackBuilder, build_feedback, parse_feedback, split_rtcp
+from mcu.participant import Participant
+from mcu.room import MediaWorker, Room
+from tests.mcu import twcc_reference as reference
+from tests.mcu.test_fanout import Link
 
 
 def chunk_kinds(packet: bytes) -> list[str]:
@@ -31,6 +47,27 @@ def chunk_kinds(packet: bytes) -> list[str]:
     return kinds
 
 
+def as_reference(packet: bytes) -> tuple[int, int, int, int, int, list[int | None]]:
+    """The Python reading of a packet, in parse_feedback()'s shape."""
+    feedback = reference.parse_feedback(packet)
+    return (feedback.sender_ssrc, feedback.media_ssrc, feedback.base_seq, feedback.reference_time,
+            feedback.feedback_count, feedback.arrivals)
+
+
+def c_or_error(packet: bytes) -> object:
+    try:
+        return parse_feedback(packet)
+    except ValueError:
+        return ValueError
+
+
+def reference_or_error(packet: bytes) -> object:
+    try:
+        return as_reference(packet)
+    except ValueError:
+        return ValueError
+
+
 def test_round_trip_with_runs_vectors_losses_and_large_deltas() -> None:
     base = 1_000_000_000
     arrivals: list[int | None] = [base + 1000 * i for i in range(30)]  # a run of small deltas
@@ -38,69 +75,204 @@ def test_round_trip_with_runs_vectors_losses_and_large_deltas() -> None:
     arrivals += [base + 40_000 + 1000 * i if i % 3 else None for i in range(14)]  # mixed
     arrivals += [base + 60_000 + 1000 * i if i % 2 else None for i in range(4)]
     arrivals += [base + 200_000, base + 150_000]  # a large delta, then a negative one
-    packet = build_feedback(0x11, 0x22, 65530, arrivals, 7)
+    packet = reference.build_feedback(0x11, 0x22, 65530, arrivals, 7)
     assert len(packet) % 4 == 0 and packet[1] == 205 and packet[0] & 0x1F == 15
     kinds = chunk_kinds(packet)
     assert "run" in kinds and "vector1" in kinds and "vector2" in kinds
-    feedback = parse_feedback(packet)
-    assert (feedback.sender_ssrc, feedback.media_ssrc) == (0x11, 0x22)
-    assert feedback.base_seq == 65530 and feedback.feedback_count == 7
-    assert len(feedback.arrivals) == len(arrivals)
-    for sent, got in zip(arrivals, feedback.arrivals, strict=True):
+    sender, media, base_seq, _, count, got = parse_feedback(packet)
+    assert (sender, media, base_seq, count) == (0x11, 0x22, 65530, 7)
+    assert len(got) == len(arrivals)
+    for sent, arrived in zip(arrivals, got, strict=True):
         if sent is None:
-            assert got is None
+            assert arrived is None
         else:
-            assert got is not None and abs(got - sent) <= 250  # 250 us resolution, no drift
+            assert arrived is not None and abs(arrived - sent) <= 250  # 250 us resolution, no drift
+    assert parse_feedback(packet) == as_reference(packet)
 
 
 def test_padding_and_truncation() -> None:
-    packet = build_feedback(1, 2, 0, [5_000_000], 0)  # 1 chunk + 1 delta: padded
+    packet = reference.build_feedback(1, 2, 0, [5_000_000], 0)  # 1 chunk + 1 delta: padded
     assert packet[0] & 0x20 and packet[-1] in (1, 2, 3)
-    assert parse_feedback(packet).arrivals == [5_000_000]
-    with pytest.raises(ValueError):
-        parse_feedback(packet[:18])
-    broken = bytearray(build_feedback(1, 2, 0, [5_000_000, 5_001_000, 5_300_000], 0))
+    assert parse_feedback(packet)[5] == [5_000_000]
+    broken = bytearray(reference.build_feedback(1, 2, 0, [5_000_000, 5_001_000, 5_300_000], 0))
     broken[3] -= 1  # the length says less than the deltas need
+    for bad in (packet[:18], bytes(broken[:-4])):
+        with pytest.raises(ValueError):
+            parse_feedback(bad)
+        with pytest.raises(ValueError):
+            reference.parse_feedback(bad)
     with pytest.raises(ValueError):
-        parse_feedback(bytes(broken[:-4]))
+        reference.build_feedback(1, 2, 0, [None, 5_000_000], 0)
+    with pytest.raises(TypeError):
+        parse_feedback(bytearray(packet))  # type: ignore[arg-type]
+
+
+def malformed_packets() -> list[tuple[str, bytes]]:
+    good = reference.build_feedback(1, 2, 100, [5_000_000, None, 5_001_000, 5_400_000], 9)
+    header = bytearray(good[:20])
+    cases = [
+        ("empty", b""),
+        ("a receiver report", struct.pack("!BBHI", 0x80, 201, 1, 0x1234)),
+        ("a NACK", struct.pack("!BBHII", 0x81, 205, 2, 1, 2) + bytes(4)),
+        ("version 1", bytes([0x4F]) + good[1:]),
+        ("truncated header", good[:19]),
+        ("truncated", good[:-4]),
+        ("length short of its own fields", bytes([0x8F, 205, 0, 3]) + good[4:20]),
+        ("length past the datagram", good[:2] + struct.pack("!H", 200) + good[4:]),
+        ("padding of 0", bytes([good[0] | 0x20]) + good[1:-1] + b"\x00"),
+        ("padding longer than the body", bytes([good[0] | 0x20]) + good[1:-1] + b"\xff"),
+        ("a count the chunks do not cover", bytes(header[:14]) + struct.pack("!H", 400) + good[16:]),
+        ("no deltas", bytes([0x8F, 205, 0, 5]) + good[4:20] + struct.pack("!HH", 0x2000 | 2, 0)),
+        ("a reserved symbol", bytes([0x8F, 205, 0, 5]) + good[4:14] + struct.pack("!H", 1)
+         + good[16:20] + struct.pack("!HBB", 0x6000 | 1, 0, 0)),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "packet"), malformed_packets(), ids=[n for n, _ in malformed_packets()])
+def test_malformed_feedback_is_refused_by_both_readings(name: str, packet: bytes) -> None:
     with pytest.raises(ValueError):
-        build_feedback(1, 2, 0, [None, 5_000_000], 0)
+        parse_feedback(packet)
+    with pytest.raises(ValueError):
+        reference.parse_feedback(packet)
+    sink = Sink()
+    sink.transport_cc_id = 5
+    estimator = SendSideEstimator()
+    with pytest.raises(ValueError):
+        estimator.on_packet(1.0, sink, packet)
+    assert estimator.base_delay_s is None and estimator.loss == 0  # nothing taken
+
+
+def random_arrivals(rng: random.Random, count: int) -> list[int | None]:
+    """Arrival times (us) for ``count`` numbers: runs, losses, reordering, big jumps."""
+    now = rng.randrange(0, 1 << 40)
+    arrivals: list[int | None] = [now]
+    for _ in range(count - 1):
+        roll = rng.random()
+        if roll < 0.2:
+            arrivals.append(None)
+            continue
+        if roll < 0.3:
+            now += rng.randrange(-2_000_000, 8_000_000)  # two-byte deltas, either way
+        elif roll < 0.35:
+            now += rng.randrange(0, 60)  # ties and sub-tick steps
+        else:
+            now += rng.randrange(0, 70_000)  # mostly one-byte deltas
+        arrivals.append(now)
+    return arrivals
+
+
+def test_the_c_reading_matches_the_reference_on_random_packets() -> None:
+    rng = random.Random(15)
+    for _ in range(400):
+        arrivals = random_arrivals(rng, rng.randrange(1, 600))
+        packet = reference.build_feedback(rng.getrandbits(32), rng.getrandbits(32), rng.getrandbits(16),
+                                          arrivals, rng.getrandbits(8))
+        assert parse_feedback(packet) == as_reference(packet)
+
+
+def test_the_c_reading_matches_the_reference_on_damaged_packets() -> None:
+    """Flipped bytes, cut packets, random bytes: each either reads the same both ways or
+    is refused by both, and never takes the process down."""
+    rng = random.Random(16)
+    refused = 0
+    for _ in range(3000):
+        packet = bytearray(reference.build_feedback(1, 2, rng.getrandbits(16),
+                                                    random_arrivals(rng, rng.randrange(1, 40)), 3))
+        roll = rng.random()
+        if roll < 0.5:
+            for _ in range(rng.randrange(1, 4)):
+                packet[rng.randrange(len(packet))] = rng.getrandbits(8)
+        elif roll < 0.8:
+            packet = packet[:rng.randrange(len(packet))]
+        else:
+            packet = bytearray(bytes([0x8F, 205]) + rng.randbytes(rng.randrange(0, 80)))
+        got = c_or_error(bytes(packet))
+        assert got == reference_or_error(bytes(packet))
+        refused += got is ValueError
+    assert 0 < refused < 3000
 
 
 def test_split_rtcp_takes_the_feedback_out_of_a_compound_packet() -> None:
     receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
-    feedback = build_feedback(1, 2, 10, [5_000_000], 3)
-    rest, found = split_rtcp(receiver_report + feedback)
-    assert rest == receiver_report and found == [feedback]
-    assert split_rtcp(receiver_report) == (receiver_report, [])
+    remb = struct.pack("!BBHII4sBBHI", 0x8F, 206, 5, 1, 0, b"REMB", 1, 5, 0, 7)
+    feedback = reference.build_feedback(1, 2, 10, [5_000_000], 3)
+    other = reference.build_feedback(1, 2, 11, [5_000_250], 4)
+    rest, found = split_rtcp(receiver_report + feedback + remb + other)
+    assert rest == receiver_report + remb and found == [feedback, other]
+    alone = receiver_report + remb
+    rest, found = split_rtcp(alone)
+    assert rest is alone and found == []
+    assert split_rtcp(feedback) == (b"", [feedback])
+    rng = random.Random(17)
+    for _ in range(2000):  # including lengths that run past the end: left in the rest
+        data = rng.choice([receiver_report, feedback, remb, b""]) + rng.randbytes(rng.randrange(0, 40))
+        if rng.random() < 0.5:
+            data = bytes([data[0] if data else 0x80, 205]) + data[2:]
+        data = bytes([(data[0] & 0xE0) | 15]) + data[1:] if data and rng.random() < 0.5 else data
+        assert split_rtcp(data) == reference.split_rtcp(data)
 
 
 def test_the_builder_reports_each_number_once_across_wrap_reordering_and_loss() -> None:
-    builder = FeedbackBuilder()
+    arrivals = Arrivals(0)
     # 65533..65535, 0 (wrap); 1 lost; 3 before 2 (reordered).
-    first = builder.build([(65533, 1.0), (65534, 1.001), (65535, 1.002), (0, 1.003),
-                           (3, 1.005), (2, 1.006)], 9, 8)
-    assert len(first) == 1
-    feedback = parse_feedback(first[0])
-    assert feedback.base_seq == 65533 and len(feedback.arrivals) == 7
-    received = [a is not None for a in feedback.arrivals]
-    assert received == [True, True, True, True, False, True, True]
-    times = feedback.arrivals
+    for seq, at in [(65533, 1.0), (65534, 1.001), (65535, 1.002), (0, 1.003), (3, 1.005), (2, 1.006)]:
+        arrivals.record(seq, at)
+    assert arrivals.pending == 6
+    first = arrivals.feedback(9, 8)
+    assert len(first) == 1 and arrivals.pending == 0
+    _, _, base, _, count, times = parse_feedback(first[0])
+    assert base == 65533 and len(times) == 7
+    assert [t is not None for t in times] == [True, True, True, True, False, True, True]
     assert times[6] is not None and times[5] is not None and times[6] < times[5]  # 3 came first
     # 1 comes late: already reported lost, it is not reported again; 4 and 5 are new.
-    second = parse_feedback(builder.build([(1, 1.1), (4, 1.1), (5, 1.101), (5, 1.101)], 9, 8)[0])
-    assert second.base_seq == 4 and len(second.arrivals) == 2
-    assert second.feedback_count == feedback.feedback_count + 1
-    assert builder.build([], 9, 8) == []
+    for seq, at in [(1, 1.1), (4, 1.1), (5, 1.101), (5, 1.101)]:
+        arrivals.record(seq, at)
+    second = parse_feedback(arrivals.feedback(9, 8)[0])
+    assert second[2] == 4 and len(second[5]) == 2 and second[4] == count + 1
+    assert arrivals.feedback(9, 8) == [] and arrivals.packets_reported == 9
 
 
 def test_the_builder_splits_long_gaps_and_many_packets() -> None:
-    builder = FeedbackBuilder()
-    arrivals = [(n, 1.0 + n * 0.001) for n in range(1200)] + [(1200, 20.0)]
-    packets = [parse_feedback(p) for p in builder.build(arrivals, 1, 2)]
-    assert sum(len(p.arrivals) for p in packets) == 1201
-    assert all(len(p.arrivals) <= twcc.MAX_STATUSES for p in packets)
-    assert packets[-1].base_seq == 1200
+    arrivals = Arrivals(0)
+    for n in range(1200):
+        arrivals.record(n, 1.0 + n * 0.001)
+    arrivals.record(1200, 20.0)
+    packets = [parse_feedback(p) for p in arrivals.feedback(1, 2)]
+    assert sum(len(p[5]) for p in packets) == 1201
+    assert all(len(p[5]) <= reference.MAX_STATUSES for p in packets)
+    assert packets[-1][2] == 1200
+
+
+def test_the_c_builder_matches_the_reference_byte_for_byte() -> None:
+    """Random traffic fed to both, call after call: duplicates, reordering, loss, the
+    wrap, gaps over 8 s, more than 500 numbers, a sender that restarts its count."""
+    rng = random.Random(18)
+    for _ in range(60):
+        arrivals, builder = Arrivals(0), reference.FeedbackBuilder()
+        seq, now = rng.getrandbits(16), rng.uniform(1.0, 1e6)
+        for _ in range(30):
+            batch: list[tuple[int, float]] = []
+            for _ in range(rng.choice([0, 1, 5, 40, 300, 700])):
+                roll = rng.random()
+                if roll < 0.1:
+                    seq += rng.randrange(1, 30)  # lost
+                elif roll < 0.15 and batch:
+                    batch.append(rng.choice(batch))  # a duplicate
+                    continue
+                elif roll < 0.2:
+                    seq -= rng.randrange(1, 10)  # reordered, or late
+                elif roll < 0.202:
+                    seq += rng.randrange(0x8000, 0x10000)  # the sender started afresh
+                now += rng.choice([0.0, 0.0001, 0.002, 0.03, 9.0]) if roll < 0.95 else -0.003
+                seq &= 0xFFFF
+                batch.append((seq, now))
+                seq += 1
+            for number, at in batch:
+                arrivals.record(number, at)
+            ssrcs = rng.getrandbits(32), rng.getrandbits(32)
+            assert arrivals.feedback(*ssrcs) == builder.build(batch, *ssrcs)
+        assert arrivals.packets_reported == builder.packets_reported
 
 
 def test_receive_records_the_transport_sequence_number() -> None:
@@ -112,11 +284,45 @@ def test_receive_records_the_transport_sequence_number() -> None:
     receive({}, header + block + b"payload", counters, arrivals)
     receive({}, header + b"\xbe\xde\x00\x00" + b"no element", counters, arrivals)
     assert arrivals.pending == 1
-    (seq, at), = arrivals.take()
-    assert seq == 0xABCD and at > 0 and arrivals.pending == 0
+    (packet,) = arrivals.feedback(1, 2)
+    _, _, base, _, _, times = parse_feedback(packet)
+    assert base == 0xABCD and len(times) == 1 and times[0] is not None and times[0] > 0
+    assert arrivals.pending == 0
     receive({}, header + block + b"payload", counters)  # no Arrivals: nothing recorded
     receive({}, header + block + b"payload", counters, None)
     assert arrivals.pending == 0
+
+
+async def test_a_participant_counts_malformed_feedback_and_goes_on() -> None:
+    """Feedback comes from the network: anything wrong in it is counted, never raised
+    into the packet path, and good feedback after it is still taken."""
+    worker = MediaWorker()
+    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
+    link = Link()
+    try:
+        participant.transport_cc_id = 5
+        link.sink.transport_cc_id = 5
+        participant._sinks[0] = (link.sink, None)
+        leg = Leg(video=False)
+        leg.sink = link.sink
+        for seq in range(3):
+            forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
+        counters = worker.counters
+        receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
+        for name, packet in malformed_packets():
+            if packet[1:2] == b"\xcd" and packet[0] & 0x1F == 15 and len(packet) >= 4 \
+                    and 4 + 4 * int.from_bytes(packet[2:4], "big") <= len(packet):
+                before = counters.rtcp_malformed
+                participant._on_rtcp(receiver_report + packet)
+                assert counters.rtcp_malformed > before, name  # (its tail may count too)
+        assert participant.transport_feedback_received == 0
+        good = reference.build_feedback(1, 2, 0, [5_000_000, None, 5_001_000], 0)
+        participant._on_rtcp(receiver_report + good)
+        assert participant.transport_feedback_received == 1
+        assert counters.handler_errors == 0
+    finally:
+        link.close()
+        await participant.pc.close()
 
 
 SDP = "\r\n".join([
