@@ -21,11 +21,11 @@
  *   Track     one received track: its receive statistics, audio activity and legs.
  *   Counters  the worker's packet counters (/metrics).
  *   Arrivals  a publisher connection's received transport-wide sequence numbers and
- *             their arrival times, for the transport-cc feedback Python builds from them
- *             (mcu/twcc.py).
- *   DelayTrend  the delay part of a subscriber's send-side estimate (mcu/congestion.py),
- *             fed per feedback with what Sink.feedback() sums up: per packet work that
- *             cost more in Python than forwarding the packets.
+ *             their arrival times, and the transport-cc feedback made of them.
+ *   DelayTrend  the delay part of a subscriber's send-side estimate (mcu/congestion.py).
+ *   SendSideEstimator  a subscriber connection's estimate from its transport-cc
+ *             feedback, read straight from the packet: in Python, first per reported
+ *             packet and then per feedback, it cost more than forwarding the packets.
  *
  * receive() takes one decrypted packet from a publisher to all its legs; forward() sends
  * a packet the mixer made; unprotect() decrypts a received packet. Everything runs on
@@ -650,7 +650,7 @@ trend_close_group(DelayTrendObject *self)
 
 PyDoc_STRVAR(delay_trend_add_doc,
 "add(groups)\n--\n\n"
-"Take the groups of one feedback, as Sink.feedback() or summarize() give them: (first\n"
+"Take the groups of one feedback, as summarize() gives them: (first\n"
 "send, last send, latest arrival), in the order sent. The last stays open: the next\n"
 "feedback's first may belong to it.");
 
@@ -992,8 +992,11 @@ sink_summarize_feedback(SinkObject *sink, const uint8_t *data, Py_ssize_t size, 
 
 PyDoc_STRVAR(summarize_doc,
 "summarize(packets, burst)\n--\n\n"
-"The same as Sink.feedback() for packets given as (send time, size, arrival time or\n"
-"None) in seconds, in the order sent: how the estimator is fed without a Sink.");
+"Sum up one feedback for the estimator, its packets given as (send time, size, arrival\n"
+"time or None) in seconds, in the order sent: (groups, sent, lost, bytes, first arrival,\n"
+"last arrival, least one-way delay, its arrival); groups are (first send, last send,\n"
+"latest arrival) of packets sent within ``burst`` seconds of each other. What\n"
+"SendSideEstimator.on_packet() does inside, for tests and tools.");
 
 static PyObject *
 summarize(PyObject *module, PyObject *args)

@@ -8,7 +8,7 @@ what it sent and estimates the path's capacity (for us: mcu/congestion.py; for a
 that publishes to us: its own send-side estimator, fed by our feedback).
 
 The feedback packets are read and made in C (mcu/_fanout.c: ``split_rtcp``,
-``parse_feedback``, ``Sink.feedback``, ``Arrivals.feedback``): one arrives from each
+``parse_feedback``, ``SendSideEstimator.on_packet``, ``Arrivals.feedback``): one arrives from each
 subscriber and one goes to each publisher ten times a second, and in Python each cost
 more per reported packet than forwarding it. tests/mcu/twcc_reference.py keeps a Python
 reading of the format, which the C code is tested against.

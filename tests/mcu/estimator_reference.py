@@ -29,7 +29,7 @@ LOSS_LOW = 0.02
 LOSS_WINDOW_S = 1.0
 CAPACITY_MEMORY_S = 10.0  # how long the rate of the last overuse is remembered
 BASE_DELAY_WINDOW_S = 5.0  # the path's delay with no queue: the least seen this recently
-# What Sink.feedback() and summarize() make of one feedback (mcu/_fanout.c): groups of
+# What summarize() makes of one feedback (mcu/_fanout.c): groups of
 # packets sent together (first send, last send, latest arrival), packets sent and lost,
 # bytes that arrived, first and last arrival, the least one-way delay and its arrival.
 FeedbackSummary = tuple[list[tuple[float, float, float]], int, int, int,
