@@ -364,7 +364,9 @@ class UnitParticipant:
             self._out_seq = (self._out_seq + 1) & 0xFFFF
             packet = rtp.rtp_header(stream.choice.payload_type, False, self._out_seq, self._out_ts,
                                     self.slots["voice"][0].ssrc, False) + payload
-            self._out_ts = (self._out_ts + transcoder.rtp_samples(len(payload))) & 0xFFFFFFFF
+            # The unit's RTP clock runs at 8000 Hz for all three codecs: a byte of G.711 is
+            # one tick, and so is a byte of G.722 (two 16 kHz samples at 64 kbit/s).
+            self._out_ts = (self._out_ts + len(payload)) & 0xFFFFFFFF
             if stream.tx is not None:
                 packet = stream.tx.protect(packet)
             stream.rtp.transport.sendto(packet, stream.choice.remote)

@@ -83,8 +83,3 @@ class Transcoder:
             self._pts += resampled.samples
             out += [bytes(packet) for packet in self._encoder.encode(resampled)]
         return b"".join(out)
-
-    def rtp_samples(self, payload_bytes: int) -> int:
-        """How far a packet of this many bytes moves the unit's RTP clock (8000 Hz: 1 byte
-        of G.711 is a sample, of G.722 two samples at 16 kHz, one clock tick each)."""
-        return payload_bytes

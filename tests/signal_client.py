@@ -67,10 +67,12 @@ class SignalClient:
         sdp = await self.peer.answer(offer["sdp"], offer["publish"])
         await self.send({"type": "answer", "sdp": sdp, "revision": offer["revision"]})
 
-    async def join_with(self, peer: ClientPeer, token: str, name: str = "test") -> dict[str, Any]:
-        """Join, answer the first offer with this peer, and keep answering later offers."""
+    async def join_with(self, peer: ClientPeer, token: str, name: str = "test",
+                        **fields: Any) -> dict[str, Any]:
+        """Join (with any other ``join`` fields: ``mode``, ``video_codecs``), answer the
+        first offer with this peer, and keep answering later offers."""
         self.peer = peer
-        await self.send({"type": "join", "v": 1, "token": token, "name": name})
+        await self.send({"type": "join", "v": 1, "token": token, "name": name, **fields})
         joined = await self.next("joined")
         offer = await self.next("offer")
         await self._answer(offer)

@@ -25,7 +25,7 @@ import re
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from signaling.sip.message import (
@@ -113,20 +113,16 @@ class Call:
     flow: Flow
     local_tag: str
     call_id: str
-    remote_tag: str
     remote_uri: str  # where in-dialog requests go (its Contact)
-    local_uri: str  # our URI in its To header
-    remote_from: str  # its From header, as it sent it
-    local_to: str  # our To header, tagged
+    remote_party: str  # its side's header (its From, or the To of its 200), its tag in it
+    local_party: str  # ours (our To with our tag, or our From), for our BYE
     answer: SipMessage | None = None  # the final response to the INVITE
     ack: bytes | None = None  # ours, when we called (sent again if the 200 comes again)
     answered_sdp: bytes = b""
     confirmed: bool = False  # the ACK came
     ended: bool = False
     local_cseq: int = 0
-    task: asyncio.Task[None] | None = None
     retransmit: asyncio.Task[None] | None = None
-    started_at: float = field(default_factory=time.monotonic)
     app: Any = None  # the application's object for this call
 
     @property
@@ -403,15 +399,13 @@ class SipAgent:
         contact = request.get("Contact")
         local_tag = new_tag()
         call = Call(invite=request, flow=flow, local_tag=local_tag, call_id=request.call_id,
-                    remote_tag=tag_of(request.get("From")),
                     remote_uri=uri_of(contact) if contact else uri_of(request.get("From")),
-                    local_uri=uri_of(request.get("To")), remote_from=request.get("From"),
-                    local_to=request.get("To") + f";tag={local_tag}")
+                    remote_party=request.get("From"), local_party=request.get("To") + f";tag={local_tag}")
         self._invites[(request.call_id, branch)] = call
         self.dialogs[(call.call_id, local_tag)] = call
         self.counters["calls"] += 1
         self._send(flow, response_to(request, 100))
-        call.task = self._spawn(self._decide(call, branch))
+        self._spawn(self._decide(call, branch))
 
     async def _decide(self, call: Call, branch: str) -> None:
         try:
@@ -581,14 +575,13 @@ class SipAgent:
         contact = final.get("Contact")
         remote_to = final.get("To")
         call = Call(invite=invite, flow=flow, local_tag=local_tag, call_id=call_id,
-                    remote_tag=tag_of(remote_to), remote_uri=uri_of(contact) if contact else target,
-                    local_uri=f"sip:multipoint@{self.advertised_host}", remote_from=remote_to,
-                    local_to=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
+                    remote_uri=uri_of(contact) if contact else target, remote_party=remote_to,
+                    local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
         call.answered_sdp = final.body
         ack = SipMessage(method="ACK", uri=call.remote_uri)
         ack.add("Via", f"{via};branch={new_branch()};rport")
         ack.add("Max-Forwards", "70")
-        for name_, value in (("From", call.local_to), ("To", remote_to), ("Call-ID", call_id),
+        for name_, value in (("From", call.local_party), ("To", remote_to), ("Call-ID", call_id),
                              ("CSeq", "1 ACK")):
             ack.add(name_, value)
         for route in reversed(final.get_all("Record-Route")):
@@ -685,8 +678,8 @@ class SipAgent:
         bye = SipMessage(method="BYE", uri=call.remote_uri)
         bye.add("Via", f"SIP/2.0/{transport} {self.advertised_host}:{port};branch={branch};rport")
         bye.add("Max-Forwards", "70")
-        bye.add("From", call.local_to)
-        bye.add("To", call.remote_from)
+        bye.add("From", call.local_party)
+        bye.add("To", call.remote_party)
         bye.add("Call-ID", call.call_id)
         bye.add("CSeq", f"{call.local_cseq} BYE")
         bye.add("User-Agent", USER_AGENT)

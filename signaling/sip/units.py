@@ -200,6 +200,12 @@ class RoomUnits:
         except Refused as exc:
             raise DialFailed("refused", exc.reason, exc.status) from None
         pool = self.signaling.pool
+
+        async def give_up() -> None:  # the worker's half-made unit and the reservation go
+            with contextlib.suppress(ChannelError, TimeoutError):
+                await pool.request(place.worker, "drop_unit", participant=place.participant_id)
+            self._unplace(place)
+
         try:
             offered = await pool.request(place.worker, "dial_unit", room=room,
                                          participant=place.participant_id, name=place.name,
@@ -207,14 +213,10 @@ class RoomUnits:
             dialled = await self.agent.dial(target, offered["offer"], caller=f"multipoint {room}",
                                             ring_s=ring_s)
         except BaseException:
-            with contextlib.suppress(ChannelError, TimeoutError):
-                await pool.request(place.worker, "drop_unit", participant=place.participant_id)
-            self._unplace(place)
+            await give_up()
             raise
         if dialled.call is None:
-            with contextlib.suppress(ChannelError, TimeoutError):
-                await pool.request(place.worker, "drop_unit", participant=place.participant_id)
-            self._unplace(place)
+            await give_up()
             raise DialFailed(DIAL_OUTCOMES.get(dialled.status, "failed"), dialled.reason, dialled.status)
         try:
             await pool.request(place.worker, "unit_answer", participant=place.participant_id,
