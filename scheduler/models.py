@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
@@ -31,6 +32,14 @@ from scheduler.db import Base
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+PIN_DIGITS = 6
+
+
+def new_pin() -> str:
+    """A meeting's PIN for room units (scheduler/booking/dial_in.py): random digits."""
+    return str(secrets.randbelow(10**PIN_DIGITS)).zfill(PIN_DIGITS)
 
 
 class SelfTestResult(Base):
@@ -289,6 +298,8 @@ class Booking(Base):
     participants: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     units: Mapped[int] = mapped_column(Integer)
     room_name: Mapped[str] = mapped_column(String(64), unique=True)
+    # What a room unit keys in (DTMF) after dialling the meeting's number (dial_in.py).
+    dial_in_pin: Mapped[str] = mapped_column(String(12), default=new_pin, server_default="")
     status: Mapped[str] = mapped_column(String(20), default="confirmed")  # or "cancelled"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -330,6 +341,7 @@ class StandingBridge(Base):
     room_name: Mapped[str] = mapped_column(String(64), unique=True)
     participants: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     units: Mapped[int] = mapped_column(Integer)
+    dial_in_pin: Mapped[str] = mapped_column(String(12), default=new_pin, server_default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

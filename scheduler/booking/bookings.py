@@ -73,6 +73,7 @@ from scheduler.models import (
     MediaWorker,
     Quota,
     Room,
+    new_pin,
 )
 from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info, subtree_ids
 
@@ -397,7 +398,7 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
         rrule=data.schedule.rrule, exdates=[d.isoformat() for d in data.schedule.exdates],
         skip_public_holidays=data.schedule.skip_public_holidays,
         participants=data.participants.as_dict(), units=units, room_name=_room_name(),
-        status="confirmed", created_at=now, updated_at=now)
+        dial_in_pin=new_pin(), status="confirmed", created_at=now, updated_at=now)
     # The invitation depends on nothing the decision reads: render it (milliseconds of
     # time-zone work) before queueing, not inside the transaction.
     ics: bytes | None = None
@@ -532,8 +533,8 @@ _BOOKING_COLUMNS = {  # column: its type in json_to_recordset
     "title": "text", "description": "text", "priority": "text", "izs": "boolean",
     "zone": "text", "local_start": "timestamp", "local_end": "timestamp", "rrule": "text",
     "exdates": "json", "skip_public_holidays": "boolean", "participants": "json",
-    "units": "integer", "room_name": "text", "status": "text", "created_at": "timestamptz",
-    "updated_at": "timestamptz"}
+    "units": "integer", "room_name": "text", "dial_in_pin": "text", "status": "text",
+    "created_at": "timestamptz", "updated_at": "timestamptz"}
 _BOOKING_TIMES = [column for column, kind in _BOOKING_COLUMNS.items() if "timestamp" in kind]
 _PG_INSERT_ADMITTED = text(f"""
 WITH b AS (
