@@ -11,7 +11,7 @@ from aiohttp import web
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
 from scheduler.access.permissions import Principal, can_see_booking, require_see_booking
-from scheduler.booking import bookings
+from scheduler.booking import bookings, dial_in
 from scheduler.booking.availability import availability
 from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import KINDS
@@ -224,7 +224,9 @@ async def booking_page(admin: Admin, request: web.Request, user: Principal) -> w
     booking = loaded["booking"]
     return render(request, "booking.html", tz=TZ, now=admin.now(),
                   join_links={r: admin.services.join_link(booking.room_name, r, booking.izs)
-                              for r in ("host", "guest")}, **loaded)
+                              for r in ("host", "guest")},
+                  dial_in_number=dial_in.booking_number(booking.id),
+                  sip_domain=request.url.host or "multipoint", **loaded)
 
 
 @page(BOOKERS)

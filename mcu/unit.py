@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 MEDIA_TIMEOUT_S = 30.0
 ROOM_OPUS_PAYLOAD_TYPE = 111  # a transcoded unit's sound as the room has it
 SOCKET_BUFFER_BYTES = 1 << 20
+DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733's events 0-15
 SRTP_PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
                  "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
 
@@ -227,7 +228,9 @@ class UnitParticipant:
         self.closed = False
         self.answered = False
         self.last_heard = time.monotonic()
-        self.dtmf_events = 0
+        self.dtmf_events = 0  # keys pressed (RFC 4733 events), each counted once
+        self._dtmf_timestamp: int | None = None  # the RTP timestamp of the last key's event
+        self.on_dtmf: Callable[[str], None] | None = None  # a key, while it keys in a PIN
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
@@ -329,7 +332,7 @@ class UnitParticipant:
         assert choice is not None
         payload_type = data[1] & 0x7F
         if payload_type == choice.dtmf_payload_type:
-            self.dtmf_events += 1  # RFC 4733 (the PIN prompt of docs/sip.md will read these)
+            self._on_telephone_event(data)
             return
         if stream.kind == "audio" and self.transcoder is not None:
             if payload_type != choice.payload_type:
@@ -348,6 +351,26 @@ class UnitParticipant:
                                                      self._opus_ts, ssrc, False) + packet)
             return
         self._receive(stream, data)
+
+    def _on_telephone_event(self, data: bytes) -> None:
+        """A key pressed on the unit (RFC 4733): one event is several packets of one RTP
+        timestamp (sent while the key is held, the last one three times), so a key is
+        taken at the first packet of a timestamp not seen before; that needs no end
+        packet, which may be lost."""
+        try:
+            view = rtp.parse_rtp(data)
+        except rtp.MalformedPacket:
+            self.counters.packets_malformed += 1
+            return
+        payload = data[view.payload_start:view.payload_end]
+        if len(payload) < 4 or view.timestamp == self._dtmf_timestamp:
+            return
+        self._dtmf_timestamp = view.timestamp
+        if payload[0] >= len(DTMF_KEYS):  # flash hook, tones: not keys of a PIN
+            return
+        self.dtmf_events += 1
+        if self.on_dtmf is not None:
+            self.on_dtmf(DTMF_KEYS[payload[0]])
 
     def _on_mix(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """The room's mix for a G.722/G.711 unit, from its own C leg: transcoded and sent."""

@@ -47,7 +47,9 @@ class WorkerService:
         self.worker = worker
         self.emit = emit
         self.participants: dict[str, Participant] = {}
-        self.dialling: dict[str, UnitParticipant] = {}  # room units we call, until they answer
+        # Room units not yet in their room: those we call, until they answer, and those
+        # that dialled a meeting's number, until they key in its PIN.
+        self.outside: dict[str, UnitParticipant] = {}
         # Rooms spread over several workers: the pipe addresses of the other workers that
         # host part of each room (the front says which, with link_room).
         self.peers: dict[str, list[tuple[str, int]]] = {}
@@ -131,17 +133,28 @@ class WorkerService:
         return {"participant": joined.id, "mode": joined.mode, "video_codec": joined.video_codec}
 
     async def do_join_unit(self, room: str, participant: str, name: str, role: str, offer: str,
-                           media_host: str) -> dict[str, Any]:
-        """A room unit's SIP call (mcu/unit.py): its SDP offer in, our answer out."""
-        if not isinstance(offer, str) or not isinstance(media_host, str):
+                           media_host: str, lobby: bool = False) -> dict[str, Any]:
+        """A room unit's SIP call (mcu/unit.py): its SDP offer in, our answer out. In the
+        ``lobby`` (it dialled a meeting's number) it waits outside the room, its DTMF keys
+        sent to the front as ``dtmf`` events, until the front admits it (``unit_admit``)
+        for the right PIN or drops it (``drop_unit``)."""
+        if not isinstance(offer, str) or not isinstance(media_host, str) or not isinstance(lobby, bool):
             raise ChannelError("bad_request", "join_unit needs an SDP offer and a media host")
         live = self._room(room)
         try:
-            unit, answer = await live.join_unit(name, role, participant, offer, media_host)
+            if lobby:
+                unit = UnitParticipant(live, name, role, participant, media_host)
+                answer = await unit.start(offer)
+            else:
+                unit, answer = await live.join_unit(name, role, participant, offer, media_host)
         except SdpError as exc:
             if not live.participants:
                 live.close()
             raise ChannelError(exc.code, str(exc)) from None
+        if lobby:
+            unit.on_dtmf = lambda key: self.emit("dtmf", {"participant": unit.id, "key": key})
+            self.outside[unit.id] = unit
+            return {"participant": unit.id, "answer": answer}
         self.participants[unit.id] = cast(Participant, unit)
         self._export(live)
         return {"participant": unit.id, "answer": answer}
@@ -155,18 +168,27 @@ class WorkerService:
         live = self._room(room)
         unit = UnitParticipant(live, name, role, participant, media_host)
         offer = await unit.make_offer(srtp)
-        self.dialling[unit.id] = unit
+        self.outside[unit.id] = unit
         return {"participant": unit.id, "offer": offer}
 
     async def do_unit_answer(self, participant: str, answer: str) -> None:
-        unit = self.dialling.pop(participant, None)
-        if unit is None or unit.closed:
+        unit = self.outside.get(participant)
+        if unit is None or unit.closed or unit.answered:
             raise ChannelError("unknown_participant", f"no call to {participant!r} under way")
         try:
             await unit.accept_answer(answer if isinstance(answer, str) else "")
         except SdpError as exc:
+            self.outside.pop(participant, None)
             await unit.close()
             raise ChannelError(exc.code, str(exc)) from None
+        await self.do_unit_admit(participant)
+
+    async def do_unit_admit(self, participant: str) -> None:
+        """A unit outside its room (answered our call, or keyed in the right PIN) goes in."""
+        unit = self.outside.pop(participant, None)
+        if unit is None or unit.closed or not unit.answered:
+            raise ChannelError("unknown_participant", f"no unit {participant!r} waiting")
+        unit.on_dtmf = None
         if self.worker.rooms.get(unit.room.name) is not unit.room:  # closed meanwhile
             await unit.close()
             raise ChannelError("unknown_room", f"room {unit.room.name} is closed")
@@ -175,7 +197,7 @@ class WorkerService:
         self._export(unit.room)
 
     async def do_drop_unit(self, participant: str) -> None:
-        unit = self.dialling.pop(participant, None)
+        unit = self.outside.pop(participant, None)
         if unit is not None:
             await unit.close()
             if not unit.room.participants and not unit.room.remote_participants:

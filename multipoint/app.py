@@ -25,6 +25,7 @@ from multipoint.http_security import (
 from multipoint.metrics import setup_metrics
 from multipoint.settings import Settings
 from scheduler.api import SERVICES, setup_api
+from scheduler.booking.dial_in import dial_in
 from scheduler.db import Database, upgrade
 from scheduler.grants.rollout import apply_selftest
 from scheduler.grants.selftests import record_selftest
@@ -257,9 +258,13 @@ def create_app(settings: Settings) -> web.Application:
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms
+    async def meeting_by_number(number: str) -> tuple[str, str] | None:
+        found = await asyncio.to_thread(read, dial_in, number)
+        return (found.room, found.pin) if found is not None else None
+
     # Room units calling over SIP (signaling/sip/): members of their rooms like pages.
-    room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host) \
-        if settings.sip_enabled else None
+    room_units = RoomUnits(signaling, settings.unit_media_host, settings.effective_sip_host,
+                           dial_in=meeting_by_number) if settings.sip_enabled else None
     app[ROOM_UNITS] = room_units
     live_rooms.units = room_units
 

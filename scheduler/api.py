@@ -47,7 +47,7 @@ from scheduler.api_models import (
     TokenIn,
     UserIn,
 )
-from scheduler.booking import bookings, bridges, calls, invitations, notices
+from scheduler.booking import bookings, bridges, calls, dial_in, invitations, notices
 from scheduler.booking.availability import availability
 from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
 from scheduler.booking.units import ParticipantMix
@@ -411,6 +411,7 @@ class Api:
             "invitees": booking.invitees, "room": booking.room_name,
             "join_links": {role: self.services.join_link(booking.room_name, role, booking.izs)
                            for role in ("host", "guest")},
+            "dial_in": {"number": dial_in.booking_number(booking.id), "pin": booking.dial_in_pin},
             "occurrence_count": sum(o.state == "scheduled" for o in rows),
             "displaced_count": sum(o.state == "displaced" for o in rows),
             "next_occurrence": (upcoming.start_utc.astimezone(tz).isoformat()

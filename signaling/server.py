@@ -232,6 +232,8 @@ class Signaling:
         self._prefix = secrets.token_hex(3)  # ids stay unique across restarts of the front
         self._pending: set[asyncio.Future[None]] = set()
         self.selftests = SelfTestCalls(self)
+        # Keys pressed on room units keying in a PIN (signaling/sip/units.py), by worker.
+        self.on_unit_key: Callable[[int, str, str], None] | None = None
         # Joins that hold media ports and have not connected yet: per client IP, and all.
         self.pending_joins: dict[str, int] = {}
         self.pending_total = 0
@@ -328,6 +330,10 @@ class Signaling:
         """Events of the media workers (mcu/worker.py), in the order each one sent them."""
         if event == "left" and "media" in data:  # a self-test call ended
             self.selftests.call_ended(data)
+        if event == "dtmf":
+            if self.on_unit_key is not None:
+                self.on_unit_key(worker, str(data.get("participant")), str(data.get("key")))
+            return
         if event in ("offer", "message", "left", "connected"):
             connection = self.connections.get(str(data.get("participant")))
             if connection is None or connection.worker != worker:

@@ -138,6 +138,10 @@ class Baresip:
     async def hang_up(self) -> None:
         await self.command("hangup")
 
+    async def key_in(self, keys: str) -> None:
+        """Press ``keys`` on its remote: RFC 4733 events in the call's audio."""
+        await self.command("sndcode", keys)
+
     def decoded_fps(self) -> float:
         """Video frames a second it decodes now, from its status line (``efps=E/D``)."""
         found = re.findall(rb"efps=[0-9.]+/([0-9.]+)", self.log)

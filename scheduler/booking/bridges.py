@@ -11,6 +11,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.dial_in import bridge_number
 from scheduler.booking.notices import JoinLink
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
@@ -46,4 +47,5 @@ def bridge_json(bridge: StandingBridge, join_link: JoinLink) -> dict[str, object
     links = {role: join_link(bridge.room_name, role, True) for role in ("host", "guest")}
     return {"id": bridge.id, "organisation_id": bridge.organisation_id, "name": bridge.name,
             "room": bridge.room_name, "participants": bridge.participants,
+            "dial_in": {"number": bridge_number(bridge.id), "pin": bridge.dial_in_pin},
             "units": bridge.units, "active": bridge.active, "join_links": links}

@@ -660,8 +660,10 @@ class SipAgent:
     def _forget(self, call: Call) -> None:
         self.dialogs.pop((call.call_id, call.local_tag), None)
 
-    async def hang_up(self, call: Call, wait: bool = True) -> int | None:
-        """End a call from our side: BYE once it is set up (487 before: not answered yet).
+    async def hang_up(self, call: Call, wait: bool = True,
+                      reason: tuple[int, str] | None = None) -> int | None:
+        """End a call from our side: BYE once it is set up (487 before: not answered yet),
+        with ``reason`` (a SIP status and its text, RFC 3326) when we say why.
         Returns the status the unit answered the BYE with (None: no answer)."""
         if call.ended:
             return None
@@ -683,6 +685,8 @@ class SipAgent:
         bye.add("Call-ID", call.call_id)
         bye.add("CSeq", f"{call.local_cseq} BYE")
         bye.add("User-Agent", USER_AGENT)
+        if reason is not None:
+            bye.add("Reason", f'SIP ;cause={reason[0]} ;text="{reason[1]}"')
         for route in reversed(call.invite.get_all("Record-Route")):
             bye.add("Route", route)
         data = bye.to_bytes()

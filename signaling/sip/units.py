@@ -8,6 +8,11 @@ there as a mixed participant on plain RTP (mcu/unit.py): it hears the room's mix
 its voice is heard by everyone. It is listed, muted and removed like any participant;
 removing it (or its room closing) hangs the call up.
 
+A unit may dial a meeting's number instead (``sip:1000042@multipoint``, the number the
+booking's page shows): the call is answered and the unit waits outside the room, in
+the lobby, until it keys in the meeting's PIN over DTMF (RFC 4733) followed by ``#``;
+three wrong PINs, or none within :data:`PIN_TIMEOUT_S`, and we hang up.
+
 How a refusal reads in SIP (docs/sip.md has the table): no such room 404, not on now
 480, locked 403, full 486 (with Retry-After), no codec in common 488 with a Warning
 that says which, an SDP we cannot read 400.
@@ -15,10 +20,13 @@ that says which, an SDP we cannot read 400.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcu import codecs
@@ -35,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_NAME_CHARS = 64
+PIN_TRIES = 3
+PIN_TIMEOUT_S = 60.0  # to key in the PIN, all tries together; the unit holds a place meanwhile
 # The scheduler's refusals (scheduler/media/rooms.py) as SIP statuses.
 REFUSALS = {"room_not_open": 404, "booking_cancelled": 404, "bridge_inactive": 480,
             "room_locked": 403, "worker_full": 486, "capacity_full": 486, "no_worker": 503,
@@ -54,6 +64,22 @@ class _Place:
     participant_id: str
     grant: JoinGrant
     name: str
+
+
+@dataclass
+class _Lobby:
+    """A unit that dialled a meeting's number, keying in its PIN outside the room."""
+
+    member: UnitMember
+    place: _Place
+    pin: str
+    keys: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    admitting: bool = False  # the PIN was right: it is on its way in
+
+
+# A meeting's room and PIN by its number (scheduler/booking/dial_in.py); None: no such.
+DialInLookup = Callable[[str], Awaitable[tuple[str, str] | None]]
 
 
 class DialFailed(Exception):
@@ -94,6 +120,7 @@ class UnitMember:
         self.grant: JoinGrant | None = None
         self.call_record: Any = None
         self.answer = ""  # our SDP answer, for the 200
+        self.lobby: _Lobby | None = None  # keying in the PIN, not in the room yet
 
     def post(self, text: str) -> None:
         return None  # a unit does not speak the participant protocol: the list is not for it
@@ -133,10 +160,15 @@ class UnitMember:
 class RoomUnits:
     """The SIP side of the front: its :class:`SipAgent` hands calls here."""
 
-    def __init__(self, signaling: Signaling, media_host: str, sip_host: str) -> None:
+    def __init__(self, signaling: Signaling, media_host: str, sip_host: str,
+                 dial_in: DialInLookup | None = None) -> None:
         self.signaling = signaling
         self.media_host = media_host
+        self.dial_in = dial_in
         self.agent = SipAgent(self, sip_host, advertised_host=media_host)
+        self.lobby: dict[str, _Lobby] = {}  # by participant id
+        self.pin_timeout_s = PIN_TIMEOUT_S
+        signaling.on_unit_key = self.key_pressed
 
     async def invited(self, call: Call) -> tuple[int, str, str]:
         try:
@@ -146,12 +178,70 @@ class RoomUnits:
                         exc.status, exc.reason)
             return exc.status, exc.reason, ""
         call.app = member
+        if member.lobby is not None:
+            member.lobby.task = asyncio.ensure_future(self._key_in_pin(member.lobby))
         return 200, "OK", member.answer
 
     async def ended(self, call: Call, by_unit: bool) -> None:
         member = call.app
         if isinstance(member, UnitMember):
+            lobby = member.lobby
+            if lobby is not None and not lobby.admitting:  # (else _key_in_pin sees it ended)
+                if lobby.task is not None:
+                    lobby.task.cancel()
+                await self._leave_lobby(lobby)
             await member.close()
+
+    # The lobby: a meeting's number, then its PIN -----------------------------------------
+
+    def key_pressed(self, worker: int, participant: str, key: str) -> None:
+        """A key a unit in the lobby pressed (its worker's ``dtmf`` event)."""
+        lobby = self.lobby.get(participant)
+        if lobby is not None and lobby.place.worker == worker:
+            lobby.keys.put_nowait(key)
+
+    async def _key_in_pin(self, lobby: _Lobby) -> None:
+        member, place = lobby.member, lobby.place
+        why: tuple[int, str] | None = None
+        try:
+            async with asyncio.timeout(self.pin_timeout_s):
+                for _ in range(PIN_TRIES):
+                    if hmac.compare_digest((await _entry(lobby.keys, len(lobby.pin))).encode(),
+                                           lobby.pin.encode()):
+                        break
+                    logger.info("SIP call %s: a wrong PIN for room %s", member.call.call_id,
+                                place.channel.name)
+                else:
+                    why = (403, "wrong PIN")
+            if why is None:
+                lobby.admitting = True
+                await self.signaling.pool.request(place.worker, "unit_admit",
+                                                  participant=place.participant_id)
+        except TimeoutError:
+            why = (408, "no PIN keyed in")
+        except ChannelError as exc:
+            why = (480, _phrase(exc.message))
+        if why is not None:
+            logger.info("SIP call %s: out of the lobby of %s: %s", member.call.call_id,
+                        place.channel.name, why[1])
+            await self._leave_lobby(lobby)
+            with contextlib.suppress(Exception):
+                await self.agent.hang_up(member.call, wait=False, reason=why)
+            return
+        self.lobby.pop(place.participant_id, None)
+        member.lobby = None
+        await self._enter(member, place)
+        if member.call.ended:  # it hung up while it went in
+            await member.close()
+
+    async def _leave_lobby(self, lobby: _Lobby) -> None:
+        if self.lobby.pop(lobby.place.participant_id, None) is None:
+            return
+        lobby.member.lobby = None
+        with contextlib.suppress(ChannelError, TimeoutError):
+            await self.signaling.pool.request(lobby.place.worker, "drop_unit",
+                                              participant=lobby.place.participant_id)
+        self._unplace(lobby.place)
 
     async def _join(self, call: Call) -> UnitMember:
         # Counted as a join from that address: guessing room names is as slow as tokens.
@@ -161,6 +251,12 @@ class RoomUnits:
             room, _ = user_and_host(call.invite.uri)
         except SipParseError:
             raise Refused(416, "Unsupported URI Scheme") from None
+        pin: str | None = None
+        if room.isascii() and room.isdigit() and self.dial_in is not None:  # a meeting's number
+            found = await self.dial_in(room)
+            if found is None:
+                raise Refused(404, "Not Found: no meeting has this number")
+            room, pin = found
         sender = call.invite.get("From")
         name = display_name(sender)
         if not name:
@@ -170,7 +266,8 @@ class RoomUnits:
         try:
             joined = await self.signaling.pool.request(
                 place.worker, "join_unit", room=room, participant=place.participant_id, name=place.name,
-                role=place.grant.role, offer=call.offer, media_host=self.media_host)
+                role=place.grant.role, offer=call.offer, media_host=self.media_host,
+                lobby=pin is not None)
         except ChannelError as exc:
             self._unplace(place)
             if exc.code == "codec_mismatch":
@@ -183,7 +280,10 @@ class RoomUnits:
             raise
         member = UnitMember(self, call, place.name)
         member.answer = joined["answer"]
-        await self._enter(member, place)
+        if pin is None:
+            await self._enter(member, place)
+        else:
+            member.lobby = self.lobby[place.participant_id] = _Lobby(member, place, pin)
         return member
 
     async def dial(self, room: str, target: str, name: str = "", srtp: bool = False,
@@ -290,6 +390,21 @@ class RoomUnits:
         if not channel.connections and not channel.placing \
                 and signaling.channels.get(channel.name) is channel:
             del signaling.channels[channel.name]
+
+
+async def _entry(keys: asyncio.Queue[str], length: int) -> str:
+    """One try at the PIN: keys up to ``#`` or the PIN's length; ``*`` starts again."""
+    entered = ""
+    while len(entered) < length:
+        key = await keys.get()
+        if key == "#":
+            if entered:
+                break
+        elif key == "*":
+            entered = ""
+        else:
+            entered += key
+    return entered
 
 
 def _phrase(text: str) -> str:

@@ -13,9 +13,10 @@ from multipoint.app import DATABASE
 from scheduler.access.auth import principal_of
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
+from scheduler.booking.dial_in import booking_number
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
-from scheduler.models import User
+from scheduler.models import Booking, User
 from tests.admin_web.conftest import BEROUN, sign_in
 from tests.browser.conftest import screenshot
 
@@ -74,6 +75,12 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     assert word == {1: "jednotka", 2: "jednotky", 3: "jednotky", 4: "jednotky"}.get(int(number), "jednotek")
     invitation = await page.request.get(await page.get_attribute("#invitation", "href"))
     assert invitation.ok and "RRULE:FREQ=WEEKLY" in await invitation.text()
+    # What a room unit dials, and the PIN it keys in: the booking's own.
+    booking_id = int(page.url.split("?")[0].rsplit("/", 1)[1])
+    with server.app[DATABASE].session() as session:
+        pin = session.get(Booking, booking_id).dial_in_pin
+    dial = await page.text_content("#dial-in")
+    assert f"sip:{booking_number(booking_id)}@" in dial and pin in dial
     await screenshot(page, "admin-booking")
     booking_url = page.url.split("?")[0]
 

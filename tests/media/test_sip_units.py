@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, ROOM_UNITS
+from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
 from scheduler.booking.bridges import create_bridge
+from scheduler.booking.dial_in import bridge_number
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation
@@ -487,3 +488,99 @@ async def test_a_call_over_tls(server, tmp_path: Path) -> None:
         assert await wait_until(lambda: not units_in(server, room))
     finally:
         writer.close()
+
+
+# A meeting's number and its PIN over DTMF (RFC 4733) ---------------------------------------
+
+
+def numbered_bridge(server) -> tuple[str, str, str]:
+    """A bridge's room, number and PIN."""
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=1, worker_capacity_units=800)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        made = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                             ParticipantMix(hd=5))
+        return made.room_name, bridge_number(made.id), made.dial_in_pin
+
+
+def wrong(pin: str) -> str:
+    return str((int(pin[0]) + 1) % 10) + pin[1:]
+
+
+def waiting(server) -> int:
+    """Units in a lobby: at the front, and outside their rooms on the worker."""
+    return len(server.app[ROOM_UNITS].lobby) + len(server.app[POOL].workers[0].service.outside)
+
+
+async def test_a_unit_dials_a_meetings_number_and_keys_in_its_pin(server, tmp_path: Path) -> None:
+    room, number, pin = numbered_bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, number))
+        established = await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        assert established, unit.log[-2000:]
+        # Answered, but outside the room until the PIN: nobody hears it, it is not listed.
+        assert await wait_until(lambda: waiting(server) == 2)
+        await asyncio.sleep(1.5)
+        assert not units_in(server, room) and not hears(client, UNIT_TONE)
+        await unit.key_in(wrong(pin) + "#")  # one wrong try of three
+        await asyncio.sleep(2)
+        assert not units_in(server, room) and unit.saw("CALL_CLOSED") is None
+        await unit.key_in(pin + "#")
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15), unit.log[-2000:]
+        assert waiting(server) == 0
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        member = units_in(server, room)[0]
+        assert member.dtmf_events == 2 * (len(pin) + 1)
+    finally:
+        await unit.stop()
+        await client.close()
+
+
+async def test_wrong_pins_a_silent_unit_and_an_unknown_number_are_turned_away(server, tmp_path: Path) -> None:
+    room, number, pin = numbered_bridge(server)
+    pool = server.app[POOL]
+    unit = Baresip(tmp_path / "unit")
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, number))
+        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        for _ in range(3):
+            await unit.key_in(wrong(pin) + "#")
+            await asyncio.sleep(1.5)
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10), unit.log[-2000:]
+        assert await wait_until(lambda: waiting(server) == 0)
+        assert not units_in(server, room)
+        assert await wait_until(lambda: all(not state.units for state in pool.states))  # no place held
+        # Keyed in nothing: hung up when the time to key it in is over.
+        server.app[ROOM_UNITS].pin_timeout_s = 2.0
+        unit.events.clear()
+        await unit.dial(sip_uri(server, number))
+        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
+        assert await wait_until(lambda: waiting(server) == 0)
+        # A number no meeting has: 404 before anything is answered.
+        unit.events.clear()
+        await unit.dial(sip_uri(server, "1999999"))
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
+        assert "404" in unit.saw("CALL_CLOSED").get("param", "") + unit.log.decode(errors="replace")
+    finally:
+        await unit.stop()
+
+
+async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, tmp_path: Path) -> None:
+    room, number, _ = numbered_bridge(server)
+    unit = Baresip(tmp_path / "unit")
+    await unit.start()
+    try:
+        await unit.dial(sip_uri(server, number))
+        assert await wait_until(lambda: waiting(server) == 2, timeout=15)
+        await unit.key_in("12")  # half a PIN
+        await unit.hang_up()
+        assert await wait_until(lambda: waiting(server) == 0)
+        assert not units_in(server, room)
+        assert room not in server.app[ROOM_UNITS].signaling.channels
+    finally:
+        await unit.stop()

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
+from scheduler.booking.dial_in import DialIn, booking_number, bridge_number, dial_in
 from scheduler.db import Database
 from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
@@ -88,6 +89,15 @@ async def test_orp_admin_books_a_recurring_meeting_that_opens_and_admits(api: Ap
     assert booking["organisation_id"] == api.world.orp_a
     assert booking["occurrence_count"] == 4 and booking["units"] == 4 * 11 + 2 * 2
     assert booking["join_links"]["guest"].startswith("http://multipoint.test/call/")
+    # Room units dial its number and key in its PIN (signaling/sip/units.py).
+    assert booking["dial_in"]["number"] == booking_number(booking["id"])
+    with api.services.db.read_session() as session:
+        assert dial_in(session, booking["dial_in"]["number"]) == DialIn(booking["room"],
+                                                                        booking["dial_in"]["pin"])
+        assert dial_in(session, booking_number(booking["id"] + 1)) is None
+        assert dial_in(session, "5" + booking["dial_in"]["number"][1:]) is None
+        assert dial_in(session, booking["room"]) is None
+    assert len(booking["dial_in"]["pin"]) == 6 and booking["dial_in"]["pin"].isdigit()
 
     response = await api.call("admin_orp_a", "GET", f"/bookings/{booking['id']}/invitation.ics")
     assert response.status == 200
@@ -272,8 +282,10 @@ async def test_operator_manages_nodes_quotas_bridges_and_users(api: Api) -> None
     bridge = await api.call("izs", "POST", "/bridges",
                             {"name": "Krizový štáb", "participants": {"hd": 10}})
     assert bridge.status == 201
-    room = (await bridge.json())["room"]
+    made = await bridge.json()
+    room = made["room"]
     assert api.services.admit_join(room).allowed
+    assert made["dial_in"]["number"] == bridge_number(made["id"]) and len(made["dial_in"]["pin"]) == 6
     listed = await (await api.call("izs", "GET", "/bridges")).json()
     assert [b["room"] for b in listed["bridges"]] == [room]
 

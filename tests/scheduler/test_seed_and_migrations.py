@@ -6,10 +6,11 @@ from collections import Counter
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from scheduler.booking.dial_in import bridge_number, dial_in
 from scheduler.db import Base, Database, upgrade
-from scheduler.models import MediaWorker, Organisation, Quota
+from scheduler.models import MediaWorker, Organisation, Quota, StandingBridge
 from scheduler.seed import seed
 
 ORP_PER_REGION = {
@@ -59,3 +60,26 @@ def test_seed_loads_regions_and_orp_idempotently(db_url: str) -> None:
     assert per_region == Counter(ORP_PER_REGION)
     assert len(workers) == 2
     assert sum(q.share_bp for q in quotas) + 2000 <= 10000  # leaves the 20 % IZS reserve
+
+
+def test_meetings_and_bridges_made_before_pins_get_one_each(db_url: str) -> None:
+    upgrade(db_url, "0010")
+    database = Database(db_url)
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO organisations (id, name, kind, email, created_at) "
+                "VALUES (1, 'HZS', 'izs', '', CURRENT_TIMESTAMP)"))
+            for number in (1, 2):
+                connection.execute(text(
+                    "INSERT INTO standing_bridges (id, organisation_id, name, room_name, participants,"
+                    " units, active, created_at) VALUES (:id, 1, 'Štáb', :room, '{}', 10, true,"
+                    " CURRENT_TIMESTAMP)"), {"id": number, "room": f"izs-{number}"})
+        upgrade(db_url)
+        with database.session() as session:
+            pins = [bridge.dial_in_pin for bridge in session.scalars(select(StandingBridge))]
+            found = dial_in(session, bridge_number(2))
+    finally:
+        database.dispose()
+    assert len(pins) == 2 and all(len(pin) == 6 and pin.isdigit() for pin in pins)
+    assert found is not None and found.room == "izs-2" and found.pin == pins[1]
