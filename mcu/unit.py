@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -31,13 +32,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import pylibsrtp
 
 from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
 from mcu.forwarding import Consumer, Producer
-from mcu.mixer.opus import FRAME_SAMPLES
+from mcu.mixer.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
 from mcu.unit_audio import Transcoder
 from mcu.unit_sdp import (
     OPUS,
@@ -61,6 +63,22 @@ MEDIA_TIMEOUT_S = 30.0
 ROOM_OPUS_PAYLOAD_TYPE = 111  # a transcoded unit's sound as the room has it
 SOCKET_BUFFER_BYTES = 1 << 20
 DTMF_KEYS = "0123456789*#ABCD"  # RFC 4733's events 0-15
+# What a unit in the lobby hears (signaling/sip/units.py): a short beep, again and
+# again, until it keys in the PIN: the cue that the call is up and waits for something.
+PROMPT_HZ = 1000
+PROMPT_BEEP_S = 0.2
+PROMPT_PERIOD_S = 1.6
+
+
+@functools.cache
+def _prompt_frames() -> list[np.ndarray]:
+    """One period of the lobby's cue as 20 ms frames of 48 kHz mono."""
+    beep = int(PROMPT_BEEP_S * SAMPLE_RATE)
+    pcm = np.zeros(int(PROMPT_PERIOD_S * SAMPLE_RATE), dtype=np.int16)
+    t = np.arange(beep) / SAMPLE_RATE
+    # Shaped by a Hann window: no click at either end.
+    pcm[:beep] = (0.3 * 32767 * np.sin(2 * np.pi * PROMPT_HZ * t) * np.hanning(beep)).astype(np.int16)
+    return [pcm[i:i + FRAME_SAMPLES] for i in range(0, len(pcm), FRAME_SAMPLES)]
 SRTP_PROFILES = {"AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
                  "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32}
 
@@ -231,6 +249,7 @@ class UnitParticipant:
         self.dtmf_events = 0  # keys pressed (RFC 4733 events), each counted once
         self._dtmf_timestamp: int | None = None  # the RTP timestamp of the last key's event
         self.on_dtmf: Callable[[str], None] | None = None  # a key, while it keys in a PIN
+        self._prompt: asyncio.Task[None] | None = None
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
@@ -324,6 +343,52 @@ class UnitParticipant:
                                    stream.write_rtcp, sink)
                 if choice.kind == "video":
                     consumer.request_keyframe()
+
+    # The lobby's cue --------------------------------------------------------------------
+
+    def start_prompt(self) -> None:
+        """Play the lobby's cue to the unit until :meth:`stop_prompt` (it is admitted)."""
+        stream = self.streams.get("audio")
+        if self._prompt is None and stream is not None and stream.choice is not None \
+                and stream.choice.we_send:
+            self._prompt = asyncio.ensure_future(self._play_prompt(stream))
+
+    def stop_prompt(self) -> None:
+        if self._prompt is not None:
+            self._prompt.cancel()
+            self._prompt = None
+
+    async def _play_prompt(self, stream: _Stream) -> None:
+        choice = stream.choice
+        assert choice is not None
+        encoder = OpusEncoder()
+        # An SSRC of its own: the mix that follows starts its own sequence and clock.
+        ssrc, seq, timestamp = secrets.randbits(32) or 1, secrets.randbits(16), secrets.randbits(32)
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        first = True
+        try:
+            while not self.closed:
+                for pcm in _prompt_frames():
+                    payload = encoder.encode(pcm)
+                    step = FRAME_SAMPLES
+                    if self.transcoder is not None:  # in the unit's codec (8000 Hz clock)
+                        payload = self.transcoder.from_opus(payload)
+                        step = len(payload)
+                    packet = rtp.rtp_header(choice.payload_type, first, seq, timestamp, ssrc, False) + payload
+                    first = False
+                    seq, timestamp = (seq + 1) & 0xFFFF, (timestamp + step) & 0xFFFFFFFF
+                    if stream.tx is not None:
+                        packet = stream.tx.protect(packet)
+                    transport = stream.rtp.transport if stream.rtp is not None else None
+                    if transport is None or transport.is_closing():
+                        return
+                    transport.sendto(packet, choice.remote)
+                    due += FRAME_SAMPLES / SAMPLE_RATE
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+        except Exception:
+            self.counters.handler_errors += 1
+            logger.exception("unit %s: the lobby's cue failed", self.id)
 
     # Packet path ----------------------------------------------------------------------
 
@@ -501,6 +566,7 @@ class UnitParticipant:
         if self.closed:
             return
         self.closed = True
+        self.stop_prompt()
         for consumer in self.consumers.values():
             consumer.switch_to(None)
             consumer.disconnect()

@@ -153,6 +153,7 @@ class WorkerService:
             raise ChannelError(exc.code, str(exc)) from None
         if lobby:
             unit.on_dtmf = lambda key: self.emit("dtmf", {"participant": unit.id, "key": key})
+            unit.start_prompt()
             self.outside[unit.id] = unit
             return {"participant": unit.id, "answer": answer}
         self.participants[unit.id] = cast(Participant, unit)
@@ -189,6 +190,7 @@ class WorkerService:
         if unit is None or unit.closed or not unit.answered:
             raise ChannelError("unknown_participant", f"no unit {participant!r} waiting")
         unit.on_dtmf = None
+        unit.stop_prompt()
         if self.worker.rooms.get(unit.room.name) is not unit.room:  # closed meanwhile
             await unit.close()
             raise ChannelError("unknown_room", f"room {unit.room.name} is closed")

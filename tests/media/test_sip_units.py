@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mcu.unit import PROMPT_HZ
 from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.dial_in import bridge_number
@@ -578,9 +579,12 @@ async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, t
         await unit.dial(sip_uri(server, number))
         assert await wait_until(lambda: waiting(server) == 2, timeout=15)
         await unit.key_in("12")  # half a PIN
+        await asyncio.sleep(3)
         await unit.hang_up()
         assert await wait_until(lambda: waiting(server) == 0)
         assert not units_in(server, room)
         assert room not in server.app[ROOM_UNITS].signaling.channels
     finally:
         await unit.stop()
+    # What it heard meanwhile: the lobby's cue, a beep again and again.
+    assert tone_share(unit.heard(), unit.heard_rate, PROMPT_HZ) > 0.5
