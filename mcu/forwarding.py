@@ -61,6 +61,9 @@ class Producer:
         self.sender_report_lsr = 0
         self.last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL_S
         self.sharing = False  # screen slots: the owner said a screen share is on
+        # Made on this worker for its own subscribers (a unit's camera in VP8,
+        # mcu/unit_camera.py): not piped to other workers.
+        self.local_only = False
         # Piped in from another worker (mcu/pipe.py): what our subscribers miss was lost
         # on the pipe, and the origin keeps a history to resend it. Publishers are not
         # NACKed (their packets reach every leg or none).
@@ -152,9 +155,10 @@ class Producer:
         self.taps.append(tap)
         self.tap_track.tapped = True
 
-    def clear_taps(self) -> None:
-        self.taps.clear()
-        self.tap_track.tapped = False
+    def remove_tap(self, tap: Callable[[bytes, rtp.RtpView], None]) -> None:
+        if tap in self.taps:
+            self.taps.remove(tap)
+        self.tap_track.tapped = bool(self.taps)
 
     # Simulcast layers -----------------------------------------------------------------
 

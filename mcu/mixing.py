@@ -25,6 +25,8 @@ from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.mixer.pacer import run_ticks
 from mcu.stats import WorkerCounters
 
+Tap = Callable[[bytes, rtp.RtpView], None]
+
 logger = logging.getLogger(__name__)
 
 MIXER_OWNER = "mixer"
@@ -174,6 +176,7 @@ class RoomMixer:
         # Microphones whose quiet packets C holds back from the taps (participant -> its
         # track), and the audio tick until which each other source's gate stays open.
         self._gated: dict[str, Track] = {}
+        self._taps: dict[str, tuple[Tap, Tap]] = {}  # each source's (microphone, camera)
         self._open_until: dict[str, int] = {}
         self._audio_ticks = 0
 
@@ -185,8 +188,10 @@ class RoomMixer:
         self.sources[participant_id] = (microphone, camera)
         self.audio.add_source(participant_id)
         self.compositor.add_source(participant_id, name)
-        microphone.add_tap(self._audio_tap(participant_id))
-        camera.add_tap(self._video_tap(participant_id, camera))
+        taps = self._taps[participant_id] = (self._audio_tap(participant_id),
+                                             self._video_tap(participant_id, camera))
+        microphone.add_tap(taps[0])
+        camera.add_tap(taps[1])
         self._gate(participant_id)
         self._select_decoders()
 
@@ -194,8 +199,9 @@ class RoomMixer:
         producers = self.sources.pop(participant_id, None)
         if producers is None:
             return
-        for producer in producers:
-            producer.clear_taps()
+        # Only the mixer's own taps: a unit's camera has another (mcu/unit_camera.py).
+        for producer, tap in zip(producers, self._taps.pop(participant_id), strict=True):
+            producer.remove_tap(tap)
         producers[0].tap_track.tap_level_limit = 127
         self._gated.pop(participant_id, None)
         self._open_until.pop(participant_id, None)

@@ -41,6 +41,7 @@ from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRA
 from mcu.forwarding import Consumer, Producer
 from mcu.mixer.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
 from mcu.unit_audio import Transcoder
+from mcu.unit_camera import CameraForBrowsers
 from mcu.unit_sdp import (
     OPUS,
     SRTP_KEY_BYTES,
@@ -250,6 +251,7 @@ class UnitParticipant:
         self._dtmf_timestamp: int | None = None  # the RTP timestamp of the last key's event
         self.on_dtmf: Callable[[str], None] | None = None  # a key, while it keys in a PIN
         self._prompt: asyncio.Task[None] | None = None
+        self._camera_vp8: CameraForBrowsers | None = None
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.on_closed: Callable[[UnitParticipant], None] | None = None
@@ -332,6 +334,11 @@ class UnitParticipant:
                 sink.bind(self._mix_in.fileno, "127.0.0.1", self._mix_in.port, 0, 0, None)
                 self._mix_sink = sink
             producer.feedback = stream.write_rtcp  # PLI/FIR and reports go back on its m-line
+            if choice.kind == "video" and choice.we_receive:
+                # Its camera in VP8 too, for browsers in a room that forwards VP8.
+                self._camera_vp8 = CameraForBrowsers(self.id, producer, self.counters, self._receive_own)
+                self.producers["camera_vp8"] = self._camera_vp8.producer
+                self._tracks[self._camera_vp8.producer.ssrc or 0] = self._camera_vp8.producer.track
             if choice.kind == "video":
                 # A slot for the composite (in H.264), pointed by the room like the mix.
                 camera = Consumer(f"{self.id}:camera0", "video", self.id, self.counters, codec=codecs.H264)
@@ -462,6 +469,12 @@ class UnitParticipant:
             self.counters.handler_errors += 1
             logger.exception("unit %s: the mix could not be transcoded", self.id)
 
+    def _receive_own(self, data: bytes) -> None:
+        """A packet we made of the unit's media (its camera in VP8) into the fan-out."""
+        if receive(self._tracks, data, self._packet_counters) & RECEIVED_WANTS_KEYFRAME \
+                and self._camera_vp8 is not None:
+            self._camera_vp8.producer.request_keyframe()
+
     def _receive(self, stream: _Stream, data: bytes) -> None:
         payload_type = data[1] & 0x7F
         status = receive(self._tracks, data, self._packet_counters)
@@ -572,6 +585,8 @@ class UnitParticipant:
             consumer.disconnect()
         for producer in self.producers.values():
             producer.feedback = None
+        if self._camera_vp8 is not None:
+            self._camera_vp8.close()
         for stream in self.streams.values():
             stream.close()
         if self._mix_sink is not None:
@@ -592,7 +607,8 @@ class UnitParticipant:
     def media_counts(self) -> dict[str, int]:
         counts = {"audio_in": 0, "video_in": 0, "audio_out": 0, "video_out": 0}
         for producer in self.producers.values():
-            counts[f"{producer.kind}_in"] += producer.packets
+            if not producer.local_only:  # what it sent us, not what we made of it
+                counts[f"{producer.kind}_in"] += producer.packets
         for consumer in self.consumers.values():
             counts[f"{consumer.kind}_out"] += consumer.leg.packets
         # The unit's word on what reached it (its RTCP receiver reports), for test calls.

@@ -191,6 +191,10 @@ class StreamChoice:
     def we_send(self) -> bool:
         return self.direction in ("sendrecv", "sendonly")
 
+    @property
+    def we_receive(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
 
 def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamChoice:
     crypto = None

@@ -319,7 +319,8 @@ class WorkerService:
             piped = [pipe.export_producer(producer, peer).to_json()
                      for participant in room.participants.values()
                      for producer in participant.producers.values()
-                     if producer.payload_type is not None and peer not in pipe.exports_of(producer)]
+                     if producer.payload_type is not None and not producer.local_only
+                     and peer not in pipe.exports_of(producer)]
             if piped:
                 self.emit("piped", {"room": room.name, "to": list(peer),
                                     "origin": list(pipe.address), "producers": piped})

@@ -400,6 +400,42 @@ async def test_a_units_camera_reaches_a_browser_and_the_unit_decodes_the_composi
         await client.close()
 
 
+async def test_in_a_vp8_room_browsers_see_the_units_camera_encoded_again_once(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    # A page starts the room: it forwards VP8, which the unit does not send.
+    pages = [await SignalClient.connect(server.ws_url) for _ in range(2)]
+    unit = Baresip(tmp_path / "unit", video=True)
+    await unit.start()
+    try:
+        grant = JoinGrant(room=room, role="guest", scheduled=True)
+        for page in pages:
+            await page.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
+                                 issue_token(server.settings.signing_secret(), grant, 300),
+                                 name="Obecní úřad", video_codecs=["vp8"])
+        member = await dial_in(server, unit, room)
+        assert member.producers["camera"].codec == "h264"
+        for page in pages:  # both decode it, in VP8
+            assert await wait_until(lambda p=page: p.live_frames("video").get(member.id, 0) > 15, timeout=20)
+        again = member.producers["camera_vp8"]
+        assert again.codec == "vp8" and len(again.consumers) == 2
+        encoded = member._camera_vp8.frames_encoded
+        assert encoded > 15
+        # Once for both pages: as many frames as the unit sent, not twice as many.
+        assert encoded <= member.producers["camera"].packets
+        # Nobody shows it: it is no longer encoded.
+        for page in pages:
+            await page.close()
+        assert await wait_until(lambda: not again.consumers, timeout=10)
+        await asyncio.sleep(0.5)
+        idle = member._camera_vp8.frames_encoded
+        await asyncio.sleep(1.5)
+        assert member._camera_vp8.frames_encoded == idle
+    finally:
+        await unit.stop()
+        for page in pages:
+            await page.close()
+
+
 # SIPp (Debian's sip-tester): scripted floods of what we refuse, beside a live call. ------------
 
 SIPP = shutil.which("sipp")
