@@ -14,8 +14,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from mcu import codecs, rtp
 from mcu._fanout import Leg, Track, forward
@@ -23,6 +26,7 @@ from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.mixer.pacer import run_ticks
+from mcu.mixer.vp8 import VIDEO_CLOCK
 from mcu.stats import WorkerCounters
 
 Tap = Callable[[bytes, rtp.RtpView], None]
@@ -136,6 +140,22 @@ class MixOutput(Producer):
             self.request_keyframe()
 
 
+@dataclass
+class H264Size:
+    """The composite in H.264 at one size, for the room units that receive that size
+    (mcu/unit_sdp.py chooses it from each unit's SDP): one producer they all subscribe
+    to, and its encoder, which exists only while one of them receives it."""
+
+    size: tuple[int, int]
+    output: MixOutput
+    encoder: H264Encoder | None = None
+    keyframe: bool = True
+    since_keyframe: int = 1 << 30  # the first one may be a key frame at once
+    # Kept between frames, as the compositor's per source: a bare reformat builds a new
+    # swscale context each call.
+    scaler: VideoReformatter = field(default_factory=VideoReformatter)
+
+
 class RoomMixer:
     """Mixes a room for its mixed participants and for its recording."""
 
@@ -149,17 +169,22 @@ class RoomMixer:
         # cameras; the composite is VP8 whatever they send).
         self.depacketizers: dict[str, tuple[str, Vp8Depacketizer | H264Depacketizer]] = {}
         self.fps = fps
+        self.room_name = room_name
         self.audio_out = MixOutput(f"{room_name}-mix", "audio", counters)
         self.video_out = MixOutput(f"{room_name}-composite", "video", counters,
                                    on_keyframe_request=self.compositor.request_keyframe)
-        # The same composite in H.264, for room units (mcu/unit.py): encoded only while
-        # one of them receives it, from the same composed frame as the VP8 one.
-        self.video_out_h264 = MixOutput(f"{room_name}-composite-h264", "video", counters,
-                                        on_keyframe_request=self._request_h264_keyframe,
-                                        codec=codecs.H264)
-        self._h264: H264Encoder | None = None
-        self._h264_keyframe = True
-        self._h264_since_keyframe = 1 << 30  # the first one may be a key frame at once
+        # The same composite in H.264 for room units (mcu/unit.py), per size a unit
+        # receives (made when a unit first asks for it): each size encoded only while one
+        # of them receives it, from the same composed frame as the VP8 one where the size
+        # is not larger; units of one size share its encode.
+        self.h264_sizes: dict[tuple[int, int], H264Size] = {}
+        # The canvas for units that receive more than the room's composite: composed at
+        # their size (an upscaled 640x360 would only be bigger, not sharper), only while
+        # one of them receives it. Its sources are the compositor's (names: _names).
+        self._large: Compositor | None = None
+        self._names: dict[str, str] = {}
+        self._speaker: str | None = None
+        self._h264_frames = random.getrandbits(20)
         self.sources: dict[str, tuple[Producer, Producer]] = {}  # participant -> (mic, camera)
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
@@ -169,6 +194,10 @@ class RoomMixer:
         # video work at all.
         self.composing = False
         self.frames_composed = 0
+        # Per source, its camera's pictures decoded into the composite (and of them key
+        # frames): a unit's test call's proof that its video reaches us (mcu/unit.py).
+        self.frames_decoded: dict[str, int] = {}
+        self.keyframes_decoded: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._video_task: asyncio.Task[None] | None = None
@@ -186,8 +215,10 @@ class RoomMixer:
         if participant_id in self.sources:
             return
         self.sources[participant_id] = (microphone, camera)
+        self._names[participant_id] = name
         self.audio.add_source(participant_id)
-        self.compositor.add_source(participant_id, name)
+        for compositor in self._compositors():
+            compositor.add_source(participant_id, name)
         taps = self._taps[participant_id] = (self._audio_tap(participant_id),
                                              self._video_tap(participant_id, camera))
         microphone.add_tap(taps[0])
@@ -206,9 +237,16 @@ class RoomMixer:
         self._gated.pop(participant_id, None)
         self._open_until.pop(participant_id, None)
         self.audio.remove_source(participant_id)
-        self.compositor.remove_source(participant_id)
+        self._names.pop(participant_id, None)
+        for compositor in self._compositors():
+            compositor.remove_source(participant_id)
         self.depacketizers.pop(participant_id, None)
+        self.frames_decoded.pop(participant_id, None)
+        self.keyframes_decoded.pop(participant_id, None)
         self._select_decoders()
+
+    def _compositors(self) -> list[Compositor]:
+        return [self.compositor] if self._large is None else [self.compositor, self._large]
 
     def _select_decoders(self) -> None:
         for newly_shown in self.decoders.select(self.compositor.shown()):
@@ -269,7 +307,11 @@ class RoomMixer:
                 return
             picture = self.decoders.decode(participant_id, frame.data, codec)
             if picture is not None:
-                self.compositor.push_frame(participant_id, picture)
+                self.frames_decoded[participant_id] = self.frames_decoded.get(participant_id, 0) + 1
+                if frame.keyframe:
+                    self.keyframes_decoded[participant_id] = self.keyframes_decoded.get(participant_id, 0) + 1
+                for compositor in self._compositors():
+                    compositor.push_frame(participant_id, picture)
             elif frame.after_gap or self.decoders.needs_keyframe(participant_id):
                 camera.request_keyframe()  # throttled by the producer
         return tap
@@ -284,21 +326,35 @@ class RoomMixer:
 
     def set_speaker(self, participant_id: str | None) -> None:
         if participant_id in self.sources or participant_id is None:
-            self.compositor.set_speaker(participant_id)
+            self._speaker = participant_id
+            for compositor in self._compositors():
+                compositor.set_speaker(participant_id)
 
     # Running --------------------------------------------------------------------------
 
     @property
     def needed(self) -> bool:
-        return bool(self.audio_out.consumers or self.video_out.consumers
-                    or self.video_out_h264.consumers or self.recorder)
+        return bool(self.audio_out.consumers or self.video_out.consumers or self.recorder
+                    or any(encode.output.consumers for encode in self.h264_sizes.values()))
 
-    def composite_for(self, codec: str | None) -> MixOutput:
-        """The composite a mixed subscriber of that video codec receives."""
-        return self.video_out_h264 if codec == codecs.H264 else self.video_out
+    def composite_for(self, codec: str | None, size: tuple[int, int] | None = None) -> MixOutput:
+        """The composite a mixed subscriber of that video codec receives; in H.264 at
+        ``size`` (the room's composite size if not given)."""
+        if codec != codecs.H264:
+            return self.video_out
+        size = size or (self.compositor.width, self.compositor.height)
+        encode = self.h264_sizes.get(size)
+        if encode is None:
+            output = MixOutput(f"{self.room_name}-composite-h264-{size[0]}x{size[1]}", "video",
+                               self.counters, on_keyframe_request=lambda: self._request_h264_keyframe(size),
+                               codec=codecs.H264)
+            encode = self.h264_sizes[size] = H264Size(size, output)
+        return encode.output
 
-    def _request_h264_keyframe(self) -> None:
-        self._h264_keyframe = True
+    def _request_h264_keyframe(self, size: tuple[int, int]) -> None:
+        encode = self.h264_sizes.get(size)
+        if encode is not None:
+            encode.keyframe = True
 
     def start(self) -> None:
         if self._tasks:
@@ -342,7 +398,8 @@ class RoomMixer:
         recorded. A unit that declined video has no leg that sends. ``output``: that
         encoding of it only (the recording is VP8)."""
         if output is None:
-            return self.composite_watched(self.video_out) or self.composite_watched(self.video_out_h264)
+            return self.composite_watched(self.video_out) or any(
+                self.composite_watched(encode.output) for encode in self.h264_sizes.values())
         return (output is self.video_out and self.recorder is not None) or any(
             consumer.leg.sink is not None and not consumer.leg.paused for consumer in output.consumers)
 
@@ -356,15 +413,29 @@ class RoomMixer:
             for participant_id in self.decoders.selected:
                 self.sources[participant_id][1].request_keyframe()
             self.compositor.request_keyframe()
-            self._h264_keyframe = True
+            for encode in self.h264_sizes.values():
+                encode.keyframe = True
         self.composing = watched
         if not watched:
             self._video_stop.set()  # until _watch_composite() sees somebody watch again
+            self._end_h264({})
+            self._large = None
             return
-        frame = self.compositor.compose()
-        if self.composite_watched(self.video_out_h264):
-            self._send_h264(frame)
-        if not self.composite_watched(self.video_out):
+        units = {size: encode for size, encode in self.h264_sizes.items()
+                 if self.composite_watched(encode.output)}
+        self._end_h264(units)
+        vp8 = self.composite_watched(self.video_out)
+        canvas = self._unit_canvas(units)
+        frame = self.compositor.compose() if vp8 or canvas is self.compositor else None
+        if units:
+            unit_frame = frame if canvas is self.compositor and frame is not None else canvas.compose()
+            # The units' clock is the mixer's, not a canvas's: a unit's stream goes on at the
+            # same pace when its canvas changes (a 720p unit came or went).
+            self._h264_frames += 1
+            timestamp = round(self._h264_frames * VIDEO_CLOCK / self.fps) & 0xFFFFFFFF
+            for encode in units.values():
+                self._send_h264(encode, unit_frame, timestamp)
+        if not vp8 or frame is None:
             return
         for encoded in self.compositor.encode(frame):
             self.frames_composed += 1
@@ -376,22 +447,57 @@ class RoomMixer:
                 self.video_out.emit(encoded.timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
                                     payload, keyframe=encoded.keyframe and position == 0)
 
-    def _send_h264(self, frame: Any) -> None:
-        if self._h264 is None:
-            self._h264 = H264Encoder(self.compositor.width, self.compositor.height, self.fps)
-            self._h264_keyframe = True
-        self._h264_since_keyframe += 1
+    def _end_h264(self, watched: Mapping[tuple[int, int], H264Size]) -> None:
+        """Sizes nobody receives now lose their encoder (it is made again, starting on a
+        key frame, when a unit of that size comes); sizes without a subscriber go."""
+        for size, encode in list(self.h264_sizes.items()):
+            if size not in watched:
+                encode.encoder = None
+                if not encode.output.consumers:
+                    del self.h264_sizes[size]
+
+    def _unit_canvas(self, units: Mapping[tuple[int, int], H264Size]) -> Compositor:
+        """What the units' sizes are made from: the room's compositor when none of them is
+        larger (smaller sizes are scaled down from it), else one composing at the largest,
+        made when that size first appears with the room's sources in it."""
+        largest = max(units, key=lambda size: size[0] * size[1], default=None)
+        if largest is None or (largest[0] <= self.compositor.width and largest[1] <= self.compositor.height):
+            self._large = None
+            return self.compositor
+        if self._large is None or (self._large.width, self._large.height) != largest:
+            self._large = Compositor(largest[0], largest[1], fps=self.fps, layout=self.compositor.layout)
+            for participant_id in self.sources:
+                self._large.add_source(participant_id, self._names.get(participant_id, ""))
+            self._large.set_speaker(self._speaker)
+            # Its tiles fill as the shown cameras' next pictures are decoded; a key frame
+            # from each brings a still one in at once.
+            for participant_id in self.decoders.selected:
+                self.sources[participant_id][1].request_keyframe()
+        return self._large
+
+    def _send_h264(self, encode: H264Size, frame: Any, timestamp: int) -> None:
+        width, height = encode.size
+        if encode.encoder is None:
+            encode.encoder = H264Encoder(width, height, self.fps)
+            encode.keyframe = True
+        if (frame.width, frame.height) != encode.size:
+            scaled = encode.scaler.reformat(frame, width=width, height=height, format="yuv420p",
+                                            interpolation=Interpolation.AREA)
+            scaled.pts, scaled.time_base = frame.pts, frame.time_base
+            frame = scaled
+        encode.since_keyframe += 1
         # One key frame a second at most, however many units ask (as for VP8).
-        keyframe = self._h264_keyframe and self._h264_since_keyframe >= self.fps
+        keyframe = encode.keyframe and encode.since_keyframe >= self.fps
         if keyframe:
-            self._h264_keyframe = False
-        for access_unit, timestamp, is_key in self._h264.encode(frame, keyframe):
+            encode.keyframe = False
+        # Real time without B-frames: one access unit out for each frame in, at once.
+        for access_unit, _, is_key in encode.encoder.encode(frame, keyframe):
             if is_key:
-                self._h264_since_keyframe = 0
+                encode.since_keyframe = 0
             payloads = packetize_h264(access_unit)
             for position, payload in enumerate(payloads):
-                self.video_out_h264.emit(timestamp & 0xFFFFFFFF, position == len(payloads) - 1,
-                                         payload, keyframe=is_key and position == 0)
+                encode.output.emit(timestamp, position == len(payloads) - 1,
+                                   payload, keyframe=is_key and position == 0)
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:

@@ -186,7 +186,9 @@ class Room:
             own = {source: producer.id for source, producer in subscriber.producers.items()}
             if subscriber.mode == "mixed":
                 mixer = self.ensure_mixer()
-                composite = mixer.composite_for(subscriber.video_codec)
+                # A room unit receives the composite at the size its SDP allows (mcu/unit.py).
+                composite = mixer.composite_for(subscriber.video_codec,
+                                                getattr(subscriber, "composite_size", None))
                 for output in (mixer.audio_out, composite):
                     producers[output.id] = output
                 wanted = {"voice": [mixer.audio_out.id], "camera": [composite.id], "screen": []}

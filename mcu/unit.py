@@ -11,7 +11,8 @@ media worker, beside :class:`~mcu.participant.Participant` (a browser's) in the 
   fan-out (:func:`mcu._fanout.receive`) to browsers' voice slots and to the room's mixer;
 * it is always mixed (``mode`` ``"mixed"``): its voice slot shows the room's mix, so
   the unit hears everyone in one stream, through the same C legs as a browser's, and
-  its camera slot the composite, in H.264 (the mixer encodes it once for all units);
+  its camera slot the composite, in H.264 at the size its SDP allows (the mixer
+  encodes it once per size, for all units of that size);
 * its camera (H.264) is a producer too: forwarded to browsers in a room that forwards
   H.264, and decoded into the composite;
 * SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP.
@@ -254,6 +255,10 @@ class UnitParticipant:
         self._camera_vp8: CameraForBrowsers | None = None
         self.receiver_reports = 0  # the unit's reports on the mix we send it
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
+        self.video_receiver_reports = 0  # and on the composite
+        self.video_reported_lost = 0
+        # The composite's size for this unit, from its SDP (mcu/unit_sdp.py), once it has video.
+        self.composite_size: tuple[int, int] | None = None
         self.on_closed: Callable[[UnitParticipant], None] | None = None
         # A unit on G.722 or G.711 (mcu/unit_audio.py): its sound re-timed as Opus packets
         # of our own numbering, and the mix back through a loopback port.
@@ -340,6 +345,7 @@ class UnitParticipant:
                 self.producers["camera_vp8"] = self._camera_vp8.producer
                 self._tracks[self._camera_vp8.producer.ssrc or 0] = self._camera_vp8.producer.track
             if choice.kind == "video":
+                self.composite_size = choice.receive_size
                 # A slot for the composite (in H.264), pointed by the room like the mix.
                 camera = Consumer(f"{self.id}:camera0", "video", self.id, self.counters, codec=codecs.H264)
                 self.slots["camera"] = [camera]
@@ -507,21 +513,24 @@ class UnitParticipant:
             if isinstance(packet, adapter.RtcpSr) and packet.ssrc == producer.ssrc:
                 info = packet.sender_info
                 producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
-            if isinstance(packet, adapter.RtcpSr | adapter.RtcpRr) and stream.kind == "audio":
-                self._on_reception_reports(packet.reports)
+            if isinstance(packet, adapter.RtcpSr | adapter.RtcpRr) and slot:
+                self._on_reception_reports(stream.kind, slot[0], packet.reports)
             elif isinstance(packet, adapter.RtcpPsfb) and slot \
                     and packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
                 slot[0].request_keyframe()  # the unit wants a fresh composite
 
-    def _on_reception_reports(self, reports: list[Any]) -> None:
-        # What the unit says it received of the mix: a test call's proof that our sound
-        # reached it (signaling/sip/testcall.py).
-        voice = self.slots["voice"][0]
+    def _on_reception_reports(self, kind: str, consumer: Consumer, reports: list[Any]) -> None:
+        # What the unit says it received of the mix or the composite: a test call's proof
+        # that our sound and picture reached it (signaling/sip/testcall.py).
         for report in reports:
-            if report.ssrc == voice.ssrc and voice.leg.packets:
-                voice.fraction_lost = report.fraction_lost
-                self.reported_lost = max(0, report.packets_lost)
-                self.receiver_reports += 1
+            if report.ssrc == consumer.ssrc and consumer.leg.packets:
+                consumer.fraction_lost = report.fraction_lost
+                if kind == "audio":
+                    self.reported_lost = max(0, report.packets_lost)
+                    self.receiver_reports += 1
+                else:
+                    self.video_reported_lost = max(0, report.packets_lost)
+                    self.video_receiver_reports += 1
 
     # What the room and the worker's tick ask of every participant -------------------------
 
@@ -614,6 +623,15 @@ class UnitParticipant:
         # The unit's word on what reached it (its RTCP receiver reports), for test calls.
         counts["receiver_reports"] = self.receiver_reports
         counts["audio_out_lost"] = self.reported_lost
+        counts["video_receiver_reports"] = self.video_receiver_reports
+        counts["video_out_lost"] = self.video_reported_lost
+        # Its camera's pictures that the mixer decoded (while it composes and shows the
+        # unit): packets alone could be anything, a decoded picture is video.
+        mixer = self.room.mixer
+        counts["video_in_frames"] = mixer.frames_decoded.get(self.id, 0) if mixer is not None else 0
+        counts["video_in_keyframes"] = mixer.keyframes_decoded.get(self.id, 0) if mixer is not None else 0
+        counts["video"] = int(bool(self.slots["camera"]))  # it negotiated video
+        counts["video_width"], counts["video_height"] = self.composite_size or (0, 0)
         return counts
 
     def describe(self) -> dict[str, Any]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import re
 import time
 from dataclasses import dataclass, field
+
+from mcu.mixer.h264 import LEVEL_LIMITS, fits
 
 MAX_SDP_BYTES = 16 * 1024
 OPUS = "opus"
@@ -59,6 +62,7 @@ class MediaOffer:
     rtcp_address: str | None = None
     crypto: list[Crypto] = field(default_factory=list)
     ptime: int | None = None
+    imageattr: dict[str, str] = field(default_factory=dict)  # pt or "*" -> its sets (RFC 6236)
 
     def payload_types(self, name: str, rate: int | None = None) -> list[int]:
         return [pt for pt in self._numbered()
@@ -145,6 +149,9 @@ def _attribute(m: MediaOffer, value: str) -> None:
                 m.rtcp_address = _connection_address(" ".join(parts[1:4]))
         elif name == "ptime":
             m.ptime = int(rest)
+        elif name == "imageattr":
+            pt, _, sets = rest.strip().partition(" ")
+            m.imageattr[pt] = sets.strip()
         elif name == "crypto":
             crypto = _crypto(rest)
             if crypto is not None:
@@ -186,6 +193,7 @@ class StreamChoice:
     dtmf_payload_type: int | None = None  # audio: RFC 4733 telephone-event
     dtmf_clock: int = 48000  # its rtpmap's rate (units often say 8000 beside Opus)
     packetization_mode: int = 1  # video: H.264's (RFC 6184)
+    receive_size: tuple[int, int] = (640, 360)  # video: the composite's size for this unit
 
     @property
     def we_send(self) -> bool:
@@ -256,6 +264,64 @@ def _h264_rank(fmtp: str) -> int | None:
     return (0 if constrained else 2) + (0 if mode == "1" else 1)
 
 
+# The composite's sizes for units, largest first: 16:9 like the composite itself, so a
+# size is a scale of the same picture, never a crop. Sizes above MAX_COMPOSITE are not
+# made: each size some unit receives is one more libx264 encode a frame (and above the
+# room's 640x360 canvas, a compose at that size too, mcu/mixing.py): at 1280x720 up to
+# about 15 ms of CPU a frame, 22 % of a core at 15 fps (docs/sip.md), and no room
+# system's screen gains much from more than 720p of a grid of cameras.
+COMPOSITE_SIZES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (320, 180))
+MAX_COMPOSITE = (1280, 720)
+COMPOSITE_FPS = 15  # the mixer's video tick (mcu/mixing.py)
+
+
+def _imageattr_bounds(sets: str) -> tuple[int, int] | None:
+    """The widest x and y a unit's ``a=imageattr`` says it receives (its ``recv`` sets:
+    single values, ``[a:b]`` or ``[a:step:b]`` ranges, ``[a,b,c]`` lists); None when it
+    says nothing we can read or ``recv *`` (anything)."""
+    found = re.search(r"\brecv\s+(.*?)(?:\bsend\b|$)", sets)
+    if found is None or found.group(1).strip().startswith("*"):
+        return None
+    widest: dict[str, int] = {}
+    for axis, value in re.findall(r"\b([xy])=(\[[^\]]*\]|\d+)", found.group(1)):
+        numbers = [int(n) for n in re.findall(r"\d+", value)]
+        if numbers:
+            widest[axis] = max(widest.get(axis, 0), max(numbers))
+    if "x" not in widest or "y" not in widest:
+        return None
+    return widest["x"], widest["y"]
+
+
+def composite_size(fmtp: str, imageattr: str = "", fps: float = COMPOSITE_FPS,
+                   cap: tuple[int, int] = MAX_COMPOSITE) -> tuple[int, int]:
+    """The largest of :data:`COMPOSITE_SIZES`, up to ``cap``, that the unit's decoder takes
+    by what its H.264 fmtp says (the level of ``profile-level-id``, or ``max-fs`` and
+    ``max-mbps`` when given: RFC 6184 lets them say more than the level) and, if it sends
+    one, its ``a=imageattr`` recv bounds. None fits (a decoder below 320x180): the
+    smallest, as a unit that takes H.264 at all gets a picture rather than none."""
+    parameters = _h264_parameters(fmtp)
+    # RFC 6184 8.1: without profile-level-id, a baseline decoder of level 1 is meant.
+    profile = parameters.get("profile-level-id", "42000a").lower()
+    try:
+        level = int(profile[4:6], 16)
+        if level == 11 and int(profile[2:4], 16) & 0x10:  # level 1b, baseline's way
+            level = 9
+        max_fs, max_mbps = LEVEL_LIMITS[level]
+        max_fs = int(parameters.get("max-fs", max_fs))
+        max_mbps = int(parameters.get("max-mbps", max_mbps))
+    except (ValueError, KeyError):
+        max_fs, max_mbps = LEVEL_LIMITS[10]  # a level we do not know: the least one
+    bounds = _imageattr_bounds(imageattr) if imageattr else None
+    for width, height in COMPOSITE_SIZES:
+        if width > cap[0] or height > cap[1]:
+            continue
+        if bounds is not None and (width > bounds[0] or height > bounds[1]):
+            continue
+        if fits(max_fs, max_mbps, width, height, fps):
+            return width, height
+    return COMPOSITE_SIZES[-1]
+
+
 def choose_video(offer: SessionOffer) -> StreamChoice | None:
     """The first video m-line with H.264 we take (see :func:`_h264_rank`); None: the
     unit stays audio-only (its video m-lines are refused)."""
@@ -269,8 +335,10 @@ def choose_video(offer: SessionOffer) -> StreamChoice | None:
                 choice = _common("video", index, m, ranked[0][2])
             except SdpError:  # SRTP without a suite we take: the call goes on without video
                 continue
-            mode = _h264_parameters(m.fmtp.get(choice.payload_type, "")).get("packetization-mode", "0")
-            choice.packetization_mode = int(mode)
+            fmtp = m.fmtp.get(choice.payload_type, "")
+            choice.packetization_mode = int(_h264_parameters(fmtp).get("packetization-mode", "0"))
+            imageattr = m.imageattr.get(str(choice.payload_type), m.imageattr.get("*", ""))
+            choice.receive_size = composite_size(fmtp, imageattr)
             return choice
     return None
 
@@ -310,6 +378,9 @@ def _stream_lines(choice: StreamChoice, family: str, address: str, rtcp_port: in
 H264 = "h264"
 H264_PROFILE = "42e01f"  # constrained baseline, level 3.1: what we send and ask for
 OFFERED_OPUS, OFFERED_DTMF, OFFERED_H264 = 111, 101, 96
+# H.264 in packetization mode 0 as well: units that have only mode 0 (baresip, older
+# systems) take our video too; every NAL unit of the composite fits a packet in both.
+OFFERED_H264_MODE_0 = 97
 
 
 @dataclass
@@ -336,12 +407,17 @@ def offer_sdp(address: str, streams: dict[str, LocalStream]) -> str:
         pt = OFFERED_OPUS if kind == "audio" else OFFERED_H264
         proto = SECURE if local.key is not None else PLAIN
         # Sound: Opus first, then what older units have (transcoded: mcu/unit_audio.py).
-        formats = f"{pt} 9 0 8 {OFFERED_DTMF}" if kind == "audio" else str(pt)
+        formats = f"{pt} 9 0 8 {OFFERED_DTMF}" if kind == "audio" else f"{pt} {OFFERED_H264_MODE_0}"
         lines.append(f"m={kind} {local.rtp_port} {proto} {formats}")
         ours = StreamChoice(kind, 0, pt, ("", 0), ("", 0), True, None, "sendrecv", codec=OPUS, channels=2,
                             dtmf_payload_type=OFFERED_DTMF if kind == "audio" else None)
         if kind == "audio":
             lines += ["a=rtpmap:9 G722/8000", "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000"]
+        else:
+            mode_0 = OFFERED_H264_MODE_0
+            lines += [f"a=rtpmap:{mode_0} H264/90000",
+                      f"a=fmtp:{mode_0} profile-level-id={H264_PROFILE};packetization-mode=0",
+                      f"a=rtcp-fb:{mode_0} nack pli", f"a=rtcp-fb:{mode_0} ccm fir"]
         lines += _stream_lines(ours, family, address, local.rtcp_port, local.key, offer=True)
     return "\r\n".join(lines) + "\r\n"
 

@@ -154,6 +154,31 @@ class H264Decoder(KeyframeGatedDecoder):
 
 MAX_PAYLOAD = 1200  # as the VP8 packetizer: room under a 1500-byte path with SRTP and headers
 
+# H.264 Table A-1 (ITU-T H.264, Annex A), by level_idc: (MaxFS, the most macroblocks in a
+# frame; MaxMBPS, the most macroblocks a second). 9 is level 1b as its own idc; a
+# baseline profile-level-id says 1b as level_idc 11 with constraint_set3 set instead.
+LEVEL_LIMITS: dict[int, tuple[int, int]] = {
+    10: (99, 1485), 9: (99, 1485), 11: (396, 3000), 12: (396, 6000), 13: (396, 11880),
+    20: (396, 11880), 21: (792, 19800), 22: (1620, 20250), 30: (1620, 40500),
+    31: (3600, 108000), 32: (5120, 216000), 40: (8192, 245760), 41: (8192, 245760),
+    42: (8704, 522240), 50: (22080, 589824), 51: (36864, 983040), 52: (36864, 2073600)}
+
+
+def fits(max_fs: int, max_mbps: int, width: int, height: int, fps: float) -> bool:
+    """A decoder of those limits (a level's, or an fmtp's max-fs and max-mbps) takes frames
+    of that size at that rate (A.3.1: the frame's macroblocks, their rate, and neither
+    side longer than sqrt(8 * MaxFS) macroblocks)."""
+    columns, rows = -(-width // 16), -(-height // 16)
+    side = (8 * max_fs) ** 0.5
+    return columns * rows <= max_fs and columns * rows * fps <= max_mbps and columns <= side and rows <= side
+
+
+def level_for(width: int, height: int, fps: float) -> int:
+    """The lowest level (level_idc) whose decoders take that size at that rate: what our
+    SPS says, so a unit that offered a low level is not told the stream needs more."""
+    levels = sorted(idc for idc in LEVEL_LIMITS if idc != 9)
+    return next((idc for idc in levels if fits(*LEVEL_LIMITS[idc], width, height, fps)), levels[-1])
+
 
 def split_nal_units(access_unit: bytes) -> list[bytes]:
     """The NAL units of an Annex B access unit, start codes (3 or 4 bytes) taken off."""
@@ -211,7 +236,8 @@ class H264Encoder:
         codec.profile = "Constrained Baseline"
         # Every NAL unit (a slice) fits one RTP packet: units in packetization mode 0
         # take nothing else, and mode 1 ones then need no fragments either.
-        codec.options = {"preset": "ultrafast", "tune": "zerolatency", "level": "31",
+        level = level_for(width, height, fps)
+        codec.options = {"preset": "ultrafast", "tune": "zerolatency", "level": str(level),
                          "x264-params": "keyint=3000:min-keyint=3000:scenecut=0:repeat-headers=1:"
                                         f"slice-max-size={MAX_PAYLOAD}"}
         self._codec = codec

@@ -10,7 +10,13 @@ verdict with its figures like a browser self-test's, which moves a unit that pas
 A call that does not come about says why in its problems: ``unreachable``,
 ``no_answer``, ``busy``, ``declined``, ``codec_mismatch``, ``unknown_unit``; one that
 connects but does not carry sound says ``no_audio_from_unit`` or ``no_audio_at_unit``.
-Video is not checked yet: units send and receive sound only so far (docs/sip.md).
+
+A unit that took video is checked both ways too: its camera's pictures decoded by the
+room's mixer within the window (at least :data:`MIN_VIDEO_FPS` a second, so a key frame
+came and what follows it decodes) and the composite it receives (packets we sent, and its
+RTCP receiver reports on them within the window, losing little), else
+``no_video_from_unit`` or ``no_video_at_unit``. A unit that took no video passes on
+sound alone; its verdict's ``video_tested`` figure is 0 and its video figures null.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ logger = logging.getLogger(__name__)
 MEASURE_S = 8.0
 PACKETS_PER_S = 50  # Opus every 20 ms, each way
 ENOUGH = 0.7  # of the expected packets, each way: sound arrives
+# Of the unit's camera, decoded pictures a second: units send 5 to 30, and a picture that
+# decodes proves the stream (a key frame and what follows it), whatever its rate.
+MIN_VIDEO_FPS = 2
 RING_S = 30.0
 
 RecordResult = Callable[[dict[str, Any]], Awaitable[int]]
@@ -57,15 +66,20 @@ class UnitTestCalls:
         result = {"passed": not problems, "problems": problems, "figures": figures,
                   "endpoint_serial": serial, "user_agent": f"SIP test call to {target}"}
         stored = await self.record(result)
+        video = "video" if figures.get("video_tested") else "no video"
         logger.info("unit %s: test call %s (%s)", serial, "passed" if not problems else "failed",
-                    ", ".join(problems) or "audio both ways")
+                    ", ".join(problems) or f"audio both ways, {video}")
         return stored
 
     async def _measure(self, target: str) -> tuple[list[str], dict[str, float | None]]:
         room = "unittest-" + secrets.token_hex(6)
         figures: dict[str, float | None] = {"seconds": self.measure_s, "audio_from_unit_packets": None,
                                             "audio_to_unit_packets": None, "audio_to_unit_lost": None,
-                                            "video_from_unit_packets": None, "video_to_unit_packets": None}
+                                            "video_tested": 0, "video_from_unit_packets": None,
+                                            "video_from_unit_frames": None, "video_from_unit_keyframes": None,
+                                            "video_to_unit_packets": None, "video_to_unit_lost": None,
+                                            "video_receiver_reports": None, "video_to_unit_width": None,
+                                            "video_to_unit_height": None}
         try:
             member = await self.units.dial(room, target, name="test call", ring_s=RING_S, scheduled=False)
         except DialFailed as exc:
@@ -91,9 +105,33 @@ class UnitTestCalls:
         # Ours reached it when it reported on them within the window, and lost few.
         if after["receiver_reports"] == before["receiver_reports"] or sent - lost < ENOUGH * expected:
             problems.append("no_audio_at_unit")
+        if after.get("video"):
+            problems += video_problems(before, after, self.measure_s, figures)
         return problems, figures
 
     async def _counts(self, member: Any) -> dict[str, int] | None:
         with contextlib.suppress(ChannelError, TimeoutError):
             return await member.request("media_counts", participant=member.participant_id)
         return None
+
+
+def video_problems(before: dict[str, int], after: dict[str, int], seconds: float,
+                   figures: dict[str, float | None]) -> list[str]:
+    """The video checks of a unit that took video, from its media counts at the start
+    and the end of the window: its problems, and ``figures`` filled in."""
+    frames = after["video_in_frames"] - before["video_in_frames"]
+    sent = after["video_out"] - before["video_out"]
+    lost = max(0, after["video_out_lost"] - before["video_out_lost"])
+    reports = after["video_receiver_reports"] - before["video_receiver_reports"]
+    # Key frames since the call began: its first one comes as it starts, before the window.
+    figures.update(video_tested=1, video_from_unit_packets=after["video_in"] - before["video_in"],
+                   video_from_unit_frames=frames, video_from_unit_keyframes=after["video_in_keyframes"],
+                   video_to_unit_packets=sent, video_to_unit_lost=lost, video_receiver_reports=reports,
+                   video_to_unit_width=after["video_width"], video_to_unit_height=after["video_height"])
+    problems = []
+    if frames < MIN_VIDEO_FPS * seconds:
+        problems.append("no_video_from_unit")
+    # As for sound: the unit reported on the composite within the window, and lost little of it.
+    if not reports or not sent or sent - lost < ENOUGH * sent:
+        problems.append("no_video_at_unit")
+    return problems

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from multipoint.app import DATABASE
 from scheduler.access.auth import principal_of
 from scheduler.grants import rollout
-from scheduler.models import Organisation, User
+from scheduler.models import Organisation, SelfTestResult, User
 from tests.admin_web.conftest import sign_in
 from tests.browser.conftest import screenshot
 from tests.sip_unit import BARESIP, Baresip
@@ -113,7 +113,7 @@ async def test_csv_import_with_preview_and_a_passing_selftest_makes_a_unit_teste
 
 @pytest.mark.media
 @pytest.mark.skipif(BARESIP is None, reason="no baresip (scripts/test installs it)")
-async def test_a_units_sip_test_call_checks_its_sound_both_ways_and_makes_it_tested(
+async def test_a_units_sip_test_call_checks_its_sound_and_video_both_ways_and_makes_it_tested(
         server, accounts, context, tmp_path) -> None:
     with server.app[DATABASE].session() as session:
         coordinator = principal_of(session.scalar(select(User).where(User.name == "coordinator")))
@@ -124,7 +124,7 @@ async def test_a_units_sip_test_call_checks_its_sound_both_ways_and_makes_it_tes
                                                benesov.id, None, 89000, None, now)
             for status in ("approved", "ordered", "delivered", "installed"):
                 rollout.change_status(session, coordinator, unit_row.id, status, now)
-    unit = Baresip(tmp_path / "unit", auto_answer=True)
+    unit = Baresip(tmp_path / "unit", auto_answer=True, video=True)
     await unit.start()
     try:
         page = await context.new_page()
@@ -149,6 +149,12 @@ async def test_a_units_sip_test_call_checks_its_sound_both_ways_and_makes_it_tes
         assert unit.saw("CALL_ESTABLISHED") is not None
     finally:
         await unit.stop()
+    # The stored verdict counts video both ways: its camera decoded, our composite reported on.
+    with server.app[DATABASE].session() as session:
+        figures = session.scalars(select(SelfTestResult).where(SelfTestResult.endpoint_serial == "SN-SIP-1")
+                                  .order_by(SelfTestResult.id.desc())).first().figures
+    assert figures["video_tested"] == 1 and figures["video_from_unit_frames"] > 0
+    assert figures["video_to_unit_packets"] > 0 and figures["video_receiver_reports"] >= 1
     # A unit that is not there: a failed verdict that says why, and no "tested".
     with server.app[DATABASE].session() as session:
         unit_id = rollout.endpoint_id_of(session, "SN-SIP-2")

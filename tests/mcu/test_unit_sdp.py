@@ -6,7 +6,18 @@ import base64
 
 import pytest
 
-from mcu.unit_sdp import LocalStream, SdpError, answer, choose_audio, choose_video, parse_offer
+from mcu.mixer.h264 import level_for
+from mcu.unit_sdp import (
+    MAX_COMPOSITE,
+    LocalStream,
+    SdpError,
+    answer,
+    choose_audio,
+    choose_video,
+    composite_size,
+    offer_sdp,
+    parse_offer,
+)
 
 KEY = base64.b64encode(bytes(range(30))).decode()
 POLY = ("v=0\r\no=- 1 1 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n"
@@ -60,6 +71,51 @@ def test_constrained_baseline_is_preferred_over_other_profiles() -> None:
     assert video is not None and video.payload_type == 109
 
 
+@pytest.mark.parametrize(("fmtp", "size"), [
+    ("profile-level-id=42e01f;packetization-mode=1", (1280, 720)),  # level 3.1: 3600 macroblocks
+    ("profile-level-id=42e01e;packetization-mode=1", (640, 360)),  # 3.0: 1620, 960x540 needs 2040
+    ("profile-level-id=42e00d;packetization-mode=1", (320, 180)),  # 1.3: CIF's 396
+    ("profile-level-id=42e016", (640, 360)),  # 2.2
+    ("profile-level-id=42e028;packetization-mode=1", MAX_COMPOSITE),  # 4.0 could take 1080p: capped
+    ("profile-level-id=42e00d;max-fs=3600;max-mbps=108000", (1280, 720)),  # more than its level says
+    ("profile-level-id=42e01f;max-mbps=20000", (640, 360)),  # 15 fps of 960x540 is 30600 a second
+    ("packetization-mode=1", (320, 180)),  # no profile-level-id: baseline level 1 (RFC 6184)
+    ("profile-level-id=42f00b", (320, 180)),  # 1b (level 11 with constraint_set3): nothing fits
+    ("profile-level-id=42e0zz", (320, 180)),  # unreadable level: the least
+])
+def test_the_composite_size_is_the_largest_the_units_h264_level_takes(fmtp: str,
+                                                                        size: tuple[int, int]) -> None:
+    video = choose_video(parse_offer(POLY.replace("profile-level-id=42e01f;packetization-mode=1", fmtp)))
+    assert video is not None and video.receive_size == size
+
+
+def test_a_higher_cap_lets_a_level_4_unit_have_1080p() -> None:
+    assert composite_size("profile-level-id=42e028", cap=(1920, 1080)) == (1920, 1080)
+    assert composite_size("profile-level-id=42e01f", cap=(1920, 1080)) == (1280, 720)
+
+
+@pytest.mark.parametrize(("imageattr", "size"), [
+    ("a=imageattr:109 send [x=1280,y=720] recv [x=640,y=360]", (640, 360)),
+    ("a=imageattr:* recv [x=[320:16:960],y=[180:16:540]] send *", (960, 540)),
+    ("a=imageattr:109 recv [x=1280,y=720,q=0.5] [x=320,y=180]", (1280, 720)),  # the widest set
+    ("a=imageattr:109 recv [x=[320,480],y=[180,270]]", (320, 180)),  # 480x270 is not one of ours
+    ("a=imageattr:109 recv *", (1280, 720)),
+    ("a=imageattr:110 recv [x=320,y=180]", (1280, 720)),  # another payload type's
+    ("a=imageattr:109 send [x=320,y=180]", (1280, 720)),  # what it sends: no bound on ours
+])
+def test_imageattr_recv_bounds_the_composite_size(imageattr: str, size: tuple[int, int]) -> None:
+    sdp = POLY.replace("a=rtpmap:109 H264/90000\r\n", f"a=rtpmap:109 H264/90000\r\n{imageattr}\r\n")
+    video = choose_video(parse_offer(sdp))
+    assert video is not None and video.receive_size == size
+
+
+@pytest.mark.parametrize(("size", "level"), [((320, 180), 12), ((640, 360), 22), ((960, 540), 31),
+                                             ((1280, 720), 31), ((1920, 1080), 40)])
+def test_our_stream_says_the_lowest_level_that_takes_its_size(size: tuple[int, int], level: int) -> None:
+    # A unit that offered level 1.3 is sent 320x180 at 1.2, never a stream that claims more.
+    assert level_for(*size, 15) == level
+
+
 def test_without_opus_g722_then_g711_is_taken_static_types_too() -> None:
     no_opus = POLY.replace("a=rtpmap:116 OPUS/48000/2\r\n", "").replace(" 9 0 8 116 101", " 9 0 8 101")
     assert choose_audio(parse_offer(no_opus)).codec == "G722"
@@ -97,3 +153,17 @@ def test_an_offer_that_cannot_be_read_is_bad_sdp(sdp: str) -> None:
     with pytest.raises(SdpError) as error:
         parse_offer(sdp)
     assert error.value.code == "bad_sdp"
+
+
+def test_our_offer_has_h264_in_both_packetization_modes_and_a_unit_answering_mode_0_is_taken() -> None:
+    ours = offer_sdp("192.0.2.5", {"audio": LocalStream(40000, 40001, None),
+                                   "video": LocalStream(40002, 40003, None)})
+    assert "m=video 40002 RTP/AVP 96 97" in ours.split("\r\n")
+    assert "a=fmtp:97 profile-level-id=42e01f;packetization-mode=0" in ours
+    # baresip's answer: mode 0 only, on our payload type for it.
+    answered = ("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                "m=video 5002 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"
+                "a=fmtp:97 packetization-mode=0;profile-level-id=42e01f\r\n")
+    video = choose_video(parse_offer(answered))
+    assert video is not None and (video.payload_type, video.packetization_mode) == (97, 0)
+    assert video.receive_size == (1280, 720)

@@ -15,9 +15,12 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from sqlalchemy import select
 
+from mcu import rtp
+from mcu.mixer.h264 import H264Depacketizer
 from mcu.unit import PROMPT_HZ
 from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
 from scheduler.booking.bridges import create_bridge
@@ -28,6 +31,7 @@ from scheduler.models import CallRecord, Organisation
 from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.sip.message import SipMessage, frame, parse
+from signaling.sip.testcall import UnitTestCalls
 from signaling.sip.units import DialFailed
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
@@ -392,7 +396,9 @@ async def test_a_units_camera_reaches_a_browser_and_the_unit_decodes_the_composi
         # The unit gets the composite in H.264 and decodes it.
         assert await wait_until(lambda: member.media_counts()["video_out"] > 30, timeout=15)
         assert await wait_until(lambda: unit.decoded_fps() > 5, timeout=15), unit.log[-3000:]
-        assert b"receiving with resolution 640 x 360" in unit.log
+        # baresip offers level 3.1 (42e01f): the largest size that takes, up to our cap.
+        assert member.composite_size == (1280, 720)
+        assert b"receiving with resolution 1280 x 720" in unit.log
         mixer = server.app[MEDIA].rooms[room].mixer
         assert mixer is not None and member.id in mixer.decoders.selected  # its tile is decoded
     finally:
@@ -434,6 +440,119 @@ async def test_in_a_vp8_room_browsers_see_the_units_camera_encoded_again_once(se
         await unit.stop()
         for page in pages:
             await page.close()
+
+
+def h264_offer(audio_port: int, video_port: int, profile_level_id: str) -> bytes:
+    """A unit's offer with Opus and H.264 of that profile and level, RTCP muxed."""
+    return (b"v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            + f"m=audio {audio_port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-mux\r\n"
+              f"m=video {video_port} RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"
+              f"a=fmtp:97 profile-level-id={profile_level_id};packetization-mode=1\r\n"
+              "a=rtcp-mux\r\n".encode())
+
+
+class PictureSizes:
+    """The H.264 that reaches a plain RTP socket, depacketized and decoded by FFmpeg: the
+    size of each picture."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.depacketizer = H264Depacketizer()
+        self.decoder = av.CodecContext.create("h264", "r")
+        self.sizes: list[tuple[int, int]] = []
+
+    def read(self) -> list[tuple[int, int]]:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return self.sizes
+            if 192 <= data[1] <= 223:  # our RTCP, muxed
+                continue
+            view = rtp.parse_rtp(data)
+            frame = self.depacketizer.push(view.sequence_number, view.timestamp, view.marker,
+                                           data[view.payload_start:view.payload_end])
+            if frame is not None:
+                self.sizes += [(p.width, p.height) for p in self.decoder.decode(av.Packet(frame.data))]
+
+
+async def test_each_unit_gets_the_composite_at_the_size_its_h264_level_takes(server, tmp_path: Path) -> None:
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit", video=True)  # level 3.1: 1280x720
+    await unit.start()
+    raw = RawSip(server)
+    audio, video = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    try:
+        member = await dial_in(server, unit, room)
+        # A second unit, by hand, whose decoder is level 1.3 (CIF's 396 macroblocks).
+        for sock in (audio, video):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        offer = h264_offer(audio.getsockname()[1], video.getsockname()[1], "42e00d")
+        uri = f"sip:{room}@127.0.0.1"
+        raw.send(raw.request("INVITE", uri, call_id="cif", body=offer, branch="z9hG4bKcif"))
+        ok = next(r for r in await raw.responses(2) if r.status == 200)
+        assert b"m=video 0 " not in ok.body  # its video was taken
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="cif", to_tag=to_tag, branch="z9hG4bKcifack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 2)
+        small = next(u for u in units_in(server, room) if u.id != member.id)
+        assert small.composite_size == (320, 180)
+        # What reaches its socket decodes at 320x180, while baresip decodes 1280x720.
+        pictures = PictureSizes(video)
+        assert await wait_until(lambda: len(pictures.read()) > 10, timeout=15)
+        assert set(pictures.sizes) == {(320, 180)}
+        assert await wait_until(lambda: unit.decoded_fps() > 5, timeout=15), unit.log[-3000:]
+        assert b"receiving with resolution 1280 x 720" in unit.log
+        mixer = server.app[MEDIA].rooms[room].mixer
+        assert sorted(mixer.h264_sizes) == [(320, 180), (1280, 720)]  # one encode for each size
+        raw.send(raw.request("BYE", uri, call_id="cif", cseq=2, to_tag=to_tag, branch="z9hG4bKcifbye"))
+        # The small unit gone, its size is no longer encoded; baresip's picture goes on.
+        assert await wait_until(lambda: sorted(mixer.h264_sizes) == [(1280, 720)], timeout=10)
+    finally:
+        await unit.stop()
+        raw.close()
+        audio.close()
+        video.close()
+
+
+async def test_a_test_call_checks_video_both_ways_and_says_when_it_was_not_tested(
+        server, tmp_path: Path) -> None:
+    results: list[dict[str, Any]] = []
+
+    async def record(result: dict[str, Any]) -> int:
+        results.append(result)
+        return len(results)
+
+    calls = UnitTestCalls(server.app[ROOM_UNITS], record)
+    unit = Baresip(tmp_path / "video", video=True, auto_answer=True)
+    await unit.start()
+    try:
+        await calls.run("SN-VIDEO", f"sip:unit@127.0.0.1:{unit.sip_port}")
+    finally:
+        await unit.stop()
+    verdict = results[-1]
+    figures = verdict["figures"]
+    assert verdict["passed"] is True, verdict
+    assert figures["video_tested"] == 1
+    # Its camera decoded in the composite (15 fps for the 8 s, a key frame first) ...
+    assert figures["video_from_unit_frames"] >= 2 * figures["seconds"]
+    assert figures["video_from_unit_keyframes"] >= 1 and figures["video_from_unit_packets"] > 0
+    # ... and the composite at 1280x720 reached it: its receiver reports within the window.
+    assert figures["video_to_unit_packets"] > 0 and figures["video_receiver_reports"] >= 1
+    assert (figures["video_to_unit_width"], figures["video_to_unit_height"]) == (1280, 720)
+    # A unit without video passes on sound alone; the verdict says video was not tested.
+    unit = Baresip(tmp_path / "audio", auto_answer=True)
+    await unit.start()
+    try:
+        await calls.run("SN-AUDIO", f"sip:unit@127.0.0.1:{unit.sip_port}")
+    finally:
+        await unit.stop()
+    verdict = results[-1]
+    assert verdict["passed"] is True, verdict
+    assert verdict["figures"]["video_tested"] == 0
+    assert verdict["figures"]["video_from_unit_frames"] is None
+    assert verdict["figures"]["video_to_unit_packets"] is None
 
 
 # SIPp (Debian's sip-tester): scripted floods of what we refuse, beside a live call. ------------
