@@ -87,8 +87,17 @@ class MediaRoomControl:
         self.worker_ids = worker_ids
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
+        # Only the node whose worker has the room acts: it is where the room's calls are
+        # placed, so it is also the one that calls the booking's room units in.
         if self.live_rooms is not None and worker_id in self.worker_ids:
             await self.live_rooms.open(room, self.worker_ids.index(worker_id))
+            if info.call_units:
+                # Rooms open a little before their start (the open lead); a unit is
+                # rung at the start itself, not minutes early. The job's own times say
+                # how long that is, so a test's moved clock is honoured too.
+                delay = (info.starts_at - info.opened_at).total_seconds() \
+                    if info.starts_at is not None and info.opened_at is not None else 0.0
+                self.live_rooms.call_booked_units(room, info.call_units, max(0.0, delay))
 
     async def close_room(self, room: str) -> None:
         if self.live_rooms is not None:
@@ -359,6 +368,7 @@ def create_app(settings: Settings) -> web.Application:
                     logger.info("SIP: TLS on port %d", room_units.agent.tls_port)
 
     async def shutdown(app: web.Application) -> None:
+        await live_rooms.stop_dialling()
         if room_units is not None:
             await room_units.agent.close()
         if room_signals is not None:

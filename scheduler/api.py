@@ -409,6 +409,7 @@ class Api:
                            if booking.rrule else None),
             "participants": booking.participants, "units": booking.units,
             "invitees": booking.invitees, "room": booking.room_name,
+            "call_units": bookings.call_units_of(session, booking.id),
             "join_links": {role: self.services.join_link(booking.room_name, role, booking.izs)
                            for role in ("host", "guest")},
             "dial_in": {"number": dial_in.booking_number(booking.id), "pin": booking.dial_in_pin},
@@ -484,7 +485,8 @@ class Api:
         booking_input = bookings.BookingInput(
             organisation_id=organisation_id, title=data.title, schedule=schedule,
             participants=_mix(data.participants), priority=data.priority,
-            description=data.description, invitees=tuple(data.invitees))
+            description=data.description, invitees=tuple(data.invitees),
+            call_units=tuple(data.call_units))
         decision = await self.run(bookings.create_booking, self.db, self.config, principal,
                                   booking_input, self.services.clock(), self.services.join_link)
         await self.services.jobs.reschedule()
@@ -523,7 +525,8 @@ class Api:
             title=data.title, description=data.description,
             invitees=tuple(data.invitees) if data.invitees is not None else None,
             participants=_mix(data.participants) if data.participants else None,
-            schedule=schedule)
+            schedule=schedule,
+            call_units=tuple(data.call_units) if data.call_units is not None else None)
         decision = await self.run(bookings.update_booking, self.db, self.config, principal,
                                   booking_id, change, self.services.clock(),
                                   self.services.join_link)

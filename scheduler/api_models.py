@@ -10,6 +10,7 @@ from scheduler.ids import MAX_ID
 
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,60}$"
 Email = Annotated[str, Field(pattern=EMAIL, max_length=254)]
+UnitId = Annotated[int, Field(ge=0, le=MAX_ID)]
 
 
 class Strict(BaseModel):
@@ -44,6 +45,10 @@ class BookingIn(Strict):
     priority: Literal["routine", "priority", "emergency"] = "routine"
     recurrence: RecurrenceIn | None = None
     invitees: list[Email] = Field(default_factory=list, max_length=200)
+    call_units: list[UnitId] = Field(
+        default_factory=list, max_length=20,
+        description="room units (endpoint ids, each with a SIP address, of the booking's "
+                    "organisation or one under it) called into the room at each start")
 
 
 class BookingPatch(Strict):
@@ -56,6 +61,8 @@ class BookingPatch(Strict):
     recurrence: RecurrenceIn | None = None
     remove_recurrence: bool = False
     invitees: list[Email] | None = Field(None, max_length=200)
+    call_units: list[UnitId] | None = Field(None, max_length=20,
+                                            description="the units to call; [] calls none")
 
 
 class OccurrencePatch(Strict):

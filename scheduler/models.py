@@ -305,6 +305,16 @@ class Booking(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class BookingUnit(Base):
+    """A room unit a booking calls into its room when an occurrence starts (its
+    ``sip_uri``); the unit is one of the booking's organisation or of one under it."""
+
+    __tablename__ = "booking_units"
+
+    booking_id: Mapped[int] = mapped_column(ForeignKey("bookings.id"), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id"), primary_key=True)
+
+
 class BookingOccurrence(Base):
     """One occurrence of a booking and the capacity it holds; the unit of admission."""
 

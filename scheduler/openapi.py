@@ -74,7 +74,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
                      "title": STR, "priority": STR, "izs": BOOL, "status": STR,
                      "time_zone": STR, "start": STR, "end": STR,
                      "recurrence": {"type": ["object", "null"]}, "participants": MIX,
-                     "units": INT, "room": STR, "join_links": LINKS},
+                     "units": INT, "room": STR, "join_links": LINKS,
+                     "call_units": {"type": "array", "items": INT}},
                     {"occurrences": {"type": "array", "items": _obj({
                         "id": INT, "start": STR, "end": STR, "state": STR})},
                      "displaced_occurrences": {"type": "array"}}),

@@ -7,15 +7,27 @@ participant is told exactly as when a host acts from the call page.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from signaling.server import Signaling, record
 from signaling.sip.units import DialFailed, RoomUnits
 
+logger = logging.getLogger(__name__)
+
 RECENT_DIALS = 20
+# A booked unit that did not answer, was busy or could not be reached at the start gets
+# one more call this much later: a unit still finishing another call or booting at the
+# meeting's start is common, and half a minute covers both. Only once: a unit that is
+# off or elsewhere would otherwise be rung all meeting long. A refusal, a declined call
+# or a codec we do not share would go the same way again, so those are not retried.
+BOOKED_RETRY_S = 30.0
+BOOKED_RETRIED = frozenset({"no_answer", "busy", "unreachable"})
+BOOKED_BY = "booking"  # who placed a booking's calls, in the operator's list
 
 
 class LiveRooms:
@@ -91,6 +103,67 @@ class LiveRooms:
             entry["outcome"], entry["reason"] = "failed", str(exc)
         else:
             entry["outcome"], entry["participant"] = "connected", member.participant_id
+
+    def call_booked_units(self, room: str, units: Sequence[tuple[str, str]],
+                          delay_s: float = 0.0, retry_s: float = BOOKED_RETRY_S,
+                          ) -> list[dict[str, Any]]:
+        """A booked room opened on this node: call each of its units (name, SIP URI) in
+        once ``delay_s`` has passed (its start), all at once and in the background, each
+        listed in :attr:`dials` with how it went. Returns those entries."""
+        if not units:
+            return []
+        if self.units is None:
+            logger.warning("room %s: SIP is off on this node; the booking's %d room unit(s) "
+                           "are not called", room, len(units))
+            return []
+        entries = []
+        for name, target in units:
+            entry: dict[str, Any] = {"room": room, "target": target, "name": name,
+                                     "by": BOOKED_BY, "at": time.time(),
+                                     "outcome": "waiting" if delay_s > 0 else "ringing",
+                                     "reason": ""}
+            self.dials.appendleft(entry)
+            entries.append(entry)
+            task = asyncio.ensure_future(self._dial_booked(entry, delay_s, retry_s))
+            self._dialling.add(task)
+            task.add_done_callback(self._dialling.discard)
+        return entries
+
+    async def _dial_booked(self, entry: dict[str, Any], delay_s: float, retry_s: float) -> None:
+        assert self.units is not None
+        room, target = entry["room"], entry["target"]
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        for last_try in (False, True):
+            entry["outcome"], entry["at"] = "ringing", time.time()
+            try:
+                # Admitted as the booking's links are: only while the booking is on.
+                member = await self.units.dial(room, target, name=entry["name"], scheduled=True)
+            except DialFailed as exc:
+                entry["outcome"], entry["reason"] = exc.outcome, exc.reason
+            except Exception as exc:  # the room closed meanwhile, a worker went away
+                logger.exception("room %s: calling the booked unit %s failed", room, target)
+                entry["outcome"], entry["reason"] = "failed", str(exc)
+                return
+            else:
+                entry["outcome"], entry["participant"] = "connected", member.participant_id
+                logger.info("room %s: booked unit %s answered (%s)", room, target,
+                            member.participant_id)
+                return
+            if last_try or entry["outcome"] not in BOOKED_RETRIED:
+                break
+            logger.info("room %s: booked unit %s: %s (%s); calling once more in %.0f s",
+                        room, target, entry["outcome"], entry["reason"], retry_s)
+            await asyncio.sleep(retry_s)
+        logger.warning("room %s: booked unit %s not connected: %s (%s)", room, target,
+                       entry["outcome"], entry["reason"])
+
+    async def stop_dialling(self) -> None:
+        """The service stops: calls still waiting or ringing are given up."""
+        tasks = list(self._dialling)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def lock(self, room: str, locked: bool) -> None:
         channel = self.signaling.channels.get(room)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     Connection,
     Integer,
+    delete,
     func,
     insert,
     literal,
@@ -69,17 +70,27 @@ from scheduler.models import (
     AuditEntry,
     Booking,
     BookingOccurrence,
+    BookingUnit,
+    Endpoint,
     MediaNode,
     MediaWorker,
     Quota,
     Room,
     new_pin,
 )
-from scheduler.organisations import OrgInfo, all_org_infos, holder_among, org_info, subtree_ids
+from scheduler.organisations import (
+    OrgInfo,
+    all_org_infos,
+    holder_among,
+    org_info,
+    org_infos,
+    subtree_ids,
+)
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
 START_SLACK = timedelta(minutes=5)
 MAX_PARTICIPANTS = 1000
+MAX_CALL_UNITS = 20  # room units one booking calls at its start
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class BookingInput:
     priority: str = "routine"
     description: str = ""
     invitees: tuple[str, ...] = ()
+    call_units: tuple[int, ...] = ()  # endpoint ids: room units called in at each start
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class BookingChange:
     invitees: tuple[str, ...] | None = None
     participants: ParticipantMix | None = None
     schedule: Schedule | None = None
+    call_units: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -357,6 +370,7 @@ class NewBooking:
     ics: bytes | None
     now: datetime
     join_link: JoinLink
+    call_units: tuple[int, ...] = ()
 
 
 _queues: weakref.WeakKeyDictionary[Database, GroupCommit[NewBooking, Decision]] = \
@@ -382,6 +396,7 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
     """Everything about a new booking that needs no database: checks, occurrences, the
     invitation. Raises InvalidInput."""
     _check_priority(data.priority)
+    call_units = _distinct_units(data.call_units)
     schedule = _normalised(data.schedule)
     if schedule is not data.schedule:
         data = dataclasses.replace(data, schedule=schedule)
@@ -407,7 +422,7 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
                                         now, join_link)
     return NewBooking(config, principal, data.organisation_id, data.priority, units,
                       data.schedule.end - data.schedule.start, occurrences, skipped, fields,
-                      ics, now, join_link)
+                      ics, now, join_link, call_units)
 
 
 def create_booking(db: Database, config: SchedulerConfig, principal: Principal,
@@ -466,6 +481,8 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
                 raise NotFound("organisation_not_found",
                                f"no organisation {new.organisation_id}")
             require_book(new.principal, org, new.priority)
+            if new.call_units:
+                check_call_units(session, org.id, new.call_units, orgs)
             policy = policies.get(id(new.config))
             if policy is None:
                 config = new.config
@@ -500,6 +517,13 @@ def _admit_batch_in(session: Session, batch: Sequence[NewBooking], days: list[da
     # The audit entry of each creation goes in the same statement (no booking without it).
     ids, occurrence_ids = _insert_admitted(session.connection(), rows, per_booking,
                                            [new.principal for _, new, _, _, _ in admitted])
+    # The same statement on either database: most bookings name no unit, so this is
+    # rarely run, and then for a few rows.
+    unit_rows = [{"booking_id": booking_id, "endpoint_id": endpoint_id}
+                 for booking_id, (_, new, _, _, _) in zip(ids, admitted, strict=True)
+                 for endpoint_id in new.call_units]
+    if unit_rows:
+        session.connection().execute(insert(BookingUnit.__table__), unit_rows)  # type: ignore[arg-type]
     for booking_id, row, (index, new, _, _, victims) in zip(ids, rows, admitted, strict=True):
         displaced = _displace(session, victims, booking_id, str(row["title"]), new.now,
                               new.join_link)
@@ -676,6 +700,56 @@ def suggest(db: Database, config: SchedulerConfig, org: OrgInfo, priority: str, 
                             schedule.end - schedule.start, schedule.zone, now)
 
 
+def _distinct_units(endpoint_ids: Sequence[int]) -> tuple[int, ...]:
+    """The units as named, each once; too many is an error before any database work."""
+    distinct = tuple(dict.fromkeys(endpoint_ids))
+    if len(distinct) > MAX_CALL_UNITS:
+        raise InvalidInput("too_many_units",
+                           f"a booking calls at most {MAX_CALL_UNITS} room units")
+    return distinct
+
+
+def check_call_units(session: Session, organisation_id: int, endpoint_ids: Sequence[int],
+                     orgs: Mapping[int, OrgInfo] | None = None) -> None:
+    """Each unit exists, takes SIP calls, and is the booking's organisation's or of one
+    under it (a booking must not ring another body's meeting room); InvalidInput
+    naming the first that is not. ``orgs``: the organisations, if already read."""
+    if not endpoint_ids:
+        return
+    found = {row.id: row for row in session.execute(
+        select(Endpoint.id, Endpoint.serial, Endpoint.organisation_id, Endpoint.sip_uri)
+        .where(Endpoint.id.in_(endpoint_ids)))}
+    owners = orgs if orgs is not None else org_infos(
+        session, {row.organisation_id for row in found.values()})
+    for endpoint_id in endpoint_ids:
+        row = found.get(endpoint_id)
+        if row is None:
+            raise InvalidInput("unit_not_found", f"no room unit {endpoint_id}",
+                               unit=endpoint_id)
+        if not row.sip_uri:
+            raise InvalidInput("unit_without_sip_address",
+                               f"the room unit {row.serial} has no SIP address to call",
+                               unit=endpoint_id)
+        owner = owners.get(row.organisation_id)
+        if owner is None or not owner.within(organisation_id):
+            raise InvalidInput("unit_of_another_organisation",
+                               f"the room unit {row.serial} belongs to another organisation",
+                               unit=endpoint_id)
+
+
+def set_call_units(session: Session, booking_id: int, endpoint_ids: Sequence[int]) -> None:
+    session.execute(delete(BookingUnit).where(BookingUnit.booking_id == booking_id))
+    session.add_all(BookingUnit(booking_id=booking_id, endpoint_id=endpoint_id)
+                    for endpoint_id in endpoint_ids)
+
+
+def call_units_of(session: Session, booking_id: int) -> list[int]:
+    """The endpoint ids of the units ``booking_id`` calls at its start."""
+    return list(session.scalars(select(BookingUnit.endpoint_id)
+                                .where(BookingUnit.booking_id == booking_id)
+                                .order_by(BookingUnit.endpoint_id)))
+
+
 def get_booking(session: Session, booking_id: int) -> tuple[Booking, OrgInfo]:
     booking = session.get(Booking, booking_id)
     if booking is None:
@@ -717,6 +791,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             o.booking_id == booking_id, o.state == "scheduled", o.start_utc >= now,
             o.instance_local.is_not(None))).all()
     schedule = _normalised(change.schedule or current)
+    call_units = _distinct_units(change.call_units) if change.call_units is not None else None
     participants = change.participants or mix
     units = _units(config, participants)
     recheck = change.schedule is not None or change.participants is not None
@@ -769,9 +844,13 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
             booking.description = change.description
         if change.invitees is not None:
             booking.invitees = list(change.invitees)
+        if call_units is not None:
+            check_call_units(session, booking.organisation_id, call_units)
+            set_call_units(session, booking.id, call_units)
         _reissue(session, booking, now, join_link)
         audit.record(session, principal, "booking.update", f"booking:{booking.id}",
-                     {"title": booking.title, "rescheduled": recheck, "displaced": displaced},
+                     {"title": booking.title, "rescheduled": recheck, "displaced": displaced,
+                      **({"call_units": list(call_units)} if call_units is not None else {})},
                      at=now)
         return Decision(booking.id, displaced, skipped)
 

@@ -27,7 +27,7 @@ from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room
-from scheduler.models import Booking, BookingOccurrence, Room
+from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -85,7 +85,9 @@ def due_actions(db: Database, config: SchedulerConfig, now: datetime,
             occurrence.opened_at = now
             info = RoomInfo(room=booking.room_name, title=booking.title, units=occurrence.units,
                             expected_participants=sum(booking.participants.values()),
-                            izs=booking.izs, booking_id=booking.id, ends_at=occurrence.end_utc)
+                            izs=booking.izs, booking_id=booking.id, ends_at=occurrence.end_utc,
+                            starts_at=occurrence.start_utc, opened_at=now,
+                            call_units=units_to_call(session, booking.id))
             actions.append(RoomAction("open", booking.room_name, room.worker_id, info))
 
         reminding = session.scalars(_locked(session, select(o).where(
@@ -97,6 +99,17 @@ def due_actions(db: Database, config: SchedulerConfig, now: datetime,
             notices.reminder(session, booking, occurrence, join_link)
             occurrence.reminded_at = now
     return actions
+
+
+def units_to_call(session: Session, booking_id: int) -> tuple[tuple[str, str], ...]:
+    """The booking's room units that still have a SIP address (one may have lost it
+    since the booking named it): each one's name in the room and its address."""
+    rows = session.execute(
+        select(Endpoint.serial, Endpoint.site, Endpoint.sip_uri)
+        .join(BookingUnit, BookingUnit.endpoint_id == Endpoint.id)
+        .where(BookingUnit.booking_id == booking_id, Endpoint.sip_uri.is_not(None))
+        .order_by(Endpoint.id)).all()
+    return tuple((site or serial, sip_uri) for serial, site, sip_uri in rows if sip_uri)
 
 
 def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime | None:

@@ -42,6 +42,10 @@ class RoomInfo:
     booking_id: int | None = None
     bridge_id: int | None = None
     ends_at: datetime | None = None
+    starts_at: datetime | None = None
+    opened_at: datetime | None = None  # the job's time when it opened the room
+    # Room units to call in at ``starts_at``: (name, SIP URI) of each.
+    call_units: tuple[tuple[str, str], ...] = ()
 
 
 class RoomControl(Protocol):
