@@ -202,7 +202,10 @@ class WorkerService:
         unit = self.outside.pop(participant, None)
         if unit is not None:
             await unit.close()
-            if not unit.room.participants and not unit.room.remote_participants:
+            # A booking rings its units all at once: one that fails must not close the
+            # room under another unit still outside it (ringing, or in the lobby).
+            if not unit.room.participants and not unit.room.remote_participants \
+                    and not any(other.room is unit.room for other in self.outside.values()):
                 unit.room.close()
 
     async def do_negotiate(self, participant: str) -> None:

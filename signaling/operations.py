@@ -39,6 +39,7 @@ class LiveRooms:
         # The operator's last calls to room units and how each went, newest first.
         self.dials: deque[dict[str, Any]] = deque(maxlen=RECENT_DIALS)
         self._dialling: set[asyncio.Task[None]] = set()
+        self.booked_retry_s = BOOKED_RETRY_S
 
     async def rooms(self) -> list[dict[str, Any]]:
         """Every live room with its participants and each one's connection quality,
@@ -105,8 +106,7 @@ class LiveRooms:
             entry["outcome"], entry["participant"] = "connected", member.participant_id
 
     def call_booked_units(self, room: str, units: Sequence[tuple[str, str]],
-                          delay_s: float = 0.0, retry_s: float = BOOKED_RETRY_S,
-                          ) -> list[dict[str, Any]]:
+                          delay_s: float = 0.0) -> list[dict[str, Any]]:
         """A booked room opened on this node: call each of its units (name, SIP URI) in
         once ``delay_s`` has passed (its start), all at once and in the background, each
         listed in :attr:`dials` with how it went. Returns those entries."""
@@ -121,21 +121,22 @@ class LiveRooms:
             entry: dict[str, Any] = {"room": room, "target": target, "name": name,
                                      "by": BOOKED_BY, "at": time.time(),
                                      "outcome": "waiting" if delay_s > 0 else "ringing",
-                                     "reason": ""}
+                                     "reason": "", "tries": 0}
             self.dials.appendleft(entry)
             entries.append(entry)
-            task = asyncio.ensure_future(self._dial_booked(entry, delay_s, retry_s))
+            task = asyncio.ensure_future(self._dial_booked(entry, delay_s))
             self._dialling.add(task)
             task.add_done_callback(self._dialling.discard)
         return entries
 
-    async def _dial_booked(self, entry: dict[str, Any], delay_s: float, retry_s: float) -> None:
+    async def _dial_booked(self, entry: dict[str, Any], delay_s: float) -> None:
         assert self.units is not None
         room, target = entry["room"], entry["target"]
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         for last_try in (False, True):
-            entry["outcome"], entry["at"] = "ringing", time.time()
+            entry["outcome"], entry["reason"], entry["at"] = "ringing", "", time.time()
+            entry["tries"] += 1
             try:
                 # Admitted as the booking's links are: only while the booking is on.
                 member = await self.units.dial(room, target, name=entry["name"], scheduled=True)
@@ -153,8 +154,8 @@ class LiveRooms:
             if last_try or entry["outcome"] not in BOOKED_RETRIED:
                 break
             logger.info("room %s: booked unit %s: %s (%s); calling once more in %.0f s",
-                        room, target, entry["outcome"], entry["reason"], retry_s)
-            await asyncio.sleep(retry_s)
+                        room, target, entry["outcome"], entry["reason"], self.booked_retry_s)
+            await asyncio.sleep(self.booked_retry_s)
         logger.warning("room %s: booked unit %s not connected: %s (%s)", room, target,
                        entry["outcome"], entry["reason"])
 
