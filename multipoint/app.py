@@ -86,12 +86,12 @@ class MediaRoomControl:
         self.live_rooms: LiveRooms | None = None  # set once signaling is wired
         self.worker_ids = worker_ids
 
-    async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
+    async def open_room(self, room: str, worker_id: int, info: RoomInfo | None) -> None:
         # Only the node whose worker has the room acts: it is where the room's calls are
         # placed, so it is also the one that calls the booking's room units in.
         if self.live_rooms is not None and worker_id in self.worker_ids:
             await self.live_rooms.open(room, self.worker_ids.index(worker_id))
-            if info.call_units:
+            if info is not None and info.call_units:
                 # Rooms open a little before their start (the open lead); a unit is
                 # rung at the start itself, not minutes early. The job's own times say
                 # how long that is, so a test's moved clock is honoured too.
