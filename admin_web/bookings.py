@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from sqlalchemy import select
 
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
@@ -17,6 +18,7 @@ from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
+from scheduler.models import Endpoint, Organisation
 from scheduler.organisations import org_info, organisation_choices, subtree_ids
 
 TZ = ZoneInfo(DEFAULT_ZONE)
@@ -24,6 +26,11 @@ TZ = ZoneInfo(DEFAULT_ZONE)
 FIELD_OF_CODE = {"in_past": "date", "invalid_rrule": "repeat", "too_many_occurrences": "count",
                  "beyond_horizon": "until", "too_long": "end", "no_participants": "hd",
                  "too_many_participants": "hd", "invalid_priority": "priority"}
+# The scheduler's refusals of a booking's room units, as the form says them.
+UNIT_ERRORS = {"unit_not_found": "No such room unit.",
+               "unit_without_sip_address": "This room unit has no SIP address to call.",
+               "unit_of_another_organisation": "This room unit belongs to another organisation.",
+               "too_many_units": "At most 20 room units."}
 
 
 def _visible_orgs(session: Any, user: Principal) -> list[tuple[int, str, str]]:
@@ -97,23 +104,48 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
                               "quota_units": data["quota_units"]})
 
 
-def _form_context(admin: Admin, user: Principal) -> dict[str, Any]:
+def _callable_units(session: Any, organisations: list[int] | None) -> list[dict[str, Any]]:
+    """Room units with a SIP address among ``organisations`` (None: all), for the form."""
+    query = select(Endpoint.id, Endpoint.serial, Endpoint.site, Endpoint.sip_uri,
+                   Organisation.name).join(Organisation,
+                                           Organisation.id == Endpoint.organisation_id) \
+        .where(Endpoint.sip_uri.is_not(None), Endpoint.sip_uri != "")
+    if organisations is not None:
+        query = query.where(Endpoint.organisation_id.in_(organisations))
+    return [{"id": row.id, "label": f"{row.site or row.serial} ({row.serial}, {row.name})",
+             "sip_uri": row.sip_uri}
+            for row in session.execute(query.order_by(Organisation.name, Endpoint.serial))]
+
+
+def _form_context(admin: Admin, user: Principal, organisation_id: int | None) -> dict[str, Any]:
     with admin.db.session() as session:
-        return {"organisations": _visible_orgs(session, user)}
+        # The units of the booking's organisation and those under it; an operator's new
+        # booking names its organisation in the same form, so it sees every unit (the
+        # scheduler refuses one of another organisation, next to this field).
+        if organisation_id is not None:
+            scope: list[int] | None = subtree_ids(session, organisation_id)
+        elif user.role == "operator":
+            scope = None
+        else:
+            scope = subtree_ids(session, user.organisation_id or -1)
+        return {"organisations": _visible_orgs(session, user),
+                "units": _callable_units(session, scope)}
 
 
 async def _show_form(admin: Admin, request: web.Request, user: Principal, values: dict[str, str],
                      weekdays: list[str], errors: dict[str, str], *, booking_id: int | None = None,
                      refusal: dict[str, Any] | None = None, general: str = "",
                      status: int = 200) -> web.Response:
-    context = await admin.run(_form_context, admin, user)
     if not values.get("organisation_id") and user.organisation_id is not None:
         values["organisation_id"] = str(user.organisation_id)
+    context = await admin.run(_form_context, admin, user,
+                              parse_id(values.get("organisation_id", "")))
+    chosen = {int(v) for v in values.get("call_units", "").split(",") if v.isdigit()}
     return render(request, "booking_form.html", status=status, values=values, weekdays=weekdays,
                   errors=errors, booking_id=booking_id, refusal=refusal, general=general,
                   all_weekdays=booking_form.WEEKDAYS, kinds=KINDS,
                   priorities=("routine", "priority", "emergency") if user.role != "org_admin"
-                  else ("routine", "priority"), **context)
+                  else ("routine", "priority"), chosen_units=chosen, **context)
 
 
 @page(BOOKERS)
@@ -128,9 +160,15 @@ async def new_page(admin: Admin, request: web.Request, user: Principal) -> web.R
 async def _submit(admin: Admin, request: web.Request, user: Principal,
                   booking_id: int | None) -> web.StreamResponse:
     data = await request.post()
-    values = {k: v.strip() for k, v in data.items() if isinstance(v, str) and k != "weekday"}
+    values = {k: v.strip() for k, v in data.items()
+              if isinstance(v, str) and k not in ("weekday", "call_unit")}
     weekdays = [str(v) for v in data.getall("weekday", [])]
     parsed = booking_form.parse(values, weekdays)
+    call_units = [parse_id(str(v)) for v in data.getall("call_unit", [])]
+    if any(unit is None for unit in call_units):
+        parsed.errors["call_units"] = "No such room unit."
+    chosen = tuple(unit for unit in call_units if unit is not None)
+    values["call_units"] = ",".join(map(str, chosen))  # checked again if the form returns
     org_raw = values.get("organisation_id", "")
     organisation_id = parse_id(org_raw) or user.organisation_id
     if organisation_id is None:
@@ -148,7 +186,7 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                                       schedule=parsed.schedule, participants=parsed.participants,
                                       priority=values.get("priority", "routine"),
                                       description=values.get("description", ""),
-                                      invitees=parsed.invitees),
+                                      invitees=parsed.invitees, call_units=chosen),
                 now, services.join_link)
             booking_id = decision.booking_id
         else:
@@ -158,7 +196,8 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                 bookings.BookingChange(title=values["title"],
                                        description=values.get("description", ""),
                                        invitees=parsed.invitees, participants=parsed.participants,
-                                       schedule=schedule), now, services.join_link)
+                                       schedule=schedule, call_units=chosen),
+                now, services.join_link)
     except CapacityRefused as refusal:
         return await _show_form(admin, request, user, values, weekdays, {}, booking_id=booking_id,
                                 refusal={"message": refusal.message, **refusal.details}, status=409)
@@ -166,9 +205,10 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
         return await _show_form(admin, request, user, values, weekdays,
                                 {"organisation_id": exc.message}, booking_id=booking_id, status=403)
     except (InvalidInput, NotFound) as exc:
-        fieldname = FIELD_OF_CODE.get(exc.code)
+        fieldname = "call_units" if exc.code in UNIT_ERRORS else FIELD_OF_CODE.get(exc.code)
+        message = UNIT_ERRORS.get(exc.code, exc.message)
         return await _show_form(admin, request, user, values, weekdays,
-                                {fieldname: exc.message} if fieldname else {},
+                                {fieldname: message} if fieldname else {},
                                 general="" if fieldname else exc.message, booking_id=booking_id,
                                 status=422)
     await services.jobs.reschedule()  # the room opens on time for the new occurrences
@@ -198,7 +238,15 @@ def _load(admin: Admin, user: Principal, booking_id: int) -> dict[str, Any]:
             raise web.HTTPNotFound(text=f"no booking {booking_id}") from None
         require_see_booking(user, org)
         occurrences = bookings.occurrences_of(session, booking.id)
-        return {"booking": booking, "organisation": org, "occurrences": occurrences}
+        called = bookings.call_units_of(session, booking.id)
+        units = [{"id": row.id, "label": f"{row.site or row.serial} ({row.serial})",
+                  "sip_uri": row.sip_uri or ""}
+                 for row in session.execute(select(Endpoint.id, Endpoint.serial, Endpoint.site,
+                                                   Endpoint.sip_uri)
+                                            .where(Endpoint.id.in_(called))
+                                            .order_by(Endpoint.id))]
+        return {"booking": booking, "organisation": org, "occurrences": occurrences,
+                "call_units": units}
 
 
 def _booking_id(request: web.Request) -> int:
@@ -235,6 +283,7 @@ async def edit_page(admin: Admin, request: web.Request, user: Principal) -> web.
     if isinstance(loaded, web.Response):
         return loaded
     values, weekdays = booking_form.from_booking(loaded["booking"])
+    values["call_units"] = ",".join(str(unit["id"]) for unit in loaded["call_units"])
     return await _show_form(admin, request, user, values, weekdays, {},
                             booking_id=loaded["booking"].id)
 
