@@ -847,7 +847,10 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         if call_units is not None:
             check_call_units(session, booking.organisation_id, call_units)
             set_call_units(session, booking.id, call_units)
-        _reissue(session, booking, now, join_link)
+        if dataclasses.replace(change, call_units=None) != BookingChange():
+            _reissue(session, booking, now, join_link)
+        else:  # which units are rung is nothing the invitees need to be told again
+            booking.updated_at = now
         audit.record(session, principal, "booking.update", f"booking:{booking.id}",
                      {"title": booking.title, "rescheduled": recheck, "displaced": displaced,
                       **({"call_units": list(call_units)} if call_units is not None else {})},

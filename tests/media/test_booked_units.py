@@ -3,6 +3,7 @@ its job runner on a clock the test moves, and baresip as the unit (tests/sip_uni
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -134,6 +135,8 @@ async def test_a_bookings_unit_is_called_in_at_its_start_and_listed(server, tmp_
         # A second tick opens nothing again and calls nobody again.
         assert await server.app[SERVICES].jobs.tick() == []
         assert [d["target"] for d in live_rooms.dials if d["room"] == room].count(nobody) == 1
+        await asyncio.sleep(2 * live_rooms.booked_retry_s)  # no third try comes
+        assert missed["tries"] == 2 and missed["outcome"] == "unreachable"
     finally:
         await unit.stop()
 

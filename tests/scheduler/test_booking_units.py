@@ -77,6 +77,8 @@ async def test_a_booking_names_its_units_changes_them_and_shows_them(api: Api) -
 
     changed = await (await api.call("admin_a", "PATCH", path, {"call_units": [in_orp]})).json()
     assert changed["call_units"] == [in_orp]
+    # Which units ring is not news for the invitees: the invitation stays as it was.
+    assert changed["sequence"] == booking["sequence"]
     # A change that does not name them leaves them as they are; [] calls none.
     renamed = await (await api.call("admin_a", "PATCH", path, {"title": "Jiná porada"})).json()
     assert renamed["call_units"] == [in_orp]
