@@ -19,7 +19,7 @@ from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
 from scheduler.models import Endpoint, Organisation
-from scheduler.organisations import org_info, organisation_choices, subtree_ids
+from scheduler.organisations import org_info, org_infos, organisation_choices, subtree_ids
 
 TZ = ZoneInfo(DEFAULT_ZONE)
 # Errors of the scheduler that belong next to one field of the form.
@@ -107,14 +107,19 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
 def _callable_units(session: Any, organisations: list[int] | None) -> list[dict[str, Any]]:
     """Room units with a SIP address among ``organisations`` (None: all), for the form."""
     query = select(Endpoint.id, Endpoint.serial, Endpoint.site, Endpoint.sip_uri,
-                   Organisation.name).join(Organisation,
+                   Endpoint.organisation_id, Organisation.name).join(Organisation,
                                            Organisation.id == Endpoint.organisation_id) \
         .where(Endpoint.sip_uri.is_not(None), Endpoint.sip_uri != "")
     if organisations is not None:
         query = query.where(Endpoint.organisation_id.in_(organisations))
+    rows = session.execute(query.order_by(Organisation.name, Endpoint.serial)).all()
+    owners = org_infos(session, {row.organisation_id for row in rows})
+    # "within": the organisations a booking of which may call the unit (its own and
+    # those above it), so that the form shows only those of the organisation chosen.
     return [{"id": row.id, "label": f"{row.site or row.serial} ({row.serial}, {row.name})",
-             "sip_uri": row.sip_uri}
-            for row in session.execute(query.order_by(Organisation.name, Endpoint.serial))]
+             "sip_uri": row.sip_uri,
+             "within": [row.organisation_id, *owners[row.organisation_id].ancestors]}
+            for row in rows]
 
 
 def _form_context(admin: Admin, user: Principal, organisation_id: int | None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-// The booking form: show the capacity left for the chosen time as it is chosen, and let
-// a refused booking take one of the nearest free slots with one press.
+// The booking form: show the capacity left for the chosen time as it is chosen, let
+// a refused booking take one of the nearest free slots with one press, and offer only
+// the room units the chosen organisation may call.
 'use strict';
 
 (() => {
@@ -44,4 +45,19 @@
     check();
     form.elements.start.focus();
   }));
+
+  // A unit the chosen organisation may not call is hidden and unticked (the server
+  // would refuse it); the list comes from the server as the user's units.
+  const organisation = document.getElementById('f-organisation_id');
+  function showUnits() {
+    for (const label of document.querySelectorAll('.call-unit')) {
+      const callable = label.dataset.within.split(' ').includes(organisation.value);
+      label.hidden = !callable;
+      if (!callable) label.querySelector('input').checked = false;
+    }
+  }
+  if (organisation && !organisation.disabled) {
+    organisation.addEventListener('change', showUnits);
+    showUnits();
+  }
 })();

@@ -66,3 +66,15 @@ async def test_the_form_offers_the_organisations_callable_units_and_the_page_lis
     await page.click("#save-booking")
     await page.wait_for_selector("#saved")
     assert (await page.text_content("#call-units")).strip() == "—"
+
+    # The operator books for any organisation: the form offers the units of the one
+    # chosen (the calling ORP's own, never the neighbour's).
+    await context.clear_cookies()
+    await sign_in(page, "operator")
+    await page.goto("/admin/bookings/new")
+    await page.select_option("#f-organisation_id", str(beroun))
+    await page.wait_for_selector(f"input[name=call_unit][value='{foreign}']", state="visible")
+    assert await page.locator(f"input[name=call_unit][value='{own}']").is_hidden()
+    await page.select_option("#f-organisation_id", str(benesov))
+    await page.wait_for_selector(f"input[name=call_unit][value='{own}']", state="visible")
+    assert await page.locator(f"input[name=call_unit][value='{foreign}']").is_hidden()
