@@ -221,17 +221,6 @@ class Room:
         self.worker.start_ticking()
         return participant
 
-    async def join_unit(self, name: str, role: str, participant_id: str, offer_sdp: str,
-                        media_host: str) -> tuple[UnitParticipant, str]:
-        """A room unit calling over SIP (mcu/unit.py): its place in the room and the SDP
-        answer to its offer. Raises SdpError when the offer cannot be taken."""
-        from mcu.unit import UnitParticipant  # unit.py builds on this module's room
-
-        unit = UnitParticipant(self, name, role, participant_id, media_host)
-        answer = await unit.start(offer_sdp)  # before it is in: a refused offer leaves no trace
-        self.add_unit(unit)
-        return unit, answer
-
     def add_unit(self, unit: UnitParticipant) -> None:
         """A room unit whose SDP is settled (mcu/unit.py) takes its place in the room."""
         self.participants[unit.id] = cast(Participant, unit)

@@ -342,8 +342,8 @@ class UnitParticipant:
             if choice.kind == "video" and choice.we_receive:
                 # Its camera in VP8 too, for browsers in a room that forwards VP8.
                 self._camera_vp8 = CameraForBrowsers(self.id, producer, self.counters, self._receive_own)
-                self.producers["camera_vp8"] = self._camera_vp8.producer
-                self._tracks[self._camera_vp8.producer.ssrc or 0] = self._camera_vp8.producer.track
+                self.producers["camera_vp8"] = self._camera_vp8
+                self._tracks[self._camera_vp8.ssrc or 0] = self._camera_vp8.track
             if choice.kind == "video":
                 self.composite_size = choice.receive_size
                 # A slot for the composite (in H.264), pointed by the room like the mix.
@@ -479,7 +479,7 @@ class UnitParticipant:
         """A packet we made of the unit's media (its camera in VP8) into the fan-out."""
         if receive(self._tracks, data, self._packet_counters) & RECEIVED_WANTS_KEYFRAME \
                 and self._camera_vp8 is not None:
-            self._camera_vp8.producer.request_keyframe()
+            self._camera_vp8.request_keyframe()
 
     def _receive(self, stream: _Stream, data: bytes) -> None:
         payload_type = data[1] & 0x7F
@@ -595,7 +595,7 @@ class UnitParticipant:
         for producer in self.producers.values():
             producer.feedback = None
         if self._camera_vp8 is not None:
-            self._camera_vp8.close()
+            self._camera_vp8.stop()
         for stream in self.streams.values():
             stream.close()
         if self._mix_sink is not None:

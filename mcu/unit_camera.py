@@ -21,7 +21,7 @@ from collections.abc import Callable
 import av
 
 from mcu import codecs, rtp
-from mcu.forwarding import Producer
+from mcu.forwarding import Consumer, Producer
 from mcu.mixer.h264 import H264Decoder, H264Depacketizer
 from mcu.mixer.vp8 import Vp8Encoder
 from mcu.mixer.vp8rtp import packetize
@@ -34,47 +34,52 @@ MAX_WIDTH, MAX_HEIGHT = 1280, 720  # a unit's 1080p camera is shown at 720p: a b
 FPS = 30.0  # for the encoder's bit rate; frames are encoded as the unit sends them
 
 
-class CameraForBrowsers:
-    """The VP8 version of one unit's H.264 ``camera``; :attr:`producer` is what browsers'
-    slots show. ``deliver`` takes each VP8 RTP packet into the unit's C fan-out."""
+class CameraForBrowsers(Producer):
+    """The VP8 version of one unit's H.264 ``camera``: a producer that browsers' slots
+    show. Its first viewer taps the unit's camera, its last one leaves it untapped (C
+    then hands none of its packets to Python for this). ``deliver`` takes each VP8 RTP
+    packet into the unit's C fan-out."""
 
     def __init__(self, unit_id: str, camera: Producer, counters: WorkerCounters,
                  deliver: Callable[[bytes], None]) -> None:
+        super().__init__(f"{unit_id}-camera-vp8", unit_id, "video", "camera", counters, codec=codecs.VP8)
         self.camera = camera
         self.deliver = deliver
-        self.producer = Producer(f"{unit_id}-camera-vp8", unit_id, "video", "camera", counters,
-                                 codec=codecs.VP8)
-        self.producer.local_only = True  # see the module's text
-        self.producer.payload_type = VP8_PAYLOAD_TYPE
-        self.producer.ssrc = secrets.randbits(32) or 1
+        self.local_only = True  # see the module's text
+        self.payload_type = VP8_PAYLOAD_TYPE
+        self.ssrc = secrets.randbits(32) or 1
         # A browser's PLI for it (through request_keyframe): the next frame is a key frame.
-        self.producer.feedback = self._keyframe_asked
+        self.feedback = self._keyframe_asked
         self._depacketizer = H264Depacketizer()
         self._decoder = H264Decoder()
         self._encoder: Vp8Encoder | None = None
         self._keyframe = True
-        self._active = False
         self._pts = 0
         self._seq = secrets.randbits(16)
         self._picture_id = secrets.randbits(15)
         self._ts_offset = secrets.randbits(32)
         self.frames_encoded = 0
-        camera.add_tap(self._tap)
 
-    def close(self) -> None:
+    def attach(self, consumer: Consumer) -> None:
+        super().attach(consumer)
+        if len(self.consumers) == 1:
+            self.camera.add_tap(self._tap)
+
+    def detach(self, consumer: Consumer) -> None:
+        super().detach(consumer)
+        if not self.consumers:
+            self.stop()
+
+    def stop(self) -> None:
+        """Nobody shows it (or the unit left): untapped; a next viewer starts afresh,
+        on a key frame."""
         self.camera.remove_tap(self._tap)
-        self.producer.feedback = None
+        self._depacketizer, self._decoder, self._keyframe = H264Depacketizer(), H264Decoder(), True
 
     def _keyframe_asked(self, packet: bytes) -> None:
         self._keyframe = True
 
     def _tap(self, data: bytes, view: rtp.RtpView) -> None:
-        if not self.producer.consumers:
-            if self._active:  # whoever comes next starts afresh, on a key frame
-                self._active, self._keyframe = False, True
-                self._depacketizer, self._decoder = H264Depacketizer(), H264Decoder()
-            return
-        self._active = True
         frame = self._depacketizer.push(view.sequence_number, view.timestamp, view.marker,
                                         data[view.payload_start:view.payload_end])
         if frame is None:
@@ -107,7 +112,7 @@ class CameraForBrowsers:
         payloads = packetize(frame, self._picture_id)
         self._picture_id = (self._picture_id + 1) & 0x7FFF
         self.frames_encoded += 1
-        ssrc = self.producer.ssrc
+        ssrc = self.ssrc
         assert ssrc is not None
         for index, payload in enumerate(payloads):
             self._seq = (self._seq + 1) & 0xFFFF

@@ -141,23 +141,19 @@ class WorkerService:
         if not isinstance(offer, str) or not isinstance(media_host, str) or not isinstance(lobby, bool):
             raise ChannelError("bad_request", "join_unit needs an SDP offer and a media host")
         live = self._room(room)
+        unit = UnitParticipant(live, name, role, participant, media_host)
         try:
-            if lobby:
-                unit = UnitParticipant(live, name, role, participant, media_host)
-                answer = await unit.start(offer)
-            else:
-                unit, answer = await live.join_unit(name, role, participant, offer, media_host)
+            answer = await unit.start(offer)  # before it is in: a refused offer leaves no trace
         except SdpError as exc:
-            if not live.participants:
-                live.close()
+            await unit.close()
+            self._close_if_unused(live)
             raise ChannelError(exc.code, str(exc)) from None
+        self.outside[unit.id] = unit
         if lobby:
             unit.on_dtmf = lambda key: self.emit("dtmf", {"participant": unit.id, "key": key})
             unit.start_prompt()
-            self.outside[unit.id] = unit
-            return {"participant": unit.id, "answer": answer}
-        self.participants[unit.id] = cast(Participant, unit)
-        self._export(live)
+        else:
+            await self.do_unit_admit(unit.id)
         return {"participant": unit.id, "answer": answer}
 
     async def do_dial_unit(self, room: str, participant: str, name: str, role: str, media_host: str,
@@ -202,11 +198,15 @@ class WorkerService:
         unit = self.outside.pop(participant, None)
         if unit is not None:
             await unit.close()
-            # A booking rings its units all at once: one that fails must not close the
-            # room under another unit still outside it (ringing, or in the lobby).
-            if not unit.room.participants and not unit.room.remote_participants \
-                    and not any(other.room is unit.room for other in self.outside.values()):
-                unit.room.close()
+            self._close_if_unused(unit.room)
+
+    def _close_if_unused(self, room: Room) -> None:
+        """A room nobody is in goes, unless a unit is still outside it: a booking rings
+        its units all at once, and one that fails must not close the room under another
+        one ringing, or keying in its PIN."""
+        if not room.participants and not room.remote_participants \
+                and not any(unit.room is room for unit in self.outside.values()):
+            room.close()
 
     async def do_negotiate(self, participant: str) -> None:
         """After the front told the client it joined: the first offer, then the others'."""

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,23 +87,33 @@ class LiveRooms:
             raise LookupError(f"no live room {room}")
         entry: dict[str, Any] = {"room": room, "target": target, "by": by, "at": time.time(),
                                  "outcome": "ringing", "reason": ""}
-        self.dials.appendleft(entry)
-        task = asyncio.ensure_future(self._dial(entry))
-        self._dialling.add(task)
-        task.add_done_callback(self._dialling.discard)
+        # The operator's word admits it: the room is live, booked or not.
+        self._place_call(entry, self._ring(entry, scheduled=False))
         return entry
 
-    async def _dial(self, entry: dict[str, Any]) -> None:
+    def _place_call(self, entry: dict[str, Any], call: Coroutine[Any, Any, Any]) -> None:
+        """List ``entry`` among the last calls and place ``call`` in the background."""
+        self.dials.appendleft(entry)
+        task = asyncio.ensure_future(call)
+        self._dialling.add(task)
+        task.add_done_callback(self._dialling.discard)
+
+    async def _ring(self, entry: dict[str, Any], scheduled: bool) -> bool:
+        """One call to the unit of ``entry``, which says how it went; True: it is in."""
         assert self.units is not None
+        entry["outcome"], entry["reason"], entry["at"] = "ringing", "", time.time()
         try:
-            # The operator's word admits it: the room is live, booked or not.
-            member = await self.units.dial(entry["room"], entry["target"], scheduled=False)
+            member = await self.units.dial(entry["room"], entry["target"], name=entry.get("name", ""),
+                                           scheduled=scheduled)
         except DialFailed as exc:
             entry["outcome"], entry["reason"] = exc.outcome, exc.reason
+            return False
         except Exception as exc:  # the room closed meanwhile, a worker went away
+            logger.exception("room %s: calling %s failed", entry["room"], entry["target"])
             entry["outcome"], entry["reason"] = "failed", str(exc)
-        else:
-            entry["outcome"], entry["participant"] = "connected", member.participant_id
+            return False
+        entry["outcome"], entry["participant"] = "connected", member.participant_id
+        return True
 
     def call_booked_units(self, room: str, units: Sequence[tuple[str, str]],
                           delay_s: float = 0.0) -> list[dict[str, Any]]:
@@ -122,34 +132,19 @@ class LiveRooms:
                                      "by": BOOKED_BY, "at": time.time(),
                                      "outcome": "waiting" if delay_s > 0 else "ringing",
                                      "reason": "", "tries": 0}
-            self.dials.appendleft(entry)
             entries.append(entry)
-            task = asyncio.ensure_future(self._dial_booked(entry, delay_s))
-            self._dialling.add(task)
-            task.add_done_callback(self._dialling.discard)
+            self._place_call(entry, self._dial_booked(entry, delay_s))
         return entries
 
     async def _dial_booked(self, entry: dict[str, Any], delay_s: float) -> None:
-        assert self.units is not None
         room, target = entry["room"], entry["target"]
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         for last_try in (False, True):
-            entry["outcome"], entry["reason"], entry["at"] = "ringing", "", time.time()
             entry["tries"] += 1
-            try:
-                # Admitted as the booking's links are: only while the booking is on.
-                member = await self.units.dial(room, target, name=entry["name"], scheduled=True)
-            except DialFailed as exc:
-                entry["outcome"], entry["reason"] = exc.outcome, exc.reason
-            except Exception as exc:  # the room closed meanwhile, a worker went away
-                logger.exception("room %s: calling the booked unit %s failed", room, target)
-                entry["outcome"], entry["reason"] = "failed", str(exc)
-                return
-            else:
-                entry["outcome"], entry["participant"] = "connected", member.participant_id
-                logger.info("room %s: booked unit %s answered (%s)", room, target,
-                            member.participant_id)
+            # Admitted as the booking's links are: only while the booking is on.
+            if await self._ring(entry, scheduled=True):
+                logger.info("room %s: booked unit %s answered (%s)", room, target, entry["participant"])
                 return
             if last_try or entry["outcome"] not in BOOKED_RETRIED:
                 break

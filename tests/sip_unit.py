@@ -135,6 +135,15 @@ class Baresip:
     async def dial(self, uri: str) -> None:
         await self.command("dial", uri)
 
+    async def call(self, uri: str, timeout: float = 15) -> None:
+        """Dial ``uri`` and wait until the call is up."""
+        await self.dial(uri)
+        for _ in range(int(timeout * 10)):
+            if self.saw("CALL_ESTABLISHED") is not None:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no call to {uri} came up: {self.log[-2000:]!r}")
+
     async def hang_up(self) -> None:
         await self.command("hangup")
 

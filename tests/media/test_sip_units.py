@@ -27,7 +27,7 @@ from scheduler.booking.bridges import create_bridge
 from scheduler.booking.dial_in import bridge_number
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
-from scheduler.models import CallRecord, Organisation
+from scheduler.models import CallRecord, Organisation, StandingBridge
 from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.sip.message import SipMessage, frame, parse
@@ -44,12 +44,16 @@ pytestmark = [pytest.mark.media,
 UNIT_TONE, CLIENT_TONE = 440, 700
 
 
-def bridge(server) -> str:
+def new_bridge(server) -> StandingBridge:
     with server.app[DATABASE].session() as session:
         seed(session, local_workers=1, worker_capacity_units=800)
         izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
         return create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
-                             ParticipantMix(hd=5)).room_name
+                             ParticipantMix(hd=5))
+
+
+def bridge(server) -> str:
+    return new_bridge(server).room_name
 
 
 def sip_uri(server, room: str, transport: str = "udp") -> str:
@@ -88,9 +92,7 @@ async def test_a_unit_dials_in_hears_the_room_is_heard_and_hangs_up(server, tmp_
     unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, room))
-        established = await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
-        assert established, unit.log[-2000:]
+        await unit.call(sip_uri(server, room))
         assert await wait_until(lambda: len(units_in(server, room)) == 1)
         member = units_in(server, room)[0]
         # Listed to the others by the name its From header gave (baresip: its user part).
@@ -432,6 +434,7 @@ async def test_in_a_vp8_room_browsers_see_the_units_camera_encoded_again_once(se
         for page in pages:
             await page.close()
         assert await wait_until(lambda: not again.consumers, timeout=10)
+        assert again._tap not in member.producers["camera"].taps  # C keeps its packets
         await asyncio.sleep(0.5)
         idle = member._camera_vp8.frames_encoded
         await asyncio.sleep(1.5)
@@ -651,12 +654,8 @@ async def test_a_call_over_tls(server, tmp_path: Path) -> None:
 
 def numbered_bridge(server) -> tuple[str, str, str]:
     """A bridge's room, number and PIN."""
-    with server.app[DATABASE].session() as session:
-        seed(session, local_workers=1, worker_capacity_units=800)
-        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
-        made = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
-                             ParticipantMix(hd=5))
-        return made.room_name, bridge_number(made.id), made.dial_in_pin
+    made = new_bridge(server)
+    return made.room_name, bridge_number(made.id), made.dial_in_pin
 
 
 def wrong(pin: str) -> str:
@@ -674,9 +673,7 @@ async def test_a_unit_dials_a_meetings_number_and_keys_in_its_pin(server, tmp_pa
     unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, number))
-        established = await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
-        assert established, unit.log[-2000:]
+        await unit.call(sip_uri(server, number))
         # Answered, but outside the room until the PIN: nobody hears it, it is not listed.
         assert await wait_until(lambda: waiting(server) == 2)
         await asyncio.sleep(1.5)
@@ -701,8 +698,7 @@ async def test_wrong_pins_a_silent_unit_and_an_unknown_number_are_turned_away(se
     unit = Baresip(tmp_path / "unit")
     await unit.start()
     try:
-        await unit.dial(sip_uri(server, number))
-        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        await unit.call(sip_uri(server, number))
         for _ in range(3):
             await unit.key_in(wrong(pin) + "#")
             await asyncio.sleep(1.5)
@@ -713,8 +709,7 @@ async def test_wrong_pins_a_silent_unit_and_an_unknown_number_are_turned_away(se
         # Keyed in nothing: hung up when the time to key it in is over.
         server.app[ROOM_UNITS].pin_timeout_s = 2.0
         unit.events.clear()
-        await unit.dial(sip_uri(server, number))
-        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=15)
+        await unit.call(sip_uri(server, number))
         assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
         assert await wait_until(lambda: waiting(server) == 0)
         # A number no meeting has: 404 before anything is answered.
