@@ -1,6 +1,8 @@
 """The mixing unit of one room: one mixed sound and one composed picture, and recording.
 
-Sources are every participant's microphone and camera, tapped from their producers.
+Sources are every participant's microphone and camera, tapped from their producers, and
+a screen while it is shared: the composite then shows it large with the cameras in a
+strip below, so that a room unit (which has no screen slot) and the recording see it.
 Outputs are two producers of the room's own ("mix" audio, "composite" video), which
 mixed participants subscribe to like any other producer: the forwarder's consumers then
 rewrite, gate, retransmit and report on them as usual. Audio is mix-minus: a listener
@@ -43,6 +45,9 @@ GATE_OPEN_TICKS = 50  # 1 s
 VIDEO_CHECK_TICKS = 5
 OPUS_PAYLOAD_TYPE = 111  # placeholder until a consumer's own negotiated type replaces it
 VP8_PAYLOAD_TYPE = 96
+# The caption of a shared screen's tile ("Jana Nováková – obrazovka"): the composite is
+# what a room unit in a Czech office shows.
+SCREEN_CAPTION = "{name} – obrazovka"
 
 # The legs that get the shared payload, and the legs of each subscriber with its own.
 _LegGroups = tuple[tuple[Leg, ...], dict[str, tuple[Leg, ...]]]
@@ -186,6 +191,10 @@ class RoomMixer:
         self._speaker: str | None = None
         self._h264_frames = random.getrandbits(20)
         self.sources: dict[str, tuple[Producer, Producer]] = {}  # participant -> (mic, camera)
+        # Shared screens (participant -> its screen producer), in the order shared: the
+        # newest is the one presented. In the compositors a screen is the source
+        # screen_source(participant), beside the participant's camera.
+        self.screens: dict[str, Producer] = {}
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
         self._picture_id = random.getrandbits(15)
@@ -206,6 +215,7 @@ class RoomMixer:
         # track), and the audio tick until which each other source's gate stays open.
         self._gated: dict[str, Track] = {}
         self._taps: dict[str, tuple[Tap, Tap]] = {}  # each source's (microphone, camera)
+        self._screen_taps: dict[str, Tap] = {}
         self._open_until: dict[str, int] = {}
         self._audio_ticks = 0
 
@@ -220,13 +230,15 @@ class RoomMixer:
         for compositor in self._compositors():
             compositor.add_source(participant_id, name)
         taps = self._taps[participant_id] = (self._audio_tap(participant_id),
-                                             self._video_tap(participant_id, camera))
+                                             self._video_tap(participant_id, camera, participant_id))
         microphone.add_tap(taps[0])
         camera.add_tap(taps[1])
         self._gate(participant_id)
         self._select_decoders()
 
     def remove_source(self, participant_id: str) -> None:
+        """A participant's microphone and camera leave the mix, and its screen if shared."""
+        self.set_screen(participant_id, None)
         producers = self.sources.pop(participant_id, None)
         if producers is None:
             return
@@ -245,12 +257,42 @@ class RoomMixer:
         self.keyframes_decoded.pop(participant_id, None)
         self._select_decoders()
 
+    def set_screen(self, participant_id: str, screen: Producer | None, name: str = "") -> None:
+        """A participant's screen share starts (``screen``) or stops (None)."""
+        known = self.screens.pop(participant_id, None)
+        source = screen_source(participant_id)
+        if known is not None:
+            known.remove_tap(self._screen_taps.pop(participant_id))
+            for compositor in self._compositors():
+                compositor.remove_source(source)
+            self.depacketizers.pop(source, None)
+            self.frames_decoded.pop(source, None)
+            self.keyframes_decoded.pop(source, None)
+        if screen is not None:
+            self.screens[participant_id] = screen
+            self._names[source] = SCREEN_CAPTION.format(name=name or self._names.get(participant_id, ""))
+            for compositor in self._compositors():
+                compositor.add_source(source, self._names[source])
+            tap = self._screen_taps[participant_id] = self._video_tap(source, screen, participant_id)
+            screen.add_tap(tap)
+        else:
+            self._names.pop(source, None)
+        presenting = screen_source(next(reversed(self.screens))) if self.screens else None
+        for compositor in self._compositors():
+            compositor.set_presentation(presenting)
+        self._select_decoders()
+
+    def _video_producer(self, source: str) -> Producer:
+        """The producer whose pictures a compositor's source shows: a camera or a screen."""
+        owner = screen_owner(source)
+        return self.screens[owner] if owner is not None else self.sources[source][1]
+
     def _compositors(self) -> list[Compositor]:
         return [self.compositor] if self._large is None else [self.compositor, self._large]
 
     def _select_decoders(self) -> None:
         for newly_shown in self.decoders.select(self.compositor.shown()):
-            self.sources[newly_shown][1].request_keyframe()
+            self._video_producer(newly_shown).request_keyframe()
 
     # Gating ---------------------------------------------------------------------------
     # Most of a room is quiet most of the time, and each of its packets cost Python (a
@@ -292,28 +334,29 @@ class RoomMixer:
                             level[0] & 0x7F if level else None, time.monotonic())
         return tap
 
-    def _video_tap(self, participant_id: str, camera: Producer) -> Callable[[bytes, rtp.RtpView], None]:
+    def _video_tap(self, source: str, video: Producer, participant_id: str) -> Tap:
+        """The tap of a camera or a screen: ``source`` is its name in the compositors."""
         def tap(data: bytes, view: rtp.RtpView) -> None:
-            if not self.composing or participant_id not in self.decoders.selected:
+            if not self.composing or source not in self.decoders.selected:
                 return  # not on show, or nobody watches: not even depacketized
-            codec = camera.codec or codecs.VP8
-            known = self.depacketizers.get(participant_id)
+            codec = video.codec or codecs.VP8
+            known = self.depacketizers.get(source)
             if known is None or known[0] != codec:  # the first packet, or renegotiated
-                known = self.depacketizers[participant_id] = (
+                known = self.depacketizers[source] = (
                     codec, H264Depacketizer() if codec == codecs.H264 else Vp8Depacketizer())
             frame = known[1].push(view.sequence_number, view.timestamp, view.marker,
                                   data[view.payload_start:view.payload_end])
             if frame is None:
                 return
-            picture = self.decoders.decode(participant_id, frame.data, codec)
+            picture = self.decoders.decode(source, frame.data, codec)
             if picture is not None:
-                self.frames_decoded[participant_id] = self.frames_decoded.get(participant_id, 0) + 1
+                self.frames_decoded[source] = self.frames_decoded.get(source, 0) + 1
                 if frame.keyframe:
-                    self.keyframes_decoded[participant_id] = self.keyframes_decoded.get(participant_id, 0) + 1
+                    self.keyframes_decoded[source] = self.keyframes_decoded.get(source, 0) + 1
                 for compositor in self._compositors():
-                    compositor.push_frame(participant_id, picture)
-            elif frame.after_gap or self.decoders.needs_keyframe(participant_id):
-                camera.request_keyframe()  # throttled by the producer
+                    compositor.push_frame(source, picture)
+            elif frame.after_gap or self.decoders.needs_keyframe(source):
+                video.request_keyframe()  # throttled by the producer
         return tap
 
     # Listeners ------------------------------------------------------------------------
@@ -410,8 +453,8 @@ class RoomMixer:
         watched = self.composite_watched()
         if watched and not self.composing:
             # Cameras were not decoded meanwhile: start each shown one on a keyframe.
-            for participant_id in self.decoders.selected:
-                self.sources[participant_id][1].request_keyframe()
+            for source in self.decoders.selected:
+                self._video_producer(source).request_keyframe()
             self.compositor.request_keyframe()
             for encode in self.h264_sizes.values():
                 encode.keyframe = True
@@ -466,13 +509,14 @@ class RoomMixer:
             return self.compositor
         if self._large is None or (self._large.width, self._large.height) != largest:
             self._large = Compositor(largest[0], largest[1], fps=self.fps, layout=self.compositor.layout)
-            for participant_id in self.sources:
-                self._large.add_source(participant_id, self._names.get(participant_id, ""))
+            for source in [*self.sources, *map(screen_source, self.screens)]:
+                self._large.add_source(source, self._names.get(source, ""))
             self._large.set_speaker(self._speaker)
+            self._large.set_presentation(self.compositor.presentation)
             # Its tiles fill as the shown cameras' next pictures are decoded; a key frame
             # from each brings a still one in at once.
-            for participant_id in self.decoders.selected:
-                self.sources[participant_id][1].request_keyframe()
+            for source in self.decoders.selected:
+                self._video_producer(source).request_keyframe()
         return self._large
 
     def _send_h264(self, encode: H264Size, frame: Any, timestamp: int) -> None:
@@ -525,9 +569,20 @@ class RoomMixer:
             task.cancel()
         self._tasks = []
         self._video_task = None
-        for participant_id in list(self.sources):
+        for participant_id in [*self.sources, *self.screens]:
             self.remove_source(participant_id)
 
     def describe(self) -> dict[str, Any]:
-        return {"sources": list(self.sources), "listeners": list(self.audio.listeners),
+        return {"sources": list(self.sources), "screens": list(self.screens),
+                "listeners": list(self.audio.listeners),
                 "recording": str(self.recording_path) if self.recording_path else None}
+
+
+def screen_source(participant_id: str) -> str:
+    """A shared screen's name among the compositors' sources (a camera's is its owner's id)."""
+    return f"{participant_id}:screen"
+
+
+def screen_owner(source: str) -> str | None:
+    """Whose screen a compositor's source is, or None for a camera."""
+    return source[:-len(":screen")] if source.endswith(":screen") else None

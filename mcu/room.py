@@ -289,6 +289,8 @@ class Room:
         if producer.sharing == sharing:
             return
         producer.sharing = sharing
+        if self.mixer is not None:  # the composite shows it too (room units, the recording)
+            self.mixer.set_screen(participant.id, producer if sharing else None, participant.name)
         self.assign_slots()
         self._emit("participants", {})
 
@@ -340,6 +342,9 @@ class Room:
         if self.mixer is not None and "microphone" in producers and "camera" in producers:
             self.mixer.add_source(participant.id, participant.name,
                                   producers["microphone"], producers["camera"])
+        screen = producers.get("screen")
+        if self.mixer is not None and screen is not None and screen.sharing:
+            self.mixer.set_screen(participant.id, screen, participant.name)
 
     def _release_mixer(self) -> None:
         if self.mixer is not None and not self.mixer.needed and not any(

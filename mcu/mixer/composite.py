@@ -65,6 +65,9 @@ class Compositor:
         self._kind: LayoutKind = layout
         self._sources: dict[SourceId, _Source] = {}
         self._speaker: SourceId | None = None
+        # A shared screen: shown large with the cameras in a strip below, whatever the
+        # layout, as long as it is shared (a room unit has no other way to see it).
+        self._presentation: SourceId | None = None
         self._tiles: dict[SourceId, Tile] = {}
         self._layout_dirty = True
         # One buffer in PyAV's yuv420p ndarray layout, with views on its planes.
@@ -91,6 +94,8 @@ class Compositor:
             self._layout_dirty = True
         if self._speaker == source:
             self._speaker = None
+        if self._presentation == source:
+            self._presentation = None
 
     def set_name(self, source: SourceId, name: str) -> None:
         src = self._sources.get(source)
@@ -109,16 +114,27 @@ class Compositor:
             self._speaker = source
             self._layout_dirty = True
 
+    def set_presentation(self, source: SourceId | None) -> None:
+        """The source shown large above the others (a shared screen), or none."""
+        if source != self._presentation:
+            self._presentation = source
+            self._layout_dirty = True
+
     @property
     def layout(self) -> LayoutKind:
         return self._kind
 
+    @property
+    def presentation(self) -> SourceId | None:
+        return self._presentation if self._presentation in self._sources else None
+
     def shown(self) -> list[SourceId]:
         """Sources with a tile, in tile order: the ones a decoder should be kept for."""
         order = list(self._sources)
-        if self._speaker in self._sources:
-            order.remove(self._speaker)
-            order.insert(0, self._speaker)
+        for first in (self._speaker, self.presentation):  # the presentation before the speaker
+            if first in self._sources:
+                order.remove(first)
+                order.insert(0, first)
         return order[: self.max_tiles]
 
     def tile_of(self, source: SourceId) -> Tile | None:
@@ -183,7 +199,8 @@ class Compositor:
             return
         self._layout_dirty = False
         shown = self.shown()
-        tiles = tiles_for(self._kind, len(shown), self.width, self.height)
+        kind: LayoutKind = "speaker" if self.presentation is not None else self._kind
+        tiles = tiles_for(kind, len(shown), self.width, self.height)
         self._tiles = dict(zip(shown, tiles, strict=True))
         self._y[:] = _BACKGROUND_Y
         self._u[:] = _NEUTRAL_UV

@@ -6,18 +6,23 @@ what comes out is depacketized and decoded with FFmpeg, as a unit would.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator
 
 import av
+import numpy as np
 import pytest
 from mcu._fanout import Sink
 
 from mcu import codecs, rtp
-from mcu.forwarding import Consumer
+from mcu.forwarding import Consumer, Producer
+from mcu.mixer import packetize
 from mcu.mixer.h264 import H264Depacketizer
-from mcu.mixing import RoomMixer
+from mcu.mixing import RoomMixer, screen_source
 from mcu.stats import WorkerCounters
+from tests.mixer.mixer_media import vp8_frames
 from tests.peers import wait_until
 
 
@@ -36,6 +41,7 @@ class Unit:
         self.depacketizer = H264Depacketizer()
         self.decoder = av.CodecContext.create("h264", "r")
         self.sizes: list[tuple[int, int]] = []  # of each picture decoded
+        self.picture: np.ndarray | None = None  # the last one, RGB
         self.payloads: list[bytes] = []
 
     def read(self) -> None:
@@ -49,7 +55,9 @@ class Unit:
             self.payloads.append(payload)
             frame = self.depacketizer.push(view.sequence_number, view.timestamp, view.marker, payload)
             if frame is not None:
-                self.sizes += [(p.width, p.height) for p in self.decoder.decode(av.Packet(frame.data))]
+                for picture in self.decoder.decode(av.Packet(frame.data)):
+                    self.sizes.append((picture.width, picture.height))
+                    self.picture = picture.to_ndarray(format="rgb24")
 
     def decoded(self, count: int) -> bool:
         self.read()
@@ -113,6 +121,63 @@ async def test_a_unit_of_the_rooms_own_size_is_encoded_from_the_rooms_canvas(roo
         # Not larger than the room's canvas: no second canvas is composed for it.
         assert mixer.composite_for(codecs.H264) is mixer.composite_for(codecs.H264, (640, 360))
         assert mixer._large is None
+    finally:
+        unit.leave()
+        unit.close()
+
+
+async def test_a_shared_screen_fills_a_large_units_composite_above_the_cameras(room) -> None:
+    """A 720p unit's canvas (composed at its size, not scaled up) presents a screen as the
+    room's does: the screen large, the cameras in a strip below."""
+    mixer, sender = room
+    yellow, red = (230, 230, 40), (220, 30, 30)
+    counters = mixer.counters
+    microphone = Producer("p-mic", "p", "audio", "microphone", counters)
+    camera = Producer("p-cam", "p", "video", "camera", counters)
+    screen = Producer("p-screen", "p", "video", "screen", counters)
+    mixer.add_source("p", "Jana Nováková", microphone, camera)
+    unit = Unit("unit", mixer, (1280, 720), sender)
+    streams = {camera: vp8_frames(red, 300), screen: vp8_frames(yellow, 300, size=(640, 360))}
+    sequence = {camera: 0, screen: 0}
+
+    async def send(frames: int) -> None:
+        """Each video's next pictures as RTP into its taps, as received packets are."""
+        for _ in range(frames):
+            for producer, pictures in streams.items():
+                index = sequence[producer] % len(pictures)  # only the first is a key frame
+                for position, payload in enumerate(payloads := packetize(pictures[index], index)):
+                    sequence[producer] += 1
+                    header = struct.pack("!BBHII", 0x80, (0x80 if position == len(payloads) - 1 else 0) | 96,
+                                         sequence[producer] & 0xFFFF, index * 3000, 1)
+                    producer.run_taps(header + payload)
+            await asyncio.sleep(1 / 30)
+
+    def share(colour) -> float:
+        picture = unit.picture
+        assert picture is not None
+        return float((np.abs(picture.reshape(-1, 3).astype(int) - colour).max(axis=1) < 45).mean())
+
+    try:
+        mixer.start()
+        mixer.set_screen("p", screen, "Jana Nováková")
+        assert mixer.compositor.presentation == screen_source("p")
+        for _ in range(40):
+            await send(5)
+            if unit.decoded(20) and mixer._large is not None and share(yellow) > 0.3:
+                break
+        assert mixer._large is not None and mixer._large.presentation == screen_source("p")
+        assert set(unit.sizes) == {(1280, 720)}
+        assert share(yellow) > 0.3 and share(red) > 0.005
+        assert share(yellow) > 4 * share(red)
+        # The share ends: the camera alone fills the canvas again.
+        mixer.set_screen("p", None)
+        assert mixer._large.presentation is None and screen.taps == []
+        for _ in range(40):
+            await send(5)
+            unit.read()
+            if share(yellow) < 0.01:
+                break
+        assert share(yellow) < 0.01 and share(red) > 0.3
     finally:
         unit.leave()
         unit.close()

@@ -21,10 +21,11 @@ EMPTY = type("Nothing", (), {"frames": 0})()  # no such leg (yet): nothing recei
 
 async def join(server, room: str, name: str, tone: float, colour, mode: str = "forwarded",
                role: str = "guest", loudness: float = 0.3,
-               receive_video: bool = True) -> SignalClient:
+               receive_video: bool = True, screen=None) -> SignalClient:
     client = await SignalClient.connect(server.ws_url)
     client.peer = ClientPeer(audio=ToneTrack(tone, amplitude=loudness), video=ColourTrack(colour),
-                             receive_video=receive_video)
+                             receive_video=receive_video,
+                             screen=ColourTrack(screen) if screen is not None else None)
     await client.send({"type": "join", "v": 1, "token": room_token(server, room, role), "name": name,
                        "mode": mode})
     await client.next("joined")
@@ -168,6 +169,42 @@ async def test_recordings_are_listed_and_downloaded_by_host_links_only(server) -
         async with http.get(f"{server.url}/recordings/{room}/..%2Fsecret.key",
                             params={"token": host_token}) as r:
             assert r.status == 404
+
+
+async def test_a_shared_screen_is_shown_large_in_the_composite_while_it_is_shared(server) -> None:
+    room = "mixed-screen"
+    yellow = (230, 230, 40)
+    presenter = await join(server, room, "Presenter", 440, RED, screen=yellow)
+    unit = await join(server, room, "Room unit", 1000, GREEN, mode="mixed", loudness=0.0)
+    mixer = server.app[MEDIA].rooms[room].mixer
+    assert mixer is not None
+
+    def composite():
+        return (received(unit, "video") or EMPTY).frames and received(unit, "video").last_frame
+
+    try:
+        assert await wait_until(lambda: composite() and colour_share(composite(), RED) > 0.05, timeout=20)
+        assert colour_share(composite(), yellow) < 0.01
+        # The presenter shares its screen: the unit, which has no screen slot, sees it
+        # in the composite, larger than the cameras (which stay, in a strip below).
+        await presenter.send({"type": "screen", "active": True})
+        assert await wait_until(lambda: colour_share(composite(), yellow) > 0.3, timeout=20)
+        assert colour_share(composite(), RED) > 0.005 and colour_share(composite(), GREEN) > 0.005
+        assert colour_share(composite(), yellow) > 4 * colour_share(composite(), RED)
+        assert mixer.describe()["screens"] == [participant_id(presenter)]
+        # The share ends: the composite shows the cameras alone again.
+        await presenter.send({"type": "screen", "active": False})
+        assert await wait_until(lambda: colour_share(composite(), yellow) < 0.01, timeout=20)
+        assert colour_share(composite(), RED) > 0.05 and mixer.screens == {}
+        # Sharing again and leaving while sharing: its screen leaves with it.
+        await presenter.send({"type": "screen", "active": True})
+        assert await wait_until(lambda: colour_share(composite(), yellow) > 0.3, timeout=20)
+        await presenter.close()
+        assert await wait_until(lambda: colour_share(composite(), yellow) < 0.01, timeout=20)
+        assert mixer.screens == {} and not any(":screen" in str(s) for s in mixer.decoders.selected)
+    finally:
+        for client in (presenter, unit):
+            await client.close()
 
 
 async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server) -> None:

@@ -212,3 +212,29 @@ def test_names_keep_their_diacritics_and_a_long_one_ends_in_an_ellipsis() -> Non
     long = font.render("Krajské ředitelství policie Kraje Vysočina, územní odbor Jihlava", 16, 120)
     assert 0 < long.shape[1] <= 120
     assert font.render("", 16, 120).shape[1] == 0
+
+
+def test_a_presentation_is_shown_large_above_the_cameras_until_it_ends(streams) -> None:
+    comp = Compositor(640, 360, layout="grid")
+    for s in ("red", "green", "blue"):
+        comp.add_source(s, s)
+    comp.set_speaker("green")
+    grid_tiles = {s: comp.tile_of(s) for s in ("red", "green", "blue")}
+    comp.add_source("yellow", "red – obrazovka")  # red's shared screen
+    comp.set_presentation("yellow")
+    assert comp.shown()[:2] == ["yellow", "green"]  # the screen, then the speaker
+    screen = comp.tile_of("yellow")
+    cameras = [comp.tile_of(s) for s in ("red", "green", "blue")]
+    assert screen is not None and all(c is not None for c in cameras)
+    assert all(screen.width * screen.height > 4 * c.width * c.height for c in cameras)
+    assert all(c.y > screen.y + screen.height for c in cameras)  # a strip below it
+    decoders = SelectiveDecoder()
+    decoders.select(comp.shown())
+    viewer = Viewer()
+    run(comp, decoders, streams, ["red", "green", "blue", "yellow"], FRAMES, viewer)
+    for s in ("red", "green", "blue", "yellow"):
+        assert_colour(tile_colour(viewer.picture, comp, s), COLOURS[s])
+    # The share ends: the grid again, with only the cameras.
+    comp.remove_source("yellow")
+    assert comp.presentation is None and "yellow" not in comp.shown()
+    assert {s: comp.tile_of(s) for s in ("red", "green", "blue")} == grid_tiles
