@@ -81,6 +81,8 @@ class MediaConfig:
     audio_slots: int = 3  # voice slots of a subscriber: the loudest voices it hears
     probe_interval_s: float = 8.0  # quiet time before a paused video is tried again
     simulcast: bool = True  # ask publishers for camera layers (mcu/simulcast.py)
+    # The largest composite a room unit gets (mcu/unit_sdp.py, the sip_composite_max setting).
+    unit_composite_max: tuple[int, int] = (1280, 720)
 
 
 @dataclass(eq=False)

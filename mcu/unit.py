@@ -281,7 +281,7 @@ class UnitParticipant:
         (SdpError when the offer cannot be taken)."""
         offer = parse_offer(offer_text)
         choices = [choose_audio(offer)]
-        video = choose_video(offer)
+        video = choose_video(offer, self.room.worker.config.unit_composite_max)
         if video is not None:
             choices.append(video)
         taken = []
@@ -309,7 +309,8 @@ class UnitParticipant:
             raise SdpError("bad_sdp", "the call has its answer already")
         answered = parse_offer(answer_text)
         choices = [choose_audio(answered)]
-        video = choose_video(answered) if "video" in self.streams else None
+        video = choose_video(answered, self.room.worker.config.unit_composite_max) \
+            if "video" in self.streams else None
         if video is not None:
             choices.append(video)
         for choice in choices:

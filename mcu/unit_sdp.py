@@ -269,7 +269,8 @@ def _h264_rank(fmtp: str) -> int | None:
 # made: each size some unit receives is one more libx264 encode a frame (and above the
 # room's 640x360 canvas, a compose at that size too, mcu/mixing.py): at 1280x720 up to
 # about 15 ms of CPU a frame, 22 % of a core at 15 fps (docs/sip.md), and no room
-# system's screen gains much from more than 720p of a grid of cameras.
+# system's screen gains much from more than 720p of a grid of cameras. The operator may
+# set another (the sip_composite_max setting, mcu.room.MediaConfig.unit_composite_max).
 COMPOSITE_SIZES = ((1920, 1080), (1280, 720), (960, 540), (640, 360), (320, 180))
 MAX_COMPOSITE = (1280, 720)
 COMPOSITE_FPS = 15  # the mixer's video tick (mcu/mixing.py)
@@ -322,9 +323,10 @@ def composite_size(fmtp: str, imageattr: str = "", fps: float = COMPOSITE_FPS,
     return COMPOSITE_SIZES[-1]
 
 
-def choose_video(offer: SessionOffer) -> StreamChoice | None:
+def choose_video(offer: SessionOffer, composite_max: tuple[int, int] = MAX_COMPOSITE) -> StreamChoice | None:
     """The first video m-line with H.264 we take (see :func:`_h264_rank`); None: the
-    unit stays audio-only (its video m-lines are refused)."""
+    unit stays audio-only (its video m-lines are refused). ``composite_max``: the largest
+    composite it may get, whatever it takes."""
     for index, m in enumerate(offer.media):
         if m.kind != "video" or not m.port or m.proto not in (PLAIN, SECURE):
             continue
@@ -338,7 +340,7 @@ def choose_video(offer: SessionOffer) -> StreamChoice | None:
             fmtp = m.fmtp.get(choice.payload_type, "")
             choice.packetization_mode = int(_h264_parameters(fmtp).get("packetization-mode", "0"))
             imageattr = m.imageattr.get(str(choice.payload_type), m.imageattr.get("*", ""))
-            choice.receive_size = composite_size(fmtp, imageattr)
+            choice.receive_size = composite_size(fmtp, imageattr, cap=composite_max)
             return choice
     return None
 

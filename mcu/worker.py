@@ -396,7 +396,14 @@ def worker_config(raw: dict[str, Any]) -> MediaConfig:
                                  tuple(raw["udp_port_range"]) if raw.get("udp_port_range") else None)
     servers = aiortc_adapter.ice_servers(raw.get("stun_servers", []), raw.get("turn_servers", []),
                                          raw.get("turn_username", ""), raw.get("turn_password", ""))
-    return MediaConfig(ice_servers=servers, last_n=int(raw.get("last_n", 9)))
+    return room_config(raw, servers)
+
+
+def room_config(raw: dict[str, Any], ice_servers: list[Any] | None = None) -> MediaConfig:
+    """What the rooms of a worker keep to, from the front's JSON (no global ICE setup)."""
+    composite_max = raw.get("unit_composite_max")
+    return MediaConfig(ice_servers=ice_servers or [], last_n=int(raw.get("last_n", 9)),
+                       **({"unit_composite_max": tuple(composite_max)} if composite_max else {}))
 
 
 async def serve(channel_fd: int, config: MediaConfig, name: str, pipe_host: str) -> None:

@@ -129,7 +129,8 @@ def media_config(settings: Settings) -> dict[str, Any]:
             "udp_port_range": settings.udp_port_range,
             "stun_servers": settings.stun_servers, "turn_servers": settings.turn_servers,
             "turn_username": username, "turn_password": password,
-            "pipe_host": settings.pipe_host}
+            "pipe_host": settings.pipe_host,
+            "unit_composite_max": [int(n) for n in settings.sip_composite_max.split("x")]}
 
 
 def create_app(settings: Settings) -> web.Application:

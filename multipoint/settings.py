@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     sip_tls_certificate: str = ""
     sip_tls_key: str = ""
     sip_tls_cafile: str = ""
+    # The largest composite a room unit receives, whatever its SDP allows: each size
+    # units receive is one more H.264 encode a frame, and above 640x360 a compose at that
+    # size too (docs/sip.md "The composite's size for a unit": 720p is about 13 % of a core
+    # more per room than 360p; 1080p about twice that).
+    sip_composite_max: Literal["1920x1080", "1280x720", "960x540", "640x360", "320x180"] = "1280x720"
 
     secret_key: SecretStr = SecretStr("")  # signs join tokens; generated and kept if empty
     invite_ttl_hours: float = Field(24 * 7, gt=0, le=24 * 366)

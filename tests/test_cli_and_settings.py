@@ -65,6 +65,7 @@ def test_invite_rejects_a_bad_room_name(env) -> None:
     ("MULTIPOINT_DATABASE_URL", "just-a-path.db"),
     ("MULTIPOINT_SECRET_KEY", "short"),
     ("MULTIPOINT_VIDEO_CODEC", "vp9"),
+    ("MULTIPOINT_SIP_COMPOSITE_MAX", "1024x768"),
 ])
 def test_invalid_settings_stop_start_up_naming_the_setting(env, variable: str, value: str) -> None:
     env[variable] = value
@@ -152,6 +153,17 @@ def test_node_settings_are_read() -> None:
                      database_url="postgresql+psycopg://db.example/multipoint")
     assert named.node_name == "brno" and named.node_labels == ["izs", "general"]
     named.check_node_database()
+
+
+def test_the_largest_composite_for_units_reaches_the_workers_rooms() -> None:
+    from mcu.worker import room_config
+    from multipoint.app import media_config
+    from multipoint.settings import Settings
+
+    settings = Settings(data_dir=Path("/nonexistent"))
+    assert room_config(media_config(settings)).unit_composite_max == (1280, 720)
+    settings = Settings(data_dir=Path("/nonexistent"), sip_composite_max="1920x1080")
+    assert room_config(media_config(settings)).unit_composite_max == (1920, 1080)
 
 
 def test_user_create_reads_the_password_from_stdin(env, tmp_path: Path) -> None:

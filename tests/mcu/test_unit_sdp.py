@@ -92,6 +92,11 @@ def test_the_composite_size_is_the_largest_the_units_h264_level_takes(fmtp: str,
 def test_a_higher_cap_lets_a_level_4_unit_have_1080p() -> None:
     assert composite_size("profile-level-id=42e028", cap=(1920, 1080)) == (1920, 1080)
     assert composite_size("profile-level-id=42e01f", cap=(1920, 1080)) == (1280, 720)
+    level_4 = parse_offer(POLY.replace("profile-level-id=42e01f;packetization-mode=1",
+                                       "profile-level-id=42e028;packetization-mode=1"))
+    for cap in ((1920, 1080), (640, 360)):  # the operator's sip_composite_max
+        video = choose_video(level_4, cap)
+        assert video is not None and video.receive_size == cap
 
 
 @pytest.mark.parametrize(("imageattr", "size"), [
