@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from signaling.sip.ua import dtmf_key
 from signaling.sip.units import _entry
 
 
@@ -39,3 +40,18 @@ async def test_a_try_waits_for_its_keys() -> None:
     queue.put_nowait("1")
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(_entry(queue, 4), 0.1)
+
+
+@pytest.mark.parametrize(("content_type", "body", "key"), [
+    ("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n", "5"),
+    ("application/dtmf-relay", "signal= *\r\n", "*"),
+    ("application/dtmf-relay", "Signal=11\r\nDuration=100\r\n", "#"),  # as some units write #
+    ("application/dtmf-relay", "Signal=10", "*"),
+    ("application/dtmf-relay", "Duration=160\r\n", None),
+    ("application/dtmf-relay", "Signal=12\r\n", None),
+    ("application/dtmf", "7\r\n", "7"),
+    ("application/dtmf", "d", "D"),
+    ("application/dtmf", "77", None),
+])
+def test_a_key_is_read_from_a_sip_info_body(content_type: str, body: str, key: str | None) -> None:
+    assert dtmf_key(content_type, body) == key

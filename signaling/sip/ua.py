@@ -48,7 +48,11 @@ logger = logging.getLogger(__name__)
 T1_S = 0.5
 T2_S = 4.0
 TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+# Keys sent in SIP INFO (units that do not send RFC 4733 events in their RTP): the de facto
+# application/dtmf-relay body ("Signal=5\r\nDuration=160") and application/dtmf ("5").
+DTMF_INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
+DTMF_KEYS = "0123456789*#ABCD"
 RING_S = 45.0  # a unit we call that does not answer in this long: no answer
 MAX_CALLS = 500  # dialogs at once: a bound on what strangers can make us hold
 TCP_IDLE_S = 300.0  # a stream with no message for this long (and no call) is closed
@@ -138,6 +142,10 @@ class Calls(Protocol):
         ...
 
     async def ended(self, call: Call, by_unit: bool) -> None:
+        ...
+
+    def key_pressed_in_info(self, call: Call, key: str) -> None:
+        """A key the unit sent in a SIP INFO of the call's dialog."""
         ...
 
 
@@ -344,6 +352,8 @@ class SipAgent:
                 # Answered 487 now; a join under way finishes and is undone (_decide).
                 self._final(pending, 487, "Request Terminated", b"")
                 self._end(pending, by_unit=True)
+        elif method == "INFO":
+            self._info(request, flow, branch)
         elif method == "OPTIONS":
             response = response_to(request, 200, to_tag=new_tag())
             response.add("Allow", ALLOW)
@@ -351,11 +361,33 @@ class SipAgent:
             self._cache_and_send(request, flow, branch, response)
         else:
             response = response_to(request, 405 if method in ("REGISTER", "SUBSCRIBE", "NOTIFY",
-                                                             "PUBLISH", "MESSAGE", "REFER", "INFO",
+                                                             "PUBLISH", "MESSAGE", "REFER",
                                                              "UPDATE", "PRACK") else 501,
                                    to_tag=new_tag())
             response.add("Allow", ALLOW)
             self._cache_and_send(request, flow, branch, response)
+
+    def _info(self, request: SipMessage, flow: Flow, branch: str) -> None:
+        """A key in an INFO of a call (legacy INFO, RFC 2976 usage: no Info-Package)."""
+        call = self._dialog(request)
+        if call is None or call.ended:
+            self._reply(request, flow, 481, branch)
+            return
+        kind = request.get("Content-Type").split(";")[0].strip().lower()
+        if not request.body:  # an empty INFO: a keep-alive some units send
+            self._reply(request, flow, 200, branch)
+            return
+        if kind not in DTMF_INFO_TYPES:
+            response = response_to(request, 415, to_tag=call.local_tag)
+            response.add("Accept", ", ".join(DTMF_INFO_TYPES))
+            self._cache_and_send(request, flow, branch, response)
+            return
+        key = dtmf_key(kind, request.body.decode("utf-8", "replace"))
+        if key is None:
+            self._reply(request, flow, 400, branch)
+            return
+        self._reply(request, flow, 200, branch)
+        self.calls.key_pressed_in_info(call, key)
 
     def _dialog(self, request: SipMessage) -> Call | None:
         return self.dialogs.get((request.call_id, tag_of(request.get("To"))))
@@ -719,3 +751,15 @@ def _reason(why: str) -> str:
     """A reason phrase: one line of plain text."""
     return "Bad Request: " + "".join(ch if ch.isprintable() else " " for ch in why)[:80]
 
+
+def dtmf_key(content_type: str, body: str) -> str | None:
+    """The key in an INFO's body, or None when it names none: ``Signal=5`` lines of
+    application/dtmf-relay (``Signal=10`` and ``11`` are ``*`` and ``#`` for some units),
+    or the bare key of application/dtmf."""
+    if content_type == "application/dtmf-relay":
+        found = re.search(r"^\s*signal\s*=\s*(\S+)", body, re.IGNORECASE | re.MULTILINE)
+        value = found.group(1) if found else ""
+    else:
+        value = body.strip()
+    value = {"10": "*", "11": "#"}.get(value, value).upper()
+    return value if len(value) == 1 and value in DTMF_KEYS else None

@@ -200,6 +200,13 @@ class RoomUnits:
         if lobby is not None and lobby.place.worker == worker:
             lobby.keys.put_nowait(key)
 
+    def key_pressed_in_info(self, call: Call, key: str) -> None:
+        """A key a unit sent in SIP INFO: the same as in its RTP, for the PIN; a key
+        outside the lobby means nothing (as an RFC 4733 one in the room)."""
+        member = call.app
+        if isinstance(member, UnitMember) and member.lobby is not None and not member.lobby.admitting:
+            member.lobby.keys.put_nowait(key)
+
     async def _key_in_pin(self, lobby: _Lobby) -> None:
         member, place = lobby.member, lobby.place
         why: tuple[int, str] | None = None

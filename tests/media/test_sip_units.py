@@ -205,7 +205,7 @@ async def test_a_unit_without_a_codec_we_take_is_refused_with_the_reason(server,
 
 def sip_request(method: str, uri: str, *, transport: str, local_port: int, call_id: str, cseq: int = 1,
                 body: bytes = b"", extra: str = "", to_tag: str = "", branch: str = "z9hG4bKraw1",
-                sender: str = "Tester") -> bytes:
+                sender: str = "Tester", content_type: str = "application/sdp") -> bytes:
     """A request as a unit at 127.0.0.1:``local_port`` writes it."""
     to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
     head = (f"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:{local_port};branch={branch}\r\n"
@@ -213,7 +213,7 @@ def sip_request(method: str, uri: str, *, transport: str, local_port: int, call_
             f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
             f"Contact: <sip:tester@127.0.0.1:{local_port};transport={transport.lower()}>\r\n{extra}")
     if body:
-        head += "Content-Type: application/sdp\r\n"
+        head += f"Content-Type: {content_type}\r\n"
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -259,7 +259,7 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
     try:
         raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1"))
         (options,) = await raw.responses()
-        assert options.status == 200 and "INVITE" in options.get("Allow")
+        assert options.status == 200 and {"INVITE", "INFO"} <= set(options.get("Allow").split(", "))
         raw.send(raw.request("SUBSCRIBE", f"sip:{room}@127.0.0.1", call_id="c2", extra="Event: x\r\n"))
         (subscribe,) = await raw.responses()
         assert subscribe.status == 405 and "BYE" in subscribe.get("Allow")
@@ -719,6 +719,48 @@ async def test_wrong_pins_a_silent_unit_and_an_unknown_number_are_turned_away(se
         assert "404" in unit.saw("CALL_CLOSED").get("param", "") + unit.log.decode(errors="replace")
     finally:
         await unit.stop()
+
+
+async def test_a_unit_keys_in_its_pin_in_sip_info(server) -> None:
+    """Units that send keys in SIP INFO (application/dtmf-relay) rather than in RTP."""
+    room, number, pin = numbered_bridge(server)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    cseq = iter(range(2, 100))
+
+    def info(body: bytes, to_tag: str, content_type: str = "application/dtmf-relay",
+             call_id: str = "info-call") -> bytes:
+        number = next(cseq)
+        return raw.request("INFO", uri, call_id=call_id, cseq=number, to_tag=to_tag, body=body,
+                           branch=f"z9hG4bKinfo{number}", content_type=content_type)
+
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="info-call", body=OFFER, branch="z9hG4bKinfo1"))
+        _, ok = await raw.responses(2)
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="info-call", to_tag=to_tag, branch="z9hG4bKinfo1"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        # Outside a dialog, in a body we do not read, or naming no key: clear refusals.
+        raw.send(info(b"Signal=1\r\n", "nobody", call_id="no-such-call"))
+        raw.send(info(b"1", to_tag, content_type="text/plain"))
+        raw.send(info(b"Signal=x\r\nDuration=160\r\n", to_tag))
+        no_dialog, unread, no_key = await raw.responses(3)
+        assert no_dialog.status == 481 and no_key.status == 400
+        assert unread.status == 415 and "application/dtmf-relay" in unread.get("Accept")
+        assert not units_in(server, room)
+        # A wrong try, then the PIN, a key an INFO, ended by # (Signal=11 for some units).
+        for key in [*wrong(pin), "11", *pin, "#"]:
+            raw.send(info(f"Signal={key}\r\nDuration=160\r\n".encode(), to_tag))
+            (answered,) = await raw.responses()
+            assert answered.status == 200
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15)
+        assert waiting(server) == 0
+        raw.send(raw.request("BYE", uri, call_id="info-call", cseq=next(cseq), to_tag=to_tag,
+                             branch="z9hG4bKinfobye"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
 
 
 async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, tmp_path: Path) -> None:
