@@ -15,6 +15,7 @@ from signaling.sip.message import (
     uri_of,
     user_and_host,
 )
+from signaling.sip.ua import same_session
 
 INVITE = (b"INVITE sip:mtg-abc@10.0.0.1 SIP/2.0\r\n"
           b"v: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK1;rport\r\n"
@@ -83,3 +84,17 @@ def test_a_stream_is_cut_into_whole_messages() -> None:
         frame(bytearray(options.replace(b"Content-Length: 0\r\n", b"")))
     with pytest.raises(SipParseError):
         frame(bytearray(b"X" * 70000))
+
+
+@pytest.mark.parametrize(("offer", "same"), [
+    (b"v=0\r\no=- 7 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\n", True),
+    (b"v=0\r\no=- 7 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 5000 RTP/AVP 0\r\n", True),  # the version says
+    (b"v=0\r\no=- 7 2 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\na=sendonly\r\n", False),
+    (b"v=0\r\no=- 8 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\n", False),  # another session
+    (b"v=0\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\n", False),  # no origin, and not the same text
+])
+def test_a_reinvite_keeps_the_session_when_its_origin_keeps_its_version(offer: bytes, same: bool) -> None:
+    known = b"v=0\r\no=- 7 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\n"
+    assert same_session(offer, known) is same
+    assert same_session(known.replace(b"o=- 7 1 IN IP4 10.0.0.1\r\n", b""),
+                        known.replace(b"o=- 7 1 IN IP4 10.0.0.1\r\n", b"").replace(b"\r\n", b"\n"))

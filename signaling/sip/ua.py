@@ -2,7 +2,8 @@
 
 It takes the subset of RFC 3261 a room system uses to call a multipoint: INVITE with an
 SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a session
-refresh: answered with the session as it is), OPTIONS (keep-alive and capability
+refresh, answered with the session as it is; one that would change the session is
+refused with 488 and the call goes on as it was), INFO with keys, OPTIONS (keep-alive and capability
 queries); every other method gets 405 with ``Allow``. docs/sip.md says why this is our
 own and not a SIP stack's.
 
@@ -122,7 +123,8 @@ class Call:
     local_party: str  # ours (our To with our tag, or our From), for our BYE
     answer: SipMessage | None = None  # the final response to the INVITE
     ack: bytes | None = None  # ours, when we called (sent again if the 200 comes again)
-    answered_sdp: bytes = b""
+    local_sdp: bytes = b""  # ours as the unit has it: our answer, or our offer when we called
+    remote_sdp: bytes = b""  # the unit's: its offer, or its answer when we called
     confirmed: bool = False  # the ACK came
     ended: bool = False
     local_cseq: int = 0
@@ -402,10 +404,18 @@ class SipAgent:
             if existing.ended:
                 self._reply(request, flow, 481, branch)
                 return
+            if request.body and not same_session(request.body, existing.remote_sdp):
+                # A new offer (hold, another address or size): not taken; RFC 3261 14.2
+                # keeps the session as it was, which goes on.
+                response = response_to(request, 488, "Not Acceptable Here", to_tag=existing.local_tag)
+                response.add("Warning", f'399 {self.advertised_host} "the session cannot be changed"')
+                self._cache_and_send(request, flow, branch, response)
+                return
+            # A session refresh (the same offer, or none: ours again, as an offer).
             response = response_to(request, 200, to_tag=existing.local_tag)
             self._add_contact(response, flow)
             response.add("Content-Type", "application/sdp")
-            response.body = existing.answered_sdp
+            response.body = existing.local_sdp
             self._cache_and_send(request, flow, branch, response)
             return
         if tag_of(request.get("To")):  # in a dialog we do not know (we restarted, say)
@@ -463,7 +473,7 @@ class SipAgent:
             response.add("Allow", ALLOW)
             response.add("Content-Type", "application/sdp")
             response.body = body
-            call.answered_sdp = body
+            call.local_sdp, call.remote_sdp = body, call.invite.body
         elif status == 486 or status == 503:
             response.add("Retry-After", "60")
         call.answer = response
@@ -609,7 +619,7 @@ class SipAgent:
         call = Call(invite=invite, flow=flow, local_tag=local_tag, call_id=call_id,
                     remote_uri=uri_of(contact) if contact else target, remote_party=remote_to,
                     local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
-        call.answered_sdp = final.body
+        call.local_sdp, call.remote_sdp = invite.body, final.body
         ack = SipMessage(method="ACK", uri=call.remote_uri)
         ack.add("Via", f"{via};branch={new_branch()};rport")
         ack.add("Max-Forwards", "70")
@@ -763,3 +773,19 @@ def dtmf_key(content_type: str, body: str) -> str | None:
         value = body.strip()
     value = {"10": "*", "11": "#"}.get(value, value).upper()
     return value if len(value) == 1 and value in DTMF_KEYS else None
+
+
+def same_session(offer: bytes, known: bytes) -> bool:
+    """Whether a re-INVITE's SDP is the session the unit has (RFC 3264 8: a description
+    whose ``o=`` line keeps its session id and version is unchanged)."""
+    def origin(sdp: bytes) -> list[str] | None:
+        for line in sdp.decode("utf-8", "replace").splitlines():
+            if line.startswith("o="):
+                fields = line[2:].split()
+                return fields[1:3] if len(fields) >= 6 else None
+        return None
+
+    found = origin(offer)
+    if found is not None:
+        return found == origin(known)
+    return offer.replace(b"\r\n", b"\n").strip() == known.replace(b"\r\n", b"\n").strip()

@@ -596,12 +596,15 @@ async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_dis
         assert server.app[ROOM_UNITS].agent.counters["messages"] >= seen + 200  # INVITE and ACK
         # REGISTER and an unknown method, 50 times: 405 and 501.
         assert await sipp(server, "unknown_methods.xml", room, 50, 50, tmp_path) == 0
+        # Calls whose re-INVITEs refresh the session (200), would change it (488, the
+        # call goes on) or carry no offer (200 with ours), then hang up.
+        assert await sipp(server, "reinvite.xml", room, 5, 5, tmp_path) == 0
         # The unit's call went on through it all, both ways, and it is still the only one.
         heard = member.media_counts()["audio_in"]
         assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
         assert hears(client, UNIT_TONE)
         assert [u.id for u in units_in(server, room)] == [member.id]
-        assert len(server.app[ROOM_UNITS].agent.dialogs) == 1
+        assert await wait_until(lambda: len(server.app[ROOM_UNITS].agent.dialogs) == 1)
     finally:
         await unit.stop()
         await client.close()
