@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import shutil
 import socket
 import ssl
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pylibsrtp
 import pytest
 from sqlalchemy import select
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
-from mcu.mixer.h264 import H264Depacketizer
+from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.unit import PROMPT_HZ
 from mcu.unit_sdp import parse_offer
 from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
@@ -913,4 +915,103 @@ async def test_a_unit_that_offers_nack_gets_the_composites_lost_packets_again(
         unit.hang_up()
         assert await wait_until(lambda: not units_in(server, room))
     finally:
+        unit.close()
+
+
+class HandCamera:
+    """The hand-made unit's camera: libx264 (320x180, constrained baseline) from a noisy
+    picture, sent at 15 fps on its video m-line, a key frame whenever we ask (PLI/FIR).
+    It reads our RTCP there: the NACKs it gets, by sequence number."""
+
+    def __init__(self, unit: HandUnit) -> None:
+        self.unit = unit
+        self.encoder = H264Encoder(320, 180)
+        self.seq = 1000
+        self.sent: dict[int, bytes] = {}
+        self.nacked: list[int] = []
+        self.drop_next = False  # "lose" the first packet of the next frame that is no key frame
+        self.dropped: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        rng = np.random.default_rng(1)
+        keyframe = True
+        for index in itertools.count():
+            for packet in self.unit.rtcp_received():
+                if isinstance(packet, adapter.RtcpPsfb) \
+                        and packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
+                    keyframe = True
+                elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK \
+                        and packet.media_ssrc == self.unit.ssrc:
+                    self.nacked += adapter.nack_lost(packet)
+            picture = rng.integers(0, 255, (270, 320), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+            frame.pts = index * 6000
+            for access_unit, timestamp, is_key in self.encoder.encode(frame, keyframe=keyframe):
+                payloads = packetize_h264(access_unit)
+                for position, payload in enumerate(payloads):
+                    packet = rtp.rtp_header(97, position == len(payloads) - 1, self.seq, timestamp,
+                                            self.unit.ssrc, False) + payload
+                    self.sent[self.seq] = packet
+                    if self.drop_next and not is_key and position == 0:
+                        self.drop_next, self.dropped = False, self.seq
+                    else:
+                        self.unit.send_rtp(packet)
+                    self.seq = (self.seq + 1) & 0xFFFF
+            keyframe = False
+            await asyncio.sleep(1 / 15)
+
+
+@pytest.mark.parametrize("nack", [True, False], ids=["nack", "no-nack"])
+async def test_what_a_browser_misses_of_a_units_camera_is_nacked_to_the_unit(server, nack: bool) -> None:
+    room = bridge(server)
+    unit = HandUnit(server, nack=nack)
+    camera = HandCamera(unit)
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        await unit.call(room)  # the unit starts the room: it forwards H.264
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        member = units_in(server, room)[0]
+        assert member.producers["camera"].nacks_upstream is nack
+        camera.start()
+        grant = JoinGrant(room=room, role="guest", scheduled=True)
+        await client.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
+                               issue_token(server.settings.signing_secret(), grant, 300),
+                               name="Krajský úřad", video_codecs=["h264", "vp8"])
+        assert await wait_until(lambda: client.live_frames("video").get(member.id, 0) > 5, timeout=20)
+        live = server.app[MEDIA].rooms[room]
+        leg = next(c.leg for p in live.participants.values() if p is not member
+                   for c in p.consumers.values() if c.producer is member.producers["camera"])
+        # A packet lost between the unit and us: the browser's NACK for it finds nothing
+        # in its leg's history, and goes on to the unit, by the unit's own number.
+        camera.drop_next = True
+        assert await wait_until(lambda: camera.dropped is not None, timeout=5)
+        lost = camera.dropped
+        assert lost is not None
+        at_browser = (lost + leg.seq_offset) & 0xFFFF
+        if not nack:
+            await asyncio.sleep(2)
+            assert lost not in camera.nacked and leg.sent(at_browser) is None
+            return
+        assert await wait_until(lambda: lost in camera.nacked, timeout=5), camera.nacked
+        assert leg.sent(at_browser) is None
+        # The unit resends it, late, with its number: it is forwarded in its place.
+        unit.send_rtp(camera.sent[lost])
+        assert await wait_until(lambda: leg.sent(at_browser) is not None, timeout=5)
+        resent = rtp.parse_rtp(leg.sent(at_browser))
+        original = rtp.parse_rtp(camera.sent[lost])
+        assert leg.sent(at_browser)[resent.payload_start:resent.payload_end] \
+            == camera.sent[lost][original.payload_start:original.payload_end]
+        assert resent.timestamp == (original.timestamp + leg.ts_offset) & 0xFFFFFFFF
+    finally:
+        camera.stop()
+        await client.close()
+        unit.hang_up()
         unit.close()
