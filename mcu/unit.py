@@ -15,7 +15,10 @@ media worker, beside :class:`~mcu.participant.Participant` (a browser's) in the 
   encodes it once per size, for all units of that size);
 * its camera (H.264) is a producer too: forwarded to browsers in a room that forwards
   H.264, and decoded into the composite;
-* SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP.
+* SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP;
+* RTCP feedback on video: PLI/FIR both ways, and generic NACK (RFC 4585) both ways when
+  the unit negotiated it: the composite's lost packets resent from its leg's history
+  (no RTX: same SSRC and numbers), and what browsers miss of its camera asked of it.
 
 Packets are taken only from the address the unit's SDP names. The unit that stops
 sending for :data:`MEDIA_TIMEOUT_S` (a call whose BYE was lost) leaves.
