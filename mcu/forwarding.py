@@ -65,8 +65,9 @@ class Producer:
         # mcu/unit_camera.py): not piped to other workers.
         self.local_only = False
         # Piped in from another worker (mcu/pipe.py): what our subscribers miss was lost
-        # on the pipe, and the origin keeps a history to resend it. Publishers are not
-        # NACKed (their packets reach every leg or none).
+        # on the pipe, and the origin keeps a history to resend it. A room unit's camera
+        # that negotiated generic NACK (mcu/unit.py) is asked too: a packet lost on the
+        # way from it reaches no leg. Browsers' cameras are not NACKed (yet).
         self.nacks_upstream = False
         self._nacked_upstream: dict[int, float] = {}  # sequence number -> when asked
         self.bitrate_bps = 0.0  # measured by the room every control interval

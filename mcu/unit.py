@@ -15,7 +15,10 @@ media worker, beside :class:`~mcu.participant.Participant` (a browser's) in the 
   encodes it once per size, for all units of that size);
 * its camera (H.264) is a producer too: forwarded to browsers in a room that forwards
   H.264, and decoded into the composite;
-* SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP.
+* SRTP with the keys of the SDP (RFC 4568) when the unit offered RTP/SAVP;
+* RTCP feedback on video: PLI/FIR both ways, and generic NACK (RFC 4585) both ways when
+  the unit negotiated it: the composite's lost packets resent from its leg's history
+  (no RTX: same SSRC and numbers), and what browsers miss of its camera asked of it.
 
 Packets are taken only from the address the unit's SDP names. The unit that stops
 sending for :data:`MEDIA_TIMEOUT_S` (a call whose BYE was lost) leaves.
@@ -166,14 +169,36 @@ class _Stream:
             adapter.point_sink(self.sink, self.rtp.fileno, choice.remote, self.tx, (self, self.tx))
 
     def write_rtcp(self, packet: bytes) -> None:
-        """Our RTCP (reports, PLI/FIR) on this m-line."""
+        """Our RTCP (reports, PLI/FIR, NACK) on this m-line."""
         choice = self.choice
         sock = self.rtcp or self.rtp
         if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
             raise ConnectionError("the unit's media sockets are closed")
         if self.tx is not None:
-            packet = self.tx.protect_rtcp(packet) if 192 <= packet[1] <= 223 else self.tx.protect(packet)
+            packet = self.tx.protect_rtcp(packet)
         sock.transport.sendto(packet, choice.remote_rtcp)
+
+    def write_rtp(self, packet: bytes) -> None:
+        """An RTP packet of ours sent from Python, not the C sink (a retransmission): on
+        the RTP socket to the unit's RTP address, SRTP-protected as RTP. The C sink
+        protects with the same session; it allows a packet index again (``_srtp``)."""
+        choice = self.choice
+        sock = self.rtp
+        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
+            raise ConnectionError("the unit's media sockets are closed")
+        if self.tx is not None:
+            packet = self.tx.protect(packet)
+        sock.transport.sendto(packet, choice.remote)
+
+    def write(self, packet: bytes) -> None:
+        """What the m-line's consumer sends itself (:attr:`Consumer.write`: its
+        retransmissions, and RTCP should it send any): RTCP, told apart as RFC 5761 4 does,
+        to the unit's RTCP address, RTP to its RTP address (a unit without rtcp-mux would
+        drop RTP that comes to its RTCP port, and SRTCP protection is not SRTP's)."""
+        if 192 <= packet[1] <= 223:
+            self.write_rtcp(packet)
+        else:
+            self.write_rtp(packet)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # Whatever arrives, nothing escapes into the event loop: drops are counted.
@@ -340,6 +365,9 @@ class UnitParticipant:
                 sink.bind(self._mix_in.fileno, "127.0.0.1", self._mix_in.port, 0, 0, None)
                 self._mix_sink = sink
             producer.feedback = stream.write_rtcp  # PLI/FIR and reports go back on its m-line
+            # What browsers miss of its camera is NACKed to it, if it said it resends
+            # (a=rtcp-fb nack): a packet lost between the unit and us reaches none of them.
+            producer.nacks_upstream = choice.kind == "video" and choice.nack
             if choice.kind == "video" and choice.we_receive:
                 # Its camera in VP8 too, for browsers in a room that forwards VP8.
                 self._camera_vp8 = CameraForBrowsers(self.id, producer, self.counters, self._receive_own)
@@ -353,8 +381,10 @@ class UnitParticipant:
                 self.consumers[camera.id] = camera
             if choice.we_send:
                 consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
+                # No RTX for units: a NACKed packet goes again as it was, on the same SSRC
+                # and sequence number (RFC 4585 allows it without RFC 4588).
                 consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
-                                   stream.write_rtcp, sink)
+                                   stream.write, sink)
                 if choice.kind == "video":
                     consumer.request_keyframe()
 
@@ -519,6 +549,13 @@ class UnitParticipant:
             elif isinstance(packet, adapter.RtcpPsfb) and slot \
                     and packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
                 slot[0].request_keyframe()  # the unit wants a fresh composite
+            elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK and slot \
+                    and stream.choice is not None and stream.choice.nack \
+                    and packet.media_ssrc == slot[0].ssrc:
+                # Packets of the composite it lost, resent from the leg's history (by the
+                # numbers it saw). What the leg never sent is not asked for anywhere: the
+                # composite is made here, a lost frame of it is repaired by a key frame.
+                slot[0].retransmit(adapter.nack_lost(packet))
 
     def _on_reception_reports(self, kind: str, consumer: Consumer, reports: list[Any]) -> None:
         # What the unit says it received of the mix or the composite: a test call's proof

@@ -63,6 +63,12 @@ class MediaOffer:
     crypto: list[Crypto] = field(default_factory=list)
     ptime: int | None = None
     imageattr: dict[str, str] = field(default_factory=dict)  # pt or "*" -> its sets (RFC 6236)
+    # pt or "*" -> the RTCP feedback it takes (RFC 4585 a=rtcp-fb: "nack", "nack pli", ...)
+    rtcp_fb: dict[str, set[str]] = field(default_factory=dict)
+
+    def feedback(self, payload_type: int) -> set[str]:
+        """The RTCP feedback offered (or answered) for ``payload_type``, ``*`` included."""
+        return self.rtcp_fb.get(str(payload_type), set()) | self.rtcp_fb.get("*", set())
 
     def payload_types(self, name: str, rate: int | None = None) -> list[int]:
         return [pt for pt in self._numbered()
@@ -152,6 +158,10 @@ def _attribute(m: MediaOffer, value: str) -> None:
         elif name == "imageattr":
             pt, _, sets = rest.strip().partition(" ")
             m.imageattr[pt] = sets.strip()
+        elif name == "rtcp-fb":
+            pt, _, value = rest.strip().partition(" ")
+            if pt == "*" or pt.isdigit():  # feedback is optional: an odd line costs no call
+                m.rtcp_fb.setdefault(pt, set()).add(" ".join(value.split()).lower())
         elif name == "crypto":
             crypto = _crypto(rest)
             if crypto is not None:
@@ -194,6 +204,9 @@ class StreamChoice:
     dtmf_clock: int = 48000  # its rtpmap's rate (units often say 8000 beside Opus)
     packetization_mode: int = 1  # video: H.264's (RFC 6184)
     receive_size: tuple[int, int] = (640, 360)  # video: the composite's size for this unit
+    # video: generic NACK (RFC 4585 a=rtcp-fb nack) agreed: we answer the unit's NACKs for
+    # the composite and NACK its camera for what browsers miss; without it, neither.
+    nack: bool = False
 
     @property
     def we_send(self) -> bool:
@@ -341,6 +354,9 @@ def choose_video(offer: SessionOffer, composite_max: tuple[int, int] = MAX_COMPO
             choice.packetization_mode = int(_h264_parameters(fmtp).get("packetization-mode", "0"))
             imageattr = m.imageattr.get(str(choice.payload_type), m.imageattr.get("*", ""))
             choice.receive_size = composite_size(fmtp, imageattr, cap=composite_max)
+            # In an offer: the unit asks for it (we answer with it); in an answer to ours,
+            # where we offered it: the unit accepted it (RFC 4585 4.2).
+            choice.nack = "nack" in m.feedback(choice.payload_type)
             return choice
     return None
 
@@ -363,8 +379,10 @@ def _stream_lines(choice: StreamChoice, family: str, address: str, rtcp_port: in
     else:
         lines = [f"a=rtpmap:{pt} H264/90000",
                  f"a=fmtp:{pt} profile-level-id={H264_PROFILE};"
-                 f"packetization-mode={choice.packetization_mode}",
-                 f"a=rtcp-fb:{pt} nack pli", f"a=rtcp-fb:{pt} ccm fir"]
+                 f"packetization-mode={choice.packetization_mode}"]
+        if choice.nack or offer:  # never to a unit that did not offer it (RFC 4585 4.2)
+            lines.append(f"a=rtcp-fb:{pt} nack")
+        lines += [f"a=rtcp-fb:{pt} nack pli", f"a=rtcp-fb:{pt} ccm fir"]
     lines.append(f"a={choice.direction}")
     if choice.rtcp_mux or offer:
         lines.append("a=rtcp-mux")
@@ -419,7 +437,8 @@ def offer_sdp(address: str, streams: dict[str, LocalStream]) -> str:
             mode_0 = OFFERED_H264_MODE_0
             lines += [f"a=rtpmap:{mode_0} H264/90000",
                       f"a=fmtp:{mode_0} profile-level-id={H264_PROFILE};packetization-mode=0",
-                      f"a=rtcp-fb:{mode_0} nack pli", f"a=rtcp-fb:{mode_0} ccm fir"]
+                      f"a=rtcp-fb:{mode_0} nack", f"a=rtcp-fb:{mode_0} nack pli",
+                      f"a=rtcp-fb:{mode_0} ccm fir"]
         lines += _stream_lines(ours, family, address, local.rtcp_port, local.key, offer=True)
     return "\r\n".join(lines) + "\r\n"
 

@@ -172,3 +172,44 @@ def test_our_offer_has_h264_in_both_packetization_modes_and_a_unit_answering_mod
     video = choose_video(parse_offer(answered))
     assert video is not None and (video.payload_type, video.packetization_mode) == (97, 0)
     assert video.receive_size == (1280, 720)
+
+
+def video_answer_lines(sdp: str) -> list[str]:
+    offer = parse_offer(sdp)
+    audio, video = choose_audio(offer), choose_video(offer)
+    assert video is not None
+    return answer(offer, [(audio, LocalStream(40000, 40001, bytes(30))),
+                          (video, LocalStream(40002, 40003, bytes(30)))], "192.0.2.5").split("\r\n")
+
+
+@pytest.mark.parametrize(("feedback", "nack"), [
+    ("a=rtcp-fb:109 nack\r\na=rtcp-fb:109 nack pli\r\n", True),
+    ("a=rtcp-fb:* nack\r\n", True),  # RFC 4585: for every payload type of the m-line
+    ("a=rtcp-fb:109   NACK \r\n", True),
+    ("a=rtcp-fb:109 nack pli\r\na=rtcp-fb:109 ccm fir\r\n", False),  # baresip 1.0's: PLI only
+    ("a=rtcp-fb:110 nack\r\n", False),  # another payload type's
+    ("a=rtcp-fb:x nack\r\n", False),  # unreadable: ignored, the call goes on
+    ("", False),
+])
+def test_generic_nack_is_answered_only_to_a_unit_that_offered_it(feedback: str, nack: bool) -> None:
+    sdp = POLY.replace("a=rtpmap:109 H264/90000\r\n", f"a=rtpmap:109 H264/90000\r\n{feedback}")
+    video = choose_video(parse_offer(sdp))
+    assert video is not None and video.nack is nack
+    lines = video_answer_lines(sdp)
+    assert ("a=rtcp-fb:109 nack" in lines) is nack
+    assert "a=rtcp-fb:109 nack pli" in lines and "a=rtcp-fb:109 ccm fir" in lines  # as before
+
+
+def test_our_offer_has_generic_nack_and_a_units_answer_says_whether_it_takes_it() -> None:
+    ours = offer_sdp("192.0.2.5", {"audio": LocalStream(40000, 40001, None),
+                                   "video": LocalStream(40002, 40003, None)}).split("\r\n")
+    for pt in (96, 97):
+        assert f"a=rtcp-fb:{pt} nack" in ours and f"a=rtcp-fb:{pt} nack pli" in ours
+    assert not any(line.startswith("a=rtcp-fb:111") for line in ours)  # nothing for sound
+    answered = ("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                "m=video 5002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+                "a=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\na=rtcp-fb:96 nack pli\r\n")
+    video = choose_video(parse_offer(answered))
+    assert video is not None and not video.nack
+    video = choose_video(parse_offer(answered + "a=rtcp-fb:96 nack\r\n"))
+    assert video is not None and video.nack

@@ -9,6 +9,8 @@ received peaks at the client's (and not at its own: the mix leaves a listener ou
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
 import shutil
 import socket
 import ssl
@@ -16,12 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
+import pylibsrtp
 import pytest
 from sqlalchemy import select
 
+from mcu import aiortc_adapter as adapter
 from mcu import rtp
-from mcu.mixer.h264 import H264Depacketizer
+from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.unit import PROMPT_HZ
+from mcu.unit_sdp import parse_offer
 from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.dial_in import bridge_number
@@ -783,3 +789,274 @@ async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, t
         await unit.stop()
     # What it heard meanwhile: the lobby's cue, a beep again and again.
     assert tone_share(unit.heard(), unit.heard_rate, PROMPT_HZ) > 0.5
+
+
+# Generic NACK (RFC 4585) with units that offer it ---------------------------------------------
+
+
+class HandUnit:
+    """A room unit written here: SIP by hand (:class:`RawSip`), its media on sockets of
+    its own, plain RTP or SDES-SRTP, RTCP muxed or on ports of its own; H.264 at level
+    3.0 (the composite comes at 640x360), ``nack``: it offers generic NACK."""
+
+    def __init__(self, server, *, nack: bool, srtp: bool = False, mux: bool = True) -> None:
+        self.raw = RawSip(server)
+        self.nack, self.srtp, self.mux = nack, srtp, mux
+        self.sockets: dict[str, socket.socket] = {}
+        for name in ("audio", "audio_rtcp", "video", "video_rtcp"):
+            sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        self.key = bytes(range(30))
+        self.tx = pylibsrtp.Session(pylibsrtp.Policy(  # what the unit sends, with its key
+            key=self.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+        self.rx: pylibsrtp.Session | None = None  # what it receives, with our key
+        self.answer: Any = None
+        self.to_tag = ""
+        self.uri = ""
+        self.ssrc = 0x5EED0001
+
+    def offer(self) -> bytes:
+        proto = "RTP/SAVP" if self.srtp else "RTP/AVP"
+        crypto = (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(self.key).decode()}\r\n"
+                  if self.srtp else "")
+        lines = "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        for kind, m_line in (("audio", "111\r\na=rtpmap:111 opus/48000/2"),
+                             ("video", "97\r\na=rtpmap:97 H264/90000\r\n"
+                                       "a=fmtp:97 profile-level-id=42e01e;packetization-mode=1\r\n"
+                                       + ("a=rtcp-fb:97 nack\r\n" if self.nack else "")
+                                       + "a=rtcp-fb:97 nack pli")):
+            rtcp = ("a=rtcp-mux" if self.mux
+                    else f"a=rtcp:{self.sockets[kind + '_rtcp'].getsockname()[1]}")
+            lines += (f"m={kind} {self.sockets[kind].getsockname()[1]} {proto} {m_line}\r\n"
+                      f"{crypto}{rtcp}\r\n")
+        return lines.encode()
+
+    async def call(self, room: str) -> None:
+        self.uri = f"sip:{room}@127.0.0.1"
+        self.raw.send(self.raw.request("INVITE", self.uri, call_id="hand", body=self.offer(),
+                                       branch="z9hG4bKhand", sender="Hand-made unit"))
+        ok = next(r for r in await self.raw.responses(2) if r.status == 200)
+        self.to_tag = ok.get("To").split("tag=")[1]
+        self.raw.send(self.raw.request("ACK", self.uri, call_id="hand", to_tag=self.to_tag,
+                                       branch="z9hG4bKhandack"))
+        self.answer = parse_offer(ok.body.decode())
+        video = self.answer.media[1]
+        assert video.port, ok.body
+        if self.srtp:
+            self.rx = pylibsrtp.Session(pylibsrtp.Policy(
+                key=video.crypto[0].key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+
+    @property
+    def our_video_rtcp(self) -> tuple[str, int]:
+        """Where our video m-line takes the unit's RTCP (muxed: its RTP port)."""
+        video = self.answer.media[1]
+        return "127.0.0.1", (video.port if self.mux else video.rtcp_port)
+
+    def datagrams(self, name: str) -> list[bytes]:
+        found = []
+        while True:
+            try:
+                found.append(self.sockets[name].recv(65536))
+            except BlockingIOError:
+                return found
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self.srtp:
+            packet = self.tx.protect_rtcp(packet)
+        self.sockets["video_rtcp" if not self.mux else "video"].sendto(packet, self.our_video_rtcp)
+
+    def send_rtp(self, packet: bytes) -> None:
+        if self.srtp:
+            packet = self.tx.protect(packet)
+        self.sockets["video"].sendto(packet, ("127.0.0.1", self.answer.media[1].port))
+
+    def rtcp_received(self) -> list[Any]:
+        """Our RTCP on its video m-line since the last call, parsed."""
+        packets = []
+        for data in self.datagrams("video" if self.mux else "video_rtcp"):
+            if not 192 <= data[1] <= 223:
+                continue  # RTP, muxed: not read here
+            if self.rx is not None:
+                data = self.rx.unprotect_rtcp(data)
+            packets += adapter.parse_rtcp(data)
+        return packets
+
+    def hang_up(self) -> None:
+        self.raw.send(self.raw.request("BYE", self.uri, call_id="hand", cseq=2, to_tag=self.to_tag,
+                                       branch="z9hG4bKhandbye"))
+
+    def close(self) -> None:
+        self.raw.close()
+        for sock in self.sockets.values():
+            sock.close()
+
+
+@pytest.mark.parametrize(("nack", "srtp", "mux"), [
+    (True, False, True),
+    # SRTP and RTCP on a port of its own: a resent packet is SRTP on the RTP port, not
+    # SRTCP on the RTCP one.
+    (True, True, False),
+    (False, False, True),  # not offered: not answered, NACKs not heeded
+], ids=["nack-plain-muxed", "nack-srtp-rtcp-port", "no-nack"])
+async def test_a_unit_that_offers_nack_gets_the_composites_lost_packets_again(
+        server, nack: bool, srtp: bool, mux: bool) -> None:
+    room = bridge(server)
+    unit = HandUnit(server, nack=nack, srtp=srtp, mux=mux)
+    counters = server.app[MEDIA].counters
+    try:
+        await unit.call(room)
+        video = unit.answer.media[1]
+        assert video.feedback(97) >= {"nack pli", "ccm fir"}
+        assert ("nack" in video.feedback(97)) is nack  # our answer: only what it offered
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        # The composite as it comes: by sequence number, the bytes that came (SRTP: as
+        # sent); a few of them the unit "loses" (it never opens them).
+        wire: dict[int, bytes] = {}
+        plain: dict[int, bytes] = {}
+        lost: list[int] = []
+        again: dict[int, bytes] = {}
+
+        def read() -> int:
+            for data in unit.datagrams("video"):
+                if 192 <= data[1] <= 223:
+                    continue  # our RTCP, muxed
+                seq = int.from_bytes(data[2:4], "big")
+                if seq in lost:
+                    if seq in wire:
+                        again[seq] = data
+                        continue
+                    wire[seq] = data
+                    continue
+                wire[seq] = data
+                plain[seq] = unit.rx.unprotect(data) if unit.rx is not None else data
+            return len(wire)
+
+        assert await wait_until(lambda: read() >= 10, timeout=15)
+        ssrc = int.from_bytes(next(iter(plain.values()))[8:12], "big")
+        # It lost the next three packets: it sees the one after them, and NACKs them.
+        newest = max(wire, key=lambda s: (s - min(wire)) & 0xFFFF)
+        lost += [(newest + i) & 0xFFFF for i in (1, 2, 3)]
+        assert await wait_until(lambda: read() and all(s in wire for s in lost), timeout=10)
+        nacks, resent = counters.nacks_received, counters.retransmissions
+        unit.send_rtcp(rtp.rtcp_nack(unit.ssrc, ssrc, lost))
+        if nack:
+            assert await wait_until(lambda: read() and len(again) == 3, timeout=5), (lost, sorted(again))
+            assert counters.nacks_received == nacks + 1 and counters.retransmissions == resent + 3
+            for seq in lost:
+                # The same packet as the first time: same SSRC, number, timestamp, payload
+                # (SRTP: the same packet index, so the same bytes on the wire)...
+                assert again[seq] == wire[seq]
+                # ...and a real SRTP unit, which never opened the lost one, opens it now.
+                opened = unit.rx.unprotect(again[seq]) if unit.rx is not None else again[seq]
+                view = rtp.parse_rtp(opened)
+                assert view.ssrc == ssrc and view.sequence_number == seq
+        else:
+            await asyncio.sleep(1.5)
+            read()
+            assert not again and (counters.nacks_received, counters.retransmissions) == (nacks, resent)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
+class HandCamera:
+    """The hand-made unit's camera: libx264 (320x180, constrained baseline) from a noisy
+    picture, sent at 15 fps on its video m-line, a key frame whenever we ask (PLI/FIR).
+    It reads our RTCP there: the NACKs it gets, by sequence number."""
+
+    def __init__(self, unit: HandUnit) -> None:
+        self.unit = unit
+        self.encoder = H264Encoder(320, 180)
+        self.seq = 1000
+        self.sent: dict[int, bytes] = {}
+        self.nacked: list[int] = []
+        self.drop_next = False  # "lose" the first packet of the next frame that is no key frame
+        self.dropped: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        rng = np.random.default_rng(1)
+        keyframe = True
+        for index in itertools.count():
+            for packet in self.unit.rtcp_received():
+                if isinstance(packet, adapter.RtcpPsfb) \
+                        and packet.fmt in (rtp.RTCP_PSFB_PLI, rtp.RTCP_PSFB_FIR):
+                    keyframe = True
+                elif isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK \
+                        and packet.media_ssrc == self.unit.ssrc:
+                    self.nacked += adapter.nack_lost(packet)
+            picture = rng.integers(0, 255, (270, 320), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+            frame.pts = index * 6000
+            for access_unit, timestamp, is_key in self.encoder.encode(frame, keyframe=keyframe):
+                payloads = packetize_h264(access_unit)
+                for position, payload in enumerate(payloads):
+                    packet = rtp.rtp_header(97, position == len(payloads) - 1, self.seq, timestamp,
+                                            self.unit.ssrc, False) + payload
+                    self.sent[self.seq] = packet
+                    if self.drop_next and not is_key and position == 0:
+                        self.drop_next, self.dropped = False, self.seq
+                    else:
+                        self.unit.send_rtp(packet)
+                    self.seq = (self.seq + 1) & 0xFFFF
+            keyframe = False
+            await asyncio.sleep(1 / 15)
+
+
+@pytest.mark.parametrize("nack", [True, False], ids=["nack", "no-nack"])
+async def test_what_a_browser_misses_of_a_units_camera_is_nacked_to_the_unit(server, nack: bool) -> None:
+    room = bridge(server)
+    unit = HandUnit(server, nack=nack)
+    camera = HandCamera(unit)
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        await unit.call(room)  # the unit starts the room: it forwards H.264
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        member = units_in(server, room)[0]
+        assert member.producers["camera"].nacks_upstream is nack
+        camera.start()
+        grant = JoinGrant(room=room, role="guest", scheduled=True)
+        await client.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
+                               issue_token(server.settings.signing_secret(), grant, 300),
+                               name="Krajský úřad", video_codecs=["h264", "vp8"])
+        assert await wait_until(lambda: client.live_frames("video").get(member.id, 0) > 5, timeout=20)
+        live = server.app[MEDIA].rooms[room]
+        leg = next(c.leg for p in live.participants.values() if p is not member
+                   for c in p.consumers.values() if c.producer is member.producers["camera"])
+        # A packet lost between the unit and us: the browser's NACK for it finds nothing
+        # in its leg's history, and goes on to the unit, by the unit's own number.
+        camera.drop_next = True
+        assert await wait_until(lambda: camera.dropped is not None, timeout=5)
+        lost = camera.dropped
+        assert lost is not None
+        at_browser = (lost + leg.seq_offset) & 0xFFFF
+        if not nack:
+            await asyncio.sleep(2)
+            assert lost not in camera.nacked and leg.sent(at_browser) is None
+            return
+        assert await wait_until(lambda: lost in camera.nacked, timeout=5), camera.nacked
+        assert leg.sent(at_browser) is None
+        # The unit resends it, late, with its number: it is forwarded in its place.
+        unit.send_rtp(camera.sent[lost])
+        assert await wait_until(lambda: leg.sent(at_browser) is not None, timeout=5)
+        resent = rtp.parse_rtp(leg.sent(at_browser))
+        original = rtp.parse_rtp(camera.sent[lost])
+        assert leg.sent(at_browser)[resent.payload_start:resent.payload_end] \
+            == camera.sent[lost][original.payload_start:original.payload_end]
+        assert resent.timestamp == (original.timestamp + leg.ts_offset) & 0xFFFFFFFF
+    finally:
+        camera.stop()
+        await client.close()
+        unit.hang_up()
+        unit.close()
