@@ -230,7 +230,7 @@ class RoomMixer:
         for compositor in self._compositors():
             compositor.add_source(participant_id, name)
         taps = self._taps[participant_id] = (self._audio_tap(participant_id),
-                                             self._video_tap(participant_id, camera, participant_id))
+                                             self._video_tap(participant_id, camera))
         microphone.add_tap(taps[0])
         camera.add_tap(taps[1])
         self._gate(participant_id)
@@ -249,13 +249,17 @@ class RoomMixer:
         self._gated.pop(participant_id, None)
         self._open_until.pop(participant_id, None)
         self.audio.remove_source(participant_id)
-        self._names.pop(participant_id, None)
-        for compositor in self._compositors():
-            compositor.remove_source(participant_id)
-        self.depacketizers.pop(participant_id, None)
-        self.frames_decoded.pop(participant_id, None)
-        self.keyframes_decoded.pop(participant_id, None)
+        self._drop_video(participant_id)
         self._select_decoders()
+
+    def _drop_video(self, source: str) -> None:
+        """A camera or a screen leaves the compositors, with what was kept of it."""
+        self._names.pop(source, None)
+        for compositor in self._compositors():
+            compositor.remove_source(source)
+        self.depacketizers.pop(source, None)
+        self.frames_decoded.pop(source, None)
+        self.keyframes_decoded.pop(source, None)
 
     def set_screen(self, participant_id: str, screen: Producer | None, name: str = "") -> None:
         """A participant's screen share starts (``screen``) or stops (None)."""
@@ -263,20 +267,14 @@ class RoomMixer:
         source = screen_source(participant_id)
         if known is not None:
             known.remove_tap(self._screen_taps.pop(participant_id))
-            for compositor in self._compositors():
-                compositor.remove_source(source)
-            self.depacketizers.pop(source, None)
-            self.frames_decoded.pop(source, None)
-            self.keyframes_decoded.pop(source, None)
+            self._drop_video(source)
         if screen is not None:
             self.screens[participant_id] = screen
             self._names[source] = SCREEN_CAPTION.format(name=name or self._names.get(participant_id, ""))
             for compositor in self._compositors():
                 compositor.add_source(source, self._names[source])
-            tap = self._screen_taps[participant_id] = self._video_tap(source, screen, participant_id)
+            tap = self._screen_taps[participant_id] = self._video_tap(source, screen)
             screen.add_tap(tap)
-        else:
-            self._names.pop(source, None)
         presenting = screen_source(next(reversed(self.screens))) if self.screens else None
         for compositor in self._compositors():
             compositor.set_presentation(presenting)
@@ -334,7 +332,7 @@ class RoomMixer:
                             level[0] & 0x7F if level else None, time.monotonic())
         return tap
 
-    def _video_tap(self, source: str, video: Producer, participant_id: str) -> Tap:
+    def _video_tap(self, source: str, video: Producer) -> Tap:
         """The tap of a camera or a screen: ``source`` is its name in the compositors."""
         def tap(data: bytes, view: rtp.RtpView) -> None:
             if not self.composing or source not in self.decoders.selected:

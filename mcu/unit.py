@@ -168,37 +168,21 @@ class _Stream:
         else:
             adapter.point_sink(self.sink, self.rtp.fileno, choice.remote, self.tx, (self, self.tx))
 
-    def write_rtcp(self, packet: bytes) -> None:
-        """Our RTCP (reports, PLI/FIR, NACK) on this m-line."""
-        choice = self.choice
-        sock = self.rtcp or self.rtp
-        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
-            raise ConnectionError("the unit's media sockets are closed")
-        if self.tx is not None:
-            packet = self.tx.protect_rtcp(packet)
-        sock.transport.sendto(packet, choice.remote_rtcp)
-
-    def write_rtp(self, packet: bytes) -> None:
-        """An RTP packet of ours sent from Python, not the C sink (a retransmission): on
-        the RTP socket to the unit's RTP address, SRTP-protected as RTP. The C sink
-        protects with the same session; it allows a packet index again (``_srtp``)."""
-        choice = self.choice
-        sock = self.rtp
-        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
-            raise ConnectionError("the unit's media sockets are closed")
-        if self.tx is not None:
-            packet = self.tx.protect(packet)
-        sock.transport.sendto(packet, choice.remote)
-
     def write(self, packet: bytes) -> None:
-        """What the m-line's consumer sends itself (:attr:`Consumer.write`: its
-        retransmissions, and RTCP should it send any): RTCP, told apart as RFC 5761 4 does,
-        to the unit's RTCP address, RTP to its RTP address (a unit without rtcp-mux would
-        drop RTP that comes to its RTCP port, and SRTCP protection is not SRTP's)."""
-        if 192 <= packet[1] <= 223:
-            self.write_rtcp(packet)
-        else:
-            self.write_rtp(packet)
+        """A packet of ours sent from Python, not the C sink: our RTCP (reports, PLI/FIR,
+        NACK) and the consumer's retransmissions (:attr:`Consumer.write`). RTCP, told
+        apart as RFC 5761 4 does, goes SRTCP-protected to the unit's RTCP address; RTP
+        SRTP-protected to its RTP address (a unit without rtcp-mux drops RTP that comes to
+        its RTCP port). The C sink protects with the same session; it allows a packet
+        index again (``_srtp``)."""
+        rtcp = 192 <= packet[1] <= 223
+        choice = self.choice
+        sock = (self.rtcp or self.rtp) if rtcp else self.rtp
+        if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
+            raise ConnectionError("the unit's media sockets are closed")
+        if self.tx is not None:
+            packet = self.tx.protect_rtcp(packet) if rtcp else self.tx.protect(packet)
+        sock.transport.sendto(packet, choice.remote_rtcp if rtcp else choice.remote)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # Whatever arrives, nothing escapes into the event loop: drops are counted.
@@ -364,7 +348,7 @@ class UnitParticipant:
                 sink = Sink()
                 sink.bind(self._mix_in.fileno, "127.0.0.1", self._mix_in.port, 0, 0, None)
                 self._mix_sink = sink
-            producer.feedback = stream.write_rtcp  # PLI/FIR and reports go back on its m-line
+            producer.feedback = stream.write  # PLI/FIR and reports go back on its m-line
             # What browsers miss of its camera is NACKed to it, if it said it resends
             # (a=rtcp-fb nack): a packet lost between the unit and us reaches none of them.
             producer.nacks_upstream = choice.kind == "video" and choice.nack
@@ -609,7 +593,7 @@ class UnitParticipant:
                 packets.append(rtp.rtcp_receiver_report(producer.feedback_ssrc, [block]))
             for packet in packets:
                 try:
-                    stream.write_rtcp(packet)
+                    stream.write(packet)
                 except (ConnectionError, OSError):
                     self.counters.send_errors += 1
 

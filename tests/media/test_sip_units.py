@@ -347,6 +347,45 @@ async def test_the_operator_calls_a_unit_into_a_room_and_both_are_heard(server, 
     assert tone_share(unit.heard(), unit.heard_rate, CLIENT_TONE) > 0.5
 
 
+async def test_a_unit_we_called_refreshing_the_session_gets_our_offer_again(server) -> None:
+    """A re-INVITE on a call we made is answered with our side of the session (our offer),
+    not with the unit's own answer sent back to it."""
+    room = bridge(server)
+    raw = RawSip(server)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    unit_sdp = (f"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {media.getsockname()[1]} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                f"m=video 0 RTP/AVP 97\r\n").encode()
+    dialling = asyncio.ensure_future(server.app[ROOM_UNITS].dial(room, f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = (await raw.responses())[0]
+        assert invite.method == "INVITE"
+        ok = SipMessage(status=200, reason="OK")
+        for name in ("Via", "From", "Call-ID", "CSeq"):
+            for value in invite.get_all(name):
+                ok.add(name, value)
+        ok.add("To", invite.get("To") + ";tag=abc")  # the tag sip_request's From carries
+        ok.add("Contact", f"<sip:unit@127.0.0.1:{raw.local}>")
+        ok.add("Content-Type", "application/sdp")
+        ok.body = unit_sdp
+        raw.send(ok.to_bytes())
+        await asyncio.wait_for(dialling, 10)
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        our_tag = invite.get("From").split("tag=")[1]
+        raw.send(raw.request("INVITE", invite.get("From").split("<")[1].split(">")[0], call_id=invite.call_id,
+                             to_tag=our_tag, body=unit_sdp, branch="z9hG4bKrefresh"))
+        refreshed = next(r for r in await raw.responses(3, timeout=3) if r.status == 200)
+        assert refreshed.body == invite.body != unit_sdp
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
+        media.close()
+        for member in units_in(server, room):
+            await server.app[LIVE_ROOMS].remove(room, member.id, "test")
+
+
 async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> None:
     room = bridge(server)
     units = server.app[ROOM_UNITS]
