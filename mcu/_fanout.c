@@ -1039,7 +1039,8 @@ summarize(PyObject *module, PyObject *args)
 #define EST_START_BPS 1000000
 #define EST_MIN_BPS 50000.0
 #define EST_MAX_BPS 20000000.0
-#define EST_ASSUMED_RTT_S 0.1         /* the subscriber's round trip is not measured */
+#define EST_START_RTT_S 0.1           /* a typical round trip, until one is measured */
+#define EST_MAX_RTT_S 2.0             /* more is a broken clock or report, not a path */
 #define EST_LOSS_HIGH 0.10
 #define EST_LOSS_LOW 0.02
 #define EST_LOSS_WINDOW_S 1.0
@@ -1085,6 +1086,7 @@ typedef struct {
     double delays_at[EST_RING], delays_value[EST_RING];
     int has_last_change, has_capacity;
     double last_change, hold_until, capacity_bps, loss_cut_at, overused_at;
+    double rtt;                       /* the subscriber's round trip (set from RTCP) */
 } EstimatorObject;
 
 static inline double py_max(double a, double b) { return b > a ? b : a; }
@@ -1110,6 +1112,7 @@ estimator_init(EstimatorObject *self, PyObject *args, PyObject *kwargs)
     self->has_last_change = self->has_capacity = 0;
     self->hold_until = 0;
     self->loss_cut_at = self->overused_at = -INFINITY;
+    self->rtt = EST_START_RTT_S;
     return 0;
 }
 
@@ -1156,7 +1159,7 @@ estimator_update_delay_rate(EstimatorObject *self, double now)
             }
             self->overused_at = now;
             /* One decrease per round trip and feedback interval. */
-            self->hold_until = now + EST_ASSUMED_RTT_S + 0.2;
+            self->hold_until = now + self->rtt + 0.2;
         }
         return;
     }
@@ -1167,7 +1170,7 @@ estimator_update_delay_rate(EstimatorObject *self, double now)
     double increased;
     if (self->has_capacity && self->delay_bps > 0.9 * self->capacity_bps) {
         /* Near where it last overused: about one packet more per round trip. */
-        increased = self->delay_bps + 1200 * 8 / (EST_ASSUMED_RTT_S + 0.1) * elapsed;
+        increased = self->delay_bps + 1200 * 8 / (self->rtt + 0.1) * elapsed;
         if (increased > 1.5 * self->capacity_bps)
             self->has_capacity = 0;  /* far past it: the path has changed */
     } else {
@@ -1361,7 +1364,30 @@ static PyMethodDef estimator_methods[] = {
     {NULL}
 };
 
+static PyObject *
+estimator_get_rtt(EstimatorObject *self, void *closure)
+{
+    return PyFloat_FromDouble(self->rtt);
+}
+
+static int
+estimator_set_rtt(EstimatorObject *self, PyObject *value, void *closure)
+{
+    double rtt = value == NULL ? -1.0 : PyFloat_AsDouble(value);
+    if (rtt == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(rtt >= 0.0 && rtt <= EST_MAX_RTT_S)) {  /* NaN fails too */
+        PyErr_Format(PyExc_ValueError, "rtt_s must be between 0 and %g seconds", EST_MAX_RTT_S);
+        return -1;
+    }
+    self->rtt = rtt;
+    return 0;
+}
+
 static PyGetSetDef estimator_getset[] = {
+    {"rtt_s", (getter)estimator_get_rtt, (setter)estimator_set_rtt,
+     "The subscriber's round trip, seconds: how long a decrease holds, and how fast the rate "
+     "grows near where it last overused. 0.1 until the owner sets what RTCP measured.", NULL},
     {"estimate_bps", (getter)estimator_get_estimate, NULL, "The estimate, bits per second.", NULL},
     {"base_delay_s", (getter)estimator_get_base_delay, NULL,
      "The least one-way delay seen lately (plus the clocks' offset): the path with no queue "

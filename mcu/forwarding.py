@@ -29,8 +29,19 @@ UPSTREAM_NACK_REPEAT_S = 0.05
 # Padding copies the newest packets of a leg, this many: the subscriber still holds them
 # (a probe's copies must not arrive as late packets it would count as lost and found).
 PADDING_HISTORY = 16
+# Sender reports go once a second: a receiver report answers one of the last few.
+REPORTS_REMEMBERED = 4
+RTT_GAIN = 0.125  # the weight of a new round-trip sample (RFC 6298's alpha)
+MAX_RTT_S = 2.0  # the most the estimator takes (mcu/_fanout.c): more is a broken report
 
 Writer = Callable[[bytes], None]
+
+
+def smoothed_round_trip(smoothed: float | None, sample: float) -> float:
+    """A connection's round trip, smoothed as TCP does (RFC 6298), so that one report
+    held up on the way does not swing what depends on it."""
+    sample = min(sample, MAX_RTT_S)
+    return sample if smoothed is None else (1 - RTT_GAIN) * smoothed + RTT_GAIN * sample
 
 
 class Producer:
@@ -345,7 +356,9 @@ class Consumer:
         self.remb_bps: int | None = None
         self.remb_group: int | None = None
         self.fraction_lost = 0
-        self.rtt_s: float | None = None
+        # When each of our last sender reports left, by its NTP time's middle 32 bits (a
+        # receiver report names the one it answers by these: RFC 3550 6.4.1).
+        self._reports_sent: dict[int, float] = {}
         # Simulcast: the layer of the producer it sends (None: the top one), and the one
         # it moves to at that layer's next keyframe (None: staying).
         self.layer: int | None = None
@@ -590,4 +603,20 @@ class Consumer:
         else:
             ntp_pair = rtp.ntp_now()
             rtp_now = self.leg.last_ts + int((now - source.last_packet_at) * source.clock_rate)
+        lsr = ((ntp_pair[0] & 0xFFFF) << 16) | (ntp_pair[1] >> 16)
+        self._reports_sent[lsr] = now
+        if len(self._reports_sent) > REPORTS_REMEMBERED:
+            del self._reports_sent[next(iter(self._reports_sent))]
         return rtp.rtcp_sender_report(self.leg.ssrc, ntp_pair, rtp_now, self.leg.packets, self.leg.octets)
+
+    def round_trip(self, lsr: int, dlsr: int) -> float | None:
+        """The round trip a receiver report block shows (its LSR and DLSR fields), in
+        seconds: now, less when the report it answers left, less how long the receiver
+        held it. None when it answers no report of ours (none yet, or one forgotten)."""
+        sent = self._reports_sent.get(lsr) if lsr else None
+        if sent is None:
+            return None
+        rtt = time.monotonic() - sent - dlsr / 65536
+        # DLSR counts in 1/65536 s and the receiver's clock ticks its own way: on a
+        # loopback a few tens of microseconds below zero is a round trip of about none.
+        return max(0.0, rtt) if rtt > -0.001 else None

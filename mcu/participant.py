@@ -37,7 +37,7 @@ from mcu._fanout import (
     split_rtcp,
 )
 from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe
-from mcu.forwarding import Consumer, Producer
+from mcu.forwarding import Consumer, Producer, smoothed_round_trip
 
 if TYPE_CHECKING:
     from mcu.room import Room
@@ -117,6 +117,7 @@ class Participant:
         self.transport_cc_id = 0
         self._arrivals = Arrivals(0)
         self.estimator = SendSideEstimator()
+        self.rtt_s: float | None = None  # measured from its receiver reports; None: not yet
         # The SSRCs of the video legs its estimate covers, as of the last negotiation of a
         # leg (it is filed under them for every feedback: ten times a second).
         self._video_leg_ssrcs: list[int] | None = None
@@ -651,6 +652,10 @@ class Participant:
             consumer = self._consumer_by_ssrc.get(report.ssrc)
             if consumer is not None:
                 consumer.fraction_lost = report.fraction_lost
+                rtt = consumer.round_trip(report.lsr, report.dlsr)
+                if rtt is not None:  # every leg is on one bundled transport: one path
+                    self.rtt_s = smoothed_round_trip(self.rtt_s, rtt)
+                    self.estimator.rtt_s = self.rtt_s
 
     def _on_datagram_dropped(self) -> None:
         self.counters.datagrams_dropped_unkeyed += 1
@@ -775,6 +780,7 @@ class Participant:
             "bitrate_up_kbps": round(sum(p.bitrate_bps for p in received) / 1000),
             "estimate_down_kbps": round(max(estimates) / 1000) if estimates else None,
             "estimator": estimator,
+            "rtt_ms": round(self.rtt_s * 1000, 1) if self.rtt_s is not None else None,
             "videos_paused": sum(1 for c in self.consumers.values()
                                  if c.kind == "video" and c.producer is not None and c.paused),
         }

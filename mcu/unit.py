@@ -42,7 +42,7 @@ import pylibsrtp
 from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import RECEIVED_TAPPED, RECEIVED_UNKNOWN, RECEIVED_WANTS_KEYFRAME, Sink, Track, receive
-from mcu.forwarding import Consumer, Producer
+from mcu.forwarding import Consumer, Producer, smoothed_round_trip
 from mcu.mixer.opus import FRAME_SAMPLES, SAMPLE_RATE, OpusEncoder
 from mcu.unit_audio import Transcoder
 from mcu.unit_camera import CameraForBrowsers
@@ -263,6 +263,7 @@ class UnitParticipant:
         self._prompt: asyncio.Task[None] | None = None
         self._camera_vp8: CameraForBrowsers | None = None
         self.receiver_reports = 0  # the unit's reports on the mix we send it
+        self.rtt_s: float | None = None  # from its receiver reports of what we send
         self.reported_lost = 0  # of the mix, as the unit's last report counts it
         self.video_receiver_reports = 0  # and on the composite
         self.video_reported_lost = 0
@@ -547,6 +548,9 @@ class UnitParticipant:
         for report in reports:
             if report.ssrc == consumer.ssrc and consumer.leg.packets:
                 consumer.fraction_lost = report.fraction_lost
+                rtt = consumer.round_trip(report.lsr, report.dlsr)
+                if rtt is not None:
+                    self.rtt_s = smoothed_round_trip(self.rtt_s, rtt)
                 if kind == "audio":
                     self.reported_lost = max(0, report.packets_lost)
                     self.receiver_reports += 1
@@ -633,7 +637,8 @@ class UnitParticipant:
         expected = block[3] - (microphone.base_seq or 0) + 1 if block else 0
         return {"loss_up_pct": round(100 * block[2] / expected, 1) if block and expected > 0 else 0.0,
                 "loss_down_pct": 0.0, "bitrate_up_kbps": round(microphone.bitrate_bps / 1000),
-                "estimate_down_kbps": None, "estimator": "none", "videos_paused": 0}
+                "estimate_down_kbps": None, "estimator": "none", "videos_paused": 0,
+                "rtt_ms": round(self.rtt_s * 1000, 1) if self.rtt_s is not None else None}
 
     def media_counts(self) -> dict[str, int]:
         counts = {"audio_in": 0, "video_in": 0, "audio_out": 0, "video_out": 0}

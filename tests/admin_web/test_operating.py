@@ -32,6 +32,11 @@ async def test_operator_mutes_and_removes_a_participant_who_observes_it(server, 
             f"""() => [...document.querySelectorAll("article[data-room='{room}'] tr[data-name]")]
                  .every((tr) => parseInt(tr.cells[4].textContent) > 0)""", timeout=20_000)
         assert "%" in await row.locator("td").nth(3).text_content()
+        # The round trip the server measured from each one's receiver reports.
+        assert await row.locator("xpath=ancestor::table//th").nth(6).text_content() == "Doba odezvy"
+        await page.wait_for_function(
+            f"""() => [...document.querySelectorAll("article[data-room='{room}'] tr[data-name]")]
+                 .every((tr) => / ms$/.test(tr.cells[6].textContent))""", timeout=20_000)
         assert await page.locator("#nodes tbody tr").count() == 2  # the local node's workers
         # Each media worker of this front, with its load (one inline worker here).
         assert await page.locator("#workers tbody tr").count() == 1

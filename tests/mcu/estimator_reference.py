@@ -23,7 +23,7 @@ RATE_WINDOW_S = 0.5
 START_BPS = 1_000_000
 MIN_BPS = 50_000
 MAX_BPS = 20_000_000
-ASSUMED_RTT_S = 0.1  # we do not measure the subscriber's round trip; a typical one
+START_RTT_S = 0.1  # a typical round trip, until one is measured
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 LOSS_WINDOW_S = 1.0
@@ -52,6 +52,7 @@ class ReferenceEstimator:
         self._losses: deque[tuple[float, int, int]] = deque()  # (when, sent, lost) per feedback
         self._last_change: float | None = None
         self._hold_until = 0.0
+        self.rtt_s = START_RTT_S  # the subscriber's round trip, set from RTCP
         self._capacity_bps: float | None = None  # the received rate at the last decrease
         self._loss_cut_at = -math.inf
         self._overused_at = -math.inf
@@ -128,7 +129,7 @@ class ReferenceEstimator:
                 self._overused_at = now_s
                 # One decrease per round trip and feedback interval: the next feedback
                 # still shows the queue this one saw.
-                self._hold_until = now_s + ASSUMED_RTT_S + 0.2
+                self._hold_until = now_s + self.rtt_s + 0.2
             return
         if state == "underuse":  # a queue draining: the rate that built it is no guide
             return
@@ -138,7 +139,7 @@ class ReferenceEstimator:
             self._capacity_bps = None  # long without a queue: the path may have changed
         if self._capacity_bps is not None and self.delay_bps > 0.9 * self._capacity_bps:
             # Near where it last overused: about one packet more per round trip.
-            increased = self.delay_bps + 1200 * 8 / (ASSUMED_RTT_S + 0.1) * elapsed
+            increased = self.delay_bps + 1200 * 8 / (self.rtt_s + 0.1) * elapsed
             if increased > 1.5 * self._capacity_bps:
                 self._capacity_bps = None  # far past it: the path has changed
         else:

@@ -113,6 +113,32 @@ def test_following_its_own_estimate_it_settles_near_capacity_without_oscillating
     assert 1 <= estimator.decreases <= 15
 
 
+def test_the_measured_round_trip_paces_the_climb_near_capacity() -> None:
+    # Near where it last overused, the estimate grows about a packet per round trip: a
+    # subscriber 10 ms away finds the link's edge again sooner, so backs off more often
+    # in a minute, than one a second away; both settle near the link's capacity.
+    decreases = {}
+    for rtt in (0.01, 1.0):
+        estimator = SendSideEstimator(start_bps=600_000)
+        estimator.rtt_s = rtt
+        history = run(estimator, Link(1_000_000, delay_s=rtt / 2), 60.0, 0.0,
+                      lambda now, e=estimator: min(e.estimate_bps, 2_000_000))
+        late = [e for t, e in history if t > 20]
+        assert 800_000 < sum(late) / len(late) < 1_200_000
+        decreases[rtt] = estimator.decreases
+    assert decreases[0.01] > decreases[1.0] >= 1
+
+
+def test_a_round_trip_out_of_range_is_refused() -> None:
+    estimator = SendSideEstimator()
+    assert estimator.rtt_s == 0.1  # until RTCP measured one
+    for wrong in (-0.01, 2.5, float("nan")):
+        with pytest.raises(ValueError, match="rtt_s"):
+            estimator.rtt_s = wrong
+    estimator.rtt_s = 0.0  # a loopback
+    assert estimator.rtt_s == 0.0
+
+
 def test_after_congestion_ends_it_recovers_upward_gradually() -> None:
     # A sender that follows the estimate (up to 1.5 Mbit/s): past the congestion, the
     # estimate climbs back step by step, with no new decrease on the way.
@@ -294,6 +320,8 @@ def test_the_c_estimator_matches_the_python_reference_number_for_number() -> Non
                     loss=rng.choice([0.0, 0.0, 0.03, 0.2]), seed=case)
         start = rng.choice([200_000, 1_000_000, 2_000_000])
         estimator, reference = SendSideEstimator(start_bps=start), ReferenceEstimator(start_bps=start)
+        if case % 2:  # the round trip RTCP measured, or the typical one assumed before that
+            estimator.rtt_s = reference.rtt_s = 2 * link.delay_s
         both = Both(estimator, reference)
         rate = rng.uniform(200_000, 2_500_000)
         run(both, link, 20.0, 0.0, lambda now, r=rate, b=both: r if now % 8 < 5 else min(b.estimate_bps, 3e6))

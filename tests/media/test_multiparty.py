@@ -127,6 +127,13 @@ async def test_keyframe_request_and_nack_between_participants(server) -> None:
         rtx = next(p for p in probe_sub.received if p[0] == leg.rtx_payload_type)
         assert rtx[1] == leg.rtx_ssrc
         assert int.from_bytes(rtx[3][:2], "big") == seq and rtx[3][2:] == payload
+
+        # Its receiver reports answer our sender reports: what passed since one left,
+        # less how long the subscriber held it before answering (DLSR: up to a second
+        # with aiortc), is the round trip of a loopback, and the estimator runs on it.
+        assert await wait_until(lambda: sub.rtt_s is not None, timeout=5)
+        assert 0 <= sub.rtt_s < 0.1
+        assert sub.estimator.rtt_s == sub.rtt_s and sub.quality()["rtt_ms"] == round(sub.rtt_s * 1000, 1)
     finally:
         await publisher.close()
         await subscriber.close()
