@@ -136,7 +136,6 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         assert [layer.rid for layer in camera.layers] == ["q", "h", "f"]
         assert all(layer.codec == "h264" for layer in camera.layers)
         sent = await publisher_page.evaluate(OUTBOUND_CODECS)
-        print("publisher's layers:", sent)
         assert {rid: layer["codec"] for rid, layer in sent.items()} == {rid: "video/H264" for rid in "qhf"}
 
         big_slot = slot_of(server, big, publisher)
@@ -176,22 +175,17 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         first = await publisher_page.evaluate(OUTBOUND_LAYERS)
         await asyncio.sleep(2)
         second = await publisher_page.evaluate(OUTBOUND_LAYERS)
-        print("paused middle:", first, second)
         assert second["h"]["frames"] == first["h"]["frames"], (first, second)
         assert second["f"]["frames"] > first["f"]["frames"] and second["q"]["frames"] > first["q"]["frames"]
 
-        # A smaller tile: the big viewer steps down to the middle layer, asked for again
-        # (its keyframe, not the others'), its video going on without a break.
+        # A smaller tile: the big viewer steps down to the middle layer, asked for again,
+        # its video going on without a break.
         before = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        keyframes_before = await publisher_page.evaluate(OUTBOUND_CODECS)
         await big_page.click(f"#grid .tile[data-participant='{publisher}']")
         assert await wait_until(lambda: _true(big_slot.layer == 1 and big_slot.target_layer is None), 15)
         assert await wait_until(lambda: heights(big_page, big_mid, 270), 15)
-        keyframes_after = await publisher_page.evaluate(OUTBOUND_CODECS)
-        print("keyframes per layer:", keyframes_before, keyframes_after)
         await asyncio.sleep(2)
         after = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        print("down:", before, after)
         assert after["frames"] > before["frames"] + 20
         assert after["freezes"] - before["freezes"] <= 1, (before, after)
 
@@ -204,13 +198,11 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         assert await wait_until(lambda: heights(big_page, big_mid, 540), 20)
         asked_after = [layer.last_keyframe_request for layer in camera.layers]
         keyframes_after = await publisher_page.evaluate(OUTBOUND_CODECS)
-        print("keyframes per layer, up:", keyframes_before, keyframes_after, asked_before, asked_after)
         # The top layer's keyframe was asked for (a PLI on its own SSRC), and came.
         assert asked_after[2] > asked_before[2]
         assert keyframes_after["f"]["keyframes"] > keyframes_before["f"]["keyframes"]
         await asyncio.sleep(2)
         after = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        print("up:", before, after)
         assert after["frames"] > before["frames"] + 20
         assert after["freezes"] == before["freezes"], (before, after)
 
@@ -223,7 +215,6 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         before = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
         await asyncio.sleep(2)
         after = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        print("gone:", before, after)
         assert after["frames"] > before["frames"] + 20 and after["height"] == 270
     finally:
         for context in contexts:
