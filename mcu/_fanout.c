@@ -58,6 +58,14 @@
 #define CODEC_VP8 1
 #define CODEC_H264 2
 
+/* What keyframe_start() finds in a payload (0: nothing): KEY_START, a packet a decoder
+ * can start from; with KEY_PARAMETER_SETS as well, one that carries the H.264 SPS. A
+ * simulcast layer switch of an H.264 leg waits for the latter: the layers are pictures of
+ * different sizes, and an IDR whose own SPS was lost would be decoded with the other
+ * layer's (often under the same SPS ID), a wrong picture size, not a fresh start. */
+#define KEY_START 1
+#define KEY_PARAMETER_SETS 2
+
 /* A Leg's or Track's codec from its constructor's arguments: -1 (not given) is VP8 for
  * video, what every one was before H.264; audio has none. -1 and an error set if it does
  * not fit. */
@@ -1850,7 +1858,8 @@ typedef struct {
 /* Send one packet to every leg: header per leg, then ``extension``, then ``payload``
  * (payload and padding). The caller has checked the types in ``legs`` and the size.
  * ``track``: the Track it came from (NULL: the mixer's, sent to every leg given);
- * ``vp8``: where its picture ID is (NULL: nothing to rewrite). */
+ * ``keyframe``: what keyframe_start() found (KEY_*); ``vp8``: where its picture ID is
+ * (NULL: nothing to rewrite, as for every H.264 and audio payload). */
 static int
 fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
         const uint8_t *payload, Py_ssize_t payload_bytes, int seq, uint32_t timestamp,
@@ -1880,7 +1889,9 @@ fan_out(PyObject *legs, const uint8_t *extension, Py_ssize_t extension_size,
              * until then the leg goes on sending the layer it has, with no gap. */
             if (leg->target != track)
                 continue;
-            if (!keyframe) {
+            /* H.264: the keyframe's packet with its SPS (see KEY_PARAMETER_SETS); one
+             * without it (its SPS lost) waits for the next keyframe, asked for here. */
+            if (!(keyframe & (codec == CODEC_H264 ? KEY_PARAMETER_SETS : KEY_START))) {
                 result->wants_keyframe = 1;
                 continue;
             }
@@ -2244,11 +2255,13 @@ vp8_keyframe_start(const uint8_t *payload, Py_ssize_t size)
  * the IDR after an SPS of its own would leave the decoder without its parameter sets;
  * a lone PPS (8) is not a start either: the SPS before it was. Looked for in a single
  * NAL unit packet, in every NAL unit of a STAP-A (24), and in the first fragment of a
- * FU-A (28). Anything truncated or malformed is not a keyframe start. */
+ * FU-A (28). Anything truncated or malformed is not a keyframe start. Returns KEY_*. */
 static inline int
-h264_starts_keyframe(uint8_t nal_type)
+h264_key_flags(uint8_t nal_type)
 {
-    return nal_type == 5 || nal_type == 7;
+    if (nal_type == 7)
+        return KEY_START | KEY_PARAMETER_SETS;
+    return nal_type == 5 ? KEY_START : 0;
 }
 
 static int
@@ -2258,25 +2271,29 @@ h264_keyframe_start(const uint8_t *payload, Py_ssize_t size)
         return 0;
     uint8_t type = payload[0] & 0x1F;
     if (type >= 1 && type <= 23)  /* a single NAL unit */
-        return h264_starts_keyframe(type);
+        return h264_key_flags(type);
     if (type == 24) {  /* STAP-A: (16-bit size, NAL unit) repeated */
         Py_ssize_t offset = 1;
-        while (offset + 2 < size) {
+        int found = 0;
+        /* Every unit is walked (an encoder may put SEI or the IDR before the SPS), and
+         * a size beyond the payload anywhere voids the lot: nothing in it can be trusted. */
+        while (offset < size) {
+            if (offset + 2 >= size)
+                return 0;  /* a size field cut short, or a size with no unit after it */
             Py_ssize_t length = (payload[offset] << 8) | payload[offset + 1];
             offset += 2;
             if (length == 0 || offset + length > size)
-                return 0;  /* a size beyond the payload: nothing in it can be trusted */
-            if (h264_starts_keyframe(payload[offset] & 0x1F))
-                return 1;
+                return 0;
+            found |= h264_key_flags(payload[offset] & 0x1F);
             offset += length;
         }
-        return 0;
+        return found;
     }
     if (type == 28) {  /* FU-A: indicator, then header (S E R type), then a fragment */
         if (size < 3)  /* a first fragment carries at least one byte of the NAL unit */
             return 0;
         uint8_t header = payload[1];
-        return (header & 0x80) && h264_starts_keyframe(header & 0x1F);
+        return (header & 0x80) ? h264_key_flags(header & 0x1F) : 0;
     }
     return 0;  /* 0, STAP-B, MTAP, FU-B (not in mode 1) and reserved types */
 }
@@ -2286,7 +2303,7 @@ keyframe_start(int codec, const uint8_t *payload, Py_ssize_t size)
 {
     switch (codec) {
     case CODEC_VP8:
-        return vp8_keyframe_start(payload, size);
+        return vp8_keyframe_start(payload, size) ? KEY_START : 0;
     case CODEC_H264:
         return h264_keyframe_start(payload, size);
     default:

@@ -19,7 +19,10 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-CODECS = ("vp8",)  # the codecs whose cameras are asked for layers
+# The codecs whose cameras are asked for layers. H.264 as VP8: Chrome (OpenH264) sends
+# three constrained-baseline layers; the C path switches an H.264 leg at the keyframe
+# packet with the new layer's SPS, and rewrites no picture IDs in H.264 payloads.
+CODECS = ("vp8", "h264")
 RIDS = ("q", "h", "f")  # quarter, half and full resolution, low to high
 SCALE_DOWN = (4, 2, 1)  # each layer's resolution divisor (the page's sendEncodings)
 # The layers' heights for the page's camera (960x540: Chrome sends three layers only

@@ -10,7 +10,10 @@ const RECOVER_WINDOW_MS = 25000;
 const RESUME_UNREACHABLE = 3;  // sockets that failed to connect before the page joins again
 // Simulcast (docs/simulcast.md): when the server asks for camera layers, each is sent at
 // this fraction of the camera's resolution and at most this bitrate; the server says
-// which layers anybody watches ("layers"), and the others are paused here.
+// which layers anybody watches ("layers"), and the others are paused here. The same for
+// VP8 and H.264 rooms: Chrome encodes H.264 layers (OpenH264) from the answer's RIDs as
+// it does VP8's, with no scalabilityMode of ours; a browser that answers one stream
+// simply publishes one.
 const CAMERA_LAYERS = {
   q: { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },

@@ -77,6 +77,9 @@ def test_stap_a_sizes_that_do_not_fit_are_not_trusted() -> None:
     assert not h264(b"\x78\x00\x00" + IDR)  # a zero size
     assert not h264(b"\x78\x00")  # half a size field
     assert not h264(b"\x78\x00\x01")  # a size and no unit
+    # A good SPS first does not vouch for the rest: a unit cut short voids the packet.
+    assert not h264(stap_a(SPS, PPS, IDR)[:-1])
+    assert not h264(stap_a(SPS, PPS) + b"\x00")  # half a size field after the units
 
 
 def test_fu_a_starts_a_keyframe_only_on_the_first_fragment_of_an_idr() -> None:

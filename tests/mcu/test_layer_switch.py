@@ -271,14 +271,15 @@ def test_h264_and_audio_payloads_are_never_rewritten(link: Link) -> None:
     leg.codec = CODEC_H264
     leg.source = camera.a
     camera.a.legs = camera.b.legs = (leg,)
-    # FU-A starts of IDR slices, with the forbidden bit set so that a VP8 parser would
-    # find X and I bits and a "picture ID" to rewrite: only the codec check keeps them.
+    # A FU-A start of an IDR slice and an SPS (where a switch to another layer happens),
+    # with the forbidden bit set so that a VP8 parser would find X and I bits and a
+    # "picture ID" to rewrite: only the codec check keeps them.
     idr_a = b"\xfc\x85\x12\x34\x56" + b"slice"
-    idr_b = b"\xfc\x85\x77\x00\x01" + b"slice"
+    sps_b = b"\xe7\xc0\x77\x00\x01" + b"params"
     camera.send(SSRC_A, idr_a)
     leg.target = camera.b
-    assert camera.send(SSRC_B, idr_b) & RECEIVED_SWITCHED
-    assert [received(link)[1] for _ in range(2)] == [idr_a, idr_b]
+    assert camera.send(SSRC_B, sps_b) & RECEIVED_SWITCHED
+    assert [received(link)[1] for _ in range(2)] == [idr_a, sps_b]
 
     audio_a, audio_b = Track(video=False), Track(video=False)
     audio_a.payload_type = audio_b.payload_type = 111

@@ -76,7 +76,12 @@ async def test_two_h264_publishers_decode_each_other(server) -> None:
     media = server.app[MEDIA]
     try:
         for client in (first, second):
-            assert video_codecs_offered(client.of_type("offer")[0]["sdp"]) == {"H264/90000 42e01f 1", "rtx"}
+            offer = client.of_type("offer")[0]
+            assert video_codecs_offered(offer["sdp"]) == {"H264/90000 42e01f 1", "rtx"}
+            # The H.264 camera is asked for simulcast layers (docs/simulcast.md) ...
+            camera_section = next(section for section in offer["sdp"].split("\r\nm=")
+                                  if f"a=mid:{offer['publish']['camera']}\r\n" in section + "\r\n")
+            assert "a=simulcast:recv q;h;f" in camera_section
         assert await wait_until(lambda: shows_colour(first, ids[1], GREEN), timeout=30), \
             first.live_frames("video")
         assert await wait_until(lambda: shows_colour(second, ids[0], RED), timeout=30), \
@@ -87,6 +92,8 @@ async def test_two_h264_publishers_decode_each_other(server) -> None:
             assert participant.video_codec == "h264"
             assert participant.producers["camera"].codec == "h264"
             assert participant.producers["camera"].packets > 0
+            # ... and aiortc, which answers without them, sends one stream, forwarded as is.
+            assert participant.simulcast and participant.producers["camera"].layers == []
             legs = [c for c in participant.consumers.values() if c.kind == "video" and c.producer is not None]
             assert legs and all(c.codec == "h264" and c.leg.packets > 0 for c in legs)
         listed = second.of_type("participants")[-1]["participants"]
