@@ -216,6 +216,7 @@ class Producer:
         if not self.layers:
             self.track.legs = tuple(c.leg for c in self.consumers)
             return
+        self.track.legs = ()  # a layered camera's own track carries nothing: its layers do
         for layer in self.layers:
             track = layer.track
             track.legs = tuple(c.leg for c in self.consumers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from mcu._fanout import receive
@@ -13,6 +14,7 @@ from mcu import rtp
 from mcu.forwarding import Producer
 from mcu.pipe import PipedProducer
 from mcu.room import MediaWorker, Room
+from mcu.worker import WorkerService
 from tests.peers import wait_until
 
 ORIGIN = ("127.0.0.1", 40000)
@@ -264,3 +266,33 @@ async def test_each_layer_is_piped_on_a_leg_of_its_own_and_the_receivers_use_kee
     finally:
         await origin.close()
         await other.close()
+
+
+async def test_a_camera_whose_layers_become_known_is_piped_again_and_told_once() -> None:
+    # The worker's own path (mcu/worker.py): a participant's answer names its camera's
+    # layers after the camera was first piped; the front must hear the new description.
+    worker = MediaWorker()
+    pipe = await worker.open_pipe()
+    events: list[tuple[str, dict[str, Any]]] = []
+    service = WorkerService(worker, lambda event, data: events.append((event, data)))
+    try:
+        room = worker.room("obec")
+        local = room.join("site", "guest")
+        camera_producer = Producer(f"{local.id}-camera", local.id, "video", "camera", worker.counters)
+        camera_producer.payload_type = 96
+        local.producers["camera"] = camera_producer
+        service.peers["obec"] = [ORIGIN]
+        service._export(room)
+        service._export(room)  # nothing new: told once
+        assert [e for e, _ in events] == ["piped"] and events[0][1]["producers"][0]["layers"] == []
+        first_ssrc = events[0][1]["producers"][0]["ssrc"]
+        camera_producer.set_layers(["q", "h", "f"])
+        service._export(room)
+        service._export(room)
+        assert [e for e, _ in events] == ["piped", "piped"]
+        (described,) = events[1][1]["producers"]
+        assert [rid for rid, _ in described["layers"]] == ["q", "h", "f"]
+        assert first_ssrc not in pipe._exports_by_ssrc and len(pipe._exports_by_ssrc) == 3
+        assert camera_producer.track.legs == ()  # the single stream's leg is gone
+    finally:
+        await worker.close()
