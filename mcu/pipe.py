@@ -283,22 +283,29 @@ class PipeTransport(asyncio.DatagramProtocol):
             raise ValueError(f"producer {producer.id} is not negotiated yet")
         if self.transport is None:
             raise ConnectionError("the pipe is closed")
-        export = _Export(room, producer, destination, cast(PipedProducer, None))
+        legs: list[_Leg] = []
         for stream in producer.layers or [producer]:
-            self._add_leg(export, stream)
-        ssrcs = [leg.consumer.ssrc for leg in export.legs]
-        export.piped = PipedProducer(
+            legs.append(self._pipe_leg(destination, stream, producer.payload_type,
+                                       {leg.consumer.ssrc for leg in legs}))
+        ssrcs = [leg.consumer.ssrc for leg in legs]
+        piped = PipedProducer(
             producer.id, owner.id, owner.name, owner.role, producer.kind, producer.source, ssrcs[-1],
             producer.payload_type, producer.rtx_payload_type, producer.sharing, producer.codec,
             tuple((layer.rid or "", ssrc) for layer, ssrc in zip(producer.layers, ssrcs, strict=False)))
+        export = _Export(room, producer, destination, piped, legs)
         self._exports[(producer.id, destination)] = export
+        for leg in legs:
+            self._exports_by_ssrc[leg.consumer.ssrc] = (export, leg)
         self.worker.start_ticking()  # the sender reports
         return export.piped
 
-    def _add_leg(self, export: _Export, stream: Producer) -> None:
-        """A pipe leg for ``stream`` (the exported producer, or one of its layers)."""
-        destination = export.to
+    def _pipe_leg(self, destination: Address, stream: Producer, payload_type: int,
+                  taken: set[int]) -> _Leg:
+        """A pipe leg for ``stream`` (the exported producer, or one of its layers), on an
+        SSRC that is none of ``taken`` (its siblings')."""
         ssrc = self._new_ssrc()
+        while ssrc in taken:
+            ssrc = self._new_ssrc()
         name = f"pipe:{destination[0]}:{destination[1]}"
         consumer = Consumer(f"{name}<{stream.id}", stream.kind, name, self.counters,
                             codec=stream.codec or codecs.VP8)
@@ -309,16 +316,13 @@ class PipeTransport(asyncio.DatagramProtocol):
         # (seq_offset stays 0): the receiving worker's consumers wait for a keyframe and
         # re-base for themselves, and its NACKs name the numbers the history is keyed by.
         consumer.leg.started = True
-        assert export.producer.payload_type is not None
-        consumer.configure(ssrc, 0, export.producer.payload_type, None, self._writer(destination),
+        consumer.configure(ssrc, 0, payload_type, None, self._writer(destination),
                            self._sink(destination))
         # A layer's leg hangs on the layer itself, not on the camera's slots: it is no
         # subscriber here, and the layers it carries are no demand of this worker's
         # (the receiving worker reports its own: report_layers).
         stream.attach(consumer)
-        leg = _Leg(stream, consumer)
-        export.legs.append(leg)
-        self._exports_by_ssrc[ssrc] = (export, leg)
+        return _Leg(stream, consumer)
 
     def stop_export(self, producer_id: str, to: Sequence[Any]) -> None:
         export = self._exports.pop((producer_id, _address(to)), None)
