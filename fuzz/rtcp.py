@@ -3,9 +3,10 @@
 mcu/participant.py ``_on_rtcp`` and mcu/pipe.py ``_on_rtcp`` split the packet with
 aiortc's parser (through mcu/aiortc_adapter.py ``parse_rtcp``), read the fields their
 handlers use (sender info, report blocks, feedback type and media SSRC, the REMB bitrate
-and SSRCs, the NACKed sequence numbers through ``nack_lost``) and look the NACKed numbers up in a leg's
-history (C). Bad input must come back as ValueError (counted as ``rtcp_malformed``),
-never as another exception or a crash.
+and SSRCs, the NACKed sequence numbers through ``nack_lost``) and look the NACKed numbers
+up in a leg's history (C); the pipe reads APP packets (layer reports) with
+``rtp.rtcp_app_packets``. Bad input must come back as ValueError (counted as
+``rtcp_malformed``), never as another exception or a crash.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def _reports(reports: list) -> None:
 
 
 def one_input(data: bytes) -> None:
+    try:
+        # The pipe reads the APP packets (layer reports) with our own parser.
+        for subtype, ssrc, name, payload in rtp.rtcp_app_packets(data):
+            assert 0 <= subtype < 32 and 0 <= ssrc < 2**32 and len(name) == 4
+            assert len(payload) <= len(data) - 12
+    except ValueError:
+        pass
     try:
         packets = adapter.parse_rtcp(data)
     except ValueError:

@@ -218,13 +218,21 @@ class Producer:
 
     def relink(self) -> None:
         """Give each track the legs that send it or wait for its keyframe."""
+        if self.group is not None:
+            # A layer: its track carries the group's slots on it and the legs attached to
+            # the layer itself (a pipe to another worker sends each layer on a leg of its
+            # own, mcu/pipe.py), so the group links them all.
+            self.group.relink()
+            return
         if not self.layers:
             self.track.legs = tuple(c.leg for c in self.consumers)
             return
+        self.track.legs = ()  # a layered camera's own track carries nothing: its layers do
         for layer in self.layers:
             track = layer.track
             track.legs = tuple(c.leg for c in self.consumers
-                               if c.leg.source is track or c.leg.target is track)
+                               if c.leg.source is track or c.leg.target is track) \
+                + tuple(c.leg for c in layer.consumers)
 
     def run_taps(self, data: bytes) -> None:
         """Pass one received packet (forwarded already) to the taps; C reports a packet

@@ -216,7 +216,14 @@ class Participant:
             self._set_transport_cc(twcc.answer_transport_cc(sdp))
             if self.simulcast:
                 rids = simulcast.answered_layers(sdp, self._publish_mids["camera"])
-                self.producers["camera"].set_layers(rids if len(rids) > 1 else [])
+                camera = self.producers["camera"]
+                before = [layer.rid for layer in camera.layers]
+                camera.set_layers(rids if len(rids) > 1 else [])
+                if [layer.rid for layer in camera.layers] != before and camera.payload_type is not None \
+                        and self.on_publishing is not None:
+                    # Negotiated before its layers were known (or they changed): what is
+                    # piped to other workers follows (one pipe leg per layer, mcu/pipe.py).
+                    self.on_publishing(camera)
             restart, self._restart_offer = self._restart_offer, None
         if restart is not None:
             # Checks take up to ICE_RESTART_TIMEOUT_S: the answer is taken meanwhile.
@@ -560,8 +567,9 @@ class Participant:
                 consumer = self._consumer_by_ssrc.get(packet.media_ssrc)
                 if consumer is not None:
                     missing = consumer.retransmit(adapter.nack_lost(packet))
-                    if missing and consumer.producer is not None:  # lost on a pipe: ask there
-                        consumer.producer.request_retransmission(missing)
+                    source = consumer.source  # the layer it sends, for a layered camera
+                    if missing and source is not None:  # lost on a pipe: ask there
+                        source.request_retransmission(missing)
 
     def _on_transport_feedback(self, packet: bytes) -> None:
         if not self.transport_cc_id:

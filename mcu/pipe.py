@@ -13,9 +13,16 @@ One UDP socket per worker carries every pipe of every room, both ways:
 * RTP, origin to receiver: one SSRC per (producer, destination), chosen at random; the
   receiver finds the track by SSRC. The pipe leg forwards every packet under the
   publisher's own sequence numbers (no keyframe gate: the receiver's consumers gate
-  for themselves, and ask for a keyframe up the pipe).
+  for themselves, and ask for a keyframe up the pipe). A simulcast camera is piped
+  with all its layers, each on a pipe leg and an SSRC of its own (still one pipe per
+  producer and destination): on the receiving worker it is a layered camera again, and
+  each of its subscribers there gets the layer that fits, as a local one would.
 * RTCP, receiver to origin: PLI/FIR (the origin asks the publisher, throttled there)
-  and NACK for packets lost on the pipe (answered from the pipe leg's history).
+  and NACK for packets lost on the pipe (answered from the pipe leg's history), on
+  the SSRC of the track (the layer) concerned; and for a layered camera, each control
+  step, which of its layers the receiver's subscribers use (an APP packet named
+  ``LAYR``, :meth:`PipeTransport.report_layers`), so that the origin pauses at the
+  publisher only the layers nobody on any worker watches.
 * RTCP, origin to receiver: a sender report per pipe leg each second, on the
   publisher's own NTP timeline, so subscribers on the other worker keep lip-sync.
 
@@ -45,6 +52,7 @@ import logging
 import random
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
@@ -55,6 +63,7 @@ from mcu import aiortc_adapter as adapter
 from mcu import codecs, rtp
 from mcu._fanout import (
     RECEIVED_MALFORMED,
+    RECEIVED_SWITCHED,
     RECEIVED_TAPPED,
     RECEIVED_UNKNOWN,
     RECEIVED_WANTS_KEYFRAME,
@@ -77,6 +86,11 @@ SECRET_BYTES = 32
 REPLAY_WINDOW = 1024
 NO_TRACKS: dict[int, Track] = {}
 KINDS = {"microphone": "audio", "camera": "video", "screen": "video"}
+# The RTCP APP packet (RFC 3550 6.7) in which a receiving worker tells the origin which
+# layers of a piped camera its subscribers use: the sender's SSRC, the name, then the
+# pipe SSRC of the camera's lowest layer (which names the camera) and the pipe SSRCs of
+# the layers used, 32 bits each.
+LAYER_REPORT = b"LAYR"
 
 
 @dataclass(frozen=True)
@@ -94,13 +108,32 @@ class PipedProducer:
     rtx_payload_type: int | None
     sharing: bool = False
     codec: str | None = None  # video: "vp8" or "h264" (absent: vp8, what older workers piped)
+    # A simulcast camera: its layers low to high, each (RID, SSRC of its pipe leg); ``ssrc``
+    # is then the top layer's. Empty: one stream.
+    layers: tuple[tuple[str, int], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["layers"] = [list(layer) for layer in self.layers]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PipedProducer:
-        return cls(**data)
+        fields = dict(data)
+        try:
+            fields["layers"] = tuple((str(rid), int(ssrc)) for rid, ssrc in fields.get("layers") or ())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad layers: {exc}") from None
+        return cls(**fields)
+
+
+@dataclass(eq=False)
+class _Leg:
+    """One pipe leg: a track (the producer, or one layer of a layered camera) sent to
+    one worker on an SSRC of its own."""
+
+    stream: Producer
+    consumer: Consumer  # rewrite, history, sender reports, retransmission
 
 
 @dataclass(eq=False)
@@ -108,8 +141,12 @@ class _Export:
     room: Room
     producer: Producer
     to: Address
-    consumer: Consumer  # the pipe leg: rewrite, history, sender reports, retransmission
     piped: PipedProducer
+    legs: list[_Leg] = field(default_factory=list)  # one, or one per layer (low to high)
+
+    @property
+    def rids(self) -> list[str | None]:
+        return [leg.stream.rid for leg in self.legs if leg.stream is not self.producer]
 
 
 @dataclass(eq=False)
@@ -118,6 +155,8 @@ class _Import:
     remote_id: str
     producer: Producer
     origin: Address
+    piped: PipedProducer
+    streams: dict[int, Producer] = field(default_factory=dict)  # pipe SSRC -> it or its layer
 
 
 def pipe_key(sender_secret: bytes, receiver_secret: bytes) -> bytes:
@@ -149,6 +188,20 @@ class _Secured:
         self.open = adapter.unprotector(self.rx)
 
 
+def _check_layers(piped: PipedProducer) -> None:
+    """A piped layered camera must say its layers plainly (refused otherwise)."""
+    if not piped.layers:
+        return
+    rids = [rid for rid, _ in piped.layers]
+    ssrcs = [ssrc for _, ssrc in piped.layers]
+    if piped.source != "camera" or len(piped.layers) < 2:
+        raise ValueError("only a camera is piped with layers, and then with two or more")
+    if len(set(rids)) != len(rids) or not all(rids) or len(set(ssrcs)) != len(ssrcs):
+        raise ValueError("each layer has a RID and an SSRC of its own")
+    if not all(0 < ssrc < 1 << 32 for ssrc in ssrcs) or piped.ssrc != ssrcs[-1]:
+        raise ValueError("a layered camera's SSRC is its top layer's")
+
+
 def _piped_codec(piped: PipedProducer) -> str | None:
     if piped.kind != "video":
         return None
@@ -170,7 +223,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.address: Address = ("", 0)
         self._exports: dict[tuple[str, Address], _Export] = {}  # (producer id, to)
-        self._exports_by_ssrc: dict[int, _Export] = {}
+        self._exports_by_ssrc: dict[int, tuple[_Export, _Leg]] = {}
         self._sinks: dict[Address, Sink] = {}  # one per destination worker
         self._imports: dict[tuple[str, str], _Import] = {}  # (room name, producer id)
         self._imports_by_ssrc: dict[int, _Import] = {}
@@ -206,15 +259,23 @@ class PipeTransport(asyncio.DatagramProtocol):
     # Origin side ----------------------------------------------------------------------
 
     def export_producer(self, producer: Producer, to: Sequence[Any]) -> PipedProducer:
-        """Pipe a local producer to the worker at ``to`` (once: idempotent per pair)."""
+        """Pipe a local producer to the worker at ``to`` (once: idempotent per pair), a
+        layered camera with all its layers."""
         destination = _address(to)
         export = self._exports.get((producer.id, destination))
+        if export is not None and export.rids != [layer.rid for layer in producer.layers]:
+            # Its layers were learned after the first export, or renegotiated: the legs
+            # of the old ones go, and it is piped anew (new SSRCs: the receiving worker
+            # imports it again).
+            self.stop_export(producer.id, destination)
+            export = None
         if export is not None:
             if export.piped.codec != producer.codec:
-                # Renegotiated to another codec (a mode switch): the pipe leg follows, and
+                # Renegotiated to another codec (a mode switch): the pipe legs follow, and
                 # the receiving worker re-imports it as a producer of that codec.
-                export.consumer.codec = producer.codec or codecs.VP8
-                export.consumer.leg.started = True  # the pipe carries every packet as it is
+                for leg in export.legs:
+                    leg.consumer.codec = producer.codec or codecs.VP8
+                    leg.consumer.leg.started = True  # the pipe carries every packet as it is
                 export.piped = replace(export.piped, codec=producer.codec)
             return replace(export.piped, sharing=producer.sharing)
         room, owner = self._local_owner(producer)
@@ -222,38 +283,62 @@ class PipeTransport(asyncio.DatagramProtocol):
             raise ValueError(f"producer {producer.id} is not negotiated yet")
         if self.transport is None:
             raise ConnectionError("the pipe is closed")
+        legs: list[_Leg] = []
+        for stream in producer.layers or [producer]:
+            legs.append(self._pipe_leg(destination, stream, producer.payload_type,
+                                       {leg.consumer.ssrc for leg in legs}))
+        ssrcs = [leg.consumer.ssrc for leg in legs]
+        piped = PipedProducer(
+            producer.id, owner.id, owner.name, owner.role, producer.kind, producer.source, ssrcs[-1],
+            producer.payload_type, producer.rtx_payload_type, producer.sharing, producer.codec,
+            tuple((layer.rid or "", ssrc) for layer, ssrc in zip(producer.layers, ssrcs, strict=False)))
+        export = _Export(room, producer, destination, piped, legs)
+        self._exports[(producer.id, destination)] = export
+        for leg in legs:
+            self._exports_by_ssrc[leg.consumer.ssrc] = (export, leg)
+        self.worker.start_ticking()  # the sender reports
+        return export.piped
+
+    def _pipe_leg(self, destination: Address, stream: Producer, payload_type: int,
+                  taken: set[int]) -> _Leg:
+        """A pipe leg for ``stream`` (the exported producer, or one of its layers), on an
+        SSRC that is none of ``taken`` (its siblings')."""
         ssrc = self._new_ssrc()
-        consumer = Consumer(f"pipe:{destination[0]}:{destination[1]}<{producer.id}", producer.kind,
-                            f"pipe:{destination[0]}:{destination[1]}", self.counters,
-                            codec=producer.codec or codecs.VP8)
-        # A pipe leg shows one producer for good (not a slot that is re-pointed).
-        consumer.producer = producer
-        consumer.leg.clock_rate = producer.clock_rate
+        while ssrc in taken:
+            ssrc = self._new_ssrc()
+        name = f"pipe:{destination[0]}:{destination[1]}"
+        consumer = Consumer(f"{name}<{stream.id}", stream.kind, name, self.counters,
+                            codec=stream.codec or codecs.VP8)
+        # A pipe leg shows one track for good (not a slot that is re-pointed).
+        consumer.producer = stream
+        consumer.leg.clock_rate = stream.clock_rate
         # Every packet from the first on, under the publisher's own sequence numbers
         # (seq_offset stays 0): the receiving worker's consumers wait for a keyframe and
         # re-base for themselves, and its NACKs name the numbers the history is keyed by.
         consumer.leg.started = True
-        consumer.configure(ssrc, 0, producer.payload_type, None, self._writer(destination),
+        consumer.configure(ssrc, 0, payload_type, None, self._writer(destination),
                            self._sink(destination))
-        producer.attach(consumer)
-        piped = PipedProducer(producer.id, owner.id, owner.name, owner.role, producer.kind,
-                              producer.source, ssrc, producer.payload_type, producer.rtx_payload_type,
-                              producer.sharing, producer.codec)
-        export = _Export(room, producer, destination, consumer, piped)
-        self._exports[(producer.id, destination)] = export
-        self._exports_by_ssrc[ssrc] = export
-        self.worker.start_ticking()  # the sender reports
-        return piped
+        # A layer's leg hangs on the layer itself, not on the camera's slots: it is no
+        # subscriber here, and the layers it carries are no demand of this worker's
+        # (the receiving worker reports its own: report_layers).
+        stream.attach(consumer)
+        return _Leg(stream, consumer)
 
     def stop_export(self, producer_id: str, to: Sequence[Any]) -> None:
         export = self._exports.pop((producer_id, _address(to)), None)
         if export is None:
             return
-        del self._exports_by_ssrc[export.consumer.ssrc]
-        export.producer.detach(export.consumer)
-        export.consumer.disconnect()
+        for leg in export.legs:
+            del self._exports_by_ssrc[leg.consumer.ssrc]
+            leg.stream.detach(leg.consumer)
+            leg.consumer.disconnect()
         if not any(other.to == export.to for other in self._exports.values()):
             self._sinks.pop(export.to).unbind()
+
+    def described(self, producer_id: str, to: Sequence[Any]) -> PipedProducer | None:
+        """What was said of this producer when it was piped to ``to`` (None: it is not)."""
+        export = self._exports.get((producer_id, _address(to)))
+        return None if export is None else export.piped
 
     def forget_producers(self, producers: Iterable[Producer]) -> None:
         """Their owner left: stop piping them anywhere."""
@@ -268,12 +353,13 @@ class PipeTransport(asyncio.DatagramProtocol):
     def send_reports(self) -> None:
         """A sender report for each pipe leg (each RTCP interval, from the worker's tick)."""
         for export in list(self._exports.values()):
-            report = export.consumer.sender_report()
-            if report is not None and export.consumer.write is not None:
-                try:
-                    export.consumer.write(report)
-                except (ConnectionError, OSError):
-                    self.counters.send_errors += 1
+            for leg in export.legs:
+                report = leg.consumer.sender_report()
+                if report is not None and leg.consumer.write is not None:
+                    try:
+                        leg.consumer.write(report)
+                    except (ConnectionError, OSError):
+                        self.counters.send_errors += 1
 
     def _local_owner(self, producer: Producer) -> tuple[Room, Participant]:
         for room in self.worker.rooms.values():
@@ -354,8 +440,8 @@ class PipeTransport(asyncio.DatagramProtocol):
         key = (room.name, piped.producer_id)
         known = self._imports.get(key)
         if known is not None:
-            if (known.producer.ssrc == piped.ssrc and known.origin == source_address
-                    and known.producer.codec == _piped_codec(piped)):
+            if (known.piped.ssrc == piped.ssrc and known.piped.layers == piped.layers
+                    and known.origin == source_address and known.producer.codec == _piped_codec(piped)):
                 self.update_import(room.name, piped.producer_id, piped.sharing)
                 return
             self.stop_import(room.name, piped.producer_id)
@@ -367,7 +453,9 @@ class PipeTransport(asyncio.DatagramProtocol):
             raise ValueError(f"unknown video codec {piped.codec!r}")
         if piped.owner_id in room.participants:
             raise ValueError(f"participant {piped.owner_id} is on this worker")
-        if piped.ssrc in self._imports_by_ssrc:
+        _check_layers(piped)
+        ssrcs = [ssrc for _, ssrc in piped.layers] or [piped.ssrc]
+        if any(ssrc in self._imports_by_ssrc for ssrc in ssrcs):
             raise ValueError(f"SSRC {piped.ssrc} is piped in already")
         producer = Producer(piped.producer_id, piped.owner_id, piped.kind, piped.source, self.counters,
                             codec=_piped_codec(piped) or codecs.VP8)
@@ -375,16 +463,38 @@ class PipeTransport(asyncio.DatagramProtocol):
         producer.rtx_payload_type = piped.rtx_payload_type
         producer.ssrc = piped.ssrc
         producer.sharing = piped.sharing
-        producer.nacks_upstream = True
-        producer.feedback = self._writer(source_address)  # PLI and NACK go up the pipe
-        imported = _Import(room, piped.owner_id, producer, source_address)
+        producer.feedback = self._writer(source_address)  # PLI, NACK and layer reports go up the pipe
+        # A layered camera is layered here too: its subscribers here each get the layer
+        # that fits them (mcu/room.py, _step_layers), as the origin's own do.
+        producer.set_layers([rid for rid, _ in piped.layers])
+        streams = producer.layers or [producer]
+        imported = _Import(room, piped.owner_id, producer, source_address, piped)
+        for stream, ssrc in zip(streams, ssrcs, strict=True):
+            stream.ssrc = ssrc
+            stream.nacks_upstream = True
+            imported.streams[ssrc] = stream
+            self._imports_by_ssrc[ssrc] = imported
+            self._tracks.setdefault(source_address, {})[ssrc] = stream.track
         self._imports[key] = imported
-        self._imports_by_ssrc[piped.ssrc] = imported
-        self._tracks.setdefault(source_address, {})[piped.ssrc] = producer.track
         remote = room.remote_participants.get(piped.owner_id) or RemoteParticipant(
             piped.owner_id, piped.owner_name, piped.owner_role, source_address)
         room.add_remote_producer(remote, producer)
         self.worker.start_ticking()  # the room's control step: speakers, videos
+
+    def report_layers(self, room_name: str, producer_id: str, layers: Iterable[int]) -> None:
+        """Tell the origin of a piped layered camera which of its layers (indices, low to
+        high) this worker's subscribers use now (each control step: a lost report costs
+        nothing but a later one; the origin keeps a layer on while reports name it)."""
+        imported = self._imports.get((room_name, producer_id))
+        if imported is None or not imported.piped.layers or imported.producer.feedback is None:
+            return
+        piped = imported.piped.layers
+        used = [piped[index][1] for index in sorted(set(layers)) if 0 <= index < len(piped)]
+        data = b"".join(ssrc.to_bytes(4, "big") for ssrc in (piped[0][1], *used))
+        try:
+            imported.producer.feedback(rtp.rtcp_app(0, imported.producer.feedback_ssrc, LAYER_REPORT, data))
+        except (ConnectionError, OSError):
+            self.counters.send_errors += 1
 
     def update_import(self, room_name: str, producer_id: str, sharing: bool) -> None:
         """A piped screen producer's share starts or stops: subscribers get or lose it."""
@@ -411,10 +521,11 @@ class PipeTransport(asyncio.DatagramProtocol):
     def _drop_import(self, key: tuple[str, str]) -> _Import | None:
         imported = self._imports.pop(key, None)
         if imported is not None:
-            ssrc = imported.producer.ssrc
-            del self._imports_by_ssrc[ssrc]
             tracks = self._tracks[imported.origin]
-            del tracks[ssrc]
+            for ssrc, stream in imported.streams.items():
+                del self._imports_by_ssrc[ssrc]
+                del tracks[ssrc]
+                stream.feedback = None
             if not tracks:
                 del self._tracks[imported.origin]
             imported.producer.feedback = None
@@ -455,21 +566,30 @@ class PipeTransport(asyncio.DatagramProtocol):
                 self.counters.packets_unroutable += 1
             self.counters.pipe_dropped += 1
             return
-        producer = self._imports_by_ssrc[int.from_bytes(data[8:12], "big")].producer
+        ssrc = int.from_bytes(data[8:12], "big")
+        stream = self._imports_by_ssrc[ssrc].streams[ssrc]  # the producer, or one layer of it
         if status & RECEIVED_WANTS_KEYFRAME:
-            producer.request_keyframe()
+            stream.request_keyframe()  # of that layer: up the pipe on its SSRC
+        if status & RECEIVED_SWITCHED and stream.group is not None:
+            for consumer in stream.group.consumers:  # slots that moved to this layer now
+                if consumer.target_layer is not None:
+                    consumer.switched()
         if status & RECEIVED_TAPPED:
-            producer.run_taps(data)
+            stream.run_taps(data)
 
     def _on_rtcp(self, data: bytes, source: tuple[Any, Any]) -> None:
         try:
             packets = adapter.parse_rtcp(data)
+            apps = rtp.rtcp_app_packets(data)  # aiortc's parser skips them
         except ValueError:
             self.counters.rtcp_malformed += 1
             self.counters.pipe_dropped += 1
             return
         for packet in packets:
             if not self._handle_rtcp(packet, source):
+                self.counters.pipe_dropped += 1
+        for _, _, name, payload in apps:
+            if name != LAYER_REPORT or not self._on_layer_report(payload, source):
                 self.counters.pipe_dropped += 1
 
     def _handle_rtcp(self, packet: Any, source: tuple[Any, Any]) -> bool:
@@ -479,22 +599,46 @@ class PipeTransport(asyncio.DatagramProtocol):
             if imported is None or imported.origin != source:
                 return False
             info = packet.sender_info
-            imported.producer.on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
+            imported.streams[packet.ssrc].on_sender_report(info.ntp_timestamp, info.rtp_timestamp)
             return True
         keyframe = isinstance(packet, adapter.RtcpPsfb) and packet.fmt in (rtp.RTCP_PSFB_PLI,
                                                                           rtp.RTCP_PSFB_FIR)
         nack = isinstance(packet, adapter.RtcpRtpfb) and packet.fmt == rtp.RTCP_RTPFB_NACK
         if not (keyframe or nack):
             return False
-        export = self._exports_by_ssrc.get(packet.media_ssrc)
-        if export is None or export.to != source:
+        found = self._exports_by_ssrc.get(packet.media_ssrc)
+        if found is None or found[0].to != source:
             return False
+        leg = found[1]
         if keyframe:
             self.counters.pipe_keyframe_requests += 1
-            export.producer.request_keyframe()  # throttled there, for every asker alike
+            leg.stream.request_keyframe()  # throttled there, for every asker alike
         else:
             self.counters.pipe_nacks_received += 1
-            export.consumer.retransmit(adapter.nack_lost(packet))
+            leg.consumer.retransmit(adapter.nack_lost(packet))
+        return True
+
+    def _on_layer_report(self, payload: bytes, source: Address) -> bool:
+        """Which layers of a camera we pipe the worker at ``source`` its subscribers use:
+        each counts as wanted now, as a layer a slot here takes does (mcu/room.py,
+        _request_layers pauses at the publisher the layers wanted nowhere for a while)."""
+        if not payload or len(payload) % 4:
+            return False
+        ssrcs = [int.from_bytes(payload[i:i + 4], "big") for i in range(0, len(payload), 4)]
+        found = self._exports_by_ssrc.get(ssrcs[0])
+        if found is None or found[0].to != source or not found[0].producer.layers:
+            return False
+        export = found[0]
+        camera = export.producer
+        now = time.monotonic()
+        for ssrc in ssrcs[1:]:
+            used = self._exports_by_ssrc.get(ssrc)
+            if used is None or used[0] is not export:
+                continue
+            index = camera.layer_index(used[1].stream.track)
+            if index is not None:
+                camera.layer_wanted_at[index] = now
+        self.counters.pipe_layer_reports += 1
         return True
 
     def close(self) -> None:

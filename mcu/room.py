@@ -99,6 +99,11 @@ class RemoteParticipant:
     origin: tuple[str, int]  # the pipe address of their worker
     mode: str = "forwarded"
     producers: dict[str, Producer] = field(default_factory=dict)  # source -> producer
+    # A piped layered camera: the layers this worker's slots use, as last reported to its
+    # worker (mcu/pipe.py, report_layers), and when that changed. Read as a local
+    # publisher's are (Room._step_layers: a layer asked for lately may be on its way).
+    sent_layers: list[str] | None = None
+    layers_told_at: float = 0.0
 
 
 Publisher = Participant | RemoteParticipant
@@ -493,7 +498,7 @@ class Room:
             assert consumer.producer is not None
             layers = consumer.producer.layers
             current = consumer.target_layer if consumer.target_layer is not None else consumer.layer
-            publisher = self.participants.get(consumer.producer.owner_id)
+            publisher = self.publisher(consumer.producer.owner_id)
             asked = publisher.sent_layers if publisher is not None else None
             videos.append(simulcast.LayeredVideo(
                 consumer.id, len(layers) - 1 if current is None else current,
@@ -596,25 +601,44 @@ class Room:
 
     def _request_layers(self) -> None:
         """Pause at each publisher the camera layers no slot has taken for a while (the
-        lowest always stays on: it shows that the camera is on)."""
+        lowest always stays on: it shows that the camera is on). A camera piped to other
+        workers counts what their slots take too: each reports it up the pipe every
+        control step (mcu/pipe.py), which marks those layers wanted on the origin."""
         now = time.monotonic()
         for publisher in self.participants.values():
             camera = publisher.producers.get("camera")
             if camera is None or not camera.layers:
                 continue
-            top = len(camera.layers) - 1
-            demand = {0}
-            if camera.taps:
-                demand.add(top)
-            for consumer in camera.consumers:
-                if not consumer.leg.paused:
-                    demand.add(top if consumer.layer is None else consumer.layer)
-                    if consumer.target_layer is not None:
-                        demand.add(consumer.target_layer)
-            for index in demand:
+            for index in self._layer_demand(camera):
                 camera.layer_wanted_at[index] = now
             publisher.tell_layers([layer.rid or "" for index, layer in enumerate(camera.layers)
                                    if now - camera.layer_wanted_at[index] < LAYER_OFF_AFTER_S])
+        pipe = self.worker.pipe
+        for remote in self.remote_participants.values():
+            camera = remote.producers.get("camera")
+            if camera is None or not camera.layers:
+                continue
+            demand = self._layer_demand(camera)
+            used = [layer.rid or "" for index, layer in enumerate(camera.layers) if index in demand]
+            if used != remote.sent_layers:
+                remote.sent_layers, remote.layers_told_at = used, now
+            if pipe is not None:
+                pipe.report_layers(self.name, camera.id, demand)
+
+    @staticmethod
+    def _layer_demand(camera: Producer) -> set[int]:
+        """The layers of a layered camera this worker uses now: those its slots send and
+        move to, the top one while the mixer reads it, and always the lowest."""
+        top = len(camera.layers) - 1
+        demand = {0}
+        if camera.taps:
+            demand.add(top)
+        for consumer in camera.consumers:
+            if not consumer.leg.paused:
+                demand.add(top if consumer.layer is None else consumer.layer)
+                if consumer.target_layer is not None:
+                    demand.add(consumer.target_layer)
+        return demand
 
 
 class MediaWorker:

@@ -24,6 +24,7 @@ EXT_ABS_SEND_TIME = 3
 
 RTCP_SR = 200
 RTCP_RR = 201
+RTCP_APP = 204
 RTCP_RTPFB = 205
 RTCP_PSFB = 206
 RTCP_PSFB_PLI = 1
@@ -150,3 +151,34 @@ def rtcp_remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
         (mantissa & 0xFFFF).to_bytes(2, "big") + b"".join(s.to_bytes(4, "big") for s in ssrcs)
     return struct.pack("!BBHII", 0x80 | RTCP_PSFB_REMB, RTCP_PSFB, 2 + len(fci) // 4,
                        sender_ssrc, 0) + fci
+
+
+def rtcp_app(subtype: int, ssrc: int, name: bytes, data: bytes) -> bytes:
+    """An application-defined packet (RFC 3550 6.7): ``name`` is 4 ASCII bytes, ``data``
+    a whole number of 32-bit words."""
+    if len(name) != 4 or len(data) % 4 or not 0 <= subtype < 32:
+        raise ValueError("an RTCP APP packet has a 4-byte name and whole words of data")
+    return struct.pack("!BBHI", 0x80 | subtype, RTCP_APP, 2 + len(data) // 4, ssrc) + name + data
+
+
+def rtcp_app_packets(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
+    """The APP packets of a compound RTCP packet, as (subtype, SSRC, name, data); the
+    others are skipped. Raises ValueError when the compound is malformed."""
+    found = []
+    pos = 0
+    while pos < len(data):
+        if len(data) < pos + 4 or data[pos] >> 6 != 2:
+            raise ValueError("malformed RTCP header")
+        end = pos + 4 + 4 * int.from_bytes(data[pos + 2:pos + 4], "big")
+        if end > len(data):
+            raise ValueError("truncated RTCP packet")
+        if data[pos + 1] == RTCP_APP:
+            if end - pos < 12:
+                raise ValueError("an RTCP APP packet without its SSRC and name")
+            padding = data[end - 1] if data[pos] & 0x20 else 0
+            if padding > end - pos - 12:
+                raise ValueError("bad RTCP padding")
+            found.append((data[pos] & 0x1F, int.from_bytes(data[pos + 4:pos + 8], "big"),
+                          bytes(data[pos + 8:pos + 12]), bytes(data[pos + 12:end - padding])))
+        pos = end
+    return found

@@ -38,6 +38,7 @@ class WorkerCounters:
     pipe_dropped: int = 0
     pipe_keyframe_requests: int = 0
     pipe_nacks_received: int = 0
+    pipe_layer_reports: int = 0  # which layers of a camera we pipe another worker uses there
     # Datagrams for a connection whose DTLS has not started reading (no answer yet), or
     # not yet keyed, dropped beyond a small bound (mcu/aiortc_adapter.py, tap_transport).
     datagrams_dropped_unkeyed: int = 0

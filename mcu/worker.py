@@ -20,6 +20,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -313,17 +314,23 @@ class WorkerService:
         self._export(live)
 
     def _export(self, room: Room) -> None:
-        """Pipe each negotiated local track once to each peer that lacks it; the front
-        passes the descriptions on (``piped`` event -> the peer's ``import``)."""
+        """Pipe each negotiated local track once to each peer that lacks it, or again
+        when what the peer was told changed (a camera's simulcast layers, its codec);
+        the front passes the descriptions on (``piped`` event -> the peer's ``import``)."""
         pipe = self.worker.pipe
         if pipe is None:
             return
         for peer in self.peers.get(room.name, []):
-            piped = [pipe.export_producer(producer, peer).to_json()
-                     for participant in room.participants.values()
-                     for producer in participant.producers.values()
-                     if producer.payload_type is not None and not producer.local_only
-                     and peer not in pipe.exports_of(producer)]
+            piped = []
+            for participant in room.participants.values():
+                for producer in participant.producers.values():
+                    if producer.payload_type is None or producer.local_only:
+                        continue
+                    before = pipe.described(producer.id, peer)
+                    described = pipe.export_producer(producer, peer)
+                    # A share starting or stopping is told by pipe_update, not here.
+                    if before is None or replace(before, sharing=False) != replace(described, sharing=False):
+                        piped.append(described.to_json())
             if piped:
                 self.emit("piped", {"room": room.name, "to": list(peer),
                                     "origin": list(pipe.address), "producers": piped})

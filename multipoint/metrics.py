@@ -31,6 +31,7 @@ COUNTER_HELP = {
     "pipe_dropped": "datagrams dropped on the pipe between media workers",
     "pipe_keyframe_requests": "keyframe requests received from other media workers",
     "pipe_nacks_received": "NACKs received from other media workers",
+    "pipe_layer_reports": "reports of the simulcast layers other media workers use",
     "datagrams_dropped_unkeyed": "datagrams dropped before a connection's DTLS read them "
                                  "(queue bound, or too long before the SRTP keys)",
     "stun_malformed": "malformed STUN datagrams dropped",

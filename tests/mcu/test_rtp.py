@@ -117,3 +117,21 @@ def test_a_truncated_remb_is_a_value_error() -> None:
     fci = adapter.parse_rtcp(remb)[0].fci
     with pytest.raises(ValueError, match="truncated REMB"):
         adapter.unpack_remb(fci[:-4])  # says two SSRCs, holds one
+
+
+def test_app_packets_are_read_from_a_compound_and_bad_ones_refused() -> None:
+    app = rtp.rtcp_app(3, 77, b"LAYR", (5).to_bytes(4, "big") + (6).to_bytes(4, "big"))
+    compound = rtp.rtcp_receiver_report(1, []) + app + rtp.rtcp_pli(1, 2)
+    assert rtp.rtcp_app_packets(compound) == [(3, 77, b"LAYR", app[12:])]
+    assert rtp.rtcp_app_packets(rtp.rtcp_pli(1, 2)) == []
+    # Padded: the padding is not data.
+    padded = bytearray(rtp.rtcp_app(0, 9, b"LAYR", b"") + b"\x00\x00\x00\x04")
+    padded[0] |= 0x20
+    padded[3] += 1
+    assert rtp.rtcp_app_packets(bytes(padded)) == [(0, 9, b"LAYR", b"")]
+    for bad in (app[:-4], app[:8].replace(app[2:4], b"\x00\x01"), b"\x40" + app[1:],
+                bytes(padded[:-1]) + b"\x09"):
+        with pytest.raises(ValueError):
+            rtp.rtcp_app_packets(bad)
+    with pytest.raises(ValueError):
+        rtp.rtcp_app(0, 1, b"LONGER", b"")

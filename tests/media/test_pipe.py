@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,9 @@ import pylibsrtp
 import pytest
 from aiortc import RTCSessionDescription
 
+from bench import _sdp
+from bench._clients import OutStream, Pacer, new_peer_connection
+from bench._media import EncodedMedia, encode_media
 from mcu import aiortc_adapter, rtp
 from mcu.forwarding import Consumer
 from mcu.participant import Offer, Participant
@@ -53,6 +57,7 @@ class Site:
         self.messages: list[dict[str, Any]] = []
         self.ssrc_of_mid: dict[str, int] = {}  # light: from the offers' SDP
         self.packets: Counter[int] = Counter()  # light: RTP packets by SSRC
+        self.keyframes: Counter[tuple[int, int]] = Counter()  # light: VP8 keyframes by (SSRC, height)
         self._shown_since: dict[str, int] = {}  # mid -> what it had received when it began showing that
         self._taken: set[int] = set()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -120,7 +125,11 @@ class Site:
             aiortc_adapter.tap_transport(dtls, self._count, lambda data: None, self._fail)
 
     def _count(self, data: bytes, arrival: int) -> None:
-        self.packets[int.from_bytes(data[8:12], "big")] += 1
+        ssrc = int.from_bytes(data[8:12], "big")
+        self.packets[ssrc] += 1
+        height = keyframe_height(data)  # read as the slots' SSRCs are asked for (audio's is noise)
+        if height is not None:
+            self.keyframes[(ssrc, height)] += 1
 
     def _fail(self, exc: BaseException) -> None:
         raise AssertionError(f"client packet path failed: {exc!r}")
@@ -580,3 +589,205 @@ def test_a_pipe_secret_of_the_wrong_size_is_refused() -> None:
     worker = MediaWorker()
     with pytest.raises(ValueError, match="32 bytes"):
         PipeTransport(worker).secure(("127.0.0.1", 9), b"short")
+
+
+# Simulcast across workers ---------------------------------------------------------------
+
+
+class LayeredPublisher:
+    """A publisher that answers the server's request for camera layers as Chrome does and
+    sends three, the way bench/_clients.py does (aiortc cannot send simulcast): the
+    pre-encoded layers of bench/_media.py, each on an SSRC of its own with its RID, and
+    a microphone. Like Chrome it pauses the layers a ``layers`` message leaves out, and
+    records which SSRCs the server asks keyframes of."""
+
+    def __init__(self, room: Room, media: EncodedMedia) -> None:
+        self.room = room
+        self.participant = room.join("presenter", "guest", video_codecs=["vp8"])
+        self.participant.send_offer = self._send_offer
+        self.participant.send_message = self._receive_message
+        self.pc = new_peer_connection()
+        self.audio = OutStream("audio", media)
+        self.layers = [OutStream("video", media, layer) for layer in media.layers]
+        self.answered_rids: list[str] = []
+        self.active: list[str] | None = None  # the last "layers" message
+        self.keyframe_requests: Counter[int] = Counter()  # PLIs by media SSRC
+        self.pacer = Pacer()
+        for stream in (self.audio, *self.layers):
+            self.pacer.add(stream, 0.0)
+        self._writers: dict[int, Any] = {}  # layer streams paused by the server: their writer
+        self._taken: set[int] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        await self.participant.renegotiate()
+        self.room.announce_join(self.participant)
+        self.pacer.start()
+
+    async def _send_offer(self, offer: Offer) -> None:
+        task = asyncio.ensure_future(self._answer(offer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, offer: Offer) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        sending = {offer.publish["microphone"], offer.publish["camera"]}
+        for transceiver in self.pc.getTransceivers():
+            if id(transceiver) not in self._taken:
+                self._taken.add(id(transceiver))
+                aiortc_adapter.take_over_transceiver(transceiver, on_receive=None, on_send=self._on_send)
+            dtls = transceiver.receiver.transport
+            if dtls is not None and id(dtls) not in self._taken:
+                self._taken.add(id(dtls))
+                aiortc_adapter.tap_transport(dtls, lambda data, arrival: None, self._on_rtcp, self._fail)
+            transceiver.direction = "sendonly" if transceiver.mid in sending else "inactive"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        sdp, self.answered_rids = _sdp.answer_simulcast(self.pc.localDescription.sdp, offer.sdp,
+                                                        offer.publish["camera"])
+        await self.participant.accept_answer(sdp, offer.revision)
+
+    def _on_send(self, negotiated: aiortc_adapter.NegotiatedRtp, ssrc: int, rtx_ssrc: int,
+                 dtls: Any) -> None:
+        if negotiated.kind == "audio":
+            if not self.audio.ready:
+                self.audio.configure(negotiated, ssrc, dtls)
+            return
+        taken = {ssrc, rtx_ssrc}
+        for stream in self.layers:  # aiortc's SSRC for the top layer, our own for the others
+            if stream.ready or stream.ssrc in self._writers:
+                continue
+            layer_ssrc = ssrc if stream is self.layers[-1] else 0
+            while not layer_ssrc or layer_ssrc in taken:
+                layer_ssrc = random.getrandbits(32)
+            taken.add(layer_ssrc)
+            stream.configure(negotiated, layer_ssrc, dtls)
+
+    async def _receive_message(self, message: dict[str, Any]) -> None:
+        if message["type"] != "layers":
+            return
+        self.active = list(message["active"])
+        for stream in self.layers:  # as the page sets `active: false` on an encoding
+            rid = stream.rid.decode()
+            if rid not in self.active and stream.write is not None:
+                self._writers[stream.ssrc], stream.write = stream.write, None
+            elif rid in self.active and stream.ssrc in self._writers:
+                stream.write = self._writers.pop(stream.ssrc)
+
+    def _on_rtcp(self, data: bytes) -> None:
+        for packet in aiortc_adapter.parse_rtcp(data):
+            if isinstance(packet, aiortc_adapter.RtcpPsfb) and packet.fmt == rtp.RTCP_PSFB_PLI:
+                self.keyframe_requests[packet.media_ssrc] += 1
+
+    def _fail(self, exc: BaseException) -> None:
+        raise AssertionError(f"publisher packet path failed: {exc!r}")
+
+    def ssrc_of(self, rid: str) -> int:
+        return next(stream.ssrc for stream in self.layers if stream.rid == rid.encode())
+
+    async def close(self) -> None:
+        self.pacer.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.pc.close()
+
+
+def keyframe_height(data: bytes) -> int | None:
+    """The picture height of a VP8 keyframe's first RTP packet (RFC 7741; RFC 6386 9.1),
+    None for any other packet."""
+    try:
+        view = rtp.parse_rtp(data)
+    except rtp.MalformedPacket:
+        return None
+    payload = view.payload(data)
+    if len(payload) < 16:
+        return None
+    start = 1
+    if payload[0] & 0x80:  # X: extensions follow
+        extended = payload[1]
+        start = 2
+        if extended & 0x80:  # I: a 7- or 15-bit picture ID
+            start += 2 if payload[start] & 0x80 else 1
+        start += bool(extended & 0x40) + bool(extended & 0x30)  # L, then T/K
+    first = payload[0] & 0x10 and payload[0] & 0x07 == 0
+    if not first or payload[start] & 0x01 or len(payload) < start + 10:
+        return None  # not the start of a keyframe
+    return int.from_bytes(payload[start + 8:start + 10], "little") & 0x3FFF
+
+
+@pytest.fixture(scope="module")
+def layered_media() -> EncodedMedia:
+    return encode_media(seconds=2.0, layers=True)  # 640x360, 320x180, 160x90
+
+
+@pytest.mark.parametrize("srtp", [False, True], ids=["plain", "srtp"])
+async def test_a_simulcast_camera_is_piped_with_every_layer_and_each_far_subscriber_gets_its_own(
+        workers, layered_media: EncodedMedia, srtp: bool) -> None:
+    origin, other = workers
+    assert origin.pipe is not None and other.pipe is not None
+    if srtp:  # workers of two nodes
+        origin.pipe.secure(other.pipe.address, other.pipe.secret)
+        other.pipe.secure(origin.pipe.address, origin.pipe.secret)
+    publisher = LayeredPublisher(origin.room(ROOM), layered_media)
+    far_room = other.room(ROOM)
+    small, big = [await Site.join(far_room, name, light=True) for name in ("thumbnail", "speaker-view")]
+    try:
+        await publisher.start()
+        camera = publisher.participant.producers["camera"]
+        assert await wait_until(lambda: camera.payload_type is not None and len(camera.layers) == 3)
+        assert publisher.answered_rids == ["q", "h", "f"]
+        owner = publisher.participant.id
+        pipe_over(origin, other, publisher, sources=("microphone", "camera"))  # type: ignore[arg-type]
+        piped = origin.pipe.described(camera.id, other.pipe.address)
+        assert piped is not None and [rid for rid, _ in piped.layers] == ["q", "h", "f"]
+        # One pipe leg per layer, on an SSRC of its own: none on the camera's slots here.
+        assert [len(layer.track.legs) for layer in camera.layers] == [1, 1, 1]
+        assert {leg.ssrc for layer in camera.layers for leg in layer.track.legs} == \
+            {ssrc for _, ssrc in piped.layers}
+        far_camera = far_room.remote_participants[owner].producers["camera"]
+        assert [layer.rid for layer in far_camera.layers] == ["q", "h", "f"]
+        assert await wait_until(lambda: all(layer.packets > 30 for layer in far_camera.layers), timeout=20)
+
+        # The thumbnail's tile is small, the speaker view's big (device pixels).
+        for site, height in ((small, 80.0), (big, 500.0)):
+            assert await wait_until(lambda s=site: any(c.producer is far_camera
+                                                       for c in s.participant.consumers.values()))
+            site.participant.set_tiles({site.mid_of(camera.id): height})
+        small_slot, big_slot = small.consumer(camera.id), big.consumer(camera.id)
+        assert await wait_until(lambda: small_slot.layer == 0 and small_slot.target_layer is None,
+                                timeout=20)
+        assert big_slot.layer in (None, 2) and big_slot.target_layer is None
+        # What arrives on each one's slot: keyframes of 90 lines (q) and 360 lines (f).
+        for site, slot, lines in ((small, small_slot, 90), (big, big_slot, 360)):
+            seen = site.keyframes
+            before = seen[(slot.ssrc, lines)]
+            assert await wait_until(lambda s=seen, sl=slot, n=lines, b=before: s[(sl.ssrc, n)] >= b + 2,
+                                    timeout=10), seen
+        settled = dict(small.keyframes)
+        await asyncio.sleep(1.5)  # over a keyframe interval: nothing but the low layer comes
+        assert {lines for (ssrc, lines), count in small.keyframes.items()
+                if ssrc == small_slot.ssrc and count > settled.get((ssrc, lines), 0)} == {90}
+        # The low layer's keyframe was asked of the publisher, through the pipe, on its SSRC.
+        assert publisher.keyframe_requests[publisher.ssrc_of("q")] > 0
+        assert origin.counters.pipe_keyframe_requests > 0
+
+        # Nobody on either worker watches the middle layer: paused at the publisher; the
+        # top stays on for the far speaker view (no subscriber on the origin wants it).
+        assert await wait_until(lambda: publisher.active == ["q", "f"], timeout=15), publisher.active
+        assert origin.counters.pipe_layer_reports > 0
+        middle = far_camera.layers[1].packets
+        await asyncio.sleep(1.0)
+        assert far_camera.layers[1].packets == middle  # not sent, so not piped either
+        top = far_camera.layers[2].packets
+        assert await wait_until(lambda: far_camera.layers[2].packets > top + 10)
+
+        # The speaker view becomes a thumbnail too: the top layer is watched nowhere.
+        big.participant.set_tiles({big.mid_of(camera.id): 80.0})
+        assert await wait_until(lambda: big_slot.layer == 0, timeout=20)
+        assert await wait_until(lambda: publisher.active == ["q"], timeout=15), publisher.active
+        low = (small.packets[small_slot.ssrc], big.packets[big_slot.ssrc])
+        assert await wait_until(lambda: small.packets[small_slot.ssrc] > low[0] + 10
+                                and big.packets[big_slot.ssrc] > low[1] + 10)
+    finally:
+        await publisher.close()
+        for site in (small, big):
+            await site.close()

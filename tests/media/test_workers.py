@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from bench._clients import Pacer, Window
+from bench._clients import Participant as BenchParticipant
+from bench._media import encode_media
 from mcu.channel import HEADER, Channel, ChannelError, encode
 from mcu.pool import WorkerProcess
 from mcu.room import MediaWorker
@@ -182,6 +185,68 @@ async def test_a_room_larger_than_a_worker_spans_two_and_everyone_receives_every
     finally:
         for site in sites:
             await site.close()
+        await server.runner.cleanup()
+
+
+async def test_a_simulcast_camera_reaches_the_other_workers_subscribers_in_the_layer_each_tile_wants(
+        tmp_path: Path) -> None:
+    # Two HD participants fill a worker: the publisher and a thumbnail on the first, a
+    # thumbnail and a speaker view on the second (their frames decoded by aiortc).
+    server = await start_process_server(tmp_path, 2, scheduler_worker_capacity_units=22)
+    link = token(server, "simulcast-pres")
+    media = encode_media(seconds=2.0, layers=True)  # 640x360, 320x180, 160x90
+    publisher = BenchParticipant("presenter", Window(), media, simulcast=True)
+    pacer = Pacer()
+    viewers: dict[str, SignalClient] = {}
+    try:
+        await publisher.join(server.ws_url, link)
+        for stream in publisher.sending_streams():
+            pacer.add(stream, 0.0)
+        pacer.start()
+        assert publisher.layers_sent == ["q", "h", "f"]
+        for name in ("near-thumbnail", "far-thumbnail", "far-speaker"):
+            viewers[name] = await SignalClient.connect(server.ws_url)
+            await viewers[name].join_with(ClientPeer(), link, name=name)
+        (listed,) = [r for r in await server.app[LIVE_ROOMS].rooms() if r["name"] == "simulcast-pres"]
+        worker_of = {p["name"]: p["worker"] for p in listed["participants"]}
+        assert worker_of["near-thumbnail"] == worker_of["presenter"]
+        assert worker_of["far-thumbnail"] == worker_of["far-speaker"] != worker_of["presenter"]
+        owner = publisher.participant_id
+
+        def camera_mid(client: SignalClient) -> str | None:
+            return next((mid for mid, info in client.tracks.items()
+                         if info["participant"] == owner and info["kind"] == "video"), None)
+
+        assert await wait_until(lambda: all(camera_mid(c) is not None for c in viewers.values()),
+                                timeout=30)
+        for name, height in (("near-thumbnail", 80), ("far-thumbnail", 80), ("far-speaker", 500)):
+            await viewers[name].send({"type": "tiles", "tiles": {camera_mid(viewers[name]): height}})
+
+        def lines(client: SignalClient) -> int | None:
+            assert client.peer is not None
+            received = client.peer.received.get(camera_mid(client) or "")
+            frame = received.last_frame if received is not None else None
+            return frame.height if frame is not None else None
+
+        # Each gets the layer its tile wants, whichever worker it is on.
+        wanted = {"near-thumbnail": 90, "far-thumbnail": 90, "far-speaker": 360}
+        assert await wait_until(lambda: all(lines(viewers[n]) == h for n, h in wanted.items()),
+                                timeout=40), {n: lines(c) for n, c in viewers.items()}
+        # Nobody anywhere watches the middle layer: the publisher is told to pause it; the
+        # top one stays, watched only on the other worker (its reports reach the origin).
+        assert await wait_until(lambda: publisher.layers_asked == ["q", "f"], timeout=20), \
+            publisher.layers_asked
+        pool = server.app[POOL]
+        assert pool.workers[worker_of["presenter"]].counters().get("pipe_layer_reports", 0) > 0
+        for name, client in viewers.items():  # still flowing, in the same layers
+            frames = client.live_frames("video").get(owner, 0)
+            assert await wait_until(lambda c=client, f=frames: c.live_frames("video").get(owner, 0) > f + 10)
+            assert lines(client) == wanted[name]
+    finally:
+        pacer.stop()
+        for client in viewers.values():
+            await client.close()
+        await publisher.close()
         await server.runner.cleanup()
 
 
