@@ -2739,7 +2739,9 @@ parse_header(const uint8_t *data, Py_ssize_t size, PyObject *extensions, int tra
                     return -1;
                 if (id == EXT_AUDIO_LEVEL)
                     header->audio_level = data[position];
-                else if (id == transport_cc_id && length == 2)
+                /* transport_cc_id 0 means not asked: an element with the reserved ID 0
+                 * and a length (fuzzing found one) is no transport-cc number. */
+                else if (transport_cc_id > 0 && id == transport_cc_id && length == 2)
                     header->transport_seq = (data[position] << 8) | data[position + 1];
                 if (extensions != NULL) {
                     PyObject *key = PyLong_FromLong(id);
@@ -2834,7 +2836,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* transport-cc: every packet of the connection counts, whatever its SSRC (RTX and
      * the sender's padding probes too). A packet handled twice (an SSRC learnt on its
      * first packet) is recorded twice; Arrivals.feedback() keeps one. */
-    if (header.transport_seq >= 0)
+    if (header.transport_seq >= 0 && arrivals != NULL)
         arrivals_add(arrivals, header.transport_seq, monotonic_now());
     Py_ssize_t offset = header.payload_start, end = header.payload_end;
     int audio_level = header.audio_level;
