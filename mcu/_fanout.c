@@ -2980,6 +2980,320 @@ unprotect(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize((const char *)packet, length);
 }
 
+/* Inbound --------------------------------------------------------------------------- */
+
+/* One connection's received SRTP and SRTCP, once keyed: decrypted here, RTP through
+ * receive(), each transport-cc feedback from a subscriber straight to its estimator,
+ * and only what is left over for Python. A subscriber's feedback comes ten times a
+ * second on every connection; handled in Python it cost more than the forwarding it
+ * judges (docs/benchmarks.md). */
+typedef struct {
+    PyObject_HEAD
+    srtp_protect_fn unprotect_rtp;    /* srtp_unprotect and srtp_unprotect_rtcp */
+    srtp_protect_fn unprotect_rtcp;
+    PyObject *tracks;                 /* dict SSRC -> Track, as receive() takes it */
+    PyObject *counters;               /* Counters */
+    PyObject *arrivals;               /* Arrivals, or Py_None */
+    PyObject *after_receive;          /* (status, packet): what receive() leaves to Python */
+    PyObject *on_rtcp;                /* (packet): the RTCP not taken here */
+    PyObject *on_malformed;           /* (): a feedback packet that did not parse */
+    PyObject *estimator;              /* SendSideEstimator taking the feedback, or NULL */
+    PyObject *sink;                   /* the Sink its numbers are matched with, or NULL */
+    unsigned long long feedback_taken;
+    int estimate_changed;
+} InboundObject;
+
+static int
+inbound_traverse(InboundObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->tracks);
+    Py_VISIT(self->counters);
+    Py_VISIT(self->arrivals);
+    Py_VISIT(self->after_receive);
+    Py_VISIT(self->on_rtcp);
+    Py_VISIT(self->on_malformed);
+    Py_VISIT(self->estimator);
+    Py_VISIT(self->sink);
+    return 0;
+}
+
+static int
+inbound_clear(InboundObject *self)
+{
+    Py_CLEAR(self->tracks);
+    Py_CLEAR(self->counters);
+    Py_CLEAR(self->arrivals);
+    Py_CLEAR(self->after_receive);
+    Py_CLEAR(self->on_rtcp);
+    Py_CLEAR(self->on_malformed);
+    Py_CLEAR(self->estimator);
+    Py_CLEAR(self->sink);
+    return 0;
+}
+
+static void
+inbound_dealloc(InboundObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    inbound_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+inbound_init(InboundObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"tracks", "counters", "arrivals", "after_receive", "on_rtcp",
+                               "on_malformed", NULL};
+    PyObject *tracks, *counters, *arrivals, *after_receive, *on_rtcp, *on_malformed;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!OOOO:Inbound", keywords, &PyDict_Type, &tracks,
+                                     &CountersType, &counters, &arrivals, &after_receive, &on_rtcp,
+                                     &on_malformed))
+        return -1;
+    if (arrivals != Py_None && !PyObject_TypeCheck(arrivals, &ArrivalsType)) {
+        PyErr_SetString(PyExc_TypeError, "arrivals must be an Arrivals or None");
+        return -1;
+    }
+    if (!PyCallable_Check(after_receive) || !PyCallable_Check(on_rtcp) || !PyCallable_Check(on_malformed)) {
+        PyErr_SetString(PyExc_TypeError, "after_receive, on_rtcp and on_malformed must be callable");
+        return -1;
+    }
+    Py_XSETREF(self->tracks, Py_NewRef(tracks));
+    Py_XSETREF(self->counters, Py_NewRef(counters));
+    Py_XSETREF(self->arrivals, Py_NewRef(arrivals));
+    Py_XSETREF(self->after_receive, Py_NewRef(after_receive));
+    Py_XSETREF(self->on_rtcp, Py_NewRef(on_rtcp));
+    Py_XSETREF(self->on_malformed, Py_NewRef(on_malformed));
+    return 0;
+}
+
+/* The RTCP of one datagram: each transport-cc feedback to the estimator, the other
+ * packets (and anything after what parses) to on_rtcp, in their order, in one piece. */
+static int
+inbound_rtcp(InboundObject *self, const uint8_t *bytes, Py_ssize_t size)
+{
+    uint8_t rest[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    Py_ssize_t at = 0, rest_size = 0;
+    while (at + 4 <= size) {
+        Py_ssize_t end = at + 4 + 4 * (Py_ssize_t)((bytes[at + 2] << 8) | bytes[at + 3]);
+        if (end > size)
+            break;
+        if (bytes[at + 1] == RTCP_RTPFB && (bytes[at] & 0x1F) == FMT_TRANSPORT_CC) {
+            EstimatorObject *estimator = (EstimatorObject *)self->estimator;
+            FeedbackSummary summary;
+            memset(&summary, 0, sizeof(summary));
+            summary.burst = EST_BURST_S;
+            summary.trend = estimator->detector;
+            if (sink_summarize_feedback((SinkObject *)self->sink, bytes + at, end - at, &summary) < 0) {
+                if (!PyErr_ExceptionMatches(PyExc_ValueError))
+                    return -1;
+                PyErr_Clear();  /* from the network: counted, never raised */
+                PyObject *done = PyObject_CallNoArgs(self->on_malformed);
+                if (done == NULL)
+                    return -1;
+                Py_DECREF(done);
+            } else {
+                self->feedback_taken++;
+                if (summary.sent > 0) {  /* some of its numbers are ours */
+                    PyObject *estimate = estimator_take(estimator, monotonic_now(), &summary);
+                    if (estimate == NULL)
+                        return -1;
+                    Py_DECREF(estimate);
+                    self->estimate_changed = 1;
+                }
+            }
+        } else {
+            memcpy(rest + rest_size, bytes + at, (size_t)(end - at));
+            rest_size += end - at;
+        }
+        at = end;
+    }
+    memcpy(rest + rest_size, bytes + at, (size_t)(size - at));
+    rest_size += size - at;
+    if (rest_size == 0)
+        return 0;
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)rest, rest_size);
+    if (packet == NULL)
+        return -1;
+    PyObject *done = PyObject_CallOneArg(self->on_rtcp, packet);
+    Py_DECREF(packet);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+PyDoc_STRVAR(inbound_take_doc,
+"take(session, packet)\n--\n\n"
+"Handle one received SRTP or SRTCP ``packet`` of the connection whose inbound libsrtp\n"
+"session is at address ``session``: decrypt and authenticate it (dropped when it is not\n"
+"authentic, is a replay or is too long); RTP goes through receive(), and\n"
+"after_receive(status, packet) gets what receive() leaves to Python; RTCP's transport-cc\n"
+"feedback goes to ``estimator`` (matched with ``sink``) while both are set, and the\n"
+"rest to on_rtcp(packet).");
+
+static PyObject *
+inbound_take(InboundObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "take() takes (session, packet: bytes)");
+        return NULL;
+    }
+    if (self->tracks == NULL || self->unprotect_rtp == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Inbound not initialised (set_unprotect() first)");
+        return NULL;
+    }
+    void *session = PyLong_AsVoidPtr(args[0]);
+    if (session == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "session must be a non-null address");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
+    if (size < 2 || size > MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM)
+        Py_RETURN_NONE;
+    uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    memcpy(packet, PyBytes_AS_STRING(args[1]), (size_t)size);
+    int length = (int)size;
+    int rtcp = packet[1] >= 192 && packet[1] <= 223;
+    if ((rtcp ? self->unprotect_rtcp : self->unprotect_rtp)(session, packet, &length) != 0)
+        Py_RETURN_NONE;
+    if (rtcp) {
+        int failed = self->estimator != NULL && self->sink != NULL
+            ? inbound_rtcp(self, packet, length) : -2;
+        if (failed == -2) {  /* no estimator here: all of it is Python's */
+            PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
+            if (plain == NULL)
+                return NULL;
+            PyObject *done = PyObject_CallOneArg(self->on_rtcp, plain);
+            Py_DECREF(plain);
+            if (done == NULL)
+                return NULL;
+            Py_DECREF(done);
+        } else if (failed < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
+    if (plain == NULL)
+        return NULL;
+    PyObject *argv[4] = {self->tracks, plain, self->counters, self->arrivals};
+    PyObject *status = receive(NULL, argv, 4);
+    if (status == NULL) {
+        Py_DECREF(plain);
+        return NULL;
+    }
+    if (PyLong_AsLong(status) != 0) {
+        PyObject *call[2] = {status, plain};
+        PyObject *done = PyObject_Vectorcall(self->after_receive, call, 2, NULL);
+        Py_DECREF(status);
+        Py_DECREF(plain);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(status);
+    Py_DECREF(plain);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(inbound_set_unprotect_doc,
+"set_unprotect(rtp, rtcp)\n--\n\n"
+"The addresses of libsrtp2's srtp_unprotect and srtp_unprotect_rtcp (the adapter's).");
+
+static PyObject *
+inbound_set_unprotect(InboundObject *self, PyObject *args)
+{
+    PyObject *rtp, *rtcp;
+    if (!PyArg_ParseTuple(args, "OO:set_unprotect", &rtp, &rtcp))
+        return NULL;
+    void *rtp_fn = PyLong_AsVoidPtr(rtp), *rtcp_fn = PyLong_AsVoidPtr(rtcp);
+    if (PyErr_Occurred())
+        return NULL;
+    if (rtp_fn == NULL || rtcp_fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the functions must be non-null addresses");
+        return NULL;
+    }
+    self->unprotect_rtp = (srtp_protect_fn)rtp_fn;
+    self->unprotect_rtcp = (srtp_protect_fn)rtcp_fn;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+inbound_get_estimator(InboundObject *self, void *closure)
+{
+    return Py_NewRef(self->estimator != NULL ? self->estimator : Py_None);
+}
+
+static int
+inbound_set_estimator(InboundObject *self, PyObject *value, void *closure)
+{
+    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &EstimatorType)) {
+        PyErr_SetString(PyExc_TypeError, "estimator must be a SendSideEstimator or None");
+        return -1;
+    }
+    Py_XSETREF(self->estimator, value != NULL && value != Py_None ? Py_NewRef(value) : NULL);
+    return 0;
+}
+
+static PyObject *
+inbound_get_sink(InboundObject *self, void *closure)
+{
+    return Py_NewRef(self->sink != NULL ? self->sink : Py_None);
+}
+
+static int
+inbound_set_sink(InboundObject *self, PyObject *value, void *closure)
+{
+    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &SinkType)) {
+        PyErr_SetString(PyExc_TypeError, "sink must be a Sink or None");
+        return -1;
+    }
+    Py_XSETREF(self->sink, value != NULL && value != Py_None ? Py_NewRef(value) : NULL);
+    return 0;
+}
+
+static PyMethodDef inbound_methods[] = {
+    {"take", (PyCFunction)(void (*)(void))inbound_take, METH_FASTCALL, inbound_take_doc},
+    {"set_unprotect", (PyCFunction)inbound_set_unprotect, METH_VARARGS, inbound_set_unprotect_doc},
+    {NULL}
+};
+
+static PyGetSetDef inbound_getset[] = {
+    {"estimator", (getter)inbound_get_estimator, (setter)inbound_set_estimator,
+     "The SendSideEstimator the connection's transport-cc feedback goes to (None: all "
+     "RTCP goes to on_rtcp).", NULL},
+    {"sink", (getter)inbound_get_sink, (setter)inbound_set_sink,
+     "The connection's Sink, whose stamps the feedback is matched with (None: as estimator None).", NULL},
+    {NULL}
+};
+
+static PyMemberDef inbound_members[] = {
+    {"feedback_taken", T_ULONGLONG, offsetof(InboundObject, feedback_taken), READONLY,
+     "Well-formed transport-cc feedback packets taken here."},
+    {"estimate_changed", T_INT, offsetof(InboundObject, estimate_changed), 0,
+     "Set when feedback taken here changed the estimate; the owner clears it."},
+    {NULL}
+};
+
+static PyTypeObject InboundType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.Inbound",
+    .tp_doc = "Inbound(tracks, counters, arrivals, after_receive, on_rtcp, on_malformed)\n--\n\n"
+              "One connection's received SRTP and SRTCP, decrypted and handled in C (take()).",
+    .tp_basicsize = sizeof(InboundObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)inbound_init,
+    .tp_dealloc = (destructor)inbound_dealloc,
+    .tp_traverse = (traverseproc)inbound_traverse,
+    .tp_clear = (inquiry)inbound_clear,
+    .tp_methods = inbound_methods,
+    .tp_getset = inbound_getset,
+    .tp_members = inbound_members,
+};
+
 /* Module ---------------------------------------------------------------------------- */
 
 static PyMethodDef module_methods[] = {
@@ -3007,7 +3321,8 @@ PyInit__fanout(void)
 {
     if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
         || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0
-        || PyType_Ready(&DelayTrendType) < 0 || PyType_Ready(&EstimatorType) < 0)
+        || PyType_Ready(&DelayTrendType) < 0 || PyType_Ready(&EstimatorType) < 0
+        || PyType_Ready(&InboundType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -3024,6 +3339,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "Arrivals", (PyObject *)&ArrivalsType) < 0
         || PyModule_AddObjectRef(module, "DelayTrend", (PyObject *)&DelayTrendType) < 0
         || PyModule_AddObjectRef(module, "SendSideEstimator", (PyObject *)&EstimatorType) < 0
+        || PyModule_AddObjectRef(module, "Inbound", (PyObject *)&InboundType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

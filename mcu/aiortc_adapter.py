@@ -56,7 +56,7 @@ from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcicetransport import candidate_to_aioice
 
-from mcu._fanout import Sink, unprotect
+from mcu._fanout import Inbound, Sink, unprotect
 
 logger = logging.getLogger(__name__)
 
@@ -481,8 +481,11 @@ def queued_datagrams(dtls: RTCDtlsTransport) -> int:
 
 def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler,
                   on_error: Callable[[BaseException], None],
-                  on_dropped: Callable[[], None] | None = None) -> None:
+                  on_dropped: Callable[[], None] | None = None, inbound: Inbound | None = None) -> None:
     """Route this transport's decrypted packets to our handlers.
+
+    With ``inbound``, each keyed datagram goes to its ``take()`` instead, which decrypts
+    and handles it in C (mcu/_fanout.c), calling the handlers its Python needs.
 
     Once SRTP is keyed, media datagrams go straight from the ICE connection to the
     handlers (decrypted here, instead of a hop through aioice's queue and three
@@ -543,7 +546,9 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
         # dispatch() inlined: this runs once per received packet. A packet that is not
         # authentic, or is replayed, is dropped (as aiortc does).
         try:
-            if 192 <= data[1] <= 223:
+            if inbound is not None:
+                inbound.take(session, data)
+            elif 192 <= data[1] <= 223:
                 plain = unprotect(_SRTP_UNPROTECT_RTCP, session, data)
                 if plain is not None:
                     on_rtcp(plain)
@@ -554,6 +559,8 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
         except Exception as exc:
             on_error(exc)
 
+    if inbound is not None:
+        inbound.set_unprotect(_SRTP_UNPROTECT, _SRTP_UNPROTECT_RTCP)
     connection.data_received = data_received  # type: ignore[method-assign]
 
 

@@ -29,6 +29,7 @@ from mcu._fanout import (
     RECEIVED_UNKNOWN,
     RECEIVED_WANTS_KEYFRAME,
     Arrivals,
+    Inbound,
     SendSideEstimator,
     Sink,
     Track,
@@ -119,9 +120,14 @@ class Participant:
         self.estimator = SendSideEstimator()
         self.rtt_s: float | None = None  # measured from its receiver reports; None: not yet
         # The SSRCs of the video legs its estimate covers, as of the last negotiation of a
-        # leg (it is filed under them for every feedback: ten times a second).
+        # leg, and whether feedback changed the estimate since it was last filed under them
+        # (file_estimate(): once a control step, not for each of ten feedbacks a second).
         self._video_leg_ssrcs: list[int] | None = None
-        self.transport_feedback_received = 0
+        self._estimate_unfiled = False
+        # Each transport's received media once keyed: decrypted, forwarded and its
+        # feedback estimated in C (mcu/_fanout.c, Inbound), with the transport.
+        self._inbounds: dict[int, tuple[Inbound, Any]] = {}
+        self._feedback_handled = 0  # transport-cc feedback taken here, in Python (the rest: Inbound)
         self.transport_feedback_sent = 0
         self.probe: PaddingProbe | None = None  # the last padding probe of its downlink
         self.probing: tuple[str, int] | None = None  # the step up (slot, layer) it is for
@@ -368,8 +374,28 @@ class Participant:
             dtls = transceiver.receiver.transport
             if id(dtls) not in self._tapped:
                 self._tapped.add(id(dtls))
+                inbound = Inbound(self._tracks, self._packet_counters, self._arrivals,
+                                  self._after_receive, self._on_rtcp, self._on_malformed_feedback)
+                self._inbounds[id(dtls)] = (inbound, dtls)
                 adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error,
-                                      self._on_datagram_dropped)
+                                      self._on_datagram_dropped, inbound)
+        self._arm_feedback()
+
+    def _arm_feedback(self) -> None:
+        """Let each transport's Inbound take its transport-cc feedback in C, matched with
+        what its sink sent, when transport-cc was agreed and no padding probe is out (a
+        probe judges each feedback's packets here, in Python: _on_transport_feedback)."""
+        probing = self.probe is not None and self.probe.open
+        for key, (inbound, _) in self._inbounds.items():
+            entry = self._sinks.get(key)
+            armed = bool(self.transport_cc_id) and not probing and not self.closed and entry is not None
+            inbound.sink = entry[0] if armed and entry is not None else None
+            inbound.estimator = self.estimator if armed else None
+
+    @property
+    def transport_feedback_received(self) -> int:
+        """Well-formed transport-cc feedback packets from the client, wherever taken."""
+        return self._feedback_handled + sum(inbound.feedback_taken for inbound, _ in self._inbounds.values())
 
     def _set_transport_cc(self, extension_id: int) -> None:
         # aiortc dropped the lines from the answer it applied (they are not in its
@@ -378,6 +404,7 @@ class Participant:
         self._arrivals.extension_id = extension_id
         for sink, _ in self._sinks.values():
             sink.transport_cc_id = extension_id
+        self._arm_feedback()
 
     def _writer(self, dtls: Any) -> Callable[[bytes], None]:
         writer = self._writers.get(id(dtls))
@@ -393,6 +420,7 @@ class Participant:
             entry = self._sinks[id(dtls)] = (sink, dtls)
             adapter.on_dtls_state(dtls, lambda: adapter.bind_sink(sink, dtls))
             adapter.bind_sink(sink, dtls)
+            self._arm_feedback()
         return entry[0]
 
     def _refresh_sinks(self) -> None:
@@ -584,7 +612,7 @@ class Participant:
         except ValueError:
             self.counters.rtcp_malformed += 1
             return
-        self.transport_feedback_received += 1
+        self._feedback_handled += 1
         if estimate is None:  # none of these numbers is ours (or still known)
             return
         if self.probe is not None and self.probe.open:  # the probe judges packet by packet
@@ -593,14 +621,33 @@ class Participant:
             self.probe.on_feedback([PacketResult(what[0], what[1], None if arrived is None else arrived / 1e6)
                                     for what, arrived in zip(sent, arrivals, strict=True)
                                     if what is not None])
-        # Into the structures a REMB fills, as one estimate for all our video legs (it
-        # is one for the whole connection): last-N pauses videos by it (mcu/lastn.py).
+        if self.probe is None or not self.probe.open:  # judged (or failed while out):
+            self._arm_feedback()  # the next feedback is the Inbound's again
+        self._estimate_unfiled = True
+
+    def _on_malformed_feedback(self) -> None:
+        self.counters.rtcp_malformed += 1
+
+    def file_estimate(self) -> None:
+        """Put the transport-cc estimate where a REMB puts its, as one estimate for all
+        our video legs (it is one for the whole connection): last-N and the layer choice
+        read it there (mcu/lastn.py, mcu/room.py). The room's control step calls this
+        before it decides, so the estimate is filed twice a second instead of at each of
+        the ten feedbacks a second that update it: with a grid of legs, filing was most
+        of what handling a feedback cost. Nothing to file when no feedback came since."""
+        changed = self._estimate_unfiled
+        self._estimate_unfiled = False
+        for inbound, _ in self._inbounds.values():
+            changed = changed or bool(inbound.estimate_changed)
+            inbound.estimate_changed = 0
+        if not changed:
+            return
         ssrcs = self._video_leg_ssrcs
         if ssrcs is None:
             ssrcs = self._video_leg_ssrcs = [c.ssrc for c in self.consumers.values()
                                              if c.kind == "video" and c.write is not None]
         if ssrcs:
-            self._on_remb(estimate, ssrcs)
+            self._on_remb(round(self.estimator.estimate_bps), ssrcs)
 
     def start_probe(self, target_bps: float, carried_bps: float) -> bool:
         """Pad what this subscriber receives from ``carried_bps`` up to ``target_bps``
@@ -616,6 +663,7 @@ class Participant:
         if consumer is None:
             return False
         self.probe = PaddingProbe(now, target_bps, self.estimator.base_delay_s)
+        self._arm_feedback()  # its feedback to Python, where the probe judges it
         padding_bps = max(0.0, target_bps - carried_bps)
         self._padding = asyncio.ensure_future(self._pad(self.probe, consumer, padding_bps))
         return True
@@ -767,6 +815,7 @@ class Participant:
             producer.feedback = None
         for sink, _ in self._sinks.values():
             sink.unbind()
+        self._arm_feedback()  # closed: disarmed
         await self.pc.close()
         if self.on_closed is not None:
             self.on_closed(self)

@@ -433,6 +433,7 @@ class Room:
         now = time.monotonic()
         probe_after = self.worker.config.probe_interval_s
         for subscriber in self.participants.values():
+            subscriber.file_estimate()  # the transport-cc estimate as of now
             # Which of the videos its slots show now its link can carry.
             consumers = [c for c in subscriber.consumers.values()
                          if c.kind == "video" and c.producer is not None]

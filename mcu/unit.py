@@ -574,6 +574,9 @@ class UnitParticipant:
     def send_transport_feedback(self) -> None:
         return None  # units do not negotiate transport-cc
 
+    def file_estimate(self) -> None:
+        return None  # no transport-cc estimate to file: a unit's REMB is filed as it comes
+
     def send_rtcp(self) -> None:
         """Sender report for the mix we send, receiver report for its voice (each
         second, from the worker's tick); a unit silent for MEDIA_TIMEOUT_S leaves."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 
 import pytest
 from mcu._fanout import (
     Arrivals,
     Counters,
+    Inbound,
     Leg,
     SendSideEstimator,
     Sink,
@@ -22,6 +24,8 @@ from mcu._fanout import (
 )
 
 from mcu import twcc
+from mcu.congestion import PaddingProbe
+from mcu.forwarding import Consumer
 from mcu.participant import Participant
 from mcu.room import MediaWorker, Room
 from tests.mcu import twcc_reference as reference
@@ -324,6 +328,89 @@ async def test_a_participant_counts_malformed_feedback_and_goes_on() -> None:
         link.close()
         await participant.pc.close()
 
+
+
+async def test_the_estimate_is_filed_under_the_video_legs_once_a_control_step() -> None:
+    """Feedback updates the estimate ten times a second; last-N and the layer choice
+    read it where a REMB puts its, filed when the room's control step asks."""
+    worker = MediaWorker()
+    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
+    link = Link()
+    try:
+        participant.transport_cc_id = 5
+        link.sink.transport_cc_id = 5
+        participant._sinks[0] = (link.sink, None)
+        videos = []
+        for index, ssrc in enumerate((0x1001, 0x1002)):
+            video = Consumer(f"viewer:camera{index}", "video", participant.id, worker.counters)
+            video.configure(ssrc, ssrc + 1, 96, 97, lambda packet: None, link.sink)
+            participant.consumers[video.id] = participant._consumer_by_ssrc[ssrc] = video
+            videos.append(video)
+        leg = Leg(video=False)  # what is sent on the connection, stamped (audio: no keyframe wait)
+        leg.sink = link.sink
+        for seq in range(3):
+            forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
+        participant.file_estimate()  # no feedback yet: nothing to file
+        assert participant.remb_estimates == {} and videos[0].remb_bps is None
+
+        participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000, 5_001_000, 5_002_000], 0))
+        assert participant.transport_feedback_received == 1
+        assert videos[0].remb_bps is None  # not at the feedback itself
+        participant.file_estimate()
+        estimate = round(participant.estimator.estimate_bps)
+        assert estimate > 0
+        assert [video.remb_bps for video in videos] == [estimate, estimate]
+        assert videos[0].remb_group == videos[1].remb_group  # one estimate for the connection
+        assert participant.remb_estimates == {videos[0].remb_group: estimate}
+
+        # A probe made the filed estimate stale (mcu/room.py pops it): it stays unknown
+        # until new feedback comes, not filed again from the old one.
+        participant.remb_estimates.clear()
+        participant.file_estimate()
+        assert participant.remb_estimates == {}
+        forward((leg,), b"", b"x" * 100, 0, 3, 3 * 960, False, False, False, 100)
+        participant._on_rtcp(reference.build_feedback(1, 2, 3, [5_100_000], 1))
+        participant.file_estimate()
+        assert participant.remb_estimates == {videos[0].remb_group: round(participant.estimator.estimate_bps)}
+    finally:
+        link.close()
+        await participant.pc.close()
+
+
+async def test_the_inbound_takes_feedback_once_agreed_and_leaves_it_to_a_probe() -> None:
+    """The C path (Inbound) estimates from feedback when transport-cc was agreed and a
+    sink sends on the connection; while a padding probe is out the feedback comes to
+    Python, where the probe judges it, and goes back to C once the probe is judged."""
+    worker = MediaWorker()
+    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
+    link = Link()
+    try:
+        inbound = Inbound({}, Counters(), None, lambda status, packet: None, participant._on_rtcp,
+                          participant._on_malformed_feedback)
+        participant._inbounds[0] = (inbound, None)
+        participant._arm_feedback()
+        assert inbound.estimator is None  # not agreed yet
+        link.sink.transport_cc_id = 5
+        participant._sinks[0] = (link.sink, None)
+        participant._set_transport_cc(5)
+        assert inbound.estimator is participant.estimator and inbound.sink is link.sink
+
+        participant.probe = PaddingProbe(time.monotonic(), 2_000_000, None)
+        participant._arm_feedback()
+        assert inbound.estimator is None and inbound.sink is None
+        leg = Leg(video=False)
+        leg.sink = link.sink
+        forward((leg,), b"", b"x" * 100, 0, 0, 0, False, False, False, 100)
+        participant.probe.failed = True  # its padding stopped, say
+        participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000], 0))
+        assert participant.transport_feedback_received == 1
+        assert inbound.estimator is participant.estimator  # the next one is C's again
+
+        await participant.close()
+        assert inbound.estimator is None and inbound.sink is None
+    finally:
+        link.close()
+        await participant.pc.close()
 
 SDP = "\r\n".join([
     "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
