@@ -7,16 +7,69 @@ and SSRCs, the NACKed sequence numbers through ``nack_lost``) and look the NACKe
 up in a leg's history (C); the pipe reads APP packets (layer reports) with
 ``rtp.rtcp_app_packets``. Bad input must come back as ValueError (counted as
 ``rtcp_malformed``), never as another exception or a crash.
+
+Before any of that, a participant's packet passes its connection's ``Inbound`` (C),
+which decrypts it and takes the transport-cc feedback out to the estimator: the input
+is protected as SRTCP and taken there too, the estimator matching it with packets a
+sink stamped. What the Inbound leaves to Python is what ``split_rtcp`` leaves, unless
+a feedback packet in it was malformed (then counted, not passed on).
 """
 
 from __future__ import annotations
 
-from mcu._fanout import Leg
+import os
+import socket
+
+import pylibsrtp
+from mcu._fanout import Counters, Inbound, Leg, SendSideEstimator, Sink, forward, split_rtcp
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
 
 _leg = Leg(video=True)
+
+# The Inbound's side: a client's SRTCP session and ours, a sink that stamped 64 packets.
+_key = os.urandom(30)
+_client = pylibsrtp.Session(pylibsrtp.Policy(key=_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+_ours = pylibsrtp.Session(pylibsrtp.Policy(key=_key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+_session = adapter._session_address(_ours)
+_out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+_out.bind(("127.0.0.1", 0))
+_in = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+_in.bind(("127.0.0.1", 0))
+_sink = Sink()
+_sink.bind(_out.fileno(), *_in.getsockname(), 0, 0, None)
+_sink.transport_cc_id = 3
+_stamped = Leg(video=False)
+_stamped.sink = _sink
+for _seq in range(64):
+    forward((_stamped,), b"", b"x" * 100, 0, _seq, _seq * 960, False, False, False, 100)
+_sink.unbind()  # stamped and kept in its ring: nothing more is sent
+_left: list[bytes] = []
+_malformed: list[None] = []
+_inbound = Inbound({}, Counters(), None, lambda status, packet: None, _left.append,
+                   lambda: _malformed.append(None))
+_inbound.set_unprotect(adapter._SRTP_UNPROTECT, adapter._SRTP_UNPROTECT_RTCP)
+_inbound.sink = _sink
+
+
+def _through_inbound(data: bytes) -> None:
+    # libsrtp protects nothing shorter than a header and an SSRC; a second byte outside
+    # 192-223 is RTP to the Inbound, as to every demultiplexer (RFC 5761).
+    if len(data) < 8 or not 192 <= data[1] <= 223:
+        return
+    try:
+        protected = _client.protect_rtcp(data)
+    except (pylibsrtp.Error, ValueError):  # longer than pylibsrtp's buffer takes
+        return
+    _left.clear()
+    _malformed.clear()
+    _inbound.estimator = SendSideEstimator()  # fresh: no state carried between inputs
+    _inbound.take(_session, protected)
+    assert len(_left) <= 1 and all(len(piece) <= len(data) for piece in _left)
+    rest, _ = split_rtcp(data)
+    if not _malformed:
+        assert (_left[0] if _left else b"") == rest
 
 
 def _reports(reports: list) -> None:
@@ -25,6 +78,7 @@ def _reports(reports: list) -> None:
 
 
 def one_input(data: bytes) -> None:
+    _through_inbound(data)
     try:
         # The pipe reads the APP packets (layer reports) with our own parser.
         for subtype, ssrc, name, payload in rtp.rtcp_app_packets(data):
