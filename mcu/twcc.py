@@ -7,7 +7,8 @@ in RTPFB FMT 15 packets, which numbers arrived and when; the sender matches that
 what it sent and estimates the path's capacity (for us: mcu/congestion.py; for a browser
 that publishes to us: its own send-side estimator, fed by our feedback).
 
-The feedback packets are read and made in C (mcu/_fanout.c: ``split_rtcp``,
+The feedback packets are read and made in C (mcu/_fanout.c: ``Inbound``, which takes a
+subscriber's out of the decrypted compound for its estimator; ``split_rtcp``,
 ``parse_feedback``, ``SendSideEstimator.on_packet``, ``Arrivals.feedback``): one arrives from each
 subscriber and one goes to each publisher ten times a second, and in Python each cost
 more per reported packet than forwarding it. tests/mcu/twcc_reference.py keeps a Python
