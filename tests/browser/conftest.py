@@ -26,8 +26,10 @@ async def browser() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def new_context(browser: Browser, base_url: str) -> BrowserContext:
-    context = await browser.new_context(base_url=base_url)
+async def new_context(browser: Browser, base_url: str,
+                      viewport: tuple[int, int] | None = None) -> BrowserContext:
+    size = {"viewport": {"width": viewport[0], "height": viewport[1]}} if viewport else {}
+    context = await browser.new_context(base_url=base_url, **size)
     await context.grant_permissions(["camera", "microphone"], origin=base_url)
     return context
 

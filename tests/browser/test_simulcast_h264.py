@@ -10,13 +10,20 @@ import asyncio
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext
 
 from bench.network import INBOUND_VIDEO, OUTBOUND_LAYERS
 from multipoint.app import MEDIA
 from multipoint.settings import Settings
-from signaling.links import join_url
 from tests.browser.conftest import screenshot
+from tests.browser.test_simulcast import (
+    height_is,
+    join_three,
+    mid_of,
+    slot_of,
+    to_small_tile_without_a_break,
+    truthy,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -70,76 +77,26 @@ def settings(settings: Settings) -> Settings:
     return settings
 
 
-async def wait_until(predicate, timeout: float, interval: float = 0.5) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(interval)
-    return False
-
-
-async def new_context(browser: Browser, base_url: str, width: int, height: int) -> BrowserContext:
-    context = await browser.new_context(base_url=base_url, viewport={"width": width, "height": height})
-    await context.grant_permissions(["camera", "microphone"], origin=base_url)
-    return context
-
-
-def slot_of(server, viewer_id: str, publisher_id: str) -> Any:
-    """The viewer's receive slot (a Consumer) showing the publisher's camera."""
-    viewer = server.app[MEDIA].rooms[ROOM].participants[viewer_id]
-    for consumer in viewer.consumers.values():
-        if consumer.producer is not None and consumer.producer.id == f"{publisher_id}-camera":
-            return consumer
-    return None
-
-
-def mid_of(server, viewer_id: str, consumer: Any) -> str:
-    viewer = server.app[MEDIA].rooms[ROOM].participants[viewer_id]
-    return next(mid for mid, leg in viewer._leg_by_mid.items() if leg is consumer)
-
-
-async def _true(value: object) -> bool:
-    return bool(value)
-
-
 async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_own(server, browser) -> None:
-    secret = server.settings.signing_secret()
-    pages, contexts = [], []
-    # The small viewer's window is just under the page's two-column width (800 px): the
-    # grid takes it all, three tiles a row at little more than their least width (240 px),
-    # 16:9 tiles under 150 device pixels tall.
-    for name, (width, height) in (("Publikující", (1280, 720)), ("Velká dlaždice", (1280, 720)),
-                                  ("Malá dlaždice", (790, 720))):
-        context = await new_context(browser, server.url, width, height)
-        page = await context.new_page()
-        await page.goto(join_url(server.url, secret, ROOM, name=name, ttl_s=600) + "&autojoin=1")
-        contexts.append(context)
-        pages.append(page)
-    publisher_page, big_page, small_page = pages
+    contexts: list[Any] = []
     try:
-        for page in pages:
-            await page.wait_for_function("() => window.multipointCall.roster?.length === 3", timeout=30_000)
-        # Only one camera is encoded (in three layers): a loaded 2-core machine is short of
-        # CPU for more.
-        for viewer_page in pages[1:]:
-            await viewer_page.click("#camera")
-        publisher, big, small = [await page.evaluate("window.multipointCall.me") for page in pages]
+        # The small viewer's window is just under the page's two-column width (800 px):
+        # the grid takes it all, three tiles a row at little more than their least width
+        # (240 px), 16:9 tiles under 150 device pixels tall.
+        publisher_page, big_page, small_page, publisher, big, small, camera = await join_three(
+            server, browser, ROOM, contexts, ((1280, 720), (1280, 720), (790, 720)))
         room = server.app[MEDIA].rooms[ROOM]
-        camera = room.participants[publisher].producers["camera"]
         assert camera.codec == "h264"
-        await big_page.wait_for_selector(f"#grid .tile[data-participant='{publisher}']", timeout=30_000)
-        await big_page.click(f"#grid .tile[data-participant='{publisher}']")
         # The page answered the offer's three RIDs, and each layer arrives as a stream.
-        every_layer = lambda: _true(camera.layers and all(layer.packets for layer in camera.layers))  # noqa: E731
+        every_layer = lambda: truthy(camera.layers and all(layer.packets for layer in camera.layers))  # noqa: E731
         assert await wait_until(every_layer, 45), [(layer.rid, layer.packets) for layer in camera.layers]
         assert [layer.rid for layer in camera.layers] == ["q", "h", "f"]
         assert all(layer.codec == "h264" for layer in camera.layers)
         sent = await publisher_page.evaluate(OUTBOUND_CODECS)
         assert {rid: layer["codec"] for rid, layer in sent.items()} == {rid: "video/H264" for rid in "qhf"}
 
-        big_slot = slot_of(server, big, publisher)
-        small_slot = slot_of(server, small, publisher)
+        big_slot = slot_of(server, big, publisher, ROOM)
+        small_slot = slot_of(server, small, publisher, ROOM)
         assert big_slot is not None and small_slot is not None
 
         async def layers_settled() -> bool:
@@ -149,15 +106,12 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         assert await wait_until(layers_settled, 25), (
             big_slot.layer, small_slot.layer, room.participants[big].tile_heights,
             room.participants[small].tile_heights)
-        big_mid, small_mid = mid_of(server, big, big_slot), mid_of(server, small, small_slot)
+        big_mid, small_mid = mid_of(server, big, big_slot, ROOM), mid_of(server, small, small_slot, ROOM)
 
-        async def heights(page, mid: str, height: int) -> bool:
-            return (await page.evaluate(INBOUND_VIDEO)).get(mid, {}).get("height") == height
-
-        assert await wait_until(lambda: heights(big_page, big_mid, 540), 15)
+        assert await wait_until(lambda: height_is(big_page, big_mid, 540), 15)
         # The small tile gets the quarter layer: 540 / 4 = 135 lines as sent, 134 as
         # decoded (Chrome's H.264 encoder codes 4:2:0 pictures of even height; VP8 keeps 135).
-        assert await wait_until(lambda: heights(small_page, small_mid, 134), 15), (
+        assert await wait_until(lambda: height_is(small_page, small_mid, 134), 15), (
             await small_page.evaluate(INBOUND_VIDEO), small_mid,
             await publisher_page.evaluate(OUTBOUND_LAYERS))
         assert (await big_page.evaluate(INBOUND_CODECS))[big_mid] == "video/H264"
@@ -180,14 +134,7 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
 
         # A smaller tile: the big viewer steps down to the middle layer, asked for again,
         # its video going on without a break.
-        before = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        await big_page.click(f"#grid .tile[data-participant='{publisher}']")
-        assert await wait_until(lambda: _true(big_slot.layer == 1 and big_slot.target_layer is None), 15)
-        assert await wait_until(lambda: heights(big_page, big_mid, 270), 15)
-        await asyncio.sleep(2)
-        after = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
-        assert after["frames"] > before["frames"] + 20
-        assert after["freezes"] - before["freezes"] <= 1, (before, after)
+        after = await to_small_tile_without_a_break(big_page, big_slot, big_mid, publisher)
 
         # Big again: up to the top layer (once a padding probe shows the link takes it),
         # and the picture keeps coming.
@@ -195,7 +142,7 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         keyframes_before = await publisher_page.evaluate(OUTBOUND_CODECS)
         asked_before = [layer.last_keyframe_request for layer in camera.layers]
         await big_page.click(f"#grid .tile[data-participant='{publisher}']")
-        assert await wait_until(lambda: heights(big_page, big_mid, 540), 20)
+        assert await wait_until(lambda: height_is(big_page, big_mid, 540), 20)
         asked_after = [layer.last_keyframe_request for layer in camera.layers]
         keyframes_after = await publisher_page.evaluate(OUTBOUND_CODECS)
         # The top layer's keyframe was asked for (a PLI on its own SSRC), and came.
@@ -209,9 +156,9 @@ async def test_an_h264_camera_goes_up_in_three_layers_and_each_viewer_gets_its_o
         # The publisher's own estimator drops the top layer: after 2 s without it the big
         # viewer is moved to the best layer left, the middle one.
         await publisher_page.evaluate(STOP_LAYER, "f")
-        assert await wait_until(lambda: _true(big_slot.layer == 1 and big_slot.target_layer is None), 15), (
+        assert await wait_until(lambda: truthy(big_slot.layer == 1 and big_slot.target_layer is None), 15), (
             big_slot.layer, big_slot.target_layer, [layer.packets for layer in camera.layers])
-        assert await wait_until(lambda: heights(big_page, big_mid, 270), 15)
+        assert await wait_until(lambda: height_is(big_page, big_mid, 270), 15)
         before = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]
         await asyncio.sleep(2)
         after = (await big_page.evaluate(INBOUND_VIDEO))[big_mid]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from mcu._fanout import (
@@ -297,120 +298,113 @@ def test_receive_records_the_transport_sequence_number() -> None:
     assert arrivals.pending == 0
 
 
-async def test_a_participant_counts_malformed_feedback_and_goes_on() -> None:
+@pytest.fixture
+async def viewer() -> AsyncIterator[tuple[MediaWorker, Participant, Link]]:
+    """A subscriber without a connection of its own: what it is sent goes on a Link."""
+    worker = MediaWorker()
+    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
+    link = Link()
+    yield worker, participant, link
+    link.close()
+    await participant.pc.close()
+
+
+def agree_transport_cc(participant: Participant, link: Link) -> None:
+    link.sink.transport_cc_id = 5
+    participant._sinks[0] = (link.sink, None)
+    participant._set_transport_cc(5)
+
+
+async def test_a_participant_counts_malformed_feedback_and_goes_on(viewer) -> None:
     """Feedback comes from the network: anything wrong in it is counted, never raised
     into the packet path, and good feedback after it is still taken."""
-    worker = MediaWorker()
-    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
-    link = Link()
-    try:
-        participant.transport_cc_id = 5
-        link.sink.transport_cc_id = 5
-        participant._sinks[0] = (link.sink, None)
-        leg = Leg(video=False)
-        leg.sink = link.sink
-        for seq in range(3):
-            forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
-        counters = worker.counters
-        receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
-        for name, packet in malformed_packets():
-            if packet[1:2] == b"\xcd" and packet[0] & 0x1F == 15 and len(packet) >= 4 \
-                    and 4 + 4 * int.from_bytes(packet[2:4], "big") <= len(packet):
-                before = counters.rtcp_malformed
-                participant._on_rtcp(receiver_report + packet)
-                assert counters.rtcp_malformed > before, name  # (its tail may count too)
-        assert participant.transport_feedback_received == 0
-        good = reference.build_feedback(1, 2, 0, [5_000_000, None, 5_001_000], 0)
-        participant._on_rtcp(receiver_report + good)
-        assert participant.transport_feedback_received == 1
-        assert counters.handler_errors == 0
-    finally:
-        link.close()
-        await participant.pc.close()
+    worker, participant, link = viewer
+    agree_transport_cc(participant, link)
+    leg = Leg(video=False)
+    leg.sink = link.sink
+    for seq in range(3):
+        forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
+    counters = worker.counters
+    receiver_report = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
+    for name, packet in malformed_packets():
+        if packet[1:2] == b"\xcd" and packet[0] & 0x1F == 15 and len(packet) >= 4 \
+                and 4 + 4 * int.from_bytes(packet[2:4], "big") <= len(packet):
+            before = counters.rtcp_malformed
+            participant._on_rtcp(receiver_report + packet)
+            assert counters.rtcp_malformed > before, name  # (its tail may count too)
+    assert participant.transport_feedback_received == 0
+    good = reference.build_feedback(1, 2, 0, [5_000_000, None, 5_001_000], 0)
+    participant._on_rtcp(receiver_report + good)
+    assert participant.transport_feedback_received == 1
+    assert counters.handler_errors == 0
 
 
-
-async def test_the_estimate_is_filed_under_the_video_legs_once_a_control_step() -> None:
+async def test_the_estimate_is_filed_under_the_video_legs_once_a_control_step(viewer) -> None:
     """Feedback updates the estimate ten times a second; last-N and the layer choice
     read it where a REMB puts its, filed when the room's control step asks."""
-    worker = MediaWorker()
-    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
-    link = Link()
-    try:
-        participant.transport_cc_id = 5
-        link.sink.transport_cc_id = 5
-        participant._sinks[0] = (link.sink, None)
-        videos = []
-        for index, ssrc in enumerate((0x1001, 0x1002)):
-            video = Consumer(f"viewer:camera{index}", "video", participant.id, worker.counters)
-            video.configure(ssrc, ssrc + 1, 96, 97, lambda packet: None, link.sink)
-            participant.consumers[video.id] = participant._consumer_by_ssrc[ssrc] = video
-            videos.append(video)
-        leg = Leg(video=False)  # what is sent on the connection, stamped (audio: no keyframe wait)
-        leg.sink = link.sink
-        for seq in range(3):
-            forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
-        participant.file_estimate()  # no feedback yet: nothing to file
-        assert participant.remb_estimates == {} and videos[0].remb_bps is None
+    worker, participant, link = viewer
+    agree_transport_cc(participant, link)
+    videos = []
+    for index, ssrc in enumerate((0x1001, 0x1002)):
+        video = Consumer(f"viewer:camera{index}", "video", participant.id, worker.counters)
+        video.configure(ssrc, ssrc + 1, 96, 97, lambda packet: None, link.sink)
+        participant.consumers[video.id] = participant._consumer_by_ssrc[ssrc] = video
+        videos.append(video)
+    leg = Leg(video=False)  # what is sent on the connection, stamped (audio: no keyframe wait)
+    leg.sink = link.sink
+    for seq in range(3):
+        forward((leg,), b"", b"x" * 100, 0, seq, seq * 960, False, False, False, 100)
+    participant.file_estimate()  # no feedback yet: nothing to file
+    assert participant.remb_estimates == {} and videos[0].remb_bps is None
 
-        participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000, 5_001_000, 5_002_000], 0))
-        assert participant.transport_feedback_received == 1
-        assert videos[0].remb_bps is None  # not at the feedback itself
-        participant.file_estimate()
-        estimate = round(participant.estimator.estimate_bps)
-        assert estimate > 0
-        assert [video.remb_bps for video in videos] == [estimate, estimate]
-        assert videos[0].remb_group == videos[1].remb_group  # one estimate for the connection
-        assert participant.remb_estimates == {videos[0].remb_group: estimate}
+    participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000, 5_001_000, 5_002_000], 0))
+    assert participant.transport_feedback_received == 1
+    assert videos[0].remb_bps is None  # not at the feedback itself
+    participant.file_estimate()
+    estimate = round(participant.estimator.estimate_bps)
+    assert estimate > 0
+    assert [video.remb_bps for video in videos] == [estimate, estimate]
+    assert videos[0].remb_group == videos[1].remb_group  # one estimate for the connection
+    assert participant.remb_estimates == {videos[0].remb_group: estimate}
 
-        # A probe made the filed estimate stale (mcu/room.py pops it): it stays unknown
-        # until new feedback comes, not filed again from the old one.
-        participant.remb_estimates.clear()
-        participant.file_estimate()
-        assert participant.remb_estimates == {}
-        forward((leg,), b"", b"x" * 100, 0, 3, 3 * 960, False, False, False, 100)
-        participant._on_rtcp(reference.build_feedback(1, 2, 3, [5_100_000], 1))
-        participant.file_estimate()
-        assert participant.remb_estimates == {videos[0].remb_group: round(participant.estimator.estimate_bps)}
-    finally:
-        link.close()
-        await participant.pc.close()
+    # A probe made the filed estimate stale (mcu/room.py pops it): it stays unknown
+    # until new feedback comes, not filed again from the old one.
+    participant.remb_estimates.clear()
+    participant.file_estimate()
+    assert participant.remb_estimates == {}
+    forward((leg,), b"", b"x" * 100, 0, 3, 3 * 960, False, False, False, 100)
+    participant._on_rtcp(reference.build_feedback(1, 2, 3, [5_100_000], 1))
+    participant.file_estimate()
+    assert participant.remb_estimates == {videos[0].remb_group: round(participant.estimator.estimate_bps)}
 
 
-async def test_the_inbound_takes_feedback_once_agreed_and_leaves_it_to_a_probe() -> None:
+async def test_the_inbound_takes_feedback_once_agreed_and_leaves_it_to_a_probe(viewer) -> None:
     """The C path (Inbound) estimates from feedback when transport-cc was agreed and a
     sink sends on the connection; while a padding probe is out the feedback comes to
     Python, where the probe judges it, and goes back to C once the probe is judged."""
-    worker = MediaWorker()
-    participant = Participant(Room(worker, "feedback"), "viewer", "guest")
-    link = Link()
-    try:
-        inbound = Inbound({}, Counters(), None, lambda status, packet: None, participant._on_rtcp,
-                          participant._on_malformed_feedback)
-        participant._inbounds[0] = (inbound, None)
-        participant._arm_feedback()
-        assert inbound.estimator is None  # not agreed yet
-        link.sink.transport_cc_id = 5
-        participant._sinks[0] = (link.sink, None)
-        participant._set_transport_cc(5)
-        assert inbound.estimator is participant.estimator and inbound.sink is link.sink
+    _, participant, link = viewer
+    inbound = Inbound({}, Counters(), None, lambda status, packet: None, participant._on_rtcp,
+                      participant._on_malformed_feedback)
+    participant._inbounds[0] = (inbound, None)
+    participant._arm_feedback()
+    assert inbound.estimator is None  # not agreed yet
+    agree_transport_cc(participant, link)
+    assert inbound.estimator is participant.estimator and inbound.sink is link.sink
 
-        participant.probe = PaddingProbe(time.monotonic(), 2_000_000, None)
-        participant._arm_feedback()
-        assert inbound.estimator is None and inbound.sink is None
-        leg = Leg(video=False)
-        leg.sink = link.sink
-        forward((leg,), b"", b"x" * 100, 0, 0, 0, False, False, False, 100)
-        participant.probe.failed = True  # its padding stopped, say
-        participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000], 0))
-        assert participant.transport_feedback_received == 1
-        assert inbound.estimator is participant.estimator  # the next one is C's again
+    participant.probe = PaddingProbe(time.monotonic(), 2_000_000, None)
+    participant._arm_feedback()
+    assert inbound.estimator is None and inbound.sink is None
+    leg = Leg(video=False)
+    leg.sink = link.sink
+    forward((leg,), b"", b"x" * 100, 0, 0, 0, False, False, False, 100)
+    participant.probe.failed = True  # its padding stopped, say
+    participant._on_rtcp(reference.build_feedback(1, 2, 0, [5_000_000], 0))
+    assert participant.transport_feedback_received == 1
+    assert inbound.estimator is participant.estimator  # the next one is C's again
 
-        await participant.close()
-        assert inbound.estimator is None and inbound.sink is None
-    finally:
-        link.close()
-        await participant.pc.close()
+    await participant.close()
+    assert inbound.estimator is None and inbound.sink is None
+
 
 SDP = "\r\n".join([
     "v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0 1",
