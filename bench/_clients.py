@@ -383,6 +383,22 @@ class Receiver:
                    for kind in kinds)
 
 
+def configure_layers(streams: list[OutStream], negotiated: Any, ssrc: int, rtx_ssrc: int, dtls: Any,
+                     skip: Callable[[OutStream], bool] = lambda stream: False) -> None:
+    """One m-line, a stream per simulcast layer (lowest first): aiortc's SSRC for the top
+    one, our own for the others (the server learns each from its RID). Streams already
+    configured, or that ``skip`` names, are left as they are."""
+    taken = {ssrc, rtx_ssrc}
+    for stream in streams:
+        if stream.ready or skip(stream):
+            continue
+        layer_ssrc = ssrc if stream is streams[-1] else 0
+        while not layer_ssrc or layer_ssrc in taken:
+            layer_ssrc = random.getrandbits(32)
+        taken.add(layer_ssrc)
+        stream.configure(negotiated, layer_ssrc, dtls)
+
+
 # One participant of the multipoint service ---------------------------------------------
 
 
@@ -617,17 +633,7 @@ class Participant:
     def _on_send(self, negotiated: adapter.NegotiatedRtp, ssrc: int, rtx_ssrc: int,
                  dtls: Any) -> None:
         if negotiated.kind == "video" and self.layer_streams:
-            # One m-line, a stream per layer: aiortc's SSRC for the top one, our own for
-            # the others (the server learns each from its RID).
-            taken = {ssrc, rtx_ssrc}
-            for stream in self.layer_streams:
-                if stream.ready:
-                    continue
-                layer_ssrc = ssrc if stream is self.layer_streams[-1] else 0
-                while not layer_ssrc or layer_ssrc in taken:
-                    layer_ssrc = random.getrandbits(32)
-                taken.add(layer_ssrc)
-                stream.configure(negotiated, layer_ssrc, dtls)
+            configure_layers(self.layer_streams, negotiated, ssrc, rtx_ssrc, dtls)
             return
         stream = self.streams.get(negotiated.kind)
         if stream is not None and not stream.ready:

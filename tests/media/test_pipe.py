@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from bench import _sdp
-from bench._clients import OutStream, Pacer, new_peer_connection
+from bench._clients import OutStream, Pacer, configure_layers, new_peer_connection
 from bench._media import EncodedMedia, encode_media
 from mcu import aiortc_adapter, rtp
 from mcu.forwarding import Consumer
@@ -652,15 +651,8 @@ class LayeredPublisher:
             if not self.audio.ready:
                 self.audio.configure(negotiated, ssrc, dtls)
             return
-        taken = {ssrc, rtx_ssrc}
-        for stream in self.layers:  # aiortc's SSRC for the top layer, our own for the others
-            if stream.ready or stream.ssrc in self._writers:
-                continue
-            layer_ssrc = ssrc if stream is self.layers[-1] else 0
-            while not layer_ssrc or layer_ssrc in taken:
-                layer_ssrc = random.getrandbits(32)
-            taken.add(layer_ssrc)
-            stream.configure(negotiated, layer_ssrc, dtls)
+        configure_layers(self.layers, negotiated, ssrc, rtx_ssrc, dtls,
+                         skip=lambda stream: stream.ssrc in self._writers)  # paused, not new
 
     async def _receive_message(self, message: dict[str, Any]) -> None:
         if message["type"] != "layers":
