@@ -50,7 +50,6 @@ _malformed: list[None] = []
 _inbound = Inbound({}, Counters(), None, lambda status, packet: None, _left.append,
                    lambda: _malformed.append(None))
 _inbound.set_unprotect(adapter._SRTP_UNPROTECT, adapter._SRTP_UNPROTECT_RTCP)
-_inbound.sink = _sink
 
 
 def _through_inbound(data: bytes) -> None:
@@ -64,7 +63,7 @@ def _through_inbound(data: bytes) -> None:
         return
     _left.clear()
     _malformed.clear()
-    _inbound.estimator = SendSideEstimator()  # fresh: no state carried between inputs
+    _inbound.arm(SendSideEstimator(), _sink)  # fresh: no state carried between inputs
     _inbound.take(_session, protected)
     assert len(_left) <= 1 and all(len(piece) <= len(data) for piece in _left)
     rest, _ = split_rtcp(data)

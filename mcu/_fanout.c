@@ -1095,6 +1095,8 @@ typedef struct {
     int has_last_change, has_capacity;
     double last_change, hold_until, capacity_bps, loss_cut_at, overused_at;
     double rtt;                       /* the subscriber's round trip (set from RTCP) */
+    unsigned long long feedbacks;     /* well-formed feedback packets read (estimator_feed) */
+    int changed;                      /* a new estimate since the owner last cleared it */
 } EstimatorObject;
 
 static inline double py_max(double a, double b) { return b > a ? b : a; }
@@ -1121,6 +1123,8 @@ estimator_init(EstimatorObject *self, PyObject *args, PyObject *kwargs)
     self->hold_until = 0;
     self->loss_cut_at = self->overused_at = -INFINITY;
     self->rtt = EST_START_RTT_S;
+    self->feedbacks = 0;
+    self->changed = 0;
     return 0;
 }
 
@@ -1221,7 +1225,7 @@ estimator_update_loss_rate(EstimatorObject *self, double now, long long sent, lo
 }
 
 /* The rest of a feedback, once its groups went to the detector. */
-static PyObject *
+static void
 estimator_take(EstimatorObject *self, double now, const FeedbackSummary *summary)
 {
     if (summary->any_arrived) {
@@ -1250,7 +1254,28 @@ estimator_take(EstimatorObject *self, double now, const FeedbackSummary *summary
     }
     estimator_update_delay_rate(self, now);
     estimator_update_loss_rate(self, now, summary->sent, summary->lost);
-    return PyLong_FromDouble(estimator_estimate(self));
+    self->changed = 1;
+}
+
+/* One transport-cc feedback packet (as received) from the subscriber whose connection
+ * ``sink`` sends on, read straight into the estimator: 1 with a new estimate, 0 when none
+ * of its numbers is ours (or still known: nothing changes), -1 with ValueError when it is
+ * malformed. Both ways in take it here: on_packet() and an Inbound. */
+static int
+estimator_feed(EstimatorObject *self, SinkObject *sink, const uint8_t *packet, Py_ssize_t size,
+               double now)
+{
+    FeedbackSummary summary;
+    memset(&summary, 0, sizeof(summary));
+    summary.burst = EST_BURST_S;
+    summary.trend = self->detector;  /* groups straight to the detector, no tuples */
+    if (sink_summarize_feedback(sink, packet, size, &summary) < 0)
+        return -1;
+    self->feedbacks++;
+    if (summary.sent == 0)
+        return 0;
+    estimator_take(self, now, &summary);
+    return 1;
 }
 
 PyDoc_STRVAR(estimator_on_packet_doc,
@@ -1268,16 +1293,13 @@ estimator_on_packet(EstimatorObject *self, PyObject *args)
     PyObject *sink, *packet;
     if (!PyArg_ParseTuple(args, "dO!S:on_packet", &now, &SinkType, &sink, &packet))
         return NULL;
-    FeedbackSummary summary;
-    memset(&summary, 0, sizeof(summary));
-    summary.burst = EST_BURST_S;
-    summary.trend = self->detector;  /* groups straight to the detector, no tuples */
-    if (sink_summarize_feedback((SinkObject *)sink, (const uint8_t *)PyBytes_AS_STRING(packet),
-                                PyBytes_GET_SIZE(packet), &summary) < 0)
+    int taken = estimator_feed(self, (SinkObject *)sink, (const uint8_t *)PyBytes_AS_STRING(packet),
+                               PyBytes_GET_SIZE(packet), now);
+    if (taken < 0)
         return NULL;
-    if (summary.sent == 0)
+    if (taken == 0)
         Py_RETURN_NONE;
-    return estimator_take(self, now, &summary);
+    return PyLong_FromDouble(estimator_estimate(self));
 }
 
 PyDoc_STRVAR(estimator_on_feedback_doc,
@@ -1323,7 +1345,8 @@ estimator_on_feedback(EstimatorObject *self, PyObject *args)
         for (Py_ssize_t i = 0; i < count; i++)
             summary_add(&summary, values[3 * i], (long)values[3 * i + 1], arrived[i], values[3 * i + 2]);
         summary_close_group(&summary);
-        result = estimator_take(self, now, &summary);
+        estimator_take(self, now, &summary);
+        result = PyLong_FromDouble(estimator_estimate(self));
     }
     PyMem_Free(values);
     PyMem_Free(arrived);
@@ -1412,6 +1435,10 @@ static PyMemberDef estimator_members[] = {
     {"loss", T_DOUBLE, offsetof(EstimatorObject, loss), READONLY, "The share lost lately."},
     {"decreases", T_LONGLONG, offsetof(EstimatorObject, decreases), READONLY,
      "Overuse responses so far."},
+    {"feedbacks", T_ULONGLONG, offsetof(EstimatorObject, feedbacks), READONLY,
+     "Well-formed transport-cc feedback packets read from the bytes (on_packet(), an Inbound)."},
+    {"changed", T_INT, offsetof(EstimatorObject, changed), 0,
+     "Set by each new estimate; the owner clears it when it has filed the estimate."},
     {NULL}
 };
 
@@ -2997,10 +3024,10 @@ typedef struct {
     PyObject *after_receive;          /* (status, packet): what receive() leaves to Python */
     PyObject *on_rtcp;                /* (packet): the RTCP not taken here */
     PyObject *on_malformed;           /* (): a feedback packet that did not parse */
-    PyObject *estimator;              /* SendSideEstimator taking the feedback, or NULL */
-    PyObject *sink;                   /* the Sink its numbers are matched with, or NULL */
-    unsigned long long feedback_taken;
-    int estimate_changed;
+    /* Armed (arm()): the SendSideEstimator that takes the feedback and the Sink its
+     * numbers are matched with, both or neither (NULL: all RTCP goes to on_rtcp). */
+    PyObject *estimator;
+    PyObject *sink;
 } InboundObject;
 
 static int
@@ -3066,6 +3093,21 @@ inbound_init(InboundObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* ``callable(bytes)`` on a copy of ``data``: 0, or -1 with the error it raised. */
+static int
+call_with_bytes(PyObject *callable, const uint8_t *data, Py_ssize_t size)
+{
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)data, size);
+    if (packet == NULL)
+        return -1;
+    PyObject *done = PyObject_CallOneArg(callable, packet);
+    Py_DECREF(packet);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
 /* The RTCP of one datagram: each transport-cc feedback to the estimator, the other
  * packets (and anything after what parses) to on_rtcp, in their order, in one piece. */
 static int
@@ -3078,12 +3120,8 @@ inbound_rtcp(InboundObject *self, const uint8_t *bytes, Py_ssize_t size)
         if (end > size)
             break;
         if (bytes[at + 1] == RTCP_RTPFB && (bytes[at] & 0x1F) == FMT_TRANSPORT_CC) {
-            EstimatorObject *estimator = (EstimatorObject *)self->estimator;
-            FeedbackSummary summary;
-            memset(&summary, 0, sizeof(summary));
-            summary.burst = EST_BURST_S;
-            summary.trend = estimator->detector;
-            if (sink_summarize_feedback((SinkObject *)self->sink, bytes + at, end - at, &summary) < 0) {
+            if (estimator_feed((EstimatorObject *)self->estimator, (SinkObject *)self->sink,
+                               bytes + at, end - at, monotonic_now()) < 0) {
                 if (!PyErr_ExceptionMatches(PyExc_ValueError))
                     return -1;
                 PyErr_Clear();  /* from the network: counted, never raised */
@@ -3091,15 +3129,6 @@ inbound_rtcp(InboundObject *self, const uint8_t *bytes, Py_ssize_t size)
                 if (done == NULL)
                     return -1;
                 Py_DECREF(done);
-            } else {
-                self->feedback_taken++;
-                if (summary.sent > 0) {  /* some of its numbers are ours */
-                    PyObject *estimate = estimator_take(estimator, monotonic_now(), &summary);
-                    if (estimate == NULL)
-                        return -1;
-                    Py_DECREF(estimate);
-                    self->estimate_changed = 1;
-                }
             }
         } else {
             memcpy(rest + rest_size, bytes + at, (size_t)(end - at));
@@ -3109,17 +3138,7 @@ inbound_rtcp(InboundObject *self, const uint8_t *bytes, Py_ssize_t size)
     }
     memcpy(rest + rest_size, bytes + at, (size_t)(size - at));
     rest_size += size - at;
-    if (rest_size == 0)
-        return 0;
-    PyObject *packet = PyBytes_FromStringAndSize((const char *)rest, rest_size);
-    if (packet == NULL)
-        return -1;
-    PyObject *done = PyObject_CallOneArg(self->on_rtcp, packet);
-    Py_DECREF(packet);
-    if (done == NULL)
-        return -1;
-    Py_DECREF(done);
-    return 0;
+    return rest_size > 0 ? call_with_bytes(self->on_rtcp, rest, rest_size) : 0;
 }
 
 PyDoc_STRVAR(inbound_take_doc,
@@ -3157,21 +3176,11 @@ inbound_take(InboundObject *self, PyObject *const *args, Py_ssize_t nargs)
     int rtcp = packet[1] >= 192 && packet[1] <= 223;
     if ((rtcp ? self->unprotect_rtcp : self->unprotect_rtp)(session, packet, &length) != 0)
         Py_RETURN_NONE;
-    if (rtcp) {
-        int failed = self->estimator != NULL && self->sink != NULL
-            ? inbound_rtcp(self, packet, length) : -2;
-        if (failed == -2) {  /* no estimator here: all of it is Python's */
-            PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
-            if (plain == NULL)
-                return NULL;
-            PyObject *done = PyObject_CallOneArg(self->on_rtcp, plain);
-            Py_DECREF(plain);
-            if (done == NULL)
-                return NULL;
-            Py_DECREF(done);
-        } else if (failed < 0) {
+    if (rtcp) {  /* not armed: all of it is Python's */
+        int failed = self->estimator != NULL ? inbound_rtcp(self, packet, length)
+                                             : call_with_bytes(self->on_rtcp, packet, length);
+        if (failed)
             return NULL;
-        }
         Py_RETURN_NONE;
     }
     PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
@@ -3220,60 +3229,40 @@ inbound_set_unprotect(InboundObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-inbound_get_estimator(InboundObject *self, void *closure)
-{
-    return Py_NewRef(self->estimator != NULL ? self->estimator : Py_None);
-}
-
-static int
-inbound_set_estimator(InboundObject *self, PyObject *value, void *closure)
-{
-    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &EstimatorType)) {
-        PyErr_SetString(PyExc_TypeError, "estimator must be a SendSideEstimator or None");
-        return -1;
-    }
-    Py_XSETREF(self->estimator, value != NULL && value != Py_None ? Py_NewRef(value) : NULL);
-    return 0;
-}
+PyDoc_STRVAR(inbound_arm_doc,
+"arm(estimator, sink)\n--\n\n"
+"Take the connection's transport-cc feedback here: into ``estimator`` (a\n"
+"SendSideEstimator), matched with what ``sink`` stamped. arm(None, None): all RTCP goes\n"
+"to on_rtcp (transport-cc not agreed, or a padding probe judging the feedback in Python).");
 
 static PyObject *
-inbound_get_sink(InboundObject *self, void *closure)
+inbound_arm(InboundObject *self, PyObject *args)
 {
-    return Py_NewRef(self->sink != NULL ? self->sink : Py_None);
-}
-
-static int
-inbound_set_sink(InboundObject *self, PyObject *value, void *closure)
-{
-    if (value != NULL && value != Py_None && !PyObject_TypeCheck(value, &SinkType)) {
-        PyErr_SetString(PyExc_TypeError, "sink must be a Sink or None");
-        return -1;
+    PyObject *estimator, *sink;
+    if (!PyArg_ParseTuple(args, "OO:arm", &estimator, &sink))
+        return NULL;
+    int off = estimator == Py_None && sink == Py_None;
+    if (!off && !(PyObject_TypeCheck(estimator, &EstimatorType) && PyObject_TypeCheck(sink, &SinkType))) {
+        PyErr_SetString(PyExc_TypeError, "arm() takes (SendSideEstimator, Sink) or (None, None)");
+        return NULL;
     }
-    Py_XSETREF(self->sink, value != NULL && value != Py_None ? Py_NewRef(value) : NULL);
-    return 0;
+    Py_XSETREF(self->estimator, off ? NULL : Py_NewRef(estimator));
+    Py_XSETREF(self->sink, off ? NULL : Py_NewRef(sink));
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef inbound_methods[] = {
     {"take", (PyCFunction)(void (*)(void))inbound_take, METH_FASTCALL, inbound_take_doc},
     {"set_unprotect", (PyCFunction)inbound_set_unprotect, METH_VARARGS, inbound_set_unprotect_doc},
-    {NULL}
-};
-
-static PyGetSetDef inbound_getset[] = {
-    {"estimator", (getter)inbound_get_estimator, (setter)inbound_set_estimator,
-     "The SendSideEstimator the connection's transport-cc feedback goes to (None: all "
-     "RTCP goes to on_rtcp).", NULL},
-    {"sink", (getter)inbound_get_sink, (setter)inbound_set_sink,
-     "The connection's Sink, whose stamps the feedback is matched with (None: as estimator None).", NULL},
+    {"arm", (PyCFunction)inbound_arm, METH_VARARGS, inbound_arm_doc},
     {NULL}
 };
 
 static PyMemberDef inbound_members[] = {
-    {"feedback_taken", T_ULONGLONG, offsetof(InboundObject, feedback_taken), READONLY,
-     "Well-formed transport-cc feedback packets taken here."},
-    {"estimate_changed", T_INT, offsetof(InboundObject, estimate_changed), 0,
-     "Set when feedback taken here changed the estimate; the owner clears it."},
+    {"estimator", T_OBJECT, offsetof(InboundObject, estimator), READONLY,
+     "The SendSideEstimator the feedback goes to (None: not armed)."},
+    {"sink", T_OBJECT, offsetof(InboundObject, sink), READONLY,
+     "The Sink whose stamps the feedback is matched with (None: not armed)."},
     {NULL}
 };
 
@@ -3290,7 +3279,6 @@ static PyTypeObject InboundType = {
     .tp_traverse = (traverseproc)inbound_traverse,
     .tp_clear = (inquiry)inbound_clear,
     .tp_methods = inbound_methods,
-    .tp_getset = inbound_getset,
     .tp_members = inbound_members,
 };
 

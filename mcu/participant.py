@@ -120,14 +120,11 @@ class Participant:
         self.estimator = SendSideEstimator()
         self.rtt_s: float | None = None  # measured from its receiver reports; None: not yet
         # The SSRCs of the video legs its estimate covers, as of the last negotiation of a
-        # leg, and whether feedback changed the estimate since it was last filed under them
-        # (file_estimate(): once a control step, not for each of ten feedbacks a second).
+        # leg (file_estimate() files it under them once a control step).
         self._video_leg_ssrcs: list[int] | None = None
-        self._estimate_unfiled = False
         # Each transport's received media once keyed: decrypted, forwarded and its
-        # feedback estimated in C (mcu/_fanout.c, Inbound), with the transport.
-        self._inbounds: dict[int, tuple[Inbound, Any]] = {}
-        self._feedback_handled = 0  # transport-cc feedback taken here, in Python (the rest: Inbound)
+        # feedback estimated in C (mcu/_fanout.c, Inbound), by the transport's id.
+        self._inbounds: dict[int, Inbound] = {}
         self.transport_feedback_sent = 0
         self.probe: PaddingProbe | None = None  # the last padding probe of its downlink
         self.probing: tuple[str, int] | None = None  # the step up (slot, layer) it is for
@@ -376,7 +373,7 @@ class Participant:
                 self._tapped.add(id(dtls))
                 inbound = Inbound(self._tracks, self._packet_counters, self._arrivals,
                                   self._after_receive, self._on_rtcp, self._on_malformed_feedback)
-                self._inbounds[id(dtls)] = (inbound, dtls)
+                self._inbounds[id(dtls)] = inbound
                 adapter.tap_transport(dtls, self._on_rtp, self._on_rtcp, self._on_handler_error,
                                       self._on_datagram_dropped, inbound)
         self._arm_feedback()
@@ -386,16 +383,18 @@ class Participant:
         what its sink sent, when transport-cc was agreed and no padding probe is out (a
         probe judges each feedback's packets here, in Python: _on_transport_feedback)."""
         probing = self.probe is not None and self.probe.open
-        for key, (inbound, _) in self._inbounds.items():
+        for key, inbound in self._inbounds.items():
             entry = self._sinks.get(key)
-            armed = bool(self.transport_cc_id) and not probing and not self.closed and entry is not None
-            inbound.sink = entry[0] if armed and entry is not None else None
-            inbound.estimator = self.estimator if armed else None
+            if self.transport_cc_id and not probing and not self.closed and entry is not None:
+                inbound.arm(self.estimator, entry[0])
+            else:
+                inbound.arm(None, None)
 
     @property
     def transport_feedback_received(self) -> int:
-        """Well-formed transport-cc feedback packets from the client, wherever taken."""
-        return self._feedback_handled + sum(inbound.feedback_taken for inbound, _ in self._inbounds.values())
+        """Well-formed transport-cc feedback packets from the client (read in C, by its
+        connection's Inbound or by _on_transport_feedback)."""
+        return self.estimator.feedbacks
 
     def _set_transport_cc(self, extension_id: int) -> None:
         # aiortc dropped the lines from the answer it applied (they are not in its
@@ -612,7 +611,6 @@ class Participant:
         except ValueError:
             self.counters.rtcp_malformed += 1
             return
-        self._feedback_handled += 1
         if estimate is None:  # none of these numbers is ours (or still known)
             return
         if self.probe is not None and self.probe.open:  # the probe judges packet by packet
@@ -623,7 +621,6 @@ class Participant:
                                     if what is not None])
         if self.probe is None or not self.probe.open:  # judged (or failed while out):
             self._arm_feedback()  # the next feedback is the Inbound's again
-        self._estimate_unfiled = True
 
     def _on_malformed_feedback(self) -> None:
         self.counters.rtcp_malformed += 1
@@ -635,13 +632,9 @@ class Participant:
         before it decides, so the estimate is filed twice a second instead of at each of
         the ten feedbacks a second that update it: with a grid of legs, filing was most
         of what handling a feedback cost. Nothing to file when no feedback came since."""
-        changed = self._estimate_unfiled
-        self._estimate_unfiled = False
-        for inbound, _ in self._inbounds.values():
-            changed = changed or bool(inbound.estimate_changed)
-            inbound.estimate_changed = 0
-        if not changed:
+        if not self.estimator.changed:
             return
+        self.estimator.changed = 0
         ssrcs = self._video_leg_ssrcs
         if ssrcs is None:
             ssrcs = self._video_leg_ssrcs = [c.ssrc for c in self.consumers.values()

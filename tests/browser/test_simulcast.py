@@ -61,6 +61,24 @@ async def to_small_tile_without_a_break(page, slot: Any, mid: str, publisher: st
     return after
 
 
+async def only_these_layers_encoded(room: Any, publisher: str, page, active: list[str]) -> None:
+    """The server tells the publisher's page to send only the ``active`` layers, and its
+    encoder stops the others while these go on."""
+    async def told() -> bool:
+        return publisher in room.participants and room.participants[publisher].sent_layers == active
+
+    assert await wait_until(told, 15), room.participants[publisher].sent_layers
+    await asyncio.sleep(1.5)
+    first = await page.evaluate(OUTBOUND_LAYERS)
+    await asyncio.sleep(2)
+    second = await page.evaluate(OUTBOUND_LAYERS)
+    for rid in ("q", "h", "f"):
+        if rid in active:
+            assert second[rid]["frames"] > first[rid]["frames"], (rid, first, second)
+        else:
+            assert second[rid]["frames"] == first[rid]["frames"], (rid, first, second)
+
+
 async def join_three(server, browser, room: str, contexts: list[Any],
                      viewports: tuple[tuple[int, int] | None, ...] = (None, None, None)) -> tuple[Any, ...]:
     """A publisher, a viewer that shows its camera in the big tile and one with small
@@ -122,17 +140,8 @@ async def test_each_viewer_gets_the_layer_its_tile_needs(server, browser) -> Non
 
         # Nobody takes the top layer now: the publisher's page is told to pause it, and
         # its encoder stops; the two lower layers go on.
-        async def top_paused() -> bool:
-            return camera.layers[2].packets > 0 and publisher in room.participants and \
-                room.participants[publisher].sent_layers == ["q", "h"]
-
-        assert await wait_until(top_paused, 15), room.participants[publisher].sent_layers
-        await asyncio.sleep(1.5)
-        first = await publisher_page.evaluate(OUTBOUND_LAYERS)
-        await asyncio.sleep(2)
-        second = await publisher_page.evaluate(OUTBOUND_LAYERS)
-        assert second["f"]["frames"] == first["f"]["frames"], (first, second)
-        assert second["h"]["frames"] > first["h"]["frames"] and second["q"]["frames"] > first["q"]["frames"]
+        assert camera.layers[2].packets > 0
+        await only_these_layers_encoded(room, publisher, publisher_page, ["q", "h"])
 
         # Big again: the top layer is asked for, comes back, and is forwarded.
         await big_page.click(f"#grid .tile[data-participant='{publisher}']")

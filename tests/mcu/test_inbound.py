@@ -121,16 +121,16 @@ def test_feedback_goes_to_the_estimator_and_the_rest_of_the_rtcp_to_python(link:
     inbound = inbound_for({}, counters, calls)
     feedback = reference.build_feedback(1, 2, 0, [5_000_000, None, 5_002_000, 5_003_000], 0)
 
-    # No estimator yet (transport-cc not agreed, or a probe judging it): all to Python.
-    inbound.take(client.session, client.rtcp(RECEIVER_REPORT + feedback))
-    assert calls.rtcp == [RECEIVER_REPORT + feedback] and inbound.feedback_taken == 0
-
+    # Not armed (transport-cc not agreed, or a probe judging it): all to Python.
     estimator = SendSideEstimator()
-    inbound.estimator, inbound.sink = estimator, link.sink
+    inbound.take(client.session, client.rtcp(RECEIVER_REPORT + feedback))
+    assert calls.rtcp == [RECEIVER_REPORT + feedback] and estimator.feedbacks == 0
+
+    inbound.arm(estimator, link.sink)
     assert inbound.estimator is estimator and inbound.sink is link.sink
     inbound.take(client.session, client.rtcp(RECEIVER_REPORT + feedback + PLI))
     assert calls.rtcp[1:] == [RECEIVER_REPORT + PLI]  # in their order, without the feedback
-    assert inbound.feedback_taken == 1 and inbound.estimate_changed == 1
+    assert estimator.feedbacks == 1 and estimator.changed == 1
 
     # The same as the Python path gives: the estimator's on_packet on the same stamps.
     other = Link()
@@ -144,23 +144,29 @@ def test_feedback_goes_to_the_estimator_and_the_rest_of_the_rtcp_to_python(link:
         other.close()
 
     # Feedback alone: nothing for Python. Numbers that are not ours: taken, no change.
-    inbound.estimate_changed = 0
+    estimator.changed = 0
     inbound.take(client.session, client.rtcp(reference.build_feedback(1, 2, 900, [6_000_000], 1)))
-    assert len(calls.rtcp) == 2 and inbound.feedback_taken == 2 and inbound.estimate_changed == 0
+    assert len(calls.rtcp) == 2 and estimator.feedbacks == 2 and estimator.changed == 0
+
+    inbound.arm(None, None)
+    assert inbound.estimator is None and inbound.sink is None
+    inbound.take(client.session, client.rtcp(feedback))
+    assert calls.rtcp[-1] == feedback and estimator.feedbacks == 2
 
 
 def test_malformed_feedback_is_counted_and_the_rest_still_handled(link: Link) -> None:
     sent_on(link, 2)
     counters, calls, client = Counters(), Calls(), Client()
     inbound = inbound_for({}, counters, calls)
-    inbound.estimator, inbound.sink = SendSideEstimator(), link.sink
+    estimator = SendSideEstimator()
+    inbound.arm(estimator, link.sink)
     good = reference.build_feedback(1, 2, 0, [5_000_000, 5_001_000], 0)
     # Says 300 statuses in a packet that holds a handful.
     bad = good[:14] + struct.pack("!H", 300) + good[16:]
     inbound.take(client.session, client.rtcp(RECEIVER_REPORT + bad + PLI))
-    assert calls.malformed == 1 and calls.rtcp == [RECEIVER_REPORT + PLI] and inbound.feedback_taken == 0
+    assert calls.malformed == 1 and calls.rtcp == [RECEIVER_REPORT + PLI] and estimator.feedbacks == 0
     inbound.take(client.session, client.rtcp(good))
-    assert inbound.feedback_taken == 1 and inbound.estimate_changed == 1
+    assert estimator.feedbacks == 1 and estimator.changed == 1
     # A cut compound: what parses is handled, the cut tail goes to Python with the rest.
     inbound.take(client.session, client.rtcp(RECEIVER_REPORT + good[:9]))
     assert calls.rtcp[-1] == RECEIVER_REPORT + good[:9]
@@ -180,8 +186,10 @@ def test_what_the_handlers_raise_reaches_the_caller(link: Link) -> None:
     with pytest.raises(RuntimeError):
         inbound.take(client.session, client.rtcp(RECEIVER_REPORT))
     with pytest.raises(TypeError):
-        inbound.estimator = "estimator"
+        inbound.arm("estimator", None)
     with pytest.raises(TypeError):
-        inbound.sink = 5
+        inbound.arm(SendSideEstimator(), None)  # both or neither
+    with pytest.raises(AttributeError):
+        inbound.estimator = SendSideEstimator()  # only arm() sets it
     with pytest.raises(TypeError):
         Inbound({}, Counters(), None, fails, fails, "not callable")

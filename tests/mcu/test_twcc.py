@@ -385,7 +385,7 @@ async def test_the_inbound_takes_feedback_once_agreed_and_leaves_it_to_a_probe(v
     _, participant, link = viewer
     inbound = Inbound({}, Counters(), None, lambda status, packet: None, participant._on_rtcp,
                       participant._on_malformed_feedback)
-    participant._inbounds[0] = (inbound, None)
+    participant._inbounds[0] = inbound
     participant._arm_feedback()
     assert inbound.estimator is None  # not agreed yet
     agree_transport_cc(participant, link)
