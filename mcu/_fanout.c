@@ -26,6 +26,10 @@
  *   SendSideEstimator  a subscriber connection's estimate from its transport-cc
  *             feedback, read straight from the packet: in Python, first per reported
  *             packet and then per feedback, it cost more than forwarding the packets.
+ *   Inbound   one connection's received SRTP and SRTCP: decrypted, RTP through
+ *             receive(), transport-cc feedback to its estimator, the rest to Python.
+ *   Reader    an ICE host socket read here (recvmmsg): once keyed, the connection's
+ *             media goes to its Inbound without entering Python.
  *
  * receive() takes one decrypted packet from a publisher to all its legs; forward() sends
  * a packet the mixer made; unprotect() decrypts a received packet. Everything runs on
@@ -3150,6 +3154,44 @@ PyDoc_STRVAR(inbound_take_doc,
 "feedback goes to ``estimator`` (matched with ``sink``) while both are set, and the\n"
 "rest to on_rtcp(packet).");
 
+/* One received datagram of a keyed connection (take(), and a Reader's media): 0 when
+ * handled or dropped, -1 with the exception a handler raised. */
+static int
+inbound_handle(InboundObject *self, void *session, const uint8_t *data, Py_ssize_t size)
+{
+    if (size < 2 || size > MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM)
+        return 0;
+    uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    memcpy(packet, data, (size_t)size);
+    int length = (int)size;
+    int rtcp = packet[1] >= 192 && packet[1] <= 223;
+    if ((rtcp ? self->unprotect_rtcp : self->unprotect_rtp)(session, packet, &length) != 0)
+        return 0;
+    if (rtcp)  /* not armed: all of it is Python's */
+        return self->estimator != NULL ? inbound_rtcp(self, packet, length)
+                                       : call_with_bytes(self->on_rtcp, packet, length);
+    PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
+    if (plain == NULL)
+        return -1;
+    PyObject *argv[4] = {self->tracks, plain, self->counters, self->arrivals};
+    PyObject *status = receive(NULL, argv, 4);
+    if (status == NULL) {
+        Py_DECREF(plain);
+        return -1;
+    }
+    int failed = 0;
+    if (PyLong_AsLong(status) != 0) {
+        PyObject *call[2] = {status, plain};
+        PyObject *done = PyObject_Vectorcall(self->after_receive, call, 2, NULL);
+        if (done == NULL)
+            failed = -1;
+        Py_XDECREF(done);
+    }
+    Py_DECREF(status);
+    Py_DECREF(plain);
+    return failed;
+}
+
 static PyObject *
 inbound_take(InboundObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -3167,43 +3209,9 @@ inbound_take(InboundObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "session must be a non-null address");
         return NULL;
     }
-    Py_ssize_t size = PyBytes_GET_SIZE(args[1]);
-    if (size < 2 || size > MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM)
-        Py_RETURN_NONE;
-    uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
-    memcpy(packet, PyBytes_AS_STRING(args[1]), (size_t)size);
-    int length = (int)size;
-    int rtcp = packet[1] >= 192 && packet[1] <= 223;
-    if ((rtcp ? self->unprotect_rtcp : self->unprotect_rtp)(session, packet, &length) != 0)
-        Py_RETURN_NONE;
-    if (rtcp) {  /* not armed: all of it is Python's */
-        int failed = self->estimator != NULL ? inbound_rtcp(self, packet, length)
-                                             : call_with_bytes(self->on_rtcp, packet, length);
-        if (failed)
-            return NULL;
-        Py_RETURN_NONE;
-    }
-    PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
-    if (plain == NULL)
+    if (inbound_handle(self, session, (const uint8_t *)PyBytes_AS_STRING(args[1]),
+                       PyBytes_GET_SIZE(args[1])) < 0)
         return NULL;
-    PyObject *argv[4] = {self->tracks, plain, self->counters, self->arrivals};
-    PyObject *status = receive(NULL, argv, 4);
-    if (status == NULL) {
-        Py_DECREF(plain);
-        return NULL;
-    }
-    if (PyLong_AsLong(status) != 0) {
-        PyObject *call[2] = {status, plain};
-        PyObject *done = PyObject_Vectorcall(self->after_receive, call, 2, NULL);
-        Py_DECREF(status);
-        Py_DECREF(plain);
-        if (done == NULL)
-            return NULL;
-        Py_DECREF(done);
-        Py_RETURN_NONE;
-    }
-    Py_DECREF(status);
-    Py_DECREF(plain);
     Py_RETURN_NONE;
 }
 
@@ -3282,6 +3290,358 @@ static PyTypeObject InboundType = {
     .tp_members = inbound_members,
 };
 
+/* Reader ---------------------------------------------------------------------------- */
+
+/* What an ICE host socket receives, read here instead of by the event loop's datagram
+ * transport: that took each datagram through the loop's protocol call, an address tuple
+ * made per datagram and two Python functions before take() (docs/benchmarks.md). The
+ * event loop only watches the socket (add_reader) and calls readable(), which reads what
+ * is queued with one recvmmsg. Once keyed, a connection's SRTP and SRTCP go straight to
+ * its Inbound; anything else (STUN, DTLS, media before the keys) goes to on_other(data,
+ * addr), which is aioice's protocol. */
+#define READ_BATCH 8      /* datagrams per recvmmsg: a video frame's packets come together */
+#define READ_SLOT 2048    /* larger than any media datagram; what does not fit is dropped */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                      /* a duplicate of the socket's descriptor (as Sink's); -1 closed */
+    PyObject *on_other;          /* (data, addr) */
+    PyObject *on_error;          /* (exc): what a handler of on_other's raised */
+    InboundObject *inbound;      /* keyed: the connection's media goes here */
+    void *session;               /* the inbound libsrtp session */
+    PyObject *session_owner;     /* keeps that session alive */
+    PyObject *on_inbound_error;  /* (exc): what the Inbound's handlers raised */
+    int timestamps;              /* SO_TIMESTAMPNS asked for: ``arrival`` is kept */
+    double arrival;              /* kernel receive time (CLOCK_REALTIME) of the datagram in hand */
+    unsigned long long datagrams, batches, dropped;
+} ReaderObject;
+
+static int
+reader_traverse(ReaderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->on_other);
+    Py_VISIT(self->on_error);
+    Py_VISIT(self->inbound);
+    Py_VISIT(self->session_owner);
+    Py_VISIT(self->on_inbound_error);
+    return 0;
+}
+
+static void
+reader_unkey(ReaderObject *self)
+{
+    Py_CLEAR(self->inbound);
+    Py_CLEAR(self->session_owner);
+    Py_CLEAR(self->on_inbound_error);
+    self->session = NULL;
+}
+
+static int
+reader_clear(ReaderObject *self)
+{
+    Py_CLEAR(self->on_other);
+    Py_CLEAR(self->on_error);
+    reader_unkey(self);
+    return 0;
+}
+
+static void
+reader_close_fd(ReaderObject *self)
+{
+    if (self->fd >= 0) {
+        close(self->fd);
+        self->fd = -1;
+    }
+}
+
+static void
+reader_dealloc(ReaderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    reader_close_fd(self);
+    reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+reader_init(ReaderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"fileno", "on_other", "on_error", NULL};
+    int fileno;
+    PyObject *on_other, *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOO:Reader", keywords, &fileno, &on_other, &on_error))
+        return -1;
+    if (!PyCallable_Check(on_other) || !PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "on_other and on_error must be callable");
+        return -1;
+    }
+    int fd = fcntl(fileno, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    reader_close_fd(self);
+    reader_clear(self);
+    self->fd = fd;
+    self->on_other = Py_NewRef(on_other);
+    self->on_error = Py_NewRef(on_error);
+    return 0;
+}
+
+/* The exception in flight to ``handler(exc)``; one that raises is written as unraisable:
+ * a datagram never stops the reading of the next. */
+static void
+reader_report(ReaderObject *self, PyObject *handler)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL)
+        PyException_SetTraceback(value, traceback);
+    PyObject *done = handler != NULL && value != NULL ? PyObject_CallOneArg(handler, value) : NULL;
+    if (done == NULL)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(done);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+}
+
+static PyObject *
+address_tuple(const struct sockaddr_storage *address)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (address->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
+        inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+        return Py_BuildValue("(si)", host, ntohs(v4->sin_port));
+    }
+    if (address->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+        return Py_BuildValue("(si)", host, ntohs(v6->sin6_port));
+    }
+    return Py_BuildValue("(si)", "", 0);
+}
+
+/* The datagram's SCM_TIMESTAMPNS as seconds; 0 when it has none. */
+static double
+arrival_of(struct msghdr *header)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(header); c != NULL; c = CMSG_NXTHDR(header, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec when;
+            memcpy(&when, CMSG_DATA(c), sizeof when);
+            return (double)when.tv_sec + (double)when.tv_nsec / 1e9;
+        }
+    }
+    return 0.0;
+}
+
+PyDoc_STRVAR(reader_readable_doc,
+"readable()\n--\n\n"
+"Read what the socket has queued (up to a batch) and hand each datagram on: keyed media\n"
+"to the Inbound, the rest to on_other(data, addr). The event loop calls it when the\n"
+"socket is readable; it never raises.");
+
+static PyObject *
+reader_readable(ReaderObject *self, PyObject *unused)
+{
+    if (self->fd < 0)
+        Py_RETURN_NONE;
+    uint8_t buffers[READ_BATCH][READ_SLOT];
+    struct mmsghdr messages[READ_BATCH];
+    struct iovec vectors[READ_BATCH];
+    struct sockaddr_storage addresses[READ_BATCH];
+    union {
+        char bytes[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } controls[READ_BATCH];
+    memset(messages, 0, sizeof messages);
+    for (int i = 0; i < READ_BATCH; i++) {
+        vectors[i].iov_base = buffers[i];
+        vectors[i].iov_len = READ_SLOT;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_name = &addresses[i];
+        messages[i].msg_hdr.msg_namelen = sizeof addresses[i];
+        if (self->timestamps) {
+            messages[i].msg_hdr.msg_control = controls[i].bytes;
+            messages[i].msg_hdr.msg_controllen = sizeof controls[i].bytes;
+        }
+    }
+    /* Nothing queued (another reader of the socket was first), or an error the socket
+     * reports for an earlier send: nothing to hand on either way. */
+    int count = recvmmsg(self->fd, messages, READ_BATCH, MSG_DONTWAIT, NULL);
+    if (count <= 0)
+        Py_RETURN_NONE;
+    self->batches++;
+    for (int i = 0; i < count; i++) {
+        self->datagrams++;
+        const uint8_t *data = buffers[i];
+        Py_ssize_t size = messages[i].msg_len;
+        if (messages[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            self->dropped++;
+            continue;
+        }
+        if (self->timestamps)
+            self->arrival = arrival_of(&messages[i].msg_hdr);
+        if (self->inbound != NULL && size >= 2 && data[0] > 127 && data[0] < 192) {
+            /* Its handlers may unkey or close this reader: what it uses stays alive. */
+            InboundObject *inbound = (InboundObject *)Py_NewRef(self->inbound);
+            PyObject *owner = Py_NewRef(self->session_owner);
+            PyObject *on_error = Py_NewRef(self->on_inbound_error);
+            if (inbound_handle(inbound, self->session, data, size) < 0)
+                reader_report(self, on_error);
+            Py_DECREF(inbound);
+            Py_DECREF(owner);
+            Py_DECREF(on_error);
+            continue;
+        }
+        PyObject *packet = PyBytes_FromStringAndSize((const char *)data, size);
+        PyObject *address = packet != NULL ? address_tuple(&addresses[i]) : NULL;
+        PyObject *done = NULL;
+        if (address != NULL) {
+            PyObject *call[2] = {packet, address};
+            done = PyObject_Vectorcall(self->on_other, call, 2, NULL);
+        }
+        if (done == NULL)
+            reader_report(self, self->on_error);
+        Py_XDECREF(done);
+        Py_XDECREF(packet);
+        Py_XDECREF(address);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(reader_key_doc,
+"key(inbound, session, owner, on_error)\n--\n\n"
+"From now on the connection's SRTP and SRTCP go to ``inbound`` (an Inbound, its\n"
+"set_unprotect() done), decrypted with the libsrtp session at address ``session``, which\n"
+"``owner`` keeps alive; on_error(exc) gets what its handlers raise. key(None, 0, None,\n"
+"None): back to on_other.");
+
+static PyObject *
+reader_key(ReaderObject *self, PyObject *args)
+{
+    PyObject *inbound, *session, *owner, *on_error;
+    if (!PyArg_ParseTuple(args, "OOOO:key", &inbound, &session, &owner, &on_error))
+        return NULL;
+    if (inbound == Py_None) {
+        reader_unkey(self);
+        Py_RETURN_NONE;
+    }
+    if (!PyObject_TypeCheck(inbound, &InboundType) || ((InboundObject *)inbound)->unprotect_rtp == NULL
+        || ((InboundObject *)inbound)->tracks == NULL) {
+        PyErr_SetString(PyExc_TypeError, "key() takes an initialised Inbound (set_unprotect() done)");
+        return NULL;
+    }
+    void *address = PyLong_AsVoidPtr(session);
+    if (address == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "session must be a non-null address");
+        return NULL;
+    }
+    if (!PyCallable_Check(on_error)) {
+        PyErr_SetString(PyExc_TypeError, "on_error must be callable");
+        return NULL;
+    }
+    reader_unkey(self);
+    self->inbound = (InboundObject *)Py_NewRef(inbound);
+    self->session = address;
+    self->session_owner = Py_NewRef(owner);
+    self->on_inbound_error = Py_NewRef(on_error);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(reader_stamp_arrivals_doc,
+"stamp_arrivals()\n--\n\n"
+"Keep the kernel's receive time of each datagram (``arrival``), for measurement.");
+
+static PyObject *
+reader_stamp_arrivals(ReaderObject *self, PyObject *unused)
+{
+    int on = 1;
+    if (self->fd >= 0 && setsockopt(self->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    self->timestamps = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(reader_close_doc,
+"close()\n--\n\nStop reading: the duplicate descriptor is closed and the Inbound let go.");
+
+static PyObject *
+reader_close(ReaderObject *self, PyObject *unused)
+{
+    reader_close_fd(self);
+    reader_unkey(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reader_get_keyed(ReaderObject *self, void *closure)
+{
+    return PyBool_FromLong(self->inbound != NULL);
+}
+
+static PyObject *
+reader_get_closed(ReaderObject *self, void *closure)
+{
+    return PyBool_FromLong(self->fd < 0);
+}
+
+static PyObject *
+reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    ReaderObject *self = (ReaderObject *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->fd = -1;
+    return (PyObject *)self;
+}
+
+static PyMethodDef reader_methods[] = {
+    {"readable", (PyCFunction)reader_readable, METH_NOARGS, reader_readable_doc},
+    {"key", (PyCFunction)reader_key, METH_VARARGS, reader_key_doc},
+    {"stamp_arrivals", (PyCFunction)reader_stamp_arrivals, METH_NOARGS, reader_stamp_arrivals_doc},
+    {"close", (PyCFunction)reader_close, METH_NOARGS, reader_close_doc},
+    {NULL}
+};
+
+static PyMemberDef reader_members[] = {
+    {"datagrams", T_ULONGLONG, offsetof(ReaderObject, datagrams), READONLY, "Datagrams read."},
+    {"batches", T_ULONGLONG, offsetof(ReaderObject, batches), READONLY, "recvmmsg calls that read some."},
+    {"dropped", T_ULONGLONG, offsetof(ReaderObject, dropped), READONLY,
+     "Datagrams dropped for not fitting a read slot (2048 bytes)."},
+    {"arrival", T_DOUBLE, offsetof(ReaderObject, arrival), READONLY,
+     "Kernel receive time of the datagram being handled (after stamp_arrivals(); else 0)."},
+    {NULL}
+};
+
+static PyGetSetDef reader_getset[] = {
+    {"keyed", (getter)reader_get_keyed, NULL, "Whether media goes to an Inbound.", NULL},
+    {"closed", (getter)reader_get_closed, NULL, "Whether close() was called.", NULL},
+    {NULL}
+};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mcu._fanout.Reader",
+    .tp_doc = "Reader(fileno, on_other, on_error)\n--\n\n"
+              "Reads a UDP socket in batches (readable()): keyed media to an Inbound, the rest\n"
+              "to on_other(data, addr).",
+    .tp_basicsize = sizeof(ReaderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = reader_new,
+    .tp_init = (initproc)reader_init,
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+    .tp_methods = reader_methods,
+    .tp_members = reader_members,
+    .tp_getset = reader_getset,
+};
+
 /* Module ---------------------------------------------------------------------------- */
 
 static PyMethodDef module_methods[] = {
@@ -3310,7 +3670,7 @@ PyInit__fanout(void)
     if (PyType_Ready(&SinkType) < 0 || PyType_Ready(&LegType) < 0 || PyType_Ready(&ArrivalsType) < 0
         || PyType_Ready(&CountersType) < 0 || PyType_Ready(&TrackType) < 0
         || PyType_Ready(&DelayTrendType) < 0 || PyType_Ready(&EstimatorType) < 0
-        || PyType_Ready(&InboundType) < 0)
+        || PyType_Ready(&InboundType) < 0 || PyType_Ready(&ReaderType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&fanout_module);
     if (module == NULL)
@@ -3328,6 +3688,7 @@ PyInit__fanout(void)
         || PyModule_AddObjectRef(module, "DelayTrend", (PyObject *)&DelayTrendType) < 0
         || PyModule_AddObjectRef(module, "SendSideEstimator", (PyObject *)&EstimatorType) < 0
         || PyModule_AddObjectRef(module, "Inbound", (PyObject *)&InboundType) < 0
+        || PyModule_AddObjectRef(module, "Reader", (PyObject *)&ReaderType) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_MALFORMED", RECEIVED_MALFORMED) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_UNKNOWN", RECEIVED_UNKNOWN) < 0
         || PyModule_AddIntConstant(module, "RECEIVED_WANTS_KEYFRAME", RECEIVED_WANTS_KEYFRAME) < 0

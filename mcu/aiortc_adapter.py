@@ -13,8 +13,10 @@ We keep aiortc for ICE, DTLS and SRTP, and take over the RTP path:
 * negotiation: ``RTCRtpSender.send`` / ``RTCRtpReceiver.receive`` are replaced on the
   instance, to learn the negotiated payload types, SSRCs and mid of each transceiver;
 * ICE: host candidates on configured addresses (aioice leaves out loopback), optionally
-  bound inside a UDP port range; and ICE restart, which aiortc lacks
-  (:func:`begin_ice_restart`, :func:`finish_ice_restart`).
+  bound inside a UDP port range, on sockets of our own that a :class:`mcu._fanout.Reader`
+  reads in C (:class:`HostSocketTransport`: once keyed, a connection's media never enters
+  Python); and ICE restart, which aiortc lacks (:func:`begin_ice_restart`,
+  :func:`finish_ice_restart`).
 
 aiortc and aioice are pinned to exact versions (pyproject.toml); :func:`check_internals`
 runs at import and names whatever private attribute has gone missing, and
@@ -28,6 +30,7 @@ import asyncio.selector_events
 import fcntl
 import logging
 import random
+import socket
 import struct
 import time
 import types
@@ -38,6 +41,7 @@ from typing import Any
 import aioice
 import aioice.ice
 import aioice.stun
+import aioice.turn
 import aioice.utils
 import aiortc
 import aiortc.sdp as aiortc_sdp
@@ -56,7 +60,7 @@ from aiortc import rtp as aiortc_rtp
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcicetransport import candidate_to_aioice
 
-from mcu._fanout import Inbound, Sink, unprotect
+from mcu._fanout import Inbound, Reader, Sink, unprotect
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +112,8 @@ def check_internals() -> None:
         (aioice.ice, "ICE_COMPLETED"),
         (aioice.utils, "random_string"),
         (aioice.ice.StunProtocol, "datagram_received"),
+        (aioice.ice.StunProtocol, "connection_made"),
+        (aioice.turn, "UDP_SOCKET_BUFFER_SIZE"),
         (aiortc_rtp.RtcpPacket, "parse"),
         (asyncio.selector_events, "_SelectorDatagramTransport"),
         (pylibsrtp._binding.lib, "srtp_protect"),
@@ -161,10 +167,96 @@ _original_get_component_candidates = aioice.ice.Connection.get_component_candida
 _original_get_host_addresses = aioice.ice.get_host_addresses
 
 
+class HostSocketTransport(asyncio.DatagramTransport):
+    """An ICE host candidate's UDP socket, read in C instead of by the event loop.
+
+    The loop only watches the socket; a :class:`mcu._fanout.Reader` reads what is queued
+    with one ``recvmmsg`` a wake-up. Once :func:`tap_transport` keys it, the connection's
+    SRTP and SRTCP go straight to its Inbound; everything else (STUN, DTLS, media before
+    the keys) to aioice's protocol, as the loop's own transport would hand it. With the
+    loop's transport each received datagram cost a protocol call, an address tuple and
+    two Python functions before any of our C (docs/benchmarks.md).
+
+    Sends (STUN, DTLS, our RTCP through aiortc) go out directly; a full send buffer
+    drops the datagram, as UDP may.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: aioice.ice.StunProtocol) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._protocol = protocol
+        self._closing = False
+        self.send_dropped = 0
+        self.reader = Reader(sock.fileno(), protocol.datagram_received, self._on_error)
+        self._loop.add_reader(sock.fileno(), self.reader.readable)
+
+    def _on_error(self, exc: BaseException) -> None:
+        logger.error("ICE socket %s: error handling a datagram: %r", self._sock.getsockname(), exc)
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if self._closing:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._sock
+        if name == "sockname":
+            return self._sock.getsockname()
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self.reader.close()
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+
+def _bind_host_socket(connection: aioice.ice.Connection, component: int,
+                      address: str, port: int) -> aioice.ice.StunProtocol:
+    """A host candidate on ``address``:``port`` (0: any free port), read in C."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((address, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, aioice.turn.UDP_SOCKET_BUFFER_SIZE)
+    except OSError:
+        sock.close()
+        raise
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.connection_made(HostSocketTransport(sock, protocol))
+    host, bound_port = sock.getsockname()[:2]
+    protocol.local_candidate = aioice.ice.Candidate(
+        foundation=aioice.ice.candidate_foundation("host", "udp", host),
+        component=component, transport="udp",
+        priority=aioice.ice.candidate_priority(component, "host"),
+        host=host, port=bound_port, type="host")
+    return protocol
+
+
 def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> None:
     """Advertise host candidates on ``addresses`` (all interfaces if empty), in a port range.
 
-    Process-wide: aioice reads these from module globals.
+    Process-wide: aioice reads these from module globals. The host candidates' sockets
+    are ours (:class:`HostSocketTransport`).
     """
     _tune_datagram_reads()
     aioice.ice.get_host_addresses = _original_get_host_addresses  # type: ignore[assignment]
@@ -179,40 +271,29 @@ def configure_ice(addresses: list[str], port_range: tuple[int, int] | None) -> N
         aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [  # type: ignore[assignment]
             a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)
         ]
-    if port_range is None:
-        aioice.ice.Connection.get_component_candidates = _original_get_component_candidates  # type: ignore[method-assign]
-        return
-
-    low, high = port_range
+    ports = [0] if port_range is None else list(range(port_range[0], port_range[1] + 1))
 
     async def get_component_candidates(self: aioice.ice.Connection, component: int,
                                        addresses: list[str], timeout: int = 5) -> list[Any]:
-        # Bind host candidates inside the range ourselves, then let aioice add the
-        # server-reflexive and relayed ones for the same sockets.
-        loop = asyncio.get_running_loop()
+        # Bind host candidates ourselves, then let aioice add the server-reflexive
+        # and relayed ones for the same sockets.
         candidates = []
         for address in addresses:
-            ports = list(range(low, high + 1))
-            random.shuffle(ports)
-            for port in ports:
+            for port in random.sample(ports, len(ports)):
                 try:
-                    _transport, protocol = await loop.create_datagram_endpoint(
-                        lambda: aioice.ice.StunProtocol(self), local_addr=(address, port))
+                    protocol = _bind_host_socket(self, component, address, port)
                     break
                 except OSError:
                     continue
             else:
-                logger.warning("no free UDP port in %d-%d on %s", low, high, address)
+                if port_range is not None:
+                    logger.warning("no free UDP port in %d-%d on %s", port_range[0], port_range[1], address)
+                else:
+                    logger.warning("could not bind a UDP socket on %s", address)
                 continue
-            host, bound_port = protocol.transport.get_extra_info("sockname")[:2]
-            protocol.local_candidate = aioice.ice.Candidate(
-                foundation=aioice.ice.candidate_foundation("host", "udp", host),
-                component=component, transport="udp",
-                priority=aioice.ice.candidate_priority(component, "host"),
-                host=host, port=bound_port, type="host")
             self._protocols.append(protocol)
             candidates.append(protocol.local_candidate)
-            if self.stun_server and ":" not in host:
+            if self.stun_server and ":" not in protocol.local_candidate.host:
                 try:
                     reflexive, _ = await asyncio.wait_for(
                         aioice.ice.server_reflexive_candidate(protocol, self.stun_server), timeout)
@@ -485,7 +566,9 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
     """Route this transport's decrypted packets to our handlers.
 
     With ``inbound``, each keyed datagram goes to its ``take()`` instead, which decrypts
-    and handles it in C (mcu/_fanout.c), calling the handlers its Python needs.
+    and handles it in C (mcu/_fanout.c), calling the handlers its Python needs; and once
+    the keys exist the connection's host sockets hand their media to it straight from
+    C (:class:`HostSocketTransport`): only relayed media (TURN) still comes this way.
 
     Once SRTP is keyed, media datagrams go straight from the ICE connection to the
     handlers (decrypted here, instead of a hop through aioice's queue and three
@@ -543,6 +626,11 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
                 queue_bounded(data, component)
                 return
             keyed, session = dtls._rx_srtp, _session_address(dtls._rx_srtp)
+            if inbound is not None:  # from now on the host sockets' media stays in C
+                for protocol in connection._protocols:
+                    transport = getattr(protocol, "transport", None)
+                    if isinstance(transport, HostSocketTransport):
+                        transport.reader.key(inbound, session, keyed, on_error)
         # dispatch() inlined: this runs once per received packet. A packet that is not
         # authentic, or is replayed, is dropped (as aiortc does).
         try:
@@ -690,7 +778,7 @@ def arrival_clock(dtls: RTCDtlsTransport) -> Callable[[], float | None]:
     (the first call turns the socket's timestamps on).
     """
     connection = dtls.transport._connection
-    known: list[Any] = [None, -1]  # nominated pair, its socket's descriptor
+    known: list[Any] = [None, -1]  # nominated pair, its reader or its socket's descriptor
 
     def last_arrival() -> float | None:
         pair = connection._nominated.get(1)
@@ -700,7 +788,15 @@ def arrival_clock(dtls: RTCDtlsTransport) -> Callable[[], float | None]:
             transport = getattr(pair.protocol, "transport", None)
             if transport is None:
                 return None
-            known[:] = [pair, transport.get_extra_info("socket").fileno()]
+            if isinstance(transport, HostSocketTransport):
+                # Read in batches: the socket's last datagram may be a later one; the
+                # reader keeps the time of the one in hand.
+                transport.reader.stamp_arrivals()
+                known[:] = [pair, transport.reader]
+            else:
+                known[:] = [pair, transport.get_extra_info("socket").fileno()]
+        if isinstance(known[1], Reader):
+            return known[1].arrival or None
         try:
             seconds, nanoseconds = struct.unpack("@qq", fcntl.ioctl(known[1], SIOCGSTAMPNS, bytes(16)))
         except OSError:

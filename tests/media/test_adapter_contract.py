@@ -109,6 +109,32 @@ async def test_legs_send_through_a_sink_bound_while_the_transport_is_connected(e
     assert not sink.bound and all(leg.sink is None for leg in legs)
 
 
+async def test_once_keyed_the_media_is_read_in_c_and_never_enters_python(echo_call) -> None:
+    """The host sockets are ours (a Reader reads them in C); once the SRTP keys exist
+    the connection's media goes straight to its Inbound, only STUN and DTLS to aioice."""
+    worker, participant, peer, _ = echo_call
+    dtls = participant.pc.getTransceivers()[0].receiver.transport
+    connection = aiortc_adapter._ice_connection(dtls)
+    readers = [p.transport.reader for p in connection._protocols
+               if isinstance(p.transport, aiortc_adapter.HostSocketTransport)]
+    assert readers and all(r.keyed for r in readers)
+    through_python = []
+    tapped = connection.data_received
+    connection.data_received = lambda data, component: (through_python.append(data), tapped(data, component))
+    read, received = sum(r.datagrams for r in readers), worker.counters.packet_path.packets_received
+    frames = sum(peer.frames("video").values())
+    assert await wait_until(lambda: sum(peer.frames("video").values()) > frames + 20)
+    assert worker.counters.packet_path.packets_received > received + 20
+    assert sum(r.datagrams for r in readers) > read + 20
+    assert not [d for d in through_python if 127 < d[0] < 192]
+    # The client's sockets are ours too, never keyed (no Inbound): all through aioice.
+    client_dtls = peer.pc.getTransceivers()[0].receiver.transport
+    client_readers = [p.transport.reader for p in aiortc_adapter._ice_connection(client_dtls)._protocols]
+    assert client_readers and not any(r.keyed for r in client_readers)
+    await participant.close()
+    assert all(r.closed for r in readers)
+
+
 async def test_no_decoder_runs_on_the_server(echo_call) -> None:
     _, participant, _, _ = echo_call
     assert not any(aiortc_adapter.decoder_running(t) for t in participant.pc.getTransceivers())

@@ -1,0 +1,213 @@
+"""Reader: an ICE host socket read in C (mcu/_fanout.c), keyed media to an Inbound.
+
+Real UDP sockets on loopback and real libsrtp sessions; aioice's protocol is stood in
+for by a recorder of what it would be handed (on_other), which is all the Reader calls.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+from mcu._fanout import Counters, Inbound, Reader
+
+from mcu import aiortc_adapter as adapter
+from mcu import rtp
+from tests.mcu.test_fanout import Link, audio_track, publisher_packet
+from tests.mcu.test_inbound import RECEIVER_REPORT, Calls, Client, inbound_for
+
+STUN_BINDING = bytes.fromhex("000100002112a442") + bytes(12)  # a header: STUN starts with 0b00
+DTLS_RECORD = b"\x16\xfe\xfd" + bytes(10)
+
+
+class Socket:
+    """A bound socket its Reader reads, and a peer that sends to it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.bind(("127.0.0.1", 0))
+        self.other: list[tuple[bytes, tuple[str, int]]] = []
+        self.errors: list[BaseException] = []
+        self.reader = Reader(self.sock.fileno(), self.on_other, self.errors.append)
+
+    def on_other(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.other.append((data, addr))
+
+    def send(self, *datagrams: bytes) -> None:
+        for datagram in datagrams:
+            self.peer.sendto(datagram, self.sock.getsockname())
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+        self.peer.close()
+
+
+@pytest.fixture
+def udp() -> Iterator[Socket]:
+    made = Socket()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    made = Link()
+    yield made
+    made.close()
+
+
+def test_unkeyed_everything_goes_to_the_protocol_in_order_with_its_address(udp: Socket) -> None:
+    datagrams = [STUN_BINDING, DTLS_RECORD] + [bytes([0x80, 96]) + bytes([n]) * 20 for n in range(10)]
+    udp.send(*datagrams)
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert [d for d, _ in udp.other] == datagrams[:8]  # one recvmmsg: a batch of 8
+    assert udp.reader.batches == 1
+    udp.reader.readable()
+    udp.reader.readable()  # nothing queued: nothing happens
+    assert [d for d, _ in udp.other] == datagrams
+    assert {addr for _, addr in udp.other} == {udp.peer.getsockname()}
+    assert (udp.reader.datagrams, udp.reader.batches, udp.reader.dropped) == (12, 2, 0)
+    assert udp.errors == [] and not udp.reader.keyed
+
+
+def test_keyed_media_goes_to_the_inbound_and_the_rest_still_to_the_protocol(udp: Socket, link: Link) -> None:
+    track, _ = audio_track(link)
+    counters, calls, client = Counters(), Calls(), Client()
+    inbound = inbound_for({0xABC: track}, counters, calls)
+    key_errors: list[BaseException] = []
+    udp.reader.key(inbound, client.session, client.rx, key_errors.append)
+    assert udp.reader.keyed
+
+    udp.send(client.rtp(publisher_packet(1, level=20)), STUN_BINDING, client.rtcp(RECEIVER_REPORT),
+             DTLS_RECORD, client.rtp(publisher_packet(2, level=20)))
+    time.sleep(0.05)
+    udp.reader.readable()
+    # Forwarded by the C path to the leg's subscriber, without a call into Python.
+    assert [rtp.parse_rtp(link.receive()).sequence_number for _ in range(2)] == [10, 11]
+    assert (counters.packets_received, counters.packets_forwarded) == (2, 2)
+    assert calls.rtcp == [RECEIVER_REPORT]  # decrypted: what the Inbound leaves to Python
+    assert [d for d, _ in udp.other] == [STUN_BINDING, DTLS_RECORD]
+
+    # A forgery is dropped by libsrtp, not handed to anyone.
+    forged = bytearray(client.rtp(publisher_packet(3)))
+    forged[-1] ^= 1
+    udp.send(bytes(forged))
+    time.sleep(0.02)
+    udp.reader.readable()
+    assert counters.packets_received == 2 and len(udp.other) == 2 and key_errors == []
+
+    udp.reader.key(None, 0, None, None)  # unkeyed: media goes to the protocol again
+    media = client.rtp(publisher_packet(4))
+    udp.send(media)
+    time.sleep(0.02)
+    udp.reader.readable()
+    assert not udp.reader.keyed and udp.other[-1][0] == media and counters.packets_received == 2
+
+
+def test_a_datagram_too_large_for_a_slot_is_dropped_and_the_next_one_read(udp: Socket) -> None:
+    udp.send(bytes([0x80]) * 3000, STUN_BINDING)
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert [d for d, _ in udp.other] == [STUN_BINDING]
+    assert udp.reader.dropped == 1
+
+
+def test_what_handlers_raise_goes_to_on_error_and_reading_goes_on(udp: Socket, link: Link) -> None:
+    failures = iter([RuntimeError("protocol")])
+
+    def on_other(data: bytes, addr: tuple[str, int]) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        udp.other.append((data, addr))
+
+    udp.reader = Reader(udp.sock.fileno(), on_other, udp.errors.append)
+    udp.send(STUN_BINDING, DTLS_RECORD)
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert [str(e) for e in udp.errors] == ["protocol"] and [d for d, _ in udp.other] == [DTLS_RECORD]
+
+    # The Inbound's handlers: to the on_error given with the key.
+    track, _ = audio_track(link)
+    client, key_errors = Client(), []
+
+    def fails(*args: object) -> None:
+        raise ValueError("handler")
+
+    inbound = Inbound({0xABC: track}, Counters(), None, fails, fails, fails)
+    inbound.set_unprotect(adapter._SRTP_UNPROTECT, adapter._SRTP_UNPROTECT_RTCP)
+    udp.reader.key(inbound, client.session, client.rx, key_errors.append)
+    udp.send(client.rtcp(RECEIVER_REPORT), client.rtp(publisher_packet(1)))
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert [str(e) for e in key_errors] == ["handler"]
+    assert link.receive() is not None  # the packet after the failure was still forwarded
+
+
+def test_a_handler_that_unkeys_or_closes_the_reader_mid_batch(udp: Socket, link: Link) -> None:
+    track, _ = audio_track(link)
+    client = Client()
+
+    def on_rtcp(packet: bytes) -> None:
+        udp.reader.key(None, 0, None, None)  # the last reference to the Inbound goes
+        udp.reader.close()
+
+    inbound = Inbound({0xABC: track}, Counters(), None, on_rtcp, on_rtcp, on_rtcp)
+    inbound.set_unprotect(adapter._SRTP_UNPROTECT, adapter._SRTP_UNPROTECT_RTCP)
+    udp.reader.key(inbound, client.session, client.rx, udp.errors.append)
+    del inbound
+    udp.send(client.rtcp(RECEIVER_REPORT), client.rtp(publisher_packet(1)), STUN_BINDING)
+    time.sleep(0.05)
+    udp.reader.readable()
+    # The rest of the batch read before the close: the media to the protocol now.
+    assert udp.reader.closed and not udp.reader.keyed and udp.errors == []
+    assert len(udp.other) == 2
+    udp.reader.readable()  # closed: reads nothing, raises nothing
+
+
+def test_arrival_times_are_kept_per_datagram_once_asked(udp: Socket) -> None:
+    seen: list[float] = []
+    udp.reader = Reader(udp.sock.fileno(), lambda data, addr: seen.append(udp.reader.arrival),
+                        udp.errors.append)
+    udp.send(STUN_BINDING)
+    time.sleep(0.02)
+    udp.reader.readable()
+    assert seen == [0.0]  # not asked for
+    udp.reader.stamp_arrivals()
+    # The kernel may turn its receive clock on a little later (the first datagram after
+    # may be stamped when it is read): one ahead, as arrival_clock's first call is.
+    udp.send(STUN_BINDING)
+    time.sleep(0.02)
+    udp.reader.readable()
+    sent = time.time()
+    udp.send(STUN_BINDING)
+    time.sleep(0.05)
+    udp.send(STUN_BINDING)
+    time.sleep(0.02)
+    udp.reader.readable()  # both in one batch, each with its own time
+    assert len(seen) == 4 and abs(seen[2] - sent) < 0.04 and seen[3] - seen[2] > 0.04
+
+
+def test_wrong_arguments_are_refused(udp: Socket) -> None:
+    with pytest.raises(TypeError):
+        Reader(udp.sock.fileno(), "not callable", print)
+    with pytest.raises(OSError):
+        Reader(10_000, print, print)  # no such descriptor
+    with pytest.raises(TypeError):
+        udp.reader.key("inbound", 1, None, print)
+    with pytest.raises(TypeError):  # not told libsrtp's functions
+        udp.reader.key(Inbound({}, Counters(), None, print, print, print), 1, None, print)
+    client = Client()
+    inbound = inbound_for({}, Counters(), Calls())
+    with pytest.raises(ValueError):
+        udp.reader.key(inbound, 0, client.rx, print)
+    with pytest.raises(TypeError):
+        udp.reader.key(inbound, client.session, client.rx, "not callable")
+    assert not udp.reader.keyed
