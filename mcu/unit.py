@@ -21,7 +21,9 @@ media worker, beside :class:`~mcu.participant.Participant` (a browser's) in the 
   (no RTX: same SSRC and numbers), and what browsers miss of its camera asked of it.
 
 Packets are taken only from the address the unit's SDP names. The unit that stops
-sending for :data:`MEDIA_TIMEOUT_S` (a call whose BYE was lost) leaves.
+sending for :data:`MEDIA_TIMEOUT_S` (a call whose BYE was lost) leaves. Its re-INVITE
+may hold and resume the call, move its media to another address or re-key its SRTP
+(:meth:`UnitParticipant.update`; docs/sip.md "re-INVITE").
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ from mcu.unit_sdp import (
     choose_audio,
     choose_video,
     offer_sdp,
+    origin,
     parse_offer,
+    rechoose,
+    with_origin,
 )
 
 if TYPE_CHECKING:
@@ -160,9 +165,27 @@ class _Stream:
             self.rtcp = None
         if choice.crypto is not None and self.key is not None:
             self.tx = _srtp(choice.crypto.suite, self.key, outbound=True)
-            self.rx = _srtp(choice.crypto.suite, choice.crypto.key, outbound=False)
-            self.open = adapter.unprotector(self.rx)
-        assert self.rtp is not None
+            self._receive_with(choice.crypto.suite, choice.crypto.key)
+        self._point()
+
+    def change(self, choice: StreamChoice) -> None:
+        """The unit's re-INVITE moved it (:func:`~mcu.unit_sdp.rechoose`): a new
+        address or port to send to, new SRTP keys of its own."""
+        before, self.choice = self.choice, choice
+        assert before is not None
+        if choice.crypto is not None and before.crypto is not None and choice.crypto.key != before.crypto.key:
+            self._receive_with(choice.crypto.suite, choice.crypto.key)
+        if choice.remote != before.remote:
+            self._point()
+
+    def _receive_with(self, suite: str, key: bytes) -> None:
+        self.rx = _srtp(suite, key, outbound=False)
+        self.open = adapter.unprotector(self.rx)
+
+    def _point(self) -> None:
+        """The C sink sends to where the unit's SDP says."""
+        choice = self.choice
+        assert self.rtp is not None and choice is not None
         if self.tx is None:
             self.sink.bind(self.rtp.fileno, choice.remote[0], choice.remote[1], 0, 0, None)
         else:
@@ -269,6 +292,7 @@ class UnitParticipant:
         self.video_reported_lost = 0
         # The composite's size for this unit, from its SDP (mcu/unit_sdp.py), once it has video.
         self.composite_size: tuple[int, int] | None = None
+        self._origin: tuple[str, int] | None = None  # the o= id and version of our last SDP
         self.on_closed: Callable[[UnitParticipant], None] | None = None
         # A unit on G.722 or G.711 (mcu/unit_audio.py): its sound re-timed as Opus packets
         # of our own numbering, and the mix back through a loopback port.
@@ -302,7 +326,9 @@ class UnitParticipant:
                 stream.key = secrets.token_bytes(SRTP_KEY_BYTES)
             taken.append((choice, stream.local()))
         await self._set_up(choices)
-        return answer(offer, taken, self.media_host)
+        ours = answer(offer, taken, self.media_host)
+        self._origin = origin(ours)
+        return ours
 
     async def make_offer(self, srtp: bool = False, video: bool = True) -> str:
         """We call the unit (dial-out): bind the media sockets and return our offer; the
@@ -311,7 +337,9 @@ class UnitParticipant:
             stream = self.streams[kind] = _Stream(self, kind)
             await stream.bind(self.media_host, rtcp_socket=True)
             stream.key = secrets.token_bytes(SRTP_KEY_BYTES) if srtp else None
-        return offer_sdp(self.media_host, {kind: stream.local() for kind, stream in self.streams.items()})
+        ours = offer_sdp(self.media_host, {kind: stream.local() for kind, stream in self.streams.items()})
+        self._origin = origin(ours)
+        return ours
 
     async def accept_answer(self, answer_text: str) -> None:
         """The unit's answer to :meth:`make_offer`; SdpError when it cannot be taken."""
@@ -364,14 +392,52 @@ class UnitParticipant:
                 camera = Consumer(f"{self.id}:camera0", "video", self.id, self.counters, codec=codecs.H264)
                 self.slots["camera"] = [camera]
                 self.consumers[camera.id] = camera
-            if choice.we_send:
-                consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
-                # No RTX for units: a NACKed packet goes again as it was, on the same SSRC
-                # and sequence number (RFC 4585 allows it without RFC 4588).
-                consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
-                                   stream.write, sink)
-                if choice.kind == "video":
-                    consumer.request_keyframe()
+            consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
+            # No RTX for units: a NACKed packet goes again as it was, on the same SSRC
+            # and sequence number (RFC 4585 allows it without RFC 4588).
+            consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
+                               stream.write, sink)
+            self._send_to(choice.kind, choice.we_send)
+
+    def _send_to(self, kind: str, sending: bool) -> None:
+        """Send the unit its slot of ``kind`` (the mix, the composite) or not: it put
+        the call on hold, or took it back (a re-INVITE), or never wanted it. Our RTCP
+        goes on either way (RFC 3264 5.1)."""
+        consumer = self.slots["voice" if kind == "audio" else "camera"][0]
+        sink = self._mix_sink if kind == "audio" and self._mix_sink is not None else self.streams[kind].sink
+        if not sending:
+            consumer.leg.sink = None
+            return
+        if consumer.leg.sink is not sink:
+            consumer.leg.sink = sink
+            consumer.leg.started = False  # video: from a keyframe
+        if kind == "video":
+            consumer.request_keyframe()
+
+    async def update(self, offer_text: str) -> str:
+        """The unit's new offer in a re-INVITE (RFC 3264 8); our answer. What it may
+        change: hold and resume (which way media flows; on hold it gets nothing from us
+        and its own media, if it sends any, is heard as before), the address and ports
+        it takes media on, its SRTP key. Our ports, codecs and keys stay, and an m-line
+        it adds (content sharing, say) is refused in the answer (port 0) while the call
+        goes on. A change we cannot make (another codec, RTP profile or SRTP suite, an
+        m-line gone) raises SdpError and the session stays as it was."""
+        if self.closed or not self.answered or self._origin is None:
+            raise SdpError("bad_sdp", "the call has no session to change yet")
+        offer = parse_offer(offer_text)
+        changes = [(stream, rechoose(offer, stream.choice)) for stream in self.streams.values()
+                   if stream.choice is not None]
+        for stream, choice in changes:  # all or nothing: rechoose() raised before any change
+            before = stream.choice
+            stream.change(choice)
+            if before is not None and before.we_send != choice.we_send:
+                self._send_to(choice.kind, choice.we_send)
+        self.last_heard = time.monotonic()
+        session_id, version = self._origin
+        self._origin = (session_id, version + 1)
+        # A stream it stopped (port 0) is answered stopped too (RFC 3264 8.2).
+        taken = [(choice, stream.local()) for stream, choice in changes if offer.media[choice.index].port]
+        return with_origin(answer(offer, taken, self.media_host), session_id, version + 1)
 
     # The lobby's cue --------------------------------------------------------------------
 

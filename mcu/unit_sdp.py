@@ -10,6 +10,7 @@ or, when nothing is usable, with :class:`SdpError`, whose ``code`` says why.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import re
 import time
@@ -459,3 +460,52 @@ def answer(offer: SessionOffer, taken: list[tuple[StreamChoice, LocalStream]], a
         lines.append(f"m={m.kind} {local.rtp_port} {proto} {' '.join(formats)}")
         lines += _stream_lines(choice, family, address, local.rtcp_port, local.key)
     return "\r\n".join(lines) + "\r\n"
+
+
+def origin(sdp: str) -> tuple[str, int]:
+    """The session id and version of an SDP we made (its ``o=`` line)."""
+    for line in sdp.splitlines():
+        if line.startswith("o="):
+            fields = line[2:].split()
+            return fields[1], int(fields[2])
+    raise SdpError("bad_sdp", "no o= line")
+
+
+def with_origin(sdp: str, session_id: str, version: int) -> str:
+    """``sdp`` with the session id and version given: a later answer of the same session
+    keeps its id and counts its version up (RFC 3264 8)."""
+    def reorigin(line: str) -> str:
+        if not line.startswith("o="):
+            return line
+        fields = line[2:].split()
+        return "o=" + " ".join([fields[0], session_id, str(version), *fields[3:]])
+    return "\r\n".join(reorigin(line) for line in sdp.split("\r\n"))
+
+
+def rechoose(offer: SessionOffer, current: StreamChoice) -> StreamChoice:
+    """What a unit's new offer in a re-INVITE (RFC 3264 8) makes of a stream it has:
+    where it sends and takes RTCP, which way media flows (hold and resume), its SRTP key.
+    The m-line must be where it was, with the codec (and payload type), RTP profile,
+    SRTP suite and RTCP muxing it had: a change of those is refused (SdpError); the
+    call then goes on as it was."""
+    index, kind = current.index, current.kind
+    if index >= len(offer.media) or offer.media[index].kind != kind:
+        raise SdpError("bad_sdp", f"the {kind} m-line is not where it was")
+    m = offer.media[index]
+    if not m.port:  # the unit stopped this stream: nothing flows either way
+        return dataclasses.replace(current, direction="inactive")
+    if (m.proto == SECURE) != (current.crypto is not None) or m.proto not in (PLAIN, SECURE):
+        raise SdpError("codec_mismatch", f"the {kind} stream cannot change its RTP profile in a call")
+    encoding = m.rtpmap.get(current.payload_type, STATIC_TYPES.get(current.payload_type))
+    codec = current.codec if kind == "audio" else H264
+    if str(current.payload_type) not in m.formats or encoding is None or encoding[0].lower() != codec.lower():
+        raise SdpError("codec_mismatch", f"the {kind} codec cannot change in a call "
+                                         f"({codec} on payload type {current.payload_type})")
+    updated = _common(kind, index, m, current.payload_type)
+    suite = updated.crypto.suite if updated.crypto is not None else None
+    if current.crypto is not None and suite != current.crypto.suite:
+        raise SdpError("codec_mismatch", "the SRTP suite cannot change in a call")
+    if updated.rtcp_mux != current.rtcp_mux:
+        raise SdpError("bad_sdp", "RTCP muxing cannot change in a call")
+    return dataclasses.replace(current, remote=updated.remote, remote_rtcp=updated.remote_rtcp,
+                               crypto=updated.crypto, direction=updated.direction)

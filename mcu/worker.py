@@ -181,6 +181,20 @@ class WorkerService:
             raise ChannelError(exc.code, str(exc)) from None
         await self.do_unit_admit(participant)
 
+    async def do_update_unit(self, participant: str, offer: str) -> dict[str, Any]:
+        """A room unit's re-INVITE with a new offer (hold, resume, a new address): our
+        answer; ``bad_sdp`` or ``codec_mismatch`` when it asks what we cannot do (the call
+        goes on as it was)."""
+        unit = self.participants.get(participant) or self.outside.get(participant)
+        if not isinstance(unit, UnitParticipant) or unit.closed:
+            raise ChannelError("unknown_participant", f"no unit {participant!r} here")
+        if not isinstance(offer, str) or not offer:
+            raise ChannelError("bad_request", "update_unit needs an SDP offer")
+        try:
+            return {"answer": await unit.update(offer)}
+        except SdpError as exc:
+            raise ChannelError(exc.code, str(exc)) from None
+
     async def do_unit_admit(self, participant: str) -> None:
         """A unit outside its room (answered our call, or keyed in the right PIN) goes in."""
         unit = self.outside.pop(participant, None)

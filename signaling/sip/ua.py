@@ -2,9 +2,10 @@
 
 It takes the subset of RFC 3261 a room system uses to call a multipoint: INVITE with an
 SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a session
-refresh, answered with the session as it is; one that would change the session is
-refused with 488 and the call goes on as it was), INFO with keys, OPTIONS (keep-alive and capability
-queries); every other method gets 405 with ``Allow``. docs/sip.md says why this is our
+refresh, answered with the session as it is; a new offer, hold or a new address, goes to
+the application, which answers it or refuses it with 488, and then the call goes on as
+it was), INFO with keys, OPTIONS (keep-alive and capability queries); every other
+method gets 405 with ``Allow``. docs/sip.md says why this is our
 own and not a SIP stack's.
 
 Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
@@ -130,6 +131,7 @@ class Call:
     local_cseq: int = 0
     retransmit: asyncio.Task[None] | None = None
     app: Any = None  # the application's object for this call
+    updating: bool = False  # a re-INVITE's new offer is with the application
 
     @property
     def offer(self) -> str:
@@ -144,6 +146,11 @@ class Calls(Protocol):
         ...
 
     async def ended(self, call: Call, by_unit: bool) -> None:
+        ...
+
+    async def reinvited(self, call: Call, offer: str) -> tuple[int, str, str]:
+        """(status, reason, SDP answer) for a re-INVITE's new offer; a status ≥ 300
+        refuses it, and the session stays as it was."""
         ...
 
     def key_pressed_in_info(self, call: Call, key: str) -> None:
@@ -405,11 +412,14 @@ class SipAgent:
                 self._reply(request, flow, 481, branch)
                 return
             if request.body and not same_session(request.body, existing.remote_sdp):
-                # A new offer (hold, another address or size): not taken; RFC 3261 14.2
-                # keeps the session as it was, which goes on.
-                response = response_to(request, 488, "Not Acceptable Here", to_tag=existing.local_tag)
-                response.add("Warning", f'399 {self.advertised_host} "the session cannot be changed"')
-                self._cache_and_send(request, flow, branch, response)
+                # A new offer (hold, another address): the application's to answer.
+                if existing.updating:  # one offer at a time (RFC 3261 14.2)
+                    self._reply(request, flow, 491, branch)
+                    return
+                existing.updating = True
+                self._invites[(request.call_id, branch)] = existing
+                self._send(flow, response_to(request, 100))
+                self._spawn(self._update(existing, request, flow, branch))
                 return
             # A session refresh (the same offer, or none: ours again, as an offer).
             response = response_to(request, 200, to_tag=existing.local_tag)
@@ -464,6 +474,32 @@ class SipAgent:
         self._final(call, status, reason, sdp.encode())
         if status >= 300:
             self._forget(call)
+        self._spawn(self._forget_invite_later(call, branch))
+
+    async def _update(self, call: Call, request: SipMessage, flow: Flow, branch: str) -> None:
+        """A re-INVITE's new offer, answered as the application says; on a refusal the
+        call goes on as it was (RFC 3261 14.1)."""
+        try:
+            status, reason, sdp = await self.calls.reinvited(call, request.body.decode("utf-8", "replace"))
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            logger.exception("SIP call %s: a re-INVITE could not be handled", call.call_id)
+            status, reason, sdp = 500, "Server Internal Error", ""
+        finally:
+            call.updating = False
+        if call.ended:
+            status, reason, sdp = 481, "Call/Transaction Does Not Exist", ""
+        response = response_to(request, status, reason, to_tag=call.local_tag)
+        if status < 300:
+            self._add_contact(response, flow)
+            response.add("Allow", ALLOW)
+            response.add("Content-Type", "application/sdp")
+            response.body = sdp.encode()
+            call.local_sdp, call.remote_sdp = response.body, request.body
+        elif status == 488:
+            response.add("Warning", f'399 {self.advertised_host} "{_quoted(reason)}"')
+        self._cache_and_send(request, flow, branch, response)
         self._spawn(self._forget_invite_later(call, branch))
 
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
@@ -789,3 +825,8 @@ def same_session(offer: bytes, known: bytes) -> bool:
     if found is not None:
         return found == origin(known)
     return offer.replace(b"\r\n", b"\n").strip() == known.replace(b"\r\n", b"\n").strip()
+
+
+def _quoted(text: str) -> str:
+    """``text`` fit for a quoted string in a header (a Warning's)."""
+    return re.sub(r'["\\\r\n]', " ", text)[:200]

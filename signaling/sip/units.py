@@ -192,6 +192,31 @@ class RoomUnits:
                 await self._leave_lobby(lobby)
             await member.close()
 
+    async def reinvited(self, call: Call, offer: str) -> tuple[int, str, str]:
+        """A unit's new offer in a re-INVITE (hold, resume, a new address): answered by
+        its worker (mcu/unit.py ``update``); what it cannot take is refused with 488 and
+        the call goes on as it was."""
+        member = call.app
+        if not isinstance(member, UnitMember):
+            return 488, "Not Acceptable Here: the call is not set up yet", ""
+        if member.lobby is not None:  # keying in its PIN: on its worker, not in the room yet
+            participant, worker = member.lobby.place.participant_id, member.lobby.place.worker
+        else:
+            participant, worker = member.participant_id, member.worker
+        if participant is None or worker is None:  # it left meanwhile
+            return 481, "Call/Transaction Does Not Exist", ""
+        try:
+            updated = await self.signaling.pool.request(worker, "update_unit", participant=participant,
+                                                        offer=offer)
+        except ChannelError as exc:
+            if exc.code in ("codec_mismatch", "bad_sdp"):
+                logger.info("unit %s: re-INVITE refused: %s", participant, exc.message)
+                return 488, "Not Acceptable Here: " + _phrase(exc.message), ""
+            if exc.code == "unknown_participant":
+                return 481, "Call/Transaction Does Not Exist", ""
+            return 500, "Server Internal Error", ""
+        return 200, "OK", updated["answer"]
+
     # The lobby: a meeting's number, then its PIN -----------------------------------------
 
     def key_pressed(self, worker: int, participant: str, key: str) -> None:

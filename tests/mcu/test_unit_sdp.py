@@ -16,7 +16,10 @@ from mcu.unit_sdp import (
     choose_video,
     composite_size,
     offer_sdp,
+    origin,
     parse_offer,
+    rechoose,
+    with_origin,
 )
 
 KEY = base64.b64encode(bytes(range(30))).decode()
@@ -213,3 +216,48 @@ def test_our_offer_has_generic_nack_and_a_units_answer_says_whether_it_takes_it(
     assert video is not None and not video.nack
     video = choose_video(parse_offer(answered + "a=rtcp-fb:96 nack\r\n"))
     assert video is not None and video.nack
+
+
+def test_a_new_offer_may_hold_move_and_rekey_a_stream_and_nothing_else() -> None:
+    """rechoose(): what a re-INVITE's offer makes of the streams a unit has."""
+    first = parse_offer(POLY)
+    audio, video = choose_audio(first), choose_video(first)
+    assert video is not None
+    other_key = base64.b64encode(bytes(range(1, 31))).decode()
+    suite = "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"
+    held = POLY.replace("a=sendrecv", "a=sendonly").replace("m=audio 49170", "m=audio 50170") \
+        .replace(suite + KEY, suite + other_key)
+    now = rechoose(parse_offer(held), audio)
+    assert now.direction == "recvonly" and not now.we_send and now.we_receive
+    assert now.remote == ("10.1.1.1", 50170)
+    assert now.crypto is not None and now.crypto.key == bytes(range(1, 31))
+    assert (now.payload_type, now.codec, now.dtmf_payload_type) == (116, "opus", 101)
+    # The video stream stopped (port 0): nothing either way.
+    stopped = rechoose(parse_offer(POLY.replace("m=video 49172", "m=video 0")), video)
+    assert stopped.direction == "inactive"
+    # An m-line added after ours: ours are where they were.
+    assert rechoose(parse_offer(POLY + "m=application 9 UDP/BFCP *\r\n"), video).remote == video.remote
+
+    for changed, code in [
+        (POLY.replace("OPUS/48000/2", "G722/16000"), "codec_mismatch"),  # payload type 116 is not Opus now
+        (POLY.replace("m=audio 49170 RTP/SAVP", "m=audio 49170 RTP/AVP"), "codec_mismatch"),  # profile
+        (POLY.replace("a=crypto:2 AES_CM_128_HMAC_SHA1_80", "a=crypto:2 AES_CM_128_HMAC_SHA1_32"),
+         "codec_mismatch"),  # only the 32-bit tag now: another SRTP suite
+        (POLY.replace("a=rtcp:49999\r\n", "a=rtcp-mux\r\n"), "bad_sdp"),  # muxing turned on
+        ("v=0\r\no=- 1 2 IN IP4 10.1.1.1\r\ns=-\r\nc=IN IP4 10.1.1.1\r\nt=0 0\r\n"
+         "m=video 49172 RTP/AVP 109\r\na=rtpmap:109 H264/90000\r\n", "bad_sdp"),  # the audio m-line gone
+    ]:
+        with pytest.raises(SdpError) as refused:
+            rechoose(parse_offer(changed), audio)
+        assert refused.value.code == code
+
+
+def test_a_later_answer_keeps_the_session_id_and_counts_the_version_up() -> None:
+    offer = parse_offer(POLY)
+    ours = answer(offer, [(choose_audio(offer), LocalStream(40000, 40001, bytes(30)))], "192.0.2.5")
+    session_id, version = origin(ours)
+    later = with_origin(ours, session_id, version + 1)
+    assert origin(later) == (session_id, version + 1)
+    assert later.split("\r\n")[2:] == ours.split("\r\n")[2:]
+    with pytest.raises(SdpError):
+        origin("v=0\r\ns=-\r\n")

@@ -21,13 +21,14 @@ import av
 import numpy as np
 import pylibsrtp
 import pytest
+from mcu._fanout import CODEC_H264, is_keyframe_start
 from sqlalchemy import select
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.unit import PROMPT_HZ
-from mcu.unit_sdp import parse_offer
+from mcu.unit_sdp import origin, parse_offer
 from multipoint.app import DATABASE, LIVE_ROOMS, MEDIA, POOL, ROOM_UNITS
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.dial_in import bridge_number
@@ -641,8 +642,8 @@ async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_dis
         assert server.app[ROOM_UNITS].agent.counters["messages"] >= seen + 200  # INVITE and ACK
         # REGISTER and an unknown method, 50 times: 405 and 501.
         assert await sipp(server, "unknown_methods.xml", room, 50, 50, tmp_path) == 0
-        # Calls whose re-INVITEs refresh the session (200), would change it (488, the
-        # call goes on) or carry no offer (200 with ours), then hang up.
+        # Calls whose re-INVITEs refresh the session (200), hold it (200, recvonly), ask
+        # for another codec (488, the call goes on) or carry no offer (200 with ours).
         assert await sipp(server, "reinvite.xml", room, 5, 5, tmp_path) == 0
         # The unit's call went on through it all, both ways, and it is still the only one.
         heard = member.media_counts()["audio_in"]
@@ -842,7 +843,7 @@ class HandUnit:
         self.raw = RawSip(server)
         self.nack, self.srtp, self.mux = nack, srtp, mux
         self.sockets: dict[str, socket.socket] = {}
-        for name in ("audio", "audio_rtcp", "video", "video_rtcp"):
+        for name in ("audio", "audio_rtcp", "video", "video_rtcp", "moved"):
             sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0))
             sock.setblocking(False)
@@ -856,21 +857,37 @@ class HandUnit:
         self.uri = ""
         self.ssrc = 0x5EED0001
 
-    def offer(self) -> bytes:
+    def offer(self, *, version: int = 1, direction: str = "sendrecv", video: str = "video",
+              audio: str = "111\r\na=rtpmap:111 opus/48000/2", extra: str = "") -> bytes:
+        """Its SDP: ``version`` of its session (a re-INVITE's new offer counts it up),
+        which way its media flows, the socket it takes video on, an m-line added."""
         proto = "RTP/SAVP" if self.srtp else "RTP/AVP"
         crypto = (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(self.key).decode()}\r\n"
                   if self.srtp else "")
-        lines = "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        for kind, m_line in (("audio", "111\r\na=rtpmap:111 opus/48000/2"),
+        lines = f"v=0\r\no=t 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        for kind, m_line in (("audio", audio),
                              ("video", "97\r\na=rtpmap:97 H264/90000\r\n"
                                        "a=fmtp:97 profile-level-id=42e01e;packetization-mode=1\r\n"
                                        + ("a=rtcp-fb:97 nack\r\n" if self.nack else "")
                                        + "a=rtcp-fb:97 nack pli")):
             rtcp = ("a=rtcp-mux" if self.mux
                     else f"a=rtcp:{self.sockets[kind + '_rtcp'].getsockname()[1]}")
-            lines += (f"m={kind} {self.sockets[kind].getsockname()[1]} {proto} {m_line}\r\n"
-                      f"{crypto}{rtcp}\r\n")
-        return lines.encode()
+            port = self.sockets[video if kind == "video" else kind].getsockname()[1]
+            lines += f"m={kind} {port} {proto} {m_line}\r\n{crypto}{rtcp}\r\na={direction}\r\n"
+        return (lines + extra).encode()
+
+    def reinvite(self, body: bytes, branch: str, cseq: int) -> bytes:
+        """A re-INVITE in its call, with ``body`` as its new offer."""
+        return self.raw.request("INVITE", self.uri, call_id="hand", cseq=cseq, to_tag=self.to_tag, body=body,
+                                branch=branch, sender="Hand-made unit")
+
+    async def change(self, body: bytes, branch: str, cseq: int) -> Any:
+        """Send a re-INVITE and ACK its final response: that response."""
+        self.raw.send(self.reinvite(body, branch, cseq))
+        final = next(r for r in await self.raw.responses(2) if r.status >= 200)
+        self.raw.send(self.raw.request("ACK", self.uri, call_id="hand", cseq=cseq, to_tag=self.to_tag,
+                                       branch=branch + "ack"))
+        return final
 
     async def call(self, room: str) -> None:
         self.uri = f"sip:{room}@127.0.0.1"
@@ -881,6 +898,7 @@ class HandUnit:
         self.raw.send(self.raw.request("ACK", self.uri, call_id="hand", to_tag=self.to_tag,
                                        branch="z9hG4bKhandack"))
         self.answer = parse_offer(ok.body.decode())
+        self.answer_sdp = ok.body.decode()
         video = self.answer.media[1]
         assert video.port, ok.body
         if self.srtp:
@@ -1099,3 +1117,96 @@ async def test_what_a_browser_misses_of_a_units_camera_is_nacked_to_the_unit(ser
         await client.close()
         unit.hang_up()
         unit.close()
+
+def composite_packets(unit: HandUnit, socket_name: str) -> list[bytes]:
+    """The composite's RTP that came to one of the unit's sockets since the last call."""
+    return [d for d in unit.datagrams(socket_name) if not 192 <= d[1] <= 223]
+
+
+async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -> None:
+    """re-INVITEs with a new offer (RFC 3264 8), as room systems send them: hold (it
+    only sends), resume with its video on another port; what we cannot do (another
+    codec) is refused with 488 and the call goes on; an m-line it adds (content) is
+    declined in the answer; a second offer while one is being answered gets 491."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        session_id, version = origin(unit.answer_sdp)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKhold", 3)
+        assert held.status == 200, held.reason
+        assert [m.direction for m in parse_offer(held.body.decode()).media] == ["recvonly", "recvonly"]
+        assert origin(held.body.decode()) == (session_id, version + 1)  # the same session, counted up
+        await asyncio.sleep(0.5)
+        composite_packets(unit, "video")  # what was on its way
+        await asyncio.sleep(1.5)
+        assert composite_packets(unit, "video") == []  # on hold: nothing sent to it
+        assert len(units_in(server, room)) == 1
+
+        resumed = await unit.change(unit.offer(version=3, video="moved"), "z9hG4bKresume", 4)
+        assert resumed.status == 200, resumed.reason
+        answered = parse_offer(resumed.body.decode())
+        assert [m.direction for m in answered.media] == ["sendrecv", "sendrecv"]
+        assert answered.media[1].port == unit.answer.media[1].port  # our ports stay
+        assert await wait_until(lambda: len(moved := composite_packets(unit, "moved")) > 0
+                                and is_keyframe_start(rtp.parse_rtp(moved[0]).payload(moved[0]), CODEC_H264),
+                                timeout=10)  # on its new port, from a keyframe
+        assert composite_packets(unit, "video") == []
+
+        # Its sound in G.711 from now on: we cannot change codecs in a call.
+        refused = await unit.change(unit.offer(version=4, video="moved", audio="0\r\na=rtpmap:0 PCMU/8000"),
+                                    "z9hG4bKcodec", 5)
+        assert refused.status == 488 and "codec" in refused.get("Warning")
+        await asyncio.sleep(0.3)
+        composite_packets(unit, "moved")
+        assert await wait_until(lambda: len(composite_packets(unit, "moved")) > 3)  # the call goes on
+
+        # Content sharing as a second video m-line: declined in place, the rest kept.
+        content = (f"m=video {unit.sockets['video_rtcp'].getsockname()[1]} RTP/AVP 97\r\n"
+                   "a=rtpmap:97 H264/90000\r\na=content:slides\r\na=sendonly\r\n")
+        shared = await unit.change(unit.offer(version=5, video="moved", extra=content), "z9hG4bKcontent", 6)
+        assert shared.status == 200
+        ports = [m.port for m in parse_offer(shared.body.decode()).media]
+        assert ports[:2] == [m.port for m in answered.media] and ports[2] == 0
+
+        # Two new offers at once: one is answered, the other waits its turn.
+        unit.raw.send(unit.reinvite(unit.offer(version=6, video="moved"), "z9hG4bKfirst", 7))
+        unit.raw.send(unit.reinvite(unit.offer(version=7, video="moved"), "z9hG4bKsecond", 8))
+        finals = sorted(r.status for r in await unit.raw.responses(4) if r.status >= 200)
+        assert finals == [200, 491]
+        assert await wait_until(lambda: len(composite_packets(unit, "moved")) > 3)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
+async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path: Path) -> None:
+    """A SIP endpoint nobody here wrote holds the call (its re-INVITE: a=sendonly) and
+    resumes it: the mix stops going to it while held and comes back, and the room goes
+    on hearing it, in the same call."""
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
+    await unit.start()
+    try:
+        member = await dial_in(server, unit, room)
+        assert await wait_until(lambda: member.media_counts()["audio_out"] > 100, timeout=15)
+        await unit.command("hold")
+        voice = member.slots["voice"][0]
+        assert await wait_until(lambda: voice.leg.sink is None, timeout=10), unit.log[-2000:]
+        await asyncio.sleep(0.3)
+        sent = member.media_counts()["audio_out"]
+        await asyncio.sleep(1.5)
+        assert member.media_counts()["audio_out"] == sent  # held: nothing sent to it
+        await unit.command("resume")
+        assert await wait_until(lambda: member.media_counts()["audio_out"] > sent + 50, timeout=10)
+        heard = member.media_counts()["audio_in"]
+        assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
+        assert units_in(server, room) == [member]  # the same call throughout
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=10)
+    finally:
+        await unit.stop()
+        await client.close()
