@@ -50,10 +50,20 @@ class WorkerState:
     restarts: int = 0
     load: dict[str, Any] = field(default_factory=dict)
     units: dict[str, int] = field(default_factory=dict)  # participant -> units placed here
+    # A room's mixing and composite cost once on each worker that mixes it: room -> its
+    # mixed participants here (scheduler_unit_cost_mixed_room, docs/scheduler.md).
+    mixed: dict[str, set[str]] = field(default_factory=dict)
+    mixed_room_units: int = 0
 
     @property
     def used_units(self) -> int:
-        return sum(self.units.values())
+        return sum(self.units.values()) + self.mixed_room_units * len(self.mixed)
+
+    def units_for(self, units: int, mixed_room: str | None) -> int:
+        """What one more participant costs here: ``units``, and the room's composite
+        when it is the room's first mixed participant on this worker."""
+        first = mixed_room is not None and mixed_room not in self.mixed
+        return units + (self.mixed_room_units if first else 0)
 
     @property
     def spare_units(self) -> int:
@@ -223,10 +233,12 @@ class WorkerPool:
     """This node's media workers, and which one takes a participant."""
 
     def __init__(self, count: int, config: dict[str, Any], *, capacity_units: Sequence[int],
-                 on_event: EventHandler, on_lost: LostHandler, inline: bool = False) -> None:
+                 on_event: EventHandler, on_lost: LostHandler, inline: bool = False,
+                 mixed_room_units: int = 0) -> None:
         kind = InlineWorker if inline else WorkerProcess
         self.workers: list[WorkerProcess | InlineWorker] = [
-            kind(WorkerState(index, capacity_units[index]), config, on_event, on_lost)
+            kind(WorkerState(index, capacity_units[index], mixed_room_units=mixed_room_units), config,
+                 on_event, on_lost)
             for index in range(count)]
 
     @property
@@ -259,22 +271,24 @@ class WorkerPool:
         return next((s.index for s in self.states if s.ready and s.pipe == wanted), None)
 
     def place(self, room_workers: Sequence[int], units: int, preferred: int | None = None,
-              priority: bool = False) -> int | None:
+              priority: bool = False, mixed_room: str | None = None) -> int | None:
         """The worker for one more participant of a room; None when all are full.
 
         The room's own workers first (in order), then the scheduler's choice, then the
         worker with most spare units: a room larger than a worker spans workers. A
-        priority (IZS) participant is never refused while a worker runs.
+        priority (IZS) participant is never refused while a worker runs. ``mixed_room``:
+        the participant is mixed in that room (the first one on a worker costs it the
+        room's composite too).
         """
         states = self.states
         for index in room_workers:
-            if states[index].spare_units >= units:
+            if states[index].spare_units >= states[index].units_for(units, mixed_room):
                 return index
         if preferred is not None and not room_workers and 0 <= preferred < len(states) \
-                and states[preferred].spare_units >= units:
+                and states[preferred].spare_units >= states[preferred].units_for(units, mixed_room):
             return preferred
         ranked = sorted(states, key=lambda s: (not s.ready, -s.spare_units, s.index))
-        if ranked and ranked[0].spare_units >= units:
+        if ranked and ranked[0].spare_units >= ranked[0].units_for(units, mixed_room):
             return ranked[0].index
         if priority and states:
             return room_workers[0] if room_workers else (
@@ -282,11 +296,24 @@ class WorkerPool:
                 else ranked[0].index)
         return None
 
-    def reserve(self, index: int, participant: str, units: int) -> None:
+    def reserve(self, index: int, participant: str, units: int, mixed_room: str | None = None) -> None:
         self.workers[index].state.units[participant] = units
+        self.set_mixed(index, participant, mixed_room)
 
     def release(self, index: int, participant: str) -> None:
         self.workers[index].state.units.pop(participant, None)
+        self.set_mixed(index, participant, None)
+
+    def set_mixed(self, index: int, participant: str, room: str | None) -> None:
+        """The participant is mixed in ``room`` on that worker now (None: not mixed)."""
+        mixed = self.workers[index].state.mixed
+        for name, members in list(mixed.items()):
+            if name != room and participant in members:
+                members.discard(participant)
+                if not members:
+                    del mixed[name]  # its last mixed participant here: no composite
+        if room is not None:
+            mixed.setdefault(room, set()).add(participant)
 
     def load(self) -> list[dict[str, Any]]:
         """Each worker's last report with its liveness and placed units (operator page)."""

@@ -152,7 +152,8 @@ def create_app(settings: Settings) -> web.Application:
 
     pool = WorkerPool(settings.worker_count, media_config(settings),
                       capacity_units=[settings.scheduler_worker_capacity_units] * len(worker_ids),
-                      on_event=on_event, on_lost=on_lost, inline=settings.media_inline)
+                      on_event=on_event, on_lost=on_lost, inline=settings.media_inline,
+                      mixed_room_units=settings.scheduler_unit_cost_mixed_room)
 
     # Outermost first: the client as a trusted proxy reports it, then headers on every answer.
     app = web.Application(client_max_size=1024 * 1024, middlewares=[

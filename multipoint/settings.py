@@ -154,7 +154,9 @@ class Settings(BaseSettings):
     scheduler_unit_cost_hd: int = Field(11, ge=1, le=100_000)
     scheduler_unit_cost_sd: int = Field(6, ge=1, le=100_000)
     scheduler_unit_cost_audio: int = Field(2, ge=1, le=100_000)
-    scheduler_unit_cost_mixed: int = Field(24, ge=1, le=100_000)
+    scheduler_unit_cost_mixed: int = Field(4, ge=1, le=100_000)
+    # Once per room with mixed participants, on each worker that mixes it (its composite).
+    scheduler_unit_cost_mixed_room: int = Field(400, ge=0, le=100_000)
     scheduler_worker_capacity_units: int = Field(800, ge=1, le=1_000_000)
     scheduler_izs_reserve_percent: int = Field(20, ge=0, le=90)
     scheduler_borrow_lead_hours: float = Field(48, ge=0, le=24 * 366)
@@ -335,7 +337,8 @@ class Settings(BaseSettings):
         return SchedulerConfig(
             unit_costs=UnitCosts(hd=self.scheduler_unit_cost_hd, sd=self.scheduler_unit_cost_sd,
                                  audio=self.scheduler_unit_cost_audio,
-                                 mixed=self.scheduler_unit_cost_mixed),
+                                 mixed=self.scheduler_unit_cost_mixed,
+                                 mixed_room=self.scheduler_unit_cost_mixed_room),
             worker_capacity_units=self.scheduler_worker_capacity_units,
             izs_reserve_percent=self.scheduler_izs_reserve_percent,
             borrow_lead=timedelta(hours=self.scheduler_borrow_lead_hours),

@@ -657,13 +657,14 @@ class ParticipantConnection:
         if channel.video_codec is None:  # the room's first join (an empty room's channel goes)
             channel.video_codec = codecs.room_codec(self.config.video_codec, video_codecs)
         units = self.config.units(mode)
+        mixed_room = grant.room if mode == "mixed" else None  # its composite, once a worker
         worker = self.pool.place(channel.placed_workers(), units, admission.worker,
-                                 admission.priority)
+                                 admission.priority, mixed_room)
         if worker is None:
             raise ProtocolError("capacity_full",
                                 "every media worker is full; try again in a few minutes")
         participant_id = signaling.new_participant_id()
-        self.pool.reserve(worker, participant_id, units)
+        self.pool.reserve(worker, participant_id, units, mixed_room)
         channel.placing[participant_id] = worker
         try:
             await self.pool.request(worker, "join", room=grant.room, participant=participant_id,
@@ -837,6 +838,9 @@ class ParticipantConnection:
             return
         target = self._target(message, channel)
         await target.request("set_mode", participant=target.participant_id, mode=mode)
+        if target.worker is not None and target.participant_id is not None:
+            self.signaling.pool.set_mixed(target.worker, target.participant_id,
+                                          channel.name if mode == "mixed" else None)
 
     async def on_record(self, message: dict[str, Any]) -> None:
         channel = self._host()

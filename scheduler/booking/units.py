@@ -19,12 +19,17 @@ class UnitCosts:
     hd: int = 11
     sd: int = 6
     audio: int = 2
-    mixed: int = 24
+    mixed: int = 4
+    # A room with mixed participants, once on each worker that mixes it: the mixing tick
+    # and the composite (camera decodes, compose, one encode per size received).
+    mixed_room: int = 400
 
     def __post_init__(self) -> None:
         for kind in KINDS:
             if getattr(self, kind) < 1:
                 raise ValueError(f"unit cost of {kind!r} must be at least 1")
+        if self.mixed_room < 0:
+            raise ValueError("unit cost of a mixed room must not be negative")
 
     def of(self, kind: str) -> int:
         if kind not in KINDS:
@@ -46,8 +51,10 @@ class ParticipantMix:
         return self.hd + self.sd + self.audio + self.mixed
 
     def units(self, costs: UnitCosts) -> int:
+        """What the participants cost together: each its kind's, and a room with mixed
+        participants its composite once."""
         return (self.hd * costs.hd + self.sd * costs.sd + self.audio * costs.audio
-                + self.mixed * costs.mixed)
+                + self.mixed * costs.mixed + (costs.mixed_room if self.mixed else 0))
 
     def as_dict(self) -> dict[str, int]:
         return {"hd": self.hd, "sd": self.sd, "audio": self.audio, "mixed": self.mixed}

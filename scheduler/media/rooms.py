@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
 from scheduler.booking.units import KINDS, UnitCosts
@@ -92,6 +92,9 @@ def worker_loads(session: Session, costs: UnitCosts, *, live_at: datetime | None
         if worker_id is not None:
             cost = costs.of(kind) if kind in KINDS else costs.hd
             live[worker_id] = live.get(worker_id, 0) + cost * count
+    for worker_id, rooms in session.execute(_mixed_rooms().group_by(CallRecord.worker_id)):
+        if worker_id is not None:
+            live[worker_id] = live.get(worker_id, 0) + costs.mixed_room * rooms
     return [WorkerLoad(w.id, w.capacity_units, int(booked.get(w.id) or 0), live.get(w.id, 0),
                        frozenset(w.labels or ()))
             for w in workers]
@@ -143,11 +146,27 @@ def close_room(session: Session, name: str, now: datetime) -> bool:
     return True
 
 
+def _mixed_rooms() -> Select[tuple[int | None, int]]:
+    """Per worker, the rooms it mixes: those with a mixed participant in them now."""
+    return (select(CallRecord.worker_id, func.count(distinct(CallRecord.room_name)))
+            .where(CallRecord.left_at.is_(None), CallRecord.kind == "mixed"))
+
+
 def _live_units(session: Session, worker_id: int, costs: UnitCosts) -> int:
     rows = session.execute(select(CallRecord.kind, func.count())
                            .where(CallRecord.worker_id == worker_id,
                                   CallRecord.left_at.is_(None)).group_by(CallRecord.kind))
-    return sum((costs.of(kind) if kind in KINDS else costs.hd) * count for kind, count in rows)
+    mixed_rooms = session.execute(_mixed_rooms().where(CallRecord.worker_id == worker_id)
+                                  .group_by(CallRecord.worker_id)).first()
+    return sum((costs.of(kind) if kind in KINDS else costs.hd) * count for kind, count in rows) \
+        + costs.mixed_room * (mixed_rooms[1] if mixed_rooms else 0)
+
+
+def _mixes(session: Session, worker_id: int, room_name: str) -> bool:
+    """Whether the worker mixes the room already (its composite is paid for)."""
+    return session.scalar(select(CallRecord.id).where(
+        CallRecord.worker_id == worker_id, CallRecord.room_name == room_name,
+        CallRecord.kind == "mixed", CallRecord.left_at.is_(None)).limit(1)) is not None
 
 
 def _room_izs(session: Session, room: Room) -> bool:
@@ -184,6 +203,8 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
     capacity = session.scalar(select(MediaWorker.capacity_units)
                               .where(MediaWorker.id == room.worker_id)) or 0
     izs = _room_izs(session, room)
+    if (kind or config.join_kind) == "mixed" and not _mixes(session, room.worker_id, room_name):
+        join_cost += costs.mixed_room  # the first mixed participant starts its composite
     if _live_units(session, room.worker_id, costs) + join_cost > capacity and not izs:
         return AdmissionDecision(False, "worker_full",
                                  "the media worker of this room is full; try again shortly",

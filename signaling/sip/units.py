@@ -390,12 +390,13 @@ class RoomUnits:
         if channel.video_codec is None:  # a room a unit starts forwards what units send
             channel.video_codec = codecs.room_codec(signaling.config.video_codec, [codecs.H264])
         units = signaling.config.units("mixed")
-        worker = signaling.pool.place(channel.placed_workers(), units, admission.worker, admission.priority)
+        worker = signaling.pool.place(channel.placed_workers(), units, admission.worker, admission.priority,
+                                      mixed_room=room)  # a unit is always mixed
         if worker is None:
             self._drop_if_empty(channel)
             raise Refused(486, "Busy Here: every media worker is full")
         participant_id = signaling.new_participant_id()
-        signaling.pool.reserve(worker, participant_id, units)
+        signaling.pool.reserve(worker, participant_id, units, mixed_room=room)
         channel.placing[participant_id] = worker
         return _Place(channel, worker, participant_id, grant, name)
 

@@ -99,12 +99,16 @@ async def test_the_scheduler_opens_and_closes_rooms_on_the_media_worker(server) 
 
 
 async def test_admission_counts_what_a_participant_really_costs(tmp_path) -> None:
-    """A mixed-mode participant is a mixed unit (24), a forwarded one an HD unit (11):
-    read before admission, recorded as such, and placed by it."""
+    """A mixed-mode participant is a mixed unit (4) and its room's first also starts the
+    room's composite (here 16), a forwarded one an HD unit (11): read before admission,
+    recorded as such, and placed by it."""
     from tests.conftest import start_process_server
 
-    # A worker of 30 units: room for two forwarded participants, or one mixed.
-    server = await start_process_server(tmp_path, 1, scheduler_worker_capacity_units=30)
+    # A worker of 30 units: a mixed room (20) and two more mixed participants, or two
+    # forwarded participants; not a mixed room and a forwarded participant (31).
+    server = await start_process_server(tmp_path, 1, scheduler_worker_capacity_units=30,
+                                        scheduler_unit_cost_mixed_room=16)
+    pool = server.app[POOL]
     clients = []
     try:
         first = await SignalClient.connect(server.ws_url)
@@ -112,26 +116,35 @@ async def test_admission_counts_what_a_participant_really_costs(tmp_path) -> Non
         await first.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
                           "name": "Jednotka", "mode": "mixed"})
         assert (await first.next("joined"))["room"] == "sal"
+        assert pool.states[0].used_units == 4 + 16
         second = await SignalClient.connect(server.ws_url)
         clients.append(second)
         await second.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
                            "name": "Úředník"})
         refused = await second.next("error")
-        assert refused["code"] == "capacity_full"  # 24 + 11 > 30
-        await first.close()
-        clients.remove(first)
-        assert await wait_until(lambda: server.app[POOL].states[0].used_units == 0)
+        assert refused["code"] == "capacity_full"  # 20 + 11 > 30
+        other = await SignalClient.connect(server.ws_url)
+        clients.append(other)
+        await other.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
+                          "name": "Jednotka 2", "mode": "mixed"})
+        assert (await other.next("joined"))["room"] == "sal"  # 24: the composite is paid
+        assert pool.states[0].used_units == 4 + 4 + 16
+        for mixed in (first, other):
+            await mixed.close()
+            clients.remove(mixed)
+        assert await wait_until(lambda: pool.states[0].used_units == 0)  # its composite went too
         third = await SignalClient.connect(server.ws_url)
         clients.append(third)
         await third.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
                           "name": "Úředník"})
-        assert (await third.next("joined"))["room"] == "sal"  # the mixed one's units are free
+        assert (await third.next("joined"))["room"] == "sal"  # the mixed ones' units are free
 
         def kinds() -> dict[str, str]:
             with server.app[DATABASE].session() as session:
                 return {r.participant: r.kind for r in session.scalars(select(CallRecord))}
 
-        assert await wait_until(lambda: kinds() == {"Jednotka": "mixed", "Úředník": "hd"})
+        assert await wait_until(lambda: kinds() == {"Jednotka": "mixed", "Jednotka 2": "mixed",
+                                                    "Úředník": "hd"})
     finally:
         for client in clients:
             await client.close()

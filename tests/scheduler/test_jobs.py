@@ -20,8 +20,8 @@ from scheduler.booking.jobs import next_due
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
-from scheduler.media.rooms import RoomInfo
-from scheduler.models import Booking, Notification, Room
+from scheduler.media.rooms import RoomInfo, worker_loads
+from scheduler.models import Booking, CallRecord, Notification, Room
 from scheduler.organisations import org_info
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
@@ -194,6 +194,35 @@ def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) 
     assert izs.allowed and izs.worker_id == first.worker_id
     with db.session() as session:
         assert session.scalar(select(Room.state).where(Room.name == bridge_room)) == "open"
+
+
+def test_a_mixed_room_costs_its_composite_once_on_its_worker(db: Database) -> None:
+    """A room's first mixed participant starts its composite: the room's mixed_room units,
+    once on its worker, on top of each mixed participant's own (docs/scheduler.md)."""
+    world = make_world(db, workers=1, capacity=500)
+    costs = world.config.unit_costs
+    assert (costs.hd, costs.mixed, costs.mixed_room) == (11, 4, 400)
+    service = services(world, FakeClock(NOW), RecordingRoomControl())
+    _, first_room = book(world, "2026-11-30T09:05", "2026-11-30T10:00", hd=1, who="operator",
+                         organisation=world.central)
+    _, second_room = book(world, "2026-11-30T09:05", "2026-11-30T10:00", hd=1, who="operator",
+                          organisation=world.central)
+    assert service.admit_join(first_room, kind="mixed").allowed  # 4 + 400 of 500
+    service.record_join(first_room, participant="unit-1", kind="mixed")
+    for index in range(8):  # 404 + 8 x 11 = 492
+        service.record_join(first_room, participant=f"p{index}")
+    with db.session() as session:
+        assert [load.live for load in worker_loads(session, costs)] == [492]
+    assert service.admit_join(first_room, kind="hd").code == "worker_full"  # 503
+    assert service.admit_join(first_room, kind="mixed").allowed  # 496: its composite is paid
+    # Another room's first mixed participant would start a second composite: 896.
+    assert service.admit_join(second_room, kind="mixed").code == "worker_full"
+    assert service.admit_join(second_room, kind="audio").allowed  # 494
+    with db.session() as session:
+        unit = session.scalar(select(CallRecord.id).where(CallRecord.participant == "unit-1"))
+    service.record_leave(unit)  # the room's last mixed participant: no composite any more
+    with db.session() as session:
+        assert [load.live for load in worker_loads(session, costs)] == [88]
 
 
 async def test_a_new_booking_brings_the_next_run_forward(world: World) -> None:
