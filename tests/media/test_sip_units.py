@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import shutil
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,21 @@ async def dial_in(server, unit: Baresip, room: str, transport: str = "udp") -> A
 
 def hears(client: SignalClient, frequency: float) -> bool:
     return any(r.audio and r.spectrum_peak(frequency) > 30 for r in client.peer.received.values())
+
+
+@contextlib.asynccontextmanager
+async def unit_called_in(server, tmp_path: Path) -> AsyncIterator[tuple[str, SignalClient, Baresip, Any]]:
+    """A bridge with a page in it, and baresip (sounding UNIT_TONE) called in: the room,
+    the page's client, the unit and its participant on the worker."""
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
+    await unit.start()
+    try:
+        yield room, client, unit, await dial_in(server, unit, room)
+    finally:
+        await unit.stop()
+        await client.close()
 
 
 async def test_a_unit_dials_in_hears_the_room_is_heard_and_hangs_up(server, tmp_path: Path) -> None:
@@ -630,12 +647,7 @@ async def sipp(server, scenario: str, service: str, calls: int, rate: int, workd
 @pytest.mark.skipif(SIPP is None, reason="no sipp (scripts/test installs sip-tester)")
 async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_disturb_no_call(
         server, tmp_path: Path) -> None:
-    room = bridge(server)
-    client = await client_in(server, room)
-    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
-    await unit.start()
-    try:
-        member = await dial_in(server, unit, room)
+    async with unit_called_in(server, tmp_path) as (room, client, _, member):
         # 100 INVITEs offering G.729 and H.263 at 50 a second into the same room: 488 each.
         seen = server.app[ROOM_UNITS].agent.counters["messages"]
         assert await sipp(server, "bad_sdp_invites.xml", room, 100, 50, tmp_path) == 0
@@ -651,9 +663,6 @@ async def test_floods_of_bad_calls_and_unknown_methods_get_clear_answers_and_dis
         assert hears(client, UNIT_TONE)
         assert [u.id for u in units_in(server, room)] == [member.id]
         assert await wait_until(lambda: len(server.app[ROOM_UNITS].agent.dialogs) == 1)
-    finally:
-        await unit.stop()
-        await client.close()
 
 
 async def test_a_call_over_tls(server, tmp_path: Path) -> None:
@@ -1188,12 +1197,7 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
     """A SIP endpoint nobody here wrote holds the call (its re-INVITE: a=sendonly) and
     resumes it: the mix stops going to it while held and comes back, and the room goes
     on hearing it, in the same call."""
-    room = bridge(server)
-    client = await client_in(server, room)
-    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_TONE)
-    await unit.start()
-    try:
-        member = await dial_in(server, unit, room)
+    async with unit_called_in(server, tmp_path) as (room, client, unit, member):
         assert await wait_until(lambda: member.media_counts()["audio_out"] > 100, timeout=15)
         await unit.command("hold")
         voice = member.slots["voice"][0]
@@ -1208,6 +1212,3 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
         assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
         assert units_in(server, room) == [member]  # the same call throughout
         assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=10)
-    finally:
-        await unit.stop()
-        await client.close()
