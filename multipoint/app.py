@@ -71,12 +71,20 @@ class SchedulerCallLog(CallLog):
 
     async def joined(self, room: str, name: str, mode: str, worker: int) -> int:
         return await asyncio.to_thread(self.services.record_join, room, participant=name,
-                                       kind="mixed" if mode == "mixed" else "hd",
-                                       worker_id=self.worker_ids[worker])
+                                       kind=self._kind(mode), worker_id=self.worker_ids[worker])
 
     async def left(self, record: int | None) -> None:
         if record is not None:
             await asyncio.to_thread(self.services.record_leave, record)
+
+    async def changed_mode(self, record: int | None, mode: str) -> None:
+        if record is not None:
+            await asyncio.to_thread(self.services.record_kind, record, self._kind(mode))
+
+    @staticmethod
+    def _kind(mode: str) -> str:
+        """The participant kind the scheduler counts for a mode (docs/scheduler.md)."""
+        return "mixed" if mode == "mixed" else "hd"
 
 
 class MediaRoomControl:

@@ -106,5 +106,9 @@ class SchedulerServices:
         with self.db.write_session() as session:
             calls.record_leave(session, record_id, now or self.clock())
 
+    def record_kind(self, record_id: int, kind: str) -> None:
+        with self.db.write_session() as session:
+            calls.record_kind(session, record_id, kind)
+
     def deliver_outbox(self) -> int:
         return deliver_outbox(self.db, self.config.smtp, self.clock())

@@ -90,6 +90,10 @@ class CallLog:
     async def left(self, record: Any) -> None:
         return None
 
+    async def changed_mode(self, record: Any, mode: str) -> None:
+        """The participant of ``record`` was switched to ``mode`` (mixed or forwarded)."""
+        return None
+
 
 @dataclass
 class SignalingConfig:
@@ -841,6 +845,8 @@ class ParticipantConnection:
         if target.worker is not None and target.participant_id is not None:
             self.signaling.pool.set_mixed(target.worker, target.participant_id,
                                           channel.name if mode == "mixed" else None)
+        if not channel.echo:
+            await self.signaling.call_log.changed_mode(target.call_record, mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
         channel = self._host()

@@ -51,6 +51,14 @@ def record_leave(session: Session, record_id: int, now: datetime) -> None:
         record.left_at = max(now, record.joined_at)
 
 
+def record_kind(session: Session, record_id: int, kind: str) -> None:
+    """The participant of an open call record is of another kind now (switched to mixed
+    or back): its worker's live load counts it so (scheduler/media/rooms.py)."""
+    record = session.get(CallRecord, record_id)
+    if record is not None and record.left_at is None:
+        record.kind = kind
+
+
 def call_records(session: Session, start: datetime, end: datetime,
                  organisation_id: int | None = None, limit: int = 10000) -> list[CallRecord]:
     query = (select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)

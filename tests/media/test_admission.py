@@ -149,3 +149,33 @@ async def test_admission_counts_what_a_participant_really_costs(tmp_path) -> Non
         for client in clients:
             await client.close()
         await server.runner.cleanup()
+
+
+async def test_a_participant_switched_to_mixed_is_counted_mixed(tmp_path) -> None:
+    """A host switches a participant to mixed and back: the scheduler's record of it and
+    the front's placement follow (its room's composite from the switch, and no more)."""
+    from tests.conftest import start_process_server
+
+    server = await start_process_server(tmp_path, 1, scheduler_unit_cost_mixed_room=16)
+    pool = server.app[POOL]
+    host = await SignalClient.connect(server.ws_url)
+    try:
+        grant = JoinGrant(room="sal", role="host", scheduled=False)
+        await host.send({"type": "join", "v": 1, "name": "Hostitel",
+                         "token": issue_token(server.settings.signing_secret(), grant, 300)})
+        participant = (await host.next("joined"))["participant"]
+
+        def kind() -> str | None:
+            with server.app[DATABASE].session() as session:
+                return session.scalar(select(CallRecord.kind).where(CallRecord.participant == "Hostitel"))
+
+        assert await wait_until(lambda: kind() == "hd") and pool.states[0].used_units == 11
+        await host.send({"type": "set_mode", "participant": participant, "mode": "mixed"})
+        assert await wait_until(lambda: kind() == "mixed")
+        assert pool.states[0].used_units == 11 + 16  # its own units as placed, and the composite
+        await host.send({"type": "set_mode", "participant": participant, "mode": "forwarded"})
+        assert await wait_until(lambda: kind() == "hd")
+        assert pool.states[0].used_units == 11
+    finally:
+        await host.close()
+        await server.runner.cleanup()
