@@ -187,7 +187,6 @@ class HostSocketTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._protocol = protocol
         self._closing = False
-        self.send_dropped = 0
         self.reader = Reader(sock.fileno(), protocol.datagram_received, self._on_error)
         self._loop.add_reader(sock.fileno(), self.reader.readable)
 
@@ -200,7 +199,7 @@ class HostSocketTransport(asyncio.DatagramTransport):
         try:
             self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
-            self.send_dropped += 1
+            pass  # a full send buffer: dropped, as UDP may
         except OSError as exc:
             self._protocol.error_received(exc)
 

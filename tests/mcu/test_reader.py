@@ -192,7 +192,7 @@ def test_arrival_times_are_kept_per_datagram_once_asked(udp: Socket) -> None:
     udp.send(STUN_BINDING)
     time.sleep(0.02)
     udp.reader.readable()  # both in one batch, each with its own time
-    assert len(seen) == 4 and abs(seen[2] - sent) < 0.04 and seen[3] - seen[2] > 0.04
+    assert len(seen) == 4 and sent <= seen[2] <= seen[3] - 0.04  # the first one's own time
 
 
 def test_wrong_arguments_are_refused(udp: Socket) -> None:
