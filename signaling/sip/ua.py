@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 T1_S = 0.5
 T2_S = 4.0
 TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
+CLOSE_BYE_S = 4 * T1_S  # on closing, how long the calls' BYEs are waited for
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
 # Keys sent in SIP INFO (units that do not send RFC 4733 events in their RTP): the de facto
 # application/dtmf-relay body ("Signal=5\r\nDuration=160") and application/dtmf ("5").
@@ -226,9 +227,14 @@ class SipAgent:
         return {"udp": self.udp_port, "tcp": self.tcp_port, "tls": self.tls_port}[transport]
 
     async def close(self) -> None:
-        for call in list(self.dialogs.values()):
-            with contextlib.suppress(Exception):
-                await self.hang_up(call, wait=False)
+        # Every call ends with a BYE (a unit would otherwise sit in a dead call until its
+        # own media timeout), sent before the sockets close and waited for a moment: long
+        # enough for a unit on a working network to confirm it, and for one resend.
+        calls = list(self.dialogs.values())
+        if calls:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(self.hang_up(call) for call in calls),
+                                                      return_exceptions=True), CLOSE_BYE_S)
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
         for server in (self.tcp, self.tls):
