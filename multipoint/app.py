@@ -95,17 +95,16 @@ class MediaRoomControl:
         self.worker_ids = worker_ids
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo | None) -> None:
-        # Only the node whose worker has the room acts: it is where the room's calls are
-        # placed, so it is also the one that calls the booking's room units in.
         if self.live_rooms is not None and worker_id in self.worker_ids:
             await self.live_rooms.open(room, self.worker_ids.index(worker_id))
-            if info is not None and info.call_units:
-                # Rooms open a little before their start (the open lead); a unit is
-                # rung at the start itself, not minutes early. The job's own times say
-                # how long that is, so a test's moved clock is honoured too.
-                delay = (info.starts_at - info.opened_at).total_seconds() \
-                    if info.starts_at is not None and info.opened_at is not None else 0.0
-                self.live_rooms.call_booked_units(room, info.call_units, max(0.0, delay))
+
+    async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
+        # Only the node whose worker has the room acts: it is where the room's calls are
+        # placed (the jobs ask each node for its own rooms' units).
+        if self.live_rooms is not None and worker_id in self.worker_ids:
+            # Open already, unless this node started (or took the room) since it opened.
+            await self.live_rooms.open(room, self.worker_ids.index(worker_id))
+            self.live_rooms.call_booked_units(room, units)
 
     async def close_room(self, room: str) -> None:
         if self.live_rooms is not None:
@@ -184,7 +183,7 @@ def create_app(settings: Settings) -> web.Application:
     room_control = MediaRoomControl(worker_ids)
     services = SchedulerServices(
         database, config, run_jobs=settings.scheduler_jobs,
-        room_control=room_control,
+        room_control=room_control, workers=worker_ids,
         join_link=lambda room, role, izs=False: join_url(
             settings.link_base(izs), settings.signing_secret(), room, role=role, scheduled=True,
             ttl_s=settings.invite_ttl_hours * 3600))

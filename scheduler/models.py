@@ -334,6 +334,10 @@ class BookingOccurrence(Base):
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the job called the booking's room units in (at the start). Cleared when those
+    # calls were lost with their node (a restart, a room moved off a dead node), so that
+    # the node that has the room now calls them again.
+    units_called_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # An occurrence moved on its own (PATCH .../occurrences/{start}): the wall-clock start
     # of the series' occurrence it stands for (an exception of the series; the
     # invitation's RECURRENCE-ID). NULL for one at its series time.

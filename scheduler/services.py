@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,9 @@ class NoRoomControl:
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
         log.info("room %s open on worker %s", room, worker_id)
 
+    async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
+        log.warning("room %s: no media here to call its %d room unit(s) from", room, len(units))
+
     async def close_room(self, room: str) -> None:
         log.info("room %s closed", room)
 
@@ -43,13 +46,14 @@ class SchedulerServices:
 
     def __init__(self, db: Database, config: SchedulerConfig, *, join_link: JoinLink,
                  room_control: RoomControl | None = None, clock: Clock | None = None,
-                 run_jobs: bool = True) -> None:
+                 run_jobs: bool = True, workers: Collection[int] | None = None) -> None:
         self.db = db
         self.config = config
         self.join_link = join_link
         self.room_control = room_control or NoRoomControl()
         self.clock: Callable[[], datetime] = clock or utc_now
-        self.jobs = JobRunner(db, config, self.room_control, join_link, self.clock)
+        # ``workers``: this node's media workers, whose booked rooms' units its jobs call.
+        self.jobs = JobRunner(db, config, self.room_control, join_link, self.clock, workers)
         self.run_jobs = run_jobs
 
     def warm_up(self) -> int:

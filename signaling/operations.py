@@ -113,13 +113,13 @@ class LiveRooms:
             entry["outcome"], entry["reason"] = "failed", str(exc)
             return False
         entry["outcome"], entry["participant"] = "connected", member.participant_id
+        member.call_again = lambda: self._call_again(entry)
         return True
 
-    def call_booked_units(self, room: str, units: Sequence[tuple[str, str]],
-                          delay_s: float = 0.0) -> list[dict[str, Any]]:
-        """A booked room opened on this node: call each of its units (name, SIP URI) in
-        once ``delay_s`` has passed (its start), all at once and in the background, each
-        listed in :attr:`dials` with how it went. Returns those entries."""
+    def call_booked_units(self, room: str, units: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """A booked meeting on this node starts: call each of its units (name, SIP URI)
+        into its room, all at once and in the background, each listed in :attr:`dials`
+        with how it went. Returns those entries."""
         if not units:
             return []
         if self.units is None:
@@ -130,29 +130,37 @@ class LiveRooms:
         for name, target in units:
             entry: dict[str, Any] = {"room": room, "target": target, "name": name,
                                      "by": BOOKED_BY, "at": time.time(),
-                                     "outcome": "waiting" if delay_s > 0 else "ringing",
-                                     "reason": "", "tries": 0}
+                                     "outcome": "ringing", "reason": "", "tries": 0}
             entries.append(entry)
-            self._place_call(entry, self._dial_booked(entry, delay_s))
+            self._place_call(entry, self._call_with_retry(entry))
         return entries
 
-    async def _dial_booked(self, entry: dict[str, Any], delay_s: float) -> None:
+    async def _call_with_retry(self, entry: dict[str, Any]) -> None:
         room, target = entry["room"], entry["target"]
-        if delay_s > 0:
-            await asyncio.sleep(delay_s)
         for last_try in (False, True):
             entry["tries"] += 1
-            # Admitted as the booking's links are: only while the booking is on.
-            if await self._ring(entry, scheduled=True):
-                logger.info("room %s: booked unit %s answered (%s)", room, target, entry["participant"])
+            # Admitted as the booking's links are (only while the booking is on); the
+            # operator's call as the operator's word (the room is live, booked or not).
+            if await self._ring(entry, scheduled=entry["by"] == BOOKED_BY):
+                logger.info("room %s: unit %s answered (%s)", room, target, entry["participant"])
                 return
             if last_try or entry["outcome"] not in BOOKED_RETRIED:
                 break
-            logger.info("room %s: booked unit %s: %s (%s); calling once more in %.0f s",
+            logger.info("room %s: unit %s: %s (%s); calling once more in %.0f s",
                         room, target, entry["outcome"], entry["reason"], self.booked_retry_s)
             await asyncio.sleep(self.booked_retry_s)
-        logger.warning("room %s: booked unit %s not connected: %s (%s)", room, target,
+        logger.warning("room %s: unit %s not connected: %s (%s)", room, target,
                        entry["outcome"], entry["reason"])
+
+    def _call_again(self, entry: dict[str, Any]) -> None:
+        """A unit we called was cut off by the death of its media worker (signaling ends
+        its call then, as it disconnects the pages, which rejoin by themselves): call it
+        again, as a booking's calls are made (once more later if busy or not answering)."""
+        again = {key: entry[key] for key in ("room", "target", "name", "by") if key in entry}
+        again.update({"at": time.time(), "outcome": "ringing", "reason": "", "tries": 0})
+        logger.info("room %s: unit %s lost its media worker; calling it again", again["room"],
+                    again["target"])
+        self._place_call(again, self._call_with_retry(again))
 
     async def stop_dialling(self) -> None:
         """The service stops: calls still waiting or ringing are given up."""

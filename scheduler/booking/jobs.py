@@ -1,24 +1,27 @@
-"""Jobs: open rooms before their start, close them after, remind, roll up usage.
+"""Jobs: open rooms before their start, call their room units at it, close them after,
+remind, roll up usage.
 
-Everything a job does is recorded on the occurrence it concerns (opened_at, closed_at,
-reminded_at), in the transaction that does it. So the job runner keeps no state of its
-own: after a restart it looks at the database, does what is due and was not done, and
-nothing twice. APScheduler only decides *when* to look: a date job at the next due
-instant, a safety tick, and a daily roll-up.
+Everything a job does is recorded on the occurrence it concerns (opened_at,
+units_called_at, closed_at, reminded_at), in the transaction that does it. So the job
+runner keeps no state of its own: after a restart it looks at the database, does what
+is due and was not done, and nothing twice (room units' calls, which a restart ends,
+are the one thing done again: :func:`~scheduler.media.rooms.recall_units`). APScheduler
+only decides *when* to look: a date job at the next due instant, a safety tick, and a daily roll-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.booking import notices
 from scheduler.booking.calls import rollup_day
@@ -26,7 +29,7 @@ from scheduler.booking.mail import deliver_outbox
 from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
-from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room
+from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room, recall_units
 from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RoomAction:
-    kind: str  # "open" or "close"
+    kind: str  # "open", "call" (the room units, at the start) or "close"
     room: str
     worker_id: int | None = None
     info: RoomInfo | None = None
+    units: tuple[tuple[str, str], ...] = ()  # "call": each unit's name in the room and SIP URI
 
 
 def _locked(session: Session, query):  # type: ignore[no-untyped-def]
@@ -50,9 +54,31 @@ def _locked(session: Session, query):  # type: ignore[no-untyped-def]
     return query
 
 
+def _units_to_call(workers: Collection[int] | None) -> ColumnElement[bool]:
+    """Occurrences whose room units are still to be called, once started: open, their
+    booking names units, and (``workers`` given) their room is on one of those workers.
+
+    Only the node whose worker has the room calls: that is where its calls are placed.
+    With several nodes each one's runner takes its own rooms' units, a room moved off a
+    dead node included.
+    """
+    o = BookingOccurrence
+    room_here = select(Room.id).join(Booking, Booking.room_name == Room.name).where(
+        Booking.id == o.booking_id, Room.state == "open", Room.occurrence_id == o.id)
+    if workers is not None:
+        room_here = room_here.where(Room.worker_id.in_(list(workers)))
+    return (o.state == "scheduled") & o.opened_at.is_not(None) & o.closed_at.is_(None) \
+        & o.units_called_at.is_(None) \
+        & exists(select(BookingUnit.endpoint_id).where(BookingUnit.booking_id == o.booking_id)) \
+        & exists(room_here)
+
+
 def due_actions(db: Database, config: SchedulerConfig, now: datetime,
-                join_link: JoinLink) -> list[RoomAction]:
-    """Do in the database what is due at ``now``; return what the media side must do."""
+                join_link: JoinLink, workers: Collection[int] | None = None) -> list[RoomAction]:
+    """Do in the database what is due at ``now``; return what the media side must do.
+
+    ``workers``: the media workers of this node, whose rooms' units this node calls
+    (None: any worker's, one process doing everything)."""
     actions: list[RoomAction] = []
     o = BookingOccurrence
     with db.write_session() as session:
@@ -85,10 +111,23 @@ def due_actions(db: Database, config: SchedulerConfig, now: datetime,
             occurrence.opened_at = now
             info = RoomInfo(room=booking.room_name, title=booking.title, units=occurrence.units,
                             expected_participants=sum(booking.participants.values()),
-                            izs=booking.izs, booking_id=booking.id, ends_at=occurrence.end_utc,
-                            starts_at=occurrence.start_utc, opened_at=now,
-                            call_units=units_to_call(session, booking.id))
+                            izs=booking.izs, booking_id=booking.id, ends_at=occurrence.end_utc)
             actions.append(RoomAction("open", booking.room_name, room.worker_id, info))
+
+        # Room units are rung at the start itself, not at the opening minutes before. Done
+        # once per occurrence (units_called_at), unless those calls were lost since.
+        calling = session.scalars(_locked(session, select(o).where(
+            _units_to_call(workers), o.start_utc <= now, o.end_utc > now)
+            .order_by(o.start_utc))).all()
+        for occurrence in calling:
+            occurrence.units_called_at = now
+            booking = session.get(Booking, occurrence.booking_id)
+            assert booking is not None
+            room = session.scalar(select(Room).where(Room.name == booking.room_name))
+            assert room is not None
+            units = units_to_call(session, booking.id)
+            if units:  # each may have lost its SIP address since the booking named it
+                actions.append(RoomAction("call", booking.room_name, room.worker_id, units=units))
 
         reminding = session.scalars(_locked(session, select(o).where(
             o.state == "scheduled", o.reminded_at.is_(None), o.start_utc > now,
@@ -112,7 +151,8 @@ def units_to_call(session: Session, booking_id: int) -> tuple[tuple[str, str], .
     return tuple((site or serial, sip_uri) for serial, site, sip_uri in rows if sip_uri)
 
 
-def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime | None:
+def next_due(db: Database, config: SchedulerConfig, now: datetime,
+             workers: Collection[int] | None = None) -> datetime | None:
     """The next instant at which :func:`due_actions` will have something to do."""
     o = BookingOccurrence
     with db.session() as session:
@@ -127,8 +167,10 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime) -> datetime |
                 o.opened_at.is_not(None), o.closed_at.is_(None))),
             session.scalar(select(func.min(o.start_utc)).where(
                 o.state == "scheduled", o.reminded_at.is_(None), o.start_utc > now)),
+            session.scalar(select(func.min(o.start_utc)).where(
+                _units_to_call(workers), o.end_utc > now)),
         ]
-    offsets = [-config.open_lead, config.close_grace, -config.reminder_lead]
+    offsets = [-config.open_lead, config.close_grace, -config.reminder_lead, timedelta(0)]
     instants = [c + offset for c, offset in zip(candidates, offsets, strict=True) if c]
     return max(now, min(instants)) if instants else None
 
@@ -150,9 +192,10 @@ class JobRunner:
     """
 
     def __init__(self, db: Database, config: SchedulerConfig, room_control: RoomControl,
-                 join_link: JoinLink, clock: Clock) -> None:
+                 join_link: JoinLink, clock: Clock, workers: Collection[int] | None = None) -> None:
         self.db, self.config, self.room_control = db, config, room_control
         self.join_link, self.clock = join_link, clock
+        self.workers = workers  # this node's media workers (None: any)
         self._lock = asyncio.Lock()  # one job at a time; stop() waits on it
         self._scheduler: AsyncIOScheduler | None = None
         self._stopping = False
@@ -167,6 +210,14 @@ class JobRunner:
         self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, id="rollup",
                                 coalesce=True, max_instances=1)
         self._scheduler.start()
+        if self.workers is not None:
+            # This node starts: the room-unit calls it placed before are gone with the
+            # process that placed them. Its rooms' meetings still on call them again.
+            def recall() -> int:
+                with self.db.write_session() as session:
+                    return recall_units(session, self.clock(), workers=self.workers)
+            if recalled := await self._in_thread(recall):
+                log.info("the room units of %d meeting(s) on this node are called again", recalled)
         await self.tick()  # catch up on whatever fell due while the service was down
         await self.rollup()
 
@@ -203,7 +254,7 @@ class JobRunner:
                 return []
             now = self.clock()
             actions = await self._in_thread(due_actions, self.db, self.config, now,
-                                            self.join_link)
+                                            self.join_link, self.workers)
             # Done even while stopping: the database already says these rooms are open
             # (or closed), so the media side is told.
             for action in actions:
@@ -212,6 +263,10 @@ class JobRunner:
                         assert action.worker_id is not None and action.info is not None
                         await self.room_control.open_room(action.room, action.worker_id,
                                                           action.info)
+                    elif action.kind == "call":
+                        assert action.worker_id is not None
+                        await self.room_control.call_units(action.room, action.worker_id,
+                                                           action.units)
                     else:
                         await self.room_control.close_room(action.room)
                 except Exception:  # the media side's trouble must not stop the jobs
@@ -230,7 +285,7 @@ class JobRunner:
         now = self.clock()
         if self._scheduler is None:
             return
-        due = await asyncio.to_thread(next_due, self.db, self.config, now)
+        due = await asyncio.to_thread(next_due, self.db, self.config, now, self.workers)
         if self._scheduler is None:  # stopped meanwhile
             return
         if due is not None and due <= now:
@@ -256,7 +311,7 @@ class JobRunner:
     async def _schedule_next(self, now: datetime) -> None:
         if self._scheduler is None:
             return
-        due = await self._in_thread(next_due, self.db, self.config, now)
+        due = await self._in_thread(next_due, self.db, self.config, now, self.workers)
         if self._scheduler is None:  # stopped meanwhile
             return
         # Due already means an action failed (say, no worker to open a room on): leave it

@@ -42,7 +42,7 @@ from scheduler.db import Database
 from scheduler.errors import NotFound
 from scheduler.media.placement import place
 from scheduler.media.room_signals import announce_room_change
-from scheduler.media.rooms import placed_izs, worker_loads
+from scheduler.media.rooms import placed_izs, recall_units, worker_loads
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Room, RoomMove
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,9 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
                 record.left_at = max(now, record.joined_at)
             room.worker_id = target.worker_id
             announce_room_change(session, room.name)  # a fenced node stops serving it
+            if room.occurrence_id is not None:
+                # Its room units' calls ended with that node: the new one calls them again.
+                recall_units(session, now, occurrence_id=room.occurrence_id)
             # The next room sees this one on its new worker.
             loads = [dataclasses.replace(w, booked=w.booked + room.units)
                      if w.worker_id == target.worker_id else w for w in loads]

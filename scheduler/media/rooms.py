@@ -7,11 +7,12 @@ Signaling asks :func:`admit_join` whether a participant may enter.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, distinct, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.booking.units import KINDS, UnitCosts
@@ -42,16 +43,15 @@ class RoomInfo:
     booking_id: int | None = None
     bridge_id: int | None = None
     ends_at: datetime | None = None
-    starts_at: datetime | None = None
-    opened_at: datetime | None = None  # the job's time when it opened the room
-    # Room units to call in at ``starts_at``: (name, SIP URI) of each.
-    call_units: tuple[tuple[str, str], ...] = ()
 
 
 class RoomControl(Protocol):
     """Implemented by the composition root; both calls must be idempotent."""
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None: ...
+
+    async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
+        """A booked meeting starts: call its room units (name, SIP URI) into its room."""
 
     async def close_room(self, room: str) -> None: ...
 
@@ -135,6 +135,23 @@ def open_room(session: Session, config: SchedulerConfig, name: str, units: int, 
     room.opened_at, room.closed_at = now, None
     session.flush()
     return room
+
+
+def recall_units(session: Session, now: datetime, *, workers: Collection[int] | None = None,
+                 occurrence_id: int | None = None) -> int:
+    """The room-unit calls of started, open occurrences were lost (their node restarted,
+    their room moved off a dead node): mark them to be called again, those whose room is
+    on ``workers`` or the one occurrence given. How many."""
+    o = BookingOccurrence
+    query = update(o).where(o.state == "scheduled", o.opened_at.is_not(None), o.closed_at.is_(None),
+                            o.units_called_at.is_not(None), o.end_utc > now)
+    if occurrence_id is not None:
+        query = query.where(o.id == occurrence_id)
+    if workers is not None:
+        query = query.where(exists(select(Room.id).join(Booking, Booking.room_name == Room.name).where(
+            Booking.id == o.booking_id, Room.occurrence_id == o.id, Room.worker_id.in_(list(workers)))))
+    return session.execute(query.values(units_called_at=None).execution_options(
+        synchronize_session=False)).rowcount or 0
 
 
 def close_room(session: Session, name: str, now: datetime) -> bool:

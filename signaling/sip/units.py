@@ -121,6 +121,9 @@ class UnitMember:
         self.call_record: Any = None
         self.answer = ""  # our SDP answer, for the 200
         self.lobby: _Lobby | None = None  # keying in the PIN, not in the room yet
+        # A unit we called (the operator, a booking): how to call it again should its
+        # media worker die under it (a unit that called us calls again itself).
+        self.call_again: Callable[[], None] | None = None
 
     def post(self, text: str) -> None:
         return None  # a unit does not speak the participant protocol: the list is not for it
@@ -144,6 +147,8 @@ class UnitMember:
         await self.close()
         with contextlib.suppress(Exception):
             await self.units.agent.hang_up(self.call, wait=False)
+        if self.worker_lost and self.call_again is not None:
+            self.call_again()
 
     async def stop(self) -> None:
         return None

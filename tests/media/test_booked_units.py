@@ -107,12 +107,13 @@ async def test_a_bookings_unit_is_called_in_at_its_start_and_listed(server, tmp_
         clock.now = start - timedelta(seconds=2)
         actions = await server.app[SERVICES].jobs.tick()
         assert [(a.kind, a.room) for a in actions] == [("open", room)]
+        assert not [d for d in live_rooms.dials if d["room"] == room]
+        # At the start the job calls the units: the unit rings, answers, and is in the room.
+        clock.now = start
+        actions = await server.app[SERVICES].jobs.tick()
+        assert [(a.kind, a.room) for a in actions] == [("call", room)]
         calls = {d["target"]: d for d in live_rooms.dials if d["room"] == room}
-        assert {d["outcome"] for d in calls.values()} == {"waiting"}
         assert all(d["by"] == "booking" for d in calls.values())
-        assert unit.saw("CALL_INCOMING") is None
-
-        # At the start (two seconds later) the unit rings, answers, and is in the room.
         called = calls[f"sip:unit@127.0.0.1:{unit.sip_port}"]
         assert await wait_until(lambda: called["outcome"] == "connected", timeout=20), called
         assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None), unit.log[-2000:]
@@ -132,7 +133,8 @@ async def test_a_bookings_unit_is_called_in_at_its_start_and_listed(server, tmp_
                     select(CallRecord).where(CallRecord.room_name == room))]
 
         assert await wait_until(lambda: recorded() == [UNIT_NAME])
-        # A second tick opens nothing again and calls nobody again.
+        # A later tick opens nothing again and calls nobody again.
+        clock.now = start + timedelta(seconds=30)
         assert await server.app[SERVICES].jobs.tick() == []
         assert [d["target"] for d in live_rooms.dials if d["room"] == room].count(nobody) == 1
         await asyncio.sleep(2 * live_rooms.booked_retry_s)  # no third try comes
@@ -163,6 +165,62 @@ async def test_with_sip_off_the_room_opens_and_no_unit_is_called(
     clock.now = start
     with caplog.at_level(logging.WARNING, logger="signaling.operations"):
         actions = await server.app[SERVICES].jobs.tick()
-    assert [(a.kind, a.room) for a in actions] == [("open", room)]
+    assert [(a.kind, a.room) for a in actions] == [("open", room), ("call", room)]
     assert not server.app[LIVE_ROOMS].dials
     assert any("SIP is off" in r.getMessage() and room in r.getMessage() for r in caplog.records)
+
+
+async def start_node(settings: Settings, port: int, now: datetime | None = None) -> RunningServer:
+    """The service on ``port``, its scheduler's clock at ``now`` (a clock the test moves)
+    from before it starts, so that its jobs' first round runs at that time."""
+    app = create_app(settings)
+    if now is not None:
+        services = app[SERVICES]
+        services.clock = services.jobs.clock = FakeClock(now)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return RunningServer(runner, settings, port)
+
+
+async def test_a_restarted_node_calls_the_units_of_its_meeting_again(settings: Settings,
+                                                                     tmp_path: Path) -> None:
+    unit = Baresip(tmp_path / "unit", auto_answer=True)
+    await unit.start()
+    port = free_port()
+    settings.public_url = f"http://127.0.0.1:{port}"
+    settings.node_lease_seconds = 600
+    target = f"sip:unit@127.0.0.1:{unit.sip_port}"
+    server = await start_node(settings, port)
+    try:
+        clock = moved_clock(server)
+        room, start = book_with_units(server, clock, {UNIT_NAME: target})
+        clock.now = start
+        assert [a.kind for a in await server.app[SERVICES].jobs.tick()] == ["open", "call"]
+        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None, timeout=20), \
+            unit.log[-2000:]
+        # The node stops in the middle of the meeting (a deployment, a crash): the call
+        # ends with it.
+        await server.runner.cleanup()
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=20), \
+            unit.log[-2000:]
+        unit.events.clear()
+
+        # Started again, the node calls the unit back into the meeting by itself.
+        server = await start_node(settings, port, now=start + timedelta(minutes=3))
+        live_rooms = server.app[LIVE_ROOMS]
+
+        def dialled() -> list[dict]:
+            return [d for d in live_rooms.dials if d["room"] == room and d["target"] == target]
+
+        assert await wait_until(lambda: [d["outcome"] for d in dialled()] == ["connected"],
+                                timeout=20), dialled()
+        assert await wait_until(lambda: unit.saw("CALL_ESTABLISHED") is not None), unit.log[-2000:]
+        (live,) = [r for r in await live_rooms.rooms() if r["name"] == room]
+        assert [p["name"] for p in live["participants"]] == [UNIT_NAME]
+        # Once: the next round calls nobody.
+        assert await server.app[SERVICES].jobs.tick() == []
+        assert len(dialled()) == 1
+    finally:
+        await server.runner.cleanup()
+        await unit.stop()

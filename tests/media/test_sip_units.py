@@ -365,6 +365,60 @@ async def test_the_operator_calls_a_unit_into_a_room_and_both_are_heard(server, 
     assert tone_share(unit.heard(), unit.heard_rate, CLIENT_TONE) > 0.5
 
 
+async def test_a_unit_the_operator_called_is_called_again_when_its_worker_dies(
+        two_workers, tmp_path: Path) -> None:
+    """Pages rejoin by themselves when their media worker dies; a unit we called cannot,
+    so the front calls it again (the worker process is killed as a crash would)."""
+    server = two_workers
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=2)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        room = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                             ParticipantMix(hd=5)).room_name
+    client = await client_in(server, room)
+    unit = Baresip(tmp_path / "unit", auto_answer=True)
+    await unit.start()
+    live_rooms = server.app[LIVE_ROOMS]
+    target = f"sip:unit@127.0.0.1:{unit.sip_port}"
+
+    def calls() -> list[dict[str, Any]]:
+        return [d for d in live_rooms.dials if d["target"] == target]
+
+    async def unit_workers() -> list[int]:
+        return [p["worker"] for r in await live_rooms.rooms() if r["name"] == room
+                for p in r["participants"] if p["connection"] == "sip"]
+
+    def established() -> int:
+        return sum(1 for event in unit.events if event.get("type") == "CALL_ESTABLISHED")
+
+    try:
+        first = live_rooms.dial(room, target, by="operator")
+        assert await wait_until(lambda: first["outcome"] == "connected", timeout=20), first
+        assert await wait_until(lambda: established() == 1), unit.log[-2000:]
+        (worker,) = await unit_workers()
+        server.app[POOL].workers[worker].kill()
+        # Its call ends (a BYE: the unit is not left in a dead call), and it is rung again.
+        assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=20), unit.log[-2000:]
+        assert await wait_until(lambda: len(calls()) == 2 and calls()[0]["outcome"] == "connected",
+                                timeout=30), calls()
+        again = calls()[0]
+        assert again["by"] == "operator" and again["participant"] != first["participant"]
+        assert await wait_until(lambda: established() == 2), unit.log[-2000:]
+        assert len(await unit_workers()) == 1
+        # Ended by the unit this time: nobody calls it again.
+        await unit.hang_up()
+        for _ in range(50):
+            if not await unit_workers():
+                break
+            await asyncio.sleep(0.1)
+        assert not await unit_workers()
+        await asyncio.sleep(1)
+        assert len(calls()) == 2
+    finally:
+        await unit.stop()
+        await client.close()
+
+
 async def test_a_unit_we_called_refreshing_the_session_gets_our_offer_again(server) -> None:
     """A re-INVITE on a call we made is answered with our side of the session (our offer),
     not with the unit's own answer sent back to it."""

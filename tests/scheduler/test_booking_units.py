@@ -4,7 +4,7 @@ and what the job that opens the room hands the media side."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,13 +16,18 @@ from scheduler.booking.bookings import (
     call_units_of,
     prepare_booking,
 )
-from scheduler.booking.jobs import due_actions
+from scheduler.booking.jobs import due_actions, next_due
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
+from scheduler.db import Database
 from scheduler.errors import InvalidInput
-from scheduler.models import AuditEntry, Booking, BookingUnit, Endpoint
-from tests.scheduler.conftest import NOW, World, join_link
+from scheduler.media.leases import reap_dead_nodes, renew_lease
+from scheduler.media.nodes import register_node
+from scheduler.media.rooms import recall_units
+from scheduler.models import AuditEntry, Booking, BookingUnit, Endpoint, MediaWorker, Room
+from tests.scheduler.conftest import NOW, World, join_link, make_world
 from tests.scheduler.test_api import Api, serving
+from tests.scheduler.test_nodes import workers_of
 
 PRAGUE = ZoneInfo("Europe/Prague")
 
@@ -163,28 +168,101 @@ def test_in_one_batch_each_booking_gets_its_own_units_and_its_own_refusal(world:
         assert len(session.scalars(select(Booking)).all()) == 2
 
 
-def test_the_job_that_opens_the_room_hands_over_the_units_and_their_start(world: World) -> None:
+def _booked_with_units(world: World, start_in: timedelta) -> tuple[int, datetime, int, int]:
+    """A booking of ORP A ``start_in`` ahead naming three units, one of which has lost its
+    SIP address since: the booking, its start, and the units that keep an address."""
     named = add_unit(world, "SN-1", world.orp_a, "sip:zasedacka@10.0.0.5",
                      site="Zasedací místnost")
     bare = add_unit(world, "SN-2", world.orp_a, "sip:sn2@10.0.0.6")
     loses_address = add_unit(world, "SN-3", world.orp_a, "sip:sn3@10.0.0.9")
-    now = NOW
     new = prepare_booking(world.config, world.principal("admin_orp_a"),
-                          _input(timedelta(hours=2), (named, bare, loses_address),
-                                 world.orp_a), now, join_link)
+                          _input(start_in, (named, bare, loses_address), world.orp_a), NOW,
+                          join_link)
     decision = admit_batch(world.db, [new])[0]
     assert not isinstance(decision, BaseException)
     with world.db.session() as session:
         session.get(Endpoint, loses_address).sip_uri = None  # taken away since booking
         booking = session.get(Booking, decision.booking_id)
-        start = booking.local_start.replace(tzinfo=PRAGUE)
-    # The room opens ahead of the start (the open lead); the units are rung at the start.
+        start = booking.local_start.replace(tzinfo=PRAGUE).astimezone(UTC)
+    return decision.booking_id, start, named, bare
+
+
+def room_worker(world: World, room: str) -> int:
+    with world.db.session() as session:
+        worker = session.scalar(select(Room.worker_id).where(Room.name == room))
+        assert worker is not None
+        return worker
+
+
+UNITS = (("Zasedací místnost", "sip:zasedacka@10.0.0.5"), ("SN-2", "sip:sn2@10.0.0.6"))
+
+
+def test_the_units_are_called_at_the_start_once_by_the_node_that_has_the_room(world: World) -> None:
+    _, start, _, _ = _booked_with_units(world, timedelta(hours=2))
+    # The room opens ahead of the start (the open lead): nobody is called yet.
     opening = start - timedelta(minutes=4)
-    actions = due_actions(world.db, world.config, opening, join_link)
-    assert [a.kind for a in actions] == ["open"]
-    info = actions[0].info
-    assert info is not None
-    assert info.call_units == (("Zasedací místnost", "sip:zasedacka@10.0.0.5"),
-                               ("SN-2", "sip:sn2@10.0.0.6"))
-    assert info.starts_at is not None and info.opened_at is not None
-    assert info.starts_at - info.opened_at == timedelta(minutes=4)
+    (opened,) = due_actions(world.db, world.config, opening, join_link)
+    assert opened.kind == "open" and opened.units == ()
+    here = room_worker(world, opened.room)
+    with world.db.session() as session:
+        other = set(session.scalars(select(MediaWorker.id))) - {here}
+    assert other, "the world has a second worker"
+    assert next_due(world.db, world.config, opening, [here]) == start
+    # Another node's runner (its workers do not have the room) calls nobody, and is
+    # not woken for it.
+    assert due_actions(world.db, world.config, start, join_link, other) == []
+    assert next_due(world.db, world.config, start, other) == start + timedelta(hours=1) \
+        + world.config.close_grace
+    # At the start, the node with the room calls the units that have an address.
+    (call,) = due_actions(world.db, world.config, start, join_link, [here])
+    assert (call.kind, call.room, call.worker_id, call.units) == ("call", opened.room, here, UNITS)
+    assert due_actions(world.db, world.config, start + timedelta(minutes=1), join_link, [here]) == []
+
+    # The node restarts: its calls are gone, so they are made again, once.
+    later = start + timedelta(minutes=10)
+    with world.db.write_session() as session:
+        assert recall_units(session, later, workers=other) == 0  # not that node's room
+        assert recall_units(session, later, workers=[here]) == 1
+    assert next_due(world.db, world.config, later, [here]) == later  # overdue: at once
+    (again,) = due_actions(world.db, world.config, later, join_link, [here])
+    assert (again.kind, again.units) == ("call", UNITS)
+    assert due_actions(world.db, world.config, later, join_link, [here]) == []
+
+    # Once the meeting is over and closed, nothing is called again.
+    after = start + timedelta(hours=1) + world.config.close_grace
+    assert [a.kind for a in due_actions(world.db, world.config, after, join_link)] == ["close"]
+    with world.db.write_session() as session:
+        assert recall_units(session, after, workers=[here]) == 0
+
+
+def test_a_meeting_whose_room_opens_after_its_start_calls_its_units_at_once(world: World) -> None:
+    _, start, _, _ = _booked_with_units(world, timedelta(hours=2))
+    # The service was down over the opening and the start: the first tick does both.
+    late = start + timedelta(minutes=3)
+    actions = due_actions(world.db, world.config, late, join_link)
+    assert [(a.kind, a.units) for a in actions] == [("open", ()), ("call", UNITS)]
+
+
+def test_a_room_moved_off_a_dead_node_has_its_units_called_by_the_new_one(db: Database) -> None:
+    world = make_world(db, workers=0)
+    # Two nodes with leases: the booking fits their pool.
+    brno, ostrava = (register_node(db, name, 1, 500, NOW, labels=[], addresses=[f"https://{name}.test"],
+                                   lease=timedelta(minutes=10)) for name in ("brno", "ostrava"))
+    _, start, _, _ = _booked_with_units(world, timedelta(hours=2))
+    # Both renewed their leases up to the opening: live at it and at the start.
+    opening = start - timedelta(minutes=4)
+    for node in (brno, ostrava):
+        renew_lease(db, node, opening, timedelta(minutes=10))
+    nodes = {brno: workers_of(db, brno), ostrava: workers_of(db, ostrava)}
+    (opened,) = due_actions(db, world.config, opening, join_link)
+    first = next(n for n, workers in nodes.items() if room_worker(world, opened.room) in workers)
+    second = ostrava if first == brno else brno
+    (call,) = due_actions(db, world.config, start, join_link, nodes[first])
+    assert call.kind == "call"
+    # The first node dies; the second renews its lease, reaps, and takes the room.
+    dead_at = start + timedelta(minutes=7)
+    renew_lease(db, second, dead_at, timedelta(minutes=10))
+    assert [worker for _, worker in reap_dead_nodes(db, dead_at)] == list(nodes[second])
+    assert due_actions(db, world.config, dead_at, join_link, nodes[first]) == []
+    (again,) = due_actions(db, world.config, dead_at, join_link, nodes[second])
+    assert (again.kind, again.room, again.units) == ("call", opened.room, UNITS)
