@@ -382,10 +382,7 @@ class UnitParticipant:
             # (a=rtcp-fb nack): a packet lost between the unit and us reaches none of them.
             producer.nacks_upstream = choice.kind == "video" and choice.nack
             if choice.kind == "video" and choice.we_receive:
-                # Its camera in VP8 too, for browsers in a room that forwards VP8.
-                self._camera_vp8 = CameraForBrowsers(self.id, producer, self.counters, self._receive_own)
-                self.producers["camera_vp8"] = self._camera_vp8
-                self._tracks[self._camera_vp8.ssrc or 0] = self._camera_vp8.track
+                self._add_camera_for_browsers()
             if choice.kind == "video":
                 self.composite_size = choice.receive_size
                 # A slot for the composite (in H.264), pointed by the room like the mix.
@@ -398,6 +395,13 @@ class UnitParticipant:
             consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
                                stream.write, sink)
             self._send_to(choice.kind, choice.we_send)
+
+    def _add_camera_for_browsers(self) -> None:
+        """Its camera in VP8 too, for browsers in a room that forwards VP8."""
+        self._camera_vp8 = CameraForBrowsers(self.id, self.producers["camera"], self.counters,
+                                             self._receive_own)
+        self.producers["camera_vp8"] = self._camera_vp8
+        self._tracks[self._camera_vp8.ssrc or 0] = self._camera_vp8.track
 
     def _send_to(self, kind: str, sending: bool) -> None:
         """Send the unit its slot of ``kind`` (the mix, the composite) or not: it put
@@ -432,6 +436,12 @@ class UnitParticipant:
             stream.change(choice)
             if before is not None and before.we_send != choice.we_send:
                 self._send_to(choice.kind, choice.we_send)
+            if choice.kind == "video" and choice.we_receive and self._camera_vp8 is None:
+                # It sends its camera now (it did not at first): browsers of a VP8 room
+                # get it as they would have from the start, the room ranking it anew.
+                self._add_camera_for_browsers()
+                if self.room.participants.get(self.id) is self:
+                    self.room.assign_slots()
         self.last_heard = time.monotonic()
         session_id, version = self._origin
         self._origin = (session_id, version + 1)

@@ -953,10 +953,11 @@ class HandUnit:
                                        branch=branch + "ack"))
         return final
 
-    async def call(self, room: str) -> None:
+    async def call(self, room: str, direction: str = "sendrecv") -> None:
         self.uri = f"sip:{room}@127.0.0.1"
-        self.raw.send(self.raw.request("INVITE", self.uri, call_id="hand", body=self.offer(),
-                                       branch="z9hG4bKhand", sender="Hand-made unit"))
+        self.raw.send(self.raw.request("INVITE", self.uri, call_id="hand",
+                                       body=self.offer(direction=direction), branch="z9hG4bKhand",
+                                       sender="Hand-made unit"))
         ok = next(r for r in await self.raw.responses(2) if r.status == 200)
         self.to_tag = ok.get("To").split("tag=")[1]
         self.raw.send(self.raw.request("ACK", self.uri, call_id="hand", to_tag=self.to_tag,
@@ -1181,6 +1182,39 @@ async def test_what_a_browser_misses_of_a_units_camera_is_nacked_to_the_unit(ser
         await client.close()
         unit.hang_up()
         unit.close()
+
+async def test_a_unit_that_starts_its_camera_mid_call_is_seen_by_browsers_of_a_vp8_room(server) -> None:
+    """A unit that took only the composite at first and sends its camera later (a
+    re-INVITE from recvonly to sendrecv) is encoded again in VP8 for the browsers, as a
+    unit that sent it from the start is."""
+    room = bridge(server)
+    page = await SignalClient.connect(server.ws_url)  # a page starts the room: it forwards VP8
+    unit = HandUnit(server, nack=False)
+    camera = HandCamera(unit)
+    try:
+        grant = JoinGrant(room=room, role="guest", scheduled=True)
+        await page.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
+                             issue_token(server.settings.signing_secret(), grant, 300),
+                             name="Obecní úřad", video_codecs=["vp8"])
+        await unit.call(room, direction="recvonly")  # the composite, no camera of its own
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        member = units_in(server, room)[0]
+        assert "camera_vp8" not in member.producers
+
+        # It starts its camera: a new offer, then H.264 on its video m-line.
+        started = await unit.change(unit.offer(version=2), "z9hG4bKcamera", 3)
+        assert started.status == 200, started.reason
+        camera.start()
+        assert await wait_until(lambda: page.live_frames("video").get(member.id, 0) > 5, timeout=20)
+        again = member.producers["camera_vp8"]
+        assert again.codec == "vp8" and len(again.consumers) == 1
+        assert member._camera_vp8.frames_encoded > 5
+    finally:
+        camera.stop()
+        await page.close()
+        unit.hang_up()
+        unit.close()
+
 
 def composite_packets(unit: HandUnit, socket_name: str) -> list[bytes]:
     """The composite's RTP that came to one of the unit's sockets since the last call."""
