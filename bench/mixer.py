@@ -14,6 +14,8 @@ from __future__ import annotations
 import fractions
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import av
 import numpy as np
@@ -22,6 +24,8 @@ from mcu.mixer.audio import AudioMixer
 from mcu.mixer.composite import Compositor
 from mcu.mixer.opus import OpusEncoder
 from mcu.mixer.vp8 import SelectiveDecoder
+from mcu.unit_audio import CODECS as UNIT_CODECS
+from mcu.unit_audio import NarrowbandEncoder, Transcoder
 
 RATE = 48000
 FRAME = 960
@@ -87,6 +91,34 @@ def bench_audio(
         "encodes_per_tick": round(mixer.stats.encodes / mixer.stats.ticks, 2),
         "decodes_per_tick": round(mixer.stats.decodes / mixer.stats.ticks, 2),
     }
+
+
+def _cpu_pct_per_tick(run: Callable[[Any], object], inputs: Sequence[Any]) -> float:
+    """% of one core that ``run(input)`` called once a tick costs, over AUDIO_TICKS ticks."""
+    started = time.process_time()
+    for tick in range(AUDIO_TICKS):
+        run(inputs[tick % len(inputs)])
+    return round((time.process_time() - started) / (AUDIO_TICKS * FRAME / RATE) * 100, 3)
+
+
+def bench_unit_codecs(pcm: np.ndarray) -> dict:
+    """Room units on G.722/G.711, per codec, as % of a core: the mix they receive, encoded
+    once a tick from the mix's PCM for all of them that are not talking (and once more
+    per talker: its own mix), against each unit's own Opus decode and encode, which is
+    what each unit cost before the mixer made it; and what each unit's own sound costs
+    (decoded, resampled, encoded to Opus for the room), which stays per unit."""
+    frames = [pcm[i * FRAME:(i + 1) * FRAME] for i in range(len(pcm) // FRAME)]
+    opus = _opus(pcm)
+    out = {}
+    for codec in UNIT_CODECS:
+        transcoder = Transcoder(codec)
+        its_sound = [transcoder.from_opus(packet) for packet in opus]  # what a unit would send
+        out[codec] = {
+            "mix_encode_cpu_pct": _cpu_pct_per_tick(NarrowbandEncoder(codec).encode, frames),
+            "per_unit_opus_transcode_cpu_pct": _cpu_pct_per_tick(transcoder.from_opus, opus),
+            "per_unit_sound_to_opus_cpu_pct": _cpu_pct_per_tick(transcoder.to_opus, its_sound),
+        }
+    return out
 
 
 def _vp8_source(seed: int, count: int, size: tuple[int, int]) -> list[bytes]:
@@ -156,6 +188,7 @@ def main() -> None:
     voices = [(_opus(p), _level(p)) for p in pcm_voices]
     quiet = (_opus(pcm_quiet), _level(pcm_quiet))
     runs = [bench_audio(n, 3, voices, quiet) for n in (10, 20, 50)]
+    unit_codecs = bench_unit_codecs(pcm_voices[0])
 
     tiles = 9
     video = [_vp8_source(i, VIDEO_WARMUP + VIDEO_FRAMES, (640, 360)) for i in range(tiles)]
@@ -170,6 +203,7 @@ def main() -> None:
         json.dumps(
             {
                 "runs": runs,
+                "unit_codecs": unit_codecs,
                 "composite_cpu_pct": {k: v["cpu_pct"] for k, v in composite.items()},
                 "composite": {
                     "layout": "grid 3x3",

@@ -3,10 +3,12 @@
 Sources are every participant's microphone and camera, tapped from their producers, and
 a screen while it is shared: the composite then shows it large with the cameras in a
 strip below, so that a room unit (which has no screen slot) and the recording see it.
-Outputs are two producers of the room's own ("mix" audio, "composite" video), which
-mixed participants subscribe to like any other producer: the forwarder's consumers then
-rewrite, gate, retransmit and report on them as usual. Audio is mix-minus: a listener
-who is talking gets its own mix without its own voice; everyone else shares one encode.
+Outputs are producers of the room's own ("mix" audio, "composite" video, and the same
+in the codecs room units take: the composite in H.264 per size, the mix in G.722/G.711
+per codec), which mixed participants subscribe to like any other producer: the
+forwarder's consumers then rewrite, gate, retransmit and report on them as usual. Audio
+is mix-minus: a listener who is talking gets its own mix without its own voice;
+everyone else on its codec shares one encode.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from mcu import codecs, rtp
 from mcu._fanout import Leg, Track, forward
 from mcu.forwarding import Consumer, Producer
-from mcu.mixer import AudioMixer, Compositor, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
+from mcu.mixer import AudioMixer, Compositor, MixTick, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
 from mcu.mixer.pacer import run_ticks
 from mcu.mixer.vp8 import VIDEO_CLOCK
 from mcu.stats import WorkerCounters
+from mcu.unit_audio import CODECS as UNIT_AUDIO_CODECS
+from mcu.unit_audio import NarrowbandEncoder
 
 Tap = Callable[[bytes, rtp.RtpView], None]
 
@@ -145,6 +149,41 @@ class MixOutput(Producer):
             self.request_keyframe()
 
 
+class NarrowbandMix:
+    """The mix in one unit codec (G.722, G.711 µ-law or A-law) for the room units that
+    take it (mcu/unit_audio.py): the shared mix encoded once a tick for all of them, and
+    a talker's mix without its voice for it alone; each unit's leg in C, as the Opus mix's.
+    Its RTP clock is 8 kHz for all three (RFC 3551)."""
+
+    def __init__(self, room_name: str, codec: str, counters: WorkerCounters) -> None:
+        self.codec = codec
+        self.output = MixOutput(f"{room_name}-mix-{codec.lower()}", "audio", counters)
+        self.output.clock_rate = 8000
+        self._shared = NarrowbandEncoder(codec)
+        self._own: dict[str, NarrowbandEncoder] = {}  # talkers' (their encoder keeps its state)
+        self.ticks = self.encodes = 0
+
+    def listeners(self) -> set[str]:
+        return {consumer.subscriber_id for consumer in self.output.consumers}
+
+    def emit(self, mix: MixTick, listeners: set[str]) -> None:
+        assert mix.pcm is not None
+        shared = self._shared.encode(mix.pcm)
+        own: dict[str, bytes] = {}
+        for listener, pcm in mix.own_pcm.items():
+            if listener in listeners:
+                encoder = self._own.get(listener)
+                if encoder is None:
+                    encoder = self._own[listener] = NarrowbandEncoder(self.codec)
+                own[listener] = encoder.encode(pcm)
+        self.ticks += 1
+        self.encodes += 1 + len(own)
+        if not self._own.keys() <= listeners:  # a listener gone: its encoder too
+            self._own = {k: v for k, v in self._own.items() if k in listeners}
+        # 48 kHz samples to 8 kHz ticks: 960 a frame to 160.
+        self.output.emit((mix.timestamp // 6) & 0xFFFFFFFF, False, shared, own)
+
+
 @dataclass
 class H264Size:
     """The composite in H.264 at one size, for the room units that receive that size
@@ -176,6 +215,8 @@ class RoomMixer:
         self.fps = fps
         self.room_name = room_name
         self.audio_out = MixOutput(f"{room_name}-mix", "audio", counters)
+        # The mix in G.722/G.711 for room units on those (made when a unit first takes it).
+        self.narrowband: dict[str, NarrowbandMix] = {}
         self.video_out = MixOutput(f"{room_name}-composite", "video", counters,
                                    on_keyframe_request=self.compositor.request_keyframe)
         # The same composite in H.264 for room units (mcu/unit.py), per size a unit
@@ -415,12 +456,27 @@ class RoomMixer:
         self._video_task = asyncio.ensure_future(
             run_ticks(1 / self.fps, self._video_tick, stop=self._video_stop))
 
+    def audio_for(self, codec: str | None) -> MixOutput:
+        """The mix a listener receives: Opus (``codec`` None), or in a room unit's codec."""
+        if codec is None:
+            return self.audio_out
+        if codec not in UNIT_AUDIO_CODECS:
+            raise ValueError(f"no mix in {codec}")
+        narrow = self.narrowband.get(codec)
+        if narrow is None:
+            narrow = self.narrowband[codec] = NarrowbandMix(self.room_name, codec, self.counters)
+        return narrow.output
+
     def _audio_tick(self, index: int) -> None:
         for participant_id, track in self._gated.items():
             self._take_held_level(participant_id, track)
-        mix = self.audio.tick()
+        narrow = [(n, n.listeners()) for n in self.narrowband.values() if n.output.consumers]
+        mix = self.audio.tick(pcm=bool(narrow),
+                              pcm_for=set().union(*(listeners for _, listeners in narrow)))
         if self.audio_out.consumers:
             self.audio_out.emit(mix.timestamp & 0xFFFFFFFF, False, mix.shared, mix.own)
+        for output, listeners in narrow:
+            output.emit(mix, listeners)
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
         # What can wait until the packets are out.

@@ -196,9 +196,11 @@ class Room:
                 # A room unit receives the composite at the size its SDP allows (mcu/unit.py).
                 composite = mixer.composite_for(subscriber.video_codec,
                                                 getattr(subscriber, "composite_size", None))
-                for output in (mixer.audio_out, composite):
+                # ... and the mix in its codec: G.722 or G.711 for some units.
+                mix = mixer.audio_for(getattr(subscriber, "mix_codec", None))
+                for output in (mix, composite):
                     producers[output.id] = output
-                wanted = {"voice": [mixer.audio_out.id], "camera": [composite.id], "screen": []}
+                wanted = {"voice": [mix.id], "camera": [composite.id], "screen": []}
             elif self.echo:
                 screen = subscriber.producers.get("screen")
                 wanted = {"voice": [own["microphone"]], "camera": [own["camera"]],

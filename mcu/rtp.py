@@ -79,6 +79,11 @@ _ONE_WORD_BLOCK = struct.pack("!HH", ONE_BYTE_PROFILE, 1)
 _ABS_SEND_TIME_ELEMENT = bytes([(EXT_ABS_SEND_TIME << 4) | 2])
 
 
+def audio_level_block(level: int) -> bytes:
+    """The extension part carrying only an RFC 6464 audio level (0-127, -dBov)."""
+    return _ONE_WORD_BLOCK + bytes([EXT_AUDIO_LEVEL << 4, level & 0x7F, 0, 0])
+
+
 def abs_send_time_block() -> bytes:
     """The extension part carrying only abs-send-time, stamped now (the video case)."""
     return _ONE_WORD_BLOCK + _ABS_SEND_TIME_ELEMENT + abs_send_time_now()

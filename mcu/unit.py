@@ -295,14 +295,11 @@ class UnitParticipant:
         self._origin: tuple[str, int] | None = None  # the o= id and version of our last SDP
         self.on_closed: Callable[[UnitParticipant], None] | None = None
         # A unit on G.722 or G.711 (mcu/unit_audio.py): its sound re-timed as Opus packets
-        # of our own numbering, and the mix back through a loopback port.
+        # of our own numbering; the room's mixer sends it the mix in that codec.
         self.transcoder: Transcoder | None = None
-        self._mix_in: _Socket | None = None
-        self._mix_sink: Sink | None = None
+        self.mix_codec: str | None = None  # "G722", "PCMU" or "PCMA" (None: Opus)
         self._opus_seq = secrets.randbits(16)
         self._opus_ts = secrets.randbits(32)
-        self._out_seq = secrets.randbits(16)
-        self._out_ts = secrets.randbits(32)
 
     @property
     def choice(self) -> StreamChoice | None:
@@ -366,17 +363,12 @@ class UnitParticipant:
             stream.set_up(choice)
             producer = self.producers["microphone" if choice.kind == "audio" else "camera"]
             producer.payload_type = choice.payload_type
-            sink = stream.sink
             if choice.kind == "audio" and choice.codec != OPUS:
-                # G.722/G.711: Opus inside the room, the unit's codec on its wire. The mix
-                # comes out of its C leg to a loopback port of ours, to be transcoded.
+                # G.722/G.711: Opus inside the room, the unit's codec on its wire. The
+                # mixer makes the mix in its codec (its voice slot points there).
                 self.transcoder = Transcoder(choice.codec)
+                self.mix_codec = choice.codec
                 producer.payload_type = ROOM_OPUS_PAYLOAD_TYPE
-                _, self._mix_in = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: _Socket(self._on_mix), local_addr=("127.0.0.1", 0))
-                sink = Sink()
-                sink.bind(self._mix_in.fileno, "127.0.0.1", self._mix_in.port, 0, 0, None)
-                self._mix_sink = sink
             producer.feedback = stream.write  # PLI/FIR and reports go back on its m-line
             # What browsers miss of its camera is NACKed to it, if it said it resends
             # (a=rtcp-fb nack): a packet lost between the unit and us reaches none of them.
@@ -392,8 +384,8 @@ class UnitParticipant:
             consumer = self.slots["voice" if choice.kind == "audio" else "camera"][0]
             # No RTX for units: a NACKed packet goes again as it was, on the same SSRC
             # and sequence number (RFC 4585 allows it without RFC 4588).
-            consumer.configure(secrets.randbits(32) or 1, 0, producer.payload_type, None,
-                               stream.write, sink)
+            consumer.configure(secrets.randbits(32) or 1, 0, choice.payload_type, None,
+                               stream.write, stream.sink)
             self._send_to(choice.kind, choice.we_send)
 
     def _add_camera_for_browsers(self) -> None:
@@ -408,7 +400,7 @@ class UnitParticipant:
         the call on hold, or took it back (a re-INVITE), or never wanted it. Our RTCP
         goes on either way (RFC 3264 5.1)."""
         consumer = self.slots["voice" if kind == "audio" else "camera"][0]
-        sink = self._mix_sink if kind == "audio" and self._mix_sink is not None else self.streams[kind].sink
+        sink = self.streams[kind].sink
         if not sending:
             consumer.leg.sink = None
             return
@@ -514,11 +506,12 @@ class UnitParticipant:
                 self.counters.packets_malformed += 1
                 return
             ssrc = view.ssrc
-            for packet in self.transcoder.to_opus(data[view.payload_start:view.payload_end]):
+            for packet, level in self.transcoder.to_opus(data[view.payload_start:view.payload_end]):
                 self._opus_seq = (self._opus_seq + 1) & 0xFFFF
                 self._opus_ts = (self._opus_ts + FRAME_SAMPLES) & 0xFFFFFFFF
                 self._receive(stream, rtp.rtp_header(ROOM_OPUS_PAYLOAD_TYPE, False, self._opus_seq,
-                                                     self._opus_ts, ssrc, False) + packet)
+                                                     self._opus_ts, ssrc, True)
+                              + rtp.audio_level_block(level) + packet)
             return
         self._receive(stream, data)
 
@@ -541,31 +534,6 @@ class UnitParticipant:
         self.dtmf_events += 1
         if self.on_dtmf is not None:
             self.on_dtmf(DTMF_KEYS[payload[0]])
-
-    def _on_mix(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        """The room's mix for a G.722/G.711 unit, from its own C leg: transcoded and sent."""
-        stream, transcoder = self.streams.get("audio"), self.transcoder
-        try:
-            if self._mix_in is None or addr[1] != self._mix_in.port or stream is None \
-                    or stream.choice is None or transcoder is None or stream.rtp is None \
-                    or stream.rtp.transport is None:
-                return
-            view = rtp.parse_rtp(data)
-            payload = transcoder.from_opus(data[view.payload_start:view.payload_end])
-            if not payload:
-                return
-            self._out_seq = (self._out_seq + 1) & 0xFFFF
-            packet = rtp.rtp_header(stream.choice.payload_type, False, self._out_seq, self._out_ts,
-                                    self.slots["voice"][0].ssrc, False) + payload
-            # The unit's RTP clock runs at 8000 Hz for all three codecs: a byte of G.711 is
-            # one tick, and so is a byte of G.722 (two 16 kHz samples at 64 kbit/s).
-            self._out_ts = (self._out_ts + len(payload)) & 0xFFFFFFFF
-            if stream.tx is not None:
-                packet = stream.tx.protect(packet)
-            stream.rtp.transport.sendto(packet, stream.choice.remote)
-        except Exception:
-            self.counters.handler_errors += 1
-            logger.exception("unit %s: the mix could not be transcoded", self.id)
 
     def _receive_own(self, data: bytes) -> None:
         """A packet we made of the unit's media (its camera in VP8) into the fan-out."""
@@ -665,9 +633,7 @@ class UnitParticipant:
         for kind, stream in self.streams.items():
             packets = []
             slot = self.slots["voice" if kind == "audio" else "camera"]
-            # A transcoded leg runs on the unit's clock, not the mix's: no sender report.
-            transcoded = kind == "audio" and self.transcoder is not None
-            report = slot[0].sender_report() if slot and not transcoded else None
+            report = slot[0].sender_report() if slot else None
             if report is not None:
                 packets.append(report)
             producer = self.producers["microphone" if kind == "audio" else "camera"]
@@ -703,10 +669,6 @@ class UnitParticipant:
             self._camera_vp8.stop()
         for stream in self.streams.values():
             stream.close()
-        if self._mix_sink is not None:
-            self._mix_sink.unbind()
-        if self._mix_in is not None and self._mix_in.transport is not None:
-            self._mix_in.transport.close()
         if self.on_closed is not None:
             self.on_closed(self)
 

@@ -18,7 +18,7 @@ The caller sends `MixTick.shared` to many listeners as the same bytes and
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +42,10 @@ class MixTick:
     shared: bytes
     own: dict[ListenerId, bytes]
     talkers: tuple[SourceId, ...]  # mixed this tick, loudest first
-    pcm: np.ndarray | None = None  # the shared mix, when `keep_pcm` is set (tests, meters)
+    pcm: np.ndarray | None = None  # the shared mix, when `keep_pcm` is set or it was asked for
+    # The PCM of the listeners asked for (tick's `pcm_for`) whose mix is their own now
+    # (talkers: the mix without their voice), for encoders of other codecs.
+    own_pcm: dict[ListenerId, np.ndarray] = field(default_factory=dict)
 
     def packet_for(self, listener: ListenerId) -> bytes:
         return self.own.get(listener, self.shared)
@@ -169,7 +172,10 @@ class AudioMixer:
             self.selector.observe(source, audio_level)
 
     # -- output --------------------------------------------------------------------
-    def tick(self) -> MixTick:
+    def tick(self, pcm: bool = False, pcm_for: Collection[ListenerId] = ()) -> MixTick:
+        """One tick's mix: Opus for every listener; with ``pcm`` the shared mix as PCM too,
+        and for the listeners in ``pcm_for`` whose mix is their own, that one as PCM
+        (room units on G.722/G.711 get it encoded in their codec: mcu/mixing.py)."""
         selector = self.selector
         for source in self._unlevelled:
             # Without level headers the only way to know is to listen: decode it and
@@ -204,7 +210,7 @@ class AudioMixer:
                 continue
             self.stats.decodes += 1
             if source in unlevelled:
-                src.measured_level = _level_of(frame.pcm)
+                src.measured_level = level_of(frame.pcm)
                 if source not in selected:
                     continue
             if source in leaving:
@@ -235,15 +241,22 @@ class AudioMixer:
             # The encoder has left silence: its packet for silence settles anew after.
             self._settled_silence = self._last_silence = None
             encodes += 1
-        if self.keep_pcm and shared_pcm is None:
-            shared_pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16) if not frames else (
+        if (self.keep_pcm or pcm) and shared_pcm is None:
+            shared_pcm = _SILENT_FRAME if not frames else (
                 frames[0] if total is None else _clip16(total))
 
         own: dict[ListenerId, bytes] = {}
+        own_pcm: dict[ListenerId, np.ndarray] = {}
         for i, source in enumerate(mixed):  # the few mixed sources, not every listener
             listeners = self._listeners_of.get(source)
             if not listeners:
                 continue
+            if pcm_for and any(listener in pcm_for for listener in listeners):
+                minus_pcm = _SILENT_FRAME if len(frames) == 1 else frames[1 - i] if len(frames) == 2 \
+                    else _clip16(total - frames[i])  # type: ignore[operator]
+                for listener in listeners:
+                    if listener in pcm_for:
+                        own_pcm[listener] = minus_pcm
             if len(frames) == 1:
                 packet = self._silence
             elif len(frames) == 2 and whole[1 - i] is not None:
@@ -269,7 +282,8 @@ class AudioMixer:
             shared,
             own,
             tuple(selected),
-            shared_pcm if self.keep_pcm else None,
+            shared_pcm if self.keep_pcm or pcm else None,
+            own_pcm,
         )
 
     def _wake(self, source: SourceId, src: _Source) -> None:
@@ -319,7 +333,7 @@ def _clip16(total: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(total, -32768), 32767).astype(np.int16)
 
 
-def _level_of(pcm: np.ndarray) -> int:
+def level_of(pcm: np.ndarray) -> int:
     """RFC 6464 level (-dBov, 0..127) of a frame, for sources that send no header."""
     rms = math.sqrt(float(np.mean(np.square(pcm, dtype=np.float32))))
     if rms < 1.0:

@@ -210,6 +210,52 @@ async def test_a_unit_on_g722_or_g711_is_transcoded_both_ways(server, tmp_path: 
     assert server.app[MEDIA].counters.handler_errors == 0
 
 
+async def test_units_on_one_codec_share_one_encode_of_the_mix_and_a_talker_gets_its_own(
+        server, tmp_path: Path) -> None:
+    """Two silent units on G.722 hear the room from one encode a tick; a unit on G.711
+    that talks hears the others without its own voice; all from the mixer, in C."""
+    room = bridge(server)
+    client = await client_in(server, room)
+    silent = [Baresip(tmp_path / f"quiet{i}", tone_hz=0, audio_codecs="G722/16000/1") for i in range(2)]
+    talker = Baresip(tmp_path / "talker", tone_hz=UNIT_TONE, audio_codecs="PCMU/8000/1")
+    units = [*silent, talker]
+    for unit in units:
+        await unit.start()
+    try:
+        for unit in units:
+            await unit.dial(sip_uri(server, room))
+        assert await wait_until(lambda: len(units_in(server, room)) == 3, timeout=20)
+        assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=15)
+        mixer = server.app[MEDIA].rooms[room].mixer
+        g722, pcmu = mixer.narrowband["G722"], mixer.narrowband["PCMU"]
+        assert len(g722.listeners()) == 2 and len(pcmu.listeners()) == 1
+        ticks, encodes = g722.ticks, g722.encodes
+        stats = mixer.audio.stats
+        mixer_ticks, decodes = stats.ticks, stats.decodes
+        await asyncio.sleep(3)
+        assert g722.ticks - ticks > 100
+        assert g722.encodes - encodes == g722.ticks - ticks  # one encode a tick for both
+        assert pcmu.encodes > pcmu.ticks  # the shared one, and the talker's own
+        # The units' sound comes with its level: the mixer decodes the two talkers (the
+        # page and the G.711 unit), not the quiet units too.
+        assert (stats.decodes - decodes) / (stats.ticks - mixer_ticks) < 2.2
+        for unit in units:
+            await unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        for unit in units:
+            await unit.stop()
+        await client.close()
+    for unit in silent:  # the page and the talking unit, both
+        heard = unit.heard()
+        shares = [tone_share(heard, unit.heard_rate, tone) for tone in (CLIENT_TONE, UNIT_TONE)]
+        assert min(shares) > 0.1 and sum(shares) > 0.8, shares
+    heard = talker.heard()
+    assert tone_share(heard, talker.heard_rate, CLIENT_TONE) > 0.5
+    assert tone_share(heard, talker.heard_rate, UNIT_TONE) < 0.01
+    assert server.app[MEDIA].counters.handler_errors == 0
+
+
 async def test_a_unit_without_a_codec_we_take_is_refused_with_the_reason(server, tmp_path: Path) -> None:
     room = bridge(server)
     unit = Baresip(tmp_path / "unit", audio_codecs="GSM/8000/1")

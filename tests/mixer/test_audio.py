@@ -64,6 +64,45 @@ def test_listeners_hear_all_talkers_and_talkers_do_not_hear_themselves(tones) ->
                 assert band_energy(tail[source], other_freq) > 0.2
 
 
+@pytest.mark.parametrize("talkers", [1, 2, 3])
+def test_the_mix_as_pcm_for_other_codecs_leaves_each_talker_out_of_its_own(tones, talkers: int) -> None:
+    """What a room unit on G.722/G.711 is encoded from: the shared mix, and for a talker
+    asked for, the mix without its voice (silence when it talks alone)."""
+    mixer = AudioMixer()
+    sources = list(FREQS)[:talkers]
+    for source in sources:
+        mixer.add_source(source)
+        mixer.add_listener(f"unit-{source}", source)
+    mixer.add_listener("quiet-unit")
+    own_pcm: dict[str, list[np.ndarray]] = {f"unit-{s}": [] for s in sources}
+    shared: list[np.ndarray] = []
+    for i in range(TICKS):
+        for source in sources:
+            mixer.push(source, 7000 + i, 3000 + i * 960, tones[source][i], LEVEL, i * 0.02)
+        # Not the first talker (its mix is Opus only), unless it talks alone.
+        asked = {"quiet-unit", *(f"unit-{s}" for s in (sources if talkers == 1 else sources[1:]))}
+        out = mixer.tick(pcm=True, pcm_for=asked)
+        assert out.pcm is not None and out.pcm.dtype == np.int16 and out.pcm.shape == (960,)
+        assert "quiet-unit" not in out.own_pcm  # it hears the shared mix
+        shared.append(out.pcm)
+        if talkers == 1:  # alone: it hears nothing
+            assert not out.own_pcm.get("unit-a", np.zeros(1)).any()
+            continue
+        assert f"unit-{sources[0]}" not in out.own_pcm  # not asked for
+        for listener, pcm in out.own_pcm.items():
+            own_pcm[listener].append(pcm)
+    tail = np.concatenate(shared)[-48000:]
+    for source in sources:  # (a lone talker's own PCM is checked above)
+        assert band_energy(tail, FREQS[source]) > 0.2 / talkers
+    for source in sources[1:]:
+        heard = np.concatenate(own_pcm[f"unit-{source}"])[-48000:]
+        assert band_energy(heard, FREQS[source]) < 0.01, f"{source} hears itself"
+        for other in sources:
+            if other != source:
+                assert band_energy(heard, FREQS[other]) > 0.2
+    assert mixer.tick().pcm is None  # not asked for, not kept
+
+
 def test_a_non_talking_listener_shares_the_one_mix(tones) -> None:
     mixer = AudioMixer()
     for source in FREQS:
