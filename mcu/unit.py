@@ -298,6 +298,7 @@ class UnitParticipant:
         # of our own numbering; the room's mixer sends it the mix in that codec.
         self.transcoder: Transcoder | None = None
         self.mix_codec: str | None = None  # "G722", "PCMU" or "PCMA" (None: Opus)
+        self.sound_frames = 0  # its sound's 20 ms frames, encoded to Opus or (quiet) not
         self._opus_seq = secrets.randbits(16)
         self._opus_ts = secrets.randbits(32)
 
@@ -506,9 +507,16 @@ class UnitParticipant:
                 self.counters.packets_malformed += 1
                 return
             ssrc = view.ssrc
-            for packet, level in self.transcoder.to_opus(data[view.payload_start:view.payload_end]):
-                self._opus_seq = (self._opus_seq + 1) & 0xFFFF
+            # Its quiet sound is of use only to a subscriber that forwards its voice (the
+            # mixer never mixes it): for nobody else, it is not even encoded.
+            microphone = self.producers["microphone"]
+            for packet, level in self.transcoder.to_opus(data[view.payload_start:view.payload_end],
+                                                         quiet_too=bool(microphone.consumers)):
+                self.sound_frames += 1
                 self._opus_ts = (self._opus_ts + FRAME_SAMPLES) & 0xFFFFFFFF
+                if packet is None:
+                    continue
+                self._opus_seq = (self._opus_seq + 1) & 0xFFFF
                 self._receive(stream, rtp.rtp_header(ROOM_OPUS_PAYLOAD_TYPE, False, self._opus_seq,
                                                      self._opus_ts, ssrc, True)
                               + rtp.audio_level_block(level) + packet)
@@ -686,6 +694,8 @@ class UnitParticipant:
         for producer in self.producers.values():
             if not producer.local_only:  # what it sent us, not what we made of it
                 counts[f"{producer.kind}_in"] += producer.packets
+        if self.transcoder is not None:  # every 20 ms it sent, whether encoded to Opus or not
+            counts["audio_in"] = self.sound_frames
         for consumer in self.consumers.values():
             counts[f"{consumer.kind}_out"] += consumer.leg.packets
         # The unit's word on what reached it (its RTCP receiver reports), for test calls.

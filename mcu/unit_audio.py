@@ -20,6 +20,7 @@ import numpy as np
 
 from mcu.mixer.audio import level_of
 from mcu.mixer.opus import FRAME_SAMPLES, OpusDecoder, OpusEncoder
+from mcu.mixer.selection import ACTIVE_LEVEL
 
 OPUS_RATE = 48000
 
@@ -52,11 +53,15 @@ class Transcoder:
         self._narrow = NarrowbandEncoder(codec)
         self._pending = np.zeros(0, dtype=np.int16)  # 48 kHz samples not yet a whole Opus frame
 
-    def to_opus(self, payload: bytes) -> list[tuple[bytes, int]]:
+    def to_opus(self, payload: bytes, quiet_too: bool = True) -> list[tuple[bytes | None, int]]:
         """The unit's packet as Opus packets of 20 ms (none until 20 ms have come), each
         with the RFC 6464 level of its sound: with it the room treats the unit as a
         browser's microphone (C holds its quiet packets back from the mixer, which
-        then decodes only the talkers, not every such unit every tick)."""
+        then decodes only the talkers, not every such unit every tick).
+
+        Not ``quiet_too``: a frame too quiet ever to be mixed (ACTIVE_LEVEL) is not
+        encoded (None), which is most of a room's units most of the time; the caller
+        leaves a gap in its timestamps, as an Opus sender in DTX does."""
         if not payload:  # nothing to decode (and an empty packet would end the decoder's stream)
             return []
         pcm = [frame for frame in self._decoder.decode(av.Packet(payload))]
@@ -68,7 +73,8 @@ class Transcoder:
         out = []
         while len(samples) >= FRAME_SAMPLES:
             frame = samples[:FRAME_SAMPLES]
-            out.append((self._opus_out.encode(frame), level_of(frame)))
+            level = level_of(frame)
+            out.append((self._opus_out.encode(frame) if quiet_too or level < ACTIVE_LEVEL else None, level))
             samples = samples[FRAME_SAMPLES:]
         self._pending = samples
         return out

@@ -14,6 +14,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from admin_web import setup_admin
+from mcu.channel import ChannelError
 from mcu.pool import InlineWorker, WorkerPool
 from mcu.room import MediaWorker
 from multipoint.http_security import (
@@ -103,7 +104,11 @@ class MediaRoomControl:
         # placed (the jobs ask each node for its own rooms' units).
         if self.live_rooms is not None and worker_id in self.worker_ids:
             # Open already, unless this node started (or took the room) since it opened.
-            await self.live_rooms.open(room, self.worker_ids.index(worker_id))
+            # Should its worker be restarting, the calls place the room as a join does.
+            try:
+                await self.live_rooms.open(room, self.worker_ids.index(worker_id))
+            except (ChannelError, TimeoutError, ConnectionError) as exc:
+                logger.warning("room %s could not be opened ahead of its units' calls: %s", room, exc)
             self.live_rooms.call_booked_units(room, units)
 
     async def close_room(self, room: str) -> None:

@@ -11,6 +11,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 SourceId = Hashable
+# A source is active (may be chosen as a talker) when louder than -70 dBov; quieter
+# sound is never in the mix.
+ACTIVE_LEVEL = 70
 _SETTLED = 1e-3  # dB: a smoothed loudness this close to silence is silence
 
 
@@ -25,7 +28,7 @@ class _Track:
 @dataclass
 class TalkerSelector:
     max_talkers: int = 3
-    threshold_level: int = 70  # a source is active when louder than -70 dBov
+    threshold_level: int = ACTIVE_LEVEL
     hold_ticks: int = 25  # a talker stays selected 500 ms after it goes quiet
     min_ticks: int = 10  # and at least 200 ms after it was selected
     switch_margin_db: float = 6.0  # a newcomer must be this much louder to displace one

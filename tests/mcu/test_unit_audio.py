@@ -52,3 +52,21 @@ def test_an_empty_or_garbage_payload_from_a_unit_does_not_end_its_sound() -> Non
     quiet = Transcoder("PCMU")  # µ-law silence: the lowest level
     levels = [level for _ in range(5) for _, level in quiet.to_opus(b"\xff" * 160)]
     assert len(levels) >= 4 and set(levels) == {127}
+
+
+def test_quiet_frames_nobody_forwards_are_not_encoded() -> None:
+    encoder = NarrowbandEncoder("PCMA")
+    loud = [encoder.encode(frame) for frame in tone(440, 10)]
+    quiet = [encoder.encode(frame // 800) for frame in tone(440, 10)]  # about -73 dBov
+    transcoder = Transcoder("PCMA")
+    taken = [both for payload in loud + quiet for both in transcoder.to_opus(payload, quiet_too=False)]
+    assert len(taken) >= 17
+    encoded = [packet is not None for packet, _ in taken]
+    levels = [level for _, level in taken]
+    # The talk is encoded; what follows it, too quiet to be mixed, is not (the frame that
+    # holds both may be either).
+    assert all(encoded[1:8]) and not any(encoded[-8:]), (encoded, levels)
+    assert all(level >= 70 for level in levels[-8:])
+    # Forwarded to somebody: everything is encoded.
+    again = Transcoder("PCMA")
+    assert all(packet for payload in quiet for packet, _ in again.to_opus(payload))

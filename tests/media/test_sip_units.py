@@ -71,11 +71,12 @@ def sip_uri(server, room: str, transport: str = "udp") -> str:
     return f"sip:{room}@127.0.0.1:{port}" + (";transport=tcp" if transport == "tcp" else "")
 
 
-async def client_in(server, room: str) -> SignalClient:
+async def client_in(server, room: str, **join: Any) -> SignalClient:
     client = await SignalClient.connect(server.ws_url)
     grant = JoinGrant(room=room, role="host", scheduled=True)
     await client.join_with(ClientPeer(audio=ToneTrack(CLIENT_TONE), video=ColourTrack()),
-                           issue_token(server.settings.signing_secret(), grant, 300), name="Krajský úřad")
+                           issue_token(server.settings.signing_secret(), grant, 300), name="Krajský úřad",
+                           **join)
     return client
 
 
@@ -213,9 +214,10 @@ async def test_a_unit_on_g722_or_g711_is_transcoded_both_ways(server, tmp_path: 
 async def test_units_on_one_codec_share_one_encode_of_the_mix_and_a_talker_gets_its_own(
         server, tmp_path: Path) -> None:
     """Two silent units on G.722 hear the room from one encode a tick; a unit on G.711
-    that talks hears the others without its own voice; all from the mixer, in C."""
+    that talks hears the others without its own voice; all from the mixer, in C. The
+    page is mixed too: nobody forwards a unit's voice."""
     room = bridge(server)
-    client = await client_in(server, room)
+    client = await client_in(server, room, mode="mixed")
     silent = [Baresip(tmp_path / f"quiet{i}", tone_hz=0, audio_codecs="G722/16000/1") for i in range(2)]
     talker = Baresip(tmp_path / "talker", tone_hz=UNIT_TONE, audio_codecs="PCMU/8000/1")
     units = [*silent, talker]
@@ -239,6 +241,14 @@ async def test_units_on_one_codec_share_one_encode_of_the_mix_and_a_talker_gets_
         # The units' sound comes with its level: the mixer decodes the two talkers (the
         # page and the G.711 unit), not the quiet units too.
         assert (stats.decodes - decodes) / (stats.ticks - mixer_ticks) < 2.2
+        # Nobody forwards the quiet units' voices (everyone is mixed): their silence is
+        # not even encoded to Opus; it still counts as their sound reaching us.
+        members = {m.mix_codec: m for m in units_in(server, room)}
+        quiet = [m for m in units_in(server, room) if m.mix_codec == "G722"]
+        assert all(m.producers["microphone"].packets < 10 for m in quiet), \
+            [m.producers["microphone"].packets for m in quiet]
+        assert all(m.media_counts()["audio_in"] > 100 for m in quiet)
+        assert members["PCMU"].producers["microphone"].packets > 100  # the talker's is
         for unit in units:
             await unit.hang_up()
         assert await wait_until(lambda: not units_in(server, room))
