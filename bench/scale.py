@@ -14,6 +14,8 @@ on loopback, and measures it from outside:
   of 1 publisher and 16 subscribers on one worker; the same room cascaded over two
   workers (split by a small worker capacity). ``two_worker_ratio`` compares the first
   two, ``cascade_overhead_ratio`` the last two (the same packets either way).
+  ``--cascade-only`` runs just the last two, ``--rounds`` times, and reports each
+  ratio and their median.
 * **across nodes** (``--nodes 2``, or ``--cross-node-only``): the same room of 1
   publisher and 16 subscribers on two nodes sharing PostgreSQL (``--db``): all through
   one node's front, then every other participant through the other's, so the room is
@@ -607,16 +609,37 @@ async def big_room(workdir: Path, participants: int, publishers: int) -> dict[st
 # Entry points --------------------------------------------------------------------------------
 
 
+async def cascaded_room(workdir: Path, common: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """1 publisher and 16 subscribers on one worker, then cascaded: a worker takes 9
+    participants, so 9 are on one worker and 8 on the other. The same packets either way:
+    the ratio is what the pipe and the second process cost."""
+    alone = await forwarding(workdir, "alone", 1, 1, 16, **common)
+    cascade = await forwarding(workdir, "cascade", 2, 1, 16, capacity_units=9 * HD_UNITS, **common)
+    return alone, cascade
+
+
+async def cascade_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Only the cascaded room, ``--rounds`` times (the two runs alternate): its figure
+    moves from run to run on a small machine."""
+    common = {"seconds": args.seconds, "warmup": args.warmup, "shards": args.client_processes}
+    rounds = [await cascaded_room(workdir, common) for _ in range(args.rounds)]
+    ratios = [_ratio(cascade, alone) for alone, cascade in rounds]
+    return {"cascade_overhead_ratios": ratios,
+            "cascade_overhead_ratio": sorted(ratios)[len(ratios) // 2],  # the median
+            "server_cpu_us_per_packet_one_room_one_worker": [
+                alone["server_cpu_us_per_packet"] for alone, _ in rounds],
+            "server_cpu_us_per_packet_cascaded": [
+                cascade["server_cpu_us_per_packet"] for _, cascade in rounds],
+            "loss_ratio": max(r["loss_ratio"] or 0 for pair in rounds for r in pair),
+            "runs": [{"one_room_one_worker": a, "cascaded": c} for a, c in rounds]}
+
+
 async def default_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     common = {"seconds": args.seconds, "warmup": args.warmup, "shards": args.client_processes}
     rooms, subscribers = args.rooms, args.subscribers
     one = await forwarding(workdir, "one", 1, rooms, subscribers, **common)
     two = await forwarding(workdir, "two", 2, rooms, subscribers, **common)
-    # 1 publisher and 16 subscribers on one worker, then cascaded: a worker takes 9
-    # participants, so 9 are on one worker and 8 on the other. The same packets either way:
-    # the ratio is what the pipe and the second process cost.
-    alone = await forwarding(workdir, "alone", 1, 1, 16, **common)
-    cascade = await forwarding(workdir, "cascade", 2, 1, 16, capacity_units=9 * HD_UNITS, **common)
+    alone, cascade = await cascaded_room(workdir, common)
     runs = {"one_worker": one, "two_workers": two, "one_room_one_worker": alone, "cascaded": cascade}
     result: dict[str, Any] = {
         "server_cpu_us_per_packet_one_worker": one["server_cpu_us_per_packet"],
@@ -682,6 +705,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="seconds of a node's lease (the service's default, 10)")
     parser.add_argument("--cross-node-only", action="store_true",
                         help="only the room spread over two nodes (cross_node_overhead_ratio)")
+    parser.add_argument("--cascade-only", action="store_true",
+                        help="only the room cascaded over two workers (cascade_overhead_ratio), "
+                             "--rounds times")
+    parser.add_argument("--rounds", type=int, default=3, help="--cascade-only: how many times")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     if args.workers is None and not args.client_processes:
@@ -697,6 +724,8 @@ async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     result: dict[str, Any] = {"command": command}
     if args.workers:
         result.update(await scaling_run(args, workdir))
+    elif args.cascade_only:
+        result.update(await cascade_run(args, workdir))
     elif args.cross_node_only:
         result.update(await cross_node(workdir, args.db, 16, args.seconds, args.warmup,
                                        args.client_processes))

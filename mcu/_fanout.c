@@ -3313,7 +3313,14 @@ typedef struct {
     PyObject *on_inbound_error;  /* (exc): what the Inbound's handlers raised */
     int timestamps;              /* SO_TIMESTAMPNS asked for: ``arrival`` is kept */
     double arrival;              /* kernel receive time (CLOCK_REALTIME) of the datagram in hand */
-    unsigned long long datagrams, batches, dropped;
+    unsigned long long datagrams, batches, dropped, routed;
+    /* Routed (route(): a worker's pipe socket): RTP from an address in ``routes`` goes
+     * through receive() with that address's tracks, decrypted first when its route has an
+     * SRTP session; after_receive(status, packet) gets what receive() leaves to Python. */
+    PyObject *routes;            /* dict: address_key(host, port) -> (tracks, session or 0, owner) */
+    PyObject *route_counters;    /* Counters */
+    PyObject *after_receive;
+    srtp_protect_fn route_unprotect;  /* srtp_unprotect */
 } ReaderObject;
 
 static int
@@ -3324,7 +3331,18 @@ reader_traverse(ReaderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->inbound);
     Py_VISIT(self->session_owner);
     Py_VISIT(self->on_inbound_error);
+    Py_VISIT(self->routes);
+    Py_VISIT(self->route_counters);
+    Py_VISIT(self->after_receive);
     return 0;
+}
+
+static void
+reader_unroute(ReaderObject *self)
+{
+    Py_CLEAR(self->routes);
+    Py_CLEAR(self->route_counters);
+    Py_CLEAR(self->after_receive);
 }
 
 static void
@@ -3342,6 +3360,7 @@ reader_clear(ReaderObject *self)
     Py_CLEAR(self->on_other);
     Py_CLEAR(self->on_error);
     reader_unkey(self);
+    reader_unroute(self);
     return 0;
 }
 
@@ -3424,6 +3443,87 @@ address_tuple(const struct sockaddr_storage *address)
     return Py_BuildValue("(si)", "", 0);
 }
 
+/* A sender's address as route() keys it: its IPv4 (4 bytes) or IPv6 (16) address and its
+ * port, in network order. */
+static PyObject *
+address_key_of(const struct sockaddr_storage *address)
+{
+    uint8_t key[18];
+    if (address->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)address;
+        memcpy(key, &v4->sin_addr, 4);
+        memcpy(key + 4, &v4->sin_port, 2);
+        return PyBytes_FromStringAndSize((const char *)key, 6);
+    }
+    if (address->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)address;
+        memcpy(key, &v6->sin6_addr, 16);
+        memcpy(key + 16, &v6->sin6_port, 2);
+        return PyBytes_FromStringAndSize((const char *)key, 18);
+    }
+    return PyBytes_FromStringAndSize("", 0);
+}
+
+/* One RTP datagram of a routed reader: 1 handled, 0 not for C (no route for its sender,
+ * or it did not decrypt: on_other has it, as before routes), -1 with the exception. */
+static int
+reader_route_rtp(ReaderObject *self, const uint8_t *data, Py_ssize_t size,
+                 const struct sockaddr_storage *from)
+{
+    PyObject *key = address_key_of(from);
+    if (key == NULL)
+        return -1;
+    PyObject *route = PyDict_GetItemWithError(self->routes, key);  /* borrowed */
+    Py_DECREF(key);
+    if (route == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(route) || PyTuple_GET_SIZE(route) != 3 || !PyDict_Check(PyTuple_GET_ITEM(route, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a route is (tracks: dict, session: int, owner)");
+        return -1;
+    }
+    void *session = PyLong_AsVoidPtr(PyTuple_GET_ITEM(route, 1));  /* 0: plain RTP */
+    if (session == NULL && PyErr_Occurred())
+        return -1;
+    uint8_t decrypted[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    int length = (int)size;
+    if (session != NULL) {
+        if (size > (Py_ssize_t)sizeof decrypted)
+            return 0;
+        memcpy(decrypted, data, (size_t)size);
+        if (self->route_unprotect(session, decrypted, &length) != 0)
+            return 0;
+        data = decrypted;
+    }
+    /* Its handlers may change the routes (a track piped no more): what is used stays. */
+    Py_INCREF(route);
+    PyObject *counters = Py_NewRef(self->route_counters);
+    PyObject *after = Py_NewRef(self->after_receive);
+    int result = -1;
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)data, length);
+    if (packet != NULL) {
+        PyObject *argv[3] = {PyTuple_GET_ITEM(route, 0), packet, counters};
+        PyObject *status = receive(NULL, argv, 3);
+        if (status != NULL) {
+            result = 1;
+            if (PyLong_AsLong(status) != 0) {
+                PyObject *call[2] = {status, packet};
+                PyObject *done = PyObject_Vectorcall(after, call, 2, NULL);
+                if (done == NULL)
+                    result = -1;
+                Py_XDECREF(done);
+            }
+            Py_DECREF(status);
+        }
+        Py_DECREF(packet);
+    }
+    Py_DECREF(after);
+    Py_DECREF(counters);
+    Py_DECREF(route);
+    if (result == 1)
+        self->routed++;
+    return result;
+}
+
 /* The datagram's SCM_TIMESTAMPNS as seconds; 0 when it has none. */
 static double
 arrival_of(struct msghdr *header)
@@ -3486,6 +3586,13 @@ reader_readable(ReaderObject *self, PyObject *unused)
         }
         if (self->timestamps)
             self->arrival = arrival_of(&messages[i].msg_hdr);
+        if (self->routes != NULL && size >= 12 && data[0] >> 6 == 2 && !(data[1] >= 192 && data[1] <= 223)) {
+            int taken = reader_route_rtp(self, data, size, &addresses[i]);
+            if (taken < 0)
+                reader_report(self, self->on_error);
+            if (taken != 0)
+                continue;
+        }
         if (self->inbound != NULL && size >= 2 && data[0] > 127 && data[0] < 192) {
             /* Its handlers may unkey or close this reader: what it uses stays alive. */
             InboundObject *inbound = (InboundObject *)Py_NewRef(self->inbound);
@@ -3554,6 +3661,74 @@ reader_key(ReaderObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(reader_route_doc,
+"route(routes, counters, after_receive, unprotect)\n--\n\n"
+"From now on RTP from a sender whose address_key(host, port) is in ``routes`` (a dict the\n"
+"caller keeps up to date) goes through receive() with that route's tracks: a route is\n"
+"(tracks, session, owner), ``session`` the address of the libsrtp session that decrypts\n"
+"the sender's packets with the function at address ``unprotect`` (srtp_unprotect), or 0\n"
+"for plain RTP, ``owner`` what keeps that session alive. after_receive(status, packet)\n"
+"gets what receive() leaves to Python, counted in ``counters``. RTCP, other senders and\n"
+"packets that do not decrypt go to on_other, as before.");
+
+static PyObject *
+reader_route(ReaderObject *self, PyObject *args)
+{
+    PyObject *routes, *counters, *after_receive, *unprotect;
+    if (!PyArg_ParseTuple(args, "O!O!OO:route", &PyDict_Type, &routes, &CountersType, &counters,
+                          &after_receive, &unprotect))
+        return NULL;
+    if (!PyCallable_Check(after_receive)) {
+        PyErr_SetString(PyExc_TypeError, "after_receive must be callable");
+        return NULL;
+    }
+    void *function = PyLong_AsVoidPtr(unprotect);
+    if (function == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "unprotect must be a non-null address");
+        return NULL;
+    }
+    reader_unroute(self);
+    self->routes = Py_NewRef(routes);
+    self->route_counters = Py_NewRef(counters);
+    self->after_receive = Py_NewRef(after_receive);
+    self->route_unprotect = (srtp_protect_fn)function;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(address_key_doc,
+"address_key(host, port)\n--\n\n"
+"The key of a sender's address in a Reader's routes: the IPv4 or IPv6 address ``host``\n"
+"(numeric) and ``port``, in network order.");
+
+static PyObject *
+address_key(PyObject *module, PyObject *args)
+{
+    const char *host;
+    int port;
+    if (!PyArg_ParseTuple(args, "si:address_key", &host, &port))
+        return NULL;
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port must be 0-65535");
+        return NULL;
+    }
+    struct sockaddr_storage address;
+    memset(&address, 0, sizeof address);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+    } else {
+        PyErr_Format(PyExc_ValueError, "not a numeric IP address: %s", host);
+        return NULL;
+    }
+    return address_key_of(&address);
+}
+
 PyDoc_STRVAR(reader_stamp_arrivals_doc,
 "stamp_arrivals()\n--\n\n"
 "Keep the kernel's receive time of each datagram (``arrival``), for measurement.");
@@ -3576,6 +3751,7 @@ reader_close(ReaderObject *self, PyObject *unused)
 {
     reader_close_fd(self);
     reader_unkey(self);
+    reader_unroute(self);
     Py_RETURN_NONE;
 }
 
@@ -3603,6 +3779,7 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyMethodDef reader_methods[] = {
     {"readable", (PyCFunction)reader_readable, METH_NOARGS, reader_readable_doc},
     {"key", (PyCFunction)reader_key, METH_VARARGS, reader_key_doc},
+    {"route", (PyCFunction)reader_route, METH_VARARGS, reader_route_doc},
     {"stamp_arrivals", (PyCFunction)reader_stamp_arrivals, METH_NOARGS, reader_stamp_arrivals_doc},
     {"close", (PyCFunction)reader_close, METH_NOARGS, reader_close_doc},
     {NULL}
@@ -3613,6 +3790,8 @@ static PyMemberDef reader_members[] = {
     {"batches", T_ULONGLONG, offsetof(ReaderObject, batches), READONLY, "recvmmsg calls that read some."},
     {"dropped", T_ULONGLONG, offsetof(ReaderObject, dropped), READONLY,
      "Datagrams dropped for not fitting a read slot (2048 bytes)."},
+    {"routed", T_ULONGLONG, offsetof(ReaderObject, routed), READONLY,
+     "RTP datagrams handled by a route (route())."},
     {"arrival", T_DOUBLE, offsetof(ReaderObject, arrival), READONLY,
      "Kernel receive time of the datagram being handled (after stamp_arrivals(); else 0)."},
     {NULL}
@@ -3653,6 +3832,7 @@ static PyMethodDef module_methods[] = {
     {"split_rtcp", (PyCFunction)split_rtcp, METH_O, split_rtcp_doc},
     {"is_keyframe_start", (PyCFunction)is_keyframe, METH_VARARGS, keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
+    {"address_key", (PyCFunction)address_key, METH_VARARGS, address_key_doc},
     {NULL}
 };
 

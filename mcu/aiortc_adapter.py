@@ -61,6 +61,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcicetransport import candidate_to_aioice
 
 from mcu._fanout import Inbound, Reader, Sink, unprotect
+from mcu.udp import CReadTransport
 
 logger = logging.getLogger(__name__)
 
@@ -167,66 +168,13 @@ _original_get_component_candidates = aioice.ice.Connection.get_component_candida
 _original_get_host_addresses = aioice.ice.get_host_addresses
 
 
-class HostSocketTransport(asyncio.DatagramTransport):
-    """An ICE host candidate's UDP socket, read in C instead of by the event loop.
+class HostSocketTransport(CReadTransport):
+    """An ICE host candidate's UDP socket, read in C (:class:`mcu.udp.CReadTransport`).
 
-    The loop only watches the socket; a :class:`mcu._fanout.Reader` reads what is queued
-    with one ``recvmmsg`` a wake-up. Once :func:`tap_transport` keys it, the connection's
-    SRTP and SRTCP go straight to its Inbound; everything else (STUN, DTLS, media before
-    the keys) to aioice's protocol, as the loop's own transport would hand it. With the
-    loop's transport each received datagram cost a protocol call, an address tuple and
-    two Python functions before any of our C (docs/benchmarks.md).
-
-    Sends (STUN, DTLS, our RTCP through aiortc) go out directly; a full send buffer
-    drops the datagram, as UDP may.
+    Once :func:`tap_transport` keys its Reader, the connection's SRTP and SRTCP go
+    straight to its Inbound; everything else (STUN, DTLS, media before the keys) to
+    aioice's protocol. Sends (STUN, DTLS, our RTCP through aiortc) go out directly.
     """
-
-    def __init__(self, sock: socket.socket, protocol: aioice.ice.StunProtocol) -> None:
-        super().__init__()
-        self._loop = asyncio.get_running_loop()
-        self._sock = sock
-        self._protocol = protocol
-        self._closing = False
-        self.reader = Reader(sock.fileno(), protocol.datagram_received, self._on_error)
-        self._loop.add_reader(sock.fileno(), self.reader.readable)
-
-    def _on_error(self, exc: BaseException) -> None:
-        logger.error("ICE socket %s: error handling a datagram: %r", self._sock.getsockname(), exc)
-
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        if self._closing:
-            return
-        try:
-            self._sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            pass  # a full send buffer: dropped, as UDP may
-        except OSError as exc:
-            self._protocol.error_received(exc)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "socket":
-            return self._sock
-        if name == "sockname":
-            return self._sock.getsockname()
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._sock.fileno())
-        self.reader.close()
-        self._sock.close()
-        self._loop.call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
 
 
 def _bind_host_socket(connection: aioice.ice.Connection, component: int,
@@ -517,13 +465,13 @@ _SRTP_UNPROTECT_RTCP = _srtp_function("srtp_unprotect_rtcp")
 def unprotect_with(srtp: pylibsrtp.Session, packet: bytes) -> bytes | None:
     """Decrypt one received SRTP or SRTCP packet; None if not authentic, replayed or too long."""
     rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
-    return unprotect(_SRTP_UNPROTECT_RTCP if rtcp else _SRTP_UNPROTECT, _session_address(srtp), packet)
+    return unprotect(_SRTP_UNPROTECT_RTCP if rtcp else _SRTP_UNPROTECT, srtp_session_address(srtp), packet)
 
 
 def unprotector(srtp: pylibsrtp.Session) -> Callable[[bytes], bytes | None]:
     """:func:`unprotect_with` on one session, its libsrtp address looked up once (per
     packet on a pipe between nodes); the caller keeps ``srtp`` alive while it uses it."""
-    session = _session_address(srtp)
+    session = srtp_session_address(srtp)
 
     def unprotect_one(packet: bytes) -> bytes | None:
         rtcp = 192 <= packet[1] <= 223
@@ -532,9 +480,14 @@ def unprotector(srtp: pylibsrtp.Session) -> Callable[[bytes], bytes | None]:
     return unprotect_one
 
 
-def _session_address(srtp: pylibsrtp.Session) -> int:
-    """The libsrtp session (``srtp_t``) inside a pylibsrtp Session; valid while it lives."""
+def srtp_session_address(srtp: pylibsrtp.Session) -> int:
+    """The libsrtp session (``srtp_t``) inside a pylibsrtp Session, for C; valid while it
+    lives."""
     return int(_SRTP_FFI.cast("uintptr_t", srtp._srtp[0]))
+
+
+# For a Reader's routes (mcu/pipe.py): the function C decrypts a route's RTP with.
+SRTP_UNPROTECT = _SRTP_UNPROTECT
 
 
 RtpHandler = Callable[[bytes, int], None]
@@ -624,7 +577,7 @@ def tap_transport(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandl
             if dtls._rx_srtp is None:  # media before the keys: aiortc's path too
                 queue_bounded(data, component)
                 return
-            keyed, session = dtls._rx_srtp, _session_address(dtls._rx_srtp)
+            keyed, session = dtls._rx_srtp, srtp_session_address(dtls._rx_srtp)
             if inbound is not None:  # from now on the host sockets' media stays in C
                 for protocol in connection._protocols:
                     transport = getattr(protocol, "transport", None)
@@ -757,7 +710,7 @@ def point_sink(sink: Sink, fileno: int, address: tuple[Any, ...], srtp: pylibsrt
     """
     if owner[-1] is not srtp:
         raise ValueError("the owner must hold the SRTP session")
-    sink.bind(fileno, address[0], address[1], _SRTP_PROTECT, _session_address(srtp), owner)
+    sink.bind(fileno, address[0], address[1], _SRTP_PROTECT, srtp_session_address(srtp), owner)
 
 
 def on_dtls_state(dtls: RTCDtlsTransport, handler: Callable[[], None]) -> None:

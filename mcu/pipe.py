@@ -8,7 +8,11 @@ the number of subscribers on the other side; on the receiving worker the piped t
 is a producer of a :class:`~mcu.room.RemoteParticipant` in that worker's room, and its
 packets go through the same C fan-out (:func:`mcu._fanout.receive`) as a local one's.
 
-One UDP socket per worker carries every pipe of every room, both ways:
+One UDP socket per worker carries every pipe of every room, both ways. It is read in C
+(:class:`mcu.udp.CReadTransport`): RTP from a worker that pipes tracks here goes from
+one ``recvmmsg`` batch straight to :func:`~mcu._fanout.receive` (decrypted first when
+that worker is another node's), with no Python per packet; RTCP, and anything from
+elsewhere, comes to :meth:`PipeTransport.datagram_received`.
 
 * RTP, origin to receiver: one SSRC per (producer, destination), chosen at random; the
   receiver finds the track by SSRC. The pipe leg forwards every packet under the
@@ -69,11 +73,13 @@ from mcu._fanout import (
     RECEIVED_WANTS_KEYFRAME,
     Sink,
     Track,
+    address_key,
     receive,
 )
 from mcu.forwarding import Consumer, Producer
 from mcu.participant import Participant
 from mcu.room import MediaWorker, RemoteParticipant, Room
+from mcu.udp import CReadTransport
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +226,7 @@ class PipeTransport(asyncio.DatagramProtocol):
     def __init__(self, worker: MediaWorker) -> None:
         self.worker = worker
         self.counters = worker.counters
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: CReadTransport | None = None
         self.address: Address = ("", 0)
         self._exports: dict[tuple[str, Address], _Export] = {}  # (producer id, to)
         self._exports_by_ssrc: dict[int, tuple[_Export, _Leg]] = {}
@@ -228,8 +234,10 @@ class PipeTransport(asyncio.DatagramProtocol):
         self._imports: dict[tuple[str, str], _Import] = {}  # (room name, producer id)
         self._imports_by_ssrc: dict[int, _Import] = {}
         # The same, for the C packet path, by the address they come from: a packet from
-        # anywhere else finds no track.
+        # anywhere else finds no track. And as the socket's Reader routes them: by
+        # address_key, (those tracks, the libsrtp session that decrypts them or 0, its owner).
         self._tracks: dict[Address, dict[int, Track]] = {}
+        self._routes: dict[bytes, tuple[dict[int, Track], int, Any]] = {}
         self._packet_counters = worker.counters.packet_path
         self.secret = secrets.token_bytes(SECRET_BYTES)  # keys what this worker sends
         self._secured: dict[Address, _Secured] = {}  # workers of other nodes
@@ -240,12 +248,24 @@ class PipeTransport(asyncio.DatagramProtocol):
         if worker.pipe is not None:
             raise RuntimeError("this worker has a pipe already")
         loop = asyncio.get_running_loop()
-        _, pipe = await loop.create_datagram_endpoint(lambda: cls(worker), local_addr=(host, port))
+        family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM))[0]
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        pipe = cls(worker)
+        transport = CReadTransport(sock, pipe)
+        pipe.connection_made(transport)
+        transport.reader.route(pipe._routes, pipe._packet_counters, pipe._after_receive,
+                               adapter.SRTP_UNPROTECT)
         worker.pipe = pipe
         return pipe
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.transport = cast(CReadTransport, transport)
         sock = transport.get_extra_info("socket")
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # the kernel caps it; what it grants will do
@@ -422,12 +442,14 @@ class PipeTransport(asyncio.DatagramProtocol):
         sink = self._sinks.get(address)
         if sink is not None:
             self._bind(sink, address)
+        self._route(address)
 
     def unsecure(self, peer: Sequence[Any]) -> None:
         """The worker at ``peer`` is no longer another node's (or gone): plain again."""
         address = _address(peer)
         if self._secured.pop(address, None) is not None and address in self._sinks:
             self._bind(self._sinks[address], address)
+        self._route(address)
 
     def secured(self) -> list[Address]:
         return list(self._secured)
@@ -475,6 +497,7 @@ class PipeTransport(asyncio.DatagramProtocol):
             imported.streams[ssrc] = stream
             self._imports_by_ssrc[ssrc] = imported
             self._tracks.setdefault(source_address, {})[ssrc] = stream.track
+        self._route(source_address)
         self._imports[key] = imported
         remote = room.remote_participants.get(piped.owner_id) or RemoteParticipant(
             piped.owner_id, piped.owner_name, piped.owner_role, source_address)
@@ -528,6 +551,7 @@ class PipeTransport(asyncio.DatagramProtocol):
                 stream.feedback = None
             if not tracks:
                 del self._tracks[imported.origin]
+                self._route(imported.origin)
             imported.producer.feedback = None
         return imported
 
@@ -556,10 +580,25 @@ class PipeTransport(asyncio.DatagramProtocol):
             self.counters.handler_errors += 1
             logger.exception("pipe: a datagram from %s failed", addr)
 
-    def _on_rtp(self, data: bytes, source: Address) -> None:
-        status = receive(self._tracks.get(source, NO_TRACKS), data, self._packet_counters)
-        if not status:
+    def _route(self, source: Address) -> None:
+        """Keep the Reader's route for ``source`` as its tracks and keys are now."""
+        key = address_key(*source)
+        tracks = self._tracks.get(source)
+        if tracks is None:
+            self._routes.pop(key, None)
             return
+        secured = self._secured.get(source)
+        self._routes[key] = (tracks, adapter.srtp_session_address(secured.rx), secured) \
+            if secured is not None else (tracks, 0, None)
+
+    def _on_rtp(self, data: bytes, source: Address) -> None:
+        """RTP that did not come the C way (that did not decrypt there, say)."""
+        status = receive(self._tracks.get(source, NO_TRACKS), data, self._packet_counters)
+        if status:
+            self._after_receive(status, data)
+
+    def _after_receive(self, status: int, data: bytes) -> None:
+        """What receive() leaves to Python of a piped packet (the Reader calls it too)."""
         if status & (RECEIVED_MALFORMED | RECEIVED_UNKNOWN):
             if status & RECEIVED_UNKNOWN:  # C counts the others
                 self.counters.packets_received += 1
@@ -650,6 +689,7 @@ class PipeTransport(asyncio.DatagramProtocol):
         for sink in self._sinks.values():
             sink.unbind()
         self._sinks.clear()
+        self._routes.clear()
         self._secured.clear()
         if self.transport is not None:
             self.transport.close()

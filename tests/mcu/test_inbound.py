@@ -32,7 +32,7 @@ class Client:
         key = os.urandom(30)
         self.tx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
         self.rx = pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
-        self.session = adapter._session_address(self.rx)
+        self.session = adapter.srtp_session_address(self.rx)
 
     def rtp(self, packet: bytes) -> bytes:
         return self.tx.protect(packet)

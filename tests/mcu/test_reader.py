@@ -1,4 +1,5 @@
-"""Reader: an ICE host socket read in C (mcu/_fanout.c), keyed media to an Inbound.
+"""Reader: a UDP socket read in C (mcu/_fanout.c): an ICE host socket's keyed media to an
+Inbound, a pipe socket's RTP by the address it comes from.
 
 Real UDP sockets on loopback and real libsrtp sessions; aioice's protocol is stood in
 for by a recorder of what it would be handed (on_other), which is all the Reader calls.
@@ -11,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mcu._fanout import Counters, Inbound, Reader
+from mcu._fanout import RECEIVED_UNKNOWN, Counters, Inbound, Reader, address_key
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
@@ -211,3 +212,107 @@ def test_wrong_arguments_are_refused(udp: Socket) -> None:
     with pytest.raises(TypeError):
         udp.reader.key(inbound, client.session, client.rx, "not callable")
     assert not udp.reader.keyed
+
+
+# Routes: a worker's pipe socket ------------------------------------------------------------
+
+
+def routed(udp: Socket, routes: dict, counters: Counters) -> list[tuple[int, bytes]]:
+    """Route ``udp``'s Reader by ``routes``; what after_receive is handed."""
+    after: list[tuple[int, bytes]] = []
+    udp.reader.route(routes, counters, lambda status, packet: after.append((status, packet)),
+                     adapter.SRTP_UNPROTECT)
+    return after
+
+
+def test_rtp_from_a_routed_sender_is_received_in_c_and_the_rest_goes_to_python(udp: Socket,
+                                                                               link: Link) -> None:
+    track, _ = audio_track(link)
+    counters = Counters()
+    host, port = udp.peer.getsockname()
+    routes = {address_key(host, port): ({0xABC: track}, 0, None)}
+    after = routed(udp, routes, counters)
+    unknown = publisher_packet(5, ssrc=0xDEF)
+    udp.send(publisher_packet(1), publisher_packet(2), RECEIVER_REPORT, unknown, b"\x80")
+    time.sleep(0.05)
+    udp.reader.readable()
+    # Forwarded in C, no Python; an unknown SSRC's status to after_receive; RTCP and a
+    # datagram too short for RTP to the protocol.
+    assert [rtp.parse_rtp(link.receive()).sequence_number for _ in range(2)] == [10, 11]
+    assert counters.packets_forwarded == 2 and track.packets == 2
+    assert after == [(RECEIVED_UNKNOWN, unknown)]
+    assert [d for d, _ in udp.other] == [RECEIVER_REPORT, b"\x80"]
+    assert udp.reader.routed == 3
+    # Another sender (another port) has no route: its RTP goes to the protocol.
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.1", 0))
+    stranger.sendto(publisher_packet(3), udp.sock.getsockname())
+    stranger.close()
+    # A route taken away (the tracks piped no more): to the protocol too.
+    del routes[address_key(host, port)]
+    udp.send(publisher_packet(4))
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert [d for d, _ in udp.other][2:] == [publisher_packet(3), publisher_packet(4)]
+    assert link.nothing_waiting() and udp.errors == []
+
+
+def test_a_route_with_srtp_decrypts_and_what_is_not_authentic_goes_to_python(udp: Socket,
+                                                                             link: Link) -> None:
+    track, _ = audio_track(link)
+    counters = Counters()
+    host, port = udp.peer.getsockname()
+    sender = Link()  # its tx protects what the peer sends; its rx is the route's session
+    try:
+        routes = {address_key(host, port): ({0xABC: track}, adapter.srtp_session_address(sender.rx),
+                                            sender)}
+        after = routed(udp, routes, counters)
+        good = [sender.tx.protect(publisher_packet(seq)) for seq in (1, 2)]
+        forged = publisher_packet(3)  # plain, from the routed address: not authentic
+        udp.send(good[0], forged, good[1], good[0])  # and a replay
+        time.sleep(0.05)
+        udp.reader.readable()
+        assert [rtp.parse_rtp(link.receive()).sequence_number for _ in range(2)] == [10, 11]
+        assert after == [] and counters.packets_received == 2
+        assert [d for d, _ in udp.other] == [forged, good[0]]  # Python counts them dropped
+    finally:
+        sender.close()
+
+
+def test_a_handler_that_fails_or_drops_the_routes_does_not_stop_the_batch(udp: Socket, link: Link) -> None:
+    track, _ = audio_track(link)
+    counters = Counters()
+    host, port = udp.peer.getsockname()
+    routes = {address_key(host, port): ({0xABC: track}, 0, None)}
+    seen: list[int] = []
+
+    def after_receive(status: int, packet: bytes) -> None:
+        seen.append(status)
+        routes.clear()  # the sender's tracks are no longer piped here
+        raise RuntimeError("handler failed")
+
+    udp.reader.route(routes, counters, after_receive, adapter.SRTP_UNPROTECT)
+    udp.send(publisher_packet(1, ssrc=0x999), publisher_packet(2))
+    time.sleep(0.05)
+    udp.reader.readable()
+    assert seen == [RECEIVED_UNKNOWN]
+    assert [type(e) for e in udp.errors] == [RuntimeError]
+    assert [d for d, _ in udp.other] == [publisher_packet(2)]  # no route left for it
+
+
+def test_routes_take_only_what_they_are_made_of() -> None:
+    assert address_key("127.0.0.1", 5000) == bytes([127, 0, 0, 1]) + (5000).to_bytes(2, "big")
+    assert address_key("::1", 1) == socket.inet_pton(socket.AF_INET6, "::1") + b"\x00\x01"
+    for bad in (("localhost", 1), ("127.0.0.1", 70000)):
+        with pytest.raises(ValueError):
+            address_key(*bad)
+    reader = Reader(0, print, print)
+    try:
+        with pytest.raises(TypeError):
+            reader.route([], Counters(), print, adapter.SRTP_UNPROTECT)
+        with pytest.raises(TypeError):
+            reader.route({}, Counters(), None, adapter.SRTP_UNPROTECT)
+        with pytest.raises(ValueError):
+            reader.route({}, Counters(), print, 0)
+    finally:
+        reader.close()
