@@ -3154,6 +3154,31 @@ PyDoc_STRVAR(inbound_take_doc,
 "feedback goes to ``estimator`` (matched with ``sink``) while both are set, and the\n"
 "rest to on_rtcp(packet).");
 
+/* receive() on a copy of ``data`` (``arrivals``: an Arrivals or Py_None); what it leaves
+ * to Python goes to after(status, packet). 0, or -1 with the exception. Shared by an
+ * Inbound's RTP and a Reader's routed RTP. */
+static int
+receive_then(PyObject *tracks, PyObject *counters, PyObject *arrivals, PyObject *after,
+             const uint8_t *data, Py_ssize_t length)
+{
+    PyObject *packet = PyBytes_FromStringAndSize((const char *)data, length);
+    if (packet == NULL)
+        return -1;
+    PyObject *argv[4] = {tracks, packet, counters, arrivals};
+    PyObject *status = receive(NULL, argv, 4);
+    int failed = status == NULL ? -1 : 0;
+    if (status != NULL && PyLong_AsLong(status) != 0) {
+        PyObject *call[2] = {status, packet};
+        PyObject *done = PyObject_Vectorcall(after, call, 2, NULL);
+        if (done == NULL)
+            failed = -1;
+        Py_XDECREF(done);
+    }
+    Py_XDECREF(status);
+    Py_DECREF(packet);
+    return failed;
+}
+
 /* One received datagram of a keyed connection (take(), and a Reader's media): 0 when
  * handled or dropped, -1 with the exception a handler raised. */
 static int
@@ -3170,26 +3195,7 @@ inbound_handle(InboundObject *self, void *session, const uint8_t *data, Py_ssize
     if (rtcp)  /* not armed: all of it is Python's */
         return self->estimator != NULL ? inbound_rtcp(self, packet, length)
                                        : call_with_bytes(self->on_rtcp, packet, length);
-    PyObject *plain = PyBytes_FromStringAndSize((const char *)packet, length);
-    if (plain == NULL)
-        return -1;
-    PyObject *argv[4] = {self->tracks, plain, self->counters, self->arrivals};
-    PyObject *status = receive(NULL, argv, 4);
-    if (status == NULL) {
-        Py_DECREF(plain);
-        return -1;
-    }
-    int failed = 0;
-    if (PyLong_AsLong(status) != 0) {
-        PyObject *call[2] = {status, plain};
-        PyObject *done = PyObject_Vectorcall(self->after_receive, call, 2, NULL);
-        if (done == NULL)
-            failed = -1;
-        Py_XDECREF(done);
-    }
-    Py_DECREF(status);
-    Py_DECREF(plain);
-    return failed;
+    return receive_then(self->tracks, self->counters, self->arrivals, self->after_receive, packet, length);
 }
 
 static PyObject *
@@ -3498,24 +3504,8 @@ reader_route_rtp(ReaderObject *self, const uint8_t *data, Py_ssize_t size,
     Py_INCREF(route);
     PyObject *counters = Py_NewRef(self->route_counters);
     PyObject *after = Py_NewRef(self->after_receive);
-    int result = -1;
-    PyObject *packet = PyBytes_FromStringAndSize((const char *)data, length);
-    if (packet != NULL) {
-        PyObject *argv[3] = {PyTuple_GET_ITEM(route, 0), packet, counters};
-        PyObject *status = receive(NULL, argv, 3);
-        if (status != NULL) {
-            result = 1;
-            if (PyLong_AsLong(status) != 0) {
-                PyObject *call[2] = {status, packet};
-                PyObject *done = PyObject_Vectorcall(after, call, 2, NULL);
-                if (done == NULL)
-                    result = -1;
-                Py_XDECREF(done);
-            }
-            Py_DECREF(status);
-        }
-        Py_DECREF(packet);
-    }
+    int result = receive_then(PyTuple_GET_ITEM(route, 0), counters, Py_None, after, data, length) < 0
+                 ? -1 : 1;
     Py_DECREF(after);
     Py_DECREF(counters);
     Py_DECREF(route);
