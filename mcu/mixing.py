@@ -158,7 +158,7 @@ class NarrowbandMix:
     def __init__(self, room_name: str, codec: str, counters: WorkerCounters) -> None:
         self.codec = codec
         self.output = MixOutput(f"{room_name}-mix-{codec.lower()}", "audio", counters)
-        self.output.clock_rate = 8000
+        self.output.clock_rate = UNIT_AUDIO_CODECS[codec].rtp_clock
         self._shared = NarrowbandEncoder(codec)
         self._own: dict[str, NarrowbandEncoder] = {}  # talkers' (their encoder keeps its state)
         self.ticks = self.encodes = 0
@@ -180,8 +180,9 @@ class NarrowbandMix:
         self.encodes += 1 + len(own)
         if not self._own.keys() <= listeners:  # a listener gone: its encoder too
             self._own = {k: v for k, v in self._own.items() if k in listeners}
-        # 48 kHz samples to 8 kHz ticks: 960 a frame to 160.
-        self.output.emit((mix.timestamp // 6) & 0xFFFFFFFF, False, shared, own)
+        # The mix's 48 kHz samples as ticks of the codec's RTP clock (8 kHz: 960 a frame to 160).
+        ticks = mix.timestamp * self.output.clock_rate // 48000
+        self.output.emit(ticks & 0xFFFFFFFF, False, shared, own)
 
 
 @dataclass
