@@ -13,7 +13,6 @@ everyone else on its codec shares one encode.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -29,9 +28,9 @@ from mcu._fanout import Leg, Track, forward
 from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, MixTick, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
-from mcu.mixer.pacer import run_ticks
 from mcu.mixer.vp8 import VIDEO_CLOCK
 from mcu.stats import WorkerCounters
+from mcu.ticks import Ticker
 from mcu.unit_audio import CODECS as UNIT_AUDIO_CODECS
 from mcu.unit_audio import NarrowbandEncoder
 
@@ -249,10 +248,8 @@ class RoomMixer:
         # frames): a unit's test call's proof that its video reaches us (mcu/unit.py).
         self.frames_decoded: dict[str, int] = {}
         self.keyframes_decoded: dict[str, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
-        self._video_task: asyncio.Task[None] | None = None
-        self._video_stop = asyncio.Event()
+        self._audio_ticker = Ticker(AUDIO_TICK_S, self._audio_tick, name=f"mixer of {room_name}: audio")
+        self._video_ticker = Ticker(1 / fps, self._video_tick, name=f"mixer of {room_name}: video")
         # Microphones whose quiet packets C holds back from the taps (participant -> its
         # track), and the audio tick until which each other source's gate stays open.
         self._gated: dict[str, Track] = {}
@@ -440,22 +437,22 @@ class RoomMixer:
             encode.keyframe = True
 
     def start(self) -> None:
-        if self._tasks:
-            return
-        self._stop.clear()
-        self._tasks = [asyncio.ensure_future(run_ticks(AUDIO_TICK_S, self._audio_tick, stop=self._stop))]
-        self._watch_composite()
+        if not self._audio_ticker.running:
+            self._audio_ticker.start()
+            self._watch_composite()
+
+    @property
+    def video_ticking(self) -> bool:
+        """Whether the video ticks run (only while the composite is watched or recorded)."""
+        return self._video_ticker.running
 
     def _watch_composite(self) -> None:
         """Start the video ticks when somebody watches the composite or it is recorded.
         They stop themselves when nobody does: a room of audio-only units has no 15 Hz
         wakeups for nothing."""
-        running = self._video_task is not None and not self._video_task.done()
-        if running or not self._tasks or not self.composite_watched():
+        if self._video_ticker.running or not self._audio_ticker.running or not self.composite_watched():
             return
-        self._video_stop = asyncio.Event()
-        self._video_task = asyncio.ensure_future(
-            run_ticks(1 / self.fps, self._video_tick, stop=self._video_stop))
+        self._video_ticker.start()
 
     def audio_for(self, codec: str | None) -> MixOutput:
         """The mix a listener receives: Opus (``codec`` None), or in a room unit's codec."""
@@ -515,7 +512,7 @@ class RoomMixer:
                 encode.keyframe = True
         self.composing = watched
         if not watched:
-            self._video_stop.set()  # until _watch_composite() sees somebody watch again
+            self._video_ticker.stop()  # until _watch_composite() sees somebody watch again
             self._end_h264({})
             self._large = None
             return
@@ -618,12 +615,8 @@ class RoomMixer:
 
     def close(self) -> None:
         self.stop_recording()
-        self._stop.set()
-        self._video_stop.set()
-        for task in [*self._tasks, *([self._video_task] if self._video_task else [])]:
-            task.cancel()
-        self._tasks = []
-        self._video_task = None
+        self._audio_ticker.stop()
+        self._video_ticker.stop()
         for participant_id in [*self.sources, *self.screens]:
             self.remove_source(participant_id)
 

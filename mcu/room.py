@@ -34,6 +34,7 @@ from mcu.slots import (
 )
 from mcu.speaker import SpeakerDetector
 from mcu.stats import WorkerCounters
+from mcu.ticks import Ticker
 
 if TYPE_CHECKING:
     from mcu.pipe import PipeTransport
@@ -654,7 +655,11 @@ class MediaWorker:
         # Carries tracks to and from the other workers of rooms that span several
         # (mcu/pipe.py); opened on first use by open_pipe().
         self.pipe: PipeTransport | None = None
-        self._ticking: asyncio.Task[None] | None = None
+        # max_catch_up=0: after a stall the next tick runs at once, missed ones are not
+        # replayed. On the same clock as the mixers' audio ticks (mcu/ticks.py): a worker
+        # with a mixed room wakes 50 times a second, not 60.
+        self._ticker = Ticker(TICK_S, self._tick, max_catch_up=0, name="worker tick")
+        self._ticks = 0
 
     async def open_pipe(self, host: str = "127.0.0.1", port: int = 0) -> PipeTransport:
         """This worker's pipe socket, opened on first call (later calls return it)."""
@@ -666,37 +671,35 @@ class MediaWorker:
 
     def start_ticking(self) -> None:
         """Run the rooms' control steps and the participants' RTCP (see TICK_S)."""
-        if self._ticking is None or self._ticking.done():
-            self._ticking = asyncio.ensure_future(self._tick())
+        self._ticker.start()
 
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        tick, due = 0, loop.time()
-        while self.rooms:
-            due = max(due + TICK_S, loop.time())  # after a stall, no burst of missed ticks
-            await asyncio.sleep(due - loop.time())
-            tick += 1
-            for room in list(self.rooms.values()):
-                if tick % CONTROL_TICKS == room.slot % CONTROL_TICKS:
-                    try:
-                        room.control_step(CONTROL_INTERVAL_S)
-                    except Exception:
-                        logger.exception("room %s: control step failed", room.name)
-                for participant in list(room.participants.values()):
-                    try:  # each tick: a browser's estimator wants feedback this often
-                        participant.send_transport_feedback()
-                    except Exception:
-                        logger.exception("participant %s: transport feedback failed", participant.id)
-                    if tick % RTCP_TICKS == participant.slot % RTCP_TICKS:
-                        try:
-                            participant.send_rtcp()
-                        except Exception:
-                            logger.exception("participant %s: RTCP failed", participant.id)
-            if self.pipe is not None and tick % RTCP_TICKS == 0:
+    def _tick(self, _index: int) -> None:
+        if not self.rooms:
+            self._ticker.stop()  # until a room opens again
+            return
+        self._ticks += 1
+        tick = self._ticks
+        for room in list(self.rooms.values()):
+            if tick % CONTROL_TICKS == room.slot % CONTROL_TICKS:
                 try:
-                    self.pipe.send_reports()
+                    room.control_step(CONTROL_INTERVAL_S)
                 except Exception:
-                    logger.exception("pipe: sender reports failed")
+                    logger.exception("room %s: control step failed", room.name)
+            for participant in list(room.participants.values()):
+                try:  # each tick: a browser's estimator wants feedback this often
+                    participant.send_transport_feedback()
+                except Exception:
+                    logger.exception("participant %s: transport feedback failed", participant.id)
+                if tick % RTCP_TICKS == participant.slot % RTCP_TICKS:
+                    try:
+                        participant.send_rtcp()
+                    except Exception:
+                        logger.exception("participant %s: RTCP failed", participant.id)
+        if self.pipe is not None and tick % RTCP_TICKS == 0:
+            try:
+                self.pipe.send_reports()
+            except Exception:
+                logger.exception("pipe: sender reports failed")
 
     def room(self, name: str, echo: bool = False) -> Room:
         """The room of that name, opened on first use."""
@@ -716,5 +719,4 @@ class MediaWorker:
             room.close()  # a room with only remote participants left has no one to leave
         if self.pipe is not None:
             self.pipe.close()
-        if self._ticking is not None:
-            self._ticking.cancel()
+        self._ticker.stop()

@@ -7,7 +7,6 @@ encoded packets out), so it is tested without WebRTC. See docs/mixer.md.
 from .audio import AudioMixer, MixTick
 from .composite import Compositor
 from .jitter import JitterBuffer, OpusPlayout
-from .pacer import run_ticks
 from .recorder import Recorder
 from .selection import TalkerSelector
 from .vp8 import EncodedFrame, SelectiveDecoder, Vp8Decoder, Vp8Encoder
@@ -28,5 +27,4 @@ __all__ = [
     "Vp8Encoder",
     "Vp8Frame",
     "packetize",
-    "run_ticks",
 ]

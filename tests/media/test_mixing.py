@@ -222,10 +222,7 @@ async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server
                                             for u in units), timeout=30)
         assert not mixer.composing and mixer.frames_composed == 0
 
-        def video_ticking() -> bool:
-            return mixer._video_task is not None and not mixer._video_task.done()
-
-        assert not video_ticking()  # not even woken 15 times a second to find that out
+        assert not mixer.video_ticking  # not even woken 15 times a second to find that out
         # A participant that watches: the composite is composed, starting on keyframes.
         watcher = await join(server, room, "Watcher", 700, BLUE, mode="mixed", loudness=0.0)
         assert await wait_until(lambda: (received(watcher, "video") or EMPTY).frames > 10,
@@ -235,7 +232,7 @@ async def test_audio_only_units_cost_no_video_work_until_somebody_watches(server
         await watcher.close()
         watcher = None
         assert await wait_until(lambda: not mixer.composing, timeout=10)
-        assert await wait_until(lambda: not video_ticking(), timeout=5)
+        assert await wait_until(lambda: not mixer.video_ticking, timeout=5)
         composed = mixer.frames_composed
         await asyncio.sleep(1.0)
         assert mixer.frames_composed == composed
