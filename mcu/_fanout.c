@@ -98,6 +98,7 @@ typedef struct {
     struct sockaddr_storage address;
     socklen_t address_length;
     srtp_protect_fn protect;          /* NULL: send plain RTP (a pipe between workers) */
+    srtp_protect_fn protect_rtcp;     /* srtp_protect_rtcp for send_rtcp(); NULL: none given */
     void *session;
     PyObject *owner;                  /* keeps the SRTP session alive while bound */
     unsigned long long send_errors;
@@ -132,6 +133,7 @@ sink_release(SinkObject *self)
         self->fd = -1;
     }
     self->protect = NULL;
+    self->protect_rtcp = NULL;
     self->session = NULL;
     Py_CLEAR(self->owner);
 }
@@ -169,21 +171,23 @@ sink_dealloc(SinkObject *self)
 }
 
 PyDoc_STRVAR(sink_bind_doc,
-"bind(fd, host, port, protect, session, owner)\n--\n\n"
+"bind(fd, host, port, protect, session, owner, protect_rtcp=0)\n--\n\n"
 "Send from (a duplicate of) socket ``fd`` to ``host``:``port``, protecting each packet\n"
 "with the libsrtp2 function at address ``protect`` on the session at address\n"
 "``session``. ``owner`` is kept referenced while bound: it must own the session.\n"
 "``protect`` and ``session`` both 0 send plain RTP (no SRTP): for the pipe between two\n"
-"media workers on one node, never for a participant.");
+"media workers on one node, never for a participant. ``protect_rtcp``: the address of\n"
+"srtp_protect_rtcp, for send_rtcp() on an SRTP session (0 there: no send_rtcp()).");
 
 static PyObject *
 sink_bind(SinkObject *self, PyObject *args)
 {
     int fd, port;
     const char *host;
-    unsigned long long protect, session;
+    unsigned long long protect, session, protect_rtcp = 0;
     PyObject *owner;
-    if (!PyArg_ParseTuple(args, "isiKKO:bind", &fd, &host, &port, &protect, &session, &owner))
+    if (!PyArg_ParseTuple(args, "isiKKO|K:bind", &fd, &host, &port, &protect, &session, &owner,
+                          &protect_rtcp))
         return NULL;
     if (port <= 0 || port > 65535) {
         PyErr_Format(PyExc_ValueError, "port out of range: %d", port);
@@ -191,6 +195,10 @@ sink_bind(SinkObject *self, PyObject *args)
     }
     if ((protect == 0) != (session == 0)) {
         PyErr_SetString(PyExc_ValueError, "protect and session must both be addresses, or both 0 (plain)");
+        return NULL;
+    }
+    if (protect_rtcp != 0 && session == 0) {
+        PyErr_SetString(PyExc_ValueError, "protect_rtcp needs an SRTP session");
         return NULL;
     }
     struct sockaddr_storage address;
@@ -218,6 +226,7 @@ sink_bind(SinkObject *self, PyObject *args)
     self->address = address;
     self->address_length = address_length;
     self->protect = (srtp_protect_fn)(uintptr_t)protect;
+    self->protect_rtcp = (srtp_protect_fn)(uintptr_t)protect_rtcp;
     self->session = (void *)(uintptr_t)session;
     Py_INCREF(owner);
     self->owner = owner;
@@ -276,6 +285,53 @@ sink_send(SinkObject *self, uint8_t *packet, int length)
         return -1;
     }
     return 0;
+}
+
+PyDoc_STRVAR(sink_send_rtcp_doc,
+"send_rtcp(packet)\n--\n\n"
+"Send one RTCP packet (compound or not) to the subscriber, SRTCP-protected on the\n"
+"session (plain on a plain sink): our reports and feedback, without a Python call into\n"
+"libsrtp and the socket each time. Raises ConnectionError when unbound, or bound to an\n"
+"SRTP session without protect_rtcp, or when libsrtp refuses; OSError when the socket\n"
+"does. A full socket buffer drops it, as it drops media (counted in send_errors).");
+
+static PyObject *
+sink_send_rtcp(SinkObject *self, PyObject *data)
+{
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "send_rtcp() takes bytes");
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size < 8 || size > MAX_PLAIN_PACKET) {
+        PyErr_Format(PyExc_ValueError, "not an RTCP packet we send: %zd bytes", size);
+        return NULL;
+    }
+    if (self->fd < 0 || (self->session != NULL && self->protect_rtcp == NULL)) {
+        self->send_errors++;
+        PyErr_SetString(PyExc_ConnectionError, self->fd < 0 ? "the sink is not bound"
+                                                            : "the sink has no SRTCP protect");
+        return NULL;
+    }
+    uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
+    memcpy(packet, PyBytes_AS_STRING(data), (size_t)size);
+    int length = (int)size;
+    if (self->protect_rtcp != NULL && self->protect_rtcp(self->session, packet, &length) != 0) {
+        self->send_errors++;
+        PyErr_SetString(PyExc_ConnectionError, "SRTCP protect refused the packet");
+        return NULL;
+    }
+    ssize_t sent;
+    do {
+        sent = sendto(self->fd, packet, (size_t)length, MSG_DONTWAIT,
+                      (struct sockaddr *)&self->address, self->address_length);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0) {
+        self->send_errors++;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
 }
 
 /* transport-cc ---------------------------------------------------------------------- */
@@ -1464,6 +1520,7 @@ static PyTypeObject EstimatorType = {
 static PyMethodDef sink_methods[] = {
     {"sent_range", (PyCFunction)sink_sent_range, METH_VARARGS, sink_sent_range_doc},
     {"bind", (PyCFunction)sink_bind, METH_VARARGS, sink_bind_doc},
+    {"send_rtcp", (PyCFunction)sink_send_rtcp, METH_O, sink_send_rtcp_doc},
     {"unbind", (PyCFunction)sink_unbind, METH_NOARGS, "Stop sending; close our socket duplicate."},
     {NULL}
 };

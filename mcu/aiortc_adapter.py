@@ -458,6 +458,7 @@ def _srtp_function(name: str) -> int:
 
 
 _SRTP_PROTECT = _srtp_function("srtp_protect")
+_SRTCP_PROTECT = _srtp_function("srtp_protect_rtcp")
 _SRTP_UNPROTECT = _srtp_function("srtp_unprotect")
 _SRTP_UNPROTECT_RTCP = _srtp_function("srtp_unprotect_rtcp")
 
@@ -658,9 +659,12 @@ def _skip_stun_parse_for_media() -> None:
 _skip_stun_parse_for_media()
 
 
-def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+def packet_writer(dtls: RTCDtlsTransport, sink: Sink | None = None) -> Callable[[bytes], None]:
     """A synchronous ``write(packet)``: SRTP-protect and send on the nominated ICE pair.
 
+    With the connection's ``sink`` RTCP (our reports and feedback, most of what is
+    written here) goes out through it, protected and sent in C; the sink is pointed at
+    the pair first if ICE nominated another since (:func:`bind_sink`).
     Raises ConnectionError when the transport is not (or no longer) connected.
     """
     connection = dtls.transport._connection
@@ -678,7 +682,18 @@ def packet_writer(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
                 raise ConnectionError("no nominated ICE pair")
             pair, sendto, address = nominated, nominated.protocol.transport.sendto, nominated.remote_addr
         srtp = dtls._tx_srtp
-        sendto(srtp.protect_rtcp(packet) if 192 <= packet[1] <= 223 else srtp.protect(packet), address)
+        if not 192 <= packet[1] <= 223:
+            sendto(srtp.protect(packet), address)
+            return
+        if sink is not None:
+            owner = sink.owner
+            if owner is None or owner[0] is not nominated or owner[1] is not srtp:
+                bind_sink(sink, dtls)
+                owner = sink.owner
+            if owner is not None and owner[0] is nominated:
+                sink.send_rtcp(packet)
+                return
+        sendto(srtp.protect_rtcp(packet), address)
 
     return write
 
@@ -710,7 +725,8 @@ def point_sink(sink: Sink, fileno: int, address: tuple[Any, ...], srtp: pylibsrt
     """
     if owner[-1] is not srtp:
         raise ValueError("the owner must hold the SRTP session")
-    sink.bind(fileno, address[0], address[1], _SRTP_PROTECT, srtp_session_address(srtp), owner)
+    sink.bind(fileno, address[0], address[1], _SRTP_PROTECT, srtp_session_address(srtp), owner,
+              _SRTCP_PROTECT)
 
 
 def on_dtls_state(dtls: RTCDtlsTransport, handler: Callable[[], None]) -> None:

@@ -408,7 +408,7 @@ class Participant:
     def _writer(self, dtls: Any) -> Callable[[bytes], None]:
         writer = self._writers.get(id(dtls))
         if writer is None:
-            writer = self._writers[id(dtls)] = adapter.packet_writer(dtls)
+            writer = self._writers[id(dtls)] = adapter.packet_writer(dtls, self._sink(dtls))
         return writer
 
     def _sink(self, dtls: Any) -> Sink:

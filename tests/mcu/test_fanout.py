@@ -434,3 +434,56 @@ def test_without_transport_cc_nothing_is_stamped_and_a_retransmission_gets_a_new
     assert leg.sent(100, restamp=True) == leg.sent(100)  # sent unstamped: stays so
     with pytest.raises(ValueError):
         link.sink.transport_cc_id = 15
+
+
+def test_a_sink_sends_our_rtcp_protected_by_its_session(link: Link) -> None:
+    report = rtp.rtcp_receiver_report(0x1234, [(0xABC, 0, 0, 4000, 0, 0, 0)])
+    pli = rtp.rtcp_pli(0x1234, 0xABC)
+    link.sink.send_rtcp(report + pli)  # a compound packet, as the worker's reports are
+    link.sink.send_rtcp(pli)
+    # SRTCP on the wire (index and tag appended), what the subscriber's session accepts.
+    first = link.receiver.recv(2048)
+    assert len(first) > len(report + pli) and first[:8] == (report + pli)[:8]
+    assert link.rx.unprotect_rtcp(first) == report + pli
+    assert link.rx.unprotect_rtcp(link.receiver.recv(2048)) == pli  # the SRTCP index moved on
+    # The same session's Python path goes on from there: the two share libsrtp's state.
+    link.sender.sendto(link.tx.protect_rtcp(report), link.receiver.getsockname())
+    assert link.rx.unprotect_rtcp(link.receiver.recv(2048)) == report
+    assert link.sink.send_errors == 0
+
+
+def test_a_sink_refuses_rtcp_it_cannot_send(link: Link) -> None:
+    pli = rtp.rtcp_pli(0x1234, 0xABC)
+    without = Sink()  # bound to an SRTP session but not given srtp_protect_rtcp
+    without.bind(link.sender.fileno(), *link.receiver.getsockname(), adapter._SRTP_PROTECT,
+                 adapter.srtp_session_address(link.tx), (None, link.tx))
+    with pytest.raises(ConnectionError, match="SRTCP"):
+        without.send_rtcp(pli)
+    without.unbind()
+    with pytest.raises(ConnectionError, match="not bound"):
+        without.send_rtcp(pli)
+    assert without.send_errors == 2
+    with pytest.raises(TypeError):
+        link.sink.send_rtcp("text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        link.sink.send_rtcp(b"\x80\xc9")
+    with pytest.raises(ValueError):
+        link.sink.send_rtcp(bytes(1501))
+    with pytest.raises(ValueError, match="SRTP session"):
+        Sink().bind(link.sender.fileno(), "127.0.0.1", 9, 0, 0, None, 1)
+    assert link.nothing_waiting() and link.sink.send_errors == 0
+
+
+def test_a_plain_sink_sends_rtcp_plain(link: Link) -> None:
+    pipe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pipe.bind(("127.0.0.1", 0))
+    pipe.settimeout(2)
+    plain = Sink()
+    try:
+        plain.bind(link.sender.fileno(), *pipe.getsockname(), 0, 0, None)
+        pli = rtp.rtcp_pli(0x1234, 0xABC)
+        plain.send_rtcp(pli)
+        assert pipe.recv(2048) == pli
+    finally:
+        plain.unbind()
+        pipe.close()

@@ -135,6 +135,29 @@ async def test_once_keyed_the_media_is_read_in_c_and_never_enters_python(echo_ca
     assert all(r.closed for r in readers)
 
 
+async def test_our_rtcp_is_protected_and_sent_in_c_through_the_sink(echo_call) -> None:
+    """Keyframe requests and reports go out through the connection's sink (libsrtp's
+    srtp_protect_rtcp called from C on aiortc's session), not through pylibsrtp in
+    Python; the client's aiortc decrypts them as its own session's."""
+    worker, participant, peer, offer = echo_call
+    dtls = participant.pc.getTransceivers()[0].receiver.transport
+    srtp = dtls._tx_srtp
+    through_python: list[bytes] = []
+    protect_rtcp = srtp.protect_rtcp
+    srtp.protect_rtcp = lambda packet: (through_python.append(packet), protect_rtcp(packet))[1]
+    sink = participant._sinks[id(dtls)][0]
+    probe = RtcpProbe(peer)
+    camera_slot = client_transceiver(peer, offer.publish["camera"])
+    probe.watch_sender(camera_slot)
+    await wait_until(lambda: False, timeout=1.1)  # past the one-a-second throttle
+    requests = worker.counters.keyframe_requests
+    participant.producers["camera"].request_keyframe()
+    assert worker.counters.keyframe_requests == requests + 1
+    assert await wait_until(lambda: camera_slot.sender._ssrc in probe.keyframe_requests, timeout=5)
+    participant.send_rtcp()  # the reports of an interval: senders' and receivers'
+    assert not through_python and sink.bound and sink.send_errors == 0
+
+
 async def test_no_decoder_runs_on_the_server(echo_call) -> None:
     _, participant, _, _ = echo_call
     assert not any(aiortc_adapter.decoder_running(t) for t in participant.pc.getTransceivers())
