@@ -264,16 +264,20 @@ sink_get_owner(SinkObject *self, void *closure)
  * Returns 0, or -1 (counted in send_errors) when it could not be sent: unbound, SRTP
  * refused, or the socket would block. A full socket buffer drops the packet, as a
  * network would; the subscriber's NACK or PLI recovers. */
-static int
-sink_send(SinkObject *self, uint8_t *packet, int length)
+enum SinkWrite { SINK_SENT, SINK_UNBOUND, SINK_REFUSED, SINK_SOCKET_ERROR /* errno says */ };
+
+/* Protect with ``protect`` (NULL: plain) and send; what went wrong if it did not go,
+ * counted in send_errors. RTP (sink_send) and our RTCP (send_rtcp) both come here. */
+static enum SinkWrite
+sink_write(SinkObject *self, srtp_protect_fn protect, uint8_t *packet, int length)
 {
     if (self->fd < 0) {
         self->send_errors++;
-        return -1;
+        return SINK_UNBOUND;
     }
-    if (self->protect != NULL && self->protect(self->session, packet, &length) != 0) {
+    if (protect != NULL && protect(self->session, packet, &length) != 0) {
         self->send_errors++;
-        return -1;
+        return SINK_REFUSED;
     }
     ssize_t sent;
     do {
@@ -282,9 +286,15 @@ sink_send(SinkObject *self, uint8_t *packet, int length)
     } while (sent < 0 && errno == EINTR);
     if (sent < 0) {
         self->send_errors++;
-        return -1;
+        return SINK_SOCKET_ERROR;
     }
-    return 0;
+    return SINK_SENT;
+}
+
+static int
+sink_send(SinkObject *self, uint8_t *packet, int length)
+{
+    return sink_write(self, self->protect, packet, length) == SINK_SENT ? 0 : -1;
 }
 
 PyDoc_STRVAR(sink_send_rtcp_doc,
@@ -307,29 +317,26 @@ sink_send_rtcp(SinkObject *self, PyObject *data)
         PyErr_Format(PyExc_ValueError, "not an RTCP packet we send: %zd bytes", size);
         return NULL;
     }
-    if (self->fd < 0 || (self->session != NULL && self->protect_rtcp == NULL)) {
+    if (self->fd >= 0 && self->session != NULL && self->protect_rtcp == NULL) {
         self->send_errors++;
-        PyErr_SetString(PyExc_ConnectionError, self->fd < 0 ? "the sink is not bound"
-                                                            : "the sink has no SRTCP protect");
+        PyErr_SetString(PyExc_ConnectionError, "the sink has no SRTCP protect");
         return NULL;
     }
     uint8_t packet[MAX_PLAIN_PACKET + SRTP_TRAILER_ROOM];
     memcpy(packet, PyBytes_AS_STRING(data), (size_t)size);
-    int length = (int)size;
-    if (self->protect_rtcp != NULL && self->protect_rtcp(self->session, packet, &length) != 0) {
-        self->send_errors++;
+    switch (sink_write(self, self->protect_rtcp, packet, (int)size)) {
+    case SINK_UNBOUND:
+        PyErr_SetString(PyExc_ConnectionError, "the sink is not bound");
+        return NULL;
+    case SINK_REFUSED:
         PyErr_SetString(PyExc_ConnectionError, "SRTCP protect refused the packet");
         return NULL;
-    }
-    ssize_t sent;
-    do {
-        sent = sendto(self->fd, packet, (size_t)length, MSG_DONTWAIT,
-                      (struct sockaddr *)&self->address, self->address_length);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0) {
-        self->send_errors++;
+    case SINK_SOCKET_ERROR:
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             return PyErr_SetFromErrno(PyExc_OSError);
+        break;
+    case SINK_SENT:
+        break;
     }
     Py_RETURN_NONE;
 }

@@ -70,6 +70,16 @@ def link() -> Iterator[Link]:
     made.close()
 
 
+@pytest.fixture
+def pipe() -> Iterator[socket.socket]:
+    """The socket of another media worker's pipe: plain RTP and RTCP arrive there."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(2)
+    yield receiver
+    receiver.close()
+
+
 def leg_to(link: Link, *, video: bool, ssrc: int, payload_type: int, next_seq: int,
            ts_offset: int) -> Leg:
     leg = Leg(video=video)
@@ -203,11 +213,9 @@ def test_bad_arguments_are_refused_before_anything_is_sent(link: Link) -> None:
     assert link.nothing_waiting() and leg.packets == 0
 
 
-def test_a_sink_bound_without_srtp_sends_plain_rtp_beside_protected_legs(link: Link) -> None:
+def test_a_sink_bound_without_srtp_sends_plain_rtp_beside_protected_legs(
+        link: Link, pipe: socket.socket) -> None:
     # The pipe to another media worker: the same leg machinery, plain RTP on the wire.
-    pipe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    pipe.bind(("127.0.0.1", 0))
-    pipe.settimeout(2)
     plain_sink = Sink()
     try:
         plain_sink.bind(link.sender.fileno(), *pipe.getsockname(), 0, 0, None)
@@ -241,7 +249,6 @@ def test_a_sink_bound_without_srtp_sends_plain_rtp_beside_protected_legs(link: L
         assert not plain_sink.plain and not plain_sink.bound
     finally:
         plain_sink.unbind()
-        pipe.close()
 
 
 # receive(): the whole packet path of one received packet --------------------------------
@@ -474,16 +481,10 @@ def test_a_sink_refuses_rtcp_it_cannot_send(link: Link) -> None:
     assert link.nothing_waiting() and link.sink.send_errors == 0
 
 
-def test_a_plain_sink_sends_rtcp_plain(link: Link) -> None:
-    pipe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    pipe.bind(("127.0.0.1", 0))
-    pipe.settimeout(2)
+def test_a_plain_sink_sends_rtcp_plain(link: Link, pipe: socket.socket) -> None:
     plain = Sink()
-    try:
-        plain.bind(link.sender.fileno(), *pipe.getsockname(), 0, 0, None)
-        pli = rtp.rtcp_pli(0x1234, 0xABC)
-        plain.send_rtcp(pli)
-        assert pipe.recv(2048) == pli
-    finally:
-        plain.unbind()
-        pipe.close()
+    plain.bind(link.sender.fileno(), *pipe.getsockname(), 0, 0, None)
+    pli = rtp.rtcp_pli(0x1234, 0xABC)
+    plain.send_rtcp(pli)
+    assert pipe.recv(2048) == pli
+    plain.unbind()
