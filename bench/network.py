@@ -449,6 +449,7 @@ async def whole_server_cost(rounds: int, seconds: float) -> dict[str, Any]:
                 "video_received_min_ratio": result.get("video_received_min_ratio"),
                 "every_subscriber_got_video": flowing,
                 "server_runqueue_wait_percent": result["server_runqueue_wait_percent"],
+                "server_wakeups_per_s": result["server_wakeups_per_s"],
                 "machine_busy_percent": result["machine_busy_percent"],
                 "load_average_1m": result["load_average_1m"],
                 **({"simulcast": result["simulcast"]} if "simulcast" in result else {}),

@@ -294,6 +294,7 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
                     sum(r["ready"] for r in ready), warmup)
         await asyncio.sleep(warmup)
         each_before = [server.process.cpu_seconds() for server in servers]
+        wakeups_before = [server.process.wakeups() for server in servers]
         cpu_before, at_before = cpu(), time.monotonic()
         wait_before = waited()
         for client in clients:
@@ -304,6 +305,9 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
         cpu_after, at_after = cpu(), time.monotonic()
         each = [server.process.cpu_seconds() - before
                 for server, before in zip(servers, each_before, strict=True)]
+        # Per process (each node's front, then its workers): how often each was woken.
+        wakeups = [count - before[pid] for server, before in zip(servers, wakeups_before, strict=True)
+                   for pid, count in server.process.wakeups().items() if pid in before]
         wait_after = waited()
         results = await asyncio.gather(*(c.line(60) for c in clients))
         for server in servers:
@@ -327,6 +331,8 @@ async def measure(workdir: Path, label: str, servers: list[Server], fronts: list
         "added_delay_ms_p50": round(float(np.nanpercentile(delays, 50)), 3),
         "added_delay_ms_p99": round(float(np.nanpercentile(delays, 99)), 3),
         "server_runqueue_wait_percent": round(100 * (wait_after - wait_before) / elapsed, 1),
+        "server_wakeups_per_s": round(sum(wakeups) / elapsed, 1),
+        "server_wakeups_per_s_each": [round(w / elapsed, 1) for w in wakeups],
         "failures": [f for r in results for f in r["failures"]],
     }
 

@@ -142,6 +142,24 @@ class ServerProcess:
                 continue
         return total
 
+    def wakeups(self) -> dict[int, int]:
+        """Each server process's wake-ups so far: the voluntary context switches of all its
+        threads (/proc/PID/task/*/status), each a sleep in the kernel (epoll, a timer) that
+        something ended. On a VM a wake-up costs more CPU than the packets it serves
+        (docs/benchmarks.md), so the count explains what the CPU figures alone do not."""
+        counts: dict[int, int] = {}
+        for pid in self.pids():
+            total = 0
+            for status in Path(f"/proc/{pid}/task").glob("*/status"):
+                try:
+                    text = status.read_text()
+                except OSError:
+                    continue  # the thread ended meanwhile
+                total += next((int(line.split()[1]) for line in text.splitlines()
+                               if line.startswith("voluntary_ctxt_switches:")), 0)
+            counts[pid] = total
+        return counts
+
     def runqueue_wait_seconds(self) -> float:
         """Time the processes' main threads were runnable but waiting for a CPU
         (/proc/PID/schedstat): the threads that forward packets."""
@@ -261,6 +279,7 @@ class Snapshot:
         self.server_user, self.server_system = server.cpu_times()
         self.server_cpu = self.server_user + self.server_system
         self.server_wait = server.runqueue_wait_seconds()
+        self.server_wakeups = sum(server.wakeups().values())
         self.bench_wait = int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
         self.machine = _machine_cpu()
         self.bench_cpu = time.process_time()
@@ -453,6 +472,7 @@ def _sfu_figures(args: argparse.Namespace, rooms: list[tuple[Participant, list[P
         "server_cpu_percent": round(100 * cpu / elapsed, 1),
         "server_cpu_percent_per_leg": round(100 * cpu / elapsed / legs, 3),
         "server_runqueue_wait_percent": round(100 * (end.server_wait - begin.server_wait) / elapsed, 1),
+        "server_wakeups_per_s": round((end.server_wakeups - begin.server_wakeups) / elapsed, 1),
         "machine_busy_percent": round(100 * busy / total, 1) if total else None,
         "machine_steal_percent": round(100 * steal / total, 1) if total else None,
         "load_average_1m": round(os.getloadavg()[0], 2),

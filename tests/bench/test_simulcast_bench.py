@@ -80,3 +80,4 @@ def test_a_tiny_simulcast_bench_through_the_real_server() -> None:
     assert layers["transport_feedback_sent_by_subscribers"] > 0
     assert layers["transport_feedback_received_by_publishers"] > 0
     assert result["forwarded_pps"] > 0 and result["server_cpu_us_per_packet"] > 0
+    assert result["server_wakeups_per_s"] > 0  # read from /proc for every server process
