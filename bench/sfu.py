@@ -145,7 +145,7 @@ class ServerProcess:
     def wakeups(self) -> dict[int, int]:
         """Each server process's wake-ups so far: the voluntary context switches of all its
         threads (/proc/PID/task/*/status), each a sleep in the kernel (epoll, a timer) that
-        something ended. On a VM a wake-up costs more CPU than the packets it serves
+        something ended. On a VM a wake-up can cost more CPU than the packets it serves
         (docs/benchmarks.md), so the count explains what the CPU figures alone do not."""
         counts: dict[int, int] = {}
         for pid in self.pids():
