@@ -11,13 +11,19 @@ from pathlib import Path
 from bench.sfu import ServerProcess
 
 # A "server" of two processes that sleep 5 ms at a time, so each is woken about 200
-# times a second; the child ends when its parent does.
+# times a second; the child ends when its parent does. The parent sleeps in a thread of
+# its own (its main thread waits once, for good), as a worker's helper threads would: a
+# count of the main thread alone would miss it.
 SLEEPERS = """
-import subprocess, sys, time
+import subprocess, sys, threading, time
 subprocess.Popen([sys.executable, "-c", "import os, time\\nparent = os.getppid()\\n"
                   "while os.getppid() == parent:\\n    time.sleep(0.005)"])
-while True:
-    time.sleep(0.005)
+def sleep_forever():
+    while True:
+        time.sleep(0.005)
+sleeper = threading.Thread(target=sleep_forever)
+sleeper.start()
+sleeper.join()
 """
 
 
