@@ -14,7 +14,9 @@ unit's microphone in a quiet room does.
 Per N the server's CPU (its whole process tree, from /proc) is read over a window with
 the room running and over the same length with no room before it (the idle server);
 their difference is what the room costs. Across the sizes a straight line through
-(N, room cost) splits it into a fixed part per room and a part per participant.
+(N, room cost) splits it into a fixed part per room and a part per participant. The
+server's wake-ups a second over both windows (``server_wakeups_per_s``, as in
+``bench.sfu``) say how often the worker was woken to do that work.
 
 Mixed sound is made by the server, so no packet can be matched to the one sent:
 ``loss_ratio`` is the mixed packets missing at the receivers (50 a second expected each),
@@ -106,15 +108,29 @@ class MixedReceiver(Receiver):
         return out
 
 
-def _cpu_percent(server: ServerProcess, since: tuple[float, float]) -> float:
-    cpu, at = since
-    return 100 * (server.cpu_seconds() - cpu) / (time.monotonic() - at)
+@dataclasses.dataclass
+class _Reading:
+    """The server's CPU time and wake-ups at one moment."""
+
+    at: float
+    cpu_seconds: float
+    wakeups: int
+
+    @classmethod
+    def of(cls, server: ServerProcess) -> _Reading:
+        return cls(time.monotonic(), server.cpu_seconds(), sum(server.wakeups().values()))
+
+    def rates(self, server: ServerProcess) -> tuple[float, float]:
+        """(% of a core, wake-ups a second) from this reading until now."""
+        now = _Reading.of(server)
+        elapsed = now.at - self.at
+        return 100 * (now.cpu_seconds - self.cpu_seconds) / elapsed, (now.wakeups - self.wakeups) / elapsed
 
 
-async def _measure_cpu(server: ServerProcess, seconds: float) -> float:
-    start = (server.cpu_seconds(), time.monotonic())
+async def _measure(server: ServerProcess, seconds: float) -> tuple[float, float]:
+    start = _Reading.of(server)
     await asyncio.sleep(seconds)
-    return _cpu_percent(server, start)
+    return start.rates(server)
 
 
 async def bench_room(args: argparse.Namespace, server: ServerProcess, port: int, secret: str,
@@ -122,7 +138,7 @@ async def bench_room(args: argparse.Namespace, server: ServerProcess, port: int,
     """One room of ``size`` mixed participants: its cost, loss and jitter."""
     room = f"mixed-{size}-{'video' if args.video else 'audio'}"
     logger.info("%s: the idle server for %.0f s", room, args.seconds)
-    idle = await _measure_cpu(server, args.seconds)
+    idle, idle_wakeups = await _measure(server, args.seconds)
     window = Window()
     pacer = Pacer()
     silent = dataclasses.replace(media, audio_level=SILENT_LEVEL)
@@ -166,12 +182,12 @@ async def bench_room(args: argparse.Namespace, server: ServerProcess, port: int,
         logger.info("%s: flowing after %.1f s; warming up %.0f s", room, setup_s, args.warmup)
         await asyncio.sleep(args.warmup)
         check()
-        begin = (server.cpu_seconds(), time.monotonic())
-        window.start = begin[1]
-        window.end = begin[1] + args.seconds
+        begin = _Reading.of(server)
+        window.start = begin.at
+        window.end = begin.at + args.seconds
         await asyncio.sleep(args.seconds)
-        busy = _cpu_percent(server, begin)
-        elapsed = time.monotonic() - begin[1]
+        busy, wakeups = begin.rates(server)
+        elapsed = time.monotonic() - begin.at
         check()
     finally:
         pacer.stop()
@@ -188,6 +204,8 @@ async def bench_room(args: argparse.Namespace, server: ServerProcess, port: int,
         "room_cpu_pct": round(busy - idle, 2),
         "server_cpu_pct": round(busy, 2),
         "idle_server_cpu_pct": round(idle, 2),
+        "server_wakeups_per_s": round(wakeups, 1),
+        "idle_server_wakeups_per_s": round(idle_wakeups, 1),
         "loss_ratio": round(max(0.0, expected - received) / expected, 5),
         "added_delay_ms_p99": round(float(np.percentile(jitter, 99)), 2) if jitter else None,
         "added_delay_ms_p50": round(float(np.percentile(jitter, 50)), 2) if jitter else None,

@@ -38,4 +38,6 @@ def test_two_small_mixed_rooms_through_the_real_server() -> None:
         assert entry["added_delay_ms_p99"] is not None
         assert entry["composite_packets_received"] == 0  # audio-only units decline the composite
         assert entry["room_cpu_pct"] > 0
+        # The worker wakes at least for the mixer's 50 ticks a second.
+        assert entry["server_wakeups_per_s"] > 40 and entry["idle_server_wakeups_per_s"] >= 0
     assert result["fit"]["room_fixed_cpu_pct"] is not None
