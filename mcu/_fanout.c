@@ -2777,6 +2777,18 @@ monotonic_now(void)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
+/* When the packet in hand reached us (monotonic seconds). A Reader that keeps the
+ * kernel's receive times sets this while it hands a datagram on: a socket read on the
+ * mixer's tick (Reader.drain()) holds its packets up to 20 ms, and the transport-cc
+ * arrivals we report, or a track's last packet time, must not say they came then. */
+static double received_at = 0.0;
+
+static double
+packet_time(void)
+{
+    return received_at > 0.0 ? received_at : monotonic_now();
+}
+
 /* abs-send-time (24-bit seconds in 6.18 fixed point) of the wall clock now. */
 static uint32_t
 abs_send_time_now(void)
@@ -2932,7 +2944,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
      * the sender's padding probes too). A packet handled twice (an SSRC learnt on its
      * first packet) is recorded twice; Arrivals.feedback() keeps one. */
     if (header.transport_seq >= 0 && arrivals != NULL)
-        arrivals_add(arrivals, header.transport_seq, monotonic_now());
+        arrivals_add(arrivals, header.transport_seq, packet_time());
     Py_ssize_t offset = header.payload_start, end = header.payload_end;
     int audio_level = header.audio_level;
 
@@ -2962,7 +2974,7 @@ receive(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int seq = (data[2] << 8) | data[3];
     track->packets++;
     track->octets += (unsigned long long)(end - offset);
-    double now_s = monotonic_now();
+    double now_s = packet_time();
     /* A video stream that stalled (the publisher's network was gone for a while) or
      * jumped past what NACK could repair left every subscriber's decoder without its
      * references: ask the publisher for a keyframe at once rather than wait for each
@@ -3189,7 +3201,7 @@ inbound_rtcp(InboundObject *self, const uint8_t *bytes, Py_ssize_t size)
             break;
         if (bytes[at + 1] == RTCP_RTPFB && (bytes[at] & 0x1F) == FMT_TRANSPORT_CC) {
             if (estimator_feed((EstimatorObject *)self->estimator, (SinkObject *)self->sink,
-                               bytes + at, end - at, monotonic_now()) < 0) {
+                               bytes + at, end - at, packet_time()) < 0) {
                 if (!PyErr_ExceptionMatches(PyExc_ValueError))
                     return -1;
                 PyErr_Clear();  /* from the network: counted, never raised */
@@ -3592,17 +3604,14 @@ arrival_of(struct msghdr *header)
     return 0.0;
 }
 
-PyDoc_STRVAR(reader_readable_doc,
-"readable()\n--\n\n"
-"Read what the socket has queued (up to a batch) and hand each datagram on: keyed media\n"
-"to the Inbound, the rest to on_other(data, addr). The event loop calls it when the\n"
-"socket is readable; it never raises.");
-
-static PyObject *
-reader_readable(ReaderObject *self, PyObject *unused)
+/* Read one batch (up to READ_BATCH datagrams) and hand each on. Returns how many were
+ * read: fewer than a batch means the queue is empty now. Never raises (what the
+ * handlers raise goes to on_error or the Inbound's). */
+static int
+reader_read_batch(ReaderObject *self)
 {
     if (self->fd < 0)
-        Py_RETURN_NONE;
+        return 0;
     uint8_t buffers[READ_BATCH][READ_SLOT];
     struct mmsghdr messages[READ_BATCH];
     struct iovec vectors[READ_BATCH];
@@ -3628,8 +3637,16 @@ reader_readable(ReaderObject *self, PyObject *unused)
      * reports for an earlier send: nothing to hand on either way. */
     int count = recvmmsg(self->fd, messages, READ_BATCH, MSG_DONTWAIT, NULL);
     if (count <= 0)
-        Py_RETURN_NONE;
+        return 0;
     self->batches++;
+    /* The kernel stamps CLOCK_REALTIME; the receive path keeps CLOCK_MONOTONIC. */
+    double realtime_ahead = 0.0;
+    if (self->timestamps) {
+        struct timespec real;
+        clock_gettime(CLOCK_REALTIME, &real);
+        realtime_ahead = (double)real.tv_sec + (double)real.tv_nsec / 1e9 - monotonic_now();
+    }
+    double outer_received_at = received_at;
     for (int i = 0; i < count; i++) {
         self->datagrams++;
         const uint8_t *data = buffers[i];
@@ -3638,8 +3655,10 @@ reader_readable(ReaderObject *self, PyObject *unused)
             self->dropped++;
             continue;
         }
-        if (self->timestamps)
+        if (self->timestamps) {
             self->arrival = arrival_of(&messages[i].msg_hdr);
+            received_at = self->arrival > 0.0 ? self->arrival - realtime_ahead : 0.0;
+        }
         if (self->routes != NULL && size >= 12 && data[0] >> 6 == 2 && !(data[1] >= 192 && data[1] <= 223)) {
             int taken = reader_route_rtp(self, data, size, &addresses[i]);
             if (taken < 0)
@@ -3672,7 +3691,45 @@ reader_readable(ReaderObject *self, PyObject *unused)
         Py_XDECREF(packet);
         Py_XDECREF(address);
     }
+    received_at = outer_received_at;
+    return count;
+}
+
+PyDoc_STRVAR(reader_readable_doc,
+"readable()\n--\n\n"
+"Read what the socket has queued (up to a batch) and hand each datagram on: keyed media\n"
+"to the Inbound, the rest to on_other(data, addr). The event loop calls it when the\n"
+"socket is readable; it never raises.");
+
+static PyObject *
+reader_readable(ReaderObject *self, PyObject *unused)
+{
+    reader_read_batch(self);
     Py_RETURN_NONE;
+}
+
+/* A drain reads at most this many batches: a flood of one socket cannot hold its
+ * caller (the mixer's tick) for long; what is left waits for the next drain, or is
+ * dropped by the kernel when the socket's buffer is full. */
+#define DRAIN_BATCHES 32
+
+PyDoc_STRVAR(reader_drain_doc,
+"drain()\n--\n\n"
+"Read everything the socket has queued (up to 32 batches), as readable() does a batch,\n"
+"and return how many datagrams were read. For a socket that the event loop does not\n"
+"watch, read on its owner's clock instead (mcu/udp.py); it never raises.");
+
+static PyObject *
+reader_drain(ReaderObject *self, PyObject *unused)
+{
+    long total = 0;
+    for (int batch = 0; batch < DRAIN_BATCHES; batch++) {
+        int count = reader_read_batch(self);
+        total += count;
+        if (count < READ_BATCH)
+            break;
+    }
+    return PyLong_FromLong(total);
 }
 
 PyDoc_STRVAR(reader_key_doc,
@@ -3785,7 +3842,9 @@ address_key(PyObject *module, PyObject *args)
 
 PyDoc_STRVAR(reader_stamp_arrivals_doc,
 "stamp_arrivals()\n--\n\n"
-"Keep the kernel's receive time of each datagram (``arrival``), for measurement.");
+"Keep the kernel's receive time of each datagram (``arrival``, CLOCK_REALTIME): for\n"
+"measurement, and for a socket read on a tick (drain()), whose packets the receive\n"
+"path then times by it.");
 
 static PyObject *
 reader_stamp_arrivals(ReaderObject *self, PyObject *unused)
@@ -3832,6 +3891,7 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static PyMethodDef reader_methods[] = {
     {"readable", (PyCFunction)reader_readable, METH_NOARGS, reader_readable_doc},
+    {"drain", (PyCFunction)reader_drain, METH_NOARGS, reader_drain_doc},
     {"key", (PyCFunction)reader_key, METH_VARARGS, reader_key_doc},
     {"route", (PyCFunction)reader_route, METH_VARARGS, reader_route_doc},
     {"stamp_arrivals", (PyCFunction)reader_stamp_arrivals, METH_NOARGS, reader_stamp_arrivals_doc},

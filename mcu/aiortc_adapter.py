@@ -287,6 +287,15 @@ def _ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
     return [_ice_connection(dtls) for dtls in transports.values()]
 
 
+def host_sockets(pc: RTCPeerConnection) -> list[CReadTransport]:
+    """The connection's host candidates' sockets, read in C (those open now): what
+    :meth:`CReadTransport.read_on_tick` can turn to reading on a tick."""
+    return [protocol.transport for connection in _ice_connections(pc)
+            for protocol in connection._protocols
+            if isinstance(getattr(protocol, "transport", None), HostSocketTransport)
+            and not protocol.transport.is_closing()]
+
+
 def begin_ice_restart(pc: RTCPeerConnection) -> None:
     """Give the connection new local ICE credentials: the next offer restarts ICE.
 

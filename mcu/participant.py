@@ -39,6 +39,7 @@ from mcu._fanout import (
 )
 from mcu.congestion import PROBE_DURATION_S, PacketResult, PaddingProbe
 from mcu.forwarding import Consumer, Producer, smoothed_round_trip
+from mcu.udp import CReadTransport
 
 if TYPE_CHECKING:
     from mcu.room import Room
@@ -789,6 +790,11 @@ class Participant:
         """The page's tile heights in device pixels, by receive slot mid (0: hidden)."""
         self.tile_heights = {self._leg_by_mid[mid].id: max(0.0, float(height))
                              for mid, height in heights.items() if mid in self._leg_by_mid}
+
+    def tick_readable_sockets(self) -> list[CReadTransport]:
+        """The sockets its media arrives on that the room's mixer may read on its tick
+        (mcu/udp.py): the connection's host candidates'."""
+        return [] if self.closed else adapter.host_sockets(self.pc)
 
     # Lifecycle ------------------------------------------------------------------------
 

@@ -431,6 +431,23 @@ class Room:
         if not self.echo:
             self._choose_videos()
             self._request_layers()
+        if self.mixer is not None:
+            self._choose_tick_reads(self.mixer)
+
+    def _choose_tick_reads(self, mixer: RoomMixer) -> None:
+        """Which mixed participants' sockets the mixer reads on its audio tick
+        (mcu/mixing.py "Reading on the tick"): those whose media reaches only the mixer,
+        connected and sending. Checked every control step: someone forwarded one of
+        them, or a pipe to another worker, takes its socket back to the event loop then."""
+        for participant in self.participants.values():
+            producers = participant.producers
+            microphone = producers.get("microphone")
+            tracks = [track for producer in producers.values()
+                      for track in (producer.track, *(layer.track for layer in producer.layers))]
+            only_mixed = (participant.mode == "mixed" and participant.id in mixer.sources
+                          and microphone is not None and microphone.active
+                          and not any(track.legs for track in tracks))
+            mixer.read_on_tick(participant.id, participant.tick_readable_sockets() if only_mixed else [])
 
     def _choose_videos(self) -> None:
         now = time.monotonic()

@@ -6,6 +6,14 @@ call, an address tuple and our Python handler before any C. Here a
 media it is told about (an ICE connection's keyed SRTP, a pipe's RTP from the workers
 it knows) goes straight to the C packet path, everything else to the protocol's
 ``datagram_received(data, addr)``, as the loop's transport would hand it.
+
+A socket whose packets are only used on a clock of their own (a mixed participant's,
+whose sound waits in the mixer's jitter buffer for the next 20 ms tick anyway) can be
+read on that clock instead (:meth:`CReadTransport.read_on_tick`): the loop stops
+watching it and the owner calls ``reader.drain()`` each tick. A datagram then costs
+no wake-up of the process of its own (docs/mixer.md has what that saves); the kernel's
+receive time of each is kept, so jitter and transport-cc arrivals are measured as if
+it had been read at once.
 """
 
 from __future__ import annotations
@@ -35,6 +43,19 @@ class CReadTransport(asyncio.DatagramTransport):
         self._closing = False
         self.reader = Reader(sock.fileno(), protocol.datagram_received, self._on_error)
         self._loop.add_reader(sock.fileno(), self.reader.readable)
+        self.on_tick = False  # read by its owner's drain() calls, not on the loop's wake-ups
+
+    def read_on_tick(self, on: bool) -> None:
+        """Stop (``on``) or resume the loop's watch of the socket. While off, the caller
+        must call ``reader.drain()`` often (each 20 ms tick): nothing else reads it."""
+        if on == self.on_tick or self._closing:
+            return
+        if on:
+            self.reader.stamp_arrivals()
+            self._loop.remove_reader(self._sock.fileno())
+        else:  # the loop's readiness is level-triggered: what is queued is read at once
+            self._loop.add_reader(self._sock.fileno(), self.reader.readable)
+        self.on_tick = on
 
     def _on_error(self, exc: BaseException) -> None:
         logger.error("UDP socket %s: error handling a datagram: %r", self._sock.getsockname(), exc)

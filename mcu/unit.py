@@ -680,6 +680,11 @@ class UnitParticipant:
         if self.on_closed is not None:
             self.on_closed(self)
 
+    def tick_readable_sockets(self) -> list[Any]:
+        """None: a unit's RTP sockets are the event loop's datagram endpoints, read as
+        packets come (the mixer reads only browsers' ICE sockets on its tick)."""
+        return []
+
     def quality(self) -> dict[str, Any]:
         microphone = self.producers["microphone"]
         block = microphone.receiver_report_block()

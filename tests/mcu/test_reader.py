@@ -196,6 +196,51 @@ def test_arrival_times_are_kept_per_datagram_once_asked(udp: Socket) -> None:
     assert len(seen) == 4 and sent <= seen[2] <= seen[3] - 0.04  # the first one's own time
 
 
+def test_drain_reads_everything_queued_and_says_how_much(udp: Socket) -> None:
+    datagrams = [bytes([0x80, 96]) + bytes([n]) * 20 for n in range(21)]
+    udp.send(*datagrams)
+    time.sleep(0.05)
+    assert udp.reader.drain() == 21  # three batches: 8, 8 and 5
+    assert [d for d, _ in udp.other] == datagrams and udp.reader.batches == 3
+    assert udp.reader.drain() == 0
+    udp.reader.close()
+    assert udp.reader.drain() == 0  # closed: reads nothing, raises nothing
+
+
+def test_a_drain_stops_after_32_batches_and_the_next_reads_the_rest(udp: Socket) -> None:
+    udp.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    udp.send(*[STUN_BINDING] * 300)
+    time.sleep(0.1)
+    assert udp.reader.drain() == 256
+    assert udp.reader.drain() == 300 - 256
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+def test_media_read_late_is_timed_when_the_kernel_received_it(udp: Socket, link: Link, stamped: bool) -> None:
+    """A socket read on a tick (drain) holds its packets up to 20 ms: with the kernel's
+    receive times the receive path times each packet by them (the track's last packet,
+    transport-cc arrivals), without it by the moment it was read."""
+    track, _ = audio_track(link)
+    client = Client()
+    udp.reader.key(inbound_for({0xABC: track}, Counters(), Calls()), client.session, client.rx,
+                   udp.errors.append)
+    if stamped:
+        udp.reader.stamp_arrivals()
+        udp.send(STUN_BINDING)  # the kernel may stamp the first datagram after when read
+        time.sleep(0.02)
+        udp.reader.drain()
+    sent = time.monotonic()
+    udp.send(client.rtp(publisher_packet(1, level=20)))
+    time.sleep(0.15)
+    read = time.monotonic()
+    assert udp.reader.drain() == 1
+    assert link.receive() is not None and udp.errors == []
+    if stamped:
+        assert sent - 0.005 <= track.last_packet_at <= sent + 0.05
+    else:
+        assert track.last_packet_at >= read
+
+
 def test_wrong_arguments_are_refused(udp: Socket) -> None:
     with pytest.raises(TypeError):
         Reader(udp.sock.fileno(), "not callable", print)

@@ -299,3 +299,50 @@ async def test_a_quiet_unit_reaches_python_only_while_it_talks_and_is_heard_when
     finally:
         for client in (quiet, listener):
             await client.close()
+
+
+async def test_a_mixed_room_reads_its_sockets_on_the_tick_until_someone_receives_them(server) -> None:
+    """Mixed participants' sockets are read on the mixer's audio tick (no wake-up per
+    packet) while nobody receives their media forwarded; a forwarded participant's slots
+    take them back to the event loop, and its leaving gives them to the tick again."""
+    room = "mixed-tick-read"
+    media = server.app[MEDIA]
+    talker = await join(server, room, "Talker", 900, RED, mode="mixed", receive_video=False)
+    listener = await join(server, room, "Listener", 500, BLUE, mode="mixed", loudness=0.0,
+                          receive_video=False)
+    mixed = {participant_id(talker), participant_id(listener)}
+    forwarded = None
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: set(mixer.tick_read) == mixed, timeout=30)
+        sockets = [sock for socks in mixer.tick_read.values() for sock in socks]
+        assert sockets and all(sock.on_tick for sock in sockets)
+        loop = asyncio.get_running_loop()
+        assert not any(loop.remove_reader(sock.get_extra_info("socket").fileno()) for sock in sockets)
+        # The loop does not read them now: whatever they read came through the tick.
+        read = [sock.reader.datagrams for sock in sockets]
+        frames = received(listener, "audio").frames
+        assert await wait_until(lambda: received(listener, "audio").frames > frames + 100, timeout=10)
+        assert all(sock.reader.datagrams > before + 50 for sock, before in zip(sockets, read, strict=True))
+        assert received(listener, "audio").spectrum_peak(900) > 20  # the talker is heard
+        assert mixer.audio.playout(participant_id(talker)).buffer.stats.late == 0
+
+        # Someone receives them forwarded: back to the event loop, and heard at once.
+        forwarded = await join(server, room, "Forwarded", 700, GREEN)
+        assert await wait_until(lambda: not mixer.tick_read, timeout=10)
+        assert not any(sock.on_tick for sock in sockets)
+        assert await wait_until(lambda: any(
+            r.track.kind == "audio" and r.frames > 50 and r.spectrum_peak(900) > 20
+            for r in forwarded.peer.received.values()), timeout=20)
+        await forwarded.close()
+        forwarded = None
+        assert await wait_until(lambda: set(mixer.tick_read) == mixed, timeout=10)
+
+        # One leaves: its sockets are let go of; the other's stay on the tick.
+        await talker.close()
+        assert await wait_until(lambda: set(mixer.tick_read) == {participant_id(listener)}, timeout=10)
+    finally:
+        for client in (talker, listener, forwarded):
+            if client is not None:
+                await client.close()
