@@ -263,6 +263,9 @@ class RoomMixer:
         # times the packet in hand.
         self._tick_read: dict[str, list[CReadTransport]] = {}
         self._draining: Reader | None = None
+        # While the tick reads before the mix, the pictures completed meanwhile wait
+        # here to be decoded once the mix is out (a decode takes milliseconds).
+        self._pictures_after_mix: list[tuple[str, Producer, Any, str]] | None = None
 
     # Sources ------------------------------------------------------------------------
 
@@ -396,16 +399,23 @@ class RoomMixer:
                                   data[view.payload_start:view.payload_end])
             if frame is None:
                 return
-            picture = self.decoders.decode(source, frame.data, codec)
-            if picture is not None:
-                self.frames_decoded[source] = self.frames_decoded.get(source, 0) + 1
-                if frame.keyframe:
-                    self.keyframes_decoded[source] = self.keyframes_decoded.get(source, 0) + 1
-                for compositor in self._compositors():
-                    compositor.push_frame(source, picture)
-            elif frame.after_gap or self.decoders.needs_keyframe(source):
-                video.request_keyframe()  # throttled by the producer
+            if self._pictures_after_mix is not None:
+                self._pictures_after_mix.append((source, video, frame, codec))
+            else:
+                self._decode(source, video, frame, codec)
         return tap
+
+    def _decode(self, source: str, video: Producer, frame: Any, codec: str) -> None:
+        """A camera's or a screen's completed picture into the compositors."""
+        picture = self.decoders.decode(source, frame.data, codec)
+        if picture is not None:
+            self.frames_decoded[source] = self.frames_decoded.get(source, 0) + 1
+            if frame.keyframe:
+                self.keyframes_decoded[source] = self.keyframes_decoded.get(source, 0) + 1
+            for compositor in self._compositors():
+                compositor.push_frame(source, picture)
+        elif frame.after_gap or self.decoders.needs_keyframe(source):
+            video.request_keyframe()  # throttled by the producer
 
     # Listeners ------------------------------------------------------------------------
 
@@ -516,7 +526,11 @@ class RoomMixer:
         # a talk spurt waits for two packets before it plays, so it starts on the same
         # tick either way), and the mix is not held back by reading the whole room.
         gated = [p for p in self._tick_read if p in self._gated]
-        self._drain_sockets([p for p in self._tick_read if p not in self._gated])
+        self._pictures_after_mix = []  # their cameras come on the same sockets
+        try:
+            self._drain_sockets([p for p in self._tick_read if p not in self._gated])
+        finally:
+            pictures, self._pictures_after_mix = self._pictures_after_mix, None
         for participant_id, track in self._gated.items():
             self._take_held_level(participant_id, track)
         narrow = [(n, n.listeners()) for n in self.narrowband.values() if n.output.consumers]
@@ -529,6 +543,8 @@ class RoomMixer:
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
         # What can wait until the packets are out.
+        for picture in pictures:
+            self._decode(*picture)
         self._drain_sockets(gated)
         self._audio_ticks += 1
         for talker in mix.talkers:

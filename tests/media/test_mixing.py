@@ -346,3 +346,28 @@ async def test_a_mixed_room_reads_its_sockets_on_the_tick_until_someone_receives
         for client in (talker, listener, forwarded):
             if client is not None:
                 await client.close()
+
+
+async def test_cameras_read_on_the_tick_are_still_composed(server) -> None:
+    """Read on the tick, a talker's camera comes in before the mix, and its pictures
+    are decoded after the mix is out: the composite shows every camera all the same."""
+    room = "mixed-tick-read-video"
+    media = server.app[MEDIA]
+    talker = await join(server, room, "Talker", 900, RED, mode="mixed")
+    listener = await join(server, room, "Listener", 500, BLUE, mode="mixed", loudness=0.0)
+    try:
+        mixer = media.rooms[room].mixer
+        assert mixer is not None
+        assert await wait_until(lambda: len(mixer.tick_read) == 2, timeout=30)
+        decoded = dict(mixer.frames_decoded)
+        frames = (received(listener, "video") or EMPTY).frames
+        assert await wait_until(lambda: all(mixer.frames_decoded.get(source, 0) > decoded.get(source, 0) + 30
+                                            for source in mixer.tick_read), timeout=20)
+        assert len(mixer.tick_read) == 2  # read on the tick all along
+        assert await wait_until(lambda: received(listener, "video").frames > frames + 10, timeout=10)
+        assert await wait_until(lambda: all(colour_share(received(listener, "video").last_frame, c) > 0.05
+                                            for c in (RED, BLUE)), timeout=10)
+        assert received(listener, "audio").spectrum_peak(900) > 20
+    finally:
+        for client in (talker, listener):
+            await client.close()
