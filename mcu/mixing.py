@@ -24,7 +24,7 @@ from typing import Any
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from mcu import codecs, rtp
-from mcu._fanout import Leg, Reader, Track, forward
+from mcu._fanout import Leg, Track, forward
 from mcu.forwarding import Consumer, Producer
 from mcu.mixer import AudioMixer, Compositor, MixTick, Recorder, SelectiveDecoder, Vp8Depacketizer, packetize
 from mcu.mixer.h264 import H264Depacketizer, H264Encoder, packetize_h264
@@ -259,10 +259,8 @@ class RoomMixer:
         self._open_until: dict[str, int] = {}
         self._audio_ticks = 0
         # Participants whose sockets this mixer reads on its audio tick (the room chooses
-        # them: read_on_tick()), and the reader being drained, whose kernel receive time
-        # times the packet in hand.
+        # them: read_on_tick()).
         self._tick_read: dict[str, list[CReadTransport]] = {}
-        self._draining: Reader | None = None
         # While the tick reads before the mix, the pictures completed meanwhile wait
         # here to be decoded once the mix is out (a decode takes milliseconds).
         self._pictures_after_mix: list[tuple[str, Producer, Any, str]] | None = None
@@ -277,7 +275,7 @@ class RoomMixer:
         self.audio.add_source(participant_id)
         for compositor in self._compositors():
             compositor.add_source(participant_id, name)
-        taps = self._taps[participant_id] = (self._audio_tap(participant_id),
+        taps = self._taps[participant_id] = (self._audio_tap(participant_id, microphone.tap_track),
                                              self._video_tap(participant_id, camera))
         microphone.add_tap(taps[0])
         camera.add_tap(taps[1])
@@ -371,18 +369,17 @@ class RoomMixer:
             track.held_level = 128
             self.audio.note_level(participant_id, held)
 
-    def _audio_tap(self, participant_id: str) -> Callable[[bytes, rtp.RtpView], None]:
+    def _audio_tap(self, participant_id: str, track: Track) -> Callable[[bytes, rtp.RtpView], None]:
+        """The tap of a microphone whose packets C receives on ``track``."""
         def tap(data: bytes, view: rtp.RtpView) -> None:
             if participant_id in self._gated:  # through the gate: loud, or no level
                 self._open_gate(participant_id)
             level = view.extensions.get(rtp.EXT_AUDIO_LEVEL)
-            # Read on the tick: when the kernel received it (realtime; the jitter buffer
-            # takes only differences, and a change of clock is far past any jitter).
-            draining = self._draining
-            arrival = draining.arrival if draining is not None and draining.arrival else time.monotonic()
+            # C's receive time of this very packet (a tap runs after receive()): the
+            # kernel's when its socket is read on the tick, so no jitter from that.
             self.audio.push(participant_id, view.sequence_number, view.timestamp,
                             data[view.payload_start:view.payload_end],
-                            level[0] & 0x7F if level else None, arrival)
+                            level[0] & 0x7F if level else None, track.last_packet_at)
         return tap
 
     def _video_tap(self, source: str, video: Producer) -> Tap:
@@ -453,11 +450,7 @@ class RoomMixer:
     def _drain_sockets(self, participants: list[str]) -> None:
         for participant_id in participants:
             for sock in self._tick_read.get(participant_id, ()):  # a packet's handlers may change it
-                self._draining = sock.reader
-                try:
-                    sock.reader.drain()
-                finally:
-                    self._draining = None
+                sock.reader.drain()
 
     def set_speaker(self, participant_id: str | None) -> None:
         if participant_id in self.sources or participant_id is None:

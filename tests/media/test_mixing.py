@@ -363,7 +363,7 @@ async def test_cameras_read_on_the_tick_are_still_composed(server) -> None:
         frames = (received(listener, "video") or EMPTY).frames
         assert await wait_until(lambda: all(mixer.frames_decoded.get(source, 0) > decoded.get(source, 0) + 30
                                             for source in mixer.tick_read), timeout=20)
-        assert len(mixer.tick_read) == 2  # read on the tick all along
+        assert len(mixer.tick_read) == 2  # still read on the tick
         assert await wait_until(lambda: received(listener, "video").frames > frames + 10, timeout=10)
         assert await wait_until(lambda: all(colour_share(received(listener, "video").last_frame, c) > 0.05
                                             for c in (RED, BLUE)), timeout=10)
