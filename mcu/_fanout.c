@@ -2789,6 +2789,18 @@ packet_time(void)
     return received_at > 0.0 ? received_at : monotonic_now();
 }
 
+PyDoc_STRVAR(packet_time_doc,
+"packet_time()\n--\n\n"
+"When the datagram being handled reached us, on time.monotonic()'s clock: the kernel's\n"
+"receive time where its Reader keeps it (a socket read on a tick, not when it came),\n"
+"else now. What Python times a received packet by (an RTCP round trip) asks here.");
+
+static PyObject *
+packet_time_py(PyObject *module, PyObject *unused)
+{
+    return PyFloat_FromDouble(packet_time());
+}
+
 /* abs-send-time (24-bit seconds in 6.18 fixed point) of the wall clock now. */
 static uint32_t
 abs_send_time_now(void)
@@ -3947,6 +3959,7 @@ static PyMethodDef module_methods[] = {
     {"is_keyframe_start", (PyCFunction)is_keyframe, METH_VARARGS, keyframe_doc},
     {"unprotect", (PyCFunction)(void (*)(void))unprotect, METH_FASTCALL, unprotect_doc},
     {"address_key", (PyCFunction)address_key, METH_VARARGS, address_key_doc},
+    {"packet_time", (PyCFunction)packet_time_py, METH_NOARGS, packet_time_doc},
     {NULL}
 };
 

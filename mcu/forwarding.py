@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from mcu import codecs, rtp
-from mcu._fanout import CODEC_NONE, Leg, Sink, Track
+from mcu._fanout import CODEC_NONE, Leg, Sink, Track, packet_time
 from mcu.stats import WorkerCounters
 
 logger = logging.getLogger(__name__)
@@ -261,7 +261,8 @@ class Producer:
         return self.bitrate_bps
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
-        self.sender_report = (time.monotonic(), ntp_timestamp / (1 << 32), rtp_timestamp)
+        # When it came, not when it was read: a socket may be read on a tick (mcu/udp.py).
+        self.sender_report = (packet_time(), ntp_timestamp / (1 << 32), rtp_timestamp)
         self.sender_report_lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
 
     def request_keyframe(self) -> None:
@@ -624,7 +625,8 @@ class Consumer:
         sent = self._reports_sent.get(lsr) if lsr else None
         if sent is None:
             return None
-        rtt = time.monotonic() - sent - dlsr / 65536
+        # Timed by its arrival: a mixed participant's socket is read on the mixer's tick.
+        rtt = packet_time() - sent - dlsr / 65536
         # DLSR counts in 1/65536 s and the receiver's clock ticks its own way: on a
         # loopback a few tens of microseconds below zero is a round trip of about none.
         return max(0.0, rtt) if rtt > -0.001 else None

@@ -33,6 +33,7 @@ from mcu._fanout import (
     SendSideEstimator,
     Sink,
     Track,
+    packet_time,
     parse_feedback,
     receive,
     split_rtcp,
@@ -608,7 +609,7 @@ class Participant:
         else:
             return
         try:  # read, matched and estimated in C, straight from the bytes
-            estimate = self.estimator.on_packet(time.monotonic(), sink, packet)
+            estimate = self.estimator.on_packet(packet_time(), sink, packet)
         except ValueError:
             self.counters.rtcp_malformed += 1
             return

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mcu._fanout import RECEIVED_UNKNOWN, Counters, Inbound, Reader, address_key
+from mcu._fanout import RECEIVED_UNKNOWN, Counters, Inbound, Reader, address_key, packet_time
 
 from mcu import aiortc_adapter as adapter
 from mcu import rtp
@@ -239,6 +239,26 @@ def test_media_read_late_is_timed_when_the_kernel_received_it(udp: Socket, link:
         assert sent - 0.005 <= track.last_packet_at <= sent + 0.05
     else:
         assert track.last_packet_at >= read
+
+
+def test_python_handlers_time_a_datagram_read_late_by_the_kernel(udp: Socket) -> None:
+    """packet_time(): what Python times a received packet by (an RTCP round trip, a
+    sender report's arrival) is the kernel's receive time while a stamped Reader hands it
+    on, and now outside any read."""
+    times: list[float] = []
+    udp.reader = Reader(udp.sock.fileno(), lambda data, addr: times.append(packet_time()),
+                        udp.errors.append)
+    udp.reader.stamp_arrivals()
+    udp.send(STUN_BINDING)  # the kernel may stamp the first datagram after when read
+    time.sleep(0.02)
+    udp.reader.drain()
+    sent = time.monotonic()
+    udp.send(STUN_BINDING)
+    time.sleep(0.15)
+    read = time.monotonic()
+    assert udp.reader.drain() == 1
+    assert sent - 0.005 <= times[-1] <= sent + 0.05 < read
+    assert packet_time() >= read  # no datagram in hand: now
 
 
 def test_wrong_arguments_are_refused(udp: Socket) -> None:
