@@ -65,17 +65,25 @@ def decode_message(text: str, max_bytes: int) -> dict[str, Any]:
 
 
 def is_text(value: Any) -> bool:
-    """Whether every string in a decoded message (keys too) is valid Unicode text."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(is_text(k) and is_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(is_text(v) for v in value)
+    """Whether every string in a decoded message (keys too) is valid Unicode text.
+
+    Walked with a stack of its own, not by recursion: json.loads takes nesting close to
+    the interpreter's recursion limit, and a walk that recursed (two frames a level) ran
+    past it on a message of a few hundred brackets, an exception no caller expected.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return True
 
 

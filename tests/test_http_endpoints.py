@@ -74,7 +74,10 @@ async def test_selftest_result_refuses_deep_huge_or_non_text_json(server) -> Non
     huge = "9" * 5000
     bodies = ["[" * 100_000,
               f'{{"token": "{selftest}", "passed": true, "figures": {{"a": {huge}}}}}',
-              f'{{"token": "{selftest}", "passed": true, "problems": ["\\ud800"]}}']
+              f'{{"token": "{selftest}", "passed": true, "problems": ["\\ud800"]}}',
+              # Nested a few hundred deep: within what json.loads takes (it used to
+              # raise RecursionError in the text check, a 500).
+              f'{{"token": "{selftest}", "passed": true, "figures": {"[" * 600 + "]" * 600}}}']
     async with aiohttp.ClientSession() as http:
         for body in bodies:
             async with http.post(url, data=body,

@@ -42,6 +42,24 @@ def test_bad_input_is_a_protocol_error(text: str, code: str) -> None:
     assert caught.value.code == code
 
 
+@pytest.mark.parametrize("depth", [300, 450, 600, 900])
+def test_deep_nesting_within_the_size_limit_decodes_or_is_bad_json(depth: int) -> None:
+    # A few hundred brackets (under a kilobyte) are valid JSON that json.loads takes; the
+    # check for lone surrogates walked them by recursion, two frames a level, and its
+    # RecursionError escaped as internal_error with a traceback in the log.
+    for value in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+        text = '{"type": "ping", "x": ' + value + "}"
+        try:
+            assert decode_message(text, 64 * 1024)["type"] == "ping"
+        except ProtocolError as exc:  # deeper than json.loads takes, where the stack is deep
+            assert exc.code == "bad_json"
+    # A lone surrogate at the bottom is still found.
+    with pytest.raises(ProtocolError) as caught:
+        decode_message('{"type": "ping", "x": ' + "[" * depth + '"\\ud800"' + "]" * depth + "}",
+                       64 * 1024)
+    assert caught.value.code in ("bad_message", "bad_json")
+
+
 def test_too_large() -> None:
     with pytest.raises(ProtocolError) as caught:
         decode_message('{"type": "chat", "text": "' + "x" * 2000 + '"}', 1024)
@@ -121,5 +139,22 @@ async def test_tiles_over_the_socket_get_a_clear_error_and_the_connection_stays_
         participant = server.app[MEDIA].rooms["selftest-tiles"].participants[joined["participant"]]
         assert participant.tile_heights  # the receive slots among the mids got their heights
         assert set(participant.tile_heights.values()) == {120.0}
+    finally:
+        await client.close()
+
+
+async def test_deeply_nested_fields_over_the_socket_get_their_error_not_internal_error(
+        server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    client = await SignalClient.connect(server.ws_url)
+    deep = "[" * 600 + "]" * 600
+    try:
+        await client.send('{"type": "ping", "x": ' + deep + "}")
+        assert (await client.next())["type"] == "pong"
+        for kind, field, code in (("tiles", "tiles", "not_joined"), ("join", "token", "bad_token"),
+                                  ("join", "v", "unsupported_version")):
+            await client.send(f'{{"type": "{kind}", "{field}": {deep}}}')
+            reply = await client.next("error")
+            assert reply["code"] == code, reply
+        assert not [r for r in caplog.records if r.exc_info]
     finally:
         await client.close()
