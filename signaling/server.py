@@ -747,6 +747,13 @@ class ParticipantConnection:
                 or not secrets.compare_digest(previous.resume_secret.encode(), (secret or "").encode()):
             raise ProtocolError("resume_failed",
                                 "this participant is no longer in a room here: join again")
+        if previous.pending:
+            # Its media never connected: there is no path to restart, and taking it over
+            # would let go of the join's pending claim and answer deadline (they are the
+            # old socket's), so it could hold media ports for ever. A socket lost this
+            # early is a leave (socket_closed): the page joins again.
+            raise ProtocolError("resume_failed",
+                                "this participant's media never connected: join again")
         self._take_over(previous)
         await self.send({"type": "resumed", **await self._joined_fields()})
         assert self.channel is not None

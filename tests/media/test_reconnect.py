@@ -9,7 +9,7 @@ import pytest
 
 import signaling.server as signaling_server
 from multipoint.app import LIVE_ROOMS, MEDIA
-from tests.media.test_multiparty import all_flowing, join, participant_id
+from tests.media.test_multiparty import all_flowing, join, participant_id, room_token
 from tests.peers import wait_until
 from tests.signal_client import SignalClient
 
@@ -181,6 +181,38 @@ async def test_a_socket_closed_by_its_client_is_a_leave_at_once(server) -> None:
         assert await wait_until(lambda: ids[0] not in signaling.connections, timeout=5)
         assert await wait_until(lambda: [p["id"] for p in second.of_type("participants")[-1]["participants"]]
                                 == [ids[1]])
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_participant_whose_media_never_connected_cannot_be_resumed_and_still_times_out(
+        server) -> None:
+    """A resume used to take over a join that had not answered yet: the pending claim and
+    the answer deadline stayed with the old socket, so the participant held its media
+    ports for as long as the new socket stayed open."""
+    signaling = server.app[LIVE_ROOMS].signaling
+    signaling.config.answer_timeout_s = 2.0
+    media = server.app[MEDIA]
+    first = await SignalClient.connect(server.ws_url)
+    second = await SignalClient.connect(server.ws_url)
+    try:
+        await first.send({"type": "join", "v": 1, "token": room_token(server, "obnova-bez-medii")})
+        joined = await first.next("joined")
+        await first.next("offer")  # never answered
+        assert signaling.pending_total == 1
+        await second.send({"type": "resume", "v": 1, "participant": joined["participant"],
+                           "resume": joined["resume"]})
+        assert (await second.next("error"))["code"] == "resume_failed"
+        assert not signaling.connections[joined["participant"]].ws.closed  # still the first socket's
+        # The join times out as any unanswered join does, and frees what it held.
+        assert (await first.next("error", timeout=10))["code"] == "answer_timeout"
+        assert await wait_until(lambda: joined["participant"] not in signaling.connections
+                                and media.participant_count == 0, timeout=10)
+        assert signaling.pending_total == 0 and signaling.pending_joins == {}
+        await second.send({"type": "ping"})
+        assert (await second.next("pong"))["type"] == "pong"
+        assert not second.of_type("resumed")
     finally:
         await first.close()
         await second.close()
