@@ -785,10 +785,14 @@ class ParticipantConnection:
 
     async def on_set_muted(self, message: dict[str, Any]) -> None:
         participant, _ = self._joined()
-        for field, source in (("audio", "microphone"), ("video", "camera")):
-            if field in message:
-                await self.request("set_muted", participant=participant, source=source,
-                                   muted=require_bool(message, field))
+        # Every field is checked before any is applied: a refused message changes nothing.
+        changes = [(source, require_bool(message, field))
+                   for field, source in (("audio", "microphone"), ("video", "camera"))
+                   if field in message]
+        if not changes:
+            raise ProtocolError("bad_message", "'set_muted' needs a boolean 'audio' or 'video'")
+        for source, muted in changes:
+            await self.request("set_muted", participant=participant, source=source, muted=muted)
 
     async def on_screen(self, message: dict[str, Any]) -> None:
         participant, _ = self._joined()

@@ -246,3 +246,26 @@ async def test_an_answer_without_fingerprints_is_refused_and_a_real_one_still_co
     finally:
         await client.close()
         await peer.close()
+
+
+async def test_a_refused_set_muted_changes_nothing(server) -> None:
+    """A set_muted with one good field and one bad one used to apply the good one and
+    then answer bad_message: the client was told it was refused, yet it was muted."""
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        await client.send({"type": "join", "v": 1, "token": token(server, "selftest-mute")})
+        joined = await client.next("joined")
+        await client.next("offer")
+        participant = server.app[MEDIA].rooms["selftest-mute"].participants[joined["participant"]]
+        microphone, camera = participant.producers["microphone"], participant.producers["camera"]
+        await expect_error(client, {"type": "set_muted", "audio": True, "video": "yes"}, "bad_message")
+        await expect_error(client, {"type": "set_muted", "audio": True, "video": None}, "bad_message")
+        await client.send({"type": "ping"})
+        await client.next("pong")
+        assert not microphone.muted and not camera.muted
+        await expect_error(client, {"type": "set_muted"}, "bad_message")  # nothing to set
+        await client.send({"type": "set_muted", "audio": True, "video": True})
+        assert await wait_until(lambda: microphone.muted and camera.muted, timeout=5)
+        assert not client.of_type("error")[3:]
+    finally:
+        await client.close()
