@@ -300,6 +300,26 @@ class WorkerPool:
         self.workers[index].state.units[participant] = units
         self.set_mixed(index, participant, mixed_room)
 
+    def placement(self, index: int, participant: str) -> tuple[int, str | None]:
+        """What the participant is charged on that worker: its units, and the room it is
+        mixed in there (None: not mixed)."""
+        state = self.workers[index].state
+        room = next((name for name, members in state.mixed.items() if participant in members), None)
+        return state.units.get(participant, 0), room
+
+    def change(self, index: int, participant: str, units: int, mixed_room: str | None,
+               priority: bool = False) -> bool:
+        """Charge the participant ``units`` (and ``mixed_room``) on that worker instead of
+        what it had: False, and nothing changed, when that fills the worker past its
+        capacity (a change that frees units, or a ``priority`` one, always goes)."""
+        state = self.workers[index].state
+        before, used = self.placement(index, participant), state.used_units
+        self.reserve(index, participant, units, mixed_room)
+        if priority or state.used_units <= max(used, state.capacity_units):
+            return True
+        self.reserve(index, participant, *before)
+        return False
+
     def release(self, index: int, participant: str) -> None:
         self.workers[index].state.units.pop(participant, None)
         self.set_mixed(index, participant, None)

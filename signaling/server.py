@@ -422,6 +422,7 @@ class ParticipantConnection:
         self.grant: JoinGrant | None = None
         self.name = ""
         self.role = ""
+        self.priority = False  # admitted as IZS: never refused for load
         # What lets this participant's page take it over from a new socket ("resume"):
         # given once, with "joined", to this client only.
         self.resume_secret: str | None = None
@@ -684,7 +685,7 @@ class ParticipantConnection:
         del channel.placing[participant_id]
         self.participant_id, self.worker, self.channel, self.grant = \
             participant_id, worker, channel, grant
-        self.name, self.role = name, grant.role
+        self.name, self.role, self.priority = name, grant.role, admission.priority
         signaling.connections[participant_id] = self
         channel.add(self, worker)
         if admission.spread and signaling.spread is not None and not channel.spread:
@@ -762,7 +763,7 @@ class ParticipantConnection:
 
     def _take_over(self, previous: ParticipantConnection) -> None:
         assert previous.participant_id is not None and previous.channel is not None
-        for name in ("participant_id", "worker", "channel", "grant", "name", "role",
+        for name in ("participant_id", "worker", "channel", "grant", "name", "role", "priority",
                      "call_record", "resume_secret"):
             setattr(self, name, getattr(previous, name))
         previous.participant_id = previous.resume_secret = None  # its close() is a no-op now
@@ -852,12 +853,30 @@ class ParticipantConnection:
         if self._elsewhere(message, channel, {"action": "set_mode", "mode": mode}):
             return
         target = self._target(message, channel)
-        await target.request("set_mode", participant=target.participant_id, mode=mode)
-        if target.worker is not None and target.participant_id is not None:
-            self.signaling.pool.set_mixed(target.worker, target.participant_id,
-                                          channel.name if mode == "mixed" else None)
+        if not isinstance(target, ParticipantConnection):
+            raise ProtocolError("bad_message", "a room unit is always mixed")
+        await target.switch_mode(mode)
+
+    async def switch_mode(self, mode: str) -> None:
+        """Switch this participant to ``mode`` on its worker, and in what the worker is
+        charged for it (a forwarded participant costs more than a mixed one, a worker's
+        first mixed participant of a room its composite too) and in its call record.
+        A switch its worker has no room for is refused, as a join would be (IZS never)."""
+        participant, channel = self._joined()
+        assert self.worker is not None
+        before = self.pool.placement(self.worker, participant)
+        if not self.pool.change(self.worker, participant, self.config.units(mode),
+                                channel.name if mode == "mixed" else None, self.priority):
+            raise ProtocolError("capacity_full",
+                                "its media worker has no room for that mode now; try again later")
+        try:
+            await self.request("set_mode", participant=participant, mode=mode)
+        except BaseException:
+            if self.participant_id == participant:  # still here: charged as before
+                self.pool.reserve(self.worker, participant, *before)
+            raise
         if not channel.echo:
-            await self.signaling.call_log.changed_mode(target.call_record, mode)
+            await self.signaling.call_log.changed_mode(self.call_record, mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
         channel = self._host()

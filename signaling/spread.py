@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from signaling.protocol import MODES
+from signaling.protocol import MODES, ProtocolError
 
 if TYPE_CHECKING:
     from scheduler.media.spread import SpreadView
@@ -256,7 +256,7 @@ class SpreadRooms:
 
     async def run_command(self, room: str, command: dict[str, Any]) -> None:
         """What another node's front asked of this one (a host there, a chat there)."""
-        from signaling.server import record
+        from signaling.server import ParticipantConnection, record
 
         channel = self.signaling.channels.get(room)
         if channel is None:
@@ -281,7 +281,11 @@ class SpreadRooms:
         elif action == "remove":
             await target.end("removed", f"removed by {by}")
         elif action == "set_mode" and command.get("mode") in MODES:
-            await target.request("set_mode", participant=target.participant_id,
-                                 mode=command["mode"])
+            if isinstance(target, ParticipantConnection):  # a room unit is always mixed
+                try:
+                    await target.switch_mode(command["mode"])
+                except ProtocolError as refused:  # its worker is full: it keeps its mode
+                    logger.warning("spread rooms: set_mode of %s in room %s refused: %s",
+                                   target.participant_id, room, refused)
         else:
             logger.warning("spread rooms: unknown command %r in room %s", command, room)

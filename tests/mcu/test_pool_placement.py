@@ -21,8 +21,8 @@ async def test_a_rooms_composite_is_reserved_once_on_each_worker_that_mixes_it()
     assert pool.place([], 4, mixed_room="briefing") == 1
     assert pool.place([0], 4, mixed_room="briefing") == 1  # its own room's worker is full for it
     assert pool.place([0], 11) == 0  # a forwarded participant fits beside the composite
-    # Switched to forwarded, a participant keeps its units; the composite stays while
-    # someone is mixed, and goes with the last.
+    # No longer mixed (set_mixed alone): the composite stays while someone is mixed, and
+    # goes with the last.
     pool.set_mixed(0, "unit-2", None)
     assert pool.states[0].used_units == 408
     pool.release(0, "unit-1")
@@ -34,3 +34,23 @@ async def test_a_rooms_composite_is_reserved_once_on_each_worker_that_mixes_it()
     # With nothing to place for mixing, nothing changes for anyone else.
     assert WorkerPool(1, {}, capacity_units=[10], on_event=lambda *args: None,
                       on_lost=lambda index: None).place([], 11) is None
+
+
+async def test_a_change_of_mode_is_charged_and_refused_past_capacity_unless_it_frees_or_is_izs() -> None:
+    pool = WorkerPool(1, {}, capacity_units=[30], on_event=lambda *args: None,
+                      on_lost=lambda index: None, mixed_room_units=16)
+    pool.reserve(0, "host", 11)
+    assert pool.change(0, "host", 4, "sal")  # mixed: 4 and the composite, 20 of 30
+    assert pool.placement(0, "host") == (4, "sal") and pool.states[0].used_units == 20
+    pool.reserve(0, "unit", 4, "sal")
+    # Forwarded, the unit would take 11 instead of 4: 31. Refused, and nothing changed.
+    assert not pool.change(0, "unit", 11, None)
+    assert pool.placement(0, "unit") == (4, "sal") and pool.states[0].used_units == 24
+    assert pool.change(0, "unit", 11, None, priority=True)  # IZS: never refused for load
+    assert pool.states[0].used_units == 31
+    # A change that frees units always goes, even on a worker past its capacity.
+    assert pool.change(0, "unit", 4, "sal") and pool.states[0].used_units == 24
+    pool.release(0, "unit")
+    assert pool.change(0, "host", 11, None)
+    assert pool.placement(0, "host") == (11, None) and pool.states[0].used_units == 11
+    assert not pool.states[0].mixed  # the composite went with the last mixed participant

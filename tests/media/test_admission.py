@@ -152,30 +152,49 @@ async def test_admission_counts_what_a_participant_really_costs(tmp_path) -> Non
 
 
 async def test_a_participant_switched_to_mixed_is_counted_mixed(tmp_path) -> None:
-    """A host switches a participant to mixed and back: the scheduler's record of it and
-    the front's placement follow (its room's composite from the switch, and no more)."""
+    """A host switches participants between forwarded and mixed: the scheduler's record of
+    each and the units its worker is charged follow (a mixed unit 4 and the room's
+    composite 16 from the switch, an HD unit 11 back), and a switch that would fill the
+    worker past its capacity is refused and changes nothing."""
     from tests.conftest import start_process_server
 
-    server = await start_process_server(tmp_path, 1, scheduler_unit_cost_mixed_room=16)
+    server = await start_process_server(tmp_path, 1, scheduler_worker_capacity_units=30,
+                                        scheduler_unit_cost_mixed_room=16)
     pool = server.app[POOL]
     host = await SignalClient.connect(server.ws_url)
+    unit = await SignalClient.connect(server.ws_url)
     try:
         grant = JoinGrant(room="sal", role="host", scheduled=False)
         await host.send({"type": "join", "v": 1, "name": "Hostitel",
                          "token": issue_token(server.settings.signing_secret(), grant, 300)})
         participant = (await host.next("joined"))["participant"]
 
-        def kind() -> str | None:
+        def kinds() -> dict[str, str]:
             with server.app[DATABASE].session() as session:
-                return session.scalar(select(CallRecord.kind).where(CallRecord.participant == "Hostitel"))
+                return {r.participant: r.kind for r in session.scalars(select(CallRecord))}
 
-        assert await wait_until(lambda: kind() == "hd") and pool.states[0].used_units == 11
+        assert await wait_until(lambda: kinds() == {"Hostitel": "hd"}) and pool.states[0].used_units == 11
         await host.send({"type": "set_mode", "participant": participant, "mode": "mixed"})
-        assert await wait_until(lambda: kind() == "mixed")
-        assert pool.states[0].used_units == 11 + 16  # its own units as placed, and the composite
+        assert await wait_until(lambda: kinds() == {"Hostitel": "mixed"})
+        assert pool.states[0].used_units == 4 + 16  # a mixed unit now, and the composite
+
+        await unit.send({"type": "join", "v": 1, "token": link_token(server, "sal", False),
+                         "name": "Jednotka", "mode": "mixed"})
+        unit_id = (await unit.next("joined"))["participant"]
+        assert pool.states[0].used_units == 4 + 4 + 16
+        # Forwarded, the unit would cost 11 instead of 4: 31 units on a worker of 30.
+        await host.send({"type": "set_mode", "participant": unit_id, "mode": "forwarded"})
+        refused = await host.next("error")
+        assert refused["code"] == "capacity_full"
+        assert pool.states[0].used_units == 4 + 4 + 16
+        assert kinds() == {"Hostitel": "mixed", "Jednotka": "mixed"}
+
+        await unit.close()
+        assert await wait_until(lambda: pool.states[0].used_units == 4 + 16)
         await host.send({"type": "set_mode", "participant": participant, "mode": "forwarded"})
-        assert await wait_until(lambda: kind() == "hd")
-        assert pool.states[0].used_units == 11
+        assert await wait_until(lambda: kinds()["Hostitel"] == "hd")
+        assert pool.states[0].used_units == 11  # and the composite is no longer paid for
     finally:
         await host.close()
+        await unit.close()
         await server.runner.cleanup()
