@@ -7,7 +7,9 @@ aiortc participants on loopback, the SQLite database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -380,3 +382,38 @@ async def test_a_frame_cut_off_by_a_dying_worker_fails_the_waiting_requests() ->
     assert front.closed.is_set()
     with pytest.raises(ChannelError):
         await front.request("ping")
+
+
+async def test_a_worker_killed_while_a_joins_call_record_is_written_leaves_no_open_record(
+        tmp_path: Path) -> None:
+    # The join has its place on the worker and its "joined"; its call record is being
+    # written (here: the database is held by another writer) when the worker dies. The
+    # participant is sent back to rejoin at once, before the record exists: the record
+    # must not stay open behind it (it would count in the worker's load for ever).
+    server = await start_process_server(tmp_path, 1)
+    database = server.app[DATABASE]
+    holder = sqlite3.connect(str(server.settings.data_dir / "multipoint.db"), timeout=30,
+                             isolation_level=None)
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer: the record's insert waits
+        await client.send({"type": "join", "v": 1, "token": token(server, "porada"), "name": "A"})
+        await client.next("joined")
+        worker = server.app[POOL].workers[0]
+        assert isinstance(worker, WorkerProcess)
+        worker.kill()
+        await client.next("disconnected")
+        holder.execute("ROLLBACK")  # the record is written now, after its participant left
+        assert await wait_until(lambda: _records(database, "porada") >= 1, timeout=10)
+        assert await wait_until(lambda: _closed_records(database, "porada") == 1, timeout=5)
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            holder.execute("ROLLBACK")
+        holder.close()
+        await client.close()
+        await server.runner.cleanup()
+
+
+def _records(database, room: str) -> int:  # type: ignore[no-untyped-def]
+    with database.session() as session:
+        return len(session.scalars(select(CallRecord).where(CallRecord.room_name == room)).all())
