@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import sqlite3
 from pathlib import Path
@@ -417,3 +419,41 @@ async def test_a_worker_killed_while_a_joins_call_record_is_written_leaves_no_op
 def _records(database, room: str) -> int:  # type: ignore[no-untyped-def]
     with database.session() as session:
         return len(session.scalars(select(CallRecord).where(CallRecord.room_name == room)).all())
+
+
+async def test_a_worker_that_stops_answering_is_replaced_and_its_participants_rejoin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kill -STOP (a hang in C, an endless loop): the process lives and its channel stays
+    # open, but its calls are dead. Its silence (no load report) must count as its death.
+    monkeypatch.setattr("mcu.pool.HUNG_AFTER_S", 3.0)
+    server = await start_process_server(tmp_path, 1)
+    link = token(server, "porada")
+    sites = [Site(server, link, name) for name in ("A", "B")]
+    worker = server.app[POOL].workers[0]
+    assert isinstance(worker, WorkerProcess)
+    stopped: int | None = None
+    try:
+        for site in sites:
+            await site.join()
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=30)
+        rejoining = [asyncio.ensure_future(site.rejoin_when_disconnected()) for site in sites]
+        stopped = worker.state.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        await asyncio.wait_for(asyncio.gather(*rejoining), 20)
+        assert sites[0].client is not None
+        assert sites[0].client.of_type("joined"), "joined again"
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=20)
+        assert worker.state.pid != stopped and worker.state.restarts == 1
+        assert server.app[LIVE_ROOMS].load()["workers"][0]["ready"]
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        for site in sites:
+            await site.close()
+        await server.runner.cleanup()
