@@ -106,7 +106,12 @@ class WorkerProcess:
             if self._stopping:
                 return
             self.state.ready, self._ready = False, asyncio.Event()
+            # What the dead process had and said goes with it: the operator's page must not
+            # show its last rooms and participants while it is down, nor the others pipe
+            # to its old address, nor its rooms' composites count against the new one.
             self.state.units.clear()
+            self.state.mixed.clear()
+            self.state.load, self.state.pipe = {}, None
             self.state.restarts += 1
             try:
                 self.on_lost(self.state.index)

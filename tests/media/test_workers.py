@@ -305,7 +305,12 @@ async def test_a_killed_worker_is_restarted_and_its_participants_are_back_in_the
         assert isinstance(worker, WorkerProcess)
         old_pid = worker.state.pid
         rejoining = [asyncio.ensure_future(site.rejoin_when_disconnected()) for site in sites]
+        down: list[dict] = []
         worker.kill()
+        # While it is down, the operator sees it down and empty, not its last report.
+        assert await wait_until(lambda: not worker.state.ready and not down.append(
+            two_workers.app[LIVE_ROOMS].load()["workers"][hosting]), timeout=5, interval=0.01)
+        assert (down[-1]["ready"], down[-1]["rooms"], down[-1]["participants"]) == (False, 0, 0)
         await asyncio.wait_for(asyncio.gather(*rejoining), 20)
         ids = {site.participant for site in sites}
         assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
