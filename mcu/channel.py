@@ -68,6 +68,9 @@ class Channel:
         self._handling: set[asyncio.Task[None]] = set()
         self.malformed = 0  # frames refused: for tests and the operator's counters
         self.closed = asyncio.Event()
+        # When the other side last sent a frame (loop time): a peer that went silent
+        # (stopped, hung) is noticed by its owner (mcu/pool.py), not by the stream.
+        self.last_received = asyncio.get_running_loop().time()
 
     async def run(self) -> None:
         """Read frames until the stream ends; then fail whatever still waits."""
@@ -84,6 +87,7 @@ class Channel:
                     body = await self._reader.readexactly(length)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break  # the other side is gone (a truncated last frame included)
+                self.last_received = asyncio.get_running_loop().time()
                 self._dispatch(body)
         finally:
             self._close()

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0  # importing aiortc and friends takes 1-2 s; a loaded machine more
 RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0)  # a worker that keeps crashing is not spun
+# A ready worker reports its load every second (mcu/worker.py); one silent this long is
+# stopped (SIGSTOP) or hung, and its calls are as dead as a crashed one's: it is killed
+# and replaced. Long enough for a busy worker on a loaded machine to be late.
+HUNG_AFTER_S = 15.0
 
 EventHandler = Callable[[int, str, dict[str, Any]], None]
 LostHandler = Callable[[int], None]
@@ -102,7 +106,12 @@ class WorkerProcess:
             if self._stopping:
                 return
             self.state.ready, self._ready = False, asyncio.Event()
+            # What the dead process had and said goes with it: the operator's page must not
+            # show its last rooms and participants while it is down, nor the others pipe
+            # to its old address, nor its rooms' composites count against the new one.
             self.state.units.clear()
+            self.state.mixed.clear()
+            self.state.load, self.state.pipe = {}, None
             self.state.restarts += 1
             try:
                 self.on_lost(self.state.index)
@@ -127,9 +136,11 @@ class WorkerProcess:
         reader, writer = await asyncio.open_unix_connection(sock=front_end)
         self.channel = Channel(reader, writer, name=f"worker{self.state.index}",
                                on_event=self._event)
+        watching = asyncio.ensure_future(self._watch(self.channel, self.process))
         try:
             await self.channel.run()  # until the worker's end of the stream closes
         finally:
+            watching.cancel()
             self.channel.close()
             if self.process.returncode is None:
                 # A worker whose channel broke is no use: make sure it is gone.
@@ -139,6 +150,22 @@ class WorkerProcess:
             if not self._stopping:
                 logger.error("worker %d (pid %d) exited with %s", self.state.index,
                              self.process.pid, code)
+
+    async def _watch(self, channel: Channel, process: asyncio.subprocess.Process) -> None:
+        """Kill the worker when it goes silent: the end of its channel then restarts it
+        as after a crash, and its participants rejoin. Before it is ready it has
+        READY_TIMEOUT_S to start (a restart that hangs would otherwise never end)."""
+        loop = asyncio.get_running_loop()
+        while not channel.closed.is_set():
+            await asyncio.sleep(min(1.0, HUNG_AFTER_S / 3))
+            limit = HUNG_AFTER_S if self.state.ready else READY_TIMEOUT_S
+            silent = loop.time() - channel.last_received
+            if silent > limit and process.returncode is None:
+                logger.error("worker %d (pid %d) silent for %.0f s: killing it",
+                             self.state.index, process.pid, silent)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                return
 
     def _event(self, event: str, data: dict[str, Any]) -> None:
         if event == "ready":

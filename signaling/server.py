@@ -696,7 +696,13 @@ class ParticipantConnection:
         self.resume_secret = secrets.token_urlsafe(32)
         await self.send({"type": "joined", **await self._joined_fields()})
         if not echo:
-            self.call_record = await signaling.call_log.joined(grant.room, name, mode, worker)
+            record = await signaling.call_log.joined(grant.room, name, mode, worker)
+            if signaling.connections.get(participant_id) is not self:
+                # It left while its record was written (its worker died, it was removed):
+                # its leave found no record to close, so the record is closed here.
+                await signaling.call_log.left(record)
+                return
+            self.call_record = record
         await self.request("negotiate", participant=participant_id)
 
     async def _joined_fields(self) -> dict[str, Any]:

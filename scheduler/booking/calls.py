@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import delete, func, select
@@ -49,6 +50,22 @@ def record_leave(session: Session, record_id: int, now: datetime) -> None:
     record = session.get(CallRecord, record_id)
     if record is not None and record.left_at is None:
         record.left_at = max(now, record.joined_at)
+
+
+def end_calls_on_workers(session: Session, worker_ids: Collection[int], at: datetime) -> int:
+    """The open calls on these workers ended by ``at`` (their node died or restarted:
+    nobody is in them any more). How many were open.
+
+    Nobody else would close them: the front that kept them in memory is gone, and an
+    open record counts in its worker's live load (admission) and in usage forever.
+    """
+    if not worker_ids:
+        return 0
+    records = session.scalars(select(CallRecord).where(
+        CallRecord.worker_id.in_(list(worker_ids)), CallRecord.left_at.is_(None))).all()
+    for record in records:
+        record.left_at = max(at, record.joined_at)
+    return len(records)
 
 
 def record_kind(session: Session, record_id: int, kind: str) -> None:

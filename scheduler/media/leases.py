@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.calls import end_calls_on_workers
 from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
@@ -120,6 +121,11 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
             node.dead_at = now
             log.warning("media node %s lost its lease at %s: marked dead", node.name,
                         node.lease_expires_at)
+            # Every call on its workers is over, not only those of the rooms that move
+            # below: its part of a room living on another node (scheduler/media/spread.py)
+            # moves nowhere, and its participants rejoin elsewhere with new records.
+            end_calls_on_workers(session, session.scalars(
+                select(MediaWorker.id).where(MediaWorker.node_id == node.id)).all(), now)
         session.flush()
         rooms = session.execute(
             select(Room, MediaWorker.node_id).join(MediaWorker, MediaWorker.id == Room.worker_id)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from scheduler.access import audit
 from scheduler.access.permissions import Principal
 from scheduler.booking.bookings import pool_units
+from scheduler.booking.calls import end_calls_on_workers
 from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
@@ -56,15 +57,21 @@ def register_node(db: Database, name: str, workers: int, capacity_units: int,
             node = MediaNode(name=name, enabled=True)
             session.add(node)
             session.flush()
-        node.heartbeat_at = now
+        last_alive, node.heartbeat_at = node.heartbeat_at, now
         if labels is not None:
             node.labels = clean_labels
         if addresses is not None:
             node.addresses = list(addresses)
-        if lease is not None:
-            node.lease_expires_at, node.dead_at = now + lease, None
         existing = {w.index: w for w in session.scalars(
             select(MediaWorker).where(MediaWorker.node_id == node.id))}
+        if lease is not None:
+            node.lease_expires_at, node.dead_at = now + lease, None
+            # The node starts: its previous process (killed, crashed, restarted within its
+            # lease, so never reaped) took its participants with it. Their calls ended
+            # when it was last heard of; left open they would count in the workers' load
+            # and in usage forever.
+            end_calls_on_workers(session, [w.id for w in existing.values()],
+                                 min(last_alive or now, now))
         for index in range(max(workers, len(existing))):
             worker = existing.get(index)
             if worker is None:

@@ -418,8 +418,13 @@ class RoomUnits:
             place.participant_id, place.worker, place.channel, place.grant
         signaling.connections[place.participant_id] = member  # type: ignore[assignment]
         place.channel.add(member, place.worker)  # type: ignore[arg-type]
-        member.call_record = await signaling.call_log.joined(place.channel.name, place.name, "mixed",
-                                                             place.worker)
+        record = await signaling.call_log.joined(place.channel.name, place.name, "mixed", place.worker)
+        if member.participant_id != place.participant_id:
+            # It left while its record was written (its worker died, it hung up): its
+            # leave found no record to close, so the record is closed here.
+            await signaling.call_log.left(record)
+            return
+        member.call_record = record
         logger.info("SIP call %s: unit %r is %s in room %s", member.call.call_id, place.name,
                     place.participant_id, place.channel.name)
 

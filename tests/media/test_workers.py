@@ -7,7 +7,11 @@ aiortc participants on loopback, the SQLite database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -301,7 +305,12 @@ async def test_a_killed_worker_is_restarted_and_its_participants_are_back_in_the
         assert isinstance(worker, WorkerProcess)
         old_pid = worker.state.pid
         rejoining = [asyncio.ensure_future(site.rejoin_when_disconnected()) for site in sites]
+        down: list[dict] = []
         worker.kill()
+        # While it is down, the operator sees it down and empty, not its last report.
+        assert await wait_until(lambda: not worker.state.ready and not down.append(
+            two_workers.app[LIVE_ROOMS].load()["workers"][hosting]), timeout=5, interval=0.01)
+        assert (down[-1]["ready"], down[-1]["rooms"], down[-1]["participants"]) == (False, 0, 0)
         await asyncio.wait_for(asyncio.gather(*rejoining), 20)
         ids = {site.participant for site in sites}
         assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
@@ -380,3 +389,76 @@ async def test_a_frame_cut_off_by_a_dying_worker_fails_the_waiting_requests() ->
     assert front.closed.is_set()
     with pytest.raises(ChannelError):
         await front.request("ping")
+
+
+async def test_a_worker_killed_while_a_joins_call_record_is_written_leaves_no_open_record(
+        tmp_path: Path) -> None:
+    # The join has its place on the worker and its "joined"; its call record is being
+    # written (here: the database is held by another writer) when the worker dies. The
+    # participant is sent back to rejoin at once, before the record exists: the record
+    # must not stay open behind it (it would count in the worker's load for ever).
+    server = await start_process_server(tmp_path, 1)
+    database = server.app[DATABASE]
+    holder = sqlite3.connect(str(server.settings.data_dir / "multipoint.db"), timeout=30,
+                             isolation_level=None)
+    client = await SignalClient.connect(server.ws_url)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer: the record's insert waits
+        await client.send({"type": "join", "v": 1, "token": token(server, "porada"), "name": "A"})
+        await client.next("joined")
+        worker = server.app[POOL].workers[0]
+        assert isinstance(worker, WorkerProcess)
+        worker.kill()
+        await client.next("disconnected")
+        holder.execute("ROLLBACK")  # the record is written now, after its participant left
+        assert await wait_until(lambda: _records(database, "porada") >= 1, timeout=10)
+        assert await wait_until(lambda: _closed_records(database, "porada") == 1, timeout=5)
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            holder.execute("ROLLBACK")
+        holder.close()
+        await client.close()
+        await server.runner.cleanup()
+
+
+def _records(database, room: str) -> int:  # type: ignore[no-untyped-def]
+    with database.session() as session:
+        return len(session.scalars(select(CallRecord).where(CallRecord.room_name == room)).all())
+
+
+async def test_a_worker_that_stops_answering_is_replaced_and_its_participants_rejoin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # kill -STOP (a hang in C, an endless loop): the process lives and its channel stays
+    # open, but its calls are dead. Its silence (no load report) must count as its death.
+    monkeypatch.setattr("mcu.pool.HUNG_AFTER_S", 3.0)
+    server = await start_process_server(tmp_path, 1)
+    link = token(server, "porada")
+    sites = [Site(server, link, name) for name in ("A", "B")]
+    worker = server.app[POOL].workers[0]
+    assert isinstance(worker, WorkerProcess)
+    stopped: int | None = None
+    try:
+        for site in sites:
+            await site.join()
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=30)
+        rejoining = [asyncio.ensure_future(site.rejoin_when_disconnected()) for site in sites]
+        stopped = worker.state.pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        await asyncio.wait_for(asyncio.gather(*rejoining), 20)
+        assert sites[0].client is not None
+        assert sites[0].client.of_type("joined"), "joined again"
+        ids = {site.participant for site in sites}
+        assert await wait_until(lambda: all(s.receiving_from(ids - {s.participant})
+                                            for s in sites), timeout=20)
+        assert worker.state.pid != stopped and worker.state.restarts == 1
+        assert server.app[LIVE_ROOMS].load()["workers"][0]["ready"]
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        for site in sites:
+            await site.close()
+        await server.runner.cleanup()

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select, text, update
 
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.units import ParticipantMix
@@ -20,7 +20,7 @@ from scheduler.db import Database
 from scheduler.media.leases import NodeLease, reap_dead_nodes, renew_lease
 from scheduler.media.nodes import register_node
 from scheduler.media.room_signals import RoomSignals, announce_room_change, rooms_to_stop
-from scheduler.media.rooms import close_room, open_room
+from scheduler.media.rooms import close_room, open_room, worker_loads
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Notification, Room, RoomMove
 from scheduler.organisations import org_info
 from tests.peers import wait_until
@@ -338,3 +338,48 @@ async def test_room_notices_wake_a_node_and_a_lost_connection_costs_a_re_read(ba
         assert await wait_until(lambda: len(checks) > before)
     finally:
         await signals.stop()
+
+
+def _left_at(db: Database, participant: str):  # type: ignore[no-untyped-def]
+    with db.session() as session:
+        return session.scalar(select(CallRecord.left_at).where(CallRecord.participant == participant))
+
+
+def _in_call(db: Database, room: str, participant: str, worker: int) -> None:
+    with db.write_session() as session:
+        session.add(CallRecord(room_name=room, participant=participant, worker_id=worker,
+                               joined_at=NOW))
+
+
+def test_a_node_that_starts_again_ends_the_calls_its_killed_process_held(bare: World) -> None:
+    # kill -9 of a front (its workers go with it) and a restart within its lease: nobody
+    # reaps it, so only its own start can end what its previous process held.
+    brno = node(bare.db, "brno")
+    ostrava = node(bare.db, "ostrava")
+    _in_call(bare.db, "porada", "Jana", min(workers_of(bare.db, brno)))
+    _in_call(bare.db, "jinde", "Petr", min(workers_of(bare.db, ostrava)))
+    renew_lease(bare.db, brno, NOW + timedelta(seconds=3), LEASE)  # last heard of at +3 s
+    node(bare.db, "brno", at=timedelta(seconds=5))
+    assert _left_at(bare.db, "Jana") == NOW + timedelta(seconds=3)
+    assert _left_at(bare.db, "Petr") is None, "another node's call goes on"
+    with bare.db.session() as session:  # its worker's live load is empty again
+        loads = {w.worker_id: w.live for w in worker_loads(session, bare.config.unit_costs)}
+    assert all(loads[w] == 0 for w in workers_of(bare.db, brno))
+
+
+def test_reaping_ends_every_call_on_the_dead_nodes_workers_not_only_its_rooms(bare: World) -> None:
+    # A room living on Ostrava, spread to Brno (scheduler/media/spread.py): Brno's part
+    # moves nowhere when Brno dies, but its participants' calls are over.
+    brno = node(bare.db, "brno")
+    ostrava = node(bare.db, "ostrava")
+    assert open_plain(bare, "porada") is not None
+    lives_on = min(workers_of(bare.db, ostrava))
+    with bare.db.write_session() as session:
+        session.execute(update(Room).where(Room.name == "porada").values(worker_id=lives_on))
+    _in_call(bare.db, "porada", "Jana", min(workers_of(bare.db, brno)))
+    _in_call(bare.db, "porada", "Petr", min(workers_of(bare.db, ostrava)))
+    later = NOW + timedelta(seconds=12)
+    renew_lease(bare.db, ostrava, later, LEASE)
+    assert reap_dead_nodes(bare.db, later, config=bare.config) == []  # no room moved
+    assert _left_at(bare.db, "Jana") == later
+    assert _left_at(bare.db, "Petr") is None
