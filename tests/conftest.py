@@ -72,6 +72,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_socket() -> tuple[socket.socket, int]:
+    """A loopback TCP socket bound now, for a server to listen on (web.SockSite), and its
+    port. Unlike free_port() nothing can take the port between choosing and listening: the
+    app's start-up opens connections of its own, whose local ports are drawn from the same
+    range (a CI run once lost the port that way)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
 async def start_process_server(tmp_path: Path, workers: int, **overrides: object) -> RunningServer:
     """The service as `serve` runs it: a front and ``workers`` media worker processes.
 
@@ -81,13 +92,13 @@ async def start_process_server(tmp_path: Path, workers: int, **overrides: object
     from mcu import aiortc_adapter
 
     aiortc_adapter.configure_ice(["127.0.0.1"], None)
-    port = free_port()
+    sock, port = listening_socket()
     config = load_settings(data_dir=tmp_path / "data", media_addresses=["127.0.0.1"],
                            secret_key="test-secret-" + "x" * 20, workers=workers,
                            public_url=f"http://127.0.0.1:{port}", **overrides)
     runner = web.AppRunner(create_app(config))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, sock).start()
     return RunningServer(runner, config, port)
 
 
@@ -103,11 +114,11 @@ async def two_workers(tmp_path: Path) -> AsyncIterator[RunningServer]:
 
 @pytest.fixture
 async def server(settings: Settings) -> AsyncIterator[RunningServer]:
-    port = free_port()
+    sock, port = listening_socket()
     settings.public_url = f"http://127.0.0.1:{port}"
     runner = web.AppRunner(create_app(settings))
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.SockSite(runner, sock)
     await site.start()
     try:
         yield RunningServer(runner, settings, port)
