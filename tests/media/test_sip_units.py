@@ -152,6 +152,8 @@ async def test_a_unit_removed_by_the_operator_is_hung_up(server, tmp_path: Path)
         await server.app[LIVE_ROOMS].remove(room, member.id, "operátor")
         assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
         assert not units_in(server, room)
+        # Its 200 to our BYE ends that transaction: nothing of it is kept.
+        assert await wait_until(lambda: not server.app[ROOM_UNITS].agent._bye_waiters, timeout=5)
     finally:
         await unit.stop()
 
@@ -1356,3 +1358,63 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
         assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
         assert units_in(server, room) == [member]  # the same call throughout
         assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=10)
+
+
+# What a unit leaves behind when a call ends early or oddly --------------------------------------
+
+
+def response_from(request: SipMessage, status: int, *, to_tag: str = "", body: bytes = b"",
+                  contact: str = "sip:unit@127.0.0.1") -> bytes:
+    """A unit's response to one of our requests (its 200 to our INVITE or BYE)."""
+    reply = SipMessage(status=status, reason="OK" if status == 200 else "Error")
+    for name in ("Via", "From", "Call-ID", "CSeq"):
+        for value in request.get_all(name):
+            reply.add(name, value)
+    reply.add("To", request.get("To") + (f";tag={to_tag}" if to_tag else ""))
+    if body:
+        reply.add("Contact", f"<{contact}>")
+        reply.add("Content-Type", "application/sdp")
+        reply.body = body
+    return reply.to_bytes()
+
+
+async def request_of(raw: RawSip, method: str, timeout: float = 10) -> SipMessage:
+    """The next request of ``method`` that comes to the unit (responses and others skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for message in await raw.responses(1, timeout=deadline - loop.time()):
+            if message.is_request and message.method == method:
+                return message
+    raise AssertionError(f"no {method} came")
+
+
+async def final_of(raw: RawSip, call_id: str, timeout: float = 5) -> SipMessage:
+    """The final response to the INVITE of ``call_id`` (others' retransmissions skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for message in await raw.responses(1, timeout=deadline - loop.time()):
+            if not message.is_request and message.call_id == call_id and message.cseq[1] == "INVITE" \
+                    and message.status >= 200:
+                return message
+    raise AssertionError(f"no final response to {call_id}")
+
+
+async def test_our_bye_is_forgotten_once_the_unit_answers_it(server) -> None:
+    """A unit the host removes gets our BYE (hang_up without waiting for its answer): once
+    it answers, nothing of that BYE's transaction is kept. It was, one per call, for ever."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "hostitel")
+        bye = await request_of(unit.raw, "BYE")
+        assert agent._bye_waiters  # waiting for the unit's word
+        unit.raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: not agent._bye_waiters, timeout=3), agent._bye_waiters
+        assert not units_in(server, room) and not agent.dialogs
+    finally:
+        unit.close()
