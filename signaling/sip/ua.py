@@ -474,6 +474,9 @@ class SipAgent:
             logger.exception("SIP call %s: could not be handled", call.call_id)
             status, reason, sdp = 500, "Server Internal Error", ""
         if call.answer is not None:  # cancelled (or hung up) meanwhile: undo what was set up
+            # Its transaction goes as an answered one's does (it answers a retransmission
+            # with the 487 until then); kept, every INVITE cancelled in time stayed for ever.
+            self._spawn(self._forget_invite_later(call, branch))
             if status < 300:
                 await self.calls.ended(call, True)
             return

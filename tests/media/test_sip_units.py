@@ -1418,3 +1418,36 @@ async def test_our_bye_is_forgotten_once_the_unit_answers_it(server) -> None:
         assert not units_in(server, room) and not agent.dialogs
     finally:
         unit.close()
+
+
+async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
+    """A peer that sends INVITE and CANCEL again and again: each is answered (487, or 200
+    when the answer was first) and its transaction goes after its time (shortened here),
+    as an answered INVITE's does; the cancelled ones' stayed for ever, each with its call."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "TRANSACTION_S", 1.0)
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    try:
+        cancelled = 0
+        for index in range(5):
+            call_id, branch = f"cancel-{index}", f"z9hG4bKcancel{index}"
+            uri = f"sip:{room}@127.0.0.1"
+            raw.send(raw.request("INVITE", uri, call_id=call_id, body=OFFER, branch=branch))
+            raw.send(raw.request("CANCEL", uri, call_id=call_id, branch=branch))
+            final = await final_of(raw, call_id)
+            to_tag = final.get("To").split("tag=")[1]
+            raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=to_tag, branch=branch))
+            if final.status == 200:  # the answer came before the CANCEL: hang up
+                raw.send(raw.request("BYE", uri, call_id=call_id, cseq=2, to_tag=to_tag,
+                                     branch=branch + "bye"))
+            else:
+                assert final.status == 487
+                cancelled += 1
+        assert cancelled  # the case this is about came up
+        assert await wait_until(lambda: not units_in(server, room) and not agent.dialogs)
+        assert await wait_until(lambda: not agent._invites, timeout=5), list(agent._invites)
+    finally:
+        raw.close()
