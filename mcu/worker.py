@@ -178,6 +178,9 @@ class WorkerService:
         except SdpError as exc:
             self.outside.pop(participant, None)
             await unit.close()
+            # The room dial_unit made for it goes with it when nobody else is in it (a
+            # test call's room always): else each refused answer left an empty room here.
+            self._close_if_unused(unit.room)
             raise ChannelError(exc.code, str(exc)) from None
         await self.do_unit_admit(participant)
 

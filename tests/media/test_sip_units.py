@@ -1451,3 +1451,39 @@ async def test_invites_cancelled_before_their_answer_are_forgotten(server, monke
         assert await wait_until(lambda: not agent._invites, timeout=5), list(agent._invites)
     finally:
         raw.close()
+
+
+GSM_ONLY = (b"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio 40002 RTP/AVP 3\r\n")
+
+
+async def test_a_test_call_answered_without_our_codecs_leaves_no_room_behind(server) -> None:
+    """A unit that answers our call with none of our codecs (GSM): the test call's verdict
+    is codec_mismatch, the call is hung up, and the room made for it goes on the worker
+    too. Each such test call left an empty room there (listed by the operator's page)."""
+    results: list[dict[str, Any]] = []
+
+    async def record(result: dict[str, Any]) -> int:
+        results.append(result)
+        return len(results)
+
+    raw = RawSip(server)
+    calls = UnitTestCalls(server.app[ROOM_UNITS], record)
+    agent = server.app[ROOM_UNITS].agent
+    testing = asyncio.ensure_future(calls.run("SN-GSM", f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        assert any(name.startswith("unittest-") for name in server.app[MEDIA].rooms)
+        raw.send(response_from(invite, 200, to_tag="gsm", body=GSM_ONLY,
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        bye = await request_of(raw, "BYE")  # after our ACK
+        raw.send(response_from(bye, 200))
+        await asyncio.wait_for(testing, 10)
+    finally:
+        if not testing.done():
+            testing.cancel()
+        raw.close()
+    assert results[-1]["problems"] == ["codec_mismatch"], results[-1]
+    assert not [name for name in server.app[MEDIA].rooms if name.startswith("unittest-")]
+    assert not [name for name in server.app[ROOM_UNITS].signaling.channels if name.startswith("unittest-")]
+    assert not server.app[POOL].workers[0].service.outside and not agent.dialogs
