@@ -1487,3 +1487,39 @@ async def test_a_test_call_answered_without_our_codecs_leaves_no_room_behind(ser
     assert not [name for name in server.app[MEDIA].rooms if name.startswith("unittest-")]
     assert not [name for name in server.app[ROOM_UNITS].signaling.channels if name.startswith("unittest-")]
     assert not server.app[POOL].workers[0].service.outside and not agent.dialogs
+
+
+async def test_a_unit_holding_or_moving_in_the_lobby_gets_the_cue_as_it_says(server) -> None:
+    """A unit keying in its PIN puts the call on hold (a=sendonly): the lobby's cue stops
+    as the mix would; it takes the call back on another port: the cue goes there. The
+    cue went on to the held unit, and to the port it had left."""
+    _, number, _ = numbered_bridge(server)
+    unit = HandUnit(server, nack=False)
+
+    def sound(name: str) -> list[bytes]:
+        return [d for d in unit.datagrams(name) if not 192 <= d[1] <= 223]
+
+    try:
+        await unit.call(number)
+        assert await wait_until(lambda: waiting(server) == 2)
+        assert await wait_until(lambda: len(sound("audio")) > 0, timeout=5)  # the cue
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKlobbyhold", 3)
+        assert held.status == 200, held.reason
+        await asyncio.sleep(0.3)
+        sound("audio")  # what was on its way
+        await asyncio.sleep(1.5)
+        assert sound("audio") == []  # held: nothing sent to it
+        audio_port = unit.sockets["audio"].getsockname()[1]
+        moved_port = unit.sockets["moved"].getsockname()[1]
+        moved = unit.offer(version=3).replace(f"m=audio {audio_port} ".encode(),
+                                              f"m=audio {moved_port} ".encode())
+        resumed = await unit.change(moved, "z9hG4bKlobbymove", 4)
+        assert resumed.status == 200, resumed.reason
+        came: list[bytes] = []
+        assert await wait_until(lambda: came.extend(sound("moved")) or len(came) > 10, timeout=5)
+        assert sound("audio") == []
+        assert waiting(server) == 2  # still keying in its PIN
+        unit.hang_up()
+        assert await wait_until(lambda: waiting(server) == 0)
+    finally:
+        unit.close()
