@@ -366,6 +366,11 @@ class RoomUnits:
         member = UnitMember(self, dialled.call, place.name)
         dialled.call.app = member
         await self._enter(member, place)
+        if dialled.call.ended:
+            # It hung up while its answer went to its worker: its BYE found no member to
+            # end, and it would have stayed in the room until its media timed out.
+            await member.close()
+            raise DialFailed("failed", "the unit hung up as it answered", dialled.status)
         return member
 
     async def _place(self, room: str, name: str, scheduled: bool = True) -> _Place:

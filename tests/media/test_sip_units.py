@@ -1523,3 +1523,58 @@ async def test_a_unit_holding_or_moving_in_the_lobby_gets_the_cue_as_it_says(ser
         assert await wait_until(lambda: waiting(server) == 0)
     finally:
         unit.close()
+
+
+async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_room(two_workers) -> None:
+    """We call a unit; it answers and, at our ACK, hangs up at once (RFC 3261 lets it), while
+    its answer is on its way to the media worker (a process: that takes a moment). The call
+    did not come about, and the unit is not in the room: its BYE found no member to end,
+    and it stayed listed, heard by nobody, until its media timed out 30 s later."""
+    server = two_workers
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=2)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        room = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                             ParticipantMix(hd=5)).room_name
+    live_rooms, units = server.app[LIVE_ROOMS], server.app[ROOM_UNITS]
+    raw = RawSip(server)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    unit_sdp = (f"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {media.getsockname()[1]} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                f"m=video 0 RTP/AVP 97\r\n").encode()
+
+    async def units_listed() -> list[str]:
+        return [p["id"] for r in await live_rooms.rooms() if r["name"] == room
+                for p in r["participants"] if p["connection"] == "sip"]
+
+    dialling = asyncio.ensure_future(units.dial(room, f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        raw.send(response_from(invite, 200, to_tag="abc", body=unit_sdp,
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        loop = asyncio.get_running_loop()
+        while True:  # our ACK, read as it comes (not on a poll), then the unit's BYE at once
+            ack = parse(await asyncio.wait_for(loop.sock_recv(raw.sock, 65536), 10))
+            if ack.is_request and ack.method == "ACK":
+                break
+        our_tag = invite.get("From").split("tag=")[1]
+        raw.send(raw.request("BYE", uri_of_contact(invite), call_id=invite.call_id, to_tag=our_tag,
+                             branch="z9hG4bKhangupatonce"))
+        with pytest.raises(DialFailed) as failed:
+            await asyncio.wait_for(dialling, 10)
+        assert failed.value.outcome == "failed", failed.value
+        assert not await units_listed()
+        await asyncio.sleep(1.5)  # nor later (its worker's list is reported each second)
+        assert not await units_listed()
+        assert not units.agent.dialogs
+        assert not [c for c in units.signaling.connections.values() if c.channel and c.channel.name == room]
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
+        media.close()
+
+
+def uri_of_contact(message: SipMessage) -> str:
+    return message.get("Contact").split("<")[1].split(">")[0]
