@@ -81,6 +81,9 @@ class WorkerService:
         if room is None:
             room = self.worker.room(name, echo=echo)
             room.on_event = lambda event, details, r=room: self._room_event(r, event, details)
+            # Its last participant leaving must not close it under a unit still outside
+            # it: that unit's right PIN, or its answer, found the room closed and was hung up.
+            room.keep_open = lambda r=room: any(unit.room is r for unit in self.outside.values())
         return room
 
     def _participant(self, participant_id: str) -> Participant:

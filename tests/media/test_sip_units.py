@@ -1578,3 +1578,47 @@ async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_ro
 
 def uri_of_contact(message: SipMessage) -> str:
     return message.get("Contact").split("<")[1].split(">")[0]
+
+
+async def test_a_unit_keying_in_its_pin_gets_in_after_the_last_page_left(server) -> None:
+    """A unit waits in the lobby of a bridge while the only page in the room leaves (a
+    reload, the last one out): its right PIN still takes it in, and a page that joins
+    later is with it. The room closed on its worker under the unit, whose right PIN was
+    then answered with a BYE."""
+    room, number, pin = numbered_bridge(server)
+    client = await client_in(server, room)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    cseq = iter(range(2, 100))
+    later: SignalClient | None = None
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="after-last", body=OFFER, branch="z9hG4bKlast1"))
+        ok = await final_of(raw, "after-last")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="after-last", to_tag=to_tag, branch="z9hG4bKlast1"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await client.close()
+        live = server.app[MEDIA].rooms.get(room)
+        assert await wait_until(lambda: live is None or not live.participants)
+        await asyncio.sleep(0.5)
+        for key in [*pin, "#"]:
+            number_ = next(cseq)
+            raw.send(raw.request("INFO", uri, call_id="after-last", cseq=number_, to_tag=to_tag,
+                                 body=f"Signal={key}\r\nDuration=160\r\n".encode(),
+                                 branch=f"z9hG4bKlastinfo{number_}", content_type="application/dtmf-relay"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=10)
+        assert await wait_until(lambda: waiting(server) == 0)
+        byes = [m for m in await raw.responses(20, timeout=1) if m.is_request and m.method == "BYE"]
+        assert not byes, byes[0].get("Reason")
+        later = await client_in(server, room)
+        unit_id = units_in(server, room)[0].id
+        assert await wait_until(lambda: any(p["id"] == unit_id for m in later.of_type("participants")
+                                            for p in m["participants"]))
+        raw.send(raw.request("BYE", uri, call_id="after-last", cseq=next(cseq), to_tag=to_tag,
+                             branch="z9hG4bKlastbye"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+        if later is not None:
+            await later.close()
