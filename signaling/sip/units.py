@@ -250,6 +250,10 @@ class RoomUnits:
                                 place.channel.name)
                 else:
                     why = (403, "wrong PIN")
+            if why is None and place.channel.locked:
+                # Its host locked the room while it keyed in: it would be a newcomer now,
+                # as a page joining now is, and such are kept out (it was let in).
+                why = (403, "the room is locked by its host")
             if why is None:
                 lobby.admitting = True
                 await self.signaling.pool.request(place.worker, "unit_admit",

@@ -1622,3 +1622,36 @@ async def test_a_unit_keying_in_its_pin_gets_in_after_the_last_page_left(server)
         raw.close()
         if later is not None:
             await later.close()
+
+
+async def test_a_unit_keying_in_its_pin_after_the_host_locked_the_room_is_kept_out(server) -> None:
+    """The host locks the room while a unit keys in its PIN in the lobby: the right PIN no
+    longer takes it in (as a page joining now is refused); it is hung up saying why. It
+    went in, past the lock."""
+    room, number, pin = numbered_bridge(server)
+    host = await client_in(server, room)  # client_in joins as the host
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="locked-out", body=OFFER, branch="z9hG4bKlock1"))
+        ok = await final_of(raw, "locked-out")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="locked-out", to_tag=to_tag, branch="z9hG4bKlock1"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await host.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: any(m.get("locked") for m in host.of_type("participants")))
+        for index, key in enumerate([*pin, "#"]):
+            raw.send(raw.request("INFO", uri, call_id="locked-out", cseq=index + 2, to_tag=to_tag,
+                                 body=f"Signal={key}\r\n".encode(), branch=f"z9hG4bKlockinfo{index}",
+                                 content_type="application/dtmf-relay"))
+        bye = await request_of(raw, "BYE", timeout=5)
+        assert "cause=403" in bye.get("Reason") and "locked" in bye.get("Reason")
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: waiting(server) == 0)
+        await asyncio.sleep(0.5)
+        assert not units_in(server, room)
+        assert len(server.app[MEDIA].rooms[room].participants) == 1  # the host, as it was
+    finally:
+        raw.close()
+        await host.close()
