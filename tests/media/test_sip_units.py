@@ -41,7 +41,7 @@ from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.sip.message import SipMessage, frame, parse
 from signaling.sip.testcall import UnitTestCalls
-from signaling.sip.units import DialFailed
+from signaling.sip.units import DialFailed, UnitMember
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
@@ -1655,3 +1655,28 @@ async def test_a_unit_keying_in_its_pin_after_the_host_locked_the_room_is_kept_o
     finally:
         raw.close()
         await host.close()
+
+
+async def test_a_unit_whose_media_stops_is_hung_up_and_leaves(server, monkeypatch) -> None:
+    """A unit that sends nothing (its BYE lost, its network gone) is taken out of the room
+    after the media timeout (shortened here) and gets our BYE saying nothing else."""
+    import mcu.unit
+
+    monkeypatch.setattr(mcu.unit, "MEDIA_TIMEOUT_S", 2.0)
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = HandUnit(server, nack=False)  # sends no media at all
+    agent = server.app[ROOM_UNITS].agent
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        bye = await request_of(unit.raw, "BYE", timeout=8)
+        unit.raw.send(response_from(bye, 200))
+        assert not units_in(server, room)
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+        assert len(server.app[MEDIA].rooms[room].participants) == 1  # the page goes on
+        assert not [c for c in server.app[ROOM_UNITS].signaling.connections.values()
+                    if isinstance(c, UnitMember)]
+    finally:
+        unit.close()
+        await client.close()
