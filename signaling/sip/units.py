@@ -275,6 +275,19 @@ class RoomUnits:
         if member.call.ended:  # it hung up while it went in
             await member.close()
 
+    async def room_closed(self, room: str, reason: str) -> None:
+        """The room closes (its booking is over, the operator ends it): the units in its
+        lobby are hung up with it, saying why, as the units in it are. They were left to
+        key in a PIN for a room that was gone, until their time for it was over."""
+        for lobby in [entry for entry in self.lobby.values()
+                      if entry.place.channel.name == room and not entry.admitting]:
+            if lobby.task is not None:
+                lobby.task.cancel()
+            await self._leave_lobby(lobby)
+            with contextlib.suppress(Exception):
+                await self.agent.hang_up(lobby.member.call, wait=False,
+                                         reason=(480, _phrase(reason).replace('"', "'")))
+
     async def _leave_lobby(self, lobby: _Lobby) -> None:
         if self.lobby.pop(lobby.place.participant_id, None) is None:
             return

@@ -1680,3 +1680,33 @@ async def test_a_unit_whose_media_stops_is_hung_up_and_leaves(server, monkeypatc
     finally:
         unit.close()
         await client.close()
+
+
+async def test_units_in_the_lobby_are_hung_up_when_the_room_closes(server) -> None:
+    """The room closes (its booked time is over) while a unit keys in its PIN: the unit
+    gets our BYE at once, saying why, and nothing of its call or the room is left. It was
+    left in the lobby of a room that was gone until its time to key in the PIN was over."""
+    room, number, _ = numbered_bridge(server)
+    client = await client_in(server, room)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="closing", body=OFFER, branch="z9hG4bKclosing"))
+        ok = await final_of(raw, "closing")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="closing", to_tag=to_tag, branch="z9hG4bKclosing"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await server.app[LIVE_ROOMS].close(room, "the booked time is over")
+        bye = await request_of(raw, "BYE", timeout=3)
+        assert "cause=480" in bye.get("Reason") and "booked time is over" in bye.get("Reason")
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: waiting(server) == 0)
+        agent = server.app[ROOM_UNITS].agent
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+        assert room not in server.app[ROOM_UNITS].signaling.channels
+        assert room not in server.app[MEDIA].rooms
+        assert all(not state.units for state in server.app[POOL].states)  # no place held
+    finally:
+        raw.close()
+        await client.close()
