@@ -132,6 +132,9 @@ class Room:
         self.mixer: RoomMixer | None = None  # only while someone listens mixed or it records
         # Signaling listens here: ("speaker" | "left" | "participants", details).
         self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        # Whether the room stays open when its last participant leaves: the worker keeps
+        # it for room units still outside it (ringing, keying in a PIN), which go in later.
+        self.keep_open: Callable[[], bool] | None = None
         self._tasks: set[asyncio.Future[None]] = set()  # renegotiations under way
         self._loudness: dict[str, float] = {}  # publisher id -> smoothed audio activity
         self.slot = next(_room_slots)  # which of the worker's ticks steps this room
@@ -269,7 +272,7 @@ class Room:
         await participant.close()  # its own slots let go of what they showed
         self._release_mixer()
         self._emit("left", {"participant": participant.id, "reason": reason, **measured})
-        if self.participants:
+        if self.participants or (self.keep_open is not None and self.keep_open()):
             self._emit("participants", {})
         else:
             self.close()

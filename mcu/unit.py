@@ -457,8 +457,7 @@ class UnitParticipant:
             self._prompt = None
 
     async def _play_prompt(self, stream: _Stream) -> None:
-        choice = stream.choice
-        assert choice is not None
+        assert stream.choice is not None
         encoder = OpusEncoder()
         # An SSRC of its own: the mix that follows starts its own sequence and clock.
         ssrc, seq, timestamp = secrets.randbits(32) or 1, secrets.randbits(16), secrets.randbits(32)
@@ -468,6 +467,10 @@ class UnitParticipant:
         try:
             while not self.closed:
                 for pcm in _prompt_frames():
+                    # The session as it is now: a re-INVITE in the lobby may hold the call
+                    # (nothing is sent, as of the mix in the room) or move the unit's port.
+                    choice = stream.choice
+                    assert choice is not None
                     payload = encoder.encode(pcm)
                     step = FRAME_SAMPLES
                     if self.transcoder is not None:  # in the unit's codec (8000 Hz clock)
@@ -481,7 +484,8 @@ class UnitParticipant:
                     transport = stream.rtp.transport if stream.rtp is not None else None
                     if transport is None or transport.is_closing():
                         return
-                    transport.sendto(packet, choice.remote)
+                    if choice.we_send:
+                        transport.sendto(packet, choice.remote)
                     due += FRAME_SAMPLES / SAMPLE_RATE
                     await asyncio.sleep(max(0.0, due - loop.time()))
         except Exception:

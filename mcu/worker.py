@@ -81,6 +81,9 @@ class WorkerService:
         if room is None:
             room = self.worker.room(name, echo=echo)
             room.on_event = lambda event, details, r=room: self._room_event(r, event, details)
+            # Its last participant leaving must not close it under a unit still outside
+            # it: that unit's right PIN, or its answer, found the room closed and was hung up.
+            room.keep_open = lambda r=room: any(unit.room is r for unit in self.outside.values())
         return room
 
     def _participant(self, participant_id: str) -> Participant:
@@ -178,6 +181,9 @@ class WorkerService:
         except SdpError as exc:
             self.outside.pop(participant, None)
             await unit.close()
+            # The room dial_unit made for it goes with it when nobody else is in it (a
+            # test call's room always): else each refused answer left an empty room here.
+            self._close_if_unused(unit.room)
             raise ChannelError(exc.code, str(exc)) from None
         await self.do_unit_admit(participant)
 

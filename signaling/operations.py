@@ -185,6 +185,8 @@ class LiveRooms:
         if channel is not None:
             for connection in list(channel.connections.values()):
                 await connection.end("closed", reason)
+        if self.units is not None:  # and the units keying in its PIN, not in it yet
+            await self.units.room_closed(room, reason)
         await self.pool.request_all("close_room", room=room)  # a worker that is down has none
 
     async def record(self, room: str, active: bool) -> None:

@@ -474,6 +474,9 @@ class SipAgent:
             logger.exception("SIP call %s: could not be handled", call.call_id)
             status, reason, sdp = 500, "Server Internal Error", ""
         if call.answer is not None:  # cancelled (or hung up) meanwhile: undo what was set up
+            # Its transaction goes as an answered one's does (it answers a retransmission
+            # with the 487 until then); kept, every INVITE cancelled in time stayed for ever.
+            self._spawn(self._forget_invite_later(call, branch))
             if status < 300:
                 await self.calls.ended(call, True)
             return
@@ -776,7 +779,7 @@ class SipAgent:
         data = bye.to_bytes()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._bye_waiters[branch] = waiter
-        sender = self._spawn(self._send_until_answered(call.flow, data, waiter))
+        sender = self._spawn(self._send_until_answered(call.flow, data, branch, waiter))
         try:
             if not wait:
                 return None
@@ -788,15 +791,26 @@ class SipAgent:
                 sender.cancel()
                 self._bye_waiters.pop(branch, None)
 
-    async def _send_until_answered(self, flow: Flow, data: bytes, waiter: asyncio.Future[int]) -> None:
+    async def _send_until_answered(self, flow: Flow, data: bytes, branch: str,
+                                   waiter: asyncio.Future[int]) -> None:
+        """Our BYE: sent again over UDP until answered (timer E), once over a stream. Its
+        waiter goes when the answer comes or the transaction's time is up, whoever
+        hung up and whether or not they wait for it: a BYE of :meth:`hang_up` without
+        ``wait`` (a removed unit, a wrong PIN) left it behind, one per call, for ever."""
         interval, waited = T1_S, 0.0
         flow.send(data)
-        while not flow.reliable and not waiter.done() and waited < TRANSACTION_S:
-            await asyncio.sleep(interval)
-            waited += interval
-            if not waiter.done():
-                flow.send(data)
-            interval = min(interval * 2, T2_S)
+        try:
+            while waited < TRANSACTION_S:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), interval)
+                if waiter.done():
+                    return
+                waited += interval
+                if not flow.reliable:
+                    flow.send(data)
+                interval = min(interval * 2, T2_S)
+        finally:
+            self._bye_waiters.pop(branch, None)
 
 
 def _reason(why: str) -> str:

@@ -250,6 +250,10 @@ class RoomUnits:
                                 place.channel.name)
                 else:
                     why = (403, "wrong PIN")
+            if why is None and place.channel.locked:
+                # Its host locked the room while it keyed in: it would be a newcomer now,
+                # as a page joining now is, and such are kept out (it was let in).
+                why = (403, "the room is locked by its host")
             if why is None:
                 lobby.admitting = True
                 await self.signaling.pool.request(place.worker, "unit_admit",
@@ -270,6 +274,19 @@ class RoomUnits:
         await self._enter(member, place)
         if member.call.ended:  # it hung up while it went in
             await member.close()
+
+    async def room_closed(self, room: str, reason: str) -> None:
+        """The room closes (its booking is over, the operator ends it): the units in its
+        lobby are hung up with it, saying why, as the units in it are. They were left to
+        key in a PIN for a room that was gone, until their time for it was over."""
+        for lobby in [entry for entry in self.lobby.values()
+                      if entry.place.channel.name == room and not entry.admitting]:
+            if lobby.task is not None:
+                lobby.task.cancel()
+            await self._leave_lobby(lobby)
+            with contextlib.suppress(Exception):
+                await self.agent.hang_up(lobby.member.call, wait=False,
+                                         reason=(480, _phrase(reason).replace('"', "'")))
 
     async def _leave_lobby(self, lobby: _Lobby) -> None:
         if self.lobby.pop(lobby.place.participant_id, None) is None:
@@ -366,6 +383,11 @@ class RoomUnits:
         member = UnitMember(self, dialled.call, place.name)
         dialled.call.app = member
         await self._enter(member, place)
+        if dialled.call.ended:
+            # It hung up while its answer went to its worker: its BYE found no member to
+            # end, and it would have stayed in the room until its media timed out.
+            await member.close()
+            raise DialFailed("failed", "the unit hung up as it answered", dialled.status)
         return member
 
     async def _place(self, room: str, name: str, scheduled: bool = True) -> _Place:

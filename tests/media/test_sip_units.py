@@ -41,7 +41,7 @@ from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.sip.message import SipMessage, frame, parse
 from signaling.sip.testcall import UnitTestCalls
-from signaling.sip.units import DialFailed
+from signaling.sip.units import DialFailed, UnitMember
 from signaling.tokens import JoinGrant, issue_token
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.signal_client import SignalClient
@@ -152,6 +152,8 @@ async def test_a_unit_removed_by_the_operator_is_hung_up(server, tmp_path: Path)
         await server.app[LIVE_ROOMS].remove(room, member.id, "operátor")
         assert await wait_until(lambda: unit.saw("CALL_CLOSED") is not None, timeout=10)
         assert not units_in(server, room)
+        # Its 200 to our BYE ends that transaction: nothing of it is kept.
+        assert await wait_until(lambda: not server.app[ROOM_UNITS].agent._bye_waiters, timeout=5)
     finally:
         await unit.stop()
 
@@ -1356,3 +1358,355 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
         assert await wait_until(lambda: member.media_counts()["audio_in"] > heard + 50)
         assert units_in(server, room) == [member]  # the same call throughout
         assert await wait_until(lambda: hears(client, UNIT_TONE), timeout=10)
+
+
+# What a unit leaves behind when a call ends early or oddly --------------------------------------
+
+
+def response_from(request: SipMessage, status: int, *, to_tag: str = "", body: bytes = b"",
+                  contact: str = "sip:unit@127.0.0.1") -> bytes:
+    """A unit's response to one of our requests (its 200 to our INVITE or BYE)."""
+    reply = SipMessage(status=status, reason="OK" if status == 200 else "Error")
+    for name in ("Via", "From", "Call-ID", "CSeq"):
+        for value in request.get_all(name):
+            reply.add(name, value)
+    reply.add("To", request.get("To") + (f";tag={to_tag}" if to_tag else ""))
+    if body:
+        reply.add("Contact", f"<{contact}>")
+        reply.add("Content-Type", "application/sdp")
+        reply.body = body
+    return reply.to_bytes()
+
+
+async def request_of(raw: RawSip, method: str, timeout: float = 10) -> SipMessage:
+    """The next request of ``method`` that comes to the unit (responses and others skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for message in await raw.responses(1, timeout=deadline - loop.time()):
+            if message.is_request and message.method == method:
+                return message
+    raise AssertionError(f"no {method} came")
+
+
+async def final_of(raw: RawSip, call_id: str, timeout: float = 5) -> SipMessage:
+    """The final response to the INVITE of ``call_id`` (others' retransmissions skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for message in await raw.responses(1, timeout=deadline - loop.time()):
+            if not message.is_request and message.call_id == call_id and message.cseq[1] == "INVITE" \
+                    and message.status >= 200:
+                return message
+    raise AssertionError(f"no final response to {call_id}")
+
+
+async def test_our_bye_is_forgotten_once_the_unit_answers_it(server) -> None:
+    """A unit the host removes gets our BYE (hang_up without waiting for its answer): once
+    it answers, nothing of that BYE's transaction is kept. It was, one per call, for ever."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "hostitel")
+        bye = await request_of(unit.raw, "BYE")
+        assert agent._bye_waiters  # waiting for the unit's word
+        unit.raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: not agent._bye_waiters, timeout=3), agent._bye_waiters
+        assert not units_in(server, room) and not agent.dialogs
+    finally:
+        unit.close()
+
+
+async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
+    """A peer that sends INVITE and CANCEL again and again: each is answered (487, or 200
+    when the answer was first) and its transaction goes after its time (shortened here),
+    as an answered INVITE's does; the cancelled ones' stayed for ever, each with its call."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "TRANSACTION_S", 1.0)
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    try:
+        cancelled = 0
+        for index in range(5):
+            call_id, branch = f"cancel-{index}", f"z9hG4bKcancel{index}"
+            uri = f"sip:{room}@127.0.0.1"
+            raw.send(raw.request("INVITE", uri, call_id=call_id, body=OFFER, branch=branch))
+            raw.send(raw.request("CANCEL", uri, call_id=call_id, branch=branch))
+            final = await final_of(raw, call_id)
+            to_tag = final.get("To").split("tag=")[1]
+            raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=to_tag, branch=branch))
+            if final.status == 200:  # the answer came before the CANCEL: hang up
+                raw.send(raw.request("BYE", uri, call_id=call_id, cseq=2, to_tag=to_tag,
+                                     branch=branch + "bye"))
+            else:
+                assert final.status == 487
+                cancelled += 1
+        assert cancelled  # the case this is about came up
+        assert await wait_until(lambda: not units_in(server, room) and not agent.dialogs)
+        assert await wait_until(lambda: not agent._invites, timeout=5), list(agent._invites)
+    finally:
+        raw.close()
+
+
+GSM_ONLY = (b"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio 40002 RTP/AVP 3\r\n")
+
+
+async def test_a_test_call_answered_without_our_codecs_leaves_no_room_behind(server) -> None:
+    """A unit that answers our call with none of our codecs (GSM): the test call's verdict
+    is codec_mismatch, the call is hung up, and the room made for it goes on the worker
+    too. Each such test call left an empty room there (listed by the operator's page)."""
+    results: list[dict[str, Any]] = []
+
+    async def record(result: dict[str, Any]) -> int:
+        results.append(result)
+        return len(results)
+
+    raw = RawSip(server)
+    calls = UnitTestCalls(server.app[ROOM_UNITS], record)
+    agent = server.app[ROOM_UNITS].agent
+    testing = asyncio.ensure_future(calls.run("SN-GSM", f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        assert any(name.startswith("unittest-") for name in server.app[MEDIA].rooms)
+        raw.send(response_from(invite, 200, to_tag="gsm", body=GSM_ONLY,
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        bye = await request_of(raw, "BYE")  # after our ACK
+        raw.send(response_from(bye, 200))
+        await asyncio.wait_for(testing, 10)
+    finally:
+        if not testing.done():
+            testing.cancel()
+        raw.close()
+    assert results[-1]["problems"] == ["codec_mismatch"], results[-1]
+    assert not [name for name in server.app[MEDIA].rooms if name.startswith("unittest-")]
+    assert not [name for name in server.app[ROOM_UNITS].signaling.channels if name.startswith("unittest-")]
+    assert not server.app[POOL].workers[0].service.outside and not agent.dialogs
+
+
+async def test_a_unit_holding_or_moving_in_the_lobby_gets_the_cue_as_it_says(server) -> None:
+    """A unit keying in its PIN puts the call on hold (a=sendonly): the lobby's cue stops
+    as the mix would; it takes the call back on another port: the cue goes there. The
+    cue went on to the held unit, and to the port it had left."""
+    _, number, _ = numbered_bridge(server)
+    unit = HandUnit(server, nack=False)
+
+    def sound(name: str) -> list[bytes]:
+        return [d for d in unit.datagrams(name) if not 192 <= d[1] <= 223]
+
+    try:
+        await unit.call(number)
+        assert await wait_until(lambda: waiting(server) == 2)
+        assert await wait_until(lambda: len(sound("audio")) > 0, timeout=5)  # the cue
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKlobbyhold", 3)
+        assert held.status == 200, held.reason
+        await asyncio.sleep(0.3)
+        sound("audio")  # what was on its way
+        await asyncio.sleep(1.5)
+        assert sound("audio") == []  # held: nothing sent to it
+        audio_port = unit.sockets["audio"].getsockname()[1]
+        moved_port = unit.sockets["moved"].getsockname()[1]
+        moved = unit.offer(version=3).replace(f"m=audio {audio_port} ".encode(),
+                                              f"m=audio {moved_port} ".encode())
+        resumed = await unit.change(moved, "z9hG4bKlobbymove", 4)
+        assert resumed.status == 200, resumed.reason
+        came: list[bytes] = []
+        assert await wait_until(lambda: came.extend(sound("moved")) or len(came) > 10, timeout=5)
+        assert sound("audio") == []
+        assert waiting(server) == 2  # still keying in its PIN
+        unit.hang_up()
+        assert await wait_until(lambda: waiting(server) == 0)
+    finally:
+        unit.close()
+
+
+async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_room(two_workers) -> None:
+    """We call a unit; it answers and, at our ACK, hangs up at once (RFC 3261 lets it), while
+    its answer is on its way to the media worker (a process: that takes a moment). The call
+    did not come about, and the unit is not in the room: its BYE found no member to end,
+    and it stayed listed, heard by nobody, until its media timed out 30 s later."""
+    server = two_workers
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=2)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        room = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
+                             ParticipantMix(hd=5)).room_name
+    live_rooms, units = server.app[LIVE_ROOMS], server.app[ROOM_UNITS]
+    raw = RawSip(server)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    unit_sdp = (f"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {media.getsockname()[1]} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                f"m=video 0 RTP/AVP 97\r\n").encode()
+
+    async def units_listed() -> list[str]:
+        return [p["id"] for r in await live_rooms.rooms() if r["name"] == room
+                for p in r["participants"] if p["connection"] == "sip"]
+
+    dialling = asyncio.ensure_future(units.dial(room, f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        raw.send(response_from(invite, 200, to_tag="abc", body=unit_sdp,
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        loop = asyncio.get_running_loop()
+        while True:  # our ACK, read as it comes (not on a poll), then the unit's BYE at once
+            ack = parse(await asyncio.wait_for(loop.sock_recv(raw.sock, 65536), 10))
+            if ack.is_request and ack.method == "ACK":
+                break
+        our_tag = invite.get("From").split("tag=")[1]
+        raw.send(raw.request("BYE", uri_of_contact(invite), call_id=invite.call_id, to_tag=our_tag,
+                             branch="z9hG4bKhangupatonce"))
+        with pytest.raises(DialFailed) as failed:
+            await asyncio.wait_for(dialling, 10)
+        assert failed.value.outcome == "failed", failed.value
+        assert not await units_listed()
+        await asyncio.sleep(1.5)  # nor later (its worker's list is reported each second)
+        assert not await units_listed()
+        assert not units.agent.dialogs
+        assert not [c for c in units.signaling.connections.values() if c.channel and c.channel.name == room]
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
+        media.close()
+
+
+def uri_of_contact(message: SipMessage) -> str:
+    return message.get("Contact").split("<")[1].split(">")[0]
+
+
+async def test_a_unit_keying_in_its_pin_gets_in_after_the_last_page_left(server) -> None:
+    """A unit waits in the lobby of a bridge while the only page in the room leaves (a
+    reload, the last one out): its right PIN still takes it in, and a page that joins
+    later is with it. The room closed on its worker under the unit, whose right PIN was
+    then answered with a BYE."""
+    room, number, pin = numbered_bridge(server)
+    client = await client_in(server, room)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    cseq = iter(range(2, 100))
+    later: SignalClient | None = None
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="after-last", body=OFFER, branch="z9hG4bKlast1"))
+        ok = await final_of(raw, "after-last")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="after-last", to_tag=to_tag, branch="z9hG4bKlast1"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await client.close()
+        live = server.app[MEDIA].rooms.get(room)
+        assert await wait_until(lambda: live is None or not live.participants)
+        await asyncio.sleep(0.5)
+        for key in [*pin, "#"]:
+            number_ = next(cseq)
+            raw.send(raw.request("INFO", uri, call_id="after-last", cseq=number_, to_tag=to_tag,
+                                 body=f"Signal={key}\r\nDuration=160\r\n".encode(),
+                                 branch=f"z9hG4bKlastinfo{number_}", content_type="application/dtmf-relay"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=10)
+        assert await wait_until(lambda: waiting(server) == 0)
+        byes = [m for m in await raw.responses(20, timeout=1) if m.is_request and m.method == "BYE"]
+        assert not byes, byes[0].get("Reason")
+        later = await client_in(server, room)
+        unit_id = units_in(server, room)[0].id
+        assert await wait_until(lambda: any(p["id"] == unit_id for m in later.of_type("participants")
+                                            for p in m["participants"]))
+        raw.send(raw.request("BYE", uri, call_id="after-last", cseq=next(cseq), to_tag=to_tag,
+                             branch="z9hG4bKlastbye"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+        if later is not None:
+            await later.close()
+
+
+async def test_a_unit_keying_in_its_pin_after_the_host_locked_the_room_is_kept_out(server) -> None:
+    """The host locks the room while a unit keys in its PIN in the lobby: the right PIN no
+    longer takes it in (as a page joining now is refused); it is hung up saying why. It
+    went in, past the lock."""
+    room, number, pin = numbered_bridge(server)
+    host = await client_in(server, room)  # client_in joins as the host
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="locked-out", body=OFFER, branch="z9hG4bKlock1"))
+        ok = await final_of(raw, "locked-out")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="locked-out", to_tag=to_tag, branch="z9hG4bKlock1"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await host.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: any(m.get("locked") for m in host.of_type("participants")))
+        for index, key in enumerate([*pin, "#"]):
+            raw.send(raw.request("INFO", uri, call_id="locked-out", cseq=index + 2, to_tag=to_tag,
+                                 body=f"Signal={key}\r\n".encode(), branch=f"z9hG4bKlockinfo{index}",
+                                 content_type="application/dtmf-relay"))
+        bye = await request_of(raw, "BYE", timeout=5)
+        assert "cause=403" in bye.get("Reason") and "locked" in bye.get("Reason")
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: waiting(server) == 0)
+        await asyncio.sleep(0.5)
+        assert not units_in(server, room)
+        assert len(server.app[MEDIA].rooms[room].participants) == 1  # the host, as it was
+    finally:
+        raw.close()
+        await host.close()
+
+
+async def test_a_unit_whose_media_stops_is_hung_up_and_leaves(server, monkeypatch) -> None:
+    """A unit that sends nothing (its BYE lost, its network gone) is taken out of the room
+    after the media timeout (shortened here) and gets our BYE saying nothing else."""
+    import mcu.unit
+
+    monkeypatch.setattr(mcu.unit, "MEDIA_TIMEOUT_S", 2.0)
+    room = bridge(server)
+    client = await client_in(server, room)
+    unit = HandUnit(server, nack=False)  # sends no media at all
+    agent = server.app[ROOM_UNITS].agent
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        bye = await request_of(unit.raw, "BYE", timeout=8)
+        unit.raw.send(response_from(bye, 200))
+        assert not units_in(server, room)
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+        assert len(server.app[MEDIA].rooms[room].participants) == 1  # the page goes on
+        assert not [c for c in server.app[ROOM_UNITS].signaling.connections.values()
+                    if isinstance(c, UnitMember)]
+    finally:
+        unit.close()
+        await client.close()
+
+
+async def test_units_in_the_lobby_are_hung_up_when_the_room_closes(server) -> None:
+    """The room closes (its booked time is over) while a unit keys in its PIN: the unit
+    gets our BYE at once, saying why, and nothing of its call or the room is left. It was
+    left in the lobby of a room that was gone until its time to key in the PIN was over."""
+    room, number, _ = numbered_bridge(server)
+    client = await client_in(server, room)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="closing", body=OFFER, branch="z9hG4bKclosing"))
+        ok = await final_of(raw, "closing")
+        assert ok.status == 200
+        to_tag = ok.get("To").split("tag=")[1]
+        raw.send(raw.request("ACK", uri, call_id="closing", to_tag=to_tag, branch="z9hG4bKclosing"))
+        assert await wait_until(lambda: waiting(server) == 2)
+        await server.app[LIVE_ROOMS].close(room, "the booked time is over")
+        bye = await request_of(raw, "BYE", timeout=3)
+        assert "cause=480" in bye.get("Reason") and "booked time is over" in bye.get("Reason")
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: waiting(server) == 0)
+        agent = server.app[ROOM_UNITS].agent
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+        assert room not in server.app[ROOM_UNITS].signaling.channels
+        assert room not in server.app[MEDIA].rooms
+        assert all(not state.units for state in server.app[POOL].states)  # no place held
+    finally:
+        raw.close()
+        await client.close()
