@@ -6,6 +6,7 @@ import pytest
 
 from signaling.sip.message import (
     SipParseError,
+    dialable,
     display_name,
     frame,
     params,
@@ -98,3 +99,19 @@ def test_a_reinvite_keeps_the_session_when_its_origin_keeps_its_version(offer: b
     assert same_session(offer, known) is same
     assert same_session(known.replace(b"o=- 7 1 IN IP4 10.0.0.1\r\n", b""),
                         known.replace(b"o=- 7 1 IN IP4 10.0.0.1\r\n", b"").replace(b"\r\n", b"\n"))
+
+
+@pytest.mark.parametrize(("uri", "ok"), [
+    ("sip:unit@127.0.0.1:5062", True),
+    ("sips:room-12@jednotka.example.cz;transport=tls", True),
+    ("sip:10.0.0.5", True),
+    ("sip:unit@host\r\nX-Injected: yes", False),  # a header of its own in our INVITE
+    ("sip:unit@host\nBye", False),
+    ("sip:unit@ho st", False),
+    ("sip:unit@host\x00", False),
+    ("tel:+420123456789", False),
+    ("sip:", False),
+    ("sip:unit@" + "a" * 600, False),
+])
+def test_only_a_printable_sip_uri_is_dialled(uri: str, ok: bool) -> None:
+    assert dialable(uri) is ok

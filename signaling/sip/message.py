@@ -266,6 +266,19 @@ def user_and_host(uri: str) -> tuple[str, str]:
     return user, match.group(2)
 
 
+def dialable(uri: str) -> bool:
+    """Whether ``uri`` can be the Request-URI and To of an INVITE we send: a sip: or sips:
+    URI with a host, printable, with no whitespace. Whatever calls a unit (an operator's
+    form, a booking, a test call) gets here: a CR or LF would put headers of its own into
+    our request."""
+    if len(uri) > 512 or not uri.isprintable() or any(ch.isspace() for ch in uri):
+        return False
+    try:
+        return bool(user_and_host(uri)[1])
+    except SipParseError:
+        return False
+
+
 def new_tag() -> str:
     return secrets.token_hex(8)
 

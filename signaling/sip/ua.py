@@ -34,6 +34,7 @@ from signaling.sip.message import (
     MAX_MESSAGE_BYTES,
     SipMessage,
     SipParseError,
+    dialable,
     frame,
     new_branch,
     new_tag,
@@ -600,10 +601,9 @@ class SipAgent:
         came back (unreachable); 408: it rang for ``ring_s`` and nobody answered (the
         INVITE is cancelled).
         """
-        try:
-            _, hostport = user_and_host(target)
-        except SipParseError as exc:
-            return Dialled(400, str(exc))
+        if not dialable(target):
+            return Dialled(400, "not a SIP address (sip:unit@address)")
+        _, hostport = user_and_host(target)
         named = re.search(r";transport=(udp|tcp|tls)\b", target, re.IGNORECASE)
         transport = "tls" if target.lower().startswith("sips:") \
             else named.group(1).lower() if named else "udp"
@@ -634,7 +634,7 @@ class SipAgent:
             flow = _UdpFlow(self.udp, address)
         local_tag, call_id, branch = new_tag(), f"{new_tag()}@{self.advertised_host}", new_branch()
         port = self.port_for(transport)
-        name = caller.replace('"', "'")
+        name = "".join(ch for ch in caller if ch.isprintable()).replace('"', "'")
         via = f"SIP/2.0/{transport.upper()} {self.advertised_host}:{port}"
         invite = SipMessage(method="INVITE", uri=target)
         invite.add("Via", f"{via};branch={branch};rport")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mcu import codecs
 from mcu.channel import ChannelError
 from signaling.rate_limits import address_key
-from signaling.sip.message import SipParseError, display_name, uri_of, user_and_host
+from signaling.sip.message import SipParseError, dialable, display_name, uri_of, user_and_host
 from signaling.sip.ua import RING_S, Call, SipAgent
 from signaling.tokens import JoinGrant
 
@@ -346,9 +346,10 @@ class RoomUnits:
         or a unit's test call. Admitted and placed like a unit that calls in (or, not
         ``scheduled``, like an ad-hoc link's join: the operator adds a unit to a room that
         is live); DialFailed says why when it does not answer or cannot take our media."""
+        if not dialable(target):  # refused before any room or worker is asked
+            raise DialFailed("refused", "not a SIP address (sip:unit@address)", 400)
         if not name:
-            with contextlib.suppress(SipParseError):
-                name = user_and_host(target)[0]
+            name = user_and_host(target)[0]
         try:
             place = await self._place(room, name, scheduled)
         except Refused as exc:

@@ -546,6 +546,11 @@ async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> N
     with pytest.raises(DialFailed) as failed:
         await units.dial("no-such-room", f"sip:unit@127.0.0.1:{unit.sip_port}")
     assert failed.value.outcome == "refused" and failed.value.status == 404
+    # An address with a line break would write headers of its own into our INVITE.
+    with pytest.raises(DialFailed) as failed:
+        await units.dial(room, f"sip:unit@127.0.0.1:{unit.sip_port}\r\nX-Injected: yes")
+    assert failed.value.outcome == "refused" and failed.value.status == 400
+    assert (await units.agent.dial("sip:unit@host\r\nX: y", "v=0\r\n")).status == 400
     assert not units.agent.dialogs and not units_in(server, room)
     assert not server.app[MEDIA].rooms.get(room) or not server.app[MEDIA].rooms[room].participants
 
