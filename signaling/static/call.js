@@ -89,11 +89,21 @@ async function connectOnce(name) {
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
   session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
-  const joined = await session.start({
-    microphone: state.stream.getAudioTracks()[0] ?? null,
-    camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,
-    screen: state.sharing?.getVideoTracks()[0] ?? null,
-  });
+  let joined;
+  try {
+    joined = await session.start({
+      microphone: state.stream.getAudioTracks()[0] ?? null,
+      camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,
+      screen: state.sharing?.getVideoTracks()[0] ?? null,
+    });
+  } catch (error) {
+    // This attempt is over: its socket and peer connection go now. Left open, a refused
+    // join's socket would stay for ever, and the later close of an unreachable one would
+    // look like a call lost and start another rejoin loop beside the caller's (each
+    // joining the room: the official twice in it, or in it behind the pre-join form).
+    session.close();
+    throw error;
+  }
   state.me = joined.participant;
   state.role = joined.role;
   state.locked = joined.locked;
