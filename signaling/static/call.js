@@ -12,6 +12,7 @@ const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
+  muteAwait: null,  // the microphone state last told the server, until a list shows it
   front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
 };
 window.multipointCall = state; // for tests and support staff
@@ -89,6 +90,7 @@ async function connectOnce(name) {
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
   session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
+  session.addEventListener("resumed", () => tellOwnState(session, true));
   let joined;
   try {
     joined = await session.start({
@@ -109,9 +111,23 @@ async function connectOnce(name) {
   state.locked = joined.locked;
   state.fronts = joined.fronts ?? [];
   state.reconnects = 0;
-  if (state.muted) session.send({ type: "set_muted", audio: true });
-  if (state.sharing) session.send({ type: "screen", active: true });
+  tellOwnState(session, false);
   return joined;
+}
+
+// What the server must know of this page's own media once it joined (a new participant
+// is unmuted, camera on, not sharing) or resumed: what was said on a socket that was
+// dying may never have got there. The microphone only when muted or when a change of it
+// is unconfirmed: an unmute sent otherwise could undo a host's mute made meanwhile.
+function tellOwnState(session, resumed) {
+  if (state.muted || (resumed && state.muteAwait !== null)) {
+    state.muteAwait = state.muted;
+    session.send({ type: "set_muted", audio: state.muted });
+  } else {
+    state.muteAwait = null;
+  }
+  if (state.cameraOff || resumed) session.send({ type: "set_muted", video: state.cameraOff });
+  if (state.sharing || resumed) session.send({ type: "screen", active: Boolean(state.sharing) });
 }
 
 // A network blip: drop the old connection and join again with the same link.
@@ -243,8 +259,13 @@ function onParticipants({ participants, locked, recording }) {
   state.locked = locked;
   state.recording = recording;
   state.roster = participants;
-  for (const person of participants) {
-    if (person.id === state.me && person.audio_muted !== state.muted) setMuted(person.audio_muted, false);
+  const me = participants.find((person) => person.id === state.me);
+  if (me && state.muteAwait !== null) {
+    // A list sent before the server took our last mute or unmute says nothing of it
+    // (after a resume the server's first list is from before the outage).
+    if (me.audio_muted === state.muteAwait) state.muteAwait = null;
+  } else if (me?.audio_muted && !state.muted) {
+    setMuted(true, false);  // a host's mute this page did not hear of (its socket was down)
   }
   renderSlots();
   updateButtons();
@@ -321,7 +342,10 @@ $("#chat-form").addEventListener("submit", (event) => {
 function setMuted(muted, tellServer = true) {
   state.muted = muted;
   for (const track of state.stream.getAudioTracks()) track.enabled = !muted;
-  if (tellServer) state.session?.send({ type: "set_muted", audio: muted });
+  if (tellServer) {
+    state.muteAwait = muted;
+    state.session?.send({ type: "set_muted", audio: muted });
+  }
   updateButtons();
 }
 

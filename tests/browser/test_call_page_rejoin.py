@@ -128,3 +128,28 @@ async def test_a_join_that_failed_on_the_prejoin_form_stays_failed(front, browse
     assert front.participants(ROOM) == [await page.evaluate("window.multipointCall.me")]
     assert errors == []
 
+
+async def test_the_camera_turned_off_while_the_page_rejoins_stays_off(front, browser) -> None:
+    """Camera off pressed while the page waits to join again (its old connection closed):
+    the new participant was joined without its camera, but not told the server so (only
+    a muted microphone was), so everyone's list showed its camera on. It is joined with
+    its camera muted on the server, and the button still says the camera is off."""
+    page, errors = await open_page(browser, front, autojoin=True)
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    first = await page.evaluate("window.multipointCall.me")
+    await front.stop()
+    await page.wait_for_function(
+        "() => window.multipointCall.session.pc.signalingState === 'closed'", timeout=30_000)
+    await page.click("#camera")
+    assert await page.get_attribute("#camera", "aria-pressed") == "true"
+    await front.start()
+    await page.wait_for_function(
+        f"() => window.multipointCall.me && window.multipointCall.me !== '{first}'"
+        " && window.multipointCall.roster?.length === 1", timeout=30_000)
+    me = await page.evaluate("window.multipointCall.me")
+    await page.wait_for_function("() => window.multipointCall.roster[0].video_muted === true",
+                                 timeout=10_000)
+    assert front.participants(ROOM) == [me]
+    assert await page.get_attribute("#camera", "aria-pressed") == "true"
+    assert errors == []
+
