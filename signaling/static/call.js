@@ -40,6 +40,12 @@ async function startPreview() {
 }
 
 async function join() {
+  // One join at a time: on a slow network a second press of Join (or one beside
+  // autojoin) joined the room a second time, the official then in it twice.
+  if (state.joining || state.me) return;
+  state.joining = true;
+  const button = $("#join-form button[type=submit]");
+  button.disabled = true;
   const name = $("#name").value.trim() || (params.get("name") ?? "");
   localStorage.setItem("multipoint.name", name);
   $("#prejoin-error").hidden = true;
@@ -49,6 +55,9 @@ async function join() {
   } catch (error) {
     showPrejoinError(`${t("error")}: ${error.message}`);
     return;
+  } finally {
+    state.joining = false;
+    button.disabled = false;
   }
   $("#prejoin").hidden = true;
   $("#incall").hidden = false;

@@ -153,3 +153,18 @@ async def test_the_camera_turned_off_while_the_page_rejoins_stays_off(front, bro
     assert await page.get_attribute("#camera", "aria-pressed") == "true"
     assert errors == []
 
+
+async def test_join_pressed_twice_joins_once(front, browser) -> None:
+    """On a slow network nothing seems to happen, and the official presses Join again:
+    each press joined the room, the official then in it twice (heard twice, and the
+    first one never leaving). A second press while a join is under way does nothing."""
+    page, errors = await open_page(browser, front, autojoin=False)
+    await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0")
+    await page.fill("#name", "Obecní úřad Lhota")
+    await page.dblclick("#join-form button[type=submit]")
+    await page.wait_for_selector("#incall", state="visible", timeout=20_000)
+    await page.wait_for_function("() => window.multipointCall.roster?.length >= 1", timeout=20_000)
+    await asyncio.sleep(3)  # a second join, had there been one, is in by now
+    assert front.participants(ROOM) == [await page.evaluate("window.multipointCall.me")]
+    assert errors == []
+
