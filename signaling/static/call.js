@@ -149,6 +149,7 @@ async function onConnectionLost(session) {
   while (!state.leaving && state.reconnects < 20) {
     state.reconnects += 1;
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
+    if (state.leaving) return;  // Leave pressed while waiting: no join after it
     try {
       await connect($("#name").value.trim());
       notice("");

@@ -168,3 +168,21 @@ async def test_join_pressed_twice_joins_once(front, browser) -> None:
     assert front.participants(ROOM) == [await page.evaluate("window.multipointCall.me")]
     assert errors == []
 
+
+async def test_leave_pressed_while_the_page_waits_to_rejoin_is_final(front, browser) -> None:
+    """The official gives up and presses Leave while the page waits to join again: the
+    page used to join anyway when its wait was over, a participant nobody sees leaving
+    (the tab still open, its socket alive) in the room after "You left the call"."""
+    page, errors = await open_page(browser, front, autojoin=True)
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    await front.stop()
+    # Waiting to join again (the resume over a new socket given up).
+    await page.wait_for_function(
+        "() => window.multipointCall.session.pc.signalingState === 'closed'"
+        " && window.multipointCall.reconnects >= 1", timeout=30_000)
+    await page.click("#leave")
+    await front.start()
+    await asyncio.sleep(12)  # past the longest wait between two attempts (8 s)
+    assert front.participants(ROOM) == [], "the page joined again after Leave"
+    assert "left" in await page.text_content("#notice")
+    assert errors == []
