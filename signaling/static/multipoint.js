@@ -149,12 +149,12 @@ export class MultipointSession extends EventTarget {
     if (message.type === "joined" || message.type === "resumed") {
       this.participantId = message.participant;
       this.resumeSecret = message.resume ?? null;
-      if (message.ice_servers?.length) {
-        // TURN with credentials of our own, before the offer starts ICE gathering.
-        this.pc.setConfiguration({ ...this.pc.getConfiguration(),
-                                   iceServers: [...this.iceServers, ...message.ice_servers] });
-      }
+      this.#useIceServers(message.ice_servers);
       this.#settle(null, message);
+    } else if (message.type === "ice_servers") {
+      // Fresh TURN credentials before the offer of an ICE restart we asked for: those of
+      // "joined" may have expired in a long call, and coturn refuses them then.
+      this.#useIceServers(message.ice_servers);
     } else if (message.type === "redirect") {
       // The room lives on another node: join there with the same link.
       this.closed = true;
@@ -169,6 +169,12 @@ export class MultipointSession extends EventTarget {
     } catch (error) {
       console.error("handling", message.type, error);
     }
+  }
+
+  // TURN with credentials of our own, set before an offer starts ICE gathering.
+  #useIceServers(servers) {
+    if (!servers?.length) return;
+    this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: [...this.iceServers, ...servers] });
   }
 
   #onSocketClosed(ws, event) {
