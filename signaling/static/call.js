@@ -163,6 +163,12 @@ async function onConnectionLost(session) {
       }
     }
   }
+  // Every attempt failed (about two and a half minutes): say so and how to come back,
+  // rather than "Reconnecting…" for ever over a call that looks live.
+  if (!state.leaving) {
+    state.leaving = true;
+    end(t("call.not_reconnected"));
+  }
 }
 
 // Each receive slot is one track for the whole call; the server tells (offer, "slots")

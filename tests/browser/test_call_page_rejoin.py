@@ -186,3 +186,21 @@ async def test_leave_pressed_while_the_page_waits_to_rejoin_is_final(front, brow
     assert front.participants(ROOM) == [], "the page joined again after Leave"
     assert "left" in await page.text_content("#notice")
     assert errors == []
+
+
+async def test_a_page_that_cannot_rejoin_says_so(front, browser) -> None:
+    """The front does not come back: after its last attempt (about 2.5 minutes) the page
+    used to stop trying in silence, "Reconnecting…" shown for ever over controls that
+    looked live. It says the connection could not be restored and to reload."""
+    page, errors = await open_page(browser, front, autojoin=True)
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    await front.stop()
+    await page.wait_for_function(
+        "() => document.querySelector('#notice').textContent.includes('could not be restored')",
+        timeout=200_000, polling=1000)
+    assert "Reload" in await page.text_content("#notice")
+    assert not await page.is_visible("#incall .controls")
+    await front.start()  # the page no longer tries: nobody joins
+    await asyncio.sleep(3)
+    assert front.participants(ROOM) == []
+    assert errors == []
