@@ -782,6 +782,11 @@ class ParticipantConnection:
     async def on_restart_ice(self, message: dict[str, Any]) -> None:
         """The page's media path failed while its socket lives: a fresh offer restarts ICE."""
         participant, _ = self._joined()
+        # The join's TURN credentials may have expired in a long call (signaling/turn.py):
+        # the restart gathers with fresh ones, sent before its offer ("resumed" has its own).
+        ice_servers = self.config.ice_servers(participant)
+        if ice_servers:
+            await self.send({"type": "ice_servers", "ice_servers": ice_servers})
         await self.request("restart_ice", participant=participant)
 
     async def on_answer(self, message: dict[str, Any]) -> None:

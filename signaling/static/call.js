@@ -12,6 +12,7 @@ const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
+  muteAwait: null,  // the microphone state last told the server, until a list shows it
   front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
 };
 window.multipointCall = state; // for tests and support staff
@@ -39,6 +40,12 @@ async function startPreview() {
 }
 
 async function join() {
+  // One join at a time: on a slow network a second press of Join (or one beside
+  // autojoin) joined the room a second time, the official then in it twice.
+  if (state.joining || state.me) return;
+  state.joining = true;
+  const button = $("#join-form button[type=submit]");
+  button.disabled = true;
   const name = $("#name").value.trim() || (params.get("name") ?? "");
   localStorage.setItem("multipoint.name", name);
   $("#prejoin-error").hidden = true;
@@ -48,6 +55,9 @@ async function join() {
   } catch (error) {
     showPrejoinError(`${t("error")}: ${error.message}`);
     return;
+  } finally {
+    state.joining = false;
+    button.disabled = false;
   }
   $("#prejoin").hidden = true;
   $("#incall").hidden = false;
@@ -89,19 +99,44 @@ async function connectOnce(name) {
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
   session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
-  const joined = await session.start({
-    microphone: state.stream.getAudioTracks()[0] ?? null,
-    camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,
-    screen: state.sharing?.getVideoTracks()[0] ?? null,
-  });
+  session.addEventListener("resumed", () => tellOwnState(session, true));
+  let joined;
+  try {
+    joined = await session.start({
+      microphone: state.stream.getAudioTracks()[0] ?? null,
+      camera: state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null,
+      screen: state.sharing?.getVideoTracks()[0] ?? null,
+    });
+  } catch (error) {
+    // This attempt is over: its socket and peer connection go now. Left open, a refused
+    // join's socket would stay for ever, and the later close of an unreachable one would
+    // look like a call lost and start another rejoin loop beside the caller's (each
+    // joining the room: the official twice in it, or in it behind the pre-join form).
+    session.close();
+    throw error;
+  }
   state.me = joined.participant;
   state.role = joined.role;
   state.locked = joined.locked;
   state.fronts = joined.fronts ?? [];
   state.reconnects = 0;
-  if (state.muted) session.send({ type: "set_muted", audio: true });
-  if (state.sharing) session.send({ type: "screen", active: true });
+  tellOwnState(session, false);
   return joined;
+}
+
+// What the server must know of this page's own media once it joined (a new participant
+// is unmuted, camera on, not sharing) or resumed: what was said on a socket that was
+// dying may never have got there. The microphone only when muted or when a change of it
+// is unconfirmed: an unmute sent otherwise could undo a host's mute made meanwhile.
+function tellOwnState(session, resumed) {
+  if (state.muted || (resumed && state.muteAwait !== null)) {
+    state.muteAwait = state.muted;
+    session.send({ type: "set_muted", audio: state.muted });
+  } else {
+    state.muteAwait = null;
+  }
+  if (state.cameraOff || resumed) session.send({ type: "set_muted", video: state.cameraOff });
+  if (state.sharing || resumed) session.send({ type: "screen", active: Boolean(state.sharing) });
 }
 
 // A network blip: drop the old connection and join again with the same link.
@@ -114,6 +149,7 @@ async function onConnectionLost(session) {
   while (!state.leaving && state.reconnects < 20) {
     state.reconnects += 1;
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
+    if (state.leaving) return;  // Leave pressed while waiting: no join after it
     try {
       await connect($("#name").value.trim());
       notice("");
@@ -126,6 +162,12 @@ async function onConnectionLost(session) {
         state.front = state.fronts[(at + 1) % state.fronts.length];
       }
     }
+  }
+  // Every attempt failed (about two and a half minutes): say so and how to come back,
+  // rather than "Reconnecting…" for ever over a call that looks live.
+  if (!state.leaving) {
+    state.leaving = true;
+    end(t("call.not_reconnected"));
   }
 }
 
@@ -233,8 +275,13 @@ function onParticipants({ participants, locked, recording }) {
   state.locked = locked;
   state.recording = recording;
   state.roster = participants;
-  for (const person of participants) {
-    if (person.id === state.me && person.audio_muted !== state.muted) setMuted(person.audio_muted, false);
+  const me = participants.find((person) => person.id === state.me);
+  if (me && state.muteAwait !== null) {
+    // A list sent before the server took our last mute or unmute says nothing of it
+    // (after a resume the server's first list is from before the outage).
+    if (me.audio_muted === state.muteAwait) state.muteAwait = null;
+  } else if (me?.audio_muted && !state.muted) {
+    setMuted(true, false);  // a host's mute this page did not hear of (its socket was down)
   }
   renderSlots();
   updateButtons();
@@ -311,7 +358,10 @@ $("#chat-form").addEventListener("submit", (event) => {
 function setMuted(muted, tellServer = true) {
   state.muted = muted;
   for (const track of state.stream.getAudioTracks()) track.enabled = !muted;
-  if (tellServer) state.session?.send({ type: "set_muted", audio: muted });
+  if (tellServer) {
+    state.muteAwait = muted;
+    state.session?.send({ type: "set_muted", audio: muted });
+  }
   updateButtons();
 }
 

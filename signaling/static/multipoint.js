@@ -8,6 +8,14 @@ const ICE_GATHERING_TIMEOUT_MS = 3000;
 const RECOVER_ATTEMPT_MS = 5000;
 const RECOVER_WINDOW_MS = 25000;
 const RESUME_UNREACHABLE = 3;  // sockets that failed to connect before the page joins again
+// A socket can die without closing (a firewall or NAT drops its flow: the browser hears
+// nothing for many minutes, while the server's heartbeats notice within 12 s and keep
+// our place for a resume only so long). In a call we ping this often, and a socket that
+// answers a ping with no message at all within SOCKET_SILENT_MS is taken as lost: found
+// within about 18 s, well inside the server's 30 s of grace (a false alarm costs an ICE
+// restart that interrupts nothing).
+const PING_EVERY_MS = 4000;
+const SOCKET_SILENT_MS = 10000;
 // Simulcast (docs/simulcast.md): when the server asks for camera layers, each is sent at
 // this fraction of the camera's resolution and at most this bitrate; the server says
 // which layers anybody watches ("layers"), and the others are paused here. The same for
@@ -91,12 +99,35 @@ export class MultipointSession extends EventTarget {
       const ws = new WebSocket(this.front ? `${this.front.replace(/^http/, "ws").replace(/\/$/, "")}/ws`
                                           : `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
       this.ws = ws;
-      ws.addEventListener("open", () => ws.send(JSON.stringify(first)));
+      ws.addEventListener("open", () => {
+        ws.send(JSON.stringify(first));
+        this.#watch(ws);
+      });
       ws.addEventListener("error", () =>
         this.#settle(Object.assign(new Error("signaling connection failed"), { unreachable: true })));
       ws.addEventListener("close", (event) => this.#onSocketClosed(ws, event));
       ws.addEventListener("message", (event) => this.#onRaw(ws, event));
     });
+  }
+
+  // Ping an open socket of a participant, and give it up when a ping of ours goes
+  // unanswered (no message at all) for SOCKET_SILENT_MS. Judged by pings, not by time
+  // since the last message: a hidden tab's timers may run only once a minute.
+  #watch(ws) {
+    let asked = null;  // when the ping that no message has answered yet went out
+    ws.addEventListener("message", () => { asked = null; });
+    const timer = setInterval(() => {
+      if (ws !== this.ws || ws.readyState !== WebSocket.OPEN || this.closed) {
+        clearInterval(timer);
+      } else if (asked !== null && performance.now() - asked > SOCKET_SILENT_MS) {
+        clearInterval(timer);
+        ws.close();  // its close event may come only much later: it is lost now
+        this.#onSocketClosed(ws, { code: 1006, reason: "silent" });
+      } else if (asked === null && this.participantId) {
+        asked = performance.now();
+        ws.send(JSON.stringify({ type: "ping" }));
+      }
+    }, PING_EVERY_MS);
   }
 
   #settle(error, value) {
@@ -118,12 +149,12 @@ export class MultipointSession extends EventTarget {
     if (message.type === "joined" || message.type === "resumed") {
       this.participantId = message.participant;
       this.resumeSecret = message.resume ?? null;
-      if (message.ice_servers?.length) {
-        // TURN with credentials of our own, before the offer starts ICE gathering.
-        this.pc.setConfiguration({ ...this.pc.getConfiguration(),
-                                   iceServers: [...this.iceServers, ...message.ice_servers] });
-      }
+      this.#useIceServers(message.ice_servers);
       this.#settle(null, message);
+    } else if (message.type === "ice_servers") {
+      // Fresh TURN credentials before the offer of an ICE restart we asked for: those of
+      // "joined" may have expired in a long call, and coturn refuses them then.
+      this.#useIceServers(message.ice_servers);
     } else if (message.type === "redirect") {
       // The room lives on another node: join there with the same link.
       this.closed = true;
@@ -138,6 +169,12 @@ export class MultipointSession extends EventTarget {
     } catch (error) {
       console.error("handling", message.type, error);
     }
+  }
+
+  // TURN with credentials of our own, set before an offer starts ICE gathering.
+  #useIceServers(servers) {
+    if (!servers?.length) return;
+    this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: [...this.iceServers, ...servers] });
   }
 
   #onSocketClosed(ws, event) {
@@ -162,6 +199,13 @@ export class MultipointSession extends EventTarget {
       while (!this.closed && performance.now() - started < RECOVER_WINDOW_MS) {
         const socketUp = this.ws?.readyState === WebSocket.OPEN;
         if (this.#mediaUp() && socketUp) break;
+        if (this.ws?.readyState === WebSocket.CONNECTING && this.#mediaUp()) {
+          // A new socket still connecting, media up: nothing to wait for but the socket
+          // (without this pause the loop would spin on resolved promises, freezing the
+          // page for the whole window, its socket's open event included).
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          continue;
+        }
         if (socketUp) {
           this.pc.restartIce();  // our next answer has new ICE credentials too
           this.send({ type: "restart_ice" });

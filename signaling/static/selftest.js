@@ -7,6 +7,11 @@ const main = document.querySelector("main");
 const params = new URLSearchParams(location.search);
 const DURATION_S = Math.min(60, Math.max(3, Number(params.get("duration")) || 10));
 const LIMITS = { lossRatio: 0.05, rtt: 0.3, bitrateKbps: 100 };
+// The server's refusals of the test call (docs/protocol.md, "Errors"), as problems.
+const REFUSALS = {
+  token_expired: "link_expired", bad_token: "link_invalid",
+  capacity_full: "server_busy", too_many_pending_joins: "server_busy", rate_limited: "server_busy",
+};
 const state = { session: null, verdict: null, figures: null, saved: null };
 window.multipointSelfTest = state; // for tests and support staff in the console
 
@@ -43,8 +48,10 @@ async function run() {
       camera: stream.getVideoTracks()[0] ?? null,
       screen: null,
     });
-  } catch {
-    return finish({ passed: false, problems: ["signaling"], figures: {} });
+  } catch (error) {
+    // Refused is not unreachable: an expired link (a page left open past its token's
+    // life) or a busy server is said as such, not as a server that cannot be reached.
+    return finish({ passed: false, problems: [REFUSALS[error.code] ?? "signaling"], figures: {} });
   }
   setStatus(t("selftest.running"));
   const first = await waitForConnection(session);

@@ -176,3 +176,20 @@ async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
     finally:
         await context.close()
         await other.close()
+
+
+async def test_after_leaving_the_call_controls_are_gone(server, browser) -> None:
+    """Leave pressed: the page said "You left the call" but its Mute, Camera, Share and
+    Leave buttons stayed (the page hid them with the hidden attribute, which the
+    stylesheet's display: flex overrode), as if the call went on."""
+    link = join_url(server.url, server.settings.signing_secret(), "odchod", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    await page.goto(link + "&autojoin=1&lang=en")
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    assert await page.is_visible("#incall .controls")
+    await page.click("#leave")
+    assert "left the call" in await page.text_content("#notice")
+    assert not await page.is_visible("#incall .controls")
+    assert not await page.is_visible("#mute")
+    await context.close()

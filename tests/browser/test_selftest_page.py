@@ -68,3 +68,24 @@ async def test_selftest_page_in_english_waits_for_button(server, browser) -> Non
     await page.click("#lang")
     assert await page.text_content("#start") == "Spustit test"
     await context.close()
+
+
+async def test_a_selftest_page_left_open_past_its_link_says_the_link_expired(server, browser) -> None:
+    """A unit's test link expires while its page stays open; Start is pressed later. The
+    page used to say the server could not be reached (sending the official to check the
+    network); it says the link expired and to reload."""
+    context = await new_context(browser, server.url)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    link = selftest_url(server.url, server.settings.signing_secret(), "SN-0042", ttl_s=3)
+    await page.goto(link + "&lang=en")
+    await asyncio.sleep(4)
+    await page.click("#start")
+    await page.wait_for_selector("#verdict[data-verdict]", timeout=20_000)
+    verdict = await page.evaluate("window.multipointSelfTest.verdict")
+    assert verdict["passed"] is False and verdict["problems"] == ["link_expired"], verdict
+    text = await page.text_content("#verdict")
+    assert "expired" in text and "Could not reach the server" not in text, text
+    assert errors == []
+    await context.close()

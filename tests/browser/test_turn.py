@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,32 +77,49 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+class Coturn:
+    """coturn with TLS on 443 (plain TURN off), which a test can stop and start again;
+    ``home``: a HOME whose NSS database trusts its certificate."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.cert, self.key = self_signed(directory)
+        self.home = directory / "home"
+        nssdb = self.home / ".pki" / "nssdb"
+        nssdb.mkdir(parents=True)
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "CP,,", "-n", "turn",
+                        "-i", str(self.cert)], check=True)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = (self.directory / "coturn.log").open("ab")
+        self.process = subprocess.Popen(
+            ["turnserver", "-n", "--use-auth-secret", f"--static-auth-secret={SECRET}",
+             "--realm=multipoint.test", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+             "--tls-listening-port=443", "--no-udp", "--no-tcp", "--no-dtls",
+             f"--cert={self.cert}", f"--pkey={self.key}", "--allow-loopback-peers", "--no-cli",
+             "--min-port=49160", "--max-port=49260", "--log-file=stdout", "--simple-log"],
+            stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
 @pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[Path]:
-    """coturn with TLS on 443 (plain TURN off); yields a HOME whose NSS database trusts
-    its certificate."""
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
     for tool in ("turnserver", "certutil"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: apt-get install -y coturn libnss3-tools")
-    cert, key = self_signed(tmp_path)
-    nssdb = tmp_path / "home" / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "CP,,", "-n", "turn",
-                    "-i", str(cert)], check=True)
-    log = (tmp_path / "coturn.log").open("wb")
-    process = subprocess.Popen(
-        ["turnserver", "-n", "--use-auth-secret", f"--static-auth-secret={SECRET}",
-         "--realm=multipoint.test", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
-         "--tls-listening-port=443", "--no-udp", "--no-tcp", "--no-dtls",
-         f"--cert={cert}", f"--pkey={key}", "--allow-loopback-peers", "--no-cli",
-         "--min-port=49160", "--max-port=49260", "--log-file=stdout", "--simple-log"],
-        stdout=log, stderr=subprocess.STDOUT)
+    server = Coturn(tmp_path)
+    server.start()
     try:
-        yield tmp_path / "home"
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 @pytest.fixture
@@ -130,7 +148,7 @@ async def test_a_relay_only_page_calls_through_turn_over_tls_on_443(turn_server,
         others.append(client)
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={"HOME": str(coturn)})
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={"HOME": str(coturn.home)})
         try:
             context = await browser.new_context(base_url=server.url)
             await context.grant_permissions(["camera", "microphone"], origin=server.url)
@@ -165,3 +183,48 @@ async def test_a_relay_only_page_calls_through_turn_over_tls_on_443(turn_server,
             await browser.close()
             for client in others:
                 await client.close()
+
+
+async def test_an_ice_restart_after_the_turn_credentials_expired_gets_fresh_ones(
+        tmp_path: Path, coturn: Coturn) -> None:
+    """A relay-only page in a call longer than its TURN credentials' life (a standing
+    bridge's page open for days; here 18 s) loses its relay (coturn restarted). Its ICE
+    restart used to gather with the join's expired credentials: coturn refused them, the
+    restart could not succeed, and only the page's new join 25 s later brought it back
+    (a new participant). The restart now gets fresh credentials and succeeds in place."""
+    server = await start_process_server(tmp_path, 1, turn_secret=SECRET,
+                                        turn_urls=["turns:localhost:443?transport=tcp"],
+                                        turn_credential_hours=0.005)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={"HOME": str(coturn.home)})
+        try:
+            context = await browser.new_context(base_url=server.url)
+            await context.grant_permissions(["camera", "microphone"], origin=server.url)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            link = join_url(server.url, server.settings.signing_secret(), ROOM, role="guest",
+                            name="Operační středisko", ttl_s=600)
+            await page.goto(link + "&autojoin=1&relay=1")
+            connected = "() => ['connected', 'completed'].includes(" \
+                        "window.multipointCall.session?.pc?.iceConnectionState)"
+            await page.wait_for_function(connected, timeout=30_000)
+            assert (await page.evaluate(SELECTED))["type"] == "relay"
+            me = await page.evaluate("window.multipointCall.me")
+            username = await page.evaluate(
+                "window.multipointCall.session.pc.getConfiguration().iceServers[0].username")
+            expiry = int(username.split(":")[0])
+            await asyncio.sleep(max(0.0, expiry - time.time()) + 2)  # the credentials expired
+
+            coturn.stop()  # the relay goes: the page's ICE fails and it restarts ICE
+            await page.wait_for_function(f"!({connected})()", timeout=30_000)
+            coturn.start()
+            await page.wait_for_function(connected, timeout=20_000)
+            assert await page.evaluate("window.multipointCall.me") == me  # in place, no new join
+            assert await page.evaluate("window.multipointCall.session.recoveries") >= 1
+            assert (await page.evaluate(SELECTED))["type"] == "relay"
+            assert errors == []
+        finally:
+            await browser.close()
+            await server.runner.cleanup()
