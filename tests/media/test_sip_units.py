@@ -1394,6 +1394,19 @@ async def request_of(raw: RawSip, method: str, timeout: float = 10) -> SipMessag
     raise AssertionError(f"no {method} came")
 
 
+async def into_the_lobby(server, raw: RawSip, uri: str, call_id: str) -> str:
+    """Call a meeting's number ``uri`` and ACK the answer: the unit waits in the lobby to
+    key in its PIN. Returns our To tag, for the requests of its dialog."""
+    branch = f"z9hG4bK{call_id}"
+    raw.send(raw.request("INVITE", uri, call_id=call_id, body=OFFER, branch=branch))
+    ok = await final_of(raw, call_id)
+    assert ok.status == 200
+    to_tag = ok.get("To").split("tag=")[1]
+    raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=to_tag, branch=branch))
+    assert await wait_until(lambda: waiting(server) == 2)
+    return to_tag
+
+
 async def final_of(raw: RawSip, call_id: str, timeout: float = 5) -> SipMessage:
     """The final response to the INVITE of ``call_id`` (others' retransmissions skipped)."""
     loop = asyncio.get_running_loop()
@@ -1597,12 +1610,7 @@ async def test_a_unit_keying_in_its_pin_gets_in_after_the_last_page_left(server)
     cseq = iter(range(2, 100))
     later: SignalClient | None = None
     try:
-        raw.send(raw.request("INVITE", uri, call_id="after-last", body=OFFER, branch="z9hG4bKlast1"))
-        ok = await final_of(raw, "after-last")
-        assert ok.status == 200
-        to_tag = ok.get("To").split("tag=")[1]
-        raw.send(raw.request("ACK", uri, call_id="after-last", to_tag=to_tag, branch="z9hG4bKlast1"))
-        assert await wait_until(lambda: waiting(server) == 2)
+        to_tag = await into_the_lobby(server, raw, uri, "after-last")
         await client.close()
         live = server.app[MEDIA].rooms.get(room)
         assert await wait_until(lambda: live is None or not live.participants)
@@ -1638,12 +1646,7 @@ async def test_a_unit_keying_in_its_pin_after_the_host_locked_the_room_is_kept_o
     raw = RawSip(server)
     uri = f"sip:{number}@127.0.0.1"
     try:
-        raw.send(raw.request("INVITE", uri, call_id="locked-out", body=OFFER, branch="z9hG4bKlock1"))
-        ok = await final_of(raw, "locked-out")
-        assert ok.status == 200
-        to_tag = ok.get("To").split("tag=")[1]
-        raw.send(raw.request("ACK", uri, call_id="locked-out", to_tag=to_tag, branch="z9hG4bKlock1"))
-        assert await wait_until(lambda: waiting(server) == 2)
+        to_tag = await into_the_lobby(server, raw, uri, "locked-out")
         await host.send({"type": "lock", "locked": True})
         assert await wait_until(lambda: any(m.get("locked") for m in host.of_type("participants")))
         for index, key in enumerate([*pin, "#"]):
@@ -1696,12 +1699,7 @@ async def test_units_in_the_lobby_are_hung_up_when_the_room_closes(server) -> No
     raw = RawSip(server)
     uri = f"sip:{number}@127.0.0.1"
     try:
-        raw.send(raw.request("INVITE", uri, call_id="closing", body=OFFER, branch="z9hG4bKclosing"))
-        ok = await final_of(raw, "closing")
-        assert ok.status == 200
-        to_tag = ok.get("To").split("tag=")[1]
-        raw.send(raw.request("ACK", uri, call_id="closing", to_tag=to_tag, branch="z9hG4bKclosing"))
-        assert await wait_until(lambda: waiting(server) == 2)
+        await into_the_lobby(server, raw, uri, "closing")
         await server.app[LIVE_ROOMS].close(room, "the booked time is over")
         bye = await request_of(raw, "BYE", timeout=3)
         assert "cause=480" in bye.get("Reason") and "booked time is over" in bye.get("Reason")
