@@ -99,7 +99,10 @@ async function connectOnce(name) {
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
   session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
-  session.addEventListener("resumed", () => tellOwnState(session, true));
+  session.addEventListener("resumed", () => {
+    tellOwnState(session, true);
+    reportTilesSoon();  // a change of tile sizes while the resume was unanswered was not sent
+  });
   let joined;
   try {
     joined = await session.start({

@@ -195,6 +195,10 @@ export class MultipointSession extends EventTarget {
     this.#emit("reconnecting", {});
     const started = performance.now();
     let unreachable = 0;  // sockets that could not even connect: the front may be gone
+    // The server refused our "resume": our participant is gone there (it took a clean
+    // close as a leave, or its grace ran out). Media that still looks up is only ICE
+    // that has not noticed yet, and the new socket belongs to nobody: join again.
+    let refused = false;
     try {
       while (!this.closed && performance.now() - started < RECOVER_WINDOW_MS) {
         const socketUp = this.ws?.readyState === WebSocket.OPEN;
@@ -220,7 +224,10 @@ export class MultipointSession extends EventTarget {
               new Promise((_, reject) => setTimeout(() => reject(new Error("no answer")), RECOVER_ATTEMPT_MS)),
             ]);
           } catch (error) {
-            if (error.code) break;  // refused (resume_failed, ...): join again
+            if (error.code) {  // refused (resume_failed, ...): join again
+              refused = true;
+              break;
+            }
             if (error.unreachable && ++unreachable >= RESUME_UNREACHABLE) {
               break;  // its node may have died: join again, through another front if need be
             }
@@ -234,7 +241,7 @@ export class MultipointSession extends EventTarget {
       this.recovering = false;
     }
     if (this.closed) return;
-    if (this.#mediaUp() && this.ws?.readyState === WebSocket.OPEN) {
+    if (!refused && this.#mediaUp() && this.ws?.readyState === WebSocket.OPEN) {
       this.recoveries += 1;
       this.#emit("recovered", { recoveries: this.recoveries });
       return;
@@ -262,8 +269,12 @@ export class MultipointSession extends EventTarget {
     });
   }
 
+  // Whether it went: not while the socket's "join" or "resume" is unanswered, when the
+  // server would refuse anything else on it ("join a room first", shown as an error).
   send(message) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN || this.pending) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
   }
 
   // Put a different track on a publish slot (camera off, screen share); no renegotiation.
@@ -278,8 +289,7 @@ export class MultipointSession extends EventTarget {
   reportTiles(tiles) {
     const text = JSON.stringify(tiles);
     if (text === this.lastTiles) return;
-    this.lastTiles = text;
-    this.send({ type: "tiles", tiles });
+    if (this.send({ type: "tiles", tiles })) this.lastTiles = text;
   }
 
   close() {

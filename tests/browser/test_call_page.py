@@ -178,6 +178,53 @@ async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
         await other.close()
 
 
+async def test_a_refused_resume_joins_again_even_while_media_looks_up(server, browser) -> None:
+    """The socket closed and the server refused the page's "resume" (it had taken the
+    close as a leave, as it does a proxy's restart). The page's ICE still said
+    "connected", the new socket was open, so the page counted the call as recovered:
+    a participant the server no longer had, the other's video gone, and every message
+    answered "join a room first". A refused resume now always joins again."""
+    from tests.media.test_mixing import RED, join
+
+    room = "odmitnuty-navrat"
+    other = await join(server, room, "Stays", 440, RED)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), room, name="Refused", ttl_s=600)
+        await page.goto(link + "&autojoin=1")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        await page.wait_for_function(
+            "() => window.multipointCall.session.pc.iceConnectionState === 'connected'", timeout=30_000)
+        first_id = await page.evaluate("window.multipointCall.me")
+        # A secret the server does not know: its "resume" is refused whether it comes
+        # before or after the server has ended the old participant.
+        await page.evaluate("""() => {
+            const session = window.multipointCall.session;
+            session.resumeSecret = "x".repeat(43);
+            session.ws.close();
+        }""")
+        await page.wait_for_function(
+            f"() => window.multipointCall.me && window.multipointCall.me !== '{first_id}'", timeout=30_000)
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        assert await page.evaluate("window.multipointCall.session.recoveries") == 0
+        # The other's video plays on the new participant (polled: its first estimates
+        # may pause it for a moment).
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            before = await page.evaluate(INBOUND)
+            await asyncio.sleep(1)
+            after = await page.evaluate(INBOUND)
+            if growing(before["video"], after["video"]) >= 1 or asyncio.get_running_loop().time() > deadline:
+                break
+        assert growing(before["video"], after["video"]) >= 1, (before, after)
+        notice = await page.text_content("#notice") if await page.is_visible("#notice") else ""
+        assert "join a room first" not in (notice or "")
+    finally:
+        await context.close()
+        await other.close()
+
+
 async def test_after_leaving_the_call_controls_are_gone(server, browser) -> None:
     """Leave pressed: the page said "You left the call" but its Mute, Camera, Share and
     Leave buttons stayed (the page hid them with the hidden attribute, which the
