@@ -10,6 +10,11 @@ answers and reports events.
 A malformed frame (bad JSON, not an object, too long) is logged, counted and refused
 with an error response where it carried an id; the channel goes on. Only the end of
 the stream (the peer died) ends it.
+
+A message that cannot be framed (over MAX_FRAME_BYTES, or not JSON) is never written:
+a request fails at once at its sender (``request_too_large``), and a response is
+replaced by an error response for the same id (``response_too_large``), so the
+requester learns why at once instead of waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -46,10 +51,19 @@ class ChannelClosed(ChannelError):
         super().__init__("worker_gone", "the media worker is not running")
 
 
+class FrameTooLarge(ValueError):
+    """A message whose JSON is over MAX_FRAME_BYTES: the other side would close on it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a control message of {size} bytes is over the limit of "
+                         f"{MAX_FRAME_BYTES}")
+        self.size = size
+
+
 def encode(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME_BYTES:
-        raise ValueError(f"a control message of {len(body)} bytes is over the limit")
+        raise FrameTooLarge(len(body))
     return HEADER.pack(len(body)) + body
 
 
@@ -149,16 +163,46 @@ class Channel:
             self._send({"id": request_id, "error": {"code": "internal_error",
                                                      "message": f"{method} failed: {exc!r}"}})
         else:
-            self._send({"id": request_id, "result": result})
+            self._respond(request_id, method, result)
+
+    def _respond(self, request_id: int, method: str, result: Any) -> None:
+        """Send the result, or, when it cannot be framed, an error in its place: the
+        requester must hear of it now, not at its timeout."""
+        try:
+            frame = encode({"id": request_id, "result": result})
+        except FrameTooLarge as exc:
+            logger.error("%s: the response to %s is %d bytes, over the limit: refused",
+                         self.name, method, exc.size)
+            self._send({"id": request_id, "error": {
+                "code": "response_too_large",
+                "message": f"the response to {method} is {exc.size} bytes, over the "
+                           f"channel's limit of {MAX_FRAME_BYTES}"}})
+        except (TypeError, ValueError) as exc:
+            logger.exception("%s: the response to %s could not be encoded", self.name, method)
+            self._send({"id": request_id, "error": {
+                "code": "internal_error",
+                "message": f"the response to {method} could not be encoded: {exc}"}})
+        else:
+            self._write(frame)
 
     async def request(self, method: str, params: dict[str, Any] | None = None,
                       timeout: float = 20.0) -> Any:
         if self.closed.is_set():
             raise ChannelClosed()
         request_id = next(self._ids)
+        # Framed before it waits: a request that cannot be sent fails now, not at its
+        # timeout (one over the limit would also make the other side close the stream).
+        try:
+            frame = encode({"id": request_id, "method": method, "params": params or {}})
+        except FrameTooLarge as exc:
+            raise ChannelError("request_too_large", f"the request {method} is {exc.size} "
+                               f"bytes, over the channel's limit of {MAX_FRAME_BYTES}") from None
+        except (TypeError, ValueError) as exc:
+            raise ChannelError("bad_request", f"the request {method} could not be encoded: "
+                               f"{exc}") from None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        self._send({"id": request_id, "method": method, "params": params or {}})
+        self._write(frame)
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
@@ -168,12 +212,15 @@ class Channel:
         self._send({"event": event, **data})
 
     def _send(self, message: dict[str, Any]) -> None:
-        if self.closed.is_set() or self._writer.is_closing():
-            return
         try:
             frame = encode(message)
         except (TypeError, ValueError):
             logger.exception("%s: control message could not be encoded", self.name)
+            return
+        self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
+        if self.closed.is_set() or self._writer.is_closing():
             return
         self._writer.write(frame)
 

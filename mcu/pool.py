@@ -306,21 +306,36 @@ class WorkerPool:
         priority (IZS) participant is never refused while a worker runs. ``mixed_room``:
         the participant is mixed in that room (the first one on a worker costs it the
         room's composite too).
+
+        A worker that is not ready (restarting after a crash) is passed over while
+        another runs, even the room's own or the scheduler's: its join would wait for the
+        restart while others are free, and the room can span the running ones. Only
+        when none runs (every worker restarting, or the pool starting) is any taken, in
+        the same order, and the join waits for its restart.
         """
         states = self.states
-        for index in room_workers:
-            if states[index].spare_units >= states[index].units_for(units, mixed_room):
+        any_ready = any(state.ready for state in states)
+
+        def usable(state: WorkerState) -> bool:
+            return state.ready or not any_ready
+
+        def fits(state: WorkerState) -> bool:
+            return usable(state) and state.spare_units >= state.units_for(units, mixed_room)
+
+        own = [index for index in room_workers if usable(states[index])]
+        for index in own:
+            if fits(states[index]):
                 return index
-        if preferred is not None and not room_workers and 0 <= preferred < len(states) \
-                and states[preferred].spare_units >= states[preferred].units_for(units, mixed_room):
-            return preferred
+        # The scheduler's worker, for a room not (or no longer) running on any here.
+        choice = preferred if preferred is not None and 0 <= preferred < len(states) \
+            and usable(states[preferred]) else None
+        if choice is not None and not own and fits(states[choice]):
+            return choice
         ranked = sorted(states, key=lambda s: (not s.ready, -s.spare_units, s.index))
-        if ranked and ranked[0].spare_units >= ranked[0].units_for(units, mixed_room):
+        if ranked and fits(ranked[0]):
             return ranked[0].index
         if priority and states:
-            return room_workers[0] if room_workers else (
-                preferred if preferred is not None and 0 <= preferred < len(states)
-                else ranked[0].index)
+            return own[0] if own else choice if choice is not None else ranked[0].index
         return None
 
     def reserve(self, index: int, participant: str, units: int, mixed_room: str | None = None) -> None:

@@ -123,7 +123,8 @@ def register_workers(database: Database, settings: Settings) -> tuple[int, list[
     node_id = register_node(database, settings.node_name, settings.worker_count,
                             settings.scheduler_worker_capacity_units, now,
                             labels=settings.node_labels, addresses=[settings.public_url],
-                            lease=timedelta(seconds=settings.node_lease_seconds))
+                            lease=timedelta(seconds=settings.node_lease_seconds),
+                            config=settings.scheduler_config())
     with database.session() as session:
         rows = session.execute(select(MediaWorkerRow.index, MediaWorkerRow.id)
                                .where(MediaWorkerRow.node_id == node_id)).all()

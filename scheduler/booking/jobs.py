@@ -170,8 +170,14 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime,
             session.scalar(select(func.min(o.start_utc)).where(
                 _units_to_call(workers), o.end_utc > now)),
         ]
+        # An open room whose occurrence was cancelled, displaced or replaced closes at
+        # once (due_actions closes it now), not at its booked end plus the grace.
+        stopped_early = session.scalar(select(o.id).where(
+            o.opened_at.is_not(None), o.closed_at.is_(None), o.state != "scheduled").limit(1))
     offsets = [-config.open_lead, config.close_grace, -config.reminder_lead, timedelta(0)]
     instants = [c + offset for c, offset in zip(candidates, offsets, strict=True) if c]
+    if stopped_early is not None:
+        instants.append(now)
     return max(now, min(instants)) if instants else None
 
 

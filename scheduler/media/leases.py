@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -133,35 +133,46 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
             .with_for_update(of=Room)).all()
         if not rooms:
             return []
-        loads = worker_loads(session, config.unit_costs, live_at=now)
-        moved: list[tuple[str, int]] = []
-        for room, from_node in rooms:
-            target = place(loads, room.units,
-                           izs=placed_izs(session, room.booking_id, room.bridge_id))
-            if target is None:
-                log.error("room %s of a dead node: no live worker to move it to", room.name)
-                continue
-            session.add(RoomMove(room_name=room.name, from_node_id=from_node,
-                                 from_worker_id=room.worker_id, to_worker_id=target.worker_id,
-                                 moved_at=now))
-            # Its participants were on the dead node: they are gone (or, if the node was
-            # only paused, are disconnected by its fencing) and rejoin with new records.
-            for record in session.scalars(select(CallRecord).where(
-                    CallRecord.room_name == room.name, CallRecord.worker_id == room.worker_id,
-                    CallRecord.left_at.is_(None))):
-                record.left_at = max(now, record.joined_at)
-            room.worker_id = target.worker_id
-            announce_room_change(session, room.name)  # a fenced node stops serving it
-            if room.occurrence_id is not None:
-                # Its room units' calls ended with that node: the new one calls them again.
-                recall_units(session, now, occurrence_id=room.occurrence_id)
-            # The next room sees this one on its new worker.
-            loads = [dataclasses.replace(w, booked=w.booked + room.units)
-                     if w.worker_id == target.worker_id else w for w in loads]
-            moved.append((room.name, target.worker_id))
-        return moved
+        return move_rooms(session, config, rooms, now)
 
     return run_decision(db, [], decide, exclusive_pool=True)
+
+
+def move_rooms(session: Session, config: SchedulerConfig, rooms: Sequence[tuple[Room, int]],
+               now: datetime) -> list[tuple[str, int]]:
+    """Place open ``rooms`` (each with the node it leaves) anew on live workers, by the
+    usual rules; (room name, new worker id) for each one moved. A room with nowhere to
+    go stays. Its calls on the worker it leaves are over (those participants rejoin),
+    its room units are called again, and the nodes are told (a fenced one stops it).
+    The caller holds the pool row exclusively and the rooms' rows."""
+    loads = worker_loads(session, config.unit_costs, live_at=now)
+    moved: list[tuple[str, int]] = []
+    for room, from_node in rooms:
+        target = place(loads, room.units,
+                       izs=placed_izs(session, room.booking_id, room.bridge_id))
+        if target is None:
+            log.error("room %s of worker %s: no live worker to move it to", room.name,
+                      room.worker_id)
+            continue
+        session.add(RoomMove(room_name=room.name, from_node_id=from_node,
+                             from_worker_id=room.worker_id, to_worker_id=target.worker_id,
+                             moved_at=now))
+        # Its participants were on the worker it leaves: they are gone (or, if a node
+        # was only paused, are disconnected by its fencing) and rejoin with new records.
+        for record in session.scalars(select(CallRecord).where(
+                CallRecord.room_name == room.name, CallRecord.worker_id == room.worker_id,
+                CallRecord.left_at.is_(None))):
+            record.left_at = max(now, record.joined_at)
+        room.worker_id = target.worker_id
+        announce_room_change(session, room.name)  # a fenced node stops serving it
+        if room.occurrence_id is not None:
+            # Its room units' calls ended with that worker: the new one calls them again.
+            recall_units(session, now, occurrence_id=room.occurrence_id)
+        # The next room sees this one on its new worker.
+        loads = [dataclasses.replace(w, booked=w.booked + room.units)
+                 if w.worker_id == target.worker_id else w for w in loads]
+        moved.append((room.name, target.worker_id))
+    return moved
 
 
 MovedHook = Callable[[list[str]], Awaitable[None]]

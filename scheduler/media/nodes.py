@@ -6,6 +6,7 @@ decision runs on a pool that is changing under it.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -21,8 +22,11 @@ from scheduler.booking.transactions import run_decision
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.errors import InvalidInput, NotFound
+from scheduler.media.leases import move_rooms
 from scheduler.media.rooms import node_is_live, worker_loads
-from scheduler.models import MediaNode, MediaWorker, Organisation, Quota
+from scheduler.models import MediaNode, MediaWorker, Organisation, Quota, Room
+
+log = logging.getLogger(__name__)
 
 LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -30,7 +34,8 @@ LABEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 def register_node(db: Database, name: str, workers: int, capacity_units: int,
                   now: datetime, *, labels: Sequence[str] | None = None,
                   addresses: Sequence[str] | None = None,
-                  lease: timedelta | None = None, actor: Principal | None = None) -> int:
+                  lease: timedelta | None = None, actor: Principal | None = None,
+                  config: SchedulerConfig | None = None) -> int:
     """Create a node (or refresh its heartbeat and worker count); returns its id.
 
     ``labels`` and ``addresses`` replace the node's when given. With ``lease`` the node
@@ -38,6 +43,11 @@ def register_node(db: Database, name: str, workers: int, capacity_units: int,
     node that starts serves none of its old rooms that moved away: it has none in
     memory); without, its lease is left as it is. With ``actor`` (a person, through the
     API) the change is audited in its transaction; a node registering itself is not.
+
+    A node that starts (``lease``) with fewer workers than before runs no more those
+    past its count: the rooms still open on them are placed anew on live workers
+    (scheduler/media/leases.py), as a dead node's are. Left there, admission would keep
+    sending their participants to a worker that no front runs.
     """
     if not 1 <= workers <= 256:
         raise InvalidInput("invalid_workers", "a node has 1 to 256 workers")
@@ -80,6 +90,18 @@ def register_node(db: Database, name: str, workers: int, capacity_units: int,
             else:
                 worker.capacity_units = capacity_units
                 worker.enabled = index < workers
+        gone = [w.id for w in existing.values() if w.index >= workers]
+        if lease is not None and gone:
+            session.flush()  # placement sees the node's lease and its workers as they are now
+            rooms = session.execute(
+                select(Room, MediaWorker.node_id)
+                .join(MediaWorker, MediaWorker.id == Room.worker_id)
+                .where(Room.state == "open", Room.worker_id.in_(gone)).order_by(Room.id)
+                .with_for_update(of=Room)).all()
+            for room_name, worker_id in move_rooms(session, config or SchedulerConfig(),
+                                                   rooms, now):
+                log.warning("room %s moved to worker %s: its worker is no longer run",
+                            room_name, worker_id)
         if actor is not None:
             audit.record(session, actor, "node.register", f"node:{name}",
                          {"workers": workers, "capacity_units": capacity_units}, at=now)

@@ -54,3 +54,34 @@ async def test_a_change_of_mode_is_charged_and_refused_past_capacity_unless_it_f
     assert pool.change(0, "host", 11, None)
     assert pool.placement(0, "host") == (11, None) and pool.states[0].used_units == 11
     assert not pool.states[0].mixed  # the composite went with the last mixed participant
+
+
+def _ready_pool(capacities: list[int]) -> WorkerPool:
+    pool = WorkerPool(len(capacities), {}, capacity_units=capacities,
+                      on_event=lambda *args: None, on_lost=lambda index: None)
+    for state in pool.states:
+        state.ready = True
+    return pool
+
+
+async def test_a_worker_restarting_after_a_crash_is_passed_over_while_another_runs() -> None:
+    pool = _ready_pool([100, 100])
+    pool.states[0].ready = False  # crashed: its process is being started again
+    # The scheduler's choice for the room is the restarting worker: the rejoin goes to
+    # the running one instead of waiting for the restart.
+    assert pool.place([], 11, preferred=0) == 1
+    # The room still lists its dead worker (its participants are being let go): a
+    # participant of the room goes to a running worker, and the room spans it.
+    assert pool.place([0], 11) == 1
+    assert pool.place([0, 1], 11, preferred=0) == 1
+    # IZS, every running worker full: still never to the restarting one.
+    pool.reserve(1, "full", 100)
+    assert pool.place([0], 11, priority=True) == 1
+    assert pool.place([], 11, preferred=0, priority=True) == 1
+    assert pool.place([0], 11) is None
+    # With every worker restarting, the room's own worker still takes it (the join
+    # waits for its restart rather than being refused).
+    pool.states[1].ready = False
+    pool.release(1, "full")
+    assert pool.place([1], 11, preferred=0) == 1
+    assert pool.place([], 11, preferred=1) == 1

@@ -321,3 +321,20 @@ async def test_stopping_waits_for_the_tick_in_flight(world: World,
     with world.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Notification)
                               .where(Notification.kind == "reminder")) == 1
+
+
+async def test_a_running_meeting_cancelled_is_due_to_close_at_once(world: World) -> None:
+    # 09:00-10:00 Prague = 08:00-09:00 UTC, running at 08:20 UTC; it is cancelled then.
+    booking_id, room = book(world, "2026-11-30T09:00", "2026-11-30T10:00")
+    clock = FakeClock(NOW + timedelta(minutes=20))
+    control = RecordingRoomControl()
+    first = services(world, clock, control)
+    await first.jobs.tick()
+    assert control.calls == [("open", room)]
+    cancel_booking(world.db, world.principal("admin_a"), booking_id, clock.now, join_link)
+    # Its room must close now, not at the end of the booked time (plus the grace): the
+    # due instant is what the runner schedules its next tick by after a change.
+    assert next_due(world.db, world.config, clock.now) == clock.now
+    await first.jobs.tick()
+    assert control.calls == [("open", room), ("close", room)]
+    assert next_due(world.db, world.config, clock.now) != clock.now  # nothing more to do now

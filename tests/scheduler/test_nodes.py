@@ -20,7 +20,7 @@ from scheduler.db import Database
 from scheduler.media.leases import NodeLease, reap_dead_nodes, renew_lease
 from scheduler.media.nodes import register_node
 from scheduler.media.room_signals import RoomSignals, announce_room_change, rooms_to_stop
-from scheduler.media.rooms import close_room, open_room, worker_loads
+from scheduler.media.rooms import admit_join, close_room, open_room, worker_loads
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Notification, Room, RoomMove
 from scheduler.organisations import org_info
 from tests.peers import wait_until
@@ -383,3 +383,26 @@ def test_reaping_ends_every_call_on_the_dead_nodes_workers_not_only_its_rooms(ba
     assert reap_dead_nodes(bare.db, later, config=bare.config) == []  # no room moved
     assert _left_at(bare.db, "Jana") == later
     assert _left_at(bare.db, "Petr") is None
+
+
+def test_a_node_that_starts_with_fewer_workers_moves_the_rooms_of_those_it_no_longer_runs(
+        bare: World) -> None:
+    # The node ran two workers; it starts again with one (a smaller machine, a lower
+    # MULTIPOINT_WORKERS). A standing bridge stays open on the worker that is gone: its
+    # participants must be admitted on a worker that runs, not sent to one that does not
+    # (the front would redirect them to itself for ever).
+    local = node(bare.db, "local", workers=2)
+    first, second = sorted(workers_of(bare.db, local))
+    bridge_id, bridge_room = bridge(bare)
+    assert open_plain(bare, "porada") == first
+    assert open_plain(bare, bridge_room, bridge_id=bridge_id) == second  # the emptier
+    _in_call(bare.db, bridge_room, "Jana", second)
+    node(bare.db, "local", workers=1, at=timedelta(seconds=5))
+    with bare.db.write_session() as session:
+        decision = admit_join(session, bridge_room, NOW + timedelta(seconds=6), config=bare.config)
+    assert decision.allowed and decision.worker_id == first
+    assert _left_at(bare.db, "Jana") is not None
+    with bare.db.session() as session:
+        move = session.scalar(select(RoomMove).where(RoomMove.room_name == bridge_room))
+        assert move is not None and (move.from_worker_id, move.to_worker_id) == (second, first)
+        assert session.scalar(select(Room.worker_id).where(Room.name == "porada")) == first
