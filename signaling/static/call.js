@@ -1,5 +1,5 @@
 // The call page an official opens from an invitation: pre-join check, then the meeting.
-import { applyTranslations, installLanguageSwitch, t } from "./i18n.js";
+import { applyTranslations, installLanguageSwitch, lang, t } from "./i18n.js";
 import { MultipointSession } from "./multipoint.js";
 
 const params = new URLSearchParams(location.search);
@@ -7,6 +7,9 @@ const token = params.get("token") ?? "";
 const $ = (selector) => document.querySelector(selector);
 const FINAL_ERRORS = new Set(["bad_token", "token_expired", "room_locked", "room_not_found",
   "not_admitted", "room_not_open", "forbidden"]);
+// Joins in a row whose media never connected before the page tells the official that
+// the network seems to block it: one alone may be a passing fault.
+const MEDIA_FAILURES_BEFORE_HINT = 2;
 
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
@@ -14,11 +17,13 @@ const state = {
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   muteAwait: null,  // the microphone state last told the server, until a list shows it
   front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
+  mediaFailures: 0,  // joins in a row whose media never connected
+  turn: false,       // whether the server gave us TURN (the operator configured it)
 };
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); });
+installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); });
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
 startPreview().then(() => {
   if (params.get("autojoin") === "1") join();
@@ -100,6 +105,10 @@ async function connectOnce(name) {
   session.addEventListener("recovered", () => notice(""));
   session.addEventListener("close", () => onConnectionLost(session));
   session.addEventListener("resumed", () => tellOwnState(session, true));
+  session.addEventListener("mediaconnected", () => {
+    state.mediaFailures = 0;
+    $("#media-hint").hidden = true;
+  });
   let joined;
   try {
     joined = await session.start({
@@ -119,6 +128,7 @@ async function connectOnce(name) {
   state.role = joined.role;
   state.locked = joined.locked;
   state.fronts = joined.fronts ?? [];
+  state.turn = (joined.ice_servers ?? []).length > 0;
   state.reconnects = 0;
   tellOwnState(session, false);
   return joined;
@@ -146,6 +156,13 @@ async function onConnectionLost(session) {
   session.pc?.close();
   clearRemote();
   notice(t("call.reconnecting"));
+  // Joined, but the media never came up (the server's answer_timeout, or our own ICE
+  // recovery gave up): each new join succeeds and then fails the same way, so the page
+  // looped join, "Reconnecting…", join, in silence. It still tries (the network may
+  // change), but from the second such failure in a row it says what to do.
+  if (!session.mediaConnected && ++state.mediaFailures >= MEDIA_FAILURES_BEFORE_HINT) {
+    showMediaHint();
+  }
   while (!state.leaving && state.reconnects < 20) {
     state.reconnects += 1;
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
@@ -429,6 +446,20 @@ function end(message) {
 function notice(text) {
   $("#notice").hidden = !text;
   $("#notice").textContent = text;
+}
+
+// The network seems to block the media: run the connection self-test (its result tells
+// the office's IT what passes), and where the operator configured TURN, the network may
+// block that route too.
+function showMediaHint() {
+  $("#media-hint-turn").hidden = !state.turn;
+  linkSelfTest();
+  $("#media-hint").hidden = false;
+}
+
+// The self-test in the page's own language (a ?lang= of this page is not remembered).
+function linkSelfTest() {
+  $("#selftest-link").href = `/selftest?lang=${lang}`;
 }
 
 function showPrejoinError(text) {
