@@ -1,5 +1,5 @@
 // The call page an official opens from an invitation: pre-join check, then the meeting.
-import { applyTranslations, installLanguageSwitch, lang, t } from "./i18n.js";
+import { applyTranslations, errorText, installLanguageSwitch, lang, t } from "./i18n.js";
 import { MultipointSession } from "./multipoint.js";
 
 const params = new URLSearchParams(location.search);
@@ -58,7 +58,7 @@ async function join() {
   try {
     joined = await connect(name);
   } catch (error) {
-    showPrejoinError(`${t("error")}: ${error.message}`);
+    showPrejoinError(failure(error));
     return;
   } finally {
     state.joining = false;
@@ -98,7 +98,7 @@ async function connectOnce(name) {
   session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
   session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
   session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
-  session.addEventListener("error", (event) => notice(`${t("error")}: ${event.detail.message}`));
+  session.addEventListener("error", (event) => notice(failure(event.detail)));
   // A lost network first restarts ICE in place (same participant, same tiles); only if
   // that does not bring the media back does the session close and the page join again.
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
@@ -172,7 +172,7 @@ async function onConnectionLost(session) {
       notice("");
       return;
     } catch (error) {
-      if (FINAL_ERRORS.has(error.code)) return end(`${t("error")}: ${error.message}`);
+      if (FINAL_ERRORS.has(error.code)) return end(failure(error));
       // The front in use may be gone with its node: try the next live one.
       if (state.fronts.length > 1) {
         const at = state.fronts.indexOf(state.front ?? state.fronts[0]);
@@ -460,6 +460,12 @@ function showMediaHint() {
 // The self-test in the page's own language (a ?lang= of this page is not remembered).
 function linkSelfTest() {
   $("#selftest-link").href = `/selftest?lang=${lang}`;
+}
+
+// A refused join or request, or a server that cannot be reached, in the page's language
+// (the server's texts are English).
+function failure(error) {
+  return `${t("error")}: ${error.unreachable ? t("problem.signaling") : errorText(error)}`;
 }
 
 function showPrejoinError(text) {

@@ -68,6 +68,40 @@ const STRINGS = {
     "call.record": "Nahrávat",
     "call.stop_recording": "Zastavit nahrávání",
     "call.recording": "● Nahrává se",
+    // The server's error codes (docs/protocol.md, "Errors"; the scheduler's refusals of
+    // a join), for errorText.
+    "code.bad_token": "Odkaz na hovor je neplatný: vyžádejte si nový.",
+    "code.token_expired": "Platnost odkazu na hovor vypršela: vyžádejte si nový.",
+    "code.room_not_found": "K tomuto odkazu žádný hovor není.",
+    "code.room_locked": "Místnost je uzamčena: moderátor teď nikoho dalšího nepouští.",
+    "code.not_admitted": "Do hovoru teď nelze vstoupit.",
+    "code.room_not_open": "Místnost teď není otevřená: připojte se v čase schůzky.",
+    "code.booking_cancelled": "Tato schůzka byla zrušena.",
+    "code.booking_displaced": "Tento termín schůzky musel ustoupit mimořádné události IZS.",
+    "code.bridge_inactive": "Tato stálá místnost je vypnutá.",
+    "code.no_worker": "Pro hovor teď není volný mediální server: zkuste to za několik minut.",
+    "code.worker_full": "Mediální server této místnosti je plně vytížen: zkuste to za chvíli.",
+    "code.room_unreachable": "Server, na kterém místnost běží, není dostupný: zkuste to za chvíli.",
+    "code.capacity_full": "Server je plně vytížen: zkuste to za několik minut.",
+    "code.too_many_pending_joins": "Právě se připojuje příliš mnoho účastníků: zkuste to za chvíli.",
+    "code.rate_limited": "Příliš mnoho pokusů v krátké době: zkuste to za chvíli.",
+    "code.answer_timeout": "Obraz a zvuk se nepodařilo včas propojit se serverem.",
+    "code.resume_failed": "Místo v hovoru se nepodařilo převzít zpět: stránka se připojí znovu.",
+    "code.ice_restart_failed": "Mediální spojení se nepodařilo obnovit: stránka se připojí znovu.",
+    "code.forbidden": "To může jen moderátor.",
+    "code.unknown_participant": "Tento účastník už v hovoru není.",
+    "code.worker_gone": "Mediální server hovoru neběží: zkuste to za chvíli.",
+    "code.internal_error": "Server tento požadavek nezpracoval: zkuste to znovu.",
+    "code.unsupported_version": "Stránka je zastaralá: načtěte ji znovu.",
+    "code.bad_json": "Server zprávě stránky nerozuměl: načtěte stránku znovu.",
+    "code.bad_message": "Server zprávě stránky nerozuměl: načtěte stránku znovu.",
+    "code.unknown_type": "Server zprávě stránky nerozuměl: načtěte stránku znovu.",
+    "code.too_large": "Zpráva stránky byla pro server příliš dlouhá.",
+    "code.already_joined": "Stránka a server se rozešly: načtěte stránku znovu.",
+    "code.not_joined": "Stránka a server se rozešly: načtěte stránku znovu.",
+    "code.stale_answer": "Stránka a server se rozešly: načtěte stránku znovu.",
+    "code.unexpected_answer": "Stránka a server se rozešly: načtěte stránku znovu.",
+    "code.bad_sdp": "Server odmítl nastavení médií z tohoto prohlížeče: načtěte stránku znovu, případně zkuste jiný prohlížeč.",
     "error": "Chyba",
     "lang": "English",
   },
@@ -139,6 +173,38 @@ const STRINGS = {
     "call.record": "Record",
     "call.stop_recording": "Stop recording",
     "call.recording": "● Recording",
+    "code.bad_token": "The call link is not valid: ask for a new one.",
+    "code.token_expired": "The call link has expired: ask for a new one.",
+    "code.room_not_found": "There is no call for this link.",
+    "code.room_locked": "The room is locked: the host is not letting anyone else in now.",
+    "code.not_admitted": "The call cannot be joined now.",
+    "code.room_not_open": "The room is not open now: join at the time of the meeting.",
+    "code.booking_cancelled": "This meeting was cancelled.",
+    "code.booking_displaced": "This occurrence of the meeting gave way to an IZS emergency.",
+    "code.bridge_inactive": "This standing room is switched off.",
+    "code.no_worker": "No media server is free for the call now: try again in a few minutes.",
+    "code.worker_full": "This room's media server is full: try again shortly.",
+    "code.room_unreachable": "The server the room runs on cannot be reached: try again shortly.",
+    "code.capacity_full": "The server is full: try again in a few minutes.",
+    "code.too_many_pending_joins": "Too many participants are connecting right now: try again shortly.",
+    "code.rate_limited": "Too many attempts in a short time: try again shortly.",
+    "code.answer_timeout": "Picture and sound did not connect to the server in time.",
+    "code.resume_failed": "The place in the call could not be taken back: the page joins again.",
+    "code.ice_restart_failed": "The media connection could not be restored: the page joins again.",
+    "code.forbidden": "Only the host can do this.",
+    "code.unknown_participant": "This participant is no longer in the call.",
+    "code.worker_gone": "The call's media server is not running: try again shortly.",
+    "code.internal_error": "The server did not handle this request: try again.",
+    "code.unsupported_version": "This page is out of date: reload it.",
+    "code.bad_json": "The server did not understand the page: reload the page.",
+    "code.bad_message": "The server did not understand the page: reload the page.",
+    "code.unknown_type": "The server did not understand the page: reload the page.",
+    "code.too_large": "The page's message was too long for the server.",
+    "code.already_joined": "The page and the server are out of step: reload the page.",
+    "code.not_joined": "The page and the server are out of step: reload the page.",
+    "code.stale_answer": "The page and the server are out of step: reload the page.",
+    "code.unexpected_answer": "The page and the server are out of step: reload the page.",
+    "code.bad_sdp": "The server refused this browser's media settings: reload the page, or try another browser.",
     "error": "Error",
     "lang": "Čeština",
   },
@@ -155,6 +221,13 @@ export let lang = chooseLanguage();
 
 export function t(key) {
   return STRINGS[lang][key] ?? STRINGS.cs[key] ?? key;
+}
+
+// A server's error message (docs/protocol.md, "Errors") in the page's language: the
+// page's own text for every code it knows; the server's text, in English, only for a
+// code it does not (from a server newer than the page).
+export function errorText({ code, message }) {
+  return code && `code.${code}` in STRINGS.cs ? t(`code.${code}`) : message;
 }
 
 export function applyTranslations(root = document) {
