@@ -1,5 +1,5 @@
 // The call page an official opens from an invitation: pre-join check, then the meeting.
-import { applyTranslations, installLanguageSwitch, t } from "./i18n.js";
+import { applyTranslations, errorText, installLanguageSwitch, lang, t } from "./i18n.js";
 import { MultipointSession } from "./multipoint.js";
 
 const params = new URLSearchParams(location.search);
@@ -7,18 +7,24 @@ const token = params.get("token") ?? "";
 const $ = (selector) => document.querySelector(selector);
 const FINAL_ERRORS = new Set(["bad_token", "token_expired", "room_locked", "room_not_found",
   "not_admitted", "room_not_open", "forbidden"]);
+// Joins in a row whose media never connected before the page tells the official that
+// the network seems to block it: one alone may be a passing fault.
+const MEDIA_FAILURES_BEFORE_HINT = 2;
 
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
+  joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
   front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
+  mediaFailures: 0,  // joins in a row whose media never connected
+  turn: false,       // whether the server gave us TURN (the operator configured it)
 };
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); });
+installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); });
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
 startPreview().then(() => {
   if (params.get("autojoin") === "1") join();
@@ -53,7 +59,7 @@ async function join() {
   try {
     joined = await connect(name);
   } catch (error) {
-    showPrejoinError(`${t("error")}: ${error.message}`);
+    showPrejoinError(failure(error));
     return;
   } finally {
     state.joining = false;
@@ -93,7 +99,7 @@ async function connectOnce(name) {
   session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
   session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
   session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
-  session.addEventListener("error", (event) => notice(`${t("error")}: ${event.detail.message}`));
+  session.addEventListener("error", (event) => notice(failure(event.detail)));
   // A lost network first restarts ICE in place (same participant, same tiles); only if
   // that does not bring the media back does the session close and the page join again.
   session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
@@ -102,6 +108,10 @@ async function connectOnce(name) {
   session.addEventListener("resumed", () => {
     tellOwnState(session, true);
     reportTilesSoon();  // a change of tile sizes while the resume was unanswered was not sent
+  });
+  session.addEventListener("mediaconnected", () => {
+    state.mediaFailures = 0;
+    $("#media-hint").hidden = true;
   });
   let joined;
   try {
@@ -122,6 +132,7 @@ async function connectOnce(name) {
   state.role = joined.role;
   state.locked = joined.locked;
   state.fronts = joined.fronts ?? [];
+  state.turn = (joined.ice_servers ?? []).length > 0;
   state.reconnects = 0;
   tellOwnState(session, false);
   return joined;
@@ -149,6 +160,13 @@ async function onConnectionLost(session) {
   session.pc?.close();
   clearRemote();
   notice(t("call.reconnecting"));
+  // Joined, but the media never came up (the server's answer_timeout, or our own ICE
+  // recovery gave up): each new join succeeds and then fails the same way, so the page
+  // looped join, "Reconnecting…", join, in silence. It still tries (the network may
+  // change), but from the second such failure in a row it says what to do.
+  if (!session.mediaConnected && ++state.mediaFailures >= MEDIA_FAILURES_BEFORE_HINT) {
+    showMediaHint();
+  }
   while (!state.leaving && state.reconnects < 20) {
     state.reconnects += 1;
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
@@ -158,7 +176,7 @@ async function onConnectionLost(session) {
       notice("");
       return;
     } catch (error) {
-      if (FINAL_ERRORS.has(error.code)) return end(`${t("error")}: ${error.message}`);
+      if (FINAL_ERRORS.has(error.code)) return end(failure(error));
       // The front in use may be gone with its node: try the next live one.
       if (state.fronts.length > 1) {
         const at = state.fronts.indexOf(state.front ?? state.fronts[0]);
@@ -432,6 +450,26 @@ function end(message) {
 function notice(text) {
   $("#notice").hidden = !text;
   $("#notice").textContent = text;
+}
+
+// The network seems to block the media: run the connection self-test (its result tells
+// the office's IT what passes), and where the operator configured TURN, the network may
+// block that route too.
+function showMediaHint() {
+  $("#media-hint-turn").hidden = !state.turn;
+  linkSelfTest();
+  $("#media-hint").hidden = false;
+}
+
+// The self-test in the page's own language (a ?lang= of this page is not remembered).
+function linkSelfTest() {
+  $("#selftest-link").href = `/selftest?lang=${lang}`;
+}
+
+// A refused join or request, or a server that cannot be reached, in the page's language
+// (the server's texts are English).
+function failure(error) {
+  return `${t("error")}: ${error.unreachable ? t("problem.signaling") : errorText(error)}`;
 }
 
 function showPrejoinError(text) {

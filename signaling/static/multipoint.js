@@ -73,6 +73,10 @@ export class MultipointSession extends EventTarget {
     this.recoveries = 0;        // lost paths come back without a new join
     this.pending = null;        // {resolve, reject} of the "join" or "resume" in flight
     this.recovering = false;
+    // Whether the media path has ever been up on this connection: one that never was
+    // (ICE failed from the start: UDP blocked and no TURN that passes) is no network
+    // blip, and joining again will most likely fail the same way.
+    this.mediaConnected = false;
     this.activeLayers = null;   // camera layers the server wants sent (null: all)
     this.lastTiles = "";
   }
@@ -85,6 +89,10 @@ export class MultipointSession extends EventTarget {
     this.pc.addEventListener("track", (event) => this.#onTrack(event));
     this.pc.addEventListener("iceconnectionstatechange", () => {
       const state = this.pc.iceConnectionState;
+      if (!this.mediaConnected && this.#mediaUp()) {
+        this.mediaConnected = true;
+        this.#emit("mediaconnected", {});
+      }
       if ((state === "disconnected" || state === "failed") && this.participantId) this.#recover();
     });
     return this.#request({ type: "join", v: 1, token: this.token, name: this.name, mode: this.mode,

@@ -137,13 +137,55 @@ async def test_invitation_opens_the_prejoin_check(server, browser) -> None:
 
 
 async def test_expired_invitation_is_explained(server, browser) -> None:
+    """In the page's language: the Czech page used to show the server's English text."""
     link = join_url(server.url, server.settings.signing_secret(), "stara", ttl_s=-10)
     context = await new_context(browser, server.url)
     page = await context.new_page()
-    await page.goto(link + "&autojoin=1")
-    await page.wait_for_selector("#prejoin-error", state="visible")
-    assert "expired" in (await page.text_content("#prejoin-error"))
+    for lang, expected in (("cs", "Platnost odkazu na hovor vypršela"), ("en", "link has expired")):
+        await page.goto(link + f"&autojoin=1&lang={lang}")
+        await page.wait_for_selector("#prejoin-error", state="visible")
+        assert expected in (await page.text_content("#prejoin-error"))
     await context.close()
+
+
+async def test_the_servers_errors_are_in_the_pages_language(server, browser) -> None:
+    """The server's error texts are English, and the Czech page showed them as they came
+    ("the room is locked by its host"): it shows its own text for each code it knows, and
+    the server's only for a code it does not."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        host = await context.new_page()
+        await host.goto(join_url(server.url, secret, "zamcena", role="host", name="Starosta",
+                                 ttl_s=600) + "&autojoin=1")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 1",
+                                     timeout=30_000)
+        await host.click("#lock")
+        await host.wait_for_function("() => window.multipointCall.locked === true")
+
+        # A refused join, on the pre-join form.
+        guest = await context.new_page()
+        await guest.goto(join_url(server.url, secret, "zamcena", role="guest", name="Host",
+                                  ttl_s=600) + "&autojoin=1")
+        await guest.wait_for_selector("#prejoin-error", state="visible")
+        text = await guest.text_content("#prejoin-error")
+        assert "Místnost je uzamčena" in text and "locked" not in text
+
+        # An error in the call (a moderation naming nobody), in the notice.
+        await host.evaluate("window.multipointCall.session.send("
+                            "{type: 'mute', participant: 'nikdo'})")
+        await host.wait_for_selector("#notice", state="visible")
+        await host.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('už v hovoru není')")
+
+        # A code the page does not know (a newer server): the server's own text.
+        assert await host.evaluate("""async () => {
+          const { errorText } = await import('/static/i18n.js');
+          return [errorText({ code: 'brand_new', message: 'the server says so' }),
+                  errorText({ code: 'capacity_full', message: 'every media worker is full' })];
+        }""") == ["the server says so", "Server je plně vytížen: zkuste to za několik minut."]
+    finally:
+        await context.close()
 
 
 async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
