@@ -198,6 +198,7 @@ class SipAgent:
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
         self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
+        self._calling: set[tuple[str, str]] = set()  # (Call-ID, our tag) of our INVITEs not answered yet
         self._streams: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"messages": 0, "malformed": 0, "refused": 0, "calls": 0}
@@ -442,7 +443,14 @@ class SipAgent:
             data = self._cache_and_send(request, flow, branch, response)
             self._retransmit_until_acked(existing, flow, request.cseq[0], data)
             return
-        if tag_of(request.get("To")):  # in a dialog we do not know (we restarted, say)
+        to_tag = tag_of(request.get("To"))
+        if to_tag and (request.call_id, to_tag) in self._calling:
+            # The unit we call sends an INVITE of its own in the early dialog while ours
+            # is not answered: glare, answered as RFC 3261 14.2 says (it tries again
+            # later), and our INVITE goes on.
+            self._reply(request, flow, 491, branch)
+            return
+        if to_tag:  # in a dialog we do not know (we restarted, say)
             self._reply(request, flow, 481, branch)
             return
         if len(self.dialogs) >= MAX_CALLS:
@@ -675,10 +683,12 @@ class SipAgent:
         invite.body = offer.encode()
         responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self._dialling[branch] = responses
+        self._calling.add((call_id, local_tag))  # until the dialog is set up below
         try:
             final = await self._ring(flow, invite, responses, ring_s)
         finally:
             self._dialling.pop(branch, None)
+            self._calling.discard((call_id, local_tag))
         if final is None:
             return Dialled(0, "no response")
         if final.status == 408 and final.reason == "no answer":

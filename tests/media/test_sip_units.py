@@ -1411,9 +1411,9 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
 
 
 def response_from(request: SipMessage, status: int, *, to_tag: str = "", body: bytes = b"",
-                  contact: str = "sip:unit@127.0.0.1") -> bytes:
+                  contact: str = "sip:unit@127.0.0.1", reason: str = "") -> bytes:
     """A unit's response to one of our requests (its 200 to our INVITE or BYE)."""
-    reply = SipMessage(status=status, reason="OK" if status == 200 else "Error")
+    reply = SipMessage(status=status, reason=reason or ("OK" if status == 200 else "Error"))
     for name in ("Via", "From", "Call-ID", "CSeq"):
         for value in request.get_all(name):
             reply.add(name, value)
@@ -1715,6 +1715,73 @@ async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_ro
         assert not units.agent.dialogs
         assert not [c for c in units.signaling.connections.values() if c.channel and c.channel.name == room]
     finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
+        media.close()
+
+
+async def test_a_units_reinvite_while_our_call_to_it_is_set_up_gets_491_and_the_call_goes_on(
+        server, monkeypatch) -> None:
+    """A unit we call sends a re-INVITE of its own while our INVITE is not done: as it
+    rings (in the early dialog of its 180), and once it answered, while its answer is on
+    its way to its media worker (held here). Both times it is our offer/answer still in
+    progress: 491 Request Pending (RFC 3261 14.2), and it tries again later. The first
+    got 481 (no such dialog), the second 488 (an offer refused), and the call comes
+    about and takes the unit's next re-INVITE."""
+    room = bridge(server)
+    units = server.app[ROOM_UNITS]
+    pool = server.app[POOL]
+    raw = RawSip(server)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+
+    def unit_sdp(version: int) -> bytes:
+        return (f"v=0\r\no=unit 5 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {media.getsockname()[1]} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                f"m=video 0 RTP/AVP 97\r\n").encode()
+
+    answer_may_go = asyncio.Event()
+    request = pool.request
+
+    async def held(index: int, method: str, timeout: float = 20.0, **params: Any) -> Any:
+        if method == "unit_answer":
+            await answer_may_go.wait()
+        return await request(index, method, timeout, **params)
+
+    monkeypatch.setattr(pool, "request", held)
+    dialling = asyncio.ensure_future(units.dial(room, f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        our_tag, contact = invite.get("From").split("tag=")[1], uri_of_contact(invite)
+
+        def reinvite(cseq: int, version: int) -> bytes:  # the unit's From tag is sip_request's (abc)
+            return raw.request("INVITE", contact, call_id=invite.call_id, cseq=cseq, to_tag=our_tag,
+                               body=unit_sdp(version), branch=f"z9hG4bKunits{cseq}")
+
+        raw.send(response_from(invite, 180, to_tag="abc", reason="Ringing"))
+        raw.send(reinvite(1, 2))
+        assert (await final_of(raw, invite.call_id)).status == 491
+        raw.send(response_from(invite, 200, to_tag="abc", body=unit_sdp(1),
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        await request_of(raw, "ACK")
+        raw.send(reinvite(2, 2))
+        assert (await final_of(raw, invite.call_id)).status == 491
+        assert not dialling.done() and not units.agent.dialogs[(invite.call_id, our_tag)].ended
+
+        answer_may_go.set()
+        member = await asyncio.wait_for(dialling, 10)
+        assert await wait_until(lambda: [u.id for u in units_in(server, room)] == [member.participant_id])
+        raw.send(reinvite(3, 2))  # its turn now
+        ok = await final_of(raw, invite.call_id)
+        assert ok.status == 200 and b"m=audio" in ok.body
+        raw.send(raw.request("ACK", contact, call_id=invite.call_id, cseq=3, to_tag=our_tag,
+                             branch="z9hG4bKunitsack"))
+        raw.send(raw.request("BYE", contact, call_id=invite.call_id, cseq=4, to_tag=our_tag,
+                             branch="z9hG4bKunitsbye"))
+        assert await wait_until(lambda: not units_in(server, room) and not units.agent.dialogs)
+    finally:
+        answer_may_go.set()
         if not dialling.done():
             dialling.cancel()
         raw.close()
