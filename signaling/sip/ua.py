@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import socket
 import ssl
@@ -425,11 +426,14 @@ class SipAgent:
             if existing.ended:
                 self._reply(request, flow, 481, branch)
                 return
+            if existing.updating:
+                # Another INVITE before our final answer to the one before, a new offer
+                # or a refresh alike: 500 with a Retry-After of 0 to 10 s, at random
+                # (RFC 3261 14.2; 491 is for glare with an INVITE of ours).
+                self._reply(request, flow, 500, branch, retry_after=random.randint(0, 10))
+                return
             if request.body and not same_session(request.body, existing.remote_sdp):
                 # A new offer (hold, another address): the application's to answer.
-                if existing.updating:  # one offer at a time (RFC 3261 14.2)
-                    self._reply(request, flow, 491, branch)
-                    return
                 existing.updating = True
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))

@@ -1328,7 +1328,7 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
     """re-INVITEs with a new offer (RFC 3264 8), as room systems send them: hold (it
     only sends), resume with its video on another port; what we cannot do (another
     codec) is refused with 488 and the call goes on; an m-line it adds (content) is
-    declined in the answer; a second offer while one is being answered gets 491."""
+    declined in the answer; a re-INVITE while one is being answered gets 500."""
     room = bridge(server)
     unit = HandUnit(server, nack=False)
     try:
@@ -1372,11 +1372,20 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         ports = [m.port for m in parse_offer(shared.body.decode()).media]
         assert ports[:2] == [m.port for m in answered.media] and ports[2] == 0
 
-        # Two new offers at once: one is answered, the other waits its turn.
+        # A new offer, and two more re-INVITEs (another offer, a refresh) before it is
+        # answered: the first is answered, the others get 500 with a Retry-After of 0 to
+        # 10 s (RFC 3261 14.2; 491 is for an INVITE of ours in progress) and wait their turn.
         unit.raw.send(unit.reinvite(unit.offer(version=6, video="moved"), "z9hG4bKfirst", 7))
         unit.raw.send(unit.reinvite(unit.offer(version=7, video="moved"), "z9hG4bKsecond", 8))
-        finals = {r.cseq[0]: r.status for r in await unit.raw.responses(4) if r.status >= 200}
-        assert finals == {7: 200, 8: 491}
+        unit.raw.send(unit.reinvite(unit.offer(version=5, video="moved"), "z9hG4bKthird", 9))
+        finals = {r.cseq[0]: r for r in await unit.raw.responses(5) if r.status >= 200}
+        assert {cseq: r.status for cseq, r in finals.items()} == {7: 200, 8: 500, 9: 500}
+        assert all(0 <= int(finals[cseq].get("Retry-After")) <= 10 for cseq in (8, 9))
+        for cseq, branch in ((8, "z9hG4bKsecond"), (9, "z9hG4bKthird")):  # (ACKs of the 500s)
+            unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=cseq, to_tag=unit.to_tag,
+                                           branch=branch))
+        again = await unit.raw.responses(1, timeout=3)  # not the ACK of our 200: it goes on
+        assert [(r.status, r.cseq[0]) for r in again] == [(200, 7)]
         unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=7, to_tag=unit.to_tag,
                                        branch="z9hG4bKfirstack"))
         assert await wait_until(lambda: len(composite_packets(unit, "moved")) > 3)
