@@ -9,8 +9,9 @@ method gets 405 with ``Allow``. docs/sip.md says why this is our
 own and not a SIP stack's.
 
 Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
-the last response again; a 2xx to INVITE is retransmitted over UDP (T1 doubling to T2)
-until its ACK comes or 64*T1 passes; a BYE we send is retransmitted the same way until
+the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on every
+transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not come in
+64*T1 is hung up (13.3.1.4, 14.2); a BYE we send is retransmitted over UDP until
 answered. Responses go back where the request came from (the source address, as
 RFC 3581 rport does), which is what a unit behind a NAT needs.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import socket
 import ssl
@@ -131,7 +133,8 @@ class Call:
     confirmed: bool = False  # the ACK came
     ended: bool = False
     local_cseq: int = 0
-    retransmit: asyncio.Task[None] | None = None
+    retransmit: asyncio.Task[None] | None = None  # our 2xx to an INVITE, until its ACK
+    ack_cseq: int = 0  # the CSeq of the INVITE that 2xx answers (its ACK carries the same)
     app: Any = None  # the application's object for this call
     updating: bool = False  # a re-INVITE's new offer is with the application
 
@@ -196,6 +199,7 @@ class SipAgent:
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
         self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
+        self._calling: set[tuple[str, str]] = set()  # (Call-ID, our tag) of our INVITEs not answered yet
         self._streams: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters = {"messages": 0, "malformed": 0, "refused": 0, "calls": 0}
@@ -347,10 +351,14 @@ class SipAgent:
             self._invite(request, flow, branch)
         elif method == "ACK":
             call = self._dialog(request)
-            if call is not None:
+            # The ACK of our 2xx carries its INVITE's CSeq: a late copy of an earlier ACK,
+            # or the ACK of a refused INVITE (which a unit sends whether or not it had
+            # our 2xx), does not stop it.
+            if call is not None and request.cseq[0] == call.ack_cseq:
                 call.confirmed = True
                 if call.retransmit is not None:
                     call.retransmit.cancel()
+                    call.retransmit = None
         elif method == "BYE":
             call = self._dialog(request)
             if call is None:
@@ -418,11 +426,14 @@ class SipAgent:
             if existing.ended:
                 self._reply(request, flow, 481, branch)
                 return
+            if existing.updating:
+                # Another INVITE before our final answer to the one before, a new offer
+                # or a refresh alike: 500 with a Retry-After of 0 to 10 s, at random
+                # (RFC 3261 14.2; 491 is for glare with an INVITE of ours).
+                self._reply(request, flow, 500, branch, retry_after=random.randint(0, 10))
+                return
             if request.body and not same_session(request.body, existing.remote_sdp):
                 # A new offer (hold, another address): the application's to answer.
-                if existing.updating:  # one offer at a time (RFC 3261 14.2)
-                    self._reply(request, flow, 491, branch)
-                    return
                 existing.updating = True
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))
@@ -433,9 +444,17 @@ class SipAgent:
             self._add_contact(response, flow)
             response.add("Content-Type", "application/sdp")
             response.body = existing.local_sdp
-            self._cache_and_send(request, flow, branch, response)
+            data = self._cache_and_send(request, flow, branch, response)
+            self._retransmit_until_acked(existing, flow, request.cseq[0], data)
             return
-        if tag_of(request.get("To")):  # in a dialog we do not know (we restarted, say)
+        to_tag = tag_of(request.get("To"))
+        if to_tag and (request.call_id, to_tag) in self._calling:
+            # The unit we call sends an INVITE of its own in the early dialog while ours
+            # is not answered: glare, answered as RFC 3261 14.2 says (it tries again
+            # later), and our INVITE goes on.
+            self._reply(request, flow, 491, branch)
+            return
+        if to_tag:  # in a dialog we do not know (we restarted, say)
             self._reply(request, flow, 481, branch)
             return
         if len(self.dialogs) >= MAX_CALLS:
@@ -509,7 +528,9 @@ class SipAgent:
             call.local_sdp, call.remote_sdp = response.body, request.body
         elif status == 488:
             response.add("Warning", f'399 {self.advertised_host} "{_quoted(reason)}"')
-        self._cache_and_send(request, flow, branch, response)
+        data = self._cache_and_send(request, flow, branch, response)
+        if status < 300:
+            self._retransmit_until_acked(call, flow, request.cseq[0], data)
         self._spawn(self._forget_invite_later(call, branch))
 
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
@@ -527,21 +548,37 @@ class SipAgent:
         branch = params(call.invite.get_all("Via")[0]).get("branch", "")
         self._responses[(call.call_id, branch, "INVITE")] = (time.monotonic(), data)
         call.flow.send(data)
-        if status < 300 and not call.flow.reliable:
-            call.retransmit = self._spawn(self._retransmit_ok(call, data))
+        if status < 300:
+            self._retransmit_until_acked(call, call.flow, call.invite.cseq[0], data)
 
-    async def _retransmit_ok(self, call: Call, data: bytes) -> None:
-        interval, waited = T1_S, 0.0
-        while waited < TRANSACTION_S and not call.confirmed and not call.ended:
-            await asyncio.sleep(interval)
-            waited += interval
-            if call.confirmed or call.ended:
-                return
-            call.flow.send(data)
+    def _retransmit_until_acked(self, call: Call, flow: Flow, cseq: int, data: bytes) -> None:
+        """Send our 2xx to the INVITE of ``cseq`` again until its ACK comes (RFC 3261
+        13.3.1.4). On every transport, TCP and TLS too: the 2xx and its ACK go end to end,
+        and a proxy on the way may forward them over UDP; and a unit that never ACKs is
+        not left in the room until its media times out."""
+        if call.retransmit is not None:
+            # A newer INVITE answered: the unit's transaction of the one before is over,
+            # so it had that 2xx.
+            call.retransmit.cancel()
+        call.ack_cseq = cseq
+        call.retransmit = self._spawn(self._retransmit_ok(call, flow, data))
+
+    async def _retransmit_ok(self, call: Call, flow: Flow, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        # T1 and T2 read now, not at import (TRANSACTION_S is): a test shortens them.
+        give_up_at, interval = loop.time() + 64 * T1_S, T1_S
+        while (left := give_up_at - loop.time()) > 0:
+            await asyncio.sleep(min(interval, left))
+            if loop.time() < give_up_at:
+                flow.send(data)
             interval = min(interval * 2, T2_S)
-        if not call.confirmed and not call.ended:  # no ACK: the unit never took the answer
-            logger.info("SIP call %s: no ACK; hanging up", call.call_id)
-            await self.hang_up(call, wait=False)
+        # No ACK in 64*T1: the unit never took the answer. The dialog is confirmed and
+        # ended at once with a BYE (13.3.1.4, 14.2), as any hang-up of ours: it leaves
+        # the room and its record is closed (Calls.ended).
+        logger.info("SIP call %s: no ACK for our 200 in %.0f s; hanging up", call.call_id, 64 * T1_S)
+        call.retransmit = None  # (hang_up would cancel this very task)
+        call.confirmed = True
+        await self.hang_up(call, wait=False)
 
     async def _forget_invite_later(self, call: Call, branch: str) -> None:
         await asyncio.sleep(TRANSACTION_S)
@@ -557,7 +594,7 @@ class SipAgent:
             response.add("Retry-After", str(retry_after))
         self._cache_and_send(request, flow, branch, response)
 
-    def _cache_and_send(self, request: SipMessage, flow: Flow, branch: str, response: SipMessage) -> None:
+    def _cache_and_send(self, request: SipMessage, flow: Flow, branch: str, response: SipMessage) -> bytes:
         data = response.to_bytes()
         self._responses[(request.call_id, branch, request.method)] = (time.monotonic(), data)
         if len(self._responses) > 10 * MAX_CALLS:  # a flood of one-off requests
@@ -565,6 +602,7 @@ class SipAgent:
             for key, _ in oldest:
                 del self._responses[key]
         flow.send(data)
+        return data
 
     def _send(self, flow: Flow, message: SipMessage) -> None:
         flow.send(message.to_bytes())
@@ -649,10 +687,12 @@ class SipAgent:
         invite.body = offer.encode()
         responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self._dialling[branch] = responses
+        self._calling.add((call_id, local_tag))  # until the dialog is set up below
         try:
             final = await self._ring(flow, invite, responses, ring_s)
         finally:
             self._dialling.pop(branch, None)
+            self._calling.discard((call_id, local_tag))
         if final is None:
             return Dialled(0, "no response")
         if final.status == 408 and final.reason == "no answer":

@@ -203,7 +203,11 @@ class RoomUnits:
         the call goes on as it was."""
         member = call.app
         if not isinstance(member, UnitMember):
-            return 488, "Not Acceptable Here: the call is not set up yet", ""
+            # A unit we called, whose answer to our offer is still on its way to its worker
+            # (dial): our INVITE's offer/answer is not done, so this is glare, not an offer
+            # we refuse (RFC 3261 14.2). It tries again shortly; a 488 told it its offer
+            # was not acceptable.
+            return 491, "Request Pending", ""
         if member.lobby is not None:  # keying in its PIN: on its worker, not in the room yet
             participant, worker = member.lobby.place.participant_id, member.lobby.place.worker
         else:

@@ -331,6 +331,46 @@ class RawSip:
         self.sock.close()
 
 
+class RawSipStream:
+    """:class:`RawSip` on a TCP stream of its own: a unit that calls over TCP."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.local = writer.get_extra_info("sockname")[1]
+        self.buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, server) -> RawSipStream:
+        return cls(*await asyncio.open_connection("127.0.0.1", server.app[ROOM_UNITS].agent.tcp_port))
+
+    def request(self, method: str, uri: str, call_id: str = "c1@test", **details: Any) -> bytes:
+        return sip_request(method, uri, transport="TCP", local_port=self.local, call_id=call_id, **details)
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def responses(self, wanted: int = 1, timeout: float = 5.0) -> list:
+        found: list[SipMessage] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(found) < wanted:
+            data = frame(self.buffer)
+            if data is not None:
+                found.append(parse(data))
+                continue
+            with contextlib.suppress(TimeoutError):
+                chunk = await asyncio.wait_for(self.reader.read(65536), max(deadline - loop.time(), 0))
+                if not chunk:
+                    break
+                self.buffer += chunk
+            if loop.time() >= deadline:
+                break
+        return found
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 OFFER = (b"v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
          b"m=audio 40000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n")
 
@@ -1288,7 +1328,7 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
     """re-INVITEs with a new offer (RFC 3264 8), as room systems send them: hold (it
     only sends), resume with its video on another port; what we cannot do (another
     codec) is refused with 488 and the call goes on; an m-line it adds (content) is
-    declined in the answer; a second offer while one is being answered gets 491."""
+    declined in the answer; a re-INVITE while one is being answered gets 500."""
     room = bridge(server)
     unit = HandUnit(server, nack=False)
     try:
@@ -1332,11 +1372,22 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         ports = [m.port for m in parse_offer(shared.body.decode()).media]
         assert ports[:2] == [m.port for m in answered.media] and ports[2] == 0
 
-        # Two new offers at once: one is answered, the other waits its turn.
+        # A new offer, and two more re-INVITEs (another offer, a refresh) before it is
+        # answered: the first is answered, the others get 500 with a Retry-After of 0 to
+        # 10 s (RFC 3261 14.2; 491 is for an INVITE of ours in progress) and wait their turn.
         unit.raw.send(unit.reinvite(unit.offer(version=6, video="moved"), "z9hG4bKfirst", 7))
         unit.raw.send(unit.reinvite(unit.offer(version=7, video="moved"), "z9hG4bKsecond", 8))
-        finals = sorted(r.status for r in await unit.raw.responses(4) if r.status >= 200)
-        assert finals == [200, 491]
+        unit.raw.send(unit.reinvite(unit.offer(version=5, video="moved"), "z9hG4bKthird", 9))
+        finals = {r.cseq[0]: r for r in await unit.raw.responses(5) if r.status >= 200}
+        assert {cseq: r.status for cseq, r in finals.items()} == {7: 200, 8: 500, 9: 500}
+        assert all(0 <= int(finals[cseq].get("Retry-After")) <= 10 for cseq in (8, 9))
+        for cseq, branch in ((8, "z9hG4bKsecond"), (9, "z9hG4bKthird")):  # (ACKs of the 500s)
+            unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=cseq, to_tag=unit.to_tag,
+                                           branch=branch))
+        again = await unit.raw.responses(1, timeout=3)  # not the ACK of our 200: it goes on
+        assert [(r.status, r.cseq[0]) for r in again] == [(200, 7)]
+        unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=7, to_tag=unit.to_tag,
+                                       branch="z9hG4bKfirstack"))
         assert await wait_until(lambda: len(composite_packets(unit, "moved")) > 3)
         unit.hang_up()
         assert await wait_until(lambda: not units_in(server, room))
@@ -1369,9 +1420,9 @@ async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path:
 
 
 def response_from(request: SipMessage, status: int, *, to_tag: str = "", body: bytes = b"",
-                  contact: str = "sip:unit@127.0.0.1") -> bytes:
+                  contact: str = "sip:unit@127.0.0.1", reason: str = "") -> bytes:
     """A unit's response to one of our requests (its 200 to our INVITE or BYE)."""
-    reply = SipMessage(status=status, reason="OK" if status == 200 else "Error")
+    reply = SipMessage(status=status, reason=reason or ("OK" if status == 200 else "Error"))
     for name in ("Via", "From", "Call-ID", "CSeq"):
         for value in request.get_all(name):
             reply.add(name, value)
@@ -1469,6 +1520,91 @@ async def test_invites_cancelled_before_their_answer_are_forgotten(server, monke
         assert await wait_until(lambda: not agent._invites, timeout=5), list(agent._invites)
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_our_200_goes_again_until_its_ack_and_a_call_never_acked_is_hung_up(
+        server, monkeypatch, transport: str) -> None:
+    """RFC 3261 13.3.1.4: our 200 to an INVITE is sent again (T1 doubling up to T2, both
+    shortened here) until its ACK comes, over TCP too (a proxy on the way may forward it
+    over UDP); a call whose ACK has not come in 64*T1 is hung up with a BYE, its unit
+    leaves the room and its record is closed. Over TCP the 200 went once, and a call
+    never ACKed stayed in the room until its media timed out."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "T1_S", 0.05)
+    monkeypatch.setattr(ua, "T2_S", 0.4)  # 64*T1: 3.2 s
+    room = bridge(server)
+    uri = f"sip:{room}@127.0.0.1"
+    agent = server.app[ROOM_UNITS].agent
+    loop = asyncio.get_running_loop()
+
+    async def unit() -> RawSip | RawSipStream:
+        return RawSip(server) if transport == "udp" else await RawSipStream.connect(server)
+
+    def records() -> dict[str, Any]:
+        with server.app[DATABASE].session() as session:
+            return {r.participant: r.left_at
+                    for r in session.scalars(select(CallRecord).where(CallRecord.room_name == room))}
+
+    acked, silent = await unit(), await unit()
+    heard: list[tuple[float, SipMessage]] = []  # by the unit that never ACKs, as it came
+
+    async def listen() -> None:
+        while True:
+            heard.extend((loop.time(), m) for m in await silent.responses(1, timeout=0.5))
+
+    listening = asyncio.ensure_future(listen())
+    try:
+        acked.send(acked.request("INVITE", uri, call_id="acked", body=OFFER, sender="Acked",
+                                 branch="z9hG4bKacked"))
+        silent.send(silent.request("INVITE", uri, call_id="silent", body=OFFER, sender="Never acked",
+                                   branch="z9hG4bKsilent"))
+        # The 200, and the same again 0.05, 0.1, 0.2 s later...
+        oks = [r for r in await acked.responses(5, timeout=10) if r.status == 200]
+        assert len(oks) >= 3 and len({(ok.get("To"), ok.body) for ok in oks}) == 1, oks
+        to_tag = oks[0].get("To").split("tag=")[1]
+        acked.send(acked.request("ACK", uri, call_id="acked", to_tag=to_tag, branch="z9hG4bKackedack"))
+        await acked.responses(10, timeout=0.3)  # what was on its way
+        assert await acked.responses(1, timeout=1) == []  # its ACK came: no more
+        # A re-INVITE's 200 (a refresh) as well, until the ACK of that INVITE: a late copy
+        # of the first ACK does not stop it.
+        acked.send(acked.request("INVITE", uri, call_id="acked", cseq=2, to_tag=to_tag, body=OFFER,
+                                 sender="Acked", branch="z9hG4bKrefresh"))
+        refreshed_at = loop.time()
+        assert [r.status for r in await acked.responses(3, timeout=5) if r.cseq == (2, "INVITE")] == [200] * 3
+        acked.send(acked.request("ACK", uri, call_id="acked", to_tag=to_tag, branch="z9hG4bKackedack"))
+        assert [r.status for r in await acked.responses(1, timeout=2)] == [200]
+        acked.send(acked.request("ACK", uri, call_id="acked", cseq=2, to_tag=to_tag,
+                                 branch="z9hG4bKrefreshack"))
+        await acked.responses(10, timeout=0.3)
+        assert await acked.responses(1, timeout=1) == []
+
+        def bye_at() -> float | None:
+            return next((at for at, m in heard if m.is_request and m.method == "BYE"), None)
+
+        assert await wait_until(lambda: bye_at() is not None, timeout=15), "no BYE for the call never ACKed"
+        oks_at = [at for at, m in heard if not m.is_request and m.status == 200]
+        assert len(oks_at) >= 6 and max(oks_at) < bye_at()  # again and again until the BYE
+        assert bye_at() - oks_at[0] > 2.5  # not before 64*T1 (3.2 s, less what the reading lags)
+        bye = next(m for _, m in heard if m.is_request)
+        assert bye.call_id == "silent"
+        silent.send(response_from(bye, 200))
+        assert await wait_until(lambda: [u.name for u in units_in(server, room)] == ["Acked"])
+        assert await wait_until(lambda: records().get("Never acked") is not None)
+        assert len(agent.dialogs) == 1
+
+        # 64*T1 has passed for the call that was ACKed too: it goes on.
+        await asyncio.sleep(max(0.5, refreshed_at + 3.5 - loop.time()))
+        assert [m for m in await acked.responses(10, timeout=0.5) if m.is_request] == []
+        assert records()["Acked"] is None
+        acked.send(acked.request("BYE", uri, call_id="acked", cseq=3, to_tag=to_tag,
+                                 branch="z9hG4bKackedbye"))
+        assert await wait_until(lambda: not units_in(server, room) and not agent.dialogs)
+    finally:
+        listening.cancel()
+        acked.close()
+        silent.close()
 
 
 GSM_ONLY = (b"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -1588,6 +1724,73 @@ async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_ro
         assert not units.agent.dialogs
         assert not [c for c in units.signaling.connections.values() if c.channel and c.channel.name == room]
     finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
+        media.close()
+
+
+async def test_a_units_reinvite_while_our_call_to_it_is_set_up_gets_491_and_the_call_goes_on(
+        server, monkeypatch) -> None:
+    """A unit we call sends a re-INVITE of its own while our INVITE is not done: as it
+    rings (in the early dialog of its 180), and once it answered, while its answer is on
+    its way to its media worker (held here). Both times it is our offer/answer still in
+    progress: 491 Request Pending (RFC 3261 14.2), and it tries again later. The first
+    got 481 (no such dialog), the second 488 (an offer refused), and the call comes
+    about and takes the unit's next re-INVITE."""
+    room = bridge(server)
+    units = server.app[ROOM_UNITS]
+    pool = server.app[POOL]
+    raw = RawSip(server)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+
+    def unit_sdp(version: int) -> bytes:
+        return (f"v=0\r\no=unit 5 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {media.getsockname()[1]} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+                f"m=video 0 RTP/AVP 97\r\n").encode()
+
+    answer_may_go = asyncio.Event()
+    request = pool.request
+
+    async def held(index: int, method: str, timeout: float = 20.0, **params: Any) -> Any:
+        if method == "unit_answer":
+            await answer_may_go.wait()
+        return await request(index, method, timeout, **params)
+
+    monkeypatch.setattr(pool, "request", held)
+    dialling = asyncio.ensure_future(units.dial(room, f"sip:unit@127.0.0.1:{raw.local}"))
+    try:
+        invite = await request_of(raw, "INVITE")
+        our_tag, contact = invite.get("From").split("tag=")[1], uri_of_contact(invite)
+
+        def reinvite(cseq: int, version: int) -> bytes:  # the unit's From tag is sip_request's (abc)
+            return raw.request("INVITE", contact, call_id=invite.call_id, cseq=cseq, to_tag=our_tag,
+                               body=unit_sdp(version), branch=f"z9hG4bKunits{cseq}")
+
+        raw.send(response_from(invite, 180, to_tag="abc", reason="Ringing"))
+        raw.send(reinvite(1, 2))
+        assert (await final_of(raw, invite.call_id)).status == 491
+        raw.send(response_from(invite, 200, to_tag="abc", body=unit_sdp(1),
+                               contact=f"sip:unit@127.0.0.1:{raw.local}"))
+        await request_of(raw, "ACK")
+        raw.send(reinvite(2, 2))
+        assert (await final_of(raw, invite.call_id)).status == 491
+        assert not dialling.done() and not units.agent.dialogs[(invite.call_id, our_tag)].ended
+
+        answer_may_go.set()
+        member = await asyncio.wait_for(dialling, 10)
+        assert await wait_until(lambda: [u.id for u in units_in(server, room)] == [member.participant_id])
+        raw.send(reinvite(3, 2))  # its turn now
+        ok = await final_of(raw, invite.call_id)
+        assert ok.status == 200 and b"m=audio" in ok.body
+        raw.send(raw.request("ACK", contact, call_id=invite.call_id, cseq=3, to_tag=our_tag,
+                             branch="z9hG4bKunitsack"))
+        raw.send(raw.request("BYE", contact, call_id=invite.call_id, cseq=4, to_tag=our_tag,
+                             branch="z9hG4bKunitsbye"))
+        assert await wait_until(lambda: not units_in(server, room) and not units.agent.dialogs)
+    finally:
+        answer_may_go.set()
         if not dialling.done():
             dialling.cancel()
         raw.close()
