@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.orm import Session
@@ -18,6 +19,12 @@ from scheduler.ids import MAX_ID, parse_id
 from scheduler.organisations import organisation_choices, organisation_names
 
 MAX_CSV_BYTES = 2 * 1024 * 1024
+
+
+def endpoint_url(serial: str) -> str:
+    """A unit's page. Serials are the makers' own ("SN/2024/7", "A-1?"): quoted as the
+    pages' links quote them, or a '/', '?' or '#' in one leads to no page, or another's."""
+    return f"/admin/rollout/endpoints/{quote(serial, safe='')}"
 
 
 @page(COORDINATORS)
@@ -69,7 +76,7 @@ async def create_endpoint(admin: Admin, request: web.Request, user: Principal) -
     if not errors:
         try:
             await admin.run(work)
-            raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{data['serial']}")
+            raise web.HTTPSeeOther(endpoint_url(data["serial"]))
         except SchedulerError as exc:
             errors[str(exc.details.get("field", "serial"))] = exc.code
     return render(request, "endpoint_new.html", status=422, errors=errors, values=data,
@@ -125,7 +132,7 @@ async def test_call(admin: Admin, request: web.Request, user: Principal) -> web.
     if not uri:
         return await _endpoint(admin, request, error="no_sip_uri", status=409)
     admin.test_call(serial, uri)
-    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}?calling=1")
+    raise web.HTTPSeeOther(endpoint_url(serial) + "?calling=1")
 
 
 async def _change_endpoint(admin: Admin, request: web.Request,
@@ -146,7 +153,7 @@ async def _change_endpoint(admin: Admin, request: web.Request,
         await admin.run(work)
     except SchedulerError as exc:
         return await _endpoint(admin, request, error=exc.code, status=422)
-    raise web.HTTPSeeOther(f"/admin/rollout/endpoints/{serial}")
+    raise web.HTTPSeeOther(endpoint_url(serial))
 
 
 @page(COORDINATORS)

@@ -180,10 +180,15 @@ class WorkerProcess:
 
     async def request(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         if not self.state.ready:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             try:
                 await self.wait_ready(min(timeout, READY_TIMEOUT_S))
             except TimeoutError:
                 raise ChannelClosed() from None
+            # The caller's timeout bounds the whole wait: the answer gets what is left of
+            # it, not a timeout of its own on top (nearly twice as long in all).
+            timeout = max(0.0, timeout - (loop.time() - started))
         assert self.channel is not None
         return await self.channel.request(method, params, timeout)
 

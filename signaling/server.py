@@ -643,8 +643,7 @@ class ParticipantConnection:
         existing = signaling.channels.get(grant.room)
         if existing is not None and existing.echo != echo:
             raise ProtocolError("room_not_found", "no such room for this link")
-        if existing is not None and existing.locked and grant.role != "host":
-            raise ProtocolError("room_locked", "the room is locked by its host")
+        self._refuse_if_locked(existing, grant)
         admission = Admission(True)
         if not echo:  # the scheduler admits scheduled links and places every room
             admission = await signaling.admit(grant, "mixed" if mode == "mixed" else "hd")
@@ -657,6 +656,9 @@ class ParticipantConnection:
                 await self._close_socket()
                 return
         channel = signaling.channels.get(grant.room)  # again: admission took a while
+        # The host may have locked the room meanwhile. Nothing is held yet to let go of:
+        # the pending claim goes in on_join, and the room admission opened is the host's.
+        self._refuse_if_locked(channel, grant)
         if channel is None:
             channel = signaling.channels[grant.room] = RoomChannel(grant.room, echo, signaling)
         if channel.video_codec is None:  # the room's first join (an empty room's channel goes)
@@ -675,6 +677,12 @@ class ParticipantConnection:
             await self.pool.request(worker, "join", room=grant.room, participant=participant_id,
                                     name=name, role=grant.role, mode=mode, echo=echo,
                                     video_codec=channel.video_codec, video_codecs=video_codecs)
+            if channel.locked and grant.role != "host":
+                # Locked while the worker took the participant in: out again before
+                # anyone is told it joined (its place and charge go below).
+                with contextlib.suppress(ChannelError, TimeoutError):
+                    await self.pool.request(worker, "leave", participant=participant_id)
+                self._refuse_if_locked(channel, grant)
         except BaseException:
             self.pool.release(worker, participant_id)
             del channel.placing[participant_id]
@@ -704,6 +712,11 @@ class ParticipantConnection:
                 return
             self.call_record = record
         await self.request("negotiate", participant=participant_id)
+
+    @staticmethod
+    def _refuse_if_locked(channel: RoomChannel | None, grant: JoinGrant) -> None:
+        if channel is not None and channel.locked and grant.role != "host":
+            raise ProtocolError("room_locked", "the room is locked by its host")
 
     async def _joined_fields(self) -> dict[str, Any]:
         """What "joined" and "resumed" tell the client about its place in the room."""

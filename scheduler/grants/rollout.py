@@ -23,6 +23,7 @@ from scheduler.access import audit
 from scheduler.access.permissions import Principal
 from scheduler.errors import InvalidInput, NotFound
 from scheduler.grants.csv_cells import neutralise, restore
+from scheduler.ids import MAX_ID
 from scheduler.models import (
     Endpoint,
     GrantApplication,
@@ -44,6 +45,10 @@ APPLICATION_STATES: tuple[str, ...] = ("submitted", "approved", "rejected")
 CSV_COLUMNS: tuple[str, ...] = ("serial", "model", "site", "organisation", "status", "programme",
                                 "price_czk", "due_on")
 MAX_IMPORT_ROWS = 5000
+# The endpoint columns' sizes (scheduler/models.py): longer text or a larger price is
+# refused with its field, not stored by SQLite and failed on by PostgreSQL (an error 500).
+TEXT_LIMITS = {"serial": 100, "model": 200, "site": 300}
+MAX_PRICE_CZK = MAX_ID
 CSV_ENCODINGS = ("cp1250", "iso8859_2")  # besides UTF-8: what Czech offices' files come in
 
 
@@ -168,6 +173,13 @@ def create_endpoint(session: Session, actor: Principal, serial: str, model: str,
                     organisation_id: int, programme_id: int | None, price_czk: int,
                     due_on: date | None, now: datetime) -> Endpoint:
     """One unit, as a coordinator types it in (its status starts at "requested")."""
+    for name, value in (("serial", serial), ("model", model), ("site", site)):
+        if len(value) > TEXT_LIMITS[name]:
+            raise InvalidInput("too_long", f"the {name} is at most {TEXT_LIMITS[name]} "
+                               "characters", field=name)
+    if not 0 <= price_czk <= MAX_PRICE_CZK:
+        raise InvalidInput("invalid_price", "the price is a whole number of crowns, 0 or more",
+                           field="price_czk")
     if session.scalar(select(Endpoint.id).where(Endpoint.serial == serial)):
         raise InvalidInput("endpoint_exists", "a unit with this serial number exists", field="serial")
     if session.get(Organisation, organisation_id) is None:
@@ -317,7 +329,7 @@ def _check_row(row: RowCheck, by_code: dict[str, int], by_name: dict[str, list[i
     serial = v["serial"]
     if not serial:
         row.errors.append(("serial", "required"))
-    elif len(serial) > 100:
+    elif len(serial) > TEXT_LIMITS["serial"]:
         row.errors.append(("serial", "too_long"))
     elif serial in seen:
         row.errors.append(("serial", "duplicate_in_file"))
@@ -326,6 +338,9 @@ def _check_row(row: RowCheck, by_code: dict[str, int], by_name: dict[str, list[i
         row.action = "update" if serial in existing else "create"
     if not v["model"]:
         row.errors.append(("model", "required"))
+    for name in ("model", "site"):
+        if len(v[name]) > TEXT_LIMITS[name]:
+            row.errors.append((name, "too_long"))
     org = v["organisation"].casefold()
     if not org:
         row.errors.append(("organisation", "required"))
@@ -348,8 +363,11 @@ def _check_row(row: RowCheck, by_code: dict[str, int], by_name: dict[str, list[i
             row.errors.append(("programme", "unknown_programme"))
     if v["price_czk"]:
         try:
-            if int(v["price_czk"].replace(" ", "")) < 0:
+            price = int(v["price_czk"].replace(" ", ""))
+            if price < 0:
                 raise ValueError
+            if price > MAX_PRICE_CZK:
+                row.errors.append(("price_czk", "too_large"))
         except ValueError:
             row.errors.append(("price_czk", "invalid_number"))
     if v["due_on"]:

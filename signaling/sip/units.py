@@ -417,6 +417,10 @@ class RoomUnits:
         from signaling.server import RoomChannel
 
         channel = signaling.channels.get(room)
+        if channel is not None and channel.locked:
+            # Its host locked the room while the scheduler admitted the unit (a database
+            # round trip): it is a newcomer, kept out as a page joining now is.
+            raise Refused(403, "Forbidden: the room is locked by its host")
         if channel is None:
             channel = signaling.channels[room] = RoomChannel(room, False, signaling)
         if channel.video_codec is None:  # a room a unit starts forwards what units send

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -50,3 +52,31 @@ async def test_admin_ids_that_name_nothing_are_404(server, accounts: Accounts,
             async with http.get(f"{server.url}/admin/audit?before={2**63}") as response:
                 assert response.status == 200
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_unit_whose_serial_has_a_slash_or_question_mark_is_shown_after_each_change(
+        server, accounts: Accounts) -> None:
+    """Makers' serials hold '/', '?' or '#'. The pages' links quote them, but the
+    redirects after creating a unit and after changing its status or SIP address did
+    not: the coordinator landed on a 404, or on the page of another unit ("K-1" for
+    "K-1?rev=2")."""
+    coordinator = session_cookie(server, "coordinator")
+    headers = {"X-CSRF-Token": csrf_token(coordinator)}
+    organisation = str(next(iter(accounts.organisations.values())))
+    async with aiohttp.ClientSession(cookies={"multipoint_session": coordinator}) as http:
+        async def post(path: str, form: dict[str, str]) -> tuple[int, str]:
+            async with http.post(server.url + path, data=form, headers=headers) as response:
+                return response.status, await response.text()
+
+        await post("/admin/rollout/endpoints/new",
+                   {"serial": "K-1", "model": "Other", "organisation_id": organisation})
+        for serial in ("SN/2024/7", "K-1?rev=2", "R#5"):
+            page = f"/admin/rollout/endpoints/{quote(serial, safe='')}"
+            shown = f"<small>{html.escape(serial)}</small>"
+            for path, form in (
+                    ("/admin/rollout/endpoints/new",
+                     {"serial": serial, "model": "Polycom", "organisation_id": organisation}),
+                    (page + "/status", {"status": "approved"}),
+                    (page + "/sip", {"sip_uri": "sip:unit@192.0.2.7"})):
+                status, text = await post(path, form)  # redirected to the unit's page
+                assert (status, shown in text) == (200, True), (serial, path, status)

@@ -187,3 +187,43 @@ async def test_the_operator_sees_live_rooms_and_mutes_and_removes(server) -> Non
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_a_lock_set_while_a_guest_is_admitted_keeps_the_guest_out(server) -> None:
+    """The join used to look at the lock only before its admission, which awaits the
+    scheduler and its database (slow under load): a host who locked the room meanwhile
+    still got the guest in. The admission here is the server's own, held up until the
+    room is locked."""
+    from multipoint.app import LIVE_ROOMS
+
+    room = "locked-meanwhile"
+    signaling = server.app[LIVE_ROOMS].signaling
+    admit, admitting, go_on = signaling.admit, asyncio.Event(), asyncio.Event()
+
+    async def slow_admit(grant, kind):
+        if grant.role != "host":
+            admitting.set()
+            await go_on.wait()
+        return await admit(grant, kind)
+
+    signaling.admit = slow_admit
+    host = await join(server, room, "Hejtman", role="host")
+    guest = await SignalClient.connect(server.ws_url)
+    media, pool = server.app[MEDIA], signaling.pool
+    try:
+        await guest.send({"type": "join", "v": 1, "token": room_token(server, room)})
+        await asyncio.wait_for(admitting.wait(), 10)
+        await host.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: any(m["locked"] for m in host.of_type("participants")))
+        go_on.set()
+        assert (await guest.next("error"))["code"] == "room_locked"
+        assert not guest.of_type("joined")
+        assert len(media.rooms[room].participants) == 1
+        assert len(signaling.channels[room].connections) == 1
+        assert sum(len(state.units) for state in pool.states) == 1  # nothing held for it
+        # Its join no longer counts as pending: only the host's may (until it connects).
+        assert await wait_until(lambda: signaling.pending_total == 0)
+    finally:
+        go_on.set()
+        await host.close()
+        await guest.close()

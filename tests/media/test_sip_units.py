@@ -1916,3 +1916,38 @@ async def test_units_in_the_lobby_are_hung_up_when_the_room_closes(server) -> No
     finally:
         raw.close()
         await client.close()
+
+
+async def test_a_unit_the_room_was_locked_against_while_it_was_admitted_stays_out(server) -> None:
+    """A unit's call looked at the lock only before its admission, which awaits the
+    scheduler's database: a room its host locked meanwhile still took the unit in. The
+    admission here is the server's own, held up until the room is locked; the operator's
+    call is refused before any unit is called."""
+    room = bridge(server)
+    signaling = server.app[LIVE_ROOMS].signaling
+    units = server.app[ROOM_UNITS]
+    admit, admitting, go_on = signaling.admit, asyncio.Event(), asyncio.Event()
+
+    async def slow_admit(grant, kind):  # type: ignore[no-untyped-def]
+        if grant.role != "host":
+            admitting.set()
+            await go_on.wait()
+        return await admit(grant, kind)
+
+    signaling.admit = slow_admit
+    host = await client_in(server, room)
+    try:
+        dialling = asyncio.ensure_future(
+            units.dial(room, f"sip:unit@127.0.0.1:{free_tcp_port()};transport=tcp"))
+        await asyncio.wait_for(admitting.wait(), 10)
+        await host.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: any(m["locked"] for m in host.of_type("participants")))
+        go_on.set()
+        with pytest.raises(DialFailed) as failed:
+            await dialling
+        assert (failed.value.outcome, failed.value.status) == ("refused", 403), failed.value
+        assert not units.agent.dialogs and not units_in(server, room)
+        assert not signaling.channels[room].placing
+    finally:
+        go_on.set()
+        await host.close()

@@ -21,10 +21,11 @@ from bench._clients import Pacer, Window
 from bench._clients import Participant as BenchParticipant
 from bench._media import encode_media
 from mcu.channel import HEADER, Channel, ChannelError, encode
-from mcu.pool import WorkerProcess
+from mcu.pool import WorkerPool, WorkerProcess
 from mcu.room import MediaWorker
 from mcu.worker import WorkerService
-from multipoint.app import DATABASE, LIVE_ROOMS, POOL
+from multipoint.app import DATABASE, LIVE_ROOMS, POOL, media_config
+from multipoint.settings import Settings
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
@@ -462,3 +463,46 @@ async def test_a_worker_that_stops_answering_is_replaced_and_its_participants_re
         for site in sites:
             await site.close()
         await server.runner.cleanup()
+
+
+async def test_a_request_to_a_restarting_worker_waits_no_longer_than_its_timeout(
+        settings: Settings) -> None:
+    """A request to a worker that is not ready (a restart) waits for it, then for the
+    answer. Each wait used to have the caller's whole timeout, so a worker that came
+    back and then did not answer held the caller nearly twice as long as it asked. Here
+    the worker is restarted for real and stopped (SIGSTOP) the moment it is ready."""
+    timeout = 6.0
+    holding: dict[str, float | None] = {"ready_at": None}
+    pool: WorkerPool
+
+    def on_event(index: int, event: str, data: dict) -> None:  # type: ignore[type-arg]
+        if event == "ready" and holding["ready_at"] is None and "request_at" in holding:
+            holding["ready_at"] = asyncio.get_running_loop().time()
+            assert pool.states[0].pid is not None
+            os.kill(pool.states[0].pid, signal.SIGSTOP)  # alive, but its answer never comes
+
+    pool = WorkerPool(1, media_config(settings), capacity_units=[100], on_event=on_event,
+                      on_lost=lambda index: None)
+    await pool.start()
+    worker = pool.workers[0]
+    assert isinstance(worker, WorkerProcess)
+    try:
+        old_pid = worker.state.pid
+        worker.kill()
+        assert await wait_until(lambda: not worker.state.ready, timeout=5, interval=0.01)
+        loop = asyncio.get_running_loop()
+        holding["request_at"] = started = loop.time()
+        with pytest.raises(TimeoutError):
+            await pool.request(0, "ping", timeout=timeout)
+        waited = loop.time() - started
+        assert worker.state.pid != old_pid
+        ready_at = holding["ready_at"]
+        # It was down a while (the restart's back-off alone is 0.5 s), then up but silent.
+        assert ready_at is not None and ready_at - started >= 0.5
+        assert waited <= timeout + 0.3, f"waited {waited:.1f} s on a {timeout:g} s timeout"
+    finally:
+        holding["ready_at"] = 0.0  # the next start is not held
+        if worker.state.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.state.pid, signal.SIGCONT)
+        await pool.stop()

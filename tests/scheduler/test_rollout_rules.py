@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 from scheduler.access.users import hash_password, verify_password
@@ -97,3 +98,41 @@ def test_csv_the_csv_module_refuses_is_a_file_error(tmp_path) -> None:
     preview = _preview(tmp_path, 'serial,model,organisation\n"' + "x" * 200_000 + '",X30,Benešov\n')
     assert preview.errors == [("", "bad_csv")]
     assert not preview.ok
+
+
+def test_units_too_long_or_too_dear_for_their_columns_are_refused_by_field(world) -> None:
+    """A coordinator's form or CSV with a serial, model or site longer than its column,
+    or a price past the integer column, used to reach the database: SQLite stored it,
+    PostgreSQL failed the request (an error 500, the CSV preview having said all is
+    well). Each is now refused, with its field, on both."""
+    from scheduler.errors import InvalidInput
+    from scheduler.grants.rollout import create_endpoint, import_csv, preview_csv
+
+    coordinator, now = world.principal("coordinator"), datetime.now(UTC)
+    for serial, model, site, price, field in (
+            ("S" * 101, "Poly", "", 0, "serial"), ("SN-1", "M" * 201, "", 0, "model"),
+            ("SN-1", "Poly", "s" * 301, 0, "site"), ("SN-1", "Poly", "", 2**31, "price_czk")):
+        with world.db.session() as session:
+            try:
+                create_endpoint(session, coordinator, serial, model, site, world.orp_a, None,
+                                price, None, now)
+            except InvalidInput as exc:
+                assert exc.details.get("field") == field, (field, exc.code)
+            else:
+                raise AssertionError(f"a unit with a {field} too large was created")
+    rows = [("SN-2", "M" * 201, "", ""), ("SN-3", "Poly", "s" * 301, ""),
+            ("SN-4", "Poly", "", "99999999999")]
+    text = "serial,model,site,organisation,price_czk\n" + "".join(
+        f"{serial},{model},{site},t:ORP A,{price}\n" for serial, model, site, price in rows)
+    with world.db.read_session() as session:
+        preview = preview_csv(session, text)
+    assert [row.errors for row in preview.rows] == [
+        [("model", "too_long")], [("site", "too_long")], [("price_czk", "too_large")]]
+    with world.db.session() as session, contextlib.suppress(InvalidInput):
+        import_csv(session, coordinator, text, now)  # refused: it has errors
+    # Exactly these limits still fit.
+    with world.db.session() as session:
+        create_endpoint(session, coordinator, "S" * 100, "M" * 200, "s" * 300, world.orp_a,
+                        None, 2**31 - 1, None, now)
+    with world.db.read_session() as session:
+        assert session.query(Endpoint).count() == 1
