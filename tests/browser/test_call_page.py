@@ -261,7 +261,8 @@ async def test_a_refused_resume_joins_again_even_while_media_looks_up(server, br
                 break
         assert growing(before["video"], after["video"]) >= 1, (before, after)
         notice = await page.text_content("#notice") if await page.is_visible("#notice") else ""
-        assert "join a room first" not in (notice or "")
+        # Not the "not_joined" error of a socket that belongs to nobody (in Czech here).
+        assert "rozešly" not in (notice or "") and "join a room first" not in (notice or "")
     finally:
         await context.close()
         await other.close()
