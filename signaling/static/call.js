@@ -5,8 +5,21 @@ import { MultipointSession } from "./multipoint.js";
 const params = new URLSearchParams(location.search);
 const token = params.get("token") ?? "";
 const $ = (selector) => document.querySelector(selector);
-const FINAL_ERRORS = new Set(["bad_token", "token_expired", "room_locked", "room_not_found",
-  "not_admitted", "room_not_open", "forbidden"]);
+// Refusals of a join that every later attempt would get too (docs/protocol.md, "Errors"):
+// a page that lost its call stops joining again at once and says why, instead of
+// "Reconnecting…" for its 20 attempts (about 2.5 minutes) and then "could not be
+// restored", as if the network were at fault. Any other refusal is worth another try:
+// a full worker or node (capacity_full, worker_full, no_worker), a node or worker on its
+// way back (room_unreachable, worker_gone), too many joins at once (rate_limited,
+// too_many_pending_joins), the server's own failure (internal_error), an unknown code.
+const FINAL_ERRORS = new Set([
+  "bad_token", "token_expired", "room_not_found", "room_locked", "forbidden",  // the link
+  // The scheduler: the meeting is over or not yet on, cancelled, gave way to an IZS
+  // emergency, or its standing room was switched off.
+  "not_admitted", "room_not_open", "booking_cancelled", "booking_displaced", "bridge_inactive",
+  // This page's join itself (an out-of-date page): sent again, refused again.
+  "unsupported_version", "bad_json", "bad_message", "unknown_type", "too_large",
+]);
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
@@ -176,7 +189,10 @@ async function onConnectionLost(session) {
       notice("");
       return;
     } catch (error) {
-      if (FINAL_ERRORS.has(error.code)) return end(failure(error));
+      if (FINAL_ERRORS.has(error.code)) {
+        state.leaving = true;
+        return end(failure(error));
+      }
       // The front in use may be gone with its node: try the next live one.
       if (state.fronts.length > 1) {
         const at = state.fronts.indexOf(state.front ?? state.fronts[0]);
