@@ -33,7 +33,7 @@ from scheduler.grants.selftests import record_selftest
 from scheduler.media.leases import NodeLease, reap_dead_nodes
 from scheduler.media.nodes import front_of_worker, live_fronts, register_node
 from scheduler.media.room_signals import RoomSignals, rooms_to_stop
-from scheduler.media.rooms import RoomInfo
+from scheduler.media.rooms import AdmissionDecision, RoomInfo
 from scheduler.media.spread import CHANNEL as SPREAD_CHANNEL
 from scheduler.media.spread import DatabaseSpreadStore, takes_part
 from scheduler.models import MediaWorker as MediaWorkerRow
@@ -146,6 +146,14 @@ def media_config(settings: Settings) -> dict[str, Any]:
             "unit_composite_max": [int(n) for n in settings.sip_composite_max.split("x")]}
 
 
+def refusal_details(decision: AdmissionDecision) -> dict[str, Any]:
+    """The scheduler's detail of a refused join as fields of the error message
+    (docs/protocol.md, "Errors"): times in ISO 8601, UTC."""
+    if decision.opens_at is None:
+        return {}
+    return {"opens_at": decision.opens_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def create_app(settings: Settings) -> web.Application:
     url = settings.effective_database_url
     upgrade(url)  # embedded SQLite needs nothing else to run: create or update the schema
@@ -240,7 +248,8 @@ def create_app(settings: Settings) -> web.Application:
                                         "the room's media node has no address; try again")
         worker = worker_ids.index(decision.worker_id) \
             if decision.worker_id in worker_ids else None
-        return Admission(decision.allowed, decision.code, decision.message, worker, decision.izs)
+        return Admission(decision.allowed, decision.code, decision.message, worker, decision.izs,
+                         details=refusal_details(decision))
 
     def read(query: Callable[..., Any], *args: Any) -> Any:
         with database.read_session() as session:

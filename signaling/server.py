@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class Admission:
     priority: bool = False  # IZS: never refused for load
     redirect: str | None = None  # the room lives on another node: that node's front
     spread: bool = False  # the room lives on another node too: this node takes part of it
+    # More fields of a refusal's error message (room_not_open: opens_at), for the page's
+    # own text in its language: the message is English prose.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 # (grant, unit kind): for every join but a self-test's; scheduled links are admitted by
@@ -648,7 +651,8 @@ class ParticipantConnection:
         if not echo:  # the scheduler admits scheduled links and places every room
             admission = await signaling.admit(grant, "mixed" if mode == "mixed" else "hd")
             if not admission.allowed:
-                raise ProtocolError(admission.code or "not_admitted", admission.message)
+                raise ProtocolError(admission.code or "not_admitted", admission.message,
+                                    **admission.details)
             if admission.redirect is not None:
                 # The room lives on another node: the page joins there, same token.
                 await self.send({"type": "redirect", "front": admission.redirect,

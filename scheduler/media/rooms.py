@@ -63,6 +63,9 @@ class AdmissionDecision:
     message: str
     worker_id: int | None = None
     izs: bool = False  # an IZS room: admitted on a full worker, placed first
+    # room_not_open: when joins are admitted next (the next occurrence's start less the
+    # open lead), so that the page can say so in its own language; None: never again.
+    opens_at: datetime | None = None
 
 
 def node_is_live(now: datetime) -> ColumnElement[bool]:
@@ -283,7 +286,8 @@ def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
         .order_by(o.start_utc).limit(1))
     when = (f"; it opens {config.open_lead.total_seconds() / 60:.0f} minutes before "
             f"{upcoming.isoformat()}" if upcoming else "; it has no further occurrence")
-    return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}"), None
+    return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}",
+                             opens_at=upcoming - config.open_lead if upcoming else None), None
 
 
 def place_room(session: Session, room_name: str, now: datetime, *,

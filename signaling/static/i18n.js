@@ -76,6 +76,7 @@ const STRINGS = {
     "code.room_locked": "Místnost je uzamčena: moderátor teď nikoho dalšího nepouští.",
     "code.not_admitted": "Do hovoru teď nelze vstoupit.",
     "code.room_not_open": "Místnost teď není otevřená: připojte se v čase schůzky.",
+    "code.room_not_open.opens_at": "Místnost teď není otevřená: připojit se lze {opens_at}.",
     "code.booking_cancelled": "Tato schůzka byla zrušena.",
     "code.booking_displaced": "Tento termín schůzky musel ustoupit mimořádné události IZS.",
     "code.bridge_inactive": "Tato stálá místnost je vypnutá.",
@@ -85,6 +86,7 @@ const STRINGS = {
     "code.capacity_full": "Server je plně vytížen: zkuste to za několik minut.",
     "code.too_many_pending_joins": "Právě se připojuje příliš mnoho účastníků: zkuste to za chvíli.",
     "code.rate_limited": "Příliš mnoho pokusů v krátké době: zkuste to za chvíli.",
+    "code.rate_limited.retry_after": "Příliš mnoho pokusů v krátké době: zkuste to znovu za {retry_after} s.",
     "code.answer_timeout": "Obraz a zvuk se nepodařilo včas propojit se serverem.",
     "code.resume_failed": "Místo v hovoru se nepodařilo převzít zpět: stránka se připojí znovu.",
     "code.ice_restart_failed": "Mediální spojení se nepodařilo obnovit: stránka se připojí znovu.",
@@ -103,6 +105,8 @@ const STRINGS = {
     "code.unexpected_answer": "Stránka a server se rozešly: načtěte stránku znovu.",
     "code.bad_sdp": "Server odmítl nastavení médií z tohoto prohlížeče: načtěte stránku znovu, případně zkuste jiný prohlížeč.",
     "error": "Chyba",
+    "when.today": "dnes od {time}",
+    "when.day": "{date} od {time}",
     "lang": "English",
   },
   en: {
@@ -179,6 +183,7 @@ const STRINGS = {
     "code.room_locked": "The room is locked: the host is not letting anyone else in now.",
     "code.not_admitted": "The call cannot be joined now.",
     "code.room_not_open": "The room is not open now: join at the time of the meeting.",
+    "code.room_not_open.opens_at": "The room is not open now: you can join {opens_at}.",
     "code.booking_cancelled": "This meeting was cancelled.",
     "code.booking_displaced": "This occurrence of the meeting gave way to an IZS emergency.",
     "code.bridge_inactive": "This standing room is switched off.",
@@ -188,6 +193,7 @@ const STRINGS = {
     "code.capacity_full": "The server is full: try again in a few minutes.",
     "code.too_many_pending_joins": "Too many participants are connecting right now: try again shortly.",
     "code.rate_limited": "Too many attempts in a short time: try again shortly.",
+    "code.rate_limited.retry_after": "Too many attempts in a short time: try again in {retry_after} s.",
     "code.answer_timeout": "Picture and sound did not connect to the server in time.",
     "code.resume_failed": "The place in the call could not be taken back: the page joins again.",
     "code.ice_restart_failed": "The media connection could not be restored: the page joins again.",
@@ -206,6 +212,8 @@ const STRINGS = {
     "code.unexpected_answer": "The page and the server are out of step: reload the page.",
     "code.bad_sdp": "The server refused this browser's media settings: reload the page, or try another browser.",
     "error": "Error",
+    "when.today": "today from {time}",
+    "when.day": "on {date} from {time}",
     "lang": "Čeština",
   },
 };
@@ -219,15 +227,49 @@ function chooseLanguage() {
 
 export let lang = chooseLanguage();
 
-export function t(key) {
-  return STRINGS[lang][key] ?? STRINGS.cs[key] ?? key;
+// ``values`` fill the text's {name}s.
+export function t(key, values = {}) {
+  const text = STRINGS[lang][key] ?? STRINGS.cs[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (all, name) => values[name] ?? all);
 }
 
+// The details some errors carry (docs/protocol.md, "Errors"), as the texts show them;
+// null for a value the page cannot read (the text without it is shown then).
+const DETAILS = {
+  retry_after: (seconds) => (Number.isFinite(seconds) && seconds >= 0 ? String(Math.max(1, Math.ceil(seconds))) : null),
+  opens_at: (iso) => czechTime(iso),
+};
+
 // A server's error message (docs/protocol.md, "Errors") in the page's language: the
-// page's own text for every code it knows; the server's text, in English, only for a
-// code it does not (from a server newer than the page).
-export function errorText({ code, message }) {
-  return code && `code.${code}` in STRINGS.cs ? t(`code.${code}`) : message;
+// page's own text for every code it knows, with the error's detail where the server
+// sent one (when the room opens, how long to wait: the server's English text said so);
+// the server's text, in English, only for a code it does not (a server newer than the page).
+export function errorText(error) {
+  const { code, message } = error;
+  if (!code || !(`code.${code}` in STRINGS.cs)) return message;
+  for (const [field, show] of Object.entries(DETAILS)) {
+    const key = `code.${code}.${field}`;
+    const value = key in STRINGS.cs && error[field] != null ? show(error[field]) : null;
+    if (value !== null) return t(key, { [field]: value });
+  }
+  return t(`code.${code}`);
+}
+
+// A time the server sent (ISO 8601) as the officials read it: in Czech time, whatever
+// zone the computer is set to, in the page's language, and with its date unless it is
+// today. Null if it is no time.
+function czechTime(iso) {
+  const at = new Date(iso);
+  if (typeof iso !== "string" || Number.isNaN(at.getTime())) return null;
+  const locale = lang === "cs" ? "cs-CZ" : "en-GB";
+  const zone = "Europe/Prague";
+  const time = at.toLocaleTimeString(locale, { timeZone: zone, hour: "numeric", minute: "2-digit" });
+  const day = (date) => date.toLocaleDateString("en-CA", { timeZone: zone });  // YYYY-MM-DD
+  const now = new Date();
+  if (day(at) === day(now)) return t("when.today", { time });
+  const year = day(at).slice(0, 4) !== day(now).slice(0, 4) ? { year: "numeric" } : {};
+  const date = at.toLocaleDateString(locale, { timeZone: zone, day: "numeric", month: "long", ...year });
+  return t("when.day", { date, time });
 }
 
 export function applyTranslations(root = document) {

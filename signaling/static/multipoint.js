@@ -169,7 +169,9 @@ export class MultipointSession extends EventTarget {
       this.#settle(Object.assign(new Error("the room is on another node"),
                                  { code: "redirect", front: message.front }));
     } else if (message.type === "error" && this.pending) {
-      this.#settle(Object.assign(new Error(message.message), { code: message.code }));
+      // With the code, the error's details (retry_after, opens_at...): the page's text says them.
+      const { type, ...fields } = message;
+      this.#settle(Object.assign(new Error(message.message), fields));
     }
     if (FINAL_MESSAGES.has(message.type) || message.code === "answer_timeout") this.resumeSecret = null;
     try {

@@ -1,10 +1,12 @@
-"""The call page when the server refuses its join for good: a meeting cancelled while
-the official was in it, a room not open yet. The bookings are made, cancelled and closed
-through the scheduler's own services, as the operator's would be."""
+"""The call page when the server refuses its join: for good (a meeting cancelled while
+the official was in it), or for now (a room not open yet, too many joins), saying what
+the server's English text said. The bookings are made, cancelled and closed through the
+scheduler's own services, as the operator's would be."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -12,22 +14,25 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from multipoint.app import DATABASE
+from multipoint.app import DATABASE, LIVE_ROOMS
 from scheduler.access.auth import create_user
 from scheduler.access.permissions import Principal
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
-from scheduler.models import Booking, Organisation
+from scheduler.models import Booking, Organisation, User
 from scheduler.seed import seed
 from signaling.links import join_url
+from signaling.rate_limits import token_key
 from tests.browser.conftest import new_context
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.browser
 
 PRAGUE = ZoneInfo("Europe/Prague")
+CZECH_MONTHS = ["ledna", "února", "března", "dubna", "května", "června", "července", "srpna",
+                "září", "října", "listopadu", "prosince"]
 
 
 @dataclass
@@ -45,7 +50,8 @@ def book(server: RunningServer, starts_in: timedelta) -> Booked:
     with server.app[DATABASE].session() as session:
         seed(session, local_workers=1, worker_capacity_units=800)
         orp = session.scalars(select(Organisation).where(Organisation.kind == "orp")).first()
-        user = create_user(session, "operator", "operator", None)
+        user = session.scalar(select(User).where(User.name == "operator")) \
+            or create_user(session, "operator", "operator", None)
         operator = Principal(user.id, user.name, "operator", None, "")
         organisation_id = orp.id
     start = (services.clock() + starts_in).astimezone(PRAGUE).replace(
@@ -99,5 +105,63 @@ async def test_a_meeting_cancelled_during_the_call_ends_the_page_at_once(server,
         notice = await page.text_content("#notice")
         assert "Tato schůzka byla zrušena" in notice and "Obnovuji" not in notice
         assert errors == []
+    finally:
+        await context.close()
+
+
+def czech_when(at: datetime, now: datetime) -> tuple[str, str]:
+    """How the page says ``at`` (Czech, English): Prague time, its date unless today."""
+    local, today = at.astimezone(PRAGUE), now.astimezone(PRAGUE)
+    if local.date() == today.date():
+        return f"dnes od {local.hour}:{local.minute:02d}", f"today from {local:%H:%M}"
+    year = f" {local.year}" if local.year != today.year else ""
+    return (f"{local.day}. {CZECH_MONTHS[local.month - 1]}{year} od {local.hour}:{local.minute:02d}",
+            f"on {local.day} {local:%B}{year} from {local:%H:%M}")
+
+
+async def test_a_room_not_open_yet_says_when_it_opens_in_czech_time(server, browser) -> None:
+    """The server's English text said when the room opens ("it opens 10 minutes before
+    2026-…T08:00:00+00:00"); the page's own text only "join at the time of the meeting".
+    The server now sends the time (opens_at) and the page says it, in Prague time
+    whatever zone the computer is set to."""
+    # Later today (or tomorrow, this late in the day), and in some days: with its date.
+    later, in_days = book(server, timedelta(hours=3)), book(server, timedelta(days=3))
+    # A computer set to another zone: the time is still the invitation's, Prague's.
+    context = await browser.new_context(base_url=server.url, timezone_id="America/New_York")
+    await context.grant_permissions(["camera", "microphone"], origin=server.url)
+    try:
+        page = await context.new_page()
+        for booked in (later, in_days):
+            opens = booked.start - timedelta(minutes=10)  # the scheduler's open lead
+            for lang, expected in zip(("cs", "en"), czech_when(opens, datetime.now(UTC)),
+                                      strict=True):
+                await page.goto(link(server, booked.room) + f"&autojoin=1&lang={lang}")
+                await page.wait_for_selector("#prejoin-error", state="visible", timeout=20_000)
+                text = await page.text_content("#prejoin-error")
+                assert expected in text, (expected, text)
+        assert "you can join on " in text
+    finally:
+        await context.close()
+
+
+async def test_too_many_joins_with_a_link_say_how_long_to_wait(server, browser) -> None:
+    """Refused for too many joins with one link, the page said "try again shortly"
+    while the server said in how many seconds (retry_after): it says so too."""
+    url = join_url(server.url, server.settings.signing_secret(), "celostatni-porada",
+                   role="guest", name="Obecní úřad Lhota", ttl_s=600)
+    token = url.split("token=", 1)[1]
+    # A national briefing's guest link: the whole minute's rate of joins has been used.
+    limits = server.app[LIVE_ROOMS].signaling.rate_limits
+    for _ in range(10_000):
+        if limits.hit("join_per_link", token_key(token)) is not None:
+            break
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(url + "&autojoin=1")
+        await page.wait_for_selector("#prejoin-error", state="visible", timeout=20_000)
+        text = await page.text_content("#prejoin-error")
+        wait = re.search(r"zkuste to znovu za (\d+) s", text)
+        assert wait and 1 <= int(wait.group(1)) <= 60, text
     finally:
         await context.close()

@@ -172,6 +172,21 @@ def test_admission_refuses_unknown_cancelled_and_displaced_rooms(world: World) -
     assert service.admit_join(routine, now=NOW + timedelta(hours=5)).code == "booking_displaced"
 
 
+def test_a_room_not_open_yet_says_when_it_opens(world: World) -> None:
+    """For the page's own text in its language ("you can join from 10:50"): the time is
+    a field of the refusal, not only in its English message."""
+    service = services(world, FakeClock(NOW), RecordingRoomControl())
+    assert service.admit_join("nothing-here").opens_at is None
+    _, room = book(world, "2026-11-30T12:00", "2026-11-30T13:00", "FREQ=DAILY;COUNT=2")
+    refused = service.admit_join(room)  # 11:00 UTC, admitted from 10:50
+    assert refused.code == "room_not_open"
+    assert refused.opens_at == datetime(2026, 11, 30, 10, 50, tzinfo=UTC)
+    after_the_first = service.admit_join(room, now=NOW + timedelta(hours=6))
+    assert after_the_first.opens_at == datetime(2026, 12, 1, 10, 50, tzinfo=UTC)
+    after_the_last = service.admit_join(room, now=NOW + timedelta(days=2))
+    assert after_the_last.code == "room_not_open" and after_the_last.opens_at is None
+
+
 def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) -> None:
     world = make_world(db, workers=1, capacity=100)
     with db.session() as session:
