@@ -483,9 +483,14 @@ function linkSelfTest() {
 }
 
 // A refused join or request, or a server that cannot be reached, in the page's language
-// (the server's texts are English).
+// (the server's texts are English, and so are the texts of multipoint.js's own errors).
 function failure(error) {
-  return `${t("error")}: ${error.unreachable ? t("problem.signaling") : errorText(error)}`;
+  let text;
+  if (error.unreachable) text = t("problem.signaling");
+  else if (error.closed) text = t("problem.signaling_closed");  // no answer to the join
+  else if (error.code === "redirect") text = t("problem.redirect_loop");  // past 3 of them
+  else text = errorText(error);
+  return `${t("error")}: ${text}`;
 }
 
 function showPrejoinError(text) {

@@ -189,7 +189,8 @@ export class MultipointSession extends EventTarget {
 
   #onSocketClosed(ws, event) {
     if (ws !== this.ws) return;
-    this.#settle(new Error("signaling connection closed"));
+    // A socket closed before its join or resume was answered (a proxy or front going away).
+    this.#settle(Object.assign(new Error("signaling connection closed"), { closed: true }));
     if (!this.closed && this.participantId && this.resumeSecret) {
       this.#recover();  // the network, most likely: take our place back over a new socket
     } else if (!this.recovering) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -184,6 +185,67 @@ async def test_the_servers_errors_are_in_the_pages_language(server, browser) -> 
           return [errorText({ code: 'brand_new', message: 'the server says so' }),
                   errorText({ code: 'capacity_full', message: 'every media worker is full' })];
         }""") == ["the server says so", "Server je plně vytížen: zkuste to za několik minut."]
+    finally:
+        await context.close()
+
+
+async def test_a_socket_cut_before_the_join_was_answered_is_explained(server, browser) -> None:
+    """A proxy (or the front) that goes away as the join is answered: the page said
+    "Error: signaling connection closed", its own English, on the Czech page too. It
+    says in the page's language that the connection was cut and to join again."""
+    link = join_url(server.url, server.settings.signing_secret(), "preruseno", name="Úředník",
+                    ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+
+        async def cut_at_the_answer(ws) -> None:
+            # The page's messages go on to the real server; its answer never comes back.
+            to_server = ws.connect_to_server()
+
+            async def answered(message) -> None:
+                await ws.close(code=1001, reason="going away")
+
+            to_server.on_message(answered)
+
+        await page.route_web_socket("**/ws", cut_at_the_answer)
+        for lang, expected in (("cs", "Spojení se serverem se přerušilo"),
+                               ("en", "The connection to the server was cut")):
+            await page.goto(link + f"&autojoin=1&lang={lang}")
+            await page.wait_for_selector("#prejoin-error", state="visible", timeout=20_000)
+            text = await page.text_content("#prejoin-error")
+            assert expected in text and "signaling" not in text, text
+    finally:
+        await context.close()
+
+
+async def test_a_room_redirected_too_often_is_explained(server, browser) -> None:
+    """Fronts that kept sending the page on to another node (two nodes out of step about
+    where the room lives; their answers scripted here): after the 4th redirect the page
+    said "Error: the room is on another node", in English. It says in its language that
+    the room's server was not found and to try again shortly."""
+    link = join_url(server.url, server.settings.signing_secret(), "putovni", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        redirects = []
+
+        def elsewhere(ws) -> None:
+            def joined(message) -> None:
+                if json.loads(message)["type"] != "join":
+                    return  # the page's "leave" on a socket it was sent away from
+                redirects.append(message)
+                ws.send(json.dumps({"type": "redirect", "front": server.url,
+                                    "reason": "room_on_another_node"}))
+
+            ws.on_message(joined)
+
+        await page.route_web_socket("**/ws", elsewhere)
+        await page.goto(link + "&autojoin=1")
+        await page.wait_for_selector("#prejoin-error", state="visible", timeout=20_000)
+        text = await page.text_content("#prejoin-error")
+        assert "Server, na kterém místnost běží, se nepodařilo najít" in text, text
+        assert len(redirects) == 4
     finally:
         await context.close()
 
