@@ -11,9 +11,11 @@ own and not a SIP stack's.
 Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
 the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on every
 transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not come in
-64*T1 is hung up (13.3.1.4, 14.2); a BYE we send is retransmitted over UDP until
-answered. Responses go back where the request came from (the source address, as
-RFC 3581 rport does), which is what a unit behind a NAT needs.
+64*T1 is hung up (13.3.1.4, 14.2); a final refusal of an INVITE is retransmitted over
+UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
+(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered. Responses
+go back where the request came from (the source address, as RFC 3581 rport does), which
+is what a unit behind a NAT needs.
 
 What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
 and says how to answer, and hears of each hang-up.
@@ -197,6 +199,7 @@ class SipAgent:
         self.dialogs: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag)
         self._invites: dict[tuple[str, str], Call] = {}  # (Call-ID, branch): pending INVITEs
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
+        self._refusals: dict[tuple[str, str], asyncio.Task[None]] = {}  # (Call-ID, branch): until ACKed
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
         self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
         self._calling: set[tuple[str, str]] = set()  # (Call-ID, our tag) of our INVITEs not answered yet
@@ -350,6 +353,11 @@ class SipAgent:
         if method == "INVITE":
             self._invite(request, flow, branch)
         elif method == "ACK":
+            # The ACK of a refusal is part of the INVITE's transaction: its branch.
+            refusal = self._refusals.pop((request.call_id, branch), None)
+            if refusal is not None:
+                refusal.cancel()
+                return
             call = self._dialog(request)
             # The ACK of our 2xx carries its INVITE's CSeq: a late copy of an earlier ACK,
             # or the ACK of a refused INVITE (which a unit sends whether or not it had
@@ -550,6 +558,8 @@ class SipAgent:
         call.flow.send(data)
         if status < 300:
             self._retransmit_until_acked(call, call.flow, call.invite.cseq[0], data)
+        else:
+            self._retransmit_refusal(call.call_id, branch, call.flow, data)
 
     def _retransmit_until_acked(self, call: Call, flow: Flow, cseq: int, data: bytes) -> None:
         """Send our 2xx to the INVITE of ``cseq`` again until its ACK comes (RFC 3261
@@ -580,6 +590,34 @@ class SipAgent:
         call.confirmed = True
         await self.hang_up(call, wait=False)
 
+    def _retransmit_refusal(self, call_id: str, branch: str, flow: Flow, data: bytes) -> None:
+        """Send our final non-2xx answer to an INVITE again over UDP until its ACK comes
+        (RFC 3261 17.2.1: T1 doubling to T2, for 64*T1 at most, timer H): the unit stops
+        resending its INVITE once it had our 100, so a refusal lost on the way left it
+        waiting for its own timeout. A stream is reliable: nothing again. Bounded in time
+        (about 11 datagrams an INVITE, as the RFC's) and in number, so INVITEs from a
+        forged source make us send no more toward it than the RFC allows."""
+        if flow.reliable or len(self._refusals) >= 10 * MAX_CALLS:
+            return
+        key = (call_id, branch)
+        if key in self._refusals:
+            return
+        self._refusals[key] = self._spawn(self._retransmit_refusal_until(key, flow, data))
+
+    async def _retransmit_refusal_until(self, key: tuple[str, str], flow: Flow, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        # T1 and T2 read now, not at import (TRANSACTION_S is): a test shortens them.
+        give_up_at, interval = loop.time() + 64 * T1_S, T1_S
+        try:
+            while (left := give_up_at - loop.time()) > 0:
+                await asyncio.sleep(min(interval, left))
+                if loop.time() < give_up_at:
+                    flow.send(data)
+                interval = min(interval * 2, T2_S)
+        finally:
+            if self._refusals.get(key) is asyncio.current_task():
+                del self._refusals[key]
+
     async def _forget_invite_later(self, call: Call, branch: str) -> None:
         await asyncio.sleep(TRANSACTION_S)
         self._invites.pop((call.call_id, branch), None)
@@ -602,6 +640,8 @@ class SipAgent:
             for key, _ in oldest:
                 del self._responses[key]
         flow.send(data)
+        if request.method == "INVITE" and response.status >= 300:
+            self._retransmit_refusal(request.call_id, branch, flow, data)
         return data
 
     def _send(self, flow: Flow, message: SipMessage) -> None:
