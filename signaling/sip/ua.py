@@ -13,7 +13,8 @@ the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on eve
 transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not come in
 64*T1 is hung up (13.3.1.4, 14.2); a final refusal of an INVITE is retransmitted over
 UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
-(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered. Responses
+(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered; a unit's
+refusal of our INVITE is ACKed, over UDP each copy of it for timer D (17.1.1.2). Responses
 go back where the request came from (the source address, as RFC 3581 rport does), which
 is what a unit behind a NAT needs.
 
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 T1_S = 0.5
 T2_S = 4.0
 TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
+TIMER_D_S = 32.0  # RFC 3261 timer D: how long our ACK of a refusal answers its copies (UDP)
 CLOSE_BYE_S = 4 * T1_S  # on closing, how long the calls' BYEs are waited for
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
 # Keys sent in SIP INFO (units that do not send RFC 4733 events in their RTP): the de facto
@@ -202,6 +204,7 @@ class SipAgent:
         self._refusals: dict[tuple[str, str], asyncio.Task[None]] = {}  # (Call-ID, branch): until ACKed
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
         self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
+        self._refused: dict[str, tuple[Flow, bytes]] = {}  # our refused INVITE's branch -> our ACK
         self._calling: set[tuple[str, str]] = set()  # (Call-ID, our tag) of our INVITEs not answered yet
         self._streams: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -658,6 +661,11 @@ class SipAgent:
         if responses is not None:
             responses.put_nowait(response)
             return
+        refused = self._refused.get(branch)
+        if refused is not None and response.status >= 300 and response.cseq[1] == "INVITE":
+            # The unit's refusal of our INVITE again: our ACK was lost, so it goes again.
+            refused[0].send(refused[1])
+            return
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
             # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK.
             call = self.dialogs.get((response.call_id, tag_of(response.get("From"))))
@@ -799,10 +807,22 @@ class SipAgent:
                     ack.add(header, invite.get(header))
                 ack.add("To", response.get("To"))
                 ack.add("CSeq", "1 ACK")
-                flow.send(ack.to_bytes())
+                data = ack.to_bytes()
+                flow.send(data)
+                if not flow.reliable:
+                    # The unit sends its refusal again until our ACK reaches it: each copy
+                    # gets the ACK again, for timer D (RFC 3261 17.1.1.2). Else one lost
+                    # ACK had it resend the refusal for 32 s.
+                    branch = params(invite.get_all("Via")[0]).get("branch", "")
+                    self._refused[branch] = (flow, data)
+                    self._spawn(self._forget_refused_later(branch))
                 if cancelled and response.status == 487:
                     return SipMessage(status=408, reason="no answer")
             return response
+
+    async def _forget_refused_later(self, branch: str) -> None:
+        await asyncio.sleep(TIMER_D_S)  # (read now: a test shortens it)
+        self._refused.pop(branch, None)
 
     def _cancel_of(self, invite: SipMessage) -> SipMessage:
         cancel = SipMessage(method="CANCEL", uri=invite.uri)

@@ -39,7 +39,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation, StandingBridge
 from scheduler.organisations import org_info
 from scheduler.seed import seed
-from signaling.sip.message import SipMessage, frame, parse, tag_of
+from signaling.sip.message import SipMessage, frame, params, parse, tag_of
 from signaling.sip.testcall import UnitTestCalls
 from signaling.sip.units import DialFailed, UnitMember
 from signaling.tokens import JoinGrant, issue_token
@@ -600,6 +600,37 @@ async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> N
     assert (await units.agent.dial("sip:unit@host\r\nX: y", "v=0\r\n")).status == 400
     assert not units.agent.dialogs and not units_in(server, room)
     assert not server.app[MEDIA].rooms.get(room) or not server.app[MEDIA].rooms[room].participants
+
+
+async def test_every_copy_of_a_units_refusal_of_our_call_gets_our_ack(server, monkeypatch) -> None:
+    """RFC 3261 17.1.1.2: a unit that refuses our INVITE (486 here) sends its refusal again
+    until our ACK reaches it; each copy gets the ACK again, for timer D (32 s over UDP,
+    shortened here) and not after. Only the first was ACKed: an ACK lost on its way left
+    the unit resending its refusal for 32 s."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "TIMER_D_S", 1.0)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    dialling = asyncio.ensure_future(agent.dial(f"sip:unit@127.0.0.1:{raw.local}", OFFER.decode()))
+    try:
+        invite = await request_of(raw, "INVITE")
+        busy = response_from(invite, 486, to_tag="busy", reason="Busy Here")
+        raw.send(busy)
+        first = await request_of(raw, "ACK")
+        assert (await asyncio.wait_for(dialling, 5)).status == 486
+        assert params(first.get_all("Via")[0])["branch"] == params(invite.get_all("Via")[0])["branch"]
+        for _ in range(2):  # our ACK was lost: the refusal again, and the ACK again
+            raw.send(busy)
+            assert (await request_of(raw, "ACK", timeout=2)).to_bytes() == first.to_bytes()
+        await asyncio.sleep(1.5)  # past timer D: the transaction is over
+        raw.send(busy)
+        assert await raw.responses(1, timeout=1) == []
+        assert not agent._refused
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
 
 
 def free_tcp_port() -> int:
