@@ -4,7 +4,8 @@ It takes the subset of RFC 3261 a room system uses to call a multipoint: INVITE 
 SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a session
 refresh, answered with the session as it is; a new offer, hold or a new address, goes to
 the application, which answers it or refuses it with 488, and then the call goes on as
-it was), INFO with keys, OPTIONS (keep-alive and capability queries); every other
+it was; cancelled before that answer, it gets 487 and the call goes on as it was too),
+INFO with keys, OPTIONS (keep-alive and capability queries); every other
 method gets 405 with ``Allow``. docs/sip.md says why this is our
 own and not a SIP stack's.
 
@@ -141,6 +142,8 @@ class Call:
     ack_cseq: int = 0  # the CSeq of the INVITE that 2xx answers (its ACK carries the same)
     app: Any = None  # the application's object for this call
     updating: bool = False  # a re-INVITE's new offer is with the application
+    reinvite: tuple[SipMessage, Flow] | None = None  # that re-INVITE, and where it came from
+    reinvite_cancelled: bool = False  # it was CANCELled: answered 487, its offer not taken
 
     @property
     def offer(self) -> str:
@@ -157,9 +160,11 @@ class Calls(Protocol):
     async def ended(self, call: Call, by_unit: bool) -> None:
         ...
 
-    async def reinvited(self, call: Call, offer: str) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
         """(status, reason, SDP answer) for a re-INVITE's new offer; a status ≥ 300
-        refuses it, and the session stays as it was."""
+        refuses it, and the session stays as it was. ``undo``: the unit cancelled a
+        re-INVITE whose offer was taken (its answer unsent): go back to ``offer``, the
+        one it had before, and to our SDP as it has it (``call.local_sdp``)."""
         ...
 
     def key_pressed_in_info(self, call: Call, key: str) -> None:
@@ -387,6 +392,16 @@ class SipAgent:
                 # Answered 487 now; a join under way finishes and is undone (_decide).
                 self._final(pending, 487, "Request Terminated", b"")
                 self._end(pending, by_unit=True)
+            elif pending.reinvite is not None and not pending.reinvite_cancelled \
+                    and params(pending.reinvite[0].get_all("Via")[0]).get("branch", "") == branch:
+                # A re-INVITE whose new offer is still with the application (its worker):
+                # answered 487 now, and the call goes on with the session as it was
+                # (RFC 3261 9.2); what the worker makes of the offer meanwhile is undone
+                # (_update).
+                reinvite, reinvite_flow = pending.reinvite
+                pending.reinvite_cancelled = True
+                self._cache_and_send(reinvite, reinvite_flow, branch,
+                                     response_to(reinvite, 487, to_tag=pending.local_tag))
         elif method == "INFO":
             self._info(request, flow, branch)
         elif method == "OPTIONS":
@@ -446,6 +461,7 @@ class SipAgent:
             if request.body and not same_session(request.body, existing.remote_sdp):
                 # A new offer (hold, another address): the application's to answer.
                 existing.updating = True
+                existing.reinvite, existing.reinvite_cancelled = (request, flow), False
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))
                 self._spawn(self._update(existing, request, flow, branch))
@@ -518,16 +534,26 @@ class SipAgent:
 
     async def _update(self, call: Call, request: SipMessage, flow: Flow, branch: str) -> None:
         """A re-INVITE's new offer, answered as the application says; on a refusal the
-        call goes on as it was (RFC 3261 14.1)."""
+        call goes on as it was (RFC 3261 14.1), and so it does when the unit cancelled
+        the re-INVITE before the answer (9.2: the CANCEL answered it 487)."""
+        offer = request.body.decode("utf-8", "replace")
         try:
-            status, reason, sdp = await self.calls.reinvited(call, request.body.decode("utf-8", "replace"))
+            try:
+                status, reason, sdp = await self.calls.reinvited(call, offer)
+            except Exception:
+                logger.exception("SIP call %s: a re-INVITE could not be handled", call.call_id)
+                status, reason, sdp = 500, "Server Internal Error", ""
+            if call.reinvite_cancelled:
+                # Answered 487 meanwhile (RFC 3261 9.2): the session stays as it was, and
+                # what the application made of the offer is undone before another is taken.
+                if status < 300 and not call.ended:
+                    await self._undo_update(call)
+                self._spawn(self._forget_invite_later(call, branch))
+                return
         except asyncio.CancelledError:
             return
-        except Exception:
-            logger.exception("SIP call %s: a re-INVITE could not be handled", call.call_id)
-            status, reason, sdp = 500, "Server Internal Error", ""
         finally:
-            call.updating = False
+            call.updating, call.reinvite = False, None
         if call.ended:
             status, reason, sdp = 481, "Call/Transaction Does Not Exist", ""
         response = response_to(request, status, reason, to_tag=call.local_tag)
@@ -543,6 +569,20 @@ class SipAgent:
         if status < 300:
             self._retransmit_until_acked(call, flow, request.cseq[0], data)
         self._spawn(self._forget_invite_later(call, branch))
+
+    async def _undo_update(self, call: Call) -> None:
+        """The application took the new offer of a re-INVITE the unit then cancelled (we
+        answered 487): the session goes back to the unit's offer before it, which is
+        what the unit has. Only then is another re-INVITE taken (``updating``)."""
+        try:
+            status, reason, _ = await self.calls.reinvited(
+                call, call.remote_sdp.decode("utf-8", "replace"), undo=True)
+        except Exception:
+            logger.exception("SIP call %s: a cancelled re-INVITE could not be undone", call.call_id)
+            return
+        if status >= 300:
+            logger.warning("SIP call %s: a cancelled re-INVITE could not be undone: %s %s",
+                           call.call_id, status, reason)
 
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
         response = response_to(call.invite, status, reason, to_tag=call.local_tag)
@@ -931,19 +971,21 @@ def dtmf_key(content_type: str, body: str) -> str | None:
     return value if len(value) == 1 and value in DTMF_KEYS else None
 
 
+def sdp_origin(sdp: bytes) -> tuple[str, str] | None:
+    """The session id and version of an SDP's ``o=`` line (None: none, or not one)."""
+    for line in sdp.decode("utf-8", "replace").splitlines():
+        if line.startswith("o="):
+            fields = line[2:].split()
+            return (fields[1], fields[2]) if len(fields) >= 6 else None
+    return None
+
+
 def same_session(offer: bytes, known: bytes) -> bool:
     """Whether a re-INVITE's SDP is the session the unit has (RFC 3264 8: a description
     whose ``o=`` line keeps its session id and version is unchanged)."""
-    def origin(sdp: bytes) -> list[str] | None:
-        for line in sdp.decode("utf-8", "replace").splitlines():
-            if line.startswith("o="):
-                fields = line[2:].split()
-                return fields[1:3] if len(fields) >= 6 else None
-        return None
-
-    found = origin(offer)
+    found = sdp_origin(offer)
     if found is not None:
-        return found == origin(known)
+        return found == sdp_origin(known)
     return offer.replace(b"\r\n", b"\n").strip() == known.replace(b"\r\n", b"\n").strip()
 
 

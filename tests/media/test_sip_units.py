@@ -1437,6 +1437,53 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         unit.close()
 
 
+async def test_a_reinvite_cancelled_before_its_answer_gets_487_and_the_call_goes_on_as_it_was(
+        server, monkeypatch) -> None:
+    """RFC 3261 9.2: a unit that CANCELs its re-INVITE (a hold here) while its worker is
+    still answering it gets 200 to the CANCEL and 487 to the re-INVITE, and the call goes
+    on with the session as it was: the composite still comes to it, and our answer to its
+    next offer counts our SDP's version up from the one it has (RFC 3264 8). The CANCEL
+    was answered 200 and the re-INVITE 200 too, the hold taken, once the worker answered."""
+    room = bridge(server)
+    units = server.app[ROOM_UNITS]
+    unit = HandUnit(server, nack=False)
+    go_on = asyncio.Event()
+    reinvited = units.reinvited
+
+    async def slow_reinvited(*args: Any, **kwargs: Any) -> tuple[int, str, str]:
+        await go_on.wait()  # the worker's answer on its way
+        return await reinvited(*args, **kwargs)
+
+    monkeypatch.setattr(units, "reinvited", slow_reinvited)
+    try:
+        await unit.call(room)
+        session_id, version = origin(unit.answer_sdp)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        unit.raw.send(unit.reinvite(unit.offer(version=2, direction="sendonly"), "z9hG4bKheld", 3))
+        assert [r.status for r in await unit.raw.responses(1)] == [100]
+        unit.raw.send(unit.raw.request("CANCEL", unit.uri, call_id="hand", cseq=3, to_tag=unit.to_tag,
+                                       branch="z9hG4bKheld", sender="Hand-made unit"))
+        answers = {r.cseq: r.status for r in await unit.raw.responses(2, timeout=3)}
+        assert answers == {(3, "CANCEL"): 200, (3, "INVITE"): 487}, answers
+        unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=3, to_tag=unit.to_tag,
+                                       branch="z9hG4bKheld"))
+        go_on.set()
+        assert await unit.raw.responses(1, timeout=2) == []  # no 200 to it after all
+        await asyncio.sleep(0.5)
+        composite_packets(unit, "video")
+        await asyncio.sleep(1)
+        assert len(composite_packets(unit, "video")) > 3  # not on hold: the session as it was
+        held = await unit.change(unit.offer(version=3, direction="sendonly"), "z9hG4bKheldnow", 4)
+        assert held.status == 200, held.reason
+        assert origin(held.body.decode()) == (session_id, version + 1)
+        assert [m.direction for m in parse_offer(held.body.decode()).media] == ["recvonly", "recvonly"]
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        go_on.set()
+        unit.close()
+
+
 async def test_baresip_puts_the_call_on_hold_and_takes_it_back(server, tmp_path: Path) -> None:
     """A SIP endpoint nobody here wrote holds the call (its re-INVITE: a=sendonly) and
     resumes it: the mix stops going to it while held and comes back, and the room goes
