@@ -411,14 +411,18 @@ class UnitParticipant:
         if kind == "video":
             consumer.request_keyframe()
 
-    async def update(self, offer_text: str) -> str:
+    async def update(self, offer_text: str, version: int | None = None) -> str:
         """The unit's new offer in a re-INVITE (RFC 3264 8); our answer. What it may
         change: hold and resume (which way media flows; on hold it gets nothing from us
         and its own media, if it sends any, is heard as before), the address and ports
         it takes media on, its SRTP key. Our ports, codecs and keys stay, and an m-line
         it adds (content sharing, say) is refused in the answer (port 0) while the call
         goes on. A change we cannot make (another codec, RTP profile or SRTP suite, an
-        m-line gone) raises SdpError and the session stays as it was."""
+        m-line gone) raises SdpError and the session stays as it was.
+
+        ``version``: the session goes back to ``offer_text``, the unit's offer before a
+        re-INVITE it cancelled once this took it (RFC 3261 9.2), and our SDP's version
+        back to the one it has, so that our next answer counts up from it by one."""
         if self.closed or not self.answered or self._origin is None:
             raise SdpError("bad_sdp", "the call has no session to change yet")
         offer = parse_offer(offer_text)
@@ -436,11 +440,12 @@ class UnitParticipant:
                 if self.room.participants.get(self.id) is self:
                     self.room.assign_slots()
         self.last_heard = time.monotonic()
-        session_id, version = self._origin
-        self._origin = (session_id, version + 1)
+        session_id, last = self._origin
+        version = last + 1 if version is None else version
+        self._origin = (session_id, version)
         # A stream it stopped (port 0) is answered stopped too (RFC 3264 8.2).
         taken = [(choice, stream.local()) for stream, choice in changes if offer.media[choice.index].port]
-        return with_origin(answer(offer, taken, self.media_host), session_id, version + 1)
+        return with_origin(answer(offer, taken, self.media_host), session_id, version)
 
     # The lobby's cue --------------------------------------------------------------------
 

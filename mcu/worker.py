@@ -187,17 +187,22 @@ class WorkerService:
             raise ChannelError(exc.code, str(exc)) from None
         await self.do_unit_admit(participant)
 
-    async def do_update_unit(self, participant: str, offer: str) -> dict[str, Any]:
+    async def do_update_unit(self, participant: str, offer: str,
+                             version: int | None = None) -> dict[str, Any]:
         """A room unit's re-INVITE with a new offer (hold, resume, a new address): our
         answer; ``bad_sdp`` or ``codec_mismatch`` when it asks what we cannot do (the call
-        goes on as it was)."""
+        goes on as it was). With ``version``: a re-INVITE the unit cancelled after this
+        took it is undone, ``offer`` being the one it had before and ``version`` that of
+        our SDP it has (UnitParticipant.update)."""
         unit = self.participants.get(participant) or self.outside.get(participant)
         if not isinstance(unit, UnitParticipant) or unit.closed:
             raise ChannelError("unknown_participant", f"no unit {participant!r} here")
         if not isinstance(offer, str) or not offer:
             raise ChannelError("bad_request", "update_unit needs an SDP offer")
+        if version is not None and (type(version) is not int or version < 0):
+            raise ChannelError("bad_request", "update_unit's version is a count")
         try:
-            return {"answer": await unit.update(offer)}
+            return {"answer": await unit.update(offer, version)}
         except SdpError as exc:
             raise ChannelError(exc.code, str(exc)) from None
 

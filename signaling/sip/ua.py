@@ -4,16 +4,20 @@ It takes the subset of RFC 3261 a room system uses to call a multipoint: INVITE 
 SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a session
 refresh, answered with the session as it is; a new offer, hold or a new address, goes to
 the application, which answers it or refuses it with 488, and then the call goes on as
-it was), INFO with keys, OPTIONS (keep-alive and capability queries); every other
+it was; cancelled before that answer, it gets 487 and the call goes on as it was too),
+INFO with keys, OPTIONS (keep-alive and capability queries); every other
 method gets 405 with ``Allow``. docs/sip.md says why this is our
 own and not a SIP stack's.
 
 Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
 the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on every
 transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not come in
-64*T1 is hung up (13.3.1.4, 14.2); a BYE we send is retransmitted over UDP until
-answered. Responses go back where the request came from (the source address, as
-RFC 3581 rport does), which is what a unit behind a NAT needs.
+64*T1 is hung up (13.3.1.4, 14.2); a final refusal of an INVITE is retransmitted over
+UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
+(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered; a unit's
+refusal of our INVITE is ACKed, over UDP each copy of it for timer D (17.1.1.2). Responses
+go back where the request came from (the source address, as RFC 3581 rport does), which
+is what a unit behind a NAT needs.
 
 What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
 and says how to answer, and hears of each hang-up.
@@ -53,6 +57,7 @@ logger = logging.getLogger(__name__)
 T1_S = 0.5
 T2_S = 4.0
 TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its end
+TIMER_D_S = 32.0  # RFC 3261 timer D: how long our ACK of a refusal answers its copies (UDP)
 CLOSE_BYE_S = 4 * T1_S  # on closing, how long the calls' BYEs are waited for
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
 # Keys sent in SIP INFO (units that do not send RFC 4733 events in their RTP): the de facto
@@ -137,6 +142,8 @@ class Call:
     ack_cseq: int = 0  # the CSeq of the INVITE that 2xx answers (its ACK carries the same)
     app: Any = None  # the application's object for this call
     updating: bool = False  # a re-INVITE's new offer is with the application
+    reinvite: tuple[SipMessage, Flow] | None = None  # that re-INVITE, and where it came from
+    reinvite_cancelled: bool = False  # it was CANCELled: answered 487, its offer not taken
 
     @property
     def offer(self) -> str:
@@ -153,9 +160,11 @@ class Calls(Protocol):
     async def ended(self, call: Call, by_unit: bool) -> None:
         ...
 
-    async def reinvited(self, call: Call, offer: str) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
         """(status, reason, SDP answer) for a re-INVITE's new offer; a status ≥ 300
-        refuses it, and the session stays as it was."""
+        refuses it, and the session stays as it was. ``undo``: the unit cancelled a
+        re-INVITE whose offer was taken (its answer unsent): go back to ``offer``, the
+        one it had before, and to our SDP as it has it (``call.local_sdp``)."""
         ...
 
     def key_pressed_in_info(self, call: Call, key: str) -> None:
@@ -197,8 +206,10 @@ class SipAgent:
         self.dialogs: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag)
         self._invites: dict[tuple[str, str], Call] = {}  # (Call-ID, branch): pending INVITEs
         self._responses: dict[tuple[str, str, str], tuple[float, bytes]] = {}  # retransmissions
+        self._refusals: dict[tuple[str, str], asyncio.Task[None]] = {}  # (Call-ID, branch): until ACKed
         self._bye_waiters: dict[str, asyncio.Future[int]] = {}  # our BYE's branch -> its status
         self._dialling: dict[str, asyncio.Queue[SipMessage]] = {}  # our INVITE's branch -> responses
+        self._refused: dict[str, tuple[Flow, bytes]] = {}  # our refused INVITE's branch -> our ACK
         self._calling: set[tuple[str, str]] = set()  # (Call-ID, our tag) of our INVITEs not answered yet
         self._streams: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -350,6 +361,11 @@ class SipAgent:
         if method == "INVITE":
             self._invite(request, flow, branch)
         elif method == "ACK":
+            # The ACK of a refusal is part of the INVITE's transaction: its branch.
+            refusal = self._refusals.pop((request.call_id, branch), None)
+            if refusal is not None:
+                refusal.cancel()
+                return
             call = self._dialog(request)
             # The ACK of our 2xx carries its INVITE's CSeq: a late copy of an earlier ACK,
             # or the ACK of a refused INVITE (which a unit sends whether or not it had
@@ -376,6 +392,16 @@ class SipAgent:
                 # Answered 487 now; a join under way finishes and is undone (_decide).
                 self._final(pending, 487, "Request Terminated", b"")
                 self._end(pending, by_unit=True)
+            elif pending.reinvite is not None and not pending.reinvite_cancelled \
+                    and params(pending.reinvite[0].get_all("Via")[0]).get("branch", "") == branch:
+                # A re-INVITE whose new offer is still with the application (its worker):
+                # answered 487 now, and the call goes on with the session as it was
+                # (RFC 3261 9.2); what the worker makes of the offer meanwhile is undone
+                # (_update).
+                reinvite, reinvite_flow = pending.reinvite
+                pending.reinvite_cancelled = True
+                self._cache_and_send(reinvite, reinvite_flow, branch,
+                                     response_to(reinvite, 487, to_tag=pending.local_tag))
         elif method == "INFO":
             self._info(request, flow, branch)
         elif method == "OPTIONS":
@@ -435,6 +461,7 @@ class SipAgent:
             if request.body and not same_session(request.body, existing.remote_sdp):
                 # A new offer (hold, another address): the application's to answer.
                 existing.updating = True
+                existing.reinvite, existing.reinvite_cancelled = (request, flow), False
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))
                 self._spawn(self._update(existing, request, flow, branch))
@@ -507,16 +534,26 @@ class SipAgent:
 
     async def _update(self, call: Call, request: SipMessage, flow: Flow, branch: str) -> None:
         """A re-INVITE's new offer, answered as the application says; on a refusal the
-        call goes on as it was (RFC 3261 14.1)."""
+        call goes on as it was (RFC 3261 14.1), and so it does when the unit cancelled
+        the re-INVITE before the answer (9.2: the CANCEL answered it 487)."""
+        offer = request.body.decode("utf-8", "replace")
         try:
-            status, reason, sdp = await self.calls.reinvited(call, request.body.decode("utf-8", "replace"))
+            try:
+                status, reason, sdp = await self.calls.reinvited(call, offer)
+            except Exception:
+                logger.exception("SIP call %s: a re-INVITE could not be handled", call.call_id)
+                status, reason, sdp = 500, "Server Internal Error", ""
+            if call.reinvite_cancelled:
+                # Answered 487 meanwhile (RFC 3261 9.2): the session stays as it was, and
+                # what the application made of the offer is undone before another is taken.
+                if status < 300 and not call.ended:
+                    await self._undo_update(call)
+                self._spawn(self._forget_invite_later(call, branch))
+                return
         except asyncio.CancelledError:
             return
-        except Exception:
-            logger.exception("SIP call %s: a re-INVITE could not be handled", call.call_id)
-            status, reason, sdp = 500, "Server Internal Error", ""
         finally:
-            call.updating = False
+            call.updating, call.reinvite = False, None
         if call.ended:
             status, reason, sdp = 481, "Call/Transaction Does Not Exist", ""
         response = response_to(request, status, reason, to_tag=call.local_tag)
@@ -532,6 +569,20 @@ class SipAgent:
         if status < 300:
             self._retransmit_until_acked(call, flow, request.cseq[0], data)
         self._spawn(self._forget_invite_later(call, branch))
+
+    async def _undo_update(self, call: Call) -> None:
+        """The application took the new offer of a re-INVITE the unit then cancelled (we
+        answered 487): the session goes back to the unit's offer before it, which is
+        what the unit has. Only then is another re-INVITE taken (``updating``)."""
+        try:
+            status, reason, _ = await self.calls.reinvited(
+                call, call.remote_sdp.decode("utf-8", "replace"), undo=True)
+        except Exception:
+            logger.exception("SIP call %s: a cancelled re-INVITE could not be undone", call.call_id)
+            return
+        if status >= 300:
+            logger.warning("SIP call %s: a cancelled re-INVITE could not be undone: %s %s",
+                           call.call_id, status, reason)
 
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
         response = response_to(call.invite, status, reason, to_tag=call.local_tag)
@@ -550,6 +601,8 @@ class SipAgent:
         call.flow.send(data)
         if status < 300:
             self._retransmit_until_acked(call, call.flow, call.invite.cseq[0], data)
+        else:
+            self._retransmit_refusal(call.call_id, branch, call.flow, data)
 
     def _retransmit_until_acked(self, call: Call, flow: Flow, cseq: int, data: bytes) -> None:
         """Send our 2xx to the INVITE of ``cseq`` again until its ACK comes (RFC 3261
@@ -580,6 +633,34 @@ class SipAgent:
         call.confirmed = True
         await self.hang_up(call, wait=False)
 
+    def _retransmit_refusal(self, call_id: str, branch: str, flow: Flow, data: bytes) -> None:
+        """Send our final non-2xx answer to an INVITE again over UDP until its ACK comes
+        (RFC 3261 17.2.1: T1 doubling to T2, for 64*T1 at most, timer H): the unit stops
+        resending its INVITE once it had our 100, so a refusal lost on the way left it
+        waiting for its own timeout. A stream is reliable: nothing again. Bounded in time
+        (about 11 datagrams an INVITE, as the RFC's) and in number, so INVITEs from a
+        forged source make us send no more toward it than the RFC allows."""
+        if flow.reliable or len(self._refusals) >= 10 * MAX_CALLS:
+            return
+        key = (call_id, branch)
+        if key in self._refusals:
+            return
+        self._refusals[key] = self._spawn(self._retransmit_refusal_until(key, flow, data))
+
+    async def _retransmit_refusal_until(self, key: tuple[str, str], flow: Flow, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        # T1 and T2 read now, not at import (TRANSACTION_S is): a test shortens them.
+        give_up_at, interval = loop.time() + 64 * T1_S, T1_S
+        try:
+            while (left := give_up_at - loop.time()) > 0:
+                await asyncio.sleep(min(interval, left))
+                if loop.time() < give_up_at:
+                    flow.send(data)
+                interval = min(interval * 2, T2_S)
+        finally:
+            if self._refusals.get(key) is asyncio.current_task():
+                del self._refusals[key]
+
     async def _forget_invite_later(self, call: Call, branch: str) -> None:
         await asyncio.sleep(TRANSACTION_S)
         self._invites.pop((call.call_id, branch), None)
@@ -602,6 +683,8 @@ class SipAgent:
             for key, _ in oldest:
                 del self._responses[key]
         flow.send(data)
+        if request.method == "INVITE" and response.status >= 300:
+            self._retransmit_refusal(request.call_id, branch, flow, data)
         return data
 
     def _send(self, flow: Flow, message: SipMessage) -> None:
@@ -617,6 +700,11 @@ class SipAgent:
         responses = self._dialling.get(branch)
         if responses is not None:
             responses.put_nowait(response)
+            return
+        refused = self._refused.get(branch)
+        if refused is not None and response.status >= 300 and response.cseq[1] == "INVITE":
+            # The unit's refusal of our INVITE again: our ACK was lost, so it goes again.
+            refused[0].send(refused[1])
             return
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
             # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK.
@@ -759,10 +847,22 @@ class SipAgent:
                     ack.add(header, invite.get(header))
                 ack.add("To", response.get("To"))
                 ack.add("CSeq", "1 ACK")
-                flow.send(ack.to_bytes())
+                data = ack.to_bytes()
+                flow.send(data)
+                if not flow.reliable:
+                    # The unit sends its refusal again until our ACK reaches it: each copy
+                    # gets the ACK again, for timer D (RFC 3261 17.1.1.2). Else one lost
+                    # ACK had it resend the refusal for 32 s.
+                    branch = params(invite.get_all("Via")[0]).get("branch", "")
+                    self._refused[branch] = (flow, data)
+                    self._spawn(self._forget_refused_later(branch))
                 if cancelled and response.status == 487:
                     return SipMessage(status=408, reason="no answer")
             return response
+
+    async def _forget_refused_later(self, branch: str) -> None:
+        await asyncio.sleep(TIMER_D_S)  # (read now: a test shortens it)
+        self._refused.pop(branch, None)
 
     def _cancel_of(self, invite: SipMessage) -> SipMessage:
         cancel = SipMessage(method="CANCEL", uri=invite.uri)
@@ -871,19 +971,21 @@ def dtmf_key(content_type: str, body: str) -> str | None:
     return value if len(value) == 1 and value in DTMF_KEYS else None
 
 
+def sdp_origin(sdp: bytes) -> tuple[str, str] | None:
+    """The session id and version of an SDP's ``o=`` line (None: none, or not one)."""
+    for line in sdp.decode("utf-8", "replace").splitlines():
+        if line.startswith("o="):
+            fields = line[2:].split()
+            return (fields[1], fields[2]) if len(fields) >= 6 else None
+    return None
+
+
 def same_session(offer: bytes, known: bytes) -> bool:
     """Whether a re-INVITE's SDP is the session the unit has (RFC 3264 8: a description
     whose ``o=`` line keeps its session id and version is unchanged)."""
-    def origin(sdp: bytes) -> list[str] | None:
-        for line in sdp.decode("utf-8", "replace").splitlines():
-            if line.startswith("o="):
-                fields = line[2:].split()
-                return fields[1:3] if len(fields) >= 6 else None
-        return None
-
-    found = origin(offer)
+    found = sdp_origin(offer)
     if found is not None:
-        return found == origin(known)
+        return found == sdp_origin(known)
     return offer.replace(b"\r\n", b"\n").strip() == known.replace(b"\r\n", b"\n").strip()
 
 

@@ -33,7 +33,7 @@ from mcu import codecs
 from mcu.channel import ChannelError
 from signaling.rate_limits import address_key
 from signaling.sip.message import SipParseError, dialable, display_name, uri_of, user_and_host
-from signaling.sip.ua import RING_S, Call, SipAgent
+from signaling.sip.ua import RING_S, Call, SipAgent, sdp_origin
 from signaling.tokens import JoinGrant
 
 if TYPE_CHECKING:
@@ -197,10 +197,12 @@ class RoomUnits:
                 await self._leave_lobby(lobby)
             await member.close()
 
-    async def reinvited(self, call: Call, offer: str) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
         """A unit's new offer in a re-INVITE (hold, resume, a new address): answered by
         its worker (mcu/unit.py ``update``); what it cannot take is refused with 488 and
-        the call goes on as it was."""
+        the call goes on as it was. ``undo``: the unit cancelled a re-INVITE its worker
+        had taken; ``offer`` is the one before it, and our SDP goes back to the version
+        the unit has (``call.local_sdp``)."""
         member = call.app
         if not isinstance(member, UnitMember):
             # A unit we called, whose answer to our offer is still on its way to its worker
@@ -214,9 +216,11 @@ class RoomUnits:
             participant, worker = member.participant_id, member.worker
         if participant is None or worker is None:  # it left meanwhile
             return 481, "Call/Transaction Does Not Exist", ""
+        ours = sdp_origin(call.local_sdp)  # (ours, made by the worker: it has a version)
+        back = {"version": int(ours[1])} if undo and ours is not None and ours[1].isdigit() else {}
         try:
             updated = await self.signaling.pool.request(worker, "update_unit", participant=participant,
-                                                        offer=offer)
+                                                        offer=offer, **back)
         except ChannelError as exc:
             if exc.code in ("codec_mismatch", "bad_sdp"):
                 logger.info("unit %s: re-INVITE refused: %s", participant, exc.message)

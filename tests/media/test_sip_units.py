@@ -39,7 +39,7 @@ from scheduler.config import SchedulerConfig
 from scheduler.models import CallRecord, Organisation, StandingBridge
 from scheduler.organisations import org_info
 from scheduler.seed import seed
-from signaling.sip.message import SipMessage, frame, parse
+from signaling.sip.message import SipMessage, frame, params, parse, tag_of
 from signaling.sip.testcall import UnitTestCalls
 from signaling.sip.units import DialFailed, UnitMember
 from signaling.tokens import JoinGrant, issue_token
@@ -391,14 +391,21 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
         raw.send(raw.request("INVITE", "sip:no-such-room@127.0.0.1", call_id="c3", body=OFFER))
         trying, refused = await raw.responses(2)
         assert trying.status == 100 and refused.status == 404
+        # Each refusal ACKed, as a unit does (else it comes again: RFC 3261 17.2.1).
+        raw.send(raw.request("ACK", "sip:no-such-room@127.0.0.1", call_id="c3",
+                             to_tag=tag_of(refused.get("To"))))
         raw.send(raw.request("INVITE", f"sip:{room}@127.0.0.1", call_id="c4", branch="z9hG4bKnosdp"))
         (no_offer,) = await raw.responses()
         assert no_offer.status == 488
+        raw.send(raw.request("ACK", f"sip:{room}@127.0.0.1", call_id="c4", to_tag=tag_of(no_offer.get("To")),
+                             branch="z9hG4bKnosdp"))
         bad_sdp = b"v=0\r\nm=audio x RTP/AVP\r\n"
         raw.send(raw.request("INVITE", f"sip:{room}@127.0.0.1", call_id="c5", body=bad_sdp,
                              branch="z9hG4bKbadsdp"))
         trying, bad = await raw.responses(2)
         assert bad.status == 400 and "m-line" in bad.reason
+        raw.send(raw.request("ACK", f"sip:{room}@127.0.0.1", call_id="c5", to_tag=tag_of(bad.get("To")),
+                             branch="z9hG4bKbadsdp"))
         # Garbage and a request with a broken CSeq: nothing for the first, 400 for the second.
         raw.send(b"\x00\xffnot sip at all")
         raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="c6").replace(
@@ -593,6 +600,37 @@ async def test_calls_that_do_not_come_about_say_why(server, tmp_path: Path) -> N
     assert (await units.agent.dial("sip:unit@host\r\nX: y", "v=0\r\n")).status == 400
     assert not units.agent.dialogs and not units_in(server, room)
     assert not server.app[MEDIA].rooms.get(room) or not server.app[MEDIA].rooms[room].participants
+
+
+async def test_every_copy_of_a_units_refusal_of_our_call_gets_our_ack(server, monkeypatch) -> None:
+    """RFC 3261 17.1.1.2: a unit that refuses our INVITE (486 here) sends its refusal again
+    until our ACK reaches it; each copy gets the ACK again, for timer D (32 s over UDP,
+    shortened here) and not after. Only the first was ACKed: an ACK lost on its way left
+    the unit resending its refusal for 32 s."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "TIMER_D_S", 1.0)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    dialling = asyncio.ensure_future(agent.dial(f"sip:unit@127.0.0.1:{raw.local}", OFFER.decode()))
+    try:
+        invite = await request_of(raw, "INVITE")
+        busy = response_from(invite, 486, to_tag="busy", reason="Busy Here")
+        raw.send(busy)
+        first = await request_of(raw, "ACK")
+        assert (await asyncio.wait_for(dialling, 5)).status == 486
+        assert params(first.get_all("Via")[0])["branch"] == params(invite.get_all("Via")[0])["branch"]
+        for _ in range(2):  # our ACK was lost: the refusal again, and the ACK again
+            raw.send(busy)
+            assert (await request_of(raw, "ACK", timeout=2)).to_bytes() == first.to_bytes()
+        await asyncio.sleep(1.5)  # past timer D: the transaction is over
+        raw.send(busy)
+        assert await raw.responses(1, timeout=1) == []
+        assert not agent._refused
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        raw.close()
 
 
 def free_tcp_port() -> int:
@@ -1049,11 +1087,13 @@ class HandUnit:
                                 branch=branch, sender="Hand-made unit")
 
     async def change(self, body: bytes, branch: str, cseq: int) -> Any:
-        """Send a re-INVITE and ACK its final response: that response."""
+        """Send a re-INVITE and ACK its final response: that response. The ACK of a 2xx
+        is a transaction of its own (a branch of its own); that of a refusal is the
+        INVITE's, with its branch (RFC 3261 17.1.1.3), or the refusal comes again."""
         self.raw.send(self.reinvite(body, branch, cseq))
         final = next(r for r in await self.raw.responses(2) if r.status >= 200)
         self.raw.send(self.raw.request("ACK", self.uri, call_id="hand", cseq=cseq, to_tag=self.to_tag,
-                                       branch=branch + "ack"))
+                                       branch=branch + "ack" if final.status < 300 else branch))
         return final
 
     async def call(self, room: str, direction: str = "sendrecv") -> None:
@@ -1384,14 +1424,63 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         for cseq, branch in ((8, "z9hG4bKsecond"), (9, "z9hG4bKthird")):  # (ACKs of the 500s)
             unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=cseq, to_tag=unit.to_tag,
                                            branch=branch))
-        again = await unit.raw.responses(1, timeout=3)  # not the ACK of our 200: it goes on
-        assert [(r.status, r.cseq[0]) for r in again] == [(200, 7)]
+        # Not the ACK of our 200: it goes on. (Copies of the 500s sent before their ACKs
+        # came are skipped: a refusal goes again until its ACK, RFC 3261 17.2.1.)
+        again = [r for r in await unit.raw.responses(4, timeout=3) if r.status != 500]
+        assert [(r.status, r.cseq[0]) for r in again][:1] == [(200, 7)]
         unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=7, to_tag=unit.to_tag,
                                        branch="z9hG4bKfirstack"))
         assert await wait_until(lambda: len(composite_packets(unit, "moved")) > 3)
         unit.hang_up()
         assert await wait_until(lambda: not units_in(server, room))
     finally:
+        unit.close()
+
+
+async def test_a_reinvite_cancelled_before_its_answer_gets_487_and_the_call_goes_on_as_it_was(
+        server, monkeypatch) -> None:
+    """RFC 3261 9.2: a unit that CANCELs its re-INVITE (a hold here) while its worker is
+    still answering it gets 200 to the CANCEL and 487 to the re-INVITE, and the call goes
+    on with the session as it was: the composite still comes to it, and our answer to its
+    next offer counts our SDP's version up from the one it has (RFC 3264 8). The CANCEL
+    was answered 200 and the re-INVITE 200 too, the hold taken, once the worker answered."""
+    room = bridge(server)
+    units = server.app[ROOM_UNITS]
+    unit = HandUnit(server, nack=False)
+    go_on = asyncio.Event()
+    reinvited = units.reinvited
+
+    async def slow_reinvited(*args: Any, **kwargs: Any) -> tuple[int, str, str]:
+        await go_on.wait()  # the worker's answer on its way
+        return await reinvited(*args, **kwargs)
+
+    monkeypatch.setattr(units, "reinvited", slow_reinvited)
+    try:
+        await unit.call(room)
+        session_id, version = origin(unit.answer_sdp)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        unit.raw.send(unit.reinvite(unit.offer(version=2, direction="sendonly"), "z9hG4bKheld", 3))
+        assert [r.status for r in await unit.raw.responses(1)] == [100]
+        unit.raw.send(unit.raw.request("CANCEL", unit.uri, call_id="hand", cseq=3, to_tag=unit.to_tag,
+                                       branch="z9hG4bKheld", sender="Hand-made unit"))
+        answers = {r.cseq: r.status for r in await unit.raw.responses(2, timeout=3)}
+        assert answers == {(3, "CANCEL"): 200, (3, "INVITE"): 487}, answers
+        unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=3, to_tag=unit.to_tag,
+                                       branch="z9hG4bKheld"))
+        go_on.set()
+        assert await unit.raw.responses(1, timeout=2) == []  # no 200 to it after all
+        await asyncio.sleep(0.5)
+        composite_packets(unit, "video")
+        await asyncio.sleep(1)
+        assert len(composite_packets(unit, "video")) > 3  # not on hold: the session as it was
+        held = await unit.change(unit.offer(version=3, direction="sendonly"), "z9hG4bKheldnow", 4)
+        assert held.status == 200, held.reason
+        assert origin(held.body.decode()) == (session_id, version + 1)
+        assert [m.direction for m in parse_offer(held.body.decode()).media] == ["recvonly", "recvonly"]
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        go_on.set()
         unit.close()
 
 
@@ -1605,6 +1694,67 @@ async def test_our_200_goes_again_until_its_ack_and_a_call_never_acked_is_hung_u
         listening.cancel()
         acked.close()
         silent.close()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_refusal_goes_again_until_its_ack_and_for_64_t1_at_most(
+        server, monkeypatch, transport: str) -> None:
+    """RFC 3261 17.2.1: our final non-2xx answer to an INVITE (a 404 here) is sent again
+    over UDP (T1 doubling up to T2, both shortened here) until its ACK comes, the ACK
+    with the INVITE's own branch (an ACK of another transaction does not stop it); a
+    unit that never ACKs gets it for 64*T1 (timer H) and no more, about 11 times, so a
+    forged INVITE cannot make us send more than that toward its source; a retransmitted
+    INVITE gets it once again. Over TCP it goes once. It went once over UDP too: a
+    refusal lost on its way left the unit (which stops resending its INVITE after our
+    100) waiting until its own timeout."""
+    import signaling.sip.ua as ua
+
+    monkeypatch.setattr(ua, "T1_S", 0.05)
+    monkeypatch.setattr(ua, "T2_S", 0.4)  # 64*T1: 3.2 s
+    uri = "sip:no-such-room@127.0.0.1"
+    loop = asyncio.get_running_loop()
+    unit = RawSip(server) if transport == "udp" else await RawSipStream.connect(server)
+    heard: list[tuple[float, SipMessage]] = []
+
+    async def listen() -> None:
+        while True:
+            heard.extend((loop.time(), m) for m in await unit.responses(1, timeout=0.5))
+
+    def refusals(call_id: str, since: float = 0.0) -> list[float]:
+        return [at for at, m in heard if m.call_id == call_id and m.status == 404 and at > since]
+
+    listening = asyncio.ensure_future(listen())
+    try:
+        started = loop.time()
+        unit.send(unit.request("INVITE", uri, call_id="acks", body=OFFER, branch="z9hG4bKacks"))
+        unit.send(unit.request("INVITE", uri, call_id="never", body=OFFER, branch="z9hG4bKnever"))
+        assert await wait_until(lambda: len(refusals("never")) >= 1, timeout=5)
+        if transport == "tcp":
+            await asyncio.sleep(2)
+            assert len(refusals("acks")) == len(refusals("never")) == 1
+            return
+        assert await wait_until(lambda: len(refusals("acks")) >= 3, timeout=5), heard
+        to_tag = tag_of(next(m for _, m in heard if m.call_id == "acks" and m.status == 404).get("To"))
+        # The ACK of another transaction (a 2xx's, with a branch of its own): not this one's.
+        unit.send(unit.request("ACK", uri, call_id="acks", to_tag=to_tag, branch="z9hG4bKother"))
+        other_at = loop.time()
+        assert await wait_until(lambda: len(refusals("acks", other_at + 0.05)) >= 1, timeout=3)
+        unit.send(unit.request("ACK", uri, call_id="acks", to_tag=to_tag, branch="z9hG4bKacks"))
+        acked_at = loop.time()
+        await asyncio.sleep(max(0.5, started + 4.5 - loop.time()))  # past 64*T1 for both
+        assert refusals("acks", acked_at + 0.05) == []  # its ACK came: no more
+        never = refusals("never")
+        assert 5 <= len(never) <= 11, never  # again and again, as often as the RFC says at most
+        gaps = [b - a for a, b in itertools.pairwise(never)]
+        assert gaps[0] < 0.2 and max(gaps) > 0.3  # T1 doubling up to T2
+        assert never[-1] - never[0] < 3.2 + 0.3  # and not past 64*T1
+        last = loop.time()
+        unit.send(unit.request("INVITE", uri, call_id="never", body=OFFER, branch="z9hG4bKnever"))
+        await asyncio.sleep(1.5)
+        assert len(refusals("never", last)) == 1  # a retransmitted INVITE: the answer once more
+    finally:
+        listening.cancel()
+        unit.close()
 
 
 GSM_ONLY = (b"v=0\r\no=unit 5 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
