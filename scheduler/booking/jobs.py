@@ -29,6 +29,7 @@ from scheduler.booking.mail import deliver_outbox
 from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
+from scheduler.media.closing import close_reason
 from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room, recall_units
 from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room
 
@@ -44,6 +45,7 @@ class RoomAction:
     worker_id: int | None = None
     info: RoomInfo | None = None
     units: tuple[tuple[str, str], ...] = ()  # "call": each unit's name in the room and SIP URI
+    reason: str = "meeting_over"  # "close": why (scheduler/media/closing.py), told to those in it
 
 
 def _locked(session: Session, query):  # type: ignore[no-untyped-def]
@@ -93,7 +95,10 @@ def due_actions(db: Database, config: SchedulerConfig, now: datetime,
             room = session.scalar(select(Room).where(Room.name == booking.room_name))
             if room is not None and room.occurrence_id in (occurrence.id, None) \
                     and close_room(session, booking.room_name, now):
-                actions.append(RoomAction("close", booking.room_name))
+                # Its true reason: a cancelled or displaced meeting's participants were
+                # told that its booked time was over.
+                actions.append(RoomAction("close", booking.room_name,
+                                          reason=close_reason(session, room)))
 
         earliest = now - config.limits.max_duration - config.close_grace
         opening = session.scalars(_locked(session, select(o).where(
@@ -274,7 +279,7 @@ class JobRunner:
                         await self.room_control.call_units(action.room, action.worker_id,
                                                            action.units)
                     else:
-                        await self.room_control.close_room(action.room)
+                        await self.room_control.close_room(action.room, action.reason)
                 except Exception:  # the media side's trouble must not stop the jobs
                     log.exception("room control failed to %s %s", action.kind, action.room)
             if self._stopping:

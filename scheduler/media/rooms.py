@@ -53,7 +53,9 @@ class RoomControl(Protocol):
     async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
         """A booked meeting starts: call its room units (name, SIP URI) into its room."""
 
-    async def close_room(self, room: str) -> None: ...
+    async def close_room(self, room: str, reason: str) -> None:
+        """End the room, telling those in it why (``reason``: a key of
+        :data:`~scheduler.media.closing.CLOSE_REASONS`)."""
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,9 @@ class UnitMember:
     async def mute(self, by: str) -> None:
         await self.request("set_muted", participant=self.participant_id, source="microphone", muted=True)
 
-    async def end(self, kind: str, reason: str) -> None:
-        """Removed, the room closed, or its media stopped: hang up, then leave."""
+    async def end(self, kind: str, reason: str, *, code: str | None = None) -> None:
+        """Removed, the room closed, or its media stopped: hang up, then leave (``code``
+        is the page's: a unit hears nothing of why)."""
         logger.info("unit %s: ending the call (%s: %s)", self.participant_id, kind, reason)
         await self.close()
         with contextlib.suppress(Exception):

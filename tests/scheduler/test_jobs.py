@@ -14,12 +14,19 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from scheduler.booking.bookings import BookingInput, cancel_booking, create_booking
+from scheduler.booking.bookings import (
+    BookingChange,
+    BookingInput,
+    cancel_booking,
+    create_booking,
+    update_booking,
+)
 from scheduler.booking.bridges import create_bridge
 from scheduler.booking.jobs import next_due
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
+from scheduler.media.room_signals import rooms_to_stop
 from scheduler.media.rooms import RoomInfo, worker_loads
 from scheduler.models import Booking, CallRecord, Notification, Room
 from scheduler.organisations import org_info
@@ -33,13 +40,15 @@ class RecordingRoomControl:
 
     calls: list[tuple[str, str]] = field(default_factory=list)
     infos: dict[str, RoomInfo] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # room -> why it was last closed
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
         self.calls.append(("open", room))
         self.infos[room] = info
 
-    async def close_room(self, room: str) -> None:
+    async def close_room(self, room: str, reason: str) -> None:
         self.calls.append(("close", room))
+        self.reasons[room] = reason
 
 
 def assert_runs_in(run_time: datetime, delay: timedelta) -> None:
@@ -353,3 +362,42 @@ async def test_a_running_meeting_cancelled_is_due_to_close_at_once(world: World)
     await first.jobs.tick()
     assert control.calls == [("open", room), ("close", room)]
     assert next_due(world.db, world.config, clock.now) != clock.now  # nothing more to do now
+
+
+async def test_a_room_closes_telling_its_true_reason(world: World) -> None:
+    """Every room the job closed was closed "because the booked time is over": a meeting
+    cancelled, one that gave way to an IZS emergency, one moved to another time. Those in
+    it are told the true reason, and so are those on another node that hears of the close."""
+    # At 08:20 UTC (09:20 Prague) all four are open: two running, two within the lead.
+    clock = FakeClock(NOW + timedelta(minutes=20))
+    _, over = book(world, "2026-11-30T09:00", "2026-11-30T09:30")
+    cancelled_id, cancelled = book(world, "2026-11-30T09:00", "2026-11-30T10:00")
+    _, displaced = book(world, "2026-11-30T09:30", "2026-11-30T10:30", hd=50)
+    moved_id, moved = book(world, "2026-11-30T09:25", "2026-11-30T10:00")
+    control = RecordingRoomControl()
+    jobs = services(world, clock, control).jobs
+    await jobs.tick()
+    assert {room for kind, room in control.calls if kind == "open"} \
+        == {over, cancelled, displaced, moved}
+
+    cancel_booking(world.db, world.principal("admin_a"), cancelled_id, clock.now, join_link)
+    emergency = BookingInput(
+        organisation_id=world.izs, title="Povodně", priority="emergency",
+        schedule=Schedule(datetime(2026, 11, 30, 9, 30), datetime(2026, 11, 30, 10, 30)),
+        participants=ParticipantMix(hd=40))
+    assert create_booking(world.db, world.config, world.principal("izs"), emergency, clock.now,
+                          join_link).displaced
+    update_booking(world.db, world.config, world.principal("admin_a"), moved_id,
+                   BookingChange(schedule=Schedule(datetime(2026, 11, 30, 11),
+                                                   datetime(2026, 11, 30, 11, 30))),
+                   clock.now, join_link)
+    await jobs.tick()
+    assert control.reasons == {cancelled: "booking_cancelled", displaced: "booking_displaced",
+                               moved: "rescheduled"}
+    clock.now = NOW + timedelta(minutes=45)  # 09:30 Prague and the 15 minutes' grace
+    await jobs.tick()
+    assert control.reasons[over] == "meeting_over"
+
+    # A node where these rooms live (a worker of another node's) hears the same.
+    with world.db.read_session() as session:
+        assert rooms_to_stop(session, [], dict.fromkeys(control.reasons, NOW)) == control.reasons
