@@ -214,9 +214,12 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
     costs = config.unit_costs
     join_cost = costs.of(kind or config.join_kind)
     room = session.scalar(select(Room).where(Room.name == room_name))
-    if room is not None and room.state == "open" and room.booking_id is not None \
-            and not _occurrence_on(session, config, room, now):
-        room = None  # open, but its occurrence was cancelled, displaced or is over
+    if room is not None and room.state == "open" and (
+            (room.booking_id is not None and not _occurrence_on(session, config, room, now))
+            or (room.bridge_id is not None and not _bridge_on(session, room))):
+        # Open, but its occurrence was cancelled, displaced or is over, or its bridge was
+        # switched off: refused for that, as it will be once the job has closed it.
+        room = None
     if room is None or room.state != "open":
         decision, room = _open_on_demand(session, config, room_name, now)
         if room is None:
@@ -247,6 +250,13 @@ def _occurrence_on(session: Session, config: SchedulerConfig, room: Room,
         if room.occurrence_id is not None else None
     return occurrence is not None and occurrence.state == "scheduled" \
         and occurrence.end_utc + config.close_grace > now
+
+
+def _bridge_on(session: Session, room: Room) -> bool:
+    """Is the standing bridge an open room was opened for still switched on? The job
+    closes the room of one switched off on its next tick; nobody joins it meanwhile."""
+    return bool(session.scalar(select(StandingBridge.active)
+                               .where(StandingBridge.id == room.bridge_id)))
 
 
 def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,

@@ -11,22 +11,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE, LIVE_ROOMS
-from scheduler.access.auth import create_user
+from scheduler.access.auth import create_user, issue_api_token
 from scheduler.access.permissions import Principal
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
+from scheduler.booking.bridges import create_bridge
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
+from scheduler.config import SchedulerConfig
 from scheduler.models import Booking, Organisation, User
+from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.links import join_url
 from signaling.rate_limits import token_key
 from tests.browser.conftest import new_context
 from tests.conftest import RunningServer
+from tests.signal_client import SignalClient
 
 pytestmark = pytest.mark.browser
 
@@ -163,5 +168,51 @@ async def test_too_many_joins_with_a_link_say_how_long_to_wait(server, browser) 
         text = await page.text_content("#prejoin-error")
         wait = re.search(r"zkuste to znovu za (\d+) s", text)
         assert wait and 1 <= int(wait.group(1)) <= 60, text
+    finally:
+        await context.close()
+
+
+async def test_a_bridge_switched_off_ends_the_call_and_lets_nobody_in(server, browser) -> None:
+    """The operator switches a standing IZS bridge off (DELETE /api/v1/bridges/{id}) while
+    an official is in it. Nothing closed a bridge's room and admission looked again only
+    at booked rooms: the call went on, and new joins were admitted. Now its room closes
+    at once, the page says why, and a new join is refused."""
+    with server.app[DATABASE].session() as session:
+        seed(session, local_workers=1, worker_capacity_units=800)
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        bridge = create_bridge(session, SchedulerConfig(), org_info(session, izs.id),
+                               "Krizový štáb", ParticipantMix(hd=5))
+        bridge_id, room = bridge.id, bridge.room_name
+        user = session.scalar(select(User).where(User.name == "operator")) \
+            or create_user(session, "operator", "operator", None)
+        api_token = issue_api_token(session, user.id)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(link(server, room) + "&autojoin=1")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1",
+                                     timeout=30_000)
+
+        async with aiohttp.ClientSession() as http, http.delete(
+                f"{server.url}/api/v1/bridges/{bridge_id}",
+                headers={"Authorization": f"Bearer {api_token}"}) as response:
+            assert response.status == 204
+
+        await page.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('vypnut')",
+            timeout=30_000)
+        assert not await page.is_visible("#incall .controls")
+        assert "Obnovuji" not in await page.text_content("#notice")
+
+        client = await SignalClient.connect(server.ws_url)
+        try:
+            await client.send({"type": "join", "v": 1,
+                               "token": link(server, room).split("token=", 1)[1]})
+            assert (await client.next("error"))["code"] == "bridge_inactive"
+        finally:
+            await client.close()
+        assert errors == []
     finally:
         await context.close()

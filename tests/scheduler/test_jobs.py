@@ -21,14 +21,14 @@ from scheduler.booking.bookings import (
     create_booking,
     update_booking,
 )
-from scheduler.booking.bridges import create_bridge
+from scheduler.booking.bridges import create_bridge, switch_off
 from scheduler.booking.jobs import next_due
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
 from scheduler.media.room_signals import rooms_to_stop
 from scheduler.media.rooms import RoomInfo, worker_loads
-from scheduler.models import Booking, CallRecord, Notification, Room
+from scheduler.models import Booking, CallRecord, Notification, Room, StandingBridge
 from scheduler.organisations import org_info
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
@@ -401,3 +401,35 @@ async def test_a_room_closes_telling_its_true_reason(world: World) -> None:
     # A node where these rooms live (a worker of another node's) hears the same.
     with world.db.read_session() as session:
         assert rooms_to_stop(session, [], dict.fromkeys(control.reasons, NOW)) == control.reasons
+
+
+async def test_a_bridge_switched_off_closes_its_room_and_admits_nobody(db: Database) -> None:
+    """An operator switched a standing IZS bridge off while its room was open: admission
+    looked again only at booked rooms, and nothing ever closed a bridge's room, so new
+    joins went on being admitted for as long as the room stayed open. Now nobody more
+    is admitted, and the job closes its room at once, telling those in it why."""
+    world = make_world(db)
+    with db.session() as session:
+        org = org_info(session, world.izs)
+        assert org is not None
+        bridge = create_bridge(session, world.config, org, "Krizový štáb", ParticipantMix(hd=5))
+        bridge_id, room = bridge.id, bridge.room_name
+    clock = FakeClock(NOW)
+    control = RecordingRoomControl()
+    service = services(world, clock, control)
+    assert service.admit_join(room).allowed  # opens its room
+    assert next_due(db, world.config, clock.now) != clock.now
+
+    with db.write_session() as session:
+        switch_off(session, session.get(StandingBridge, bridge_id))
+    refused = service.admit_join(room)  # before the job has closed its room
+    assert not refused.allowed and refused.code == "bridge_inactive"
+    assert next_due(db, world.config, clock.now) == clock.now  # it closes now
+    await service.jobs.tick()
+    assert control.calls == [("close", room)] and control.reasons == {room: "bridge_inactive"}
+    with db.session() as session:
+        assert session.scalar(select(Room.state).where(Room.name == room)) == "closed"
+    assert service.admit_join(room).code == "bridge_inactive"
+    assert next_due(db, world.config, clock.now) != clock.now  # nothing more to do now
+    await service.jobs.tick()
+    assert control.calls == [("close", room)]
