@@ -20,6 +20,16 @@ const FINAL_ERRORS = new Set([
   // This page's join itself (an out-of-date page): sent again, refused again.
   "unsupported_version", "bad_json", "bad_message", "unknown_type", "too_large",
 ]);
+// Why the server closed the room under the call (docs/protocol.md, "closed") when joining
+// again would only be refused for the same reason, or the room was ended on purpose
+// (room_closed): the call ends at once and says it in the page's language. It used to be
+// taken for a lost network: "Reconnecting…", a resume refused, then a join refused (after
+// the meeting's end: "join at the time of the meeting"). A room moved to another node
+// (room_moved) or a meeting moved to another time (rescheduled) is joined again, as is a
+// close this page does not know (a newer server): the join goes to the room's node, or
+// its refusal says why and when.
+const CLOSED_FINAL = new Set(["meeting_over", "booking_cancelled", "booking_displaced",
+                              "bridge_inactive", "room_closed"]);
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
@@ -112,6 +122,7 @@ async function connectOnce(name) {
   session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
   session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
   session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
+  session.addEventListener("closed", (event) => onRoomClosed(session, event.detail));
   session.addEventListener("error", (event) => notice(failure(event.detail)));
   // A lost network first restarts ICE in place (same participant, same tiles); only if
   // that does not bring the media back does the session close and the page join again.
@@ -206,6 +217,13 @@ async function onConnectionLost(session) {
     state.leaving = true;
     end(t("call.not_reconnected"));
   }
+}
+
+// Sent before the socket closes, so the call ends here before a rejoin would begin.
+function onRoomClosed(session, { code }) {
+  if (state.leaving || session !== state.session || !CLOSED_FINAL.has(code)) return;
+  state.leaving = true;
+  end(t(`closed.${code}`));
 }
 
 // Each receive slot is one track for the whole call; the server tells (offer, "slots")
