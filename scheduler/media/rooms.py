@@ -61,12 +61,13 @@ class RoomControl(Protocol):
 @dataclass(frozen=True)
 class AdmissionDecision:
     allowed: bool
-    code: str  # "ok", "room_not_open", "booking_cancelled", "booking_displaced", ...
+    code: str  # "ok", "room_not_open", "meeting_over", "booking_cancelled", ...
     message: str
     worker_id: int | None = None
     izs: bool = False  # an IZS room: admitted on a full worker, placed first
     # room_not_open: when joins are admitted next (the next occurrence's start less the
-    # open lead), so that the page can say so in its own language; None: never again.
+    # open lead), so that the page can say so in its own language; None for a room with
+    # no booking at all (a booking with nothing to come is "meeting_over").
     opens_at: datetime | None = None
 
 
@@ -296,10 +297,15 @@ def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
     upcoming = session.scalar(select(o.start_utc).where(
         o.booking_id == booking.id, o.state == "scheduled", o.start_utc > now)
         .order_by(o.start_utc).limit(1))
-    when = (f"; it opens {config.open_lead.total_seconds() / 60:.0f} minutes before "
-            f"{upcoming.isoformat()}" if upcoming else "; it has no further occurrence")
-    return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}",
-                             opens_at=upcoming - config.open_lead if upcoming else None), None
+    if upcoming is None:
+        # Its last occurrence is over: a code of its own, so that the page says the
+        # meeting has ended rather than "join at the time of the meeting".
+        return AdmissionDecision(False, "meeting_over",
+                                 "the meeting is over; it has no further occurrence"), None
+    return AdmissionDecision(
+        False, "room_not_open",
+        f"the room is not open now; it opens {config.open_lead.total_seconds() / 60:.0f} "
+        f"minutes before {upcoming.isoformat()}", opens_at=upcoming - config.open_lead), None
 
 
 def place_room(session: Session, room_name: str, now: datetime, *,

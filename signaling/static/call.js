@@ -14,9 +14,10 @@ const $ = (selector) => document.querySelector(selector);
 // too_many_pending_joins), the server's own failure (internal_error), an unknown code.
 const FINAL_ERRORS = new Set([
   "bad_token", "token_expired", "room_not_found", "room_locked", "forbidden",  // the link
-  // The scheduler: the meeting is over or not yet on, cancelled, gave way to an IZS
+  // The scheduler: the meeting is not yet on or over, cancelled, gave way to an IZS
   // emergency, or its standing room was switched off.
-  "not_admitted", "room_not_open", "booking_cancelled", "booking_displaced", "bridge_inactive",
+  "not_admitted", "room_not_open", "meeting_over", "booking_cancelled", "booking_displaced",
+  "bridge_inactive",
   // This page's join itself (an out-of-date page): sent again, refused again.
   "unsupported_version", "bad_json", "bad_message", "unknown_type", "too_large",
 ]);

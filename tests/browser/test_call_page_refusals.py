@@ -279,3 +279,53 @@ async def test_a_bridge_switched_off_ends_the_call_and_lets_nobody_in(server, br
         assert errors == []
     finally:
         await context.close()
+
+
+async def test_a_meeting_over_says_so_and_is_not_joined_again(server, browser) -> None:
+    """After a meeting's last occurrence, a join was refused "room_not_open" with no time
+    to give, and the page said "join at the time of the meeting" of a meeting that was
+    over. It is refused "meeting_over" and the page says the meeting is over: on the
+    pre-join form, to a page whose rejoin it refuses (for good: no second attempt), and
+    to those still in the call when the job closes the room (its "closed")."""
+    booked = book(server, timedelta(minutes=2))
+    services = server.app[SERVICES]
+    context = await new_context(browser, server.url)
+    try:
+        errors: list[str] = []
+        staying = await joined_page(context, server, booked.room, errors)
+        leaving = await context.new_page()
+        leaving.on("pageerror", lambda error: errors.append(str(error)))
+        await leaving.goto(link(server, booked.room) + "&autojoin=1")
+        for page in (staying, leaving):
+            await page.wait_for_function("() => window.multipointCall.roster?.length === 2",
+                                         timeout=30_000)
+
+        # The meeting's hour and the grace after it are over (the scheduler's own clock,
+        # which its jobs and admission read).
+        over = services.clock() + timedelta(hours=1, minutes=20)
+        services.clock = services.jobs.clock = lambda: over
+
+        # A page that loses its socket before the job has closed the room joins again.
+        await leaving.evaluate("window.multipointCall.session.ws.close()")
+        await leaving.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('skončila')",
+            timeout=30_000)
+        assert not await leaving.is_visible("#incall .controls")
+        await asyncio.sleep(3)  # past the next wait (2 s) of a rejoin loop
+        assert await leaving.evaluate("window.multipointCall.reconnects") == 1
+        assert await leaving.text_content("#notice") == "Chyba: Tato schůzka už skončila."
+
+        await services.jobs.tick()  # closes the room: those still in it are told why
+        await staying.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('skončil')",
+            timeout=30_000)
+        assert await staying.text_content("#notice") == "Čas schůzky skončil: hovor byl ukončen."
+        assert await staying.evaluate("window.multipointCall.reconnects") == 0
+
+        late = await context.new_page()
+        await late.goto(link(server, booked.room) + "&autojoin=1&lang=en")
+        await late.wait_for_selector("#prejoin-error", state="visible", timeout=20_000)
+        assert await late.text_content("#prejoin-error") == "Error: This meeting is over."
+        assert errors == []
+    finally:
+        await context.close()

@@ -120,7 +120,7 @@ async def test_room_opens_and_closes_on_time_across_restarts(world: World) -> No
         await third.jobs.tick()
         assert control.calls == [("open", room), ("close", room)]
         refused = third.admit_join(room)
-        assert not refused.allowed and refused.code == "room_not_open"
+        assert not refused.allowed and refused.code == "meeting_over"
     finally:
         third_db.dispose()
 
@@ -192,8 +192,10 @@ def test_a_room_not_open_yet_says_when_it_opens(world: World) -> None:
     assert refused.opens_at == datetime(2026, 11, 30, 10, 50, tzinfo=UTC)
     after_the_first = service.admit_join(room, now=NOW + timedelta(hours=6))
     assert after_the_first.opens_at == datetime(2026, 12, 1, 10, 50, tzinfo=UTC)
+    # Its last occurrence is over: a code of its own, for the page to say so (it said
+    # "join at the time of the meeting").
     after_the_last = service.admit_join(room, now=NOW + timedelta(days=2))
-    assert after_the_last.code == "room_not_open" and after_the_last.opens_at is None
+    assert after_the_last.code == "meeting_over" and after_the_last.opens_at is None
 
 
 def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) -> None:
