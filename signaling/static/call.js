@@ -38,6 +38,7 @@ const MEDIA_FAILURES_BEFORE_HINT = 2;
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
+  name: "",  // the name this call was joined by (the form's, else the link's)
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
@@ -78,6 +79,7 @@ async function join() {
   button.disabled = true;
   const name = $("#name").value.trim() || (params.get("name") ?? "");
   localStorage.setItem("multipoint.name", name);
+  state.name = name;  // every rejoin of this call is by the same name
   $("#prejoin-error").hidden = true;
   let joined;
   try {
@@ -197,7 +199,10 @@ async function onConnectionLost(session) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
     if (state.leaving) return;  // Leave pressed while waiting: no join after it
     try {
-      await connect($("#name").value.trim());
+      // The name it joined by: the form's field alone lost the link's name parameter
+      // (an autojoin link with a name and an empty field), so the official came back
+      // as the token's name, or "?".
+      await connect(state.name);
       notice("");
       return;
     } catch (error) {
