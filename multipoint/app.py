@@ -30,6 +30,7 @@ from scheduler.booking.dial_in import dial_in
 from scheduler.db import Database, upgrade
 from scheduler.grants.rollout import apply_selftest
 from scheduler.grants.selftests import record_selftest
+from scheduler.media.closing import CLOSE_REASONS
 from scheduler.media.leases import NodeLease, reap_dead_nodes
 from scheduler.media.nodes import front_of_worker, live_fronts, register_node
 from scheduler.media.room_signals import RoomSignals, rooms_to_stop
@@ -111,9 +112,9 @@ class MediaRoomControl:
                 logger.warning("room %s could not be opened ahead of its units' calls: %s", room, exc)
             self.live_rooms.call_booked_units(room, units)
 
-    async def close_room(self, room: str) -> None:
+    async def close_room(self, room: str, reason: str) -> None:
         if self.live_rooms is not None:
-            await self.live_rooms.close(room, "the booked time is over")
+            await self.live_rooms.close(room, CLOSE_REASONS.get(reason, reason), reason)
 
 
 def register_workers(database: Database, settings: Settings) -> tuple[int, list[int]]:
@@ -316,7 +317,7 @@ def create_app(settings: Settings) -> web.Application:
         # these rooms now live on other nodes. Their participants here are disconnected;
         # their pages rejoin and admission routes them to the room's new worker.
         for room in rooms:
-            await live_rooms.close(room, "moved to another node")
+            await live_rooms.close(room, CLOSE_REASONS["room_moved"], "room_moved")
 
     # Alone on SQLite there is nobody to reap (and nobody to reap this node): it only
     # renews its own lease, which keeps its workers placement candidates.
@@ -328,7 +329,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def stop_rooms_changed_elsewhere() -> None:
         # Another node closed (the booked time is over, a cancelled booking) or moved a
-        # room this node serves: its participants here are told and disconnected.
+        # room this node serves: its participants here are told why and disconnected.
         assert signaling is not None
         live = {name: datetime.fromtimestamp(channel.created_at, UTC)
                 for name, channel in signaling.channels.items() if not channel.echo}
@@ -337,9 +338,9 @@ def create_app(settings: Settings) -> web.Application:
         for room, reason in (await asyncio.to_thread(read, rooms_to_stop, worker_ids,
                                                      live)).items():
             channel = signaling.channels.get(room)
-            if reason == "moved to another node" and channel is not None and channel.spread:
+            if reason == "room_moved" and channel is not None and channel.spread:
                 continue  # this node has part of a room living elsewhere: it goes on
-            await live_rooms.close(room, reason)
+            await live_rooms.close(room, CLOSE_REASONS.get(reason, reason), reason)
 
     room_signals = RoomSignals(url, stop_rooms_changed_elsewhere,
                                resync_s=settings.room_resync_seconds) \

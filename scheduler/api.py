@@ -664,11 +664,12 @@ class Api:
                 if bridge is None or not bridge.active:
                     raise NotFound("bridge_not_found", f"no standing bridge {bridge_id}")
                 require_bridges(principal, self._org(session, bridge.organisation_id))
-                bridge.active = False
+                bridges.switch_off(session, bridge)
                 audit.record(session, principal, "bridge.switch_off", f"bridge:{bridge.id}",
                              {"name": bridge.name})
 
         await self.run(work)
+        await self.services.jobs.reschedule()  # its room, if open, closes now
         return web.Response(status=204)
 
     # Reports ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from scheduler.booking.recurrence import utc_now
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.media import rooms
+from scheduler.media.closing import CLOSE_REASONS
 from scheduler.media.rooms import AdmissionDecision, RoomControl, RoomInfo
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ class NoRoomControl:
     async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
         log.warning("room %s: no media here to call its %d room unit(s) from", room, len(units))
 
-    async def close_room(self, room: str) -> None:
-        log.info("room %s closed", room)
+    async def close_room(self, room: str, reason: str) -> None:
+        log.info("room %s closed: %s", room, CLOSE_REASONS.get(reason, reason))
 
 
 class SchedulerServices:

@@ -179,12 +179,14 @@ class LiveRooms:
         """Have the room ready on its worker before anyone joins (a booking's start is near)."""
         await self.pool.request(worker, "open_room", room=room)
 
-    async def close(self, room: str, reason: str) -> None:
-        """End the room: everyone in it is told why and disconnected; a recording finishes."""
+    async def close(self, room: str, reason: str, code: str = "room_closed") -> None:
+        """End the room: everyone in it is told why (``reason`` in English, and as
+        ``code`` for the page's own text: scheduler/media/closing.py) and disconnected;
+        a recording finishes."""
         channel = self.signaling.channels.get(room)
         if channel is not None:
             for connection in list(channel.connections.values()):
-                await connection.end("closed", reason)
+                await connection.end("closed", reason, code=code)
         if self.units is not None:  # and the units keying in its PIN, not in it yet
             await self.units.room_closed(room, reason)
         await self.pool.request_all("close_room", room=room)  # a worker that is down has none

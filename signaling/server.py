@@ -925,9 +925,11 @@ class ParticipantConnection:
         await self.close()
         await self._close_socket()
 
-    async def end(self, kind: str, reason: str) -> None:
-        """Tell the client why it is out of the room, then close its socket."""
-        await self.send({"type": kind, "reason": reason})
+    async def end(self, kind: str, reason: str, *, code: str | None = None) -> None:
+        """Tell the client why it is out of the room, then close its socket; ``code``:
+        why, for the page's own text (a room's close: docs/protocol.md, "closed")."""
+        await self.send({"type": kind, "reason": reason} if code is None
+                        else {"type": kind, "code": code, "reason": reason})
         await self.close()
         await self._close_socket()
 

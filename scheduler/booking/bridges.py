@@ -35,6 +35,16 @@ def create_bridge(session: Session, config: SchedulerConfig, org: OrgInfo, name:
     return bridge
 
 
+def switch_off(session: Session, bridge: StandingBridge) -> None:
+    """Switch a bridge off for good: from this commit on nobody joins it (admission says
+    ``bridge_inactive``, also to those already in its open room who join again), and the
+    job closes its room, if open, at its next run, which this makes due at once
+    (:func:`~scheduler.booking.jobs.next_due`): those in it are told why and
+    disconnected, as a cancelled meeting's participants are. The caller reschedules the
+    job runner (``services.jobs.reschedule()``)."""
+    bridge.active = False
+
+
 def bridges(session: Session, organisation_ids: list[int] | None = None) -> list[StandingBridge]:
     query = select(StandingBridge).where(StandingBridge.active.is_(True)) \
         .order_by(StandingBridge.id)

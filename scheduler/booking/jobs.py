@@ -1,8 +1,9 @@
-"""Jobs: open rooms before their start, call their room units at it, close them after,
-remind, roll up usage.
+"""Jobs: open rooms before their start, call their room units at it, close them after
+(and the room of a standing bridge switched off), remind, roll up usage.
 
 Everything a job does is recorded on the occurrence it concerns (opened_at,
-units_called_at, closed_at, reminded_at), in the transaction that does it. So the job
+units_called_at, closed_at, reminded_at), or on the room (a bridge's room closed), in
+the transaction that does it. So the job
 runner keeps no state of its own: after a restart it looks at the database, does what
 is due and was not done, and nothing twice (room units' calls, which a restart ends,
 are the one thing done again: :func:`~scheduler.media.rooms.recall_units`). APScheduler
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import exists, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,8 +30,9 @@ from scheduler.booking.mail import deliver_outbox
 from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
+from scheduler.media.closing import close_reason
 from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room, recall_units
-from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room
+from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room, StandingBridge
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -44,6 +46,7 @@ class RoomAction:
     worker_id: int | None = None
     info: RoomInfo | None = None
     units: tuple[tuple[str, str], ...] = ()  # "call": each unit's name in the room and SIP URI
+    reason: str = "meeting_over"  # "close": why (scheduler/media/closing.py), told to those in it
 
 
 def _locked(session: Session, query):  # type: ignore[no-untyped-def]
@@ -73,6 +76,11 @@ def _units_to_call(workers: Collection[int] | None) -> ColumnElement[bool]:
         & exists(room_here)
 
 
+def _switched_off() -> Select[tuple[int]]:
+    """The ids of the standing bridges switched off."""
+    return select(StandingBridge.id).where(StandingBridge.active.is_(False))
+
+
 def due_actions(db: Database, config: SchedulerConfig, now: datetime,
                 join_link: JoinLink, workers: Collection[int] | None = None) -> list[RoomAction]:
     """Do in the database what is due at ``now``; return what the media side must do.
@@ -93,7 +101,17 @@ def due_actions(db: Database, config: SchedulerConfig, now: datetime,
             room = session.scalar(select(Room).where(Room.name == booking.room_name))
             if room is not None and room.occurrence_id in (occurrence.id, None) \
                     and close_room(session, booking.room_name, now):
-                actions.append(RoomAction("close", booking.room_name))
+                # Its true reason: a cancelled or displaced meeting's participants were
+                # told that its booked time was over.
+                actions.append(RoomAction("close", booking.room_name,
+                                          reason=close_reason(session, room)))
+
+        # A standing bridge switched off: its room closes now, those in it told why, as a
+        # cancelled meeting's. It used to stay open, new joins admitted, for ever.
+        for room in session.scalars(_locked(session, select(Room).where(
+                Room.state == "open", Room.bridge_id.in_(_switched_off())))).all():
+            if close_room(session, room.name, now):
+                actions.append(RoomAction("close", room.name, reason=close_reason(session, room)))
 
         earliest = now - config.limits.max_duration - config.close_grace
         opening = session.scalars(_locked(session, select(o).where(
@@ -171,9 +189,12 @@ def next_due(db: Database, config: SchedulerConfig, now: datetime,
                 _units_to_call(workers), o.end_utc > now)),
         ]
         # An open room whose occurrence was cancelled, displaced or replaced closes at
-        # once (due_actions closes it now), not at its booked end plus the grace.
+        # once (due_actions closes it now), not at its booked end plus the grace; so does
+        # the open room of a bridge switched off.
         stopped_early = session.scalar(select(o.id).where(
-            o.opened_at.is_not(None), o.closed_at.is_(None), o.state != "scheduled").limit(1))
+            o.opened_at.is_not(None), o.closed_at.is_(None), o.state != "scheduled").limit(1)) \
+            or session.scalar(select(Room.id).where(
+                Room.state == "open", Room.bridge_id.in_(_switched_off())).limit(1))
     offsets = [-config.open_lead, config.close_grace, -config.reminder_lead, timedelta(0)]
     instants = [c + offset for c, offset in zip(candidates, offsets, strict=True) if c]
     if stopped_early is not None:
@@ -274,7 +295,7 @@ class JobRunner:
                         await self.room_control.call_units(action.room, action.worker_id,
                                                            action.units)
                     else:
-                        await self.room_control.close_room(action.room)
+                        await self.room_control.close_room(action.room, action.reason)
                 except Exception:  # the media side's trouble must not stop the jobs
                     log.exception("room control failed to %s %s", action.kind, action.room)
             if self._stopping:

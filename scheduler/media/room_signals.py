@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from scheduler.media.closing import close_reason
 from scheduler.models import Room
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ def announce_room_change(session: Session, room_name: str) -> None:
 def rooms_to_stop(session: Session, worker_ids: list[int],
                   live: dict[str, datetime]) -> dict[str, str]:
     """Of this node's live rooms (name -> when it began here), those the database says
-    must stop here, each with the reason its participants are told.
+    must stop here, each with the reason its participants are told (a key of
+    :data:`~scheduler.media.closing.CLOSE_REASONS`: why the row was closed, or
+    ``room_moved``).
 
     A room stops if its row was closed after it began here (a room that began after
     its row was closed is an ad-hoc room of the same name, not one the close was
@@ -53,14 +56,15 @@ def rooms_to_stop(session: Session, worker_ids: list[int],
     """
     if not live:
         return {}
-    rows = session.execute(select(Room.name, Room.state, Room.closed_at, Room.worker_id)
-                           .where(Room.name.in_(list(live)))).all()
     stop: dict[str, str] = {}
-    for name, state, closed_at, worker_id in rows:
-        if state == "closed" and closed_at is not None and closed_at >= live[name]:
-            stop[name] = "the room was closed"
-        elif state == "open" and worker_id is not None and worker_id not in worker_ids:
-            stop[name] = "moved to another node"
+    for room in session.scalars(select(Room).where(Room.name.in_(list(live)))):
+        if room.state == "closed" and room.closed_at is not None \
+                and room.closed_at >= live[room.name]:
+            # Its true reason, as the node whose job closed it told its own participants.
+            stop[room.name] = close_reason(session, room)
+        elif room.state == "open" and room.worker_id is not None \
+                and room.worker_id not in worker_ids:
+            stop[room.name] = "room_moved"
     return stop
 
 

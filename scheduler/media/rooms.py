@@ -53,18 +53,21 @@ class RoomControl(Protocol):
     async def call_units(self, room: str, worker_id: int, units: tuple[tuple[str, str], ...]) -> None:
         """A booked meeting starts: call its room units (name, SIP URI) into its room."""
 
-    async def close_room(self, room: str) -> None: ...
+    async def close_room(self, room: str, reason: str) -> None:
+        """End the room, telling those in it why (``reason``: a key of
+        :data:`~scheduler.media.closing.CLOSE_REASONS`)."""
 
 
 @dataclass(frozen=True)
 class AdmissionDecision:
     allowed: bool
-    code: str  # "ok", "room_not_open", "booking_cancelled", "booking_displaced", ...
+    code: str  # "ok", "room_not_open", "meeting_over", "booking_cancelled", ...
     message: str
     worker_id: int | None = None
     izs: bool = False  # an IZS room: admitted on a full worker, placed first
     # room_not_open: when joins are admitted next (the next occurrence's start less the
-    # open lead), so that the page can say so in its own language; None: never again.
+    # open lead), so that the page can say so in its own language; None for a room with
+    # no booking at all (a booking with nothing to come is "meeting_over").
     opens_at: datetime | None = None
 
 
@@ -212,9 +215,12 @@ def admit_join(session: Session, room_name: str, now: datetime, *,
     costs = config.unit_costs
     join_cost = costs.of(kind or config.join_kind)
     room = session.scalar(select(Room).where(Room.name == room_name))
-    if room is not None and room.state == "open" and room.booking_id is not None \
-            and not _occurrence_on(session, config, room, now):
-        room = None  # open, but its occurrence was cancelled, displaced or is over
+    if room is not None and room.state == "open" and (
+            (room.booking_id is not None and not _occurrence_on(session, config, room, now))
+            or (room.bridge_id is not None and not _bridge_on(session, room))):
+        # Open, but its occurrence was cancelled, displaced or is over, or its bridge was
+        # switched off: refused for that, as it will be once the job has closed it.
+        room = None
     if room is None or room.state != "open":
         decision, room = _open_on_demand(session, config, room_name, now)
         if room is None:
@@ -245,6 +251,13 @@ def _occurrence_on(session: Session, config: SchedulerConfig, room: Room,
         if room.occurrence_id is not None else None
     return occurrence is not None and occurrence.state == "scheduled" \
         and occurrence.end_utc + config.close_grace > now
+
+
+def _bridge_on(session: Session, room: Room) -> bool:
+    """Is the standing bridge an open room was opened for still switched on? The job
+    closes the room of one switched off on its next tick; nobody joins it meanwhile."""
+    return bool(session.scalar(select(StandingBridge.active)
+                               .where(StandingBridge.id == room.bridge_id)))
 
 
 def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
@@ -284,10 +297,15 @@ def _open_on_demand(session: Session, config: SchedulerConfig, room_name: str,
     upcoming = session.scalar(select(o.start_utc).where(
         o.booking_id == booking.id, o.state == "scheduled", o.start_utc > now)
         .order_by(o.start_utc).limit(1))
-    when = (f"; it opens {config.open_lead.total_seconds() / 60:.0f} minutes before "
-            f"{upcoming.isoformat()}" if upcoming else "; it has no further occurrence")
-    return AdmissionDecision(False, "room_not_open", f"the room is not open now{when}",
-                             opens_at=upcoming - config.open_lead if upcoming else None), None
+    if upcoming is None:
+        # Its last occurrence is over: a code of its own, so that the page says the
+        # meeting has ended rather than "join at the time of the meeting".
+        return AdmissionDecision(False, "meeting_over",
+                                 "the meeting is over; it has no further occurrence"), None
+    return AdmissionDecision(
+        False, "room_not_open",
+        f"the room is not open now; it opens {config.open_lead.total_seconds() / 60:.0f} "
+        f"minutes before {upcoming.isoformat()}", opens_at=upcoming - config.open_lead), None
 
 
 def place_room(session: Session, room_name: str, now: datetime, *,

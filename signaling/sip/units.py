@@ -46,9 +46,9 @@ MAX_NAME_CHARS = 64
 PIN_TRIES = 3
 PIN_TIMEOUT_S = 60.0  # to key in the PIN, all tries together; the unit holds a place meanwhile
 # The scheduler's refusals (scheduler/media/rooms.py) as SIP statuses.
-REFUSALS = {"room_not_open": 404, "booking_cancelled": 404, "bridge_inactive": 480,
-            "room_locked": 403, "worker_full": 486, "capacity_full": 486, "no_worker": 503,
-            "room_unreachable": 503, "rate_limited": 503}
+REFUSALS = {"room_not_open": 404, "meeting_over": 404, "booking_cancelled": 404,
+            "bridge_inactive": 480, "room_locked": 403, "worker_full": 486, "capacity_full": 486,
+            "no_worker": 503, "room_unreachable": 503, "rate_limited": 503}
 
 
 # How a call we made ended, for the operator and a unit's test call.
@@ -141,8 +141,9 @@ class UnitMember:
     async def mute(self, by: str) -> None:
         await self.request("set_muted", participant=self.participant_id, source="microphone", muted=True)
 
-    async def end(self, kind: str, reason: str) -> None:
-        """Removed, the room closed, or its media stopped: hang up, then leave."""
+    async def end(self, kind: str, reason: str, *, code: str | None = None) -> None:
+        """Removed, the room closed, or its media stopped: hang up, then leave (``code``
+        is the page's: a unit hears nothing of why)."""
         logger.info("unit %s: ending the call (%s: %s)", self.participant_id, kind, reason)
         await self.close()
         with contextlib.suppress(Exception):

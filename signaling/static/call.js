@@ -14,12 +14,23 @@ const $ = (selector) => document.querySelector(selector);
 // too_many_pending_joins), the server's own failure (internal_error), an unknown code.
 const FINAL_ERRORS = new Set([
   "bad_token", "token_expired", "room_not_found", "room_locked", "forbidden",  // the link
-  // The scheduler: the meeting is over or not yet on, cancelled, gave way to an IZS
+  // The scheduler: the meeting is not yet on or over, cancelled, gave way to an IZS
   // emergency, or its standing room was switched off.
-  "not_admitted", "room_not_open", "booking_cancelled", "booking_displaced", "bridge_inactive",
+  "not_admitted", "room_not_open", "meeting_over", "booking_cancelled", "booking_displaced",
+  "bridge_inactive",
   // This page's join itself (an out-of-date page): sent again, refused again.
   "unsupported_version", "bad_json", "bad_message", "unknown_type", "too_large",
 ]);
+// Why the server closed the room under the call (docs/protocol.md, "closed") when joining
+// again would only be refused for the same reason, or the room was ended on purpose
+// (room_closed): the call ends at once and says it in the page's language. It used to be
+// taken for a lost network: "Reconnecting…", a resume refused, then a join refused (after
+// the meeting's end: "join at the time of the meeting"). A room moved to another node
+// (room_moved) or a meeting moved to another time (rescheduled) is joined again, as is a
+// close this page does not know (a newer server): the join goes to the room's node, or
+// its refusal says why and when.
+const CLOSED_FINAL = new Set(["meeting_over", "booking_cancelled", "booking_displaced",
+                              "bridge_inactive", "room_closed"]);
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
@@ -27,6 +38,7 @@ const MEDIA_FAILURES_BEFORE_HINT = 2;
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
+  name: "",  // the name this call was joined by (the form's, else the link's)
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
@@ -67,6 +79,7 @@ async function join() {
   button.disabled = true;
   const name = $("#name").value.trim() || (params.get("name") ?? "");
   localStorage.setItem("multipoint.name", name);
+  state.name = name;  // every rejoin of this call is by the same name
   $("#prejoin-error").hidden = true;
   let joined;
   try {
@@ -112,6 +125,7 @@ async function connectOnce(name) {
   session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
   session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
   session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
+  session.addEventListener("closed", (event) => onRoomClosed(session, event.detail));
   session.addEventListener("error", (event) => notice(failure(event.detail)));
   // A lost network first restarts ICE in place (same participant, same tiles); only if
   // that does not bring the media back does the session close and the page join again.
@@ -185,7 +199,10 @@ async function onConnectionLost(session) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
     if (state.leaving) return;  // Leave pressed while waiting: no join after it
     try {
-      await connect($("#name").value.trim());
+      // The name it joined by: the form's field alone lost the link's name parameter
+      // (an autojoin link with a name and an empty field), so the official came back
+      // as the token's name, or "?".
+      await connect(state.name);
       notice("");
       return;
     } catch (error) {
@@ -206,6 +223,13 @@ async function onConnectionLost(session) {
     state.leaving = true;
     end(t("call.not_reconnected"));
   }
+}
+
+// Sent before the socket closes, so the call ends here before a rejoin would begin.
+function onRoomClosed(session, { code }) {
+  if (state.leaving || session !== state.session || !CLOSED_FINAL.has(code)) return;
+  state.leaving = true;
+  end(t(`closed.${code}`));
 }
 
 // Each receive slot is one track for the whole call; the server tells (offer, "slots")

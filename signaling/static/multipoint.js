@@ -27,8 +27,10 @@ const CAMERA_LAYERS = {
   h: { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   f: { scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
 };
-// Server messages after which the socket closes for good: no coming back from these.
-const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect"]);
+// Server messages after which the socket closes for good: no coming back from these
+// (after "closed" the server has taken the participant out: a "resume" would only be
+// refused, a second or more late).
+const FINAL_MESSAGES = new Set(["removed", "disconnected", "redirect", "closed"]);
 
 // The video codecs the server forwards that this browser can both send and receive, in
 // the browser's own order of preference (docs/codecs.md): "vp8", and "h264" only as

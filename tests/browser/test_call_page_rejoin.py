@@ -211,3 +211,28 @@ async def test_a_page_that_cannot_rejoin_says_so(front, browser) -> None:
     await asyncio.sleep(3)
     assert front.participants(ROOM) == []
     assert errors == []
+
+
+async def test_a_page_joins_again_by_the_links_name(front, browser) -> None:
+    """A link that names the official (``&name=``) joins by that name when the form's
+    field is empty, as an autojoin link's is on a computer that never joined before. The
+    page's rejoin sent the empty field, without the link's name: the official came back
+    as the token's name, here none ("?"), in everyone's list."""
+    context = await new_context(browser, front.url)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    link = join_url(front.url, front.settings.signing_secret(), ROOM, role="guest", ttl_s=600)
+    await page.goto(link + "&autojoin=1&name=Starosta%20Lhoty")
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    assert await page.evaluate("window.multipointCall.roster[0].name") == "Starosta Lhoty"
+    first = await page.evaluate("window.multipointCall.me")
+
+    # The socket closes: the server takes it for a leave, refuses the resume, and the
+    # page joins again.
+    await page.evaluate("window.multipointCall.session.ws.close()")
+    await page.wait_for_function(
+        f"() => window.multipointCall.me && window.multipointCall.me !== '{first}'"
+        " && window.multipointCall.roster?.length === 1", timeout=30_000)
+    assert await page.evaluate("window.multipointCall.roster[0].name") == "Starosta Lhoty"
+    assert errors == []

@@ -88,12 +88,13 @@ async def test_the_scheduler_opens_and_closes_rooms_on_the_media_worker(server) 
     peer = ClientPeer(audio=ToneTrack(), video=ColourTrack())
     try:
         await client.join_with(peer, link_token(server, "briefing", False), name="Kraj")
-        await control.close_room("briefing")
+        await control.close_room("briefing", "meeting_over")
         assert await wait_until(lambda: client.of_type("closed"))
+        assert client.of_type("closed")[0]["code"] == "meeting_over"
         assert client.of_type("closed")[0]["reason"] == "the booked time is over"
         assert await wait_until(lambda: "briefing" not in media.rooms and client.ws.closed)
         assert await server.app[LIVE_ROOMS].rooms() == []
-        await control.close_room("briefing")  # idempotent
+        await control.close_room("briefing", "meeting_over")  # idempotent
     finally:
         await client.close()
 

@@ -14,14 +14,21 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from scheduler.booking.bookings import BookingInput, cancel_booking, create_booking
-from scheduler.booking.bridges import create_bridge
+from scheduler.booking.bookings import (
+    BookingChange,
+    BookingInput,
+    cancel_booking,
+    create_booking,
+    update_booking,
+)
+from scheduler.booking.bridges import create_bridge, switch_off
 from scheduler.booking.jobs import next_due
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
+from scheduler.media.room_signals import rooms_to_stop
 from scheduler.media.rooms import RoomInfo, worker_loads
-from scheduler.models import Booking, CallRecord, Notification, Room
+from scheduler.models import Booking, CallRecord, Notification, Room, StandingBridge
 from scheduler.organisations import org_info
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
@@ -33,13 +40,15 @@ class RecordingRoomControl:
 
     calls: list[tuple[str, str]] = field(default_factory=list)
     infos: dict[str, RoomInfo] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # room -> why it was last closed
 
     async def open_room(self, room: str, worker_id: int, info: RoomInfo) -> None:
         self.calls.append(("open", room))
         self.infos[room] = info
 
-    async def close_room(self, room: str) -> None:
+    async def close_room(self, room: str, reason: str) -> None:
         self.calls.append(("close", room))
+        self.reasons[room] = reason
 
 
 def assert_runs_in(run_time: datetime, delay: timedelta) -> None:
@@ -111,7 +120,7 @@ async def test_room_opens_and_closes_on_time_across_restarts(world: World) -> No
         await third.jobs.tick()
         assert control.calls == [("open", room), ("close", room)]
         refused = third.admit_join(room)
-        assert not refused.allowed and refused.code == "room_not_open"
+        assert not refused.allowed and refused.code == "meeting_over"
     finally:
         third_db.dispose()
 
@@ -183,8 +192,10 @@ def test_a_room_not_open_yet_says_when_it_opens(world: World) -> None:
     assert refused.opens_at == datetime(2026, 11, 30, 10, 50, tzinfo=UTC)
     after_the_first = service.admit_join(room, now=NOW + timedelta(hours=6))
     assert after_the_first.opens_at == datetime(2026, 12, 1, 10, 50, tzinfo=UTC)
+    # Its last occurrence is over: a code of its own, for the page to say so (it said
+    # "join at the time of the meeting").
     after_the_last = service.admit_join(room, now=NOW + timedelta(days=2))
-    assert after_the_last.code == "room_not_open" and after_the_last.opens_at is None
+    assert after_the_last.code == "meeting_over" and after_the_last.opens_at is None
 
 
 def test_standing_bridge_is_always_admitted_even_on_a_full_worker(db: Database) -> None:
@@ -353,3 +364,74 @@ async def test_a_running_meeting_cancelled_is_due_to_close_at_once(world: World)
     await first.jobs.tick()
     assert control.calls == [("open", room), ("close", room)]
     assert next_due(world.db, world.config, clock.now) != clock.now  # nothing more to do now
+
+
+async def test_a_room_closes_telling_its_true_reason(world: World) -> None:
+    """Every room the job closed was closed "because the booked time is over": a meeting
+    cancelled, one that gave way to an IZS emergency, one moved to another time. Those in
+    it are told the true reason, and so are those on another node that hears of the close."""
+    # At 08:20 UTC (09:20 Prague) all four are open: two running, two within the lead.
+    clock = FakeClock(NOW + timedelta(minutes=20))
+    _, over = book(world, "2026-11-30T09:00", "2026-11-30T09:30")
+    cancelled_id, cancelled = book(world, "2026-11-30T09:00", "2026-11-30T10:00")
+    _, displaced = book(world, "2026-11-30T09:30", "2026-11-30T10:30", hd=50)
+    moved_id, moved = book(world, "2026-11-30T09:25", "2026-11-30T10:00")
+    control = RecordingRoomControl()
+    jobs = services(world, clock, control).jobs
+    await jobs.tick()
+    assert {room for kind, room in control.calls if kind == "open"} \
+        == {over, cancelled, displaced, moved}
+
+    cancel_booking(world.db, world.principal("admin_a"), cancelled_id, clock.now, join_link)
+    emergency = BookingInput(
+        organisation_id=world.izs, title="Povodně", priority="emergency",
+        schedule=Schedule(datetime(2026, 11, 30, 9, 30), datetime(2026, 11, 30, 10, 30)),
+        participants=ParticipantMix(hd=40))
+    assert create_booking(world.db, world.config, world.principal("izs"), emergency, clock.now,
+                          join_link).displaced
+    update_booking(world.db, world.config, world.principal("admin_a"), moved_id,
+                   BookingChange(schedule=Schedule(datetime(2026, 11, 30, 11),
+                                                   datetime(2026, 11, 30, 11, 30))),
+                   clock.now, join_link)
+    await jobs.tick()
+    assert control.reasons == {cancelled: "booking_cancelled", displaced: "booking_displaced",
+                               moved: "rescheduled"}
+    clock.now = NOW + timedelta(minutes=45)  # 09:30 Prague and the 15 minutes' grace
+    await jobs.tick()
+    assert control.reasons[over] == "meeting_over"
+
+    # A node where these rooms live (a worker of another node's) hears the same.
+    with world.db.read_session() as session:
+        assert rooms_to_stop(session, [], dict.fromkeys(control.reasons, NOW)) == control.reasons
+
+
+async def test_a_bridge_switched_off_closes_its_room_and_admits_nobody(db: Database) -> None:
+    """An operator switched a standing IZS bridge off while its room was open: admission
+    looked again only at booked rooms, and nothing ever closed a bridge's room, so new
+    joins went on being admitted for as long as the room stayed open. Now nobody more
+    is admitted, and the job closes its room at once, telling those in it why."""
+    world = make_world(db)
+    with db.session() as session:
+        org = org_info(session, world.izs)
+        assert org is not None
+        bridge = create_bridge(session, world.config, org, "Krizový štáb", ParticipantMix(hd=5))
+        bridge_id, room = bridge.id, bridge.room_name
+    clock = FakeClock(NOW)
+    control = RecordingRoomControl()
+    service = services(world, clock, control)
+    assert service.admit_join(room).allowed  # opens its room
+    assert next_due(db, world.config, clock.now) != clock.now
+
+    with db.write_session() as session:
+        switch_off(session, session.get(StandingBridge, bridge_id))
+    refused = service.admit_join(room)  # before the job has closed its room
+    assert not refused.allowed and refused.code == "bridge_inactive"
+    assert next_due(db, world.config, clock.now) == clock.now  # it closes now
+    await service.jobs.tick()
+    assert control.calls == [("close", room)] and control.reasons == {room: "bridge_inactive"}
+    with db.session() as session:
+        assert session.scalar(select(Room.state).where(Room.name == room)) == "closed"
+    assert service.admit_join(room).code == "bridge_inactive"
+    assert next_due(db, world.config, clock.now) != clock.now  # nothing more to do now
+    await service.jobs.tick()
+    assert control.calls == [("close", room)]

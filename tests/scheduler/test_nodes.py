@@ -306,7 +306,7 @@ def test_a_node_stops_the_rooms_closed_or_moved_elsewhere_and_no_other(bare: Wor
             "presunuta": NOW, "jen-tady": NOW}  # the last has no row: an ad-hoc room
     with bare.db.read_session() as session:
         assert rooms_to_stop(session, ours, live) == {
-            "porada": "the room was closed", "presunuta": "moved to another node"}
+            "porada": "room_closed", "presunuta": "room_moved"}
         assert rooms_to_stop(session, ours, {}) == {}
 
 
