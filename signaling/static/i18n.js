@@ -280,7 +280,9 @@ function czechTime(iso) {
   if (typeof iso !== "string" || Number.isNaN(at.getTime())) return null;
   const locale = lang === "cs" ? "cs-CZ" : "en-GB";
   const zone = "Europe/Prague";
-  const time = at.toLocaleTimeString(locale, { timeZone: zone, hour: "numeric", minute: "2-digit" });
+  // Czech writes 9:05, British English 09:05 (Chrome's en-GB "numeric" hour gave 0:12).
+  const hour = lang === "cs" ? "numeric" : "2-digit";
+  const time = at.toLocaleTimeString(locale, { timeZone: zone, hour, minute: "2-digit" });
   const day = (date) => date.toLocaleDateString("en-CA", { timeZone: zone });  // YYYY-MM-DD
   const now = new Date();
   if (day(at) === day(now)) return t("when.today", { time });
