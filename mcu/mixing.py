@@ -14,6 +14,7 @@ everyone else on its codec shares one encode.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -660,6 +661,7 @@ class RoomMixer:
         if self.recorder is not None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        path = claim_recording_path(path)
         self.recorder = Recorder(path, video_size=(self.compositor.width, self.compositor.height),
                                  fps=self.fps)
         self.recording_path = path
@@ -687,6 +689,20 @@ class RoomMixer:
         return {"sources": list(self.sources), "screens": list(self.screens),
                 "listeners": list(self.audio.listeners),
                 "recording": str(self.recording_path) if self.recording_path else None}
+
+
+def claim_recording_path(path: Path) -> Path:
+    """``path``, or ``NAME-2.webm``, ``NAME-3.webm`` ... where it is taken, created empty
+    here so that nothing else takes it. The front names a recording by the second it
+    starts: one stopped and started again within that second must not overwrite it."""
+    candidate, number = path, 1
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
 def screen_source(participant_id: str) -> str:
