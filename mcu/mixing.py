@@ -660,10 +660,17 @@ class RoomMixer:
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:
             return
+        # OSError (PyAV's file errors are OSErrors too): a folder that cannot be made or
+        # written, a full disk. Nothing is left behind then, not even the claimed name.
         path.parent.mkdir(parents=True, exist_ok=True)
         path = claim_recording_path(path)
-        self.recorder = Recorder(path, video_size=(self.compositor.width, self.compositor.height),
-                                 fps=self.fps)
+        try:
+            recorder = Recorder(path, video_size=(self.compositor.width, self.compositor.height),
+                                fps=self.fps)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self.recorder = recorder
         self.recording_path = path
         self.compositor.request_keyframe()
         self.start()

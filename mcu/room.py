@@ -385,7 +385,11 @@ class Room:
         self._emit("participants", {})
 
     def start_recording(self, path: Path) -> None:
-        self.ensure_mixer().start_recording(path)
+        try:
+            self.ensure_mixer().start_recording(path)
+        except BaseException:
+            self._release_mixer()  # made for the recording alone: no mixing for nobody
+            raise
         self._emit("participants", {})
 
     def stop_recording(self) -> Path | None:

@@ -287,7 +287,14 @@ class WorkerService:
         if active and not live.recording:
             if not path:
                 raise ChannelError("bad_request", "recording needs a path")
-            live.start_recording(Path(path))
+            try:
+                live.start_recording(Path(path))
+            except OSError as exc:
+                # The host is told what it can act on (and the call goes on); the
+                # operator's log says where.
+                logger.warning("room %s: recording to %s failed: %s", room, path, exc)
+                raise ChannelError("recording_failed", "the recording could not be started: the "
+                                   f"server cannot write it ({exc.strerror or exc})") from None
         elif not active:
             live.stop_recording()
         return live.recording
