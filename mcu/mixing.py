@@ -13,6 +13,7 @@ everyone else on its codec shares one encode.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -240,6 +241,9 @@ class RoomMixer:
         self.screens: dict[str, Producer] = {}
         self.recorder: Recorder | None = None
         self.recording_path: Path | None = None
+        # Told (from the event loop, after the tick) when a recording ended because its
+        # file could not be written: its path and the error.
+        self.on_recording_failed: Callable[[Path, OSError], None] | None = None
         self._picture_id = random.getrandbits(15)
         # The cameras are decoded and the composite composed and encoded only while
         # somebody receives it or it is recorded: a room of audio-only units costs no
@@ -536,6 +540,7 @@ class RoomMixer:
             output.emit(mix, listeners)
         if self.recorder is not None:
             self.recorder.write_audio(mix.shared, mix.timestamp)
+            self._check_recorder()
         # What can wait until the packets are out.
         for picture in pictures:
             self._decode(*picture)
@@ -598,6 +603,7 @@ class RoomMixer:
             self.frames_composed += 1
             if recorder is not None:
                 recorder.write_video(encoded)
+                self._check_recorder()
             self._picture_id = (self._picture_id + 1) & 0x7FFF
             payloads = packetize(encoded.data, self._picture_id)
             for position, payload in enumerate(payloads):
@@ -682,6 +688,17 @@ class RoomMixer:
         if recorder is not None:
             recorder.close()
         return path
+
+    def _check_recorder(self) -> None:
+        """A recording whose file failed to write (a full disk) stops here, and its owner
+        is told after this tick (which must not see the mixer change under it)."""
+        recorder = self.recorder
+        if recorder is None or recorder.failed is None:
+            return
+        path = self.stop_recording()
+        logger.warning("mixer of %s: recording %s stopped: %s", self.room_name, path, recorder.failed)
+        if self.on_recording_failed is not None and path is not None:
+            asyncio.get_running_loop().call_soon(self.on_recording_failed, path, recorder.failed)
 
     def close(self) -> None:
         self.stop_recording()

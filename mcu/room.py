@@ -342,6 +342,7 @@ class Room:
     def ensure_mixer(self) -> RoomMixer:
         if self.mixer is None:
             self.mixer = RoomMixer(self.name, self.worker.counters)
+            self.mixer.on_recording_failed = self._recording_failed
             for participant in self.publishers():
                 self._mix_source(participant)
                 if participant.mode == "mixed":
@@ -397,6 +398,13 @@ class Room:
         self._release_mixer()
         self._emit("participants", {})
         return path
+
+    def _recording_failed(self, path: Path, error: OSError) -> None:
+        """The recording stopped because its file could not be written: the hosts are
+        told (the front sends them recording_failed), everyone sees it stopped."""
+        self._release_mixer()
+        self._emit("recording_failed", {"file": path.name, "reason": error.strerror or str(error)})
+        self._emit("participants", {})
 
     @property
     def recording(self) -> bool:

@@ -371,6 +371,15 @@ class Signaling:
             self._spawn(channel.broadcast_participants())
             if self.spread is not None:
                 self.spread.publish_part(channel)
+        elif event == "recording_failed" and worker == channel.home:
+            # The recording stopped under the hosts (a full disk): only they can act on it.
+            # Everyone sees it stopped in the participants that follow.
+            text = json.dumps({"type": "error", "code": "recording_failed",
+                               "message": "the recording stopped: the server could not write it "
+                                          f"({data.get('reason')})"})
+            for connection in list(channel.connections.values()):
+                if connection.role == "host":
+                    connection.post(text)
         elif event == "speaker" and worker == channel.home:
             self._spawn(channel.broadcast({"type": "speaker", "active": data.get("active"),
                                            "speaking": data.get("speaking", [])}))

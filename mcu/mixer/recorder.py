@@ -97,6 +97,9 @@ class Recorder:
         self._keyframe_every = round(keyframe_interval * VIDEO_CLOCK)
         self._last_keyframe: int | None = None
         self.dropped = 0
+        # The write error that ended the recording (a full disk, a volume gone): the
+        # file is closed then, as far as it can be, and nothing more is written.
+        self.failed: OSError | None = None
         self._finalizer = weakref.finalize(self, _close_container, container)
 
     # -- writing -------------------------------------------------------------------
@@ -172,8 +175,15 @@ class Recorder:
     def _mux(self, packet: av.Packet) -> bool:
         try:
             self._container.mux(packet)
-        except (av.FFmpegError, ValueError):
+        except OSError as exc:  # PyAV's av.error.OSError and its errno subclasses
+            # The file cannot be written: every later packet would fail the same way, each
+            # at the cost of a system call, and the owner must know to tell someone.
             self.dropped += 1
+            self.failed = exc
+            self.close()
+            return False
+        except (av.FFmpegError, ValueError):
+            self.dropped += 1  # this packet only (the muxer refused it)
             return False
         return True
 

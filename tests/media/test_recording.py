@@ -4,11 +4,16 @@ folders that cannot be written, a full disk, with real aiortc participants and r
 from __future__ import annotations
 
 import asyncio
+import resource
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import av
 import pytest
 
-from multipoint.app import MEDIA
+from mcu.mixer import Recorder
+from multipoint.app import MEDIA, POOL
+from tests.conftest import RunningServer, start_process_server
 from tests.media.test_mixing import GREEN, RED, join
 from tests.peers import wait_until
 
@@ -70,3 +75,51 @@ async def test_a_recording_that_cannot_be_written_is_refused_clearly_and_the_cal
     finally:
         await host.close()
         await guest.close()
+
+
+@pytest.fixture
+async def one_worker(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """The service with one media worker process (its limits can be set from here)."""
+    server = await start_process_server(tmp_path, 1)
+    try:
+        yield server
+    finally:
+        await server.runner.cleanup()
+
+
+async def test_a_recording_whose_disk_fills_up_stops_and_the_hosts_are_told(one_worker) -> None:
+    server = one_worker
+    room = "disk-full"
+    host = await join(server, room, "Host", 440, RED, role="host")
+    guest = await join(server, room, "Guest", 1000, GREEN)
+    try:
+        await host.send({"type": "record", "active": True})
+        assert await wait_until(lambda: any(m.get("recording") for m in host.of_type("participants")))
+        (path,) = (server.settings.data_dir / "recordings" / room).glob("*.webm")
+        assert await wait_until(lambda: path.stat().st_size > 20_000, timeout=20)
+        # The worker's disk fills up: every write past what the file has now fails, as
+        # on a full file system (RLIMIT_FSIZE: EFBIG where a full disk gives ENOSPC).
+        pid = server.app[POOL].states[0].pid
+        limit = path.stat().st_size + 4096
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        error = await host.next("error", timeout=15)
+        assert error["code"] == "recording_failed", error
+        # Everyone sees the recording stopped; nothing more is written.
+        assert await wait_until(lambda: host.of_type("participants")[-1]["recording"] is False)
+        assert not guest.of_type("error")  # it is the hosts' business
+        assert path.stat().st_size <= limit
+        # The call goes on.
+        before = sum(guest.peer.frames("video").values())
+        assert await wait_until(lambda: sum(guest.peer.frames("video").values()) > before + 10)
+        # Room on the disk again: the host records anew.
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        await host.send({"type": "record", "active": True})
+        assert await wait_until(lambda: host.of_type("participants")[-1]["recording"] is True)
+    finally:
+        await host.close()
+        await guest.close()
+    # What was written before the disk filled up plays (its end, cues and duration,
+    # could not be written: Recorder.repair makes it a finished file).
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) > 5
+    assert playable_seconds(Recorder.repair(path)) > 0.5
