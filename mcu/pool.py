@@ -125,12 +125,18 @@ class WorkerProcess:
     async def _run_once(self) -> None:
         front_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mcu.worker", "--index", str(self.state.index),
-                "--channel-fd", str(worker_end.fileno()), "--config", json.dumps(self.config),
-                pass_fds=(worker_end.fileno(),), stdin=asyncio.subprocess.DEVNULL)
-        finally:
-            worker_end.close()
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "mcu.worker", "--index", str(self.state.index),
+                    "--channel-fd", str(worker_end.fileno()), "--config", json.dumps(self.config),
+                    pass_fds=(worker_end.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+            finally:
+                worker_end.close()
+        except BaseException:
+            # The supervisor tries again (and again, in a crash loop): each failed start
+            # must close its end now, not whenever the failure and its frames are freed.
+            front_end.close()
+            raise
         self.state.pid = self.process.pid
         logger.info("worker %d: started, pid %d", self.state.index, self.process.pid)
         reader, writer = await asyncio.open_unix_connection(sock=front_end)
