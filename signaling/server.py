@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from mcu import codecs
 from mcu.channel import ChannelError
+from mcu.mixer.recorder import Recorder
 from mcu.pool import WorkerPool
 from signaling.protocol import (
     MAX_CHAT_CHARS,
@@ -398,7 +399,12 @@ class Signaling:
             await self.call_log.left(call_record)
 
     def on_worker_lost(self, worker: int) -> None:
-        """A worker died: its participants join again (their pages do so by themselves)."""
+        """A worker died: its participants join again (their pages do so by themselves),
+        and the recordings it was writing are finished here."""
+        for channel in self.channels.values():
+            if channel.home == worker and channel.recording:
+                channel.recording = False
+                self._spawn(finish_recording(self.config.recordings_dir / channel.name))
         for connection in [c for c in self.connections.values() if c.worker == worker]:
             connection.worker_lost = True
             self._spawn(connection.end("disconnected", "media_worker_restarted"))
@@ -957,6 +963,28 @@ class ParticipantConnection:
 def recording_path(recordings_dir: Path, room: str) -> Path:
     """Where a recording of ``room`` starting now is written (one folder per room)."""
     return recordings_dir / room / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.webm"
+
+
+async def finish_recording(folder: Path) -> None:
+    """Finish the recording a dead worker left in ``folder`` (its newest file: a room
+    records one at a time): the clusters it wrote, without the cues and duration its
+    close would have written, are rewritten into a finished, seekable file in its place."""
+    files = sorted(folder.glob("*.webm"), key=lambda f: f.stat().st_mtime) if folder.is_dir() else []
+    if not files:
+        return
+    path = files[-1]
+    if path.stat().st_size == 0:  # it died before writing anything: no recording at all
+        path.unlink()
+        return
+    part = path.with_name(path.name + ".part")  # not *.webm: not listed while written
+    try:
+        await asyncio.to_thread(Recorder.repair, path, part)
+        part.replace(path)
+        logger.info("recording %s of a lost worker finished", path)
+    except Exception:
+        # Unreadable from its start (nothing written yet): left as it is.
+        logger.exception("could not finish the recording %s of a lost worker", path)
+        part.unlink(missing_ok=True)
 
 
 async def record(pool: WorkerPool, channel: RoomChannel, recordings_dir: Path,

@@ -204,12 +204,13 @@ class Recorder:
     def repair(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
         """Rewrite an unfinished recording (the process was killed) into a finished one.
 
-        Copies every packet that can be read into a new file with cues and duration;
-        returns its path (`out`, or the same name with `.repaired` before the suffix).
+        Copies every packet that can be read into a new file with cues and duration, of
+        the source's format (WebM stays WebM whatever `out` is named); returns its path
+        (`out`, or the same name with `.repaired` before the suffix).
         """
         src = Path(path)
         dst = Path(out) if out else src.with_name(f"{src.stem}.repaired{src.suffix}")
-        with av.open(str(src)) as inp, av.open(str(dst), "w", format=_format_for(dst)) as outp:
+        with av.open(str(src)) as inp, av.open(str(dst), "w", format=_format_for(src)) as outp:
             mapping = {}
             for stream in inp.streams:
                 if stream.type in ("audio", "video"):

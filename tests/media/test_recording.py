@@ -4,7 +4,9 @@ folders that cannot be written, a full disk, with real aiortc participants and r
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -123,3 +125,36 @@ async def test_a_recording_whose_disk_fills_up_stops_and_the_hosts_are_told(one_
     with av.open(str(path)) as container:
         assert sum(1 for _ in container.decode(video=0)) > 5
     assert playable_seconds(Recorder.repair(path)) > 0.5
+
+
+def finished(path: Path) -> bool:
+    """A finished recording: its duration and cues written (a player can seek it)."""
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is None:
+                return False
+            container.seek(500_000)
+            return True
+    except (av.FFmpegError, OSError):
+        return False
+
+
+async def test_a_recording_whose_worker_dies_is_finished_afterwards(one_worker) -> None:
+    server = one_worker
+    room = "worker-dies"
+    host = await join(server, room, "Host", 440, RED, role="host")
+    try:
+        await host.send({"type": "record", "active": True})
+        assert await wait_until(lambda: any(m.get("recording") for m in host.of_type("participants")))
+        (path,) = (server.settings.data_dir / "recordings" / room).glob("*.webm")
+        assert await wait_until(lambda: path.stat().st_size > 20_000, timeout=20)
+        await asyncio.sleep(1.5)
+        os.kill(server.app[POOL].states[0].pid, signal.SIGKILL)
+        assert await wait_until(lambda: host.of_type("disconnected"), timeout=10)
+    finally:
+        await host.close()
+    # The file the dead worker left (clusters without cues or duration) is made a
+    # finished one, in its place: the host's list shows one recording, and it seeks.
+    assert await wait_until(lambda: finished(path), timeout=20)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert playable_seconds(path) > 1.5
