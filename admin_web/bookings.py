@@ -11,7 +11,12 @@ from sqlalchemy import select
 
 from admin_web import booking_form
 from admin_web.web import BOOKERS, Admin, page, render
-from scheduler.access.permissions import Principal, can_see_booking, require_see_booking
+from scheduler.access.permissions import (
+    Principal,
+    can_see_booking,
+    require_change_booking,
+    require_see_booking,
+)
 from scheduler.booking import bookings, dial_in
 from scheduler.booking.availability import availability
 from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
@@ -230,8 +235,18 @@ def _kept_exceptions(admin: Admin, booking_id: int, schedule: Schedule) -> Sched
         return bookings.keeping_exceptions(session, booking_id, schedule)
 
 
-def _occurrence_start(admin: Admin, booking_id: int, occurrence_id: int) -> datetime:
+def _occurrence_start(admin: Admin, user: Principal, booking_id: int,
+                      occurrence_id: int | None) -> datetime:
+    """The local start of the booking's occurrence ``occurrence_id``, once ``user`` may
+    change the booking (Forbidden before: NotFound only for a booking that does not
+    exist, as on its page). Looked up first, an occurrence of another organisation's
+    booking was 403 and any other id 404: an org admin could tell which ids are whose.
+    The API asks the same in the same order (scheduler/api.py ``cancel_occurrence``)."""
     with admin.db.session() as session:
+        _, org = bookings.get_booking(session, booking_id)
+        require_change_booking(user, org)
+        if occurrence_id is None:  # past any id a row can have
+            raise NotFound("occurrence_not_found", "no such occurrence")
         return bookings.occurrence_local_start(session, booking_id, occurrence_id)
 
 
@@ -322,9 +337,7 @@ async def cancel_occurrence(admin: Admin, request: web.Request,
     booking_id = _booking_id(request)
     occurrence_id = parse_id(request.match_info["occurrence_id"])
     try:
-        if occurrence_id is None:
-            raise NotFound("occurrence_not_found", "no such occurrence")
-        local_start = await admin.run(_occurrence_start, admin, booking_id, occurrence_id)
+        local_start = await admin.run(_occurrence_start, admin, user, booking_id, occurrence_id)
         await admin.run(bookings.cancel_occurrence, admin.db, user, booking_id, local_start,
                         admin.now(), admin.services.join_link)
     except Forbidden:

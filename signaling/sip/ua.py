@@ -14,10 +14,11 @@ the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on eve
 transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not come in
 64*T1 is hung up (13.3.1.4, 14.2); a final refusal of an INVITE is retransmitted over
 UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
-(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered; a unit's
-refusal of our INVITE is ACKed, over UDP each copy of it for timer D (17.1.1.2). Responses
-go back where the request came from (the source address, as RFC 3581 rport does), which
-is what a unit behind a NAT needs.
+(17.2.1, timer H); a BYE we send is retransmitted over UDP until answered, and over
+TCP or TLS goes on a new connection to the unit (its address, its Contact's port) when
+its own has closed (18.1.1); a unit's refusal of our INVITE is ACKed, over UDP each copy of it for timer D
+(17.1.1.2). Responses go back where the request came from (the source address, as RFC
+3581 rport does), which is what a unit behind a NAT needs.
 
 What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
 and says how to answer, and hears of each hang-up.
@@ -67,6 +68,7 @@ DTMF_KEYS = "0123456789*#ABCD"
 RING_S = 45.0  # a unit we call that does not answer in this long: no answer
 MAX_CALLS = 500  # dialogs at once: a bound on what strangers can make us hold
 TCP_IDLE_S = 300.0  # a stream with no message for this long (and no call) is closed
+CONNECT_S = 5.0  # opening a TCP or TLS connection to a unit: given up after this long
 USER_AGENT = "multipoint"
 
 
@@ -84,6 +86,11 @@ class Flow:
     @property
     def reliable(self) -> bool:
         return self.transport != "udp"
+
+    @property
+    def closed(self) -> bool:
+        """Whether nothing can be sent this way any more (a stream that has closed)."""
+        return False
 
 
 class _UdpFlow(Flow):
@@ -108,6 +115,10 @@ class _TcpFlow(Flow):
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
             self.writer.write(data)
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.is_closing()
 
 
 @dataclass
@@ -729,13 +740,10 @@ class SipAgent:
         """
         if not dialable(target):
             return Dialled(400, "not a SIP address (sip:unit@address)")
-        _, hostport = user_and_host(target)
         named = re.search(r";transport=(udp|tcp|tls)\b", target, re.IGNORECASE)
         transport = "tls" if target.lower().startswith("sips:") \
             else named.group(1).lower() if named else "udp"
-        host, _, port_text = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
-        if not host or not port_text.isdigit():
-            host, port_text = hostport, "5061" if transport == "tls" else "5060"
+        host, port_text = _host_and_port(target, transport)
         if transport == "tls" and self._client_tls is None:
             return Dialled(0, "SIP over TLS is not configured here")
         loop = asyncio.get_running_loop()
@@ -746,15 +754,11 @@ class SipAgent:
             return Dialled(0, f"cannot resolve {host}")
         flow: Flow
         if transport in ("tcp", "tls"):
-            tls = self._client_tls if transport == "tls" else None
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                    *address, ssl=tls, server_hostname=host.strip("[]") if tls else None), 5)
+                flow = await self._connect(transport, host, address)
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 return Dialled(0, f"cannot connect to {address[0]}:{address[1]} over "
                                   f"{transport.upper()} ({exc})")
-            flow = _TcpFlow(writer, address, tls=tls is not None)
-            self._spawn(self._read_stream(reader, flow))
         else:
             assert self.udp is not None
             flow = _UdpFlow(self.udp, address)
@@ -806,6 +810,17 @@ class SipAgent:
         self.dialogs[(call_id, local_tag)] = call
         self.counters["calls"] += 1
         return Dialled(final.status, final.reason, call, final.body.decode("utf-8", "replace"))
+
+    async def _connect(self, transport: str, host: str, address: tuple[str, int]) -> _TcpFlow:
+        """A TCP or TLS connection of ours to a unit at ``address`` (``host`` as its URI
+        names it: a TLS certificate is checked against it), read as any stream is. Raises
+        OSError, TimeoutError or ssl.SSLError when it cannot be opened."""
+        tls = self._client_tls if transport == "tls" else None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            *address, ssl=tls, server_hostname=host.strip("[]") if tls else None), CONNECT_S)
+        flow = _TcpFlow(writer, address, tls=tls is not None)
+        self._spawn(self._read_stream(reader, flow))
+        return flow
 
     async def _ring(self, flow: Flow, invite: SipMessage, responses: asyncio.Queue[SipMessage],
                     ring_s: float) -> SipMessage | None:
@@ -916,41 +931,92 @@ class SipAgent:
             bye.add("Reason", f'SIP ;cause={reason[0]} ;text="{reason[1]}"')
         for route in reversed(call.invite.get_all("Record-Route")):
             bye.add("Route", route)
-        data = bye.to_bytes()
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._bye_waiters[branch] = waiter
-        sender = self._spawn(self._send_until_answered(call.flow, data, branch, waiter))
+        sender = self._spawn(self._send_until_answered(call, bye, branch, waiter))
+        if not wait:
+            return None
         try:
-            if not wait:
-                return None
+            # The sender's end, not the waiter's: a BYE that could not go (no connection
+            # to be had) is not waited for the whole transaction.
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(waiter), TRANSACTION_S)
+                return await asyncio.wait_for(asyncio.shield(sender), TRANSACTION_S)
             return None
         finally:
-            if wait:
-                sender.cancel()
-                self._bye_waiters.pop(branch, None)
+            sender.cancel()
+            self._bye_waiters.pop(branch, None)
 
-    async def _send_until_answered(self, flow: Flow, data: bytes, branch: str,
-                                   waiter: asyncio.Future[int]) -> None:
-        """Our BYE: sent again over UDP until answered (timer E), once over a stream. Its
+    async def _send_until_answered(self, call: Call, request: SipMessage, branch: str,
+                                   waiter: asyncio.Future[int]) -> int | None:
+        """Our BYE: sent again over UDP until answered (timer E), once over a stream; the
+        status it was answered with (None: no answer, or it could not be sent). Its
         waiter goes when the answer comes or the transaction's time is up, whoever
         hung up and whether or not they wait for it: a BYE of :meth:`hang_up` without
         ``wait`` (a removed unit, a wrong PIN) left it behind, one per call, for ever."""
         interval, waited = T1_S, 0.0
-        flow.send(data)
+        data = request.to_bytes()
         try:
+            flow = await self._flow_for(call, request)
+            if flow.closed:
+                return None
+            flow.send(data)
             while waited < TRANSACTION_S:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), interval)
                 if waiter.done():
-                    return
+                    return waiter.result()
                 waited += interval
                 if not flow.reliable:
                     flow.send(data)
                 interval = min(interval * 2, T2_S)
+            return None
         finally:
             self._bye_waiters.pop(branch, None)
+
+    async def _flow_for(self, call: Call, request: SipMessage) -> Flow:
+        """Where a request of ours in ``call``'s dialog goes: the dialog's flow while it
+        is open. Over TCP or TLS the unit, or a NAT or firewall on the way, may have
+        closed that connection since (an idle one, a unit that opens one per
+        transaction): a new one is opened, on the dialog's transport, to the port of the
+        request's next hop, the first Route's URI or else the unit's Contact (the remote
+        target), as RFC 3261 18.1.1 has a client open a connection when none is open.
+        Our BYE was written to the closed stream, that is dropped, and a unit we hung up
+        on (removed by the operator, its room closed) stayed in a dead call until its
+        own media timeout.
+
+        The connection goes to the address the dialog's closed one was with (the unit
+        that called, or the one we called), not to the host the Contact names: that is
+        whatever a caller wrote, and a call must not make us open connections to other
+        hosts of the network. (A unit's Contact names its own address, except behind a
+        NAT, where its private address would not be reached anyway.) The closed flow,
+        nothing sent, when no connection can be made."""
+        flow = call.flow
+        if not flow.closed:
+            return flow
+        routes = request.get_all("Route")
+        target = uri_of(routes[0]) if routes else call.remote_uri
+        try:
+            host, port_text = _host_and_port(target, flow.transport)
+            if not 0 < int(port_text) < 65536:
+                raise ValueError(f"no port {port_text}")
+            address = (flow.address[0], int(port_text))
+            call.flow = await self._connect(flow.transport, host, address)
+        except (SipParseError, OSError, ValueError, TimeoutError, ssl.SSLError) as exc:
+            logger.info("SIP call %s: its %s connection has closed and none could be opened "
+                        "to %s at the port of %s (%s): our %s is not sent", call.call_id,
+                        flow.transport.upper(), flow.address[0], target, exc, request.method)
+            return flow
+        return call.flow
+
+
+def _host_and_port(uri: str, transport: str) -> tuple[str, str]:
+    """The host (an IPv6 one in brackets) and port (the transport's default: 5060, 5061
+    for TLS) of a sip: or sips: URI; SipParseError if it is none."""
+    _, hostport = user_and_host(uri)
+    host, _, port_text = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+    if not host or not port_text.isdigit():
+        host, port_text = hostport, "5061" if transport == "tls" else "5060"
+    return host, port_text
 
 
 def _reason(why: str) -> str:

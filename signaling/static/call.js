@@ -31,6 +31,12 @@ const FINAL_ERRORS = new Set([
 // its refusal says why and when.
 const CLOSED_FINAL = new Set(["meeting_over", "booking_cancelled", "booking_displaced",
                               "bridge_inactive", "room_closed"]);
+// Attempts the page makes to join again after a lost call (waits of 1, 2, 4, then 8 s
+// between them: about two and a half minutes) before it says the call is lost.
+const REJOIN_ATTEMPTS = 20;
+// The longest wait a refusal's retry_after makes the page take: a later attempt asks
+// again, so a wrong or huge value costs one attempt rather than a page that waits for ever.
+const MAX_RETRY_AFTER_MS = 5 * 60_000;
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
@@ -194,9 +200,12 @@ async function onConnectionLost(session) {
   if (!session.mediaConnected && ++state.mediaFailures >= MEDIA_FAILURES_BEFORE_HINT) {
     showMediaHint();
   }
-  while (!state.leaving && state.reconnects < 20) {
+  let failed = 0;  // attempts that count toward the page's 20
+  let asked = 0;  // ms the server's last refusal asked the page to wait (retry_after)
+  while (!state.leaving && failed < REJOIN_ATTEMPTS) {
     state.reconnects += 1;
-    await new Promise((resolve) => setTimeout(resolve, Math.min(8000, 500 * 2 ** state.reconnects)));
+    const backoff = Math.min(8000, 500 * 2 ** (failed + 1));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(backoff, asked)));
     if (state.leaving) return;  // Leave pressed while waiting: no join after it
     try {
       // The name it joined by: the form's field alone lost the link's name parameter
@@ -210,6 +219,13 @@ async function onConnectionLost(session) {
         state.leaving = true;
         return end(failure(error));
       }
+      asked = retryAfter(error);
+      // A refusal that says when to come back (rate_limited) is a server that answers
+      // and will take the join then: the next attempt waits that long, and this one
+      // does not count. Taken as a failure at most 8 s apart, the attempts came back
+      // early, were refused again, and the page had used up its 20 and said the call
+      // could not be restored while the server was only asking it to wait.
+      if (!asked) failed += 1;
       // The front in use may be gone with its node: try the next live one.
       if (state.fronts.length > 1) {
         const at = state.fronts.indexOf(state.front ?? state.fronts[0]);
@@ -223,6 +239,16 @@ async function onConnectionLost(session) {
     state.leaving = true;
     end(t("call.not_reconnected"));
   }
+}
+
+// How long a refused join asked the page to wait (its retry_after, seconds), in ms with
+// up to a fifth more at random: the pages that a shared link's rate refused together
+// (hundreds of sites of one national briefing) would otherwise all come back at the same
+// instant and most be refused again. 0 for a refusal that asked nothing.
+function retryAfter(error) {
+  const seconds = Number(error.retry_after);
+  if (!Number.isFinite(seconds) || seconds <= 0) return 0;
+  return Math.min(MAX_RETRY_AFTER_MS, seconds * 1000 * (1 + Math.random() / 5));
 }
 
 // Sent before the socket closes, so the call ends here before a rejoin would begin.

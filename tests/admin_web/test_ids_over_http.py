@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -13,9 +14,13 @@ from sqlalchemy import select
 
 from admin_web.web import csrf_token
 from multipoint.app import DATABASE
-from scheduler.access.auth import create_session
+from scheduler.access.auth import create_session, principal_of
+from scheduler.api import SERVICES
+from scheduler.booking import bookings
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.models import User
-from tests.admin_web.conftest import Accounts
+from tests.admin_web.conftest import BENESOV, BEROUN, Accounts
 
 NOT_IDS = [str(2**31), str(2**63), str(2**64), "9" * 400, "987654"]
 
@@ -80,3 +85,58 @@ async def test_a_unit_whose_serial_has_a_slash_or_question_mark_is_shown_after_e
                     (page + "/sip", {"sip_uri": "sip:unit@192.0.2.7"})):
                 status, text = await post(path, form)  # redirected to the unit's page
                 assert (status, shown in text) == (200, True), (serial, path, status)
+
+
+def weekly_series(server, accounts: Accounts, user: str, code: str) -> tuple[int, list[int]]:
+    """Three weekly meetings of ``user``'s organisation, a fortnight on, booked the way
+    the API books them: the booking's id and its occurrences' ids."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        principal = principal_of(session.scalar(select(User).where(User.name == user)))
+    day = datetime.now(ZoneInfo("Europe/Prague")).date() + timedelta(days=14)
+    start = datetime.combine(day, time(13, 0))
+    decision = bookings.create_booking(
+        services.db, services.config, principal,
+        bookings.BookingInput(organisation_id=accounts.organisations[code], title=f"Porada {user}",
+                              schedule=Schedule(start, start + timedelta(hours=1),
+                                                rrule="FREQ=WEEKLY;COUNT=3"),
+                              participants=ParticipantMix(hd=2)),
+        services.clock(), services.join_link)
+    with server.app[DATABASE].session() as session:
+        occurrences = [o.id for o in bookings.occurrences_of(session, decision.booking_id)]
+    return decision.booking_id, occurrences
+
+
+async def test_another_organisations_occurrences_are_refused_alike_whether_they_exist_or_not(
+        server, accounts: Accounts) -> None:
+    """Cancelling an occurrence of another organisation's booking: the occurrence was
+    looked up before the permission check, so an org admin got 403 for an occurrence
+    that is that booking's and 404 for any other id, and could tell which ids are
+    whose. As in the API (and the booking's own pages), whose the booking is comes
+    first: every occurrence id of a booking one may not change is 403, and only its
+    owners learn which ones it has (404)."""
+    beroun_booking, beroun_occurrences = weekly_series(server, accounts, "beroun", BEROUN)
+    _, benesov_occurrences = weekly_series(server, accounts, "benesov", BENESOV)
+    missing = max(beroun_occurrences + benesov_occurrences) + 1000
+    benesov, beroun = session_cookie(server, "benesov"), session_cookie(server, "beroun")
+
+    async def cancel(cookie: str, booking_id: int, occurrence: int | str) -> int:
+        async with aiohttp.ClientSession(cookies={"multipoint_session": cookie}) as http, \
+                http.post(f"{server.url}/admin/bookings/{booking_id}/occurrences/{occurrence}/cancel",
+                          headers={"X-CSRF-Token": csrf_token(cookie)},
+                          allow_redirects=False) as response:
+            return response.status
+
+    # Benešov's admin: Beroun's occurrence, one of Benešov's own under Beroun's booking,
+    # none at all, and one past any id a row can have: the same answer.
+    for occurrence in (beroun_occurrences[1], benesov_occurrences[1], missing, str(2**63)):
+        assert await cancel(benesov, beroun_booking, occurrence) == 403, occurrence
+    # A booking that does not exist is 404, as its own page is.
+    assert await cancel(benesov, beroun_booking + 1000, beroun_occurrences[1]) == 404
+    # Beroun's admin learns what its booking has: 404 for an occurrence not of it.
+    assert await cancel(beroun, beroun_booking, missing) == 404
+    assert await cancel(beroun, beroun_booking, benesov_occurrences[1]) == 404
+    with server.app[DATABASE].session() as session:
+        states = [o.state for o in bookings.occurrences_of(session, beroun_booking)]
+    assert states == ["scheduled"] * 3  # nothing of it was cancelled meanwhile
+    assert await cancel(beroun, beroun_booking, beroun_occurrences[1]) == 303

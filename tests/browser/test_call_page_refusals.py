@@ -28,7 +28,7 @@ from scheduler.models import Booking, Organisation, User
 from scheduler.organisations import org_info
 from scheduler.seed import seed
 from signaling.links import join_url
-from signaling.rate_limits import token_key
+from signaling.rate_limits import RateLimits, token_key
 from tests.browser.conftest import new_context
 from tests.conftest import RunningServer
 from tests.signal_client import SignalClient
@@ -233,6 +233,84 @@ async def test_too_many_joins_with_a_link_say_how_long_to_wait(server, browser) 
         text = await page.text_content("#prejoin-error")
         wait = re.search(r"zkuste to znovu za (\d+) s", text)
         assert wait and 1 <= int(wait.group(1)) <= 60, text
+    finally:
+        await context.close()
+
+
+async def test_a_rejoin_refused_for_too_many_joins_waits_as_long_as_asked(server, browser) -> None:
+    """A national briefing's node went away and every site's page joins again with the
+    one guest link: the link's rate is used up, and each refusal says when a join would
+    be taken (retry_after, here nearly a minute). The page came back after 1, 2, 4, 8,
+    8… s whatever it was told, was refused each time, and after its 20 attempts said the
+    call could not be restored while the server only asked it to wait. It waits as long
+    as asked, the refusal is no failed attempt, and it joins once the rate lets it."""
+    url = join_url(server.url, server.settings.signing_secret(), "celostatni-porada",
+                   role="guest", name="Obecní úřad Lhota", ttl_s=600)
+    token = url.split("token=", 1)[1]
+    context = await new_context(browser, server.url)
+    try:
+        errors: list[str] = []
+        page = await context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(url + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1",
+                                     timeout=30_000)
+        first = await page.evaluate("window.multipointCall.me")
+        # The page's own clock from here: its waits pass when the test says, while the
+        # server's rate window stays where it is (real time).
+        await page.clock.install()
+        signaling = server.app[LIVE_ROOMS].signaling
+        for _ in range(10_000):  # the whole minute's joins with this link are used
+            if signaling.rate_limits.hit("join_per_link", token_key(token)) is not None:
+                break
+        refused = signaling.rate_limits.refused["join_per_link"]
+
+        # The socket closes: the resume is refused (a closed socket is a leave) and the
+        # page joins again, to be refused for the link's rate.
+        await page.evaluate("window.multipointCall.session.ws.close()")
+        for _ in range(60):
+            if signaling.rate_limits.refused["join_per_link"] > refused:
+                break
+            await page.clock.run_for(1_000)
+            await asyncio.sleep(0.3)
+        assert signaling.rate_limits.refused["join_per_link"] == refused + 1
+        attempts = await page.evaluate("window.multipointCall.reconnects")
+
+        # Past five attempts' waits (2, 4, 8, 8, 8 s) but short of the minute asked for
+        # (less the few seconds of real time since the page's own join): no attempt.
+        for _ in range(5):
+            await page.clock.run_for(8_000)
+            await asyncio.sleep(0.3)
+        assert signaling.rate_limits.refused["join_per_link"] == refused + 1
+        assert await page.evaluate("window.multipointCall.reconnects") == attempts
+
+        # Over three minutes on the page's clock, more than its 20 attempts would take:
+        # it came back when told (and was refused again: in real time the window has not
+        # moved), a few times, and is still joining rather than "could not be restored".
+        for _ in range(24):
+            await page.clock.run_for(8_000)
+            await asyncio.sleep(0.3)
+        again = signaling.rate_limits.refused["join_per_link"] - refused
+        assert 2 <= again <= 6, again
+        assert "could not be restored" not in await page.text_content("#notice")
+        assert await page.is_visible("#incall .controls")
+
+        # The window moves on (a fresh limiter: every client's joins are forgotten), and
+        # the next attempt, when the last refusal said, is taken.
+        config = signaling.config
+        signaling.rate_limits = RateLimits({
+            "join_per_ip": config.join_rate_per_ip, "join_per_link": config.join_rate_per_link,
+            "message": config.message_rate, "selftest_per_ip": config.selftest_rate_per_ip,
+            "selftest_per_link": config.selftest_rate_per_link})
+        rejoined = (f"() => window.multipointCall.me && window.multipointCall.me !== {first!r}"
+                    " && window.multipointCall.roster?.length === 1")
+        for _ in range(60):
+            if await page.evaluate(rejoined):
+                break
+            await page.clock.run_for(2_000)
+            await asyncio.sleep(0.5)
+        assert await page.evaluate(rejoined)
+        assert errors == []
     finally:
         await context.close()
 

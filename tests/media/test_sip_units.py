@@ -1578,6 +1578,111 @@ async def test_our_bye_is_forgotten_once_the_unit_answers_it(server) -> None:
         unit.close()
 
 
+async def tcp_call_whose_connection_closed(server, room: str, contact_port: int,
+                                           contact_host: str = "127.0.0.1") -> Any:
+    """A unit at 127.0.0.1 calls ``room`` over TCP, taking requests at ``contact_host``:
+    ``contact_port`` (its Contact), and its connection closes (the unit closed it, or a
+    NAT on the way dropped an idle one) while its call goes on. Returns the call."""
+    uri = f"sip:{room}@127.0.0.1"
+    agent = server.app[ROOM_UNITS].agent
+    calling = await RawSipStream.connect(server)
+    try:
+        invite = sip_request("INVITE", uri, transport="TCP", local_port=contact_port,
+                             call_id="tcp-closed", body=OFFER, sender="Jednotka",
+                             branch="z9hG4bKtcpclosed")
+        calling.send(invite.replace(b"Contact: <sip:tester@127.0.0.1:",
+                                    f"Contact: <sip:tester@{contact_host}:".encode()))
+        ok = next(r for r in await calling.responses(2) if r.status == 200)
+        calling.send(sip_request("ACK", uri, transport="TCP", local_port=contact_port,
+                                 call_id="tcp-closed", to_tag=tag_of(ok.get("To")),
+                                 branch="z9hG4bKtcpclosedack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        (call,) = agent.dialogs.values()
+    finally:
+        calling.close()
+    assert await wait_until(lambda: call.flow.writer.is_closing(), timeout=5)  # we saw it
+    assert len(units_in(server, room)) == 1
+    return call
+
+
+async def accepting(host: str, port: int = 0) -> tuple[asyncio.Server, asyncio.Queue[RawSipStream]]:
+    """A unit's listening socket (where its Contact points): the connections made to it."""
+    accepted: asyncio.Queue[RawSipStream] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(RawSipStream(reader, writer))
+
+    return await asyncio.start_server(accept, host, port), accepted
+
+
+@pytest.mark.parametrize("ending", ["removed", "room_closed", "service_stops"])
+async def test_a_unit_whose_tcp_connection_closed_gets_our_bye_over_a_new_one(
+        server, ending: str) -> None:
+    """A unit calls over TCP and its connection closes during the call. When we hang up
+    on it (the operator removes it, its room closes, the service stops), our BYE was
+    written to the closed stream, that is nowhere, and the unit sat in a dead call until
+    its own media timeout. RFC 3261 18.1.1: with no connection open, we open one to the
+    dialog's remote target (the unit's Contact) and the BYE goes over it."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    listening, accepted = await accepting("127.0.0.1")
+    contact_port = listening.sockets[0].getsockname()[1]
+    reached: list[RawSipStream] = []
+    try:
+        await tcp_call_whose_connection_closed(server, room, contact_port)
+        stopping = None
+        if ending == "removed":
+            await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "operátor")
+        elif ending == "room_closed":
+            await server.app[LIVE_ROOMS].close(room, "the booked time is over")
+        else:  # the agent's BYEs on closing, each waited for a moment
+            stopping = asyncio.ensure_future(agent.close())
+        unit = await asyncio.wait_for(accepted.get(), 5)  # our new connection to its Contact
+        reached.append(unit)
+        (bye,) = await unit.responses(1, timeout=5)
+        assert bye.is_request and bye.method == "BYE" and bye.call_id == "tcp-closed"
+        assert bye.uri == f"sip:tester@127.0.0.1:{contact_port};transport=tcp"
+        assert bye.get_all("Via")[0].startswith("SIP/2.0/TCP ")
+        unit.send(response_from(bye, 200))
+        if stopping is not None:
+            await asyncio.wait_for(stopping, 1)  # the answer came: no more waiting
+        assert await wait_until(lambda: not agent._bye_waiters and not agent.dialogs, timeout=5)
+        assert await wait_until(lambda: not units_in(server, room), timeout=5)
+    finally:
+        for unit in reached:
+            unit.close()
+        listening.close()
+
+
+async def test_a_new_connection_for_our_bye_goes_to_the_unit_not_to_the_host_its_contact_names(
+        server) -> None:
+    """A caller's Contact is whatever it wrote: one at 127.0.0.1 naming 127.0.0.2 would
+    have us open a connection to another host of the network, and write to it, when we
+    hang up. The connection goes to the address the call came from, at the Contact's
+    port (where a unit's Contact points unless it is behind a NAT)."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    own, at_own = await accepting("127.0.0.1")
+    port = own.sockets[0].getsockname()[1]
+    other, at_other = await accepting("127.0.0.2", port)
+    reached: list[RawSipStream] = []
+    try:
+        await tcp_call_whose_connection_closed(server, room, port, contact_host="127.0.0.2")
+        await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "operátor")
+        unit = await asyncio.wait_for(at_own.get(), 5)
+        reached.append(unit)
+        (bye,) = await unit.responses(1, timeout=5)
+        assert bye.method == "BYE" and bye.uri == f"sip:tester@127.0.0.2:{port};transport=tcp"
+        unit.send(response_from(bye, 200))
+        assert await wait_until(lambda: not agent._bye_waiters and not agent.dialogs, timeout=5)
+        assert at_other.empty()
+    finally:
+        for unit in reached:
+            unit.close()
+        own.close()
+        other.close()
+
+
 async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
     """A peer that sends INVITE and CANCEL again and again: each is answered (487, or 200
     when the answer was first) and its transaction goes after its time (shortened here),
