@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from admin_web.web import OPERATORS, Admin, form, page, render
+from mcu.channel import ChannelError
 from scheduler.access import audit
 from scheduler.access.permissions import Principal
 from scheduler.booking.availability import availability
@@ -15,7 +17,12 @@ from scheduler.ids import parse_id
 from scheduler.media import nodes
 from scheduler.organisations import org_info, organisation_names
 
+logger = logging.getLogger(__name__)
+
 TIMELINE = timedelta(days=7)
+# What a media worker answers when the room or participant the page showed has gone
+# from it meanwhile: for the operator that is "no longer there", as a LookupError is.
+GONE_CODES = frozenset({"unknown_participant", "room_not_found"})
 
 
 def _audit(admin: Admin, user: Principal, action: str, target: str,
@@ -69,6 +76,17 @@ async def act(admin: Admin, request: web.Request, user: Principal) -> web.Stream
             raise web.HTTPBadRequest(text="unknown action")
     except LookupError:
         raise web.HTTPSeeOther(f"/admin/operating?gone={action}#live") from None
+    except (ChannelError, TimeoutError) as exc:
+        # The room's media worker refused (a recording it cannot write), is restarting
+        # or did not answer: the operator is told on the page, which goes on working,
+        # rather than getting a server error for what is not the page's fault.
+        code = exc.code if isinstance(exc, ChannelError) else "timeout"
+        if code in GONE_CODES:
+            raise web.HTTPSeeOther(f"/admin/operating?gone={action}#live") from None
+        logger.warning("operator %s: %s in room %s failed: %s", user.name, action, room,
+                       exc if isinstance(exc, ChannelError) else "the media worker did not answer")
+        failed = "recording" if code == "recording_failed" else "media"
+        raise web.HTTPSeeOther(f"/admin/operating?failed={failed}#live") from None
     await admin.run(_audit, admin, user, f"room.{action}", f"room:{room}",
                     {"participant": participant} if participant else {})
     raise web.HTTPSeeOther(f"/admin/operating?done={action}#live")

@@ -30,6 +30,11 @@ class Accounts:
 @pytest.fixture
 def accounts(server) -> Accounts:
     """The real organisations, a local media node, and operator, coordinator and two ORP admins."""
+    return seed_accounts(server)
+
+
+def seed_accounts(server) -> Accounts:
+    """What ``accounts`` makes, for a server a test starts itself (worker processes)."""
     # The local node with two workers of 800 units, as `serve --workers 2` registers it
     # (the test server itself runs one worker inline).
     register_node(server.app[DATABASE], "local", 2, 800, datetime.now(UTC))
@@ -46,14 +51,17 @@ def accounts(server) -> Accounts:
 
 @pytest.fixture
 async def context(browser: Browser, server) -> AsyncIterator[BrowserContext]:  # noqa: F811
-    # Czech office settings: the pages default to Czech and show Prague time.
-    context = await browser.new_context(base_url=server.url, locale="cs-CZ",
-                                        timezone_id="Europe/Prague",
-                                        viewport={"width": 1280, "height": 900})
+    context = await czech_context(browser, server.url)
     try:
         yield context
     finally:
         await context.close()
+
+
+async def czech_context(browser: Browser, url: str) -> BrowserContext:  # noqa: F811
+    # Czech office settings: the pages default to Czech and show Prague time.
+    return await browser.new_context(base_url=url, locale="cs-CZ", timezone_id="Europe/Prague",
+                                     viewport={"width": 1280, "height": 900})
 
 
 async def sign_in(page: Page, name: str, password: str = PASSWORD) -> None:

@@ -1,13 +1,19 @@
-"""The operator sees a live room with an aiortc participant, mutes and removes it."""
+"""The operator sees a live room with an aiortc participant, mutes and removes it; an
+action the media worker refuses or cannot answer is told on the page."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 
 import pytest
 
-from tests.admin_web.conftest import sign_in
+from multipoint.app import POOL
+from tests.admin_web.conftest import czech_context, seed_accounts, sign_in
 from tests.browser.conftest import screenshot
+from tests.conftest import start_process_server
 from tests.media.test_moderation import join
 from tests.peers import wait_until
 from tests.sip_unit import BARESIP, Baresip
@@ -100,3 +106,76 @@ async def test_operator_calls_a_room_unit_into_a_live_room(server, accounts, con
     finally:
         await unit.stop()
         await alice.close()
+
+
+async def test_operator_recording_that_cannot_be_written_is_told_and_the_page_goes_on(
+        server, accounts, context) -> None:
+    room = "bez-zaznamu"
+    # Something stands where the room's recordings folder would be: the worker refuses
+    # the recording with recording_failed (tests/media/test_recording.py).
+    recordings = server.settings.data_dir / "recordings"
+    recordings.mkdir(parents=True, exist_ok=True)
+    (recordings / room).write_text("not a folder")
+    alice = await join(server, room, "Alice")
+    try:
+        page = await context.new_page()
+        await sign_in(page, "operator")
+        article = page.locator(f"article[data-room='{room}']")
+        async with page.expect_navigation() as navigation:
+            await article.get_by_role("button", name="Spustit nahrávání").click()
+        assert (await navigation.value).status == 200
+        alert = page.locator("p.alert#failed")
+        assert "server nemůže záznam zapisovat" in await alert.text_content()
+        assert await page.locator("#done").count() == 0
+        # Nothing records, the room and its participant are there, and the page works.
+        assert await article.locator(".badge.rec").count() == 0
+        assert await article.locator("tr[data-name='Alice']").count() == 1
+        await article.locator("button[value=lock]").click()
+        await page.wait_for_selector("#done")
+        await page.wait_for_selector(f"article[data-room='{room}'] .badge.warn")
+        # Only what was done is in the audit log.
+        await page.goto("/admin/audit?action=room.")
+        actions = await page.locator("#audit tbody tr").evaluate_all(
+            "rows => rows.map((r) => r.dataset.action)")
+        assert actions == ["room.lock"]
+    finally:
+        await alice.close()
+
+
+async def test_operator_mute_on_a_media_worker_that_hangs_is_told_and_the_page_goes_on(
+        tmp_path, browser, monkeypatch) -> None:
+    # The participant's worker process hangs (SIGSTOP: alive, its channel open, nothing
+    # answered) while the operator mutes: the request fails when the pool gives the
+    # worker up as hung and kills it.
+    monkeypatch.setattr("mcu.pool.HUNG_AFTER_S", 3.0)
+    server = await start_process_server(tmp_path, 1)
+    seed_accounts(server)
+    room = "zamrzly-stroj"
+    alice = await join(server, room, "Alice")
+    context = await czech_context(browser, server.url)
+    stopped: int | None = None
+    try:
+        page = await context.new_page()
+        await sign_in(page, "operator")
+        row = page.locator(f"article[data-room='{room}'] tr[data-name='Alice']")
+        await row.wait_for()
+        await page.locator("#auto-refresh").uncheck()  # the form stays as clicked
+        stopped = server.app[POOL].states[0].pid
+        assert stopped is not None
+        os.kill(stopped, signal.SIGSTOP)
+        async with page.expect_navigation(timeout=30_000) as navigation:
+            await row.get_by_role("button", name="Ztlumit").click()
+        assert (await navigation.value).status == 200
+        assert "Mediální server" in await page.locator("p.alert#failed").text_content()
+        assert not alice.of_type("muted")
+        # The page goes on: the worker is back and Alice's page rejoins by itself (here
+        # the test's client does not), and the room list is served.
+        await page.reload()
+        assert await page.locator("#live-rooms").count() == 1
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+        await alice.close()
+        await context.close()
+        await server.runner.cleanup()
