@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,7 +49,14 @@ from scheduler.api_models import (
 )
 from scheduler.booking import bookings, bridges, calls, dial_in, invitations, notices
 from scheduler.booking.availability import availability
-from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
+from scheduler.booking.recurrence import (
+    DEFAULT_ZONE,
+    RecurrenceError,
+    Schedule,
+    parse_instant,
+    parse_local,
+    zone,
+)
 from scheduler.booking.units import ParticipantMix
 from scheduler.errors import (
     Conflict,
@@ -168,10 +175,9 @@ def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
     if raw is None:
         return default
     try:
-        local = parse_local(raw, tz, name)
+        return parse_instant(raw, tz, name)
     except RecurrenceError as exc:
         raise InvalidInput(exc.code, exc.message) from None
-    return local.replace(tzinfo=tz).astimezone(UTC)
 
 
 def _path_id(request: web.Request, name: str = "id") -> int:

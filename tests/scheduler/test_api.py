@@ -521,6 +521,21 @@ async def test_an_unknown_time_zone_in_the_query_is_a_400_naming_it(api: Api) ->
     assert known.status == 200 and "segments" in await known.json()
 
 
+async def test_a_range_at_the_ends_of_the_calendar_is_a_422_not_a_500(api: Api) -> None:
+    # Midnight of 1 January of year 1 in Prague is before year 1 in UTC; a range near the
+    # end of year 9999 reaches past it (a default end a month later, whole days).
+    for path in ("/bookings?from=0001-01-01T00:00", "/usage?from=0001-01-01T00:30",
+                 "/calls?from=0001-01-01T00:00&to=2026-12-01T00:00",
+                 "/availability?from=0001-01-01T02:00", "/bookings?from=9999-12-31T23:00",
+                 "/availability?from=9999-12-31T00:00", "/usage?to=9999-12-31T23:59Z"):
+        response = await api.call("admin_a", "GET", path)
+        assert response.status == 422, (path, await response.text())
+        error = (await response.json())["error"]
+        assert error["code"] == "invalid_time" and "out of range" in error["message"], path
+    response = await api.call("admin_a", "GET", "/bookings?from=9998-12-31T00:00")
+    assert response.status == 200 and (await response.json())["bookings"] == []
+
+
 async def test_a_deeply_nested_body_is_a_400_and_writes_nothing(api: Api) -> None:
     response = await api.call("admin_a", "POST", "/bookings", raw=b"[" * 100_000)
     assert response.status == 400
