@@ -113,13 +113,26 @@ def parse_local(value: object, tz: ZoneInfo, field_name: str) -> datetime:
     """An ISO 8601 time from the API as naive wall-clock time in ``tz``.
 
     A time with an offset is converted into the zone; one without is taken as written.
+    A wall-clock time the clocks show twice (the hour repeated when they go back) means
+    the first, as RFC 5545 says of a DTSTART with a TZID: an instant in the second is
+    refused, since the booking, its invitation and every later change would put it an
+    hour earlier.
     """
     parsed = _parse_iso(value, field_name)
     if parsed.tzinfo is not None:
         try:
-            parsed = parsed.astimezone(tz).replace(tzinfo=None)
+            parsed = parsed.astimezone(tz)
         except OverflowError:  # 0001-01-01T00:00+01:00 and the like: before year 1 in tz
             raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is out of range") from None
+        if parsed.fold and parsed.replace(fold=0).utcoffset() != parsed.utcoffset():
+            first = parsed.replace(fold=0)
+            raise RecurrenceError(
+                "ambiguous_time",
+                f"{field_name}: {value!r} is the second {parsed:%H:%M} of {parsed:%Y-%m-%d} in "
+                f"{tz.key} (the clocks go back and show it twice); a booking keeps wall-clock "
+                f"time, where {parsed:%H:%M} is the first ({first.isoformat(timespec='minutes')}): "
+                "choose a time outside the repeated hour")
+        parsed = parsed.replace(tzinfo=None)
     return parsed.replace(microsecond=0)
 
 

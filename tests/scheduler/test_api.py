@@ -890,3 +890,58 @@ async def test_successful_answers_match_the_documented_schemas(api: Api) -> None
         response = await api.call("operator", method.upper(), path, body)
         assert str(response.status) == status, (path, await response.text())
         jsonschema.validate(await response.json(), schema_of(method, documented, status))
+
+
+async def test_a_time_in_the_repeated_autumn_hour_is_the_first_or_refused_never_shifted(
+        api: Api) -> None:
+    """31 October 2027: the clocks go back from 03:00 CEST to 02:00 CET, so 02:30 in Prague
+    is both 00:30 and 01:30 UTC. A booking keeps wall-clock time (and its invitation a
+    DTSTART with a TZID, which RFC 5545 reads as the first): 02:30 is 00:30 UTC."""
+    def starts(booking_id: int) -> list[tuple[datetime, datetime]]:
+        with api.world.db.session() as session:
+            return [(o.start_utc, o.end_utc) for o in session.scalars(
+                select(BookingOccurrence).where(BookingOccurrence.booking_id == booking_id,
+                                                BookingOccurrence.state == "scheduled"))]
+
+    utc = ZoneInfo("UTC")
+    # The second 02:30, with its offset or in UTC as calendars write it: refused by name,
+    # nothing written. It used to be booked at 01:30 UTC while the invitation said 02:30
+    # (00:30 UTC), and the next change of its size put it there, an hour earlier.
+    before = api.count(BookingOccurrence)
+    for start, end in (("2027-10-31T02:30+01:00", "2027-10-31T03:30+01:00"),
+                       ("2027-10-31T01:30:00Z", "2027-10-31T02:30:00Z"),
+                       ("2027-10-31T01:00", "2027-10-31T02:45+01:00")):  # its end
+        response = await api.call("admin_a", "POST", "/bookings", meeting(start=start, end=end))
+        error = (await response.json())["error"]
+        assert response.status == 422 and error["code"] == "ambiguous_time", (start, error)
+        assert "02:" in error["message"] and "first" in error["message"]
+    assert api.count(BookingOccurrence) == before
+
+    # The first 02:30, written either way, and the same without an offset: 00:30 UTC,
+    # as the invitation says, and still there after a change of size.
+    for start in ("2027-10-31T02:30+02:00", "2027-10-31T00:30Z", "2027-10-31T02:30"):
+        created = await api.call("admin_a", "POST", "/bookings",
+                                 meeting(start=start, end="2027-10-31T03:30"))
+        assert created.status == 201, await created.text()
+        booking = await created.json()
+        expected = [(datetime(2027, 10, 31, 0, 30, tzinfo=utc),
+                     datetime(2027, 10, 31, 2, 30, tzinfo=utc))]
+        assert starts(booking["id"]) == expected
+        changed = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                                 {"participants": {"hd": 5}})
+        assert changed.status == 200, await changed.text()
+        assert starts(booking["id"]) == expected
+        ics = await (await api.call("admin_a", "GET",
+                                    f"/bookings/{booking['id']}/invitation.ics")).read()
+        event = next(iter(Calendar.from_ical(ics).walk("VEVENT")))
+        assert event["DTSTART"].dt.astimezone(utc) == expected[0][0]
+
+    # Moving an occurrence of a series to the second 02:30 is refused the same way.
+    series = await (await api.call("admin_a", "POST", "/bookings", meeting(
+        start="2027-10-24T10:00", end="2027-10-24T11:00",
+        recurrence={"rrule": "FREQ=WEEKLY;COUNT=3"}))).json()
+    response = await api.call("admin_a", "PATCH",
+                              f"/bookings/{series['id']}/occurrences/2027-10-31T10:00",
+                              {"start": "2027-10-31T01:30Z"})
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "ambiguous_time"
