@@ -694,11 +694,13 @@ class Api:
         now = self.services.clock()
         start = _time_param(request, "from", now - timedelta(days=30))
         end = _time_param(request, "to", now)
+        # The days of usage (Prague's) that the range's ends fall on.
+        first, last = calls.usage_day(start), calls.usage_day(end)
         organisation_id = self._report_org(request, principal)
 
         def work() -> list[dict[str, object]]:
             with self.db.session() as session:
-                return calls.usage(session, start.date(), end.date(), organisation_id)
+                return calls.usage(session, first, last, organisation_id)
 
         rows = await self.run(work)
         if request.query.get("format") == "csv":
@@ -706,7 +708,7 @@ class Api:
                                                  "booked_unit_hours"]), "usage.csv")
         limit, offset = _page_param(request)
         return _page(request, "usage", rows[offset:offset + limit], len(rows), limit, offset,
-                     **{"from": start.date().isoformat(), "to": end.date().isoformat()})
+                     **{"from": first.isoformat(), "to": last.isoformat()})
 
     async def call_records(self, request: web.Request,
                            principal: Principal | None) -> web.Response:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.booking import notices
-from scheduler.booking.calls import rollup_day
+from scheduler.booking.calls import USAGE_ZONE, rollup_day, usage_day
 from scheduler.booking.mail import deliver_outbox
 from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
@@ -234,8 +234,9 @@ class JobRunner:
         self._scheduler.add_job(self.tick, "interval",
                                 seconds=self.config.tick.total_seconds(), id="tick",
                                 coalesce=True, max_instances=1)
-        self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, id="rollup",
-                                coalesce=True, max_instances=1)
+        # Ten minutes into the day of usage, which is Prague's (calls.USAGE_ZONE).
+        self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, timezone=USAGE_ZONE,
+                                id="rollup", coalesce=True, max_instances=1)
         self._scheduler.start()
         if self.workers is not None:
             # This node starts: the room-unit calls it placed before are gone with the
@@ -325,7 +326,7 @@ class JobRunner:
     async def rollup(self, day: date | None = None) -> None:
         if self._stopping:
             return
-        day = day or (self.clock() - timedelta(days=1)).date()
+        day = day or usage_day(self.clock()) - timedelta(days=1)
 
         def work() -> None:
             with self.db.write_session() as session:

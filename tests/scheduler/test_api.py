@@ -325,6 +325,39 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
                                "participant_hours": 0.5, "booked_unit_hours": 48.0}]
 
 
+async def test_usage_is_counted_per_day_in_prague_so_a_month_is_prague_s_month(
+        api: Api) -> None:
+    """A call at 00:30 on 1 December in Prague (23:30 UTC on 30 November) is December's
+    usage, and one on 30 November at 10:00 is November's; the nightly roll-up (00:10 in
+    Prague) does the day that has just ended there."""
+    utc = ZoneInfo("UTC")
+    calls_at = {"2026-11-30T10:00": datetime(2026, 11, 30, 9, 15, tzinfo=utc),
+                "2026-12-01T00:15": datetime(2026, 11, 30, 23, 30, tzinfo=utc)}
+    for start, joined in calls_at.items():
+        created = await api.call("admin_a", "POST", "/bookings", meeting(
+            start=start, end=start[:11] + f"{int(start[11:13]) + 1:02d}" + start[13:]))
+        assert created.status == 201, await created.text()
+        room = (await created.json())["room"]
+        assert api.services.admit_join(room, now=joined).allowed
+        record = api.services.record_join(room, participant="Jana", now=joined)
+        api.services.record_leave(record, now=joined + timedelta(minutes=30))
+    await api.services.jobs.rollup(datetime(2026, 11, 30).date())
+    api.clock.now = datetime(2026, 12, 1, 23, 10, tzinfo=utc)  # 2 Dec 00:10 in Prague
+    await api.services.jobs.rollup()  # 1 December, Prague's
+
+    async def usage(query: str) -> list[dict[str, object]]:
+        response = await api.call("admin_a", "GET", "/usage?" + query)
+        assert response.status == 200, await response.text()
+        return (await response.json())["usage"]
+
+    one = [{"organisation_id": api.world.region_a, "calls": 1, "participant_hours": 0.5,
+            "booked_unit_hours": 48.0}]
+    assert await usage("from=2026-12-01T00:00&to=2026-12-31T23:59") == one
+    assert await usage("from=2026-11-01T00:00&to=2026-11-30T23:59") == one
+    # The same days asked for in UTC: 30 November 23:30 UTC is 1 December in Prague.
+    assert await usage("from=2026-11-30T23:30Z&to=2026-12-01T12:00Z") == one
+
+
 async def test_openapi_lists_every_route(api: Api) -> None:
     response = await api.call(None, "GET", "/openapi.json")
     document = await response.json()
