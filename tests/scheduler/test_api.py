@@ -978,3 +978,35 @@ async def test_a_time_in_the_repeated_autumn_hour_is_the_first_or_refused_never_
                               {"start": "2027-10-31T01:30Z"})
     assert response.status == 422
     assert (await response.json())["error"]["code"] == "ambiguous_time"
+
+
+async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_calendars_hold(
+        api: Api) -> None:
+    created = await api.call("admin_a", "POST", "/bookings", _series(
+        participants={"hd": 40}, invitees=["starosta@mesto.cz"]))  # 440 units
+    booking = await created.json()
+    moved = await api.call("admin_a", "PATCH",
+                           f"/bookings/{booking['id']}/occurrences/2026-12-14T10:00",
+                           {"start": "2026-12-15T14:00", "end": "2026-12-15T14:30"})
+    assert moved.status == 200, await moved.text()
+    _, overrides = await _invitation_events(api, booking["id"])
+    assert overrides == [("2026-12-14T10:00", "2026-12-15T14:00", "2026-12-15T14:30")]
+
+    # An IZS emergency needs the whole pool then: the moved occurrence is displaced.
+    emergency = await api.call("izs", "POST", "/bookings", meeting(
+        start="2026-12-15T14:00", end="2026-12-15T15:00", participants={"hd": 90},
+        priority="emergency"))
+    assert emergency.status == 201, await emergency.text()
+    with api.world.db.session() as session:
+        notice = session.scalars(select(Notification).where(
+            Notification.kind == "displaced", Notification.booking_id == booking["id"],
+            Notification.to_address == "starosta@mesto.cz")).one()
+    assert "2026-12-15 14:00" in notice.subject  # people are told when it was to be
+    event = next(iter(Calendar.from_ical(notice.ics).walk("VEVENT")))
+    fmt = "%Y-%m-%dT%H:%M"
+    # The event the invitees' calendars hold for it is the one with the series' start as
+    # its RECURRENCE-ID; the CANCEL used to name 15 December 14:00, which no calendar
+    # holds, so the moved meeting stayed in them.
+    assert event["RECURRENCE-ID"].dt.strftime(fmt) == "2026-12-14T10:00"
+    assert (event["DTSTART"].dt.strftime(fmt), event["DTEND"].dt.strftime(fmt)) \
+        == ("2026-12-15T14:00", "2026-12-15T14:30")
