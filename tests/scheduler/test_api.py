@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
+from scheduler.booking import bookings
 from scheduler.booking.dial_in import DialIn, booking_number, bridge_number, dial_in
+from scheduler.booking.recurrence import Schedule
 from scheduler.db import Database
 from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
@@ -1010,3 +1012,28 @@ async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_ca
     assert event["RECURRENCE-ID"].dt.strftime(fmt) == "2026-12-14T10:00"
     assert (event["DTSTART"].dt.strftime(fmt), event["DTEND"].dt.strftime(fmt)) \
         == ("2026-12-15T14:00", "2026-12-15T14:30")
+
+
+async def test_the_form_cuts_a_series_short_before_an_occurrence_cancelled_in_it(
+        api: Api) -> None:
+    """The admin web changes a series through keeping_exceptions (its form has no field for
+    exceptions). After the last of four Mondays was cancelled, a change to three meetings
+    failed with unmatched_exception: the kept exception named no occurrence any more."""
+    booking = await (await api.call("admin_a", "POST", "/bookings", _series())).json()
+    cancelled = await api.call("admin_a", "DELETE",
+                               f"/bookings/{booking['id']}/occurrences/2026-12-14T10:00")
+    assert cancelled.status == 200
+    cancelled = await api.call("admin_a", "DELETE",
+                               f"/bookings/{booking['id']}/occurrences/2026-12-28T10:00")
+    assert cancelled.status == 200
+    asked = Schedule(datetime(2026, 12, 7, 10), datetime(2026, 12, 7, 11),
+                     rrule="FREQ=WEEKLY;COUNT=3")
+    with api.world.db.session() as session:
+        schedule = bookings.keeping_exceptions(session, booking["id"], asked)
+    # The one still within the series stays left out.
+    assert schedule.exdates == (datetime(2026, 12, 14, 10),)
+    bookings.update_booking(api.world.db, api.world.config, api.world.principal("admin_a"),
+                            booking["id"], bookings.BookingChange(schedule=schedule),
+                            api.clock(), join_link)
+    after = await (await api.call("admin_a", "GET", f"/bookings/{booking['id']}")).json()
+    assert _starts(after) == ["2026-12-07T10:00", "2026-12-21T10:00"]
