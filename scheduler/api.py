@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,7 +49,14 @@ from scheduler.api_models import (
 )
 from scheduler.booking import bookings, bridges, calls, dial_in, invitations, notices
 from scheduler.booking.availability import availability
-from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, parse_local, zone
+from scheduler.booking.recurrence import (
+    DEFAULT_ZONE,
+    RecurrenceError,
+    Schedule,
+    parse_instant,
+    parse_local,
+    zone,
+)
 from scheduler.booking.units import ParticipantMix
 from scheduler.errors import (
     Conflict,
@@ -168,10 +175,9 @@ def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
     if raw is None:
         return default
     try:
-        local = parse_local(raw, tz, name)
+        return parse_instant(raw, tz, name)
     except RecurrenceError as exc:
         raise InvalidInput(exc.code, exc.message) from None
-    return local.replace(tzinfo=tz).astimezone(UTC)
 
 
 def _path_id(request: web.Request, name: str = "id") -> int:
@@ -688,11 +694,13 @@ class Api:
         now = self.services.clock()
         start = _time_param(request, "from", now - timedelta(days=30))
         end = _time_param(request, "to", now)
+        # The days of usage (Prague's) that the range's ends fall on.
+        first, last = calls.usage_day(start), calls.usage_day(end)
         organisation_id = self._report_org(request, principal)
 
         def work() -> list[dict[str, object]]:
             with self.db.session() as session:
-                return calls.usage(session, start.date(), end.date(), organisation_id)
+                return calls.usage(session, first, last, organisation_id)
 
         rows = await self.run(work)
         if request.query.get("format") == "csv":
@@ -700,7 +708,7 @@ class Api:
                                                  "booked_unit_hours"]), "usage.csv")
         limit, offset = _page_param(request)
         return _page(request, "usage", rows[offset:offset + limit], len(rows), limit, offset,
-                     **{"from": start.date().isoformat(), "to": end.date().isoformat()})
+                     **{"from": first.isoformat(), "to": last.isoformat()})
 
     async def call_records(self, request: web.Request,
                            principal: Principal | None) -> web.Response:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from dateutil.rrule import rrulestr
 from sqlalchemy import (
     Connection,
     Integer,
@@ -1018,8 +1019,19 @@ def keeping_exceptions(session: Session, booking_id: int, schedule: Schedule) ->
     if booking is None or not schedule.rrule or not booking.exdates:
         return schedule
     shift = schedule.start - booking.local_start
-    return dataclasses.replace(schedule, exdates=tuple(
-        datetime.fromisoformat(d) + shift for d in booking.exdates))
+    moved = [datetime.fromisoformat(d) + shift for d in booking.exdates]
+    try:
+        tz = ZoneInfo(schedule.zone)
+        rule = rrulestr(normalise_rrule(schedule.rrule, schedule.zone),
+                        dtstart=schedule.start.replace(tzinfo=tz))
+        # Those the changed rule no longer has (a series cut short before a cancelled
+        # occurrence, moved to other weekdays) leave nothing out: kept, they made the
+        # change fail as naming no occurrence, a field the form does not show.
+        moved = [d for d in moved
+                 if rule.between(d.replace(tzinfo=tz), d.replace(tzinfo=tz), inc=True)]
+    except (RecurrenceError, ValueError, TypeError, OverflowError, IndexError):
+        pass  # a rule that cannot be read: expand() says why
+    return dataclasses.replace(schedule, exdates=tuple(moved))
 
 
 def occurrence_local_start(session: Session, booking_id: int, occurrence_id: int) -> datetime:

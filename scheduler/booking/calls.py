@@ -6,10 +6,12 @@ import csv
 import io
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.recurrence import DEFAULT_ZONE
 from scheduler.booking.units import KINDS
 from scheduler.grants.csv_cells import neutralise
 from scheduler.models import (
@@ -103,13 +105,26 @@ def to_csv(rows: list[dict[str, object]], columns: list[str]) -> str:
     return out.getvalue()
 
 
+# Usage is counted per calendar day where its readers live: a month's report is that
+# month in Prague, not from 23:00 (22:00 in summer) of the last day of the month before.
+USAGE_ZONE = ZoneInfo(DEFAULT_ZONE)
+
+
+def usage_day(instant: datetime) -> date:
+    """The day of usage (in :data:`USAGE_ZONE`) that ``instant`` falls on."""
+    return instant.astimezone(USAGE_ZONE).date()
+
+
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start, start + timedelta(days=1)
+    """The day in :data:`USAGE_ZONE`, in UTC: 23 or 25 hours on the days the clocks
+    change (midnight itself always exists in Prague)."""
+    return (datetime.combine(day, time(0), tzinfo=USAGE_ZONE).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), time(0), tzinfo=USAGE_ZONE).astimezone(UTC))
 
 
 def rollup_day(session: Session, day: date) -> int:
-    """Recompute the usage of one UTC day per organisation; idempotent (replaces the day)."""
+    """Recompute the usage of one day (in :data:`USAGE_ZONE`) per organisation;
+    idempotent (replaces the day)."""
     start, end = _day_bounds(day)
     totals: dict[int, dict[str, float]] = {}
     records = session.execute(select(CallRecord.organisation_id, CallRecord.joined_at,

@@ -98,18 +98,27 @@ def invitation(booking: Booking, active_local_starts: Iterable[datetime], now: d
 
 
 def cancellation(booking: Booking, now: datetime, join_link: str,
-                 occurrence_local_start: datetime | None = None) -> bytes:
-    """METHOD:CANCEL: the whole booking, or one occurrence of a series."""
+                 occurrence_local_start: datetime | None = None,
+                 span: tuple[datetime, datetime] | None = None) -> bytes:
+    """METHOD:CANCEL: the whole booking, or one occurrence of a series.
+
+    ``occurrence_local_start``: the series' start the occurrence stands for (its
+    RECURRENCE-ID, wall-clock); ``span``: when it takes place, if it was moved on its
+    own (wall-clock), else at that start for the series' length. A moved occurrence is
+    the event with that RECURRENCE-ID in the invitees' calendars, not one at its new time.
+    """
     calendar = _calendar("CANCEL")
     event = _event(booking, now, join_link, "CANCELLED")
     if occurrence_local_start is not None and booking.rrule:
         tz = ZoneInfo(booking.zone)
-        start = occurrence_local_start.replace(tzinfo=tz)
+        instance = occurrence_local_start.replace(tzinfo=tz)
+        start, end = span or (occurrence_local_start,
+                              occurrence_local_start + (booking.local_end - booking.local_start))
         del event["dtstart"]
         del event["dtend"]
-        event.add("dtstart", start)
-        event.add("dtend", start + (booking.local_end - booking.local_start))
-        event.add("recurrence-id", start)
+        event.add("dtstart", start.replace(tzinfo=tz))
+        event.add("dtend", end.replace(tzinfo=tz))
+        event.add("recurrence-id", instance)
     calendar.add_component(event)
     calendar.add_missing_timezones()
     return calendar.to_ical()

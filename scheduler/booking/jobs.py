@@ -25,18 +25,28 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler.booking import notices
-from scheduler.booking.calls import rollup_day
+from scheduler.booking.calls import USAGE_ZONE, rollup_day, usage_day
 from scheduler.booking.mail import deliver_outbox
 from scheduler.booking.notices import JoinLink
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
 from scheduler.media.closing import close_reason
 from scheduler.media.rooms import RoomControl, RoomInfo, close_room, open_room, recall_units
-from scheduler.models import Booking, BookingOccurrence, BookingUnit, Endpoint, Room, StandingBridge
+from scheduler.models import (
+    Booking,
+    BookingOccurrence,
+    BookingUnit,
+    Endpoint,
+    Room,
+    StandingBridge,
+    UsageDaily,
+)
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+# How far back the roll-up looks for days not rolled up (the day cache's quarter).
+CATCH_UP = timedelta(days=92)
 
 
 @dataclass(frozen=True)
@@ -234,8 +244,9 @@ class JobRunner:
         self._scheduler.add_job(self.tick, "interval",
                                 seconds=self.config.tick.total_seconds(), id="tick",
                                 coalesce=True, max_instances=1)
-        self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, id="rollup",
-                                coalesce=True, max_instances=1)
+        # Ten minutes into the day of usage, which is Prague's (calls.USAGE_ZONE).
+        self._scheduler.add_job(self.rollup, "cron", hour=0, minute=10, timezone=USAGE_ZONE,
+                                id="rollup", coalesce=True, max_instances=1)
         self._scheduler.start()
         if self.workers is not None:
             # This node starts: the room-unit calls it placed before are gone with the
@@ -323,17 +334,33 @@ class JobRunner:
                                     id="next-due", replace_existing=True)
 
     async def rollup(self, day: date | None = None) -> None:
+        """Roll up the usage of ``day``; by default of every day since the last one rolled
+        up, through yesterday (Prague's days, at most :data:`CATCH_UP` back): at start-up
+        the days that ended while the service was down (a weekend, a holiday), at night
+        also one whose roll-up failed. Each day is recomputed whole, so doing one again
+        changes nothing."""
         if self._stopping:
             return
-        day = day or (self.clock() - timedelta(days=1)).date()
+        yesterday = usage_day(self.clock()) - timedelta(days=1)
 
         def work() -> None:
-            with self.db.write_session() as session:
-                rollup_day(session, day)
+            days = [day] if day is not None else self._days_to_roll_up(yesterday)
+            for each in days:
+                with self.db.write_session() as session:
+                    rollup_day(session, each)
 
         async with self._lock:
             if not self._stopping:
                 await self._in_thread(work)
+
+    def _days_to_roll_up(self, yesterday: date) -> list[date]:
+        with self.db.session() as session:
+            last = session.scalar(select(func.max(UsageDaily.day)))
+        # A day with no use leaves no row: the days after the last row are done again
+        # (cheap, and idempotent) until one has some.
+        first = yesterday if last is None else min(last + timedelta(days=1), yesterday)
+        first = max(first, yesterday - CATCH_UP)
+        return [first + timedelta(days=n) for n in range((yesterday - first).days + 1)]
 
     async def _schedule_next(self, now: datetime) -> None:
         if self._scheduler is None:

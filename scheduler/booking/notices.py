@@ -104,9 +104,13 @@ def cancelled(session: Session, booking: Booking, now: datetime, join_link: Join
 
 def displaced(session: Session, booking: Booking, occurrence: BookingOccurrence,
               emergency_title: str, now: datetime, join_link: JoinLink) -> None:
-    local = occurrence.start_utc.astimezone(ZoneInfo(booking.zone)).replace(tzinfo=None)
-    ics = invitations.cancellation(booking, now, join_link(booking.room_name, "guest", booking.izs),
-                                   occurrence_local_start=local)
+    tz = ZoneInfo(booking.zone)
+    local = occurrence.start_utc.astimezone(tz).replace(tzinfo=None)
+    # One moved on its own is known to calendars by the series' start it stands for.
+    ics = invitations.cancellation(
+        booking, now, join_link(booking.room_name, "guest", booking.izs),
+        occurrence_local_start=occurrence.instance_local or local,
+        span=(local, occurrence.end_utc.astimezone(tz).replace(tzinfo=None)))
     _queue(session, booking, "displaced",
            f"Uvolněno pro IZS / Displaced by an emergency: {booking.title} {local:%Y-%m-%d %H:%M}",
            f"Termín {local:%Y-%m-%d %H:%M} schůzky {booking.title} byl uvolněn pro mimořádnou "

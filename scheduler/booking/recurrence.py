@@ -18,6 +18,8 @@ from icalendar import vRecur
 
 DEFAULT_ZONE = "Europe/Prague"
 ALLOWED_FREQUENCIES = {DAILY, WEEKLY, MONTHLY, YEARLY}
+# What a range asked for may span (see parse_instant).
+INSTANTS = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
 
 class RecurrenceError(ValueError):
@@ -79,23 +81,58 @@ def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
     return aware.astimezone(UTC)
 
 
+def _parse_iso(value: object, field_name: str) -> datetime:
+    if not isinstance(value, str):
+        raise RecurrenceError("invalid_time", f"{field_name} must be an ISO 8601 date-time text")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is not an ISO 8601 "
+                              "date-time such as 2026-12-01T10:00") from None
+
+
+def parse_instant(value: object, tz: ZoneInfo, field_name: str) -> datetime:
+    """An ISO 8601 time from the API as an instant (aware, UTC): the bound of a range
+    asked for, not a meeting's time. One with an offset is that instant; one without is
+    wall-clock time in ``tz``."""
+    parsed = _parse_iso(value, field_name)
+    try:
+        instant = (parsed if parsed.tzinfo is not None
+                   else parsed.replace(tzinfo=tz)).astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00 east of Greenwich: before year 1 in UTC
+        instant = INSTANTS[0] - timedelta(microseconds=1)
+    # A day's margin at each end: a range is widened by a meeting's length and taken in
+    # whole days (the day cache), and a default end is a month after the start.
+    if not INSTANTS[0] <= instant < INSTANTS[1]:
+        raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is out of range "
+                              f"({INSTANTS[0]:%Y-%m-%d} to {INSTANTS[1]:%Y-%m-%d} UTC)")
+    return instant
+
+
 def parse_local(value: object, tz: ZoneInfo, field_name: str) -> datetime:
     """An ISO 8601 time from the API as naive wall-clock time in ``tz``.
 
     A time with an offset is converted into the zone; one without is taken as written.
+    A wall-clock time the clocks show twice (the hour repeated when they go back) means
+    the first, as RFC 5545 says of a DTSTART with a TZID: an instant in the second is
+    refused, since the booking, its invitation and every later change would put it an
+    hour earlier.
     """
-    if not isinstance(value, str):
-        raise RecurrenceError("invalid_time", f"{field_name} must be an ISO 8601 date-time text")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is not an ISO 8601 "
-                              "date-time such as 2026-12-01T10:00") from None
+    parsed = _parse_iso(value, field_name)
     if parsed.tzinfo is not None:
         try:
-            parsed = parsed.astimezone(tz).replace(tzinfo=None)
+            parsed = parsed.astimezone(tz)
         except OverflowError:  # 0001-01-01T00:00+01:00 and the like: before year 1 in tz
             raise RecurrenceError("invalid_time", f"{field_name}: {value!r} is out of range") from None
+        if parsed.fold and parsed.replace(fold=0).utcoffset() != parsed.utcoffset():
+            first = parsed.replace(fold=0)
+            raise RecurrenceError(
+                "ambiguous_time",
+                f"{field_name}: {value!r} is the second {parsed:%H:%M} of {parsed:%Y-%m-%d} in "
+                f"{tz.key} (the clocks go back and show it twice); a booking keeps wall-clock "
+                f"time, where {parsed:%H:%M} is the first ({first.isoformat(timespec='minutes')}): "
+                "choose a time outside the repeated hour")
+        parsed = parsed.replace(tzinfo=None)
     return parsed.replace(microsecond=0)
 
 

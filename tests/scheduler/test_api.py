@@ -17,7 +17,9 @@ from sqlalchemy import func, select
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
+from scheduler.booking import bookings
 from scheduler.booking.dial_in import DialIn, booking_number, bridge_number, dial_in
+from scheduler.booking.recurrence import Schedule
 from scheduler.db import Database
 from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
 from scheduler.services import SchedulerServices
@@ -325,6 +327,39 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
                                "participant_hours": 0.5, "booked_unit_hours": 48.0}]
 
 
+async def test_usage_is_counted_per_day_in_prague_so_a_month_is_prague_s_month(
+        api: Api) -> None:
+    """A call at 00:30 on 1 December in Prague (23:30 UTC on 30 November) is December's
+    usage, and one on 30 November at 10:00 is November's; the nightly roll-up (00:10 in
+    Prague) does the day that has just ended there."""
+    utc = ZoneInfo("UTC")
+    calls_at = {"2026-11-30T10:00": datetime(2026, 11, 30, 9, 15, tzinfo=utc),
+                "2026-12-01T00:15": datetime(2026, 11, 30, 23, 30, tzinfo=utc)}
+    for start, joined in calls_at.items():
+        created = await api.call("admin_a", "POST", "/bookings", meeting(
+            start=start, end=start[:11] + f"{int(start[11:13]) + 1:02d}" + start[13:]))
+        assert created.status == 201, await created.text()
+        room = (await created.json())["room"]
+        assert api.services.admit_join(room, now=joined).allowed
+        record = api.services.record_join(room, participant="Jana", now=joined)
+        api.services.record_leave(record, now=joined + timedelta(minutes=30))
+    await api.services.jobs.rollup(datetime(2026, 11, 30).date())
+    api.clock.now = datetime(2026, 12, 1, 23, 10, tzinfo=utc)  # 2 Dec 00:10 in Prague
+    await api.services.jobs.rollup()  # 1 December, Prague's
+
+    async def usage(query: str) -> list[dict[str, object]]:
+        response = await api.call("admin_a", "GET", "/usage?" + query)
+        assert response.status == 200, await response.text()
+        return (await response.json())["usage"]
+
+    one = [{"organisation_id": api.world.region_a, "calls": 1, "participant_hours": 0.5,
+            "booked_unit_hours": 48.0}]
+    assert await usage("from=2026-12-01T00:00&to=2026-12-31T23:59") == one
+    assert await usage("from=2026-11-01T00:00&to=2026-11-30T23:59") == one
+    # The same days asked for in UTC: 30 November 23:30 UTC is 1 December in Prague.
+    assert await usage("from=2026-11-30T23:30Z&to=2026-12-01T12:00Z") == one
+
+
 async def test_openapi_lists_every_route(api: Api) -> None:
     response = await api.call(None, "GET", "/openapi.json")
     document = await response.json()
@@ -519,6 +554,21 @@ async def test_an_unknown_time_zone_in_the_query_is_a_400_naming_it(api: Api) ->
         assert "time_zone" in error["message"]
     known = await api.call("admin_a", "GET", "/availability?time_zone=Europe/Bratislava")
     assert known.status == 200 and "segments" in await known.json()
+
+
+async def test_a_range_at_the_ends_of_the_calendar_is_a_422_not_a_500(api: Api) -> None:
+    # Midnight of 1 January of year 1 in Prague is before year 1 in UTC; a range near the
+    # end of year 9999 reaches past it (a default end a month later, whole days).
+    for path in ("/bookings?from=0001-01-01T00:00", "/usage?from=0001-01-01T00:30",
+                 "/calls?from=0001-01-01T00:00&to=2026-12-01T00:00",
+                 "/availability?from=0001-01-01T02:00", "/bookings?from=9999-12-31T23:00",
+                 "/availability?from=9999-12-31T00:00", "/usage?to=9999-12-31T23:59Z"):
+        response = await api.call("admin_a", "GET", path)
+        assert response.status == 422, (path, await response.text())
+        error = (await response.json())["error"]
+        assert error["code"] == "invalid_time" and "out of range" in error["message"], path
+    response = await api.call("admin_a", "GET", "/bookings?from=9998-12-31T00:00")
+    assert response.status == 200 and (await response.json())["bookings"] == []
 
 
 async def test_a_deeply_nested_body_is_a_400_and_writes_nothing(api: Api) -> None:
@@ -875,3 +925,115 @@ async def test_successful_answers_match_the_documented_schemas(api: Api) -> None
         response = await api.call("operator", method.upper(), path, body)
         assert str(response.status) == status, (path, await response.text())
         jsonschema.validate(await response.json(), schema_of(method, documented, status))
+
+
+async def test_a_time_in_the_repeated_autumn_hour_is_the_first_or_refused_never_shifted(
+        api: Api) -> None:
+    """31 October 2027: the clocks go back from 03:00 CEST to 02:00 CET, so 02:30 in Prague
+    is both 00:30 and 01:30 UTC. A booking keeps wall-clock time (and its invitation a
+    DTSTART with a TZID, which RFC 5545 reads as the first): 02:30 is 00:30 UTC."""
+    def starts(booking_id: int) -> list[tuple[datetime, datetime]]:
+        with api.world.db.session() as session:
+            return [(o.start_utc, o.end_utc) for o in session.scalars(
+                select(BookingOccurrence).where(BookingOccurrence.booking_id == booking_id,
+                                                BookingOccurrence.state == "scheduled"))]
+
+    utc = ZoneInfo("UTC")
+    # The second 02:30, with its offset or in UTC as calendars write it: refused by name,
+    # nothing written. It used to be booked at 01:30 UTC while the invitation said 02:30
+    # (00:30 UTC), and the next change of its size put it there, an hour earlier.
+    before = api.count(BookingOccurrence)
+    for start, end in (("2027-10-31T02:30+01:00", "2027-10-31T03:30+01:00"),
+                       ("2027-10-31T01:30:00Z", "2027-10-31T02:30:00Z"),
+                       ("2027-10-31T01:00", "2027-10-31T02:45+01:00")):  # its end
+        response = await api.call("admin_a", "POST", "/bookings", meeting(start=start, end=end))
+        error = (await response.json())["error"]
+        assert response.status == 422 and error["code"] == "ambiguous_time", (start, error)
+        assert "02:" in error["message"] and "first" in error["message"]
+    assert api.count(BookingOccurrence) == before
+
+    # The first 02:30, written either way, and the same without an offset: 00:30 UTC,
+    # as the invitation says, and still there after a change of size.
+    for start in ("2027-10-31T02:30+02:00", "2027-10-31T00:30Z", "2027-10-31T02:30"):
+        created = await api.call("admin_a", "POST", "/bookings",
+                                 meeting(start=start, end="2027-10-31T03:30"))
+        assert created.status == 201, await created.text()
+        booking = await created.json()
+        expected = [(datetime(2027, 10, 31, 0, 30, tzinfo=utc),
+                     datetime(2027, 10, 31, 2, 30, tzinfo=utc))]
+        assert starts(booking["id"]) == expected
+        changed = await api.call("admin_a", "PATCH", f"/bookings/{booking['id']}",
+                                 {"participants": {"hd": 5}})
+        assert changed.status == 200, await changed.text()
+        assert starts(booking["id"]) == expected
+        ics = await (await api.call("admin_a", "GET",
+                                    f"/bookings/{booking['id']}/invitation.ics")).read()
+        event = next(iter(Calendar.from_ical(ics).walk("VEVENT")))
+        assert event["DTSTART"].dt.astimezone(utc) == expected[0][0]
+
+    # Moving an occurrence of a series to the second 02:30 is refused the same way.
+    series = await (await api.call("admin_a", "POST", "/bookings", meeting(
+        start="2027-10-24T10:00", end="2027-10-24T11:00",
+        recurrence={"rrule": "FREQ=WEEKLY;COUNT=3"}))).json()
+    response = await api.call("admin_a", "PATCH",
+                              f"/bookings/{series['id']}/occurrences/2027-10-31T10:00",
+                              {"start": "2027-10-31T01:30Z"})
+    assert response.status == 422
+    assert (await response.json())["error"]["code"] == "ambiguous_time"
+
+
+async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_calendars_hold(
+        api: Api) -> None:
+    created = await api.call("admin_a", "POST", "/bookings", _series(
+        participants={"hd": 40}, invitees=["starosta@mesto.cz"]))  # 440 units
+    booking = await created.json()
+    moved = await api.call("admin_a", "PATCH",
+                           f"/bookings/{booking['id']}/occurrences/2026-12-14T10:00",
+                           {"start": "2026-12-15T14:00", "end": "2026-12-15T14:30"})
+    assert moved.status == 200, await moved.text()
+    _, overrides = await _invitation_events(api, booking["id"])
+    assert overrides == [("2026-12-14T10:00", "2026-12-15T14:00", "2026-12-15T14:30")]
+
+    # An IZS emergency needs the whole pool then: the moved occurrence is displaced.
+    emergency = await api.call("izs", "POST", "/bookings", meeting(
+        start="2026-12-15T14:00", end="2026-12-15T15:00", participants={"hd": 90},
+        priority="emergency"))
+    assert emergency.status == 201, await emergency.text()
+    with api.world.db.session() as session:
+        notice = session.scalars(select(Notification).where(
+            Notification.kind == "displaced", Notification.booking_id == booking["id"],
+            Notification.to_address == "starosta@mesto.cz")).one()
+    assert "2026-12-15 14:00" in notice.subject  # people are told when it was to be
+    event = next(iter(Calendar.from_ical(notice.ics).walk("VEVENT")))
+    fmt = "%Y-%m-%dT%H:%M"
+    # The event the invitees' calendars hold for it is the one with the series' start as
+    # its RECURRENCE-ID; the CANCEL used to name 15 December 14:00, which no calendar
+    # holds, so the moved meeting stayed in them.
+    assert event["RECURRENCE-ID"].dt.strftime(fmt) == "2026-12-14T10:00"
+    assert (event["DTSTART"].dt.strftime(fmt), event["DTEND"].dt.strftime(fmt)) \
+        == ("2026-12-15T14:00", "2026-12-15T14:30")
+
+
+async def test_the_form_cuts_a_series_short_before_an_occurrence_cancelled_in_it(
+        api: Api) -> None:
+    """The admin web changes a series through keeping_exceptions (its form has no field for
+    exceptions). After the last of four Mondays was cancelled, a change to three meetings
+    failed with unmatched_exception: the kept exception named no occurrence any more."""
+    booking = await (await api.call("admin_a", "POST", "/bookings", _series())).json()
+    cancelled = await api.call("admin_a", "DELETE",
+                               f"/bookings/{booking['id']}/occurrences/2026-12-14T10:00")
+    assert cancelled.status == 200
+    cancelled = await api.call("admin_a", "DELETE",
+                               f"/bookings/{booking['id']}/occurrences/2026-12-28T10:00")
+    assert cancelled.status == 200
+    asked = Schedule(datetime(2026, 12, 7, 10), datetime(2026, 12, 7, 11),
+                     rrule="FREQ=WEEKLY;COUNT=3")
+    with api.world.db.session() as session:
+        schedule = bookings.keeping_exceptions(session, booking["id"], asked)
+    # The one still within the series stays left out.
+    assert schedule.exdates == (datetime(2026, 12, 14, 10),)
+    bookings.update_booking(api.world.db, api.world.config, api.world.principal("admin_a"),
+                            booking["id"], bookings.BookingChange(schedule=schedule),
+                            api.clock(), join_link)
+    after = await (await api.call("admin_a", "GET", f"/bookings/{booking['id']}")).json()
+    assert _starts(after) == ["2026-12-07T10:00", "2026-12-21T10:00"]

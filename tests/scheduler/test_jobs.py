@@ -28,7 +28,14 @@ from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
 from scheduler.media.room_signals import rooms_to_stop
 from scheduler.media.rooms import RoomInfo, worker_loads
-from scheduler.models import Booking, CallRecord, Notification, Room, StandingBridge
+from scheduler.models import (
+    Booking,
+    CallRecord,
+    Notification,
+    Room,
+    StandingBridge,
+    UsageDaily,
+)
 from scheduler.organisations import org_info
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
@@ -162,6 +169,37 @@ async def test_started_runner_schedules_the_next_opening(world: World) -> None:
         assert_runs_in(job.next_run_time, timedelta(hours=2))
     finally:
         await service.stop()
+
+
+async def test_a_start_rolls_up_the_days_that_ended_while_the_service_was_down(
+        world: World) -> None:
+    for day in ("2026-11-30", "2026-12-01", "2026-12-02"):
+        book(world, f"{day}T10:00", f"{day}T11:00")
+
+    def rolled_up() -> list[tuple[str, float]]:
+        with world.db.session() as session:
+            return [(day.isoformat(), hours) for day, hours in session.execute(
+                select(UsageDaily.day, UsageDaily.booked_unit_hours).order_by(UsageDaily.day))]
+
+    clock = FakeClock(datetime(2026, 11, 30, 23, 10, tzinfo=UTC))  # 1 Dec 00:10 in Prague
+    service = services(world, clock, RecordingRoomControl())
+    await service.jobs.rollup()  # the nightly roll-up: 30 November
+    assert rolled_up() == [("2026-11-30", 55.0)]
+
+    # Down from then until Friday 4 December, 9:00: the start rolls up 1, 2 and 3 December
+    # (it used to do only the 3rd, and the other two were never in any report).
+    clock.now = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+    second_db = Database(world.db.url)
+    try:
+        second = services(world, clock, RecordingRoomControl(), db=second_db)
+        await second.start()
+        await second.stop()
+    finally:
+        second_db.dispose()
+    expected = [("2026-11-30", 55.0), ("2026-12-01", 55.0), ("2026-12-02", 55.0)]
+    assert rolled_up() == expected
+    await service.jobs.rollup()  # the same night again: nothing twice
+    assert rolled_up() == expected
 
 
 def test_admission_refuses_unknown_cancelled_and_displaced_rooms(world: World) -> None:
