@@ -56,6 +56,14 @@ class LiveRooms:
                 entry["recording"] = entry["recording"] or room["recording"]
                 entry["since"] = min(entry["since"], room["since"])
                 entry["participants"] += [{**p, "worker": worker} for p in room["participants"]]
+        for entry in merged.values():
+            # A room spread over nodes: the others' participants too (as last read from
+            # the database), without the connection figures only their node has; the
+            # operator mutes or removes them through their node (mute, remove).
+            channel = self.signaling.channels.get(entry["name"])
+            if channel is not None:
+                entry["participants"] += [{**p, "node": node} for node in sorted(channel.remote_listed)
+                                          for p in channel.remote_listed[node]]
         return sorted(merged.values(), key=lambda r: r["since"])
 
     def load(self) -> dict[str, Any]:
@@ -72,11 +80,20 @@ class LiveRooms:
             raise LookupError(f"no participant {participant} in room {room}")
         return connection
 
+    def _elsewhere(self, room: str, participant: str, command: dict[str, Any], by: str) -> bool:
+        """The participant is on another node's part of the room: ``command`` goes to
+        that node, as a host's moderation does (True)."""
+        channel = self.signaling.channels.get(room)
+        return channel is not None and self.signaling.moderate_elsewhere(
+            channel, participant, command, by)
+
     async def mute(self, room: str, participant: str, by: str) -> None:
-        await self._connection(room, participant).mute(by)
+        if not self._elsewhere(room, participant, {"action": "mute"}, by):
+            await self._connection(room, participant).mute(by)
 
     async def remove(self, room: str, participant: str, by: str) -> None:
-        await self._connection(room, participant).end("removed", f"removed by {by}")
+        if not self._elsewhere(room, participant, {"action": "remove"}, by):
+            await self._connection(room, participant).end("removed", f"removed by {by}")
 
     def dial(self, room: str, target: str, by: str) -> dict[str, Any]:
         """Call a room unit into a live room; it rings for a while, so this returns at

@@ -277,6 +277,20 @@ class Signaling:
             self.spread.set_locked(channel, locked)  # the room's parts on other nodes too
         await channel.broadcast_participants()
 
+    def moderate_elsewhere(self, channel: RoomChannel, participant: str,
+                           command: dict[str, Any], by: str) -> bool:
+        """A host's or the operator's moderation (``command``: mute, remove...) of a
+        participant on another node's part of the room: asked of that node's front, which
+        does it as for its own host (signaling/spread.py: ``run_command``). False: the
+        participant is not on another node's part (it is here, or in no part at all)."""
+        if self.spread is None or participant in channel.connections:
+            return False
+        node = self.spread.remote_owner(channel, participant)
+        if node is None:
+            return False
+        self.spread.command(channel, node, {**command, "participant": participant, "by": by})
+        return True
+
     # Rooms across workers ---------------------------------------------------------------
 
     def relink(self, channel: RoomChannel) -> None:
@@ -603,17 +617,10 @@ class ParticipantConnection:
 
     def _elsewhere(self, message: dict[str, Any], channel: RoomChannel,
                    command: dict[str, Any]) -> bool:
-        """A moderation of a participant on another node's part of the room: asked of
-        that node's front (signaling/spread.py). False: the target is not elsewhere."""
-        spread = self.signaling.spread
+        """A host's moderation of a participant on another node's part of the room (see
+        :meth:`Signaling.moderate_elsewhere`). False: the target is not elsewhere."""
         target_id = require_str(message, "participant", 40) or ""
-        if spread is None or target_id in channel.connections:
-            return False
-        node = spread.remote_owner(channel, target_id)
-        if node is None:
-            return False
-        spread.command(channel, node, {**command, "participant": target_id, "by": self.name})
-        return True
+        return self.signaling.moderate_elsewhere(channel, target_id, command, self.name)
 
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send({"type": "pong"})
