@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from signaling.server import Signaling, record
+from signaling.server import Signaling
 from signaling.sip.units import DialFailed, RoomUnits
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,13 @@ class LiveRooms:
                 entry["since"] = min(entry["since"], room["since"])
                 entry["participants"] += [{**p, "worker": worker} for p in room["participants"]]
         for entry in merged.values():
-            # A room spread over nodes: the others' participants too (as last read from
-            # the database), without the connection figures only their node has; the
-            # operator mutes or removes them through their node (mute, remove).
+            # A room spread over nodes, as last read from the database: recording when
+            # another node's worker records it, and the others' participants too, without
+            # the connection figures only their node has (the operator mutes or removes
+            # them through their node: mute, remove).
             channel = self.signaling.channels.get(entry["name"])
             if channel is not None:
+                entry["recording"] = entry["recording"] or bool(channel.remote_recording)
                 entry["participants"] += [{**p, "node": node} for node in sorted(channel.remote_listed)
                                           for p in channel.remote_listed[node]]
         return sorted(merged.values(), key=lambda r: r["since"])
@@ -209,10 +211,12 @@ class LiveRooms:
         await self.pool.request_all("close_room", room=room)  # a worker that is down has none
 
     async def record(self, room: str, active: bool) -> None:
+        """As a host's Record: one recording per room, wherever it runs (a room spread
+        over nodes may be recorded by another node's worker; Stop stops it there)."""
         channel = self.signaling.channels.get(room)
         if channel is None:
             raise LookupError(f"no live room {room}")
-        await record(self.pool, channel, self.recordings_dir, active)
+        await self.signaling.set_recording(channel, active)
 
     def recordings(self) -> list[dict[str, Any]]:
         if not self.recordings_dir.is_dir():

@@ -277,6 +277,20 @@ class Signaling:
             self.spread.set_locked(channel, locked)  # the room's parts on other nodes too
         await channel.broadcast_participants()
 
+    async def set_recording(self, channel: RoomChannel, active: bool) -> None:
+        """A host or the operator starts or stops the room's recording, room-wide."""
+        spread = self.spread
+        if spread is not None and channel.remote_recording:
+            # Another node's home worker records the room already (every track reaches
+            # it): one recording per room. Stopping stops it there.
+            if not active:
+                for node in channel.remote_recording:
+                    spread.command(channel, node, {"action": "record", "active": False})
+                if channel.recording:
+                    await record(self.pool, channel, self.config.recordings_dir, False)
+            return
+        await record(self.pool, channel, self.config.recordings_dir, active)
+
     def moderate_elsewhere(self, channel: RoomChannel, participant: str,
                            command: dict[str, Any], by: str) -> bool:
         """A host's or the operator's moderation (``command``: mute, remove...) of a
@@ -929,19 +943,7 @@ class ParticipantConnection:
             await self.signaling.call_log.changed_mode(self.call_record, mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
-        channel = self._host()
-        active = require_bool(message, "active")
-        spread = self.signaling.spread
-        if spread is not None and channel.remote_recording:
-            # Another node's home worker records the room already (every track reaches
-            # it): one recording per room. Stopping stops it there.
-            if not active:
-                for node in channel.remote_recording:
-                    spread.command(channel, node, {"action": "record", "active": False})
-                if channel.recording:
-                    await record(self.pool, channel, self.config.recordings_dir, False)
-            return
-        await record(self.pool, channel, self.config.recordings_dir, active)
+        await self.signaling.set_recording(self._host(), require_bool(message, "active"))
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()

@@ -432,3 +432,52 @@ async def test_the_operator_mutes_and_removes_a_participant_on_another_nodes_par
         for client in clients:
             await client.close()
         database.dispose()
+
+
+async def test_the_operators_recording_of_a_spread_room_is_the_rooms_one(spreading_nodes,
+                                                                         tmp_path) -> None:
+    """A spread room recorded by node B's home worker (its host's Record there): the
+    operator on node A's admin web sees the room recording, Record starts no second
+    recording on node A, and Stop stops node B's, as a host's Stop on node A would. The
+    page used to say "not recording" and the operator's Record and Stop to act on node
+    A's worker alone."""
+    node_a, node_b, url = spreading_nodes
+    room = "sesuv-halenkovice"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    host = issue_token(SECRET, JoinGrant(room=room, role="host"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operator: Operator | None = None
+
+    def recordings(node: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / node / "recordings").glob("*/*.webm"))
+
+    def recording(client: SignalClient) -> bool:
+        lists = client.of_type("participants")
+        return bool(lists and lists[-1]["recording"])
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, host, "Ostrava"))
+        praha, ostrava = clients
+        await ostrava.send({"type": "record", "active": True})
+        assert await wait_until(lambda: recording(praha), timeout=20)
+        assert len(recordings("node-b")) == 1
+        operator = await Operator.sign_in(node_a.front, database)
+        assert 'value="stop_recording"' in await operator.live()
+
+        assert await operator.act(room, "record") == "done=record"
+        await asyncio.sleep(1)
+        assert recordings("node-a") == []  # one recording per room: node B's
+        assert await operator.act(room, "stop_recording") == "done=stop_recording"
+        assert await wait_until(lambda: not recording(praha) and not recording(ostrava), timeout=20)
+        assert 'value="record"' in await operator.live()
+        assert recordings("node-a") == [] and len(recordings("node-b")) == 1
+        assert [action for _, action, _ in audited(database, room)] == [
+            "room.record", "room.stop_recording"]
+    finally:
+        if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
