@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from signaling.server import Signaling, record
+from signaling.server import Signaling
 from signaling.sip.units import DialFailed, RoomUnits
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,16 @@ class LiveRooms:
                 entry["recording"] = entry["recording"] or room["recording"]
                 entry["since"] = min(entry["since"], room["since"])
                 entry["participants"] += [{**p, "worker": worker} for p in room["participants"]]
+        for entry in merged.values():
+            # A room spread over nodes, as last read from the database: recording when
+            # another node's worker records it, and the others' participants too, without
+            # the connection figures only their node has (the operator mutes or removes
+            # them through their node: mute, remove).
+            channel = self.signaling.channels.get(entry["name"])
+            if channel is not None:
+                entry["recording"] = entry["recording"] or bool(channel.remote_recording)
+                entry["participants"] += [{**p, "node": node} for node in sorted(channel.remote_listed)
+                                          for p in channel.remote_listed[node]]
         return sorted(merged.values(), key=lambda r: r["since"])
 
     def load(self) -> dict[str, Any]:
@@ -72,11 +82,20 @@ class LiveRooms:
             raise LookupError(f"no participant {participant} in room {room}")
         return connection
 
+    def _elsewhere(self, room: str, participant: str, command: dict[str, Any], by: str) -> bool:
+        """The participant is on another node's part of the room: ``command`` goes to
+        that node, as a host's moderation does (True)."""
+        channel = self.signaling.channels.get(room)
+        return channel is not None and self.signaling.moderate_elsewhere(
+            channel, participant, command, by)
+
     async def mute(self, room: str, participant: str, by: str) -> None:
-        await self._connection(room, participant).mute(by)
+        if not self._elsewhere(room, participant, {"action": "mute"}, by):
+            await self._connection(room, participant).mute(by)
 
     async def remove(self, room: str, participant: str, by: str) -> None:
-        await self._connection(room, participant).end("removed", f"removed by {by}")
+        if not self._elsewhere(room, participant, {"action": "remove"}, by):
+            await self._connection(room, participant).end("removed", f"removed by {by}")
 
     def dial(self, room: str, target: str, by: str) -> dict[str, Any]:
         """Call a room unit into a live room; it rings for a while, so this returns at
@@ -192,10 +211,12 @@ class LiveRooms:
         await self.pool.request_all("close_room", room=room)  # a worker that is down has none
 
     async def record(self, room: str, active: bool) -> None:
+        """As a host's Record: one recording per room, wherever it runs (a room spread
+        over nodes may be recorded by another node's worker; Stop stops it there)."""
         channel = self.signaling.channels.get(room)
         if channel is None:
             raise LookupError(f"no live room {room}")
-        await record(self.pool, channel, self.recordings_dir, active)
+        await self.signaling.set_recording(channel, active)
 
     def recordings(self) -> list[dict[str, Any]]:
         if not self.recordings_dir.is_dir():

@@ -277,6 +277,34 @@ class Signaling:
             self.spread.set_locked(channel, locked)  # the room's parts on other nodes too
         await channel.broadcast_participants()
 
+    async def set_recording(self, channel: RoomChannel, active: bool) -> None:
+        """A host or the operator starts or stops the room's recording, room-wide."""
+        spread = self.spread
+        if spread is not None and channel.remote_recording:
+            # Another node's home worker records the room already (every track reaches
+            # it): one recording per room. Stopping stops it there.
+            if not active:
+                for node in channel.remote_recording:
+                    spread.command(channel, node, {"action": "record", "active": False})
+                if channel.recording:
+                    await record(self.pool, channel, self.config.recordings_dir, False)
+            return
+        await record(self.pool, channel, self.config.recordings_dir, active)
+
+    def moderate_elsewhere(self, channel: RoomChannel, participant: str,
+                           command: dict[str, Any], by: str) -> bool:
+        """A host's or the operator's moderation (``command``: mute, remove...) of a
+        participant on another node's part of the room: asked of that node's front, which
+        does it as for its own host (signaling/spread.py: ``run_command``). False: the
+        participant is not on another node's part (it is here, or in no part at all)."""
+        if self.spread is None or participant in channel.connections:
+            return False
+        node = self.spread.remote_owner(channel, participant)
+        if node is None:
+            return False
+        self.spread.command(channel, node, {**command, "participant": participant, "by": by})
+        return True
+
     # Rooms across workers ---------------------------------------------------------------
 
     def relink(self, channel: RoomChannel) -> None:
@@ -603,17 +631,10 @@ class ParticipantConnection:
 
     def _elsewhere(self, message: dict[str, Any], channel: RoomChannel,
                    command: dict[str, Any]) -> bool:
-        """A moderation of a participant on another node's part of the room: asked of
-        that node's front (signaling/spread.py). False: the target is not elsewhere."""
-        spread = self.signaling.spread
+        """A host's moderation of a participant on another node's part of the room (see
+        :meth:`Signaling.moderate_elsewhere`). False: the target is not elsewhere."""
         target_id = require_str(message, "participant", 40) or ""
-        if spread is None or target_id in channel.connections:
-            return False
-        node = spread.remote_owner(channel, target_id)
-        if node is None:
-            return False
-        spread.command(channel, node, {**command, "participant": target_id, "by": self.name})
-        return True
+        return self.signaling.moderate_elsewhere(channel, target_id, command, self.name)
 
     async def on_ping(self, message: dict[str, Any]) -> None:
         await self.send({"type": "pong"})
@@ -922,19 +943,7 @@ class ParticipantConnection:
             await self.signaling.call_log.changed_mode(self.call_record, mode)
 
     async def on_record(self, message: dict[str, Any]) -> None:
-        channel = self._host()
-        active = require_bool(message, "active")
-        spread = self.signaling.spread
-        if spread is not None and channel.remote_recording:
-            # Another node's home worker records the room already (every track reaches
-            # it): one recording per room. Stopping stops it there.
-            if not active:
-                for node in channel.remote_recording:
-                    spread.command(channel, node, {"action": "record", "active": False})
-                if channel.recording:
-                    await record(self.pool, channel, self.config.recordings_dir, False)
-            return
-        await record(self.pool, channel, self.config.recordings_dir, active)
+        await self.signaling.set_recording(self._host(), require_bool(message, "active"))
 
     async def on_leave(self, message: dict[str, Any]) -> None:
         await self.close()

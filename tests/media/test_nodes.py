@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from datetime import UTC, datetime
 
@@ -17,9 +18,10 @@ import aiohttp
 import pytest
 from sqlalchemy import select, text
 
+from scheduler.access.users import create_local_user
 from scheduler.db import Database
 from scheduler.media.rooms import close_room
-from scheduler.models import CallRecord, Room
+from scheduler.models import AuditEntry, CallRecord, Room, User
 from signaling.tokens import JoinGrant, issue_token
 from tests.nodes import LEASE_S, SECRET, izs_bridge
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
@@ -27,6 +29,8 @@ from tests.scheduler.conftest import PG_URL
 from tests.signal_client import SignalClient
 
 pytestmark = [pytest.mark.media, pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL")]
+
+OPERATOR_PASSWORD = "correct horse battery"
 
 class Caller:
     """An aiortc participant that follows redirects and, when its front goes away,
@@ -337,3 +341,143 @@ async def test_a_room_joined_through_both_fronts_spreads_over_both_nodes(spreadi
     # Its placement is released after the last part goes (the last front's leave).
     assert await wait_until(lambda: state() == "closed")
     database.dispose()
+
+
+class Operator:
+    """The operator signed in to one node's admin web (an aiohttp session, its CSRF)."""
+
+    def __init__(self, front: str, http: aiohttp.ClientSession, csrf: str) -> None:
+        self.front, self.http, self.csrf = front, http, csrf
+
+    @classmethod
+    async def sign_in(cls, front: str, database: Database) -> Operator:
+        with database.session() as session:
+            if session.scalar(select(User.id).where(User.name == "operator")) is None:
+                create_local_user(session, "operator", "operator", OPERATOR_PASSWORD)
+        # unsafe: the cookies of an IP host
+        http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        async with http.get(f"{front}/admin/sign-in") as page:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
+        async with http.post(f"{front}/admin/sign-in", data={
+                "csrf": csrf, "name": "operator", "password": OPERATOR_PASSWORD, "next": ""}) as signed:
+            await signed.read()
+        async with http.get(f"{front}/admin/operating") as page:
+            assert page.status == 200, await page.text()
+            csrf = re.search(r'name="csrf-token" content="([^"]+)"', await page.text()).group(1)
+        return cls(front, http, csrf)
+
+    async def act(self, room: str, action: str, participant: str = "") -> str:
+        """One of the page's buttons; the page's answer (``done=mute``, ``gone=mute``...)."""
+        async with self.http.post(f"{self.front}/admin/operating/act", allow_redirects=False, data={
+                "csrf": self.csrf, "room": room, "participant": participant,
+                "action": action}) as response:
+            assert response.status == 303, await response.text()
+            return response.headers["Location"].partition("?")[2].partition("#")[0]
+
+    async def live(self) -> str:
+        async with self.http.get(f"{self.front}/admin/operating/live") as page:
+            assert page.status == 200
+            return await page.text()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def audited(database: Database, room: str) -> list[tuple[str, str, dict]]:
+    with database.session() as session:
+        return [(a.actor, a.action, a.details) for a in session.scalars(
+            select(AuditEntry).where(AuditEntry.target == f"room:{room}").order_by(AuditEntry.id))]
+
+
+async def test_the_operator_mutes_and_removes_a_participant_on_another_nodes_part(
+        spreading_nodes) -> None:
+    """A spread room, its operator on node A's admin web: a participant on node B's part
+    is listed there and muted and removed as a host elsewhere would (a command to node B),
+    audited as the operator's. It used to be "no longer there": only node A's own
+    connections were looked at."""
+    node_a, node_b, url = spreading_nodes
+    room = "povoden-opava"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operator: Operator | None = None
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha, ostrava = clients
+        ostrava_id = ostrava.of_type("joined")[0]["participant"]
+        # Node A has read node B's part: Ostrava is in the room's list there.
+        assert await wait_until(lambda: any(
+            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
+            for p in m["participants"]), timeout=20)
+        operator = await Operator.sign_in(node_a.front, database)
+        assert f'data-participant="{ostrava_id}"' in await operator.live()
+
+        assert await operator.act(room, "mute", ostrava_id) == "done=mute"
+        assert (await ostrava.next("muted", timeout=20))["by"] == "operator"
+        assert await wait_until(lambda: any(
+            p["id"] == ostrava_id and p["audio_muted"] for p in
+            praha.of_type("participants")[-1]["participants"]), timeout=20)
+        assert await operator.act(room, "remove", ostrava_id) == "done=remove"
+        assert (await ostrava.next("removed", timeout=20))["reason"] == "removed by operator"
+        assert await wait_until(lambda: ostrava.ws.closed)
+        assert audited(database, room) == [
+            ("operator", "room.mute", {"participant": ostrava_id}),
+            ("operator", "room.remove", {"participant": ostrava_id})]
+        # A participant on no node's part is still "no longer there".
+        assert await operator.act(room, "mute", "p-none") == "gone=mute"
+    finally:
+        if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
+
+
+async def test_the_operators_recording_of_a_spread_room_is_the_rooms_one(spreading_nodes,
+                                                                         tmp_path) -> None:
+    """A spread room recorded by node B's home worker (its host's Record there): the
+    operator on node A's admin web sees the room recording, Record starts no second
+    recording on node A, and Stop stops node B's, as a host's Stop on node A would. The
+    page used to say "not recording" and the operator's Record and Stop to act on node
+    A's worker alone."""
+    node_a, node_b, url = spreading_nodes
+    room = "sesuv-halenkovice"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    host = issue_token(SECRET, JoinGrant(room=room, role="host"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operator: Operator | None = None
+
+    def recordings(node: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / node / "recordings").glob("*/*.webm"))
+
+    def recording(client: SignalClient) -> bool:
+        lists = client.of_type("participants")
+        return bool(lists and lists[-1]["recording"])
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, host, "Ostrava"))
+        praha, ostrava = clients
+        await ostrava.send({"type": "record", "active": True})
+        assert await wait_until(lambda: recording(praha), timeout=20)
+        assert len(recordings("node-b")) == 1
+        operator = await Operator.sign_in(node_a.front, database)
+        assert 'value="stop_recording"' in await operator.live()
+
+        assert await operator.act(room, "record") == "done=record"
+        await asyncio.sleep(1)
+        assert recordings("node-a") == []  # one recording per room: node B's
+        assert await operator.act(room, "stop_recording") == "done=stop_recording"
+        assert await wait_until(lambda: not recording(praha) and not recording(ostrava), timeout=20)
+        assert 'value="record"' in await operator.live()
+        assert recordings("node-a") == [] and len(recordings("node-b")) == 1
+        assert [action for _, action, _ in audited(database, room)] == [
+            "room.record", "room.stop_recording"]
+    finally:
+        if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
