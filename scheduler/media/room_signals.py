@@ -94,6 +94,7 @@ class RoomSignals:
         self.notices = 0  # received, for the tests and /metrics
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self.backend_pid: int | None = None  # the listening connection's, while it is up
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen(), name="room-signals-listen"),
@@ -112,6 +113,9 @@ class RoomSignals:
                 async with await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {self.channel}")
+                    # Which server process listens (pg_stat_activity.pid), for an operator
+                    # tracing a node's notices, and for a test cutting this one alone.
+                    self.backend_pid = connection.info.backend_pid
                     if failing:
                         log.info("room notices: listening again")
                     failing = False

@@ -183,6 +183,8 @@ async def test_a_participant_switched_to_mixed_is_counted_mixed(tmp_path) -> Non
                          "name": "Jednotka", "mode": "mixed"})
         unit_id = (await unit.next("joined"))["participant"]
         assert pool.states[0].used_units == 4 + 4 + 16
+        # Its call record is written after "joined" (a loaded CI machine saw it later).
+        assert await wait_until(lambda: kinds() == {"Hostitel": "mixed", "Jednotka": "mixed"})
         # Forwarded, the unit would cost 11 instead of 4: 31 units on a worker of 30.
         await host.send({"type": "set_mode", "participant": unit_id, "mode": "forwarded"})
         refused = await host.next("error")

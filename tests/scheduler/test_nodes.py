@@ -332,8 +332,11 @@ async def test_room_notices_wake_a_node_and_a_lost_connection_costs_a_re_read(ba
         # since notices sent meanwhile are lost, reads again.
         before = len(checks)
         with bare.db.session() as session:
+            # Its own connection alone: other nodes' listeners on this server (another
+            # test run beside this one) are not this test's to cut.
             cut = session.scalars(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                       "WHERE query = 'LISTEN multipoint_rooms'")).all()
+                                       "WHERE query = 'LISTEN multipoint_rooms' AND pid = :pid"),
+                                  {"pid": signals.backend_pid}).all()
         assert cut == [True]
         assert await wait_until(lambda: len(checks) > before)
     finally:
