@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
+from playwright.async_api import Page
 
 from signaling.links import join_url
 from tests.browser.conftest import new_context, screenshot
@@ -250,17 +253,39 @@ async def test_a_room_redirected_too_often_is_explained(server, browser) -> None
         await context.close()
 
 
-async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
+@contextlib.asynccontextmanager
+async def in_a_call_beside_another(server, browser, room: str, name: str) -> AsyncIterator[Page]:
+    """A page in ``room`` with one other participant (an aiortc peer sending video)."""
     from tests.media.test_mixing import RED, join
 
-    room = "blip"
     other = await join(server, room, "Stays", 440, RED)
     context = await new_context(browser, server.url)
     try:
         page = await context.new_page()
-        link = join_url(server.url, server.settings.signing_secret(), room, name="Blip", ttl_s=600)
+        link = join_url(server.url, server.settings.signing_secret(), room, name=name, ttl_s=600)
         await page.goto(link + "&autojoin=1")
         await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        yield page
+    finally:
+        await context.close()
+        await other.close()
+
+
+async def until_video_plays(page: Page, timeout: float = 20.0) -> None:
+    """Sample the page's inbound video 1 s apart until a stream's decoded frames grow
+    (polled, not one window: a new participant's first estimates may pause it a moment)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        before = await page.evaluate(INBOUND)
+        await asyncio.sleep(1)
+        after = await page.evaluate(INBOUND)
+        if growing(before["video"], after["video"]) >= 1:
+            return
+        assert asyncio.get_running_loop().time() < deadline, (before, after)
+
+
+async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
+    async with in_a_call_beside_another(server, browser, "blip", "Blip") as page:
         first_id = await page.evaluate("window.multipointCall.me")
         # The signaling connection drops as on a network blip. The page closes it itself,
         # so the server ends its participant, and the page joins again with a new one;
@@ -271,15 +296,8 @@ async def test_the_page_rejoins_after_a_network_blip(server, browser) -> None:
             f"() => (window.multipointCall.me && window.multipointCall.me !== '{first_id}')"
             " || window.multipointCall.session.recoveries > 0", timeout=30_000)
         await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
-        await asyncio.sleep(2)
-        before = await page.evaluate(INBOUND)
-        await asyncio.sleep(2)
-        after = await page.evaluate(INBOUND)
-        assert growing(before["video"], after["video"]) >= 1
+        await until_video_plays(page)
         assert not await page.is_visible("#notice") or "…" not in await page.text_content("#notice")
-    finally:
-        await context.close()
-        await other.close()
 
 
 async def test_a_refused_resume_joins_again_even_while_media_looks_up(server, browser) -> None:
@@ -288,16 +306,7 @@ async def test_a_refused_resume_joins_again_even_while_media_looks_up(server, br
     "connected", the new socket was open, so the page counted the call as recovered:
     a participant the server no longer had, the other's video gone, and every message
     answered "join a room first". A refused resume now always joins again."""
-    from tests.media.test_mixing import RED, join
-
-    room = "odmitnuty-navrat"
-    other = await join(server, room, "Stays", 440, RED)
-    context = await new_context(browser, server.url)
-    try:
-        page = await context.new_page()
-        link = join_url(server.url, server.settings.signing_secret(), room, name="Refused", ttl_s=600)
-        await page.goto(link + "&autojoin=1")
-        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+    async with in_a_call_beside_another(server, browser, "odmitnuty-navrat", "Refused") as page:
         await page.wait_for_function(
             "() => window.multipointCall.session.pc.iceConnectionState === 'connected'", timeout=30_000)
         first_id = await page.evaluate("window.multipointCall.me")
@@ -312,22 +321,10 @@ async def test_a_refused_resume_joins_again_even_while_media_looks_up(server, br
             f"() => window.multipointCall.me && window.multipointCall.me !== '{first_id}'", timeout=30_000)
         await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
         assert await page.evaluate("window.multipointCall.session.recoveries") == 0
-        # The other's video plays on the new participant (polled: its first estimates
-        # may pause it for a moment).
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
-            before = await page.evaluate(INBOUND)
-            await asyncio.sleep(1)
-            after = await page.evaluate(INBOUND)
-            if growing(before["video"], after["video"]) >= 1 or asyncio.get_running_loop().time() > deadline:
-                break
-        assert growing(before["video"], after["video"]) >= 1, (before, after)
+        await until_video_plays(page)  # the other's video, on the new participant
         notice = await page.text_content("#notice") if await page.is_visible("#notice") else ""
         # Not the "not_joined" error of a socket that belongs to nobody (in Czech here).
         assert "rozešly" not in (notice or "") and "join a room first" not in (notice or "")
-    finally:
-        await context.close()
-        await other.close()
 
 
 async def test_after_leaving_the_call_controls_are_gone(server, browser) -> None:
