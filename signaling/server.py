@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -245,6 +246,9 @@ class Signaling:
         # Joins that hold media ports and have not connected yet: per client IP, and all.
         self.pending_joins: dict[str, int] = {}
         self.pending_total = 0
+        # The same joins' connections: when each is answered or timed out at the latest
+        # tells a refused join when to come back (ParticipantConnection._pending_retry_after).
+        self.pending_connections: set[ParticipantConnection] = set()
         # For /metrics: joins refused for too many pending, joins timed out unanswered,
         # connections dropped because they stopped reading.
         self.counters = {"joins_refused_pending": 0, "answer_timeouts": 0,
@@ -456,6 +460,7 @@ class ParticipantConnection:
         self._writer = asyncio.ensure_future(self._write())
         self.dropped = False
         self.pending = False  # holds one of the pending joins of its IP (until connected)
+        self.pending_until = 0.0  # loop time by which the pending join is timed out at the latest
         self.rate_key = secrets.token_hex(8)  # this connection, for its message rate
         self._answer_deadline: asyncio.TimerHandle | None = None
         self.config = signaling.config
@@ -546,14 +551,34 @@ class ParticipantConnection:
             signaling.counters["joins_refused_pending"] += 1
             raise ProtocolError("too_many_pending_joins",
                                 "too many joins from this address have not connected yet; "
-                                "try again when they have")
+                                "try again when they have",
+                                retry_after=self._pending_retry_after(self.peer_ip))
         if signaling.pending_total >= config.max_pending_joins:
             signaling.counters["joins_refused_pending"] += 1
             raise ProtocolError("too_many_pending_joins",
-                                "too many joins are connecting right now; try again shortly")
+                                "too many joins are connecting right now; try again shortly",
+                                retry_after=self._pending_retry_after(None))
         signaling.pending_joins[self.peer_ip] = signaling.pending_joins.get(self.peer_ip, 0) + 1
         signaling.pending_total += 1
         self.pending = True
+        # Not joined yet: its answer deadline starts when it is (``_join``), later still.
+        self.pending_until = asyncio.get_running_loop().time() + config.answer_timeout_s
+        signaling.pending_connections.add(self)
+
+    def _pending_retry_after(self, peer_ip: str | None) -> float:
+        """In how many seconds (at least 1) a join refused for too many pending ones
+        finds a place at the latest: when the first of those holding the cap (this
+        address's joins, or with None the front's) is timed out, if none connects or
+        leaves before. The call
+        page waits that long before it joins again, as for ``rate_limited``, and does not
+        count the refusal among its attempts; without it, the page came back after 1, 2,
+        4, 8 s, refused each time while the joins that filled the cap waited out their
+        answer timeout, and counted each refusal as a failed attempt."""
+        now = asyncio.get_running_loop().time()
+        first = min((c.pending_until for c in self.signaling.pending_connections
+                     if peer_ip is None or c.peer_ip == peer_ip),
+                    default=now + self.config.answer_timeout_s)
+        return math.ceil(max(1.0, first - now) * 10) / 10  # rounded up: not before then
 
     def _release_pending(self) -> None:
         if self._answer_deadline is not None:
@@ -563,6 +588,7 @@ class ParticipantConnection:
             return
         self.pending = False
         signaling = self.signaling
+        signaling.pending_connections.discard(self)
         signaling.pending_total -= 1
         left = signaling.pending_joins.get(self.peer_ip, 0) - 1
         if left > 0:
@@ -739,8 +765,9 @@ class ParticipantConnection:
         if admission.spread and signaling.spread is not None and not channel.spread:
             signaling.spread.take_part(channel)
         # Until it has answered and connected, the participant holds media ports.
-        self._answer_deadline = asyncio.get_running_loop().call_later(
-            self.config.answer_timeout_s, self._answer_overdue)
+        loop = asyncio.get_running_loop()
+        self.pending_until = loop.time() + self.config.answer_timeout_s
+        self._answer_deadline = loop.call_later(self.config.answer_timeout_s, self._answer_overdue)
         self.resume_secret = secrets.token_urlsafe(32)
         await self.send({"type": "joined", **await self._joined_fields()})
         if not echo:

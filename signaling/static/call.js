@@ -220,9 +220,9 @@ async function onConnectionLost(session) {
         return end(failure(error));
       }
       asked = retryAfter(error);
-      // A refusal that says when to come back (rate_limited) is a server that answers
-      // and will take the join then: the next attempt waits that long, and this one
-      // does not count. Taken as a failure at most 8 s apart, the attempts came back
+      // A refusal that says when to come back (rate_limited, too_many_pending_joins) is
+      // a server that answers and will take the join then: the next attempt waits that
+      // long, and this one does not count. Taken as a failure at most 8 s apart, the attempts came back
       // early, were refused again, and the page had used up its 20 and said the call
       // could not be restored while the server was only asking it to wait.
       if (!asked) failed += 1;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
@@ -67,7 +68,7 @@ async def never_answer(server, address: str, count: int, tag: str,
         first = await client.next()
         if first["type"] == "error":
             assert first["code"] == "too_many_pending_joins", first
-            assert first["message"]
+            assert first["message"] and 1 <= first["retry_after"] <= ANSWER_TIMEOUT_S + 0.1, first
             refused += 1
             await client.close()
             continue
@@ -141,6 +142,60 @@ async def test_pending_joins_are_capped_and_time_out_and_a_guest_still_gets_a_ca
         assert await wait_until(lambda: sum(guest_peer.frames("video").values()) > frames + 10)
     finally:
         for client in attackers + guests:
+            await client.close()
+
+
+async def join_from(server, address: str, room: str) -> tuple[SignalClient, dict, float]:
+    """A self-test join from ``address``: its client, the server's first answer, and
+    when (the loop's time) it came."""
+    client = await connect_from(server, address)
+    await client.send({"type": "join", "v": 1, "token": token(server, room)})
+    first = await client.next()
+    return client, first, asyncio.get_running_loop().time()
+
+
+async def test_a_join_refused_for_too_many_pending_ones_is_told_when_to_come_back(server) -> None:
+    """The refusal's retry_after is when the first join holding the cap (the address's,
+    or the front's) is timed out at the latest; joined again after it, as the call page
+    does (docs/protocol.md), the join is taken. It had no retry_after: the page came back
+    after 1, 2, 4, 8 s, refused while the joins waited out their answer timeout."""
+    clients: list[SignalClient] = []
+    loop = asyncio.get_running_loop()
+
+    async def refused_then_taken(address: str, tag: str, began: float) -> float:
+        """A join from ``address`` is refused with a retry_after no earlier than the
+        first pending join (sent at ``began``) times out; after it, a join is taken
+        (which never answers: it is pending from the time returned)."""
+        client, refusal, at = await join_from(server, address, f"selftest-{tag}-refused")
+        clients.append(client)
+        assert refusal["code"] == "too_many_pending_joins", refusal
+        assert ANSWER_TIMEOUT_S - (at - began) - 0.1 <= refusal["retry_after"] <= ANSWER_TIMEOUT_S + 0.1, \
+            (refusal, at - began)
+        await asyncio.sleep(at + refusal["retry_after"] - loop.time())
+        again = loop.time()
+        client, first, _ = await join_from(server, address, f"selftest-{tag}-again")
+        clients.append(client)
+        assert first["type"] == "joined", first
+        return again
+
+    try:
+        # The address's cap is full: back when its first join times out.
+        began = loop.time()
+        offered, refused = await never_answer(server, "127.0.0.2", PER_IP, "a")
+        clients += offered
+        assert refused == 0
+        again = await refused_then_taken("127.0.0.2", "a", began)
+        signaling = server.app[LIVE_ROOMS].signaling
+        assert await wait_until(lambda: signaling.pending_total == 1)  # the others timed out
+        # The front's cap: that join taken again (it never answers either) holds it with
+        # joins from two more addresses; a fourth address is told when it times out.
+        for address, count, tag in (("127.0.0.3", PER_IP, "b"), ("127.0.0.4", PER_FRONT - 1 - PER_IP, "c")):
+            offered, refused = await never_answer(server, address, count, tag)
+            clients += offered
+            assert refused == 0
+        await refused_then_taken("127.0.0.5", "d", again)
+    finally:
+        for client in clients:
             await client.close()
 
 
