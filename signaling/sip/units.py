@@ -45,9 +45,12 @@ ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_NAME_CHARS = 64
 PIN_TRIES = 3
 PIN_TIMEOUT_S = 60.0  # to key in the PIN, all tries together; the unit holds a place meanwhile
-# The scheduler's refusals (scheduler/media/rooms.py) as SIP statuses.
+# The scheduler's refusals (scheduler/media/rooms.py) as SIP statuses. A meeting
+# displaced by an IZS emergency is refused as a cancelled one is: its time is the
+# emergency's now, and calling again (as a unit does on 480) would only be refused again.
 REFUSALS = {"room_not_open": 404, "meeting_over": 404, "booking_cancelled": 404,
-            "bridge_inactive": 480, "room_locked": 403, "worker_full": 486, "capacity_full": 486,
+            "booking_displaced": 404, "bridge_inactive": 480, "room_locked": 403,
+            "worker_full": 486, "capacity_full": 486,
             "no_worker": 503, "room_unreachable": 503, "rate_limited": 503}
 
 

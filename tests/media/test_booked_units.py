@@ -21,11 +21,14 @@ from scheduler.access.auth import create_user
 from scheduler.access.permissions import Principal
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
+from scheduler.booking.bookings import pool_units
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
-from scheduler.models import Booking, CallRecord, Endpoint, Organisation
+from scheduler.models import Booking, BookingOccurrence, CallRecord, Endpoint, Organisation, User
 from scheduler.seed import seed
+from signaling.sip.message import tag_of
 from tests.conftest import RunningServer, free_port
+from tests.media.test_sip_units import OFFER, RawSip
 from tests.peers import wait_until
 from tests.scheduler.conftest import FakeClock
 from tests.sip_unit import BARESIP, Baresip
@@ -141,6 +144,57 @@ async def test_a_bookings_unit_is_called_in_at_its_start_and_listed(server, tmp_
         assert missed["tries"] == 2 and missed["outcome"] == "unreachable"
     finally:
         await unit.stop()
+
+
+def displace_by_an_emergency(server: RunningServer, clock: FakeClock, room: str,
+                              start: datetime) -> None:
+    """An IZS emergency booked over the meeting of ``room`` that needs the units it
+    holds: the scheduler displaces the meeting's occurrence (scheduler/booking/bookings.py)."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
+        user = session.scalars(select(User).where(User.name == "operator")).one()
+        operator = Principal(user.id, user.name, "operator", None, "")
+        held = sum(session.scalars(select(BookingOccurrence.units).join(Booking)
+                                   .where(Booking.room_name == room)))
+        pool = pool_units(session)
+    hd_cost = services.config.unit_costs.hd
+    hd = (pool - held) // hd_cost + 1  # one more than is free beside the meeting
+    assert hd * hd_cost <= pool, (hd, hd_cost, pool)
+    local = start.astimezone(PRAGUE).replace(tzinfo=None)
+    bookings.create_booking(
+        services.db, services.config, operator,
+        bookings.BookingInput(organisation_id=izs.id, title="Povodně", priority="emergency",
+                              schedule=Schedule(local, local + timedelta(hours=1)),
+                              participants=ParticipantMix(hd=hd)),
+        clock(), services.join_link)
+    with server.app[DATABASE].session() as session:
+        states = set(session.scalars(select(BookingOccurrence.state).join(Booking)
+                                     .where(Booking.room_name == room)))
+    assert states == {"displaced"}, states
+
+
+async def test_a_unit_calling_a_meeting_displaced_by_an_izs_emergency_gets_404_as_for_a_cancelled_one(
+        server) -> None:
+    """A meeting whose time went to an IZS emergency is not on and will not be: a room
+    unit dialling its room is answered 404 with why, as for a cancelled meeting. It was
+    480 Temporarily Unavailable (the scheduler's booking_displaced was missing from the
+    SIP agent's refusals), which tells a unit to call again later, to be refused again."""
+    clock = moved_clock(server)
+    room, start = book_with_units(server, clock, {})
+    displace_by_an_emergency(server, clock, room, start)
+    clock.now = start  # the meeting's time: it would be on, had it not given way
+    raw = RawSip(server)
+    try:
+        uri = f"sip:{room}@127.0.0.1"
+        raw.send(raw.request("INVITE", uri, call_id="displaced", body=OFFER))
+        trying, refused = await raw.responses(2)
+        assert trying.status == 100
+        assert refused.status == 404 and "IZS emergency" in refused.reason, (refused.status, refused.reason)
+        raw.send(raw.request("ACK", uri, call_id="displaced", to_tag=tag_of(refused.get("To"))))
+        assert not server.app[LIVE_ROOMS].signaling.channels.get(room)  # nothing placed
+    finally:
+        raw.close()
 
 
 @pytest.fixture
