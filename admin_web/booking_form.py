@@ -60,8 +60,8 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
         errors["start"] = "Enter a time as HH:MM."
     if end is None:
         errors["end"] = "Enter a time as HH:MM."
-    elif start is not None and end <= start:
-        errors["end"] = "The end must be after the start."
+    elif start is not None and end == start:
+        errors["end"] = "The end must not be the same time as the start."
     counts: dict[str, int] = {}
     for kind in KINDS:
         raw = values.get(kind, "") or "0"
@@ -81,9 +81,35 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
         errors["invitees"] = "Not an e-mail address: " + ", ".join(bad[:3])
     result.invitees = tuple(invitees)
     if not errors and day is not None and start is not None and end is not None:
-        result.schedule = Schedule(datetime.combine(day, start), datetime.combine(day, end),
+        try:
+            last = end_day(day, start, end)
+        except OverflowError:  # 9999-12-31 and an end on the next day
+            errors["date"] = "Enter a date."
+            return result
+        result.schedule = Schedule(datetime.combine(day, start), datetime.combine(last, end),
                                    DEFAULT_ZONE, rrule, (), bool(values.get("skip_holidays")))
     return result
+
+
+def end_day(day: date, start: time, end: time) -> date:
+    """The day a meeting on ``day`` from ``start`` to ``end`` ends: an end earlier than
+    the start is the next day's. A meeting across midnight (an overnight IZS exercise,
+    22:00-02:00) is what the API books with an end on the next date; the form has one
+    date, and the scheduler refuses one longer than its limit (12 hours), so a mistyped
+    end (13:00 for 15:00 after a 14:00 start) is refused, not booked for 23 hours."""
+    return day + timedelta(days=1) if end < start else day
+
+
+def next_day_end(values: dict[str, str]) -> date | None:
+    """The date the form's meeting ends on when that is the day after its date (the form
+    says so beside the end), else None."""
+    start, end = _time(values.get("start", "")), _time(values.get("end", ""))
+    try:
+        day = date.fromisoformat(values.get("date", ""))
+        last = end_day(day, start, end) if start is not None and end is not None else day
+    except (ValueError, OverflowError):
+        return None
+    return last if last != day else None
 
 
 def _rrule(values: dict[str, str], weekdays: list[str], errors: dict[str, str],

@@ -163,7 +163,8 @@ async def _show_form(admin: Admin, request: web.Request, user: Principal, values
                   errors=errors, booking_id=booking_id, refusal=refusal, general=general,
                   all_weekdays=booking_form.WEEKDAYS, kinds=KINDS,
                   priorities=("routine", "priority", "emergency") if user.role != "org_admin"
-                  else ("routine", "priority"), chosen_units=chosen, **context)
+                  else ("routine", "priority"), chosen_units=chosen,
+                  ends_on=booking_form.next_day_end(values), **context)
 
 
 @page(BOOKERS)

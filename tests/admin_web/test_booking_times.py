@@ -1,15 +1,16 @@
-"""Times in the booking form as the scheduler takes them: a time the clocks skip."""
+"""Times in the booking form as the scheduler takes them: a time the clocks skip, a
+meeting across midnight."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
-from scheduler.models import Booking
+from scheduler.models import Booking, BookingOccurrence
 from tests.admin_web.conftest import sign_in
 
 pytestmark = pytest.mark.browser
@@ -29,6 +30,18 @@ def spring_forward_ahead() -> date:
         if day > today + timedelta(days=1):
             return day
     raise AssertionError("unreachable")
+
+
+def czech(day: date) -> str:
+    return f"{day.day}. {day.month}. {day.year}"
+
+
+def scheduled(server, booking_id: int) -> list[tuple[datetime, datetime]]:  # type: ignore[no-untyped-def]
+    o = BookingOccurrence
+    with server.app[DATABASE].session() as session:
+        return [tuple(row) for row in session.execute(
+            select(o.start_utc, o.end_utc).where(o.booking_id == booking_id,
+                                                 o.state == "scheduled").order_by(o.start_utc))]
 
 
 async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_booking_does(
@@ -57,3 +70,60 @@ async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_bookin
     assert await refusal.text_content() == preview
     with server.app[DATABASE].session() as session:
         assert session.scalar(select(Booking.id)) is None
+
+
+async def test_a_meeting_across_midnight_is_booked_and_changed_in_the_form(
+        server, accounts, context) -> None:
+    day = prague_today() + timedelta(days=15)
+    next_day = day + timedelta(days=1)
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    hint = page.locator("#end-next-day")
+    assert await hint.is_hidden()
+    await page.fill("#f-title", "Noční cvičení IZS")
+    await page.fill("#f-date", day.isoformat())
+    await page.fill("#f-start", "22:00")
+    await page.fill("#f-end", "02:00")
+    await page.fill("#f-hd", "2")
+    # An end before the start is the next day's, and the form says which day.
+    await hint.wait_for()
+    assert await hint.text_content() == f"Končí následující den, {czech(next_day)}."
+    await page.wait_for_selector("#capacity.fits")  # the preview takes it so too
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    booking_id = int(page.url.split("?")[0].rsplit("/", 1)[1])
+    booking_url = f"/admin/bookings/{booking_id}"
+    start, end = datetime.combine(day, time(22)), datetime.combine(next_day, time(2))
+    with server.app[DATABASE].session() as session:
+        booking = session.get(Booking, booking_id)
+        assert (booking.local_start, booking.local_end) == (start, end)
+    booked = [(start.replace(tzinfo=PRAGUE).astimezone(UTC), end.replace(tzinfo=PRAGUE).astimezone(UTC))]
+    assert scheduled(server, booking_id) == booked
+    # Its page shows the end with its date.
+    assert f"– {czech(next_day)} 2:00" in await page.text_content("#booking-when")
+    assert f"–{czech(next_day)} 2:00" in await page.text_content("#occurrences li")
+
+    # The change form shows it as booked (it could not be saved there before: "the end
+    # must be after the start"), and saved unchanged it stays.
+    await page.goto(booking_url + "/edit")
+    assert (await page.input_value("#f-start"), await page.input_value("#f-end")) \
+        == ("22:00", "02:00")
+    await hint.wait_for()
+    assert await hint.text_content() == f"Končí následující den, {czech(next_day)}."
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    assert scheduled(server, booking_id) == booked
+
+    # An end mistyped before the start (13:00 for 15:00) would be 23 hours: refused
+    # beside the end, not booked; an end at the start is no meeting at all.
+    await page.goto(booking_url + "/edit")
+    await page.fill("#f-start", "14:00")
+    await page.fill("#f-end", "13:00")
+    await page.click("#save-booking")
+    assert "12:00:00" in await page.text_content("#err-end")
+    await page.fill("#f-end", "14:00")
+    await hint.wait_for(state="hidden")
+    await page.click("#save-booking")
+    assert await page.text_content("#err-end") == "Konec nesmí být ve stejný čas jako začátek."
+    assert scheduled(server, booking_id) == booked
