@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import KINDS, ParticipantMix
@@ -147,6 +148,33 @@ def _rrule(values: dict[str, str], weekdays: list[str], errors: dict[str, str],
     return ";".join(parts)
 
 
+def _last_day(until: str, b: Booking) -> str:
+    """The form's "last day" for the rule's ``UNTIL``: the day in the booking's zone that,
+    saved back as that day's end (``_rrule``), leaves the same occurrences.
+
+    The scheduler keeps UNTIL in UTC (normalise_rrule), and the UTC date is a day early
+    for an UNTIL just after midnight in Prague (set through the API): saved unchanged,
+    the form dropped that day's occurrence. Nor is the local date always the one: with
+    UNTIL at 00:30 and meetings at 10:00, its day has no meeting, and as the last day it
+    would add one. Each day has its occurrence at the series' time of day, so that day
+    counts if the occurrence there is not after UNTIL, else the day before is the last.
+    """
+    text = until.strip().upper()
+    utc = text.endswith("Z")
+    text = text.rstrip("Z")
+    tz = ZoneInfo(b.zone)
+    try:
+        moment = (datetime.strptime(text, "%Y%m%d").replace(hour=23, minute=59, second=59)
+                  if len(text) == 8 else datetime.strptime(text, "%Y%m%dT%H%M%S"))
+        local = (moment.replace(tzinfo=UTC).astimezone(tz).replace(tzinfo=None) if utc
+                 else moment)
+    except (ValueError, OverflowError):  # not as the scheduler writes it: the text's date
+        return f"{text[0:4]}-{text[4:6]}-{text[6:8]}"
+    last = local.date() - timedelta(days=1) if local.time() < b.local_start.time() \
+        else local.date()
+    return last.isoformat()
+
+
 def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
     """The form's values for an existing booking (to change it)."""
     values = {"title": b.title, "description": b.description,
@@ -167,7 +195,7 @@ def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
         elif key == "COUNT":
             values["count"] = value
         elif key == "UNTIL":
-            values["until"] = f"{value[0:4]}-{value[4:6]}-{value[6:8]}"
+            values["until"] = _last_day(value, b)
         elif key == "BYDAY":
             weekdays = value.split(",")
     return values, weekdays

@@ -1,5 +1,5 @@
 """Times in the booking form as the scheduler takes them: a time the clocks skip, a
-meeting across midnight."""
+meeting across midnight, a series whose last day ends just after midnight."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ import pytest
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
-from scheduler.models import Booking, BookingOccurrence
-from tests.admin_web.conftest import sign_in
+from scheduler.access.auth import principal_of
+from scheduler.api import SERVICES
+from scheduler.booking import bookings
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
+from scheduler.models import Booking, BookingOccurrence, User
+from tests.admin_web.conftest import BENESOV, sign_in
 
 pytestmark = pytest.mark.browser
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -42,6 +47,22 @@ def scheduled(server, booking_id: int) -> list[tuple[datetime, datetime]]:  # ty
         return [tuple(row) for row in session.execute(
             select(o.start_utc, o.end_utc).where(o.booking_id == booking_id,
                                                  o.state == "scheduled").order_by(o.start_utc))]
+
+
+def book_through_api(server, accounts, start: datetime, end: datetime,  # type: ignore[no-untyped-def]
+                     rrule: str) -> int:
+    """Benešov's series, booked the way the API books it (its UNTIL kept in UTC)."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
+    decision = bookings.create_booking(
+        services.db, services.config, benesov,
+        bookings.BookingInput(organisation_id=accounts.organisations[BENESOV],
+                              title=f"Porada {start:%H:%M}",
+                              schedule=Schedule(start, end, rrule=rrule),
+                              participants=ParticipantMix(hd=2)),
+        services.clock(), services.join_link)
+    return decision.booking_id
 
 
 async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_booking_does(
@@ -127,3 +148,28 @@ async def test_a_meeting_across_midnight_is_booked_and_changed_in_the_form(
     await page.click("#save-booking")
     assert await page.text_content("#err-end") == "Konec nesmí být ve stejný čas jako začátek."
     assert scheduled(server, booking_id) == booked
+
+
+async def test_the_change_form_shows_the_last_day_of_a_series_ending_after_midnight(
+        server, accounts, context) -> None:
+    first = prague_today() + timedelta(days=15)
+    # UNTIL at 00:30 in Prague, through the API: 23:30 or 22:30 UTC the day before.
+    until = (first + timedelta(days=3)).strftime("%Y%m%d") + "T003000"
+    night = book_through_api(server, accounts, datetime.combine(first, time(0, 15)),
+                             datetime.combine(first, time(0, 45)), f"FREQ=DAILY;UNTIL={until}")
+    morning = book_through_api(server, accounts, datetime.combine(first, time(10)),
+                               datetime.combine(first, time(11)), f"FREQ=DAILY;UNTIL={until}")
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    # At 00:15 the series has a meeting on the day UNTIL falls on (the form showed the
+    # UTC date, the day before, and saved unchanged dropped that meeting); at 10:00 that
+    # day has none, and its last day is the day before (as that day, it would gain one).
+    for booking_id, last, count in ((night, first + timedelta(days=3), 4),
+                                    (morning, first + timedelta(days=2), 3)):
+        before = scheduled(server, booking_id)
+        assert len(before) == count
+        await page.goto(f"/admin/bookings/{booking_id}/edit")
+        assert await page.input_value("#f-until") == last.isoformat()
+        await page.click("#save-booking")
+        await page.wait_for_selector("#saved")
+        assert scheduled(server, booking_id) == before
