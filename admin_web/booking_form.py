@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import KINDS, ParticipantMix
@@ -60,8 +61,8 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
         errors["start"] = "Enter a time as HH:MM."
     if end is None:
         errors["end"] = "Enter a time as HH:MM."
-    elif start is not None and end <= start:
-        errors["end"] = "The end must be after the start."
+    elif start is not None and end == start:
+        errors["end"] = "The end must not be the same time as the start."
     counts: dict[str, int] = {}
     for kind in KINDS:
         raw = values.get(kind, "") or "0"
@@ -81,9 +82,35 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
         errors["invitees"] = "Not an e-mail address: " + ", ".join(bad[:3])
     result.invitees = tuple(invitees)
     if not errors and day is not None and start is not None and end is not None:
-        result.schedule = Schedule(datetime.combine(day, start), datetime.combine(day, end),
+        try:
+            last = end_day(day, start, end)
+        except OverflowError:  # 9999-12-31 and an end on the next day
+            errors["date"] = "Enter a date."
+            return result
+        result.schedule = Schedule(datetime.combine(day, start), datetime.combine(last, end),
                                    DEFAULT_ZONE, rrule, (), bool(values.get("skip_holidays")))
     return result
+
+
+def end_day(day: date, start: time, end: time) -> date:
+    """The day a meeting on ``day`` from ``start`` to ``end`` ends: an end earlier than
+    the start is the next day's. A meeting across midnight (an overnight IZS exercise,
+    22:00-02:00) is what the API books with an end on the next date; the form has one
+    date, and the scheduler refuses one longer than its limit (12 hours), so a mistyped
+    end (13:00 for 15:00 after a 14:00 start) is refused, not booked for 23 hours."""
+    return day + timedelta(days=1) if end < start else day
+
+
+def next_day_end(values: dict[str, str]) -> date | None:
+    """The date the form's meeting ends on when that is the day after its date (the form
+    says so beside the end), else None."""
+    start, end = _time(values.get("start", "")), _time(values.get("end", ""))
+    try:
+        day = date.fromisoformat(values.get("date", ""))
+        last = end_day(day, start, end) if start is not None and end is not None else day
+    except (ValueError, OverflowError):
+        return None
+    return last if last != day else None
 
 
 def _rrule(values: dict[str, str], weekdays: list[str], errors: dict[str, str],
@@ -121,6 +148,33 @@ def _rrule(values: dict[str, str], weekdays: list[str], errors: dict[str, str],
     return ";".join(parts)
 
 
+def _last_day(until: str, b: Booking) -> str:
+    """The form's "last day" for the rule's ``UNTIL``: the day in the booking's zone that,
+    saved back as that day's end (``_rrule``), leaves the same occurrences.
+
+    The scheduler keeps UNTIL in UTC (normalise_rrule), and the UTC date is a day early
+    for an UNTIL just after midnight in Prague (set through the API): saved unchanged,
+    the form dropped that day's occurrence. Nor is the local date always the one: with
+    UNTIL at 00:30 and meetings at 10:00, its day has no meeting, and as the last day it
+    would add one. Each day has its occurrence at the series' time of day, so that day
+    counts if the occurrence there is not after UNTIL, else the day before is the last.
+    """
+    text = until.strip().upper()
+    utc = text.endswith("Z")
+    text = text.rstrip("Z")
+    tz = ZoneInfo(b.zone)
+    try:
+        moment = (datetime.strptime(text, "%Y%m%d").replace(hour=23, minute=59, second=59)
+                  if len(text) == 8 else datetime.strptime(text, "%Y%m%dT%H%M%S"))
+        local = (moment.replace(tzinfo=UTC).astimezone(tz).replace(tzinfo=None) if utc
+                 else moment)
+    except (ValueError, OverflowError):  # not as the scheduler writes it: the text's date
+        return f"{text[0:4]}-{text[4:6]}-{text[6:8]}"
+    last = local.date() - timedelta(days=1) if local.time() < b.local_start.time() \
+        else local.date()
+    return last.isoformat()
+
+
 def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
     """The form's values for an existing booking (to change it)."""
     values = {"title": b.title, "description": b.description,
@@ -141,7 +195,7 @@ def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
         elif key == "COUNT":
             values["count"] = value
         elif key == "UNTIL":
-            values["until"] = f"{value[0:4]}-{value[4:6]}-{value[6:8]}"
+            values["until"] = _last_day(value, b)
         elif key == "BYDAY":
             weekdays = value.split(",")
     return values, weekdays

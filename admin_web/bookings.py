@@ -19,7 +19,7 @@ from scheduler.access.permissions import (
 )
 from scheduler.booking import bookings, dial_in
 from scheduler.booking.availability import availability
-from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
+from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, expand
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
@@ -86,10 +86,18 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
         return web.json_response({"ok": False, "errors": parsed.errors})
     raw = q.get("organisation_id", "")
     organisation_id = parse_id(raw) or user.organisation_id
-    schedule, mix = parsed.schedule, parsed.participants
-    start = schedule.start.replace(tzinfo=TZ).astimezone(UTC)
-    end = schedule.end.replace(tzinfo=TZ).astimezone(UTC)
+    mix = parsed.participants
     now = admin.now()
+    try:
+        # The times as the booking takes them (expand: a time the clocks skip, a meeting
+        # too long or too far ahead are refused), not replace(tzinfo=...), which made
+        # 02:30 of the spring-forward night 03:30 and showed capacity for a time the
+        # booking then refused as impossible_time.
+        [occurrence], _ = expand(parsed.schedule, admin.services.config.limits, now)
+    except RecurrenceError as exc:
+        return web.json_response({"ok": False,
+                                  "errors": {FIELD_OF_CODE.get(exc.code, "date"): exc.message}})
+    start, end = occurrence.start, occurrence.end
 
     def work() -> dict[str, object]:
         with admin.db.session() as session:
@@ -155,7 +163,8 @@ async def _show_form(admin: Admin, request: web.Request, user: Principal, values
                   errors=errors, booking_id=booking_id, refusal=refusal, general=general,
                   all_weekdays=booking_form.WEEKDAYS, kinds=KINDS,
                   priorities=("routine", "priority", "emergency") if user.role != "org_admin"
-                  else ("routine", "priority"), chosen_units=chosen, **context)
+                  else ("routine", "priority"), chosen_units=chosen,
+                  ends_on=booking_form.next_day_end(values), **context)
 
 
 @page(BOOKERS)

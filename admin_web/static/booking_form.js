@@ -30,11 +30,27 @@
       box.textContent = '';
     }
   }
+  // An end earlier than the start is the next day's (admin_web/booking_form.py end_day,
+  // as the server books it): say so beside the end, with that date, as it is chosen.
+  const nextDay = document.getElementById('end-next-day');
+  function showNextDay() {
+    const { date, start, end } = form.elements;
+    const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(date.value);
+    const next = day && start.value && end.value && end.value < start.value;
+    nextDay.hidden = !next;
+    if (!next) return;
+    const when = new Date(Date.UTC(Number(day[1]), Number(day[2]) - 1, Number(day[3]) + 1));
+    const format = new Intl.DateTimeFormat(document.documentElement.lang || 'cs',
+                                           { dateStyle: 'medium', timeZone: 'UTC' });
+    nextDay.textContent = nextDay.dataset.t.replace('%(date)s', format.format(when));
+  }
   form.addEventListener('input', (event) => {
     if (!fields.includes(event.target.name)) return;
+    if (['date', 'start', 'end'].includes(event.target.name)) showNextDay();
     clearTimeout(timer);
     timer = setTimeout(check, 300);
   });
+  showNextDay();
   check();
 
   document.querySelectorAll('.use-slot').forEach((button) => button.addEventListener('click', () => {
@@ -42,6 +58,7 @@
     form.elements.date.value = date;
     form.elements.start.value = start;
     form.elements.end.value = button.dataset.end.split('T')[1];
+    showNextDay();
     check();
     form.elements.start.focus();
   }));

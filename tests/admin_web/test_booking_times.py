@@ -1,0 +1,175 @@
+"""Times in the booking form as the scheduler takes them: a time the clocks skip, a
+meeting across midnight, a series whose last day ends just after midnight."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from multipoint.app import DATABASE
+from scheduler.access.auth import principal_of
+from scheduler.api import SERVICES
+from scheduler.booking import bookings
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
+from scheduler.models import Booking, BookingOccurrence, User
+from tests.admin_web.conftest import BENESOV, sign_in
+
+pytestmark = pytest.mark.browser
+PRAGUE = ZoneInfo("Europe/Prague")
+
+
+def prague_today() -> date:
+    return datetime.now(PRAGUE).date()
+
+
+def spring_forward_ahead() -> date:
+    """The next last Sunday of March (the clocks go from 02:00 to 03:00) after tomorrow."""
+    today = prague_today()
+    for year in (today.year, today.year + 1):
+        day = date(year, 3, 31)
+        day -= timedelta(days=(day.weekday() - 6) % 7)
+        if day > today + timedelta(days=1):
+            return day
+    raise AssertionError("unreachable")
+
+
+def czech(day: date) -> str:
+    return f"{day.day}. {day.month}. {day.year}"
+
+
+def scheduled(server, booking_id: int) -> list[tuple[datetime, datetime]]:  # type: ignore[no-untyped-def]
+    o = BookingOccurrence
+    with server.app[DATABASE].session() as session:
+        return [tuple(row) for row in session.execute(
+            select(o.start_utc, o.end_utc).where(o.booking_id == booking_id,
+                                                 o.state == "scheduled").order_by(o.start_utc))]
+
+
+def book_through_api(server, accounts, start: datetime, end: datetime,  # type: ignore[no-untyped-def]
+                     rrule: str) -> int:
+    """Benešov's series, booked the way the API books it (its UNTIL kept in UTC)."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
+    decision = bookings.create_booking(
+        services.db, services.config, benesov,
+        bookings.BookingInput(organisation_id=accounts.organisations[BENESOV],
+                              title=f"Porada {start:%H:%M}",
+                              schedule=Schedule(start, end, rrule=rrule),
+                              participants=ParticipantMix(hd=2)),
+        services.clock(), services.join_link)
+    return decision.booking_id
+
+
+async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_booking_does(
+        server, accounts, context) -> None:
+    spring = spring_forward_ahead()
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    await page.fill("#f-title", "Porada v noci změny času")
+    await page.fill("#f-date", spring.isoformat())
+    await page.fill("#f-start", "02:30")
+    await page.fill("#f-end", "03:30")
+    await page.fill("#f-hd", "2")
+    # 02:30 does not exist that night: the preview says so, where it showed the capacity
+    # at 03:30 (02:30 read as +01:00) for a time the booking then refused.
+    skipped = f"{spring:%Y-%m-%d} 02:30 does not exist in Europe/Prague"
+    await page.wait_for_function(
+        "(text) => document.getElementById('capacity').textContent.includes(text)",
+        arg=skipped, timeout=10_000)
+    preview = await page.text_content("#capacity")
+    assert await page.locator("#capacity.fits, #capacity.short").count() == 0
+    # The booking refuses it with the same words, and books nothing.
+    await page.click("#save-booking")
+    refusal = page.locator("p.alert", has_text=skipped)
+    await refusal.wait_for()
+    assert await refusal.text_content() == preview
+    with server.app[DATABASE].session() as session:
+        assert session.scalar(select(Booking.id)) is None
+
+
+async def test_a_meeting_across_midnight_is_booked_and_changed_in_the_form(
+        server, accounts, context) -> None:
+    day = prague_today() + timedelta(days=15)
+    next_day = day + timedelta(days=1)
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    hint = page.locator("#end-next-day")
+    assert await hint.is_hidden()
+    await page.fill("#f-title", "Noční cvičení IZS")
+    await page.fill("#f-date", day.isoformat())
+    await page.fill("#f-start", "22:00")
+    await page.fill("#f-end", "02:00")
+    await page.fill("#f-hd", "2")
+    # An end before the start is the next day's, and the form says which day.
+    await hint.wait_for()
+    assert await hint.text_content() == f"Končí následující den, {czech(next_day)}."
+    await page.wait_for_selector("#capacity.fits")  # the preview takes it so too
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    booking_id = int(page.url.split("?")[0].rsplit("/", 1)[1])
+    booking_url = f"/admin/bookings/{booking_id}"
+    start, end = datetime.combine(day, time(22)), datetime.combine(next_day, time(2))
+    with server.app[DATABASE].session() as session:
+        booking = session.get(Booking, booking_id)
+        assert (booking.local_start, booking.local_end) == (start, end)
+    booked = [(start.replace(tzinfo=PRAGUE).astimezone(UTC), end.replace(tzinfo=PRAGUE).astimezone(UTC))]
+    assert scheduled(server, booking_id) == booked
+    # Its page shows the end with its date.
+    assert f"– {czech(next_day)} 2:00" in await page.text_content("#booking-when")
+    assert f"–{czech(next_day)} 2:00" in await page.text_content("#occurrences li")
+
+    # The change form shows it as booked (it could not be saved there before: "the end
+    # must be after the start"), and saved unchanged it stays.
+    await page.goto(booking_url + "/edit")
+    assert (await page.input_value("#f-start"), await page.input_value("#f-end")) \
+        == ("22:00", "02:00")
+    await hint.wait_for()
+    assert await hint.text_content() == f"Končí následující den, {czech(next_day)}."
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    assert scheduled(server, booking_id) == booked
+
+    # An end mistyped before the start (13:00 for 15:00) would be 23 hours: refused
+    # beside the end, not booked; an end at the start is no meeting at all.
+    await page.goto(booking_url + "/edit")
+    await page.fill("#f-start", "14:00")
+    await page.fill("#f-end", "13:00")
+    await page.click("#save-booking")
+    assert "12:00:00" in await page.text_content("#err-end")
+    await page.fill("#f-end", "14:00")
+    await hint.wait_for(state="hidden")
+    await page.click("#save-booking")
+    assert await page.text_content("#err-end") == "Konec nesmí být ve stejný čas jako začátek."
+    assert scheduled(server, booking_id) == booked
+
+
+async def test_the_change_form_shows_the_last_day_of_a_series_ending_after_midnight(
+        server, accounts, context) -> None:
+    first = prague_today() + timedelta(days=15)
+    # UNTIL at 00:30 in Prague, through the API: 23:30 or 22:30 UTC the day before.
+    until = (first + timedelta(days=3)).strftime("%Y%m%d") + "T003000"
+    night = book_through_api(server, accounts, datetime.combine(first, time(0, 15)),
+                             datetime.combine(first, time(0, 45)), f"FREQ=DAILY;UNTIL={until}")
+    morning = book_through_api(server, accounts, datetime.combine(first, time(10)),
+                               datetime.combine(first, time(11)), f"FREQ=DAILY;UNTIL={until}")
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    # At 00:15 the series has a meeting on the day UNTIL falls on (the form showed the
+    # UTC date, the day before, and saved unchanged dropped that meeting); at 10:00 that
+    # day has none, and its last day is the day before (as that day, it would gain one).
+    for booking_id, last, count in ((night, first + timedelta(days=3), 4),
+                                    (morning, first + timedelta(days=2), 3)):
+        before = scheduled(server, booking_id)
+        assert len(before) == count
+        await page.goto(f"/admin/bookings/{booking_id}/edit")
+        assert await page.input_value("#f-until") == last.isoformat()
+        await page.click("#save-booking")
+        await page.wait_for_selector("#saved")
+        assert scheduled(server, booking_id) == before
