@@ -417,7 +417,12 @@ class RoomUnits:
             raise Refused(403, "Forbidden: the room is locked by its host")
         admission = await signaling.admit(grant, "mixed")
         if not admission.allowed:
-            raise Refused(REFUSALS.get(admission.code, 480), _phrase(admission.message))
+            status = REFUSALS.get(admission.code, 480)
+            if admission.code == "room_not_open" and admission.details.get("opens_at"):
+                # A meeting yet to come, not a room nobody booked: the unit may call
+                # again once it opens (docs/sip.md).
+                status = 480
+            raise Refused(status, _phrase(admission.message))
         if admission.redirect is not None:
             # The room's media is on another node: that node takes SIP calls too.
             raise Refused(480, "Temporarily Unavailable: the room is on another node; "

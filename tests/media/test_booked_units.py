@@ -197,6 +197,27 @@ async def test_a_unit_calling_a_meeting_displaced_by_an_izs_emergency_gets_404_a
         raw.close()
 
 
+async def test_a_unit_calling_before_its_meeting_gets_480_and_a_room_nobody_booked_404(server) -> None:
+    """docs/sip.md: a booking not on yet is 480 Temporarily Unavailable (the unit may call
+    again when it opens), a room nobody booked 404 Not Found. Both were 404: the
+    scheduler says room_not_open either way, and only its opens_at tells them apart."""
+    clock = moved_clock(server)
+    room, start = book_with_units(server, clock, {})
+    clock.now = start - timedelta(hours=1)  # before the room opens (10 minutes ahead)
+    raw = RawSip(server)
+    try:
+        for call_id, target, status in (("early", room, 480), ("nobody", "nikdo-nerezervoval", 404)):
+            uri = f"sip:{target}@127.0.0.1"
+            raw.send(raw.request("INVITE", uri, call_id=call_id, body=OFFER))
+            trying, refused = await raw.responses(2)
+            assert trying.status == 100
+            assert refused.status == status, (target, refused.status, refused.reason)
+            raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=tag_of(refused.get("To"))))
+        assert not server.app[LIVE_ROOMS].signaling.channels.get(room)  # nothing placed
+    finally:
+        raw.close()
+
+
 @pytest.fixture
 async def server_without_sip(settings: Settings) -> AsyncIterator[RunningServer]:
     port = free_port()
