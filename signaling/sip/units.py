@@ -67,6 +67,9 @@ class _Place:
     participant_id: str
     grant: JoinGrant
     name: str
+    # The admission said this node takes part of a room living on another node too:
+    # the unit's entry makes this node's part of it, as a page's join does.
+    spread: bool = False
 
 
 @dataclass
@@ -447,7 +450,7 @@ class RoomUnits:
         participant_id = signaling.new_participant_id()
         signaling.pool.reserve(worker, participant_id, units, mixed_room=room)
         channel.placing[participant_id] = worker
-        return _Place(channel, worker, participant_id, grant, name)
+        return _Place(channel, worker, participant_id, grant, name, admission.spread)
 
     def _unplace(self, place: _Place) -> None:
         self.signaling.pool.release(place.worker, place.participant_id)
@@ -462,6 +465,11 @@ class RoomUnits:
             place.participant_id, place.worker, place.channel, place.grant
         signaling.connections[place.participant_id] = member  # type: ignore[assignment]
         place.channel.add(member, place.worker)  # type: ignore[arg-type]
+        if place.spread and signaling.spread is not None and not place.channel.spread:
+            # As a page's join (signaling/server.py): else the unit would sit in a room
+            # of the same name on this node alone, unseen and unheard by the room's
+            # participants on the other nodes.
+            signaling.spread.take_part(place.channel)
         record = await signaling.call_log.joined(place.channel.name, place.name, "mixed", place.worker)
         if member.participant_id != place.participant_id:
             # It left while its record was written (its worker died, it hung up): its

@@ -18,15 +18,19 @@ import aiohttp
 import pytest
 from sqlalchemy import select, text
 
+from mcu import aiortc_adapter
 from scheduler.access.users import create_local_user
 from scheduler.db import Database
 from scheduler.media.rooms import close_room
 from scheduler.models import AuditEntry, CallRecord, Room, User
 from signaling.tokens import JoinGrant, issue_token
-from tests.nodes import LEASE_S, SECRET, izs_bridge
+from tests.conftest import free_port
+from tests.media.test_sip_units import hears
+from tests.nodes import LEASE_S, SECRET, izs_bridge, start_node
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.scheduler.conftest import PG_URL
 from tests.signal_client import SignalClient
+from tests.sip_unit import BARESIP, Baresip
 
 pytestmark = [pytest.mark.media, pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL")]
 
@@ -381,6 +385,63 @@ class Operator:
 
     async def close(self) -> None:
         await self.http.close()
+
+
+UNIT_HZ = 1000  # the unit's tone: not the pages' (tests.peers.ToneTrack)
+
+
+@pytest.mark.skipif(BARESIP is None, reason="no baresip (scripts/test installs it)")
+async def test_a_unit_calling_a_node_that_takes_part_of_a_room_joins_the_rooms_spread(
+        tmp_path, shared_database_url: str) -> None:
+    """A room unit calling node B, which takes part of a bridge whose page is on node A,
+    is one of that room's participants: node B's part written, listed and heard on node A's page.
+    It sat in a room of the same name on node B alone (RoomUnits._place ignored the
+    admission's spread), seen and heard by nobody of node A's part."""
+    url = shared_database_url
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    sip_port = free_port()
+    spread = {"MULTIPOINT_SPREAD_ROOMS": "always", "MULTIPOINT_PIPE_HOST": "127.0.0.1"}
+    started = [await start_node(tmp_path, url, "node-a", extra_env=spread)]
+    started.append(await start_node(tmp_path, url, "node-b",
+                                    extra_env={**spread, "MULTIPOINT_SIP_PORT": str(sip_port)}))
+    node_a = started[0]
+    room = izs_bridge(url)
+    database = Database(url)
+    unit = Baresip(tmp_path / "unit", tone_hz=UNIT_HZ)
+    page: SignalClient | None = None
+
+    def parts() -> dict[str, int]:
+        with database.session() as session:
+            return dict(session.execute(text(
+                "SELECT n.name, json_array_length(p.participants) FROM room_parts p "
+                "JOIN media_nodes n ON n.id = p.node_id WHERE p.room_name = :room"),
+                {"room": room}).all())
+
+    def listed() -> set[str]:
+        assert page is not None
+        lists = page.of_type("participants")
+        return {p["name"] for p in lists[-1]["participants"]} if lists else set()
+
+    try:
+        token = issue_token(SECRET, JoinGrant(room=room, role="host", scheduled=True), 600)
+        page = await join_through(node_a.front, token, "Praha")
+        assert await wait_until(lambda: listed() == {"Praha"})  # node A's room alone: no part yet
+        await unit.start()
+        await unit.call(f"sip:{room}@127.0.0.1:{sip_port}")
+        # Node B took part of the room, and node A's page lists the unit.
+        assert await wait_until(lambda: parts() == {"node-a": 1, "node-b": 1}, timeout=15), parts()
+        assert await wait_until(lambda: len(listed()) == 2 and "Praha" in listed(), timeout=15), listed()
+        # And heard there: the unit's tone comes over the nodes' pipe to node A's page.
+        assert await wait_until(lambda: hears(page, UNIT_HZ), timeout=20)
+    finally:
+        await unit.stop()
+        if page is not None:
+            await page.close()
+        database.dispose()
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
 
 
 def audited(database: Database, room: str) -> list[tuple[str, str, dict]]:
