@@ -44,7 +44,12 @@ def _time(raw: str) -> time | None:
         return None
 
 
-def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
+def parse(values: dict[str, str], weekdays: list[str], *, zone: str = DEFAULT_ZONE,
+          kept_rule: str | None = None) -> BookingForm:
+    """The form's booking. ``zone`` is the zone its times are in: a booking's own when it
+    is changed, as the form shows its wall-clock times (saved in Prague, a booking in
+    another zone moved). ``kept_rule`` is a rule the form cannot show (``representable``),
+    saved as it is in place of the repeat fields, which the form then leaves out."""
     result = BookingForm(values, weekdays)
     errors = result.errors
     if not values.get("title"):
@@ -75,7 +80,7 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
             errors["hd"] = "Expect at least one participant."
         else:
             result.participants = ParticipantMix(**counts)
-    rrule = _rrule(values, weekdays, errors, day)
+    rrule = kept_rule if kept_rule is not None else _rrule(values, weekdays, errors, day)
     invitees = [a.strip() for a in re.split(r"[,;\s]+", values.get("invitees", "")) if a.strip()]
     bad = [a for a in invitees if not EMAIL.match(a)]
     if bad:
@@ -88,7 +93,7 @@ def parse(values: dict[str, str], weekdays: list[str]) -> BookingForm:
             errors["date"] = "Enter a date."
             return result
         result.schedule = Schedule(datetime.combine(day, start), datetime.combine(last, end),
-                                   DEFAULT_ZONE, rrule, (), bool(values.get("skip_holidays")))
+                                   zone, rrule, (), bool(values.get("skip_holidays")))
     return result
 
 
@@ -175,8 +180,45 @@ def _last_day(until: str, b: Booking) -> str:
     return last.isoformat()
 
 
+def representable(rule: str | None) -> bool:
+    """Whether the form's repeat fields give ``rule`` back as it is, so that a booking
+    saved unchanged keeps its occurrences.
+
+    The API takes any RFC 5545 rule; the form writes FREQ (daily, weekly, monthly), the
+    weekdays of a weekly one, and COUNT or UNTIL. Read into those fields, any other part
+    (INTERVAL=2, BYMONTHDAY, BYSETPOS, FREQ=YEARLY...) was lost on save: a fortnightly
+    series became weekly, a yearly one a single meeting. Such a rule is kept instead.
+    """
+    if not rule:
+        return True
+    parts: dict[str, str] = {}
+    for part in rule.split(";"):
+        key, _, value = part.partition("=")
+        key = key.strip().upper()
+        if key in parts:
+            return False
+        parts[key] = value.strip().upper()
+    if parts.pop("INTERVAL", "1") != "1":
+        return False
+    freq = parts.pop("FREQ", "")
+    if freq.lower() not in REPEATS[1:]:
+        return False
+    days = parts.pop("BYDAY", None)
+    # Plain weekdays only (not -1FR, "the last Friday"), and only where the form has them.
+    if days is not None and (freq != "WEEKLY" or not set(days.split(",")) <= set(WEEKDAYS)):
+        return False
+    count = parts.pop("COUNT", None)
+    if count is not None and not (count.isdigit() and 1 <= int(count) <= MAX_COUNT):
+        return False
+    until = parts.pop("UNTIL", None)
+    # Exactly one end: the form needs one (the API may book a series with neither).
+    return not parts and (count is None) != (until is None)
+
+
 def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
-    """The form's values for an existing booking (to change it)."""
+    """The form's values for an existing booking (to change it). A rule the form cannot
+    show is ``repeat`` "kept", with the rule itself in ``rule``: the form shows it as
+    text, and saving keeps it."""
     values = {"title": b.title, "description": b.description,
               "date": b.local_start.date().isoformat(),
               "start": b.local_start.strftime("%H:%M"),
@@ -188,8 +230,12 @@ def from_booking(b: Booking) -> tuple[dict[str, str], list[str]]:
               "organisation_id": str(b.organisation_id)}
     values.update({k: str(v) for k, v in b.participants.items()})
     weekdays: list[str] = []
+    if not representable(b.rrule):
+        values.update({"repeat": "kept", "rule": b.rrule or ""})
+        return values, weekdays
     for part in (b.rrule or "").split(";"):
         key, _, value = part.partition("=")
+        key, value = key.strip().upper(), value.strip().upper()
         if key == "FREQ":
             values["repeat"] = value.lower()
         elif key == "COUNT":

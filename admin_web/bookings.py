@@ -23,7 +23,7 @@ from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
-from scheduler.models import Endpoint, Organisation
+from scheduler.models import Booking, Endpoint, Organisation
 from scheduler.organisations import org_info, org_infos, organisation_choices, subtree_ids
 
 TZ = ZoneInfo(DEFAULT_ZONE)
@@ -177,12 +177,23 @@ async def new_page(admin: Admin, request: web.Request, user: Principal) -> web.R
 
 
 async def _submit(admin: Admin, request: web.Request, user: Principal,
-                  booking_id: int | None) -> web.StreamResponse:
+                  booking: Booking | None) -> web.StreamResponse:
     data = await request.post()
     values = {k: v.strip() for k, v in data.items()
-              if isinstance(v, str) and k not in ("weekday", "call_unit")}
+              if isinstance(v, str) and k not in ("weekday", "call_unit", "rule")}
     weekdays = [str(v) for v in data.getall("weekday", [])]
-    parsed = booking_form.parse(values, weekdays)
+    booking_id = booking.id if booking is not None else None
+    if booking is None:
+        parsed = booking_form.parse(values, weekdays)
+    else:
+        # The times are the booking's zone's, as the form showed them; a rule the form
+        # cannot show is the booking's, whatever came in for the fields it left out.
+        kept = None if booking_form.representable(booking.rrule) else booking.rrule
+        if kept is not None:
+            values.update({"repeat": "kept", "rule": kept})
+            weekdays = []
+        values["zone"] = booking.zone
+        parsed = booking_form.parse(values, weekdays, zone=booking.zone, kept_rule=kept)
     call_units = [parse_id(str(v)) for v in data.getall("call_unit", [])]
     if any(unit is None for unit in call_units):
         parsed.errors["call_units"] = "No such room unit."
@@ -312,6 +323,7 @@ async def edit_page(admin: Admin, request: web.Request, user: Principal) -> web.
     if isinstance(loaded, web.Response):
         return loaded
     values, weekdays = booking_form.from_booking(loaded["booking"])
+    values["zone"] = loaded["booking"].zone
     values["call_units"] = ",".join(str(unit["id"]) for unit in loaded["call_units"])
     return await _show_form(admin, request, user, values, weekdays, {},
                             booking_id=loaded["booking"].id)
@@ -322,7 +334,7 @@ async def edit(admin: Admin, request: web.Request, user: Principal) -> web.Strea
     loaded = await _load_or_forbid(admin, request, user)
     if isinstance(loaded, web.Response):
         return loaded
-    return await _submit(admin, request, user, loaded["booking"].id)
+    return await _submit(admin, request, user, loaded["booking"])
 
 
 @page(BOOKERS)

@@ -1,5 +1,6 @@
 """Times in the booking form as the scheduler takes them: a time the clocks skip, a
-meeting across midnight, a series whose last day ends just after midnight."""
+meeting across midnight, a series whose last day ends just after midnight,
+a series whose rule the form cannot show, a booking in another zone."""
 
 from __future__ import annotations
 
@@ -173,3 +174,64 @@ async def test_the_change_form_shows_the_last_day_of_a_series_ending_after_midni
         await page.click("#save-booking")
         await page.wait_for_selector("#saved")
         assert scheduled(server, booking_id) == before
+
+
+async def test_a_series_the_form_cannot_show_is_kept_when_saved(server, accounts, context) -> None:
+    # A fortnightly series and a yearly one, booked through the API: the form read only
+    # FREQ, COUNT, UNTIL and BYDAY, so saved it made the first weekly and, as "yearly" is
+    # no choice of its select, the second a single meeting.
+    first = prague_today() + timedelta(days=15)
+    start, end = datetime.combine(first, time(9)), datetime.combine(first, time(10))
+    fortnightly = book_through_api(server, accounts, start, end, "FREQ=WEEKLY;INTERVAL=2;COUNT=4")
+    yearly = book_through_api(server, accounts, start, end, "FREQ=YEARLY;COUNT=2")
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    for booking_id, count in ((fortnightly, 4), (yearly, 2)):
+        before = scheduled(server, booking_id)
+        assert len(before) == count
+        with server.app[DATABASE].session() as session:
+            rule = session.get(Booking, booking_id).rrule
+        # Unchanged, then with only its title changed: the same occurrences either way.
+        for title in (None, f"Přejmenovaná porada {booking_id}"):
+            await page.goto(f"/admin/bookings/{booking_id}/edit")
+            assert await page.locator("#f-repeat").count() == 0
+            assert await page.text_content("#kept-rule-text") == rule
+            assert "přes API" in await page.text_content("#kept-rule-note")
+            if title is not None:
+                await page.fill("#f-title", title)
+            await page.click("#save-booking")
+            await page.wait_for_selector("#saved")
+            assert scheduled(server, booking_id) == before
+        with server.app[DATABASE].session() as session:
+            booking = session.get(Booking, booking_id)
+            assert (booking.rrule, booking.title) == (rule, f"Přejmenovaná porada {booking_id}")
+
+
+async def test_a_booking_in_another_zone_keeps_its_times_when_saved(
+        server, accounts, context) -> None:
+    # The form shows a booking's wall-clock times in its own zone, and saved them as
+    # Prague's: a booking in London moved by an hour.
+    first = prague_today() + timedelta(days=15)
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
+    booking_id = bookings.create_booking(
+        services.db, services.config, benesov,
+        bookings.BookingInput(organisation_id=accounts.organisations[BENESOV], title="London",
+                              schedule=Schedule(datetime.combine(first, time(9)),
+                                                datetime.combine(first, time(10)),
+                                                zone="Europe/London", rrule="FREQ=DAILY;COUNT=3"),
+                              participants=ParticipantMix(hd=2)),
+        services.clock(), services.join_link).booking_id
+    before = scheduled(server, booking_id)
+    assert len(before) == 3
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto(f"/admin/bookings/{booking_id}/edit")
+    assert await page.input_value("#f-start") == "09:00"
+    assert "Europe/London" in await page.text_content("#booking-zone")
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    assert scheduled(server, booking_id) == before
+    with server.app[DATABASE].session() as session:
+        assert session.get(Booking, booking_id).zone == "Europe/London"
