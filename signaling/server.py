@@ -10,6 +10,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,11 +244,9 @@ class Signaling:
         self.selftests = SelfTestCalls(self)
         # Keys pressed on room units keying in a PIN (signaling/sip/units.py), by worker.
         self.on_unit_key: Callable[[int, str, str], None] | None = None
-        # Joins that hold media ports and have not connected yet: per client IP, and all.
-        self.pending_joins: dict[str, int] = {}
-        self.pending_total = 0
-        # The same joins' connections: when each is answered or timed out at the latest
-        # tells a refused join when to come back (ParticipantConnection._pending_retry_after).
+        # The connections of joins that hold media ports and have not connected yet; when
+        # each is timed out at the latest tells a refused join when to come back
+        # (ParticipantConnection._pending_retry_after).
         self.pending_connections: set[ParticipantConnection] = set()
         # For /metrics: joins refused for too many pending, joins timed out unanswered,
         # connections dropped because they stopped reading.
@@ -308,6 +307,16 @@ class Signaling:
             return False
         self.spread.command(channel, node, {**command, "participant": participant, "by": by})
         return True
+
+    @property
+    def pending_total(self) -> int:
+        """Joins that hold media ports and have not connected yet (/metrics)."""
+        return len(self.pending_connections)
+
+    @property
+    def pending_joins(self) -> dict[str, int]:
+        """The same, per client address."""
+        return dict(Counter(connection.peer_ip for connection in self.pending_connections))
 
     # Rooms across workers ---------------------------------------------------------------
 
@@ -547,7 +556,8 @@ class ParticipantConnection:
 
     def _claim_pending(self) -> None:
         signaling, config = self.signaling, self.config
-        if signaling.pending_joins.get(self.peer_ip, 0) >= config.max_pending_joins_per_ip:
+        from_here = sum(1 for c in signaling.pending_connections if c.peer_ip == self.peer_ip)
+        if from_here >= config.max_pending_joins_per_ip:
             signaling.counters["joins_refused_pending"] += 1
             raise ProtocolError("too_many_pending_joins",
                                 "too many joins from this address have not connected yet; "
@@ -558,8 +568,6 @@ class ParticipantConnection:
             raise ProtocolError("too_many_pending_joins",
                                 "too many joins are connecting right now; try again shortly",
                                 retry_after=self._pending_retry_after(None))
-        signaling.pending_joins[self.peer_ip] = signaling.pending_joins.get(self.peer_ip, 0) + 1
-        signaling.pending_total += 1
         self.pending = True
         # Not joined yet: its answer deadline starts when it is (``_join``), later still.
         self.pending_until = asyncio.get_running_loop().time() + config.answer_timeout_s
@@ -569,11 +577,11 @@ class ParticipantConnection:
         """In how many seconds (at least 1) a join refused for too many pending ones
         finds a place at the latest: when the first of those holding the cap (this
         address's joins, or with None the front's) is timed out, if none connects or
-        leaves before. The call
-        page waits that long before it joins again, as for ``rate_limited``, and does not
-        count the refusal among its attempts; without it, the page came back after 1, 2,
-        4, 8 s, refused each time while the joins that filled the cap waited out their
-        answer timeout, and counted each refusal as a failed attempt."""
+        leaves before. The call page waits that long before it joins again, as for
+        ``rate_limited``, and does not count the refusal among its attempts; without it,
+        the page came back after 1, 2, 4, 8 s, refused each time while the joins that
+        filled the cap waited out their answer timeout, and counted each refusal as a
+        failed attempt."""
         now = asyncio.get_running_loop().time()
         first = min((c.pending_until for c in self.signaling.pending_connections
                      if peer_ip is None or c.peer_ip == peer_ip),
@@ -587,14 +595,7 @@ class ParticipantConnection:
         if not self.pending:
             return
         self.pending = False
-        signaling = self.signaling
-        signaling.pending_connections.discard(self)
-        signaling.pending_total -= 1
-        left = signaling.pending_joins.get(self.peer_ip, 0) - 1
-        if left > 0:
-            signaling.pending_joins[self.peer_ip] = left
-        else:
-            signaling.pending_joins.pop(self.peer_ip, None)
+        self.signaling.pending_connections.discard(self)
 
     def media_connected(self) -> None:
         """The participant's media connection is up: its join no longer counts as pending."""
