@@ -200,6 +200,20 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         pass  # an ICMP error for something we sent: that unit is gone
 
 
+async def _send_again_for_64_t1(flow: Flow, data: bytes) -> None:
+    """Send ``data`` again at T1, doubling up to T2, until 64*T1 has passed (RFC 3261:
+    a 2xx to an INVITE until its ACK, 13.3.1.4; a refusal until its ACK, timer H); the
+    caller cancels it when the ACK comes. T1 and T2 are read now, not at import
+    (TRANSACTION_S is): a test shortens them."""
+    loop = asyncio.get_running_loop()
+    give_up_at, interval = loop.time() + 64 * T1_S, T1_S
+    while (left := give_up_at - loop.time()) > 0:
+        await asyncio.sleep(min(interval, left))
+        if loop.time() < give_up_at:
+            flow.send(data)
+        interval = min(interval * 2, T2_S)
+
+
 class SipAgent:
     """Listens for SIP and keeps the dialogs (see the module's text)."""
 
@@ -628,14 +642,7 @@ class SipAgent:
         call.retransmit = self._spawn(self._retransmit_ok(call, flow, data))
 
     async def _retransmit_ok(self, call: Call, flow: Flow, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        # T1 and T2 read now, not at import (TRANSACTION_S is): a test shortens them.
-        give_up_at, interval = loop.time() + 64 * T1_S, T1_S
-        while (left := give_up_at - loop.time()) > 0:
-            await asyncio.sleep(min(interval, left))
-            if loop.time() < give_up_at:
-                flow.send(data)
-            interval = min(interval * 2, T2_S)
+        await _send_again_for_64_t1(flow, data)
         # No ACK in 64*T1: the unit never took the answer. The dialog is confirmed and
         # ended at once with a BYE (13.3.1.4, 14.2), as any hang-up of ours: it leaves
         # the room and its record is closed (Calls.ended).
@@ -659,15 +666,8 @@ class SipAgent:
         self._refusals[key] = self._spawn(self._retransmit_refusal_until(key, flow, data))
 
     async def _retransmit_refusal_until(self, key: tuple[str, str], flow: Flow, data: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        # T1 and T2 read now, not at import (TRANSACTION_S is): a test shortens them.
-        give_up_at, interval = loop.time() + 64 * T1_S, T1_S
         try:
-            while (left := give_up_at - loop.time()) > 0:
-                await asyncio.sleep(min(interval, left))
-                if loop.time() < give_up_at:
-                    flow.send(data)
-                interval = min(interval * 2, T2_S)
+            await _send_again_for_64_t1(flow, data)
         finally:
             if self._refusals.get(key) is asyncio.current_task():
                 del self._refusals[key]
