@@ -53,16 +53,17 @@ pytestmark = [pytest.mark.media,
 UNIT_TONE, CLIENT_TONE = 440, 700
 
 
-def new_bridge(server) -> StandingBridge:
+def new_bridge(server, **seeding: int) -> StandingBridge:
+    """An IZS standing bridge; ``seeding``: the seed's workers (one of 800 units)."""
     with server.app[DATABASE].session() as session:
-        seed(session, local_workers=1, worker_capacity_units=800)
+        seed(session, **(seeding or {"local_workers": 1, "worker_capacity_units": 800}))
         izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
         return create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
                              ParticipantMix(hd=5))
 
 
-def bridge(server) -> str:
-    return new_bridge(server).room_name
+def bridge(server, **seeding: int) -> str:
+    return new_bridge(server, **seeding).room_name
 
 
 def sip_uri(server, room: str, transport: str = "udp") -> str:
@@ -475,11 +476,7 @@ async def test_a_unit_the_operator_called_is_called_again_when_its_worker_dies(
     """Pages rejoin by themselves when their media worker dies; a unit we called cannot,
     so the front calls it again (the worker process is killed as a crash would)."""
     server = two_workers
-    with server.app[DATABASE].session() as session:
-        seed(session, local_workers=2)
-        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
-        room = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
-                             ParticipantMix(hd=5)).room_name
+    room = bridge(server, local_workers=2)
     client = await client_in(server, room)
     unit = Baresip(tmp_path / "unit", auto_answer=True)
     await unit.start()
@@ -1940,11 +1937,7 @@ async def test_a_unit_that_hangs_up_as_it_answers_our_call_is_not_left_in_the_ro
     did not come about, and the unit is not in the room: its BYE found no member to end,
     and it stayed listed, heard by nobody, until its media timed out 30 s later."""
     server = two_workers
-    with server.app[DATABASE].session() as session:
-        seed(session, local_workers=2)
-        izs = session.scalars(select(Organisation).where(Organisation.kind == "izs")).first()
-        room = create_bridge(session, SchedulerConfig(), org_info(session, izs.id), "Povodně",
-                             ParticipantMix(hd=5)).room_name
+    room = bridge(server, local_workers=2)
     live_rooms, units = server.app[LIVE_ROOMS], server.app[ROOM_UNITS]
     raw = RawSip(server)
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
