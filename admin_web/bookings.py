@@ -45,17 +45,36 @@ def _visible_orgs(session: Any, user: Principal) -> list[tuple[int, str, str]]:
 
 @page(BOOKERS)
 async def calendar_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
-    return render(request, "calendar.html")
+    return render(request, "calendar.html", zone=DEFAULT_ZONE)
+
+
+def _instant(raw: str) -> datetime:
+    """A time of the calendar's range as an instant: Prague's wall-clock time when it has
+    no offset (as calendar.js asks), else the instant it names."""
+    moment = datetime.fromisoformat(raw)
+    return (moment.replace(tzinfo=TZ) if moment.tzinfo is None else moment).astimezone(UTC)
+
+
+def _wall_clock(moment: datetime) -> str:
+    """An instant as Prague's wall-clock time without an offset, as the calendar shows it."""
+    return moment.astimezone(TZ).replace(tzinfo=None).isoformat()
 
 
 @page(BOOKERS)
 async def events(admin: Admin, request: web.Request, user: Principal) -> web.Response:
-    """Occurrences in [start, end) of the bookings this user may see, for the calendar."""
+    """Occurrences in [start, end) of the bookings this user may see, for the calendar.
+
+    The calendar (calendar.js) runs on Prague's wall clock whatever the browser's zone:
+    it asks for a range of Prague times and gets each occurrence's as Prague's, without
+    an offset. Given with offsets, times of the browser's own zone moved the meetings on a
+    computer set to another zone (a 10:00 meeting at 9:00 on one in UTC)."""
     try:
-        start = datetime.fromisoformat(request.query["start"]).astimezone(UTC)
-        end = datetime.fromisoformat(request.query["end"]).astimezone(UTC)
-    except (KeyError, ValueError):
-        raise web.HTTPBadRequest(text="start and end are ISO 8601 instants") from None
+        start = _instant(request.query["start"])
+        end = _instant(request.query["end"])
+    except (KeyError, ValueError, OverflowError):
+        raise web.HTTPBadRequest(
+            text="start and end are ISO 8601 date-times (without an offset: Europe/Prague's)"
+        ) from None
     if end <= start or end - start > timedelta(days=62):
         raise web.HTTPBadRequest(text="ask for at most 62 days")
 
@@ -66,7 +85,8 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
                                                                           end):
                 result.append({
                     "id": str(occurrence.id), "groupId": str(booking.id), "title": booking.title,
-                    "start": occurrence.start_utc.isoformat(), "end": occurrence.end_utc.isoformat(),
+                    "start": _wall_clock(occurrence.start_utc),
+                    "end": _wall_clock(occurrence.end_utc),
                     "url": f"/admin/bookings/{booking.id}",
                     "classNames": [f"occ-{occurrence.state}", f"prio-{booking.priority}"],
                     "extendedProps": {"state": occurrence.state, "organisation": org.name,

@@ -1,11 +1,34 @@
 // The organisation's bookings in FullCalendar (vendored, MIT): month, week, day and list.
+//
+// Every time is Prague's (the service's zone, data-zone), whatever zone the computer is
+// set to: a travelling admin's laptop showed a 10:00 meeting at its own zone's time, and
+// a click on a slot booked its own zone's hour. FullCalendar knows only the browser's
+// zone and UTC (named zones need a plugin and a library not vendored), so it runs in
+// UTC as a bare wall clock: the server gives and takes Prague's wall-clock times without
+// an offset (admin_web/bookings.py events), and "now" is Prague's, from Intl.
 'use strict';
 
 (() => {
   const element = document.getElementById('calendar');
   const lang = element.dataset.locale;
+  const zone = element.dataset.zone;
+  const pad = (n) => String(n).padStart(2, '0');
+  const parts = new Intl.DateTimeFormat('en-GB', {
+    timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit',
+  });
+  // The zone's wall-clock time of an instant, as FullCalendar reads a time in UTC.
+  function wallClock(instant) {
+    const p = Object.fromEntries(parts.formatToParts(instant).map(({ type, value }) => [type, value]));
+    return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}`;
+  }
+  // A date of the calendar (a wall-clock time held as UTC) as the server takes it.
+  const asked = (date) => date.toISOString().slice(0, 19);
+
   const calendar = new FullCalendar.Calendar(element, {
     locale: lang === 'cs' ? 'cs' : 'en-gb',
+    timeZone: 'UTC',
+    now: () => wallClock(new Date()),
     firstDay: 1,
     initialView: window.innerWidth < 700 ? 'listWeek' : 'timeGridWeek',
     headerToolbar: { left: 'prev,next today', center: 'title', right: 'dayGridMonth,timeGridWeek,timeGridDay,listWeek' },
@@ -13,20 +36,22 @@
     slotMaxTime: '21:00:00',
     nowIndicator: true,
     height: 'auto',
-    events: element.dataset.events,
+    events(info, success, failure) {
+      const range = new URLSearchParams({ start: asked(info.start), end: asked(info.end) });
+      window.multipointAdmin.fetchJson(`${element.dataset.events}?${range}`).then(success, failure);
+    },
     eventDidMount(info) {
       const p = info.event.extendedProps;
       info.el.title = `${info.event.title} · ${p.organisation} · ${p.units} u`;
       info.el.dataset.bookingId = info.event.groupId;
     },
     dateClick(info) {
-      // A click on an empty slot opens the form at that time.
-      const pad = (n) => String(n).padStart(2, '0');
+      // A click on an empty slot opens the form at that time (the UTC fields: see above).
       const d = info.date;
-      const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-      const start = info.allDay ? '10:00' : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-      const endHour = info.allDay ? 11 : Math.min(d.getHours() + 1, 23);
-      window.location.href = `/admin/bookings/new?date=${date}&start=${start}&end=${pad(endHour)}:${pad(info.allDay ? 0 : d.getMinutes())}`;
+      const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+      const start = info.allDay ? '10:00' : `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+      const endHour = info.allDay ? 11 : Math.min(d.getUTCHours() + 1, 23);
+      window.location.href = `/admin/bookings/new?date=${date}&start=${start}&end=${pad(endHour)}:${pad(info.allDay ? 0 : d.getUTCMinutes())}`;
     },
   });
   calendar.render();

@@ -11,11 +11,17 @@ from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import select
 
 from multipoint.app import DATABASE
+from scheduler.access.auth import principal_of
 from scheduler.access.users import create_local_user
+from scheduler.api import SERVICES
+from scheduler.booking import bookings
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
 from scheduler.media.nodes import register_node
-from scheduler.models import Organisation
+from scheduler.models import Organisation, User
 from scheduler.seed import seed
 from tests.browser.conftest import browser  # noqa: F401  (the fixture, reused)
+from tests.conftest import RunningServer
 
 PASSWORD = "correct horse battery"
 BENESOV = "orp:CZ020:Benešov"
@@ -70,3 +76,26 @@ async def sign_in(page: Page, name: str, password: str = PASSWORD) -> None:
     await page.fill("#f-password", password)
     await page.click("button[type=submit].primary")
     await page.wait_for_load_state()
+
+
+def book_through_api(
+    server: RunningServer, accounts: Accounts, start: datetime, end: datetime, rrule: str | None = None
+) -> int:
+    """Benešov's meeting or series, booked the way the API books it (its UNTIL kept in UTC)."""
+    services = server.app[SERVICES]
+    with server.app[DATABASE].session() as session:
+        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
+    decision = bookings.create_booking(
+        services.db,
+        services.config,
+        benesov,
+        bookings.BookingInput(
+            organisation_id=accounts.organisations[BENESOV],
+            title=f"Porada {start:%H:%M}",
+            schedule=Schedule(start, end, rrule=rrule),
+            participants=ParticipantMix(hd=2),
+        ),
+        services.clock(),
+        services.join_link,
+    )
+    return decision.booking_id

@@ -17,7 +17,7 @@ from scheduler.booking import bookings
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.models import Booking, BookingOccurrence, User
-from tests.admin_web.conftest import BENESOV, sign_in
+from tests.admin_web.conftest import BENESOV, book_through_api, sign_in
 
 pytestmark = pytest.mark.browser
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -48,22 +48,6 @@ def scheduled(server, booking_id: int) -> list[tuple[datetime, datetime]]:  # ty
         return [tuple(row) for row in session.execute(
             select(o.start_utc, o.end_utc).where(o.booking_id == booking_id,
                                                  o.state == "scheduled").order_by(o.start_utc))]
-
-
-def book_through_api(server, accounts, start: datetime, end: datetime,  # type: ignore[no-untyped-def]
-                     rrule: str) -> int:
-    """Benešov's series, booked the way the API books it (its UNTIL kept in UTC)."""
-    services = server.app[SERVICES]
-    with server.app[DATABASE].session() as session:
-        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
-    decision = bookings.create_booking(
-        services.db, services.config, benesov,
-        bookings.BookingInput(organisation_id=accounts.organisations[BENESOV],
-                              title=f"Porada {start:%H:%M}",
-                              schedule=Schedule(start, end, rrule=rrule),
-                              participants=ParticipantMix(hd=2)),
-        services.clock(), services.join_link)
-    return decision.booking_id
 
 
 async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_booking_does(
