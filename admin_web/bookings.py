@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -98,36 +99,48 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
 
 @page(BOOKERS)
 async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.Response:
-    """What the form shows while a time is chosen: units needed and units free then."""
+    """What the form shows while a time is chosen: units needed and units free then.
+
+    ``booking`` is the booking the change form changes: its times are in its zone and
+    its organisation books, as saving takes them (the times were read as Prague's, so a
+    booking in London was shown the capacity of another hour, and an operator's change
+    form, whose organisation field is fixed, that of no organisation)."""
     q = request.query
+    booking_id = parse_id(q["booking"]) if "booking" in q else None
+    if "booking" in q and booking_id is None:
+        return web.json_response({"ok": False, "errors": {"date": "No such booking."}})
     parsed = booking_form.parse({**booking_form.blank(admin.now().date()), "title": "x",
                                  **{k: q.get(k, "") for k in ("date", "start", "end", *KINDS)}}, [])
     if parsed.schedule is None or parsed.participants is None:
         return web.json_response({"ok": False, "errors": parsed.errors})
-    raw = q.get("organisation_id", "")
-    organisation_id = parse_id(raw) or user.organisation_id
-    mix = parsed.participants
+    schedule, mix = parsed.schedule, parsed.participants
+    organisation_id = parse_id(q.get("organisation_id", "")) or user.organisation_id
     now = admin.now()
-    try:
-        # The times as the booking takes them (expand: a time the clocks skip, a meeting
-        # too long or too far ahead are refused), not replace(tzinfo=...), which made
-        # 02:30 of the spring-forward night 03:30 and showed capacity for a time the
-        # booking then refused as impossible_time.
-        [occurrence], _ = expand(parsed.schedule, admin.services.config.limits, now)
-    except RecurrenceError as exc:
-        return web.json_response({"ok": False,
-                                  "errors": {FIELD_OF_CODE.get(exc.code, "date"): exc.message}})
-    start, end = occurrence.start, occurrence.end
 
     def work() -> dict[str, object]:
         with admin.db.session() as session:
-            org = org_info(session, organisation_id) if organisation_id else None
-            if org is not None and user.role != "operator" and not can_see_booking(user, org):
-                raise Forbidden("forbidden", "not your organisation")
-            return availability(session, admin.services.config, org, start, end, now)
+            if booking_id is not None:
+                booking, org = bookings.get_booking(session, booking_id)
+                require_see_booking(user, org)
+                times = dataclasses.replace(schedule, zone=booking.zone)
+            else:
+                org = org_info(session, organisation_id) if organisation_id else None
+                if org is not None and user.role != "operator" and not can_see_booking(user, org):
+                    raise Forbidden("forbidden", "not your organisation")
+                times = schedule
+            # The times as the booking takes them (expand: a time the clocks skip, a meeting
+            # too long or too far ahead are refused), not replace(tzinfo=...), which made
+            # 02:30 of the spring-forward night 03:30 and showed capacity for a time the
+            # booking then refused as impossible_time.
+            [occurrence], _ = expand(times, admin.services.config.limits, now)
+            return availability(session, admin.services.config, org, occurrence.start,
+                                occurrence.end, now)
 
     try:
         data = await admin.run(work)
+    except RecurrenceError as exc:
+        return web.json_response({"ok": False,
+                                  "errors": {FIELD_OF_CODE.get(exc.code, "date"): exc.message}})
     except SchedulerError as exc:
         return web.json_response({"ok": False, "errors": {"date": exc.message}})
     free = min((s["free_units"] for s in data["segments"]), default=0)

@@ -14,6 +14,8 @@
   async function check() {
     const params = new URLSearchParams();
     for (const name of fields) params.set(name, form.elements[name]?.value ?? '');
+    // A change: the server takes the booking's zone and organisation, as saving does.
+    if (box.dataset.booking) params.set('booking', box.dataset.booking);
     const mine = ++asked;
     box.textContent = box.dataset.tWait;
     box.className = 'capacity';

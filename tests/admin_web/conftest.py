@@ -15,7 +15,7 @@ from scheduler.access.auth import principal_of
 from scheduler.access.users import create_local_user
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
-from scheduler.booking.recurrence import Schedule
+from scheduler.booking.recurrence import DEFAULT_ZONE, Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.media.nodes import register_node
 from scheduler.models import Organisation, User
@@ -79,7 +79,12 @@ async def sign_in(page: Page, name: str, password: str = PASSWORD) -> None:
 
 
 def book_through_api(
-    server: RunningServer, accounts: Accounts, start: datetime, end: datetime, rrule: str | None = None
+    server: RunningServer,
+    accounts: Accounts,
+    start: datetime,
+    end: datetime,
+    rrule: str | None = None,
+    zone: str = DEFAULT_ZONE,
 ) -> int:
     """Benešov's meeting or series, booked the way the API books it (its UNTIL kept in UTC)."""
     services = server.app[SERVICES]
@@ -92,7 +97,7 @@ def book_through_api(
         bookings.BookingInput(
             organisation_id=accounts.organisations[BENESOV],
             title=f"Porada {start:%H:%M}",
-            schedule=Schedule(start, end, rrule=rrule),
+            schedule=Schedule(start, end, zone=zone, rrule=rrule),
             participants=ParticipantMix(hd=2),
         ),
         services.clock(),

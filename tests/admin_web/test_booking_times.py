@@ -219,3 +219,39 @@ async def test_a_booking_in_another_zone_keeps_its_times_when_saved(
     assert scheduled(server, booking_id) == before
     with server.app[DATABASE].session() as session:
         assert session.get(Booking, booking_id).zone == "Europe/London"
+
+
+async def test_the_capacity_preview_of_a_booking_in_another_zone_takes_its_zone(
+    server, accounts, context
+) -> None:
+    # The preview read the change form's times as Prague's, though they are the booking's
+    # own zone's (and saved so): a booking in London was shown another hour's capacity.
+    # On the night the clocks go forward London skips 01:00-02:00 and Prague 02:00-03:00.
+    spring = spring_forward_ahead()
+    booking_id = book_through_api(server, accounts, datetime.combine(spring, time(9)),
+                                  datetime.combine(spring, time(10)), zone="Europe/London")
+    skipped = f"{spring:%Y-%m-%d} 01:30 does not exist in Europe/London"
+
+    async def free_at_half_past_two(name: str) -> str | None:
+        """What the change form's preview shows to ``name`` at 01:30 and at 02:30."""
+        page = await context.new_page()
+        await sign_in(page, name)
+        await page.goto(f"/admin/bookings/{booking_id}/edit")
+        await page.wait_for_selector("#capacity.fits")
+        await page.fill("#f-start", "01:30")
+        await page.fill("#f-end", "02:30")
+        await page.wait_for_function(
+            "(text) => document.getElementById('capacity').textContent.includes(text)",
+            arg=skipped, timeout=10_000)
+        await page.fill("#f-start", "02:30")
+        await page.fill("#f-end", "03:30")
+        await page.wait_for_selector("#capacity.fits")
+        free = await page.get_attribute("#capacity", "data-free")
+        await page.close()
+        return free
+
+    benesov = await free_at_half_past_two("benesov")
+    # The operator's change form (its organisation field fixed, and sent as none) shows
+    # the capacity of the booking's organisation, as Benešov's admin sees it.
+    await context.clear_cookies()
+    assert await free_at_half_past_two("operator") == benesov
