@@ -133,6 +133,12 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
             # 02:30 of the spring-forward night 03:30 and showed capacity for a time the
             # booking then refused as impossible_time.
             [occurrence], _ = expand(times, admin.services.config.limits, now)
+            # A time already past: saving refuses a new booking, and a change of a single
+            # meeting (a series keeps its meetings to come); the preview showed it as fitting.
+            if booking_id is None:
+                bookings.refuse_past_start(occurrence, now)
+            elif q.get("repeat") == "none" and occurrence.start < now:
+                raise InvalidInput("in_past", bookings.NO_FUTURE_OCCURRENCE)
             return availability(session, admin.services.config, org, occurrence.start,
                                 occurrence.end, now)
 

@@ -6,7 +6,8 @@
 (() => {
   const form = document.getElementById('booking-form');
   const box = document.getElementById('capacity');
-  const fields = ['organisation_id', 'date', 'start', 'end', 'hd', 'sd', 'audio', 'mixed'];
+  // "repeat": whether a time already past is refused on a change (bookings.py capacity).
+  const fields = ['organisation_id', 'date', 'start', 'end', 'hd', 'sd', 'audio', 'mixed', 'repeat'];
   let timer = null;
   let asked = 0;
   const fill = (template, values) => template.replace(/%\((\w+)\)s/g, (_, k) => values[k]);

@@ -90,6 +90,8 @@ from scheduler.organisations import (
 
 # A booking may name a start this far in the past: "now" typed a moment ago is fine.
 START_SLACK = timedelta(minutes=5)
+# The refusal of a change that leaves no meeting to come (the form's preview says it too).
+NO_FUTURE_OCCURRENCE = "the changed schedule has no future occurrence"
 MAX_PARTICIPANTS = 1000
 MAX_CALL_UNITS = 20  # room units one booking calls at its start
 
@@ -392,6 +394,13 @@ def admission_queue(db: Database) -> GroupCommit[NewBooking, Decision]:
         return queue
 
 
+def refuse_past_start(first: Occurrence, now: datetime) -> None:
+    """Refuses a new booking whose first occurrence has started (the booking form's
+    capacity preview asks the same, so that it says what saving would)."""
+    if first.start < now - START_SLACK:
+        raise InvalidInput("in_past", f"the occurrence {first.label()} is in the past")
+
+
 def prepare_booking(config: SchedulerConfig, principal: Principal, data: BookingInput,
                     now: datetime, join_link: JoinLink) -> NewBooking:
     """Everything about a new booking that needs no database: checks, occurrences, the
@@ -403,8 +412,7 @@ def prepare_booking(config: SchedulerConfig, principal: Principal, data: Booking
         data = dataclasses.replace(data, schedule=schedule)
     units = _units(config, data.participants)
     occurrences, skipped = _expand(config, data.schedule, now)
-    if occurrences[0].start < now - START_SLACK:
-        raise InvalidInput("in_past", f"the occurrence {occurrences[0].label()} is in the past")
+    refuse_past_start(occurrences[0], now)
     fields: dict[str, object] = dict(
         uid=f"{uuid.uuid4()}@multipoint", sequence=0, organisation_id=data.organisation_id,
         organiser_id=principal.user_id, organiser_email=principal.email,
@@ -804,7 +812,7 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         occurrences = [o for o in expanded if o.start >= now]
         occurrences += _kept_moved(current, schedule, moved, occurrences, moved_at)
         if not occurrences:
-            raise InvalidInput("in_past", "the changed schedule has no future occurrence")
+            raise InvalidInput("in_past", NO_FUTURE_OCCURRENCE)
     rewritten: set[int] = set()  # for the suggestions, should the change be refused
 
     def decide(session: Session) -> Decision:

@@ -255,3 +255,42 @@ async def test_the_capacity_preview_of_a_booking_in_another_zone_takes_its_zone(
     # the capacity of the booking's organisation, as Benešov's admin sees it.
     await context.clear_cookies()
     assert await free_at_half_past_two("operator") == benesov
+
+
+async def test_the_capacity_preview_refuses_a_time_already_past_as_saving_does(
+    server, accounts, context
+) -> None:
+    # The preview showed yesterday's meeting as fitting; saving then refused it.
+    yesterday = prague_today() - timedelta(days=1)
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    await page.fill("#f-title", "Porada včera")
+    await page.fill("#f-hd", "2")
+    await page.wait_for_selector("#capacity.fits")
+    await page.fill("#f-date", yesterday.isoformat())
+    past = f"the occurrence {yesterday.isoformat()} 10:00 is in the past"
+    await page.wait_for_function(
+        "(text) => document.getElementById('capacity').textContent === text", arg=past)
+    await page.click("#save-booking")
+    assert await page.text_content("#err-date") == past
+
+    # A single meeting moved to yesterday is refused as saving refuses it; a series from
+    # yesterday keeps its meetings to come, and is not.
+    first = prague_today() + timedelta(days=15)
+    booking_id = book_through_api(server, accounts, datetime.combine(first, time(10)),
+                                  datetime.combine(first, time(11)))
+    await page.goto(f"/admin/bookings/{booking_id}/edit")
+    await page.wait_for_selector("#capacity.fits")
+    await page.fill("#f-date", yesterday.isoformat())
+    no_future = "the changed schedule has no future occurrence"
+    await page.wait_for_function(
+        "(text) => document.getElementById('capacity').textContent === text", arg=no_future)
+    await page.select_option("#f-repeat", "daily")
+    await page.fill("#f-count", "30")
+    await page.wait_for_selector("#capacity.fits")
+    await page.select_option("#f-repeat", "none")
+    await page.wait_for_function(
+        "(text) => document.getElementById('capacity').textContent === text", arg=no_future)
+    await page.click("#save-booking")
+    assert await page.text_content("#err-date") == no_future
