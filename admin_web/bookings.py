@@ -11,7 +11,8 @@ from aiohttp import web
 from sqlalchemy import select
 
 from admin_web import booking_form
-from admin_web.web import BOOKERS, Admin, page, render
+from admin_web.i18n import translator
+from admin_web.web import BOOKERS, Admin, language, page, render
 from scheduler.access.permissions import (
     Principal,
     can_see_booking,
@@ -97,6 +98,14 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
     return web.json_response(await admin.run(work))
 
 
+def _refused(errors: dict[str, str], request: web.Request) -> web.Response:
+    """The preview's errors in the page's language, as the form says them beside its
+    fields (they were English on the Czech page)."""
+    translate = translator(language(request))
+    return web.json_response({"ok": False,
+                              "errors": {name: translate(text) for name, text in errors.items()}})
+
+
 @page(BOOKERS)
 async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.Response:
     """What the form shows while a time is chosen: units needed and units free then.
@@ -108,11 +117,11 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
     q = request.query
     booking_id = parse_id(q["booking"]) if "booking" in q else None
     if "booking" in q and booking_id is None:
-        return web.json_response({"ok": False, "errors": {"date": "No such booking."}})
+        return _refused({"date": "No such booking."}, request)
     parsed = booking_form.parse({**booking_form.blank(admin.now().date()), "title": "x",
                                  **{k: q.get(k, "") for k in ("date", "start", "end", *KINDS)}}, [])
     if parsed.schedule is None or parsed.participants is None:
-        return web.json_response({"ok": False, "errors": parsed.errors})
+        return _refused(parsed.errors, request)
     schedule, mix = parsed.schedule, parsed.participants
     organisation_id = parse_id(q.get("organisation_id", "")) or user.organisation_id
     now = admin.now()
@@ -145,10 +154,9 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
     try:
         data = await admin.run(work)
     except RecurrenceError as exc:
-        return web.json_response({"ok": False,
-                                  "errors": {FIELD_OF_CODE.get(exc.code, "date"): exc.message}})
+        return _refused({FIELD_OF_CODE.get(exc.code, "date"): exc.message}, request)
     except SchedulerError as exc:
-        return web.json_response({"ok": False, "errors": {"date": exc.message}})
+        return _refused({"date": exc.message}, request)
     free = min((s["free_units"] for s in data["segments"]), default=0)
     needed = mix.units(admin.services.config.unit_costs)
     return web.json_response({"ok": True, "needed_units": needed, "free_units": free,

@@ -11,6 +11,7 @@ Dates and times are formatted by Babel with the language's own conventions.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -22,6 +23,25 @@ from babel.support import Translations
 
 LANGUAGES = ("cs", "en")
 LOCALE_DIR = Path(__file__).parent / "locale"
+# The scheduler's words that carry values (scheduler/booking/recurrence.py, bookings.py),
+# as the booking form shows them: each is a msgid, its values taken from the English text.
+SCHEDULER_TEMPLATES = (
+    "%(time)s does not exist in %(zone)s (the clocks skip it)",
+    "a meeting may last at most %(duration)s",
+    "bookings may reach at most %(days)s days ahead",
+    "the occurrence %(time)s is in the past",
+)
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    """A template's English text with each ``%(name)s`` a named group."""
+    pieces = re.split(r"%\((\w+)\)s", template)
+    return re.compile(
+        "".join(re.escape(piece) if i % 2 == 0 else f"(?P<{piece}>.+?)" for i, piece in enumerate(pieces))
+    )
+
+
+_TEMPLATES = [(template, _pattern(template)) for template in SCHEDULER_TEMPLATES]
 
 
 def _load(lang: str) -> Translations:
@@ -48,6 +68,10 @@ def translator(lang: str) -> Callable[[str], str]:
             label = catalog.gettext(head + ":")
             if label != head + ":":
                 return f"{label} {tail}"
+        for template, pattern in _TEMPLATES:  # "the occurrence 2026-12-07 10:00 is in the past"
+            match = pattern.fullmatch(text)
+            if match:
+                return catalog.gettext(template) % match.groupdict()
         return text
 
     return translate

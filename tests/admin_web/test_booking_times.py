@@ -63,7 +63,7 @@ async def test_the_capacity_preview_refuses_a_time_the_clocks_skip_as_the_bookin
     await page.fill("#f-hd", "2")
     # 02:30 does not exist that night: the preview says so, where it showed the capacity
     # at 03:30 (02:30 read as +01:00) for a time the booking then refused.
-    skipped = f"{spring:%Y-%m-%d} 02:30 does not exist in Europe/Prague"
+    skipped = f"Čas {spring:%Y-%m-%d} 02:30 v časovém pásmu Europe/Prague neexistuje"
     await page.wait_for_function(
         "(text) => document.getElementById('capacity').textContent.includes(text)",
         arg=skipped, timeout=10_000)
@@ -230,7 +230,7 @@ async def test_the_capacity_preview_of_a_booking_in_another_zone_takes_its_zone(
     spring = spring_forward_ahead()
     booking_id = book_through_api(server, accounts, datetime.combine(spring, time(9)),
                                   datetime.combine(spring, time(10)), zone="Europe/London")
-    skipped = f"{spring:%Y-%m-%d} 01:30 does not exist in Europe/London"
+    skipped = f"Čas {spring:%Y-%m-%d} 01:30 v časovém pásmu Europe/London neexistuje"
 
     async def free_at_half_past_two(name: str) -> str | None:
         """What the change form's preview shows to ``name`` at 01:30 and at 02:30."""
@@ -269,7 +269,7 @@ async def test_the_capacity_preview_refuses_a_time_already_past_as_saving_does(
     await page.fill("#f-hd", "2")
     await page.wait_for_selector("#capacity.fits")
     await page.fill("#f-date", yesterday.isoformat())
-    past = f"the occurrence {yesterday.isoformat()} 10:00 is in the past"
+    past = f"Schůzka {yesterday.isoformat()} 10:00 je v minulosti."
     await page.wait_for_function(
         "(text) => document.getElementById('capacity').textContent === text", arg=past)
     await page.click("#save-booking")
@@ -283,7 +283,7 @@ async def test_the_capacity_preview_refuses_a_time_already_past_as_saving_does(
     await page.goto(f"/admin/bookings/{booking_id}/edit")
     await page.wait_for_selector("#capacity.fits")
     await page.fill("#f-date", yesterday.isoformat())
-    no_future = "the changed schedule has no future occurrence"
+    no_future = "Po změně nezůstane žádná budoucí schůzka."
     await page.wait_for_function(
         "(text) => document.getElementById('capacity').textContent === text", arg=no_future)
     await page.select_option("#f-repeat", "daily")
@@ -294,3 +294,26 @@ async def test_the_capacity_preview_refuses_a_time_already_past_as_saving_does(
         "(text) => document.getElementById('capacity').textContent === text", arg=no_future)
     await page.click("#save-booking")
     assert await page.text_content("#err-date") == no_future
+
+
+async def test_the_capacity_preview_speaks_the_page_s_language(server, accounts, context) -> None:
+    # The preview's errors were English on the Czech page, though the same words beside
+    # the fields after saving are Czech.
+    yesterday = prague_today() - timedelta(days=1)
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    for lang, no_one, past in (
+        ("cs", "Počítejte alespoň s jedním účastníkem.",
+         f"Schůzka {yesterday.isoformat()} 10:00 je v minulosti."),
+        ("en", "Expect at least one participant.",
+         f"the occurrence {yesterday.isoformat()} 10:00 is in the past"),
+    ):
+        await page.goto(f"/admin/bookings/new?lang={lang}")
+        await page.wait_for_selector("#capacity.fits")
+        await page.fill("#f-hd", "0")
+        await page.wait_for_function(
+            "(text) => document.getElementById('capacity').textContent === text", arg=no_one)
+        await page.fill("#f-hd", "2")
+        await page.fill("#f-date", yesterday.isoformat())
+        await page.wait_for_function(
+            "(text) => document.getElementById('capacity').textContent === text", arg=past)

@@ -23,6 +23,10 @@ def test_texts_and_codes_in_both_languages() -> None:
     assert translator("en")("status:in_service") == "in service"
     assert translator("cs")("status:in_service") == "v provozu"
     assert translator("cs")("A text nobody translated") == "A text nobody translated"
+    # The scheduler's words with values in them, as the booking form shows them.
+    past = "the occurrence 2026-12-07 10:00 is in the past"
+    assert translator("cs")(past) == "Schůzka 2026-12-07 10:00 je v minulosti."
+    assert translator("en")(past) == past
     # Every code has both languages.
     for code in ("role:operator", "state:displaced", "kind:mixed", "priority:emergency"):
         assert all(translator(lang)(code) != code for lang in LANGUAGES)
