@@ -149,7 +149,7 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
             elif q.get("repeat") == "none" and occurrence.start < now:
                 raise InvalidInput("in_past", bookings.NO_FUTURE_OCCURRENCE)
             return availability(session, admin.services.config, org, occurrence.start,
-                                occurrence.end, now)
+                                occurrence.end, now, excluding_booking=booking_id)
 
     try:
         data = await admin.run(work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.booking import capacity
@@ -14,6 +15,7 @@ from scheduler.booking.occupancy import day_cache
 from scheduler.booking.transactions import days_touched
 from scheduler.config import SchedulerConfig
 from scheduler.errors import InvalidInput
+from scheduler.models import BookingOccurrence
 from scheduler.organisations import OrgInfo, holder_among
 
 MAX_RANGE = timedelta(days=31)
@@ -21,12 +23,16 @@ MAX_RANGE = timedelta(days=31)
 
 def availability(session: Session, config: SchedulerConfig, org: OrgInfo | None,
                  start: datetime, end: datetime, now: datetime,
-                 zone: str = "Europe/Prague") -> dict[str, object]:
+                 zone: str = "Europe/Prague", *,
+                 excluding_booking: int | None = None) -> dict[str, object]:
     """Segments of constant load in [start, end) with the units ``org`` could still book.
 
     ``free_units``: what a routine booking of ``org`` made now could take there (an
     occurrence starting within the borrowing lead may use others' unused shares).
     ``free_units_emergency``: what an IZS emergency could take without displacing anyone.
+    ``excluding_booking``: a booking being changed, whose scheduled occurrences its
+    change replaces, so they leave the load (the change form counted them against the
+    booking itself).
     """
     if end <= start:
         raise InvalidInput("invalid_interval", "'to' must be after 'from'")
@@ -39,6 +45,11 @@ def availability(session: Session, config: SchedulerConfig, org: OrgInfo | None,
     # with its load profile: a week is a few hundred segments, not thousands of rows.
     days = day_cache(session).days(session, days_touched([(start, end)]),
                                    config.limits.max_duration)
+    if excluding_booking is not None:
+        o = BookingOccurrence
+        own = set(session.scalars(select(o.id).where(o.booking_id == excluding_booking,
+                                                     o.state == "scheduled")))
+        days = {day: cached.without(own) for day, cached in days.items()}
     load = [segment for day in sorted(days) for segment in
             days[day].segments(policy, holder, start, end)]
     tz = ZoneInfo(zone)

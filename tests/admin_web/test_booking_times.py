@@ -317,3 +317,32 @@ async def test_the_capacity_preview_speaks_the_page_s_language(server, accounts,
         await page.fill("#f-date", yesterday.isoformat())
         await page.wait_for_function(
             "(text) => document.getElementById('capacity').textContent === text", arg=past)
+
+
+async def test_the_change_form_s_preview_does_not_count_the_booking_against_itself(
+    server, accounts, context
+) -> None:
+    # A booking that takes most of what is free at its time: its change form counted its
+    # own units as used, and said it did not fit, though saving it unchanged does.
+    day = prague_today() + timedelta(days=15)
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    await page.fill("#f-title", "Velká porada")
+    await page.fill("#f-date", day.isoformat())
+    await page.fill("#f-hd", "1")
+    needed = "(units) => document.getElementById('capacity').dataset.needed === units"
+    await page.wait_for_function(needed, arg="11")  # an HD participant is 11 units
+    free = int(await page.get_attribute("#capacity", "data-free"))
+    hd = free // 11 // 2 + 1  # more than half of what is free
+    await page.fill("#f-hd", str(hd))
+    await page.wait_for_function(needed, arg=str(hd * 11))
+    assert await page.get_attribute("#capacity", "class") == "capacity fits"
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
+    await page.click("a[href$='/edit']")
+    await page.wait_for_selector("#capacity.fits, #capacity.short")
+    assert await page.get_attribute("#capacity", "class") == "capacity fits"
+    assert await page.get_attribute("#capacity", "data-free") == str(free)
+    await page.click("#save-booking")
+    await page.wait_for_selector("#saved")
