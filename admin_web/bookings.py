@@ -357,7 +357,9 @@ async def booking_page(admin: Admin, request: web.Request, user: Principal) -> w
     if isinstance(loaded, web.Response):
         return loaded
     booking = loaded["booking"]
-    return render(request, "booking.html", tz=TZ, now=admin.now(),
+    # The occurrences in the booking's zone, as its "when" and its change form show them
+    # (they were Prague's: a London booking's 9:00 was listed at 10:00, with no zone).
+    return render(request, "booking.html", tz=ZoneInfo(booking.zone), now=admin.now(),
                   join_links={r: admin.services.join_link(booking.room_name, r, booking.izs)
                               for r in ("host", "guest")},
                   dial_in_number=dial_in.booking_number(booking.id),

@@ -211,6 +211,13 @@ async def test_a_booking_in_another_zone_keeps_its_times_when_saved(
     assert len(before) == 3
     page = await context.new_page()
     await sign_in(page, "benesov")
+    # Its page lists its occurrences in its zone, as it says its time (they were Prague's,
+    # an hour later, with no zone said).
+    await page.goto(f"/admin/bookings/{booking_id}")
+    assert "9:00 – 10:00 (Europe/London)" in await page.text_content("#booking-when")
+    listed = await page.locator("#occurrences li").all_text_contents()
+    assert [text.split("\n")[0].strip() for text in listed] == [
+        f"{czech(first + timedelta(days=n))} 9:00–10:00" for n in range(3)]
     await page.goto(f"/admin/bookings/{booking_id}/edit")
     assert await page.input_value("#f-start") == "09:00"
     assert "Europe/London" in await page.text_content("#booking-zone")
