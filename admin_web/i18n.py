@@ -30,6 +30,8 @@ SCHEDULER_TEMPLATES = (
     "a meeting may last at most %(duration)s",
     "bookings may reach at most %(days)s days ahead",
     "the occurrence %(time)s is in the past",
+    "%(count)s of %(total)s occurrence(s) do not fit; the first, %(occurrence)s, needs "
+    "%(units)s units but %(free)s are free at %(at)s: %(reason)s",
 )
 
 
@@ -71,7 +73,9 @@ def translator(lang: str) -> Callable[[str], str]:
         for template, pattern in _TEMPLATES:  # "the occurrence 2026-12-07 10:00 is in the past"
             match = pattern.fullmatch(text)
             if match:
-                return catalog.gettext(template) % match.groupdict()
+                # A value may be words of the scheduler's too (a refusal's reason).
+                values = {name: catalog.gettext(value) for name, value in match.groupdict().items()}
+                return catalog.gettext(template) % values
         return text
 
     return translate

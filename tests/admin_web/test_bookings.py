@@ -141,6 +141,10 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     await page.wait_for_selector("#capacity.short")
     await page.click("#save-booking")
     await page.wait_for_selector("#refusal")
+    # The scheduler's words, in Czech (they were English on the Czech page).
+    refusal = await page.text_content("#refusal p")
+    assert "Nevejde se 1 z 1 schůzek; první, " in refusal and "do not fit" not in refusal
+    assert refusal.endswith("(zbytek je garantován jiným organizacím).")
     slots = page.locator("#refusal .use-slot")
     assert await slots.count() >= 1
     await screenshot(page, "admin-booking-refused")
