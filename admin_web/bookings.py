@@ -353,13 +353,24 @@ async def _load_or_forbid(admin: Admin, request: web.Request,
 
 @page(BOOKERS)
 async def booking_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    return await _show_booking(admin, request, user)
+
+
+async def _show_booking(admin: Admin, request: web.Request, user: Principal, *,
+                        error: str = "", status: int = 200) -> web.Response:
+    """The booking's page; ``error``: the scheduler's refusal of what was asked there."""
     loaded = await _load_or_forbid(admin, request, user)
     if isinstance(loaded, web.Response):
         return loaded
     booking = loaded["booking"]
+    now = admin.now()
+    # The last occurrence to come has no button of its own: the scheduler refuses to
+    # cancel it ("cancel the booking instead"), and that was a bare English error page.
+    left = sum(1 for o in loaded["occurrences"] if o.state == "scheduled" and o.end_utc > now)
     # The occurrences in the booking's zone, as its "when" and its change form show them
     # (they were Prague's: a London booking's 9:00 was listed at 10:00, with no zone).
-    return render(request, "booking.html", tz=ZoneInfo(booking.zone), now=admin.now(),
+    return render(request, "booking.html", status=status, tz=ZoneInfo(booking.zone), now=now,
+                  occurrences_left=left, error=error,
                   join_links={r: admin.services.join_link(booking.room_name, r, booking.izs)
                               for r in ("host", "guest")},
                   dial_in_number=dial_in.booking_number(booking.id),
@@ -415,8 +426,8 @@ async def cancel_occurrence(admin: Admin, request: web.Request,
     except NotFound:
         raise web.HTTPNotFound(text=f"no occurrence {occurrence_id} of booking {booking_id}") \
             from None
-    except InvalidInput as exc:
-        raise web.HTTPUnprocessableEntity(text=exc.message) from None
+    except InvalidInput as exc:  # the last one to come, one started...: said on its page
+        return await _show_booking(admin, request, user, error=exc.message, status=422)
     await admin.services.jobs.reschedule()  # its room closes if it is open
     raise web.HTTPSeeOther(f"/admin/bookings/{booking_id}")
 

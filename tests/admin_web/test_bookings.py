@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +17,7 @@ from scheduler.booking.dial_in import booking_number
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
 from scheduler.models import Booking, User
-from tests.admin_web.conftest import BEROUN, sign_in
+from tests.admin_web.conftest import BEROUN, book_through_api, sign_in
 from tests.browser.conftest import screenshot
 
 pytestmark = pytest.mark.browser
@@ -153,3 +153,33 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     await page.click("#save-booking")
     await page.wait_for_selector("#saved")
     assert booking_url != page.url.split("?")[0]
+
+
+async def test_the_last_occurrence_left_of_a_series_is_cancelled_with_the_booking(
+    server, accounts, context
+) -> None:
+    # Its own "Cancel this occurrence" led to a bare English 422 page: the scheduler
+    # refuses it ("cancel the booking instead").
+    day = datetime.now(ZoneInfo("Europe/Prague")).date() + timedelta(days=15)
+    booking_id = book_through_api(server, accounts, datetime.combine(day, time(10)),
+                                  datetime.combine(day, time(11)), rrule="FREQ=DAILY;COUNT=2")
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.goto(f"/admin/bookings/{booking_id}")
+    buttons = page.locator("#occurrences .cancel-occurrence")
+    assert await buttons.count() == 2
+    last = await page.locator("#occurrences li").nth(1).get_attribute("data-id")
+    csrf = await page.locator("#occurrences input[name=csrf]").first.input_value()
+    await buttons.first.click()
+    await page.wait_for_selector("#occurrences li[data-state=cancelled]")
+    assert await buttons.count() == 0
+    assert await page.locator("button.danger", has_text="Zrušit rezervaci").count() == 1
+    # Asked all the same (a page open from before): the booking's page says why, in Czech.
+    response = await page.request.post(
+        f"/admin/bookings/{booking_id}/occurrences/{last}/cancel", form={"csrf": csrf})
+    assert response.status == 422
+    await page.set_content(await response.text())
+    assert await page.text_content("#booking-error") \
+        == "Toto je poslední schůzka rezervace: zrušte místo toho celou rezervaci."
+    assert await page.locator("#occurrences li[data-state=scheduled]").count() == 1
