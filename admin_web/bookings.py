@@ -33,6 +33,9 @@ TZ = ZoneInfo(DEFAULT_ZONE)
 FIELD_OF_CODE = {"in_past": "date", "invalid_rrule": "repeat", "too_many_occurrences": "count",
                  "beyond_horizon": "until", "too_long": "end", "no_participants": "hd",
                  "too_many_participants": "hd", "invalid_priority": "priority"}
+# A cancelled booking's change form was a form that could not be saved (the scheduler
+# refuses, in these words): its page says so instead.
+CANCELLED = "a cancelled booking cannot be changed"
 # The scheduler's refusals of a booking's room units, as the form says them.
 UNIT_ERRORS = {"unit_not_found": "No such room unit.",
                "unit_without_sip_address": "This room unit has no SIP address to call.",
@@ -382,6 +385,8 @@ async def edit_page(admin: Admin, request: web.Request, user: Principal) -> web.
     loaded = await _load_or_forbid(admin, request, user)
     if isinstance(loaded, web.Response):
         return loaded
+    if loaded["booking"].status == "cancelled":
+        return await _show_booking(admin, request, user, error=CANCELLED, status=409)
     values, weekdays = booking_form.from_booking(loaded["booking"])
     values["zone"] = loaded["booking"].zone
     values["call_units"] = ",".join(str(unit["id"]) for unit in loaded["call_units"])
@@ -394,6 +399,8 @@ async def edit(admin: Admin, request: web.Request, user: Principal) -> web.Strea
     loaded = await _load_or_forbid(admin, request, user)
     if isinstance(loaded, web.Response):
         return loaded
+    if loaded["booking"].status == "cancelled":
+        return await _show_booking(admin, request, user, error=CANCELLED, status=409)
     return await _submit(admin, request, user, loaded["booking"])
 
 

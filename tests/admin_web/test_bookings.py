@@ -183,3 +183,26 @@ async def test_the_last_occurrence_left_of_a_series_is_cancelled_with_the_bookin
     assert await page.text_content("#booking-error") \
         == "Toto je poslední schůzka rezervace: zrušte místo toho celou rezervaci."
     assert await page.locator("#occurrences li[data-state=scheduled]").count() == 1
+
+
+async def test_a_cancelled_booking_has_no_change_form(server, accounts, context) -> None:
+    # Its change form (reached by its address) could not be saved: the scheduler refused
+    # the change, in English on the Czech page.
+    day = datetime.now(ZoneInfo("Europe/Prague")).date() + timedelta(days=15)
+    booking_id = book_through_api(server, accounts, datetime.combine(day, time(10)),
+                                  datetime.combine(day, time(11)))
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.goto(f"/admin/bookings/{booking_id}")
+    csrf = await page.locator("input[name=csrf]").first.input_value()
+    await page.locator("button.danger", has_text="Zrušit rezervaci").click()
+    await page.wait_for_selector("#booking-title .badge")
+    response = await page.goto(f"/admin/bookings/{booking_id}/edit")
+    assert response.status == 409
+    assert await page.text_content("#booking-error") == "Zrušenou rezervaci nelze změnit."
+    assert await page.locator("#booking-form").count() == 0
+    response = await page.request.post(f"/admin/bookings/{booking_id}/edit",
+                                       form={"csrf": csrf, "title": "Vzkříšená"})
+    assert response.status == 409
+    assert "Zrušenou rezervaci nelze změnit." in await response.text()
