@@ -30,6 +30,8 @@ SCHEDULER_TEMPLATES = (
     "a meeting may last at most %(duration)s",
     "bookings may reach at most %(days)s days ahead",
     "the occurrence %(time)s is in the past",
+    "a recurrence may have at most %(count)s occurrences",
+    "a booking may expect at most %(count)s participants",
     "%(count)s of %(total)s occurrence(s) do not fit; the first, %(occurrence)s, needs "
     "%(units)s units but %(free)s are free at %(at)s: %(reason)s",
 )

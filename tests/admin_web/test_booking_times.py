@@ -14,7 +14,7 @@ from multipoint.app import DATABASE
 from scheduler.access.auth import principal_of
 from scheduler.api import SERVICES
 from scheduler.booking import bookings
-from scheduler.booking.recurrence import Schedule
+from scheduler.booking.recurrence import Schedule, czech_holidays
 from scheduler.booking.units import ParticipantMix
 from scheduler.models import Booking, BookingOccurrence, User
 from tests.admin_web.conftest import BENESOV, book_through_api, sign_in
@@ -353,3 +353,30 @@ async def test_the_change_form_s_preview_does_not_count_the_booking_against_itse
     assert await page.get_attribute("#capacity", "data-free") == str(free)
     await page.click("#save-booking")
     await page.wait_for_selector("#saved")
+
+
+async def test_the_scheduler_s_refusals_of_the_form_are_in_czech(server, accounts, context) -> None:
+    # They were English on the Czech page, above the form or beside a field.
+    today = prague_today()
+    holiday = min(day for day in czech_holidays(today, today + timedelta(days=400))
+                  if day > today + timedelta(days=1))
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto("/admin/bookings/new")
+    await page.fill("#f-title", "Porada o svátku")
+    await page.fill("#f-date", holiday.isoformat())
+    await page.fill("#f-hd", "2")
+    await page.check("input[name=skip_holidays]")
+    await page.click("#save-booking")
+    alert = page.locator("p.alert", has_text="Nezůstane žádná schůzka")
+    assert await alert.text_content() \
+        == "Nezůstane žádná schůzka (například všechny připadnou na státní svátky)."
+    await page.uncheck("input[name=skip_holidays]")
+    await page.fill("#f-hd", "1001")
+    await page.click("#save-booking")
+    assert await page.text_content("#err-hd") == "Rezervace smí počítat nejvýše s 1000 účastníky."
+    await page.fill("#f-hd", "2")
+    await page.select_option("#f-repeat", "daily")
+    await page.fill("#f-until", (holiday + timedelta(days=500)).isoformat())
+    await page.click("#save-booking")
+    assert await page.text_content("#err-count") == "Opakování smí mít nejvýše 400 schůzek."
