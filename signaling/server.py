@@ -294,18 +294,43 @@ class Signaling:
             return
         await record(self.pool, channel, self.config.recordings_dir, active)
 
+    def _elsewhere_node(self, channel: RoomChannel, participant: str) -> int | None:
+        """The other node whose part of the room has ``participant``, if one has."""
+        if self.spread is None or participant in channel.connections:
+            return None
+        return self.spread.remote_owner(channel, participant)
+
     def moderate_elsewhere(self, channel: RoomChannel, participant: str,
                            command: dict[str, Any], by: str) -> bool:
-        """A host's or the operator's moderation (``command``: mute, remove...) of a
-        participant on another node's part of the room: asked of that node's front, which
-        does it as for its own host (signaling/spread.py: ``run_command``). False: the
-        participant is not on another node's part (it is here, or in no part at all)."""
-        if self.spread is None or participant in channel.connections:
-            return False
-        node = self.spread.remote_owner(channel, participant)
+        """A host's moderation (``command``: mute, remove...) of a participant on another
+        node's part of the room: asked of that node's front, which does it as for its own
+        host (signaling/spread.py: ``run_command``); the host sees it done in the
+        participant list. False: the participant is not on another node's part (it is
+        here, or in no part at all)."""
+        node = self._elsewhere_node(channel, participant)
         if node is None:
             return False
+        assert self.spread is not None
         self.spread.command(channel, node, {**command, "participant": participant, "by": by})
+        return True
+
+    async def moderate_elsewhere_confirmed(self, channel: RoomChannel, participant: str,
+                                           command: dict[str, Any], by: str) -> bool:
+        """The operator's moderation, as :meth:`moderate_elsewhere`, but returns (True)
+        only once that node has done it, so the operator is told what happened: raises
+        LookupError when the participant has left that node meanwhile, ChannelError when
+        it failed there, :class:`~signaling.spread.NotConfirmed` when that node did not
+        answer in time (paused, cut off, dead)."""
+        node = self._elsewhere_node(channel, participant)
+        if node is None:
+            return False
+        assert self.spread is not None
+        outcome = await self.spread.ask(channel, node, {**command, "participant": participant,
+                                                        "by": by})
+        if outcome == "gone":
+            raise LookupError(f"no participant {participant} in room {channel.name} on node {node}")
+        if outcome != "done":
+            raise ChannelError("failed_elsewhere", f"node {node}: {command['action']} {outcome}")
         return True
 
     @property

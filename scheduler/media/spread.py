@@ -10,7 +10,8 @@ keeps in memory for a room spread over its own workers:
 - ``room_pipes``: each track a worker pipes to another node's worker (what that
   node's front must ``import``); a row goes when its owner leaves.
 - ``room_commands``: moderation, chat and recording for another node's participants
-  or home worker, taken (and deleted) once by that node.
+  or home worker, taken (and deleted) once by that node; and that node's answer to
+  the operator's moderation (how it went), as a command back.
 
 Every change is announced with ``NOTIFY`` on :data:`CHANNEL`, the room's name as the
 payload, in the transaction that made it (delivered only if it commits). A notice only
