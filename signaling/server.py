@@ -165,6 +165,8 @@ class RoomChannel:
         self.remote_pipes: list[tuple[str, int, str]] = []  # with each one's pipe secret
         self.remote_listed: dict[int, list[dict[str, Any]]] = {}  # node -> its participants
         self.remote_recording: set[int] = set()  # nodes whose part records
+        # This node has claimed the room's recording and its home worker is starting it.
+        self.claiming_recording = False
         self.imported: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         self._directory = directory
 
@@ -291,6 +293,19 @@ class Signaling:
                     spread.command(channel, node, {"action": "record", "active": False})
                 if channel.recording:
                     await record(self.pool, channel, self.config.recordings_dir, False)
+            return
+        if active and spread is not None and channel.spread:
+            # What this node last read may be old: Record pressed on another node at the
+            # same time would start a second recording there. The database decides.
+            channel.claiming_recording = True
+            try:
+                if await spread.claim_recording(channel) is not None:
+                    return  # another node's worker records it: the room's recording
+                await record(self.pool, channel, self.config.recordings_dir, True)
+                channel.recording = True  # so this node's part goes on saying so
+            finally:
+                channel.claiming_recording = False
+                spread.publish_part(channel)  # recording, or a failed start lets it go
             return
         await record(self.pool, channel, self.config.recordings_dir, active)
 

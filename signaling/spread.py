@@ -62,6 +62,9 @@ class SpreadStore(Protocol):
 
     async def set_locked(self, room: str, locked: bool) -> None: ...
 
+    async def claim_recording(self, room: str, workers: Sequence[Sequence[Any]],
+                              participants: list[dict[str, Any]], locked: bool) -> int | None: ...
+
     async def queue_command(self, room: str, node_id: int, command: dict[str, Any]) -> None: ...
 
     async def take_commands(self) -> list[tuple[str, dict[str, Any]]]: ...
@@ -137,19 +140,33 @@ class SpreadRooms:
     def publish_part(self, channel: RoomChannel) -> None:
         if not channel.spread:
             return
-        states = self.signaling.pool.states
         name = channel.name
 
         async def write() -> None:
-            # Read when written, not when queued: the part as it is by then.
-            # Each with its pipe secret: the other nodes' workers key their SRTP with it.
-            workers = [[*states[w].pipe, states[w].pipe_secret] for w in channel.workers
-                       if states[w].pipe is not None]
+            # Read when written, not when queued: the part as it is by then (recording
+            # from the moment this node claimed the room's recording: claim_recording).
+            workers = self._part_workers(channel)
             if self.signaling.channels.get(name) is channel and workers:
                 await self.store.write_part(name, workers, channel.local_participants(),
-                                            channel.recording, channel.locked)
+                                            channel.recording or channel.claiming_recording,
+                                            channel.locked)
 
         self._queue(write)
+
+    def _part_workers(self, channel: RoomChannel) -> list[list[Any]]:
+        """This node's workers of the room as its part lists them, each with its pipe
+        secret: the other nodes' workers key their SRTP with it."""
+        states = self.signaling.pool.states
+        return [[*states[w].pipe, states[w].pipe_secret] for w in channel.workers
+                if states[w].pipe is not None]
+
+    async def claim_recording(self, channel: RoomChannel) -> int | None:
+        """Before this node's home worker records a spread room: the live node that
+        records it already, or None, this node's part now saying it records (until
+        :attr:`~signaling.server.RoomChannel.claiming_recording` is cleared and the part
+        written again). The database takes one claim of a room at a time."""
+        return await self.store.claim_recording(channel.name, self._part_workers(channel),
+                                                channel.local_participants(), channel.locked)
 
     def piped(self, channel: RoomChannel, to: Sequence[Any], origin: Sequence[Any],
               producers: list[dict[str, Any]]) -> None:
