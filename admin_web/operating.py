@@ -16,6 +16,7 @@ from scheduler.booking.availability import availability
 from scheduler.ids import parse_id
 from scheduler.media import nodes
 from scheduler.organisations import org_info, organisation_names
+from signaling.spread import NotConfirmed
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,11 @@ async def act(admin: Admin, request: web.Request, user: Principal) -> web.Stream
             raise web.HTTPBadRequest(text="unknown action")
     except LookupError:
         raise web.HTTPSeeOther(f"/admin/operating?gone={action}#live") from None
+    except NotConfirmed as exc:
+        # The participant's node (a room spread over nodes) did not say it was done: it
+        # may be done later, or never; the operator must not read it as done.
+        logger.warning("operator %s: %s in room %s not confirmed: %s", user.name, action, room, exc)
+        raise web.HTTPSeeOther("/admin/operating?failed=unconfirmed#live") from None
     except (ChannelError, TimeoutError) as exc:
         # The room's media worker refused (a recording it cannot write), is restarting
         # or did not answer: the operator is told on the page, which goes on working,

@@ -82,19 +82,21 @@ class LiveRooms:
             raise LookupError(f"no participant {participant} in room {room}")
         return connection
 
-    def _elsewhere(self, room: str, participant: str, command: dict[str, Any], by: str) -> bool:
+    async def _elsewhere(self, room: str, participant: str, command: dict[str, Any],
+                         by: str) -> bool:
         """The participant is on another node's part of the room: ``command`` goes to
-        that node, as a host's moderation does (True)."""
+        that node, as a host's moderation does, and this returns (True) once that node
+        has done it (:meth:`Signaling.moderate_elsewhere_confirmed`)."""
         channel = self.signaling.channels.get(room)
-        return channel is not None and self.signaling.moderate_elsewhere(
+        return channel is not None and await self.signaling.moderate_elsewhere_confirmed(
             channel, participant, command, by)
 
     async def mute(self, room: str, participant: str, by: str) -> None:
-        if not self._elsewhere(room, participant, {"action": "mute"}, by):
+        if not await self._elsewhere(room, participant, {"action": "mute"}, by):
             await self._connection(room, participant).mute(by)
 
     async def remove(self, room: str, participant: str, by: str) -> None:
-        if not self._elsewhere(room, participant, {"action": "remove"}, by):
+        if not await self._elsewhere(room, participant, {"action": "remove"}, by):
             await self._connection(room, participant).end("removed", f"removed by {by}")
 
     def dial(self, room: str, target: str, by: str) -> dict[str, Any]:

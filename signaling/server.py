@@ -165,6 +165,8 @@ class RoomChannel:
         self.remote_pipes: list[tuple[str, int, str]] = []  # with each one's pipe secret
         self.remote_listed: dict[int, list[dict[str, Any]]] = {}  # node -> its participants
         self.remote_recording: set[int] = set()  # nodes whose part records
+        # This node has claimed the room's recording and its home worker is starting it.
+        self.claiming_recording = False
         self.imported: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {}
         self._directory = directory
 
@@ -292,20 +294,58 @@ class Signaling:
                 if channel.recording:
                     await record(self.pool, channel, self.config.recordings_dir, False)
             return
+        if active and spread is not None and channel.spread:
+            # What this node last read may be old: Record pressed on another node at the
+            # same time would start a second recording there. The database decides.
+            channel.claiming_recording = True
+            try:
+                if await spread.claim_recording(channel) is not None:
+                    return  # another node's worker records it: the room's recording
+                await record(self.pool, channel, self.config.recordings_dir, True)
+                channel.recording = True  # so this node's part goes on saying so
+            finally:
+                channel.claiming_recording = False
+                spread.publish_part(channel)  # recording, or a failed start lets it go
+            return
         await record(self.pool, channel, self.config.recordings_dir, active)
+
+    def _elsewhere_node(self, channel: RoomChannel, participant: str) -> int | None:
+        """The other node whose part of the room has ``participant``, if one has."""
+        if self.spread is None or participant in channel.connections:
+            return None
+        return self.spread.remote_owner(channel, participant)
 
     def moderate_elsewhere(self, channel: RoomChannel, participant: str,
                            command: dict[str, Any], by: str) -> bool:
-        """A host's or the operator's moderation (``command``: mute, remove...) of a
-        participant on another node's part of the room: asked of that node's front, which
-        does it as for its own host (signaling/spread.py: ``run_command``). False: the
-        participant is not on another node's part (it is here, or in no part at all)."""
-        if self.spread is None or participant in channel.connections:
-            return False
-        node = self.spread.remote_owner(channel, participant)
+        """A host's moderation (``command``: mute, remove...) of a participant on another
+        node's part of the room: asked of that node's front, which does it as for its own
+        host (signaling/spread.py: ``run_command``); the host sees it done in the
+        participant list. False: the participant is not on another node's part (it is
+        here, or in no part at all)."""
+        node = self._elsewhere_node(channel, participant)
         if node is None:
             return False
+        assert self.spread is not None
         self.spread.command(channel, node, {**command, "participant": participant, "by": by})
+        return True
+
+    async def moderate_elsewhere_confirmed(self, channel: RoomChannel, participant: str,
+                                           command: dict[str, Any], by: str) -> bool:
+        """The operator's moderation, as :meth:`moderate_elsewhere`, but returns (True)
+        only once that node has done it, so the operator is told what happened: raises
+        LookupError when the participant has left that node meanwhile, ChannelError when
+        it failed there, :class:`~signaling.spread.NotConfirmed` when that node did not
+        answer in time (paused, cut off, dead)."""
+        node = self._elsewhere_node(channel, participant)
+        if node is None:
+            return False
+        assert self.spread is not None
+        outcome = await self.spread.ask(channel, node, {**command, "participant": participant,
+                                                        "by": by})
+        if outcome == "gone":
+            raise LookupError(f"no participant {participant} in room {channel.name} on node {node}")
+        if outcome != "done":
+            raise ChannelError("failed_elsewhere", f"node {node}: {command['action']} {outcome}")
         return True
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +30,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRY_S, MAX_RETRY_S = 0.5, 5.0  # a failed write is tried again after these (doubling)
+# How long the operator's moderation of another node's participant waits for that node
+# to say it was done: a notice each way and a mute take well under a second; a node
+# that is paused, cut off or dead (its lease not lapsed yet) does not answer at all.
+ANSWER_TIMEOUT_S = 5.0
+
+
+class NotConfirmed(Exception):
+    """The other node did not answer in time: the command may still be done, or never."""
 
 
 class SpreadStore(Protocol):
@@ -52,6 +61,9 @@ class SpreadStore(Protocol):
     async def set_pipe_sharing(self, room: str, producer: str, sharing: bool) -> None: ...
 
     async def set_locked(self, room: str, locked: bool) -> None: ...
+
+    async def claim_recording(self, room: str, workers: Sequence[Sequence[Any]],
+                              participants: list[dict[str, Any]], locked: bool) -> int | None: ...
 
     async def queue_command(self, room: str, node_id: int, command: dict[str, Any]) -> None: ...
 
@@ -82,6 +94,8 @@ class SpreadRooms:
         self._writes: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.failed_writes = 0
+        # Commands asked with ask(), by their answer's key: what the other node answered.
+        self._answers: dict[str, asyncio.Future[str]] = {}
 
     def start(self) -> None:
         # A node that (re)starts has nothing in memory: its old rows are stale.
@@ -126,19 +140,33 @@ class SpreadRooms:
     def publish_part(self, channel: RoomChannel) -> None:
         if not channel.spread:
             return
-        states = self.signaling.pool.states
         name = channel.name
 
         async def write() -> None:
-            # Read when written, not when queued: the part as it is by then.
-            # Each with its pipe secret: the other nodes' workers key their SRTP with it.
-            workers = [[*states[w].pipe, states[w].pipe_secret] for w in channel.workers
-                       if states[w].pipe is not None]
+            # Read when written, not when queued: the part as it is by then (recording
+            # from the moment this node claimed the room's recording: claim_recording).
+            workers = self._part_workers(channel)
             if self.signaling.channels.get(name) is channel and workers:
                 await self.store.write_part(name, workers, channel.local_participants(),
-                                            channel.recording, channel.locked)
+                                            channel.recording or channel.claiming_recording,
+                                            channel.locked)
 
         self._queue(write)
+
+    def _part_workers(self, channel: RoomChannel) -> list[list[Any]]:
+        """This node's workers of the room as its part lists them, each with its pipe
+        secret: the other nodes' workers key their SRTP with it."""
+        states = self.signaling.pool.states
+        return [[*states[w].pipe, states[w].pipe_secret] for w in channel.workers
+                if states[w].pipe is not None]
+
+    async def claim_recording(self, channel: RoomChannel) -> int | None:
+        """Before this node's home worker records a spread room: the live node that
+        records it already, or None, this node's part now saying it records (until
+        :attr:`~signaling.server.RoomChannel.claiming_recording` is cleared and the part
+        written again). The database takes one claim of a room at a time."""
+        return await self.store.claim_recording(channel.name, self._part_workers(channel),
+                                                channel.local_participants(), channel.locked)
 
     def piped(self, channel: RoomChannel, to: Sequence[Any], origin: Sequence[Any],
               producers: list[dict[str, Any]]) -> None:
@@ -164,6 +192,23 @@ class SpreadRooms:
 
     def command(self, channel: RoomChannel, node_id: int, command: dict[str, Any]) -> None:
         self._queue(lambda: self.store.queue_command(channel.name, node_id, command))
+
+    async def ask(self, channel: RoomChannel, node_id: int, command: dict[str, Any]) -> str:
+        """``command`` for that node, which answers, as a command back to this one, how
+        it went (:meth:`run_command`: "done", "gone" or "failed"). Raises
+        :class:`NotConfirmed` when no answer comes within :data:`ANSWER_TIMEOUT_S`."""
+        key = secrets.token_hex(8)
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._answers[key] = answer
+        try:
+            self.command(channel, node_id, {**command, "answer_to": self.store.node_id,
+                                            "answer": key})
+            return await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            raise NotConfirmed(f"node {node_id} did not answer {command!r} in room "
+                               f"{channel.name} in time") from None
+        finally:
+            del self._answers[key]
 
     def emptied(self, channel: RoomChannel, then: Callable[[], Awaitable[None]]) -> None:
         """The room's last participant here left: this node's part goes; ``then`` (let
@@ -193,10 +238,22 @@ class SpreadRooms:
             if channel is not None:
                 await self.apply(channel, await self.store.read_room(name))
         for room, command in await self.store.take_commands():
+            if command.get("action") == "answer":
+                answer = self._answers.get(str(command.get("answer")))
+                if answer is not None and not answer.done():  # else: asked too long ago
+                    answer.set_result(str(command.get("outcome")))
+                continue
             try:
-                await self.run_command(room, command)
+                outcome = await self.run_command(room, command)
             except Exception:
                 logger.exception("spread rooms: command %r in room %s failed", command, room)
+                outcome = "failed"
+            if "answer_to" in command:  # the asking node waits for how it went
+                self._answer(room, int(command["answer_to"]), str(command["answer"]), outcome)
+
+    def _answer(self, room: str, node_id: int, key: str, outcome: str) -> None:
+        answer = {"action": "answer", "answer": key, "outcome": outcome}
+        self._queue(lambda: self.store.queue_command(room, node_id, answer))
 
     async def apply(self, channel: RoomChannel, view: SpreadView) -> None:
         """Make this node's part of the room match what the database says of the others."""
@@ -254,25 +311,27 @@ class SpreadRooms:
                                         origin=list(_pipe_address(origin)), producers=producers)
         channel.imported = wanted
 
-    async def run_command(self, room: str, command: dict[str, Any]) -> None:
-        """What another node's front asked of this one (a host there, a chat there)."""
+    async def run_command(self, room: str, command: dict[str, Any]) -> str:
+        """What another node's front asked of this one (a host there, a chat there, the
+        operator there). Returns how it went: "done"; "gone" when the room or the
+        participant has left this node meanwhile (nothing to do); "failed"."""
         from signaling.server import ParticipantConnection, record
 
         channel = self.signaling.channels.get(room)
         if channel is None:
-            return  # its participants left meanwhile: nothing to do
+            return "gone"
         action = command.get("action")
         if action == "chat" and isinstance(command.get("message"), dict):
             await channel.broadcast(command["message"])
-            return
+            return "done"
         if action == "record":
             if channel.recording and not command.get("active"):
                 await record(self.signaling.pool, channel, self.signaling.config.recordings_dir,
                              False)
-            return
+            return "done"
         target = channel.connections.get(str(command.get("participant")))
         if target is None or target.participant_id is None:
-            return  # left meanwhile
+            return "gone"
         by = str(command.get("by", ""))
         if action == "mute":
             await target.mute(by)
@@ -287,5 +346,8 @@ class SpreadRooms:
                 except ProtocolError as refused:  # its worker is full: it keeps its mode
                     logger.warning("spread rooms: set_mode of %s in room %s refused: %s",
                                    target.participant_id, room, refused)
+                    return "failed"
         else:
             logger.warning("spread rooms: unknown command %r in room %s", command, room)
+            return "failed"
+        return "done"

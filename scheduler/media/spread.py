@@ -10,7 +10,8 @@ keeps in memory for a room spread over its own workers:
 - ``room_pipes``: each track a worker pipes to another node's worker (what that
   node's front must ``import``); a row goes when its owner leaves.
 - ``room_commands``: moderation, chat and recording for another node's participants
-  or home worker, taken (and deleted) once by that node.
+  or home worker, taken (and deleted) once by that node; and that node's answer to
+  the operator's moderation (how it went), as a command back.
 
 Every change is announced with ``NOTIFY`` on :data:`CHANNEL`, the room's name as the
 payload, in the transaction that made it (delivered only if it commits). A notice only
@@ -34,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from scheduler.media.placement import izs_only
 from scheduler.media.rooms import AdmissionDecision, node_is_live
-from scheduler.models import MediaNode, RoomCommand, RoomPart, RoomPipe
+from scheduler.models import MediaNode, Room, RoomCommand, RoomPart, RoomPipe
 
 CHANNEL = "multipoint_spread"
 MAX_COMMANDS = 200  # taken per read: a flood of them cannot stall one front's read
@@ -202,6 +203,25 @@ def set_locked(session: Session, room: str, locked: bool) -> None:
     announce(session, room)
 
 
+def claim_recording(session: Session, room: str, node_id: int, workers: Sequence[Sequence[Any]],
+                    participants: list[dict[str, Any]], locked: bool, now: datetime) -> int | None:
+    """This node's home worker is to record ``room``: one recording per room. Returns the
+    live node whose part records it already (nothing written), or None: this node's part
+    (written as :func:`write_part` does) now says it records, so the others' claims see it.
+
+    Claims of one room are taken one at a time (the room's row locked), so two Records
+    pressed on two nodes at once cannot both find the room unrecorded."""
+    session.execute(select(Room.id).where(Room.name == room).with_for_update())
+    recording = session.scalar(
+        select(RoomPart.node_id).join(MediaNode, MediaNode.id == RoomPart.node_id)
+        .where(RoomPart.room_name == room, RoomPart.node_id != node_id,
+               RoomPart.recording.is_(True), node_is_live(now)))
+    if recording is not None:
+        return int(recording)
+    write_part(session, room, node_id, workers, participants, True, now, locked)
+    return None
+
+
 def queue_command(session: Session, room: str, node_id: int, command: dict[str, Any],
                   now: datetime) -> None:
     """Ask the front of ``node_id`` to do something in its part of ``room``."""
@@ -305,6 +325,12 @@ class DatabaseSpreadStore:
 
     async def set_locked(self, room: str, locked: bool) -> None:
         await self._write(set_locked, room, locked)
+
+    async def claim_recording(self, room: str, workers: Sequence[Sequence[Any]],
+                              participants: list[dict[str, Any]], locked: bool) -> int | None:
+        claimed: int | None = await self._write(claim_recording, room, self.node_id, workers,
+                                                participants, locked, self.clock())
+        return claimed
 
     async def queue_command(self, room: str, node_id: int, command: dict[str, Any]) -> None:
         await self._write(queue_command, room, node_id, command, self.clock())

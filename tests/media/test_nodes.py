@@ -495,6 +495,42 @@ async def test_the_operator_mutes_and_removes_a_participant_on_another_nodes_par
         database.dispose()
 
 
+async def test_the_operators_mute_on_a_node_that_does_not_answer_is_not_reported_done(
+        spreading_nodes) -> None:
+    """A spread room, its operator on node A's admin web, node B (where the participant
+    is) paused: the mute cannot be confirmed, and the page says so instead of "done",
+    auditing nothing. It used to say "done" as soon as the command was queued for node
+    B, whether node B ever did it or not."""
+    node_a, node_b, url = spreading_nodes
+    room = "vichrice-jesenik"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operator: Operator | None = None
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha, ostrava = clients
+        ostrava_id = ostrava.of_type("joined")[0]["participant"]
+        assert await wait_until(lambda: any(
+            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
+            for p in m["participants"]), timeout=20)
+        operator = await Operator.sign_in(node_a.front, database)
+        assert f'data-participant="{ostrava_id}"' in await operator.live()
+
+        os.killpg(node_b.process.pid, signal.SIGSTOP)
+        assert await operator.act(room, "mute", ostrava_id) == "failed=unconfirmed"
+        assert audited(database, room) == []
+    finally:
+        if node_b.process.poll() is None:
+            os.killpg(node_b.process.pid, signal.SIGCONT)
+        if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
+
+
 async def test_the_operators_recording_of_a_spread_room_is_the_rooms_one(spreading_nodes,
                                                                          tmp_path) -> None:
     """A spread room recorded by node B's home worker (its host's Record there): the
@@ -538,6 +574,46 @@ async def test_the_operators_recording_of_a_spread_room_is_the_rooms_one(spreadi
             "room.record", "room.stop_recording"]
     finally:
         if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
+
+
+async def test_record_pressed_on_both_nodes_at_once_starts_one_recording(spreading_nodes,
+                                                                         tmp_path) -> None:
+    """A spread room, an operator on each node's admin web pressing Record at the same
+    moment: one recording for the room. Each node used to look only at what it had last
+    read of the other's part (not recording yet) and start its own: two recordings."""
+    node_a, node_b, url = spreading_nodes
+    room = "pozar-krnov"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operators: list[Operator] = []
+
+    def recordings() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("node-*/recordings/*/*.webm"))
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha, ostrava = clients
+        ostrava_id = ostrava.of_type("joined")[0]["participant"]
+        assert await wait_until(lambda: any(
+            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
+            for p in m["participants"]), timeout=20)
+        for node in (node_a, node_b):
+            operators.append(await Operator.sign_in(node.front, database))
+            assert f'data-participant="{ostrava_id}"' in await operators[-1].live()
+
+        answers = await asyncio.gather(*(operator.act(room, "record") for operator in operators))
+        assert answers == ["done=record", "done=record"]
+        assert len(recordings()) == 1, recordings()
+        assert await wait_until(lambda: all(m["recording"] for m in (
+            praha.of_type("participants")[-1], ostrava.of_type("participants")[-1])), timeout=20)
+    finally:
+        for operator in operators:
             await operator.close()
         for client in clients:
             await client.close()
