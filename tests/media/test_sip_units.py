@@ -1680,6 +1680,59 @@ async def test_a_new_connection_for_our_bye_goes_to_the_unit_not_to_the_host_its
         other.close()
 
 
+async def test_a_unit_that_closes_its_connection_after_its_request_gets_our_answers_over_a_new_one(
+        server) -> None:
+    """A unit over TCP that closes its connection once it has sent a request (one
+    connection per transaction, or a NAT that drops it) takes our responses on a new
+    connection to its Via's sent-by port (RFC 3261 18.2.2), at the address the request
+    came from: our 200 to its INVITE (sent again until its ACK) and to a re-INVITE. They
+    were written to the closed stream, that is nowhere: the unit never had its call, and
+    we hung up on it after 64*T1."""
+    room = bridge(server)
+    uri = f"sip:{room}@127.0.0.1"
+    agent = server.app[ROOM_UNITS].agent
+    listening, accepted = await accepting("127.0.0.1")
+    port = listening.sockets[0].getsockname()[1]  # the unit's, in its Via and Contact
+    reached: list[RawSipStream] = []
+
+    async def send_and_close(request: bytes) -> RawSipStream:
+        """``request`` on a connection the unit then closes; the one we open to answer."""
+        calling = await RawSipStream.connect(server)
+        calling.send(request)
+        await calling.writer.drain()
+        calling.close()
+        reached.append(await asyncio.wait_for(accepted.get(), 5))
+        return reached[-1]
+
+    try:
+        ours = await send_and_close(sip_request("INVITE", uri, transport="TCP", local_port=port,
+                                                call_id="one-way", body=OFFER, branch="z9hG4bKoneway"))
+        ok = next(r for r in await ours.responses(2) if r.status >= 200)
+        assert ok.status == 200 and ok.cseq == (1, "INVITE") and ok.body.startswith(b"v=0")
+        to_tag = tag_of(ok.get("To"))
+        ours.send(sip_request("ACK", uri, transport="TCP", local_port=port, call_id="one-way",
+                              to_tag=to_tag, branch="z9hG4bKonewayack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1 and agent.dialogs
+                                and next(iter(agent.dialogs.values())).confirmed)
+        ours.close()  # that one closes too: the 200 to its re-INVITE comes on yet another
+        hold = OFFER.replace(b"o=t 1 1", b"o=t 1 2") + b"a=sendonly\r\n"
+        held = await send_and_close(sip_request("INVITE", uri, transport="TCP", local_port=port,
+                                                call_id="one-way", cseq=2, to_tag=to_tag, body=hold,
+                                                branch="z9hG4bKonewayhold"))
+        ok = next(r for r in await held.responses(2) if r.status >= 200)
+        assert ok.status == 200 and ok.cseq == (2, "INVITE") and b"a=recvonly" in ok.body
+        held.send(sip_request("ACK", uri, transport="TCP", local_port=port, call_id="one-way",
+                              cseq=2, to_tag=to_tag, branch="z9hG4bKonewayholdack"))
+        held.send(sip_request("BYE", uri, transport="TCP", local_port=port, call_id="one-way",
+                              cseq=3, to_tag=to_tag, branch="z9hG4bKonewaybye"))
+        assert [r.status for r in await held.responses(1) if r.cseq == (3, "BYE")] == [200]
+        assert await wait_until(lambda: not units_in(server, room) and not agent.dialogs)
+    finally:
+        for unit in reached:
+            unit.close()
+        listening.close()
+
+
 async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
     """A peer that sends INVITE and CANCEL again and again: each is answered (487, or 200
     when the answer was first) and its transaction goes after its time (shortened here),
