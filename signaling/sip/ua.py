@@ -16,11 +16,11 @@ transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not 
 UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
 (17.2.1, timer H); a BYE we send is retransmitted over UDP until answered, and over
 TCP or TLS goes on a new connection to the unit (its address, its Contact's port) when
-its own has closed (18.1.1); a unit's refusal of our INVITE is ACKed, over UDP each copy of it for timer D
-(17.1.1.2). Responses go back where the request came from (the source address, as RFC
-3581 rport does), which is what a unit behind a NAT needs; over TCP or TLS, once the
-unit closed the request's connection, over a new one to the port of its Via's sent-by
-(18.2.2).
+its own has closed (18.1.1), as our ACK does when a unit sends its 200 again; a
+unit's refusal of our INVITE is ACKed, over UDP each copy of it for timer D (17.1.1.2).
+Responses go back where the request came from (the source address, as RFC 3581 rport
+does), which is what a unit behind a NAT needs; over TCP or TLS, once the unit closed
+the request's connection, over a new one to the port of its Via's sent-by (18.2.2).
 
 What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
 and says how to answer, and hears of each hang-up.
@@ -149,7 +149,7 @@ class Call:
     remote_party: str  # its side's header (its From, or the To of its 200), its tag in it
     local_party: str  # ours (our To with our tag, or our From), for our BYE
     answer: SipMessage | None = None  # the final response to the INVITE
-    ack: bytes | None = None  # ours, when we called (sent again if the 200 comes again)
+    ack: SipMessage | None = None  # ours, when we called (sent again if the 200 comes again)
     local_sdp: bytes = b""  # ours as the unit has it: our answer, or our offer when we called
     remote_sdp: bytes = b""  # the unit's: its offer, or its answer when we called
     confirmed: bool = False  # the ACK came
@@ -767,10 +767,11 @@ class SipAgent:
             refused[0].send(refused[1])
             return
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
-            # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK.
+            # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK, over
+            # a new connection when the unit closed ours (as our BYE, _flow_for).
             call = self.dialogs.get((response.call_id, tag_of(response.get("From"))))
             if call is not None and call.ack is not None:
-                call.flow.send(call.ack)
+                self._spawn(self._send_in_dialog(call, call.ack))
             return
         waiter = self._bye_waiters.get(branch)
         if waiter is not None and not waiter.done() and response.status >= 200:
@@ -854,8 +855,8 @@ class SipAgent:
             ack.add(name_, value)
         for route in reversed(final.get_all("Record-Route")):
             ack.add("Route", route)
-        call.ack = ack.to_bytes()
-        flow.send(call.ack)
+        call.ack = ack
+        flow.send(ack.to_bytes())
         self.dialogs[(call_id, local_tag)] = call
         self.counters["calls"] += 1
         return Dialled(final.status, final.reason, call, final.body.decode("utf-8", "replace"))
@@ -1021,6 +1022,12 @@ class SipAgent:
             return None
         finally:
             self._bye_waiters.pop(branch, None)
+
+    async def _send_in_dialog(self, call: Call, request: SipMessage) -> None:
+        """A request of ours in ``call``'s dialog that goes once (our ACK again)."""
+        flow = await self._flow_for(call, request)
+        if not flow.closed:
+            flow.send(request.to_bytes())
 
     async def _flow_for(self, call: Call, request: SipMessage) -> Flow:
         """Where a request of ours in ``call``'s dialog goes: the dialog's flow while it

@@ -1733,6 +1733,44 @@ async def test_a_unit_that_closes_its_connection_after_its_request_gets_our_answ
         listening.close()
 
 
+async def test_a_unit_we_called_that_closed_our_connection_gets_our_ack_again_over_a_new_one(
+        server) -> None:
+    """A unit we call over TCP answers 200, then closes our connection and sends its 200
+    again (it missed our ACK) over a connection of its own: our ACK again goes over a new
+    connection to its Contact's port (RFC 3261 18.1.1), as our BYE does. It was written to
+    the closed stream, that is nowhere, and the unit sent its 200 for 64*T1 and hung up."""
+    agent = server.app[ROOM_UNITS].agent
+    listening, accepted = await accepting("127.0.0.1")
+    port = listening.sockets[0].getsockname()[1]
+    target = f"sip:unit@127.0.0.1:{port};transport=tcp"
+    dialling = asyncio.ensure_future(agent.dial(target, OFFER.decode()))
+    reached: list[RawSipStream] = []
+    try:
+        reached.append(await asyncio.wait_for(accepted.get(), 5))  # our INVITE's connection
+        (invite,) = await reached[0].responses(1)
+        ok = response_from(invite, 200, to_tag="unit", body=OFFER, contact=target)
+        reached[0].send(ok)
+        (ack,) = await reached[0].responses(1)
+        assert ack.method == "ACK"
+        call = (await asyncio.wait_for(dialling, 5)).call
+        reached[0].close()
+        assert await wait_until(lambda: call.flow.closed, timeout=5)  # we saw it
+        resending = await RawSipStream.connect(server)
+        reached.append(resending)
+        resending.send(ok)
+        reached.append(await asyncio.wait_for(accepted.get(), 5))  # ours, to its Contact's port
+        (again,) = await reached[-1].responses(1)
+        assert again.to_bytes() == ack.to_bytes()
+        assert await resending.responses(1, timeout=0.5) == []  # not a request: no answer
+        await agent.hang_up(call, wait=False)
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        for unit in reached:
+            unit.close()
+        listening.close()
+
+
 async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
     """A peer that sends INVITE and CANCEL again and again: each is answered (487, or 200
     when the answer was first) and its transaction goes after its time (shortened here),
