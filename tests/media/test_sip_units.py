@@ -1434,6 +1434,38 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         unit.close()
 
 
+async def test_a_unit_holding_with_the_address_0_0_0_0_is_sent_nothing(server) -> None:
+    """A unit that puts the call on hold as RFC 2543 had it, its SDP's address 0.0.0.0
+    (older room systems still do), is sent nothing, neither RTP nor RTCP (RFC 3264 8.4),
+    and answered recvonly; with its address back it gets the composite again. We sent
+    the mix, the composite and our reports to 0.0.0.0, that is to our own host at the
+    unit's ports."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        unspecified = unit.offer(version=2).replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+        held = await unit.change(unspecified, "z9hG4bKzeros", 3)
+        assert held.status == 200, held.reason
+        assert [m.direction for m in parse_offer(held.body.decode()).media] == ["recvonly", "recvonly"]
+        await asyncio.sleep(0.5)
+        for name in ("audio", "video"):
+            unit.datagrams(name)  # what was on its way
+        await asyncio.sleep(2.5)  # more than our reports' second
+        assert unit.datagrams("audio") == unit.datagrams("video") == []  # (sent to 0.0.0.0: here)
+        assert len(units_in(server, room)) == 1
+
+        resumed = await unit.change(unit.offer(version=3), "z9hG4bKback", 4)
+        assert resumed.status == 200, resumed.reason
+        assert [m.direction for m in parse_offer(resumed.body.decode()).media] == ["sendrecv", "sendrecv"]
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 3, timeout=10)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
 async def test_a_reinvite_cancelled_before_its_answer_gets_487_and_the_call_goes_on_as_it_was(
         server, monkeypatch) -> None:
     """RFC 3261 9.2: a unit that CANCELs its re-INVITE (a hold here) while its worker is
