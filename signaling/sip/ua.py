@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from signaling.sip.message import (
+    BRANCH_MAGIC,
     MAX_MESSAGE_BYTES,
     SipMessage,
     SipParseError,
@@ -383,7 +384,7 @@ class SipAgent:
 
     def _request(self, request: SipMessage, flow: Flow) -> None:
         method = request.method
-        branch = params(request.get_all("Via")[0]).get("branch", "")
+        branch = transaction_branch(request)
         key = (request.call_id, branch, method)
         cached = self._responses.get(key)
         if cached is not None and method != "ACK":  # a retransmission: the same answer
@@ -424,7 +425,7 @@ class SipAgent:
                 self._final(pending, 487, "Request Terminated", b"")
                 self._end(pending, by_unit=True)
             elif pending.reinvite is not None and not pending.reinvite_cancelled \
-                    and params(pending.reinvite[0].get_all("Via")[0]).get("branch", "") == branch:
+                    and transaction_branch(pending.reinvite[0]) == branch:
                 # A re-INVITE whose new offer is still with the application (its worker):
                 # answered 487 now, and the call goes on with the session as it was
                 # (RFC 3261 9.2); what the worker makes of the offer meanwhile is undone
@@ -628,7 +629,7 @@ class SipAgent:
         call.answer = response
         data = response.to_bytes()
         via = call.invite.get_all("Via")[0]
-        branch = params(via).get("branch", "")
+        branch = transaction_branch(call.invite)
         self._responses[(call.call_id, branch, "INVITE")] = (time.monotonic(), data)
         self._send_back(call.flow, via, data)
         if status < 300:
@@ -1063,6 +1064,22 @@ class SipAgent:
                         flow.transport.upper(), flow.address[0], target, exc, request.method)
             return flow
         return call.flow
+
+
+def transaction_branch(request: SipMessage) -> str:
+    """What tells a request's server transaction apart (RFC 3261 17.2.3), with its
+    Call-ID and method: the top Via's branch when it is RFC 3261's (the magic cookie).
+    An agent of RFC 2543 sends no branch (or one of its own making, maybe the same for
+    every request): its top Via with the CSeq number and From tag, which its copies of a
+    request, the CANCEL of an INVITE and the ACK of a refusal share, and its next
+    request does not. By the branch alone, every INFO of such a unit after the first
+    (each key of its PIN) was taken for a copy of the first, and a re-INVITE for a copy
+    of its INVITE."""
+    via = request.get_all("Via")[0]
+    branch = params(via).get("branch", "")
+    if branch.startswith(BRANCH_MAGIC):
+        return branch
+    return f"{via}|{request.cseq[0]}|{tag_of(request.get('From'))}"
 
 
 def _sent_by(via: str, transport: str) -> tuple[str, str]:

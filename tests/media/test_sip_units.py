@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import re
 import shutil
 import socket
 import ssl
@@ -1009,6 +1010,47 @@ async def test_a_unit_keys_in_its_pin_in_sip_info(server) -> None:
         assert await wait_until(lambda: waiting(server) == 0)  # once the admit has answered
         raw.send(raw.request("BYE", uri, call_id="info-call", cseq=next(cseq), to_tag=to_tag,
                              branch="z9hG4bKinfobye"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+
+
+async def test_a_unit_of_rfc_2543_without_branches_keys_in_its_pin_and_hangs_up(server) -> None:
+    """A unit of RFC 2543 (older firmware) puts no branch in its Via: its transactions
+    are told apart by CSeq as RFC 3261 17.2.3 says, so each key of its PIN in an INFO is
+    taken, a copy of one is answered again without being taken twice, and the ACK of a
+    refusal (the INVITE's CSeq) ends the refusal's copies. Every INFO after the first was taken for a copy
+    of the first, answered with its 200 and its key lost: the unit never got in."""
+    room, number, pin = numbered_bridge(server)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+
+    def request(method: str, cseq: int, call_id: str = "old-unit", **details: Any) -> bytes:
+        written = raw.request(method, uri, call_id=call_id, cseq=cseq, **details)
+        return re.sub(rb";branch=[^;\r]*", b"", written)
+
+    try:
+        # A refusal (the wrong number), ACKed: not sent again.
+        raw.send(re.sub(rb"sip:\d+@", b"sip:99999999@", request("INVITE", 1, "wrong", body=OFFER)))
+        refused = await final_of(raw, "wrong")
+        assert refused.status == 404
+        raw.send(request("ACK", 1, "wrong", to_tag=tag_of(refused.get("To"))))
+        assert await raw.responses(1, timeout=1.5) == []  # past T1 and 3*T1
+        raw.send(request("INVITE", 1, body=OFFER))
+        ok = await final_of(raw, "old-unit")
+        assert ok.status == 200
+        to_tag = tag_of(ok.get("To"))
+        raw.send(request("ACK", 1, to_tag=to_tag))
+        assert await wait_until(lambda: waiting(server) == 2)
+        for cseq, key in enumerate([*pin, "#"], start=2):
+            info = request("INFO", cseq, to_tag=to_tag, body=f"Signal={key}\r\n".encode(),
+                           content_type="application/dtmf-relay")
+            for _ in range(2 if cseq == 2 else 1):  # the first key's INFO comes twice
+                raw.send(info)
+                answered = [r for r in await raw.responses(1) if r.call_id == "old-unit"]
+                assert [(r.status, r.cseq) for r in answered] == [(200, (cseq, "INFO"))]
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15)
+        raw.send(request("BYE", 10, to_tag=to_tag))
         assert await wait_until(lambda: not units_in(server, room))
     finally:
         raw.close()
