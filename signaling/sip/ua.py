@@ -709,7 +709,8 @@ class SipAgent:
         return data
 
     def _send(self, flow: Flow, response: SipMessage) -> None:
-        self._send_back(flow, response.get_all("Via")[0], response.to_bytes())
+        # (A 400 to a request whose Via names no hop has none: it goes back the flow.)
+        self._send_back(flow, next(iter(response.get_all("Via")), ""), response.to_bytes())
 
     def _send_back(self, flow: Flow, via: str, data: bytes) -> None:
         """A response to a request that came over ``flow`` with ``via`` its top Via: back

@@ -414,6 +414,11 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
             b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"))
         (broken,) = await raw.datagrams()  # with the CSeq as it came: not for our parser
         assert broken.startswith(b"SIP/2.0 400 ")
+        # A Via that names no hop (only a comma): 400 too, not a failure of ours (500).
+        raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="c7").replace(
+            b"Via: SIP/2.0/UDP", b"Via: ,\r\nX-Was-Via: SIP/2.0/UDP"))
+        (no_hop,) = await raw.datagrams()
+        assert no_hop.startswith(b"SIP/2.0 400 Bad Request: no Via"), no_hop
         assert server.app[ROOM_UNITS].agent.counters["malformed"] >= 2
     finally:
         raw.close()
