@@ -51,6 +51,7 @@ from mcu.unit_camera import CameraForBrowsers
 from mcu.unit_sdp import (
     OPUS,
     SRTP_KEY_BYTES,
+    UNSPECIFIED,
     LocalStream,
     SdpError,
     StreamChoice,
@@ -203,9 +204,12 @@ class _Stream:
         sock = (self.rtcp or self.rtp) if rtcp else self.rtp
         if sock is None or sock.transport is None or sock.transport.is_closing() or choice is None:
             raise ConnectionError("the unit's media sockets are closed")
+        target = choice.remote_rtcp if rtcp else choice.remote
+        if target[0] in UNSPECIFIED:  # 0.0.0.0: the unit takes nothing (RFC 3264 8.4)
+            return
         if self.tx is not None:
             packet = self.tx.protect_rtcp(packet) if rtcp else self.tx.protect(packet)
-        sock.transport.sendto(packet, choice.remote_rtcp if rtcp else choice.remote)
+        sock.transport.sendto(packet, target)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         # Whatever arrives, nothing escapes into the event loop: drops are counted.

@@ -187,6 +187,9 @@ def _crypto(value: str) -> Crypto | None:
     return Crypto(parts[0], parts[1], key)
 
 
+UNSPECIFIED = ("0.0.0.0", "::")  # a c-line's address that says: send nothing here (as parsed)
+
+
 @dataclass
 class StreamChoice:
     """What we take from one m-line of the unit's SDP (its offer, or its answer to ours)."""
@@ -226,6 +229,11 @@ def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamCh
             raise SdpError("codec_mismatch", "SRTP offered with no crypto suite we take")
     rtcp = (m.rtcp_address or m.address, m.rtcp_port) if m.rtcp_port else (m.address, m.port + 1)
     direction = {"sendonly": "recvonly", "recvonly": "sendonly"}.get(m.direction, m.direction)
+    if m.address in UNSPECIFIED:
+        # The address 0.0.0.0: hold as RFC 2543 had it (older room systems), or an
+        # address not known yet. Nothing is sent to it, neither RTP nor RTCP (RFC 3264
+        # 8.4; _Stream.write); sent there, it reached our own host at the unit's ports.
+        direction = {"sendrecv": "recvonly", "sendonly": "inactive"}.get(direction, direction)
     return StreamChoice(kind, index, payload_type, (m.address, m.port),
                         (m.address, m.port) if m.rtcp_mux else rtcp, m.rtcp_mux, crypto, direction)
 

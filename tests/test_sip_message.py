@@ -64,6 +64,7 @@ def test_a_response_copies_what_rfc_3261_says_and_tags_the_to() -> None:
     b"CSeq: 1 INVITE\r\n\r\n",
     b"INVITE sip:x SIP/2.0\r\n" + b"X: y\r\n" * 200 + b"\r\n",
     b"OPTIONS sip:x SIP/2.0\r\nVia: \xff\r\n\r\n",
+    b"OPTIONS sip:x SIP/2.0\r\nVia: ,\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n",
 ])
 def test_what_is_not_sip_is_refused_with_a_reason(data: bytes) -> None:
     with pytest.raises(SipParseError) as error:

@@ -159,6 +159,8 @@ def parse(data: bytes) -> SipMessage:
     for required in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not message.get(required):
             raise SipParseError(f"no {required} header")
+    if not message.get_all("Via"):  # "Via: ," names no hop: nowhere a response could go
+        raise SipParseError("no Via header")
     _, method = message.cseq
     if message.is_request and method != message.method and message.method not in ("ACK", "CANCEL"):
         raise SipParseError("CSeq method differs from the request's")

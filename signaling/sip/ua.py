@@ -16,9 +16,11 @@ transport (T1 doubling to T2) until its ACK comes, and a call whose ACK has not 
 UDP the same way until its ACK (the INVITE's own branch) comes, for 64*T1 at most
 (17.2.1, timer H); a BYE we send is retransmitted over UDP until answered, and over
 TCP or TLS goes on a new connection to the unit (its address, its Contact's port) when
-its own has closed (18.1.1); a unit's refusal of our INVITE is ACKed, over UDP each copy of it for timer D
-(17.1.1.2). Responses go back where the request came from (the source address, as RFC
-3581 rport does), which is what a unit behind a NAT needs.
+its own has closed (18.1.1), as our ACK does when a unit sends its 200 again; a
+unit's refusal of our INVITE is ACKed, over UDP each copy of it for timer D (17.1.1.2).
+Responses go back where the request came from (the source address, as RFC 3581 rport
+does), which is what a unit behind a NAT needs; over TCP or TLS, once the unit closed
+the request's connection, over a new one to the port of its Via's sent-by (18.2.2).
 
 What to do with a call is the application's (:class:`Calls`): it gets each new INVITE
 and says how to answer, and hears of each hang-up.
@@ -34,10 +36,12 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from signaling.sip.message import (
+    BRANCH_MAGIC,
     MAX_MESSAGE_BYTES,
     SipMessage,
     SipParseError,
@@ -109,6 +113,9 @@ class _TcpFlow(Flow):
     def __init__(self, writer: asyncio.StreamWriter, address: tuple[str, int], tls: bool = False) -> None:
         super().__init__(address)
         self.writer = writer
+        # Once the unit closed it: our connection back to it that carries the responses
+        # to the requests that came this way (SipAgent._send_back).
+        self.reopened: asyncio.Task[_TcpFlow] | None = None
         if tls:
             self.transport = "tls"
 
@@ -143,7 +150,7 @@ class Call:
     remote_party: str  # its side's header (its From, or the To of its 200), its tag in it
     local_party: str  # ours (our To with our tag, or our From), for our BYE
     answer: SipMessage | None = None  # the final response to the INVITE
-    ack: bytes | None = None  # ours, when we called (sent again if the 200 comes again)
+    ack: SipMessage | None = None  # ours, when we called (sent again if the 200 comes again)
     local_sdp: bytes = b""  # ours as the unit has it: our answer, or our offer when we called
     remote_sdp: bytes = b""  # the unit's: its offer, or its answer when we called
     confirmed: bool = False  # the ACK came
@@ -200,8 +207,8 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         pass  # an ICMP error for something we sent: that unit is gone
 
 
-async def _send_again_for_64_t1(flow: Flow, data: bytes) -> None:
-    """Send ``data`` again at T1, doubling up to T2, until 64*T1 has passed (RFC 3261:
+async def _send_again_for_64_t1(send: Callable[[], None]) -> None:
+    """``send`` again at T1, doubling up to T2, until 64*T1 has passed (RFC 3261:
     a 2xx to an INVITE until its ACK, 13.3.1.4; a refusal until its ACK, timer H); the
     caller cancels it when the ACK comes. T1 and T2 are read now, not at import
     (TRANSACTION_S is): a test shortens them."""
@@ -210,7 +217,7 @@ async def _send_again_for_64_t1(flow: Flow, data: bytes) -> None:
     while (left := give_up_at - loop.time()) > 0:
         await asyncio.sleep(min(interval, left))
         if loop.time() < give_up_at:
-            flow.send(data)
+            send()
         interval = min(interval * 2, T2_S)
 
 
@@ -377,11 +384,11 @@ class SipAgent:
 
     def _request(self, request: SipMessage, flow: Flow) -> None:
         method = request.method
-        branch = params(request.get_all("Via")[0]).get("branch", "")
+        branch = transaction_branch(request)
         key = (request.call_id, branch, method)
         cached = self._responses.get(key)
         if cached is not None and method != "ACK":  # a retransmission: the same answer
-            flow.send(cached[1])
+            self._send_back(flow, request.get_all("Via")[0], cached[1])
             return
         if method == "INVITE":
             self._invite(request, flow, branch)
@@ -418,7 +425,7 @@ class SipAgent:
                 self._final(pending, 487, "Request Terminated", b"")
                 self._end(pending, by_unit=True)
             elif pending.reinvite is not None and not pending.reinvite_cancelled \
-                    and params(pending.reinvite[0].get_all("Via")[0]).get("branch", "") == branch:
+                    and transaction_branch(pending.reinvite[0]) == branch:
                 # A re-INVITE whose new offer is still with the application (its worker):
                 # answered 487 now, and the call goes on with the session as it was
                 # (RFC 3261 9.2); what the worker makes of the offer meanwhile is undone
@@ -497,7 +504,7 @@ class SipAgent:
             response.add("Content-Type", "application/sdp")
             response.body = existing.local_sdp
             data = self._cache_and_send(request, flow, branch, response)
-            self._retransmit_until_acked(existing, flow, request.cseq[0], data)
+            self._retransmit_until_acked(existing, flow, request, data)
             return
         to_tag = tag_of(request.get("To"))
         if to_tag and (request.call_id, to_tag) in self._calling:
@@ -592,7 +599,7 @@ class SipAgent:
             response.add("Warning", f'399 {self.advertised_host} "{_quoted(reason)}"')
         data = self._cache_and_send(request, flow, branch, response)
         if status < 300:
-            self._retransmit_until_acked(call, flow, request.cseq[0], data)
+            self._retransmit_until_acked(call, flow, request, data)
         self._spawn(self._forget_invite_later(call, branch))
 
     async def _undo_update(self, call: Call) -> None:
@@ -621,16 +628,17 @@ class SipAgent:
             response.add("Retry-After", "60")
         call.answer = response
         data = response.to_bytes()
-        branch = params(call.invite.get_all("Via")[0]).get("branch", "")
+        via = call.invite.get_all("Via")[0]
+        branch = transaction_branch(call.invite)
         self._responses[(call.call_id, branch, "INVITE")] = (time.monotonic(), data)
-        call.flow.send(data)
+        self._send_back(call.flow, via, data)
         if status < 300:
-            self._retransmit_until_acked(call, call.flow, call.invite.cseq[0], data)
+            self._retransmit_until_acked(call, call.flow, call.invite, data)
         else:
-            self._retransmit_refusal(call.call_id, branch, call.flow, data)
+            self._retransmit_refusal(call.call_id, branch, call.flow, via, data)
 
-    def _retransmit_until_acked(self, call: Call, flow: Flow, cseq: int, data: bytes) -> None:
-        """Send our 2xx to the INVITE of ``cseq`` again until its ACK comes (RFC 3261
+    def _retransmit_until_acked(self, call: Call, flow: Flow, invite: SipMessage, data: bytes) -> None:
+        """Send our 2xx to ``invite`` again until its ACK comes (RFC 3261
         13.3.1.4). On every transport, TCP and TLS too: the 2xx and its ACK go end to end,
         and a proxy on the way may forward them over UDP; and a unit that never ACKs is
         not left in the room until its media times out."""
@@ -638,11 +646,11 @@ class SipAgent:
             # A newer INVITE answered: the unit's transaction of the one before is over,
             # so it had that 2xx.
             call.retransmit.cancel()
-        call.ack_cseq = cseq
-        call.retransmit = self._spawn(self._retransmit_ok(call, flow, data))
+        call.ack_cseq = invite.cseq[0]
+        call.retransmit = self._spawn(self._retransmit_ok(call, flow, invite.get_all("Via")[0], data))
 
-    async def _retransmit_ok(self, call: Call, flow: Flow, data: bytes) -> None:
-        await _send_again_for_64_t1(flow, data)
+    async def _retransmit_ok(self, call: Call, flow: Flow, via: str, data: bytes) -> None:
+        await _send_again_for_64_t1(lambda: self._send_back(flow, via, data))
         # No ACK in 64*T1: the unit never took the answer. The dialog is confirmed and
         # ended at once with a BYE (13.3.1.4, 14.2), as any hang-up of ours: it leaves
         # the room and its record is closed (Calls.ended).
@@ -651,7 +659,7 @@ class SipAgent:
         call.confirmed = True
         await self.hang_up(call, wait=False)
 
-    def _retransmit_refusal(self, call_id: str, branch: str, flow: Flow, data: bytes) -> None:
+    def _retransmit_refusal(self, call_id: str, branch: str, flow: Flow, via: str, data: bytes) -> None:
         """Send our final non-2xx answer to an INVITE again over UDP until its ACK comes
         (RFC 3261 17.2.1: T1 doubling to T2, for 64*T1 at most, timer H): the unit stops
         resending its INVITE once it had our 100, so a refusal lost on the way left it
@@ -663,11 +671,12 @@ class SipAgent:
         key = (call_id, branch)
         if key in self._refusals:
             return
-        self._refusals[key] = self._spawn(self._retransmit_refusal_until(key, flow, data))
+        self._refusals[key] = self._spawn(self._retransmit_refusal_until(key, flow, via, data))
 
-    async def _retransmit_refusal_until(self, key: tuple[str, str], flow: Flow, data: bytes) -> None:
+    async def _retransmit_refusal_until(self, key: tuple[str, str], flow: Flow, via: str,
+                                        data: bytes) -> None:
         try:
-            await _send_again_for_64_t1(flow, data)
+            await _send_again_for_64_t1(lambda: self._send_back(flow, via, data))
         finally:
             if self._refusals.get(key) is asyncio.current_task():
                 del self._refusals[key]
@@ -693,13 +702,55 @@ class SipAgent:
             oldest = sorted(self._responses.items(), key=lambda item: item[1][0])[:MAX_CALLS]
             for key, _ in oldest:
                 del self._responses[key]
-        flow.send(data)
+        via = request.get_all("Via")[0]
+        self._send_back(flow, via, data)
         if request.method == "INVITE" and response.status >= 300:
-            self._retransmit_refusal(request.call_id, branch, flow, data)
+            self._retransmit_refusal(request.call_id, branch, flow, via, data)
         return data
 
-    def _send(self, flow: Flow, message: SipMessage) -> None:
-        flow.send(message.to_bytes())
+    def _send(self, flow: Flow, response: SipMessage) -> None:
+        # (A 400 to a request whose Via names no hop has none: it goes back the flow.)
+        self._send_back(flow, next(iter(response.get_all("Via")), ""), response.to_bytes())
+
+    def _send_back(self, flow: Flow, via: str, data: bytes) -> None:
+        """A response to a request that came over ``flow`` with ``via`` its top Via: back
+        over that flow while it is open. Over TCP or TLS the unit may have closed it since
+        (a unit that opens a connection per transaction, one that closes it once its
+        request is sent, a NAT that dropped an idle one): then the response goes over a
+        new connection (RFC 3261 18.2.2) to the port of the Via's sent-by (the
+        transport's default when it names none) at the address the request came from,
+        the Via's ``received``, not at the host its sent-by names, for the reason our
+        BYE does not go to the host a Contact names (:meth:`_flow_for`). That connection
+        is opened once for the closed flow and carries its later responses too (our
+        2xx again until its ACK, an answer to a retransmitted request); before, they
+        were written to the closed stream, that is nowhere, and a unit that closes its
+        connection after its INVITE never had our 200."""
+        if not flow.closed:
+            flow.send(data)
+        elif isinstance(flow, _TcpFlow):
+            self._spawn(self._send_over_reopened(flow, via, data))
+
+    async def _send_over_reopened(self, flow: _TcpFlow, via: str, data: bytes) -> None:
+        opening = flow.reopened
+        if opening is None or (opening.done() and (
+                opening.cancelled() or opening.exception() is not None or opening.result().closed)):
+            opening = flow.reopened = self._spawn(self._reopen(flow, via))
+        try:
+            reopened = await asyncio.shield(opening)
+        except (SipParseError, OSError, ValueError, TimeoutError, ssl.SSLError) as exc:
+            logger.info("SIP over %s from %s: its connection has closed and none could be opened "
+                        "back for our response (%s): it is not sent", flow.transport.upper(),
+                        flow.address[0], exc)
+            return
+        reopened.send(data)
+
+    async def _reopen(self, flow: _TcpFlow, via: str) -> _TcpFlow:
+        """A new connection to the unit a closed ``flow`` was with, on its transport, at
+        the port of the request's ``via`` sent-by (RFC 3261 18.2.2)."""
+        host, port_text = _sent_by(via, flow.transport)
+        if not 0 < int(port_text) < 65536:
+            raise ValueError(f"no port {port_text}")
+        return await self._connect(flow.transport, host, (flow.address[0], int(port_text)))
 
     def _add_contact(self, response: SipMessage, flow: Flow) -> None:
         port = self.port_for(flow.transport)
@@ -718,10 +769,11 @@ class SipAgent:
             refused[0].send(refused[1])
             return
         if 200 <= response.status < 300 and response.cseq[1] == "INVITE":
-            # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK.
+            # Our 200's ACK was lost and the unit sends the 200 again: so is the ACK, over
+            # a new connection when the unit closed ours (as our BYE, _flow_for).
             call = self.dialogs.get((response.call_id, tag_of(response.get("From"))))
             if call is not None and call.ack is not None:
-                call.flow.send(call.ack)
+                self._spawn(self._send_in_dialog(call, call.ack))
             return
         waiter = self._bye_waiters.get(branch)
         if waiter is not None and not waiter.done() and response.status >= 200:
@@ -805,8 +857,8 @@ class SipAgent:
             ack.add(name_, value)
         for route in reversed(final.get_all("Record-Route")):
             ack.add("Route", route)
-        call.ack = ack.to_bytes()
-        flow.send(call.ack)
+        call.ack = ack
+        flow.send(ack.to_bytes())
         self.dialogs[(call_id, local_tag)] = call
         self.counters["calls"] += 1
         return Dialled(final.status, final.reason, call, final.body.decode("utf-8", "replace"))
@@ -973,6 +1025,12 @@ class SipAgent:
         finally:
             self._bye_waiters.pop(branch, None)
 
+    async def _send_in_dialog(self, call: Call, request: SipMessage) -> None:
+        """A request of ours in ``call``'s dialog that goes once (our ACK again)."""
+        flow = await self._flow_for(call, request)
+        if not flow.closed:
+            flow.send(request.to_bytes())
+
     async def _flow_for(self, call: Call, request: SipMessage) -> Flow:
         """Where a request of ours in ``call``'s dialog goes: the dialog's flow while it
         is open. Over TCP or TLS the unit, or a NAT or firewall on the way, may have
@@ -1009,14 +1067,44 @@ class SipAgent:
         return call.flow
 
 
-def _host_and_port(uri: str, transport: str) -> tuple[str, str]:
-    """The host (an IPv6 one in brackets) and port (the transport's default: 5060, 5061
-    for TLS) of a sip: or sips: URI; SipParseError if it is none."""
-    _, hostport = user_and_host(uri)
+def transaction_branch(request: SipMessage) -> str:
+    """What tells a request's server transaction apart (RFC 3261 17.2.3), with its
+    Call-ID and method: the top Via's branch when it is RFC 3261's (the magic cookie).
+    An agent of RFC 2543 sends no branch (or one of its own making, maybe the same for
+    every request): its top Via with the CSeq number and From tag, which its copies of a
+    request, the CANCEL of an INVITE and the ACK of a refusal share, and its next
+    request does not. By the branch alone, every INFO of such a unit after the first
+    (each key of its PIN) was taken for a copy of the first, and a re-INVITE for a copy
+    of its INVITE."""
+    via = request.get_all("Via")[0]
+    branch = params(via).get("branch", "")
+    if branch.startswith(BRANCH_MAGIC):
+        return branch
+    return f"{via}|{request.cseq[0]}|{tag_of(request.get('From'))}"
+
+
+def _sent_by(via: str, transport: str) -> tuple[str, str]:
+    """The host and port (the transport's default when none is named) of a Via's sent-by
+    (``SIP/2.0/TCP host:port;branch=...``); SipParseError if it has none."""
+    parts = via.split(";", 1)[0].split(None, 1)
+    if len(parts) != 2 or not parts[1].strip():
+        raise SipParseError("a Via without a sent-by")
+    return _split_host_port(parts[1].strip(), transport)
+
+
+def _split_host_port(hostport: str, transport: str) -> tuple[str, str]:
+    """``host[:port]`` (an IPv6 host in brackets) as host and port, the port the
+    transport's default (5060, 5061 for TLS) when none is named."""
     host, _, port_text = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
     if not host or not port_text.isdigit():
         host, port_text = hostport, "5061" if transport == "tls" else "5060"
     return host, port_text
+
+
+def _host_and_port(uri: str, transport: str) -> tuple[str, str]:
+    """The host (an IPv6 one in brackets) and port (the transport's default: 5060, 5061
+    for TLS) of a sip: or sips: URI; SipParseError if it is none."""
+    return _split_host_port(user_and_host(uri)[1], transport)
 
 
 def _reason(why: str) -> str:

@@ -12,7 +12,10 @@ import asyncio
 import os
 import re
 import signal
+import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,12 +23,14 @@ from sqlalchemy import select, text
 
 from mcu import aiortc_adapter
 from scheduler.access.users import create_local_user
+from scheduler.booking.dial_in import bridge_number
 from scheduler.db import Database
 from scheduler.media.rooms import close_room
-from scheduler.models import AuditEntry, CallRecord, Room, User
+from scheduler.models import AuditEntry, CallRecord, Room, StandingBridge, User
+from signaling.sip.message import SipMessage, parse, tag_of
 from signaling.tokens import JoinGrant, issue_token
 from tests.conftest import free_port
-from tests.media.test_sip_units import hears
+from tests.media.test_sip_units import OFFER, hears, sip_request
 from tests.nodes import LEASE_S, SECRET, izs_bridge, start_node
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.scheduler.conftest import PG_URL
@@ -435,6 +440,169 @@ async def test_a_unit_calling_a_node_that_takes_part_of_a_room_joins_the_rooms_s
         assert await wait_until(lambda: hears(page, UNIT_HZ), timeout=20)
     finally:
         await unit.stop()
+        if page is not None:
+            await page.close()
+        database.dispose()
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
+
+
+async def sip_exchange(sock: socket.socket, port: int, request: bytes, wanted: Callable[[SipMessage], bool],
+                       timeout: float = 15) -> SipMessage:
+    """Send ``request`` over UDP to 127.0.0.1:``port`` (none: only wait); the first
+    message that comes back and is ``wanted``."""
+    loop = asyncio.get_running_loop()
+    if request:
+        sock.sendto(request, ("127.0.0.1", port))
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            message = parse(sock.recv(65536))
+        except BlockingIOError:
+            await asyncio.sleep(0.05)
+            continue
+        if wanted(message):
+            return message
+    raise AssertionError("nothing came back")
+
+
+async def test_a_unit_calling_a_node_that_takes_part_of_a_room_locked_on_the_other_is_kept_out(
+        tmp_path, shared_database_url: str) -> None:
+    """A bridge lives on node A, where its host locks it; node B takes part of rooms
+    (MULTIPOINT_SPREAD_ROOMS=always) and takes the units' calls. A unit calling node B for
+    the room is refused 403, as a page joining through node B is (node B reads the lock
+    from the database); and one that dialled the meeting's number before the lock and
+    keys in its PIN after it is hung up with 403, not let in."""
+    url = shared_database_url
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    sip_port = free_port()
+    spread = {"MULTIPOINT_SPREAD_ROOMS": "always", "MULTIPOINT_PIPE_HOST": "127.0.0.1"}
+    started = [await start_node(tmp_path, url, "node-a", extra_env=spread)]
+    started.append(await start_node(tmp_path, url, "node-b",
+                                    extra_env={**spread, "MULTIPOINT_SIP_PORT": str(sip_port)}))
+    node_a, node_b = started
+    room = izs_bridge(url)
+    database = Database(url)
+    with database.session() as session:
+        made = session.scalar(select(StandingBridge).where(StandingBridge.room_name == room))
+        number, pin = bridge_number(made.id), made.dial_in_pin
+    unit = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    unit.bind(("127.0.0.1", 0))
+    unit.setblocking(False)
+    local = unit.getsockname()[1]
+    page: SignalClient | None = None
+
+    def request(method: str, uri: str, call_id: str, **details: Any) -> bytes:
+        return sip_request(method, uri, transport="UDP", local_port=local, call_id=call_id, **details)
+
+    def locked_in_database() -> bool:
+        with database.session() as session:
+            return bool(session.scalar(text("SELECT bool_or(locked) FROM room_parts WHERE room_name = :room"),
+                                       {"room": room}))
+
+    def parts() -> list[str]:
+        with database.session() as session:
+            return list(session.scalars(text(
+                "SELECT n.name FROM room_parts p JOIN media_nodes n ON n.id = p.node_id "
+                "WHERE p.room_name = :room ORDER BY n.name"), {"room": room}))
+
+    def final(call_id: str) -> Callable[[SipMessage], bool]:
+        return lambda m: not m.is_request and m.call_id == call_id and m.status >= 200
+
+    async def lock(locked: bool) -> None:
+        assert page is not None
+        await page.send({"type": "lock", "locked": locked})
+        assert await wait_until(lambda: page.of_type("participants")[-1]["locked"] == locked)
+        assert await wait_until(lambda: locked_in_database() == locked, timeout=10)
+
+    operator: Operator | None = None
+    try:
+        token = issue_token(SECRET, JoinGrant(room=room, role="host", scheduled=True), 600)
+        page = await join_through(node_a.front, token, "Praha")
+        await lock(True)
+        # Node B has nothing of the room: the lock it reads from the database keeps the
+        # unit out, as it keeps out a page joining through node B.
+        refused = await sip_exchange(unit, sip_port, request("INVITE", f"sip:{room}@127.0.0.1", "late",
+                                                             body=OFFER, branch="z9hG4bKlate"),
+                                     final("late"))
+        assert refused.status == 403, refused
+
+        # Into node B's lobby by the meeting's number while the room is open; locked
+        # while it keys in its PIN (node B's part of the room knows it: its operator's
+        # page offers to unlock it).
+        await lock(False)
+        by_number = f"sip:{number}@127.0.0.1"
+        ok = await sip_exchange(unit, sip_port, request("INVITE", by_number, "lobby", body=OFFER,
+                                                        branch="z9hG4bKlobby"), final("lobby"))
+        assert ok.status == 200, ok
+        to_tag = tag_of(ok.get("To"))
+        unit.sendto(request("ACK", by_number, "lobby", to_tag=to_tag, branch="z9hG4bKlobby"),
+                    ("127.0.0.1", sip_port))
+        await lock(True)
+        operator = await Operator.sign_in(node_b.front, database)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while 'value="unlock"' not in await operator.live():
+            assert loop.time() < deadline, "node B did not learn of the lock"
+            await asyncio.sleep(0.2)
+        for index, key in enumerate([*pin, "#"]):
+            unit.sendto(request("INFO", by_number, "lobby", cseq=index + 2, to_tag=to_tag,
+                                body=f"Signal={key}\r\n".encode(), branch=f"z9hG4bKpin{index}",
+                                content_type="application/dtmf-relay"), ("127.0.0.1", sip_port))
+        bye = await sip_exchange(unit, sip_port, b"", lambda m: m.is_request and m.method == "BYE")
+        assert "cause=403" in bye.get("Reason"), bye.get("Reason")
+        await asyncio.sleep(1)
+        assert parts() == ["node-a"]  # node B has no part of the room: nobody of it got in
+        assert {p["name"] for p in page.of_type("participants")[-1]["participants"]} == {"Praha"}
+    finally:
+        unit.close()
+        if operator is not None:
+            await operator.close()
+        if page is not None:
+            await page.close()
+        database.dispose()
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
+
+
+async def test_a_unit_calling_a_node_for_a_locked_room_placed_on_the_other_is_not_let_in(
+        tmp_path, shared_database_url: str) -> None:
+    """A bridge placed on node B (labelled izs), locked there by its host; node A takes
+    part of other nodes' rooms only when their worker is full (the default) and takes the
+    units' calls: a unit calling node A for the room is not let in there (480, call the
+    room's node), and node A writes no part of it."""
+    url = shared_database_url
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    sip_port = free_port()
+    started = [await start_node(tmp_path, url, "node-a", extra_env={"MULTIPOINT_SIP_PORT": str(sip_port)})]
+    started.append(await start_node(tmp_path, url, "node-b", labels="izs",
+                                    extra_env={"MULTIPOINT_SIP_ENABLED": "false"}))
+    room = izs_bridge(url)
+    database = Database(url)
+    unit = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    unit.bind(("127.0.0.1", 0))
+    unit.setblocking(False)
+    page: SignalClient | None = None
+    try:
+        token = issue_token(SECRET, JoinGrant(room=room, role="host", scheduled=True), 600)
+        page = await join_through(started[1].front, token, "Ostrava")
+        await page.send({"type": "lock", "locked": True})
+        assert await wait_until(lambda: page.of_type("participants")[-1]["locked"])
+        invite = sip_request("INVITE", f"sip:{room}@127.0.0.1", transport="UDP",
+                             local_port=unit.getsockname()[1], call_id="placed", body=OFFER)
+        refused = await sip_exchange(unit, sip_port, invite,
+                                     lambda m: not m.is_request and m.status >= 200)
+        assert refused.status == 480 and "another node" in refused.reason, refused
+        with database.session() as session:
+            assert not session.scalar(text("SELECT count(*) FROM room_parts p JOIN media_nodes n "
+                                           "ON n.id = p.node_id WHERE n.name = 'node-a'"))
+        assert {p["name"] for p in page.of_type("participants")[-1]["participants"]} == {"Ostrava"}
+    finally:
+        unit.close()
         if page is not None:
             await page.close()
         database.dispose()

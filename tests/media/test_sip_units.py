@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import re
 import shutil
 import socket
 import ssl
@@ -413,6 +414,11 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
             b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"))
         (broken,) = await raw.datagrams()  # with the CSeq as it came: not for our parser
         assert broken.startswith(b"SIP/2.0 400 ")
+        # A Via that names no hop (only a comma): 400 too, not a failure of ours (500).
+        raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="c7").replace(
+            b"Via: SIP/2.0/UDP", b"Via: ,\r\nX-Was-Via: SIP/2.0/UDP"))
+        (no_hop,) = await raw.datagrams()
+        assert no_hop.startswith(b"SIP/2.0 400 Bad Request: no Via"), no_hop
         assert server.app[ROOM_UNITS].agent.counters["malformed"] >= 2
     finally:
         raw.close()
@@ -1014,6 +1020,47 @@ async def test_a_unit_keys_in_its_pin_in_sip_info(server) -> None:
         raw.close()
 
 
+async def test_a_unit_of_rfc_2543_without_branches_keys_in_its_pin_and_hangs_up(server) -> None:
+    """A unit of RFC 2543 (older firmware) puts no branch in its Via: its transactions
+    are told apart by CSeq as RFC 3261 17.2.3 says, so each key of its PIN in an INFO is
+    taken, a copy of one is answered again without being taken twice, and the ACK of a
+    refusal (the INVITE's CSeq) ends the refusal's copies. Every INFO after the first was taken for a copy
+    of the first, answered with its 200 and its key lost: the unit never got in."""
+    room, number, pin = numbered_bridge(server)
+    raw = RawSip(server)
+    uri = f"sip:{number}@127.0.0.1"
+
+    def request(method: str, cseq: int, call_id: str = "old-unit", **details: Any) -> bytes:
+        written = raw.request(method, uri, call_id=call_id, cseq=cseq, **details)
+        return re.sub(rb";branch=[^;\r]*", b"", written)
+
+    try:
+        # A refusal (the wrong number), ACKed: not sent again.
+        raw.send(re.sub(rb"sip:\d+@", b"sip:99999999@", request("INVITE", 1, "wrong", body=OFFER)))
+        refused = await final_of(raw, "wrong")
+        assert refused.status == 404
+        raw.send(request("ACK", 1, "wrong", to_tag=tag_of(refused.get("To"))))
+        assert await raw.responses(1, timeout=1.5) == []  # past T1 and 3*T1
+        raw.send(request("INVITE", 1, body=OFFER))
+        ok = await final_of(raw, "old-unit")
+        assert ok.status == 200
+        to_tag = tag_of(ok.get("To"))
+        raw.send(request("ACK", 1, to_tag=to_tag))
+        assert await wait_until(lambda: waiting(server) == 2)
+        for cseq, key in enumerate([*pin, "#"], start=2):
+            info = request("INFO", cseq, to_tag=to_tag, body=f"Signal={key}\r\n".encode(),
+                           content_type="application/dtmf-relay")
+            for _ in range(2 if cseq == 2 else 1):  # the first key's INFO comes twice
+                raw.send(info)
+                answered = [r for r in await raw.responses(1) if r.call_id == "old-unit"]
+                assert [(r.status, r.cseq) for r in answered] == [(200, (cseq, "INFO"))]
+        assert await wait_until(lambda: len(units_in(server, room)) == 1, timeout=15)
+        raw.send(request("BYE", 10, to_tag=to_tag))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+
+
 async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, tmp_path: Path) -> None:
     room, number, _ = numbered_bridge(server)
     unit = Baresip(tmp_path / "unit")
@@ -1434,6 +1481,38 @@ async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -
         unit.close()
 
 
+async def test_a_unit_holding_with_the_address_0_0_0_0_is_sent_nothing(server) -> None:
+    """A unit that puts the call on hold as RFC 2543 had it, its SDP's address 0.0.0.0
+    (older room systems still do), is sent nothing, neither RTP nor RTCP (RFC 3264 8.4),
+    and answered recvonly; with its address back it gets the composite again. We sent
+    the mix, the composite and our reports to 0.0.0.0, that is to our own host at the
+    unit's ports."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        unspecified = unit.offer(version=2).replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")
+        held = await unit.change(unspecified, "z9hG4bKzeros", 3)
+        assert held.status == 200, held.reason
+        assert [m.direction for m in parse_offer(held.body.decode()).media] == ["recvonly", "recvonly"]
+        await asyncio.sleep(0.5)
+        for name in ("audio", "video"):
+            unit.datagrams(name)  # what was on its way
+        await asyncio.sleep(2.5)  # more than our reports' second
+        assert unit.datagrams("audio") == unit.datagrams("video") == []  # (sent to 0.0.0.0: here)
+        assert len(units_in(server, room)) == 1
+
+        resumed = await unit.change(unit.offer(version=3), "z9hG4bKback", 4)
+        assert resumed.status == 200, resumed.reason
+        assert [m.direction for m in parse_offer(resumed.body.decode()).media] == ["sendrecv", "sendrecv"]
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 3, timeout=10)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
 async def test_a_reinvite_cancelled_before_its_answer_gets_487_and_the_call_goes_on_as_it_was(
         server, monkeypatch) -> None:
     """RFC 3261 9.2: a unit that CANCELs its re-INVITE (a hold here) while its worker is
@@ -1678,6 +1757,97 @@ async def test_a_new_connection_for_our_bye_goes_to_the_unit_not_to_the_host_its
             unit.close()
         own.close()
         other.close()
+
+
+async def test_a_unit_that_closes_its_connection_after_its_request_gets_our_answers_over_a_new_one(
+        server) -> None:
+    """A unit over TCP that closes its connection once it has sent a request (one
+    connection per transaction, or a NAT that drops it) takes our responses on a new
+    connection to its Via's sent-by port (RFC 3261 18.2.2), at the address the request
+    came from: our 200 to its INVITE (sent again until its ACK) and to a re-INVITE. They
+    were written to the closed stream, that is nowhere: the unit never had its call, and
+    we hung up on it after 64*T1."""
+    room = bridge(server)
+    uri = f"sip:{room}@127.0.0.1"
+    agent = server.app[ROOM_UNITS].agent
+    listening, accepted = await accepting("127.0.0.1")
+    port = listening.sockets[0].getsockname()[1]  # the unit's, in its Via and Contact
+    reached: list[RawSipStream] = []
+
+    async def send_and_close(request: bytes) -> RawSipStream:
+        """``request`` on a connection the unit then closes; the one we open to answer."""
+        calling = await RawSipStream.connect(server)
+        calling.send(request)
+        await calling.writer.drain()
+        calling.close()
+        reached.append(await asyncio.wait_for(accepted.get(), 5))
+        return reached[-1]
+
+    try:
+        ours = await send_and_close(sip_request("INVITE", uri, transport="TCP", local_port=port,
+                                                call_id="one-way", body=OFFER, branch="z9hG4bKoneway"))
+        ok = next(r for r in await ours.responses(2) if r.status >= 200)
+        assert ok.status == 200 and ok.cseq == (1, "INVITE") and ok.body.startswith(b"v=0")
+        to_tag = tag_of(ok.get("To"))
+        ours.send(sip_request("ACK", uri, transport="TCP", local_port=port, call_id="one-way",
+                              to_tag=to_tag, branch="z9hG4bKonewayack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1 and agent.dialogs
+                                and next(iter(agent.dialogs.values())).confirmed)
+        ours.close()  # that one closes too: the 200 to its re-INVITE comes on yet another
+        hold = OFFER.replace(b"o=t 1 1", b"o=t 1 2") + b"a=sendonly\r\n"
+        held = await send_and_close(sip_request("INVITE", uri, transport="TCP", local_port=port,
+                                                call_id="one-way", cseq=2, to_tag=to_tag, body=hold,
+                                                branch="z9hG4bKonewayhold"))
+        ok = next(r for r in await held.responses(2) if r.status >= 200)
+        assert ok.status == 200 and ok.cseq == (2, "INVITE") and b"a=recvonly" in ok.body
+        held.send(sip_request("ACK", uri, transport="TCP", local_port=port, call_id="one-way",
+                              cseq=2, to_tag=to_tag, branch="z9hG4bKonewayholdack"))
+        held.send(sip_request("BYE", uri, transport="TCP", local_port=port, call_id="one-way",
+                              cseq=3, to_tag=to_tag, branch="z9hG4bKonewaybye"))
+        assert [r.status for r in await held.responses(1) if r.cseq == (3, "BYE")] == [200]
+        assert await wait_until(lambda: not units_in(server, room) and not agent.dialogs)
+    finally:
+        for unit in reached:
+            unit.close()
+        listening.close()
+
+
+async def test_a_unit_we_called_that_closed_our_connection_gets_our_ack_again_over_a_new_one(
+        server) -> None:
+    """A unit we call over TCP answers 200, then closes our connection and sends its 200
+    again (it missed our ACK) over a connection of its own: our ACK again goes over a new
+    connection to its Contact's port (RFC 3261 18.1.1), as our BYE does. It was written to
+    the closed stream, that is nowhere, and the unit sent its 200 for 64*T1 and hung up."""
+    agent = server.app[ROOM_UNITS].agent
+    listening, accepted = await accepting("127.0.0.1")
+    port = listening.sockets[0].getsockname()[1]
+    target = f"sip:unit@127.0.0.1:{port};transport=tcp"
+    dialling = asyncio.ensure_future(agent.dial(target, OFFER.decode()))
+    reached: list[RawSipStream] = []
+    try:
+        reached.append(await asyncio.wait_for(accepted.get(), 5))  # our INVITE's connection
+        (invite,) = await reached[0].responses(1)
+        ok = response_from(invite, 200, to_tag="unit", body=OFFER, contact=target)
+        reached[0].send(ok)
+        (ack,) = await reached[0].responses(1)
+        assert ack.method == "ACK"
+        call = (await asyncio.wait_for(dialling, 5)).call
+        reached[0].close()
+        assert await wait_until(lambda: call.flow.closed, timeout=5)  # we saw it
+        resending = await RawSipStream.connect(server)
+        reached.append(resending)
+        resending.send(ok)
+        reached.append(await asyncio.wait_for(accepted.get(), 5))  # ours, to its Contact's port
+        (again,) = await reached[-1].responses(1)
+        assert again.to_bytes() == ack.to_bytes()
+        assert await resending.responses(1, timeout=0.5) == []  # not a request: no answer
+        await agent.hang_up(call, wait=False)
+    finally:
+        if not dialling.done():
+            dialling.cancel()
+        for unit in reached:
+            unit.close()
+        listening.close()
 
 
 async def test_invites_cancelled_before_their_answer_are_forgotten(server, monkeypatch) -> None:
