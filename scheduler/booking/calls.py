@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from scheduler.booking.recurrence import DEFAULT_ZONE
@@ -21,6 +23,7 @@ from scheduler.models import (
     Room,
     StandingBridge,
     UsageDaily,
+    UsageDayRolledUp,
 )
 
 
@@ -124,7 +127,10 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def rollup_day(session: Session, day: date) -> int:
     """Recompute the usage of one day (in :data:`USAGE_ZONE`) per organisation;
-    idempotent (replaces the day)."""
+    idempotent (replaces the day). The day is marked done in the same transaction."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(UsageDayRolledUp).values(day=day)
+                    .on_conflict_do_nothing(index_elements=["day"]))
     start, end = _day_bounds(day)
     totals: dict[int, dict[str, float]] = {}
     records = session.execute(select(CallRecord.organisation_id, CallRecord.joined_at,
