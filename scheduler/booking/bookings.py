@@ -343,6 +343,10 @@ def _displace(session: Session, victims: list[Allocation], emergency_id: int,
         row.displaced_by = emergency_id
         booking = session.get(Booking, row.booking_id)
         assert booking is not None
+        if booking.rrule:
+            # An exception of the series, as a cancelled one: its organiser is told it
+            # does not take place, so no later change of the series books it again.
+            booking.exdates = sorted({*booking.exdates, _instance(booking, row).isoformat()})
         booking.sequence += 1
         booking.updated_at = now
         notices.displaced(session, booking, row, emergency_title, now, join_link)

@@ -1014,6 +1014,46 @@ async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_ca
         == ("2026-12-15T14:00", "2026-12-15T14:30")
 
 
+async def test_an_occurrence_displaced_stays_out_of_the_series_through_its_changes(
+        api: Api) -> None:
+    """An emergency displaced one meeting of a series: the organiser was told it does not
+    take place. A later change of the series (its size, its time) used to book that
+    occurrence again: refused (409, the emergency holds the pool then) while the emergency
+    lasted, so the series could not be changed at all, and after it a second meeting at
+    that time beside the displaced one, nobody told."""
+    created = await api.call("admin_a", "POST", "/bookings", _series(participants={"hd": 40}))
+    booking = await created.json()
+    emergency = await api.call("izs", "POST", "/bookings", meeting(
+        start="2026-12-14T10:00", end="2026-12-14T11:00", participants={"hd": 90},
+        priority="emergency"))
+    assert emergency.status == 201, await emergency.text()
+    assert len((await emergency.json())["displaced_occurrences"]) == 1
+    path = f"/bookings/{booking['id']}"
+
+    def states(body: dict[str, object]) -> list[tuple[str, str]]:
+        return [(str(o["start"])[:16], o["state"])  # type: ignore[index]
+                for o in body["occurrences"]]  # type: ignore[attr-defined]
+
+    bigger = await api.call("admin_a", "PATCH", path, {"participants": {"hd": 40, "audio": 1}})
+    assert bigger.status == 200, await bigger.text()
+    changed = await bigger.json()
+    assert changed["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert states(changed) == [("2026-12-07T10:00", "scheduled"), ("2026-12-14T10:00", "displaced"),
+                               ("2026-12-21T10:00", "scheduled"), ("2026-12-28T10:00", "scheduled")]
+    later = await api.call("admin_a", "PATCH", path, {"start": "2026-12-07T10:30",
+                                                      "end": "2026-12-07T11:30"})
+    assert later.status == 200, await later.text()
+    assert _starts(await later.json()) == ["2026-12-07T10:30", "2026-12-21T10:30",
+                                           "2026-12-28T10:30"]
+
+    # The emergency over, a change still leaves the displaced meeting out.
+    await api.call("izs", "DELETE", f"/bookings/{(await emergency.json())['id']}")
+    again = await api.call("admin_a", "PATCH", path, {"participants": {"hd": 41}})
+    assert again.status == 200, await again.text()
+    assert _starts(await again.json()) == ["2026-12-07T10:30", "2026-12-21T10:30",
+                                           "2026-12-28T10:30"]
+
+
 async def test_the_form_cuts_a_series_short_before_an_occurrence_cancelled_in_it(
         api: Api) -> None:
     """The admin web changes a series through keeping_exceptions (its form has no field for
