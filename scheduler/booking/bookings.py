@@ -813,6 +813,8 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
 
     def decide(session: Session) -> Decision:
         booking, _ = get_booking(session, booking_id)
+        if booking.status == "cancelled":  # meanwhile: its new occurrences would be booked
+            raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
         displaced: list[int] = []
         if recheck:
             replaced, in_place = _rewrites(session, booking.id, occurrences, now)

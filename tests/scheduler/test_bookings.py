@@ -10,7 +10,8 @@ from email.message import Message
 import pytest
 from aiosmtpd.controller import Controller
 from icalendar import Calendar
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from scheduler.booking.bookings import (
     BookingChange,
@@ -275,6 +276,38 @@ def test_moving_a_booking_checks_the_new_time_and_keeps_the_event(world: World) 
         update = session.scalars(select(Notification).where(Notification.kind == "update")).one()
     assert states == ["replaced", "scheduled"]
     assert booking.uid in (update.ics or "") and "SEQUENCE:1" in (update.ics or "")
+
+
+def test_a_change_decided_after_its_booking_was_cancelled_is_refused(world: World) -> None:
+    """A cancellation (another request, another process) commits between a change's read
+    of the booking and its decision. The change used to go on: it wrote new scheduled
+    occurrences onto the cancelled booking, whose rooms the jobs then opened and whose
+    units stayed booked, while everybody had been told it was cancelled."""
+    booking_id = book(world, "admin_a", world.region_a,
+                      schedule("2026-12-10T10:00", "2026-12-10T11:00"), hd=5)
+    other_process = Database(world.db.url)
+    pending = [True]
+
+    def cancel_meanwhile(session: Session) -> None:
+        # The change's first transaction (its read) has just committed.
+        if pending and session.get_bind().engine is world.db.engine:
+            pending.clear()
+            cancel_booking(other_process, world.principal("admin_a"), booking_id, NOW, join_link)
+
+    event.listen(Session, "after_commit", cancel_meanwhile)
+    try:
+        with pytest.raises(InvalidInput) as refusal:
+            update_booking(world.db, world.config, world.principal("admin_a"), booking_id,
+                           BookingChange(participants=ParticipantMix(hd=6)), NOW, join_link)
+    finally:
+        event.remove(Session, "after_commit", cancel_meanwhile)
+        other_process.dispose()
+    assert not pending, "the cancellation did not run"
+    assert refusal.value.code == "booking_cancelled"
+    with world.db.session() as session:
+        states = session.scalars(select(BookingOccurrence.state)
+                                 .where(BookingOccurrence.booking_id == booking_id)).all()
+    assert states == ["cancelled"]
 
 
 def test_a_series_whose_first_room_is_open_changes_each_occurrence_once(world: World) -> None:
