@@ -146,7 +146,8 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
 
     Refuses: an end not after the start, a meeting longer than ``max_duration``, a rule
     without an end, one with more than ``max_occurrences`` occurrences or reaching past
-    ``horizon``, sub-daily frequencies, and occurrences in a daylight-saving gap.
+    ``horizon``, sub-daily frequencies, occurrences that overlap one another, and
+    occurrences in a daylight-saving gap.
     """
     tz = zone(schedule.zone)
     duration = schedule.end - schedule.start
@@ -178,6 +179,13 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
         if utc_start > horizon:
             raise RecurrenceError("too_far", f"bookings may reach at most "
                                   f"{limits.horizon.days} days ahead")
+        if occurrences and utc_start < occurrences[-1].end:
+            # BYHOUR, BYMINUTE or BYSECOND can put the next one inside the last: one room
+            # holds one meeting at a time (as a moved occurrence may not overlap either).
+            raise RecurrenceError("occurrence_overlap",
+                                  f"the occurrences at {occurrences[-1].label()} and "
+                                  f"{start:%Y-%m-%d %H:%M:%S} overlap: the series' room "
+                                  "holds one meeting at a time")
         occurrences.append(Occurrence(utc_start, utc_end, start))
     return occurrences, skipped
 
