@@ -8,7 +8,7 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -81,13 +81,26 @@ def record_kind(session: Session, record_id: int, kind: str) -> None:
         record.kind = kind
 
 
-def call_records(session: Session, start: datetime, end: datetime,
-                 organisation_id: int | None = None, limit: int = 10000) -> list[CallRecord]:
-    query = (select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)
-             .order_by(CallRecord.joined_at).limit(limit))
+def _records_in(start: datetime, end: datetime, organisation_id: int | None) -> Select[tuple[CallRecord]]:
+    query = select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)
     if organisation_id is not None:
         query = query.where(CallRecord.organisation_id == organisation_id)
+    return query
+
+
+def call_records(session: Session, start: datetime, end: datetime,
+                 organisation_id: int | None = None, limit: int | None = None,
+                 offset: int = 0) -> list[CallRecord]:
+    """The calls joined in [start, end), by when; every one of them unless ``limit``."""
+    query = _records_in(start, end, organisation_id) \
+        .order_by(CallRecord.joined_at, CallRecord.id).limit(limit).offset(offset)
     return list(session.scalars(query))
+
+
+def count_call_records(session: Session, start: datetime, end: datetime,
+                       organisation_id: int | None = None) -> int:
+    query = _records_in(start, end, organisation_id).subquery()
+    return int(session.scalar(select(func.count()).select_from(query)) or 0)
 
 
 def call_record_json(record: CallRecord, now: datetime) -> dict[str, object]:

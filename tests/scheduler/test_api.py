@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from icalendar import Calendar
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
@@ -21,7 +21,14 @@ from scheduler.booking import bookings
 from scheduler.booking.dial_in import DialIn, booking_number, bridge_number, dial_in
 from scheduler.booking.recurrence import Schedule
 from scheduler.db import Database
-from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
+from scheduler.models import (
+    AuditEntry,
+    Booking,
+    BookingOccurrence,
+    CallRecord,
+    Notification,
+    Organisation,
+)
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
 
@@ -325,6 +332,35 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
                                   "/usage?from=2026-12-01T00:00&to=2026-12-05T00:00")).json()
     assert usage["usage"] == [{"organisation_id": api.world.region_a, "calls": 1,
                                "participant_hours": 0.5, "booked_unit_hours": 48.0}]
+
+
+async def test_every_call_record_of_the_window_is_exported_and_counted(api: Api) -> None:
+    """A busy day of 10,001 calls. The export used to stop at 10,000 records without a
+    word (the CSV one short, the JSON's total 10,000 and no next page), so a report
+    built on it missed calls; the window asked for is what is limited."""
+    first = datetime(2026, 11, 29, 6, 0, tzinfo=ZoneInfo("UTC"))
+    with api.world.db.session() as session:
+        session.execute(insert(CallRecord), [
+            {"room_name": "porada", "organisation_id": api.world.region_a, "participant": f"p{n}",
+             "kind": "hd", "joined_at": first + timedelta(seconds=n),
+             "left_at": first + timedelta(seconds=n + 60)} for n in range(10_001)])
+    window = "from=2026-11-29T00:00&to=2026-11-30T00:00"
+    response = await api.call("coordinator", "GET", f"/calls?{window}&format=csv")
+    assert response.status == 200
+    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    assert len(rows) == 10_001 and rows[-1]["participant"] == "p10000"
+    page = await (await api.call("coordinator", "GET",
+                                 f"/calls?{window}&limit=1000&offset=10000")).json()
+    assert page["total"] == 10_001 and [c["participant"] for c in page["calls"]] == ["p10000"]
+    assert page["next"] is None
+
+    too_long = await api.call("coordinator", "GET",
+                              "/calls?from=2026-01-01T00:00&to=2026-11-30T00:00&format=csv")
+    assert too_long.status == 422
+    assert (await too_long.json())["error"]["code"] == "range_too_long"
+    backwards = await api.call("coordinator", "GET",
+                               "/calls?from=2026-11-30T00:00&to=2026-11-29T00:00")
+    assert (await backwards.json())["error"]["code"] == "invalid_interval"
 
 
 async def test_usage_is_counted_per_day_in_prague_so_a_month_is_prague_s_month(
