@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import Message
 
 import pytest
@@ -233,6 +234,33 @@ def test_emergency_displaces_routine_marks_it_and_notifies_the_organiser(
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Notification)
                               .where(Notification.sent_at.is_(None))) == 0
+
+
+def test_a_title_with_a_line_break_neither_breaks_its_mail_nor_stops_the_others(
+        db: Database, smtp_sink) -> None:  # type: ignore[no-untyped-def]
+    """The API takes any text as a title, line breaks too. A notice's subject carried it,
+    and a mail header cannot hold a line break: building that mail failed, the whole
+    delivery run with it, and the next run failed on the same notice first, so no
+    notice of anyone's was sent any more."""
+    sink, port = smtp_sink
+    world = make_world(db, smtp=SmtpConfig(host="127.0.0.1", port=port,
+                                           sender="multipoint@example.cz"))
+    with db.session() as session:  # queued as it was before: an older release's notice
+        session.add(Notification(kind="invitation", to_address="stary@example.cz",
+                                 subject="Porada\nBcc: x@example.cz", body="x"))
+    book(world, "admin_a", world.region_a, schedule("2026-12-10T10:00", "2026-12-10T11:00"),
+         hd=5, title="Porada\r\nBcc: someone@example.cz\u2028krizového štábu")
+    book(world, "admin_orp_b", world.orp_b, schedule("2026-12-11T10:00", "2026-12-11T11:00"),
+         hd=5, title="Malá porada")
+    assert deliver_outbox(db, world.config.smtp, NOW) == 2
+    assert sorted(str(make_header(decode_header(m["Subject"]))) for m in sink.messages) == [
+        "Pozvánka / Invitation: Malá porada",
+        "Pozvánka / Invitation: Porada Bcc: someone@example.cz krizového štábu"]
+    assert all(m["Bcc"] is None for m in sink.messages)
+    with db.session() as session:
+        broken = session.scalars(select(Notification)
+                                 .where(Notification.to_address == "stary@example.cz")).one()
+    assert broken.sent_at is None and broken.attempts == 1 and "linefeed" in broken.last_error
 
 
 def test_emergency_only_for_izs_operators(world: World) -> None:
