@@ -966,7 +966,10 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
         span = (target.start_utc, target.end_utc)
 
     def cancel(session: Session) -> None:
-        booking, _ = get_booking(session, booking_id)
+        # The booking's row locked (PostgreSQL): two of its occurrences on different days
+        # cancelled at once each counted the other as left, and both went, the last too.
+        booking = session.scalars(select(Booking).where(Booking.id == booking_id)
+                                  .with_for_update()).one()
         row = session.scalar(select(BookingOccurrence).where(
             BookingOccurrence.booking_id == booking_id, BookingOccurrence.start_utc == start_utc,
             BookingOccurrence.state == "scheduled").with_for_update())
