@@ -87,6 +87,25 @@ def test_several_meetings_a_day_that_do_not_overlap_pass() -> None:
                                                 "2026-12-08 10:00", "2026-12-08 11:00"]
 
 
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "right/Europe/Prague",
+                                  "posix/Europe/Prague", "Factory", "Europe/Atlantis", "x" * 5000])
+def test_only_iana_time_zones_are_taken(name: str) -> None:
+    """ZoneInfo opens any file of the system's zone directory: "localtime" (the server's
+    own zone, UTC in a container), "posixrules", the leap-second "right/" zones. They
+    were taken, a booking's times then meaning whatever the server's files say."""
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), zone=name),
+               LIMITS, NOW)
+    assert error.value.code == "unknown_time_zone"
+
+
+def test_iana_time_zones_and_their_links_are_taken() -> None:
+    for name in ("Europe/Prague", "Europe/London", "UTC", "Etc/GMT-1", "America/Argentina/Salta"):
+        occurrences, _ = expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
+                                         zone=name), LIMITS, NOW)
+        assert occurrences[0].local_start == local("2026-12-01T10:00")
+
+
 def test_unknown_zone_end_before_start_and_marathons_are_refused() -> None:
     cases = [
         (Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), zone="Europe/Atlantis"),
