@@ -85,6 +85,7 @@ Handler = Callable[["Api", web.Request, Principal | None], Awaitable[web.StreamR
 
 DEFAULT_PAGE = 100  # items of a list per page unless the caller asks for more
 MAX_PAGE = 1000
+CALLS_WINDOW = timedelta(days=92)  # call records asked for at once: a quarter
 
 
 @dataclass(frozen=True)
@@ -716,20 +717,31 @@ class Api:
         now = self.services.clock()
         start = _time_param(request, "from", now - timedelta(days=7))
         end = _time_param(request, "to", now)
+        if end <= start:
+            raise InvalidInput("invalid_interval", "'to' must be after 'from'")
+        # The CSV is every call of the window, so the window is what is bounded.
+        if end - start > CALLS_WINDOW:
+            raise InvalidInput("range_too_long",
+                               f"ask for at most {CALLS_WINDOW.days} days of calls at once")
         organisation_id = self._report_org(request, principal)
+        csv_asked = request.query.get("format") == "csv"
+        limit, offset = (None, 0) if csv_asked else _page_param(request)
 
-        def work() -> list[dict[str, object]]:
+        def work() -> tuple[list[dict[str, object]], int]:
             with self.db.session() as session:
-                return [calls.call_record_json(r, now)
-                        for r in calls.call_records(session, start, end, organisation_id)]
+                rows = [calls.call_record_json(r, now) for r in calls.call_records(
+                    session, start, end, organisation_id, limit, offset)]
+                total = len(rows) if csv_asked else \
+                    calls.count_call_records(session, start, end, organisation_id)
+                return rows, total
 
-        rows = await self.run(work)
-        if request.query.get("format") == "csv":
+        rows, total = await self.run(work)
+        if csv_asked:
             return self._csv(calls.to_csv(rows, ["id", "room", "booking_id", "organisation_id",
                                                  "participant", "kind", "joined_at", "left_at",
                                                  "duration_s"]), "calls.csv")
-        limit, offset = _page_param(request)
-        return _page(request, "calls", rows[offset:offset + limit], len(rows), limit, offset)
+        assert limit is not None
+        return _page(request, "calls", rows, total, limit, offset)
 
     @staticmethod
     def _csv(text: str, filename: str) -> web.Response:

@@ -423,6 +423,15 @@ class UsageDaily(Base):
     booked_unit_hours: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class UsageDayRolledUp(Base):
+    """A day the roll-up has done, one with no usage (no ``usage_daily`` rows) too: the
+    roll-up does the days it has not done, not each quiet day again every night."""
+
+    __tablename__ = "usage_days_rolled_up"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
 # Admin web: sign-in lockout, audit log, rollout of the grant programme's room units ----
 
 

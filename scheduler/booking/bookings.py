@@ -343,8 +343,13 @@ def _displace(session: Session, victims: list[Allocation], emergency_id: int,
     for row in rows:
         row.state = "displaced"
         row.displaced_by = emergency_id
+        lock_booking(session, row.booking_id)  # its exceptions change
         booking = session.get(Booking, row.booking_id)
         assert booking is not None
+        if booking.rrule:
+            # An exception of the series, as a cancelled one: its organiser is told it
+            # does not take place, so no later change of the series books it again.
+            booking.exdates = sorted({*booking.exdates, _instance(booking, row).isoformat()})
         booking.sequence += 1
         booking.updated_at = now
         notices.displaced(session, booking, row, emergency_title, now, join_link)
@@ -768,6 +773,13 @@ def get_booking(session: Session, booking_id: int) -> tuple[Booking, OrgInfo]:
     return booking, org
 
 
+def lock_booking(session: Session, booking_id: int) -> None:
+    """Take the booking's row (PostgreSQL) before a decision reads it to change it: two
+    changes of one booking on different days lock no day in common, and each would read
+    its exceptions before the other wrote them, the later write dropping the earlier's."""
+    session.execute(select(Booking.id).where(Booking.id == booking_id).with_for_update())
+
+
 def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
                    booking_id: int, change: BookingChange, now: datetime,
                    join_link: JoinLink) -> Decision:
@@ -816,7 +828,10 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
     rewritten: set[int] = set()  # for the suggestions, should the change be refused
 
     def decide(session: Session) -> Decision:
+        lock_booking(session, booking_id)
         booking, _ = get_booking(session, booking_id)
+        if booking.status == "cancelled":  # meanwhile: its new occurrences would be booked
+            raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
         displaced: list[int] = []
         if recheck:
             replaced, in_place = _rewrites(session, booking.id, occurrences, now)
@@ -937,6 +952,7 @@ def cancel_booking(db: Database, principal: Principal, booking_id: int, now: dat
         spans = _future_spans(session, booking_id, now)
 
     def cancel(session: Session) -> None:
+        lock_booking(session, booking_id)
         booking, _ = get_booking(session, booking_id)
         if booking.status == "cancelled":
             return
@@ -968,6 +984,9 @@ def cancel_occurrence(db: Database, principal: Principal, booking_id: int,
         span = (target.start_utc, target.end_utc)
 
     def cancel(session: Session) -> None:
+        # Also so that two of its occurrences on different days cancelled at once do not
+        # each count the other as left, and both go, the last too.
+        lock_booking(session, booking_id)
         booking, _ = get_booking(session, booking_id)
         row = session.scalar(select(BookingOccurrence).where(
             BookingOccurrence.booking_id == booking_id, BookingOccurrence.start_utc == start_utc,
@@ -1154,6 +1173,7 @@ def move_occurrence(db: Database, config: SchedulerConfig, principal: Principal,
     moved_ids: list[int] = []  # for the suggestions, should the move be refused
 
     def decide(session: Session) -> Decision:
+        lock_booking(session, booking_id)
         booking, _, row = _occurrence_at(session, principal, booking_id, local_start, now)
         moved_ids[:] = [row.id]
         clash = _overlapping(session, booking.id, occurrence, row.id)

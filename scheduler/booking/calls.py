@@ -8,7 +8,9 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from scheduler.booking.recurrence import DEFAULT_ZONE
@@ -21,6 +23,7 @@ from scheduler.models import (
     Room,
     StandingBridge,
     UsageDaily,
+    UsageDayRolledUp,
 )
 
 
@@ -78,13 +81,26 @@ def record_kind(session: Session, record_id: int, kind: str) -> None:
         record.kind = kind
 
 
-def call_records(session: Session, start: datetime, end: datetime,
-                 organisation_id: int | None = None, limit: int = 10000) -> list[CallRecord]:
-    query = (select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)
-             .order_by(CallRecord.joined_at).limit(limit))
+def _records_in(start: datetime, end: datetime, organisation_id: int | None) -> Select[tuple[CallRecord]]:
+    query = select(CallRecord).where(CallRecord.joined_at >= start, CallRecord.joined_at < end)
     if organisation_id is not None:
         query = query.where(CallRecord.organisation_id == organisation_id)
+    return query
+
+
+def call_records(session: Session, start: datetime, end: datetime,
+                 organisation_id: int | None = None, limit: int | None = None,
+                 offset: int = 0) -> list[CallRecord]:
+    """The calls joined in [start, end), by when; every one of them unless ``limit``."""
+    query = _records_in(start, end, organisation_id) \
+        .order_by(CallRecord.joined_at, CallRecord.id).limit(limit).offset(offset)
     return list(session.scalars(query))
+
+
+def count_call_records(session: Session, start: datetime, end: datetime,
+                       organisation_id: int | None = None) -> int:
+    query = _records_in(start, end, organisation_id).subquery()
+    return int(session.scalar(select(func.count()).select_from(query)) or 0)
 
 
 def call_record_json(record: CallRecord, now: datetime) -> dict[str, object]:
@@ -124,7 +140,10 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def rollup_day(session: Session, day: date) -> int:
     """Recompute the usage of one day (in :data:`USAGE_ZONE`) per organisation;
-    idempotent (replaces the day)."""
+    idempotent (replaces the day). The day is marked done in the same transaction."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(UsageDayRolledUp).values(day=day)
+                    .on_conflict_do_nothing(index_elements=["day"]))
     start, end = _day_bounds(day)
     totals: dict[int, dict[str, float]] = {}
     records = session.execute(select(CallRecord.organisation_id, CallRecord.joined_at,

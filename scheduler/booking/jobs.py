@@ -36,10 +36,11 @@ from scheduler.models import (
     Booking,
     BookingOccurrence,
     BookingUnit,
+    CallRecord,
     Endpoint,
     Room,
     StandingBridge,
-    UsageDaily,
+    UsageDayRolledUp,
 )
 
 log = logging.getLogger(__name__)
@@ -334,11 +335,12 @@ class JobRunner:
                                     id="next-due", replace_existing=True)
 
     async def rollup(self, day: date | None = None) -> None:
-        """Roll up the usage of ``day``; by default of every day since the last one rolled
-        up, through yesterday (Prague's days, at most :data:`CATCH_UP` back): at start-up
+        """Roll up the usage of ``day``; by default of every day not rolled up yet
+        through yesterday (Prague's days, at most :data:`CATCH_UP` back): at start-up
         the days that ended while the service was down (a weekend, a holiday), at night
         also one whose roll-up failed. Each day is recomputed whole, so doing one again
-        changes nothing."""
+        changes nothing; a day done is remembered (``usage_days_rolled_up``), one with
+        no usage too."""
         if self._stopping:
             return
         yesterday = usage_day(self.clock()) - timedelta(days=1)
@@ -354,13 +356,23 @@ class JobRunner:
                 await self._in_thread(work)
 
     def _days_to_roll_up(self, yesterday: date) -> list[date]:
-        with self.db.session() as session:
-            last = session.scalar(select(func.max(UsageDaily.day)))
-        # A day with no use leaves no row: the days after the last row are done again
-        # (cheap, and idempotent) until one has some.
-        first = yesterday if last is None else min(last + timedelta(days=1), yesterday)
-        first = max(first, yesterday - CATCH_UP)
-        return [first + timedelta(days=n) for n in range((yesterday - first).days + 1)]
+        """The days through ``yesterday``, at most :data:`CATCH_UP` back, not rolled up
+        yet (a failed one included), from the first with a meeting or a call: no day
+        before it has any usage."""
+        first = yesterday - CATCH_UP
+        o = BookingOccurrence
+        with self.db.read_session() as session:
+            done = set(session.scalars(select(UsageDayRolledUp.day)
+                                       .where(UsageDayRolledUp.day >= first)))
+            starts = [session.scalar(select(func.min(o.start_utc))
+                                     .where(o.state == "scheduled")),
+                      session.scalar(select(func.min(CallRecord.joined_at)))]
+        earliest = [usage_day(start) for start in starts if start is not None]
+        if not earliest:
+            return []
+        first = max(first, min(earliest))
+        days = (first + timedelta(days=n) for n in range((yesterday - first).days + 1))
+        return [day for day in days if day not in done]
 
     async def _schedule_next(self, now: datetime) -> None:
         if self._scheduler is None:

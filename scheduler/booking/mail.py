@@ -60,7 +60,9 @@ def deliver_outbox(db: Database, smtp: SmtpConfig, now: datetime, limit: int = 2
             error = ""
             try:
                 client.send_message(message(notification, smtp.sender))
-            except (smtplib.SMTPException, OSError) as exc:
+            # ValueError: a notice no mail can carry (a line break in a header) fails on
+            # its own; raised, it stopped the run, and every run after it, at that notice.
+            except (smtplib.SMTPException, OSError, ValueError) as exc:
                 error = str(exc)[:500]
                 log.warning("notice %s to %s failed: %s", notification.id,
                             notification.to_address, exc)

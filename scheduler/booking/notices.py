@@ -32,6 +32,8 @@ def _queue(session: Session, booking: Booking, kind: str, subject: str, body: st
            ics: bytes | None, join_link: JoinLink) -> None:
     # The organiser gets the host link, invitees the guest link.
     recipients = [(booking.organiser_email, "host")] + [(a, "guest") for a in booking.invitees]
+    # A title may hold line breaks (the API takes any text); a mail's subject may not.
+    one_line = " ".join(subject.split())
     seen: set[str] = set()
     for address, role in recipients:
         if not address or address in seen:
@@ -39,7 +41,7 @@ def _queue(session: Session, booking: Booking, kind: str, subject: str, body: st
         seen.add(address)
         link = join_link(booking.room_name, role, booking.izs)
         session.add(Notification(kind=kind, booking_id=booking.id, to_address=address,
-                                 subject=subject, body=f"{body}\n\nPřipojení / join: {link}\n",
+                                 subject=one_line, body=f"{body}\n\nPřipojení / join: {link}\n",
                                  ics=ics.decode() if ics else None))
 
 

@@ -6,11 +6,12 @@ their wall-clock time across daylight-saving changes and are stored in UTC.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 import holidays
 from dateutil.rrule import DAILY, MONTHLY, WEEKLY, YEARLY, rrulestr
@@ -60,11 +61,18 @@ class Limits:
     horizon: timedelta = timedelta(days=2 * 366)
 
 
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA zones. Not every file ZoneInfo opens is one: ``localtime`` is the
+    server's own zone (UTC in a container, something else elsewhere), ``posixrules`` an
+    arbitrary one, ``right/...`` count leap seconds; none means the same to a calendar."""
+    return frozenset(available_timezones() - {"localtime", "Factory"})
+
+
 def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
-        raise RecurrenceError("unknown_time_zone", f"unknown time zone {name[:64]!r}") from None
+    if name not in _zone_names():
+        raise RecurrenceError("unknown_time_zone", f"unknown time zone {name[:64]!r}")
+    return ZoneInfo(name)
 
 
 def to_utc(local: datetime, tz: ZoneInfo) -> datetime:
@@ -146,7 +154,8 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
 
     Refuses: an end not after the start, a meeting longer than ``max_duration``, a rule
     without an end, one with more than ``max_occurrences`` occurrences or reaching past
-    ``horizon``, sub-daily frequencies, and occurrences in a daylight-saving gap.
+    ``horizon``, sub-daily frequencies, occurrences that overlap one another, and
+    occurrences in a daylight-saving gap.
     """
     tz = zone(schedule.zone)
     duration = schedule.end - schedule.start
@@ -178,6 +187,13 @@ def expand(schedule: Schedule, limits: Limits, now: datetime) -> tuple[list[Occu
         if utc_start > horizon:
             raise RecurrenceError("too_far", f"bookings may reach at most "
                                   f"{limits.horizon.days} days ahead")
+        if occurrences and utc_start < occurrences[-1].end:
+            # BYHOUR, BYMINUTE or BYSECOND can put the next one inside the last: one room
+            # holds one meeting at a time (as a moved occurrence may not overlap either).
+            raise RecurrenceError("occurrence_overlap",
+                                  f"the occurrences at {occurrences[-1].label()} and "
+                                  f"{start:%Y-%m-%d %H:%M:%S} overlap: the series' room "
+                                  "holds one meeting at a time")
         occurrences.append(Occurrence(utc_start, utc_end, start))
     return occurrences, skipped
 

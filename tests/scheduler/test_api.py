@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from icalendar import Calendar
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
@@ -21,7 +21,14 @@ from scheduler.booking import bookings
 from scheduler.booking.dial_in import DialIn, booking_number, bridge_number, dial_in
 from scheduler.booking.recurrence import Schedule
 from scheduler.db import Database
-from scheduler.models import AuditEntry, Booking, BookingOccurrence, Notification, Organisation
+from scheduler.models import (
+    AuditEntry,
+    Booking,
+    BookingOccurrence,
+    CallRecord,
+    Notification,
+    Organisation,
+)
 from scheduler.services import SchedulerServices
 from tests.scheduler.conftest import NOW, FakeClock, World, join_link, make_world
 
@@ -325,6 +332,35 @@ async def test_call_records_and_usage_export_as_csv(api: Api) -> None:
                                   "/usage?from=2026-12-01T00:00&to=2026-12-05T00:00")).json()
     assert usage["usage"] == [{"organisation_id": api.world.region_a, "calls": 1,
                                "participant_hours": 0.5, "booked_unit_hours": 48.0}]
+
+
+async def test_every_call_record_of_the_window_is_exported_and_counted(api: Api) -> None:
+    """A busy day of 10,001 calls. The export used to stop at 10,000 records without a
+    word (the CSV one short, the JSON's total 10,000 and no next page), so a report
+    built on it missed calls; the window asked for is what is limited."""
+    first = datetime(2026, 11, 29, 6, 0, tzinfo=ZoneInfo("UTC"))
+    with api.world.db.session() as session:
+        session.execute(insert(CallRecord), [
+            {"room_name": "porada", "organisation_id": api.world.region_a, "participant": f"p{n}",
+             "kind": "hd", "joined_at": first + timedelta(seconds=n),
+             "left_at": first + timedelta(seconds=n + 60)} for n in range(10_001)])
+    window = "from=2026-11-29T00:00&to=2026-11-30T00:00"
+    response = await api.call("coordinator", "GET", f"/calls?{window}&format=csv")
+    assert response.status == 200
+    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    assert len(rows) == 10_001 and rows[-1]["participant"] == "p10000"
+    page = await (await api.call("coordinator", "GET",
+                                 f"/calls?{window}&limit=1000&offset=10000")).json()
+    assert page["total"] == 10_001 and [c["participant"] for c in page["calls"]] == ["p10000"]
+    assert page["next"] is None
+
+    too_long = await api.call("coordinator", "GET",
+                              "/calls?from=2026-01-01T00:00&to=2026-11-30T00:00&format=csv")
+    assert too_long.status == 422
+    assert (await too_long.json())["error"]["code"] == "range_too_long"
+    backwards = await api.call("coordinator", "GET",
+                               "/calls?from=2026-11-30T00:00&to=2026-11-29T00:00")
+    assert (await backwards.json())["error"]["code"] == "invalid_interval"
 
 
 async def test_usage_is_counted_per_day_in_prague_so_a_month_is_prague_s_month(
@@ -1012,6 +1048,46 @@ async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_ca
     assert event["RECURRENCE-ID"].dt.strftime(fmt) == "2026-12-14T10:00"
     assert (event["DTSTART"].dt.strftime(fmt), event["DTEND"].dt.strftime(fmt)) \
         == ("2026-12-15T14:00", "2026-12-15T14:30")
+
+
+async def test_an_occurrence_displaced_stays_out_of_the_series_through_its_changes(
+        api: Api) -> None:
+    """An emergency displaced one meeting of a series: the organiser was told it does not
+    take place. A later change of the series (its size, its time) used to book that
+    occurrence again: refused (409, the emergency holds the pool then) while the emergency
+    lasted, so the series could not be changed at all, and after it a second meeting at
+    that time beside the displaced one, nobody told."""
+    created = await api.call("admin_a", "POST", "/bookings", _series(participants={"hd": 40}))
+    booking = await created.json()
+    emergency = await api.call("izs", "POST", "/bookings", meeting(
+        start="2026-12-14T10:00", end="2026-12-14T11:00", participants={"hd": 90},
+        priority="emergency"))
+    assert emergency.status == 201, await emergency.text()
+    assert len((await emergency.json())["displaced_occurrences"]) == 1
+    path = f"/bookings/{booking['id']}"
+
+    def states(body: dict[str, object]) -> list[tuple[str, str]]:
+        return [(str(o["start"])[:16], o["state"])  # type: ignore[index]
+                for o in body["occurrences"]]  # type: ignore[attr-defined]
+
+    bigger = await api.call("admin_a", "PATCH", path, {"participants": {"hd": 40, "audio": 1}})
+    assert bigger.status == 200, await bigger.text()
+    changed = await bigger.json()
+    assert changed["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert states(changed) == [("2026-12-07T10:00", "scheduled"), ("2026-12-14T10:00", "displaced"),
+                               ("2026-12-21T10:00", "scheduled"), ("2026-12-28T10:00", "scheduled")]
+    later = await api.call("admin_a", "PATCH", path, {"start": "2026-12-07T10:30",
+                                                      "end": "2026-12-07T11:30"})
+    assert later.status == 200, await later.text()
+    assert _starts(await later.json()) == ["2026-12-07T10:30", "2026-12-21T10:30",
+                                           "2026-12-28T10:30"]
+
+    # The emergency over, a change still leaves the displaced meeting out.
+    await api.call("izs", "DELETE", f"/bookings/{(await emergency.json())['id']}")
+    again = await api.call("admin_a", "PATCH", path, {"participants": {"hd": 41}})
+    assert again.status == 200, await again.text()
+    assert _starts(await again.json()) == ["2026-12-07T10:30", "2026-12-21T10:30",
+                                           "2026-12-28T10:30"]
 
 
 async def test_the_form_cuts_a_series_short_before_an_occurrence_cancelled_in_it(

@@ -8,7 +8,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import event, func, select
@@ -473,3 +474,59 @@ async def test_a_bridge_switched_off_closes_its_room_and_admits_nobody(db: Datab
     assert next_due(db, world.config, clock.now) != clock.now  # nothing more to do now
     await service.jobs.tick()
     assert control.calls == [("close", room)]
+
+
+async def test_a_quiet_deployment_rolls_up_each_day_once(world: World) -> None:
+    """Days with no meeting and no call leave no usage rows; the roll-up must remember
+    them anyway. It used to take the day after the last usage row for the first day not
+    rolled up, so after a meeting on 30 November every night and every start redid every
+    quiet day since (up to 92 of them), more each night."""
+    book(world, "2026-11-30T10:00", "2026-11-30T11:00")
+    recomputed: list[str] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("DELETE FROM usage_daily"):  # rollup_day replaces a day
+            recomputed.append(statement)
+
+    async def nightly(day: int) -> int:
+        """The roll-up at 00:10 in Prague on ``day`` December: how many days it redid."""
+        recomputed.clear()
+        clock.now = datetime(2026, 12, day, 0, 10, tzinfo=ZoneInfo("Europe/Prague"))
+        await service.jobs.rollup()
+        return len(recomputed)
+
+    clock = FakeClock(NOW)
+    service = services(world, clock, RecordingRoomControl())
+    event.listen(world.db.engine, "before_cursor_execute", executed)
+    try:
+        assert [await nightly(day) for day in range(1, 6)] == [1, 1, 1, 1, 1]
+        recomputed.clear()
+        await service.start()  # a restart the same day: nothing to do again
+        await service.stop()
+        assert recomputed == []
+    finally:
+        event.remove(world.db.engine, "before_cursor_execute", executed)
+    with world.db.session() as session:
+        assert session.scalars(select(UsageDaily.day)).all() == [date(2026, 11, 30)]
+
+
+async def test_a_day_whose_roll_up_failed_is_rolled_up_the_next_night(world: World) -> None:
+    book(world, "2026-12-01T10:00", "2026-12-01T11:00")
+    clock = FakeClock(datetime(2026, 12, 1, 23, 10, tzinfo=UTC))  # 2 Dec 00:10 in Prague
+
+    def failing(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("DELETE FROM usage_daily"):
+            raise RuntimeError("the database went away")
+
+    service = services(world, clock, RecordingRoomControl())
+    event.listen(world.db.engine, "before_cursor_execute", failing)
+    try:
+        with pytest.raises(RuntimeError):
+            await service.jobs.rollup()  # 1 December fails
+    finally:
+        event.remove(world.db.engine, "before_cursor_execute", failing)
+    clock.advance(timedelta(days=1))
+    await service.jobs.rollup()  # 1 December again, and 2 December
+    with world.db.session() as session:
+        assert session.execute(select(UsageDaily.day, UsageDaily.booked_unit_hours)).all() \
+            == [(date(2026, 12, 1), 55.0)]

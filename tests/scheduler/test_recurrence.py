@@ -68,6 +68,44 @@ def test_bad_rules_are_refused_with_a_code(rule: str, code: str) -> None:
     assert error.value.code == code
 
 
+@pytest.mark.parametrize("rule", ["FREQ=DAILY;BYMINUTE=0,30;COUNT=4",
+                                  "FREQ=DAILY;BYSECOND=0,30;COUNT=4",
+                                  "FREQ=WEEKLY;BYDAY=MO;BYHOUR=10,11;COUNT=4"])
+def test_occurrences_that_overlap_one_another_are_refused(rule: str) -> None:
+    """An hour's meeting at 10:00 and 10:30 (or 10:00:30) each day, in one room: a series'
+    room holds one meeting at a time, so such a rule is refused (it used to be booked)."""
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-07T10:00"), local("2026-12-07T11:30"), rrule=rule),
+               LIMITS, NOW)
+    assert error.value.code == "occurrence_overlap"
+
+
+def test_several_meetings_a_day_that_do_not_overlap_pass() -> None:
+    occurrences, _ = expand(Schedule(local("2026-12-07T10:00"), local("2026-12-07T11:00"),
+                                     rrule="FREQ=DAILY;BYHOUR=10,11;COUNT=4"), LIMITS, NOW)
+    assert [o.label() for o in occurrences] == ["2026-12-07 10:00", "2026-12-07 11:00",
+                                                "2026-12-08 10:00", "2026-12-08 11:00"]
+
+
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "right/Europe/Prague",
+                                  "posix/Europe/Prague", "Factory", "Europe/Atlantis", "x" * 5000])
+def test_only_iana_time_zones_are_taken(name: str) -> None:
+    """ZoneInfo opens any file of the system's zone directory: "localtime" (the server's
+    own zone, UTC in a container), "posixrules", the leap-second "right/" zones. They
+    were taken, a booking's times then meaning whatever the server's files say."""
+    with pytest.raises(RecurrenceError) as error:
+        expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), zone=name),
+               LIMITS, NOW)
+    assert error.value.code == "unknown_time_zone"
+
+
+def test_iana_time_zones_and_their_links_are_taken() -> None:
+    for name in ("Europe/Prague", "Europe/London", "UTC", "Etc/GMT-1", "America/Argentina/Salta"):
+        occurrences, _ = expand(Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"),
+                                         zone=name), LIMITS, NOW)
+        assert occurrences[0].local_start == local("2026-12-01T10:00")
+
+
 def test_unknown_zone_end_before_start_and_marathons_are_refused() -> None:
     cases = [
         (Schedule(local("2026-12-01T10:00"), local("2026-12-01T11:00"), zone="Europe/Atlantis"),

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 from scheduler.booking.dial_in import bridge_number, dial_in
 from scheduler.db import Base, Database, upgrade
-from scheduler.models import MediaWorker, Organisation, Quota, StandingBridge
+from scheduler.models import MediaWorker, Organisation, Quota, StandingBridge, UsageDayRolledUp
 from scheduler.seed import seed
 
 ORP_PER_REGION = {
@@ -83,3 +83,23 @@ def test_meetings_and_bridges_made_before_pins_get_one_each(db_url: str) -> None
         database.dispose()
     assert len(pins) == 2 and all(len(pin) == 6 and pin.isdigit() for pin in pins)
     assert found is not None and found.room == "izs-2" and found.pin == pins[1]
+
+
+def test_days_rolled_up_before_the_marks_are_marked_done(db_url: str) -> None:
+    """Migration 0014: the days with usage rows were rolled up, so they are not done
+    again (a quiet day among them is, once)."""
+    upgrade(db_url, "0013")
+    database = Database(db_url)
+    try:
+        with database.engine.begin() as connection:
+            for day, organisation in (("2026-11-02", 1), ("2026-11-02", 2), ("2026-11-04", 1)):
+                connection.execute(text(
+                    "INSERT INTO usage_daily (day, organisation_id, calls, participant_seconds,"
+                    " booked_unit_hours) VALUES (:day, :org, 1, 60, 1.0)"),
+                    {"day": day, "org": organisation})
+        upgrade(db_url)
+        with database.session() as session:
+            days = session.scalars(select(UsageDayRolledUp.day).order_by(UsageDayRolledUp.day))
+            assert [day.isoformat() for day in days] == ["2026-11-02", "2026-11-04"]
+    finally:
+        database.dispose()
