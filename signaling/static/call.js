@@ -55,7 +55,8 @@ const state = {
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); });
+installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); linkGuide(); });
+linkGuide();
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
 startPreview().then(() => {
   if (params.get("autojoin") === "1") join();
@@ -530,6 +531,11 @@ function showMediaHint() {
 // The self-test in the page's own language (a ?lang= of this page is not remembered).
 function linkSelfTest() {
   $("#selftest-link").href = `/selftest?lang=${lang}`;
+}
+
+// The guide in the page's own language, as the self-test.
+function linkGuide() {
+  $("#guide-link").href = `/guide?lang=${lang}`;
 }
 
 // A refused join or request, or a server that cannot be reached, in the page's language

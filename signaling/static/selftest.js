@@ -1,6 +1,6 @@
 // The self-test call: camera and microphone go through the server and come back
 // (an echo room), with live figures from getStats and a verdict posted back.
-import { applyTranslations, installLanguageSwitch, t } from "./i18n.js";
+import { applyTranslations, installLanguageSwitch, lang, t } from "./i18n.js";
 import { MultipointSession } from "./multipoint.js";
 
 const main = document.querySelector("main");
@@ -16,7 +16,11 @@ const state = { session: null, verdict: null, figures: null, saved: null };
 window.multipointSelfTest = state; // for tests and support staff in the console
 
 applyTranslations();
-installLanguageSwitch(document.querySelector("#lang"), () => state.verdict && showVerdict(state.verdict));
+linkGuide();
+installLanguageSwitch(document.querySelector("#lang"), () => {
+  linkGuide();
+  if (state.verdict) showVerdict(state.verdict);
+});
 const startButton = document.querySelector("#start");
 startButton.addEventListener("click", () => run());
 if (params.get("autostart") === "1") run();
@@ -171,6 +175,11 @@ function meterMicrophone(stream) {
     if (stream.active) requestAnimationFrame(tick);
   };
   tick();
+}
+
+// The guide in the page's own language (a ?lang= of this page is not remembered).
+function linkGuide() {
+  document.querySelector("#guide-link").href = `/guide?lang=${lang}`;
 }
 
 function sleep(ms) {
