@@ -508,6 +508,10 @@ function setButton(selector, pressed, key) {
 function end(message) {
   state.session?.close();
   state.stream?.getTracks().forEach((track) => track.stop());
+  // A screen being shared too: left running, the browser went on capturing it (and
+  // showing that it does) after the call had ended.
+  state.sharing?.getTracks().forEach((track) => track.stop());
+  state.sharing = null;
   clearRemote();
   $("#grid").replaceChildren();
   $("#incall").querySelector(".controls").hidden = true;

@@ -342,3 +342,26 @@ async def test_after_leaving_the_call_controls_are_gone(server, browser) -> None
     assert not await page.is_visible("#incall .controls")
     assert not await page.is_visible("#mute")
     await context.close()
+
+
+async def test_leaving_while_sharing_the_screen_stops_the_capture(server, browser) -> None:
+    """Leave pressed while sharing the screen: the page stopped the camera and microphone
+    but not the screen capture, so the browser went on capturing (and saying so) after
+    "You left the call". Leaving ends the capture too."""
+    link = join_url(server.url, server.settings.signing_secret(), "sdileni", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        await page.click("#share")
+        await page.wait_for_function("() => document.querySelector('#share').textContent === 'Stop sharing'")
+        await page.wait_for_function("() => window.multipointCall.roster[0].screen === true")
+        # The capture the page got, kept by the test (the page forgets it on leaving).
+        await page.evaluate("window.capture = window.multipointCall.sharing.getVideoTracks()[0]")
+        assert await page.evaluate("window.capture.readyState") == "live"
+        await page.click("#leave")
+        assert "left the call" in await page.text_content("#notice")
+        assert await page.evaluate("window.capture.readyState") == "ended"
+    finally:
+        await context.close()
