@@ -55,6 +55,7 @@ async function run() {
   } catch (error) {
     // Refused is not unreachable: an expired link (a page left open past its token's
     // life) or a busy server is said as such, not as a server that cannot be reached.
+    release(stream, session);
     return finish({ passed: false, problems: [REFUSALS[error.code] ?? "signaling"], figures: {} });
   }
   setStatus(t("selftest.running"));
@@ -68,6 +69,13 @@ async function run() {
     previous = figures;
   }
   finish(judge(first, previous, session.pc.connectionState));
+  release(stream, session);
+}
+
+// The test is over, passed, failed or refused: the camera and microphone are given back
+// (a refused test left them on, the camera's light too), and the session is closed (a
+// refused join's socket and peer connection would otherwise stay open).
+function release(stream, session) {
   stream.getTracks().forEach((track) => track.stop());
   session.close();
 }

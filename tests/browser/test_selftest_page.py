@@ -87,5 +87,10 @@ async def test_a_selftest_page_left_open_past_its_link_says_the_link_expired(ser
     assert verdict["passed"] is False and verdict["problems"] == ["link_expired"], verdict
     text = await page.text_content("#verdict")
     assert "expired" in text and "Could not reach the server" not in text, text
+    # The test is over: the camera and microphone it took are given back (a refused test
+    # used to leave them on, the camera's light too, until the page was closed).
+    assert await page.evaluate(
+        "document.querySelector('#local').srcObject.getTracks().map((track) => track.readyState)"
+    ) == ["ended", "ended"]
     assert errors == []
     await context.close()
