@@ -45,6 +45,7 @@ const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   name: "",  // the name this call was joined by (the form's, else the link's)
+  joinedName: "",  // the name the server gave us (the self view's label)
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
@@ -55,7 +56,11 @@ const state = {
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); linkGuide(); });
+// The tiles' labels too (the self view's "(You)", the composed picture's): they are
+// texts of the page's language.
+installLanguageSwitch($("#lang"), () => {
+  updateButtons(); renderSlots(); labelSelf(); linkSelfTest(); linkGuide();
+});
 linkGuide();
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
 startPreview().then(() => {
@@ -100,8 +105,15 @@ async function join() {
   }
   $("#prejoin").hidden = true;
   $("#incall").hidden = false;
-  addTile("self", `${joined.name} (${t("call.you")})`, state.stream, true);
+  state.joinedName = joined.name;
+  addTile("self", "", state.stream, true);
+  labelSelf();
   updateButtons();
+}
+
+function labelSelf() {
+  const label = $('#grid [data-participant="self"] .name');
+  if (label) label.textContent = `${state.joinedName} (${t("call.you")})`;
 }
 
 // Join through the front in use, following the server to the node that hosts the room.

@@ -44,3 +44,25 @@ async def test_mixed_participant_in_chromium_gets_one_picture_and_one_sound(serv
         await context.close()
         for site in sites:
             await site.close()
+
+
+async def test_switching_the_language_in_a_call_renames_the_tiles(server, browser) -> None:
+    """The language switch in a call translated the buttons and the participant list
+    but not the tiles: the self view stayed "Sál (Vy)" and the composed picture
+    "Složený obraz" on a page switched to English."""
+    room = "prepnuti-jazyka"
+    site = await join(server, room, "Brno", 440, RED)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), room, name="Sál", ttl_s=600)
+        await page.goto(link + "&autojoin=1&mode=mixed&lang=cs")
+        names = "() => [...document.querySelectorAll('#grid .tile .name')].map((e) => e.textContent).sort()"
+        await page.wait_for_function(f"() => ({names})().length === 2", timeout=30_000)
+        assert await page.evaluate(names) == ["Složený obraz", "Sál (Vy)"]
+        await page.click("#lang")
+        assert await page.text_content("#mute") == "Mute"
+        assert await page.evaluate(names) == ["Composite picture", "Sál (You)"]
+    finally:
+        await context.close()
+        await site.close()
