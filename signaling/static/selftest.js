@@ -12,7 +12,8 @@ const REFUSALS = {
   token_expired: "link_expired", bad_token: "link_invalid",
   capacity_full: "server_busy", too_many_pending_joins: "server_busy", rate_limited: "server_busy",
 };
-const state = { session: null, verdict: null, figures: null, saved: null };
+// status: the i18n key of what the page says while a test runs (null once a verdict is shown).
+const state = { session: null, verdict: null, figures: null, saved: null, status: null };
 window.multipointSelfTest = state; // for tests and support staff in the console
 
 applyTranslations();
@@ -20,6 +21,7 @@ linkGuide();
 installLanguageSwitch(document.querySelector("#lang"), () => {
   linkGuide();
   if (state.verdict) showVerdict(state.verdict);
+  else if (state.status) setStatus(state.status);
 });
 const startButton = document.querySelector("#start");
 startButton.addEventListener("click", () => run());
@@ -58,7 +60,7 @@ async function run() {
     release(stream, session);
     return finish({ passed: false, problems: [REFUSALS[error.code] ?? "signaling"], figures: {} });
   }
-  setStatus(t("selftest.running"));
+  setStatus("selftest.running");
   const first = await waitForConnection(session);
   let previous = first;
   for (let second = 0; second < DURATION_S; second++) {
@@ -110,6 +112,8 @@ async function finish(verdict) {
   state.verdict = verdict;
   showVerdict(verdict);
   startButton.disabled = false;
+  // Through data-i18n, so that the language switch keeps it "Run again".
+  startButton.dataset.i18n = "selftest.again";
   startButton.textContent = t("selftest.again");
   try {
     const response = await fetch("/selftest/result", {
@@ -130,6 +134,7 @@ async function finish(verdict) {
 }
 
 function showVerdict(verdict) {
+  state.status = null;
   const box = document.querySelector("#verdict");
   box.hidden = false;
   box.className = "verdict " + (verdict.passed ? "pass" : "fail");
@@ -163,11 +168,12 @@ function showFigures(figures) {
   document.querySelector("#fig-audio").textContent = String(figures.audioPackets);
 }
 
-function setStatus(text) {
+function setStatus(key) {
+  state.status = key;
   const box = document.querySelector("#verdict");
   box.hidden = false;
   box.className = "verdict";
-  box.textContent = text;
+  box.textContent = t(key);
 }
 
 function meterMicrophone(stream) {
