@@ -413,9 +413,12 @@ function renderPeople() {
         hostButton(t("call.mute"), { type: "mute", participant: person.id }),
         hostButton(t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
         hostButton(t("call.remove"), { type: "remove", participant: person.id }),
-        hostButton(person.mode === "mixed" ? t("call.mode_forwarded") : t("call.mode_mixed"),
-          { type: "set_mode", participant: person.id, mode: person.mode === "mixed" ? "forwarded" : "mixed" }),
       );
+      // A room unit is always mixed: the server refuses to switch it.
+      if (!person.unit) {
+        controls.append(hostButton(person.mode === "mixed" ? t("call.mode_forwarded") : t("call.mode_mixed"),
+          { type: "set_mode", participant: person.id, mode: person.mode === "mixed" ? "forwarded" : "mixed" }));
+      }
       item.append(controls);
     }
     list.append(item);
