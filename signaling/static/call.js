@@ -46,6 +46,9 @@ const state = {
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   name: "",  // the name this call was joined by (the form's, else the link's)
   joinedName: "",  // the name the server gave us (the self view's label)
+  // The mode joins ask for: the link's, then the one the server last listed us in (a
+  // host's switch), so that joining again after a lost call does not undo that switch.
+  mode: params.get("mode") === "mixed" ? "mixed" : "forwarded",
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
@@ -129,9 +132,8 @@ async function connect(name) {
 }
 
 async function connectOnce(name) {
-  const mode = params.get("mode") === "mixed" ? "mixed" : "forwarded";
   const session = new MultipointSession({
-    token, name, mode, front: state.front,
+    token, name, mode: state.mode, front: state.front,
     iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
   });
   state.session = session;
@@ -376,6 +378,7 @@ function onParticipants({ participants, locked, recording }) {
   state.recording = recording;
   state.roster = participants;
   const me = participants.find((person) => person.id === state.me);
+  if (me) state.mode = me.mode;
   if (me && state.muteAwait !== null) {
     // A list sent before the server took our last mute or unmute says nothing of it
     // (after a resume the server's first list is from before the outage).
