@@ -40,6 +40,7 @@ const MAX_RETRY_AFTER_MS = 5 * 60_000;
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
+const CAMERA = { width: 960, height: 540 };
 
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
@@ -76,7 +77,7 @@ $("#join-form").addEventListener("submit", (event) => {
 
 async function startPreview() {
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
   } catch {
     state.stream = new MediaStream();
     showPrejoinError(t("problem.no_media"));
@@ -473,11 +474,43 @@ function setMuted(muted, tellServer = true) {
 
 $("#mute").addEventListener("click", () => setMuted(!state.muted));
 $("#camera").addEventListener("click", async () => {
-  state.cameraOff = !state.cameraOff;
-  await state.session.replaceTrack("camera", state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null);
-  state.session.send({ type: "set_muted", video: state.cameraOff });
-  updateButtons();
+  const button = $("#camera");
+  button.disabled = true;  // one change at a time: turning it on waits for the camera
+  try {
+    if (!state.cameraOff) cameraOff();
+    else if (!(await cameraOn())) return;
+    await state.session.replaceTrack("camera", state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null);
+    state.session.send({ type: "set_muted", video: state.cameraOff });
+  } finally {
+    button.disabled = false;
+    updateButtons();
+  }
 });
+
+// Off is off: the camera is given back (its light goes out) and the self view, showing
+// the same stream, goes dark as the others' view of us does. Only unsent, the camera
+// went on filming, and the self view showed a live picture nobody else saw.
+function cameraOff() {
+  state.cameraOff = true;
+  for (const track of state.stream.getVideoTracks()) {
+    track.stop();
+    state.stream.removeTrack(track);
+  }
+}
+
+// The camera again (a new track of it); false, and a notice, if it cannot be had now.
+async function cameraOn() {
+  let track;
+  try {
+    [track] = (await navigator.mediaDevices.getUserMedia({ video: CAMERA })).getVideoTracks();
+  } catch {
+    notice(`${t("error")}: ${t("problem.no_media")}`);
+    return false;
+  }
+  state.stream.addTrack(track);
+  state.cameraOff = false;
+  return true;
+}
 $("#share").addEventListener("click", async () => {
   if (state.sharing) return stopSharing();
   try {

@@ -365,3 +365,38 @@ async def test_leaving_while_sharing_the_screen_stops_the_capture(server, browse
         assert await page.evaluate("window.capture.readyState") == "ended"
     finally:
         await context.close()
+
+
+OUTBOUND_FRAMES = """
+async () => {
+  let frames = 0;
+  (await window.multipointCall.session.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') frames += s.framesEncoded || 0;
+  });
+  return frames;
+}
+"""
+
+
+async def test_camera_off_gives_the_camera_back_and_on_takes_it_again(server, browser) -> None:
+    """Camera off stopped sending the picture but kept the camera filming: its light
+    stayed on, and the self view went on showing the official a live picture that
+    nobody else saw. Off now gives the camera back (the self view is dark); on takes it
+    again and sends it."""
+    async with in_a_call_beside_another(server, browser, "kamera", "Úředník") as page:
+        await page.evaluate("window.camera = window.multipointCall.stream.getVideoTracks()[0]")
+        assert await page.evaluate("window.camera.readyState") == "live"
+        await page.click("#camera")
+        await page.wait_for_function("() => window.multipointCall.roster.find("
+                                     "(p) => p.id === window.multipointCall.me).video_muted", timeout=10_000)
+        assert await page.get_attribute("#camera", "aria-pressed") == "true"
+        assert await page.evaluate("window.camera.readyState") == "ended"
+        self_view = "document.querySelector('[data-participant=self] video').srcObject"
+        assert await page.evaluate(f"{self_view}.getVideoTracks().length") == 0
+
+        await page.click("#camera")
+        await page.wait_for_function("() => document.querySelector('#camera').getAttribute('aria-pressed')"
+                                     " === 'false'", timeout=10_000)
+        assert await page.evaluate(f"{self_view}.getVideoTracks().map((t) => t.readyState)") == ["live"]
+        before = await page.evaluate(OUTBOUND_FRAMES)
+        await page.wait_for_function(f"async () => (await ({OUTBOUND_FRAMES})()) > {before}", timeout=10_000)
