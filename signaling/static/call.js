@@ -458,7 +458,9 @@ function onChat({ name, text, at }) {
 $("#chat-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("#chat-text").value.trim();
-  if (text) state.session.send({ type: "chat", text });
+  // Not sent while the call is down (the page joining again): kept in the field to send
+  // once it is back, rather than emptied and lost without a word.
+  if (text && !state.session?.send({ type: "chat", text })) return;
   $("#chat-text").value = "";
 });
 
