@@ -342,7 +342,7 @@ function focusTile(tile) {
 
 function slotLabel(shows) {
   if (shows.source === "mix") return t("call.composite");
-  if (shows.source === "screen") return `${shows.name} – ${t("call.share")}`;
+  if (shows.source === "screen") return t("call.screen_of", { name: shows.name });
   const person = (state.roster ?? []).find((p) => p.id === shows.participant);
   return shows.name + (person?.audio_muted ? " 🔇" : "");
 }

@@ -400,3 +400,28 @@ async def test_camera_off_gives_the_camera_back_and_on_takes_it_again(server, br
         assert await page.evaluate(f"{self_view}.getVideoTracks().map((t) => t.readyState)") == ["live"]
         before = await page.evaluate(OUTBOUND_FRAMES)
         await page.wait_for_function(f"async () => (await ({OUTBOUND_FRAMES})()) > {before}", timeout=10_000)
+
+
+async def test_a_shared_screen_is_captioned_as_someones_screen(server, browser) -> None:
+    """A shared screen's tile read "Brno – Share screen" ("Sdílet obrazovku"): the
+    caption was the Share button's command. It says whose screen it is, in the page's
+    language."""
+    from tests.media.test_mixing import BLUE, RED, join
+
+    presenter = await join(server, "prezentace", "Brno", 440, RED, screen=BLUE)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), "prezentace", name="Úředník", ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        await presenter.send({"type": "screen", "active": True})
+        screen = ("[...document.querySelectorAll('#grid .tile .name')]"
+                  ".find((e) => e.textContent.startsWith('Brno –'))")
+        await page.wait_for_function(f"() => {screen}", timeout=15_000)
+        assert await page.evaluate(f"{screen}.textContent") == "Brno – screen"
+        await page.click("#lang")
+        assert await page.evaluate(f"{screen}.textContent") == "Brno – obrazovka"
+    finally:
+        await context.close()
+        await presenter.close()
