@@ -352,10 +352,12 @@ function czechTime(iso) {
   return t("when.day", { date, time });
 }
 
+// Every element with data-i18n, the page's <title> too; data-i18n-suffix is kept after
+// the text (the title's " – ROOM").
 export function applyTranslations(root = document) {
   document.documentElement.lang = lang;
   for (const element of root.querySelectorAll("[data-i18n]")) {
-    element.textContent = t(element.dataset.i18n);
+    element.textContent = t(element.dataset.i18n) + (element.dataset.i18nSuffix ?? "");
   }
 }
 

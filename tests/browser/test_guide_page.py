@@ -114,3 +114,22 @@ async def test_the_guide_and_its_links_in_both_languages(server, browser) -> Non
         assert errors == []
     finally:
         await context.close()
+
+
+async def test_the_pages_titles_are_in_the_pages_language(server, browser) -> None:
+    """The tab's title stayed Czech on the English pages ("Test připojení – multipoint")."""
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), "porada", ttl_s=600)
+        for url, czech, english in (
+            ("/guide", "Návod pro účastníky – multipoint", "Guide for participants – multipoint"),
+            ("/selftest", "Test připojení – multipoint", "Connection test – multipoint"),
+            (link, "Videokonference – porada", "Videoconference – porada"),
+        ):
+            await page.goto(url + ("&" if "?" in url else "?") + "lang=en")
+            assert await page.title() == english
+            await page.click("#lang")
+            assert await page.title() == czech
+    finally:
+        await context.close()
