@@ -568,6 +568,7 @@ function end(message) {
   clearRemote();
   $("#grid").replaceChildren();
   $("#incall").querySelector(".controls").hidden = true;
+  $("#media-hint").hidden = true;  // "the page keeps trying": not any more
   notice(message);
 }
 
