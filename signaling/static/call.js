@@ -284,8 +284,17 @@ function onRemoteTrack({ mid, track, kind }) {
     slot = { kind, stream, shows: null };
     if (kind === "video") {
       slot.tile = makeTile("slot-" + mid, "", stream, true);
-      // A click makes a tile the big one (and the server sends it a bigger layer).
+      // A click makes a tile the big one (and the server sends it a bigger layer); it is
+      // a button, so that the keyboard (Tab, then Enter or Space) does it too.
+      slot.tile.tabIndex = 0;
+      slot.tile.setAttribute("role", "button");
+      slot.tile.setAttribute("aria-pressed", "false");
       slot.tile.addEventListener("click", () => focusTile(slot.tile));
+      slot.tile.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();  // Space would scroll the page
+        focusTile(slot.tile);
+      });
       tileSizes.observe(slot.tile);
     } else {
       slot.audio = document.createElement("audio");
@@ -336,8 +345,12 @@ function reportTilesSoon() {
 
 function focusTile(tile) {
   const focused = !tile.classList.contains("focused");
-  for (const other of document.querySelectorAll(".tile.focused")) other.classList.remove("focused");
+  for (const other of document.querySelectorAll(".tile.focused")) {
+    other.classList.remove("focused");
+    other.setAttribute("aria-pressed", "false");
+  }
   tile.classList.toggle("focused", focused);
+  tile.setAttribute("aria-pressed", String(focused));
 }
 
 function slotLabel(shows) {

@@ -425,3 +425,24 @@ async def test_a_shared_screen_is_captioned_as_someones_screen(server, browser) 
     finally:
         await context.close()
         await presenter.close()
+
+
+async def test_a_tile_is_made_big_from_the_keyboard(server, browser) -> None:
+    """A tile was made big by a click only: an official on the keyboard (or a screen
+    reader) could not reach it. Tiles are buttons: Tab reaches them, Enter or Space
+    makes one big and back, and they say whether they are."""
+    async with in_a_call_beside_another(server, browser, "klavesnice", "Úředník") as page:
+        tile = "#grid .tile:not([data-participant=self])"
+        await page.wait_for_selector(tile, timeout=20_000)
+        for _ in range(20):  # Tab through the controls to the tile
+            await page.keyboard.press("Tab")
+            if await page.evaluate(f"document.activeElement === document.querySelector('{tile}')"):
+                break
+        else:
+            raise AssertionError("Tab never reaches the tile")
+        await page.keyboard.press("Enter")
+        assert await page.evaluate(f"document.querySelector('{tile}').classList.contains('focused')")
+        assert await page.get_attribute(tile, "aria-pressed") == "true"
+        await page.keyboard.press(" ")
+        assert not await page.evaluate(f"document.querySelector('{tile}').classList.contains('focused')")
+        assert await page.get_attribute(tile, "aria-pressed") == "false"
