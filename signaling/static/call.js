@@ -427,14 +427,15 @@ function renderPeople() {
     if (state.role === "host" && person.id !== state.me) {
       const controls = document.createElement("span");
       controls.append(
-        hostButton(t("call.mute"), { type: "mute", participant: person.id }),
-        hostButton(t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
-        hostButton(t("call.remove"), { type: "remove", participant: person.id }),
+        hostButton(person, t("call.mute"), { type: "mute", participant: person.id }),
+        hostButton(person, t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
+        hostButton(person, t("call.remove"), { type: "remove", participant: person.id }),
       );
       // A room unit is always mixed: the server refuses to switch it.
       if (!person.unit) {
-        controls.append(hostButton(person.mode === "mixed" ? t("call.mode_forwarded") : t("call.mode_mixed"),
-          { type: "set_mode", participant: person.id, mode: person.mode === "mixed" ? "forwarded" : "mixed" }));
+        const mixed = person.mode === "mixed";
+        controls.append(hostButton(person, t(mixed ? "call.mode_forwarded" : "call.mode_mixed"),
+          { type: "set_mode", participant: person.id, mode: mixed ? "forwarded" : "mixed" }));
       }
       item.append(controls);
     }
@@ -442,10 +443,13 @@ function renderPeople() {
   }
 }
 
-function hostButton(label, message) {
+// A host's button beside ``person``: its accessible name says whom it acts on (a screen
+// reader read a list of bare "Mute" buttons).
+function hostButton(person, label, message) {
   const button = document.createElement("button");
   button.type = "button";
   button.textContent = label;
+  button.setAttribute("aria-label", `${label}: ${person.name}`);
   button.addEventListener("click", () => state.session.send(message));
   return button;
 }

@@ -446,3 +446,33 @@ async def test_a_tile_is_made_big_from_the_keyboard(server, browser) -> None:
         await page.keyboard.press(" ")
         assert not await page.evaluate(f"document.querySelector('{tile}').classList.contains('focused')")
         assert await page.get_attribute(tile, "aria-pressed") == "false"
+
+
+async def test_a_hosts_buttons_say_whom_they_act_on(server, browser) -> None:
+    """Beside each participant the host's list has Mute, Ask to unmute, Remove...: a
+    screen reader read each as just "Mute", with no word of whom it mutes. Each button's
+    name says whom (the name beside it on the screen)."""
+    from tests.media.test_mixing import GREEN, RED, join
+
+    guests = [await join(server, "jmena", name, 440, colour) for name, colour in
+              (("Brno", RED), ("Zlín", GREEN))]
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), "jmena", role="host", name="Velín",
+                        ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 3", timeout=30_000)
+        for name in ("Brno", "Zlín"):
+            for action in ("Mute", "Ask to unmute", "Remove", "Composite picture"):
+                assert await page.get_by_role("button", name=f"{action}: {name}", exact=True).count() == 1
+        # Pressed, it acts on that one.
+        await page.get_by_role("button", name="Mute: Zlín", exact=True).click()
+        await page.wait_for_function(
+            "() => window.multipointCall.roster.find((p) => p.name === 'Zlín').audio_muted", timeout=10_000)
+        brno = "window.multipointCall.roster.find((p) => p.name === 'Brno')"
+        assert not await page.evaluate(f"{brno}.audio_muted")
+    finally:
+        await context.close()
+        for guest in guests:
+            await guest.close()
