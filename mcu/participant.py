@@ -78,6 +78,8 @@ _slots = itertools.count()
 
 
 class Participant:
+    unit = False  # a browser or aiortc client, not a room unit on SIP (mcu/unit.py)
+
     def __init__(self, room: Room, name: str, role: str, mode: str = "forwarded",
                  participant_id: str | None = None, room_codec: str = codecs.VP8,
                  video_codecs: list[str] | None = None) -> None:

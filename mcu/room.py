@@ -415,7 +415,7 @@ class Room:
                  "audio_muted": p.producers["microphone"].muted,
                  "video_muted": p.producers["camera"].muted,
                  "screen": "screen" in p.producers and p.producers["screen"].sharing,
-                 "video_codec": p.publish_codec}
+                 "video_codec": p.publish_codec, "unit": p.unit}
                 for p in self.participants.values() if p.producers]
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:

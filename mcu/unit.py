@@ -249,6 +249,7 @@ class UnitParticipant:
     unit's offer (it called us), :meth:`make_offer` and :meth:`accept_answer` are for
     calling it."""
 
+    unit = True  # the participant list says so: it has no mode to switch
     mode = "mixed"
     video_codec = codecs.H264  # its camera slot shows the composite in H.264
     publish_codec = codecs.H264  # its camera, when it sends one

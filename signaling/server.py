@@ -1193,6 +1193,9 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
     async def call_page(request: web.Request) -> web.Response:
         return render("call.html", room=request.match_info["room"])
 
+    async def guide_page(request: web.Request) -> web.Response:
+        return render("guide.html")
+
     def room_recordings(request: web.Request) -> Path:
         """The room's recording folder, for the holder of a host link of that room."""
         room = request.match_info["room"]
@@ -1226,6 +1229,7 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
     app.router.add_get("/selftest", selftest_page)
     app.router.add_post("/selftest/result", selftest_result)
     app.router.add_get("/call/{room}", call_page)
+    app.router.add_get("/guide", guide_page)
     app.router.add_static("/static/", STATIC_DIR)
     return signaling
 

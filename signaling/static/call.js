@@ -40,11 +40,16 @@ const MAX_RETRY_AFTER_MS = 5 * 60_000;
 // Joins in a row whose media never connected before the page tells the official that
 // the network seems to block it: one alone may be a passing fault.
 const MEDIA_FAILURES_BEFORE_HINT = 2;
+const CAMERA = { width: 960, height: 540 };
 
 const state = {
   session: null, stream: null, me: null, role: null, locked: false,
   slots: new Map(),     // receive slot's mid -> {kind, stream, tile (video) or audio element}
   name: "",  // the name this call was joined by (the form's, else the link's)
+  joinedName: "",  // the name the server gave us (the self view's label)
+  // The mode joins ask for: the link's, then the one the server last listed us in (a
+  // host's switch), so that joining again after a lost call does not undo that switch.
+  mode: params.get("mode") === "mixed" ? "mixed" : "forwarded",
   muted: false, cameraOff: false, sharing: null, leaving: false, reconnects: 0,
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
@@ -55,7 +60,12 @@ const state = {
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-installLanguageSwitch($("#lang"), () => { updateButtons(); renderPeople(); linkSelfTest(); });
+// The tiles' labels too (the self view's "(You)", the composed picture's): they are
+// texts of the page's language.
+installLanguageSwitch($("#lang"), () => {
+  updateButtons(); renderSlots(); labelSelf(); linkSelfTest(); linkGuide();
+});
+linkGuide();
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
 startPreview().then(() => {
   if (params.get("autojoin") === "1") join();
@@ -67,7 +77,7 @@ $("#join-form").addEventListener("submit", (event) => {
 
 async function startPreview() {
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 960, height: 540 } });
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
   } catch {
     state.stream = new MediaStream();
     showPrejoinError(t("problem.no_media"));
@@ -99,8 +109,15 @@ async function join() {
   }
   $("#prejoin").hidden = true;
   $("#incall").hidden = false;
-  addTile("self", `${joined.name} (${t("call.you")})`, state.stream, true);
+  state.joinedName = joined.name;
+  addTile("self", "", state.stream, true);
+  labelSelf();
   updateButtons();
+}
+
+function labelSelf() {
+  const label = $('#grid [data-participant="self"] .name');
+  if (label) label.textContent = `${state.joinedName} (${t("call.you")})`;
 }
 
 // Join through the front in use, following the server to the node that hosts the room.
@@ -116,9 +133,8 @@ async function connect(name) {
 }
 
 async function connectOnce(name) {
-  const mode = params.get("mode") === "mixed" ? "mixed" : "forwarded";
   const session = new MultipointSession({
-    token, name, mode, front: state.front,
+    token, name, mode: state.mode, front: state.front,
     iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
   });
   state.session = session;
@@ -268,8 +284,17 @@ function onRemoteTrack({ mid, track, kind }) {
     slot = { kind, stream, shows: null };
     if (kind === "video") {
       slot.tile = makeTile("slot-" + mid, "", stream, true);
-      // A click makes a tile the big one (and the server sends it a bigger layer).
+      // A click makes a tile the big one (and the server sends it a bigger layer); it is
+      // a button, so that the keyboard (Tab, then Enter or Space) does it too.
+      slot.tile.tabIndex = 0;
+      slot.tile.setAttribute("role", "button");
+      slot.tile.setAttribute("aria-pressed", "false");
       slot.tile.addEventListener("click", () => focusTile(slot.tile));
+      slot.tile.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();  // Space would scroll the page
+        focusTile(slot.tile);
+      });
       tileSizes.observe(slot.tile);
     } else {
       slot.audio = document.createElement("audio");
@@ -320,13 +345,17 @@ function reportTilesSoon() {
 
 function focusTile(tile) {
   const focused = !tile.classList.contains("focused");
-  for (const other of document.querySelectorAll(".tile.focused")) other.classList.remove("focused");
+  for (const other of document.querySelectorAll(".tile.focused")) {
+    other.classList.remove("focused");
+    other.setAttribute("aria-pressed", "false");
+  }
   tile.classList.toggle("focused", focused);
+  tile.setAttribute("aria-pressed", String(focused));
 }
 
 function slotLabel(shows) {
   if (shows.source === "mix") return t("call.composite");
-  if (shows.source === "screen") return `${shows.name} – ${t("call.share")}`;
+  if (shows.source === "screen") return t("call.screen_of", { name: shows.name });
   const person = (state.roster ?? []).find((p) => p.id === shows.participant);
   return shows.name + (person?.audio_muted ? " 🔇" : "");
 }
@@ -363,6 +392,7 @@ function onParticipants({ participants, locked, recording }) {
   state.recording = recording;
   state.roster = participants;
   const me = participants.find((person) => person.id === state.me);
+  if (me) state.mode = me.mode;
   if (me && state.muteAwait !== null) {
     // A list sent before the server took our last mute or unmute says nothing of it
     // (after a resume the server's first list is from before the outage).
@@ -397,22 +427,29 @@ function renderPeople() {
     if (state.role === "host" && person.id !== state.me) {
       const controls = document.createElement("span");
       controls.append(
-        hostButton(t("call.mute"), { type: "mute", participant: person.id }),
-        hostButton(t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
-        hostButton(t("call.remove"), { type: "remove", participant: person.id }),
-        hostButton(person.mode === "mixed" ? t("call.mode_forwarded") : t("call.mode_mixed"),
-          { type: "set_mode", participant: person.id, mode: person.mode === "mixed" ? "forwarded" : "mixed" }),
+        hostButton(person, t("call.mute"), { type: "mute", participant: person.id }),
+        hostButton(person, t("call.ask_unmute"), { type: "request_unmute", participant: person.id }),
+        hostButton(person, t("call.remove"), { type: "remove", participant: person.id }),
       );
+      // A room unit is always mixed: the server refuses to switch it.
+      if (!person.unit) {
+        const mixed = person.mode === "mixed";
+        controls.append(hostButton(person, t(mixed ? "call.mode_forwarded" : "call.mode_mixed"),
+          { type: "set_mode", participant: person.id, mode: mixed ? "forwarded" : "mixed" }));
+      }
       item.append(controls);
     }
     list.append(item);
   }
 }
 
-function hostButton(label, message) {
+// A host's button beside ``person``: its accessible name says whom it acts on (a screen
+// reader read a list of bare "Mute" buttons).
+function hostButton(person, label, message) {
   const button = document.createElement("button");
   button.type = "button";
   button.textContent = label;
+  button.setAttribute("aria-label", `${label}: ${person.name}`);
   button.addEventListener("click", () => state.session.send(message));
   return button;
 }
@@ -438,7 +475,9 @@ function onChat({ name, text, at }) {
 $("#chat-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("#chat-text").value.trim();
-  if (text) state.session.send({ type: "chat", text });
+  // Not sent while the call is down (the page joining again): kept in the field to send
+  // once it is back, rather than emptied and lost without a word.
+  if (text && !state.session?.send({ type: "chat", text })) return;
   $("#chat-text").value = "";
 });
 
@@ -454,11 +493,43 @@ function setMuted(muted, tellServer = true) {
 
 $("#mute").addEventListener("click", () => setMuted(!state.muted));
 $("#camera").addEventListener("click", async () => {
-  state.cameraOff = !state.cameraOff;
-  await state.session.replaceTrack("camera", state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null);
-  state.session.send({ type: "set_muted", video: state.cameraOff });
-  updateButtons();
+  const button = $("#camera");
+  button.disabled = true;  // one change at a time: turning it on waits for the camera
+  try {
+    if (!state.cameraOff) cameraOff();
+    else if (!(await cameraOn())) return;
+    await state.session.replaceTrack("camera", state.cameraOff ? null : state.stream.getVideoTracks()[0] ?? null);
+    state.session.send({ type: "set_muted", video: state.cameraOff });
+  } finally {
+    button.disabled = false;
+    updateButtons();
+  }
 });
+
+// Off is off: the camera is given back (its light goes out) and the self view, showing
+// the same stream, goes dark as the others' view of us does. Only unsent, the camera
+// went on filming, and the self view showed a live picture nobody else saw.
+function cameraOff() {
+  state.cameraOff = true;
+  for (const track of state.stream.getVideoTracks()) {
+    track.stop();
+    state.stream.removeTrack(track);
+  }
+}
+
+// The camera again (a new track of it); false, and a notice, if it cannot be had now.
+async function cameraOn() {
+  let track;
+  try {
+    [track] = (await navigator.mediaDevices.getUserMedia({ video: CAMERA })).getVideoTracks();
+  } catch {
+    notice(`${t("error")}: ${t("problem.no_media")}`);
+    return false;
+  }
+  state.stream.addTrack(track);
+  state.cameraOff = false;
+  return true;
+}
 $("#share").addEventListener("click", async () => {
   if (state.sharing) return stopSharing();
   try {
@@ -507,9 +578,14 @@ function setButton(selector, pressed, key) {
 function end(message) {
   state.session?.close();
   state.stream?.getTracks().forEach((track) => track.stop());
+  // A screen being shared too: left running, the browser went on capturing it (and
+  // showing that it does) after the call had ended.
+  state.sharing?.getTracks().forEach((track) => track.stop());
+  state.sharing = null;
   clearRemote();
   $("#grid").replaceChildren();
   $("#incall").querySelector(".controls").hidden = true;
+  $("#media-hint").hidden = true;  // "the page keeps trying": not any more
   notice(message);
 }
 
@@ -530,6 +606,11 @@ function showMediaHint() {
 // The self-test in the page's own language (a ?lang= of this page is not remembered).
 function linkSelfTest() {
   $("#selftest-link").href = `/selftest?lang=${lang}`;
+}
+
+// The guide in the page's own language, as the self-test.
+function linkGuide() {
+  $("#guide-link").href = `/guide?lang=${lang}`;
 }
 
 // A refused join or request, or a server that cannot be reached, in the page's language

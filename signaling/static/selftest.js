@@ -1,6 +1,6 @@
 // The self-test call: camera and microphone go through the server and come back
 // (an echo room), with live figures from getStats and a verdict posted back.
-import { applyTranslations, installLanguageSwitch, t } from "./i18n.js";
+import { applyTranslations, installLanguageSwitch, lang, t } from "./i18n.js";
 import { MultipointSession } from "./multipoint.js";
 
 const main = document.querySelector("main");
@@ -12,11 +12,17 @@ const REFUSALS = {
   token_expired: "link_expired", bad_token: "link_invalid",
   capacity_full: "server_busy", too_many_pending_joins: "server_busy", rate_limited: "server_busy",
 };
-const state = { session: null, verdict: null, figures: null, saved: null };
+// status: the i18n key of what the page says while a test runs (null once a verdict is shown).
+const state = { session: null, verdict: null, figures: null, saved: null, status: null };
 window.multipointSelfTest = state; // for tests and support staff in the console
 
 applyTranslations();
-installLanguageSwitch(document.querySelector("#lang"), () => state.verdict && showVerdict(state.verdict));
+linkGuide();
+installLanguageSwitch(document.querySelector("#lang"), () => {
+  linkGuide();
+  if (state.verdict) showVerdict(state.verdict);
+  else if (state.status) setStatus(state.status);
+});
 const startButton = document.querySelector("#start");
 startButton.addEventListener("click", () => run());
 if (params.get("autostart") === "1") run();
@@ -51,9 +57,10 @@ async function run() {
   } catch (error) {
     // Refused is not unreachable: an expired link (a page left open past its token's
     // life) or a busy server is said as such, not as a server that cannot be reached.
+    release(stream, session);
     return finish({ passed: false, problems: [REFUSALS[error.code] ?? "signaling"], figures: {} });
   }
-  setStatus(t("selftest.running"));
+  setStatus("selftest.running");
   const first = await waitForConnection(session);
   let previous = first;
   for (let second = 0; second < DURATION_S; second++) {
@@ -64,6 +71,13 @@ async function run() {
     previous = figures;
   }
   finish(judge(first, previous, session.pc.connectionState));
+  release(stream, session);
+}
+
+// The test is over, passed, failed or refused: the camera and microphone are given back
+// (a refused test left them on, the camera's light too), and the session is closed (a
+// refused join's socket and peer connection would otherwise stay open).
+function release(stream, session) {
   stream.getTracks().forEach((track) => track.stop());
   session.close();
 }
@@ -98,6 +112,8 @@ async function finish(verdict) {
   state.verdict = verdict;
   showVerdict(verdict);
   startButton.disabled = false;
+  // Through data-i18n, so that the language switch keeps it "Run again".
+  startButton.dataset.i18n = "selftest.again";
   startButton.textContent = t("selftest.again");
   try {
     const response = await fetch("/selftest/result", {
@@ -118,6 +134,7 @@ async function finish(verdict) {
 }
 
 function showVerdict(verdict) {
+  state.status = null;
   const box = document.querySelector("#verdict");
   box.hidden = false;
   box.className = "verdict " + (verdict.passed ? "pass" : "fail");
@@ -151,11 +168,12 @@ function showFigures(figures) {
   document.querySelector("#fig-audio").textContent = String(figures.audioPackets);
 }
 
-function setStatus(text) {
+function setStatus(key) {
+  state.status = key;
   const box = document.querySelector("#verdict");
   box.hidden = false;
   box.className = "verdict";
-  box.textContent = text;
+  box.textContent = t(key);
 }
 
 function meterMicrophone(stream) {
@@ -171,6 +189,11 @@ function meterMicrophone(stream) {
     if (stream.active) requestAnimationFrame(tick);
   };
   tick();
+}
+
+// The guide in the page's own language (a ?lang= of this page is not remembered).
+function linkGuide() {
+  document.querySelector("#guide-link").href = `/guide?lang=${lang}`;
 }
 
 function sleep(ms) {

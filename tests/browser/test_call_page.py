@@ -342,3 +342,137 @@ async def test_after_leaving_the_call_controls_are_gone(server, browser) -> None
     assert not await page.is_visible("#incall .controls")
     assert not await page.is_visible("#mute")
     await context.close()
+
+
+async def test_leaving_while_sharing_the_screen_stops_the_capture(server, browser) -> None:
+    """Leave pressed while sharing the screen: the page stopped the camera and microphone
+    but not the screen capture, so the browser went on capturing (and saying so) after
+    "You left the call". Leaving ends the capture too."""
+    link = join_url(server.url, server.settings.signing_secret(), "sdileni", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        await page.click("#share")
+        await page.wait_for_function("() => document.querySelector('#share').textContent === 'Stop sharing'")
+        await page.wait_for_function("() => window.multipointCall.roster[0].screen === true")
+        # The capture the page got, kept by the test (the page forgets it on leaving).
+        await page.evaluate("window.capture = window.multipointCall.sharing.getVideoTracks()[0]")
+        assert await page.evaluate("window.capture.readyState") == "live"
+        await page.click("#leave")
+        assert "left the call" in await page.text_content("#notice")
+        assert await page.evaluate("window.capture.readyState") == "ended"
+    finally:
+        await context.close()
+
+
+OUTBOUND_FRAMES = """
+async () => {
+  let frames = 0;
+  (await window.multipointCall.session.pc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && s.kind === 'video') frames += s.framesEncoded || 0;
+  });
+  return frames;
+}
+"""
+
+
+async def test_camera_off_gives_the_camera_back_and_on_takes_it_again(server, browser) -> None:
+    """Camera off stopped sending the picture but kept the camera filming: its light
+    stayed on, and the self view went on showing the official a live picture that
+    nobody else saw. Off now gives the camera back (the self view is dark); on takes it
+    again and sends it."""
+    async with in_a_call_beside_another(server, browser, "kamera", "Úředník") as page:
+        await page.evaluate("window.camera = window.multipointCall.stream.getVideoTracks()[0]")
+        assert await page.evaluate("window.camera.readyState") == "live"
+        await page.click("#camera")
+        await page.wait_for_function("() => window.multipointCall.roster.find("
+                                     "(p) => p.id === window.multipointCall.me).video_muted", timeout=10_000)
+        assert await page.get_attribute("#camera", "aria-pressed") == "true"
+        assert await page.evaluate("window.camera.readyState") == "ended"
+        self_view = "document.querySelector('[data-participant=self] video').srcObject"
+        assert await page.evaluate(f"{self_view}.getVideoTracks().length") == 0
+
+        await page.click("#camera")
+        await page.wait_for_function("() => document.querySelector('#camera').getAttribute('aria-pressed')"
+                                     " === 'false'", timeout=10_000)
+        assert await page.evaluate(f"{self_view}.getVideoTracks().map((t) => t.readyState)") == ["live"]
+        before = await page.evaluate(OUTBOUND_FRAMES)
+        await page.wait_for_function(f"async () => (await ({OUTBOUND_FRAMES})()) > {before}", timeout=10_000)
+
+
+async def test_a_shared_screen_is_captioned_as_someones_screen(server, browser) -> None:
+    """A shared screen's tile read "Brno – Share screen" ("Sdílet obrazovku"): the
+    caption was the Share button's command. It says whose screen it is, in the page's
+    language."""
+    from tests.media.test_mixing import BLUE, RED, join
+
+    presenter = await join(server, "prezentace", "Brno", 440, RED, screen=BLUE)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), "prezentace", name="Úředník", ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        await presenter.send({"type": "screen", "active": True})
+        screen = ("[...document.querySelectorAll('#grid .tile .name')]"
+                  ".find((e) => e.textContent.startsWith('Brno –'))")
+        await page.wait_for_function(f"() => {screen}", timeout=15_000)
+        assert await page.evaluate(f"{screen}.textContent") == "Brno – screen"
+        await page.click("#lang")
+        assert await page.evaluate(f"{screen}.textContent") == "Brno – obrazovka"
+    finally:
+        await context.close()
+        await presenter.close()
+
+
+async def test_a_tile_is_made_big_from_the_keyboard(server, browser) -> None:
+    """A tile was made big by a click only: an official on the keyboard (or a screen
+    reader) could not reach it. Tiles are buttons: Tab reaches them, Enter or Space
+    makes one big and back, and they say whether they are."""
+    async with in_a_call_beside_another(server, browser, "klavesnice", "Úředník") as page:
+        tile = "#grid .tile:not([data-participant=self])"
+        await page.wait_for_selector(tile, timeout=20_000)
+        for _ in range(20):  # Tab through the controls to the tile
+            await page.keyboard.press("Tab")
+            if await page.evaluate(f"document.activeElement === document.querySelector('{tile}')"):
+                break
+        else:
+            raise AssertionError("Tab never reaches the tile")
+        await page.keyboard.press("Enter")
+        assert await page.evaluate(f"document.querySelector('{tile}').classList.contains('focused')")
+        assert await page.get_attribute(tile, "aria-pressed") == "true"
+        await page.keyboard.press(" ")
+        assert not await page.evaluate(f"document.querySelector('{tile}').classList.contains('focused')")
+        assert await page.get_attribute(tile, "aria-pressed") == "false"
+
+
+async def test_a_hosts_buttons_say_whom_they_act_on(server, browser) -> None:
+    """Beside each participant the host's list has Mute, Ask to unmute, Remove...: a
+    screen reader read each as just "Mute", with no word of whom it mutes. Each button's
+    name says whom (the name beside it on the screen)."""
+    from tests.media.test_mixing import GREEN, RED, join
+
+    guests = [await join(server, "jmena", name, 440, colour) for name, colour in
+              (("Brno", RED), ("Zlín", GREEN))]
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), "jmena", role="host", name="Velín",
+                        ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 3", timeout=30_000)
+        for name in ("Brno", "Zlín"):
+            for action in ("Mute", "Ask to unmute", "Remove", "Composite picture"):
+                assert await page.get_by_role("button", name=f"{action}: {name}", exact=True).count() == 1
+        # Pressed, it acts on that one.
+        await page.get_by_role("button", name="Mute: Zlín", exact=True).click()
+        await page.wait_for_function(
+            "() => window.multipointCall.roster.find((p) => p.name === 'Zlín').audio_muted", timeout=10_000)
+        brno = "window.multipointCall.roster.find((p) => p.name === 'Brno')"
+        assert not await page.evaluate(f"{brno}.audio_muted")
+    finally:
+        await context.close()
+        for guest in guests:
+            await guest.close()

@@ -71,6 +71,12 @@ async def test_a_page_whose_media_never_connects_suggests_the_self_test(
         hint = await page.inner_text("#media-hint")
         assert "test připojení" in hint
         assert "lang=cs" in await page.get_attribute("#media-hint a", "href")
+
+        # Leave pressed: the call is over, and so is the hint that "the page keeps trying"
+        # (it stayed under "Opustili jste hovor").
+        await page.click("#leave")
+        assert "Opustili jste hovor" in await page.text_content("#notice")
+        assert not await page.is_visible("#media-hint")
         assert errors == []
     finally:
         await context.close()

@@ -236,3 +236,27 @@ async def test_a_page_joins_again_by_the_links_name(front, browser) -> None:
         " && window.multipointCall.roster?.length === 1", timeout=30_000)
     assert await page.evaluate("window.multipointCall.roster[0].name") == "Starosta Lhoty"
     assert errors == []
+
+
+async def test_a_chat_message_written_while_the_call_is_down_is_kept_to_send(front, browser) -> None:
+    """A message sent while the page was joining again ("Reconnecting…"): the page
+    emptied the field, and the message went nowhere, without a word. It stays in the
+    field to be sent once the call is back."""
+    page, errors = await open_page(browser, front, autojoin=True)
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    first = await page.evaluate("window.multipointCall.me")
+    await front.stop()
+    await page.wait_for_function(
+        "() => window.multipointCall.session.pc.signalingState === 'closed'", timeout=30_000)
+    await page.fill("#chat-text", "Slyšíte nás?")
+    await page.press("#chat-text", "Enter")
+    assert await page.input_value("#chat-text") == "Slyšíte nás?"
+    await front.start()
+    await page.wait_for_function(
+        f"() => window.multipointCall.me && window.multipointCall.me !== '{first}'"
+        " && window.multipointCall.roster?.length === 1", timeout=30_000)
+    await page.press("#chat-text", "Enter")
+    await page.wait_for_function(
+        "() => document.querySelector('#chat-log').textContent.includes('Slyšíte nás?')", timeout=10_000)
+    assert await page.input_value("#chat-text") == ""
+    assert errors == []

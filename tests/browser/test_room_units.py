@@ -11,7 +11,7 @@ from multipoint.app import MEDIA, ROOM_UNITS
 from signaling.links import join_url
 from tests.browser.conftest import new_context, screenshot
 from tests.browser.test_call_page import INBOUND, growing
-from tests.media.test_sip_units import bridge, units_in
+from tests.media.test_sip_units import bridge, dial_in, units_in
 from tests.peers import wait_until
 from tests.sip_unit import BARESIP, Baresip
 
@@ -60,4 +60,28 @@ async def test_a_unit_and_two_browsers_see_and_hear_each_other(server, browser, 
     finally:
         for context in contexts:
             await context.close()
+        await unit.stop()
+
+
+async def test_the_host_is_offered_no_mode_switch_for_a_room_unit(server, browser, tmp_path: Path) -> None:
+    """A host's list showed "Separate pictures" beside a room unit too: pressed, the server
+    refused it (a unit on SIP is always mixed) and the page said "The server did not
+    understand the page: reload the page". The list says which participants are units,
+    and the page offers them no mode switch (mute, ask to unmute, remove stay)."""
+    room = bridge(server)
+    unit = Baresip(tmp_path / "unit")
+    await unit.start()
+    context = await new_context(browser, server.url)
+    try:
+        await dial_in(server, unit, room)
+        page = await context.new_page()
+        link = join_url(server.url, server.settings.signing_secret(), room, role="host", name="Velín",
+                        ttl_s=600, scheduled=True)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        buttons = await page.eval_on_selector_all(
+            "#people li:not(:has-text('(You)')) button", "els => els.map((e) => e.textContent)")
+        assert buttons == ["Mute", "Ask to unmute", "Remove"], buttons
+    finally:
+        await context.close()
         await unit.stop()

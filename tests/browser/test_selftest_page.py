@@ -87,5 +87,32 @@ async def test_a_selftest_page_left_open_past_its_link_says_the_link_expired(ser
     assert verdict["passed"] is False and verdict["problems"] == ["link_expired"], verdict
     text = await page.text_content("#verdict")
     assert "expired" in text and "Could not reach the server" not in text, text
+    # The test is over: the camera and microphone it took are given back (a refused test
+    # used to leave them on, the camera's light too, until the page was closed).
+    assert await page.evaluate(
+        "document.querySelector('#local').srcObject.getTracks().map((track) => track.readyState)"
+    ) == ["ended", "ended"]
     assert errors == []
     await context.close()
+
+
+async def test_switching_the_language_keeps_what_the_test_is_doing(server, browser) -> None:
+    """The language switch put the page's first texts back: a test running showed its
+    status in the old language, and after a test the button read "Start the test"
+    ("Spustit test") again instead of "Run again"."""
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto("/selftest?autostart=1&duration=8&lang=en")
+        await page.wait_for_function(
+            "() => document.querySelector('#verdict').textContent === 'Test running…'", timeout=20_000)
+        await page.click("#lang")
+        assert await page.text_content("#verdict") == "Test běží…"
+        await page.wait_for_selector("#verdict[data-verdict]", timeout=30_000)
+        await page.wait_for_function("() => window.multipointSelfTest.saved !== null", timeout=10_000)
+        assert await page.text_content("#start") == "Spustit znovu"
+        await page.click("#lang")
+        assert await page.text_content("#start") == "Run again"
+        assert (await page.text_content("#verdict")).startswith("Test passed")
+    finally:
+        await context.close()
