@@ -69,6 +69,8 @@ async def act(admin: Admin, request: web.Request, user: Principal) -> web.Stream
                 raise web.HTTPSeeOther("/admin/operating?bad=dial#live")
             admin.live_rooms.dial(room, target, by=user.name)
             participant = target
+        elif action == "close":
+            await admin.live_rooms.close_by_operator(room, by=user.name)
         elif action in ("lock", "unlock"):
             await admin.live_rooms.lock(room, action == "lock")
         elif action in ("record", "stop_recording"):

@@ -292,6 +292,8 @@ def create_app(settings: Settings) -> web.Application:
     live_rooms = LiveRooms(signaling, settings.data_dir / "recordings")
     app[LIVE_ROOMS] = live_rooms
     room_control.live_rooms = live_rooms
+    if spread_rooms is not None:  # another node's operator closes a room spread over this one
+        spread_rooms.close_room = live_rooms.close
     async def meeting_by_number(number: str) -> tuple[str, str] | None:
         found = await asyncio.to_thread(read, dial_in, number)
         return (found.room, found.pin) if found is not None else None

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcu.channel import ChannelError
 from signaling.server import Signaling
 from signaling.sip.units import DialFailed, RoomUnits
 
@@ -211,6 +212,30 @@ class LiveRooms:
         if self.units is not None:  # and the units keying in its PIN, not in it yet
             await self.units.room_closed(room, reason)
         await self.pool.request_all("close_room", room=room)  # a worker that is down has none
+
+    async def close_by_operator(self, room: str, by: str) -> None:
+        """The operator ends a live room (left running, abused): everyone in it, on every
+        node with a part of it, is told (``closed_by_operator``, final for the page) and
+        disconnected. The other nodes are asked first, and this node's part is closed
+        once they have answered (or not in time): their answers come to this node's part.
+        Raises :class:`~signaling.spread.NotConfirmed` if a node did not answer in time,
+        ChannelError if closing failed there (this node's part is closed all the same)."""
+        channel = self.signaling.channels.get(room)
+        if channel is None:
+            raise LookupError(f"no live room {room}")
+        code = "closed_by_operator"
+        reason = f"closed by {by}"  # as a removal says "removed by"
+        spread = self.signaling.spread
+        others = sorted(channel.remote_listed) if spread is not None else []
+        command = {"action": "close", "code": code, "reason": reason}
+        answers = await asyncio.gather(*(spread.ask(channel, node, command) for node in others),
+                                       return_exceptions=True) if spread is not None else []
+        await self.close(room, reason, code)
+        for node, answer in zip(others, answers, strict=True):
+            if isinstance(answer, BaseException):
+                raise answer
+            if answer == "failed":  # "gone": nobody of the room was left there
+                raise ChannelError("failed_elsewhere", f"node {node} could not close room {room}")
 
     async def record(self, room: str, active: bool) -> None:
         """As a host's Record: one recording per room, wherever it runs (a room spread

@@ -96,6 +96,9 @@ class SpreadRooms:
         self.failed_writes = 0
         # Commands asked with ask(), by their answer's key: what the other node answered.
         self._answers: dict[str, asyncio.Future[str]] = {}
+        # What ends a room on this node (LiveRooms.close: room, English reason, code), set
+        # by the composition root: another node's operator closing a spread room.
+        self.close_room: Callable[[str, str, str], Awaitable[None]] | None = None
 
     def start(self) -> None:
         # A node that (re)starts has nothing in memory: its old rows are stale.
@@ -323,6 +326,11 @@ class SpreadRooms:
         action = command.get("action")
         if action == "chat" and isinstance(command.get("message"), dict):
             await channel.broadcast(command["message"])
+            return "done"
+        if action == "close":
+            if self.close_room is None:
+                return "failed"
+            await self.close_room(room, str(command.get("reason", "")), str(command.get("code")))
             return "done"
         if action == "record":
             if channel.recording and not command.get("active"):

@@ -18,6 +18,7 @@ CLOSE_REASONS = {
     "rescheduled": "the meeting was moved to another time",
     "room_moved": "moved to another node",
     "room_closed": "the room was closed",
+    "closed_by_operator": "the operator closed the room",
 }
 
 

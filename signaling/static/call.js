@@ -23,14 +23,14 @@ const FINAL_ERRORS = new Set([
 ]);
 // Why the server closed the room under the call (docs/protocol.md, "closed") when joining
 // again would only be refused for the same reason, or the room was ended on purpose
-// (room_closed): the call ends at once and says it in the page's language. It used to be
-// taken for a lost network: "Reconnecting…", a resume refused, then a join refused (after
-// the meeting's end: "join at the time of the meeting"). A room moved to another node
-// (room_moved) or a meeting moved to another time (rescheduled) is joined again, as is a
-// close this page does not know (a newer server): the join goes to the room's node, or
-// its refusal says why and when.
+// (room_closed, closed_by_operator): the call ends at once and says it in the page's
+// language. It used to be taken for a lost network: "Reconnecting…", a resume refused,
+// then a join refused (after the meeting's end: "join at the time of the meeting"). A
+// room moved to another node (room_moved) or a meeting moved to another time
+// (rescheduled) is joined again, as is a close this page does not know (a newer server):
+// the join goes to the room's node, or its refusal says why and when.
 const CLOSED_FINAL = new Set(["meeting_over", "booking_cancelled", "booking_displaced",
-                              "bridge_inactive", "room_closed"]);
+                              "bridge_inactive", "room_closed", "closed_by_operator"]);
 // Attempts the page makes to join again after a lost call (waits of 1, 2, 4, then 8 s
 // between them: about two and a half minutes) before it says the call is lost.
 const REJOIN_ATTEMPTS = 20;

@@ -11,8 +11,9 @@ import signal
 import pytest
 
 from multipoint.app import POOL
+from signaling.links import join_url
 from tests.admin_web.conftest import czech_context, seed_accounts, sign_in
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import new_context, screenshot
 from tests.conftest import start_process_server
 from tests.media.test_moderation import join
 from tests.peers import wait_until
@@ -74,6 +75,53 @@ async def test_operator_mutes_and_removes_a_participant_who_observes_it(server, 
         assert actions == ["room.remove", "room.lock", "room.mute"]
     finally:
         await alice.close()
+        await bob.close()
+
+
+async def test_operator_closes_a_live_room_and_its_call_page_ends(server, accounts, context,
+                                                                  browser) -> None:
+    """The operator ends a live room (left running, abused): an official's call page
+    (Chromium) is told ``closed_by_operator`` and ends the call at once, saying so, with
+    no rejoin; an aiortc participant is told the same; the room is gone from the page and
+    the action audited as the operator's. The operator had no way to end a room."""
+    room = "opusteny-stab"
+    bob = await join(server, room, "Bob")
+    official = await new_context(browser, server.url)  # with a camera and a microphone
+    try:
+        call = await official.new_page()
+        errors: list[str] = []
+        call.on("pageerror", lambda error: errors.append(str(error)))
+        await call.goto(join_url(server.url, server.settings.signing_secret(), room,
+                                 name="Obecní úřad Lhota", ttl_s=3600) + "&autojoin=1")
+        await call.wait_for_function("() => window.multipointCall.roster?.length === 2",
+                                     timeout=30_000)
+
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await sign_in(page, "operator")
+        await page.locator(f"article[data-room='{room}']").get_by_role(
+            "button", name=f"Uzavřít místnost {room}").click()
+        await page.wait_for_selector("#done")
+        assert "místnost uzavřena" in await page.text_content("#done")
+
+        await call.wait_for_function(
+            "() => document.querySelector('#notice').textContent"
+            " === 'Místnost uzavřel operátor: hovor byl ukončen.'", timeout=20_000)
+        assert not await call.is_visible("#incall .controls")
+        assert await wait_until(lambda: bob.of_type("closed") and bob.ws.closed, timeout=10)
+        assert bob.of_type("closed")[-1]["code"] == "closed_by_operator"
+        await page.wait_for_selector(f"article[data-room='{room}']", state="detached",
+                                     timeout=10_000)
+        await asyncio.sleep(3)  # past the first wait (1 s) of a rejoin loop
+        assert await call.evaluate("window.multipointCall.reconnects") == 0
+        assert errors == []
+
+        await page.goto("/admin/audit?action=room.")
+        actions = await page.locator("#audit tbody tr").evaluate_all(
+            "rows => rows.map((r) => r.dataset.action)")
+        assert actions == ["room.close"]
+    finally:
+        await official.close()
         await bob.close()
 
 

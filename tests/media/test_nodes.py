@@ -699,6 +699,48 @@ async def test_the_operators_mute_on_a_node_that_does_not_answer_is_not_reported
         database.dispose()
 
 
+async def test_the_operator_closes_a_spread_room_on_every_node(spreading_nodes) -> None:
+    """A spread room, its operator on node A's admin web closes it: the participants of
+    both nodes' parts are told (closed_by_operator) and disconnected, node B having
+    answered that it closed its part, no part is left, and the close is audited as the
+    operator's."""
+    node_a, node_b, url = spreading_nodes
+    room = "zaplavy-litovel"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+    operator: Operator | None = None
+
+    def parts() -> list[str]:
+        with database.session() as session:
+            return list(session.scalars(text("SELECT node_id FROM room_parts WHERE room_name = :room"),
+                                        {"room": room}))
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha, ostrava = clients
+        ostrava_id = ostrava.of_type("joined")[0]["participant"]
+        assert await wait_until(lambda: any(
+            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
+            for p in m["participants"]), timeout=20)
+        operator = await Operator.sign_in(node_a.front, database)
+
+        assert await operator.act(room, "close") == "done=close"
+        for client in clients:
+            assert await wait_until(lambda client=client: client.ws.closed, timeout=10)
+            assert [m["code"] for m in client.of_type("closed")] == ["closed_by_operator"]
+        assert await wait_until(lambda: parts() == [], timeout=10)
+        assert f'data-room="{room}"' not in await operator.live()
+        assert audited(database, room) == [("operator", "room.close", {})]
+    finally:
+        if operator is not None:
+            await operator.close()
+        for client in clients:
+            await client.close()
+        database.dispose()
+
+
 async def test_the_operators_recording_of_a_spread_room_is_the_rooms_one(spreading_nodes,
                                                                          tmp_path) -> None:
     """A spread room recorded by node B's home worker (its host's Record there): the
