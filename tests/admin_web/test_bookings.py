@@ -53,9 +53,12 @@ async def test_orp_admin_books_a_recurring_meeting_and_sees_only_their_own(serve
     await page.fill("#f-end", "10:30")
     await page.fill("#f-hd", "4")
     await page.fill("#f-audio", "2")
-    # The capacity left for that time shows while it is chosen.
-    await page.wait_for_selector("#capacity.fits")
-    assert "Vejde se" in await page.text_content("#capacity")
+    # The capacity left for that time shows while it is chosen: that of these participants
+    # (the form's first, for its defaults, may show first, and then "checking").
+    needed = ParticipantMix(hd=4, audio=2).units(server.app[SERVICES].config.unit_costs)
+    await page.wait_for_function(
+        "(units) => document.getElementById('capacity').dataset.needed === units", arg=str(needed))
+    assert "Vejde se" in await page.text_content("#capacity.fits")
     await page.select_option("#f-repeat", "weekly")
     await page.check("input[name=weekday][value=MO]")
     await page.fill("#f-count", "4")
