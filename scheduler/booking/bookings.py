@@ -1171,18 +1171,22 @@ def move_occurrence(db: Database, config: SchedulerConfig, principal: Principal,
     if occurrence.start < now - START_SLACK:
         raise InvalidInput("in_past", f"{occurrence.label()} is in the past")
     moved_ids: list[int] = []  # for the suggestions, should the move be refused
+    sized = [units]  # and the size it was decided at
 
     def decide(session: Session) -> Decision:
         lock_booking(session, booking_id)
         booking, _, row = _occurrence_at(session, principal, booking_id, local_start, now)
         moved_ids[:] = [row.id]
+        # Its size now, which the new row is written with: the series may have grown
+        # since the read above (another request), and the check must count that.
+        sized[:] = [booking.units]
         clash = _overlapping(session, booking.id, occurrence, row.id)
         if clash is not None:
             at = clash.start_utc.astimezone(tz).strftime("%Y-%m-%d %H:%M")
             raise InvalidInput("occurrence_overlap", f"{occurrence.label()} overlaps the "
                                f"series' occurrence at {at}")
-        holder, victims = _decide(session, config, org, priority, units, [occurrence], now,
-                                  zone, (row.id,))
+        holder, victims = _decide(session, config, org, priority, booking.units, [occurrence],
+                                  now, zone, (row.id,))
         instance = _instance(booking, row)
         row.state = "replaced"
         [new] = _write_occurrences(session, booking, [occurrence], holder, org)
@@ -1203,6 +1207,6 @@ def move_occurrence(db: Database, config: SchedulerConfig, principal: Principal,
         return run_decision(db, days_touched([old_span, (occurrence.start, occurrence.end)]),
                             decide)
     except CapacityRefused as refusal:
-        refusal.details["suggestions"] = suggest(db, config, org, priority, units, refusal,
+        refusal.details["suggestions"] = suggest(db, config, org, priority, sized[0], refusal,
                                                  schedule, now, moved_ids)
         raise

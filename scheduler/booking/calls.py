@@ -138,13 +138,15 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
             datetime.combine(day + timedelta(days=1), time(0), tzinfo=USAGE_ZONE).astimezone(UTC))
 
 
-def rollup_day(session: Session, day: date) -> int:
+def rollup_day(session: Session, day: date, now: datetime) -> int:
     """Recompute the usage of one day (in :data:`USAGE_ZONE`) per organisation;
-    idempotent (replaces the day). The day is marked done in the same transaction."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(UsageDayRolledUp).values(day=day)
-                    .on_conflict_do_nothing(index_elements=["day"]))
+    idempotent (replaces the day). A day over by ``now`` is marked done in the same
+    transaction; one still running (rolled up by hand) is done again after it ends."""
     start, end = _day_bounds(day)
+    if end <= now:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(UsageDayRolledUp).values(day=day)
+                        .on_conflict_do_nothing(index_elements=["day"]))
     totals: dict[int, dict[str, float]] = {}
     records = session.execute(select(CallRecord.organisation_id, CallRecord.joined_at,
                                      CallRecord.left_at)

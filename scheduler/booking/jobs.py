@@ -343,13 +343,14 @@ class JobRunner:
         no usage too."""
         if self._stopping:
             return
-        yesterday = usage_day(self.clock()) - timedelta(days=1)
+        now = self.clock()
+        yesterday = usage_day(now) - timedelta(days=1)
 
         def work() -> None:
             days = [day] if day is not None else self._days_to_roll_up(yesterday)
             for each in days:
                 with self.db.write_session() as session:
-                    rollup_day(session, each)
+                    rollup_day(session, each, now)
 
         async with self._lock:
             if not self._stopping:

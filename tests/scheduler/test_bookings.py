@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import Message
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -16,6 +17,7 @@ from icalendar import Calendar
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from scheduler.booking.availability import availability
 from scheduler.booking.bookings import (
     BookingChange,
     BookingInput,
@@ -31,12 +33,13 @@ from scheduler.booking.bookings import (
 )
 from scheduler.booking.jobs import due_actions
 from scheduler.booking.mail import deliver_outbox
-from scheduler.booking.recurrence import Schedule
+from scheduler.booking.recurrence import Schedule, to_utc
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SmtpConfig
 from scheduler.db import Database
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput
 from scheduler.models import Booking, BookingOccurrence, Notification
+from scheduler.organisations import org_info
 from tests.scheduler.conftest import NOW, World, free_port, join_link, make_world
 
 
@@ -443,6 +446,54 @@ def test_an_occurrence_cancelled_and_another_moved_at_once_both_stay_exceptions(
         booking = session.get(Booking, booking_id)
         assert booking is not None
         assert booking.exdates == ["2026-12-07T10:00:00", "2026-12-14T10:00:00"]
+
+
+def test_a_move_is_admitted_at_the_size_the_booking_has_when_it_is_decided(
+        world: World) -> None:
+    """The series grows (another request, another process) between a move's read of the
+    booking and its decision. The move was admitted at the size it had read and written
+    at the size the booking had then: more units than the check allowed, past the
+    organisation's share and the pool's rules."""
+    booking_id = book(world, "admin_a", world.region_a,
+                      schedule("2026-12-07T10:00", "2026-12-07T11:00", "FREQ=WEEKLY;COUNT=3"),
+                      hd=1)  # 11 units
+    # At the time it moves to, 16 or 17 units are left to region A: room for 11, not 22.
+    target = schedule("2026-12-15T14:00", "2026-12-15T15:00")
+    with world.db.session() as session:
+        free = availability(session, world.config, org_info(session, world.region_a),
+                            to_utc(target.start, ZoneInfo(target.zone)),
+                            to_utc(target.end, ZoneInfo(target.zone)), NOW)
+    [slot] = free["segments"]  # type: ignore[index]
+    audio = (slot["free_units"] - 16) // 2  # type: ignore[index]
+    data = BookingInput(organisation_id=world.region_a, title="Jiná porada", schedule=target,
+                        participants=ParticipantMix(audio=audio))
+    create_booking(world.db, world.config, world.principal("admin_a"), data, NOW, join_link)
+    other_process = Database(world.db.url)
+    pending = [True]
+
+    def grow_meanwhile(session: Session) -> None:
+        # The move's first transaction (its read) has just committed.
+        if pending and session.get_bind().engine is world.db.engine:
+            pending.clear()
+            update_booking(other_process, world.config, world.principal("admin_a"), booking_id,
+                           BookingChange(participants=ParticipantMix(hd=2)), NOW, join_link)
+
+    event.listen(Session, "after_commit", grow_meanwhile)
+    try:
+        with pytest.raises(CapacityRefused):
+            move_occurrence(world.db, world.config, world.principal("admin_a"), booking_id,
+                            datetime(2026, 12, 14, 10), target.start, target.end, NOW,
+                            join_link)
+    finally:
+        event.remove(Session, "after_commit", grow_meanwhile)
+        other_process.dispose()
+    assert not pending, "the series did not grow"
+    with world.db.session() as session:
+        rows = session.execute(select(BookingOccurrence.start_utc, BookingOccurrence.units)
+                               .where(BookingOccurrence.booking_id == booking_id,
+                                      BookingOccurrence.state == "scheduled")
+                               .order_by(BookingOccurrence.start_utc)).all()
+    assert [(start.day, units) for start, units in rows] == [(7, 22), (14, 22), (21, 22)]
 
 
 def test_a_series_whose_first_room_is_open_changes_each_occurrence_once(world: World) -> None:

@@ -530,3 +530,23 @@ async def test_a_day_whose_roll_up_failed_is_rolled_up_the_next_night(world: Wor
     with world.db.session() as session:
         assert session.execute(select(UsageDaily.day, UsageDaily.booked_unit_hours)).all() \
             == [(date(2026, 12, 1), 55.0)]
+
+
+async def test_a_day_rolled_up_before_it_ends_is_rolled_up_again_after(world: World) -> None:
+    """The roll-up of a day asked for by hand while it runs (rollup(day)) must not count
+    as the day's roll-up: the night after it would skip the day, and lose what came
+    after."""
+    _, room = book(world, "2026-11-30T10:00", "2026-11-30T11:00")
+    clock = FakeClock(datetime(2026, 11, 30, 8, 0, tzinfo=UTC))  # 9:00 in Prague
+    service = services(world, clock, RecordingRoomControl())
+    await service.jobs.rollup(date(2026, 11, 30))  # nothing yet but the booked units
+    clock.now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    await service.jobs.tick()  # the room opens; a call comes
+    record = service.record_join(room, participant="Jana", now=clock.now)
+    service.record_leave(record, now=clock.now + timedelta(minutes=30))
+    clock.now = datetime(2026, 11, 30, 23, 10, tzinfo=UTC)  # 1 Dec 00:10 in Prague
+    await service.jobs.rollup()
+    with world.db.session() as session:
+        assert session.execute(select(UsageDaily.day, UsageDaily.calls,
+                                      UsageDaily.participant_seconds)).all() \
+            == [(date(2026, 11, 30), 1, 1800)]
