@@ -20,13 +20,13 @@ from scheduler.access.permissions import (
     require_see_booking,
 )
 from scheduler.booking import bookings, dial_in
-from scheduler.booking.availability import availability
+from scheduler.booking.availability import ShareUse, availability, share_use
 from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, expand
 from scheduler.booking.units import KINDS
 from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
 from scheduler.ids import parse_id
 from scheduler.models import Booking, Endpoint, Organisation
-from scheduler.organisations import org_info, org_infos, organisation_choices, subtree_ids
+from scheduler.organisations import OrgInfo, org_info, org_infos, organisation_choices, subtree_ids
 
 TZ = ZoneInfo(DEFAULT_ZONE)
 # Errors of the scheduler that belong next to one field of the form.
@@ -50,7 +50,15 @@ def _visible_orgs(session: Any, user: Principal) -> list[tuple[int, str, str]]:
 
 @page(BOOKERS)
 async def calendar_page(admin: Admin, request: web.Request, user: Principal) -> web.Response:
-    return render(request, "calendar.html", zone=DEFAULT_ZONE)
+    def work() -> list[tuple[int, str, str]]:
+        with admin.db.session() as session:
+            return _visible_orgs(session, user)
+
+    # The share shown is that of the organisation chosen (the user's own at first): an
+    # operator, who books for any organisation, chooses one.
+    return render(request, "calendar.html", zone=DEFAULT_ZONE,
+                  organisations=await admin.run(work),
+                  organisation_id=user.organisation_id)
 
 
 def _instant(raw: str) -> datetime:
@@ -99,6 +107,67 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
             return result
 
     return web.json_response(await admin.run(work))
+
+
+def _booking_org(session: Any, user: Principal, organisation_id: int) -> OrgInfo:
+    """The organisation ``user`` books for, as the booking form's preview takes it."""
+    org = org_info(session, organisation_id)
+    if org is None:
+        raise NotFound("organisation_not_found", "No such organisation.")
+    if user.role != "operator" and not can_see_booking(user, org):
+        raise Forbidden("forbidden", "not your organisation")
+    return org
+
+
+def _share_json(share: ShareUse, organisation_id: int) -> dict[str, object]:
+    """The organisation's share and its use, as the calendar and the form's preview say it."""
+    return {"holder": share.holder.name if share.holder else None,
+            "holder_is_own": share.holder is not None and share.holder.id == organisation_id,
+            "share_percent": share.share_bp / 100, "quota_units": share.quota_units,
+            "pool_units": share.pool_units, "izs_reserve_units": share.izs_reserve_units,
+            "borrow_lead_hours": round(share.borrow_lead.total_seconds() / 3600),
+            "peak_units": share.peak_units, "peak_at": _wall_clock(share.peak_at),
+            "left_units": share.left_units}
+
+
+@page(BOOKERS)
+async def share(admin: Admin, request: web.Request, user: Principal) -> web.Response:
+    """The organisation's guaranteed share and how much of it its bookings use at the
+    peak of the days the calendar shows, from now on (what is past is not left to book).
+
+    ``start`` and ``end`` are Prague's wall-clock times, as events.json takes them;
+    ``organisation_id``: the organisation chosen (the user's own by default)."""
+    try:
+        start = _instant(request.query["start"])
+        end = _instant(request.query["end"])
+    except (KeyError, ValueError, OverflowError):
+        raise web.HTTPBadRequest(
+            text="start and end are ISO 8601 date-times (without an offset: Europe/Prague's)"
+        ) from None
+    raw = request.query.get("organisation_id", "")
+    organisation_id = parse_id(raw) if raw else user.organisation_id
+    if organisation_id is None:
+        raise (web.HTTPNotFound(text="No such organisation.") if raw
+               else web.HTTPBadRequest(text="organisation_id: choose an organisation"))
+    now = admin.now()
+
+    def work() -> dict[str, object]:
+        with admin.db.session() as session:
+            org = _booking_org(session, user, organisation_id)
+            izs = {"izs": org.izs, "organisation": org.name}
+            if end <= now:
+                return {**izs, "past": True}
+            return {**izs, **_share_json(share_use(session, admin.services.config, org,
+                                                   max(start, now), end), org.id)}
+
+    try:
+        return web.json_response(await admin.run(work))
+    except InvalidInput as exc:  # a range too long
+        raise web.HTTPBadRequest(text=exc.message) from None
+    except NotFound as exc:
+        raise web.HTTPNotFound(text=exc.message) from None
+    except Forbidden as exc:
+        raise web.HTTPForbidden(text=exc.message) from None
 
 
 def _refused(errors: dict[str, str], request: web.Request) -> web.Response:
@@ -151,8 +220,14 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
                 bookings.refuse_past_start(occurrence, now)
             elif q.get("repeat") == "none" and occurrence.start < now:
                 raise InvalidInput("in_past", bookings.NO_FUTURE_OCCURRENCE)
-            return availability(session, admin.services.config, org, occurrence.start,
-                                occurrence.end, now, excluding_booking=booking_id)
+            found = availability(session, admin.services.config, org, occurrence.start,
+                                 occurrence.end, now, excluding_booking=booking_id)
+            # The share and how much of it is booked then, beside the free figure.
+            if org is not None:
+                found["share"] = _share_json(
+                    share_use(session, admin.services.config, org, occurrence.start,
+                              occurrence.end, excluding_booking=booking_id), org.id)
+            return found
 
     try:
         data = await admin.run(work)
@@ -164,7 +239,7 @@ async def capacity(admin: Admin, request: web.Request, user: Principal) -> web.R
     needed = mix.units(admin.services.config.unit_costs)
     return web.json_response({"ok": True, "needed_units": needed, "free_units": free,
                               "fits": needed <= free, "pool_units": data["pool_units"],
-                              "quota_units": data["quota_units"]})
+                              "quota_units": data["quota_units"], "share": data.get("share")})
 
 
 def _callable_units(session: Any, organisations: list[int] | None) -> list[dict[str, Any]]:
@@ -443,6 +518,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/admin/bookings", calendar_page)
     app.router.add_get("/admin/bookings/events.json", events)
     app.router.add_get("/admin/bookings/capacity.json", capacity)
+    app.router.add_get("/admin/bookings/share.json", share)
     app.router.add_get("/admin/bookings/new", new_page)
     app.router.add_post("/admin/bookings/new", create)
     app.router.add_get("/admin/bookings/{id:\\d+}", booking_page)

@@ -26,9 +26,20 @@
       if (!data.ok) { box.textContent = Object.values(data.errors).join(' '); return; }
       const values = { needed: data.needed_units, free: data.free_units };
       box.textContent = fill(data.fits ? box.dataset.tFits : box.dataset.tShort, values);
+      // Beside the free figure, the organisation's share and how much of it is booked
+      // then (bookings.py _share_json): the free figure may be more (capacity no share
+      // holds, shares borrowed near the start) or less (the pool is full).
+      const share = data.share;
+      if (share) {
+        box.textContent += ` ${share.holder === null ? box.dataset.tNoShare : fill(box.dataset.tShare, {
+          holder: share.holder, quota: share.quota_units, used: share.peak_units, left: share.left_units,
+        })}`;
+      }
       box.className = `capacity ${data.fits ? 'fits' : 'short'}`;
       box.dataset.free = data.free_units;
       box.dataset.needed = data.needed_units;
+      box.dataset.shareUsed = share ? share.peak_units : '';
+      box.dataset.shareLeft = share ? share.left_units : '';
     } catch (error) {
       box.textContent = '';
     }

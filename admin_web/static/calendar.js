@@ -25,6 +25,58 @@
   // A date of the calendar (a wall-clock time held as UTC) as the server takes it.
   const asked = (date) => date.toISOString().slice(0, 19);
 
+  // The organisation's share and its use in the days shown, from now on (bookings.py share).
+  const share = document.getElementById('share');
+  const chosen = document.getElementById('share-organisation');
+  const fill = (template, values) => template.replace(/%\((\w+)\)s/g, (_, k) => values[k]);
+  const number = new Intl.NumberFormat(lang);
+  const moment = new Intl.DateTimeFormat(lang === 'cs' ? 'cs' : 'en-GB', {
+    timeZone: 'UTC', weekday: 'short', day: 'numeric', month: 'numeric', hour: '2-digit', minute: '2-digit',
+  });
+  let asking = 0;
+  async function showShare(start, end) {
+    const [quota, use, note] = ['share-quota', 'share-use', 'share-note'].map((id) => document.getElementById(id));
+    const organisation = chosen ? chosen.value : '';
+    const mine = ++asking;
+    for (const key of ['quota', 'peak', 'left', 'from']) delete share.dataset[key];
+    if (chosen && !organisation) {
+      [quota.textContent, use.textContent, note.textContent] = [share.dataset.tChoose, '', ''];
+      return;
+    }
+    const query = new URLSearchParams({ start: asked(start), end: asked(end) });
+    if (organisation) query.set('organisation_id', organisation);
+    let data;
+    try {
+      data = await window.multipointAdmin.fetchJson(`${share.dataset.src}?${query}`);
+    } catch (error) {
+      data = null;
+    }
+    if (mine !== asking) return;  // another range or organisation was asked for since
+    if (data === null) {
+      [quota.textContent, use.textContent, note.textContent] = ['', '', ''];
+      return;
+    }
+    const values = {
+      ...data, quota: data.quota_units, pool: data.pool_units, percent: number.format(data.share_percent),
+      peak: data.peak_units, left: data.left_units, hours: data.borrow_lead_hours,
+      reserve: data.izs_reserve_units, at: data.peak_at && moment.format(new Date(`${data.peak_at}Z`)),
+    };
+    const izs = data.izs ? ` ${fill(share.dataset.tIzs, values)}` : '';
+    if (data.past) {
+      [quota.textContent, use.textContent, note.textContent] = ['', share.dataset.tPast, ''];
+    } else if (data.holder === null) {
+      [quota.textContent, use.textContent, note.textContent] = [fill(share.dataset.tNone, values), '', izs.trim()];
+    } else {
+      quota.textContent = fill(share.dataset.tQuota, values)
+        + (data.holder_is_own ? '' : ` ${fill(share.dataset.tGroup, values)}`);
+      use.textContent = fill(data.peak_units ? share.dataset.tUsed : share.dataset.tUnused, values);
+      note.textContent = fill(share.dataset.tLead, values) + izs;
+      Object.assign(share.dataset, {
+        quota: data.quota_units, peak: data.peak_units, left: data.left_units, from: asked(start),
+      });
+    }
+  }
+
   const calendar = new FullCalendar.Calendar(element, {
     locale: lang === 'cs' ? 'cs' : 'en-gb',
     timeZone: 'UTC',
@@ -40,6 +92,9 @@
       const range = new URLSearchParams({ start: asked(info.start), end: asked(info.end) });
       window.multipointAdmin.fetchJson(`${element.dataset.events}?${range}`).then(success, failure);
     },
+    datesSet(info) {
+      showShare(info.start, info.end);
+    },
     eventDidMount(info) {
       const p = info.event.extendedProps;
       info.el.title = `${info.event.title} · ${p.organisation} · ${p.units} u`;
@@ -54,6 +109,7 @@
       window.location.href = `/admin/bookings/new?date=${date}&start=${start}&end=${pad(endHour)}:${pad(info.allDay ? 0 : d.getUTCMinutes())}`;
     },
   });
+  if (chosen) chosen.addEventListener('change', () => showShare(calendar.view.activeStart, calendar.view.activeEnd));
   calendar.render();
   window.multipointCalendar = calendar;
 })();
