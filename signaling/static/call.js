@@ -564,6 +564,8 @@ function updateButtons() {
   setButton("#share", Boolean(state.sharing), state.sharing ? "call.stop_share" : "call.share");
   setButton("#lock", state.locked, state.locked ? "call.unlock" : "call.lock");
   setButton("#record", Boolean(state.recording), state.recording ? "call.stop_recording" : "call.record");
+  // Phones' browsers cannot share a screen (no getDisplayMedia): a button there did nothing.
+  $("#share").hidden = !navigator.mediaDevices?.getDisplayMedia;
   $("#lock").hidden = state.role !== "host";
   $("#record").hidden = state.role !== "host";
   $("#recording").hidden = !state.recording;

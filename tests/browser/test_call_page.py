@@ -476,3 +476,22 @@ async def test_a_hosts_buttons_say_whom_they_act_on(server, browser) -> None:
         await context.close()
         for guest in guests:
             await guest.close()
+
+
+async def test_a_browser_that_cannot_share_its_screen_is_offered_no_share_button(server, browser) -> None:
+    """Phones' browsers have no screen sharing (no getDisplayMedia): Share screen was
+    offered there too and did nothing at all when pressed. It is not offered where the
+    browser cannot share."""
+    link = join_url(server.url, server.settings.signing_secret(), "telefon", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        # Chromium as a phone's browser is: without screen sharing.
+        await context.add_init_script("delete MediaDevices.prototype.getDisplayMedia")
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await page.evaluate("navigator.mediaDevices.getDisplayMedia") is None
+        assert await page.is_visible("#mute") and await page.is_visible("#camera")
+        assert not await page.is_visible("#share")
+    finally:
+        await context.close()
