@@ -495,3 +495,28 @@ async def test_a_browser_that_cannot_share_its_screen_is_offered_no_share_button
         assert not await page.is_visible("#share")
     finally:
         await context.close()
+
+
+async def test_what_the_page_says_follows_the_language_switch(server, browser) -> None:
+    """The page's messages stayed in the language they were said in: a refused join's
+    error on the pre-join form, and "You left the call", were still Czech (or English)
+    after the switch."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(join_url(server.url, secret, "stara", ttl_s=-10) + "&autojoin=1&lang=cs")
+        await page.wait_for_selector("#prejoin-error", state="visible")
+        assert "Platnost odkazu na hovor vypršela" in await page.text_content("#prejoin-error")
+        await page.click("#lang")
+        assert "The call link has expired" in await page.text_content("#prejoin-error")
+
+        link = join_url(server.url, secret, "jazyk", name="Úředník", ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        await page.click("#leave")
+        assert await page.text_content("#notice") == "You left the call."
+        await page.click("#lang")
+        assert await page.text_content("#notice") == "Opustili jste hovor."
+    finally:
+        await context.close()
