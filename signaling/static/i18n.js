@@ -48,6 +48,8 @@ const STRINGS = {
     "call.screen_of": "{name} – obrazovka",
     "call.chat": "Chat",
     "call.send": "Odeslat",
+    "call.chat_text": "Zpráva do chatu",
+    "call.video": "Obraz účastníků",
     "call.you": "Vy",
     "call.other_codec": "obraz v jiném kodeku, zde se nezobrazí",
     "call.reconnecting": "Obnovuji spojení…",
@@ -197,6 +199,8 @@ const STRINGS = {
     "call.screen_of": "{name} – screen",
     "call.chat": "Chat",
     "call.send": "Send",
+    "call.chat_text": "Chat message",
+    "call.video": "Participants' video",
     "call.you": "You",
     "call.other_codec": "video in another codec, not shown here",
     "call.reconnecting": "Reconnecting…",
@@ -353,11 +357,15 @@ function czechTime(iso) {
 }
 
 // Every element with data-i18n, the page's <title> too; data-i18n-suffix is kept after
-// the text (the title's " – ROOM").
+// the text (the title's " – ROOM"). data-i18n-label: the name a screen reader says for
+// an element without text of its own (aria-label).
 export function applyTranslations(root = document) {
   document.documentElement.lang = lang;
   for (const element of root.querySelectorAll("[data-i18n]")) {
     element.textContent = t(element.dataset.i18n) + (element.dataset.i18nSuffix ?? "");
+  }
+  for (const element of root.querySelectorAll("[data-i18n-label]")) {
+    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
   }
 }
 

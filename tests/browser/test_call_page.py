@@ -520,3 +520,26 @@ async def test_what_the_page_says_follows_the_language_switch(server, browser) -
         assert await page.text_content("#notice") == "Opustili jste hovor."
     finally:
         await context.close()
+
+
+async def test_the_unlabelled_controls_are_named_in_the_pages_language(server, browser) -> None:
+    """The microphone meter, the video grid and the chat's text field were named for
+    screen readers in one English word each ("mic", "video", "chat"), on the Czech page
+    too. They are named in the page's language."""
+    link = join_url(server.url, server.settings.signing_secret(), "popisky", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(link + "&lang=cs")
+        assert await page.get_attribute("#mic", "aria-label") == "Hlasitost mikrofonu"
+        await page.fill("#name", "Úředník")
+        await page.click("#join-form button[type=submit]")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await page.get_by_role("textbox", name="Zpráva do chatu").count() == 1
+        assert await page.get_attribute("#grid", "aria-label") == "Obraz účastníků"
+        await page.click("#lang")
+        assert await page.get_by_role("textbox", name="Chat message").count() == 1
+        assert await page.get_attribute("#grid", "aria-label") == "Participants' video"
+        assert await page.get_attribute("#mic", "aria-label") == "Microphone level"
+    finally:
+        await context.close()
