@@ -54,16 +54,19 @@ const state = {
   joining: false,  // a join from the pre-join form under way (Join pressed, or autojoin)
   muteAwait: null,  // the microphone state last told the server, until a list shows it
   front: null, fronts: [],  // the front in use (null: this page's own) and the live ones
+  notice: null, prejoinError: null,  // what the page says now (see notice())
   mediaFailures: 0,  // joins in a row whose media never connected
   turn: false,       // whether the server gave us TURN (the operator configured it)
 };
 window.multipointCall = state; // for tests and support staff
 
 applyTranslations();
-// The tiles' labels too (the self view's "(You)", the composed picture's): they are
-// texts of the page's language.
+// The tiles' labels too (the self view's "(You)", the composed picture's), and what the
+// page says (its notice, the pre-join form's error): they are texts of its language.
 installLanguageSwitch($("#lang"), () => {
   updateButtons(); renderSlots(); labelSelf(); linkSelfTest(); linkGuide();
+  notice(state.notice);
+  if (state.prejoinError) showPrejoinError(state.prejoinError);
 });
 linkGuide();
 $("#name").value = localStorage.getItem("multipoint.name") ?? "";
@@ -80,7 +83,7 @@ async function startPreview() {
     state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA });
   } catch {
     state.stream = new MediaStream();
-    showPrejoinError(t("problem.no_media"));
+    showPrejoinError(() => t("problem.no_media"));
   }
   $("#preview").srcObject = state.stream;
   meter(state.stream, $("#mic"));
@@ -97,11 +100,12 @@ async function join() {
   localStorage.setItem("multipoint.name", name);
   state.name = name;  // every rejoin of this call is by the same name
   $("#prejoin-error").hidden = true;
+  state.prejoinError = null;
   let joined;
   try {
     joined = await connect(name);
   } catch (error) {
-    showPrejoinError(failure(error));
+    showPrejoinError(() => failure(error));
     return;
   } finally {
     state.joining = false;
@@ -144,15 +148,15 @@ async function connectOnce(name) {
   session.addEventListener("participants", (event) => onParticipants(event.detail));
   session.addEventListener("speaker", (event) => onSpeaker(event.detail));
   session.addEventListener("chat", (event) => onChat(event.detail));
-  session.addEventListener("muted", () => { setMuted(true, false); notice(t("call.muted_by_host")); });
-  session.addEventListener("unmute_requested", () => notice(t("call.unmute_request")));
-  session.addEventListener("removed", () => { state.leaving = true; end(t("call.removed")); });
+  session.addEventListener("muted", () => { setMuted(true, false); notice(() => t("call.muted_by_host")); });
+  session.addEventListener("unmute_requested", () => notice(() => t("call.unmute_request")));
+  session.addEventListener("removed", () => { state.leaving = true; end(() => t("call.removed")); });
   session.addEventListener("closed", (event) => onRoomClosed(session, event.detail));
-  session.addEventListener("error", (event) => notice(failure(event.detail)));
+  session.addEventListener("error", (event) => notice(() => failure(event.detail)));
   // A lost network first restarts ICE in place (same participant, same tiles); only if
   // that does not bring the media back does the session close and the page join again.
-  session.addEventListener("reconnecting", () => notice(t("call.reconnecting")));
-  session.addEventListener("recovered", () => notice(""));
+  session.addEventListener("reconnecting", () => notice(() => t("call.reconnecting")));
+  session.addEventListener("recovered", () => notice(null));
   session.addEventListener("close", () => onConnectionLost(session));
   session.addEventListener("resumed", () => {
     tellOwnState(session, true);
@@ -208,7 +212,7 @@ async function onConnectionLost(session) {
   session.closed = true;
   session.pc?.close();
   clearRemote();
-  notice(t("call.reconnecting"));
+  notice(() => t("call.reconnecting"));
   // Joined, but the media never came up (the server's answer_timeout, or our own ICE
   // recovery gave up): each new join succeeds and then fails the same way, so the page
   // looped join, "Reconnecting…", join, in silence. It still tries (the network may
@@ -228,12 +232,12 @@ async function onConnectionLost(session) {
       // (an autojoin link with a name and an empty field), so the official came back
       // as the token's name, or "?".
       await connect(state.name);
-      notice("");
+      notice(null);
       return;
     } catch (error) {
       if (FINAL_ERRORS.has(error.code)) {
         state.leaving = true;
-        return end(failure(error));
+        return end(() => failure(error));
       }
       asked = retryAfter(error);
       // A refusal that says when to come back (rate_limited, too_many_pending_joins) is
@@ -253,7 +257,7 @@ async function onConnectionLost(session) {
   // rather than "Reconnecting…" for ever over a call that looks live.
   if (!state.leaving) {
     state.leaving = true;
-    end(t("call.not_reconnected"));
+    end(() => t("call.not_reconnected"));
   }
 }
 
@@ -271,7 +275,7 @@ function retryAfter(error) {
 function onRoomClosed(session, { code }) {
   if (state.leaving || session !== state.session || !CLOSED_FINAL.has(code)) return;
   state.leaving = true;
-  end(t(`closed.${code}`));
+  end(() => t(`closed.${code}`));
 }
 
 // Each receive slot is one track for the whole call; the server tells (offer, "slots")
@@ -523,7 +527,7 @@ async function cameraOn() {
   try {
     [track] = (await navigator.mediaDevices.getUserMedia({ video: CAMERA })).getVideoTracks();
   } catch {
-    notice(`${t("error")}: ${t("problem.no_media")}`);
+    notice(() => `${t("error")}: ${t("problem.no_media")}`);
     return false;
   }
   state.stream.addTrack(track);
@@ -547,7 +551,7 @@ $("#lock").addEventListener("click", () => state.session.send({ type: "lock", lo
 $("#record").addEventListener("click", () => state.session.send({ type: "record", active: !state.recording }));
 $("#leave").addEventListener("click", () => {
   state.leaving = true;
-  end(t("call.left"));
+  end(() => t("call.left"));
 });
 
 async function stopSharing() {
@@ -564,6 +568,8 @@ function updateButtons() {
   setButton("#share", Boolean(state.sharing), state.sharing ? "call.stop_share" : "call.share");
   setButton("#lock", state.locked, state.locked ? "call.unlock" : "call.lock");
   setButton("#record", Boolean(state.recording), state.recording ? "call.stop_recording" : "call.record");
+  // Phones' browsers cannot share a screen (no getDisplayMedia): a button there did nothing.
+  $("#share").hidden = !navigator.mediaDevices?.getDisplayMedia;
   $("#lock").hidden = state.role !== "host";
   $("#record").hidden = state.role !== "host";
   $("#recording").hidden = !state.recording;
@@ -575,7 +581,7 @@ function setButton(selector, pressed, key) {
   button.textContent = t(key);
 }
 
-function end(message) {
+function end(say) {
   state.session?.close();
   state.stream?.getTracks().forEach((track) => track.stop());
   // A screen being shared too: left running, the browser went on capturing it (and
@@ -586,12 +592,15 @@ function end(message) {
   $("#grid").replaceChildren();
   $("#incall").querySelector(".controls").hidden = true;
   $("#media-hint").hidden = true;  // "the page keeps trying": not any more
-  notice(message);
+  notice(say);
 }
 
-function notice(text) {
-  $("#notice").hidden = !text;
-  $("#notice").textContent = text;
+// What the notice says, as a function that gives it in the page's language (null:
+// nothing), so that the language switch can say it again in the new language.
+function notice(say) {
+  state.notice = say;
+  $("#notice").hidden = !say;
+  $("#notice").textContent = say ? say() : "";
 }
 
 // The network seems to block the media: run the connection self-test (its result tells
@@ -624,9 +633,11 @@ function failure(error) {
   return `${t("error")}: ${text}`;
 }
 
-function showPrejoinError(text) {
+// As notice(): ``say`` gives the text in the page's language.
+function showPrejoinError(say) {
+  state.prejoinError = say;
   $("#prejoin-error").hidden = false;
-  $("#prejoin-error").textContent = text;
+  $("#prejoin-error").textContent = say();
 }
 
 function meter(stream, element) {

@@ -48,6 +48,8 @@ const STRINGS = {
     "call.screen_of": "{name} – obrazovka",
     "call.chat": "Chat",
     "call.send": "Odeslat",
+    "call.chat_text": "Zpráva do chatu",
+    "call.video": "Obraz účastníků",
     "call.you": "Vy",
     "call.other_codec": "obraz v jiném kodeku, zde se nezobrazí",
     "call.reconnecting": "Obnovuji spojení…",
@@ -131,7 +133,7 @@ const STRINGS = {
     "guide.call.title": "V hovoru",
     "guide.call.mute": "{mute} vypne váš mikrofon, {unmute} ho zase zapne. Ostatní u vašeho jména vidí 🔇.",
     "guide.call.camera": "{camera_off} kameru vypne (ostatní váš obraz neuvidí), {camera_on} ji zase zapne.",
-    "guide.call.share": "{share}: prohlížeč nabídne obrazovku, okno nebo kartu; ostatní je uvidí jako další obraz s vaším jménem. Sdílení ukončíte tlačítkem {stop_share}.",
+    "guide.call.share": "{share}: prohlížeč nabídne obrazovku, okno nebo kartu; ostatní je uvidí jako další obraz s vaším jménem. Sdílení ukončíte tlačítkem {stop_share}. Prohlížeče v telefonech obrazovku sdílet neumějí: tam tlačítko není.",
     "guide.call.tiles": "Kliknutím na obraz ho zvětšíte, dalším kliknutím vrátíte. Vpravo jsou {participants} a {chat}.",
     "guide.call.leave": "{leave} vás z hovoru odpojí. Vrátíte se znovu otevřením odkazu z pozvánky.",
     "guide.host.title": "Co může moderátor",
@@ -198,6 +200,8 @@ const STRINGS = {
     "call.screen_of": "{name} – screen",
     "call.chat": "Chat",
     "call.send": "Send",
+    "call.chat_text": "Chat message",
+    "call.video": "Participants' video",
     "call.you": "You",
     "call.other_codec": "video in another codec, not shown here",
     "call.reconnecting": "Reconnecting…",
@@ -277,7 +281,7 @@ const STRINGS = {
     "guide.call.title": "In the call",
     "guide.call.mute": "{mute} turns your microphone off, {unmute} turns it back on. The others see 🔇 beside your name.",
     "guide.call.camera": "{camera_off} turns your camera off (the others no longer see you), {camera_on} turns it back on.",
-    "guide.call.share": "{share}: the browser offers a screen, a window or a tab; the others see it as another picture with your name. {stop_share} ends sharing.",
+    "guide.call.share": "{share}: the browser offers a screen, a window or a tab; the others see it as another picture with your name. {stop_share} ends sharing. Phones' browsers cannot share a screen: there is no such button there.",
     "guide.call.tiles": "Click a picture to make it big, click again to make it small. On the right are the {participants} and the {chat}.",
     "guide.call.leave": "{leave} takes you out of the call. To come back, open the invitation's link again.",
     "guide.host.title": "What the host can do",
@@ -355,11 +359,15 @@ function czechTime(iso) {
 }
 
 // Every element with data-i18n, the page's <title> too; data-i18n-suffix is kept after
-// the text (the title's " – ROOM").
+// the text (the title's " – ROOM"). data-i18n-label: the name a screen reader says for
+// an element without text of its own (aria-label).
 export function applyTranslations(root = document) {
   document.documentElement.lang = lang;
   for (const element of root.querySelectorAll("[data-i18n]")) {
     element.textContent = t(element.dataset.i18n) + (element.dataset.i18nSuffix ?? "");
+  }
+  for (const element of root.querySelectorAll("[data-i18n-label]")) {
+    element.setAttribute("aria-label", t(element.dataset.i18nLabel));
   }
 }
 

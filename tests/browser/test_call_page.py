@@ -476,3 +476,70 @@ async def test_a_hosts_buttons_say_whom_they_act_on(server, browser) -> None:
         await context.close()
         for guest in guests:
             await guest.close()
+
+
+async def test_a_browser_that_cannot_share_its_screen_is_offered_no_share_button(server, browser) -> None:
+    """Phones' browsers have no screen sharing (no getDisplayMedia): Share screen was
+    offered there too and did nothing at all when pressed. It is not offered where the
+    browser cannot share."""
+    link = join_url(server.url, server.settings.signing_secret(), "telefon", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        # Chromium as a phone's browser is: without screen sharing.
+        await context.add_init_script("delete MediaDevices.prototype.getDisplayMedia")
+        page = await context.new_page()
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await page.evaluate("navigator.mediaDevices.getDisplayMedia") is None
+        assert await page.is_visible("#mute") and await page.is_visible("#camera")
+        assert not await page.is_visible("#share")
+    finally:
+        await context.close()
+
+
+async def test_what_the_page_says_follows_the_language_switch(server, browser) -> None:
+    """The page's messages stayed in the language they were said in: a refused join's
+    error on the pre-join form, and "You left the call", were still Czech (or English)
+    after the switch."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(join_url(server.url, secret, "stara", ttl_s=-10) + "&autojoin=1&lang=cs")
+        await page.wait_for_selector("#prejoin-error", state="visible")
+        assert "Platnost odkazu na hovor vypršela" in await page.text_content("#prejoin-error")
+        await page.click("#lang")
+        assert "The call link has expired" in await page.text_content("#prejoin-error")
+
+        link = join_url(server.url, secret, "jazyk", name="Úředník", ttl_s=600)
+        await page.goto(link + "&autojoin=1&lang=en")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        await page.click("#leave")
+        assert await page.text_content("#notice") == "You left the call."
+        await page.click("#lang")
+        assert await page.text_content("#notice") == "Opustili jste hovor."
+    finally:
+        await context.close()
+
+
+async def test_the_unlabelled_controls_are_named_in_the_pages_language(server, browser) -> None:
+    """The microphone meter, the video grid and the chat's text field were named for
+    screen readers in one English word each ("mic", "video", "chat"), on the Czech page
+    too. They are named in the page's language."""
+    link = join_url(server.url, server.settings.signing_secret(), "popisky", name="Úředník", ttl_s=600)
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(link + "&lang=cs")
+        assert await page.get_attribute("#mic", "aria-label") == "Hlasitost mikrofonu"
+        await page.fill("#name", "Úředník")
+        await page.click("#join-form button[type=submit]")
+        await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await page.get_by_role("textbox", name="Zpráva do chatu").count() == 1
+        assert await page.get_attribute("#grid", "aria-label") == "Obraz účastníků"
+        await page.click("#lang")
+        assert await page.get_by_role("textbox", name="Chat message").count() == 1
+        assert await page.get_attribute("#grid", "aria-label") == "Participants' video"
+        assert await page.get_attribute("#mic", "aria-label") == "Microphone level"
+    finally:
+        await context.close()
