@@ -1086,11 +1086,13 @@ async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, t
 class HandUnit:
     """A room unit written here: SIP by hand (:class:`RawSip`), its media on sockets of
     its own, plain RTP or SDES-SRTP, RTCP muxed or on ports of its own; H.264 at level
-    3.0 (the composite comes at 640x360), ``nack``: it offers generic NACK."""
+    3.0 (the composite comes at 640x360), ``nack``: it offers generic NACK; ``avpf``: in
+    RFC 4585's profile for RTCP feedback (RTP/AVPF, RTP/SAVPF)."""
 
-    def __init__(self, server, *, nack: bool, srtp: bool = False, mux: bool = True) -> None:
+    def __init__(self, server, *, nack: bool, srtp: bool = False, mux: bool = True,
+                 avpf: bool = False) -> None:
         self.raw = RawSip(server)
-        self.nack, self.srtp, self.mux = nack, srtp, mux
+        self.nack, self.srtp, self.mux, self.avpf = nack, srtp, mux, avpf
         self.sockets: dict[str, socket.socket] = {}
         for name in ("audio", "audio_rtcp", "video", "video_rtcp", "moved"):
             sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1110,7 +1112,7 @@ class HandUnit:
               audio: str = "111\r\na=rtpmap:111 opus/48000/2", extra: str = "") -> bytes:
         """Its SDP: ``version`` of its session (a re-INVITE's new offer counts it up),
         which way its media flows, the socket it takes video on, an m-line added."""
-        proto = "RTP/SAVP" if self.srtp else "RTP/AVP"
+        proto = ("RTP/SAVP" if self.srtp else "RTP/AVP") + ("F" if self.avpf else "")
         crypto = (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(self.key).decode()}\r\n"
                   if self.srtp else "")
         lines = f"v=0\r\no=t 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -1406,6 +1408,32 @@ async def test_a_unit_that_starts_its_camera_mid_call_is_seen_by_browsers_of_a_v
 def composite_packets(unit: HandUnit, socket_name: str) -> list[bytes]:
     """The composite's RTP that came to one of the unit's sockets since the last call."""
     return [d for d in unit.datagrams(socket_name) if not 192 <= d[1] <= 223]
+
+
+@pytest.mark.parametrize("srtp", [False, True], ids=["avpf", "savpf"])
+async def test_a_unit_offering_the_rtcp_feedback_profile_is_answered_in_it(server, srtp: bool) -> None:
+    """A unit may offer its media in RFC 4585's profile for RTCP feedback (RTP/AVPF, or
+    RTP/SAVPF with SRTP), which is what we do on RTP/AVP anyway (PLI, FIR, NACK): it is
+    answered in that profile (RFC 3264 6: the answer's is the offer's) and its call goes
+    as any other, re-INVITEs too; a change of profile mid-call is refused as SRTP's is.
+    It was refused 488, "no audio codec in common: offered opus", with Opus offered."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=True, srtp=srtp, avpf=True)
+    profile = "RTP/SAVPF" if srtp else "RTP/AVPF"
+    try:
+        await unit.call(room)
+        assert [m.proto for m in unit.answer.media] == [profile, profile]
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKavpfhold", 3)
+        assert held.status == 200, held.reason
+        assert [m.proto for m in parse_offer(held.body.decode()).media] == [profile, profile]
+        unit.avpf = False
+        changed = await unit.change(unit.offer(version=3), "z9hG4bKavpfgone", 4)
+        assert changed.status == 488 and "profile" in changed.get("Warning"), changed
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
 
 
 async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -> None:
