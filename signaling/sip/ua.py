@@ -324,6 +324,12 @@ class SipAgent:
                     break
                 buffer += chunk
                 while True:
+                    while buffer[:4] == b"\r\n\r\n":
+                        # A keep-alive ping between messages: the pong, one CRLF, at
+                        # once (RFC 5626 3.5.1), else the unit takes the connection for
+                        # dead (4.4.1).
+                        del buffer[:4]
+                        flow.send(b"\r\n")
                     try:
                         data = frame(buffer)
                     except SipParseError as exc:  # a stream we cannot frame cannot go on

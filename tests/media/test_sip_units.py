@@ -425,6 +425,23 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
     assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
 
 
+async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
+    """A unit that keeps its TCP connection alive with RFC 5626's ping (a double CRLF
+    between messages) gets the pong, one CRLF, at once (3.5.1: a server MUST), else it
+    takes the connection for dead (4.4.1: no pong within 10 s); the stream goes on."""
+    room = bridge(server)
+    unit = await RawSipStream.connect(server)
+    try:
+        unit.send(b"\r\n\r\n")
+        assert await asyncio.wait_for(unit.reader.readexactly(2), 5) == b"\r\n"
+        unit.send(b"\r\n\r\n" + unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="alive"))
+        assert await asyncio.wait_for(unit.reader.readexactly(2), 5) == b"\r\n"
+        (options,) = await unit.responses()
+        assert options.status == 200 and options.call_id == "alive"
+    finally:
+        unit.close()
+
+
 async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) -> None:
     room = bridge(server)
     raw = RawSip(server)
