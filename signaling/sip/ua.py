@@ -335,6 +335,8 @@ class SipAgent:
                     except SipParseError as exc:  # a stream we cannot frame cannot go on
                         self.counters["malformed"] += 1
                         logger.info("SIP over TCP from %s: %s; closing", flow.address, exc)
+                        # The unit is told why first (it saw the connection close alone).
+                        self._bad_request(bytes(buffer), flow, str(exc))
                         return
                     if data is None:
                         break

@@ -442,6 +442,30 @@ async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
         unit.close()
 
 
+@pytest.mark.parametrize("fault", ["no_length", "too_large"])
+async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_the_stream_closes(
+        server, fault: str) -> None:
+    """A request over TCP without Content-Length (a stream needs it to find the message's
+    end, RFC 3261 18.3), or one that says it is longer than any we take: nothing after
+    it can be read, so the connection closes, but first the unit is told why in a 400
+    (it only saw the connection close)."""
+    room = bridge(server)
+    unit = await RawSipStream.connect(server)
+    try:
+        request = unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="uncut")
+        if fault == "no_length":
+            request = request.replace(b"Content-Length: 0\r\n", b"")
+        else:
+            request = request.replace(b"Content-Length: 0", b"Content-Length: 999999")
+        unit.send(request)
+        (refused,) = await unit.responses()
+        assert refused.status == 400 and refused.call_id == "uncut", refused
+        assert ("no Content-Length" if fault == "no_length" else "too large") in refused.reason
+        assert await asyncio.wait_for(unit.reader.read(), 5) == b""  # and the stream ends
+    finally:
+        unit.close()
+
+
 async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) -> None:
     room = bridge(server)
     raw = RawSip(server)
