@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from signaling.sip.message import (
@@ -149,6 +149,9 @@ class Call:
     remote_uri: str  # where in-dialog requests go (its Contact)
     remote_party: str  # its side's header (its From, or the To of its 200), its tag in it
     local_party: str  # ours (our To with our tag, or our From), for our BYE
+    # The proxies on the dialog's path (RFC 3261 12.1): the Route of our requests in it.
+    # Its INVITE's Record-Route in order when it called; its 200's reversed when we did.
+    route_set: list[str] = field(default_factory=list)
     answer: SipMessage | None = None  # the final response to the INVITE
     ack: SipMessage | None = None  # ours, when we called (sent again if the 200 comes again)
     local_sdp: bytes = b""  # ours as the unit has it: our answer, or our offer when we called
@@ -545,7 +548,8 @@ class SipAgent:
         local_tag = new_tag()
         call = Call(invite=request, flow=flow, local_tag=local_tag, call_id=request.call_id,
                     remote_uri=uri_of(contact) if contact else uri_of(request.get("From")),
-                    remote_party=request.get("From"), local_party=request.get("To") + f";tag={local_tag}")
+                    remote_party=request.get("From"), local_party=request.get("To") + f";tag={local_tag}",
+                    route_set=request.get_all("Record-Route"))
         self._invites[(request.call_id, branch)] = call
         self.dialogs[(call.call_id, local_tag)] = call
         self.counters["calls"] += 1
@@ -627,6 +631,9 @@ class SipAgent:
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
         response = response_to(call.invite, status, reason, to_tag=call.local_tag)
         if status < 300:
+            # It sets the dialog up: the unit's route set is what it carries (12.1.1).
+            for route in call.route_set:
+                response.add("Record-Route", route)
             self._add_contact(response, call.flow)
             response.add("Allow", ALLOW)
             response.add("Content-Type", "application/sdp")
@@ -855,7 +862,8 @@ class SipAgent:
         remote_to = final.get("To")
         call = Call(invite=invite, flow=flow, local_tag=local_tag, call_id=call_id,
                     remote_uri=uri_of(contact) if contact else target, remote_party=remote_to,
-                    local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
+                    local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1,
+                    route_set=final.get_all("Record-Route")[::-1])
         call.local_sdp, call.remote_sdp = invite.body, final.body
         ack = SipMessage(method="ACK", uri=call.remote_uri)
         ack.add("Via", f"{via};branch={new_branch()};rport")
@@ -863,7 +871,7 @@ class SipAgent:
         for name_, value in (("From", call.local_party), ("To", remote_to), ("Call-ID", call_id),
                              ("CSeq", "1 ACK")):
             ack.add(name_, value)
-        for route in reversed(final.get_all("Record-Route")):
+        for route in call.route_set:
             ack.add("Route", route)
         call.ack = ack
         flow.send(ack.to_bytes())
@@ -989,7 +997,7 @@ class SipAgent:
         bye.add("User-Agent", USER_AGENT)
         if reason is not None:
             bye.add("Reason", f'SIP ;cause={reason[0]} ;text="{reason[1]}"')
-        for route in reversed(call.invite.get_all("Record-Route")):
+        for route in call.route_set:
             bye.add("Route", route)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._bye_waiters[branch] = waiter

@@ -466,6 +466,54 @@ async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_th
         unit.close()
 
 
+async def test_our_requests_in_a_dialog_through_proxies_go_by_its_route_set(server) -> None:
+    """Proxies that stay on a dialog's path (Record-Route: an SBC, a video communication
+    server) make its route set (RFC 3261 12.1). A unit that calls us takes its own from
+    our 200, which must carry the INVITE's Record-Route values in their order (12.1.1),
+    and ours is those values in that order; when we call, ours is our 200's reversed
+    (12.1.2), for our ACK and our BYE alike. Our 200 carried none (the unit sent its ACK
+    and BYE past the proxies, straight to our Contact, which behind an SBC does not get
+    there: we hung up for the lost ACK after 32 s), our BYE to a unit that called had
+    the route set reversed, and our BYE to a unit we called had none."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    uri = f"sip:{room}@127.0.0.1"
+    routes = ["<sip:sbc.example.cz;lr>", "<sip:vcs1.example.cz;lr;transport=tcp>", "<sip:10.0.0.9;lr>"]
+    record_route = f"Record-Route: {routes[0]}\r\nRecord-Route: {routes[1]}, {routes[2]}\r\n"
+    dialling: asyncio.Future[Any] | None = None
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="routed", body=OFFER, branch="z9hG4bKrouted",
+                             extra=record_route))
+        ok = await final_of(raw, "routed")
+        assert ok.status == 200 and ok.get_all("Record-Route") == routes
+        raw.send(raw.request("ACK", uri, call_id="routed", to_tag=tag_of(ok.get("To")),
+                             branch="z9hG4bKroutedack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "operátor")
+        bye = await request_of(raw, "BYE")
+        assert bye.get_all("Route") == routes
+        raw.send(response_from(bye, 200))
+
+        # A unit we call, through the same proxies (their Record-Route in its 200).
+        dialling = asyncio.ensure_future(agent.dial(f"sip:unit@127.0.0.1:{raw.local}", OFFER.decode()))
+        invite = await request_of(raw, "INVITE")
+        raw.send(response_from(invite, 200, to_tag="unit", body=OFFER).replace(
+            b"Content-Type:", record_route.encode() + b"Content-Type:"))
+        ack = await request_of(raw, "ACK")
+        assert ack.get_all("Route") == routes[::-1]
+        call = (await asyncio.wait_for(dialling, 5)).call
+        await agent.hang_up(call, wait=False)
+        bye = await request_of(raw, "BYE")
+        assert bye.get_all("Route") == routes[::-1]
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+    finally:
+        if dialling is not None and not dialling.done():
+            dialling.cancel()
+        raw.close()
+
+
 async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) -> None:
     room = bridge(server)
     raw = RawSip(server)
