@@ -165,6 +165,7 @@ class Call:
     updating: bool = False  # a re-INVITE's new offer is with the application
     reinvite: tuple[SipMessage, Flow] | None = None  # that re-INVITE, and where it came from
     reinvite_cancelled: bool = False  # it was CANCELled: answered 487, its offer not taken
+    answer_in_ack: bool = False  # our 200 to an INVITE without an offer had ours: its ACK answers
 
     @property
     def offer(self) -> str:
@@ -181,11 +182,15 @@ class Calls(Protocol):
     async def ended(self, call: Call, by_unit: bool) -> None:
         ...
 
-    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False,
+                        answered: bool = False) -> tuple[int, str, str]:
         """(status, reason, SDP answer) for a re-INVITE's new offer; a status ≥ 300
         refuses it, and the session stays as it was. ``undo``: the unit cancelled a
         re-INVITE whose offer was taken (its answer unsent): go back to ``offer``, the
-        one it had before, and to our SDP as it has it (``call.local_sdp``)."""
+        one it had before, and to our SDP as it has it (``call.local_sdp``). An empty
+        ``offer``: a re-INVITE without one, so the SDP returned is our offer (every
+        stream sendrecv again). ``answered``: ``offer`` is the unit's answer to that, in
+        its ACK; our SDP stays as it has it."""
         ...
 
     def key_pressed_in_info(self, call: Call, key: str) -> None:
@@ -418,6 +423,11 @@ class SipAgent:
                 if call.retransmit is not None:
                     call.retransmit.cancel()
                     call.retransmit = None
+                if call.answer_in_ack:
+                    call.answer_in_ack = False
+                    if request.body:  # (none: the session stays as our offer made it)
+                        call.updating = True  # another re-INVITE waits for it
+                        self._spawn(self._answered_in_ack(call, request.body))
         elif method == "BYE":
             call = self._dialog(request)
             if call is None:
@@ -501,15 +511,19 @@ class SipAgent:
                 # (RFC 3261 14.2; 491 is for glare with an INVITE of ours).
                 self._reply(request, flow, 500, branch, retry_after=random.randint(0, 10))
                 return
-            if request.body and not same_session(request.body, existing.remote_sdp):
-                # A new offer (hold, another address): the application's to answer.
+            if not request.body or not same_session(request.body, existing.remote_sdp):
+                # A new offer (hold, another address): the application's to answer. None
+                # (RFC 3261 14.2): the application makes ours, every stream sendrecv again,
+                # and the unit answers in its ACK; a unit on hold takes the call back so
+                # (RFC 6337 5.3), as units behind a call manager do, and our SDP as it was
+                # (recvonly then) kept it on hold.
                 existing.updating = True
                 existing.reinvite, existing.reinvite_cancelled = (request, flow), False
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))
                 self._spawn(self._update(existing, request, flow, branch))
                 return
-            # A session refresh (the same offer, or none: ours again, as an offer).
+            # A session refresh (the same offer): our answer again.
             response = response_to(request, 200, to_tag=existing.local_tag)
             self._add_contact(response, flow)
             response.add("Content-Type", "application/sdp")
@@ -606,13 +620,34 @@ class SipAgent:
             response.add("Allow", ALLOW)
             response.add("Content-Type", "application/sdp")
             response.body = sdp.encode()
-            call.local_sdp, call.remote_sdp = response.body, request.body
+            call.local_sdp = response.body
+            if request.body:
+                call.remote_sdp = request.body
+            else:  # our offer: the unit's answer comes in the ACK
+                call.answer_in_ack = True
         elif status == 488:
             response.add("Warning", f'399 {self.advertised_host} "{_quoted(reason)}"')
         data = self._cache_and_send(request, flow, branch, response)
         if status < 300:
             self._retransmit_until_acked(call, flow, request, data)
         self._spawn(self._forget_invite_later(call, branch))
+
+    async def _answered_in_ack(self, call: Call, answer: bytes) -> None:
+        """The unit's answer, in its ACK, to our offer in the 200 to its re-INVITE
+        without one: the application takes it as the session from now on."""
+        try:
+            status, reason, _ = await self.calls.reinvited(
+                call, answer.decode("utf-8", "replace"), answered=True)
+        except Exception:
+            logger.exception("SIP call %s: the answer in an ACK could not be taken", call.call_id)
+            return
+        finally:
+            call.updating = False
+        if status < 300:
+            call.remote_sdp = answer
+        else:
+            logger.warning("SIP call %s: the answer in its ACK could not be taken: %s %s",
+                           call.call_id, status, reason)
 
     async def _undo_update(self, call: Call) -> None:
         """The application took the new offer of a re-INVITE the unit then cancelled (we

@@ -1630,6 +1630,44 @@ async def test_a_unit_holding_with_the_address_0_0_0_0_is_sent_nothing(server) -
         unit.close()
 
 
+async def test_a_unit_takes_the_call_back_from_hold_with_a_reinvite_without_an_offer(server) -> None:
+    """A unit on hold that takes the call back with a re-INVITE without an offer (as
+    units behind a call manager do: RFC 3261 14.2, RFC 6337 5.3) gets our offer in the
+    200 with every stream sendrecv, and its answer in the ACK is taken: the composite
+    comes again; one that answers sendonly (it still holds) is sent nothing. Our 200
+    offered the session as it was, recvonly, so the unit could not take the call back,
+    and what it answered in its ACK was not read."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKheld", 3)
+        assert held.status == 200, held.reason
+        await asyncio.sleep(0.5)
+        composite_packets(unit, "video")  # what was on its way
+
+        for cseq, answered, version in ((4, "sendonly", 3), (5, "sendrecv", 4)):
+            branch = f"z9hG4bKnooffer{cseq}"
+            unit.raw.send(unit.reinvite(b"", branch, cseq))
+            ok = next(r for r in await unit.raw.responses(2) if r.status >= 200)
+            assert ok.status == 200, ok.reason
+            assert [m.direction for m in parse_offer(ok.body.decode()).media] == ["sendrecv", "sendrecv"]
+            unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=cseq, to_tag=unit.to_tag,
+                                           branch=branch + "ack", body=unit.offer(version=version,
+                                                                                   direction=answered)))
+            await asyncio.sleep(1)
+            composite_packets(unit, "video")  # what went before the answer came
+            if answered == "sendonly":  # still on hold: nothing
+                await asyncio.sleep(1.5)
+                assert composite_packets(unit, "video") == []
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 3, timeout=10)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
 async def test_a_reinvite_cancelled_before_its_answer_gets_487_and_the_call_goes_on_as_it_was(
         server, monkeypatch) -> None:
     """RFC 3261 9.2: a unit that CANCELs its re-INVITE (a hold here) while its worker is
