@@ -50,6 +50,8 @@ from mcu.unit_audio import Transcoder
 from mcu.unit_camera import CameraForBrowsers
 from mcu.unit_sdp import (
     OPUS,
+    PLAIN,
+    SECURE,
     SRTP_KEY_BYTES,
     UNSPECIFIED,
     LocalStream,
@@ -355,7 +357,9 @@ class UnitParticipant:
         if video is not None:
             choices.append(video)
         for choice in choices:
-            if (choice.crypto is None) != (self.streams[choice.kind].key is None):
+            # (Our offer is in RTP/AVP or RTP/SAVP: an answer in RFC 4585's AVPF is off it.)
+            if (choice.crypto is None) != (self.streams[choice.kind].key is None) \
+                    or choice.profile not in (PLAIN, SECURE):
                 raise SdpError("codec_mismatch", "the answer does not keep to the offered RTP profile")
         for kind in [k for k in self.streams if k not in {c.kind for c in choices}]:
             self.streams.pop(kind).close()  # refused by the unit: no video, say

@@ -25,6 +25,11 @@ TELEPHONE_EVENT = "telephone-event"
 SRTP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 SRTP_KEY_BYTES = 30  # 16 key + 14 salt
 PLAIN, SECURE = "RTP/AVP", "RTP/SAVP"
+# The RTP profiles a unit's media may be in: RFC 3551's, and RFC 4585's for RTCP
+# feedback (AVPF), which is what we do on RTP/AVP anyway (PLI, FIR, NACK); an answer is
+# in the offer's (RFC 3264 6). The SRTP ones: SDES keys (RFC 4568).
+SECURE_PROFILES = (SECURE, "RTP/SAVPF")
+PROFILES = (PLAIN, "RTP/AVPF", *SECURE_PROFILES)
 # RFC 3551's static payload types that units offer without an rtpmap line.
 STATIC_TYPES = {0: ("PCMU", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1)}
 # The codecs a unit's sound may use, best first: Opus as the room has it, the others
@@ -211,6 +216,7 @@ class StreamChoice:
     # video: generic NACK (RFC 4585 a=rtcp-fb nack) agreed: we answer the unit's NACKs for
     # the composite and NACK its camera for what browsers miss; without it, neither.
     nack: bool = False
+    profile: str = PLAIN  # the m-line's RTP profile (PROFILES), ours the same
 
     @property
     def we_send(self) -> bool:
@@ -223,7 +229,7 @@ class StreamChoice:
 
 def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamChoice:
     crypto = None
-    if m.proto == SECURE:
+    if m.proto in SECURE_PROFILES:
         crypto = next((c for suite in SRTP_SUITES for c in m.crypto if c.suite == suite), None)
         if crypto is None:
             raise SdpError("codec_mismatch", "SRTP offered with no crypto suite we take")
@@ -235,7 +241,8 @@ def _common(kind: str, index: int, m: MediaOffer, payload_type: int) -> StreamCh
         # 8.4; _Stream.write); sent there, it reached our own host at the unit's ports.
         direction = {"sendrecv": "recvonly", "sendonly": "inactive"}.get(direction, direction)
     return StreamChoice(kind, index, payload_type, (m.address, m.port),
-                        (m.address, m.port) if m.rtcp_mux else rtcp, m.rtcp_mux, crypto, direction)
+                        (m.address, m.port) if m.rtcp_mux else rtcp, m.rtcp_mux, crypto, direction,
+                        profile=m.proto)
 
 
 def choose_audio(offer: SessionOffer) -> StreamChoice:
@@ -245,7 +252,7 @@ def choose_audio(offer: SessionOffer) -> StreamChoice:
     if not audio:
         raise SdpError("codec_mismatch", "the offer has no audio")
     for index, m in audio:
-        if m.proto not in (PLAIN, SECURE):
+        if m.proto not in PROFILES:
             continue
         found = next(((name, types[0]) for name, rate in AUDIO_CODECS
                       if (types := m.payload_types(name, rate))), None)
@@ -350,7 +357,7 @@ def choose_video(offer: SessionOffer, composite_max: tuple[int, int] = MAX_COMPO
     unit stays audio-only (its video m-lines are refused). ``composite_max``: the largest
     composite it may get, whatever it takes."""
     for index, m in enumerate(offer.media):
-        if m.kind != "video" or not m.port or m.proto not in (PLAIN, SECURE):
+        if m.kind != "video" or not m.port or m.proto not in PROFILES:
             continue
         ranked = sorted((rank, position, pt) for position, pt in enumerate(m.payload_types(H264, 90000))
                         if (rank := _h264_rank(m.fmtp.get(pt, ""))) is not None)
@@ -464,8 +471,7 @@ def answer(offer: SessionOffer, taken: list[tuple[StreamChoice, LocalStream]], a
         formats = [str(choice.payload_type)]
         if choice.dtmf_payload_type is not None:
             formats.append(str(choice.dtmf_payload_type))
-        proto = SECURE if choice.crypto is not None else PLAIN
-        lines.append(f"m={m.kind} {local.rtp_port} {proto} {' '.join(formats)}")
+        lines.append(f"m={m.kind} {local.rtp_port} {choice.profile} {' '.join(formats)}")
         lines += _stream_lines(choice, family, address, local.rtcp_port, local.key)
     return "\r\n".join(lines) + "\r\n"
 
@@ -502,7 +508,7 @@ def rechoose(offer: SessionOffer, current: StreamChoice) -> StreamChoice:
     m = offer.media[index]
     if not m.port:  # the unit stopped this stream: nothing flows either way
         return dataclasses.replace(current, direction="inactive")
-    if (m.proto == SECURE) != (current.crypto is not None) or m.proto not in (PLAIN, SECURE):
+    if m.proto != current.profile:
         raise SdpError("codec_mismatch", f"the {kind} stream cannot change its RTP profile in a call")
     encoding = m.rtpmap.get(current.payload_type, STATIC_TYPES.get(current.payload_type))
     codec = current.codec if kind == "audio" else H264

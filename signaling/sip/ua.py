@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from signaling.sip.message import (
@@ -149,6 +149,9 @@ class Call:
     remote_uri: str  # where in-dialog requests go (its Contact)
     remote_party: str  # its side's header (its From, or the To of its 200), its tag in it
     local_party: str  # ours (our To with our tag, or our From), for our BYE
+    # The proxies on the dialog's path (RFC 3261 12.1): the Route of our requests in it.
+    # Its INVITE's Record-Route in order when it called; its 200's reversed when we did.
+    route_set: list[str] = field(default_factory=list)
     answer: SipMessage | None = None  # the final response to the INVITE
     ack: SipMessage | None = None  # ours, when we called (sent again if the 200 comes again)
     local_sdp: bytes = b""  # ours as the unit has it: our answer, or our offer when we called
@@ -162,6 +165,7 @@ class Call:
     updating: bool = False  # a re-INVITE's new offer is with the application
     reinvite: tuple[SipMessage, Flow] | None = None  # that re-INVITE, and where it came from
     reinvite_cancelled: bool = False  # it was CANCELled: answered 487, its offer not taken
+    answer_in_ack: bool = False  # our 200 to an INVITE without an offer had ours: its ACK answers
 
     @property
     def offer(self) -> str:
@@ -178,11 +182,15 @@ class Calls(Protocol):
     async def ended(self, call: Call, by_unit: bool) -> None:
         ...
 
-    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False,
+                        answered: bool = False) -> tuple[int, str, str]:
         """(status, reason, SDP answer) for a re-INVITE's new offer; a status ≥ 300
         refuses it, and the session stays as it was. ``undo``: the unit cancelled a
         re-INVITE whose offer was taken (its answer unsent): go back to ``offer``, the
-        one it had before, and to our SDP as it has it (``call.local_sdp``)."""
+        one it had before, and to our SDP as it has it (``call.local_sdp``). An empty
+        ``offer``: a re-INVITE without one, so the SDP returned is our offer (every
+        stream sendrecv again). ``answered``: ``offer`` is the unit's answer to that, in
+        its ACK; our SDP stays as it has it."""
         ...
 
     def key_pressed_in_info(self, call: Call, key: str) -> None:
@@ -324,11 +332,19 @@ class SipAgent:
                     break
                 buffer += chunk
                 while True:
+                    while buffer[:4] == b"\r\n\r\n":
+                        # A keep-alive ping between messages: the pong, one CRLF, at
+                        # once (RFC 5626 3.5.1), else the unit takes the connection for
+                        # dead (4.4.1).
+                        del buffer[:4]
+                        flow.send(b"\r\n")
                     try:
                         data = frame(buffer)
                     except SipParseError as exc:  # a stream we cannot frame cannot go on
                         self.counters["malformed"] += 1
                         logger.info("SIP over TCP from %s: %s; closing", flow.address, exc)
+                        # The unit is told why first (it saw the connection close alone).
+                        self._bad_request(bytes(buffer), flow, str(exc))
                         return
                     if data is None:
                         break
@@ -407,6 +423,11 @@ class SipAgent:
                 if call.retransmit is not None:
                     call.retransmit.cancel()
                     call.retransmit = None
+                if call.answer_in_ack:
+                    call.answer_in_ack = False
+                    if request.body:  # (none: the session stays as our offer made it)
+                        call.updating = True  # another re-INVITE waits for it
+                        self._spawn(self._answered_in_ack(call, request.body))
         elif method == "BYE":
             call = self._dialog(request)
             if call is None:
@@ -490,15 +511,19 @@ class SipAgent:
                 # (RFC 3261 14.2; 491 is for glare with an INVITE of ours).
                 self._reply(request, flow, 500, branch, retry_after=random.randint(0, 10))
                 return
-            if request.body and not same_session(request.body, existing.remote_sdp):
-                # A new offer (hold, another address): the application's to answer.
+            if not request.body or not same_session(request.body, existing.remote_sdp):
+                # A new offer (hold, another address): the application's to answer. None
+                # (RFC 3261 14.2): the application makes ours, every stream sendrecv again,
+                # and the unit answers in its ACK; a unit on hold takes the call back so
+                # (RFC 6337 5.3), as units behind a call manager do, and our SDP as it was
+                # (recvonly then) kept it on hold.
                 existing.updating = True
                 existing.reinvite, existing.reinvite_cancelled = (request, flow), False
                 self._invites[(request.call_id, branch)] = existing
                 self._send(flow, response_to(request, 100))
                 self._spawn(self._update(existing, request, flow, branch))
                 return
-            # A session refresh (the same offer, or none: ours again, as an offer).
+            # A session refresh (the same offer): our answer again.
             response = response_to(request, 200, to_tag=existing.local_tag)
             self._add_contact(response, flow)
             response.add("Content-Type", "application/sdp")
@@ -537,7 +562,8 @@ class SipAgent:
         local_tag = new_tag()
         call = Call(invite=request, flow=flow, local_tag=local_tag, call_id=request.call_id,
                     remote_uri=uri_of(contact) if contact else uri_of(request.get("From")),
-                    remote_party=request.get("From"), local_party=request.get("To") + f";tag={local_tag}")
+                    remote_party=request.get("From"), local_party=request.get("To") + f";tag={local_tag}",
+                    route_set=request.get_all("Record-Route"))
         self._invites[(request.call_id, branch)] = call
         self.dialogs[(call.call_id, local_tag)] = call
         self.counters["calls"] += 1
@@ -594,13 +620,34 @@ class SipAgent:
             response.add("Allow", ALLOW)
             response.add("Content-Type", "application/sdp")
             response.body = sdp.encode()
-            call.local_sdp, call.remote_sdp = response.body, request.body
+            call.local_sdp = response.body
+            if request.body:
+                call.remote_sdp = request.body
+            else:  # our offer: the unit's answer comes in the ACK
+                call.answer_in_ack = True
         elif status == 488:
             response.add("Warning", f'399 {self.advertised_host} "{_quoted(reason)}"')
         data = self._cache_and_send(request, flow, branch, response)
         if status < 300:
             self._retransmit_until_acked(call, flow, request, data)
         self._spawn(self._forget_invite_later(call, branch))
+
+    async def _answered_in_ack(self, call: Call, answer: bytes) -> None:
+        """The unit's answer, in its ACK, to our offer in the 200 to its re-INVITE
+        without one: the application takes it as the session from now on."""
+        try:
+            status, reason, _ = await self.calls.reinvited(
+                call, answer.decode("utf-8", "replace"), answered=True)
+        except Exception:
+            logger.exception("SIP call %s: the answer in an ACK could not be taken", call.call_id)
+            return
+        finally:
+            call.updating = False
+        if status < 300:
+            call.remote_sdp = answer
+        else:
+            logger.warning("SIP call %s: the answer in its ACK could not be taken: %s %s",
+                           call.call_id, status, reason)
 
     async def _undo_update(self, call: Call) -> None:
         """The application took the new offer of a re-INVITE the unit then cancelled (we
@@ -619,6 +666,9 @@ class SipAgent:
     def _final(self, call: Call, status: int, reason: str, body: bytes) -> None:
         response = response_to(call.invite, status, reason, to_tag=call.local_tag)
         if status < 300:
+            # It sets the dialog up: the unit's route set is what it carries (12.1.1).
+            for route in call.route_set:
+                response.add("Record-Route", route)
             self._add_contact(response, call.flow)
             response.add("Allow", ALLOW)
             response.add("Content-Type", "application/sdp")
@@ -847,7 +897,8 @@ class SipAgent:
         remote_to = final.get("To")
         call = Call(invite=invite, flow=flow, local_tag=local_tag, call_id=call_id,
                     remote_uri=uri_of(contact) if contact else target, remote_party=remote_to,
-                    local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1)
+                    local_party=invite.get("From"), answer=final, confirmed=True, local_cseq=1,
+                    route_set=final.get_all("Record-Route")[::-1])
         call.local_sdp, call.remote_sdp = invite.body, final.body
         ack = SipMessage(method="ACK", uri=call.remote_uri)
         ack.add("Via", f"{via};branch={new_branch()};rport")
@@ -855,7 +906,7 @@ class SipAgent:
         for name_, value in (("From", call.local_party), ("To", remote_to), ("Call-ID", call_id),
                              ("CSeq", "1 ACK")):
             ack.add(name_, value)
-        for route in reversed(final.get_all("Record-Route")):
+        for route in call.route_set:
             ack.add("Route", route)
         call.ack = ack
         flow.send(ack.to_bytes())
@@ -981,7 +1032,7 @@ class SipAgent:
         bye.add("User-Agent", USER_AGENT)
         if reason is not None:
             bye.add("Reason", f'SIP ;cause={reason[0]} ;text="{reason[1]}"')
-        for route in reversed(call.invite.get_all("Record-Route")):
+        for route in call.route_set:
             bye.add("Route", route)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._bye_waiters[branch] = waiter

@@ -204,12 +204,16 @@ class RoomUnits:
                 await self._leave_lobby(lobby)
             await member.close()
 
-    async def reinvited(self, call: Call, offer: str, undo: bool = False) -> tuple[int, str, str]:
+    async def reinvited(self, call: Call, offer: str, undo: bool = False,
+                        answered: bool = False) -> tuple[int, str, str]:
         """A unit's new offer in a re-INVITE (hold, resume, a new address): answered by
         its worker (mcu/unit.py ``update``); what it cannot take is refused with 488 and
         the call goes on as it was. ``undo``: the unit cancelled a re-INVITE its worker
         had taken; ``offer`` is the one before it, and our SDP goes back to the version
-        the unit has (``call.local_sdp``)."""
+        the unit has (``call.local_sdp``). No ``offer`` (a re-INVITE without one): our
+        offer is what the worker answers to the unit's SDP as it is with every stream
+        sendrecv, the session as we would have it; ``answered``: the unit's answer to
+        that, in its ACK, taken as its offer is, our SDP kept at the version it has."""
         member = call.app
         if not isinstance(member, UnitMember):
             # A unit we called, whose answer to our offer is still on its way to its worker
@@ -223,8 +227,11 @@ class RoomUnits:
             participant, worker = member.participant_id, member.worker
         if participant is None or worker is None:  # it left meanwhile
             return 481, "Call/Transaction Does Not Exist", ""
+        if not offer:
+            offer = _sending_both_ways(call.remote_sdp.decode("utf-8", "replace"))
         ours = sdp_origin(call.local_sdp)  # (ours, made by the worker: it has a version)
-        back = {"version": int(ours[1])} if undo and ours is not None and ours[1].isdigit() else {}
+        back = {"version": int(ours[1])} if (undo or answered) and ours is not None \
+            and ours[1].isdigit() else {}
         try:
             updated = await self.signaling.pool.request(worker, "update_unit", participant=participant,
                                                         offer=offer, **back)
@@ -500,6 +507,12 @@ async def _entry(keys: asyncio.Queue[str], length: int) -> str:
         else:
             entered += key
     return entered
+
+
+def _sending_both_ways(sdp: str) -> str:
+    """``sdp`` with every stream's direction sendrecv (the session we offer when a unit
+    asks us for an offer: a stream it stopped, port 0, stays stopped)."""
+    return re.sub(r"^a=(sendonly|recvonly|inactive)(?=[ \t]*\r?$)", "a=sendrecv", sdp, flags=re.MULTILINE)
 
 
 def _phrase(text: str) -> str:

@@ -425,6 +425,95 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
     assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
 
 
+async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
+    """A unit that keeps its TCP connection alive with RFC 5626's ping (a double CRLF
+    between messages) gets the pong, one CRLF, at once (3.5.1: a server MUST), else it
+    takes the connection for dead (4.4.1: no pong within 10 s); the stream goes on."""
+    room = bridge(server)
+    unit = await RawSipStream.connect(server)
+    try:
+        unit.send(b"\r\n\r\n")
+        assert await asyncio.wait_for(unit.reader.readexactly(2), 5) == b"\r\n"
+        unit.send(b"\r\n\r\n" + unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="alive"))
+        assert await asyncio.wait_for(unit.reader.readexactly(2), 5) == b"\r\n"
+        (options,) = await unit.responses()
+        assert options.status == 200 and options.call_id == "alive"
+    finally:
+        unit.close()
+
+
+@pytest.mark.parametrize("fault", ["no_length", "too_large"])
+async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_the_stream_closes(
+        server, fault: str) -> None:
+    """A request over TCP without Content-Length (a stream needs it to find the message's
+    end, RFC 3261 18.3), or one that says it is longer than any we take: nothing after
+    it can be read, so the connection closes, but first the unit is told why in a 400
+    (it only saw the connection close)."""
+    room = bridge(server)
+    unit = await RawSipStream.connect(server)
+    try:
+        request = unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="uncut")
+        if fault == "no_length":
+            request = request.replace(b"Content-Length: 0\r\n", b"")
+        else:
+            request = request.replace(b"Content-Length: 0", b"Content-Length: 999999")
+        unit.send(request)
+        (refused,) = await unit.responses()
+        assert refused.status == 400 and refused.call_id == "uncut", refused
+        assert ("no Content-Length" if fault == "no_length" else "too large") in refused.reason
+        assert await asyncio.wait_for(unit.reader.read(), 5) == b""  # and the stream ends
+    finally:
+        unit.close()
+
+
+async def test_our_requests_in_a_dialog_through_proxies_go_by_its_route_set(server) -> None:
+    """Proxies that stay on a dialog's path (Record-Route: an SBC, a video communication
+    server) make its route set (RFC 3261 12.1). A unit that calls us takes its own from
+    our 200, which must carry the INVITE's Record-Route values in their order (12.1.1),
+    and ours is those values in that order; when we call, ours is our 200's reversed
+    (12.1.2), for our ACK and our BYE alike. Our 200 carried none (the unit sent its ACK
+    and BYE past the proxies, straight to our Contact, which behind an SBC does not get
+    there: we hung up for the lost ACK after 32 s), our BYE to a unit that called had
+    the route set reversed, and our BYE to a unit we called had none."""
+    room = bridge(server)
+    agent = server.app[ROOM_UNITS].agent
+    raw = RawSip(server)
+    uri = f"sip:{room}@127.0.0.1"
+    routes = ["<sip:sbc.example.cz;lr>", "<sip:vcs1.example.cz;lr;transport=tcp>", "<sip:10.0.0.9;lr>"]
+    record_route = f"Record-Route: {routes[0]}\r\nRecord-Route: {routes[1]}, {routes[2]}\r\n"
+    dialling: asyncio.Future[Any] | None = None
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="routed", body=OFFER, branch="z9hG4bKrouted",
+                             extra=record_route))
+        ok = await final_of(raw, "routed")
+        assert ok.status == 200 and ok.get_all("Record-Route") == routes
+        raw.send(raw.request("ACK", uri, call_id="routed", to_tag=tag_of(ok.get("To")),
+                             branch="z9hG4bKroutedack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        await server.app[LIVE_ROOMS].remove(room, units_in(server, room)[0].id, "operátor")
+        bye = await request_of(raw, "BYE")
+        assert bye.get_all("Route") == routes
+        raw.send(response_from(bye, 200))
+
+        # A unit we call, through the same proxies (their Record-Route in its 200).
+        dialling = asyncio.ensure_future(agent.dial(f"sip:unit@127.0.0.1:{raw.local}", OFFER.decode()))
+        invite = await request_of(raw, "INVITE")
+        raw.send(response_from(invite, 200, to_tag="unit", body=OFFER).replace(
+            b"Content-Type:", record_route.encode() + b"Content-Type:"))
+        ack = await request_of(raw, "ACK")
+        assert ack.get_all("Route") == routes[::-1]
+        call = (await asyncio.wait_for(dialling, 5)).call
+        await agent.hang_up(call, wait=False)
+        bye = await request_of(raw, "BYE")
+        assert bye.get_all("Route") == routes[::-1]
+        raw.send(response_from(bye, 200))
+        assert await wait_until(lambda: not agent.dialogs and not agent._bye_waiters)
+    finally:
+        if dialling is not None and not dialling.done():
+            dialling.cancel()
+        raw.close()
+
+
 async def test_a_cancelled_invite_and_a_retransmitted_one_leave_no_call(server) -> None:
     room = bridge(server)
     raw = RawSip(server)
@@ -1086,11 +1175,13 @@ async def test_a_unit_that_hangs_up_in_the_lobby_leaves_nothing_behind(server, t
 class HandUnit:
     """A room unit written here: SIP by hand (:class:`RawSip`), its media on sockets of
     its own, plain RTP or SDES-SRTP, RTCP muxed or on ports of its own; H.264 at level
-    3.0 (the composite comes at 640x360), ``nack``: it offers generic NACK."""
+    3.0 (the composite comes at 640x360), ``nack``: it offers generic NACK; ``avpf``: in
+    RFC 4585's profile for RTCP feedback (RTP/AVPF, RTP/SAVPF)."""
 
-    def __init__(self, server, *, nack: bool, srtp: bool = False, mux: bool = True) -> None:
+    def __init__(self, server, *, nack: bool, srtp: bool = False, mux: bool = True,
+                 avpf: bool = False) -> None:
         self.raw = RawSip(server)
-        self.nack, self.srtp, self.mux = nack, srtp, mux
+        self.nack, self.srtp, self.mux, self.avpf = nack, srtp, mux, avpf
         self.sockets: dict[str, socket.socket] = {}
         for name in ("audio", "audio_rtcp", "video", "video_rtcp", "moved"):
             sock = self.sockets[name] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1110,7 +1201,7 @@ class HandUnit:
               audio: str = "111\r\na=rtpmap:111 opus/48000/2", extra: str = "") -> bytes:
         """Its SDP: ``version`` of its session (a re-INVITE's new offer counts it up),
         which way its media flows, the socket it takes video on, an m-line added."""
-        proto = "RTP/SAVP" if self.srtp else "RTP/AVP"
+        proto = ("RTP/SAVP" if self.srtp else "RTP/AVP") + ("F" if self.avpf else "")
         crypto = (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(self.key).decode()}\r\n"
                   if self.srtp else "")
         lines = f"v=0\r\no=t 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -1408,6 +1499,32 @@ def composite_packets(unit: HandUnit, socket_name: str) -> list[bytes]:
     return [d for d in unit.datagrams(socket_name) if not 192 <= d[1] <= 223]
 
 
+@pytest.mark.parametrize("srtp", [False, True], ids=["avpf", "savpf"])
+async def test_a_unit_offering_the_rtcp_feedback_profile_is_answered_in_it(server, srtp: bool) -> None:
+    """A unit may offer its media in RFC 4585's profile for RTCP feedback (RTP/AVPF, or
+    RTP/SAVPF with SRTP), which is what we do on RTP/AVP anyway (PLI, FIR, NACK): it is
+    answered in that profile (RFC 3264 6: the answer's is the offer's) and its call goes
+    as any other, re-INVITEs too; a change of profile mid-call is refused as SRTP's is.
+    It was refused 488, "no audio codec in common: offered opus", with Opus offered."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=True, srtp=srtp, avpf=True)
+    profile = "RTP/SAVPF" if srtp else "RTP/AVPF"
+    try:
+        await unit.call(room)
+        assert [m.proto for m in unit.answer.media] == [profile, profile]
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKavpfhold", 3)
+        assert held.status == 200, held.reason
+        assert [m.proto for m in parse_offer(held.body.decode()).media] == [profile, profile]
+        unit.avpf = False
+        changed = await unit.change(unit.offer(version=3), "z9hG4bKavpfgone", 4)
+        assert changed.status == 488 and "profile" in changed.get("Warning"), changed
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
 async def test_a_unit_holds_the_call_takes_it_back_and_moves_its_media(server) -> None:
     """re-INVITEs with a new offer (RFC 3264 8), as room systems send them: hold (it
     only sends), resume with its video on another port; what we cannot do (another
@@ -1506,6 +1623,44 @@ async def test_a_unit_holding_with_the_address_0_0_0_0_is_sent_nothing(server) -
         resumed = await unit.change(unit.offer(version=3), "z9hG4bKback", 4)
         assert resumed.status == 200, resumed.reason
         assert [m.direction for m in parse_offer(resumed.body.decode()).media] == ["sendrecv", "sendrecv"]
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 3, timeout=10)
+        unit.hang_up()
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        unit.close()
+
+
+async def test_a_unit_takes_the_call_back_from_hold_with_a_reinvite_without_an_offer(server) -> None:
+    """A unit on hold that takes the call back with a re-INVITE without an offer (as
+    units behind a call manager do: RFC 3261 14.2, RFC 6337 5.3) gets our offer in the
+    200 with every stream sendrecv, and its answer in the ACK is taken: the composite
+    comes again; one that answers sendonly (it still holds) is sent nothing. Our 200
+    offered the session as it was, recvonly, so the unit could not take the call back,
+    and what it answered in its ACK was not read."""
+    room = bridge(server)
+    unit = HandUnit(server, nack=False)
+    try:
+        await unit.call(room)
+        assert await wait_until(lambda: len(composite_packets(unit, "video")) > 0, timeout=15)
+        held = await unit.change(unit.offer(version=2, direction="sendonly"), "z9hG4bKheld", 3)
+        assert held.status == 200, held.reason
+        await asyncio.sleep(0.5)
+        composite_packets(unit, "video")  # what was on its way
+
+        for cseq, answered, version in ((4, "sendonly", 3), (5, "sendrecv", 4)):
+            branch = f"z9hG4bKnooffer{cseq}"
+            unit.raw.send(unit.reinvite(b"", branch, cseq))
+            ok = next(r for r in await unit.raw.responses(2) if r.status >= 200)
+            assert ok.status == 200, ok.reason
+            assert [m.direction for m in parse_offer(ok.body.decode()).media] == ["sendrecv", "sendrecv"]
+            unit.raw.send(unit.raw.request("ACK", unit.uri, call_id="hand", cseq=cseq, to_tag=unit.to_tag,
+                                           branch=branch + "ack", body=unit.offer(version=version,
+                                                                                   direction=answered)))
+            await asyncio.sleep(1)
+            composite_packets(unit, "video")  # what went before the answer came
+            if answered == "sendonly":  # still on hold: nothing
+                await asyncio.sleep(1.5)
+                assert composite_packets(unit, "video") == []
         assert await wait_until(lambda: len(composite_packets(unit, "video")) > 3, timeout=10)
         unit.hang_up()
         assert await wait_until(lambda: not units_in(server, room))
