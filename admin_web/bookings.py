@@ -21,9 +21,16 @@ from scheduler.access.permissions import (
 )
 from scheduler.booking import bookings, dial_in
 from scheduler.booking.availability import ShareUse, availability, share_use
-from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, Schedule, expand
+from scheduler.booking.recurrence import DEFAULT_ZONE, RecurrenceError, expand
 from scheduler.booking.units import KINDS
-from scheduler.errors import CapacityRefused, Forbidden, InvalidInput, NotFound, SchedulerError
+from scheduler.errors import (
+    CapacityRefused,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SchedulerError,
+)
 from scheduler.ids import parse_id
 from scheduler.models import Booking, Endpoint, Organisation
 from scheduler.organisations import OrgInfo, org_info, org_infos, organisation_choices, subtree_ids
@@ -345,20 +352,28 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
                 now, services.join_link)
             booking_id = decision.booking_id
         else:
-            schedule = await admin.run(_kept_exceptions, admin, booking_id, parsed.schedule)
-            await admin.run(
-                bookings.update_booking, admin.db, services.config, user, booking_id,
-                bookings.BookingChange(title=values["title"],
-                                       description=values.get("description", ""),
-                                       invitees=parsed.invitees, participants=parsed.participants,
-                                       schedule=schedule, call_units=chosen),
-                now, services.join_link)
+            asked = parsed.schedule
+            participants, invitees = parsed.participants, parsed.invitees
+
+            def change(current: Booking) -> bookings.BookingChange:
+                # The exceptions as the change reads the booking (update_booking), so
+                # that one cancelled or moved meanwhile stays so.
+                return bookings.BookingChange(
+                    title=values["title"], description=values.get("description", ""),
+                    invitees=invitees, participants=participants,
+                    schedule=bookings.keeping_exceptions(current, asked), call_units=chosen)
+
+            await admin.run(bookings.update_booking, admin.db, services.config, user, booking_id,
+                            change, now, services.join_link)
     except CapacityRefused as refusal:
         return await _show_form(admin, request, user, values, weekdays, {}, booking_id=booking_id,
                                 refusal={"message": refusal.message, **refusal.details}, status=409)
     except Forbidden as exc:
         return await _show_form(admin, request, user, values, weekdays,
                                 {"organisation_id": exc.message}, booking_id=booking_id, status=403)
+    except Conflict as exc:  # the booking kept changing under the change (update_booking)
+        return await _show_form(admin, request, user, values, weekdays, {}, general=exc.message,
+                                booking_id=booking_id, status=409)
     except (InvalidInput, NotFound) as exc:
         fieldname = "call_units" if exc.code in UNIT_ERRORS else FIELD_OF_CODE.get(exc.code)
         message = UNIT_ERRORS.get(exc.code, exc.message)
@@ -373,11 +388,6 @@ async def _submit(admin: Admin, request: web.Request, user: Principal,
 @page(BOOKERS)
 async def create(admin: Admin, request: web.Request, user: Principal) -> web.StreamResponse:
     return await _submit(admin, request, user, None)
-
-
-def _kept_exceptions(admin: Admin, booking_id: int, schedule: Schedule) -> Schedule:
-    with admin.db.session() as session:
-        return bookings.keeping_exceptions(session, booking_id, schedule)
 
 
 def _occurrence_start(admin: Admin, user: Principal, booking_id: int,

@@ -511,29 +511,34 @@ class Api:
         assert principal is not None
         booking_id = _path_id(request)
         data: BookingPatch = await self._body(request, BookingPatch)
-        booking = await self.run(self._seen_booking, principal, booking_id)
-        schedule = None
-        if any(v is not None for v in (data.start, data.end, data.time_zone, data.recurrence)) \
-                or data.remove_recurrence:
-            recurrence = data.recurrence
-            if recurrence is None and booking.rrule and not data.remove_recurrence:
-                exdates = booking.exdates
-                if data.start is not None:
-                    exdates = self._moved_exceptions(booking, data.start,
-                                                     data.time_zone or booking.zone)
-                recurrence = RecurrenceIn.model_construct(
-                    rrule=booking.rrule, exdates=exdates,
-                    skip_public_holidays=booking.skip_public_holidays)
-            schedule = self._schedule(
-                data.start or booking.local_start.isoformat(),
-                data.end or booking.local_end.isoformat(),
-                data.time_zone or booking.zone, recurrence)
-        change = bookings.BookingChange(
-            title=data.title, description=data.description,
-            invitees=tuple(data.invitees) if data.invitees is not None else None,
-            participants=_mix(data.participants) if data.participants else None,
-            schedule=schedule,
-            call_units=tuple(data.call_units) if data.call_units is not None else None)
+        await self.run(self._seen_booking, principal, booking_id)  # 404 for one not seen
+
+        def change(booking: Booking) -> bookings.BookingChange:
+            # What the PATCH leaves out is the booking's as the change reads it, so that
+            # it does not undo a change that committed meanwhile (update_booking).
+            schedule = None
+            if any(v is not None for v in (data.start, data.end, data.time_zone,
+                                           data.recurrence)) or data.remove_recurrence:
+                recurrence = data.recurrence
+                if recurrence is None and booking.rrule and not data.remove_recurrence:
+                    exdates = booking.exdates
+                    if data.start is not None:
+                        exdates = self._moved_exceptions(booking, data.start,
+                                                         data.time_zone or booking.zone)
+                    recurrence = RecurrenceIn.model_construct(
+                        rrule=booking.rrule, exdates=exdates,
+                        skip_public_holidays=booking.skip_public_holidays)
+                schedule = self._schedule(
+                    data.start or booking.local_start.isoformat(),
+                    data.end or booking.local_end.isoformat(),
+                    data.time_zone or booking.zone, recurrence)
+            return bookings.BookingChange(
+                title=data.title, description=data.description,
+                invitees=tuple(data.invitees) if data.invitees is not None else None,
+                participants=_mix(data.participants) if data.participants else None,
+                schedule=schedule,
+                call_units=tuple(data.call_units) if data.call_units is not None else None)
+
         decision = await self.run(bookings.update_booking, self.db, self.config, principal,
                                   booking_id, change, self.services.clock(),
                                   self.services.join_link)

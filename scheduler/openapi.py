@@ -39,7 +39,7 @@ ERROR_STATUSES = {
     "403": "the role or organisation may not do this",
     "404": "no such thing (or the route does not exist)",
     "405": "the route has no such method",
-    "409": "a conflict: no capacity, a duplicate",
+    "409": "a conflict: no capacity, a duplicate, a booking that kept changing meanwhile",
     "413": "the body is too large",
     "422": "well formed, but not valid for this operation",
 }

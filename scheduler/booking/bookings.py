@@ -66,7 +66,7 @@ from scheduler.booking.transactions import days_of, days_touched, run_decision
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SchedulerConfig
 from scheduler.db import Database
-from scheduler.errors import CapacityRefused, InvalidInput, NotFound, SchedulerError
+from scheduler.errors import CapacityRefused, Conflict, InvalidInput, NotFound, SchedulerError
 from scheduler.models import (
     AuditEntry,
     Booking,
@@ -780,10 +780,30 @@ def lock_booking(session: Session, booking_id: int) -> None:
     session.execute(select(Booking.id).where(Booking.id == booking_id).with_for_update())
 
 
+# A change worked out from the booking as it is (what a PATCH or the admin web's form
+# leaves out, such as the series' exceptions, is the booking's).
+ChangeOf = Callable[[Booking], BookingChange]
+
+# How often a change is worked out again when the booking changed between its read and
+# its decision (each time another change of the same booking committed in that gap).
+CHANGE_ATTEMPTS = 5
+
+
+class _ChangedMeanwhile(Exception):
+    """The booking changed (its sequence went up) after the change's read."""
+
+
 def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
-                   booking_id: int, change: BookingChange, now: datetime,
+                   booking_id: int, change: BookingChange | ChangeOf, now: datetime,
                    join_link: JoinLink) -> Decision:
     """Change a booking; a new time or size is checked again like a new booking.
+
+    The new schedule is worked out from the booking as read before the locked decision
+    (its exceptions, its occurrences moved on their own; ``change`` too, when it is a
+    function of the booking). Another change that commits in between (an occurrence
+    cancelled or moved, one displaced, the booking changed) raises its sequence: then
+    the change is worked out again from the booking as it is now, so that it does not
+    undo the other; after CHANGE_ATTEMPTS such tries it is refused (409 ``conflict``).
 
     Occurrences that have started stay as they were. Of the future ones, one whose room
     is already open (``opened_at``: within the open lead) and that the new schedule still
@@ -797,11 +817,25 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
     start beside it. A change that drops the exception gives the series back that
     occurrence at its series time, and the moved one goes.
     """
+    for _ in range(CHANGE_ATTEMPTS):
+        try:
+            return _update_booking(db, config, principal, booking_id, change, now, join_link)
+        except _ChangedMeanwhile:
+            continue
+    raise Conflict("conflict", "the booking was changed by others meanwhile: try again")
+
+
+def _update_booking(db: Database, config: SchedulerConfig, principal: Principal,
+                    booking_id: int, change_of: BookingChange | ChangeOf, now: datetime,
+                    join_link: JoinLink) -> Decision:
+    """One try of :func:`update_booking`."""
     with db.session() as session:
         booking, org = get_booking(session, booking_id)
         require_change_booking(principal, org)
         if booking.status == "cancelled":
             raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
+        change = change_of if isinstance(change_of, BookingChange) else change_of(booking)
+        read_sequence = booking.sequence
         current = Schedule(booking.local_start, booking.local_end, booking.zone, booking.rrule,
                            tuple(datetime.fromisoformat(d) for d in booking.exdates),
                            booking.skip_public_holidays)
@@ -832,6 +866,8 @@ def update_booking(db: Database, config: SchedulerConfig, principal: Principal,
         booking, _ = get_booking(session, booking_id)
         if booking.status == "cancelled":  # meanwhile: its new occurrences would be booked
             raise InvalidInput("booking_cancelled", "a cancelled booking cannot be changed")
+        if booking.sequence != read_sequence:  # what was worked out may undo that change
+            raise _ChangedMeanwhile
         displaced: list[int] = []
         if recheck:
             replaced, in_place = _rewrites(session, booking.id, occurrences, now)
@@ -1038,12 +1074,11 @@ def occurrences_between(session: Session, principal: Principal, start: datetime,
     return result
 
 
-def keeping_exceptions(session: Session, booking_id: int, schedule: Schedule) -> Schedule:
+def keeping_exceptions(booking: Booking, schedule: Schedule) -> Schedule:
     """``schedule`` with the booking's exceptions (cancelled and moved occurrences among
     them), moved by as much as its start moved: for a change that names none (the admin
     web's form has no field for them), so that the same occurrences stay left out."""
-    booking = session.get(Booking, booking_id)
-    if booking is None or not schedule.rrule or not booking.exdates:
+    if not schedule.rrule or not booking.exdates:
         return schedule
     shift = schedule.start - booking.local_start
     moved = [datetime.fromisoformat(d) + shift for d in booking.exdates]

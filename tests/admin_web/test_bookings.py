@@ -7,7 +7,8 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from multipoint.app import DATABASE
 from scheduler.access.auth import principal_of
@@ -16,7 +17,8 @@ from scheduler.booking import bookings
 from scheduler.booking.dial_in import booking_number
 from scheduler.booking.recurrence import Schedule
 from scheduler.booking.units import ParticipantMix
-from scheduler.models import Booking, User
+from scheduler.db import Database
+from scheduler.models import Booking, BookingOccurrence, User
 from tests.admin_web.conftest import BEROUN, book_through_api, sign_in
 from tests.browser.conftest import screenshot
 
@@ -209,3 +211,60 @@ async def test_a_cancelled_booking_has_no_change_form(server, accounts, context)
                                        form={"csrf": csrf, "title": "Vzkříšená"})
     assert response.status == 409
     assert "Zrušenou rezervaci nelze změnit." in await response.text()
+
+
+async def test_the_change_form_keeps_an_occurrence_cancelled_while_it_is_saved(
+    server, accounts, context
+) -> None:
+    # Another request (another process) cancels one meeting of the series while the form
+    # is saved, after the change read the booking. The form kept the series' exceptions
+    # from a read of its own, taken before: the cancelled meeting was booked again.
+    day = datetime.now(ZoneInfo("Europe/Prague")).date() + timedelta(days=15)
+    booking_id = book_through_api(
+        server,
+        accounts,
+        datetime.combine(day, time(10)),
+        datetime.combine(day, time(11)),
+        rrule="FREQ=DAILY;COUNT=3",
+    )
+    database, services = server.app[DATABASE], server.app[SERVICES]
+    with database.session() as session:
+        benesov = principal_of(session.scalar(select(User).where(User.name == "benesov")))
+    page = await context.new_page()
+    await sign_in(page, "benesov")
+    await page.goto(f"/admin/bookings/{booking_id}/edit")
+    await page.wait_for_selector("#capacity.fits")
+    other_process = Database(database.url)
+    reads: list[int] = []
+
+    def cancel_meanwhile(session: Session) -> None:
+        read_it = any(isinstance(o, Booking) and o.id == booking_id for o in session.identity_map.values())
+        if read_it and session.get_bind().engine is database.engine:
+            reads.append(booking_id)
+            if len(reads) == 2:  # the page's read of the booking, then the change's
+                bookings.cancel_occurrence(
+                    other_process,
+                    benesov,
+                    booking_id,
+                    datetime.combine(day + timedelta(days=1), time(10)),
+                    services.clock(),
+                    services.join_link,
+                )
+
+    event.listen(Session, "after_commit", cancel_meanwhile)
+    try:
+        await page.click("#save-booking")
+        await page.wait_for_selector("#saved")
+    finally:
+        event.remove(Session, "after_commit", cancel_meanwhile)
+        other_process.dispose()
+    assert len(reads) >= 2, "the other request did not cancel"
+    with database.session() as session:
+        booking = session.get(Booking, booking_id)
+        states = session.scalars(
+            select(BookingOccurrence.state)
+            .where(BookingOccurrence.booking_id == booking_id, BookingOccurrence.state != "replaced")
+            .order_by(BookingOccurrence.start_utc)
+        ).all()
+    assert booking.exdates == [f"{day + timedelta(days=1)}T10:00:00"]
+    assert states == ["scheduled", "cancelled", "scheduled"]

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from icalendar import Calendar
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
+from sqlalchemy.orm import Session
 
 from scheduler.access.auth import create_session, issue_api_token
 from scheduler.api import setup_api
@@ -1050,6 +1051,61 @@ async def test_a_moved_occurrence_displaced_is_cancelled_by_the_recurrence_id_ca
         == ("2026-12-15T14:00", "2026-12-15T14:30")
 
 
+@pytest.mark.parametrize("meanwhile", ["cancel", "move"])
+async def test_a_patch_keeps_an_occurrence_cancelled_or_moved_while_it_was_decided(
+    api: Api, meanwhile: str
+) -> None:
+    """Another request (another process) cancels or moves one occurrence of the series
+    right after the PATCH's read of the booking. The PATCH worked out the series'
+    exceptions from that read and wrote them, and a schedule without the occurrence's:
+    the cancelled meeting was booked again, the moved one put back at its series time."""
+    booking = await (await api.call("admin_a", "POST", "/bookings", _series())).json()
+    admin, world = api.world.principal("admin_a"), api.world
+    other_process = Database(world.db.url)
+    pending = [True]
+
+    def change_meanwhile(session: Session) -> None:
+        # A transaction of the PATCH that read the booking has just committed.
+        read_it = any(isinstance(o, Booking) and o.id == booking["id"] for o in session.identity_map.values())
+        if pending and read_it and session.get_bind().engine is world.db.engine:
+            pending.clear()
+            if meanwhile == "cancel":
+                bookings.cancel_occurrence(
+                    other_process, admin, booking["id"], datetime(2026, 12, 14, 10), NOW, join_link
+                )
+            else:
+                bookings.move_occurrence(
+                    other_process,
+                    world.config,
+                    admin,
+                    booking["id"],
+                    datetime(2026, 12, 14, 10),
+                    datetime(2026, 12, 15, 14),
+                    None,
+                    NOW,
+                    join_link,
+                )
+
+    event.listen(Session, "after_commit", change_meanwhile)
+    try:
+        patched = await api.call(
+            "admin_a",
+            "PATCH",
+            f"/bookings/{booking['id']}",
+            {"end": "2026-12-07T11:30", "participants": {"hd": 5}},
+        )
+    finally:
+        event.remove(Session, "after_commit", change_meanwhile)
+        other_process.dispose()
+    assert not pending, "the other change did not run"
+    assert patched.status == 200, await patched.text()
+    body = await patched.json()
+    assert body["recurrence"]["exdates"] == ["2026-12-14T10:00:00"]
+    assert body["end"] == "2026-12-07T11:30" and body["participants"]["hd"] == 5
+    kept = ["2026-12-15T14:00"] if meanwhile == "move" else []
+    assert _starts(body) == ["2026-12-07T10:00", *kept, "2026-12-21T10:00", "2026-12-28T10:00"]
+
+
 async def test_an_occurrence_displaced_stays_out_of_the_series_through_its_changes(
         api: Api) -> None:
     """An emergency displaced one meeting of a series: the organiser was told it does not
@@ -1105,7 +1161,9 @@ async def test_the_form_cuts_a_series_short_before_an_occurrence_cancelled_in_it
     asked = Schedule(datetime(2026, 12, 7, 10), datetime(2026, 12, 7, 11),
                      rrule="FREQ=WEEKLY;COUNT=3")
     with api.world.db.session() as session:
-        schedule = bookings.keeping_exceptions(session, booking["id"], asked)
+        row = session.get(Booking, booking["id"])
+        assert row is not None
+        schedule = bookings.keeping_exceptions(row, asked)
     # The one still within the series stays left out.
     assert schedule.exdates == (datetime(2026, 12, 14, 10),)
     bookings.update_booking(api.world.db, api.world.config, api.world.principal("admin_a"),

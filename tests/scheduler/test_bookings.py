@@ -37,7 +37,7 @@ from scheduler.booking.recurrence import Schedule, to_utc
 from scheduler.booking.units import ParticipantMix
 from scheduler.config import SmtpConfig
 from scheduler.db import Database
-from scheduler.errors import CapacityRefused, Forbidden, InvalidInput
+from scheduler.errors import CapacityRefused, Conflict, Forbidden, InvalidInput
 from scheduler.models import Booking, BookingOccurrence, Notification
 from scheduler.organisations import org_info
 from tests.scheduler.conftest import NOW, World, free_port, join_link, make_world
@@ -446,6 +446,113 @@ def test_an_occurrence_cancelled_and_another_moved_at_once_both_stay_exceptions(
         booking = session.get(Booking, booking_id)
         assert booking is not None
         assert booking.exdates == ["2026-12-07T10:00:00", "2026-12-14T10:00:00"]
+
+
+@pytest.mark.parametrize("meanwhile", ["cancel", "move"])
+def test_a_change_keeps_an_occurrence_cancelled_or_moved_after_its_read(world: World, meanwhile: str) -> None:
+    """One occurrence of the series is cancelled or moved (another request, another
+    process) between a change's read of the booking and its decision. The change worked
+    out the new schedule from that read: it booked the cancelled occurrence again, and
+    replaced the moved one by one at its series time, their exceptions dropped."""
+    booking_id = book(
+        world,
+        "admin_a",
+        world.region_a,
+        schedule("2026-12-07T10:00", "2026-12-07T11:00", "FREQ=WEEKLY;COUNT=3"),
+        hd=1,
+    )
+    admin = world.principal("admin_a")
+    other_process = Database(world.db.url)
+    pending = [True]
+
+    def change_meanwhile(session: Session) -> None:
+        # The change's first transaction (its read) has just committed.
+        if pending and session.get_bind().engine is world.db.engine:
+            pending.clear()
+            if meanwhile == "cancel":
+                cancel_occurrence(
+                    other_process, admin, booking_id, datetime(2026, 12, 14, 10), NOW, join_link
+                )
+            else:
+                move_occurrence(
+                    other_process,
+                    world.config,
+                    admin,
+                    booking_id,
+                    datetime(2026, 12, 14, 10),
+                    datetime(2026, 12, 15, 14),
+                    None,
+                    NOW,
+                    join_link,
+                )
+
+    event.listen(Session, "after_commit", change_meanwhile)
+    try:
+        update_booking(
+            world.db,
+            world.config,
+            admin,
+            booking_id,
+            BookingChange(participants=ParticipantMix(hd=2)),
+            NOW,
+            join_link,
+        )
+    finally:
+        event.remove(Session, "after_commit", change_meanwhile)
+        other_process.dispose()
+    assert not pending, "the other change did not run"
+    with world.db.session() as session:
+        booking = session.get(Booking, booking_id)
+        assert booking is not None and booking.exdates == ["2026-12-14T10:00:00"]
+        rows = session.execute(
+            select(BookingOccurrence.start_utc, BookingOccurrence.units)
+            .where(BookingOccurrence.booking_id == booking_id, BookingOccurrence.state == "scheduled")
+            .order_by(BookingOccurrence.start_utc)
+        ).all()
+    kept = [("12-15 13:00", 22)] if meanwhile == "move" else []
+    assert [(start.strftime("%m-%d %H:%M"), units) for start, units in rows] == [
+        ("12-07 09:00", 22),
+        *kept,
+        ("12-21 09:00", 22),
+    ]
+
+
+def test_a_change_of_a_booking_that_keeps_changing_under_it_is_refused(world: World) -> None:
+    """Worked out again each time another change commits after its read, a change gives
+    up at last with a clear refusal, and writes nothing."""
+    booking_id = book(
+        world, "admin_a", world.region_a, schedule("2026-12-07T10:00", "2026-12-07T11:00"), hd=1
+    )
+    admin = world.principal("admin_a")
+    other_process = Database(world.db.url)
+    titles = iter(f"Porada {n}" for n in range(1, 100))
+
+    def change_meanwhile(session: Session) -> None:
+        # Each try's read has just committed: the booking changes again.
+        if session.get_bind().engine is world.db.engine:
+            change = BookingChange(title=next(titles))
+            update_booking(other_process, world.config, admin, booking_id, change, NOW, join_link)
+
+    event.listen(Session, "after_commit", change_meanwhile)
+    try:
+        with pytest.raises(Conflict) as refusal:
+            update_booking(
+                world.db,
+                world.config,
+                admin,
+                booking_id,
+                BookingChange(participants=ParticipantMix(hd=2)),
+                NOW,
+                join_link,
+            )
+    finally:
+        event.remove(Session, "after_commit", change_meanwhile)
+        other_process.dispose()
+    assert refusal.value.code == "conflict"
+    with world.db.session() as session:
+        booking = session.get(Booking, booking_id)
+        assert booking is not None
+        assert (booking.title, booking.units, booking.sequence) == ("Porada 5", 11, 5)
 
 
 def test_a_move_is_admitted_at_the_size_the_booking_has_when_it_is_decided(

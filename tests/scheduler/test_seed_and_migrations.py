@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 
+from scheduler.booking.bookings import BookingChange, BookingInput, create_booking, update_booking
 from scheduler.booking.dial_in import bridge_number, dial_in
-from scheduler.db import Base, Database, upgrade
-from scheduler.models import MediaWorker, Organisation, Quota, StandingBridge, UsageDayRolledUp
+from scheduler.booking.recurrence import Schedule
+from scheduler.booking.units import ParticipantMix
+from scheduler.db import Base, Database, alembic_config, upgrade
+from scheduler.models import (
+    Booking,
+    BookingOccurrence,
+    MediaWorker,
+    Organisation,
+    Quota,
+    StandingBridge,
+    UsageDayRolledUp,
+)
 from scheduler.seed import seed
+from tests.scheduler.conftest import NOW, join_link, make_world
 
 ORP_PER_REGION = {
     "Středočeský kraj": 26, "Jihočeský kraj": 17, "Plzeňský kraj": 15, "Karlovarský kraj": 7,
@@ -103,3 +117,80 @@ def test_days_rolled_up_before_the_marks_are_marked_done(db_url: str) -> None:
             assert [day.isoformat() for day in days] == ["2026-11-02", "2026-11-04"]
     finally:
         database.dispose()
+
+
+def test_occurrences_displaced_before_the_fix_become_exceptions_of_their_series(db_url: str) -> None:
+    """Migration 0015: an occurrence of a series displaced by an emergency before
+    _displace made it an exception lacked one, and a later change of the series booked
+    it again (at the emergency's time, beside the meeting its organiser was told is off)."""
+    upgrade(db_url, "0014")
+    database = Database(db_url)
+    try:
+        world = make_world(database)
+        # Three Mondays at 10:00 Prague, across the change to summer time: the second is
+        # at 08:00 UTC, not 09:00.
+        series = create_booking(
+            database,
+            world.config,
+            world.principal("admin_a"),
+            BookingInput(
+                organisation_id=world.region_a,
+                title="Porada",
+                participants=ParticipantMix(hd=40),
+                schedule=Schedule(
+                    datetime(2027, 3, 22, 10), datetime(2027, 3, 22, 11), rrule="FREQ=WEEKLY;COUNT=3"
+                ),
+            ),
+            NOW,
+            join_link,
+        ).booking_id
+        emergency = BookingInput(
+            organisation_id=world.izs,
+            title="Povodně",
+            participants=ParticipantMix(hd=90),
+            priority="emergency",
+            schedule=Schedule(datetime(2027, 3, 29, 10), datetime(2027, 3, 29, 11)),
+        )
+        create_booking(database, world.config, world.principal("izs"), emergency, NOW, join_link)
+        with database.session() as session:
+            booking = session.get(Booking, series)
+            assert booking is not None and booking.exdates == ["2027-03-29T10:00:00"]
+            booking.exdates = []  # as _displace left it before the fix
+
+        upgrade(db_url)
+
+        def exdates() -> list[str]:
+            with database.session() as session:
+                booking = session.get(Booking, series)
+                assert booking is not None
+                return booking.exdates
+
+        assert exdates() == ["2027-03-29T10:00:00"]
+        # Downgrading keeps them (valid at 0014 too); upgrading again adds none twice.
+        command.downgrade(alembic_config(db_url), "0014")
+        assert exdates() == ["2027-03-29T10:00:00"]
+        upgrade(db_url)
+        assert exdates() == ["2027-03-29T10:00:00"]
+
+        update_booking(
+            database,
+            world.config,
+            world.principal("admin_a"),
+            series,
+            BookingChange(participants=ParticipantMix(hd=41)),
+            NOW,
+            join_link,
+        )
+        with database.session() as session:
+            rows = session.execute(
+                select(BookingOccurrence.start_utc, BookingOccurrence.state)
+                .where(BookingOccurrence.booking_id == series, BookingOccurrence.state != "replaced")
+                .order_by(BookingOccurrence.start_utc)
+            ).all()
+    finally:
+        database.dispose()
+    assert [(start.strftime("%m-%d %H:%M"), state) for start, state in rows] == [
+        ("03-22 09:00", "scheduled"),
+        ("03-29 08:00", "displaced"),
+        ("04-05 08:00", "scheduled"),
+    ]
