@@ -234,15 +234,17 @@ class NodeLease:
     async def _run(self) -> None:
         interval = self.lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.renew()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be away a moment: try again next time
                 log.exception("renewing this node's lease failed")
+            await asyncio.sleep(interval)
 
     def start(self) -> None:
+        """Renew at once, then every lease/3: the lease taken at registration has been
+        running while the front was set up."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="node-lease")
 

@@ -893,3 +893,58 @@ async def test_a_node_whose_lease_lapsed_and_came_back_is_in_its_spread_rooms_ag
         for client in clients:
             await client.close()
         database.dispose()
+
+
+async def test_a_node_restarted_within_its_lease_keeps_its_rooms_while_its_workers_start(
+        tmp_path, shared_database_url: str) -> None:
+    """Node B, hosting a room, is killed and started again before its lease runs out,
+    with workers that take longer to start than two thirds of its lease (four of them, a
+    6 s lease, on a 2-core machine). It renews its lease from its start, so node A does
+    not reap it: the room stays on node B, nothing moved. Its first renewal used to come
+    only after its workers were ready (plus lease/3): its lease lapsed while it started,
+    node A marked it dead and moved its room away from a node that was up."""
+    url = shared_database_url
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    started = [await start_node(tmp_path, url, "node-a")]
+    # Node B's first process holds a long lease: it is not reaped while it is down.
+    started.append(await start_node(tmp_path, url, "node-b", labels="izs",
+                                    extra_env={"MULTIPOINT_NODE_LEASE_SECONDS": "60"}))
+    room = izs_bridge(url)
+    token = issue_token(SECRET, JoinGrant(room=room, role="guest", scheduled=True), 600)
+    database = Database(url)
+
+    def hosting_node() -> str | None:
+        with database.session() as session:
+            return session.scalar(text(
+                "SELECT n.name FROM rooms r JOIN media_workers w ON w.id = r.worker_id "
+                "JOIN media_nodes n ON n.id = w.node_id WHERE r.name = :room"), {"room": room})
+
+    def node_b_heartbeat() -> datetime:
+        with database.session() as session:
+            return session.scalar(text("SELECT heartbeat_at FROM media_nodes WHERE name = 'node-b'"))
+
+    try:
+        caller = Caller(token, started[0].front)
+        await caller.join()  # the IZS bridge is placed on node B, the IZS node
+        await caller.close()
+        assert caller.joins == [started[1].front] and hosting_node() == "node-b"
+
+        started[1].kill()
+        started[1].process.wait(10)
+        # A lease longer than the tests' 2 s: its renewals, every 2 s, bear the
+        # starving of its front by four workers starting on two cores.
+        started[1] = await start_node(tmp_path, url, "node-b", labels="izs", extra_env={
+            "MULTIPOINT_WORKERS": "4", "MULTIPOINT_NODE_LEASE_SECONDS": "6"})
+        # Its workers are ready: node A, reaping every lease/3, has seen whatever node B's
+        # lease did meanwhile once node B renewed it after that.
+        ready = node_b_heartbeat()
+        assert await wait_until(lambda: node_b_heartbeat() > ready, timeout=30)
+        assert hosting_node() == "node-b"
+        with database.session() as session:
+            assert session.scalar(text("SELECT count(*) FROM room_moves")) == 0
+    finally:
+        database.dispose()
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
