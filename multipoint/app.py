@@ -364,8 +364,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/", index)
 
     async def start_workers(app: web.Application) -> None:
-        await pool.start()
+        # The lease first: it runs from registration, and the workers may take longer to
+        # start than it lasts (a loaded machine). Renewed only once they were ready, it
+        # lapsed, and the other nodes reaped this node at its own start (its rooms moved).
         node_lease.start()
+        await pool.start()
         if room_signals is not None:
             room_signals.start()
         if spread_rooms is not None and spread_signals is not None:

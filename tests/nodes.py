@@ -74,7 +74,7 @@ async def start_node(tmp_path: Path, url: str, name: str, labels: str = "",
             assert process.poll() is None, (tmp_path / f"{name}.log").read_text()[-2000:]
             try:
                 async with http.get(node.front + "/healthz") as response:
-                    if (await response.json()).get("workers") == 1:
+                    if (await response.json()).get("workers") == int(env["MULTIPOINT_WORKERS"]):
                         return node
             except (aiohttp.ClientError, ValueError):
                 pass

@@ -17,6 +17,10 @@ lapsed. Nothing a node keeps in memory overrides that.
   the node must stop serving them (disconnect their participants, who rejoin and are
   routed to the room's new node). It never takes them back by itself. It is alive again
   from that renewal, for new rooms and the old ones that did not move.
+- A lease that came back: while it had lapsed, the other nodes read this node's parts
+  of spread rooms as gone (scheduler/media/spread.py reads live nodes' parts only), and
+  they read a room again only when told. A renewal that ends after the old lease ran
+  out so announces every room this node has a part of (:meth:`NodeLease.renew`).
 
 Renewals write only the node's row, and columns the pool version does not watch
 (scheduler/booking/pool_version.py): a heartbeat never makes decisions re-read the pool.
@@ -44,6 +48,7 @@ from scheduler.errors import NotFound
 from scheduler.media.placement import place
 from scheduler.media.room_signals import announce_room_change
 from scheduler.media.rooms import placed_izs, recall_units, worker_loads
+from scheduler.media.spread import announce_parts
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Room, RoomMove
 
 log = logging.getLogger(__name__)
@@ -57,6 +62,7 @@ class Lease:
     expires_at: datetime
     held: bool  # the node kept its lease: nobody reaped it since the last renewal
     moved_rooms: tuple[str, ...] = ()  # reaped: rooms now on other nodes, to stop serving
+    previous_expires_at: datetime | None = None  # the lease this renewal extended
 
 
 def renew_lease(db: Database, node_id: int, now: datetime, lease: timedelta) -> Lease:
@@ -74,14 +80,14 @@ def renew_lease(db: Database, node_id: int, now: datetime, lease: timedelta) -> 
         if node is None:
             raise NotFound("node_not_found", f"no media node {node_id}")
         moved: tuple[str, ...] = ()
-        held = node.dead_at is None
+        held, previous = node.dead_at is None, node.lease_expires_at
         if not held:
             moved = tuple(session.scalars(
                 select(RoomMove.room_name).where(RoomMove.from_node_id == node_id,
                                                  RoomMove.moved_at >= node.dead_at)
                 .order_by(RoomMove.id)))
         node.heartbeat_at, node.lease_expires_at, node.dead_at = now, now + lease, None
-        return Lease(node_id, node.lease_expires_at, held, moved)
+        return Lease(node_id, node.lease_expires_at, held, moved, previous)
 
 
 def _lapsed(now: datetime) -> ColumnElement[bool]:
@@ -205,6 +211,15 @@ class NodeLease:
         lease = await asyncio.to_thread(renew_lease, self.db, self.node_id, self.clock(),
                                         self.lease)
         self._valid_until = started + self.lease.total_seconds()
+        if not lease.held or (lease.previous_expires_at is not None
+                              and self.clock() >= lease.previous_expires_at):
+            # Committed after the old lease ran out (the clock read now, not before the
+            # renewal, which may have waited): another node may have read a spread room
+            # meanwhile and left this node's part out. Told, it reads the room again.
+            rooms = await asyncio.to_thread(announce_parts, self.db, self.node_id)
+            if rooms:
+                log.warning("this node's lease had lapsed; its parts of spread rooms "
+                            "announced again: %s", ", ".join(rooms))
         if not lease.held:
             log.warning("this node had been reaped; rooms that moved away: %s",
                         ", ".join(lease.moved_rooms) or "none")
@@ -219,15 +234,17 @@ class NodeLease:
     async def _run(self) -> None:
         interval = self.lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.renew()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be away a moment: try again next time
                 log.exception("renewing this node's lease failed")
+            await asyncio.sleep(interval)
 
     def start(self) -> None:
+        """Renew at once, then every lease/3: the lease taken at registration has been
+        running while the front was set up."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="node-lease")
 

@@ -18,7 +18,9 @@ payload, in the transaction that made it (delivered only if it commits). A notic
 wakes a front up: it then reads the room (:func:`read_room`) and brings its workers in
 line with what it read; it reads every spread room after a reconnect of its listening
 connection and every resync besides, so a lost notice costs a later re-read, never a
-wrong state. Parts and pipes of a node whose lease lapsed are not read at all.
+wrong state. Parts and pipes of a node whose lease lapsed are not read at all; when
+its lease comes back, it announces its rooms (:func:`announce_parts`) so the others
+read them again with its part.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from scheduler.db import Database
 from scheduler.media.placement import izs_only
 from scheduler.media.rooms import AdmissionDecision, node_is_live
 from scheduler.models import MediaNode, Room, RoomCommand, RoomPart, RoomPipe
@@ -274,6 +277,16 @@ def read_room(session: Session, room: str, node_id: int, now: datetime) -> Sprea
 def spread_rooms(session: Session, node_id: int) -> list[str]:
     """The rooms this node has a part of (what a resync reads)."""
     return list(session.scalars(select(RoomPart.room_name).where(RoomPart.node_id == node_id)))
+
+
+def announce_parts(db: Database, node_id: int) -> list[str]:
+    """Wake the other fronts about every room this node has a part of (its lease came
+    back after they read those rooms without it); the rooms announced."""
+    with db.write_session() as session:
+        rooms = spread_rooms(session, node_id)
+        for room in rooms:
+            announce(session, room)
+        return rooms
 
 
 def room_locked(session: Session, room: str) -> bool:

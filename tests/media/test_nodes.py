@@ -828,3 +828,123 @@ async def test_record_pressed_on_both_nodes_at_once_starts_one_recording(spreadi
         for client in clients:
             await client.close()
         database.dispose()
+
+
+async def test_a_node_whose_lease_lapsed_and_came_back_is_in_its_spread_rooms_again(
+        spreading_nodes) -> None:
+    """A spread room; node B is paused (SIGSTOP: a GC pause, a slow database) until its
+    lease lapses and node A, reading the room meanwhile (a participant joins it there),
+    leaves node B's part out. When node B resumes and renews its lease, node A reads the
+    room again: node B's participant is listed and heard there, and receives node A's.
+    Node A used to read it only at the next change or resync (an hour away here): the
+    room stayed split while both nodes were alive."""
+    node_a, node_b, url = spreading_nodes
+    room = "sucho-znojmo"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+
+    def node_b_lease() -> tuple[bool, bool]:
+        """Whether node B was reaped, and whether its lease runs now."""
+        with database.session() as session:
+            dead, running = session.execute(text(
+                "SELECT dead_at IS NOT NULL, lease_expires_at > :now FROM media_nodes "
+                "WHERE name = 'node-b'"), {"now": datetime.now(UTC)}).one()
+            return bool(dead), bool(running)
+
+    def listed(client: SignalClient) -> set[str]:
+        lists = client.of_type("participants")
+        return {p["id"] for p in lists[-1]["participants"]} if lists else set()
+
+    def receives(client: SignalClient, others: set[str]) -> bool:
+        frames = client.live_frames("video")
+        return all(frames.get(other, 0) >= 5 for other in others)
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha, ostrava = clients
+        praha_id, ostrava_id = (c.of_type("joined")[0]["participant"] for c in clients)
+        assert await wait_until(lambda: receives(praha, {ostrava_id})
+                                and receives(ostrava, {praha_id}), timeout=45)
+
+        os.killpg(node_b.process.pid, signal.SIGSTOP)
+        assert await wait_until(lambda: node_b_lease()[0], timeout=4 * LEASE_S + 10)
+        # Node A reads the room while node B is dead: node B's part is left out.
+        clients.append(await join_through(node_a.front, guest, "Brno"))
+        brno = clients[2]
+        brno_id = brno.of_type("joined")[0]["participant"]
+        assert await wait_until(lambda: listed(praha) == {praha_id, brno_id}, timeout=20)
+        assert await wait_until(lambda: receives(brno, {praha_id}), timeout=30)
+
+        os.killpg(node_b.process.pid, signal.SIGCONT)
+        assert await wait_until(lambda: node_b_lease() == (False, True), timeout=4 * LEASE_S + 10)
+        everyone = {praha_id, ostrava_id, brno_id}
+        assert await wait_until(lambda: listed(praha) == listed(brno) == everyone, timeout=20), \
+            (listed(praha), listed(brno))
+        assert await wait_until(lambda: receives(praha, {ostrava_id, brno_id})
+                                and receives(brno, {praha_id, ostrava_id})
+                                and receives(ostrava, {praha_id, brno_id}), timeout=30), \
+            [c.live_frames("video") for c in clients]
+        assert listed(ostrava) == everyone
+    finally:
+        if node_b.process.poll() is None:
+            os.killpg(node_b.process.pid, signal.SIGCONT)
+        for client in clients:
+            await client.close()
+        database.dispose()
+
+
+async def test_a_node_restarted_within_its_lease_keeps_its_rooms_while_its_workers_start(
+        tmp_path, shared_database_url: str) -> None:
+    """Node B, hosting a room, is killed and started again before its lease runs out,
+    with workers that take longer to start than two thirds of its lease (four of them, a
+    6 s lease, on a 2-core machine). It renews its lease from its start, so node A does
+    not reap it: the room stays on node B, nothing moved. Its first renewal used to come
+    only after its workers were ready (plus lease/3): its lease lapsed while it started,
+    node A marked it dead and moved its room away from a node that was up."""
+    url = shared_database_url
+    aiortc_adapter.configure_ice(["127.0.0.1"], None)
+    started = [await start_node(tmp_path, url, "node-a")]
+    # Node B's first process holds a long lease: it is not reaped while it is down.
+    started.append(await start_node(tmp_path, url, "node-b", labels="izs",
+                                    extra_env={"MULTIPOINT_NODE_LEASE_SECONDS": "60"}))
+    room = izs_bridge(url)
+    token = issue_token(SECRET, JoinGrant(room=room, role="guest", scheduled=True), 600)
+    database = Database(url)
+
+    def hosting_node() -> str | None:
+        with database.session() as session:
+            return session.scalar(text(
+                "SELECT n.name FROM rooms r JOIN media_workers w ON w.id = r.worker_id "
+                "JOIN media_nodes n ON n.id = w.node_id WHERE r.name = :room"), {"room": room})
+
+    def node_b_heartbeat() -> datetime:
+        with database.session() as session:
+            return session.scalar(text("SELECT heartbeat_at FROM media_nodes WHERE name = 'node-b'"))
+
+    try:
+        caller = Caller(token, started[0].front)
+        await caller.join()  # the IZS bridge is placed on node B, the IZS node
+        await caller.close()
+        assert caller.joins == [started[1].front] and hosting_node() == "node-b"
+
+        started[1].kill()
+        started[1].process.wait(10)
+        # A lease longer than the tests' 2 s: its renewals, every 2 s, bear the
+        # starving of its front by four workers starting on two cores.
+        started[1] = await start_node(tmp_path, url, "node-b", labels="izs", extra_env={
+            "MULTIPOINT_WORKERS": "4", "MULTIPOINT_NODE_LEASE_SECONDS": "6"})
+        # Its workers are ready: node A, reaping every lease/3, has seen whatever node B's
+        # lease did meanwhile once node B renewed it after that.
+        ready = node_b_heartbeat()
+        assert await wait_until(lambda: node_b_heartbeat() > ready, timeout=30)
+        assert hosting_node() == "node-b"
+        with database.session() as session:
+            assert session.scalar(text("SELECT count(*) FROM room_moves")) == 0
+    finally:
+        database.dispose()
+        for node in started:
+            if node.process.poll() is None:
+                node.kill()
+            node.process.wait(10)
