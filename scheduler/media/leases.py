@@ -20,7 +20,8 @@ lapsed. Nothing a node keeps in memory overrides that.
 - A lease that came back: while it had lapsed, the other nodes read this node's parts
   of spread rooms as gone (scheduler/media/spread.py reads live nodes' parts only), and
   they read a room again only when told. A renewal that ends after the old lease ran
-  out so announces every room this node has a part of (:meth:`NodeLease.renew`).
+  out so announces every room this node has a part of (:meth:`NodeLease.renew`), as
+  the reaper announces those of a node it marks dead (the others drop its part at once).
 
 Renewals write only the node's row, and columns the pool version does not watch
 (scheduler/booking/pool_version.py): a heartbeat never makes decisions re-read the pool.
@@ -48,7 +49,7 @@ from scheduler.errors import NotFound
 from scheduler.media.placement import place
 from scheduler.media.room_signals import announce_room_change
 from scheduler.media.rooms import placed_izs, recall_units, worker_loads
-from scheduler.media.spread import announce_parts
+from scheduler.media.spread import announce, announce_parts, spread_rooms
 from scheduler.models import CallRecord, MediaNode, MediaWorker, Room, RoomMove
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,11 @@ def reap_dead_nodes(db: Database, now: datetime, *, config: SchedulerConfig | No
             # moves nowhere, and its participants rejoin elsewhere with new records.
             end_calls_on_workers(session, session.scalars(
                 select(MediaWorker.id).where(MediaWorker.node_id == node.id)).all(), now)
+            # Its parts of spread rooms are gone with it, but the other nodes read a room
+            # only when told (or at their resync, minutes away): told now, they stop
+            # listing its participants and piping to its workers.
+            for room in spread_rooms(session, node.id):
+                announce(session, room)
         session.flush()
         rooms = session.execute(
             select(Room, MediaWorker.node_id).join(MediaWorker, MediaWorker.id == Room.worker_id)

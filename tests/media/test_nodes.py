@@ -948,3 +948,40 @@ async def test_a_node_restarted_within_its_lease_keeps_its_rooms_while_its_worke
             if node.process.poll() is None:
                 node.kill()
             node.process.wait(10)
+
+
+async def test_a_killed_nodes_participants_leave_the_spread_room_when_it_is_reaped(
+        spreading_nodes) -> None:
+    """A spread room; node B is killed (kill -9). Once node A reaps it, node A's
+    participant no longer lists node B's participant. Node A used to read the room only
+    at its next change or resync (an hour away here): it kept listing the dead node's
+    participant, and piping to its worker, until then."""
+    node_a, node_b, url = spreading_nodes
+    guest = issue_token(SECRET, JoinGrant(room="povoden-olomouc", role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+
+    def node_b_dead() -> bool:
+        with database.session() as session:
+            return bool(session.scalar(text(
+                "SELECT dead_at IS NOT NULL FROM media_nodes WHERE name = 'node-b'")))
+
+    def listed(client: SignalClient) -> set[str]:
+        lists = client.of_type("participants")
+        return {p["id"] for p in lists[-1]["participants"]} if lists else set()
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        praha = clients[0]
+        praha_id, ostrava_id = (c.of_type("joined")[0]["participant"] for c in clients)
+        assert await wait_until(lambda: listed(praha) == {praha_id, ostrava_id}, timeout=30)
+
+        node_b.kill()
+        node_b.process.wait(10)
+        assert await wait_until(node_b_dead, timeout=4 * LEASE_S + 10)
+        assert await wait_until(lambda: listed(praha) == {praha_id}, timeout=10), listed(praha)
+    finally:
+        for client in clients:
+            await client.close()
+        database.dispose()
