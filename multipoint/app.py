@@ -79,6 +79,11 @@ class SchedulerCallLog(CallLog):
         if record is not None:
             await asyncio.to_thread(self.services.record_leave, record)
 
+    async def reopen(self, records: list[int]) -> dict[int, int]:
+        """New records for participants still in their calls whose records were ended
+        (this node was reaped while only paused): old id -> new id."""
+        return await asyncio.to_thread(self.services.reopen_calls, records)
+
     async def changed_mode(self, record: int | None, mode: str) -> None:
         if record is not None:
             await asyncio.to_thread(self.services.record_kind, record, self._kind(mode))
@@ -268,6 +273,7 @@ def create_app(settings: Settings) -> web.Application:
         return await asyncio.to_thread(read, live_fronts, services.clock(), node_id)
 
     costs = config.unit_costs
+    call_log = SchedulerCallLog(services, worker_ids)
     signaling = setup_signaling(app, SignalingConfig(
         secret=settings.signing_secret(), max_message_bytes=settings.max_message_bytes,
         selftest_ttl_s=settings.selftest_ttl_minutes * 60,
@@ -285,7 +291,7 @@ def create_app(settings: Settings) -> web.Application:
         selftest_rate_per_ip=settings.selftest_rate_per_ip,
         selftest_rate_per_link=settings.selftest_rate_per_link,
         resume_grace_s=settings.resume_grace_seconds, video_codec=settings.video_codec),
-        pool, store_selftest, admit, SchedulerCallLog(services, worker_ids), fronts,
+        pool, store_selftest, admit, call_log, fronts,
         room_emptied)
     spread_rooms = SpreadRooms(signaling, spread_store) if spread_store is not None else None
     signaling.spread = spread_rooms
@@ -314,19 +320,37 @@ def create_app(settings: Settings) -> web.Application:
         test_call=unit_tests.start if unit_tests is not None else None,
         is_test_calling=lambda serial: unit_tests is not None and serial in unit_tests.running)
 
-    async def rooms_moved(rooms: list[str]) -> None:
+    async def reaped(moved: list[str]) -> None:
         # Fencing: this node was reaped while it did not answer (paused, cut off) and
         # these rooms now live on other nodes. Their participants here are disconnected;
         # their pages rejoin and admission routes them to the room's new worker.
-        for room in rooms:
+        for room in moved:
             await live_rooms.close(room, CLOSE_REASONS["room_moved"], "room_moved")
+        # The reaper ended every call record of this node's workers, but the participants
+        # of its other rooms (its parts of rooms living elsewhere, rooms with nowhere to
+        # go) are still here: their calls go on, counted again in usage and in their
+        # workers' load from now on.
+        assert signaling is not None
+        held = [(connection, connection.call_record)
+                for connection in list(signaling.connections.values())
+                if connection.call_record is not None]
+        reopened = await call_log.reopen([record for _, record in held])
+        for connection, old in held:
+            new = reopened.get(old)
+            if new is None:  # still open: it joined after the reaping
+                continue
+            if signaling.connections.get(connection.participant_id or "") is connection \
+                    and connection.call_record == old:
+                connection.call_record = new
+            else:  # it left meanwhile, closing its old record: the new one is over too
+                await call_log.left(new)
 
     # Alone on SQLite there is nobody to reap (and nobody to reap this node): it only
     # renews its own lease, which keeps its workers placement candidates.
     node_lease = NodeLease(database, config, node_id,
                            timedelta(seconds=settings.node_lease_seconds),
                            reap=database.engine.dialect.name == "postgresql",
-                           on_rooms_moved=rooms_moved, clock=services.clock)
+                           on_reaped=reaped, clock=services.clock)
     app[NODE_LEASE] = node_lease
 
     async def stop_rooms_changed_elsewhere() -> None:

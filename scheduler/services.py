@@ -111,6 +111,10 @@ class SchedulerServices:
         with self.db.write_session() as session:
             calls.record_leave(session, record_id, now or self.clock())
 
+    def reopen_calls(self, record_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+        with self.db.write_session() as session:
+            return calls.reopen_calls(session, record_ids, now or self.clock())
+
     def record_kind(self, record_id: int, kind: str) -> None:
         with self.db.write_session() as session:
             calls.record_kind(session, record_id, kind)

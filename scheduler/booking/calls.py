@@ -73,6 +73,29 @@ def end_calls_on_workers(session: Session, worker_ids: Collection[int], at: date
     return len(records)
 
 
+def reopen_calls(session: Session, record_ids: Collection[int], at: datetime) -> dict[int, int]:
+    """The participants of these call records are still in their calls, but the records
+    were ended: their node was reaped while only paused (a SIGSTOP, a long GC pause, a
+    frozen VM) and woke up with them connected. A new record for each from ``at``, as
+    the old one was (room, booking, organisation, participant, kind, worker), so usage
+    and the worker's live load count them again; the gap is the pause, when their media
+    stood still. Old id -> new id; records still open get none.
+    """
+    if not record_ids:
+        return {}
+    reopened: dict[int, int] = {}
+    for old in session.scalars(select(CallRecord).where(
+            CallRecord.id.in_(list(record_ids)), CallRecord.left_at.is_not(None))
+            .order_by(CallRecord.id)):
+        new = CallRecord(room_name=old.room_name, booking_id=old.booking_id,
+                         organisation_id=old.organisation_id, participant=old.participant,
+                         kind=old.kind, worker_id=old.worker_id, joined_at=max(at, old.left_at))
+        session.add(new)
+        session.flush()
+        reopened[old.id] = new.id
+    return reopened
+
+
 def record_kind(session: Session, record_id: int, kind: str) -> None:
     """The participant of an open call record is of another kind now (switched to mixed
     or back): its worker's live load counts it so (scheduler/media/rooms.py)."""

@@ -15,8 +15,12 @@ lapsed. Nothing a node keeps in memory overrides that.
 - Fencing: a node that was only paused (SIGSTOP, a long GC, a frozen VM) finds out at
   its next renewal that it was reaped; the renewal lists the rooms that moved away, and
   the node must stop serving them (disconnect their participants, who rejoin and are
-  routed to the room's new node). It never takes them back by itself. It is alive again
-  from that renewal, for new rooms and the old ones that did not move.
+  routed to the room's new node). It never takes them back by itself. The reaper ended
+  every call record of its workers, but its other participants (its parts of rooms
+  living elsewhere, rooms with nowhere to go) are still connected: it opens new records
+  for them (scheduler/booking/calls.py, ``reopen_calls``), or usage and its workers'
+  load would leave them out. It is alive again from that renewal, for new rooms and the
+  old ones that did not move.
 - A lease that came back: while it had lapsed, the other nodes read this node's parts
   of spread rooms as gone (scheduler/media/spread.py reads live nodes' parts only), and
   they read a room again only when told. A renewal that ends after the old lease ran
@@ -187,7 +191,7 @@ def move_rooms(session: Session, config: SchedulerConfig, rooms: Sequence[tuple[
     return moved
 
 
-MovedHook = Callable[[list[str]], Awaitable[None]]
+ReapedHook = Callable[[list[str]], Awaitable[None]]
 
 
 class NodeLease:
@@ -195,15 +199,16 @@ class NodeLease:
 
     ``lease_valid`` says whether the last successful renewal's lease still runs (on the
     monotonic clock, measured from before the renewal was sent, so it errs on the short
-    side). ``on_rooms_moved`` is called with the rooms that moved away while this node
-    was reaped: the front stops serving them.
+    side). ``on_reaped`` is called when a renewal finds this node was reaped, with the
+    rooms that moved away meanwhile: the front stops serving them, and opens new call
+    records for the participants it still has (the reaper ended their records).
     """
 
     def __init__(self, db: Database, config: SchedulerConfig, node_id: int, lease: timedelta,
-                 *, reap: bool, on_rooms_moved: MovedHook | None = None,
+                 *, reap: bool, on_reaped: ReapedHook | None = None,
                  clock: Callable[[], datetime]) -> None:
         self.db, self.config, self.node_id, self.lease = db, config, node_id, lease
-        self.reap, self.on_rooms_moved, self.clock = reap, on_rooms_moved, clock
+        self.reap, self.on_reaped, self.clock = reap, on_reaped, clock
         self._valid_until = time.monotonic() + lease.total_seconds()  # taken at registration
         self._task: asyncio.Task[None] | None = None
 
@@ -229,8 +234,8 @@ class NodeLease:
         if not lease.held:
             log.warning("this node had been reaped; rooms that moved away: %s",
                         ", ".join(lease.moved_rooms) or "none")
-            if lease.moved_rooms and self.on_rooms_moved is not None:
-                await self.on_rooms_moved(list(lease.moved_rooms))
+            if self.on_reaped is not None:
+                await self.on_reaped(list(lease.moved_rooms))
         if self.reap:
             for room, worker in await asyncio.to_thread(reap_dead_nodes, self.db, self.clock(),
                                                         config=self.config):

@@ -985,3 +985,62 @@ async def test_a_killed_nodes_participants_leave_the_spread_room_when_it_is_reap
         for client in clients:
             await client.close()
         database.dispose()
+
+
+async def test_a_paused_node_that_was_reaped_records_the_calls_it_still_has_again(
+        spreading_nodes) -> None:
+    """A spread room living on node A; node B's part has a participant. Node B is paused
+    (SIGSTOP) until it is reaped, which ends the call records of its workers; the room
+    does not move (it lives on node A). When node B resumes and learns it was reaped, its
+    participant is still connected: it gets a new call record, on node B's worker. Node B
+    used to serve it on with its record ended: usage and its worker's load left it out
+    for the rest of the call."""
+    node_a, node_b, url = spreading_nodes
+    room = "vichrice-jesenik"
+    guest = issue_token(SECRET, JoinGrant(room=room, role="guest"), 600)
+    database = Database(url)
+    clients: list[SignalClient] = []
+
+    def node_b_lease() -> tuple[bool, bool]:
+        """Whether node B was reaped, and whether its lease runs now."""
+        with database.session() as session:
+            dead, running = session.execute(text(
+                "SELECT dead_at IS NOT NULL, lease_expires_at > :now FROM media_nodes "
+                "WHERE name = 'node-b'"), {"now": datetime.now(UTC)}).one()
+            return bool(dead), bool(running)
+
+    def calls() -> list[tuple[str, str, bool]]:
+        """Each call record of the room: who, on which node, whether it is open."""
+        with database.session() as session:
+            return [tuple(row) for row in session.execute(text(
+                "SELECT c.participant, n.name, c.left_at IS NULL FROM call_records c "
+                "JOIN media_workers w ON w.id = c.worker_id JOIN media_nodes n "
+                "ON n.id = w.node_id WHERE c.room_name = :room ORDER BY c.id"), {"room": room})]
+
+    try:
+        clients.append(await join_through(node_a.front, guest, "Praha"))
+        clients.append(await join_through(node_b.front, guest, "Ostrava"))
+        ostrava = clients[1]
+        assert await wait_until(lambda: calls() == [("Praha", "node-a", True),
+                                                    ("Ostrava", "node-b", True)], timeout=20)
+
+        os.killpg(node_b.process.pid, signal.SIGSTOP)
+        assert await wait_until(lambda: node_b_lease()[0], timeout=4 * LEASE_S + 10)
+        # The reaper ended node B's calls.
+        assert calls() == [("Praha", "node-a", True), ("Ostrava", "node-b", False)]
+        os.killpg(node_b.process.pid, signal.SIGCONT)
+        assert await wait_until(lambda: node_b_lease() == (False, True), timeout=4 * LEASE_S + 10)
+        assert await wait_until(lambda: calls() == [("Praha", "node-a", True),
+                                                    ("Ostrava", "node-b", False),
+                                                    ("Ostrava", "node-b", True)], timeout=10), \
+            calls()
+        assert not ostrava.ws.closed and ostrava.of_type("closed") == []  # its call went on
+
+        await ostrava.close()  # and when it leaves, its new record ends
+        assert await wait_until(lambda: calls()[-1] == ("Ostrava", "node-b", False), timeout=10)
+    finally:
+        if node_b.process.poll() is None:
+            os.killpg(node_b.process.pid, signal.SIGCONT)
+        for client in clients:
+            await client.close()
+        database.dispose()

@@ -13,8 +13,10 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, func, select, text, update
+from sqlalchemy.orm import Session
 
 from scheduler.booking.bridges import create_bridge
+from scheduler.booking.calls import reopen_calls
 from scheduler.booking.units import ParticipantMix
 from scheduler.db import Database
 from scheduler.media.leases import NodeLease, reap_dead_nodes, renew_lease
@@ -277,7 +279,7 @@ async def test_the_fronts_lease_renews_reaps_and_reports_rooms_that_moved(
         closed.extend(rooms)
 
     keepers = {node_id: NodeLease(bare.db, bare.config, node_id, LEASE, reap=True,
-                                  on_rooms_moved=rooms_moved, clock=clock)
+                                  on_reaped=rooms_moved, clock=clock)
                for node_id in (brno, ostrava)}
     assert keepers[ostrava].lease_valid
     await keepers[ostrava].renew()  # renews, then reaps Brno
@@ -409,3 +411,37 @@ def test_a_node_that_starts_with_fewer_workers_moves_the_rooms_of_those_it_no_lo
         move = session.scalar(select(RoomMove).where(RoomMove.room_name == bridge_room))
         assert move is not None and (move.from_worker_id, move.to_worker_id) == (second, first)
         assert session.scalar(select(Room.worker_id).where(Room.name == "porada")) == first
+
+
+def test_the_calls_a_reaped_node_still_has_are_recorded_again_from_its_renewal(bare: World) -> None:
+    # Brno was paused, not dead: reaped, its calls ended, but Jana is still connected to
+    # its part of a room living on Ostrava; Petr joined there after the reaping.
+    brno = node(bare.db, "brno")
+    ostrava = node(bare.db, "ostrava")
+    brno_worker = min(workers_of(bare.db, brno))
+
+    def brno_load(session: Session) -> int:
+        return next(w.live for w in worker_loads(session, bare.config.unit_costs)
+                    if w.worker_id == brno_worker)
+
+    _in_call(bare.db, "porada", "Jana", brno_worker)
+    later = NOW + timedelta(seconds=12)
+    renew_lease(bare.db, ostrava, later, LEASE)
+    reap_dead_nodes(bare.db, later, config=bare.config)
+    _in_call(bare.db, "porada", "Petr", brno_worker)
+    with bare.db.session() as session:
+        jana, petr = (session.scalar(select(CallRecord).where(CallRecord.participant == name))
+                      for name in ("Jana", "Petr"))
+        assert jana is not None and petr is not None and jana.left_at == later
+    woke = later + timedelta(seconds=20)
+    with bare.db.write_session() as session:
+        before = brno_load(session)
+        reopened = reopen_calls(session, [jana.id, petr.id], woke)
+    assert list(reopened) == [jana.id], "Petr's record is still open"
+    with bare.db.session() as session:
+        again = session.get(CallRecord, reopened[jana.id])
+        assert again is not None and again.left_at is None and again.joined_at == woke
+        assert (again.room_name, again.participant, again.kind, again.worker_id,
+                again.organisation_id) == ("porada", "Jana", jana.kind, brno_worker,
+                                           jana.organisation_id)
+        assert brno_load(session) > before  # Jana counts in its worker's load again
