@@ -72,6 +72,14 @@ def test_what_is_not_sip_is_refused_with_a_reason(data: bytes) -> None:
     assert str(error.value)
 
 
+def test_a_method_is_any_token_and_kept_as_written() -> None:
+    """Methods are case-sensitive (RFC 3261 7.1): a lower-case one is another method, for
+    the agent to answer 501, not a message we cannot read."""
+    message = parse(b"invite sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\n"
+                    b"CSeq: 1 invite\r\n\r\n")
+    assert message.method == "invite" and message.cseq == (1, "invite")
+
+
 def test_a_stream_is_cut_into_whole_messages() -> None:
     options = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
                b"To: <sip:x@y>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")

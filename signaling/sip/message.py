@@ -93,11 +93,12 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        """(number, method) of the CSeq header; SipParseError when it is not one."""
+        """(number, method) of the CSeq header; SipParseError when it is not one. The
+        method as written: methods are case-sensitive (RFC 3261 7.1)."""
         parts = self.get("CSeq").split()
         if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
             raise SipParseError("bad CSeq header")
-        return int(parts[0]), parts[1].upper()
+        return int(parts[0]), parts[1]
 
     def to_bytes(self) -> bytes:
         first = f"{self.method} {self.uri} {VERSION}" if self.is_request \
@@ -184,7 +185,9 @@ def _start_line(line: str) -> SipMessage:
     method, uri, version = parts
     if version != VERSION:
         raise SipParseError(f"unsupported version {version[:20]!r}")
-    if not _TOKEN.match(method) or not method.isupper():
+    # Any token: an extension method, or one in lower case (another method, methods being
+    # case-sensitive: RFC 3261 7.1), is for the agent to answer 501 with Allow.
+    if not _TOKEN.match(method):
         raise SipParseError("bad method")
     if not uri or " " in uri:
         raise SipParseError("bad Request-URI")

@@ -425,6 +425,21 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
     assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
 
 
+async def test_a_method_we_do_not_know_gets_501_with_allow_whatever_its_case(server) -> None:
+    """Methods are case-sensitive tokens (RFC 3261 7.1): ``invite`` is not INVITE but a
+    method we do not know, like an extension's, and gets 501 with Allow (21.5.2), not 400."""
+    room = bridge(server)
+    raw = RawSip(server)
+    try:
+        for method in ("invite", "Options", "X-FOO"):
+            raw.send(raw.request(method, f"sip:{room}@127.0.0.1", call_id=f"method-{method}"))
+            (answer,) = await raw.responses()
+            assert answer.status == 501 and answer.cseq == (1, method), answer
+            assert "INVITE" in answer.get("Allow").split(", ")
+    finally:
+        raw.close()
+
+
 async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
     """A unit that keeps its TCP connection alive with RFC 5626's ping (a double CRLF
     between messages) gets the pong, one CRLF, at once (3.5.1: a server MUST), else it
