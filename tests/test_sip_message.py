@@ -96,6 +96,20 @@ def test_a_stream_is_cut_into_whole_messages() -> None:
         frame(bytearray(b"X" * 70000))
 
 
+def test_content_length_headers_that_differ_are_refused_by_framing_and_parser_alike() -> None:
+    """With two Content-Length headers the stream's framing and the parser must not each
+    take another (one cut the message at one, the other read a body of the other); two
+    that differ are refused, two that agree are one."""
+    head = (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+            b"To: <sip:x@y>\r\nCall-ID: two\r\nCSeq: 1 INVITE\r\n")
+    conflicting = head + b"Content-Length: 0\r\nl: 5\r\n\r\nv=0\r\n"
+    for cut in (frame, parse):
+        with pytest.raises(SipParseError, match="conflicting Content-Length"):
+            cut(bytearray(conflicting) if cut is frame else conflicting)
+    agreeing = head + b"Content-Length: 5\r\nl: 5\r\n\r\nv=0\r\n"
+    assert parse(frame(bytearray(agreeing)) or b"").body == b"v=0\r\n"
+
+
 @pytest.mark.parametrize(("offer", "same"), [
     (b"v=0\r\no=- 7 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 4000 RTP/AVP 0\r\n", True),
     (b"v=0\r\no=- 7 1 IN IP4 10.0.0.1\r\ns=-\r\nm=audio 5000 RTP/AVP 0\r\n", True),  # the version says

@@ -165,11 +165,11 @@ def parse(data: bytes) -> SipMessage:
     _, method = message.cseq
     if message.is_request and method != message.method and message.method not in ("ACK", "CANCEL"):
         raise SipParseError("CSeq method differs from the request's")
-    length = message.get("Content-Length")
-    if length:
-        if not length.isdigit() or int(length) > len(body):
+    length = _one_length(message.get_all("Content-Length"))
+    if length is not None:
+        if length > len(body):
             raise SipParseError("Content-Length says more than the message holds")
-        body = body[:int(length)]
+        body = body[:length]
     message.body = body
     return message
 
@@ -206,14 +206,12 @@ def frame(buffer: bytearray) -> bytes | None:
             raise SipParseError("headers too long")
         return None
     head = bytes(buffer[:end]).decode("utf-8", "replace")
-    length = None
+    lengths: list[str] = []
     for line in head.split("\r\n")[1:]:
         name, _, value = line.partition(":")
         if header_name(name) == "Content-Length":
-            value = value.strip()
-            if not value.isdigit():
-                raise SipParseError("bad Content-Length")
-            length = int(value)
+            lengths.append(value.strip())
+    length = _one_length(lengths)
     if length is None:
         raise SipParseError("no Content-Length on a stream")
     total = end + 4 + length
@@ -224,6 +222,19 @@ def frame(buffer: bytearray) -> bytes | None:
     data = bytes(buffer[:total])
     del buffer[:total]
     return data
+
+
+def _one_length(values: list[str]) -> int | None:
+    """The body's length that the Content-Length headers say; None without one. Two that
+    differ are refused: the stream's framing and the parser would each believe another,
+    and what the unit meant cannot be known (a message smuggled in a body, say)."""
+    if not values:
+        return None
+    if any(not (value.isascii() and value.isdigit()) or len(value) > 10 for value in values):
+        raise SipParseError("bad Content-Length")
+    if len({int(value) for value in values}) > 1:
+        raise SipParseError("conflicting Content-Length headers")
+    return int(values[0])
 
 
 # Parts of headers -----------------------------------------------------------------------

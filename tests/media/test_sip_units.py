@@ -457,11 +457,12 @@ async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
         unit.close()
 
 
-@pytest.mark.parametrize("fault", ["no_length", "too_large"])
+@pytest.mark.parametrize("fault", ["no_length", "too_large", "two_lengths"])
 async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_the_stream_closes(
         server, fault: str) -> None:
     """A request over TCP without Content-Length (a stream needs it to find the message's
-    end, RFC 3261 18.3), or one that says it is longer than any we take: nothing after
+    end, RFC 3261 18.3), one with two that differ, or one that says it is longer than
+    any we take: nothing after
     it can be read, so the connection closes, but first the unit is told why in a 400
     (it only saw the connection close)."""
     room = bridge(server)
@@ -470,12 +471,15 @@ async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_th
         request = unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="uncut")
         if fault == "no_length":
             request = request.replace(b"Content-Length: 0\r\n", b"")
-        else:
+        elif fault == "too_large":
             request = request.replace(b"Content-Length: 0", b"Content-Length: 999999")
+        else:  # which one the body's end is cannot be known: what follows may be a message
+            request = request.replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 4") + b"\r\n\r\n"
         unit.send(request)
         (refused,) = await unit.responses()
         assert refused.status == 400 and refused.call_id == "uncut", refused
-        assert ("no Content-Length" if fault == "no_length" else "too large") in refused.reason
+        assert {"no_length": "no Content-Length", "too_large": "too large",
+                "two_lengths": "conflicting Content-Length"}[fault] in refused.reason
         assert await asyncio.wait_for(unit.reader.read(), 5) == b""  # and the stream ends
     finally:
         unit.close()
