@@ -440,6 +440,48 @@ async def test_a_method_we_do_not_know_gets_501_with_allow_whatever_its_case(ser
         raw.close()
 
 
+def with_isup(handling: str) -> bytes:
+    """OFFER in a multipart/mixed body with an ISUP part after it, as an SBC in front of
+    a unit on the telephone network sends it (RFC 3204)."""
+    return (b"--part\r\nContent-Type: application/sdp\r\nContent-Disposition: session\r\n\r\n" + OFFER
+            + b"\r\n--part\r\nContent-Type: application/ISUP;version=itu-t92+\r\n"
+            + b"Content-Disposition: signal" + handling.encode() + b"\r\n\r\n\x01\x00\x49\r\n--part--\r\n")
+
+
+async def test_an_sdp_offer_in_a_multipart_body_is_taken_and_a_part_we_must_read_is_refused(server) -> None:
+    """An INVITE whose SDP comes in a multipart/mixed body with another part (RFC 5621 4.2:
+    every agent takes multipart/mixed) is answered with the SDP's call; one with a part
+    we cannot read and must (its handling not optional: RFC 3261 20.11) gets 415 with
+    Accept, as does another type of body."""
+    room = bridge(server)
+    raw = RawSip(server)
+    uri = f"sip:{room}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="multipart", body=with_isup(";handling=optional"),
+                             content_type="multipart/mixed;boundary=part"))
+        answered = next(r for r in await raw.responses(2) if r.status >= 200)
+        assert answered.status == 200, answered
+        assert parse_offer(answered.body.decode()).media[0].port  # its audio taken
+        to_tag = tag_of(answered.get("To"))
+        raw.send(raw.request("ACK", uri, call_id="multipart", to_tag=to_tag, branch="z9hG4bKmpack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        raw.send(raw.request("BYE", uri, call_id="multipart", cseq=2, to_tag=to_tag, branch="z9hG4bKmpbye"))
+        (bye,) = await raw.responses()
+        assert bye.status == 200
+        for call_id, body, content_type in (
+                ("required", with_isup(""), "multipart/mixed;boundary=part"),
+                ("text", b"hello", "text/plain")):
+            raw.send(raw.request("INVITE", uri, call_id=call_id, body=body, content_type=content_type,
+                                 branch=f"z9hG4bK{call_id}"))
+            (refused,) = await raw.responses()
+            assert refused.status == 415 and "application/sdp" in refused.get("Accept"), refused
+            raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=tag_of(refused.get("To")),
+                                 branch=f"z9hG4bK{call_id}"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+
+
 async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
     """A unit that keeps its TCP connection alive with RFC 5626's ping (a double CRLF
     between messages) gets the pong, one CRLF, at once (3.5.1: a server MUST), else it
