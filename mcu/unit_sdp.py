@@ -10,6 +10,7 @@ or, when nothing is usable, with :class:`SdpError`, whose ``code`` says why.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -67,7 +68,7 @@ class MediaOffer:
     rtcp_port: int | None = None
     rtcp_address: str | None = None
     crypto: list[Crypto] = field(default_factory=list)
-    ptime: int | None = None
+    ptime: float | None = None  # milliseconds; RFC 4566 6 allows a fraction (20.0)
     imageattr: dict[str, str] = field(default_factory=dict)  # pt or "*" -> its sets (RFC 6236)
     # pt or "*" -> the RTCP feedback it takes (RFC 4585 a=rtcp-fb: "nack", "nack pli", ...)
     rtcp_fb: dict[str, set[str]] = field(default_factory=dict)
@@ -160,7 +161,9 @@ def _attribute(m: MediaOffer, value: str) -> None:
             if len(parts) >= 4:
                 m.rtcp_address = _connection_address(" ".join(parts[1:4]))
         elif name == "ptime":
-            m.ptime = int(rest)
+            # We send 20 ms packets whatever it says, so one we cannot read costs no call.
+            with contextlib.suppress(ValueError):
+                m.ptime = float(rest)
         elif name == "imageattr":
             pt, _, sets = rest.strip().partition(" ")
             m.imageattr[pt] = sets.strip()

@@ -72,6 +72,14 @@ def test_what_is_not_sip_is_refused_with_a_reason(data: bytes) -> None:
     assert str(error.value)
 
 
+def test_a_method_is_any_token_and_kept_as_written() -> None:
+    """Methods are case-sensitive (RFC 3261 7.1): a lower-case one is another method, for
+    the agent to answer 501, not a message we cannot read."""
+    message = parse(b"invite sip:x SIP/2.0\r\nVia: a\r\nFrom: a\r\nTo: a\r\nCall-ID: a\r\n"
+                    b"CSeq: 1 invite\r\n\r\n")
+    assert message.method == "invite" and message.cseq == (1, "invite")
+
+
 def test_a_stream_is_cut_into_whole_messages() -> None:
     options = (b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
                b"To: <sip:x@y>\r\nCall-ID: o\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
@@ -86,6 +94,20 @@ def test_a_stream_is_cut_into_whole_messages() -> None:
         frame(bytearray(options.replace(b"Content-Length: 0\r\n", b"")))
     with pytest.raises(SipParseError):
         frame(bytearray(b"X" * 70000))
+
+
+def test_content_length_headers_that_differ_are_refused_by_framing_and_parser_alike() -> None:
+    """With two Content-Length headers the stream's framing and the parser must not each
+    take another (one cut the message at one, the other read a body of the other); two
+    that differ are refused, two that agree are one."""
+    head = (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+            b"To: <sip:x@y>\r\nCall-ID: two\r\nCSeq: 1 INVITE\r\n")
+    conflicting = head + b"Content-Length: 0\r\nl: 5\r\n\r\nv=0\r\n"
+    for cut in (frame, parse):
+        with pytest.raises(SipParseError, match="conflicting Content-Length"):
+            cut(bytearray(conflicting) if cut is frame else conflicting)
+    agreeing = head + b"Content-Length: 5\r\nl: 5\r\n\r\nv=0\r\n"
+    assert parse(frame(bytearray(agreeing)) or b"").body == b"v=0\r\n"
 
 
 @pytest.mark.parametrize(("offer", "same"), [

@@ -93,11 +93,12 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        """(number, method) of the CSeq header; SipParseError when it is not one."""
+        """(number, method) of the CSeq header; SipParseError when it is not one. The
+        method as written: methods are case-sensitive (RFC 3261 7.1)."""
         parts = self.get("CSeq").split()
         if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
             raise SipParseError("bad CSeq header")
-        return int(parts[0]), parts[1].upper()
+        return int(parts[0]), parts[1]
 
     def to_bytes(self) -> bytes:
         first = f"{self.method} {self.uri} {VERSION}" if self.is_request \
@@ -164,11 +165,11 @@ def parse(data: bytes) -> SipMessage:
     _, method = message.cseq
     if message.is_request and method != message.method and message.method not in ("ACK", "CANCEL"):
         raise SipParseError("CSeq method differs from the request's")
-    length = message.get("Content-Length")
-    if length:
-        if not length.isdigit() or int(length) > len(body):
+    length = _one_length(message.get_all("Content-Length"))
+    if length is not None:
+        if length > len(body):
             raise SipParseError("Content-Length says more than the message holds")
-        body = body[:int(length)]
+        body = body[:length]
     message.body = body
     return message
 
@@ -184,7 +185,9 @@ def _start_line(line: str) -> SipMessage:
     method, uri, version = parts
     if version != VERSION:
         raise SipParseError(f"unsupported version {version[:20]!r}")
-    if not _TOKEN.match(method) or not method.isupper():
+    # Any token: an extension method, or one in lower case (another method, methods being
+    # case-sensitive: RFC 3261 7.1), is for the agent to answer 501 with Allow.
+    if not _TOKEN.match(method):
         raise SipParseError("bad method")
     if not uri or " " in uri:
         raise SipParseError("bad Request-URI")
@@ -203,14 +206,12 @@ def frame(buffer: bytearray) -> bytes | None:
             raise SipParseError("headers too long")
         return None
     head = bytes(buffer[:end]).decode("utf-8", "replace")
-    length = None
+    lengths: list[str] = []
     for line in head.split("\r\n")[1:]:
         name, _, value = line.partition(":")
         if header_name(name) == "Content-Length":
-            value = value.strip()
-            if not value.isdigit():
-                raise SipParseError("bad Content-Length")
-            length = int(value)
+            lengths.append(value.strip())
+    length = _one_length(lengths)
     if length is None:
         raise SipParseError("no Content-Length on a stream")
     total = end + 4 + length
@@ -221,6 +222,19 @@ def frame(buffer: bytearray) -> bytes | None:
     data = bytes(buffer[:total])
     del buffer[:total]
     return data
+
+
+def _one_length(values: list[str]) -> int | None:
+    """The body's length that the Content-Length headers say; None without one. Two that
+    differ are refused: the stream's framing and the parser would each believe another,
+    and what the unit meant cannot be known (a message smuggled in a body, say)."""
+    if not values:
+        return None
+    if any(not (value.isascii() and value.isdigit()) or len(value) > 10 for value in values):
+        raise SipParseError("bad Content-Length")
+    if len({int(value) for value in values}) > 1:
+        raise SipParseError("conflicting Content-Length headers")
+    return int(values[0])
 
 
 # Parts of headers -----------------------------------------------------------------------

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.parser
+import email.policy
 import logging
 import random
 import re
@@ -500,6 +502,13 @@ class SipAgent:
         if pending is not None:  # retransmitted while we decide: still trying
             self._send(flow, response_to(request, 100))
             return
+        offer = session_description(request)
+        if offer is None:  # (a re-INVITE's call goes on as it was)
+            response = response_to(request, 415, to_tag=tag_of(request.get("To")) or new_tag())
+            response.add("Accept", "application/sdp, multipart/mixed")
+            self._cache_and_send(request, flow, branch, response)
+            return
+        request.body = offer  # from here on, the INVITE's body is its SDP alone
         existing = self._dialog(request)
         if existing is not None:  # a re-INVITE: the session stays as it was answered
             if existing.ended:
@@ -550,8 +559,7 @@ class SipAgent:
             response.add("Unsupported", request.get("Require"))
             self._cache_and_send(request, flow, branch, response)
             return
-        content_type = request.get("Content-Type").split(";")[0].strip().lower()
-        if not request.body or content_type != "application/sdp":
+        if not request.body:
             # Units offer in the INVITE; an offer in the ACK (late offer) is not taken.
             response = response_to(request, 488, "Not Acceptable Here: an SDP offer is required",
                                    to_tag=new_tag())
@@ -1192,6 +1200,34 @@ def same_session(offer: bytes, known: bytes) -> bool:
     if found is not None:
         return found == sdp_origin(known)
     return offer.replace(b"\r\n", b"\n").strip() == known.replace(b"\r\n", b"\n").strip()
+
+
+def session_description(request: SipMessage) -> bytes | None:
+    """The SDP in a request's body: all of it (application/sdp), or the application/sdp
+    part of a multipart/mixed one (RFC 5621 4.2: every agent takes multipart/mixed; an
+    SBC adds ISUP, say); b"" when there is none. None for a body we cannot take (415):
+    another type, or a part besides the SDP whose handling is not optional (RFC 3261
+    20.11: required, unless it says otherwise)."""
+    if not request.body:
+        return b""
+    content_type = request.get("Content-Type")
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/sdp":
+        return request.body
+    if kind != "multipart/mixed":
+        return None
+    whole = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + request.body)
+    sdp = b""
+    for part in whole.walk():
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        if part.get_content_type() == "application/sdp" and not sdp and isinstance(payload, bytes):
+            sdp = payload
+        elif str(part.get_param("handling", "required", header="content-disposition")).lower() != "optional":
+            return None
+    return sdp
 
 
 def _quoted(text: str) -> str:

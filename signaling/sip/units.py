@@ -272,7 +272,7 @@ class RoomUnits:
                                 place.channel.name)
                 else:
                     why = (403, "wrong PIN")
-            if why is None and place.channel.locked:
+            if why is None and await self._locked(place.channel):
                 # Its host locked the room while it keyed in: it would be a newcomer now,
                 # as a page joining now is, and such are kept out (it was let in).
                 why = (403, "the room is locked by its host")
@@ -296,6 +296,14 @@ class RoomUnits:
         await self._enter(member, place)
         if member.call.ended:  # it hung up while it went in
             await member.close()
+
+    async def _locked(self, channel: RoomChannel) -> bool:
+        """Whether the room is locked by its host. This node's flag, and on several nodes
+        the database's, as a new call's admission reads it (multipoint/app.py): a host on
+        another node locks the room there first, and this node hears of it a moment later;
+        a PIN keyed in within that moment got in."""
+        spread = self.signaling.spread
+        return channel.locked or (spread is not None and await spread.store.room_locked(channel.name))
 
     async def room_closed(self, room: str, reason: str) -> None:
         """The room closes (its booking is over, the operator ends it): the units in its

@@ -261,3 +261,12 @@ def test_a_later_answer_keeps_the_session_id_and_counts_the_version_up() -> None
     assert later.split("\r\n")[2:] == ours.split("\r\n")[2:]
     with pytest.raises(SdpError):
         origin("v=0\r\ns=-\r\n")
+
+
+@pytest.mark.parametrize("lines", ["a=ptime:20.0\r\na=maxptime:40.5\r\n", "a=ptime:twenty\r\n"])
+def test_a_packet_time_that_is_not_a_whole_number_costs_no_call(lines: str) -> None:
+    """RFC 4566 6 lets a=ptime (and a=maxptime) be a fraction; we send 20 ms packets
+    whatever it says, so neither that nor an odd value refuses the offer."""
+    offer = parse_offer(POLY.replace("a=sendrecv\r\n", "a=sendrecv\r\n" + lines))
+    assert choose_audio(offer).payload_type == 116
+    assert offer.media[0].ptime == (20.0 if "20.0" in lines else None)

@@ -556,6 +556,36 @@ async def test_a_unit_calling_a_node_that_takes_part_of_a_room_locked_on_the_oth
         await asyncio.sleep(1)
         assert parts() == ["node-a"]  # node B has no part of the room: nobody of it got in
         assert {p["name"] for p in page.of_type("participants")[-1]["participants"]} == {"Praha"}
+
+        # The same with the PIN keyed in just after the lock, before node B hears of it:
+        # the lock in the database as node A writes it, its notice (what node B hears it
+        # by) held back. Node B reads the lock from the database, as a new call's
+        # admission does, and keeps the unit out; its own flag let it in.
+        await lock(False)
+        deadline = loop.time() + 10
+        while 'value="unlock"' in await operator.live():
+            assert loop.time() < deadline, "node B did not learn the room was opened"
+            await asyncio.sleep(0.2)
+        ok = await sip_exchange(unit, sip_port, request("INVITE", by_number, "lobby-2", body=OFFER,
+                                                        branch="z9hG4bKlobby2"), final("lobby-2"))
+        assert ok.status == 200, ok
+        to_tag = tag_of(ok.get("To"))
+        unit.sendto(request("ACK", by_number, "lobby-2", to_tag=to_tag, branch="z9hG4bKlobby2"),
+                    ("127.0.0.1", sip_port))
+        with database.session() as session:
+            session.execute(text("UPDATE room_parts SET locked = true WHERE room_name = :room"),
+                            {"room": room})
+        assert 'value="unlock"' not in await operator.live()  # node B has not heard of it
+        for index, key in enumerate([*pin, "#"]):
+            unit.sendto(request("INFO", by_number, "lobby-2", cseq=index + 2, to_tag=to_tag,
+                                body=f"Signal={key}\r\n".encode(), branch=f"z9hG4bKpin2{index}",
+                                content_type="application/dtmf-relay"), ("127.0.0.1", sip_port))
+        bye = await sip_exchange(unit, sip_port, b"", lambda m: m.is_request and m.method == "BYE"
+                                 and m.call_id == "lobby-2")  # (not copies of the first's)
+        assert "cause=403" in bye.get("Reason"), bye.get("Reason")
+        await asyncio.sleep(1)
+        assert parts() == ["node-a"]
+        assert {p["name"] for p in page.of_type("participants")[-1]["participants"]} == {"Praha"}
     finally:
         unit.close()
         if operator is not None:

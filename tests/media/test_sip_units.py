@@ -425,6 +425,63 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
     assert room not in server.app[MEDIA].rooms or not server.app[MEDIA].rooms[room].participants
 
 
+async def test_a_method_we_do_not_know_gets_501_with_allow_whatever_its_case(server) -> None:
+    """Methods are case-sensitive tokens (RFC 3261 7.1): ``invite`` is not INVITE but a
+    method we do not know, like an extension's, and gets 501 with Allow (21.5.2), not 400."""
+    room = bridge(server)
+    raw = RawSip(server)
+    try:
+        for method in ("invite", "Options", "X-FOO"):
+            raw.send(raw.request(method, f"sip:{room}@127.0.0.1", call_id=f"method-{method}"))
+            (answer,) = await raw.responses()
+            assert answer.status == 501 and answer.cseq == (1, method), answer
+            assert "INVITE" in answer.get("Allow").split(", ")
+    finally:
+        raw.close()
+
+
+def with_isup(handling: str) -> bytes:
+    """OFFER in a multipart/mixed body with an ISUP part after it, as an SBC in front of
+    a unit on the telephone network sends it (RFC 3204)."""
+    return (b"--part\r\nContent-Type: application/sdp\r\nContent-Disposition: session\r\n\r\n" + OFFER
+            + b"\r\n--part\r\nContent-Type: application/ISUP;version=itu-t92+\r\n"
+            + b"Content-Disposition: signal" + handling.encode() + b"\r\n\r\n\x01\x00\x49\r\n--part--\r\n")
+
+
+async def test_an_sdp_offer_in_a_multipart_body_is_taken_and_a_part_we_must_read_is_refused(server) -> None:
+    """An INVITE whose SDP comes in a multipart/mixed body with another part (RFC 5621 4.2:
+    every agent takes multipart/mixed) is answered with the SDP's call; one with a part
+    we cannot read and must (its handling not optional: RFC 3261 20.11) gets 415 with
+    Accept, as does another type of body."""
+    room = bridge(server)
+    raw = RawSip(server)
+    uri = f"sip:{room}@127.0.0.1"
+    try:
+        raw.send(raw.request("INVITE", uri, call_id="multipart", body=with_isup(";handling=optional"),
+                             content_type="multipart/mixed;boundary=part"))
+        answered = next(r for r in await raw.responses(2) if r.status >= 200)
+        assert answered.status == 200, answered
+        assert parse_offer(answered.body.decode()).media[0].port  # its audio taken
+        to_tag = tag_of(answered.get("To"))
+        raw.send(raw.request("ACK", uri, call_id="multipart", to_tag=to_tag, branch="z9hG4bKmpack"))
+        assert await wait_until(lambda: len(units_in(server, room)) == 1)
+        raw.send(raw.request("BYE", uri, call_id="multipart", cseq=2, to_tag=to_tag, branch="z9hG4bKmpbye"))
+        (bye,) = await raw.responses()
+        assert bye.status == 200
+        for call_id, body, content_type in (
+                ("required", with_isup(""), "multipart/mixed;boundary=part"),
+                ("text", b"hello", "text/plain")):
+            raw.send(raw.request("INVITE", uri, call_id=call_id, body=body, content_type=content_type,
+                                 branch=f"z9hG4bK{call_id}"))
+            (refused,) = await raw.responses()
+            assert refused.status == 415 and "application/sdp" in refused.get("Accept"), refused
+            raw.send(raw.request("ACK", uri, call_id=call_id, to_tag=tag_of(refused.get("To")),
+                                 branch=f"z9hG4bK{call_id}"))
+        assert await wait_until(lambda: not units_in(server, room))
+    finally:
+        raw.close()
+
+
 async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
     """A unit that keeps its TCP connection alive with RFC 5626's ping (a double CRLF
     between messages) gets the pong, one CRLF, at once (3.5.1: a server MUST), else it
@@ -442,11 +499,12 @@ async def test_a_keep_alive_ping_over_tcp_gets_its_pong(server) -> None:
         unit.close()
 
 
-@pytest.mark.parametrize("fault", ["no_length", "too_large"])
+@pytest.mark.parametrize("fault", ["no_length", "too_large", "two_lengths"])
 async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_the_stream_closes(
         server, fault: str) -> None:
     """A request over TCP without Content-Length (a stream needs it to find the message's
-    end, RFC 3261 18.3), or one that says it is longer than any we take: nothing after
+    end, RFC 3261 18.3), one with two that differ, or one that says it is longer than
+    any we take: nothing after
     it can be read, so the connection closes, but first the unit is told why in a 400
     (it only saw the connection close)."""
     room = bridge(server)
@@ -455,12 +513,15 @@ async def test_a_message_that_cannot_be_cut_from_a_tcp_stream_gets_400_before_th
         request = unit.request("OPTIONS", f"sip:{room}@127.0.0.1", call_id="uncut")
         if fault == "no_length":
             request = request.replace(b"Content-Length: 0\r\n", b"")
-        else:
+        elif fault == "too_large":
             request = request.replace(b"Content-Length: 0", b"Content-Length: 999999")
+        else:  # which one the body's end is cannot be known: what follows may be a message
+            request = request.replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 4") + b"\r\n\r\n"
         unit.send(request)
         (refused,) = await unit.responses()
         assert refused.status == 400 and refused.call_id == "uncut", refused
-        assert ("no Content-Length" if fault == "no_length" else "too large") in refused.reason
+        assert {"no_length": "no Content-Length", "too_large": "too large",
+                "two_lengths": "conflicting Content-Length"}[fault] in refused.reason
         assert await asyncio.wait_for(unit.reader.read(), 5) == b""  # and the stream ends
     finally:
         unit.close()
