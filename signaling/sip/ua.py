@@ -5,9 +5,9 @@ SDP offer (answered in the 200), ACK, BYE either way, CANCEL, re-INVITE (a sessi
 refresh, answered with the session as it is; a new offer, hold or a new address, goes to
 the application, which answers it or refuses it with 488, and then the call goes on as
 it was; cancelled before that answer, it gets 487 and the call goes on as it was too),
-INFO with keys, OPTIONS (keep-alive and capability queries); every other
-method gets 405 with ``Allow``. docs/sip.md says why this is our
-own and not a SIP stack's.
+INFO with keys, OPTIONS (keep-alive and capability queries); a method of SIP's that
+we do not take (REGISTER, SUBSCRIBE, UPDATE...) gets 405 with ``Allow``, any other
+method 501 with ``Allow``. docs/sip.md says why this is our own and not a SIP stack's.
 
 Transactions, as far as a UAS needs them (RFC 3261 17.2): a retransmitted request gets
 the last response again; a 2xx to an INVITE or re-INVITE is retransmitted on every
@@ -67,6 +67,9 @@ TRANSACTION_S = 64 * T1_S  # timer B/H: how long a transaction may wait for its 
 TIMER_D_S = 32.0  # RFC 3261 timer D: how long our ACK of a refusal answers its copies (UDP)
 CLOSE_BYE_S = 4 * T1_S  # on closing, how long the calls' BYEs are waited for
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+# The bodies an INVITE may carry its offer in: SDP, or SDP as a part of multipart/mixed
+# (RFC 5621); OPTIONS says so, and an INVITE in another body is refused with it.
+ACCEPTED_BODIES = "application/sdp, multipart/mixed"
 # Keys sent in SIP INFO (units that do not send RFC 4733 events in their RTP): the de facto
 # application/dtmf-relay body ("Signal=5\r\nDuration=160") and application/dtmf ("5").
 DTMF_INFO_TYPES = ("application/dtmf-relay", "application/dtmf")
@@ -462,7 +465,7 @@ class SipAgent:
         elif method == "OPTIONS":
             response = response_to(request, 200, to_tag=new_tag())
             response.add("Allow", ALLOW)
-            response.add("Accept", "application/sdp")
+            response.add("Accept", ACCEPTED_BODIES)
             self._cache_and_send(request, flow, branch, response)
         else:
             response = response_to(request, 405 if method in ("REGISTER", "SUBSCRIBE", "NOTIFY",
@@ -505,7 +508,7 @@ class SipAgent:
         offer = session_description(request)
         if offer is None:  # (a re-INVITE's call goes on as it was)
             response = response_to(request, 415, to_tag=tag_of(request.get("To")) or new_tag())
-            response.add("Accept", "application/sdp, multipart/mixed")
+            response.add("Accept", ACCEPTED_BODIES)
             self._cache_and_send(request, flow, branch, response)
             return
         request.body = offer  # from here on, the INVITE's body is its SDP alone

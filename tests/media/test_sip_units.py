@@ -384,6 +384,8 @@ async def test_plain_sip_requests_get_clear_answers(server) -> None:
         raw.send(raw.request("OPTIONS", f"sip:{room}@127.0.0.1"))
         (options,) = await raw.responses()
         assert options.status == 200 and {"INVITE", "INFO"} <= set(options.get("Allow").split(", "))
+        # What an INVITE's offer may come in, as a 415 says it: SDP, or SDP in multipart/mixed.
+        assert set(options.get("Accept").split(", ")) == {"application/sdp", "multipart/mixed"}
         raw.send(raw.request("SUBSCRIBE", f"sip:{room}@127.0.0.1", call_id="c2", extra="Event: x\r\n"))
         (subscribe,) = await raw.responses()
         assert subscribe.status == 405 and "BYE" in subscribe.get("Allow")
