@@ -573,6 +573,9 @@ function updateButtons() {
   $("#lock").hidden = state.role !== "host";
   $("#record").hidden = state.role !== "host";
   $("#recording").hidden = !state.recording;
+  // Everyone, guests too, sees while the room is locked (and so that nobody else can
+  // come in, nor a guest whose call is lost come back); it goes when it is unlocked.
+  $("#locked").hidden = !state.locked;
 }
 
 function setButton(selector, pressed, key) {

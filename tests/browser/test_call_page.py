@@ -543,3 +543,54 @@ async def test_the_unlabelled_controls_are_named_in_the_pages_language(server, b
         assert await page.get_attribute("#mic", "aria-label") == "Microphone level"
     finally:
         await context.close()
+
+
+async def test_everyone_sees_while_the_room_is_locked(server, browser) -> None:
+    """A host's lock was shown to nobody but the host (its button's "Unlock room"): the
+    guests in the call never learnt that nobody else could come in, nor that their own
+    page could not come back if their call was lost. Everyone sees "The room is locked."
+    in their page's language while it is, and it goes once the room is unlocked; a guest
+    whose page has to join again meanwhile is refused and told why."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        host = await context.new_page()
+        await host.goto(
+            join_url(server.url, secret, "zamykani", role="host", name="Starosta", ttl_s=600)
+            + "&autojoin=1&lang=en"
+        )
+        guest = await context.new_page()
+        await guest.goto(
+            join_url(server.url, secret, "zamykani", name="Obec", ttl_s=600) + "&autojoin=1&lang=cs"
+        )
+        for page in (host, guest):
+            await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+            assert not await page.is_visible("#locked")
+
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        assert await guest.text_content("#locked") == "Místnost je uzamčena."
+        await host.wait_for_selector("#locked", state="visible")
+        assert await host.text_content("#locked") == "The room is locked."
+
+        await host.click("#lock")  # unlocked: it goes, for both
+        for page in (host, guest):
+            await page.wait_for_selector("#locked", state="hidden")
+
+        # Locked again, the guest's call is lost for good (its "resume" refused): its page
+        # joins again, is refused, and says that the room is locked.
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        await guest.evaluate("""() => {
+            const session = window.multipointCall.session;
+            session.resumeSecret = "x".repeat(43);
+            session.ws.close();
+        }""")
+        await guest.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('Místnost je uzamčena')",
+            timeout=30_000,
+        )
+        assert not await guest.is_visible("#locked")  # the call is over: no controls
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    finally:
+        await context.close()
