@@ -69,7 +69,12 @@ installLanguageSwitch($("#lang"), () => {
   if (state.prejoinError) showPrejoinError(state.prejoinError);
 });
 linkGuide();
-$("#name").value = localStorage.getItem("multipoint.name") ?? "";
+// A link that names the official fills the field (its own name= parameter, else its
+// token's name, put there by the server); any other, the name this computer joined by
+// last. The official can still change it: the field is required, and typing one's own
+// name on every link that already carried it was needless.
+$("#name").value = (params.get("name") ?? "").trim().slice(0, $("#name").maxLength)
+  || $("#name").value || (localStorage.getItem("multipoint.name") ?? "");
 startPreview().then(() => {
   if (params.get("autojoin") === "1") join();
 });

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Page
@@ -592,5 +593,38 @@ async def test_everyone_sees_while_the_room_is_locked(server, browser) -> None:
         )
         assert not await guest.is_visible("#locked")  # the call is over: no controls
         await host.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    finally:
+        await context.close()
+
+
+async def test_a_link_that_names_the_official_fills_the_name_field(server, browser) -> None:
+    """The name field is required, and it was empty on a link that names the official
+    (an invitation made with --name, whose token carries the name, or one with a name=
+    parameter): they had to type their own name. The link's name fills it, still
+    editable; a link without one gets the name this computer joined by last."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(join_url(server.url, secret, "jmeno", name="Jana Nováková", ttl_s=600) + "&lang=en")
+        assert await page.input_value("#name") == "Jana Nováková"
+        await page.fill("#name", "Jana Nováková, MěÚ Tábor")  # still the official's to change
+        await page.click("#join-form button[type=submit]")
+        await page.wait_for_selector("#incall", state="visible")
+        assert await page.evaluate("window.multipointCall.joinedName") == "Jana Nováková, MěÚ Tábor"
+        await page.click("#leave")
+
+        # No name in the link: the one this computer joined by last.
+        await page.goto(join_url(server.url, secret, "jmeno", ttl_s=600))
+        assert await page.input_value("#name") == "Jana Nováková, MěÚ Tábor"
+        # The link's name over the computer's: a shared office computer, another official.
+        await page.goto(join_url(server.url, secret, "jmeno", name="Petr Svoboda", ttl_s=600))
+        assert await page.input_value("#name") == "Petr Svoboda"
+        await page.goto(join_url(server.url, secret, "jmeno", ttl_s=600) + "&name=" + quote("Obec Řečice"))
+        assert await page.input_value("#name") == "Obec Řečice"
+        # A link that is no longer valid names nobody (its join is refused anyway).
+        expired = join_url(server.url, secret, "jmeno", name="Petr Svoboda", ttl_s=-10)
+        await page.goto(expired)
+        assert await page.input_value("#name") == "Jana Nováková, MěÚ Tábor"
     finally:
         await context.close()
