@@ -609,6 +609,7 @@ async def test_a_link_that_names_the_official_fills_the_name_field(server, brows
         await page.goto(join_url(server.url, secret, "jmeno", name="Jana Nováková", ttl_s=600) + "&lang=en")
         assert await page.input_value("#name") == "Jana Nováková"
         await page.fill("#name", "Jana Nováková, MěÚ Tábor")  # still the official's to change
+        await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0")
         await page.click("#join-form button[type=submit]")
         await page.wait_for_selector("#incall", state="visible")
         assert await page.evaluate("window.multipointCall.joinedName") == "Jana Nováková, MěÚ Tábor"
