@@ -12,6 +12,7 @@ const QUOTED = {
   mode_forwarded: "call.mode_forwarded", lock: "call.lock", unlock: "call.unlock", locked: "call.locked",
   record: "call.record", stop_recording: "call.stop_recording", recording: "call.recording",
   reconnecting: "call.reconnecting", not_reconnected: "call.not_reconnected",
+  join_again: "call.join_again",
 };
 
 function fill() {

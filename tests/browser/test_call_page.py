@@ -629,3 +629,62 @@ async def test_a_link_that_names_the_official_fills_the_name_field(server, brows
         assert await page.input_value("#name") == "Jana Nováková, MěÚ Tábor"
     finally:
         await context.close()
+
+
+async def test_join_again_after_leaving_but_not_after_a_removal(server, browser) -> None:
+    """After Leave the only way back was to open the link again. The ended call offers
+    Join again (in the page's language) where coming back makes sense: after Leave, and
+    after a rejoin refused because the room is locked (it may be unlocked); not after the
+    host removed the official."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        host = await context.new_page()
+        await host.goto(
+            join_url(server.url, secret, "znovu", role="host", name="Starosta", ttl_s=600)
+            + "&autojoin=1&lang=en"
+        )
+        guest = await context.new_page()
+        errors: list[str] = []
+        guest.on("pageerror", lambda error: errors.append(str(error)))
+        await guest.goto(
+            join_url(server.url, secret, "znovu", name="Obec", ttl_s=600) + "&autojoin=1&lang=cs"
+        )
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        first = await guest.evaluate("window.multipointCall.me")
+
+        await guest.click("#leave")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await guest.text_content("#join-again") == "Připojit se znovu"
+        await guest.click("#join-again")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        await guest.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        assert await guest.evaluate("window.multipointCall.me") != first
+        assert await guest.is_visible("#incall .controls") and not await guest.is_visible("#join-again")
+        assert not await guest.is_visible("#notice")
+        assert await guest.evaluate("window.multipointCall.joinedName") == "Obec"
+
+        # Refused while the room is locked: offered again, and joined once it is unlocked.
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        await guest.evaluate("""() => {
+            const session = window.multipointCall.session;
+            session.resumeSecret = "x".repeat(43);
+            session.ws.close();
+        }""")
+        await guest.wait_for_selector("#join-again", state="visible", timeout=30_000)
+        assert "Místnost je uzamčena" in await guest.text_content("#notice")
+        await host.click("#lock")
+        await host.wait_for_selector("#locked", state="hidden")
+        await guest.click("#join-again")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+
+        # Removed by the host: no way back from the page.
+        await host.click("#people li:has-text('Obec') button:has-text('Remove')")
+        await guest.wait_for_function(
+            "() => !document.querySelector('#notice').hidden && window.multipointCall.leaving", timeout=30_000
+        )
+        assert not await guest.is_visible("#join-again")
+        assert errors == []
+    finally:
+        await context.close()
