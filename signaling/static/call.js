@@ -76,7 +76,11 @@ linkGuide();
 // name on every link that already carried it was needless.
 $("#name").value = (params.get("name") ?? "").trim().slice(0, $("#name").maxLength)
   || $("#name").value || (localStorage.getItem("multipoint.name") ?? "");
-startPreview().then(() => {
+// The camera and microphone (or none): a join waits for them. Join pressed while the
+// browser still asked for them (or a slow camera started) failed with the script's own
+// English error ("Cannot read properties of null") on the pre-join form.
+let previewing = startPreview();
+previewing.then(() => {
   if (params.get("autojoin") === "1") join();
 });
 $("#join-form").addEventListener("submit", (event) => {
@@ -109,6 +113,7 @@ async function join() {
   state.prejoinError = null;
   let joined;
   try {
+    await previewing;
     joined = await connect(name);
   } catch (error) {
     showPrejoinError(() => failure(error));
@@ -575,7 +580,8 @@ $("#join-again").addEventListener("click", async () => {
   $("#people").replaceChildren();
   $("#incall").hidden = true;
   $("#prejoin").hidden = false;
-  await startPreview();
+  previewing = startPreview();
+  await previewing;
   join();
 });
 

@@ -688,3 +688,30 @@ async def test_join_again_after_leaving_but_not_after_a_removal(server, browser)
         assert errors == []
     finally:
         await context.close()
+
+
+async def test_join_pressed_before_the_camera_is_allowed_waits_for_it(server, browser) -> None:
+    """Join pressed while the browser still asks for the camera and microphone (the
+    official has not answered its prompt yet): the join failed at once with the script's
+    own English error ("Cannot read properties of null") on the Czech page. It waits for
+    the answer and then joins, with the camera and microphone."""
+    context = await new_context(browser, server.url)
+    # The browser's prompt, unanswered until the test answers it (window.answerPrompt()).
+    await context.add_init_script("""{
+      const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+      const answered = new Promise((resolve) => { window.answerPrompt = resolve; });
+      navigator.mediaDevices.getUserMedia = (constraints) => answered.then(() => ask(constraints));
+    }""")
+    try:
+        page = await context.new_page()
+        await page.goto(
+            join_url(server.url, server.settings.signing_secret(), "souhlas", name="Úředník", ttl_s=600)
+        )
+        await page.click("#join-form button[type=submit]")
+        assert not await page.is_visible("#prejoin-error")
+        await page.evaluate("window.answerPrompt()")
+        await page.wait_for_selector("#incall", state="visible", timeout=30_000)
+        assert not await page.is_visible("#prejoin-error")
+        assert await page.evaluate("window.multipointCall.stream.getTracks().length") == 2
+    finally:
+        await context.close()
