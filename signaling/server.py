@@ -1191,7 +1191,13 @@ def setup_signaling(app: web.Application, config: SignalingConfig, pool: WorkerP
                                  status=201)
 
     async def call_page(request: web.Request) -> web.Response:
-        return render("call.html", room=request.match_info["room"])
+        # The name the link's token gives the official fills the page's name field (an
+        # invitation made with --name): only a valid link's, as the join would take it.
+        try:
+            name = verify_token(config.secret, request.query.get("token")).name
+        except TokenError:
+            name = None
+        return render("call.html", room=request.match_info["room"], official=name or "")
 
     async def guide_page(request: web.Request) -> web.Response:
         return render("guide.html")

@@ -57,6 +57,7 @@ const state = {
   notice: null, prejoinError: null,  // what the page says now (see notice())
   mediaFailures: 0,  // joins in a row whose media never connected
   turn: false,       // whether the server gave us TURN (the operator configured it)
+  ended: 0,  // calls this page has ended: a rejoin loop of an earlier one stops
 };
 window.multipointCall = state; // for tests and support staff
 
@@ -69,8 +70,17 @@ installLanguageSwitch($("#lang"), () => {
   if (state.prejoinError) showPrejoinError(state.prejoinError);
 });
 linkGuide();
-$("#name").value = localStorage.getItem("multipoint.name") ?? "";
-startPreview().then(() => {
+// A link that names the official fills the field (its own name= parameter, else its
+// token's name, put there by the server); any other, the name this computer joined by
+// last. The official can still change it: the field is required, and typing one's own
+// name on every link that already carried it was needless.
+$("#name").value = (params.get("name") ?? "").trim().slice(0, $("#name").maxLength)
+  || $("#name").value || (localStorage.getItem("multipoint.name") ?? "");
+// The camera and microphone (or none): a join waits for them. Join pressed while the
+// browser still asked for them (or a slow camera started) failed with the script's own
+// English error ("Cannot read properties of null") on the pre-join form.
+let previewing = startPreview();
+previewing.then(() => {
   if (params.get("autojoin") === "1") join();
 });
 $("#join-form").addEventListener("submit", (event) => {
@@ -103,6 +113,7 @@ async function join() {
   state.prejoinError = null;
   let joined;
   try {
+    await previewing;
     joined = await connect(name);
   } catch (error) {
     showPrejoinError(() => failure(error));
@@ -220,13 +231,14 @@ async function onConnectionLost(session) {
   if (!session.mediaConnected && ++state.mediaFailures >= MEDIA_FAILURES_BEFORE_HINT) {
     showMediaHint();
   }
+  const call = state.ended;  // Leave, then Join again, during a wait: this loop is over
   let failed = 0;  // attempts that count toward the page's 20
   let asked = 0;  // ms the server's last refusal asked the page to wait (retry_after)
-  while (!state.leaving && failed < REJOIN_ATTEMPTS) {
+  while (!state.leaving && call === state.ended && failed < REJOIN_ATTEMPTS) {
     state.reconnects += 1;
     const backoff = Math.min(8000, 500 * 2 ** (failed + 1));
     await new Promise((resolve) => setTimeout(resolve, Math.max(backoff, asked)));
-    if (state.leaving) return;  // Leave pressed while waiting: no join after it
+    if (state.leaving || call !== state.ended) return;  // Leave pressed while waiting: no join after it
     try {
       // The name it joined by: the form's field alone lost the link's name parameter
       // (an autojoin link with a name and an empty field), so the official came back
@@ -237,7 +249,9 @@ async function onConnectionLost(session) {
     } catch (error) {
       if (FINAL_ERRORS.has(error.code)) {
         state.leaving = true;
-        return end(() => failure(error));
+        // A locked room may be unlocked: Join again is worth a try then. The others
+        // (the link, the meeting) would only be refused again.
+        return end(() => failure(error), error.code === "room_locked");
       }
       asked = retryAfter(error);
       // A refusal that says when to come back (rate_limited, too_many_pending_joins) is
@@ -255,9 +269,9 @@ async function onConnectionLost(session) {
   }
   // Every attempt failed (about two and a half minutes): say so and how to come back,
   // rather than "Reconnecting…" for ever over a call that looks live.
-  if (!state.leaving) {
+  if (!state.leaving && call === state.ended) {
     state.leaving = true;
-    end(() => t("call.not_reconnected"));
+    end(() => t("call.not_reconnected"), true);
   }
 }
 
@@ -551,7 +565,24 @@ $("#lock").addEventListener("click", () => state.session.send({ type: "lock", lo
 $("#record").addEventListener("click", () => state.session.send({ type: "record", active: !state.recording }));
 $("#leave").addEventListener("click", () => {
   state.leaving = true;
-  end(() => t("call.left"));
+  end(() => t("call.left"), true);
+});
+// After a call this page ended where coming back makes sense (Leave, a call that could
+// not be restored, a locked room): back to the pre-join form, camera and microphone
+// again, and joined from it as a new participant, without reopening the link. A refused
+// join says why there, with Join to try again.
+$("#join-again").addEventListener("click", async () => {
+  Object.assign(state, { me: null, role: null, roster: null, leaving: false, reconnects: 0,
+                         muted: false, cameraOff: false, muteAwait: null, mediaFailures: 0 });
+  notice(null);
+  $("#rejoin").hidden = true;
+  $("#incall").querySelector(".controls").hidden = false;
+  $("#people").replaceChildren();
+  $("#incall").hidden = true;
+  $("#prejoin").hidden = false;
+  previewing = startPreview();
+  await previewing;
+  join();
 });
 
 async function stopSharing() {
@@ -573,6 +604,9 @@ function updateButtons() {
   $("#lock").hidden = state.role !== "host";
   $("#record").hidden = state.role !== "host";
   $("#recording").hidden = !state.recording;
+  // Everyone, guests too, sees while the room is locked (and so that nobody else can
+  // come in, nor a guest whose call is lost come back); it goes when it is unlocked.
+  $("#locked").hidden = !state.locked;
 }
 
 function setButton(selector, pressed, key) {
@@ -581,7 +615,10 @@ function setButton(selector, pressed, key) {
   button.textContent = t(key);
 }
 
-function end(say) {
+// ``rejoin``: whether the page offers Join again (not after a removal, a meeting over,
+// a link no longer valid: those would only be refused).
+function end(say, rejoin = false) {
+  state.ended += 1;
   state.session?.close();
   state.stream?.getTracks().forEach((track) => track.stop());
   // A screen being shared too: left running, the browser went on capturing it (and
@@ -592,6 +629,7 @@ function end(say) {
   $("#grid").replaceChildren();
   $("#incall").querySelector(".controls").hidden = true;
   $("#media-hint").hidden = true;  // "the page keeps trying": not any more
+  $("#rejoin").hidden = !rejoin;
   notice(say);
 }
 

@@ -9,9 +9,10 @@ const QUOTED = {
   share: "call.share", stop_share: "call.stop_share", participants: "call.participants",
   chat: "call.chat", start: "selftest.start", run_selftest: "call.run_selftest",
   remove: "call.remove", ask_unmute: "call.ask_unmute", mode_mixed: "call.mode_mixed",
-  mode_forwarded: "call.mode_forwarded", lock: "call.lock", unlock: "call.unlock",
+  mode_forwarded: "call.mode_forwarded", lock: "call.lock", unlock: "call.unlock", locked: "call.locked",
   record: "call.record", stop_recording: "call.stop_recording", recording: "call.recording",
   reconnecting: "call.reconnecting", not_reconnected: "call.not_reconnected",
+  join_again: "call.join_again",
 };
 
 function fill() {

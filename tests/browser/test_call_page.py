@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Page
@@ -541,5 +542,176 @@ async def test_the_unlabelled_controls_are_named_in_the_pages_language(server, b
         assert await page.get_by_role("textbox", name="Chat message").count() == 1
         assert await page.get_attribute("#grid", "aria-label") == "Participants' video"
         assert await page.get_attribute("#mic", "aria-label") == "Microphone level"
+    finally:
+        await context.close()
+
+
+async def test_everyone_sees_while_the_room_is_locked(server, browser) -> None:
+    """A host's lock was shown to nobody but the host (its button's "Unlock room"): the
+    guests in the call never learnt that nobody else could come in, nor that their own
+    page could not come back if their call was lost. Everyone sees "The room is locked."
+    in their page's language while it is, and it goes once the room is unlocked; a guest
+    whose page has to join again meanwhile is refused and told why."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        host = await context.new_page()
+        await host.goto(
+            join_url(server.url, secret, "zamykani", role="host", name="Starosta", ttl_s=600)
+            + "&autojoin=1&lang=en"
+        )
+        guest = await context.new_page()
+        await guest.goto(
+            join_url(server.url, secret, "zamykani", name="Obec", ttl_s=600) + "&autojoin=1&lang=cs"
+        )
+        for page in (host, guest):
+            await page.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+            assert not await page.is_visible("#locked")
+
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        assert await guest.text_content("#locked") == "Místnost je uzamčena."
+        await host.wait_for_selector("#locked", state="visible")
+        assert await host.text_content("#locked") == "The room is locked."
+
+        await host.click("#lock")  # unlocked: it goes, for both
+        for page in (host, guest):
+            await page.wait_for_selector("#locked", state="hidden")
+
+        # Locked again, the guest's call is lost for good (its "resume" refused): its page
+        # joins again, is refused, and says that the room is locked.
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        await guest.evaluate("""() => {
+            const session = window.multipointCall.session;
+            session.resumeSecret = "x".repeat(43);
+            session.ws.close();
+        }""")
+        await guest.wait_for_function(
+            "() => document.querySelector('#notice').textContent.includes('Místnost je uzamčena')",
+            timeout=30_000,
+        )
+        assert not await guest.is_visible("#locked")  # the call is over: no controls
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    finally:
+        await context.close()
+
+
+async def test_a_link_that_names_the_official_fills_the_name_field(server, browser) -> None:
+    """The name field is required, and it was empty on a link that names the official
+    (an invitation made with --name, whose token carries the name, or one with a name=
+    parameter): they had to type their own name. The link's name fills it, still
+    editable; a link without one gets the name this computer joined by last."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        page = await context.new_page()
+        await page.goto(join_url(server.url, secret, "jmeno", name="Jana Nováková", ttl_s=600) + "&lang=en")
+        assert await page.input_value("#name") == "Jana Nováková"
+        await page.fill("#name", "Jana Nováková, MěÚ Tábor")  # still the official's to change
+        await page.wait_for_function("() => document.querySelector('#preview').videoWidth > 0")
+        await page.click("#join-form button[type=submit]")
+        await page.wait_for_selector("#incall", state="visible")
+        assert await page.evaluate("window.multipointCall.joinedName") == "Jana Nováková, MěÚ Tábor"
+        await page.click("#leave")
+
+        # No name in the link: the one this computer joined by last.
+        await page.goto(join_url(server.url, secret, "jmeno", ttl_s=600))
+        assert await page.input_value("#name") == "Jana Nováková, MěÚ Tábor"
+        # The link's name over the computer's: a shared office computer, another official.
+        await page.goto(join_url(server.url, secret, "jmeno", name="Petr Svoboda", ttl_s=600))
+        assert await page.input_value("#name") == "Petr Svoboda"
+        await page.goto(join_url(server.url, secret, "jmeno", ttl_s=600) + "&name=" + quote("Obec Řečice"))
+        assert await page.input_value("#name") == "Obec Řečice"
+        # A link that is no longer valid names nobody (its join is refused anyway).
+        expired = join_url(server.url, secret, "jmeno", name="Petr Svoboda", ttl_s=-10)
+        await page.goto(expired)
+        assert await page.input_value("#name") == "Jana Nováková, MěÚ Tábor"
+    finally:
+        await context.close()
+
+
+async def test_join_again_after_leaving_but_not_after_a_removal(server, browser) -> None:
+    """After Leave the only way back was to open the link again. The ended call offers
+    Join again (in the page's language) where coming back makes sense: after Leave, and
+    after a rejoin refused because the room is locked (it may be unlocked); not after the
+    host removed the official."""
+    secret = server.settings.signing_secret()
+    context = await new_context(browser, server.url)
+    try:
+        host = await context.new_page()
+        await host.goto(
+            join_url(server.url, secret, "znovu", role="host", name="Starosta", ttl_s=600)
+            + "&autojoin=1&lang=en"
+        )
+        guest = await context.new_page()
+        errors: list[str] = []
+        guest.on("pageerror", lambda error: errors.append(str(error)))
+        await guest.goto(
+            join_url(server.url, secret, "znovu", name="Obec", ttl_s=600) + "&autojoin=1&lang=cs"
+        )
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        first = await guest.evaluate("window.multipointCall.me")
+
+        await guest.click("#leave")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+        assert await guest.text_content("#join-again") == "Připojit se znovu"
+        await guest.click("#join-again")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        await guest.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+        assert await guest.evaluate("window.multipointCall.me") != first
+        assert await guest.is_visible("#incall .controls") and not await guest.is_visible("#join-again")
+        assert not await guest.is_visible("#notice")
+        assert await guest.evaluate("window.multipointCall.joinedName") == "Obec"
+
+        # Refused while the room is locked: offered again, and joined once it is unlocked.
+        await host.click("#lock")
+        await guest.wait_for_selector("#locked", state="visible")
+        await guest.evaluate("""() => {
+            const session = window.multipointCall.session;
+            session.resumeSecret = "x".repeat(43);
+            session.ws.close();
+        }""")
+        await guest.wait_for_selector("#join-again", state="visible", timeout=30_000)
+        assert "Místnost je uzamčena" in await guest.text_content("#notice")
+        await host.click("#lock")
+        await host.wait_for_selector("#locked", state="hidden")
+        await guest.click("#join-again")
+        await host.wait_for_function("() => window.multipointCall.roster?.length === 2", timeout=30_000)
+
+        # Removed by the host: no way back from the page.
+        await host.click("#people li:has-text('Obec') button:has-text('Remove')")
+        await guest.wait_for_function(
+            "() => !document.querySelector('#notice').hidden && window.multipointCall.leaving", timeout=30_000
+        )
+        assert not await guest.is_visible("#join-again")
+        assert errors == []
+    finally:
+        await context.close()
+
+
+async def test_join_pressed_before_the_camera_is_allowed_waits_for_it(server, browser) -> None:
+    """Join pressed while the browser still asks for the camera and microphone (the
+    official has not answered its prompt yet): the join failed at once with the script's
+    own English error ("Cannot read properties of null") on the Czech page. It waits for
+    the answer and then joins, with the camera and microphone."""
+    context = await new_context(browser, server.url)
+    # The browser's prompt, unanswered until the test answers it (window.answerPrompt()).
+    await context.add_init_script("""{
+      const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+      const answered = new Promise((resolve) => { window.answerPrompt = resolve; });
+      navigator.mediaDevices.getUserMedia = (constraints) => answered.then(() => ask(constraints));
+    }""")
+    try:
+        page = await context.new_page()
+        await page.goto(
+            join_url(server.url, server.settings.signing_secret(), "souhlas", name="Úředník", ttl_s=600)
+        )
+        await page.click("#join-form button[type=submit]")
+        assert not await page.is_visible("#prejoin-error")
+        await page.evaluate("window.answerPrompt()")
+        await page.wait_for_selector("#incall", state="visible", timeout=30_000)
+        assert not await page.is_visible("#prejoin-error")
+        assert await page.evaluate("window.multipointCall.stream.getTracks().length") == 2
     finally:
         await context.close()

@@ -188,10 +188,30 @@ async def test_leave_pressed_while_the_page_waits_to_rejoin_is_final(front, brow
     assert errors == []
 
 
+async def test_join_again_while_an_earlier_call_waited_to_rejoin_joins_once(front, browser) -> None:
+    """Leave while the page waits to join again, then Join again at once: the earlier
+    call's wait must not end in a join of its own beside the new one (twice in the room)."""
+    page, errors = await open_page(browser, front, autojoin=True)
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    await front.stop()
+    await page.wait_for_function(
+        "() => window.multipointCall.session.pc.signalingState === 'closed'"
+        " && window.multipointCall.reconnects >= 1", timeout=30_000)
+    await page.click("#leave")
+    await front.start()
+    await page.click("#join-again")
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    await asyncio.sleep(12)  # past the longest wait between two attempts (8 s)
+    me = await page.evaluate("window.multipointCall.me")
+    assert front.participants(ROOM) == [me], "the page is in the room more than once"
+    assert errors == []
+
+
 async def test_a_page_that_cannot_rejoin_says_so(front, browser) -> None:
     """The front does not come back: after its last attempt (about 2.5 minutes) the page
     used to stop trying in silence, "Reconnecting…" shown for ever over controls that
-    looked live. It says the connection could not be restored and to reload."""
+    looked live. It says the connection could not be restored, and Join again (the page
+    used to say to reload it) joins once more."""
     page, errors = await open_page(browser, front, autojoin=True)
     await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
     # The page's own clock from here: its waits between attempts (up to 8 s each, 2.5
@@ -205,11 +225,16 @@ async def test_a_page_that_cannot_rejoin_says_so(front, browser) -> None:
         await page.clock.run_for(8_000)
         await asyncio.sleep(0.3)  # the attempt's socket is refused
     assert await page.evaluate(notice)
-    assert "Reload" in await page.text_content("#notice")
+    assert "Try joining again" in await page.text_content("#notice")
     assert not await page.is_visible("#incall .controls")
     await front.start()  # the page no longer tries: nobody joins
     await asyncio.sleep(3)
     assert front.participants(ROOM) == []
+    await page.click("#join-again")  # back, without reloading
+    await page.wait_for_function("() => window.multipointCall.roster?.length === 1", timeout=30_000)
+    assert front.participants(ROOM) == [await page.evaluate("window.multipointCall.me")]
+    assert await page.is_visible("#incall .controls") and not await page.is_visible("#notice")
+    assert await page.evaluate("window.loadedOnce") is True
     assert errors == []
 
 
