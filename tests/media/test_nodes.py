@@ -31,7 +31,7 @@ from signaling.sip.message import SipMessage, parse, tag_of
 from signaling.tokens import JoinGrant, issue_token
 from tests.conftest import free_port
 from tests.media.test_sip_units import OFFER, hears, sip_request
-from tests.nodes import LEASE_S, SECRET, izs_bridge, start_node
+from tests.nodes import LEASE_S, SECRET, Node, izs_bridge, start_node
 from tests.peers import ClientPeer, ColourTrack, ToneTrack, wait_until
 from tests.scheduler.conftest import PG_URL
 from tests.signal_client import SignalClient
@@ -648,6 +648,21 @@ def audited(database: Database, room: str) -> list[tuple[str, str, dict]]:
             select(AuditEntry).where(AuditEntry.target == f"room:{room}").order_by(AuditEntry.id))]
 
 
+async def praha_and_ostrava(node_a: Node, node_b: Node, token: str,
+                            clients: list[SignalClient]) -> tuple[SignalClient, SignalClient, str]:
+    """Praha joins through node A and Ostrava through node B (both added to ``clients``,
+    to be closed), and node A has read node B's part: Ostrava is in the room's list there.
+    Returns the two and Ostrava's participant id."""
+    clients.append(await join_through(node_a.front, token, "Praha"))
+    clients.append(await join_through(node_b.front, token, "Ostrava"))
+    praha, ostrava = clients[-2:]
+    ostrava_id = ostrava.of_type("joined")[0]["participant"]
+    assert await wait_until(lambda: any(
+        p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
+        for p in m["participants"]), timeout=20)
+    return praha, ostrava, ostrava_id
+
+
 async def test_the_operator_mutes_and_removes_a_participant_on_another_nodes_part(
         spreading_nodes) -> None:
     """A spread room, its operator on node A's admin web: a participant on node B's part
@@ -661,14 +676,7 @@ async def test_the_operator_mutes_and_removes_a_participant_on_another_nodes_par
     clients: list[SignalClient] = []
     operator: Operator | None = None
     try:
-        clients.append(await join_through(node_a.front, guest, "Praha"))
-        clients.append(await join_through(node_b.front, guest, "Ostrava"))
-        praha, ostrava = clients
-        ostrava_id = ostrava.of_type("joined")[0]["participant"]
-        # Node A has read node B's part: Ostrava is in the room's list there.
-        assert await wait_until(lambda: any(
-            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
-            for p in m["participants"]), timeout=20)
+        praha, ostrava, ostrava_id = await praha_and_ostrava(node_a, node_b, guest, clients)
         operator = await Operator.sign_in(node_a.front, database)
         assert f'data-participant="{ostrava_id}"' in await operator.live()
 
@@ -706,13 +714,7 @@ async def test_the_operators_mute_on_a_node_that_does_not_answer_is_not_reported
     clients: list[SignalClient] = []
     operator: Operator | None = None
     try:
-        clients.append(await join_through(node_a.front, guest, "Praha"))
-        clients.append(await join_through(node_b.front, guest, "Ostrava"))
-        praha, ostrava = clients
-        ostrava_id = ostrava.of_type("joined")[0]["participant"]
-        assert await wait_until(lambda: any(
-            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
-            for p in m["participants"]), timeout=20)
+        _, _, ostrava_id = await praha_and_ostrava(node_a, node_b, guest, clients)
         operator = await Operator.sign_in(node_a.front, database)
         assert f'data-participant="{ostrava_id}"' in await operator.live()
 
@@ -747,13 +749,7 @@ async def test_the_operator_closes_a_spread_room_on_every_node(spreading_nodes) 
                                         {"room": room}))
 
     try:
-        clients.append(await join_through(node_a.front, guest, "Praha"))
-        clients.append(await join_through(node_b.front, guest, "Ostrava"))
-        praha, ostrava = clients
-        ostrava_id = ostrava.of_type("joined")[0]["participant"]
-        assert await wait_until(lambda: any(
-            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
-            for p in m["participants"]), timeout=20)
+        await praha_and_ostrava(node_a, node_b, guest, clients)
         operator = await Operator.sign_in(node_a.front, database)
 
         assert await operator.act(room, "close") == "done=close"
@@ -836,13 +832,7 @@ async def test_record_pressed_on_both_nodes_at_once_starts_one_recording(spreadi
         return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("node-*/recordings/*/*.webm"))
 
     try:
-        clients.append(await join_through(node_a.front, guest, "Praha"))
-        clients.append(await join_through(node_b.front, guest, "Ostrava"))
-        praha, ostrava = clients
-        ostrava_id = ostrava.of_type("joined")[0]["participant"]
-        assert await wait_until(lambda: any(
-            p["id"] == ostrava_id for m in praha.of_type("participants")[-1:]
-            for p in m["participants"]), timeout=20)
+        praha, ostrava, ostrava_id = await praha_and_ostrava(node_a, node_b, guest, clients)
         for node in (node_a, node_b):
             operators.append(await Operator.sign_in(node.front, database))
             assert f'data-participant="{ostrava_id}"' in await operators[-1].live()
