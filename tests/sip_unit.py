@@ -23,10 +23,26 @@ import numpy as np
 BARESIP = shutil.which("baresip")
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
+def _free_port() -> int:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _free_sip_port() -> int:
+    """A port free for UDP and for TCP alike: baresip's sip_listen takes both, and a port
+    chosen free for UDP alone was once a TCP connection's local port (a CI run's baresip
+    did not start: "SIP Transport failed: Address already in use")."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            try:
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 class Baresip:
@@ -35,7 +51,7 @@ class Baresip:
         self.workdir = workdir
         self.tone_hz = tone_hz
         self.ctrl_port = _free_port()
-        self.sip_port = _free_port(socket.SOCK_DGRAM)
+        self.sip_port = _free_sip_port()
         self.events: list[dict[str, Any]] = []
         self._responses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._proc: asyncio.subprocess.Process | None = None
