@@ -75,6 +75,16 @@ def _instant(raw: str) -> datetime:
     return (moment.replace(tzinfo=TZ) if moment.tzinfo is None else moment).astimezone(UTC)
 
 
+def _range(request: web.Request) -> tuple[datetime, datetime]:
+    """The calendar's range, ``start`` and ``end`` of the query, as instants (_instant)."""
+    try:
+        return _instant(request.query["start"]), _instant(request.query["end"])
+    except (KeyError, ValueError, OverflowError):
+        raise web.HTTPBadRequest(
+            text="start and end are ISO 8601 date-times (without an offset: Europe/Prague's)"
+        ) from None
+
+
 def _wall_clock(moment: datetime) -> str:
     """An instant as Prague's wall-clock time without an offset, as the calendar shows it."""
     return moment.astimezone(TZ).replace(tzinfo=None).isoformat()
@@ -88,13 +98,7 @@ async def events(admin: Admin, request: web.Request, user: Principal) -> web.Res
     it asks for a range of Prague times and gets each occurrence's as Prague's, without
     an offset. Given with offsets, times of the browser's own zone moved the meetings on a
     computer set to another zone (a 10:00 meeting at 9:00 on one in UTC)."""
-    try:
-        start = _instant(request.query["start"])
-        end = _instant(request.query["end"])
-    except (KeyError, ValueError, OverflowError):
-        raise web.HTTPBadRequest(
-            text="start and end are ISO 8601 date-times (without an offset: Europe/Prague's)"
-        ) from None
+    start, end = _range(request)
     if end <= start or end - start > timedelta(days=62):
         raise web.HTTPBadRequest(text="ask for at most 62 days")
 
@@ -144,13 +148,7 @@ async def share(admin: Admin, request: web.Request, user: Principal) -> web.Resp
 
     ``start`` and ``end`` are Prague's wall-clock times, as events.json takes them;
     ``organisation_id``: the organisation chosen (the user's own by default)."""
-    try:
-        start = _instant(request.query["start"])
-        end = _instant(request.query["end"])
-    except (KeyError, ValueError, OverflowError):
-        raise web.HTTPBadRequest(
-            text="start and end are ISO 8601 date-times (without an offset: Europe/Prague's)"
-        ) from None
+    start, end = _range(request)
     raw = request.query.get("organisation_id", "")
     organisation_id = parse_id(raw) if raw else user.organisation_id
     if organisation_id is None:

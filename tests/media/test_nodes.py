@@ -648,6 +648,15 @@ def audited(database: Database, room: str) -> list[tuple[str, str, dict]]:
             select(AuditEntry).where(AuditEntry.target == f"room:{room}").order_by(AuditEntry.id))]
 
 
+def node_lease(database: Database, node: str) -> tuple[bool, bool]:
+    """Whether ``node`` was reaped, and whether its lease runs now."""
+    with database.session() as session:
+        dead, running = session.execute(text(
+            "SELECT dead_at IS NOT NULL, lease_expires_at > :now FROM media_nodes "
+            "WHERE name = :node"), {"now": datetime.now(UTC), "node": node}).one()
+        return bool(dead), bool(running)
+
+
 async def praha_and_ostrava(node_a: Node, node_b: Node, token: str,
                             clients: list[SignalClient]) -> tuple[SignalClient, SignalClient, str]:
     """Praha joins through node A and Ostrava through node B (both added to ``clients``,
@@ -865,12 +874,7 @@ async def test_a_node_whose_lease_lapsed_and_came_back_is_in_its_spread_rooms_ag
     clients: list[SignalClient] = []
 
     def node_b_lease() -> tuple[bool, bool]:
-        """Whether node B was reaped, and whether its lease runs now."""
-        with database.session() as session:
-            dead, running = session.execute(text(
-                "SELECT dead_at IS NOT NULL, lease_expires_at > :now FROM media_nodes "
-                "WHERE name = 'node-b'"), {"now": datetime.now(UTC)}).one()
-            return bool(dead), bool(running)
+        return node_lease(database, "node-b")
 
     def listed(client: SignalClient) -> set[str]:
         lists = client.of_type("participants")
@@ -981,11 +985,6 @@ async def test_a_killed_nodes_participants_leave_the_spread_room_when_it_is_reap
     database = Database(url)
     clients: list[SignalClient] = []
 
-    def node_b_dead() -> bool:
-        with database.session() as session:
-            return bool(session.scalar(text(
-                "SELECT dead_at IS NOT NULL FROM media_nodes WHERE name = 'node-b'")))
-
     def listed(client: SignalClient) -> set[str]:
         lists = client.of_type("participants")
         return {p["id"] for p in lists[-1]["participants"]} if lists else set()
@@ -999,7 +998,7 @@ async def test_a_killed_nodes_participants_leave_the_spread_room_when_it_is_reap
 
         node_b.kill()
         node_b.process.wait(10)
-        assert await wait_until(node_b_dead, timeout=4 * LEASE_S + 10)
+        assert await wait_until(lambda: node_lease(database, "node-b")[0], timeout=4 * LEASE_S + 10)
         assert await wait_until(lambda: listed(praha) == {praha_id}, timeout=10), listed(praha)
     finally:
         for client in clients:
@@ -1022,12 +1021,7 @@ async def test_a_paused_node_that_was_reaped_records_the_calls_it_still_has_agai
     clients: list[SignalClient] = []
 
     def node_b_lease() -> tuple[bool, bool]:
-        """Whether node B was reaped, and whether its lease runs now."""
-        with database.session() as session:
-            dead, running = session.execute(text(
-                "SELECT dead_at IS NOT NULL, lease_expires_at > :now FROM media_nodes "
-                "WHERE name = 'node-b'"), {"now": datetime.now(UTC)}).one()
-            return bool(dead), bool(running)
+        return node_lease(database, "node-b")
 
     def calls() -> list[tuple[str, str, bool]]:
         """Each call record of the room: who, on which node, whether it is open."""
